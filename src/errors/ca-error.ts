@@ -1,0 +1,46 @@
+/**
+ * Domain errors. Every refusal inside meshcert is a CaError with a stable code;
+ * src/grpc/status.ts maps codes to gRPC statuses in one table. Messages are written
+ * for the caller (what to fix) and must never contain tokens, keys, paths or stacks.
+ */
+export const CA_ERROR_CODES = [
+  'AUTH_MISSING',
+  'AUTH_INVALID',
+  'IMPERSONATION_DENIED',
+  'IDENTITY_MISMATCH',
+  'POLICY_DENIED',
+  'CSR_MALFORMED',
+  'CSR_BAD_SIGNATURE',
+  'CSR_UNSUPPORTED_KEY',
+  'CSR_FORBIDDEN_EXTENSION',
+  'TTL_INVALID',
+  'REQUEST_TOO_LARGE',
+  'NOT_READY',
+  'AUTH_BACKEND_UNAVAILABLE',
+  'ISSUER_UNAVAILABLE',
+  'OVERLOADED',
+  'ISSUER_FAILED',
+  'CHAIN_INVALID',
+  'INTERNAL',
+] as const;
+
+export type CaErrorCode = (typeof CA_ERROR_CODES)[number];
+
+export class CaError extends Error {
+  override readonly name = 'CaError';
+  readonly code: CaErrorCode;
+
+  constructor(code: CaErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+export function isCaError(err: unknown): err is CaError {
+  return err instanceof CaError;
+}
+
+/** Configuration or startup problems: reported once, process exits non-zero. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
