@@ -1,0 +1,32 @@
+import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+/** The Istio plug-in CA layout (Secret `cacerts`). */
+export const CA_FILES = {
+  cert: 'ca-cert.pem',
+  key: 'ca-key.pem',
+  chain: 'cert-chain.pem',
+  root: 'root-cert.pem',
+  /** Not part of Istio's layout: written by `ca init` so intermediates can be renewed; move it offline. */
+  rootKey: 'root-key.pem',
+} as const;
+
+export function caPath(dir: string, file: keyof typeof CA_FILES): string {
+  return join(dir, CA_FILES[file]);
+}
+
+/**
+ * Writes atomically (temp file + rename) so a reader never sees half a file.
+ * Private keys get mode 0600 before any byte is written.
+ */
+export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  writeFileSync(tmp, data, { mode, flag: 'wx' });
+  chmodSync(tmp, mode);
+  renameSync(tmp, path);
+}
+
+export function writePrivateKey(path: string, pem: string): void {
+  writeFileAtomic(path, pem, 0o600);
+}

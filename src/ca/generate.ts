@@ -1,0 +1,91 @@
+import 'reflect-metadata'; // @peculiar/x509 (tsyringe) needs the Reflect polyfill loaded first
+import { KeyObject, webcrypto, randomBytes } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+import type { KeyType } from '../config/schema.js';
+
+x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+
+type Alg = RsaHashedKeyGenParams | EcKeyGenParams;
+
+export function keyAlgorithm(type: KeyType): { gen: Alg; sign: Algorithm | EcdsaParams } {
+  switch (type) {
+    case 'ec256':
+      return { gen: { name: 'ECDSA', namedCurve: 'P-256' }, sign: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams };
+    case 'ec384':
+      return { gen: { name: 'ECDSA', namedCurve: 'P-384' }, sign: { name: 'ECDSA', hash: 'SHA-384' } as EcdsaParams };
+    default: {
+      const bits = Number(type.slice(3));
+      return {
+        gen: { name: 'RSASSA-PKCS1-v1_5', modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
+        sign: { name: 'RSASSA-PKCS1-v1_5' },
+      };
+    }
+  }
+}
+
+export interface GeneratedKey {
+  readonly keys: CryptoKeyPair;
+  readonly privateKey: KeyObject;
+  readonly privateKeyPem: string;
+}
+
+export async function generateKey(type: KeyType): Promise<GeneratedKey> {
+  const keys = (await webcrypto.subtle.generateKey(keyAlgorithm(type).gen, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const privateKey = KeyObject.from(keys.privateKey as unknown as webcrypto.CryptoKey);
+  return { keys, privateKey, privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() };
+}
+
+/** Positive 128-bit serial for CA certificates (RFC 5280: at most 20 octets). */
+function caSerial(): string {
+  const b = randomBytes(16);
+  b[0] = b[0]! & 0x7f | 0x01;
+  return b.toString('hex');
+}
+
+export interface CaCertOptions {
+  readonly subject: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly keyType: KeyType;
+  readonly pathLength?: number;
+}
+
+export async function createRootCert(key: GeneratedKey, o: CaCertOptions): Promise<x509.X509Certificate> {
+  return x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: caSerial(),
+    name: o.subject,
+    notBefore: o.notBefore,
+    notAfter: o.notAfter,
+    keys: key.keys,
+    signingAlgorithm: keyAlgorithm(o.keyType).sign,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, o.pathLength, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(key.keys.publicKey),
+    ],
+  });
+}
+
+/** A CA certificate for `subjectKey`, signed by `issuer` (whose key type decides the algorithm). */
+export async function createIntermediateCert(
+  subjectKey: CryptoKey,
+  issuer: { cert: x509.X509Certificate; key: CryptoKey; keyType: KeyType },
+  o: Omit<CaCertOptions, 'keyType'>,
+): Promise<x509.X509Certificate> {
+  return x509.X509CertificateGenerator.create({
+    serialNumber: caSerial(),
+    subject: o.subject,
+    issuer: issuer.cert.subject,
+    notBefore: o.notBefore,
+    notAfter: o.notAfter,
+    publicKey: subjectKey,
+    signingKey: issuer.key,
+    signingAlgorithm: keyAlgorithm(issuer.keyType).sign,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, o.pathLength ?? 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+      await x509.SubjectKeyIdentifierExtension.create(subjectKey),
+      await x509.AuthorityKeyIdentifierExtension.create(issuer.cert),
+    ],
+  });
+}

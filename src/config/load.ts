@@ -1,0 +1,111 @@
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { ConfigError } from '../errors/ca-error.js';
+import { configSchema, type ConfigInput, type MeshcertConfig } from './schema.js';
+
+/** Environment variables that override the common settings (documented in the README). */
+export const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[]]> = [
+  ['MESHCERT_LISTEN', ['server', 'listen']],
+  ['MESHCERT_TRUST_DOMAIN', ['trustDomain']],
+  ['MESHCERT_DATA_DIR', ['dataDir']],
+  ['MESHCERT_CA_DIR', ['ca', 'dir']],
+  ['MESHCERT_LOG_LEVEL', ['log', 'level']],
+];
+
+export interface LoadedConfig {
+  readonly config: MeshcertConfig;
+  /** Directory relative paths in the file are resolved against. */
+  readonly baseDir: string;
+}
+
+/** Reads, overrides, validates and freezes a config file. Throws ConfigError listing every problem. */
+export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read config file ${path}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  const doc = parseDocument(text, { uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(`${path} is not valid YAML:\n${doc.errors.map((e) => `  - ${e.message.split('\n')[0]}`).join('\n')}`);
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(`${path}: the top level must be a mapping of settings`);
+  }
+  return { config: parseConfig(raw as ConfigInput, env, path, dirname(resolve(path))), baseDir: dirname(resolve(path)) };
+}
+
+/** Validates an in-memory config (the embedded default, tests). */
+export function parseConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.env, source = 'config', baseDir = process.cwd()): MeshcertConfig {
+  const withEnv = applyEnv(structuredClone(input) as Record<string, unknown>, env);
+  const result = configSchema.safeParse(withEnv);
+  if (!result.success) throw new ConfigError(formatIssues(source, result.error.issues));
+  return deepFreeze(resolvePaths(result.data, baseDir));
+}
+
+function applyEnv(input: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  for (const [name, path] of ENV_OVERRIDES) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    let node = input;
+    for (const key of path.slice(0, -1)) {
+      const next = node[key];
+      node = (typeof next === 'object' && next !== null ? next : (node[key] = {})) as Record<string, unknown>;
+    }
+    node[path[path.length - 1]!] = value;
+  }
+  return input;
+}
+
+function formatIssues(source: string, issues: readonly z.core.$ZodIssue[]): string {
+  const lines = issues.map((i) => {
+    const where = i.path.length ? i.path.join('.') : '(top level)';
+    if (i.code === 'unrecognized_keys') {
+      return `  - ${i.keys.map((k) => (i.path.length ? `${where}.${k}` : k)).join(', ')}: unknown setting`;
+    }
+    return `  - ${where}: ${i.message}`;
+  });
+  return `invalid configuration in ${source}:\n${lines.join('\n')}`;
+}
+
+function resolvePaths(c: MeshcertConfig, baseDir: string): MeshcertConfig {
+  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const dataDir = abs(c.dataDir);
+  return {
+    ...c,
+    dataDir,
+    server: {
+      ...c.server,
+      tls: {
+        ...c.server.tls,
+        certFile: c.server.tls.certFile && abs(c.server.tls.certFile),
+        keyFile: c.server.tls.keyFile && abs(c.server.tls.keyFile),
+      },
+    },
+    ca: { ...c.ca, dir: c.ca.dir ? abs(c.ca.dir) : resolve(dataDir, 'ca') },
+    auth: {
+      ...c.auth,
+      clusters: c.auth.clusters.map((cl) => ({
+        ...cl,
+        jwt: cl.jwt.map((j) => ({ ...j, jwksFile: j.jwksFile && abs(j.jwksFile) })),
+        tokenReview: cl.tokenReview && {
+          ...cl.tokenReview,
+          caFile: cl.tokenReview.caFile && abs(cl.tokenReview.caFile),
+          tokenFile: cl.tokenReview.tokenFile && abs(cl.tokenReview.tokenFile),
+        },
+      })),
+    },
+  };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

@@ -1,0 +1,130 @@
+import { z } from 'zod';
+import { parseDurationSeconds } from './duration.js';
+
+/**
+ * The one configuration schema. Strict objects: an unknown key is an error naming its path.
+ * Durations are strings ("24h") turned into seconds here, so the rest of the code sees numbers.
+ */
+const duration = z
+  .union([z.string(), z.number()])
+  .transform((v, ctx) => {
+    try {
+      return parseDurationSeconds(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, 'expected host:port, e.g. 0.0.0.0:15012 or [::1]:15012');
+
+const keyType = z.enum(['ec256', 'ec384', 'rsa2048', 'rsa3072', 'rsa4096']);
+
+const trustDomain = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^[a-z0-9._-]+$/, 'trust domain must be lowercase letters, digits, ".", "-" or "_"');
+
+const jwtIssuer = z
+  .strictObject({
+    issuer: z.string().min(1),
+    audiences: z.array(z.string().min(1)).min(1).default(['istio-ca']),
+    jwksUri: z.url({ protocol: /^https?$/ }).optional(),
+    jwksFile: z.string().min(1).optional(),
+  })
+  .refine((j) => (j.jwksUri === undefined) !== (j.jwksFile === undefined), {
+    message: 'set exactly one of jwksUri or jwksFile',
+  });
+
+const tokenReview = z.strictObject({
+  /** https URL of the API server; default: in-cluster (KUBERNETES_SERVICE_HOST). */
+  apiServer: z.url({ protocol: /^https$/ }).optional(),
+  caFile: z.string().optional(),
+  tokenFile: z.string().optional(),
+  audiences: z.array(z.string().min(1)).min(1).default(['istio-ca']),
+  timeout: duration.prefault(5),
+});
+
+const cluster = z.strictObject({
+  /** The value istio-agent sends in the `clusterid` header. */
+  name: z.string().min(1),
+  trustDomain: trustDomain.optional(),
+  jwt: z.array(jwtIssuer).default([]),
+  tokenReview: tokenReview.optional(),
+});
+
+export const configSchema = z.strictObject({
+  /** Where meshcert keeps generated state (CA, serving certificate, dev issuer, inventory). */
+  dataDir: z.string().min(1).default('.meshcert'),
+  trustDomain: trustDomain.default('cluster.local'),
+  server: z
+    .strictObject({
+      listen: hostPort.default('0.0.0.0:15012'),
+      tls: z
+        .strictObject({
+          /** User-supplied serving certificate (PEM chain) and key; reloaded when the files change. */
+          certFile: z.string().optional(),
+          keyFile: z.string().optional(),
+          /** Otherwise meshcert issues its own serving certificate for these names, and renews it. */
+          dnsNames: z.array(z.string().min(1)).default(['localhost']),
+          ipAddresses: z.array(z.union([z.ipv4(), z.ipv6()])).default(['127.0.0.1', '::1']),
+          lifetime: duration.prefault('720h'),
+          /** Renew when less than this fraction of the lifetime is left. */
+          renewBeforeRatio: z.number().gt(0).lt(1).default(1 / 3),
+        })
+        .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), {
+          message: 'set both certFile and keyFile, or neither',
+        })
+        .prefault({}),
+      /** A CSR is a few KB; anything larger is refused with RESOURCE_EXHAUSTED. */
+      maxRequestBytes: z.number().int().min(4096).max(4 * 1024 * 1024).default(64 * 1024),
+      /** How long SIGTERM waits for in-flight calls before closing connections. */
+      shutdownGrace: duration.prefault('20s'),
+    })
+    .prefault({}),
+  ca: z
+    .strictObject({
+      /** Istio plug-in CA layout: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem. Default: <dataDir>/ca. */
+      dir: z.string().min(1).optional(),
+      /** Create a root and intermediate at first start when the directory is empty. */
+      autoInit: z.boolean().default(false),
+      keyType: keyType.default('ec256'),
+    })
+    .prefault({}),
+  issuance: z
+    .strictObject({
+      defaultTtl: duration.prefault('24h'),
+      maxTtl: duration.prefault('90d'),
+      /** What to do when a workload asks for more than maxTtl: issue maxTtl (clamp) or refuse. */
+      onTtlAboveMax: z.enum(['clamp', 'reject']).default('clamp'),
+      /** NotBefore is set this far in the past to absorb clock skew between nodes. */
+      backdate: duration.prefault('2m'),
+    })
+    .prefault({})
+    .refine((i) => i.defaultTtl > 0 && i.defaultTtl <= i.maxTtl, { message: 'defaultTtl must be > 0 and <= maxTtl' }),
+  auth: z
+    .strictObject({
+      /** The cluster used when `clusterid` is empty or absent (istio-agent's default is "Kubernetes"). */
+      defaultCluster: z.string().min(1).default('Kubernetes'),
+      clusters: z.array(cluster).default([]),
+      /** Accept mTLS client certificates chained to meshcert's roots (VMs, istiod). */
+      clientCertificates: z.boolean().default(true),
+      clockSkew: duration.prefault('30s'),
+      tokenCache: z
+        .strictObject({ maxEntries: z.number().int().min(0).default(10_000), maxTtl: duration.prefault('10m') })
+        .prefault({}),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+    .prefault({}),
+  /** Development only: a local token issuer whose JWKS is trusted. Never on unless asked for. */
+  dev: z
+    .strictObject({ tokenIssuer: z.boolean().default(false) })
+    .prefault({}),
+});
+
+export type MeshcertConfig = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+export type KeyType = z.infer<typeof keyType>;

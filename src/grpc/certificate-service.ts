@@ -1,0 +1,102 @@
+import type { Metadata, ServerUnaryCall, sendUnaryData, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { AuthRequest } from '../auth/types.js';
+import type { Authority, IssuedCertificate } from '../authority/authority.js';
+import { CaError } from '../errors/ca-error.js';
+import type { Logger } from '../log/logger.js';
+import { flattenMetadata, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from './proto.js';
+import { toGrpcFailure, type GrpcFailure } from './status.js';
+
+/** Told about every decision (metrics, inventory, audit). Must not throw or block. */
+export interface IssuanceObserver {
+  issued(cert: IssuedCertificate, ctx: CallContext): void;
+  refused(failure: GrpcFailure, ctx: CallContext): void;
+}
+
+export interface CallContext {
+  readonly clusterId: string | undefined;
+  readonly latencyMs: number;
+  readonly peer: string;
+}
+
+export interface CertificateServiceDeps {
+  readonly authority: Authority;
+  readonly logger: Logger;
+  readonly observer?: IssuanceObserver;
+  /** False until the CA is loaded, and again while shutting down. */
+  readonly ready: () => boolean;
+}
+
+export function certificateServiceImpl(deps: CertificateServiceDeps): UntypedServiceImplementation {
+  const { authority, logger, observer } = deps;
+  return {
+    CreateCertificate: (
+      call: ServerUnaryCall<IstioCertificateRequestMsg, IstioCertificateResponseMsg>,
+      callback: sendUnaryData<IstioCertificateResponseMsg>,
+    ) => {
+      const started = performance.now();
+      const auth = authRequestFrom(call);
+      const ctx = (): CallContext => ({ clusterId: auth.clusterId, latencyMs: performance.now() - started, peer: call.getPeer() });
+      const fail = (err: unknown): void => {
+        const failure = toGrpcFailure(err);
+        const c = ctx();
+        if (failure.reason === 'INTERNAL') logger.error({ err, peer: c.peer }, 'internal error while issuing');
+        logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
+        observer?.refused(failure, c);
+        callback({ code: failure.code, details: failure.details });
+      };
+      if (!deps.ready()) {
+        fail(new CaError('NOT_READY', 'the CA is not ready yet; retry shortly'));
+        return;
+      }
+      authority
+        .issue({
+          csrPem: typeof call.request.csr === 'string' ? call.request.csr : '',
+          validitySeconds: call.request.validityDuration,
+          metadata: flattenMetadata(call.request.metadata),
+          auth,
+        })
+        .then((cert) => {
+          const c = ctx();
+          logger.info(
+            {
+              decision: 'issued',
+              identity: cert.spiffeId,
+              caller: cert.caller.identities[0],
+              method: cert.caller.method,
+              issuer: cert.issuer,
+              serial: cert.leaf.serial,
+              notAfter: cert.leaf.notAfter.toISOString(),
+              keyType: `${cert.key.algorithm}-${cert.key.size}`,
+              clusterId: c.clusterId,
+              latencyMs: round(c.latencyMs),
+            },
+            'certificate issued',
+          );
+          observer?.issued(cert, c);
+          callback(null, { certChain: [...cert.chain] });
+        }, fail);
+    },
+  };
+}
+
+function authRequestFrom(call: ServerUnaryCall<unknown, unknown>): AuthRequest {
+  const md: Metadata = call.metadata;
+  const authz = firstString(md.get('authorization'));
+  const bearer = authz && /^bearer\s+(.+)$/i.exec(authz.trim());
+  const clusterId = firstString(md.get('clusterid'));
+  const peer = call.getAuthContext()?.sslPeerCertificate;
+  return {
+    ...(bearer ? { bearerToken: bearer[1]!.trim() } : {}),
+    ...(clusterId !== undefined ? { clusterId } : {}),
+    ...(peer?.raw ? { peerCertificates: [peer.raw] } : {}),
+  };
+}
+
+function firstString(values: ReadonlyArray<string | Buffer>): string | undefined {
+  const v = values[0];
+  return typeof v === 'string' ? v : undefined;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}

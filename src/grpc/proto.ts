@@ -1,0 +1,60 @@
+import { loadPackageDefinition, type GrpcObject, type ServiceClientConstructor } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+
+/** proto/ at the package root, found from this file in both src/ (tsx) and dist/ (built). */
+export const PROTO_DIR = fileURLToPath(new URL('../../proto/', import.meta.url));
+export const CA_PROTO = join(PROTO_DIR, 'istio/security/v1alpha1/ca.proto');
+export const HEALTH_PROTO = join(PROTO_DIR, 'grpc/health/v1/health.proto');
+
+/** int64 as string: validity_duration may be absurdly large and must not lose precision. */
+const LOADER_OPTIONS = { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_DIR] };
+
+export interface Protos {
+  readonly certificateService: ServiceClientConstructor;
+  readonly health: ServiceClientConstructor;
+}
+
+let cached: Protos | undefined;
+
+export function loadProtos(): Protos {
+  if (cached) return cached;
+  const def = loadPackageDefinition(loadSync([CA_PROTO, HEALTH_PROTO], LOADER_OPTIONS));
+  const pick = (path: string): ServiceClientConstructor =>
+    path.split('.').reduce<unknown>((o, k) => (o as GrpcObject)[k], def) as ServiceClientConstructor;
+  cached = {
+    certificateService: pick('istio.v1.auth.IstioCertificateService'),
+    health: pick('grpc.health.v1.Health'),
+  };
+  return cached;
+}
+
+/** Wire shapes as proto-loader decodes them (camelCase, longs as strings). */
+export interface ProtoStructValue {
+  kind?: string;
+  stringValue?: string;
+  numberValue?: number;
+  boolValue?: boolean;
+}
+export interface IstioCertificateRequestMsg {
+  csr: string;
+  validityDuration: string;
+  metadata?: { fields?: Record<string, ProtoStructValue> } | null;
+}
+export interface IstioCertificateResponseMsg {
+  certChain: string[];
+}
+
+/**
+ * The keys Istio uses are strings; a value of another kind is kept as its JSON text so that a
+ * present-but-odd key (say a numeric ImpersonatedIdentity) is still seen and refused, never ignored.
+ */
+export function flattenMetadata(m: IstioCertificateRequestMsg['metadata']): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(m?.fields ?? {})) {
+    if (!v) continue;
+    out[k] = typeof v.stringValue === 'string' && v.kind === 'stringValue' ? v.stringValue : JSON.stringify(v[(v.kind ?? 'stringValue') as keyof ProtoStructValue] ?? null);
+  }
+  return out;
+}

@@ -1,0 +1,89 @@
+import { X509Certificate } from 'node:crypto';
+import type { CaMaterial } from '../ca/material.js';
+import { buildLeaf, derToPem, prepareLeafSigner, randomSerial, type LeafSigner } from '../x509/leaf.js';
+
+export interface SignRequest {
+  readonly spki: Buffer;
+  readonly uris: readonly string[];
+  readonly dnsNames?: readonly string[];
+  readonly ipAddresses?: readonly string[];
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+}
+
+export interface SignedLeaf {
+  readonly der: Buffer;
+  readonly pem: string;
+  /** Lowercase hex of the serial number. */
+  readonly serial: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** Response elements after the leaf: each intermediate, then the root bundle. */
+  readonly chainPem: readonly string[];
+}
+
+/**
+ * Signs leaves with a CA key held in this process. The per-CA encoding state is prepared once;
+ * each call only encodes the TBS and signs it (see src/x509/leaf.ts for why not a generic library).
+ */
+export class LocalIssuer {
+  readonly name: string;
+  readonly material: CaMaterial;
+  private readonly signer: LeafSigner;
+
+  constructor(name: string, material: CaMaterial) {
+    this.name = name;
+    this.material = material;
+    this.signer = prepareLeafSigner(material.signingCert.raw, material.signingKey);
+  }
+
+  /** The latest NotAfter a leaf may have: never beyond the signing chain. */
+  get notAfter(): Date {
+    return this.material.notAfter;
+  }
+
+  sign(req: SignRequest): SignedLeaf {
+    const serial = randomSerial();
+    // X.509 times have whole seconds; truncate here so what we report equals what we encode.
+    const notBefore = wholeSeconds(req.notBefore);
+    const notAfter = wholeSeconds(req.notAfter > this.notAfter ? this.notAfter : req.notAfter);
+    const der = buildLeaf(this.signer, {
+      serial,
+      notBefore,
+      notAfter,
+      spki: req.spki,
+      uris: req.uris,
+      dnsNames: req.dnsNames,
+      ipAddresses: req.ipAddresses,
+    });
+    return {
+      der,
+      pem: derToPem(der),
+      serial: serial.toString('hex').replace(/^0+(?=.)/, ''),
+      notBefore,
+      notAfter,
+      chainPem: [...this.material.intermediatesPem, this.material.rootBundlePem],
+    };
+  }
+
+  /**
+   * Signs a throwaway leaf and verifies it against the roots (SPIRE's X509CAValidator idea):
+   * a CA that cannot produce a verifiable chain is refused at load, not discovered per request.
+   */
+  selfTest(spki: Buffer, uri: string): void {
+    const now = new Date();
+    const leaf = new X509Certificate(this.sign({ spki, uris: [uri], notBefore: now, notAfter: new Date(now.getTime() + 60_000) }).der);
+    let child = leaf;
+    for (const parent of this.material.intermediates) {
+      if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) throw new Error(`issuer ${this.name}: self-test leaf does not verify against its chain`);
+      child = parent;
+    }
+    if (!this.material.roots.some((r) => child.checkIssued(r) && child.verify(r.publicKey))) {
+      throw new Error(`issuer ${this.name}: chain does not reach a trusted root`);
+    }
+  }
+}
+
+function wholeSeconds(d: Date): Date {
+  return new Date(Math.floor(d.getTime() / 1000) * 1000);
+}
