@@ -1,0 +1,125 @@
+/**
+ * AuthChain: picks the cluster's authenticators from the `clusterid` header and tries them in
+ * order (istiod: client certificate, JWT, TokenReview). First success wins.
+ *
+ * Outcome when none succeeds, in order of precedence:
+ *   1. any AUTH_BACKEND_UNAVAILABLE           -> AUTH_BACKEND_UNAVAILABLE (transient: the client retries)
+ *   2. an authenticator failed unexpectedly   -> INTERNAL
+ *   3. any AUTH_INVALID (or other CaError)    -> the first one, in authenticator order
+ *   4. all returned null with a bearer token  -> AUTH_INVALID (no authenticator takes this token)
+ *   5. all returned null, no bearer token     -> AUTH_MISSING
+ */
+import { CaError, isCaError } from '../errors/ca-error.js';
+import { TokenCache } from './token-cache.js';
+import type { AuthRequest, Authenticator, Caller } from './types.js';
+
+export const DEFAULT_CLUSTER = 'Kubernetes';
+
+export interface AuthChainOptions {
+  /** Cluster name (the `clusterid` header value) -> authenticators, tried in order. */
+  clusters: ReadonlyMap<string, readonly Authenticator[]> | Readonly<Record<string, readonly Authenticator[]>>;
+  /**
+   * Cluster used when `clusterid` is absent or empty. Default: the only cluster when there is one,
+   * else 'Kubernetes' when configured, else none (then an empty clusterid is refused).
+   */
+  defaultCluster?: string;
+  /** Cache of verified bearer tokens; false disables. Default: a new TokenCache(). */
+  cache?: TokenCache | false;
+  /** Bearer tokens longer than this are refused without trying any authenticator. Default 16 384. */
+  maxTokenLength?: number;
+}
+
+const NO_CREDENTIAL = 'no credential: send a service-account token in the authorization header or a client certificate';
+const TOKEN_NOT_ACCEPTED = 'bearer token not accepted: it is not a JWT from a trusted issuer';
+
+function printableCluster(id: string): string {
+  return /^[A-Za-z0-9._-]{1,63}$/.test(id) ? ` "${id}"` : '';
+}
+
+export class AuthChain {
+  private readonly clusters: ReadonlyMap<string, readonly Authenticator[]>;
+  private readonly defaultCluster: string | undefined;
+  private readonly cache: TokenCache | undefined;
+  private readonly maxTokenLength: number;
+
+  constructor(opts: AuthChainOptions) {
+    const raw = opts?.clusters;
+    if (!raw || typeof raw !== 'object') throw new Error('auth.clusters must map cluster names to authenticators');
+    const clusters = raw instanceof Map ? new Map(raw) : new Map(Object.entries(raw as Record<string, readonly Authenticator[]>));
+    if (clusters.size === 0) throw new Error('auth.clusters must name at least one cluster');
+    for (const [name, list] of clusters) {
+      if (!Array.isArray(list) || list.length === 0) throw new Error(`auth.clusters[${JSON.stringify(name)}] must list at least one authenticator`);
+      for (const a of list) {
+        if (typeof a?.authenticate !== 'function') throw new Error(`auth.clusters[${JSON.stringify(name)}] holds something that is not an authenticator`);
+      }
+      clusters.set(name, [...list]);
+    }
+    this.clusters = clusters;
+
+    if (opts.defaultCluster !== undefined) {
+      if (!clusters.has(opts.defaultCluster)) throw new Error(`auth.defaultCluster ${JSON.stringify(opts.defaultCluster)} is not one of auth.clusters`);
+      this.defaultCluster = opts.defaultCluster;
+    } else if (clusters.size === 1) {
+      this.defaultCluster = clusters.keys().next().value as string;
+    } else if (clusters.has(DEFAULT_CLUSTER)) {
+      this.defaultCluster = DEFAULT_CLUSTER;
+    }
+
+    this.cache = opts.cache === false ? undefined : (opts.cache ?? new TokenCache());
+    this.maxTokenLength = opts.maxTokenLength ?? 16_384;
+  }
+
+  /** Resolves the caller or throws a CaError (AUTH_MISSING, AUTH_INVALID, AUTH_BACKEND_UNAVAILABLE, INTERNAL). */
+  async authenticate(req: AuthRequest): Promise<Caller> {
+    const clusterId = req.clusterId ? req.clusterId : this.defaultCluster;
+    if (clusterId === undefined) {
+      throw new CaError('AUTH_INVALID', 'no clusterid header was sent and this CA has no default cluster');
+    }
+    const authenticators = this.clusters.get(clusterId);
+    if (!authenticators) {
+      throw new CaError('AUTH_INVALID', `unknown cluster${printableCluster(clusterId)} in the clusterid header`);
+    }
+
+    const token = req.bearerToken ? req.bearerToken : undefined;
+    if (token !== undefined && token.length > this.maxTokenLength) {
+      throw new CaError('AUTH_INVALID', `bearer token is longer than ${this.maxTokenLength} characters`);
+    }
+    const request: AuthRequest = token === req.bearerToken ? req : { ...req, bearerToken: undefined };
+
+    let unavailable: CaError | undefined;
+    let internal: CaError | undefined;
+    let rejected: CaError | undefined;
+
+    for (let i = 0; i < authenticators.length; i++) {
+      const authenticator = authenticators[i] as Authenticator;
+      const scope = token !== undefined && this.cache ? JSON.stringify([clusterId, i, authenticator.name]) : undefined;
+      if (scope !== undefined) {
+        const hit = this.cache?.get(token as string, scope);
+        if (hit) return hit;
+      }
+      let caller: Caller | null;
+      try {
+        caller = await authenticator.authenticate(request);
+      } catch (err) {
+        if (isCaError(err)) {
+          if (err.code === 'AUTH_BACKEND_UNAVAILABLE') unavailable ??= err;
+          else if (err.code === 'INTERNAL') internal ??= err;
+          else rejected ??= err;
+        } else {
+          internal ??= new CaError('INTERNAL', 'internal error while authenticating', { cause: err });
+        }
+        continue;
+      }
+      if (caller) {
+        if (scope !== undefined && caller.method !== 'client-cert') this.cache?.set(token as string, caller, scope);
+        return caller;
+      }
+    }
+
+    if (unavailable) throw unavailable;
+    if (internal) throw internal;
+    if (rejected) throw rejected;
+    if (token !== undefined) throw new CaError('AUTH_INVALID', TOKEN_NOT_ACCEPTED);
+    throw new CaError('AUTH_MISSING', NO_CREDENTIAL);
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * mTLS client-certificate authenticator: verifies the presented chain against the current roots
+ * and takes the leaf's SPIFFE URI SANs as identities (istiod's first authenticator).
+ */
+import { X509Certificate } from 'node:crypto';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { Certificate, id_ce_subjectAltName, SubjectAlternativeName } from '@peculiar/asn1-x509';
+import { CaError } from '../errors/ca-error.js';
+import type { AuthRequest, Authenticator, Caller } from './types.js';
+
+export interface ClientCertOptions {
+  /** Current trust anchors; called per request so root rotation takes effect. */
+  roots: () => readonly X509Certificate[];
+  /** Clock (tests). Default () => new Date(). */
+  now?: () => Date;
+  /** Longest accepted chain, leaf included, root excluded. Default 5. */
+  maxChainLength?: number;
+  /** Name reported as Authenticator.name. Default 'client-cert'. */
+  name?: string;
+}
+
+const EKU_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
+const EKU_ANY = '2.5.29.37.0';
+const SPIFFE_NS_SA = /^spiffe:\/\/[^/]+\/ns\/([^/]+)\/sa\/([^/]+)$/;
+
+/** URI SANs of a DER certificate (parsed with an ASN.1 decoder, not from a display string). */
+export function uriSans(der: Uint8Array): string[] {
+  const cert = AsnConvert.parse(der, Certificate);
+  const ext = cert.tbsCertificate.extensions?.find((e) => e.extnID === id_ce_subjectAltName);
+  if (!ext) return [];
+  const san = AsnConvert.parse(ext.extnValue.buffer, SubjectAlternativeName);
+  const out: string[] = [];
+  for (const name of san) if (typeof name.uniformResourceIdentifier === 'string') out.push(name.uniformResourceIdentifier);
+  return out;
+}
+
+function validAt(cert: X509Certificate, now: Date): boolean {
+  const from = Date.parse(cert.validFrom);
+  const to = Date.parse(cert.validTo);
+  if (!Number.isFinite(from) || !Number.isFinite(to)) return false;
+  const t = now.getTime();
+  return t >= from && t <= to;
+}
+
+function issuedBy(child: X509Certificate, issuer: X509Certificate): boolean {
+  try {
+    return child.checkIssued(issuer) && child.verify(issuer.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+const invalid = (message: string, cause?: unknown): CaError =>
+  new CaError('AUTH_INVALID', message, cause === undefined ? undefined : { cause });
+
+/**
+ * Returns null when no certificate was presented; throws AUTH_INVALID when the chain does not
+ * lead to a current root, a certificate is outside its validity period, the leaf is a CA, or the
+ * leaf carries no SPIFFE ID.
+ */
+export class ClientCertAuthenticator implements Authenticator {
+  readonly name: string;
+  private readonly roots: () => readonly X509Certificate[];
+  private readonly now: () => Date;
+  private readonly maxChainLength: number;
+
+  constructor(opts: ClientCertOptions) {
+    if (typeof opts?.roots !== 'function') throw new Error('clientCert.roots must be a function returning the current root certificates');
+    this.roots = opts.roots;
+    this.now = opts.now ?? (() => new Date());
+    this.maxChainLength = opts.maxChainLength ?? 5;
+    this.name = opts.name ?? 'client-cert';
+  }
+
+  async authenticate(req: AuthRequest): Promise<Caller | null> {
+    const ders = req.peerCertificates;
+    if (!ders || ders.length === 0) return null;
+
+    let certs: X509Certificate[];
+    try {
+      certs = ders.map((d) => new X509Certificate(d));
+    } catch (err) {
+      throw invalid('client certificate could not be parsed', err);
+    }
+    const leaf = certs[0] as X509Certificate;
+    const now = this.now();
+
+    if (leaf.ca) throw invalid('client certificate is a CA certificate, not a workload certificate');
+    if (!validAt(leaf, now)) throw invalid('client certificate is expired or not yet valid');
+    const eku = leaf.keyUsage; // Node names the extended key usage OIDs "keyUsage"
+    if (Array.isArray(eku) && eku.length > 0 && !eku.includes(EKU_CLIENT_AUTH) && !eku.includes(EKU_ANY)) {
+      throw invalid('client certificate is not valid for client authentication (extended key usage)');
+    }
+
+    this.verifyChain(leaf, certs.slice(1), now);
+
+    let uris: string[];
+    try {
+      uris = uriSans(ders[0] as Uint8Array);
+    } catch (err) {
+      throw invalid('client certificate subject alternative names could not be parsed', err);
+    }
+    const identities = uris.filter((u) => u.startsWith('spiffe://'));
+    if (identities.length === 0) throw invalid('client certificate has no SPIFFE ID (URI SAN)');
+
+    const caller: { -readonly [K in keyof Caller]: Caller[K] } = {
+      method: 'client-cert',
+      identities,
+      expiresAt: Math.floor(Date.parse(leaf.validTo) / 1000),
+    };
+    if (identities.length === 1) {
+      const m = SPIFFE_NS_SA.exec(identities[0] as string);
+      if (m) {
+        caller.namespace = m[1] as string;
+        caller.serviceAccount = m[2] as string;
+      }
+    }
+    return caller;
+  }
+
+  /** Builds a path leaf -> presented intermediates -> a root, checking names, signatures, dates and CA flags. */
+  private verifyChain(leaf: X509Certificate, presented: X509Certificate[], now: Date): void {
+    const roots = this.roots();
+    if (roots.length === 0) throw invalid('client certificate cannot be verified: no trusted roots are configured');
+    const rootPrints = new Set(roots.map((r) => r.fingerprint256));
+    const unused = presented.filter((c) => !rootPrints.has(c.fingerprint256));
+
+    let current = leaf;
+    let sawExpired = false;
+    for (let depth = 1; depth <= this.maxChainLength; depth++) {
+      for (const root of roots) {
+        if (issuedBy(current, root)) {
+          if (!validAt(root, now)) {
+            sawExpired = true;
+            continue;
+          }
+          return;
+        }
+      }
+      const idx = unused.findIndex((c) => c.ca && issuedBy(current, c));
+      if (idx < 0) break;
+      const next = unused[idx] as X509Certificate;
+      unused.splice(idx, 1);
+      if (!validAt(next, now)) throw invalid('client certificate chain contains an expired or not yet valid intermediate');
+      current = next;
+    }
+    if (sawExpired) throw invalid('client certificate chains to an expired root');
+    throw invalid('client certificate is not issued by a trusted root');
+  }
+}

@@ -1,0 +1,221 @@
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CaError } from '../../../src/errors/ca-error.js';
+import { AuthChain } from '../../../src/auth/chain.js';
+import type { AuthChainOptions } from '../../../src/auth/chain.js';
+import { JwtAuthenticator } from '../../../src/auth/jwt.js';
+import { TokenCache } from '../../../src/auth/token-cache.js';
+import type { AuthRequest, Authenticator, Caller } from '../../../src/auth/types.js';
+import { ISSUER, JwksServer, k8sClaims, signingKey, signToken, TRUST_DOMAIN } from './helpers.js';
+import type { SigningKey } from './helpers.js';
+
+const CALLER: Caller = { method: 'jwt', identities: ['spiffe://cluster.local/ns/a/sa/b'], namespace: 'a', serviceAccount: 'b', expiresAt: Math.floor(Date.now() / 1000) + 3600 };
+
+type Behaviour = 'ok' | 'null' | 'invalid' | 'unavailable' | 'boom' | 'ok-cert';
+
+class Fake implements Authenticator {
+  calls = 0;
+  constructor(
+    readonly name: string,
+    private readonly behaviour: Behaviour,
+    private readonly result: Caller = CALLER,
+  ) {}
+  async authenticate(req: AuthRequest): Promise<Caller | null> {
+    this.calls++;
+    switch (this.behaviour) {
+      case 'ok':
+        return req.bearerToken ? this.result : null;
+      case 'ok-cert':
+        return req.peerCertificates?.length ? { method: 'client-cert', identities: ['spiffe://cluster.local/ns/c/sa/d'] } : null;
+      case 'null':
+        return null;
+      case 'invalid':
+        throw new CaError('AUTH_INVALID', `${this.name}: token expired`);
+      case 'unavailable':
+        throw new CaError('AUTH_BACKEND_UNAVAILABLE', `${this.name}: backend down`);
+      case 'boom':
+        throw new TypeError('bug');
+    }
+  }
+}
+
+async function outcome(p: Promise<Caller>): Promise<{ caller?: Caller; code?: string; message?: string }> {
+  try {
+    return { caller: await p };
+  } catch (err) {
+    if (!(err instanceof CaError)) throw err;
+    return { code: err.code, message: err.message };
+  }
+}
+
+describe('AuthChain: cluster selection', () => {
+  const k8s = () => [new Fake('jwt', 'ok')];
+  type Case = { name: string; options: () => AuthChainOptions; req: AuthRequest; code?: string; message?: RegExp };
+  const cases: Case[] = [
+    { name: 'uses the default cluster when clusterid is absent', options: () => ({ clusters: { Kubernetes: k8s(), east: [new Fake('x', 'invalid')] } }), req: { bearerToken: 't' } },
+    { name: 'uses the default cluster when clusterid is empty', options: () => ({ clusters: new Map([['Kubernetes', k8s()]]) }), req: { bearerToken: 't', clusterId: '' } },
+    { name: 'uses the only cluster as default whatever its name', options: () => ({ clusters: { prod: k8s() } }), req: { bearerToken: 't' } },
+    { name: 'uses the named cluster', options: () => ({ clusters: { Kubernetes: [new Fake('x', 'invalid')], east: k8s() } }), req: { bearerToken: 't', clusterId: 'east' } },
+    { name: 'refuses an unknown cluster as AUTH_INVALID', options: () => ({ clusters: { Kubernetes: k8s() } }), req: { bearerToken: 't', clusterId: 'mars' }, code: 'AUTH_INVALID', message: /unknown cluster "mars"/ },
+    { name: 'does not echo an odd cluster id', options: () => ({ clusters: { Kubernetes: k8s() } }), req: { bearerToken: 't', clusterId: 'a\nb<script>' }, code: 'AUTH_INVALID', message: /^unknown cluster in the clusterid header$/ },
+    { name: 'refuses an empty clusterid when there is no default cluster', options: () => ({ clusters: { east: k8s(), west: k8s() } }), req: { bearerToken: 't' }, code: 'AUTH_INVALID', message: /no default cluster/ },
+    { name: 'uses an explicit default cluster', options: () => ({ clusters: { east: [new Fake('x', 'invalid')], west: k8s() }, defaultCluster: 'west' }), req: { bearerToken: 't' } },
+  ];
+  for (const c of cases) {
+    it(c.name, async () => {
+      const r = await outcome(new AuthChain(c.options()).authenticate(c.req));
+      expect(r.code).toBe(c.code);
+      if (c.message) expect(r.message).toMatch(c.message);
+    });
+  }
+
+  it('refuses a default cluster that is not configured', () => {
+    expect(() => new AuthChain({ clusters: { east: [new Fake('a', 'ok')] }, defaultCluster: 'west' })).toThrow(/defaultCluster/);
+  });
+
+  it('refuses a cluster with no authenticators', () => {
+    expect(() => new AuthChain({ clusters: { east: [] } })).toThrow(/at least one authenticator/);
+    expect(() => new AuthChain({ clusters: {} })).toThrow(/at least one cluster/);
+  });
+});
+
+describe('AuthChain: outcome precedence', () => {
+  type Case = { name: string; chain: Behaviour[]; req?: AuthRequest; code?: string; message?: RegExp; method?: string };
+  const token = { bearerToken: 'some-token' };
+  const cases: Case[] = [
+    { name: 'first success wins after a null', chain: ['null', 'ok'], method: 'jwt' },
+    { name: 'a later success wins over an earlier AUTH_INVALID', chain: ['invalid', 'ok'], method: 'jwt' },
+    { name: 'a later success wins over an earlier backend failure', chain: ['unavailable', 'ok'], method: 'jwt' },
+    { name: 'the client certificate is tried before tokens', chain: ['ok-cert', 'ok'], req: { bearerToken: 't', peerCertificates: [Buffer.from('x')] }, method: 'client-cert' },
+    { name: 'backend unavailable wins over AUTH_INVALID when nothing succeeds', chain: ['invalid', 'unavailable'], code: 'AUTH_BACKEND_UNAVAILABLE' },
+    { name: 'backend unavailable wins over AUTH_INVALID in the other order too', chain: ['unavailable', 'invalid'], code: 'AUTH_BACKEND_UNAVAILABLE' },
+    { name: 'reports the first AUTH_INVALID reason', chain: ['null', 'invalid'], code: 'AUTH_INVALID', message: /^invalid-1: token expired$/ },
+    { name: 'an unexpected exception becomes INTERNAL, not UNAUTHENTICATED', chain: ['boom', 'invalid'], code: 'INTERNAL', message: /^internal error while authenticating$/ },
+    { name: 'all null without a credential is AUTH_MISSING', chain: ['null', 'null'], req: {}, code: 'AUTH_MISSING', message: /^no credential: send a service-account token in the authorization header or a client certificate$/ },
+    { name: 'all null with a bearer token is AUTH_INVALID (untrusted issuer)', chain: ['null'], code: 'AUTH_INVALID', message: /not a JWT from a trusted issuer/ },
+    { name: 'an empty bearer token counts as no credential', chain: ['ok'], req: { bearerToken: '' }, code: 'AUTH_MISSING' },
+  ];
+  for (const c of cases) {
+    it(c.name, async () => {
+      const fakes = c.chain.map((b, i) => new Fake(`${b}-${i}`, b));
+      const r = await outcome(new AuthChain({ clusters: { Kubernetes: fakes } }).authenticate(c.req ?? token));
+      expect(r.code).toBe(c.code);
+      if (c.message) expect(r.message).toMatch(c.message);
+      if (c.method) expect(r.caller?.method).toBe(c.method);
+    });
+  }
+
+  it('refuses an oversized bearer token before calling any authenticator', async () => {
+    const fake = new Fake('jwt', 'ok');
+    const r = await outcome(new AuthChain({ clusters: { Kubernetes: [fake] }, maxTokenLength: 100 }).authenticate({ bearerToken: 'x'.repeat(101) }));
+    expect(r.code).toBe('AUTH_INVALID');
+    expect(fake.calls).toBe(0);
+  });
+});
+
+describe('AuthChain: token cache', () => {
+  it('a cache hit avoids verifying the token again', async () => {
+    const fake = new Fake('jwt', 'ok');
+    const chain = new AuthChain({ clusters: { Kubernetes: [fake] } });
+    await chain.authenticate({ bearerToken: 't1' });
+    await chain.authenticate({ bearerToken: 't1' });
+    await chain.authenticate({ bearerToken: 't1', clusterId: 'Kubernetes' });
+    expect(fake.calls).toBe(1);
+    await chain.authenticate({ bearerToken: 't2' });
+    expect(fake.calls).toBe(2);
+  });
+
+  it('keys the cache by cluster so one cluster cannot reuse another cluster’s verdict', async () => {
+    const east = new Fake('jwt', 'ok', { ...CALLER, identities: ['spiffe://east.local/ns/a/sa/b'] });
+    const west = new Fake('jwt', 'ok', { ...CALLER, identities: ['spiffe://west.local/ns/a/sa/b'] });
+    const chain = new AuthChain({ clusters: { east: [east], west: [west] }, defaultCluster: 'east' });
+    expect((await chain.authenticate({ bearerToken: 't', clusterId: 'east' })).identities).toEqual(['spiffe://east.local/ns/a/sa/b']);
+    expect((await chain.authenticate({ bearerToken: 't', clusterId: 'west' })).identities).toEqual(['spiffe://west.local/ns/a/sa/b']);
+    expect(east.calls + west.calls).toBe(2);
+  });
+
+  it('does not cache failures', async () => {
+    const fake = new Fake('jwt', 'invalid');
+    const chain = new AuthChain({ clusters: { Kubernetes: [fake] } });
+    await outcome(chain.authenticate({ bearerToken: 't' }));
+    await outcome(chain.authenticate({ bearerToken: 't' }));
+    expect(fake.calls).toBe(2);
+  });
+
+  it('does not cache client-certificate results', async () => {
+    const cert = new Fake('client-cert', 'ok-cert');
+    const chain = new AuthChain({ clusters: { Kubernetes: [cert] } });
+    const req = { bearerToken: 't', peerCertificates: [Buffer.from('x')] };
+    await chain.authenticate(req);
+    await chain.authenticate(req);
+    expect(cert.calls).toBe(2);
+  });
+
+  it('honours the cache expiry (injected clock)', async () => {
+    let now = 1_700_000_000_000;
+    const fake = new Fake('jwt', 'ok', { ...CALLER, expiresAt: now / 1000 + 30 });
+    const chain = new AuthChain({ clusters: { Kubernetes: [fake] }, cache: new TokenCache({ now: () => now }) });
+    await chain.authenticate({ bearerToken: 't' });
+    now += 29_000;
+    await chain.authenticate({ bearerToken: 't' });
+    expect(fake.calls).toBe(1);
+    now += 1_000;
+    await chain.authenticate({ bearerToken: 't' });
+    expect(fake.calls).toBe(2);
+  });
+
+  it('can run without a cache', async () => {
+    const fake = new Fake('jwt', 'ok');
+    const chain = new AuthChain({ clusters: { Kubernetes: [fake] }, cache: false });
+    await chain.authenticate({ bearerToken: 't' });
+    await chain.authenticate({ bearerToken: 't' });
+    expect(fake.calls).toBe(2);
+  });
+});
+
+describe('AuthChain with a real JWT authenticator', () => {
+  let key: SigningKey;
+  let server: JwksServer;
+  let jwt: JwtAuthenticator;
+
+  beforeAll(async () => {
+    key = await signingKey('RS256', 'k1');
+    server = await new JwksServer([key.jwk]).start();
+    jwt = new JwtAuthenticator({ issuers: [{ issuer: ISSUER, jwksUri: server.url, trustDomain: TRUST_DOMAIN }] });
+    await jwt.start();
+  });
+
+  afterAll(async () => {
+    jwt.close();
+    await server.stop();
+  });
+
+  it('authenticates a projected token end to end', async () => {
+    const chain = new AuthChain({ clusters: { Kubernetes: [jwt] } });
+    const caller = await chain.authenticate({ bearerToken: await signToken(key, k8sClaims('ns1', 'sa1')), clusterId: 'Kubernetes' });
+    expect(caller.identities).toEqual(['spiffe://cluster.local/ns/ns1/sa/sa1']);
+  });
+
+  it('reports a token from an unknown issuer (wrong iss) as AUTH_INVALID', async () => {
+    const chain = new AuthChain({ clusters: { Kubernetes: [jwt] } });
+    const r = await outcome(chain.authenticate({ bearerToken: await signToken(key, k8sClaims(), { iss: 'https://other.example' }) }));
+    expect(r.code).toBe('AUTH_INVALID');
+  });
+
+  it('never throws anything but a CaError for arbitrary bearer strings', async () => {
+    const chain = new AuthChain({ clusters: { Kubernetes: [jwt, new Fake('tokenreview', 'invalid')] } });
+    await fc.assert(
+      fc.asyncProperty(fc.string({ maxLength: 2_000 }), fc.option(fc.string({ maxLength: 20 }), { nil: undefined }), async (token, clusterId) => {
+        try {
+          const caller = await chain.authenticate({ bearerToken: token, clusterId });
+          expect.unreachable(`accepted ${JSON.stringify(caller)}`);
+        } catch (err) {
+          expect(err).toBeInstanceOf(CaError);
+          expect(['AUTH_MISSING', 'AUTH_INVALID']).toContain((err as CaError).code);
+          if (token.length >= 16) expect((err as CaError).message).not.toContain(token);
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+});

@@ -1,0 +1,137 @@
+import { X509Certificate } from 'node:crypto';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { CaError } from '../../../src/errors/ca-error.js';
+import { ClientCertAuthenticator, uriSans } from '../../../src/auth/client-cert.js';
+import type { Caller } from '../../../src/auth/types.js';
+import { makeCert } from './helpers.js';
+import type { TestCert } from './helpers.js';
+
+const ID = 'spiffe://cluster.local/ns/default/sa/sleep';
+const HOUR = 3_600_000;
+
+let root: TestCert;
+let inter: TestCert;
+let leaf: TestCert;
+let directLeaf: TestCert;
+let otherRoot: TestCert;
+let otherLeaf: TestCert;
+let expiredLeaf: TestCert;
+let futureLeaf: TestCert;
+let caLeaf: TestCert;
+let noSpiffeLeaf: TestCert;
+let serverOnlyLeaf: TestCert;
+let twoIdLeaf: TestCert;
+let expiredInter: TestCert;
+let leafOfExpiredInter: TestCert;
+let notCaInter: TestCert;
+let leafOfNotCaInter: TestCert;
+
+beforeAll(async () => {
+  root = await makeCert({ name: 'mesh root', ca: true });
+  inter = await makeCert({ name: 'mesh intermediate', ca: true, issuer: root });
+  leaf = await makeCert({ name: 'sleep', issuer: inter, uris: [ID] });
+  directLeaf = await makeCert({ name: 'direct', issuer: root, uris: ['spiffe://cluster.local/ns/a/sa/b'] });
+  otherRoot = await makeCert({ name: 'mesh root', ca: true }); // same name, different key
+  otherLeaf = await makeCert({ name: 'sleep', issuer: otherRoot, uris: [ID] });
+  expiredLeaf = await makeCert({ name: 'old', issuer: inter, uris: [ID], notBefore: new Date(Date.now() - 3 * HOUR), notAfter: new Date(Date.now() - HOUR) });
+  futureLeaf = await makeCert({ name: 'future', issuer: inter, uris: [ID], notBefore: new Date(Date.now() + HOUR), notAfter: new Date(Date.now() + 2 * HOUR) });
+  caLeaf = await makeCert({ name: 'sneaky', issuer: inter, ca: true, uris: [ID] });
+  noSpiffeLeaf = await makeCert({ name: 'web', issuer: inter, uris: ['https://example.com/x'] });
+  serverOnlyLeaf = await makeCert({ name: 'server', issuer: inter, uris: [ID], eku: ['1.3.6.1.5.5.7.3.1'] });
+  twoIdLeaf = await makeCert({ name: 'two', issuer: inter, uris: [ID, 'spiffe://cluster.local/ns/other/sa/x', 'urn:x'] });
+  expiredInter = await makeCert({ name: 'old intermediate', ca: true, issuer: root, notBefore: new Date(Date.now() - 3 * HOUR), notAfter: new Date(Date.now() - HOUR) });
+  leafOfExpiredInter = await makeCert({ name: 'orphan', issuer: expiredInter, uris: [ID] });
+  notCaInter = await makeCert({ name: 'not a ca', issuer: root });
+  leafOfNotCaInter = await makeCert({ name: 'bad', issuer: notCaInter, uris: [ID] });
+});
+
+function auth(roots: () => TestCert[] = () => [root]): ClientCertAuthenticator {
+  return new ClientCertAuthenticator({ roots: () => roots().map((r) => new X509Certificate(r.der)) });
+}
+
+async function outcome(p: Promise<Caller | null>): Promise<{ caller?: Caller | null; code?: string; message?: string }> {
+  try {
+    return { caller: await p };
+  } catch (err) {
+    if (!(err instanceof CaError)) throw err;
+    return { code: err.code, message: err.message };
+  }
+}
+
+describe('ClientCertAuthenticator', () => {
+  type Case = { name: string; chain: () => Buffer[]; roots?: () => TestCert[]; identities?: string[]; message?: RegExp };
+  const cases: Case[] = [
+    { name: 'accepts a leaf chained through a presented intermediate to a root', chain: () => [leaf.der, inter.der], identities: [ID] },
+    { name: 'accepts a leaf issued directly by a root', chain: () => [directLeaf.der], identities: ['spiffe://cluster.local/ns/a/sa/b'] },
+    { name: 'accepts a chain that also carries the root itself', chain: () => [leaf.der, inter.der, root.der], identities: [ID] },
+    { name: 'accepts intermediates in any order', chain: () => [leaf.der, root.der, inter.der], identities: [ID] },
+    { name: 'accepts an intermediate configured as a trust anchor', chain: () => [leaf.der], roots: () => [inter], identities: [ID] },
+    { name: 'returns every SPIFFE URI SAN and ignores other URIs', chain: () => [twoIdLeaf.der, inter.der], identities: [ID, 'spiffe://cluster.local/ns/other/sa/x'] },
+    { name: 'refuses a chain to another root with the same name', chain: () => [otherLeaf.der], message: /not issued by a trusted root/ },
+    { name: 'refuses a leaf whose intermediate was not presented', chain: () => [leaf.der], message: /not issued by a trusted root/ },
+    { name: 'refuses an expired leaf', chain: () => [expiredLeaf.der, inter.der], message: /expired or not yet valid/ },
+    { name: 'refuses a leaf that is not yet valid', chain: () => [futureLeaf.der, inter.der], message: /expired or not yet valid/ },
+    { name: 'refuses a CA certificate as the leaf', chain: () => [caLeaf.der, inter.der], message: /is a CA certificate/ },
+    { name: 'refuses a root presented as the leaf', chain: () => [root.der], message: /is a CA certificate/ },
+    { name: 'refuses a leaf without a SPIFFE ID', chain: () => [noSpiffeLeaf.der, inter.der], message: /no SPIFFE ID/ },
+    { name: 'refuses a leaf without the clientAuth usage', chain: () => [serverOnlyLeaf.der, inter.der], message: /client authentication/ },
+    { name: 'refuses an expired intermediate', chain: () => [leafOfExpiredInter.der, expiredInter.der], message: /expired or not yet valid intermediate/ },
+    { name: 'refuses an intermediate that is not a CA', chain: () => [leafOfNotCaInter.der, notCaInter.der], message: /not issued by a trusted root/ },
+    { name: 'refuses bytes that are not a certificate', chain: () => [Buffer.from('not a certificate')], message: /could not be parsed/ },
+    { name: 'refuses when no roots are configured', chain: () => [leaf.der, inter.der], roots: () => [], message: /no trusted roots/ },
+  ];
+
+  for (const c of cases) {
+    it(c.name, async () => {
+      const r = await outcome(auth(c.roots).authenticate({ peerCertificates: c.chain() }));
+      if (c.identities) {
+        expect(r.code).toBeUndefined();
+        expect(r.caller?.identities).toEqual(c.identities);
+        expect(r.caller?.method).toBe('client-cert');
+      } else {
+        expect(r.code).toBe('AUTH_INVALID');
+        expect(r.message).toMatch(c.message as RegExp);
+      }
+    });
+  }
+
+  it('returns null when no certificate is presented', async () => {
+    expect(await auth().authenticate({})).toBeNull();
+    expect(await auth().authenticate({ peerCertificates: [] })).toBeNull();
+    expect(await auth().authenticate({ bearerToken: 'x' })).toBeNull();
+  });
+
+  it('fills namespace, service account and expiresAt for a single Istio identity', async () => {
+    const caller = await auth().authenticate({ peerCertificates: [leaf.der, inter.der] });
+    expect(caller?.namespace).toBe('default');
+    expect(caller?.serviceAccount).toBe('sleep');
+    expect(caller?.expiresAt).toBe(Math.floor(leaf.cert.notAfter.getTime() / 1000));
+  });
+
+  it('reads the roots on every request so a rotation takes effect', async () => {
+    let current: TestCert[] = [root];
+    const a = auth(() => current);
+    expect((await a.authenticate({ peerCertificates: [leaf.der, inter.der] }))?.identities).toEqual([ID]);
+    expect((await outcome(a.authenticate({ peerCertificates: [otherLeaf.der] }))).code).toBe('AUTH_INVALID');
+    current = [root, otherRoot];
+    expect((await a.authenticate({ peerCertificates: [otherLeaf.der] }))?.identities).toEqual([ID]);
+    current = [otherRoot];
+    expect((await outcome(a.authenticate({ peerCertificates: [leaf.der, inter.der] }))).code).toBe('AUTH_INVALID');
+  });
+
+  it('uses the injected clock for validity', async () => {
+    const later = new ClientCertAuthenticator({ roots: () => [new X509Certificate(root.der)], now: () => new Date(Date.now() + 2 * HOUR) });
+    expect((await outcome(later.authenticate({ peerCertificates: [leaf.der, inter.der] }))).code).toBe('AUTH_INVALID');
+  });
+
+  it('refuses to be built without a roots function', () => {
+    expect(() => new ClientCertAuthenticator({} as never)).toThrow(/roots/);
+  });
+});
+
+describe('uriSans', () => {
+  it('reads URI SANs from DER', () => {
+    expect(uriSans(twoIdLeaf.der)).toEqual([ID, 'spiffe://cluster.local/ns/other/sa/x', 'urn:x']);
+    expect(uriSans(root.der)).toEqual([]);
+  });
+});

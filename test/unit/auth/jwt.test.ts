@@ -1,0 +1,451 @@
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import type { JWTPayload } from 'jose';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CaError } from '../../../src/errors/ca-error.js';
+import { JwtAuthenticator, serviceAccountSpiffeId } from '../../../src/auth/jwt.js';
+import type { JwtAuthenticatorOptions } from '../../../src/auth/jwt.js';
+import type { Caller } from '../../../src/auth/types.js';
+import { b64url, closedPort, ISSUER, JwksServer, k8sClaims, signingKey, signToken, TRUST_DOMAIN } from './helpers.js';
+import type { SigningKey } from './helpers.js';
+
+let rsa: SigningKey;
+let ec: SigningKey;
+let rotated: SigningKey;
+let stranger: SigningKey;
+let server: JwksServer;
+const open: JwtAuthenticator[] = [];
+
+beforeAll(async () => {
+  rsa = await signingKey('RS256', 'rsa-1');
+  ec = await signingKey('ES256', 'ec-1');
+  rotated = await signingKey('ES256', 'ec-2');
+  stranger = await signingKey('RS256', 'rsa-1'); // same kid as a published key, different key
+  server = await new JwksServer([rsa.jwk, ec.jwk]).start();
+});
+
+afterAll(async () => {
+  await server.stop();
+});
+
+afterEach(() => {
+  for (const a of open.splice(0)) a.close();
+});
+
+/** Authenticator against the shared server with a controllable clock (offset in ms). */
+function make(overrides: Partial<JwtAuthenticatorOptions['issuers'][number]> = {}, extra: Partial<JwtAuthenticatorOptions> = {}) {
+  const clock = { offset: 0 };
+  const failures: string[] = [];
+  const auth = new JwtAuthenticator({
+    issuers: [{ issuer: ISSUER, jwksUri: server.url, trustDomain: TRUST_DOMAIN, ...overrides }],
+    now: () => Date.now() + clock.offset,
+    onRefreshFailure: (issuer) => failures.push(issuer),
+    ...extra,
+  });
+  open.push(auth);
+  return { auth, clock, failures };
+}
+
+async function outcome(p: Promise<Caller | null>): Promise<{ caller?: Caller | null; code?: string; message?: string }> {
+  try {
+    return { caller: await p };
+  } catch (err) {
+    if (!(err instanceof CaError)) throw err;
+    return { code: err.code, message: err.message };
+  }
+}
+
+function handCrafted(header: Record<string, unknown>, payload: JWTPayload, signature = ''): string {
+  return `${b64url(header)}.${b64url(payload)}.${signature}`;
+}
+
+function validPayload(): JWTPayload {
+  const now = Math.floor(Date.now() / 1000);
+  return { ...k8sClaims(), iss: ISSUER, aud: ['istio-ca'], iat: now, exp: now + 3600 };
+}
+
+describe('JwtAuthenticator: verification', () => {
+  type Case = { name: string; token: () => Promise<string>; code?: string; message?: RegExp; identity?: string };
+  const cases: Case[] = [
+    { name: 'accepts a good RS256 projected token and maps it to the SPIFFE identity', token: () => signToken(rsa, k8sClaims('foo', 'bar')), identity: 'spiffe://cluster.local/ns/foo/sa/bar' },
+    { name: 'accepts a good ES256 projected token', token: () => signToken(ec, k8sClaims('default', 'sleep')), identity: 'spiffe://cluster.local/ns/default/sa/sleep' },
+    { name: 'accepts a token expired by less than the clock skew', token: () => signToken(ec, k8sClaims(), { expIn: -10 }), identity: 'spiffe://cluster.local/ns/default/sa/sleep' },
+    { name: 'refuses an expired token', token: () => signToken(rsa, k8sClaims(), { expIn: -3600 }), code: 'AUTH_INVALID', message: /^token expired$/ },
+    { name: 'refuses a token that is not yet valid', token: () => signToken(rsa, k8sClaims(), { nbfIn: 3600 }), code: 'AUTH_INVALID', message: /not yet valid/ },
+    { name: 'refuses a token for another audience', token: () => signToken(rsa, k8sClaims(), { aud: 'https://kubernetes.default.svc' }), code: 'AUTH_INVALID', message: /^token audience does not include istio-ca$/ },
+    { name: 'refuses a token without exp', token: () => signToken(rsa, k8sClaims(), { expIn: null }), code: 'AUTH_INVALID', message: /exp claim required/ },
+    { name: "refuses an unsigned token (alg 'none')", token: async () => handCrafted({ alg: 'none', kid: 'rsa-1' }, validPayload()), code: 'AUTH_INVALID', message: /alg 'none'/ },
+    {
+      name: 'refuses an HS256 token signed with the published key as the shared secret',
+      token: async () => {
+        const head = b64url({ alg: 'HS256', kid: 'rsa-1' });
+        const body = b64url(validPayload());
+        const sig = createHmac('sha256', JSON.stringify(rsa.jwk)).update(`${head}.${body}`).digest('base64url');
+        return `${head}.${body}.${sig}`;
+      },
+      code: 'AUTH_INVALID',
+      message: /shared-secret algorithm/,
+    },
+    { name: 'refuses a token with an unlisted algorithm (RS1)', token: async () => handCrafted({ alg: 'RS1', kid: 'rsa-1' }, validPayload(), 'AAAA'), code: 'AUTH_INVALID', message: /algorithm is not allowed/ },
+    { name: 'refuses a token signed by another key under a published kid', token: () => signToken(stranger, k8sClaims()), code: 'AUTH_INVALID', message: /signature is invalid/ },
+    {
+      name: 'refuses a token whose payload was altered after signing',
+      token: async () => {
+        const [h, , s] = (await signToken(rsa, k8sClaims('default', 'sleep'))).split('.');
+        return `${h}.${b64url({ ...validPayload(), ...k8sClaims('kube-system', 'admin') })}.${s}`;
+      },
+      code: 'AUTH_INVALID',
+      message: /signature is invalid/,
+    },
+    { name: 'accepts a sub-only token', token: () => signToken(rsa, { sub: 'system:serviceaccount:team-a:api' }), identity: 'spiffe://cluster.local/ns/team-a/sa/api' },
+    {
+      name: 'accepts legacy flat service-account claims',
+      token: () => signToken(rsa, { 'kubernetes.io/serviceaccount/namespace': 'legacy', 'kubernetes.io/serviceaccount/service-account.name': 'old.sa' }),
+      identity: 'spiffe://cluster.local/ns/legacy/sa/old.sa',
+    },
+    { name: 'refuses a token that names no service account', token: () => signToken(rsa, { sub: 'alice@example.com' }), code: 'AUTH_INVALID', message: /namespace and service account/ },
+    { name: 'refuses a namespace that is not a DNS-1123 label', token: () => signToken(rsa, { sub: 'system:serviceaccount:Bad_NS:sa' }), code: 'AUTH_INVALID', message: /invalid Kubernetes namespace/ },
+    { name: 'refuses a path-traversal service account', token: () => signToken(rsa, { sub: 'system:serviceaccount:ns:../../x' }), code: 'AUTH_INVALID' },
+    {
+      name: 'refuses claims where sub and kubernetes.io disagree',
+      token: () => signToken(rsa, { ...k8sClaims('default', 'sleep'), sub: 'system:serviceaccount:kube-system:admin' }),
+      code: 'AUTH_INVALID',
+      message: /disagree/,
+    },
+  ];
+
+  for (const c of cases) {
+    it(c.name, async () => {
+      const { auth } = make();
+      await auth.start();
+      const token = await c.token();
+      const r = await outcome(auth.authenticate({ bearerToken: token }));
+      if (c.identity) {
+        expect(r.code).toBeUndefined();
+        expect(r.caller?.identities).toEqual([c.identity]);
+        expect(r.caller?.method).toBe('jwt');
+      } else {
+        expect(r.code).toBe(c.code);
+        if (c.message) expect(r.message).toMatch(c.message);
+        expect(r.message).not.toContain(token);
+        for (const part of token.split('.').filter((p) => p.length > 8)) expect(r.message).not.toContain(part);
+      }
+    });
+  }
+
+  it('fills pod, node, namespace, service account and expiresAt from nested Kubernetes claims', async () => {
+    const { auth } = make();
+    await auth.start();
+    const token = await signToken(ec, k8sClaims('bookinfo', 'reviews'), { expIn: 600 });
+    const caller = await auth.authenticate({ bearerToken: token });
+    expect(caller).toEqual({
+      method: 'jwt',
+      identities: ['spiffe://cluster.local/ns/bookinfo/sa/reviews'],
+      namespace: 'bookinfo',
+      serviceAccount: 'reviews',
+      pod: { name: 'reviews-7d9c9f8b6-abcde', uid: '6a3b8f3e-0000-4000-8000-000000000002' },
+      node: { name: 'worker-1', uid: '6a3b8f3e-0000-4000-8000-000000000003' },
+      expiresAt: expect.any(Number),
+    });
+    expect(Math.abs((caller?.expiresAt ?? 0) - (Math.floor(Date.now() / 1000) + 600))).toBeLessThanOrEqual(2);
+  });
+
+  it('honours a custom audience list', async () => {
+    const { auth } = make({ audiences: ['meshcert', 'istio-ca'] });
+    await auth.start();
+    const ok = await auth.authenticate({ bearerToken: await signToken(rsa, k8sClaims(), { aud: 'meshcert' }) });
+    expect(ok?.identities).toHaveLength(1);
+    const bad = await outcome(auth.authenticate({ bearerToken: await signToken(rsa, k8sClaims(), { aud: 'other' }) }));
+    expect(bad.message).toBe('token audience does not include meshcert or istio-ca');
+  });
+
+  type NullCase = { name: string; token: () => Promise<string | undefined> };
+  const notMine: NullCase[] = [
+    { name: 'returns null without a bearer token', token: async () => undefined },
+    { name: 'returns null for an empty bearer token', token: async () => '' },
+    { name: 'returns null for a token that is not a JWT', token: async () => 'opaque-static-token' },
+    { name: 'returns null for a token from an issuer it does not know (wrong iss)', token: () => signToken(rsa, k8sClaims(), { iss: 'https://evil.example' }) },
+    { name: 'returns null for a JWT without iss', token: async () => handCrafted({ alg: 'RS256' }, { sub: 'x' }, 'AAAA') },
+  ];
+  for (const c of notMine) {
+    it(c.name, async () => {
+      const { auth } = make();
+      await auth.start();
+      const token = await c.token();
+      expect(await auth.authenticate(token === undefined ? {} : { bearerToken: token })).toBeNull();
+    });
+  }
+
+  it('routes each token to its issuer by iss and verifies with that issuer only', async () => {
+    const other = await new JwksServer([rotated.jwk]).start();
+    try {
+      const auth = new JwtAuthenticator({
+        issuers: [
+          { issuer: ISSUER, jwksUri: server.url, trustDomain: TRUST_DOMAIN },
+          { issuer: 'https://oidc.example', jwksUri: other.url, trustDomain: 'example.org', audiences: ['meshcert'] },
+        ],
+      });
+      open.push(auth);
+      await auth.start();
+      const a = await auth.authenticate({ bearerToken: await signToken(rsa, k8sClaims('a', 'b')) });
+      expect(a?.identities).toEqual(['spiffe://cluster.local/ns/a/sa/b']);
+      const b = await auth.authenticate({ bearerToken: await signToken(rotated, k8sClaims('c', 'd'), { iss: 'https://oidc.example', aud: 'meshcert' }) });
+      expect(b?.identities).toEqual(['spiffe://example.org/ns/c/sa/d']);
+      // Claims issuer A but signed with issuer B's key: A's key set does not hold it.
+      const cross = await outcome(auth.authenticate({ bearerToken: await signToken(rotated, k8sClaims()) }));
+      expect(cross.code).toBe('AUTH_INVALID');
+    } finally {
+      await other.stop();
+    }
+  });
+});
+
+describe('JwtAuthenticator: remote key set', () => {
+  it('fetches the key set once at start', async () => {
+    const s = await new JwksServer([rsa.jwk]).start();
+    try {
+      const { auth } = make({ jwksUri: s.url });
+      await auth.start();
+      await auth.start();
+      await auth.authenticate({ bearerToken: await signToken(rsa, k8sClaims()) });
+      await auth.authenticate({ bearerToken: await signToken(rsa, k8sClaims()) });
+      expect(s.hits).toBe(1);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('picks up a rotated key when a token carries an unknown kid', async () => {
+    const s = await new JwksServer([rsa.jwk]).start();
+    try {
+      const { auth, clock } = make({ jwksUri: s.url });
+      await auth.start();
+      s.keys = [rsa.jwk, rotated.jwk];
+      clock.offset = 31_000;
+      const caller = await auth.authenticate({ bearerToken: await signToken(rotated, k8sClaims()) });
+      expect(caller?.identities).toEqual(['spiffe://cluster.local/ns/default/sa/sleep']);
+      expect(s.hits).toBe(2);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('rate-limits refreshes caused by unknown kids and shares one fetch between concurrent requests', async () => {
+    const s = await new JwksServer([rsa.jwk]).start();
+    try {
+      const { auth, clock } = make({ jwksUri: s.url });
+      await auth.start();
+      expect(s.hits).toBe(1);
+      const unknown = await signToken(rotated, k8sClaims(), { kid: 'not-published' });
+
+      // Within the interval after start: no fetch at all.
+      expect((await outcome(auth.authenticate({ bearerToken: unknown }))).code).toBe('AUTH_INVALID');
+      expect(s.hits).toBe(1);
+
+      clock.offset = 31_000;
+      const burst = await Promise.all(Array.from({ length: 20 }, () => outcome(auth.authenticate({ bearerToken: unknown }))));
+      expect(burst.every((r) => r.code === 'AUTH_INVALID')).toBe(true);
+      expect(burst[0]?.message).toMatch(/kid/);
+      expect(s.hits).toBe(2);
+
+      clock.offset = 45_000;
+      await outcome(auth.authenticate({ bearerToken: unknown }));
+      expect(s.hits).toBe(2);
+
+      clock.offset = 62_000;
+      await outcome(auth.authenticate({ bearerToken: unknown }));
+      expect(s.hits).toBe(3);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('keeps the last good key set when the endpoint goes down', async () => {
+    const s = await new JwksServer([rsa.jwk]).start();
+    const { auth, clock, failures } = make({ jwksUri: s.url });
+    await auth.start();
+    await s.stop();
+    clock.offset = 31_000;
+
+    const unknown = await outcome(auth.authenticate({ bearerToken: await signToken(rotated, k8sClaims()) }));
+    expect(unknown.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+    expect(auth.refreshFailures).toBe(1);
+    expect(failures).toEqual([ISSUER]);
+
+    const known = await auth.authenticate({ bearerToken: await signToken(rsa, k8sClaims()) });
+    expect(known?.identities).toEqual(['spiffe://cluster.local/ns/default/sa/sleep']);
+  });
+
+  it('keeps the last good key set when the endpoint answers HTTP 500', async () => {
+    const s = await new JwksServer([rsa.jwk]).start();
+    try {
+      const { auth, clock } = make({ jwksUri: s.url });
+      await auth.start();
+      s.status = 500;
+      clock.offset = 31_000;
+      expect((await outcome(auth.authenticate({ bearerToken: await signToken(rotated, k8sClaims()) }))).code).toBe('AUTH_BACKEND_UNAVAILABLE');
+      expect(auth.refreshFailures).toBe(1);
+      expect((await auth.authenticate({ bearerToken: await signToken(rsa, k8sClaims()) }))?.method).toBe('jwt');
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('reports AUTH_BACKEND_UNAVAILABLE when the endpoint was down from the start, then recovers', async () => {
+    const port = await closedPort();
+    const { auth, clock, failures } = make({ jwksUri: `http://127.0.0.1:${port}/jwks` });
+    await expect(auth.start()).resolves.toBeUndefined();
+    expect(auth.refreshFailures).toBe(1);
+    const token = await signToken(rsa, k8sClaims());
+    const r = await outcome(auth.authenticate({ bearerToken: token }));
+    expect(r.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+    expect(r.message).not.toContain(token);
+    expect(auth.refreshFailures).toBe(1); // rate limited: no second fetch yet
+
+    const s = await new JwksServer([rsa.jwk]).start(port);
+    try {
+      clock.offset = 31_000;
+      expect((await auth.authenticate({ bearerToken: token }))?.method).toBe('jwt');
+      expect(failures).toEqual([ISSUER]);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('gives up on a JWKS endpoint that does not answer within the fetch timeout', async () => {
+    const hanging = http.createServer(() => undefined);
+    await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
+    try {
+      const { auth } = make({ jwksUri: `http://127.0.0.1:${(hanging.address() as AddressInfo).port}/jwks`, fetchTimeoutMs: 150 });
+      const t0 = Date.now();
+      await auth.start();
+      expect(Date.now() - t0).toBeLessThan(3_000);
+      expect(auth.refreshFailures).toBe(1);
+    } finally {
+      hanging.closeAllConnections();
+      await new Promise<void>((resolve) => hanging.close(() => resolve()));
+    }
+  });
+
+  it('refreshes periodically and stops after close()', async () => {
+    const s = await new JwksServer([rsa.jwk]).start();
+    try {
+      const { auth } = make({ jwksUri: s.url, refreshIntervalMs: 40 });
+      await auth.start();
+      await new Promise((r) => setTimeout(r, 220));
+      expect(s.hits).toBeGreaterThanOrEqual(2);
+      auth.close();
+      const after = s.hits;
+      await new Promise((r) => setTimeout(r, 150));
+      expect(s.hits).toBeLessThanOrEqual(after + 1);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('fetches lazily when start() was never called', async () => {
+    const s = await new JwksServer([ec.jwk]).start();
+    try {
+      const { auth } = make({ jwksUri: s.url });
+      expect((await auth.authenticate({ bearerToken: await signToken(ec, k8sClaims()) }))?.method).toBe('jwt');
+      expect(s.hits).toBe(1);
+    } finally {
+      await s.stop();
+    }
+  });
+});
+
+describe('JwtAuthenticator: key set from a file', () => {
+  it('reads the file at construction and picks up rotated keys on reload()', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-jwks-'));
+    const file = join(dir, 'jwks.json');
+    writeFileSync(file, JSON.stringify({ keys: [rsa.jwk] }));
+    const auth = new JwtAuthenticator({ issuers: [{ issuer: ISSUER, jwksFile: file, trustDomain: TRUST_DOMAIN }] });
+    expect((await auth.authenticate({ bearerToken: await signToken(rsa, k8sClaims()) }))?.method).toBe('jwt');
+    const rotatedToken = await signToken(rotated, k8sClaims());
+    expect((await outcome(auth.authenticate({ bearerToken: rotatedToken }))).code).toBe('AUTH_INVALID');
+
+    writeFileSync(file, JSON.stringify({ keys: [rsa.jwk, rotated.jwk] }));
+    auth.reload();
+    expect((await auth.authenticate({ bearerToken: rotatedToken }))?.method).toBe('jwt');
+
+    writeFileSync(file, 'not json');
+    expect(() => auth.reload()).toThrow(/jwksFile/);
+    expect((await auth.authenticate({ bearerToken: rotatedToken }))?.method).toBe('jwt');
+  });
+});
+
+describe('JwtAuthenticator: configuration', () => {
+  const base = { issuer: ISSUER, trustDomain: TRUST_DOMAIN };
+  const cases: { name: string; issuers: unknown[]; error: RegExp }[] = [
+    { name: 'refuses both jwksUri and jwksFile', issuers: [{ ...base, jwksUri: 'https://x/jwks', jwksFile: '/tmp/x' }], error: /exactly one of jwksUri or jwksFile/ },
+    { name: 'refuses neither jwksUri nor jwksFile', issuers: [{ ...base }], error: /exactly one of jwksUri or jwksFile/ },
+    { name: 'refuses a jwksUri that is not a URL', issuers: [{ ...base, jwksUri: 'not a url' }], error: /jwksUri/ },
+    { name: 'refuses a file: jwksUri', issuers: [{ ...base, jwksUri: 'file:///etc/passwd' }], error: /jwksUri must be an https/ },
+    { name: 'refuses a missing issuer', issuers: [{ trustDomain: TRUST_DOMAIN, jwksUri: 'https://x/jwks' }], error: /issuer must be a non-empty string/ },
+    { name: 'refuses an invalid trust domain', issuers: [{ ...base, trustDomain: 'Cluster.Local', jwksUri: 'https://x/jwks' }], error: /trustDomain/ },
+    { name: 'refuses an empty audience list', issuers: [{ ...base, audiences: [], jwksUri: 'https://x/jwks' }], error: /audiences/ },
+    { name: 'refuses the same issuer twice', issuers: [{ ...base, jwksUri: 'https://x/jwks' }, { ...base, jwksUri: 'https://y/jwks' }], error: /configured twice/ },
+    { name: 'refuses an unreadable jwksFile', issuers: [{ ...base, jwksFile: '/nonexistent/jwks.json' }], error: /jwksFile/ },
+    { name: 'refuses no issuers', issuers: [], error: /non-empty list/ },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      expect(() => new JwtAuthenticator({ issuers: c.issuers as never })).toThrow(c.error);
+    });
+  }
+});
+
+describe('serviceAccountSpiffeId', () => {
+  it('formats the Istio identity', () => {
+    expect(serviceAccountSpiffeId('cluster.local', 'istio-system', 'ztunnel')).toBe('spiffe://cluster.local/ns/istio-system/sa/ztunnel');
+  });
+  it('refuses names outside the Kubernetes rules', () => {
+    for (const [ns, sa] of [['', 'a'], ['a', ''], ['A', 'b'], ['a'.repeat(64), 'b'], ['ns', 'sa/x'], ['ns', '-sa']]) {
+      expect(() => serviceAccountSpiffeId('cluster.local', ns as string, sa as string)).toThrow(CaError);
+    }
+  });
+});
+
+describe('JwtAuthenticator: arbitrary input', () => {
+  it('returns null or throws a CaError for any bearer string', async () => {
+    const { auth } = make();
+    await auth.start();
+    await fc.assert(
+      fc.asyncProperty(fc.string({ maxLength: 300 }), async (token) => {
+        try {
+          const r = await auth.authenticate({ bearerToken: token });
+          expect(r).toBeNull();
+        } catch (err) {
+          expect(err).toBeInstanceOf(CaError);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('never accepts and only throws CaError for token-shaped input claiming the trusted issuer', async () => {
+    const { auth } = make();
+    await auth.start();
+    const header = fc.record({ alg: fc.oneof(fc.constantFrom('none', 'HS256', 'RS256', 'ES256', 'EdDSA', 'PS512'), fc.string()), kid: fc.option(fc.constantFrom('rsa-1', 'ec-1', 'x'), { nil: undefined }) }, { requiredKeys: ['alg'] });
+    const payload = fc.record({ iss: fc.constant(ISSUER), aud: fc.oneof(fc.constant('istio-ca'), fc.string()), exp: fc.oneof(fc.integer(), fc.constant(Math.floor(Date.now() / 1000) + 600)), sub: fc.string() }, { requiredKeys: ['iss'] });
+    await fc.assert(
+      fc.asyncProperty(header, payload, fc.base64String({ maxLength: 400 }), async (h, p, sig) => {
+        const token = `${b64url(h)}.${b64url(p)}.${sig.replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_')}`;
+        try {
+          await auth.authenticate({ bearerToken: token });
+          expect.unreachable('a forged token was accepted');
+        } catch (err) {
+          expect(err).toBeInstanceOf(CaError);
+          expect(['AUTH_INVALID', 'AUTH_BACKEND_UNAVAILABLE']).toContain((err as CaError).code);
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+});

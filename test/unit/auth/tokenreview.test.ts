@@ -1,0 +1,235 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CaError } from '../../../src/errors/ca-error.js';
+import { TokenReviewAuthenticator, TokenReviewBackendError } from '../../../src/auth/tokenreview.js';
+import type { TokenReviewOptions } from '../../../src/auth/tokenreview.js';
+import type { Caller } from '../../../src/auth/types.js';
+import { closedPort, k8sClaims, makeCert, signingKey, signToken } from './helpers.js';
+import type { TestCert } from './helpers.js';
+
+const OWN_TOKEN = 'meshcert-own-sa-token';
+
+interface Seen {
+  method?: string;
+  path?: string;
+  authorization?: string;
+  body?: { apiVersion?: string; kind?: string; spec?: { token?: string; audiences?: string[] } };
+}
+
+type Handler = (seen: Seen, res: ServerResponse) => void;
+
+let serverCert: TestCert;
+let otherCa: TestCert;
+let server: https.Server;
+let apiServer: string;
+let handler: Handler = () => undefined;
+let last: Seen = {};
+
+beforeAll(async () => {
+  serverCert = await makeCert({ name: 'kube-apiserver', ips: ['127.0.0.1'], eku: ['1.3.6.1.5.5.7.3.1'] });
+  otherCa = await makeCert({ name: 'some other CA', ca: true });
+  server = https.createServer({ cert: serverCert.pem, key: await serverCert.keyPem() }, (req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      last = { method: req.method, path: req.url, authorization: req.headers.authorization };
+      try {
+        last.body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Seen['body'];
+      } catch {
+        /* leave body undefined */
+      }
+      handler(last, res);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  apiServer = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  server.closeAllConnections();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+function reply(status: number, body: unknown): Handler {
+  return (_seen, res) => {
+    res.writeHead(status, { 'content-type': 'application/json' }).end(typeof body === 'string' ? body : JSON.stringify(body));
+  };
+}
+
+/** A TokenReview response body as the API server returns it (201 Created). */
+function review(status: Record<string, unknown>): unknown {
+  return { kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1', metadata: { creationTimestamp: null }, spec: { token: 'redacted', audiences: ['istio-ca'] }, status };
+}
+
+const AUTHENTICATED = {
+  authenticated: true,
+  user: {
+    username: 'system:serviceaccount:bookinfo:reviews',
+    uid: '0b5c9f0e-1111-4000-8000-000000000001',
+    groups: ['system:serviceaccounts', 'system:serviceaccounts:bookinfo', 'system:authenticated'],
+    extra: {
+      'authentication.kubernetes.io/credential-id': ['JTI=1f8e2f9c-0000-4000-8000-000000000009'],
+      'authentication.kubernetes.io/node-name': ['worker-2'],
+      'authentication.kubernetes.io/node-uid': ['0b5c9f0e-1111-4000-8000-000000000003'],
+      'authentication.kubernetes.io/pod-name': ['reviews-v1-5f9d8c7b6-xyz12'],
+      'authentication.kubernetes.io/pod-uid': ['0b5c9f0e-1111-4000-8000-000000000002'],
+    },
+  },
+  audiences: ['istio-ca'],
+};
+
+function make(o: Partial<TokenReviewOptions> = {}): TokenReviewAuthenticator {
+  return new TokenReviewAuthenticator({ apiServer, caPem: serverCert.pem, bearerToken: OWN_TOKEN, trustDomain: 'cluster.local', timeoutMs: 1_000, env: {}, ...o });
+}
+
+async function outcome(p: Promise<Caller | null>): Promise<{ caller?: Caller | null; err?: CaError }> {
+  try {
+    return { caller: await p };
+  } catch (err) {
+    if (!(err instanceof CaError)) throw err;
+    return { err };
+  }
+}
+
+describe('TokenReviewAuthenticator', () => {
+  it('sends a real TokenReview and maps an authenticated service account with its pod and node', async () => {
+    handler = reply(201, review(AUTHENTICATED));
+    const auth = make();
+    try {
+      const key = await signingKey('ES256', 'k');
+      const token = await signToken(key, k8sClaims('bookinfo', 'reviews'), { expIn: 900 });
+      const caller = await auth.authenticate({ bearerToken: token });
+      expect(last.method).toBe('POST');
+      expect(last.path).toBe('/apis/authentication.k8s.io/v1/tokenreviews');
+      expect(last.authorization).toBe(`Bearer ${OWN_TOKEN}`);
+      expect(last.body).toEqual({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: ['istio-ca'] } });
+      expect(caller).toEqual({
+        method: 'tokenreview',
+        identities: ['spiffe://cluster.local/ns/bookinfo/sa/reviews'],
+        namespace: 'bookinfo',
+        serviceAccount: 'reviews',
+        pod: { name: 'reviews-v1-5f9d8c7b6-xyz12', uid: '0b5c9f0e-1111-4000-8000-000000000002' },
+        node: { name: 'worker-2', uid: '0b5c9f0e-1111-4000-8000-000000000003' },
+        expiresAt: expect.any(Number),
+      });
+      expect(Math.abs((caller?.expiresAt ?? 0) - (Math.floor(Date.now() / 1000) + 900))).toBeLessThanOrEqual(2);
+    } finally {
+      auth.close();
+    }
+  });
+
+  it('returns null without a bearer token and sends nothing', async () => {
+    last = {};
+    const auth = make();
+    expect(await auth.authenticate({})).toBeNull();
+    expect(last).toEqual({});
+    auth.close();
+  });
+
+  type Case = { name: string; handler?: Handler; options?: () => Promise<Partial<TokenReviewOptions>>; code: string; message?: RegExp; kind?: string };
+  const cases: Case[] = [
+    { name: 'refuses a token the API server does not authenticate', handler: reply(201, review({ authenticated: false, error: '[invalid bearer token, token has been invalidated]' })), code: 'AUTH_INVALID', message: /not accepted by the Kubernetes API server/ },
+    { name: 'refuses a token authenticated for another audience (empty status.audiences)', handler: reply(201, review({ ...AUTHENTICATED, audiences: [] })), code: 'AUTH_INVALID', message: /^token audience does not include istio-ca$/ },
+    { name: 'refuses a token authenticated for another audience (different status.audiences)', handler: reply(201, review({ ...AUTHENTICATED, audiences: ['https://kubernetes.default.svc'] })), code: 'AUTH_INVALID', message: /audience/ },
+    { name: 'refuses a user that is not a service account', handler: reply(201, review({ ...AUTHENTICATED, user: { username: 'alice', groups: ['system:authenticated'] } })), code: 'AUTH_INVALID', message: /not belong to a Kubernetes service account/ },
+    { name: 'refuses a malformed service-account username', handler: reply(201, review({ ...AUTHENTICATED, user: { username: 'system:serviceaccount:a:b:c' } })), code: 'AUTH_INVALID' },
+    { name: 'reports a 500 as backend unavailable', handler: reply(500, { kind: 'Status', status: 'Failure', code: 500 }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'server-error' },
+    { name: 'reports a 503 as backend unavailable', handler: reply(503, 'unavailable'), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'server-error' },
+    { name: 'reports 429 throttling as backend unavailable', handler: reply(429, { kind: 'Status', code: 429 }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'throttled' },
+    { name: "reports a 401 for meshcert's own credentials as backend unavailable, not a bad token", handler: reply(401, { kind: 'Status', code: 401, reason: 'Unauthorized' }), code: 'AUTH_BACKEND_UNAVAILABLE', message: /credentials/, kind: 'credentials-rejected' },
+    { name: 'reports a 403 (missing RBAC) as backend unavailable', handler: reply(403, { kind: 'Status', code: 403, reason: 'Forbidden' }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'credentials-rejected' },
+    { name: 'reports a non-JSON 201 as backend unavailable', handler: reply(201, '<html>proxy</html>'), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'bad-response' },
+    { name: 'reports a timeout as backend unavailable', handler: () => undefined, options: async () => ({ timeoutMs: 150 }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'timeout' },
+    { name: 'reports connection refused as backend unavailable', options: async () => ({ apiServer: `https://127.0.0.1:${await closedPort()}` }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'unreachable' },
+    { name: 'reports an untrusted API-server certificate as backend unavailable', handler: reply(201, review(AUTHENTICATED)), options: async () => ({ caPem: otherCa.pem }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'unreachable' },
+    { name: 'reports an unreadable own token file as backend unavailable', handler: reply(201, review(AUTHENTICATED)), options: async () => ({ bearerToken: undefined, tokenFile: '/nonexistent/token' }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'credentials-unreadable' },
+  ];
+
+  for (const c of cases) {
+    it(c.name, async () => {
+      handler = c.handler ?? (() => undefined);
+      const auth = make(c.options ? await c.options() : {});
+      const token = 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXZhbHVl';
+      try {
+        const t0 = Date.now();
+        const { err } = await outcome(auth.authenticate({ bearerToken: token }));
+        expect(Date.now() - t0).toBeLessThan(3_000);
+        expect(err?.code).toBe(c.code);
+        if (c.message) expect(err?.message).toMatch(c.message);
+        expect(err?.message).not.toContain(token);
+        expect(err?.message).not.toContain(OWN_TOKEN);
+        if (c.kind) {
+          expect(err?.cause).toBeInstanceOf(TokenReviewBackendError);
+          expect((err?.cause as TokenReviewBackendError).kind).toBe(c.kind);
+        }
+      } finally {
+        auth.close();
+      }
+    });
+  }
+
+  it('reads its own credential from tokenFile', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-tr-'));
+    writeFileSync(join(dir, 'token'), 'from-file\n');
+    writeFileSync(join(dir, 'ca.crt'), serverCert.pem);
+    handler = reply(201, review(AUTHENTICATED));
+    const auth = make({ bearerToken: undefined, caPem: undefined, tokenFile: join(dir, 'token'), caFile: join(dir, 'ca.crt') });
+    try {
+      expect((await auth.authenticate({ bearerToken: 'opaque' }))?.identities).toEqual(['spiffe://cluster.local/ns/bookinfo/sa/reviews']);
+      expect(last.authorization).toBe('Bearer from-file');
+    } finally {
+      auth.close();
+    }
+  });
+
+  it('sends no Authorization header to an explicitly configured API server without credentials', async () => {
+    handler = reply(201, review(AUTHENTICATED));
+    const auth = make({ bearerToken: undefined });
+    try {
+      expect((await auth.authenticate({ bearerToken: 'opaque' }))?.method).toBe('tokenreview');
+      expect(last.authorization).toBeUndefined();
+    } finally {
+      auth.close();
+    }
+  });
+
+  it('sends custom audiences and accepts any of them back', async () => {
+    handler = reply(201, review({ ...AUTHENTICATED, audiences: ['meshcert'] }));
+    const auth = make({ audiences: ['istio-ca', 'meshcert'] });
+    try {
+      expect((await auth.authenticate({ bearerToken: 'opaque' }))?.method).toBe('tokenreview');
+      expect(last.body?.spec?.audiences).toEqual(['istio-ca', 'meshcert']);
+    } finally {
+      auth.close();
+    }
+  });
+
+  it('builds the in-cluster API server URL from KUBERNETES_SERVICE_HOST/PORT', async () => {
+    handler = reply(201, review(AUTHENTICATED));
+    const port = (server.address() as AddressInfo).port;
+    const auth = make({ apiServer: undefined, env: { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(port) } });
+    try {
+      expect((await auth.authenticate({ bearerToken: 'opaque' }))?.method).toBe('tokenreview');
+    } finally {
+      auth.close();
+    }
+  });
+
+  const configCases: { name: string; options: Partial<TokenReviewOptions>; error: RegExp }[] = [
+    { name: 'refuses an http API server', options: { apiServer: 'http://127.0.0.1:6443' }, error: /https/ },
+    { name: 'refuses a missing API server outside a cluster', options: { apiServer: undefined, env: {} }, error: /KUBERNETES_SERVICE_HOST/ },
+    { name: 'refuses an invalid trust domain', options: { trustDomain: 'not a domain' }, error: /trustDomain/ },
+    { name: 'refuses an unreadable caFile', options: { caPem: undefined, caFile: '/nonexistent/ca.crt' }, error: /caFile/ },
+    { name: 'refuses an empty audience list', options: { audiences: [] }, error: /audiences/ },
+  ];
+  for (const c of configCases) {
+    it(c.name, () => {
+      expect(() => make(c.options)).toThrow(c.error);
+    });
+  }
+});
