@@ -58,7 +58,9 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger): Promis
 export async function buildAuthChain(config: MeshcertConfig, issuer: () => LocalIssuer, logger: Logger): Promise<{ chain: AuthChain; close: () => void }> {
   const closers: Array<() => void> = [];
   const clientCert = config.auth.clientCertificates
-    ? new ClientCertAuthenticator({ roots: () => issuer().material.roots })
+    ? // grpc-js exposes only the peer's leaf, so our own intermediates are trusted as anchors too:
+      // a leaf they signed is ours by construction.
+      new ClientCertAuthenticator({ roots: () => [...issuer().material.intermediates, ...issuer().material.roots] })
     : undefined;
   const clusters = new Map<string, Authenticator[]>();
   const clusterConfigs = [...config.auth.clusters];
@@ -90,6 +92,7 @@ export async function buildAuthChain(config: MeshcertConfig, issuer: () => Local
         issuers,
         onRefreshFailure: (iss, err) => logger.warn({ issuer: iss, err }, 'JWKS refresh failed; keeping the last good keys'),
       });
+      await jwt.start();
       closers.push(() => jwt.close());
       list.push(jwt);
     }

@@ -1,0 +1,255 @@
+import { X509Certificate } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { status } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildWorkloadCsr } from '../../../src/client/workload-csr.js';
+import { makeCsr, tamperSignature, derToPem, x509 } from '../../fixtures/csr.js';
+import { mintToken, openssl, startTestCa, TRUST_DOMAIN, type TestCa } from '../../support/harness.js';
+
+const ID = (ns = 'default', sa = 'default') => `spiffe://${TRUST_DOMAIN}/ns/${ns}/sa/${sa}`;
+
+/** Asserts a refusal's code and that its details carry nothing internal. */
+async function expectRefused(p: Promise<unknown>, code: status, detail?: RegExp): Promise<string> {
+  const err = (await p.then(
+    () => {
+      throw new Error('expected a refusal');
+    },
+    (e: unknown) => e,
+  )) as { code: number; details: string };
+  expect(err.code, `details: ${err.details}`).toBe(code);
+  if (detail) expect(err.details).toMatch(detail);
+  expect(err.details).not.toMatch(/\/work\/|\/tmp\/|node_modules|\bat .*\.ts:|Error:|-----BEGIN [A-Z ]+-----\s*[A-Za-z0-9+/=]{16}|eyJ/);
+  return err.details;
+}
+
+describe('CreateCertificate over TLS (istio-agent shaped requests)', () => {
+  let ca: TestCa;
+  beforeAll(async () => {
+    ca = await startTestCa();
+  });
+  afterAll(async () => {
+    await ca?.close();
+  });
+
+  it('issues an RSA-2048 workload certificate for an O= subject CSR, shaped as istiod shapes it', async () => {
+    const csr = await buildWorkloadCsr(ID(), 'rsa2048');
+    const before = Date.now();
+    const chain = await ca.request({ csrPem: csr.csrPem, token: await mintToken(), validitySeconds: 0 });
+
+    expect(chain).toHaveLength(3);
+    for (const el of chain) expect(el.endsWith('\n')).toBe(true);
+    for (const el of chain.slice(0, -1)) expect(el.match(/BEGIN CERTIFICATE/g)).toHaveLength(1);
+    const [leafPem, interPem, rootPem] = chain as [string, string, string];
+    expect(rootPem).toBe(ca.rootPem);
+
+    const leaf = new X509Certificate(leafPem);
+    const inter = new X509Certificate(interPem);
+    expect(leaf.subject ?? '').toBe('');
+    expect(leaf.subjectAltName).toBe(`URI:${ID()}`);
+    expect(leaf.ca).toBe(false);
+    expect(leaf.keyUsage).toEqual(expect.arrayContaining(['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']));
+    expect(leaf.checkIssued(inter) && leaf.verify(inter.publicKey)).toBe(true);
+    expect(leaf.publicKey.asymmetricKeyDetails?.modulusLength).toBe(2048);
+    // Serial: positive, < 2^128.
+    expect(BigInt(`0x${leaf.serialNumber}`) > 0n && BigInt(`0x${leaf.serialNumber}`) < 2n ** 128n).toBe(true);
+    // NotBefore backdated about 2 minutes; default lifetime 24h.
+    const nb = Date.parse(leaf.validFrom);
+    const na = Date.parse(leaf.validTo);
+    expect(before - nb).toBeGreaterThan(100_000);
+    expect(before - nb).toBeLessThan(140_000);
+    expect(Math.abs(na - before - 24 * 3600_000)).toBeLessThan(10_000);
+
+    // Extensions and criticality as a Go / openssl validator sees them.
+    const text = openssl(['x509', '-noout', '-text', '-in', 'leaf.pem'], { 'leaf.pem': leafPem });
+    expect(text).toMatch(/X509v3 Key Usage: critical\s+Digital Signature, Key Encipherment/);
+    expect(text).toMatch(/X509v3 Extended Key Usage:\s+TLS Web Server Authentication, TLS Web Client Authentication/);
+    expect(text).toMatch(/X509v3 Basic Constraints: critical\s+CA:FALSE/);
+    expect(text).toMatch(/X509v3 Subject Alternative Name: critical\s+URI:spiffe:\/\/cluster.local\/ns\/default\/sa\/default/);
+    expect(text).toMatch(/X509v3 Authority Key Identifier/);
+    expect(text).toMatch(/X509v3 Subject Key Identifier/);
+    expect(text).toMatch(/Subject: *\n/);
+    const interText = openssl(['x509', '-noout', '-text', '-in', 'i.pem'], { 'i.pem': interPem });
+    const ski = /Subject Key Identifier:\s+([0-9A-F:]+)/.exec(interText)![1];
+    expect(text).toContain(ski);
+
+    const verified = openssl(['verify', '-x509_strict', '-purpose', 'sslclient', '-CAfile', 'root.pem', '-untrusted', 'inter.pem', 'leaf.pem'], {
+      'root.pem': rootPem,
+      'inter.pem': interPem,
+      'leaf.pem': leafPem,
+    });
+    expect(verified.trim()).toBe('leaf.pem: OK');
+  });
+
+  it('issues an ECDSA P-256 certificate for an empty-subject CSR (ztunnel shape) with an ES256 token', async () => {
+    const csr = await buildWorkloadCsr(ID('apps', 'web'), 'ec256', { emptySubject: true });
+    const chain = await ca.request({ csrPem: csr.csrPem, token: await mintToken({ ns: 'apps', sa: 'web', alg: 'ES256' }) });
+    const leaf = new X509Certificate(chain[0]!);
+    expect(leaf.subjectAltName).toBe(`URI:${ID('apps', 'web')}`);
+    expect(leaf.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    const out = openssl(['verify', '-purpose', 'sslserver', '-CAfile', 'root.pem', '-untrusted', 'inter.pem', 'leaf.pem'], {
+      'root.pem': chain[2]!,
+      'inter.pem': chain[1]!,
+      'leaf.pem': chain[0]!,
+    });
+    expect(out.trim()).toBe('leaf.pem: OK');
+  });
+
+  it('issues for a CSR without URI SANs, using the caller identity', async () => {
+    const csr = await makeCsr({ uris: [] });
+    const chain = await ca.request({ csrPem: csr.pem, token: await mintToken({ ns: 'a', sa: 'b' }) });
+    expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('a', 'b')}`);
+  });
+
+  it('clamps a lifetime above the maximum to the maximum (the default)', async () => {
+    const csr = await makeCsr();
+    const chain = await ca.request({ csrPem: csr.pem, token: await mintToken(), validitySeconds: 10 ** 12 });
+    const leaf = new X509Certificate(chain[0]!);
+    const lifetimeDays = (Date.parse(leaf.validTo) - Date.now()) / 86400_000;
+    expect(lifetimeDays).toBeGreaterThan(89.9);
+    expect(lifetimeDays).toBeLessThanOrEqual(90);
+  });
+
+  it('honours a shorter requested lifetime', async () => {
+    const csr = await makeCsr();
+    const chain = await ca.request({ csrPem: csr.pem, token: await mintToken(), validitySeconds: 3600 });
+    const leaf = new X509Certificate(chain[0]!);
+    expect(Math.abs(Date.parse(leaf.validTo) - Date.now() - 3600_000)).toBeLessThan(5000);
+  });
+
+  it('negotiates ALPN h2 and TLS 1.2+ (openssl s_client)', async () => {
+    const out = await new Promise<string>((resolve) => {
+      const child = execFile('openssl', ['s_client', '-alpn', 'h2', '-connect', ca.address, '-servername', 'localhost'], { timeout: 10_000 }, (_e, stdout) => resolve(stdout));
+      child.stdin?.end();
+    });
+    expect(out).toMatch(/ALPN protocol: h2/);
+    expect(out).toMatch(/TLSv1\.[23]/);
+  });
+
+  it('answers 200 concurrent requests over several connections with 200 distinct serials', async () => {
+    const clients = Array.from({ length: 5 }, () => ca.client());
+    const token = await mintToken({ ns: 'load', sa: 'worker' });
+    const csr = await makeCsr({ uris: [ID('load', 'worker')] });
+    const chains = await Promise.all(Array.from({ length: 200 }, (_, i) => clients[i % 5]!.createCertificate({ csrPem: csr.pem, token })));
+    const serials = new Set(chains.map((c) => new X509Certificate(c[0]!).serialNumber));
+    expect(serials.size).toBe(200);
+  });
+
+  describe('refusals: each gets the right status and the server keeps serving', () => {
+    const cases: Array<[string, () => Promise<{ csr?: string; token?: string; ttl?: number; md?: Record<string, string>; cluster?: string }>, status, RegExp?]> = [
+      ['refuses a request without a token as UNAUTHENTICATED', async () => ({ token: undefined }), status.UNAUTHENTICATED, /no credential/],
+      ['refuses an expired token as UNAUTHENTICATED', async () => ({ token: await mintToken({ expiresIn: -600 }) }), status.UNAUTHENTICATED],
+      ['refuses a not-yet-valid token as UNAUTHENTICATED', async () => ({ token: await mintToken({ notBeforeIn: 600 }) }), status.UNAUTHENTICATED],
+      ['refuses a token for another audience as UNAUTHENTICATED', async () => ({ token: await mintToken({ aud: 'kubernetes' }) }), status.UNAUTHENTICATED],
+      ['refuses a token from an unknown issuer as UNAUTHENTICATED', async () => ({ token: await mintToken({ iss: 'https://evil.example' }) }), status.UNAUTHENTICATED],
+      ['refuses a token signed by an unknown key as UNAUTHENTICATED', async () => ({ token: await mintToken({ foreignKey: true }) }), status.UNAUTHENTICATED],
+      ['refuses an unsigned (alg none) token as UNAUTHENTICATED', async () => ({ token: unsigned() }), status.UNAUTHENTICATED],
+      ['refuses a garbage token as UNAUTHENTICATED', async () => ({ token: 'not-a-jwt' }), status.UNAUTHENTICATED],
+      ['refuses an unknown cluster as UNAUTHENTICATED', async () => ({ cluster: 'other-cluster' }), status.UNAUTHENTICATED],
+      ['refuses a garbage CSR as INVALID_ARGUMENT', async () => ({ csr: 'hello' }), status.INVALID_ARGUMENT],
+      ['refuses an empty CSR as INVALID_ARGUMENT', async () => ({ csr: '' }), status.INVALID_ARGUMENT],
+      ['refuses a CSR whose signature was tampered with as INVALID_ARGUMENT', async () => ({ csr: derToPem(tamperSignature((await makeCsr()).der)) }), status.INVALID_ARGUMENT, /signature/],
+      ['refuses an RSA-1024 key as INVALID_ARGUMENT', async () => ({ csr: (await makeCsr({ key: 'rsa1024' })).pem }), status.INVALID_ARGUMENT, /1024/],
+      ['refuses a P-521 key as INVALID_ARGUMENT', async () => ({ csr: (await makeCsr({ key: 'ec521' })).pem }), status.INVALID_ARGUMENT],
+      ['refuses a CSR for another identity as PERMISSION_DENIED', async () => ({ csr: (await makeCsr({ uris: [ID('kube-system', 'admin')] })).pem }), status.PERMISSION_DENIED, /kube-system/],
+      ['refuses a CSR for another trust domain as PERMISSION_DENIED', async () => ({ csr: (await makeCsr({ uris: ['spiffe://other.td/ns/default/sa/default'] })).pem }), status.PERMISSION_DENIED],
+      ['refuses a CSR with DNS SANs as INVALID_ARGUMENT', async () => ({ csr: (await makeCsr({ dns: ['evil.example.com'] })).pem }), status.INVALID_ARGUMENT, /DNS/],
+      ['refuses a CSR with IP SANs as INVALID_ARGUMENT', async () => ({ csr: (await makeCsr({ ips: ['10.0.0.1'] })).pem }), status.INVALID_ARGUMENT, /IP/],
+      ['refuses a CSR with email SANs as INVALID_ARGUMENT', async () => ({ csr: (await makeCsr({ emails: ['a@b.c'] })).pem }), status.INVALID_ARGUMENT, /email/],
+      ['refuses a CSR asking to be a CA as INVALID_ARGUMENT', async () => ({ csr: (await makeCsr({ ca: true })).pem }), status.INVALID_ARGUMENT, /CA/],
+      ['refuses a CSR asking for keyCertSign as INVALID_ARGUMENT', async () => ({ csr: (await makeCsr({ keyCertSign: true })).pem }), status.INVALID_ARGUMENT],
+      ['refuses ImpersonatedIdentity metadata as PERMISSION_DENIED', async () => ({ md: { ImpersonatedIdentity: ID('x', 'y') } }), status.PERMISSION_DENIED],
+      ['refuses an oversized request as RESOURCE_EXHAUSTED', async () => ({ csr: 'A'.repeat(200 * 1024) }), status.RESOURCE_EXHAUSTED],
+    ];
+    it.each(cases)('%s', async (_name, build, code, detail) => {
+      const c = await build();
+      const defaults = { csr: (await makeCsr()).pem, token: await mintToken() };
+      const args = {
+        csrPem: c.csr ?? defaults.csr,
+        ...('token' in c ? (c.token === undefined ? {} : { token: c.token }) : { token: defaults.token }),
+        ...(c.ttl !== undefined ? { validitySeconds: c.ttl } : {}),
+        ...(c.md ? { metadata: c.md } : {}),
+        ...(c.cluster ? { clusterId: c.cluster } : {}),
+      };
+      await expectRefused(ca.request(args), code, detail);
+      // Still healthy: a good request right after succeeds.
+      const ok = await ca.request({ csrPem: defaults.csr, token: defaults.token });
+      expect(ok).toHaveLength(3);
+    });
+  });
+
+  it('never logs tokens, CSRs or keys, and logs one line per decision', () => {
+    const logs = ca.logs();
+    expect(logs).not.toMatch(/eyJ[A-Za-z0-9_-]{10,}/);
+    expect(logs).not.toMatch(/-----BEGIN [A-Z ]+-----\s*[A-Za-z0-9+/=]{16}/);
+    const decisions = logs.split('\n').filter((l) => l.includes('"decision"'));
+    expect(decisions.length).toBeGreaterThan(20);
+    for (const l of decisions) {
+      const j = JSON.parse(l);
+      if (j.decision === 'issued') expect(j).toMatchObject({ identity: expect.any(String), serial: expect.any(String), notAfter: expect.any(String), latencyMs: expect.any(Number) });
+      else expect(j).toMatchObject({ code: expect.any(String), reason: expect.any(String) });
+    }
+  });
+});
+
+describe('lifetime policy set to reject', () => {
+  let ca: TestCa;
+  beforeAll(async () => {
+    ca = await startTestCa({ issuance: { onTtlAboveMax: 'reject', maxTtl: '48h' } });
+  });
+  afterAll(async () => ca?.close());
+
+  it('refuses an absurd lifetime as INVALID_ARGUMENT naming the maximum', async () => {
+    const csr = await makeCsr();
+    await expectRefused(ca.request({ csrPem: csr.pem, token: await mintToken(), validitySeconds: 9_000_000_000_000 }), status.INVALID_ARGUMENT, /172800s/);
+  });
+
+  it('accepts the maximum itself', async () => {
+    const csr = await makeCsr();
+    const chain = await ca.request({ csrPem: csr.pem, token: await mintToken(), validitySeconds: 172800 });
+    expect(chain).toHaveLength(3);
+  });
+});
+
+describe('client certificate (mTLS) authentication', () => {
+  let ca: TestCa;
+  beforeAll(async () => {
+    ca = await startTestCa();
+  });
+  afterAll(async () => ca?.close());
+
+  it('authenticates a caller by a client certificate meshcert issued, without a token', async () => {
+    const csr = await buildWorkloadCsr(ID('vm', 'legacy'), 'ec256');
+    const first = await ca.request({ csrPem: csr.csrPem, token: await mintToken({ ns: 'vm', sa: 'legacy' }) });
+    const mtls = ca.client({ clientCert: { certPem: first[0]! + first[1]!, keyPem: csr.privateKeyPem } });
+    const next = await buildWorkloadCsr(ID('vm', 'legacy'), 'ec256');
+    const chain = await mtls.createCertificate({ csrPem: next.csrPem });
+    expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('vm', 'legacy')}`);
+    // The certificate's identity is all it may ask for.
+    const other = await makeCsr({ uris: [ID('vm', 'other')] });
+    await expectRefused(mtls.createCertificate({ csrPem: other.pem }), status.PERMISSION_DENIED);
+  });
+
+  it('refuses a client certificate from a foreign CA as UNAUTHENTICATED', async () => {
+    const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const self = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: '01',
+      name: 'CN=foreign',
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 3600_000),
+      keys,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+      extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: ID('vm', 'legacy') }])],
+    });
+    const pkcs8 = Buffer.from(await crypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
+    const keyPem = `-----BEGIN PRIVATE KEY-----\n${pkcs8.match(/.{1,64}/g)!.join('\n')}\n-----END PRIVATE KEY-----\n`;
+    const mtls = ca.client({ clientCert: { certPem: self.toString('pem'), keyPem } });
+    const csr = await makeCsr({ uris: [ID('vm', 'legacy')] });
+    await expectRefused(mtls.createCertificate({ csrPem: csr.pem }), status.UNAUTHENTICATED);
+  });
+});
+
+function unsigned(): string {
+  const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  return `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ iss: 'https://issuer.meshcert.test', aud: 'istio-ca', sub: 'system:serviceaccount:default:default', exp: now + 600, iat: now })}.`;
+}
