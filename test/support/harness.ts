@@ -55,6 +55,15 @@ export async function mintToken(o: TokenOptions = {}): Promise<string> {
     .sign(key);
 }
 
+/** Writes the JWKS that verifies mintToken()'s tokens. */
+export async function writeTestJwks(path: string): Promise<void> {
+  const keys = [
+    { ...(await exportJWK(rsa.publicKey)), kid: 'rsa-1', alg: 'RS256', use: 'sig' },
+    { ...(await exportJWK(ec.publicKey)), kid: 'ec-1', alg: 'ES256', use: 'sig' },
+  ];
+  writeFileSync(path, JSON.stringify({ keys }));
+}
+
 export interface TestCa {
   readonly running: RunningMeshcert;
   readonly port: number;
@@ -71,11 +80,7 @@ export interface TestCa {
 export async function startTestCa(overrides: ConfigInput = {}, observer?: IssuanceObserver): Promise<TestCa> {
   const dir = mkdtempSync(join(tmpdir(), 'meshcert-test-'));
   const jwksFile = join(dir, 'jwks.json');
-  const keys = [
-    { ...(await exportJWK(rsa.publicKey)), kid: 'rsa-1', alg: 'RS256', use: 'sig' },
-    { ...(await exportJWK(ec.publicKey)), kid: 'ec-1', alg: 'ES256', use: 'sig' },
-  ];
-  writeFileSync(jwksFile, JSON.stringify({ keys }));
+  await writeTestJwks(jwksFile);
   const base: ConfigInput = {
     dataDir: dir,
     trustDomain: TRUST_DOMAIN,

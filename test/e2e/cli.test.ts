@@ -1,0 +1,140 @@
+import { credentials } from '@grpc/grpc-js';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { X509Certificate } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CaClient } from '../../src/client/ca-client.js';
+import { loadProtos } from '../../src/grpc/proto.js';
+import { makeCsr } from '../fixtures/csr.js';
+import { runCli, startServe, type ServerProcess } from '../support/cli.js';
+import { mintToken, openssl, TEST_ISSUER, writeTestJwks } from '../support/harness.js';
+
+describe('the meshcert CLI, as a user runs it', () => {
+  let dir: string;
+  let server: ServerProcess;
+  let configFile: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-e2e-'));
+    await writeTestJwks(join(dir, 'jwks.json'));
+    configFile = join(dir, 'meshcert.yaml');
+    writeFileSync(
+      configFile,
+      [
+        'dataDir: data',
+        'server:',
+        '  listen: 127.0.0.1:0',
+        '  shutdownGrace: 10s',
+        'ca:',
+        '  dir: ca',
+        'auth:',
+        '  clusters:',
+        '    - name: Kubernetes',
+        '      jwt:',
+        `        - issuer: ${TEST_ISSUER}`,
+        '          jwksFile: jwks.json',
+        '',
+      ].join('\n'),
+    );
+  });
+  afterAll(async () => {
+    if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('ca init creates a root and an intermediate in the cacerts layout with private keys 0600', async () => {
+    const r = await runCli(['ca', 'init', '--dir', join(dir, 'ca')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/created a CA/);
+    for (const f of ['ca-key.pem', 'root-key.pem']) expect(statSync(join(dir, 'ca', f)).mode & 0o777).toBe(0o600);
+    expect(openssl(['verify', '-CAfile', 'r.pem', 'c.pem'], { 'r.pem': readFileSync(join(dir, 'ca/root-cert.pem'), 'utf8'), 'c.pem': readFileSync(join(dir, 'ca/ca-cert.pem'), 'utf8') }).trim()).toBe('c.pem: OK');
+    const root = new X509Certificate(readFileSync(join(dir, 'ca/root-cert.pem')));
+    expect((Date.parse(root.validTo) - Date.now()) / (365 * 86400_000)).toBeGreaterThan(9.9);
+    const again = await runCli(['ca', 'init', '--dir', join(dir, 'ca')]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/refusing to overwrite/);
+  });
+
+  it('config check accepts the file and names every problem of a bad one with exit code 1', async () => {
+    const ok = await runCli(['config', 'check', configFile]);
+    expect(ok.code, ok.stderr).toBe(0);
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'server:\n  listen: nowhere\n  colour: blue\nissuance:\n  maxTtl: forever\n');
+    const r = await runCli(['config', 'check', bad]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/server\.listen/);
+    expect(r.stderr).toMatch(/server\.colour: unknown setting/);
+    expect(r.stderr).toMatch(/issuance\.maxTtl/);
+    expect(r.stderr).not.toMatch(/\bat .*\.(ts|js):\d+/);
+  });
+
+  it('serve refuses to start on an empty CA directory without autoInit, saying what to do', async () => {
+    const cfg = join(dir, 'empty-ca.yaml');
+    writeFileSync(cfg, readFileSync(configFile, 'utf8').replace('dir: ca', 'dir: empty-ca'));
+    const r = await runCli(['serve', '--config', cfg]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/meshcert ca init/);
+  });
+
+  it('unknown commands and flags are usage errors (exit 2)', async () => {
+    expect((await runCli(['frobnicate'])).code).toBe(2);
+    expect((await runCli(['request', '--bogus'])).code).toBe(2);
+  });
+
+  it('serve answers gRPC health and request gets a verified chain written to --out', async () => {
+    server = await startServe(['--config', configFile]);
+    const Health = loadProtos().health;
+    const root = readFileSync(join(dir, 'ca/root-cert.pem'));
+    const health = new Health(`127.0.0.1:${server.port}`, credentials.createSsl(root)) as unknown as {
+      Check(req: object, cb: (e: Error | null, r: { status: string }) => void): void;
+      close(): void;
+    };
+    const st = await new Promise<string>((res, rej) => health.Check({ service: 'istio.v1.auth.IstioCertificateService' }, (e, r) => (e ? rej(e) : res(r.status))));
+    health.close();
+    expect(st).toBe('SERVING');
+
+    const out = join(dir, 'out');
+    const r = await runCli([
+      'request', '--ns', 'default', '--sa', 'default', '--key', 'ec256', '--json',
+      '--address', `127.0.0.1:${server.port}`, '--ca-root', join(dir, 'ca/root-cert.pem'),
+      '--token', await mintToken(), '--out', out,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j).toMatchObject({ spiffeId: 'spiffe://cluster.local/ns/default/sa/default', chainVerified: true, chainElements: 3 });
+    expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
+    const verified = openssl(['verify', '-CAfile', 'root.pem', '-untrusted', 'chain.pem', 'chain.pem'], {
+      'root.pem': readFileSync(join(out, 'root-cert.pem'), 'utf8'),
+      'chain.pem': readFileSync(join(out, 'cert-chain.pem'), 'utf8'),
+    });
+    expect(verified).toMatch(/OK/);
+  });
+
+  it('request reports a refusal with its gRPC code and exit code 1', async () => {
+    const r = await runCli([
+      'request', '--ns', 'kube-system', '--sa', 'admin', '--address', `127.0.0.1:${server.port}`,
+      '--ca-root', join(dir, 'ca/root-cert.pem'), '--token', await mintToken({ ns: 'default', sa: 'default' }),
+    ]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/refused: PERMISSION_DENIED/);
+  });
+
+  it('SIGTERM drains in-flight calls and exits 0', async () => {
+    const client = new CaClient({ address: `127.0.0.1:${server.port}`, rootPem: readFileSync(join(dir, 'ca/root-cert.pem'), 'utf8') });
+    const token = await mintToken();
+    const csr = await makeCsr();
+    await client.createCertificate({ csrPem: csr.pem, token }); // connection up
+    const inflight = Array.from({ length: 300 }, () => client.createCertificate({ csrPem: csr.pem, token }).then(() => 'ok', (e: { code: number }) => `err ${e.code}`));
+    await Promise.race(inflight); // the server is busy with the rest now
+    server.child.kill('SIGTERM');
+    const results = await Promise.all(inflight);
+    const code = await server.exited;
+    client.close();
+    expect(code).toBe(0);
+    // Calls that reached the server before SIGTERM finished; none failed with an internal error.
+    expect(results.filter((r) => r === 'ok').length).toBeGreaterThan(0);
+    expect(results.filter((r) => r.startsWith('err') && r !== 'err 14')).toEqual([]);
+    expect(server.output()).toMatch(/"msg":"stopped"/);
+  });
+});
