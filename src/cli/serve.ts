@@ -61,7 +61,7 @@ async function devDemo(config: MeshcertConfig, port: number, logger: Logger): Pr
         '',
         `meshcert is serving on 127.0.0.1:${port} (DEV MODE: local token issuer, CA in ${config.ca.dir})`,
         `self-test: issued ${spiffeId}, serial ${check.leaf.serialNumber.toLowerCase()}, valid until ${new Date(check.leaf.validTo).toISOString()}, chain verified`,
-        'try it:  npx meshcert request --ns default --sa demo        (or: node dist/cli.js request ...)',
+        'try it:  node dist/cli.js request --ns default --sa demo --key ec256',
         'stop:    Ctrl-C',
         '',
       ].join('\n'),
