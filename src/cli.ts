@@ -5,6 +5,8 @@ import { configCommand } from './cli/config-check.js';
 import { requestCommand, REQUEST_USAGE } from './cli/request.js';
 import { serveCommand, SERVE_USAGE } from './cli/serve.js';
 import { ConfigError } from './errors/ca-error.js';
+import { isWorker } from './runtime/cluster.js';
+import { workerMain } from './runtime/worker-main.js';
 
 // grpc-js sets the TLS ServerName to an IP literal when dialling one (DEP0123); harmless, and noise for CLI users.
 process.noDeprecation = true;
@@ -17,6 +19,11 @@ meshcert config check FILE       validate a config file
 ${REQUEST_USAGE}`;
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  // Internal: how `serve` starts its forked workers (see src/runtime/cluster.ts).
+  worker: async () => {
+    if (!isWorker()) throw new UsageError('"worker" is started by "meshcert serve", not by hand');
+    return workerMain();
+  },
   serve: serveCommand,
   ca: caCommand,
   config: configCommand,

@@ -54,6 +54,16 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger): Promis
   return issuer;
 }
 
+/**
+ * State that must exist once before workers start (they would race to create it):
+ * the CA under ca.autoInit, and the dev issuer's key.
+ */
+export async function prepareSharedState(config: MeshcertConfig, logger: Logger): Promise<LocalIssuer> {
+  const issuer = await loadIssuer(config, logger);
+  if (config.dev.tokenIssuer) await ensureDevIssuer(config.dataDir);
+  return issuer;
+}
+
 /** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
 export async function buildAuthChain(config: MeshcertConfig, issuer: () => LocalIssuer, logger: Logger): Promise<{ chain: AuthChain; close: () => void }> {
   const closers: Array<() => void> = [];

@@ -81,6 +81,11 @@ export const configSchema = z.strictObject({
       maxRequestBytes: z.number().int().min(4096).max(4 * 1024 * 1024).default(64 * 1024),
       /** How long SIGTERM waits for in-flight calls before closing connections. */
       shutdownGrace: duration.prefault('20s'),
+      /**
+       * Processes serving gRPC (Node runs JavaScript on one core per process). 'auto' = one per CPU;
+       * 1 serves from the main process.
+       */
+      workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)]).default('auto'),
     })
     .prefault({}),
   ca: z

@@ -1,0 +1,90 @@
+/**
+ * Multi-process serving. Node runs JavaScript on one core per process, so meshcert forks one
+ * worker per CPU; the workers share the gRPC listening socket (Node's cluster hands connections
+ * out round-robin). The primary prepares shared state once (CA autoInit, dev issuer) before
+ * forking, restarts workers that die, and on SIGTERM tells each to drain, then exits 0.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { availableParallelism } from 'node:os';
+import type { MeshcertConfig } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
+
+const CONFIG_ENV = 'MESHCERT_WORKER_CONFIG';
+
+export type WorkerMessage = { type: 'listening'; port: number } | { type: 'fatal'; message: string };
+export type PrimaryMessage = { type: 'shutdown' };
+
+export function workerCount(config: MeshcertConfig): number {
+  return config.server.workers === 'auto' ? Math.max(1, availableParallelism()) : config.server.workers;
+}
+
+export function isWorker(): boolean {
+  return cluster.isWorker && process.env[CONFIG_ENV] !== undefined;
+}
+
+/** The validated config the primary handed to this worker (already resolved and checked). */
+export function workerConfig(): MeshcertConfig {
+  return JSON.parse(process.env[CONFIG_ENV]!) as MeshcertConfig;
+}
+
+export interface WorkerPool {
+  readonly port: number;
+  /** Asks every worker to drain and waits for all of them to exit. */
+  shutdown(): Promise<void>;
+}
+
+export async function startWorkers(config: MeshcertConfig, logger: Logger, count: number): Promise<WorkerPool> {
+  cluster.setupPrimary({ exec: process.argv[1], args: ['worker'], silent: false });
+  const env = { [CONFIG_ENV]: JSON.stringify(config) };
+  let stopping = false;
+  let port = 0;
+  const live = new Set<Worker>();
+  let restarts = 0;
+
+  const fork = (): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const w = cluster.fork(env);
+      live.add(w);
+      let listening = false;
+      w.on('message', (m: WorkerMessage) => {
+        if (m.type === 'listening') {
+          listening = true;
+          resolve(m.port);
+        } else if (m.type === 'fatal') {
+          reject(new Error(m.message));
+        }
+      });
+      w.on('exit', (code, signal) => {
+        live.delete(w);
+        if (!listening) return reject(new Error(`worker exited with ${code ?? signal} before serving`));
+        if (stopping) return;
+        // An unexpected death: replace it, with a pause so a crash loop does not spin.
+        restarts++;
+        logger.error({ pid: w.process.pid, code, signal, restarts }, 'worker died; starting a replacement');
+        setTimeout(() => {
+          if (!stopping) fork().catch((err: unknown) => logger.error({ err }, 'replacement worker failed to start'));
+        }, Math.min(5000, 100 * restarts)).unref();
+      });
+    });
+
+  const ports = await Promise.all(Array.from({ length: count }, fork));
+  port = ports[0]!;
+  return {
+    port,
+    async shutdown() {
+      stopping = true;
+      await Promise.all(
+        [...live].map(
+          (w) =>
+            new Promise<void>((resolve) => {
+              if (w.isDead()) return resolve();
+              w.once('exit', () => resolve());
+              w.send({ type: 'shutdown' } satisfies PrimaryMessage);
+              // Backstop: the worker's own grace period plus a margin.
+              setTimeout(() => w.process.kill('SIGKILL'), (config.server.shutdownGrace + 5) * 1000).unref();
+            }),
+        ),
+      );
+    },
+  };
+}
