@@ -1,0 +1,40 @@
+/**
+ * Opens (and migrates) the configured inventory store.
+ */
+import { PostgresInventoryStore } from './postgres.js';
+import { SqliteInventoryStore } from './sqlite.js';
+import type { InventoryStore } from './types.js';
+
+export type OpenStoreOptions =
+  | { kind: 'sqlite'; path: string }
+  | { kind: 'postgres'; url: string; poolSize?: number; connectionTimeoutMs?: number; queryTimeoutMs?: number; onPoolError?: (err: Error) => void };
+
+/** Opens the store and runs migrate(); the store is closed again if migration fails. */
+export async function openStore(opts: OpenStoreOptions): Promise<InventoryStore> {
+  let store: InventoryStore;
+  switch (opts.kind) {
+    case 'sqlite':
+      store = new SqliteInventoryStore({ path: opts.path });
+      break;
+    case 'postgres':
+      store = new PostgresInventoryStore({
+        url: opts.url,
+        poolSize: opts.poolSize,
+        connectionTimeoutMs: opts.connectionTimeoutMs,
+        queryTimeoutMs: opts.queryTimeoutMs,
+        onPoolError: opts.onPoolError,
+      });
+      break;
+    default: {
+      const kind: unknown = (opts as { kind?: unknown }).kind;
+      throw new TypeError(`unknown inventory store kind: ${String(kind)}`);
+    }
+  }
+  try {
+    await store.migrate();
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    throw err;
+  }
+  return store;
+}

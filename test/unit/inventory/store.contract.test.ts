@@ -1,0 +1,516 @@
+/**
+ * One contract, two backends: every assertion here runs against SQLite (temp dir) and the real
+ * PostgreSQL started by test/support/postgres.ts (a fresh database for this file).
+ */
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import fc from 'fast-check';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { openStore, type OpenStoreOptions } from '../../../src/inventory/open.js';
+import { PostgresInventoryStore } from '../../../src/inventory/postgres.js';
+import { SqliteInventoryStore } from '../../../src/inventory/sqlite.js';
+import {
+  InvalidCursorError,
+  InventoryDataError,
+  type AuditEvent,
+  type CertificateFilter,
+  type CertificateRecord,
+  type InventoryStore,
+} from '../../../src/inventory/types.js';
+import { createTestDatabase, pgSkipReason, type TestDatabase } from '../../support/postgres-control.js';
+import { HOUR, T0, asStored, fp, makeRecord } from './fixtures.js';
+
+type Row = Record<string, unknown>;
+
+interface Harness {
+  name: 'sqlite' | 'postgres';
+  skip: () => string | null;
+  setup(): Promise<void>;
+  teardown(): Promise<void>;
+  /** The storage fresh() uses for this test (empty at the start of each test). */
+  main(): Promise<OpenStoreOptions>;
+  /** Brand-new storage without any schema. */
+  blank(): Promise<OpenStoreOptions>;
+  /** An unmigrated store object on the given storage. */
+  construct(opts: OpenStoreOptions): InventoryStore;
+  raw(opts: OpenStoreOptions, sql: string): Promise<Row[]>;
+}
+
+function sqliteHarness(): Harness {
+  let dir = '';
+  let n = 0;
+  let current: OpenStoreOptions | null = null;
+  return {
+    name: 'sqlite',
+    skip: () => null,
+    async setup() {
+      dir = mkdtempSync(join(tmpdir(), 'meshcert-inv-'));
+    },
+    async teardown() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+    async main() {
+      current = { kind: 'sqlite', path: join(dir, `db-${++n}`, 'inventory.db') };
+      return current;
+    },
+    async blank() {
+      return { kind: 'sqlite', path: join(dir, `blank-${++n}.db`) };
+    },
+    construct(opts) {
+      if (opts.kind !== 'sqlite') throw new Error('wrong kind');
+      return new SqliteInventoryStore({ path: opts.path });
+    },
+    async raw(opts, sql) {
+      if (opts.kind !== 'sqlite') throw new Error('wrong kind');
+      const db = new Database(opts.path, { readonly: true });
+      try {
+        return db.prepare(sql).all() as Row[];
+      } finally {
+        db.close();
+      }
+    },
+  };
+}
+
+function postgresHarness(): Harness {
+  let main: TestDatabase | null = null;
+  const extra: TestDatabase[] = [];
+  let migrated = false;
+  const pools = new Map<string, pg.Pool>();
+  const poolFor = (url: string): pg.Pool => {
+    let p = pools.get(url);
+    if (p === undefined) {
+      p = new pg.Pool({ connectionString: url, max: 2 });
+      pools.set(url, p);
+    }
+    return p;
+  };
+  return {
+    name: 'postgres',
+    skip: pgSkipReason,
+    async setup() {
+      main = await createTestDatabase('contract');
+    },
+    async teardown() {
+      for (const p of pools.values()) await p.end();
+      for (const db of [...extra, ...(main ? [main] : [])]) await db.drop();
+    },
+    async main() {
+      if (main === null) throw new Error('setup did not run');
+      if (migrated) {
+        await poolFor(main.url).query('TRUNCATE inventory_certificates, inventory_audit_events');
+      }
+      migrated = true;
+      return { kind: 'postgres', url: main.url };
+    },
+    async blank() {
+      const db = await createTestDatabase('contract_blank');
+      extra.push(db);
+      return { kind: 'postgres', url: db.url };
+    },
+    construct(opts) {
+      if (opts.kind !== 'postgres') throw new Error('wrong kind');
+      return new PostgresInventoryStore({ url: opts.url });
+    },
+    async raw(opts, sql) {
+      if (opts.kind !== 'postgres') throw new Error('wrong kind');
+      return (await poolFor(opts.url).query(sql)).rows as Row[];
+    },
+  };
+}
+
+const FAR_FUTURE = new Date(Date.UTC(9999, 0, 1));
+
+function byExpiry(a: CertificateRecord, b: CertificateRecord): number {
+  const d = a.notAfter.getTime() - b.notAfter.getTime();
+  if (d !== 0) return d;
+  return a.fingerprint < b.fingerprint ? -1 : a.fingerprint > b.fingerprint ? 1 : 0;
+}
+
+async function listAll(store: InventoryStore, filter: CertificateFilter): Promise<{ items: CertificateRecord[]; pages: number }> {
+  const items: CertificateRecord[] = [];
+  let cursor: string | undefined;
+  let pages = 0;
+  for (;;) {
+    const page = await store.list({ ...filter, cursor });
+    pages++;
+    items.push(...page.items);
+    if (page.nextCursor === null) break;
+    cursor = page.nextCursor;
+    if (pages > 10_000) throw new Error('pagination does not terminate');
+  }
+  return { items, pages };
+}
+
+describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $name', (h) => {
+  const skipReason = h.skip();
+  if (skipReason !== null) {
+    it.skip(`SKIPPED (${h.name}): ${skipReason}`, () => undefined);
+    return;
+  }
+
+  const opened: InventoryStore[] = [];
+  let loc: OpenStoreOptions;
+  let store: InventoryStore;
+
+  const track = <S extends InventoryStore>(s: S): S => {
+    opened.push(s);
+    return s;
+  };
+
+  beforeAll(() => h.setup());
+  afterAll(() => h.teardown());
+  beforeEach(async () => {
+    loc = await h.main();
+    store = track(await openStore(loc));
+  });
+  afterEach(async () => {
+    for (const s of opened.splice(0)) await s.close();
+  });
+
+  it('reports its kind', () => {
+    expect(store.kind).toBe(h.name);
+  });
+
+  it('stores every field and gets by fingerprint or serial', async () => {
+    const full = makeRecord(1, {
+      subject: 'CN=workload,O=meshcert',
+      dnsNames: ['a.example', 'b.example'],
+      source: 'discovered:k8s-secrets',
+      requester: 'spiffe://cluster.local/ns/istio-system/sa/istiod',
+      notBefore: new Date(T0 + 123),
+      notAfter: new Date(T0 + 24 * HOUR + 456),
+      issuedAt: new Date(T0 + 789),
+      keyAlgorithm: 'RSA',
+      keySize: 3072,
+    });
+    const minimal = makeRecord(2, { spiffeId: null, namespace: null, serviceAccount: null, cluster: null, requester: null, policyRule: null });
+    await store.insertMany([full, minimal]);
+
+    expect(await store.get(full.fingerprint)).toEqual(full);
+    expect(await store.get(full.serial)).toEqual(full);
+    expect(await store.get(minimal.fingerprint)).toEqual(asStored(minimal));
+    // case, ':' separators and 0x prefix are tolerated
+    expect(await store.get(full.fingerprint.toUpperCase())).toEqual(full);
+    expect(await store.get(full.serial.match(/../g)!.join(':'))).toEqual(full);
+    expect(await store.get(`0x${full.serial}`)).toEqual(full);
+    expect(await store.get(fp('nope'))).toBeNull();
+    expect(await store.get('')).toBeNull();
+    expect(await store.get("' OR 1=1 --")).toBeNull();
+  });
+
+  it('get by serial prefers a fingerprint match, then the most recently issued', async () => {
+    const older = makeRecord('s1', { serial: 'abcd', issuer: 'other-ca', issuedAt: new Date(T0) });
+    const newer = makeRecord('s2', { serial: 'abcd', issuer: 'default', issuedAt: new Date(T0 + HOUR) });
+    await store.insertMany([older, newer]);
+    expect((await store.get('abcd'))?.fingerprint).toBe(newer.fingerprint);
+    expect((await store.get(older.fingerprint))?.fingerprint).toBe(older.fingerprint);
+  });
+
+  it('inserts idempotently on fingerprint (retries, duplicates within a batch, first write wins)', async () => {
+    const batch = Array.from({ length: 50 }, (_, i) => makeRecord(i));
+    await store.insertMany(batch);
+    await store.insertMany(batch); // a retried batch
+    await store.insertMany([...batch.slice(0, 10), makeRecord(100), makeRecord(100)]); // overlap + duplicate in batch
+    await store.insertMany([makeRecord(0, { issuer: 'changed' })]);
+    expect(await store.count()).toBe(51);
+    expect((await store.get(batch[0]!.fingerprint))?.issuer).toBe('default');
+    const rows = await h.raw(loc, 'SELECT count(*) AS n, count(DISTINCT fingerprint) AS d FROM inventory_certificates');
+    expect(Number(rows[0]!.n)).toBe(51);
+    expect(Number(rows[0]!.d)).toBe(51);
+    await store.insertMany([]);
+    expect(await store.count()).toBe(51);
+  });
+
+  it('rejects invalid records with InventoryDataError and writes nothing of that batch', async () => {
+    const good = makeRecord(1);
+    const bad: CertificateRecord[] = [
+      makeRecord(2, { fingerprint: 'XYZ' }),
+      makeRecord(3, { serial: 'ABCD' }),
+      makeRecord(4, { notAfter: new Date(Number.NaN) }),
+      makeRecord(5, { spiffeId: 'spiffe://x\u0000y' }),
+      makeRecord(6, { source: 'elsewhere' as CertificateRecord['source'] }),
+      makeRecord(7, { keySize: 1.5 }),
+      makeRecord(8, { issuer: '' }),
+    ];
+    for (const b of bad) {
+      await expect(store.insertMany([good, b])).rejects.toBeInstanceOf(InventoryDataError);
+    }
+    expect(await store.count()).toBe(0);
+  });
+
+  it('counts and prunes expired records', async () => {
+    const recs = Array.from({ length: 10 }, (_, i) => makeRecord(i, { notAfter: new Date(T0 + i * HOUR) }));
+    await store.insertMany(recs);
+    expect(await store.count()).toBe(10);
+    expect(await store.pruneExpired(new Date(T0 + 4 * HOUR))).toBe(4); // strictly before
+    expect(await store.count()).toBe(6);
+    expect(await store.get(recs[3]!.fingerprint)).toBeNull();
+    expect(await store.get(recs[4]!.fingerprint)).not.toBeNull();
+    expect(await store.pruneExpired(new Date(T0))).toBe(0);
+    expect(await store.pruneExpired(FAR_FUTURE)).toBe(6);
+    expect(await store.count()).toBe(0);
+  });
+
+  it('applies every filter, alone and combined, in notAfter/fingerprint order', async () => {
+    const recs: CertificateRecord[] = [];
+    let i = 0;
+    for (const ns of ['ns-a', 'ns-b', null] as const) {
+      for (const sa of ['sa-1', 'sa-2'] as const) {
+        for (const source of ['issued', 'discovered:k8s', 'discovered:vault'] as const) {
+          for (const issuer of ['default', 'other'] as const) {
+            i++;
+            recs.push(
+              makeRecord(i, {
+                namespace: ns,
+                serviceAccount: ns === null ? null : sa,
+                spiffeId: ns === null ? null : `spiffe://cluster.local/ns/${ns}/sa/${sa}`,
+                source,
+                issuer,
+                notAfter: new Date(T0 + (i % 7) * HOUR), // ties on purpose
+              }),
+            );
+          }
+        }
+      }
+    }
+    await store.insertMany(recs);
+    const now = new Date(T0 + 2 * HOUR);
+    const cases: [CertificateFilter, (r: CertificateRecord) => boolean][] = [
+      [{}, () => true],
+      [{ namespace: 'ns-a' }, (r) => r.namespace === 'ns-a'],
+      [{ serviceAccount: 'sa-2' }, (r) => r.serviceAccount === 'sa-2'],
+      [{ issuer: 'other' }, (r) => r.issuer === 'other'],
+      [{ spiffeId: 'spiffe://cluster.local/ns/ns-b/sa/sa-1' }, (r) => r.spiffeId === 'spiffe://cluster.local/ns/ns-b/sa/sa-1'],
+      [{ source: 'issued' }, (r) => r.source === 'issued'],
+      [{ source: 'discovered:vault' }, (r) => r.source === 'discovered:vault'],
+      [{ source: 'discovered' }, (r) => r.source.startsWith('discovered:')],
+      [{ expiringBefore: new Date(T0 + 3 * HOUR) }, (r) => r.notAfter.getTime() < T0 + 3 * HOUR],
+      [{ includeExpired: false, now }, (r) => r.notAfter >= now],
+      [{ includeExpired: true, now }, () => true],
+      [
+        { namespace: 'ns-a', source: 'discovered', includeExpired: false, now, expiringBefore: new Date(T0 + 5 * HOUR) },
+        (r) => r.namespace === 'ns-a' && r.source.startsWith('discovered:') && r.notAfter >= now && r.notAfter.getTime() < T0 + 5 * HOUR,
+      ],
+      [{ namespace: 'nope' }, () => false],
+    ];
+    for (const [filter, pred] of cases) {
+      const expected = recs.filter(pred).sort(byExpiry).map(asStored);
+      const page = await store.list({ ...filter, limit: 1000 });
+      expect(page.items, JSON.stringify(filter)).toEqual(expected);
+      expect(page.nextCursor).toBeNull();
+    }
+  });
+
+  it('includeExpired: false defaults `now` to the current time', async () => {
+    const past = makeRecord(1, { notAfter: new Date(Date.now() - HOUR) });
+    const future = makeRecord(2, { notAfter: new Date(Date.now() + HOUR) });
+    await store.insertMany([past, future]);
+    const page = await store.list({ includeExpired: false });
+    expect(page.items.map((r) => r.fingerprint)).toEqual([future.fingerprint]);
+  });
+
+  it('limits pages: default 100, at most 1000, at least 1', async () => {
+    const recs = Array.from({ length: 1005 }, (_, i) => makeRecord(i, { notAfter: new Date(T0 + (i % 13) * 1000) }));
+    for (let i = 0; i < recs.length; i += 500) await store.insertMany(recs.slice(i, i + 500));
+    const dflt = await store.list({});
+    expect(dflt.items).toHaveLength(100);
+    expect(dflt.nextCursor).not.toBeNull();
+    const max = await store.list({ limit: 5000 });
+    expect(max.items).toHaveLength(1000);
+    const rest = await store.list({ limit: 5000, cursor: max.nextCursor! });
+    expect(rest.items).toHaveLength(5);
+    expect(rest.nextCursor).toBeNull();
+    expect((await store.list({ limit: 0 })).items).toHaveLength(1);
+    expect((await store.list({ limit: Number.NaN })).items).toHaveLength(100);
+    expect((await store.list({ limit: 2.9 })).items).toHaveLength(2);
+  });
+
+  it('paginates every row exactly once, in order (ties on notAfter included)', async () => {
+    const recs = Array.from({ length: 257 }, (_, i) =>
+      makeRecord(i, { namespace: i % 3 === 0 ? 'ns-x' : 'ns-y', notAfter: new Date(T0 + (i % 5) * HOUR) }),
+    );
+    await store.insertMany(recs);
+    for (const [limit, filter] of [
+      [10, {}],
+      [1, { namespace: 'ns-x' }],
+      [7, { namespace: 'ns-y', expiringBefore: new Date(T0 + 3 * HOUR) }],
+      [257, {}],
+      [256, {}],
+    ] as [number, CertificateFilter][]) {
+      const { items, pages } = await listAll(store, { ...filter, limit });
+      const expected = recs
+        .filter((r) => (filter.namespace === undefined || r.namespace === filter.namespace) && (filter.expiringBefore === undefined || r.notAfter < filter.expiringBefore))
+        .sort(byExpiry);
+      expect(items.map((r) => r.fingerprint)).toEqual(expected.map((r) => r.fingerprint));
+      expect(new Set(items.map((r) => r.fingerprint)).size).toBe(items.length);
+      expect(pages).toBe(Math.max(1, Math.ceil(expected.length / limit))); // no trailing empty page
+    }
+  });
+
+  it('pagination property: pages concatenate to the filtered, ordered set', async () => {
+    const recArb = fc.record({
+      ns: fc.constantFrom('ns-a', 'ns-b', null),
+      hour: fc.integer({ min: 0, max: 4 }),
+      source: fc.constantFrom('issued', 'discovered:x'),
+    });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(recArb, { maxLength: 40 }),
+        fc.integer({ min: 1, max: 9 }),
+        fc.constantFrom<CertificateFilter>({}, { namespace: 'ns-a' }, { source: 'discovered' }, { expiringBefore: new Date(T0 + 2 * HOUR) }),
+        async (specs, limit, filter) => {
+          await store.pruneExpired(FAR_FUTURE);
+          const recs = specs.map((s, i) =>
+            makeRecord(`p${i}`, { namespace: s.ns, source: s.source as CertificateRecord['source'], notAfter: new Date(T0 + s.hour * HOUR) }),
+          );
+          await store.insertMany(recs);
+          const { items } = await listAll(store, { ...filter, limit });
+          const expected = recs
+            .filter(
+              (r) =>
+                (filter.namespace === undefined || r.namespace === filter.namespace) &&
+                (filter.source === undefined || r.source.startsWith('discovered:')) &&
+                (filter.expiringBefore === undefined || r.notAfter < filter.expiringBefore),
+            )
+            .sort(byExpiry);
+          expect(items.map((r) => r.fingerprint)).toEqual(expected.map((r) => r.fingerprint));
+        },
+      ),
+      { numRuns: 25 },
+    );
+  });
+
+  it('rejects a forged cursor with InvalidCursorError', async () => {
+    await store.insertMany([makeRecord(1)]);
+    for (const cursor of ['garbage', Buffer.from('{"v":1,"a":"x","f":"y"}').toString('base64url'), Buffer.from('[1]').toString('base64url')]) {
+      await expect(store.list({ cursor })).rejects.toBeInstanceOf(InvalidCursorError);
+    }
+  });
+
+  it('latestPerIdentity: identities whose latest certificate expires in [now, before) and was not renewed', async () => {
+    const id = (n: string): string => `spiffe://cluster.local/ns/ns-a/sa/${n}`;
+    const at = (h: number): Date => new Date(T0 + h * HOUR);
+    const a1 = makeRecord('a1', { spiffeId: id('a'), issuedAt: at(0), notAfter: at(24) });
+    const a2 = makeRecord('a2', { spiffeId: id('a'), issuedAt: at(12), notAfter: at(72) }); // renewed
+    const b1 = makeRecord('b1', { spiffeId: id('b'), issuedAt: at(0), notAfter: at(24) }); // stale
+    const c1 = makeRecord('c1', { spiffeId: id('c'), issuedAt: at(-48), notAfter: at(-24) }); // long dead
+    const d1 = makeRecord('d1', { spiffeId: id('d'), issuedAt: at(0), notAfter: at(100) }); // fine
+    const e1 = makeRecord('e1', { spiffeId: null, issuedAt: at(0), notAfter: at(24) }); // no identity
+    const f1 = makeRecord('f1', { spiffeId: id('f'), issuedAt: at(1), notAfter: at(30) });
+    const f2 = makeRecord('f2', { spiffeId: id('f'), issuedAt: at(1), notAfter: at(40) }); // same issuedAt: later notAfter wins
+    const g1 = makeRecord('g1', { spiffeId: id('g'), issuedAt: at(0), notAfter: at(90) });
+    const g2 = makeRecord('g2', { spiffeId: id('g'), issuedAt: at(2), notAfter: at(20) }); // latest by issuedAt, short TTL
+    await store.insertMany([a1, a2, b1, c1, d1, e1, f1, f2, g1, g2]);
+
+    const stale = await store.latestPerIdentity(at(48), at(10));
+    expect(stale).toEqual([g2, b1, f2].map(asStored));
+    const withDead = await store.latestPerIdentity(at(48), new Date(0));
+    expect(withDead.map((r) => r.fingerprint)).toEqual([c1, g2, b1, f2].map((r) => r.fingerprint));
+    expect(await store.latestPerIdentity(at(10), at(0))).toEqual([]);
+  });
+
+  it('stores audit events exactly once per id', async () => {
+    const events: AuditEvent[] = [
+      { id: 'ev-1', at: new Date(T0), requester: 'r', identity: 'spiffe://x', cluster: 'c1', decision: 'issued', serial: 'ab' },
+      { id: 'ev-2', at: new Date(T0 + 1), requester: null, identity: null, cluster: null, decision: 'refused', code: 'POLICY_DENIED', reason: 'no rule' },
+    ];
+    await store.insertAudit(events);
+    await store.insertAudit(events); // retry
+    await store.insertAudit([{ at: new Date(T0 + 2), requester: 'r', identity: 'i', cluster: null, decision: 'refused' }]); // id generated
+    await store.insertAudit([]);
+    const rows = await h.raw(loc, 'SELECT id, decision, code, reason, serial, requester FROM inventory_audit_events ORDER BY at');
+    expect(rows).toHaveLength(3);
+    expect(rows[0]).toMatchObject({ id: 'ev-1', decision: 'issued', code: null, serial: 'ab', requester: 'r' });
+    expect(rows[1]).toMatchObject({ id: 'ev-2', decision: 'refused', code: 'POLICY_DENIED', reason: 'no rule', requester: null });
+    expect(typeof rows[2]!.id).toBe('string');
+    await expect(
+      store.insertAudit([{ at: new Date(T0), requester: null, identity: null, cluster: null, decision: 'maybe' as 'issued' }]),
+    ).rejects.toBeInstanceOf(InventoryDataError);
+  });
+
+  it('migrate is idempotent', async () => {
+    await store.migrate();
+    await store.migrate();
+    const rows = await h.raw(loc, 'SELECT version, count(*) AS n FROM inventory_schema_migrations GROUP BY version');
+    expect(rows.length).toBeGreaterThan(0);
+    for (const r of rows) expect(Number(r.n)).toBe(1);
+  });
+
+  it('two stores (separate pools/connections) migrating a blank database at once both succeed, once', async () => {
+    for (let round = 0; round < 3; round++) {
+      const blank = await h.blank();
+      const a = track(h.construct(blank));
+      const b = track(h.construct(blank));
+      await Promise.all([a.migrate(), b.migrate()]);
+      const rows = await h.raw(blank, 'SELECT version, count(*) AS n FROM inventory_schema_migrations GROUP BY version');
+      expect(rows.length).toBeGreaterThan(0);
+      for (const r of rows) expect(Number(r.n)).toBe(1);
+      await a.insertMany([makeRecord(1)]);
+      expect(await b.count()).toBe(1);
+    }
+  });
+
+  it('loses nothing across close and reopen', async () => {
+    const recs = Array.from({ length: 120 }, (_, i) => makeRecord(i));
+    await store.insertMany(recs);
+    await store.insertAudit([{ id: 'keep', at: new Date(T0), requester: null, identity: null, cluster: null, decision: 'issued' }]);
+    await store.close();
+    await store.close(); // idempotent
+    await expect(store.ping()).rejects.toThrow();
+    const again = track(await openStore(loc));
+    expect(await again.count()).toBe(120);
+    expect(await again.get(recs[77]!.fingerprint)).toEqual(asStored(recs[77]!));
+    expect(await h.raw(loc, "SELECT id FROM inventory_audit_events WHERE id = 'keep'")).toHaveLength(1);
+    await again.ping();
+  });
+});
+
+describe('sqlite store specifics', () => {
+  let dir = '';
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-inv-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('creates the parent directory and a 0600 file in WAL mode', async () => {
+    const path = join(dir, 'a', 'b', 'inv.db');
+    const store = await openStore({ kind: 'sqlite', path });
+    try {
+      await store.insertMany([makeRecord(1)]);
+      expect(statSync(path).mode & 0o777).toBe(0o600);
+      const db = new Database(path, { readonly: true });
+      expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+      db.close();
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('fails to open a file that is not a database, with the reason', async () => {
+    const path = join(dir, 'garbage.db');
+    writeFileSync(path, Buffer.alloc(4096, 7));
+    await expect(openStore({ kind: 'sqlite', path })).rejects.toThrow(/not a database/);
+  });
+
+  it('rejects calls after close', async () => {
+    const store = await openStore({ kind: 'sqlite', path: join(dir, 'closed.db') });
+    await store.close();
+    await expect(store.count()).rejects.toThrow(/closed/);
+    await expect(store.insertMany([makeRecord(1)])).rejects.toThrow(/closed/);
+  });
+});
+
+describe('postgres store specifics', () => {
+  it('ping rejects when the server is unreachable', async () => {
+    const store = new PostgresInventoryStore({ url: 'postgresql://postgres@127.0.0.1:1/postgres', connectionTimeoutMs: 1000 });
+    try {
+      await expect(store.ping()).rejects.toThrow();
+    } finally {
+      await store.close();
+    }
+  });
+});
