@@ -1,0 +1,780 @@
+/**
+ * The deployment files, checked offline:
+ * - every kustomization under deploy/kubernetes is rendered with `kubectl kustomize` (no cluster needed),
+ *   each object is validated against the Kubernetes schemas (npm `kubernetes-models`), and the security,
+ *   availability and RBAC invariants are asserted;
+ * - the embedded config.yaml passes meshcert's own schema and agrees with the Deployment;
+ * - the Istio install files point at the Service meshcert really exposes, under a name meshcert serves;
+ * - the Dockerfile (which cannot be built here: no container engine) is checked statically.
+ *
+ * Missing tools: with CI set, a missing kubectl (or one embedding kustomize < v5) or a missing
+ * kubernetes-models FAILS the run with the reason; locally those tests are skipped and say why.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, posix, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
+import { loadConfigFile, parseConfig } from '../../src/config/load.js';
+import type { MeshcertConfig } from '../../src/config/schema.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const KUSTOMIZE_ROOT = join(ROOT, 'deploy/kubernetes');
+
+const KUSTOMIZATIONS = {
+  base: 'base',
+  'standalone-sqlite': 'overlays/standalone-sqlite',
+  'ha-postgres': 'overlays/ha-postgres',
+} as const;
+type KustomizationName = keyof typeof KUSTOMIZATIONS;
+
+const NAMESPACE = 'meshcert';
+const ISTIO_NAMESPACE = 'istio-system';
+const RUN_AS = 65532;
+const GRPC_PORT = 15012;
+const ADMIN_PORT = 9402;
+const CONFIG_PATH = '/etc/meshcert/config.yaml';
+const SERVE_ARGS = ['serve', '--config', CONFIG_PATH];
+
+// ---------------------------------------------------------------------------------------------
+// Tools
+
+function isCi(): boolean {
+  const ci = process.env.CI;
+  return ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false';
+}
+
+interface Tool {
+  readonly ok: boolean;
+  readonly reason: string;
+}
+
+/** kubectl with kustomize v5 (kubectl 1.27+): the kustomizations use `patches` and `labels`. */
+function findKubectl(): Tool & { readonly bin: string } {
+  const bin = process.env.KUBECTL || 'kubectl';
+  const r = spawnSync(bin, ['version', '--client'], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) {
+    return {
+      ok: false,
+      bin,
+      reason: `kubectl not found or not working (${r.error?.message ?? r.stderr.trim()}): it renders deploy/kubernetes offline. Install kubectl 1.27+ (or set KUBECTL=/path/to/kubectl).`,
+    };
+  }
+  const m = /Kustomize Version:\s*v(\d+)\.(\d+)/.exec(r.stdout);
+  if (!m || Number(m[1]) < 5) {
+    return {
+      ok: false,
+      bin,
+      reason: `${bin} embeds kustomize ${m ? `v${m[1]}.${m[2]}` : '(unknown version)'}; deploy/kubernetes needs kustomize v5 (kubectl 1.27+). Debian 12's kubernetes-client (1.20) is too old.`,
+    };
+  }
+  return { ok: true, bin, reason: '' };
+}
+
+type ModelCtor = new (data: unknown) => { validate(): void };
+
+async function findModels(): Promise<Tool> {
+  const pkg = 'kubernetes-models';
+  try {
+    await import(`${pkg}/v1`);
+    return { ok: true, reason: '' };
+  } catch (e) {
+    return {
+      ok: false,
+      reason: `npm package kubernetes-models is not installed (${(e as Error).message.split('\n')[0]}): run \`npm i -D kubernetes-models@^4.5.1\` (5.x needs Node 22).`,
+    };
+  }
+}
+
+const KUBECTL = findKubectl();
+const MODELS = await findModels();
+
+function noteSkip(tool: Tool): void {
+  if (!tool.ok && !isCi()) console.warn(`[test/deploy] skipped: ${tool.reason}`);
+}
+noteSkip(KUBECTL);
+noteSkip(MODELS);
+
+/** Runs when the tool is there; with CI set, fails when it is not; otherwise skips. */
+const withKubectl = KUBECTL.ok || isCi() ? describe : describe.skip;
+const itWithModels = MODELS.ok || isCi() ? it : it.skip;
+
+function requireTool(tool: Tool): void {
+  if (!tool.ok) throw new Error(tool.reason);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shapes read by the assertions (only the fields used)
+
+interface Metadata {
+  name: string;
+  namespace?: string;
+  labels?: Record<string, string>;
+}
+interface K8sObject {
+  apiVersion: string;
+  kind: string;
+  metadata: Metadata;
+  [key: string]: unknown;
+}
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: { secretKeyRef?: { name: string; key: string }; fieldRef?: { fieldPath: string } };
+}
+interface Probe {
+  httpGet?: { path?: string; port: number | string; scheme?: string };
+  grpc?: unknown;
+  exec?: unknown;
+  tcpSocket?: unknown;
+}
+interface SecurityContext {
+  runAsNonRoot?: boolean;
+  runAsUser?: number;
+  runAsGroup?: number;
+  readOnlyRootFilesystem?: boolean;
+  allowPrivilegeEscalation?: boolean;
+  privileged?: boolean;
+  capabilities?: { drop?: string[]; add?: string[] };
+  seccompProfile?: { type: string };
+}
+interface Container {
+  name: string;
+  image?: string;
+  args?: string[];
+  command?: string[];
+  ports?: { name?: string; containerPort: number; hostPort?: number }[];
+  env?: EnvVar[];
+  resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
+  securityContext?: SecurityContext;
+  readinessProbe?: Probe;
+  livenessProbe?: Probe;
+  startupProbe?: Probe;
+  volumeMounts?: { name: string; mountPath: string; readOnly?: boolean; subPath?: string }[];
+}
+interface Volume {
+  name: string;
+  configMap?: { name: string };
+  secret?: { secretName: string; optional?: boolean };
+  emptyDir?: Record<string, unknown>;
+  persistentVolumeClaim?: { claimName: string };
+  hostPath?: unknown;
+}
+interface AffinityTerm {
+  topologyKey: string;
+  labelSelector?: { matchLabels?: Record<string, string> };
+}
+interface PodSpec {
+  serviceAccountName?: string;
+  automountServiceAccountToken?: boolean;
+  hostNetwork?: boolean;
+  hostPID?: boolean;
+  hostIPC?: boolean;
+  securityContext?: SecurityContext & { fsGroup?: number };
+  containers: Container[];
+  initContainers?: Container[];
+  volumes?: Volume[];
+  affinity?: {
+    podAntiAffinity?: {
+      preferredDuringSchedulingIgnoredDuringExecution?: { weight: number; podAffinityTerm: AffinityTerm }[];
+      requiredDuringSchedulingIgnoredDuringExecution?: AffinityTerm[];
+    };
+  };
+}
+interface Deployment extends K8sObject {
+  spec: {
+    replicas?: number;
+    selector: { matchLabels?: Record<string, string> };
+    strategy?: { type?: string; rollingUpdate?: { maxUnavailable?: number | string; maxSurge?: number | string } };
+    template: { metadata: { labels?: Record<string, string> }; spec: PodSpec };
+  };
+}
+interface Service extends K8sObject {
+  spec: {
+    selector?: Record<string, string>;
+    ports: { name?: string; port: number; targetPort?: number | string; appProtocol?: string }[];
+  };
+}
+interface PolicyRule {
+  apiGroups?: string[];
+  resources?: string[];
+  resourceNames?: string[];
+  verbs: string[];
+  nonResourceURLs?: string[];
+}
+interface RbacRole extends K8sObject {
+  rules?: PolicyRule[];
+}
+interface RbacBinding extends K8sObject {
+  roleRef: { apiGroup: string; kind: string; name: string };
+  subjects?: { kind: string; name: string; namespace?: string }[];
+}
+interface Pdb extends K8sObject {
+  spec: { minAvailable?: number | string; maxUnavailable?: number | string; selector: { matchLabels?: Record<string, string> } };
+}
+interface Pvc extends K8sObject {
+  spec: { accessModes?: string[]; resources?: { requests?: { storage?: string } } };
+}
+interface ConfigMap extends K8sObject {
+  data?: Record<string, string>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering and lookups
+
+function render(dir: string): K8sObject[] {
+  const out = execFileSync(KUBECTL.bin, ['kustomize', join(KUSTOMIZE_ROOT, dir)], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const objects: K8sObject[] = [];
+  for (const doc of parseAllDocuments(out)) {
+    if (doc.errors.length > 0) throw new Error(`kubectl kustomize ${dir}: invalid YAML: ${doc.errors[0]!.message}`);
+    const value: unknown = doc.toJS();
+    if (value === null || value === undefined) continue;
+    objects.push(value as K8sObject);
+  }
+  return objects;
+}
+
+function ref(o: K8sObject): string {
+  return `${o.kind} ${o.metadata.namespace ? `${o.metadata.namespace}/` : ''}${o.metadata.name}`;
+}
+
+function ofKind<T extends K8sObject>(objects: readonly K8sObject[], kind: string): T[] {
+  return objects.filter((o) => o.kind === kind) as T[];
+}
+
+function only<T extends K8sObject>(objects: readonly K8sObject[], kind: string, name?: string): T {
+  const found = ofKind<T>(objects, kind).filter((o) => name === undefined || o.metadata.name === name);
+  expect(found.map(ref), `exactly one ${kind}${name ? ` ${name}` : ''}`).toHaveLength(1);
+  return found[0]!;
+}
+
+function meshcertDeployment(objects: readonly K8sObject[]): Deployment {
+  return only<Deployment>(objects, 'Deployment', 'meshcert');
+}
+
+function mainContainer(d: Deployment): Container {
+  const c = d.spec.template.spec.containers.find((x) => x.name === 'meshcert');
+  expect(c, 'container "meshcert"').toBeDefined();
+  return c!;
+}
+
+function allContainers(d: Deployment): Container[] {
+  return [...d.spec.template.spec.containers, ...(d.spec.template.spec.initContainers ?? [])];
+}
+
+/** A probe's or Service's port (number or container port name) as a number. */
+function resolvePort(c: Container, port: number | string | undefined): number | undefined {
+  if (typeof port === 'number') return port;
+  return c.ports?.find((p) => p.name === port)?.containerPort;
+}
+
+function selects(selector: Record<string, string> | undefined, labels: Record<string, string> | undefined): boolean {
+  if (!selector || Object.keys(selector).length === 0) return false;
+  return Object.entries(selector).every(([k, v]) => labels?.[k] === v);
+}
+
+function volumeAt(d: Deployment, mountPath: string): { mount: NonNullable<Container['volumeMounts']>[number]; volume: Volume } {
+  const mount = mainContainer(d).volumeMounts?.find((m) => m.mountPath === mountPath);
+  expect(mount, `a volume mounted at ${mountPath}`).toBeDefined();
+  const volume = d.spec.template.spec.volumes?.find((v) => v.name === mount!.name);
+  expect(volume, `volume ${mount!.name}`).toBeDefined();
+  return { mount: mount!, volume: volume! };
+}
+
+/** Validates one object against the Kubernetes OpenAPI schema shipped by kubernetes-models. */
+async function validateSchema(o: K8sObject): Promise<void> {
+  const slash = o.apiVersion.indexOf('/');
+  const spec = slash < 0 ? `kubernetes-models/${o.apiVersion}` : `kubernetes-models/${o.apiVersion.slice(0, slash)}/${o.apiVersion.slice(slash + 1)}`;
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(spec)) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`${ref(o)}: no schema for apiVersion ${o.apiVersion} in kubernetes-models`, { cause: e });
+  }
+  const Ctor = mod[o.kind];
+  if (typeof Ctor !== 'function') throw new Error(`${ref(o)}: kubernetes-models has no ${o.kind} in ${o.apiVersion}`);
+  try {
+    new (Ctor as ModelCtor)(structuredClone(o)).validate();
+  } catch (e) {
+    throw new Error(`${ref(o)} does not match the ${o.apiVersion} ${o.kind} schema: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expected RBAC: one line per (apiGroup, resource, resourceNames), verbs sorted.
+
+function ruleLines(rules: readonly PolicyRule[] | undefined): string[] {
+  const lines: string[] = [];
+  for (const r of rules ?? []) {
+    expect(r.nonResourceURLs ?? [], 'no nonResourceURLs').toEqual([]);
+    for (const g of r.apiGroups ?? []) {
+      for (const res of r.resources ?? []) {
+        lines.push(`${g || 'core'} ${res} [${[...(r.resourceNames ?? [])].sort().join(',')}] ${[...r.verbs].sort().join(',')}`);
+      }
+    }
+  }
+  return lines.sort();
+}
+
+const EXPECTED_RBAC: Record<string, { kind: 'ClusterRole' | 'Role'; namespace?: string; rules: string[] }> = {
+  meshcert: {
+    kind: 'ClusterRole',
+    rules: [
+      'authentication.k8s.io tokenreviews [] create',
+      'core configmaps [] create,get,list,patch,update,watch',
+      'core namespaces [] get,list,watch',
+      'core pods [] get,list,watch',
+    ],
+  },
+  'meshcert-istiod-tls': {
+    kind: 'Role',
+    namespace: ISTIO_NAMESPACE,
+    rules: ['core secrets [] create', 'core secrets [istiod-tls] get,patch,update'],
+  },
+  'meshcert-leader-election': {
+    kind: 'Role',
+    namespace: NAMESPACE,
+    rules: ['coordination.k8s.io leases [] create,get,update'],
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// Source files read without kubectl (Istio and Dockerfile checks cross-check against them)
+
+function readYamlFile<T>(rel: string): T {
+  return parseYaml(readFileSync(join(ROOT, rel), 'utf8')) as T;
+}
+
+function expectedCaAddress(): { address: string; host: string } {
+  const svc = readYamlFile<Service>('deploy/kubernetes/base/service.yaml');
+  const grpc = svc.spec.ports.find((p) => p.name === 'grpc');
+  expect(grpc, 'base Service has a port named grpc').toBeDefined();
+  const host = `${svc.metadata.name}.${svc.metadata.namespace}.svc`;
+  return { address: `${host}:${grpc!.port}`, host };
+}
+
+function baseConfig(): MeshcertConfig {
+  return loadConfigFile(join(ROOT, 'deploy/kubernetes/base/config.yaml'), {}).config;
+}
+
+// =============================================================================================
+
+describe('deploy/kubernetes/base/config.yaml (no kubectl needed)', () => {
+  it('passes meshcert config validation as a file, with an empty environment', () => {
+    const c = baseConfig();
+    expect(c.server.listen).toBe(`0.0.0.0:${GRPC_PORT}`);
+    expect(c.trustDomain).toBe('cluster.local');
+    expect(c.ca.dir).toBe('/etc/cacerts');
+    expect(c.dataDir).toBe('/var/run/meshcert');
+    expect(c.server.tls.dnsNames).toEqual(['meshcert.meshcert.svc', 'meshcert.meshcert.svc.cluster.local']);
+    expect(c.auth.clusters).toHaveLength(1);
+    expect(c.auth.clusters[0]!.name).toBe('Kubernetes');
+    expect(c.auth.clusters[0]!.tokenReview).toBeDefined();
+    expect(c.auth.clusters[0]!.tokenReview!.audiences).toEqual(['istio-ca']);
+    // Production: no dev token issuer, no self-created CA (the CA comes from the cacerts Secret).
+    expect(c.dev.tokenIssuer).toBe(false);
+    expect(c.ca.autoInit).toBe(false);
+  });
+});
+
+describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('kustomization %s', (name, dir) => {
+  let objects: K8sObject[] = [];
+
+  withKubectl('rendered with kubectl kustomize', () => {
+    beforeAll(() => {
+      requireTool(KUBECTL);
+      objects = render(dir);
+    });
+
+    it('renders named objects, each namespaced one with an explicit namespace', () => {
+      expect(objects.length).toBeGreaterThan(0);
+      const clusterScoped = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding']);
+      for (const o of objects) {
+        expect(o.apiVersion, 'apiVersion').toBeTruthy();
+        expect(o.kind, 'kind').toBeTruthy();
+        expect(o.metadata?.name, `${o.kind} name`).toBeTruthy();
+        if (clusterScoped.has(o.kind)) {
+          expect(o.metadata.namespace, `${ref(o)} is cluster-scoped`).toBeUndefined();
+        } else if (o.metadata.name === 'meshcert-istiod-tls') {
+          expect(o.metadata.namespace, ref(o)).toBe(ISTIO_NAMESPACE);
+        } else {
+          expect(o.metadata.namespace, ref(o)).toBe(NAMESPACE);
+        }
+      }
+      only(objects, 'Namespace', NAMESPACE);
+      const keys = objects.map(ref);
+      expect(new Set(keys).size, 'no duplicate objects').toBe(keys.length);
+    });
+
+    itWithModels('validates every object against the Kubernetes schemas (kubernetes-models)', async () => {
+      requireTool(MODELS);
+      for (const o of objects) await validateSchema(o);
+    });
+
+    it('runs locked down: non-root 65532, read-only root fs, no privilege escalation, no capabilities, seccomp RuntimeDefault', () => {
+      const d = meshcertDeployment(objects);
+      const pod = d.spec.template.spec;
+      expect(pod.securityContext?.runAsNonRoot).toBe(true);
+      expect(pod.securityContext?.runAsUser).toBe(RUN_AS);
+      expect(pod.securityContext?.seccompProfile?.type).toBe('RuntimeDefault');
+      expect(pod.hostNetwork ?? false).toBe(false);
+      expect(pod.hostPID ?? false).toBe(false);
+      expect(pod.hostIPC ?? false).toBe(false);
+      expect((pod.volumes ?? []).filter((v) => v.hostPath !== undefined).map((v) => v.name), 'no hostPath volumes').toEqual([]);
+      for (const c of allContainers(d)) {
+        const sc = c.securityContext;
+        expect(sc, `${c.name}: securityContext`).toBeDefined();
+        expect(sc!.allowPrivilegeEscalation, `${c.name}: allowPrivilegeEscalation`).toBe(false);
+        expect(sc!.readOnlyRootFilesystem, `${c.name}: readOnlyRootFilesystem`).toBe(true);
+        expect(sc!.privileged ?? false, `${c.name}: privileged`).toBe(false);
+        expect(sc!.runAsNonRoot ?? pod.securityContext?.runAsNonRoot, `${c.name}: runAsNonRoot`).toBe(true);
+        expect(sc!.runAsUser ?? pod.securityContext?.runAsUser, `${c.name}: runAsUser`).toBe(RUN_AS);
+        expect(sc!.capabilities?.drop, `${c.name}: capabilities.drop`).toContain('ALL');
+        expect(sc!.capabilities?.add ?? [], `${c.name}: capabilities.add`).toEqual([]);
+        expect(sc!.seccompProfile?.type ?? pod.securityContext?.seccompProfile?.type, `${c.name}: seccomp`).toBe('RuntimeDefault');
+        expect((c.ports ?? []).filter((p) => p.hostPort !== undefined), `${c.name}: no hostPort`).toEqual([]);
+      }
+    });
+
+    it('probes /readyz and /healthz on the admin HTTP port, never the TLS gRPC port', () => {
+      const c = mainContainer(meshcertDeployment(objects));
+      expect(resolvePort(c, 'admin')).toBe(ADMIN_PORT);
+      const expectations: [string, Probe | undefined, string][] = [
+        ['readinessProbe', c.readinessProbe, '/readyz'],
+        ['livenessProbe', c.livenessProbe, '/healthz'],
+      ];
+      if (c.startupProbe) expectations.push(['startupProbe', c.startupProbe, '/healthz']);
+      for (const [what, probe, path] of expectations) {
+        expect(probe, what).toBeDefined();
+        // The kubelet's grpc probe is plaintext; exec needs a binary the distroless image lacks.
+        expect(probe!.grpc, `${what}: no native grpc probe`).toBeUndefined();
+        expect(probe!.exec, `${what}: no exec probe`).toBeUndefined();
+        expect(probe!.httpGet?.path, `${what}: path`).toBe(path);
+        expect(resolvePort(c, probe!.httpGet?.port), `${what}: port`).toBe(ADMIN_PORT);
+        expect(probe!.httpGet?.scheme ?? 'HTTP', `${what}: scheme`).toBe('HTTP');
+      }
+      // The admin server listens on loopback unless told otherwise: the kubelet must reach it.
+      expect(c.env?.find((e) => e.name === 'MESHCERT_ADMIN_LISTEN')?.value).toBe(`0.0.0.0:${ADMIN_PORT}`);
+    });
+
+    it('sets CPU and memory requests, and a memory limit', () => {
+      const r = mainContainer(meshcertDeployment(objects)).resources;
+      expect(r?.requests?.cpu, 'requests.cpu').toBeTruthy();
+      expect(r?.requests?.memory, 'requests.memory').toBeTruthy();
+      expect(r?.limits?.memory, 'limits.memory').toBeTruthy();
+      expect(r?.limits?.cpu, 'limits.cpu').toBeTruthy();
+    });
+
+    it('starts `serve --config` on the mounted config, with cacerts read-only and a writable data dir', () => {
+      const d = meshcertDeployment(objects);
+      const c = mainContainer(d);
+      expect(c.command, 'the image ENTRYPOINT is used').toBeUndefined();
+      expect(c.args).toEqual(SERVE_ARGS);
+      expect(c.image, 'a pinned image tag').toMatch(/^[^@]+:[^:/@]+$|@sha256:/);
+      expect(c.image).not.toMatch(/:latest$/);
+      expect(c.ports?.find((p) => p.name === 'grpc')?.containerPort).toBe(GRPC_PORT);
+
+      const config = volumeAt(d, posix.dirname(CONFIG_PATH));
+      expect(config.mount.readOnly).toBe(true);
+      expect(config.volume.configMap, 'config comes from a ConfigMap').toBeDefined();
+      const cm = only<ConfigMap>(objects, 'ConfigMap', config.volume.configMap!.name);
+      expect(cm.metadata.name).toMatch(/^meshcert-config(-[a-z0-9]+)?$/);
+      expect(Object.keys(cm.data ?? {})).toContain(posix.basename(CONFIG_PATH));
+
+      const cacerts = volumeAt(d, '/etc/cacerts');
+      expect(cacerts.mount.readOnly).toBe(true);
+      expect(cacerts.volume.secret?.secretName).toBe('cacerts');
+      expect(cacerts.volume.secret?.optional ?? false, 'the CA Secret is required').toBe(false);
+
+      const data = volumeAt(d, '/var/run/meshcert');
+      expect(data.mount.readOnly ?? false, 'data dir writable').toBe(false);
+      expect(data.volume.emptyDir !== undefined || data.volume.persistentVolumeClaim !== undefined).toBe(true);
+      expect(volumeAt(d, '/tmp').mount.readOnly ?? false, '/tmp writable (read-only root fs)').toBe(false);
+    });
+
+    it('embeds a config.yaml that meshcert accepts (empty env, and with the Deployment env) and that matches the pod', () => {
+      const d = meshcertDeployment(objects);
+      const c = mainContainer(d);
+      const cm = only<ConfigMap>(objects, 'ConfigMap', volumeAt(d, '/etc/meshcert').volume.configMap!.name);
+      const raw: unknown = parseYaml(cm.data![posix.basename(CONFIG_PATH)]!);
+      expect(typeof raw === 'object' && raw !== null && !Array.isArray(raw)).toBe(true);
+
+      const plain = parseConfig(raw as Parameters<typeof parseConfig>[0], {}, `${name}: ConfigMap ${cm.metadata.name}`, '/');
+      const literalEnv = Object.fromEntries((c.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]));
+      const withEnv = parseConfig(raw as Parameters<typeof parseConfig>[0], literalEnv, `${name}: ConfigMap with the Deployment env`, '/');
+
+      for (const cfg of [plain, withEnv]) {
+        expect(Number(cfg.server.listen.split(':').pop())).toBe(GRPC_PORT);
+        // dataDir and ca.dir are where the pod mounts the data volume and the cacerts Secret.
+        expect(volumeAt(d, cfg.dataDir).mount.readOnly ?? false, 'dataDir writable').toBe(false);
+        expect(volumeAt(d, cfg.ca.dir!).volume.secret?.secretName).toBe('cacerts');
+        const svc = only<Service>(objects, 'Service', 'meshcert');
+        expect(cfg.server.tls.dnsNames).toContain(`${svc.metadata.name}.${svc.metadata.namespace}.svc`);
+        expect(cfg.auth.clusters.map((x) => x.name)).toContain(cfg.auth.defaultCluster);
+        expect(cfg.dev.tokenIssuer).toBe(false);
+      }
+    });
+
+    it('keeps the CA out of the mesh (no sidecar, no ambient capture)', () => {
+      const labels = meshcertDeployment(objects).spec.template.metadata.labels ?? {};
+      expect(labels['sidecar.istio.io/inject']).toBe('false');
+      expect(labels['istio.io/dataplane-mode']).toBe('none');
+      expect(only(objects, 'Namespace', NAMESPACE).metadata.labels?.['istio-injection']).toBe('disabled');
+    });
+
+    it('exposes gRPC as Service port 443 -> 15012 (name grpc, appProtocol grpc) and metrics on 9402', () => {
+      const d = meshcertDeployment(objects);
+      const c = mainContainer(d);
+      const svc = only<Service>(objects, 'Service', 'meshcert');
+      expect(selects(svc.spec.selector, d.spec.template.metadata.labels), 'Service selects the pods').toBe(true);
+      const grpc = svc.spec.ports.find((p) => p.port === 443);
+      expect(grpc?.name).toBe('grpc');
+      expect(grpc?.appProtocol).toBe('grpc');
+      expect(resolvePort(c, grpc?.targetPort)).toBe(GRPC_PORT);
+      const metrics = svc.spec.ports.find((p) => p.port === ADMIN_PORT);
+      expect(metrics, 'metrics port').toBeDefined();
+      expect(resolvePort(c, metrics!.targetPort)).toBe(ADMIN_PORT);
+    });
+
+    it('selects its own pods, and any PodDisruptionBudget leaves room for a disruption', () => {
+      const d = meshcertDeployment(objects);
+      expect(selects(d.spec.selector.matchLabels, d.spec.template.metadata.labels)).toBe(true);
+      const replicas = d.spec.replicas ?? 1;
+      for (const pdb of ofKind<Pdb>(objects, 'PodDisruptionBudget')) {
+        expect(selects(pdb.spec.selector.matchLabels, d.spec.template.metadata.labels), `${ref(pdb)} selects the pods`).toBe(true);
+        expect(typeof pdb.spec.minAvailable, `${ref(pdb)}: minAvailable as a number`).toBe('number');
+        expect(pdb.spec.minAvailable as number, `${ref(pdb)} must not block every drain`).toBeLessThan(replicas);
+        expect(pdb.spec.minAvailable as number).toBeGreaterThanOrEqual(1);
+      }
+    });
+
+    it('grants exactly the RBAC meshcert uses: no wildcards, secrets only istiod-tls in istio-system', () => {
+      const roles = [...ofKind<RbacRole>(objects, 'ClusterRole'), ...ofKind<RbacRole>(objects, 'Role')];
+      expect(roles.map(ref).sort()).toEqual(
+        Object.entries(EXPECTED_RBAC)
+          .map(([n, r]) => `${r.kind} ${r.namespace ? `${r.namespace}/` : ''}${n}`)
+          .sort(),
+      );
+      for (const role of roles) {
+        for (const rule of role.rules ?? []) {
+          for (const v of [...(rule.apiGroups ?? []), ...(rule.resources ?? []), ...rule.verbs]) {
+            expect(v, `${ref(role)}: no wildcard`).not.toContain('*');
+          }
+          for (const v of ['escalate', 'bind', 'impersonate', 'delete', 'deletecollection']) expect(rule.verbs, ref(role)).not.toContain(v);
+        }
+        const expected = EXPECTED_RBAC[role.metadata.name]!;
+        expect(role.metadata.namespace).toBe(expected.namespace);
+        expect(ruleLines(role.rules), ref(role)).toEqual([...expected.rules].sort());
+      }
+
+      const bindings = [...ofKind<RbacBinding>(objects, 'ClusterRoleBinding'), ...ofKind<RbacBinding>(objects, 'RoleBinding')];
+      expect(bindings).toHaveLength(roles.length);
+      const sa = only(objects, 'ServiceAccount', 'meshcert');
+      expect(meshcertDeployment(objects).spec.template.spec.serviceAccountName).toBe(sa.metadata.name);
+      for (const b of bindings) {
+        const role = roles.find((r) => r.kind === b.roleRef.kind && r.metadata.name === b.roleRef.name && r.metadata.namespace === b.metadata.namespace);
+        expect(role, `${ref(b)} binds a role defined here (same namespace)`).toBeDefined();
+        expect(b.roleRef.apiGroup).toBe('rbac.authorization.k8s.io');
+        expect(b.subjects).toEqual([{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+      }
+    });
+  });
+});
+
+withKubectl('kustomization base: highly available', () => {
+  let objects: K8sObject[] = [];
+  beforeAll(() => {
+    requireTool(KUBECTL);
+    objects = render(KUSTOMIZATIONS.base);
+  });
+
+  it('runs 2+ replicas, spread across nodes, rolling without losing capacity', () => {
+    const d = meshcertDeployment(objects);
+    expect(d.spec.replicas).toBeGreaterThanOrEqual(2);
+    expect(d.spec.strategy?.type ?? 'RollingUpdate').toBe('RollingUpdate');
+    expect(d.spec.strategy?.rollingUpdate?.maxUnavailable).toBe(0);
+    const terms = d.spec.template.spec.affinity?.podAntiAffinity?.preferredDuringSchedulingIgnoredDuringExecution ?? [];
+    const byHost = terms.find((t) => t.podAffinityTerm.topologyKey === 'kubernetes.io/hostname');
+    expect(byHost, 'preferred pod anti-affinity by hostname').toBeDefined();
+    expect(selects(byHost!.podAffinityTerm.labelSelector?.matchLabels, d.spec.template.metadata.labels), 'anti-affinity selects its own pods').toBe(true);
+    expect(only<Pdb>(objects, 'PodDisruptionBudget', 'meshcert').spec.minAvailable).toBe(1);
+    expect(volumeAt(d, '/var/run/meshcert').volume.emptyDir).toBeDefined();
+  });
+});
+
+withKubectl('kustomization standalone-sqlite', () => {
+  let objects: K8sObject[] = [];
+  beforeAll(() => {
+    requireTool(KUBECTL);
+    objects = render(KUSTOMIZATIONS['standalone-sqlite']);
+  });
+
+  it('runs one replica with Recreate rollouts, its data dir on a ReadWriteOnce PVC, and no PDB', () => {
+    const d = meshcertDeployment(objects);
+    expect(d.spec.replicas).toBe(1);
+    expect(d.spec.strategy?.type).toBe('Recreate');
+    expect(d.spec.strategy?.rollingUpdate).toBeUndefined();
+    const data = volumeAt(d, '/var/run/meshcert').volume;
+    expect(data.emptyDir, 'emptyDir replaced').toBeUndefined();
+    expect(data.persistentVolumeClaim?.claimName).toBe('meshcert-data');
+    const pvc = only<Pvc>(objects, 'PersistentVolumeClaim', 'meshcert-data');
+    expect(pvc.spec.accessModes).toEqual(['ReadWriteOnce']);
+    expect(pvc.spec.resources?.requests?.storage).toBeTruthy();
+    expect(ofKind(objects, 'PodDisruptionBudget')).toEqual([]);
+  });
+});
+
+withKubectl('kustomization ha-postgres', () => {
+  let objects: K8sObject[] = [];
+  beforeAll(() => {
+    requireTool(KUBECTL);
+    objects = render(KUSTOMIZATIONS['ha-postgres']);
+  });
+
+  it('runs 3 replicas with the PostgreSQL URL from a Secret (never a literal) and keeps 2 through drains', () => {
+    const d = meshcertDeployment(objects);
+    expect(d.spec.replicas).toBe(3);
+    expect(d.spec.strategy?.type ?? 'RollingUpdate').toBe('RollingUpdate');
+    const url = mainContainer(d).env?.find((e) => e.name === 'MESHCERT_INVENTORY_URL');
+    expect(url?.value, 'no literal URL (it holds a password)').toBeUndefined();
+    expect(url?.valueFrom?.secretKeyRef).toEqual({ name: 'meshcert-postgres', key: 'url' });
+    expect(only<Pdb>(objects, 'PodDisruptionBudget', 'meshcert').spec.minAvailable).toBe(2);
+    expect(volumeAt(d, '/var/run/meshcert').volume.emptyDir).toBeDefined();
+    // The Secret is the user's to create: the overlay must not ship a placeholder password.
+    expect(ofKind(objects, 'Secret')).toEqual([]);
+  });
+});
+
+// =============================================================================================
+
+describe('deploy/istio install files (no kubectl needed)', () => {
+  interface IstioOperator {
+    apiVersion: string;
+    kind: string;
+    metadata?: { namespace?: string };
+    spec: {
+      profile?: string;
+      meshConfig?: { trustDomain?: string };
+      values?: {
+        global?: { caAddress?: string };
+        pilot?: { env?: Record<string, unknown> };
+        ztunnel?: { caAddress?: string };
+      };
+      components?: { pilot?: { k8s?: { env?: { name: string; value?: unknown }[] } } };
+    };
+  }
+
+  function load(file: string): IstioOperator {
+    const text = readFileSync(join(ROOT, 'deploy/istio', file), 'utf8');
+    const docs = parseAllDocuments(text);
+    expect(docs, `${file}: one YAML document`).toHaveLength(1);
+    expect(docs[0]!.errors).toEqual([]);
+    return docs[0]!.toJS() as IstioOperator;
+  }
+
+  function enableCaServer(op: IstioOperator): unknown {
+    const fromValues = op.spec.values?.pilot?.env?.ENABLE_CA_SERVER;
+    const fromK8s = op.spec.components?.pilot?.k8s?.env?.find((e) => e.name === 'ENABLE_CA_SERVER')?.value;
+    return fromValues ?? fromK8s;
+  }
+
+  it.each(['sidecar.yaml', 'ambient.yaml'])('%s points istio-agent at the meshcert Service and turns istiod\'s CA off', (file) => {
+    const op = load(file);
+    const { address, host } = expectedCaAddress();
+    const config = baseConfig();
+    expect(op.apiVersion).toBe('install.istio.io/v1alpha1');
+    expect(op.kind).toBe('IstioOperator');
+    expect(op.metadata?.namespace).toBe(ISTIO_NAMESPACE);
+    expect(address).toBe('meshcert.meshcert.svc:443');
+    expect(op.spec.values?.global?.caAddress).toBe(address);
+    // The agent checks the host part as the TLS server name: meshcert must serve a certificate for it.
+    expect(config.server.tls.dnsNames).toContain(host);
+    // A string: Kubernetes env values are strings, and istioctl rejects a bare boolean here.
+    expect(enableCaServer(op)).toBe('false');
+    expect(op.spec.meshConfig?.trustDomain ?? 'cluster.local').toBe(config.trustDomain);
+  });
+
+  it('sidecar.yaml is not the ambient profile', () => {
+    expect(load('sidecar.yaml').spec.profile).not.toBe('ambient');
+  });
+
+  it('ambient.yaml uses the ambient profile and points ztunnel at meshcert too', () => {
+    const op = load('ambient.yaml');
+    expect(op.spec.profile).toBe('ambient');
+    expect(op.spec.values?.ztunnel?.caAddress).toBe(expectedCaAddress().address);
+  });
+
+  it('README.md explains both files', () => {
+    const readme = readFileSync(join(ROOT, 'deploy/istio/README.md'), 'utf8');
+    for (const f of readdirSync(join(ROOT, 'deploy/istio')).filter((x) => x.endsWith('.yaml'))) expect(readme).toContain(f);
+  });
+});
+
+describe('Dockerfile (static checks: no container engine here)', () => {
+  const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  // Join continuation lines, drop comments and blank lines.
+  const lines = text
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
+  const stages: { from: string; lines: string[] }[] = [];
+  for (const l of lines) {
+    if (/^FROM\s/i.test(l)) stages.push({ from: l, lines: [] });
+    else stages.at(-1)?.lines.push(l);
+  }
+
+  it('builds on node:20-bookworm-slim and runs on distroless nodejs20-debian12 (same Debian 12 glibc and Node ABI for better-sqlite3)', () => {
+    expect(stages).toHaveLength(2);
+    expect(stages[0]!.from).toMatch(/^FROM node:20-bookworm-slim AS build$/i);
+    expect(stages[1]!.from).toMatch(/^FROM gcr\.io\/distroless\/nodejs20-debian12:nonroot$/i);
+    const build = stages[0]!.lines.join('\n');
+    expect(build).toMatch(/apt-get install[^\n]*\bpython3\b[^\n]*\bmake\b[^\n]*\bg\+\+/);
+    expect(build).toMatch(/RUN npm ci\b/);
+    expect(build).toMatch(/npm run build/);
+    expect(build).toMatch(/npm prune --omit=dev/);
+  });
+
+  it('runs as 65532 with the CLI entrypoint and the Deployment\'s default args', () => {
+    const runtime = stages[1]!.lines;
+    expect(runtime).toContain('USER 65532:65532');
+    const entry = runtime.find((l) => l.startsWith('ENTRYPOINT '));
+    expect(JSON.parse(entry!.slice('ENTRYPOINT '.length))).toEqual(['/nodejs/bin/node', '/app/dist/cli.js']);
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+    expect(`/app/${pkg.bin.meshcert}`).toBe('/app/dist/cli.js');
+    const cmd = runtime.find((l) => l.startsWith('CMD '));
+    expect(JSON.parse(cmd!.slice('CMD '.length))).toEqual(SERVE_ARGS);
+    const deployment = readYamlFile<Deployment>('deploy/kubernetes/base/deployment.yaml');
+    expect(deployment.spec.template.spec.containers[0]!.args).toEqual(SERVE_ARGS);
+  });
+
+  it('copies dist, node_modules, package.json and proto (read at run time) into the runtime image', () => {
+    const copied = stages[1]!.lines
+      .filter((l) => l.startsWith('COPY --from=build '))
+      .map((l) => l.split(/\s+/)[2]);
+    expect(copied.sort()).toEqual(['/app/dist', '/app/node_modules', '/app/package.json', '/app/proto']);
+    // src/grpc/proto.ts loads ../../proto/ relative to dist/grpc/.
+    expect(readFileSync(join(ROOT, 'src/grpc/proto.ts'), 'utf8')).toContain("new URL('../../proto/', import.meta.url)");
+  });
+
+  it('.dockerignore lets in everything the build stage copies, and keeps node_modules and dist out', () => {
+    const ignored = readFileSync(join(ROOT, '.dockerignore'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '' && !l.startsWith('#'));
+    expect(ignored).toEqual(expect.arrayContaining(['node_modules', 'dist', '.git']));
+    const sources = stages[0]!.lines
+      .filter((l) => l.startsWith('COPY ') && !l.startsWith('COPY --from'))
+      .flatMap((l) => l.split(/\s+/).slice(1, -1));
+    expect(sources.length).toBeGreaterThan(0);
+    for (const s of sources) {
+      expect(existsSync(join(ROOT, s)), `${s} exists`).toBe(true);
+      const top = s.split('/')[0]!;
+      expect(ignored.some((p) => p === top || p === s || (p.endsWith('*') && top.startsWith(p.slice(0, -1)))), `${s} is not in .dockerignore`).toBe(false);
+    }
+  });
+});
