@@ -1,0 +1,134 @@
+/**
+ * A lean gRPC load driver on node:http2: each request is a real unary call (POST, application/grpc,
+ * te: trailers, length-prefixed protobuf) over TLS, and its grpc-status trailer is checked.
+ * Cheaper for the client than grpc-js, so more of the shared CPU goes to the server under test.
+ */
+import { connect, type ClientHttp2Session } from 'node:http2';
+import { grpcRequestFrame } from './grpc-frame.js';
+import type { BenchRequest } from './workload.js';
+
+const PATH = '/istio.v1.auth.IstioCertificateService/CreateCertificate';
+
+export interface PreparedCall {
+  readonly body: Buffer;
+  readonly token: string;
+}
+
+export function prepare(reqs: readonly BenchRequest[]): PreparedCall[] {
+  return reqs.map((r) => ({ body: grpcRequestFrame(r.csrPem), token: r.token }));
+}
+
+export interface LoadResult {
+  ok: number;
+  unavailable: number;
+  otherErrors: number;
+  /** grpc-status → count, for everything that was not OK. */
+  errorCodes: Record<string, number>;
+  retries: number;
+  latenciesMs: number[];
+  elapsedMs: number;
+  /** A few response bodies, for correctness checks. */
+  samples: Buffer[];
+}
+
+export interface LoadOptions {
+  port: number;
+  rootPem: string;
+  connections: number;
+  /** Calls in flight at once, across all connections. */
+  concurrency: number;
+  /** Retry UNAVAILABLE (and RESOURCE_EXHAUSTED) with istio-agent's backoff: 100 ms doubling, 5 tries. */
+  retry?: boolean;
+  /** Stop issuing new calls after this long (soak); default: run the whole list once. */
+  durationMs?: number;
+  /** Cap on calls started per second (soak, latency at a fixed rate). */
+  ratePerSecond?: number;
+}
+
+function openSessions(o: LoadOptions): Promise<ClientHttp2Session[]> {
+  return Promise.all(
+    Array.from(
+      { length: o.connections },
+      () =>
+        new Promise<ClientHttp2Session>((resolve, reject) => {
+          const s = connect(`https://127.0.0.1:${o.port}`, { ca: o.rootPem, servername: 'localhost' });
+          s.once('connect', () => resolve(s));
+          s.once('error', reject);
+        }),
+    ),
+  );
+}
+
+function call(s: ClientHttp2Session, c: PreparedCall): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve) => {
+    const req = s.request({
+      ':method': 'POST',
+      ':path': PATH,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      authorization: `Bearer ${c.token}`,
+      clusterid: 'Kubernetes',
+    });
+    const chunks: Buffer[] = [];
+    let status = -1;
+    req.on('response', (h) => {
+      if (h['grpc-status'] !== undefined) status = Number(h['grpc-status']); // trailers-only response
+    });
+    req.on('trailers', (t) => {
+      status = Number(t['grpc-status']);
+    });
+    req.on('data', (d: Buffer) => chunks.push(d));
+    req.on('end', () => resolve({ status, body: Buffer.concat(chunks) }));
+    req.on('error', () => resolve({ status: 14, body: Buffer.alloc(0) }));
+    req.end(c.body);
+  });
+}
+
+export async function runLoad(calls: readonly PreparedCall[], o: LoadOptions): Promise<LoadResult> {
+  const sessions = await openSessions(o);
+  const r: LoadResult = { ok: 0, unavailable: 0, otherErrors: 0, errorCodes: {}, retries: 0, latenciesMs: [], elapsedMs: 0, samples: [] };
+  const started = performance.now();
+  let next = 0;
+  let issued = 0;
+  const deadline = o.durationMs ? started + o.durationMs : Infinity;
+  const one = async (c: PreparedCall, s: ClientHttp2Session): Promise<void> => {
+    const t0 = performance.now();
+    for (let attempt = 0; ; attempt++) {
+      const res = await call(s, c);
+      if (res.status === 0) {
+        r.ok++;
+        r.latenciesMs.push(performance.now() - t0);
+        if (r.samples.length < 5) r.samples.push(res.body);
+        return;
+      }
+      const retryable = res.status === 14 || res.status === 8;
+      if (res.status === 14) r.unavailable++;
+      if (o.retry && retryable && attempt < 5) {
+        r.retries++;
+        await new Promise((w) => setTimeout(w, 100 * 2 ** attempt * (0.5 + Math.random())));
+        continue;
+      }
+      if (!retryable) r.otherErrors++;
+      r.errorCodes[res.status] = (r.errorCodes[res.status] ?? 0) + 1;
+      return;
+    }
+  };
+  const worker = async (): Promise<void> => {
+    for (;;) {
+      const now = performance.now();
+      if (now > deadline) return;
+      if (!o.durationMs && next >= calls.length) return;
+      if (o.ratePerSecond) {
+        const due = started + (issued / o.ratePerSecond) * 1000;
+        if (due > now) await new Promise((w) => setTimeout(w, due - now));
+      }
+      const i = next++;
+      issued++;
+      await one(calls[i % calls.length]!, sessions[i % sessions.length]!);
+    }
+  };
+  await Promise.all(Array.from({ length: o.concurrency }, worker));
+  r.elapsedMs = performance.now() - started;
+  sessions.forEach((s) => s.close());
+  return r;
+}

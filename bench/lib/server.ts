@@ -1,0 +1,110 @@
+/**
+ * Starts meshcert as a user would (the built CLI, a config file, a CA made by `ca init`, TLS,
+ * production log level, default worker count) and samples its CPU time and memory from /proc.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { clockTicks } from './proc.js';
+
+export interface BenchServer {
+  readonly port: number;
+  readonly child: ChildProcess;
+  /** CPU seconds (user+system) used so far by the primary and its workers. */
+  cpuSeconds(): number;
+  /** Current RSS of primary + workers, bytes. */
+  rssBytes(): number;
+  /** Lines of the server's log containing this string. */
+  countLog(fragment: string): number;
+  stop(): Promise<number | null>;
+}
+
+export function writeConfig(dir: string, jwksFile: string, extra = ''): string {
+  const file = join(dir, 'meshcert.yaml');
+  writeFileSync(
+    file,
+    `dataDir: ${join(dir, 'data')}
+server:
+  listen: 127.0.0.1:0
+ca:
+  dir: ${join(dir, 'ca')}
+auth:
+  clusters:
+    - name: Kubernetes
+      jwt:
+        - issuer: https://kubernetes.default.svc.cluster.local
+          jwksFile: ${jwksFile}
+${extra}`,
+  );
+  return file;
+}
+
+export async function startServer(root: string, configFile: string, logFile: string): Promise<BenchServer> {
+  const log = createWriteStream(logFile);
+  const child = spawn(process.execPath, [join(root, 'dist/cli.js'), 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.pipe(log);
+  child.stderr!.pipe(log);
+  let seen = '';
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`meshcert did not start; see ${logFile}`)), 60_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      if (seen.length < 100_000) seen += d.toString();
+      const m = /"port":(\d+)[^\n]*"msg":"meshcert serving"/.exec(seen);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`meshcert exited with ${code}; see ${logFile}`)));
+  });
+  // Let every worker finish starting.
+  await new Promise((r) => setTimeout(r, 1000));
+  const pids = (): number[] => [child.pid!, ...childrenOf(child.pid!)];
+  return {
+    port,
+    child,
+    cpuSeconds: () => pids().reduce((sum, p) => sum + procCpuSeconds(p), 0),
+    rssBytes: () => pids().reduce((sum, p) => sum + procRss(p), 0),
+    countLog: (fragment) => readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes(fragment)).length,
+    stop: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve(child.exitCode);
+        child.once('exit', (code) => resolve(code));
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push(Number(d));
+    } catch {
+      // process ended meanwhile
+    }
+  }
+  return out;
+}
+
+function procCpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / clockTicks();
+  } catch {
+    return 0;
+  }
+}
+
+function procRss(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}

@@ -1,0 +1,280 @@
+/**
+ * npm run bench [-- --smoke | --soak [--duration 600] [--rate 1000]]
+ *
+ * Starts meshcert as a user would (built CLI, config file, CA from `ca init`, TLS, JWT auth with a
+ * JWKS file, info-level logs, default worker count), drives it, and prints one table plus a JSON
+ * file under bench/results/. The crypto ceiling is measured in the same run on the same machine,
+ * so throughput/ceiling compares across machines. Benchmarks are not tests: nothing here asserts a
+ * speed; --smoke (used by CI) only checks that results are well-formed and error-free.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { cryptoCeiling } from './lib/ceiling.js';
+import { prepare, runLoad, type LoadResult } from './lib/h2-client.js';
+import { hasH2load, runH2load } from './lib/h2load.js';
+import { startServer, writeConfig, type BenchServer } from './lib/server.js';
+import { round, summarize, type LatencySummary } from './lib/stats.js';
+import { makeRequests, makeTokenSigners, rsaKeyPool, type BenchRequest, type KeyKind } from './lib/workload.js';
+import { verifyResponseChain } from '../src/x509/verify-chain.js';
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    smoke: { type: 'boolean', default: false },
+    soak: { type: 'boolean', default: false },
+    duration: { type: 'string', default: '600' },
+    rate: { type: 'string', default: '1000' },
+    'skip-build': { type: 'boolean', default: false },
+  },
+});
+const smoke = args.smoke!;
+
+interface Row {
+  scenario: string;
+  driver: string;
+  requests: number;
+  perSecond: number;
+  latency: LatencySummary;
+  errors: number;
+  unavailable: number;
+  serverCpuSeconds: number;
+  cpuPerRequestUs: number;
+  ceilingRatio?: number;
+  note?: string;
+}
+
+const log = (msg: string): void => {
+  process.stderr.write(`[bench] ${msg}\n`);
+};
+
+async function main(): Promise<void> {
+  if (!args['skip-build']) execFileSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
+  const dir = mkdtempSync(join(tmpdir(), 'meshcert-bench-'));
+  const results: { rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number } = { rows: [], ceilings: {}, peakRssMb: 0 };
+  let server: BenchServer | undefined;
+  let peakRss = 0;
+  let rssTimer: NodeJS.Timeout | undefined;
+  const failures: string[] = [];
+  try {
+    execFileSync(process.execPath, [join(ROOT, 'dist/cli.js'), 'ca', 'init', '--dir', join(dir, 'ca')], { stdio: 'ignore' });
+    const signers = makeTokenSigners();
+    writeFileSync(join(dir, 'jwks.json'), JSON.stringify({ keys: signers.map((s) => s.jwk) }));
+    const configFile = writeConfig(dir, join(dir, 'jwks.json'));
+    server = await startServer(ROOT, configFile, join(dir, 'server.log'));
+    const srv = server;
+    rssTimer = setInterval(() => (peakRss = Math.max(peakRss, srv.rssBytes())), 200);
+    const rootPem = readFileSync(join(dir, 'ca/root-cert.pem'), 'utf8');
+    log(`meshcert on 127.0.0.1:${server.port}, workers: ${availableParallelism()}`);
+
+    const n = smoke ? 300 : 20000;
+    log('pre-generating distinct CSRs and tokens (not timed)');
+    const pool = await rsaKeyPool(smoke ? 4 : 64);
+    const rsaReqs = makeRequests(n, 'rsa2048', signers, pool, 'rsa');
+    const ecReqs = makeRequests(n, 'ec256', signers, pool, 'ec');
+    const mixReqs = interleave(makeRequests(n / 2, 'rsa2048', signers, pool, 'mixr'), makeRequests(n / 2, 'ec256', signers, pool, 'mixe'));
+    const stormReqs = interleave(makeRequests(smoke ? 500 : 5000, 'rsa2048', signers, pool, 'storm-r'), makeRequests(smoke ? 500 : 5000, 'ec256', signers, pool, 'storm-e'));
+    const load = { port: server.port, rootPem, connections: 8, concurrency: 64 };
+
+    // Warm up (JIT, connections, token cache for nothing in particular).
+    await runLoad(prepare(rsaReqs.slice(0, smoke ? 50 : 1000)), load);
+
+    const measure = async (scenario: string, reqs: BenchRequest[]): Promise<Row> => {
+      const cpu0 = srv.cpuSeconds();
+      const r = await runLoad(prepare(reqs), load);
+      const cpu = srv.cpuSeconds() - cpu0;
+      checkSamples(r, rootPem, scenario, failures);
+      return row(scenario, 'node:http2, distinct CSR+token per call', r, cpu);
+    };
+    results.rows.push(await measure('RSA-2048 CSR, RS256 token', rsaReqs));
+    results.rows.push(await measure('ECDSA P-256 CSR, ES256 token', ecReqs));
+    results.rows.push(await measure('mix (half RSA, half EC)', mixReqs));
+
+    if (await hasH2load()) {
+      for (const kind of ['rsa2048', 'ec256'] as KeyKind[]) {
+        const one = (kind === 'rsa2048' ? rsaReqs : ecReqs)[0]!;
+        const body = prepare([one])[0]!.body;
+        const label = kind === 'rsa2048' ? 'RSA-2048 CSR, RS256 token' : 'ECDSA P-256 CSR, ES256 token';
+        const before = srv.countLog('"decision":"issued"');
+        const cpu0 = srv.cpuSeconds();
+        const peak = await runH2load({ port: srv.port, body, token: one.token, dir, requests: smoke ? 2000 : 60000, clients: 8, streams: 16 });
+        const cpu = srv.cpuSeconds() - cpu0;
+        await sleep(500); // let the log catch up
+        const issued = srv.countLog('"decision":"issued"') - before;
+        const errors = peak.requests - issued;
+        if (errors !== 0) failures.push(`h2load ${label}: ${peak.requests} answered, ${issued} issued (grpc-status not OK for the rest)`);
+        results.rows.push({
+          scenario: label,
+          driver: 'h2load, fixed body (peak)',
+          requests: peak.requests,
+          perSecond: round(peak.perSecond),
+          latency: roundLat(peak.latency),
+          errors,
+          unavailable: 0,
+          serverCpuSeconds: round(cpu, 2),
+          cpuPerRequestUs: round((cpu / Math.max(1, peak.requests)) * 1e6),
+        });
+        // Latency at half of the measured peak, rate-limited.
+        const clients = 8;
+        const half = await runH2load({ port: srv.port, body, token: one.token, dir, durationSeconds: smoke ? 2 : 15, clients, streams: 16, rpsPerClient: Math.max(1, Math.floor(peak.perSecond / 2 / clients)) });
+        results.rows.push({
+          scenario: label,
+          driver: 'h2load, fixed body at half of peak',
+          requests: half.requests,
+          perSecond: round(half.perSecond),
+          latency: roundLat(half.latency),
+          errors: half.requests - half.succeeded2xx,
+          unavailable: 0,
+          serverCpuSeconds: NaN,
+          cpuPerRequestUs: NaN,
+        });
+      }
+    } else {
+      failures.push('h2load not found (Debian package nghttp2-client): fixed-body runs skipped');
+    }
+
+    log('restart storm: every identity at once, retrying UNAVAILABLE like istio-agent');
+    const stormCalls = prepare(stormReqs);
+    const storm = await runLoad(stormCalls, { port: srv.port, rootPem, connections: 50, concurrency: stormCalls.length, retry: true });
+    results.storm = {
+      identities: stormCalls.length,
+      secondsUntilAllServed: round(storm.elapsedMs / 1000, 2),
+      served: storm.ok,
+      unavailableRetried: storm.unavailable,
+      otherErrors: storm.otherErrors,
+      errorCodes: storm.errorCodes,
+      latency: roundLat(summarize(storm.latenciesMs)),
+    };
+    if (storm.ok !== stormCalls.length || storm.otherErrors > 0) failures.push(`storm: ${storm.ok}/${stormCalls.length} served, ${storm.otherErrors} non-retryable errors`);
+
+    if (args.soak) {
+      const seconds = Number(args.duration);
+      const rate = Number(args.rate);
+      log(`soak: ${rate}/s for ${seconds}s`);
+      const samples: Array<{ t: number; rssMb: number }> = [];
+      const t0 = Date.now();
+      const sampler = setInterval(() => samples.push({ t: Math.round((Date.now() - t0) / 1000), rssMb: round(srv.rssBytes() / 2 ** 20) }), 5000);
+      const r = await runLoad(prepare(rsaReqs), { ...load, durationMs: seconds * 1000, ratePerSecond: rate });
+      clearInterval(sampler);
+      const first = samples.slice(0, Math.max(1, Math.floor(samples.length / 5)));
+      const last = samples.slice(-Math.max(1, Math.floor(samples.length / 5)));
+      const avg = (xs: typeof samples): number => xs.reduce((a, b) => a + b.rssMb, 0) / xs.length;
+      results.soak = { seconds, rate, served: r.ok, errors: r.otherErrors + r.unavailable, latency: roundLat(summarize(r.latenciesMs)), rssFirstFifthMb: round(avg(first)), rssLastFifthMb: round(avg(last)), samples };
+    }
+
+    log('crypto ceiling (server idle)');
+    const ceilSeconds = smoke ? 1 : 5;
+    results.ceilings.rsa2048 = round((await cryptoCeiling('rsa2048', ceilSeconds)).perSecond);
+    results.ceilings.ec256 = round((await cryptoCeiling('ec256', ceilSeconds)).perSecond);
+    for (const r of results.rows) {
+      const c = r.scenario.startsWith('RSA') ? results.ceilings.rsa2048 : r.scenario.startsWith('ECDSA') ? results.ceilings.ec256 : (results.ceilings.rsa2048! + results.ceilings.ec256!) / 2;
+      r.ceilingRatio = round(r.perSecond / c!, 2);
+    }
+  } finally {
+    if (rssTimer) clearInterval(rssTimer);
+    const code = server ? await server.stop() : null;
+    if (server && code !== 0) failures.push(`meshcert exited with ${code} on SIGTERM`);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  results.peakRssMb = round(peakRss / 2 ** 20);
+
+  const machine = { cpus: cpus().length, model: cpus()[0]?.model, memoryGb: round(totalmem() / 2 ** 30), node: process.version, openssl: process.versions.openssl };
+  const out = { when: new Date().toISOString(), mode: smoke ? 'smoke' : args.soak ? 'soak' : 'full', machine, ...results, failures };
+  mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+  const file = join(ROOT, 'bench/results', `${out.when.replace(/[:.]/g, '-')}-${out.mode}.json`);
+  writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+  printTable(out);
+  console.log(`\nresults: ${file}`);
+  if (failures.length) {
+    console.error(`\nFAILED:\n  ${failures.join('\n  ')}`);
+    process.exitCode = 1;
+  }
+}
+
+function row(scenario: string, driver: string, r: LoadResult, cpu: number): Row {
+  return {
+    scenario,
+    driver,
+    requests: r.ok,
+    perSecond: round(r.ok / (r.elapsedMs / 1000)),
+    latency: roundLat(summarize(r.latenciesMs)),
+    errors: r.otherErrors,
+    unavailable: r.unavailable,
+    serverCpuSeconds: round(cpu, 2),
+    cpuPerRequestUs: round((cpu / Math.max(1, r.ok)) * 1e6),
+  };
+}
+
+/** Every sampled response must be a chain that verifies (a fast wrong answer is not a result). */
+function checkSamples(r: LoadResult, rootPem: string, scenario: string, failures: string[]): void {
+  if (r.otherErrors || r.unavailable) failures.push(`${scenario}: ${r.otherErrors} errors, ${r.unavailable} UNAVAILABLE (${JSON.stringify(r.errorCodes)})`);
+  for (const body of r.samples) {
+    const chain = decodeChain(body);
+    try {
+      verifyResponseChain(chain, rootPem);
+    } catch (e) {
+      failures.push(`${scenario}: a response did not verify: ${(e as Error).message}`);
+    }
+  }
+}
+
+/** Minimal decode of IstioCertificateResponse { repeated string cert_chain = 1 } from a gRPC frame. */
+function decodeChain(frame: Buffer): string[] {
+  const msg = frame.subarray(5, 5 + frame.readUInt32BE(1));
+  const out: string[] = [];
+  let i = 0;
+  while (i < msg.length) {
+    const tag = msg[i++]!;
+    let len = 0;
+    let shift = 0;
+    for (;;) {
+      const b = msg[i++]!;
+      len |= (b & 0x7f) << shift;
+      if (!(b & 0x80)) break;
+      shift += 7;
+    }
+    if (tag === 0x0a) out.push(msg.subarray(i, i + len).toString('utf8'));
+    i += len;
+  }
+  return out;
+}
+
+function printTable(out: { machine: Record<string, unknown>; rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number }): void {
+  const m = out.machine;
+  console.log(`\nmeshcert bench: ${m.cpus} x ${m.model}, Node ${m.node}, OpenSSL ${m.openssl}`);
+  console.log(`crypto ceiling (all cores, token verify + CSR verify + leaf sign): RSA ${out.ceilings.rsa2048}/s, EC ${out.ceilings.ec256}/s`);
+  const head = ['scenario', 'driver', 'req', 'cert/s', 'p50 ms', 'p90', 'p99', 'max', 'err', 'unavail', 'cpu µs/req', '/ceiling'];
+  const lines = out.rows.map((r) => [r.scenario, r.driver, r.requests, r.perSecond, r.latency.p50, r.latency.p90, r.latency.p99, r.latency.max, r.errors, r.unavailable, r.cpuPerRequestUs, r.ceilingRatio ?? '']);
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => String(l[i]).length)));
+  const fmt = (cells: unknown[]): string => cells.map((c, i) => String(c).padEnd(widths[i]!)).join('  ');
+  console.log(fmt(head));
+  for (const l of lines) console.log(fmt(l));
+  console.log(`storm: ${JSON.stringify(out.storm)}`);
+  if (out.soak) console.log(`soak: ${JSON.stringify({ ...(out.soak as object), samples: undefined })}`);
+  console.log(`server peak RSS (primary + workers): ${out.peakRssMb} MB`);
+}
+
+function roundLat(l: LatencySummary): LatencySummary {
+  return { p50: round(l.p50), p90: round(l.p90), p99: round(l.p99), max: round(l.max), mean: round(l.mean) };
+}
+
+function interleave<T>(a: T[], b: T[]): T[] {
+  const out: T[] = [];
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    if (a[i]) out.push(a[i]!);
+    if (b[i]) out.push(b[i]!);
+  }
+  return out;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  process.exitCode = 1;
+});
