@@ -150,15 +150,17 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   });
 
   const health = new HealthService([CA_SERVICE_NAME]);
-  let credentials: ReloadableServerCredentials | undefined;
+  // The serving certificate's renewals update the credentials created from its first value.
+  const creds: { current?: ReloadableServerCredentials } = {};
   const serving = ServingCertificate.start(config.server.tls, currentIssuer, logger, (m) =>
-    credentials?.update({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: issuer.material.rootBundlePem }),
+    creds.current?.update({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: issuer.material.rootBundlePem }),
   );
-  credentials = new ReloadableServerCredentials({
+  const credentials = new ReloadableServerCredentials({
     certChainPem: serving.current.certChainPem,
     keyPem: serving.current.keyPem,
     clientCaPem: issuer.material.rootBundlePem,
   });
+  creds.current = credentials;
   let closing = false;
   const server = new GrpcServer(
     { listen: config.server.listen, maxRequestBytes: config.server.maxRequestBytes, shutdownGrace: config.server.shutdownGrace },

@@ -37,7 +37,6 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   cluster.setupPrimary({ exec: process.argv[1], args: ['worker'], silent: false });
   const env = { [CONFIG_ENV]: JSON.stringify(config) };
   let stopping = false;
-  let port = 0;
   const live = new Set<Worker>();
   let restarts = 0;
 
@@ -68,9 +67,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     });
 
   const ports = await Promise.all(Array.from({ length: count }, fork));
-  port = ports[0]!;
   return {
-    port,
+    port: ports[0]!,
     async shutdown() {
       stopping = true;
       await Promise.all(
