@@ -20,6 +20,10 @@ export interface IssuedCertificate {
   readonly issuer: string;
   readonly key: CsrKeyInfo;
   readonly leaf: SignedLeaf;
+  /** The policy rule that allowed it, when a policy is configured. */
+  readonly policyRule?: string;
+  /** Extra SANs granted by policy. */
+  readonly dnsNames?: readonly string[];
   /** Response elements: leaf, each intermediate, root bundle; each ends with "\n". */
   readonly chain: readonly string[];
 }
@@ -52,6 +56,15 @@ export class Authority {
 
   async issue(req: CertificateRequest): Promise<IssuedCertificate> {
     const caller = await this.deps.authenticate(req.auth);
+    try {
+      return this.issueFor(caller, req);
+    } catch (e) {
+      if (e instanceof CaError) e.caller = caller.identities[0];
+      throw e;
+    }
+  }
+
+  private issueFor(caller: Caller, req: CertificateRequest): IssuedCertificate {
     if (req.metadata.ImpersonatedIdentity) {
       throw new CaError('IMPERSONATION_DENIED', 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads');
     }

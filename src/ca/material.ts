@@ -93,7 +93,10 @@ export function buildMaterial(
     }
     if (i > 0 && !child.ca) throw new ConfigError('cert-chain.pem holds a certificate that is not a CA');
   }
-  const notAfter = new Date(Math.min(...[...intermediates].map((c) => Date.parse(c.validTo))));
+  // Leaves must not outlive any certificate of their chain, the anchoring root included.
+  const top = intermediates[intermediates.length - 1]!;
+  const anchor = roots.find((r) => top.checkIssued(r) && top.verify(r.publicKey)) ?? top;
+  const notAfter = new Date(Math.min(...[...intermediates, anchor].map((c) => Date.parse(c.validTo))));
   return {
     signingCert,
     signingKey,

@@ -12,6 +12,8 @@ export const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[]]> 
   ['MESHCERT_DATA_DIR', ['dataDir']],
   ['MESHCERT_CA_DIR', ['ca', 'dir']],
   ['MESHCERT_LOG_LEVEL', ['log', 'level']],
+  ['MESHCERT_ADMIN_LISTEN', ['admin', 'listen']],
+  ['MESHCERT_INVENTORY_URL', ['inventory', 'url']],
 ];
 
 export interface LoadedConfig {
@@ -51,12 +53,18 @@ function applyEnv(input: Record<string, unknown>, env: NodeJS.ProcessEnv): Recor
   for (const [name, path] of ENV_OVERRIDES) {
     const value = env[name];
     if (value === undefined || value === '') continue;
-    let node = input;
+    let node: Record<string, unknown> | undefined = input;
     for (const key of path.slice(0, -1)) {
-      const next = node[key];
-      node = (typeof next === 'object' && next !== null ? next : (node[key] = {})) as Record<string, unknown>;
+      const next: unknown = node[key];
+      if (next === undefined) node = (node[key] = {}) as Record<string, unknown>;
+      else if (typeof next === 'object' && next !== null && !Array.isArray(next)) node = next as Record<string, unknown>;
+      else {
+        // A section that is not a mapping stays as written, so validation reports it instead of the override hiding it.
+        node = undefined;
+        break;
+      }
     }
-    node[path[path.length - 1]!] = value;
+    if (node !== undefined) node[path[path.length - 1]!] = value;
   }
   return input;
 }
@@ -87,6 +95,11 @@ function resolvePaths(c: MeshcertConfig, baseDir: string): MeshcertConfig {
       },
     },
     ca: { ...c.ca, dir: c.ca.dir ? abs(c.ca.dir) : resolve(dataDir, 'ca') },
+    inventory: {
+      ...c.inventory,
+      store: c.inventory.store ?? (c.inventory.url ? 'postgres' : 'sqlite'),
+      path: c.inventory.path ? abs(c.inventory.path) : resolve(dataDir, 'inventory.db'),
+    },
     auth: {
       ...c.auth,
       clusters: c.auth.clusters.map((cl) => ({

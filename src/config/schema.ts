@@ -121,6 +121,40 @@ export const configSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  /** Admin HTTP server: /metrics, /healthz, /readyz, /api/v1/certificates. Not the gRPC port. */
+  admin: z
+    .strictObject({
+      /** host:port; loopback by default (see README "Protecting the admin server"). */
+      listen: hostPort.default('127.0.0.1:9402'),
+      enabled: z.boolean().default(true),
+    })
+    .prefault({}),
+  /** Where every issued (and discovered) certificate is recorded. */
+  inventory: z
+    .strictObject({
+      /** sqlite (embedded default), postgres (several replicas), or none. Default: postgres when url is set. */
+      store: z.enum(['sqlite', 'postgres', 'none']).optional(),
+      /** SQLite file; default <dataDir>/inventory.db. */
+      path: z.string().min(1).optional(),
+      /** PostgreSQL connection string. */
+      url: z.string().regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL').optional(),
+      /** Refuse issuance (UNAVAILABLE) while the store is down or the buffer is full, instead of going on. */
+      failClosed: z.boolean().default(false),
+      /** Records kept in memory while the store is down. */
+      maxBuffer: z.number().int().min(100).default(100_000),
+      /** Expired records are pruned this long after they expire. */
+      retention: duration.prefault('30d'),
+    })
+    .prefault({})
+    .refine((i) => i.store !== 'postgres' || i.url !== undefined, { message: 'inventory.store postgres needs inventory.url' }),
+  /** Expiry monitoring of CA certificates and workload identities. */
+  monitoring: z
+    .strictObject({
+      /** Warn (log + metric) when a CA certificate has less than this left. */
+      caWarnBefore: duration.prefault('30d'),
+      interval: duration.prefault('5m'),
+    })
+    .prefault({}),
   log: z
     .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
     .prefault({}),

@@ -29,6 +29,9 @@ export type CaErrorCode = (typeof CA_ERROR_CODES)[number];
 export class CaError extends Error {
   override readonly name = 'CaError';
   readonly code: CaErrorCode;
+  /** Who asked and for what, when known (for the audit trail; never sent to the client). */
+  caller?: string;
+  identity?: string;
 
   constructor(code: CaErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);

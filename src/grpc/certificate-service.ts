@@ -1,22 +1,13 @@
 import type { Metadata, ServerUnaryCall, sendUnaryData, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { AuthRequest } from '../auth/types.js';
-import type { Authority, IssuedCertificate } from '../authority/authority.js';
+import type { Authority } from '../authority/authority.js';
+import type { CallContext, IssuanceObserver } from '../authority/observer.js';
 import { CaError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import { flattenMetadata, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from './proto.js';
-import { toGrpcFailure, type GrpcFailure } from './status.js';
+import { toGrpcFailure } from './status.js';
 
-/** Told about every decision (metrics, inventory, audit). Must not throw or block. */
-export interface IssuanceObserver {
-  issued(cert: IssuedCertificate, ctx: CallContext): void;
-  refused(failure: GrpcFailure, ctx: CallContext): void;
-}
-
-export interface CallContext {
-  readonly clusterId: string | undefined;
-  readonly latencyMs: number;
-  readonly peer: string;
-}
+export type { CallContext, IssuanceObserver };
 
 export interface CertificateServiceDeps {
   readonly authority: Authority;
@@ -38,10 +29,11 @@ export function certificateServiceImpl(deps: CertificateServiceDeps): UntypedSer
       const ctx = (): CallContext => ({ clusterId: auth.clusterId, latencyMs: performance.now() - started, peer: call.getPeer() });
       const fail = (err: unknown): void => {
         const failure = toGrpcFailure(err);
-        const c = ctx();
+        const caller = err instanceof CaError ? err.caller : undefined;
+        const c = { ...ctx(), ...(caller ? { caller } : {}) };
         if (failure.reason === 'INTERNAL') logger.error({ err, peer: c.peer }, 'internal error while issuing');
-        logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
-        observer?.refused(failure, c);
+        logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, caller, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
+        observer?.refused(failure.reason, failure.details, c);
         callback({ code: failure.code, details: failure.details });
       };
       if (!deps.ready()) {

@@ -33,6 +33,10 @@ export class ServingCertificate {
   private material: ServingMaterial;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** When the current issued certificate was made (its real lifetime can be cut short by the CA's NotAfter). */
+  private issuedAt = Date.now();
+  /** The file-poll listener, so close() removes only this instance's watchers. */
+  private fileListener: (() => void) | undefined;
 
   private constructor(
     private readonly o: ServingCertOptions,
@@ -56,16 +60,16 @@ export class ServingCertificate {
   /** Re-issue now (e.g. after the CA changed). No-op for user-supplied files. */
   reissue(): void {
     if (this.o.certFile || this.closed) return;
-    this.replace(issue(this.o, this.issuer()));
+    this.replace(this.issueNow());
     this.arm();
   }
 
   close(): void {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
-    if (this.o.certFile) {
-      unwatchFile(this.o.certFile);
-      unwatchFile(this.o.keyFile!);
+    if (this.o.certFile && this.fileListener) {
+      unwatchFile(this.o.certFile, this.fileListener);
+      unwatchFile(this.o.keyFile!, this.fileListener);
     }
   }
 
@@ -80,20 +84,22 @@ export class ServingCertificate {
           this.logger.error({ err: e }, 'serving certificate files changed but cannot be used; keeping the previous certificate');
         }
       };
+      this.fileListener = check;
       const interval = this.o.pollIntervalMs ?? 2000;
       watchFile(this.o.certFile, { interval, persistent: false }, check);
       watchFile(this.o.keyFile!, { interval, persistent: false }, check);
       return;
     }
     if (this.timer) clearTimeout(this.timer);
-    const lifetimeMs = this.o.lifetime * 1000;
+    // The leaf never outlives the CA: renew on its real lifetime, or a CA near its end means a reissue every second.
+    const lifetimeMs = Math.min(this.o.lifetime * 1000, this.material.notAfter.getTime() - this.issuedAt);
     const renewAt = this.material.notAfter.getTime() - lifetimeMs * this.o.renewBeforeRatio;
     // setTimeout takes at most 2^31-1 ms; longer waits simply re-arm.
     const delay = Math.min(Math.max(renewAt - Date.now(), 1000), 2 ** 31 - 1);
     this.timer = setTimeout(() => {
       if (Date.now() >= renewAt) {
         try {
-          this.replace(issue(this.o, this.issuer()));
+          this.replace(this.issueNow());
         } catch (e) {
           this.logger.error({ err: e }, 'serving certificate renewal failed; retrying in 60s');
           this.timer = setTimeout(() => this.arm(), 60_000).unref();
@@ -102,6 +108,12 @@ export class ServingCertificate {
       }
       this.arm();
     }, delay).unref();
+  }
+
+  private issueNow(): ServingMaterial {
+    const m = issue(this.o, this.issuer());
+    this.issuedAt = Date.now();
+    return m;
   }
 
   private replace(m: ServingMaterial): void {

@@ -46,6 +46,8 @@ export function workloadSpiffeId(trustDomain: string, namespace: string, service
   const id = `${PREFIX}${trustDomain}/ns/${namespace}/sa/${serviceAccount}`;
   const problem = spiffeIdProblem(id);
   if (problem) throw new Error(problem);
+  // A "/" inside a name would yield a valid ID of another shape (spiffe://td/ns/a/b/sa/c).
+  if (namespace.includes('/') || serviceAccount.includes('/')) throw new Error('namespace and service account must each be one SPIFFE ID path segment');
   return id;
 }
 

@@ -22,14 +22,18 @@ export function verifyResponseChain(chain: readonly string[], trustedRootsPem: s
   const offered = parsePemBundle(chain[chain.length - 1]!);
   const roots = trusted.filter((t) => offered.some((o) => o.fingerprint256 === t.fingerprint256));
   if (roots.length === 0) throw new Error('the root bundle in the response holds none of the trusted roots');
+  const validNow = (c: X509Certificate): boolean => new Date(c.validFrom) <= now && new Date(c.validTo) >= now;
   for (const c of certs) {
-    if (new Date(c.validFrom) > now || new Date(c.validTo) < now) throw new Error(`certificate ${c.serialNumber} is not valid now`);
+    if (!validNow(c)) throw new Error(`certificate ${c.serialNumber} is not valid now`);
   }
   for (let i = 0; i + 1 < certs.length; i++) {
     if (!certs[i]!.checkIssued(certs[i + 1]!) || !certs[i]!.verify(certs[i + 1]!.publicKey)) throw new Error(`element ${i} is not signed by element ${i + 1}`);
   }
   const top = certs[certs.length - 1]!;
-  const root = roots.find((r) => top.checkIssued(r) && top.verify(r.publicKey));
-  if (!root) throw new Error('the chain does not end at a trusted root');
+  const signers = roots.filter((r) => top.checkIssued(r) && top.verify(r.publicKey));
+  if (signers.length === 0) throw new Error('the chain does not end at a trusted root');
+  // A workload refuses an expired root as it refuses an expired intermediate.
+  const root = signers.find(validNow);
+  if (!root) throw new Error(`root certificate ${signers[0]!.serialNumber} is not valid now`);
   return { leaf: certs[0]!, intermediates: certs.slice(1), root };
 }

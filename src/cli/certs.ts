@@ -1,0 +1,392 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { recordToJson, parseDurationParam, parseSourceFilter } from '../admin/certificates-api.js';
+import { caPath } from '../ca/files.js';
+import { caExpiryReport, staleIdentities, type CaCertificateInput, type CaExpiryEntry, type StaleIdentity } from '../inventory/expiry.js';
+import { openStore, type OpenStoreOptions } from '../inventory/open.js';
+import type { CertificateFilter, CertificateRecord, InventoryStore } from '../inventory/types.js';
+import { parsePemBundle } from '../x509/pem.js';
+import { parse, UsageError } from './args.js';
+
+export const CERTS_USAGE = `meshcert certs list [--namespace N] [--sa S] [--issuer I] [--source issued|discovered|discovered:...] [--expiring-within 7d] [--limit 1000] [--json]
+  Lists inventoried certificates (ordered by notAfter), up to --limit (default 1000).
+meshcert certs show SERIAL|FINGERPRINT [--json]
+  Shows one certificate (exit 1 when not found).
+meshcert certs expiring [--within 7d] [--json]
+  CA certificates (roots, intermediates, serving certificate file) within their warning window
+  or expired, and workload identities that stopped renewing.
+  Store: --config FILE (its inventory section) or --db sqlite:PATH|postgres://URL;
+  default sqlite .meshcert/inventory.db.`;
+
+/** Where the inventory and the CA files are, from --config / --db. */
+export interface InventoryTarget {
+  store: OpenStoreOptions;
+  /** Human-readable store location (no credentials). */
+  label: string;
+  caDir: string;
+  /** The issuer name CA certificates are reported under. */
+  issuerName: string;
+  /** server.tls.certFile, when configured. */
+  servingCertFile: string | null;
+}
+
+type Yaml = Record<string, unknown>;
+
+function section(v: unknown, path: string): Yaml {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) throw new UsageError(`config: ${path} must be a mapping`);
+  return v as Yaml;
+}
+
+function str(v: unknown, path: string): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string' || v === '') throw new UsageError(`config: ${path} must be a non-empty string`);
+  return v;
+}
+
+function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'postgres://(unparseable URL)';
+  }
+}
+
+/** Parses `--db`: `sqlite:PATH` or `postgres://...` / `postgresql://...`. */
+export function parseDbArg(db: string): { store: OpenStoreOptions; label: string } {
+  if (db.startsWith('sqlite:')) {
+    const path = db.slice('sqlite:'.length);
+    if (path === '') throw new UsageError('--db sqlite: needs a path, e.g. sqlite:.meshcert/inventory.db');
+    return { store: { kind: 'sqlite', path: resolve(path) }, label: `sqlite:${resolve(path)}` };
+  }
+  if (db.startsWith('postgres://') || db.startsWith('postgresql://')) return { store: { kind: 'postgres', url: db }, label: redact(db) };
+  throw new UsageError('--db must be sqlite:PATH or postgres://USER@HOST:PORT/DB');
+}
+
+/**
+ * Resolves the store and CA directory. With --config, the YAML's `dataDir` (default `.meshcert`),
+ * `inventory: { store: sqlite|postgres, path, url }`, `ca.dir` (default `<dataDir>/ca`) and
+ * `server.tls.certFile` are read; relative paths are resolved against the config file's folder.
+ * `--db` overrides the config's store. Without either: SQLite at `.meshcert/inventory.db`.
+ */
+export function resolveInventoryTarget(o: { config?: string; db?: string }): InventoryTarget {
+  let base = process.cwd();
+  let doc: Yaml = {};
+  if (o.config !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(o.config, 'utf8');
+    } catch {
+      throw new UsageError(`cannot read the config file ${o.config}`);
+    }
+    try {
+      doc = section(parseYaml(text), '(root)');
+    } catch (e) {
+      if (e instanceof UsageError) throw e;
+      throw new UsageError(`config file ${o.config} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    }
+    base = dirname(resolve(o.config));
+  }
+  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(base, p));
+  const dataDir = abs(str(doc.dataDir, 'dataDir') ?? '.meshcert');
+  const inv = section(doc.inventory, 'inventory');
+  const ca = section(doc.ca, 'ca');
+  const tls = section(section(doc.server, 'server').tls, 'server.tls');
+  const caDir = abs(str(ca.dir, 'ca.dir') ?? resolve(dataDir, 'ca'));
+  const certFile = str(tls.certFile, 'server.tls.certFile');
+  const common = { caDir, issuerName: 'default', servingCertFile: certFile === undefined ? null : abs(certFile) };
+
+  if (o.db !== undefined) return { ...parseDbArg(o.db), ...common };
+  const kind = str(inv.store, 'inventory.store') ?? 'sqlite';
+  if (kind === 'sqlite') {
+    const path = abs(str(inv.path, 'inventory.path') ?? resolve(dataDir, 'inventory.db'));
+    return { store: { kind: 'sqlite', path }, label: `sqlite:${path}`, ...common };
+  }
+  if (kind === 'postgres') {
+    const url = str(inv.url, 'inventory.url');
+    if (url === undefined) throw new UsageError('config: inventory.url is required with inventory.store: postgres');
+    return { store: { kind: 'postgres', url }, label: redact(url), ...common };
+  }
+  throw new UsageError('config: inventory.store must be sqlite or postgres');
+}
+
+/** Thrown when the store cannot be opened; the CLI reports it and exits 1. */
+export class StoreOpenError extends Error {
+  override readonly name = 'StoreOpenError';
+}
+
+/**
+ * Opens the target's store. With `mustExist`, a missing SQLite file is an error instead of
+ * creating an empty inventory (read-only commands).
+ */
+export async function openInventory(target: InventoryTarget, mustExist: boolean): Promise<InventoryStore> {
+  if (mustExist && target.store.kind === 'sqlite' && !existsSync(target.store.path)) {
+    throw new StoreOpenError(`no inventory at ${target.label} (pass --config or --db)`);
+  }
+  try {
+    return await openStore(target.store.kind === 'postgres' ? { ...target.store, poolSize: 2, connectionTimeoutMs: 10_000 } : target.store);
+  } catch (e) {
+    throw new StoreOpenError(`cannot open the inventory ${target.label}: ${(e as Error).message}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output.
+
+const DAY_MS = 86_400_000;
+
+export function daysLeft(notAfter: Date, now: Date): string {
+  const ms = notAfter.getTime() - now.getTime();
+  return ms < 0 ? 'expired' : (Math.floor((ms / DAY_MS) * 10) / 10).toFixed(1);
+}
+
+function identityOf(r: CertificateRecord): string {
+  return r.spiffeId ?? r.subject ?? r.dnsNames?.[0] ?? '-';
+}
+
+/** Left-aligned columns separated by two spaces. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join('\n');
+}
+
+function recordRows(records: readonly CertificateRecord[], now: Date): string[][] {
+  return records.map((r) => [r.serial, identityOf(r), r.issuer, r.notAfter.toISOString(), daysLeft(r.notAfter, now), r.source]);
+}
+
+const RECORD_HEADER = ['SERIAL', 'IDENTITY', 'ISSUER', 'NOT AFTER', 'DAYS LEFT', 'SOURCE'];
+
+function printRecord(r: CertificateRecord, now: Date): void {
+  const rows: [string, string][] = [
+    ['serial', r.serial],
+    ['fingerprint', r.fingerprint],
+    ['spiffe id', r.spiffeId ?? '-'],
+    ['namespace', r.namespace ?? '-'],
+    ['service account', r.serviceAccount ?? '-'],
+    ['cluster', r.cluster ?? '-'],
+    ['subject', r.subject ?? '-'],
+    ['dns names', r.dnsNames && r.dnsNames.length > 0 ? r.dnsNames.join(', ') : '-'],
+    ['issuer', r.issuer],
+    ['key', `${r.keyAlgorithm} ${r.keySize}`],
+    ['not before', r.notBefore.toISOString()],
+    ['not after', `${r.notAfter.toISOString()} (${daysLeft(r.notAfter, now) === 'expired' ? 'expired' : `${daysLeft(r.notAfter, now)} days left`})`],
+    ['issued at', r.issuedAt.toISOString()],
+    ['requester', r.requester ?? '-'],
+    ['policy rule', r.policyRule ?? '-'],
+    ['source', r.source],
+  ];
+  for (const [k, v] of rows) console.log(`${k.padEnd(16)}${v}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CA certificates.
+
+/**
+ * The CA certificates of a CA directory (Istio layout): roots from root-cert.pem, the signing
+ * certificate (ca-cert.pem) and intermediates from cert-chain.pem (self-signed entries and
+ * duplicates skipped), plus the serving certificate file when configured. Unreadable files are
+ * returned as problems, not thrown: a broken CA is exactly what this report is for.
+ */
+export function loadCaCertificates(target: Pick<InventoryTarget, 'caDir' | 'issuerName' | 'servingCertFile'>): { certs: CaCertificateInput[]; problems: string[] } {
+  const certs: CaCertificateInput[] = [];
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  const add = (role: CaCertificateInput['role'], cert: X509Certificate): void => {
+    if (seen.has(cert.fingerprint256)) return;
+    seen.add(cert.fingerprint256);
+    certs.push({ role, issuer: target.issuerName, cert });
+  };
+  const read = (path: string, what: string): X509Certificate[] => {
+    if (!existsSync(path)) return [];
+    try {
+      return parsePemBundle(readFileSync(path, 'utf8'));
+    } catch (e) {
+      problems.push(`${what} ${path}: ${(e as Error).message}`);
+      return [];
+    }
+  };
+  const roots = read(caPath(target.caDir, 'root'), 'CA root file');
+  for (const r of roots) add('root', r);
+  for (const c of [...read(caPath(target.caDir, 'cert'), 'CA certificate file'), ...read(caPath(target.caDir, 'chain'), 'CA chain file')]) {
+    if (c.issuer === c.subject && c.verify(c.publicKey)) add('root', c);
+    else add('intermediate', c);
+  }
+  if (roots.length === 0 && certs.length === 0) problems.push(`no CA certificates in ${target.caDir}`);
+  if (target.servingCertFile !== null) {
+    const serving = read(target.servingCertFile, 'serving certificate file');
+    if (serving[0] !== undefined) add('serving', serving[0]);
+    else if (!existsSync(target.servingCertFile)) problems.push(`serving certificate file ${target.servingCertFile} does not exist`);
+  }
+  return { certs, problems };
+}
+
+function caEntryJson(e: CaExpiryEntry): Record<string, unknown> {
+  return { ...e, notAfter: e.notAfter.toISOString() };
+}
+
+function staleJson(s: StaleIdentity): Record<string, unknown> {
+  return { ...s, latest: recordToJson(s.latest) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands.
+
+const STORE_OPTIONS = {
+  config: { type: 'string' },
+  db: { type: 'string' },
+  json: { type: 'boolean', default: false },
+} as const;
+
+function durationOption(value: string, flag: string): number {
+  try {
+    return parseDurationParam(value);
+  } catch (e) {
+    throw new UsageError(`${flag}: ${(e as Error).message}`);
+  }
+}
+
+async function withStore<T>(v: { config?: string; db?: string }, fn: (store: InventoryStore, target: InventoryTarget) => Promise<T>): Promise<T> {
+  const target = resolveInventoryTarget(v);
+  const store = await openInventory(target, true);
+  try {
+    return await fn(store, target);
+  } finally {
+    await store.close().catch(() => undefined);
+  }
+}
+
+async function listCommand(argv: string[], now: Date): Promise<number> {
+  const { values: v } = parse(argv, {
+    ...STORE_OPTIONS,
+    namespace: { type: 'string' },
+    sa: { type: 'string' },
+    issuer: { type: 'string' },
+    source: { type: 'string' },
+    'expiring-within': { type: 'string' },
+    limit: { type: 'string', default: '1000' },
+  });
+  if (!/^\d+$/.test(v.limit!) || Number(v.limit) < 1) throw new UsageError('--limit must be a positive integer');
+  const limit = Number(v.limit);
+  const filter: CertificateFilter = { now };
+  if (v.namespace !== undefined) filter.namespace = v.namespace;
+  if (v.sa !== undefined) filter.serviceAccount = v.sa;
+  if (v.issuer !== undefined) filter.issuer = v.issuer;
+  if (v.source !== undefined) {
+    const s = parseSourceFilter(v.source);
+    if (s === null) throw new UsageError('--source must be issued, discovered or discovered:<name>');
+    filter.source = s;
+  }
+  if (v['expiring-within'] !== undefined) filter.expiringBefore = new Date(now.getTime() + durationOption(v['expiring-within'], '--expiring-within') * 1000);
+
+  return withStore(v, async (store) => {
+    const records: CertificateRecord[] = [];
+    let cursor: string | null = null;
+    let more = false;
+    do {
+      const page = await store.list({ ...filter, limit: Math.min(1000, limit - records.length), ...(cursor !== null ? { cursor } : {}) });
+      records.push(...page.items);
+      cursor = page.nextCursor;
+      if (records.length >= limit) {
+        more = cursor !== null;
+        break;
+      }
+    } while (cursor !== null);
+    if (v.json) console.log(JSON.stringify(records.map(recordToJson), null, 2));
+    else if (records.length === 0) console.log('no certificates match');
+    else console.log(table(RECORD_HEADER, recordRows(records, now)));
+    if (more) console.error(`meshcert: showing the first ${limit} certificates; more match (raise --limit)`);
+    return 0;
+  });
+}
+
+async function showCommand(argv: string[], now: Date): Promise<number> {
+  const { values: v, positionals } = parse(argv, STORE_OPTIONS, true);
+  if (positionals.length !== 1) throw new UsageError('usage: meshcert certs show SERIAL|FINGERPRINT [--json]');
+  const key = positionals[0]!;
+  return withStore(v, async (store) => {
+    const r = await store.get(key);
+    if (r === null) {
+      if (v.json) console.log(JSON.stringify({ error: 'not found', key }));
+      console.error(`meshcert: no certificate with serial or fingerprint ${key}`);
+      return 1;
+    }
+    if (v.json) console.log(JSON.stringify(recordToJson(r), null, 2));
+    else printRecord(r, now);
+    return 0;
+  });
+}
+
+async function expiringCommand(argv: string[], now: Date): Promise<number> {
+  const { values: v } = parse(argv, { ...STORE_OPTIONS, within: { type: 'string', default: '7d' } });
+  const within = durationOption(v.within!, '--within');
+  return withStore(v, async (store, target) => {
+    const { certs, problems } = loadCaCertificates(target);
+    const ca = caExpiryReport(certs, now, within).filter((e) => e.state !== 'ok');
+    const stale = await staleIdentities(store, now, within);
+    for (const p of problems) console.error(`meshcert: ${p}`);
+    if (v.json) {
+      console.log(JSON.stringify({ ca: ca.map(caEntryJson), staleIdentities: stale.map(staleJson), problems }, null, 2));
+      return 0;
+    }
+    if (ca.length === 0) {
+      console.log(`CA certificates: none expiring within ${v.within} (${certs.length} checked)`);
+    } else {
+      console.log('CA certificates:');
+      console.log(
+        table(
+          ['ROLE', 'SUBJECT', 'ISSUER', 'NOT AFTER', 'DAYS LEFT', 'STATE'],
+          ca.map((e) => [e.role, e.subject, e.issuer, e.notAfter.toISOString(), daysLeft(e.notAfter, now), e.state]),
+        ),
+      );
+    }
+    console.log('');
+    if (stale.length === 0) {
+      console.log(`Stale identities: none (no latest certificate expiring within ${v.within} with less than a third of its lifetime left)`);
+    } else {
+      console.log('Stale identities (latest certificate not renewed):');
+      console.log(
+        table(
+          ['SPIFFE ID', 'SERIAL', 'ISSUER', 'NOT AFTER', 'DAYS LEFT', 'LIFETIME LEFT'],
+          stale.map((s) => [s.spiffeId, s.latest.serial, s.latest.issuer, s.latest.notAfter.toISOString(), daysLeft(s.latest.notAfter, now), `${Math.round(s.remainingFraction * 100)}%`]),
+        ),
+      );
+    }
+    return 0;
+  });
+}
+
+/**
+ * `meshcert certs list|show|expiring`. Exit codes: 0 ok, 1 not found (show) or the store cannot
+ * be opened, 2 usage (thrown as UsageError, as the other commands do).
+ */
+export async function certsCommand(argv: string[], options: { now?: () => Date } = {}): Promise<number> {
+  const [sub, ...rest] = argv;
+  const now = options.now?.() ?? new Date();
+  try {
+    switch (sub) {
+      case 'list':
+        return await listCommand(rest, now);
+      case 'show':
+        return await showCommand(rest, now);
+      case 'expiring':
+        return await expiringCommand(rest, now);
+      default:
+        throw new UsageError(`unknown certs subcommand ${sub ?? '(none)'}\n${CERTS_USAGE}`);
+    }
+  } catch (e) {
+    if (e instanceof StoreOpenError) {
+      console.error(`meshcert: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  }
+}

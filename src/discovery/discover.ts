@@ -1,0 +1,133 @@
+/**
+ * Discovery run: gathers certificates from PEM files, live TLS endpoints and Kubernetes TLS
+ * Secrets, and records each one in the inventory with source `discovered:file:<path>`,
+ * `discovered:endpoint:<host:port>` or `discovered:k8s-secret:<ns>/<name>`.
+ *
+ * Recording is idempotent by fingerprint (`insertMany`): re-running stores nothing new, and a
+ * certificate seen in several places keeps the source it was first recorded with. Expired
+ * certificates are recorded too (they are what expiry reports are for). A certificate the
+ * inventory cannot hold (e.g. a serial longer than 64 octets) turns its item into an error.
+ * Problems are per item; the run goes on. Only a store failure aborts (it throws).
+ */
+import type { X509Certificate } from 'node:crypto';
+import { recordProblem } from '../inventory/common.js';
+import { recordFromCertificate } from '../inventory/record-from-cert.js';
+import type { CertificateRecord, InventoryStore } from '../inventory/types.js';
+import { DEFAULT_ENDPOINT_TIMEOUT_MS, discoverEndpoint } from './endpoint.js';
+import { discoverFiles } from './files.js';
+import { discoverK8sSecrets, type K8sSecretsOptions } from './k8s-secrets.js';
+import type { DiscoveredItem, ItemKind } from './types.js';
+
+export type { DiscoveredItem, ItemKind } from './types.js';
+
+export interface DiscoverOptions {
+  files?: readonly string[];
+  endpoints?: readonly string[];
+  /** List Kubernetes TLS Secrets (true: default credentials). */
+  k8sSecrets?: boolean | K8sSecretsOptions;
+  endpointTimeoutMs?: number;
+  /** Endpoints dialled at once; default 16. */
+  concurrency?: number;
+}
+
+export interface DiscoveryItemReport {
+  kind: ItemKind;
+  target: string;
+  source: string | null;
+  status: 'ok' | 'skipped' | 'error';
+  /** Certificates found (and handed to the store). */
+  certificates: number;
+  /** SHA-256 fingerprints of those certificates. */
+  fingerprints: string[];
+  /** Why the item failed, or was skipped. */
+  error?: string;
+  reason?: string;
+}
+
+export interface DiscoveryReport {
+  items: DiscoveryItemReport[];
+  /** Certificates found in all items (a certificate seen in two places counts twice). */
+  found: number;
+  /** Records new to the inventory after this run (store count after - before). */
+  newRecords: number;
+  ok: number;
+  skipped: number;
+  failed: number;
+}
+
+async function mapLimited<T, R>(xs: readonly T[], limit: number, fn: (x: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(xs.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < xs.length) {
+      const i = next++;
+      out[i] = await fn(xs[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, xs.length)) }, worker));
+  return out;
+}
+
+/** Runs the sources (files, then endpoints, then Secrets); the items, not yet recorded. */
+export async function collect(o: DiscoverOptions): Promise<DiscoveredItem[]> {
+  const items: DiscoveredItem[] = [];
+  if (o.files && o.files.length > 0) items.push(...discoverFiles(o.files));
+  if (o.endpoints && o.endpoints.length > 0) {
+    const timeoutMs = o.endpointTimeoutMs ?? DEFAULT_ENDPOINT_TIMEOUT_MS;
+    items.push(...(await mapLimited(o.endpoints, o.concurrency ?? 16, (e) => discoverEndpoint(e, { timeoutMs }))));
+  }
+  if (o.k8sSecrets) items.push(...(await discoverK8sSecrets(o.k8sSecrets === true ? {} : o.k8sSecrets)));
+  return items;
+}
+
+function toRecords(item: DiscoveredItem): { records: CertificateRecord[]; problem: string | null } {
+  const certs: X509Certificate[] = item.status === 'skipped' ? [] : (item.certificates ?? []);
+  if (item.source === null) return { records: [], problem: null };
+  const records: CertificateRecord[] = [];
+  const problems: string[] = [];
+  certs.forEach((cert, i) => {
+    try {
+      const r = recordFromCertificate(cert, { source: item.source! });
+      const p = recordProblem(r);
+      if (p === null) records.push(r);
+      else problems.push(`certificate #${i + 1} cannot be inventoried: ${p}`);
+    } catch (e) {
+      problems.push(`certificate #${i + 1} cannot be read: ${(e as Error).message}`);
+    }
+  });
+  return { records, problem: problems.length > 0 ? problems.join('; ') : null };
+}
+
+const BATCH = 500;
+
+/** Collects and records; see the module comment. Throws only when the store fails. */
+export async function discover(store: InventoryStore, o: DiscoverOptions): Promise<DiscoveryReport> {
+  const items = await collect(o);
+  const before = await store.count();
+  const reports: DiscoveryItemReport[] = [];
+  const all: CertificateRecord[] = [];
+  for (const item of items) {
+    const { records, problem } = toRecords(item);
+    all.push(...records);
+    const base = { kind: item.kind, target: item.target, source: item.source, certificates: records.length, fingerprints: records.map((r) => r.fingerprint) };
+    if (item.status === 'error') reports.push({ ...base, status: 'error', error: problem ? `${item.error}; ${problem}` : item.error });
+    else if (problem !== null) reports.push({ ...base, status: 'error', error: problem });
+    else if (item.status === 'skipped') reports.push({ ...base, status: 'skipped', reason: item.reason });
+    else reports.push({ ...base, status: 'ok' });
+  }
+  for (let i = 0; i < all.length; i += BATCH) await store.insertMany(all.slice(i, i + BATCH));
+  const after = await store.count();
+  return {
+    items: reports,
+    found: all.length,
+    newRecords: after - before,
+    ok: reports.filter((r) => r.status === 'ok').length,
+    skipped: reports.filter((r) => r.status === 'skipped').length,
+    failed: reports.filter((r) => r.status === 'error').length,
+  };
+}
+
+/** 0 when at least one item succeeded and none failed; 1 otherwise (any failure, or nothing found). */
+export function discoveryExitCode(r: DiscoveryReport): number {
+  return r.failed === 0 && r.ok > 0 ? 0 : 1;
+}

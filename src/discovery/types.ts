@@ -1,0 +1,16 @@
+import type { X509Certificate } from 'node:crypto';
+import type { RecordSource } from '../inventory/types.js';
+
+/**
+ * One thing a discovery source looked at (a file, an endpoint, a Secret). `ok`: it held
+ * certificates; `skipped`: it legitimately held none (a private-key PEM in a scanned folder, a
+ * Secret whose tls.crt is still empty); `error`: it should have held certificates and did not
+ * (unreadable, not PEM, broken PEM, unreachable endpoint...); an error item may still carry the
+ * certificates that did parse (a bundle with one broken block), and they are recorded.
+ */
+export type DiscoveredItem =
+  | { kind: ItemKind; target: string; source: RecordSource; status: 'ok'; certificates: X509Certificate[]; warning?: string }
+  | { kind: ItemKind; target: string; source: RecordSource | null; status: 'skipped'; reason: string }
+  | { kind: ItemKind; target: string; source: RecordSource | null; status: 'error'; error: string; certificates?: X509Certificate[] };
+
+export type ItemKind = 'file' | 'endpoint' | 'k8s-secret' | 'k8s';

@@ -1,0 +1,65 @@
+import { createHash } from 'node:crypto';
+import type { IssuedCertificate } from '../authority/authority.js';
+import type { CallContext, IssuanceObserver } from '../authority/observer.js';
+import { parseWorkloadSpiffeId } from '../x509/spiffe-id.js';
+import type { AuditEvent, CertificateRecord } from './types.js';
+
+/** Where issuance hands records: the write-behind recorder in-process, or the primary over IPC. */
+export interface RecordSink {
+  record(rec: CertificateRecord): void;
+  recordAudit(ev: AuditEvent): void;
+  /** False when inventory.failClosed is on and records cannot be kept now. */
+  accepting(): boolean;
+}
+
+/** The inventory record of a certificate meshcert just issued (no re-parsing: we know every field). */
+export function recordFromIssued(cert: IssuedCertificate, ctx: Pick<CallContext, 'clusterId'>, now = new Date()): CertificateRecord {
+  const w = parseWorkloadSpiffeId(cert.spiffeId);
+  return {
+    serial: cert.leaf.serial,
+    fingerprint: createHash('sha256').update(cert.leaf.der).digest('hex'),
+    spiffeId: cert.spiffeId,
+    namespace: w?.namespace ?? null,
+    serviceAccount: w?.serviceAccount ?? null,
+    cluster: ctx.clusterId || null,
+    issuer: cert.issuer,
+    keyAlgorithm: cert.key.algorithm,
+    keySize: cert.key.size,
+    notBefore: cert.leaf.notBefore,
+    notAfter: cert.leaf.notAfter,
+    issuedAt: now,
+    requester: cert.caller.identities[0] ?? null,
+    policyRule: cert.policyRule ?? null,
+    source: 'issued',
+    dnsNames: [...(cert.dnsNames ?? [])],
+  };
+}
+
+/** Records every issuance, and audits every decision, into a sink. No secrets: identities and codes only. */
+export function inventoryObserver(sink: RecordSink): IssuanceObserver {
+  return {
+    issued(cert, ctx) {
+      const rec = recordFromIssued(cert, ctx);
+      sink.record(rec);
+      sink.recordAudit({
+        at: rec.issuedAt,
+        requester: rec.requester,
+        identity: cert.spiffeId,
+        cluster: rec.cluster,
+        decision: 'issued',
+        serial: rec.serial,
+      });
+    },
+    refused(code, reason, ctx) {
+      sink.recordAudit({
+        at: new Date(),
+        requester: ctx.caller ?? null,
+        identity: null,
+        cluster: ctx.clusterId || null,
+        decision: 'refused',
+        code,
+        reason,
+      });
+    },
+  };
+}

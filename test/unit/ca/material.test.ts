@@ -1,0 +1,296 @@
+import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initCaDir } from '../../../src/ca/init.js';
+import { createIntermediateCert, createRootCert, generateKey, type GeneratedKey } from '../../../src/ca/generate.js';
+import { loadCaDir } from '../../../src/ca/material.js';
+import { ConfigError } from '../../../src/errors/ca-error.js';
+import { LocalIssuer } from '../../../src/issuer/local.js';
+import { x509 } from '../../fixtures/csr.js';
+
+const DAY_MS = 86_400_000;
+
+let base: string;
+/** A good CA and an unrelated one, both made by initCaDir. */
+let caA: string;
+let caB: string;
+let n = 0;
+
+const read = (dir: string, file: string): string => readFileSync(join(dir, file), 'utf8');
+
+/** A copy of `from` in a new directory. */
+function copyCa(from: string): string {
+  const dir = join(base, `copy-${++n}`);
+  mkdirSync(dir);
+  for (const f of readdirSync(from)) copyFileSync(join(from, f), join(dir, f));
+  return dir;
+}
+
+function loadError(dir: string, now?: Date): ConfigError {
+  try {
+    loadCaDir(dir, now);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return e as ConfigError;
+  }
+  throw new Error(`expected loadCaDir(${dir}) to throw a ConfigError`);
+}
+
+const pem = (c: x509.X509Certificate): string => `${c.toString('pem')}\n`;
+
+beforeAll(async () => {
+  base = mkdtempSync(join(tmpdir(), 'meshcert-ca-material-'));
+  caA = join(base, 'a');
+  caB = join(base, 'b');
+  await initCaDir({ dir: caA });
+  await initCaDir({ dir: caB });
+});
+afterAll(() => {
+  rmSync(base, { recursive: true, force: true });
+});
+
+describe('loadCaDir on a directory made by initCaDir', () => {
+  it('loads the signing certificate, key, intermediates and root', () => {
+    const m = loadCaDir(caA);
+    const inter = new X509Certificate(read(caA, 'ca-cert.pem'));
+    const root = new X509Certificate(read(caA, 'root-cert.pem'));
+    expect(m.signingCert.fingerprint256).toBe(inter.fingerprint256);
+    expect(inter.checkPrivateKey(m.signingKey)).toBe(true);
+    expect(m.intermediates.map((c) => c.fingerprint256)).toEqual([inter.fingerprint256]);
+    expect(m.roots.map((c) => c.fingerprint256)).toEqual([root.fingerprint256]);
+    expect(m.intermediatesPem).toEqual([read(caA, 'ca-cert.pem')]);
+    expect(m.rootBundlePem).toBe(read(caA, 'root-cert.pem'));
+    expect(m.notAfter.getTime()).toBe(Date.parse(inter.validTo));
+  });
+
+  it('loads without cert-chain.pem (it is optional)', () => {
+    const dir = copyCa(caA);
+    unlinkSync(join(dir, 'cert-chain.pem'));
+    expect(loadCaDir(dir).intermediatesPem).toEqual([read(caA, 'ca-cert.pem')]);
+  });
+
+  it('loads a root bundle of two roots (rotation) and keeps both, in file order', () => {
+    const dir = copyCa(caA);
+    writeFileSync(join(dir, 'root-cert.pem'), read(caB, 'root-cert.pem') + read(caA, 'root-cert.pem'));
+    const m = loadCaDir(dir);
+    expect(m.roots).toHaveLength(2);
+    expect(m.rootBundlePem).toBe(read(caB, 'root-cert.pem') + read(caA, 'root-cert.pem'));
+    expect(m.rootBundlePem.match(/-----BEGIN CERTIFICATE-----/g)).toHaveLength(2);
+    expect(m.intermediatesPem).toEqual([read(caA, 'ca-cert.pem')]);
+  });
+
+  it('normalises PEM without a final newline and with CRLF line ends', () => {
+    const dir = copyCa(caA);
+    writeFileSync(join(dir, 'root-cert.pem'), read(caA, 'root-cert.pem').trimEnd().replace(/\n/g, '\r\n'));
+    writeFileSync(join(dir, 'ca-cert.pem'), `# comment\n${read(caA, 'ca-cert.pem').trimEnd()}`);
+    const m = loadCaDir(dir);
+    expect(m.rootBundlePem.endsWith('\n')).toBe(true);
+    expect(m.intermediatesPem.every((p) => p.endsWith('-----END CERTIFICATE-----\n'))).toBe(true);
+  });
+});
+
+describe('loadCaDir refusals', () => {
+  it.each([
+    ['refuses a directory without ca-cert.pem', 'ca-cert.pem', /has no ca-cert\.pem \(expected Istio's cacerts layout/],
+    ['refuses a directory without ca-key.pem', 'ca-key.pem', /has no ca-key\.pem/],
+    ['refuses a directory without root-cert.pem', 'root-cert.pem', /has no root-cert\.pem/],
+  ])('%s', (_name, file, message) => {
+    const dir = copyCa(caA);
+    unlinkSync(join(dir, file));
+    expect(loadError(dir).message).toMatch(message);
+  });
+
+  it('refuses a directory that does not exist', () => {
+    expect(loadError(join(base, 'nowhere')).message).toMatch(/has no ca-cert\.pem/);
+  });
+
+  it('refuses a key that does not match its certificate (root key as ca-key.pem)', () => {
+    const dir = copyCa(caA);
+    copyFileSync(join(dir, 'root-key.pem'), join(dir, 'ca-key.pem'));
+    expect(loadError(dir).message).toBe('ca-key.pem does not match the public key of ca-cert.pem');
+  });
+
+  it('refuses the key of another CA', () => {
+    const dir = copyCa(caA);
+    copyFileSync(join(caB, 'ca-key.pem'), join(dir, 'ca-key.pem'));
+    expect(loadError(dir).message).toBe('ca-key.pem does not match the public key of ca-cert.pem');
+  });
+
+  it('refuses a chain that does not verify (root-cert.pem of another CA)', () => {
+    const dir = copyCa(caA);
+    copyFileSync(join(caB, 'root-cert.pem'), join(dir, 'root-cert.pem'));
+    expect(loadError(dir).message).toMatch(/^CA chain does not verify: ".*meshcert intermediate CA.*" is not signed by any certificate in root-cert\.pem$/);
+  });
+
+  it('refuses a cert-chain.pem holding another CA\'s intermediate', () => {
+    const dir = copyCa(caA);
+    writeFileSync(join(dir, 'cert-chain.pem'), read(caB, 'ca-cert.pem') + read(caA, 'root-cert.pem'));
+    expect(loadError(dir).message).toMatch(/is not signed by the next certificate in cert-chain\.pem/);
+  });
+
+  it('refuses an expired intermediate', async () => {
+    const dir = join(base, `expired-${++n}`);
+    await initCaDir({ dir, now: new Date(Date.now() - 3 * DAY_MS), intermediateLifetimeMs: DAY_MS });
+    expect(loadError(dir).message).toMatch(/^CA certificate ".*intermediate CA.*" expired on \d{4}-/);
+  });
+
+  it('refuses an expired root', async () => {
+    const dir = join(base, `expired-root-${++n}`);
+    await initCaDir({ dir, now: new Date(Date.now() - 3 * DAY_MS), rootLifetimeMs: DAY_MS, intermediateLifetimeMs: 10 * DAY_MS });
+    expect(loadError(dir).message).toMatch(/^CA certificate ".*root CA.*" expired on/);
+  });
+
+  it('refuses a CA that is not valid yet', async () => {
+    const dir = join(base, `future-${++n}`);
+    await initCaDir({ dir, now: new Date(Date.now() + 3 * DAY_MS) });
+    expect(loadError(dir).message).toMatch(/^CA certificate ".*" is not valid before \d{4}-/);
+  });
+
+  it('judges validity at the time it is given', () => {
+    expect(loadError(caA, new Date(Date.now() + 400 * DAY_MS)).message).toMatch(/expired on/);
+    expect(loadError(caA, new Date(Date.now() - DAY_MS)).message).toMatch(/is not valid before/);
+  });
+
+  it('refuses a ca-cert.pem that is not a CA certificate', () => {
+    const dir = copyCa(caA);
+    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const now = new Date();
+    const leaf = new LocalIssuer('a', loadCaDir(caA)).sign({
+      spki: publicKey.export({ type: 'spki', format: 'der' }),
+      uris: ['spiffe://cluster.local/ns/default/sa/sneaky'],
+      notBefore: new Date(now.getTime() - 60_000),
+      notAfter: new Date(now.getTime() + DAY_MS),
+    });
+    writeFileSync(join(dir, 'ca-cert.pem'), leaf.pem);
+    writeFileSync(join(dir, 'ca-key.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    expect(loadError(dir).message).toBe('ca-cert.pem is not a CA certificate (BasicConstraints CA:true is missing)');
+  });
+
+  it.each([
+    ['refuses a ca-cert.pem without any PEM block', 'ca-cert.pem', 'this is not a certificate\n', /^ca-cert\.pem must hold exactly one certificate, found 0$/],
+    ['refuses a ca-cert.pem whose PEM block is garbage', 'ca-cert.pem', '-----BEGIN CERTIFICATE-----\nAAAAbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n', /^ca-cert\.pem holds a PEM block that is not a valid X\.509 certificate$/],
+    ['refuses a root-cert.pem whose PEM block is garbage', 'root-cert.pem', '-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n', /^root-cert\.pem holds a PEM block that is not a valid X\.509 certificate$/],
+    ['refuses a cert-chain.pem whose PEM block is garbage', 'cert-chain.pem', '-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n', /^cert-chain\.pem holds a PEM block/],
+    ['refuses an empty root-cert.pem', 'root-cert.pem', '', /^root-cert\.pem holds no certificate$/],
+    ['refuses a garbage ca-key.pem', 'ca-key.pem', 'not a key\n', /^ca-key\.pem is not a readable PEM private key/],
+    ['refuses a ca-key.pem whose PEM block is garbage', 'ca-key.pem', '-----BEGIN PRIVATE KEY-----\nZ2FyYmFnZQ==\n-----END PRIVATE KEY-----\n', /^ca-key\.pem is not a readable PEM private key/],
+  ])('%s', (_name, file, content, message) => {
+    const dir = copyCa(caA);
+    writeFileSync(join(dir, file), content);
+    expect(loadError(dir).message).toMatch(message);
+  });
+
+  it('refuses a ca-cert.pem holding two certificates', () => {
+    const dir = copyCa(caA);
+    writeFileSync(join(dir, 'ca-cert.pem'), read(caA, 'cert-chain.pem'));
+    expect(loadError(dir).message).toBe('ca-cert.pem must hold exactly one certificate, found 2');
+  });
+
+  it('refuses a root-cert.pem holding the intermediate instead of a root', () => {
+    const dir = copyCa(caA);
+    copyFileSync(join(dir, 'ca-cert.pem'), join(dir, 'root-cert.pem'));
+    expect(loadError(dir).message).toMatch(/^root-cert\.pem holds ".*intermediate CA.*", which is not a self-signed CA certificate$/);
+  });
+
+  it('refuses a key type other than RSA and ECDSA', async () => {
+    const dir = join(base, `ed25519-${++n}`);
+    mkdirSync(dir);
+    const alg = { name: 'Ed25519' };
+    const keys = (await crypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const now = Date.now();
+    const root = await x509.X509CertificateGenerator.createSelfSigned({
+      name: 'CN=ed root',
+      notBefore: new Date(now - 60_000),
+      notAfter: new Date(now + DAY_MS),
+      keys,
+      signingAlgorithm: alg,
+      extensions: [new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true)],
+    });
+    const pkcs8 = Buffer.from(await crypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
+    writeFileSync(join(dir, 'ca-cert.pem'), pem(root));
+    writeFileSync(join(dir, 'root-cert.pem'), pem(root));
+    writeFileSync(join(dir, 'ca-key.pem'), `-----BEGIN PRIVATE KEY-----\n${pkcs8}\n-----END PRIVATE KEY-----\n`);
+    expect(loadError(dir).message).toBe('CA key type ed25519 is not supported: use RSA or ECDSA (P-256/P-384)');
+  });
+});
+
+describe('loadCaDir with a three-level chain', () => {
+  let dir: string;
+  let root: x509.X509Certificate;
+  let inter1: x509.X509Certificate;
+  let inter2: x509.X509Certificate;
+  let k1: GeneratedKey;
+  let k2: GeneratedKey;
+
+  beforeAll(async () => {
+    dir = join(base, 'three-level');
+    mkdirSync(dir);
+    const now = Date.now();
+    const validity = { notBefore: new Date(now - 60_000), notAfter: new Date(now + 30 * DAY_MS) };
+    const rootKey = await generateKey('ec256');
+    root = await createRootCert(rootKey, { subject: 'O=test, CN=three-level root', keyType: 'ec256', ...validity });
+    k1 = await generateKey('ec256');
+    inter1 = await createIntermediateCert(k1.keys.publicKey, { cert: root, key: rootKey.keys.privateKey, keyType: 'ec256' }, { subject: 'O=test, CN=inter1', pathLength: 1, ...validity });
+    k2 = await generateKey('ec256');
+    inter2 = await createIntermediateCert(k2.keys.publicKey, { cert: inter1, key: k1.keys.privateKey, keyType: 'ec256' }, { subject: 'O=test, CN=inter2', ...validity });
+    writeFileSync(join(dir, 'ca-cert.pem'), pem(inter2));
+    writeFileSync(join(dir, 'ca-key.pem'), k2.privateKeyPem);
+    writeFileSync(join(dir, 'cert-chain.pem'), pem(inter2) + pem(inter1) + pem(root));
+    writeFileSync(join(dir, 'root-cert.pem'), pem(root));
+  });
+
+  it('gives two intermediates, signing certificate first', () => {
+    const m = loadCaDir(dir);
+    expect(m.intermediatesPem).toHaveLength(2);
+    expect(new X509Certificate(m.intermediatesPem[0]!).subject).toBe('O=test\nCN=inter2');
+    expect(new X509Certificate(m.intermediatesPem[1]!).subject).toBe('O=test\nCN=inter1');
+    expect(m.intermediatesPem).toEqual([pem(inter2), pem(inter1)]);
+    expect(m.rootBundlePem).toBe(pem(root));
+  });
+
+  it('is accepted by openssl as a chain', () => {
+    expect(execFileSync('openssl', ['verify', '-CAfile', 'root-cert.pem', '-untrusted', 'cert-chain.pem', 'ca-cert.pem'], { cwd: dir, encoding: 'utf8' }).trim()).toBe('ca-cert.pem: OK');
+  });
+
+  it('signs leaves that verify through both intermediates', () => {
+    const issuer = new LocalIssuer('three', loadCaDir(dir));
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    expect(() => issuer.selfTest(publicKey.export({ type: 'spki', format: 'der' }), 'spiffe://cluster.local/ns/a/sa/b')).not.toThrow();
+  });
+
+  it('refuses the chain when the middle intermediate is missing', () => {
+    const d = copyCa(dir);
+    writeFileSync(join(d, 'cert-chain.pem'), pem(inter2) + pem(root));
+    expect(loadError(d).message).toMatch(/"O=test, CN=inter2" is not signed by any certificate in root-cert\.pem/);
+  });
+
+  it('refuses a chain whose middle certificate is not a CA', async () => {
+    const d = join(base, 'not-ca-middle');
+    mkdirSync(d);
+    const now = Date.now();
+    const validity = { notBefore: new Date(now - 60_000), notAfter: new Date(now + DAY_MS) };
+    const rootKey = await generateKey('ec256');
+    const r = await createRootCert(rootKey, { subject: 'CN=r', keyType: 'ec256', ...validity });
+    const midKey = await generateKey('ec256');
+    const mid = await x509.X509CertificateGenerator.create({
+      serialNumber: '0a',
+      subject: 'CN=not a ca',
+      issuer: r.subject,
+      publicKey: midKey.keys.publicKey,
+      signingKey: rootKey.keys.privateKey,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,
+      extensions: [new x509.BasicConstraintsExtension(false, undefined, true)],
+      ...validity,
+    });
+    const topKey = await generateKey('ec256');
+    const top = await createIntermediateCert(topKey.keys.publicKey, { cert: mid, key: midKey.keys.privateKey, keyType: 'ec256' }, { subject: 'CN=top', ...validity });
+    writeFileSync(join(d, 'ca-cert.pem'), pem(top));
+    writeFileSync(join(d, 'ca-key.pem'), topKey.privateKeyPem);
+    writeFileSync(join(d, 'cert-chain.pem'), pem(top) + pem(mid));
+    writeFileSync(join(d, 'root-cert.pem'), pem(r));
+    expect(loadError(d).message).toBe('cert-chain.pem holds a certificate that is not a CA');
+  });
+});

@@ -1,0 +1,74 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { formatDuration, parseDurationSeconds } from '../../../src/config/duration.js';
+
+describe('parseDurationSeconds', () => {
+  it.each([
+    ['reads seconds', '90s', 90],
+    ['reads minutes', '15m', 900],
+    ['reads hours', '24h', 86_400],
+    ['reads days', '90d', 7_776_000],
+    ['reads zero', '0s', 0],
+    ['reads a fractional value', '1.5h', 5_400],
+    ['rounds a fraction of a second', '2.6s', 3],
+    ['ignores surrounding whitespace', ' 24h\n', 86_400],
+  ])('%s (%j)', (_name, input, expected) => {
+    expect(parseDurationSeconds(input)).toBe(expected);
+  });
+
+  it.each([
+    ['takes a number as seconds', 3_600, 3_600],
+    ['takes zero', 0, 0],
+    ['takes a fractional number of seconds as is', 1.5, 1.5],
+  ])('%s (%j)', (_name, input, expected) => {
+    expect(parseDurationSeconds(input)).toBe(expected);
+  });
+
+  it.each([
+    ['rejects an empty string', ''],
+    ['rejects a bare number in a string', '24'],
+    ['rejects a unit without a number', 'h'],
+    ['rejects a negative duration', '-1h'],
+    ['rejects an unknown unit', '1w'],
+    ['rejects an uppercase unit', '24H'],
+    ['rejects Go-style compound durations', '1h30m'],
+    ['rejects exponent notation', '1e3s'],
+    ['rejects a unit spelled out', '24 hours'],
+    ['rejects a leading dot', '.5h'],
+  ])('%s (%j)', (_name, input) => {
+    expect(() => parseDurationSeconds(input)).toThrow(/invalid duration/);
+  });
+
+  it.each([
+    ['rejects a negative number', -1],
+    ['rejects NaN', Number.NaN],
+    ['rejects infinity', Number.POSITIVE_INFINITY],
+  ])('%s (%j)', (_name, input) => {
+    expect(() => parseDurationSeconds(input)).toThrow(/invalid duration/);
+  });
+
+  it('says how to write a duration', () => {
+    expect(() => parseDurationSeconds('soon')).toThrow('use a number followed by s, m, h or d (e.g. 24h)');
+  });
+});
+
+describe('formatDuration', () => {
+  it.each([
+    ['uses days when whole', 86_400, '1d'],
+    ['uses days for 90 days', 7_776_000, '90d'],
+    ['uses hours when not a whole number of days', 3_600 * 30, '30h'],
+    ['uses minutes when not a whole number of hours', 5_400, '90m'],
+    ['uses seconds otherwise', 90, '90s'],
+    ['writes zero as seconds', 0, '0s'],
+  ])('%s (%j)', (_name, seconds, expected) => {
+    expect(formatDuration(seconds)).toBe(expected);
+  });
+
+  it('round-trips any whole number of seconds through parseDurationSeconds', () => {
+    fc.assert(
+      fc.property(fc.nat({ max: 100 * 365 * 86_400 }), (seconds) => {
+        expect(parseDurationSeconds(formatDuration(seconds))).toBe(seconds);
+      }),
+    );
+  });
+});

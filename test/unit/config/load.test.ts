@@ -1,0 +1,393 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ENV_OVERRIDES, loadConfigFile, parseConfig } from '../../../src/config/load.js';
+import type { ConfigInput, MeshcertConfig } from '../../../src/config/schema.js';
+import { ConfigError } from '../../../src/errors/ca-error.js';
+
+let dir: string;
+let n = 0;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'meshcert-config-'));
+});
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Writes `text` to a fresh file (optionally in a sub-directory) and returns its path. */
+function configFile(text: string, sub = ''): string {
+  const d = join(dir, sub);
+  mkdirSync(d, { recursive: true });
+  const path = join(d, `meshcert-${++n}.yaml`);
+  writeFileSync(path, text);
+  return path;
+}
+
+/** The ConfigError thrown by `fn` (fails the test when nothing or something else is thrown). */
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return e as ConfigError;
+  }
+  throw new Error('expected a ConfigError, but nothing was thrown');
+}
+
+const parse = (input: unknown, env: NodeJS.ProcessEnv = {}): MeshcertConfig => parseConfig(input as ConfigInput, env);
+
+describe('parseConfig defaults', () => {
+  it('fills every default and turns durations into seconds', () => {
+    const c = parseConfig({}, {}, 'config', '/srv/meshcert');
+    // A subset match: sections added later keep their own tests.
+    expect(c).toMatchObject({
+      dataDir: '/srv/meshcert/.meshcert',
+      trustDomain: 'cluster.local',
+      server: {
+        listen: '0.0.0.0:15012',
+        tls: {
+          certFile: undefined,
+          keyFile: undefined,
+          dnsNames: ['localhost'],
+          ipAddresses: ['127.0.0.1', '::1'],
+          lifetime: 30 * 86_400,
+          renewBeforeRatio: 1 / 3,
+        },
+        maxRequestBytes: 64 * 1024,
+        shutdownGrace: 20,
+        workers: 'auto',
+      },
+      ca: { dir: '/srv/meshcert/.meshcert/ca', autoInit: false, keyType: 'ec256' },
+      issuance: { defaultTtl: 86_400, maxTtl: 7_776_000, onTtlAboveMax: 'clamp', backdate: 120 },
+      auth: {
+        defaultCluster: 'Kubernetes',
+        clusters: [],
+        clientCertificates: true,
+        clockSkew: 30,
+        tokenCache: { maxEntries: 10_000, maxTtl: 600 },
+      },
+      log: { level: 'info' },
+      dev: { tokenIssuer: false },
+    });
+  });
+
+  it.each([
+    ['turns a duration string into seconds', { issuance: { defaultTtl: '1h' } }, (c: MeshcertConfig) => c.issuance.defaultTtl, 3_600],
+    ['keeps a number of seconds as is', { issuance: { defaultTtl: 600 } }, (c: MeshcertConfig) => c.issuance.defaultTtl, 600],
+    ['reads maxTtl in days', { issuance: { maxTtl: '30d' } }, (c: MeshcertConfig) => c.issuance.maxTtl, 2_592_000],
+    ['reads the token review timeout', { auth: { clusters: [{ name: 'k', tokenReview: { timeout: '10s' } }] } }, (c: MeshcertConfig) => c.auth.clusters[0]!.tokenReview!.timeout, 10],
+    ['defaults the token review timeout to 5 seconds', { auth: { clusters: [{ name: 'k', tokenReview: {} }] } }, (c: MeshcertConfig) => c.auth.clusters[0]!.tokenReview!.timeout, 5],
+    ['defaults jwt audiences to istio-ca', { auth: { clusters: [{ name: 'k', jwt: [{ issuer: 'i', jwksUri: 'https://x/jwks' }] }] } }, (c: MeshcertConfig) => c.auth.clusters[0]!.jwt[0]!.audiences, ['istio-ca']],
+    ['accepts onTtlAboveMax reject', { issuance: { onTtlAboveMax: 'reject' } }, (c: MeshcertConfig) => c.issuance.onTtlAboveMax, 'reject'],
+    ['accepts an IPv6 listen address', { server: { listen: '[::1]:15012' } }, (c: MeshcertConfig) => c.server.listen, '[::1]:15012'],
+  ])('%s', (_name, input, pick, expected) => {
+    expect(pick(parse(input))).toEqual(expected);
+  });
+});
+
+describe('parseConfig refusals', () => {
+  it.each([
+    ['names an unknown top-level key', { bogus: 1 }, '  - bogus: unknown setting'],
+    ['names an unknown key under server by its full path', { server: { bogus: 1 } }, '  - server.bogus: unknown setting'],
+    ['names an unknown key under server.tls by its full path', { server: { tls: { crtFile: 'x' } } }, '  - server.tls.crtFile: unknown setting'],
+    ['names an unknown key inside a jwt issuer by its full path', { auth: { clusters: [{ name: 'a', jwt: [{ issuer: 'x', jwksFile: 'f', foo: 1 }] }] } }, '  - auth.clusters.0.jwt.0.foo: unknown setting'],
+    ['names an unknown key in the second cluster by its index', { auth: { clusters: [{ name: 'a' }, { name: 'b', extra: true }] } }, '  - auth.clusters.1.extra: unknown setting'],
+    ['rejects a trust domain with uppercase letters', { trustDomain: 'Cluster.Local' }, '  - trustDomain: trust domain must be lowercase'],
+    ['rejects a trust domain longer than 255 characters', { trustDomain: 'a'.repeat(256) }, '  - trustDomain:'],
+    ['rejects an empty trust domain', { trustDomain: '' }, '  - trustDomain:'],
+    ['rejects a listen address without a port', { server: { listen: '0.0.0.0' } }, '  - server.listen: expected host:port'],
+    ['rejects a bad duration string', { issuance: { defaultTtl: '1 day' } }, '  - issuance.defaultTtl: invalid duration "1 day"'],
+    ['rejects a negative duration number', { issuance: { backdate: -5 } }, '  - issuance.backdate: invalid duration -5'],
+    ['rejects a duration of the wrong type', { auth: { clockSkew: true } }, '  - auth.clockSkew:'],
+    ['rejects a jwt issuer with neither jwksUri nor jwksFile', { auth: { clusters: [{ name: 'a', jwt: [{ issuer: 'x' }] }] } }, '  - auth.clusters.0.jwt.0: set exactly one of jwksUri or jwksFile'],
+    ['rejects a jwt issuer with both jwksUri and jwksFile', { auth: { clusters: [{ name: 'a', jwt: [{ issuer: 'x', jwksUri: 'https://x/j', jwksFile: 'j.json' }] }] } }, '  - auth.clusters.0.jwt.0: set exactly one of jwksUri or jwksFile'],
+    ['rejects a jwksUri that is not http(s)', { auth: { clusters: [{ name: 'a', jwt: [{ issuer: 'x', jwksUri: 'file:///etc/jwks' }] }] } }, '  - auth.clusters.0.jwt.0.jwksUri:'],
+    ['rejects a token review API server over plain http', { auth: { clusters: [{ name: 'a', tokenReview: { apiServer: 'http://k8s' } }] } }, '  - auth.clusters.0.tokenReview.apiServer:'],
+    ['rejects certFile without keyFile', { server: { tls: { certFile: 'tls.crt' } } }, '  - server.tls: set both certFile and keyFile, or neither'],
+    ['rejects keyFile without certFile', { server: { tls: { keyFile: 'tls.key' } } }, '  - server.tls: set both certFile and keyFile, or neither'],
+    ['rejects defaultTtl above maxTtl', { issuance: { defaultTtl: '100d', maxTtl: '90d' } }, '  - issuance: defaultTtl must be > 0 and <= maxTtl'],
+    ['rejects a zero defaultTtl', { issuance: { defaultTtl: 0 } }, '  - issuance: defaultTtl must be > 0 and <= maxTtl'],
+    ['rejects an unknown key type', { ca: { keyType: 'ed25519' } }, '  - ca.keyType:'],
+    ['rejects an unknown onTtlAboveMax', { issuance: { onTtlAboveMax: 'warn' } }, '  - issuance.onTtlAboveMax:'],
+    ['rejects an unknown log level', { log: { level: 'verbose' } }, '  - log.level:'],
+    ['rejects a serving IP that is not an address', { server: { tls: { ipAddresses: ['localhost'] } } }, '  - server.tls.ipAddresses.0:'],
+    ['rejects a renewBeforeRatio of 1', { server: { tls: { renewBeforeRatio: 1 } } }, '  - server.tls.renewBeforeRatio:'],
+    ['rejects a maxRequestBytes below 4096', { server: { maxRequestBytes: 100 } }, '  - server.maxRequestBytes:'],
+    ['rejects a section that is not a mapping', { issuance: 'often' }, '  - issuance:'],
+    ['rejects a cluster without a name', { auth: { clusters: [{}] } }, '  - auth.clusters.0.name:'],
+  ])('%s', (_name, input, line) => {
+    const e = configError(() => parse(input));
+    expect(e.message).toMatch(/^invalid configuration in config:\n/);
+    expect(e.message.split('\n').some((l) => l.startsWith(line))).toBe(true);
+  });
+
+  it('lists every problem in one message', () => {
+    const e = configError(() =>
+      parse({
+        bogus: 1,
+        trustDomain: 'UPPER',
+        server: { listen: 'nope', tls: { certFile: 'a.pem' } },
+        issuance: { defaultTtl: '1x', maxTtl: 'forever' },
+        auth: { clusters: [{ name: 'a', jwt: [{ issuer: 'x', jwksFile: 'j', foo: 1 }] }] },
+      }),
+    );
+    const lines = e.message.split('\n').slice(1);
+    for (const where of ['bogus', 'trustDomain', 'server.listen', 'server.tls', 'issuance.defaultTtl', 'issuance.maxTtl', 'auth.clusters.0.jwt.0.foo']) {
+      expect(lines.some((l) => l.startsWith(`  - ${where}:`)), `no line for ${where} in:\n${e.message}`).toBe(true);
+    }
+    expect(lines).toHaveLength(7);
+  });
+
+  it('names the source in the message', () => {
+    expect(() => parseConfig({ bogus: 1 } as ConfigInput, {}, '/etc/meshcert.yaml')).toThrow(/^invalid configuration in \/etc\/meshcert\.yaml:/);
+  });
+});
+
+describe('parseConfig results', () => {
+  it('deep-freezes the result', () => {
+    const c = parse({ auth: { clusters: [{ name: 'a', jwt: [{ issuer: 'x', jwksFile: 'j.json' }] }] } });
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.server)).toBe(true);
+    expect(Object.isFrozen(c.server.tls)).toBe(true);
+    expect(Object.isFrozen(c.server.tls.dnsNames)).toBe(true);
+    expect(Object.isFrozen(c.issuance)).toBe(true);
+    expect(Object.isFrozen(c.auth.clusters)).toBe(true);
+    expect(Object.isFrozen(c.auth.clusters[0]!.jwt[0]!)).toBe(true);
+    expect(Object.isFrozen(c.auth.clusters[0]!.jwt[0]!.audiences)).toBe(true);
+    expect(() => {
+      (c as { trustDomain: string }).trustDomain = 'evil.local';
+    }).toThrow(TypeError);
+    expect(() => {
+      (c.issuance as { maxTtl: number }).maxTtl = 1;
+    }).toThrow(TypeError);
+    expect(() => (c.server.tls.dnsNames as string[]).push('evil')).toThrow(TypeError);
+  });
+
+  it('does not modify its input', () => {
+    const input = { server: { tls: {} } } as ConfigInput;
+    const c = parseConfig(input, { MESHCERT_LISTEN: '127.0.0.1:1' });
+    expect(input).toEqual({ server: { tls: {} } });
+    expect(Object.isFrozen(input)).toBe(false);
+    expect(c.server.listen).toBe('127.0.0.1:1');
+  });
+});
+
+describe('environment overrides', () => {
+  it('lists the documented variables', () => {
+    expect(Object.fromEntries(ENV_OVERRIDES)).toMatchObject({
+      MESHCERT_LISTEN: ['server', 'listen'],
+      MESHCERT_TRUST_DOMAIN: ['trustDomain'],
+      MESHCERT_DATA_DIR: ['dataDir'],
+      MESHCERT_CA_DIR: ['ca', 'dir'],
+      MESHCERT_LOG_LEVEL: ['log', 'level'],
+    });
+  });
+
+  const file = `
+dataDir: /var/lib/from-file
+trustDomain: from.file
+server:
+  listen: 0.0.0.0:1111
+ca:
+  dir: /etc/from-file/ca
+log:
+  level: warn
+`;
+
+  it.each([
+    ['MESHCERT_LISTEN wins over server.listen', 'MESHCERT_LISTEN', '127.0.0.1:2222', (c: MeshcertConfig) => c.server.listen],
+    ['MESHCERT_TRUST_DOMAIN wins over trustDomain', 'MESHCERT_TRUST_DOMAIN', 'from.env', (c: MeshcertConfig) => c.trustDomain],
+    ['MESHCERT_DATA_DIR wins over dataDir', 'MESHCERT_DATA_DIR', '/var/lib/from-env', (c: MeshcertConfig) => c.dataDir],
+    ['MESHCERT_CA_DIR wins over ca.dir', 'MESHCERT_CA_DIR', '/etc/from-env/ca', (c: MeshcertConfig) => c.ca.dir],
+    ['MESHCERT_LOG_LEVEL wins over log.level', 'MESHCERT_LOG_LEVEL', 'debug', (c: MeshcertConfig) => c.log.level],
+  ])('%s', (_name, variable, value, pick) => {
+    const path = configFile(file);
+    expect(pick(loadConfigFile(path, {}).config)).not.toBe(value);
+    expect(pick(loadConfigFile(path, { [variable]: value }).config)).toBe(value);
+  });
+
+  it('fills a section the file does not have', () => {
+    const c = loadConfigFile(configFile('trustDomain: a.b\n'), { MESHCERT_LISTEN: '[::]:15012', MESHCERT_CA_DIR: '/ca', MESHCERT_LOG_LEVEL: 'error' }).config;
+    expect(c.server.listen).toBe('[::]:15012');
+    expect(c.ca.dir).toBe('/ca');
+    expect(c.log.level).toBe('error');
+    expect(c.server.tls.dnsNames).toEqual(['localhost']);
+  });
+
+  it('ignores an empty variable', () => {
+    const c = loadConfigFile(configFile(file), { MESHCERT_TRUST_DOMAIN: '', MESHCERT_LISTEN: '' }).config;
+    expect(c.trustDomain).toBe('from.file');
+    expect(c.server.listen).toBe('0.0.0.0:1111');
+  });
+
+  it('validates an overriding value like a file value', () => {
+    const e = configError(() => loadConfigFile(configFile(file), { MESHCERT_TRUST_DOMAIN: 'Not-Lower', MESHCERT_LOG_LEVEL: 'loud' }));
+    expect(e.message).toContain('  - trustDomain:');
+    expect(e.message).toContain('  - log.level:');
+  });
+
+  it.each([
+    ['does not hide a section that is a number', 'server: 5\n', '  - server:'],
+    ['does not hide a section that is a list', 'server: [a]\n', '  - server:'],
+    ['does not hide a section that is null', 'server:\n', '  - server:'],
+  ])('%s', (_name, text, line) => {
+    const e = configError(() => loadConfigFile(configFile(text), { MESHCERT_LISTEN: '127.0.0.1:1' }));
+    expect(e.message.split('\n').some((l) => l.startsWith(line))).toBe(true);
+  });
+
+  it('uses the process environment by default', () => {
+    const before = process.env.MESHCERT_TRUST_DOMAIN;
+    process.env.MESHCERT_TRUST_DOMAIN = 'process.env.example';
+    try {
+      expect(loadConfigFile(configFile(file)).config.trustDomain).toBe('process.env.example');
+    } finally {
+      if (before === undefined) delete process.env.MESHCERT_TRUST_DOMAIN;
+      else process.env.MESHCERT_TRUST_DOMAIN = before;
+    }
+  });
+});
+
+describe('loadConfigFile', () => {
+  it.each([
+    ['reads an empty file as all defaults', ''],
+    ['reads a file of comments as all defaults', '# nothing set here\n'],
+    ['reads an explicit empty mapping as all defaults', '{}\n'],
+  ])('%s', (_name, text) => {
+    const path = configFile(text);
+    const { config, baseDir } = loadConfigFile(path, {});
+    expect(baseDir).toBe(dir);
+    expect(config.issuance).toEqual({ defaultTtl: 86_400, maxTtl: 7_776_000, onTtlAboveMax: 'clamp', backdate: 120 });
+    expect(config.dataDir).toBe(join(dir, '.meshcert'));
+  });
+
+  it('reads the settings of a file', () => {
+    const path = configFile(`
+trustDomain: example.org
+server:
+  listen: 127.0.0.1:8443
+  tls:
+    dnsNames: [meshcert.istio-system.svc]
+issuance:
+  defaultTtl: 12h
+  maxTtl: 48h
+  onTtlAboveMax: reject
+auth:
+  clusters:
+    - name: Kubernetes
+      jwt:
+        - issuer: https://kubernetes.default.svc
+          jwksUri: https://kubernetes.default.svc/openid/v1/jwks
+`);
+    const c = loadConfigFile(path, {}).config;
+    expect(c.trustDomain).toBe('example.org');
+    expect(c.server.listen).toBe('127.0.0.1:8443');
+    expect(c.server.tls.dnsNames).toEqual(['meshcert.istio-system.svc']);
+    expect(c.issuance).toEqual({ defaultTtl: 43_200, maxTtl: 172_800, onTtlAboveMax: 'reject', backdate: 120 });
+    expect(c.auth.clusters[0]!.jwt[0]).toEqual({
+      issuer: 'https://kubernetes.default.svc',
+      audiences: ['istio-ca'],
+      jwksUri: 'https://kubernetes.default.svc/openid/v1/jwks',
+      jwksFile: undefined,
+    });
+  });
+
+  it.each([
+    ['rejects an unclosed flow sequence', 'server: [\n', /is not valid YAML:\n {2}- /],
+    ['rejects a duplicate top-level key', 'trustDomain: a\ntrustDomain: b\n', /is not valid YAML:\n {2}- Map keys must be unique/],
+    ['rejects a duplicate nested key', 'server:\n  listen: "a:1"\n  listen: "b:1"\n', /is not valid YAML:\n {2}- Map keys must be unique/],
+    ['rejects tab indentation', '\t x: 1\n', /is not valid YAML/],
+    ['rejects a sequence at the top level', '- a\n- b\n', /: the top level must be a mapping of settings$/],
+    ['rejects a string at the top level', 'hello\n', /: the top level must be a mapping of settings$/],
+    ['rejects a number at the top level', '42\n', /: the top level must be a mapping of settings$/],
+  ])('%s', (_name, text, pattern) => {
+    const path = configFile(text);
+    const e = configError(() => loadConfigFile(path, {}));
+    expect(e.message.startsWith(path)).toBe(true);
+    expect(e.message).toMatch(pattern);
+  });
+
+  it('names the unknown key of a file by its full path', () => {
+    const path = configFile('server:\n  bogus: 1\nauth:\n  clusters:\n    - name: a\n      jwt:\n        - issuer: x\n          jwksFile: j.json\n          foo: 1\n');
+    const e = configError(() => loadConfigFile(path, {}));
+    expect(e.message).toBe(`invalid configuration in ${path}:\n  - server.bogus: unknown setting\n  - auth.clusters.0.jwt.0.foo: unknown setting`);
+  });
+
+  it('reports a missing file with its path and the reason', () => {
+    const path = join(dir, 'does-not-exist.yaml');
+    const e = configError(() => loadConfigFile(path, {}));
+    expect(e.message).toBe(`cannot read config file ${path}: ENOENT`);
+  });
+
+  it('reports a directory given as the file', () => {
+    expect(() => loadConfigFile(dir, {})).toThrow(/cannot read config file .*: EISDIR/);
+  });
+});
+
+describe('relative paths', () => {
+  it('resolves every relative path against the config file directory', () => {
+    const path = configFile(
+      `
+dataDir: state
+server:
+  tls:
+    certFile: tls/tls.crt
+    keyFile: ./tls/tls.key
+auth:
+  clusters:
+    - name: a
+      jwt:
+        - issuer: x
+          jwksFile: ../jwks.json
+      tokenReview:
+        caFile: k8s/ca.crt
+        tokenFile: k8s/token
+`,
+      'etc',
+    );
+    const base = join(dir, 'etc');
+    const c = loadConfigFile(path, {}).config;
+    expect(c.dataDir).toBe(join(base, 'state'));
+    expect(c.ca.dir).toBe(join(base, 'state', 'ca'));
+    expect(c.server.tls.certFile).toBe(join(base, 'tls', 'tls.crt'));
+    expect(c.server.tls.keyFile).toBe(join(base, 'tls', 'tls.key'));
+    expect(c.auth.clusters[0]!.jwt[0]!.jwksFile).toBe(join(dir, 'jwks.json'));
+    expect(c.auth.clusters[0]!.tokenReview!.caFile).toBe(join(base, 'k8s', 'ca.crt'));
+    expect(c.auth.clusters[0]!.tokenReview!.tokenFile).toBe(join(base, 'k8s', 'token'));
+  });
+
+  it('resolves an explicit ca.dir on its own, not under dataDir', () => {
+    const path = configFile('dataDir: state\nca:\n  dir: pki/ca\n', 'rel');
+    expect(loadConfigFile(path, {}).config.ca.dir).toBe(join(dir, 'rel', 'pki', 'ca'));
+  });
+
+  it('keeps absolute paths as they are', () => {
+    const path = configFile('dataDir: /var/lib/meshcert\nca:\n  dir: /etc/cacerts\nserver:\n  tls:\n    certFile: /tls/c.pem\n    keyFile: /tls/k.pem\n');
+    const c = loadConfigFile(path, {}).config;
+    expect(c.dataDir).toBe('/var/lib/meshcert');
+    expect(c.ca.dir).toBe('/etc/cacerts');
+    expect(c.server.tls.certFile).toBe('/tls/c.pem');
+    expect(c.server.tls.keyFile).toBe('/tls/k.pem');
+  });
+
+  it('resolves against the file directory even when the path given is relative', () => {
+    const path = configFile('dataDir: state\n', 'cwd-rel');
+    const prev = process.cwd();
+    process.chdir(dir);
+    try {
+      const rel = join('cwd-rel', basename(path));
+      const { config, baseDir } = loadConfigFile(rel, {});
+      expect(baseDir).toBe(join(dir, 'cwd-rel'));
+      expect(config.dataDir).toBe(join(dir, 'cwd-rel', 'state'));
+    } finally {
+      process.chdir(prev);
+    }
+  });
+
+  it('resolves parseConfig paths against the base directory it is given', () => {
+    const c = parseConfig({ dataDir: 'd' }, {}, 'config', '/opt/base');
+    expect(c.dataDir).toBe('/opt/base/d');
+    expect(c.ca.dir).toBe('/opt/base/d/ca');
+  });
+});
