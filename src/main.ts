@@ -14,8 +14,11 @@ import { initCaDir } from './ca/init.js';
 import { isCaDirEmpty, loadCaDir } from './ca/material.js';
 import type { MeshcertConfig } from './config/schema.js';
 import { ensureDevIssuer } from './dev/token-issuer.js';
-import { ConfigError } from './errors/ca-error.js';
-import { certificateServiceImpl, type IssuanceObserver } from './grpc/certificate-service.js';
+import { CaError, ConfigError } from './errors/ca-error.js';
+import { fanOut, type IssuanceObserver } from './authority/observer.js';
+import { certificateServiceImpl } from './grpc/certificate-service.js';
+import { inventoryObserver, type RecordSink } from './inventory/sink.js';
+import type { CaMetrics } from './metrics/ca-metrics.js';
 import { HealthService } from './grpc/health.js';
 import { GrpcServer } from './grpc/server.js';
 import { ReloadableServerCredentials } from './grpc/tls.js';
@@ -36,6 +39,10 @@ export interface RunningMeshcert {
 export interface StartOptions {
   readonly logger: Logger;
   readonly observer?: IssuanceObserver;
+  /** Request metrics (Citadel names); registered by the caller so it can expose or aggregate them. */
+  readonly metrics?: CaMetrics;
+  /** Where issued certificates and audit events go (inventory). */
+  readonly sink?: RecordSink;
 }
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
@@ -65,7 +72,7 @@ export async function prepareSharedState(config: MeshcertConfig, logger: Logger)
 }
 
 /** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
-export async function buildAuthChain(config: MeshcertConfig, issuer: () => LocalIssuer, logger: Logger): Promise<{ chain: AuthChain; close: () => void }> {
+export async function buildAuthChain(config: MeshcertConfig, issuer: () => LocalIssuer, logger: Logger, metrics?: CaMetrics): Promise<{ chain: AuthChain; close: () => void }> {
   const closers: Array<() => void> = [];
   const clientCert = config.auth.clientCertificates
     ? // grpc-js exposes only the peer's leaf, so our own intermediates are trusted as anchors too:
@@ -100,7 +107,10 @@ export async function buildAuthChain(config: MeshcertConfig, issuer: () => Local
       }));
       const jwt = new JwtAuthenticator({
         issuers,
-        onRefreshFailure: (iss, err) => logger.warn({ issuer: iss, err }, 'JWKS refresh failed; keeping the last good keys'),
+        onRefreshFailure: (iss, err) => {
+          metrics?.jwksRefreshFailures.inc({ issuer: iss });
+          logger.warn({ issuer: iss, err }, 'JWKS refresh failed; keeping the last good keys');
+        },
       });
       await jwt.start();
       closers.push(() => jwt.close());
@@ -142,19 +152,26 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     { issuer: issuer.name, subject: issuer.material.signingCert.subject.replace(/\n/g, ', '), notAfter: issuer.notAfter.toISOString(), roots: issuer.material.roots.length },
     'CA loaded',
   );
-  const auth = await buildAuthChain(config, currentIssuer, logger);
+  const auth = await buildAuthChain(config, currentIssuer, logger, o.metrics);
+  const sink = o.sink;
   const authority = new Authority({
     authenticate: (req) => auth.chain.authenticate(req),
     issuer: currentIssuer,
     options: config.issuance,
+    ...(sink ? { beforeSign: () => assertInventoryAccepting(sink) } : {}),
   });
+  o.metrics?.setCaExpiry(issuer.name, issuer.material.roots, issuer.material.intermediates);
+  const observers = [o.metrics?.observer(), sink && inventoryObserver(sink), o.observer].filter((x): x is IssuanceObserver => x !== undefined);
 
   const health = new HealthService([CA_SERVICE_NAME]);
   // The serving certificate's renewals update the credentials created from its first value.
   const creds: { current?: ReloadableServerCredentials } = {};
-  const serving = ServingCertificate.start(config.server.tls, currentIssuer, logger, (m) =>
-    creds.current?.update({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: issuer.material.rootBundlePem }),
-  );
+  const servingExpiry = (notAfter: Date): void => o.metrics?.caExpiry.set({ issuer: issuer.name, role: 'serving', subject: 'meshcert serving certificate' }, notAfter.getTime() / 1000);
+  const serving = ServingCertificate.start(config.server.tls, currentIssuer, logger, (m) => {
+    servingExpiry(m.notAfter);
+    creds.current?.update({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: issuer.material.rootBundlePem });
+  });
+  servingExpiry(serving.current.notAfter);
   const credentials = new ReloadableServerCredentials({
     certChainPem: serving.current.certChainPem,
     keyPem: serving.current.keyPem,
@@ -164,7 +181,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   let closing = false;
   const server = new GrpcServer(
     { listen: config.server.listen, maxRequestBytes: config.server.maxRequestBytes, shutdownGrace: config.server.shutdownGrace },
-    certificateServiceImpl({ authority, logger, observer: o.observer, ready: () => !closing && health.serving }),
+    certificateServiceImpl({ authority, logger, observer: fanOut(observers), ready: () => !closing && health.serving }),
     health,
     credentials,
     logger,
@@ -186,4 +203,11 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       issuer = currentIssuer();
     },
   };
+}
+
+/** inventory.failClosed: refuse before signing while records cannot be kept. */
+function assertInventoryAccepting(sink: RecordSink): void {
+  if (!sink.accepting()) {
+    throw new CaError('ISSUER_UNAVAILABLE', 'the certificate inventory is unavailable and this CA is configured to fail closed; retry shortly');
+  }
 }

@@ -39,6 +39,8 @@ export interface AuthorityDeps {
   readonly issuer: () => LocalIssuer;
   readonly options: AuthorityOptions;
   readonly now?: () => Date;
+  /** Last check before signing (e.g. inventory fail-closed); throws a CaError to refuse. */
+  readonly beforeSign?: () => void;
 }
 
 /**
@@ -77,6 +79,7 @@ export class Authority {
     const notBefore = new Date(now.getTime() - this.deps.options.backdate * 1000);
     const notAfter = new Date(now.getTime() + ttl * 1000);
     if (issuer.notAfter <= now) throw new CaError('ISSUER_UNAVAILABLE', 'the signing CA has expired; an operator must renew it');
+    this.deps.beforeSign?.();
     let leaf: SignedLeaf;
     try {
       leaf = issuer.sign({ spki: csr.spki, uris: [spiffeId], notBefore, notAfter });

@@ -1,9 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
-import { dirname, isAbsolute, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { resolve } from 'node:path';
 import { recordToJson, parseDurationParam, parseSourceFilter } from '../admin/certificates-api.js';
 import { caPath } from '../ca/files.js';
+import { loadConfigFile, parseConfig } from '../config/load.js';
+import { ConfigError } from '../errors/ca-error.js';
 import { caExpiryReport, staleIdentities, type CaCertificateInput, type CaExpiryEntry, type StaleIdentity } from '../inventory/expiry.js';
 import { openStore, type OpenStoreOptions } from '../inventory/open.js';
 import type { CertificateFilter, CertificateRecord, InventoryStore } from '../inventory/types.js';
@@ -17,8 +18,8 @@ meshcert certs show SERIAL|FINGERPRINT [--json]
 meshcert certs expiring [--within 7d] [--json]
   CA certificates (roots, intermediates, serving certificate file) within their warning window
   or expired, and workload identities that stopped renewing.
-  Store: --config FILE (its inventory section) or --db sqlite:PATH|postgres://URL;
-  default sqlite .meshcert/inventory.db.`;
+  Store: --config FILE (its inventory and ca sections, as serve reads them) or
+  --db sqlite:PATH|postgres://URL; default sqlite .meshcert/inventory.db.`;
 
 /** Where the inventory and the CA files are, from --config / --db. */
 export interface InventoryTarget {
@@ -30,20 +31,6 @@ export interface InventoryTarget {
   issuerName: string;
   /** server.tls.certFile, when configured. */
   servingCertFile: string | null;
-}
-
-type Yaml = Record<string, unknown>;
-
-function section(v: unknown, path: string): Yaml {
-  if (v === undefined || v === null) return {};
-  if (typeof v !== 'object' || Array.isArray(v)) throw new UsageError(`config: ${path} must be a mapping`);
-  return v as Yaml;
-}
-
-function str(v: unknown, path: string): string | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'string' || v === '') throw new UsageError(`config: ${path} must be a non-empty string`);
-  return v;
 }
 
 function redact(url: string): string {
@@ -68,50 +55,26 @@ export function parseDbArg(db: string): { store: OpenStoreOptions; label: string
 }
 
 /**
- * Resolves the store and CA directory. With --config, the YAML's `dataDir` (default `.meshcert`),
- * `inventory: { store: sqlite|postgres, path, url }`, `ca.dir` (default `<dataDir>/ca`) and
- * `server.tls.certFile` are read; relative paths are resolved against the config file's folder.
- * `--db` overrides the config's store. Without either: SQLite at `.meshcert/inventory.db`.
+ * Resolves the store and CA directory from the same configuration `meshcert serve` uses: the
+ * --config file (validated; relative paths against its folder) or, without one, the defaults,
+ * both with the MESHCERT_* environment overrides (MESHCERT_DATA_DIR, MESHCERT_CA_DIR,
+ * MESHCERT_INVENTORY_URL). So: `inventory.store` sqlite (`inventory.path`, default
+ * `<dataDir>/inventory.db`) or postgres (`inventory.url`), `ca.dir` (default `<dataDir>/ca`),
+ * `server.tls.certFile`. `--db` overrides the configured store. A broken config file throws
+ * ConfigError (exit 1).
  */
-export function resolveInventoryTarget(o: { config?: string; db?: string }): InventoryTarget {
-  let base = process.cwd();
-  let doc: Yaml = {};
-  if (o.config !== undefined) {
-    let text: string;
-    try {
-      text = readFileSync(o.config, 'utf8');
-    } catch {
-      throw new UsageError(`cannot read the config file ${o.config}`);
-    }
-    try {
-      doc = section(parseYaml(text), '(root)');
-    } catch (e) {
-      if (e instanceof UsageError) throw e;
-      throw new UsageError(`config file ${o.config} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
-    }
-    base = dirname(resolve(o.config));
-  }
-  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(base, p));
-  const dataDir = abs(str(doc.dataDir, 'dataDir') ?? '.meshcert');
-  const inv = section(doc.inventory, 'inventory');
-  const ca = section(doc.ca, 'ca');
-  const tls = section(section(doc.server, 'server').tls, 'server.tls');
-  const caDir = abs(str(ca.dir, 'ca.dir') ?? resolve(dataDir, 'ca'));
-  const certFile = str(tls.certFile, 'server.tls.certFile');
-  const common = { caDir, issuerName: 'default', servingCertFile: certFile === undefined ? null : abs(certFile) };
-
+export function resolveInventoryTarget(o: { config?: string; db?: string }, env: NodeJS.ProcessEnv = process.env): InventoryTarget {
+  const config = o.config !== undefined ? loadConfigFile(o.config, env).config : parseConfig({}, env, 'defaults', process.cwd());
+  const common = { caDir: config.ca.dir ?? resolve(config.dataDir, 'ca'), issuerName: 'default', servingCertFile: config.server.tls.certFile ?? null };
   if (o.db !== undefined) return { ...parseDbArg(o.db), ...common };
-  const kind = str(inv.store, 'inventory.store') ?? 'sqlite';
+  const inv = config.inventory;
+  const kind = inv.store ?? (inv.url !== undefined ? 'postgres' : 'sqlite');
+  if (kind === 'postgres' && inv.url !== undefined) return { store: { kind: 'postgres', url: inv.url }, label: redact(inv.url), ...common };
   if (kind === 'sqlite') {
-    const path = abs(str(inv.path, 'inventory.path') ?? resolve(dataDir, 'inventory.db'));
+    const path = inv.path ?? resolve(config.dataDir, 'inventory.db');
     return { store: { kind: 'sqlite', path }, label: `sqlite:${path}`, ...common };
   }
-  if (kind === 'postgres') {
-    const url = str(inv.url, 'inventory.url');
-    if (url === undefined) throw new UsageError('config: inventory.url is required with inventory.store: postgres');
-    return { store: { kind: 'postgres', url }, label: redact(url), ...common };
-  }
-  throw new UsageError('config: inventory.store must be sqlite or postgres');
+  throw new ConfigError(kind === 'none' ? 'the inventory is disabled in this configuration (inventory.store: none); pass --db to read one' : 'inventory.store postgres needs inventory.url');
 }
 
 /** Thrown when the store cannot be opened; the CLI reports it and exits 1. */

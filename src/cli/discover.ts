@@ -83,7 +83,7 @@ export function parseDiscoverArgs(argv: string[]): {
 function printHuman(r: DiscoveryReport, label: string): void {
   for (const item of r.items) {
     if (item.status === 'ok') console.log(`${item.kind} ${item.target}: ${item.certificates} certificate(s)`);
-    else if (item.status === 'skipped') console.log(`${item.kind} ${item.target}: skipped (${item.reason})`);
+    else if (item.status === 'skipped') console.log(`${item.kind} ${item.target}: skipped: ${item.reason}`);
     else console.error(`meshcert discover: ${item.kind} ${item.target}: ${item.error}`);
   }
   console.log(

@@ -6,8 +6,7 @@ import { loadConfigFile, parseConfig } from '../config/load.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { mintDevToken } from '../dev/token-issuer.js';
 import { createLogger, type Logger } from '../log/logger.js';
-import { prepareSharedState, startMeshcert } from '../main.js';
-import { startWorkers, workerCount } from '../runtime/cluster.js';
+import { runServer } from '../runtime/serve.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
 import { workloadSpiffeId } from '../x509/spiffe-id.js';
 import { parse, UsageError } from './args.js';
@@ -21,20 +20,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (v.dev === Boolean(v.config)) throw new UsageError(`serve needs exactly one of --config FILE or --dev\n${SERVE_USAGE}`);
   const config: MeshcertConfig = v.config ? loadConfigFile(v.config).config : parseConfig(DEV_CONFIG, process.env, 'the embedded dev config');
   const logger = createLogger(config.log.level);
-  const count = workerCount(config);
-  let port: number;
-  let close: () => Promise<void>;
-  if (count === 1) {
-    const running = await startMeshcert(config, { logger });
-    port = running.port;
-    close = () => running.close();
-  } else {
-    await prepareSharedState(config, logger);
-    const pool = await startWorkers(config, logger, count);
-    port = pool.port;
-    close = () => pool.shutdown();
-    logger.info({ listen: config.server.listen, port, workers: count }, 'meshcert serving');
-  }
+  const server = await runServer(config, logger);
+  const { port } = server;
+  const close = (): Promise<void> => server.close();
 
   let stopping = false;
   const stop = (signal: string): void => {

@@ -152,6 +152,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Warn (log + metric) when a CA certificate has less than this left. */
       caWarnBefore: duration.prefault('30d'),
+      /** Report identities whose latest certificate expires within this window and was not renewed. */
+      staleWithin: duration.prefault('24h'),
       interval: duration.prefault('5m'),
     })
     .prefault({}),

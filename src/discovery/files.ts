@@ -17,7 +17,7 @@
  * the file is still reported as an error.
  */
 import { X509Certificate } from 'node:crypto';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { DiscoveredItem } from './types.js';
 
@@ -64,7 +64,7 @@ export function expandFileArg(arg: string): { files: string[]; error?: Discovere
     files: [],
     error: { kind: 'file', target: abs, source: null, status: 'error', error },
   });
-  if (hasWildcard(basename(abs))) {
+  if (!existsSync(abs) && hasWildcard(abs)) {
     const dir = dirname(abs);
     if (hasWildcard(dir)) return fail('wildcards are only supported in the last path component');
     let names: string[];

@@ -42,19 +42,29 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
+const STATUS_HINTS: Record<number, string> = {
+  401: 'Unauthorized (check the token or client certificate)',
+  403: 'Forbidden (the credentials need "list secrets" in all namespaces)',
+};
+
+function statusMessage(body: unknown): string | null {
+  let v = body;
+  if (typeof v === 'string') {
+    try {
+      v = JSON.parse(v);
+    } catch {
+      return null;
+    }
+  }
+  const m = (v as { message?: unknown } | null)?.message;
+  return typeof m === 'string' && m !== '' ? m : null;
+}
+
 function describeError(e: unknown): string {
   const err = e as { code?: unknown; message?: unknown; body?: unknown };
   if (typeof err.code === 'number') {
-    let reason = '';
-    if (typeof err.body === 'string') {
-      try {
-        const status = JSON.parse(err.body) as { message?: unknown };
-        if (typeof status.message === 'string') reason = `: ${status.message}`;
-      } catch {
-        // not a Status object
-      }
-    }
-    return `API server answered HTTP ${err.code}${reason}`;
+    const reason = statusMessage(err.body) ?? STATUS_HINTS[err.code] ?? null;
+    return `API server answered HTTP ${err.code}${reason !== null ? `: ${reason}` : ''}`;
   }
   return typeof err.message === 'string' ? err.message.split('\n')[0]! : String(e);
 }

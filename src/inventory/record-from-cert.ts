@@ -66,9 +66,12 @@ const CURVE_BITS: Record<string, number> = {
   prime192v1: 192,
 };
 
-/** Node renders DNs one attribute per line; inventory records use one line, ", "-separated. */
-export function formatDn(nodeDn: string): string {
-  return nodeDn
+/**
+ * Node renders DNs one attribute per line; inventory records use one line, ", "-separated.
+ * Node gives `undefined` (despite its types) for an empty DN: that is "".
+ */
+export function formatDn(nodeDn: string | undefined): string {
+  return (nodeDn ?? '')
     .split('\n')
     .filter((l) => l.length > 0)
     .join(', ');

@@ -236,6 +236,8 @@ export class StreamingWatch extends Watch {
   private readonly active = new Set<AbortController>();
   /** Called synchronously at the start of every watch request (see KubeInformer's sync signal). */
   beforeWatch: (() => void) | undefined;
+  /** Set while the owning informer is stopped: a watch ListWatch opens late (after a list that was in flight) is not started. */
+  closed = false;
 
   constructor(config: KubeConfig, opts: WatchOptions = {}, transform?: (obj: unknown) => unknown) {
     super(config);
@@ -258,8 +260,9 @@ export class StreamingWatch extends Watch {
     callback: WatchCallback,
     done: WatchDone,
   ): Promise<AbortController> {
-    this.beforeWatch?.();
     const controller = new AbortController();
+    if (this.closed) return controller;
+    this.beforeWatch?.();
     const cluster = this.config.getCurrentCluster();
     if (!cluster) {
       done(new Error('no current cluster in the Kubernetes configuration'));
@@ -285,7 +288,6 @@ export class StreamingWatch extends Watch {
     return new Promise<AbortController>((resolve) => {
       let finished = false;
       let resolved = false;
-      let connectTimer: NodeJS.Timeout | undefined;
       let idleTimer: NodeJS.Timeout | undefined;
       const settle = (): void => {
         if (!resolved) {
@@ -303,6 +305,10 @@ export class StreamingWatch extends Watch {
         if (notify && !controller.signal.aborted) done(err);
         settle();
       };
+      const connectTimer = setTimeout(
+        () => finish(new Error(`watch ${path}: no answer from the API server within ${this.opts.connectTimeoutMs} ms`)),
+        this.opts.connectTimeoutMs,
+      );
       controller.signal.addEventListener('abort', () => finish(null, false), { once: true });
 
       const transport = url.protocol === 'http:' ? http : https;
@@ -340,23 +346,37 @@ export class StreamingWatch extends Watch {
           while ((nl = buffered.indexOf('\n')) !== -1) {
             const line = buffered.slice(0, nl).trim();
             buffered = buffered.slice(nl + 1);
-            if (line) this.dispatch(line, callback);
+            if (line) this.dispatchSafely(line, callback, finish);
             if (finished) return;
           }
           if (buffered.length > MAX_WATCH_LINE) finish(new Error(`watch ${path}: event larger than ${MAX_WATCH_LINE} bytes`));
         });
         res.on('error', (err) => finish(err));
-        res.on('aborted', () => finish(new Error(`watch ${path}: connection reset by the API server`)));
+        res.on('close', () => {
+          if (!res.complete) finish(new Error(`watch ${path}: connection reset by the API server`));
+        });
         res.on('end', () => {
           const line = buffered.trim();
-          if (line) this.dispatch(line, callback);
+          if (line) this.dispatchSafely(line, callback, finish);
           finish(null);
         });
       });
-      connectTimer = setTimeout(() => finish(new Error(`watch ${path}: no answer from the API server within ${this.opts.connectTimeoutMs} ms`)), this.opts.connectTimeoutMs);
       request.on('error', (err) => finish(err));
       request.end();
     });
+  }
+
+  /**
+   * A throwing event handler ends the stream with that error (ListWatch emits 'error'; its owner
+   * restarts it) instead of crashing the process from a socket callback. Handlers should not
+   * throw: ListWatch has already stored the object, so the event is not delivered to them again.
+   */
+  private dispatchSafely(line: string, callback: WatchCallback, finish: (err: unknown) => void): void {
+    try {
+      this.dispatch(line, callback);
+    } catch (err) {
+      finish(err);
+    }
   }
 
   private dispatch(line: string, callback: WatchCallback): void {
@@ -446,7 +466,13 @@ export class KubeInformer<T extends KubernetesObject> extends ListWatch<T> {
     this.#synced.push(cb);
   }
 
+  override async start(): Promise<void> {
+    this.#stream.closed = false;
+    await super.start();
+  }
+
   override async stop(): Promise<void> {
+    this.#stream.closed = true;
     await super.stop();
     this.#stream.abortAll();
   }

@@ -205,8 +205,8 @@ export class PodCache implements PodLookup {
    * with backoff (lookups report not ready meanwhile); call stop() to give up.
    */
   start(): Promise<void> {
+    if (this.stopped) return Promise.reject(new Error('a stopped PodCache cannot be started again; create a new one'));
     if (this.startPromise) return this.startPromise;
-    if (this.stopped) throw new Error('a stopped PodCache cannot be started again; create a new one');
     this.running = true;
     this.startPromise = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -25,12 +25,7 @@ export class CaMetrics {
   readonly refusals: Counter<'code'>;
   readonly caExpiry: Gauge<'issuer' | 'role' | 'subject'>;
   readonly jwksRefreshFailures: Counter<'issuer'>;
-  readonly inventoryBacklog: Gauge;
-  readonly inventoryRecords: Gauge;
-  readonly inventoryDropped: Gauge;
-  readonly inventoryStoreUp: Gauge;
   readonly overloadRejections: Counter;
-  readonly staleIdentities: Gauge;
 
   constructor(registry: Registry = new Registry()) {
     this.registry = registry;
@@ -55,12 +50,7 @@ export class CaMetrics {
     this.refusals = new Counter({ name: 'meshcert_refusals_total', help: 'Refused CreateCertificate calls by meshcert error code.', labelNames: ['code'], registers: r });
     this.caExpiry = new Gauge({ name: 'meshcert_ca_cert_expiry_timestamp_seconds', help: 'NotAfter of each CA and serving certificate.', labelNames: ['issuer', 'role', 'subject'], registers: r, aggregator: 'min' });
     this.jwksRefreshFailures = new Counter({ name: 'meshcert_jwks_refresh_failures_total', help: 'Failed JWKS refreshes by token issuer.', labelNames: ['issuer'], registers: r });
-    this.inventoryBacklog = new Gauge({ name: 'meshcert_inventory_backlog', help: 'Certificate records waiting to be written to the inventory store.', registers: r });
-    this.inventoryRecords = new Gauge({ name: 'meshcert_inventory_records', help: 'Certificates in the inventory store.', registers: r, aggregator: 'max' });
-    this.inventoryDropped = new Gauge({ name: 'meshcert_inventory_dropped_records', help: 'Records dropped because the buffer overflowed (failClosed off).', registers: r });
-    this.inventoryStoreUp = new Gauge({ name: 'meshcert_inventory_store_up', help: '1 when the last inventory write succeeded.', registers: r, aggregator: 'min' });
     this.overloadRejections = new Counter({ name: 'meshcert_overload_rejections_total', help: 'Calls shed with UNAVAILABLE because too many signings were in flight.', registers: r });
-    this.staleIdentities = new Gauge({ name: 'meshcert_stale_identities', help: 'Identities whose latest certificate expires soon and was not renewed.', registers: r, aggregator: 'max' });
   }
 
   /** Sets the Citadel expiry gauges from the current CA. */
@@ -96,6 +86,29 @@ export class CaMetrics {
         if (code === 'OVERLOADED') this.overloadRejections.inc();
       },
     };
+  }
+}
+
+/**
+ * Metrics of the process that owns the inventory store (the primary in multi-process mode):
+ * kept apart from CaMetrics so aggregated worker metrics and these never share a name.
+ */
+export class InventoryMetrics {
+  readonly backlog: Gauge;
+  readonly records: Gauge;
+  readonly dropped: Gauge;
+  readonly storeUp: Gauge;
+  readonly staleIdentities: Gauge;
+  readonly caWarnings: Gauge;
+
+  constructor(registry: Registry) {
+    const r = [registry];
+    this.backlog = new Gauge({ name: 'meshcert_inventory_backlog', help: 'Certificate records waiting to be written to the inventory store.', registers: r });
+    this.records = new Gauge({ name: 'meshcert_inventory_records', help: 'Certificates in the inventory store.', registers: r });
+    this.dropped = new Gauge({ name: 'meshcert_inventory_dropped_records', help: 'Records dropped because the buffer overflowed (failClosed off).', registers: r });
+    this.storeUp = new Gauge({ name: 'meshcert_inventory_store_up', help: '1 when the last inventory write succeeded.', registers: r });
+    this.staleIdentities = new Gauge({ name: 'meshcert_stale_identities', help: 'Identities whose latest certificate expires soon and was not renewed.', registers: r });
+    this.caWarnings = new Gauge({ name: 'meshcert_ca_certs_in_warning_window', help: 'CA certificates expiring within monitoring.caWarnBefore (or expired).', registers: r });
   }
 }
 

@@ -8,11 +8,12 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import type { MeshcertConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
+import type { InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
 
 const CONFIG_ENV = 'MESHCERT_WORKER_CONFIG';
 
-export type WorkerMessage = { type: 'listening'; port: number } | { type: 'fatal'; message: string };
-export type PrimaryMessage = { type: 'shutdown' };
+export type WorkerMessage = { type: 'listening'; port: number } | { type: 'fatal'; message: string } | InventoryMessage;
+export type PrimaryMessage = { type: 'shutdown' } | InventoryStateMessage;
 
 export function workerCount(config: MeshcertConfig): number {
   return config.server.workers === 'auto' ? Math.max(1, availableParallelism()) : config.server.workers;
@@ -29,12 +30,22 @@ export function workerConfig(): MeshcertConfig {
 
 export interface WorkerPool {
   readonly port: number;
+  /** Workers currently serving. */
+  readonly live: () => number;
   /** Asks every worker to drain and waits for all of them to exit. */
   shutdown(): Promise<void>;
 }
 
-export async function startWorkers(config: MeshcertConfig, logger: Logger, count: number): Promise<WorkerPool> {
-  cluster.setupPrimary({ exec: process.argv[1], args: ['worker'], silent: false });
+export interface WorkerHooks {
+  /** Records and audit events a worker shipped (the primary owns the inventory). */
+  onInventory?: (m: InventoryMessage) => void;
+  /** Broadcast to workers every second: whether issuance may go on (inventory.failClosed). */
+  accepting?: () => boolean;
+}
+
+export async function startWorkers(config: MeshcertConfig, logger: Logger, count: number, hooks: WorkerHooks = {}): Promise<WorkerPool> {
+  // 'advanced' serialization (structured clone) keeps Dates in inventory records intact.
+  cluster.setupPrimary({ exec: process.argv[1], args: ['worker'], silent: false, serialization: 'advanced' });
   const env = { [CONFIG_ENV]: JSON.stringify(config) };
   let stopping = false;
   const live = new Set<Worker>();
@@ -46,7 +57,9 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       live.add(w);
       let listening = false;
       w.on('message', (m: WorkerMessage) => {
-        if (m.type === 'listening') {
+        if (m.type === 'inventory') {
+          hooks.onInventory?.(m);
+        } else if (m.type === 'listening') {
           listening = true;
           resolve(m.port);
         } else if (m.type === 'fatal') {
@@ -67,10 +80,20 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     });
 
   const ports = await Promise.all(Array.from({ length: count }, fork));
+  let lastAccepting: boolean | undefined;
+  const broadcast = setInterval(() => {
+    const accepting = hooks.accepting?.() ?? true;
+    if (accepting === lastAccepting) return;
+    lastAccepting = accepting;
+    for (const w of live) if (w.isConnected()) w.send({ type: 'inventory-state', accepting } satisfies PrimaryMessage);
+  }, 1000);
+  broadcast.unref();
   return {
     port: ports[0]!,
+    live: () => [...live].filter((w) => w.isConnected()).length,
     async shutdown() {
       stopping = true;
+      clearInterval(broadcast);
       await Promise.all(
         [...live].map(
           (w) =>

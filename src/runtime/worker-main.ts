@@ -1,7 +1,10 @@
 import cluster from 'node:cluster';
 import { createLogger } from '../log/logger.js';
 import { startMeshcert, type RunningMeshcert } from '../main.js';
+import { AggregatorRegistry, Registry } from 'prom-client';
+import { CaMetrics } from '../metrics/ca-metrics.js';
 import { workerConfig, type PrimaryMessage, type WorkerMessage } from './cluster.js';
+import { IpcSink } from './ipc-sink.js';
 
 /** Entry point of a forked worker: serve gRPC until the primary says to drain. */
 export async function workerMain(): Promise<number> {
@@ -16,8 +19,15 @@ export async function workerMain(): Promise<number> {
   process.on('SIGTERM', () => {});
 
   let running: RunningMeshcert;
+  // The primary's AggregatorRegistry asks each worker for its registry over IPC; constructing one
+  // here is what installs prom-client's answering listener in the worker.
+  const registry = new Registry();
+  new AggregatorRegistry();
+  AggregatorRegistry.setRegistries([registry]);
+  const metrics = new CaMetrics(registry);
+  const sink = config.inventory.store === 'none' ? undefined : new IpcSink((m) => send(m));
   try {
-    running = await startMeshcert(config, { logger });
+    running = await startMeshcert(config, { logger, metrics, ...(sink ? { sink } : {}) });
   } catch (e) {
     send({ type: 'fatal', message: e instanceof Error ? e.message : String(e) });
     return 1;
@@ -28,10 +38,18 @@ export async function workerMain(): Promise<number> {
   const drain = (): void => {
     if (closing) return;
     closing = true;
-    running.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+    running
+      .close()
+      .then(
+        () => 0,
+        () => 1,
+      )
+      .then((code) => {
+        // Ship the last records, and exit once the channel has written them.
+        sink?.flush();
+        if (process.connected) process.send!({ type: 'drained' }, undefined, {}, () => process.exit(code));
+        else process.exit(code);
+      });
   };
   process.on('message', (m: PrimaryMessage) => {
     if (m?.type === 'shutdown') drain();

@@ -1,0 +1,75 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { handleCertificatesApi } from './certificates-api.js';
+import type { InventoryStore } from '../inventory/types.js';
+import type { Logger } from '../log/logger.js';
+
+export interface ReadinessCheck {
+  readonly name: string;
+  readonly ok: boolean;
+  readonly detail?: string;
+}
+
+export interface AdminServerOptions {
+  readonly listen: string;
+  /** Prometheus text exposition (aggregated across workers in multi-process mode). */
+  readonly metrics: () => Promise<{ contentType: string; body: string }>;
+  readonly readiness: () => Promise<readonly ReadinessCheck[]>;
+  readonly store?: InventoryStore;
+  readonly logger: Logger;
+}
+
+/**
+ * The admin HTTP server, on its own address (loopback by default), never on the gRPC port:
+ * /metrics, /healthz (process up), /readyz (CA loaded, serving, inventory reachable or buffering
+ * within bounds), and the read-only certificate inventory API.
+ */
+export async function startAdminServer(o: AdminServerOptions): Promise<{ port: number; close(): Promise<void> }> {
+  const server: Server = createServer((req, res) => {
+    const send = (status: number, body: string, type = 'text/plain; charset=utf-8'): void => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+      res.end(body);
+    };
+    const path = (req.url ?? '/').split('?')[0];
+    void (async () => {
+      try {
+        if (path === '/healthz') return send(200, 'ok\n');
+        if (path === '/readyz') {
+          const checks = await o.readiness();
+          const ok = checks.every((c) => c.ok);
+          return send(ok ? 200 : 503, `${JSON.stringify({ ready: ok, checks })}\n`, 'application/json');
+        }
+        if (path === '/metrics') {
+          const m = await o.metrics();
+          return send(200, m.body, m.contentType);
+        }
+        if (o.store && (await handleCertificatesApi(req, res, o.store))) return undefined;
+        return send(404, `${JSON.stringify({ error: 'not found' })}\n`, 'application/json');
+      } catch (err) {
+        o.logger.error({ err, path }, 'admin request failed');
+        if (!res.headersSent) send(500, `${JSON.stringify({ error: 'internal error' })}\n`, 'application/json');
+        else res.destroy();
+      }
+    })();
+  });
+  const { host, port } = splitHostPort(o.listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const bound = (server.address() as AddressInfo).port;
+  o.logger.info({ listen: o.listen, port: bound }, 'admin server listening');
+  return {
+    port: bound,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+export function splitHostPort(hostPort: string): { host: string; port: number } {
+  const i = hostPort.lastIndexOf(':');
+  return { host: hostPort.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(hostPort.slice(i + 1)) };
+}

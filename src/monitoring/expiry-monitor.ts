@@ -1,0 +1,79 @@
+import { loadCaDir } from '../ca/material.js';
+import { caExpiryReport, staleIdentities, type CaExpiryEntry } from '../inventory/expiry.js';
+import type { InventoryStore } from '../inventory/types.js';
+import type { Logger } from '../log/logger.js';
+import type { InventoryMetrics } from '../metrics/ca-metrics.js';
+
+export interface ExpiryMonitorOptions {
+  readonly issuers: ReadonlyArray<{ name: string; dir: string }>;
+  /** Seconds. */
+  readonly caWarnBefore: number;
+  readonly staleWithin: number;
+  readonly interval: number;
+}
+
+/**
+ * Periodically re-reads the CA directories (so rotated files are seen) and the inventory: warns
+ * once per certificate and state when a CA certificate enters its warning window or expires, and
+ * reports stale workload identities. Results go to the log and to metrics.
+ */
+export class ExpiryMonitor {
+  private timer: NodeJS.Timeout | undefined;
+  private readonly warned = new Map<string, string>();
+
+  constructor(
+    private readonly o: ExpiryMonitorOptions,
+    private readonly logger: Logger,
+    private readonly metrics?: InventoryMetrics,
+    private readonly store?: InventoryStore,
+  ) {}
+
+  start(): void {
+    void this.check();
+    this.timer = setInterval(() => void this.check(), this.o.interval * 1000).unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  async check(now = new Date()): Promise<{ ca: CaExpiryEntry[]; stale: number }> {
+    const ca: CaExpiryEntry[] = [];
+    for (const issuer of this.o.issuers) {
+      try {
+        const m = loadCaDir(issuer.dir, new Date(0)); // validity is what we report here, not a reason to fail
+        ca.push(
+          ...caExpiryReport(
+            [...m.roots.map((cert) => ({ role: 'root' as const, issuer: issuer.name, cert })), ...m.intermediates.map((cert) => ({ role: 'intermediate' as const, issuer: issuer.name, cert }))],
+            now,
+            this.o.caWarnBefore,
+          ),
+        );
+      } catch (err) {
+        this.logger.error({ err, issuer: issuer.name }, 'expiry monitor cannot read the CA directory');
+      }
+    }
+    for (const e of ca) {
+      if (e.state === 'ok') continue;
+      if (this.warned.get(e.fingerprint) === e.state) continue;
+      this.warned.set(e.fingerprint, e.state);
+      this.logger.warn(
+        { issuer: e.issuer, role: e.role, subject: e.subject, notAfter: e.notAfter.toISOString(), daysLeft: Math.floor(e.secondsLeft / 86400), state: e.state },
+        e.state === 'expired' ? 'CA certificate has expired' : 'CA certificate expires soon: rotate it (see README "CA rotation")',
+      );
+    }
+    this.metrics?.caWarnings.set(ca.filter((e) => e.state !== 'ok').length);
+    let stale = 0;
+    if (this.store) {
+      try {
+        const s = await staleIdentities(this.store, now, this.o.staleWithin);
+        stale = s.length;
+        this.metrics?.staleIdentities.set(stale);
+        if (stale > 0) this.logger.warn({ count: stale, examples: s.slice(0, 5).map((x) => x.spiffeId) }, 'workload identities whose latest certificate was not renewed');
+      } catch (err) {
+        this.logger.warn({ err }, 'expiry monitor cannot query the inventory');
+      }
+    }
+    return { ca, stale };
+  }
+}

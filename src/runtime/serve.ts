@@ -1,0 +1,95 @@
+/**
+ * Runs a configured meshcert: in one process (server.workers: 1) or as a primary with one worker
+ * per CPU. Whichever process owns the inventory store also runs the admin server and the expiry
+ * monitor, so there is one store writer and one /metrics endpoint per replica.
+ */
+import { AggregatorRegistry, Registry } from 'prom-client';
+import { startAdminServer, type ReadinessCheck } from '../admin/server.js';
+import type { MeshcertConfig } from '../config/schema.js';
+import { InventoryService } from '../inventory/service.js';
+import type { Logger } from '../log/logger.js';
+import { prepareSharedState, startMeshcert } from '../main.js';
+import { CaMetrics, InventoryMetrics } from '../metrics/ca-metrics.js';
+import { ExpiryMonitor } from '../monitoring/expiry-monitor.js';
+import { startWorkers, workerCount } from './cluster.js';
+
+export interface RunningServer {
+  readonly port: number;
+  readonly adminPort: number | undefined;
+  readonly workers: number;
+  close(): Promise<void>;
+}
+
+export async function runServer(config: MeshcertConfig, logger: Logger): Promise<RunningServer> {
+  const count = workerCount(config);
+  const registry = new Registry();
+  const invMetrics = new InventoryMetrics(registry);
+  const inventory = await InventoryService.open(config.inventory, logger, invMetrics);
+  const monitor = new ExpiryMonitor(
+    { issuers: [{ name: 'default', dir: config.ca.dir! }], caWarnBefore: config.monitoring.caWarnBefore, staleWithin: config.monitoring.staleWithin, interval: config.monitoring.interval },
+    logger,
+    invMetrics,
+    inventory?.store,
+  );
+
+  let port: number;
+  let metricsText: () => Promise<string>;
+  let grpcReady: () => ReadinessCheck;
+  let stopServing: () => Promise<void>;
+  try {
+    if (count === 1) {
+      const caMetrics = new CaMetrics(registry);
+      const running = await startMeshcert(config, { logger, metrics: caMetrics, ...(inventory ? { sink: inventory } : {}) });
+      port = running.port;
+      metricsText = () => registry.metrics();
+      grpcReady = () => ({ name: 'grpc', ok: running.health.serving, detail: running.health.serving ? 'serving' : 'not serving' });
+      stopServing = () => running.close();
+    } else {
+      await prepareSharedState(config, logger);
+      const aggregator = new AggregatorRegistry();
+      const pool = await startWorkers(config, logger, count, {
+        onInventory: (m) => {
+          for (const r of m.records) inventory?.record(r);
+          for (const a of m.audit) inventory?.recordAudit(a);
+        },
+        accepting: () => inventory?.accepting() ?? true,
+      });
+      port = pool.port;
+      metricsText = async () => `${await aggregator.clusterMetrics()}\n${await registry.metrics()}`;
+      grpcReady = () => ({ name: 'grpc', ok: pool.live() > 0, detail: `${pool.live()}/${count} workers serving` });
+      stopServing = () => pool.shutdown();
+      logger.info({ listen: config.server.listen, port, workers: count }, 'meshcert serving');
+    }
+  } catch (e) {
+    await inventory?.close().catch(() => {});
+    throw e;
+  }
+  monitor.start();
+
+  const admin = config.admin.enabled
+    ? await startAdminServer({
+        listen: config.admin.listen,
+        logger,
+        ...(inventory ? { store: inventory.store } : {}),
+        metrics: async () => ({ contentType: registry.contentType, body: await metricsText() }),
+        readiness: async () => {
+          const checks: ReadinessCheck[] = [{ name: 'ca', ok: true, detail: 'loaded' }, grpcReady()];
+          if (inventory) checks.push({ name: 'inventory', ...(await inventory.readiness()) });
+          return checks;
+        },
+      })
+    : undefined;
+
+  return {
+    port,
+    adminPort: admin?.port,
+    workers: count,
+    async close() {
+      monitor.stop();
+      await stopServing();
+      // Workers have shipped their last records; write them all before exiting.
+      await inventory?.close().catch((err: unknown) => logger.error({ err }, 'inventory could not be flushed completely'));
+      await admin?.close();
+    },
+  };
+}
