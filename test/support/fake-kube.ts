@@ -9,7 +9,7 @@
  *   fake.cutWatches('pods');       // destroy open watch connections (client sees a reset)
  *   fake.endWatches('pods');       // end them cleanly (as a server-side timeout does)
  *   fake.compact();                // forget history: resuming a watch from an older RV gets 410
- *   fake.fail({ method: 'GET', path: /\/pods$/ }, { status: 503 }, 2);   // fault injection
+ *   fake.fail({ method: 'GET', path: /\/pods$/ }, { status: 503 }, 2);   // fault injection (clearFaults())
  *   fake.tokenReviewer = (spec) => ({ authenticated: true, user: {...}, audiences: spec.audiences });
  *   fake.requests                  // every request: method, path, query, authorization, body, status
  *   await fake.close();
@@ -21,6 +21,8 @@
  * get, create (409 AlreadyExists), replace (409 Conflict on a stale metadata.resourceVersion,
  * unconditional without one, 404 when absent), patch (merge-patch, strategic-merge treated as
  * merge-patch, json-patch), delete (preconditions; pods return the object, others a Status).
+ * Leases: spec.acquireTime/renewTime must be MicroTime with exactly six fractional digits, as the
+ * real API server demands (a plain Date from @kubernetes/client-node 1.4 gets 400; use V1MicroTime).
  * Errors are `kind: Status` objects with the API server's reasons and messages.
  * Plus POST /apis/authentication.k8s.io/v1/tokenreviews answered by `tokenReviewer`.
  * Not modelled: graceful pod deletion (put a pod with metadata.deletionTimestamp instead),
@@ -132,6 +134,8 @@ interface Fault {
   readonly watch: boolean | undefined;
   readonly status: number;
   readonly message: string | undefined;
+  /** Never answer (the request stays open until the client gives up or close()). */
+  readonly hang: boolean;
   remaining: number;
 }
 
@@ -527,10 +531,23 @@ export class FakeKube {
 
   /**
    * Fails the next `times` matching requests with a Status of `status` (a watch that matches is
-   * refused before its stream opens).
+   * refused before its stream opens), or with `{ hang: true }` never answers them.
    */
-  fail(match: { method?: string; path?: string | RegExp; watch?: boolean }, response: { status: number; message?: string }, times = 1): void {
-    this.faults.push({ method: match.method?.toUpperCase(), path: match.path, watch: match.watch, status: response.status, message: response.message, remaining: times });
+  fail(match: { method?: string; path?: string | RegExp; watch?: boolean }, response: { status: number; message?: string } | { hang: true }, times = 1): void {
+    const hang = 'hang' in response;
+    this.faults.push({
+      method: match.method?.toUpperCase(),
+      path: match.path,
+      watch: match.watch,
+      status: hang ? 0 : response.status,
+      message: hang ? undefined : response.message,
+      hang,
+      remaining: times,
+    });
+  }
+
+  clearFaults(): void {
+    this.faults.length = 0;
   }
 
   clearRequests(): void {
@@ -658,6 +675,7 @@ export class FakeKube {
         throw new HttpError(401, 'Unauthorized', 'Unauthorized');
       }
       const fault = this.takeFault(method, url.pathname, watch);
+      if (fault?.hang) return;
       if (fault) throw new HttpError(fault.status, reasonFor(fault.status), fault.message ?? `injected failure (HTTP ${fault.status})`);
 
       if (url.pathname === '/apis/authentication.k8s.io/v1/tokenreviews') {
@@ -758,6 +776,7 @@ export class FakeKube {
       if (obj.metadata.name === undefined || obj.metadata.name === '') obj.metadata.name = urlName;
       if (obj.metadata.name !== urlName) throw new HttpError(400, 'BadRequest', `the name of the object (${obj.metadata.name}) does not match the name on the URL (${urlName})`);
     }
+    if (kind === 'leases') checkLeaseTimes(obj);
     if (info.namespaced) {
       if (obj.metadata.namespace !== undefined && obj.metadata.namespace !== '' && obj.metadata.namespace !== namespace) {
         throw new HttpError(400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request');
@@ -822,7 +841,9 @@ export class FakeKube {
     }
     // List items carry no apiVersion/kind (the list does), as from the real API server.
     const items = all.map(([, o]) => {
-      const { apiVersion: _a, kind: _k, ...rest } = o;
+      const rest: Partial<FakeObject> = { ...o };
+      delete rest.apiVersion;
+      delete rest.kind;
       return rest;
     });
     return {
@@ -861,6 +882,26 @@ export class FakeKube {
     }
     const timeout = Number(query.timeoutSeconds ?? '0');
     if (timeout > 0) w.timer = setTimeout(() => this.closeWatch(w, false), timeout * 1000);
+  }
+}
+
+/**
+ * Lease spec.acquireTime/renewTime are MicroTime: the API server parses them with the layout
+ * 2006-01-02T15:04:05.000000Z07:00 and refuses anything else (e.g. Date#toISOString's 3 digits).
+ */
+function checkLeaseTimes(obj: FakeObject): void {
+  const spec = (obj.spec ?? {}) as Record<string, unknown>;
+  for (const field of ['acquireTime', 'renewTime']) {
+    const v = spec[field];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== 'string' || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$/.test(v)) {
+      const frac = typeof v === 'string' ? (/(\.\d*)?(Z|[+-]\d\d:\d\d)?$/.exec(v)?.[0] ?? v) : String(v);
+      throw new HttpError(
+        400,
+        'BadRequest',
+        `Lease in version "v1" cannot be handled as a Lease: parsing time ${JSON.stringify(v)} as "2006-01-02T15:04:05.000000Z07:00": cannot parse ${JSON.stringify(frac)} as ".000000"`,
+      );
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 import https from 'node:https';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ApiException, type V1Namespace } from '@kubernetes/client-node';
+import { ApiException, V1MicroTime, type V1Namespace } from '@kubernetes/client-node';
 import { TokenReviewAuthenticator } from '../../../src/auth/tokenreview.js';
 import { createKubeClient, describeKubeError, kubeStatusCode, type KubeClient } from '../../../src/k8s/client.js';
 import { FakeKube, fakePod } from '../../support/fake-kube.js';
@@ -101,23 +101,37 @@ describe('fake-kube: ConfigMaps, Secrets, Leases through @kubernetes/client-node
   });
 
   it('supports Lease create/read/replace with resourceVersion conflicts (leader election)', async () => {
-    const body = {
-      metadata: { name: 'meshcert-leader' },
-      spec: { holderIdentity: 'pod-a', leaseDurationSeconds: 15, acquireTime: new Date(), renewTime: new Date(), leaseTransitions: 0 },
-    };
+    // MicroTime needs six fractional digits: a plain Date is refused, as by a real API server.
+    const refused = await apiError(
+      client.coordination.createNamespacedLease({ namespace: 'istio-system', body: { metadata: { name: 'meshcert-leader' }, spec: { holderIdentity: 'pod-a', renewTime: new Date() } } }),
+    );
+    expect(refused.code).toBe(400);
+    expect(String(refused.status.message)).toMatch(/^Lease in version "v1" cannot be handled as a Lease: parsing time ".*" as "2006-01-02T15:04:05.000000Z07:00": cannot parse "\.\d{3}Z" as "\.000000"$/);
+
+    const now = new V1MicroTime();
+    const body = { metadata: { name: 'meshcert-leader' }, spec: { holderIdentity: 'pod-a', leaseDurationSeconds: 15, acquireTime: now, renewTime: now, leaseTransitions: 0 } };
     const lease = await client.coordination.createNamespacedLease({ namespace: 'istio-system', body });
     expect(lease.spec?.holderIdentity).toBe('pod-a');
     expect(fake.requests.at(-1)?.path).toBe('/apis/coordination.k8s.io/v1/namespaces/istio-system/leases');
+    // 1.4 does not turn MicroTime back into a Date: it reads back as the RFC 3339 string.
+    expect(lease.spec?.renewTime as unknown).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
 
-    const takeover = await client.coordination.replaceNamespacedLease({ namespace: 'istio-system', name: 'meshcert-leader', body: { ...lease, spec: { ...lease.spec, holderIdentity: 'pod-b' } } });
+    const takeover = await client.coordination.replaceNamespacedLease({
+      namespace: 'istio-system',
+      name: 'meshcert-leader',
+      body: { ...lease, spec: { ...lease.spec, holderIdentity: 'pod-b', renewTime: new V1MicroTime() } },
+    });
     expect(takeover.spec?.holderIdentity).toBe('pod-b');
     // pod-a still holds the old resourceVersion: its renewal loses.
-    const lost = await apiError(client.coordination.replaceNamespacedLease({ namespace: 'istio-system', name: 'meshcert-leader', body: { ...lease, spec: { ...lease.spec, renewTime: new Date() } } }));
+    const lost = await apiError(
+      client.coordination.replaceNamespacedLease({ namespace: 'istio-system', name: 'meshcert-leader', body: { ...lease, spec: { ...lease.spec, renewTime: new V1MicroTime() } } }),
+    );
     expect(lost.code).toBe(409);
-    expect(String(lost.status.message)).toBe('Operation cannot be fulfilled on leases.coordination.k8s.io "meshcert-leader": the object has been modified; please apply your changes to the latest version and try again');
+    expect(String(lost.status.message)).toBe(
+      'Operation cannot be fulfilled on leases.coordination.k8s.io "meshcert-leader": the object has been modified; please apply your changes to the latest version and try again',
+    );
     const read = await client.coordination.readNamespacedLease({ namespace: 'istio-system', name: 'meshcert-leader' });
     expect(read.spec?.holderIdentity).toBe('pod-b');
-    expect(read.spec?.renewTime).toBeInstanceOf(Date);
   });
 
   it('applies merge and JSON patches, and refuses a patch with a stale resourceVersion', async () => {
@@ -192,7 +206,7 @@ describe('fake-kube: watches', () => {
     } finally {
       await informer.stop();
     }
-    expect(fake.watchCount()).toBe(0);
+    await vi.waitFor(() => expect(fake.watchCount()).toBe(0));
   });
 
   it('sends DELETED when an object stops matching the watch selector and ADDED when it starts', async () => {

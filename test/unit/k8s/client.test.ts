@@ -1,0 +1,148 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createKubeClient, createKubeConfig, describeKubeError, kubeStatusCode } from '../../../src/k8s/client.js';
+import { FakeKube } from '../../support/fake-kube.js';
+
+let fake: FakeKube;
+let dir: string;
+
+beforeEach(async () => {
+  fake = await FakeKube.start();
+  dir = mkdtempSync(join(tmpdir(), 'meshcert-k8s-'));
+});
+
+afterEach(async () => {
+  await fake.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A TCP server that accepts connections and never answers (TLS handshake hangs). */
+async function blackHole(): Promise<{ url: string; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `https://127.0.0.1:${port}`,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+describe('createKubeConfig', () => {
+  it('explicit server + tokenFile: the token is read from the file and trimmed', async () => {
+    const tokenFile = join(dir, 'token');
+    writeFileSync(tokenFile, 'file-token\n');
+    const client = createKubeClient({ server: fake.url, caPem: fake.caPem, tokenFile });
+    await client.core.listNamespace();
+    expect(fake.requests.at(-1)?.authorization).toBe('Bearer file-token');
+  });
+
+  it('in-cluster: KUBERNETES_SERVICE_HOST/PORT and the service-account files', async () => {
+    writeFileSync(join(dir, 'token'), 'sa-token');
+    writeFileSync(join(dir, 'ca.crt'), fake.caPem);
+    writeFileSync(join(dir, 'namespace'), 'istio-system');
+    const env = { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(fake.port) };
+    const client = createKubeClient({ inCluster: true, env, serviceAccountDir: dir });
+    expect(client.server).toBe(fake.url);
+    await client.core.listNamespace();
+    expect(fake.requests.at(-1)?.authorization).toBe('Bearer sa-token');
+
+    expect(() => createKubeConfig({ inCluster: true, env: {}, serviceAccountDir: dir })).toThrow(/KUBERNETES_SERVICE_HOST is not set/);
+    expect(() => createKubeConfig({ inCluster: true, env, serviceAccountDir: join(dir, 'missing') })).toThrow(/in-cluster Kubernetes credentials not found: .*token is missing/);
+  });
+
+  it('kubeconfig file, with context selection; insecure-skip-tls-verify is refused', async () => {
+    const ca = Buffer.from(fake.caPem).toString('base64');
+    const file = join(dir, 'kubeconfig');
+    writeFileSync(
+      file,
+      `apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster: { server: "${fake.url}", certificate-authority-data: "${ca}" }
+- name: insecure
+  cluster: { server: "${fake.url}", insecure-skip-tls-verify: true }
+users:
+- name: u
+  user: { token: kubeconfig-token }
+contexts:
+- name: good
+  context: { cluster: fake, user: u }
+- name: bad
+  context: { cluster: insecure, user: u }
+current-context: good
+`,
+    );
+    const client = createKubeClient({ kubeconfig: file });
+    await client.core.listNamespace();
+    expect(fake.requests.at(-1)?.authorization).toBe('Bearer kubeconfig-token');
+    expect(() => createKubeConfig({ kubeconfig: file, context: 'bad' })).toThrow(/sets insecure-skip-tls-verify, which meshcert refuses/);
+    expect(() => createKubeConfig({ kubeconfig: file, context: 'nope' })).toThrow(/has no context "nope"/);
+    expect(() => createKubeConfig({ kubeconfig: join(dir, 'absent') })).toThrow(/cannot load kubeconfig/);
+  });
+
+  it('refuses plain http, skipTLSVerify and conflicting credentials', () => {
+    expect(() => createKubeConfig({ server: 'http://127.0.0.1:8080' })).toThrow(/must be an https:\/\/ URL/);
+    expect(() => createKubeConfig({ server: fake.url, skipTLSVerify: true } as unknown as { server: string })).toThrow(/skipTLSVerify is not supported/);
+    expect(() => createKubeConfig({ server: fake.url, token: 'a', tokenFile: '/x' })).toThrow(/either token or tokenFile/);
+    expect(() => createKubeConfig({ server: fake.url, tokenFile: join(dir, 'none') })).toThrow(/does not exist/);
+  });
+
+  it('verifies the API server certificate (no CA given: the fake is not trusted)', async () => {
+    const client = createKubeClient({ server: fake.url });
+    const err = await client.core.listNamespace().catch((e: unknown) => e);
+    expect(kubeStatusCode(err)).toBeUndefined();
+    expect(describeKubeError(err)).toMatch(/certificate|self-signed|issuer/i);
+    const watchErr = await new Promise<unknown>((resolve) => {
+      const inf = client.makeInformer('namespaces');
+      inf.on('error', resolve);
+      void inf.start();
+    });
+    expect(describeKubeError(watchErr)).toMatch(/certificate|self-signed|issuer/i);
+  });
+});
+
+describe('timeouts', () => {
+  it('bounds API requests and the watch/list with timeouts when the server never answers', async () => {
+    const hole = await blackHole();
+    try {
+      const client = createKubeClient({ server: hole.url, caPem: fake.caPem }, { requestTimeoutMs: 200, watch: { connectTimeoutMs: 200 } });
+      const started = Date.now();
+      const err = await client.core.listNamespace().catch((e: unknown) => e);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(describeKubeError(err)).toMatch(/abort/i);
+
+      const inf = client.makeInformer('namespaces');
+      const listErr = await new Promise<unknown>((resolve) => {
+        inf.on('error', resolve);
+        void inf.start();
+      });
+      expect(describeKubeError(listErr)).toMatch(/abort/i);
+      await inf.stop();
+    } finally {
+      await hole.close();
+    }
+  });
+
+  it('gives up on a watch whose response never comes', async () => {
+    const client = createKubeClient({ server: fake.url, caPem: fake.caPem }, { watch: { connectTimeoutMs: 200 } });
+    fake.fail({ path: '/api/v1/namespaces', watch: true }, { hang: true });
+    const inf = client.makeInformer('namespaces');
+    const err = await new Promise<unknown>((resolve) => {
+      inf.on('error', resolve);
+      void inf.start();
+    });
+    expect(describeKubeError(err)).toBe('watch /api/v1/namespaces: no answer from the API server within 200 ms');
+    await inf.stop();
+  });
+});

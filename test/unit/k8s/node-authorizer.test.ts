@@ -1,0 +1,168 @@
+import { status } from '@grpc/grpc-js';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { Caller } from '../../../src/auth/types.js';
+import { CaError } from '../../../src/errors/ca-error.js';
+import { toGrpcFailure } from '../../../src/grpc/status.js';
+import { createKubeClient } from '../../../src/k8s/client.js';
+import { NodeAuthorizer } from '../../../src/k8s/node-authorizer.js';
+import { PodCache, PodCacheNotReadyError, type PodLookup } from '../../../src/k8s/pod-cache.js';
+import { FakeKube, fakePod } from '../../support/fake-kube.js';
+
+const TD = 'cluster.local';
+const id = (ns: string, sa: string): string => `spiffe://${TD}/ns/${ns}/sa/${sa}`;
+
+let fake: FakeKube;
+let pods: PodCache;
+let authz: NodeAuthorizer;
+
+function ztunnel(over: Partial<Caller> = {}): Caller {
+  return {
+    method: 'tokenreview',
+    identities: [id('istio-system', 'ztunnel')],
+    namespace: 'istio-system',
+    serviceAccount: 'ztunnel',
+    pod: { name: 'ztunnel-a', uid: 'uid-ztunnel-a' },
+    node: { name: 'node-a', uid: 'uid-node-a' },
+    ...over,
+  };
+}
+
+/** Runs authorize and returns the CaError (or null when allowed). */
+function outcome(a: NodeAuthorizer, caller: Caller, requested: string): CaError | null {
+  try {
+    a.authorize(caller, requested);
+    return null;
+  } catch (err) {
+    expect(err).toBeInstanceOf(CaError);
+    return err as CaError;
+  }
+}
+
+function expectDenied(caller: Caller, requested: string, message: RegExp, a: NodeAuthorizer = authz): void {
+  const err = outcome(a, caller, requested);
+  expect(err?.code).toBe('IMPERSONATION_DENIED');
+  expect(err?.message).toMatch(message);
+  expect(toGrpcFailure(err).code).toBe(status.PERMISSION_DENIED);
+}
+
+beforeEach(async () => {
+  fake = await FakeKube.start({ token: 't' });
+  fake.put('pods', fakePod({ namespace: 'istio-system', name: 'ztunnel-a', node: 'node-a', serviceAccount: 'ztunnel', uid: 'uid-ztunnel-a' }));
+  fake.put('pods', fakePod({ namespace: 'istio-system', name: 'ztunnel-b', node: 'node-b', serviceAccount: 'ztunnel', uid: 'uid-ztunnel-b' }));
+  fake.put('pods', fakePod({ namespace: 'app', name: 'web-1', node: 'node-a', serviceAccount: 'web', uid: 'uid-web-1' }));
+  fake.put('pods', fakePod({ namespace: 'app', name: 'db-1', node: 'node-b', serviceAccount: 'db', uid: 'uid-db-1' }));
+  fake.put('pods', fakePod({ namespace: 'app', name: 'job-1', node: 'node-a', serviceAccount: 'batch', phase: 'Succeeded' }));
+  fake.put('pods', fakePod({ namespace: 'kube-system', name: 'proxy-a', node: 'node-a', serviceAccount: 'node-proxy', uid: 'uid-proxy-a' }));
+  const client = createKubeClient({ server: fake.url, caPem: fake.caPem, token: 't' });
+  pods = new PodCache({ client, backoffInitialMs: 20, backoffMaxMs: 100 });
+  await pods.start();
+  authz = new NodeAuthorizer({ pods, trustDomain: TD });
+});
+
+afterEach(async () => {
+  await pods.stop();
+  await fake.close();
+});
+
+describe('NodeAuthorizer (PROTOCOL §3)', () => {
+  it('allows a trusted node proxy to request the identity of a pod on its node', () => {
+    expect(outcome(authz, ztunnel(), id('app', 'web'))).toBeNull();
+    expect(outcome(authz, ztunnel({ pod: { name: 'ztunnel-b', uid: 'uid-ztunnel-b' }, node: { name: 'node-b' } }), id('app', 'db'))).toBeNull();
+    // Its own identity is fine too: the ztunnel pod itself runs on the node. caller.node is optional.
+    expect(outcome(authz, ztunnel({ node: undefined }), id('istio-system', 'ztunnel'))).toBeNull();
+  });
+
+  it('refuses an identity whose pods are all on other nodes', () => {
+    expectDenied(ztunnel(), id('app', 'db'), /^no running pod with service account app\/db is on node node-a \(the caller's node\)/);
+    expectDenied(ztunnel(), id('app', 'nobody'), /no running pod with service account app\/nobody is on node node-a/);
+  });
+
+  it('refuses an identity whose only pod on the node has terminated', () => {
+    expectDenied(ztunnel(), id('app', 'batch'), /no running pod with service account app\/batch/);
+  });
+
+  it('refuses callers that are not trusted node accounts', () => {
+    const web: Caller = { method: 'tokenreview', identities: [id('app', 'web')], namespace: 'app', serviceAccount: 'web', pod: { name: 'web-1', uid: 'uid-web-1' } };
+    expectDenied(web, id('app', 'web'), /^service account app\/web may not request certificates for other workloads \(ImpersonatedIdentity\); only trusted node accounts may: istio-system\/ztunnel$/);
+    const client: Caller = { method: 'client-cert', identities: [id('istio-system', 'ztunnel')] };
+    expectDenied(client, id('app', 'web'), /requires a Kubernetes service-account token/);
+  });
+
+  it('uses the configured trusted node accounts instead of the default', () => {
+    const custom = new NodeAuthorizer({ pods, trustDomain: TD, trustedNodeAccounts: ['kube-system/node-proxy'] });
+    const proxy = ztunnel({ namespace: 'kube-system', serviceAccount: 'node-proxy', pod: { name: 'proxy-a', uid: 'uid-proxy-a' }, identities: [id('kube-system', 'node-proxy')] });
+    expect(outcome(custom, proxy, id('app', 'web'))).toBeNull();
+    expectDenied(ztunnel(), id('app', 'web'), /istio-system\/ztunnel may not request certificates.*only trusted node accounts may: kube-system\/node-proxy/, custom);
+    expect(() => new NodeAuthorizer({ pods, trustedNodeAccounts: ['ztunnel'] })).toThrow(/must be "namespace\/serviceAccount"/);
+  });
+
+  it('refuses a token that is not bound to a pod', () => {
+    expectDenied(ztunnel({ pod: undefined }), id('app', 'web'), /^the caller's token is not bound to a pod/);
+    expectDenied(ztunnel({ pod: { name: 'ztunnel-a', uid: '' } }), id('app', 'web'), /not bound to a pod/);
+  });
+
+  it('refuses a token bound to a pod that has been replaced (stale UID) or is gone', () => {
+    expectDenied(ztunnel({ pod: { name: 'ztunnel-a', uid: 'uid-old' } }), id('app', 'web'), /bound to pod istio-system\/ztunnel-a with UID uid-old, but that pod now has UID uid-ztunnel-a/);
+    expectDenied(ztunnel({ pod: { name: 'ztunnel-zz', uid: 'uid-zz' } }), id('app', 'web'), /the caller's pod istio-system\/ztunnel-zz does not exist/);
+  });
+
+  it('refuses when the caller pod runs as another service account or on another node than the token says', () => {
+    fake.put('pods', fakePod({ namespace: 'istio-system', name: 'imposter', node: 'node-a', serviceAccount: 'default', uid: 'uid-imposter' }));
+    return vi.waitFor(() => {
+      expectDenied(ztunnel({ pod: { name: 'imposter', uid: 'uid-imposter' } }), id('app', 'web'), /runs as service account istio-system\/default, not istio-system\/ztunnel/);
+      expectDenied(ztunnel({ node: { name: 'node-b' } }), id('app', 'web'), /token is bound to node node-b, but its pod istio-system\/ztunnel-a runs on node node-a/);
+    });
+  });
+
+  it('refuses requested identities that are not spiffe://<td>/ns/<ns>/sa/<sa>', () => {
+    for (const bad of ['spiffe://cluster.local/workload/web', `${id('app', 'web')}/extra`, 'spiffe://cluster.local/ns/app/sa/', 'https://cluster.local/ns/app/sa/web', 'app/web', '']) {
+      expectDenied(ztunnel(), bad, /^ImpersonatedIdentity must be a workload identity spiffe:\/\/<trust-domain>\/ns\/<namespace>\/sa\/<service-account>/);
+    }
+    expectDenied(ztunnel(), 'spiffe://other.td/ns/app/sa/web', /^ImpersonatedIdentity is in trust domain other.td, but this CA issues for cluster.local$/);
+    // Without a configured trust domain, any trust domain is accepted (istiod's behaviour).
+    expect(outcome(new NodeAuthorizer({ pods }), ztunnel(), 'spiffe://other.td/ns/app/sa/web')).toBeNull();
+  });
+
+  it('stops authorizing once the pod is deleted (seen through the watch)', async () => {
+    expect(outcome(authz, ztunnel(), id('app', 'web'))).toBeNull();
+    fake.delete('pods', 'app', 'web-1');
+    await vi.waitFor(() => expectDenied(ztunnel(), id('app', 'web'), /no running pod with service account app\/web is on node node-a/));
+    // A new pod of that identity scheduled on the node: allowed again.
+    fake.put('pods', fakePod({ namespace: 'app', name: 'web-2', node: 'node-a', serviceAccount: 'web' }));
+    await vi.waitFor(() => expect(outcome(authz, ztunnel(), id('app', 'web'))).toBeNull());
+  });
+
+  it('answers AUTH_BACKEND_UNAVAILABLE (retryable) while the pod cache is not synced, never a denial', async () => {
+    const client = createKubeClient({ server: fake.url, caPem: fake.caPem, token: 't' });
+    const cold = new PodCache({ client });
+    const a = new NodeAuthorizer({ pods: cold, trustDomain: TD });
+    try {
+      const err = outcome(a, ztunnel(), id('app', 'web'));
+      expect(err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+      expect(err?.message).toBe("the CA cannot check which workloads run on the caller's node yet (its pod cache is not synced with the Kubernetes API server); retry later");
+      expect(toGrpcFailure(err).code).toBe(status.UNAVAILABLE);
+      // Checks that need no cache still deny at once.
+      expect(outcome(a, ztunnel({ namespace: 'app', serviceAccount: 'web' }), id('app', 'web'))?.code).toBe('IMPERSONATION_DENIED');
+      expect(outcome(a, ztunnel({ pod: undefined }), id('app', 'web'))?.code).toBe('IMPERSONATION_DENIED');
+      expect(outcome(a, ztunnel(), 'spiffe://cluster.local/x')?.code).toBe('IMPERSONATION_DENIED');
+      await cold.start();
+      expect(outcome(a, ztunnel(), id('app', 'web'))).toBeNull();
+    } finally {
+      await cold.stop();
+    }
+  });
+
+  it('turns a cache that becomes not ready during the lookup into AUTH_BACKEND_UNAVAILABLE', () => {
+    const flaky: PodLookup = {
+      synced: true,
+      getPod: () => {
+        throw new PodCacheNotReadyError('the pod cache is not ready');
+      },
+      getPodByUid: () => undefined,
+      hasServiceAccountOnNode: () => false,
+    };
+    const err = outcome(new NodeAuthorizer({ pods: flaky }), ztunnel(), id('app', 'web'));
+    expect(err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+    expect(err?.cause).toBeInstanceOf(PodCacheNotReadyError);
+  });
+});
