@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { X509Certificate } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import { resolve } from 'node:path';
 import { recordToJson, parseDurationParam, parseSourceFilter } from '../admin/certificates-api.js';
 import { caPath } from '../ca/files.js';

@@ -54,12 +54,7 @@ export class InventoryService implements RecordSink {
       },
     });
     const svc = new InventoryService(store, recorder, o);
-    const gauges = (): void => {
-      metrics?.backlog.set(recorder.backlog);
-      metrics?.storeUp.set(recorder.storeHealthy ? 1 : 0);
-      metrics?.dropped.set(recorder.dropped);
-    };
-    svc.timers.push(setInterval(gauges, 1000).unref());
+    if (metrics) metrics.recorder = recorder;
     const count = (): void => {
       store.count().then(
         (n) => metrics?.records.set(n),

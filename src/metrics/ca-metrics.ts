@@ -100,13 +100,17 @@ export class InventoryMetrics {
   readonly storeUp: Gauge;
   readonly staleIdentities: Gauge;
   readonly caWarnings: Gauge;
+  /** Read at scrape time, so the gauges are never stale. */
+  recorder?: { readonly backlog: number; readonly storeHealthy: boolean; readonly dropped: number };
 
   constructor(registry: Registry) {
     const r = [registry];
-    this.backlog = new Gauge({ name: 'meshcert_inventory_backlog', help: 'Certificate records waiting to be written to the inventory store.', registers: r });
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- prom-client calls collect() with the gauge as `this`
+    const self = this;
+    this.backlog = new Gauge({ name: 'meshcert_inventory_backlog', help: 'Certificate records waiting to be written to the inventory store.', registers: r, collect() { if (self.recorder) this.set(self.recorder.backlog); } });
     this.records = new Gauge({ name: 'meshcert_inventory_records', help: 'Certificates in the inventory store.', registers: r });
-    this.dropped = new Gauge({ name: 'meshcert_inventory_dropped_records', help: 'Records dropped because the buffer overflowed (failClosed off).', registers: r });
-    this.storeUp = new Gauge({ name: 'meshcert_inventory_store_up', help: '1 when the last inventory write succeeded.', registers: r });
+    this.dropped = new Gauge({ name: 'meshcert_inventory_dropped_records', help: 'Records dropped because the buffer overflowed (failClosed off).', registers: r, collect() { if (self.recorder) this.set(self.recorder.dropped); } });
+    this.storeUp = new Gauge({ name: 'meshcert_inventory_store_up', help: '1 when the last inventory write succeeded.', registers: r, collect() { if (self.recorder) this.set(self.recorder.storeHealthy ? 1 : 0); } });
     this.staleIdentities = new Gauge({ name: 'meshcert_stale_identities', help: 'Identities whose latest certificate expires soon and was not renewed.', registers: r });
     this.caWarnings = new Gauge({ name: 'meshcert_ca_certs_in_warning_window', help: 'CA certificates expiring within monitoring.caWarnBefore (or expired).', registers: r });
   }

@@ -1,0 +1,167 @@
+import Database from 'better-sqlite3';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CaClient } from '../../../src/client/ca-client.js';
+import { parseConfig } from '../../../src/config/load.js';
+import type { ConfigInput } from '../../../src/config/schema.js';
+import { openStore } from '../../../src/inventory/open.js';
+import { createLogger } from '../../../src/log/logger.js';
+import { runServer, type RunningServer } from '../../../src/runtime/serve.js';
+import { makeCsr } from '../../fixtures/csr.js';
+import { mintToken, TEST_ISSUER, writeTestJwks } from '../../support/harness.js';
+import { createTestDatabase, dedicatedClusterSkipReason, destroyDedicatedCluster, startDedicatedCluster, startPostgres, stopPostgres, type PgCluster } from '../../support/postgres-control.js';
+
+const ID = (ns: string, sa: string) => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
+
+async function start(dir: string, extra: ConfigInput = {}): Promise<{ server: RunningServer; client: CaClient; logs: () => string }> {
+  await writeTestJwks(join(dir, 'jwks.json'));
+  const config = parseConfig(
+    {
+      dataDir: dir,
+      server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: '5s' },
+      admin: { listen: '127.0.0.1:0' },
+      ca: { autoInit: true },
+      auth: { clusters: [{ name: 'Kubernetes', jwt: [{ issuer: TEST_ISSUER, jwksFile: join(dir, 'jwks.json') }] }] },
+      ...extra,
+    },
+    {},
+    'test',
+    dir,
+  );
+  let text = '';
+  const sink = new Writable({ write: (c, _e, cb) => ((text += c.toString()), cb()) });
+  const server = await runServer(config, createLogger('info', sink));
+  const client = new CaClient({ address: `127.0.0.1:${server.port}`, rootPem: readFileSync(join(dir, 'ca/root-cert.pem'), 'utf8') });
+  return { server, client, logs: () => text };
+}
+
+async function get(port: number, path: string): Promise<{ status: number; body: string }> {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`);
+  return { status: r.status, body: await r.text() };
+}
+
+function metricValue(text: string, name: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+  return line ? Number(line.split(' ').pop()) : NaN;
+}
+
+describe('the server records every certificate and exposes metrics (SQLite, the embedded default)', () => {
+  let dir: string;
+  let s: Awaited<ReturnType<typeof start>>;
+  const issuedSerials: string[] = [];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-inv-'));
+    s = await start(dir);
+  });
+  afterAll(async () => {
+    s?.client.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('counts a known sequence of successes and refusals exactly, with Citadel names', async () => {
+    const token = await mintToken({ ns: 'shop', sa: 'cart' });
+    for (let i = 0; i < 3; i++) {
+      const chain = await s.client.createCertificate({ csrPem: (await makeCsr({ uris: [ID('shop', 'cart')] })).pem, token });
+      issuedSerials.push(new X509Certificate(chain[0]!).serialNumber.toLowerCase().replace(/^0+/, ''));
+    }
+    const refuse = (p: Promise<unknown>) => p.then(() => expect.fail('should be refused'), () => undefined);
+    await refuse(s.client.createCertificate({ csrPem: (await makeCsr()).pem, token: 'garbage' })); // authentication failure
+    await refuse(s.client.createCertificate({ csrPem: 'not a csr', token })); // CSR parsing error
+    await refuse(s.client.createCertificate({ csrPem: (await makeCsr({ uris: [ID('kube-system', 'admin')] })).pem, token })); // identity mismatch
+
+    const m = (await get(s.server.adminPort!, '/metrics')).body;
+    expect(metricValue(m, 'citadel_server_csr_count')).toBe(6);
+    expect(metricValue(m, 'citadel_server_success_cert_issuance_count')).toBe(3);
+    expect(metricValue(m, 'citadel_server_authentication_failure_count')).toBe(1);
+    expect(metricValue(m, 'citadel_server_csr_parsing_err_count')).toBe(1);
+    expect(metricValue(m, 'citadel_server_id_extraction_err_count')).toBe(1);
+    expect(m).toMatch(/meshcert_refusals_total\{code="AUTH_INVALID"\} 1/);
+    expect(m).toMatch(/meshcert_request_duration_seconds_count\{code="OK"\} 3/);
+    expect(metricValue(m, 'citadel_server_root_cert_expiry_timestamp')).toBeGreaterThan(Date.now() / 1000 + 9 * 365 * 86400);
+    expect(metricValue(m, 'citadel_server_cert_chain_expiry_timestamp')).toBeGreaterThan(Date.now() / 1000 + 300 * 86400);
+    expect(m).toMatch(/meshcert_inventory_backlog /);
+  });
+
+  it('answers /healthz and /readyz, and serves the inventory API', async () => {
+    expect((await get(s.server.adminPort!, '/healthz')).status).toBe(200);
+    const ready = await get(s.server.adminPort!, '/readyz');
+    expect(ready.status).toBe(200);
+    expect(JSON.parse(ready.body)).toMatchObject({ ready: true });
+    // Records reach the store off the request path; wait for the write-behind flush.
+    await expect.poll(async () => JSON.parse((await get(s.server.adminPort!, '/api/v1/certificates?namespace=shop')).body).items.length, { timeout: 5000 }).toBe(3);
+    const one = JSON.parse((await get(s.server.adminPort!, `/api/v1/certificates/${issuedSerials[0]}`)).body);
+    expect(one).toMatchObject({ spiffeId: ID('shop', 'cart'), namespace: 'shop', serviceAccount: 'cart', issuer: 'default', source: 'issued', requester: ID('shop', 'cart'), cluster: 'Kubernetes', keyAlgorithm: 'ECDSA', keySize: 256 });
+  });
+
+  it('loses nothing on a clean shutdown with a non-empty buffer, and audits refusals without secrets', async () => {
+    const token = await mintToken({ ns: 'burst', sa: 'job' });
+    const csr = await makeCsr({ uris: [ID('burst', 'job')] });
+    const chains = await Promise.all(Array.from({ length: 150 }, () => s.client.createCertificate({ csrPem: csr.pem, token })));
+    await s.server.close(); // immediately: records are still buffered
+    const store = await openStore({ kind: 'sqlite', path: join(dir, 'inventory.db') });
+    for (const c of chains) {
+      const serial = new X509Certificate(c[0]!).serialNumber.toLowerCase().replace(/^0+/, '');
+      expect(await store.get(serial), serial).not.toBeNull();
+    }
+    expect(await store.count()).toBe(153);
+    await store.close();
+    const db = new Database(join(dir, 'inventory.db'), { readonly: true });
+    const audit = db.prepare('SELECT * FROM inventory_audit_events').all() as Array<Record<string, unknown>>;
+    db.close();
+    expect(audit.filter((a) => a.decision === 'issued')).toHaveLength(153);
+    const refused = audit.filter((a) => a.decision === 'refused');
+    expect(refused.map((a) => a.code).sort()).toEqual(['AUTH_INVALID', 'CSR_MALFORMED', 'IDENTITY_MISMATCH']);
+    expect(refused.find((a) => a.code === 'IDENTITY_MISMATCH')).toMatchObject({ requester: ID('shop', 'cart') });
+    expect(JSON.stringify(audit)).not.toMatch(/eyJ[A-Za-z0-9_-]{10}|-----BEGIN [A-Z ]+-----\\n[A-Za-z0-9+/]|PRIVATE KEY/);
+  });
+});
+
+describe('PostgreSQL outage during issuance', () => {
+  const skip = dedicatedClusterSkipReason();
+  let cluster: PgCluster;
+  let dir: string;
+  beforeAll(async () => {
+    if (skip) return;
+    cluster = await startDedicatedCluster();
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-pg-outage-'));
+  }, 120_000);
+  afterAll(async () => {
+    if (cluster) await destroyDedicatedCluster(cluster);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.skipIf(skip !== null)('keeps issuing while PostgreSQL is down and records every certificate exactly once after it returns', async () => {
+    const db = await createTestDatabase('outage', cluster.url);
+    const s = await start(dir, { inventory: { url: db.url } });
+    const token = await mintToken({ ns: 'pay', sa: 'api' });
+    const csr = await makeCsr({ uris: [ID('pay', 'api')] });
+    const serials: string[] = [];
+    const issue = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        const c = await s.client.createCertificate({ csrPem: csr.pem, token });
+        serials.push(new X509Certificate(c[0]!).serialNumber.toLowerCase().replace(/^0+/, ''));
+      }
+    };
+    await issue(20);
+    await stopPostgres(cluster);
+    await issue(40); // issuance goes on
+    await expect.poll(async () => metricValue((await get(s.server.adminPort!, '/metrics')).body, 'meshcert_inventory_store_up'), { timeout: 10_000, interval: 250 }).toBe(0);
+    const mm = (await get(s.server.adminPort!, '/metrics')).body;
+    expect(metricValue(mm, 'meshcert_inventory_backlog')).toBeGreaterThan(0);
+    await startPostgres(cluster);
+    await issue(20);
+    await expect.poll(async () => metricValue((await get(s.server.adminPort!, '/metrics')).body, 'meshcert_inventory_backlog'), { timeout: 20_000, interval: 500 }).toBe(0);
+    await s.server.close();
+    s.client.close();
+    const store = await openStore({ kind: 'postgres', url: db.url });
+    expect(await store.count()).toBe(80);
+    for (const serial of serials) expect(await store.get(serial)).not.toBeNull();
+    await store.close();
+    await db.drop();
+  }, 90_000);
+});
