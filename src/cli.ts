@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { caCommand, CA_USAGE } from './cli/ca.js';
 import { UsageError } from './cli/args.js';
+import { certsCommand, CERTS_USAGE } from './cli/certs.js';
 import { configCommand } from './cli/config-check.js';
+import { discoverCommand, DISCOVER_USAGE } from './cli/discover.js';
 import { requestCommand, REQUEST_USAGE } from './cli/request.js';
 import { serveCommand, SERVE_USAGE } from './cli/serve.js';
 import { ConfigError } from './errors/ca-error.js';
@@ -16,7 +18,9 @@ const USAGE = `meshcert: a certificate authority for service meshes (an Istio ex
 ${SERVE_USAGE}
 ${CA_USAGE}
 meshcert config check FILE       validate a config file
-${REQUEST_USAGE}`;
+${REQUEST_USAGE}
+${CERTS_USAGE}
+${DISCOVER_USAGE}`;
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   // Internal: how `serve` starts its forked workers (see src/runtime/cluster.ts).
@@ -28,6 +32,8 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   ca: caCommand,
   config: configCommand,
   request: requestCommand,
+  certs: certsCommand,
+  discover: discoverCommand,
 };
 
 /** Exit codes: 0 ok, 1 failure (refused, invalid config), 2 usage error. */

@@ -10,6 +10,7 @@ import { TokenCache } from './auth/token-cache.js';
 import { TokenReviewAuthenticator } from './auth/tokenreview.js';
 import type { Authenticator } from './auth/types.js';
 import { Authority } from './authority/authority.js';
+import { IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
 import { initCaDir } from './ca/init.js';
 import { isCaDirEmpty, loadCaDir } from './ca/material.js';
 import type { MeshcertConfig } from './config/schema.js';
@@ -159,7 +160,9 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     issuer: currentIssuer,
     options: config.issuance,
     ...(sink ? { beforeSign: () => assertInventoryAccepting(sink) } : {}),
+    ...(config.overload.perIdentity ? { rateLimit: new IdentityRateLimiter(config.overload.perIdentity) } : {}),
   });
+  const limiter = new InFlightLimiter(config.overload.maxInFlight);
   o.metrics?.setCaExpiry(issuer.name, issuer.material.roots, issuer.material.intermediates);
   const observers = [o.metrics?.observer(), sink && inventoryObserver(sink), o.observer].filter((x): x is IssuanceObserver => x !== undefined);
 
@@ -181,7 +184,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   let closing = false;
   const server = new GrpcServer(
     { listen: config.server.listen, maxRequestBytes: config.server.maxRequestBytes, shutdownGrace: config.server.shutdownGrace },
-    certificateServiceImpl({ authority, logger, observer: fanOut(observers), ready: () => !closing && health.serving }),
+    certificateServiceImpl({ authority, logger, observer: fanOut(observers), ready: () => !closing && health.serving, admit: () => limiter.admit() }),
     health,
     credentials,
     logger,

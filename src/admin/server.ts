@@ -43,7 +43,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
           const m = await o.metrics();
           return send(200, m.body, m.contentType);
         }
-        if (o.store && (await handleCertificatesApi(req, res, o.store))) return undefined;
+        if (o.store && (await handleCertificatesApi(req, res, o.store, { onError: (err) => o.logger.warn({ err }, 'inventory API: store failed') }))) return undefined;
         return send(404, `${JSON.stringify({ error: 'not found' })}\n`, 'application/json');
       } catch (err) {
         o.logger.error({ err, path }, 'admin request failed');

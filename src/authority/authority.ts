@@ -41,6 +41,8 @@ export interface AuthorityDeps {
   readonly now?: () => Date;
   /** Last check before signing (e.g. inventory fail-closed); throws a CaError to refuse. */
   readonly beforeSign?: () => void;
+  /** Optional per-identity rate limit, applied once the caller is known. */
+  readonly rateLimit?: { take(identity: string): void };
 }
 
 /**
@@ -67,6 +69,7 @@ export class Authority {
   }
 
   private issueFor(caller: Caller, req: CertificateRequest): IssuedCertificate {
+    this.deps.rateLimit?.take(caller.identities[0] ?? 'unknown');
     if (req.metadata.ImpersonatedIdentity) {
       throw new CaError('IMPERSONATION_DENIED', 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads');
     }

@@ -1,14 +1,11 @@
-import { existsSync, readFileSync } from 'node:fs';
-import type { X509Certificate } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { recordToJson, parseDurationParam, parseSourceFilter } from '../admin/certificates-api.js';
-import { caPath } from '../ca/files.js';
 import { loadConfigFile, parseConfig } from '../config/load.js';
 import { ConfigError } from '../errors/ca-error.js';
-import { caExpiryReport, staleIdentities, type CaCertificateInput, type CaExpiryEntry, type StaleIdentity } from '../inventory/expiry.js';
+import { caExpiryReport, readCaCertificates, staleIdentities, type CaCertificateInput, type CaExpiryEntry, type StaleIdentity } from '../inventory/expiry.js';
 import { openStore, type OpenStoreOptions } from '../inventory/open.js';
 import type { CertificateFilter, CertificateRecord, InventoryStore } from '../inventory/types.js';
-import { parsePemBundle } from '../x509/pem.js';
 import { parse, UsageError } from './args.js';
 
 export const CERTS_USAGE = `meshcert certs list [--namespace N] [--sa S] [--issuer I] [--source issued|discovered|discovered:...] [--expiring-within 7d] [--limit 1000] [--json]
@@ -153,43 +150,9 @@ function printRecord(r: CertificateRecord, now: Date): void {
 // ---------------------------------------------------------------------------------------------
 // CA certificates.
 
-/**
- * The CA certificates of a CA directory (Istio layout): roots from root-cert.pem, the signing
- * certificate (ca-cert.pem) and intermediates from cert-chain.pem (self-signed entries and
- * duplicates skipped), plus the serving certificate file when configured. Unreadable files are
- * returned as problems, not thrown: a broken CA is exactly what this report is for.
- */
+/** The CA certificates of the target (see {@link readCaCertificates}). */
 export function loadCaCertificates(target: Pick<InventoryTarget, 'caDir' | 'issuerName' | 'servingCertFile'>): { certs: CaCertificateInput[]; problems: string[] } {
-  const certs: CaCertificateInput[] = [];
-  const problems: string[] = [];
-  const seen = new Set<string>();
-  const add = (role: CaCertificateInput['role'], cert: X509Certificate): void => {
-    if (seen.has(cert.fingerprint256)) return;
-    seen.add(cert.fingerprint256);
-    certs.push({ role, issuer: target.issuerName, cert });
-  };
-  const read = (path: string, what: string): X509Certificate[] => {
-    if (!existsSync(path)) return [];
-    try {
-      return parsePemBundle(readFileSync(path, 'utf8'));
-    } catch (e) {
-      problems.push(`${what} ${path}: ${(e as Error).message}`);
-      return [];
-    }
-  };
-  const roots = read(caPath(target.caDir, 'root'), 'CA root file');
-  for (const r of roots) add('root', r);
-  for (const c of [...read(caPath(target.caDir, 'cert'), 'CA certificate file'), ...read(caPath(target.caDir, 'chain'), 'CA chain file')]) {
-    if (c.issuer === c.subject && c.verify(c.publicKey)) add('root', c);
-    else add('intermediate', c);
-  }
-  if (roots.length === 0 && certs.length === 0) problems.push(`no CA certificates in ${target.caDir}`);
-  if (target.servingCertFile !== null) {
-    const serving = read(target.servingCertFile, 'serving certificate file');
-    if (serving[0] !== undefined) add('serving', serving[0]);
-    else if (!existsSync(target.servingCertFile)) problems.push(`serving certificate file ${target.servingCertFile} does not exist`);
-  }
-  return { certs, problems };
+  return readCaCertificates(target.caDir, target.issuerName, target.servingCertFile);
 }
 
 function caEntryJson(e: CaExpiryEntry): Record<string, unknown> {

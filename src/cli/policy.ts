@@ -98,6 +98,10 @@ export async function policyCommand(argv: string[]): Promise<number> {
     }
   }
 
+  const namespace = v.ns ?? fromCsr?.namespace;
+  const serviceAccount = v.sa ?? fromCsr?.serviceAccount;
+  if (!namespace || !serviceAccount) throw new UsageError('policy explain needs --ns and --sa (or --csr with a workload SPIFFE ID)');
+
   // The config: its policy section, plus the defaults for cluster and trust domain.
   const raw = readYamlFile(v.config);
   const config = isRecord(raw) ? raw : {};
@@ -111,9 +115,6 @@ export async function policyCommand(argv: string[]): Promise<number> {
     v['trust-domain'] ??
     fromCsr?.trustDomain ??
     (typeof clusterTd === 'string' ? clusterTd : typeof config.trustDomain === 'string' ? config.trustDomain : 'cluster.local');
-  const namespace = v.ns ?? fromCsr?.namespace;
-  const serviceAccount = v.sa ?? fromCsr?.serviceAccount;
-  if (!namespace || !serviceAccount) throw new UsageError('policy explain needs --ns and --sa (or --csr with a workload SPIFFE ID)');
   let identity: string;
   try {
     identity = workloadSpiffeId(trustDomain, namespace, serviceAccount);

@@ -121,6 +121,15 @@ export const configSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  /** Restart storms: shed load early (UNAVAILABLE, retried by istio-agent) instead of queueing. */
+  overload: z
+    .strictObject({
+      /** Calls being processed at once per worker process; beyond it: UNAVAILABLE. */
+      maxInFlight: z.number().int().min(1).default(1024),
+      /** Optional token bucket per SPIFFE ID (requests/s and burst). */
+      perIdentity: z.strictObject({ rate: z.number().positive(), burst: z.number().int().min(1) }).optional(),
+    })
+    .prefault({}),
   /** Admin HTTP server: /metrics, /healthz, /readyz, /api/v1/certificates. Not the gRPC port. */
   admin: z
     .strictObject({

@@ -15,6 +15,8 @@ export interface CertificateServiceDeps {
   readonly observer?: IssuanceObserver;
   /** False until the CA is loaded, and again while shutting down. */
   readonly ready: () => boolean;
+  /** Admission: returns a release function, or throws OVERLOADED. */
+  readonly admit?: () => () => void;
 }
 
 export function certificateServiceImpl(deps: CertificateServiceDeps): UntypedServiceImplementation {
@@ -38,6 +40,13 @@ export function certificateServiceImpl(deps: CertificateServiceDeps): UntypedSer
       };
       if (!deps.ready()) {
         fail(new CaError('NOT_READY', 'the CA is not ready yet; retry shortly'));
+        return;
+      }
+      let release: () => void;
+      try {
+        release = deps.admit?.() ?? (() => {});
+      } catch (e) {
+        fail(e);
         return;
       }
       authority
@@ -66,7 +75,8 @@ export function certificateServiceImpl(deps: CertificateServiceDeps): UntypedSer
           );
           observer?.issued(cert, c);
           callback(null, { certChain: [...cert.chain] });
-        }, fail);
+        }, fail)
+        .finally(release);
     },
   };
 }

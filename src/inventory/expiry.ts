@@ -19,6 +19,9 @@
  * leaves them out).
  */
 import type { X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { caPath } from '../ca/files.js';
+import { parsePemBundle } from '../x509/pem.js';
 import { certificateDetails, formatDn } from './record-from-cert.js';
 import type { CertificateRecord, InventoryStore } from './types.js';
 
@@ -69,6 +72,45 @@ export function caExpiryReport(certs: readonly CaCertificateInput[], now: Date, 
       state: expiryState(d.notAfter, now, warnBefore),
     };
   });
+}
+
+/**
+ * The CA certificates of a CA directory (Istio layout), for {@link caExpiryReport}: roots from
+ * root-cert.pem, the signing certificate (ca-cert.pem) and the intermediates of cert-chain.pem
+ * (self-signed entries count as roots; duplicates are skipped), plus a serving certificate file
+ * when given. Unlike loadCaDir it checks no validity, key or chain: expired and not-yet-valid
+ * certificates are exactly what the report is for. Unreadable or unparsable files are returned as
+ * `problems`, never thrown; a missing file is no problem unless the directory holds no certificate.
+ */
+export function readCaCertificates(caDir: string, issuer: string, servingCertFile: string | null = null): { certs: CaCertificateInput[]; problems: string[] } {
+  const certs: CaCertificateInput[] = [];
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  const add = (role: CaRole, cert: X509Certificate): void => {
+    if (seen.has(cert.fingerprint256)) return;
+    seen.add(cert.fingerprint256);
+    certs.push({ role, issuer, cert });
+  };
+  const read = (path: string, what: string): X509Certificate[] => {
+    if (!existsSync(path)) return [];
+    try {
+      return parsePemBundle(readFileSync(path, 'utf8'));
+    } catch (e) {
+      problems.push(`${what} ${path}: ${(e as Error).message}`);
+      return [];
+    }
+  };
+  for (const r of read(caPath(caDir, 'root'), 'CA root file')) add('root', r);
+  for (const c of [...read(caPath(caDir, 'cert'), 'CA certificate file'), ...read(caPath(caDir, 'chain'), 'CA chain file')]) {
+    add(c.issuer === c.subject && c.checkIssued(c) ? 'root' : 'intermediate', c);
+  }
+  if (certs.length === 0) problems.push(`no CA certificates in ${caDir}`);
+  if (servingCertFile !== null) {
+    const serving = read(servingCertFile, 'serving certificate file');
+    if (serving[0] !== undefined) add('serving', serving[0]);
+    else if (!existsSync(servingCertFile)) problems.push(`serving certificate file ${servingCertFile} does not exist`);
+  }
+  return { certs, problems };
 }
 
 export interface StaleIdentity {

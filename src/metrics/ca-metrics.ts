@@ -137,6 +137,7 @@ const CITADEL_COUNTER: Record<CaErrorCode, CitadelCounter> = {
   REQUEST_TOO_LARGE: null,
   NOT_READY: null,
   OVERLOADED: null,
+  RATE_LIMITED: null,
   INTERNAL: { sign: 'internal' },
 };
 

@@ -1,5 +1,4 @@
-import { loadCaDir } from '../ca/material.js';
-import { caExpiryReport, staleIdentities, type CaExpiryEntry } from '../inventory/expiry.js';
+import { caExpiryReport, readCaCertificates, staleIdentities, type CaExpiryEntry } from '../inventory/expiry.js';
 import type { InventoryStore } from '../inventory/types.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryMetrics } from '../metrics/ca-metrics.js';
@@ -40,18 +39,10 @@ export class ExpiryMonitor {
   async check(now = new Date()): Promise<{ ca: CaExpiryEntry[]; stale: number }> {
     const ca: CaExpiryEntry[] = [];
     for (const issuer of this.o.issuers) {
-      try {
-        const m = loadCaDir(issuer.dir, new Date(0)); // validity is what we report here, not a reason to fail
-        ca.push(
-          ...caExpiryReport(
-            [...m.roots.map((cert) => ({ role: 'root' as const, issuer: issuer.name, cert })), ...m.intermediates.map((cert) => ({ role: 'intermediate' as const, issuer: issuer.name, cert }))],
-            now,
-            this.o.caWarnBefore,
-          ),
-        );
-      } catch (err) {
-        this.logger.error({ err, issuer: issuer.name }, 'expiry monitor cannot read the CA directory');
-      }
+      // Read without validity checks: an expired certificate is what we must report, not a reason to stop.
+      const { certs, problems } = readCaCertificates(issuer.dir, issuer.name);
+      for (const problem of problems) this.logger.error({ issuer: issuer.name, problem }, 'expiry monitor cannot read a CA file');
+      ca.push(...caExpiryReport(certs, now, this.o.caWarnBefore));
     }
     for (const e of ca) {
       if (e.state === 'ok') continue;

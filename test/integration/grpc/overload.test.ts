@@ -1,0 +1,61 @@
+import { status } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCsr } from '../../fixtures/csr.js';
+import { mintToken, startTestCa, type TestCa } from '../../support/harness.js';
+
+describe('overload protection', () => {
+  let ca: TestCa;
+  beforeAll(async () => {
+    ca = await startTestCa({ overload: { maxInFlight: 4, perIdentity: { rate: 1000, burst: 1000 } } });
+  });
+  afterAll(async () => ca?.close());
+
+  it('sheds a burst beyond the in-flight bound with UNAVAILABLE only, and every retried request then succeeds', async () => {
+    const clients = Array.from({ length: 4 }, () => ca.client());
+    const token = await mintToken({ ns: 'storm', sa: 'pod' });
+    const csr = await makeCsr({ uris: ['spiffe://cluster.local/ns/storm/sa/pod'] });
+    const once = (i: number) =>
+      clients[i % 4]!.createCertificate({ csrPem: csr.pem, token }).then(
+        () => 'ok' as const,
+        (e: { code: number }) => e.code,
+      );
+    const first = await Promise.all(Array.from({ length: 300 }, (_, i) => once(i)));
+    const shed = first.filter((r) => r === status.UNAVAILABLE).length;
+    expect(shed).toBeGreaterThan(0);
+    expect(first.filter((r) => r !== 'ok' && r !== status.UNAVAILABLE)).toEqual([]);
+    // Retry the shed ones as istio-agent does (backoff from 100 ms), a few at a time.
+    let pending = first.map((r, i) => (r === 'ok' ? -1 : i)).filter((i) => i >= 0);
+    for (let attempt = 0; pending.length > 0 && attempt < 8; attempt++) {
+      await new Promise((r) => setTimeout(r, 100 * 2 ** Math.min(attempt, 3)));
+      const next: number[] = [];
+      for (let k = 0; k < pending.length; k += 4) {
+        const batch = pending.slice(k, k + 4);
+        const res = await Promise.all(batch.map(once));
+        res.forEach((r, j) => {
+          if (r !== 'ok') {
+            expect(r).toBe(status.UNAVAILABLE);
+            next.push(batch[j]!);
+          }
+        });
+      }
+      pending = next;
+    }
+    expect(pending).toEqual([]);
+  });
+
+  it('limits one identity with RESOURCE_EXHAUSTED while others are served', async () => {
+    const limited = await startTestCa({ overload: { perIdentity: { rate: 1, burst: 2 } } });
+    try {
+      const csr = await makeCsr({ uris: ['spiffe://cluster.local/ns/noisy/sa/pod'] });
+      const token = await mintToken({ ns: 'noisy', sa: 'pod' });
+      const results = [];
+      for (let i = 0; i < 4; i++) results.push(await limited.request({ csrPem: csr.pem, token }).then(() => 'ok', (e: { code: number }) => e.code));
+      expect(results.slice(0, 2)).toEqual(['ok', 'ok']);
+      expect(results.slice(2)).toEqual([status.RESOURCE_EXHAUSTED, status.RESOURCE_EXHAUSTED]);
+      const other = await limited.request({ csrPem: (await makeCsr()).pem, token: await mintToken() });
+      expect(other).toHaveLength(3);
+    } finally {
+      await limited.close();
+    }
+  });
+});

@@ -1,0 +1,315 @@
+/**
+ * The certificates API over a real store: SQLite in a temp dir and the PostgreSQL started by
+ * test/support/postgres.ts (skipped, with the reason, when there is none).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { handleCertificatesApi } from '../../../src/admin/certificates-api.js';
+import { openStore } from '../../../src/inventory/open.js';
+import type { CertificateRecord, InventoryStore } from '../../../src/inventory/types.js';
+import { createTestDatabase, pgSkipReason, type TestDatabase } from '../../support/postgres-control.js';
+import { fp, makeRecord } from '../inventory/fixtures.js';
+
+const HOUR = 3_600_000;
+const NOW = Date.UTC(2030, 0, 10);
+
+/** 60 records: 3 namespaces x 2 service accounts, 2 issuers, issued and discovered, some expired. */
+function seed(): CertificateRecord[] {
+  const out: CertificateRecord[] = [];
+  for (let i = 0; i < 60; i++) {
+    const ns = ['shop', 'pay', 'ops'][i % 3]!;
+    const sa = ['api', 'worker'][i % 2]!;
+    const discovered = i % 10 === 9;
+    out.push(
+      makeRecord(`api-${i}`, {
+        spiffeId: `spiffe://cluster.local/ns/${ns}/sa/${sa}`,
+        namespace: ns,
+        serviceAccount: sa,
+        issuer: i % 4 === 0 ? 'legacy' : 'default',
+        source: discovered ? `discovered:file:/certs/${i}.pem` : 'issued',
+        // every 6 hours, from 2 days before NOW to 13 days after
+        notBefore: new Date(NOW - 48 * HOUR + i * 6 * HOUR - 24 * HOUR),
+        notAfter: new Date(NOW - 48 * HOUR + i * 6 * HOUR),
+        issuedAt: new Date(NOW - 48 * HOUR + i * 6 * HOUR - 24 * HOUR),
+      }),
+    );
+  }
+  return out;
+}
+
+interface Harness {
+  name: string;
+  skip: () => string | null;
+  open(): Promise<InventoryStore>;
+  cleanup(): Promise<void>;
+}
+
+function sqlite(): Harness {
+  let dir = '';
+  return {
+    name: 'sqlite',
+    skip: () => null,
+    async open() {
+      dir = mkdtempSync(join(tmpdir(), 'meshcert-api-'));
+      return openStore({ kind: 'sqlite', path: join(dir, 'inventory.db') });
+    },
+    async cleanup() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function postgres(): Harness {
+  let db: TestDatabase | null = null;
+  return {
+    name: 'postgres',
+    skip: pgSkipReason,
+    async open() {
+      db = await createTestDatabase('certapi');
+      return openStore({ kind: 'postgres', url: db.url });
+    },
+    async cleanup() {
+      await db?.drop();
+    },
+  };
+}
+
+interface Reply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: unknown;
+  text: string;
+}
+
+describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
+  const skip = h.skip();
+  let store: InventoryStore;
+  let server: http.Server;
+  let base = '';
+  let records: CertificateRecord[];
+  let storeDown = false;
+
+  async function request(path: string, method = 'GET'): Promise<Reply> {
+    const res = await fetch(`${base}${path}`, { method });
+    const text = await res.text();
+    let body: unknown = null;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      // not JSON
+    }
+    return { status: res.status, headers: Object.fromEntries(res.headers) as http.IncomingHttpHeaders, body, text };
+  }
+
+  async function listAll(query: string): Promise<Array<Record<string, unknown>>> {
+    const out: Array<Record<string, unknown>> = [];
+    let cursor: string | null = null;
+    for (let pages = 0; pages < 1000; pages++) {
+      const sep = query === '' ? '?' : '&';
+      const r = await request(`/api/v1/certificates?${query}${cursor !== null ? `${sep}cursor=${encodeURIComponent(cursor)}` : ''}`);
+      expect(r.status).toBe(200);
+      const page = r.body as { items: Array<Record<string, unknown>>; nextCursor: string | null };
+      out.push(...page.items);
+      cursor = page.nextCursor;
+      if (cursor === null) return out;
+    }
+    throw new Error('pagination did not end');
+  }
+
+  beforeAll(async () => {
+    if (skip) return;
+    store = await h.open();
+    records = seed();
+    await store.insertMany(records);
+    server = http.createServer((req, res) => {
+      const s: InventoryStore = storeDown
+        ? {
+            ...store,
+            kind: store.kind,
+            list: async () => {
+              throw new Error('connect ECONNREFUSED 127.0.0.1:5432 (secret details)');
+            },
+            get: async () => {
+              throw new Error('connect ECONNREFUSED');
+            },
+          }
+        : store;
+      handleCertificatesApi(req, res, s, { now: () => new Date(NOW) }).then(
+        (handled) => {
+          if (!handled) {
+            res.writeHead(418, { 'content-type': 'text/plain' });
+            res.end('not mine');
+          }
+        },
+        () => {
+          res.writeHead(500);
+          res.end('handler threw');
+        },
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  afterAll(async () => {
+    if (skip) return;
+    await new Promise((resolve) => server.close(resolve));
+    await store.close();
+    await h.cleanup();
+  });
+
+  it.skipIf(skip)('lists certificates as JSON with ISO dates, ordered by notAfter', async () => {
+    const r = await request('/api/v1/certificates?limit=3');
+    expect(r.status).toBe(200);
+    expect(r.headers['content-type']).toBe('application/json; charset=utf-8');
+    const body = r.body as { items: Array<Record<string, unknown>>; nextCursor: string | null };
+    expect(Object.keys(body).sort()).toEqual(['items', 'nextCursor']);
+    expect(body.items).toHaveLength(3);
+    expect(typeof body.nextCursor).toBe('string');
+    const first = records[0]!;
+    expect(body.items[0]).toEqual({
+      serial: first.serial,
+      fingerprint: first.fingerprint,
+      spiffeId: first.spiffeId,
+      namespace: first.namespace,
+      serviceAccount: first.serviceAccount,
+      cluster: first.cluster,
+      issuer: first.issuer,
+      subject: null,
+      dnsNames: [],
+      keyAlgorithm: first.keyAlgorithm,
+      keySize: first.keySize,
+      notBefore: first.notBefore.toISOString(),
+      notAfter: first.notAfter.toISOString(),
+      issuedAt: first.issuedAt.toISOString(),
+      requester: first.requester,
+      policyRule: first.policyRule,
+      source: first.source,
+    });
+  });
+
+  it.skipIf(skip)('follows nextCursor until null and sees every row exactly once', async () => {
+    for (const limit of [1, 7, 60, 1000]) {
+      const all = await listAll(`limit=${limit}`);
+      expect(all.map((i) => i.fingerprint)).toEqual(records.map((r) => r.fingerprint));
+    }
+    const filtered = await listAll('namespace=shop&limit=4');
+    expect(filtered.map((i) => i.fingerprint)).toEqual(records.filter((r) => r.namespace === 'shop').map((r) => r.fingerprint));
+  });
+
+  it.skipIf(skip)('filters by namespace, serviceAccount, issuer, spiffeId and source (combined with AND)', async () => {
+    const fps = (pred: (r: CertificateRecord) => boolean): string[] => records.filter(pred).map((r) => r.fingerprint);
+    const got = async (q: string): Promise<string[]> => (await listAll(q)).map((i) => i.fingerprint as string);
+    expect(await got('namespace=pay')).toEqual(fps((r) => r.namespace === 'pay'));
+    expect(await got('namespace=pay&serviceAccount=worker')).toEqual(fps((r) => r.namespace === 'pay' && r.serviceAccount === 'worker'));
+    expect(await got('issuer=legacy')).toEqual(fps((r) => r.issuer === 'legacy'));
+    expect(await got(`spiffeId=${encodeURIComponent('spiffe://cluster.local/ns/ops/sa/api')}`)).toEqual(fps((r) => r.spiffeId === 'spiffe://cluster.local/ns/ops/sa/api'));
+    expect(await got('source=discovered')).toEqual(fps((r) => r.source !== 'issued'));
+    expect(await got('source=issued&issuer=legacy')).toEqual(fps((r) => r.source === 'issued' && r.issuer === 'legacy'));
+    expect(await got(`source=${encodeURIComponent('discovered:file:/certs/19.pem')}`)).toEqual([fp('cert-api-19')]);
+    expect(await got('namespace=nope')).toEqual([]);
+    expect(await got('namespace=&issuer=')).toHaveLength(60); // empty parameters are ignored
+  });
+
+  it.skipIf(skip)('expiringWithin selects notAfter < now + duration; includeExpired=false drops expired ones', async () => {
+    const got = async (q: string): Promise<string[]> => (await listAll(q)).map((i) => i.fingerprint as string);
+    const fps = (pred: (r: CertificateRecord) => boolean): string[] => records.filter(pred).map((r) => r.fingerprint);
+    expect(await got('expiringWithin=1d')).toEqual(fps((r) => r.notAfter.getTime() < NOW + 24 * HOUR));
+    expect(await got('expiringWithin=86400')).toEqual(fps((r) => r.notAfter.getTime() < NOW + 24 * HOUR));
+    expect(await got('expiringWithin=7d&includeExpired=false')).toEqual(fps((r) => r.notAfter.getTime() >= NOW && r.notAfter.getTime() < NOW + 7 * 24 * HOUR));
+    expect(await got('includeExpired=false')).toEqual(fps((r) => r.notAfter.getTime() >= NOW));
+    expect(await got('includeExpired=true')).toHaveLength(60);
+  });
+
+  it.skipIf(skip)('gets one certificate by serial or fingerprint, and 404s otherwise', async () => {
+    const r = records[5]!;
+    const byFp = await request(`/api/v1/certificates/${r.fingerprint}`);
+    expect(byFp.status).toBe(200);
+    expect((byFp.body as Record<string, unknown>).fingerprint).toBe(r.fingerprint);
+    expect((byFp.body as Record<string, unknown>).notAfter).toBe(r.notAfter.toISOString());
+    const bySerial = await request(`/api/v1/certificates/${r.serial.toUpperCase()}`);
+    expect((bySerial.body as Record<string, unknown>).fingerprint).toBe(r.fingerprint);
+    const colons = r.fingerprint.match(/../g)!.join(':');
+    expect((await request(`/api/v1/certificates/${colons}`)).status).toBe(200);
+    const missing = await request(`/api/v1/certificates/${'ab'.repeat(32)}`);
+    expect(missing.status).toBe(404);
+    expect(missing.body).toEqual({ error: 'not found' });
+    expect((await request('/api/v1/certificates/abc/def')).status).toBe(404);
+  });
+
+  it.skipIf(skip)('answers 400 with a message for a bad query', async () => {
+    for (const q of [
+      'expiringWithin=soon',
+      'expiringWithin=-1d',
+      'limit=0',
+      'limit=1001',
+      'limit=ten',
+      'cursor=not-a-cursor',
+      `cursor=${Buffer.from('{"v":2}').toString('base64url')}`,
+      'source=found',
+      'includeExpired=maybe',
+      'nmespace=shop',
+      'namespace=a&namespace=b',
+    ]) {
+      const r = await request(`/api/v1/certificates?${q}`);
+      expect(r.status, q).toBe(400);
+      const body = r.body as { error: string };
+      expect(Object.keys(body), q).toEqual(['error']);
+      expect(body.error.length, q).toBeGreaterThan(5);
+      expect(r.text, q).not.toMatch(/\n\s+at /);
+    }
+    const notHex = await request('/api/v1/certificates/not-a-serial');
+    expect(notHex.status).toBe(400);
+  });
+
+  it.skipIf(skip)('answers 405 with Allow: GET for other methods', async () => {
+    for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
+      const r = await request('/api/v1/certificates', method);
+      expect(r.status, method).toBe(405);
+      expect(r.headers.allow, method).toBe('GET');
+      expect((r.body as { error: string }).error).toMatch(/GET/);
+    }
+    expect((await request(`/api/v1/certificates/${records[0]!.fingerprint}`, 'DELETE')).status).toBe(405);
+  });
+
+  it.skipIf(skip)('leaves other paths alone', async () => {
+    for (const p of ['/', '/metrics', '/api/v1/certificatesx', '/api/v1/other', '/api/v2/certificates']) {
+      const r = await request(p);
+      expect(r.status, p).toBe(418);
+    }
+  });
+
+  it.skipIf(skip)('answers 503 without details when the store fails', async () => {
+    storeDown = true;
+    try {
+      const list = await request('/api/v1/certificates');
+      expect(list.status).toBe(503);
+      expect(list.body).toEqual({ error: 'inventory store unavailable' });
+      const one = await request(`/api/v1/certificates/${records[0]!.fingerprint}`);
+      expect(one.status).toBe(503);
+      expect(one.text).not.toContain('ECONNREFUSED');
+    } finally {
+      storeDown = false;
+    }
+  });
+
+  it.skipIf(skip)('answers 503 when the store is closed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-api-closed-'));
+    const closed = await openStore({ kind: 'sqlite', path: join(dir, 'inventory.db') });
+    await closed.close();
+    const srv = http.createServer((req, res) => void handleCertificatesApi(req, res, closed));
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+    try {
+      const res = await fetch(`http://127.0.0.1:${(srv.address() as AddressInfo).port}/api/v1/certificates`);
+      expect(res.status).toBe(503);
+      expect(await res.json()).toEqual({ error: 'inventory store unavailable' });
+    } finally {
+      await new Promise((resolve) => srv.close(resolve));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,285 @@
+/** `meshcert certs`, run in-process against a temp SQLite inventory, with console spies. */
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
+import { UsageError } from '../../../src/cli/args.js';
+import { certsCommand, parseDbArg, resolveInventoryTarget } from '../../../src/cli/certs.js';
+import { ConfigError } from '../../../src/errors/ca-error.js';
+import { openStore } from '../../../src/inventory/open.js';
+import type { CertificateRecord } from '../../../src/inventory/types.js';
+import { DAY, makeChain, makeTestCert } from '../discovery/helpers.js';
+import { fp, makeRecord } from '../inventory/fixtures.js';
+
+const HOUR = 3_600_000;
+const BASE = Math.floor(Date.now() / 1000) * 1000;
+const now = (): Date => new Date(BASE);
+
+let dir: string;
+let dbPath: string;
+let db: string;
+let records: CertificateRecord[];
+let out: MockInstance;
+let err: MockInstance;
+
+const stdout = (): string => out.mock.calls.map((c) => c.join(' ')).join('\n');
+const stderr = (): string => err.mock.calls.map((c) => c.join(' ')).join('\n');
+const run = (...argv: string[]): Promise<number> => certsCommand(argv, { now });
+
+function life(issuedAgoH: number, lifetimeH = 24): Partial<CertificateRecord> {
+  return { notBefore: new Date(BASE - issuedAgoH * HOUR), notAfter: new Date(BASE + (lifetimeH - issuedAgoH) * HOUR), issuedAt: new Date(BASE - issuedAgoH * HOUR) };
+}
+
+const id = (ns: string, sa: string): Partial<CertificateRecord> => ({ spiffeId: `spiffe://cluster.local/ns/${ns}/sa/${sa}`, namespace: ns, serviceAccount: sa });
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'meshcert-certs-cli-'));
+  dbPath = join(dir, 'data', 'inventory.db');
+  db = `sqlite:${dbPath}`;
+  records = [
+    makeRecord('web-1', { ...id('shop', 'web'), ...life(2) }),
+    makeRecord('web-0', { ...id('shop', 'web'), ...life(14) }),
+    makeRecord('stuck', { ...id('shop', 'cart'), ...life(20) }), // not renewed: 4h of 24h left
+    makeRecord('pay', { ...id('pay', 'api'), issuer: 'legacy', ...life(1) }),
+    makeRecord('old', { ...id('pay', 'api'), ...life(48) }), // expired a day ago
+    makeRecord('disc', {
+      spiffeId: null,
+      namespace: null,
+      serviceAccount: null,
+      issuer: 'O=acme, CN=Acme CA',
+      source: 'discovered:file:/etc/certs/web.pem',
+      subject: 'CN=web.acme.test',
+      dnsNames: ['web.acme.test'],
+      requester: null,
+      cluster: null,
+      policyRule: null,
+      ...life(24 * 10, 24 * 400),
+    }),
+  ];
+  const store = await openStore({ kind: 'sqlite', path: dbPath });
+  await store.insertMany(records);
+  // more than one page of filler in its own namespace, for paging
+  await store.insertMany(Array.from({ length: 1100 }, (_, i) => makeRecord(`bulk-${i}`, { ...id('bulk', 'job'), ...life(1, 24 + i) })));
+  await store.close();
+});
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+beforeEach(() => {
+  out = vi.spyOn(console, 'log').mockImplementation(() => undefined);
+  err = vi.spyOn(console, 'error').mockImplementation(() => undefined);
+});
+afterEach(() => vi.restoreAllMocks());
+
+describe('meshcert certs list', () => {
+  it('prints a table with serial, identity, issuer, notAfter, days left and source', async () => {
+    expect(await run('list', '--db', db, '--namespace', 'shop')).toBe(0);
+    const lines = stdout().split('\n');
+    expect(lines[0]).toMatch(/^SERIAL\s+IDENTITY\s+ISSUER\s+NOT AFTER\s+DAYS LEFT\s+SOURCE$/);
+    expect(lines).toHaveLength(4);
+    // ordered by notAfter: stuck (4h left), web-0 (10h), web-1 (22h)
+    expect(lines[1]).toContain(records[2]!.serial);
+    expect(lines[1]).toContain('spiffe://cluster.local/ns/shop/sa/cart');
+    expect(lines[1]).toContain(records[2]!.notAfter.toISOString());
+    expect(lines[1]).toMatch(/\s0\.1\s+issued$/);
+    expect(lines[3]).toContain(records[0]!.serial);
+    expect(stderr()).toBe('');
+  });
+
+  it('shows the subject for certificates without a SPIFFE ID, and "expired" for expired ones', async () => {
+    expect(await run('list', '--db', db, '--source', 'discovered')).toBe(0);
+    expect(stdout()).toContain('CN=web.acme.test');
+    expect(stdout()).toContain('discovered:file:/etc/certs/web.pem');
+    expect(stdout()).toContain('390.0');
+    out.mockClear();
+    expect(await run('list', '--db', db, '--namespace', 'pay', '--sa', 'api')).toBe(0);
+    expect(stdout().split('\n')[1]).toMatch(/expired\s+issued$/);
+  });
+
+  it('prints JSON records with --json and applies every filter', async () => {
+    const json = async (...args: string[]): Promise<Array<Record<string, unknown>>> => {
+      out.mockClear();
+      expect(await run('list', '--db', db, '--json', ...args)).toBe(0);
+      return JSON.parse(stdout()) as Array<Record<string, unknown>>;
+    };
+    const shop = await json('--namespace', 'shop');
+    expect(shop.map((r) => r.fingerprint)).toEqual([fp('cert-stuck'), fp('cert-web-0'), fp('cert-web-1')]);
+    expect(shop[0]).toMatchObject({ serial: records[2]!.serial, notAfter: records[2]!.notAfter.toISOString(), source: 'issued', dnsNames: [], subject: null });
+    expect((await json('--namespace', 'shop', '--sa', 'web')).map((r) => r.fingerprint)).toEqual([fp('cert-web-0'), fp('cert-web-1')]);
+    expect((await json('--issuer', 'legacy')).map((r) => r.fingerprint)).toEqual([fp('cert-pay')]);
+    expect((await json('--source', 'discovered:file:/etc/certs/web.pem')).map((r) => r.fingerprint)).toEqual([fp('cert-disc')]);
+    // expiring within 12h: the expired one, stuck (4h), web-0 (10h)
+    expect((await json('--expiring-within', '12h')).map((r) => r.fingerprint)).toEqual([fp('cert-old'), fp('cert-stuck'), fp('cert-web-0')]);
+    expect(await json('--namespace', 'nobody')).toEqual([]);
+  });
+
+  it('pages through the store up to --limit (default 1000) and says when more match', async () => {
+    expect(await run('list', '--db', db, '--namespace', 'bulk', '--json')).toBe(0);
+    expect(JSON.parse(stdout())).toHaveLength(1000);
+    expect(stderr()).toMatch(/first 1000 .*raise --limit/);
+    out.mockClear();
+    err.mockClear();
+    expect(await run('list', '--db', db, '--namespace', 'bulk', '--json', '--limit', '5000')).toBe(0);
+    const all = JSON.parse(stdout()) as Array<{ fingerprint: string }>;
+    expect(all).toHaveLength(1100);
+    expect(new Set(all.map((r) => r.fingerprint)).size).toBe(1100);
+    expect(stderr()).toBe('');
+    out.mockClear();
+    expect(await run('list', '--db', db, '--limit', '2')).toBe(0);
+    expect(stdout().split('\n')).toHaveLength(3);
+  });
+
+  it('says so when nothing matches', async () => {
+    expect(await run('list', '--db', db, '--namespace', 'nobody')).toBe(0);
+    expect(stdout()).toBe('no certificates match');
+  });
+
+  it('rejects bad options as usage errors', async () => {
+    await expect(run('list', '--db', db, '--limit', '0')).rejects.toThrow(UsageError);
+    await expect(run('list', '--db', db, '--limit', 'x')).rejects.toThrow(UsageError);
+    await expect(run('list', '--db', db, '--expiring-within', 'soon')).rejects.toThrow(/--expiring-within/);
+    await expect(run('list', '--db', db, '--source', 'elsewhere')).rejects.toThrow(UsageError);
+    await expect(run('list', '--db', db, '--bogus')).rejects.toThrow(UsageError);
+    await expect(run('list', '--db', 'mysql://x')).rejects.toThrow(/--db must be/);
+    await expect(run('frobnicate')).rejects.toThrow(/unknown certs subcommand/);
+    await expect(run()).rejects.toThrow(UsageError);
+  });
+
+  it('exits 1 without creating anything when the SQLite inventory does not exist', async () => {
+    const missing = join(dir, 'nope', 'inventory.db');
+    expect(await run('list', '--db', `sqlite:${missing}`)).toBe(1);
+    expect(stderr()).toContain(`no inventory at sqlite:${missing}`);
+    expect(existsSync(missing)).toBe(false);
+  });
+});
+
+describe('meshcert certs show', () => {
+  it('prints one certificate found by fingerprint or serial', async () => {
+    expect(await run('show', records[3]!.fingerprint, '--db', db)).toBe(0);
+    expect(stdout()).toMatch(/^serial\s+/);
+    expect(stdout()).toContain(records[3]!.serial);
+    expect(stdout()).toContain('spiffe://cluster.local/ns/pay/sa/api');
+    expect(stdout()).toMatch(/issuer\s+legacy/);
+    expect(stdout()).toMatch(/key\s+ECDSA 256/);
+    out.mockClear();
+    expect(await run('show', records[3]!.serial.toUpperCase(), '--db', db, '--json')).toBe(0);
+    const r = JSON.parse(stdout()) as Record<string, unknown>;
+    expect(r).toMatchObject({ fingerprint: records[3]!.fingerprint, issuer: 'legacy', notBefore: records[3]!.notBefore.toISOString() });
+  });
+
+  it('exits 1 for an unknown certificate', async () => {
+    expect(await run('show', 'abcdef', '--db', db)).toBe(1);
+    expect(stderr()).toContain('no certificate with serial or fingerprint abcdef');
+    expect(stdout()).toBe('');
+    expect(await run('show', 'abcdef', '--db', db, '--json')).toBe(1);
+    expect(JSON.parse(stdout())).toEqual({ error: 'not found', key: 'abcdef' });
+  });
+
+  it('needs exactly one key', async () => {
+    await expect(run('show', '--db', db)).rejects.toThrow(UsageError);
+    await expect(run('show', 'a', 'b', '--db', db)).rejects.toThrow(UsageError);
+  });
+});
+
+describe('meshcert certs expiring', () => {
+  let cfgDir: string;
+  beforeAll(async () => {
+    // A config whose CA intermediate is 3 days from expiry, and whose inventory is the seeded one.
+    cfgDir = join(dir, 'cfg');
+    mkdirSync(join(cfgDir, 'state', 'ca'), { recursive: true });
+    const { root, intermediate } = await makeChain();
+    const shortInter = await makeTestCert({ ca: true, subject: 'O=meshcert-test, CN=Short Intermediate', issuer: root, notAfter: new Date(BASE + 3 * DAY) });
+    void intermediate;
+    writeFileSync(join(cfgDir, 'state', 'ca', 'root-cert.pem'), root.pem);
+    writeFileSync(join(cfgDir, 'state', 'ca', 'ca-cert.pem'), shortInter.pem);
+    writeFileSync(join(cfgDir, 'state', 'ca', 'cert-chain.pem'), shortInter.pem + root.pem);
+    writeFileSync(
+      join(cfgDir, 'meshcert.yaml'),
+      ['dataDir: state', 'inventory:', '  store: sqlite', `  path: ${dbPath}`, 'trustDomain: cluster.local', ''].join('\n'),
+    );
+  });
+
+  it('lists CA certificates in their warning window and stale identities', async () => {
+    expect(await run('expiring', '--config', join(cfgDir, 'meshcert.yaml'), '--within', '7d')).toBe(0);
+    const text = stdout();
+    expect(text).toContain('CA certificates:');
+    expect(text).toMatch(/intermediate\s+O=meshcert-test, CN=Short Intermediate\s+default\s+\S+\s+3\.0\s+warning/);
+    expect(text).not.toContain('Test Root');
+    expect(text).toContain('Stale identities');
+    expect(text).toMatch(/spiffe:\/\/cluster\.local\/ns\/shop\/sa\/cart\s+\S+\s+default\s+\S+\s+0\.1\s+17%/);
+    expect(text).not.toContain('sa/web');
+    expect(text).not.toContain('sa/api'); // its latest certificate is fresh
+  });
+
+  it('prints { ca, staleIdentities, problems } with --json', async () => {
+    expect(await run('expiring', '--config', join(cfgDir, 'meshcert.yaml'), '--json')).toBe(0);
+    const r = JSON.parse(stdout()) as {
+      ca: Array<Record<string, unknown>>;
+      staleIdentities: Array<{ spiffeId: string; secondsLeft: number; latest: { fingerprint: string; notAfter: string } }>;
+      problems: string[];
+    };
+    expect(r.ca).toHaveLength(1);
+    expect(r.ca[0]).toMatchObject({ role: 'intermediate', issuer: 'default', subject: 'O=meshcert-test, CN=Short Intermediate', state: 'warning', secondsLeft: 3 * 86400 });
+    expect(typeof r.ca[0]!.notAfter).toBe('string');
+    expect(r.staleIdentities.map((s) => s.spiffeId)).toEqual(['spiffe://cluster.local/ns/shop/sa/cart']);
+    expect(r.staleIdentities[0]).toMatchObject({ secondsLeft: 4 * 3600, latest: { fingerprint: fp('cert-stuck'), notAfter: records[2]!.notAfter.toISOString() } });
+    expect(r.problems).toEqual([]);
+  });
+
+  it('reports nothing in a short window, and a missing CA directory as a problem', async () => {
+    writeFileSync(join(cfgDir, 'no-ca.yaml'), 'ca:\n  dir: missing-ca\n');
+    expect(await run('expiring', '--config', join(cfgDir, 'no-ca.yaml'), '--db', db, '--within', '1h')).toBe(0);
+    expect(stdout()).toContain('CA certificates: none expiring within 1h (0 checked)');
+    expect(stdout()).toContain('Stale identities: none');
+    expect(stderr()).toContain(`no CA certificates in ${join(cfgDir, 'missing-ca')}`);
+  });
+});
+
+describe('store selection', () => {
+  it('defaults to SQLite at .meshcert/inventory.db and <dataDir>/ca', () => {
+    const t = resolveInventoryTarget({}, {});
+    expect(t.store).toEqual({ kind: 'sqlite', path: join(process.cwd(), '.meshcert', 'inventory.db') });
+    expect(t.caDir).toBe(join(process.cwd(), '.meshcert', 'ca'));
+    expect(resolveInventoryTarget({}, { MESHCERT_DATA_DIR: '/srv/mc' }).store).toEqual({ kind: 'sqlite', path: '/srv/mc/inventory.db' });
+    expect(resolveInventoryTarget({}, { MESHCERT_INVENTORY_URL: 'postgres://u@db/m' }).store).toEqual({ kind: 'postgres', url: 'postgres://u@db/m' });
+  });
+
+  it('reads the config file as serve does, resolving paths against its folder', () => {
+    const cdir = mkdtempSync(join(tmpdir(), 'meshcert-cfg-'));
+    try {
+      const file = join(cdir, 'm.yaml');
+      writeFileSync(file, 'dataDir: /var/lib/meshcert\nca:\n  dir: cacerts\nserver:\n  tls:\n    certFile: tls/crt.pem\n    keyFile: tls/key.pem\n');
+      expect(resolveInventoryTarget({ config: file }, {})).toMatchObject({
+        store: { kind: 'sqlite', path: '/var/lib/meshcert/inventory.db' },
+        caDir: join(cdir, 'cacerts'),
+        servingCertFile: join(cdir, 'tls', 'crt.pem'),
+      });
+      writeFileSync(file, 'inventory:\n  path: inv/x.db\n');
+      expect(resolveInventoryTarget({ config: file }, {}).store).toEqual({ kind: 'sqlite', path: join(cdir, 'inv', 'x.db') });
+      writeFileSync(file, 'inventory:\n  store: postgres\n  url: postgres://u:pw@db:5432/meshcert\n');
+      const pg = resolveInventoryTarget({ config: file }, {});
+      expect(pg.store).toEqual({ kind: 'postgres', url: 'postgres://u:pw@db:5432/meshcert' });
+      expect(pg.label).not.toContain('pw');
+      expect(pg.caDir).toBe(join(cdir, '.meshcert', 'ca'));
+      expect(resolveInventoryTarget({ config: file, db: 'sqlite:x.db' }, {}).store).toEqual({ kind: 'sqlite', path: join(process.cwd(), 'x.db') });
+      writeFileSync(file, 'inventory:\n  store: none\n');
+      expect(() => resolveInventoryTarget({ config: file }, {})).toThrow(ConfigError);
+      expect(() => resolveInventoryTarget({ config: file }, {})).toThrow(/disabled/);
+      writeFileSync(file, 'inventory:\n  store: postgres\n');
+      expect(() => resolveInventoryTarget({ config: file }, {})).toThrow(ConfigError);
+      writeFileSync(file, 'inventory:\n  store: mongo\n');
+      expect(() => resolveInventoryTarget({ config: file }, {})).toThrow(/inventory\.store/);
+      writeFileSync(file, 'inventory: [\n');
+      expect(() => resolveInventoryTarget({ config: file }, {})).toThrow(/not valid YAML/);
+      expect(() => resolveInventoryTarget({ config: join(cdir, 'missing.yaml') }, {})).toThrow(/cannot read config file/);
+    } finally {
+      rmSync(cdir, { recursive: true, force: true });
+    }
+  });
+
+  it('parses --db', () => {
+    expect(parseDbArg('postgresql://a@b/c').store).toEqual({ kind: 'postgres', url: 'postgresql://a@b/c' });
+    expect(() => parseDbArg('sqlite:')).toThrow(UsageError);
+    expect(() => parseDbArg('inventory.db')).toThrow(UsageError);
+  });
+});

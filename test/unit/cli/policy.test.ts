@@ -1,0 +1,279 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
+import { UsageError } from '../../../src/cli/args.js';
+import { policyCommand, type PolicyExplainOutput } from '../../../src/cli/policy.js';
+import { ConfigError } from '../../../src/errors/ca-error.js';
+import { makeCsr } from '../../fixtures/csr.js';
+
+const CONFIG = `
+trustDomain: cluster.local
+auth:
+  clusters:
+    - name: Kubernetes
+      tokenReview: {}
+    - name: east
+      trustDomain: east.example
+policy:
+  rules:
+    - name: deny-kube-system
+      match:
+        namespaces: [kube-system, "team-*"]
+      deny: kube-system workloads get certificates from istiod
+    - name: gateways
+      match: { namespaces: [istio-ingress], serviceAccounts: [istio-ingressgateway] }
+      lifetime: { default: 12h, min: 1h, max: 48h, aboveMax: clamp }
+      keys: [ { type: ECDSA, minSize: 256 }, { type: RSA, minSize: 3072 } ]
+      extraSans:
+        dns: ["*.{namespace}.svc.cluster.local", "{serviceAccount}.example.com"]
+        ip: [10.0.0.0/8]
+      issuer: gateways-ca
+  default:
+    lifetime: { default: 24h, max: 90d }
+`;
+
+const GW = ['--ns', 'istio-ingress', '--sa', 'istio-ingressgateway'];
+
+let dir: string;
+let config: string;
+let n = 0;
+let log: MockInstance<typeof console.log>;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'meshcert-policy-cli-'));
+  config = file('meshcert.yaml', CONFIG);
+});
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+beforeEach(() => {
+  log = vi.spyOn(console, 'log').mockImplementation(() => {});
+});
+afterEach(() => {
+  log.mockRestore();
+});
+
+function file(name: string, text: string): string {
+  const path = join(dir, `${++n}-${name}`);
+  writeFileSync(path, text);
+  return path;
+}
+
+function stdout(): string {
+  return log.mock.calls.map((c) => c.join(' ')).join('\n');
+}
+
+async function runJson(args: string[]): Promise<{ code: number; out: PolicyExplainOutput }> {
+  const code = await policyCommand(['explain', '--config', config, '--json', ...args]);
+  return { code, out: JSON.parse(stdout()) as PolicyExplainOutput };
+}
+
+describe('meshcert policy explain (text)', () => {
+  it('shows the rule, decision, lifetime, SANs, issuer and the rules tried for an allowed request', async () => {
+    const code = await policyCommand(['explain', '--config', config, ...GW, '--key', 'ec256', '--dns', 'gw.istio-ingress.svc.cluster.local']);
+    expect(code).toBe(0);
+    expect(stdout()).toBe(
+      [
+        'policy explain for spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway',
+        '  cluster Kubernetes, key ECDSA P-256, lifetime not requested, DNS gw.istio-ingress.svc.cluster.local, IP none, not impersonated',
+        '',
+        'rule:      gateways',
+        'decision:  allow',
+        "lifetime:  12h (the rule's default; no lifetime requested)",
+        'SANs:      URI:spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway, DNS:gw.istio-ingress.svc.cluster.local',
+        'issuer:    gateways-ca',
+        '',
+        'rules tried:',
+        '  no match  deny-kube-system: namespace "istio-ingress" matches none of kube-system, team-*',
+        '  match     gateways: namespace is "istio-ingress"; service account is "istio-ingressgateway"',
+      ].join('\n'),
+    );
+  });
+
+  it('shows a deny with its code and reason, and exits 1', async () => {
+    const code = await policyCommand(['explain', '--config', config, '--ns', 'team-a', '--sa', 'web']);
+    expect(code).toBe(1);
+    expect(stdout()).toContain('rule:      deny-kube-system\ndecision:  deny (POLICY_DENIED): kube-system workloads get certificates from istiod');
+    expect(stdout()).toContain('  match     deny-kube-system: namespace "team-a" matches "team-*"');
+  });
+
+  it.each<[string, string[], string]>([
+    ['a clamped lifetime', ['--ttl', '100h'], 'lifetime:  2d (clamped to the maximum; requested 100h)'],
+    ['a lifetime raised to the minimum', ['--ttl', '10m'], 'lifetime:  1h (raised to the minimum; requested 10m)'],
+    ['a lifetime within bounds', ['--ttl', '7200'], 'lifetime:  2h (as requested)'],
+    ['a zero lifetime', ['--ttl', '0'], "lifetime:  12h (the rule's default; no lifetime requested)"],
+  ])('describes %s', async (_name, args, line) => {
+    expect(await policyCommand(['explain', '--config', config, ...GW, '--key', 'ec384', ...args])).toBe(0);
+    expect(stdout()).toContain(line);
+  });
+
+  it('shows the default rule when nothing matches', async () => {
+    expect(await policyCommand(['explain', '--config', config, '--ns', 'shop', '--sa', 'web'])).toBe(0);
+    expect(stdout()).toContain('rule:      default\ndecision:  allow\nlifetime:  1d');
+    expect(stdout()).toContain('  match     default: no rule matched; the default rule applies');
+  });
+
+  it('refuses a key the rule does not allow', async () => {
+    expect(await policyCommand(['explain', '--config', config, ...GW])).toBe(1);
+    expect(stdout()).toContain(
+      'decision:  deny (CSR_UNSUPPORTED_KEY): rule "gateways" allows only ECDSA >= 256 bits or RSA >= 3072 bits; the CSR has an RSA 2048-bit key',
+    );
+  });
+});
+
+describe('meshcert policy explain --json', () => {
+  it('prints the request, decision, SANs and trace', async () => {
+    const { code, out } = await runJson([...GW, '--key', 'rsa4096', '--dns', 'gw.istio-ingress.svc.cluster.local,Istio-IngressGateway.example.com', '--ip', '10.1.2.3', '--ttl', '24h']);
+    expect(code).toBe(0);
+    expect(out).toEqual<PolicyExplainOutput>({
+      identity: 'spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway',
+      request: {
+        trustDomain: 'cluster.local',
+        cluster: 'Kubernetes',
+        namespace: 'istio-ingress',
+        serviceAccount: 'istio-ingressgateway',
+        impersonated: false,
+        key: { algorithm: 'RSA', size: 4096 },
+        requestedTtlSeconds: 86_400,
+        dnsNames: ['gw.istio-ingress.svc.cluster.local', 'Istio-IngressGateway.example.com'],
+        ipAddresses: ['10.1.2.3'],
+        emails: [],
+      },
+      allowed: true,
+      rule: 'gateways',
+      decision: {
+        allowed: true,
+        rule: 'gateways',
+        ttlSeconds: 86_400,
+        ttlClamped: false,
+        dnsNames: ['gw.istio-ingress.svc.cluster.local', 'istio-ingressgateway.example.com'],
+        ipAddresses: ['10.1.2.3'],
+        issuer: 'gateways-ca',
+      },
+      sans: {
+        uris: ['spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway'],
+        dnsNames: ['gw.istio-ingress.svc.cluster.local', 'istio-ingressgateway.example.com'],
+        ipAddresses: ['10.1.2.3'],
+      },
+      trace: [
+        { rule: 'deny-kube-system', matched: false, why: 'namespace "istio-ingress" matches none of kube-system, team-*' },
+        { rule: 'gateways', matched: true, why: 'namespace is "istio-ingress"; service account is "istio-ingressgateway"' },
+      ],
+      warnings: [],
+    });
+  });
+
+  it('prints a denial without SANs and exits 1', async () => {
+    const { code, out } = await runJson([...GW, '--key', 'ec256', '--ip', '192.168.0.1']);
+    expect(code).toBe(1);
+    expect(out.allowed).toBe(false);
+    expect(out.sans).toBeNull();
+    expect(out.decision).toEqual({
+      allowed: false,
+      rule: 'gateways',
+      code: 'CSR_FORBIDDEN_EXTENSION',
+      reason: 'the CSR requests IP address "192.168.0.1", which rule "gateways" does not allow; it allows 10.0.0.0/8',
+    });
+  });
+
+  it('takes the trust domain of the chosen cluster from the config, and --impersonated', async () => {
+    const { out } = await runJson(['--ns', 'a', '--sa', 'b', '--cluster', 'east', '--impersonated']);
+    expect(out.identity).toBe('spiffe://east.example/ns/a/sa/b');
+    expect(out.request).toMatchObject({ cluster: 'east', trustDomain: 'east.example', impersonated: true });
+  });
+
+  it('lets --trust-domain override the config', async () => {
+    const { out } = await runJson(['--ns', 'a', '--sa', 'b', '--trust-domain', 'other.td']);
+    expect(out.identity).toBe('spiffe://other.td/ns/a/sa/b');
+  });
+
+  it('uses the built-in default policy for a config without a policy section', async () => {
+    const bare = file('bare.yaml', 'trustDomain: bare.example\nauth:\n  defaultCluster: main\n');
+    expect(await policyCommand(['explain', '--config', bare, '--ns', 'a', '--sa', 'b', '--json'])).toBe(0);
+    const out = JSON.parse(stdout()) as PolicyExplainOutput;
+    expect(out.identity).toBe('spiffe://bare.example/ns/a/sa/b');
+    expect(out.request.cluster).toBe('main');
+    expect(out.decision).toEqual({ allowed: true, rule: 'default', ttlSeconds: 86_400, ttlClamped: false, dnsNames: [], ipAddresses: [], issuer: 'default' });
+  });
+});
+
+describe('meshcert policy explain --csr', () => {
+  it('takes the identity, key and SANs from the CSR', async () => {
+    const csr = await makeCsr({ key: 'ec256', uris: ['spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway'], dns: ['x.istio-ingress.svc.cluster.local'], ips: ['10.9.8.7'] });
+    const { code, out } = await runJson(['--csr', file('gw.pem', csr.pem)]);
+    expect(code).toBe(0);
+    expect(out.identity).toBe('spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway');
+    expect(out.request).toMatchObject({ key: { algorithm: 'ECDSA', size: 256, curve: 'P-256' }, dnsNames: ['x.istio-ingress.svc.cluster.local'], ipAddresses: ['10.9.8.7'] });
+    expect(out.decision).toMatchObject({ allowed: true, rule: 'gateways', dnsNames: ['x.istio-ingress.svc.cluster.local'], ipAddresses: ['10.9.8.7'] });
+    expect(out.warnings).toEqual([]);
+  });
+
+  it('refuses an RSA 2048 CSR for a rule that needs 3072', async () => {
+    const csr = await makeCsr({ key: 'rsa2048', uris: ['spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway'] });
+    const { code, out } = await runJson(['--csr', file('rsa.pem', csr.pem)]);
+    expect(code).toBe(1);
+    expect(out.decision).toMatchObject({ allowed: false, code: 'CSR_UNSUPPORTED_KEY' });
+  });
+
+  it('refuses a CSR with an email SAN', async () => {
+    const csr = await makeCsr({ uris: [], emails: ['ops@example.com'] });
+    const { code, out } = await runJson(['--csr', file('email.pem', csr.pem), '--ns', 'shop', '--sa', 'web']);
+    expect(code).toBe(1);
+    expect(out.request.emails).toEqual(['ops@example.com']);
+    expect(out.decision).toMatchObject({ allowed: false, rule: 'default', code: 'CSR_FORBIDDEN_EXTENSION' });
+  });
+
+  it('warns when the flags name another identity than the CSR', async () => {
+    const csr = await makeCsr({ uris: ['spiffe://cluster.local/ns/shop/sa/web'] });
+    const { code, out } = await runJson(['--csr', file('other.pem', csr.pem), '--ns', 'shop', '--sa', 'api']);
+    expect(code).toBe(0);
+    expect(out.identity).toBe('spiffe://cluster.local/ns/shop/sa/api');
+    expect(out.warnings).toEqual(['the CSR names spiffe://cluster.local/ns/shop/sa/web, not spiffe://cluster.local/ns/shop/sa/api; the server refuses that (IDENTITY_MISMATCH)']);
+  });
+
+  it('warns in text output that the server refuses a CA request', async () => {
+    const csr = await makeCsr({ uris: ['spiffe://cluster.local/ns/shop/sa/web'], ca: true });
+    expect(await policyCommand(['explain', '--config', config, '--csr', file('ca.pem', csr.pem)])).toBe(0);
+    expect(stdout()).toContain('warning: the CSR asks for a CA certificate; the server refuses it (CSR_FORBIDDEN_EXTENSION) before the policy');
+  });
+
+  it('needs --ns and --sa when the CSR has no workload identity', async () => {
+    const csr = await makeCsr({ uris: [] });
+    await expect(policyCommand(['explain', '--config', config, '--csr', file('anon.pem', csr.pem)])).rejects.toThrow(
+      'policy explain needs --ns and --sa (or --csr with a workload SPIFFE ID)',
+    );
+  });
+});
+
+describe('meshcert policy: usage and config errors', () => {
+  it.each<[string, string[], string]>([
+    ['no subcommand', [], 'usage: meshcert policy explain'],
+    ['an unknown subcommand', ['check'], 'usage: meshcert policy explain'],
+    ['no --config', ['explain', '--ns', 'a', '--sa', 'b'], 'policy explain needs --config FILE'],
+    ['no --ns', ['explain', '--config', 'x.yaml', '--sa', 'b'], 'policy explain needs --ns and --sa'],
+    ['an unknown key type', ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--key', 'ec521'], '--key must be one of rsa2048, rsa3072, rsa4096, ec256, ec384'],
+    ['a bad --ttl', ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--ttl', '2w'], '--ttl: invalid duration "2w"'],
+    ['--dns with --csr', ['explain', '--config', 'x.yaml', '--csr', 'c.pem', '--dns', 'a'], '--key, --dns and --ip cannot be used with --csr'],
+    ['an unknown flag', ['explain', '--config', 'x.yaml', '--namespace', 'a'], "Unknown option '--namespace'"],
+    ['an invalid namespace', ['explain', '--config', '@CONFIG', '--ns', 'a/b', '--sa', 'b'], 'namespace and service account must each be one SPIFFE ID path segment'],
+    ['an unreadable CSR', ['explain', '--config', '@CONFIG', '--csr', '/nonexistent/csr.pem'], 'cannot read the CSR /nonexistent/csr.pem: ENOENT'],
+  ])('throws a UsageError for %s', async (_name, args, message) => {
+    const p = policyCommand(args.map((a) => (a === '@CONFIG' ? config : a)));
+    await expect(p).rejects.toThrow(UsageError);
+    await expect(p).rejects.toThrow(message);
+  });
+
+  it('throws a UsageError for a CSR file that is not a CSR', async () => {
+    const p = policyCommand(['explain', '--config', config, '--csr', file('junk.pem', 'not a csr')]);
+    await expect(p).rejects.toThrow(UsageError);
+    await expect(p).rejects.toThrow('(CSR_MALFORMED)');
+  });
+
+  it('throws a ConfigError naming the path of an invalid policy', async () => {
+    const bad = file('bad.yaml', 'policy:\n  rules:\n    - name: r\n      match: { namespaces: ["[a]"] }\n');
+    const p = policyCommand(['explain', '--config', bad, '--ns', 'a', '--sa', 'b']);
+    await expect(p).rejects.toThrow(ConfigError);
+    await expect(p).rejects.toThrow('policy.rules.0.match.namespaces.0: pattern may use only * and ? as wildcards');
+  });
+});

@@ -1,0 +1,490 @@
+import { describe, expect, it } from 'vitest';
+import type { CsrKeyInfo } from '../../../src/csr/types.js';
+import { PolicyEngine, type PolicyDecision, type PolicyRequest } from '../../../src/policy/engine.js';
+import { policySchema, type PolicyInput } from '../../../src/policy/schema.js';
+
+const H = 3600;
+const D = 86_400;
+
+const EC256: CsrKeyInfo = { algorithm: 'ECDSA', size: 256, curve: 'P-256' };
+const EC384: CsrKeyInfo = { algorithm: 'ECDSA', size: 384, curve: 'P-384' };
+const RSA2048: CsrKeyInfo = { algorithm: 'RSA', size: 2048 };
+const RSA3072: CsrKeyInfo = { algorithm: 'RSA', size: 3072 };
+const RSA4096: CsrKeyInfo = { algorithm: 'RSA', size: 4096 };
+
+type MatchInput = NonNullable<NonNullable<PolicyInput['rules']>[number]['match']>;
+
+function engine(input: PolicyInput): PolicyEngine {
+  return new PolicyEngine(policySchema.parse(input));
+}
+
+function req(over: Partial<PolicyRequest> = {}): PolicyRequest {
+  return {
+    trustDomain: 'cluster.local',
+    clusterId: 'Kubernetes',
+    namespace: 'default',
+    serviceAccount: 'web',
+    impersonated: false,
+    key: EC256,
+    requestedTtlSeconds: undefined,
+    dnsNames: [],
+    ipAddresses: [],
+    emails: [],
+    uris: [],
+    ...over,
+  };
+}
+
+/** A policy with one allow rule (issuer "matched") in front of the default, to see whether it matches. */
+function single(match: MatchInput): PolicyEngine {
+  return engine({ rules: [{ name: 'r', match, issuer: 'matched' }] });
+}
+
+function allowed(d: PolicyDecision): Extract<PolicyDecision, { allowed: true }> {
+  if (!d.allowed) throw new Error(`expected an allow decision, got ${d.code}: ${d.reason}`);
+  return d;
+}
+
+function denied(d: PolicyDecision): Extract<PolicyDecision, { allowed: false }> {
+  if (d.allowed) throw new Error(`expected a deny decision, got allow by ${d.rule}`);
+  return d;
+}
+
+const GATEWAYS: PolicyInput = {
+  rules: [
+    {
+      name: 'deny-kube-system',
+      match: { trustDomains: ['cluster.local'], clusters: ['Kubernetes'], namespaces: ['kube-system', 'team-*'], serviceAccounts: ['*'], impersonated: false },
+      deny: 'kube-system workloads get certificates from istiod',
+    },
+    {
+      name: 'gateways',
+      match: { namespaces: ['istio-ingress'], serviceAccounts: ['istio-ingressgateway'] },
+      lifetime: { default: '12h', min: '1h', max: '48h', aboveMax: 'clamp' },
+      keys: [
+        { type: 'ECDSA', minSize: 256 },
+        { type: 'RSA', minSize: 3072 },
+      ],
+      extraSans: { dns: ['*.{namespace}.svc.cluster.local', '{serviceAccount}.example.com'], ip: [] },
+      issuer: 'gateways-ca',
+    },
+  ],
+  default: { lifetime: { default: '24h', max: '90d' } },
+};
+
+describe('PolicyEngine match fields', () => {
+  it.each<[string, MatchInput, Partial<PolicyRequest>, boolean]>([
+    ['a rule without match fields matches every request', {}, {}, true],
+    ['trustDomains matches an exact trust domain', { trustDomains: ['cluster.local'] }, {}, true],
+    ['trustDomains refuses another trust domain', { trustDomains: ['cluster.local'] }, { trustDomain: 'example.org' }, false],
+    ['trustDomains matches a glob', { trustDomains: ['*.example.org'] }, { trustDomain: 'prod.example.org' }, true],
+    ['trustDomains globs match across dots', { trustDomains: ['*.example.org'] }, { trustDomain: 'a.b.example.org' }, true],
+    ['clusters matches the cluster id', { clusters: ['Kubernetes'] }, {}, true],
+    ['clusters is case-sensitive', { clusters: ['kubernetes'] }, {}, false],
+    ['clusters refuses another cluster', { clusters: ['east', 'west'] }, { clusterId: 'north' }, false],
+    ['clusters matches any listed cluster', { clusters: ['east', 'west'] }, { clusterId: 'west' }, true],
+    ['namespaces accepts a single string', { namespaces: 'default' }, {}, true],
+    ['namespaces refuses an unlisted namespace', { namespaces: ['kube-system'] }, {}, false],
+    ['namespaces matches a prefix glob', { namespaces: ['team-*'] }, { namespace: 'team-a' }, true],
+    ['a prefix glob matches the bare prefix too', { namespaces: ['team-*'] }, { namespace: 'team-' }, true],
+    ['a prefix glob does not match without the prefix', { namespaces: ['team-*'] }, { namespace: 'teams' }, false],
+    ['serviceAccounts matches an exact name', { serviceAccounts: ['web'] }, {}, true],
+    ['serviceAccounts refuses another name', { serviceAccounts: ['api'] }, {}, false],
+    ['serviceAccounts "*" matches any name', { serviceAccounts: ['*'] }, { serviceAccount: 'anything.at-all' }, true],
+    ['impersonated: false matches a direct request', { impersonated: false }, {}, true],
+    ['impersonated: false refuses an impersonated request', { impersonated: false }, { impersonated: true }, false],
+    ['impersonated: true matches an impersonated request', { impersonated: true }, { impersonated: true }, true],
+    ['impersonated: true refuses a direct request', { impersonated: true }, {}, false],
+    ['an absent impersonated matches an impersonated request', { namespaces: ['default'] }, { impersonated: true }, true],
+    ['every given field must match', { namespaces: ['default'], serviceAccounts: ['api'] }, {}, false],
+    ['all fields together match', { trustDomains: 'cluster.local', clusters: 'Kubernetes', namespaces: 'default', serviceAccounts: 'web', impersonated: false }, {}, true],
+  ])('%s', (_name, match, over, matches) => {
+    const d = allowed(single(match).evaluate(req(over)));
+    expect(d.rule).toBe(matches ? 'r' : 'default');
+    expect(d.issuer).toBe(matches ? 'matched' : 'default');
+  });
+});
+
+describe('PolicyEngine globs', () => {
+  it.each<[string, string, string, boolean]>([
+    ['"?" matches exactly one character', 'ns-?', 'ns-a', true],
+    ['"?" does not match zero characters', 'ns-?', 'ns-', false],
+    ['"?" does not match two characters', 'ns-?', 'ns-ab', false],
+    ['"*" in the middle matches any run', 'a*z', 'a-long-run-z', true],
+    ['"*" in the middle needs both ends', 'a*z', 'a-long-run-y', false],
+    ['several stars match in order', '*a*b*c*', 'xxaxxbxxcxx', true],
+    ['several stars refuse the wrong order', '*a*b*c*', 'xxcxxbxxaxx', false],
+    ['a suffix glob anchors at the end', '*-prod', 'web-prod', true],
+    ['a suffix glob refuses a longer tail', '*-prod', 'web-prod-2', false],
+    ['a literal dot is not a regex wildcard', 'a.b', 'axb', false],
+    ['a literal dot matches a dot', 'a.b', 'a.b', true],
+    ['a dot in a glob is literal', '*.b', 'ab', false],
+    ['a plus is literal', 'a+', 'aa', false],
+    ['a plus matches itself', 'a+', 'a+', true],
+    ['parentheses and a pipe are literal', '(a|b)', 'a', false],
+    ['parentheses and a pipe match themselves', '(a|b)', '(a|b)', true],
+    ['a caret and a dollar are literal', '^a$', '^a$', true],
+    ['a caret and a dollar do not anchor', '^a$', 'a', false],
+    ['a pattern matches the whole value, not a part', 'team', 'my-team-a', false],
+    ['matching is case-sensitive', 'Team-*', 'team-a', false],
+    ['a star also matches a value with regex metacharacters', 'x*', 'x.+?()|$^', true],
+  ])('%s (%s vs %s)', (_name, pattern, value, matches) => {
+    expect(single({ namespaces: [pattern] }).evaluate(req({ namespace: value })).rule).toBe(matches ? 'r' : 'default');
+  });
+
+  it('stays fast on a pathological pattern and a long name', () => {
+    const e = single({ serviceAccounts: ['*a*a*a*a*a*a*b'] });
+    const started = performance.now();
+    expect(e.evaluate(req({ serviceAccount: 'a'.repeat(253) })).rule).toBe('default');
+    expect(performance.now() - started).toBeLessThan(50);
+  });
+});
+
+describe('PolicyEngine precedence', () => {
+  const p = engine({
+    rules: [
+      { name: 'narrow', match: { namespaces: ['payments'], serviceAccounts: ['api'] }, issuer: 'narrow-ca' },
+      { name: 'deny-payments', match: { namespaces: ['payments'] }, deny: 'payments workloads need an exception' },
+      { name: 'broad', match: {}, issuer: 'broad-ca' },
+    ],
+  });
+
+  it.each<[string, Partial<PolicyRequest>, string]>([
+    ['the first matching rule wins over a later deny', { namespace: 'payments', serviceAccount: 'api' }, 'narrow'],
+    ['a later broader allow does not override an earlier deny', { namespace: 'payments', serviceAccount: 'worker' }, 'deny-payments'],
+    ['the catch-all rule takes what no earlier rule matched', { namespace: 'shop' }, 'broad'],
+  ])('%s', (_name, over, rule) => {
+    expect(p.evaluate(req(over)).rule).toBe(rule);
+  });
+
+  it('never reaches the default rule after a catch-all rule', () => {
+    expect(p.evaluate(req({ namespace: 'anything', trustDomain: 'other.td', impersonated: true })).rule).toBe('broad');
+  });
+
+  it('lists rule names in evaluation order, then the default rule', () => {
+    expect(p.ruleNames).toEqual(['narrow', 'deny-payments', 'broad', 'default']);
+  });
+});
+
+describe('PolicyEngine deny rules', () => {
+  it('refuses with POLICY_DENIED and the configured reason, verbatim', () => {
+    expect(engine(GATEWAYS).evaluate(req({ namespace: 'kube-system' }))).toEqual({
+      allowed: false,
+      rule: 'deny-kube-system',
+      code: 'POLICY_DENIED',
+      reason: 'kube-system workloads get certificates from istiod',
+    });
+  });
+
+  it('refuses before looking at the key, SANs or lifetime', () => {
+    const d = denied(engine(GATEWAYS).evaluate(req({ namespace: 'team-x', key: { algorithm: 'RSA', size: 1024 }, emails: ['a@b.c'], requestedTtlSeconds: 'junk' })));
+    expect(d.code).toBe('POLICY_DENIED');
+  });
+
+  it('lets a deny default refuse everything no rule matched', () => {
+    const p = engine({ rules: [{ name: 'mesh', match: { namespaces: ['mesh-*'] } }], default: { deny: 'only mesh-* namespaces get certificates' } });
+    expect(p.evaluate(req({ namespace: 'mesh-a' })).allowed).toBe(true);
+    expect(p.evaluate(req())).toEqual({ allowed: false, rule: 'default', code: 'POLICY_DENIED', reason: 'only mesh-* namespaces get certificates' });
+  });
+
+  it('gives rules after a deny default the built-in decision fields', () => {
+    const p = engine({ rules: [{ name: 'mesh' }], default: { deny: 'no' } });
+    expect(p.evaluate(req())).toEqual({ allowed: true, rule: 'mesh', ttlSeconds: D, ttlClamped: false, dnsNames: [], ipAddresses: [], issuer: 'default' });
+  });
+});
+
+describe('PolicyEngine lifetime', () => {
+  const clamp = engine({ rules: [{ name: 'r', lifetime: { default: '12h', min: '1h', max: '48h', aboveMax: 'clamp' } }] });
+  const reject = engine({ rules: [{ name: 'r', lifetime: { default: '12h', min: '1h', max: '48h', aboveMax: 'reject' } }] });
+
+  it.each<[string, PolicyEngine, PolicyRequest['requestedTtlSeconds'], number, boolean]>([
+    ['gives the rule default when nothing is asked', clamp, undefined, 12 * H, false],
+    ['gives the rule default for zero', clamp, 0, 12 * H, false],
+    ['gives the rule default for the string "0"', clamp, '0', 12 * H, false],
+    ['gives the rule default for a negative number', reject, -5, 12 * H, false],
+    ['gives the rule default for the most negative int64', reject, '-9223372036854775808', 12 * H, false],
+    ['gives the rule default for a negative bigint', reject, -1n, 12 * H, false],
+    ['gives what is asked between min and max', clamp, 2 * H, 2 * H, false],
+    ['gives what is asked as a string', reject, '7200', 2 * H, false],
+    ['gives what is asked as a bigint', reject, 7200n, 2 * H, false],
+    ['gives exactly the minimum when it is asked', reject, H, H, false],
+    ['gives exactly the maximum when it is asked', reject, 48 * H, 48 * H, false],
+    ['raises a request below the minimum to the minimum', clamp, 60, H, true],
+    ['raises one second to the minimum even when rejecting above max', reject, 1, H, true],
+    ['clamps one second above the maximum', clamp, 48 * H + 1, 48 * H, true],
+    ['clamps the largest int64', clamp, '9223372036854775807', 48 * H, true],
+    ['clamps a number beyond int64', clamp, '99999999999999999999999999999999', 48 * H, true],
+  ])('%s', (_name, p, requested, ttl, clamped) => {
+    const d = allowed(p.evaluate(req({ requestedTtlSeconds: requested })));
+    expect(d.ttlSeconds).toBe(ttl);
+    expect(d.ttlClamped).toBe(clamped);
+  });
+
+  it.each<[string, PolicyRequest['requestedTtlSeconds']]>([
+    ['one second above the maximum', 48 * H + 1],
+    ['a year', 365 * D],
+    ['the largest int64', '9223372036854775807'],
+  ])('refuses %s with TTL_INVALID when aboveMax is reject', (_name, requested) => {
+    const d = denied(reject.evaluate(req({ requestedTtlSeconds: requested })));
+    expect(d.code).toBe('TTL_INVALID');
+    expect(d.reason).toContain(`maximum of ${48 * H}s`);
+    expect(d.reason).toContain('rule "r"');
+  });
+
+  it.each<[string, PolicyRequest['requestedTtlSeconds']]>([
+    ['a decimal string', '1.5'],
+    ['a fractional number', 1.5],
+    ['a duration string', '24h'],
+    ['NaN', Number.NaN],
+  ])('refuses %s with TTL_INVALID', (_name, requested) => {
+    expect(denied(clamp.evaluate(req({ requestedTtlSeconds: requested })))).toMatchObject({
+      code: 'TTL_INVALID',
+      reason: 'validity_duration must be an integer number of seconds',
+    });
+  });
+
+  it('inherits lifetime fields one by one from the default rule', () => {
+    const p = engine({ rules: [{ name: 'r', lifetime: { max: '30d' } }], default: { lifetime: { default: '6h', min: '1h', aboveMax: 'reject' } } });
+    expect(allowed(p.evaluate(req())).ttlSeconds).toBe(6 * H);
+    expect(allowed(p.evaluate(req({ requestedTtlSeconds: 60 }))).ttlSeconds).toBe(H);
+    expect(allowed(p.evaluate(req({ requestedTtlSeconds: 20 * D }))).ttlSeconds).toBe(20 * D);
+    expect(denied(p.evaluate(req({ requestedTtlSeconds: 31 * D }))).code).toBe('TTL_INVALID');
+  });
+});
+
+describe('PolicyEngine keys', () => {
+  const gateways = engine(GATEWAYS);
+  const gw = { namespace: 'istio-ingress', serviceAccount: 'istio-ingressgateway' };
+
+  it.each<[string, PolicyEngine, Partial<PolicyRequest>, CsrKeyInfo, boolean]>([
+    ['the default rule allows RSA 2048', engine({}), {}, RSA2048, true],
+    ['the default rule allows RSA 4096', engine({}), {}, RSA4096, true],
+    ['the default rule allows ECDSA P-256', engine({}), {}, EC256, true],
+    ['the default rule allows ECDSA P-384', engine({}), {}, EC384, true],
+    ['a rule refuses RSA below its minimum', gateways, gw, RSA2048, false],
+    ['a rule allows RSA at its minimum', gateways, gw, RSA3072, true],
+    ['a rule allows RSA above its minimum', gateways, gw, RSA4096, true],
+    ['a rule allows ECDSA at its minimum', gateways, gw, EC256, true],
+    ['an ECDSA 384 minimum refuses P-256', engine({ default: { keys: [{ type: 'ECDSA', minSize: 384 }] } }), {}, EC256, false],
+    ['an ECDSA 384 minimum allows P-384', engine({ default: { keys: [{ type: 'ECDSA', minSize: 384 }] } }), {}, EC384, true],
+    ['an ECDSA-only rule refuses any RSA key', engine({ default: { keys: [{ type: 'ECDSA' }] } }), {}, RSA4096, false],
+    ['an RSA-only rule refuses ECDSA', engine({ default: { keys: [{ type: 'RSA' }] } }), {}, EC384, false],
+    ['an RSA entry without minSize means 2048', engine({ default: { keys: [{ type: 'RSA' }] } }), {}, RSA2048, true],
+  ])('%s', (_name, p, over, key, ok) => {
+    const d = p.evaluate(req({ ...over, key }));
+    expect(d.allowed).toBe(ok);
+    if (!ok) expect(denied(d).code).toBe('CSR_UNSUPPORTED_KEY');
+  });
+
+  it('says which keys the rule allows and which key the CSR has', () => {
+    expect(denied(gateways.evaluate(req({ ...gw, key: RSA2048 }))).reason).toBe(
+      'rule "gateways" allows only ECDSA >= 256 bits or RSA >= 3072 bits; the CSR has an RSA 2048-bit key',
+    );
+    expect(denied(engine({ default: { keys: [{ type: 'ECDSA', minSize: 384 }] } }).evaluate(req())).reason).toBe(
+      'rule "default" allows only ECDSA >= 384 bits; the CSR has an ECDSA P-256 key',
+    );
+  });
+});
+
+describe('PolicyEngine extra SANs', () => {
+  const all = engine({
+    rules: [
+      {
+        name: 'sans',
+        extraSans: {
+          dns: ['{serviceAccount}.{namespace}.svc', '{namespace}.{trustDomain}', '{cluster}.example.com', 'fixed.example.com', '*.{namespace}.svc.cluster.local'],
+          ip: ['10.1.2.3', '192.168.0.0/16', 'fd00::/64'],
+        },
+      },
+    ],
+  });
+
+  it.each<[string, string[]]>([
+    ['{serviceAccount} and {namespace} are the caller\'s', ['web.default.svc']],
+    ['{trustDomain} is the caller\'s trust domain', ['default.cluster.local']],
+    ['{cluster} is the caller\'s cluster, compared case-insensitively', ['kubernetes.example.com']],
+    ['a template without placeholders allows itself', ['fixed.example.com']],
+    ['requested names are compared case-insensitively', ['WEB.Default.SVC']],
+    ['a wildcard template allows the wildcard name itself', ['*.default.svc.cluster.local']],
+    ['a wildcard template allows one label in place of the star', ['api.default.svc.cluster.local']],
+    ['several allowed names are all issued', ['web.default.svc', 'fixed.example.com']],
+  ])('allows a DNS name when %s', (_name, dnsNames) => {
+    const d = allowed(all.evaluate(req({ dnsNames })));
+    expect(d.dnsNames).toEqual(dnsNames.map((n) => n.toLowerCase()));
+  });
+
+  it('issues each allowed name once, lowercased', () => {
+    expect(allowed(all.evaluate(req({ dnsNames: ['Fixed.example.com', 'fixed.example.com'] }))).dnsNames).toEqual(['fixed.example.com']);
+  });
+
+  it.each<[string, string]>([
+    ['another namespace', 'web.other.svc'],
+    ['another service account', 'api.default.svc'],
+    ['two labels in place of the star', 'a.b.default.svc.cluster.local'],
+    ['an empty label in place of the star', '.default.svc.cluster.local'],
+    ['a label with an invalid character in place of the star', 'a_b.default.svc.cluster.local'],
+    ['a wildcard under a non-wildcard template', '*.fixed.example.com'],
+    ['a name that merely ends like an allowed one', 'xfixed.example.com'],
+    ['a parent of a wildcard template', 'default.svc.cluster.local'],
+  ])('refuses a DNS name from %s', (_name, name) => {
+    const d = denied(all.evaluate(req({ dnsNames: ['web.default.svc', name] })));
+    expect(d.code).toBe('CSR_FORBIDDEN_EXTENSION');
+    expect(d.reason).toContain(`DNS name ${JSON.stringify(name)}`);
+    expect(d.reason).toContain('rule "sans" does not allow');
+  });
+
+  it('says which names the rule allows for this caller', () => {
+    expect(denied(all.evaluate(req({ dnsNames: ['x.example.com'] }))).reason).toBe(
+      'the CSR requests DNS name "x.example.com", which rule "sans" does not allow; it allows web.default.svc, default.cluster.local, ' +
+        'kubernetes.example.com, fixed.example.com, *.default.svc.cluster.local',
+    );
+  });
+
+  it('refuses every DNS name under the default rule', () => {
+    expect(denied(engine({}).evaluate(req({ dnsNames: ['web.default.svc'] })))).toEqual({
+      allowed: false,
+      rule: 'default',
+      code: 'CSR_FORBIDDEN_EXTENSION',
+      reason: 'the CSR requests DNS name "web.default.svc", which rule "default" does not allow; it allows no DNS names',
+    });
+  });
+
+  it.each<[string, string]>([
+    ['a listed address', '10.1.2.3'],
+    ['an address inside an IPv4 range', '192.168.44.5'],
+    ['an address inside an IPv6 range', 'fd00::1234'],
+  ])('allows %s', (_name, ip) => {
+    expect(allowed(all.evaluate(req({ ipAddresses: [ip] }))).ipAddresses).toEqual([ip]);
+  });
+
+  it.each<[string, string]>([
+    ['an unlisted address', '10.1.2.4'],
+    ['an address outside the IPv4 range', '192.169.0.1'],
+    ['an address outside the IPv6 range', 'fd00:0:0:1::1'],
+    ['the loopback address', '127.0.0.1'],
+  ])('refuses %s', (_name, ip) => {
+    const d = denied(all.evaluate(req({ ipAddresses: [ip] })));
+    expect(d.code).toBe('CSR_FORBIDDEN_EXTENSION');
+    expect(d.reason).toBe(`the CSR requests IP address "${ip}", which rule "sans" does not allow; it allows 10.1.2.3, 192.168.0.0/16, fd00::/64`);
+  });
+
+  it('refuses every IP address under the default rule', () => {
+    expect(denied(engine({}).evaluate(req({ ipAddresses: ['10.0.0.1'] }))).reason).toBe(
+      'the CSR requests IP address "10.0.0.1", which rule "default" does not allow; it allows no IP addresses',
+    );
+  });
+
+  it('refuses email SANs even when everything else is allowed', () => {
+    const d = denied(all.evaluate(req({ dnsNames: ['fixed.example.com'], emails: ['ops@example.com'] })));
+    expect(d).toEqual({
+      allowed: false,
+      rule: 'sans',
+      code: 'CSR_FORBIDDEN_EXTENSION',
+      reason: 'the CSR requests email address "ops@example.com" as a SAN; workload certificates never carry email addresses',
+    });
+  });
+
+  it('ignores URI SANs (checked against the identity before)', () => {
+    expect(allowed(engine({}).evaluate(req({ uris: ['spiffe://cluster.local/ns/default/sa/web'] }))).dnsNames).toEqual([]);
+  });
+
+  it('shortens a very long SAN in the message', () => {
+    const long = `${'a'.repeat(200)}.example.com`;
+    const d = denied(engine({}).evaluate(req({ dnsNames: [long] })));
+    expect(d.reason).toContain(`"${'a'.repeat(100)}..."`);
+    expect(d.reason).not.toContain('a'.repeat(101));
+  });
+
+  it('an explicit extraSans replaces the default rule\'s, and a missing list means none', () => {
+    const p = engine({ rules: [{ name: 'r', extraSans: { dns: ['a.example.com'] } }], default: { extraSans: { ip: ['10.0.0.1'], dns: ['b.example.com'] } } });
+    expect(allowed(p.evaluate(req({ dnsNames: ['a.example.com'] }))).dnsNames).toEqual(['a.example.com']);
+    expect(denied(p.evaluate(req({ dnsNames: ['b.example.com'] }))).code).toBe('CSR_FORBIDDEN_EXTENSION');
+    expect(denied(p.evaluate(req({ ipAddresses: ['10.0.0.1'] }))).code).toBe('CSR_FORBIDDEN_EXTENSION');
+  });
+});
+
+describe('PolicyEngine issuer and default rule', () => {
+  it('uses the matched rule\'s issuer', () => {
+    expect(allowed(engine(GATEWAYS).evaluate(req({ namespace: 'istio-ingress', serviceAccount: 'istio-ingressgateway' }))).issuer).toBe('gateways-ca');
+  });
+
+  it('inherits the default rule\'s issuer, keys and SANs when a rule does not set them', () => {
+    const p = engine({ rules: [{ name: 'r', lifetime: { default: '1h' } }], default: { issuer: 'other', keys: [{ type: 'RSA', minSize: 4096 }], extraSans: { dns: ['x.example.com'] } } });
+    const d = allowed(p.evaluate(req({ key: RSA4096, dnsNames: ['x.example.com'] })));
+    expect(d).toEqual({ allowed: true, rule: 'r', ttlSeconds: H, ttlClamped: false, dnsNames: ['x.example.com'], ipAddresses: [], issuer: 'other' });
+    expect(denied(p.evaluate(req({ key: RSA2048 }))).code).toBe('CSR_UNSUPPORTED_KEY');
+  });
+
+  it('allows with the built-in defaults when there is no policy at all', () => {
+    const p = engine({});
+    expect(p.evaluate(req())).toEqual({ allowed: true, rule: 'default', ttlSeconds: D, ttlClamped: false, dnsNames: [], ipAddresses: [], issuer: 'default' });
+    expect(allowed(p.evaluate(req({ requestedTtlSeconds: 90 * D }))).ttlSeconds).toBe(90 * D);
+    expect(allowed(p.evaluate(req({ requestedTtlSeconds: 91 * D })))).toMatchObject({ ttlSeconds: 90 * D, ttlClamped: true });
+    expect(allowed(p.evaluate(req({ requestedTtlSeconds: 1 })))).toMatchObject({ ttlSeconds: 1, ttlClamped: false });
+  });
+
+  it('applies the default rule when no rule matches', () => {
+    const d = allowed(engine(GATEWAYS).evaluate(req({ namespace: 'shop' })));
+    expect(d).toEqual({ allowed: true, rule: 'default', ttlSeconds: D, ttlClamped: false, dnsNames: [], ipAddresses: [], issuer: 'default' });
+  });
+});
+
+describe('PolicyEngine.explain', () => {
+  const p = engine(GATEWAYS);
+
+  it('lists each rule tried until the match, with why', () => {
+    const e = p.explain(req({ namespace: 'istio-ingress', serviceAccount: 'istio-ingressgateway', dnsNames: ['gw.istio-ingress.svc.cluster.local'] }));
+    expect(e.matchedRule).toBe('gateways');
+    expect(e.evaluated).toEqual([
+      { rule: 'deny-kube-system', matched: false, why: 'namespace "istio-ingress" matches none of kube-system, team-*' },
+      { rule: 'gateways', matched: true, why: 'namespace is "istio-ingress"; service account is "istio-ingressgateway"' },
+    ]);
+    expect(e.decision).toEqual(p.evaluate(req({ namespace: 'istio-ingress', serviceAccount: 'istio-ingressgateway', dnsNames: ['gw.istio-ingress.svc.cluster.local'] })));
+  });
+
+  it('names the glob that matched and stops at the first match', () => {
+    const e = p.explain(req({ namespace: 'team-a' }));
+    expect(e.matchedRule).toBe('deny-kube-system');
+    expect(e.evaluated).toEqual([
+      {
+        rule: 'deny-kube-system',
+        matched: true,
+        why: 'trust domain is "cluster.local"; cluster is "Kubernetes"; namespace "team-a" matches "team-*"; service account "web" matches "*"; not impersonated',
+      },
+    ]);
+    expect(e.decision).toMatchObject({ allowed: false, code: 'POLICY_DENIED' });
+  });
+
+  it.each<[string, Partial<PolicyRequest>, string]>([
+    ['the trust domain', { trustDomain: 'other.td', namespace: 'kube-system' }, 'trust domain "other.td" matches none of cluster.local'],
+    ['the cluster', { clusterId: 'east', namespace: 'kube-system' }, 'cluster "east" matches none of Kubernetes'],
+    ['impersonation', { impersonated: true, namespace: 'kube-system' }, 'the request is on behalf of another identity, and the rule requires impersonated: false'],
+  ])('says when %s does not match', (_name, over, why) => {
+    expect(p.explain(req(over)).evaluated[0]).toEqual({ rule: 'deny-kube-system', matched: false, why });
+  });
+
+  it('ends with the default rule when nothing matched', () => {
+    const e = p.explain(req({ namespace: 'shop' }));
+    expect(e.matchedRule).toBe('default');
+    expect(e.evaluated.map((t) => [t.rule, t.matched])).toEqual([
+      ['deny-kube-system', false],
+      ['gateways', false],
+      ['default', true],
+    ]);
+    expect(e.evaluated[1]!.why).toBe('namespace "shop" matches none of istio-ingress');
+    expect(e.evaluated[2]!.why).toBe('no rule matched; the default rule applies');
+  });
+
+  it('explains a policy without rules', () => {
+    expect(engine({}).explain(req()).evaluated).toEqual([{ rule: 'default', matched: true, why: 'there are no rules; the default rule applies' }]);
+  });
+
+  it('explains a rule that matches everything and one requiring impersonation', () => {
+    const e = engine({ rules: [{ name: 'agents', match: { impersonated: true } }, { name: 'all' }] });
+    expect(e.explain(req({ impersonated: true })).evaluated).toEqual([{ rule: 'agents', matched: true, why: 'impersonated' }]);
+    expect(e.explain(req()).evaluated).toEqual([
+      { rule: 'agents', matched: false, why: 'the request is not on behalf of another identity, and the rule requires impersonated: true' },
+      { rule: 'all', matched: true, why: 'the rule matches every request' },
+    ]);
+  });
+});

@@ -1,0 +1,266 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError } from '../../../src/errors/ca-error.js';
+import { loadPolicyFile, parsePolicy } from '../../../src/policy/load.js';
+import { BUILTIN_DEFAULT, policySchema, type Policy } from '../../../src/policy/schema.js';
+
+const H = 3600;
+const D = 86_400;
+
+/** [path, message] of every issue, or [] when valid. */
+function issues(input: unknown): Array<[string, string]> {
+  const r = policySchema.safeParse(input);
+  return r.success ? [] : r.error.issues.map((i) => [i.path.join('.'), i.message]);
+}
+
+const BRIEF_EXAMPLE = {
+  rules: [
+    {
+      name: 'deny-kube-system',
+      match: { trustDomains: ['cluster.local'], clusters: ['Kubernetes'], namespaces: ['kube-system', 'team-*'], serviceAccounts: ['*'], impersonated: false },
+      deny: 'kube-system workloads get certificates from istiod',
+    },
+    {
+      name: 'gateways',
+      match: { namespaces: ['istio-ingress'], serviceAccounts: ['istio-ingressgateway'] },
+      lifetime: { default: '12h', min: '1h', max: '48h', aboveMax: 'clamp' },
+      keys: [
+        { type: 'ECDSA', minSize: 256 },
+        { type: 'RSA', minSize: 3072 },
+      ],
+      extraSans: { dns: ['*.{namespace}.svc.cluster.local', '{serviceAccount}.example.com'], ip: [] },
+      issuer: 'gateways-ca',
+    },
+  ],
+  default: { lifetime: { default: '24h', max: '90d' } },
+};
+
+describe('policySchema: valid policies', () => {
+  it('resolves the documented example completely', () => {
+    expect(policySchema.parse(BRIEF_EXAMPLE)).toEqual<Policy>({
+      rules: [
+        {
+          name: 'deny-kube-system',
+          match: { trustDomains: ['cluster.local'], clusters: ['Kubernetes'], namespaces: ['kube-system', 'team-*'], serviceAccounts: ['*'], impersonated: false },
+          deny: 'kube-system workloads get certificates from istiod',
+        },
+        {
+          name: 'gateways',
+          match: { namespaces: ['istio-ingress'], serviceAccounts: ['istio-ingressgateway'] },
+          lifetime: { default: 12 * H, min: H, max: 48 * H, aboveMax: 'clamp' },
+          keys: [
+            { type: 'ECDSA', minSize: 256 },
+            { type: 'RSA', minSize: 3072 },
+          ],
+          extraSans: { dns: ['*.{namespace}.svc.cluster.local', '{serviceAccount}.example.com'], ip: [] },
+          issuer: 'gateways-ca',
+        },
+      ],
+      default: {
+        lifetime: { default: D, min: 0, max: 90 * D, aboveMax: 'clamp' },
+        keys: [
+          { type: 'RSA', minSize: 2048 },
+          { type: 'ECDSA', minSize: 256 },
+        ],
+        extraSans: { dns: [], ip: [] },
+        issuer: 'default',
+      },
+    });
+  });
+
+  it('gives the built-in default rule for an empty policy', () => {
+    expect(policySchema.parse({})).toEqual({ rules: [], default: BUILTIN_DEFAULT });
+    expect(BUILTIN_DEFAULT).toEqual({
+      lifetime: { default: D, min: 0, max: 90 * D, aboveMax: 'clamp' },
+      keys: [
+        { type: 'RSA', minSize: 2048 },
+        { type: 'ECDSA', minSize: 256 },
+      ],
+      extraSans: { dns: [], ip: [] },
+      issuer: 'default',
+    });
+  });
+
+  it('turns a single pattern into a list and leaves absent match fields out', () => {
+    const p = policySchema.parse({ rules: [{ name: 'r', match: { namespaces: 'team-*' } }, { name: 's' }] });
+    expect(p.rules[0]!.match).toEqual({ namespaces: ['team-*'] });
+    expect(p.rules[1]!.match).toEqual({});
+  });
+
+  it('inherits lifetime fields one by one, and keys, SANs and issuer whole, from the default rule', () => {
+    const p = policySchema.parse({
+      rules: [{ name: 'r', lifetime: { max: '7d' } }],
+      default: { lifetime: { default: '1h', min: '10m', aboveMax: 'reject' }, keys: [{ type: 'ECDSA' }], extraSans: { ip: ['10.0.0.0/8'] }, issuer: 'main' },
+    });
+    expect(p.rules[0]).toEqual({
+      name: 'r',
+      match: {},
+      lifetime: { default: H, min: 600, max: 7 * D, aboveMax: 'reject' },
+      keys: [{ type: 'ECDSA', minSize: 256 }],
+      extraSans: { dns: [], ip: ['10.0.0.0/8'] },
+      issuer: 'main',
+    });
+  });
+
+  it('gives rules the built-in fields when the default rule denies', () => {
+    const p = policySchema.parse({ rules: [{ name: 'r', lifetime: { max: '48h' } }], default: { deny: 'not in the mesh' } });
+    expect(p.default).toEqual({ deny: 'not in the mesh' });
+    expect(p.rules[0]).toMatchObject({ lifetime: { default: D, min: 0, max: 48 * H, aboveMax: 'clamp' }, issuer: 'default' });
+  });
+
+  it.each<[string, unknown]>([
+    ['durations as numbers of seconds', { default: { lifetime: { default: 3600, max: 7200 } } }],
+    ['min equal to default equal to max', { default: { lifetime: { default: '1h', min: '1h', max: '1h' } } }],
+    ['IPv6 addresses and ranges', { default: { extraSans: { ip: ['::1', 'fd00::/8', '10.0.0.0/0'] } } }],
+    ['every placeholder', { default: { extraSans: { dns: ['{serviceAccount}-{namespace}.{cluster}.{trustDomain}'] } } }],
+    ['ECDSA P-384 and RSA 8192 minimums', { default: { keys: [{ type: 'ECDSA', minSize: 384 }, { type: 'RSA', minSize: 8192 }] } }],
+    ['globs with regex metacharacters', { rules: [{ name: 'r', match: { clusters: ['east+1', 'a.(b)|$', 'c?*'] } }] }],
+    ['a deny rule without match (deny everything)', { rules: [{ name: 'closed', deny: 'maintenance' }] }],
+  ])('accepts %s', (_name, input) => {
+    expect(issues(input)).toEqual([]);
+  });
+});
+
+describe('policySchema: problems, each with its path', () => {
+  it.each<[string, unknown, Array<[string, string]>]>([
+    ['an unknown top-level key', { rule: [] }, [['', 'Unrecognized key: "rule"']]],
+    ['an unknown rule key', { rules: [{ name: 'r', ttl: '1h' }] }, [['rules.0', 'Unrecognized key: "ttl"']]],
+    ['an unknown match key', { rules: [{ name: 'r', match: { namespace: 'a' } }] }, [['rules.0.match', 'Unrecognized key: "namespace"']]],
+    ['a rule without a name', { rules: [{ match: {} }] }, [['rules.0.name', 'Invalid input: expected string, received undefined']]],
+    [
+      'a duplicate rule name',
+      { rules: [{ name: 'a' }, { name: 'b' }, { name: 'a' }] },
+      [['rules.2.name', 'rule name "a" is already used by rules.0']],
+    ],
+    [
+      'a duplicate name next to another problem',
+      { rules: [{ name: 'a', match: { namespaces: ['[x]'] } }, { name: 'a' }] },
+      [
+        ['rules.0.match.namespaces.0', 'pattern may use only * and ? as wildcards ([ ] { } and \\ are not supported)'],
+        ['rules.1.name', 'rule name "a" is already used by rules.0'],
+      ],
+    ],
+    ['a rule named "default"', { rules: [{ name: 'default' }] }, [['rules.0.name', '"default" is the name of the default rule; choose another']]],
+    [
+      'a rule name with a space',
+      { rules: [{ name: 'my rule' }] },
+      [['rules.0.name', 'rule name must be letters, digits, ".", "-" and "_", starting with a letter or digit']],
+    ],
+    ['an invalid glob in a list', { rules: [{ name: 'r', match: { namespaces: ['ok', 'team-[ab]'] } }] }, [['rules.0.match.namespaces.1', 'pattern may use only * and ? as wildcards ([ ] { } and \\ are not supported)']]],
+    ['an invalid single glob', { rules: [{ name: 'r', match: { serviceAccounts: '!admin' } }] }, [['rules.0.match.serviceAccounts', 'negation ("!") is not supported; put a rule that matches the exceptions first']]],
+    ['an empty pattern', { rules: [{ name: 'r', match: { clusters: [''] } }] }, [['rules.0.match.clusters.0', 'pattern must not be empty']]],
+    ['an empty pattern list', { rules: [{ name: 'r', match: { trustDomains: [] } }] }, [['rules.0.match.trustDomains', 'an empty list matches nothing; leave the field out to match any value']]],
+    ['impersonated as a string', { rules: [{ name: 'r', match: { impersonated: 'no' } }] }, [['rules.0.match.impersonated', 'Invalid input: expected boolean, received string']]],
+    ['an empty deny reason', { rules: [{ name: 'r', deny: '  ' }] }, [['rules.0.deny', 'the deny reason must not be empty: it is what the caller is told']]],
+    [
+      'deny together with decision fields',
+      { rules: [{ name: 'r', deny: 'no', lifetime: { max: '1h' }, issuer: 'x' }] },
+      [['rules.0.deny', 'a deny rule cannot also set lifetime, issuer']],
+    ],
+    ['deny together with keys in the default rule', { default: { deny: 'no', keys: [{ type: 'RSA' }] } }, [['default.deny', 'a deny rule cannot also set keys']]],
+    ['match in the default rule', { default: { match: {} } }, [['default', 'Unrecognized key: "match"']]],
+    ['a bad duration', { rules: [{ name: 'r', lifetime: { max: '2w' } }] }, [['rules.0.lifetime.max', 'invalid duration "2w": use a number followed by s, m, h or d (e.g. 24h)']]],
+    ['a fractional number of seconds', { default: { lifetime: { default: 1.5 } } }, [['default.lifetime.default', 'invalid duration 1.5: must be a whole number of seconds']]],
+    ['an unknown aboveMax', { default: { lifetime: { aboveMax: 'truncate' } } }, [['default.lifetime.aboveMax', 'Invalid option: expected one of "clamp"|"reject"']]],
+    ['default above max', { rules: [{ name: 'r', lifetime: { default: '2d', max: '1d' } }] }, [['rules.0.lifetime.default', 'default 2d must be <= max 1d']]],
+    ['default below min', { rules: [{ name: 'r', lifetime: { default: '1h', min: '2h' } }] }, [['rules.0.lifetime.default', 'default 1h must be >= min 2h']]],
+    [
+      'min above max',
+      { default: { lifetime: { default: '1h', min: '3h', max: '2h' } } },
+      [
+        ['default.lifetime.min', 'min 3h must be <= max 2h'],
+        ['default.lifetime.default', 'default 1h must be >= min 3h'],
+      ],
+    ],
+    [
+      'a rule max below the inherited default',
+      { rules: [{ name: 'r', lifetime: { max: '12h' } }] },
+      [['rules.0.lifetime.max', 'default 1d (inherited from policy.default) must be <= max 12h']],
+    ],
+    [
+      'a default rule max below the built-in default',
+      { default: { lifetime: { max: '1h' } } },
+      [['default.lifetime.max', 'default 1d (inherited from the built-in default) must be <= max 1h']],
+    ],
+    ['a zero max', { default: { lifetime: { default: '0s', max: '0s' } } }, [['default.lifetime.max', 'max must be more than 0'], ['default.lifetime.default', 'default must be more than 0']]],
+    ['an unknown key type', { default: { keys: [{ type: 'Ed25519' }] } }, [['default.keys.0.type', 'Invalid option: expected one of "RSA"|"ECDSA"']]],
+    ['an RSA minimum below 2048', { default: { keys: [{ type: 'RSA', minSize: 1024 }] } }, [['default.keys.0.minSize', 'RSA minSize must be 2048-8192 (meshcert never accepts smaller or larger RSA keys)']]],
+    ['an ECDSA minimum that is no curve', { default: { keys: [{ type: 'ECDSA', minSize: 521 }] } }, [['default.keys.0.minSize', 'ECDSA minSize must be 256 (P-256) or 384 (P-384)']]],
+    ['a key type listed twice', { default: { keys: [{ type: 'RSA' }, { type: 'RSA', minSize: 4096 }] } }, [['default.keys.1.type', 'RSA is listed twice']]],
+    ['an empty key list', { rules: [{ name: 'r', keys: [] }] }, [['rules.0.keys', 'an empty key list would refuse every request; use deny instead']]],
+    [
+      'an unknown placeholder',
+      { rules: [{ name: 'r', extraSans: { dns: ['{ns}.example.com'] } }] },
+      [['rules.0.extraSans.dns.0', 'unknown placeholder {ns}; use {namespace}, {serviceAccount}, {trustDomain}, {cluster}']],
+    ],
+    ['an unbalanced brace', { rules: [{ name: 'r', extraSans: { dns: ['{namespace.example.com'] } }] }, [['rules.0.extraSans.dns.0', 'DNS template has an unbalanced "{" or "}"']]],
+    ['a wildcard that is not the first label', { rules: [{ name: 'r', extraSans: { dns: ['a.*.example.com'] } }] }, [['rules.0.extraSans.dns.0', 'a wildcard is allowed only as the whole first label ("*.example.com")']]],
+    ['a partial wildcard label', { rules: [{ name: 'r', extraSans: { dns: ['web-*.example.com'] } }] }, [['rules.0.extraSans.dns.0', 'a wildcard is allowed only as the whole first label ("*.example.com")']]],
+    [
+      'a DNS template that is not a name',
+      { rules: [{ name: 'r', extraSans: { dns: ['a..example.com'] } }] },
+      [['rules.0.extraSans.dns.0', 'DNS template must be a DNS name: labels of letters, digits and "-", separated by "."']],
+    ],
+    ['an unknown extraSans key', { default: { extraSans: { uri: [] } } }, [['default.extraSans', 'Unrecognized key: "uri"']]],
+    ['an IP that is not an address', { default: { extraSans: { ip: ['10.0.0'] } } }, [['default.extraSans.ip.0', 'expected an IP address or a CIDR range (10.0.0.0/8, fd00::/64)']]],
+    ['an IPv4 prefix above 32', { default: { extraSans: { ip: ['10.0.0.0/33'] } } }, [['default.extraSans.ip.0', 'CIDR prefix length must be 0-32']]],
+    ['an IPv6 prefix that is not a number', { default: { extraSans: { ip: ['fd00::/x'] } } }, [['default.extraSans.ip.0', 'CIDR prefix length must be 0-128']]],
+    ['an empty issuer', { rules: [{ name: 'r', issuer: '' }] }, [['rules.0.issuer', 'issuer must be a name of letters, digits, ".", "-" and "_"']]],
+  ])('reports %s', (_name, input, expected) => {
+    expect(issues(input)).toEqual(expected);
+  });
+});
+
+describe('parsePolicy and loadPolicyFile', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-policy-'));
+  });
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const file = (name: string, text: string): string => {
+    const path = join(dir, name);
+    writeFileSync(path, text);
+    return path;
+  };
+
+  it('lists every problem with its full path in one ConfigError', () => {
+    let err: unknown;
+    try {
+      parsePolicy({ rules: [{ name: 'r', lifetime: { max: '2w' }, extra: 1 }] }, 'meshcert.yaml', 'policy');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).message).toBe(
+      'invalid policy in meshcert.yaml:\n' +
+        '  - policy.rules.0.lifetime.max: invalid duration "2w": use a number followed by s, m, h or d (e.g. 24h)\n' +
+        '  - policy.rules.0.extra: unknown setting',
+    );
+  });
+
+  it('reads the policy section of a config file', () => {
+    const path = file('config.yaml', 'trustDomain: example.org\npolicy:\n  rules:\n    - name: r\n      match: { namespaces: a }\n      deny: no\n');
+    expect(loadPolicyFile(path, 'policy').rules).toEqual([{ name: 'r', match: { namespaces: ['a'] }, deny: 'no' }]);
+  });
+
+  it('gives the default policy when the config has no policy section', () => {
+    expect(loadPolicyFile(file('empty-policy.yaml', 'trustDomain: example.org\npolicy:\n'), 'policy')).toEqual({ rules: [], default: BUILTIN_DEFAULT });
+  });
+
+  it('reads a separate policy file with the same shape', () => {
+    const path = file('policy.yaml', 'rules:\n  - name: gw\n    issuer: gw-ca\ndefault:\n  lifetime: { default: 1h }\n');
+    const p = loadPolicyFile(path);
+    expect(p.rules[0]).toMatchObject({ name: 'gw', issuer: 'gw-ca', lifetime: { default: H } });
+  });
+
+  it('names the file and the YAML problem', () => {
+    const path = file('dup.yaml', 'rules: []\nrules: []\n');
+    expect(() => loadPolicyFile(path)).toThrow(ConfigError);
+    expect(() => loadPolicyFile(path)).toThrow(`${path} is not valid YAML`);
+    expect(() => loadPolicyFile(join(dir, 'missing.yaml'))).toThrow('ENOENT');
+  });
+});
