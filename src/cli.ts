@@ -4,6 +4,7 @@ import { UsageError } from './cli/args.js';
 import { certsCommand, CERTS_USAGE } from './cli/certs.js';
 import { configCommand } from './cli/config-check.js';
 import { discoverCommand, DISCOVER_USAGE } from './cli/discover.js';
+import { policyCommand, POLICY_USAGE } from './cli/policy.js';
 import { requestCommand, REQUEST_USAGE } from './cli/request.js';
 import { serveCommand, SERVE_USAGE } from './cli/serve.js';
 import { ConfigError } from './errors/ca-error.js';
@@ -20,7 +21,8 @@ ${CA_USAGE}
 meshcert config check FILE       validate a config file
 ${REQUEST_USAGE}
 ${CERTS_USAGE}
-${DISCOVER_USAGE}`;
+${DISCOVER_USAGE}
+${POLICY_USAGE}`;
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   // Internal: how `serve` starts its forked workers (see src/runtime/cluster.ts).
@@ -34,6 +36,7 @@ const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   request: requestCommand,
   certs: certsCommand,
   discover: discoverCommand,
+  policy: policyCommand,
 };
 
 /** Exit codes: 0 ok, 1 failure (refused, invalid config), 2 usage error. */

@@ -24,6 +24,12 @@ import { HealthService } from './grpc/health.js';
 import { GrpcServer } from './grpc/server.js';
 import { ReloadableServerCredentials } from './grpc/tls.js';
 import { LocalIssuer } from './issuer/local.js';
+import { IssuerRegistry } from './issuer/registry.js';
+import { createKubeClient, type KubeConfigSource } from './k8s/client.js';
+import { NodeAuthorizer } from './k8s/node-authorizer.js';
+import { PodCache } from './k8s/pod-cache.js';
+import { PolicyEngine } from './policy/engine.js';
+import { readFileSync } from 'node:fs';
 import type { Logger } from './log/logger.js';
 import { ServingCertificate } from './serving/serving-cert.js';
 
@@ -32,7 +38,10 @@ export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
 export interface RunningMeshcert {
   readonly port: number;
   readonly issuer: () => LocalIssuer;
+  readonly issuers: () => IssuerRegistry;
   readonly health: HealthService;
+  /** Applies CA and policy changes from a new config; throws (and keeps the old state) when invalid. */
+  reload(next: MeshcertConfig): Promise<void>;
   /** Graceful: NOT_SERVING, drain in-flight calls, release timers and files. */
   close(): Promise<void>;
 }
@@ -57,8 +66,7 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger): Promis
     logger.warn({ dir, keyType: config.ca.keyType }, 'created a new root and intermediate CA (ca.autoInit); move root-key.pem offline for production use');
   }
   const issuer = new LocalIssuer('default', loadCaDir(dir));
-  const probe = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });
-  issuer.selfTest(probe, `spiffe://${config.trustDomain}/ns/meshcert-self-test/sa/probe`);
+  issuer.selfTest(selfTestKey(), `spiffe://${config.trustDomain}/ns/meshcert-self-test/sa/probe`);
   return issuer;
 }
 
@@ -73,12 +81,12 @@ export async function prepareSharedState(config: MeshcertConfig, logger: Logger)
 }
 
 /** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
-export async function buildAuthChain(config: MeshcertConfig, issuer: () => LocalIssuer, logger: Logger, metrics?: CaMetrics): Promise<{ chain: AuthChain; close: () => void }> {
+export async function buildAuthChain(config: MeshcertConfig, issuers: () => IssuerRegistry, logger: Logger, metrics?: CaMetrics): Promise<{ chain: AuthChain; close: () => void }> {
   const closers: Array<() => void> = [];
   const clientCert = config.auth.clientCertificates
     ? // grpc-js exposes only the peer's leaf, so our own intermediates are trusted as anchors too:
       // a leaf they signed is ours by construction.
-      new ClientCertAuthenticator({ roots: () => [...issuer().material.intermediates, ...issuer().material.roots] })
+      new ClientCertAuthenticator({ roots: () => issuers().anchors })
     : undefined;
   const clusters = new Map<string, Authenticator[]>();
   const clusterConfigs = [...config.auth.clusters];
@@ -145,40 +153,74 @@ export async function buildAuthChain(config: MeshcertConfig, issuer: () => Local
   return { chain, close: () => closers.forEach((c) => c()) };
 }
 
+/** What a reload swaps: the CAs and the policy. Built whole, then swapped in one assignment. */
+export interface CaState {
+  readonly issuers: IssuerRegistry;
+  readonly policy: PolicyEngine;
+}
+
+/** Loads every configured CA (default first; autoInit applies to it only) and the policy. */
+export async function loadCaState(config: MeshcertConfig, logger: Logger): Promise<CaState> {
+  const issuers = [await loadIssuer(config, logger)];
+  for (const i of config.issuers) {
+    let issuer: LocalIssuer;
+    try {
+      issuer = new LocalIssuer(i.name, loadCaDir(i.dir));
+    } catch (e) {
+      throw new ConfigError(`issuer "${i.name}" (${i.dir}): ${(e as Error).message}`);
+    }
+    issuer.selfTest(selfTestKey(), `spiffe://${config.trustDomain}/ns/meshcert-self-test/sa/probe`);
+    issuers.push(issuer);
+  }
+  return { issuers: new IssuerRegistry(issuers), policy: new PolicyEngine(config.policy) };
+}
+
+function selfTestKey(): Buffer {
+  return generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });
+}
+
 export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Promise<RunningMeshcert> {
   const { logger } = o;
-  let issuer = await loadIssuer(config, logger);
-  const currentIssuer = (): LocalIssuer => issuer;
-  logger.info(
-    { issuer: issuer.name, subject: issuer.material.signingCert.subject.replace(/\n/g, ', '), notAfter: issuer.notAfter.toISOString(), roots: issuer.material.roots.length },
-    'CA loaded',
-  );
-  const auth = await buildAuthChain(config, currentIssuer, logger, o.metrics);
+  let state = await loadCaState(config, logger);
+  const issuers = (): IssuerRegistry => state.issuers;
+  const currentIssuer = (): LocalIssuer => state.issuers.default;
+  for (const i of state.issuers.all) {
+    logger.info({ issuer: i.name, subject: i.material.signingCert.subject.replace(/\n/g, ', '), notAfter: i.notAfter.toISOString(), roots: i.material.roots.length }, 'CA loaded');
+  }
+  const closers: Array<() => void | Promise<void>> = [];
+  const auth = await buildAuthChain(config, issuers, logger, o.metrics);
+  closers.push(auth.close);
+  const nodeAuthorizer = config.ambient.enabled ? await startNodeAuthorization(config, logger, closers) : undefined;
   const sink = o.sink;
   const authority = new Authority({
     authenticate: (req) => auth.chain.authenticate(req),
-    issuer: currentIssuer,
-    options: config.issuance,
+    issuers,
+    policy: () => state.policy,
+    options: { backdate: config.issuance.backdate, defaultCluster: config.auth.defaultCluster },
     ...(sink ? { beforeSign: () => assertInventoryAccepting(sink) } : {}),
     ...(config.overload.perIdentity ? { rateLimit: new IdentityRateLimiter(config.overload.perIdentity) } : {}),
+    ...(nodeAuthorizer ? { nodeAuthorizer } : {}),
   });
   const limiter = new InFlightLimiter(config.overload.maxInFlight);
-  o.metrics?.setCaExpiry(issuer.name, issuer.material.roots, issuer.material.intermediates);
+  const caMetrics = (): void => {
+    for (const i of state.issuers.all) o.metrics?.setCaExpiry(i.name, i.material.roots, i.material.intermediates);
+  };
+  caMetrics();
   const observers = [o.metrics?.observer(), sink && inventoryObserver(sink), o.observer].filter((x): x is IssuanceObserver => x !== undefined);
 
   const health = new HealthService([CA_SERVICE_NAME]);
   // The serving certificate's renewals update the credentials created from its first value.
   const creds: { current?: ReloadableServerCredentials } = {};
-  const servingExpiry = (notAfter: Date): void => o.metrics?.caExpiry.set({ issuer: issuer.name, role: 'serving', subject: 'meshcert serving certificate' }, notAfter.getTime() / 1000);
+  const servingExpiry = (notAfter: Date): void => o.metrics?.caExpiry.set({ issuer: 'default', role: 'serving', subject: 'meshcert serving certificate' }, notAfter.getTime() / 1000);
   const serving = ServingCertificate.start(config.server.tls, currentIssuer, logger, (m) => {
     servingExpiry(m.notAfter);
-    creds.current?.update({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: issuer.material.rootBundlePem });
+    creds.current?.update({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: state.issuers.rootBundlePem });
   });
   servingExpiry(serving.current.notAfter);
   const credentials = new ReloadableServerCredentials({
     certChainPem: serving.current.certChainPem,
     keyPem: serving.current.keyPem,
-    clientCaPem: issuer.material.rootBundlePem,
+    clientCaPem: state.issuers.rootBundlePem,
   });
   creds.current = credentials;
   let closing = false;
@@ -191,21 +233,45 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   );
   const port = await server.start();
   health.setAll('SERVING');
-  logger.info({ listen: config.server.listen, port, trustDomain: config.trustDomain, servingCert: serving.current.source }, 'meshcert serving');
+  logger.info({ listen: config.server.listen, port, trustDomain: config.trustDomain, servingCert: serving.current.source, ambient: config.ambient.enabled }, 'meshcert serving');
 
   return {
     port,
     issuer: currentIssuer,
+    issuers,
     health,
+    async reload(next: MeshcertConfig) {
+      // Build everything first; a failure leaves the running state untouched.
+      const fresh = await loadCaState(next, logger);
+      const signerChanged = fresh.issuers.default.material.signingCert.fingerprint256 !== state.issuers.default.material.signingCert.fingerprint256;
+      state = fresh;
+      caMetrics();
+      if (signerChanged) serving.reissue();
+      else credentials.update({ certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.rootBundlePem });
+      logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length, roots: fresh.issuers.roots.length }, 'configuration reloaded');
+    },
     async close() {
       closing = true;
       await server.shutdown();
       serving.close();
-      auth.close();
-      // Release the reference so a reload-in-progress cannot swap it back in.
-      issuer = currentIssuer();
+      for (const c of closers) await c();
     },
   };
+}
+
+/** Ambient mode: a watch-backed pod cache and the node authorizer that reads it. */
+async function startNodeAuthorization(config: MeshcertConfig, logger: Logger, closers: Array<() => void | Promise<void>>): Promise<NodeAuthorizer> {
+  const k = config.ambient.kubernetes;
+  const source: KubeConfigSource = k.kubeconfig
+    ? { kubeconfig: k.kubeconfig }
+    : k.server
+      ? { server: k.server, ...(k.caFile ? { caPem: readFileSync(k.caFile, 'utf8') } : {}), ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}) }
+      : { inCluster: true };
+  const pods = new PodCache({ client: createKubeClient(source), log: logger });
+  closers.push(() => pods.stop());
+  // Not fatal: until the cache syncs, impersonated requests get UNAVAILABLE (retried), never a denial.
+  await pods.start().catch((err: unknown) => logger.error({ err }, 'pod cache could not sync yet; ambient requests get UNAVAILABLE until it does'));
+  return new NodeAuthorizer({ pods, trustedNodeAccounts: config.ambient.trustedNodeAccounts, trustDomain: config.trustDomain });
 }
 
 /** inventory.failClosed: refuse before signing while records cannot be kept. */

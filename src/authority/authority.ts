@@ -2,8 +2,10 @@ import type { AuthRequest, Caller } from '../auth/types.js';
 import type { CsrKeyInfo, ParsedCsr } from '../csr/types.js';
 import { parseCsrPem } from '../csr/parse.js';
 import { CaError } from '../errors/ca-error.js';
-import type { LocalIssuer, SignedLeaf } from '../issuer/local.js';
-import { resolveLifetimeSeconds, type LifetimeOptions } from './lifetime.js';
+import type { SignedLeaf } from '../issuer/local.js';
+import type { IssuerRegistry } from '../issuer/registry.js';
+import type { PolicyEngine } from '../policy/engine.js';
+import { parseSpiffeId, parseWorkloadSpiffeId } from '../x509/spiffe-id.js';
 
 export interface CertificateRequest {
   readonly csrPem: string;
@@ -15,12 +17,14 @@ export interface CertificateRequest {
 }
 
 export interface IssuedCertificate {
+  /** Who asked (for an impersonated request: the node agent, not the workload). */
   readonly caller: Caller;
   readonly spiffeId: string;
+  readonly impersonated: boolean;
   readonly issuer: string;
   readonly key: CsrKeyInfo;
   readonly leaf: SignedLeaf;
-  /** The policy rule that allowed it, when a policy is configured. */
+  /** The policy rule that allowed it. */
   readonly policyRule?: string;
   /** Extra SANs granted by policy. */
   readonly dnsNames?: readonly string[];
@@ -28,26 +32,32 @@ export interface IssuedCertificate {
   readonly chain: readonly string[];
 }
 
-export interface AuthorityOptions extends LifetimeOptions {
+export interface AuthorityOptions {
   /** Seconds NotBefore is moved into the past (clock skew between nodes). */
   readonly backdate: number;
+  /** The cluster an empty `clusterid` means. */
+  readonly defaultCluster: string;
 }
 
 export interface AuthorityDeps {
   readonly authenticate: (req: AuthRequest) => Promise<Caller>;
-  /** The issuer in force now (it can change on reload). */
-  readonly issuer: () => LocalIssuer;
+  /** The CAs and the policy in force now (both can change on reload; a call keeps what it began with). */
+  readonly issuers: () => IssuerRegistry;
+  readonly policy: () => PolicyEngine;
   readonly options: AuthorityOptions;
   readonly now?: () => Date;
   /** Last check before signing (e.g. inventory fail-closed); throws a CaError to refuse. */
   readonly beforeSign?: () => void;
   /** Optional per-identity rate limit, applied once the caller is known. */
   readonly rateLimit?: { take(identity: string): void };
+  /** Ambient mode: decides whether a node agent may ask for a workload's identity. */
+  readonly nodeAuthorizer?: { authorize(caller: Caller, requestedIdentity: string): void };
 }
 
 /**
  * The CreateCertificate use case, transport-neutral: authenticate, refuse what is not allowed,
- * decide the identity and lifetime, sign. Every refusal is a CaError; the transport maps it.
+ * decide identity, lifetime, SANs and CA through the policy, sign. Every refusal is a CaError;
+ * the transport maps it.
  */
 export class Authority {
   private readonly deps: AuthorityDeps;
@@ -70,47 +80,84 @@ export class Authority {
 
   private issueFor(caller: Caller, req: CertificateRequest): IssuedCertificate {
     this.deps.rateLimit?.take(caller.identities[0] ?? 'unknown');
-    if (req.metadata.ImpersonatedIdentity) {
-      throw new CaError('IMPERSONATION_DENIED', 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads');
-    }
-    const csr = parseCsrPem(req.csrPem);
-    const spiffeId = chooseIdentity(caller, csr);
-    const ttl = resolveLifetimeSeconds(req.validitySeconds, this.deps.options);
+    const registry = this.deps.issuers();
+    const policy = this.deps.policy();
 
-    const issuer = this.deps.issuer();
+    // Ambient: ztunnel asks for the workloads on its node. Only with node authorization configured.
+    const impersonate = req.metadata.ImpersonatedIdentity;
+    let subject = caller;
+    if (impersonate) {
+      if (!this.deps.nodeAuthorizer) {
+        throw new CaError('IMPERSONATION_DENIED', 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads (ambient mode is off)');
+      }
+      this.deps.nodeAuthorizer.authorize(caller, impersonate);
+      subject = { ...caller, identities: [impersonate] };
+    }
+
+    const csr = parseCsrPem(req.csrPem);
+    const spiffeId = chooseIdentity(subject, csr);
+    const id = parseSpiffeId(spiffeId);
+    const workload = parseWorkloadSpiffeId(spiffeId);
+    const decision = policy.evaluate({
+      trustDomain: id.trustDomain,
+      clusterId: req.auth.clusterId || this.deps.options.defaultCluster,
+      namespace: workload?.namespace ?? subject.namespace ?? '',
+      serviceAccount: workload?.serviceAccount ?? subject.serviceAccount ?? '',
+      impersonated: Boolean(impersonate),
+      key: csr.key,
+      requestedTtlSeconds: req.validitySeconds,
+      dnsNames: csr.dnsNames,
+      ipAddresses: csr.ipAddresses,
+      emails: csr.emails,
+      uris: csr.uris,
+    });
+    if (!decision.allowed) throw new CaError(decision.code, decision.reason);
+
+    const issuer = registry.get(decision.issuer);
     const now = this.now();
-    const notBefore = new Date(now.getTime() - this.deps.options.backdate * 1000);
-    const notAfter = new Date(now.getTime() + ttl * 1000);
-    if (issuer.notAfter <= now) throw new CaError('ISSUER_UNAVAILABLE', 'the signing CA has expired; an operator must renew it');
+    if (issuer.notAfter <= now) throw new CaError('ISSUER_UNAVAILABLE', `the signing CA "${issuer.name}" has expired; an operator must renew it`);
     this.deps.beforeSign?.();
     let leaf: SignedLeaf;
     try {
-      leaf = issuer.sign({ spki: csr.spki, uris: [spiffeId], notBefore, notAfter });
+      leaf = issuer.sign({
+        spki: csr.spki,
+        uris: [spiffeId],
+        dnsNames: decision.dnsNames,
+        ipAddresses: decision.ipAddresses,
+        notBefore: new Date(now.getTime() - this.deps.options.backdate * 1000),
+        notAfter: new Date(now.getTime() + decision.ttlSeconds * 1000),
+      });
     } catch (e) {
       throw new CaError('ISSUER_FAILED', 'failed to sign the certificate', { cause: e });
     }
-    return { caller, spiffeId, issuer: issuer.name, key: csr.key, leaf, chain: [leaf.pem, ...leaf.chainPem] };
+    return {
+      caller,
+      spiffeId,
+      impersonated: Boolean(impersonate),
+      issuer: issuer.name,
+      key: csr.key,
+      leaf,
+      policyRule: decision.rule,
+      dnsNames: decision.dnsNames,
+      // The root bundle is the union of every issuer's roots, so all workloads trust each other.
+      chain: [leaf.pem, ...issuer.material.intermediatesPem, registry.rootBundlePem],
+    };
   }
 }
 
 /**
  * The CSR's URI SANs must be absent or name exactly the caller's identity (istio-csr's rule,
- * stricter than istiod, which ignores them). Other SAN types and CA requests are refused.
+ * stricter than istiod, which ignores them); a CA request is refused. Other SANs (DNS, IP, email)
+ * are the policy's to allow or refuse.
  */
 export function chooseIdentity(caller: Caller, csr: ParsedCsr): string {
   if (csr.requestsCa) throw new CaError('CSR_FORBIDDEN_EXTENSION', 'the CSR asks for a CA certificate (BasicConstraints CA or keyCertSign); workload certificates cannot be CAs');
-  const extra = [
-    csr.dnsNames.length ? 'DNS names' : '',
-    csr.ipAddresses.length ? 'IP addresses' : '',
-    csr.emails.length ? 'email addresses' : '',
-  ].filter(Boolean);
-  if (extra.length) throw new CaError('CSR_FORBIDDEN_EXTENSION', `the CSR requests ${extra.join(', ')} as SANs; workload certificates carry only the SPIFFE ID`);
   if (caller.identities.length === 0) throw new CaError('AUTH_INVALID', 'the credential carries no workload identity');
   if (csr.uris.length === 0) return caller.identities[0]!;
   if (csr.uris.length > 1) throw new CaError('IDENTITY_MISMATCH', 'the CSR requests more than one URI SAN; an X.509-SVID has exactly one SPIFFE ID');
   const wanted = csr.uris[0]!;
   if (!caller.identities.includes(wanted)) {
-    throw new CaError('IDENTITY_MISMATCH', `the CSR requests identity ${wanted}, but the caller is ${caller.identities.join(', ')}`);
+    throw new CaError('IDENTITY_MISMATCH', `the CSR requests identity ${wanted.slice(0, 256)}, but the caller is ${caller.identities.join(', ')}`);
   }
   return wanted;
 }

@@ -20,7 +20,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (v.dev === Boolean(v.config)) throw new UsageError(`serve needs exactly one of --config FILE or --dev\n${SERVE_USAGE}`);
   const config: MeshcertConfig = v.config ? loadConfigFile(v.config).config : parseConfig(DEV_CONFIG, process.env, 'the embedded dev config');
   const logger = createLogger(config.log.level);
-  const server = await runServer(config, logger);
+  const server = await runServer(config, logger, v.config ? { configFile: v.config } : {});
   const { port } = server;
   const close = (): Promise<void> => server.close();
 

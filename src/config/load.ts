@@ -3,6 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors/ca-error.js';
+import { parseDurationSeconds } from './duration.js';
 import { configSchema, type ConfigInput, type MeshcertConfig } from './schema.js';
 
 /** Environment variables that override the common settings (documented in the README). */
@@ -43,7 +44,7 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
 
 /** Validates an in-memory config (the embedded default, tests). */
 export function parseConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.env, source = 'config', baseDir = process.cwd()): MeshcertConfig {
-  const withEnv = applyEnv(structuredClone(input) as Record<string, unknown>, env);
+  const withEnv = issuanceShorthands(applyEnv(structuredClone(input) as Record<string, unknown>, env), source);
   const result = configSchema.safeParse(withEnv);
   if (!result.success) throw new ConfigError(formatIssues(source, result.error.issues));
   return deepFreeze(resolvePaths(result.data, baseDir));
@@ -66,6 +67,36 @@ function applyEnv(input: Record<string, unknown>, env: NodeJS.ProcessEnv): Recor
     }
     if (node !== undefined) node[path[path.length - 1]!] = value;
   }
+  return input;
+}
+
+/**
+ * issuance.defaultTtl/maxTtl/onTtlAboveMax are shorthands for policy.default.lifetime, kept so a
+ * simple config needs no policy section. Setting both places is refused: one source of truth.
+ */
+function issuanceShorthands(input: Record<string, unknown>, source: string): Record<string, unknown> {
+  const issuance = input.issuance as Record<string, unknown> | undefined;
+  if (!issuance || typeof issuance !== 'object') return input;
+  const lifetime: Record<string, unknown> = {};
+  // An invalid value is reported once, under issuance.*, not again under policy.
+  const valid = (v: unknown): boolean => {
+    try {
+      parseDurationSeconds(v as string | number);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (issuance.defaultTtl !== undefined && valid(issuance.defaultTtl)) lifetime.default = issuance.defaultTtl;
+  if (issuance.maxTtl !== undefined && valid(issuance.maxTtl)) lifetime.max = issuance.maxTtl;
+  if (issuance.onTtlAboveMax !== undefined) lifetime.aboveMax = issuance.onTtlAboveMax;
+  if (Object.keys(lifetime).length === 0) return input;
+  const policy = (typeof input.policy === 'object' && input.policy !== null ? input.policy : (input.policy = {})) as Record<string, unknown>;
+  const def = (typeof policy.default === 'object' && policy.default !== null ? policy.default : (policy.default = {})) as Record<string, unknown>;
+  if (def.lifetime !== undefined) {
+    throw new ConfigError(`invalid configuration in ${source}:\n  - issuance: lifetimes are set in policy.default.lifetime too; set them in one place`);
+  }
+  if (def.deny === undefined) def.lifetime = lifetime;
   return input;
 }
 
@@ -95,6 +126,16 @@ function resolvePaths(c: MeshcertConfig, baseDir: string): MeshcertConfig {
       },
     },
     ca: { ...c.ca, dir: c.ca.dir ? abs(c.ca.dir) : resolve(dataDir, 'ca') },
+    issuers: c.issuers.map((i) => ({ ...i, dir: abs(i.dir) })),
+    ambient: {
+      ...c.ambient,
+      kubernetes: {
+        ...c.ambient.kubernetes,
+        caFile: c.ambient.kubernetes.caFile && abs(c.ambient.kubernetes.caFile),
+        tokenFile: c.ambient.kubernetes.tokenFile && abs(c.ambient.kubernetes.tokenFile),
+        kubeconfig: c.ambient.kubernetes.kubeconfig && abs(c.ambient.kubernetes.kubeconfig),
+      },
+    },
     inventory: {
       ...c.inventory,
       store: c.inventory.store ?? (c.inventory.url ? 'postgres' : 'sqlite'),

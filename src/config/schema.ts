@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseDurationSeconds } from './duration.js';
+import { policySchema } from '../policy/schema.js';
 
 /**
  * The one configuration schema. Strict objects: an unknown key is an error naming its path.
@@ -97,6 +98,17 @@ export const configSchema = z.strictObject({
       keyType: keyType.default('ec256'),
     })
     .prefault({}),
+  /** More CAs (each an Istio cacerts directory) that policy rules can choose by name; `ca` is "default". */
+  issuers: z
+    .array(z.strictObject({ name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'issuer names are lowercase letters, digits and "-"'), dir: z.string().min(1) }))
+    .default([])
+    .refine((l) => new Set(l.map((i) => i.name)).size === l.length && !l.some((i) => i.name === 'default'), {
+      message: 'issuer names must be unique and not "default" (the ca section is the default issuer)',
+    }),
+  /**
+   * Lifetime shorthands for the default policy rule (policy.default.lifetime) and the backdate.
+   * Set lifetimes here or in policy.default.lifetime, not both.
+   */
   issuance: z
     .strictObject({
       defaultTtl: duration.prefault('24h'),
@@ -108,6 +120,20 @@ export const configSchema = z.strictObject({
     })
     .prefault({})
     .refine((i) => i.defaultTtl > 0 && i.defaultTtl <= i.maxTtl, { message: 'defaultTtl must be > 0 and <= maxTtl' }),
+  /** Who may get which certificate: ordered rules (first match wins) and a default rule. See src/policy/. */
+  policy: policySchema.prefault({}),
+  /** Ambient mode: ztunnel asks for certificates of the pods on its node (node authorization). */
+  ambient: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      /** namespace/serviceaccount of node agents allowed to impersonate. */
+      trustedNodeAccounts: z.array(z.string().regex(/^[a-z0-9-]+\/[a-z0-9.-]+$/, 'expected namespace/serviceaccount')).default(['istio-system/ztunnel']),
+      /** API server for pod lookups; default in-cluster. */
+      kubernetes: z
+        .strictObject({ server: z.url({ protocol: /^https$/ }).optional(), caFile: z.string().optional(), tokenFile: z.string().optional(), kubeconfig: z.string().optional() })
+        .prefault({}),
+    })
+    .prefault({}),
   auth: z
     .strictObject({
       /** The cluster used when `clusterid` is empty or absent (istio-agent's default is "Kubernetes"). */
@@ -173,7 +199,16 @@ export const configSchema = z.strictObject({
   dev: z
     .strictObject({ tokenIssuer: z.boolean().default(false) })
     .prefault({}),
-});
+})
+  .superRefine((c, ctx) => {
+    // A rule may only name a configured CA.
+    const names = new Set(['default', ...c.issuers.map((i) => i.name)]);
+    const check = (issuer: string | undefined, path: (string | number)[]): void => {
+      if (issuer !== undefined && !names.has(issuer)) ctx.addIssue({ code: 'custom', path, message: `issuer "${issuer}" is not configured (known: ${[...names].join(', ')})` });
+    };
+    c.policy.rules.forEach((r, i) => check(r.deny === undefined ? r.issuer : undefined, ['policy', 'rules', i, 'issuer']));
+    check(c.policy.default.deny === undefined ? c.policy.default.issuer : undefined, ['policy', 'default', 'issuer']);
+  });
 
 export type MeshcertConfig = z.infer<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;

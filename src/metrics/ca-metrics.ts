@@ -116,6 +116,15 @@ export class InventoryMetrics {
   }
 }
 
+/** Config reloads (SIGHUP or file change), in the process that coordinates them. */
+export class ReloadMetrics {
+  readonly reloads: Counter<'result'>;
+
+  constructor(registry: Registry) {
+    this.reloads = new Counter({ name: 'meshcert_config_reloads_total', help: 'Configuration reloads by result (applied, rejected).', labelNames: ['result'], registers: [registry] });
+  }
+}
+
 type CitadelCounter = 'authn' | 'parse' | 'id' | { sign: string } | null;
 
 /** Which Citadel counter each refusal feeds (istiod: authn, CSR parsing, ID extraction, signing errors by kind). */

@@ -12,8 +12,12 @@ import type { InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
 
 const CONFIG_ENV = 'MESHCERT_WORKER_CONFIG';
 
-export type WorkerMessage = { type: 'listening'; port: number } | { type: 'fatal'; message: string } | InventoryMessage;
-export type PrimaryMessage = { type: 'shutdown' } | InventoryStateMessage;
+export type WorkerMessage =
+  | { type: 'listening'; port: number }
+  | { type: 'fatal'; message: string }
+  | { type: 'reloaded'; id: number; error?: string }
+  | InventoryMessage;
+export type PrimaryMessage = { type: 'shutdown' } | { type: 'reload'; id: number; config: MeshcertConfig } | InventoryStateMessage;
 
 export function workerCount(config: MeshcertConfig): number {
   return config.server.workers === 'auto' ? Math.max(1, availableParallelism()) : config.server.workers;
@@ -32,6 +36,8 @@ export interface WorkerPool {
   readonly port: number;
   /** Workers currently serving. */
   readonly live: () => number;
+  /** Tells every worker to apply a new config; rejects if any worker refuses it. */
+  reload(config: MeshcertConfig): Promise<void>;
   /** Asks every worker to drain and waits for all of them to exit. */
   shutdown(): Promise<void>;
 }
@@ -46,19 +52,31 @@ export interface WorkerHooks {
 export async function startWorkers(config: MeshcertConfig, logger: Logger, count: number, hooks: WorkerHooks = {}): Promise<WorkerPool> {
   // 'advanced' serialization (structured clone) keeps Dates in inventory records intact.
   cluster.setupPrimary({ exec: process.argv[1], args: ['worker'], silent: false, serialization: 'advanced' });
-  const env = { [CONFIG_ENV]: JSON.stringify(config) };
   let stopping = false;
   const live = new Set<Worker>();
   let restarts = 0;
+  let reloadId = 0;
+  const pendingReloads = new Map<number, { waiting: number; errors: string[]; done: (errors: string[]) => void }>();
+  let currentConfig = config;
 
   const fork = (): Promise<number> =>
     new Promise((resolve, reject) => {
-      const w = cluster.fork(env);
+      // A replacement worker starts with the config in force now, not the one from startup.
+      const w = cluster.fork({ [CONFIG_ENV]: JSON.stringify(currentConfig) });
       live.add(w);
       let listening = false;
       w.on('message', (m: WorkerMessage) => {
         if (m.type === 'inventory') {
           hooks.onInventory?.(m);
+        } else if (m.type === 'reloaded') {
+          const p = pendingReloads.get(m.id);
+          if (p) {
+            if (m.error) p.errors.push(m.error);
+            if (--p.waiting === 0) {
+              pendingReloads.delete(m.id);
+              p.done(p.errors);
+            }
+          }
         } else if (m.type === 'listening') {
           listening = true;
           resolve(m.port);
@@ -91,6 +109,20 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   return {
     port: ports[0]!,
     live: () => [...live].filter((w) => w.isConnected()).length,
+    async reload(next) {
+      const targets = [...live].filter((w) => w.isConnected());
+      if (targets.length === 0) return;
+      const id = ++reloadId;
+      const errors = await new Promise<string[]>((resolve) => {
+        pendingReloads.set(id, { waiting: targets.length, errors: [], done: resolve });
+        for (const w of targets) w.send({ type: 'reload', id, config: next } satisfies PrimaryMessage);
+        setTimeout(() => {
+          if (pendingReloads.delete(id)) resolve(['a worker did not answer the reload within 30s']);
+        }, 30_000).unref();
+      });
+      if (errors.length > 0) throw new Error(errors[0]);
+      currentConfig = next;
+    },
     async shutdown() {
       stopping = true;
       clearInterval(broadcast);

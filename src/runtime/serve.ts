@@ -8,8 +8,9 @@ import { startAdminServer, type ReadinessCheck } from '../admin/server.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { InventoryService } from '../inventory/service.js';
 import type { Logger } from '../log/logger.js';
-import { prepareSharedState, startMeshcert } from '../main.js';
-import { CaMetrics, InventoryMetrics } from '../metrics/ca-metrics.js';
+import { loadCaState, prepareSharedState, startMeshcert } from '../main.js';
+import { CaMetrics, InventoryMetrics, ReloadMetrics } from '../metrics/ca-metrics.js';
+import { Reloader } from './reload.js';
 import { ExpiryMonitor } from '../monitoring/expiry-monitor.js';
 import { startWorkers, workerCount } from './cluster.js';
 
@@ -17,10 +18,17 @@ export interface RunningServer {
   readonly port: number;
   readonly adminPort: number | undefined;
   readonly workers: number;
+  /** Re-reads the config and applies it now; false when it was rejected. */
+  reload(reason?: string): Promise<boolean>;
   close(): Promise<void>;
 }
 
-export async function runServer(config: MeshcertConfig, logger: Logger): Promise<RunningServer> {
+export interface RunServerOptions {
+  /** The config file, re-read on SIGHUP and when it changes (hot reload of policy and issuers). */
+  readonly configFile?: string;
+}
+
+export async function runServer(config: MeshcertConfig, logger: Logger, opts: RunServerOptions = {}): Promise<RunningServer> {
   const count = workerCount(config);
   const registry = new Registry();
   const invMetrics = new InventoryMetrics(registry);
@@ -36,6 +44,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger): Promise
   let metricsText: () => Promise<string>;
   let grpcReady: () => ReadinessCheck;
   let stopServing: () => Promise<void>;
+  let applyConfig: (next: MeshcertConfig) => Promise<void>;
   try {
     if (count === 1) {
       const caMetrics = new CaMetrics(registry);
@@ -44,6 +53,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger): Promise
       metricsText = () => registry.metrics();
       grpcReady = () => ({ name: 'grpc', ok: running.health.serving, detail: running.health.serving ? 'serving' : 'not serving' });
       stopServing = () => running.close();
+      applyConfig = (next) => running.reload(next);
     } else {
       await prepareSharedState(config, logger);
       const aggregator = new AggregatorRegistry();
@@ -58,6 +68,11 @@ export async function runServer(config: MeshcertConfig, logger: Logger): Promise
       metricsText = async () => `${await aggregator.clusterMetrics()}\n${await registry.metrics()}`;
       grpcReady = () => ({ name: 'grpc', ok: pool.live() > 0, detail: `${pool.live()}/${count} workers serving` });
       stopServing = () => pool.shutdown();
+      // Validate here first (CAs load, policy builds), then let every worker apply it.
+      applyConfig = async (next) => {
+        await loadCaState(next, logger);
+        await pool.reload(next);
+      };
       logger.info({ listen: config.server.listen, port, workers: count }, 'meshcert serving');
     }
   } catch (e) {
@@ -65,6 +80,18 @@ export async function runServer(config: MeshcertConfig, logger: Logger): Promise
     throw e;
   }
   monitor.start();
+  let current = config;
+  const reloader = new Reloader({
+    ...(opts.configFile ? { configFile: opts.configFile } : {}),
+    current: () => current,
+    apply: async (next) => {
+      await applyConfig(next);
+      current = next;
+    },
+    logger,
+    metrics: new ReloadMetrics(registry),
+  });
+  reloader.start();
 
   const admin = config.admin.enabled
     ? await startAdminServer({
@@ -84,7 +111,9 @@ export async function runServer(config: MeshcertConfig, logger: Logger): Promise
     port,
     adminPort: admin?.port,
     workers: count,
+    reload: (reason = 'requested') => reloader.reload(reason),
     async close() {
+      reloader.stop();
       monitor.stop();
       await stopServing();
       // Workers have shipped their last records; write them all before exiting.

@@ -53,6 +53,12 @@ export async function workerMain(): Promise<number> {
   };
   process.on('message', (m: PrimaryMessage) => {
     if (m?.type === 'shutdown') drain();
+    else if (m?.type === 'reload') {
+      running.reload(m.config).then(
+        () => send({ type: 'reloaded', id: m.id }),
+        (err: unknown) => send({ type: 'reloaded', id: m.id, error: err instanceof Error ? err.message : String(err) }),
+      );
+    }
   });
   // The primary is gone (killed): stop serving rather than linger as an orphan.
   process.on('disconnect', drain);

@@ -1,0 +1,284 @@
+/**
+ * Keeps ConfigMap `istio-ca-root-cert` (key `root-cert.pem`, label `istio.io/config: "true"`) in
+ * every namespace equal to meshcert's root bundle: what istiod's NamespaceController does while its
+ * own CA is on (PROTOCOL §5). istio-agent and ztunnel read it to trust the CA's serving certificate
+ * and the mesh's roots.
+ *
+ * - Namespaces: all, or those matching `namespaceSelector` (a label selector, applied by the API
+ *   server to the list+watch), never those in `excludeNamespaces`, never one being terminated
+ *   (status.phase Terminating or deletionTimestamp set). istiod itself skips kube-system,
+ *   kube-public, kube-node-lease and local-path-storage (ISTIOD_IGNORED_NAMESPACES); meshcert's
+ *   default excludes none.
+ * - Triggers: a namespace appears (or starts matching the selector); the ConfigMap is edited or
+ *   deleted (a configmap informer limited to metadata.name=istio-ca-root-cert across namespaces);
+ *   onRootBundleChanged(); onStartedLeading(); and a periodic resync (default every 10 minutes).
+ * - Writes: only while isLeader(). Only `data["root-cert.pem"]` and the label are set: other keys,
+ *   labels, annotations and owner references of an existing ConfigMap are kept. Nothing is ever
+ *   deleted. Replaces carry the cached resourceVersion; a 409 re-reads the ConfigMap and retries.
+ * - One work queue keyed by namespace: deduplicated, at most one write in flight per namespace,
+ *   `concurrency` in parallel, a qps/burst token bucket, and per-namespace exponential backoff on
+ *   API errors.
+ *
+ * Every replica runs the informers (a follower keeps warm caches and takes over at once); only the
+ * leader writes. RBAC: namespaces list/watch; configmaps get/list/watch/create/update (cluster-wide).
+ */
+import type { V1ConfigMap, V1Namespace } from '@kubernetes/client-node';
+import { describeKubeError, kubeStatusCode, type KubeClient } from '../k8s/client.js';
+import { explainKubeError, InformerRunner, isConflict, isNotFound, type ControllerLog } from './kube-util.js';
+import { WorkQueue, type WorkQueueOptions } from './work-queue.js';
+
+export const ROOT_CERT_CONFIGMAP = 'istio-ca-root-cert';
+export const ROOT_CERT_KEY = 'root-cert.pem';
+export const ISTIO_CONFIG_LABEL = 'istio.io/config';
+/** Namespaces istiod never writes the root ConfigMap into (its inject.IgnoredNamespaces). */
+export const ISTIOD_IGNORED_NAMESPACES: readonly string[] = ['kube-system', 'kube-public', 'kube-node-lease', 'local-path-storage'];
+
+export interface RootCertDistributorOptions {
+  readonly kube: Pick<KubeClient, 'core' | 'makeInformer'>;
+  /** The current root bundle (PEM, one or more roots). An empty string writes nothing. */
+  readonly rootBundle: () => string;
+  /** Whether this replica may write now (LeaderElector#isLeader). */
+  readonly isLeader: () => boolean;
+  /** Label selector on namespaces, e.g. `istio-injection=enabled`; default all namespaces. */
+  readonly namespaceSelector?: string;
+  /** Namespaces never written to. Default none. */
+  readonly excludeNamespaces?: readonly string[];
+  /** Default `istio-ca-root-cert` (Istio's name; change only for tests or a second mesh). */
+  readonly configMapName?: string;
+  /** Re-check every namespace this often (ms); 0 disables. Default 600000. */
+  readonly resyncPeriodMs?: number;
+  readonly queue?: WorkQueueOptions;
+  /** Informer restart backoff. Defaults 500 ms, 30 s. */
+  readonly informerBackoffInitialMs?: number;
+  readonly informerBackoffMaxMs?: number;
+  readonly log?: ControllerLog | undefined;
+}
+
+export interface RootCertDistributorStatus {
+  readonly synced: boolean;
+  readonly namespaces: number;
+  readonly queued: number;
+  readonly created: number;
+  readonly updated: number;
+  readonly failures: number;
+  readonly lastError: string | undefined;
+}
+
+function isTerminating(ns: V1Namespace): boolean {
+  return ns.status?.phase === 'Terminating' || (ns.metadata?.deletionTimestamp !== undefined && ns.metadata.deletionTimestamp !== null);
+}
+
+export class RootCertDistributor {
+  readonly configMapName: string;
+  private readonly opts: RootCertDistributorOptions;
+  private readonly log: ControllerLog | undefined;
+  private readonly excluded: ReadonlySet<string>;
+  private readonly namespaces: InformerRunner<V1Namespace>;
+  private readonly configMaps: InformerRunner<V1ConfigMap>;
+  private readonly queue: WorkQueue;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private started = false;
+  private stopped = false;
+  private ready = false;
+  private created = 0;
+  private updated = 0;
+  private failures = 0;
+  private lastError: string | undefined;
+
+  constructor(opts: RootCertDistributorOptions) {
+    this.opts = opts;
+    this.log = opts.log;
+    this.configMapName = opts.configMapName ?? ROOT_CERT_CONFIGMAP;
+    this.excluded = new Set(opts.excludeNamespaces ?? []);
+    const backoff = { backoffInitialMs: opts.informerBackoffInitialMs ?? 500, backoffMaxMs: opts.informerBackoffMaxMs ?? 30_000 };
+
+    const nsInformer = opts.kube.makeInformer('namespaces', {
+      ...(opts.namespaceSelector ? { labelSelector: opts.namespaceSelector } : {}),
+      transform: (ns) => ({ metadata: { ...ns.metadata, managedFields: undefined }, status: ns.status ? { phase: ns.status.phase } : undefined }),
+    });
+    this.namespaces = new InformerRunner(nsInformer, { name: 'namespaces', verbs: 'list and watch namespaces', log: opts.log, ...backoff });
+    const cmInformer = opts.kube.makeInformer('configmaps', {
+      fieldSelector: `metadata.name=${this.configMapName}`,
+      transform: (cm) => ({ ...cm, metadata: { ...cm.metadata, managedFields: undefined } }),
+    });
+    this.configMaps = new InformerRunner(cmInformer, { name: 'configmaps', verbs: `list and watch configmaps in all namespaces`, log: opts.log, ...backoff });
+
+    this.queue = new WorkQueue((ns) => this.reconcile(ns), opts.queue, (ns, err, n, retryInMs) => {
+      this.failures++;
+      this.lastError = explainKubeError(err, `create and update configmaps in namespace ${ns}`);
+      this.log?.warn({ namespace: ns, configMap: this.configMapName, error: this.lastError, failures: n, retryInMs }, 'root certificate ConfigMap not written; retrying');
+    });
+
+    nsInformer.on('add', (ns) => this.onNamespace(ns));
+    nsInformer.on('update', (ns) => this.onNamespace(ns));
+    const onCm = (cm: V1ConfigMap): void => {
+      const ns = cm.metadata?.namespace;
+      if (ns && this.ready && this.opts.isLeader()) this.queue.add(ns);
+    };
+    cmInformer.on('add', (cm) => {
+      if (!this.upToDate(cm)) onCm(cm);
+    });
+    cmInformer.on('update', onCm);
+    cmInformer.on('delete', onCm);
+  }
+
+  /** Starts the informers; writes begin once both caches are synced and this replica leads. */
+  start(): void {
+    if (this.started || this.stopped) return;
+    this.started = true;
+    this.namespaces.start();
+    this.configMaps.start();
+    void Promise.all([this.namespaces.waitSynced(), this.configMaps.waitSynced()]).then(() => {
+      if (this.stopped) return;
+      this.ready = true;
+      this.log?.info({ namespaces: this.namespaces.informer.list().length, configMap: this.configMapName }, 'root certificate distribution synced');
+      this.queue.resume();
+      this.resyncAll();
+    });
+    const period = this.opts.resyncPeriodMs ?? 600_000;
+    if (period > 0) {
+      this.resyncTimer = setInterval(() => this.resyncAll(), period);
+      this.resyncTimer.unref();
+    }
+  }
+
+  /** Resolves once both informers have listed (not required before use). */
+  async waitSynced(): Promise<void> {
+    await Promise.all([this.namespaces.waitSynced(), this.configMaps.waitSynced()]);
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.ready = false;
+    clearInterval(this.resyncTimer);
+    await this.queue.stop();
+    await Promise.all([this.namespaces.stop(), this.configMaps.stop()]);
+  }
+
+  /** Queues every selected namespace (no-op until synced, or when not leading). */
+  resyncAll(): void {
+    if (!this.ready || !this.opts.isLeader()) return;
+    for (const ns of this.namespaces.informer.list()) this.onNamespace(ns);
+  }
+
+  /** Call after the root bundle changed (rotation): every namespace is brought up to date. */
+  onRootBundleChanged(): void {
+    if (this.ready && this.opts.isLeader()) this.log?.info({ namespaces: this.namespaces.informer.list().length }, 'root bundle changed: updating every namespace');
+    this.resyncAll();
+  }
+
+  /** Wire to LeaderElector's onStartedLeading. */
+  onStartedLeading(): void {
+    this.resyncAll();
+  }
+
+  status(): RootCertDistributorStatus {
+    return {
+      synced: this.ready,
+      namespaces: this.ready ? this.namespaces.informer.list().length : 0,
+      queued: this.queue.length,
+      created: this.created,
+      updated: this.updated,
+      failures: this.failures,
+      lastError: this.lastError ?? this.namespaces.lastError ?? this.configMaps.lastError,
+    };
+  }
+
+  /** Resolves when no namespace is queued or being written (tests). */
+  idle(): Promise<void> {
+    return this.queue.idle();
+  }
+
+  private wanted(ns: V1Namespace): boolean {
+    const name = ns.metadata?.name;
+    return !!name && !this.excluded.has(name) && !isTerminating(ns);
+  }
+
+  private onNamespace(ns: V1Namespace): void {
+    if (!this.ready || !this.opts.isLeader() || !this.wanted(ns)) return;
+    this.queue.add(ns.metadata!.name!);
+  }
+
+  private upToDate(cm: V1ConfigMap | undefined): boolean {
+    const pem = this.opts.rootBundle();
+    return cm !== undefined && cm.data?.[ROOT_CERT_KEY] === pem && cm.metadata?.labels?.[ISTIO_CONFIG_LABEL] === 'true';
+  }
+
+  private async read(namespace: string): Promise<V1ConfigMap | undefined> {
+    try {
+      return await this.opts.kube.core.readNamespacedConfigMap({ namespace, name: this.configMapName });
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  private async reconcile(namespace: string): Promise<void> {
+    if (!this.opts.isLeader()) return;
+    const ns = this.namespaces.informer.get(namespace);
+    if (!ns || !this.wanted(ns)) return;
+    const pem = this.opts.rootBundle();
+    if (!pem) {
+      this.log?.warn({ namespace }, 'no root bundle to distribute');
+      return;
+    }
+    const core = this.opts.kube.core;
+    const name = this.configMapName;
+    let cm = this.configMaps.informer.get(name, namespace);
+    for (let round = 0; round < 4; round++) {
+      if (!this.opts.isLeader()) return;
+      if (!cm) {
+        try {
+          await core.createNamespacedConfigMap({
+            namespace,
+            body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace, labels: { [ISTIO_CONFIG_LABEL]: 'true' } }, data: { [ROOT_CERT_KEY]: pem } },
+          });
+          this.created++;
+          this.log?.debug({ namespace, configMap: name }, 'root certificate ConfigMap created');
+          return;
+        } catch (err) {
+          if (isConflict(err)) {
+            cm = await this.read(namespace); // AlreadyExists: our cache is behind
+            continue;
+          }
+          if (this.namespaceGone(err)) {
+            this.log?.debug({ namespace, error: describeKubeError(err) }, 'namespace gone or terminating; root certificate ConfigMap skipped');
+            return;
+          }
+          throw err;
+        }
+      }
+      if (this.upToDate(cm)) return;
+      const body = structuredClone(cm) as V1ConfigMap;
+      body.apiVersion = 'v1';
+      body.kind = 'ConfigMap';
+      body.metadata = { ...body.metadata, labels: { ...(body.metadata?.labels ?? {}), [ISTIO_CONFIG_LABEL]: 'true' } };
+      body.data = { ...(body.data ?? {}), [ROOT_CERT_KEY]: pem };
+      try {
+        await core.replaceNamespacedConfigMap({ namespace, name, body });
+        this.updated++;
+        this.log?.debug({ namespace, configMap: name }, 'root certificate ConfigMap updated');
+        return;
+      } catch (err) {
+        if (isConflict(err)) {
+          cm = await this.read(namespace); // modified meanwhile: read it again
+          continue;
+        }
+        if (isNotFound(err)) {
+          cm = undefined; // deleted meanwhile: create it
+          continue;
+        }
+        throw err;
+      }
+    }
+    throw new Error(`ConfigMap ${namespace}/${name} kept changing under meshcert (repeated 409 Conflict)`);
+  }
+
+  /** A create refused because the namespace no longer exists or is being terminated. */
+  private namespaceGone(err: unknown): boolean {
+    const code = kubeStatusCode(err);
+    const msg = describeKubeError(err);
+    return (code === 404 && /namespaces? "[^"]*" not found/.test(msg)) || (code === 403 && msg.includes('being terminated'));
+  }
+}

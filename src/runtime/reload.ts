@@ -1,0 +1,82 @@
+import { unwatchFile, watchFile } from 'node:fs';
+import { join } from 'node:path';
+import { CA_FILES } from '../ca/files.js';
+import { loadConfigFile } from '../config/load.js';
+import type { MeshcertConfig } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
+import type { ReloadMetrics } from '../metrics/ca-metrics.js';
+
+export interface ReloadOptions {
+  /** The config file to re-read; absent for the embedded dev config (then only CA files are watched). */
+  readonly configFile?: string;
+  readonly current: () => MeshcertConfig;
+  /** Validates and applies a new config (CAs + policy); throws to reject it. */
+  readonly apply: (next: MeshcertConfig) => Promise<void>;
+  readonly logger: Logger;
+  readonly metrics?: ReloadMetrics;
+  readonly pollIntervalMs?: number;
+}
+
+/**
+ * Hot reload of policy and issuers on SIGHUP and when the config file or a CA file changes.
+ * A new config that does not validate, or whose CAs do not load, is rejected with one log line
+ * and a metric; the running state stays in force. In-flight calls finish with what they began.
+ */
+export class Reloader {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> = Promise.resolve();
+  private readonly watched = new Set<string>();
+  private readonly onSighup = (): void => this.trigger('SIGHUP');
+  private readonly onFileChange = (): void => this.trigger('file change');
+
+  constructor(private readonly o: ReloadOptions) {}
+
+  start(): void {
+    process.on('SIGHUP', this.onSighup);
+    this.watchFiles(this.o.current());
+  }
+
+  stop(): void {
+    process.off('SIGHUP', this.onSighup);
+    if (this.timer) clearTimeout(this.timer);
+    for (const f of this.watched) unwatchFile(f, this.onFileChange);
+    this.watched.clear();
+  }
+
+  /** Debounced: editors and Kubernetes' atomic writer touch several files in a burst. */
+  trigger(reason: string): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.running = this.running.then(() => this.reload(reason)).then(() => undefined);
+    }, 300);
+    this.timer.unref();
+  }
+
+  async reload(reason: string): Promise<boolean> {
+    let next: MeshcertConfig;
+    try {
+      next = this.o.configFile ? loadConfigFile(this.o.configFile).config : this.o.current();
+      await this.o.apply(next);
+    } catch (err) {
+      this.o.metrics?.reloads.inc({ result: 'rejected' });
+      this.o.logger.error({ reason, err }, 'configuration reload rejected; the previous policy and CAs stay in force');
+      return false;
+    }
+    this.o.metrics?.reloads.inc({ result: 'applied' });
+    this.o.logger.info({ reason }, 'configuration reload applied');
+    this.watchFiles(next);
+    return true;
+  }
+
+  private watchFiles(config: MeshcertConfig): void {
+    const files = [
+      ...(this.o.configFile ? [this.o.configFile] : []),
+      ...[config.ca.dir!, ...config.issuers.map((i) => i.dir)].flatMap((d) => [CA_FILES.cert, CA_FILES.key, CA_FILES.chain, CA_FILES.root].map((f) => join(d, f))),
+    ];
+    for (const f of files) {
+      if (this.watched.has(f)) continue;
+      this.watched.add(f);
+      watchFile(f, { interval: this.o.pollIntervalMs ?? 2000, persistent: false }, this.onFileChange);
+    }
+  }
+}

@@ -1,0 +1,99 @@
+import { status } from '@grpc/grpc-js';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initCaDir } from '../../../src/ca/init.js';
+import { buildWorkloadCsr } from '../../../src/client/workload-csr.js';
+import { verifyResponseChain } from '../../../src/x509/verify-chain.js';
+import { makeCsr } from '../../fixtures/csr.js';
+import { mintToken, openssl, startTestCa, type TestCa } from '../../support/harness.js';
+
+const ID = (ns: string, sa: string) => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
+
+async function refused(p: Promise<unknown>): Promise<{ code: number; details: string }> {
+  return p.then(
+    () => {
+      throw new Error('expected a refusal');
+    },
+    (e: { code: number; details: string }) => e,
+  );
+}
+
+describe('mesh policy and several CAs over TLS', () => {
+  let ca: TestCa;
+  let dir: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-policy-'));
+    await initCaDir({ dir: join(dir, 'payments-ca'), organization: 'payments' });
+    ca = await startTestCa({
+      issuers: [{ name: 'payments-ca', dir: join(dir, 'payments-ca') }],
+      policy: {
+        rules: [
+          { name: 'deny-kube-system', match: { namespaces: ['kube-system'] }, deny: 'kube-system workloads get their certificates from istiod' },
+          { name: 'ingress-gateway', match: { namespaces: ['istio-ingress'], serviceAccounts: ['istio-ingressgateway'] }, extraSans: { dns: ['*.{namespace}.svc.cluster.local'] } },
+          { name: 'payments', match: { namespaces: ['payments'] }, issuer: 'payments-ca', lifetime: { default: '30m', max: '1h', aboveMax: 'reject' } },
+          { name: 'batch', match: { namespaces: ['batch-*'] }, lifetime: { default: '1h', max: '2h', aboveMax: 'clamp' }, keys: [{ type: 'ECDSA', minSize: 256 }] },
+        ],
+      },
+    });
+  });
+  afterAll(async () => {
+    await ca?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('refuses a denied namespace with PERMISSION_DENIED and the rule reason', async () => {
+    const e = await refused(ca.request({ csrPem: (await makeCsr({ uris: [ID('kube-system', 'coredns')] })).pem, token: await mintToken({ ns: 'kube-system', sa: 'coredns' }) }));
+    expect(e.code).toBe(status.PERMISSION_DENIED);
+    expect(e.details).toContain('kube-system workloads get their certificates from istiod');
+  });
+
+  it('refuses a lifetime above the maximum where the rule says reject', async () => {
+    const e = await refused(ca.request({ csrPem: (await makeCsr({ uris: [ID('payments', 'api')] })).pem, token: await mintToken({ ns: 'payments', sa: 'api' }), validitySeconds: 7200 }));
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+  });
+
+  it('clamps a lifetime above the maximum where the rule says clamp', async () => {
+    const chain = await ca.request({ csrPem: (await makeCsr({ uris: [ID('batch-nightly', 'job')] })).pem, token: await mintToken({ ns: 'batch-nightly', sa: 'job' }), validitySeconds: 36000 });
+    const leaf = new X509Certificate(chain[0]!);
+    expect(Math.abs(Date.parse(leaf.validTo) - Date.now() - 2 * 3600_000)).toBeLessThan(5000);
+  });
+
+  it('refuses a key type the rule does not allow', async () => {
+    const csr = await buildWorkloadCsr(ID('batch-nightly', 'job'), 'rsa2048');
+    const e = await refused(ca.request({ csrPem: csr.csrPem, token: await mintToken({ ns: 'batch-nightly', sa: 'job' }) }));
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(e.details).toMatch(/ECDSA/);
+  });
+
+  it('gives the ingress gateway its templated DNS SAN and refuses the same SAN to an ordinary service account', async () => {
+    const dns = 'shop.istio-ingress.svc.cluster.local';
+    const gw = await ca.request({ csrPem: (await makeCsr({ uris: [ID('istio-ingress', 'istio-ingressgateway')], dns: [dns] })).pem, token: await mintToken({ ns: 'istio-ingress', sa: 'istio-ingressgateway' }) });
+    const leaf = new X509Certificate(gw[0]!);
+    expect(leaf.subjectAltName).toContain(`DNS:${dns}`);
+    expect(leaf.subjectAltName).toContain(`URI:${ID('istio-ingress', 'istio-ingressgateway')}`);
+    expect(openssl(['verify', '-CAfile', 'r.pem', '-untrusted', 'i.pem', 'l.pem'], { 'r.pem': gw[2]!, 'i.pem': gw[1]!, 'l.pem': gw[0]! }).trim()).toBe('l.pem: OK');
+    const e = await refused(ca.request({ csrPem: (await makeCsr({ uris: [ID('istio-ingress', 'other')], dns: [dns] })).pem, token: await mintToken({ ns: 'istio-ingress', sa: 'other' }) }));
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(e.details).toContain(dns);
+  });
+
+  it('signs two namespaces with two CAs whose chains both verify against the union root bundle', async () => {
+    const a = await ca.request({ csrPem: (await makeCsr({ uris: [ID('shop', 'web')] })).pem, token: await mintToken({ ns: 'shop', sa: 'web' }) });
+    const b = await ca.request({ csrPem: (await makeCsr({ uris: [ID('payments', 'api')] })).pem, token: await mintToken({ ns: 'payments', sa: 'api' }), validitySeconds: 0 });
+    expect(a[1]).not.toBe(b[1]); // different intermediates
+    expect(new X509Certificate(b[1]!).subject).toMatch(/payments/);
+    expect(a[2]).toBe(b[2]); // the same union bundle for every workload
+    expect(a[2]!.match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
+    const bundle = a[2]!;
+    for (const chain of [a, b]) {
+      expect(() => verifyResponseChain(chain, bundle)).not.toThrow();
+      expect(openssl(['verify', '-CAfile', 'bundle.pem', '-untrusted', 'i.pem', 'l.pem'], { 'bundle.pem': bundle, 'i.pem': chain[1]!, 'l.pem': chain[0]! }).trim()).toBe('l.pem: OK');
+    }
+    // The payments lifetime default applies (30m) when the agent asks for <= 0.
+    const lb = new X509Certificate(b[0]!);
+    expect(Math.abs(Date.parse(lb.validTo) - Date.now() - 30 * 60_000)).toBeLessThan(5000);
+  });
+});
