@@ -226,14 +226,13 @@ function organizationOf(c: X509Certificate | undefined, fallback = 'meshcert'): 
   return org && /^[\w .-]+$/.test(org) ? org : fallback;
 }
 
-/** `O=<org>, CN=<org> <what> <date>`, made unique against `taken` subjects (same-day rotations). */
+/**
+ * `O=<org>, CN=<org> <what> <time>`: to the second (unlike `ca init`'s date), so a rotated or renewed
+ * certificate never shares a subject with the one it replaces; made unique against `taken`.
+ */
 function caSubject(org: string, what: string, now: Date, taken: readonly string[]): string {
-  const iso = now.toISOString();
-  for (const stamp of [iso.slice(0, 10), `${iso.slice(0, 19)}Z`, `${iso.slice(0, 19)}Z ${randomBytes(3).toString('hex')}`]) {
-    const cn = `${org} ${what} ${stamp}`;
-    if (!taken.includes(`O=${org}, CN=${cn}`)) return `O=${org}, CN=${cn}`;
-  }
-  return `O=${org}, CN=${org} ${what} ${randomBytes(8).toString('hex')}`;
+  const base = `O=${org}, CN=${org} ${what} ${now.toISOString().slice(0, 19)}Z`;
+  return taken.includes(base) ? `${base} ${randomBytes(4).toString('hex')}` : base;
 }
 
 function pem(c: x509.X509Certificate): string {
@@ -266,10 +265,11 @@ function duration(msValue: number): string {
 export function until(at: Date, now: Date): string {
   const d = at.getTime() - now.getTime();
   if (d <= 0) return 'now';
-  const days = Math.floor(d / DAY_MS);
-  const hours = Math.floor((d % DAY_MS) / HOUR_MS);
-  const minutes = Math.ceil((d % HOUR_MS) / MINUTE_MS);
-  return `in ${[days ? `${days}d` : '', hours ? `${hours}h` : '', minutes ? `${minutes}m` : ''].filter(Boolean).join(' ') || '1m'}`;
+  const total = Math.ceil(d / MINUTE_MS);
+  const days = Math.floor(total / 1440);
+  const hours = Math.floor((total % 1440) / 60);
+  const minutes = total % 60;
+  return `in ${[days ? `${days}d` : '', hours ? `${hours}h` : '', minutes ? `${minutes}m` : ''].filter(Boolean).join(' ')}`;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -20,7 +20,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (v.dev === Boolean(v.config)) throw new UsageError(`serve needs exactly one of --config FILE or --dev\n${SERVE_USAGE}`);
   const config: MeshcertConfig = v.config ? loadConfigFile(v.config).config : parseConfig(DEV_CONFIG, process.env, 'the embedded dev config');
   const logger = createLogger(config.log.level);
+  // SIGHUP's default action ends the process; until the reloader takes over, say it was too early.
+  const earlyHup = (): void => logger.warn('SIGHUP received before startup finished; ignored');
+  process.on('SIGHUP', earlyHup);
   const server = await runServer(config, logger, v.config ? { configFile: v.config } : {});
+  process.off('SIGHUP', earlyHup);
   const { port } = server;
   const close = (): Promise<void> => server.close();
 

@@ -1,0 +1,42 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { CaClient } from '../../src/client/ca-client.js';
+import { makeCsr } from '../fixtures/csr.js';
+import { startServe, type ServerProcess } from '../support/cli.js';
+import { mintToken, TEST_ISSUER, writeTestJwks } from '../support/harness.js';
+
+describe('SIGHUP reload across worker processes', () => {
+  let dir: string;
+  let server: ServerProcess | undefined;
+  afterAll(() => {
+    if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('applies a new policy in every worker on SIGHUP', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-sighup-'));
+    await writeTestJwks(join(dir, 'jwks.json'));
+    const cfg = (policy: string) =>
+      `dataDir: data\nserver: { listen: "127.0.0.1:0", workers: 2 }\nadmin: { listen: "127.0.0.1:0" }\nca: { autoInit: true }\nauth:\n  clusters:\n    - name: Kubernetes\n      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: jwks.json }]\n${policy}`;
+    const file = join(dir, 'meshcert.yaml');
+    writeFileSync(file, cfg(''));
+    server = await startServe(['--config', file]);
+    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    // Several connections, so both workers answer.
+    const clients = Array.from({ length: 6 }, () => new CaClient({ address: `127.0.0.1:${server!.port}`, rootPem }));
+    const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/legacy/sa/app'] })).pem;
+    const token = await mintToken({ ns: 'legacy', sa: 'app' });
+    const all = () => Promise.all(clients.map((c) => c.createCertificate({ csrPem: csr, token }).then(() => 'ok', (e: { code: number }) => e.code)));
+    expect(await all()).toEqual(Array(6).fill('ok'));
+    // Rewrite the file in place with the same size-ish content and signal at once (before the poller notices).
+    writeFileSync(file, cfg('policy:\n  rules:\n    - name: freeze\n      match: { namespaces: [legacy] }\n      deny: frozen\n'));
+    server.child.kill('SIGHUP');
+    await expect.poll(all, { timeout: 10_000, interval: 300 }).toEqual(Array(6).fill(status.PERMISSION_DENIED));
+    clients.forEach((c) => c.close());
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+  }, 60_000);
+});

@@ -1,0 +1,96 @@
+import { status } from '@grpc/grpc-js';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CaClient } from '../../../src/client/ca-client.js';
+import { loadConfigFile } from '../../../src/config/load.js';
+import { createLogger } from '../../../src/log/logger.js';
+import { runServer, type RunningServer } from '../../../src/runtime/serve.js';
+import { makeCsr } from '../../fixtures/csr.js';
+import { mintToken, TEST_ISSUER, writeTestJwks } from '../../support/harness.js';
+
+const ID = (ns: string, sa: string) => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
+
+function configYaml(policy: string): string {
+  return `dataDir: data
+server: { listen: "127.0.0.1:0", workers: 1 }
+admin: { listen: "127.0.0.1:0" }
+inventory: { store: none }
+ca: { autoInit: true }
+auth:
+  clusters:
+    - name: Kubernetes
+      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: jwks.json }]
+${policy}
+`;
+}
+
+describe('hot reload of the policy', () => {
+  let dir: string;
+  let file: string;
+  let server: RunningServer;
+  let client: CaClient;
+  let logs = '';
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-reload-'));
+    await writeTestJwks(join(dir, 'jwks.json'));
+    file = join(dir, 'meshcert.yaml');
+    writeFileSync(file, configYaml(''));
+    const sink = new Writable({ write: (c, _e, cb) => ((logs += c.toString()), cb()) });
+    server = await runServer(loadConfigFile(file).config, createLogger('info', sink), { configFile: file });
+    client = new CaClient({ address: `127.0.0.1:${server.port}`, rootPem: readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8') });
+  });
+  afterAll(async () => {
+    client?.close();
+    await server?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('rejects a bad policy with a log line and a metric, keeps the old one, then applies a good one without failing any request under load', async () => {
+    const allowedCsr = (await makeCsr({ uris: [ID('shop', 'web')] })).pem;
+    const allowedToken = await mintToken({ ns: 'shop', sa: 'web' });
+    const legacyCsr = (await makeCsr({ uris: [ID('legacy', 'app')] })).pem;
+    const legacyToken = await mintToken({ ns: 'legacy', sa: 'app' });
+
+    // Concurrent load for the whole test: every request must succeed.
+    let stop = false;
+    let served = 0;
+    const failures: unknown[] = [];
+    const load = Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (!stop) {
+          await client.createCertificate({ csrPem: allowedCsr, token: allowedToken }).then(
+            () => served++,
+            (e: unknown) => failures.push(e),
+          );
+        }
+      }),
+    );
+
+    // A policy that does not validate (unknown issuer) is rejected; the old one stays in force.
+    writeFileSync(file, configYaml('policy:\n  rules:\n    - name: bad\n      issuer: nowhere\n'));
+    expect(await server.reload('test')).toBe(false);
+    expect(logs).toMatch(/configuration reload rejected/);
+    expect(logs).toMatch(/issuer \\"nowhere\\" is not configured/);
+    await client.createCertificate({ csrPem: legacyCsr, token: legacyToken }); // still allowed
+
+    // A good policy takes effect.
+    writeFileSync(file, configYaml('policy:\n  rules:\n    - name: no-legacy\n      match: { namespaces: [legacy] }\n      deny: "legacy is frozen"\n'));
+    expect(await server.reload('test')).toBe(true);
+    await expect(client.createCertificate({ csrPem: legacyCsr, token: legacyToken })).rejects.toMatchObject({ code: status.PERMISSION_DENIED, details: expect.stringContaining('legacy is frozen') });
+
+    // A file change alone also reloads (polling watcher).
+    writeFileSync(file, configYaml(''));
+    await expect.poll(() => client.createCertificate({ csrPem: legacyCsr, token: legacyToken }).then(() => 'ok', () => 'denied'), { timeout: 10_000, interval: 200 }).toBe('ok');
+
+    stop = true;
+    await load;
+    expect(failures).toEqual([]);
+    expect(served).toBeGreaterThan(20);
+    const metrics = await (await fetch(`http://127.0.0.1:${server.adminPort}/metrics`)).text();
+    expect(metrics).toMatch(/meshcert_config_reloads_total\{result="rejected"\} 1/);
+    expect(metrics).toMatch(/meshcert_config_reloads_total\{result="applied"\} [2-9]/);
+  }, 30_000);
+});

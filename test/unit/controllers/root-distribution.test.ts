@@ -1,0 +1,201 @@
+/**
+ * Root certificate distribution (src/controllers/root-distribution.ts) against FakeKube: a real
+ * Kubernetes API server was not available here, so these tests use the loopback fake (real JSON
+ * shapes, list+watch with selectors, 409 conflicts, fault injection).
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ISTIO_CONFIG_LABEL, ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY, RootCertDistributor, type RootCertDistributorOptions } from '../../../src/controllers/root-distribution.js';
+import { FakeKube, type FakeObject } from '../../support/fake-kube.js';
+import { asLog, clientFor, recordingLog, until, writesTo } from './support.js';
+
+const ROOT_1 = '-----BEGIN CERTIFICATE-----\nMIIBroot1\n-----END CERTIFICATE-----\n';
+const ROOT_2 = '-----BEGIN CERTIFICATE-----\nMIIBroot2\n-----END CERTIFICATE-----\n';
+const TOKEN = 'token-distributor';
+
+let fake: FakeKube;
+let root: string;
+let leader: boolean;
+const stops: Array<() => Promise<void>> = [];
+
+beforeEach(async () => {
+  fake = await FakeKube.start();
+  root = ROOT_1;
+  leader = true;
+});
+
+afterEach(async () => {
+  for (const s of stops.splice(0)) await s();
+  await fake.close();
+});
+
+function distributor(extra: Partial<RootCertDistributorOptions> = {}): RootCertDistributor {
+  const d = new RootCertDistributor({
+    kube: clientFor(fake, TOKEN),
+    rootBundle: () => root,
+    isLeader: () => leader,
+    queue: { qps: 1000, burst: 1000, retryBaseMs: 50, retryMaxMs: 400 },
+    informerBackoffInitialMs: 50,
+    informerBackoffMaxMs: 200,
+    ...extra,
+  });
+  stops.push(() => d.stop());
+  return d;
+}
+
+const ns = (name: string, extra: Partial<FakeObject['metadata']> = {}, status?: Record<string, unknown>): FakeObject => ({
+  metadata: { name, ...extra },
+  ...(status ? { status } : {}),
+});
+const cm = (namespace: string) => fake.get('configmaps', namespace, ROOT_CERT_CONFIGMAP) as (FakeObject & { data?: Record<string, string> }) | undefined;
+const rootIn = (namespace: string): string | undefined => cm(namespace)?.data?.[ROOT_CERT_KEY];
+
+describe('RootCertDistributor', () => {
+  it('creates the ConfigMap in every existing and new namespace, never in excluded or terminating ones', async () => {
+    for (const n of ['default', 'team-a', 'kube-system', 'secret-team']) fake.put('namespaces', ns(n));
+    fake.put('namespaces', ns('going', { deletionTimestamp: new Date().toISOString() }, { phase: 'Terminating' }));
+    const d = distributor({ excludeNamespaces: ['secret-team'] });
+    d.start();
+    await until(() => ['default', 'team-a', 'kube-system'].every((n) => rootIn(n) === ROOT_1), 5_000, 'the first namespaces');
+    expect(cm('default')).toMatchObject({ metadata: { labels: { [ISTIO_CONFIG_LABEL]: 'true' } }, data: { [ROOT_CERT_KEY]: ROOT_1 } });
+
+    fake.put('namespaces', ns('team-b'));
+    await until(() => rootIn('team-b') === ROOT_1, 3_000, 'the new namespace');
+    // An excluded namespace that appears later is left alone too.
+    fake.put('namespaces', ns('secret-team', { labels: { x: 'y' } }));
+    await new Promise((r) => setTimeout(r, 300));
+    await d.idle();
+    expect(cm('secret-team')).toBeUndefined();
+    expect(cm('going')).toBeUndefined();
+    expect(fake.list('configmaps').map((c) => c.metadata.namespace).sort()).toEqual(['default', 'kube-system', 'team-a', 'team-b']);
+    expect(writesTo(fake, 'configmaps').every((r) => r.authorization === `Bearer ${TOKEN}`)).toBe(true);
+    expect(d.status()).toMatchObject({ synced: true, created: 4, updated: 0 });
+  });
+
+  it('with a namespace selector, writes only into matching namespaces, and into one that starts matching', async () => {
+    fake.put('namespaces', ns('mesh-a', { labels: { 'istio-injection': 'enabled' } }));
+    fake.put('namespaces', ns('plain'));
+    const d = distributor({ namespaceSelector: 'istio-injection=enabled' });
+    d.start();
+    await until(() => rootIn('mesh-a') === ROOT_1, 5_000, 'mesh-a');
+    await d.idle();
+    expect(cm('plain')).toBeUndefined();
+    expect(fake.requests.some((r) => r.path === '/api/v1/namespaces' && r.query.labelSelector === 'istio-injection=enabled')).toBe(true);
+
+    fake.put('namespaces', ns('plain', { labels: { 'istio-injection': 'enabled' } }));
+    await until(() => rootIn('plain') === ROOT_1, 3_000, 'plain after labelling');
+  });
+
+  it('repairs a user edit of root-cert.pem (keeping other keys and labels) and recreates a deleted ConfigMap', async () => {
+    fake.put('namespaces', ns('a'));
+    fake.put('namespaces', ns('b'));
+    const d = distributor();
+    d.start();
+    await until(() => rootIn('a') === ROOT_1 && rootIn('b') === ROOT_1, 5_000, 'initial writes');
+
+    const current = cm('a')!;
+    fake.put('configmaps', {
+      ...current,
+      metadata: { ...current.metadata, labels: { ...current.metadata.labels, team: 'x' }, annotations: { note: 'keep me' } },
+      data: { [ROOT_CERT_KEY]: 'tampered', 'extra.pem': 'user data' },
+    });
+    await until(() => rootIn('a') === ROOT_1, 3_000, 'the repair');
+    expect(cm('a')).toMatchObject({
+      metadata: { labels: { [ISTIO_CONFIG_LABEL]: 'true', team: 'x' }, annotations: { note: 'keep me' } },
+      data: { [ROOT_CERT_KEY]: ROOT_1, 'extra.pem': 'user data' },
+    });
+    // A removed label is restored as well.
+    const again = cm('a')!;
+    fake.put('configmaps', { ...again, metadata: { ...again.metadata, labels: {} } });
+    await until(() => cm('a')?.metadata.labels?.[ISTIO_CONFIG_LABEL] === 'true', 3_000, 'the label repair');
+
+    fake.delete('configmaps', 'b', ROOT_CERT_CONFIGMAP);
+    await until(() => rootIn('b') === ROOT_1, 3_000, 'the re-creation');
+  });
+
+  it('updates every namespace when the root bundle changes', async () => {
+    const names = Array.from({ length: 12 }, (_, i) => `ns-${i}`);
+    for (const n of names) fake.put('namespaces', ns(n));
+    const d = distributor();
+    d.start();
+    await until(() => names.every((n) => rootIn(n) === ROOT_1), 5_000, 'initial writes');
+    const uids = names.map((n) => cm(n)!.metadata.uid);
+
+    root = ROOT_1 + ROOT_2; // rotation: both roots trusted
+    d.onRootBundleChanged();
+    await until(() => names.every((n) => rootIn(n) === ROOT_1 + ROOT_2), 5_000, 'the rotation');
+    expect(names.map((n) => cm(n)!.metadata.uid)).toEqual(uids); // updated in place, not recreated
+    expect(d.status()).toMatchObject({ created: 12, updated: 12 });
+  });
+
+  it('a follower writes nothing, and writes everything missing once it leads', async () => {
+    leader = false;
+    fake.put('namespaces', ns('a'));
+    fake.put('configmaps', { metadata: { name: ROOT_CERT_CONFIGMAP, namespace: 'a' }, data: { [ROOT_CERT_KEY]: 'stale' } });
+    const d = distributor();
+    d.start();
+    await d.waitSynced();
+    fake.put('namespaces', ns('b'));
+    fake.delete('configmaps', 'a', ROOT_CERT_CONFIGMAP);
+    await new Promise((r) => setTimeout(r, 400));
+    await d.idle();
+    expect(writesTo(fake, 'configmaps')).toEqual([]);
+
+    leader = true;
+    d.onStartedLeading();
+    await until(() => rootIn('a') === ROOT_1 && rootIn('b') === ROOT_1, 3_000, 'writes after gaining leadership');
+  });
+
+  it('retries API errors with backoff, and re-reads after a 409 Conflict', async () => {
+    const log = recordingLog();
+    fake.put('namespaces', ns('a'));
+    fake.fail({ method: 'POST', path: /\/configmaps$/ }, { status: 500, message: 'etcd is sad' }, 2);
+    const d = distributor({ log: asLog(log) });
+    d.start();
+    await until(() => rootIn('a') === ROOT_1, 5_000, 'the write after two failures');
+    const posts = writesTo(fake, 'configmaps').filter((r) => r.method === 'POST');
+    expect(posts.map((r) => r.status)).toEqual([500, 500, 201]);
+    expect(d.status().failures).toBe(2);
+    expect(log.lines.filter((l) => l.level === 'warn' && l.msg?.includes('retrying'))).toHaveLength(2);
+
+    // A conflicting replace: the distributor reads the ConfigMap again and writes once more.
+    const before = fake.requests.length;
+    fake.fail({ method: 'PUT', path: `/api/v1/namespaces/a/configmaps/${ROOT_CERT_CONFIGMAP}` }, { status: 409 }, 1);
+    const cur = cm('a')!;
+    fake.put('configmaps', { ...cur, data: { [ROOT_CERT_KEY]: 'tampered' } });
+    await until(() => rootIn('a') === ROOT_1, 3_000, 'the repair after a conflict');
+    const after = fake.requests.slice(before).filter((r) => r.path === `/api/v1/namespaces/a/configmaps/${ROOT_CERT_CONFIGMAP}`);
+    expect(after.map((r) => `${r.method} ${r.status}`)).toEqual(['PUT 409', 'GET 200', 'PUT 200']);
+  });
+
+  it('recovers when the namespace watch breaks, and re-reads after a create answered 409 AlreadyExists', async () => {
+    fake.put('namespaces', ns('a'));
+    const d = distributor();
+    d.start();
+    await until(() => rootIn('a') === ROOT_1, 5_000, 'initial write');
+    fake.cutWatches('namespaces');
+    fake.put('namespaces', ns('b'));
+    await until(() => rootIn('b') === ROOT_1, 5_000, 'namespace b after the watch was cut');
+
+    // A create answered 409 AlreadyExists: the distributor reads the ConfigMap (here: gone again) and
+    // writes what it finds missing.
+    const before = fake.requests.length;
+    fake.fail({ method: 'POST', path: /\/namespaces\/c\/configmaps$/ }, { status: 409, message: 'configmaps "istio-ca-root-cert" already exists' }, 1);
+    fake.put('namespaces', ns('c'));
+    await until(() => rootIn('c') === ROOT_1, 3_000, 'namespace c');
+    const calls = fake.requests.slice(before).filter((r) => r.path.startsWith('/api/v1/namespaces/c/'));
+    expect(calls.map((r) => `${r.method} ${r.status}`)).toEqual(['POST 409', 'GET 404', 'POST 201']);
+  });
+
+  it('stop() ends the watches and leaves no timers behind', async () => {
+    fake.put('namespaces', ns('a'));
+    const d = distributor();
+    d.start();
+    await until(() => rootIn('a') === ROOT_1, 5_000, 'initial write');
+    expect(fake.watchCount()).toBe(2);
+    await d.stop();
+    await until(() => fake.watchCount() === 0, 2_000, 'the watches to close');
+    fake.put('namespaces', ns('b'));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(cm('b')).toBeUndefined();
+  });
+});
