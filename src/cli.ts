@@ -1,54 +1,64 @@
 #!/usr/bin/env node
-import { caCommand, CA_USAGE } from './cli/ca.js';
 import { UsageError } from './cli/args.js';
-import { certsCommand, CERTS_USAGE } from './cli/certs.js';
-import { configCommand } from './cli/config-check.js';
-import { discoverCommand, DISCOVER_USAGE } from './cli/discover.js';
-import { policyCommand, POLICY_USAGE } from './cli/policy.js';
-import { requestCommand, REQUEST_USAGE } from './cli/request.js';
-import { serveCommand, SERVE_USAGE } from './cli/serve.js';
 import { ConfigError } from './errors/ca-error.js';
-import { isWorker } from './runtime/cluster.js';
-import { workerMain } from './runtime/worker-main.js';
 
 // grpc-js sets the TLS ServerName to an IP literal when dialling one (DEP0123); harmless, and noise for CLI users.
 process.noDeprecation = true;
 
-const USAGE = `meshcert: a certificate authority for service meshes (an Istio external CA)
+type Command = (argv: string[]) => Promise<number>;
 
-${SERVE_USAGE}
-${CA_USAGE}
-meshcert config check FILE       validate a config file
-${REQUEST_USAGE}
-${CERTS_USAGE}
-${DISCOVER_USAGE}
-${POLICY_USAGE}`;
-
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+/**
+ * Commands load their modules on demand: a serving process should not carry the Kubernetes
+ * client, the certificate builder or the discovery code it never uses (tens of MB each).
+ */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  serve: async () => (await import('./cli/serve.js')).serveCommand,
+  ca: async () => (await import('./cli/ca.js')).caCommand,
+  config: async () => (await import('./cli/config-check.js')).configCommand,
+  request: async () => (await import('./cli/request.js')).requestCommand,
+  certs: async () => (await import('./cli/certs.js')).certsCommand,
+  discover: async () => (await import('./cli/discover.js')).discoverCommand,
+  policy: async () => (await import('./cli/policy.js')).policyCommand,
   // Internal: how `serve` starts its forked workers (see src/runtime/cluster.ts).
   worker: async () => {
-    if (!isWorker()) throw new UsageError('"worker" is started by "meshcert serve", not by hand');
-    return workerMain();
+    const [{ isWorker }, { workerMain }] = await Promise.all([import('./runtime/cluster.js'), import('./runtime/worker-main.js')]);
+    return async () => {
+      if (!isWorker()) throw new UsageError('"worker" is started by "meshcert serve", not by hand');
+      return workerMain();
+    };
   },
-  serve: serveCommand,
-  ca: caCommand,
-  config: configCommand,
-  request: requestCommand,
-  certs: certsCommand,
-  discover: discoverCommand,
-  policy: policyCommand,
 };
+
+async function usage(): Promise<string> {
+  const [serve, ca, request, certs, discover, policy] = await Promise.all([
+    import('./cli/serve.js'),
+    import('./cli/ca.js'),
+    import('./cli/request.js'),
+    import('./cli/certs.js'),
+    import('./cli/discover.js'),
+    import('./cli/policy.js'),
+  ]);
+  return `meshcert: a certificate authority for service meshes (an Istio external CA)
+
+${serve.SERVE_USAGE}
+${ca.CA_USAGE}
+meshcert config check FILE       validate a config file
+${request.REQUEST_USAGE}
+${certs.CERTS_USAGE}
+${discover.DISCOVER_USAGE}
+${policy.POLICY_USAGE}`;
+}
 
 /** Exit codes: 0 ok, 1 failure (refused, invalid config), 2 usage error. */
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    console.log(USAGE);
+    console.log(await usage());
     return cmd ? 0 : 2;
   }
-  const run = COMMANDS[cmd];
-  if (!run) throw new UsageError(`unknown command "${cmd}"; run "meshcert help"`);
-  return run(rest);
+  const load = COMMANDS[cmd];
+  if (!load) throw new UsageError(`unknown command "${cmd}"; run "meshcert help"`);
+  return (await load())(rest);
 }
 
 main(process.argv.slice(2)).then(

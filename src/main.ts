@@ -2,7 +2,6 @@
  * Composition root: turns a validated config into running parts and wires them together.
  * The only module that knows every other one.
  */
-import { generateKeyPairSync } from 'node:crypto';
 import { AuthChain } from './auth/chain.js';
 import { ClientCertAuthenticator } from './auth/client-cert.js';
 import { JwtAuthenticator, type JwtIssuerOptions } from './auth/jwt.js';
@@ -11,8 +10,6 @@ import { TokenReviewAuthenticator } from './auth/tokenreview.js';
 import type { Authenticator } from './auth/types.js';
 import { Authority } from './authority/authority.js';
 import { IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
-import { initCaDir } from './ca/init.js';
-import { isCaDirEmpty, loadCaDir } from './ca/material.js';
 import type { MeshcertConfig } from './config/schema.js';
 import { ensureDevIssuer } from './dev/token-issuer.js';
 import { CaError, ConfigError } from './errors/ca-error.js';
@@ -23,12 +20,12 @@ import type { CaMetrics } from './metrics/ca-metrics.js';
 import { HealthService } from './grpc/health.js';
 import { GrpcServer } from './grpc/server.js';
 import { ReloadableServerCredentials } from './grpc/tls.js';
-import { LocalIssuer } from './issuer/local.js';
-import { IssuerRegistry } from './issuer/registry.js';
-import { createKubeClient, type KubeConfigSource } from './k8s/client.js';
-import { NodeAuthorizer } from './k8s/node-authorizer.js';
-import { PodCache } from './k8s/pod-cache.js';
-import { PolicyEngine } from './policy/engine.js';
+import type { LocalIssuer } from './issuer/local.js';
+import type { IssuerRegistry } from './issuer/registry.js';
+import { loadCaState } from './ca/state.js';
+export { loadCaState, loadIssuer, prepareSharedState, type CaState } from './ca/state.js';
+import type { KubeConfigSource } from './k8s/client.js';
+import type { NodeAuthorizer } from './k8s/node-authorizer.js';
 import { readFileSync } from 'node:fs';
 import type { Logger } from './log/logger.js';
 import { ServingCertificate } from './serving/serving-cert.js';
@@ -53,31 +50,6 @@ export interface StartOptions {
   readonly metrics?: CaMetrics;
   /** Where issued certificates and audit events go (inventory). */
   readonly sink?: RecordSink;
-}
-
-/** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
-export async function loadIssuer(config: MeshcertConfig, logger: Logger): Promise<LocalIssuer> {
-  const dir = config.ca.dir!;
-  if (isCaDirEmpty(dir)) {
-    if (!config.ca.autoInit) {
-      throw new ConfigError(`CA directory ${dir} is empty: run "meshcert ca init --dir ${dir}", mount Istio's cacerts there, or set ca.autoInit: true`);
-    }
-    await initCaDir({ dir, keyType: config.ca.keyType });
-    logger.warn({ dir, keyType: config.ca.keyType }, 'created a new root and intermediate CA (ca.autoInit); move root-key.pem offline for production use');
-  }
-  const issuer = new LocalIssuer('default', loadCaDir(dir));
-  issuer.selfTest(selfTestKey(), `spiffe://${config.trustDomain}/ns/meshcert-self-test/sa/probe`);
-  return issuer;
-}
-
-/**
- * State that must exist once before workers start (they would race to create it):
- * the CA under ca.autoInit, and the dev issuer's key.
- */
-export async function prepareSharedState(config: MeshcertConfig, logger: Logger): Promise<LocalIssuer> {
-  const issuer = await loadIssuer(config, logger);
-  if (config.dev.tokenIssuer) await ensureDevIssuer(config.dataDir);
-  return issuer;
 }
 
 /** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
@@ -151,32 +123,6 @@ export async function buildAuthChain(config: MeshcertConfig, issuers: () => Issu
     cache: config.auth.tokenCache.maxEntries > 0 ? new TokenCache({ maxEntries: config.auth.tokenCache.maxEntries, maxTtlMs: config.auth.tokenCache.maxTtl * 1000 }) : false,
   });
   return { chain, close: () => closers.forEach((c) => c()) };
-}
-
-/** What a reload swaps: the CAs and the policy. Built whole, then swapped in one assignment. */
-export interface CaState {
-  readonly issuers: IssuerRegistry;
-  readonly policy: PolicyEngine;
-}
-
-/** Loads every configured CA (default first; autoInit applies to it only) and the policy. */
-export async function loadCaState(config: MeshcertConfig, logger: Logger): Promise<CaState> {
-  const issuers = [await loadIssuer(config, logger)];
-  for (const i of config.issuers) {
-    let issuer: LocalIssuer;
-    try {
-      issuer = new LocalIssuer(i.name, loadCaDir(i.dir));
-    } catch (e) {
-      throw new ConfigError(`issuer "${i.name}" (${i.dir}): ${(e as Error).message}`);
-    }
-    issuer.selfTest(selfTestKey(), `spiffe://${config.trustDomain}/ns/meshcert-self-test/sa/probe`);
-    issuers.push(issuer);
-  }
-  return { issuers: new IssuerRegistry(issuers), policy: new PolicyEngine(config.policy) };
-}
-
-function selfTestKey(): Buffer {
-  return generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });
 }
 
 export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Promise<RunningMeshcert> {
@@ -267,6 +213,8 @@ async function startNodeAuthorization(config: MeshcertConfig, logger: Logger, cl
     : k.server
       ? { server: k.server, ...(k.caFile ? { caPem: readFileSync(k.caFile, 'utf8') } : {}), ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}) }
       : { inCluster: true };
+  // Loaded only in ambient mode: @kubernetes/client-node costs ~60 MB per process.
+  const [{ createKubeClient }, { PodCache }, { NodeAuthorizer }] = await Promise.all([import('./k8s/client.js'), import('./k8s/pod-cache.js'), import('./k8s/node-authorizer.js')]);
   const pods = new PodCache({ client: createKubeClient(source), log: logger });
   closers.push(() => pods.stop());
   // Not fatal: until the cache syncs, impersonated requests get UNAVAILABLE (retried), never a denial.

@@ -3,8 +3,6 @@
  * and takes the leaf's SPIFFE URI SANs as identities (istiod's first authenticator).
  */
 import { X509Certificate } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate, id_ce_subjectAltName, SubjectAlternativeName } from '@peculiar/asn1-x509';
 import { CaError } from '../errors/ca-error.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
 
@@ -23,8 +21,13 @@ const EKU_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 const EKU_ANY = '2.5.29.37.0';
 const SPIFFE_NS_SA = /^spiffe:\/\/[^/]+\/ns\/([^/]+)\/sa\/([^/]+)$/;
 
-/** URI SANs of a DER certificate (parsed with an ASN.1 decoder, not from a display string). */
-export function uriSans(der: Uint8Array): string[] {
+/**
+ * URI SANs of a DER certificate (parsed with an ASN.1 decoder, not from a display string).
+ * The decoder is loaded on first use: it costs ~18 MB per process, and most meshes
+ * authenticate with tokens only.
+ */
+export async function uriSans(der: Uint8Array): Promise<string[]> {
+  const [{ AsnConvert }, { Certificate, id_ce_subjectAltName, SubjectAlternativeName }] = await Promise.all([import('@peculiar/asn1-schema'), import('@peculiar/asn1-x509')]);
   const cert = AsnConvert.parse(der, Certificate);
   const ext = cert.tbsCertificate.extensions?.find((e) => e.extnID === id_ce_subjectAltName);
   if (!ext) return [];
@@ -96,7 +99,7 @@ export class ClientCertAuthenticator implements Authenticator {
 
     let uris: string[];
     try {
-      uris = uriSans(ders[0] as Uint8Array);
+      uris = await uriSans(ders[0] as Uint8Array);
     } catch (err) {
       throw invalid('client certificate subject alternative names could not be parsed', err);
     }

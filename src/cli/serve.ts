@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CaClient } from '../client/ca-client.js';
-import { buildWorkloadCsr } from '../client/workload-csr.js';
 import { loadConfigFile, parseConfig } from '../config/load.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { mintDevToken } from '../dev/token-issuer.js';
@@ -58,6 +57,7 @@ async function devDemo(config: MeshcertConfig, port: number, logger: Logger): Pr
   const spiffeId = workloadSpiffeId(config.trustDomain, 'default', 'demo');
   const client = new CaClient({ address: `127.0.0.1:${port}`, rootPem });
   try {
+    const { buildWorkloadCsr } = await import('../client/workload-csr.js');
     const csr = await buildWorkloadCsr(spiffeId, 'rsa2048');
     const token = await mintDevToken(config.dataDir, { namespace: 'default', serviceAccount: 'demo' });
     const chain = await client.createCertificate({ csrPem: csr.csrPem, token, clusterId: config.auth.defaultCluster });

@@ -8,7 +8,7 @@ import { startAdminServer, type ReadinessCheck } from '../admin/server.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { InventoryService } from '../inventory/service.js';
 import type { Logger } from '../log/logger.js';
-import { loadCaState, prepareSharedState, startMeshcert } from '../main.js';
+import { loadCaState, prepareSharedState } from '../ca/state.js';
 import { CaMetrics, InventoryMetrics, ReloadMetrics } from '../metrics/ca-metrics.js';
 import { Reloader } from './reload.js';
 import { ExpiryMonitor } from '../monitoring/expiry-monitor.js';
@@ -48,6 +48,8 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   try {
     if (count === 1) {
       const caMetrics = new CaMetrics(registry);
+      // The gRPC stack is loaded only by processes that serve it (not by a cluster primary).
+      const { startMeshcert } = await import('../main.js');
       const running = await startMeshcert(config, { logger, metrics: caMetrics, ...(inventory ? { sink: inventory } : {}) });
       port = running.port;
       metricsText = () => registry.metrics();

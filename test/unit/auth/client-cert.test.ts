@@ -130,8 +130,8 @@ describe('ClientCertAuthenticator', () => {
 });
 
 describe('uriSans', () => {
-  it('reads URI SANs from DER', () => {
-    expect(uriSans(twoIdLeaf.der)).toEqual([ID, 'spiffe://cluster.local/ns/other/sa/x', 'urn:x']);
-    expect(uriSans(root.der)).toEqual([]);
+  it('reads URI SANs from DER', async () => {
+    expect(await uriSans(twoIdLeaf.der)).toEqual([ID, 'spiffe://cluster.local/ns/other/sa/x', 'urn:x']);
+    expect(await uriSans(root.der)).toEqual([]);
   });
 });
