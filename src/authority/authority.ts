@@ -28,6 +28,8 @@ export interface IssuedCertificate {
   readonly policyRule?: string;
   /** Extra SANs granted by policy. */
   readonly dnsNames?: readonly string[];
+  /** Namespace and service account of an Istio workload identity. */
+  readonly workload?: { readonly namespace: string; readonly serviceAccount: string };
   /** Response elements: leaf, each intermediate, root bundle; each ends with "\n". */
   readonly chain: readonly string[];
 }
@@ -96,10 +98,9 @@ export class Authority {
 
     const csr = parseCsrPem(req.csrPem);
     const spiffeId = chooseIdentity(subject, csr);
-    const id = parseSpiffeId(spiffeId);
     const workload = parseWorkloadSpiffeId(spiffeId);
     const decision = policy.evaluate({
-      trustDomain: id.trustDomain,
+      trustDomain: workload?.trustDomain ?? parseSpiffeId(spiffeId).trustDomain,
       clusterId: req.auth.clusterId || this.deps.options.defaultCluster,
       namespace: workload?.namespace ?? subject.namespace ?? '',
       serviceAccount: workload?.serviceAccount ?? subject.serviceAccount ?? '',
@@ -139,6 +140,7 @@ export class Authority {
       leaf,
       policyRule: decision.rule,
       dnsNames: decision.dnsNames,
+      ...(workload ? { workload: { namespace: workload.namespace, serviceAccount: workload.serviceAccount } } : {}),
       // The root bundle is the union of every issuer's roots, so all workloads trust each other.
       chain: [leaf.pem, ...issuer.material.intermediatesPem, registry.rootBundlePem],
     };

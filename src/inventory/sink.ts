@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { IssuedCertificate } from '../authority/authority.js';
 import type { CallContext, IssuanceObserver } from '../authority/observer.js';
-import { parseWorkloadSpiffeId } from '../x509/spiffe-id.js';
 import type { AuditEvent, CertificateRecord } from './types.js';
 
 /** Where issuance hands records: the write-behind recorder in-process, or the primary over IPC. */
@@ -14,7 +13,7 @@ export interface RecordSink {
 
 /** The inventory record of a certificate meshcert just issued (no re-parsing: we know every field). */
 export function recordFromIssued(cert: IssuedCertificate, ctx: Pick<CallContext, 'clusterId'>, now = new Date()): CertificateRecord {
-  const w = parseWorkloadSpiffeId(cert.spiffeId);
+  const w = cert.workload;
   return {
     serial: cert.leaf.serial,
     fingerprint: createHash('sha256').update(cert.leaf.der).digest('hex'),

@@ -54,7 +54,7 @@ export function workloadSpiffeId(trustDomain: string, namespace: string, service
 /** Extracts namespace and service account from an Istio workload ID, or null for other shapes. */
 export function parseWorkloadSpiffeId(id: string): { trustDomain: string; namespace: string; serviceAccount: string } | null {
   if (spiffeIdProblem(id)) return null;
-  const { trustDomain, path } = parseSpiffeId(id);
-  const m = /^\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(path);
-  return m ? { trustDomain, namespace: m[1]!, serviceAccount: m[2]! } : null;
+  // Validated once above; the split below cannot fail on a valid ID.
+  const m = /^spiffe:\/\/([^/]+)\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(id);
+  return m ? { trustDomain: m[1]!, namespace: m[2]!, serviceAccount: m[3]! } : null;
 }

@@ -1,0 +1,572 @@
+import { execFileSync } from 'node:child_process';
+import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initCaDir } from '../../../src/ca/init.js';
+import { loadCaDir } from '../../../src/ca/material.js';
+import {
+  readRotationState,
+  renewIntermediate,
+  rotateFinish,
+  rotateStart,
+  rotateSwitch,
+  rotationStatus,
+  writeRotationState,
+  type RotationState,
+} from '../../../src/ca/rotate.js';
+import { ConfigError } from '../../../src/errors/ca-error.js';
+import { LocalIssuer } from '../../../src/issuer/local.js';
+import { parsePemBundle } from '../../../src/x509/pem.js';
+import { verifyResponseChain } from '../../../src/x509/verify-chain.js';
+
+const MINUTE_MS = 60_000;
+const HOUR_MS = 60 * MINUTE_MS;
+const DAY_MS = 24 * HOUR_MS;
+const YEAR_MS = 365 * DAY_MS;
+/** Whole seconds, as X.509 stores them. */
+const T0 = new Date(Math.floor(Date.now() / 1000) * 1000);
+const T1 = new Date(T0.getTime() + HOUR_MS); // start
+const T2 = new Date(T1.getTime() + 12 * HOUR_MS); // switch (default --min-wait 12h)
+const T3 = new Date(T2.getTime() + 90 * DAY_MS); // finish (default --max-leaf-lifetime 90d)
+
+let base: string;
+let n = 0;
+const freshDir = (): string => join(base, `ca-${++n}`);
+const read = (dir: string, file: string): string => readFileSync(join(dir, file), 'utf8');
+const mode = (path: string): number => statSync(path).mode & 0o777;
+const cert = (dir: string, file: string): X509Certificate => new X509Certificate(readFileSync(join(dir, file)));
+const fps = (pem: string): string[] => parsePemBundle(pem).map((c) => c.fingerprint256);
+/** Every regular file under `dir`, relative path → content. */
+function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const e of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    if (e.isFile()) out[join(e.parentPath, e.name).slice(dir.length + 1)] = readFileSync(join(e.parentPath, e.name), 'utf8');
+  }
+  return out;
+}
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return e as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+async function configErrorAsync(p: Promise<unknown>): Promise<ConfigError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  expect(e).toBeInstanceOf(ConfigError);
+  return e as ConfigError;
+}
+function leafFrom(dir: string, at: Date): { pem: string; chainPem: readonly string[] } {
+  const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return new LocalIssuer('t', loadCaDir(dir, at)).sign({
+    spki: publicKey.export({ type: 'spki', format: 'der' }),
+    uris: ['spiffe://cluster.local/ns/default/sa/a'],
+    notBefore: new Date(at.getTime() - 2 * MINUTE_MS),
+    notAfter: new Date(at.getTime() + DAY_MS),
+  });
+}
+
+async function initAt(opts: Partial<Parameters<typeof initCaDir>[0]> = {}): Promise<string> {
+  const dir = freshDir();
+  await initCaDir({ dir, now: T0, ...opts });
+  return dir;
+}
+async function startedAt(opts: Partial<Parameters<typeof initCaDir>[0]> = {}): Promise<string> {
+  const dir = await initAt(opts);
+  await rotateStart({ dir, now: T1 });
+  return dir;
+}
+async function switchedAt(): Promise<string> {
+  const dir = await startedAt();
+  rotateSwitch({ dir, now: T2 });
+  return dir;
+}
+
+beforeAll(() => {
+  base = mkdtempSync(join(tmpdir(), 'meshcert-ca-rotate-'));
+});
+afterAll(() => {
+  rmSync(base, { recursive: true, force: true });
+});
+
+describe('ca rotate start', () => {
+  let dir: string;
+  let before: Record<string, string>;
+  let result: Awaited<ReturnType<typeof rotateStart>>;
+
+  beforeAll(async () => {
+    dir = await initAt();
+    before = snapshot(dir);
+    result = await rotateStart({ dir, now: T1 });
+  });
+
+  it('stages a new root and intermediate in next/ with the layout and keys 0600', () => {
+    expect(readdirSync(join(dir, 'next')).sort()).toEqual(['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem', 'root-key.pem']);
+    expect(mode(join(dir, 'next/ca-key.pem'))).toBe(0o600);
+    expect(mode(join(dir, 'next/root-key.pem'))).toBe(0o600);
+    expect(mode(join(dir, 'next'))).toBe(0o700);
+    const next = loadCaDir(join(dir, 'next'), T1);
+    expect(next.roots).toHaveLength(1);
+    expect(next.roots[0]!.checkPrivateKey(createPrivateKey(read(dir, 'next/root-key.pem')))).toBe(true);
+  });
+
+  it('makes the new root valid for ten years and the new intermediate for one, both distinct from the old ones', () => {
+    const root = cert(dir, 'next/root-cert.pem');
+    const inter = cert(dir, 'next/ca-cert.pem');
+    expect(Date.parse(root.validTo)).toBe(T1.getTime() + 10 * YEAR_MS);
+    expect(Date.parse(inter.validTo)).toBe(T1.getTime() + YEAR_MS);
+    expect(inter.verify(root.publicKey)).toBe(true);
+    expect(root.fingerprint256).not.toBe(fps(before['root-cert.pem']!)[0]);
+    expect(root.subject).not.toBe(parsePemBundle(before['root-cert.pem']!)[0]!.subject);
+    expect(root.subject).toMatch(/^O=meshcert\nCN=meshcert root CA /);
+    expect(root.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+  });
+
+  it('adds the new root after the old one in root-cert.pem and leaves the signing files alone', () => {
+    const oldRoot = fps(before['root-cert.pem']!)[0]!;
+    expect(fps(read(dir, 'root-cert.pem'))).toEqual([oldRoot, cert(dir, 'next/root-cert.pem').fingerprint256]);
+    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-key.pem']) expect(read(dir, f)).toBe(before[f]);
+  });
+
+  it('leaves a directory meshcert loads, still signing with the old intermediate, handing out both roots', () => {
+    const m = loadCaDir(dir, T1);
+    expect(m.signingCert.fingerprint256).toBe(cert(dir, 'ca-cert.pem').fingerprint256);
+    expect(m.roots).toHaveLength(2);
+    const leaf = leafFrom(dir, T1);
+    expect(fps(leaf.chainPem.at(-1)!)).toHaveLength(2);
+    expect(() => verifyResponseChain([leaf.pem, ...leaf.chainPem], before['root-cert.pem']!, T1)).not.toThrow();
+  });
+
+  it('records the step, times and fingerprints in rotation.json', () => {
+    const s = readRotationState(dir)!;
+    expect(s).toMatchObject({
+      version: 1,
+      step: 'started',
+      startedAt: T1.toISOString(),
+      minWaitSeconds: 12 * 3600,
+      switchAllowedAt: new Date(T1.getTime() + 12 * HOUR_MS).toISOString(),
+      oldRoot: { fingerprint256: fps(before['root-cert.pem']!)[0] },
+      newRoot: { fingerprint256: cert(dir, 'next/root-cert.pem').fingerprint256 },
+      oldIntermediate: { fingerprint256: fps(before['ca-cert.pem']!)[0] },
+      newIntermediate: { fingerprint256: cert(dir, 'next/ca-cert.pem').fingerprint256 },
+    });
+    expect(s.switchedAt).toBeUndefined();
+    expect(result.changed).toBe(true);
+    expect(result.messages.join('\n')).toMatch(/ca rotate switch/);
+  });
+
+  it('leaves no staging directories or temporary files behind', () => {
+    expect(Object.keys(snapshot(dir)).filter((f) => f.includes('.staging') || f.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('is a no-op with a message when run again', async () => {
+    const snap = snapshot(dir);
+    const again = await rotateStart({ dir, now: new Date(T1.getTime() + HOUR_MS) });
+    expect(again.changed).toBe(false);
+    expect(again.messages[0]).toMatch(/already in progress \(step "started"/);
+    expect(snapshot(dir)).toEqual(snap);
+  });
+
+  it('honours --key-type, --org and --min-wait', async () => {
+    const d = await initAt();
+    await rotateStart({ dir: d, now: T1, keyType: 'ec384', organization: 'acme', minWaitMs: HOUR_MS });
+    expect(cert(d, 'next/root-cert.pem').publicKey.asymmetricKeyDetails?.namedCurve).toBe('secp384r1');
+    expect(cert(d, 'next/ca-cert.pem').subject).toMatch(/^O=acme\nCN=acme intermediate CA /);
+    expect(readRotationState(d)!.minWaitSeconds).toBe(3600);
+  });
+
+  it('takes the organization of the current root by default', async () => {
+    const d = await initAt({ organization: 'example-mesh' });
+    await rotateStart({ dir: d, now: T1 });
+    expect(cert(d, 'next/root-cert.pem').subject).toMatch(/^O=example-mesh\nCN=example-mesh root CA /);
+  });
+
+  it('resumes an interrupted start by reusing the complete next/ (its root may already be out)', async () => {
+    const d = await startedAt();
+    const newRoot = cert(d, 'next/root-cert.pem').fingerprint256;
+    // As if it had stopped after staging next/, before root-cert.pem and rotation.json.
+    rmSync(join(d, 'rotation.json'));
+    writeFileSync(join(d, 'root-cert.pem'), parsePemBundle(read(d, 'root-cert.pem'))[0]!.toString());
+    const r = await rotateStart({ dir: d, now: T1 });
+    expect(r.messages[0]).toMatch(/reusing the new CA staged/);
+    expect(cert(d, 'next/root-cert.pem').fingerprint256).toBe(newRoot);
+    expect(fps(read(d, 'root-cert.pem'))[1]).toBe(newRoot);
+    expect(readRotationState(d)!.newRoot.fingerprint256).toBe(newRoot);
+  });
+
+  it('discards a partial next/ (no ca-cert.pem: never used) and stages a new CA', async () => {
+    const d = await initAt();
+    mkdirSync(join(d, 'next'));
+    writeFileSync(join(d, 'next/ca-key.pem'), 'partial');
+    await rotateStart({ dir: d, now: T1 });
+    expect(() => loadCaDir(join(d, 'next'), T1)).not.toThrow();
+  });
+
+  it('refuses a next/ that does not load', async () => {
+    const d = await initAt();
+    mkdirSync(join(d, 'next'));
+    writeFileSync(join(d, 'next/ca-cert.pem'), 'junk');
+    expect((await configErrorAsync(rotateStart({ dir: d, now: T1 }))).message).toMatch(/next holds a CA that does not load .*remove it/);
+    expect(existsSync(join(d, 'rotation.json'))).toBe(false);
+  });
+
+  it('refuses a directory without a CA', async () => {
+    const d = freshDir();
+    mkdirSync(d);
+    expect((await configErrorAsync(rotateStart({ dir: d, now: T1 }))).message).toMatch(/^cannot start a rotation: CA directory .* has no ca-cert\.pem/);
+  });
+
+  it('refuses a corrupt rotation.json', async () => {
+    const d = await initAt();
+    writeFileSync(join(d, 'rotation.json'), '{"version": 1, "step": "bogus"}');
+    expect((await configErrorAsync(rotateStart({ dir: d, now: T1 }))).message).toMatch(/rotation\.json is not a valid rotation state/);
+  });
+});
+
+describe('ca rotate switch', () => {
+  it('refuses when no rotation was started', async () => {
+    const d = await initAt();
+    expect(configError(() => rotateSwitch({ dir: d, now: T2 })).message).toMatch(/no rotation in progress .*ca rotate start/);
+  });
+
+  it('refuses before --min-wait has passed and changes nothing', async () => {
+    const d = await startedAt();
+    const snap = snapshot(d);
+    const e = configError(() => rotateSwitch({ dir: d, now: new Date(T2.getTime() - 1000) }));
+    expect(e.message).toMatch(/^too early to switch: .*allowed from .* \(--min-wait 12h, in 1m\).*--force/);
+    expect(snapshot(d)).toEqual(snap);
+  });
+
+  it('switches early with --force and says so', async () => {
+    const d = await startedAt();
+    const r = rotateSwitch({ dir: d, now: new Date(T1.getTime() + MINUTE_MS), force: true });
+    expect(r.warnings[0]).toMatch(/^switching before the wait is over \(--force\)/);
+    expect(r.state).toMatchObject({ step: 'switched', switchForced: true });
+  });
+
+  it('takes a --min-wait override and records it', async () => {
+    const d = await startedAt();
+    const at = new Date(T1.getTime() + HOUR_MS);
+    expect(() => rotateSwitch({ dir: d, now: new Date(at.getTime() - 1000), minWaitMs: HOUR_MS })).toThrow(/too early/);
+    const r = rotateSwitch({ dir: d, now: at, minWaitMs: HOUR_MS });
+    expect(r.warnings).toEqual([]);
+    expect(r.state).toMatchObject({ minWaitSeconds: 3600, switchForced: false });
+  });
+
+  describe('after the wait', () => {
+    let dir: string;
+    let before: Record<string, string>;
+    let r: ReturnType<typeof rotateSwitch>;
+
+    beforeAll(async () => {
+      dir = await startedAt();
+      before = snapshot(dir);
+      r = rotateSwitch({ dir, now: T2 });
+    });
+
+    it('installs the new intermediate, its key and chain, and the new root key', () => {
+      for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-key.pem']) expect(read(dir, f)).toBe(before[`next/${f}`]);
+      expect(mode(join(dir, 'ca-key.pem'))).toBe(0o600);
+      expect(mode(join(dir, 'root-key.pem'))).toBe(0o600);
+    });
+
+    it('keeps both roots in root-cert.pem', () => {
+      expect(read(dir, 'root-cert.pem')).toBe(before['root-cert.pem']);
+      expect(fps(read(dir, 'root-cert.pem'))).toHaveLength(2);
+    });
+
+    it('keeps the old signing material in previous/ (keys 0600) and removes next/', () => {
+      for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-key.pem']) expect(read(dir, `previous/${f}`)).toBe(before[f]);
+      expect(mode(join(dir, 'previous/ca-key.pem'))).toBe(0o600);
+      expect(mode(join(dir, 'previous/root-key.pem'))).toBe(0o600);
+      expect(existsSync(join(dir, 'next'))).toBe(false);
+    });
+
+    it('signs with the new intermediate under the new root', () => {
+      const m = loadCaDir(dir, T2);
+      expect(m.signingCert.fingerprint256).toBe(fps(before['next/ca-cert.pem']!)[0]);
+      const leaf = leafFrom(dir, T2);
+      expect(verifyResponseChain([leaf.pem, ...leaf.chainPem], before['next/root-cert.pem']!, T2).root.fingerprint256).toBe(fps(before['next/root-cert.pem']!)[0]);
+    });
+
+    it('records when it switched and the longest leaf lifetime to wait for', () => {
+      expect(readRotationState(dir)).toMatchObject({
+        step: 'switched',
+        switchedAt: T2.toISOString(),
+        switchForced: false,
+        maxLeafLifetimeSeconds: 90 * 86400,
+        finishAllowedAt: T3.toISOString(),
+      });
+      expect(r.messages.join('\n')).toMatch(/ca rotate finish/);
+    });
+
+    it('is a no-op with a message when run again', () => {
+      const snap = snapshot(dir);
+      const again = rotateSwitch({ dir, now: T2, force: true });
+      expect(again.changed).toBe(false);
+      expect(again.messages[0]).toMatch(/^already switched at /);
+      expect(snapshot(dir)).toEqual(snap);
+    });
+  });
+
+  it('records --max-leaf-lifetime, capped by the old intermediate expiry', async () => {
+    const d = await startedAt();
+    rotateSwitch({ dir: d, now: T2, maxLeafLifetimeMs: 7 * DAY_MS });
+    expect(readRotationState(d)).toMatchObject({ maxLeafLifetimeSeconds: 7 * 86400, finishAllowedAt: new Date(T2.getTime() + 7 * DAY_MS).toISOString() });
+
+    const short = await startedAt({ intermediateLifetimeMs: 30 * DAY_MS });
+    rotateSwitch({ dir: short, now: T2 });
+    expect(readRotationState(short)!.finishAllowedAt).toBe(new Date(T0.getTime() + 30 * DAY_MS).toISOString());
+  });
+
+  it('refuses when ca-cert.pem changed since start', async () => {
+    const d = await startedAt();
+    const other = await initAt();
+    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem']) cpSync(join(other, f), join(d, f));
+    writeFileSync(join(d, 'root-cert.pem'), read(other, 'root-cert.pem') + read(d, 'next/root-cert.pem'));
+    expect(configError(() => rotateSwitch({ dir: d, now: T2 })).message).toMatch(/ca-cert\.pem is no longer the intermediate recorded at start/);
+  });
+
+  it('refuses when the new root was removed from root-cert.pem', async () => {
+    const d = await startedAt();
+    writeFileSync(join(d, 'root-cert.pem'), parsePemBundle(read(d, 'root-cert.pem'))[0]!.toString());
+    expect(configError(() => rotateSwitch({ dir: d, now: T2 })).message).toMatch(/no longer holds the root/);
+  });
+
+  it('completes a switch interrupted half-way (state "switching", key already swapped)', async () => {
+    const d = await startedAt();
+    const s = readRotationState(d)!;
+    const old = snapshot(d);
+    // What switch leaves when it stops after the first file: previous/ written, state recorded, key swapped.
+    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-key.pem']) cpSync(join(d, f), join(d, 'previous', f));
+    const interrupted: RotationState = { ...s, step: 'switching', switchedAt: T2.toISOString(), maxLeafLifetimeSeconds: 90 * 86400, finishAllowedAt: T3.toISOString() };
+    writeRotationState(d, interrupted);
+    cpSync(join(d, 'next/ca-key.pem'), join(d, 'ca-key.pem'));
+    expect(() => loadCaDir(d, T2)).toThrow(/does not match/);
+    expect(rotationStatus(d, T2)).toMatchObject({ step: 'switching', next: { allowedNow: true } });
+    expect(() => rotateFinish({ dir: d, now: T3 })).toThrow(/switch was interrupted/);
+
+    const r = rotateSwitch({ dir: d, now: new Date(T2.getTime() + MINUTE_MS) });
+    expect(r.messages[0]).toBe('completing a switch that was interrupted');
+    expect(read(d, 'ca-cert.pem')).toBe(old['next/ca-cert.pem']);
+    expect(readRotationState(d)).toMatchObject({ step: 'switched', switchedAt: T2.toISOString() });
+    expect(read(d, 'previous/ca-key.pem')).toBe(old['ca-key.pem']);
+    expect(() => loadCaDir(d, T2)).not.toThrow();
+  });
+});
+
+describe('ca rotate finish', () => {
+  it('is a no-op when no rotation is in progress', async () => {
+    const d = await initAt();
+    const r = rotateFinish({ dir: d, now: T3 });
+    expect(r.changed).toBe(false);
+    expect(r.messages[0]).toMatch(/no rotation in progress .*nothing to finish/);
+  });
+
+  it('refuses before switch', async () => {
+    const d = await startedAt();
+    expect(configError(() => rotateFinish({ dir: d, now: T3, force: true })).message).toMatch(/has not switched yet .*ca rotate switch/);
+  });
+
+  it('refuses before the longest leaf lifetime has passed since the switch, changing nothing', async () => {
+    const d = await switchedAt();
+    const snap = snapshot(d);
+    expect(configError(() => rotateFinish({ dir: d, now: new Date(T3.getTime() - 1000) })).message).toMatch(
+      /^too early to finish: leaves signed by the old intermediate .* until .* \(--max-leaf-lifetime 90d, in 1m\).*--force/,
+    );
+    expect(snapshot(d)).toEqual(snap);
+  });
+
+  it('finishes early with --force and says so', async () => {
+    const d = await switchedAt();
+    const r = rotateFinish({ dir: d, now: new Date(T2.getTime() + HOUR_MS), force: true });
+    expect(r.warnings[0]).toMatch(/^finishing before the longest leaf lifetime has passed \(--force\)/);
+    expect(existsSync(join(d, 'rotation.json'))).toBe(false);
+  });
+
+  describe('after the longest leaf lifetime', () => {
+    let dir: string;
+    let before: Record<string, string>;
+    let archive: string;
+
+    beforeAll(async () => {
+      dir = await switchedAt();
+      before = snapshot(dir);
+      rotateFinish({ dir, now: T3 });
+      archive = join(dir, 'archive', T3.toISOString().replace(/[:.]/g, '-'));
+    });
+
+    it('leaves only the new root in root-cert.pem and keeps signing', () => {
+      const s = JSON.parse(before['rotation.json']!) as RotationState;
+      expect(fps(read(dir, 'root-cert.pem'))).toEqual([s.newRoot.fingerprint256]);
+      for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-key.pem']) expect(read(dir, f)).toBe(before[f]);
+      expect(loadCaDir(dir, T3).signingCert.fingerprint256).toBe(s.newIntermediate.fingerprint256);
+    });
+
+    it('archives the old intermediate, its key, the old root and its key, keys 0600', () => {
+      const s = JSON.parse(before['rotation.json']!) as RotationState;
+      expect(readdirSync(archive).sort()).toEqual(['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem', 'root-key.pem', 'rotation.json']);
+      for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-key.pem']) expect(read(archive, f)).toBe(before[`previous/${f}`]);
+      expect(fps(read(archive, 'root-cert.pem'))).toEqual([s.oldRoot.fingerprint256]);
+      expect(fps(read(archive, 'ca-cert.pem'))).toEqual([s.oldIntermediate.fingerprint256]);
+      expect(mode(join(archive, 'ca-key.pem'))).toBe(0o600);
+      expect(mode(join(archive, 'root-key.pem'))).toBe(0o600);
+      expect(mode(archive)).toBe(0o700);
+    });
+
+    it('removes rotation.json, previous/ and next/', () => {
+      expect(readdirSync(dir).sort()).toEqual(['archive', 'ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem', 'root-key.pem']);
+      expect(rotationStatus(dir, T3).step).toBe('idle');
+    });
+
+    it('is a no-op with a message when run again', () => {
+      const snap = snapshot(dir);
+      const r = rotateFinish({ dir, now: T3, force: true });
+      expect(r.changed).toBe(false);
+      expect(r.messages[0]).toMatch(/nothing to finish/);
+      expect(snapshot(dir)).toEqual(snap);
+    });
+
+    it('allows the next rotation', async () => {
+      const r = await rotateStart({ dir, now: new Date(T3.getTime() + DAY_MS) });
+      expect(r.changed).toBe(true);
+      expect(fps(read(dir, 'root-cert.pem'))).toHaveLength(2);
+    });
+  });
+
+  it('keeps roots that were not part of the rotation, with a warning', async () => {
+    const d = await initAt();
+    const extra = await initAt();
+    writeFileSync(join(d, 'root-cert.pem'), read(d, 'root-cert.pem') + read(extra, 'root-cert.pem'));
+    await rotateStart({ dir: d, now: T1 });
+    expect(fps(read(d, 'root-cert.pem'))).toHaveLength(3);
+    rotateSwitch({ dir: d, now: T2 });
+    const newRoot = readRotationState(d)!.newRoot.fingerprint256;
+    const r = rotateFinish({ dir: d, now: T3 });
+    expect(fps(read(d, 'root-cert.pem'))).toEqual([fps(read(extra, 'root-cert.pem'))[0], newRoot]);
+    expect(r.warnings[0]).toMatch(/still holds 1 root\(s\) that were not part of this rotation/);
+  });
+
+  it('completes a finish interrupted after recording its step', async () => {
+    const d = await switchedAt();
+    const s = readRotationState(d)!;
+    writeRotationState(d, { ...s, step: 'finishing', finishingAt: T3.toISOString(), archive: 'interrupted' });
+    expect(rotationStatus(d, T3)).toMatchObject({ step: 'finishing', next: { allowedNow: true } });
+    const r = rotateFinish({ dir: d, now: new Date(T3.getTime() + HOUR_MS) });
+    expect(r.messages[0]).toBe('completing a finish that was interrupted');
+    expect(fps(read(d, 'root-cert.pem'))).toEqual([s.newRoot.fingerprint256]);
+    expect(fps(read(join(d, 'archive/interrupted'), 'root-cert.pem'))).toEqual([s.oldRoot.fingerprint256]);
+    expect(existsSync(join(d, 'rotation.json'))).toBe(false);
+  });
+});
+
+describe('ca rotate status', () => {
+  it('walks through idle, started, switched and idle again, with when the next step is allowed', async () => {
+    const d = await initAt();
+    expect(rotationStatus(d, T1)).toMatchObject({ step: 'idle', next: { command: `meshcert ca rotate start --dir ${d}`, allowedNow: true }, caError: undefined });
+    await rotateStart({ dir: d, now: T1 });
+    const started = rotationStatus(d, new Date(T1.getTime() + HOUR_MS));
+    expect(started).toMatchObject({ step: 'started', next: { command: `meshcert ca rotate switch --dir ${d}`, allowedAt: T2.toISOString(), allowedNow: false } });
+    expect(started.ca!.roots).toHaveLength(2);
+    expect(started.checks.join('\n')).toMatch(/istio-ca-root-cert/);
+    expect(started.checks.join('\n')).toMatch(/istioctl proxy-config secret/);
+    expect(rotationStatus(d, T2).next!.allowedNow).toBe(true);
+    rotateSwitch({ dir: d, now: T2 });
+    expect(rotationStatus(d, T2)).toMatchObject({ step: 'switched', next: { command: `meshcert ca rotate finish --dir ${d}`, allowedAt: T3.toISOString(), allowedNow: false } });
+    expect(rotationStatus(d, T3).next!.allowedNow).toBe(true);
+    rotateFinish({ dir: d, now: T3 });
+    expect(rotationStatus(d, T3).step).toBe('idle');
+    expect(JSON.parse(JSON.stringify(rotationStatus(d, T3)))).toMatchObject({ step: 'idle' });
+  });
+
+  it('reports a directory that does not load instead of failing', async () => {
+    const d = await initAt();
+    rmSync(join(d, 'ca-key.pem'));
+    expect(rotationStatus(d, T1)).toMatchObject({ step: 'idle', ca: undefined, caError: expect.stringMatching(/no ca-key\.pem/) });
+  });
+});
+
+describe('ca renew-intermediate', () => {
+  it('replaces the intermediate and its key under the same root, leaving root-cert.pem alone', async () => {
+    const d = await initAt();
+    const before = snapshot(d);
+    const at = new Date(T0.getTime() + 200 * DAY_MS);
+    const oldLeaf = leafFrom(d, at);
+    const r = await renewIntermediate({ dir: d, now: at });
+    expect(read(d, 'root-cert.pem')).toBe(before['root-cert.pem']);
+    expect(read(d, 'root-key.pem')).toBe(before['root-key.pem']);
+    expect(read(d, 'ca-cert.pem')).not.toBe(before['ca-cert.pem']);
+    expect(read(d, 'ca-key.pem')).not.toBe(before['ca-key.pem']);
+    expect(mode(join(d, 'ca-key.pem'))).toBe(0o600);
+    const inter = cert(d, 'ca-cert.pem');
+    const root = cert(d, 'root-cert.pem');
+    expect(inter.verify(root.publicKey)).toBe(true);
+    expect(Date.parse(inter.validTo)).toBe(at.getTime() + YEAR_MS);
+    expect(read(d, 'cert-chain.pem')).toBe(read(d, 'ca-cert.pem') + read(d, 'root-cert.pem'));
+    expect(r.previous!.fingerprint256).toBe(fps(before['ca-cert.pem']!)[0]);
+    // Leaves of both intermediates verify with the unchanged bundle.
+    const newLeaf = leafFrom(d, at);
+    for (const leaf of [oldLeaf, newLeaf]) expect(() => verifyResponseChain([leaf.pem, ...leaf.chainPem], before['root-cert.pem']!, at)).not.toThrow();
+    // The previous intermediate is archived, key 0600.
+    expect(read(r.archive, 'ca-cert.pem')).toBe(before['ca-cert.pem']);
+    expect(mode(join(r.archive, 'ca-key.pem'))).toBe(0o600);
+  });
+
+  it('honours --lifetime and never outlives the root', async () => {
+    const d = await initAt();
+    await renewIntermediate({ dir: d, now: T1, lifetimeMs: 30 * DAY_MS });
+    expect(Date.parse(cert(d, 'ca-cert.pem').validTo)).toBe(T1.getTime() + 30 * DAY_MS);
+
+    const short = await initAt({ rootLifetimeMs: 100 * DAY_MS, intermediateLifetimeMs: 50 * DAY_MS });
+    const r = await renewIntermediate({ dir: short, now: T1 });
+    expect(Date.parse(cert(short, 'ca-cert.pem').validTo)).toBe(T0.getTime() + 100 * DAY_MS);
+    expect(r.warnings[0]).toMatch(/ends with the root .*plan a root rotation/);
+  });
+
+  it('keeps the key type of the current intermediate, and signs with an RSA root', async () => {
+    const d = await initAt({ keyType: 'rsa2048' });
+    await renewIntermediate({ dir: d, now: T1 });
+    expect(cert(d, 'ca-cert.pem').publicKey.asymmetricKeyDetails?.modulusLength).toBe(2048);
+    const text = execFileSync('openssl', ['x509', '-in', join(d, 'ca-cert.pem'), '-noout', '-text'], { encoding: 'utf8' });
+    expect(text).toContain('Signature Algorithm: sha256WithRSAEncryption');
+    expect(execFileSync('openssl', ['verify', '-attime', String(T1.getTime() / 1000), '-CAfile', 'root-cert.pem', 'ca-cert.pem'], { cwd: d, encoding: 'utf8' }).trim()).toBe('ca-cert.pem: OK');
+
+    const ec = await initAt({ keyType: 'ec384' });
+    await renewIntermediate({ dir: ec, now: T1 });
+    expect(cert(ec, 'ca-cert.pem').publicKey.asymmetricKeyDetails?.namedCurve).toBe('secp384r1');
+  });
+
+  it('says the root key is offline when root-key.pem is absent', async () => {
+    const d = await initAt();
+    rmSync(join(d, 'root-key.pem'));
+    const snap = snapshot(d);
+    expect((await configErrorAsync(renewIntermediate({ dir: d, now: T1 }))).message).toMatch(/^the root key is offline: .*root-key\.pem is missing/);
+    expect(snapshot(d)).toEqual(snap);
+  });
+
+  it('refuses a root key that matches no root', async () => {
+    const d = await initAt();
+    cpSync(join(await initAt(), 'root-key.pem'), join(d, 'root-key.pem'));
+    expect((await configErrorAsync(renewIntermediate({ dir: d, now: T1 }))).message).toBe('root-key.pem matches none of the roots in root-cert.pem');
+  });
+
+  it('refuses while a root rotation is in progress', async () => {
+    const d = await startedAt();
+    expect((await configErrorAsync(renewIntermediate({ dir: d, now: T1 }))).message).toMatch(/root rotation is in progress \(step "started"\)/);
+  });
+
+  it('completes after an interrupted renewal left a key that does not match ca-cert.pem', async () => {
+    const d = await initAt();
+    cpSync(join(await initAt(), 'ca-key.pem'), join(d, 'ca-key.pem'));
+    expect(() => loadCaDir(d, T1)).toThrow(/does not match/);
+    await renewIntermediate({ dir: d, now: T1 });
+    expect(() => loadCaDir(d, T1)).not.toThrow();
+  });
+});
