@@ -81,7 +81,15 @@ describe('LeaderElector', () => {
   });
 
   it('stop() releases the Lease and the other replica takes over within a couple of retry periods', async () => {
-    const a = replica('pod-a');
+    let holderWhenStopped: unknown;
+    const a = replica('pod-a', {
+      // onStoppedLeading runs (and is awaited) before the release: the controllers stop writing first.
+      onStoppedLeading: async () => {
+        await new Promise((r) => setTimeout(r, 50));
+        holderWhenStopped = lease()?.spec?.holderIdentity;
+        a.events.push('stopped');
+      },
+    });
     a.elector.start();
     await until(() => a.elector.isLeader, 3_000, 'pod-a to lead');
     const b = replica('pod-b');
@@ -93,6 +101,7 @@ describe('LeaderElector', () => {
     const stoppedAt = Date.now();
     expect(a.elector.isLeader).toBe(false);
     expect(a.events).toEqual(['started', 'stopped']);
+    expect(holderWhenStopped).toBe('pod-a');
     const release = writesTo(fake, 'leases', a.token).at(-1)!;
     expect(release.body).toMatchObject({ spec: { holderIdentity: '', leaseDurationSeconds: 1 } });
 
@@ -205,22 +214,23 @@ describe('leader election gating the controllers', () => {
       const token = `token-${id}`;
       const kube = clientFor(fake, token);
       const log = recordingLog();
-      let root: RootCertDistributor | undefined;
-      let tls: IstiodTlsController | undefined;
+      const ctl: { root?: RootCertDistributor; tls?: IstiodTlsController } = {};
       const elector = new LeaderElector({
         kube,
         namespace: NS,
         identity: id,
         ...FAST,
         onStartedLeading: () => {
-          root?.onStartedLeading();
-          tls?.onStartedLeading();
+          ctl.root?.onStartedLeading();
+          ctl.tls?.onStartedLeading();
         },
         onStoppedLeading: () => undefined,
         log: asLog(log),
       });
-      root = new RootCertDistributor({ kube, rootBundle: () => ca.rootPem, isLeader: () => elector.isLeader, queue: { qps: 1000, burst: 1000 }, log: asLog(log) });
-      tls = new IstiodTlsController({ kube, issue: ca.issue(), rootBundle: () => ca.rootPem, isLeader: () => elector.isLeader, checkIntervalMs: 200, log: asLog(log) });
+      const root = new RootCertDistributor({ kube, rootBundle: () => ca.rootPem, isLeader: () => elector.isLeader, queue: { qps: 1000, burst: 1000 }, log: asLog(log) });
+      const tls = new IstiodTlsController({ kube, issue: ca.issue(), rootBundle: () => ca.rootPem, isLeader: () => elector.isLeader, checkIntervalMs: 200, log: asLog(log) });
+      ctl.root = root;
+      ctl.tls = tls;
       cleanups.push(async () => {
         await root.stop();
         await tls.stop();

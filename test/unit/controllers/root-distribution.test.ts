@@ -124,6 +124,7 @@ describe('RootCertDistributor', () => {
     d.onRootBundleChanged();
     await until(() => names.every((n) => rootIn(n) === ROOT_1 + ROOT_2), 5_000, 'the rotation');
     expect(names.map((n) => cm(n)!.metadata.uid)).toEqual(uids); // updated in place, not recreated
+    await d.idle(); // the last answers may still be on their way back
     expect(d.status()).toMatchObject({ created: 12, updated: 12 });
   });
 

@@ -2,13 +2,13 @@
  * Shared helpers for the controller tests. They run against FakeKube (test/support/fake-kube.ts):
  * a real Kubernetes API server was not available where these tests were written.
  */
-import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initCaDir } from '../../../src/ca/init.js';
 import { loadCaDir } from '../../../src/ca/material.js';
-import type { IssuedServingCert, ServingCertIssuer } from '../../../src/controllers/istiod-tls.js';
+import type { ServingCertIssuer } from '../../../src/controllers/istiod-tls.js';
+import { localServingCertIssuer } from '../../../src/controllers/serving-issuer.js';
 import { LocalIssuer } from '../../../src/issuer/local.js';
 import { createKubeClient, type KubeClient } from '../../../src/k8s/client.js';
 import type { FakeKube, FakeRequest } from '../../support/fake-kube.js';
@@ -53,7 +53,7 @@ export interface TestCa {
   readonly dir: string;
   readonly issuer: LocalIssuer;
   readonly rootPem: string;
-  /** An issuer function as meshcert wires it: a fresh P-256 key per call, signed by the CA. */
+  /** An issuer function as meshcert wires it (localServingCertIssuer over this CA's LocalIssuer). */
   issue(clock?: () => number): ServingCertIssuer;
   cleanup(): void;
 }
@@ -63,25 +63,8 @@ export async function makeTestCa(org = 'meshcert-test'): Promise<TestCa> {
   const dir = mkdtempSync(join(tmpdir(), 'meshcert-controllers-ca-'));
   await initCaDir({ dir, organization: org });
   const issuer = new LocalIssuer('default', loadCaDir(dir));
-  const issue =
-    (clock: () => number = Date.now): ServingCertIssuer =>
-    async (dnsNames, lifetimeSeconds): Promise<IssuedServingCert> => {
-      const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-      const now = clock();
-      const leaf = issuer.sign({
-        spki: publicKey.export({ type: 'spki', format: 'der' }),
-        uris: [],
-        dnsNames,
-        notBefore: new Date(now),
-        notAfter: new Date(now + lifetimeSeconds * 1000),
-      });
-      return {
-        certChainPem: leaf.pem + leaf.chainPem.slice(0, -1).join(''),
-        keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-        caPem: leaf.chainPem[leaf.chainPem.length - 1]!,
-        notAfter: leaf.notAfter,
-      };
-    };
+  // Backdate 0: the lifetime arithmetic in the renewal tests stays exact.
+  const issue = (clock: () => number = Date.now): ServingCertIssuer => localServingCertIssuer(() => issuer, { now: clock, backdateMs: 0 });
   return {
     dir,
     issuer,

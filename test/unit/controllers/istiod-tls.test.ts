@@ -1,0 +1,273 @@
+/**
+ * istiod's serving certificate (src/controllers/istiod-tls.ts) against FakeKube: a real Kubernetes
+ * API server was not available here, so these tests use the loopback fake. Certificates come from
+ * meshcert's own CA code (`ca init` + LocalIssuer), and are checked with node:crypto.
+ */
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { IstiodTlsController, istiodDnsNames, type IstiodTlsOptions, type ServingCertIssuer } from '../../../src/controllers/istiod-tls.js';
+import { localServingCertIssuer } from '../../../src/controllers/serving-issuer.js';
+import { FakeKube, type FakeObject } from '../../support/fake-kube.js';
+import { asLog, clientFor, makeTestCa, recordingLog, until, writesTo, type TestCa } from './support.js';
+
+const NS = 'istio-system';
+const NAME = 'istiod-tls';
+const DAY = 86_400_000;
+
+let fake: FakeKube;
+let ca: TestCa;
+const stops: Array<() => Promise<void> | void> = [];
+
+beforeEach(async () => {
+  fake = await FakeKube.start();
+  ca = await makeTestCa();
+  stops.push(() => ca.cleanup());
+});
+
+afterEach(async () => {
+  for (const s of stops.splice(0).reverse()) await s();
+  await fake.close();
+});
+
+function controller(extra: Partial<IstiodTlsOptions> = {}): IstiodTlsController {
+  const c = new IstiodTlsController({
+    kube: clientFor(fake, 'token-tls'),
+    issue: ca.issue(),
+    rootBundle: () => ca.rootPem,
+    isLeader: () => true,
+    checkIntervalMs: 200,
+    retryBaseMs: 50,
+    retryMaxMs: 200,
+    ...extra,
+  });
+  stops.push(() => c.stop());
+  return c;
+}
+
+interface Decoded {
+  readonly type: unknown;
+  readonly crt: string;
+  readonly key: string;
+  readonly ca: string;
+  readonly leaf: X509Certificate;
+  readonly chain: X509Certificate[];
+  readonly roots: X509Certificate[];
+  readonly obj: FakeObject;
+}
+
+const certs = (pem: string): X509Certificate[] => (pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []).map((b) => new X509Certificate(b));
+
+function secret(): Decoded | undefined {
+  const obj = fake.get('secrets', NS, NAME);
+  if (!obj) return undefined;
+  const data = obj.data as Record<string, string>;
+  const dec = (k: string): string => Buffer.from(data[k] ?? '', 'base64').toString('utf8');
+  const chain = certs(dec('tls.crt'));
+  return { type: obj.type, crt: dec('tls.crt'), key: dec('tls.key'), ca: dec('ca.crt'), leaf: chain[0]!, chain, roots: certs(dec('ca.crt')), obj };
+}
+
+const sans = (c: X509Certificate): string[] =>
+  (c.subjectAltName ?? '')
+    .split(', ')
+    .filter((s) => s.startsWith('DNS:'))
+    .map((s) => s.slice(4))
+    .sort();
+
+/** Verifies leaf → intermediates → a root of the bundle, with node:crypto. */
+function verifiesTo(chain: X509Certificate[], roots: X509Certificate[]): boolean {
+  let cur = chain[0]!;
+  for (const next of chain.slice(1)) {
+    if (!cur.checkIssued(next) || !cur.verify(next.publicKey)) return false;
+    cur = next;
+  }
+  return roots.some((r) => cur.checkIssued(r) && cur.verify(r.publicKey));
+}
+
+describe('istiodDnsNames', () => {
+  it('names istiod and each revision, short and namespaced, plus the cluster domain when given', () => {
+    expect(istiodDnsNames('istio-system')).toEqual(['istiod', 'istiod.istio-system', 'istiod.istio-system.svc']);
+    expect(istiodDnsNames('mesh', { revisions: ['default', '1-22', ''], clusterDomain: 'cluster.local', extraDnsNames: ['istiod.example.com'] })).toEqual([
+      'istiod',
+      'istiod-1-22',
+      'istiod-1-22.mesh',
+      'istiod-1-22.mesh.svc',
+      'istiod-1-22.mesh.svc.cluster.local',
+      'istiod.example.com',
+      'istiod.mesh',
+      'istiod.mesh.svc',
+      'istiod.mesh.svc.cluster.local',
+    ]);
+  });
+});
+
+describe('localServingCertIssuer', () => {
+  it('backdates NotBefore, puts the intermediates in the chain, and can write another CA bundle', async () => {
+    const union = ca.rootPem + ca.rootPem;
+    const issued = await localServingCertIssuer(() => ca.issuer, { caBundle: () => union })(['istiod.istio-system.svc'], 3600);
+    const chain = certs(issued.certChainPem);
+    expect(chain).toHaveLength(2);
+    expect(Date.now() - new Date(chain[0]!.validFrom).getTime()).toBeGreaterThanOrEqual(110_000);
+    expect(issued.caPem).toBe(union);
+    expect(issued.notAfter.getTime()).toBe(new Date(chain[0]!.validTo).getTime());
+    expect(verifiesTo(chain, certs(ca.rootPem))).toBe(true);
+  });
+});
+
+describe('IstiodTlsController', () => {
+  it('creates a kubernetes.io/tls Secret whose chain, names and key are right', async () => {
+    const c = controller({ revisions: ['canary'] });
+    c.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret');
+    const s = secret()!;
+    expect(s.type).toBe('kubernetes.io/tls');
+    expect(Object.keys(s.obj.data as object).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
+    expect(s.obj.metadata.labels).toEqual({ 'app.kubernetes.io/managed-by': 'meshcert' });
+    expect(sans(s.leaf)).toEqual(['istiod', 'istiod-canary', 'istiod-canary.istio-system', 'istiod-canary.istio-system.svc', 'istiod.istio-system', 'istiod.istio-system.svc']);
+    expect(s.chain.length).toBe(2); // leaf + intermediate
+    expect(s.ca).toBe(ca.rootPem);
+    expect(verifiesTo(s.chain, s.roots)).toBe(true);
+    expect(s.leaf.checkPrivateKey(createPrivateKey(s.key))).toBe(true);
+    expect(s.leaf.ca).toBe(false);
+    const lifetime = new Date(s.leaf.validTo).getTime() - new Date(s.leaf.validFrom).getTime();
+    expect(Math.abs(lifetime - 30 * DAY)).toBeLessThan(2_000);
+    expect(c.status()).toMatchObject({ issued: 1, failures: 0 });
+
+    // Nothing to do on the next checks.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(writesTo(fake, 'secrets')).toHaveLength(1);
+  });
+
+  it('renews when less than a third of the lifetime is left', async () => {
+    let offset = 0;
+    const clock = (): number => Date.now() + offset;
+    const c = controller({ now: clock, issue: ca.issue(clock) });
+    c.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret');
+    const first = secret()!.leaf.serialNumber;
+
+    offset = 19 * DAY; // 11 of 30 days left: not yet
+    await c.reconcileNow();
+    expect(secret()!.leaf.serialNumber).toBe(first);
+
+    offset = 21 * DAY; // 9 of 30 days left: renew
+    await c.reconcileNow();
+    const renewed = secret()!;
+    expect(renewed.leaf.serialNumber).not.toBe(first);
+    expect(new Date(renewed.leaf.validTo).getTime()).toBeGreaterThan(Date.now() + 50 * DAY);
+    expect(writesTo(fake, 'secrets').map((r) => r.method)).toEqual(['POST', 'PUT']);
+  });
+
+  it('reissues when the root bundle changes, so ca.crt follows the rotation', async () => {
+    const next = await makeTestCa('meshcert-next');
+    stops.push(() => next.cleanup());
+    let current: TestCa = ca;
+    const issue: ServingCertIssuer = (names, life) => current.issue()(names, life);
+    const c = controller({ issue, rootBundle: () => current.rootPem });
+    c.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret');
+    expect(verifiesTo(secret()!.chain, certs(ca.rootPem))).toBe(true);
+
+    current = next;
+    c.onRootBundleChanged();
+    await until(() => secret()?.ca === next.rootPem, 3_000, 'the new root in ca.crt');
+    const s = secret()!;
+    expect(verifiesTo(s.chain, s.roots)).toBe(true);
+    expect(verifiesTo(s.chain, certs(ca.rootPem))).toBe(false);
+  });
+
+  it('recreates a deleted Secret and repairs an edited one (watch), keeping foreign keys', async () => {
+    const c = controller({ checkIntervalMs: 60_000 }); // only the watch can be this quick
+    c.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret');
+    await until(() => fake.watchCount('secrets') === 1, 2_000, 'the watch');
+
+    fake.delete('secrets', NS, NAME);
+    await until(() => secret() !== undefined, 3_000, 'the re-creation');
+
+    // A certificate for other names, valid and from the same CA: still replaced.
+    const wrong = await ca.issue()(['not-istiod.example'], 3600);
+    const cur = fake.get('secrets', NS, NAME)!;
+    const b64 = (s: string): string => Buffer.from(s).toString('base64');
+    fake.put('secrets', { ...cur, data: { ...(cur.data as object), 'tls.crt': b64(wrong.certChainPem), 'tls.key': b64(wrong.keyPem), 'extra': b64('keep') } });
+    await until(() => sans(secret()!.leaf).includes('istiod.istio-system.svc'), 3_000, 'the repair');
+    expect(Buffer.from((secret()!.obj.data as Record<string, string>).extra!, 'base64').toString()).toBe('keep');
+
+    // ca.crt edited: repaired too.
+    const cur2 = fake.get('secrets', NS, NAME)!;
+    fake.put('secrets', { ...cur2, data: { ...(cur2.data as object), 'ca.crt': b64('garbage') } });
+    await until(() => secret()!.ca === ca.rootPem, 3_000, 'the ca.crt repair');
+    expect(verifiesTo(secret()!.chain, secret()!.roots)).toBe(true);
+  });
+
+  it('without a watch, the periodic check recreates a deleted Secret', async () => {
+    const c = controller({ watch: false, checkIntervalMs: 150 });
+    c.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret');
+    expect(fake.watchCount('secrets')).toBe(0);
+    fake.delete('secrets', NS, NAME);
+    await until(() => secret() !== undefined, 3_000, 'the re-creation');
+    expect(fake.requests.filter((r) => r.path.includes('/secrets') && (r.watch || r.path.endsWith('/secrets')) && r.method === 'GET')).toEqual([]);
+  });
+
+  it('a follower neither GETs nor writes the Secret', async () => {
+    let leader = false;
+    const c = controller({ isLeader: () => leader });
+    c.start();
+    await new Promise((r) => setTimeout(r, 500));
+    expect(fake.requests.filter((r) => r.path === `/api/v1/namespaces/${NS}/secrets/${NAME}`)).toEqual([]);
+    expect(secret()).toBeUndefined();
+    leader = true;
+    c.onStartedLeading();
+    await until(() => secret() !== undefined, 3_000, 'the Secret after gaining leadership');
+  });
+
+  it('retries failures, writes the already issued certificate after a 409, and never logs the key', async () => {
+    const log = recordingLog();
+    let issues = 0;
+    const base = ca.issue();
+    const issue: ServingCertIssuer = (names, life) => {
+      issues++;
+      return base(names, life);
+    };
+    fake.fail({ method: 'POST', path: `/api/v1/namespaces/${NS}/secrets` }, { status: 503 }, 2);
+    const c = controller({ issue, log: asLog(log) });
+    c.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret after two failures');
+    expect(issues).toBe(1); // the failed writes reused the issued pair
+    expect(c.status().failures).toBe(2);
+
+    // A renewal whose first write conflicts: re-read, write the same new pair.
+    const before = fake.requests.length;
+    fake.fail({ method: 'PUT', path: `/api/v1/namespaces/${NS}/secrets/${NAME}` }, { status: 409 }, 1);
+    const cur = fake.get('secrets', NS, NAME)!;
+    fake.put('secrets', { ...cur, data: { ...(cur.data as object), 'tls.key': Buffer.from('broken').toString('base64') } });
+    const keyMatches = (): boolean => {
+      try {
+        return secret()!.leaf.checkPrivateKey(createPrivateKey(secret()!.key));
+      } catch {
+        return false; // still the broken key
+      }
+    };
+    await until(keyMatches, 3_000, 'the repair');
+    expect(issues).toBe(2);
+    const calls = fake.requests.slice(before).filter((r) => r.path === `/api/v1/namespaces/${NS}/secrets/${NAME}` && r.method !== 'GET');
+    expect(calls.map((r) => `${r.method} ${r.status}`)).toEqual(['PUT 409', 'PUT 200']);
+
+    const keyBody = secret()!.key.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, '');
+    const logged = JSON.stringify(log.lines);
+    expect(logged).not.toContain(keyBody.slice(0, 40));
+    expect(logged).not.toContain('PRIVATE KEY');
+    expect(log.lines.some((l) => l.level === 'info' && l.msg === 'istiod serving certificate created')).toBe(true);
+  });
+
+  it('keeps the type of an existing Secret of another type (immutable) and warns once', async () => {
+    fake.put('secrets', { metadata: { name: NAME, namespace: NS, labels: { owner: 'ops' } }, type: 'Opaque', data: {} });
+    const log = recordingLog();
+    const c = controller({ log: asLog(log) });
+    c.start();
+    await until(() => secret()?.crt !== '' && secret()?.crt !== undefined, 5_000, 'the Secret filled in');
+    expect(secret()!.type).toBe('Opaque');
+    expect(secret()!.obj.metadata.labels).toEqual({ owner: 'ops', 'app.kubernetes.io/managed-by': 'meshcert' });
+    expect(log.lines.filter((l) => l.level === 'warn' && l.msg?.includes('cannot be changed'))).toHaveLength(1);
+  });
+});

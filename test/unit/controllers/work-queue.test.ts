@@ -1,0 +1,66 @@
+/** The controllers' work queue (src/controllers/work-queue.ts): pure, no Kubernetes involved. */
+import { describe, expect, it } from 'vitest';
+import { WorkQueue } from '../../../src/controllers/work-queue.js';
+import { until } from './support.js';
+
+describe('WorkQueue', () => {
+  it('deduplicates queued keys and re-runs a key added while it is being processed', async () => {
+    const runs: string[] = [];
+    let release: (() => void) | undefined;
+    const q = new WorkQueue(async (k) => {
+      runs.push(k);
+      if (k === 'slow' && runs.filter((r) => r === 'slow').length === 1) await new Promise<void>((r) => (release = r));
+    }, { concurrency: 2, qps: 1000, burst: 1000 });
+    q.add('a');
+    q.add('a');
+    q.add('slow');
+    q.resume();
+    await until(() => release !== undefined, 1_000, 'slow to start');
+    q.add('slow'); // while running: once more afterwards, not in parallel
+    q.add('slow');
+    expect(runs.filter((r) => r === 'slow')).toHaveLength(1);
+    release!();
+    await q.idle();
+    expect(runs.sort()).toEqual(['a', 'slow', 'slow']);
+    await q.stop();
+  });
+
+  it('retries a failing key with growing backoff and forgets the failures after a success', async () => {
+    const times: number[] = [];
+    const errors: number[] = [];
+    const q = new WorkQueue(
+      async () => {
+        times.push(Date.now());
+        if (times.length <= 3) throw new Error('boom');
+      },
+      { qps: 1000, burst: 1000, retryBaseMs: 40, retryMaxMs: 1_000 },
+      (_k, _e, n) => errors.push(n),
+    );
+    q.resume();
+    q.add('k');
+    await until(() => times.length === 4, 3_000, 'four attempts');
+    expect(errors).toEqual([1, 2, 3]);
+    const gaps = times.slice(1).map((t, i) => t - times[i]!);
+    expect(gaps[0]).toBeGreaterThanOrEqual(30);
+    expect(gaps[2]).toBeGreaterThan(gaps[0]!); // 40, 80, 160 ms (±10 %)
+    expect(q.numRequeues('k')).toBe(0);
+    await q.stop();
+  });
+
+  it('rate-limits handler starts with its token bucket, and does nothing while paused', async () => {
+    let n = 0;
+    const q = new WorkQueue(async () => {
+      n++;
+    }, { qps: 20, burst: 2, concurrency: 10 });
+    for (let i = 0; i < 6; i++) q.add(`k${i}`);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(n).toBe(0); // paused until resume()
+    const start = Date.now();
+    q.resume();
+    await q.idle();
+    expect(n).toBe(6);
+    // 2 at once, then 4 more at 20/s: at least ~200 ms.
+    expect(Date.now() - start).toBeGreaterThanOrEqual(180);
+    await q.stop();
+  });
+});
