@@ -24,9 +24,8 @@ import type { LocalIssuer } from './issuer/local.js';
 import type { IssuerRegistry } from './issuer/registry.js';
 import { loadCaState } from './ca/state.js';
 export { loadCaState, loadIssuer, prepareSharedState, type CaState } from './ca/state.js';
-import type { KubeConfigSource } from './k8s/client.js';
+import { kubeSource } from './k8s/source.js';
 import type { NodeAuthorizer } from './k8s/node-authorizer.js';
-import { readFileSync } from 'node:fs';
 import type { Logger } from './log/logger.js';
 import { ServingCertificate } from './serving/serving-cert.js';
 
@@ -207,12 +206,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
 
 /** Ambient mode: a watch-backed pod cache and the node authorizer that reads it. */
 async function startNodeAuthorization(config: MeshcertConfig, logger: Logger, closers: Array<() => void | Promise<void>>): Promise<NodeAuthorizer> {
-  const k = config.ambient.kubernetes;
-  const source: KubeConfigSource = k.kubeconfig
-    ? { kubeconfig: k.kubeconfig }
-    : k.server
-      ? { server: k.server, ...(k.caFile ? { caPem: readFileSync(k.caFile, 'utf8') } : {}), ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}) }
-      : { inCluster: true };
+  const source = kubeSource(config);
   // Loaded only in ambient mode: @kubernetes/client-node costs ~60 MB per process.
   const [{ createKubeClient }, { PodCache }, { NodeAuthorizer }] = await Promise.all([import('./k8s/client.js'), import('./k8s/pod-cache.js'), import('./k8s/node-authorizer.js')]);
   const pods = new PodCache({ client: createKubeClient(source), log: logger });

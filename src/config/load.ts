@@ -127,14 +127,11 @@ function resolvePaths(c: MeshcertConfig, baseDir: string): MeshcertConfig {
     },
     ca: { ...c.ca, dir: c.ca.dir ? abs(c.ca.dir) : resolve(dataDir, 'ca') },
     issuers: c.issuers.map((i) => ({ ...i, dir: abs(i.dir) })),
-    ambient: {
-      ...c.ambient,
-      kubernetes: {
-        ...c.ambient.kubernetes,
-        caFile: c.ambient.kubernetes.caFile && abs(c.ambient.kubernetes.caFile),
-        tokenFile: c.ambient.kubernetes.tokenFile && abs(c.ambient.kubernetes.tokenFile),
-        kubeconfig: c.ambient.kubernetes.kubeconfig && abs(c.ambient.kubernetes.kubeconfig),
-      },
+    kubernetes: {
+      ...c.kubernetes,
+      caFile: c.kubernetes.caFile && abs(c.kubernetes.caFile),
+      tokenFile: c.kubernetes.tokenFile && abs(c.kubernetes.tokenFile),
+      kubeconfig: c.kubernetes.kubeconfig && abs(c.kubernetes.kubeconfig),
     },
     inventory: {
       ...c.inventory,

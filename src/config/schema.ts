@@ -128,10 +128,44 @@ export const configSchema = z.strictObject({
       enabled: z.boolean().default(false),
       /** namespace/serviceaccount of node agents allowed to impersonate. */
       trustedNodeAccounts: z.array(z.string().regex(/^[a-z0-9-]+\/[a-z0-9.-]+$/, 'expected namespace/serviceaccount')).default(['istio-system/ztunnel']),
-      /** API server for pod lookups; default in-cluster. */
-      kubernetes: z
-        .strictObject({ server: z.url({ protocol: /^https$/ }).optional(), caFile: z.string().optional(), tokenFile: z.string().optional(), kubeconfig: z.string().optional() })
+    })
+    .prefault({}),
+  /** The Kubernetes API server (ambient pod lookups, controllers); default in-cluster. */
+  kubernetes: z
+    .strictObject({ server: z.url({ protocol: /^https$/ }).optional(), caFile: z.string().optional(), tokenFile: z.string().optional(), kubeconfig: z.string().optional() })
+    .prefault({}),
+  /** Istio integration that istiod does itself when its CA is on. Only the leader replica writes. */
+  istio: z
+    .strictObject({
+      /** Keep ConfigMap istio-ca-root-cert (key root-cert.pem) equal to the root bundle in every namespace. */
+      rootCertConfigMap: z
+        .strictObject({
+          enabled: z.boolean().default(false),
+          /** Label selector of the namespaces to serve; default all. */
+          namespaceSelector: z.string().optional(),
+          excludeNamespaces: z.array(z.string()).default([]),
+        })
         .prefault({}),
+      /** Issue and renew Secret istiod-tls (tls.crt, tls.key, ca.crt) for istiod's serving certificate. */
+      istiodTls: z
+        .strictObject({
+          enabled: z.boolean().default(false),
+          namespace: z.string().default('istio-system'),
+          /** Control-plane revisions: names istiod-<rev>.<ns>.svc are added. */
+          revisions: z.array(z.string()).default([]),
+          lifetime: duration.prefault('30d'),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  leaderElection: z
+    .strictObject({
+      leaseName: z.string().default('meshcert-leader'),
+      /** Namespace of the Lease; default the pod's (MESHCERT_POD_NAMESPACE). */
+      namespace: z.string().optional(),
+      leaseDuration: duration.prefault('15s'),
+      renewDeadline: duration.prefault('10s'),
+      retryPeriod: duration.prefault('2s'),
     })
     .prefault({}),
   auth: z

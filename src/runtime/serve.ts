@@ -11,6 +11,8 @@ import type { Logger } from '../log/logger.js';
 import { loadCaState, prepareSharedState } from '../ca/state.js';
 import { CaMetrics, InventoryMetrics, ReloadMetrics } from '../metrics/ca-metrics.js';
 import { Reloader } from './reload.js';
+import { startControllers } from './controllers.js';
+import type { IssuerRegistry } from '../issuer/registry.js';
 import { ExpiryMonitor } from '../monitoring/expiry-monitor.js';
 import { startWorkers, workerCount } from './cluster.js';
 
@@ -45,6 +47,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   let grpcReady: () => ReadinessCheck;
   let stopServing: () => Promise<void>;
   let applyConfig: (next: MeshcertConfig) => Promise<void>;
+  let issuers: () => IssuerRegistry;
   try {
     if (count === 1) {
       const caMetrics = new CaMetrics(registry);
@@ -56,8 +59,12 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       grpcReady = () => ({ name: 'grpc', ok: running.health.serving, detail: running.health.serving ? 'serving' : 'not serving' });
       stopServing = () => running.close();
       applyConfig = (next) => running.reload(next);
+      issuers = running.issuers;
     } else {
       await prepareSharedState(config, logger);
+      // The primary keeps its own view of the CAs for the controllers (root bundle, istiod-tls).
+      let primaryState = await loadCaState(config, logger);
+      issuers = () => primaryState.issuers;
       const aggregator = new AggregatorRegistry();
       const pool = await startWorkers(config, logger, count, {
         onInventory: (m) => {
@@ -72,8 +79,9 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       stopServing = () => pool.shutdown();
       // Validate here first (CAs load, policy builds), then let every worker apply it.
       applyConfig = async (next) => {
-        await loadCaState(next, logger);
+        const fresh = await loadCaState(next, logger);
         await pool.reload(next);
+        primaryState = fresh;
       };
       logger.info({ listen: config.server.listen, port, workers: count }, 'meshcert serving');
     }
@@ -82,6 +90,11 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     throw e;
   }
   monitor.start();
+  const controllers = await startControllers(config, issuers, logger).catch(async (e: unknown) => {
+    await stopServing();
+    await inventory?.close().catch(() => {});
+    throw e;
+  });
   let current = config;
   const reloader = new Reloader({
     ...(opts.configFile ? { configFile: opts.configFile } : {}),
@@ -89,6 +102,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     apply: async (next) => {
       await applyConfig(next);
       current = next;
+      controllers?.onRootBundleChanged();
     },
     logger,
     metrics: new ReloadMetrics(registry),
@@ -117,6 +131,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     async close() {
       reloader.stop();
       monitor.stop();
+      await controllers?.stop();
       await stopServing();
       // Workers have shipped their last records; write them all before exiting.
       await inventory?.close().catch((err: unknown) => logger.error({ err }, 'inventory could not be flushed completely'));

@@ -333,7 +333,7 @@ const EXPECTED_RBAC: Record<string, { kind: 'ClusterRole' | 'Role'; namespace?: 
   'meshcert-istiod-tls': {
     kind: 'Role',
     namespace: ISTIO_NAMESPACE,
-    rules: ['core secrets [] create', 'core secrets [istiod-tls] get,patch,update'],
+    rules: ['core secrets [] create', 'core secrets [istiod-tls] get,list,update,watch'],
   },
   'meshcert-leader-election': {
     kind: 'Role',

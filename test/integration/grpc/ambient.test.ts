@@ -45,7 +45,8 @@ describe('ambient mode: ztunnel impersonation with node authorization', () => {
     writeFileSync(join(dir, 'kube-ca.pem'), fake.caPem);
     writeFileSync(join(dir, 'kube-token'), 'meshcert-sa-token');
     ca = await startTestCa({
-      ambient: { enabled: true, kubernetes: { server: fake.url, caFile: join(dir, 'kube-ca.pem'), tokenFile: join(dir, 'kube-token') } },
+      ambient: { enabled: true },
+      kubernetes: { server: fake.url, caFile: join(dir, 'kube-ca.pem'), tokenFile: join(dir, 'kube-token') },
     });
   });
   afterAll(async () => {

@@ -1,0 +1,11 @@
+import { readFileSync } from 'node:fs';
+import type { MeshcertConfig } from '../config/schema.js';
+import type { KubeConfigSource } from './client.js';
+
+/** Where the Kubernetes API is: the `kubernetes` section, else in-cluster. (No client loaded here.) */
+export function kubeSource(config: MeshcertConfig): KubeConfigSource {
+  const k = config.kubernetes;
+  if (k.kubeconfig) return { kubeconfig: k.kubeconfig };
+  if (k.server) return { server: k.server, ...(k.caFile ? { caPem: readFileSync(k.caFile, 'utf8') } : {}), ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}) };
+  return { inCluster: true };
+}

@@ -1,0 +1,88 @@
+/**
+ * meshcert's Istio controllers as the server runs them (leader election, istio-ca-root-cert in every
+ * namespace, istiod-tls). A real Kubernetes API server was not available here: the API is served in
+ * the test on loopback (test/support/fake-kube.ts) with real Kubernetes JSON shapes.
+ */
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initCaDir } from '../../../src/ca/init.js';
+import { loadConfigFile } from '../../../src/config/load.js';
+import { createLogger } from '../../../src/log/logger.js';
+import { runServer, type RunningServer } from '../../../src/runtime/serve.js';
+import { FakeKube } from '../../support/fake-kube.js';
+import { TEST_ISSUER, writeTestJwks } from '../../support/harness.js';
+
+const ns = (name: string) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name }, status: { phase: 'Active' } });
+
+describe('root distribution and istiod-tls, run by the server', () => {
+  let fake: FakeKube;
+  let dir: string;
+  let file: string;
+  let server: RunningServer;
+  const yaml = (extra = '') => `dataDir: data
+server: { listen: "127.0.0.1:0", workers: 1 }
+admin: { listen: "127.0.0.1:0" }
+inventory: { store: none }
+ca: { autoInit: true }
+auth:
+  clusters:
+    - name: Kubernetes
+      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: jwks.json }]
+kubernetes: { server: "${fake.url}", caFile: kube-ca.pem, tokenFile: kube-token }
+istio:
+  rootCertConfigMap: { enabled: true, excludeNamespaces: [kube-system] }
+  istiodTls: { enabled: true }
+leaderElection: { namespace: meshcert, leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 1s }
+${extra}`;
+
+  beforeAll(async () => {
+    fake = await FakeKube.start({ token: 'sa-token' });
+    for (const n of ['default', 'shop', 'istio-system', 'kube-system', 'meshcert']) fake.put('namespaces', ns(n));
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-ctl-'));
+    await writeTestJwks(join(dir, 'jwks.json'));
+    writeFileSync(join(dir, 'kube-ca.pem'), fake.caPem);
+    writeFileSync(join(dir, 'kube-token'), 'sa-token');
+    file = join(dir, 'meshcert.yaml');
+    writeFileSync(file, yaml());
+    server = await runServer(loadConfigFile(file).config, createLogger('silent'), { configFile: file });
+  });
+  afterAll(async () => {
+    await server?.close();
+    await fake?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const rootIn = (n: string): string | undefined => (fake.get('configmaps', n, 'istio-ca-root-cert') as { data?: Record<string, string> } | undefined)?.data?.['root-cert.pem'];
+
+  it('writes istio-ca-root-cert (labelled) into every namespace, new ones too, and not into excluded ones', async () => {
+    const root = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    await expect.poll(() => rootIn('shop'), { timeout: 10_000 }).toBe(root);
+    expect(rootIn('default')).toBe(root);
+    expect(rootIn('kube-system')).toBeUndefined();
+    const cm = fake.get('configmaps', 'shop', 'istio-ca-root-cert') as { metadata: { labels?: Record<string, string> } };
+    expect(cm.metadata.labels?.['istio.io/config']).toBe('true');
+    fake.put('namespaces', ns('new-team'));
+    await expect.poll(() => rootIn('new-team'), { timeout: 10_000 }).toBe(root);
+  });
+
+  it('issues istiod-tls for istiod.istio-system.svc, chaining to ca.crt', async () => {
+    await expect.poll(() => fake.get('secrets', 'istio-system', 'istiod-tls'), { timeout: 10_000 }).toBeTruthy();
+    const secret = fake.get('secrets', 'istio-system', 'istiod-tls') as { data: Record<string, string> };
+    const crt = Buffer.from(secret.data['tls.crt']!, 'base64').toString();
+    const ca = Buffer.from(secret.data['ca.crt']!, 'base64').toString();
+    const leaf = new X509Certificate(crt);
+    expect(leaf.subjectAltName).toContain('DNS:istiod.istio-system.svc');
+    expect(ca).toBe(readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8'));
+  });
+
+  it('pushes a new root bundle everywhere after a reload adds a CA (rotation-style)', async () => {
+    await initCaDir({ dir: join(dir, 'second-ca'), organization: 'second' });
+    writeFileSync(file, yaml(`issuers: [{ name: second, dir: second-ca }]`));
+    expect(await server.reload('test')).toBe(true);
+    await expect.poll(() => rootIn('shop')?.match(/BEGIN CERTIFICATE/g)?.length, { timeout: 10_000 }).toBe(2);
+    await expect.poll(() => Buffer.from((fake.get('secrets', 'istio-system', 'istiod-tls') as { data: Record<string, string> }).data['ca.crt']!, 'base64').toString().match(/BEGIN CERTIFICATE/g)?.length, { timeout: 10_000 }).toBe(2);
+  });
+});
