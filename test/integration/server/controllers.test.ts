@@ -70,7 +70,7 @@ ${extra}`;
 
   it('issues istiod-tls for istiod.istio-system.svc, chaining to ca.crt', async () => {
     await expect.poll(() => fake.get('secrets', 'istio-system', 'istiod-tls'), { timeout: 10_000 }).toBeTruthy();
-    const secret = fake.get('secrets', 'istio-system', 'istiod-tls') as { data: Record<string, string> };
+    const secret = fake.get('secrets', 'istio-system', 'istiod-tls') as unknown as { data: Record<string, string> };
     const crt = Buffer.from(secret.data['tls.crt']!, 'base64').toString();
     const ca = Buffer.from(secret.data['ca.crt']!, 'base64').toString();
     const leaf = new X509Certificate(crt);
@@ -83,6 +83,6 @@ ${extra}`;
     writeFileSync(file, yaml(`issuers: [{ name: second, dir: second-ca }]`));
     expect(await server.reload('test')).toBe(true);
     await expect.poll(() => rootIn('shop')?.match(/BEGIN CERTIFICATE/g)?.length, { timeout: 10_000 }).toBe(2);
-    await expect.poll(() => Buffer.from((fake.get('secrets', 'istio-system', 'istiod-tls') as { data: Record<string, string> }).data['ca.crt']!, 'base64').toString().match(/BEGIN CERTIFICATE/g)?.length, { timeout: 10_000 }).toBe(2);
+    await expect.poll(() => Buffer.from((fake.get('secrets', 'istio-system', 'istiod-tls') as unknown as { data: Record<string, string> }).data['ca.crt']!, 'base64').toString().match(/BEGIN CERTIFICATE/g)?.length, { timeout: 10_000 }).toBe(2);
   });
 });
