@@ -59,6 +59,11 @@ export const configSchema = z.strictObject({
   /** Where meshcert keeps generated state (CA, serving certificate, dev issuer, inventory). */
   dataDir: z.string().min(1).default('.meshcert'),
   trustDomain: trustDomain.default('cluster.local'),
+  /**
+   * Other trust domains this mesh answers to (Istio's meshConfig.trustDomainAliases), e.g. while
+   * migrating: a caller may ask for its own namespace/service account under an alias.
+   */
+  trustDomainAliases: z.array(trustDomain).default([]),
   server: z
     .strictObject({
       listen: hostPort.default('0.0.0.0:15012'),

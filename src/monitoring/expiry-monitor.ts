@@ -5,6 +5,8 @@ import type { InventoryMetrics } from '../metrics/ca-metrics.js';
 
 export interface ExpiryMonitorOptions {
   readonly issuers: ReadonlyArray<{ name: string; dir: string }>;
+  /** A user-supplied serving certificate (a self-issued one renews itself). */
+  readonly servingCertFile?: string;
   /** Seconds. */
   readonly caWarnBefore: number;
   readonly staleWithin: number;
@@ -38,9 +40,9 @@ export class ExpiryMonitor {
 
   async check(now = new Date()): Promise<{ ca: CaExpiryEntry[]; stale: number }> {
     const ca: CaExpiryEntry[] = [];
-    for (const issuer of this.o.issuers) {
+    for (const [i, issuer] of this.o.issuers.entries()) {
       // Read without validity checks: an expired certificate is what we must report, not a reason to stop.
-      const { certs, problems } = readCaCertificates(issuer.dir, issuer.name);
+      const { certs, problems } = readCaCertificates(issuer.dir, issuer.name, i === 0 ? (this.o.servingCertFile ?? null) : null);
       for (const problem of problems) this.logger.error({ issuer: issuer.name, problem }, 'expiry monitor cannot read a CA file');
       ca.push(...caExpiryReport(certs, now, this.o.caWarnBefore));
     }

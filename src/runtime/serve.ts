@@ -36,7 +36,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   const invMetrics = new InventoryMetrics(registry);
   const inventory = await InventoryService.open(config.inventory, logger, invMetrics);
   const monitor = new ExpiryMonitor(
-    { issuers: [{ name: 'default', dir: config.ca.dir! }], caWarnBefore: config.monitoring.caWarnBefore, staleWithin: config.monitoring.staleWithin, interval: config.monitoring.interval },
+    { issuers: [{ name: 'default', dir: config.ca.dir! }, ...config.issuers], ...(config.server.tls.certFile ? { servingCertFile: config.server.tls.certFile } : {}), caWarnBefore: config.monitoring.caWarnBefore, staleWithin: config.monitoring.staleWithin, interval: config.monitoring.interval },
     logger,
     invMetrics,
     inventory?.store,

@@ -76,3 +76,32 @@ describe('chooseIdentity', () => {
     expect((error as CaError).message).toMatch(message);
   });
 });
+
+describe('trust-domain aliases', () => {
+  const base = {
+    method: 'jwt' as const,
+    identities: ['spiffe://cluster.local/ns/default/sa/sleep'],
+  };
+  const csrFor = (uri: string): ParsedCsr =>
+    ({ spki: Buffer.alloc(0), publicKey: undefined as never, key: { algorithm: 'ECDSA', size: 256, curve: 'P-256' }, uris: [uri], dnsNames: [], ipAddresses: [], emails: [], requestsCa: false, unknownExtensions: [] }) as ParsedCsr;
+
+  it.each([
+    ['accepts the same namespace and service account under an alias', 'spiffe://old.example/ns/default/sa/sleep', ['old.example'], 'ok'],
+    ['refuses an alias for another service account', 'spiffe://old.example/ns/default/sa/other', ['old.example'], 'IDENTITY_MISMATCH'],
+    ['refuses a trust domain that is not an alias', 'spiffe://evil.example/ns/default/sa/sleep', ['old.example'], 'IDENTITY_MISMATCH'],
+    ['refuses any other trust domain when no alias is configured', 'spiffe://old.example/ns/default/sa/sleep', [], 'IDENTITY_MISMATCH'],
+  ])('%s', (_name, uri, aliases, expected) => {
+    let result: string;
+    try {
+      result = chooseIdentity(base, csrFor(uri), aliases) === uri ? 'ok' : 'other';
+    } catch (e) {
+      result = (e as CaError).code;
+    }
+    expect(result).toBe(expected);
+  });
+
+  it('lets a caller authenticated under an alias ask for its identity in the primary trust domain', () => {
+    const caller = { method: 'client-cert' as const, identities: ['spiffe://old.example/ns/default/sa/sleep'] };
+    expect(chooseIdentity(caller, csrFor('spiffe://cluster.local/ns/default/sa/sleep'), ['old.example'])).toBe('spiffe://cluster.local/ns/default/sa/sleep');
+  });
+});
