@@ -141,7 +141,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     authenticate: (req) => auth.chain.authenticate(req),
     issuers,
     policy: () => state.policy,
-    options: { backdate: config.issuance.backdate, defaultCluster: config.auth.defaultCluster, trustDomainAliases: config.trustDomainAliases },
+    options: { backdate: config.issuance.backdate, defaultCluster: config.auth.defaultCluster, trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [] },
     ...(sink ? { beforeSign: () => assertInventoryAccepting(sink) } : {}),
     ...(config.overload.perIdentity ? { rateLimit: new IdentityRateLimiter(config.overload.perIdentity) } : {}),
     ...(nodeAuthorizer ? { nodeAuthorizer } : {}),

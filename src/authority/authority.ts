@@ -39,8 +39,8 @@ export interface AuthorityOptions {
   readonly backdate: number;
   /** The cluster an empty `clusterid` means. */
   readonly defaultCluster: string;
-  /** Trust domains interchangeable with the caller's (trust-domain aliases). */
-  readonly trustDomainAliases?: readonly string[];
+  /** The mesh's trust domain and its aliases: interchangeable in a workload identity. Empty: no aliases. */
+  readonly trustDomainGroup?: readonly string[];
 }
 
 export interface AuthorityDeps {
@@ -99,7 +99,7 @@ export class Authority {
     }
 
     const csr = parseCsrPem(req.csrPem);
-    const spiffeId = chooseIdentity(subject, csr, this.deps.options.trustDomainAliases);
+    const spiffeId = chooseIdentity(subject, csr, this.deps.options.trustDomainGroup);
     const workload = parseWorkloadSpiffeId(spiffeId);
     const decision = policy.evaluate({
       trustDomain: workload?.trustDomain ?? parseSpiffeId(spiffeId).trustDomain,
@@ -154,30 +154,28 @@ export class Authority {
  * stricter than istiod, which ignores them); a CA request is refused. Other SANs (DNS, IP, email)
  * are the policy's to allow or refuse.
  */
-export function chooseIdentity(caller: Caller, csr: ParsedCsr, trustDomainAliases: readonly string[] = []): string {
+export function chooseIdentity(caller: Caller, csr: ParsedCsr, trustDomainGroup: readonly string[] = []): string {
   if (csr.requestsCa) throw new CaError('CSR_FORBIDDEN_EXTENSION', 'the CSR asks for a CA certificate (BasicConstraints CA or keyCertSign); workload certificates cannot be CAs');
   if (caller.identities.length === 0) throw new CaError('AUTH_INVALID', 'the credential carries no workload identity');
   if (csr.uris.length === 0) return caller.identities[0]!;
   if (csr.uris.length > 1) throw new CaError('IDENTITY_MISMATCH', 'the CSR requests more than one URI SAN; an X.509-SVID has exactly one SPIFFE ID');
   const wanted = csr.uris[0]!;
-  if (!caller.identities.includes(wanted) && !isAliasOf(wanted, caller.identities, trustDomainAliases)) {
+  if (!caller.identities.includes(wanted) && !isAliasOf(wanted, caller.identities, trustDomainGroup)) {
     throw new CaError('IDENTITY_MISMATCH', `the CSR requests identity ${wanted.slice(0, 256)}, but the caller is ${caller.identities.join(', ')}`);
   }
   return wanted;
 }
 
 /**
- * Trust-domain aliases: spiffe://<alias>/ns/N/sa/S is the caller's identity too when the caller is
- * spiffe://<td>/ns/N/sa/S and <td> and <alias> are both in the alias group (with the caller's own).
+ * Trust-domain aliases: spiffe://<a>/ns/N/sa/S is the caller's identity too when the caller is
+ * spiffe://<b>/ns/N/sa/S and both <a> and <b> belong to the mesh's trust-domain group.
  */
-function isAliasOf(wanted: string, identities: readonly string[], aliases: readonly string[]): boolean {
-  if (aliases.length === 0) return false;
+function isAliasOf(wanted: string, identities: readonly string[], group: readonly string[]): boolean {
+  if (group.length < 2) return false;
   const w = parseWorkloadSpiffeId(wanted);
-  if (!w) return false;
+  if (!w || !group.includes(w.trustDomain)) return false;
   return identities.some((id) => {
     const c = parseWorkloadSpiffeId(id);
-    if (!c || c.namespace !== w.namespace || c.serviceAccount !== w.serviceAccount) return false;
-    const group = new Set([c.trustDomain, ...aliases]);
-    return group.has(w.trustDomain) && (aliases.includes(w.trustDomain) || aliases.includes(c.trustDomain));
+    return c !== null && c.namespace === w.namespace && c.serviceAccount === w.serviceAccount && group.includes(c.trustDomain);
   });
 }

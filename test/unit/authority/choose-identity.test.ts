@@ -86,9 +86,9 @@ describe('trust-domain aliases', () => {
     ({ spki: Buffer.alloc(0), publicKey: undefined as never, key: { algorithm: 'ECDSA', size: 256, curve: 'P-256' }, uris: [uri], dnsNames: [], ipAddresses: [], emails: [], requestsCa: false, unknownExtensions: [] }) as ParsedCsr;
 
   it.each([
-    ['accepts the same namespace and service account under an alias', 'spiffe://old.example/ns/default/sa/sleep', ['old.example'], 'ok'],
-    ['refuses an alias for another service account', 'spiffe://old.example/ns/default/sa/other', ['old.example'], 'IDENTITY_MISMATCH'],
-    ['refuses a trust domain that is not an alias', 'spiffe://evil.example/ns/default/sa/sleep', ['old.example'], 'IDENTITY_MISMATCH'],
+    ['accepts the same namespace and service account under an alias', 'spiffe://old.example/ns/default/sa/sleep', ['cluster.local', 'old.example'], 'ok'],
+    ['refuses an alias for another service account', 'spiffe://old.example/ns/default/sa/other', ['cluster.local', 'old.example'], 'IDENTITY_MISMATCH'],
+    ['refuses a trust domain that is not an alias', 'spiffe://evil.example/ns/default/sa/sleep', ['cluster.local', 'old.example'], 'IDENTITY_MISMATCH'],
     ['refuses any other trust domain when no alias is configured', 'spiffe://old.example/ns/default/sa/sleep', [], 'IDENTITY_MISMATCH'],
   ])('%s', (_name, uri, aliases, expected) => {
     let result: string;
@@ -102,6 +102,6 @@ describe('trust-domain aliases', () => {
 
   it('lets a caller authenticated under an alias ask for its identity in the primary trust domain', () => {
     const caller = { method: 'client-cert' as const, identities: ['spiffe://old.example/ns/default/sa/sleep'] };
-    expect(chooseIdentity(caller, csrFor('spiffe://cluster.local/ns/default/sa/sleep'), ['old.example'])).toBe('spiffe://cluster.local/ns/default/sa/sleep');
+    expect(chooseIdentity(caller, csrFor('spiffe://cluster.local/ns/default/sa/sleep'), ['cluster.local', 'old.example'])).toBe('spiffe://cluster.local/ns/default/sa/sleep');
   });
 });
