@@ -29,6 +29,7 @@ describe('mesh policy and several CAs over TLS', () => {
     await initCaDir({ dir: join(dir, 'payments-ca'), organization: 'payments' });
     ca = await startTestCa({
       issuers: [{ name: 'payments-ca', dir: join(dir, 'payments-ca') }],
+      trustDomainAliases: ['old.example'],
       policy: {
         rules: [
           { name: 'deny-kube-system', match: { namespaces: ['kube-system'] }, deny: 'kube-system workloads get their certificates from istiod' },
@@ -78,6 +79,13 @@ describe('mesh policy and several CAs over TLS', () => {
     const e = await refused(ca.request({ csrPem: (await makeCsr({ uris: [ID('istio-ingress', 'other')], dns: [dns] })).pem, token: await mintToken({ ns: 'istio-ingress', sa: 'other' }) }));
     expect(e.code).toBe(status.INVALID_ARGUMENT);
     expect(e.details).toContain(dns);
+  });
+
+  it('issues a workload its own identity under a trust-domain alias, and nothing else', async () => {
+    const chain = await ca.request({ csrPem: (await makeCsr({ uris: ['spiffe://old.example/ns/shop/sa/web'] })).pem, token: await mintToken({ ns: 'shop', sa: 'web' }) });
+    expect(new X509Certificate(chain[0]!).subjectAltName).toBe('URI:spiffe://old.example/ns/shop/sa/web');
+    const e = await refused(ca.request({ csrPem: (await makeCsr({ uris: ['spiffe://old.example/ns/shop/sa/admin'] })).pem, token: await mintToken({ ns: 'shop', sa: 'web' }) }));
+    expect(e.code).toBe(status.PERMISSION_DENIED);
   });
 
   it('signs two namespaces with two CAs whose chains both verify against the union root bundle', async () => {
