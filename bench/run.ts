@@ -54,7 +54,13 @@ const log = (msg: string): void => {
 async function main(): Promise<void> {
   if (!args['skip-build']) execFileSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
   const dir = mkdtempSync(join(tmpdir(), 'meshcert-bench-'));
-  const results: { rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number } = { rows: [], ceilings: {}, peakRssMb: 0 };
+  const results: { rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number; peakRssPerProcessMb: number[]; phasePeakRssMb: Record<string, number> } = {
+    rows: [],
+    ceilings: {},
+    peakRssMb: 0,
+    peakRssPerProcessMb: [],
+    phasePeakRssMb: {},
+  };
   let server: BenchServer | undefined;
   let peakRss = 0;
   let rssTimer: NodeJS.Timeout | undefined;
@@ -82,11 +88,15 @@ async function main(): Promise<void> {
     // Warm up (JIT, connections, token cache for nothing in particular).
     await runLoad(prepare(rsaReqs.slice(0, smoke ? 50 : 1000)), load);
 
+    const phase = (name: string): void => {
+      results.phasePeakRssMb[name] = round(peakRss / 2 ** 20);
+    };
     const measure = async (scenario: string, reqs: BenchRequest[]): Promise<Row> => {
       const cpu0 = srv.cpuSeconds();
       const r = await runLoad(prepare(reqs), load);
       const cpu = srv.cpuSeconds() - cpu0;
       checkSamples(r, rootPem, scenario, failures);
+      phase(scenario);
       return row(scenario, 'node:http2, distinct CSR+token per call', r, cpu);
     };
     results.rows.push(await measure('RSA-2048 CSR, RS256 token', rsaReqs));
@@ -98,13 +108,14 @@ async function main(): Promise<void> {
         const one = (kind === 'rsa2048' ? rsaReqs : ecReqs)[0]!;
         const body = prepare([one])[0]!.body;
         const label = kind === 'rsa2048' ? 'RSA-2048 CSR, RS256 token' : 'ECDSA P-256 CSR, ES256 token';
+        await sleep(1000); // logs are flushed every 250 ms: count only this run's lines
         const before = srv.countLog('"decision":"issued"');
         const cpu0 = srv.cpuSeconds();
         const peak = await runH2load({ port: srv.port, body, token: one.token, dir, requests: smoke ? 2000 : 60000, clients: 8, streams: 16 });
         const cpu = srv.cpuSeconds() - cpu0;
-        await sleep(500); // let the log catch up
+        await sleep(1000); // let the log catch up
         const issued = srv.countLog('"decision":"issued"') - before;
-        const errors = peak.requests - issued;
+        const errors = peak.failed + Math.max(0, peak.requests - issued);
         if (errors !== 0) failures.push(`h2load ${label}: ${peak.requests} answered, ${issued} issued (grpc-status not OK for the rest)`);
         results.rows.push({
           scenario: label,
@@ -119,14 +130,20 @@ async function main(): Promise<void> {
         });
         // Latency at half of the measured peak, rate-limited.
         const clients = 8;
+        await sleep(1000);
+        const beforeHalf = srv.countLog('"decision":"issued"');
         const half = await runH2load({ port: srv.port, body, token: one.token, dir, durationSeconds: smoke ? 2 : 15, clients, streams: 16, rpsPerClient: Math.max(1, Math.floor(peak.perSecond / 2 / clients)) });
+        await sleep(1000);
+        const halfIssued = srv.countLog('"decision":"issued"') - beforeHalf;
+        const halfErrors = half.failed + Math.max(0, half.requests - halfIssued);
+        if (halfErrors !== 0) failures.push(`h2load ${label} at half of peak: ${half.requests} answered, ${halfIssued} issued, ${half.failed} transport failures`);
         results.rows.push({
           scenario: label,
           driver: 'h2load, fixed body at half of peak',
           requests: half.requests,
           perSecond: round(half.perSecond),
           latency: roundLat(half.latency),
-          errors: half.requests - half.succeeded2xx,
+          errors: halfErrors,
           unavailable: 0,
           serverCpuSeconds: NaN,
           cpuPerRequestUs: NaN,
@@ -138,7 +155,9 @@ async function main(): Promise<void> {
 
     log('restart storm: every identity at once, retrying UNAVAILABLE like istio-agent');
     const stormCalls = prepare(stormReqs);
+    phase('before storm');
     const storm = await runLoad(stormCalls, { port: srv.port, rootPem, connections: 50, concurrency: stormCalls.length, retry: true });
+    phase('storm');
     results.storm = {
       identities: stormCalls.length,
       secondsUntilAllServed: round(storm.elapsedMs / 1000, 2),
@@ -175,6 +194,7 @@ async function main(): Promise<void> {
     }
   } finally {
     if (rssTimer) clearInterval(rssTimer);
+    if (server) results.peakRssPerProcessMb = server.peakRssMb();
     const code = server ? await server.stop() : null;
     if (server && code !== 0) failures.push(`meshcert exited with ${code} on SIGTERM`);
     rmSync(dir, { recursive: true, force: true });
@@ -242,7 +262,7 @@ function decodeChain(frame: Buffer): string[] {
   return out;
 }
 
-function printTable(out: { machine: Record<string, unknown>; rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number }): void {
+function printTable(out: { machine: Record<string, unknown>; rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number; peakRssPerProcessMb: number[]; phasePeakRssMb: Record<string, number> }): void {
   const m = out.machine;
   console.log(`\nmeshcert bench: ${m.cpus} x ${m.model}, Node ${m.node}, OpenSSL ${m.openssl}`);
   console.log(`crypto ceiling (all cores, token verify + CSR verify + leaf sign): RSA ${out.ceilings.rsa2048}/s, EC ${out.ceilings.ec256}/s`);
@@ -254,7 +274,7 @@ function printTable(out: { machine: Record<string, unknown>; rows: Row[]; storm?
   for (const l of lines) console.log(fmt(l));
   console.log(`storm: ${JSON.stringify(out.storm)}`);
   if (out.soak) console.log(`soak: ${JSON.stringify({ ...(out.soak as object), samples: undefined })}`);
-  console.log(`server peak RSS (primary + workers): ${out.peakRssMb} MB`);
+  console.log(`server peak RSS (primary + workers): ${out.peakRssMb} MB; per process (VmHWM, primary first): ${out.peakRssPerProcessMb.join(', ')} MB; by phase: ${JSON.stringify(out.phasePeakRssMb)}`);
 }
 
 function roundLat(l: LatencySummary): LatencySummary {

@@ -170,7 +170,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   creds.current = credentials;
   let closing = false;
   const server = new GrpcServer(
-    { listen: config.server.listen, maxRequestBytes: config.server.maxRequestBytes, shutdownGrace: config.server.shutdownGrace },
+    { listen: config.server.listen, maxRequestBytes: config.server.maxRequestBytes, shutdownGrace: config.server.shutdownGrace, maxConcurrentStreams: config.server.maxConcurrentStreams },
     certificateServiceImpl({ authority, logger, observer: fanOut(observers), ready: () => !closing && health.serving, admit: () => limiter.admit() }),
     health,
     credentials,

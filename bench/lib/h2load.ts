@@ -5,6 +5,8 @@ import { summarize, type LatencySummary } from './stats.js';
 
 export interface H2loadResult {
   requests: number;
+  /** Requests h2load itself saw fail (transport), not counting grpc-status. */
+  failed: number;
   succeeded2xx: number;
   perSecond: number;
   latency: LatencySummary;
@@ -51,6 +53,7 @@ export function runH2load(o: {
       if (err) return reject(new Error(`h2load failed: ${err.message}`));
       const done = /requests: (\d+) total, \d+ started, (\d+) done/.exec(stdout);
       const status = /status codes: (\d+) 2xx/.exec(stdout);
+      const failed = /succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(stdout);
       const rate = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(stdout);
       const lat = readFileSync(logFile, 'utf8')
         .split('\n')
@@ -58,6 +61,7 @@ export function runH2load(o: {
         .map((l) => Number(l.split('\t')[2]) / 1000);
       resolve({
         requests: Number(done?.[2] ?? 0),
+        failed: failed ? Number(failed[1]) + Number(failed[2]) + Number(failed[3]) : 0,
         succeeded2xx: Number(status?.[1] ?? 0),
         perSecond: Number(rate?.[1] ?? 0),
         latency: summarize(lat),

@@ -14,6 +14,8 @@ export interface BenchServer {
   cpuSeconds(): number;
   /** Current RSS of primary + workers, bytes. */
   rssBytes(): number;
+  /** Peak RSS (VmHWM) of each process so far, MB: the primary first, then workers. */
+  peakRssMb(): number[];
   /** Lines of the server's log containing this string. */
   countLog(fragment: string): number;
   stop(): Promise<number | null>;
@@ -65,6 +67,7 @@ export async function startServer(root: string, configFile: string, logFile: str
     child,
     cpuSeconds: () => pids().reduce((sum, p) => sum + procCpuSeconds(p), 0),
     rssBytes: () => pids().reduce((sum, p) => sum + procRss(p), 0),
+    peakRssMb: () => pids().map((p) => Math.round(procStatusKb(p, 'VmHWM') / 1024)),
     countLog: (fragment) => readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes(fragment)).length,
     stop: () =>
       new Promise((resolve) => {
@@ -101,9 +104,13 @@ function procCpuSeconds(pid: number): number {
 }
 
 function procRss(pid: number): number {
+  return procStatusKb(pid, 'VmRSS') * 1024;
+}
+
+function procStatusKb(pid: number, field: string): number {
   try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
   } catch {
     return 0;
   }

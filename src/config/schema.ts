@@ -85,6 +85,8 @@ export const configSchema = z.strictObject({
         .prefault({}),
       /** A CSR is a few KB; anything larger is refused with RESOURCE_EXHAUSTED. */
       maxRequestBytes: z.number().int().min(4096).max(4 * 1024 * 1024).default(64 * 1024),
+      /** Calls one connection may have open at once (HTTP/2 max concurrent streams); clients queue the rest. */
+      maxConcurrentStreams: z.number().int().min(1).max(10_000).default(100),
       /** How long SIGTERM waits for in-flight calls before closing connections. */
       shutdownGrace: duration.prefault('20s'),
       /**

@@ -9,6 +9,7 @@ export interface GrpcServerOptions {
   readonly maxRequestBytes: number;
   /** Seconds in-flight calls get to finish on shutdown. */
   readonly shutdownGrace: number;
+  readonly maxConcurrentStreams: number;
 }
 
 /** The gRPC listener: the certificate service plus health, over the given (TLS) credentials. */
@@ -27,6 +28,9 @@ export class GrpcServer {
       // Oversized requests are refused by grpc-js with RESOURCE_EXHAUSTED before we parse anything.
       'grpc.max_receive_message_length': options.maxRequestBytes,
       'grpc.max_send_message_length': 1024 * 1024,
+      // Bounds memory in a restart storm: a client opens at most this many calls per connection
+      // at once and queues the rest itself (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+      'grpc.max_concurrent_streams': options.maxConcurrentStreams,
       // Agents keep connections open for hours; allow their keepalive pings.
       'grpc.keepalive_permit_without_calls': 1,
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
