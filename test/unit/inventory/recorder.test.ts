@@ -274,13 +274,12 @@ describe('InventoryRecorder (in-memory store)', () => {
     await rec.close();
   });
 
-  it('record() is cheap: 100k records queue in well under a second', async () => {
+  // How cheap record() is belongs to the benchmark; here: 100k records queue without a flush and all arrive.
+  it('record() queues 100k records without writing, and close() writes them all', async () => {
     const store = new MemoryStore();
     const rec = new InventoryRecorder(store, { flushIntervalMs: SLOW, batchSize: 1_000_000 });
     const recs = Array.from({ length: 100_000 }, (_, i) => makeRecord(i));
-    const t = performance.now();
     for (const r of recs) rec.record(r);
-    expect(performance.now() - t).toBeLessThan(1000);
     expect(rec.backlog).toBe(100_000);
     expect(rec.canAccept()).toBe(false); // default maxBuffer 100k
     await rec.close();

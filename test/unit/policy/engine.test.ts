@@ -132,11 +132,13 @@ describe('PolicyEngine globs', () => {
     expect(single({ namespaces: [pattern] }).evaluate(req({ namespace: value })).rule).toBe(matches ? 'r' : 'default');
   });
 
-  it('stays fast on a pathological pattern and a long name', () => {
+  // A ReDoS guard, not a speed test: naive backtracking on this input takes minutes, the compiled
+  // glob a fraction of a millisecond; the bound is far above any machine's noise.
+  it('does not backtrack catastrophically on a pathological pattern and a long name', () => {
     const e = single({ serviceAccounts: ['*a*a*a*a*a*a*b'] });
     const started = performance.now();
     expect(e.evaluate(req({ serviceAccount: 'a'.repeat(253) })).rule).toBe('default');
-    expect(performance.now() - started).toBeLessThan(50);
+    expect(performance.now() - started).toBeLessThan(5000);
   });
 });
 
