@@ -4,7 +4,7 @@ import { parseCsrPem } from '../csr/parse.js';
 import type { CsrKeyInfo, ParsedCsr } from '../csr/types.js';
 import { isCaError } from '../errors/ca-error.js';
 import { PolicyEngine, type PolicyDecision, type PolicyRequest, type RuleEvaluation } from '../policy/engine.js';
-import { parsePolicy, readYamlFile } from '../policy/load.js';
+import { loadConfigFile } from '../config/load.js';
 import { parseWorkloadSpiffeId, workloadSpiffeId } from '../x509/spiffe-id.js';
 import { parse, UsageError } from './args.js';
 
@@ -102,19 +102,13 @@ export async function policyCommand(argv: string[]): Promise<number> {
   const serviceAccount = v.sa ?? fromCsr?.serviceAccount;
   if (!namespace || !serviceAccount) throw new UsageError('policy explain needs --ns and --sa (or --csr with a workload SPIFFE ID)');
 
-  // The config: its policy section, plus the defaults for cluster and trust domain.
-  const raw = readYamlFile(v.config);
-  const config = isRecord(raw) ? raw : {};
-  const policy = parsePolicy(config.policy, v.config, 'policy');
-  const auth = isRecord(config.auth) ? config.auth : {};
-  const cluster = v.cluster ?? (typeof auth.defaultCluster === 'string' ? auth.defaultCluster : 'Kubernetes');
-  const clusterTd = Array.isArray(auth.clusters)
-    ? auth.clusters.filter(isRecord).find((c) => c.name === cluster)?.trustDomain
-    : undefined;
-  const trustDomain =
-    v['trust-domain'] ??
-    fromCsr?.trustDomain ??
-    (typeof clusterTd === 'string' ? clusterTd : typeof config.trustDomain === 'string' ? config.trustDomain : 'cluster.local');
+  // The config, loaded exactly as `serve` loads it (issuance shorthands, issuer checks, env), so the
+  // explanation is the server's decision; plus the defaults for cluster and trust domain.
+  const config = loadConfigFile(v.config).config;
+  const policy = config.policy;
+  const cluster = v.cluster ?? config.auth.defaultCluster;
+  const clusterTd = config.auth.clusters.find((c) => c.name === cluster)?.trustDomain;
+  const trustDomain = v['trust-domain'] ?? fromCsr?.trustDomain ?? clusterTd ?? config.trustDomain;
   let identity: string;
   try {
     identity = workloadSpiffeId(trustDomain, namespace, serviceAccount);
@@ -163,10 +157,6 @@ export async function policyCommand(argv: string[]): Promise<number> {
   if (v.json) console.log(JSON.stringify(out, null, 2));
   else printText(out);
   return decision.allowed ? 0 : 1;
-}
-
-function isRecord(x: unknown): x is Record<string, unknown> {
-  return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
 /** Repeated and comma-separated values, trimmed, empty ones dropped. */

@@ -15,6 +15,9 @@ auth:
       tokenReview: {}
     - name: east
       trustDomain: east.example
+issuers:
+  - name: gateways-ca
+    dir: gateways-ca
 policy:
   rules:
     - name: deny-kube-system
