@@ -51,7 +51,15 @@ export interface WorkerHooks {
 
 export async function startWorkers(config: MeshcertConfig, logger: Logger, count: number, hooks: WorkerHooks = {}): Promise<WorkerPool> {
   // 'advanced' serialization (structured clone) keeps Dates in inventory records intact.
-  cluster.setupPrimary({ exec: process.argv[1], args: ['worker'], silent: false, serialization: 'advanced' });
+  const heap = config.server.workerHeapMb;
+  const userSetHeap = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => a.startsWith('--max-old-space-size'));
+  cluster.setupPrimary({
+    exec: process.argv[1],
+    args: ['worker'],
+    silent: false,
+    serialization: 'advanced',
+    execArgv: [...process.execArgv, ...(heap > 0 && !userSetHeap ? [`--max-old-space-size=${heap}`] : [])],
+  });
   let stopping = false;
   const live = new Set<Worker>();
   let restarts = 0;
