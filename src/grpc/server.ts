@@ -33,6 +33,8 @@ export class GrpcServer {
       'grpc.max_concurrent_streams': options.maxConcurrentStreams,
       // Agents keep connections open for hours; allow their keepalive pings.
       'grpc.keepalive_permit_without_calls': 1,
+      // Channelz bookkeeping costs CPU on every call; meshcert exposes its own metrics instead.
+      'grpc.enable_channelz': 0,
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
     });
     const protos = loadProtos();
