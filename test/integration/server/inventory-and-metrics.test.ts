@@ -165,4 +165,29 @@ describe('PostgreSQL outage during issuance', () => {
     await store.close();
     await db.drop();
   }, 90_000);
+
+  it.skipIf(skip !== null)('with inventory.failClosed, refuses with UNAVAILABLE (retryable, nothing internal) while PostgreSQL is down, then issues again', async () => {
+    const db = await createTestDatabase('failclosed', cluster.url);
+    const fcDir = mkdtempSync(join(tmpdir(), 'meshcert-failclosed-'));
+    const s = await start(fcDir, { inventory: { url: db.url, failClosed: true } });
+    try {
+      const token = await mintToken({ ns: 'pay', sa: 'api' });
+      const csr = (await makeCsr({ uris: [ID('pay', 'api')] })).pem;
+      await s.client.createCertificate({ csrPem: csr, token });
+      await stopPostgres(cluster);
+      // Refused once the recorder has seen the store fail (a write or its health check).
+      await expect
+        .poll(() => s.client.createCertificate({ csrPem: csr, token }).then(() => 'issued', (e: { code: number; details: string }) => `${e.code} ${e.details}`), { timeout: 20_000, interval: 250 })
+        .toMatch(/^14 the certificate inventory is unavailable/);
+      const e = await s.client.createCertificate({ csrPem: csr, token }).catch((err: { details: string }) => err);
+      expect((e as { details: string }).details).not.toMatch(/postgres|ECONNREFUSED|127\.0\.0\.1|\/tmp\//i);
+      await startPostgres(cluster);
+      await expect.poll(() => s.client.createCertificate({ csrPem: csr, token }).then(() => 'issued', () => 'refused'), { timeout: 20_000, interval: 250 }).toBe('issued');
+    } finally {
+      await s.server.close();
+      s.client.close();
+      rmSync(fcDir, { recursive: true, force: true });
+      await db.drop();
+    }
+  }, 90_000);
 });
