@@ -159,13 +159,13 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const servingExpiry = (notAfter: Date): void => o.metrics?.caExpiry.set({ issuer: 'default', role: 'serving', subject: 'meshcert serving certificate' }, notAfter.getTime() / 1000);
   const serving = ServingCertificate.start(config.server.tls, currentIssuer, logger, (m) => {
     servingExpiry(m.notAfter);
-    creds.current?.update({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: state.issuers.rootBundlePem });
+    creds.current?.update({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: state.issuers.anchorsPem });
   });
   servingExpiry(serving.current.notAfter);
   const credentials = new ReloadableServerCredentials({
     certChainPem: serving.current.certChainPem,
     keyPem: serving.current.keyPem,
-    clientCaPem: state.issuers.rootBundlePem,
+    clientCaPem: state.issuers.anchorsPem,
   });
   creds.current = credentials;
   let closing = false;
@@ -192,7 +192,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       state = fresh;
       caMetrics();
       if (signerChanged) serving.reissue();
-      else credentials.update({ certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.rootBundlePem });
+      else credentials.update({ certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem });
       logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length, roots: fresh.issuers.roots.length }, 'configuration reloaded');
     },
     async close() {

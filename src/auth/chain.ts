@@ -29,7 +29,7 @@ export interface AuthChainOptions {
   maxTokenLength?: number;
 }
 
-const NO_CREDENTIAL = 'no credential: send a service-account token in the authorization header or a client certificate';
+const NO_CREDENTIAL = 'no credential: send a service-account token in the authorization header, or a client certificate issued by this CA';
 const TOKEN_NOT_ACCEPTED = 'bearer token not accepted: it is not a JWT from a trusted issuer';
 
 function printableCluster(id: string): string {

@@ -75,7 +75,9 @@ export async function createIntermediateCert(
   return x509.X509CertificateGenerator.create({
     serialNumber: caSerial(),
     subject: o.subject,
-    issuer: issuer.cert.subject,
+    // The parent's subject exactly as encoded (string types included): Go and rustls match an
+    // issuer to its parent by bytes, so re-encoding the name from text would break the chain.
+    issuer: issuer.cert.subjectName,
     notBefore: o.notBefore,
     notAfter: o.notAfter,
     publicKey: subjectKey,

@@ -1,6 +1,7 @@
 import { createPrivateKey, type KeyObject, X509Certificate, createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { ConfigError } from '../errors/ca-error.js';
+import { issuerAndSubjectDer } from '../x509/names.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { caPath } from './files.js';
 
@@ -90,6 +91,12 @@ export function buildMaterial(
     if (!ok) {
       const what = i + 1 < intermediates.length ? 'the next certificate in cert-chain.pem' : 'any certificate in root-cert.pem';
       throw new ConfigError(`CA chain does not verify: "${child.subject.replace(/\n/g, ', ')}" is not signed by ${what}`);
+    }
+    const parent = parents.find((p) => child.checkIssued(p) && child.verify(p.publicKey))!;
+    if (!issuerAndSubjectDer(child.raw).issuer.equals(issuerAndSubjectDer(parent.raw).subject)) {
+      throw new ConfigError(
+        `CA chain: the issuer name of "${child.subject.replace(/\n/g, ', ')}" is not byte-for-byte its parent's subject (different string encodings); Go clients and ztunnel would reject the chain. Re-issue it with the parent's subject copied exactly`,
+      );
     }
     if (i > 0 && !child.ca) throw new ConfigError('cert-chain.pem holds a certificate that is not a CA');
   }

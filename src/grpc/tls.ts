@@ -5,7 +5,7 @@ export interface ServingIdentity {
   /** PEM chain: serving certificate first, then intermediates. */
   readonly certChainPem: string;
   readonly keyPem: string;
-  /** Roots client certificates may chain to (meshcert's roots), for optional mTLS. */
+  /** Anchors client certificates may chain to (meshcert's roots and intermediates), for optional mTLS. */
   readonly clientCaPem?: string;
 }
 
@@ -13,8 +13,10 @@ export interface ServingIdentity {
  * Server credentials whose certificate can be swapped at run time (renewal, file change):
  * grpc-js applies `updateSecureContextOptions` to live listeners via setSecureContext, so new
  * handshakes use the new certificate and existing connections are untouched.
- * Client certificates are requested but optional (workloads use tokens; VMs and istiod may use mTLS);
- * their chains are checked by the client-certificate authenticator, not by the handshake.
+ * Client certificates are requested but optional (workloads use tokens; VMs and istiod may use mTLS).
+ * The handshake checks them against `clientCaPem` (meshcert's roots and intermediates): grpc-js
+ * shows a peer certificate to the service only when the handshake verified it. The
+ * client-certificate authenticator then checks identity, validity and usage again.
  */
 export class ReloadableServerCredentials extends ServerCredentials {
   constructor(identity: ServingIdentity) {

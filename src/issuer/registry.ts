@@ -13,6 +13,12 @@ export class IssuerRegistry {
   readonly roots: readonly X509Certificate[];
   /** Roots and intermediates of every issuer: anchors for client-certificate authentication. */
   readonly anchors: readonly X509Certificate[];
+  /**
+   * The same anchors as PEM, for the TLS handshake's client-certificate check: grpc-js hands the
+   * peer certificate to the service only when the handshake verified it, and a client may send
+   * its leaf alone, so the handshake must know meshcert's intermediates too.
+   */
+  readonly anchorsPem: string;
   private readonly byName: ReadonlyMap<string, LocalIssuer>;
 
   constructor(issuers: readonly LocalIssuer[]) {
@@ -30,6 +36,7 @@ export class IssuerRegistry {
     this.roots = roots;
     this.rootBundlePem = roots.map(certToPem).join('');
     this.anchors = [...issuers.flatMap((i) => i.material.intermediates), ...roots];
+    this.anchorsPem = this.anchors.map(certToPem).join('');
   }
 
   get default(): LocalIssuer {

@@ -229,6 +229,14 @@ describe('client certificate (mTLS) authentication', () => {
     await expectRefused(mtls.createCertificate({ csrPem: other.pem }), status.PERMISSION_DENIED);
   });
 
+  it('authenticates a client that presents its leaf alone (no intermediate)', async () => {
+    const csr = await buildWorkloadCsr(ID('vm', 'leafonly'), 'ec256');
+    const first = await ca.request({ csrPem: csr.csrPem, token: await mintToken({ ns: 'vm', sa: 'leafonly' }) });
+    const mtls = ca.client({ clientCert: { certPem: first[0]!, keyPem: csr.privateKeyPem } });
+    const chain = await mtls.createCertificate({ csrPem: (await buildWorkloadCsr(ID('vm', 'leafonly'), 'ec256')).csrPem });
+    expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('vm', 'leafonly')}`);
+  });
+
   it('refuses a client certificate from a foreign CA as UNAUTHENTICATED', async () => {
     const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify'])) as CryptoKeyPair;
     const self = await x509.X509CertificateGenerator.createSelfSigned({

@@ -91,7 +91,7 @@ describe('AuthChain: outcome precedence', () => {
     { name: 'backend unavailable wins over AUTH_INVALID in the other order too', chain: ['unavailable', 'invalid'], code: 'AUTH_BACKEND_UNAVAILABLE' },
     { name: 'reports the first AUTH_INVALID reason', chain: ['null', 'invalid'], code: 'AUTH_INVALID', message: /^invalid-1: token expired$/ },
     { name: 'an unexpected exception becomes INTERNAL, not UNAUTHENTICATED', chain: ['boom', 'invalid'], code: 'INTERNAL', message: /^internal error while authenticating$/ },
-    { name: 'all null without a credential is AUTH_MISSING', chain: ['null', 'null'], req: {}, code: 'AUTH_MISSING', message: /^no credential: send a service-account token in the authorization header or a client certificate$/ },
+    { name: 'all null without a credential is AUTH_MISSING', chain: ['null', 'null'], req: {}, code: 'AUTH_MISSING', message: /^no credential: send a service-account token in the authorization header, or a client certificate issued by this CA$/ },
     { name: 'all null with a bearer token is AUTH_INVALID (untrusted issuer)', chain: ['null'], code: 'AUTH_INVALID', message: /not a JWT from a trusted issuer/ },
     { name: 'an empty bearer token counts as no credential', chain: ['ok'], req: { bearerToken: '' }, code: 'AUTH_MISSING' },
   ];
