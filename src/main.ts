@@ -52,7 +52,7 @@ export interface StartOptions {
 }
 
 /** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
-export async function buildAuthChain(config: MeshcertConfig, issuers: () => IssuerRegistry, logger: Logger, metrics?: CaMetrics): Promise<{ chain: AuthChain; close: () => void }> {
+export async function buildAuthChain(config: MeshcertConfig, issuers: () => IssuerRegistry, logger: Logger, metrics?: CaMetrics): Promise<{ chain: AuthChain; defaultCluster: string; close: () => void }> {
   const closers: Array<() => void> = [];
   const clientCert = config.auth.clientCertificates
     ? // grpc-js exposes only the peer's leaf, so our own intermediates are trusted as anchors too:
@@ -118,10 +118,19 @@ export async function buildAuthChain(config: MeshcertConfig, issuers: () => Issu
   }
   const chain = new AuthChain({
     clusters,
-    ...(clusters.has(config.auth.defaultCluster) ? { defaultCluster: config.auth.defaultCluster } : {}),
+    defaultCluster: effectiveDefaultCluster(config, clusters),
     cache: config.auth.tokenCache.maxEntries > 0 ? new TokenCache({ maxEntries: config.auth.tokenCache.maxEntries, maxTtlMs: config.auth.tokenCache.maxTtl * 1000 }) : false,
   });
-  return { chain, close: () => closers.forEach((c) => c()) };
+  return { chain, defaultCluster: effectiveDefaultCluster(config, clusters), close: () => closers.forEach((c) => c()) };
+}
+
+/**
+ * What an empty `clusterid` means, decided once for authentication, policy and inventory alike:
+ * auth.defaultCluster when configured, else the only cluster there is.
+ */
+function effectiveDefaultCluster(config: MeshcertConfig, clusters: ReadonlyMap<string, unknown>): string {
+  if (clusters.has(config.auth.defaultCluster) || clusters.size !== 1) return config.auth.defaultCluster;
+  return [...clusters.keys()][0]!;
 }
 
 export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Promise<RunningMeshcert> {
@@ -141,7 +150,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     authenticate: (req) => auth.chain.authenticate(req),
     issuers,
     policy: () => state.policy,
-    options: { backdate: config.issuance.backdate, defaultCluster: config.auth.defaultCluster, trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [] },
+    options: { backdate: config.issuance.backdate, defaultCluster: auth.defaultCluster, trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [] },
     ...(sink ? { beforeSign: () => assertInventoryAccepting(sink) } : {}),
     ...(config.overload.perIdentity ? { rateLimit: new IdentityRateLimiter(config.overload.perIdentity) } : {}),
     ...(nodeAuthorizer ? { nodeAuthorizer } : {}),
@@ -187,7 +196,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     health,
     async reload(next: MeshcertConfig) {
       // Build everything first; a failure leaves the running state untouched.
-      const fresh = await loadCaState(next, logger);
+      const fresh = await loadCaState(next, logger, { reload: true });
       const signerChanged = fresh.issuers.default.material.signingCert.fingerprint256 !== state.issuers.default.material.signingCert.fingerprint256;
       state = fresh;
       caMetrics();

@@ -4,6 +4,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { CaError } from '../errors/ca-error.js';
+import { spiffeIdProblem } from '../x509/spiffe-id.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
 
 export interface ClientCertOptions {
@@ -103,8 +104,11 @@ export class ClientCertAuthenticator implements Authenticator {
     } catch (err) {
       throw invalid('client certificate subject alternative names could not be parsed', err);
     }
-    const identities = uris.filter((u) => u.startsWith('spiffe://'));
-    if (identities.length === 0) throw invalid('client certificate has no SPIFFE ID (URI SAN)');
+    // An X509-SVID has exactly one URI SAN, a valid SPIFFE ID with a path (SPIFFE X509-SVID §2, §5.2).
+    if (uris.length !== 1) throw invalid(uris.length === 0 ? 'client certificate has no SPIFFE ID (URI SAN)' : 'client certificate has more than one URI SAN; an X509-SVID has exactly one');
+    const problem = spiffeIdProblem(uris[0]!);
+    if (problem || !/^spiffe:\/\/[^/]+\/./.test(uris[0]!)) throw invalid(`client certificate URI SAN is not a workload SPIFFE ID${problem ? `: ${problem}` : ' (no path)'}`);
+    const identities = [uris[0]!];
 
     const caller: { -readonly [K in keyof Caller]: Caller[K] } = {
       method: 'client-cert',

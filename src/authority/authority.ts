@@ -83,7 +83,6 @@ export class Authority {
   }
 
   private issueFor(caller: Caller, req: CertificateRequest): IssuedCertificate {
-    this.deps.rateLimit?.take(caller.identities[0] ?? 'unknown');
     const registry = this.deps.issuers();
     const policy = this.deps.policy();
 
@@ -97,12 +96,15 @@ export class Authority {
       this.deps.nodeAuthorizer.authorize(caller, impersonate);
       subject = { ...caller, identities: [impersonate] };
     }
+    // Per workload identity: every ztunnel shares one service account, so key on who the
+    // certificate is for, not on who asks.
+    this.deps.rateLimit?.take(subject.identities[0] ?? 'unknown');
 
     const csr = parseCsrPem(req.csrPem);
     const spiffeId = chooseIdentity(subject, csr, this.deps.options.trustDomainGroup);
     const workload = parseWorkloadSpiffeId(spiffeId);
     const decision = policy.evaluate({
-      trustDomain: workload?.trustDomain ?? parseSpiffeId(spiffeId).trustDomain,
+      trustDomain: workload?.trustDomain ?? trustDomainOf(spiffeId),
       clusterId: req.auth.clusterId || this.deps.options.defaultCluster,
       namespace: workload?.namespace ?? subject.namespace ?? '',
       serviceAccount: workload?.serviceAccount ?? subject.serviceAccount ?? '',
@@ -146,6 +148,14 @@ export class Authority {
       // The root bundle is the union of every issuer's roots, so all workloads trust each other.
       chain: [leaf.pem, ...issuer.material.intermediatesPem, registry.rootBundlePem],
     };
+  }
+}
+
+function trustDomainOf(id: string): string {
+  try {
+    return parseSpiffeId(id).trustDomain;
+  } catch (e) {
+    throw new CaError('IDENTITY_MISMATCH', `the requested identity is not a valid SPIFFE ID: ${(e as Error).message}`);
   }
 }
 

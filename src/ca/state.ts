@@ -14,9 +14,11 @@ import type { Logger } from '../log/logger.js';
 import { PolicyEngine } from '../policy/engine.js';
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
-export async function loadIssuer(config: MeshcertConfig, logger: Logger): Promise<LocalIssuer> {
+export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean } = {}): Promise<LocalIssuer> {
   const dir = config.ca.dir!;
   if (isCaDirEmpty(dir)) {
+    // Never on a reload: a directory that looks empty mid-update must not become a new root of trust.
+    if (o.allowInit === false) throw new ConfigError(`CA directory ${dir} is empty; not creating a new CA on a reload`);
     if (!config.ca.autoInit) {
       throw new ConfigError(`CA directory ${dir} is empty: run "meshcert ca init --dir ${dir}", mount Istio's cacerts there, or set ca.autoInit: true`);
     }
@@ -47,8 +49,8 @@ export interface CaState {
 }
 
 /** Loads every configured CA (default first; autoInit applies to it only) and the policy. */
-export async function loadCaState(config: MeshcertConfig, logger: Logger): Promise<CaState> {
-  const issuers = [await loadIssuer(config, logger)];
+export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { reload?: boolean } = {}): Promise<CaState> {
+  const issuers = [await loadIssuer(config, logger, { allowInit: !o.reload })];
   for (const i of config.issuers) {
     let issuer: LocalIssuer;
     try {

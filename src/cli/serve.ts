@@ -19,6 +19,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
   if (v.dev === Boolean(v.config)) throw new UsageError(`serve needs exactly one of --config FILE or --dev\n${SERVE_USAGE}`);
   const config: MeshcertConfig = v.config ? loadConfigFile(v.config).config : parseConfig(DEV_CONFIG, process.env, 'the embedded dev config');
   const logger = createLogger(config.log.level);
+  // Logged rather than fatal in the process that owns the inventory and the controllers: a stray
+  // rejection there must not take the whole replica down with records still buffered.
+  process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection'));
   // SIGHUP's default action ends the process; until the reloader takes over, say it was too early.
   const earlyHup = (): void => logger.warn('SIGHUP received before startup finished; ignored');
   process.on('SIGHUP', earlyHup);

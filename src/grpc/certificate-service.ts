@@ -1,4 +1,4 @@
-import type { Metadata, ServerUnaryCall, sendUnaryData, UntypedServiceImplementation } from '@grpc/grpc-js';
+import { status, type Metadata, type ServerUnaryCall, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { AuthRequest } from '../auth/types.js';
 import type { Authority } from '../authority/authority.js';
 import type { CallContext, IssuanceObserver } from '../authority/observer.js';
@@ -27,13 +27,23 @@ export function certificateServiceImpl(deps: CertificateServiceDeps): UntypedSer
       callback: sendUnaryData<IstioCertificateResponseMsg>,
     ) => {
       const started = performance.now();
-      const auth = authRequestFrom(call);
+      let auth: AuthRequest;
+      let metadata: Record<string, string>;
+      try {
+        auth = authRequestFrom(call);
+        metadata = flattenMetadata(call.request.metadata);
+      } catch (err) {
+        logger.error({ err }, 'malformed call');
+        callback({ code: status.INVALID_ARGUMENT, details: 'malformed request' });
+        return;
+      }
       const ctx = (): CallContext => ({ clusterId: auth.clusterId, latencyMs: performance.now() - started, peer: call.getPeer() });
       const fail = (err: unknown): void => {
         const failure = toGrpcFailure(err);
         const caller = err instanceof CaError ? err.caller : undefined;
         const c = { ...ctx(), ...(caller ? { caller } : {}) };
-        if (failure.reason === 'INTERNAL') logger.error({ err, peer: c.peer }, 'internal error while issuing');
+        if (failure.code === status.INTERNAL) logger.error({ err, peer: c.peer, code: failure.reason }, 'internal error while issuing');
+        else if (failure.reason === 'AUTH_BACKEND_UNAVAILABLE') logger.warn({ err, code: failure.reason }, 'authentication backend unavailable');
         logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, caller, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
         observer?.refused(failure.reason, failure.details, c);
         callback({ code: failure.code, details: failure.details });
@@ -53,7 +63,7 @@ export function certificateServiceImpl(deps: CertificateServiceDeps): UntypedSer
         .issue({
           csrPem: typeof call.request.csr === 'string' ? call.request.csr : '',
           validitySeconds: call.request.validityDuration,
-          metadata: flattenMetadata(call.request.metadata),
+          metadata,
           auth,
         })
         .then((cert) => {

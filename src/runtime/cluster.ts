@@ -128,7 +128,11 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           if (pendingReloads.delete(id)) resolve(['a worker did not answer the reload within 30s']);
         }, 30_000).unref();
       });
-      if (errors.length > 0) throw new Error(errors[0]);
+      if (errors.length > 0) {
+        // Some workers may have applied it: put every worker back on the config in force.
+        for (const w of targets) if (w.isConnected()) w.send({ type: 'reload', id: ++reloadId, config: currentConfig } satisfies PrimaryMessage);
+        throw new Error(errors[0]);
+      }
       currentConfig = next;
     },
     async shutdown() {

@@ -47,7 +47,11 @@ export class Reloader {
   trigger(reason: string): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
-      this.running = this.running.then(() => this.reload(reason)).then(() => undefined);
+      // A failure is logged inside reload(); the chain itself must never stay rejected.
+      this.running = this.running.then(() => this.reload(reason)).then(
+        () => undefined,
+        (err: unknown) => this.o.logger.error({ err }, 'reload failed unexpectedly'),
+      );
     }, 300);
     this.timer.unref();
   }

@@ -79,7 +79,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       stopServing = () => pool.shutdown();
       // Validate here first (CAs load, policy builds), then let every worker apply it.
       applyConfig = async (next) => {
-        const fresh = await loadCaState(next, logger);
+        const fresh = await loadCaState(next, logger, { reload: true });
         await pool.reload(next);
         primaryState = fresh;
       };

@@ -17,6 +17,11 @@ export async function workerMain(): Promise<number> {
   // must drain on the primary's word, not die mid-call.
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => {});
+  // A bug, not a request failure: log it and let the primary start a clean replacement.
+  process.on('unhandledRejection', (err) => {
+    logger.error({ err }, 'unhandled rejection in worker; exiting for a clean restart');
+    process.exit(1);
+  });
 
   let running: RunningMeshcert;
   // The primary's AggregatorRegistry asks each worker for its registry over IPC; constructing one
