@@ -10,26 +10,41 @@ import type { MeshcertConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
 
-const CONFIG_ENV = 'MESHCERT_WORKER_CONFIG';
+/** Marks a process forked by `serve`; the config itself arrives over IPC (no secrets in the environment, no size limit). */
+const WORKER_ENV = 'MESHCERT_WORKER';
 
 export type WorkerMessage =
+  | { type: 'need-config' }
   | { type: 'listening'; port: number }
   | { type: 'fatal'; message: string }
   | { type: 'reloaded'; id: number; error?: string }
   | InventoryMessage;
-export type PrimaryMessage = { type: 'shutdown' } | { type: 'reload'; id: number; config: MeshcertConfig } | InventoryStateMessage;
+export type PrimaryMessage =
+  | { type: 'config'; config: MeshcertConfig }
+  | { type: 'shutdown' }
+  | { type: 'reload'; id: number; config: MeshcertConfig }
+  | InventoryStateMessage;
 
 export function workerCount(config: MeshcertConfig): number {
   return config.server.workers === 'auto' ? Math.max(1, availableParallelism()) : config.server.workers;
 }
 
 export function isWorker(): boolean {
-  return cluster.isWorker && process.env[CONFIG_ENV] !== undefined;
+  return cluster.isWorker && process.env[WORKER_ENV] === '1';
 }
 
-/** The validated config the primary handed to this worker (already resolved and checked). */
-export function workerConfig(): MeshcertConfig {
-  return JSON.parse(process.env[CONFIG_ENV]!) as MeshcertConfig;
+/** The validated config the primary sends each worker right after forking it. */
+export function workerConfig(): Promise<MeshcertConfig> {
+  return new Promise((resolve) => {
+    const onMessage = (m: PrimaryMessage): void => {
+      if (m?.type !== 'config') return;
+      process.off('message', onMessage);
+      resolve(m.config);
+    };
+    process.on('message', onMessage);
+    // Ask only once listening: a message sent before the listener exists would be lost.
+    process.send?.({ type: 'need-config' } satisfies WorkerMessage);
+  });
 }
 
 export interface WorkerPool {
@@ -70,12 +85,14 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   const fork = (): Promise<number> =>
     new Promise((resolve, reject) => {
       // A replacement worker starts with the config in force now, not the one from startup.
-      const w = cluster.fork({ [CONFIG_ENV]: JSON.stringify(currentConfig) });
+      const w = cluster.fork({ [WORKER_ENV]: '1' });
       live.add(w);
       let listening = false;
       w.on('message', (m: WorkerMessage) => {
         if (m.type === 'inventory') {
           hooks.onInventory?.(m);
+        } else if (m.type === 'need-config') {
+          w.send({ type: 'config', config: currentConfig } satisfies PrimaryMessage);
         } else if (m.type === 'reloaded') {
           const p = pendingReloads.get(m.id);
           if (p) {

@@ -8,7 +8,7 @@ import { IpcSink } from './ipc-sink.js';
 
 /** Entry point of a forked worker: serve gRPC until the primary says to drain. */
 export async function workerMain(): Promise<number> {
-  const config = workerConfig();
+  const config = await workerConfig();
   const logger = createLogger(config.log.level).child({ worker: cluster.worker?.id });
   const send = (m: WorkerMessage): void => {
     process.send?.(m);
