@@ -80,9 +80,10 @@ async function main(): Promise<void> {
     log('pre-generating distinct CSRs and tokens (not timed)');
     const pool = await rsaKeyPool(smoke ? 4 : 64);
     const rsaReqs = makeRequests(n, 'rsa2048', signers, pool, 'rsa');
-    const ecReqs = makeRequests(n, 'ec256', signers, pool, 'ec');
-    const mixReqs = interleave(makeRequests(n / 2, 'rsa2048', signers, pool, 'mixr'), makeRequests(n / 2, 'ec256', signers, pool, 'mixe'));
-    const stormReqs = interleave(makeRequests(smoke ? 500 : 5000, 'rsa2048', signers, pool, 'storm-r'), makeRequests(smoke ? 500 : 5000, 'ec256', signers, pool, 'storm-e'));
+    const soak = args.soak!;
+    const ecReqs = soak ? [] : makeRequests(n, 'ec256', signers, pool, 'ec');
+    const mixReqs = soak ? [] : interleave(makeRequests(n / 2, 'rsa2048', signers, pool, 'mixr'), makeRequests(n / 2, 'ec256', signers, pool, 'mixe'));
+    const stormReqs = soak ? [] : interleave(makeRequests(smoke ? 500 : 5000, 'rsa2048', signers, pool, 'storm-r'), makeRequests(smoke ? 500 : 5000, 'ec256', signers, pool, 'storm-e'));
     const load = { port: server.port, rootPem, connections: 8, concurrency: 64 };
 
     // Warm up (JIT, connections, token cache for nothing in particular).
@@ -99,75 +100,78 @@ async function main(): Promise<void> {
       phase(scenario);
       return row(scenario, 'node:http2, distinct CSR+token per call', r, cpu);
     };
-    results.rows.push(await measure('RSA-2048 CSR, RS256 token', rsaReqs));
-    results.rows.push(await measure('ECDSA P-256 CSR, ES256 token', ecReqs));
-    results.rows.push(await measure('mix (half RSA, half EC)', mixReqs));
+    // --soak runs only the soak (and the ceiling): it is about memory over time, not peak numbers.
+    if (!args.soak) {
+      results.rows.push(await measure('RSA-2048 CSR, RS256 token', rsaReqs));
+      results.rows.push(await measure('ECDSA P-256 CSR, ES256 token', ecReqs));
+      results.rows.push(await measure('mix (half RSA, half EC)', mixReqs));
 
-    if (await hasH2load()) {
-      for (const kind of ['rsa2048', 'ec256'] as KeyKind[]) {
-        const one = (kind === 'rsa2048' ? rsaReqs : ecReqs)[0]!;
-        const body = prepare([one])[0]!.body;
-        const label = kind === 'rsa2048' ? 'RSA-2048 CSR, RS256 token' : 'ECDSA P-256 CSR, ES256 token';
-        await sleep(1000); // logs are flushed every 250 ms: count only this run's lines
-        const before = srv.countLog('"decision":"issued"');
-        const cpu0 = srv.cpuSeconds();
-        const peak = await runH2load({ port: srv.port, body, token: one.token, dir, requests: smoke ? 2000 : 60000, clients: 8, streams: 16 });
-        const cpu = srv.cpuSeconds() - cpu0;
-        await sleep(1000); // let the log catch up
-        const issued = srv.countLog('"decision":"issued"') - before;
-        const errors = peak.failed + Math.max(0, peak.requests - issued);
-        if (errors !== 0) failures.push(`h2load ${label}: ${peak.requests} answered, ${issued} issued (grpc-status not OK for the rest)`);
-        results.rows.push({
-          scenario: label,
-          driver: 'h2load, fixed body (peak)',
-          requests: peak.requests,
-          perSecond: round(peak.perSecond),
-          latency: roundLat(peak.latency),
-          errors,
-          unavailable: 0,
-          serverCpuSeconds: round(cpu, 2),
-          cpuPerRequestUs: round((cpu / Math.max(1, peak.requests)) * 1e6),
-        });
-        // Latency at half of the measured peak, rate-limited.
-        const clients = 8;
-        await sleep(1000);
-        const beforeHalf = srv.countLog('"decision":"issued"');
-        const half = await runH2load({ port: srv.port, body, token: one.token, dir, durationSeconds: smoke ? 2 : 15, clients, streams: 16, rpsPerClient: Math.max(1, Math.floor(peak.perSecond / 2 / clients)) });
-        await sleep(1000);
-        const halfIssued = srv.countLog('"decision":"issued"') - beforeHalf;
-        const halfErrors = half.failed + Math.max(0, half.requests - halfIssued);
-        if (halfErrors !== 0) failures.push(`h2load ${label} at half of peak: ${half.requests} answered, ${halfIssued} issued, ${half.failed} transport failures`);
-        results.rows.push({
-          scenario: label,
-          driver: 'h2load, fixed body at half of peak',
-          requests: half.requests,
-          perSecond: round(half.perSecond),
-          latency: roundLat(half.latency),
-          errors: halfErrors,
-          unavailable: 0,
-          serverCpuSeconds: NaN,
-          cpuPerRequestUs: NaN,
-        });
+      if (await hasH2load()) {
+        for (const kind of ['rsa2048', 'ec256'] as KeyKind[]) {
+          const one = (kind === 'rsa2048' ? rsaReqs : ecReqs)[0]!;
+          const body = prepare([one])[0]!.body;
+          const label = kind === 'rsa2048' ? 'RSA-2048 CSR, RS256 token' : 'ECDSA P-256 CSR, ES256 token';
+          await sleep(1000); // logs are flushed every 250 ms: count only this run's lines
+          const before = srv.countLog('"decision":"issued"');
+          const cpu0 = srv.cpuSeconds();
+          const peak = await runH2load({ port: srv.port, body, token: one.token, dir, requests: smoke ? 2000 : 60000, clients: 8, streams: 16 });
+          const cpu = srv.cpuSeconds() - cpu0;
+          await sleep(1000); // let the log catch up
+          const issued = srv.countLog('"decision":"issued"') - before;
+          const errors = peak.failed + Math.max(0, peak.requests - issued);
+          if (errors !== 0) failures.push(`h2load ${label}: ${peak.requests} answered, ${issued} issued (grpc-status not OK for the rest)`);
+          results.rows.push({
+            scenario: label,
+            driver: 'h2load, fixed body (peak)',
+            requests: peak.requests,
+            perSecond: round(peak.perSecond),
+            latency: roundLat(peak.latency),
+            errors,
+            unavailable: 0,
+            serverCpuSeconds: round(cpu, 2),
+            cpuPerRequestUs: round((cpu / Math.max(1, peak.requests)) * 1e6),
+          });
+          // Latency at half of the measured peak, rate-limited.
+          const clients = 8;
+          await sleep(1000);
+          const beforeHalf = srv.countLog('"decision":"issued"');
+          const half = await runH2load({ port: srv.port, body, token: one.token, dir, durationSeconds: smoke ? 2 : 15, clients, streams: 16, rpsPerClient: Math.max(1, Math.floor(peak.perSecond / 2 / clients)) });
+          await sleep(1000);
+          const halfIssued = srv.countLog('"decision":"issued"') - beforeHalf;
+          const halfErrors = half.failed + Math.max(0, half.requests - halfIssued);
+          if (halfErrors !== 0) failures.push(`h2load ${label} at half of peak: ${half.requests} answered, ${halfIssued} issued, ${half.failed} transport failures`);
+          results.rows.push({
+            scenario: label,
+            driver: 'h2load, fixed body at half of peak',
+            requests: half.requests,
+            perSecond: round(half.perSecond),
+            latency: roundLat(half.latency),
+            errors: halfErrors,
+            unavailable: 0,
+            serverCpuSeconds: NaN,
+            cpuPerRequestUs: NaN,
+          });
+        }
+      } else {
+        failures.push('h2load not found (Debian package nghttp2-client): fixed-body runs skipped');
       }
-    } else {
-      failures.push('h2load not found (Debian package nghttp2-client): fixed-body runs skipped');
-    }
 
-    log('restart storm: every identity at once, retrying UNAVAILABLE like istio-agent');
-    const stormCalls = prepare(stormReqs);
-    phase('before storm');
-    const storm = await runLoad(stormCalls, { port: srv.port, rootPem, connections: 50, concurrency: stormCalls.length, retry: true });
-    phase('storm');
-    results.storm = {
-      identities: stormCalls.length,
-      secondsUntilAllServed: round(storm.elapsedMs / 1000, 2),
-      served: storm.ok,
-      unavailableRetried: storm.unavailable,
-      otherErrors: storm.otherErrors,
-      errorCodes: storm.errorCodes,
-      latency: roundLat(summarize(storm.latenciesMs)),
-    };
-    if (storm.ok !== stormCalls.length || storm.otherErrors > 0) failures.push(`storm: ${storm.ok}/${stormCalls.length} served, ${storm.otherErrors} non-retryable errors`);
+      log('restart storm: every identity at once, retrying UNAVAILABLE like istio-agent');
+      const stormCalls = prepare(stormReqs);
+      phase('before storm');
+      const storm = await runLoad(stormCalls, { port: srv.port, rootPem, connections: 50, concurrency: stormCalls.length, retry: true });
+      phase('storm');
+      results.storm = {
+        identities: stormCalls.length,
+        secondsUntilAllServed: round(storm.elapsedMs / 1000, 2),
+        served: storm.ok,
+        unavailableRetried: storm.unavailable,
+        otherErrors: storm.otherErrors,
+        errorCodes: storm.errorCodes,
+        latency: roundLat(summarize(storm.latenciesMs)),
+      };
+      if (storm.ok !== stormCalls.length || storm.otherErrors > 0) failures.push(`storm: ${storm.ok}/${stormCalls.length} served, ${storm.otherErrors} non-retryable errors`);
+    }
 
     if (args.soak) {
       const seconds = Number(args.duration);
@@ -178,10 +182,12 @@ async function main(): Promise<void> {
       const sampler = setInterval(() => samples.push({ t: Math.round((Date.now() - t0) / 1000), rssMb: round(srv.rssBytes() / 2 ** 20) }), 5000);
       const r = await runLoad(prepare(rsaReqs), { ...load, durationMs: seconds * 1000, ratePerSecond: rate });
       clearInterval(sampler);
-      const first = samples.slice(0, Math.max(1, Math.floor(samples.length / 5)));
+      // Compare after warm-up (the second fifth) with the end: heaps grow to their working size first.
+      const fifth = Math.max(1, Math.floor(samples.length / 5));
+      const first = samples.slice(fifth, 2 * fifth);
       const last = samples.slice(-Math.max(1, Math.floor(samples.length / 5)));
       const avg = (xs: typeof samples): number => xs.reduce((a, b) => a + b.rssMb, 0) / xs.length;
-      results.soak = { seconds, rate, served: r.ok, errors: r.otherErrors + r.unavailable, latency: roundLat(summarize(r.latenciesMs)), rssFirstFifthMb: round(avg(first)), rssLastFifthMb: round(avg(last)), samples };
+      results.soak = { seconds, rate, served: r.ok, errors: r.otherErrors + r.unavailable, latency: roundLat(summarize(r.latenciesMs)), rssAfterWarmupMb: round(avg(first)), rssLastFifthMb: round(avg(last)), samples };
     }
 
     log('crypto ceiling (server idle)');
