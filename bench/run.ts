@@ -278,7 +278,7 @@ function printTable(out: { machine: Record<string, unknown>; rows: Row[]; storm?
   const fmt = (cells: unknown[]): string => cells.map((c, i) => String(c).padEnd(widths[i]!)).join('  ');
   console.log(fmt(head));
   for (const l of lines) console.log(fmt(l));
-  console.log(`storm: ${JSON.stringify(out.storm)}`);
+  if (out.storm) console.log(`storm: ${JSON.stringify(out.storm)}`);
   if (out.soak) console.log(`soak: ${JSON.stringify({ ...(out.soak as object), samples: undefined })}`);
   console.log(`server peak RSS (primary + workers): ${out.peakRssMb} MB; per process (VmHWM, primary first): ${out.peakRssPerProcessMb.join(', ')} MB; by phase: ${JSON.stringify(out.phasePeakRssMb)}`);
 }
