@@ -1,9 +1,6 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../../src/errors/ca-error.js';
-import { loadPolicyFile, parsePolicy } from '../../../src/policy/load.js';
+import { parsePolicy } from '../../../src/policy/load.js';
 import { BUILTIN_DEFAULT, policySchema, type Policy } from '../../../src/policy/schema.js';
 
 const H = 3600;
@@ -213,20 +210,7 @@ describe('policySchema: problems, each with its path', () => {
   });
 });
 
-describe('parsePolicy and loadPolicyFile', () => {
-  let dir: string;
-  beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'meshcert-policy-'));
-  });
-  afterAll(() => {
-    rmSync(dir, { recursive: true, force: true });
-  });
-  const file = (name: string, text: string): string => {
-    const path = join(dir, name);
-    writeFileSync(path, text);
-    return path;
-  };
-
+describe('parsePolicy', () => {
   it('lists every problem with its full path in one ConfigError', () => {
     let err: unknown;
     try {
@@ -240,27 +224,5 @@ describe('parsePolicy and loadPolicyFile', () => {
         '  - policy.rules.0.lifetime.max: invalid duration "2w": use a number followed by s, m, h or d (e.g. 24h)\n' +
         '  - policy.rules.0.extra: unknown setting',
     );
-  });
-
-  it('reads the policy section of a config file', () => {
-    const path = file('config.yaml', 'trustDomain: example.org\npolicy:\n  rules:\n    - name: r\n      match: { namespaces: a }\n      deny: no\n');
-    expect(loadPolicyFile(path, 'policy').rules).toEqual([{ name: 'r', match: { namespaces: ['a'] }, deny: 'no' }]);
-  });
-
-  it('gives the default policy when the config has no policy section', () => {
-    expect(loadPolicyFile(file('empty-policy.yaml', 'trustDomain: example.org\npolicy:\n'), 'policy')).toEqual({ rules: [], default: BUILTIN_DEFAULT });
-  });
-
-  it('reads a separate policy file with the same shape', () => {
-    const path = file('policy.yaml', 'rules:\n  - name: gw\n    issuer: gw-ca\ndefault:\n  lifetime: { default: 1h }\n');
-    const p = loadPolicyFile(path);
-    expect(p.rules[0]).toMatchObject({ name: 'gw', issuer: 'gw-ca', lifetime: { default: H } });
-  });
-
-  it('names the file and the YAML problem', () => {
-    const path = file('dup.yaml', 'rules: []\nrules: []\n');
-    expect(() => loadPolicyFile(path)).toThrow(ConfigError);
-    expect(() => loadPolicyFile(path)).toThrow(`${path} is not valid YAML`);
-    expect(() => loadPolicyFile(join(dir, 'missing.yaml'))).toThrow('ENOENT');
   });
 });
