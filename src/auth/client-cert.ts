@@ -4,7 +4,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { CaError } from '../errors/ca-error.js';
-import { spiffeIdProblem } from '../x509/spiffe-id.js';
+import { parseWorkloadSpiffeId, spiffeIdProblem } from '../x509/spiffe-id.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
 
 export interface ClientCertOptions {
@@ -20,7 +20,6 @@ export interface ClientCertOptions {
 
 const EKU_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 const EKU_ANY = '2.5.29.37.0';
-const SPIFFE_NS_SA = /^spiffe:\/\/[^/]+\/ns\/([^/]+)\/sa\/([^/]+)$/;
 
 /**
  * URI SANs of a DER certificate (parsed with an ASN.1 decoder, not from a display string).
@@ -115,12 +114,10 @@ export class ClientCertAuthenticator implements Authenticator {
       identities,
       expiresAt: Math.floor(Date.parse(leaf.validTo) / 1000),
     };
-    if (identities.length === 1) {
-      const m = SPIFFE_NS_SA.exec(identities[0] as string);
-      if (m) {
-        caller.namespace = m[1] as string;
-        caller.serviceAccount = m[2] as string;
-      }
+    const workload = parseWorkloadSpiffeId(identities[0]!);
+    if (workload) {
+      caller.namespace = workload.namespace;
+      caller.serviceAccount = workload.serviceAccount;
     }
     return caller;
   }

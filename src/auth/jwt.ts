@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
 import type { CompactJWSHeaderParameters, CryptoKey, FlattenedJWSInput, JSONWebKeySet, JWTPayload } from 'jose';
 import { CaError } from '../errors/ca-error.js';
+import { trustDomainProblem } from '../x509/spiffe-id.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
 
 /** Asymmetric signature algorithms accepted on tokens. `none` and HS* are always refused. */
@@ -58,7 +59,6 @@ const MAX_JWKS_BYTES = 1024 * 1024;
 
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
-const TRUST_DOMAIN = /^[a-z0-9._-]+$/;
 
 /** Kubernetes namespace name rule (DNS-1123 label, ≤ 63). */
 export function isValidNamespace(ns: string): boolean {
@@ -72,7 +72,7 @@ export function isValidServiceAccount(sa: string): boolean {
 
 /** SPIFFE trust-domain rule (lowercase letters, digits, `.`, `-`, `_`; ≤ 255). */
 export function isValidTrustDomain(td: string): boolean {
-  return td.length > 0 && td.length <= 255 && TRUST_DOMAIN.test(td);
+  return trustDomainProblem(td) === null;
 }
 
 /** Throws a configuration Error naming `field` unless `td` is a valid trust domain. */

@@ -12,6 +12,14 @@ export interface SpiffeId {
   readonly path: string;
 }
 
+/** Returns the reason a trust domain name is invalid, or null when it is valid. */
+export function trustDomainProblem(td: string): string | null {
+  if (td.length === 0) return 'SPIFFE ID has an empty trust domain';
+  if (td.length > 255) return 'SPIFFE trust domain is longer than 255 characters';
+  if (!TRUST_DOMAIN.test(td)) return 'SPIFFE trust domain may hold only lowercase letters, digits, ".", "-" and "_"';
+  return null;
+}
+
 /** Returns the reason an ID is invalid, or null when it is a valid SPIFFE ID. */
 export function spiffeIdProblem(id: string): string | null {
   if (Buffer.byteLength(id) > 2048) return 'SPIFFE ID is longer than 2048 bytes';
@@ -19,9 +27,8 @@ export function spiffeIdProblem(id: string): string | null {
   const rest = id.slice(PREFIX.length);
   const slash = rest.indexOf('/');
   const td = slash === -1 ? rest : rest.slice(0, slash);
-  if (td.length === 0) return 'SPIFFE ID has an empty trust domain';
-  if (td.length > 255) return 'SPIFFE trust domain is longer than 255 characters';
-  if (!TRUST_DOMAIN.test(td)) return 'SPIFFE trust domain may hold only lowercase letters, digits, ".", "-" and "_"';
+  const tdProblem = trustDomainProblem(td);
+  if (tdProblem) return tdProblem;
   if (slash === -1) return null;
   const path = rest.slice(slash);
   if (path === '/') return 'SPIFFE ID path must not end with "/"';
