@@ -14,12 +14,13 @@ import type { MeshcertConfig } from './config/schema.js';
 import { ensureDevIssuer } from './dev/token-issuer.js';
 import { CaError, ConfigError } from './errors/ca-error.js';
 import { fanOut, type IssuanceObserver } from './authority/observer.js';
-import { certificateServiceImpl } from './grpc/certificate-service.js';
+import { createCertificateHandler } from './grpc/certificate-service.js';
 import { inventoryObserver, type RecordSink } from './inventory/sink.js';
 import type { CaMetrics } from './metrics/ca-metrics.js';
 import { HealthService } from './grpc/health.js';
 import { GrpcServer } from './grpc/server.js';
-import { ReloadableServerCredentials } from './grpc/tls.js';
+import { CERTIFICATE_SERVICE, HEALTH_SERVICE, methodCodec, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from './grpc/proto.js';
+import type { HealthCheckRequest, HealthCheckResponse } from './grpc/health.js';
 import type { LocalIssuer } from './issuer/local.js';
 import type { IssuerRegistry } from './issuer/registry.js';
 import { loadCaState } from './ca/state.js';
@@ -55,8 +56,8 @@ export interface StartOptions {
 export async function buildAuthChain(config: MeshcertConfig, issuers: () => IssuerRegistry, logger: Logger, metrics?: CaMetrics): Promise<{ chain: AuthChain; defaultCluster: string; close: () => void }> {
   const closers: Array<() => void> = [];
   const clientCert = config.auth.clientCertificates
-    ? // grpc-js exposes only the peer's leaf, so our own intermediates are trusted as anchors too:
-      // a leaf they signed is ours by construction.
+    ? // The listener passes on only the peer's leaf, so our own intermediates are trusted as anchors
+      // too: a leaf they signed is ours by construction.
       new ClientCertAuthenticator({ roots: () => issuers().anchors })
     : undefined;
   const clusters = new Map<string, Authenticator[]>();
@@ -163,28 +164,27 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const observers = [o.metrics?.observer(), sink && inventoryObserver(sink), o.observer].filter((x): x is IssuanceObserver => x !== undefined);
 
   const health = new HealthService([CA_SERVICE_NAME]);
-  // The serving certificate's renewals update the credentials created from its first value.
-  const creds: { current?: ReloadableServerCredentials } = {};
+  // The serving certificate's renewals update the listener created with its first value.
+  const listener: { current?: GrpcServer } = {};
   const servingExpiry = (notAfter: Date): void => o.metrics?.caExpiry.set({ issuer: 'default', role: 'serving', subject: 'meshcert serving certificate' }, notAfter.getTime() / 1000);
   const serving = ServingCertificate.start(config.server.tls, currentIssuer, logger, (m) => {
     servingExpiry(m.notAfter);
-    creds.current?.update({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: state.issuers.anchorsPem });
+    listener.current?.updateTls({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: state.issuers.anchorsPem });
   });
   servingExpiry(serving.current.notAfter);
-  const credentials = new ReloadableServerCredentials({
-    certChainPem: serving.current.certChainPem,
-    keyPem: serving.current.keyPem,
-    clientCaPem: state.issuers.anchorsPem,
-  });
-  creds.current = credentials;
   let closing = false;
   const server = new GrpcServer(
     { listen: config.server.listen, maxRequestBytes: config.server.maxRequestBytes, shutdownGrace: config.server.shutdownGrace, maxConcurrentStreams: config.server.maxConcurrentStreams },
-    certificateServiceImpl({ authority, logger, observer: fanOut(observers), ready: () => !closing && health.serving, admit: () => limiter.admit() }),
-    health,
-    credentials,
+    { certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem },
     logger,
-  );
+  )
+    .unary(
+      methodCodec<IstioCertificateRequestMsg, IstioCertificateResponseMsg>(CERTIFICATE_SERVICE, 'CreateCertificate'),
+      createCertificateHandler({ authority, logger, observer: fanOut(observers), ready: () => !closing && health.serving, admit: () => limiter.admit() }),
+    )
+    .unary(methodCodec<HealthCheckRequest, HealthCheckResponse>(HEALTH_SERVICE, 'Check'), (req) => health.check(req))
+    .serverStream(methodCodec<HealthCheckRequest, HealthCheckResponse>(HEALTH_SERVICE, 'Watch'), (req, _call, stream) => health.watch(req, stream));
+  listener.current = server;
   const port = await server.start();
   health.setAll('SERVING');
   logger.info({ listen: config.server.listen, port, trustDomain: config.trustDomain, servingCert: serving.current.source, ambient: config.ambient.enabled }, 'meshcert serving');
@@ -201,11 +201,13 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       state = fresh;
       caMetrics();
       if (signerChanged) serving.reissue();
-      else credentials.update({ certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem });
+      else server.updateTls({ certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem });
       logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length, roots: fresh.issuers.roots.length }, 'configuration reloaded');
     },
     async close() {
       closing = true;
+      health.setAll('NOT_SERVING');
+      health.endWatches();
       await server.shutdown();
       serving.close();
       for (const c of closers) await c();

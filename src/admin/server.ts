@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { handleCertificatesApi } from './certificates-api.js';
+import { splitHostPort } from '../net/host-port.js';
 import type { InventoryStore } from '../inventory/types.js';
 import type { Logger } from '../log/logger.js';
 
@@ -69,7 +70,3 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
   };
 }
 
-export function splitHostPort(hostPort: string): { host: string; port: number } {
-  const i = hostPort.lastIndexOf(':');
-  return { host: hostPort.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(hostPort.slice(i + 1)) };
-}

@@ -41,6 +41,8 @@ export class AuthChain {
   private readonly defaultCluster: string | undefined;
   private readonly cache: TokenCache | undefined;
   private readonly maxTokenLength: number;
+  /** Token-cache scope per cluster and authenticator position, built once (not per call). */
+  private readonly scopes = new Map<string, readonly string[]>();
 
   constructor(opts: AuthChainOptions) {
     const raw = opts?.clusters;
@@ -55,6 +57,7 @@ export class AuthChain {
       clusters.set(name, [...list]);
     }
     this.clusters = clusters;
+    for (const [name, list] of clusters) this.scopes.set(name, list.map((a: Authenticator, i: number) => JSON.stringify([name, i, a.name])));
 
     if (opts.defaultCluster !== undefined) {
       if (!clusters.has(opts.defaultCluster)) throw new Error(`auth.defaultCluster ${JSON.stringify(opts.defaultCluster)} is not one of auth.clusters`);
@@ -92,7 +95,7 @@ export class AuthChain {
 
     for (let i = 0; i < authenticators.length; i++) {
       const authenticator = authenticators[i] as Authenticator;
-      const scope = token !== undefined && this.cache ? JSON.stringify([clusterId, i, authenticator.name]) : undefined;
+      const scope = token !== undefined && this.cache ? this.scopes.get(clusterId)![i] : undefined;
       if (scope !== undefined) {
         const hit = this.cache?.get(token as string, scope);
         if (hit) return hit;

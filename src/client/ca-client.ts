@@ -1,5 +1,6 @@
 import { credentials, Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
-import { loadProtos, type IstioCertificateResponseMsg } from '../grpc/proto.js';
+import type { IstioCertificateResponseMsg } from '../grpc/proto.js';
+import { loadProtos } from './protos.js';
 
 export interface CaClientOptions {
   /** host:port of meshcert's gRPC endpoint. */

@@ -1,10 +1,11 @@
-import { status, type Metadata, type ServerUnaryCall, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { AuthRequest } from '../auth/types.js';
-import type { Authority } from '../authority/authority.js';
+import type { Authority, IssuedCertificate } from '../authority/authority.js';
 import type { CallContext, IssuanceObserver } from '../authority/observer.js';
 import { CaError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
+import { GrpcStatusError, Status } from './codes.js';
 import { flattenMetadata, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from './proto.js';
+import type { CallInfo } from './server.js';
 import { toGrpcFailure } from './status.js';
 
 export type { CallContext, IssuanceObserver };
@@ -19,94 +20,87 @@ export interface CertificateServiceDeps {
   readonly admit?: () => () => void;
 }
 
-export function certificateServiceImpl(deps: CertificateServiceDeps): UntypedServiceImplementation {
+export type CreateCertificateHandler = (request: IstioCertificateRequestMsg, call: CallInfo) => Promise<IstioCertificateResponseMsg>;
+
+/** IstioCertificateService/CreateCertificate: call → Authority, outcome → one log line, observers, gRPC status. */
+export function createCertificateHandler(deps: CertificateServiceDeps): CreateCertificateHandler {
   const { authority, logger, observer } = deps;
-  return {
-    CreateCertificate: (
-      call: ServerUnaryCall<IstioCertificateRequestMsg, IstioCertificateResponseMsg>,
-      callback: sendUnaryData<IstioCertificateResponseMsg>,
-    ) => {
-      const started = performance.now();
-      let auth: AuthRequest;
-      let metadata: Record<string, string>;
-      try {
-        auth = authRequestFrom(call);
-        metadata = flattenMetadata(call.request.metadata);
-      } catch (err) {
-        logger.error({ err }, 'malformed call');
-        callback({ code: status.INVALID_ARGUMENT, details: 'malformed request' });
-        return;
-      }
-      const ctx = (): CallContext => ({ clusterId: auth.clusterId, latencyMs: performance.now() - started, peer: call.getPeer() });
-      const fail = (err: unknown): void => {
-        const failure = toGrpcFailure(err);
-        const caller = err instanceof CaError ? err.caller : undefined;
-        const c = { ...ctx(), ...(caller ? { caller } : {}) };
-        if (failure.code === status.INTERNAL) logger.error({ err, peer: c.peer, code: failure.reason }, 'internal error while issuing');
-        else if (failure.reason === 'AUTH_BACKEND_UNAVAILABLE') logger.warn({ err, code: failure.reason }, 'authentication backend unavailable');
-        logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, caller, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
-        observer?.refused(failure.reason, failure.details, c);
-        callback({ code: failure.code, details: failure.details });
-      };
-      if (!deps.ready()) {
-        fail(new CaError('NOT_READY', 'the CA is not ready yet; retry shortly'));
-        return;
-      }
-      let release: () => void;
-      try {
-        release = deps.admit?.() ?? (() => {});
-      } catch (e) {
-        fail(e);
-        return;
-      }
-      authority
-        .issue({
-          csrPem: typeof call.request.csr === 'string' ? call.request.csr : '',
-          validitySeconds: call.request.validityDuration,
-          metadata,
-          auth,
-        })
-        .then((cert) => {
-          const c = ctx();
-          logger.info(
-            {
-              decision: 'issued',
-              identity: cert.spiffeId,
-              caller: cert.caller.identities[0],
-              method: cert.caller.method,
-              issuer: cert.issuer,
-              serial: cert.leaf.serial,
-              notAfter: cert.leaf.notAfter.toISOString(),
-              keyType: `${cert.key.algorithm}-${cert.key.size}`,
-              clusterId: c.clusterId,
-              latencyMs: round(c.latencyMs),
-            },
-            'certificate issued',
-          );
-          observer?.issued(cert, c);
-          callback(null, { certChain: [...cert.chain] });
-        }, fail)
-        .finally(release);
-    },
+  return async (request, call) => {
+    const started = performance.now();
+    let auth: AuthRequest;
+    let metadata: Record<string, string>;
+    try {
+      auth = authRequestFrom(call);
+      metadata = flattenMetadata(request.metadata);
+    } catch (err) {
+      logger.error({ err }, 'malformed call');
+      throw new GrpcStatusError(Status.INVALID_ARGUMENT, 'malformed request');
+    }
+    const ctx = (): CallContext => ({ clusterId: auth.clusterId, latencyMs: performance.now() - started, peer: call.peer });
+    const fail = (err: unknown): never => {
+      const failure = toGrpcFailure(err);
+      const caller = err instanceof CaError ? err.caller : undefined;
+      const c = { ...ctx(), ...(caller ? { caller } : {}) };
+      if (failure.code === Status.INTERNAL) logger.error({ err, peer: c.peer, code: failure.reason }, 'internal error while issuing');
+      else if (failure.reason === 'AUTH_BACKEND_UNAVAILABLE') logger.warn({ err, code: failure.reason }, 'authentication backend unavailable');
+      logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, caller, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
+      observer?.refused(failure.reason, failure.details, c);
+      throw new GrpcStatusError(failure.code, failure.details);
+    };
+    if (!deps.ready()) return fail(new CaError('NOT_READY', 'the CA is not ready yet; retry shortly'));
+    let release: () => void;
+    try {
+      release = deps.admit?.() ?? (() => {});
+    } catch (e) {
+      return fail(e);
+    }
+    let cert: IssuedCertificate;
+    try {
+      cert = await authority.issue({
+        csrPem: typeof request.csr === 'string' ? request.csr : '',
+        validitySeconds: request.validityDuration,
+        metadata,
+        auth,
+      });
+    } catch (e) {
+      return fail(e);
+    } finally {
+      release();
+    }
+    const c = ctx();
+    logger.info(
+      {
+        decision: 'issued',
+        identity: cert.spiffeId,
+        caller: cert.caller.identities[0],
+        method: cert.caller.method,
+        issuer: cert.issuer,
+        serial: cert.leaf.serial,
+        notAfter: cert.leaf.notAfter.toISOString(),
+        keyType: `${cert.key.algorithm}-${cert.key.size}`,
+        clusterId: c.clusterId,
+        latencyMs: round(c.latencyMs),
+      },
+      'certificate issued',
+    );
+    observer?.issued(cert, c);
+    return { certChain: [...cert.chain] };
   };
 }
 
-function authRequestFrom(call: ServerUnaryCall<unknown, unknown>): AuthRequest {
-  const md: Metadata = call.metadata;
-  const authz = firstString(md.get('authorization'));
+function authRequestFrom(call: CallInfo): AuthRequest {
+  const authz = headerString(call.headers.authorization);
   const bearer = authz && /^bearer\s+(.+)$/i.exec(authz.trim());
-  const clusterId = firstString(md.get('clusterid'));
-  const peer = call.getAuthContext()?.sslPeerCertificate;
+  const clusterId = headerString(call.headers.clusterid);
   return {
     ...(bearer ? { bearerToken: bearer[1]!.trim() } : {}),
     ...(clusterId !== undefined ? { clusterId } : {}),
-    ...(peer?.raw ? { peerCertificates: [peer.raw] } : {}),
+    ...(call.peerCertificate ? { peerCertificates: [call.peerCertificate] } : {}),
   };
 }
 
-function firstString(values: ReadonlyArray<string | Buffer>): string | undefined {
-  const v = values[0];
-  return typeof v === 'string' ? v : undefined;
+function headerString(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
 }
 
 function round(ms: number): number {

@@ -1,6 +1,14 @@
-import { status, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { GrpcStatusError, Status } from './codes.js';
+import type { ServerStream } from './server.js';
 
 type ServingStatus = 'SERVING' | 'NOT_SERVING';
+
+export interface HealthCheckRequest {
+  service?: string;
+}
+export interface HealthCheckResponse {
+  status: ServingStatus | 'SERVICE_UNKNOWN';
+}
 
 /**
  * grpc.health.v1.Health. The overall status ('') and the CA service report SERVING only once the
@@ -8,7 +16,7 @@ type ServingStatus = 'SERVING' | 'NOT_SERVING';
  */
 export class HealthService {
   private readonly statuses = new Map<string, ServingStatus>();
-  private readonly watchers = new Set<{ service: string; call: ServerWritableStream<{ service: string }, { status: string }> }>();
+  private readonly watchers = new Set<{ service: string; stream: ServerStream<HealthCheckResponse> }>();
 
   constructor(services: readonly string[]) {
     for (const s of ['', ...services]) this.statuses.set(s, 'NOT_SERVING');
@@ -16,7 +24,7 @@ export class HealthService {
 
   setAll(s: ServingStatus): void {
     for (const name of this.statuses.keys()) this.statuses.set(name, s);
-    for (const w of this.watchers) w.call.write({ status: this.statuses.get(w.service) ?? 'SERVICE_UNKNOWN' });
+    for (const w of this.watchers) w.stream.write({ status: this.statuses.get(w.service) ?? 'SERVICE_UNKNOWN' });
   }
 
   get serving(): boolean {
@@ -25,24 +33,22 @@ export class HealthService {
 
   /** Ends Watch streams so shutdown is not held open by them. */
   endWatches(): void {
-    for (const w of this.watchers) w.call.end();
+    for (const w of this.watchers) w.stream.end();
     this.watchers.clear();
   }
 
-  implementation(): UntypedServiceImplementation {
-    return {
-      Check: (call: ServerUnaryCall<{ service: string }, { status: string }>, cb: sendUnaryData<{ status: string }>) => {
-        const s = this.statuses.get(call.request.service ?? '');
-        if (!s) return cb({ code: status.NOT_FOUND, details: `unknown service ${call.request.service}` });
-        return cb(null, { status: s });
-      },
-      Watch: (call: ServerWritableStream<{ service: string }, { status: string }>) => {
-        const service = call.request.service ?? '';
-        const w = { service, call };
-        this.watchers.add(w);
-        call.write({ status: this.statuses.get(service) ?? 'SERVICE_UNKNOWN' });
-        call.on('cancelled', () => this.watchers.delete(w));
-      },
-    };
+  check(req: HealthCheckRequest): HealthCheckResponse {
+    const service = req.service ?? '';
+    const s = this.statuses.get(service);
+    if (!s) throw new GrpcStatusError(Status.NOT_FOUND, `unknown service ${service.slice(0, 200)}`);
+    return { status: s };
+  }
+
+  watch(req: HealthCheckRequest, stream: ServerStream<HealthCheckResponse>): void {
+    const service = req.service ?? '';
+    const w = { service, stream };
+    this.watchers.add(w);
+    stream.onClose(() => this.watchers.delete(w));
+    stream.write({ status: this.statuses.get(service) ?? 'SERVICE_UNKNOWN' });
   }
 }

@@ -1,7 +1,7 @@
-import { loadPackageDefinition, type GrpcObject, type ServiceClientConstructor } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
+import { loadSync, type MethodDefinition, type PackageDefinition } from '@grpc/proto-loader';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import type { MethodCodec } from './server.js';
 
 /** proto/ at the package root, found from this file in both src/ (tsx) and dist/ (built). */
 export const PROTO_DIR = fileURLToPath(new URL('../../proto/', import.meta.url));
@@ -9,25 +9,24 @@ export const CA_PROTO = join(PROTO_DIR, 'istio/security/v1alpha1/ca.proto');
 export const HEALTH_PROTO = join(PROTO_DIR, 'grpc/health/v1/health.proto');
 
 /** int64 as string: validity_duration may be absurdly large and must not lose precision. */
-const LOADER_OPTIONS = { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_DIR] };
+export const LOADER_OPTIONS = { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_DIR] };
 
-export interface Protos {
-  readonly certificateService: ServiceClientConstructor;
-  readonly health: ServiceClientConstructor;
+export const CERTIFICATE_SERVICE = 'istio.v1.auth.IstioCertificateService';
+export const HEALTH_SERVICE = 'grpc.health.v1.Health';
+
+let cached: PackageDefinition | undefined;
+
+/** The protos as proto-loader reads them (protobufjs codecs); shared by the server and grpc-js clients. */
+export function protoDefinition(): PackageDefinition {
+  cached ??= loadSync([CA_PROTO, HEALTH_PROTO], LOADER_OPTIONS);
+  return cached;
 }
 
-let cached: Protos | undefined;
-
-export function loadProtos(): Protos {
-  if (cached) return cached;
-  const def = loadPackageDefinition(loadSync([CA_PROTO, HEALTH_PROTO], LOADER_OPTIONS));
-  const pick = (path: string): ServiceClientConstructor =>
-    path.split('.').reduce<unknown>((o, k) => (o as GrpcObject)[k], def) as ServiceClientConstructor;
-  cached = {
-    certificateService: pick('istio.v1.auth.IstioCertificateService'),
-    health: pick('grpc.health.v1.Health'),
-  };
-  return cached;
+/** A method's path and protobufjs codec, for the server. */
+export function methodCodec<Req, Res>(service: string, method: string): MethodCodec<Req, Res> {
+  const def = (protoDefinition()[service] as unknown as Record<string, MethodDefinition<Req, Res>> | undefined)?.[method];
+  if (!def) throw new Error(`no method ${service}/${method} in the loaded protos`);
+  return { path: def.path, deserialize: (b) => def.requestDeserialize(b), serialize: (r) => def.responseSerialize(r) };
 }
 
 /** Wire shapes as proto-loader decodes them (camelCase, longs as strings). */

@@ -1,7 +1,19 @@
-import { Server, type ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import {
+  constants as h2,
+  createSecureServer,
+  type Http2SecureServer,
+  type Http2Session,
+  type IncomingHttpHeaders,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../log/logger.js';
-import type { HealthService } from './health.js';
-import { loadProtos } from './proto.js';
+import { splitHostPort } from '../net/host-port.js';
+import { GrpcStatusError, Status, type StatusCode } from './codes.js';
+import { secureContextOptions, type ServingIdentity } from './tls.js';
+import { ACCEPT_ENCODING, encodeGrpcMessage, frameMessage, parseGrpcTimeout, supportedEncoding, UnaryBody } from './wire.js';
 
 export interface GrpcServerOptions {
   /** host:port; port 0 picks a free port. */
@@ -12,40 +24,126 @@ export interface GrpcServerOptions {
   readonly maxConcurrentStreams: number;
 }
 
-/** The gRPC listener: the certificate service plus health, over the given (TLS) credentials. */
+/** A method's codec (proto-loader's protobufjs functions). */
+export interface MethodCodec<Req, Res> {
+  readonly path: string;
+  readonly deserialize: (payload: Buffer) => Req;
+  readonly serialize: (response: Res) => Buffer;
+}
+
+/** What a handler may know about the call besides its message. */
+export interface CallInfo {
+  /** Request headers (gRPC metadata), names lower-case. */
+  readonly headers: IncomingHttpHeaders;
+  /** "address:port" of the client. */
+  readonly peer: string;
+  /** DER of the client certificate, present only when the TLS handshake verified it. */
+  readonly peerCertificate: Buffer | undefined;
+}
+
+/** Unary: resolve with the response or reject with a GrpcStatusError (anything else is INTERNAL). */
+export type UnaryHandler<Req, Res> = (request: Req, call: CallInfo) => Promise<Res> | Res;
+
+export interface ServerStream<Res> {
+  write(response: Res): void;
+  /** Ends the call with OK. */
+  end(): void;
+  onClose(listener: () => void): void;
+}
+export type ServerStreamHandler<Req, Res> = (request: Req, call: CallInfo, stream: ServerStream<Res>) => void;
+
+type Route =
+  | { kind: 'unary'; codec: MethodCodec<unknown, unknown>; handler: UnaryHandler<unknown, unknown> }
+  | { kind: 'stream'; codec: MethodCodec<unknown, unknown>; handler: ServerStreamHandler<unknown, unknown> };
+
+interface Peer {
+  readonly address: string;
+  readonly certificate: Buffer | undefined;
+}
+
+const RESPONSE_HEADERS = {
+  [h2.HTTP2_HEADER_STATUS]: 200,
+  [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc+proto',
+  'grpc-accept-encoding': ACCEPT_ENCODING,
+} as const;
+const OK_TRAILERS = { 'grpc-status': '0' } as const;
+/** "application/grpc" alone or with a "+codec" / ";params" suffix (as grpc-go reads it; not grpc-web). */
+const GRPC_CONTENT_TYPE = /^application\/grpc(?:$|[+;])/i;
+
+function sendOkTrailers(this: ServerHttp2Stream): void {
+  this.sendTrailers(OK_TRAILERS);
+}
+
+function ignore(): void {}
+
+/**
+ * gRPC over Node's HTTP/2 (the same node:http2 server grpc-js is built on), without grpc-js's
+ * per-call machinery: on two cores that machinery cost about as much CPU as the certificate's
+ * crypto (see README "Performance"). It serves unary and server-streaming calls with the
+ * behaviour clients rely on: trailers-only errors, grpc-message percent-encoding, grpc-timeout,
+ * gzip/deflate requests, a request size limit checked before buffering, 415 for non-gRPC
+ * requests, UNIMPLEMENTED for unknown methods, graceful GOAWAY drain on shutdown.
+ */
 export class GrpcServer {
-  private readonly server: Server;
+  private readonly server: Http2SecureServer;
+  private readonly routes = new Map<string, Route>();
+  private readonly sessions = new Set<ServerHttp2Session>();
+  private readonly peers = new WeakMap<Http2Session, Peer>();
   private port = 0;
 
   constructor(
     private readonly options: GrpcServerOptions,
-    certificateService: UntypedServiceImplementation,
-    private readonly health: HealthService,
-    private readonly credentials: ServerCredentials,
+    tls: ServingIdentity,
     private readonly logger: Logger,
   ) {
-    this.server = new Server({
-      // Oversized requests are refused by grpc-js with RESOURCE_EXHAUSTED before we parse anything.
-      'grpc.max_receive_message_length': options.maxRequestBytes,
-      'grpc.max_send_message_length': 1024 * 1024,
-      // Bounds memory in a restart storm: a client opens at most this many calls per connection
-      // at once and queues the rest itself (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
-      'grpc.max_concurrent_streams': options.maxConcurrentStreams,
-      // Agents keep connections open for hours; allow their keepalive pings.
-      'grpc.keepalive_permit_without_calls': 1,
-      // Channelz bookkeeping costs CPU on every call; meshcert exposes its own metrics instead.
-      'grpc.enable_channelz': 0,
-      'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+    this.server = createSecureServer({
+      ...secureContextOptions(tls),
+      // Client certificates are optional (workloads use tokens; VMs and istiod may use mTLS). The
+      // handshake checks one against meshcert's roots and intermediates; only a verified one is
+      // shown to the authenticator, which checks identity, validity and usage again.
+      requestCert: true,
+      rejectUnauthorized: false,
+      allowHTTP1: false,
+      // Bounds memory in a restart storm: a client opens at most this many calls per connection at
+      // once and queues the rest itself (SETTINGS_MAX_CONCURRENT_STREAMS).
+      settings: { maxConcurrentStreams: options.maxConcurrentStreams, enablePush: false },
     });
-    const protos = loadProtos();
-    this.server.addService(protos.certificateService.service, certificateService);
-    this.server.addService(protos.health.service, health.implementation());
+    this.server.on('session', (session: ServerHttp2Session) => {
+      this.sessions.add(session);
+      session.on('close', () => this.sessions.delete(session));
+      // A broken connection ends its calls; it must never take the process down.
+      session.on('error', (err: Error) => this.logger.debug({ err: err.message }, 'HTTP/2 session error'));
+    });
+    this.server.on('tlsClientError', (err: Error) => this.logger.debug({ err: err.message }, 'TLS handshake failed'));
+    this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.onStream(stream, headers));
+  }
+
+  unary<Req, Res>(codec: MethodCodec<Req, Res>, handler: UnaryHandler<Req, Res>): this {
+    this.routes.set(codec.path, { kind: 'unary', codec, handler } as unknown as Route);
+    return this;
+  }
+
+  serverStream<Req, Res>(codec: MethodCodec<Req, Res>, handler: ServerStreamHandler<Req, Res>): this {
+    this.routes.set(codec.path, { kind: 'stream', codec, handler } as unknown as Route);
+    return this;
+  }
+
+  /** New handshakes use the new certificate; established connections are untouched. */
+  updateTls(identity: ServingIdentity): void {
+    this.server.setSecureContext(secureContextOptions(identity));
   }
 
   async start(): Promise<number> {
-    this.port = await new Promise<number>((resolve, reject) => {
-      this.server.bindAsync(this.options.listen, this.credentials, (err, port) => (err ? reject(err) : resolve(port)));
+    const { host, port } = splitHostPort(this.options.listen);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
     });
+    this.server.on('error', (err: Error) => this.logger.error({ err }, 'gRPC listener error'));
+    this.port = (this.server.address() as AddressInfo).port;
     return this.port;
   }
 
@@ -53,20 +151,152 @@ export class GrpcServer {
     return this.port;
   }
 
-  /** Stop accepting, let in-flight calls finish (up to the grace period), then close everything. */
+  /** Stop accepting, send GOAWAY, let in-flight calls finish (up to the grace period), then close everything. */
   async shutdown(): Promise<void> {
-    this.health.setAll('NOT_SERVING');
-    this.health.endWatches();
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.logger.warn({ graceSeconds: this.options.shutdownGrace }, 'shutdown grace period over; closing remaining calls');
-        this.server.forceShutdown();
-        resolve();
-      }, this.options.shutdownGrace * 1000);
-      this.server.tryShutdown(() => {
-        clearTimeout(timer);
-        resolve();
-      });
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sessions) s.close();
+    const timer = setTimeout(() => {
+      this.logger.warn({ graceSeconds: this.options.shutdownGrace }, 'shutdown grace period over; closing remaining calls');
+      for (const s of this.sessions) s.destroy();
+    }, this.options.shutdownGrace * 1000);
+    await closed;
+    clearTimeout(timer);
+  }
+
+  private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    // A reset or broken stream just ends the call.
+    stream.on('error', ignore);
+    const contentType = headers[h2.HTTP2_HEADER_CONTENT_TYPE];
+    if (headers[h2.HTTP2_HEADER_METHOD] !== 'POST' || typeof contentType !== 'string' || !GRPC_CONTENT_TYPE.test(contentType)) {
+      // Not a gRPC request (gRPC over HTTP/2: "SHOULD respond with HTTP status 415").
+      stream.respond({ [h2.HTTP2_HEADER_STATUS]: 415 }, { endStream: true });
+      return;
+    }
+    const path = String(headers[h2.HTTP2_HEADER_PATH] ?? '');
+    const route = this.routes.get(path);
+    const encoding = headers['grpc-encoding'] as string | undefined;
+    let done = false;
+    const fail = (code: StatusCode, details: string): void => {
+      if (done) return;
+      done = true;
+      sendStatus(stream, code, details);
+    };
+    if (!route) return fail(Status.UNIMPLEMENTED, `this server does not implement ${path.slice(0, 200)}`);
+    if (!supportedEncoding(encoding)) return fail(Status.UNIMPLEMENTED, `unsupported grpc-encoding ${String(encoding).slice(0, 50)}; supported: ${ACCEPT_ENCODING}`);
+
+    const timeoutMs = parseGrpcTimeout(headers['grpc-timeout'] as string | undefined);
+    const timer = timeoutMs === undefined ? undefined : setTimeout(() => fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded'), timeoutMs);
+    stream.on('close', () => {
+      done = true;
+      if (timer) clearTimeout(timer);
+    });
+
+    const body = new UnaryBody(this.options.maxRequestBytes);
+    stream.on('data', (chunk: Buffer) => {
+      if (done) return;
+      try {
+        body.push(chunk);
+      } catch (e) {
+        failWith(e, fail);
+      }
+    });
+    stream.on('end', () => {
+      if (done) return;
+      let request: unknown;
+      try {
+        request = route.codec.deserialize(body.message(encoding));
+      } catch (e) {
+        return e instanceof GrpcStatusError ? failWith(e, fail) : fail(Status.INTERNAL, `the request message could not be decoded as ${methodName(path)}'s request`);
+      }
+      const call: CallInfo = this.callInfo(stream, headers);
+      if (route.kind === 'stream') return this.runStream(stream, route, request, call, () => (done = true));
+      let result: unknown;
+      try {
+        result = route.handler(request, call);
+      } catch (e) {
+        return this.handlerFailed(e, path, fail);
+      }
+      Promise.resolve(result).then(
+        (response) => {
+          if (done) return;
+          let payload: Buffer;
+          try {
+            payload = route.codec.serialize(response);
+          } catch (e) {
+            return this.handlerFailed(e, path, fail);
+          }
+          done = true;
+          if (timer) clearTimeout(timer);
+          if (stream.closed || stream.destroyed) return;
+          stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
+          stream.once('wantTrailers', sendOkTrailers);
+          stream.end(frameMessage(payload));
+        },
+        (e: unknown) => this.handlerFailed(e, path, fail),
+      );
     });
   }
+
+  private runStream(stream: ServerHttp2Stream, route: Extract<Route, { kind: 'stream' }>, request: unknown, call: CallInfo, markDone: () => void): void {
+    markDone();
+    if (stream.closed || stream.destroyed) return;
+    stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
+    stream.once('wantTrailers', sendOkTrailers);
+    const open = (): boolean => !stream.closed && !stream.destroyed && !stream.writableEnded;
+    route.handler(request, call, {
+      write: (response) => {
+        if (open()) stream.write(frameMessage(route.codec.serialize(response)));
+      },
+      end: () => {
+        if (open()) stream.end();
+      },
+      onClose: (listener) => stream.on('close', listener),
+    });
+  }
+
+  private handlerFailed(e: unknown, path: string, fail: (code: StatusCode, details: string) => void): void {
+    if (e instanceof GrpcStatusError) return fail(e.code, e.details);
+    // Never the error's own text: it may carry internals.
+    this.logger.error({ err: e, method: path }, 'unexpected error in a gRPC handler');
+    fail(Status.INTERNAL, 'internal error');
+  }
+
+  private callInfo(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): CallInfo {
+    const session = stream.session;
+    let peer = session ? this.peers.get(session) : undefined;
+    if (session && !peer) {
+      // Once per connection: getPeerCertificate parses the certificate into an object.
+      const socket = session.socket as TLSSocket;
+      const raw = socket.authorized ? socket.getPeerCertificate().raw : undefined;
+      const host = socket.remoteAddress ?? 'unknown';
+      peer = { address: `${host.includes(':') ? `[${host}]` : host}:${socket.remotePort ?? 0}`, certificate: raw && raw.length > 0 ? raw : undefined };
+      this.peers.set(session, peer);
+    }
+    return { headers, peer: peer?.address ?? 'unknown', peerCertificate: peer?.certificate };
+  }
+}
+
+function failWith(e: unknown, fail: (code: StatusCode, details: string) => void): void {
+  if (e instanceof GrpcStatusError) fail(e.code, e.details);
+  else fail(Status.INTERNAL, 'internal error');
+}
+
+/** Trailers-only response: the status travels in the one HEADERS frame that ends the stream. */
+function sendStatus(stream: ServerHttp2Stream, code: StatusCode, details: string): void {
+  if (stream.closed || stream.destroyed) return;
+  if (stream.headersSent) {
+    // A server stream already under way: its status goes in the trailers.
+    stream.removeListener('wantTrailers', sendOkTrailers);
+    stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details) }));
+    if (!stream.writableEnded) stream.end();
+    return;
+  }
+  stream.respond(
+    { ...RESPONSE_HEADERS, 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details) },
+    { endStream: true },
+  );
+}
+
+function methodName(path: string): string {
+  return path.split('/').pop() ?? path;
 }

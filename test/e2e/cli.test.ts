@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../src/client/ca-client.js';
-import { loadProtos } from '../../src/grpc/proto.js';
+import { loadProtos } from '../../src/client/protos.js';
 import { makeCsr } from '../fixtures/csr.js';
 import { runCli, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, openssl, TEST_ISSUER, writeTestJwks } from '../support/harness.js';

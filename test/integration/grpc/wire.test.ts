@@ -1,0 +1,351 @@
+/**
+ * gRPC over HTTP/2 as the wire carries it (grpc/doc/PROTOCOL-HTTP2.md), checked with a raw
+ * node:http2 client so that nothing in a gRPC library can hide what the server actually sends:
+ * which frame holds the status, length-prefixed messages, compression, size limits, 415s, and
+ * clients that go away mid-call.
+ */
+import { connect, constants as h2, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { deflateSync, gzipSync } from 'node:zlib';
+import { credentials, status, type ClientReadableStream } from '@grpc/grpc-js';
+import type { MethodDefinition } from '@grpc/proto-loader';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { grpcRequestFrame } from '../../../bench/lib/grpc-frame.js';
+import { loadProtos } from '../../../src/client/protos.js';
+import { CERTIFICATE_SERVICE, protoDefinition, type IstioCertificateResponseMsg } from '../../../src/grpc/proto.js';
+import { makeCsr } from '../../fixtures/csr.js';
+import { mintToken, startTestCa, type TestCa } from '../../support/harness.js';
+
+const CREATE = `/${CERTIFICATE_SERVICE}/CreateCertificate`;
+/** The config default for server.maxRequestBytes (the harness does not override it). */
+const MAX_REQUEST_BYTES = 64 * 1024;
+
+interface Reply {
+  /** HTTP :status. */
+  readonly httpStatus: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly trailers: IncomingHttpHeaders | undefined;
+  /** The response's only HEADERS frame carried END_STREAM (a gRPC "Trailers-Only" response). */
+  readonly trailersOnly: boolean;
+  readonly body: Buffer;
+  readonly grpcStatus: number | undefined;
+  readonly grpcMessage: string | undefined;
+}
+
+/** A TLS (ALPN h2) connection trusting the test CA's root; `socket` is the raw TLS socket under it. */
+function open(ca: TestCa, sockets: TLSSocket[] = []): Promise<ClientHttp2Session> {
+  return new Promise((resolve, reject) => {
+    const session = connect(`https://127.0.0.1:${ca.port}`, {
+      createConnection: () => {
+        const socket = tlsConnect({ host: '127.0.0.1', port: ca.port, ca: ca.rootPem, servername: 'localhost', ALPNProtocols: ['h2'] });
+        sockets.push(socket);
+        return socket;
+      },
+    });
+    session.once('connect', () => resolve(session));
+    session.once('error', reject);
+  });
+}
+
+/** Starts a call; `reply` settles when the server ends its side of the stream. */
+function start(session: ClientHttp2Session, o: { path?: string; headers?: OutgoingHttpHeaders; token?: string }): { stream: ClientHttp2Stream; reply: Promise<Reply> } {
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': o.path ?? CREATE,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    clusterid: 'Kubernetes',
+    ...(o.token ? { authorization: `Bearer ${o.token}` } : {}),
+    ...o.headers,
+  });
+  const reply = new Promise<Reply>((resolve, reject) => {
+    let headers: IncomingHttpHeaders = {};
+    let trailers: IncomingHttpHeaders | undefined;
+    let trailersOnly = false;
+    const chunks: Buffer[] = [];
+    stream.on('response', (h, flags) => {
+      headers = h;
+      trailersOnly = (flags & h2.NGHTTP2_FLAG_END_STREAM) !== 0;
+    });
+    stream.on('trailers', (t) => (trailers = t));
+    stream.on('data', (d: Buffer) => chunks.push(d));
+    stream.on('end', () => {
+      const final = trailersOnly ? headers : trailers;
+      const grpcStatus = final?.['grpc-status'];
+      resolve({
+        httpStatus: Number(headers[h2.HTTP2_HEADER_STATUS]),
+        headers,
+        trailers,
+        trailersOnly,
+        body: Buffer.concat(chunks),
+        grpcStatus: grpcStatus === undefined ? undefined : Number(grpcStatus),
+        grpcMessage: final?.['grpc-message'] as string | undefined,
+      });
+    });
+    stream.on('error', reject);
+  });
+  return { stream, reply };
+}
+
+/** One complete call: headers, the body with END_STREAM, the reply. */
+function call(session: ClientHttp2Session, body: Buffer, o: { path?: string; headers?: OutgoingHttpHeaders; token?: string } = {}): Promise<Reply> {
+  const { stream, reply } = start(session, o);
+  stream.end(body);
+  return reply;
+}
+
+/** The length-prefixed messages of a response body (all must be uncompressed and complete). */
+function messages(body: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0; at < body.length; ) {
+    expect(body.length - at, 'a message prefix is cut short').toBeGreaterThanOrEqual(5);
+    expect(body[at], 'compressed-flag byte').toBe(0);
+    const length = body.readUInt32BE(at + 1);
+    out.push(body.subarray(at + 5, at + 5 + length));
+    at += 5 + length;
+    expect(at, 'a message is cut short').toBeLessThanOrEqual(body.length);
+  }
+  return out;
+}
+
+function decodeResponse(payload: Buffer): IstioCertificateResponseMsg {
+  const method = (protoDefinition()[CERTIFICATE_SERVICE] as unknown as Record<string, MethodDefinition<unknown, IstioCertificateResponseMsg>>).CreateCertificate!;
+  return method.responseDeserialize(payload);
+}
+
+function frame(payload: Buffer, flag = 0, declaredLength = payload.length): Buffer {
+  const prefix = Buffer.alloc(5);
+  prefix[0] = flag;
+  prefix.writeUInt32BE(declaredLength, 1);
+  return Buffer.concat([prefix, payload]);
+}
+
+/** An IstioCertificateRequest of exactly `total` bytes: field 1 (csr) holding `total - 4` bytes of 'x'. */
+function requestOfSize(total: number): Buffer {
+  const csrLength = total - 4; // 1 tag byte + 3 length-varint bytes (16384 <= n < 2^21)
+  expect(csrLength).toBeGreaterThanOrEqual(16384);
+  const varint = Buffer.from([(csrLength & 0x7f) | 0x80, ((csrLength >> 7) & 0x7f) | 0x80, csrLength >> 14]);
+  return Buffer.concat([Buffer.from([0x0a]), varint, Buffer.alloc(csrLength, 'x')]);
+}
+
+describe('gRPC over HTTP/2 on the wire (raw node:http2 client)', () => {
+  let ca: TestCa;
+  let session: ClientHttp2Session;
+  let token: string;
+  let validRequest: Buffer;
+
+  const expectIssued = async (s: ClientHttp2Session): Promise<void> => {
+    const r = await call(s, validRequest, { token });
+    expect(r.grpcStatus, r.grpcMessage).toBe(status.OK);
+  };
+
+  beforeAll(async () => {
+    ca = await startTestCa();
+    session = await open(ca);
+    token = await mintToken();
+    validRequest = grpcRequestFrame((await makeCsr()).pem);
+  });
+  afterAll(async () => {
+    session?.close();
+    await ca?.close();
+  });
+
+  it('answers a hand-framed CreateCertificate with 200, application/grpc, one message, and grpc-status 0 in trailers', async () => {
+    expect(session.alpnProtocol).toBe('h2');
+    const r = await call(session, validRequest, { token });
+
+    expect(r.httpStatus).toBe(200);
+    expect(String(r.headers['content-type'])).toMatch(/^application\/grpc/);
+    expect(r.headers['grpc-status'], 'the status belongs in the trailers of a call with a message').toBeUndefined();
+    expect(r.trailersOnly).toBe(false);
+    expect(r.trailers?.['grpc-status']).toBe('0');
+    const [only, ...more] = messages(r.body);
+    expect(more).toHaveLength(0);
+    const chain = decodeResponse(only!).certChain;
+    expect(chain).toHaveLength(3);
+    expect(chain[2]).toBe(ca.rootPem);
+  });
+
+  it.each([
+    ['gzip', gzipSync],
+    ['deflate', deflateSync],
+  ] as const)('reads a request compressed with %s (flag 1 and grpc-encoding)', async (encoding, compress) => {
+    const compressed = frame(compress(validRequest.subarray(5)), 1);
+    const r = await call(session, compressed, { token, headers: { 'grpc-encoding': encoding } });
+    expect(r.grpcStatus, r.grpcMessage).toBe(status.OK);
+    expect(decodeResponse(messages(r.body)[0]!).certChain).toHaveLength(3);
+  });
+
+  it('answers an unknown method with a trailers-only UNIMPLEMENTED', async () => {
+    const r = await call(session, validRequest, { token, path: `/${CERTIFICATE_SERVICE}/DeleteEverything` });
+    expect(r.httpStatus).toBe(200);
+    expect(String(r.headers['content-type'])).toMatch(/^application\/grpc/);
+    expect(r.trailersOnly).toBe(true);
+    expect(r.grpcStatus).toBe(status.UNIMPLEMENTED);
+    expect(r.body).toHaveLength(0);
+    expect(r.trailers).toBeUndefined();
+  });
+
+  it.each([
+    ['content-type text/plain', { 'content-type': 'text/plain' }],
+    ['content-type application/grpc-web', { 'content-type': 'application/grpc-web' }],
+    ['content-type application/grpcx', { 'content-type': 'application/grpcx' }],
+    ['a GET', { ':method': 'GET', 'content-type': undefined }],
+  ] as Array<[string, OutgoingHttpHeaders]>)('answers %s with HTTP 415 and no gRPC status', async (_name, headers) => {
+    const { stream, reply } = start(session, { token, headers });
+    if (headers[':method'] === 'GET') stream.end();
+    else stream.end(validRequest);
+    const r = await reply;
+    expect(r.httpStatus).toBe(415);
+    expect(r.grpcStatus).toBeUndefined();
+  });
+
+  it('refuses an unsupported grpc-encoding (br) with UNIMPLEMENTED and lists what it accepts', async () => {
+    const r = await call(session, frame(Buffer.from('not really brotli'), 1), { token, headers: { 'grpc-encoding': 'br' } });
+    expect(r.grpcStatus).toBe(status.UNIMPLEMENTED);
+    const accepted = String(r.headers['grpc-accept-encoding']).split(',').map((e) => e.trim());
+    expect(accepted.sort()).toEqual(['deflate', 'gzip', 'identity']);
+  });
+
+  it('answers a message that is not the request protobuf with INTERNAL and a grpc-message, then keeps serving', async () => {
+    const r = await call(session, frame(Buffer.alloc(32, 0xff)), { token });
+    expect(r.trailersOnly).toBe(true);
+    expect(r.grpcStatus).toBe(status.INTERNAL);
+    expect(r.grpcMessage).toMatch(/could not be decoded/);
+    await expectIssued(session);
+  });
+
+  it('refuses a declared length above maxRequestBytes with RESOURCE_EXHAUSTED after the 5-byte prefix alone, while the request is still open', async () => {
+    const { stream, reply } = start(session, { token });
+    stream.write(frame(Buffer.alloc(0), 0, MAX_REQUEST_BYTES + 1)); // no END_STREAM, no payload
+    const r = await reply;
+    expect(stream.writableEnded, 'the client never ended its side').toBe(false);
+    expect(r.trailersOnly).toBe(true);
+    expect(r.grpcStatus).toBe(status.RESOURCE_EXHAUSTED);
+    expect(r.grpcMessage).toMatch(/too large/);
+    stream.close(h2.NGHTTP2_CANCEL);
+    await expectIssued(session);
+  }, 5_000); // a server that waits for the body would hang here
+
+  it('ends a call whose request is still incomplete at its grpc-timeout with DEADLINE_EXCEEDED', async () => {
+    const { stream, reply } = start(session, { token, headers: { 'grpc-timeout': '150m' } });
+    const started = Date.now();
+    stream.write(validRequest.subarray(0, 40));
+    const r = await reply;
+    expect(r.trailersOnly).toBe(true);
+    expect(r.grpcStatus).toBe(status.DEADLINE_EXCEEDED);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(140);
+    stream.close(h2.NGHTTP2_CANCEL);
+  });
+
+  it('takes a message of exactly maxRequestBytes to the handler, and refuses one byte more as RESOURCE_EXHAUSTED', async () => {
+    const atLimit = await call(session, frame(requestOfSize(MAX_REQUEST_BYTES)), { token });
+    expect(atLimit.grpcStatus, `${atLimit.grpcMessage}: a CSR of x's is refused for its content`).toBe(status.INVALID_ARGUMENT);
+    const over = await call(session, frame(requestOfSize(MAX_REQUEST_BYTES + 1)), { token });
+    expect(over.grpcStatus).toBe(status.RESOURCE_EXHAUSTED);
+  });
+
+  const gzip = { 'grpc-encoding': 'gzip' };
+  it.each<[string, () => Buffer, OutgoingHttpHeaders?]>([
+    ['a body that ends inside its message (prefix says 100 bytes, 10 sent)', () => frame(Buffer.alloc(10, 0x0a), 0, 100)],
+    ['an empty body', () => Buffer.alloc(0)],
+    ['a body shorter than the 5-byte prefix', () => Buffer.from([0, 0, 0])],
+    ['two messages in one unary call', () => Buffer.concat([validRequest, validRequest])],
+    ['an unknown message flag (2)', () => frame(validRequest.subarray(5), 2)],
+    ['a compressed flag without grpc-encoding', () => frame(gzipSync(validRequest.subarray(5)), 1)],
+    ['a gzip flag on bytes that are not gzip', () => frame(validRequest.subarray(5), 1), gzip],
+  ])('refuses %s with INTERNAL', async (_name, body, headers = {}) => {
+    const r = await call(session, body(), { token, headers });
+    expect(r.trailersOnly).toBe(true);
+    expect(r.grpcStatus, r.grpcMessage).toBe(status.INTERNAL);
+    expect(r.grpcMessage).toBeTruthy();
+  });
+
+  it('refuses a gzip bomb (small on the wire, huge inflated) with RESOURCE_EXHAUSTED', async () => {
+    const bomb = gzipSync(Buffer.alloc(16 * 1024 * 1024));
+    expect(bomb.length).toBeLessThan(MAX_REQUEST_BYTES);
+    const r = await call(session, frame(bomb, 1), { token, headers: gzip });
+    expect(r.grpcStatus).toBe(status.RESOURCE_EXHAUSTED);
+  });
+
+  it("percent-encodes '%' and non-ASCII in a grpc-message that echoes the request", async () => {
+    const path = `/${CERTIFICATE_SERVICE}/100%-caf\u00e9`;
+    const r = await call(session, validRequest, { token, path });
+    expect(r.grpcStatus).toBe(status.UNIMPLEMENTED);
+    const raw = r.grpcMessage!;
+    expect(raw).toMatch(/^[\x20-\x7e]*$/);
+    expect(raw).toContain('100%25-caf%C3%A9');
+    expect(decodeURIComponent(raw)).toBe(`this server does not implement ${path}`);
+  });
+
+  it('keeps serving after a client resets a stream mid-body, and after one resets while its call is being handled', async () => {
+    const midBody = start(session, { token });
+    midBody.stream.write(validRequest.subarray(0, 40));
+    midBody.reply.catch(() => {});
+    midBody.stream.close(h2.NGHTTP2_CANCEL);
+
+    const midHandler = start(session, { token });
+    midHandler.reply.catch(() => {});
+    midHandler.stream.end(validRequest, () => midHandler.stream.close(h2.NGHTTP2_CANCEL));
+
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await expectIssued(session);
+    expect(ca.logs()).not.toMatch(/unexpected error in a gRPC handler/);
+  });
+
+  it('keeps serving after a client destroys its connection with calls in flight', async () => {
+    const sockets: TLSSocket[] = [];
+    const doomed = await open(ca, sockets);
+    doomed.on('error', () => {});
+    const calls = Array.from({ length: 6 }, (_, i) => {
+      const c = start(doomed, { token });
+      c.reply.catch(() => {});
+      if (i % 2 === 0) c.stream.end(validRequest);
+      else c.stream.write(validRequest.subarray(0, 40));
+      return c;
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    sockets[0]!.destroy(); // the TCP connection, under HTTP/2's feet: no GOAWAY, no RST_STREAM
+    await Promise.allSettled(calls.map((c) => c.reply));
+
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const fresh = await open(ca);
+    try {
+      await expectIssued(fresh);
+    } finally {
+      fresh.close();
+    }
+    expect(ca.logs()).not.toMatch(/unexpected error in a gRPC handler/);
+  });
+});
+
+describe('grpc.health.v1.Health/Watch', () => {
+  type HealthClient = { Watch(req: { service: string }): ClientReadableStream<{ status: string }>; close(): void };
+
+  it('streams SERVING, then NOT_SERVING and an OK end when the server shuts down, instead of hanging', async () => {
+    const ca = await startTestCa();
+    const Health = loadProtos().health;
+    const client = new Health(ca.address, credentials.createSsl(Buffer.from(ca.rootPem)), {
+      'grpc.ssl_target_name_override': 'localhost',
+      'grpc.default_authority': 'localhost',
+    }) as unknown as HealthClient;
+    try {
+      const watch = client.Watch({ service: CERTIFICATE_SERVICE });
+      const seen: string[] = [];
+      const first = new Promise<void>((resolve) => watch.once('data', () => resolve()));
+      const ended = new Promise<number>((resolve, reject) => {
+        watch.on('status', (s: { code: number }) => resolve(s.code));
+        watch.on('error', reject);
+      });
+      watch.on('data', (m: { status: string }) => seen.push(m.status));
+      await first;
+      expect(seen).toEqual(['SERVING']);
+
+      await ca.close();
+      expect(await ended).toBe(status.OK);
+      expect(seen).toEqual(['SERVING', 'NOT_SERVING']);
+    } finally {
+      client.close();
+    }
+  }, 10_000);
+});
