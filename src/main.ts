@@ -8,6 +8,7 @@ import { JwtAuthenticator, type JwtIssuerOptions } from './auth/jwt.js';
 import { TokenCache } from './auth/token-cache.js';
 import { TokenReviewAuthenticator } from './auth/tokenreview.js';
 import type { Authenticator } from './auth/types.js';
+import { WorkSlicer } from './authority/slicer.js';
 import { Authority } from './authority/authority.js';
 import { IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
 import type { MeshcertConfig } from './config/schema.js';
@@ -147,8 +148,10 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   closers.push(auth.close);
   const nodeAuthorizer = config.ambient.enabled ? await startNodeAuthorization(config, logger, closers) : undefined;
   const sink = o.sink;
+  const slicer = new WorkSlicer();
   const authority = new Authority({
     authenticate: (req) => auth.chain.authenticate(req),
+    schedule: (work) => slicer.run(work),
     issuers,
     policy: () => state.policy,
     options: { backdate: config.issuance.backdate, defaultCluster: auth.defaultCluster, trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [] },

@@ -56,6 +56,8 @@ export interface AuthorityDeps {
   readonly rateLimit?: { take(identity: string): void };
   /** Ambient mode: decides whether a node agent may ask for a workload's identity. */
   readonly nodeAuthorizer?: { authorize(caller: Caller, requestedIdentity: string): void };
+  /** Runs the synchronous, CPU-heavy part of a call (default: at once); see WorkSlicer. */
+  readonly schedule?: <T>(work: () => T) => Promise<T>;
 }
 
 /**
@@ -74,12 +76,15 @@ export class Authority {
 
   async issue(req: CertificateRequest): Promise<IssuedCertificate> {
     const caller = await this.deps.authenticate(req.auth);
-    try {
-      return this.issueFor(caller, req);
-    } catch (e) {
-      if (e instanceof CaError) e.caller = caller.identities[0];
-      throw e;
-    }
+    const work = (): IssuedCertificate => {
+      try {
+        return this.issueFor(caller, req);
+      } catch (e) {
+        if (e instanceof CaError) e.caller = caller.identities[0];
+        throw e;
+      }
+    };
+    return this.deps.schedule ? this.deps.schedule(work) : work();
   }
 
   private issueFor(caller: Caller, req: CertificateRequest): IssuedCertificate {

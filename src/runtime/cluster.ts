@@ -67,13 +67,21 @@ export interface WorkerHooks {
 export async function startWorkers(config: MeshcertConfig, logger: Logger, count: number, hooks: WorkerHooks = {}): Promise<WorkerPool> {
   // 'advanced' serialization (structured clone) keeps Dates in inventory records intact.
   const heap = config.server.workerHeapMb;
-  const userSetHeap = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => a.startsWith('--max-old-space-size'));
+  const semi = config.server.workerSemiSpaceMb;
+  const inherited = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  // Flags the operator set on the command line or in NODE_OPTIONS win over the config.
+  const userSetHeap = inherited.some((a) => a.startsWith('--max-old-space-size'));
+  const userSetSemi = inherited.some((a) => a.startsWith('--max-semi-space-size'));
   cluster.setupPrimary({
     exec: process.argv[1],
     args: ['worker'],
     silent: false,
     serialization: 'advanced',
-    execArgv: [...process.execArgv, ...(heap > 0 && !userSetHeap ? [`--max-old-space-size=${heap}`] : [])],
+    execArgv: [
+      ...process.execArgv,
+      ...(heap > 0 && !userSetHeap ? [`--max-old-space-size=${heap}`] : []),
+      ...(semi > 0 && !userSetSemi ? [`--max-semi-space-size=${semi}`] : []),
+    ],
   });
   let stopping = false;
   const live = new Set<Worker>();

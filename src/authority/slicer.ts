@@ -1,0 +1,54 @@
+/**
+ * Runs the CPU-heavy part of calls (CSR check, signing) in time slices. node:http2 writes
+ * responses from a native immediate, which runs only when JavaScript yields to the event loop; a
+ * burst of N requests read in one go would otherwise be signed back to back and every response
+ * would wait for all N signatures. With slices, responses leave every `budgetMs` and new input is
+ * read in between, so a burst raises tail latency by a slice, not by the whole burst.
+ */
+export class WorkSlicer {
+  private queue: Array<() => void> = [];
+  private head = 0;
+  private scheduled = false;
+
+  constructor(private readonly budgetMs = 2) {}
+
+  /** Queues synchronous work; settles with its result or its exception. */
+  run<T>(work: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push(() => {
+        try {
+          resolve(work());
+        } catch (e) {
+          reject(e);
+        }
+      });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(this.drain);
+      }
+    });
+  }
+
+  get pending(): number {
+    return this.queue.length - this.head;
+  }
+
+  private readonly drain = (): void => {
+    const end = performance.now() + this.budgetMs;
+    while (this.head < this.queue.length) {
+      const job = this.queue[this.head]!;
+      this.queue[this.head++] = noop;
+      job();
+      if (performance.now() >= end) break;
+    }
+    if (this.head < this.queue.length) {
+      setImmediate(this.drain);
+    } else {
+      this.queue = [];
+      this.head = 0;
+      this.scheduled = false;
+    }
+  };
+}
+
+function noop(): void {}

@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { WorkSlicer } from '../../../src/authority/slicer.js';
+
+function busy(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    /* spin: stands in for a signature */
+  }
+}
+
+describe('WorkSlicer', () => {
+  it('settles each job with its result or its exception, in order', async () => {
+    const s = new WorkSlicer(1);
+    const order: number[] = [];
+    const results = await Promise.allSettled([
+      s.run(() => (order.push(1), 'a')),
+      s.run(() => {
+        order.push(2);
+        throw new Error('refused');
+      }),
+      s.run(() => (order.push(3), 'c')),
+    ]);
+    expect(order).toEqual([1, 2, 3]);
+    expect(results.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as Error).message))).toEqual(['a', 'refused', 'c']);
+    expect(s.pending).toBe(0);
+  });
+
+  it('yields to the event loop between slices, so I/O and timers run inside a burst', async () => {
+    const s = new WorkSlicer(2);
+    const events: string[] = [];
+    const jobs = Array.from({ length: 20 }, (_, i) => s.run(() => (busy(1), events.push(`job${i}`))));
+    // An immediate queued after the burst must not wait for all 20 jobs (20 ms of work).
+    setImmediate(() => events.push('io'));
+    await Promise.all(jobs);
+    const io = events.indexOf('io');
+    expect(io).toBeGreaterThan(0);
+    expect(io).toBeLessThan(10);
+  });
+
+  it('starts again after the queue drained', async () => {
+    const s = new WorkSlicer(1);
+    expect(await s.run(() => 1)).toBe(1);
+    expect(await s.run(() => 2)).toBe(2);
+  });
+});
