@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --smoke | --soak [--duration 600] [--rate 1000]]
+ * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]]
  *
  * Starts meshcert as a user would (built CLI, config file, CA from `ca init`, TLS, JWT auth with a
  * JWKS file, info-level logs, default worker count), drives it, and prints one table plus a JSON
@@ -26,12 +26,15 @@ const { values: args } = parseArgs({
   options: {
     smoke: { type: 'boolean', default: false },
     soak: { type: 'boolean', default: false },
+    /** Only the restart storm (and the ceiling). */
+    storm: { type: 'boolean', default: false },
     duration: { type: 'string', default: '600' },
     rate: { type: 'string', default: '1000' },
     'skip-build': { type: 'boolean', default: false },
   },
 });
 const smoke = args.smoke!;
+const stormOnly = args.storm!;
 
 interface Row {
   scenario: string;
@@ -54,16 +57,19 @@ const log = (msg: string): void => {
 async function main(): Promise<void> {
   if (!args['skip-build']) execFileSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
   const dir = mkdtempSync(join(tmpdir(), 'meshcert-bench-'));
-  const results: { rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number; peakRssPerProcessMb: number[]; phasePeakRssMb: Record<string, number> } = {
+  const results: { rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number; peakPssMb: number; peakRssPerProcessMb: number[]; phasePeakRssMb: Record<string, number> } = {
     rows: [],
     ceilings: {},
     peakRssMb: 0,
+    peakPssMb: 0,
     peakRssPerProcessMb: [],
     phasePeakRssMb: {},
   };
   let server: BenchServer | undefined;
   let peakRss = 0;
+  let peakPss = 0;
   let rssTimer: NodeJS.Timeout | undefined;
+  let pssTimer: NodeJS.Timeout | undefined;
   const failures: string[] = [];
   try {
     execFileSync(process.execPath, [join(ROOT, 'dist/cli.js'), 'ca', 'init', '--dir', join(dir, 'ca')], { stdio: 'ignore' });
@@ -73,16 +79,18 @@ async function main(): Promise<void> {
     server = await startServer(ROOT, configFile, join(dir, 'server.log'));
     const srv = server;
     rssTimer = setInterval(() => (peakRss = Math.max(peakRss, srv.rssBytes())), 200);
+    // smaps_rollup walks page tables: sampled less often than VmRSS.
+    pssTimer = setInterval(() => (peakPss = Math.max(peakPss, srv.pssBytes())), 1000);
     const rootPem = readFileSync(join(dir, 'ca/root-cert.pem'), 'utf8');
     log(`meshcert on 127.0.0.1:${server.port}, workers: ${availableParallelism()}`);
 
     const n = smoke ? 300 : 20000;
     log('pre-generating distinct CSRs and tokens (not timed)');
     const pool = await rsaKeyPool(smoke ? 4 : 64);
-    const rsaReqs = makeRequests(n, 'rsa2048', signers, pool, 'rsa');
+    const rsaReqs = makeRequests(stormOnly ? 1000 : n, 'rsa2048', signers, pool, 'rsa');
     const soak = args.soak!;
-    const ecReqs = soak ? [] : makeRequests(n, 'ec256', signers, pool, 'ec');
-    const mixReqs = soak ? [] : interleave(makeRequests(n / 2, 'rsa2048', signers, pool, 'mixr'), makeRequests(n / 2, 'ec256', signers, pool, 'mixe'));
+    const ecReqs = soak || stormOnly ? [] : makeRequests(n, 'ec256', signers, pool, 'ec');
+    const mixReqs = soak || stormOnly ? [] : interleave(makeRequests(n / 2, 'rsa2048', signers, pool, 'mixr'), makeRequests(n / 2, 'ec256', signers, pool, 'mixe'));
     const stormReqs = soak ? [] : interleave(makeRequests(smoke ? 500 : 5000, 'rsa2048', signers, pool, 'storm-r'), makeRequests(smoke ? 500 : 5000, 'ec256', signers, pool, 'storm-e'));
     const load = { port: server.port, rootPem, connections: 8, concurrency: 64 };
 
@@ -100,8 +108,7 @@ async function main(): Promise<void> {
       phase(scenario);
       return row(scenario, 'node:http2, distinct CSR+token per call', r, cpu);
     };
-    // --soak runs only the soak (and the ceiling): it is about memory over time, not peak numbers.
-    if (!args.soak) {
+    const measurePeaks = async (): Promise<void> => {
       results.rows.push(await measure('RSA-2048 CSR, RS256 token', rsaReqs));
       results.rows.push(await measure('ECDSA P-256 CSR, ES256 token', ecReqs));
       results.rows.push(await measure('mix (half RSA, half EC)', mixReqs));
@@ -155,6 +162,10 @@ async function main(): Promise<void> {
       } else {
         failures.push('h2load not found (Debian package nghttp2-client): fixed-body runs skipped');
       }
+    };
+    // --soak runs only the soak (and the ceiling): it is about memory over time, not peak numbers.
+    if (!args.soak) {
+      if (!stormOnly) await measurePeaks();
 
       log('restart storm: every identity at once, retrying UNAVAILABLE like istio-agent');
       const stormCalls = prepare(stormReqs);
@@ -177,17 +188,28 @@ async function main(): Promise<void> {
       const seconds = Number(args.duration);
       const rate = Number(args.rate);
       log(`soak: ${rate}/s for ${seconds}s`);
-      const samples: Array<{ t: number; rssMb: number }> = [];
+      const samples: Array<{ t: number; rssMb: number; pssMb: number }> = [];
       const t0 = Date.now();
-      const sampler = setInterval(() => samples.push({ t: Math.round((Date.now() - t0) / 1000), rssMb: round(srv.rssBytes() / 2 ** 20) }), 5000);
+      const sampler = setInterval(() => samples.push({ t: Math.round((Date.now() - t0) / 1000), rssMb: round(srv.rssBytes() / 2 ** 20), pssMb: round(srv.pssBytes() / 2 ** 20) }), 5000);
       const r = await runLoad(prepare(rsaReqs), { ...load, durationMs: seconds * 1000, ratePerSecond: rate });
       clearInterval(sampler);
       // Compare after warm-up (the second fifth) with the end: heaps grow to their working size first.
       const fifth = Math.max(1, Math.floor(samples.length / 5));
       const first = samples.slice(fifth, 2 * fifth);
       const last = samples.slice(-Math.max(1, Math.floor(samples.length / 5)));
-      const avg = (xs: typeof samples): number => xs.reduce((a, b) => a + b.rssMb, 0) / xs.length;
-      results.soak = { seconds, rate, served: r.ok, errors: r.otherErrors + r.unavailable, latency: roundLat(summarize(r.latenciesMs)), rssAfterWarmupMb: round(avg(first)), rssLastFifthMb: round(avg(last)), samples };
+      const avg = (xs: typeof samples, k: 'rssMb' | 'pssMb'): number => xs.reduce((a, b) => a + b[k], 0) / xs.length;
+      results.soak = {
+        seconds,
+        rate,
+        served: r.ok,
+        errors: r.otherErrors + r.unavailable,
+        latency: roundLat(summarize(r.latenciesMs)),
+        rssAfterWarmupMb: round(avg(first, 'rssMb')),
+        rssLastFifthMb: round(avg(last, 'rssMb')),
+        pssAfterWarmupMb: round(avg(first, 'pssMb')),
+        pssLastFifthMb: round(avg(last, 'pssMb')),
+        samples,
+      };
     }
 
     log('crypto ceiling (server idle)');
@@ -200,12 +222,14 @@ async function main(): Promise<void> {
     }
   } finally {
     if (rssTimer) clearInterval(rssTimer);
+    if (pssTimer) clearInterval(pssTimer);
     if (server) results.peakRssPerProcessMb = server.peakRssMb();
     const code = server ? await server.stop() : null;
     if (server && code !== 0) failures.push(`meshcert exited with ${code} on SIGTERM`);
     rmSync(dir, { recursive: true, force: true });
   }
   results.peakRssMb = round(peakRss / 2 ** 20);
+  results.peakPssMb = round(peakPss / 2 ** 20);
 
   const machine = { cpus: cpus().length, model: cpus()[0]?.model, memoryGb: round(totalmem() / 2 ** 30), node: process.version, openssl: process.versions.openssl };
   const out = { when: new Date().toISOString(), mode: smoke ? 'smoke' : args.soak ? 'soak' : 'full', machine, ...results, failures };
@@ -268,7 +292,7 @@ function decodeChain(frame: Buffer): string[] {
   return out;
 }
 
-function printTable(out: { machine: Record<string, unknown>; rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number; peakRssPerProcessMb: number[]; phasePeakRssMb: Record<string, number> }): void {
+function printTable(out: { machine: Record<string, unknown>; rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number; peakPssMb: number; peakRssPerProcessMb: number[]; phasePeakRssMb: Record<string, number> }): void {
   const m = out.machine;
   console.log(`\nmeshcert bench: ${m.cpus} x ${m.model}, Node ${m.node}, OpenSSL ${m.openssl}`);
   console.log(`crypto ceiling (all cores, token verify + CSR verify + leaf sign): RSA ${out.ceilings.rsa2048}/s, EC ${out.ceilings.ec256}/s`);
@@ -281,6 +305,7 @@ function printTable(out: { machine: Record<string, unknown>; rows: Row[]; storm?
   if (out.storm) console.log(`storm: ${JSON.stringify(out.storm)}`);
   if (out.soak) console.log(`soak: ${JSON.stringify({ ...(out.soak as object), samples: undefined })}`);
   console.log(`server peak RSS (primary + workers): ${out.peakRssMb} MB; per process (VmHWM, primary first): ${out.peakRssPerProcessMb.join(', ')} MB; by phase: ${JSON.stringify(out.phasePeakRssMb)}`);
+  console.log(`server peak PSS (primary + workers; shared pages counted once, as the pod's memory cgroup counts them): ${out.peakPssMb} MB`);
 }
 
 function roundLat(l: LatencySummary): LatencySummary {

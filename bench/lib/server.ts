@@ -14,6 +14,12 @@ export interface BenchServer {
   cpuSeconds(): number;
   /** Current RSS of primary + workers, bytes. */
   rssBytes(): number;
+  /**
+   * Current PSS of primary + workers, bytes: each shared page (the node binary, shared libraries)
+   * counted once across the processes, as the pod's memory cgroup counts it. RSS counts them in
+   * every process.
+   */
+  pssBytes(): number;
   /** Peak RSS (VmHWM) of each process so far, MB: the primary first, then workers. */
   peakRssMb(): number[];
   /** Lines of the server's log containing this string. */
@@ -67,6 +73,7 @@ export async function startServer(root: string, configFile: string, logFile: str
     child,
     cpuSeconds: () => pids().reduce((sum, p) => sum + procCpuSeconds(p), 0),
     rssBytes: () => pids().reduce((sum, p) => sum + procRss(p), 0),
+    pssBytes: () => pids().reduce((sum, p) => sum + procPss(p), 0),
     peakRssMb: () => pids().map((p) => Math.round(procStatusKb(p, 'VmHWM') / 1024)),
     countLog: (fragment) => readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes(fragment)).length,
     stop: () =>
@@ -105,6 +112,15 @@ function procCpuSeconds(pid: number): number {
 
 function procRss(pid: number): number {
   return procStatusKb(pid, 'VmRSS') * 1024;
+}
+
+function procPss(pid: number): number {
+  try {
+    const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
 }
 
 function procStatusKb(pid: number, field: string): number {

@@ -4,13 +4,21 @@
  * burst of N requests read in one go would otherwise be signed back to back and every response
  * would wait for all N signatures. With slices, responses leave every `budgetMs` and new input is
  * read in between, so a burst raises tail latency by a slice, not by the whole burst.
+ *
+ * Under a deep backlog (a restart storm) it stops yielding and works through the queue: reading
+ * more input then would only admit calls that wait behind the queue or get shed (UNAVAILABLE) and
+ * come back as retries; left unread, they wait in the connections' flow-control windows instead.
  */
 export class WorkSlicer {
   private queue: Array<() => void> = [];
   private head = 0;
   private scheduled = false;
 
-  constructor(private readonly budgetMs = 2) {}
+  constructor(
+    private readonly budgetMs = 2,
+    /** Queue length from which a drain runs to the end without yielding. */
+    private readonly backlog = 64,
+  ) {}
 
   /** Queues synchronous work; settles with its result or its exception. */
   run<T>(work: () => T): Promise<T> {
@@ -34,7 +42,7 @@ export class WorkSlicer {
   }
 
   private readonly drain = (): void => {
-    const end = performance.now() + this.budgetMs;
+    const end = this.pending >= this.backlog ? Infinity : performance.now() + this.budgetMs;
     while (this.head < this.queue.length) {
       const job = this.queue[this.head]!;
       this.queue[this.head++] = noop;

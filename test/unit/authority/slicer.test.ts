@@ -43,3 +43,15 @@ describe('WorkSlicer', () => {
     expect(await s.run(() => 2)).toBe(2);
   });
 });
+
+describe('WorkSlicer under a deep backlog', () => {
+  it('works through the whole queue without yielding once it holds `backlog` jobs', async () => {
+    const s = new WorkSlicer(1, 8);
+    const events: string[] = [];
+    const jobs = Array.from({ length: 20 }, (_, i) => s.run(() => (busy(1), events.push(`job${i}`))));
+    setImmediate(() => events.push('io'));
+    await Promise.all(jobs);
+    // 20 queued ≥ 8: one drain runs all of them before the event loop gets control back.
+    expect(events.indexOf('io')).toBe(20);
+  });
+});
