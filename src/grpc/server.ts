@@ -107,6 +107,9 @@ export class GrpcServer {
       // Bounds memory in a restart storm: a client opens at most this many calls per connection at
       // once and queues the rest itself (SETTINGS_MAX_CONCURRENT_STREAMS).
       settings: { maxConcurrentStreams: options.maxConcurrentStreams, enablePush: false },
+      // Node resets a session whose buffered data passes this many MB (default 10); allow every
+      // stream of a connection to hold a full-size request.
+      maxSessionMemory: Math.max(10, Math.ceil((options.maxConcurrentStreams * (options.maxRequestBytes + 16_384)) / 2 ** 20)),
     });
     this.server.on('session', (session: ServerHttp2Session) => {
       this.sessions.add(session);

@@ -226,11 +226,19 @@ export const GET_SQL =
   'ORDER BY CASE WHEN fingerprint = ? THEN 0 ELSE 1 END, issued_at DESC, fingerprint DESC LIMIT 1';
 
 /** Params: now, expiringBefore. */
+/**
+ * Per identity, its latest certificate (greatest issued_at, then not_after, then fingerprint),
+ * when that one expires in [?, ?). Written as "certificates in the window that no later
+ * certificate of the same identity supersedes" so the not_after index narrows it to the window
+ * and the (spiffe_id, issued_at) index answers each check: the cost follows the window, not the
+ * table (a window function over every row made the primary's memory jump at each check).
+ */
 export const LATEST_PER_IDENTITY_SQL =
-  `SELECT ${CERT_COLUMNS.join(', ')} FROM (` +
-  `SELECT ${CERT_COLUMNS.join(', ')}, ROW_NUMBER() OVER (PARTITION BY spiffe_id ORDER BY issued_at DESC, not_after DESC, fingerprint DESC) AS rn ` +
-  `FROM ${CERT_TABLE} WHERE spiffe_id IS NOT NULL` +
-  `) latest WHERE rn = 1 AND not_after >= ? AND not_after < ? ORDER BY not_after ASC, spiffe_id ASC`;
+  `SELECT ${CERT_COLUMNS.map((c) => `c.${c}`).join(', ')} FROM ${CERT_TABLE} c ` +
+  `WHERE c.spiffe_id IS NOT NULL AND c.not_after >= ? AND c.not_after < ? AND NOT EXISTS (` +
+  `SELECT 1 FROM ${CERT_TABLE} n WHERE n.spiffe_id = c.spiffe_id AND (n.issued_at > c.issued_at OR (n.issued_at = c.issued_at AND ` +
+  `(n.not_after > c.not_after OR (n.not_after = c.not_after AND n.fingerprint > c.fingerprint))))` +
+  `) ORDER BY c.not_after ASC, c.spiffe_id ASC`;
 
 export function pageOf(rows: CertificateRecord[], limit: number): { items: CertificateRecord[]; nextCursor: string | null } {
   if (rows.length <= limit) return { items: rows, nextCursor: null };

@@ -404,12 +404,16 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     const f2 = makeRecord('f2', { spiffeId: id('f'), issuedAt: at(1), notAfter: at(40) }); // same issuedAt: later notAfter wins
     const g1 = makeRecord('g1', { spiffeId: id('g'), issuedAt: at(0), notAfter: at(90) });
     const g2 = makeRecord('g2', { spiffeId: id('g'), issuedAt: at(2), notAfter: at(20) }); // latest by issuedAt, short TTL
-    await store.insertMany([a1, a2, b1, c1, d1, e1, f1, f2, g1, g2]);
+    // Same issuedAt and notAfter: the greater fingerprint wins (a deterministic tie-break).
+    const [h1, h2] = [makeRecord('h1', { spiffeId: id('h'), issuedAt: at(3), notAfter: at(35) }), makeRecord('h2', { spiffeId: id('h'), issuedAt: at(3), notAfter: at(35) })].sort((x, y) =>
+      x.fingerprint < y.fingerprint ? -1 : 1,
+    );
+    await store.insertMany([a1, a2, b1, c1, d1, e1, f1, f2, g1, g2, h1!, h2!]);
 
     const stale = await store.latestPerIdentity(at(48), at(10));
-    expect(stale).toEqual([g2, b1, f2].map(asStored));
+    expect(stale).toEqual([g2, b1, h2!, f2].map(asStored));
     const withDead = await store.latestPerIdentity(at(48), new Date(0));
-    expect(withDead.map((r) => r.fingerprint)).toEqual([c1, g2, b1, f2].map((r) => r.fingerprint));
+    expect(withDead.map((r) => r.fingerprint)).toEqual([c1, g2, b1, h2!, f2].map((r) => r.fingerprint));
     expect(await store.latestPerIdentity(at(10), at(0))).toEqual([]);
   });
 
