@@ -233,12 +233,26 @@ export const GET_SQL =
  * and the (spiffe_id, issued_at) index answers each check: the cost follows the window, not the
  * table (a window function over every row made the primary's memory jump at each check).
  */
-export const LATEST_PER_IDENTITY_SQL =
+const LATEST_IN_WINDOW =
   `SELECT ${CERT_COLUMNS.map((c) => `c.${c}`).join(', ')} FROM ${CERT_TABLE} c ` +
   `WHERE c.spiffe_id IS NOT NULL AND c.not_after >= ? AND c.not_after < ? AND NOT EXISTS (` +
   `SELECT 1 FROM ${CERT_TABLE} n WHERE n.spiffe_id = c.spiffe_id AND (n.issued_at > c.issued_at OR (n.issued_at = c.issued_at AND ` +
   `(n.not_after > c.not_after OR (n.not_after = c.not_after AND n.fingerprint > c.fingerprint))))` +
-  `) ORDER BY c.not_after ASC, c.spiffe_id ASC`;
+  `)`;
+const LATEST_ORDER = ` ORDER BY c.not_after ASC, c.spiffe_id ASC`;
+
+export const LATEST_PER_IDENTITY_SQL = LATEST_IN_WINDOW + LATEST_ORDER;
+
+/**
+ * The same, keeping only certificates with at most a given fraction of their lifetime left (params:
+ * window start, window end, now, fraction). A superset of expiry.ts's isStale (which decides): in a
+ * mesh whose certificates all live as long as the window, the window alone is the whole table.
+ * The casts read as no-ops to SQLite and type the parameters for PostgreSQL.
+ */
+export const LATEST_PER_IDENTITY_UNDER_FRACTION_SQL =
+  LATEST_IN_WINDOW +
+  ` AND (c.not_after <= c.not_before OR (c.not_after - CAST(? AS timestamptz)) <= CAST(? AS double precision) * (c.not_after - c.not_before))` +
+  LATEST_ORDER;
 
 export function pageOf(rows: CertificateRecord[], limit: number): { items: CertificateRecord[]; nextCursor: string | null } {
   if (rows.length <= limit) return { items: rows, nextCursor: null };

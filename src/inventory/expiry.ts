@@ -155,7 +155,7 @@ export async function staleIdentities(
   options: { fraction?: number } = {},
 ): Promise<StaleIdentity[]> {
   const fraction = options.fraction ?? STALE_REMAINING_FRACTION;
-  const latest = await store.latestPerIdentity(new Date(now.getTime() + within * 1000), now);
+  const latest = await store.latestPerIdentity(new Date(now.getTime() + within * 1000), now, { maxRemainingFraction: fraction });
   const out: StaleIdentity[] = [];
   for (const r of latest) {
     if (r.spiffeId === null || !isStale(r, now, within, fraction)) continue;

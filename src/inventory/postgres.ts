@@ -16,6 +16,7 @@ import {
   CERT_TABLE,
   GET_SQL,
   LATEST_PER_IDENTITY_SQL,
+  LATEST_PER_IDENTITY_UNDER_FRACTION_SQL,
   MIGRATIONS_TABLE,
   buildListQuery,
   dnsNamesJson,
@@ -32,6 +33,7 @@ import {
   type CertificateFilter,
   type CertificateRecord,
   type InventoryStore,
+  type LatestPerIdentityOptions,
   type Page,
 } from './types.js';
 
@@ -120,6 +122,7 @@ function numbered(sql: string): string {
 
 const GET_PG = numbered(GET_SQL);
 const LATEST_PG = numbered(LATEST_PER_IDENTITY_SQL);
+const LATEST_UNDER_FRACTION_PG = numbered(LATEST_PER_IDENTITY_UNDER_FRACTION_SQL);
 
 /**
  * SQLSTATE class 22 (data exception) and 23 (integrity constraint violation) are properties of
@@ -273,8 +276,12 @@ export class PostgresInventoryStore implements InventoryStore {
     return Number(rows[0]!.n);
   }
 
-  async latestPerIdentity(expiringBefore: Date, now: Date): Promise<CertificateRecord[]> {
-    const { rows } = await this.query<CertRow & pg.QueryResultRow>(LATEST_PG, [now, expiringBefore]);
+  async latestPerIdentity(expiringBefore: Date, now: Date, options: LatestPerIdentityOptions = {}): Promise<CertificateRecord[]> {
+    const f = options.maxRemainingFraction;
+    const { rows } =
+      f === undefined
+        ? await this.query<CertRow & pg.QueryResultRow>(LATEST_PG, [now, expiringBefore])
+        : await this.query<CertRow & pg.QueryResultRow>(LATEST_UNDER_FRACTION_PG, [now, expiringBefore, now, f]);
     return rows.map(rowToRecord);
   }
 

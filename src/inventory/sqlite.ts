@@ -23,6 +23,7 @@ import {
   CERT_TABLE,
   GET_SQL,
   LATEST_PER_IDENTITY_SQL,
+  LATEST_PER_IDENTITY_UNDER_FRACTION_SQL,
   MIGRATIONS_TABLE,
   buildListQuery,
   dnsNamesJson,
@@ -39,6 +40,7 @@ import {
   type CertificateFilter,
   type CertificateRecord,
   type InventoryStore,
+  type LatestPerIdentityOptions,
   type Page,
 } from './types.js';
 
@@ -331,8 +333,12 @@ export class SqliteInventoryStore implements InventoryStore {
     return row.n;
   }
 
-  async latestPerIdentity(expiringBefore: Date, now: Date): Promise<CertificateRecord[]> {
-    const rows = await this.call<CertRow[]>('all', LATEST_PER_IDENTITY_SQL, [now.getTime(), expiringBefore.getTime()]);
+  async latestPerIdentity(expiringBefore: Date, now: Date, options: LatestPerIdentityOptions = {}): Promise<CertificateRecord[]> {
+    const f = options.maxRemainingFraction;
+    const rows =
+      f === undefined
+        ? await this.call<CertRow[]>('all', LATEST_PER_IDENTITY_SQL, [now.getTime(), expiringBefore.getTime()])
+        : await this.call<CertRow[]>('all', LATEST_PER_IDENTITY_UNDER_FRACTION_SQL, [now.getTime(), expiringBefore.getTime(), now.getTime(), f]);
     return rows.map(rowToRecord);
   }
 

@@ -122,7 +122,7 @@ export interface InventoryStore {
    * they are history, not an actionable alert; pass `now = new Date(0)` to include them.
    * Ordered by notAfter, then spiffeId.
    */
-  latestPerIdentity(expiringBefore: Date, now: Date): Promise<CertificateRecord[]>;
+  latestPerIdentity(expiringBefore: Date, now: Date, options?: LatestPerIdentityOptions): Promise<CertificateRecord[]>;
   /** Deletes certificate records with notAfter < before; returns how many. Audit events are kept. */
   pruneExpired(before: Date): Promise<number>;
   /** Resolves when the store answers a trivial query; throws when unreachable or closed. */
@@ -146,4 +146,9 @@ export class InvalidCursorError extends RangeError {
   constructor() {
     super('invalid inventory cursor: pass back the nextCursor of a previous page unchanged');
   }
+}
+
+export interface LatestPerIdentityOptions {
+  /** Keep only certificates with at most this fraction of their lifetime left at `now` (a pre-filter; callers decide exactly). */
+  readonly maxRemainingFraction?: number;
 }

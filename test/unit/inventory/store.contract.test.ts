@@ -417,6 +417,24 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await store.latestPerIdentity(at(10), at(0))).toEqual([]);
   });
 
+  it('latestPerIdentity with maxRemainingFraction keeps only certificates that far into their lifetime (a superset of isStale)', async () => {
+    const id = (n: string): string => `spiffe://cluster.local/ns/ns-b/sa/${n}`;
+    const at = (h: number): Date => new Date(T0 + h * HOUR);
+    const fresh = makeRecord('fr', { spiffeId: id('fresh'), notBefore: at(0), issuedAt: at(0), notAfter: at(24) }); // at 6h: 3/4 left
+    const old = makeRecord('ol', { spiffeId: id('old'), notBefore: at(-18), issuedAt: at(-18), notAfter: at(12) }); // at 6h: 1/5 left
+    const edge = makeRecord('ed', { spiffeId: id('edge'), notBefore: at(-3), issuedAt: at(-3), notAfter: at(15) }); // at 6h: exactly 1/2 left
+    const zero = makeRecord('ze', { spiffeId: id('zero'), notBefore: at(10), issuedAt: at(0), notAfter: at(10) }); // zero lifetime
+    await store.insertMany([fresh, old, edge, zero]);
+    const now = at(6);
+    const all = await store.latestPerIdentity(at(30), now);
+    expect(all.map((r) => r.spiffeId)).toEqual([id('zero'), id('old'), id('edge'), id('fresh')]);
+    const half = await store.latestPerIdentity(at(30), now, { maxRemainingFraction: 0.5 });
+    expect(half.map((r) => r.spiffeId)).toEqual([id('zero'), id('old'), id('edge')]);
+    const fifth = await store.latestPerIdentity(at(30), now, { maxRemainingFraction: 0.2 });
+    expect(fifth.map((r) => r.spiffeId)).toEqual([id('zero'), id('old')]);
+    expect(await store.latestPerIdentity(at(30), now, { maxRemainingFraction: 0.1 })).toEqual([zero].map(asStored));
+  });
+
   it('stores audit events exactly once per id', async () => {
     const events: AuditEvent[] = [
       { id: 'ev-1', at: new Date(T0), requester: 'r', identity: 'spiffe://x', cluster: 'c1', decision: 'issued', serial: 'ab' },
