@@ -246,15 +246,20 @@ export class GrpcServer {
     stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
     stream.once('wantTrailers', sendOkTrailers);
     const open = (): boolean => !stream.closed && !stream.destroyed && !stream.writableEnded;
-    route.handler(request, call, {
-      write: (response) => {
-        if (open()) stream.write(frameMessage(route.codec.serialize(response)));
-      },
-      end: () => {
-        if (open()) stream.end();
-      },
-      onClose: (listener) => stream.on('close', listener),
-    });
+    try {
+      route.handler(request, call, {
+        write: (response) => {
+          if (open()) stream.write(frameMessage(route.codec.serialize(response)));
+        },
+        end: () => {
+          if (open()) stream.end();
+        },
+        onClose: (listener) => stream.on('close', listener),
+      });
+    } catch (e) {
+      this.logger.error({ err: e, method: route.codec.path }, 'unexpected error in a gRPC handler');
+      sendStatus(stream, Status.INTERNAL, 'internal error');
+    }
   }
 
   private handlerFailed(e: unknown, path: string, fail: (code: StatusCode, details: string) => void): void {
