@@ -47,6 +47,8 @@ interface Row {
   serverCpuSeconds: number;
   cpuPerRequestUs: number;
   ceilingRatio?: number;
+  /** Share of the run's server CPU per process (primary first): shows how evenly workers were loaded. */
+  cpuShare?: number[];
   note?: string;
 }
 
@@ -102,11 +104,12 @@ async function main(): Promise<void> {
     };
     const measure = async (scenario: string, reqs: BenchRequest[]): Promise<Row> => {
       const cpu0 = srv.cpuSeconds();
+      const perProcess0 = srv.cpuSecondsPerProcess();
       const r = await runLoad(prepare(reqs), load);
       const cpu = srv.cpuSeconds() - cpu0;
       checkSamples(r, rootPem, scenario, failures);
       phase(scenario);
-      return row(scenario, 'node:http2, distinct CSR+token per call', r, cpu);
+      return { ...row(scenario, 'node:http2, distinct CSR+token per call', r, cpu), cpuShare: shares(srv.cpuSecondsPerProcess(), perProcess0, cpu) };
     };
     const measurePeaks = async (): Promise<void> => {
       results.rows.push(await measure('RSA-2048 CSR, RS256 token', rsaReqs));
@@ -121,8 +124,10 @@ async function main(): Promise<void> {
           await sleep(1000); // logs are flushed every 250 ms: count only this run's lines
           const before = srv.countLog('"decision":"issued"');
           const cpu0 = srv.cpuSeconds();
+          const perProcess0 = srv.cpuSecondsPerProcess();
           const peak = await runH2load({ port: srv.port, body, token: one.token, dir, requests: smoke ? 2000 : 60000, clients: 8, streams: 16 });
           const cpu = srv.cpuSeconds() - cpu0;
+          const cpuShare = shares(srv.cpuSecondsPerProcess(), perProcess0, cpu);
           await sleep(1000); // let the log catch up
           const issued = srv.countLog('"decision":"issued"') - before;
           const errors = peak.failed + Math.max(0, peak.requests - issued);
@@ -137,6 +142,7 @@ async function main(): Promise<void> {
             unavailable: 0,
             serverCpuSeconds: round(cpu, 2),
             cpuPerRequestUs: round((cpu / Math.max(1, peak.requests)) * 1e6),
+            cpuShare,
           });
           // Latency at half of the measured peak, rate-limited.
           const clients = 8;
@@ -244,6 +250,11 @@ async function main(): Promise<void> {
   }
 }
 
+/** Each process's share of `total` CPU seconds between two per-process readings. */
+function shares(after: number[], before: number[], total: number): number[] {
+  return after.map((c, i) => round((c - (before[i] ?? 0)) / Math.max(total, 1e-9), 2));
+}
+
 function row(scenario: string, driver: string, r: LoadResult, cpu: number): Row {
   return {
     scenario,
@@ -296,8 +307,8 @@ function printTable(out: { machine: Record<string, unknown>; rows: Row[]; storm?
   const m = out.machine;
   console.log(`\nmeshcert bench: ${m.cpus} x ${m.model}, Node ${m.node}, OpenSSL ${m.openssl}`);
   console.log(`crypto ceiling (all cores, token verify + CSR verify + leaf sign): RSA ${out.ceilings.rsa2048}/s, EC ${out.ceilings.ec256}/s`);
-  const head = ['scenario', 'driver', 'req', 'cert/s', 'p50 ms', 'p90', 'p99', 'max', 'err', 'unavail', 'cpu µs/req', '/ceiling'];
-  const lines = out.rows.map((r) => [r.scenario, r.driver, r.requests, r.perSecond, r.latency.p50, r.latency.p90, r.latency.p99, r.latency.max, r.errors, r.unavailable, r.cpuPerRequestUs, r.ceilingRatio ?? '']);
+  const head = ['scenario', 'driver', 'req', 'cert/s', 'p50 ms', 'p90', 'p99', 'max', 'err', 'unavail', 'cpu µs/req', '/ceiling', 'cpu share (primary, workers)'];
+  const lines = out.rows.map((r) => [r.scenario, r.driver, r.requests, r.perSecond, r.latency.p50, r.latency.p90, r.latency.p99, r.latency.max, r.errors, r.unavailable, r.cpuPerRequestUs, r.ceilingRatio ?? '', r.cpuShare?.join('/') ?? '']);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => String(l[i]).length)));
   const fmt = (cells: unknown[]): string => cells.map((c, i) => String(c).padEnd(widths[i]!)).join('  ');
   console.log(fmt(head));

@@ -12,6 +12,8 @@ export interface BenchServer {
   readonly child: ChildProcess;
   /** CPU seconds (user+system) used so far by the primary and its workers. */
   cpuSeconds(): number;
+  /** CPU seconds so far per process: the primary first, then each worker. */
+  cpuSecondsPerProcess(): number[];
   /** Current RSS of primary + workers, bytes. */
   rssBytes(): number;
   /**
@@ -72,6 +74,7 @@ export async function startServer(root: string, configFile: string, logFile: str
     port,
     child,
     cpuSeconds: () => pids().reduce((sum, p) => sum + procCpuSeconds(p), 0),
+    cpuSecondsPerProcess: () => pids().map(procCpuSeconds),
     rssBytes: () => pids().reduce((sum, p) => sum + procRss(p), 0),
     pssBytes: () => pids().reduce((sum, p) => sum + procPss(p), 0),
     peakRssMb: () => pids().map((p) => Math.round(procStatusKb(p, 'VmHWM') / 1024)),
