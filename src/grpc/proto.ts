@@ -9,7 +9,7 @@ export const CA_PROTO = join(PROTO_DIR, 'istio/security/v1alpha1/ca.proto');
 export const HEALTH_PROTO = join(PROTO_DIR, 'grpc/health/v1/health.proto');
 
 /** int64 as string: validity_duration may be absurdly large and must not lose precision. */
-export const LOADER_OPTIONS = { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_DIR] };
+const LOADER_OPTIONS = { keepCase: false, longs: String, enums: String, defaults: true, oneofs: true, includeDirs: [PROTO_DIR] };
 
 export const CERTIFICATE_SERVICE = 'istio.v1.auth.IstioCertificateService';
 export const HEALTH_SERVICE = 'grpc.health.v1.Health';

@@ -200,7 +200,7 @@ export class GrpcServer {
       try {
         body.push(chunk);
       } catch (e) {
-        failWith(e, fail);
+        this.failFrom(e, path, fail);
       }
     });
     stream.on('end', () => {
@@ -209,7 +209,7 @@ export class GrpcServer {
       try {
         request = route.codec.deserialize(body.message(encoding));
       } catch (e) {
-        return e instanceof GrpcStatusError ? failWith(e, fail) : fail(Status.INTERNAL, `the request message could not be decoded as ${methodName(path)}'s request`);
+        return e instanceof GrpcStatusError ? fail(e.code, e.details) : fail(Status.INTERNAL, `the request message could not be decoded as ${methodName(path)}'s request`);
       }
       const call: CallInfo = this.callInfo(stream, headers);
       if (route.kind === 'stream') return this.runStream(stream, route, request, call, () => (done = true));
@@ -217,7 +217,7 @@ export class GrpcServer {
       try {
         result = route.handler(request, call);
       } catch (e) {
-        return this.handlerFailed(e, path, fail);
+        return this.failFrom(e, path, fail);
       }
       Promise.resolve(result).then(
         (response) => {
@@ -226,7 +226,7 @@ export class GrpcServer {
           try {
             payload = route.codec.serialize(response);
           } catch (e) {
-            return this.handlerFailed(e, path, fail);
+            return this.failFrom(e, path, fail);
           }
           done = true;
           if (timer) clearTimeout(timer);
@@ -235,7 +235,7 @@ export class GrpcServer {
           stream.once('wantTrailers', sendOkTrailers);
           stream.end(frameMessage(payload));
         },
-        (e: unknown) => this.handlerFailed(e, path, fail),
+        (e: unknown) => this.failFrom(e, path, fail),
       );
     });
   }
@@ -257,12 +257,12 @@ export class GrpcServer {
         onClose: (listener) => stream.on('close', listener),
       });
     } catch (e) {
-      this.logger.error({ err: e, method: route.codec.path }, 'unexpected error in a gRPC handler');
-      sendStatus(stream, Status.INTERNAL, 'internal error');
+      this.failFrom(e, route.codec.path, (code, details) => sendStatus(stream, code, details));
     }
   }
 
-  private handlerFailed(e: unknown, path: string, fail: (code: StatusCode, details: string) => void): void {
+  /** A GrpcStatusError ends the call with its status; anything else is logged and becomes INTERNAL. */
+  private failFrom(e: unknown, path: string, fail: (code: StatusCode, details: string) => void): void {
     if (e instanceof GrpcStatusError) return fail(e.code, e.details);
     // Never the error's own text: it may carry internals.
     this.logger.error({ err: e, method: path }, 'unexpected error in a gRPC handler');
@@ -282,11 +282,6 @@ export class GrpcServer {
     }
     return { headers, peer: peer?.address ?? 'unknown', peerCertificate: peer?.certificate };
   }
-}
-
-function failWith(e: unknown, fail: (code: StatusCode, details: string) => void): void {
-  if (e instanceof GrpcStatusError) fail(e.code, e.details);
-  else fail(Status.INTERNAL, 'internal error');
 }
 
 /** Trailers-only response: the status travels in the one HEADERS frame that ends the stream. */
