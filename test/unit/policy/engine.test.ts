@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { CsrKeyInfo } from '../../../src/csr/types.js';
 import { PolicyEngine, type PolicyDecision, type PolicyRequest } from '../../../src/policy/engine.js';
 import { policySchema, type PolicyInput } from '../../../src/policy/schema.js';
+import { EXAMPLE_POLICY } from '../../fixtures/policy.js';
 
 const H = 3600;
 const D = 86_400;
@@ -49,28 +50,6 @@ function denied(d: PolicyDecision): Extract<PolicyDecision, { allowed: false }> 
   if (d.allowed) throw new Error(`expected a deny decision, got allow by ${d.rule}`);
   return d;
 }
-
-const GATEWAYS: PolicyInput = {
-  rules: [
-    {
-      name: 'deny-kube-system',
-      match: { trustDomains: ['cluster.local'], clusters: ['Kubernetes'], namespaces: ['kube-system', 'team-*'], serviceAccounts: ['*'], impersonated: false },
-      deny: 'kube-system workloads get certificates from istiod',
-    },
-    {
-      name: 'gateways',
-      match: { namespaces: ['istio-ingress'], serviceAccounts: ['istio-ingressgateway'] },
-      lifetime: { default: '12h', min: '1h', max: '48h', aboveMax: 'clamp' },
-      keys: [
-        { type: 'ECDSA', minSize: 256 },
-        { type: 'RSA', minSize: 3072 },
-      ],
-      extraSans: { dns: ['*.{namespace}.svc.cluster.local', '{serviceAccount}.example.com'], ip: [] },
-      issuer: 'gateways-ca',
-    },
-  ],
-  default: { lifetime: { default: '24h', max: '90d' } },
-};
 
 describe('PolicyEngine match fields', () => {
   it.each<[string, MatchInput, Partial<PolicyRequest>, boolean]>([
@@ -170,7 +149,7 @@ describe('PolicyEngine precedence', () => {
 
 describe('PolicyEngine deny rules', () => {
   it('refuses with POLICY_DENIED and the configured reason, verbatim', () => {
-    expect(engine(GATEWAYS).evaluate(req({ namespace: 'kube-system' }))).toEqual({
+    expect(engine(EXAMPLE_POLICY).evaluate(req({ namespace: 'kube-system' }))).toEqual({
       allowed: false,
       rule: 'deny-kube-system',
       code: 'POLICY_DENIED',
@@ -179,7 +158,7 @@ describe('PolicyEngine deny rules', () => {
   });
 
   it('refuses before looking at the key, SANs or lifetime', () => {
-    const d = denied(engine(GATEWAYS).evaluate(req({ namespace: 'team-x', key: { algorithm: 'RSA', size: 1024 }, emails: ['a@b.c'], requestedTtlSeconds: 'junk' })));
+    const d = denied(engine(EXAMPLE_POLICY).evaluate(req({ namespace: 'team-x', key: { algorithm: 'RSA', size: 1024 }, emails: ['a@b.c'], requestedTtlSeconds: 'junk' })));
     expect(d.code).toBe('POLICY_DENIED');
   });
 
@@ -255,7 +234,7 @@ describe('PolicyEngine lifetime', () => {
 });
 
 describe('PolicyEngine keys', () => {
-  const gateways = engine(GATEWAYS);
+  const gateways = engine(EXAMPLE_POLICY);
   const gw = { namespace: 'istio-ingress', serviceAccount: 'istio-ingressgateway' };
 
   it.each<[string, PolicyEngine, Partial<PolicyRequest>, CsrKeyInfo, boolean]>([
@@ -407,7 +386,7 @@ describe('PolicyEngine extra SANs', () => {
 
 describe('PolicyEngine issuer and default rule', () => {
   it('uses the matched rule\'s issuer', () => {
-    expect(allowed(engine(GATEWAYS).evaluate(req({ namespace: 'istio-ingress', serviceAccount: 'istio-ingressgateway' }))).issuer).toBe('gateways-ca');
+    expect(allowed(engine(EXAMPLE_POLICY).evaluate(req({ namespace: 'istio-ingress', serviceAccount: 'istio-ingressgateway' }))).issuer).toBe('gateways-ca');
   });
 
   it('inherits the default rule\'s issuer, keys and SANs when a rule does not set them', () => {
@@ -426,13 +405,13 @@ describe('PolicyEngine issuer and default rule', () => {
   });
 
   it('applies the default rule when no rule matches', () => {
-    const d = allowed(engine(GATEWAYS).evaluate(req({ namespace: 'shop' })));
+    const d = allowed(engine(EXAMPLE_POLICY).evaluate(req({ namespace: 'shop' })));
     expect(d).toEqual({ allowed: true, rule: 'default', ttlSeconds: D, ttlClamped: false, dnsNames: [], ipAddresses: [], issuer: 'default' });
   });
 });
 
 describe('PolicyEngine.explain', () => {
-  const p = engine(GATEWAYS);
+  const p = engine(EXAMPLE_POLICY);
 
   it('lists each rule tried until the match, with why', () => {
     const e = p.explain(req({ namespace: 'istio-ingress', serviceAccount: 'istio-ingressgateway', dnsNames: ['gw.istio-ingress.svc.cluster.local'] }));

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../../src/errors/ca-error.js';
 import { parsePolicy } from '../../../src/policy/load.js';
 import { BUILTIN_DEFAULT, policySchema, type Policy } from '../../../src/policy/schema.js';
+import { EXAMPLE_POLICY } from '../../fixtures/policy.js';
 
 const H = 3600;
 const D = 86_400;
@@ -12,31 +13,9 @@ function issues(input: unknown): Array<[string, string]> {
   return r.success ? [] : r.error.issues.map((i) => [i.path.join('.'), i.message]);
 }
 
-const BRIEF_EXAMPLE = {
-  rules: [
-    {
-      name: 'deny-kube-system',
-      match: { trustDomains: ['cluster.local'], clusters: ['Kubernetes'], namespaces: ['kube-system', 'team-*'], serviceAccounts: ['*'], impersonated: false },
-      deny: 'kube-system workloads get certificates from istiod',
-    },
-    {
-      name: 'gateways',
-      match: { namespaces: ['istio-ingress'], serviceAccounts: ['istio-ingressgateway'] },
-      lifetime: { default: '12h', min: '1h', max: '48h', aboveMax: 'clamp' },
-      keys: [
-        { type: 'ECDSA', minSize: 256 },
-        { type: 'RSA', minSize: 3072 },
-      ],
-      extraSans: { dns: ['*.{namespace}.svc.cluster.local', '{serviceAccount}.example.com'], ip: [] },
-      issuer: 'gateways-ca',
-    },
-  ],
-  default: { lifetime: { default: '24h', max: '90d' } },
-};
-
 describe('policySchema: valid policies', () => {
   it('resolves the documented example completely', () => {
-    expect(policySchema.parse(BRIEF_EXAMPLE)).toEqual<Policy>({
+    expect(policySchema.parse(EXAMPLE_POLICY)).toEqual<Policy>({
       rules: [
         {
           name: 'deny-kube-system',
