@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../src/client/ca-client.js';
 import { makeCsr } from '../fixtures/csr.js';
 import { startServe, type ServerProcess } from '../support/cli.js';
-import { mintToken, TEST_ISSUER, writeTestJwks } from '../support/harness.js';
+import { mintToken, serveConfigYaml, writeTestJwks } from '../support/harness.js';
 
 describe('SIGHUP reload across worker processes', () => {
   let dir: string;
@@ -19,8 +19,7 @@ describe('SIGHUP reload across worker processes', () => {
   it('applies a new policy in every worker on SIGHUP', async () => {
     dir = mkdtempSync(join(tmpdir(), 'meshcert-sighup-'));
     await writeTestJwks(join(dir, 'jwks.json'));
-    const cfg = (policy: string) =>
-      `dataDir: data\nserver: { listen: "127.0.0.1:0", workers: 2 }\nadmin: { listen: "127.0.0.1:0" }\nca: { autoInit: true }\nauth:\n  clusters:\n    - name: Kubernetes\n      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: jwks.json }]\n${policy}`;
+    const cfg = (policy: string) => serveConfigYaml({ workers: 2, extra: policy });
     const file = join(dir, 'meshcert.yaml');
     writeFileSync(file, cfg(''));
     server = await startServe(['--config', file]);

@@ -55,6 +55,23 @@ export async function mintToken(o: TokenOptions = {}): Promise<string> {
     .sign(key);
 }
 
+/**
+ * A `serve` config file's text for tests: loopback ports, a CA made at first start, JWT from
+ * TEST_ISSUER verified with the jwks.json beside the file (see writeTestJwks); `extra` is
+ * appended as is (policy, kubernetes, ...).
+ */
+export function serveConfigYaml(o: { workers: number; inventory?: boolean; extra?: string }): string {
+  return `dataDir: data
+server: { listen: "127.0.0.1:0", workers: ${o.workers} }
+admin: { listen: "127.0.0.1:0" }
+${o.inventory === false ? 'inventory: { store: none }\n' : ''}ca: { autoInit: true }
+auth:
+  clusters:
+    - name: Kubernetes
+      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: jwks.json }]
+${o.extra ?? ''}`;
+}
+
 /** Writes the JWKS that verifies mintToken()'s tokens. */
 export async function writeTestJwks(path: string): Promise<void> {
   const keys = [

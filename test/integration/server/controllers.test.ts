@@ -13,7 +13,7 @@ import { loadConfigFile } from '../../../src/config/load.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { runServer, type RunningServer } from '../../../src/runtime/serve.js';
 import { FakeKube } from '../../support/fake-kube.js';
-import { TEST_ISSUER, writeTestJwks } from '../../support/harness.js';
+import { serveConfigYaml, writeTestJwks } from '../../support/harness.js';
 
 const ns = (name: string) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name }, status: { phase: 'Active' } });
 
@@ -22,21 +22,17 @@ describe('root distribution and istiod-tls, run by the server', () => {
   let dir: string;
   let file: string;
   let server: RunningServer;
-  const yaml = (extra = '') => `dataDir: data
-server: { listen: "127.0.0.1:0", workers: 1 }
-admin: { listen: "127.0.0.1:0" }
-inventory: { store: none }
-ca: { autoInit: true }
-auth:
-  clusters:
-    - name: Kubernetes
-      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: jwks.json }]
-kubernetes: { server: "${fake.url}", caFile: kube-ca.pem, tokenFile: kube-token }
+  const yaml = (extra = '') =>
+    serveConfigYaml({
+      workers: 1,
+      inventory: false,
+      extra: `kubernetes: { server: "${fake.url}", caFile: kube-ca.pem, tokenFile: kube-token }
 istio:
   rootCertConfigMap: { enabled: true, excludeNamespaces: [kube-system] }
   istiodTls: { enabled: true }
 leaderElection: { namespace: meshcert, leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 1s }
-${extra}`;
+${extra}`,
+    });
 
   beforeAll(async () => {
     fake = await FakeKube.start({ token: 'sa-token' });

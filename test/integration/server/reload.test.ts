@@ -9,22 +9,12 @@ import { loadConfigFile } from '../../../src/config/load.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { runServer, type RunningServer } from '../../../src/runtime/serve.js';
 import { makeCsr } from '../../fixtures/csr.js';
-import { mintToken, TEST_ISSUER, writeTestJwks } from '../../support/harness.js';
+import { mintToken, serveConfigYaml, writeTestJwks } from '../../support/harness.js';
 
 const ID = (ns: string, sa: string) => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
 
 function configYaml(policy: string): string {
-  return `dataDir: data
-server: { listen: "127.0.0.1:0", workers: 1 }
-admin: { listen: "127.0.0.1:0" }
-inventory: { store: none }
-ca: { autoInit: true }
-auth:
-  clusters:
-    - name: Kubernetes
-      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: jwks.json }]
-${policy}
-`;
+  return serveConfigYaml({ workers: 1, inventory: false, extra: `${policy}\n` });
 }
 
 describe('hot reload of the policy', () => {
