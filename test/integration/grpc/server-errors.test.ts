@@ -1,0 +1,80 @@
+/**
+ * The gRPC layer's last line of defence: a handler that throws something other than a
+ * GrpcStatusError (a bug) ends its call with INTERNAL and a fixed message; the error's own text,
+ * which may hold internals, reaches only the log. The real server over TLS, a raw HTTP/2 client.
+ */
+import { webcrypto } from 'node:crypto';
+import { connect, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Status } from '../../../src/grpc/codes.js';
+import { GrpcServer, type MethodCodec } from '../../../src/grpc/server.js';
+import { frameMessage } from '../../../src/grpc/wire.js';
+import { createLogger } from '../../../src/log/logger.js';
+import { derToPem, x509 } from '../../fixtures/csr.js';
+
+const SECRET = 'password=hunter2 at /var/lib/meshcert/ca-key.pem';
+const codec = (path: string): MethodCodec<Buffer, Buffer> => ({ path, deserialize: (b) => b, serialize: (r) => r });
+
+let server: GrpcServer;
+let session: ClientHttp2Session;
+let logged = '';
+
+beforeAll(async () => {
+  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+  const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    name: 'CN=localhost',
+    keys,
+    signingAlgorithm: alg,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 3_600_000),
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: 'localhost' }])],
+  });
+  const certPem = cert.toString('pem');
+  const keyPem = derToPem(new Uint8Array(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)), 'PRIVATE KEY');
+  const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => ((logged += c.toString()), cb()) }));
+  server = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10 }, { certChainPem: certPem, keyPem }, logger)
+    .unary(codec('/t.T/Unary'), () => {
+      throw new Error(SECRET);
+    })
+    .unary(codec('/t.T/Rejects'), () => Promise.reject(new Error(SECRET)))
+    .serverStream(codec('/t.T/Stream'), () => {
+      throw new Error(SECRET);
+    });
+  const port = await server.start();
+  session = connect(`https://localhost:${port}`, { ca: certPem, host: '127.0.0.1' });
+});
+
+afterAll(async () => {
+  session?.close();
+  await server?.shutdown();
+});
+
+function call(path: string): Promise<{ status?: string; message?: string }> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' });
+    let headers: IncomingHttpHeaders = {};
+    stream.on('response', (h) => (headers = h));
+    stream.on('trailers', (t) => (headers = { ...headers, ...t }));
+    stream.on('error', reject);
+    stream.resume();
+    stream.on('end', () => resolve({ status: headers['grpc-status'] as string | undefined, message: headers['grpc-message'] as string | undefined }));
+    stream.end(frameMessage(Buffer.from('x')));
+  });
+}
+
+describe('a handler that fails unexpectedly', () => {
+  it.each(['/t.T/Unary', '/t.T/Rejects', '/t.T/Stream'])('%s ends with INTERNAL and a fixed message; the detail reaches only the log', async (path) => {
+    logged = '';
+    const r = await call(path);
+    expect(r).toEqual({ status: String(Status.INTERNAL), message: 'internal error' });
+    expect(JSON.stringify(r)).not.toContain('hunter2');
+    await new Promise((res) => setTimeout(res, 300)); // pino writes asynchronously
+    expect(logged).toContain('unexpected error in a gRPC handler');
+  });
+
+  it('keeps serving afterwards', async () => {
+    expect((await call('/t.T/Unary')).status).toBe(String(Status.INTERNAL));
+  });
+});
