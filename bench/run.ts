@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]]
+ * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--profile DIR]
  *
  * Starts meshcert as a user would (built CLI, config file, CA from `ca init`, TLS, JWT auth with a
  * JWKS file, info-level logs, default worker count), drives it, and prints one table plus a JSON
@@ -9,7 +9,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -31,6 +31,10 @@ const { values: args } = parseArgs({
     duration: { type: 'string', default: '600' },
     rate: { type: 'string', default: '1000' },
     'skip-build': { type: 'boolean', default: false },
+    /** server.workers for the run (default: the config's default). */
+    workers: { type: 'string' },
+    /** Run the server (and its workers) under `node --cpu-prof`, writing .cpuprofile files to this directory. */
+    profile: { type: 'string' },
   },
 });
 const smoke = args.smoke!;
@@ -77,14 +81,15 @@ async function main(): Promise<void> {
     execFileSync(process.execPath, [join(ROOT, 'dist/cli.js'), 'ca', 'init', '--dir', join(dir, 'ca')], { stdio: 'ignore' });
     const signers = makeTokenSigners();
     writeFileSync(join(dir, 'jwks.json'), JSON.stringify({ keys: signers.map((s) => s.jwk) }));
-    const configFile = writeConfig(dir, join(dir, 'jwks.json'));
-    server = await startServer(ROOT, configFile, join(dir, 'server.log'));
+    const configFile = writeConfig(dir, join(dir, 'jwks.json'), args.workers);
+    const nodeArgs = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : [];
+    server = await startServer(ROOT, configFile, join(dir, 'server.log'), nodeArgs);
     const srv = server;
     rssTimer = setInterval(() => (peakRss = Math.max(peakRss, srv.rssBytes())), 200);
     // smaps_rollup walks page tables: sampled less often than VmRSS.
     pssTimer = setInterval(() => (peakPss = Math.max(peakPss, srv.pssBytes())), 1000);
     const rootPem = readFileSync(join(dir, 'ca/root-cert.pem'), 'utf8');
-    log(`meshcert on 127.0.0.1:${server.port}, workers: ${availableParallelism()}`);
+    log(`meshcert on 127.0.0.1:${server.port}, server.workers: ${args.workers ?? 'default'}`);
 
     const n = smoke ? 300 : 20000;
     log('pre-generating distinct CSRs and tokens (not timed)');
@@ -238,7 +243,7 @@ async function main(): Promise<void> {
   results.peakPssMb = round(peakPss / 2 ** 20);
 
   const machine = { cpus: cpus().length, model: cpus()[0]?.model, memoryGb: round(totalmem() / 2 ** 30), node: process.version, openssl: process.versions.openssl };
-  const out = { when: new Date().toISOString(), mode: smoke ? 'smoke' : args.soak ? 'soak' : 'full', machine, ...results, failures };
+  const out = { when: new Date().toISOString(), mode: smoke ? 'smoke' : args.soak ? 'soak' : 'full', machine, workers: args.workers ?? 'default', ...results, failures };
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   const file = join(ROOT, 'bench/results', `${out.when.replace(/[:.]/g, '-')}-${out.mode}.json`);
   writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);

@@ -51,6 +51,8 @@ export interface StartOptions {
   readonly metrics?: CaMetrics;
   /** Where issued certificates and audit events go (inventory). */
   readonly sink?: RecordSink;
+  /** See AuthorityDeps.signatures: 'inline' in cluster workers, 'pool' (default) in a single process. */
+  readonly signatures?: 'pool' | 'inline';
 }
 
 /** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
@@ -152,6 +154,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const authority = new Authority({
     authenticate: (req) => auth.chain.authenticate(req),
     schedule: (work) => slicer.run(work),
+    signatures: o.signatures ?? 'pool',
     issuers,
     policy: () => state.policy,
     options: { backdate: config.issuance.backdate, defaultCluster: auth.defaultCluster, trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [] },

@@ -29,14 +29,14 @@ export interface BenchServer {
   stop(): Promise<number | null>;
 }
 
-export function writeConfig(dir: string, jwksFile: string, extra = ''): string {
+export function writeConfig(dir: string, jwksFile: string, workers?: string, extra = ''): string {
   const file = join(dir, 'meshcert.yaml');
   writeFileSync(
     file,
     `dataDir: ${join(dir, 'data')}
 server:
   listen: 127.0.0.1:0
-ca:
+${workers === undefined ? '' : `  workers: ${workers}\n`}ca:
   dir: ${join(dir, 'ca')}
 auth:
   clusters:
@@ -49,9 +49,10 @@ ${extra}`,
   return file;
 }
 
-export async function startServer(root: string, configFile: string, logFile: string): Promise<BenchServer> {
+/** `nodeArgs` go before the script (e.g. --cpu-prof); cluster workers inherit them. */
+export async function startServer(root: string, configFile: string, logFile: string, nodeArgs: readonly string[] = []): Promise<BenchServer> {
   const log = createWriteStream(logFile);
-  const child = spawn(process.execPath, [join(root, 'dist/cli.js'), 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeArgs, join(root, 'dist/cli.js'), 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(log);
   child.stderr!.pipe(log);
   let seen = '';

@@ -1,8 +1,8 @@
 import type { AuthRequest, Caller } from '../auth/types.js';
-import type { CsrKeyInfo, ParsedCsr } from '../csr/types.js';
-import { parseCsrPem } from '../csr/parse.js';
+import type { CsrKeyInfo, CsrProof, ParsedCsr } from '../csr/types.js';
+import { decodeCsrPem, verifyCsrProof, verifyCsrProofAsync } from '../csr/parse.js';
 import { CaError } from '../errors/ca-error.js';
-import type { SignedLeaf } from '../issuer/local.js';
+import type { LocalIssuer, SignedLeaf, SignRequest } from '../issuer/local.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
 import type { PolicyEngine } from '../policy/engine.js';
 import { parseSpiffeId, parseWorkloadSpiffeId } from '../x509/spiffe-id.js';
@@ -58,6 +58,14 @@ export interface AuthorityDeps {
   readonly nodeAuthorizer?: { authorize(caller: Caller, requestedIdentity: string): void };
   /** Runs the synchronous, CPU-heavy part of a call (default: at once); see WorkSlicer. */
   readonly schedule?: <T>(work: () => T) => Promise<T>;
+  /**
+   * Where the two signature operations of a call run (the CSR's proof of possession, the leaf's
+   * signature). 'pool' (default): on libuv's thread pool, so a single process uses a second core
+   * while its JavaScript thread decodes the next request. 'inline': in the scheduled work, for
+   * cluster workers, which already keep every core busy; there the hand-off between threads only
+   * adds CPU (measured: about 5-15 % per certificate).
+   */
+  readonly signatures?: 'pool' | 'inline';
 }
 
 /**
@@ -76,18 +84,37 @@ export class Authority {
 
   async issue(req: CertificateRequest): Promise<IssuedCertificate> {
     const caller = await this.deps.authenticate(req.auth);
-    const work = (): IssuedCertificate => {
-      try {
-        return this.issueFor(caller, req);
-      } catch (e) {
-        if (e instanceof CaError) e.caller = caller.identities[0];
-        throw e;
+    try {
+      if (this.deps.signatures === 'inline') {
+        return await this.run(() => {
+          const d = this.decide(caller, req);
+          verifyCsrProof(d.proof);
+          this.deps.beforeSign?.();
+          let leaf: SignedLeaf;
+          try {
+            leaf = d.issuer.sign(d.sign);
+          } catch (e) {
+            return issuerFailed(e);
+          }
+          return issued(d, leaf);
+        });
       }
-    };
-    return this.deps.schedule ? this.deps.schedule(work) : work();
+      const d = await this.run(() => this.decide(caller, req));
+      // Proof of possession before anything is signed.
+      await verifyCsrProofAsync(d.proof);
+      this.deps.beforeSign?.();
+      return issued(d, await d.issuer.signAsync(d.sign).catch(issuerFailed));
+    } catch (e) {
+      if (e instanceof CaError) e.caller = caller.identities[0];
+      throw e;
+    }
   }
 
-  private issueFor(caller: Caller, req: CertificateRequest): IssuedCertificate {
+  private run<T>(work: () => T): Promise<T> {
+    return this.deps.schedule ? this.deps.schedule(work) : Promise.resolve().then(work);
+  }
+
+  private decide(caller: Caller, req: CertificateRequest): Decision {
     const registry = this.deps.issuers();
     const policy = this.deps.policy();
 
@@ -105,7 +132,7 @@ export class Authority {
     // certificate is for, not on who asks.
     this.deps.rateLimit?.take(subject.identities[0] ?? 'unknown');
 
-    const csr = parseCsrPem(req.csrPem);
+    const { unverified: csr, proof } = decodeCsrPem(req.csrPem);
     const spiffeId = chooseIdentity(subject, csr, this.deps.options.trustDomainGroup);
     const workload = parseWorkloadSpiffeId(spiffeId);
     const decision = policy.evaluate({
@@ -126,34 +153,49 @@ export class Authority {
     const issuer = registry.get(decision.issuer);
     const now = this.now();
     if (issuer.notAfter <= now) throw new CaError('ISSUER_UNAVAILABLE', `the signing CA "${issuer.name}" has expired; an operator must renew it`);
-    this.deps.beforeSign?.();
-    let leaf: SignedLeaf;
-    try {
-      leaf = issuer.sign({
+    return {
+      proof,
+      issuer,
+      rootBundlePem: registry.rootBundlePem,
+      sign: {
         spki: csr.spki,
         uris: [spiffeId],
         dnsNames: decision.dnsNames,
         ipAddresses: decision.ipAddresses,
         notBefore: new Date(now.getTime() - this.deps.options.backdate * 1000),
         notAfter: new Date(now.getTime() + decision.ttlSeconds * 1000),
-      });
-    } catch (e) {
-      throw new CaError('ISSUER_FAILED', 'failed to sign the certificate', { cause: e });
-    }
-    return {
-      caller,
-      spiffeId,
-      impersonated: Boolean(impersonate),
-      issuer: issuer.name,
-      key: csr.key,
-      leaf,
-      policyRule: decision.rule,
-      dnsNames: decision.dnsNames,
-      ...(workload ? { workload: { namespace: workload.namespace, serviceAccount: workload.serviceAccount } } : {}),
-      // The root bundle is the union of every issuer's roots, so all workloads trust each other.
-      chain: [leaf.pem, ...issuer.material.intermediatesPem, registry.rootBundlePem],
+      },
+      certificate: {
+        caller,
+        spiffeId,
+        impersonated: Boolean(impersonate),
+        issuer: issuer.name,
+        key: csr.key,
+        policyRule: decision.rule,
+        dnsNames: decision.dnsNames,
+        ...(workload ? { workload: { namespace: workload.namespace, serviceAccount: workload.serviceAccount } } : {}),
+      },
     };
   }
+}
+
+/** The signer's failure is ours, not the caller's: ISSUER_FAILED, with the cause for the log. */
+function issuerFailed(e: unknown): never {
+  throw new CaError('ISSUER_FAILED', 'failed to sign the certificate', { cause: e });
+}
+
+function issued(d: Decision, leaf: SignedLeaf): IssuedCertificate {
+  // The root bundle is the union of every issuer's roots, so all workloads trust each other.
+  return { ...d.certificate, leaf, chain: [leaf.pem, ...d.issuer.material.intermediatesPem, d.rootBundlePem] };
+}
+
+/** What the synchronous part of a call decided; the CSR is not trusted until `proof` is checked. */
+interface Decision {
+  readonly proof: CsrProof;
+  readonly issuer: LocalIssuer;
+  readonly rootBundlePem: string;
+  readonly sign: SignRequest;
+  readonly certificate: Omit<IssuedCertificate, 'leaf' | 'chain'>;
 }
 
 function trustDomainOf(id: string): string {

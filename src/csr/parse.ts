@@ -11,13 +11,15 @@
  *
  * Order of checks, so the caller gets the most useful error first:
  *   PEM armor -> outer DER structure -> public key (CSR_UNSUPPORTED_KEY) -> signature algorithm ->
- *   signature (CSR_BAD_SIGNATURE) -> subject and requested extensions.
+ *   subject and requested extensions -> signature (CSR_BAD_SIGNATURE).
+ * The signature comes last so that the server can check it off the JavaScript thread
+ * (decodeCsr*, then verifyCsrProofAsync); parseCsr* do both steps synchronously.
  * Every failure is a CaError; messages describe the problem and never quote the input.
  */
 import { constants, verify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { CaError } from '../errors/ca-error.js';
-import type { ParsedCsr } from './types.js';
+import type { CsrProof, DecodedCsr, ParsedCsr } from './types.js';
 import {
   DerReader,
   Tag,
@@ -168,11 +170,26 @@ function unsupportedSignature(message: string): CaError {
 
 /** Parses a PEM CSR (exactly one CERTIFICATE REQUEST block), verifies its signature. */
 export function parseCsrPem(pem: string): ParsedCsr {
-  return parseCsrDer(pemToDer(pem));
+  return verified(decodeCsrDer(pemToDer(pem)));
 }
 
 /** Parses a DER CSR (the whole buffer, nothing after it), verifies its signature. */
 export function parseCsrDer(input: Buffer | Uint8Array): ParsedCsr {
+  return verified(decodeCsrDer(input));
+}
+
+function verified(d: DecodedCsr): ParsedCsr {
+  verifyCsrProof(d.proof);
+  return d.unverified;
+}
+
+/** Decodes and checks a PEM CSR except for its signature: check `proof` before trusting it. */
+export function decodeCsrPem(pem: string): DecodedCsr {
+  return decodeCsrDer(pemToDer(pem));
+}
+
+/** Decodes and checks a DER CSR except for its signature: check `proof` before trusting it. */
+export function decodeCsrDer(input: Buffer | Uint8Array): DecodedCsr {
   if (!(input instanceof Uint8Array)) throw malformed('expected DER bytes');
   const der = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   if (der.length === 0) throw new CaError('CSR_MALFORMED', 'CSR is empty');
@@ -210,7 +227,7 @@ export function parseCsrDer(input: Buffer | Uint8Array): ParsedCsr {
     throw new CaError('CSR_BAD_SIGNATURE', `CSR is signed with an ${sigAlg.keyAlgorithm} algorithm but its key is ${key.algorithm}`);
   }
   const signature = readOctetAlignedBitString(der, sigTlv, 'signature');
-  verifySignature(sigAlg, der.subarray(criTlv.start, criTlv.end), publicKey, signature);
+  const proof: CsrProof = { ...signatureOptions(sigAlg), data: der.subarray(criTlv.start, criTlv.end), publicKey, signature };
 
   const subjectCommonName = readSubjectCommonName(der, cri.enter(subjectTlv, 'subject'));
   const ext: Extensions = {
@@ -234,7 +251,7 @@ export function parseCsrDer(input: Buffer | Uint8Array): ParsedCsr {
     requestsCa: ext.requestsCa,
     unknownExtensions: ext.unknownExtensions,
   };
-  return subjectCommonName === undefined ? parsed : { ...parsed, subjectCommonName };
+  return { unverified: subjectCommonName === undefined ? parsed : { ...parsed, subjectCommonName }, proof };
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -324,18 +341,41 @@ function readPssParameters(der: Buffer, alg: DerReader): SignatureAlgorithm {
   return { keyAlgorithm: 'RSA', hash, pssSaltLength: saltLength };
 }
 
-function verifySignature(alg: SignatureAlgorithm, data: Buffer, publicKey: KeyObject, signature: Buffer): void {
+function signatureOptions(alg: SignatureAlgorithm): Pick<CsrProof, 'hash' | 'pssSaltLength'> {
+  return alg.pssSaltLength === undefined ? { hash: alg.hash } : { hash: alg.hash, pssSaltLength: alg.pssSaltLength };
+}
+
+function verifyKey(p: CsrProof): KeyObject | { key: KeyObject; padding: number; saltLength: number } {
+  return p.pssSaltLength === undefined ? p.publicKey : { key: p.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: p.pssSaltLength };
+}
+
+const BAD_SIGNATURE = 'CSR signature does not verify with the public key in the CSR';
+
+/** Proof of possession: the CSR's signature verifies with the key it carries. Throws CSR_BAD_SIGNATURE. */
+export function verifyCsrProof(p: CsrProof): void {
   let ok: boolean;
   try {
-    ok =
-      alg.pssSaltLength === undefined
-        ? verify(alg.hash, data, publicKey, signature)
-        : verify(alg.hash, data, { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: alg.pssSaltLength }, signature);
+    ok = verify(p.hash, p.data, verifyKey(p), p.signature);
   } catch {
     // OpenSSL throws for some malformed signatures (wrong length, bad ECDSA DER): same verdict.
     ok = false;
   }
-  if (!ok) throw new CaError('CSR_BAD_SIGNATURE', 'CSR signature does not verify with the public key in the CSR');
+  if (!ok) throw new CaError('CSR_BAD_SIGNATURE', BAD_SIGNATURE);
+}
+
+/**
+ * verifyCsrProof on libuv's thread pool: the JavaScript thread only dispatches the check, so a
+ * single process can use a second core for signatures while it parses the next request.
+ */
+export function verifyCsrProofAsync(p: CsrProof): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const verdict = (ok: boolean): void => (ok ? resolve() : reject(new CaError('CSR_BAD_SIGNATURE', BAD_SIGNATURE)));
+    try {
+      verify(p.hash, p.data, verifyKey(p), p.signature, (err, ok) => verdict(!err && ok));
+    } catch {
+      verdict(false);
+    }
+  });
 }
 
 /* ------------------------------------------------------------------------------------------------

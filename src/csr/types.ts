@@ -10,7 +10,7 @@ export interface CsrKeyInfo {
   readonly curve?: string;
 }
 
-/** A CSR whose signature has been verified. Only what issuance needs. */
+/** A decoded CSR (by parseCsr*: with its signature verified). Only what issuance needs. */
 export interface ParsedCsr {
   /** DER SubjectPublicKeyInfo, copied verbatim into the leaf. */
   readonly spki: Buffer;
@@ -26,4 +26,21 @@ export interface ParsedCsr {
   readonly unknownExtensions: readonly string[];
   /** Subject has a CN (istio-csr refuses these). */
   readonly subjectCommonName?: string;
+}
+
+/** What proves the requester holds the CSR's private key (the CSR's own signature). */
+export interface CsrProof {
+  readonly hash: 'sha256' | 'sha384' | 'sha512';
+  /** Set for RSASSA-PSS. */
+  readonly pssSaltLength?: number;
+  /** The DER CertificationRequestInfo that was signed. */
+  readonly data: Buffer;
+  readonly publicKey: KeyObject;
+  readonly signature: Buffer;
+}
+
+/** A CSR decoded and checked except for its signature: `unverified` is not to be trusted before `proof` is checked. */
+export interface DecodedCsr {
+  readonly unverified: ParsedCsr;
+  readonly proof: CsrProof;
 }

@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import type { CaMaterial } from '../ca/material.js';
-import { buildLeaf, derToPem, prepareLeafSigner, randomSerial, type LeafSigner } from '../x509/leaf.js';
+import { buildLeaf, buildLeafAsync, derToPem, prepareLeafSigner, randomSerial, type LeafParams, type LeafSigner } from '../x509/leaf.js';
 
 export interface SignRequest {
   readonly spki: Buffer;
@@ -43,25 +43,36 @@ export class LocalIssuer {
   }
 
   sign(req: SignRequest): SignedLeaf {
-    const serial = randomSerial();
-    // X.509 times have whole seconds; truncate here so what we report equals what we encode.
-    const notBefore = wholeSeconds(req.notBefore);
-    const notAfter = wholeSeconds(req.notAfter > this.notAfter ? this.notAfter : req.notAfter);
-    const der = buildLeaf(this.signer, {
-      serial,
-      notBefore,
-      notAfter,
+    const params = this.leafParams(req);
+    return this.signed(params, buildLeaf(this.signer, params));
+  }
+
+  /** sign() with the signature computed off the JavaScript thread (the request path uses this). */
+  async signAsync(req: SignRequest): Promise<SignedLeaf> {
+    const params = this.leafParams(req);
+    return this.signed(params, await buildLeafAsync(this.signer, params));
+  }
+
+  private leafParams(req: SignRequest): LeafParams {
+    return {
+      serial: randomSerial(),
+      // X.509 times have whole seconds; truncate here so what we report equals what we encode.
+      notBefore: wholeSeconds(req.notBefore),
+      notAfter: wholeSeconds(req.notAfter > this.notAfter ? this.notAfter : req.notAfter),
       spki: req.spki,
       uris: req.uris,
       dnsNames: req.dnsNames,
       ipAddresses: req.ipAddresses,
-    });
+    };
+  }
+
+  private signed(p: LeafParams, der: Buffer): SignedLeaf {
     return {
       der,
       pem: derToPem(der),
-      serial: serial.toString('hex').replace(/^0+(?=.)/, ''),
-      notBefore,
-      notAfter,
+      serial: p.serial.toString('hex').replace(/^0+(?=.)/, ''),
+      notBefore: p.notBefore,
+      notAfter: p.notAfter,
       chainPem: [...this.material.intermediatesPem, this.material.rootBundlePem],
     };
   }

@@ -32,7 +32,8 @@ export async function workerMain(): Promise<number> {
   const metrics = new CaMetrics(registry);
   const sink = config.inventory.store === 'none' ? undefined : new IpcSink((m) => send(m));
   try {
-    running = await startMeshcert(config, { logger, metrics, ...(sink ? { sink } : {}) });
+    // Every core already runs a worker: signing inline costs less than handing it to another thread.
+    running = await startMeshcert(config, { logger, metrics, signatures: 'inline', ...(sink ? { sink } : {}) });
   } catch (e) {
     send({ type: 'fatal', message: e instanceof Error ? e.message : String(e) });
     return 1;

@@ -257,6 +257,24 @@ function subjectAltNames(p: LeafParams): Buffer {
 
 /** Builds and signs one leaf; returns its DER. Throws Error on invalid parameters. */
 export function buildLeaf(signer: LeafSigner, p: LeafParams): Buffer {
+  const tbs = encodeTbs(signer, p);
+  return assembleLeaf(signer, tbs, sign(signer.hash, tbs, signer.key));
+}
+
+/**
+ * buildLeaf with the signature computed on libuv's thread pool (see verifyCsrProofAsync for why).
+ * The encoding is the same; only where the signature is computed differs.
+ */
+export async function buildLeafAsync(signer: LeafSigner, p: LeafParams): Promise<Buffer> {
+  const tbs = encodeTbs(signer, p);
+  const signature = await new Promise<Buffer>((resolve, reject) => {
+    sign(signer.hash, tbs, signer.key, (err, sig) => (err ? reject(err) : resolve(sig)));
+  });
+  return assembleLeaf(signer, tbs, signature);
+}
+
+/** The DER TBSCertificate of a leaf. Throws Error on invalid parameters. */
+export function encodeTbs(signer: LeafSigner, p: LeafParams): Buffer {
   const serial = integer(p.serial);
   // Content must be non-zero (positive) and at most 20 octets (RFC 5280 §4.1.2.2).
   if (serial.length > 22 || (serial.length === 3 && serial[2] === 0)) {
@@ -275,7 +293,7 @@ export function buildLeaf(signer: LeafSigner, p: LeafParams): Buffer {
   if (eku) exts.push(eku);
   exts.push(EXT_BASIC_CONSTRAINTS, SKI_EXT_PREFIX, ski, signer.akiExtension, subjectAltNames(p));
 
-  const tbs = sequence(
+  return sequence(
     VERSION_V3,
     serial,
     signer.signatureAlgorithm,
@@ -285,8 +303,11 @@ export function buildLeaf(signer: LeafSigner, p: LeafParams): Buffer {
     p.spki,
     explicitTag(3, tlvParts(TAG_SEQUENCE, exts)),
   );
+}
+
+/** Certificate ::= SEQUENCE { tbs, signatureAlgorithm, signature }. */
+function assembleLeaf(signer: LeafSigner, tbs: Buffer, signature: Buffer): Buffer {
   // ECDSA: Node returns the DER Ecdsa-Sig-Value already; RSA: PKCS#1 v1.5 by default.
-  const signature = sign(signer.hash, tbs, signer.key);
   return sequence(tbs, signer.signatureAlgorithm, bitString(signature));
 }
 

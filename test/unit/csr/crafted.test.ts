@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { CaError } from '../../../src/errors/ca-error.js';
 import type { CaErrorCode } from '../../../src/errors/ca-error.js';
 import { oidKey } from '../../../src/csr/der-reader.js';
-import { parseCsrDer } from '../../../src/csr/parse.js';
+import { decodeCsrDer, parseCsrDer, verifyCsrProofAsync } from '../../../src/csr/parse.js';
 
 /* -- a tiny DER writer ------------------------------------------------------------------------ */
 
@@ -158,6 +158,15 @@ describe('hand-built CSRs: accepted shapes', () => {
   });
 
   it.each([
+    ['ECDSA P-256', () => craft()],
+    ['RSA PKCS#1 v1.5', () => rsaCraft({ sigAlg: seq(oid(OID.rsaSha256), NULL) })],
+    ['RSA-PSS', () => rsaCraft({ sigAlg: pssParams({ salt: 32, trailer: 1 }), signer: pssSigner(32) })],
+  ])('accepts %s on the thread-pool path (decode, then verifyCsrProofAsync) as parseCsrDer does', async (_name, csr) => {
+    const der = csr();
+    expect(await parseOnPool(der)).toEqual(parseCsrDer(der));
+  });
+
+  it.each([
     ['a UTF8String', str(0x0c, Buffer.from('caf\u00e9', 'utf8')), 'caf\u00e9'],
     ['a PrintableString', str(0x13, 'Acme 1'), 'Acme 1'],
     ['an IA5String', str(0x16, 'a@b'), 'a@b'],
@@ -259,4 +268,26 @@ describe('hand-built CSRs: refused', () => {
   it.each(cases)('rejects a CSR with $name', ({ csr, code, message }) => {
     expectCaError(() => parseCsrDer(csr()), code, message);
   });
+
+  it.each(cases)('rejects a CSR with $name alike on the thread-pool path', async ({ csr, code, message }) => {
+    const err = await parseOnPool(csr()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(CaError);
+    expect((err as CaError).code).toBe(code);
+    expect((err as CaError).message).toMatch(message);
+  });
+
+  it('reports a malformed extension before a bad signature (the signature is checked last)', () => {
+    const bad = craft({ extensions: [seq(oid(OID.san), octets(seq()))], signatureField: (s) => bits(Buffer.from(s.map((b) => b ^ 0xff))) });
+    expectCaError(() => parseCsrDer(bad), 'CSR_MALFORMED', /subject alternative name extension is empty/);
+  });
 });
+
+/** The server's path: every check but the signature on the JavaScript thread, then the signature on libuv's pool. */
+async function parseOnPool(der: Buffer): Promise<unknown> {
+  const d = decodeCsrDer(der);
+  await verifyCsrProofAsync(d.proof);
+  return d.unverified;
+}

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readChildren, readElement } from '../../../src/x509/der.js';
 import {
   buildLeaf,
+  buildLeafAsync,
   derToPem,
   ipToBytes,
   prepareLeafSigner,
@@ -256,6 +257,20 @@ describe('buildLeaf against @peculiar/x509', () => {
     expect(text).toMatch(/X509v3 Basic Constraints: critical\s+CA:FALSE/);
     expect(text).toMatch(/X509v3 Subject Alternative Name: critical/);
     expect(text).toMatch(/Subject: *\n/);
+  });
+
+  it.each(KEY_KINDS)('an %s CA signs on the thread pool (buildLeafAsync) exactly what buildLeaf encodes', async (caKind) => {
+    const ca = cas.get(caKind)!;
+    const signer = signerFor(ca, keys.get(caKind)!);
+    const p = baseParams(await spkiOf(keys.get('EC P-256')!));
+    const pooled = await buildLeafAsync(signer, p);
+    const inline = buildLeaf(signer, p);
+    expect(tbsOf(pooled).toString('hex')).toBe(tbsOf(inline).toString('hex'));
+    if (caKind === 'RSA-2048') expect(pooled.toString('hex')).toBe(inline.toString('hex'));
+    expect(describeCert(pooled)).toEqual(describeCert(inline));
+    const caPem = await writePem(`ca-${caKind}.pem`, Buffer.from(ca.rawData));
+    const pooledPem = await writePem(`pooled-${caKind}.pem`, pooled);
+    expect(await openssl('verify', '-x509_strict', '-purpose', 'sslclient', '-CAfile', caPem, pooledPem)).toBe(`${pooledPem}: OK\n`);
   });
 
   it.each([

@@ -1,0 +1,140 @@
+/**
+ * The CreateCertificate use case with both places for its signatures: 'pool' (libuv's thread
+ * pool, a single process) and 'inline' (in the scheduled work, cluster workers). Both must refuse
+ * and issue exactly alike.
+ */
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Authority, type AuthorityDeps, type CertificateRequest } from '../../../src/authority/authority.js';
+import type { Caller } from '../../../src/auth/types.js';
+import { loadCaDir } from '../../../src/ca/material.js';
+import { initCaDir } from '../../../src/ca/init.js';
+import { CaError } from '../../../src/errors/ca-error.js';
+import { LocalIssuer } from '../../../src/issuer/local.js';
+import { IssuerRegistry } from '../../../src/issuer/registry.js';
+import { PolicyEngine } from '../../../src/policy/engine.js';
+import { policySchema } from '../../../src/policy/schema.js';
+import { derToPem, makeCsr, tamperSignature } from '../../fixtures/csr.js';
+
+const ID = 'spiffe://cluster.local/ns/default/sa/default';
+const caller: Caller = { method: 'jwt', identities: [ID], namespace: 'default', serviceAccount: 'default' };
+
+let dir: string;
+let registry: IssuerRegistry;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'meshcert-authority-'));
+  await initCaDir({ dir, organization: 'authority-test' });
+  registry = new IssuerRegistry([new LocalIssuer('default', loadCaDir(dir))]);
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function authority(signatures: 'pool' | 'inline', over: Partial<AuthorityDeps> = {}): { authority: Authority; signed: () => number } {
+  let signed = 0;
+  const counting = new Proxy(registry, {
+    get(target, prop, receiver) {
+      if (prop !== 'get') return Reflect.get(target, prop, receiver) as unknown;
+      return (name: string) => {
+        const issuer = target.get(name);
+        return Object.assign(Object.create(issuer) as LocalIssuer, {
+          sign: (...a: Parameters<LocalIssuer['sign']>) => (signed++, issuer.sign(...a)),
+          signAsync: (...a: Parameters<LocalIssuer['signAsync']>) => (signed++, issuer.signAsync(...a)),
+        });
+      };
+    },
+  });
+  const a = new Authority({
+    authenticate: () => Promise.resolve(caller),
+    issuers: () => counting,
+    policy: () => new PolicyEngine(policySchema.parse({ default: { lifetime: { default: '1h', max: '24h' } } })),
+    options: { backdate: 0, defaultCluster: 'Kubernetes' },
+    signatures,
+    ...over,
+  });
+  return { authority: a, signed: () => signed };
+}
+
+function request(csrPem: string): CertificateRequest {
+  return { csrPem, validitySeconds: undefined, metadata: {}, auth: { bearerToken: 't', clusterId: '' } };
+}
+
+async function refusal(p: Promise<unknown>): Promise<CaError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  expect(e).toBeInstanceOf(CaError);
+  return e as CaError;
+}
+
+describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s', (mode) => {
+  it.each(['ec256', 'rsa2048'] as const)('issues a %s CSR: the leaf carries the identity and verifies against the CA', async (key) => {
+    const { pem } = await makeCsr({ key });
+    const { authority: a, signed } = authority(mode);
+    const cert = await a.issue(request(pem));
+    expect(signed()).toBe(1);
+    expect(cert.spiffeId).toBe(ID);
+    const leaf = new X509Certificate(cert.leaf.der);
+    expect(leaf.subjectAltName).toBe(`URI:${ID}`);
+    const issuerCert = registry.default.material.signingCert;
+    expect(leaf.checkIssued(issuerCert)).toBe(true);
+    expect(leaf.verify(issuerCert.publicKey)).toBe(true);
+    expect(cert.chain[0]).toBe(cert.leaf.pem);
+    expect(cert.chain.at(-1)).toBe(registry.rootBundlePem);
+  });
+
+  it('refuses a CSR whose signature does not verify with CSR_BAD_SIGNATURE, and signs nothing', async () => {
+    const { der } = await makeCsr();
+    const { authority: a, signed } = authority(mode);
+    const e = await refusal(a.issue(request(derToPem(tamperSignature(der)))));
+    expect(e.code).toBe('CSR_BAD_SIGNATURE');
+    expect(e.caller).toBe(ID);
+    expect(signed()).toBe(0);
+  });
+
+  it('asks beforeSign after the proof of possession and signs nothing when it refuses', async () => {
+    const { pem, der } = await makeCsr();
+    let asked = 0;
+    const refuse = (): void => {
+      asked++;
+      throw new CaError('ISSUER_UNAVAILABLE', 'inventory is down');
+    };
+    const { authority: a, signed } = authority(mode, { beforeSign: refuse });
+    expect((await refusal(a.issue(request(pem)))).code).toBe('ISSUER_UNAVAILABLE');
+    expect(signed()).toBe(0);
+    // A forged CSR is refused before the inventory is even asked.
+    expect((await refusal(a.issue(request(derToPem(tamperSignature(der)))))).code).toBe('CSR_BAD_SIGNATURE');
+    expect(asked).toBe(1);
+  });
+
+  it('reports a signer failure as ISSUER_FAILED with the cause kept for the log', async () => {
+    const { pem } = await makeCsr();
+    const boom = new Error('HSM unplugged');
+    const broken = Object.assign(Object.create(registry.default) as LocalIssuer, {
+      sign: () => {
+        throw boom;
+      },
+      signAsync: () => Promise.reject(boom),
+    });
+    const { authority: a } = authority(mode, { issuers: () => Object.assign(Object.create(registry) as IssuerRegistry, { get: () => broken }) });
+    const e = await refusal(a.issue(request(pem)));
+    expect(e.code).toBe('ISSUER_FAILED');
+    expect(e.message).not.toContain('HSM');
+    expect(e.cause).toBe(boom);
+  });
+
+  it('runs the decoding in the scheduler it is given', async () => {
+    const { pem } = await makeCsr();
+    let scheduled = 0;
+    const schedule = <T>(work: () => T): Promise<T> => {
+      scheduled++;
+      return Promise.resolve().then(work);
+    };
+    const { authority: a } = authority(mode, { schedule });
+    await a.issue(request(pem));
+    expect(scheduled).toBe(1);
+  });
+});
