@@ -51,7 +51,7 @@ export interface StartOptions {
   readonly metrics?: CaMetrics;
   /** Where issued certificates and audit events go (inventory). */
   readonly sink?: RecordSink;
-  /** See AuthorityDeps.signatures: 'inline' in cluster workers, 'pool' (default) in a single process. */
+  /** See AuthorityDeps.signatures: 'inline' in cluster workers and on one core, 'pool' (default) otherwise. */
   readonly signatures?: 'pool' | 'inline';
 }
 

@@ -60,10 +60,10 @@ export interface AuthorityDeps {
   readonly schedule?: <T>(work: () => T) => Promise<T>;
   /**
    * Where the two signature operations of a call run (the CSR's proof of possession, the leaf's
-   * signature). 'pool' (default): on libuv's thread pool, so a single process uses a second core
-   * while its JavaScript thread decodes the next request. 'inline': in the scheduled work, for
-   * cluster workers, which already keep every core busy; there the hand-off between threads only
-   * adds CPU (measured: about 5-15 % per certificate).
+   * signature). 'pool' (default): on libuv's thread pool, so a single process on a machine with a
+   * second core uses it while its JavaScript thread decodes the next request. 'inline': in the
+   * scheduled work, for cluster workers (which already keep every core busy) and single-core
+   * machines; there the hand-off between threads only adds CPU.
    */
   readonly signatures?: 'pool' | 'inline';
 }
@@ -103,7 +103,13 @@ export class Authority {
       // Proof of possession before anything is signed.
       await verifyCsrProofAsync(d.proof);
       this.deps.beforeSign?.();
-      return issued(d, await d.issuer.signAsync(d.sign).catch(issuerFailed));
+      let leaf: SignedLeaf;
+      try {
+        leaf = await d.issuer.signAsync(d.sign);
+      } catch (e) {
+        return issuerFailed(e);
+      }
+      return issued(d, leaf);
     } catch (e) {
       if (e instanceof CaError) e.caller = caller.identities[0];
       throw e;
@@ -189,7 +195,12 @@ function issued(d: Decision, leaf: SignedLeaf): IssuedCertificate {
   return { ...d.certificate, leaf, chain: [leaf.pem, ...d.issuer.material.intermediatesPem, d.rootBundlePem] };
 }
 
-/** What the synchronous part of a call decided; the CSR is not trusted until `proof` is checked. */
+/**
+ * What the synchronous part of a call decided; the CSR is not trusted until `proof` is checked.
+ * The issuer and root bundle are those of the registry in force when the call was decided: a
+ * reload that lands while the signatures run on the pool (a few milliseconds) applies from the
+ * next call, as it does for any call already in flight.
+ */
 interface Decision {
   readonly proof: CsrProof;
   readonly issuer: LocalIssuer;

@@ -10,9 +10,10 @@
  * CSR, more than the whole RSA budget.
  *
  * Order of checks, so the caller gets the most useful error first:
- *   PEM armor -> outer DER structure -> public key (CSR_UNSUPPORTED_KEY) -> signature algorithm ->
- *   subject and requested extensions -> signature (CSR_BAD_SIGNATURE).
- * The signature comes last so that the server can check it off the JavaScript thread
+ *   PEM armor -> outer DER structure -> public key (CSR_UNSUPPORTED_KEY) -> signature algorithm
+ *   and its match with the key (CSR_BAD_SIGNATURE) -> encoding of the signature -> subject and
+ *   requested extensions -> the signature check itself (CSR_BAD_SIGNATURE).
+ * The signature check comes last so that the server can run it off the JavaScript thread
  * (decodeCsr*, then verifyCsrProofAsync); parseCsr* do both steps synchronously.
  * Every failure is a CaError; messages describe the problem and never quote the input.
  */
@@ -227,7 +228,13 @@ export function decodeCsrDer(input: Buffer | Uint8Array): DecodedCsr {
     throw new CaError('CSR_BAD_SIGNATURE', `CSR is signed with an ${sigAlg.keyAlgorithm} algorithm but its key is ${key.algorithm}`);
   }
   const signature = readOctetAlignedBitString(der, sigTlv, 'signature');
-  const proof: CsrProof = { ...signatureOptions(sigAlg), data: der.subarray(criTlv.start, criTlv.end), publicKey, signature };
+  // Copies: the proof must cover exactly the bytes decoded here, whatever the caller later does with `input`.
+  const proof: CsrProof = {
+    ...signatureOptions(sigAlg),
+    data: Buffer.from(der.subarray(criTlv.start, criTlv.end)),
+    publicKey,
+    signature: Buffer.from(signature),
+  };
 
   const subjectCommonName = readSubjectCommonName(der, cri.enter(subjectTlv, 'subject'));
   const ext: Extensions = {

@@ -32,29 +32,52 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function authority(signatures: 'pool' | 'inline', over: Partial<AuthorityDeps> = {}): { authority: Authority; signed: () => number } {
-  let signed = 0;
+/** Where each signing call ran: inside the scheduled work or outside it (on the pool's continuation). */
+interface Trace {
+  inside: boolean;
+  readonly signs: Array<{ method: 'sign' | 'signAsync'; inside: boolean }>;
+  readonly policies: boolean[];
+}
+
+function authority(signatures: 'pool' | 'inline', over: Partial<AuthorityDeps> = {}): { authority: Authority; trace: Trace; signed: () => number } {
+  const trace: Trace = { inside: false, signs: [], policies: [] };
   const counting = new Proxy(registry, {
     get(target, prop, receiver) {
       if (prop !== 'get') return Reflect.get(target, prop, receiver) as unknown;
       return (name: string) => {
         const issuer = target.get(name);
         return Object.assign(Object.create(issuer) as LocalIssuer, {
-          sign: (...a: Parameters<LocalIssuer['sign']>) => (signed++, issuer.sign(...a)),
-          signAsync: (...a: Parameters<LocalIssuer['signAsync']>) => (signed++, issuer.signAsync(...a)),
+          sign: (...a: Parameters<LocalIssuer['sign']>) => (trace.signs.push({ method: 'sign', inside: trace.inside }), issuer.sign(...a)),
+          signAsync: (...a: Parameters<LocalIssuer['signAsync']>) => (trace.signs.push({ method: 'signAsync', inside: trace.inside }), issuer.signAsync(...a)),
         });
       };
     },
   });
+  const engine = new PolicyEngine(policySchema.parse({ default: { lifetime: { default: '1h', max: '24h' } } }));
+  // The slicer's contract: the work runs later, synchronously, and settles the promise.
+  const schedule = <T>(work: () => T): Promise<T> =>
+    new Promise<T>((resolve, reject) =>
+      setImmediate(() => {
+        trace.inside = true;
+        try {
+          resolve(work());
+        } catch (e) {
+          reject(e);
+        } finally {
+          trace.inside = false;
+        }
+      }),
+    );
   const a = new Authority({
     authenticate: () => Promise.resolve(caller),
     issuers: () => counting,
-    policy: () => new PolicyEngine(policySchema.parse({ default: { lifetime: { default: '1h', max: '24h' } } })),
+    policy: () => (trace.policies.push(trace.inside), engine),
     options: { backdate: 0, defaultCluster: 'Kubernetes' },
+    schedule,
     signatures,
     ...over,
   });
-  return { authority: a, signed: () => signed };
+  return { authority: a, trace, signed: () => trace.signs.length };
 }
 
 function request(csrPem: string): CertificateRequest {
@@ -73,9 +96,11 @@ async function refusal(p: Promise<unknown>): Promise<CaError> {
 describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s', (mode) => {
   it.each(['ec256', 'rsa2048'] as const)('issues a %s CSR: the leaf carries the identity and verifies against the CA', async (key) => {
     const { pem } = await makeCsr({ key });
-    const { authority: a, signed } = authority(mode);
+    const { authority: a, trace } = authority(mode);
     const cert = await a.issue(request(pem));
-    expect(signed()).toBe(1);
+    // Decoding and policy always run in the scheduled work; the leaf is signed there only inline.
+    expect(trace.policies).toEqual([true]);
+    expect(trace.signs).toEqual([mode === 'inline' ? { method: 'sign', inside: true } : { method: 'signAsync', inside: false }]);
     expect(cert.spiffeId).toBe(ID);
     const leaf = new X509Certificate(cert.leaf.der);
     expect(leaf.subjectAltName).toBe(`URI:${ID}`);
@@ -86,8 +111,8 @@ describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s'
     expect(cert.chain.at(-1)).toBe(registry.rootBundlePem);
   });
 
-  it('refuses a CSR whose signature does not verify with CSR_BAD_SIGNATURE, and signs nothing', async () => {
-    const { der } = await makeCsr();
+  it.each(['ec256', 'rsa2048'] as const)('refuses a %s CSR whose signature does not verify with CSR_BAD_SIGNATURE, and signs nothing', async (key) => {
+    const { der } = await makeCsr({ key });
     const { authority: a, signed } = authority(mode);
     const e = await refusal(a.issue(request(derToPem(tamperSignature(der)))));
     expect(e.code).toBe('CSR_BAD_SIGNATURE');
@@ -124,17 +149,23 @@ describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s'
     expect(e.code).toBe('ISSUER_FAILED');
     expect(e.message).not.toContain('HSM');
     expect(e.cause).toBe(boom);
+    expect(e.caller).toBe(ID);
   });
 
-  it('runs the decoding in the scheduler it is given', async () => {
+  it('reports a signer that throws instead of rejecting as ISSUER_FAILED too', async () => {
     const { pem } = await makeCsr();
-    let scheduled = 0;
-    const schedule = <T>(work: () => T): Promise<T> => {
-      scheduled++;
-      return Promise.resolve().then(work);
-    };
-    const { authority: a } = authority(mode, { schedule });
-    await a.issue(request(pem));
-    expect(scheduled).toBe(1);
+    const boom = new Error('KMS client bug');
+    const throwing = Object.assign(Object.create(registry.default) as LocalIssuer, {
+      sign: () => {
+        throw boom;
+      },
+      signAsync: () => {
+        throw boom;
+      },
+    });
+    const { authority: a } = authority(mode, { issuers: () => Object.assign(Object.create(registry) as IssuerRegistry, { get: () => throwing }) });
+    const e = await refusal(a.issue(request(pem)));
+    expect(e.code).toBe('ISSUER_FAILED');
+    expect(e.cause).toBe(boom);
   });
 });

@@ -2,7 +2,7 @@ import { createPrivateKey, sign, verify, webcrypto } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CaError } from '../../../src/errors/ca-error.js';
 import type { CaErrorCode } from '../../../src/errors/ca-error.js';
-import { MAX_CSR_SIZE, ipv6ToText, parseCsrDer, parseCsrPem } from '../../../src/csr/parse.js';
+import { MAX_CSR_SIZE, decodeCsrDer, ipv6ToText, parseCsrDer, parseCsrPem, verifyCsrProof, verifyCsrProofAsync } from '../../../src/csr/parse.js';
 import type { ParsedCsr } from '../../../src/csr/types.js';
 import { derToPem, hasOpenssl, makeCsr, makeKeys, makeOpensslCsr, tamperSignature, x509 } from '../../fixtures/csr.js';
 import type { CsrKeyType, OpensslKeyType } from '../../fixtures/csr.js';
@@ -156,6 +156,25 @@ describe('parseCsrPem: signatures', () => {
       signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,
     })).rawData;
     expectCaError(() => parseCsrDer(Buffer.from(cri)), 'CSR_BAD_SIGNATURE');
+  });
+});
+
+describe('decodeCsrDer and the proof of possession', () => {
+  it('checks the bytes it decoded, even when the caller reuses its buffer before the check', async () => {
+    const { der } = await makeCsr();
+    const input = Buffer.from(der);
+    const d = decodeCsrDer(input);
+    input.fill(0);
+    expect(() => verifyCsrProof(d.proof)).not.toThrow();
+    await expect(verifyCsrProofAsync(d.proof)).resolves.toBeUndefined();
+    expect(d.unverified.uris).toEqual(['spiffe://cluster.local/ns/default/sa/default']);
+  });
+
+  it('decodes a CSR with a bad signature; only the proof refuses it, on both paths', async () => {
+    const { der } = await makeCsr({ key: 'rsa2048' });
+    const d = decodeCsrDer(tamperSignature(der));
+    expectCaError(() => verifyCsrProof(d.proof), 'CSR_BAD_SIGNATURE');
+    await expect(verifyCsrProofAsync(d.proof)).rejects.toMatchObject({ code: 'CSR_BAD_SIGNATURE' });
   });
 });
 
