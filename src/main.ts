@@ -2,6 +2,7 @@
  * Composition root: turns a validated config into running parts and wires them together.
  * The only module that knows every other one.
  */
+import { availableParallelism } from 'node:os';
 import { AuthChain } from './auth/chain.js';
 import { ClientCertAuthenticator } from './auth/client-cert.js';
 import { JwtAuthenticator, type JwtIssuerOptions } from './auth/jwt.js';
@@ -51,7 +52,7 @@ export interface StartOptions {
   readonly metrics?: CaMetrics;
   /** Where issued certificates and audit events go (inventory). */
   readonly sink?: RecordSink;
-  /** See AuthorityDeps.signatures: 'inline' in cluster workers and on one core, 'pool' (default) otherwise. */
+  /** See AuthorityDeps.signatures; default: 'pool' with more than one core, else 'inline' (cluster workers pass 'inline'). */
   readonly signatures?: 'pool' | 'inline';
 }
 
@@ -154,7 +155,8 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const authority = new Authority({
     authenticate: (req) => auth.chain.authenticate(req),
     schedule: (work) => slicer.run(work),
-    signatures: o.signatures ?? 'pool',
+    // On the thread pool only when there is a second core for it to use.
+    signatures: o.signatures ?? (availableParallelism() > 1 ? 'pool' : 'inline'),
     issuers,
     policy: () => state.policy,
     options: { backdate: config.issuance.backdate, defaultCluster: auth.defaultCluster, trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [] },

@@ -29,7 +29,7 @@ export interface BenchServer {
   stop(): Promise<number | null>;
 }
 
-export function writeConfig(dir: string, jwksFile: string, workers?: string, extra = ''): string {
+export function writeConfig(dir: string, jwksFile: string, workers?: string): string {
   const file = join(dir, 'meshcert.yaml');
   writeFileSync(
     file,
@@ -44,7 +44,7 @@ auth:
       jwt:
         - issuer: https://kubernetes.default.svc.cluster.local
           jwksFile: ${jwksFile}
-${extra}`,
+`,
   );
   return file;
 }

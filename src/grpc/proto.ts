@@ -22,10 +22,16 @@ export function protoDefinition(): PackageDefinition {
   return cached;
 }
 
-/** A method's path and protobufjs codec, for the server. */
-export function methodCodec<Req, Res>(service: string, method: string): MethodCodec<Req, Res> {
+/** A method as proto-loader defines it: path and both directions' protobufjs codecs. */
+export function methodDefinition<Req, Res>(service: string, method: string): MethodDefinition<Req, Res> {
   const def = (protoDefinition()[service] as unknown as Record<string, MethodDefinition<Req, Res>> | undefined)?.[method];
   if (!def) throw new Error(`no method ${service}/${method} in the loaded protos`);
+  return def;
+}
+
+/** A method's path and protobufjs codec, for the server. */
+export function methodCodec<Req, Res>(service: string, method: string): MethodCodec<Req, Res> {
+  const def = methodDefinition<Req, Res>(service, method);
   return { path: def.path, deserialize: (b) => def.requestDeserialize(b), serialize: (r) => def.responseSerialize(r) };
 }
 

@@ -14,7 +14,6 @@ import { Reloader } from './reload.js';
 import { startControllers } from './controllers.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
 import { ExpiryMonitor } from '../monitoring/expiry-monitor.js';
-import { availableParallelism } from 'node:os';
 import { startWorkers, workerCount } from './cluster.js';
 
 export interface RunningServer {
@@ -54,9 +53,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       const caMetrics = new CaMetrics(registry);
       // The gRPC stack is loaded only by processes that serve it (not by a cluster primary).
       const { startMeshcert } = await import('../main.js');
-      // Signatures on the thread pool only when there is a second core for it to use.
-      const signatures = availableParallelism() > 1 ? 'pool' : 'inline';
-      const running = await startMeshcert(config, { logger, metrics: caMetrics, signatures, ...(inventory ? { sink: inventory } : {}) });
+      const running = await startMeshcert(config, { logger, metrics: caMetrics, ...(inventory ? { sink: inventory } : {}) });
       port = running.port;
       metricsText = () => registry.metrics();
       grpcReady = () => ({ name: 'grpc', ok: running.health.serving, detail: running.health.serving ? 'serving' : 'not serving' });
