@@ -18,6 +18,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, dirname, join } from 'node:path';
 import type { TestProject } from 'vitest/node';
+import { isCi } from './ci.js';
 
 export interface PgCluster {
   binDir: string;
@@ -49,11 +50,6 @@ declare module 'vitest' {
   export interface ProvidedContext {
     pg: PgTestInfo;
   }
-}
-
-function isCi(): boolean {
-  const ci = process.env.CI;
-  return ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false';
 }
 
 function versionOf(dir: string): number {

@@ -1,0 +1,138 @@
+/**
+ * Interop with the stacks istio-agent is built on: grpc-go over TLS and Go's crypto/x509 (see
+ * test/interop/go-client/main.go for what the client checks). The same calls through grpc-js
+ * must be refused with the same code and message, so both decode grpc-status and grpc-message
+ * alike.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCsr } from '../fixtures/csr.js';
+import { startServe, type ServerProcess } from '../support/cli.js';
+import { buildGoClient, type GoClient } from '../support/go-client.js';
+import { mintToken, serveConfigYaml, startTestCa, TRUST_DOMAIN, writeTestJwks, type TestCa } from '../support/harness.js';
+
+const SERVER_NAME = 'meshcert.meshcert.svc';
+const ID = (ns = 'default', sa = 'default') => `spiffe://${TRUST_DOMAIN}/ns/${ns}/sa/${sa}`;
+
+const built = buildGoClient();
+const go = typeof built === 'string' ? undefined : built;
+
+describe.skipIf(!go)('grpc-go and Go crypto/x509 against a real meshcert', () => {
+  let ca: TestCa;
+  let root: string;
+  const client = go as GoClient;
+  const call = (args: Record<string, string | number>) => client.run({ addr: ca.address, root, 'server-name': SERVER_NAME, ...args });
+
+  beforeAll(async () => {
+    ca = await startTestCa({ server: { tls: { dnsNames: [SERVER_NAME] } } });
+    root = join(ca.dir, 'trusted-root.pem');
+    writeFileSync(root, ca.rootPem);
+  });
+  afterAll(async () => {
+    await ca?.close();
+  });
+
+  it.each([
+    ['istio-agent default: RSA-2048 key, subject O=, RS256 token', 'rsa2048', 'o-empty', 'RS256' as const, 'payments', 'api'],
+    ['ztunnel shape: ECDSA P-256 key, empty subject, ES256 token', 'ec256', 'empty', 'ES256' as const, 'default', 'default'],
+    ['ECDSA P-384 key (istio-agent with ECC_CURVE=P384)', 'ec384', 'o-empty', 'RS256' as const, 'shop', 'cart'],
+  ])('%s: issued, and the chain passes Go verification and the X509-SVID checks', async (_name, key, subject, alg, ns, sa) => {
+    const { ok, result } = await call({ token: await mintToken({ alg, ns, sa }), key, subject, id: ID(ns, sa), ttl: 86400 });
+    expect(result.error).toBeUndefined();
+    expect(ok).toBe(true);
+    expect(result).toMatchObject({ code: 'OK', alpn: 'h2', chainElements: 3, roots: 1, leafUris: [ID(ns, sa)] });
+    // Verified for serverAuth and clientAuth, against the response's roots and the configured root.
+    expect(result.verifiedPaths).toBe(4);
+    expect(result.lifetimeSeconds).toBeGreaterThan(86400 - 120);
+  });
+
+  it('validity_duration 0 gets the default lifetime (24h)', async () => {
+    const { ok, result } = await call({ token: await mintToken(), id: ID(), ttl: 0 });
+    expect(ok, result.error).toBe(true);
+    expect(result.lifetimeSeconds).toBeGreaterThan(86400 - 120);
+    expect(result.lifetimeSeconds).toBeLessThanOrEqual(86400);
+  });
+
+  it('a shorter lifetime than the default is honoured', async () => {
+    const { ok, result } = await call({ token: await mintToken(), id: ID(), ttl: 3600 });
+    expect(ok, result.error).toBe(true);
+    expect(result.lifetimeSeconds).toBeGreaterThan(3600 - 120);
+    expect(result.lifetimeSeconds).toBeLessThanOrEqual(3600);
+  });
+
+  it('two calls get different serial numbers', async () => {
+    const [a, b] = await Promise.all([call({ token: await mintToken(), id: ID() }), call({ token: await mintToken(), id: ID() })]);
+    expect(a.ok && b.ok).toBe(true);
+    expect(a.result.leafSerial).not.toBe(b.result.leafSerial);
+  });
+
+  it('grpc.health.v1 Check through grpc-go\'s generated client answers SERVING', async () => {
+    const { ok, result } = await call({ health: 'true' });
+    expect(ok, result.error).toBe(true);
+    expect(result).toMatchObject({ code: 'OK', health: 'SERVING' });
+  });
+
+  // Each refusal as grpc-go sees it, then the same request through grpc-js.
+  it.each([
+    ['no token', 'Unauthenticated', async () => ({ token: '' }), 16],
+    ['a token signed by an unknown key', 'Unauthenticated', async () => ({ token: await mintToken({ foreignKey: true }) }), 16],
+    ['an unknown clusterid', 'Unauthenticated', async () => ({ cluster: 'other-cluster' }), 16],
+    ['text that is not a CSR', 'InvalidArgument', async () => ({ 'csr-text': 'this is not a CSR' }), 3],
+    ['a CSR naming another service account', 'PermissionDenied', async () => ({ id: ID('kube-system', 'admin') }), 7],
+  ])('refuses %s with %s, and grpc-js reads the same status', async (_name, code, args, grpcJsCode) => {
+    const extra = await args();
+    const token = 'token' in extra ? extra.token : await mintToken();
+    const { ok, result } = await call({ id: ID(), ...extra, token, expect: code });
+    expect(result.error).toBeUndefined();
+    expect(ok).toBe(true);
+    expect(result.code).toBe(code);
+    expect(result.message).toBeTruthy();
+
+    const csrPem = 'csr-text' in extra ? (extra['csr-text'] as string) : (await makeCsr({ uris: [String('id' in extra ? extra.id : ID())] })).pem;
+    const err = (await ca
+      .client()
+      .createCertificate({ csrPem, ...(token ? { token } : {}), clusterId: 'cluster' in extra ? (extra.cluster as string) : 'Kubernetes' })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      )) as { code: number; details: string } | undefined;
+    expect(err?.code).toBe(grpcJsCode);
+    expect(err?.details).toBe(result.message);
+  });
+});
+
+describe.skipIf(!go)('grpc-go against `meshcert serve` with two cluster workers', () => {
+  let dir: string;
+  let server: ServerProcess | undefined;
+  afterAll(async () => {
+    if (server && server.child.exitCode === null) {
+      server.child.kill('SIGTERM');
+      await server.exited;
+    }
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('every call, whichever worker takes its connection, gets a chain Go verifies', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-go-serve-'));
+    await writeTestJwks(join(dir, 'jwks.json'));
+    const configFile = join(dir, 'meshcert.yaml');
+    writeFileSync(configFile, serveConfigYaml({ workers: 2 }));
+    server = await startServe(['--config', configFile]);
+    const root = join(dir, 'data/ca/root-cert.pem');
+    // One process, hence one connection, per call: the primary spreads them over both workers.
+    const runs = await Promise.all(
+      Array.from({ length: 6 }, async (_, i) => {
+        const [ns, sa, key, alg] = i % 2 ? ['team-a', `svc-${i}`, 'ec256', 'ES256' as const] : ['team-b', `svc-${i}`, 'rsa2048', 'RS256' as const];
+        return (go as GoClient).run({ addr: `127.0.0.1:${server!.port}`, root, 'server-name': 'localhost', token: await mintToken({ ns, sa, alg }), key, id: ID(ns, sa) });
+      }),
+    );
+    for (const { ok, result } of runs) {
+      expect(result.error).toBeUndefined();
+      expect(ok).toBe(true);
+      expect(result).toMatchObject({ code: 'OK', alpn: 'h2', chainElements: 3, verifiedPaths: 4 });
+    }
+    expect(new Set(runs.map((r) => r.result.leafSerial)).size).toBe(6);
+  });
+});
