@@ -62,6 +62,12 @@ describe.skipIf(!go)('grpc-go and Go crypto/x509 against a real meshcert', () =>
     expect(result.lifetimeSeconds).toBeLessThanOrEqual(3600);
   });
 
+  it('a gzip-compressed request (grpc-encoding: gzip) is read and answered', async () => {
+    const { ok, result } = await call({ token: await mintToken({ alg: 'ES256' }), key: 'ec256', id: ID(), gzip: 'true' });
+    expect(ok, result.error).toBe(true);
+    expect(result).toMatchObject({ code: 'OK', chainElements: 3 });
+  });
+
   it('two calls get different serial numbers', async () => {
     const [a, b] = await Promise.all([call({ token: await mintToken(), id: ID() }), call({ token: await mintToken(), id: ID() })]);
     expect(a.ok && b.ok).toBe(true);

@@ -37,6 +37,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/encoding/gzip"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -83,11 +84,12 @@ func main() {
 	ttl := flag.Int64("ttl", 86400, "validity_duration in seconds")
 	csrText := flag.String("csr-text", "", "send this text as the CSR instead of a generated one (error cases)")
 	expect := flag.String("expect", "OK", "expected gRPC code name, e.g. OK, Unauthenticated, InvalidArgument")
+	compress := flag.Bool("gzip", false, "send the request gzip-compressed (grpc-encoding: gzip)")
 	health := flag.Bool("health", false, "call grpc.health.v1.Health/Check (service \"\") instead")
 	flag.Parse()
 
 	r := &result{}
-	err := run(r, *addr, *rootFile, *serverName, *token, *cluster, *keyKind, *subject, *id, *ttl, *csrText, *health)
+	err := run(r, *addr, *rootFile, *serverName, *token, *cluster, *keyKind, *subject, *id, *ttl, *csrText, *health, *compress)
 	if err == nil && r.Code != *expect {
 		err = fmt.Errorf("expected gRPC code %s, got %s (%q)", *expect, r.Code, r.Message)
 	}
@@ -101,7 +103,7 @@ func main() {
 	}
 }
 
-func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject, id string, ttl int64, csrText string, health bool) error {
+func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject, id string, ttl int64, csrText string, health, compress bool) error {
 	rootPEM, err := ioutil.ReadFile(rootFile)
 	if err != nil {
 		return err
@@ -163,7 +165,11 @@ func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject
 	}
 	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), headers...), 20*time.Second)
 	defer cancel()
-	callErr := cc.Invoke(ctx, method, req, resp)
+	var opts []grpc.CallOption
+	if compress {
+		opts = append(opts, grpc.UseCompressor(gzip.Name))
+	}
+	callErr := cc.Invoke(ctx, method, req, resp, opts...)
 	s := status.Convert(callErr)
 	r.Code = s.Code().String()
 	r.Message = s.Message()
