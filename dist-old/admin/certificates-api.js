@@ -1,0 +1,182 @@
+import { parseDurationSeconds } from '../config/duration.js';
+import { InvalidCursorError } from '../inventory/types.js';
+export const CERTIFICATES_API_PATH = '/api/v1/certificates';
+export function recordToJson(r) {
+    return {
+        serial: r.serial,
+        fingerprint: r.fingerprint,
+        spiffeId: r.spiffeId,
+        namespace: r.namespace,
+        serviceAccount: r.serviceAccount,
+        cluster: r.cluster,
+        issuer: r.issuer,
+        subject: r.subject ?? null,
+        dnsNames: r.dnsNames ?? [],
+        keyAlgorithm: r.keyAlgorithm,
+        keySize: r.keySize,
+        notBefore: r.notBefore.toISOString(),
+        notAfter: r.notAfter.toISOString(),
+        issuedAt: r.issuedAt.toISOString(),
+        requester: r.requester,
+        policyRule: r.policyRule,
+        source: r.source,
+    };
+}
+class BadRequest extends Error {
+}
+const PARAMS = ['namespace', 'serviceAccount', 'issuer', 'spiffeId', 'source', 'expiringWithin', 'includeExpired', 'limit', 'cursor'];
+const KEY = /^[0-9a-f]{1,128}$/;
+/** A duration parameter: `90s`, `15m`, `24h`, `7d`, or a plain number of seconds. */
+export function parseDurationParam(value) {
+    const v = value.trim();
+    return /^\d+$/.test(v) ? Number(v) : parseDurationSeconds(v);
+}
+/** `issued`, `discovered` or `discovered:<name>`; null otherwise. */
+export function parseSourceFilter(value) {
+    if (value === 'issued' || value === 'discovered')
+        return value;
+    if (value.startsWith('discovered:') && value.length > 'discovered:'.length)
+        return value;
+    return null;
+}
+function queryParams(search) {
+    const out = {};
+    for (const name of new Set(search.keys())) {
+        if (!PARAMS.includes(name))
+            throw new BadRequest(`unknown query parameter "${name}"; known: ${PARAMS.join(', ')}`);
+        const values = search.getAll(name);
+        if (values.length > 1)
+            throw new BadRequest(`query parameter "${name}" given more than once`);
+        if (values[0] !== '')
+            out[name] = values[0];
+    }
+    return out;
+}
+function filterFrom(q, now) {
+    const f = { now };
+    if (q.namespace !== undefined)
+        f.namespace = q.namespace;
+    if (q.serviceAccount !== undefined)
+        f.serviceAccount = q.serviceAccount;
+    if (q.issuer !== undefined)
+        f.issuer = q.issuer;
+    if (q.spiffeId !== undefined)
+        f.spiffeId = q.spiffeId;
+    if (q.source !== undefined) {
+        const s = parseSourceFilter(q.source);
+        if (s === null)
+            throw new BadRequest('source must be "issued", "discovered" or "discovered:<name>"');
+        f.source = s;
+    }
+    if (q.expiringWithin !== undefined) {
+        let seconds;
+        try {
+            seconds = parseDurationParam(q.expiringWithin);
+        }
+        catch (e) {
+            throw new BadRequest(`expiringWithin: ${e.message}`);
+        }
+        const at = now.getTime() + seconds * 1000;
+        if (!Number.isFinite(at) || Math.abs(at) > 8.64e15)
+            throw new BadRequest('expiringWithin is too large');
+        f.expiringBefore = new Date(at);
+    }
+    if (q.includeExpired !== undefined) {
+        const v = q.includeExpired.toLowerCase();
+        if (v === 'true' || v === '1')
+            f.includeExpired = true;
+        else if (v === 'false' || v === '0')
+            f.includeExpired = false;
+        else
+            throw new BadRequest('includeExpired must be true or false');
+    }
+    if (q.limit !== undefined) {
+        if (!/^\d+$/.test(q.limit) || Number(q.limit) < 1 || Number(q.limit) > 1000)
+            throw new BadRequest('limit must be an integer from 1 to 1000');
+        f.limit = Number(q.limit);
+    }
+    if (q.cursor !== undefined)
+        f.cursor = q.cursor;
+    return f;
+}
+function send(res, status, body, headers = {}) {
+    const text = JSON.stringify(body);
+    res.writeHead(status, {
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': Buffer.byteLength(text),
+        'cache-control': 'no-store',
+        ...headers,
+    });
+    res.end(text);
+}
+/**
+ * Answers requests under /api/v1/certificates; returns false (and touches nothing) for any other
+ * path, so the admin server can try its other routes.
+ */
+export async function handleCertificatesApi(req, res, store, options = {}) {
+    let url;
+    try {
+        url = new URL(req.url ?? '/', 'http://localhost');
+    }
+    catch {
+        return false;
+    }
+    const path = url.pathname;
+    if (path !== CERTIFICATES_API_PATH && !path.startsWith(`${CERTIFICATES_API_PATH}/`))
+        return false;
+    if (req.method !== 'GET') {
+        send(res, 405, { error: `method ${req.method ?? ''} not allowed; use GET` }, { allow: 'GET' });
+        return true;
+    }
+    const rest = path.slice(CERTIFICATES_API_PATH.length + 1); // '' for the collection (with or without '/')
+    const now = options.now?.() ?? new Date();
+    try {
+        if (rest === '') {
+            const filter = filterFrom(queryParams(url.searchParams), now);
+            const page = await store.list(filter);
+            send(res, 200, { items: page.items.map(recordToJson), nextCursor: page.nextCursor });
+            return true;
+        }
+        if (rest.includes('/')) {
+            send(res, 404, { error: 'not found' });
+            return true;
+        }
+        let key;
+        try {
+            key = decodeURIComponent(rest);
+        }
+        catch {
+            throw new BadRequest('the certificate key is not valid percent-encoding');
+        }
+        let norm = key.trim().toLowerCase().replace(/[:\s]/g, '');
+        if (norm.startsWith('0x'))
+            norm = norm.slice(2);
+        if (!KEY.test(norm))
+            throw new BadRequest('a certificate is looked up by its serial or SHA-256 fingerprint (hex)');
+        const record = await store.get(norm);
+        if (record === null)
+            send(res, 404, { error: 'not found' });
+        else
+            send(res, 200, recordToJson(record));
+        return true;
+    }
+    catch (err) {
+        if (err instanceof BadRequest || err instanceof InvalidCursorError) {
+            send(res, 400, { error: err.message });
+        }
+        else {
+            try {
+                options.onError?.(err instanceof Error ? err : new Error(String(err)));
+            }
+            catch {
+                // logging must not break the response
+            }
+            if (!res.headersSent)
+                send(res, 503, { error: 'inventory store unavailable' });
+            else
+                res.destroy();
+        }
+        return true;
+    }
+}
+//# sourceMappingURL=certificates-api.js.map

@@ -1,0 +1,57 @@
+import { createServer } from 'node:http';
+import { handleCertificatesApi } from './certificates-api.js';
+import { splitHostPort } from '../net/host-port.js';
+/**
+ * The admin HTTP server, on its own address (loopback by default), never on the gRPC port:
+ * /metrics, /healthz (process up), /readyz (CA loaded, serving, inventory reachable or buffering
+ * within bounds), and the read-only certificate inventory API.
+ */
+export async function startAdminServer(o) {
+    const server = createServer((req, res) => {
+        const send = (status, body, type = 'text/plain; charset=utf-8') => {
+            res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+            res.end(body);
+        };
+        const path = (req.url ?? '/').split('?')[0];
+        void (async () => {
+            try {
+                if (path === '/healthz')
+                    return send(200, 'ok\n');
+                if (path === '/readyz') {
+                    const checks = await o.readiness();
+                    const ok = checks.every((c) => c.ok);
+                    return send(ok ? 200 : 503, `${JSON.stringify({ ready: ok, checks })}\n`, 'application/json');
+                }
+                if (path === '/metrics') {
+                    const m = await o.metrics();
+                    return send(200, m.body, m.contentType);
+                }
+                if (o.store && (await handleCertificatesApi(req, res, o.store, { onError: (err) => o.logger.warn({ err }, 'inventory API: store failed') })))
+                    return undefined;
+                return send(404, `${JSON.stringify({ error: 'not found' })}\n`, 'application/json');
+            }
+            catch (err) {
+                o.logger.error({ err, path }, 'admin request failed');
+                if (!res.headersSent)
+                    send(500, `${JSON.stringify({ error: 'internal error' })}\n`, 'application/json');
+                else
+                    res.destroy();
+            }
+        })();
+    });
+    const { host, port } = splitHostPort(o.listen);
+    await new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => resolve());
+    });
+    const bound = server.address().port;
+    o.logger.info({ listen: o.listen, port: bound }, 'admin server listening');
+    return {
+        port: bound,
+        close: () => new Promise((resolve) => {
+            server.close(() => resolve());
+            server.closeAllConnections();
+        }),
+    };
+}
+//# sourceMappingURL=server.js.map

@@ -1,0 +1,144 @@
+/**
+ * mTLS client-certificate authenticator: verifies the presented chain against the current roots
+ * and takes the leaf's SPIFFE URI SANs as identities (istiod's first authenticator).
+ */
+import { X509Certificate } from 'node:crypto';
+import { CaError } from '../errors/ca-error.js';
+import { parseWorkloadSpiffeId, spiffeIdProblem } from '../x509/spiffe-id.js';
+const EKU_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
+const EKU_ANY = '2.5.29.37.0';
+/**
+ * URI SANs of a DER certificate (parsed with an ASN.1 decoder, not from a display string).
+ * The decoder is loaded on first use: it costs ~18 MB per process, and most meshes
+ * authenticate with tokens only.
+ */
+export async function uriSans(der) {
+    const [{ AsnConvert }, { Certificate, id_ce_subjectAltName, SubjectAlternativeName }] = await Promise.all([import('@peculiar/asn1-schema'), import('@peculiar/asn1-x509')]);
+    const cert = AsnConvert.parse(der, Certificate);
+    const ext = cert.tbsCertificate.extensions?.find((e) => e.extnID === id_ce_subjectAltName);
+    if (!ext)
+        return [];
+    const san = AsnConvert.parse(ext.extnValue.buffer, SubjectAlternativeName);
+    const out = [];
+    for (const name of san)
+        if (typeof name.uniformResourceIdentifier === 'string')
+            out.push(name.uniformResourceIdentifier);
+    return out;
+}
+function validAt(cert, now) {
+    const from = Date.parse(cert.validFrom);
+    const to = Date.parse(cert.validTo);
+    if (!Number.isFinite(from) || !Number.isFinite(to))
+        return false;
+    const t = now.getTime();
+    return t >= from && t <= to;
+}
+function issuedBy(child, issuer) {
+    try {
+        return child.checkIssued(issuer) && child.verify(issuer.publicKey);
+    }
+    catch {
+        return false;
+    }
+}
+const invalid = (message, cause) => new CaError('AUTH_INVALID', message, cause === undefined ? undefined : { cause });
+/**
+ * Returns null when no certificate was presented; throws AUTH_INVALID when the chain does not
+ * lead to a current root, a certificate is outside its validity period, the leaf is a CA, or the
+ * leaf carries no SPIFFE ID.
+ */
+export class ClientCertAuthenticator {
+    name;
+    roots;
+    now;
+    maxChainLength;
+    constructor(opts) {
+        if (typeof opts?.roots !== 'function')
+            throw new Error('clientCert.roots must be a function returning the current root certificates');
+        this.roots = opts.roots;
+        this.now = opts.now ?? (() => new Date());
+        this.maxChainLength = opts.maxChainLength ?? 5;
+        this.name = opts.name ?? 'client-cert';
+    }
+    async authenticate(req) {
+        const ders = req.peerCertificates;
+        if (!ders || ders.length === 0)
+            return null;
+        let certs;
+        try {
+            certs = ders.map((d) => new X509Certificate(d));
+        }
+        catch (err) {
+            throw invalid('client certificate could not be parsed', err);
+        }
+        const leaf = certs[0];
+        const now = this.now();
+        if (leaf.ca)
+            throw invalid('client certificate is a CA certificate, not a workload certificate');
+        if (!validAt(leaf, now))
+            throw invalid('client certificate is expired or not yet valid');
+        const eku = leaf.keyUsage; // Node names the extended key usage OIDs "keyUsage"
+        if (Array.isArray(eku) && eku.length > 0 && !eku.includes(EKU_CLIENT_AUTH) && !eku.includes(EKU_ANY)) {
+            throw invalid('client certificate is not valid for client authentication (extended key usage)');
+        }
+        this.verifyChain(leaf, certs.slice(1), now);
+        let uris;
+        try {
+            uris = await uriSans(ders[0]);
+        }
+        catch (err) {
+            throw invalid('client certificate subject alternative names could not be parsed', err);
+        }
+        // An X509-SVID has exactly one URI SAN, a valid SPIFFE ID with a path (SPIFFE X509-SVID §2, §5.2).
+        if (uris.length !== 1)
+            throw invalid(uris.length === 0 ? 'client certificate has no SPIFFE ID (URI SAN)' : 'client certificate has more than one URI SAN; an X509-SVID has exactly one');
+        const problem = spiffeIdProblem(uris[0]);
+        if (problem || !/^spiffe:\/\/[^/]+\/./.test(uris[0]))
+            throw invalid(`client certificate URI SAN is not a workload SPIFFE ID${problem ? `: ${problem}` : ' (no path)'}`);
+        const identities = [uris[0]];
+        const caller = {
+            method: 'client-cert',
+            identities,
+            expiresAt: Math.floor(Date.parse(leaf.validTo) / 1000),
+        };
+        const workload = parseWorkloadSpiffeId(identities[0]);
+        if (workload) {
+            caller.namespace = workload.namespace;
+            caller.serviceAccount = workload.serviceAccount;
+        }
+        return caller;
+    }
+    /** Builds a path leaf -> presented intermediates -> a root, checking names, signatures, dates and CA flags. */
+    verifyChain(leaf, presented, now) {
+        const roots = this.roots();
+        if (roots.length === 0)
+            throw invalid('client certificate cannot be verified: no trusted roots are configured');
+        const rootPrints = new Set(roots.map((r) => r.fingerprint256));
+        const unused = presented.filter((c) => !rootPrints.has(c.fingerprint256));
+        let current = leaf;
+        let sawExpired = false;
+        for (let depth = 1; depth <= this.maxChainLength; depth++) {
+            for (const root of roots) {
+                if (issuedBy(current, root)) {
+                    if (!validAt(root, now)) {
+                        sawExpired = true;
+                        continue;
+                    }
+                    return;
+                }
+            }
+            const idx = unused.findIndex((c) => c.ca && issuedBy(current, c));
+            if (idx < 0)
+                break;
+            const next = unused[idx];
+            unused.splice(idx, 1);
+            if (!validAt(next, now))
+                throw invalid('client certificate chain contains an expired or not yet valid intermediate');
+            current = next;
+        }
+        if (sawExpired)
+            throw invalid('client certificate chains to an expired root');
+        throw invalid('client certificate is not issued by a trusted root');
+    }
+}
+//# sourceMappingURL=client-cert.js.map

@@ -1,0 +1,80 @@
+/**
+ * Bounded LRU cache of verified bearer tokens. Keys are SHA-256 digests of (scope, token):
+ * the raw token is never stored. An entry lives until min(token exp, insertion + maxTtl).
+ */
+import { createHash } from 'node:crypto';
+export class TokenCache {
+    maxEntries;
+    maxTtlMs;
+    now;
+    entries = new Map();
+    hitCount = 0;
+    missCount = 0;
+    constructor(opts = {}) {
+        this.maxEntries = opts.maxEntries ?? 10_000;
+        this.maxTtlMs = opts.maxTtlMs ?? 60_000;
+        this.now = opts.now ?? Date.now;
+        if (!Number.isInteger(this.maxEntries) || this.maxEntries < 0)
+            throw new Error('tokenCache.maxEntries must be a non-negative integer');
+        if (!Number.isFinite(this.maxTtlMs) || this.maxTtlMs < 0)
+            throw new Error('tokenCache.maxTtlMs must be a non-negative number');
+    }
+    /** The cache key: hex SHA-256 over the length-prefixed scope and the token. */
+    static keyFor(token, scope = '') {
+        return createHash('sha256').update(`${scope.length}:${scope}\0`).update(token).digest('hex');
+    }
+    get size() {
+        return this.entries.size;
+    }
+    get hits() {
+        return this.hitCount;
+    }
+    get misses() {
+        return this.missCount;
+    }
+    /** The cached caller for this token in this scope, if still valid. */
+    get(token, scope = '') {
+        const key = TokenCache.keyFor(token, scope);
+        const e = this.entries.get(key);
+        if (!e) {
+            this.missCount++;
+            return undefined;
+        }
+        if (this.now() >= e.expiresAtMs) {
+            this.entries.delete(key);
+            this.missCount++;
+            return undefined;
+        }
+        // Refresh LRU position.
+        this.entries.delete(key);
+        this.entries.set(key, e);
+        this.hitCount++;
+        return e.caller;
+    }
+    /** Remembers a verified caller. Skipped when the credential is already expired or the cache is disabled. */
+    set(token, caller, scope = '') {
+        if (this.maxEntries === 0 || this.maxTtlMs === 0)
+            return;
+        const now = this.now();
+        let expiresAtMs = now + this.maxTtlMs;
+        if (typeof caller.expiresAt === 'number' && Number.isFinite(caller.expiresAt)) {
+            expiresAtMs = Math.min(expiresAtMs, caller.expiresAt * 1000);
+        }
+        if (expiresAtMs <= now)
+            return;
+        const key = TokenCache.keyFor(token, scope);
+        this.entries.delete(key);
+        this.entries.set(key, { caller, expiresAtMs });
+        while (this.entries.size > this.maxEntries) {
+            const oldest = this.entries.keys().next().value;
+            this.entries.delete(oldest);
+        }
+    }
+    delete(token, scope = '') {
+        this.entries.delete(TokenCache.keyFor(token, scope));
+    }
+    clear() {
+        this.entries.clear();
+    }
+}
+//# sourceMappingURL=token-cache.js.map

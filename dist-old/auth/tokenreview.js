@@ -1,0 +1,283 @@
+/**
+ * Kubernetes TokenReview authenticator (what istiod does for the `clusterid` cluster):
+ * POST authentication.k8s.io/v1 TokenReview and map `system:serviceaccount:<ns>:<sa>` to a SPIFFE ID.
+ *
+ * A backend that cannot answer is never reported as a bad token: unreachable, timeout, 5xx, 429,
+ * and 401/403 (meshcert's own credentials refused) are AUTH_BACKEND_UNAVAILABLE.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import https from 'node:https';
+import { decodeJwt } from 'jose';
+import { CaError } from '../errors/ca-error.js';
+import { assertTrustDomain, DEFAULT_AUDIENCES, parseServiceAccountUsername, serviceAccountSpiffeId } from './jwt.js';
+export const IN_CLUSTER_TOKEN_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+export const IN_CLUSTER_CA_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt';
+export const TOKENREVIEW_PATH = '/apis/authentication.k8s.io/v1/tokenreviews';
+export class TokenReviewBackendError extends Error {
+    name = 'TokenReviewBackendError';
+    kind;
+    status;
+    constructor(kind, message, options) {
+        super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+        this.kind = kind;
+        this.status = options?.status;
+    }
+}
+const MAX_RESPONSE_BYTES = 1024 * 1024;
+const TOKEN_FILE_REREAD_MS = 60_000;
+const EXTRA_POD_NAME = 'authentication.kubernetes.io/pod-name';
+const EXTRA_POD_UID = 'authentication.kubernetes.io/pod-uid';
+const EXTRA_NODE_NAME = 'authentication.kubernetes.io/node-name';
+const EXTRA_NODE_UID = 'authentication.kubernetes.io/node-uid';
+function firstExtra(extra, key) {
+    if (typeof extra !== 'object' || extra === null)
+        return undefined;
+    const v = extra[key];
+    const first = Array.isArray(v) ? v[0] : v;
+    return typeof first === 'string' && first !== '' ? first : undefined;
+}
+function unavailable(err) {
+    const message = err.kind === 'credentials-rejected' || err.kind === 'credentials-unreadable'
+        ? 'the CA cannot verify tokens: its Kubernetes API credentials are not accepted; retry later'
+        : 'the CA cannot reach the Kubernetes API server to verify the token; retry later';
+    return new CaError('AUTH_BACKEND_UNAVAILABLE', message, { cause: err });
+}
+function resolveApiServer(opts, env) {
+    let raw = opts.apiServer;
+    if (raw === undefined || raw === '') {
+        const host = env.KUBERNETES_SERVICE_HOST;
+        const port = env.KUBERNETES_SERVICE_PORT ?? '443';
+        if (!host)
+            throw new Error('tokenreview.apiServer is not set and KUBERNETES_SERVICE_HOST is not in the environment');
+        raw = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    }
+    let url;
+    try {
+        url = new URL(raw);
+    }
+    catch {
+        throw new Error(`tokenreview.apiServer is not a URL: ${JSON.stringify(raw)}`);
+    }
+    if (url.protocol !== 'https:')
+        throw new Error('tokenreview.apiServer must be an https:// URL');
+    return url;
+}
+/** True when `base` is this pod's own cluster API server (where the in-cluster credentials belong). */
+function isLocalApiServer(configured, base, env) {
+    if (configured === undefined || configured === '')
+        return true;
+    const host = base.hostname.replace(/^\[|\]$/g, '');
+    if (env.KUBERNETES_SERVICE_HOST && host === env.KUBERNETES_SERVICE_HOST)
+        return true;
+    return host === 'kubernetes.default' || host.startsWith('kubernetes.default.svc');
+}
+/**
+ * Authenticates bearer tokens with the Kubernetes TokenReview API. Returns null without a bearer token.
+ */
+export class TokenReviewAuthenticator {
+    name;
+    url;
+    agent;
+    audiences;
+    trustDomain;
+    timeoutMs;
+    staticToken;
+    tokenFile;
+    tokenCache;
+    constructor(opts) {
+        if (typeof opts !== 'object' || opts === null)
+            throw new Error('tokenreview options must be an object');
+        const env = opts.env ?? process.env;
+        this.name = opts.name ?? 'tokenreview';
+        assertTrustDomain(opts.trustDomain, 'tokenreview.trustDomain');
+        this.trustDomain = opts.trustDomain;
+        const base = resolveApiServer(opts, env);
+        this.url = new URL(TOKENREVIEW_PATH, base);
+        const local = isLocalApiServer(opts.apiServer, base, env);
+        if (opts.audiences !== undefined && (!Array.isArray(opts.audiences) || opts.audiences.length === 0 || opts.audiences.some((a) => typeof a !== 'string' || a === ''))) {
+            throw new Error('tokenreview.audiences must be a non-empty list of non-empty strings');
+        }
+        this.audiences = [...(opts.audiences ?? DEFAULT_AUDIENCES)];
+        this.timeoutMs = opts.timeoutMs ?? 5_000;
+        if (!Number.isFinite(this.timeoutMs) || this.timeoutMs <= 0)
+            throw new Error('tokenreview.timeoutMs must be a positive number');
+        let ca = opts.caPem;
+        if (ca === undefined && opts.caFile) {
+            try {
+                ca = readFileSync(opts.caFile, 'utf8');
+            }
+            catch (err) {
+                throw new Error(`tokenreview.caFile ${opts.caFile}: ${err.message}`, { cause: err });
+            }
+        }
+        else if (ca === undefined && local && existsSync(IN_CLUSTER_CA_FILE)) {
+            ca = readFileSync(IN_CLUSTER_CA_FILE, 'utf8');
+        }
+        if (opts.bearerToken !== undefined && opts.bearerToken !== '') {
+            this.staticToken = opts.bearerToken;
+        }
+        else if (opts.tokenFile) {
+            this.tokenFile = opts.tokenFile;
+        }
+        else if (local) {
+            this.tokenFile = IN_CLUSTER_TOKEN_FILE;
+        }
+        this.agent = new https.Agent({ keepAlive: true, maxSockets: 64, ...(ca === undefined ? {} : { ca }) });
+    }
+    /** Closes pooled connections. */
+    close() {
+        this.agent.destroy();
+    }
+    ownToken() {
+        if (this.staticToken !== undefined)
+            return this.staticToken;
+        if (this.tokenFile === undefined)
+            return undefined;
+        const now = Date.now();
+        if (this.tokenCache && now - this.tokenCache.readAt < TOKEN_FILE_REREAD_MS)
+            return this.tokenCache.value;
+        try {
+            const value = readFileSync(this.tokenFile, 'utf8').trim();
+            if (!value)
+                throw new Error('file is empty');
+            this.tokenCache = { value, readAt: now };
+            return value;
+        }
+        catch (err) {
+            if (this.tokenCache)
+                return this.tokenCache.value; // keep the last good credential
+            throw new TokenReviewBackendError('credentials-unreadable', `cannot read the API-server token file ${this.tokenFile}: ${err.message}`, { cause: err });
+        }
+    }
+    async authenticate(req) {
+        const token = req.bearerToken;
+        if (!token)
+            return null;
+        let status;
+        try {
+            status = await this.review(token);
+        }
+        catch (err) {
+            if (err instanceof TokenReviewBackendError)
+                throw unavailable(err);
+            throw unavailable(new TokenReviewBackendError('unreachable', `TokenReview failed: ${err.message}`, { cause: err }));
+        }
+        if (status.authenticated !== true) {
+            throw new CaError('AUTH_INVALID', 'token was not accepted by the Kubernetes API server (expired, revoked, or not a service-account token)', {
+                cause: new Error(`TokenReview not authenticated${typeof status.error === 'string' ? `: ${status.error.slice(0, 300)}` : ''}`),
+            });
+        }
+        const returned = Array.isArray(status.audiences) ? status.audiences : [];
+        if (!returned.some((a) => this.audiences.includes(a))) {
+            throw new CaError('AUTH_INVALID', `token audience does not include ${this.audiences.join(' or ')}`);
+        }
+        const sa = parseServiceAccountUsername(status.user?.username);
+        if (!sa)
+            throw new CaError('AUTH_INVALID', 'token does not belong to a Kubernetes service account');
+        const identity = serviceAccountSpiffeId(this.trustDomain, sa.namespace, sa.serviceAccount);
+        const caller = {
+            method: 'tokenreview',
+            identities: [identity],
+            namespace: sa.namespace,
+            serviceAccount: sa.serviceAccount,
+        };
+        const extra = status.user?.extra;
+        const podName = firstExtra(extra, EXTRA_POD_NAME);
+        const podUid = firstExtra(extra, EXTRA_POD_UID);
+        if (podName && podUid)
+            caller.pod = { name: podName, uid: podUid };
+        const nodeName = firstExtra(extra, EXTRA_NODE_NAME);
+        const nodeUid = firstExtra(extra, EXTRA_NODE_UID);
+        if (nodeName)
+            caller.node = nodeUid ? { name: nodeName, uid: nodeUid } : { name: nodeName };
+        // The API server verified this exact token, so its exp (if it is a JWT) bounds caching.
+        try {
+            const exp = decodeJwt(token).exp;
+            if (typeof exp === 'number' && Number.isFinite(exp))
+                caller.expiresAt = exp;
+        }
+        catch {
+            /* not a JWT: no expiry known */
+        }
+        return caller;
+    }
+    /** One TokenReview round trip. Rejects with TokenReviewBackendError when there is no usable answer. */
+    review(token) {
+        const body = JSON.stringify({
+            apiVersion: 'authentication.k8s.io/v1',
+            kind: 'TokenReview',
+            spec: { token, audiences: this.audiences },
+        });
+        const own = this.ownToken();
+        return new Promise((resolve, reject) => {
+            let settled = false;
+            const finish = (fn) => {
+                if (settled)
+                    return;
+                settled = true;
+                clearTimeout(timer);
+                fn();
+            };
+            const request = https.request(this.url, {
+                method: 'POST',
+                agent: this.agent,
+                headers: {
+                    'content-type': 'application/json',
+                    accept: 'application/json',
+                    'content-length': Buffer.byteLength(body),
+                    ...(own === undefined ? {} : { authorization: `Bearer ${own}` }),
+                },
+            }, (res) => {
+                const chunks = [];
+                let size = 0;
+                res.on('data', (c) => {
+                    size += c.length;
+                    if (size > MAX_RESPONSE_BYTES) {
+                        res.destroy();
+                        finish(() => reject(new TokenReviewBackendError('bad-response', 'TokenReview response too large', { status: res.statusCode })));
+                        return;
+                    }
+                    chunks.push(c);
+                });
+                res.on('error', (err) => finish(() => reject(new TokenReviewBackendError('unreachable', `TokenReview response failed: ${err.message}`, { cause: err }))));
+                res.on('end', () => {
+                    const code = res.statusCode ?? 0;
+                    finish(() => {
+                        const failure = classifyStatus(code);
+                        if (failure) {
+                            reject(new TokenReviewBackendError(failure, `TokenReview returned HTTP ${code}${failure === 'credentials-rejected' ? ': the API server refused meshcert\'s own credentials (check its token and RBAC for tokenreviews create)' : ''}`, { status: code }));
+                            return;
+                        }
+                        try {
+                            const doc = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+                            if (typeof doc !== 'object' || doc === null)
+                                throw new Error('not an object');
+                            resolve(typeof doc.status === 'object' && doc.status !== null ? doc.status : {});
+                        }
+                        catch (err) {
+                            reject(new TokenReviewBackendError('bad-response', 'TokenReview response is not JSON', { status: code, cause: err }));
+                        }
+                    });
+                });
+            });
+            const timer = setTimeout(() => {
+                finish(() => reject(new TokenReviewBackendError('timeout', `TokenReview timed out after ${this.timeoutMs} ms`)));
+                request.destroy();
+            }, this.timeoutMs);
+            request.on('error', (err) => finish(() => reject(new TokenReviewBackendError('unreachable', `TokenReview request failed: ${err.message}`, { cause: err }))));
+            request.end(body);
+        });
+    }
+}
+function classifyStatus(code) {
+    if (code >= 200 && code < 300)
+        return undefined;
+    if (code === 401 || code === 403)
+        return 'credentials-rejected';
+    if (code === 429)
+        return 'throttled';
+    if (code >= 500)
+        return 'server-error';
+    return 'unexpected-status';
+}
+//# sourceMappingURL=tokenreview.js.map

@@ -1,0 +1,64 @@
+/**
+ * Runs the CPU-heavy part of calls (CSR check, signing) in time slices. node:http2 writes
+ * responses from a native immediate, which runs only when JavaScript yields to the event loop; a
+ * burst of N requests read in one go would otherwise be signed back to back and every response
+ * would wait for all N signatures. With slices, responses leave every `budgetMs` and new input is
+ * read in between, so a burst raises tail latency by a slice, not by the whole burst.
+ *
+ * Under a deep backlog (a restart storm) it stops yielding and works through the queue: reading
+ * more input then would only admit calls that wait behind the queue or get shed (UNAVAILABLE) and
+ * come back as retries; left unread, they wait in the connections' flow-control windows instead.
+ */
+export class WorkSlicer {
+    budgetMs;
+    backlog;
+    queue = [];
+    head = 0;
+    scheduled = false;
+    constructor(budgetMs = 2, 
+    /** Queue length from which a drain runs to the end without yielding. */
+    backlog = 64) {
+        this.budgetMs = budgetMs;
+        this.backlog = backlog;
+    }
+    /** Queues synchronous work; settles with its result or its exception. */
+    run(work) {
+        return new Promise((resolve, reject) => {
+            this.queue.push(() => {
+                try {
+                    resolve(work());
+                }
+                catch (e) {
+                    reject(e);
+                }
+            });
+            if (!this.scheduled) {
+                this.scheduled = true;
+                setImmediate(this.drain);
+            }
+        });
+    }
+    get pending() {
+        return this.queue.length - this.head;
+    }
+    drain = () => {
+        const end = this.pending >= this.backlog ? Infinity : performance.now() + this.budgetMs;
+        while (this.head < this.queue.length) {
+            const job = this.queue[this.head];
+            this.queue[this.head++] = noop;
+            job();
+            if (performance.now() >= end)
+                break;
+        }
+        if (this.head < this.queue.length) {
+            setImmediate(this.drain);
+        }
+        else {
+            this.queue = [];
+            this.head = 0;
+            this.scheduled = false;
+        }
+    };
+}
+function noop() { }
+//# sourceMappingURL=slicer.js.map

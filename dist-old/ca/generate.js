@@ -1,0 +1,67 @@
+import 'reflect-metadata'; // @peculiar/x509 (tsyringe) needs the Reflect polyfill loaded first
+import { KeyObject, webcrypto, randomBytes } from 'node:crypto';
+import * as x509 from '@peculiar/x509';
+x509.cryptoProvider.set(webcrypto);
+export function keyAlgorithm(type) {
+    switch (type) {
+        case 'ec256':
+            return { gen: { name: 'ECDSA', namedCurve: 'P-256' }, sign: { name: 'ECDSA', hash: 'SHA-256' } };
+        case 'ec384':
+            return { gen: { name: 'ECDSA', namedCurve: 'P-384' }, sign: { name: 'ECDSA', hash: 'SHA-384' } };
+        default: {
+            const bits = Number(type.slice(3));
+            return {
+                gen: { name: 'RSASSA-PKCS1-v1_5', modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
+                sign: { name: 'RSASSA-PKCS1-v1_5' },
+            };
+        }
+    }
+}
+export async function generateKey(type) {
+    const keys = (await webcrypto.subtle.generateKey(keyAlgorithm(type).gen, true, ['sign', 'verify']));
+    const privateKey = KeyObject.from(keys.privateKey);
+    return { keys, privateKey, privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() };
+}
+/** Positive 128-bit serial for CA certificates (RFC 5280: at most 20 octets). */
+function caSerial() {
+    const b = randomBytes(16);
+    b[0] = b[0] & 0x7f | 0x01;
+    return b.toString('hex');
+}
+export async function createRootCert(key, o) {
+    return x509.X509CertificateGenerator.createSelfSigned({
+        serialNumber: caSerial(),
+        name: o.subject,
+        notBefore: o.notBefore,
+        notAfter: o.notAfter,
+        keys: key.keys,
+        signingAlgorithm: keyAlgorithm(o.keyType).sign,
+        extensions: [
+            new x509.BasicConstraintsExtension(true, o.pathLength, true),
+            new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+            await x509.SubjectKeyIdentifierExtension.create(key.keys.publicKey),
+        ],
+    });
+}
+/** A CA certificate for `subjectKey`, signed by `issuer` (whose key type decides the algorithm). */
+export async function createIntermediateCert(subjectKey, issuer, o) {
+    return x509.X509CertificateGenerator.create({
+        serialNumber: caSerial(),
+        subject: o.subject,
+        // The parent's subject exactly as encoded (string types included): Go and rustls match an
+        // issuer to its parent by bytes, so re-encoding the name from text would break the chain.
+        issuer: issuer.cert.subjectName,
+        notBefore: o.notBefore,
+        notAfter: o.notAfter,
+        publicKey: subjectKey,
+        signingKey: issuer.key,
+        signingAlgorithm: keyAlgorithm(issuer.keyType).sign,
+        extensions: [
+            new x509.BasicConstraintsExtension(true, o.pathLength ?? 0, true),
+            new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+            await x509.SubjectKeyIdentifierExtension.create(subjectKey),
+            await x509.AuthorityKeyIdentifierExtension.create(issuer.cert),
+        ],
+    });
+}
+//# sourceMappingURL=generate.js.map

@@ -1,0 +1,121 @@
+/**
+ * Migration from istiod's CA: copies its CA material into a meshcert CA directory, so the same
+ * root keeps signing and workloads keep trusting each other through the move.
+ *
+ * The source folder holds the keys of one of istiod's Secrets, one file per key:
+ *  - `cacerts` (the plug-in CA): ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem;
+ *  - `istio-ca-secret` (istiod's self-signed CA): ca-cert.pem, ca-key.pem, and optionally
+ *    cert-chain.pem and root-cert.pem (often empty). ca-cert.pem is then the root itself, and
+ *    meshcert signs with the root: root-cert.pem = ca-cert.pem.
+ * An optional root-key.pem (as Istio's tools/certs makefiles write) is copied too, for
+ * `ca renew-intermediate`.
+ *
+ * Export them with, for each key:
+ *   kubectl -n istio-system get secret istio-ca-secret -o jsonpath='{.data.ca-cert\.pem}' | base64 -d > ca-cert.pem
+ */
+import { createPrivateKey } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError } from '../errors/ca-error.js';
+import { certToPem, parsePemBundle } from '../x509/pem.js';
+import { CA_FILES, caPath } from './files.js';
+import { isCaDirEmpty, isSelfSigned, loadCaDir } from './material.js';
+import { oneLine, ROTATION_FILE, validateLayout, writeLayout } from './rotate.js';
+export const EXPORT_HINT = `export istiod's CA with, for each key (istio-ca-secret for istiod's self-signed CA, cacerts for a plug-in CA):
+  kubectl -n istio-system get secret istio-ca-secret -o jsonpath='{.data.ca-cert\\.pem}' | base64 -d > ca-cert.pem
+  kubectl -n istio-system get secret istio-ca-secret -o jsonpath='{.data.ca-key\\.pem}' | base64 -d > ca-key.pem
+  (and cert-chain.pem, root-cert.pem when the Secret has them)`;
+export function importIstiod(o) {
+    const now = o.now ?? new Date();
+    const { from, dir } = o;
+    if (!existsSync(from) || !statSync(from).isDirectory())
+        throw new ConfigError(`${from} is not a directory; ${EXPORT_HINT}`);
+    if (!isCaDirEmpty(dir) || existsSync(join(dir, ROTATION_FILE)))
+        throw new ConfigError(`CA directory ${dir} already holds a CA; refusing to overwrite it`);
+    const certPem = readSource(from, 'cert');
+    const keyPem = readSource(from, 'key');
+    if (certPem === undefined)
+        throw new ConfigError(`${from} has no ca-cert.pem (or it is empty); ${EXPORT_HINT}`);
+    if (keyPem === undefined)
+        throw new ConfigError(`${from} has no ca-key.pem (or it is empty); ${EXPORT_HINT}`);
+    const chainPem = readSource(from, 'chain');
+    const rootPem = readSource(from, 'root');
+    const rootKeyPem = readSource(from, 'rootKey');
+    const certs = parse(certPem, 'ca-cert.pem');
+    if (certs.length !== 1)
+        throw new ConfigError(`${from}/ca-cert.pem must hold exactly one certificate, found ${certs.length}`);
+    const signing = certs[0];
+    const selfSigned = isSelfSigned(signing);
+    const kind = selfSigned ? 'istiod-self-signed' : 'cacerts';
+    const notes = [];
+    // root-cert.pem: as exported; for a self-signed CA it must (and will) hold ca-cert.pem.
+    let roots = rootPem === undefined ? [] : parse(rootPem, 'root-cert.pem');
+    if (selfSigned && !roots.some((r) => r.fingerprint256 === signing.fingerprint256)) {
+        roots = [...roots, signing];
+        notes.push(rootPem === undefined ? 'root-cert.pem = ca-cert.pem (istiod self-signed CA: the signing certificate is the root)' : 'added ca-cert.pem (the self-signed signing root) to root-cert.pem');
+    }
+    if (roots.length === 0)
+        throw new ConfigError(`${from} has no root-cert.pem and ca-cert.pem is not self-signed: export root-cert.pem too (the cacerts Secret has it)`);
+    // cert-chain.pem: as exported; else the signing certificate, plus its root when the root signed it directly.
+    let chain = chainPem;
+    if (chain === undefined) {
+        const issuer = roots.find((r) => signing.checkIssued(r) && signing.verify(r.publicKey));
+        chain = certToPem(signing) + (issuer && !selfSigned ? certToPem(issuer) : '');
+        notes.push('cert-chain.pem was not exported: written from ca-cert.pem' + (issuer && !selfSigned ? ' and its root' : ''));
+    }
+    if (rootKeyPem !== undefined) {
+        let rootKey;
+        try {
+            rootKey = createPrivateKey(rootKeyPem);
+        }
+        catch {
+            throw new ConfigError(`${from}/root-key.pem is not a readable PEM private key`);
+        }
+        if (!roots.some((r) => r.checkPrivateKey(rootKey)))
+            throw new ConfigError(`${from}/root-key.pem matches none of the roots; leave it out, or export the right one`);
+    }
+    const files = { cert: certToPem(signing), key: withNewline(keyPem), chain: withNewline(chain), root: roots.map(certToPem).join(''), ...(rootKeyPem !== undefined ? { rootKey: withNewline(rootKeyPem) } : {}) };
+    const created = !existsSync(dir);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    try {
+        validateLayout(dir, files, now, `cannot import from ${from}`);
+    }
+    catch (e) {
+        if (created && readdirSync(dir).length === 0)
+            rmSync(dir, { recursive: true, force: true });
+        throw e;
+    }
+    writeLayout(dir, files);
+    const material = loadCaDir(dir, now);
+    notes.push(selfSigned
+        ? `meshcert signs with istiod's self-signed root "${oneLine(signing.subject)}" itself; to move to a root plus intermediate later, use "meshcert ca rotate start"`
+        : `meshcert signs with "${oneLine(signing.subject)}" under the same root(s) as istiod`);
+    return { kind, material, files: Object.keys(files).map((f) => CA_FILES[f]), notes };
+}
+function readSource(from, file) {
+    const path = caPath(from, file);
+    if (!existsSync(path))
+        return undefined;
+    const text = readFileSync(path, 'utf8');
+    if (text.trim() === '')
+        return undefined;
+    if (!text.includes('-----BEGIN')) {
+        const decoded = /^[A-Za-z0-9+/=\s]+$/.test(text) ? Buffer.from(text, 'base64').toString('utf8') : '';
+        if (decoded.includes('-----BEGIN'))
+            throw new ConfigError(`${path} is still base64-encoded (as in the Secret's data): decode it with base64 -d`);
+        throw new ConfigError(`${path} is not PEM`);
+    }
+    return text;
+}
+function parse(text, file) {
+    try {
+        return parsePemBundle(text);
+    }
+    catch {
+        throw new ConfigError(`${file} holds a PEM block that is not a valid X.509 certificate`);
+    }
+}
+function withNewline(s) {
+    return s.endsWith('\n') ? s : `${s}\n`;
+}
+//# sourceMappingURL=import-istiod.js.map

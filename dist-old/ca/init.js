@@ -1,0 +1,46 @@
+import { X509Certificate } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { ConfigError } from '../errors/ca-error.js';
+import { caPath, writeFileAtomic, writePrivateKey } from './files.js';
+import { createIntermediateCert, createRootCert, generateKey } from './generate.js';
+import { buildMaterial, isCaDirEmpty } from './material.js';
+const YEAR_MS = 365 * 24 * 3600 * 1000;
+/**
+ * Creates a root (10 years) and an intermediate (1 year) in Istio's plug-in layout.
+ * Refuses to overwrite an existing CA. The root key is written too (0600) so the intermediate
+ * can be renewed later; production users should move it offline.
+ */
+export async function initCaDir(o) {
+    if (!isCaDirEmpty(o.dir))
+        throw new ConfigError(`CA directory ${o.dir} already holds a CA; refusing to overwrite it`);
+    const keyType = o.keyType ?? 'ec256';
+    const org = o.organization ?? 'meshcert';
+    const now = o.now ?? new Date();
+    const notBefore = new Date(now.getTime() - 5 * 60 * 1000);
+    const stamp = now.toISOString().slice(0, 10);
+    const rootKey = await generateKey(keyType);
+    const root = await createRootCert(rootKey, {
+        subject: `O=${org}, CN=${org} root CA ${stamp}`,
+        notBefore,
+        notAfter: new Date(now.getTime() + (o.rootLifetimeMs ?? 10 * YEAR_MS)),
+        keyType,
+    });
+    const interKey = await generateKey(keyType);
+    const inter = await createIntermediateCert(interKey.keys.publicKey, { cert: root, key: rootKey.keys.privateKey, keyType }, {
+        subject: `O=${org}, CN=${org} intermediate CA ${stamp}`,
+        notBefore,
+        notAfter: new Date(now.getTime() + (o.intermediateLifetimeMs ?? YEAR_MS)),
+    });
+    const rootPem = `${root.toString('pem')}\n`;
+    const interPem = `${inter.toString('pem')}\n`;
+    const material = buildMaterial(new X509Certificate(interPem), interKey.privateKey, [], [new X509Certificate(rootPem)], now);
+    mkdirSync(o.dir, { recursive: true, mode: 0o700 });
+    writePrivateKey(caPath(o.dir, 'rootKey'), rootKey.privateKeyPem);
+    writePrivateKey(caPath(o.dir, 'key'), interKey.privateKeyPem);
+    writeFileAtomic(caPath(o.dir, 'root'), rootPem);
+    writeFileAtomic(caPath(o.dir, 'chain'), interPem + rootPem);
+    // ca-cert.pem last: its presence is what marks the directory as initialised.
+    writeFileAtomic(caPath(o.dir, 'cert'), interPem);
+    return material;
+}
+//# sourceMappingURL=init.js.map

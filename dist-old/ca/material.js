@@ -1,0 +1,114 @@
+import { createPrivateKey, X509Certificate, createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { ConfigError } from '../errors/ca-error.js';
+import { issuerAndSubjectDer } from '../x509/names.js';
+import { certToPem, parsePemBundle } from '../x509/pem.js';
+import { caPath } from './files.js';
+/** True when the directory has no CA files yet (so `ca.autoInit` may create them). */
+export function isCaDirEmpty(dir) {
+    return !existsSync(caPath(dir, 'cert')) && !existsSync(caPath(dir, 'key')) && !existsSync(caPath(dir, 'root'));
+}
+/** Reads and validates a CA directory. Every problem is a ConfigError with a message saying what to fix. */
+export function loadCaDir(dir, now = new Date()) {
+    const read = (file, required) => {
+        const path = caPath(dir, file);
+        if (!existsSync(path)) {
+            if (required)
+                throw new ConfigError(`CA directory ${dir} has no ${path.split('/').pop()} (expected Istio's cacerts layout: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)`);
+            return undefined;
+        }
+        return readFileSync(path, 'utf8');
+    };
+    const certPem = read('cert', true);
+    const keyPem = read('key', true);
+    const chainPem = read('chain', false) ?? '';
+    const rootPem = read('root', true);
+    const certs = parseOrFail(certPem, 'ca-cert.pem');
+    if (certs.length !== 1)
+        throw new ConfigError(`ca-cert.pem must hold exactly one certificate, found ${certs.length}`);
+    const signingCert = certs[0];
+    let signingKey;
+    try {
+        signingKey = createPrivateKey(keyPem);
+    }
+    catch {
+        throw new ConfigError('ca-key.pem is not a readable PEM private key (PKCS#8, PKCS#1 or SEC1, unencrypted)');
+    }
+    const roots = parseOrFail(rootPem, 'root-cert.pem');
+    const chain = parseOrFail(chainPem, 'cert-chain.pem');
+    return buildMaterial(signingCert, signingKey, chain, roots, now);
+}
+/** Validates an in-memory CA (used by loadCaDir and by `ca init`). */
+export function buildMaterial(signingCert, signingKey, chain, roots, now) {
+    if (roots.length === 0)
+        throw new ConfigError('root-cert.pem holds no certificate');
+    if (!signingCert.ca)
+        throw new ConfigError('ca-cert.pem is not a CA certificate (BasicConstraints CA:true is missing)');
+    if (!signingCert.checkPrivateKey(signingKey))
+        throw new ConfigError('ca-key.pem does not match the public key of ca-cert.pem');
+    const keyType = signingKey.asymmetricKeyType;
+    if (keyType !== 'rsa' && keyType !== 'ec')
+        throw new ConfigError(`CA key type ${keyType} is not supported: use RSA or ECDSA (P-256/P-384)`);
+    // Intermediates: the signing cert, then chain entries that are not roots, deduplicated, in order.
+    const isRoot = (c) => roots.some((r) => r.fingerprint256 === c.fingerprint256) || isSelfSigned(c);
+    const intermediates = [signingCert];
+    for (const c of chain) {
+        if (isRoot(c) || intermediates.some((i) => i.fingerprint256 === c.fingerprint256))
+            continue;
+        intermediates.push(c);
+    }
+    for (const c of [...intermediates, ...roots]) {
+        if (new Date(c.validTo) <= now)
+            throw new ConfigError(`CA certificate "${c.subject.replace(/\n/g, ', ')}" expired on ${new Date(c.validTo).toISOString()}`);
+        if (new Date(c.validFrom) > now)
+            throw new ConfigError(`CA certificate "${c.subject.replace(/\n/g, ', ')}" is not valid before ${new Date(c.validFrom).toISOString()}`);
+    }
+    for (const r of roots) {
+        if (!r.ca || !isSelfSigned(r))
+            throw new ConfigError(`root-cert.pem holds "${r.subject.replace(/\n/g, ', ')}", which is not a self-signed CA certificate`);
+    }
+    // Each intermediate must be signed by the next one, the last by a root.
+    for (let i = 0; i < intermediates.length; i++) {
+        const child = intermediates[i];
+        const parents = i + 1 < intermediates.length ? [intermediates[i + 1]] : roots;
+        const ok = parents.some((p) => child.checkIssued(p) && child.verify(p.publicKey));
+        if (!ok) {
+            const what = i + 1 < intermediates.length ? 'the next certificate in cert-chain.pem' : 'any certificate in root-cert.pem';
+            throw new ConfigError(`CA chain does not verify: "${child.subject.replace(/\n/g, ', ')}" is not signed by ${what}`);
+        }
+        const parent = parents.find((p) => child.checkIssued(p) && child.verify(p.publicKey));
+        if (!issuerAndSubjectDer(child.raw).issuer.equals(issuerAndSubjectDer(parent.raw).subject)) {
+            throw new ConfigError(`CA chain: the issuer name of "${child.subject.replace(/\n/g, ', ')}" is not byte-for-byte its parent's subject (different string encodings); Go clients and ztunnel would reject the chain. Re-issue it with the parent's subject copied exactly`);
+        }
+        if (i > 0 && !child.ca)
+            throw new ConfigError('cert-chain.pem holds a certificate that is not a CA');
+    }
+    // Leaves must not outlive any certificate of their chain, the anchoring root included.
+    const top = intermediates[intermediates.length - 1];
+    const anchor = roots.find((r) => top.checkIssued(r) && top.verify(r.publicKey)) ?? top;
+    const notAfter = new Date(Math.min(...[...intermediates, anchor].map((c) => Date.parse(c.validTo))));
+    return {
+        signingCert,
+        signingKey,
+        intermediates,
+        roots,
+        intermediatesPem: intermediates.map(certToPem),
+        rootBundlePem: roots.map(certToPem).join(''),
+        notAfter,
+    };
+}
+export function isSelfSigned(c) {
+    return c.subject === c.issuer && c.checkIssued(c) && c.verify(c.publicKey);
+}
+export function fingerprintSha256Hex(der) {
+    return createHash('sha256').update(der).digest('hex');
+}
+function parseOrFail(pem, file) {
+    try {
+        return parsePemBundle(pem);
+    }
+    catch {
+        throw new ConfigError(`${file} holds a PEM block that is not a valid X.509 certificate`);
+    }
+}
+//# sourceMappingURL=material.js.map

@@ -1,0 +1,644 @@
+/**
+ * Root rotation without an outage, and intermediate renewal, as explicit steps on a CA directory.
+ *
+ *   start   new root + intermediate staged in next/; the new root joins root-cert.pem (old first),
+ *           so every response and istio-ca-root-cert carry {old, new}; signing stays on the old CA.
+ *   switch  (after --min-wait, so every workload holds {old, new}) ca-cert/ca-key/cert-chain ← next/.
+ *   finish  (after the longest leaf lifetime, so no old-root leaf is alive) drop the old root,
+ *           archive the old material under archive/<timestamp>/, delete rotation.json.
+ *
+ * The state lives in <dir>/rotation.json. Each step is resumable: it records what it is about to
+ * do before doing it, every file is written atomically, and re-running a step that is done is a
+ * no-op. Before any file of the live layout is replaced, the resulting directory is assembled in a
+ * staging directory and loaded with loadCaDir.
+ */
+import 'reflect-metadata';
+import { randomBytes, webcrypto, createPrivateKey, X509Certificate } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
+import { z } from 'zod';
+import { formatDuration } from '../config/duration.js';
+import { ConfigError } from '../errors/ca-error.js';
+import { certToPem, parsePemBundle } from '../x509/pem.js';
+import { CA_FILES, caPath, writeFileAtomic, writePrivateKey } from './files.js';
+import { createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
+import { isSelfSigned, loadCaDir } from './material.js';
+export const ROTATION_FILE = 'rotation.json';
+/** The new CA, staged by `start` (same layout as the CA directory). */
+export const NEXT_DIR = 'next';
+/** The old signing material, kept by `switch` until `finish` archives it. */
+export const PREVIOUS_DIR = 'previous';
+export const ARCHIVE_DIR = 'archive';
+const MINUTE_MS = 60_000;
+const HOUR_MS = 60 * MINUTE_MS;
+const DAY_MS = 24 * HOUR_MS;
+const YEAR_MS = 365 * DAY_MS;
+/** Half the default 24h workload lifetime: istio-agent renews (and so receives the new bundle) at half-life. */
+export const DEFAULT_MIN_WAIT_MS = 12 * HOUR_MS;
+/** The default `issuance.maxTtl`: no leaf issued by meshcert lives longer. */
+export const DEFAULT_MAX_LEAF_LIFETIME_MS = 90 * DAY_MS;
+export const DEFAULT_INTERMEDIATE_LIFETIME_MS = YEAR_MS;
+const DEFAULT_ROOT_LIFETIME_MS = 10 * YEAR_MS;
+/** CA certificates are backdated a little, as `ca init` does, to absorb clock skew. */
+const CA_BACKDATE_MS = 5 * MINUTE_MS;
+const PRIVATE = new Set(['key', 'rootKey']);
+/** Write order: ca-cert.pem last, so its arrival completes a consistent set (as `ca init` does). */
+const WRITE_ORDER = ['rootKey', 'key', 'root', 'chain', 'cert'];
+// ---------------------------------------------------------------------------------------------
+// State
+const certSummarySchema = z.strictObject({
+    subject: z.string(),
+    fingerprint256: z.string(),
+    notBefore: z.string(),
+    notAfter: z.string(),
+});
+const stateSchema = z.strictObject({
+    version: z.literal(1),
+    /** started → switching → switched → finishing → (rotation.json removed). */
+    step: z.enum(['started', 'switching', 'switched', 'finishing']),
+    startedAt: z.string(),
+    /** How long `switch` waits after `start` (so every workload has received {old, new}). */
+    minWaitSeconds: z.number().int().nonnegative(),
+    switchAllowedAt: z.string(),
+    oldRoot: certSummarySchema,
+    newRoot: certSummarySchema,
+    oldIntermediate: certSummarySchema,
+    newIntermediate: certSummarySchema,
+    switchedAt: z.string().optional(),
+    switchForced: z.boolean().optional(),
+    /** The longest lifetime a leaf signed by the old intermediate may have (recorded at switch). */
+    maxLeafLifetimeSeconds: z.number().int().nonnegative().optional(),
+    finishAllowedAt: z.string().optional(),
+    finishingAt: z.string().optional(),
+    finishForced: z.boolean().optional(),
+    /** Directory name under archive/ that `finish` writes. */
+    archive: z.string().optional(),
+});
+export function rotationFile(dir) {
+    return join(dir, ROTATION_FILE);
+}
+/** The rotation in progress in `dir`, or undefined when there is none. */
+export function readRotationState(dir) {
+    const path = rotationFile(dir);
+    if (!existsSync(path))
+        return undefined;
+    let raw;
+    try {
+        raw = JSON.parse(readFileSync(path, 'utf8'));
+    }
+    catch {
+        throw new ConfigError(`${path} is not valid JSON; it records the CA rotation in progress: restore it or inspect the directory by hand`);
+    }
+    const parsed = stateSchema.safeParse(raw);
+    if (!parsed.success) {
+        const first = parsed.error.issues[0];
+        throw new ConfigError(`${path} is not a valid rotation state (${first ? `${first.path.join('.') || 'top level'}: ${first.message}` : 'unknown problem'})`);
+    }
+    return parsed.data;
+}
+export function writeRotationState(dir, state) {
+    writeFileAtomic(rotationFile(dir), `${JSON.stringify(stateSchema.parse(state), null, 2)}\n`);
+}
+// ---------------------------------------------------------------------------------------------
+// Shared helpers (also used by import-istiod.ts)
+export function summarize(c) {
+    return {
+        subject: oneLine(c.subject),
+        fingerprint256: c.fingerprint256,
+        notBefore: new Date(c.validFrom).toISOString(),
+        notAfter: new Date(c.validTo).toISOString(),
+    };
+}
+export function oneLine(subject) {
+    return subject.replace(/\n/g, ', ');
+}
+/** Reads whichever layout files exist in `dir`. */
+export function readLayout(dir) {
+    const out = {};
+    for (const f of Object.keys(CA_FILES)) {
+        const p = caPath(dir, f);
+        if (existsSync(p))
+            out[f] = readFileSync(p, 'utf8');
+    }
+    return out;
+}
+/**
+ * Writes the given layout files into `dir`, each atomically, keys 0600, ca-cert.pem last.
+ * Files whose content is already the same are left alone (so a resumed step rewrites nothing).
+ */
+export function writeLayout(dir, files) {
+    const changed = [];
+    for (const f of WRITE_ORDER) {
+        const data = files[f];
+        if (data === undefined)
+            continue;
+        const path = caPath(dir, f);
+        if (existsSync(path) && readFileSync(path, 'utf8') === data)
+            continue;
+        if (PRIVATE.has(f))
+            writePrivateKey(path, data);
+        else
+            writeFileAtomic(path, data);
+        changed.push(f);
+    }
+    return changed;
+}
+/**
+ * Assembles ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem in a private staging directory
+ * inside `dir`, loads it with loadCaDir (the same checks `serve` makes), and removes it.
+ */
+export function validateLayout(dir, files, now, context) {
+    const staging = mkdtempSync(join(dir, '.staging-'));
+    try {
+        for (const f of ['cert', 'key', 'chain', 'root']) {
+            const data = files[f];
+            if (data !== undefined)
+                writeFileSync(caPath(staging, f), data, { mode: PRIVATE.has(f) ? 0o600 : 0o644 });
+        }
+        return loadCaDir(staging, now);
+    }
+    catch (e) {
+        if (e instanceof ConfigError)
+            throw new ConfigError(`${context}: the resulting CA directory would not load: ${e.message.replace(staging, '(staged)')}`);
+        throw e;
+    }
+    finally {
+        rmSync(staging, { recursive: true, force: true });
+    }
+}
+/** The root in `m.roots` that anchors the signing chain (the signing certificate itself when it is a root). */
+export function anchorOf(m) {
+    const top = m.intermediates[m.intermediates.length - 1];
+    const anchor = m.roots.find((r) => top.checkIssued(r) && top.verify(r.publicKey));
+    if (!anchor)
+        throw new ConfigError('the signing chain does not end at a root in root-cert.pem');
+    return anchor;
+}
+/** The meshcert key type of a key (private or public), for generating like keys and signing with them. */
+export function keyTypeOf(k) {
+    const d = k.asymmetricKeyDetails;
+    if (k.asymmetricKeyType === 'ec') {
+        if (d?.namedCurve === 'prime256v1')
+            return 'ec256';
+        if (d?.namedCurve === 'secp384r1')
+            return 'ec384';
+    }
+    if (k.asymmetricKeyType === 'rsa' && (d?.modulusLength === 2048 || d?.modulusLength === 3072 || d?.modulusLength === 4096)) {
+        return `rsa${d.modulusLength}`;
+    }
+    throw new ConfigError(`unsupported CA key (${k.asymmetricKeyType ?? 'unknown'} ${d?.namedCurve ?? d?.modulusLength ?? ''}): use RSA 2048/3072/4096 or ECDSA P-256/P-384`);
+}
+function toSigningCryptoKey(k, type) {
+    const der = k.export({ type: 'pkcs8', format: 'der' });
+    const alg = type.startsWith('ec') ? keyAlgorithm(type).gen : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
+    return webcrypto.subtle.importKey('pkcs8', der, alg, false, ['sign']);
+}
+function organizationOf(c, fallback = 'meshcert') {
+    const line = c?.subject.split('\n').find((l) => l.startsWith('O='));
+    const org = line?.slice(2).trim();
+    // Only plain names are carried over: anything else would need DN escaping.
+    return org && /^[\w .-]+$/.test(org) ? org : fallback;
+}
+/**
+ * `O=<org>, CN=<org> <what> <time>`: to the second (unlike `ca init`'s date), so a rotated or renewed
+ * certificate never shares a subject with the one it replaces; made unique against `taken`.
+ */
+function caSubject(org, what, now, taken) {
+    const base = `O=${org}, CN=${org} ${what} ${now.toISOString().slice(0, 19)}Z`;
+    return taken.includes(base) ? `${base} ${randomBytes(4).toString('hex')}` : base;
+}
+function pem(c) {
+    return `${c.toString('pem')}\n`;
+}
+function readCert(path) {
+    if (!existsSync(path))
+        return undefined;
+    try {
+        const certs = parsePemBundle(readFileSync(path, 'utf8'));
+        return certs.length === 1 ? certs[0] : undefined;
+    }
+    catch {
+        return undefined;
+    }
+}
+function archiveName(now) {
+    return now.toISOString().replace(/[:.]/g, '-');
+}
+function ms(seconds) {
+    return seconds * 1000;
+}
+function duration(msValue) {
+    return formatDuration(Math.round(msValue / 1000));
+}
+/** "in 3h 12m" / "now" */
+export function until(at, now) {
+    const d = at.getTime() - now.getTime();
+    if (d <= 0)
+        return 'now';
+    const total = Math.ceil(d / MINUTE_MS);
+    const days = Math.floor(total / 1440);
+    const hours = Math.floor((total % 1440) / 60);
+    const minutes = total % 60;
+    return `in ${[days ? `${days}d` : '', hours ? `${hours}h` : '', minutes ? `${minutes}m` : ''].filter(Boolean).join(' ')}`;
+}
+export async function rotateStart(o) {
+    const now = o.now ?? new Date();
+    const { dir } = o;
+    const existing = readRotationState(dir);
+    if (existing) {
+        return noop(existing, `a rotation is already in progress (step "${existing.step}", started ${existing.startedAt}); "start" has nothing to do. See "meshcert ca rotate status --dir ${dir}"`);
+    }
+    const current = loadCurrent(dir, now, 'cannot start a rotation');
+    const oldRoot = anchorOf(current);
+    const messages = [];
+    // The new CA, staged in next/. A complete next/ (ca-cert.pem is written last) is left by an
+    // interrupted start and is reused: its root may already have been handed out.
+    const nextDir = join(dir, NEXT_DIR);
+    let next;
+    if (existsSync(caPath(nextDir, 'cert'))) {
+        try {
+            next = loadCaDir(nextDir, now);
+        }
+        catch (e) {
+            throw new ConfigError(`${nextDir} holds a CA that does not load (${e.message}); it is not in use yet: remove it and run "ca rotate start" again`);
+        }
+        if (next.roots.length !== 1 || !isSelfSigned(next.roots[0]) || next.intermediates.length !== 1) {
+            throw new ConfigError(`${nextDir} is not a CA staged by "ca rotate start" (expected one root and one intermediate): remove it and start again`);
+        }
+        messages.push(`reusing the new CA staged in ${nextDir} by an interrupted start`);
+    }
+    else {
+        rmSync(nextDir, { recursive: true, force: true }); // a partial next/ (no ca-cert.pem) was never used
+        const keyType = o.keyType ?? 'ec256';
+        const org = o.organization ?? organizationOf(oldRoot);
+        const taken = current.roots.map((r) => oneLine(r.subject));
+        const notBefore = new Date(now.getTime() - CA_BACKDATE_MS);
+        const rootKey = await generateKey(keyType);
+        const root = await createRootCert(rootKey, {
+            subject: caSubject(org, 'root CA', now, taken),
+            notBefore,
+            notAfter: new Date(now.getTime() + (o.rootLifetimeMs ?? DEFAULT_ROOT_LIFETIME_MS)),
+            keyType,
+        });
+        const interKey = await generateKey(keyType);
+        const inter = await createIntermediateCert(interKey.keys.publicKey, { cert: root, key: rootKey.keys.privateKey, keyType }, {
+            subject: caSubject(org, 'intermediate CA', now, [...taken, oneLine(current.signingCert.subject)]),
+            notBefore,
+            notAfter: new Date(now.getTime() + (o.intermediateLifetimeMs ?? DEFAULT_INTERMEDIATE_LIFETIME_MS)),
+        });
+        const files = { rootKey: rootKey.privateKeyPem, key: interKey.privateKeyPem, root: pem(root), chain: pem(inter) + pem(root), cert: pem(inter) };
+        validateLayout(dir, files, now, 'cannot stage the new CA');
+        writeLayout(nextDir, files);
+        next = loadCaDir(nextDir, now);
+        messages.push(`staged a new root and intermediate in ${nextDir} (keys 0600)`);
+    }
+    const newRoot = next.roots[0];
+    // root-cert.pem ← old roots + new root (old first). Signing material is untouched.
+    const live = readLayout(dir);
+    const roots = [...current.roots];
+    if (!roots.some((r) => r.fingerprint256 === newRoot.fingerprint256))
+        roots.push(newRoot);
+    const rootPem = roots.map(certToPem).join('');
+    validateLayout(dir, { ...live, root: rootPem }, now, 'cannot add the new root to root-cert.pem');
+    if (writeLayout(dir, { root: rootPem }).length > 0)
+        messages.push(`added the new root to ${caPath(dir, 'root')} (now ${roots.length} roots, old first)`);
+    const minWaitMs = o.minWaitMs ?? DEFAULT_MIN_WAIT_MS;
+    const state = {
+        version: 1,
+        step: 'started',
+        startedAt: now.toISOString(),
+        minWaitSeconds: Math.round(minWaitMs / 1000),
+        switchAllowedAt: new Date(now.getTime() + minWaitMs).toISOString(),
+        oldRoot: summarize(oldRoot),
+        newRoot: summarize(newRoot),
+        oldIntermediate: summarize(current.signingCert),
+        newIntermediate: summarize(next.signingCert),
+    };
+    writeRotationState(dir, state);
+    messages.push(`rotation started: meshcert keeps signing with "${state.oldIntermediate.subject}" and now hands out both roots`, `next: "meshcert ca rotate switch --dir ${dir}", allowed from ${state.switchAllowedAt} (--min-wait ${duration(minWaitMs)}), once every workload holds both roots`);
+    return { changed: true, messages, warnings: [], state };
+}
+export function rotateSwitch(o) {
+    const now = o.now ?? new Date();
+    const { dir } = o;
+    let state = readRotationState(dir);
+    if (!state)
+        throw new ConfigError(`no rotation in progress in ${dir}: run "meshcert ca rotate start --dir ${dir}" first`);
+    if (state.step === 'switched' || state.step === 'finishing') {
+        return noop(state, `already switched at ${state.switchedAt}: meshcert signs with "${state.newIntermediate.subject}"; next: "meshcert ca rotate finish --dir ${dir}", allowed from ${state.finishAllowedAt}`);
+    }
+    const messages = [];
+    const warnings = [];
+    const nextDir = join(dir, NEXT_DIR);
+    if (state.step === 'started') {
+        const minWaitMs = o.minWaitMs ?? ms(state.minWaitSeconds);
+        const allowedAt = new Date(Date.parse(state.startedAt) + minWaitMs);
+        if (now < allowedAt) {
+            const why = `the new root was added at ${state.startedAt}; workloads renew at half their lifetime and only then receive the {old, new} bundle, so switching is allowed from ${allowedAt.toISOString()} (--min-wait ${duration(minWaitMs)}, ${until(allowedAt, now)})`;
+            if (!o.force)
+                throw new ConfigError(`too early to switch: ${why}. A workload still holding only the old root would reject certificates from the new intermediate. Re-run then, or pass --force once you have checked that every workload holds both roots`);
+            warnings.push(`switching before the wait is over (--force): ${why}`);
+        }
+        const current = loadCurrent(dir, now, 'cannot switch');
+        if (current.signingCert.fingerprint256 !== state.oldIntermediate.fingerprint256) {
+            throw new ConfigError(`ca-cert.pem is no longer the intermediate recorded at start (expected ${state.oldIntermediate.fingerprint256}, found ${current.signingCert.fingerprint256}); inspect ${dir} and ${rotationFile(dir)}`);
+        }
+        requireRoots(current, [state.oldRoot, state.newRoot], 'cannot switch');
+        loadNext(dir, state, now);
+        const live = readLayout(dir);
+        const nextFiles = readLayout(nextDir);
+        validateLayout(dir, { cert: nextFiles.cert, key: nextFiles.key, chain: nextFiles.chain, root: live.root }, now, 'cannot switch');
+        // Keep the old signing material for `finish` to archive (the live files are still the old ones:
+        // they are replaced only once the state says "switching").
+        writeLayout(join(dir, PREVIOUS_DIR), { cert: live.cert, key: live.key, chain: live.chain, rootKey: live.rootKey });
+        const maxLeafMs = o.maxLeafLifetimeMs ?? DEFAULT_MAX_LEAF_LIFETIME_MS;
+        // No leaf signed before the switch outlives switchedAt + maxLeaf, nor the old intermediate itself.
+        const finishAllowedAt = new Date(Math.min(now.getTime() + maxLeafMs, Date.parse(state.oldIntermediate.notAfter)));
+        state = {
+            ...state,
+            step: 'switching',
+            minWaitSeconds: Math.round(minWaitMs / 1000),
+            switchAllowedAt: allowedAt.toISOString(),
+            switchedAt: now.toISOString(),
+            switchForced: now < allowedAt,
+            maxLeafLifetimeSeconds: Math.round(maxLeafMs / 1000),
+            finishAllowedAt: finishAllowedAt.toISOString(),
+        };
+        writeRotationState(dir, state);
+    }
+    else {
+        messages.push('completing a switch that was interrupted');
+    }
+    // step "switching": install next/ as the signing CA (idempotent).
+    if (existsSync(caPath(nextDir, 'cert'))) {
+        loadNext(dir, state, now);
+        const nextFiles = readLayout(nextDir);
+        const live = readLayout(dir);
+        const material = validateLayout(dir, { cert: nextFiles.cert, key: nextFiles.key, chain: nextFiles.chain, root: live.root }, now, 'cannot switch');
+        requireRoots(material, [state.oldRoot, state.newRoot], 'cannot switch');
+        // Key first, certificate last: a reader that catches the set half-written sees a key that does
+        // not match ca-cert.pem, refuses it and keeps its current CA until ca-cert.pem arrives.
+        writeLayout(dir, { rootKey: nextFiles.rootKey, key: nextFiles.key, chain: nextFiles.chain, cert: nextFiles.cert });
+    }
+    const after = loadCurrent(dir, now, 'switch did not complete');
+    if (after.signingCert.fingerprint256 !== state.newIntermediate.fingerprint256) {
+        throw new ConfigError(`the switch was interrupted and ${join(dir, NEXT_DIR)} is gone: ca-cert.pem is "${oneLine(after.signingCert.subject)}", not the new intermediate; restore next/ or inspect ${dir}`);
+    }
+    state = { ...state, step: 'switched' };
+    writeRotationState(dir, state);
+    rmSync(nextDir, { recursive: true, force: true });
+    messages.push(`switched: meshcert now signs with "${state.newIntermediate.subject}" (under the new root); root-cert.pem still holds both roots`, `the old material is kept in ${join(dir, PREVIOUS_DIR)} until finish`, `next: "meshcert ca rotate finish --dir ${dir}", allowed from ${state.finishAllowedAt} (--max-leaf-lifetime ${formatDuration(state.maxLeafLifetimeSeconds)} after the switch, or the old intermediate's expiry if sooner)`);
+    return { changed: true, messages, warnings, state };
+}
+export function rotateFinish(o) {
+    const now = o.now ?? new Date();
+    const { dir } = o;
+    let state = readRotationState(dir);
+    if (!state)
+        return { changed: false, messages: [`no rotation in progress in ${dir}: nothing to finish`], warnings: [], state: undefined };
+    if (state.step === 'started')
+        throw new ConfigError(`the rotation has not switched yet (started ${state.startedAt}): run "meshcert ca rotate switch --dir ${dir}" first`);
+    if (state.step === 'switching')
+        throw new ConfigError(`the switch was interrupted: run "meshcert ca rotate switch --dir ${dir}" again to complete it, then finish`);
+    const messages = [];
+    const warnings = [];
+    if (state.step === 'switched') {
+        const allowedAt = new Date(state.finishAllowedAt);
+        if (now < allowedAt) {
+            const why = `leaves signed by the old intermediate up to the switch (${state.switchedAt}) may stay valid until ${allowedAt.toISOString()} (--max-leaf-lifetime ${formatDuration(state.maxLeafLifetimeSeconds)}, ${until(allowedAt, now)}), and a peer given only the new root would reject them`;
+            if (!o.force)
+                throw new ConfigError(`too early to finish: ${why}. Re-run then, or pass --force once no certificate from the old root is in use`);
+            warnings.push(`finishing before the longest leaf lifetime has passed (--force): ${why}`);
+        }
+        const current = loadCurrent(dir, now, 'cannot finish');
+        if (current.signingCert.fingerprint256 !== state.newIntermediate.fingerprint256) {
+            throw new ConfigError(`ca-cert.pem is not the new intermediate recorded at start (expected ${state.newIntermediate.fingerprint256}, found ${current.signingCert.fingerprint256}); inspect ${dir}`);
+        }
+        requireRoots(current, [state.newRoot], 'cannot finish');
+        const live = readLayout(dir);
+        validateLayout(dir, { ...live, root: withoutRoot(current.roots, state.oldRoot) }, now, 'cannot finish');
+        state = { ...state, step: 'finishing', finishingAt: now.toISOString(), finishForced: now < allowedAt, archive: archiveName(now) };
+        writeRotationState(dir, state);
+    }
+    else {
+        messages.push('completing a finish that was interrupted');
+    }
+    // step "finishing": archive, drop the old root, clean up (each part idempotent).
+    const archiveDir = join(dir, ARCHIVE_DIR, state.archive);
+    if (!existsSync(caPath(archiveDir, 'cert'))) {
+        const prev = readLayout(join(dir, PREVIOUS_DIR));
+        const roots = parseOrThrow(readLayout(dir).root ?? '', 'root-cert.pem');
+        const old = roots.filter((r) => r.fingerprint256 === state.oldRoot.fingerprint256);
+        writeFileAtomic(join(archiveDir, ROTATION_FILE), `${JSON.stringify(state, null, 2)}\n`);
+        // ca-cert.pem last (writeLayout's order) marks the archive complete.
+        writeLayout(archiveDir, { rootKey: prev.rootKey, key: prev.key, chain: prev.chain, root: old.length > 0 ? old.map(certToPem).join('') : undefined, cert: prev.cert });
+    }
+    const live = readLayout(dir);
+    const current = parseOrThrow(live.root ?? '', 'root-cert.pem');
+    const rootPem = withoutRoot(current, state.oldRoot);
+    if (rootPem !== live.root) {
+        validateLayout(dir, { ...live, root: rootPem }, now, 'cannot finish');
+        writeLayout(dir, { root: rootPem });
+    }
+    rmSync(join(dir, PREVIOUS_DIR), { recursive: true, force: true });
+    rmSync(join(dir, NEXT_DIR), { recursive: true, force: true });
+    const remaining = parsePemBundle(rootPem);
+    loadCurrent(dir, now, 'finish left an unusable CA');
+    unlinkSync(rotationFile(dir));
+    messages.push(`finished: removed the old root "${state.oldRoot.subject}" from root-cert.pem (${remaining.length} root(s) left)`, `archived the old intermediate, its key and the old root under ${archiveDir} (keys 0600); move them offline`);
+    const others = remaining.filter((r) => r.fingerprint256 !== state.newRoot.fingerprint256);
+    if (others.length > 0)
+        warnings.push(`root-cert.pem still holds ${others.length} root(s) that were not part of this rotation: ${others.map((r) => `"${oneLine(r.subject)}"`).join(', ')}`);
+    return { changed: true, messages, warnings, state: undefined };
+}
+export function rotationStatus(dir, now = new Date()) {
+    const state = readRotationState(dir);
+    let ca;
+    let caError;
+    try {
+        const m = loadCaDir(dir, now);
+        ca = { signing: summarize(m.signingCert), roots: m.roots.map(summarize) };
+    }
+    catch (e) {
+        caError = e.message;
+    }
+    const base = { dir, now: now.toISOString(), state, ca, caError };
+    const cm = `kubectl get configmap istio-ca-root-cert -n <namespace> -o jsonpath='{.data.root-cert\\.pem}' | grep -c 'BEGIN CERTIFICATE'`;
+    const secret = 'istioctl proxy-config secret <pod>.<namespace> -o json';
+    if (!state) {
+        return {
+            ...base,
+            step: 'idle',
+            summary: 'no rotation in progress',
+            next: { command: `meshcert ca rotate start --dir ${dir}`, allowedAt: undefined, allowedNow: true },
+            checks: ca && ca.roots.length > 1 ? [`root-cert.pem holds ${ca.roots.length} roots although no rotation is in progress`] : [],
+        };
+    }
+    switch (state.step) {
+        case 'started': {
+            const at = new Date(state.switchAllowedAt);
+            return {
+                ...base,
+                step: 'started',
+                summary: `new root added at ${state.startedAt}; still signing with the old intermediate "${state.oldIntermediate.subject}"; every response and istio-ca-root-cert carry both roots`,
+                next: { command: `meshcert ca rotate switch --dir ${dir}`, allowedAt: at.toISOString(), allowedNow: now >= at },
+                checks: [
+                    `meshcert has reloaded the directory: "meshcert request ... --out DIR" gives a root-cert.pem with 2 certificates (grep -c 'BEGIN CERTIFICATE')`,
+                    `every namespace's istio-ca-root-cert holds both roots: ${cm} prints 2`,
+                    `workloads have renewed since ${state.startedAt} and hold both roots: ${secret} shows ROOTCA with the new root (sha256 ${state.newRoot.fingerprint256})`,
+                    `compare fingerprints with: openssl x509 -noout -fingerprint -sha256 -in <cert>`,
+                ],
+            };
+        }
+        case 'switching':
+            return {
+                ...base,
+                step: 'switching',
+                summary: `a switch started at ${state.switchedAt} was interrupted`,
+                next: { command: `meshcert ca rotate switch --dir ${dir}`, allowedAt: undefined, allowedNow: true },
+                checks: ['re-run switch to complete it'],
+            };
+        case 'switched': {
+            const at = new Date(state.finishAllowedAt);
+            return {
+                ...base,
+                step: 'switched',
+                summary: `switched at ${state.switchedAt}: signing with the new intermediate "${state.newIntermediate.subject}"; root-cert.pem still holds both roots`,
+                next: { command: `meshcert ca rotate finish --dir ${dir}`, allowedAt: at.toISOString(), allowedNow: now >= at },
+                checks: [
+                    `new certificates chain to the new root: ${secret} shows the new intermediate in default's chain, or: openssl verify -CAfile new-root.pem -untrusted inter.pem leaf.pem`,
+                    `no certificate from the old intermediate (sha256 ${state.oldIntermediate.fingerprint256}) is still in use; the last ones expire by ${state.finishAllowedAt}`,
+                    `meshcert's inventory, if enabled, lists no unexpired certificate issued before ${state.switchedAt}`,
+                ],
+            };
+        }
+        case 'finishing':
+            return {
+                ...base,
+                step: 'finishing',
+                summary: `a finish started at ${state.finishingAt} was interrupted`,
+                next: { command: `meshcert ca rotate finish --dir ${dir}`, allowedAt: undefined, allowedNow: true },
+                checks: ['re-run finish to complete it'],
+            };
+    }
+}
+/**
+ * A new intermediate key and certificate signed by the SAME root (root-key.pem), swapped in
+ * atomically per file. Leaves of the old intermediate keep verifying: the root bundle is unchanged.
+ * Needs no readable ca-key.pem, so re-running after an interruption completes the renewal.
+ */
+export async function renewIntermediate(o) {
+    const now = o.now ?? new Date();
+    const { dir } = o;
+    const state = readRotationState(dir);
+    if (state)
+        throw new ConfigError(`a root rotation is in progress (step "${state.step}"): finish it before renewing the intermediate; "ca rotate switch" already moves to a fresh intermediate`);
+    const live = readLayout(dir);
+    if (live.root === undefined)
+        throw new ConfigError(`CA directory ${dir} has no root-cert.pem`);
+    const roots = parseOrThrow(live.root, 'root-cert.pem');
+    const oldCert = readCert(caPath(dir, 'cert'));
+    if (oldCert && isSelfSigned(oldCert)) {
+        throw new ConfigError('ca-cert.pem is itself the root (a self-signed CA, as istiod makes): there is no intermediate to renew; run "meshcert ca rotate start" to move to a new root with an intermediate');
+    }
+    if (live.rootKey === undefined) {
+        throw new ConfigError(`the root key is offline: ${caPath(dir, 'rootKey')} is missing. Copy root-key.pem (mode 0600) into the CA directory for this step and move it offline again afterwards, or sign a new intermediate with your offline root and install ca-cert.pem, ca-key.pem and cert-chain.pem yourself ("meshcert ca check" validates them)`);
+    }
+    let rootKey;
+    try {
+        rootKey = createPrivateKey(live.rootKey);
+    }
+    catch {
+        throw new ConfigError('root-key.pem is not a readable PEM private key (PKCS#8, PKCS#1 or SEC1, unencrypted)');
+    }
+    const root = roots.find((r) => r.checkPrivateKey(rootKey));
+    if (!root)
+        throw new ConfigError('root-key.pem matches none of the roots in root-cert.pem');
+    if (oldCert && !(oldCert.checkIssued(root) && oldCert.verify(root.publicKey))) {
+        throw new ConfigError(`ca-cert.pem "${oneLine(oldCert.subject)}" is not signed by the root whose key is root-key.pem ("${oneLine(root.subject)}"); renew-intermediate keeps the same root, so it only renews an intermediate the root signed directly`);
+    }
+    const rootType = keyTypeOf(rootKey);
+    const keyType = o.keyType ?? (oldCert ? keyTypeOf(oldCert.publicKey) : rootType);
+    const rootNotAfter = new Date(root.validTo);
+    if (rootNotAfter <= now)
+        throw new ConfigError(`the root "${oneLine(root.subject)}" expired on ${rootNotAfter.toISOString()}: rotate the root instead ("meshcert ca rotate start")`);
+    const warnings = [];
+    const wanted = new Date(now.getTime() + (o.lifetimeMs ?? DEFAULT_INTERMEDIATE_LIFETIME_MS));
+    const notAfter = wanted > rootNotAfter ? rootNotAfter : wanted;
+    if (wanted > rootNotAfter)
+        warnings.push(`the new intermediate ends with the root on ${rootNotAfter.toISOString()}: plan a root rotation ("meshcert ca rotate start")`);
+    const org = organizationOf(oldCert ?? root);
+    const interKey = await generateKey(keyType);
+    const issuerCert = new x509.X509Certificate(root.raw);
+    const inter = await createIntermediateCert(interKey.keys.publicKey, { cert: issuerCert, key: await toSigningCryptoKey(rootKey, rootType), keyType: rootType }, {
+        subject: caSubject(org, 'intermediate CA', now, oldCert ? [oneLine(oldCert.subject)] : []),
+        notBefore: new Date(now.getTime() - CA_BACKDATE_MS),
+        notAfter,
+    });
+    const files = { key: interKey.privateKeyPem, chain: pem(inter) + certToPem(root), cert: pem(inter) };
+    const material = validateLayout(dir, { ...files, root: live.root }, now, 'cannot renew the intermediate');
+    // Archive the previous intermediate before replacing it.
+    const archiveDir = join(dir, ARCHIVE_DIR, `${archiveName(now)}-intermediate`);
+    if (live.cert !== undefined)
+        writeLayout(archiveDir, { key: live.key, chain: live.chain, cert: live.cert });
+    writeLayout(dir, files);
+    loadCurrent(dir, now, 'renewal left an unusable CA');
+    const renewed = summarize(material.signingCert);
+    return {
+        material,
+        previous: oldCert ? summarize(oldCert) : undefined,
+        renewed,
+        archive: archiveDir,
+        messages: [
+            `renewed the intermediate: meshcert now signs with "${renewed.subject}" (until ${renewed.notAfter}), under the same root "${oneLine(root.subject)}"`,
+            `root-cert.pem is unchanged, so certificates from the previous intermediate keep verifying until they expire`,
+            ...(live.cert !== undefined ? [`the previous intermediate and its key are archived under ${archiveDir} (keys 0600)`] : []),
+            'move root-key.pem offline again if it was brought in for this step',
+        ],
+        warnings,
+    };
+}
+// ---------------------------------------------------------------------------------------------
+function noop(state, message) {
+    return { changed: false, messages: [message], warnings: [], state };
+}
+function loadCurrent(dir, now, context) {
+    try {
+        return loadCaDir(dir, now);
+    }
+    catch (e) {
+        if (e instanceof ConfigError)
+            throw new ConfigError(`${context}: ${e.message}`);
+        throw e;
+    }
+}
+function loadNext(dir, state, now) {
+    const nextDir = join(dir, NEXT_DIR);
+    if (!existsSync(caPath(nextDir, 'cert')))
+        throw new ConfigError(`${nextDir} is missing: the new CA staged by "ca rotate start" is gone; restore it, or remove ${rotationFile(dir)} and the new root from root-cert.pem and start again`);
+    const next = loadCurrent(nextDir, now, `the new CA in ${nextDir} does not load`);
+    if (next.signingCert.fingerprint256 !== state.newIntermediate.fingerprint256 || !next.roots.some((r) => r.fingerprint256 === state.newRoot.fingerprint256)) {
+        throw new ConfigError(`${nextDir} does not hold the CA recorded at start (intermediate ${state.newIntermediate.fingerprint256}); inspect ${dir}`);
+    }
+    return next;
+}
+function requireRoots(m, wanted, context) {
+    for (const w of wanted) {
+        if (!m.roots.some((r) => r.fingerprint256 === w.fingerprint256)) {
+            throw new ConfigError(`${context}: root-cert.pem no longer holds the root "${w.subject}" (sha256 ${w.fingerprint256}); inspect the directory`);
+        }
+    }
+}
+function withoutRoot(roots, drop) {
+    return roots.filter((r) => r.fingerprint256 !== drop.fingerprint256).map(certToPem).join('');
+}
+function parseOrThrow(text, file) {
+    try {
+        return parsePemBundle(text);
+    }
+    catch {
+        throw new ConfigError(`${file} holds a PEM block that is not a valid X.509 certificate`);
+    }
+}
+//# sourceMappingURL=rotate.js.map

@@ -1,0 +1,78 @@
+#!/usr/bin/env node
+import { UsageError } from './cli/args.js';
+import { ConfigError } from './errors/ca-error.js';
+// grpc-js sets the TLS ServerName to an IP literal when dialling one (DEP0123); harmless, and noise for CLI users.
+process.noDeprecation = true;
+/**
+ * Commands load their modules on demand: a serving process should not carry the Kubernetes
+ * client, the certificate builder or the discovery code it never uses (tens of MB each).
+ */
+const COMMANDS = {
+    serve: async () => (await import('./cli/serve.js')).serveCommand,
+    ca: async () => (await import('./cli/ca.js')).caCommand,
+    config: async () => (await import('./cli/config-check.js')).configCommand,
+    request: async () => (await import('./cli/request.js')).requestCommand,
+    certs: async () => (await import('./cli/certs.js')).certsCommand,
+    discover: async () => (await import('./cli/discover.js')).discoverCommand,
+    policy: async () => (await import('./cli/policy.js')).policyCommand,
+    // Internal: how `serve` starts its forked workers (see src/runtime/cluster.ts).
+    worker: async () => {
+        const [{ isWorker }, { workerMain }] = await Promise.all([import('./runtime/cluster.js'), import('./runtime/worker-main.js')]);
+        return async () => {
+            if (!isWorker())
+                throw new UsageError('"worker" is started by "meshcert serve", not by hand');
+            return workerMain();
+        };
+    },
+};
+async function usage() {
+    const [serve, ca, request, certs, discover, policy] = await Promise.all([
+        import('./cli/serve.js'),
+        import('./cli/ca.js'),
+        import('./cli/request.js'),
+        import('./cli/certs.js'),
+        import('./cli/discover.js'),
+        import('./cli/policy.js'),
+    ]);
+    return `meshcert: a certificate authority for service meshes (an Istio external CA)
+
+${serve.SERVE_USAGE}
+${ca.CA_USAGE}
+meshcert config check FILE       validate a config file
+${request.REQUEST_USAGE}
+${certs.CERTS_USAGE}
+${discover.DISCOVER_USAGE}
+${policy.POLICY_USAGE}`;
+}
+/** Exit codes: 0 ok, 1 failure (refused, invalid config), 2 usage error. */
+async function main(argv) {
+    const [cmd, ...rest] = argv;
+    if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+        console.log(await usage());
+        return cmd ? 0 : 2;
+    }
+    const load = COMMANDS[cmd];
+    if (!load)
+        throw new UsageError(`unknown command "${cmd}"; run "meshcert help"`);
+    return (await load())(rest);
+}
+main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+}, (err) => {
+    if (err instanceof UsageError) {
+        console.error(`meshcert: ${err.message}`);
+        process.exitCode = 2;
+    }
+    else if (err instanceof ConfigError) {
+        console.error(`meshcert: ${err.message}`);
+        process.exitCode = 1;
+    }
+    else {
+        // Unexpected: say what, not where (no stack traces for users); MESHCERT_DEBUG=1 shows it.
+        console.error(`meshcert: unexpected error: ${err instanceof Error ? err.message : String(err)}`);
+        if (process.env.MESHCERT_DEBUG)
+            console.error(err);
+        process.exitCode = 1;
+    }
+});
+//# sourceMappingURL=cli.js.map

@@ -1,0 +1,168 @@
+import { resolve } from 'node:path';
+import { formatDuration, parseDurationSeconds } from '../config/duration.js';
+import { importIstiod } from '../ca/import-istiod.js';
+import { initCaDir } from '../ca/init.js';
+import { loadCaDir } from '../ca/material.js';
+import { renewIntermediate, rotateFinish, rotateStart, rotateSwitch, rotationStatus, until } from '../ca/rotate.js';
+import { parse, UsageError } from './args.js';
+const KEY_TYPES = ['ec256', 'ec384', 'rsa2048', 'rsa3072', 'rsa4096'];
+export const CA_USAGE = `meshcert ca init --dir DIR [--key-type ec256|ec384|rsa2048|rsa3072|rsa4096] [--org NAME]
+  Creates a root (10 years) and an intermediate (1 year) in Istio's cacerts layout; key files are 0600.
+meshcert ca check --dir DIR
+  Loads a CA directory and reports whether meshcert would accept it.
+meshcert ca rotate start --dir DIR [--key-type ec256|...] [--org NAME] [--min-wait 12h]
+  Root rotation, step 1: stages a new root and intermediate in DIR/next/ and adds the new root to
+  root-cert.pem (old first); signing continues with the old intermediate. State: DIR/rotation.json.
+meshcert ca rotate switch --dir DIR [--min-wait 12h] [--max-leaf-lifetime 90d] [--force]
+  Step 2, once every workload holds both roots (--min-wait after start, else --force): signs with
+  the new intermediate (ca-cert.pem, ca-key.pem, cert-chain.pem <- next/).
+meshcert ca rotate finish --dir DIR [--force]
+  Step 3, once --max-leaf-lifetime has passed since the switch (else --force): removes the old root
+  from root-cert.pem and archives the old material under DIR/archive/<timestamp>/ (keys 0600).
+meshcert ca rotate status --dir DIR [--json]
+  The current step, what to check, and when the next step is allowed.
+meshcert ca renew-intermediate --dir DIR [--lifetime 365d] [--key-type ec256|...]
+  A new intermediate under the same root (needs DIR/root-key.pem); the root bundle is unchanged.
+meshcert ca import-istiod --from SRC --dir DIR
+  Creates DIR from istiod's CA files in SRC (cacerts or istio-ca-secret keys: ca-cert.pem,
+  ca-key.pem[, cert-chain.pem, root-cert.pem]); export each with
+  kubectl -n istio-system get secret istio-ca-secret -o jsonpath='{.data.ca-cert\\.pem}' | base64 -d > ca-cert.pem`;
+export async function caCommand(argv) {
+    const [sub, ...rest] = argv;
+    if (sub === 'init') {
+        const { values: v } = parse(rest, { dir: { type: 'string' }, 'key-type': { type: 'string', default: 'ec256' }, org: { type: 'string', default: 'meshcert' } });
+        if (!v.dir)
+            throw new UsageError('ca init needs --dir');
+        if (!KEY_TYPES.includes(v['key-type']))
+            throw new UsageError(`--key-type must be one of ${KEY_TYPES.join(', ')}`);
+        const dir = resolve(v.dir);
+        const m = await initCaDir({ dir, keyType: v['key-type'], organization: v.org });
+        console.log(`created a CA in ${dir}`);
+        console.log(`  root          ${m.roots[0].subject.replace(/\n/g, ', ')} (until ${new Date(m.roots[0].validTo).toISOString()})`);
+        console.log(`  intermediate  ${m.signingCert.subject.replace(/\n/g, ', ')} (until ${new Date(m.signingCert.validTo).toISOString()})`);
+        console.log('  files         ca-cert.pem, ca-key.pem (0600), cert-chain.pem, root-cert.pem, root-key.pem (0600)');
+        console.log('  keep root-key.pem offline once the intermediate is in place; meshcert does not need it to serve');
+        return 0;
+    }
+    if (sub === 'check') {
+        const { values: v } = parse(rest, { dir: { type: 'string' } });
+        if (!v.dir)
+            throw new UsageError('ca check needs --dir');
+        const m = loadCaDir(resolve(v.dir));
+        console.log(`CA OK: signs as "${m.signingCert.subject.replace(/\n/g, ', ')}", ${m.intermediates.length} intermediate(s), ${m.roots.length} root(s), usable until ${m.notAfter.toISOString()}`);
+        return 0;
+    }
+    if (sub === 'rotate')
+        return rotateCommand(rest);
+    if (sub === 'renew-intermediate') {
+        const { values: v } = parse(rest, { dir: { type: 'string' }, lifetime: { type: 'string' }, 'key-type': { type: 'string' } });
+        if (!v.dir)
+            throw new UsageError('ca renew-intermediate needs --dir');
+        const r = await renewIntermediate({ dir: resolve(v.dir), lifetimeMs: durationMs(v.lifetime, '--lifetime'), keyType: keyTypeOption(v['key-type']) });
+        for (const m of r.messages)
+            console.log(m);
+        for (const w of r.warnings)
+            console.error(`warning: ${w}`);
+        return 0;
+    }
+    if (sub === 'import-istiod') {
+        const { values: v } = parse(rest, { from: { type: 'string' }, dir: { type: 'string' } });
+        if (!v.from || !v.dir)
+            throw new UsageError('ca import-istiod needs --from SRC and --dir DIR');
+        const dir = resolve(v.dir);
+        const r = importIstiod({ from: resolve(v.from), dir });
+        console.log(`imported ${r.kind === 'cacerts' ? "istiod's plug-in CA (cacerts)" : "istiod's self-signed CA (istio-ca-secret)"} into ${dir}`);
+        console.log(`  files         ${r.files.join(', ')} (keys 0600)`);
+        console.log(`  signs as      ${r.material.signingCert.subject.replace(/\n/g, ', ')} (until ${r.material.notAfter.toISOString()})`);
+        console.log(`  roots         ${r.material.roots.length}`);
+        for (const n of r.notes)
+            console.log(`  note: ${n}`);
+        console.log('  workloads keep trusting each other: the same root signs');
+        return 0;
+    }
+    throw new UsageError(`unknown ca subcommand ${sub ?? '(none)'}\n${CA_USAGE}`);
+}
+async function rotateCommand(argv) {
+    const [step, ...rest] = argv;
+    if (step === 'start') {
+        const { values: v } = parse(rest, { dir: { type: 'string' }, 'key-type': { type: 'string', default: 'ec256' }, org: { type: 'string' }, 'min-wait': { type: 'string' } });
+        if (!v.dir)
+            throw new UsageError('ca rotate start needs --dir');
+        return report(await rotateStart({ dir: resolve(v.dir), keyType: keyTypeOption(v['key-type']), organization: v.org, minWaitMs: durationMs(v['min-wait'], '--min-wait') }));
+    }
+    if (step === 'switch') {
+        const { values: v } = parse(rest, { dir: { type: 'string' }, 'min-wait': { type: 'string' }, 'max-leaf-lifetime': { type: 'string' }, force: { type: 'boolean', default: false } });
+        if (!v.dir)
+            throw new UsageError('ca rotate switch needs --dir');
+        return report(rotateSwitch({ dir: resolve(v.dir), minWaitMs: durationMs(v['min-wait'], '--min-wait'), maxLeafLifetimeMs: durationMs(v['max-leaf-lifetime'], '--max-leaf-lifetime'), force: v.force }));
+    }
+    if (step === 'finish') {
+        const { values: v } = parse(rest, { dir: { type: 'string' }, force: { type: 'boolean', default: false } });
+        if (!v.dir)
+            throw new UsageError('ca rotate finish needs --dir');
+        return report(rotateFinish({ dir: resolve(v.dir), force: v.force }));
+    }
+    if (step === 'status') {
+        const { values: v } = parse(rest, { dir: { type: 'string' }, json: { type: 'boolean', default: false } });
+        if (!v.dir)
+            throw new UsageError('ca rotate status needs --dir');
+        const now = new Date();
+        const s = rotationStatus(resolve(v.dir), now);
+        if (v.json) {
+            console.log(JSON.stringify(s, null, 2));
+            return 0;
+        }
+        console.log(`CA directory ${s.dir}`);
+        console.log(`step: ${s.step}: ${s.summary}`);
+        if (s.ca) {
+            console.log(`  signing  ${s.ca.signing.subject} (until ${s.ca.signing.notAfter})`);
+            for (const r of s.ca.roots)
+                console.log(`  root     ${r.subject} (sha256 ${r.fingerprint256})`);
+        }
+        else {
+            console.log(`  the CA directory does not load: ${s.caError}`);
+        }
+        if (s.state) {
+            console.log(`  old root ${s.state.oldRoot.subject} (sha256 ${s.state.oldRoot.fingerprint256})`);
+            console.log(`  new root ${s.state.newRoot.subject} (sha256 ${s.state.newRoot.fingerprint256})`);
+            if (s.state.maxLeafLifetimeSeconds !== undefined)
+                console.log(`  longest leaf lifetime waited for: ${formatDuration(s.state.maxLeafLifetimeSeconds)}`);
+        }
+        if (s.next) {
+            const when = s.next.allowedAt === undefined ? 'allowed now' : s.next.allowedNow ? `allowed now (since ${s.next.allowedAt})` : `allowed from ${s.next.allowedAt} (${until(new Date(s.next.allowedAt), now)})`;
+            console.log(`next: ${s.next.command}  ${when}`);
+        }
+        if (s.checks.length > 0) {
+            console.log('check:');
+            for (const c of s.checks)
+                console.log(`  - ${c}`);
+        }
+        return 0;
+    }
+    throw new UsageError(`unknown ca rotate step ${step ?? '(none)'}: use start, switch, finish or status\n${CA_USAGE}`);
+}
+function report(r) {
+    for (const m of r.messages)
+        console.log(m);
+    for (const w of r.warnings)
+        console.error(`warning: ${w}`);
+    return 0;
+}
+function durationMs(value, flag) {
+    if (value === undefined)
+        return undefined;
+    try {
+        return parseDurationSeconds(value) * 1000;
+    }
+    catch (e) {
+        throw new UsageError(`${flag}: ${e.message}`);
+    }
+}
+function keyTypeOption(value) {
+    if (value === undefined)
+        return undefined;
+    if (!KEY_TYPES.includes(value))
+        throw new UsageError(`--key-type must be one of ${KEY_TYPES.join(', ')}`);
+    return value;
+}
+//# sourceMappingURL=ca.js.map

@@ -1,0 +1,296 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { recordToJson, parseDurationParam, parseSourceFilter } from '../admin/certificates-api.js';
+import { loadConfigFile, parseConfig } from '../config/load.js';
+import { ConfigError } from '../errors/ca-error.js';
+import { caExpiryReport, readCaCertificates, staleIdentities } from '../inventory/expiry.js';
+import { openStore } from '../inventory/open.js';
+import { parse, UsageError } from './args.js';
+export const CERTS_USAGE = `meshcert certs list [--namespace N] [--sa S] [--issuer I] [--source issued|discovered|discovered:...] [--expiring-within 7d] [--limit 1000] [--json]
+  Lists inventoried certificates (ordered by notAfter), up to --limit (default 1000).
+meshcert certs show SERIAL|FINGERPRINT [--json]
+  Shows one certificate (exit 1 when not found).
+meshcert certs expiring [--within 7d] [--json]
+  CA certificates (roots, intermediates, serving certificate file) within their warning window
+  or expired, and workload identities that stopped renewing.
+  Store: --config FILE (its inventory and ca sections, as serve reads them) or
+  --db sqlite:PATH|postgres://URL; default sqlite .meshcert/inventory.db.`;
+function redact(url) {
+    try {
+        const u = new URL(url);
+        if (u.password)
+            u.password = '***';
+        return u.toString();
+    }
+    catch {
+        return 'postgres://(unparseable URL)';
+    }
+}
+/** Parses `--db`: `sqlite:PATH` or `postgres://...` / `postgresql://...`. */
+export function parseDbArg(db) {
+    if (db.startsWith('sqlite:')) {
+        const path = db.slice('sqlite:'.length);
+        if (path === '')
+            throw new UsageError('--db sqlite: needs a path, e.g. sqlite:.meshcert/inventory.db');
+        return { store: { kind: 'sqlite', path: resolve(path) }, label: `sqlite:${resolve(path)}` };
+    }
+    if (db.startsWith('postgres://') || db.startsWith('postgresql://'))
+        return { store: { kind: 'postgres', url: db }, label: redact(db) };
+    throw new UsageError('--db must be sqlite:PATH or postgres://USER@HOST:PORT/DB');
+}
+/**
+ * Resolves the store and CA directory from the same configuration `meshcert serve` uses: the
+ * --config file (validated; relative paths against its folder) or, without one, the defaults,
+ * both with the MESHCERT_* environment overrides (MESHCERT_DATA_DIR, MESHCERT_CA_DIR,
+ * MESHCERT_INVENTORY_URL). So: `inventory.store` sqlite (`inventory.path`, default
+ * `<dataDir>/inventory.db`) or postgres (`inventory.url`), `ca.dir` (default `<dataDir>/ca`),
+ * `server.tls.certFile`. `--db` overrides the configured store. A broken config file throws
+ * ConfigError (exit 1).
+ */
+export function resolveInventoryTarget(o, env = process.env) {
+    const config = o.config !== undefined ? loadConfigFile(o.config, env).config : parseConfig({}, env, 'defaults', process.cwd());
+    const common = { caDir: config.ca.dir ?? resolve(config.dataDir, 'ca'), issuerName: 'default', servingCertFile: config.server.tls.certFile ?? null };
+    if (o.db !== undefined)
+        return { ...parseDbArg(o.db), ...common };
+    const inv = config.inventory;
+    const kind = inv.store ?? (inv.url !== undefined ? 'postgres' : 'sqlite');
+    if (kind === 'postgres' && inv.url !== undefined)
+        return { store: { kind: 'postgres', url: inv.url }, label: redact(inv.url), ...common };
+    if (kind === 'sqlite') {
+        const path = inv.path ?? resolve(config.dataDir, 'inventory.db');
+        return { store: { kind: 'sqlite', path }, label: `sqlite:${path}`, ...common };
+    }
+    throw new ConfigError(kind === 'none' ? 'the inventory is disabled in this configuration (inventory.store: none); pass --db to read one' : 'inventory.store postgres needs inventory.url');
+}
+/** Thrown when the store cannot be opened; the CLI reports it and exits 1. */
+export class StoreOpenError extends Error {
+    name = 'StoreOpenError';
+}
+/**
+ * Opens the target's store. With `mustExist`, a missing SQLite file is an error instead of
+ * creating an empty inventory (read-only commands).
+ */
+export async function openInventory(target, mustExist) {
+    if (mustExist && target.store.kind === 'sqlite' && !existsSync(target.store.path)) {
+        throw new StoreOpenError(`no inventory at ${target.label} (pass --config or --db)`);
+    }
+    try {
+        return await openStore(target.store.kind === 'postgres' ? { ...target.store, poolSize: 2, connectionTimeoutMs: 10_000 } : target.store);
+    }
+    catch (e) {
+        throw new StoreOpenError(`cannot open the inventory ${target.label}: ${e.message}`);
+    }
+}
+// ---------------------------------------------------------------------------------------------
+// Output.
+const DAY_MS = 86_400_000;
+export function daysLeft(notAfter, now) {
+    const ms = notAfter.getTime() - now.getTime();
+    return ms < 0 ? 'expired' : (Math.floor((ms / DAY_MS) * 10) / 10).toFixed(1);
+}
+function identityOf(r) {
+    return r.spiffeId ?? r.subject ?? r.dnsNames?.[0] ?? '-';
+}
+/** Left-aligned columns separated by two spaces. */
+export function table(header, rows) {
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+    const line = (cells) => cells
+        .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i])))
+        .join('  ')
+        .trimEnd();
+    return [line(header), ...rows.map(line)].join('\n');
+}
+function recordRows(records, now) {
+    return records.map((r) => [r.serial, identityOf(r), r.issuer, r.notAfter.toISOString(), daysLeft(r.notAfter, now), r.source]);
+}
+const RECORD_HEADER = ['SERIAL', 'IDENTITY', 'ISSUER', 'NOT AFTER', 'DAYS LEFT', 'SOURCE'];
+function printRecord(r, now) {
+    const rows = [
+        ['serial', r.serial],
+        ['fingerprint', r.fingerprint],
+        ['spiffe id', r.spiffeId ?? '-'],
+        ['namespace', r.namespace ?? '-'],
+        ['service account', r.serviceAccount ?? '-'],
+        ['cluster', r.cluster ?? '-'],
+        ['subject', r.subject ?? '-'],
+        ['dns names', r.dnsNames && r.dnsNames.length > 0 ? r.dnsNames.join(', ') : '-'],
+        ['issuer', r.issuer],
+        ['key', `${r.keyAlgorithm} ${r.keySize}`],
+        ['not before', r.notBefore.toISOString()],
+        ['not after', `${r.notAfter.toISOString()} (${daysLeft(r.notAfter, now) === 'expired' ? 'expired' : `${daysLeft(r.notAfter, now)} days left`})`],
+        ['issued at', r.issuedAt.toISOString()],
+        ['requester', r.requester ?? '-'],
+        ['policy rule', r.policyRule ?? '-'],
+        ['source', r.source],
+    ];
+    for (const [k, v] of rows)
+        console.log(`${k.padEnd(16)}${v}`);
+}
+// ---------------------------------------------------------------------------------------------
+// CA certificates.
+/** The CA certificates of the target (see {@link readCaCertificates}). */
+export function loadCaCertificates(target) {
+    return readCaCertificates(target.caDir, target.issuerName, target.servingCertFile);
+}
+function caEntryJson(e) {
+    return { ...e, notAfter: e.notAfter.toISOString() };
+}
+function staleJson(s) {
+    return { ...s, latest: recordToJson(s.latest) };
+}
+// ---------------------------------------------------------------------------------------------
+// Commands.
+const STORE_OPTIONS = {
+    config: { type: 'string' },
+    db: { type: 'string' },
+    json: { type: 'boolean', default: false },
+};
+function durationOption(value, flag) {
+    try {
+        return parseDurationParam(value);
+    }
+    catch (e) {
+        throw new UsageError(`${flag}: ${e.message}`);
+    }
+}
+async function withStore(v, fn) {
+    const target = resolveInventoryTarget(v);
+    const store = await openInventory(target, true);
+    try {
+        return await fn(store, target);
+    }
+    finally {
+        await store.close().catch(() => undefined);
+    }
+}
+async function listCommand(argv, now) {
+    const { values: v } = parse(argv, {
+        ...STORE_OPTIONS,
+        namespace: { type: 'string' },
+        sa: { type: 'string' },
+        issuer: { type: 'string' },
+        source: { type: 'string' },
+        'expiring-within': { type: 'string' },
+        limit: { type: 'string', default: '1000' },
+    });
+    if (!/^\d+$/.test(v.limit) || Number(v.limit) < 1)
+        throw new UsageError('--limit must be a positive integer');
+    const limit = Number(v.limit);
+    const filter = { now };
+    if (v.namespace !== undefined)
+        filter.namespace = v.namespace;
+    if (v.sa !== undefined)
+        filter.serviceAccount = v.sa;
+    if (v.issuer !== undefined)
+        filter.issuer = v.issuer;
+    if (v.source !== undefined) {
+        const s = parseSourceFilter(v.source);
+        if (s === null)
+            throw new UsageError('--source must be issued, discovered or discovered:<name>');
+        filter.source = s;
+    }
+    if (v['expiring-within'] !== undefined)
+        filter.expiringBefore = new Date(now.getTime() + durationOption(v['expiring-within'], '--expiring-within') * 1000);
+    return withStore(v, async (store) => {
+        const records = [];
+        let cursor = null;
+        let more = false;
+        do {
+            const page = await store.list({ ...filter, limit: Math.min(1000, limit - records.length), ...(cursor !== null ? { cursor } : {}) });
+            records.push(...page.items);
+            cursor = page.nextCursor;
+            if (records.length >= limit) {
+                more = cursor !== null;
+                break;
+            }
+        } while (cursor !== null);
+        if (v.json)
+            console.log(JSON.stringify(records.map(recordToJson), null, 2));
+        else if (records.length === 0)
+            console.log('no certificates match');
+        else
+            console.log(table(RECORD_HEADER, recordRows(records, now)));
+        if (more)
+            console.error(`meshcert: showing the first ${limit} certificates; more match (raise --limit)`);
+        return 0;
+    });
+}
+async function showCommand(argv, now) {
+    const { values: v, positionals } = parse(argv, STORE_OPTIONS, true);
+    if (positionals.length !== 1)
+        throw new UsageError('usage: meshcert certs show SERIAL|FINGERPRINT [--json]');
+    const key = positionals[0];
+    return withStore(v, async (store) => {
+        const r = await store.get(key);
+        if (r === null) {
+            if (v.json)
+                console.log(JSON.stringify({ error: 'not found', key }));
+            console.error(`meshcert: no certificate with serial or fingerprint ${key}`);
+            return 1;
+        }
+        if (v.json)
+            console.log(JSON.stringify(recordToJson(r), null, 2));
+        else
+            printRecord(r, now);
+        return 0;
+    });
+}
+async function expiringCommand(argv, now) {
+    const { values: v } = parse(argv, { ...STORE_OPTIONS, within: { type: 'string', default: '7d' } });
+    const within = durationOption(v.within, '--within');
+    return withStore(v, async (store, target) => {
+        const { certs, problems } = loadCaCertificates(target);
+        const ca = caExpiryReport(certs, now, within).filter((e) => e.state !== 'ok');
+        const stale = await staleIdentities(store, now, within);
+        for (const p of problems)
+            console.error(`meshcert: ${p}`);
+        if (v.json) {
+            console.log(JSON.stringify({ ca: ca.map(caEntryJson), staleIdentities: stale.map(staleJson), problems }, null, 2));
+            return 0;
+        }
+        if (ca.length === 0) {
+            console.log(`CA certificates: none expiring within ${v.within} (${certs.length} checked)`);
+        }
+        else {
+            console.log('CA certificates:');
+            console.log(table(['ROLE', 'SUBJECT', 'ISSUER', 'NOT AFTER', 'DAYS LEFT', 'STATE'], ca.map((e) => [e.role, e.subject, e.issuer, e.notAfter.toISOString(), daysLeft(e.notAfter, now), e.state])));
+        }
+        console.log('');
+        if (stale.length === 0) {
+            console.log(`Stale identities: none (no latest certificate expiring within ${v.within} with less than a third of its lifetime left)`);
+        }
+        else {
+            console.log('Stale identities (latest certificate not renewed):');
+            console.log(table(['SPIFFE ID', 'SERIAL', 'ISSUER', 'NOT AFTER', 'DAYS LEFT', 'LIFETIME LEFT'], stale.map((s) => [s.spiffeId, s.latest.serial, s.latest.issuer, s.latest.notAfter.toISOString(), daysLeft(s.latest.notAfter, now), `${Math.round(s.remainingFraction * 100)}%`])));
+        }
+        return 0;
+    });
+}
+/**
+ * `meshcert certs list|show|expiring`. Exit codes: 0 ok, 1 not found (show) or the store cannot
+ * be opened, 2 usage (thrown as UsageError, as the other commands do).
+ */
+export async function certsCommand(argv, options = {}) {
+    const [sub, ...rest] = argv;
+    const now = options.now?.() ?? new Date();
+    try {
+        switch (sub) {
+            case 'list':
+                return await listCommand(rest, now);
+            case 'show':
+                return await showCommand(rest, now);
+            case 'expiring':
+                return await expiringCommand(rest, now);
+            default:
+                throw new UsageError(`unknown certs subcommand ${sub ?? '(none)'}\n${CERTS_USAGE}`);
+        }
+    }
+    catch (e) {
+        if (e instanceof StoreOpenError) {
+            console.error(`meshcert: ${e.message}`);
+            return 1;
+        }
+        throw e;
+    }
+}
+//# sourceMappingURL=certs.js.map

@@ -1,0 +1,134 @@
+import { parseArgs } from 'node:util';
+import { discover, discoveryExitCode } from '../discovery/discover.js';
+import { UsageError } from './args.js';
+import { openInventory, resolveInventoryTarget, StoreOpenError } from './certs.js';
+export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints HOST:PORT...] [--k8s-secrets [--kubeconfig FILE]] [--config FILE | --db sqlite:PATH|postgres://URL] [--json]
+  Records certificates found in PEM files (a directory: every *.pem/*.crt below it; a glob with
+  * or ? in the last component), presented by TLS endpoints (the whole chain; 5 s timeout) and
+  in Kubernetes TLS Secrets (tls.crt), with source discovered:file:PATH, discovered:endpoint:HOST:PORT
+  or discovered:k8s-secret:NS/NAME. Idempotent. Several values may follow one --files/--endpoints.
+  Exit 0 when something was found and nothing failed, 1 when any item failed (or nothing was found).`;
+const OPTIONS = {
+    files: { type: 'string', multiple: true },
+    endpoints: { type: 'string', multiple: true },
+    'k8s-secrets': { type: 'boolean', default: false },
+    kubeconfig: { type: 'string' },
+    'endpoint-timeout': { type: 'string' },
+    config: { type: 'string' },
+    db: { type: 'string' },
+    json: { type: 'boolean', default: false },
+};
+/**
+ * Parses the arguments. Positionals belong to the `--files` or `--endpoints` option before them,
+ * so `--files certs/*.pem` works after the shell expanded the glob into several words.
+ */
+export function parseDiscoverArgs(argv) {
+    let parsed;
+    try {
+        parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
+    }
+    catch (e) {
+        throw new UsageError(e.message);
+    }
+    const files = [];
+    const endpoints = [];
+    let last = null;
+    for (const t of parsed.tokens) {
+        if (t.kind === 'option') {
+            if (t.name === 'files' || t.name === 'endpoints') {
+                (t.name === 'files' ? files : endpoints).push(t.value);
+                last = t.name;
+            }
+            else {
+                last = null;
+            }
+        }
+        else if (t.kind === 'positional') {
+            if (last === null)
+                throw new UsageError(`unexpected argument "${t.value}": put paths after --files and host:port after --endpoints`);
+            (last === 'files' ? files : endpoints).push(t.value);
+        }
+        else {
+            last = null;
+        }
+    }
+    const v = parsed.values;
+    if (v.kubeconfig !== undefined && !v['k8s-secrets'])
+        throw new UsageError('--kubeconfig goes with --k8s-secrets');
+    if (files.length === 0 && endpoints.length === 0 && !v['k8s-secrets'])
+        throw new UsageError(`discover needs --files, --endpoints or --k8s-secrets\n${DISCOVER_USAGE}`);
+    let endpointTimeoutMs;
+    if (v['endpoint-timeout'] !== undefined) {
+        const m = /^(\d+)(ms|s)?$/.exec(v['endpoint-timeout']);
+        if (!m || Number(m[1]) === 0)
+            throw new UsageError('--endpoint-timeout must be a positive number of seconds (5s) or milliseconds (500ms)');
+        endpointTimeoutMs = m[2] === 'ms' ? Number(m[1]) : Number(m[1]) * 1000;
+    }
+    return {
+        files,
+        endpoints,
+        k8sSecrets: v['k8s-secrets'],
+        ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}),
+        ...(endpointTimeoutMs !== undefined ? { endpointTimeoutMs } : {}),
+        ...(v.config !== undefined ? { config: v.config } : {}),
+        ...(v.db !== undefined ? { db: v.db } : {}),
+        json: v.json,
+    };
+}
+function printHuman(r, label) {
+    for (const item of r.items) {
+        if (item.status === 'ok')
+            console.log(`${item.kind} ${item.target}: ${item.certificates} certificate(s)`);
+        else if (item.status === 'skipped')
+            console.log(`${item.kind} ${item.target}: skipped: ${item.reason}`);
+        else
+            console.error(`meshcert discover: ${item.kind} ${item.target}: ${item.error}`);
+    }
+    console.log(`discovered ${r.found} certificate(s) in ${r.ok} item(s)` +
+        `${r.skipped > 0 ? `, ${r.skipped} skipped` : ''}${r.failed > 0 ? `, ${r.failed} failed` : ''}; ${r.newRecords} new in ${label}`);
+}
+/**
+ * `meshcert discover`. Exit codes: 0 at least one item succeeded and none failed; 1 an item
+ * failed, nothing was found, or the store cannot be opened/written; 2 usage (UsageError).
+ * JSON output: `{ found, newRecords, ok, skipped, failed, items: [...], errors: [{ kind, target, error }] }`.
+ */
+export async function discoverCommand(argv) {
+    const a = parseDiscoverArgs(argv);
+    const target = resolveInventoryTarget(a);
+    let store;
+    try {
+        store = await openInventory(target, false);
+    }
+    catch (e) {
+        if (e instanceof StoreOpenError) {
+            console.error(`meshcert: ${e.message}`);
+            return 1;
+        }
+        throw e;
+    }
+    let report;
+    try {
+        report = await discover(store, {
+            files: a.files,
+            endpoints: a.endpoints,
+            k8sSecrets: a.k8sSecrets ? (a.kubeconfig !== undefined ? { kubeconfig: a.kubeconfig } : true) : false,
+            ...(a.endpointTimeoutMs !== undefined ? { endpointTimeoutMs: a.endpointTimeoutMs } : {}),
+        });
+    }
+    catch (e) {
+        console.error(`meshcert: cannot record discovered certificates in ${target.label}: ${e.message}`);
+        return 1;
+    }
+    finally {
+        await store.close().catch(() => undefined);
+    }
+    if (a.json) {
+        const errors = report.items.filter((i) => i.status === 'error').map((i) => ({ kind: i.kind, target: i.target, error: i.error }));
+        console.log(JSON.stringify({ ...report, errors }, null, 2));
+    }
+    else {
+        printHuman(report, target.label);
+    }
+    return discoveryExitCode(report);
+}
+//# sourceMappingURL=discover.js.map

@@ -1,0 +1,198 @@
+import { readFileSync } from 'node:fs';
+import { formatDuration, parseDurationSeconds } from '../config/duration.js';
+import { parseCsrPem } from '../csr/parse.js';
+import { isCaError } from '../errors/ca-error.js';
+import { PolicyEngine } from '../policy/engine.js';
+import { loadConfigFile } from '../config/load.js';
+import { parseWorkloadSpiffeId, workloadSpiffeId } from '../x509/spiffe-id.js';
+import { parse, UsageError } from './args.js';
+export const POLICY_USAGE = `meshcert policy explain --config FILE --ns NAMESPACE --sa SERVICE_ACCOUNT [options]
+  Shows which policy rule decides a certificate request, the decision, and every rule tried.
+  --config FILE               meshcert config file (its "policy" section is used)
+  --cluster ID                clusterid (default: auth.defaultCluster, else Kubernetes)
+  --trust-domain TD           (default: the cluster's or the config's trustDomain, else cluster.local)
+  --key rsa2048|rsa3072|rsa4096|ec256|ec384   the CSR's key (default rsa2048)
+  --dns NAME[,NAME]           requested DNS SANs
+  --ip ADDR[,ADDR]            requested IP SANs
+  --ttl DURATION              requested lifetime (default: none, i.e. the rule's default)
+  --impersonated              the request is on behalf of another identity
+  --csr FILE                  take key and SANs (and, without --ns/--sa, the identity) from a PEM CSR
+  --json                      print the result as JSON
+  Exit codes: 0 allowed, 1 denied, 2 usage error.`;
+const KEYS = {
+    rsa2048: { algorithm: 'RSA', size: 2048 },
+    rsa3072: { algorithm: 'RSA', size: 3072 },
+    rsa4096: { algorithm: 'RSA', size: 4096 },
+    ec256: { algorithm: 'ECDSA', size: 256, curve: 'P-256' },
+    ec384: { algorithm: 'ECDSA', size: 384, curve: 'P-384' },
+};
+export async function policyCommand(argv) {
+    const [sub, ...rest] = argv;
+    if (sub !== 'explain')
+        throw new UsageError(`usage: ${POLICY_USAGE}`);
+    const { values: v } = parse(rest, {
+        config: { type: 'string' },
+        ns: { type: 'string' },
+        sa: { type: 'string' },
+        cluster: { type: 'string' },
+        'trust-domain': { type: 'string' },
+        key: { type: 'string' },
+        dns: { type: 'string', multiple: true },
+        ip: { type: 'string', multiple: true },
+        ttl: { type: 'string' },
+        impersonated: { type: 'boolean', default: false },
+        csr: { type: 'string' },
+        json: { type: 'boolean', default: false },
+    });
+    if (!v.config)
+        throw new UsageError('policy explain needs --config FILE');
+    if (v.key !== undefined && !(v.key in KEYS))
+        throw new UsageError(`--key must be one of ${Object.keys(KEYS).join(', ')}`);
+    if (v.csr !== undefined && (v.key !== undefined || v.dns !== undefined || v.ip !== undefined)) {
+        throw new UsageError('--key, --dns and --ip cannot be used with --csr: they are read from the CSR');
+    }
+    let ttl;
+    if (v.ttl !== undefined) {
+        try {
+            ttl = parseDurationSeconds(/^\d+$/.test(v.ttl) ? Number(v.ttl) : v.ttl);
+        }
+        catch (e) {
+            throw new UsageError(`--ttl: ${e.message}`);
+        }
+    }
+    const warnings = [];
+    const csr = v.csr === undefined ? undefined : readCsr(v.csr);
+    let fromCsr = null;
+    if (csr) {
+        if (csr.requestsCa)
+            warnings.push('the CSR asks for a CA certificate; the server refuses it (CSR_FORBIDDEN_EXTENSION) before the policy');
+        if (csr.uris.length > 1)
+            warnings.push('the CSR has more than one URI SAN; the server refuses it (IDENTITY_MISMATCH)');
+        if (csr.uris.length === 1) {
+            fromCsr = parseWorkloadSpiffeId(csr.uris[0]);
+            if (fromCsr === null)
+                warnings.push(`the CSR's URI SAN ${JSON.stringify(csr.uris[0])} is not a workload SPIFFE ID (spiffe://TD/ns/NS/sa/SA)`);
+        }
+    }
+    const namespace = v.ns ?? fromCsr?.namespace;
+    const serviceAccount = v.sa ?? fromCsr?.serviceAccount;
+    if (!namespace || !serviceAccount)
+        throw new UsageError('policy explain needs --ns and --sa (or --csr with a workload SPIFFE ID)');
+    // The config, loaded exactly as `serve` loads it (issuance shorthands, issuer checks, env), so the
+    // explanation is the server's decision; plus the defaults for cluster and trust domain.
+    const config = loadConfigFile(v.config).config;
+    const policy = config.policy;
+    const cluster = v.cluster ?? config.auth.defaultCluster;
+    const clusterTd = config.auth.clusters.find((c) => c.name === cluster)?.trustDomain;
+    const trustDomain = v['trust-domain'] ?? fromCsr?.trustDomain ?? clusterTd ?? config.trustDomain;
+    let identity;
+    try {
+        identity = workloadSpiffeId(trustDomain, namespace, serviceAccount);
+    }
+    catch (e) {
+        throw new UsageError(e.message);
+    }
+    if (csr?.uris.length === 1 && fromCsr !== null && csr.uris[0] !== identity) {
+        warnings.push(`the CSR names ${csr.uris[0]}, not ${identity}; the server refuses that (IDENTITY_MISMATCH)`);
+    }
+    const request = {
+        trustDomain,
+        clusterId: cluster,
+        namespace,
+        serviceAccount,
+        impersonated: v.impersonated ?? false,
+        key: csr ? csr.key : KEYS[v.key ?? 'rsa2048'],
+        requestedTtlSeconds: ttl,
+        dnsNames: csr ? csr.dnsNames : splitList(v.dns),
+        ipAddresses: csr ? csr.ipAddresses : splitList(v.ip),
+        emails: csr ? csr.emails : [],
+        uris: csr ? csr.uris : [],
+    };
+    const { decision, evaluated } = new PolicyEngine(policy).explain(request);
+    const out = {
+        identity,
+        request: {
+            trustDomain,
+            cluster,
+            namespace,
+            serviceAccount,
+            impersonated: request.impersonated,
+            key: { ...request.key },
+            requestedTtlSeconds: ttl ?? null,
+            dnsNames: [...request.dnsNames],
+            ipAddresses: [...request.ipAddresses],
+            emails: [...request.emails],
+        },
+        allowed: decision.allowed,
+        rule: decision.rule,
+        decision,
+        sans: decision.allowed ? { uris: [identity], dnsNames: decision.dnsNames, ipAddresses: decision.ipAddresses } : null,
+        trace: evaluated,
+        warnings,
+    };
+    if (v.json)
+        console.log(JSON.stringify(out, null, 2));
+    else
+        printText(out);
+    return decision.allowed ? 0 : 1;
+}
+/** Repeated and comma-separated values, trimmed, empty ones dropped. */
+function splitList(values) {
+    return (values ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter((s) => s !== '');
+}
+function readCsr(file) {
+    let pem;
+    try {
+        pem = readFileSync(file, 'utf8');
+    }
+    catch (e) {
+        throw new UsageError(`cannot read the CSR ${file}: ${e.code ?? 'error'}`);
+    }
+    try {
+        return parseCsrPem(pem);
+    }
+    catch (e) {
+        if (isCaError(e))
+            throw new UsageError(`--csr ${file}: ${e.message} (${e.code})`);
+        throw e;
+    }
+}
+function describeKey(k) {
+    return k.algorithm === 'ECDSA' ? `ECDSA ${k.curve ?? `${k.size}-bit`}` : `RSA ${k.size}`;
+}
+function describeLifetime(d, requested) {
+    const issued = formatDuration(d.ttlSeconds);
+    if (requested === null || requested <= 0)
+        return `${issued} (the rule's default; no lifetime requested)`;
+    if (!d.ttlClamped)
+        return `${issued} (as requested)`;
+    const why = d.ttlSeconds > requested ? 'raised to the minimum' : 'clamped to the maximum';
+    return `${issued} (${why}; requested ${formatDuration(requested)})`;
+}
+function printText(o) {
+    const r = o.request;
+    const list = (xs) => (xs.length > 0 ? xs.join(', ') : 'none');
+    const lines = [
+        `policy explain for ${o.identity}`,
+        `  cluster ${r.cluster}, key ${describeKey(r.key)}, lifetime ${r.requestedTtlSeconds === null ? 'not requested' : formatDuration(r.requestedTtlSeconds)}, ` +
+            `DNS ${list(r.dnsNames)}, IP ${list(r.ipAddresses)}${r.emails.length > 0 ? `, email ${list(r.emails)}` : ''}, ` +
+            `${r.impersonated ? 'impersonated' : 'not impersonated'}`,
+        '',
+        `rule:      ${o.rule}`,
+    ];
+    const d = o.decision;
+    if (d.allowed) {
+        const sans = [...o.sans.uris.map((u) => `URI:${u}`), ...d.dnsNames.map((n) => `DNS:${n}`), ...d.ipAddresses.map((a) => `IP:${a}`)];
+        lines.push('decision:  allow', `lifetime:  ${describeLifetime(d, r.requestedTtlSeconds)}`, `SANs:      ${sans.join(', ')}`, `issuer:    ${d.issuer}`);
+    }
+    else {
+        lines.push(`decision:  deny (${d.code}): ${d.reason}`);
+    }
+    lines.push('', 'rules tried:');
+    for (const t of o.trace)
+        lines.push(`  ${t.matched ? 'match   ' : 'no match'}  ${t.rule}: ${t.why}`);
+    for (const w of o.warnings)
+        lines.push(`warning: ${w}`);
+    console.log(lines.join('\n'));
+}
+//# sourceMappingURL=policy.js.map

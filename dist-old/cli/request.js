@@ -1,0 +1,120 @@
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { CaClient, statusName } from '../client/ca-client.js';
+import { buildWorkloadCsr } from '../client/workload-csr.js';
+import { parseDurationSeconds } from '../config/duration.js';
+import { mintDevToken } from '../dev/token-issuer.js';
+import { writeFileAtomic, writePrivateKey } from '../ca/files.js';
+import { verifyResponseChain } from '../x509/verify-chain.js';
+import { workloadSpiffeId } from '../x509/spiffe-id.js';
+import { parse, UsageError } from './args.js';
+export const REQUEST_USAGE = `meshcert request --ns NAMESPACE --sa SERVICE_ACCOUNT [options]
+  Requests a workload certificate as istio-agent does and checks the chain.
+  --key rsa2048|ec256|ec384   key type (default rsa2048, istio-agent's default)
+  --address HOST:PORT         meshcert's gRPC address (default 127.0.0.1:15012)
+  --ca-root FILE              roots the server and the chain must chain to (default <data-dir>/ca/root-cert.pem)
+  --token TOKEN | --token-file FILE   the service-account token (default: mint one with the dev issuer)
+  --data-dir DIR              meshcert's data folder, for the dev issuer and root (default .meshcert)
+  --trust-domain TD           (default cluster.local)
+  --cluster ID                clusterid header (default Kubernetes)
+  --ttl DURATION              requested lifetime (default 24h)
+  --server-name NAME          TLS name to verify (default: the address host)
+  --out DIR                   write cert-chain.pem, key.pem (0600) and root-cert.pem there
+  --json                      print the result as JSON`;
+export async function requestCommand(argv) {
+    const { values: v } = parse(argv, {
+        ns: { type: 'string' },
+        sa: { type: 'string' },
+        key: { type: 'string', default: 'rsa2048' },
+        address: { type: 'string', default: '127.0.0.1:15012' },
+        'ca-root': { type: 'string' },
+        token: { type: 'string' },
+        'token-file': { type: 'string' },
+        'data-dir': { type: 'string', default: '.meshcert' },
+        'trust-domain': { type: 'string', default: 'cluster.local' },
+        cluster: { type: 'string', default: 'Kubernetes' },
+        ttl: { type: 'string', default: '24h' },
+        'server-name': { type: 'string' },
+        out: { type: 'string' },
+        json: { type: 'boolean', default: false },
+    });
+    if (!v.ns || !v.sa)
+        throw new UsageError('request needs --ns and --sa');
+    if (!['rsa2048', 'ec256', 'ec384'].includes(v.key))
+        throw new UsageError('--key must be rsa2048, ec256 or ec384');
+    let ttl;
+    try {
+        ttl = parseDurationSeconds(v.ttl);
+    }
+    catch (e) {
+        throw new UsageError(`--ttl: ${e.message}`);
+    }
+    const dataDir = resolve(v['data-dir']);
+    const rootFile = v['ca-root'] ?? join(dataDir, 'ca', 'root-cert.pem');
+    let rootPem;
+    try {
+        rootPem = readFileSync(rootFile, 'utf8');
+    }
+    catch {
+        throw new UsageError(`cannot read the root certificate ${rootFile}: pass --ca-root or start "meshcert serve --dev" first`);
+    }
+    let spiffeId;
+    try {
+        spiffeId = workloadSpiffeId(v['trust-domain'], v.ns, v.sa);
+    }
+    catch (e) {
+        throw new UsageError(e.message);
+    }
+    const token = v.token ?? (v['token-file'] ? readFileSync(v['token-file'], 'utf8').trim() : await mintDevToken(dataDir, { namespace: v.ns, serviceAccount: v.sa }));
+    const csr = await buildWorkloadCsr(spiffeId, v.key);
+    const client = new CaClient({ address: v.address, rootPem, ...(v['server-name'] ? { serverName: v['server-name'] } : {}) });
+    const started = performance.now();
+    let chain;
+    try {
+        chain = await client.createCertificate({ csrPem: csr.csrPem, validitySeconds: ttl, token, clusterId: v.cluster });
+    }
+    catch (e) {
+        const err = e;
+        console.error(`refused: ${statusName(err.code ?? 2)}: ${err.details ?? String(e)}`);
+        return 1;
+    }
+    finally {
+        client.close();
+    }
+    const ms = performance.now() - started;
+    const check = verifyResponseChain(chain, rootPem);
+    const uri = check.leaf.subjectAltName ?? '';
+    const result = {
+        spiffeId: uri.replace(/^URI:/, ''),
+        serial: check.leaf.serialNumber.toLowerCase(),
+        notBefore: new Date(check.leaf.validFrom).toISOString(),
+        notAfter: new Date(check.leaf.validTo).toISOString(),
+        keyType: v.key,
+        chainElements: chain.length,
+        chainVerified: true,
+        issuer: check.leaf.issuer.replace(/\n/g, ', '),
+        root: check.root.subject.replace(/\n/g, ', '),
+        latencyMs: Math.round(ms * 10) / 10,
+    };
+    if (v.out) {
+        const out = resolve(v.out);
+        mkdirSync(out, { recursive: true });
+        writeFileAtomic(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
+        writeFileAtomic(join(out, 'root-cert.pem'), chain[chain.length - 1]);
+        writePrivateKey(join(out, 'key.pem'), csr.privateKeyPem);
+    }
+    if (v.json) {
+        console.log(JSON.stringify(result, null, 2));
+    }
+    else {
+        console.log(`issued     ${result.spiffeId}`);
+        console.log(`serial     ${result.serial}`);
+        console.log(`valid      ${result.notBefore} .. ${result.notAfter}`);
+        console.log(`issuer     ${result.issuer}`);
+        console.log(`chain      ${result.chainElements} elements, verified to root "${result.root}"`);
+        if (v.out)
+            console.log(`written    ${resolve(v.out)}/{cert-chain.pem,key.pem,root-cert.pem}`);
+    }
+    return 0;
+}
+//# sourceMappingURL=request.js.map

@@ -1,0 +1,22 @@
+/** Durations in config are strings such as "90s", "15m", "24h", "90d" (or a number of seconds). */
+const UNIT_SECONDS = { s: 1, m: 60, h: 3600, d: 86400 };
+const DURATION = /^(\d+(?:\.\d+)?)(s|m|h|d)$/;
+export function parseDurationSeconds(value) {
+    if (typeof value === 'number') {
+        if (!Number.isFinite(value) || value < 0)
+            throw new Error(`invalid duration ${value}: must be a non-negative number of seconds`);
+        return value;
+    }
+    const m = DURATION.exec(value.trim());
+    if (!m)
+        throw new Error(`invalid duration "${value}": use a number followed by s, m, h or d (e.g. 24h)`);
+    return Math.round(Number(m[1]) * UNIT_SECONDS[m[2]]);
+}
+export function formatDuration(seconds) {
+    for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60]]) {
+        if (seconds >= size && seconds % size === 0)
+            return `${seconds / size}${unit}`;
+    }
+    return `${seconds}s`;
+}
+//# sourceMappingURL=duration.js.map

@@ -1,0 +1,162 @@
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { ConfigError } from '../errors/ca-error.js';
+import { parseDurationSeconds } from './duration.js';
+import { configSchema } from './schema.js';
+/** Environment variables that override the common settings (documented in the README). */
+export const ENV_OVERRIDES = [
+    ['MESHCERT_LISTEN', ['server', 'listen']],
+    ['MESHCERT_TRUST_DOMAIN', ['trustDomain']],
+    ['MESHCERT_DATA_DIR', ['dataDir']],
+    ['MESHCERT_CA_DIR', ['ca', 'dir']],
+    ['MESHCERT_LOG_LEVEL', ['log', 'level']],
+    ['MESHCERT_ADMIN_LISTEN', ['admin', 'listen']],
+    ['MESHCERT_INVENTORY_URL', ['inventory', 'url']],
+];
+/** Reads, overrides, validates and freezes a config file. Throws ConfigError listing every problem. */
+export function loadConfigFile(path, env = process.env) {
+    let text;
+    try {
+        text = readFileSync(path, 'utf8');
+    }
+    catch (e) {
+        throw new ConfigError(`cannot read config file ${path}: ${e.code ?? 'error'}`);
+    }
+    const doc = parseDocument(text, { uniqueKeys: true });
+    if (doc.errors.length > 0) {
+        throw new ConfigError(`${path} is not valid YAML:\n${doc.errors.map((e) => `  - ${e.message.split('\n')[0]}`).join('\n')}`);
+    }
+    const raw = doc.toJS() ?? {};
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+        throw new ConfigError(`${path}: the top level must be a mapping of settings`);
+    }
+    return { config: parseConfig(raw, env, path, dirname(resolve(path))), baseDir: dirname(resolve(path)) };
+}
+/** Validates an in-memory config (the embedded default, tests). */
+export function parseConfig(input, env = process.env, source = 'config', baseDir = process.cwd()) {
+    const withEnv = issuanceShorthands(applyEnv(structuredClone(input), env), source);
+    const result = configSchema.safeParse(withEnv);
+    if (!result.success)
+        throw new ConfigError(formatIssues(source, result.error.issues));
+    return deepFreeze(resolvePaths(result.data, baseDir));
+}
+function applyEnv(input, env) {
+    for (const [name, path] of ENV_OVERRIDES) {
+        const value = env[name];
+        if (value === undefined || value === '')
+            continue;
+        let node = input;
+        for (const key of path.slice(0, -1)) {
+            const next = node[key];
+            if (next === undefined)
+                node = (node[key] = {});
+            else if (typeof next === 'object' && next !== null && !Array.isArray(next))
+                node = next;
+            else {
+                // A section that is not a mapping stays as written, so validation reports it instead of the override hiding it.
+                node = undefined;
+                break;
+            }
+        }
+        if (node !== undefined)
+            node[path[path.length - 1]] = value;
+    }
+    return input;
+}
+/**
+ * issuance.defaultTtl/maxTtl/onTtlAboveMax are shorthands for policy.default.lifetime, kept so a
+ * simple config needs no policy section. Setting both places is refused: one source of truth.
+ */
+function issuanceShorthands(input, source) {
+    const issuance = input.issuance;
+    if (!issuance || typeof issuance !== 'object')
+        return input;
+    const lifetime = {};
+    // An invalid value is reported once, under issuance.*, not again under policy.
+    const valid = (v) => {
+        try {
+            parseDurationSeconds(v);
+            return true;
+        }
+        catch {
+            return false;
+        }
+    };
+    if (issuance.defaultTtl !== undefined && valid(issuance.defaultTtl))
+        lifetime.default = issuance.defaultTtl;
+    if (issuance.maxTtl !== undefined && valid(issuance.maxTtl))
+        lifetime.max = issuance.maxTtl;
+    if (issuance.onTtlAboveMax !== undefined)
+        lifetime.aboveMax = issuance.onTtlAboveMax;
+    if (Object.keys(lifetime).length === 0)
+        return input;
+    const policy = (typeof input.policy === 'object' && input.policy !== null ? input.policy : (input.policy = {}));
+    const def = (typeof policy.default === 'object' && policy.default !== null ? policy.default : (policy.default = {}));
+    if (def.lifetime !== undefined) {
+        throw new ConfigError(`invalid configuration in ${source}:\n  - issuance: lifetimes are set in policy.default.lifetime too; set them in one place`);
+    }
+    if (def.deny === undefined)
+        def.lifetime = lifetime;
+    return input;
+}
+function formatIssues(source, issues) {
+    const lines = issues.map((i) => {
+        const where = i.path.length ? i.path.join('.') : '(top level)';
+        if (i.code === 'unrecognized_keys') {
+            return `  - ${i.keys.map((k) => (i.path.length ? `${where}.${k}` : k)).join(', ')}: unknown setting`;
+        }
+        return `  - ${where}: ${i.message}`;
+    });
+    return `invalid configuration in ${source}:\n${lines.join('\n')}`;
+}
+function resolvePaths(c, baseDir) {
+    const abs = (p) => (isAbsolute(p) ? p : resolve(baseDir, p));
+    const dataDir = abs(c.dataDir);
+    return {
+        ...c,
+        dataDir,
+        server: {
+            ...c.server,
+            tls: {
+                ...c.server.tls,
+                certFile: c.server.tls.certFile && abs(c.server.tls.certFile),
+                keyFile: c.server.tls.keyFile && abs(c.server.tls.keyFile),
+            },
+        },
+        ca: { ...c.ca, dir: c.ca.dir ? abs(c.ca.dir) : resolve(dataDir, 'ca') },
+        issuers: c.issuers.map((i) => ({ ...i, dir: abs(i.dir) })),
+        kubernetes: {
+            ...c.kubernetes,
+            caFile: c.kubernetes.caFile && abs(c.kubernetes.caFile),
+            tokenFile: c.kubernetes.tokenFile && abs(c.kubernetes.tokenFile),
+            kubeconfig: c.kubernetes.kubeconfig && abs(c.kubernetes.kubeconfig),
+        },
+        inventory: {
+            ...c.inventory,
+            store: c.inventory.store ?? (c.inventory.url ? 'postgres' : 'sqlite'),
+            path: c.inventory.path ? abs(c.inventory.path) : resolve(dataDir, 'inventory.db'),
+        },
+        auth: {
+            ...c.auth,
+            clusters: c.auth.clusters.map((cl) => ({
+                ...cl,
+                jwt: cl.jwt.map((j) => ({ ...j, jwksFile: j.jwksFile && abs(j.jwksFile) })),
+                tokenReview: cl.tokenReview && {
+                    ...cl.tokenReview,
+                    caFile: cl.tokenReview.caFile && abs(cl.tokenReview.caFile),
+                    tokenFile: cl.tokenReview.tokenFile && abs(cl.tokenReview.tokenFile),
+                },
+            })),
+        },
+    };
+}
+function deepFreeze(value) {
+    if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+        Object.freeze(value);
+        for (const v of Object.values(value))
+            deepFreeze(v);
+    }
+    return value;
+}
+//# sourceMappingURL=load.js.map

@@ -1,0 +1,259 @@
+import { z } from 'zod';
+import { parseDurationSeconds } from './duration.js';
+import { policySchema } from '../policy/schema.js';
+/**
+ * The one configuration schema. Strict objects: an unknown key is an error naming its path.
+ * Durations are strings ("24h") turned into seconds here, so the rest of the code sees numbers.
+ */
+const duration = z
+    .union([z.string(), z.number()])
+    .transform((v, ctx) => {
+    try {
+        return parseDurationSeconds(v);
+    }
+    catch (e) {
+        ctx.addIssue({ code: 'custom', message: e.message });
+        return z.NEVER;
+    }
+});
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, 'expected host:port, e.g. 0.0.0.0:15012 or [::1]:15012');
+const keyType = z.enum(['ec256', 'ec384', 'rsa2048', 'rsa3072', 'rsa4096']);
+const trustDomain = z
+    .string()
+    .min(1)
+    .max(255)
+    .regex(/^[a-z0-9._-]+$/, 'trust domain must be lowercase letters, digits, ".", "-" or "_"');
+const jwtIssuer = z
+    .strictObject({
+    issuer: z.string().min(1),
+    audiences: z.array(z.string().min(1)).min(1).default(['istio-ca']),
+    jwksUri: z.url({ protocol: /^https?$/ }).optional(),
+    jwksFile: z.string().min(1).optional(),
+})
+    .refine((j) => (j.jwksUri === undefined) !== (j.jwksFile === undefined), {
+    message: 'set exactly one of jwksUri or jwksFile',
+});
+const tokenReview = z.strictObject({
+    /** https URL of the API server; default: in-cluster (KUBERNETES_SERVICE_HOST). */
+    apiServer: z.url({ protocol: /^https$/ }).optional(),
+    caFile: z.string().optional(),
+    tokenFile: z.string().optional(),
+    audiences: z.array(z.string().min(1)).min(1).default(['istio-ca']),
+    timeout: duration.prefault(5),
+});
+const cluster = z.strictObject({
+    /** The value istio-agent sends in the `clusterid` header. */
+    name: z.string().min(1),
+    trustDomain: trustDomain.optional(),
+    jwt: z.array(jwtIssuer).default([]),
+    tokenReview: tokenReview.optional(),
+});
+export const configSchema = z.strictObject({
+    /** Where meshcert keeps generated state (CA, serving certificate, dev issuer, inventory). */
+    dataDir: z.string().min(1).default('.meshcert'),
+    trustDomain: trustDomain.default('cluster.local'),
+    /**
+     * Other trust domains this mesh answers to (Istio's meshConfig.trustDomainAliases), e.g. while
+     * migrating: a caller may ask for its own namespace/service account under an alias.
+     */
+    trustDomainAliases: z.array(trustDomain).default([]),
+    server: z
+        .strictObject({
+        listen: hostPort.default('0.0.0.0:15012'),
+        tls: z
+            .strictObject({
+            /** User-supplied serving certificate (PEM chain) and key; reloaded when the files change. */
+            certFile: z.string().optional(),
+            keyFile: z.string().optional(),
+            /** Otherwise meshcert issues its own serving certificate for these names, and renews it. */
+            dnsNames: z.array(z.string().min(1)).default(['localhost']),
+            ipAddresses: z.array(z.union([z.ipv4(), z.ipv6()])).default(['127.0.0.1', '::1']),
+            lifetime: duration.prefault('720h'),
+            /** Renew when less than this fraction of the lifetime is left. */
+            renewBeforeRatio: z.number().gt(0).lt(1).default(1 / 3),
+        })
+            .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), {
+            message: 'set both certFile and keyFile, or neither',
+        })
+            .prefault({}),
+        /** A CSR is a few KB; anything larger is refused with RESOURCE_EXHAUSTED. */
+        maxRequestBytes: z.number().int().min(4096).max(4 * 1024 * 1024).default(64 * 1024),
+        /** Calls one connection may have open at once (HTTP/2 max concurrent streams); clients queue the rest. */
+        maxConcurrentStreams: z.number().int().min(1).max(10_000).default(100),
+        /** How long SIGTERM waits for in-flight calls before closing connections. */
+        shutdownGrace: duration.prefault('20s'),
+        /**
+         * Processes serving gRPC (Node runs JavaScript on one core per process). 'auto' = one per CPU;
+         * 1 serves from the main process.
+         */
+        workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)]).default('auto'),
+        /**
+         * V8 old-space limit of each worker process, MB (0: Node's default). The live set of a worker
+         * is small; without a limit V8 grows the heap under sustained load (RSS 250+ MB per worker),
+         * with it RSS stays flat (about 120 MB) and throughput does not suffer.
+         */
+        workerHeapMb: z.number().int().min(0).max(16_384).default(96),
+        /**
+         * V8 semi-space of each worker process, MB (0: Node's default, 16 on 64-bit). Under load the
+         * young generation holds three semi-spaces; 2 saves about 30 MB per worker for about 8 % more
+         * CPU per certificate (measured; README "Performance").
+         */
+        workerSemiSpaceMb: z.number().int().min(0).max(256).default(0),
+    })
+        .prefault({}),
+    ca: z
+        .strictObject({
+        /** Istio plug-in CA layout: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem. Default: <dataDir>/ca. */
+        dir: z.string().min(1).optional(),
+        /** Create a root and intermediate at first start when the directory is empty. */
+        autoInit: z.boolean().default(false),
+        keyType: keyType.default('ec256'),
+    })
+        .prefault({}),
+    /** More CAs (each an Istio cacerts directory) that policy rules can choose by name; `ca` is "default". */
+    issuers: z
+        .array(z.strictObject({ name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'issuer names are lowercase letters, digits and "-"'), dir: z.string().min(1) }))
+        .default([])
+        .refine((l) => new Set(l.map((i) => i.name)).size === l.length && !l.some((i) => i.name === 'default'), {
+        message: 'issuer names must be unique and not "default" (the ca section is the default issuer)',
+    }),
+    /**
+     * Lifetime shorthands for the default policy rule (policy.default.lifetime) and the backdate.
+     * Set lifetimes here or in policy.default.lifetime, not both.
+     */
+    issuance: z
+        .strictObject({
+        defaultTtl: duration.prefault('24h'),
+        maxTtl: duration.prefault('90d'),
+        /** What to do when a workload asks for more than maxTtl: issue maxTtl (clamp) or refuse. */
+        onTtlAboveMax: z.enum(['clamp', 'reject']).default('clamp'),
+        /** NotBefore is set this far in the past to absorb clock skew between nodes. */
+        backdate: duration.prefault('2m'),
+    })
+        .prefault({})
+        .refine((i) => i.defaultTtl > 0 && i.defaultTtl <= i.maxTtl, { message: 'defaultTtl must be > 0 and <= maxTtl' }),
+    /** Who may get which certificate: ordered rules (first match wins) and a default rule. See src/policy/. */
+    policy: policySchema.prefault({}),
+    /** Ambient mode: ztunnel asks for certificates of the pods on its node (node authorization). */
+    ambient: z
+        .strictObject({
+        enabled: z.boolean().default(false),
+        /** namespace/serviceaccount of node agents allowed to impersonate. */
+        trustedNodeAccounts: z.array(z.string().regex(/^[a-z0-9-]+\/[a-z0-9.-]+$/, 'expected namespace/serviceaccount')).default(['istio-system/ztunnel']),
+    })
+        .prefault({}),
+    /** The Kubernetes API server (ambient pod lookups, controllers); default in-cluster. */
+    kubernetes: z
+        .strictObject({ server: z.url({ protocol: /^https$/ }).optional(), caFile: z.string().optional(), tokenFile: z.string().optional(), kubeconfig: z.string().optional() })
+        .prefault({}),
+    /** Istio integration that istiod does itself when its CA is on. Only the leader replica writes. */
+    istio: z
+        .strictObject({
+        /** Keep ConfigMap istio-ca-root-cert (key root-cert.pem) equal to the root bundle in every namespace. */
+        rootCertConfigMap: z
+            .strictObject({
+            enabled: z.boolean().default(false),
+            /** Label selector of the namespaces to serve; default all. */
+            namespaceSelector: z.string().optional(),
+            excludeNamespaces: z.array(z.string()).default([]),
+        })
+            .prefault({}),
+        /** Issue and renew Secret istiod-tls (tls.crt, tls.key, ca.crt) for istiod's serving certificate. */
+        istiodTls: z
+            .strictObject({
+            enabled: z.boolean().default(false),
+            namespace: z.string().default('istio-system'),
+            /** Control-plane revisions: names istiod-<rev>.<ns>.svc are added. */
+            revisions: z.array(z.string()).default([]),
+            lifetime: duration.prefault('30d'),
+        })
+            .prefault({}),
+    })
+        .prefault({}),
+    leaderElection: z
+        .strictObject({
+        leaseName: z.string().default('meshcert-leader'),
+        /** Namespace of the Lease; default the pod's (MESHCERT_POD_NAMESPACE). */
+        namespace: z.string().optional(),
+        leaseDuration: duration.prefault('15s'),
+        renewDeadline: duration.prefault('10s'),
+        retryPeriod: duration.prefault('2s'),
+    })
+        .prefault({}),
+    auth: z
+        .strictObject({
+        /** The cluster used when `clusterid` is empty or absent (istio-agent's default is "Kubernetes"). */
+        defaultCluster: z.string().min(1).default('Kubernetes'),
+        clusters: z.array(cluster).default([]),
+        /** Accept mTLS client certificates chained to meshcert's roots (VMs, istiod). */
+        clientCertificates: z.boolean().default(true),
+        clockSkew: duration.prefault('30s'),
+        tokenCache: z
+            .strictObject({ maxEntries: z.number().int().min(0).default(10_000), maxTtl: duration.prefault('10m') })
+            .prefault({}),
+    })
+        .prefault({}),
+    /** Restart storms: shed load early (UNAVAILABLE, retried by istio-agent) instead of queueing. */
+    overload: z
+        .strictObject({
+        /** Calls being processed at once per worker process; beyond it: UNAVAILABLE. */
+        maxInFlight: z.number().int().min(1).default(1024),
+        /** Optional token bucket per SPIFFE ID (requests/s and burst). */
+        perIdentity: z.strictObject({ rate: z.number().positive(), burst: z.number().int().min(1) }).optional(),
+    })
+        .prefault({}),
+    /** Admin HTTP server: /metrics, /healthz, /readyz, /api/v1/certificates. Not the gRPC port. */
+    admin: z
+        .strictObject({
+        /** host:port; loopback by default (see README "Protecting the admin server"). */
+        listen: hostPort.default('127.0.0.1:9402'),
+        enabled: z.boolean().default(true),
+    })
+        .prefault({}),
+    /** Where every issued (and discovered) certificate is recorded. */
+    inventory: z
+        .strictObject({
+        /** sqlite (embedded default), postgres (several replicas), or none. Default: postgres when url is set. */
+        store: z.enum(['sqlite', 'postgres', 'none']).optional(),
+        /** SQLite file; default <dataDir>/inventory.db. */
+        path: z.string().min(1).optional(),
+        /** PostgreSQL connection string. */
+        url: z.string().regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL').optional(),
+        /** Refuse issuance (UNAVAILABLE) while the store is down or the buffer is full, instead of going on. */
+        failClosed: z.boolean().default(false),
+        /** Records kept in memory while the store is down. */
+        maxBuffer: z.number().int().min(100).default(100_000),
+        /** Expired records are pruned this long after they expire. */
+        retention: duration.prefault('30d'),
+    })
+        .prefault({})
+        .refine((i) => i.store !== 'postgres' || i.url !== undefined, { message: 'inventory.store postgres needs inventory.url' }),
+    /** Expiry monitoring of CA certificates and workload identities. */
+    monitoring: z
+        .strictObject({
+        /** Warn (log + metric) when a CA certificate has less than this left. */
+        caWarnBefore: duration.prefault('30d'),
+        /** Report identities whose latest certificate expires within this window and was not renewed. */
+        staleWithin: duration.prefault('24h'),
+        interval: duration.prefault('5m'),
+    })
+        .prefault({}),
+    log: z
+        .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+        .prefault({}),
+    /** Development only: a local token issuer whose JWKS is trusted. Never on unless asked for. */
+    dev: z
+        .strictObject({ tokenIssuer: z.boolean().default(false) })
+        .prefault({}),
+})
+    .superRefine((c, ctx) => {
+    // A rule may only name a configured CA.
+    const names = new Set(['default', ...c.issuers.map((i) => i.name)]);
+    const check = (issuer, path) => {
+        if (issuer !== undefined && !names.has(issuer))
+            ctx.addIssue({ code: 'custom', path, message: `issuer "${issuer}" is not configured (known: ${[...names].join(', ')})` });
+    };
+    c.policy.rules.forEach((r, i) => check(r.deny === undefined ? r.issuer : undefined, ['policy', 'rules', i, 'issuer']));
+    check(c.policy.default.deny === undefined ? c.policy.default.issuer : undefined, ['policy', 'default', 'issuer']);
+});
+//# sourceMappingURL=schema.js.map

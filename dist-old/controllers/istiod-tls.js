@@ -1,0 +1,383 @@
+/**
+ * Issues and renews istiod's serving certificate: Secret `istiod-tls` (type kubernetes.io/tls) in
+ * istiod's namespace, keys `tls.crt` (leaf + intermediates), `tls.key`, `ca.crt` (root bundle).
+ * With its CA off (ENABLE_CA_SERVER=false) istiod serves XDS and its webhooks with this pair and
+ * stops minting its own (PROTOCOL §5).
+ *
+ * DNS names (istiodDnsNames): for `istiod` and each revision's `istiod-<rev>`: NAME, NAME.<ns>,
+ * NAME.<ns>.svc, plus NAME.<ns>.svc.<clusterDomain> when clusterDomain is set, plus extraDnsNames.
+ *
+ * The Secret is reissued when it is missing; lacks a key; tls.crt or tls.key does not parse or do
+ * not match; the DNS names differ; the chain in tls.crt does not verify to ca.crt; ca.crt is not
+ * the current root bundle (root rotation: onRootBundleChanged()); or less than renewBeforeRatio
+ * (1/3) of the certificate's lifetime is left. Checked every checkIntervalMs (1 min), on every
+ * change of the Secret (an optional watch on that one name) and when leadership is gained.
+ * Only the leader checks and writes. Writes carry the read resourceVersion (409: read again and
+ * write the same, already issued, material). An existing Secret keeps its other keys, labels and
+ * annotations; a Secret of another type keeps its type (type is immutable; a warning says so).
+ * Failures are retried with exponential backoff. The private key is never logged.
+ *
+ * RBAC in `namespace`: secrets get/update on resourceNames [istiod-tls], secrets create; for the
+ * watch also list/watch on resourceNames [istiod-tls] (without them, set watch: false; the periodic
+ * check still repairs a deleted or edited Secret within checkIntervalMs).
+ */
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { explainKubeError, InformerRunner, isConflict, isNotFound, makeNamedSecretInformer } from './kube-util.js';
+export const ISTIOD_TLS_SECRET = 'istiod-tls';
+export const DEFAULT_ISTIOD_NAMESPACE = 'istio-system';
+export const TLS_SECRET_TYPE = 'kubernetes.io/tls';
+const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
+/** The DNS names of istiod's serving certificate (sorted, deduplicated). */
+export function istiodDnsNames(namespace, o = {}) {
+    const services = ['istiod', ...(o.revisions ?? []).filter((r) => r !== '' && r !== 'default').map((r) => `istiod-${r}`)];
+    const names = new Set();
+    for (const s of services) {
+        names.add(s);
+        names.add(`${s}.${namespace}`);
+        names.add(`${s}.${namespace}.svc`);
+        if (o.clusterDomain)
+            names.add(`${s}.${namespace}.svc.${o.clusterDomain}`);
+    }
+    for (const n of o.extraDnsNames ?? [])
+        if (n)
+            names.add(n);
+    return [...names].sort();
+}
+const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+function pemCerts(pem) {
+    return (pem.match(PEM_CERT) ?? []).map((b) => new X509Certificate(b));
+}
+/** A comparable identity of a PEM bundle: the set of certificates, order and whitespace ignored. */
+function bundleKey(pem) {
+    try {
+        return pemCerts(pem)
+            .map((c) => c.fingerprint256)
+            .sort()
+            .join(',');
+    }
+    catch {
+        return `unparsable:${pem.length}`;
+    }
+}
+function dnsSans(cert) {
+    const san = cert.subjectAltName ?? '';
+    return san
+        .split(', ')
+        .filter((e) => e.startsWith('DNS:'))
+        .map((e) => e.slice(4))
+        .sort();
+}
+const decode = (v) => (v === undefined ? undefined : Buffer.from(v, 'base64').toString('utf8'));
+const encode = (s) => Buffer.from(s, 'utf8').toString('base64');
+export class IstiodTlsController {
+    namespace;
+    secretName;
+    dnsNames;
+    opts;
+    log;
+    now;
+    lifetimeSeconds;
+    renewBeforeRatio;
+    retryBaseMs;
+    retryMaxMs;
+    watcher;
+    timer;
+    retryTimer;
+    running;
+    rerun = false;
+    started = false;
+    stopped = false;
+    consecutiveFailures = 0;
+    issued = 0;
+    failures = 0;
+    lastError;
+    lastNotAfter;
+    typeWarned = false;
+    /** Issued but not yet written (a write failed): reused while it still fits. */
+    pending;
+    /** The issuer's ca bundle at the last issue, when it differed from rootBundle(): accepted as current. */
+    acceptedCa;
+    constructor(opts) {
+        this.opts = opts;
+        this.log = opts.log;
+        this.now = opts.now ?? Date.now;
+        this.namespace = opts.namespace ?? DEFAULT_ISTIOD_NAMESPACE;
+        this.secretName = opts.secretName ?? ISTIOD_TLS_SECRET;
+        this.dnsNames = istiodDnsNames(this.namespace, opts);
+        this.lifetimeSeconds = opts.lifetimeSeconds ?? 30 * 86_400;
+        this.renewBeforeRatio = opts.renewBeforeRatio ?? 1 / 3;
+        this.retryBaseMs = opts.retryBaseMs ?? 1_000;
+        this.retryMaxMs = opts.retryMaxMs ?? 300_000;
+        if (!(this.lifetimeSeconds > 0))
+            throw new Error('istiod-tls lifetime must be positive');
+        if (!(this.renewBeforeRatio > 0 && this.renewBeforeRatio < 1))
+            throw new Error('renewBeforeRatio must be between 0 and 1');
+        if (opts.watch ?? true) {
+            const informer = makeNamedSecretInformer(opts.kube, this.namespace, this.secretName, opts.watchOptions);
+            this.watcher = new InformerRunner(informer, {
+                name: `secret ${this.namespace}/${this.secretName}`,
+                verbs: `list and watch secret ${this.secretName} in namespace ${this.namespace}`,
+                log: opts.log,
+                stopOnForbidden: true,
+            });
+            const onChange = () => {
+                if (this.watcher?.synced && this.opts.isLeader())
+                    this.trigger();
+            };
+            informer.on('update', onChange);
+            informer.on('delete', onChange);
+            informer.on('add', onChange);
+        }
+    }
+    start() {
+        if (this.started || this.stopped)
+            return;
+        this.started = true;
+        this.watcher?.start();
+        const every = this.opts.checkIntervalMs ?? 60_000;
+        this.timer = setInterval(() => this.trigger(), every);
+        this.timer.unref();
+        this.trigger();
+    }
+    async stop() {
+        if (this.stopped)
+            return;
+        this.stopped = true;
+        clearInterval(this.timer);
+        clearTimeout(this.retryTimer);
+        await this.watcher?.stop();
+        await this.running?.catch(() => undefined);
+    }
+    /** Checks (and if needed reissues) now; resolves when that check is done. */
+    async reconcileNow() {
+        this.trigger();
+        while (this.running)
+            await this.running.catch(() => undefined);
+    }
+    /** Call after the root bundle changed: ca.crt must follow, and the leaf is reissued. */
+    onRootBundleChanged() {
+        this.trigger();
+    }
+    /** Wire to LeaderElector's onStartedLeading. */
+    onStartedLeading() {
+        this.trigger();
+    }
+    status() {
+        return { dnsNames: this.dnsNames, notAfter: this.lastNotAfter, issued: this.issued, failures: this.failures, lastError: this.lastError };
+    }
+    /** Runs one check, or schedules one more after the running one. */
+    trigger() {
+        if (this.stopped || !this.started)
+            return;
+        if (this.running) {
+            this.rerun = true;
+            return;
+        }
+        this.running = this.loop().finally(() => {
+            this.running = undefined;
+        });
+    }
+    async loop() {
+        do {
+            this.rerun = false;
+            if (this.stopped || !this.opts.isLeader())
+                return;
+            try {
+                await this.reconcile();
+                this.consecutiveFailures = 0;
+                clearTimeout(this.retryTimer);
+                this.retryTimer = undefined;
+            }
+            catch (err) {
+                this.failures++;
+                this.consecutiveFailures++;
+                const delay = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** Math.min(this.consecutiveFailures - 1, 30));
+                this.lastError = explainKubeError(err, `get, create and update secret ${this.secretName} in namespace ${this.namespace}`);
+                this.log?.warn({ secret: `${this.namespace}/${this.secretName}`, error: this.lastError, retryInMs: delay }, 'istiod serving certificate not reconciled; retrying');
+                if (!this.retryTimer && !this.stopped) {
+                    this.retryTimer = setTimeout(() => {
+                        this.retryTimer = undefined;
+                        this.trigger();
+                    }, delay);
+                    this.retryTimer.unref();
+                }
+            }
+        } while (this.rerun && !this.stopped);
+    }
+    /** Decides whether the Secret's content is current (pure; exported through check()). */
+    check(secret) {
+        if (!secret)
+            return { reason: 'missing', notAfter: undefined };
+        const crt = decode(secret.data?.['tls.crt']);
+        const key = decode(secret.data?.['tls.key']);
+        const ca = decode(secret.data?.['ca.crt']);
+        if (!crt || !key || !ca)
+            return { reason: `missing key ${!crt ? 'tls.crt' : !key ? 'tls.key' : 'ca.crt'}`, notAfter: undefined };
+        let chain;
+        let roots;
+        try {
+            chain = pemCerts(crt);
+            roots = pemCerts(ca);
+        }
+        catch {
+            return { reason: 'tls.crt or ca.crt does not parse', notAfter: undefined };
+        }
+        const leaf = chain[0];
+        if (!leaf || roots.length === 0)
+            return { reason: 'tls.crt or ca.crt holds no certificate', notAfter: undefined };
+        const notAfter = new Date(leaf.validTo);
+        try {
+            if (!leaf.checkPrivateKey(createPrivateKey(key)))
+                return { reason: 'tls.key does not match tls.crt', notAfter };
+        }
+        catch {
+            return { reason: 'tls.key does not parse', notAfter };
+        }
+        if (dnsSans(leaf).join(',') !== [...this.dnsNames].sort().join(','))
+            return { reason: 'DNS names differ', notAfter };
+        if (!this.caIsCurrent(ca))
+            return { reason: 'ca.crt is not the current root bundle', notAfter };
+        if (!verifiesTo(chain, roots))
+            return { reason: 'tls.crt does not verify to ca.crt', notAfter };
+        const from = new Date(leaf.validFrom).getTime();
+        const to = notAfter.getTime();
+        const renewAt = to - (to - from) * this.renewBeforeRatio;
+        if (this.now() >= renewAt)
+            return { reason: this.now() >= to ? 'expired' : 'due for renewal', notAfter };
+        return { reason: undefined, notAfter };
+    }
+    caIsCurrent(caPem) {
+        const rootKey = bundleKey(this.opts.rootBundle());
+        const caKey = bundleKey(caPem);
+        if (caKey === rootKey)
+            return true;
+        return this.acceptedCa !== undefined && this.acceptedCa.rootKey === rootKey && this.acceptedCa.caKey === caKey;
+    }
+    async read() {
+        try {
+            return await this.opts.kube.core.readNamespacedSecret({ namespace: this.namespace, name: this.secretName });
+        }
+        catch (err) {
+            if (isNotFound(err))
+                return undefined;
+            throw err;
+        }
+    }
+    async material() {
+        const rootKey = bundleKey(this.opts.rootBundle());
+        const p = this.pending;
+        if (p && p.rootKey === rootKey) {
+            const left = p.issued.notAfter.getTime() - this.now();
+            if (left > this.lifetimeSeconds * 1000 * this.renewBeforeRatio * 1.5)
+                return p.issued;
+        }
+        const issued = await this.opts.issue([...this.dnsNames], this.lifetimeSeconds);
+        this.issued++;
+        const caKey = bundleKey(issued.caPem);
+        if (caKey !== rootKey) {
+            this.acceptedCa = { rootKey, caKey };
+            this.log?.warn({ secret: `${this.namespace}/${this.secretName}` }, 'the issuer returned a CA bundle different from the distributed root bundle; writing the issuer\'s');
+        }
+        this.pending = { issued, rootKey };
+        return issued;
+    }
+    async reconcile() {
+        const core = this.opts.kube.core;
+        let secret = await this.read();
+        const first = this.check(secret);
+        if (first.reason === undefined) {
+            this.lastNotAfter = first.notAfter;
+            this.lastError = undefined;
+            return;
+        }
+        const reason = first.reason;
+        for (let round = 0; round < 4; round++) {
+            if (this.stopped || !this.opts.isLeader())
+                return;
+            const m = await this.material();
+            const data = { 'tls.crt': encode(m.certChainPem), 'tls.key': encode(m.keyPem), 'ca.crt': encode(m.caPem) };
+            let serial;
+            try {
+                serial = new X509Certificate(m.certChainPem.match(PEM_CERT)?.[0] ?? '').serialNumber.toLowerCase();
+            }
+            catch {
+                serial = undefined;
+            }
+            const logFields = { secret: `${this.namespace}/${this.secretName}`, reason, dnsNames: this.dnsNames, serial, notAfter: m.notAfter.toISOString() };
+            if (!this.opts.isLeader())
+                return;
+            try {
+                if (!secret) {
+                    await core.createNamespacedSecret({
+                        namespace: this.namespace,
+                        body: {
+                            apiVersion: 'v1',
+                            kind: 'Secret',
+                            metadata: { name: this.secretName, namespace: this.namespace, labels: { [MANAGED_BY_LABEL]: 'meshcert' } },
+                            type: TLS_SECRET_TYPE,
+                            data,
+                        },
+                    });
+                    this.log?.info(logFields, 'istiod serving certificate created');
+                }
+                else {
+                    if ((secret.type ?? TLS_SECRET_TYPE) !== TLS_SECRET_TYPE && !this.typeWarned) {
+                        this.typeWarned = true;
+                        this.log?.warn({ secret: `${this.namespace}/${this.secretName}`, type: secret.type }, `the Secret has type ${secret.type}, not ${TLS_SECRET_TYPE}; its type cannot be changed (delete it to let meshcert recreate it)`);
+                    }
+                    const body = {
+                        ...secret,
+                        apiVersion: 'v1',
+                        kind: 'Secret',
+                        metadata: { ...secret.metadata, labels: { ...(secret.metadata?.labels ?? {}), [MANAGED_BY_LABEL]: 'meshcert' } },
+                        data: { ...(secret.data ?? {}), ...data },
+                    };
+                    delete body.stringData;
+                    await core.replaceNamespacedSecret({ namespace: this.namespace, name: this.secretName, body });
+                    this.log?.info(logFields, 'istiod serving certificate renewed');
+                }
+                this.pending = undefined;
+                this.lastNotAfter = m.notAfter;
+                this.lastError = undefined;
+                return;
+            }
+            catch (err) {
+                // A 404 on create means the namespace does not exist: not worth re-reading.
+                if (isConflict(err) || (isNotFound(err) && secret !== undefined)) {
+                    // Created or modified meanwhile (409), or deleted meanwhile (404): read it again. The
+                    // material already issued is written unless the Secret is now current.
+                    secret = await this.read();
+                    const again = this.check(secret);
+                    if (again.reason === undefined) {
+                        this.pending = undefined;
+                        this.lastNotAfter = again.notAfter;
+                        return;
+                    }
+                    continue;
+                }
+                throw err;
+            }
+        }
+        throw new Error(`Secret ${this.namespace}/${this.secretName} kept changing under meshcert (repeated 409 Conflict)`);
+    }
+}
+/** True when `chain` (leaf first) verifies link by link and ends at, or under, one of `roots`. */
+function verifiesTo(chain, roots) {
+    try {
+        let cur = chain[0];
+        for (const next of chain.slice(1)) {
+            if (roots.some((r) => r.fingerprint256 === cur.fingerprint256))
+                return true;
+            if (!cur.checkIssued(next) || !cur.verify(next.publicKey))
+                return false;
+            cur = next;
+        }
+        if (roots.some((r) => r.fingerprint256 === cur.fingerprint256))
+            return true;
+        return roots.some((r) => cur.checkIssued(r) && cur.verify(r.publicKey));
+    }
+    catch {
+        return false;
+    }
+}
+//# sourceMappingURL=istiod-tls.js.map

@@ -1,0 +1,312 @@
+/**
+ * Leader election on a coordination.k8s.io/v1 Lease, with client-go's semantics
+ * (k8s.io/client-go/tools/leaderelection):
+ *
+ * - every `retryPeriod` (±20 % jitter while a candidate) the elector reads the Lease and
+ *   acquires it when it is absent, released (empty holderIdentity), held by this identity, or
+ *   expired; writes carry the read resourceVersion (optimistic concurrency: a 409 means another
+ *   replica wrote first: the Lease is read again);
+ * - expired means: renewTime + leaseDurationSeconds is in the past, or the Lease record has not
+ *   changed for leaseDurationSeconds of this process's own clock (client-go's observedTime rule,
+ *   which does not trust the holder's clock). Clocks more than leaseDuration − renewDeadline apart
+ *   between replicas can make the first rule misjudge a live holder; keep nodes NTP-synced;
+ * - the leader renews every `retryPeriod`; it stops leading when it has not renewed for
+ *   `renewDeadline`, or at once when it sees another holder. `isLeader` also turns false on its
+ *   own once the last successful renewal is older than `renewDeadline` (a stalled event loop),
+ *   before any other replica may take over (leaseDuration > renewDeadline);
+ * - after losing the lease it becomes a candidate again (it does not exit);
+ * - stop() stops campaigning, calls onStoppedLeading (and waits for it) and then releases the
+ *   Lease (holderIdentity "", leaseDurationSeconds 1) so another replica takes over at once.
+ *
+ * Times are written as V1MicroTime (six fractional digits, as the API server demands).
+ * RBAC: leases get/create/update in `namespace`.
+ */
+import { V1MicroTime } from '@kubernetes/client-node';
+import { explainKubeError, isConflict, isNotFound, sleep, withDeadline } from './kube-util.js';
+export const DEFAULT_LEASE_NAME = 'meshcert-leader';
+function parseTime(v) {
+    if (v instanceof Date)
+        return Number.isNaN(v.getTime()) ? undefined : v.getTime();
+    if (typeof v === 'string' && v !== '') {
+        const t = Date.parse(v);
+        return Number.isNaN(t) ? undefined : t;
+    }
+    return undefined;
+}
+function recordOf(spec) {
+    return {
+        holder: spec?.holderIdentity ?? '',
+        durationSeconds: spec?.leaseDurationSeconds ?? 0,
+        renewTime: parseTime(spec?.renewTime),
+        acquireTime: parseTime(spec?.acquireTime),
+        transitions: spec?.leaseTransitions ?? 0,
+    };
+}
+const sameRecord = (a, b) => a.holder === b.holder && a.renewTime === b.renewTime && a.durationSeconds === b.durationSeconds && a.transitions === b.transitions;
+export class LeaderElector {
+    identity;
+    namespace;
+    name;
+    kube;
+    leaseDurationMs;
+    leaseDurationSeconds;
+    renewDeadlineMs;
+    retryPeriodMs;
+    now;
+    opts;
+    log;
+    leading = false;
+    /** Local time at which the last successful acquire/renew was sent. */
+    renewedAt = 0;
+    /** The last Lease read or written, and when (local clock) its record last changed. */
+    observed;
+    lastHolder;
+    attemptSeq = 0;
+    loop;
+    abort;
+    startedCallback;
+    stopped = false;
+    constructor(opts) {
+        if (!opts.identity)
+            throw new Error('leader election needs a non-empty identity (the pod name)');
+        if (!opts.namespace)
+            throw new Error('leader election needs the namespace of its Lease');
+        this.opts = opts;
+        this.kube = opts.kube;
+        this.identity = opts.identity;
+        this.namespace = opts.namespace;
+        this.name = opts.name ?? DEFAULT_LEASE_NAME;
+        this.leaseDurationMs = opts.leaseDurationMs ?? 15_000;
+        this.renewDeadlineMs = opts.renewDeadlineMs ?? 10_000;
+        this.retryPeriodMs = opts.retryPeriodMs ?? 2_000;
+        this.leaseDurationSeconds = Math.max(1, Math.ceil(this.leaseDurationMs / 1000));
+        this.now = opts.now ?? Date.now;
+        this.log = opts.log;
+        if (!(this.leaseDurationMs > this.renewDeadlineMs))
+            throw new Error('leaseDuration must be greater than renewDeadline');
+        if (!(this.renewDeadlineMs > 1.2 * this.retryPeriodMs))
+            throw new Error('renewDeadline must be greater than 1.2 × retryPeriod');
+        if (!(this.retryPeriodMs > 0))
+            throw new Error('retryPeriod must be positive');
+    }
+    /** True while this replica holds the lease and renewed it within renewDeadline. */
+    get isLeader() {
+        return this.leading && this.now() - this.renewedAt < this.renewDeadlineMs;
+    }
+    /** The holder last seen on the Lease ('' when released, undefined before the first read). */
+    get leader() {
+        return this.lastHolder;
+    }
+    /** Starts campaigning (idempotent). */
+    start() {
+        if (this.loop || this.stopped)
+            return;
+        this.abort = new AbortController();
+        this.loop = this.run(this.abort.signal);
+    }
+    /** Stops campaigning; when leading, calls onStoppedLeading, waits for it, then releases the Lease. */
+    async stop() {
+        if (this.stopped)
+            return;
+        this.stopped = true;
+        this.abort?.abort();
+        await this.loop;
+        this.attemptSeq++; // an abandoned attempt still in flight must not write
+        if (this.leading) {
+            this.leading = false;
+            await this.startedCallback;
+            await this.callStopped();
+        }
+        // Also when an acquisition succeeded just as stop() was called (never reported as leading).
+        if (this.observed?.record.holder === this.identity)
+            await this.release();
+    }
+    async run(signal) {
+        while (!signal.aborted) {
+            const started = this.now();
+            let result = { ok: false, otherHolder: undefined };
+            const seq = ++this.attemptSeq;
+            // A leader's attempt may last until its renew deadline; a candidate's about one period.
+            const budget = this.leading ? Math.max(1, this.renewedAt + this.renewDeadlineMs - started) : Math.max(this.retryPeriodMs, 1000);
+            try {
+                result = await withDeadline(this.tryAcquireOrRenew(seq, started), budget, `no answer from the API server within ${budget} ms`);
+            }
+            catch (err) {
+                const msg = explainKubeError(err, `get, create and update leases in namespace ${this.namespace}`);
+                if (this.leading)
+                    this.log?.warn({ lease: this.leaseRef(), error: msg }, 'failed to renew the leader lease');
+                else
+                    this.log?.debug({ lease: this.leaseRef(), error: msg }, 'failed to acquire the leader lease');
+            }
+            if (signal.aborted || seq !== this.attemptSeq)
+                break;
+            if (result.ok) {
+                this.renewedAt = started;
+                if (!this.leading) {
+                    this.leading = true;
+                    this.log?.info({ lease: this.leaseRef(), identity: this.identity }, 'became the leader');
+                    this.startedCallback = this.callStarted();
+                }
+            }
+            else if (this.leading) {
+                const lostTo = result.otherHolder;
+                if (lostTo !== undefined || this.now() - this.renewedAt >= this.renewDeadlineMs) {
+                    this.leading = false;
+                    this.log?.warn({ lease: this.leaseRef(), identity: this.identity, ...(lostTo === undefined ? {} : { newLeader: lostTo }) }, lostTo === undefined ? `lost the leader lease: not renewed within ${this.renewDeadlineMs} ms` : 'lost the leader lease to another replica');
+                    await this.startedCallback;
+                    await this.callStopped();
+                }
+            }
+            const wait = this.leading ? this.retryPeriodMs : this.retryPeriodMs * (1 + Math.random() * 0.2);
+            await sleep(wait, signal);
+        }
+    }
+    async callStarted() {
+        try {
+            await this.opts.onStartedLeading();
+        }
+        catch (err) {
+            this.log?.error({ err }, 'onStartedLeading failed');
+        }
+    }
+    async callStopped() {
+        try {
+            await this.opts.onStoppedLeading();
+        }
+        catch (err) {
+            this.log?.error({ err }, 'onStoppedLeading failed');
+        }
+    }
+    leaseRef() {
+        return `${this.namespace}/${this.name}`;
+    }
+    observe(lease, now) {
+        const record = recordOf(lease.spec);
+        if (!this.observed || !sameRecord(this.observed.record, record))
+            this.observed = { lease, record, at: now };
+        else
+            this.observed = { lease, record, at: this.observed.at };
+        if (record.holder !== this.lastHolder) {
+            this.lastHolder = record.holder;
+            if (record.holder !== '') {
+                if (record.holder !== this.identity)
+                    this.log?.info({ lease: this.leaseRef(), leader: record.holder }, 'new leader observed');
+                try {
+                    this.opts.onNewLeader?.(record.holder);
+                }
+                catch (err) {
+                    this.log?.error({ err }, 'onNewLeader failed');
+                }
+            }
+        }
+        return record;
+    }
+    expired(record, now) {
+        if (record.holder === '')
+            return true;
+        const durMs = Math.max(1, record.durationSeconds) * 1000;
+        if (record.renewTime !== undefined && record.renewTime + durMs < now)
+            return true;
+        return this.observed !== undefined && this.observed.at + durMs < now;
+    }
+    spec(prev, now) {
+        const t = new V1MicroTime(now);
+        const keep = prev !== undefined && prev.holder === this.identity && this.leading;
+        return {
+            holderIdentity: this.identity,
+            leaseDurationSeconds: this.leaseDurationSeconds,
+            acquireTime: keep && prev.acquireTime !== undefined ? new V1MicroTime(prev.acquireTime) : t,
+            renewTime: t,
+            leaseTransitions: prev === undefined ? 0 : prev.holder === this.identity ? prev.transitions : prev.transitions + 1,
+        };
+    }
+    /** One acquire-or-renew round; a 409 on the write re-reads the Lease once. */
+    async tryAcquireOrRenew(seq, now) {
+        const api = this.kube.coordination;
+        for (let round = 0; round < 2; round++) {
+            let lease;
+            try {
+                lease = await api.readNamespacedLease({ namespace: this.namespace, name: this.name });
+            }
+            catch (err) {
+                if (!isNotFound(err))
+                    throw err;
+                if (seq !== this.attemptSeq)
+                    return { ok: false, otherHolder: undefined };
+                try {
+                    const created = await api.createNamespacedLease({
+                        namespace: this.namespace,
+                        body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: this.name, namespace: this.namespace }, spec: this.spec(undefined, now) },
+                    });
+                    this.observe(created, now);
+                    return { ok: true };
+                }
+                catch (cerr) {
+                    if (isConflict(cerr))
+                        continue; // created by another replica meanwhile: read it
+                    throw cerr;
+                }
+            }
+            const record = this.observe(lease, now);
+            if (record.holder !== '' && record.holder !== this.identity && !this.expired(record, now))
+                return { ok: false, otherHolder: record.holder };
+            if (seq !== this.attemptSeq)
+                return { ok: false, otherHolder: undefined };
+            try {
+                const updated = await api.replaceNamespacedLease({
+                    namespace: this.namespace,
+                    name: this.name,
+                    body: { ...lease, metadata: { ...lease.metadata, resourceVersion: lease.metadata?.resourceVersion }, spec: { ...lease.spec, ...this.spec(record, now) } },
+                });
+                this.observe(updated, now);
+                if (record.holder !== this.identity) {
+                    this.log?.info({ lease: this.leaseRef(), previousHolder: record.holder || undefined, expired: record.holder !== '' }, 'took over the leader lease');
+                }
+                return { ok: true };
+            }
+            catch (err) {
+                if (isConflict(err))
+                    continue; // someone else wrote first: read again
+                throw err;
+            }
+        }
+        return { ok: false, otherHolder: undefined };
+    }
+    /** Gives the lease up (holderIdentity "", duration 1 s) if it still names this replica. */
+    async release() {
+        const api = this.kube.coordination;
+        const deadline = this.now() + Math.max(this.renewDeadlineMs, 1000);
+        try {
+            await withDeadline((async () => {
+                let lease = this.observed?.lease;
+                for (let round = 0; round < 3 && this.now() < deadline; round++) {
+                    if (!lease || round > 0)
+                        lease = await api.readNamespacedLease({ namespace: this.namespace, name: this.name });
+                    if ((lease.spec?.holderIdentity ?? '') !== this.identity)
+                        return;
+                    const t = new V1MicroTime(this.now());
+                    try {
+                        await api.replaceNamespacedLease({
+                            namespace: this.namespace,
+                            name: this.name,
+                            body: {
+                                ...lease,
+                                spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, acquireTime: t, renewTime: t, leaseTransitions: lease.spec?.leaseTransitions ?? 0 },
+                            },
+                        });
+                        this.log?.info({ lease: this.leaseRef(), identity: this.identity }, 'released the leader lease');
+                        return;
+                    }
+                    catch (err) {
+                        if (!isConflict(err))
+                            throw err;
+                    }
+                }
+            })(), Math.max(1, deadline - this.now()), 'timed out releasing the leader lease');
+        }
+        catch (err) {
+            this.log?.warn({ lease: this.leaseRef(), error: explainKubeError(err, `update leases in namespace ${this.namespace}`) }, 'could not release the leader lease; another replica takes over when it expires');
+        }
+    }
+}
+//# sourceMappingURL=leader.js.map

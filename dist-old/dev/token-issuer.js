@@ -1,0 +1,51 @@
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { exportJWK, SignJWT } from 'jose';
+import { writeFileAtomic, writePrivateKey } from '../ca/files.js';
+/**
+ * Development only: a local token issuer so a newcomer can see meshcert work without a cluster.
+ * It writes a signing key (0600) and its JWKS under <dataDir>/dev; the server trusts that JWKS
+ * only when `dev.tokenIssuer` is on, which the production default never is.
+ */
+export const DEV_ISSUER = 'https://meshcert.dev.invalid';
+export const DEV_KID = 'meshcert-dev-1';
+export function devIssuerPaths(dataDir) {
+    const dir = join(dataDir, 'dev');
+    return { issuer: DEV_ISSUER, jwksFile: join(dir, 'jwks.json'), keyFile: join(dir, 'token-signing-key.pem') };
+}
+/** Creates the dev issuer's key and JWKS on first use; returns their paths. */
+export async function ensureDevIssuer(dataDir) {
+    const files = devIssuerPaths(dataDir);
+    if (!existsSync(files.keyFile) || !existsSync(files.jwksFile)) {
+        // RS256, as Kubernetes signs service-account tokens.
+        const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+        writePrivateKey(files.keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString());
+        const jwk = { ...(await exportJWK(publicKey)), kid: DEV_KID, alg: 'RS256', use: 'sig' };
+        writeFileAtomic(files.jwksFile, `${JSON.stringify({ keys: [jwk] }, null, 2)}\n`);
+    }
+    return files;
+}
+/** Mints a token shaped like a projected Kubernetes service-account token. */
+export async function mintDevToken(dataDir, c) {
+    const files = devIssuerPaths(dataDir);
+    if (!existsSync(files.keyFile))
+        throw new Error(`no dev token issuer under ${dataDir}: start "meshcert serve --dev" first`);
+    const key = createPrivateKey(readFileSync(files.keyFile, 'utf8'));
+    const k8s = {
+        namespace: c.namespace,
+        serviceaccount: { name: c.serviceAccount, uid: '00000000-0000-4000-8000-000000000000' },
+        ...(c.pod ? { pod: c.pod } : {}),
+        ...(c.node ? { node: c.node } : {}),
+    };
+    return new SignJWT({ 'kubernetes.io': k8s })
+        .setProtectedHeader({ alg: 'RS256', kid: DEV_KID, typ: 'JWT' })
+        .setIssuer(DEV_ISSUER)
+        .setSubject(`system:serviceaccount:${c.namespace}:${c.serviceAccount}`)
+        .setAudience(c.audience ?? 'istio-ca')
+        .setIssuedAt()
+        .setNotBefore('0s')
+        .setExpirationTime(`${c.ttlSeconds ?? 3600}s`)
+        .sign(key);
+}
+//# sourceMappingURL=token-issuer.js.map

@@ -1,0 +1,45 @@
+/**
+ * Domain errors. Every refusal inside meshcert is a CaError with a stable code;
+ * src/grpc/status.ts maps codes to gRPC statuses in one table. Messages are written
+ * for the caller (what to fix) and must never contain tokens, keys, paths or stacks.
+ */
+export const CA_ERROR_CODES = [
+    'AUTH_MISSING',
+    'AUTH_INVALID',
+    'IMPERSONATION_DENIED',
+    'IDENTITY_MISMATCH',
+    'POLICY_DENIED',
+    'CSR_MALFORMED',
+    'CSR_BAD_SIGNATURE',
+    'CSR_UNSUPPORTED_KEY',
+    'CSR_FORBIDDEN_EXTENSION',
+    'TTL_INVALID',
+    'REQUEST_TOO_LARGE',
+    'NOT_READY',
+    'AUTH_BACKEND_UNAVAILABLE',
+    'ISSUER_UNAVAILABLE',
+    'OVERLOADED',
+    'RATE_LIMITED',
+    'ISSUER_FAILED',
+    'CHAIN_INVALID',
+    'INTERNAL',
+];
+export class CaError extends Error {
+    name = 'CaError';
+    code;
+    /** Who asked and for what, when known (for the audit trail; never sent to the client). */
+    caller;
+    identity;
+    constructor(code, message, options) {
+        super(message, options);
+        this.code = code;
+    }
+}
+export function isCaError(err) {
+    return err instanceof CaError;
+}
+/** Configuration or startup problems: reported once, process exits non-zero. */
+export class ConfigError extends Error {
+    name = 'ConfigError';
+}
+//# sourceMappingURL=ca-error.js.map

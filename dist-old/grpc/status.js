@@ -1,0 +1,35 @@
+import { Status } from './codes.js';
+import { CaError } from '../errors/ca-error.js';
+/**
+ * The one table from domain errors to gRPC codes. A Record, so a new CaErrorCode that is not
+ * mapped fails the build. istio-agent retries UNAVAILABLE/RESOURCE_EXHAUSTED/INTERNAL and never
+ * retries UNAUTHENTICATED/PERMISSION_DENIED/INVALID_ARGUMENT: transient faults must be UNAVAILABLE.
+ */
+export const GRPC_STATUS = {
+    AUTH_MISSING: Status.UNAUTHENTICATED,
+    AUTH_INVALID: Status.UNAUTHENTICATED,
+    IMPERSONATION_DENIED: Status.PERMISSION_DENIED,
+    IDENTITY_MISMATCH: Status.PERMISSION_DENIED,
+    POLICY_DENIED: Status.PERMISSION_DENIED,
+    CSR_MALFORMED: Status.INVALID_ARGUMENT,
+    CSR_BAD_SIGNATURE: Status.INVALID_ARGUMENT,
+    CSR_UNSUPPORTED_KEY: Status.INVALID_ARGUMENT,
+    CSR_FORBIDDEN_EXTENSION: Status.INVALID_ARGUMENT,
+    TTL_INVALID: Status.INVALID_ARGUMENT,
+    REQUEST_TOO_LARGE: Status.RESOURCE_EXHAUSTED,
+    NOT_READY: Status.UNAVAILABLE,
+    AUTH_BACKEND_UNAVAILABLE: Status.UNAVAILABLE,
+    ISSUER_UNAVAILABLE: Status.UNAVAILABLE,
+    OVERLOADED: Status.UNAVAILABLE,
+    RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
+    ISSUER_FAILED: Status.INTERNAL,
+    CHAIN_INVALID: Status.INTERNAL,
+    INTERNAL: Status.INTERNAL,
+};
+/** Anything that is not a CaError is our fault: INTERNAL with a fixed message, never err.message. */
+export function toGrpcFailure(err) {
+    if (err instanceof CaError)
+        return { code: GRPC_STATUS[err.code], details: err.message, reason: err.code };
+    return { code: Status.INTERNAL, details: 'internal error', reason: 'INTERNAL' };
+}
+//# sourceMappingURL=status.js.map

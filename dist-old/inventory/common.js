@@ -1,0 +1,270 @@
+/**
+ * Backend-independent pieces of the inventory stores: validation, the SQL shared by both
+ * backends (written with `?` placeholders; the PostgreSQL store renumbers them), cursor
+ * encoding and row decoding. Keeping these in one place is what makes the two backends'
+ * semantics identical.
+ */
+import { randomUUID } from 'node:crypto';
+import { InvalidCursorError, InventoryDataError, } from './types.js';
+export const CERT_TABLE = 'inventory_certificates';
+export const AUDIT_TABLE = 'inventory_audit_events';
+export const MIGRATIONS_TABLE = 'inventory_schema_migrations';
+/** Column order used by every SELECT and INSERT of certificate rows. */
+export const CERT_COLUMNS = [
+    'fingerprint',
+    'serial',
+    'spiffe_id',
+    'namespace',
+    'service_account',
+    'cluster',
+    'issuer',
+    'key_algorithm',
+    'key_size',
+    'not_before',
+    'not_after',
+    'issued_at',
+    'requester',
+    'policy_rule',
+    'source',
+    'subject',
+    'dns_names',
+];
+export const AUDIT_COLUMNS = ['id', 'at', 'requester', 'identity', 'cluster', 'decision', 'code', 'reason', 'serial'];
+export const SELECT_CERT = `SELECT ${CERT_COLUMNS.join(', ')} FROM ${CERT_TABLE}`;
+export const DEFAULT_LIMIT = 100;
+export const MAX_LIMIT = 1000;
+const HEX64 = /^[0-9a-f]{64}$/;
+const SERIAL = /^[0-9a-f]{1,128}$/;
+const MAX_INT32 = 2 ** 31 - 1;
+// ---------------------------------------------------------------------------------------------
+// Validation. Both stores validate a whole batch before writing anything, so that a batch is
+// rejected identically (InventoryDataError) by both backends. PostgreSQL text cannot hold NUL.
+function isValidDate(d) {
+    return d instanceof Date && !Number.isNaN(d.getTime());
+}
+function badText(v, nullable) {
+    if (v === null || v === undefined)
+        return !nullable;
+    return typeof v !== 'string' || v.includes('\u0000');
+}
+/** Returns what is wrong with the record, or null when it can be stored. */
+export function recordProblem(r) {
+    if (r === null || typeof r !== 'object')
+        return 'not an object';
+    if (typeof r.fingerprint !== 'string' || !HEX64.test(r.fingerprint))
+        return 'fingerprint must be 64 lowercase hex chars';
+    if (typeof r.serial !== 'string' || !SERIAL.test(r.serial))
+        return 'serial must be 1-128 lowercase hex chars';
+    if (badText(r.issuer, false) || r.issuer.length === 0)
+        return 'issuer must be a non-empty string';
+    if (badText(r.keyAlgorithm, false) || r.keyAlgorithm.length === 0)
+        return 'keyAlgorithm must be a non-empty string';
+    if (!Number.isInteger(r.keySize) || r.keySize < 0 || r.keySize > MAX_INT32)
+        return 'keySize must be a non-negative integer';
+    if (!isValidDate(r.notBefore) || !isValidDate(r.notAfter) || !isValidDate(r.issuedAt))
+        return 'notBefore, notAfter and issuedAt must be valid Dates';
+    if (typeof r.source !== 'string' || !isRecordSource(r.source) || r.source.includes('\u0000'))
+        return "source must be 'issued' or 'discovered:<name>'";
+    if (badText(r.spiffeId, true) ||
+        badText(r.namespace, true) ||
+        badText(r.serviceAccount, true) ||
+        badText(r.cluster, true) ||
+        badText(r.requester, true) ||
+        badText(r.policyRule, true) ||
+        badText(r.subject, true)) {
+        return 'text fields must be strings (or null) without NUL characters';
+    }
+    if (r.dnsNames !== undefined && r.dnsNames !== null) {
+        if (!Array.isArray(r.dnsNames) || r.dnsNames.some((n) => badText(n, false)))
+            return 'dnsNames must be an array of strings';
+    }
+    return null;
+}
+export function isRecordSource(s) {
+    return s === 'issued' || (s.startsWith('discovered:') && s.length > 'discovered:'.length);
+}
+export function auditProblem(e) {
+    if (e === null || typeof e !== 'object')
+        return 'not an object';
+    if (!isValidDate(e.at))
+        return 'at must be a valid Date';
+    if (e.decision !== 'issued' && e.decision !== 'refused')
+        return "decision must be 'issued' or 'refused'";
+    if (e.id !== undefined && (badText(e.id, false) || e.id.length === 0))
+        return 'id must be a non-empty string';
+    if (badText(e.requester, true) ||
+        badText(e.identity, true) ||
+        badText(e.cluster, true) ||
+        badText(e.code, true) ||
+        badText(e.reason, true) ||
+        badText(e.serial, true)) {
+        return 'text fields must be strings (or null) without NUL characters';
+    }
+    return null;
+}
+export function validateRecords(records) {
+    for (let i = 0; i < records.length; i++) {
+        const problem = recordProblem(records[i]);
+        if (problem !== null)
+            throw new InventoryDataError(`certificate record #${i} rejected: ${problem}`);
+    }
+}
+/** Validates and returns the events with an id each (the given id, or a fresh UUID). */
+export function prepareAudit(events) {
+    return events.map((e, i) => {
+        const problem = auditProblem(e);
+        if (problem !== null)
+            throw new InventoryDataError(`audit event #${i} rejected: ${problem}`);
+        return e.id === undefined ? { ...e, id: randomUUID() } : e;
+    });
+}
+// ---------------------------------------------------------------------------------------------
+// Lookup keys, filters and cursors.
+/** Lowercase, without ':' separators, whitespace or a 0x prefix. */
+export function normalizeKey(serialOrFingerprint) {
+    let k = String(serialOrFingerprint).trim().toLowerCase().replace(/[:\s]/g, '');
+    if (k.startsWith('0x'))
+        k = k.slice(2);
+    return k;
+}
+export function clampLimit(limit) {
+    if (limit === undefined || !Number.isFinite(limit))
+        return DEFAULT_LIMIT;
+    return Math.min(MAX_LIMIT, Math.max(1, Math.floor(limit)));
+}
+export function encodeCursor(r) {
+    return Buffer.from(JSON.stringify({ v: 1, a: r.notAfter.getTime(), f: r.fingerprint }), 'utf8').toString('base64url');
+}
+export function decodeCursor(cursor) {
+    let parsed;
+    try {
+        parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    }
+    catch {
+        throw new InvalidCursorError();
+    }
+    if (typeof parsed !== 'object' || parsed === null)
+        throw new InvalidCursorError();
+    const { v, a, f } = parsed;
+    if (v !== 1 || typeof a !== 'number' || !Number.isSafeInteger(a) || typeof f !== 'string' || !HEX64.test(f)) {
+        throw new InvalidCursorError();
+    }
+    return { notAfterMs: a, fingerprint: f };
+}
+export function buildListQuery(filter) {
+    const where = [];
+    const params = [];
+    const eq = (column, value) => {
+        if (value !== undefined) {
+            where.push(`${column} = ?`);
+            params.push(value);
+        }
+    };
+    eq('namespace', filter.namespace);
+    eq('service_account', filter.serviceAccount);
+    eq('issuer', filter.issuer);
+    eq('spiffe_id', filter.spiffeId);
+    if (filter.source !== undefined) {
+        if (filter.source === 'discovered') {
+            where.push(`substr(source, 1, 11) = 'discovered:'`);
+        }
+        else {
+            eq('source', filter.source);
+        }
+    }
+    if (filter.expiringBefore !== undefined) {
+        if (!isValidDate(filter.expiringBefore))
+            throw new RangeError('expiringBefore must be a valid Date');
+        where.push('not_after < ?');
+        params.push(filter.expiringBefore);
+    }
+    if (filter.includeExpired === false) {
+        const now = filter.now ?? new Date();
+        if (!isValidDate(now))
+            throw new RangeError('now must be a valid Date');
+        where.push('not_after >= ?');
+        params.push(now);
+    }
+    if (filter.cursor !== undefined && filter.cursor !== null) {
+        const pos = decodeCursor(filter.cursor);
+        const at = new Date(pos.notAfterMs);
+        where.push('(not_after > ? OR (not_after = ? AND fingerprint > ?))');
+        params.push(at, at, pos.fingerprint);
+    }
+    const limit = clampLimit(filter.limit);
+    params.push(limit + 1);
+    const sql = `${SELECT_CERT}` +
+        (where.length > 0 ? ` WHERE ${where.join(' AND ')}` : '') +
+        ' ORDER BY not_after ASC, fingerprint ASC LIMIT ?';
+    return { sql, params, limit };
+}
+export const GET_SQL = `${SELECT_CERT} WHERE fingerprint = ? OR serial = ? ` +
+    'ORDER BY CASE WHEN fingerprint = ? THEN 0 ELSE 1 END, issued_at DESC, fingerprint DESC LIMIT 1';
+/** Params: now, expiringBefore. */
+/**
+ * Per identity, its latest certificate (greatest issued_at, then not_after, then fingerprint),
+ * when that one expires in [?, ?). Written as "certificates in the window that no later
+ * certificate of the same identity supersedes" so the not_after index narrows it to the window
+ * and the (spiffe_id, issued_at) index answers each check: the cost follows the window, not the
+ * table (a window function over every row made the primary's memory jump at each check).
+ */
+const LATEST_IN_WINDOW = `SELECT ${CERT_COLUMNS.map((c) => `c.${c}`).join(', ')} FROM ${CERT_TABLE} c ` +
+    `WHERE c.spiffe_id IS NOT NULL AND c.not_after >= ? AND c.not_after < ? AND NOT EXISTS (` +
+    `SELECT 1 FROM ${CERT_TABLE} n WHERE n.spiffe_id = c.spiffe_id AND (n.issued_at > c.issued_at OR (n.issued_at = c.issued_at AND ` +
+    `(n.not_after > c.not_after OR (n.not_after = c.not_after AND n.fingerprint > c.fingerprint))))` +
+    `)`;
+const LATEST_ORDER = ` ORDER BY c.not_after ASC, c.spiffe_id ASC`;
+export const LATEST_PER_IDENTITY_SQL = LATEST_IN_WINDOW + LATEST_ORDER;
+/**
+ * The same, keeping only certificates with at most a given fraction of their lifetime left (params:
+ * window start, window end, now, fraction). A superset of expiry.ts's isStale (which decides): in a
+ * mesh whose certificates all live as long as the window, the window alone is the whole table.
+ * The casts read as no-ops to SQLite and type the parameters for PostgreSQL.
+ */
+export const LATEST_PER_IDENTITY_UNDER_FRACTION_SQL = LATEST_IN_WINDOW +
+    ` AND (c.not_after <= c.not_before OR (c.not_after - CAST(? AS timestamptz)) <= CAST(? AS double precision) * (c.not_after - c.not_before))` +
+    LATEST_ORDER;
+export function pageOf(rows, limit) {
+    if (rows.length <= limit)
+        return { items: rows, nextCursor: null };
+    const items = rows.slice(0, limit);
+    return { items, nextCursor: encodeCursor(items[items.length - 1]) };
+}
+function toDate(v) {
+    if (v instanceof Date)
+        return new Date(v.getTime());
+    if (typeof v === 'number' || typeof v === 'bigint')
+        return new Date(Number(v));
+    return new Date(String(v));
+}
+function toNames(v) {
+    if (v === null || v === undefined)
+        return [];
+    const arr = typeof v === 'string' ? JSON.parse(v) : v;
+    return Array.isArray(arr) ? arr.map(String) : [];
+}
+export function rowToRecord(row) {
+    return {
+        serial: row.serial,
+        fingerprint: row.fingerprint,
+        spiffeId: row.spiffe_id,
+        namespace: row.namespace,
+        serviceAccount: row.service_account,
+        cluster: row.cluster,
+        issuer: row.issuer,
+        keyAlgorithm: row.key_algorithm,
+        keySize: Number(row.key_size),
+        notBefore: toDate(row.not_before),
+        notAfter: toDate(row.not_after),
+        issuedAt: toDate(row.issued_at),
+        requester: row.requester,
+        policyRule: row.policy_rule,
+        source: row.source,
+        subject: row.subject ?? null,
+        dnsNames: toNames(row.dns_names),
+    };
+}
+export function dnsNamesJson(r) {
+    return JSON.stringify(r.dnsNames ?? []);
+}
+//# sourceMappingURL=common.js.map

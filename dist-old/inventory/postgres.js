@@ -1,0 +1,249 @@
+/**
+ * PostgreSQL inventory store (`pg` Pool). For several replicas sharing one database.
+ *
+ * - Migrations are versioned in `inventory_schema_migrations` and applied while holding a
+ *   session-level pg_advisory_lock, so replicas starting together migrate once.
+ * - A batch is ONE statement (INSERT ... SELECT FROM unnest(arrays) ON CONFLICT (fingerprint)
+ *   DO NOTHING): atomic, and a retry after a lost acknowledgement stores nothing twice.
+ *   Rows are sorted by fingerprint so that two replicas inserting overlapping batches lock
+ *   rows in the same order (no deadlock).
+ * - Text columns use the "C" collation so that ordering matches the SQLite backend byte for byte.
+ */
+import pg from 'pg';
+import { AUDIT_TABLE, CERT_COLUMNS, CERT_TABLE, GET_SQL, LATEST_PER_IDENTITY_SQL, LATEST_PER_IDENTITY_UNDER_FRACTION_SQL, MIGRATIONS_TABLE, buildListQuery, dnsNamesJson, normalizeKey, pageOf, prepareAudit, rowToRecord, validateRecords, } from './common.js';
+import { InventoryDataError, } from './types.js';
+/** Two-int advisory lock key: 'mesh' and 'inv' as ASCII. */
+const LOCK_KEY = [0x6d657368, 0x696e76];
+const MIGRATION_TIMEOUT_MS = 10 * 60_000;
+const C = 'COLLATE "C"';
+/** Schema versions, applied in order, each in its own transaction. Never edit one that shipped. */
+const MIGRATIONS = [
+    {
+        version: 1,
+        sql: `
+      CREATE TABLE ${CERT_TABLE} (
+        fingerprint text ${C} PRIMARY KEY,
+        serial text ${C} NOT NULL,
+        spiffe_id text ${C},
+        namespace text ${C},
+        service_account text ${C},
+        cluster text ${C},
+        issuer text ${C} NOT NULL,
+        key_algorithm text ${C} NOT NULL,
+        key_size integer NOT NULL,
+        not_before timestamptz NOT NULL,
+        not_after timestamptz NOT NULL,
+        issued_at timestamptz NOT NULL,
+        requester text ${C},
+        policy_rule text ${C},
+        source text ${C} NOT NULL,
+        subject text ${C},
+        dns_names jsonb NOT NULL DEFAULT '[]'::jsonb
+      );
+      CREATE INDEX ${CERT_TABLE}_serial ON ${CERT_TABLE} (serial);
+      CREATE INDEX ${CERT_TABLE}_not_after ON ${CERT_TABLE} (not_after, fingerprint);
+      CREATE INDEX ${CERT_TABLE}_namespace ON ${CERT_TABLE} (namespace, not_after, fingerprint);
+      CREATE INDEX ${CERT_TABLE}_spiffe ON ${CERT_TABLE} (spiffe_id, issued_at DESC);
+      CREATE TABLE ${AUDIT_TABLE} (
+        id text ${C} PRIMARY KEY,
+        at timestamptz NOT NULL,
+        requester text ${C},
+        identity text ${C},
+        cluster text ${C},
+        decision text ${C} NOT NULL CHECK (decision IN ('issued', 'refused')),
+        code text ${C},
+        reason text ${C},
+        serial text ${C}
+      );
+      CREATE INDEX ${AUDIT_TABLE}_at ON ${AUDIT_TABLE} (at);
+    `,
+    },
+];
+const INSERT_CERTS_SQL = `INSERT INTO ${CERT_TABLE} (${CERT_COLUMNS.join(', ')}) ` +
+    'SELECT f, s, sp, ns, sa, cl, iss, ka, ks, nb, na, ia, rq, pr, src, subj, dn::jsonb FROM unnest(' +
+    '$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int4[], ' +
+    '$10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[]' +
+    ') AS t(f, s, sp, ns, sa, cl, iss, ka, ks, nb, na, ia, rq, pr, src, subj, dn) ' +
+    'ON CONFLICT (fingerprint) DO NOTHING';
+const INSERT_AUDIT_SQL = `INSERT INTO ${AUDIT_TABLE} (id, at, requester, identity, cluster, decision, code, reason, serial) ` +
+    'SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) ' +
+    'ON CONFLICT (id) DO NOTHING';
+/** `?` placeholders (common.ts) to `$n`. The shared SQL contains no literal '?'. */
+function numbered(sql) {
+    let n = 0;
+    return sql.replace(/\?/g, () => `$${++n}`);
+}
+const GET_PG = numbered(GET_SQL);
+const LATEST_PG = numbered(LATEST_PER_IDENTITY_SQL);
+const LATEST_UNDER_FRACTION_PG = numbered(LATEST_PER_IDENTITY_UNDER_FRACTION_SQL);
+/**
+ * SQLSTATE class 22 (data exception) and 23 (integrity constraint violation) are properties of
+ * the batch; everything else (connection, shutdown, resources, serialization) is transient.
+ */
+function classify(err) {
+    const code = err?.code;
+    if (typeof code === 'string' && code.length === 5 && (code.startsWith('22') || code.startsWith('23'))) {
+        return new InventoryDataError('the inventory database rejected the batch', { cause: err });
+    }
+    return err;
+}
+export class PostgresInventoryStore {
+    kind = 'postgres';
+    pool;
+    closed = false;
+    constructor(options) {
+        this.pool = new pg.Pool({
+            connectionString: options.url,
+            max: Math.max(1, Math.floor(options.poolSize ?? 10)),
+            connectionTimeoutMillis: options.connectionTimeoutMs ?? 5000,
+            query_timeout: options.queryTimeoutMs ?? 30_000,
+            idleTimeoutMillis: 30_000,
+            keepAlive: true,
+            application_name: 'meshcert-inventory',
+        });
+        // An idle client whose server went away emits 'error' on the pool; unhandled it would crash the process.
+        const onPoolError = options.onPoolError;
+        this.pool.on('error', (err) => onPoolError?.(err));
+    }
+    assertOpen() {
+        if (this.closed)
+            throw new Error('inventory store is closed');
+    }
+    async query(text, values = [], name) {
+        this.assertOpen();
+        return this.pool.query(name === undefined ? { text, values } : { name, text, values });
+    }
+    async migrate() {
+        this.assertOpen();
+        const client = await this.pool.connect();
+        let broken = false;
+        // Waiting for another replica's migration may legitimately outlast the per-query timeout.
+        const migrationQuery = (text, values = []) => client.query({ text, values, query_timeout: MIGRATION_TIMEOUT_MS });
+        try {
+            await migrationQuery('SELECT pg_advisory_lock($1, $2)', [...LOCK_KEY]);
+            try {
+                await client.query(`CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`);
+                const { rows } = await client.query(`SELECT version FROM ${MIGRATIONS_TABLE}`);
+                const applied = new Set(rows.map((r) => Number(r.version)));
+                for (const m of MIGRATIONS) {
+                    if (applied.has(m.version))
+                        continue;
+                    await client.query('BEGIN');
+                    try {
+                        await migrationQuery(m.sql);
+                        await client.query(`INSERT INTO ${MIGRATIONS_TABLE} (version) VALUES ($1)`, [m.version]);
+                        await client.query('COMMIT');
+                    }
+                    catch (err) {
+                        await client.query('ROLLBACK').catch(() => undefined);
+                        throw err;
+                    }
+                }
+            }
+            finally {
+                await client.query('SELECT pg_advisory_unlock($1, $2)', [...LOCK_KEY]).catch(() => {
+                    broken = true; // the session (and with it the lock) is gone: do not return it to the pool
+                });
+            }
+        }
+        catch (err) {
+            broken = true;
+            throw err;
+        }
+        finally {
+            client.release(broken);
+        }
+    }
+    async insertMany(records) {
+        if (records.length === 0)
+            return;
+        validateRecords(records);
+        const sorted = [...records].sort((a, b) => (a.fingerprint < b.fingerprint ? -1 : a.fingerprint > b.fingerprint ? 1 : 0));
+        const cols = Array.from({ length: CERT_COLUMNS.length }, () => new Array(sorted.length));
+        sorted.forEach((r, i) => {
+            cols[0][i] = r.fingerprint;
+            cols[1][i] = r.serial;
+            cols[2][i] = r.spiffeId;
+            cols[3][i] = r.namespace;
+            cols[4][i] = r.serviceAccount;
+            cols[5][i] = r.cluster;
+            cols[6][i] = r.issuer;
+            cols[7][i] = r.keyAlgorithm;
+            cols[8][i] = r.keySize;
+            cols[9][i] = r.notBefore.toISOString();
+            cols[10][i] = r.notAfter.toISOString();
+            cols[11][i] = r.issuedAt.toISOString();
+            cols[12][i] = r.requester;
+            cols[13][i] = r.policyRule;
+            cols[14][i] = r.source;
+            cols[15][i] = r.subject ?? null;
+            cols[16][i] = dnsNamesJson(r);
+        });
+        try {
+            await this.query(INSERT_CERTS_SQL, cols, 'meshcert_inventory_insert_certs');
+        }
+        catch (err) {
+            throw classify(err);
+        }
+    }
+    async insertAudit(events) {
+        if (events.length === 0)
+            return;
+        const prepared = prepareAudit(events);
+        const cols = Array.from({ length: 9 }, () => new Array(prepared.length));
+        prepared.forEach((e, i) => {
+            cols[0][i] = e.id;
+            cols[1][i] = e.at.toISOString();
+            cols[2][i] = e.requester;
+            cols[3][i] = e.identity;
+            cols[4][i] = e.cluster;
+            cols[5][i] = e.decision;
+            cols[6][i] = e.code ?? null;
+            cols[7][i] = e.reason ?? null;
+            cols[8][i] = e.serial ?? null;
+        });
+        try {
+            await this.query(INSERT_AUDIT_SQL, cols, 'meshcert_inventory_insert_audit');
+        }
+        catch (err) {
+            throw classify(err);
+        }
+    }
+    async get(serialOrFingerprint) {
+        const k = normalizeKey(serialOrFingerprint);
+        if (k.length === 0)
+            return null;
+        const { rows } = await this.query(GET_PG, [k, k, k]);
+        return rows.length === 0 ? null : rowToRecord(rows[0]);
+    }
+    async list(filter) {
+        const q = buildListQuery(filter);
+        const { rows } = await this.query(numbered(q.sql), q.params);
+        return pageOf(rows.map(rowToRecord), q.limit);
+    }
+    async count() {
+        const { rows } = await this.query(`SELECT count(*) AS n FROM ${CERT_TABLE}`);
+        return Number(rows[0].n);
+    }
+    async latestPerIdentity(expiringBefore, now, options = {}) {
+        const f = options.maxRemainingFraction;
+        const { rows } = f === undefined
+            ? await this.query(LATEST_PG, [now, expiringBefore])
+            : await this.query(LATEST_UNDER_FRACTION_PG, [now, expiringBefore, now, f]);
+        return rows.map(rowToRecord);
+    }
+    async pruneExpired(before) {
+        const { rowCount } = await this.query(`DELETE FROM ${CERT_TABLE} WHERE not_after < $1`, [before]);
+        return rowCount ?? 0;
+    }
+    async ping() {
+        await this.query('SELECT 1');
+    }
+    async close() {
+        if (this.closed)
+            return;
+        this.closed = true;
+        await this.pool.end();
+    }
+}
+//# sourceMappingURL=postgres.js.map

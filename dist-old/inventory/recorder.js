@@ -1,0 +1,483 @@
+/**
+ * Write-behind recorder: issuance calls `record()` (synchronous, O(1): a push onto an in-memory
+ * queue); a background loop writes batches to the store. Nothing here is on the request path
+ * except that push and, in fail-closed mode, the `canAccept()` check made before signing.
+ *
+ * Flushing. A flush starts every `flushIntervalMs` (everything queued at that moment is written)
+ * or as soon as `batchSize` records are queued. One batch is in flight at a time; while the
+ * queue holds a full batch the loop goes on without waiting, so throughput is bounded by the
+ * store, not by the interval. Certificate and audit batches alternate.
+ *
+ * Failures. A batch that fails for a transient reason (store unreachable, restarting, busy,
+ * disk full...) is retried, unchanged and ahead of everything queued after it, with exponential
+ * backoff and jitter (`retryInitialMs` doubling up to `retryMaxMs`); `storeHealthy` is false
+ * until a write succeeds again. Records stay in order, and since inserts are idempotent on
+ * fingerprint (audit events on their id), a batch that was committed but whose acknowledgement
+ * was lost is not stored twice. A batch the store rejects as data (InventoryDataError) is split
+ * in halves until the offending record is isolated; that one record is discarded and reported
+ * (`rejected`, onError) so that one poison record can never block the queue.
+ *
+ * Full buffer — the choice made here:
+ * - `failClosed: true` (default): `canAccept()` turns false once `maxBuffer` certificate records
+ *   are pending, and issuance must refuse (UNAVAILABLE) before signing. A record that arrives
+ *   anyway (issuances that passed the check concurrently) is KEPT, not dropped: the certificate
+ *   exists and must be inventoried. Only past `hardLimit` (default 2 x maxBuffer; a caller that
+ *   ignores canAccept) is the oldest queued record dropped, to protect the process's memory.
+ * - `failClosed: false`: issuance never waits for the inventory; past `maxBuffer` the oldest
+ *   queued record is dropped, counted in `dropped` and reported once per overflow episode.
+ * Audit events are always bounded by `maxAuditBuffer` with drop-oldest: refusals are not gated
+ * by canAccept, so during an outage they would otherwise grow without limit.
+ *
+ * Shutdown. `close()` stops accepting new work after it has written everything queued (records
+ * arriving while it runs are written too), then resolves: a clean shutdown loses nothing. If
+ * the store stays unavailable past the deadline it rejects with InventoryFlushTimeoutError
+ * saying how many records were not written. While closing, timers are ref'd so the process
+ * does not exit under a pending close(); otherwise every timer is unref'd. The recorder does
+ * not close the store.
+ */
+import { randomUUID } from 'node:crypto';
+import { auditProblem, recordProblem } from './common.js';
+import { InventoryDataError } from './types.js';
+/** close() ran out of time with records still unwritten. */
+export class InventoryFlushTimeoutError extends Error {
+    remaining;
+    remainingAudit;
+    name = 'InventoryFlushTimeoutError';
+    constructor(remaining, remainingAudit) {
+        super(`inventory flush deadline exceeded: ${remaining} certificate record(s) and ${remainingAudit} audit event(s) not written`);
+        this.remaining = remaining;
+        this.remainingAudit = remainingAudit;
+    }
+}
+/** Records were dropped because the buffer was full. */
+export class InventoryOverflowError extends Error {
+    name = 'InventoryOverflowError';
+}
+/** An ordered queue plus the batches taken from its head and not yet stored. */
+class Lane {
+    kind;
+    write;
+    queue = [];
+    head = 0;
+    /** Sequence number of queue[head]. */
+    headSeq = 0;
+    /** Batches taken from the queue, oldest first, awaiting a successful write. */
+    batches = [];
+    inBatches = 0;
+    enqueued = 0;
+    /** Everything with a sequence number below this is to be written without waiting for a full batch. */
+    drainTarget = 0;
+    stored = 0;
+    dropped = 0;
+    rejected = 0;
+    overflowing = false;
+    constructor(kind, write) {
+        this.kind = kind;
+        this.write = write;
+    }
+    get queued() {
+        return this.queue.length - this.head;
+    }
+    get pending() {
+        return this.queued + this.inBatches;
+    }
+    push(item) {
+        this.queue.push(item);
+        this.enqueued++;
+    }
+    /** Drops the oldest record not yet taken into a batch. */
+    dropOldest() {
+        if (this.queued === 0)
+            return false;
+        this.queue[this.head] = undefined;
+        this.head++;
+        this.headSeq++;
+        this.dropped++;
+        this.compact();
+        return true;
+    }
+    wantsWrite(batchSize) {
+        return this.batches.length > 0 || this.queued >= batchSize || (this.queued > 0 && this.headSeq < this.drainTarget);
+    }
+    /** The oldest unwritten batch, or a new one taken from the queue. */
+    take(batchSize) {
+        if (this.batches.length > 0)
+            return this.batches[0];
+        const n = Math.min(batchSize, this.queued);
+        const batch = { items: this.queue.slice(this.head, this.head + n), start: this.headSeq };
+        for (let i = this.head; i < this.head + n; i++)
+            this.queue[i] = undefined;
+        this.head += n;
+        this.headSeq += n;
+        this.compact();
+        this.batches.push(batch);
+        this.inBatches += n;
+        return batch;
+    }
+    commit(batch) {
+        this.removeBatch(batch);
+        this.stored += batch.items.length;
+    }
+    /** Replaces the batch by its two halves, in order. */
+    split(batch) {
+        const mid = Math.ceil(batch.items.length / 2);
+        const i = this.batches.indexOf(batch);
+        this.batches.splice(i, 1, { items: batch.items.slice(0, mid), start: batch.start }, { items: batch.items.slice(mid), start: batch.start + mid });
+    }
+    reject(batch) {
+        this.removeBatch(batch);
+        this.rejected += batch.items.length;
+    }
+    /** True when every item with a sequence number below `seq` has been stored, dropped or rejected. */
+    settledBelow(seq) {
+        const oldest = this.batches.length > 0 ? this.batches[0].start : this.headSeq;
+        return oldest >= seq;
+    }
+    removeBatch(batch) {
+        const i = this.batches.indexOf(batch);
+        if (i >= 0) {
+            this.batches.splice(i, 1);
+            this.inBatches -= batch.items.length;
+        }
+    }
+    compact() {
+        if (this.head === this.queue.length) {
+            this.queue = [];
+            this.head = 0;
+        }
+        else if (this.head > 1024 && this.head * 2 >= this.queue.length) {
+            this.queue = this.queue.slice(this.head);
+            this.head = 0;
+        }
+    }
+}
+function positive(v, dflt, min = 1) {
+    // 2^31-1 also keeps every delay within what setTimeout accepts.
+    return v === undefined || !Number.isFinite(v) ? dflt : Math.min(2 ** 31 - 1, Math.max(min, Math.floor(v)));
+}
+export class InventoryRecorder {
+    store;
+    certs;
+    audit;
+    maxBuffer;
+    hardLimit;
+    maxAuditBuffer;
+    failClosed;
+    batchSize;
+    retryInitialMs;
+    retryMaxMs;
+    healthCheckIntervalMs;
+    closeDeadlineMs;
+    onFlushCb;
+    onErrorCb;
+    state = 'open';
+    aborted = false;
+    running = false;
+    healthy = true;
+    failures = 0;
+    pinging = false;
+    lastContact = Date.now();
+    auditFirst = false;
+    refTimers = false;
+    backoffTimer = null;
+    flushTimer;
+    waiters = [];
+    closePromise = null;
+    constructor(store, options = {}) {
+        this.store = store;
+        this.maxBuffer = positive(options.maxBuffer, 100_000);
+        this.hardLimit = Math.max(this.maxBuffer, positive(options.hardLimit, this.maxBuffer * 2));
+        this.maxAuditBuffer = positive(options.maxAuditBuffer, this.maxBuffer);
+        this.failClosed = options.failClosed ?? true;
+        this.batchSize = positive(options.batchSize, 500);
+        this.retryInitialMs = positive(options.retryInitialMs, 100);
+        this.retryMaxMs = Math.max(this.retryInitialMs, positive(options.retryMaxMs, 5000));
+        this.healthCheckIntervalMs = positive(options.healthCheckIntervalMs, 5000, 0);
+        this.closeDeadlineMs = positive(options.closeDeadlineMs, 10_000, 0);
+        this.onFlushCb = options.onFlush;
+        this.onErrorCb = options.onError;
+        this.certs = new Lane('certificates', (items) => this.store.insertMany(items));
+        this.audit = new Lane('audit', (items) => this.store.insertAudit(items));
+        this.flushTimer = setInterval(() => this.tick(), positive(options.flushIntervalMs, 200));
+        this.flushTimer.unref();
+    }
+    // ------------------------------------------------------------------------------------------
+    // Request path.
+    /**
+     * In fail-closed mode: false once maxBuffer certificate records are pending, or after close();
+     * issuance must then refuse before signing. Always true otherwise while open.
+     */
+    canAccept() {
+        if (this.state !== 'open')
+            return false;
+        return !this.failClosed || this.certs.pending < this.maxBuffer;
+    }
+    /**
+     * Queues a record; synchronous and O(1). The record must not be mutated afterwards.
+     * Throws TypeError for a malformed record (a programming error) and after close().
+     */
+    record(rec) {
+        if (this.state === 'closed')
+            throw new Error('inventory recorder is closed');
+        const problem = recordProblem(rec);
+        if (problem !== null)
+            throw new TypeError(`invalid certificate record: ${problem}`);
+        const lane = this.certs;
+        const limit = this.failClosed ? this.hardLimit : this.maxBuffer;
+        if (lane.pending >= limit)
+            this.overflow(lane);
+        lane.push(rec);
+        if (this.state === 'closing')
+            lane.drainTarget = lane.enqueued;
+        if (lane.queued >= this.batchSize || this.state === 'closing')
+            this.kick();
+    }
+    /** Queues an audit event (an id is assigned when absent); synchronous and O(1). */
+    recordAudit(ev) {
+        if (this.state === 'closed')
+            throw new Error('inventory recorder is closed');
+        const problem = auditProblem(ev);
+        if (problem !== null)
+            throw new TypeError(`invalid audit event: ${problem}`);
+        const lane = this.audit;
+        if (lane.pending >= this.maxAuditBuffer)
+            this.overflow(lane);
+        lane.push(ev.id === undefined ? { ...ev, id: randomUUID() } : ev);
+        if (this.state === 'closing')
+            lane.drainTarget = lane.enqueued;
+        if (lane.queued >= this.batchSize || this.state === 'closing')
+            this.kick();
+    }
+    // ------------------------------------------------------------------------------------------
+    // Observability.
+    /** Certificate records not yet stored (queued + in flight / awaiting retry). */
+    get backlog() {
+        return this.certs.pending;
+    }
+    get auditBacklog() {
+        return this.audit.pending;
+    }
+    /** False from a failed write (or health check) until the next successful one. */
+    get storeHealthy() {
+        return this.healthy;
+    }
+    /** Certificate records dropped because the buffer was full. */
+    get dropped() {
+        return this.certs.dropped;
+    }
+    /** Certificate records the store rejected as invalid data (isolated and discarded). */
+    get rejected() {
+        return this.certs.rejected;
+    }
+    get stats() {
+        return {
+            backlog: this.certs.pending,
+            auditBacklog: this.audit.pending,
+            stored: this.certs.stored,
+            auditStored: this.audit.stored,
+            dropped: this.certs.dropped,
+            auditDropped: this.audit.dropped,
+            rejected: this.certs.rejected,
+            auditRejected: this.audit.rejected,
+            storeHealthy: this.healthy,
+        };
+    }
+    // ------------------------------------------------------------------------------------------
+    // Flush and close.
+    /**
+     * Writes everything queued so far; resolves once it is stored (or dropped/rejected). Waits
+     * through outages; rejects only if close() gives up at its deadline.
+     */
+    flush() {
+        if (this.aborted)
+            return Promise.reject(new Error('inventory recorder is closed'));
+        const w = new Promise((resolve, reject) => {
+            this.waiters.push({ certs: this.certs.enqueued, audit: this.audit.enqueued, resolve, reject });
+        });
+        this.certs.drainTarget = this.certs.enqueued;
+        this.audit.drainTarget = this.audit.enqueued;
+        this.settleWaiters();
+        this.kick();
+        return w;
+    }
+    /**
+     * Writes everything (including records that arrive meanwhile), then stops. Rejects with
+     * InventoryFlushTimeoutError if that takes longer than `deadlineMs` (default closeDeadlineMs).
+     * Idempotent.
+     */
+    close(options = {}) {
+        if (this.closePromise !== null)
+            return this.closePromise;
+        this.state = 'closing';
+        clearInterval(this.flushTimer);
+        this.refTimers = true;
+        this.backoffTimer?.ref();
+        const deadlineMs = positive(options.deadlineMs, this.closeDeadlineMs, 0);
+        this.closePromise = new Promise((resolve, reject) => {
+            const deadline = setTimeout(() => {
+                this.aborted = true;
+                this.state = 'closed';
+                if (this.backoffTimer !== null)
+                    clearTimeout(this.backoffTimer);
+                this.backoffTimer = null;
+                const err = new InventoryFlushTimeoutError(this.certs.pending, this.audit.pending);
+                this.rejectWaiters(err);
+                reject(err);
+            }, deadlineMs);
+            const drainAll = () => {
+                if (this.aborted)
+                    return;
+                if (this.certs.pending === 0 && this.audit.pending === 0) {
+                    this.state = 'closed';
+                    clearTimeout(deadline);
+                    resolve();
+                    return;
+                }
+                this.flush().then(drainAll, () => undefined);
+            };
+            drainAll();
+        });
+        return this.closePromise;
+    }
+    // ------------------------------------------------------------------------------------------
+    // Background loop.
+    tick() {
+        this.certs.drainTarget = this.certs.enqueued;
+        this.audit.drainTarget = this.audit.enqueued;
+        this.kick();
+        if (this.healthCheckIntervalMs > 0 &&
+            !this.running &&
+            !this.pinging &&
+            this.backoffTimer === null &&
+            Date.now() - this.lastContact >= this.healthCheckIntervalMs) {
+            this.pinging = true;
+            this.store.ping().then(() => {
+                this.pinging = false;
+                this.lastContact = Date.now();
+                this.healthy = true;
+            }, (err) => {
+                this.pinging = false;
+                this.lastContact = Date.now();
+                this.healthy = false;
+                this.emitError(err);
+            });
+        }
+    }
+    kick() {
+        if (this.running || this.aborted || this.backoffTimer !== null)
+            return;
+        void this.drain();
+    }
+    nextLane() {
+        this.auditFirst = !this.auditFirst;
+        const order = this.auditFirst ? [this.audit, this.certs] : [this.certs, this.audit];
+        for (const lane of order)
+            if (lane.wantsWrite(this.batchSize))
+                return lane;
+        return null;
+    }
+    async drain() {
+        this.running = true;
+        try {
+            while (!this.aborted && this.backoffTimer === null) {
+                const lane = this.nextLane();
+                if (lane === null)
+                    break;
+                // Both lanes share the loop; the cast keeps one code path for the two item types.
+                const l = lane;
+                const batch = l.take(this.batchSize);
+                let error = null;
+                try {
+                    await l.write(batch.items);
+                }
+                catch (err) {
+                    error = err ?? new Error('inventory write failed');
+                }
+                this.lastContact = Date.now();
+                if (error === null) {
+                    l.commit(batch);
+                    this.failures = 0;
+                    this.healthy = true;
+                    if (l.overflowing && l.pending < this.limitOf(l))
+                        l.overflowing = false;
+                    this.call(() => this.onFlushCb?.(batch.items.length, l.kind));
+                }
+                else if (error instanceof InventoryDataError) {
+                    if (batch.items.length > 1) {
+                        l.split(batch);
+                    }
+                    else {
+                        l.reject(batch);
+                        this.emitError(new InventoryDataError(`${l.kind === 'audit' ? 'audit event' : 'certificate record'} discarded: ${error.message}`, { cause: error }));
+                    }
+                }
+                else {
+                    this.healthy = false;
+                    this.emitError(error);
+                    this.scheduleRetry();
+                }
+                this.settleWaiters();
+            }
+        }
+        finally {
+            this.running = false;
+        }
+        this.settleWaiters();
+    }
+    limitOf(l) {
+        if (l === this.audit)
+            return this.maxAuditBuffer;
+        return this.failClosed ? this.hardLimit : this.maxBuffer;
+    }
+    overflow(lane) {
+        if (!lane.dropOldest())
+            return;
+        if (!lane.overflowing) {
+            lane.overflowing = true;
+            this.emitError(new InventoryOverflowError(`inventory buffer full (${this.limitOf(lane)} pending ${lane.kind}): dropping the oldest unwritten entries`));
+        }
+        this.settleWaiters();
+    }
+    scheduleRetry() {
+        this.failures++;
+        const base = Math.min(this.retryMaxMs, this.retryInitialMs * 2 ** Math.min(30, this.failures - 1));
+        const delay = base / 2 + (Math.random() * base) / 2;
+        this.backoffTimer = setTimeout(() => {
+            this.backoffTimer = null;
+            this.kick();
+        }, delay);
+        if (!this.refTimers)
+            this.backoffTimer.unref();
+    }
+    settleWaiters() {
+        if (this.waiters.length === 0)
+            return;
+        const still = [];
+        for (const w of this.waiters) {
+            if (this.certs.settledBelow(w.certs) && this.audit.settledBelow(w.audit))
+                w.resolve();
+            else
+                still.push(w);
+        }
+        this.waiters = still;
+    }
+    rejectWaiters(err) {
+        const ws = this.waiters;
+        this.waiters = [];
+        for (const w of ws)
+            w.reject(err);
+    }
+    emitError(err) {
+        const e = err instanceof Error ? err : new Error(String(err));
+        this.call(() => this.onErrorCb?.(e));
+    }
+    call(fn) {
+        try {
+            fn();
+        }
+        catch {
+            // Callbacks are for metrics and logs; they must not break the write loop.
+        }
+    }
+}
+//# sourceMappingURL=recorder.js.map

@@ -1,0 +1,94 @@
+import { ConfigError } from '../errors/ca-error.js';
+import { openStore } from './open.js';
+import { InventoryRecorder } from './recorder.js';
+/**
+ * The inventory as the server runs it: the store, the write-behind recorder in front of it, the
+ * retention pruner, and the gauges operators watch (backlog, store up, records).
+ */
+export class InventoryService {
+    store;
+    recorder;
+    o;
+    timers = [];
+    constructor(store, recorder, o) {
+        this.store = store;
+        this.recorder = recorder;
+        this.o = o;
+    }
+    static async open(o, logger, metrics) {
+        const kind = o.store ?? (o.url ? 'postgres' : 'sqlite');
+        if (kind === 'none')
+            return undefined;
+        if (kind === 'postgres' && !o.url)
+            throw new ConfigError('inventory.store postgres needs inventory.url');
+        if (kind === 'sqlite' && !o.path)
+            throw new ConfigError('inventory.path is not set');
+        let store;
+        try {
+            store = await openStore(kind === 'postgres' ? { kind: 'postgres', url: o.url } : { kind: 'sqlite', path: o.path });
+        }
+        catch (err) {
+            // Unreachable PostgreSQL at start: refuse with a clear message (a replica without its store
+            // would serve certificates nobody can see).
+            throw new ConfigError(`cannot open the ${kind} inventory store: ${err.message.split('\n')[0]}`);
+        }
+        let lastError = 0;
+        const recorder = new InventoryRecorder(store, {
+            failClosed: o.failClosed,
+            maxBuffer: o.maxBuffer,
+            onError: (err) => {
+                // One line per burst, not per retry.
+                if (Date.now() - lastError > 10_000)
+                    logger.error({ err }, 'inventory write failed; records are kept in memory and retried');
+                lastError = Date.now();
+            },
+        });
+        const svc = new InventoryService(store, recorder, o);
+        if (metrics)
+            metrics.recorder = recorder;
+        const count = () => {
+            store.count().then((n) => metrics?.records.set(n), () => { });
+        };
+        count();
+        svc.timers.push(setInterval(count, 30_000).unref());
+        const prune = () => {
+            store.pruneExpired(new Date(Date.now() - o.retention * 1000)).then((n) => n > 0 && logger.info({ pruned: n }, 'pruned expired inventory records'), (err) => logger.warn({ err }, 'inventory pruning failed; will retry'));
+        };
+        prune();
+        svc.timers.push(setInterval(prune, 3600_000).unref());
+        logger.info({ store: kind, ...(kind === 'sqlite' ? { path: o.path } : {}), failClosed: o.failClosed }, 'inventory store open');
+        return svc;
+    }
+    record(rec) {
+        this.recorder.record(rec);
+    }
+    recordAudit(ev) {
+        this.recorder.recordAudit(ev);
+    }
+    accepting() {
+        return !this.o.failClosed || (this.recorder.storeHealthy && this.recorder.canAccept());
+    }
+    /** Ready when the store answers, or while it is down but the buffer still has room. */
+    async readiness() {
+        try {
+            await this.store.ping();
+            return { ok: true, detail: `store reachable, backlog ${this.recorder.backlog}` };
+        }
+        catch {
+            const room = this.recorder.canAccept();
+            return { ok: room && !this.o.failClosed, detail: `store unreachable, buffering ${this.recorder.backlog} records` };
+        }
+    }
+    /** Writes everything buffered (a clean shutdown loses nothing), then closes the store. */
+    async close(deadlineMs = 30_000) {
+        for (const t of this.timers)
+            clearInterval(t);
+        try {
+            await this.recorder.close({ deadlineMs });
+        }
+        finally {
+            await this.store.close();
+        }
+    }
+}
+//# sourceMappingURL=service.js.map

@@ -1,0 +1,48 @@
+import { createHash } from 'node:crypto';
+/** The inventory record of a certificate meshcert just issued (no re-parsing: we know every field). */
+export function recordFromIssued(cert, ctx, now = new Date()) {
+    const w = cert.workload;
+    return {
+        serial: cert.leaf.serial,
+        fingerprint: createHash('sha256').update(cert.leaf.der).digest('hex'),
+        spiffeId: cert.spiffeId,
+        namespace: w?.namespace ?? null,
+        serviceAccount: w?.serviceAccount ?? null,
+        cluster: ctx.clusterId || null,
+        issuer: cert.issuer,
+        keyAlgorithm: cert.key.algorithm,
+        keySize: cert.key.size,
+        notBefore: cert.leaf.notBefore,
+        notAfter: cert.leaf.notAfter,
+        issuedAt: now,
+        requester: cert.caller.identities[0] ?? null,
+        policyRule: cert.policyRule ?? null,
+        source: 'issued',
+        dnsNames: [...(cert.dnsNames ?? [])],
+    };
+}
+/**
+ * Records every issuance and audits every refusal, into a sink. No secrets: identities and codes
+ * only. An issuance's audit entry is its certificate record (who asked, for which identity, when,
+ * under which rule, serial): writing a second row for it would double the store's write load at
+ * thousands of certificates per second for no information.
+ */
+export function inventoryObserver(sink) {
+    return {
+        issued(cert, ctx) {
+            sink.record(recordFromIssued(cert, ctx));
+        },
+        refused(code, reason, ctx) {
+            sink.recordAudit({
+                at: new Date(),
+                requester: ctx.caller ?? null,
+                identity: null,
+                cluster: ctx.clusterId || null,
+                decision: 'refused',
+                code,
+                reason,
+            });
+        },
+    };
+}
+//# sourceMappingURL=sink.js.map

@@ -1,0 +1,317 @@
+/**
+ * SQLite inventory store (better-sqlite3, WAL). For a single replica: the file lives on the
+ * replica's volume.
+ *
+ * better-sqlite3 is synchronous, and a 500-row batch with its index updates (plus the fsync of
+ * an occasional WAL checkpoint) can take tens to hundreds of milliseconds on a slow disk. Run on
+ * the main thread, that would stall every in-flight issuance. So the database lives in a
+ * dedicated worker thread: this class only builds SQL and parameters (shared with the PostgreSQL
+ * store, see common.ts) and exchanges messages with the worker; the event loop never waits on
+ * SQLite. The worker is a small self-contained CommonJS script (WORKER_SOURCE) started with
+ * `eval: true`, so it works the same from TypeScript sources (tests) and from compiled dist/.
+ *
+ * Timestamps are stored as INTEGER milliseconds since the epoch; dns_names as JSON text.
+ */
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { AUDIT_COLUMNS, AUDIT_TABLE, CERT_COLUMNS, CERT_TABLE, GET_SQL, LATEST_PER_IDENTITY_SQL, LATEST_PER_IDENTITY_UNDER_FRACTION_SQL, MIGRATIONS_TABLE, buildListQuery, dnsNamesJson, normalizeKey, pageOf, prepareAudit, rowToRecord, validateRecords, } from './common.js';
+import { InventoryDataError, } from './types.js';
+/** Schema versions, applied in order, in the migration transaction. Never edit one that shipped. */
+const MIGRATIONS = [
+    {
+        version: 1,
+        statements: [
+            `CREATE TABLE ${CERT_TABLE} (
+        fingerprint TEXT PRIMARY KEY NOT NULL,
+        serial TEXT NOT NULL,
+        spiffe_id TEXT,
+        namespace TEXT,
+        service_account TEXT,
+        cluster TEXT,
+        issuer TEXT NOT NULL,
+        key_algorithm TEXT NOT NULL,
+        key_size INTEGER NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        issued_at INTEGER NOT NULL,
+        requester TEXT,
+        policy_rule TEXT,
+        source TEXT NOT NULL,
+        subject TEXT,
+        dns_names TEXT NOT NULL DEFAULT '[]'
+      )`,
+            `CREATE INDEX ${CERT_TABLE}_serial ON ${CERT_TABLE} (serial)`,
+            `CREATE INDEX ${CERT_TABLE}_not_after ON ${CERT_TABLE} (not_after, fingerprint)`,
+            `CREATE INDEX ${CERT_TABLE}_namespace ON ${CERT_TABLE} (namespace, not_after, fingerprint)`,
+            `CREATE INDEX ${CERT_TABLE}_spiffe ON ${CERT_TABLE} (spiffe_id, issued_at DESC)`,
+            `CREATE TABLE ${AUDIT_TABLE} (
+        id TEXT PRIMARY KEY NOT NULL,
+        at INTEGER NOT NULL,
+        requester TEXT,
+        identity TEXT,
+        cluster TEXT,
+        decision TEXT NOT NULL CHECK (decision IN ('issued', 'refused')),
+        code TEXT,
+        reason TEXT,
+        serial TEXT
+      )`,
+            `CREATE INDEX ${AUDIT_TABLE}_at ON ${AUDIT_TABLE} (at)`,
+        ],
+    },
+];
+const INSERT_CERT_SQL = `INSERT INTO ${CERT_TABLE} (${CERT_COLUMNS.join(', ')}) VALUES (${CERT_COLUMNS.map(() => '?').join(', ')}) ` +
+    'ON CONFLICT (fingerprint) DO NOTHING';
+const INSERT_AUDIT_SQL = `INSERT INTO ${AUDIT_TABLE} (${AUDIT_COLUMNS.join(', ')}) VALUES (${AUDIT_COLUMNS.map(() => '?').join(', ')}) ` +
+    'ON CONFLICT (id) DO NOTHING';
+const MIGRATIONS_TABLE_SQL = `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)`;
+/**
+ * The worker: owns the connection, runs what it is sent, answers { id, result } or
+ * { id, error: { message, code, name } } (error `code`s do not survive structured clone).
+ * Plain CommonJS on purpose (see the module comment).
+ */
+const WORKER_SOURCE = String.raw `
+'use strict';
+const { parentPort, workerData } = require('node:worker_threads');
+let db = null;
+let openError = null;
+try {
+  const Database = require(workerData.modulePath);
+  db = new Database(workerData.path);
+  db.pragma('busy_timeout = ' + workerData.busyTimeoutMs);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+} catch (err) {
+  openError = err;
+  if (db) { try { db.close(); } catch (_) {} db = null; }
+}
+const cache = new Map();
+function stmt(sql) {
+  let s = cache.get(sql);
+  if (s === undefined) {
+    if (cache.size >= 256) cache.clear();
+    s = db.prepare(sql);
+    cache.set(sql, s);
+  }
+  return s;
+}
+const ops = {
+  all(sql, params) { return stmt(sql).all(...params); },
+  get(sql, params) { const row = stmt(sql).get(...params); return row === undefined ? null : row; },
+  run(sql, params) { return stmt(sql).run(...params).changes; },
+  batch(sql, rows) {
+    const s = stmt(sql);
+    db.transaction(() => { for (const r of rows) s.run(...r); }).immediate();
+    return null;
+  },
+  migrate(createSql, table, migrations) {
+    // BEGIN IMMEDIATE takes the write lock up front: two connections migrating one file serialise.
+    db.transaction(() => {
+      db.exec(createSql);
+      const applied = new Set(db.prepare('SELECT version FROM ' + table).all().map((r) => r.version));
+      const record = db.prepare('INSERT INTO ' + table + ' (version, applied_at) VALUES (?, ?)');
+      for (const m of migrations) {
+        if (applied.has(m.version)) continue;
+        for (const sql of m.statements) db.exec(sql);
+        record.run(m.version, Date.now());
+      }
+    }).immediate();
+    cache.clear();
+    return null;
+  },
+  close() {
+    if (db) { cache.clear(); db.close(); db = null; }
+    if (openError === null) openError = new Error('inventory store is closed');
+    return null;
+  },
+};
+parentPort.on('message', (m) => {
+  try {
+    if (db === null && m.op !== 'close') throw openError || new Error('inventory store is closed');
+    parentPort.postMessage({ id: m.id, result: ops[m.op](...m.args) });
+  } catch (err) {
+    const e = err || {};
+    parentPort.postMessage({
+      id: m.id,
+      error: { message: String(e.message || e), code: typeof e.code === 'string' ? e.code : null, name: String(e.name || 'Error') },
+    });
+  }
+});
+`;
+function sqliteParam(v) {
+    return v instanceof Date ? v.getTime() : v;
+}
+/** Constraint and type errors are properties of the data; everything else (busy, full, I/O) is transient. */
+function classify(err) {
+    const code = err.code;
+    if (err.name === 'TypeError' ||
+        err.name === 'RangeError' ||
+        (typeof code === 'string' && (code.startsWith('SQLITE_CONSTRAINT') || code === 'SQLITE_MISMATCH' || code === 'SQLITE_TOOBIG'))) {
+        return new InventoryDataError('the inventory database rejected the batch', { cause: err });
+    }
+    return err;
+}
+export class SqliteInventoryStore {
+    kind = 'sqlite';
+    worker;
+    pending = new Map();
+    nextId = 1;
+    closed = false;
+    dead = null;
+    closing = null;
+    constructor(options) {
+        const path = options.path;
+        if (path !== ':memory:' && path !== '') {
+            const abs = resolve(path);
+            mkdirSync(dirname(abs), { recursive: true, mode: 0o700 });
+            // Create the file 0600 before SQLite does (SQLite gives its -wal/-shm files the same mode).
+            closeSync(openSync(abs, 'a', 0o600));
+            chmodSync(abs, 0o600);
+        }
+        this.worker = new Worker(WORKER_SOURCE, {
+            eval: true,
+            workerData: {
+                modulePath: createRequire(import.meta.url).resolve('better-sqlite3'),
+                path: path === ':memory:' || path === '' ? path : resolve(path),
+                busyTimeoutMs: Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000)),
+            },
+        });
+        // Referenced only while a request is outstanding: an idle store never keeps the process alive.
+        this.worker.unref();
+        this.worker.on('message', (m) => {
+            const p = this.pending.get(m.id);
+            if (p === undefined)
+                return;
+            this.pending.delete(m.id);
+            if (this.pending.size === 0)
+                this.worker.unref();
+            if (m.error !== undefined) {
+                const e = Object.assign(new Error(m.error.message), { code: m.error.code });
+                e.name = m.error.name;
+                p.reject(e);
+            }
+            else {
+                p.resolve(m.result);
+            }
+        });
+        const fail = (err) => {
+            this.dead = err;
+            for (const p of this.pending.values())
+                p.reject(err);
+            this.pending.clear();
+        };
+        this.worker.on('error', (err) => fail(err));
+        this.worker.on('exit', (code) => fail(new Error(`inventory sqlite worker exited (code ${code})`)));
+    }
+    call(op, ...args) {
+        if (this.closed && op !== 'close')
+            return Promise.reject(new Error('inventory store is closed'));
+        if (this.dead !== null)
+            return Promise.reject(this.dead);
+        const id = this.nextId++;
+        return new Promise((resolve, reject) => {
+            this.pending.set(id, { resolve: resolve, reject });
+            if (this.pending.size === 1)
+                this.worker.ref();
+            this.worker.postMessage({ id, op, args });
+        });
+    }
+    async migrate() {
+        await this.call('migrate', MIGRATIONS_TABLE_SQL, MIGRATIONS_TABLE, MIGRATIONS);
+    }
+    async insertMany(records) {
+        if (records.length === 0)
+            return;
+        validateRecords(records);
+        const rows = records.map((r) => [
+            r.fingerprint,
+            r.serial,
+            r.spiffeId,
+            r.namespace,
+            r.serviceAccount,
+            r.cluster,
+            r.issuer,
+            r.keyAlgorithm,
+            r.keySize,
+            r.notBefore.getTime(),
+            r.notAfter.getTime(),
+            r.issuedAt.getTime(),
+            r.requester,
+            r.policyRule,
+            r.source,
+            r.subject ?? null,
+            dnsNamesJson(r),
+        ]);
+        try {
+            await this.call('batch', INSERT_CERT_SQL, rows);
+        }
+        catch (err) {
+            throw classify(err);
+        }
+    }
+    async insertAudit(events) {
+        if (events.length === 0)
+            return;
+        const rows = prepareAudit(events).map((e) => [
+            e.id,
+            e.at.getTime(),
+            e.requester,
+            e.identity,
+            e.cluster,
+            e.decision,
+            e.code ?? null,
+            e.reason ?? null,
+            e.serial ?? null,
+        ]);
+        try {
+            await this.call('batch', INSERT_AUDIT_SQL, rows);
+        }
+        catch (err) {
+            throw classify(err);
+        }
+    }
+    async get(serialOrFingerprint) {
+        const k = normalizeKey(serialOrFingerprint);
+        if (k.length === 0)
+            return null;
+        const row = await this.call('get', GET_SQL, [k, k, k]);
+        return row === null ? null : rowToRecord(row);
+    }
+    async list(filter) {
+        const q = buildListQuery(filter);
+        const rows = await this.call('all', q.sql, q.params.map(sqliteParam));
+        return pageOf(rows.map(rowToRecord), q.limit);
+    }
+    async count() {
+        const row = await this.call('get', `SELECT count(*) AS n FROM ${CERT_TABLE}`, []);
+        return row.n;
+    }
+    async latestPerIdentity(expiringBefore, now, options = {}) {
+        const f = options.maxRemainingFraction;
+        const rows = f === undefined
+            ? await this.call('all', LATEST_PER_IDENTITY_SQL, [now.getTime(), expiringBefore.getTime()])
+            : await this.call('all', LATEST_PER_IDENTITY_UNDER_FRACTION_SQL, [now.getTime(), expiringBefore.getTime(), now.getTime(), f]);
+        return rows.map(rowToRecord);
+    }
+    async pruneExpired(before) {
+        return this.call('run', `DELETE FROM ${CERT_TABLE} WHERE not_after < ?`, [before.getTime()]);
+    }
+    async ping() {
+        await this.call('get', 'SELECT 1 AS ok', []);
+    }
+    /** Waits for outstanding requests, closes the database, stops the worker. Idempotent. */
+    close() {
+        if (this.closing !== null)
+            return this.closing;
+        const closeReq = this.call('close');
+        this.closed = true;
+        this.closing = closeReq
+            .catch(() => undefined)
+            .then(async () => {
+            await this.worker.terminate();
+        });
+        return this.closing;
+    }
+}
+//# sourceMappingURL=sqlite.js.map

@@ -1,0 +1,95 @@
+import { CaError } from '../errors/ca-error.js';
+import { parseWorkloadSpiffeId } from '../x509/spiffe-id.js';
+import { PodCacheNotReadyError, podTerminated } from './pod-cache.js';
+export const DEFAULT_TRUSTED_NODE_ACCOUNTS = ['istio-system/ztunnel'];
+const deny = (message) => new CaError('IMPERSONATION_DENIED', message);
+export class NodeAuthorizer {
+    trusted;
+    pods;
+    trustDomain;
+    constructor(opts) {
+        const accounts = opts.trustedNodeAccounts ?? DEFAULT_TRUSTED_NODE_ACCOUNTS;
+        if (!Array.isArray(accounts))
+            throw new Error('trustedNodeAccounts must be a list of "namespace/serviceAccount"');
+        for (const a of accounts) {
+            if (typeof a !== 'string' || !/^[^/\s]+\/[^/\s]+$/.test(a)) {
+                throw new Error(`trustedNodeAccounts entry ${JSON.stringify(a)} must be "namespace/serviceAccount"`);
+            }
+        }
+        this.trusted = new Set(accounts);
+        this.pods = opts.pods;
+        this.trustDomain = opts.trustDomain;
+    }
+    /** Whether this caller is a trusted node account at all (cheap, no cache access). */
+    isTrustedNodeAccount(caller) {
+        return caller.namespace !== undefined && caller.serviceAccount !== undefined && this.trusted.has(`${caller.namespace}/${caller.serviceAccount}`);
+    }
+    /** Returns when allowed; throws CaError IMPERSONATION_DENIED or AUTH_BACKEND_UNAVAILABLE. */
+    authorize(caller, requestedIdentity) {
+        // 1. Trusted node account.
+        if (caller.namespace === undefined || caller.serviceAccount === undefined) {
+            throw deny('ImpersonatedIdentity requires a Kubernetes service-account token from a trusted node proxy (such as istio-system/ztunnel)');
+        }
+        const callerAccount = `${caller.namespace}/${caller.serviceAccount}`;
+        if (!this.trusted.has(callerAccount)) {
+            throw deny(`service account ${callerAccount} may not request certificates for other workloads (ImpersonatedIdentity); only trusted node accounts may: ${[...this.trusted].join(', ') || 'none configured'}`);
+        }
+        // 2. Requested identity shape.
+        const wanted = typeof requestedIdentity === 'string' ? parseWorkloadSpiffeId(requestedIdentity) : null;
+        if (!wanted) {
+            throw deny(`ImpersonatedIdentity must be a workload identity spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>; got ${printable(requestedIdentity)}`);
+        }
+        if (this.trustDomain !== undefined && wanted.trustDomain !== this.trustDomain) {
+            throw deny(`ImpersonatedIdentity is in trust domain ${wanted.trustDomain}, but this CA issues for ${this.trustDomain}`);
+        }
+        // 3. Bound pod token.
+        if (!caller.pod || !caller.pod.name || !caller.pod.uid) {
+            throw deny(`the caller's token is not bound to a pod: ${callerAccount} must use a projected service-account token (bound to its pod) to request certificates for other workloads`);
+        }
+        // 4-6 read the cache.
+        if (!this.pods.synced)
+            throw unavailable();
+        try {
+            const pod = this.pods.getPod(caller.namespace, caller.pod.name);
+            const nodeName = this.checkCallerPod(caller, callerAccount, pod);
+            if (caller.node?.name && caller.node.name !== nodeName) {
+                throw deny(`the caller's token is bound to node ${caller.node.name}, but its pod ${caller.namespace}/${caller.pod.name} runs on node ${nodeName}`);
+            }
+            if (!this.pods.hasServiceAccountOnNode(nodeName, wanted.namespace, wanted.serviceAccount)) {
+                throw deny(`no running pod with service account ${wanted.namespace}/${wanted.serviceAccount} is on node ${nodeName} (the caller's node); a node proxy may only request certificates for workloads on its own node`);
+            }
+        }
+        catch (err) {
+            if (err instanceof PodCacheNotReadyError)
+                throw unavailable(err);
+            throw err;
+        }
+    }
+    /** Returns the caller pod's node, or throws a denial. */
+    checkCallerPod(caller, callerAccount, pod) {
+        const ref = `${caller.namespace}/${caller.pod.name}`;
+        if (!pod)
+            throw deny(`the caller's pod ${ref} does not exist (its token is bound to a pod that is gone)`);
+        if (pod.uid !== caller.pod.uid) {
+            throw deny(`the caller's token is bound to pod ${ref} with UID ${caller.pod.uid}, but that pod now has UID ${pod.uid || '(none)'}: the token belongs to a pod that has been replaced`);
+        }
+        if (pod.serviceAccount !== caller.serviceAccount) {
+            throw deny(`the caller's pod ${ref} runs as service account ${pod.namespace}/${pod.serviceAccount || '(none)'}, not ${callerAccount}`);
+        }
+        if (podTerminated(pod))
+            throw deny(`the caller's pod ${ref} has terminated (phase ${pod.phase})`);
+        if (!pod.nodeName)
+            throw deny(`the caller's pod ${ref} is not scheduled on a node`);
+        return pod.nodeName;
+    }
+}
+function unavailable(cause) {
+    return new CaError('AUTH_BACKEND_UNAVAILABLE', 'the CA cannot check which workloads run on the caller\'s node yet (its pod cache is not synced with the Kubernetes API server); retry later', cause === undefined ? undefined : { cause });
+}
+function printable(v) {
+    if (typeof v !== 'string')
+        return typeof v;
+    const s = JSON.stringify(v.length > 120 ? `${v.slice(0, 120)}…` : v);
+    return s;
+}
+//# sourceMappingURL=node-authorizer.js.map

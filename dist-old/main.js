@@ -1,0 +1,206 @@
+/**
+ * Composition root: turns a validated config into running parts and wires them together.
+ * The only module that knows every other one.
+ */
+import { availableParallelism } from 'node:os';
+import { AuthChain } from './auth/chain.js';
+import { ClientCertAuthenticator } from './auth/client-cert.js';
+import { JwtAuthenticator } from './auth/jwt.js';
+import { TokenCache } from './auth/token-cache.js';
+import { TokenReviewAuthenticator } from './auth/tokenreview.js';
+import { WorkSlicer } from './authority/slicer.js';
+import { Authority } from './authority/authority.js';
+import { IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
+import { ensureDevIssuer } from './dev/token-issuer.js';
+import { CaError, ConfigError } from './errors/ca-error.js';
+import { fanOut } from './authority/observer.js';
+import { createCertificateHandler } from './grpc/certificate-service.js';
+import { inventoryObserver } from './inventory/sink.js';
+import { HealthService } from './grpc/health.js';
+import { GrpcServer } from './grpc/server.js';
+import { CERTIFICATE_SERVICE, HEALTH_SERVICE, methodCodec } from './grpc/proto.js';
+import { loadCaState } from './ca/state.js';
+export { loadCaState, loadIssuer, prepareSharedState } from './ca/state.js';
+import { kubeSource } from './k8s/source.js';
+import { ServingCertificate } from './serving/serving-cert.js';
+export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
+/** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
+export async function buildAuthChain(config, issuers, logger, metrics) {
+    const closers = [];
+    const clientCert = config.auth.clientCertificates
+        ? // The listener passes on only the peer's leaf, so our own intermediates are trusted as anchors
+            // too: a leaf they signed is ours by construction.
+            new ClientCertAuthenticator({ roots: () => issuers().anchors })
+        : undefined;
+    const clusters = new Map();
+    const clusterConfigs = [...config.auth.clusters];
+    if (config.dev.tokenIssuer) {
+        const dev = await ensureDevIssuer(config.dataDir);
+        const existing = clusterConfigs.findIndex((c) => c.name === config.auth.defaultCluster);
+        const devRule = { issuer: dev.issuer, audiences: ['istio-ca'], jwksFile: dev.jwksFile };
+        if (existing >= 0) {
+            const c = clusterConfigs[existing];
+            clusterConfigs[existing] = { ...c, jwt: [...c.jwt, devRule] };
+        }
+        else {
+            clusterConfigs.push({ name: config.auth.defaultCluster, jwt: [devRule], tokenReview: undefined, trustDomain: undefined });
+        }
+        logger.warn({ jwksFile: dev.jwksFile }, 'DEV MODE: trusting tokens from the local development issuer; never use this in production');
+    }
+    for (const c of clusterConfigs) {
+        const trustDomain = c.trustDomain ?? config.trustDomain;
+        const list = [];
+        if (clientCert)
+            list.push(clientCert);
+        if (c.jwt.length > 0) {
+            const issuers = c.jwt.map((j) => ({
+                issuer: j.issuer,
+                audiences: [...j.audiences],
+                ...(j.jwksUri ? { jwksUri: j.jwksUri } : { jwksFile: j.jwksFile }),
+                clockSkewSeconds: config.auth.clockSkew,
+                trustDomain,
+            }));
+            const jwt = new JwtAuthenticator({
+                issuers,
+                onRefreshFailure: (iss, err) => {
+                    metrics?.jwksRefreshFailures.inc({ issuer: iss });
+                    logger.warn({ issuer: iss, err }, 'JWKS refresh failed; keeping the last good keys');
+                },
+            });
+            await jwt.start();
+            closers.push(() => jwt.close());
+            list.push(jwt);
+        }
+        if (c.tokenReview) {
+            const tr = new TokenReviewAuthenticator({
+                ...(c.tokenReview.apiServer ? { apiServer: c.tokenReview.apiServer } : {}),
+                ...(c.tokenReview.caFile ? { caFile: c.tokenReview.caFile } : {}),
+                ...(c.tokenReview.tokenFile ? { tokenFile: c.tokenReview.tokenFile } : {}),
+                audiences: [...c.tokenReview.audiences],
+                trustDomain,
+                timeoutMs: c.tokenReview.timeout * 1000,
+            });
+            closers.push(() => tr.close());
+            list.push(tr);
+        }
+        if (list.length === (clientCert ? 1 : 0) && !clientCert) {
+            throw new ConfigError(`auth.clusters "${c.name}" has no authenticator: add jwt issuers or tokenReview`);
+        }
+        clusters.set(c.name, list);
+    }
+    if (clusters.size === 0) {
+        throw new ConfigError('no authentication configured: add auth.clusters with jwt issuers or tokenReview (or run "meshcert serve --dev" locally)');
+    }
+    const chain = new AuthChain({
+        clusters,
+        defaultCluster: effectiveDefaultCluster(config, clusters),
+        cache: config.auth.tokenCache.maxEntries > 0 ? new TokenCache({ maxEntries: config.auth.tokenCache.maxEntries, maxTtlMs: config.auth.tokenCache.maxTtl * 1000 }) : false,
+    });
+    return { chain, defaultCluster: effectiveDefaultCluster(config, clusters), close: () => closers.forEach((c) => c()) };
+}
+/**
+ * What an empty `clusterid` means, decided once for authentication, policy and inventory alike:
+ * auth.defaultCluster when configured, else the only cluster there is.
+ */
+function effectiveDefaultCluster(config, clusters) {
+    if (clusters.has(config.auth.defaultCluster) || clusters.size !== 1)
+        return config.auth.defaultCluster;
+    return [...clusters.keys()][0];
+}
+export async function startMeshcert(config, o) {
+    const { logger } = o;
+    let state = await loadCaState(config, logger);
+    const issuers = () => state.issuers;
+    const currentIssuer = () => state.issuers.default;
+    for (const i of state.issuers.all) {
+        logger.info({ issuer: i.name, subject: i.material.signingCert.subject.replace(/\n/g, ', '), notAfter: i.notAfter.toISOString(), roots: i.material.roots.length }, 'CA loaded');
+    }
+    const closers = [];
+    const auth = await buildAuthChain(config, issuers, logger, o.metrics);
+    closers.push(auth.close);
+    const nodeAuthorizer = config.ambient.enabled ? await startNodeAuthorization(config, logger, closers) : undefined;
+    const sink = o.sink;
+    const slicer = new WorkSlicer();
+    const authority = new Authority({
+        authenticate: (req) => auth.chain.authenticate(req),
+        schedule: (work) => slicer.run(work),
+        // On the thread pool only when there is a second core for it to use.
+        signatures: o.signatures ?? (availableParallelism() > 1 ? 'pool' : 'inline'),
+        issuers,
+        policy: () => state.policy,
+        options: { backdate: config.issuance.backdate, defaultCluster: auth.defaultCluster, trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [] },
+        ...(sink ? { beforeSign: () => assertInventoryAccepting(sink) } : {}),
+        ...(config.overload.perIdentity ? { rateLimit: new IdentityRateLimiter(config.overload.perIdentity) } : {}),
+        ...(nodeAuthorizer ? { nodeAuthorizer } : {}),
+    });
+    const limiter = new InFlightLimiter(config.overload.maxInFlight);
+    const caMetrics = () => {
+        for (const i of state.issuers.all)
+            o.metrics?.setCaExpiry(i.name, i.material.roots, i.material.intermediates);
+    };
+    caMetrics();
+    const observers = [o.metrics?.observer(), sink && inventoryObserver(sink), o.observer].filter((x) => x !== undefined);
+    const health = new HealthService([CA_SERVICE_NAME]);
+    // The serving certificate's renewals update the listener created with its first value.
+    const listener = {};
+    const servingExpiry = (notAfter) => o.metrics?.caExpiry.set({ issuer: 'default', role: 'serving', subject: 'meshcert serving certificate' }, notAfter.getTime() / 1000);
+    const serving = ServingCertificate.start(config.server.tls, currentIssuer, logger, (m) => {
+        servingExpiry(m.notAfter);
+        listener.current?.updateTls({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: state.issuers.anchorsPem });
+    });
+    servingExpiry(serving.current.notAfter);
+    let closing = false;
+    const server = new GrpcServer({ listen: config.server.listen, maxRequestBytes: config.server.maxRequestBytes, shutdownGrace: config.server.shutdownGrace, maxConcurrentStreams: config.server.maxConcurrentStreams }, { certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem }, logger)
+        .unary(methodCodec(CERTIFICATE_SERVICE, 'CreateCertificate'), createCertificateHandler({ authority, logger, observer: fanOut(observers), ready: () => !closing && health.serving, admit: () => limiter.admit() }))
+        .unary(methodCodec(HEALTH_SERVICE, 'Check'), (req) => health.check(req))
+        .serverStream(methodCodec(HEALTH_SERVICE, 'Watch'), (req, _call, stream) => health.watch(req, stream));
+    listener.current = server;
+    const port = await server.start();
+    health.setAll('SERVING');
+    logger.info({ listen: config.server.listen, port, trustDomain: config.trustDomain, servingCert: serving.current.source, ambient: config.ambient.enabled }, 'meshcert serving');
+    return {
+        port,
+        issuer: currentIssuer,
+        issuers,
+        health,
+        async reload(next) {
+            // Build everything first; a failure leaves the running state untouched.
+            const fresh = await loadCaState(next, logger, { reload: true });
+            const signerChanged = fresh.issuers.default.material.signingCert.fingerprint256 !== state.issuers.default.material.signingCert.fingerprint256;
+            state = fresh;
+            caMetrics();
+            if (signerChanged)
+                serving.reissue();
+            else
+                server.updateTls({ certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem });
+            logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length, roots: fresh.issuers.roots.length }, 'configuration reloaded');
+        },
+        async close() {
+            closing = true;
+            health.setAll('NOT_SERVING');
+            health.endWatches();
+            await server.shutdown();
+            serving.close();
+            for (const c of closers)
+                await c();
+        },
+    };
+}
+/** Ambient mode: a watch-backed pod cache and the node authorizer that reads it. */
+async function startNodeAuthorization(config, logger, closers) {
+    const source = kubeSource(config);
+    // Loaded only in ambient mode: @kubernetes/client-node costs ~60 MB per process.
+    const [{ createKubeClient }, { PodCache }, { NodeAuthorizer }] = await Promise.all([import('./k8s/client.js'), import('./k8s/pod-cache.js'), import('./k8s/node-authorizer.js')]);
+    const pods = new PodCache({ client: createKubeClient(source), log: logger });
+    closers.push(() => pods.stop());
+    // Not fatal: until the cache syncs, impersonated requests get UNAVAILABLE (retried), never a denial.
+    await pods.start().catch((err) => logger.error({ err }, 'pod cache could not sync yet; ambient requests get UNAVAILABLE until it does'));
+    return new NodeAuthorizer({ pods, trustedNodeAccounts: config.ambient.trustedNodeAccounts, trustDomain: config.trustDomain });
+}
+/** inventory.failClosed: refuse before signing while records cannot be kept. */
+function assertInventoryAccepting(sink) {
+    if (!sink.accepting()) {
+        throw new CaError('ISSUER_UNAVAILABLE', 'the certificate inventory is unavailable and this CA is configured to fail closed; retry shortly');
+    }
+}
+//# sourceMappingURL=main.js.map

@@ -1,0 +1,151 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+/**
+ * meshcert's metrics. Istio's Citadel names come first so existing Istio dashboards and alerts
+ * work unchanged; meshcert's own carry the `meshcert_` prefix. In multi-process mode each worker
+ * registers these in prom-client's global registry and the primary aggregates them
+ * (`aggregator` says how: counters sum, expiry timestamps take the earliest).
+ */
+export class CaMetrics {
+    registry;
+    csrCount;
+    success;
+    authnFailures;
+    csrParsingErrors;
+    idExtractionErrors;
+    signErrors;
+    rootExpiryTimestamp;
+    rootExpirySeconds;
+    chainExpiryTimestamp;
+    chainExpirySeconds;
+    requestDuration;
+    refusals;
+    caExpiry;
+    jwksRefreshFailures;
+    overloadRejections;
+    constructor(registry = new Registry()) {
+        this.registry = registry;
+        const r = [registry];
+        this.csrCount = new Counter({ name: 'citadel_server_csr_count', help: 'The number of CSRs received by the CA server.', registers: r });
+        this.success = new Counter({ name: 'citadel_server_success_cert_issuance_count', help: 'The number of certificates issuances that have succeeded.', registers: r });
+        this.authnFailures = new Counter({ name: 'citadel_server_authentication_failure_count', help: 'The number of authentication failures.', registers: r });
+        this.csrParsingErrors = new Counter({ name: 'citadel_server_csr_parsing_err_count', help: 'The number of errors occurred when parsing the CSR.', registers: r });
+        this.idExtractionErrors = new Counter({ name: 'citadel_server_id_extraction_err_count', help: 'The number of errors occurred when extracting the ID from the CSR or the caller.', registers: r });
+        this.signErrors = new Counter({ name: 'citadel_server_csr_sign_err_count', help: 'The number of errors occurred when signing the CSR.', labelNames: ['error'], registers: r });
+        this.rootExpiryTimestamp = new Gauge({ name: 'citadel_server_root_cert_expiry_timestamp', help: 'The unix timestamp, in seconds, when the (earliest) root cert will expire.', registers: r, aggregator: 'min' });
+        this.rootExpirySeconds = new Gauge({ name: 'citadel_server_root_cert_expiry_seconds', help: 'Seconds until the (earliest) root cert expires; negative when expired.', registers: r, aggregator: 'min' });
+        this.chainExpiryTimestamp = new Gauge({ name: 'citadel_server_cert_chain_expiry_timestamp', help: 'The unix timestamp, in seconds, when the signing cert chain will expire.', registers: r, aggregator: 'min' });
+        this.chainExpirySeconds = new Gauge({ name: 'citadel_server_cert_chain_expiry_seconds', help: 'Seconds until the signing cert chain expires; negative when expired.', registers: r, aggregator: 'min' });
+        this.requestDuration = new Histogram({
+            name: 'meshcert_request_duration_seconds',
+            help: 'CreateCertificate latency by result code (OK or the refusal code).',
+            labelNames: ['code'],
+            buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+            registers: r,
+        });
+        this.refusals = new Counter({ name: 'meshcert_refusals_total', help: 'Refused CreateCertificate calls by meshcert error code.', labelNames: ['code'], registers: r });
+        this.caExpiry = new Gauge({ name: 'meshcert_ca_cert_expiry_timestamp_seconds', help: 'NotAfter of each CA and serving certificate.', labelNames: ['issuer', 'role', 'subject'], registers: r, aggregator: 'min' });
+        this.jwksRefreshFailures = new Counter({ name: 'meshcert_jwks_refresh_failures_total', help: 'Failed JWKS refreshes by token issuer.', labelNames: ['issuer'], registers: r });
+        this.overloadRejections = new Counter({ name: 'meshcert_overload_rejections_total', help: 'Calls shed with UNAVAILABLE because too many signings were in flight.', registers: r });
+    }
+    /** Sets the Citadel expiry gauges from the current CA. */
+    setCaExpiry(issuer, roots, chain, now = Date.now()) {
+        const ts = (c) => Date.parse(c.validTo) / 1000;
+        const rootTs = Math.min(...roots.map(ts));
+        const chainTs = Math.min(...chain.map(ts));
+        this.rootExpiryTimestamp.set(rootTs);
+        this.rootExpirySeconds.set(rootTs - now / 1000);
+        this.chainExpiryTimestamp.set(chainTs);
+        this.chainExpirySeconds.set(chainTs - now / 1000);
+        for (const c of roots)
+            this.caExpiry.set({ issuer, role: 'root', subject: oneLine(c.subject) }, ts(c));
+        for (const c of chain)
+            this.caExpiry.set({ issuer, role: 'intermediate', subject: oneLine(c.subject) }, ts(c));
+    }
+    /** Maps each decision onto Citadel's counters (as istiod counts them) and meshcert's own. */
+    observer() {
+        return {
+            issued: (_cert, ctx) => {
+                this.csrCount.inc();
+                this.success.inc();
+                this.requestDuration.observe({ code: 'OK' }, ctx.latencyMs / 1000);
+            },
+            refused: (code, _reason, ctx) => {
+                this.csrCount.inc();
+                this.refusals.inc({ code });
+                this.requestDuration.observe({ code }, ctx.latencyMs / 1000);
+                const citadel = CITADEL_COUNTER[code];
+                if (citadel === 'authn')
+                    this.authnFailures.inc();
+                else if (citadel === 'parse')
+                    this.csrParsingErrors.inc();
+                else if (citadel === 'id')
+                    this.idExtractionErrors.inc();
+                else if (citadel)
+                    this.signErrors.inc({ error: citadel.sign });
+                if (code === 'OVERLOADED')
+                    this.overloadRejections.inc();
+            },
+        };
+    }
+}
+/**
+ * Metrics of the process that owns the inventory store (the primary in multi-process mode):
+ * kept apart from CaMetrics so aggregated worker metrics and these never share a name.
+ */
+export class InventoryMetrics {
+    backlog;
+    records;
+    dropped;
+    storeUp;
+    staleIdentities;
+    caWarnings;
+    /** Read at scrape time, so the gauges are never stale. */
+    recorder;
+    constructor(registry) {
+        const r = [registry];
+        // eslint-disable-next-line @typescript-eslint/no-this-alias -- prom-client calls collect() with the gauge as `this`
+        const self = this;
+        this.backlog = new Gauge({ name: 'meshcert_inventory_backlog', help: 'Certificate records waiting to be written to the inventory store.', registers: r, collect() { if (self.recorder)
+                this.set(self.recorder.backlog); } });
+        this.records = new Gauge({ name: 'meshcert_inventory_records', help: 'Certificates in the inventory store.', registers: r });
+        this.dropped = new Gauge({ name: 'meshcert_inventory_dropped_records', help: 'Records dropped because the buffer overflowed (failClosed off).', registers: r, collect() { if (self.recorder)
+                this.set(self.recorder.dropped); } });
+        this.storeUp = new Gauge({ name: 'meshcert_inventory_store_up', help: '1 when the last inventory write succeeded.', registers: r, collect() { if (self.recorder)
+                this.set(self.recorder.storeHealthy ? 1 : 0); } });
+        this.staleIdentities = new Gauge({ name: 'meshcert_stale_identities', help: 'Identities whose latest certificate expires soon and was not renewed.', registers: r });
+        this.caWarnings = new Gauge({ name: 'meshcert_ca_certs_in_warning_window', help: 'CA certificates expiring within monitoring.caWarnBefore (or expired).', registers: r });
+    }
+}
+/** Config reloads (SIGHUP or file change), in the process that coordinates them. */
+export class ReloadMetrics {
+    reloads;
+    constructor(registry) {
+        this.reloads = new Counter({ name: 'meshcert_config_reloads_total', help: 'Configuration reloads by result (applied, rejected).', labelNames: ['result'], registers: [registry] });
+    }
+}
+/** Which Citadel counter each refusal feeds (istiod: authn, CSR parsing, ID extraction, signing errors by kind). */
+const CITADEL_COUNTER = {
+    AUTH_MISSING: 'authn',
+    AUTH_INVALID: 'authn',
+    AUTH_BACKEND_UNAVAILABLE: 'authn',
+    IMPERSONATION_DENIED: 'authn',
+    CSR_MALFORMED: 'parse',
+    CSR_BAD_SIGNATURE: 'parse',
+    CSR_UNSUPPORTED_KEY: 'parse',
+    IDENTITY_MISMATCH: 'id',
+    CSR_FORBIDDEN_EXTENSION: 'id',
+    POLICY_DENIED: null,
+    TTL_INVALID: { sign: 'ttl_error' },
+    ISSUER_FAILED: { sign: 'cert_gen_error' },
+    CHAIN_INVALID: { sign: 'cert_gen_error' },
+    ISSUER_UNAVAILABLE: { sign: 'ca_unavailable' },
+    REQUEST_TOO_LARGE: null,
+    NOT_READY: null,
+    OVERLOADED: null,
+    RATE_LIMITED: null,
+    INTERNAL: { sign: 'internal' },
+};
+function oneLine(dn) {
+    return dn.replace(/\n/g, ', ');
+}
+//# sourceMappingURL=ca-metrics.js.map

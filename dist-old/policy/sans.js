@@ -1,0 +1,142 @@
+/**
+ * Extra SANs a rule allows.
+ *
+ * DNS entries are templates over the caller: `{namespace}`, `{serviceAccount}`, `{trustDomain}`
+ * and `{cluster}` are replaced by the caller's values, then a requested DNS name is allowed when it
+ * equals the result (compared case-insensitively, as DNS names are). A template starting with `*.`
+ * allows the wildcard name itself (`*.ns.svc.cluster.local`) and any one label in place of the `*`
+ * (`web.ns.svc.cluster.local`), but not several labels (`a.b.ns.svc.cluster.local`) nor an empty
+ * one. A label is 1-63 letters, digits and hyphens, not starting or ending with a hyphen.
+ *
+ * IP entries are addresses (`10.0.0.1`, `fd00::1`) or CIDR ranges (`10.0.0.0/8`, `fd00::/64`);
+ * a requested IP SAN is allowed when it is one of them or inside one of them.
+ */
+import { BlockList, isIP } from 'node:net';
+export const TEMPLATE_PLACEHOLDERS = ['namespace', 'serviceAccount', 'trustDomain', 'cluster'];
+const PLACEHOLDER_SET = new Set(TEMPLATE_PLACEHOLDERS);
+const PLACEHOLDER = /\{([^{}]*)\}/g;
+const LABEL = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?';
+/** A DNS name, optionally with a leading `*.` (placeholders replaced by `x` before this test). */
+const DNS_TEMPLATE_SHAPE = new RegExp(`^(?:\\*\\.)?${LABEL}(?:\\.${LABEL})*$`, 'i');
+const ONE_LABEL = new RegExp(`^${LABEL}$`);
+/** Why `template` is not a valid DNS SAN template, or null when it is. */
+export function dnsTemplateProblem(template) {
+    if (template.length === 0)
+        return 'DNS template must not be empty';
+    if (template.length > 253)
+        return 'DNS template is longer than 253 characters';
+    const unknown = [];
+    const shape = template.replace(PLACEHOLDER, (_m, name) => {
+        if (!PLACEHOLDER_SET.has(name))
+            unknown.push(`{${name}}`);
+        return 'x';
+    });
+    if (unknown.length > 0) {
+        return `unknown placeholder ${unknown.join(', ')}; use ${TEMPLATE_PLACEHOLDERS.map((p) => `{${p}}`).join(', ')}`;
+    }
+    if (shape.includes('{') || shape.includes('}'))
+        return 'DNS template has an unbalanced "{" or "}"';
+    if (shape.includes('*') && !(shape.startsWith('*.') && shape.indexOf('*', 1) === -1)) {
+        return 'a wildcard is allowed only as the whole first label ("*.example.com")';
+    }
+    if (!DNS_TEMPLATE_SHAPE.test(shape)) {
+        return 'DNS template must be a DNS name: labels of letters, digits and "-", separated by "."';
+    }
+    return null;
+}
+/** Why `entry` is not an IP address or CIDR range, or null when it is. */
+export function ipEntryProblem(entry) {
+    const slash = entry.indexOf('/');
+    const address = slash === -1 ? entry : entry.slice(0, slash);
+    const family = isIP(address);
+    if (family === 0)
+        return 'expected an IP address or a CIDR range (10.0.0.0/8, fd00::/64)';
+    if (slash === -1)
+        return null;
+    const prefix = entry.slice(slash + 1);
+    const max = family === 4 ? 32 : 128;
+    if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max)
+        return `CIDR prefix length must be 0-${max}`;
+    return null;
+}
+/** A DNS template split once into literal text and placeholders. */
+export class DnsTemplate {
+    template;
+    wildcard;
+    /** Even indexes: literal text (lowercased); odd indexes: placeholder names. */
+    parts;
+    /** The lowercased result when there are no placeholders. */
+    fixed;
+    constructor(template) {
+        const problem = dnsTemplateProblem(template);
+        if (problem)
+            throw new Error(`invalid DNS template ${JSON.stringify(template)}: ${problem}`);
+        this.template = template;
+        this.wildcard = template.startsWith('*.');
+        const parts = [];
+        let last = 0;
+        for (const m of template.matchAll(PLACEHOLDER)) {
+            parts.push(template.slice(last, m.index).toLowerCase(), m[1]);
+            last = m.index + m[0].length;
+        }
+        parts.push(template.slice(last).toLowerCase());
+        this.parts = parts;
+        this.fixed = parts.length === 1 ? parts[0] : null;
+    }
+    /** The template with the caller's values in place, lowercased. */
+    render(values) {
+        if (this.fixed !== null)
+            return this.fixed;
+        let out = '';
+        for (let i = 0; i < this.parts.length; i++) {
+            out += i % 2 === 0 ? this.parts[i] : values[this.parts[i]].toLowerCase();
+        }
+        return out;
+    }
+}
+/** Whether `name` (lowercased) is allowed by a rendered template. */
+export function dnsNameAllowed(name, rendered, wildcard) {
+    if (name === rendered)
+        return true;
+    if (!wildcard)
+        return false;
+    const suffix = rendered.slice(1); // ".ns.svc.cluster.local"
+    if (name.length <= suffix.length || !name.endsWith(suffix))
+        return false;
+    return ONE_LABEL.test(name.slice(0, name.length - suffix.length));
+}
+/** The allowed IP addresses and ranges of a rule. */
+export class IpAllowList {
+    entries;
+    list;
+    constructor(entries) {
+        this.entries = [...entries];
+        if (entries.length === 0) {
+            this.list = null;
+            return;
+        }
+        const list = new BlockList();
+        for (const e of entries) {
+            const problem = ipEntryProblem(e);
+            if (problem)
+                throw new Error(`invalid IP entry ${JSON.stringify(e)}: ${problem}`);
+            const slash = e.indexOf('/');
+            const address = slash === -1 ? e : e.slice(0, slash);
+            const type = isIP(address) === 4 ? 'ipv4' : 'ipv6';
+            if (slash === -1)
+                list.addAddress(address, type);
+            else
+                list.addSubnet(address, Number(e.slice(slash + 1)), type);
+        }
+        this.list = list;
+    }
+    allows(ip) {
+        if (this.list === null)
+            return false;
+        const family = isIP(ip);
+        if (family === 0)
+            return false;
+        return this.list.check(ip, family === 4 ? 'ipv4' : 'ipv6');
+    }
+}
+//# sourceMappingURL=sans.js.map

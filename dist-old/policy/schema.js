@@ -1,0 +1,230 @@
+/**
+ * The `policy:` section: who may get which certificate, for how long, with which key, with which
+ * extra SANs, signed by which CA. An ordered list of rules (first match wins) and a default rule for
+ * requests no rule matches. See src/policy/engine.ts for the semantics and README "Policy".
+ *
+ * Inheritance: the default rule's fields that are not set take the built-in defaults (allow;
+ * lifetime default 24h, min 0, max 90d, aboveMax clamp; keys RSA >= 2048 and ECDSA >= 256; no extra
+ * SANs; issuer "default"). A rule's decision fields that are not set take the default rule's
+ * (the built-ins when the default rule is a deny): `lifetime` field by field, `keys`, `extraSans`
+ * and `issuer` as a whole. Within a given `extraSans`, a missing `dns` or `ip` means none. The
+ * lifetimes are checked after inheritance (min <= default <= max).
+ *
+ * The parsed output is fully resolved: every allow rule carries all its decision fields, durations
+ * are seconds, and `match` fields are lists.
+ */
+import { z } from 'zod';
+import { formatDuration, parseDurationSeconds } from '../config/duration.js';
+import { globProblem } from './glob.js';
+import { dnsTemplateProblem, ipEntryProblem } from './sans.js';
+/** Name of the default rule in decisions, traces and logs; no rule may use it. */
+export const DEFAULT_RULE_NAME = 'default';
+const duration = z
+    .union([z.string(), z.number()])
+    .transform((v, ctx) => {
+    try {
+        const s = parseDurationSeconds(v);
+        if (!Number.isInteger(s))
+            throw new Error(`invalid duration ${v}: must be a whole number of seconds`);
+        return s;
+    }
+    catch (e) {
+        ctx.addIssue({ code: 'custom', message: e.message });
+        return z.NEVER;
+    }
+});
+/** A glob, or a list of them; always a list after parsing. An empty list would match nothing. */
+const patterns = z
+    .union([z.string(), z.array(z.string())])
+    .superRefine((v, ctx) => {
+    const list = typeof v === 'string' ? [v] : v;
+    if (list.length === 0)
+        ctx.addIssue({ code: 'custom', message: 'an empty list matches nothing; leave the field out to match any value' });
+    list.forEach((p, i) => {
+        const problem = globProblem(p);
+        if (problem)
+            ctx.addIssue({ code: 'custom', message: problem, path: typeof v === 'string' ? [] : [i] });
+    });
+})
+    .transform((v) => (typeof v === 'string' ? [v] : v));
+const match = z.strictObject({
+    trustDomains: patterns.optional(),
+    /** `clusterid` values (after the empty/absent one is replaced by auth.defaultCluster). */
+    clusters: patterns.optional(),
+    namespaces: patterns.optional(),
+    serviceAccounts: patterns.optional(),
+    /** true: only requests on behalf of another identity; false: only direct ones; absent: either. */
+    impersonated: z.boolean().optional(),
+});
+const denyReason = z.string().trim().min(1, 'the deny reason must not be empty: it is what the caller is told').max(512);
+const lifetime = z.strictObject({
+    /** Lifetime when the request asks for <= 0. */
+    default: duration.optional(),
+    /** Requests below this are raised to it. */
+    min: duration.optional(),
+    max: duration.optional(),
+    /** Requests above max: issue max (clamp) or refuse with TTL_INVALID (reject). */
+    aboveMax: z.enum(['clamp', 'reject']).optional(),
+});
+const keyRequirement = z
+    .strictObject({
+    type: z.enum(['RSA', 'ECDSA']),
+    /** RSA modulus bits (2048-8192), or ECDSA curve size (256 = P-256, 384 = P-384). */
+    minSize: z.number().int().optional(),
+})
+    .superRefine((k, ctx) => {
+    if (k.minSize === undefined)
+        return;
+    if (k.type === 'RSA' && (k.minSize < 2048 || k.minSize > 8192)) {
+        ctx.addIssue({ code: 'custom', message: 'RSA minSize must be 2048-8192 (meshcert never accepts smaller or larger RSA keys)', path: ['minSize'] });
+    }
+    if (k.type === 'ECDSA' && k.minSize !== 256 && k.minSize !== 384) {
+        ctx.addIssue({ code: 'custom', message: 'ECDSA minSize must be 256 (P-256) or 384 (P-384)', path: ['minSize'] });
+    }
+})
+    .transform((k) => ({ type: k.type, minSize: k.minSize ?? (k.type === 'RSA' ? 2048 : 256) }));
+const keys = z
+    .array(keyRequirement)
+    .min(1, 'an empty key list would refuse every request; use deny instead')
+    .superRefine((list, ctx) => {
+    const seen = new Set();
+    list.forEach((k, i) => {
+        if (seen.has(k.type))
+            ctx.addIssue({ code: 'custom', message: `${k.type} is listed twice`, path: [i, 'type'] });
+        seen.add(k.type);
+    });
+});
+const dnsTemplate = z.string().superRefine((t, ctx) => {
+    const problem = dnsTemplateProblem(t);
+    if (problem)
+        ctx.addIssue({ code: 'custom', message: problem });
+});
+const ipEntry = z.string().superRefine((e, ctx) => {
+    const problem = ipEntryProblem(e);
+    if (problem)
+        ctx.addIssue({ code: 'custom', message: problem });
+});
+const extraSans = z.strictObject({
+    dns: z.array(dnsTemplate).default([]),
+    ip: z.array(ipEntry).default([]),
+});
+const issuer = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'issuer must be a name of letters, digits, ".", "-" and "_"').max(63);
+const decisionFields = {
+    /** Presence makes this a deny rule; the reason is shown to the caller. */
+    deny: denyReason.optional(),
+    lifetime: lifetime.optional(),
+    keys: keys.optional(),
+    extraSans: extraSans.optional(),
+    issuer: issuer.optional(),
+};
+function denyExclusive(v, ctx) {
+    if (v.deny === undefined)
+        return;
+    const also = ['lifetime', 'keys', 'extraSans', 'issuer'].filter((k) => v[k] !== undefined);
+    if (also.length > 0) {
+        ctx.addIssue({ code: 'custom', message: `a deny rule cannot also set ${also.join(', ')}`, path: ['deny'] });
+    }
+}
+const ruleName = z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'rule name must be letters, digits, ".", "-" and "_", starting with a letter or digit')
+    .max(63)
+    .refine((n) => n !== DEFAULT_RULE_NAME, `"${DEFAULT_RULE_NAME}" is the name of the default rule; choose another`);
+const rule = z
+    .strictObject({
+    name: ruleName,
+    /** All given fields must match; absent fields (or no match at all) match anything. */
+    match: match.default({}),
+    ...decisionFields,
+})
+    .superRefine(denyExclusive);
+const defaultRule = z.strictObject(decisionFields).superRefine(denyExclusive);
+/** The built-in decision fields the default rule starts from. */
+export const BUILTIN_DEFAULT = Object.freeze({
+    lifetime: Object.freeze({ default: 24 * 3600, min: 0, max: 90 * 86400, aboveMax: 'clamp' }),
+    keys: Object.freeze([Object.freeze({ type: 'RSA', minSize: 2048 }), Object.freeze({ type: 'ECDSA', minSize: 256 })]),
+    extraSans: Object.freeze({ dns: Object.freeze([]), ip: Object.freeze([]) }),
+    issuer: 'default',
+});
+/** Fills `fields` over `base`; the caller checks the lifetime. */
+function resolveAction(fields, base) {
+    if (fields.deny !== undefined)
+        return { deny: fields.deny };
+    return {
+        lifetime: {
+            default: fields.lifetime?.default ?? base.lifetime.default,
+            min: fields.lifetime?.min ?? base.lifetime.min,
+            max: fields.lifetime?.max ?? base.lifetime.max,
+            aboveMax: fields.lifetime?.aboveMax ?? base.lifetime.aboveMax,
+        },
+        keys: fields.keys ?? base.keys,
+        extraSans: fields.extraSans ?? base.extraSans,
+        issuer: fields.issuer ?? base.issuer,
+    };
+}
+/** Problems with a resolved lifetime, with the field they belong to. */
+function lifetimeProblems(l, given, inheritedFrom) {
+    const show = (field) => `${field} ${formatDuration(l[field])}${given?.[field] === undefined ? ` (inherited from ${inheritedFrom})` : ''}`;
+    const out = [];
+    if (l.max <= 0)
+        out.push({ field: 'max', message: 'max must be more than 0' });
+    if (l.default <= 0)
+        out.push({ field: 'default', message: 'default must be more than 0' });
+    if (l.min > l.max)
+        out.push({ field: given?.min !== undefined ? 'min' : 'max', message: `${show('min')} must be <= ${show('max')}` });
+    if (l.default < l.min) {
+        out.push({ field: given?.default !== undefined ? 'default' : 'min', message: `${show('default')} must be >= ${show('min')}` });
+    }
+    if (l.default > l.max) {
+        out.push({ field: given?.default !== undefined ? 'default' : 'max', message: `${show('default')} must be <= ${show('max')}` });
+    }
+    return out;
+}
+/** Rule names are unique. Reads names defensively: it also runs on rules that failed to parse. */
+function uniqueNames(rules, ctx) {
+    if (!Array.isArray(rules))
+        return;
+    const seen = new Map();
+    rules.forEach((r, i) => {
+        const name = typeof r === 'object' && r !== null ? r.name : undefined;
+        if (typeof name !== 'string')
+            return;
+        const first = seen.get(name);
+        if (first === undefined)
+            seen.set(name, i);
+        else
+            ctx.addIssue({ code: 'custom', message: `rule name "${name}" is already used by rules.${first}`, path: [i, 'name'] });
+    });
+}
+export const policySchema = z
+    .strictObject({
+    /** Tried in order; the first whose match matches decides. */
+    rules: z
+        .array(rule)
+        // Runs even when a rule has other problems, so a duplicate name is reported with them.
+        .superRefine(uniqueNames, { when: () => true })
+        .default([]),
+    /** Applies when no rule matches. */
+    default: defaultRule.prefault({}),
+})
+    .transform((p, ctx) => {
+    const def = resolveAction(p.default, BUILTIN_DEFAULT);
+    if (def.deny === undefined) {
+        for (const { field, message } of lifetimeProblems(def.lifetime, p.default.lifetime, 'the built-in default')) {
+            ctx.addIssue({ code: 'custom', message, path: ['default', 'lifetime', field] });
+        }
+    }
+    const base = def.deny === undefined ? def : BUILTIN_DEFAULT;
+    const inheritedFrom = def.deny === undefined ? 'policy.default' : 'the built-in default';
+    const rules = p.rules.map((r, i) => {
+        const action = resolveAction(r, base);
+        if (action.deny === undefined) {
+            for (const { field, message } of lifetimeProblems(action.lifetime, r.lifetime, inheritedFrom)) {
+                ctx.addIssue({ code: 'custom', message, path: ['rules', i, 'lifetime', field] });
+            }
+        }
+        return { name: r.name, match: r.match, ...action };
+    });
+    return { rules, default: def };
+});
+//# sourceMappingURL=schema.js.map

@@ -1,0 +1,154 @@
+/**
+ * Multi-process serving. Node runs JavaScript on one core per process, so meshcert forks one
+ * worker per CPU; the workers share the gRPC listening socket (Node's cluster hands connections
+ * out round-robin). The primary prepares shared state once (CA autoInit, dev issuer) before
+ * forking, restarts workers that die, and on SIGTERM tells each to drain, then exits 0.
+ */
+import cluster, {} from 'node:cluster';
+import { availableParallelism } from 'node:os';
+/** Marks a process forked by `serve`; the config itself arrives over IPC (no secrets in the environment, no size limit). */
+const WORKER_ENV = 'MESHCERT_WORKER';
+export function workerCount(config) {
+    return config.server.workers === 'auto' ? Math.max(1, availableParallelism()) : config.server.workers;
+}
+export function isWorker() {
+    return cluster.isWorker && process.env[WORKER_ENV] === '1';
+}
+/** The validated config the primary sends each worker right after forking it. */
+export function workerConfig() {
+    return new Promise((resolve) => {
+        const onMessage = (m) => {
+            if (m?.type !== 'config')
+                return;
+            process.off('message', onMessage);
+            resolve(m.config);
+        };
+        process.on('message', onMessage);
+        // Ask only once listening: a message sent before the listener exists would be lost.
+        process.send?.({ type: 'need-config' });
+    });
+}
+export async function startWorkers(config, logger, count, hooks = {}) {
+    // 'advanced' serialization (structured clone) keeps Dates in inventory records intact.
+    const heap = config.server.workerHeapMb;
+    const semi = config.server.workerSemiSpaceMb;
+    const inherited = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+    // Flags the operator set on the command line or in NODE_OPTIONS win over the config.
+    const userSetHeap = inherited.some((a) => a.startsWith('--max-old-space-size'));
+    const userSetSemi = inherited.some((a) => a.startsWith('--max-semi-space-size'));
+    cluster.setupPrimary({
+        exec: process.argv[1],
+        args: ['worker'],
+        silent: false,
+        serialization: 'advanced',
+        execArgv: [
+            ...process.execArgv,
+            ...(heap > 0 && !userSetHeap ? [`--max-old-space-size=${heap}`] : []),
+            ...(semi > 0 && !userSetSemi ? [`--max-semi-space-size=${semi}`] : []),
+        ],
+    });
+    let stopping = false;
+    const live = new Set();
+    let restarts = 0;
+    let reloadId = 0;
+    const pendingReloads = new Map();
+    let currentConfig = config;
+    const fork = () => new Promise((resolve, reject) => {
+        // A replacement worker starts with the config in force now, not the one from startup.
+        const w = cluster.fork({ [WORKER_ENV]: '1' });
+        live.add(w);
+        let listening = false;
+        w.on('message', (m) => {
+            if (m.type === 'inventory') {
+                hooks.onInventory?.(m);
+            }
+            else if (m.type === 'need-config') {
+                w.send({ type: 'config', config: currentConfig });
+            }
+            else if (m.type === 'reloaded') {
+                const p = pendingReloads.get(m.id);
+                if (p) {
+                    if (m.error)
+                        p.errors.push(m.error);
+                    if (--p.waiting === 0) {
+                        pendingReloads.delete(m.id);
+                        p.done(p.errors);
+                    }
+                }
+            }
+            else if (m.type === 'listening') {
+                listening = true;
+                resolve(m.port);
+            }
+            else if (m.type === 'fatal') {
+                reject(new Error(m.message));
+            }
+        });
+        w.on('exit', (code, signal) => {
+            live.delete(w);
+            if (!listening)
+                return reject(new Error(`worker exited with ${code ?? signal} before serving`));
+            if (stopping)
+                return;
+            // An unexpected death: replace it, with a pause so a crash loop does not spin.
+            restarts++;
+            logger.error({ pid: w.process.pid, code, signal, restarts }, 'worker died; starting a replacement');
+            setTimeout(() => {
+                if (!stopping)
+                    fork().catch((err) => logger.error({ err }, 'replacement worker failed to start'));
+            }, Math.min(5000, 100 * restarts)).unref();
+        });
+    });
+    const ports = await Promise.all(Array.from({ length: count }, fork));
+    let lastAccepting;
+    const broadcast = setInterval(() => {
+        const accepting = hooks.accepting?.() ?? true;
+        if (accepting === lastAccepting)
+            return;
+        lastAccepting = accepting;
+        for (const w of live)
+            if (w.isConnected())
+                w.send({ type: 'inventory-state', accepting });
+    }, 1000);
+    broadcast.unref();
+    return {
+        port: ports[0],
+        live: () => [...live].filter((w) => w.isConnected()).length,
+        async reload(next) {
+            const targets = [...live].filter((w) => w.isConnected());
+            if (targets.length === 0)
+                return;
+            const id = ++reloadId;
+            const errors = await new Promise((resolve) => {
+                pendingReloads.set(id, { waiting: targets.length, errors: [], done: resolve });
+                for (const w of targets)
+                    w.send({ type: 'reload', id, config: next });
+                setTimeout(() => {
+                    if (pendingReloads.delete(id))
+                        resolve(['a worker did not answer the reload within 30s']);
+                }, 30_000).unref();
+            });
+            if (errors.length > 0) {
+                // Some workers may have applied it: put every worker back on the config in force.
+                for (const w of targets)
+                    if (w.isConnected())
+                        w.send({ type: 'reload', id: ++reloadId, config: currentConfig });
+                throw new Error(errors[0]);
+            }
+            currentConfig = next;
+        },
+        async shutdown() {
+            stopping = true;
+            clearInterval(broadcast);
+            await Promise.all([...live].map((w) => new Promise((resolve) => {
+                if (w.isDead())
+                    return resolve();
+                w.once('exit', () => resolve());
+                w.send({ type: 'shutdown' });
+                // Backstop: the worker's own grace period plus a margin.
+                setTimeout(() => w.process.kill('SIGKILL'), (config.server.shutdownGrace + 5) * 1000).unref();
+            })));
+        },
+    };
+}
+//# sourceMappingURL=cluster.js.map

@@ -1,0 +1,91 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { kubeSource } from '../k8s/source.js';
+const NAMESPACE_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
+/**
+ * What istiod does itself when its CA is on, and stops doing when it is off: distribute the root
+ * bundle (ConfigMap istio-ca-root-cert) and make istiod's serving certificate (Secret istiod-tls).
+ * One set per replica, in the process that owns the inventory; only the Lease holder writes.
+ * Loaded on demand so meshes that do not use them never load the Kubernetes client.
+ */
+export async function startControllers(config, issuers, logger) {
+    const { rootCertConfigMap, istiodTls } = config.istio;
+    if (!rootCertConfigMap.enabled && !istiodTls.enabled)
+        return undefined;
+    const [{ createKubeClient }, { LeaderElector }, { RootCertDistributor }, { IstiodTlsController }, { localServingCertIssuer }] = await Promise.all([
+        import('../k8s/client.js'),
+        import('../controllers/leader.js'),
+        import('../controllers/root-distribution.js'),
+        import('../controllers/istiod-tls.js'),
+        import('../controllers/serving-issuer.js'),
+    ]);
+    const kube = createKubeClient(kubeSource(config));
+    const le = config.leaderElection;
+    const namespace = le.namespace ?? process.env.MESHCERT_POD_NAMESPACE ?? readNamespace() ?? 'meshcert';
+    const identity = process.env.MESHCERT_POD_NAME ?? hostname();
+    const rootBundle = () => issuers().rootBundlePem;
+    const ctl = {};
+    const elector = new LeaderElector({
+        kube,
+        namespace,
+        identity,
+        name: le.leaseName,
+        leaseDurationMs: le.leaseDuration * 1000,
+        renewDeadlineMs: le.renewDeadline * 1000,
+        retryPeriodMs: le.retryPeriod * 1000,
+        log: logger,
+        onStartedLeading: () => {
+            logger.info({ identity, lease: `${namespace}/${le.leaseName}` }, 'leader: this replica now writes root ConfigMaps and istiod-tls');
+            ctl.root?.onStartedLeading();
+            ctl.tls?.onStartedLeading();
+        },
+        onStoppedLeading: () => logger.info({ identity }, 'no longer leader'),
+    });
+    const isLeader = () => elector.isLeader;
+    if (rootCertConfigMap.enabled) {
+        ctl.root = new RootCertDistributor({
+            kube,
+            rootBundle,
+            isLeader,
+            ...(rootCertConfigMap.namespaceSelector ? { namespaceSelector: rootCertConfigMap.namespaceSelector } : {}),
+            excludeNamespaces: [...rootCertConfigMap.excludeNamespaces],
+            log: logger,
+        });
+        ctl.root.start();
+    }
+    if (istiodTls.enabled) {
+        ctl.tls = new IstiodTlsController({
+            kube,
+            isLeader,
+            rootBundle,
+            issue: localServingCertIssuer(() => issuers().default, { caBundle: rootBundle }),
+            namespace: istiodTls.namespace,
+            revisions: [...istiodTls.revisions],
+            lifetimeSeconds: istiodTls.lifetime,
+            log: logger,
+        });
+        ctl.tls.start();
+    }
+    elector.start();
+    return {
+        onRootBundleChanged() {
+            ctl.root?.onRootBundleChanged();
+            ctl.tls?.onRootBundleChanged();
+        },
+        async stop() {
+            // Stop writing before giving up the Lease, so two replicas never write at once.
+            await ctl.root?.stop();
+            await ctl.tls?.stop();
+            await elector.stop();
+        },
+    };
+}
+function readNamespace() {
+    try {
+        return readFileSync(NAMESPACE_FILE, 'utf8').trim() || undefined;
+    }
+    catch {
+        return undefined;
+    }
+}
+//# sourceMappingURL=controllers.js.map

@@ -1,0 +1,121 @@
+/**
+ * Runs a configured meshcert: in one process (server.workers: 1) or as a primary with one worker
+ * per CPU. Whichever process owns the inventory store also runs the admin server and the expiry
+ * monitor, so there is one store writer and one /metrics endpoint per replica.
+ */
+import { AggregatorRegistry, Registry } from 'prom-client';
+import { startAdminServer } from '../admin/server.js';
+import { InventoryService } from '../inventory/service.js';
+import { loadCaState, prepareSharedState } from '../ca/state.js';
+import { CaMetrics, InventoryMetrics, ReloadMetrics } from '../metrics/ca-metrics.js';
+import { Reloader } from './reload.js';
+import { startControllers } from './controllers.js';
+import { ExpiryMonitor } from '../monitoring/expiry-monitor.js';
+import { startWorkers, workerCount } from './cluster.js';
+export async function runServer(config, logger, opts = {}) {
+    const count = workerCount(config);
+    const registry = new Registry();
+    const invMetrics = new InventoryMetrics(registry);
+    const inventory = await InventoryService.open(config.inventory, logger, invMetrics);
+    const monitor = new ExpiryMonitor({ issuers: [{ name: 'default', dir: config.ca.dir }, ...config.issuers], ...(config.server.tls.certFile ? { servingCertFile: config.server.tls.certFile } : {}), caWarnBefore: config.monitoring.caWarnBefore, staleWithin: config.monitoring.staleWithin, interval: config.monitoring.interval }, logger, invMetrics, inventory?.store);
+    let port;
+    let metricsText;
+    let grpcReady;
+    let stopServing;
+    let applyConfig;
+    let issuers;
+    try {
+        if (count === 1) {
+            const caMetrics = new CaMetrics(registry);
+            // The gRPC stack is loaded only by processes that serve it (not by a cluster primary).
+            const { startMeshcert } = await import('../main.js');
+            const running = await startMeshcert(config, { logger, metrics: caMetrics, ...(inventory ? { sink: inventory } : {}) });
+            port = running.port;
+            metricsText = () => registry.metrics();
+            grpcReady = () => ({ name: 'grpc', ok: running.health.serving, detail: running.health.serving ? 'serving' : 'not serving' });
+            stopServing = () => running.close();
+            applyConfig = (next) => running.reload(next);
+            issuers = running.issuers;
+        }
+        else {
+            await prepareSharedState(config, logger);
+            // The primary keeps its own view of the CAs for the controllers (root bundle, istiod-tls).
+            let primaryState = await loadCaState(config, logger);
+            issuers = () => primaryState.issuers;
+            const aggregator = new AggregatorRegistry();
+            const pool = await startWorkers(config, logger, count, {
+                onInventory: (m) => {
+                    for (const r of m.records)
+                        inventory?.record(r);
+                    for (const a of m.audit)
+                        inventory?.recordAudit(a);
+                },
+                accepting: () => inventory?.accepting() ?? true,
+            });
+            port = pool.port;
+            metricsText = async () => `${await aggregator.clusterMetrics()}\n${await registry.metrics()}`;
+            grpcReady = () => ({ name: 'grpc', ok: pool.live() > 0, detail: `${pool.live()}/${count} workers serving` });
+            stopServing = () => pool.shutdown();
+            // Validate here first (CAs load, policy builds), then let every worker apply it.
+            applyConfig = async (next) => {
+                const fresh = await loadCaState(next, logger, { reload: true });
+                await pool.reload(next);
+                primaryState = fresh;
+            };
+            logger.info({ listen: config.server.listen, port, workers: count }, 'meshcert serving');
+        }
+    }
+    catch (e) {
+        await inventory?.close().catch(() => { });
+        throw e;
+    }
+    monitor.start();
+    const controllers = await startControllers(config, issuers, logger).catch(async (e) => {
+        await stopServing();
+        await inventory?.close().catch(() => { });
+        throw e;
+    });
+    let current = config;
+    const reloader = new Reloader({
+        ...(opts.configFile ? { configFile: opts.configFile } : {}),
+        current: () => current,
+        apply: async (next) => {
+            await applyConfig(next);
+            current = next;
+            controllers?.onRootBundleChanged();
+        },
+        logger,
+        metrics: new ReloadMetrics(registry),
+    });
+    reloader.start();
+    const admin = config.admin.enabled
+        ? await startAdminServer({
+            listen: config.admin.listen,
+            logger,
+            ...(inventory ? { store: inventory.store } : {}),
+            metrics: async () => ({ contentType: registry.contentType, body: await metricsText() }),
+            readiness: async () => {
+                const checks = [{ name: 'ca', ok: true, detail: 'loaded' }, grpcReady()];
+                if (inventory)
+                    checks.push({ name: 'inventory', ...(await inventory.readiness()) });
+                return checks;
+            },
+        })
+        : undefined;
+    return {
+        port,
+        adminPort: admin?.port,
+        workers: count,
+        reload: (reason = 'requested') => reloader.reload(reason),
+        async close() {
+            reloader.stop();
+            monitor.stop();
+            await controllers?.stop();
+            await stopServing();
+            // Workers have shipped their last records; write them all before exiting.
+            await inventory?.close().catch((err) => logger.error({ err }, 'inventory could not be flushed completely'));
+            await admin?.close();
+        },
+    };
+}
+//# sourceMappingURL=serve.js.map

@@ -1,0 +1,157 @@
+import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
+import { ConfigError } from '../errors/ca-error.js';
+import { parsePemBundle } from '../x509/pem.js';
+/**
+ * The gRPC server's own certificate: user-supplied files (re-read when they change; a broken
+ * update is logged and the previous certificate kept) or issued by meshcert's CA and renewed
+ * before it expires.
+ */
+export class ServingCertificate {
+    o;
+    issuer;
+    logger;
+    onChange;
+    material;
+    timer;
+    closed = false;
+    /** When the current issued certificate was made (its real lifetime can be cut short by the CA's NotAfter). */
+    issuedAt = Date.now();
+    /** The file-poll listener, so close() removes only this instance's watchers. */
+    fileListener;
+    constructor(o, issuer, logger, onChange) {
+        this.o = o;
+        this.issuer = issuer;
+        this.logger = logger;
+        this.onChange = onChange;
+        this.material = o.certFile ? loadFiles(o.certFile, o.keyFile) : issue(o, issuer());
+    }
+    static start(o, issuer, logger, onChange) {
+        const s = new ServingCertificate(o, issuer, logger, onChange);
+        s.arm();
+        return s;
+    }
+    get current() {
+        return this.material;
+    }
+    /** Re-issue now (e.g. after the CA changed). No-op for user-supplied files. */
+    reissue() {
+        if (this.o.certFile || this.closed)
+            return;
+        this.replace(this.issueNow());
+        this.arm();
+    }
+    close() {
+        this.closed = true;
+        if (this.timer)
+            clearTimeout(this.timer);
+        if (this.o.certFile && this.fileListener) {
+            unwatchFile(this.o.certFile, this.fileListener);
+            unwatchFile(this.o.keyFile, this.fileListener);
+        }
+    }
+    arm() {
+        if (this.o.certFile) {
+            const check = () => {
+                try {
+                    const next = loadFiles(this.o.certFile, this.o.keyFile);
+                    if (next.certChainPem !== this.material.certChainPem || next.keyPem !== this.material.keyPem)
+                        this.replace(next);
+                }
+                catch (e) {
+                    // Mid-update (cert written, key not yet) or broken files: keep serving the old pair.
+                    this.logger.error({ err: e }, 'serving certificate files changed but cannot be used; keeping the previous certificate');
+                }
+            };
+            this.fileListener = check;
+            const interval = this.o.pollIntervalMs ?? 2000;
+            watchFile(this.o.certFile, { interval, persistent: false }, check);
+            watchFile(this.o.keyFile, { interval, persistent: false }, check);
+            return;
+        }
+        if (this.timer)
+            clearTimeout(this.timer);
+        // The leaf never outlives the CA: renew on its real lifetime, or a CA near its end means a reissue every second.
+        const lifetimeMs = Math.min(this.o.lifetime * 1000, this.material.notAfter.getTime() - this.issuedAt);
+        const renewAt = this.material.notAfter.getTime() - lifetimeMs * this.o.renewBeforeRatio;
+        // setTimeout takes at most 2^31-1 ms; longer waits simply re-arm.
+        const delay = Math.min(Math.max(renewAt - Date.now(), 1000), 2 ** 31 - 1);
+        this.timer = setTimeout(() => {
+            if (Date.now() >= renewAt) {
+                try {
+                    this.replace(this.issueNow());
+                }
+                catch (e) {
+                    this.logger.error({ err: e }, 'serving certificate renewal failed; retrying in 60s');
+                    this.timer = setTimeout(() => this.arm(), 60_000).unref();
+                    return;
+                }
+            }
+            this.arm();
+        }, delay).unref();
+    }
+    issueNow() {
+        const m = issue(this.o, this.issuer());
+        this.issuedAt = Date.now();
+        return m;
+    }
+    replace(m) {
+        this.material = m;
+        this.logger.info({ source: m.source, notAfter: m.notAfter.toISOString() }, 'serving certificate loaded');
+        this.onChange(m);
+    }
+}
+function issue(o, issuer) {
+    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const now = Date.now();
+    const leaf = issuer.sign({
+        spki: publicKey.export({ type: 'spki', format: 'der' }),
+        uris: [],
+        dnsNames: o.dnsNames,
+        ipAddresses: o.ipAddresses,
+        notBefore: new Date(now - 120_000),
+        notAfter: new Date(now + o.lifetime * 1000),
+    });
+    return {
+        // Serve the intermediates too so clients holding only the root can build the chain.
+        certChainPem: [leaf.pem, ...issuer.material.intermediatesPem].join(''),
+        keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+        notAfter: leaf.notAfter,
+        source: 'issued',
+    };
+}
+function loadFiles(certFile, keyFile) {
+    let certPem;
+    let keyPem;
+    try {
+        certPem = readFileSync(certFile, 'utf8');
+        keyPem = readFileSync(keyFile, 'utf8');
+    }
+    catch (e) {
+        throw new ConfigError(`cannot read the serving certificate or key (server.tls.certFile/keyFile): ${e.code ?? 'error'}`);
+    }
+    let leaf;
+    try {
+        const certs = parsePemBundle(certPem);
+        if (certs.length === 0)
+            throw new Error('empty');
+        leaf = certs[0];
+    }
+    catch {
+        throw new ConfigError('server.tls.certFile does not hold a PEM certificate chain');
+    }
+    let key;
+    try {
+        key = createPrivateKey(keyPem);
+    }
+    catch {
+        throw new ConfigError('server.tls.keyFile is not a readable unencrypted PEM private key');
+    }
+    if (!leaf.checkPrivateKey(key))
+        throw new ConfigError('server.tls.keyFile does not match server.tls.certFile');
+    const notAfter = new Date(leaf.validTo);
+    if (notAfter <= new Date())
+        throw new ConfigError(`the serving certificate expired on ${notAfter.toISOString()}`);
+    return { certChainPem: certPem, keyPem, notAfter, source: 'files' };
+}
+//# sourceMappingURL=serving-cert.js.map

@@ -1,0 +1,40 @@
+import { X509Certificate } from 'node:crypto';
+import { parsePemBundle } from './pem.js';
+/**
+ * Checks an Istio-shaped response (leaf, each intermediate, root bundle last) the way a workload
+ * would: every link signed by the next, all valid now, ending at one of the trusted roots.
+ */
+export function verifyResponseChain(chain, trustedRootsPem, now = new Date()) {
+    if (chain.length < 2)
+        throw new Error(`response has ${chain.length} element(s); istio-agent needs at least 2`);
+    const certs = chain.slice(0, -1).map((p) => {
+        const parsed = parsePemBundle(p);
+        if (parsed.length !== 1)
+            throw new Error('each non-root element must hold exactly one certificate');
+        return parsed[0];
+    });
+    const trusted = parsePemBundle(trustedRootsPem);
+    const offered = parsePemBundle(chain[chain.length - 1]);
+    const roots = trusted.filter((t) => offered.some((o) => o.fingerprint256 === t.fingerprint256));
+    if (roots.length === 0)
+        throw new Error('the root bundle in the response holds none of the trusted roots');
+    const validNow = (c) => new Date(c.validFrom) <= now && new Date(c.validTo) >= now;
+    for (const c of certs) {
+        if (!validNow(c))
+            throw new Error(`certificate ${c.serialNumber} is not valid now`);
+    }
+    for (let i = 0; i + 1 < certs.length; i++) {
+        if (!certs[i].checkIssued(certs[i + 1]) || !certs[i].verify(certs[i + 1].publicKey))
+            throw new Error(`element ${i} is not signed by element ${i + 1}`);
+    }
+    const top = certs[certs.length - 1];
+    const signers = roots.filter((r) => top.checkIssued(r) && top.verify(r.publicKey));
+    if (signers.length === 0)
+        throw new Error('the chain does not end at a trusted root');
+    // A workload refuses an expired root as it refuses an expired intermediate.
+    const root = signers.find(validNow);
+    if (!root)
+        throw new Error(`root certificate ${signers[0].serialNumber} is not valid now`);
+    return { leaf: certs[0], intermediates: certs.slice(1), root };
+}
+//# sourceMappingURL=verify-chain.js.map
