@@ -4,7 +4,7 @@
  * Without them the interop tests are skipped locally and say why; under CI that is a failure.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isCi } from './ci.js';
@@ -25,56 +25,66 @@ export interface GoClientResult {
   lifetimeSeconds?: number;
   roots?: number;
   verifiedPaths?: number;
+  health?: string;
 }
 
 export interface GoClient {
   /** Runs one call; resolves with the client's JSON and whether its own checks passed (exit 0). */
   run(args: Record<string, string | number>): Promise<{ ok: boolean; result: GoClientResult }>;
+  /** Removes the built binary. */
+  remove(): void;
 }
 
-/** Why the Go client cannot be built here, or undefined when it can. */
-function missing(): string | undefined {
+/**
+ * Why the Go client cannot be built here, or undefined when it can. Throws under CI instead:
+ * CI must run the interop tests.
+ */
+export function goClientUnavailable(): string | undefined {
+  let why: string | undefined;
   try {
     execFileSync('go', ['version'], { stdio: 'ignore' });
+    if (!existsSync(join(GOPATH, 'src/google.golang.org/grpc')) || !existsSync(join(GOPATH, 'src/google.golang.org/protobuf'))) {
+      why = `grpc-go or protobuf-go is not in ${GOPATH}`;
+    }
   } catch {
-    return 'the go command is not installed';
+    why = 'the go command is not installed';
   }
-  if (!existsSync(join(GOPATH, 'src/google.golang.org/grpc')) || !existsSync(join(GOPATH, 'src/google.golang.org/protobuf'))) {
-    return `grpc-go or protobuf-go is not in ${GOPATH}`;
-  }
-  return undefined;
+  if (!why) return undefined;
+  const msg = `${why}; install Debian's ${PACKAGES} to run the grpc-go interop tests`;
+  if (isCi()) throw new Error(`${msg} (CI must run them)`);
+  console.warn(`[meshcert test setup] ${msg}; they are skipped.`);
+  return msg;
 }
 
-/** Builds the client, or returns the reason it is skipped (throws under CI instead). */
-export function buildGoClient(): GoClient | string {
-  const why = missing();
-  if (why) {
-    const msg = `${why}; install Debian's ${PACKAGES} to run the grpc-go interop tests`;
-    if (isCi()) throw new Error(`${msg} (CI must run them)`);
-    console.warn(`[meshcert test setup] ${msg}; they are skipped.`);
-    return msg;
-  }
-  const bin = join(mkdtempSync(join(tmpdir(), 'meshcert-go-')), 'go-client');
-  execFileSync('go', ['build', '-o', bin, '.'], {
-    cwd: SOURCE,
-    env: { ...process.env, GOPATH, GO111MODULE: 'off', GOFLAGS: '', CGO_ENABLED: '0' },
-    stdio: ['ignore', 'pipe', 'pipe'],
+/** Compiles the client (the first build compiles grpc-go too: allow a few minutes on a fresh machine). */
+export function buildGoClient(timeoutMs = 300_000): Promise<GoClient> {
+  const dir = mkdtempSync(join(tmpdir(), 'meshcert-go-'));
+  const bin = join(dir, 'go-client');
+  const env: NodeJS.ProcessEnv = { ...process.env, GOPATH, GO111MODULE: 'off', GOFLAGS: '', CGO_ENABLED: '0' };
+  // Go needs a build cache; without a HOME it has no default one.
+  if (!env.GOCACHE && !env.HOME) env.GOCACHE = join(tmpdir(), 'meshcert-go-cache');
+  return new Promise((resolve, reject) => {
+    execFile('go', ['build', '-o', bin, '.'], { cwd: SOURCE, env, timeout: timeoutMs }, (err, _stdout, stderr) => {
+      if (err) {
+        rmSync(dir, { recursive: true, force: true });
+        reject(new Error(`go build of ${SOURCE} failed: ${err.message}\n${stderr}`));
+        return;
+      }
+      resolve({
+        run: (args) =>
+          new Promise((done, fail) => {
+            const argv = Object.entries(args).map(([k, v]) => `-${k}=${v}`);
+            execFile(bin, argv, { timeout: 25_000 }, (e, stdout, stderrText) => {
+              const line = stdout.trim().split('\n').pop() ?? '';
+              try {
+                done({ ok: e === null, result: JSON.parse(line) as GoClientResult });
+              } catch {
+                fail(new Error(`go-client printed no result (${e?.message ?? ''}): ${stdout}${stderrText}`));
+              }
+            });
+          }),
+        remove: () => rmSync(dir, { recursive: true, force: true }),
+      });
+    });
   });
-  return {
-    run: (args) =>
-      new Promise((resolve, reject) => {
-        const argv = Object.entries(args).map(([k, v]) => `-${k}=${v}`);
-        execFile(bin, argv, { timeout: 60_000 }, (err, stdout, stderr) => {
-          const line = stdout.trim().split('\n').pop() ?? '';
-          let result: GoClientResult;
-          try {
-            result = JSON.parse(line) as GoClientResult;
-          } catch {
-            reject(new Error(`go-client printed no result (${err?.message ?? ''}): ${stdout}${stderr}`));
-            return;
-          }
-          resolve({ ok: err === null, result });
-        });
-      }),
-  };
 }

@@ -154,7 +154,9 @@ func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject
 	req.Set(reqDesc.Fields().ByName("metadata"), protoreflect.ValueOfMessage(md.ProtoReflect()))
 	resp := dynamicpb.NewMessage(respDesc)
 
-	cc, err := grpc.Dial(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)), grpc.WithBlock(), grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{})))
+	dialCtx, cancelDial := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelDial()
+	cc, err := grpc.DialContext(dialCtx, addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)), grpc.WithBlock(), grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{})))
 	if err != nil {
 		return err
 	}
@@ -163,8 +165,8 @@ func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject
 	if token != "" {
 		headers = append(headers, "authorization", "Bearer "+token)
 	}
-	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), headers...), 20*time.Second)
-	defer cancel()
+	// No deadline, as istio-agent sends none (the test bounds the process instead).
+	ctx := metadata.AppendToOutgoingContext(context.Background(), headers...)
 	var opts []grpc.CallOption
 	if compress {
 		opts = append(opts, grpc.UseCompressor(gzip.Name))
@@ -188,13 +190,13 @@ func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject
 // checkHealth calls the standard health service with grpc-go's generated client, as
 // grpc_health_probe and load balancers do.
 func checkHealth(r *result, addr string, tlsConf *tls.Config) error {
-	cc, err := grpc.Dial(addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)), grpc.WithBlock())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cc, err := grpc.DialContext(ctx, addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)), grpc.WithBlock())
 	if err != nil {
 		return err
 	}
 	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 	s := status.Convert(err)
 	r.Code = s.Code().String()
@@ -239,8 +241,14 @@ func checkChain(r *result, chain []string, key crypto.Signer, id string, ttl int
 	for _, certs := range parsed[1 : len(parsed)-1] {
 		inter.AddCert(certs[0])
 	}
+	// Leaf first, then each intermediate signed by the next element (the root bundle last).
+	for i := 0; i+2 < len(parsed); i++ {
+		if err := parsed[i][0].CheckSignatureFrom(parsed[i+1][0]); err != nil {
+			return fmt.Errorf("cert_chain[%d] is not signed by cert_chain[%d]: %w", i, i+1, err)
+		}
+	}
 
-	// X509-SVID: exactly one URI SAN, the SPIFFE ID; nothing else in the SAN.
+	// X509-SVID: exactly one SAN entry, the URI that is the SPIFFE ID.
 	r.LeafSerial = leaf.SerialNumber.Text(16)
 	for _, u := range leaf.URIs {
 		r.LeafURIs = append(r.LeafURIs, u.String())
@@ -248,8 +256,8 @@ func checkChain(r *result, chain []string, key crypto.Signer, id string, ttl int
 	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != id {
 		return fmt.Errorf("leaf URI SANs %v, want exactly [%s]", r.LeafURIs, id)
 	}
-	if len(leaf.DNSNames)+len(leaf.EmailAddresses)+len(leaf.IPAddresses) > 0 {
-		return errors.New("leaf has DNS, email or IP SANs")
+	if n, err := sanEntries(leaf); err != nil || n != 1 {
+		return fmt.Errorf("leaf SAN must hold exactly one name (the SPIFFE ID), holds %d (%v)", n, err)
 	}
 	if leaf.IsCA || !leaf.BasicConstraintsValid {
 		return errors.New("leaf must carry basicConstraints CA:false")
@@ -260,28 +268,16 @@ func checkChain(r *result, chain []string, key crypto.Signer, id string, ttl int
 	if !critical(leaf, oidKeyUsage) {
 		return errors.New("leaf key usage is missing or not critical")
 	}
+	// Go's verifier treats a leaf without EKU (or with anyExtendedKeyUsage) as good for anything,
+	// so the EKU the workload needs is checked here: both serverAuth and clientAuth (mTLS).
+	if !hasEKU(leaf, x509.ExtKeyUsageServerAuth) || !hasEKU(leaf, x509.ExtKeyUsageClientAuth) || hasEKU(leaf, x509.ExtKeyUsageAny) || len(leaf.UnknownExtKeyUsage) > 0 {
+		return fmt.Errorf("leaf EKU %v (unknown %v): want serverAuth and clientAuth", leaf.ExtKeyUsage, leaf.UnknownExtKeyUsage)
+	}
 	if len(leaf.Subject.Names) == 0 && !critical(leaf, oidSAN) {
 		return errors.New("leaf subject is empty but its SAN is not critical")
 	}
-	if leaf.SerialNumber.Sign() <= 0 || len(leaf.SerialNumber.Bytes()) > 20 {
-		return errors.New("leaf serial must be positive and at most 20 octets (RFC 5280)")
-	}
-	// Every issuer above the leaf: a CA allowed to sign certificates, whose lifetime covers the
-	// leaf's (istiod never issues past the signing CA's NotAfter); the leaf names its issuer's key.
-	issuers := []*x509.Certificate{}
-	for _, certs := range parsed[1:] {
-		issuers = append(issuers, certs...)
-	}
-	for _, c := range issuers {
-		if !c.IsCA || c.KeyUsage&x509.KeyUsageCertSign == 0 {
-			return fmt.Errorf("chain certificate %q is not a CA with keyCertSign", c.Subject)
-		}
-		if leaf.NotAfter.After(c.NotAfter) {
-			return fmt.Errorf("leaf outlives chain certificate %q", c.Subject)
-		}
-	}
-	if len(leaf.AuthorityKeyId) == 0 || !bytes.Equal(leaf.AuthorityKeyId, parsed[1][0].SubjectKeyId) {
-		return errors.New("leaf authorityKeyIdentifier does not name its issuer's subjectKeyIdentifier")
+	if leaf.SerialNumber.Sign() <= 0 || leaf.SerialNumber.BitLen() > 159 {
+		return errors.New("leaf serial must be positive and fit 20 octets of DER (RFC 5280)")
 	}
 	if key != nil {
 		if pk, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pk.Equal(key.Public()) {
@@ -298,12 +294,28 @@ func checkChain(r *result, chain []string, key crypto.Signer, id string, ttl int
 	}
 
 	// Go's path building and verification, for both uses of a workload certificate, against the
-	// roots the response carries and against the root the client was configured with.
+	// roots the response carries and against the root the client was configured with. Along each
+	// path: CAs allowed to sign certificates whose lifetime covers the leaf's (istiod never issues
+	// past the signing chain's NotAfter; other roots in a rotation bundle may end sooner), and the
+	// leaf's authorityKeyIdentifier names its issuer's key.
 	for _, pool := range []*x509.CertPool{rootPool, trusted} {
 		for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
 			paths, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}, CurrentTime: now})
 			if err != nil {
 				return fmt.Errorf("x509 verify: %w", err)
+			}
+			for _, path := range paths {
+				for _, c := range path[1:] {
+					if !c.IsCA || c.KeyUsage&x509.KeyUsageCertSign == 0 {
+						return fmt.Errorf("chain certificate %q is not a CA with keyCertSign", c.Subject)
+					}
+					if leaf.NotAfter.After(c.NotAfter) {
+						return fmt.Errorf("leaf outlives chain certificate %q", c.Subject)
+					}
+				}
+				if len(leaf.AuthorityKeyId) == 0 || !bytes.Equal(leaf.AuthorityKeyId, path[1].SubjectKeyId) {
+					return errors.New("leaf authorityKeyIdentifier does not name its issuer's subjectKeyIdentifier")
+				}
 			}
 			r.VerifiedPaths += len(paths)
 		}
@@ -311,31 +323,62 @@ func checkChain(r *result, chain []string, key crypto.Signer, id string, ttl int
 	return nil
 }
 
+// parsePEMCerts accepts only CERTIFICATE blocks separated by whitespace: no text before, between
+// or after them.
 func parsePEMCerts(text string) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
-	rest := []byte(text)
-	for {
+	rest := bytes.TrimSpace([]byte(text))
+	for len(rest) > 0 {
+		if !bytes.HasPrefix(rest, []byte("-----BEGIN ")) {
+			return nil, errors.New("text outside PEM blocks")
+		}
 		var block *pem.Block
 		block, rest = pem.Decode(rest)
 		if block == nil {
-			break
+			return nil, errors.New("malformed PEM block")
 		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("PEM block %q, want CERTIFICATE", block.Type)
+		if block.Type != "CERTIFICATE" || len(block.Headers) != 0 {
+			return nil, fmt.Errorf("PEM block %q with %d headers, want a plain CERTIFICATE", block.Type, len(block.Headers))
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, c)
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("text after the last PEM block")
+		rest = bytes.TrimSpace(rest)
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no certificate")
 	}
 	return out, nil
+}
+
+// sanEntries counts the GeneralNames in the SAN extension, of every type (Go's parsed fields
+// skip otherName, directoryName and registeredID).
+func sanEntries(c *x509.Certificate) (int, error) {
+	for _, e := range c.Extensions {
+		if e.Id.Equal(oidSAN) {
+			var names []asn1.RawValue
+			rest, err := asn1.Unmarshal(e.Value, &names)
+			if err != nil {
+				return 0, err
+			}
+			if len(rest) != 0 {
+				return 0, errors.New("trailing data after the SAN")
+			}
+			return len(names), nil
+		}
+	}
+	return 0, errors.New("no SAN extension")
+}
+
+func hasEKU(c *x509.Certificate, want x509.ExtKeyUsage) bool {
+	for _, u := range c.ExtKeyUsage {
+		if u == want {
+			return true
+		}
+	}
+	return false
 }
 
 func critical(c *x509.Certificate, oid asn1.ObjectIdentifier) bool {
@@ -386,7 +429,7 @@ func messages() (protoreflect.MessageDescriptor, protoreflect.MessageDescriptor,
 	opt := descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL
 	rep := descriptorpb.FieldDescriptorProto_LABEL_REPEATED
 	field := func(name string, n int32, t descriptorpb.FieldDescriptorProto_Type, l descriptorpb.FieldDescriptorProto_Label, typeName string) *descriptorpb.FieldDescriptorProto {
-		f := &descriptorpb.FieldDescriptorProto{Name: proto.String(name), JsonName: proto.String(name), Number: proto.Int32(n), Type: t.Enum(), Label: l.Enum()}
+		f := &descriptorpb.FieldDescriptorProto{Name: proto.String(name), Number: proto.Int32(n), Type: t.Enum(), Label: l.Enum()}
 		if typeName != "" {
 			f.TypeName = proto.String(typeName)
 		}
