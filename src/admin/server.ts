@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { handleCertificatesApi } from './certificates-api.js';
-import { splitHostPort } from '../net/host-port.js';
+import { listenError, splitHostPort } from '../net/host-port.js';
 import type { InventoryStore } from '../inventory/types.js';
 import type { Logger } from '../log/logger.js';
 
@@ -55,7 +55,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
   });
   const { host, port } = splitHostPort(o.listen);
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err) => reject(listenError('admin.listen', o.listen, err)));
     server.listen(port, host, () => resolve());
   });
   const bound = (server.address() as AddressInfo).port;

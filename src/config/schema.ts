@@ -17,7 +17,11 @@ const duration = z
     }
   });
 
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, 'expected host:port, e.g. 0.0.0.0:15012 or [::1]:15012');
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, 'expected host:port, e.g. 0.0.0.0:15012 or [::1]:15012')
+  // Only the port's range: a string without a numeric port is the regex's to report.
+  .refine((s) => Number(/:(\d{1,5})$/.exec(s)?.[1] ?? 0) <= 65535, 'port must be 0-65535 (0: any free port)');
 
 const keyType = z.enum(['ec256', 'ec384', 'rsa2048', 'rsa3072', 'rsa4096']);
 

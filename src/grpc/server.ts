@@ -10,7 +10,7 @@ import {
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../log/logger.js';
-import { splitHostPort } from '../net/host-port.js';
+import { listenError, splitHostPort } from '../net/host-port.js';
 import { GrpcStatusError, Status, type StatusCode } from './codes.js';
 import { secureContextOptions, type ServingIdentity } from './tls.js';
 import { ACCEPT_ENCODING, encodeGrpcMessage, frameMessage, parseGrpcTimeout, supportedEncoding, UnaryBody } from './wire.js';
@@ -139,9 +139,10 @@ export class GrpcServer {
   async start(): Promise<number> {
     const { host, port } = splitHostPort(this.options.listen);
     await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
+      const onError = (err: Error): void => reject(listenError('server.listen', this.options.listen, err));
+      this.server.once('error', onError);
       this.server.listen(port, host, () => {
-        this.server.off('error', reject);
+        this.server.off('error', onError);
         resolve();
       });
     });

@@ -1,5 +1,20 @@
+import { ConfigError } from '../errors/ca-error.js';
+
 /** `host:port` or `[v6]:port` as validated by the config schema; an empty host means all IPv4 addresses. */
 export function splitHostPort(hostPort: string): { host: string; port: number } {
   const i = hostPort.lastIndexOf(':');
   return { host: hostPort.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(hostPort.slice(i + 1)) };
+}
+
+const LISTEN_PROBLEMS: Record<string, string> = {
+  EADDRINUSE: 'the address is already in use (another process listens on it)',
+  EACCES: 'permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)',
+  EADDRNOTAVAIL: 'no network interface has that address',
+};
+
+/** A listener that cannot bind is a configuration problem the operator must fix: say which setting and why. */
+export function listenError(setting: string, address: string, err: unknown): ConfigError {
+  const code = (err as { code?: unknown })?.code;
+  const why = (typeof code === 'string' && LISTEN_PROBLEMS[code]) || (err instanceof Error ? err.message : String(err));
+  return new ConfigError(`cannot listen on ${setting} ${address}: ${why}`, { cause: err });
 }

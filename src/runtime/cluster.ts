@@ -7,6 +7,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import type { MeshcertConfig } from '../config/schema.js';
+import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
 
@@ -16,7 +17,8 @@ const WORKER_ENV = 'MESHCERT_WORKER';
 export type WorkerMessage =
   | { type: 'need-config' }
   | { type: 'listening'; port: number }
-  | { type: 'fatal'; message: string }
+  /** `config`: the failure is the operator's to fix (a ConfigError, such as a port already in use). */
+  | { type: 'fatal'; message: string; config?: boolean }
   | { type: 'reloaded'; id: number; error?: string }
   | InventoryMessage;
 export type PrimaryMessage =
@@ -114,7 +116,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           listening = true;
           resolve(m.port);
         } else if (m.type === 'fatal') {
-          reject(new Error(m.message));
+          reject(m.config ? new ConfigError(m.message) : new Error(m.message));
         }
       });
       w.on('exit', (code, signal) => {
@@ -130,7 +132,30 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       });
     });
 
-  const ports = await Promise.all(Array.from({ length: count }, fork));
+  /** Asks every worker to drain; any still running after `graceMs` is killed. Resolves once all have exited. */
+  const stopAll = (graceMs: number): Promise<void> =>
+    Promise.all(
+      [...live].map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            if (w.isDead()) return resolve();
+            w.once('exit', () => resolve());
+            if (w.isConnected()) w.send({ type: 'shutdown' } satisfies PrimaryMessage);
+            setTimeout(() => w.process.kill('SIGKILL'), graceMs).unref();
+          }),
+      ),
+    ).then(() => undefined);
+
+  let ports: number[];
+  try {
+    ports = await Promise.all(Array.from({ length: count }, fork));
+  } catch (e) {
+    // One worker could not start (its port is taken, say): stop the others too, so that the
+    // process exits with the reason instead of staying up half started.
+    stopping = true;
+    await stopAll(2000);
+    throw e;
+  }
   let lastAccepting: boolean | undefined;
   const broadcast = setInterval(() => {
     const accepting = hooks.accepting?.() ?? true;
@@ -163,18 +188,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     async shutdown() {
       stopping = true;
       clearInterval(broadcast);
-      await Promise.all(
-        [...live].map(
-          (w) =>
-            new Promise<void>((resolve) => {
-              if (w.isDead()) return resolve();
-              w.once('exit', () => resolve());
-              w.send({ type: 'shutdown' } satisfies PrimaryMessage);
-              // Backstop: the worker's own grace period plus a margin.
-              setTimeout(() => w.process.kill('SIGKILL'), (config.server.shutdownGrace + 5) * 1000).unref();
-            }),
-        ),
-      );
+      // Backstop: the workers' own grace period plus a margin.
+      await stopAll((config.server.shutdownGrace + 5) * 1000);
     },
   };
 }

@@ -109,33 +109,41 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   });
   reloader.start();
 
-  const admin = config.admin.enabled
-    ? await startAdminServer({
-        listen: config.admin.listen,
-        logger,
-        ...(inventory ? { store: inventory.store } : {}),
-        metrics: async () => ({ contentType: registry.contentType, body: await metricsText() }),
-        readiness: async () => {
-          const checks: ReadinessCheck[] = [{ name: 'ca', ok: true, detail: 'loaded' }, grpcReady()];
-          if (inventory) checks.push({ name: 'inventory', ...(await inventory.readiness()) });
-          return checks;
-        },
-      })
-    : undefined;
+  let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
+  const stopAll = async (): Promise<void> => {
+    reloader.stop();
+    monitor.stop();
+    await controllers?.stop();
+    await stopServing();
+    // Workers have shipped their last records; write them all before exiting.
+    await inventory?.close().catch((err: unknown) => logger.error({ err }, 'inventory could not be flushed completely'));
+    await admin?.close();
+  };
+  try {
+    admin = config.admin.enabled
+      ? await startAdminServer({
+          listen: config.admin.listen,
+          logger,
+          ...(inventory ? { store: inventory.store } : {}),
+          metrics: async () => ({ contentType: registry.contentType, body: await metricsText() }),
+          readiness: async () => {
+            const checks: ReadinessCheck[] = [{ name: 'ca', ok: true, detail: 'loaded' }, grpcReady()];
+            if (inventory) checks.push({ name: 'inventory', ...(await inventory.readiness()) });
+            return checks;
+          },
+        })
+      : undefined;
+  } catch (e) {
+    // The admin port is taken, say: stop what runs already, so the process exits with the reason.
+    await stopAll();
+    throw e;
+  }
 
   return {
     port,
     adminPort: admin?.port,
     workers: count,
     reload: (reason = 'requested') => reloader.reload(reason),
-    async close() {
-      reloader.stop();
-      monitor.stop();
-      await controllers?.stop();
-      await stopServing();
-      // Workers have shipped their last records; write them all before exiting.
-      await inventory?.close().catch((err: unknown) => logger.error({ err }, 'inventory could not be flushed completely'));
-      await admin?.close();
-    },
+    close: stopAll,
   };
 }

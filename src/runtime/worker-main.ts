@@ -1,4 +1,5 @@
 import cluster from 'node:cluster';
+import { ConfigError } from '../errors/ca-error.js';
 import { createLogger } from '../log/logger.js';
 import { startMeshcert, type RunningMeshcert } from '../main.js';
 import { AggregatorRegistry, Registry } from 'prom-client';
@@ -35,7 +36,7 @@ export async function workerMain(): Promise<number> {
     // Every core already runs a worker: signing inline costs less than handing it to another thread.
     running = await startMeshcert(config, { logger, metrics, signatures: 'inline', ...(sink ? { sink } : {}) });
   } catch (e) {
-    send({ type: 'fatal', message: e instanceof Error ? e.message : String(e) });
+    send({ type: 'fatal', message: e instanceof Error ? e.message : String(e), config: e instanceof ConfigError });
     return 1;
   }
   send({ type: 'listening', port: running.port });

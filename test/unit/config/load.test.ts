@@ -98,6 +98,8 @@ describe('parseConfig refusals', () => {
     ['rejects a trust domain longer than 255 characters', { trustDomain: 'a'.repeat(256) }, '  - trustDomain:'],
     ['rejects an empty trust domain', { trustDomain: '' }, '  - trustDomain:'],
     ['rejects a listen address without a port', { server: { listen: '0.0.0.0' } }, '  - server.listen: expected host:port'],
+    ['rejects a listen port above 65535', { server: { listen: '127.0.0.1:70000' } }, '  - server.listen: port must be 0-65535'],
+    ['rejects an admin port above 65535', { admin: { listen: '[::1]:65536' } }, '  - admin.listen: port must be 0-65535'],
     ['rejects a bad duration string', { issuance: { defaultTtl: '1 day' } }, '  - issuance.defaultTtl: invalid duration "1 day"'],
     ['rejects a negative duration number', { issuance: { backdate: -5 } }, '  - issuance.backdate: invalid duration -5'],
     ['rejects a duration of the wrong type', { auth: { clockSkew: true } }, '  - auth.clockSkew:'],

@@ -1,0 +1,74 @@
+/**
+ * A server that cannot start must say why and exit non-zero, leaving nothing running: a port
+ * already taken is the common case (a second instance, a sidecar on the same port). Before, a
+ * worker that could not bind left the primary and the other worker up, serving half a config.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../support/cli.js';
+import { TEST_ISSUER, writeTestJwks } from '../support/harness.js';
+
+/** PIDs of live processes whose environment carries this marker (the CLI and any worker it forked). */
+function processesMarked(marker: string): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/environ`, 'latin1').includes(`MESHCERT_TEST_MARK=${marker}`)) out.push(Number(d));
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return out;
+}
+
+describe('serve exits with the reason when it cannot start', () => {
+  let dir: string;
+  let blocker: Server;
+  let taken: number;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-startfail-'));
+    await writeTestJwks(join(dir, 'jwks.json'));
+    blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    taken = (blocker.address() as { port: number }).port;
+  });
+  afterAll(async () => {
+    await new Promise<void>((resolve) => blocker.close(() => resolve()));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.each([
+    ['the gRPC port is taken, two workers', 2, 'server', 'server.listen'],
+    ['the gRPC port is taken, one process', 1, 'server', 'server.listen'],
+    ['the admin port is taken', 2, 'admin', 'admin.listen'],
+  ])('%s', async (_name, workers, which, setting) => {
+    const grpc = which === 'server' ? `127.0.0.1:${taken}` : '127.0.0.1:0';
+    const admin = which === 'admin' ? `127.0.0.1:${taken}` : '127.0.0.1:0';
+    const data = mkdtempSync(join(dir, 'data-'));
+    const configFile = join(data, 'meshcert.yaml');
+    writeFileSync(
+      configFile,
+      `dataDir: ${data}
+server: { listen: "${grpc}", workers: ${workers} }
+admin: { listen: "${admin}" }
+ca: { autoInit: true }
+auth:
+  clusters:
+    - name: Kubernetes
+      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: ${join(dir, 'jwks.json')} }]
+`,
+    );
+    const marker = randomUUID();
+    const r = await runCli(['serve', '--config', configFile], { env: { MESHCERT_TEST_MARK: marker }, timeoutMs: 45_000 });
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain(`meshcert: cannot listen on ${setting} 127.0.0.1:${taken}: the address is already in use`);
+    expect(r.stderr).not.toMatch(/unexpected error|\n\s+at /);
+    // No worker outlives the primary.
+    await expect.poll(() => processesMarked(marker), { timeout: 5_000 }).toEqual([]);
+  }, 60_000);
+});
