@@ -82,36 +82,43 @@ export async function buildAuthChain(config: MeshcertConfig, issuers: () => Issu
     const trustDomain = c.trustDomain ?? config.trustDomain;
     const list: Authenticator[] = [];
     if (clientCert) list.push(clientCert);
-    if (c.jwt.length > 0) {
-      const issuers: JwtIssuerOptions[] = c.jwt.map((j) => ({
-        issuer: j.issuer,
-        audiences: [...j.audiences],
-        ...(j.jwksUri ? { jwksUri: j.jwksUri } : { jwksFile: j.jwksFile! }),
-        clockSkewSeconds: config.auth.clockSkew,
-        trustDomain,
-      }));
-      const jwt = new JwtAuthenticator({
-        issuers,
-        onRefreshFailure: (iss, err) => {
-          metrics?.jwksRefreshFailures.inc({ issuer: iss });
-          logger.warn({ issuer: iss, err }, 'JWKS refresh failed; keeping the last good keys');
-        },
-      });
-      await jwt.start();
-      closers.push(() => jwt.close());
-      list.push(jwt);
-    }
-    if (c.tokenReview) {
-      const tr = new TokenReviewAuthenticator({
-        ...(c.tokenReview.apiServer ? { apiServer: c.tokenReview.apiServer } : {}),
-        ...(c.tokenReview.caFile ? { caFile: c.tokenReview.caFile } : {}),
-        ...(c.tokenReview.tokenFile ? { tokenFile: c.tokenReview.tokenFile } : {}),
-        audiences: [...c.tokenReview.audiences],
-        trustDomain,
-        timeoutMs: c.tokenReview.timeout * 1000,
-      });
-      closers.push(() => tr.close());
-      list.push(tr);
+    try {
+      if (c.jwt.length > 0) {
+        const issuers: JwtIssuerOptions[] = c.jwt.map((j) => ({
+          issuer: j.issuer,
+          audiences: [...j.audiences],
+          ...(j.jwksUri ? { jwksUri: j.jwksUri } : { jwksFile: j.jwksFile! }),
+          clockSkewSeconds: config.auth.clockSkew,
+          trustDomain,
+        }));
+        const jwt = new JwtAuthenticator({
+          issuers,
+          onRefreshFailure: (iss, err) => {
+            metrics?.jwksRefreshFailures.inc({ issuer: iss });
+            logger.warn({ issuer: iss, err }, 'JWKS refresh failed; keeping the last good keys');
+          },
+        });
+        closers.push(() => jwt.close());
+        await jwt.start();
+        list.push(jwt);
+      }
+      if (c.tokenReview) {
+        const tr = new TokenReviewAuthenticator({
+          ...(c.tokenReview.apiServer ? { apiServer: c.tokenReview.apiServer } : {}),
+          ...(c.tokenReview.caFile ? { caFile: c.tokenReview.caFile } : {}),
+          ...(c.tokenReview.tokenFile ? { tokenFile: c.tokenReview.tokenFile } : {}),
+          audiences: [...c.tokenReview.audiences],
+          trustDomain,
+          timeoutMs: c.tokenReview.timeout * 1000,
+        });
+        closers.push(() => tr.close());
+        list.push(tr);
+      }
+    } catch (e) {
+      closers.forEach((close) => close());
+      // A JWKS file that is missing or not a key set, a JWKS URL that does not answer at start,
+      // an unreadable TokenReview credential: the operator's to fix, so a ConfigError (exit 1).
+      throw e instanceof ConfigError ? e : new ConfigError(`auth.clusters "${c.name}": ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     }
     if (list.length === (clientCert ? 1 : 0) && !clientCert) {
       throw new ConfigError(`auth.clusters "${c.name}" has no authenticator: add jwt issuers or tokenReview`);

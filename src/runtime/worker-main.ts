@@ -36,7 +36,9 @@ export async function workerMain(): Promise<number> {
     // Every core already runs a worker: signing inline costs less than handing it to another thread.
     running = await startMeshcert(config, { logger, metrics, signatures: 'inline', ...(sink ? { sink } : {}) });
   } catch (e) {
-    send({ type: 'fatal', message: e instanceof Error ? e.message : String(e), config: e instanceof ConfigError });
+    // Exit once the primary has the reason (it stops the other workers and exits with it).
+    const fatal: WorkerMessage = { type: 'fatal', message: e instanceof Error ? e.message : String(e), config: e instanceof ConfigError };
+    if (process.connected) process.send!(fatal, undefined, {}, () => process.exit(1));
     return 1;
   }
   send({ type: 'listening', port: running.port });

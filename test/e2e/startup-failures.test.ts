@@ -43,30 +43,31 @@ describe('serve exits with the reason when it cannot start', () => {
   });
 
   it.each([
-    ['the gRPC port is taken, two workers', 2, 'server', 'server.listen'],
-    ['the gRPC port is taken, one process', 1, 'server', 'server.listen'],
-    ['the admin port is taken', 2, 'admin', 'admin.listen'],
-  ])('%s', async (_name, workers, which, setting) => {
-    const grpc = which === 'server' ? `127.0.0.1:${taken}` : '127.0.0.1:0';
-    const admin = which === 'admin' ? `127.0.0.1:${taken}` : '127.0.0.1:0';
+    ['the gRPC port is taken, two workers', { workers: 2, grpcTaken: true }, (port: number) => `cannot listen on server.listen 127.0.0.1:${port}: the address is already in use`],
+    ['the gRPC port is taken, one process', { workers: 1, grpcTaken: true }, (port: number) => `cannot listen on server.listen 127.0.0.1:${port}: the address is already in use`],
+    ['the admin port is taken', { workers: 2, adminTaken: true }, (port: number) => `cannot listen on admin.listen 127.0.0.1:${port}: the address is already in use`],
+    ['the JWKS file does not exist, two workers', { workers: 2, jwksFile: '/nonexistent/jwks.json' }, () => 'auth.clusters "Kubernetes": jwksFile /nonexistent/jwks.json: cannot read JSON'],
+  ])('%s', async (_name, o: { workers: number; grpcTaken?: boolean; adminTaken?: boolean; jwksFile?: string }, expected) => {
+    const grpc = o.grpcTaken ? `127.0.0.1:${taken}` : '127.0.0.1:0';
+    const admin = o.adminTaken ? `127.0.0.1:${taken}` : '127.0.0.1:0';
     const data = mkdtempSync(join(dir, 'data-'));
     const configFile = join(data, 'meshcert.yaml');
     writeFileSync(
       configFile,
       `dataDir: ${data}
-server: { listen: "${grpc}", workers: ${workers} }
+server: { listen: "${grpc}", workers: ${o.workers} }
 admin: { listen: "${admin}" }
 ca: { autoInit: true }
 auth:
   clusters:
     - name: Kubernetes
-      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: ${join(dir, 'jwks.json')} }]
+      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: ${o.jwksFile ?? join(dir, 'jwks.json')} }]
 `,
     );
     const marker = randomUUID();
     const r = await runCli(['serve', '--config', configFile], { env: { MESHCERT_TEST_MARK: marker }, timeoutMs: 45_000 });
     expect(r.code, r.stderr).toBe(1);
-    expect(r.stderr).toContain(`meshcert: cannot listen on ${setting} 127.0.0.1:${taken}: the address is already in use`);
+    expect(r.stderr).toContain(`meshcert: ${expected(taken)}`);
     expect(r.stderr).not.toMatch(/unexpected error|\n\s+at /);
     // No worker outlives the primary.
     await expect.poll(() => processesMarked(marker), { timeout: 5_000 }).toEqual([]);
