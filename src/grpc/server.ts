@@ -184,6 +184,10 @@ export class GrpcServer {
       if (done) return;
       done = true;
       sendStatus(stream, code, details);
+      // Refused before the request was complete (too large, deadline, unknown method...): as
+      // grpc-go does, RST_STREAM(NO_ERROR) after the status tells the client to stop sending,
+      // rather than reading the rest of an upload for nothing.
+      if (!stream.readableEnded) stream.close(h2.NGHTTP2_NO_ERROR);
     };
     if (!route) return fail(Status.UNIMPLEMENTED, `this server does not implement ${path.slice(0, 200)}`);
     if (!supportedEncoding(encoding)) return fail(Status.UNIMPLEMENTED, `unsupported grpc-encoding ${String(encoding).slice(0, 50)}; supported: ${ACCEPT_ENCODING}`);

@@ -90,6 +90,7 @@ describe.skipIf(unavailable)('grpc-go and Go crypto/x509 against a real meshcert
     ['an unknown clusterid', 'Unauthenticated', async () => ({ cluster: 'other-cluster' }), 16],
     ['text that is not a CSR', 'InvalidArgument', async () => ({ 'csr-text': 'this is not a CSR' }), 3],
     ['a CSR naming another service account', 'PermissionDenied', async () => ({ id: ID('kube-system', 'admin') }), 7],
+    ['a request larger than server.maxRequestBytes (64 KiB)', 'ResourceExhausted', async () => ({ 'csr-text': 'A'.repeat(80_000) }), 8],
   ])('refuses %s with %s, and grpc-js reads the same status', async (_name, code, args, grpcJsCode) => {
     const extra = await args();
     const token = 'token' in extra ? extra.token : await mintToken();

@@ -218,14 +218,34 @@ describe('gRPC over HTTP/2 on the wire (raw node:http2 client)', () => {
   it('refuses a declared length above maxRequestBytes with RESOURCE_EXHAUSTED after the 5-byte prefix alone, while the request is still open', async () => {
     const { stream, reply } = start(session, { token });
     stream.write(frame(Buffer.alloc(0), 0, MAX_REQUEST_BYTES + 1)); // no END_STREAM, no payload
+    const closed = new Promise<number>((resolve) => stream.on('close', () => resolve(stream.rstCode ?? -1)));
     const r = await reply;
     expect(stream.writableEnded, 'the client never ended its side').toBe(false);
     expect(r.trailersOnly).toBe(true);
     expect(r.grpcStatus).toBe(status.RESOURCE_EXHAUSTED);
     expect(r.grpcMessage).toMatch(/too large/);
-    stream.close(h2.NGHTTP2_CANCEL);
+    // As grpc-go does: after the status, RST_STREAM(NO_ERROR) tells the client to stop sending.
+    expect(await closed).toBe(h2.NGHTTP2_NO_ERROR);
     await expectIssued(session);
   }, 5_000); // a server that waits for the body would hang here
+
+  it('stops a client uploading an oversized request: the rest is not read (RST_STREAM NO_ERROR after the status)', async () => {
+    const { stream, reply } = start(session, { token });
+    const closed = new Promise<number>((resolve) => stream.on('close', () => resolve(stream.rstCode ?? -1)));
+    const chunk = Buffer.alloc(16 * 1024, 0x41);
+    stream.write(frame(Buffer.alloc(0), 0, 4 * 1024 * 1024));
+    let written = 0;
+    // Keep writing until the server's reset ends the stream (a server that reads on would take all 4 MiB).
+    while (!stream.closed && !stream.destroyed && written < 4 * 1024 * 1024) {
+      if (!stream.write(chunk)) await Promise.race([new Promise((w) => stream.once('drain', w)), closed]);
+      written += chunk.length;
+    }
+    const r = await reply;
+    expect(r.grpcStatus).toBe(status.RESOURCE_EXHAUSTED);
+    expect(await closed).toBe(h2.NGHTTP2_NO_ERROR);
+    expect(written).toBeLessThan(4 * 1024 * 1024);
+    await expectIssued(session);
+  }, 10_000);
 
   it('ends a call whose request is still incomplete at its grpc-timeout with DEADLINE_EXCEEDED', async () => {
     const { stream, reply } = start(session, { token, headers: { 'grpc-timeout': '150m' } });
