@@ -45,7 +45,7 @@ describe.skipIf(unavailable)('grpc-go and Go crypto/x509 against a real meshcert
     const { ok, result } = await call({ token: await mintToken({ alg, ns, sa }), key, subject, id: ID(ns, sa), ttl: 86400 });
     expect(result.error).toBeUndefined();
     expect(ok).toBe(true);
-    expect(result).toMatchObject({ code: 'OK', alpn: 'h2', chainElements: 3, roots: 1, leafUris: [ID(ns, sa)] });
+    expect(result).toMatchObject({ code: 'OK', alpn: 'h2', tlsVersion: 'TLS1.3', chainElements: 3, roots: 1, leafUris: [ID(ns, sa)] });
     // Verified for serverAuth and clientAuth, against the response's roots and the configured root.
     expect(result.verifiedPaths).toBe(4);
     expect(result.lifetimeSeconds).toBeGreaterThan(86400 - 120);
@@ -63,6 +63,12 @@ describe.skipIf(unavailable)('grpc-go and Go crypto/x509 against a real meshcert
     expect(ok, result.error).toBe(true);
     expect(result.lifetimeSeconds).toBeGreaterThan(3600 - 120);
     expect(result.lifetimeSeconds).toBeLessThanOrEqual(3600);
+  });
+
+  it('a client limited to TLS 1.2 (Go\'s default cipher suites) is served', async () => {
+    const { ok, result } = await call({ token: await mintToken(), id: ID(), tls12: 'true' });
+    expect(ok, result.error).toBe(true);
+    expect(result).toMatchObject({ code: 'OK', tlsVersion: 'TLS1.2', alpn: 'h2', chainElements: 3 });
   });
 
   it('a gzip-compressed request (grpc-encoding: gzip) is read and answered', async () => {

@@ -84,12 +84,13 @@ func main() {
 	ttl := flag.Int64("ttl", 86400, "validity_duration in seconds")
 	csrText := flag.String("csr-text", "", "send this text as the CSR instead of a generated one (error cases)")
 	expect := flag.String("expect", "OK", "expected gRPC code name, e.g. OK, Unauthenticated, InvalidArgument")
+	tls12 := flag.Bool("tls12", false, "offer TLS 1.2 only (older agents)")
 	compress := flag.Bool("gzip", false, "send the request gzip-compressed (grpc-encoding: gzip)")
 	health := flag.Bool("health", false, "call grpc.health.v1.Health/Check (service \"\") instead")
 	flag.Parse()
 
 	r := &result{}
-	err := run(r, *addr, *rootFile, *serverName, *token, *cluster, *keyKind, *subject, *id, *ttl, *csrText, *health, *compress)
+	err := run(r, *addr, *rootFile, *serverName, *token, *cluster, *keyKind, *subject, *id, *ttl, *csrText, *health, *compress, *tls12)
 	if err == nil && r.Code != *expect {
 		err = fmt.Errorf("expected gRPC code %s, got %s (%q)", *expect, r.Code, r.Message)
 	}
@@ -103,7 +104,7 @@ func main() {
 	}
 }
 
-func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject, id string, ttl int64, csrText string, health, compress bool) error {
+func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject, id string, ttl int64, csrText string, health, compress, tls12 bool) error {
 	rootPEM, err := ioutil.ReadFile(rootFile)
 	if err != nil {
 		return err
@@ -113,6 +114,9 @@ func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject
 		return errors.New("no certificate in the root file")
 	}
 	tlsConf := &tls.Config{RootCAs: trusted, ServerName: serverName, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
+	if tls12 {
+		tlsConf.MaxVersion = tls.VersionTLS12
+	}
 
 	// grpc-go 1.33 does not enforce ALPN (recent releases do), so check it on a handshake of our own.
 	conn, err := tls.Dial("tcp", addr, tlsConf)
