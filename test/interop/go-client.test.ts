@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildWorkloadCsr } from '../../src/client/workload-csr.js';
 import { makeCsr } from '../fixtures/csr.js';
 import { startServe, type ServerProcess } from '../support/cli.js';
 import { buildGoClient, goClientUnavailable, type GoClient } from '../support/go-client.js';
@@ -69,6 +70,21 @@ describe.skipIf(unavailable)('grpc-go and Go crypto/x509 against a real meshcert
     const { ok, result } = await call({ token: await mintToken(), id: ID(), tls12: 'true' });
     expect(ok, result.error).toBe(true);
     expect(result).toMatchObject({ code: 'OK', tlsVersion: 'TLS1.2', alpn: 'h2', chainElements: 3 });
+  });
+
+  it('a client certificate meshcert issued authenticates a renewal without a token (mTLS from Go)', async () => {
+    const first = await buildWorkloadCsr(ID('vm', 'legacy'), 'ec256');
+    const chain = await ca.request({ csrPem: first.csrPem, token: await mintToken({ ns: 'vm', sa: 'legacy' }) });
+    const cert = join(ca.dir, 'client-chain.pem');
+    const key = join(ca.dir, 'client-key.pem');
+    writeFileSync(cert, chain[0]! + chain[1]!);
+    writeFileSync(key, first.privateKeyPem, { mode: 0o600 });
+    const renewed = await call({ token: '', cert, 'key-file': key, key: 'ec256', id: ID('vm', 'legacy') });
+    expect(renewed.ok, renewed.result.error).toBe(true);
+    expect(renewed.result).toMatchObject({ code: 'OK', leafUris: [ID('vm', 'legacy')] });
+    // The certificate's identity is all it may ask for.
+    const other = await call({ token: '', cert, 'key-file': key, id: ID('vm', 'other'), expect: 'PermissionDenied' });
+    expect(other.ok, other.result.error).toBe(true);
   });
 
   it('a gzip-compressed request (grpc-encoding: gzip) is read and answered', async () => {

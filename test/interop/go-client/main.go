@@ -85,12 +85,14 @@ func main() {
 	csrText := flag.String("csr-text", "", "send this text as the CSR instead of a generated one (error cases)")
 	expect := flag.String("expect", "OK", "expected gRPC code name, e.g. OK, Unauthenticated, InvalidArgument")
 	tls12 := flag.Bool("tls12", false, "offer TLS 1.2 only (older agents)")
+	certFile := flag.String("cert", "", "client certificate chain (PEM) for mTLS authentication")
+	keyFile := flag.String("key-file", "", "the client certificate's private key (PEM)")
 	compress := flag.Bool("gzip", false, "send the request gzip-compressed (grpc-encoding: gzip)")
 	health := flag.Bool("health", false, "call grpc.health.v1.Health/Check (service \"\") instead")
 	flag.Parse()
 
 	r := &result{}
-	err := run(r, *addr, *rootFile, *serverName, *token, *cluster, *keyKind, *subject, *id, *ttl, *csrText, *health, *compress, *tls12)
+	err := run(r, *addr, *rootFile, *serverName, *token, *cluster, *keyKind, *subject, *id, *ttl, *csrText, *health, *compress, *tls12, *certFile, *keyFile)
 	if err == nil && r.Code != *expect {
 		err = fmt.Errorf("expected gRPC code %s, got %s (%q)", *expect, r.Code, r.Message)
 	}
@@ -104,7 +106,7 @@ func main() {
 	}
 }
 
-func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject, id string, ttl int64, csrText string, health, compress, tls12 bool) error {
+func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject, id string, ttl int64, csrText string, health, compress, tls12 bool, certFile, keyFile string) error {
 	rootPEM, err := ioutil.ReadFile(rootFile)
 	if err != nil {
 		return err
@@ -116,6 +118,13 @@ func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject
 	tlsConf := &tls.Config{RootCAs: trusted, ServerName: serverName, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
 	if tls12 {
 		tlsConf.MaxVersion = tls.VersionTLS12
+	}
+	if certFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return fmt.Errorf("client certificate: %w", err)
+		}
+		tlsConf.Certificates = []tls.Certificate{pair}
 	}
 
 	// grpc-go 1.33 does not enforce ALPN (recent releases do), so check it on a handshake of our own.
