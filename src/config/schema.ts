@@ -236,6 +236,11 @@ export const configSchema = z.strictObject({
       maxBuffer: z.number().int().min(100).default(100_000),
       /** Expired records are pruned this long after they expire. */
       retention: duration.prefault('30d'),
+      /**
+       * Audit events (refusals, including unauthenticated and shed calls) are pruned this long
+       * after they were recorded, so the table cannot grow without bound; 0 keeps them forever.
+       */
+      auditRetention: duration.prefault('365d'),
     })
     .prefault({})
     .refine((i) => i.store !== 'postgres' || i.url !== undefined, { message: 'inventory.store postgres needs inventory.url' }),

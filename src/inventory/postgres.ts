@@ -290,6 +290,11 @@ export class PostgresInventoryStore implements InventoryStore {
     return rowCount ?? 0;
   }
 
+  async pruneAudit(before: Date): Promise<number> {
+    const { rowCount } = await this.query(`DELETE FROM ${AUDIT_TABLE} WHERE at < $1`, [before]);
+    return rowCount ?? 0;
+  }
+
   async ping(): Promise<void> {
     await this.query('SELECT 1');
   }

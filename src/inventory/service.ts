@@ -15,6 +15,8 @@ export interface InventoryOptions {
   readonly maxBuffer: number;
   /** Seconds after expiry a record is pruned. */
   readonly retention: number;
+  /** Seconds after it was recorded an audit event is pruned; 0 or absent keeps them. */
+  readonly auditRetention?: number;
 }
 
 /**
@@ -68,6 +70,12 @@ export class InventoryService implements RecordSink {
         (n) => n > 0 && logger.info({ pruned: n }, 'pruned expired inventory records'),
         (err: unknown) => logger.warn({ err }, 'inventory pruning failed; will retry'),
       );
+      if (o.auditRetention) {
+        store.pruneAudit(new Date(Date.now() - o.auditRetention * 1000)).then(
+          (n) => n > 0 && logger.info({ pruned: n }, 'pruned old audit events'),
+          (err: unknown) => logger.warn({ err }, 'audit pruning failed; will retry'),
+        );
+      }
     };
     prune();
     svc.timers.push(setInterval(prune, 3600_000).unref());

@@ -346,6 +346,10 @@ export class SqliteInventoryStore implements InventoryStore {
     return this.call<number>('run', `DELETE FROM ${CERT_TABLE} WHERE not_after < ?`, [before.getTime()]);
   }
 
+  async pruneAudit(before: Date): Promise<number> {
+    return this.call<number>('run', `DELETE FROM ${AUDIT_TABLE} WHERE at < ?`, [before.getTime()]);
+  }
+
   async ping(): Promise<void> {
     await this.call('get', 'SELECT 1 AS ok', []);
   }

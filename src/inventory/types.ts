@@ -123,8 +123,10 @@ export interface InventoryStore {
    * Ordered by notAfter, then spiffeId.
    */
   latestPerIdentity(expiringBefore: Date, now: Date, options?: LatestPerIdentityOptions): Promise<CertificateRecord[]>;
-  /** Deletes certificate records with notAfter < before; returns how many. Audit events are kept. */
+  /** Deletes certificate records with notAfter < before; returns how many. Audit events are not touched. */
   pruneExpired(before: Date): Promise<number>;
+  /** Deletes audit events recorded before `before`; returns how many. */
+  pruneAudit(before: Date): Promise<number>;
   /** Resolves when the store answers a trivial query; throws when unreachable or closed. */
   ping(): Promise<void>;
   /** Idempotent. */

@@ -86,6 +86,9 @@ class MemoryStore implements InventoryStore {
   async pruneExpired(): Promise<number> {
     return 0;
   }
+  async pruneAudit(): Promise<number> {
+    return 0;
+  }
   async ping(): Promise<void> {
     if (this.down) throw new Error('down');
   }

@@ -454,6 +454,21 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     ).rejects.toBeInstanceOf(InventoryDataError);
   });
 
+  it('prunes audit events recorded before a time, and leaves certificate records alone', async () => {
+    await store.insertMany([makeRecord(1, { notAfter: new Date(T0) })]);
+    await store.insertAudit(
+      Array.from({ length: 6 }, (_, i): AuditEvent => ({ id: `a-${i}`, at: new Date(T0 + i * HOUR), requester: null, identity: null, cluster: null, decision: 'refused', code: 'OVERLOADED' })),
+    );
+    expect(await store.pruneAudit(new Date(T0 + 2 * HOUR))).toBe(2); // strictly before
+    const ids = async () => (await h.raw(loc, 'SELECT id FROM inventory_audit_events ORDER BY at')).map((r) => r.id);
+    expect(await ids()).toEqual(['a-2', 'a-3', 'a-4', 'a-5']);
+    expect(await store.pruneAudit(new Date(T0))).toBe(0);
+    expect(await store.count()).toBe(1);
+    expect(await store.pruneAudit(FAR_FUTURE)).toBe(4);
+    expect(await ids()).toEqual([]);
+    expect(await store.count()).toBe(1);
+  });
+
   it('migrate is idempotent', async () => {
     await store.migrate();
     await store.migrate();

@@ -1,0 +1,55 @@
+/**
+ * The running inventory's retention: expired certificate records and old audit events are
+ * pruned at start (and hourly), each by its own setting; auditRetention 0 keeps every event.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createLogger } from '../../../src/log/logger.js';
+import { openStore } from '../../../src/inventory/open.js';
+import { InventoryService } from '../../../src/inventory/service.js';
+import type { AuditEvent, InventoryStore } from '../../../src/inventory/types.js';
+import { makeRecord } from './fixtures.js';
+
+const DAY = 86_400_000;
+const dirs: string[] = [];
+afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+async function seeded(): Promise<{ path: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'meshcert-inv-'));
+  dirs.push(dir);
+  const path = join(dir, 'inventory.db');
+  const store: InventoryStore = await openStore({ kind: 'sqlite', path });
+  const now = Date.now();
+  const ev = (id: string, ageDays: number): AuditEvent => ({ id, at: new Date(now - ageDays * DAY), requester: null, identity: null, cluster: null, decision: 'refused', code: 'AUTH_INVALID' });
+  await store.insertAudit([ev('old', 400), ev('recent', 10)]);
+  await store.insertMany([makeRecord(1, { notAfter: new Date(now - 60 * DAY) }), makeRecord(2, { notAfter: new Date(now + DAY) })]);
+  await store.close();
+  return { path };
+}
+
+function auditIds(path: string): string[] {
+  const db = new Database(path, { readonly: true });
+  try {
+    return (db.prepare('SELECT id FROM inventory_audit_events ORDER BY at').all() as { id: string }[]).map((r) => r.id);
+  } finally {
+    db.close();
+  }
+}
+
+describe('InventoryService retention', () => {
+  it.each([
+    ['prunes audit events older than auditRetention, and expired records past retention', 365 * 86_400, ['recent']],
+    ['keeps every audit event with auditRetention 0', 0, ['old', 'recent']],
+  ])('%s', async (_name, auditRetention, kept) => {
+    const { path } = await seeded();
+    const svc = await InventoryService.open({ store: 'sqlite', path, failClosed: false, maxBuffer: 1000, retention: 30 * 86_400, auditRetention }, createLogger('silent'));
+    // The SQLite store runs its calls in order: once the count sees the expired record gone, the
+    // audit pruning sent with it has run too.
+    await expect.poll(async () => svc!.store.count(), { timeout: 5_000 }).toBe(1);
+    expect(auditIds(path)).toEqual(kept);
+    await svc!.close();
+  });
+});
