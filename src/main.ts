@@ -189,7 +189,14 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   servingExpiry(serving.current.notAfter);
   let closing = false;
   const server = new GrpcServer(
-    { listen: config.server.listen, maxRequestBytes: config.server.maxRequestBytes, shutdownGrace: config.server.shutdownGrace, maxConcurrentStreams: config.server.maxConcurrentStreams },
+    {
+      listen: config.server.listen,
+      maxRequestBytes: config.server.maxRequestBytes,
+      shutdownGrace: config.server.shutdownGrace,
+      maxConcurrentStreams: config.server.maxConcurrentStreams,
+      handshakeTimeout: config.server.handshakeTimeout,
+      idleTimeout: config.server.idleTimeout,
+    },
     { certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem },
     logger,
   )

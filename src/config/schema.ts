@@ -93,6 +93,13 @@ export const configSchema = z.strictObject({
       maxConcurrentStreams: z.number().int().min(1).max(10_000).default(100),
       /** How long SIGTERM waits for in-flight calls before closing connections. */
       shutdownGrace: duration.prefault('20s'),
+      /** A connection that has not finished its TLS handshake by then is dropped. */
+      handshakeTimeout: duration.prefault('10s'),
+      /**
+       * A connection with no traffic for this long is closed gracefully (GOAWAY; calls still open
+       * finish). Bounds what idle connections hold; 0 keeps them open.
+       */
+      idleTimeout: duration.prefault('5m'),
       /**
        * Processes serving gRPC (Node runs JavaScript on one core per process). 'auto' = one per CPU;
        * 1 serves from the main process.

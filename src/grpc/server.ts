@@ -22,6 +22,10 @@ export interface GrpcServerOptions {
   /** Seconds in-flight calls get to finish on shutdown. */
   readonly shutdownGrace: number;
   readonly maxConcurrentStreams: number;
+  /** Seconds a connection may take to finish its TLS handshake. Default 10. */
+  readonly handshakeTimeout?: number;
+  /** Seconds without traffic after which a connection is closed gracefully; 0 never. Default 0. */
+  readonly idleTimeout?: number;
 }
 
 /** A method's codec (proto-loader's protobufjs functions). */
@@ -110,10 +114,14 @@ export class GrpcServer {
       // Node resets a session whose buffered data passes this many MB (default 10); allow every
       // stream of a connection to hold a full-size request.
       maxSessionMemory: Math.max(10, Math.ceil((options.maxConcurrentStreams * (options.maxRequestBytes + 16_384)) / 2 ** 20)),
+      // A connection that never completes its handshake holds a socket and buffers for nothing.
+      handshakeTimeout: (options.handshakeTimeout ?? 10) * 1000,
     });
     this.server.on('session', (session: ServerHttp2Session) => {
       this.sessions.add(session);
       session.on('close', () => this.sessions.delete(session));
+      // Idle connections are closed gracefully (GOAWAY; open calls such as a health Watch finish).
+      if (options.idleTimeout) session.setTimeout(options.idleTimeout * 1000, () => session.close());
       // A broken connection ends its calls; it must never take the process down.
       session.on('error', (err: Error) => this.logger.debug({ err: err.message }, 'HTTP/2 session error'));
     });

@@ -5,6 +5,7 @@
  * clients that go away mid-call.
  */
 import { connect, constants as h2, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import { createConnection } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { credentials, status, type ClientReadableStream } from '@grpc/grpc-js';
@@ -367,5 +368,44 @@ describe('grpc.health.v1.Health/Watch', () => {
     } finally {
       client.close();
     }
+  }, 10_000);
+});
+
+describe('connection timeouts (server.handshakeTimeout, server.idleTimeout)', () => {
+  let ca: TestCa;
+  beforeAll(async () => {
+    ca = await startTestCa({ server: { handshakeTimeout: '1s', idleTimeout: '1s' } });
+  });
+  afterAll(async () => ca?.close());
+
+  it('drops a connection that never starts its TLS handshake', async () => {
+    const socket = createConnection({ host: '127.0.0.1', port: ca.port });
+    const started = Date.now();
+    await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    expect(Date.now() - started).toBeLessThan(5_000);
+  }, 10_000);
+
+  it('closes an idle connection gracefully (GOAWAY), after serving its calls', async () => {
+    const session = await open(ca);
+    const token = await mintToken();
+    const r = await call(session, grpcRequestFrame((await makeCsr()).pem), { token });
+    expect(r.grpcStatus).toBe(status.OK);
+    const goaway = new Promise<number>((resolve) => session.once('goaway', (code: number) => resolve(code)));
+    const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));
+    expect(await goaway).toBe(h2.NGHTTP2_NO_ERROR);
+    await closed;
+  }, 10_000);
+
+  it('lets a quiet call (a health Watch) go on past the idle timeout', async () => {
+    const session = await open(ca);
+    const stream = session.request({ ':method': 'POST', ':path': '/grpc.health.v1.Health/Watch', 'content-type': 'application/grpc', te: 'trailers' });
+    stream.end(Buffer.from([0, 0, 0, 0, 0])); // an empty HealthCheckRequest: the server as a whole
+    const goaway = new Promise<void>((resolve) => session.once('goaway', () => resolve()));
+    await new Promise<void>((resolve) => stream.once('data', () => resolve()));
+    await goaway;
+    await new Promise((r) => setTimeout(r, 500));
+    expect(stream.closed, 'the Watch must not be cut by the idle close').toBe(false);
+    stream.close(h2.NGHTTP2_CANCEL);
+    session.close();
   }, 10_000);
 });

@@ -57,6 +57,8 @@ describe('parseConfig defaults', () => {
         },
         maxRequestBytes: 64 * 1024,
         shutdownGrace: 20,
+        handshakeTimeout: 10,
+        idleTimeout: 300,
         workers: 'auto',
       },
       ca: { dir: '/srv/meshcert/.meshcert/ca', autoInit: false, keyType: 'ec256' },
@@ -68,6 +70,7 @@ describe('parseConfig defaults', () => {
         clockSkew: 30,
         tokenCache: { maxEntries: 10_000, maxTtl: 600 },
       },
+      inventory: { retention: 30 * 86_400, auditRetention: 365 * 86_400 },
       log: { level: 'info' },
       dev: { tokenIssuer: false },
     });
