@@ -78,5 +78,13 @@ main(process.argv.slice(2)).then(
       if (process.env.MESHCERT_DEBUG) console.error(err);
       process.exitCode = 1;
     }
+    // A command that failed must end even if something it started (a watch, a timer) still holds
+    // the event loop: a server that cannot start should crash-loop visibly, not sit idle.
+    setTimeout(() => {
+      void import('./log/logger.js').then(
+        ({ flushLogs }) => flushLogs(),
+        () => undefined,
+      ).finally(() => process.exit());
+    }, 3000).unref();
   },
 );

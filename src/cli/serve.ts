@@ -35,15 +35,21 @@ export async function serveCommand(argv: string[]): Promise<number> {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down: draining in-flight calls');
+    // Exit once the last lines are written (a write still in flight at exit could be lost or
+    // land after the exit handler's synchronous flush); the timer is the backstop.
+    const exit = (code: number): void => {
+      process.exitCode = code;
+      setTimeout(() => process.exit(code), 2000).unref();
+      logger.flush(() => process.exit(code));
+    };
     close().then(
       () => {
         logger.info('stopped');
-        logger.flush?.();
-        process.exit(0);
+        exit(0);
       },
       (err: unknown) => {
         logger.error({ err }, 'error during shutdown');
-        process.exit(1);
+        exit(1);
       },
     );
   };

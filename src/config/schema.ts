@@ -17,6 +17,11 @@ const duration = z
     }
   });
 
+/** Node's timers hold at most 2^31 - 1 ms; a longer one fires at once. */
+const MAX_TIMER_SECONDS = 2_147_483;
+const timerDuration = (min: number) =>
+  duration.refine((v) => v >= min && v <= MAX_TIMER_SECONDS, `must be between ${min === 0 ? '0' : `${min}s`} and ${MAX_TIMER_SECONDS}s (about 24 days)`);
+
 const hostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, 'expected host:port, e.g. 0.0.0.0:15012 or [::1]:15012')
@@ -92,14 +97,14 @@ export const configSchema = z.strictObject({
       /** Calls one connection may have open at once (HTTP/2 max concurrent streams); clients queue the rest. */
       maxConcurrentStreams: z.number().int().min(1).max(10_000).default(100),
       /** How long SIGTERM waits for in-flight calls before closing connections. */
-      shutdownGrace: duration.prefault('20s'),
+      shutdownGrace: timerDuration(0).prefault('20s'),
       /** A connection that has not finished its TLS handshake by then is dropped. */
-      handshakeTimeout: duration.prefault('10s'),
+      handshakeTimeout: timerDuration(1).prefault('10s'),
       /**
        * A connection with no traffic for this long is closed gracefully (GOAWAY; calls still open
        * finish). Bounds what idle connections hold; 0 keeps them open.
        */
-      idleTimeout: duration.prefault('5m'),
+      idleTimeout: timerDuration(0).prefault('5m'),
       /**
        * Processes serving gRPC (Node runs JavaScript on one core per process). 'auto' = one per CPU;
        * 1 serves from the main process.

@@ -43,6 +43,12 @@ export const AUDIT_COLUMNS = ['id', 'at', 'requester', 'identity', 'cluster', 'd
 
 export const SELECT_CERT = `SELECT ${CERT_COLUMNS.join(', ')} FROM ${CERT_TABLE}`;
 
+/**
+ * Pruning deletes at most this many rows per statement, so a large backlog (a year of refusals)
+ * never holds the store in one long transaction: other writes and queries run between batches.
+ */
+export const PRUNE_BATCH = 5000;
+
 export const DEFAULT_LIMIT = 100;
 export const MAX_LIMIT = 1000;
 

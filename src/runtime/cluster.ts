@@ -98,11 +98,13 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       const w = cluster.fork({ [WORKER_ENV]: '1' });
       live.add(w);
       let listening = false;
+      // A send to a worker that has just exited fails with EPIPE, emitted here: never fatal.
+      w.on('error', (err: Error) => logger.debug({ err, pid: w.process.pid }, 'IPC to a worker failed'));
       w.on('message', (m: WorkerMessage) => {
         if (m.type === 'inventory') {
           hooks.onInventory?.(m);
         } else if (m.type === 'need-config') {
-          w.send({ type: 'config', config: currentConfig } satisfies PrimaryMessage);
+          send(w, { type: 'config', config: currentConfig });
         } else if (m.type === 'reloaded') {
           const p = pendingReloads.get(m.id);
           if (p) {
@@ -115,22 +117,40 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         } else if (m.type === 'listening') {
           listening = true;
           resolve(m.port);
+          // Stopping already (another worker failed to start): this one drains right away.
+          if (stopping) send(w, { type: 'shutdown' });
         } else if (m.type === 'fatal') {
           reject(m.config ? new ConfigError(m.message) : new Error(m.message));
         }
       });
       w.on('exit', (code, signal) => {
         live.delete(w);
-        if (!listening) return reject(new Error(`worker exited with ${code ?? signal} before serving`));
+        // A `fatal` message read in the same turn keeps its reason: reject after it.
+        if (!listening) return void setImmediate(() => reject(new Error(`worker exited with ${code ?? signal} before serving`)));
         if (stopping) return;
         // An unexpected death: replace it, with a pause so a crash loop does not spin.
         restarts++;
         logger.error({ pid: w.process.pid, code, signal, restarts }, 'worker died; starting a replacement');
-        setTimeout(() => {
-          if (!stopping) fork().catch((err: unknown) => logger.error({ err }, 'replacement worker failed to start'));
-        }, Math.min(5000, 100 * restarts)).unref();
+        replace();
       });
     });
+
+  /** Starts a replacement after a pause growing with the restarts; retries until one serves. */
+  const replace = (): void => {
+    setTimeout(() => {
+      if (stopping) return;
+      fork().catch((err: unknown) => {
+        restarts++;
+        logger.error({ err, restarts }, 'replacement worker failed to start; retrying');
+        replace();
+      });
+    }, Math.min(5000, 100 * restarts)).unref();
+  };
+
+  /** IPC to a worker, ignoring a channel that has just closed (the worker is exiting). */
+  const send = (w: Worker, m: PrimaryMessage): void => {
+    if (w.isConnected()) w.send(m, undefined, () => {});
+  };
 
   /** Asks every worker to drain; any still running after `graceMs` is killed. Resolves once all have exited. */
   const stopAll = (graceMs: number): Promise<void> =>
@@ -140,7 +160,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           new Promise<void>((resolve) => {
             if (w.isDead()) return resolve();
             w.once('exit', () => resolve());
-            if (w.isConnected()) w.send({ type: 'shutdown' } satisfies PrimaryMessage);
+            send(w, { type: 'shutdown' });
             setTimeout(() => w.process.kill('SIGKILL'), graceMs).unref();
           }),
       ),
@@ -153,7 +173,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     // One worker could not start (its port is taken, say): stop the others too, so that the
     // process exits with the reason instead of staying up half started.
     stopping = true;
-    await stopAll(2000);
+    await stopAll((config.server.shutdownGrace + 5) * 1000);
     throw e;
   }
   let lastAccepting: boolean | undefined;
@@ -161,7 +181,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     const accepting = hooks.accepting?.() ?? true;
     if (accepting === lastAccepting) return;
     lastAccepting = accepting;
-    for (const w of live) if (w.isConnected()) w.send({ type: 'inventory-state', accepting } satisfies PrimaryMessage);
+    for (const w of live) send(w, { type: 'inventory-state', accepting });
   }, 1000);
   broadcast.unref();
   return {
@@ -173,14 +193,14 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       const id = ++reloadId;
       const errors = await new Promise<string[]>((resolve) => {
         pendingReloads.set(id, { waiting: targets.length, errors: [], done: resolve });
-        for (const w of targets) w.send({ type: 'reload', id, config: next } satisfies PrimaryMessage);
+        for (const w of targets) send(w, { type: 'reload', id, config: next });
         setTimeout(() => {
           if (pendingReloads.delete(id)) resolve(['a worker did not answer the reload within 30s']);
         }, 30_000).unref();
       });
       if (errors.length > 0) {
         // Some workers may have applied it: put every worker back on the config in force.
-        for (const w of targets) if (w.isConnected()) w.send({ type: 'reload', id: ++reloadId, config: currentConfig } satisfies PrimaryMessage);
+        for (const w of targets) send(w, { type: 'reload', id: ++reloadId, config: currentConfig });
         throw new Error(errors[0]);
       }
       currentConfig = next;

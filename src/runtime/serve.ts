@@ -134,8 +134,9 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
         })
       : undefined;
   } catch (e) {
-    // The admin port is taken, say: stop what runs already, so the process exits with the reason.
-    await stopAll();
+    // The admin port is taken, say: stop what runs already, so the process exits with the reason
+    // (a failure while stopping is logged, not put in its place).
+    await stopAll().catch((err: unknown) => logger.error({ err }, 'cleanup after a failed start'));
     throw e;
   }
 

@@ -9,11 +9,33 @@ import { IpcSink } from './ipc-sink.js';
 
 /** Entry point of a forked worker: serve gRPC until the primary says to drain. */
 export async function workerMain(): Promise<number> {
+  // Listen to the primary from the start: a shutdown sent while this worker is still starting
+  // (another worker failed to start) must not be lost, or it would serve until killed.
+  let running: RunningMeshcert | undefined;
+  let shutdownRequested = false;
+  let pendingReload: Extract<PrimaryMessage, { type: 'reload' }> | undefined;
+  let drain = (): void => {
+    shutdownRequested = true;
+  };
+  const applyReload = (m: Extract<PrimaryMessage, { type: 'reload' }>): void => {
+    running!.reload(m.config).then(
+      () => send({ type: 'reloaded', id: m.id }),
+      (err: unknown) => send({ type: 'reloaded', id: m.id, error: err instanceof Error ? err.message : String(err) }),
+    );
+  };
+  process.on('message', (m: PrimaryMessage) => {
+    if (m?.type === 'shutdown') drain();
+    else if (m?.type === 'reload') {
+      if (running) applyReload(m);
+      else pendingReload = m; // applied once started
+    }
+  });
+  const send = (m: WorkerMessage): void => {
+    if (process.connected) process.send?.(m);
+  };
+
   const config = await workerConfig();
   const logger = createLogger(config.log.level).child({ worker: cluster.worker?.id });
-  const send = (m: WorkerMessage): void => {
-    process.send?.(m);
-  };
   // Signals are the primary's to handle: a Ctrl-C reaches the whole process group, and a worker
   // must drain on the primary's word, not die mid-call.
   process.on('SIGINT', () => {});
@@ -24,7 +46,6 @@ export async function workerMain(): Promise<number> {
     process.exit(1);
   });
 
-  let running: RunningMeshcert;
   // The primary's AggregatorRegistry asks each worker for its registry over IPC; constructing one
   // here is what installs prom-client's answering listener in the worker.
   const registry = new Registry();
@@ -39,15 +60,17 @@ export async function workerMain(): Promise<number> {
     // Exit once the primary has the reason (it stops the other workers and exits with it).
     const fatal: WorkerMessage = { type: 'fatal', message: e instanceof Error ? e.message : String(e), config: e instanceof ConfigError };
     if (process.connected) process.send!(fatal, undefined, {}, () => process.exit(1));
+    else process.exit(1);
     return 1;
   }
   send({ type: 'listening', port: running.port });
 
   let closing = false;
-  const drain = (): void => {
+  const serving = running;
+  drain = (): void => {
     if (closing) return;
     closing = true;
-    running
+    serving
       .close()
       .then(
         () => 0,
@@ -60,16 +83,10 @@ export async function workerMain(): Promise<number> {
         else process.exit(code);
       });
   };
-  process.on('message', (m: PrimaryMessage) => {
-    if (m?.type === 'shutdown') drain();
-    else if (m?.type === 'reload') {
-      running.reload(m.config).then(
-        () => send({ type: 'reloaded', id: m.id }),
-        (err: unknown) => send({ type: 'reloaded', id: m.id, error: err instanceof Error ? err.message : String(err) }),
-      );
-    }
-  });
-  // The primary is gone (killed): stop serving rather than linger as an orphan.
-  process.on('disconnect', drain);
+  if (pendingReload) applyReload(pendingReload);
+  // The primary is gone (killed), now or while this worker was starting: stop serving rather than
+  // linger as an orphan.
+  process.on('disconnect', () => drain());
+  if (shutdownRequested || !process.connected) drain();
   return new Promise<number>(() => {});
 }

@@ -69,7 +69,11 @@ auth:
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toContain(`meshcert: ${expected(taken)}`);
     expect(r.stderr).not.toMatch(/unexpected error|\n\s+at /);
-    // No worker outlives the primary.
-    await expect.poll(() => processesMarked(marker), { timeout: 5_000 }).toEqual([]);
+    // No worker outlives the primary (any that did would be killed here, not left running).
+    try {
+      await expect.poll(() => processesMarked(marker), { timeout: 5_000 }).toEqual([]);
+    } finally {
+      for (const pid of processesMarked(marker)) process.kill(pid, 'SIGKILL');
+    }
   }, 60_000);
 });

@@ -386,9 +386,11 @@ describe('connection timeouts (server.handshakeTimeout, server.idleTimeout)', ()
   }, 10_000);
 
   it('closes an idle connection gracefully (GOAWAY), after serving its calls', async () => {
-    const session = await open(ca);
+    // Everything the call needs is made before connecting: the connection may idle only 1 s.
     const token = await mintToken();
-    const r = await call(session, grpcRequestFrame((await makeCsr()).pem), { token });
+    const body = grpcRequestFrame((await makeCsr()).pem);
+    const session = await open(ca);
+    const r = await call(session, body, { token });
     expect(r.grpcStatus).toBe(status.OK);
     const goaway = new Promise<number>((resolve) => session.once('goaway', (code: number) => resolve(code)));
     const closed = new Promise<void>((resolve) => session.once('close', () => resolve()));

@@ -9,6 +9,7 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { PRUNE_BATCH } from '../../../src/inventory/common.js';
 import { openStore, type OpenStoreOptions } from '../../../src/inventory/open.js';
 import { PostgresInventoryStore } from '../../../src/inventory/postgres.js';
 import { SqliteInventoryStore } from '../../../src/inventory/sqlite.js';
@@ -468,6 +469,18 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await ids()).toEqual([]);
     expect(await store.count()).toBe(1);
   });
+
+  it('prunes a backlog larger than one batch completely, and only what is old enough', async () => {
+    const old = 2 * PRUNE_BATCH + 7;
+    await store.insertAudit(
+      Array.from({ length: old + 3 }, (_, i): AuditEvent => ({ id: `b-${i}`, at: new Date(i < old ? T0 : T0 + 2 * HOUR), requester: null, identity: null, cluster: null, decision: 'refused', code: 'OVERLOADED' })),
+    );
+    expect(await store.pruneAudit(new Date(T0 + HOUR))).toBe(old);
+    expect(await h.raw(loc, 'SELECT id FROM inventory_audit_events')).toHaveLength(3);
+    await store.insertMany(Array.from({ length: PRUNE_BATCH + 2 }, (_, i) => makeRecord(i, { notAfter: new Date(i < PRUNE_BATCH + 1 ? T0 : T0 + 2 * HOUR) })));
+    expect(await store.pruneExpired(new Date(T0 + HOUR))).toBe(PRUNE_BATCH + 1);
+    expect(await store.count()).toBe(1);
+  }, 60_000);
 
   it('migrate is idempotent', async () => {
     await store.migrate();
