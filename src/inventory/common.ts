@@ -49,6 +49,16 @@ export const SELECT_CERT = `SELECT ${CERT_COLUMNS.join(', ')} FROM ${CERT_TABLE}
  */
 export const PRUNE_BATCH = 5000;
 
+/** Runs `deleteBatch` (one statement deleting at most PRUNE_BATCH rows) until a batch comes back short; returns the total. */
+export async function pruneInBatches(deleteBatch: () => Promise<number>): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const n = await deleteBatch();
+    total += n;
+    if (n < PRUNE_BATCH) return total;
+  }
+}
+
 export const DEFAULT_LIMIT = 100;
 export const MAX_LIMIT = 1000;
 

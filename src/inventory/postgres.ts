@@ -13,6 +13,7 @@ import pg from 'pg';
 import {
   AUDIT_TABLE,
   PRUNE_BATCH,
+  pruneInBatches,
   CERT_COLUMNS,
   CERT_TABLE,
   GET_SQL,
@@ -286,26 +287,18 @@ export class PostgresInventoryStore implements InventoryStore {
     return rows.map(rowToRecord);
   }
 
+  // Short transactions, one per batch; rows another replica is deleting at the same moment are
+  // skipped (SKIP LOCKED) rather than waited for.
   async pruneExpired(before: Date): Promise<number> {
-    return this.pruneInBatches(`DELETE FROM ${CERT_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM ${CERT_TABLE} WHERE not_after < $1 LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED)`, before);
+    return this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM ${CERT_TABLE} WHERE not_after < $1 LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED)`, before);
   }
 
   async pruneAudit(before: Date): Promise<number> {
-    return this.pruneInBatches(`DELETE FROM ${AUDIT_TABLE} WHERE id IN (SELECT id FROM ${AUDIT_TABLE} WHERE at < $1 LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED)`, before);
+    return this.pruneBatches(`DELETE FROM ${AUDIT_TABLE} WHERE id IN (SELECT id FROM ${AUDIT_TABLE} WHERE at < $1 LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED)`, before);
   }
 
-  /**
-   * Short transactions, one per batch; rows another replica is deleting at the same moment are
-   * skipped (SKIP LOCKED) rather than waited for.
-   */
-  private async pruneInBatches(sql: string, before: Date): Promise<number> {
-    let total = 0;
-    for (;;) {
-      const { rowCount } = await this.query(sql, [before]);
-      const n = rowCount ?? 0;
-      total += n;
-      if (n < PRUNE_BATCH) return total;
-    }
+  private pruneBatches(sql: string, before: Date): Promise<number> {
+    return pruneInBatches(async () => (await this.query(sql, [before])).rowCount ?? 0);
   }
 
   async ping(): Promise<void> {

@@ -20,6 +20,7 @@ import {
   AUDIT_COLUMNS,
   AUDIT_TABLE,
   PRUNE_BATCH,
+  pruneInBatches,
   CERT_COLUMNS,
   CERT_TABLE,
   GET_SQL,
@@ -344,21 +345,16 @@ export class SqliteInventoryStore implements InventoryStore {
   }
 
   async pruneExpired(before: Date): Promise<number> {
-    return this.pruneInBatches(`DELETE FROM ${CERT_TABLE} WHERE rowid IN (SELECT rowid FROM ${CERT_TABLE} WHERE not_after < ? LIMIT ${PRUNE_BATCH})`, before);
+    return this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE rowid IN (SELECT rowid FROM ${CERT_TABLE} WHERE not_after < ? LIMIT ${PRUNE_BATCH})`, before);
   }
 
   async pruneAudit(before: Date): Promise<number> {
-    return this.pruneInBatches(`DELETE FROM ${AUDIT_TABLE} WHERE rowid IN (SELECT rowid FROM ${AUDIT_TABLE} WHERE at < ? LIMIT ${PRUNE_BATCH})`, before);
+    return this.pruneBatches(`DELETE FROM ${AUDIT_TABLE} WHERE rowid IN (SELECT rowid FROM ${AUDIT_TABLE} WHERE at < ? LIMIT ${PRUNE_BATCH})`, before);
   }
 
   /** One call per batch: the store's other calls run between them. */
-  private async pruneInBatches(sql: string, before: Date): Promise<number> {
-    let total = 0;
-    for (;;) {
-      const n = await this.call<number>('run', sql, [before.getTime()]);
-      total += n;
-      if (n < PRUNE_BATCH) return total;
-    }
+  private pruneBatches(sql: string, before: Date): Promise<number> {
+    return pruneInBatches(() => this.call<number>('run', sql, [before.getTime()]));
   }
 
   async ping(): Promise<void> {

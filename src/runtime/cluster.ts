@@ -20,6 +20,8 @@ export type WorkerMessage =
   /** `config`: the failure is the operator's to fix (a ConfigError, such as a port already in use). */
   | { type: 'fatal'; message: string; config?: boolean }
   | { type: 'reloaded'; id: number; error?: string }
+  /** Sent last by a draining worker; the primary waits for its exit, not for this. */
+  | { type: 'drained' }
   | InventoryMessage;
 export type PrimaryMessage =
   | { type: 'config'; config: MeshcertConfig }

@@ -13,9 +13,29 @@ export async function workerMain(): Promise<number> {
   // (another worker failed to start) must not be lost, or it would serve until killed.
   let running: RunningMeshcert | undefined;
   let shutdownRequested = false;
+  let closing = false;
   let pendingReload: Extract<PrimaryMessage, { type: 'reload' }> | undefined;
-  let drain = (): void => {
+  // Before the server runs, only remembers the request (acted on once started).
+  const drain = (): void => {
     shutdownRequested = true;
+    if (!running || closing) return;
+    closing = true;
+    running
+      .close()
+      .then(
+        () => 0,
+        () => 1,
+      )
+      .then((code) => {
+        // Ship the last records, and exit once the channel has written them.
+        sink?.flush();
+        exitAfter({ type: 'drained' }, code);
+      });
+  };
+  /** Exits with `code` once `m` has reached the primary (at once when the channel is gone). */
+  const exitAfter = (m: WorkerMessage, code: number): void => {
+    if (process.connected) process.send!(m, undefined, {}, () => process.exit(code));
+    else process.exit(code);
   };
   const applyReload = (m: Extract<PrimaryMessage, { type: 'reload' }>): void => {
     running!.reload(m.config).then(
@@ -58,35 +78,15 @@ export async function workerMain(): Promise<number> {
     running = await startMeshcert(config, { logger, metrics, signatures: 'inline', ...(sink ? { sink } : {}) });
   } catch (e) {
     // Exit once the primary has the reason (it stops the other workers and exits with it).
-    const fatal: WorkerMessage = { type: 'fatal', message: e instanceof Error ? e.message : String(e), config: e instanceof ConfigError };
-    if (process.connected) process.send!(fatal, undefined, {}, () => process.exit(1));
-    else process.exit(1);
+    exitAfter({ type: 'fatal', message: e instanceof Error ? e.message : String(e), config: e instanceof ConfigError }, 1);
     return 1;
   }
   send({ type: 'listening', port: running.port });
 
-  let closing = false;
-  const serving = running;
-  drain = (): void => {
-    if (closing) return;
-    closing = true;
-    serving
-      .close()
-      .then(
-        () => 0,
-        () => 1,
-      )
-      .then((code) => {
-        // Ship the last records, and exit once the channel has written them.
-        sink?.flush();
-        if (process.connected) process.send!({ type: 'drained' }, undefined, {}, () => process.exit(code));
-        else process.exit(code);
-      });
-  };
   if (pendingReload) applyReload(pendingReload);
   // The primary is gone (killed), now or while this worker was starting: stop serving rather than
   // linger as an orphan.
-  process.on('disconnect', () => drain());
+  process.on('disconnect', drain);
   if (shutdownRequested || !process.connected) drain();
   return new Promise<number>(() => {});
 }
