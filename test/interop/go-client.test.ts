@@ -121,6 +121,8 @@ describe.skipIf(unavailable)('grpc-go and Go crypto/x509 against a real meshcert
     expect(ok).toBe(true);
     expect(result.code).toBe(code);
     expect(result.message).toBeTruthy();
+    // Nothing internal reaches the client: no paths, stack frames, error class names or tokens.
+    expect(result.message).not.toMatch(/\/work\/|\/tmp\/|node_modules|\bat .*\.[jt]s:|Error:|eyJ/);
 
     const csrPem = 'csr-text' in extra ? (extra['csr-text'] as string) : (await makeCsr({ uris: [String('id' in extra ? extra.id : ID())] })).pem;
     const err = (await ca
