@@ -16,7 +16,7 @@ import type { MeshcertConfig } from './config/schema.js';
 import { ensureDevIssuer } from './dev/token-issuer.js';
 import { CaError, ConfigError } from './errors/ca-error.js';
 import { fanOut, type IssuanceObserver } from './authority/observer.js';
-import { createCertificateHandler } from './grpc/certificate-service.js';
+import { certificateAdmission, createCertificateHandler } from './grpc/certificate-service.js';
 import { inventoryObserver, type RecordSink } from './inventory/sink.js';
 import type { CaMetrics } from './metrics/ca-metrics.js';
 import { HealthService } from './grpc/health.js';
@@ -171,7 +171,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     ...(config.overload.perIdentity ? { rateLimit: new IdentityRateLimiter(config.overload.perIdentity) } : {}),
     ...(nodeAuthorizer ? { nodeAuthorizer } : {}),
   });
-  const limiter = new InFlightLimiter(config.overload.maxInFlight);
+  const limiter = new InFlightLimiter(config.overload.maxInFlight, config.overload.maxInFlightBytes);
   const caMetrics = (): void => {
     for (const i of state.issuers.all) o.metrics?.setCaExpiry(i.name, i.material.roots, i.material.intermediates);
   };
@@ -188,6 +188,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   });
   servingExpiry(serving.current.notAfter);
   let closing = false;
+  const certificates = { authority, logger, observer: fanOut(observers), ready: () => !closing && health.serving };
   const server = new GrpcServer(
     {
       listen: config.server.listen,
@@ -202,7 +203,8 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   )
     .unary(
       methodCodec<IstioCertificateRequestMsg, IstioCertificateResponseMsg>(CERTIFICATE_SERVICE, 'CreateCertificate'),
-      createCertificateHandler({ authority, logger, observer: fanOut(observers), ready: () => !closing && health.serving, admit: () => limiter.admit() }),
+      createCertificateHandler(certificates),
+      { admit: certificateAdmission(certificates, (bytes) => limiter.admit(bytes)) },
     )
     .unary(methodCodec<HealthCheckRequest, HealthCheckResponse>(HEALTH_SERVICE, 'Check'), (req) => health.check(req))
     .serverStream(methodCodec<HealthCheckRequest, HealthCheckResponse>(HEALTH_SERVICE, 'Watch'), (req, _call, stream) => health.watch(req, stream));

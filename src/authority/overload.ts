@@ -1,34 +1,52 @@
 import { CaError } from '../errors/ca-error.js';
 
 /**
- * Restart storms: thousands of agents ask at once. Rather than queue without limit (latency grows
- * until everyone times out), calls beyond `maxInFlight` are refused at once with OVERLOADED
- * (UNAVAILABLE), which istio-agent retries with backoff, spreading the herd out.
+ * Restart storms: thousands of agents ask at once. Rather than queue without limit, calls beyond
+ * `maxInFlight`, or beyond `maxBytes` of request messages held at once, are refused at once with
+ * OVERLOADED (UNAVAILABLE), which istio-agent retries with backoff, spreading the herd out.
+ *
+ * Two bounds because a call's memory is a fixed part (streams, parsed CSR, promises: about 10 KB
+ * measured) plus its request, which a client chooses up to server.maxRequestBytes. Counting calls
+ * alone would have to assume every request is as large as allowed, and so shed real storms of
+ * ~3 KB requests long before memory is at risk; counting bytes lets those through and still holds
+ * a flood of maximal requests to `maxBytes`. A call is always admitted when none is in flight, so
+ * one request never waits on a budget smaller than itself.
  */
 export class InFlightLimiter {
   private inFlight = 0;
+  private bytes = 0;
   shed = 0;
 
-  constructor(readonly maxInFlight: number) {}
+  constructor(
+    readonly maxInFlight: number,
+    readonly maxBytes = Number.POSITIVE_INFINITY,
+  ) {}
 
-  /** Returns the release function, or throws OVERLOADED. */
-  admit(): () => void {
-    if (this.inFlight >= this.maxInFlight) {
+  /** Admits a call whose request message is `requestBytes` long: returns its release function, or throws OVERLOADED. */
+  admit(requestBytes = 0): () => void {
+    if (this.inFlight >= this.maxInFlight || (this.inFlight > 0 && this.bytes + requestBytes > this.maxBytes)) {
       this.shed++;
       throw new CaError('OVERLOADED', 'the CA is busy (too many certificate requests in flight); retry with backoff');
     }
     this.inFlight++;
+    this.bytes += requestBytes;
     let released = false;
     return () => {
       if (!released) {
         released = true;
         this.inFlight--;
+        this.bytes -= requestBytes;
       }
     };
   }
 
   get current(): number {
     return this.inFlight;
+  }
+
+  /** Request bytes held by the calls in flight. */
+  get currentBytes(): number {
+    return this.bytes;
   }
 }
 

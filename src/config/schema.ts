@@ -220,7 +220,12 @@ export const configSchema = z.strictObject({
   overload: z
     .strictObject({
       /** Calls being processed at once per worker process; beyond it: UNAVAILABLE. */
-      maxInFlight: z.number().int().min(1).default(1024),
+      maxInFlight: z.number().int().min(1).default(4096),
+      /**
+       * Request bytes those calls may hold at once per worker process (at least one call is
+       * always admitted); beyond it: UNAVAILABLE. Bounds memory when requests are large.
+       */
+      maxInFlightBytes: z.number().int().min(4096).default(16 * 1024 * 1024),
       /** Optional token bucket per SPIFFE ID (requests/s and burst). */
       perIdentity: z.strictObject({ rate: z.number().positive(), burst: z.number().int().min(1) }).optional(),
     })

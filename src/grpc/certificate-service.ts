@@ -5,7 +5,7 @@ import { CaError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import { GrpcStatusError, Status } from './codes.js';
 import { flattenMetadata, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from './proto.js';
-import type { CallInfo } from './server.js';
+import type { Admission, CallInfo } from './server.js';
 import { toGrpcFailure } from './status.js';
 
 export type { CallContext, IssuanceObserver };
@@ -16,8 +16,6 @@ export interface CertificateServiceDeps {
   readonly observer?: IssuanceObserver;
   /** False until the CA is loaded, and again while shutting down. */
   readonly ready: () => boolean;
-  /** Admission: returns a release function, or throws OVERLOADED. */
-  readonly admit?: () => () => void;
 }
 
 export type CreateCertificateHandler = (request: IstioCertificateRequestMsg, call: CallInfo) => Promise<IstioCertificateResponseMsg>;
@@ -37,23 +35,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): CreateCe
       throw new GrpcStatusError(Status.INVALID_ARGUMENT, 'malformed request');
     }
     const ctx = (): CallContext => ({ clusterId: auth.clusterId, latencyMs: performance.now() - started, peer: call.peer });
-    const fail = (err: unknown): never => {
-      const failure = toGrpcFailure(err);
-      const caller = err instanceof CaError ? err.caller : undefined;
-      const c = { ...ctx(), ...(caller ? { caller } : {}) };
-      if (failure.code === Status.INTERNAL) logger.error({ err, peer: c.peer, code: failure.reason }, 'internal error while issuing');
-      else if (failure.reason === 'AUTH_BACKEND_UNAVAILABLE') logger.warn({ err, code: failure.reason }, 'authentication backend unavailable');
-      logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, caller, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
-      observer?.refused(failure.reason, failure.details, c);
-      throw new GrpcStatusError(failure.code, failure.details);
-    };
-    if (!deps.ready()) return fail(new CaError('NOT_READY', 'the CA is not ready yet; retry shortly'));
-    let release: () => void;
-    try {
-      release = deps.admit?.() ?? (() => {});
-    } catch (e) {
-      return fail(e);
-    }
+    if (!deps.ready()) return refuse(deps, new CaError('NOT_READY', 'the CA is not ready yet; retry shortly'), ctx());
     let cert: IssuedCertificate;
     try {
       cert = await authority.issue({
@@ -63,9 +45,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): CreateCe
         auth,
       });
     } catch (e) {
-      return fail(e);
-    } finally {
-      release();
+      return refuse(deps, e, ctx());
     }
     const c = ctx();
     logger.info(
@@ -86,6 +66,34 @@ export function createCertificateHandler(deps: CertificateServiceDeps): CreateCe
     observer?.issued(cert, c);
     return { certChain: [...cert.chain] };
   };
+}
+
+/**
+ * Admission for CreateCertificate, asked by the transport before the request body is read (see
+ * `Admission`): `admit` (the in-flight limiter) throws OVERLOADED, which is refused here like any
+ * other refusal (log line, observers, UNAVAILABLE).
+ */
+export function certificateAdmission(deps: Pick<CertificateServiceDeps, 'logger' | 'observer'>, admit: (requestBytes: number) => () => void): Admission {
+  return (requestBytes, call) => {
+    try {
+      return admit(requestBytes);
+    } catch (e) {
+      return refuse(deps, e, { clusterId: headerString(call.headers.clusterid), latencyMs: 0, peer: call.peer });
+    }
+  };
+}
+
+/** One refusal: its log line and observers, then the gRPC status (toGrpcFailure is the one mapping). */
+function refuse(deps: Pick<CertificateServiceDeps, 'logger' | 'observer'>, err: unknown, ctx: CallContext): never {
+  const { logger, observer } = deps;
+  const failure = toGrpcFailure(err);
+  const caller = err instanceof CaError ? err.caller : undefined;
+  const c = { ...ctx, ...(caller ? { caller } : {}) };
+  if (failure.code === Status.INTERNAL) logger.error({ err, peer: c.peer, code: failure.reason }, 'internal error while issuing');
+  else if (failure.reason === 'AUTH_BACKEND_UNAVAILABLE') logger.warn({ err, code: failure.reason }, 'authentication backend unavailable');
+  logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, caller, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
+  observer?.refused(failure.reason, failure.details, c);
+  throw new GrpcStatusError(failure.code, failure.details);
 }
 
 function authRequestFrom(call: CallInfo): AuthRequest {

@@ -48,6 +48,15 @@ export interface CallInfo {
 /** Unary: resolve with the response or reject with a GrpcStatusError (anything else is INTERNAL). */
 export type UnaryHandler<Req, Res> = (request: Req, call: CallInfo) => Promise<Res> | Res;
 
+/**
+ * Admission of a unary call, asked as soon as its length prefix arrives and before its body is
+ * buffered, with the bytes the call will hold (a compressed message counts as maxRequestBytes: its
+ * inflated size is unknown until it is inflated). Throw a GrpcStatusError to refuse: the client is
+ * told to stop sending, so a shed call costs neither its upload nor its decoding. The returned
+ * release runs once the handler has settled, or when the call ends without reaching it.
+ */
+export type Admission = (requestBytes: number, call: CallInfo) => () => void;
+
 export interface ServerStream<Res> {
   write(response: Res): void;
   /** Ends the call with OK. */
@@ -57,7 +66,7 @@ export interface ServerStream<Res> {
 export type ServerStreamHandler<Req, Res> = (request: Req, call: CallInfo, stream: ServerStream<Res>) => void;
 
 type Route =
-  | { kind: 'unary'; codec: MethodCodec<unknown, unknown>; handler: UnaryHandler<unknown, unknown> }
+  | { kind: 'unary'; codec: MethodCodec<unknown, unknown>; handler: UnaryHandler<unknown, unknown>; admit: Admission | undefined }
   | { kind: 'stream'; codec: MethodCodec<unknown, unknown>; handler: ServerStreamHandler<unknown, unknown> };
 
 interface Peer {
@@ -129,8 +138,8 @@ export class GrpcServer {
     this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.onStream(stream, headers));
   }
 
-  unary<Req, Res>(codec: MethodCodec<Req, Res>, handler: UnaryHandler<Req, Res>): this {
-    this.routes.set(codec.path, { kind: 'unary', codec, handler } as unknown as Route);
+  unary<Req, Res>(codec: MethodCodec<Req, Res>, handler: UnaryHandler<Req, Res>, options: { admit?: Admission } = {}): this {
+    this.routes.set(codec.path, { kind: 'unary', codec, handler, admit: options.admit } as unknown as Route);
     return this;
   }
 
@@ -202,38 +211,68 @@ export class GrpcServer {
 
     const timeoutMs = parseGrpcTimeout(headers['grpc-timeout'] as string | undefined);
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded'), timeoutMs);
+    // Admission (unary routes that ask for it): released once the handler settles, or at close if
+    // the call never reached it.
+    const admit = route.kind === 'unary' ? route.admit : undefined;
+    let call: CallInfo | undefined;
+    let release: (() => void) | undefined;
+    let handling = false;
+    let shed: unknown;
+    const releaseOnce = (): void => {
+      const r = release;
+      release = undefined;
+      r?.();
+    };
     stream.on('close', () => {
       done = true;
       if (timer) clearTimeout(timer);
+      if (!handling) releaseOnce();
     });
 
     const body = new UnaryBody(this.options.maxRequestBytes);
     stream.on('data', (chunk: Buffer) => {
-      if (done) return;
+      if (done || shed !== undefined) return;
       try {
         body.push(chunk);
       } catch (e) {
-        this.failFrom(e, path, fail);
+        return this.failFrom(e, path, fail);
+      }
+      if (admit && !call && body.prefix) {
+        const bytes = body.prefix.compressed ? this.options.maxRequestBytes : body.prefix.length;
+        call = this.callInfo(stream, headers);
+        try {
+          release = admit(bytes, call);
+        } catch (e) {
+          shed = e;
+        }
       }
     });
     stream.on('end', () => {
       if (done) return;
+      // Shed at admission: the rest of the upload was dropped unread, and the status goes out
+      // now that the client has finished sending. Neither reset nor answered early: a client whose
+      // stream the server closes first reuses the slot at once, and Node's server, still tearing
+      // the old stream down, refuses the new one with ENHANCE_YOUR_CALM (measured in a storm).
+      if (shed !== undefined) return this.failFrom(shed, path, fail);
       let request: unknown;
       try {
         request = route.codec.deserialize(body.message(encoding));
       } catch (e) {
         return e instanceof GrpcStatusError ? fail(e.code, e.details) : fail(Status.INTERNAL, `the request message could not be decoded as ${methodName(path)}'s request`);
       }
-      const call: CallInfo = this.callInfo(stream, headers);
+      call ??= this.callInfo(stream, headers);
       if (route.kind === 'stream') return this.runStream(stream, route, request, call, () => (done = true));
       let result: unknown;
+      handling = true;
       try {
         result = route.handler(request, call);
       } catch (e) {
+        releaseOnce();
         return this.failFrom(e, path, fail);
       }
       Promise.resolve(result).then(
         (response) => {
+          releaseOnce();
           if (done) return;
           let payload: Buffer;
           try {
@@ -248,7 +287,10 @@ export class GrpcServer {
           stream.once('wantTrailers', sendOkTrailers);
           stream.end(frameMessage(payload));
         },
-        (e: unknown) => this.failFrom(e, path, fail),
+        (e: unknown) => {
+          releaseOnce();
+          this.failFrom(e, path, fail);
+        },
       );
     });
   }

@@ -58,4 +58,29 @@ describe('overload protection', () => {
       await limited.close();
     }
   });
+
+  it('bounds the request bytes in flight: large requests beyond the budget are shed (UNAVAILABLE), one alone is served', async () => {
+    // A call bound far above the burst, so only the byte budget can shed.
+    const bounded = await startTestCa({ overload: { maxInFlight: 10_000, maxInFlightBytes: 16_384 } });
+    try {
+      const token = await mintToken({ ns: 'big', sa: 'pod' });
+      const csr = await makeCsr({ uris: ['spiffe://cluster.local/ns/big/sa/pod'] });
+      const padding = { CertSigner: '', Padding: 'x'.repeat(20_000) }; // a 20 KB message, above the whole budget
+      expect(await bounded.request({ csrPem: csr.pem, token, metadata: padding })).toHaveLength(3);
+      const clients = Array.from({ length: 4 }, () => bounded.client());
+      const burst = await Promise.all(
+        Array.from({ length: 60 }, (_, i) =>
+          clients[i % 4]!.createCertificate({ csrPem: csr.pem, token, metadata: padding }).then(
+            () => 'ok' as const,
+            (e: { code: number }) => e.code,
+          ),
+        ),
+      );
+      expect(burst.filter((r) => r === status.UNAVAILABLE).length).toBeGreaterThan(0);
+      expect(burst.filter((r) => r === 'ok').length).toBeGreaterThan(0);
+      expect(burst.filter((r) => r !== 'ok' && r !== status.UNAVAILABLE)).toEqual([]);
+    } finally {
+      await bounded.close();
+    }
+  });
 });

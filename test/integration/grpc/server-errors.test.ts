@@ -3,7 +3,6 @@
  * GrpcStatusError (a bug) ends its call with INTERNAL and a fixed message; the error's own text,
  * which may hold internals, reaches only the log. The real server over TLS, a raw HTTP/2 client.
  */
-import { webcrypto } from 'node:crypto';
 import { connect, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,7 +10,7 @@ import { Status } from '../../../src/grpc/codes.js';
 import { GrpcServer, type MethodCodec } from '../../../src/grpc/server.js';
 import { frameMessage } from '../../../src/grpc/wire.js';
 import { createLogger } from '../../../src/log/logger.js';
-import { derToPem, x509 } from '../../fixtures/csr.js';
+import { localhostIdentity } from '../../support/serving-identity.js';
 
 const SECRET = 'password=hunter2 at /var/lib/meshcert/ca-key.pem';
 const codec = (path: string): MethodCodec<Buffer, Buffer> => ({ path, deserialize: (b) => b, serialize: (r) => r });
@@ -21,18 +20,7 @@ let session: ClientHttp2Session;
 let logged = '';
 
 beforeAll(async () => {
-  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-  const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    name: 'CN=localhost',
-    keys,
-    signingAlgorithm: alg,
-    notBefore: new Date(Date.now() - 60_000),
-    notAfter: new Date(Date.now() + 3_600_000),
-    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: 'localhost' }])],
-  });
-  const certPem = cert.toString('pem');
-  const keyPem = derToPem(new Uint8Array(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)), 'PRIVATE KEY');
+  const { certChainPem: certPem, keyPem } = await localhostIdentity();
   const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => ((logged += c.toString()), cb()) }));
   server = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10 }, { certChainPem: certPem, keyPem }, logger)
     .unary(codec('/t.T/Unary'), () => {

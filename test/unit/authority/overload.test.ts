@@ -14,6 +14,31 @@ describe('InFlightLimiter', () => {
     expect(l.current).toBe(1);
     expect(() => l.admit()).not.toThrow();
   });
+
+  it('holds the request bytes in flight to the byte budget, always admitting a call when none is in flight', () => {
+    const l = new InFlightLimiter(100, 10_000);
+    const big = l.admit(50_000); // larger than the whole budget, but alone: admitted
+    expect(l.currentBytes).toBe(50_000);
+    expect(() => l.admit(1)).toThrow(expect.objectContaining({ code: 'OVERLOADED' }));
+    big();
+    big(); // releasing twice frees its bytes once
+    expect(l.currentBytes).toBe(0);
+    const a = l.admit(6_000);
+    l.admit(4_000); // exactly at the budget
+    expect(() => l.admit(1)).toThrow(expect.objectContaining({ code: 'OVERLOADED' }));
+    expect(l.shed).toBe(2);
+    a();
+    expect(l.currentBytes).toBe(4_000);
+    expect(() => l.admit(6_000)).not.toThrow();
+    expect(l.current).toBe(2);
+  });
+
+  it('applies the call bound whatever the bytes', () => {
+    const l = new InFlightLimiter(2, 1_000_000);
+    l.admit(10);
+    l.admit(10);
+    expect(() => l.admit(10)).toThrow(expect.objectContaining({ code: 'OVERLOADED' }));
+  });
 });
 
 describe('IdentityRateLimiter', () => {
