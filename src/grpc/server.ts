@@ -51,9 +51,10 @@ export type UnaryHandler<Req, Res> = (request: Req, call: CallInfo) => Promise<R
 /**
  * Admission of a unary call, asked as soon as its length prefix arrives and before its body is
  * buffered, with the bytes the call will hold (a compressed message counts as maxRequestBytes: its
- * inflated size is unknown until it is inflated). Throw a GrpcStatusError to refuse: the client is
- * told to stop sending, so a shed call costs neither its upload nor its decoding. The returned
- * release runs once the handler has settled, or when the call ends without reaching it.
+ * inflated size is unknown until it is inflated). Throw a GrpcStatusError to refuse: the rest of
+ * the upload is then dropped unread (a shed call is never buffered or decoded) and the status is
+ * sent when the client has finished sending. The returned release runs once the handler has
+ * settled, or when the call ends without reaching it.
  */
 export type Admission = (requestBytes: number, call: CallInfo) => () => void;
 
@@ -217,7 +218,7 @@ export class GrpcServer {
     let call: CallInfo | undefined;
     let release: (() => void) | undefined;
     let handling = false;
-    let shed: unknown;
+    let shed: { error: unknown } | undefined;
     const releaseOnce = (): void => {
       const r = release;
       release = undefined;
@@ -231,7 +232,7 @@ export class GrpcServer {
 
     const body = new UnaryBody(this.options.maxRequestBytes);
     stream.on('data', (chunk: Buffer) => {
-      if (done || shed !== undefined) return;
+      if (done || shed) return;
       try {
         body.push(chunk);
       } catch (e) {
@@ -243,7 +244,7 @@ export class GrpcServer {
         try {
           release = admit(bytes, call);
         } catch (e) {
-          shed = e;
+          shed = { error: e };
         }
       }
     });
@@ -253,7 +254,7 @@ export class GrpcServer {
       // now that the client has finished sending. Neither reset nor answered early: a client whose
       // stream the server closes first reuses the slot at once, and Node's server, still tearing
       // the old stream down, refuses the new one with ENHANCE_YOUR_CALM (measured in a storm).
-      if (shed !== undefined) return this.failFrom(shed, path, fail);
+      if (shed) return this.failFrom(shed.error, path, fail);
       let request: unknown;
       try {
         request = route.codec.deserialize(body.message(encoding));
