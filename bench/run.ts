@@ -157,7 +157,11 @@ async function main(): Promise<void> {
           const clients = 8;
           await sleep(1000);
           const beforeHalf = srv.countLog('"decision":"issued"');
+          const halfCpu0 = srv.cpuSeconds();
+          const halfPerProcess0 = srv.cpuSecondsPerProcess();
           const half = await runH2load({ port: srv.port, body, token: one.token, dir, durationSeconds: smoke ? 2 : 15, clients, streams: 16, rpsPerClient: Math.max(1, Math.floor(peak.perSecond / 2 / clients)) });
+          const halfCpu = srv.cpuSeconds() - halfCpu0;
+          const halfShare = shares(srv.cpuSecondsPerProcess(), halfPerProcess0, halfCpu);
           await sleep(1000);
           const halfIssued = srv.countLog('"decision":"issued"') - beforeHalf;
           const halfErrors = half.failed + Math.max(0, half.requests - halfIssued);
@@ -170,8 +174,9 @@ async function main(): Promise<void> {
             latency: roundLat(half.latency),
             errors: halfErrors,
             unavailable: 0,
-            serverCpuSeconds: NaN,
-            cpuPerRequestUs: NaN,
+            serverCpuSeconds: round(halfCpu, 2),
+            cpuPerRequestUs: round((halfCpu / Math.max(1, halfIssued)) * 1e6),
+            cpuShare: halfShare,
           });
         }
       } else {
