@@ -49,12 +49,12 @@ export interface CallInfo {
 export type UnaryHandler<Req, Res> = (request: Req, call: CallInfo) => Promise<Res> | Res;
 
 /**
- * Admission of a unary call, asked as soon as its length prefix arrives and before its body is
- * buffered, with the bytes the call will hold (a compressed message counts as maxRequestBytes: its
- * inflated size is unknown until it is inflated). Throw a GrpcStatusError to refuse: the rest of
- * the upload is then dropped unread (a shed call is never buffered or decoded) and the status is
- * sent when the client has finished sending. The returned release runs once the handler has
- * settled, or when the call ends without reaching it.
+ * Admission of a unary call, asked once its request message is complete (and inflated, if it was
+ * compressed), before it is decoded, with the message's size. Throw a GrpcStatusError to refuse:
+ * a shed call is never decoded or handled. Not asked earlier (at the length prefix) on purpose: a
+ * client that sent a prefix and then stalled would hold capacity for as long as it liked, so a few
+ * hundred stalled streams could have every other call shed. The returned release runs once the
+ * handler has settled, or at close when the call never reached it (its message did not decode).
  */
 export type Admission = (requestBytes: number, call: CallInfo) => () => void;
 
@@ -215,10 +215,8 @@ export class GrpcServer {
     // Admission (unary routes that ask for it): released once the handler settles, or at close if
     // the call never reached it.
     const admit = route.kind === 'unary' ? route.admit : undefined;
-    let call: CallInfo | undefined;
     let release: (() => void) | undefined;
     let handling = false;
-    let shed: { error: unknown } | undefined;
     const releaseOnce = (): void => {
       const r = release;
       release = undefined;
@@ -232,36 +230,37 @@ export class GrpcServer {
 
     const body = new UnaryBody(this.options.maxRequestBytes);
     stream.on('data', (chunk: Buffer) => {
-      if (done || shed) return;
+      if (done) return;
       try {
         body.push(chunk);
       } catch (e) {
-        return this.failFrom(e, path, fail);
-      }
-      if (admit && !call && body.prefix) {
-        const bytes = body.prefix.compressed ? this.options.maxRequestBytes : body.prefix.length;
-        call = this.callInfo(stream, headers);
-        try {
-          release = admit(bytes, call);
-        } catch (e) {
-          shed = { error: e };
-        }
+        this.failFrom(e, path, fail);
       }
     });
     stream.on('end', () => {
       if (done) return;
-      // Shed at admission: the rest of the upload was dropped unread, and the status goes out
-      // now that the client has finished sending. Neither reset nor answered early: a client whose
-      // stream the server closes first reuses the slot at once, and Node's server, still tearing
-      // the old stream down, refuses the new one with ENHANCE_YOUR_CALM (measured in a storm).
-      if (shed) return this.failFrom(shed.error, path, fail);
+      const undecodable = (e: unknown): void =>
+        e instanceof GrpcStatusError ? fail(e.code, e.details) : fail(Status.INTERNAL, `the request message could not be decoded as ${methodName(path)}'s request`);
+      let message: Buffer;
+      try {
+        message = body.message(encoding);
+      } catch (e) {
+        return undecodable(e);
+      }
+      const call = this.callInfo(stream, headers);
+      if (admit) {
+        try {
+          release = admit(message.length, call);
+        } catch (e) {
+          return this.failFrom(e, path, fail);
+        }
+      }
       let request: unknown;
       try {
-        request = route.codec.deserialize(body.message(encoding));
+        request = route.codec.deserialize(message);
       } catch (e) {
-        return e instanceof GrpcStatusError ? fail(e.code, e.details) : fail(Status.INTERNAL, `the request message could not be decoded as ${methodName(path)}'s request`);
+        return undecodable(e);
       }
-      call ??= this.callInfo(stream, headers);
       if (route.kind === 'stream') return this.runStream(stream, route, request, call, () => (done = true));
       let result: unknown;
       handling = true;

@@ -29,9 +29,6 @@ export class UnaryBody {
 
   constructor(private readonly maxMessageBytes: number) {}
 
-  /** The message's length and compression once its prefix has arrived (the prefix is not checked further here). */
-  prefix: { readonly length: number; readonly compressed: boolean } | undefined;
-
   /** Throws RESOURCE_EXHAUSTED as soon as the message is known to be too large. */
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
@@ -40,7 +37,6 @@ export class UnaryBody {
       const head = this.chunks.length === 1 ? chunk : Buffer.concat(this.chunks);
       this.declared = head.readUInt32BE(1);
       if (this.declared > this.maxMessageBytes) throw tooLarge(this.declared, this.maxMessageBytes);
-      this.prefix = { length: this.declared, compressed: head[0] !== 0 };
     }
     // A second message (or trailing garbage) would also land here; bound it the same way.
     if (this.received > 5 + this.maxMessageBytes) throw tooLarge(this.received - 5, this.maxMessageBytes);

@@ -50,7 +50,7 @@ export class CaMetrics {
     this.refusals = new Counter({ name: 'meshcert_refusals_total', help: 'Refused CreateCertificate calls by meshcert error code.', labelNames: ['code'], registers: r });
     this.caExpiry = new Gauge({ name: 'meshcert_ca_cert_expiry_timestamp_seconds', help: 'NotAfter of each CA and serving certificate.', labelNames: ['issuer', 'role', 'subject'], registers: r, aggregator: 'min' });
     this.jwksRefreshFailures = new Counter({ name: 'meshcert_jwks_refresh_failures_total', help: 'Failed JWKS refreshes by token issuer.', labelNames: ['issuer'], registers: r });
-    this.overloadRejections = new Counter({ name: 'meshcert_overload_rejections_total', help: 'Calls shed with UNAVAILABLE because too many signings were in flight.', registers: r });
+    this.overloadRejections = new Counter({ name: 'meshcert_overload_rejections_total', help: 'Calls shed with UNAVAILABLE because too many calls, or too many request bytes, were in flight (overload.maxInFlight, overload.maxInFlightBytes).', registers: r });
   }
 
   /** Sets the Citadel expiry gauges from the current CA. */
