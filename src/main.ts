@@ -197,6 +197,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       maxConcurrentStreams: config.server.maxConcurrentStreams,
       handshakeTimeout: config.server.handshakeTimeout,
       idleTimeout: config.server.idleTimeout,
+      maxConnections: config.server.maxConnections,
     },
     { certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem },
     logger,

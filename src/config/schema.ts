@@ -106,6 +106,12 @@ export const configSchema = z.strictObject({
        */
       idleTimeout: timerDuration(0).prefault('5m'),
       /**
+       * Connections each serving process keeps open at once; 0: no limit. A connection beyond it is
+       * closed at once (clients reconnect with backoff). Each connection may buffer up to
+       * maxConcurrentStreams x (maxRequestBytes + 16 KiB) of uploads, so this bounds that memory.
+       */
+      maxConnections: z.number().int().min(0).max(1_000_000).default(0),
+      /**
        * Processes serving gRPC (Node runs JavaScript on one core per process). 'auto' = one per CPU;
        * 1 serves from the main process.
        */

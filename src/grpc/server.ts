@@ -26,6 +26,8 @@ export interface GrpcServerOptions {
   readonly handshakeTimeout?: number;
   /** Seconds without traffic after which a connection is closed gracefully; 0 never. Default 0. */
   readonly idleTimeout?: number;
+  /** Connections kept open at once; one beyond it is closed as soon as it is accepted. 0 or absent: no limit. */
+  readonly maxConnections?: number;
 }
 
 /** A method's codec (proto-loader's protobufjs functions). */
@@ -127,6 +129,10 @@ export class GrpcServer {
       // A connection that never completes its handshake holds a socket and buffers for nothing.
       handshakeTimeout: (options.handshakeTimeout ?? 10) * 1000,
     });
+    if (options.maxConnections) {
+      this.server.maxConnections = options.maxConnections;
+      this.server.on('drop', () => this.logger.debug({ maxConnections: options.maxConnections }, 'connection refused: server.maxConnections reached'));
+    }
     this.server.on('session', (session: ServerHttp2Session) => {
       this.sessions.add(session);
       session.on('close', () => this.sessions.delete(session));

@@ -59,6 +59,7 @@ describe('parseConfig defaults', () => {
         shutdownGrace: 20,
         handshakeTimeout: 10,
         idleTimeout: 300,
+        maxConnections: 0,
         workers: 'auto',
       },
       ca: { dir: '/srv/meshcert/.meshcert/ca', autoInit: false, keyType: 'ec256' },
@@ -73,6 +74,7 @@ describe('parseConfig defaults', () => {
       inventory: { retention: 30 * 86_400, auditRetention: 365 * 86_400 },
       log: { level: 'info' },
       dev: { tokenIssuer: false },
+      overload: { maxInFlight: 4096, maxInFlightBytes: 16 * 1024 * 1024 },
     });
   });
 
@@ -104,6 +106,8 @@ describe('parseConfig refusals', () => {
     ['rejects a listen port above 65535', { server: { listen: '127.0.0.1:70000' } }, '  - server.listen: port must be 0-65535'],
     ['rejects an admin port above 65535', { admin: { listen: '[::1]:65536' } }, '  - admin.listen: port must be 0-65535'],
     ['rejects an idle timeout beyond what a Node timer holds', { server: { idleTimeout: '30d' } }, '  - server.idleTimeout: must be between 0 and 2147483s'],
+    ['rejects a negative connection limit', { server: { maxConnections: -1 } }, '  - server.maxConnections:'],
+    ['rejects a fractional connection limit', { server: { maxConnections: 2.5 } }, '  - server.maxConnections:'],
     ['rejects a handshake timeout of 0 (Node would read it as 120 s)', { server: { handshakeTimeout: 0 } }, '  - server.handshakeTimeout: must be between 1s and 2147483s'],
     ['rejects a handshake timeout under a second', { server: { handshakeTimeout: 0.4 } }, '  - server.handshakeTimeout:'],
     ['rejects a bad duration string', { issuance: { defaultTtl: '1 day' } }, '  - issuance.defaultTtl: invalid duration "1 day"'],

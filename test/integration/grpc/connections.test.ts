@@ -1,0 +1,73 @@
+/**
+ * server.maxConnections: a connection beyond the bound is closed as soon as it is accepted, the
+ * ones already open keep serving, and a slot freed by a close is usable again. The real server over
+ * TLS, raw HTTP/2 clients.
+ */
+import { connect, type ClientHttp2Session } from 'node:http2';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { Status } from '../../../src/grpc/codes.js';
+import { GrpcServer, type MethodCodec } from '../../../src/grpc/server.js';
+import { frameMessage } from '../../../src/grpc/wire.js';
+import { createLogger } from '../../../src/log/logger.js';
+import { localhostIdentity } from '../../support/serving-identity.js';
+
+const codec: MethodCodec<Buffer, Buffer> = { path: '/t.T/Echo', deserialize: (b) => b, serialize: (r) => r };
+let server: GrpcServer;
+let port: number;
+let ca: string;
+const sessions: ClientHttp2Session[] = [];
+
+beforeAll(async () => {
+  const identity = await localhostIdentity();
+  ca = identity.certChainPem;
+  const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
+  server = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, maxConnections: 2 }, identity, logger).unary(codec, (r) => r);
+  port = await server.start();
+});
+
+afterAll(async () => {
+  sessions.forEach((s) => s.destroy());
+  await server?.shutdown();
+});
+
+function open(): ClientHttp2Session {
+  const s = connect(`https://localhost:${port}`, { ca, host: '127.0.0.1' });
+  s.on('error', () => {});
+  sessions.push(s);
+  return s;
+}
+
+/** One call; resolves with its grpc-status, or 'no connection' when the connection is gone first. */
+function echo(s: ClientHttp2Session): Promise<string> {
+  return new Promise((resolve) => {
+    const stream = s.request({ ':method': 'POST', ':path': codec.path, 'content-type': 'application/grpc', te: 'trailers' });
+    let status = 'no connection';
+    stream.on('response', (h) => h['grpc-status'] !== undefined && (status = String(h['grpc-status'])));
+    stream.on('trailers', (t) => (status = String(t['grpc-status'])));
+    stream.on('error', () => {});
+    stream.resume();
+    stream.on('close', () => resolve(status));
+    stream.end(frameMessage(Buffer.from('hi')));
+  });
+}
+
+describe('server.maxConnections', () => {
+  it('closes a connection beyond the bound at once; the open ones serve on; a freed slot is usable again', async () => {
+    const a = open();
+    const b = open();
+    expect(await echo(a)).toBe(String(Status.OK));
+    expect(await echo(b)).toBe(String(Status.OK));
+
+    const c = open();
+    const closed = new Promise<void>((resolve) => c.on('close', () => resolve()));
+    expect(await echo(c)).toBe('no connection');
+    await closed;
+    expect(await echo(a)).toBe(String(Status.OK));
+
+    a.close();
+    await new Promise<void>((resolve) => a.on('close', () => resolve()));
+    // The server sees the close a moment later; until then a new connection may still be refused.
+    await vi.waitFor(async () => expect(await echo(open())).toBe(String(Status.OK)), { timeout: 5_000, interval: 50 });
+  }, 15_000);
+});
