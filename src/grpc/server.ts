@@ -7,7 +7,7 @@ import {
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../log/logger.js';
 import { listenError, splitHostPort } from '../net/host-port.js';
@@ -26,7 +26,7 @@ export interface GrpcServerOptions {
   readonly handshakeTimeout?: number;
   /** Seconds without traffic after which a connection is closed gracefully; 0 never. Default 0. */
   readonly idleTimeout?: number;
-  /** Connections kept open at once; one beyond it is closed as soon as it is accepted. 0 or absent: no limit. */
+  /** Connections kept open at once (per process); one beyond it is closed as soon as it is accepted. 0 or absent: no limit. */
   readonly maxConnections?: number;
 }
 
@@ -130,8 +130,20 @@ export class GrpcServer {
       handshakeTimeout: (options.handshakeTimeout ?? 10) * 1000,
     });
     if (options.maxConnections) {
-      this.server.maxConnections = options.maxConnections;
-      this.server.on('drop', () => this.logger.debug({ maxConnections: options.maxConnections }, 'connection refused: server.maxConnections reached'));
+      // Counted here rather than with net.Server's own maxConnections: in a cluster worker that one
+      // hands a refused connection back to the primary, which offers it to the workers in turn,
+      // spinning (measured: over a core) until one has room.
+      const max = options.maxConnections;
+      let open = 0;
+      this.server.on('connection', (socket: Socket) => {
+        if (open >= max) {
+          this.logger.debug({ maxConnections: max }, 'connection refused: server.maxConnections reached');
+          socket.destroy();
+          return;
+        }
+        open++;
+        socket.once('close', () => open--);
+      });
     }
     this.server.on('session', (session: ServerHttp2Session) => {
       this.sessions.add(session);

@@ -1,0 +1,63 @@
+/**
+ * server.maxConnections with two worker processes: each worker keeps at most that many
+ * connections, and one beyond the bound is closed at once, not held (Node's own
+ * net.Server.maxConnections would hand it back to the primary, which offers it to the workers in
+ * turn until one has room, spinning meanwhile).
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, type ClientHttp2Session } from 'node:http2';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { makeCsr } from '../fixtures/csr.js';
+import { startServe, type ServerProcess } from '../support/cli.js';
+import { mintToken, serveConfigYaml, writeTestJwks } from '../support/harness.js';
+import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
+
+describe('server.maxConnections across worker processes', () => {
+  let dir: string;
+  let server: ServerProcess | undefined;
+  const sessions: ClientHttp2Session[] = [];
+  afterAll(() => {
+    sessions.forEach((s) => s.destroy());
+    if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves one connection per worker and closes one beyond at once', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-maxconn-'));
+    await writeTestJwks(join(dir, 'jwks.json'));
+    const file = join(dir, 'meshcert.yaml');
+    writeFileSync(file, serveConfigYaml({ workers: 2 }).replace('workers: 2 }', 'workers: 2, maxConnections: 1 }'));
+    server = await startServe(['--config', file]);
+    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);
+    const token = await mintToken({ ns: 'default', sa: 'app' });
+    const call = (): Promise<{ session: ClientHttp2Session; status: string }> =>
+      new Promise((resolve) => {
+        const session = connect(`https://127.0.0.1:${server!.port}`, { ca: rootPem, servername: 'localhost' });
+        session.on('error', () => {});
+        sessions.push(session);
+        const stream = session.request({ ':method': 'POST', ':path': '/istio.v1.auth.IstioCertificateService/CreateCertificate', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${token}`, clusterid: 'Kubernetes' });
+        let status = 'no connection';
+        stream.on('response', (h) => h['grpc-status'] !== undefined && (status = String(h['grpc-status'])));
+        stream.on('trailers', (t) => (status = String(t['grpc-status'])));
+        stream.on('error', () => {});
+        stream.resume();
+        stream.on('close', () => resolve({ session, status }));
+        stream.end(body);
+      });
+    // Connections that stay open until two serve (the primary's round robin may offer one to a
+    // worker that is full: that one is closed).
+    const serving: ClientHttp2Session[] = [];
+    for (let i = 0; i < 10 && serving.length < 2; i++) {
+      const r = await call();
+      if (r.status === '0') serving.push(r.session);
+      else expect(r.status).toBe('no connection');
+    }
+    expect(serving).toHaveLength(2);
+    // Both workers are full: the next connection is closed (a held one would never answer).
+    expect((await call()).status).toBe('no connection');
+    expect(server.output()).not.toMatch(/worker died|unexpected error/);
+  }, 60_000);
+});
