@@ -104,6 +104,7 @@ export class GrpcServer {
   private readonly server: Http2SecureServer;
   private readonly routes = new Map<string, Route>();
   private readonly sessions = new Set<ServerHttp2Session>();
+  private readonly sockets = new Set<Socket>();
   private readonly peers = new WeakMap<Http2Session, Peer>();
   private port = 0;
 
@@ -129,22 +130,19 @@ export class GrpcServer {
       // A connection that never completes its handshake holds a socket and buffers for nothing.
       handshakeTimeout: (options.handshakeTimeout ?? 10) * 1000,
     });
-    if (options.maxConnections) {
-      // Counted here rather than with net.Server's own maxConnections: in a cluster worker that one
-      // hands a refused connection back to the primary, which offers it to the workers in turn,
-      // spinning (measured: over a core) until one has room.
-      const max = options.maxConnections;
-      let open = 0;
-      this.server.on('connection', (socket: Socket) => {
-        if (open >= max) {
-          this.logger.debug({ maxConnections: max }, 'connection refused: server.maxConnections reached');
-          socket.destroy();
-          return;
-        }
-        open++;
-        socket.once('close', () => open--);
-      });
-    }
+    // Every accepted connection, TLS finished or not: counted for server.maxConnections (here
+    // rather than with net.Server's own limit, which in a cluster worker hands a refused connection
+    // back to the primary, which offers it to the workers in turn, spinning until one has room;
+    // measured: over a core), and closed by a shutdown whose grace has run out.
+    this.server.on('connection', (socket: Socket) => {
+      if (options.maxConnections && this.sockets.size >= options.maxConnections) {
+        this.logger.debug({ maxConnections: options.maxConnections }, 'connection refused: server.maxConnections reached');
+        socket.destroy();
+        return;
+      }
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
     this.server.on('session', (session: ServerHttp2Session) => {
       this.sessions.add(session);
       session.on('close', () => this.sessions.delete(session));
@@ -195,11 +193,19 @@ export class GrpcServer {
   async shutdown(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const s of this.sessions) s.close();
-    const timer = setTimeout(() => {
-      this.logger.warn({ graceSeconds: this.options.shutdownGrace }, 'shutdown grace period over; closing remaining calls');
-      for (const s of this.sessions) s.destroy();
-    }, this.options.shutdownGrace * 1000);
-    await closed;
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.logger.warn({ graceSeconds: this.options.shutdownGrace, connections: this.sockets.size }, 'shutdown grace period over; closing remaining calls');
+        for (const s of this.sessions) s.destroy();
+        // Connections that are not (yet) HTTP/2 sessions too, such as a TLS handshake under way.
+        for (const s of this.sockets) s.destroy();
+        // The close callback follows once the destroyed sockets have closed; a shutdown is bounded
+        // even if one never reports it.
+        setTimeout(resolve, 1000).unref();
+      }, this.options.shutdownGrace * 1000);
+    });
+    await Promise.race([closed, graceOver]);
     clearTimeout(timer);
   }
 

@@ -4,6 +4,7 @@
  * TLS, raw HTTP/2 clients.
  */
 import { connect, type ClientHttp2Session } from 'node:http2';
+import { connect as netConnect } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Status } from '../../../src/grpc/codes.js';
@@ -70,4 +71,23 @@ describe('server.maxConnections', () => {
     // The server sees the close a moment later; until then a new connection may still be refused.
     await vi.waitFor(async () => expect(await echo(open())).toBe(String(Status.OK)), { timeout: 5_000, interval: 50 });
   }, 15_000);
+});
+
+describe('shutdown', () => {
+  it('closes, once the grace is over, a connection that never became an HTTP/2 session (a TLS handshake never finished)', async () => {
+    const identity = await localhostIdentity();
+    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
+    // A handshake timeout far beyond the grace, so only the shutdown can end that connection.
+    const s = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, handshakeTimeout: 300 }, identity, logger).unary(codec, (r) => r);
+    const p = await s.start();
+    const raw = netConnect(p, '127.0.0.1');
+    raw.on('error', () => {});
+    await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+    const rawClosed = new Promise<void>((resolve) => raw.once('close', () => resolve()));
+    let stopped = false;
+    const shutdown = s.shutdown().then(() => (stopped = true));
+    await rawClosed; // a shutdown that waited on the handshake timeout would hang here (test timeout)
+    await shutdown;
+    expect(stopped).toBe(true);
+  }, 20_000);
 });
