@@ -69,9 +69,9 @@ export function createCertificateHandler(deps: CertificateServiceDeps): CreateCe
 }
 
 /**
- * Admission for CreateCertificate, asked by the transport before the request body is read (see
- * `Admission`): `admit` (the in-flight limiter) throws OVERLOADED, which is refused here like any
- * other refusal (log line, observers, UNAVAILABLE).
+ * Admission for CreateCertificate, asked by the transport once the request message is complete
+ * and before it is decoded (see `Admission`): `admit` (the in-flight limiter) throws OVERLOADED,
+ * which is refused here like any other refusal (log line, observers, UNAVAILABLE).
  */
 export function certificateAdmission(deps: Pick<CertificateServiceDeps, 'logger' | 'observer'>, admit: (requestBytes: number) => () => void): Admission {
   return (requestBytes, call) => {

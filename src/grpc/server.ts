@@ -263,13 +263,11 @@ export class GrpcServer {
     });
     stream.on('end', () => {
       if (done) return;
-      const undecodable = (e: unknown): void =>
-        e instanceof GrpcStatusError ? fail(e.code, e.details) : fail(Status.INTERNAL, `the request message could not be decoded as ${methodName(path)}'s request`);
       let message: Buffer;
       try {
         message = body.message(encoding);
       } catch (e) {
-        return undecodable(e);
+        return failUndecodable(e, path, fail);
       }
       const call = this.callInfo(stream, headers);
       if (admit) {
@@ -283,7 +281,7 @@ export class GrpcServer {
       try {
         request = route.codec.deserialize(message);
       } catch (e) {
-        return undecodable(e);
+        return failUndecodable(e, path, fail);
       }
       if (route.kind === 'stream') return this.runStream(stream, route, request, call, () => (done = true));
       let result: unknown;
@@ -361,6 +359,12 @@ export class GrpcServer {
     }
     return { headers, peer: peer?.address ?? 'unknown', peerCertificate: peer?.certificate };
   }
+}
+
+/** A request that cannot be framed, inflated or decoded: its own status if it has one, else INTERNAL naming the method. */
+function failUndecodable(e: unknown, path: string, fail: (code: StatusCode, details: string) => void): void {
+  if (e instanceof GrpcStatusError) return fail(e.code, e.details);
+  fail(Status.INTERNAL, `the request message could not be decoded as ${methodName(path)}'s request`);
 }
 
 /** Trailers-only response: the status travels in the one HEADERS frame that ends the stream. */
