@@ -5,7 +5,7 @@
  * turn until one has room, spinning meanwhile).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, type ClientHttp2Session } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import { makeCsr } from '../fixtures/csr.js';
 import { startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, writeTestJwks } from '../support/harness.js';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
+import { connectTls, unaryCall } from '../support/raw-grpc.js';
 
 describe('server.maxConnections across worker processes', () => {
   let dir: string;
@@ -33,20 +34,13 @@ describe('server.maxConnections across worker processes', () => {
     const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
     const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);
     const token = await mintToken({ ns: 'default', sa: 'app' });
-    const call = (): Promise<{ session: ClientHttp2Session; status: string }> =>
-      new Promise((resolve) => {
-        const session = connect(`https://127.0.0.1:${server!.port}`, { ca: rootPem, servername: 'localhost' });
-        session.on('error', () => {});
-        sessions.push(session);
-        const stream = session.request({ ':method': 'POST', ':path': '/istio.v1.auth.IstioCertificateService/CreateCertificate', 'content-type': 'application/grpc', te: 'trailers', authorization: `Bearer ${token}`, clusterid: 'Kubernetes' });
-        let status = 'no connection';
-        stream.on('response', (h) => h['grpc-status'] !== undefined && (status = String(h['grpc-status'])));
-        stream.on('trailers', (t) => (status = String(t['grpc-status'])));
-        stream.on('error', () => {});
-        stream.resume();
-        stream.on('close', () => resolve({ session, status }));
-        stream.end(body);
-      });
+    /** One call on a new connection: its grpc-status, or 'no connection' when the connection is closed first. */
+    const call = async (): Promise<{ session: ClientHttp2Session; status: string }> => {
+      const session = connectTls(server!.port, rootPem);
+      sessions.push(session);
+      const r = await unaryCall(session, '/istio.v1.auth.IstioCertificateService/CreateCertificate', body, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' });
+      return { session, status: r.grpcStatus === undefined ? 'no connection' : String(r.grpcStatus) };
+    };
     // Connections that stay open until two serve (the primary's round robin may offer one to a
     // worker that is full: that one is closed).
     const serving: ClientHttp2Session[] = [];

@@ -5,12 +5,13 @@
  * client.
  */
 import { gzipSync } from 'node:zlib';
-import { connect, constants as h2, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
+import { constants as h2, type ClientHttp2Session } from 'node:http2';
 import { Writable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { GrpcStatusError, Status } from '../../../src/grpc/codes.js';
 import { GrpcServer, type MethodCodec } from '../../../src/grpc/server.js';
 import { createLogger } from '../../../src/log/logger.js';
+import { connectTls, grpcFrame, startCall, unaryCall } from '../../support/raw-grpc.js';
 import { localhostIdentity } from '../../support/serving-identity.js';
 
 const MAX_REQUEST_BYTES = 65536;
@@ -49,7 +50,7 @@ beforeAll(async () => {
     },
   );
   const port = await server.start();
-  session = connect(`https://localhost:${port}`, { ca: identity.certChainPem, host: '127.0.0.1' });
+  session = connectTls(port, identity.certChainPem);
 });
 
 afterAll(async () => {
@@ -61,26 +62,9 @@ afterEach(() => {
   Object.assign(seen, { asked: [], released: 0, decoded: 0, handled: 0, refuse: false, hold: undefined });
 });
 
-function prefix(length: number, compressed = false): Buffer {
-  const p = Buffer.alloc(5);
-  p[0] = compressed ? 1 : 0;
-  p.writeUInt32BE(length, 1);
-  return p;
-}
-
-function open(headers: Record<string, string> = {}): { stream: ClientHttp2Stream; reply: Promise<{ status?: string; message?: string; body: Buffer }> } {
-  const stream = session.request({ ':method': 'POST', ':path': codec.path, 'content-type': 'application/grpc', te: 'trailers', ...headers });
-  const reply = new Promise<{ status?: string; message?: string; body: Buffer }>((resolve) => {
-    let h: IncomingHttpHeaders = {};
-    const chunks: Buffer[] = [];
-    stream.on('response', (r) => (h = r));
-    stream.on('trailers', (t) => (h = { ...h, ...t }));
-    stream.on('data', (d: Buffer) => chunks.push(d));
-    stream.on('error', () => {});
-    stream.on('close', () => resolve({ status: h['grpc-status'] as string | undefined, message: h['grpc-message'] as string | undefined, body: Buffer.concat(chunks) }));
-  });
-  return { stream, reply };
-}
+/** The 5-byte prefix alone, declaring `length` bytes. */
+const prefix = (length: number, compressed = false): Buffer => grpcFrame(Buffer.alloc(0), compressed ? 1 : 0, length);
+const open = (headers: Record<string, string> = {}): ReturnType<typeof startCall> => startCall(session, codec.path, headers);
 
 const next = (set: (f: () => void) => void): Promise<void> => new Promise((resolve) => set(resolve));
 
@@ -92,11 +76,11 @@ describe('admission of a unary call', () => {
     // have been read too, and they must not have been admitted yet.
     const other = open();
     other.stream.end(Buffer.concat([prefix(2), Buffer.from('ok')]));
-    expect((await other.reply).status).toBe(String(Status.OK));
+    expect((await other.reply).grpcStatus).toBe(Status.OK);
     expect(seen.asked).toEqual([2]);
     stream.end(Buffer.alloc(2000, 0x61));
     const r = await reply;
-    expect(r.status).toBe(String(Status.OK));
+    expect(r.grpcStatus).toBe(Status.OK);
     expect(r.body.length).toBe(5 + 3000);
     expect(seen.asked).toEqual([2, 3000]);
     await vi.waitFor(() => expect(seen.released).toBe(2));
@@ -107,7 +91,7 @@ describe('admission of a unary call', () => {
     stalled.stream.write(prefix(MAX_REQUEST_BYTES));
     const next = open();
     next.stream.end(Buffer.concat([prefix(2), Buffer.from('ok')]));
-    expect((await next.reply).status).toBe(String(Status.OK));
+    expect((await next.reply).grpcStatus).toBe(Status.OK);
     expect(seen.asked, 'only the complete call was admitted').toEqual([2]);
     stalled.stream.close(h2.NGHTTP2_CANCEL);
     await stalled.reply;
@@ -119,8 +103,8 @@ describe('admission of a unary call', () => {
     const { stream, reply } = open();
     stream.end(Buffer.concat([prefix(5), Buffer.from('hello')]));
     const r = await reply;
-    expect(r.status).toBe(String(Status.UNAVAILABLE));
-    expect(r.message).toBe('busy; retry with backoff');
+    expect(r.grpcStatus).toBe(Status.UNAVAILABLE);
+    expect(r.grpcMessage).toBe('busy; retry with backoff');
     expect(seen.asked).toEqual([5]);
     expect(seen.decoded).toBe(0);
     expect(seen.handled).toBe(0);
@@ -146,8 +130,8 @@ describe('admission of a unary call', () => {
     const { stream, reply } = open();
     stream.end(Buffer.concat([prefix(4), Buffer.from('bad!')]));
     const r = await reply;
-    expect(r.status).toBe(String(Status.INTERNAL));
-    expect(r.message).toBe("the request message could not be decoded as Echo's request");
+    expect(r.grpcStatus).toBe(Status.INTERNAL);
+    expect(r.grpcMessage).toBe("the request message could not be decoded as Echo's request");
     expect(seen.asked).toEqual([4]);
     expect(seen.handled).toBe(0);
     await vi.waitFor(() => expect(seen.released).toBe(1));
@@ -158,7 +142,7 @@ describe('admission of a unary call', () => {
     const { stream, reply } = open({ 'grpc-encoding': 'gzip' });
     stream.end(Buffer.concat([prefix(payload.length, true), payload]));
     const r = await reply;
-    expect(r.status).toBe(String(Status.OK));
+    expect(r.grpcStatus).toBe(Status.OK);
     expect(seen.asked).toEqual([2000]);
     await vi.waitFor(() => expect(seen.released).toBe(1));
   });
@@ -169,16 +153,11 @@ describe('shedding at scale on one connection', () => {
     seen.refuse = true;
     const body = Buffer.concat([prefix(60_000), Buffer.alloc(60_000, 0x61)]);
     const outcomes: Record<string, number> = {};
-    const one = (): Promise<void> =>
-      new Promise((resolve) => {
-        const { stream, reply } = open();
-        stream.end(body);
-        void reply.then((r) => {
-          const k = r.status ?? `no status, RST_STREAM ${stream.rstCode}`;
-          outcomes[k] = (outcomes[k] ?? 0) + 1;
-          resolve();
-        });
-      });
+    const one = async (): Promise<void> => {
+      const r = await unaryCall(session, codec.path, body);
+      const k = r.grpcStatus === undefined ? `no status, RST_STREAM ${r.rstCode}` : String(r.grpcStatus);
+      outcomes[k] = (outcomes[k] ?? 0) + 1;
+    };
     // Three waves of 10 streams (the server's maxConcurrentStreams), each retried as soon as it is shed.
     await Promise.all(Array.from({ length: 10 }, async () => {
       for (let attempt = 0; attempt < 30; attempt++) await one();

@@ -3,7 +3,7 @@
  * ones already open keep serving, and a slot freed by a close is usable again. The real server over
  * TLS, raw HTTP/2 clients.
  */
-import { connect, type ClientHttp2Session } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -11,6 +11,7 @@ import { Status } from '../../../src/grpc/codes.js';
 import { GrpcServer, type MethodCodec } from '../../../src/grpc/server.js';
 import { frameMessage } from '../../../src/grpc/wire.js';
 import { createLogger } from '../../../src/log/logger.js';
+import { connectTls, unaryCall } from '../../support/raw-grpc.js';
 import { localhostIdentity } from '../../support/serving-identity.js';
 
 const codec: MethodCodec<Buffer, Buffer> = { path: '/t.T/Echo', deserialize: (b) => b, serialize: (r) => r };
@@ -33,24 +34,15 @@ afterAll(async () => {
 });
 
 function open(): ClientHttp2Session {
-  const s = connect(`https://localhost:${port}`, { ca, host: '127.0.0.1' });
-  s.on('error', () => {});
+  const s = connectTls(port, ca);
   sessions.push(s);
   return s;
 }
 
 /** One call; resolves with its grpc-status, or 'no connection' when the connection is gone first. */
-function echo(s: ClientHttp2Session): Promise<string> {
-  return new Promise((resolve) => {
-    const stream = s.request({ ':method': 'POST', ':path': codec.path, 'content-type': 'application/grpc', te: 'trailers' });
-    let status = 'no connection';
-    stream.on('response', (h) => h['grpc-status'] !== undefined && (status = String(h['grpc-status'])));
-    stream.on('trailers', (t) => (status = String(t['grpc-status'])));
-    stream.on('error', () => {});
-    stream.resume();
-    stream.on('close', () => resolve(status));
-    stream.end(frameMessage(Buffer.from('hi')));
-  });
+async function echo(s: ClientHttp2Session): Promise<string> {
+  const r = await unaryCall(s, codec.path, frameMessage(Buffer.from('hi')));
+  return r.grpcStatus === undefined ? 'no connection' : String(r.grpcStatus);
 }
 
 describe('server.maxConnections', () => {

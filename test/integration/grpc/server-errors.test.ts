@@ -3,13 +3,14 @@
  * GrpcStatusError (a bug) ends its call with INTERNAL and a fixed message; the error's own text,
  * which may hold internals, reaches only the log. The real server over TLS, a raw HTTP/2 client.
  */
-import { connect, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Status } from '../../../src/grpc/codes.js';
 import { GrpcServer, type MethodCodec } from '../../../src/grpc/server.js';
 import { frameMessage } from '../../../src/grpc/wire.js';
 import { createLogger } from '../../../src/log/logger.js';
+import { connectTls, unaryCall } from '../../support/raw-grpc.js';
 import { localhostIdentity } from '../../support/serving-identity.js';
 
 const SECRET = 'password=hunter2 at /var/lib/meshcert/ca-key.pem';
@@ -31,7 +32,7 @@ beforeAll(async () => {
       throw new Error(SECRET);
     });
   const port = await server.start();
-  session = connect(`https://localhost:${port}`, { ca: certPem, host: '127.0.0.1' });
+  session = connectTls(port, certPem);
 });
 
 afterAll(async () => {
@@ -39,30 +40,22 @@ afterAll(async () => {
   await server?.shutdown();
 });
 
-function call(path: string): Promise<{ status?: string; message?: string }> {
-  return new Promise((resolve, reject) => {
-    const stream = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' });
-    let headers: IncomingHttpHeaders = {};
-    stream.on('response', (h) => (headers = h));
-    stream.on('trailers', (t) => (headers = { ...headers, ...t }));
-    stream.on('error', reject);
-    stream.resume();
-    stream.on('end', () => resolve({ status: headers['grpc-status'] as string | undefined, message: headers['grpc-message'] as string | undefined }));
-    stream.end(frameMessage(Buffer.from('x')));
-  });
+async function call(path: string): Promise<{ status?: number; message?: string }> {
+  const r = await unaryCall(session, path, frameMessage(Buffer.from('x')));
+  return { status: r.grpcStatus, message: r.grpcMessage };
 }
 
 describe('a handler that fails unexpectedly', () => {
   it.each(['/t.T/Unary', '/t.T/Rejects', '/t.T/Stream'])('%s ends with INTERNAL and a fixed message; the detail reaches only the log', async (path) => {
     logged = '';
     const r = await call(path);
-    expect(r).toEqual({ status: String(Status.INTERNAL), message: 'internal error' });
+    expect(r).toEqual({ status: Status.INTERNAL, message: 'internal error' });
     expect(JSON.stringify(r)).not.toContain('hunter2');
     await new Promise((res) => setTimeout(res, 300)); // pino writes asynchronously
     expect(logged).toContain('unexpected error in a gRPC handler');
   });
 
   it('keeps serving afterwards', async () => {
-    expect((await call('/t.T/Unary')).status).toBe(String(Status.INTERNAL));
+    expect((await call('/t.T/Unary')).status).toBe(Status.INTERNAL);
   });
 });
