@@ -11,18 +11,10 @@
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import tls, { type DetailedPeerCertificate } from 'node:tls';
+import { parseHostPort } from '../net/host-port.js';
 import type { DiscoveredItem } from './types.js';
 
 export const DEFAULT_ENDPOINT_TIMEOUT_MS = 5000;
-
-/** `host:port`, `[v6]:port`; throws a message for anything else. */
-export function parseHostPort(s: string): { host: string; port: number } {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:[\]]+):(\d+)$/.exec(s);
-  if (!m) throw new Error(`"${s}" is not host:port (use [addr]:port for IPv6)`);
-  const port = Number(m[2]);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`"${s}": port must be 1-65535`);
-  return { host: m[1]!, port };
-}
 
 /** The peer chain, leaf first, each certificate once. */
 function chainOf(peer: DetailedPeerCertificate): X509Certificate[] {

@@ -6,6 +6,19 @@ export function splitHostPort(hostPort: string): { host: string; port: number } 
   return { host: hostPort.slice(0, i).replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(hostPort.slice(i + 1)) };
 }
 
+/**
+ * An address to connect to, from user input: `host:port` or `[v6]:port`, host required, port
+ * 1-65535; throws a message that says what is wrong. (Listen addresses come through the config
+ * schema and `splitHostPort`.)
+ */
+export function parseHostPort(s: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:[\]]+):(\d+)$/.exec(s);
+  if (!m) throw new Error(`"${s}" is not host:port (use [addr]:port for IPv6)`);
+  const port = Number(m[2]);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`"${s}": port must be 1-65535`);
+  return { host: m[1]!, port };
+}
+
 const LISTEN_PROBLEMS: Record<string, string> = {
   EADDRINUSE: 'the address is already in use (another process listens on it)',
   EACCES: 'permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)',

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../../src/errors/ca-error.js';
-import { listenError, splitHostPort } from '../../../src/net/host-port.js';
+import { listenError, parseHostPort, splitHostPort } from '../../../src/net/host-port.js';
 
 describe('splitHostPort', () => {
   it.each([
@@ -10,6 +10,26 @@ describe('splitHostPort', () => {
     ['localhost:0', 'localhost', 0],
   ])('%s', (text, host, port) => {
     expect(splitHostPort(text)).toEqual({ host, port });
+  });
+});
+
+describe('parseHostPort (an address to connect to)', () => {
+  it.each([
+    ['example.com:443', 'example.com', 443],
+    ['10.0.0.1:8443', '10.0.0.1', 8443],
+    ['[::1]:443', '::1', 443],
+  ])('%s', (text, host, port) => {
+    expect(parseHostPort(text)).toEqual({ host, port });
+  });
+
+  it.each([
+    ['no-port', /is not host:port/],
+    [':443', /is not host:port/],
+    ['::1:443', /use \[addr\]:port for IPv6/],
+    ['h:0', /1-65535/],
+    ['h:70000', /1-65535/],
+  ])('refuses %s', (text, message) => {
+    expect(() => parseHostPort(text)).toThrow(message);
   });
 });
 
