@@ -6,6 +6,7 @@ import { X509Certificate } from 'node:crypto';
 import { CaError } from '../errors/ca-error.js';
 import { parseWorkloadSpiffeId, spiffeIdProblem } from '../x509/spiffe-id.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
+import { signedBy } from '../x509/verify-chain.js';
 
 export interface ClientCertOptions {
   /** Current trust anchors; called per request so root rotation takes effect. */
@@ -47,7 +48,7 @@ function validAt(cert: X509Certificate, now: Date): boolean {
 
 function issuedBy(child: X509Certificate, issuer: X509Certificate): boolean {
   try {
-    return child.checkIssued(issuer) && child.verify(issuer.publicKey);
+    return signedBy(child, issuer);
   } catch {
     return false;
   }

@@ -21,6 +21,7 @@ import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { CA_FILES, caPath } from './files.js';
 import { isCaDirEmpty, isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { oneLine, ROTATION_FILE, validateLayout, writeLayout } from './rotate.js';
+import { signedBy } from '../x509/verify-chain.js';
 
 export type IstiodCaKind = 'cacerts' | 'istiod-self-signed';
 
@@ -77,7 +78,7 @@ export function importIstiod(o: ImportIstiodOptions): ImportIstiodResult {
   // cert-chain.pem: as exported; else the signing certificate, plus its root when the root signed it directly.
   let chain = chainPem;
   if (chain === undefined) {
-    const issuer = roots.find((r) => signing.checkIssued(r) && signing.verify(r.publicKey));
+    const issuer = roots.find((r) => signedBy(signing, r));
     chain = certToPem(signing) + (issuer && !selfSigned ? certToPem(issuer) : '');
     notes.push('cert-chain.pem was not exported: written from ca-cert.pem' + (issuer && !selfSigned ? ' and its root' : ''));
   }

@@ -4,6 +4,7 @@ import { ConfigError } from '../errors/ca-error.js';
 import { issuerAndSubjectDer } from '../x509/names.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { caPath } from './files.js';
+import { signedBy } from '../x509/verify-chain.js';
 
 /** A CA loaded from Istio's plug-in layout and checked to be usable for signing. */
 export interface CaMaterial {
@@ -87,12 +88,11 @@ export function buildMaterial(
   for (let i = 0; i < intermediates.length; i++) {
     const child = intermediates[i]!;
     const parents = i + 1 < intermediates.length ? [intermediates[i + 1]!] : roots;
-    const ok = parents.some((p) => child.checkIssued(p) && child.verify(p.publicKey));
-    if (!ok) {
+    const parent = parents.find((p) => signedBy(child, p));
+    if (!parent) {
       const what = i + 1 < intermediates.length ? 'the next certificate in cert-chain.pem' : 'any certificate in root-cert.pem';
       throw new ConfigError(`CA chain does not verify: "${child.subject.replace(/\n/g, ', ')}" is not signed by ${what}`);
     }
-    const parent = parents.find((p) => child.checkIssued(p) && child.verify(p.publicKey))!;
     if (!issuerAndSubjectDer(child.raw).issuer.equals(issuerAndSubjectDer(parent.raw).subject)) {
       throw new ConfigError(
         `CA chain: the issuer name of "${child.subject.replace(/\n/g, ', ')}" is not byte-for-byte its parent's subject (different string encodings); Go clients and ztunnel would reject the chain. Re-issue it with the parent's subject copied exactly`,
@@ -102,7 +102,7 @@ export function buildMaterial(
   }
   // Leaves must not outlive any certificate of their chain, the anchoring root included.
   const top = intermediates[intermediates.length - 1]!;
-  const anchor = roots.find((r) => top.checkIssued(r) && top.verify(r.publicKey)) ?? top;
+  const anchor = roots.find((r) => signedBy(top, r)) ?? top;
   const notAfter = new Date(Math.min(...[...intermediates, anchor].map((c) => Date.parse(c.validTo))));
   return {
     signingCert,
@@ -116,7 +116,7 @@ export function buildMaterial(
 }
 
 export function isSelfSigned(c: X509Certificate): boolean {
-  return c.subject === c.issuer && c.checkIssued(c) && c.verify(c.publicKey);
+  return c.subject === c.issuer && signedBy(c, c);
 }
 
 export function fingerprintSha256Hex(der: Buffer): string {

@@ -25,6 +25,7 @@ import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { CA_FILES, caPath, writeFileAtomic, writePrivateKey } from './files.js';
 import { createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
 import { isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
+import { signedBy } from '../x509/verify-chain.js';
 
 export const ROTATION_FILE = 'rotation.json';
 /** The new CA, staged by `start` (same layout as the CA directory). */
@@ -195,7 +196,7 @@ export function validateLayout(dir: string, files: Layout, now: Date, context: s
 /** The root in `m.roots` that anchors the signing chain (the signing certificate itself when it is a root). */
 export function anchorOf(m: CaMaterial): X509Certificate {
   const top = m.intermediates[m.intermediates.length - 1]!;
-  const anchor = m.roots.find((r) => top.checkIssued(r) && top.verify(r.publicKey));
+  const anchor = m.roots.find((r) => signedBy(top, r));
   if (!anchor) throw new ConfigError('the signing chain does not end at a root in root-cert.pem');
   return anchor;
 }
@@ -671,7 +672,7 @@ export async function renewIntermediate(o: RenewIntermediateOptions): Promise<Re
   }
   const root = roots.find((r) => r.checkPrivateKey(rootKey));
   if (!root) throw new ConfigError('root-key.pem matches none of the roots in root-cert.pem');
-  if (oldCert && !(oldCert.checkIssued(root) && oldCert.verify(root.publicKey))) {
+  if (oldCert && !signedBy(oldCert, root)) {
     throw new ConfigError(`ca-cert.pem "${oneLine(oldCert.subject)}" is not signed by the root whose key is root-key.pem ("${oneLine(root.subject)}"); renew-intermediate keeps the same root, so it only renews an intermediate the root signed directly`);
   }
   const rootType = keyTypeOf(rootKey);

@@ -25,6 +25,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import type { V1Secret } from '@kubernetes/client-node';
 import type { KubeClient, WatchOptions } from '../k8s/client.js';
 import { explainKubeError, InformerRunner, isConflict, isNotFound, makeNamedSecretInformer, type ControllerLog } from './kube-util.js';
+import { signedBy } from '../x509/verify-chain.js';
 
 export const ISTIOD_TLS_SECRET = 'istiod-tls';
 export const DEFAULT_ISTIOD_NAMESPACE = 'istio-system';
@@ -426,11 +427,11 @@ function verifiesTo(chain: readonly X509Certificate[], roots: readonly X509Certi
     let cur = chain[0]!;
     for (const next of chain.slice(1)) {
       if (roots.some((r) => r.fingerprint256 === cur.fingerprint256)) return true;
-      if (!cur.checkIssued(next) || !cur.verify(next.publicKey)) return false;
+      if (!signedBy(cur, next)) return false;
       cur = next;
     }
     if (roots.some((r) => r.fingerprint256 === cur.fingerprint256)) return true;
-    return roots.some((r) => cur.checkIssued(r) && cur.verify(r.publicKey));
+    return roots.some((r) => signedBy(cur, r));
   } catch {
     return false;
   }

@@ -7,6 +7,11 @@ export interface ChainCheck {
   readonly root: X509Certificate;
 }
 
+/** `child` names `parent` as its issuer and carries a signature that `parent`'s key verifies. */
+export function signedBy(child: X509Certificate, parent: X509Certificate): boolean {
+  return child.checkIssued(parent) && child.verify(parent.publicKey);
+}
+
 /**
  * Checks an Istio-shaped response (leaf, each intermediate, root bundle last) the way a workload
  * would: every link signed by the next, all valid now, ending at one of the trusted roots.
@@ -27,10 +32,10 @@ export function verifyResponseChain(chain: readonly string[], trustedRootsPem: s
     if (!validNow(c)) throw new Error(`certificate ${c.serialNumber} is not valid now`);
   }
   for (let i = 0; i + 1 < certs.length; i++) {
-    if (!certs[i]!.checkIssued(certs[i + 1]!) || !certs[i]!.verify(certs[i + 1]!.publicKey)) throw new Error(`element ${i} is not signed by element ${i + 1}`);
+    if (!signedBy(certs[i]!, certs[i + 1]!)) throw new Error(`element ${i} is not signed by element ${i + 1}`);
   }
   const top = certs[certs.length - 1]!;
-  const signers = roots.filter((r) => top.checkIssued(r) && top.verify(r.publicKey));
+  const signers = roots.filter((r) => signedBy(top, r));
   if (signers.length === 0) throw new Error('the chain does not end at a trusted root');
   // A workload refuses an expired root as it refuses an expired intermediate.
   const root = signers.find(validNow);

@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync, webcrypto } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
 import type { CaMaterial } from '../../../src/ca/material.js';
 import { LocalIssuer, type SignedLeaf } from '../../../src/issuer/local.js';
-import { verifyResponseChain } from '../../../src/x509/verify-chain.js';
+import { signedBy, verifyResponseChain } from '../../../src/x509/verify-chain.js';
+import { x509 } from '../../fixtures/csr.js';
 
 const ID = 'spiffe://cluster.local/ns/default/sa/sleep';
 const HOUR_MS = 3_600_000;
@@ -98,5 +99,32 @@ describe('verifyResponseChain refuses', () => {
 
   it('a good chain judged at a time after it expires', () => {
     expect(() => verifyResponseChain(good, a.rootBundlePem, new Date(Date.now() + 2 * HOUR_MS))).toThrow(/is not valid now/);
+  });
+});
+
+describe('signedBy', () => {
+  it('needs the parent\'s signature, not only its name and key identifier', async () => {
+    // A forgery: it names A's intermediate as its issuer, with that intermediate's key identifier,
+    // but is signed with another key. OpenSSL's issuer check (checkIssued) compares only those.
+    const parent = new x509.X509Certificate(a.signingCert.raw);
+    const ski = parent.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
+    const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+    const forger = await webcrypto.subtle.generateKey(alg, false, ['sign', 'verify']);
+    const forged = await x509.X509CertificateGenerator.create({
+      serialNumber: '0102',
+      subject: 'CN=forged',
+      issuer: parent.subject,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + HOUR_MS),
+      publicKey: forger.publicKey,
+      signingKey: forger.privateKey,
+      signingAlgorithm: alg,
+      extensions: ski ? [new x509.AuthorityKeyIdentifierExtension(ski)] : [],
+    });
+    const cert = new X509Certificate(Buffer.from(forged.rawData));
+    expect(cert.checkIssued(a.signingCert), 'the forgery passes the name and key-identifier check').toBe(true);
+    expect(signedBy(cert, a.signingCert)).toBe(false);
+    expect(signedBy(new X509Certificate(leafA.pem), a.signingCert)).toBe(true);
+    expect(() => verifyResponseChain([forged.toString('pem'), a.intermediatesPem[0]!, a.rootBundlePem], a.rootBundlePem)).toThrow(/element 0 is not signed by element 1/);
   });
 });
