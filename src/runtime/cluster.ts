@@ -53,8 +53,8 @@ export function workerConfig(): Promise<MeshcertConfig> {
 
 export interface WorkerPool {
   readonly port: number;
-  /** Workers currently serving. */
-  readonly live: () => number;
+  /** Workers listening now (not those still starting). */
+  readonly serving: () => number;
   /** Tells every worker to apply a new config; rejects if any worker refuses it. */
   reload(config: MeshcertConfig): Promise<void>;
   /** Asks every worker to drain and waits for all of them to exit. */
@@ -89,6 +89,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   });
   let stopping = false;
   const live = new Set<Worker>();
+  /** Workers that have said they listen (a replacement still starting serves nothing yet). */
+  const serving = new Set<Worker>();
   let restarts = 0;
   let reloadId = 0;
   const pendingReloads = new Map<number, { waiting: number; errors: string[]; done: (errors: string[]) => void }>();
@@ -118,6 +120,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           }
         } else if (m.type === 'listening') {
           listening = true;
+          serving.add(w);
           resolve(m.port);
           // Stopping already (another worker failed to start): this one drains right away.
           if (stopping) send(w, { type: 'shutdown' });
@@ -127,6 +130,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       });
       w.on('exit', (code, signal) => {
         live.delete(w);
+        serving.delete(w);
         // A `fatal` message read in the same turn keeps its reason: reject after it.
         if (!listening) return void setImmediate(() => reject(new Error(`worker exited with ${code ?? signal} before serving`)));
         if (stopping) return;
@@ -188,7 +192,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   broadcast.unref();
   return {
     port: ports[0]!,
-    live: () => [...live].filter((w) => w.isConnected()).length,
+    serving: () => [...serving].filter((w) => w.isConnected()).length,
     async reload(next) {
       const targets = [...live].filter((w) => w.isConnected());
       if (targets.length === 0) return;

@@ -75,7 +75,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       });
       port = pool.port;
       metricsText = async () => `${await aggregator.clusterMetrics()}\n${await registry.metrics()}`;
-      grpcReady = () => ({ name: 'grpc', ok: pool.live() > 0, detail: `${pool.live()}/${count} workers serving` });
+      grpcReady = () => ({ name: 'grpc', ok: pool.serving() > 0, detail: `${pool.serving()}/${count} workers serving` });
       stopServing = () => pool.shutdown();
       // Validate here first (CAs load, policy builds), then let every worker apply it.
       applyConfig = async (next) => {

@@ -1,0 +1,129 @@
+/**
+ * The cluster primary keeps its workers serving: a worker that dies is replaced, a replacement
+ * that cannot start is retried (with a growing pause) until one serves, and a shutdown during
+ * those retries stops at once and cleanly. The real CLI with two worker processes.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { makeCsr } from '../fixtures/csr.js';
+import { startServe, type ServerProcess } from '../support/cli.js';
+import { mintToken, serveConfigYaml, writeTestJwks } from '../support/harness.js';
+import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
+import { connectTls, unaryCall } from '../support/raw-grpc.js';
+
+/** The worker processes of a primary (its direct children). */
+function workerPids(primary: number): number[] {
+  return readFileSync(`/proc/${primary}/task/${primary}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+/** Processes started with MESHCERT_TEST_TAG=tag in their environment (a primary passes its environment to its workers). */
+function tagged(tag: string): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`).includes(`MESHCERT_TEST_TAG=${tag}\0`);
+      } catch {
+        return false; // gone, or not ours to read
+      }
+    })
+    .map(Number);
+}
+
+/** The readiness check's word on the workers ('2/2 workers serving'); '' before the admin server is up. */
+async function readiness(output: () => string): Promise<string> {
+  const port = /"port":(\d+),"msg":"admin server listening"/.exec(output())?.[1];
+  if (!port) return '';
+  const r = await fetch(`http://127.0.0.1:${port}/readyz`);
+  const body = (await r.json()) as { checks: Array<{ name: string; detail: string }> };
+  return body.checks.find((c) => c.name === 'grpc')!.detail;
+}
+
+describe('worker processes that die', () => {
+  let dir: string;
+  let server: ServerProcess | undefined;
+  afterAll(() => {
+    if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('are replaced; a replacement that cannot start is retried until one serves', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-worker-restart-'));
+    await writeTestJwks(join(dir, 'jwks.json'));
+    writeFileSync(join(dir, 'meshcert.yaml'), serveConfigYaml({ workers: 2 }));
+    const tag = randomUUID();
+    server = await startServe(['--config', join(dir, 'meshcert.yaml')], { MESHCERT_TEST_TAG: tag });
+    const s = server;
+    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);
+    const token = await mintToken({ ns: 'default', sa: 'app' });
+    /** One call on a fresh connection (the primary deals connections to the workers in turn). */
+    const issue = async (): Promise<number | undefined> => {
+      const session = connectTls(s.port, rootPem);
+      try {
+        return (await unaryCall(session, '/istio.v1.auth.IstioCertificateService/CreateCertificate', body, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' })).grpcStatus;
+      } finally {
+        session.destroy();
+      }
+    };
+    // startServe returns at the first worker's 'serving'; the primary is up once both are.
+    await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+    const first = workerPids(s.child.pid!);
+    expect(first).toHaveLength(2);
+
+    // A worker is killed: the other serves on, and a replacement joins.
+    process.kill(first[0]!, 'SIGKILL');
+    await expect.poll(() => s.output(), { timeout: 10_000 }).toMatch(/"msg":"worker died; starting a replacement"/);
+    expect(await issue()).toBe(0);
+    // Ready counts a replacement once it listens, not while it starts.
+    const workerServing = (): number => (s.output().match(/"worker":\d+,"listen"[^\n]*"msg":"meshcert serving"/g) ?? []).length;
+    expect(workerServing()).toBe(2);
+    await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+    await expect.poll(workerServing, { timeout: 5_000, message: 'the replacement logs that it serves (log lines are flushed every 250 ms)' }).toBe(3);
+
+    // Now a replacement cannot start (its CA key is gone): the primary retries, and serves on
+    // with the worker it has.
+    const key = join(dir, 'data/ca/ca-key.pem');
+    renameSync(key, `${key}.away`);
+    const second = workerPids(s.child.pid!);
+    process.kill(second[0]!, 'SIGKILL');
+    await expect.poll(() => (s.output().match(/"msg":"replacement worker failed to start; retrying"/g) ?? []).length, { timeout: 20_000 }).toBeGreaterThanOrEqual(2);
+    // Replacements come and go meanwhile; readiness counts none of them (sampled for 2 s).
+    const seen = new Set<string>();
+    for (let t = Date.now(); Date.now() - t < 2_000; await new Promise((r) => setTimeout(r, 40))) seen.add(await readiness(s.output));
+    expect([...seen]).toEqual(['1/2 workers serving']);
+    for (let i = 0; i < 4; i++) expect(await issue()).toBe(0);
+    // The key is back: a later retry serves.
+    renameSync(`${key}.away`, key);
+    await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+    expect(await issue()).toBe(0);
+
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+    expect(tagged(tag), 'no worker outlives the primary').toEqual([]);
+  }, 90_000);
+
+  it('a shutdown while replacements keep failing exits at once with code 0 and leaves no worker behind', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'meshcert-worker-restart-'));
+    try {
+      await writeTestJwks(join(d, 'jwks.json'));
+      writeFileSync(join(d, 'meshcert.yaml'), serveConfigYaml({ workers: 2 }));
+      const tag = randomUUID();
+      const s = await startServe(['--config', join(d, 'meshcert.yaml')], { MESHCERT_TEST_TAG: tag });
+      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      expect(tagged(tag)).toHaveLength(3); // the primary and its two workers
+      renameSync(join(d, 'data/ca/ca-key.pem'), join(d, 'ca-key.pem.away'));
+      process.kill(workerPids(s.child.pid!)[0]!, 'SIGKILL');
+      await expect.poll(() => s.output(), { timeout: 20_000 }).toMatch(/"msg":"replacement worker failed to start; retrying"/);
+      s.child.kill('SIGTERM');
+      expect(await s.exited).toBe(0);
+      expect(tagged(tag), 'no worker, nor a replacement still starting, outlives the primary').toEqual([]);
+      expect(s.output()).not.toMatch(/unexpected error/);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
