@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseDurationSeconds } from './duration.js';
 import { policySchema } from '../policy/schema.js';
+import { trustDomainProblem } from '../x509/spiffe-id.js';
 
 /**
  * The one configuration schema. Strict objects: an unknown key is an error naming its path.
@@ -30,11 +31,11 @@ const hostPort = z
 
 const keyType = z.enum(['ec256', 'ec384', 'rsa2048', 'rsa3072', 'rsa4096']);
 
-const trustDomain = z
-  .string()
-  .min(1)
-  .max(255)
-  .regex(/^[a-z0-9._-]+$/, 'trust domain must be lowercase letters, digits, ".", "-" or "_"');
+// The SPIFFE rules themselves (x509/spiffe-id.ts), so config and issuance cannot disagree.
+const trustDomain = z.string().superRefine((s, ctx) => {
+  const problem = trustDomainProblem(s);
+  if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+});
 
 const jwtIssuer = z
   .strictObject({

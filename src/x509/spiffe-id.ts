@@ -14,7 +14,7 @@ export interface SpiffeId {
 
 /** Returns the reason a trust domain name is invalid, or null when it is valid. */
 export function trustDomainProblem(td: string): string | null {
-  if (td.length === 0) return 'SPIFFE ID has an empty trust domain';
+  if (td.length === 0) return 'SPIFFE trust domain is empty';
   if (td.length > 255) return 'SPIFFE trust domain is longer than 255 characters';
   if (!TRUST_DOMAIN.test(td)) return 'SPIFFE trust domain may hold only lowercase letters, digits, ".", "-" and "_"';
   return null;
