@@ -105,6 +105,9 @@ const INSERT_AUDIT_SQL =
   'ON CONFLICT (id) DO NOTHING';
 const MIGRATIONS_TABLE_SQL = `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)`;
 
+/** WAL pages between automatic checkpoints (see the worker source). */
+export const WAL_AUTOCHECKPOINT_PAGES = 10_000;
+
 /**
  * The worker: owns the connection, runs what it is sent, answers { id, result } or
  * { id, error: { message, code, name } } (error `code`s do not survive structured clone).
@@ -112,6 +115,7 @@ const MIGRATIONS_TABLE_SQL = `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (ve
  */
 const WORKER_SOURCE = String.raw`
 'use strict';
+const WAL_AUTOCHECKPOINT_PAGES = ${WAL_AUTOCHECKPOINT_PAGES};
 const { parentPort, workerData } = require('node:worker_threads');
 let db = null;
 let openError = null;
@@ -121,6 +125,11 @@ try {
   db.pragma('busy_timeout = ' + workerData.busyTimeoutMs);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
+  // Checkpoint every 10000 WAL pages (about 40 MB), not SQLite's 1000: certificate inserts touch
+  // random pages of five indexes, so a page is often written again before the next checkpoint,
+  // and each checkpoint copies it back only once. Measured under full load: 24 instead of 31 µs
+  // of this thread per certificate. The WAL file stays at its largest size (it is reused).
+  db.pragma('wal_autocheckpoint = ' + WAL_AUTOCHECKPOINT_PAGES);
 } catch (err) {
   openError = err;
   if (db) { try { db.close(); } catch (_) {} db = null; }
@@ -359,6 +368,17 @@ export class SqliteInventoryStore implements InventoryStore {
 
   async ping(): Promise<void> {
     await this.call('get', 'SELECT 1 AS ok', []);
+  }
+
+  /** The connection's journal settings (diagnostics and tests: they are not stored in the file). */
+  async settings(): Promise<{ journalMode: string; synchronous: number; walAutocheckpoint: number; busyTimeoutMs: number }> {
+    const one = async <T>(pragma: string): Promise<T> => Object.values((await this.call<Record<string, T>>('get', `PRAGMA ${pragma}`, []))!)[0]!;
+    return {
+      journalMode: await one<string>('journal_mode'),
+      synchronous: await one<number>('synchronous'),
+      walAutocheckpoint: await one<number>('wal_autocheckpoint'),
+      busyTimeoutMs: await one<number>('busy_timeout'),
+    };
   }
 
   /** Waits for outstanding requests, closes the database, stops the worker. Idempotent. */

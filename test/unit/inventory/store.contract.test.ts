@@ -12,7 +12,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { PRUNE_BATCH } from '../../../src/inventory/common.js';
 import { openStore, type OpenStoreOptions } from '../../../src/inventory/open.js';
 import { PostgresInventoryStore } from '../../../src/inventory/postgres.js';
-import { SqliteInventoryStore } from '../../../src/inventory/sqlite.js';
+import { SqliteInventoryStore, WAL_AUTOCHECKPOINT_PAGES } from '../../../src/inventory/sqlite.js';
 import {
   InvalidCursorError,
   InventoryDataError,
@@ -535,6 +535,16 @@ describe('sqlite store specifics', () => {
       const db = new Database(path, { readonly: true });
       expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
       db.close();
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('writes with synchronous NORMAL and checkpoints every WAL_AUTOCHECKPOINT_PAGES pages, not SQLite\'s 1000', async () => {
+    const store = new SqliteInventoryStore({ path: join(dir, 'settings.db'), busyTimeoutMs: 1234 });
+    try {
+      expect(WAL_AUTOCHECKPOINT_PAGES).toBe(10_000);
+      expect(await store.settings()).toEqual({ journalMode: 'wal', synchronous: 1, walAutocheckpoint: WAL_AUTOCHECKPOINT_PAGES, busyTimeoutMs: 1234 });
     } finally {
       await store.close();
     }
