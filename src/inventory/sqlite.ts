@@ -2,7 +2,7 @@
  * SQLite inventory store (better-sqlite3, WAL). For a single replica: the file lives on the
  * replica's volume.
  *
- * better-sqlite3 is synchronous, and a 500-row batch with its index updates (plus the fsync of
+ * better-sqlite3 is synchronous, and a batch of a few thousand rows with its index updates (plus the fsync of
  * an occasional WAL checkpoint) can take tens to hundreds of milliseconds on a slow disk. Run on
  * the main thread, that would stall every in-flight issuance. So the database lives in a
  * dedicated worker thread: this class only builds SQL and parameters (shared with the PostgreSQL

@@ -112,6 +112,17 @@ describe('InventoryRecorder (in-memory store)', () => {
     await rec.close();
   });
 
+  it('writes batches of 2000 records by default', async () => {
+    const store = new MemoryStore();
+    const flushed: number[] = [];
+    const rec = new InventoryRecorder(store, { flushIntervalMs: SLOW, onFlush: (n) => flushed.push(n) });
+    for (let i = 0; i < 4500; i++) rec.record(makeRecord(i));
+    await waitFor(() => store.certs.size === 4000, 2000, 'two full batches');
+    await rec.flush();
+    expect(flushed).toEqual([2000, 2000, 500]);
+    await rec.close();
+  });
+
   it('flushes a partial batch on the interval', async () => {
     const store = new MemoryStore();
     const rec = new InventoryRecorder(store, { flushIntervalMs: 20 });
