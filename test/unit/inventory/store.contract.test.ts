@@ -12,7 +12,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { PRUNE_BATCH } from '../../../src/inventory/common.js';
 import { openStore, type OpenStoreOptions } from '../../../src/inventory/open.js';
 import { PostgresInventoryStore } from '../../../src/inventory/postgres.js';
-import { SqliteInventoryStore, WAL_AUTOCHECKPOINT_PAGES } from '../../../src/inventory/sqlite.js';
+import { STORE_THREAD_NICE, SqliteInventoryStore, WAL_AUTOCHECKPOINT_PAGES } from '../../../src/inventory/sqlite.js';
 import {
   InvalidCursorError,
   InventoryDataError,
@@ -540,11 +540,18 @@ describe('sqlite store specifics', () => {
     }
   });
 
-  it('writes with synchronous NORMAL and checkpoints every WAL_AUTOCHECKPOINT_PAGES pages, not SQLite\'s 1000', async () => {
+  it('writes with synchronous NORMAL, checkpoints every WAL_AUTOCHECKPOINT_PAGES pages (not SQLite\'s 1000), from a thread of lower priority', async () => {
     const store = new SqliteInventoryStore({ path: join(dir, 'settings.db'), busyTimeoutMs: 1234 });
     try {
       expect(WAL_AUTOCHECKPOINT_PAGES).toBe(10_000);
-      expect(await store.settings()).toEqual({ journalMode: 'wal', synchronous: 1, walAutocheckpoint: WAL_AUTOCHECKPOINT_PAGES, busyTimeoutMs: 1234 });
+      expect(STORE_THREAD_NICE).toBe(5);
+      expect(await store.settings()).toEqual({
+        journalMode: 'wal',
+        synchronous: 1,
+        walAutocheckpoint: WAL_AUTOCHECKPOINT_PAGES,
+        busyTimeoutMs: 1234,
+        threadNice: process.platform === 'linux' ? STORE_THREAD_NICE : null,
+      });
     } finally {
       await store.close();
     }
