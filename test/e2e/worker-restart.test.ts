@@ -108,11 +108,12 @@ describe('worker processes that die', () => {
 
   it('a shutdown while replacements keep failing exits at once with code 0 and leaves no worker behind', async () => {
     const d = mkdtempSync(join(tmpdir(), 'meshcert-worker-restart-'));
+    let started: ServerProcess | undefined;
     try {
       await writeTestJwks(join(d, 'jwks.json'));
       writeFileSync(join(d, 'meshcert.yaml'), serveConfigYaml({ workers: 2 }));
       const tag = randomUUID();
-      const s = await startServe(['--config', join(d, 'meshcert.yaml')], { MESHCERT_TEST_TAG: tag });
+      const s = (started = await startServe(['--config', join(d, 'meshcert.yaml')], { MESHCERT_TEST_TAG: tag }));
       await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
       expect(tagged(tag)).toHaveLength(3); // the primary and its two workers
       renameSync(join(d, 'data/ca/ca-key.pem'), join(d, 'ca-key.pem.away'));
@@ -123,6 +124,7 @@ describe('worker processes that die', () => {
       expect(tagged(tag), 'no worker, nor a replacement still starting, outlives the primary').toEqual([]);
       expect(s.output()).not.toMatch(/unexpected error/);
     } finally {
+      if (started && started.child.exitCode === null) started.child.kill('SIGKILL'); // a failed assertion must not leave it running
       rmSync(d, { recursive: true, force: true });
     }
   }, 60_000);
