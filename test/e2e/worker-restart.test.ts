@@ -71,6 +71,9 @@ describe('worker processes that die', () => {
     };
     // startServe returns at the first worker's 'serving'; the primary is up once both are.
     await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+    // Each worker logs that it serves (log lines are flushed every 250 ms, so wait for both).
+    const workerServing = (): number => (s.output().match(/"worker":\d+,"listen"[^\n]*"msg":"meshcert serving"/g) ?? []).length;
+    await expect.poll(workerServing, { timeout: 5_000 }).toBe(2);
     const first = workerPids(s.child.pid!);
     expect(first).toHaveLength(2);
 
@@ -79,8 +82,6 @@ describe('worker processes that die', () => {
     await expect.poll(() => s.output(), { timeout: 10_000 }).toMatch(/"msg":"worker died; starting a replacement"/);
     expect(await issue()).toBe(0);
     // Ready counts a replacement once it listens, not while it starts.
-    const workerServing = (): number => (s.output().match(/"worker":\d+,"listen"[^\n]*"msg":"meshcert serving"/g) ?? []).length;
-    expect(workerServing()).toBe(2);
     await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
     await expect.poll(workerServing, { timeout: 5_000, message: 'the replacement logs that it serves (log lines are flushed every 250 ms)' }).toBe(3);
 
