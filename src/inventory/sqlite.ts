@@ -2,12 +2,12 @@
  * SQLite inventory store (better-sqlite3, WAL). For a single replica: the file lives on the
  * replica's volume.
  *
- * better-sqlite3 is synchronous, and a batch of a few thousand rows with its index updates (plus the fsync of
- * an occasional WAL checkpoint) can take tens to hundreds of milliseconds on a slow disk. Run on
- * the main thread, that would stall every in-flight issuance. So the database lives in a
- * dedicated worker thread: this class only builds SQL and parameters (shared with the PostgreSQL
- * store, see common.ts) and exchanges messages with the worker; the event loop never waits on
- * SQLite. The worker is a small self-contained CommonJS script (WORKER_SOURCE) started with
+ * better-sqlite3 is synchronous, and a batch of a few thousand rows with its index updates (plus
+ * the fsync of an occasional WAL checkpoint) can take tens to hundreds of milliseconds on a slow
+ * disk. Run on the main thread, that would stall every in-flight issuance. So the database lives
+ * in a dedicated worker thread: this class only builds SQL and parameters (shared with the
+ * PostgreSQL store, see common.ts) and exchanges messages with the worker; the event loop never
+ * waits on SQLite. The worker is a small self-contained CommonJS script (WORKER_SOURCE) started with
  * `eval: true`, so it works the same from TypeScript sources (tests) and from compiled dist/.
  *
  * Timestamps are stored as INTEGER milliseconds since the epoch; dns_names as JSON text.

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../src/client/ca-client.js';
 import { loadProtos } from '../../src/client/protos.js';
 import { makeCsr } from '../fixtures/csr.js';
-import { runCli, startServe, type ServerProcess } from '../support/cli.js';
+import { killIfRunning, runCli, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, openssl, TEST_ISSUER, writeTestJwks } from '../support/harness.js';
 
 describe('the meshcert CLI, as a user runs it', () => {
@@ -39,7 +39,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     );
   });
   afterAll(async () => {
-    if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+    killIfRunning(server);
     rmSync(dir, { recursive: true, force: true });
   });
 

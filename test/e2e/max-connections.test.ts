@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeCsr } from '../fixtures/csr.js';
-import { startServe, type ServerProcess } from '../support/cli.js';
+import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, writeTestJwks } from '../support/harness.js';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { connectTls, unaryCall } from '../support/raw-grpc.js';
@@ -21,7 +21,7 @@ describe('server.maxConnections across worker processes', () => {
   const sessions: ClientHttp2Session[] = [];
   afterAll(() => {
     sessions.forEach((s) => s.destroy());
-    if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+    killIfRunning(server);
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 

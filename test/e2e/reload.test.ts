@@ -5,14 +5,14 @@ import { status } from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../src/client/ca-client.js';
 import { makeCsr } from '../fixtures/csr.js';
-import { startServe, type ServerProcess } from '../support/cli.js';
+import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, writeTestJwks } from '../support/harness.js';
 
 describe('SIGHUP reload across worker processes', () => {
   let dir: string;
   let server: ServerProcess | undefined;
   afterAll(() => {
-    if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+    killIfRunning(server);
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 

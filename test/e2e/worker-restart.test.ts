@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeCsr } from '../fixtures/csr.js';
-import { startServe, type ServerProcess } from '../support/cli.js';
+import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, writeTestJwks } from '../support/harness.js';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { connectTls, unaryCall } from '../support/raw-grpc.js';
@@ -46,7 +46,7 @@ describe('worker processes that die', () => {
   let dir: string;
   let server: ServerProcess | undefined;
   afterAll(() => {
-    if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+    killIfRunning(server);
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
@@ -125,7 +125,7 @@ describe('worker processes that die', () => {
       expect(tagged(tag), 'no worker, nor a replacement still starting, outlives the primary').toEqual([]);
       expect(s.output()).not.toMatch(/unexpected error/);
     } finally {
-      if (started && started.child.exitCode === null) started.child.kill('SIGKILL'); // a failed assertion must not leave it running
+      killIfRunning(started);
       rmSync(d, { recursive: true, force: true });
     }
   }, 60_000);

@@ -63,3 +63,8 @@ export function startServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise
     });
   });
 }
+
+/** Kills a server a test left running (an assertion failed before the test's own shutdown). */
+export function killIfRunning(server: ServerProcess | undefined): void {
+  if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+}
