@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CaClient } from '../client/ca-client.js';
 import { loadConfigFile, parseConfig } from '../config/load.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { mintDevToken } from '../dev/token-issuer.js';
@@ -64,6 +63,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
 async function devDemo(config: MeshcertConfig, port: number, logger: Logger): Promise<void> {
   const rootPem = readFileSync(join(config.ca.dir!, 'root-cert.pem'), 'utf8');
   const spiffeId = workloadSpiffeId(config.trustDomain, 'default', 'demo');
+  // Client-side modules (grpc-js, @peculiar/x509) are loaded only here: a production primary never needs them.
+  const { CaClient } = await import('../client/ca-client.js');
   const client = new CaClient({ address: `127.0.0.1:${port}`, rootPem });
   try {
     const { buildWorkloadCsr } = await import('../client/workload-csr.js');

@@ -1,7 +1,6 @@
 /**
  * Opens (and migrates) the configured inventory store.
  */
-import { PostgresInventoryStore } from './postgres.js';
 import { SqliteInventoryStore } from './sqlite.js';
 import type { InventoryStore } from './types.js';
 
@@ -16,7 +15,9 @@ export async function openStore(opts: OpenStoreOptions): Promise<InventoryStore>
     case 'sqlite':
       store = new SqliteInventoryStore({ path: opts.path });
       break;
-    case 'postgres':
+    case 'postgres': {
+      // Loaded on demand: pg is not needed (nor its memory spent) when the inventory is SQLite.
+      const { PostgresInventoryStore } = await import('./postgres.js');
       store = new PostgresInventoryStore({
         url: opts.url,
         poolSize: opts.poolSize,
@@ -25,6 +26,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<InventoryStore>
         onPoolError: opts.onPoolError,
       });
       break;
+    }
     default: {
       const kind: unknown = (opts as { kind?: unknown }).kind;
       throw new TypeError(`unknown inventory store kind: ${String(kind)}`);
