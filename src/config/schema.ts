@@ -99,8 +99,13 @@ export const configSchema = z.strictObject({
       maxConcurrentStreams: z.number().int().min(1).max(10_000).default(100),
       /** How long SIGTERM waits for in-flight calls before closing connections. */
       shutdownGrace: timerDuration(0).prefault('20s'),
-      /** A connection that has not finished its TLS handshake by then is dropped. */
-      handshakeTimeout: timerDuration(1).prefault('10s'),
+      /**
+       * A connection that has not finished its TLS handshake by then is dropped. Longer than gRPC's
+       * 20 s minimum connect timeout: in a storm of new connections the handshakes queue behind each
+       * other (about 1.5-2 ms of CPU each), and dropping one the client still waits for throws the
+       * work away and sends it to reconnect (README "Performance").
+       */
+      handshakeTimeout: timerDuration(1).prefault('30s'),
       /**
        * A connection with no traffic for this long is closed gracefully (GOAWAY; calls still open
        * finish). Bounds what idle connections hold; 0 keeps them open.

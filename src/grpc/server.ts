@@ -128,7 +128,7 @@ export class GrpcServer {
       // stream of a connection to hold a full-size request.
       maxSessionMemory: Math.max(10, Math.ceil((options.maxConcurrentStreams * (options.maxRequestBytes + 16_384)) / 2 ** 20)),
       // A connection that never completes its handshake holds a socket and buffers for nothing.
-      handshakeTimeout: (options.handshakeTimeout ?? 10) * 1000,
+      handshakeTimeout: (options.handshakeTimeout ?? 30) * 1000,
     });
     // Every accepted connection, TLS finished or not: counted for server.maxConnections (here
     // rather than with net.Server's own limit, which in a cluster worker hands a refused connection
