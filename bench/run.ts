@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--profile DIR]
+ * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--storm-connections N] [--profile DIR]
  *
  * Starts meshcert as a user would (built CLI, config file, CA from `ca init`, TLS, JWT auth with a
  * JWKS file, info-level logs, default worker count), drives it, and prints one table plus a JSON
@@ -33,12 +33,22 @@ const { values: args } = parseArgs({
     'skip-build': { type: 'boolean', default: false },
     /** server.workers for the run (default: the config's default). */
     workers: { type: 'string' },
+    /**
+     * Connections the storm's calls are spread over (default 50). In a real restart every pod's
+     * agent has its own connection; 10000 gives one per identity (opened before the timed phase).
+     */
+    'storm-connections': { type: 'string', default: '50' },
     /** Run the server (and its workers) under `node --cpu-prof`, writing .cpuprofile files to this directory. */
     profile: { type: 'string' },
   },
 });
 const smoke = args.smoke!;
 const stormOnly = args.storm!;
+const stormConnections = Number(args['storm-connections']);
+if (!Number.isInteger(stormConnections) || stormConnections < 1 || stormConnections > 20_000) {
+  process.stderr.write(`--storm-connections must be a whole number from 1 to 20000 (got ${args['storm-connections']})\n`);
+  process.exit(2);
+}
 
 interface Row {
   scenario: string;
@@ -190,16 +200,29 @@ async function main(): Promise<void> {
       log('restart storm: every identity at once, retrying UNAVAILABLE like istio-agent');
       const stormCalls = prepare(stormReqs);
       phase('before storm');
-      const storm = await runLoad(stormCalls, { port: srv.port, rootPem, connections: 50, concurrency: stormCalls.length, retry: true });
+      let stormCpu0 = 0;
+      let stormPerProcess0: number[] = [];
+      const onStart = (): void => {
+        stormCpu0 = srv.cpuSeconds();
+        stormPerProcess0 = srv.cpuSecondsPerProcess();
+      };
+      const storm = await runLoad(stormCalls, { port: srv.port, rootPem, connections: stormConnections, concurrency: stormCalls.length, retry: true, onStart });
+      const stormCpu = srv.cpuSeconds() - stormCpu0;
       phase('storm');
       results.storm = {
         identities: stormCalls.length,
+        connections: stormConnections,
         secondsUntilAllServed: round(storm.elapsedMs / 1000, 2),
         served: storm.ok,
         unavailableRetried: storm.unavailable,
+        reconnects: storm.reconnects,
         otherErrors: storm.otherErrors,
         errorCodes: storm.errorCodes,
         latency: roundLat(summarize(storm.latenciesMs)),
+        // Server CPU from the first call to the last answer (connections were opened before).
+        serverCpuSeconds: round(stormCpu, 2),
+        cpuPerCertificateUs: Math.round((stormCpu / Math.max(storm.ok, 1)) * 1e6),
+        cpuShare: shares(srv.cpuSecondsPerProcess(), stormPerProcess0, stormCpu),
       };
       if (storm.ok !== stormCalls.length || storm.otherErrors > 0) failures.push(`storm: ${storm.ok}/${stormCalls.length} served, ${storm.otherErrors} non-retryable errors`);
     }

@@ -25,6 +25,8 @@ export interface LoadResult {
   /** grpc-status → count, for everything that was not OK. */
   errorCodes: Record<string, number>;
   retries: number;
+  /** Connections lost during the run and opened again. */
+  reconnects: number;
   latenciesMs: number[];
   elapsedMs: number;
   /** A few response bodies, for correctness checks. */
@@ -43,6 +45,16 @@ export interface LoadOptions {
   durationMs?: number;
   /** Cap on calls started per second (soak, latency at a fixed rate). */
   ratePerSecond?: number;
+  /** Called once the connections are open, just before the timed phase starts. */
+  onStart?: () => void;
+}
+
+function openSession(o: LoadOptions): ClientHttp2Session {
+  const s = connect(`https://127.0.0.1:${o.port}`, { ca: o.rootPem, servername: 'localhost' });
+  // A lost connection fails its calls (status 14 below) and is replaced on next use, as a gRPC
+  // client reconnects; the error itself needs no handler beyond not crashing the driver.
+  s.on('error', () => undefined);
+  return s;
 }
 
 function openSessions(o: LoadOptions): Promise<ClientHttp2Session[]> {
@@ -50,10 +62,12 @@ function openSessions(o: LoadOptions): Promise<ClientHttp2Session[]> {
     Array.from(
       { length: o.connections },
       () =>
-        new Promise<ClientHttp2Session>((resolve, reject) => {
-          const s = connect(`https://127.0.0.1:${o.port}`, { ca: o.rootPem, servername: 'localhost' });
+        new Promise<ClientHttp2Session>((resolve) => {
+          const s = openSession(o);
           s.once('connect', () => resolve(s));
-          s.once('error', reject);
+          // Refused or dropped (say, by the server's handshake timeout under a flood of
+          // connections): replaced on first use, and counted as a reconnect.
+          s.once('close', () => resolve(s));
         }),
     ),
   );
@@ -61,6 +75,7 @@ function openSessions(o: LoadOptions): Promise<ClientHttp2Session[]> {
 
 function call(s: ClientHttp2Session, c: PreparedCall): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve) => {
+    if (s.closed || s.destroyed) return resolve({ status: 14, body: Buffer.alloc(0) });
     const req = s.request({
       ':method': 'POST',
       ':path': PATH,
@@ -71,30 +86,42 @@ function call(s: ClientHttp2Session, c: PreparedCall): Promise<{ status: number;
     });
     const chunks: Buffer[] = [];
     let status = -1;
+    let answered = false;
     req.on('response', (h) => {
+      answered = true;
       if (h['grpc-status'] !== undefined) status = Number(h['grpc-status']); // trailers-only response
     });
     req.on('trailers', (t) => {
       status = Number(t['grpc-status']);
     });
     req.on('data', (d: Buffer) => chunks.push(d));
-    req.on('end', () => resolve({ status, body: Buffer.concat(chunks) }));
+    // No response at all: the connection went away under the call, which gRPC reports as
+    // UNAVAILABLE. A response without grpc-status stays -1 (a protocol error, never retried).
+    const settle = (): void => resolve({ status: answered ? status : 14, body: Buffer.concat(chunks) });
+    req.on('end', settle);
     req.on('error', () => resolve({ status: 14, body: Buffer.alloc(0) }));
+    // A stream torn down with its connection may end without 'end' or 'error'.
+    req.on('close', settle);
     req.end(c.body);
   });
 }
 
 export async function runLoad(calls: readonly PreparedCall[], o: LoadOptions): Promise<LoadResult> {
   const sessions = await openSessions(o);
-  const r: LoadResult = { ok: 0, unavailable: 0, otherErrors: 0, errorCodes: {}, retries: 0, latenciesMs: [], elapsedMs: 0, samples: [] };
+  const r: LoadResult = { ok: 0, unavailable: 0, otherErrors: 0, errorCodes: {}, retries: 0, reconnects: 0, latenciesMs: [], elapsedMs: 0, samples: [] };
+  o.onStart?.();
   const started = performance.now();
   let next = 0;
   let issued = 0;
   const deadline = o.durationMs ? started + o.durationMs : Infinity;
-  const one = async (c: PreparedCall, s: ClientHttp2Session): Promise<void> => {
+  const one = async (c: PreparedCall, slot: number): Promise<void> => {
     const t0 = performance.now();
     for (let attempt = 0; ; attempt++) {
-      const res = await call(s, c);
+      if (sessions[slot]!.closed || sessions[slot]!.destroyed) {
+        sessions[slot] = openSession(o);
+        r.reconnects++;
+      }
+      const res = await call(sessions[slot]!, c);
       if (res.status === 0) {
         r.ok++;
         r.latenciesMs.push(performance.now() - t0);
@@ -124,7 +151,7 @@ export async function runLoad(calls: readonly PreparedCall[], o: LoadOptions): P
       }
       const i = next++;
       issued++;
-      await one(calls[i % calls.length]!, sessions[i % sessions.length]!);
+      await one(calls[i % calls.length]!, i % sessions.length);
     }
   };
   await Promise.all(Array.from({ length: o.concurrency }, worker));
