@@ -11,7 +11,7 @@ import { TokenReviewAuthenticator } from './auth/tokenreview.js';
 import type { Authenticator } from './auth/types.js';
 import { WorkSlicer } from './authority/slicer.js';
 import { Authority } from './authority/authority.js';
-import { IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
+import { admitUnlessShortOfMemory, IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
 import type { MeshcertConfig } from './config/schema.js';
 import { ensureDevIssuer } from './dev/token-issuer.js';
 import { CaError, ConfigError } from './errors/ca-error.js';
@@ -28,6 +28,7 @@ import type { IssuerRegistry } from './issuer/registry.js';
 import { loadCaState } from './ca/state.js';
 export { loadCaState, loadIssuer, prepareSharedState, type CaState } from './ca/state.js';
 import { kubeSource } from './k8s/source.js';
+import { HeapPressure } from './runtime/heap-pressure.js';
 import type { NodeAuthorizer } from './k8s/node-authorizer.js';
 import type { Logger } from './log/logger.js';
 import { ServingCertificate } from './serving/serving-cert.js';
@@ -172,6 +173,16 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     ...(nodeAuthorizer ? { nodeAuthorizer } : {}),
   });
   const limiter = new InFlightLimiter(config.overload.maxInFlight, config.overload.maxInFlightBytes);
+  const pressure = config.overload.heapLimitRatio > 0 ? new HeapPressure({ highRatio: config.overload.heapLimitRatio }).start() : undefined;
+  let shortOfMemory = false;
+  pressure?.onSample((high, s) => {
+    if (high && !shortOfMemory) {
+      const mb = (n: number): number => Math.round(n / 2 ** 20);
+      logger.warn({ oldGenerationMb: mb(s.oldUsed), limitMb: mb(s.oldLimit) }, 'memory is short: refusing new connections and calls, closing idle connections');
+    }
+    shortOfMemory = high;
+  });
+  const admit = admitUnlessShortOfMemory(pressure, (bytes) => limiter.admit(bytes));
   const caMetrics = (): void => {
     for (const i of state.issuers.all) o.metrics?.setCaExpiry(i.name, i.material.roots, i.material.intermediates);
   };
@@ -198,6 +209,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       handshakeTimeout: config.server.handshakeTimeout,
       idleTimeout: config.server.idleTimeout,
       maxConnections: config.server.maxConnections,
+      memoryPressure: pressure,
     },
     { certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem },
     logger,
@@ -205,7 +217,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     .unary(
       methodCodec<IstioCertificateRequestMsg, IstioCertificateResponseMsg>(CERTIFICATE_SERVICE, 'CreateCertificate'),
       createCertificateHandler(certificates),
-      { admit: certificateAdmission(certificates, (bytes) => limiter.admit(bytes)) },
+      { admit: certificateAdmission(certificates, admit) },
     )
     .unary(methodCodec<HealthCheckRequest, HealthCheckResponse>(HEALTH_SERVICE, 'Check'), (req) => health.check(req))
     .serverStream(methodCodec<HealthCheckRequest, HealthCheckResponse>(HEALTH_SERVICE, 'Watch'), (req, _call, stream) => health.watch(req, stream));
@@ -234,6 +246,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       health.setAll('NOT_SERVING');
       health.endWatches();
       await server.shutdown();
+      pressure?.stop();
       serving.close();
       for (const c of closers) await c();
     },

@@ -50,6 +50,18 @@ export class InFlightLimiter {
   }
 }
 
+/**
+ * Admission that also refuses, with OVERLOADED, while the process is short of memory
+ * (src/runtime/heap-pressure.ts): a call in flight holds heap, and one refused is retried.
+ */
+export function admitUnlessShortOfMemory(memory: { readonly high: boolean } | undefined, admit: (requestBytes: number) => () => void): (requestBytes: number) => () => void {
+  if (!memory) return admit;
+  return (requestBytes) => {
+    if (memory.high) throw new CaError('OVERLOADED', 'the CA is short of memory; retry with backoff');
+    return admit(requestBytes);
+  };
+}
+
 export interface RateLimitOptions {
   /** Sustained requests per second per identity. */
   readonly rate: number;

@@ -238,6 +238,13 @@ export const configSchema = z.strictObject({
        * always admitted); beyond it: UNAVAILABLE. Bounds memory when requests are large.
        */
       maxInFlightBytes: z.number().int().min(4096).default(16 * 1024 * 1024),
+      /**
+       * Share of the V8 old generation's limit (server.workerHeapMb in workers) at which a serving
+       * process turns away new connections and calls (UNAVAILABLE, retried) and sends GOAWAY to
+       * connections with no call open, until it is back below this share less 0.1; 0: never. Keeps
+       * a flood of connections from exhausting the heap (README "Overload protection").
+       */
+      heapLimitRatio: z.number().min(0).max(0.95).default(0.8),
       /** Optional token bucket per SPIFFE ID (requests/s and burst). */
       perIdentity: z.strictObject({ rate: z.number().positive(), burst: z.number().int().min(1) }).optional(),
     })

@@ -22,12 +22,24 @@ export interface GrpcServerOptions {
   /** Seconds in-flight calls get to finish on shutdown. */
   readonly shutdownGrace: number;
   readonly maxConcurrentStreams: number;
-  /** Seconds a connection may take to finish its TLS handshake. Default 10. */
+  /** Seconds a connection may take to finish its TLS handshake. Default 30. */
   readonly handshakeTimeout?: number;
   /** Seconds without traffic after which a connection is closed gracefully; 0 never. Default 0. */
   readonly idleTimeout?: number;
   /** Connections kept open at once (per process); one beyond it is closed as soon as it is accepted. 0 or absent: no limit. */
   readonly maxConnections?: number;
+  /**
+   * While high, new connections are closed as soon as they are accepted, and connections with no
+   * call open get GOAWAY, so that a flood of connections cannot exhaust the heap.
+   */
+  readonly memoryPressure?: MemoryPressure;
+}
+
+/** Whether this process is short of memory (src/runtime/heap-pressure.ts), as the transport sees it. */
+export interface MemoryPressure {
+  readonly high: boolean;
+  /** Called on every sample while high, and once when it turns low again. */
+  onSample(listener: (high: boolean) => void): void;
 }
 
 /** A method's codec (proto-loader's protobufjs functions). */
@@ -106,6 +118,10 @@ export class GrpcServer {
   private readonly sessions = new Set<ServerHttp2Session>();
   private readonly sockets = new Set<Socket>();
   private readonly peers = new WeakMap<Http2Session, Peer>();
+  /** Open streams per session, to find the idle ones when memory is short. */
+  private readonly openStreams = new Map<Http2Session, number>();
+  /** Connections refused and idle sessions closed because memory was short, since it last was. */
+  private readonly shed = { connections: 0, idleSessions: 0 };
   private port = 0;
 
   constructor(
@@ -140,19 +156,61 @@ export class GrpcServer {
         socket.destroy();
         return;
       }
+      // Closed before the handshake, which is where a new connection's CPU and memory go; the
+      // client reconnects with backoff.
+      if (options.memoryPressure?.high) {
+        this.shed.connections++;
+        socket.destroy();
+        return;
+      }
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
     });
     this.server.on('session', (session: ServerHttp2Session) => {
       this.sessions.add(session);
-      session.on('close', () => this.sessions.delete(session));
+      if (options.memoryPressure) this.openStreams.set(session, 0);
+      session.on('close', () => {
+        this.sessions.delete(session);
+        this.openStreams.delete(session);
+      });
       // Idle connections are closed gracefully (GOAWAY; open calls such as a health Watch finish).
       if (options.idleTimeout) session.setTimeout(options.idleTimeout * 1000, () => session.close());
       // A broken connection ends its calls; it must never take the process down.
       session.on('error', (err: Error) => this.logger.debug({ err: err.message }, 'HTTP/2 session error'));
     });
     this.server.on('tlsClientError', (err: Error) => this.logger.debug({ err: err.message }, 'TLS handshake failed'));
-    this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.onStream(stream, headers));
+    this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      const session = stream.session;
+      if (options.memoryPressure && session && this.openStreams.has(session)) {
+        this.openStreams.set(session, this.openStreams.get(session)! + 1);
+        stream.once('close', () => {
+          const n = this.openStreams.get(session);
+          if (n !== undefined) this.openStreams.set(session, n - 1);
+        });
+      }
+      this.onStream(stream, headers);
+    });
+    options.memoryPressure?.onSample((high) => (high ? this.closeIdleSessions() : this.reportShed()));
+  }
+
+  /**
+   * Memory is short: GOAWAY to every connection without an open call. A CA's clients call once
+   * every few hours, so most connections are idle, and after a restart storm there are thousands,
+   * each holding about 50 KB until server.idleTimeout; a client reconnects for its next call.
+   */
+  private closeIdleSessions(): void {
+    for (const [session, open] of this.openStreams) {
+      if (open > 0 || session.closed || session.destroyed) continue;
+      this.openStreams.delete(session);
+      this.shed.idleSessions++;
+      session.close();
+    }
+  }
+
+  private reportShed(): void {
+    this.logger.warn({ ...this.shed }, 'memory was short: connections refused and idle connections closed meanwhile');
+    this.shed.connections = 0;
+    this.shed.idleSessions = 0;
   }
 
   unary<Req, Res>(codec: MethodCodec<Req, Res>, handler: UnaryHandler<Req, Res>, options: { admit?: Admission } = {}): this {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { IdentityRateLimiter, InFlightLimiter } from '../../../src/authority/overload.js';
+import { admitUnlessShortOfMemory, IdentityRateLimiter, InFlightLimiter } from '../../../src/authority/overload.js';
 import { CaError } from '../../../src/errors/ca-error.js';
 
 describe('InFlightLimiter', () => {
@@ -62,5 +62,33 @@ describe('IdentityRateLimiter', () => {
     expect(() => r.take('a')).not.toThrow(); // a fresh bucket
     expect(() => r.take('c')).toThrow();
     now += 0;
+  });
+});
+
+describe('admitUnlessShortOfMemory', () => {
+  it('refuses with OVERLOADED while memory is short, without touching the call budget, and admits again after', () => {
+    const limiter = new InFlightLimiter(10);
+    const memory = { high: true };
+    const admit = admitUnlessShortOfMemory(memory, (bytes) => limiter.admit(bytes));
+    let refusal: unknown;
+    try {
+      admit(100);
+    } catch (e) {
+      refusal = e;
+    }
+    expect(refusal).toBeInstanceOf(CaError);
+    expect((refusal as CaError).code).toBe('OVERLOADED');
+    expect((refusal as CaError).message).toMatch(/short of memory; retry/);
+    expect(limiter.current).toBe(0);
+    memory.high = false;
+    const release = admit(100);
+    expect(limiter.current).toBe(1);
+    release();
+    expect(limiter.current).toBe(0);
+  });
+
+  it('is the plain admission when no memory signal is configured (overload.heapLimitRatio 0)', () => {
+    const plain = (): (() => void) => () => undefined;
+    expect(admitUnlessShortOfMemory(undefined, plain)).toBe(plain);
   });
 });

@@ -74,7 +74,7 @@ describe('parseConfig defaults', () => {
       inventory: { retention: 30 * 86_400, auditRetention: 365 * 86_400 },
       log: { level: 'info' },
       dev: { tokenIssuer: false },
-      overload: { maxInFlight: 4096, maxInFlightBytes: 16 * 1024 * 1024 },
+      overload: { maxInFlight: 4096, maxInFlightBytes: 16 * 1024 * 1024, heapLimitRatio: 0.8 },
     });
   });
 

@@ -1,0 +1,104 @@
+/**
+ * GrpcServer under memory pressure (src/runtime/heap-pressure.ts drives it in a real server): while
+ * high, a new connection is closed as soon as it is accepted and every connection without an open
+ * call gets GOAWAY, while calls in flight finish; once low again, connections are accepted and the
+ * shedding is reported. The real server over TLS, raw HTTP/2 clients, a scripted pressure signal.
+ */
+import type { ClientHttp2Session } from 'node:http2';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { Status } from '../../../src/grpc/codes.js';
+import { GrpcServer, type MemoryPressure, type MethodCodec } from '../../../src/grpc/server.js';
+import { frameMessage } from '../../../src/grpc/wire.js';
+import { createLogger } from '../../../src/log/logger.js';
+import { connectTls, unaryCall } from '../../support/raw-grpc.js';
+import { localhostIdentity } from '../../support/serving-identity.js';
+
+class ScriptedPressure implements MemoryPressure {
+  high = false;
+  private readonly listeners: Array<(high: boolean) => void> = [];
+  onSample(listener: (high: boolean) => void): void {
+    this.listeners.push(listener);
+  }
+  /** One sample, as HeapPressure would take it. */
+  sample(high: boolean): void {
+    const was = this.high;
+    this.high = high;
+    if (high || was) for (const l of this.listeners) l(high);
+  }
+}
+
+const echo: MethodCodec<Buffer, Buffer> = { path: '/t.T/Echo', deserialize: (b) => b, serialize: (r) => r };
+const slow: MethodCodec<Buffer, Buffer> = { path: '/t.T/Slow', deserialize: (b) => b, serialize: (r) => r };
+const pressure = new ScriptedPressure();
+const logLines: string[] = [];
+let server: GrpcServer;
+let port: number;
+let ca: string;
+let releaseSlow: (() => void) | undefined;
+const sessions: ClientHttp2Session[] = [];
+
+beforeAll(async () => {
+  const identity = await localhostIdentity();
+  ca = identity.certChainPem;
+  const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (logLines.push(String(c)), cb()) }));
+  server = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, memoryPressure: pressure }, identity, logger)
+    .unary(echo, (r) => r)
+    .unary(slow, (r) => new Promise<Buffer>((resolve) => (releaseSlow = () => resolve(r))));
+  port = await server.start();
+});
+
+afterAll(async () => {
+  sessions.forEach((s) => s.destroy());
+  await server?.shutdown();
+});
+
+function open(): ClientHttp2Session {
+  const s = connectTls(port, ca);
+  sessions.push(s);
+  return s;
+}
+
+async function call(s: ClientHttp2Session, path = echo.path): Promise<string> {
+  const r = await unaryCall(s, path, frameMessage(Buffer.from('hi')));
+  return r.grpcStatus === undefined ? 'no connection' : String(r.grpcStatus);
+}
+
+const closed = (s: ClientHttp2Session): Promise<void> => new Promise((resolve) => (s.closed || s.destroyed ? resolve() : s.once('close', () => resolve())));
+
+describe('memory pressure in the transport', () => {
+  it('while high: refuses new connections, sends GOAWAY to idle ones, lets calls in flight finish; once low, accepts again and reports', async () => {
+    const idle = open();
+    const busy = open();
+    expect(await call(idle)).toBe(String(Status.OK));
+    expect(await call(busy)).toBe(String(Status.OK));
+    const inFlight = call(busy, slow.path);
+    await vi.waitFor(() => expect(releaseSlow).toBeDefined()); // the slow call is open on the server
+    let busyGoaway = false;
+    busy.on('goaway', () => (busyGoaway = true));
+
+    const goaway = new Promise<void>((resolve) => idle.once('goaway', () => resolve()));
+    pressure.sample(true);
+    await goaway;
+    await closed(idle);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(busyGoaway).toBe(false);
+
+    const refused = open();
+    expect(await call(refused)).toBe('no connection');
+
+    // A second sample while high leaves the busy connection alone as long as its call is open.
+    pressure.sample(true);
+    releaseSlow!();
+    expect(await inFlight).toBe(String(Status.OK));
+    // Now idle too: the next sample while high closes it.
+    await new Promise((r) => setTimeout(r, 50));
+    pressure.sample(true);
+    await closed(busy);
+
+    pressure.sample(false);
+    expect(await call(open())).toBe(String(Status.OK));
+    const report = logLines.map((l) => JSON.parse(l) as { msg: string; connections?: number; idleSessions?: number }).find((l) => l.msg.startsWith('memory was short'));
+    expect(report).toMatchObject({ connections: 1, idleSessions: 2 });
+  }, 20_000);
+});
