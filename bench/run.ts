@@ -269,7 +269,12 @@ async function main(): Promise<void> {
     if (server) results.peakRssPerProcessMb = server.peakRssMb();
     const code = server ? await server.stop() : null;
     if (server && code !== 0) failures.push(`meshcert exited with ${code} on SIGTERM`);
-    rmSync(dir, { recursive: true, force: true });
+    // A worker that died was replaced and the run may look fine, but it dropped every connection it held.
+    const deaths = server ? (readFileSync(join(dir, 'server.log'), 'utf8').match(/"msg":"worker died/g) ?? []).length : 0;
+    if (deaths > 0) failures.push(`${deaths} worker process(es) died during the run`);
+    // Kept when something failed: the server's log says why (a worker that died, say).
+    if (failures.length === 0) rmSync(dir, { recursive: true, force: true });
+    else log(`kept ${dir} (server.log) for the failures below`);
   }
   results.peakRssMb = round(peakRss / 2 ** 20);
   results.peakPssMb = round(peakPss / 2 ** 20);

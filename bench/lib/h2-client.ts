@@ -8,6 +8,7 @@ import { grpcRequestFrame } from './grpc-frame.js';
 import type { BenchRequest } from './workload.js';
 
 const PATH = '/istio.v1.auth.IstioCertificateService/CreateCertificate';
+const CALL_DEADLINE_MS = 120_000;
 
 export interface PreparedCall {
   readonly body: Buffer;
@@ -97,9 +98,20 @@ function call(s: ClientHttp2Session, c: PreparedCall): Promise<{ status: number;
     req.on('data', (d: Buffer) => chunks.push(d));
     // No response at all: the connection went away under the call, which gRPC reports as
     // UNAVAILABLE. A response without grpc-status stays -1 (a protocol error, never retried).
-    const settle = (): void => resolve({ status: answered ? status : 14, body: Buffer.concat(chunks) });
+    const settle = (): void => {
+      clearTimeout(deadline);
+      resolve({ status: answered ? status : 14, body: Buffer.concat(chunks) });
+    };
+    // The run must end even if a call never does: DEADLINE_EXCEEDED, counted as an error.
+    const deadline = setTimeout(() => {
+      resolve({ status: 4, body: Buffer.alloc(0) });
+      req.close();
+    }, CALL_DEADLINE_MS);
     req.on('end', settle);
-    req.on('error', () => resolve({ status: 14, body: Buffer.alloc(0) }));
+    req.on('error', () => {
+      clearTimeout(deadline);
+      resolve({ status: 14, body: Buffer.alloc(0) });
+    });
     // A stream torn down with its connection may end without 'end' or 'error'.
     req.on('close', settle);
     req.end(c.body);
