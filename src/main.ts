@@ -181,6 +181,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       logger.warn({ oldGenerationMb: mb(s.oldUsed), limitMb: mb(s.oldLimit) }, 'memory is short: refusing new connections and calls, closing idle connections');
     }
     shortOfMemory = high;
+    o.metrics?.memoryPressure.set(high ? 1 : 0);
   });
   const admit = admitUnlessShortOfMemory(pressure, (bytes) => limiter.admit(bytes));
   const caMetrics = (): void => {
@@ -210,6 +211,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       idleTimeout: config.server.idleTimeout,
       maxConnections: config.server.maxConnections,
       memoryPressure: pressure,
+      onConnectionShed: (reason) => o.metrics?.connectionsShed.inc({ reason }),
     },
     { certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem },
     logger,

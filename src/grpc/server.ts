@@ -33,7 +33,11 @@ export interface GrpcServerOptions {
    * call open get GOAWAY, so that a flood of connections cannot exhaust the heap.
    */
   readonly memoryPressure?: MemoryPressure;
+  /** Counts each connection refused at accept, or closed while idle because memory was short. */
+  readonly onConnectionShed?: (reason: ConnectionShedReason) => void;
 }
+
+export type ConnectionShedReason = 'max_connections' | 'memory' | 'idle_memory';
 
 /** Whether this process is short of memory (src/runtime/heap-pressure.ts), as the transport sees it. */
 export interface MemoryPressure {
@@ -153,6 +157,7 @@ export class GrpcServer {
     this.server.on('connection', (socket: Socket) => {
       if (options.maxConnections && this.sockets.size >= options.maxConnections) {
         this.logger.debug({ maxConnections: options.maxConnections }, 'connection refused: server.maxConnections reached');
+        options.onConnectionShed?.('max_connections');
         socket.destroy();
         return;
       }
@@ -160,6 +165,7 @@ export class GrpcServer {
       // client reconnects with backoff.
       if (options.memoryPressure?.high) {
         this.shed.connections++;
+        options.onConnectionShed?.('memory');
         socket.destroy();
         return;
       }
@@ -203,6 +209,7 @@ export class GrpcServer {
       if (open > 0 || session.closed || session.destroyed) continue;
       this.openStreams.delete(session);
       this.shed.idleSessions++;
+      this.options.onConnectionShed?.('idle_memory');
       session.close();
     }
   }

@@ -26,6 +26,8 @@ export class CaMetrics {
   readonly caExpiry: Gauge<'issuer' | 'role' | 'subject'>;
   readonly jwksRefreshFailures: Counter<'issuer'>;
   readonly overloadRejections: Counter;
+  readonly memoryPressure: Gauge;
+  readonly connectionsShed: Counter<'reason'>;
 
   constructor(registry: Registry = new Registry()) {
     this.registry = registry;
@@ -50,7 +52,9 @@ export class CaMetrics {
     this.refusals = new Counter({ name: 'meshcert_refusals_total', help: 'Refused CreateCertificate calls by meshcert error code.', labelNames: ['code'], registers: r });
     this.caExpiry = new Gauge({ name: 'meshcert_ca_cert_expiry_timestamp_seconds', help: 'NotAfter of each CA and serving certificate.', labelNames: ['issuer', 'role', 'subject'], registers: r, aggregator: 'min' });
     this.jwksRefreshFailures = new Counter({ name: 'meshcert_jwks_refresh_failures_total', help: 'Failed JWKS refreshes by token issuer.', labelNames: ['issuer'], registers: r });
-    this.overloadRejections = new Counter({ name: 'meshcert_overload_rejections_total', help: 'Calls shed with UNAVAILABLE because too many calls, or too many request bytes, were in flight (overload.maxInFlight, overload.maxInFlightBytes).', registers: r });
+    this.overloadRejections = new Counter({ name: 'meshcert_overload_rejections_total', help: 'Calls shed with UNAVAILABLE because too many calls, or too many request bytes, were in flight (overload.maxInFlight, overload.maxInFlightBytes), or the process was short of memory (overload.heapLimitRatio).', registers: r });
+    this.memoryPressure = new Gauge({ name: 'meshcert_memory_pressure', help: '1 while a serving process is short of heap (overload.heapLimitRatio) and sheds connections and calls.', registers: r, aggregator: 'max' });
+    this.connectionsShed = new Counter({ name: 'meshcert_connections_shed_total', help: 'Connections refused at accept (reason max_connections or memory) or closed with GOAWAY while idle because memory was short (idle_memory).', labelNames: ['reason'], registers: r });
   }
 
   /** Sets the Citadel expiry gauges from the current CA. */

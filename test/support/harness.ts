@@ -14,6 +14,7 @@ import { parseConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log/logger.js';
 import { startMeshcert, type RunningMeshcert } from '../../src/main.js';
+import type { CaMetrics } from '../../src/metrics/ca-metrics.js';
 import type { IssuanceObserver } from '../../src/grpc/certificate-service.js';
 
 export const TEST_ISSUER = 'https://issuer.meshcert.test';
@@ -94,7 +95,7 @@ export interface TestCa {
   close(): Promise<void>;
 }
 
-export async function startTestCa(overrides: ConfigInput = {}, observer?: IssuanceObserver): Promise<TestCa> {
+export async function startTestCa(overrides: ConfigInput = {}, observer?: IssuanceObserver, metrics?: CaMetrics): Promise<TestCa> {
   const dir = mkdtempSync(join(tmpdir(), 'meshcert-test-'));
   const jwksFile = join(dir, 'jwks.json');
   await writeTestJwks(jwksFile);
@@ -113,7 +114,7 @@ export async function startTestCa(overrides: ConfigInput = {}, observer?: Issuan
       cb();
     },
   });
-  const running = await startMeshcert(config, { logger: createLogger('info', sink), ...(observer ? { observer } : {}) });
+  const running = await startMeshcert(config, { logger: createLogger('info', sink), ...(observer ? { observer } : {}), ...(metrics ? { metrics } : {}) });
   const address = `127.0.0.1:${running.port}`;
   const rootPem = readFileSync(join(config.ca.dir!, 'root-cert.pem'), 'utf8');
   const clients: CaClient[] = [];

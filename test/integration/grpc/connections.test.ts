@@ -16,6 +16,7 @@ import { localhostIdentity } from '../../support/serving-identity.js';
 
 const codec: MethodCodec<Buffer, Buffer> = { path: '/t.T/Echo', deserialize: (b) => b, serialize: (r) => r };
 let server: GrpcServer;
+const shed: string[] = [];
 let port: number;
 let ca: string;
 const sessions: ClientHttp2Session[] = [];
@@ -24,7 +25,7 @@ beforeAll(async () => {
   const identity = await localhostIdentity();
   ca = identity.certChainPem;
   const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
-  server = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, maxConnections: 2 }, identity, logger).unary(codec, (r) => r);
+  server = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, maxConnections: 2, onConnectionShed: (reason) => shed.push(reason) }, identity, logger).unary(codec, (r) => r);
   port = await server.start();
 });
 
@@ -56,6 +57,7 @@ describe('server.maxConnections', () => {
     const closed = new Promise<void>((resolve) => c.on('close', () => resolve()));
     expect(await echo(c)).toBe('no connection');
     await closed;
+    expect(shed).toEqual(['max_connections']);
     expect(await echo(a)).toBe(String(Status.OK));
 
     a.close();

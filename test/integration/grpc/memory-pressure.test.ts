@@ -31,6 +31,7 @@ class ScriptedPressure implements MemoryPressure {
 const echo: MethodCodec<Buffer, Buffer> = { path: '/t.T/Echo', deserialize: (b) => b, serialize: (r) => r };
 const slow: MethodCodec<Buffer, Buffer> = { path: '/t.T/Slow', deserialize: (b) => b, serialize: (r) => r };
 const pressure = new ScriptedPressure();
+const shed: string[] = [];
 const logLines: string[] = [];
 let server: GrpcServer;
 let port: number;
@@ -42,7 +43,7 @@ beforeAll(async () => {
   const identity = await localhostIdentity();
   ca = identity.certChainPem;
   const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (logLines.push(String(c)), cb()) }));
-  server = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, memoryPressure: pressure }, identity, logger)
+  server = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, memoryPressure: pressure, onConnectionShed: (reason) => shed.push(reason) }, identity, logger)
     .unary(echo, (r) => r)
     .unary(slow, (r) => new Promise<Buffer>((resolve) => (releaseSlow = () => resolve(r))));
   port = await server.start();
@@ -100,5 +101,6 @@ describe('memory pressure in the transport', () => {
     expect(await call(open())).toBe(String(Status.OK));
     const report = logLines.map((l) => JSON.parse(l) as { msg: string; connections?: number; idleSessions?: number }).find((l) => l.msg.startsWith('memory was short'));
     expect(report).toMatchObject({ connections: 1, idleSessions: 2 });
+    expect(shed.sort()).toEqual(['idle_memory', 'idle_memory', 'memory']);
   }, 20_000);
 });

@@ -85,6 +85,8 @@ describe('the server records every certificate and exposes metrics (SQLite, the 
     expect(metricValue(m, 'citadel_server_root_cert_expiry_timestamp')).toBeGreaterThan(Date.now() / 1000 + 9 * 365 * 86400);
     expect(metricValue(m, 'citadel_server_cert_chain_expiry_timestamp')).toBeGreaterThan(Date.now() / 1000 + 300 * 86400);
     expect(m).toMatch(/meshcert_inventory_backlog /);
+    // Not short of memory in a test process: exposed, and 0.
+    expect(metricValue(m, 'meshcert_memory_pressure')).toBe(0);
   });
 
   it('answers /healthz and /readyz, and serves the inventory API', async () => {
