@@ -13,7 +13,7 @@ import { makeCsr } from '../fixtures/csr.js';
 import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, writeTestJwks } from '../support/harness.js';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
-import { connectTls, unaryCall } from '../support/raw-grpc.js';
+import { connectTls, statusOf, unaryCall } from '../support/raw-grpc.js';
 
 describe('server.maxConnections across worker processes', () => {
   let dir: string;
@@ -39,7 +39,7 @@ describe('server.maxConnections across worker processes', () => {
       const session = connectTls(server!.port, rootPem);
       sessions.push(session);
       const r = await unaryCall(session, '/istio.v1.auth.IstioCertificateService/CreateCertificate', body, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' });
-      return { session, status: r.grpcStatus === undefined ? 'no connection' : String(r.grpcStatus) };
+      return { session, status: statusOf(r) };
     };
     // Connections that stay open until two serve (the primary's round robin may offer one to a
     // worker that is full: that one is closed).

@@ -37,6 +37,26 @@ export function connectTls(port: number, caPem: string, sockets: TLSSocket[] = [
   return session;
 }
 
+/** Connections a test file opens, destroyed together when it ends. */
+export class RawConnections {
+  private readonly all: ClientHttp2Session[] = [];
+
+  open(port: number, caPem: string): ClientHttp2Session {
+    const s = connectTls(port, caPem);
+    this.all.push(s);
+    return s;
+  }
+
+  destroyAll(): void {
+    this.all.forEach((s) => s.destroy());
+  }
+}
+
+/** A reply's grpc-status as a string, or 'no connection' when none came (the connection was refused or closed first). */
+export function statusOf(r: RawReply): string {
+  return r.grpcStatus === undefined ? 'no connection' : String(r.grpcStatus);
+}
+
 /**
  * Starts a gRPC call (POST, application/grpc, te: trailers, then `headers`, which may override
  * or remove any of those). `reply` settles, and never rejects, once the stream is closed: after

@@ -11,7 +11,7 @@ import { Status } from '../../../src/grpc/codes.js';
 import { GrpcServer, type MethodCodec } from '../../../src/grpc/server.js';
 import { frameMessage } from '../../../src/grpc/wire.js';
 import { createLogger } from '../../../src/log/logger.js';
-import { connectTls, unaryCall } from '../../support/raw-grpc.js';
+import { RawConnections, statusOf, unaryCall } from '../../support/raw-grpc.js';
 import { localhostIdentity } from '../../support/serving-identity.js';
 
 const codec: MethodCodec<Buffer, Buffer> = { path: '/t.T/Echo', deserialize: (b) => b, serialize: (r) => r };
@@ -19,7 +19,7 @@ let server: GrpcServer;
 const shed: string[] = [];
 let port: number;
 let ca: string;
-const sessions: ClientHttp2Session[] = [];
+const connections = new RawConnections();
 
 beforeAll(async () => {
   const identity = await localhostIdentity();
@@ -30,21 +30,12 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  sessions.forEach((s) => s.destroy());
+  connections.destroyAll();
   await server?.shutdown();
 });
 
-function open(): ClientHttp2Session {
-  const s = connectTls(port, ca);
-  sessions.push(s);
-  return s;
-}
-
-/** One call; resolves with its grpc-status, or 'no connection' when the connection is gone first. */
-async function echo(s: ClientHttp2Session): Promise<string> {
-  const r = await unaryCall(s, codec.path, frameMessage(Buffer.from('hi')));
-  return r.grpcStatus === undefined ? 'no connection' : String(r.grpcStatus);
-}
+const open = (): ClientHttp2Session => connections.open(port, ca);
+const echo = async (s: ClientHttp2Session): Promise<string> => statusOf(await unaryCall(s, codec.path, frameMessage(Buffer.from('hi'))));
 
 describe('server.maxConnections', () => {
   it('closes a connection beyond the bound at once; the open ones serve on; a freed slot is usable again', async () => {

@@ -11,7 +11,7 @@ import { Status } from '../../../src/grpc/codes.js';
 import { GrpcServer, type MemoryPressure, type MethodCodec } from '../../../src/grpc/server.js';
 import { frameMessage } from '../../../src/grpc/wire.js';
 import { createLogger } from '../../../src/log/logger.js';
-import { connectTls, unaryCall } from '../../support/raw-grpc.js';
+import { RawConnections, statusOf, unaryCall } from '../../support/raw-grpc.js';
 import { localhostIdentity } from '../../support/serving-identity.js';
 
 class ScriptedPressure implements MemoryPressure {
@@ -37,7 +37,7 @@ let server: GrpcServer;
 let port: number;
 let ca: string;
 let releaseSlow: (() => void) | undefined;
-const sessions: ClientHttp2Session[] = [];
+const connections = new RawConnections();
 
 beforeAll(async () => {
   const identity = await localhostIdentity();
@@ -50,20 +50,12 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  sessions.forEach((s) => s.destroy());
+  connections.destroyAll();
   await server?.shutdown();
 });
 
-function open(): ClientHttp2Session {
-  const s = connectTls(port, ca);
-  sessions.push(s);
-  return s;
-}
-
-async function call(s: ClientHttp2Session, path = echo.path): Promise<string> {
-  const r = await unaryCall(s, path, frameMessage(Buffer.from('hi')));
-  return r.grpcStatus === undefined ? 'no connection' : String(r.grpcStatus);
-}
+const open = (): ClientHttp2Session => connections.open(port, ca);
+const call = async (s: ClientHttp2Session, path = echo.path): Promise<string> => statusOf(await unaryCall(s, path, frameMessage(Buffer.from('hi'))));
 
 const closed = (s: ClientHttp2Session): Promise<void> => new Promise((resolve) => (s.closed || s.destroyed ? resolve() : s.once('close', () => resolve())));
 
