@@ -49,6 +49,12 @@ if (!Number.isInteger(stormConnections) || stormConnections < 1 || stormConnecti
   process.stderr.write(`--storm-connections must be a whole number from 1 to 20000 (got ${args['storm-connections']})\n`);
   process.exit(2);
 }
+const openFiles = Number(execFileSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim());
+if (Number.isFinite(openFiles) && stormConnections + 256 > openFiles) {
+  // Otherwise connections fail with EMFILE and show up as UNAVAILABLE, as if the server refused them.
+  process.stderr.write(`--storm-connections ${stormConnections} needs more open files than this shell allows (ulimit -n ${openFiles}); raise it first\n`);
+  process.exit(2);
+}
 
 interface Row {
   scenario: string;
@@ -270,8 +276,12 @@ async function main(): Promise<void> {
     const code = server ? await server.stop() : null;
     if (server && code !== 0) failures.push(`meshcert exited with ${code} on SIGTERM`);
     // A worker that died was replaced and the run may look fine, but it dropped every connection it held.
-    const deaths = server ? (readFileSync(join(dir, 'server.log'), 'utf8').match(/"msg":"worker died/g) ?? []).length : 0;
-    if (deaths > 0) failures.push(`${deaths} worker process(es) died during the run`);
+    try {
+      const deaths = server ? (readFileSync(join(dir, 'server.log'), 'utf8').match(/"msg":"worker died/g) ?? []).length : 0;
+      if (deaths > 0) failures.push(`${deaths} worker process(es) died during the run`);
+    } catch (e) {
+      failures.push(`could not read the server's log: ${(e as Error).message}`);
+    }
     // Kept when something failed: the server's log says why (a worker that died, say).
     if (failures.length === 0) rmSync(dir, { recursive: true, force: true });
     else log(`kept ${dir} (server.log) for the failures below`);

@@ -173,7 +173,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     ...(nodeAuthorizer ? { nodeAuthorizer } : {}),
   });
   const limiter = new InFlightLimiter(config.overload.maxInFlight, config.overload.maxInFlightBytes);
-  const pressure = config.overload.heapLimitRatio > 0 ? new HeapPressure({ highRatio: config.overload.heapLimitRatio }).start() : undefined;
+  const pressure = config.overload.heapLimitRatio > 0 ? new HeapPressure({ highRatio: config.overload.heapLimitRatio }) : undefined;
   let shortOfMemory = false;
   pressure?.onSample((high, s) => {
     if (high && !shortOfMemory) {
@@ -225,6 +225,8 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     .serverStream(methodCodec<HealthCheckRequest, HealthCheckResponse>(HEALTH_SERVICE, 'Watch'), (req, _call, stream) => health.watch(req, stream));
   listener.current = server;
   const port = await server.start();
+  // The timer only once listening (a failed start leaves none behind); reads of `high` sample anyway.
+  pressure?.start();
   health.setAll('SERVING');
   logger.info({ listen: config.server.listen, port, trustDomain: config.trustDomain, servingCert: serving.current.source, ambient: config.ambient.enabled }, 'meshcert serving');
 

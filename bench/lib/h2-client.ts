@@ -112,8 +112,12 @@ function call(s: ClientHttp2Session, c: PreparedCall): Promise<{ status: number;
       clearTimeout(deadline);
       resolve({ status: 14, body: Buffer.alloc(0) });
     });
-    // A stream torn down with its connection may end without 'end' or 'error'.
-    req.on('close', settle);
+    // A stream torn down with its connection may end without 'end' or 'error': whatever came
+    // before, gRPC reports that as UNAVAILABLE.
+    req.on('close', () => {
+      clearTimeout(deadline);
+      resolve({ status: status === -1 ? 14 : status, body: Buffer.concat(chunks) });
+    });
     req.end(c.body);
   });
 }

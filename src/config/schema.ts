@@ -241,7 +241,7 @@ export const configSchema = z.strictObject({
       /**
        * Share of the V8 old generation's limit (server.workerHeapMb in workers) at which a serving
        * process turns away new connections and calls (UNAVAILABLE, retried) and sends GOAWAY to
-       * connections with no call open, until it is back below this share less 0.1; 0: never. Keeps
+       * connections with no call open, until it is back below 7/8 of this share; 0: never. Keeps
        * a flood of connections from exhausting the heap (README "Overload protection").
        */
       heapLimitRatio: z.number().min(0).max(0.95).default(0.8),

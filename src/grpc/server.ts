@@ -39,6 +39,22 @@ export interface GrpcServerOptions {
 
 export type ConnectionShedReason = 'max_connections' | 'memory' | 'idle_memory';
 
+interface SessionActivity {
+  /** Unary calls whose request is complete and which have not closed. */
+  unaryCalls: number;
+  /** Streams whose request is still arriving. */
+  uploading: Set<ServerHttp2Stream>;
+  /** performance.now() of the last new stream, or of the last unary call's close. */
+  lastActive: number;
+  /** Set once the session was sent GOAWAY for memory. */
+  goawayAt?: number;
+}
+
+/** Under memory pressure a connection must have been idle this long to be shed. */
+const IDLE_BEFORE_SHED_MS = 1000;
+/** ...and one still open this long after its GOAWAY (a server stream keeps it) is destroyed. */
+const GOAWAY_GRACE_MS = 5000;
+
 /** Whether this process is short of memory (src/runtime/heap-pressure.ts), as the transport sees it. */
 export interface MemoryPressure {
   readonly high: boolean;
@@ -122,8 +138,8 @@ export class GrpcServer {
   private readonly sessions = new Set<ServerHttp2Session>();
   private readonly sockets = new Set<Socket>();
   private readonly peers = new WeakMap<Http2Session, Peer>();
-  /** Open streams per session, to find the idle ones when memory is short. */
-  private readonly openStreams = new Map<Http2Session, number>();
+  /** What each session is doing, to find the ones to shed when memory is short. */
+  private readonly activity = new Map<Http2Session, SessionActivity>();
   /** Connections refused and idle sessions closed because memory was short, since it last was. */
   private readonly shed = { connections: 0, idleSessions: 0 };
   private port = 0;
@@ -174,10 +190,10 @@ export class GrpcServer {
     });
     this.server.on('session', (session: ServerHttp2Session) => {
       this.sessions.add(session);
-      if (options.memoryPressure) this.openStreams.set(session, 0);
+      if (options.memoryPressure) this.activity.set(session, { unaryCalls: 0, uploading: new Set(), lastActive: performance.now() });
       session.on('close', () => {
         this.sessions.delete(session);
-        this.openStreams.delete(session);
+        this.activity.delete(session);
       });
       // Idle connections are closed gracefully (GOAWAY; open calls such as a health Watch finish).
       if (options.idleTimeout) session.setTimeout(options.idleTimeout * 1000, () => session.close());
@@ -186,28 +202,53 @@ export class GrpcServer {
     });
     this.server.on('tlsClientError', (err: Error) => this.logger.debug({ err: err.message }, 'TLS handshake failed'));
     this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-      const session = stream.session;
-      if (options.memoryPressure && session && this.openStreams.has(session)) {
-        this.openStreams.set(session, this.openStreams.get(session)! + 1);
-        stream.once('close', () => {
-          const n = this.openStreams.get(session);
-          if (n !== undefined) this.openStreams.set(session, n - 1);
-        });
-      }
+      const a = stream.session ? this.activity.get(stream.session) : undefined;
+      if (a) this.track(a, stream, this.routes.get(headers[':path'] ?? '')?.kind === 'unary');
       this.onStream(stream, headers);
     });
     options.memoryPressure?.onSample((high) => (high ? this.closeIdleSessions() : this.reportShed()));
   }
 
+  /** A unary call counts from its complete request to its close; a request still arriving does not. */
+  private track(a: SessionActivity, stream: ServerHttp2Stream, unary: boolean): void {
+    a.lastActive = performance.now();
+    a.uploading.add(stream);
+    let handling = false;
+    stream.once('end', () => {
+      a.uploading.delete(stream);
+      if (unary) {
+        handling = true;
+        a.unaryCalls++;
+      }
+    });
+    stream.once('close', () => {
+      a.uploading.delete(stream);
+      if (handling && --a.unaryCalls === 0) a.lastActive = performance.now();
+    });
+  }
+
   /**
-   * Memory is short: GOAWAY to every connection without an open call. A CA's clients call once
-   * every few hours, so most connections are idle, and after a restart storm there are thousands,
-   * each holding about 50 KB until server.idleTimeout; a client reconnects for its next call.
+   * Memory is short: GOAWAY to every connection with no unary call being handled and nothing new
+   * for a second (so one that just finished its handshake, or just got its answer and is about to
+   * call again, is left alone). A CA's clients call once every few hours, so most connections are
+   * idle, and after a restart storm there are thousands, each holding about 50 KB until
+   * server.idleTimeout; a client reconnects for its next call. Requests still arriving on such a
+   * connection are reset with REFUSED_STREAM (not processed: clients retry), so a client cannot keep
+   * a connection by never finishing an upload; one kept open by a server stream (a health Watch)
+   * is destroyed if memory is still short 5 s after its GOAWAY.
    */
   private closeIdleSessions(): void {
-    for (const [session, open] of this.openStreams) {
-      if (open > 0 || session.closed || session.destroyed) continue;
-      this.openStreams.delete(session);
+    const now = performance.now();
+    for (const [session, a] of this.activity) {
+      if (session.destroyed) continue;
+      if (a.goawayAt !== undefined) {
+        if (now - a.goawayAt >= GOAWAY_GRACE_MS) session.destroy();
+        continue;
+      }
+      if (session.closed) continue; // closing for another reason (idle timeout, shutdown)
+      if (a.unaryCalls > 0 || now - a.lastActive < IDLE_BEFORE_SHED_MS) continue;
+      for (const stream of a.uploading) stream.close(h2.NGHTTP2_REFUSED_STREAM);
+      a.goawayAt = now;
       this.shed.idleSessions++;
       this.options.onConnectionShed?.('idle_memory');
       session.close();

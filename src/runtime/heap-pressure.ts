@@ -48,9 +48,9 @@ export function oldGenerationLimit(flags: readonly string[], heapSizeLimit: numb
   return Math.max(16 * MB, heapSizeLimit - 3 * semi * MB);
 }
 
-/** Node's flags for this process: the command line's, then NODE_OPTIONS'. */
+/** Node's flags for this process, in increasing precedence: NODE_OPTIONS', then the command line's. */
 export function processFlags(): string[] {
-  return [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean)];
+  return [...(process.env.NODE_OPTIONS ?? '').split(/\s+/).filter(Boolean), ...process.execArgv];
 }
 
 /** This process's heap now. */
@@ -63,7 +63,7 @@ export function sampleHeap(oldLimit: number): HeapSample {
 export interface HeapPressureOptions {
   /** High at or above this share of the old generation's limit (0 < highRatio < 1). */
   readonly highRatio: number;
-  /** Back to normal below this share; default highRatio - 0.1. */
+  /** Back to normal below this share; default 7/8 of highRatio (0.7 for 0.8). */
   readonly lowRatio?: number;
   readonly intervalMs?: number;
   /** Reading `high` samples again when the last sample is older than this; default 10 ms. */
@@ -91,7 +91,7 @@ export class HeapPressure implements PressureSignal {
 
   constructor(private readonly o: HeapPressureOptions) {
     if (!(o.highRatio > 0 && o.highRatio < 1)) throw new RangeError(`highRatio must be between 0 and 1 (got ${o.highRatio})`);
-    this.lowRatio = o.lowRatio ?? Math.max(0, o.highRatio - 0.1);
+    this.lowRatio = o.lowRatio ?? o.highRatio * 0.875;
     if (!(this.lowRatio >= 0 && this.lowRatio < o.highRatio)) throw new RangeError(`lowRatio must be below highRatio (got ${this.lowRatio})`);
     const limit = oldGenerationLimit(processFlags(), getHeapStatistics().heap_size_limit);
     this.sample = o.sample ?? (() => sampleHeap(limit));
@@ -115,7 +115,17 @@ export class HeapPressure implements PressureSignal {
     const was = this.state;
     if (!was && ratio >= this.o.highRatio) this.state = true;
     else if (was && ratio < this.lowRatio) this.state = false;
-    if (this.state || was) for (const l of this.listeners) l(this.state, s);
+    if (this.state || was) {
+      for (const l of this.listeners) {
+        // Listeners run inside the connection handler and the timer: one that throws must not
+        // take the process down, nor stop the others.
+        try {
+          l(this.state, s);
+        } catch (e) {
+          process.emitWarning(`memory pressure listener failed: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }
+    }
     return s;
   }
 

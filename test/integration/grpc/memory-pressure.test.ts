@@ -4,14 +4,14 @@
  * call gets GOAWAY, while calls in flight finish; once low again, connections are accepted and the
  * shedding is reported. The real server over TLS, raw HTTP/2 clients, a scripted pressure signal.
  */
-import type { ClientHttp2Session } from 'node:http2';
+import { constants, type ClientHttp2Session } from 'node:http2';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Status } from '../../../src/grpc/codes.js';
 import { GrpcServer, type MemoryPressure, type MethodCodec } from '../../../src/grpc/server.js';
 import { frameMessage } from '../../../src/grpc/wire.js';
 import { createLogger } from '../../../src/log/logger.js';
-import { RawConnections, statusOf, unaryCall } from '../../support/raw-grpc.js';
+import { RawConnections, startCall, statusOf, unaryCall } from '../../support/raw-grpc.js';
 import { localhostIdentity } from '../../support/serving-identity.js';
 
 class ScriptedPressure implements MemoryPressure {
@@ -30,6 +30,8 @@ class ScriptedPressure implements MemoryPressure {
 
 const echo: MethodCodec<Buffer, Buffer> = { path: '/t.T/Echo', deserialize: (b) => b, serialize: (r) => r };
 const slow: MethodCodec<Buffer, Buffer> = { path: '/t.T/Slow', deserialize: (b) => b, serialize: (r) => r };
+const watchCodec: MethodCodec<Buffer, Buffer> = { path: '/t.T/Watch', deserialize: (b) => b, serialize: (r) => r };
+let watchers = 0;
 const pressure = new ScriptedPressure();
 const shed: string[] = [];
 const logLines: string[] = [];
@@ -45,7 +47,11 @@ beforeAll(async () => {
   const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (logLines.push(String(c)), cb()) }));
   server = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, memoryPressure: pressure, onConnectionShed: (reason) => shed.push(reason) }, identity, logger)
     .unary(echo, (r) => r)
-    .unary(slow, (r) => new Promise<Buffer>((resolve) => (releaseSlow = () => resolve(r))));
+    .unary(slow, (r) => new Promise<Buffer>((resolve) => (releaseSlow = () => resolve(r))))
+    .serverStream(watchCodec, (_r, _call, stream) => {
+      watchers++;
+      stream.write(Buffer.from('first'));
+    });
   port = await server.start();
 });
 
@@ -59,8 +65,10 @@ const call = async (s: ClientHttp2Session, path = echo.path): Promise<string> =>
 
 const closed = (s: ClientHttp2Session): Promise<void> => new Promise((resolve) => (s.closed || s.destroyed ? resolve() : s.once('close', () => resolve())));
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 describe('memory pressure in the transport', () => {
-  it('while high: refuses new connections, sends GOAWAY to idle ones, lets calls in flight finish; once low, accepts again and reports', async () => {
+  it('while high: refuses new connections, sends GOAWAY to connections idle for a second, lets calls in flight finish; once low, accepts again and reports', async () => {
     const idle = open();
     const busy = open();
     expect(await call(idle)).toBe(String(Status.OK));
@@ -70,22 +78,31 @@ describe('memory pressure in the transport', () => {
     let busyGoaway = false;
     busy.on('goaway', () => (busyGoaway = true));
 
+    // Just answered: not idle for a second yet, so left alone.
+    pressure.sample(true);
+    await sleep(100);
+    expect(idle.closed || idle.destroyed).toBe(false);
+
+    await sleep(1000);
     const goaway = new Promise<void>((resolve) => idle.once('goaway', () => resolve()));
     pressure.sample(true);
     await goaway;
     await closed(idle);
-    await new Promise((r) => setTimeout(r, 100));
-    expect(busyGoaway).toBe(false);
 
     const refused = open();
     expect(await call(refused)).toBe('no connection');
 
-    // A second sample while high leaves the busy connection alone as long as its call is open.
+    // Samples while high leave the busy connection alone as long as its call is open...
     pressure.sample(true);
+    await sleep(100);
+    expect(busyGoaway).toBe(false);
     releaseSlow!();
     expect(await inFlight).toBe(String(Status.OK));
-    // Now idle too: the next sample while high closes it.
-    await new Promise((r) => setTimeout(r, 50));
+    // ...and for a second after it closed; then it is idle and closed too.
+    pressure.sample(true);
+    await sleep(100);
+    expect(busyGoaway).toBe(false);
+    await sleep(1000);
     pressure.sample(true);
     await closed(busy);
 
@@ -94,5 +111,33 @@ describe('memory pressure in the transport', () => {
     const report = logLines.map((l) => JSON.parse(l) as { msg: string; connections?: number; idleSessions?: number }).find((l) => l.msg.startsWith('memory was short'));
     expect(report).toMatchObject({ connections: 1, idleSessions: 2 });
     expect(shed.sort()).toEqual(['idle_memory', 'idle_memory', 'memory']);
+  }, 20_000);
+
+  it('does not let a request that never finishes, or a server stream, keep a connection while memory is short', async () => {
+    // An upload that stops halfway: its stream is refused (REFUSED_STREAM: not processed, retry)
+    // and its connection gets GOAWAY.
+    const stalled = open();
+    const upload = startCall(stalled, echo.path);
+    upload.stream.write(Buffer.from([0, 0, 0, 0, 100, 1, 2])); // declares 100 bytes, sends 2
+    // A server stream that never ends.
+    const watching = open();
+    const watch = startCall(watching, watchCodec.path);
+    watch.stream.end(frameMessage(Buffer.from('w')));
+    await vi.waitFor(() => expect(watchers).toBe(1));
+    await sleep(1100);
+
+    pressure.sample(true);
+    expect((await upload.reply).rstCode).toBe(constants.NGHTTP2_REFUSED_STREAM);
+    await closed(stalled);
+    // GOAWAY, but the stream keeps the connection; destroyed once memory is still short 5 s on.
+    await sleep(500);
+    pressure.sample(true);
+    expect(watch.stream.closed).toBe(false);
+    await sleep(5000);
+    pressure.sample(true);
+    const ended = await watch.reply;
+    expect(ended.grpcStatus).toBeUndefined(); // cut with its connection, not ended by the server
+    expect(watching.destroyed).toBe(true);
+    pressure.sample(false);
   }, 20_000);
 });
