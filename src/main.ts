@@ -208,6 +208,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       shutdownGrace: config.server.shutdownGrace,
       maxConcurrentStreams: config.server.maxConcurrentStreams,
       handshakeTimeout: config.server.handshakeTimeout,
+      requestReadTimeout: config.server.requestReadTimeout,
       idleTimeout: config.server.idleTimeout,
       maxConnections: config.server.maxConnections,
       memoryPressure: pressure,

@@ -107,6 +107,11 @@ export const configSchema = z.strictObject({
        */
       handshakeTimeout: timerDuration(1).prefault('30s'),
       /**
+       * A call whose request has not arrived in full by then gets DEADLINE_EXCEEDED (a CSR is a few
+       * KB: a stalled upload, not a slow one); 0: no limit.
+       */
+      requestReadTimeout: timerDuration(0).prefault('30s'),
+      /**
        * A connection with no traffic for this long is closed gracefully (GOAWAY; calls still open
        * finish). Bounds what idle connections hold; 0 keeps them open.
        */

@@ -24,6 +24,8 @@ export interface GrpcServerOptions {
   readonly maxConcurrentStreams: number;
   /** Seconds a connection may take to finish its TLS handshake. Default 30. */
   readonly handshakeTimeout?: number;
+  /** Seconds a call's request may take to arrive in full; beyond it DEADLINE_EXCEEDED. 0 or absent: no limit. */
+  readonly requestReadTimeout?: number;
   /** Seconds without traffic after which a connection is closed gracefully; 0 never. Default 0. */
   readonly idleTimeout?: number;
   /** Connections kept open at once (per process); one beyond it is closed as soon as it is accepted. 0 or absent: no limit. */
@@ -342,6 +344,15 @@ export class GrpcServer {
 
     const timeoutMs = parseGrpcTimeout(headers['grpc-timeout'] as string | undefined);
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded'), timeoutMs);
+    // The request must arrive in full within server.requestReadTimeout, whatever the client's own
+    // deadline: an upload that stalls would otherwise hold its stream and buffers for as long as
+    // the connection lives. Not armed when the client's deadline comes first anyway.
+    const readMs = (this.options.requestReadTimeout ?? 0) * 1000;
+    const readTimer =
+      readMs > 0 && (timeoutMs === undefined || timeoutMs > readMs)
+        ? setTimeout(() => fail(Status.DEADLINE_EXCEEDED, `the request did not arrive within ${this.options.requestReadTimeout} s (server.requestReadTimeout)`), readMs)
+        : undefined;
+    if (readTimer) stream.once('end', () => clearTimeout(readTimer));
     // Admission (unary routes that ask for it): released once the handler settles, or at close if
     // the call never reached it.
     const admit = route.kind === 'unary' ? route.admit : undefined;
@@ -355,6 +366,7 @@ export class GrpcServer {
     stream.on('close', () => {
       done = true;
       if (timer) clearTimeout(timer);
+      if (readTimer) clearTimeout(readTimer);
       if (!handling) releaseOnce();
     });
 

@@ -11,7 +11,7 @@ import { Status } from '../../../src/grpc/codes.js';
 import { GrpcServer, type MethodCodec } from '../../../src/grpc/server.js';
 import { frameMessage } from '../../../src/grpc/wire.js';
 import { createLogger } from '../../../src/log/logger.js';
-import { RawConnections, statusOf, unaryCall } from '../../support/raw-grpc.js';
+import { RawConnections, startCall, statusOf, unaryCall } from '../../support/raw-grpc.js';
 import { localhostIdentity } from '../../support/serving-identity.js';
 
 const codec: MethodCodec<Buffer, Buffer> = { path: '/t.T/Echo', deserialize: (b) => b, serialize: (r) => r };
@@ -75,4 +75,29 @@ describe('shutdown', () => {
     await shutdown;
     expect(stopped).toBe(true);
   }, 20_000);
+});
+
+describe('server.requestReadTimeout', () => {
+  it('answers DEADLINE_EXCEEDED to a request that stalls halfway, and serves complete ones', async () => {
+    const identity = await localhostIdentity();
+    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
+    const s = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, requestReadTimeout: 0.5 }, identity, logger).unary(codec, (r) => r);
+    const p = await s.start();
+    try {
+      const session = connections.open(p, identity.certChainPem);
+      const stalled = startCall(session, codec.path);
+      stalled.stream.write(Buffer.from([0, 0, 0, 0, 100, 1, 2])); // declares 100 bytes, sends 2
+      const reply = await stalled.reply;
+      expect(reply.grpcStatus).toBe(Status.DEADLINE_EXCEEDED);
+      expect(reply.grpcMessage).toMatch(/did not arrive within 0.5 s \(server.requestReadTimeout\)/);
+      // The connection serves on; a request that arrives in time is unaffected.
+      expect(statusOf(await unaryCall(session, codec.path, frameMessage(Buffer.from('hi'))))).toBe(String(Status.OK));
+      // The client's own shorter deadline still speaks first.
+      const early = startCall(session, codec.path, { 'grpc-timeout': '100m' });
+      early.stream.write(Buffer.from([0, 0, 0, 0, 100]));
+      expect((await early.reply).grpcMessage).toBe('deadline exceeded');
+    } finally {
+      await s.shutdown();
+    }
+  }, 15_000);
 });

@@ -58,6 +58,7 @@ describe('parseConfig defaults', () => {
         maxRequestBytes: 64 * 1024,
         shutdownGrace: 20,
         handshakeTimeout: 30,
+        requestReadTimeout: 30,
         idleTimeout: 300,
         maxConnections: 0,
         workers: 'auto',
