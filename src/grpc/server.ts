@@ -41,6 +41,11 @@ export interface GrpcServerOptions {
 
 export type ConnectionShedReason = 'max_connections' | 'memory' | 'idle_memory';
 
+interface Upload {
+  readonly started: number;
+  readonly fail: (code: StatusCode, details: string) => void;
+}
+
 interface SessionActivity {
   /** Unary calls whose request is complete and which have not closed. */
   unaryCalls: number;
@@ -140,6 +145,9 @@ export class GrpcServer {
   private readonly sessions = new Set<ServerHttp2Session>();
   private readonly sockets = new Set<Socket>();
   private readonly peers = new WeakMap<Http2Session, Peer>();
+  /** Streams whose request is still arriving, for server.requestReadTimeout. */
+  private readonly uploads = new Map<ServerHttp2Stream, Upload>();
+  private sweeper: NodeJS.Timeout | undefined;
   /** What each session is doing, to find the ones to shed when memory is short. */
   private readonly activity = new Map<Http2Session, SessionActivity>();
   /** Connections refused and idle sessions closed because memory was short, since it last was. */
@@ -204,29 +212,9 @@ export class GrpcServer {
     });
     this.server.on('tlsClientError', (err: Error) => this.logger.debug({ err: err.message }, 'TLS handshake failed'));
     this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-      const a = stream.session ? this.activity.get(stream.session) : undefined;
-      if (a) this.track(a, stream, this.routes.get(headers[':path'] ?? '')?.kind === 'unary');
       this.onStream(stream, headers);
     });
     options.memoryPressure?.onSample((high) => (high ? this.closeIdleSessions() : this.reportShed()));
-  }
-
-  /** A unary call counts from its complete request to its close; a request still arriving does not. */
-  private track(a: SessionActivity, stream: ServerHttp2Stream, unary: boolean): void {
-    a.lastActive = performance.now();
-    a.uploading.add(stream);
-    let handling = false;
-    stream.once('end', () => {
-      a.uploading.delete(stream);
-      if (unary) {
-        handling = true;
-        a.unaryCalls++;
-      }
-    });
-    stream.once('close', () => {
-      a.uploading.delete(stream);
-      if (handling && --a.unaryCalls === 0) a.lastActive = performance.now();
-    });
   }
 
   /**
@@ -290,7 +278,21 @@ export class GrpcServer {
     });
     this.server.on('error', (err: Error) => this.logger.error({ err }, 'gRPC listener error'));
     this.port = (this.server.address() as AddressInfo).port;
+    // One sweep for every request still arriving rather than a timer per call: requests nearly
+    // always arrive in one read, so the sweep finds few, and the hot path only adds a Map entry.
+    const readMs = (this.options.requestReadTimeout ?? 0) * 1000;
+    if (readMs > 0) this.sweeper = setInterval(() => this.sweepUploads(readMs), Math.min(1000, readMs / 2)).unref();
     return this.port;
+  }
+
+  /** DEADLINE_EXCEEDED to every call whose request has been arriving for longer than server.requestReadTimeout. */
+  private sweepUploads(readMs: number): void {
+    const now = performance.now();
+    for (const [stream, u] of this.uploads) {
+      if (now - u.started < readMs) continue;
+      this.uploads.delete(stream);
+      u.fail(Status.DEADLINE_EXCEEDED, `the request did not arrive within ${this.options.requestReadTimeout} s (server.requestReadTimeout)`);
+    }
   }
 
   get boundPort(): number {
@@ -299,6 +301,7 @@ export class GrpcServer {
 
   /** Stop accepting, send GOAWAY, let in-flight calls finish (up to the grace period), then close everything. */
   async shutdown(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const s of this.sessions) s.close();
     let timer: NodeJS.Timeout | undefined;
@@ -344,15 +347,16 @@ export class GrpcServer {
 
     const timeoutMs = parseGrpcTimeout(headers['grpc-timeout'] as string | undefined);
     const timer = timeoutMs === undefined ? undefined : setTimeout(() => fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded'), timeoutMs);
-    // The request must arrive in full within server.requestReadTimeout, whatever the client's own
-    // deadline: an upload that stalls would otherwise hold its stream and buffers for as long as
-    // the connection lives. Not armed when the client's deadline comes first anyway.
-    const readMs = (this.options.requestReadTimeout ?? 0) * 1000;
-    const readTimer =
-      readMs > 0 && (timeoutMs === undefined || timeoutMs > readMs)
-        ? setTimeout(() => fail(Status.DEADLINE_EXCEEDED, `the request did not arrive within ${this.options.requestReadTimeout} s (server.requestReadTimeout)`), readMs)
-        : undefined;
-    if (readTimer) stream.once('end', () => clearTimeout(readTimer));
+    // Until its request is complete the stream is an upload: swept for server.requestReadTimeout,
+    // and (with memory pressure) no reason to keep its connection.
+    const upload: Upload = { started: performance.now(), fail };
+    this.uploads.set(stream, upload);
+    const activity = stream.session ? this.activity.get(stream.session) : undefined;
+    if (activity) {
+      activity.lastActive = upload.started;
+      activity.uploading.add(stream);
+    }
+    let counted = false;
     // Admission (unary routes that ask for it): released once the handler settles, or at close if
     // the call never reached it.
     const admit = route.kind === 'unary' ? route.admit : undefined;
@@ -366,7 +370,11 @@ export class GrpcServer {
     stream.on('close', () => {
       done = true;
       if (timer) clearTimeout(timer);
-      if (readTimer) clearTimeout(readTimer);
+      this.uploads.delete(stream);
+      if (activity) {
+        activity.uploading.delete(stream);
+        if (counted && --activity.unaryCalls === 0) activity.lastActive = performance.now();
+      }
       if (!handling) releaseOnce();
     });
 
@@ -380,6 +388,14 @@ export class GrpcServer {
       }
     });
     stream.on('end', () => {
+      this.uploads.delete(stream);
+      if (activity) {
+        activity.uploading.delete(stream);
+        if (route.kind === 'unary' && !done) {
+          counted = true;
+          activity.unaryCalls++;
+        }
+      }
       if (done) return;
       let message: Buffer;
       try {
