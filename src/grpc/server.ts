@@ -49,8 +49,6 @@ interface Upload {
 interface SessionActivity {
   /** Unary calls whose request is complete and which have not closed. */
   unaryCalls: number;
-  /** Streams whose request is still arriving. */
-  uploading: Set<ServerHttp2Stream>;
   /** performance.now() of the last new stream, or of the last unary call's close. */
   lastActive: number;
   /** Set once the session was sent GOAWAY for memory. */
@@ -200,7 +198,7 @@ export class GrpcServer {
     });
     this.server.on('session', (session: ServerHttp2Session) => {
       this.sessions.add(session);
-      if (options.memoryPressure) this.activity.set(session, { unaryCalls: 0, uploading: new Set(), lastActive: performance.now() });
+      if (options.memoryPressure) this.activity.set(session, { unaryCalls: 0, lastActive: performance.now() });
       session.on('close', () => {
         this.sessions.delete(session);
         this.activity.delete(session);
@@ -211,9 +209,7 @@ export class GrpcServer {
       session.on('error', (err: Error) => this.logger.debug({ err: err.message }, 'HTTP/2 session error'));
     });
     this.server.on('tlsClientError', (err: Error) => this.logger.debug({ err: err.message }, 'TLS handshake failed'));
-    this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
-      this.onStream(stream, headers);
-    });
+    this.server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.onStream(stream, headers));
     options.memoryPressure?.onSample((high) => (high ? this.closeIdleSessions() : this.reportShed()));
   }
 
@@ -229,6 +225,7 @@ export class GrpcServer {
    */
   private closeIdleSessions(): void {
     const now = performance.now();
+    const shedding = new Set<Http2Session>();
     for (const [session, a] of this.activity) {
       if (session.destroyed) continue;
       if (a.goawayAt !== undefined) {
@@ -237,8 +234,12 @@ export class GrpcServer {
       }
       if (session.closed) continue; // closing for another reason (idle timeout, shutdown)
       if (a.unaryCalls > 0 || now - a.lastActive < IDLE_BEFORE_SHED_MS) continue;
-      for (const stream of a.uploading) stream.close(h2.NGHTTP2_REFUSED_STREAM);
-      a.goawayAt = now;
+      shedding.add(session);
+    }
+    // Requests still arriving on those connections: refused before the GOAWAY, which would wait for them.
+    if (shedding.size > 0) for (const stream of this.uploads.keys()) if (stream.session && shedding.has(stream.session)) stream.close(h2.NGHTTP2_REFUSED_STREAM);
+    for (const session of shedding) {
+      this.activity.get(session)!.goawayAt = now;
       this.shed.idleSessions++;
       this.options.onConnectionShed?.('idle_memory');
       session.close();
@@ -352,10 +353,7 @@ export class GrpcServer {
     const upload: Upload = { started: performance.now(), fail };
     this.uploads.set(stream, upload);
     const activity = stream.session ? this.activity.get(stream.session) : undefined;
-    if (activity) {
-      activity.lastActive = upload.started;
-      activity.uploading.add(stream);
-    }
+    if (activity) activity.lastActive = upload.started;
     let counted = false;
     // Admission (unary routes that ask for it): released once the handler settles, or at close if
     // the call never reached it.
@@ -371,10 +369,7 @@ export class GrpcServer {
       done = true;
       if (timer) clearTimeout(timer);
       this.uploads.delete(stream);
-      if (activity) {
-        activity.uploading.delete(stream);
-        if (counted && --activity.unaryCalls === 0) activity.lastActive = performance.now();
-      }
+      if (counted && --activity!.unaryCalls === 0) activity!.lastActive = performance.now();
       if (!handling) releaseOnce();
     });
 
@@ -389,12 +384,9 @@ export class GrpcServer {
     });
     stream.on('end', () => {
       this.uploads.delete(stream);
-      if (activity) {
-        activity.uploading.delete(stream);
-        if (route.kind === 'unary' && !done) {
-          counted = true;
-          activity.unaryCalls++;
-        }
+      if (activity && route.kind === 'unary' && !done) {
+        counted = true;
+        activity.unaryCalls++;
       }
       if (done) return;
       let message: Buffer;
