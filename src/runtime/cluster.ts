@@ -10,6 +10,7 @@ import type { MeshcertConfig } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
+import { processFlags } from './heap-pressure.js';
 
 /** Marks a process forked by `serve`; the config itself arrives over IPC (no secrets in the environment, no size limit). */
 const WORKER_ENV = 'MESHCERT_WORKER';
@@ -72,7 +73,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   // 'advanced' serialization (structured clone) keeps Dates in inventory records intact.
   const heap = config.server.workerHeapMb;
   const semi = config.server.workerSemiSpaceMb;
-  const inherited = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  const inherited = processFlags();
   // Flags the operator set on the command line or in NODE_OPTIONS win over the config.
   const userSetHeap = inherited.some((a) => a.startsWith('--max-old-space-size'));
   const userSetSemi = inherited.some((a) => a.startsWith('--max-semi-space-size'));
