@@ -96,28 +96,22 @@ function call(s: ClientHttp2Session, c: PreparedCall): Promise<{ status: number;
       status = Number(t['grpc-status']);
     });
     req.on('data', (d: Buffer) => chunks.push(d));
-    // No response at all: the connection went away under the call, which gRPC reports as
-    // UNAVAILABLE. A response without grpc-status stays -1 (a protocol error, never retried).
-    const settle = (): void => {
+    const finish = (st: number): void => {
       clearTimeout(deadline);
-      resolve({ status: answered ? status : 14, body: Buffer.concat(chunks) });
+      resolve({ status: st, body: Buffer.concat(chunks) });
     };
     // The run must end even if a call never does: DEADLINE_EXCEEDED, counted as an error.
     const deadline = setTimeout(() => {
-      resolve({ status: 4, body: Buffer.alloc(0) });
+      finish(4);
       req.close();
     }, CALL_DEADLINE_MS);
-    req.on('end', settle);
-    req.on('error', () => {
-      clearTimeout(deadline);
-      resolve({ status: 14, body: Buffer.alloc(0) });
-    });
+    // No response at all: the connection went away under the call, which gRPC reports as
+    // UNAVAILABLE. A response without grpc-status stays -1 (a protocol error, never retried).
+    req.on('end', () => finish(answered ? status : 14));
+    req.on('error', () => finish(14));
     // A stream torn down with its connection may end without 'end' or 'error': whatever came
     // before, gRPC reports that as UNAVAILABLE.
-    req.on('close', () => {
-      clearTimeout(deadline);
-      resolve({ status: status === -1 ? 14 : status, body: Buffer.concat(chunks) });
-    });
+    req.on('close', () => finish(status === -1 ? 14 : status));
     req.end(c.body);
   });
 }
