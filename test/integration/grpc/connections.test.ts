@@ -8,7 +8,7 @@ import { connect as netConnect } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Status } from '../../../src/grpc/codes.js';
-import { GrpcServer, type MethodCodec } from '../../../src/grpc/server.js';
+import { GrpcServer, type GrpcServerOptions, type MethodCodec } from '../../../src/grpc/server.js';
 import { frameMessage } from '../../../src/grpc/wire.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { RawConnections, startCall, statusOf, unaryCall } from '../../support/raw-grpc.js';
@@ -21,12 +21,16 @@ let port: number;
 let ca: string;
 const connections = new RawConnections();
 
-beforeAll(async () => {
+/** An echo server on a loopback port, with these options over the defaults of these tests. */
+async function echoServer(extra: Partial<GrpcServerOptions>): Promise<{ server: GrpcServer; port: number; ca: string }> {
   const identity = await localhostIdentity();
-  ca = identity.certChainPem;
   const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
-  server = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, maxConnections: 2, onConnectionShed: (reason) => shed.push(reason) }, identity, logger).unary(codec, (r) => r);
-  port = await server.start();
+  const s = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, ...extra }, identity, logger).unary(codec, (r) => r);
+  return { server: s, port: await s.start(), ca: identity.certChainPem };
+}
+
+beforeAll(async () => {
+  ({ server, port, ca } = await echoServer({ maxConnections: 2, onConnectionShed: (reason) => shed.push(reason) }));
 });
 
 afterAll(async () => {
@@ -60,11 +64,8 @@ describe('server.maxConnections', () => {
 
 describe('shutdown', () => {
   it('closes, once the grace is over, a connection that never became an HTTP/2 session (a TLS handshake never finished)', async () => {
-    const identity = await localhostIdentity();
-    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
     // A handshake timeout far beyond the grace, so only the shutdown can end that connection.
-    const s = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, handshakeTimeout: 300 }, identity, logger).unary(codec, (r) => r);
-    const p = await s.start();
+    const { server: s, port: p } = await echoServer({ handshakeTimeout: 300 });
     const raw = netConnect(p, '127.0.0.1');
     raw.on('error', () => {});
     await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
@@ -79,12 +80,9 @@ describe('shutdown', () => {
 
 describe('server.requestReadTimeout', () => {
   it('answers DEADLINE_EXCEEDED to a request that stalls halfway, and serves complete ones', async () => {
-    const identity = await localhostIdentity();
-    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
-    const s = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, requestReadTimeout: 0.5 }, identity, logger).unary(codec, (r) => r);
-    const p = await s.start();
+    const { server: s, port: p, ca: pem } = await echoServer({ requestReadTimeout: 0.5 });
     try {
-      const session = connections.open(p, identity.certChainPem);
+      const session = connections.open(p, pem);
       const stalled = startCall(session, codec.path);
       stalled.stream.write(Buffer.from([0, 0, 0, 0, 100, 1, 2])); // declares 100 bytes, sends 2
       const reply = await stalled.reply;
