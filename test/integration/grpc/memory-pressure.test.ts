@@ -7,6 +7,8 @@
 import { constants, type ClientHttp2Session } from 'node:http2';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { admitUnlessShortOfMemory } from '../../../src/authority/overload.js';
+import { certificateAdmission } from '../../../src/grpc/certificate-service.js';
 import { Status } from '../../../src/grpc/codes.js';
 import { GrpcServer, type MemoryPressure, type MethodCodec } from '../../../src/grpc/server.js';
 import { frameMessage } from '../../../src/grpc/wire.js';
@@ -30,6 +32,7 @@ class ScriptedPressure implements MemoryPressure {
 
 const echo: MethodCodec<Buffer, Buffer> = { path: '/t.T/Echo', deserialize: (b) => b, serialize: (r) => r };
 const slow: MethodCodec<Buffer, Buffer> = { path: '/t.T/Slow', deserialize: (b) => b, serialize: (r) => r };
+const admitted: MethodCodec<Buffer, Buffer> = { path: '/t.T/Admitted', deserialize: (b) => b, serialize: (r) => r };
 const watchCodec: MethodCodec<Buffer, Buffer> = { path: '/t.T/Watch', deserialize: (b) => b, serialize: (r) => r };
 let watchers = 0;
 const pressure = new ScriptedPressure();
@@ -47,6 +50,8 @@ beforeAll(async () => {
   const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (logLines.push(String(c)), cb()) }));
   server = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, memoryPressure: pressure, onConnectionShed: (reason) => shed.push(reason) }, identity, logger)
     .unary(echo, (r) => r)
+    // The real admission chain: memory, then the in-flight bound, mapped to a status in one place.
+    .unary(admitted, (r) => r, { admit: certificateAdmission({ logger }, admitUnlessShortOfMemory(pressure, () => () => undefined)) })
     .unary(slow, (r) => new Promise<Buffer>((resolve) => (releaseSlow = () => resolve(r))))
     .serverStream(watchCodec, (_r, _call, stream) => {
       watchers++;
@@ -112,6 +117,20 @@ describe('memory pressure in the transport', () => {
     expect(report).toMatchObject({ connections: 1, idleSessions: 2 });
     expect(shed.sort()).toEqual(['idle_memory', 'idle_memory', 'memory']);
   }, 20_000);
+
+  it('refuses a call on an open connection with UNAVAILABLE and a message without internals while memory is short', async () => {
+    const s = open();
+    expect(await call(s, admitted.path)).toBe(String(Status.OK));
+    pressure.high = true; // short of memory, without a sample that would close the idle connection
+    try {
+      const r = await unaryCall(s, admitted.path, frameMessage(Buffer.from('hi')));
+      expect(r.grpcStatus).toBe(Status.UNAVAILABLE);
+      expect(r.grpcMessage).toBe('the CA is short of memory; retry with backoff');
+    } finally {
+      pressure.high = false;
+    }
+    expect(await call(s, admitted.path)).toBe(String(Status.OK));
+  });
 
   it('does not let a request that never finishes, or a server stream, keep a connection while memory is short', async () => {
     // An upload that stops halfway: its stream is refused (REFUSED_STREAM: not processed, retry)
