@@ -2,6 +2,7 @@
  * Composition root: turns a validated config into running parts and wires them together.
  * The only module that knows every other one.
  */
+import type { Socket } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { AuthChain } from './auth/chain.js';
 import { ClientCertAuthenticator } from './auth/client-cert.js';
@@ -40,6 +41,8 @@ export interface RunningMeshcert {
   readonly issuer: () => LocalIssuer;
   readonly issuers: () => IssuerRegistry;
   readonly health: HealthService;
+  /** With StartOptions.handedConnections: serve a connection accepted by the cluster primary. */
+  acceptConnection(socket: Socket): void;
   /** Applies CA and policy changes from a new config; throws (and keeps the old state) when invalid. */
   reload(next: MeshcertConfig): Promise<void>;
   /** Graceful: NOT_SERVING, drain in-flight calls, release timers and files. */
@@ -55,6 +58,10 @@ export interface StartOptions {
   readonly sink?: RecordSink;
   /** See AuthorityDeps.signatures; default: 'pool' with more than one core, else 'inline' (cluster workers pass 'inline'). */
   readonly signatures?: 'pool' | 'inline';
+  /** Cluster workers: the primary listens on `port` and hands over connections (acceptConnection). */
+  readonly handedConnections?: { readonly port: number };
+  /** Called when this process becomes short of memory and when it recovers (overload.heapLimitRatio). */
+  readonly onMemoryPressure?: (high: boolean) => void;
 }
 
 /** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
@@ -180,6 +187,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       const mb = (n: number): number => Math.round(n / 2 ** 20);
       logger.warn({ oldGenerationMb: mb(s.oldUsed), limitMb: mb(s.oldLimit) }, 'memory is short: refusing new connections and calls, closing idle connections');
     }
+    if (high !== shortOfMemory) o.onMemoryPressure?.(high);
     shortOfMemory = high;
     o.metrics?.memoryPressure.set(high ? 1 : 0);
   });
@@ -204,6 +212,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const server = new GrpcServer(
     {
       listen: config.server.listen,
+      ...(o.handedConnections ? { handedConnections: o.handedConnections } : {}),
       maxRequestBytes: config.server.maxRequestBytes,
       shutdownGrace: config.server.shutdownGrace,
       maxConcurrentStreams: config.server.maxConcurrentStreams,
@@ -236,6 +245,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     issuer: currentIssuer,
     issuers,
     health,
+    acceptConnection: (socket) => server.acceptConnection(socket),
     async reload(next: MeshcertConfig) {
       // Build everything first; a failure leaves the running state untouched.
       const fresh = await loadCaState(next, logger, { reload: true });

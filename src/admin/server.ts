@@ -1,7 +1,6 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { handleCertificatesApi } from './certificates-api.js';
-import { listenError, splitHostPort } from '../net/host-port.js';
+import { listenOn } from '../net/host-port.js';
 import type { InventoryStore } from '../inventory/types.js';
 import type { Logger } from '../log/logger.js';
 
@@ -53,12 +52,8 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
       }
     })();
   });
-  const { host, port } = splitHostPort(o.listen);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err) => reject(listenError('admin.listen', o.listen, err)));
-    server.listen(port, host, () => resolve());
-  });
-  const bound = (server.address() as AddressInfo).port;
+  const bound = await listenOn(server, o.listen, 'admin.listen');
+  server.on('error', (err: Error) => o.logger.error({ err }, 'admin listener error'));
   o.logger.info({ listen: o.listen, port: bound }, 'admin server listening');
   return {
     port: bound,

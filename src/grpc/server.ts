@@ -7,10 +7,10 @@ import {
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from '../log/logger.js';
-import { listenError, splitHostPort } from '../net/host-port.js';
+import { listenOn } from '../net/host-port.js';
 import { GrpcStatusError, Status, type StatusCode } from './codes.js';
 import { secureContextOptions, type ServingIdentity } from './tls.js';
 import { ACCEPT_ENCODING, encodeGrpcMessage, frameMessage, parseGrpcTimeout, supportedEncoding, UnaryBody } from './wire.js';
@@ -18,6 +18,11 @@ import { ACCEPT_ENCODING, encodeGrpcMessage, frameMessage, parseGrpcTimeout, sup
 export interface GrpcServerOptions {
   /** host:port; port 0 picks a free port. */
   readonly listen: string;
+  /**
+   * Another process listens and hands this server its connections (acceptConnection); start()
+   * then binds nothing and reports this port. Used by cluster workers (src/runtime/dispatcher.ts).
+   */
+  readonly handedConnections?: { readonly port: number };
   readonly maxRequestBytes: number;
   /** Seconds in-flight calls get to finish on shutdown. */
   readonly shutdownGrace: number;
@@ -146,6 +151,7 @@ export class GrpcServer {
   /** Streams whose request is still arriving, for server.requestReadTimeout. */
   private readonly uploads = new Map<ServerHttp2Stream, Upload>();
   private sweeper: NodeJS.Timeout | undefined;
+  private stopping = false;
   /** What each session is doing, to find the ones to shed when memory is short. */
   private readonly activity = new Map<Http2Session, SessionActivity>();
   /** Connections refused and idle sessions closed because memory was short, since it last was. */
@@ -174,10 +180,9 @@ export class GrpcServer {
       // A connection that never completes its handshake holds a socket and buffers for nothing.
       handshakeTimeout: (options.handshakeTimeout ?? 30) * 1000,
     });
-    // Every accepted connection, TLS finished or not: counted for server.maxConnections (here
-    // rather than with net.Server's own limit, which in a cluster worker hands a refused connection
-    // back to the primary, which offers it to the workers in turn, spinning until one has room;
-    // measured: over a core), and closed by a shutdown whose grace has run out.
+    // Every accepted or handed-over connection, TLS finished or not: counted for
+    // server.maxConnections (here rather than with net.Server's own limit, which does not see the
+    // connections a cluster primary hands over), and closed by a shutdown whose grace has run out.
     this.server.on('connection', (socket: Socket) => {
       if (options.maxConnections && this.sockets.size >= options.maxConnections) {
         this.logger.debug({ maxConnections: options.maxConnections }, 'connection refused: server.maxConnections reached');
@@ -267,23 +272,32 @@ export class GrpcServer {
     this.server.setSecureContext(secureContextOptions(identity));
   }
 
+  /**
+   * A connection accepted by another process (server.handedConnections), not yet read: it goes
+   * through the same path as one this server accepted (limits, TLS handshake, HTTP/2).
+   */
+  acceptConnection(socket: Socket): void {
+    if (this.stopping) return void socket.destroy();
+    this.server.emit('connection', socket);
+  }
+
   async start(): Promise<number> {
-    const { host, port } = splitHostPort(this.options.listen);
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => reject(listenError('server.listen', this.options.listen, err));
-      this.server.once('error', onError);
-      this.server.listen(port, host, () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
+    if (this.options.handedConnections) {
+      this.port = this.options.handedConnections.port;
+      this.startSweeper();
+      return this.port;
+    }
+    this.port = await listenOn(this.server, this.options.listen, 'server.listen');
     this.server.on('error', (err: Error) => this.logger.error({ err }, 'gRPC listener error'));
-    this.port = (this.server.address() as AddressInfo).port;
+    this.startSweeper();
+    return this.port;
+  }
+
+  private startSweeper(): void {
     // One sweep for every request still arriving rather than a timer per call: requests nearly
     // always arrive in one read, so the sweep finds few, and the hot path only adds a Map entry.
     const readMs = (this.options.requestReadTimeout ?? 0) * 1000;
     if (readMs > 0) this.sweeper = setInterval(() => this.sweepUploads(readMs), Math.min(1000, readMs / 2)).unref();
-    return this.port;
   }
 
   /** DEADLINE_EXCEEDED to every call whose request has been arriving for longer than server.requestReadTimeout. */
@@ -303,7 +317,9 @@ export class GrpcServer {
   /** Stop accepting, send GOAWAY, let in-flight calls finish (up to the grace period), then close everything. */
   async shutdown(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.stopping = true;
+    // net.Server counts only the connections it accepted itself: with handed ones, wait for the sockets.
+    const closed = this.options.handedConnections ? this.socketsClosed() : new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const s of this.sessions) s.close();
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<void>((resolve) => {
@@ -319,6 +335,16 @@ export class GrpcServer {
     });
     await Promise.race([closed, graceOver]);
     clearTimeout(timer);
+  }
+
+  private socketsClosed(): Promise<void> {
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (this.sockets.size === 0) resolve();
+      };
+      for (const s of this.sockets) s.once('close', () => setImmediate(check));
+      check();
+    });
   }
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {

@@ -129,6 +129,22 @@ export class ReloadMetrics {
   }
 }
 
+/** The cluster primary's view of its workers. */
+export class WorkerMetrics {
+  constructor(registry: Registry, connections: () => ReadonlyArray<{ readonly worker: number; readonly open: number }>) {
+    new Gauge({
+      name: 'meshcert_worker_connections',
+      help: 'Open connections the primary has handed to each worker (it gives a new one to the worker with the fewest).',
+      labelNames: ['worker'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const c of connections()) this.set({ worker: String(c.worker) }, c.open);
+      },
+    });
+  }
+}
+
 type CitadelCounter = 'authn' | 'parse' | 'id' | { sign: string } | null;
 
 /** Which Citadel counter each refusal feeds (istiod: authn, CSR parsing, ID extraction, signing errors by kind). */

@@ -1,3 +1,4 @@
+import type { AddressInfo, Server } from 'node:net';
 import { ConfigError } from '../errors/ca-error.js';
 
 /** `host:port` or `[v6]:port` as validated by the config schema; an empty host means all IPv4 addresses. */
@@ -30,4 +31,22 @@ export function listenError(setting: string, address: string, err: unknown): Con
   const code = (err as { code?: unknown })?.code;
   const why = (typeof code === 'string' && LISTEN_PROBLEMS[code]) || (err instanceof Error ? err.message : String(err));
   return new ConfigError(`cannot listen on ${setting} ${address}: ${why}`, { cause: err });
+}
+
+/**
+ * Binds `server` to `address` (a validated `host:port`; port 0 picks a free one) and resolves with
+ * the bound port; a failure rejects with listenError naming `setting`. Errors after that are the
+ * caller's to handle.
+ */
+export async function listenOn(server: Server, address: string, setting: string): Promise<number> {
+  const { host, port } = splitHostPort(address);
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => reject(listenError(setting, address, err));
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  return (server.address() as AddressInfo).port;
 }

@@ -1,16 +1,18 @@
 /**
  * Multi-process serving. Node runs JavaScript on one core per process, so meshcert forks one
- * worker per CPU; the workers share the gRPC listening socket (Node's cluster hands connections
- * out round-robin). The primary prepares shared state once (CA autoInit, dev issuer) before
- * forking, restarts workers that die, and on SIGTERM tells each to drain, then exits 0.
+ * worker per CPU. The primary listens on the gRPC port and hands each connection to the worker
+ * with the fewest (src/runtime/dispatcher.ts). It prepares shared state once (CA autoInit, dev
+ * issuer) before forking, restarts workers that die, and on SIGTERM tells each to drain, then exits 0.
  */
 import cluster, { type Worker } from 'node:cluster';
+import type { Socket } from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
 import { processFlags } from './heap-pressure.js';
+import { ConnectionDispatcher, type DispatchTarget } from './dispatcher.js';
 
 /** Marks a process forked by `serve`; the config itself arrives over IPC (no secrets in the environment, no size limit). */
 const WORKER_ENV = 'MESHCERT_WORKER';
@@ -23,9 +25,16 @@ export type WorkerMessage =
   | { type: 'reloaded'; id: number; error?: string }
   /** Sent last by a draining worker; the primary waits for its exit, not for this. */
   | { type: 'drained' }
+  /** How many of the connections handed to this worker have closed since its last report. */
+  | { type: 'connections-closed'; count: number }
+  /** The worker became short of memory (it refuses new connections) or recovered. */
+  | { type: 'memory-pressure'; high: boolean }
   | InventoryMessage;
 export type PrimaryMessage =
-  | { type: 'config'; config: MeshcertConfig }
+  /** `port`: the gRPC port the primary listens on (the worker binds nothing itself). */
+  | { type: 'config'; config: MeshcertConfig; port: number }
+  /** Sent with a connection's socket, accepted by the primary and not yet read. */
+  | { type: 'connection' }
   | { type: 'shutdown' }
   | { type: 'reload'; id: number; config: MeshcertConfig }
   | InventoryStateMessage;
@@ -38,13 +47,13 @@ export function isWorker(): boolean {
   return cluster.isWorker && process.env[WORKER_ENV] === '1';
 }
 
-/** The validated config the primary sends each worker right after forking it. */
-export function workerConfig(): Promise<MeshcertConfig> {
+/** The validated config (and the gRPC port) the primary sends each worker right after forking it. */
+export function workerConfig(): Promise<{ config: MeshcertConfig; port: number }> {
   return new Promise((resolve) => {
     const onMessage = (m: PrimaryMessage): void => {
       if (m?.type !== 'config') return;
       process.off('message', onMessage);
-      resolve(m.config);
+      resolve({ config: m.config, port: m.port });
     };
     process.on('message', onMessage);
     // Ask only once listening: a message sent before the listener exists would be lost.
@@ -56,6 +65,8 @@ export interface WorkerPool {
   readonly port: number;
   /** Workers listening now (not those still starting). */
   readonly serving: () => number;
+  /** Open connections the primary has handed to each serving worker. */
+  readonly connections: () => Array<{ worker: number; open: number }>;
   /** Tells every worker to apply a new config; rejects if any worker refuses it. */
   reload(config: MeshcertConfig): Promise<void>;
   /** Asks every worker to drain and waits for all of them to exit. */
@@ -96,20 +107,36 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   let reloadId = 0;
   const pendingReloads = new Map<number, { waiting: number; errors: string[]; done: (errors: string[]) => void }>();
   let currentConfig = config;
+  const dispatcher = new ConnectionDispatcher<DispatchTarget>(logger);
+  const port = await dispatcher.listen(config.server.listen);
+  /** Each worker as the dispatcher sees it. */
+  const targets = new Map<Worker, DispatchTarget>();
 
-  const fork = (): Promise<number> =>
+  const fork = (): Promise<void> =>
     new Promise((resolve, reject) => {
       // A replacement worker starts with the config in force now, not the one from startup.
       const w = cluster.fork({ [WORKER_ENV]: '1' });
       live.add(w);
+      const target: DispatchTarget = {
+        id: w.id,
+        hand: (socket: Socket, done) => {
+          if (!w.isConnected()) return done(new Error('the worker has disconnected'));
+          w.send({ type: 'connection' } satisfies PrimaryMessage, socket, { keepOpen: false }, (err: Error | null) => done(err));
+        },
+      };
+      targets.set(w, target);
       let listening = false;
       // A send to a worker that has just exited fails with EPIPE, emitted here: never fatal.
       w.on('error', (err: Error) => logger.debug({ err, pid: w.process.pid }, 'IPC to a worker failed'));
       w.on('message', (m: WorkerMessage) => {
         if (m.type === 'inventory') {
           hooks.onInventory?.(m);
+        } else if (m.type === 'connections-closed') {
+          dispatcher.closed(target, m.count);
+        } else if (m.type === 'memory-pressure') {
+          dispatcher.setShortOfMemory(target, m.high);
         } else if (m.type === 'need-config') {
-          send(w, { type: 'config', config: currentConfig });
+          send(w, { type: 'config', config: currentConfig, port });
         } else if (m.type === 'reloaded') {
           const p = pendingReloads.get(m.id);
           if (p) {
@@ -122,9 +149,10 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         } else if (m.type === 'listening') {
           listening = true;
           serving.add(w);
-          resolve(m.port);
+          resolve();
           // Stopping already (another worker failed to start): this one drains right away.
           if (stopping) send(w, { type: 'shutdown' });
+          else dispatcher.add(target);
         } else if (m.type === 'fatal') {
           reject(m.config ? new ConfigError(m.message) : new Error(m.message));
         }
@@ -132,6 +160,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       w.on('exit', (code, signal) => {
         live.delete(w);
         serving.delete(w);
+        dispatcher.remove(target);
+        targets.delete(w);
         // A `fatal` message read in the same turn keeps its reason: reject after it.
         if (!listening) return void setImmediate(() => reject(new Error(`worker exited with ${code ?? signal} before serving`)));
         if (stopping) return;
@@ -167,19 +197,21 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           new Promise<void>((resolve) => {
             if (w.isDead()) return resolve();
             w.once('exit', () => resolve());
+            const target = targets.get(w);
+            if (target) dispatcher.remove(target);
             send(w, { type: 'shutdown' });
             setTimeout(() => w.process.kill('SIGKILL'), graceMs).unref();
           }),
       ),
     ).then(() => undefined);
 
-  let ports: number[];
   try {
-    ports = await Promise.all(Array.from({ length: count }, fork));
+    await Promise.all(Array.from({ length: count }, fork));
   } catch (e) {
-    // One worker could not start (its port is taken, say): stop the others too, so that the
-    // process exits with the reason instead of staying up half started.
+    // One worker could not start (its CA files are unreadable, say): stop the others too, so that
+    // the process exits with the reason instead of staying up half started.
     stopping = true;
+    await dispatcher.close();
     await stopAll((config.server.shutdownGrace + 5) * 1000);
     throw e;
   }
@@ -192,8 +224,9 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   }, 1000);
   broadcast.unref();
   return {
-    port: ports[0]!,
+    port,
     serving: () => [...serving].filter((w) => w.isConnected()).length,
+    connections: () => dispatcher.openCounts(),
     async reload(next) {
       const targets = [...live].filter((w) => w.isConnected());
       if (targets.length === 0) return;
@@ -215,8 +248,11 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     async shutdown() {
       stopping = true;
       clearInterval(broadcast);
+      // New connections are refused from here; those open drain in their workers.
+      const closing = dispatcher.close();
       // Backstop: the workers' own grace period plus a margin.
       await stopAll((config.server.shutdownGrace + 5) * 1000);
+      await closing;
     },
   };
 }

@@ -9,7 +9,7 @@ import type { MeshcertConfig } from '../config/schema.js';
 import { InventoryService } from '../inventory/service.js';
 import type { Logger } from '../log/logger.js';
 import { loadCaState, prepareSharedState } from '../ca/state.js';
-import { CaMetrics, InventoryMetrics, ReloadMetrics } from '../metrics/ca-metrics.js';
+import { CaMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../metrics/ca-metrics.js';
 import { Reloader } from './reload.js';
 import { startControllers } from './controllers.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
@@ -74,6 +74,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
         accepting: () => inventory?.accepting() ?? true,
       });
       port = pool.port;
+      new WorkerMetrics(registry, () => pool.connections());
       metricsText = async () => `${await aggregator.clusterMetrics()}\n${await registry.metrics()}`;
       grpcReady = () => ({ name: 'grpc', ok: pool.serving() > 0, detail: `${pool.serving()}/${count} workers serving` });
       stopServing = () => pool.shutdown();

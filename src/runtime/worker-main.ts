@@ -1,4 +1,5 @@
 import cluster from 'node:cluster';
+import type { Socket } from 'node:net';
 import { ConfigError } from '../errors/ca-error.js';
 import { createLogger } from '../log/logger.js';
 import { startMeshcert, type RunningMeshcert } from '../main.js';
@@ -43,8 +44,26 @@ export async function workerMain(): Promise<number> {
       (err: unknown) => send({ type: 'reloaded', id: m.id, error: err instanceof Error ? err.message : String(err) }),
     );
   };
-  process.on('message', (m: PrimaryMessage) => {
-    if (m?.type === 'shutdown') drain();
+  // Connections the primary handed over that have closed, reported in one message per turn of
+  // the event loop (a shed or a drain closes thousands at once).
+  let closedSinceReport = 0;
+  const noteClosed = (): void => {
+    if (closedSinceReport++ > 0) return;
+    setImmediate(() => {
+      const count = closedSinceReport;
+      closedSinceReport = 0;
+      send({ type: 'connections-closed', count });
+    });
+  };
+  process.on('message', (m: PrimaryMessage, handle: unknown) => {
+    if (m?.type === 'connection') {
+      const socket = handle as Socket | undefined;
+      if (!socket) return;
+      socket.once('close', noteClosed);
+      // The primary hands over only once this worker has said it listens; while draining, refuse.
+      if (!running || closing) socket.destroy();
+      else running.acceptConnection(socket);
+    } else if (m?.type === 'shutdown') drain();
     else if (m?.type === 'reload') {
       if (running) applyReload(m);
       else pendingReload = m; // applied once started
@@ -54,7 +73,7 @@ export async function workerMain(): Promise<number> {
     if (process.connected) process.send?.(m);
   };
 
-  const config = await workerConfig();
+  const { config, port } = await workerConfig();
   const logger = createLogger(config.log.level).child({ worker: cluster.worker?.id });
   // Signals are the primary's to handle: a Ctrl-C reaches the whole process group, and a worker
   // must drain on the primary's word, not die mid-call.
@@ -75,7 +94,7 @@ export async function workerMain(): Promise<number> {
   const sink = config.inventory.store === 'none' ? undefined : new IpcSink((m) => send(m));
   try {
     // Every core already runs a worker: signing inline costs less than handing it to another thread.
-    running = await startMeshcert(config, { logger, metrics, signatures: 'inline', ...(sink ? { sink } : {}) });
+    running = await startMeshcert(config, { logger, metrics, signatures: 'inline', handedConnections: { port }, onMemoryPressure: (high) => send({ type: 'memory-pressure', high }), ...(sink ? { sink } : {}) });
   } catch (e) {
     // Exit once the primary has the reason (it stops the other workers and exits with it).
     exitAfter({ type: 'fatal', message: e instanceof Error ? e.message : String(e), config: e instanceof ConfigError }, 1);

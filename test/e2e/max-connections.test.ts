@@ -41,8 +41,8 @@ describe('server.maxConnections across worker processes', () => {
       const r = await unaryCall(session, '/istio.v1.auth.IstioCertificateService/CreateCertificate', body, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' });
       return { session, status: statusOf(r) };
     };
-    // Connections that stay open until two serve (the primary's round robin may offer one to a
-    // worker that is full: that one is closed).
+    // Connections that stay open until two serve (the primary gives each to the worker with the
+    // fewest, so the first two should; a loop, not an assumption about the primary).
     const serving: ClientHttp2Session[] = [];
     for (let i = 0; i < 10 && serving.length < 2; i++) {
       const r = await call();

@@ -13,8 +13,7 @@ import { CaClient, type CreateCertificateArgs } from '../../src/client/ca-client
 import { parseConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log/logger.js';
-import { startMeshcert, type RunningMeshcert } from '../../src/main.js';
-import type { CaMetrics } from '../../src/metrics/ca-metrics.js';
+import { startMeshcert, type RunningMeshcert, type StartOptions } from '../../src/main.js';
 import type { IssuanceObserver } from '../../src/grpc/certificate-service.js';
 
 export const TEST_ISSUER = 'https://issuer.meshcert.test';
@@ -95,7 +94,8 @@ export interface TestCa {
   close(): Promise<void>;
 }
 
-export async function startTestCa(overrides: ConfigInput = {}, observer?: IssuanceObserver, metrics?: CaMetrics): Promise<TestCa> {
+/** `start`: more of startMeshcert's options (metrics to read, a memory-pressure listener). */
+export async function startTestCa(overrides: ConfigInput = {}, observer?: IssuanceObserver, start: Pick<StartOptions, 'metrics' | 'onMemoryPressure'> = {}): Promise<TestCa> {
   const dir = mkdtempSync(join(tmpdir(), 'meshcert-test-'));
   const jwksFile = join(dir, 'jwks.json');
   await writeTestJwks(jwksFile);
@@ -114,7 +114,7 @@ export async function startTestCa(overrides: ConfigInput = {}, observer?: Issuan
       cb();
     },
   });
-  const running = await startMeshcert(config, { logger: createLogger('info', sink), ...(observer ? { observer } : {}), ...(metrics ? { metrics } : {}) });
+  const running = await startMeshcert(config, { logger: createLogger('info', sink), ...(observer ? { observer } : {}), ...start });
   const address = `127.0.0.1:${running.port}`;
   const rootPem = readFileSync(join(config.ca.dir!, 'root-cert.pem'), 'utf8');
   const clients: CaClient[] = [];

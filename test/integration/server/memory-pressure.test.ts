@@ -2,7 +2,8 @@
  * A serving process short of memory (overload.heapLimitRatio, wired in src/main.ts): the real
  * server with a ratio every process is above, so it is short from its first sample. A client's
  * connection is refused before its handshake (the call fails UNAVAILABLE, which agents retry), the
- * refusal is counted, the gauge says so, and the log says so once.
+ * refusal is counted, the gauge says so, and the log and the onMemoryPressure listener (a worker's
+ * report to the cluster primary) say so once.
  */
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,9 +13,11 @@ import { mintToken, startTestCa, type TestCa } from '../../support/harness.js';
 
 let ca: TestCa;
 const metrics = new CaMetrics();
+/** What a cluster worker would tell the primary (so that it hands new connections to another worker). */
+const reported: boolean[] = [];
 
 beforeAll(async () => {
-  ca = await startTestCa({ overload: { heapLimitRatio: 0.001 } }, undefined, metrics);
+  ca = await startTestCa({ overload: { heapLimitRatio: 0.001 } }, undefined, { metrics, onMemoryPressure: (high) => reported.push(high) });
 });
 afterAll(async () => ca?.close());
 
@@ -30,5 +33,8 @@ describe('overload.heapLimitRatio in a running server', () => {
     expect(m).toMatch(/^meshcert_memory_pressure 1$/m);
     expect(Number(/^meshcert_connections_shed_total\{reason="memory"\} (\d+)$/m.exec(m)?.[1])).toBeGreaterThanOrEqual(1);
     expect(ca.logs().match(/memory is short: refusing new connections and calls/g)).toHaveLength(1);
+    // Reported once, on the change, not on every sample while it lasts (one every 100 ms).
+    await new Promise((r) => setTimeout(r, 350));
+    expect(reported).toEqual([true]);
   }, 30_000);
 });
