@@ -202,6 +202,8 @@ export class GrpcServer {
       socket.once('close', () => this.sockets.delete(socket));
     });
     this.server.on('session', (session: ServerHttp2Session) => {
+      // Its handshake finished after shutdown began: GOAWAY at once, or it would hold the drain.
+      if (this.stopping) session.close();
       this.sessions.add(session);
       if (options.memoryPressure) this.activity.set(session, { unaryCalls: 0, lastActive: performance.now() });
       session.on('close', () => {

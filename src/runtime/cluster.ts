@@ -120,11 +120,14 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       const target: DispatchTarget = {
         id: w.id,
         hand: (socket: Socket, done) => {
-          if (!w.isConnected()) return done(new Error('the worker has disconnected'));
+          if (!w.isConnected()) return false;
           w.send({ type: 'connection' } satisfies PrimaryMessage, socket, { keepOpen: false }, (err: Error | null) => done(err));
+          return true;
         },
       };
       targets.set(w, target);
+      // Before 'exit' when the worker closes its channel (it is exiting): no more hand-offs.
+      w.on('disconnect', () => dispatcher.remove(target));
       let listening = false;
       // A send to a worker that has just exited fails with EPIPE, emitted here: never fatal.
       w.on('error', (err: Error) => logger.debug({ err, pid: w.process.pid }, 'IPC to a worker failed'));
@@ -211,7 +214,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     // One worker could not start (its CA files are unreadable, say): stop the others too, so that
     // the process exits with the reason instead of staying up half started.
     stopping = true;
-    await dispatcher.close();
+    dispatcher.close();
     await stopAll((config.server.shutdownGrace + 5) * 1000);
     throw e;
   }
@@ -249,10 +252,9 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       stopping = true;
       clearInterval(broadcast);
       // New connections are refused from here; those open drain in their workers.
-      const closing = dispatcher.close();
+      dispatcher.close();
       // Backstop: the workers' own grace period plus a margin.
       await stopAll((config.server.shutdownGrace + 5) * 1000);
-      await closing;
     },
   };
 }

@@ -16,12 +16,20 @@ import { listenOn } from '../net/host-port.js';
 export interface DispatchTarget {
   /** For metrics and logs (the cluster worker's id). */
   readonly id: number;
-  /** Passes the socket to the worker; `done` gets an error if it could not be sent (the socket is then closed). */
-  hand(socket: Socket, done: (err: Error | null) => void): void;
+  /**
+   * Starts passing the socket to the worker and returns true; `done` follows once it is sent, or
+   * with an error (the socket is then closed). False when the worker cannot take it at all (its
+   * channel has closed): the socket is untouched and goes to another worker.
+   */
+  hand(socket: Socket, done: (err: Error | null) => void): boolean;
 }
 
-/** Connections held while no worker serves (all died at once, or none has started yet); beyond it they are closed. */
-export const MAX_WAITING_CONNECTIONS = 1024;
+export interface DispatcherOptions {
+  /** Connections held while no worker serves (all died at once, or none has started yet); beyond it they are closed. */
+  readonly maxWaiting?: number;
+  /** ...and how long one is held before it is closed, so that its client tries another replica. */
+  readonly maxWaitMs?: number;
+}
 
 interface Entry {
   /** Connections handed to the worker that it has not reported closed. */
@@ -30,20 +38,31 @@ interface Entry {
   last: number;
   /** The worker refuses new connections until its memory recovers: others get them meanwhile. */
   short: boolean;
+  /** Sockets whose hand-off has not completed (Node passes one at a time, each after the last is acknowledged). */
+  readonly sending: Set<Socket>;
+}
+
+interface Waiting {
+  readonly socket: Socket;
+  readonly timer: NodeJS.Timeout;
 }
 
 export class ConnectionDispatcher<T extends DispatchTarget> {
   private readonly server: Server;
   private readonly targets = new Map<T, Entry>();
   /** Accepted while no worker could take them, oldest first. */
-  private readonly waiting: Socket[] = [];
+  private readonly waiting: Waiting[] = [];
+  private readonly maxWaiting: number;
+  private readonly maxWaitMs: number;
   private handed = 0;
   private closing = false;
 
   constructor(
     private readonly logger: Logger,
-    private readonly maxWaiting = MAX_WAITING_CONNECTIONS,
+    options: DispatcherOptions = {},
   ) {
+    this.maxWaiting = options.maxWaiting ?? 1024;
+    this.maxWaitMs = options.maxWaitMs ?? 10_000;
     // pauseOnConnect: the primary must not read a byte, or the worker's TLS would miss it.
     this.server = createServer({ pauseOnConnect: true }, (socket) => this.dispatch(socket));
   }
@@ -59,13 +78,24 @@ export class ConnectionDispatcher<T extends DispatchTarget> {
   /** A worker that serves: it gets connections from now on (and those that waited for one). */
   add(target: T): void {
     if (this.targets.has(target)) return;
-    this.targets.set(target, { open: 0, last: 0, short: false });
-    while (this.waiting.length > 0 && !this.closing) this.dispatch(this.waiting.shift()!);
+    this.targets.set(target, { open: 0, last: 0, short: false, sending: new Set() });
+    while (this.waiting.length > 0 && !this.closing) {
+      const w = this.waiting.shift()!;
+      clearTimeout(w.timer);
+      this.dispatch(w.socket);
+    }
   }
 
-  /** A worker that drains or died gets nothing more; its connections are its own to close. */
+  /**
+   * A worker that drains, disconnected or died gets nothing more; the connections it has are its
+   * own to close. Those still queued for it are closed here (Node's IPC drops a queued hand-off
+   * when the channel closes, without a word): their clients reconnect.
+   */
   remove(target: T): void {
+    const e = this.targets.get(target);
+    if (!e) return;
     this.targets.delete(target);
+    for (const s of e.sending) s.destroy();
   }
 
   /** The worker reports that `count` of the connections handed to it have closed. */
@@ -90,31 +120,54 @@ export class ConnectionDispatcher<T extends DispatchTarget> {
     return this.waiting.length;
   }
 
-  /** Stops accepting; connections waiting for a worker are closed. */
-  close(): Promise<void> {
+  /**
+   * Stops accepting; connections waiting for a worker are closed. Does not wait for net.Server's
+   * 'close': once sockets were handed over, Node waits for every worker to report them closed,
+   * and never hears when the workers that held them have exited.
+   */
+  close(): void {
     this.closing = true;
-    for (const s of this.waiting.splice(0)) s.destroy();
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    for (const w of this.waiting.splice(0)) {
+      clearTimeout(w.timer);
+      w.socket.destroy();
+    }
+    this.server.close();
   }
 
   private dispatch(socket: Socket): void {
     if (this.closing) return void socket.destroy();
     const target = this.pick();
-    if (!target) {
-      if (this.waiting.length >= this.maxWaiting) return void socket.destroy();
-      this.waiting.push(socket);
-      return;
-    }
+    if (!target) return this.wait(socket);
     const entry = this.targets.get(target)!;
     entry.open++;
     entry.last = ++this.handed;
-    target.hand(socket, (err) => {
+    entry.sending.add(socket);
+    const started = target.hand(socket, (err) => {
+      entry.sending.delete(socket);
       if (!err) return;
-      // The worker's channel closed under us (it is exiting): the client reconnects.
-      this.logger.debug({ err: err.message }, 'could not hand a connection to a worker');
+      // The channel broke under the send (the worker is exiting): the client reconnects.
+      this.logger.debug({ err: err.message, worker: target.id }, 'could not hand a connection to a worker');
       entry.open = Math.max(0, entry.open - 1);
       socket.destroy();
+      this.remove(target);
     });
+    if (!started) {
+      entry.sending.delete(socket);
+      entry.open--;
+      this.remove(target);
+      this.dispatch(socket);
+    }
+  }
+
+  private wait(socket: Socket): void {
+    if (this.waiting.length >= this.maxWaiting) return void socket.destroy();
+    const timer = setTimeout(() => {
+      const i = this.waiting.findIndex((w) => w.socket === socket);
+      if (i >= 0) this.waiting.splice(i, 1);
+      socket.destroy();
+    }, this.maxWaitMs);
+    timer.unref();
+    this.waiting.push({ socket, timer });
   }
 
   /**

@@ -58,7 +58,8 @@ export async function workerMain(): Promise<number> {
   process.on('message', (m: PrimaryMessage, handle: unknown) => {
     if (m?.type === 'connection') {
       const socket = handle as Socket | undefined;
-      if (!socket) return;
+      // Counted by the primary but not delivered (closed while queued there): report it closed.
+      if (!socket) return noteClosed();
       socket.once('close', noteClosed);
       // The primary hands over only once this worker has said it listens; while draining, refuse.
       if (!running || closing) socket.destroy();

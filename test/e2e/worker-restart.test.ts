@@ -1,7 +1,8 @@
 /**
  * The cluster primary keeps its workers serving: a worker that dies is replaced, a replacement
  * that cannot start is retried (with a growing pause) until one serves, and a shutdown during
- * those retries stops at once and cleanly. The real CLI with two worker processes.
+ * those retries stops at once and cleanly; when every worker dies at once, new connections wait
+ * for a replacement instead of being refused. The real CLI with two worker processes.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -60,7 +61,7 @@ describe('worker processes that die', () => {
     const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
     const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);
     const token = await mintToken({ ns: 'default', sa: 'app' });
-    /** One call on a fresh connection (the primary deals connections to the workers in turn). */
+    /** One call on a fresh connection (the primary gives it to the worker with the fewest open). */
     const issue = async (): Promise<number | undefined> => {
       const session = connectTls(s.port, rootPem);
       try {
@@ -129,4 +130,49 @@ describe('worker processes that die', () => {
       rmSync(d, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it('when every worker dies at once, a new connection waits for a replacement; a shutdown after that still exits', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'meshcert-worker-restart-'));
+    let started: ServerProcess | undefined;
+    try {
+      await writeTestJwks(join(d, 'jwks.json'));
+      writeFileSync(join(d, 'meshcert.yaml'), serveConfigYaml({ workers: 2 }));
+      const s = (started = await startServe(['--config', join(d, 'meshcert.yaml')]));
+      const rootPem = readFileSync(join(d, 'data/ca/root-cert.pem'), 'utf8');
+      const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);
+      const token = await mintToken({ ns: 'default', sa: 'app' });
+      const issue = async (): Promise<number | undefined> => {
+        const session = connectTls(s.port, rootPem);
+        try {
+          return (await unaryCall(session, '/istio.v1.auth.IstioCertificateService/CreateCertificate', body, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' })).grpcStatus;
+        } finally {
+          session.destroy();
+        }
+      };
+      const died = (): number => (s.output().match(/"msg":"worker died; starting a replacement"/g) ?? []).length;
+      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      // Both workers have been handed connections.
+      expect(await issue()).toBe(0);
+      expect(await issue()).toBe(0);
+
+      for (const pid of workerPids(s.child.pid!)) process.kill(pid, 'SIGKILL');
+      await expect.poll(died, { timeout: 10_000 }).toBe(2);
+      // No worker serves now (replacements start after a pause): the port stays open and the
+      // connection is served once one does.
+      expect(await issue()).toBe(0);
+
+      // Again, and this time no connection after the replacements: every worker that was ever
+      // handed a connection is gone when the shutdown comes, and it still exits cleanly.
+      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      for (const pid of workerPids(s.child.pid!)) process.kill(pid, 'SIGKILL');
+      await expect.poll(died, { timeout: 10_000 }).toBe(4);
+      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      s.child.kill('SIGTERM');
+      expect(await s.exited).toBe(0);
+      expect(s.output()).toMatch(/"msg":"stopped"/);
+    } finally {
+      killIfRunning(started);
+      rmSync(d, { recursive: true, force: true });
+    }
+  }, 90_000);
 });

@@ -1,30 +1,38 @@
 /**
  * The cluster primary's accept loop, over real loopback connections with stand-in workers: each
  * connection goes, unread, to the worker with the fewest open; a worker short of memory is passed
- * over; connections wait (boundedly) while no worker serves; a failed hand-off closes the client's
- * connection; close() stops accepting.
+ * over; connections wait (bounded in number and time) while no worker serves; a failed hand-off
+ * closes the client's connection, one a worker cannot take goes to another; close() stops accepting.
  */
 import { connect, createServer, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError } from '../../../src/errors/ca-error.js';
 import { createLogger } from '../../../src/log/logger.js';
-import { ConnectionDispatcher, type DispatchTarget } from '../../../src/runtime/dispatcher.js';
+import { ConnectionDispatcher, type DispatcherOptions, type DispatchTarget } from '../../../src/runtime/dispatcher.js';
 
 const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
 
 const cleanup: Array<() => unknown> = [];
 
-/** A stand-in worker: keeps what it is handed; `fail` makes the next hand-off fail as a closed IPC channel does. */
+/**
+ * A stand-in worker. `mode`: 'ok' takes the socket; 'gone' cannot take it (closed channel);
+ * 'broken' fails the send; 'stuck' never finishes it (queued behind an unacknowledged hand-off).
+ */
 class FakeWorker implements DispatchTarget {
   readonly sockets: Socket[] = [];
-  fail = false;
+  mode: 'ok' | 'gone' | 'broken' | 'stuck' = 'ok';
   constructor(readonly id: number) {}
-  hand(socket: Socket, done: (err: Error | null) => void): void {
-    if (this.fail) return done(new Error('channel closed'));
+  hand(socket: Socket, done: (err: Error | null) => void): boolean {
+    if (this.mode === 'gone') return false;
+    if (this.mode === 'broken') {
+      setImmediate(() => done(new Error('channel closed')));
+      return true;
+    }
     this.sockets.push(socket);
     cleanup.push(() => socket.destroy());
-    done(null);
+    if (this.mode === 'ok') done(null);
+    return true;
   }
 }
 
@@ -32,8 +40,8 @@ afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
 
-async function started(maxWaiting?: number): Promise<{ d: ConnectionDispatcher<FakeWorker>; port: number }> {
-  const d = new ConnectionDispatcher<FakeWorker>(logger, maxWaiting);
+async function started(options: DispatcherOptions = {}): Promise<{ d: ConnectionDispatcher<FakeWorker>; port: number }> {
+  const d = new ConnectionDispatcher<FakeWorker>(logger, options);
   const port = await d.listen('127.0.0.1:0');
   cleanup.push(() => d.close());
   return { d, port };
@@ -86,12 +94,17 @@ describe('ConnectionDispatcher', () => {
 
   it('hands the connection over unread: the worker gets every byte the client sent', async () => {
     const { d, port } = await started();
-    const w = new FakeWorker(1);
-    d.add(w);
     const c = client(port);
     c.write('client hello');
-    await vi.waitFor(() => expect(w.sockets).toHaveLength(1));
-    // Accepted paused (pauseOnConnect); a worker's copy of the socket starts reading by itself.
+    // No worker yet: the connection waits, and its bytes stay in the kernel, unread by the primary.
+    await vi.waitFor(() => expect(d.waitingCount).toBe(1));
+    await new Promise((r) => setTimeout(r, 200));
+    const w = new FakeWorker(1);
+    d.add(w);
+    expect(w.sockets).toHaveLength(1);
+    expect(w.sockets[0]!.bytesRead).toBe(0);
+    expect(w.sockets[0]!.isPaused()).toBe(true);
+    // (A worker's copy of the socket starts reading by itself; this one is the primary's.)
     const got = await new Promise<string>((resolve) => w.sockets[0]!.once('data', (b: Buffer) => resolve(b.toString())).resume());
     expect(got).toBe('client hello');
   });
@@ -130,7 +143,7 @@ describe('ConnectionDispatcher', () => {
   });
 
   it('holds connections while no worker serves, up to its bound, and hands them to the first that does', async () => {
-    const { d, port } = await started(2);
+    const { d, port } = await started({ maxWaiting: 2 });
     const held = [client(port), client(port)];
     // Both are waiting (unread, still open); a third is beyond the bound and closed.
     await vi.waitFor(() => expect(d.waitingCount).toBe(2));
@@ -144,20 +157,58 @@ describe('ConnectionDispatcher', () => {
     expect(d.openCounts()).toEqual([{ worker: 1, open: 2 }]);
   });
 
-  it('closes the connection when the hand-off fails, and does not count it', async () => {
+  it('closes a connection that waited for a worker longer than maxWaitMs, so that its client tries elsewhere', async () => {
+    const { d, port } = await started({ maxWaitMs: 100 });
+    const c = client(port);
+    await vi.waitFor(() => expect(d.waitingCount).toBe(1));
+    await closedByServer(c);
+    expect(d.waitingCount).toBe(0);
+  });
+
+  it('closes the connection when the send fails, stops counting it, and gives that worker nothing more', async () => {
+    const { d, port } = await started();
+    const broken = new FakeWorker(1);
+    broken.mode = 'broken';
+    d.add(broken);
+    await closedByServer(client(port));
+    expect(d.openCounts()).toEqual([]);
+    const w = new FakeWorker(2);
+    d.add(w);
+    await open(port, 1, () => w.sockets.length);
+    expect(d.openCounts()).toEqual([{ worker: 2, open: 1 }]);
+  });
+
+  it('gives a connection that a worker cannot take (its channel closed) to another worker, untouched', async () => {
+    const { d, port } = await started();
+    const gone = new FakeWorker(1);
+    gone.mode = 'gone';
+    const w = new FakeWorker(2);
+    d.add(gone);
+    d.add(w);
+    const c = client(port);
+    c.write('still here');
+    await vi.waitFor(() => expect(w.sockets).toHaveLength(1));
+    const got = await new Promise<string>((resolve) => w.sockets[0]!.once('data', (b: Buffer) => resolve(b.toString())).resume());
+    expect(got).toBe('still here');
+    expect(d.openCounts()).toEqual([{ worker: 2, open: 1 }]);
+  });
+
+  it('closes the connections still being handed to a worker when it is removed (Node drops them with the channel)', async () => {
     const { d, port } = await started();
     const w = new FakeWorker(1);
-    w.fail = true;
+    w.mode = 'stuck';
     d.add(w);
-    await closedByServer(client(port));
-    expect(d.openCounts()).toEqual([{ worker: 1, open: 0 }]);
+    const c = client(port);
+    await vi.waitFor(() => expect(w.sockets).toHaveLength(1));
+    d.remove(w);
+    await closedByServer(c);
   });
 
   it('stops accepting on close and closes the connections waiting for a worker', async () => {
     const { d, port } = await started();
     const waiting = client(port);
     await vi.waitFor(() => expect(d.waitingCount).toBe(1));
-    await d.close();
+    d.close();
     await closedByServer(waiting);
     const refused = await new Promise<string>((resolve) => {
       const s = connect(port, '127.0.0.1');
