@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--storm-connections N] [--profile DIR]
+ * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--storm-connections N] [--profile DIR] [--keep]
  *
  * Starts meshcert as a user would (built CLI, config file, CA from `ca init`, TLS, JWT auth with a
  * JWKS file, info-level logs, default worker count), drives it, and prints one table plus a JSON
@@ -40,6 +40,8 @@ const { values: args } = parseArgs({
     'storm-connections': { type: 'string', default: '50' },
     /** Run the server (and its workers) under `node --cpu-prof`, writing .cpuprofile files to this directory. */
     profile: { type: 'string' },
+    /** Keep the run's directory (config, CA, inventory, server.log) even when the run passes. */
+    keep: { type: 'boolean', default: false },
   },
 });
 const smoke = args.smoke!;
@@ -283,8 +285,8 @@ async function main(): Promise<void> {
       failures.push(`could not read the server's log: ${(e as Error).message}`);
     }
     // Kept when something failed: the server's log says why (a worker that died, say).
-    if (failures.length === 0) rmSync(dir, { recursive: true, force: true });
-    else log(`kept ${dir} (server.log) for the failures below`);
+    if (failures.length === 0 && !args.keep) rmSync(dir, { recursive: true, force: true });
+    else log(failures.length === 0 ? `kept ${dir} (--keep)` : `kept ${dir} (server.log) for the failures below`);
   }
   results.peakRssMb = round(peakRss / 2 ** 20);
   results.peakPssMb = round(peakPss / 2 ** 20);
