@@ -43,6 +43,21 @@ async function readiness(output: () => string): Promise<string> {
   return body.checks.find((c) => c.name === 'grpc')!.detail;
 }
 
+/** A function making one call on a fresh connection (the primary gives it to the worker with the fewest open): its grpc-status. */
+async function issuer(s: ServerProcess, dir: string): Promise<() => Promise<number | undefined>> {
+  const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+  const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);
+  const token = await mintToken({ ns: 'default', sa: 'app' });
+  return async () => {
+    const session = connectTls(s.port, rootPem);
+    try {
+      return (await unaryCall(session, '/istio.v1.auth.IstioCertificateService/CreateCertificate', body, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' })).grpcStatus;
+    } finally {
+      session.destroy();
+    }
+  };
+}
+
 describe('worker processes that die', () => {
   let dir: string;
   let server: ServerProcess | undefined;
@@ -58,18 +73,7 @@ describe('worker processes that die', () => {
     const tag = randomUUID();
     server = await startServe(['--config', join(dir, 'meshcert.yaml')], { MESHCERT_TEST_TAG: tag });
     const s = server;
-    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
-    const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);
-    const token = await mintToken({ ns: 'default', sa: 'app' });
-    /** One call on a fresh connection (the primary gives it to the worker with the fewest open). */
-    const issue = async (): Promise<number | undefined> => {
-      const session = connectTls(s.port, rootPem);
-      try {
-        return (await unaryCall(session, '/istio.v1.auth.IstioCertificateService/CreateCertificate', body, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' })).grpcStatus;
-      } finally {
-        session.destroy();
-      }
-    };
+    const issue = await issuer(s, dir);
     // startServe returns at the first worker's 'serving'; the primary is up once both are.
     await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
     // Each worker logs that it serves (log lines are flushed every 250 ms, so wait for both).
@@ -138,17 +142,7 @@ describe('worker processes that die', () => {
       await writeTestJwks(join(d, 'jwks.json'));
       writeFileSync(join(d, 'meshcert.yaml'), serveConfigYaml({ workers: 2 }));
       const s = (started = await startServe(['--config', join(d, 'meshcert.yaml')]));
-      const rootPem = readFileSync(join(d, 'data/ca/root-cert.pem'), 'utf8');
-      const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);
-      const token = await mintToken({ ns: 'default', sa: 'app' });
-      const issue = async (): Promise<number | undefined> => {
-        const session = connectTls(s.port, rootPem);
-        try {
-          return (await unaryCall(session, '/istio.v1.auth.IstioCertificateService/CreateCertificate', body, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' })).grpcStatus;
-        } finally {
-          session.destroy();
-        }
-      };
+      const issue = await issuer(s, d);
       const died = (): number => (s.output().match(/"msg":"worker died; starting a replacement"/g) ?? []).length;
       await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
       // Both workers have been handed connections.

@@ -47,6 +47,16 @@ async function started(options: DispatcherOptions = {}): Promise<{ d: Connection
   return { d, port };
 }
 
+/** A dispatcher with workers a (id 1) and b (id 2); `handed` counts what both were given. */
+async function withTwoWorkers(): Promise<{ d: ConnectionDispatcher<FakeWorker>; port: number; a: FakeWorker; b: FakeWorker; handed: () => number }> {
+  const { d, port } = await started();
+  const a = new FakeWorker(1);
+  const b = new FakeWorker(2);
+  d.add(a);
+  d.add(b);
+  return { d, port, a, b, handed: () => a.sockets.length + b.sockets.length };
+}
+
 /** A client connection, destroyed at the end of the test. */
 function client(port: number): Socket {
   const s = connect(port, '127.0.0.1');
@@ -70,12 +80,7 @@ function closedByServer(s: Socket): Promise<void> {
 
 describe('ConnectionDispatcher', () => {
   it('hands each connection to the worker with the fewest open ones, ties to the one waiting longest', async () => {
-    const { d, port } = await started();
-    const a = new FakeWorker(1);
-    const b = new FakeWorker(2);
-    d.add(a);
-    d.add(b);
-    const handed = (): number => a.sockets.length + b.sockets.length;
+    const { d, port, a, b, handed } = await withTwoWorkers();
     await open(port, 4, handed);
     expect([a.sockets.length, b.sockets.length]).toEqual([2, 2]);
     expect(d.openCounts()).toEqual([
@@ -110,12 +115,7 @@ describe('ConnectionDispatcher', () => {
   });
 
   it('passes over a worker short of memory while another has room, and uses it again once it recovers', async () => {
-    const { d, port } = await started();
-    const a = new FakeWorker(1);
-    const b = new FakeWorker(2);
-    d.add(a);
-    d.add(b);
-    const handed = (): number => a.sockets.length + b.sockets.length;
+    const { d, port, a, b, handed } = await withTwoWorkers();
     d.setShortOfMemory(a, true);
     await open(port, 3, handed);
     expect([a.sockets.length, b.sockets.length]).toEqual([0, 3]);
