@@ -469,6 +469,11 @@ describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('
       expect(r?.limits?.cpu, 'limits.cpu').toBeTruthy();
     });
 
+    it('leaves the V8 heap limit to server.workerHeapMb (a --max-old-space-size in NODE_OPTIONS would override it and the memory-pressure mark measured against it)', () => {
+      const env = mainContainer(meshcertDeployment(objects)).env ?? [];
+      for (const e of env) if (e.name === 'NODE_OPTIONS') expect(e.value ?? '').not.toMatch(/max[-_]old[-_]space[-_]size/);
+    });
+
     it('starts `serve --config` on the mounted config, with cacerts read-only and a writable data dir', () => {
       const d = meshcertDeployment(objects);
       const c = mainContainer(d);
