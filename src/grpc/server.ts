@@ -320,8 +320,10 @@ export class GrpcServer {
   async shutdown(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper);
     this.stopping = true;
-    // net.Server counts only the connections it accepted itself: with handed ones, wait for the sockets.
-    const closed = this.options.handedConnections ? this.socketsClosed() : new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // Done once every connection has closed, accepted here or handed over (net.Server's own close
+    // callback counts only those it accepted itself).
+    if (this.server.listening) this.server.close();
+    const closed = this.socketsClosed();
     for (const s of this.sessions) s.close();
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<void>((resolve) => {

@@ -109,8 +109,6 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   let currentConfig = config;
   const dispatcher = new ConnectionDispatcher<DispatchTarget>(logger);
   const port = await dispatcher.listen(config.server.listen);
-  /** Each worker as the dispatcher sees it. */
-  const targets = new Map<Worker, DispatchTarget>();
 
   const fork = (): Promise<void> =>
     new Promise((resolve, reject) => {
@@ -125,7 +123,6 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           return true;
         },
       };
-      targets.set(w, target);
       // Before 'exit' when the worker closes its channel (it is exiting): no more hand-offs.
       w.on('disconnect', () => dispatcher.remove(target));
       let listening = false;
@@ -164,7 +161,6 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         live.delete(w);
         serving.delete(w);
         dispatcher.remove(target);
-        targets.delete(w);
         // A `fatal` message read in the same turn keeps its reason: reject after it.
         if (!listening) return void setImmediate(() => reject(new Error(`worker exited with ${code ?? signal} before serving`)));
         if (stopping) return;
@@ -192,7 +188,10 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     if (w.isConnected()) w.send(m, undefined, () => {});
   };
 
-  /** Asks every worker to drain; any still running after `graceMs` is killed. Resolves once all have exited. */
+  /**
+   * Asks every worker to drain; any still running after `graceMs` is killed. Resolves once all have
+   * exited. Callers close the dispatcher first, so a draining worker is handed nothing more.
+   */
   const stopAll = (graceMs: number): Promise<void> =>
     Promise.all(
       [...live].map(
@@ -200,8 +199,6 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           new Promise<void>((resolve) => {
             if (w.isDead()) return resolve();
             w.once('exit', () => resolve());
-            const target = targets.get(w);
-            if (target) dispatcher.remove(target);
             send(w, { type: 'shutdown' });
             setTimeout(() => w.process.kill('SIGKILL'), graceMs).unref();
           }),

@@ -68,8 +68,8 @@ export class ConnectionDispatcher<T extends DispatchTarget> {
   }
 
   /** Binds `host:port` (port 0: a free one); resolves with the port. Errors say which setting failed. */
-  async listen(address: string, setting = 'server.listen'): Promise<number> {
-    const port = await listenOn(this.server, address, setting);
+  async listen(address: string): Promise<number> {
+    const port = await listenOn(this.server, address, 'server.listen');
     // accept() failing later (EMFILE, say) is logged; the listener keeps going.
     this.server.on('error', (err: Error) => this.logger.error({ err }, 'gRPC listener error'));
     return port;

@@ -61,9 +61,9 @@ export async function workerMain(): Promise<number> {
       // Counted by the primary but not delivered (closed while queued there): report it closed.
       if (!socket) return noteClosed();
       socket.once('close', noteClosed);
-      // The primary hands over only once this worker has said it listens; while draining, refuse.
-      if (!running || closing) socket.destroy();
-      else running.acceptConnection(socket);
+      // The primary hands over only once this worker has said it listens; a draining server refuses it.
+      if (running) running.acceptConnection(socket);
+      else socket.destroy();
     } else if (m?.type === 'shutdown') drain();
     else if (m?.type === 'reload') {
       if (running) applyReload(m);
