@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import type { CaMaterial } from '../ca/material.js';
-import { buildLeaf, buildLeafAsync, derToPem, prepareLeafSigner, randomSerial, type LeafParams, type LeafSigner } from '../x509/leaf.js';
+import { buildLeaf, buildLeafAsync, derToPem, prepareLeafSigner, newSerial, type LeafParams, type LeafSigner } from '../x509/leaf.js';
 import { signedBy } from '../x509/verify-chain.js';
 
 export interface SignRequest {
@@ -56,7 +56,7 @@ export class LocalIssuer {
 
   private leafParams(req: SignRequest): LeafParams {
     return {
-      serial: randomSerial(),
+      serial: newSerial(),
       // X.509 times have whole seconds; truncate here so what we report equals what we encode.
       notBefore: wholeSeconds(req.notBefore),
       notAfter: wholeSeconds(req.notAfter > this.notAfter ? this.notAfter : req.notAfter),

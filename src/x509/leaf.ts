@@ -311,25 +311,39 @@ function assembleLeaf(signer: LeafSigner, tbs: Buffer, signature: Buffer): Buffe
   return sequence(tbs, signer.signatureAlgorithm, bitString(signature));
 }
 
-// randomBytes costs ~2.5 us per call regardless of size, so serials are cut from a refilled pool.
+// randomBytes costs ~2.5 us per call regardless of size, so the random part is cut from a refilled pool.
 const SERIAL_LEN = 16;
-const SERIAL_POOL_SIZE = SERIAL_LEN * 256;
+const SERIAL_TIME_LEN = 6;
+const SERIAL_RANDOM_LEN = SERIAL_LEN - SERIAL_TIME_LEN;
+const SERIAL_POOL_SIZE = SERIAL_RANDOM_LEN * 256;
 let serialPool = Buffer.alloc(0);
 let serialPoolOffset = 0;
 
-/** Random positive serial below 2^127 (top bit cleared, so it encodes in at most 16 octets). */
-export function randomSerial(): Buffer {
-  for (;;) {
-    if (serialPoolOffset + SERIAL_LEN > serialPool.length) {
-      serialPool = randomBytes(SERIAL_POOL_SIZE);
-      serialPoolOffset = 0;
-    }
-    // Copy so callers never share (or pin) the pool.
-    const b = Buffer.from(serialPool.subarray(serialPoolOffset, serialPoolOffset + SERIAL_LEN));
-    serialPoolOffset += SERIAL_LEN;
-    b[0] = (b[0] as number) & 0x7f;
-    if (b.some((x) => x !== 0)) return b;
+/**
+ * A new positive 16-octet serial (< 2^127): the issuance time in milliseconds since the epoch
+ * (48 bits, big-endian) followed by 80 bits from the CSPRNG.
+ *
+ * Why not 128 random bits: the inventory indexes serials, and a B-tree fed keys in random order
+ * writes a random leaf page per certificate; over a store of 300,000 certificates that made a
+ * SQLite insert cost 92-104 µs of CPU instead of 23-35 µs with serials in issuance order (the
+ * same holds for PostgreSQL's B-trees). Unpredictability is kept where it matters: 80 random bits
+ * (CA/Browser Forum baseline: at least 64), and the time part says no more than NotBefore does.
+ * The first octet is 0x01 from November 2004 to 2039 (and stays below 0x80 until the year 6429), so the
+ * DER integer needs no leading zero and the hex of serials of one era sorts as their numbers do.
+ */
+export function newSerial(nowMs: number = Date.now()): Buffer {
+  if (serialPoolOffset + SERIAL_RANDOM_LEN > serialPool.length) {
+    serialPool = randomBytes(SERIAL_POOL_SIZE);
+    serialPoolOffset = 0;
   }
+  const b = Buffer.allocUnsafe(SERIAL_LEN);
+  // A clock before 1970 or past 2^47 ms (year 6429) cannot happen on a sane host; clamp anyway so
+  // the serial stays positive and 16 octets whatever the clock says.
+  b.writeUIntBE(Math.min(Math.max(Math.trunc(nowMs), 1), 2 ** 47 - 1), 0, SERIAL_TIME_LEN);
+  // Copied, so callers never share (or pin) the pool.
+  serialPool.copy(b, SERIAL_TIME_LEN, serialPoolOffset, serialPoolOffset + SERIAL_RANDOM_LEN);
+  serialPoolOffset += SERIAL_RANDOM_LEN;
+  return b;
 }
 
 export function derToPem(der: Buffer): string {

@@ -16,7 +16,7 @@ import {
   derToPem,
   ipToBytes,
   prepareLeafSigner,
-  randomSerial,
+  newSerial,
 } from '../../../src/x509/leaf.js';
 import type { LeafParams, LeafSigner } from '../../../src/x509/leaf.js';
 
@@ -92,7 +92,7 @@ function signerFor(ca: x509.X509Certificate, pair: CryptoKeyPair): LeafSigner {
 function baseParams(spki: Buffer, over: Partial<LeafParams> = {}): LeafParams {
   const now = Date.now();
   return {
-    serial: randomSerial(),
+    serial: newSerial(),
     notBefore: new Date(now - 120_000),
     notAfter: new Date(now + 86400_000),
     spki,
@@ -478,23 +478,53 @@ describe('ipToBytes', () => {
   });
 });
 
-describe('randomSerial', () => {
-  it('is positive, at most 16 octets and distinct across 1000 calls', () => {
+describe('newSerial', () => {
+  it('is positive, 16 octets and distinct across 1000 calls in the same millisecond', () => {
     const seen = new Set<string>();
     for (let i = 0; i < 1000; i++) {
-      const s = randomSerial();
-      expect(s.length).toBeLessThanOrEqual(16);
+      const s = newSerial(1_798_500_000_000);
+      expect(s.length).toBe(16);
       expect((s[0] as number) & 0x80).toBe(0);
-      expect(s.some((b) => b !== 0)).toBe(true);
+      expect(s[0]).not.toBe(0);
       seen.add(s.toString('hex'));
     }
     expect(seen.size).toBe(1000);
   });
 
+  it('starts with the time in milliseconds and ends with 80 bits that vary', () => {
+    const now = Date.UTC(2026, 10, 29, 3, 0, 0, 123);
+    const a = newSerial(now);
+    const b = newSerial(now);
+    expect(a.readUIntBE(0, 6)).toBe(now);
+    expect(b.readUIntBE(0, 6)).toBe(now);
+    // Every one of the ten random octets differs somewhere across 64 serials.
+    const tails = Array.from({ length: 64 }, () => newSerial(now).subarray(6));
+    for (let i = 0; i < 10; i++) expect(new Set(tails.map((t) => t[i])).size).toBeGreaterThan(1);
+  });
+
+  it('sorts in issuance order, as numbers and as the lowercase hex the inventory stores', () => {
+    const hex = (b: Buffer) => b.toString('hex').replace(/^0+(?=.)/, '');
+    const times = [Date.UTC(2005, 0, 1), Date.UTC(2026, 10, 29), Date.UTC(2026, 10, 29) + 1, Date.UTC(2039, 8, 1)];
+    const serials = times.map((t) => newSerial(t));
+    for (let i = 1; i < serials.length; i++) {
+      expect(BigInt('0x' + hex(serials[i]!)) > BigInt('0x' + hex(serials[i - 1]!))).toBe(true);
+      expect(hex(serials[i]!).length).toBe(hex(serials[i - 1]!).length);
+      expect(hex(serials[i]!) > hex(serials[i - 1]!)).toBe(true);
+    }
+  });
+
+  it('stays positive and 16 octets whatever the clock says', () => {
+    for (const t of [-5, 0, Number.NaN, 2 ** 60]) {
+      const s = newSerial(Number.isNaN(t) ? 0 : t);
+      expect(s.length).toBe(16);
+      expect((s[0] as number) & 0x80).toBe(0);
+    }
+  });
+
   it('returns independent buffers', () => {
-    const a = randomSerial();
+    const a = newSerial();
     const copy = Buffer.from(a);
-    randomSerial().fill(0xff);
+    newSerial().fill(0xff);
     expect(a.equals(copy)).toBe(true);
   });
 });
