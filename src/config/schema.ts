@@ -142,6 +142,20 @@ export const configSchema = z.strictObject({
        * CPU per certificate (measured; README "Performance").
        */
       workerSemiSpaceMb: z.number().int().min(0).max(256).default(0),
+      /**
+       * The old generation's size below which V8 does not start a major collection, MB, per worker
+       * (V8's --initial-old-space-size; 0: V8's default). A worker's live heap is about 15 MB, and V8
+       * sizes its next collection from that: at 2,200 certificates/s a worker ran a 5-15 ms
+       * mark-compact every 1.6 s, and requests arriving during one wait for it; at 64, one every
+       * 4-9 s (measured; README "Performance"). It costs at most that much more garbage held per
+       * worker; above it V8 sizes collections as before. `auto`: a third of workerHeapMb (64 for
+       * the default 192), or 64 when the heap has no limit.
+       */
+      workerInitialHeapMb: z.union([z.literal('auto'), z.number().int().min(0).max(16_384)]).default('auto'),
+    })
+    .refine((s) => s.workerHeapMb === 0 || s.workerInitialHeapMb === 'auto' || s.workerInitialHeapMb <= s.workerHeapMb, {
+      message: 'server.workerInitialHeapMb must not exceed server.workerHeapMb',
+      path: ['workerInitialHeapMb'],
     })
     .prefault({}),
   ca: z

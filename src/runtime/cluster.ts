@@ -80,24 +80,40 @@ export interface WorkerHooks {
   accepting?: () => boolean;
 }
 
+/** server.workerInitialHeapMb resolved: `auto` is a third of the heap limit, or 64 MB without one. */
+export function initialHeapMb(server: Pick<MeshcertConfig['server'], 'workerHeapMb' | 'workerInitialHeapMb'>): number {
+  if (server.workerInitialHeapMb !== 'auto') return server.workerInitialHeapMb;
+  return server.workerHeapMb > 0 ? Math.floor(server.workerHeapMb / 3) : 64;
+}
+
+/**
+ * The V8 flags a worker starts with: this process's own, then the heap settings of `server`.
+ * A flag the operator set on the command line or in NODE_OPTIONS (`inherited`) wins over the config.
+ */
+export function workerExecArgv(
+  server: Pick<MeshcertConfig['server'], 'workerHeapMb' | 'workerInitialHeapMb' | 'workerSemiSpaceMb'>,
+  execArgv: readonly string[],
+  inherited: readonly string[],
+): string[] {
+  const set = (flag: string) => inherited.some((a) => a.replace(/_/g, '-').startsWith(`--${flag}=`));
+  const out = [...execArgv];
+  const add = (flag: string, mb: number) => {
+    if (mb > 0 && !set(flag)) out.push(`--${flag}=${mb}`);
+  };
+  add('max-old-space-size', server.workerHeapMb);
+  add('initial-old-space-size', initialHeapMb(server));
+  add('max-semi-space-size', server.workerSemiSpaceMb);
+  return out;
+}
+
 export async function startWorkers(config: MeshcertConfig, logger: Logger, count: number, hooks: WorkerHooks = {}): Promise<WorkerPool> {
-  // 'advanced' serialization (structured clone) keeps Dates in inventory records intact.
-  const heap = config.server.workerHeapMb;
-  const semi = config.server.workerSemiSpaceMb;
-  const inherited = processFlags();
-  // Flags the operator set on the command line or in NODE_OPTIONS win over the config.
-  const userSetHeap = inherited.some((a) => a.startsWith('--max-old-space-size'));
-  const userSetSemi = inherited.some((a) => a.startsWith('--max-semi-space-size'));
   cluster.setupPrimary({
     exec: process.argv[1],
     args: ['worker'],
     silent: false,
+    // 'advanced' serialization (structured clone) keeps Dates in inventory records intact.
     serialization: 'advanced',
-    execArgv: [
-      ...process.execArgv,
-      ...(heap > 0 && !userSetHeap ? [`--max-old-space-size=${heap}`] : []),
-      ...(semi > 0 && !userSetSemi ? [`--max-semi-space-size=${semi}`] : []),
-    ],
+    execArgv: workerExecArgv(config.server, process.execArgv, processFlags()),
   });
   let stopping = false;
   const live = new Set<Worker>();

@@ -62,6 +62,9 @@ describe('parseConfig defaults', () => {
         idleTimeout: 300,
         maxConnections: 0,
         workers: 'auto',
+        workerHeapMb: 192,
+        workerInitialHeapMb: 'auto',
+        workerSemiSpaceMb: 0,
       },
       ca: { dir: '/srv/meshcert/.meshcert/ca', autoInit: false, keyType: 'ec256' },
       issuance: { defaultTtl: 86_400, maxTtl: 7_776_000, onTtlAboveMax: 'clamp', backdate: 120 },
@@ -88,6 +91,8 @@ describe('parseConfig defaults', () => {
     ['defaults jwt audiences to istio-ca', { auth: { clusters: [{ name: 'k', jwt: [{ issuer: 'i', jwksUri: 'https://x/jwks' }] }] } }, (c: MeshcertConfig) => c.auth.clusters[0]!.jwt[0]!.audiences, ['istio-ca']],
     ['accepts onTtlAboveMax reject', { issuance: { onTtlAboveMax: 'reject' } }, (c: MeshcertConfig) => c.issuance.onTtlAboveMax, 'reject'],
     ['accepts an IPv6 listen address', { server: { listen: '[::1]:15012' } }, (c: MeshcertConfig) => c.server.listen, '[::1]:15012'],
+    ['accepts a small worker heap with the initial heap left to auto', { server: { workerHeapMb: 48 } }, (c: MeshcertConfig) => c.server.workerInitialHeapMb, 'auto'],
+    ['accepts any initial worker heap when the worker heap has no limit', { server: { workerHeapMb: 0, workerInitialHeapMb: 512 } }, (c: MeshcertConfig) => c.server.workerInitialHeapMb, 512],
   ])('%s', (_name, input, pick, expected) => {
     expect(pick(parse(input))).toEqual(expected);
   });
@@ -111,6 +116,8 @@ describe('parseConfig refusals', () => {
     ['rejects a negative connection limit', { server: { maxConnections: -1 } }, '  - server.maxConnections:'],
     ['rejects a fractional connection limit', { server: { maxConnections: 2.5 } }, '  - server.maxConnections:'],
     ['rejects a handshake timeout of 0 (Node would read it as 120 s)', { server: { handshakeTimeout: 0 } }, '  - server.handshakeTimeout: must be between 1s and 2147483s'],
+    ['rejects an initial worker heap above the worker heap limit', { server: { workerHeapMb: 48, workerInitialHeapMb: 64 } }, '  - server.workerInitialHeapMb: server.workerInitialHeapMb must not exceed server.workerHeapMb'],
+    ['rejects a negative initial worker heap', { server: { workerInitialHeapMb: -1 } }, '  - server.workerInitialHeapMb:'],
     ['rejects a handshake timeout under a second', { server: { handshakeTimeout: 0.4 } }, '  - server.handshakeTimeout:'],
     ['rejects a bad duration string', { issuance: { defaultTtl: '1 day' } }, '  - issuance.defaultTtl: invalid duration "1 day"'],
     ['rejects a negative duration number', { issuance: { backdate: -5 } }, '  - issuance.backdate: invalid duration -5'],
