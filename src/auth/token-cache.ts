@@ -2,7 +2,7 @@
  * Bounded LRU cache of verified bearer tokens. Keys are SHA-256 digests of (scope, token):
  * the raw token is never stored. An entry lives until min(token exp, insertion + maxTtl).
  */
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../crypto/digest.js';
 import type { Caller } from './types.js';
 
 export interface TokenCacheOptions {
@@ -37,7 +37,7 @@ export class TokenCache {
 
   /** The cache key: hex SHA-256 over the length-prefixed scope and the token. */
   static keyFor(token: string, scope = ''): string {
-    return createHash('sha256').update(`${scope.length}:${scope}\0`).update(token).digest('hex');
+    return sha256Hex(`${scope.length}:${scope}\0${token}`);
   }
 
   get size(): number {

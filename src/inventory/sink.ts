@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../crypto/digest.js';
 import type { IssuedCertificate } from '../authority/authority.js';
 import type { CallContext, IssuanceObserver } from '../authority/observer.js';
 import type { AuditEvent, CertificateRecord } from './types.js';
@@ -16,7 +16,7 @@ export function recordFromIssued(cert: IssuedCertificate, ctx: Pick<CallContext,
   const w = cert.workload;
   return {
     serial: cert.leaf.serial,
-    fingerprint: createHash('sha256').update(cert.leaf.der).digest('hex'),
+    fingerprint: sha256Hex(cert.leaf.der),
     spiffeId: cert.spiffeId,
     namespace: w?.namespace ?? null,
     serviceAccount: w?.serviceAccount ?? null,

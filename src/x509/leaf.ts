@@ -4,9 +4,10 @@
  * libraries manage only a few hundred leaves per second. Shape follows istiod's built-in CA (see
  * PROTOCOL.md §4, §6): v3, empty subject, KU/EKU/BC/SKI/AKI/SAN in that order.
  */
-import { createHash, randomBytes, sign, X509Certificate } from 'node:crypto';
+import { randomBytes, sign, X509Certificate } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
+import { sha1 } from '../crypto/digest.js';
 import {
   TAG_BIT_STRING,
   TAG_OCTET_STRING,
@@ -181,7 +182,7 @@ export function prepareLeafSigner(caCertDer: Buffer, caKey: KeyObject): LeafSign
 
   const parts = parseCaCert(caCertDer);
   // RFC 5280 method 1 fallback when the CA certificate carries no SKI.
-  const authorityKeyId = parts.subjectKeyId ?? createHash('sha1').update(parts.publicKeyBits).digest();
+  const authorityKeyId = parts.subjectKeyId ?? sha1(parts.publicKeyBits);
   const akiExtension = extension(OID_AUTHORITY_KEY_ID, false, sequence(implicitPrimitive(0, authorityKeyId)));
   return {
     issuerName: parts.subject,
@@ -285,7 +286,7 @@ export function encodeTbs(signer: LeafSigner, p: LeafParams): Buffer {
     throw new Error('notBefore/notAfter must be valid dates and notAfter must not precede notBefore');
   }
 
-  const ski = createHash('sha1').update(spkiKeyBits(p.spki)).digest();
+  const ski = sha1(spkiKeyBits(p.spki));
   const serverAuth = p.serverAuth ?? true;
   const clientAuth = p.clientAuth ?? true;
   const eku = serverAuth ? (clientAuth ? EXT_EKU_BOTH : EXT_EKU_SERVER) : clientAuth ? EXT_EKU_CLIENT : undefined;
