@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { LogCounter } from './log-counter.js';
 import { clockTicks } from './proc.js';
 
 export interface BenchServer {
@@ -24,7 +25,7 @@ export interface BenchServer {
   pssBytes(): number;
   /** Peak RSS (VmHWM) of each process so far, MB: the primary first, then workers. */
   peakRssMb(): number[];
-  /** Lines of the server's log containing this string. */
+  /** Complete lines of the server's log containing this string (incremental: see LogCounter). */
   countLog(fragment: string): number;
   stop(): Promise<number | null>;
 }
@@ -78,6 +79,7 @@ export async function startServer(root: string, configFile: string, logFile: str
   // Let every worker finish starting.
   await new Promise((r) => setTimeout(r, 1000));
   const pids = (): number[] => [child.pid!, ...childrenOf(child.pid!)];
+  const counters = new Map<string, LogCounter>();
   return {
     port,
     child,
@@ -86,7 +88,11 @@ export async function startServer(root: string, configFile: string, logFile: str
     rssBytes: () => pids().reduce((sum, p) => sum + procRss(p), 0),
     pssBytes: () => pids().reduce((sum, p) => sum + procPss(p), 0),
     peakRssMb: () => pids().map((p) => Math.round(procStatusKb(p, 'VmHWM') / 1024)),
-    countLog: (fragment) => readFileSync(logFile, 'utf8').split('\n').filter((l) => l.includes(fragment)).length,
+    countLog: (fragment) => {
+      let c = counters.get(fragment);
+      if (!c) counters.set(fragment, (c = new LogCounter(logFile, fragment)));
+      return c.read();
+    },
     stop: () =>
       new Promise((resolve) => {
         if (child.exitCode !== null) return resolve(child.exitCode);
