@@ -78,9 +78,10 @@ interface Row {
 
 /**
  * Collects the driver's own garbage now, before a timed h2load run: the driver holds the
- * pre-generated requests (hundreds of MB), and a major collection of its heap that V8 schedules
- * once the driver goes idle costs hundreds of milliseconds of CPU on the same two vCPUs the
- * server is being measured on (seen at the start of the half-of-peak runs).
+ * pre-generated requests (hundreds of MB), and a major collection of its heap costs a few hundred
+ * milliseconds of CPU on the same two vCPUs the server is being measured on. For the same reason
+ * `npm run bench` starts the driver with V8's memory reducer off: it ran such a collection about
+ * 8 s after the driver went idle, in the middle of the half-of-peak run (sampled from /proc).
  */
 setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
