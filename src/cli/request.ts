@@ -5,6 +5,7 @@ import { buildWorkloadCsr, type WorkloadKeyType } from '../client/workload-csr.j
 import { parseDurationSeconds } from '../config/duration.js';
 import { mintDevToken } from '../dev/token-issuer.js';
 import { writeFileAtomic, writePrivateKey } from '../ca/files.js';
+import { serialHex } from '../x509/serial-hex.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
 import { workloadSpiffeId } from '../x509/spiffe-id.js';
 import { parse, UsageError } from './args.js';
@@ -82,7 +83,7 @@ export async function requestCommand(argv: string[]): Promise<number> {
   const uri = check.leaf.subjectAltName ?? '';
   const result = {
     spiffeId: uri.replace(/^URI:/, ''),
-    serial: check.leaf.serialNumber.toLowerCase(),
+    serial: serialHex(check.leaf.serialNumber),
     notBefore: new Date(check.leaf.validFrom).toISOString(),
     notAfter: new Date(check.leaf.validTo).toISOString(),
     keyType: v.key,

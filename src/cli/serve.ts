@@ -5,6 +5,7 @@ import type { MeshcertConfig } from '../config/schema.js';
 import { mintDevToken } from '../dev/token-issuer.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { runServer } from '../runtime/serve.js';
+import { serialHex } from '../x509/serial-hex.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
 import { workloadSpiffeId } from '../x509/spiffe-id.js';
 import { parse, UsageError } from './args.js';
@@ -76,7 +77,7 @@ async function devDemo(config: MeshcertConfig, port: number, logger: Logger): Pr
       [
         '',
         `meshcert is serving on 127.0.0.1:${port} (DEV MODE: local token issuer, CA in ${config.ca.dir})`,
-        `self-test: issued ${spiffeId}, serial ${check.leaf.serialNumber.toLowerCase()}, valid until ${new Date(check.leaf.validTo).toISOString()}, chain verified`,
+        `self-test: issued ${spiffeId}, serial ${serialHex(check.leaf.serialNumber)}, valid until ${new Date(check.leaf.validTo).toISOString()}, chain verified`,
         'try it:  node dist/cli.js request --ns default --sa demo --key ec256',
         'stop:    Ctrl-C',
         '',

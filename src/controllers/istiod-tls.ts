@@ -26,6 +26,7 @@ import type { V1Secret } from '@kubernetes/client-node';
 import type { KubeClient, WatchOptions } from '../k8s/client.js';
 import { explainKubeError, InformerRunner, isConflict, isNotFound, makeNamedSecretInformer, type ControllerLog } from './kube-util.js';
 import { signedBy } from '../x509/verify-chain.js';
+import { serialHex } from '../x509/serial-hex.js';
 
 export const ISTIOD_TLS_SECRET = 'istiod-tls';
 export const DEFAULT_ISTIOD_NAMESPACE = 'istio-system';
@@ -358,7 +359,7 @@ export class IstiodTlsController {
       const data = { 'tls.crt': encode(m.certChainPem), 'tls.key': encode(m.keyPem), 'ca.crt': encode(m.caPem) };
       let serial: string | undefined;
       try {
-        serial = new X509Certificate(m.certChainPem.match(PEM_CERT)?.[0] ?? '').serialNumber.toLowerCase();
+        serial = serialHex(new X509Certificate(m.certChainPem.match(PEM_CERT)?.[0] ?? '').serialNumber);
       } catch {
         serial = undefined;
       }

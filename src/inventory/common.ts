@@ -13,6 +13,7 @@ import {
   type CertificateRecord,
   type RecordSource,
 } from './types.js';
+import { serialHex } from '../x509/serial-hex.js';
 
 export const CERT_TABLE = 'inventory_certificates';
 export const AUDIT_TABLE = 'inventory_audit_events';
@@ -154,6 +155,17 @@ export function normalizeKey(serialOrFingerprint: string): string {
   return k;
 }
 
+/** A serial as the inventory stores it (see serialHex), from any form normalizeKey accepts. */
+export function canonicalSerial(serial: string): string {
+  return serialHex(normalizeKey(serial));
+}
+
+/** GET_SQL's parameters for a serial or fingerprint as a user typed it; null when there is nothing to look up. */
+export function getParams(serialOrFingerprint: string): [string, string, string, string] | null {
+  const k = normalizeKey(serialOrFingerprint);
+  return k.length === 0 ? null : [k, k, canonicalSerial(k), k];
+}
+
 export function clampLimit(limit: number | undefined): number {
   if (limit === undefined || !Number.isFinite(limit)) return DEFAULT_LIMIT;
   return Math.min(MAX_LIMIT, Math.max(1, Math.floor(limit)));
@@ -237,8 +249,9 @@ export function buildListQuery(filter: CertificateFilter): ListQuery {
   return { sql, params, limit };
 }
 
+/** Params: getParams(). A serial matches as typed or in its canonical form (see canonicalSerial). */
 export const GET_SQL =
-  `${SELECT_CERT} WHERE fingerprint = ? OR serial = ? ` +
+  `${SELECT_CERT} WHERE fingerprint = ? OR serial IN (?, ?) ` +
   'ORDER BY CASE WHEN fingerprint = ? THEN 0 ELSE 1 END, issued_at DESC, fingerprint DESC LIMIT 1';
 
 /** Params: now, expiringBefore. */

@@ -22,7 +22,7 @@ import {
   MIGRATIONS_TABLE,
   buildListQuery,
   dnsNamesJson,
-  normalizeKey,
+  getParams,
   pageOf,
   prepareAudit,
   rowToRecord,
@@ -261,9 +261,9 @@ export class PostgresInventoryStore implements InventoryStore {
   }
 
   async get(serialOrFingerprint: string): Promise<CertificateRecord | null> {
-    const k = normalizeKey(serialOrFingerprint);
-    if (k.length === 0) return null;
-    const { rows } = await this.query<CertRow & pg.QueryResultRow>(GET_PG, [k, k, k]);
+    const params = getParams(serialOrFingerprint);
+    if (params === null) return null;
+    const { rows } = await this.query<CertRow & pg.QueryResultRow>(GET_PG, params);
     return rows.length === 0 ? null : rowToRecord(rows[0]!);
   }
 

@@ -29,7 +29,7 @@ import {
   MIGRATIONS_TABLE,
   buildListQuery,
   dnsNamesJson,
-  normalizeKey,
+  getParams,
   pageOf,
   prepareAudit,
   rowToRecord,
@@ -344,9 +344,9 @@ export class SqliteInventoryStore implements InventoryStore {
   }
 
   async get(serialOrFingerprint: string): Promise<CertificateRecord | null> {
-    const k = normalizeKey(serialOrFingerprint);
-    if (k.length === 0) return null;
-    const row = await this.call<CertRow | null>('get', GET_SQL, [k, k, k]);
+    const params = getParams(serialOrFingerprint);
+    if (params === null) return null;
+    const row = await this.call<CertRow | null>('get', GET_SQL, params);
     return row === null ? null : rowToRecord(row);
   }
 

@@ -2,6 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import type { CaMaterial } from '../ca/material.js';
 import { buildLeaf, buildLeafAsync, derToPem, prepareLeafSigner, newSerial, type LeafParams, type LeafSigner } from '../x509/leaf.js';
 import { signedBy } from '../x509/verify-chain.js';
+import { serialHex } from '../x509/serial-hex.js';
 
 export interface SignRequest {
   readonly spki: Buffer;
@@ -71,7 +72,7 @@ export class LocalIssuer {
     return {
       der,
       pem: derToPem(der),
-      serial: p.serial.toString('hex').replace(/^0+(?=.)/, ''),
+      serial: serialHex(p.serial.toString('hex')),
       notBefore: p.notBefore,
       notAfter: p.notAfter,
       chainPem: [...this.material.intermediatesPem, this.material.rootBundlePem],

@@ -11,7 +11,7 @@ import type { MeshcertConfig } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
-import { processFlags } from './heap-pressure.js';
+import { flagMb, processFlags } from './heap-pressure.js';
 import { ConnectionDispatcher, type DispatchTarget } from './dispatcher.js';
 
 /** Marks a process forked by `serve`; the config itself arrives over IPC (no secrets in the environment, no size limit). */
@@ -80,10 +80,14 @@ export interface WorkerHooks {
   accepting?: () => boolean;
 }
 
-/** server.workerInitialHeapMb resolved: `auto` is a third of the heap limit, or 64 MB without one. */
-export function initialHeapMb(server: Pick<MeshcertConfig['server'], 'workerHeapMb' | 'workerInitialHeapMb'>): number {
+/**
+ * server.workerInitialHeapMb resolved: `auto` is a third of the heap limit (the operator's
+ * --max-old-space-size when one is set, else workerHeapMb), or 64 MB without a limit.
+ */
+export function initialHeapMb(server: Pick<MeshcertConfig['server'], 'workerHeapMb' | 'workerInitialHeapMb'>, inherited: readonly string[] = []): number {
   if (server.workerInitialHeapMb !== 'auto') return server.workerInitialHeapMb;
-  return server.workerHeapMb > 0 ? Math.floor(server.workerHeapMb / 3) : 64;
+  const limit = flagMb(inherited, 'max-old-space-size') ?? server.workerHeapMb;
+  return limit > 0 ? Math.floor(limit / 3) : 64;
 }
 
 /**
@@ -101,7 +105,7 @@ export function workerExecArgv(
     if (mb > 0 && !set(flag)) out.push(`--${flag}=${mb}`);
   };
   add('max-old-space-size', server.workerHeapMb);
-  add('initial-old-space-size', initialHeapMb(server));
+  add('initial-old-space-size', initialHeapMb(server, inherited));
   add('max-semi-space-size', server.workerSemiSpaceMb);
   return out;
 }

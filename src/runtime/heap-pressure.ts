@@ -27,7 +27,7 @@ const MB = 1024 * 1024;
 const YOUNG_SPACES = new Set(['new_space', 'new_large_object_space']);
 
 /** The size of a `--flag=N` (MB) among Node's flags, or undefined. The last one wins, as in V8. */
-function flagMb(flags: readonly string[], name: string): number | undefined {
+export function flagMb(flags: readonly string[], name: string): number | undefined {
   let mb: number | undefined;
   for (const f of flags) {
     const m = new RegExp(`^--${name.replace(/-/g, '[-_]')}=(\\d+)$`).exec(f);

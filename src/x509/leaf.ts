@@ -340,7 +340,8 @@ export function newSerial(nowMs: number = Date.now()): Buffer {
   const b = Buffer.allocUnsafe(SERIAL_LEN);
   // A clock before 1970 or past 2^47 ms (year 6429) cannot happen on a sane host; clamp anyway so
   // the serial stays positive and 16 octets whatever the clock says.
-  b.writeUIntBE(Math.min(Math.max(Math.trunc(nowMs), 1), 2 ** 47 - 1), 0, SERIAL_TIME_LEN);
+  const ms = Number.isFinite(nowMs) ? Math.min(Math.max(Math.trunc(nowMs), 1), 2 ** 47 - 1) : 1;
+  b.writeUIntBE(ms, 0, SERIAL_TIME_LEN);
   // Copied, so callers never share (or pin) the pool.
   serialPool.copy(b, SERIAL_TIME_LEN, serialPoolOffset, serialPoolOffset + SERIAL_RANDOM_LEN);
   serialPoolOffset += SERIAL_RANDOM_LEN;

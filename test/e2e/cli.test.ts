@@ -109,6 +109,10 @@ describe('the meshcert CLI, as a user runs it', () => {
       'chain.pem': readFileSync(join(out, 'cert-chain.pem'), 'utf8'),
     });
     expect(verified).toMatch(/OK/);
+    // The serial as the inventory stores it (and looks it up): OpenSSL's form without the leading zero digit.
+    const printed = /serial=([0-9A-F]+)/.exec(openssl(['x509', '-noout', '-serial', '-in', 'chain.pem'], { 'chain.pem': readFileSync(join(out, 'cert-chain.pem'), 'utf8') }))![1]!;
+    expect(printed).toMatch(/^01/);
+    expect(j.serial).toBe(printed.toLowerCase().replace(/^0+/, ''));
   });
 
   it('request reports a refusal with its gRPC code and exit code 1', async () => {

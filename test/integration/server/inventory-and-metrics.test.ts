@@ -53,6 +53,8 @@ describe('the server records every certificate and exposes metrics (SQLite, the 
   let dir: string;
   let s: Awaited<ReturnType<typeof start>>;
   const issuedSerials: string[] = [];
+  /** As OpenSSL and X509Certificate print them: whole octets, so a leading zero digit. */
+  const printedSerials: string[] = [];
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'meshcert-inv-'));
@@ -67,7 +69,8 @@ describe('the server records every certificate and exposes metrics (SQLite, the 
     const token = await mintToken({ ns: 'shop', sa: 'cart' });
     for (let i = 0; i < 3; i++) {
       const chain = await s.client.createCertificate({ csrPem: (await makeCsr({ uris: [ID('shop', 'cart')] })).pem, token });
-      issuedSerials.push(new X509Certificate(chain[0]!).serialNumber.toLowerCase().replace(/^0+/, ''));
+      printedSerials.push(new X509Certificate(chain[0]!).serialNumber);
+      issuedSerials.push(printedSerials[i]!.toLowerCase().replace(/^0+/, ''));
     }
     const refuse = (p: Promise<unknown>) => p.then(() => expect.fail('should be refused'), () => undefined);
     await refuse(s.client.createCertificate({ csrPem: (await makeCsr()).pem, token: 'garbage' })); // authentication failure
@@ -98,6 +101,10 @@ describe('the server records every certificate and exposes metrics (SQLite, the 
     await expect.poll(async () => JSON.parse((await get(s.server.adminPort!, '/api/v1/certificates?namespace=shop')).body).items.length, { timeout: 5000 }).toBe(3);
     const one = JSON.parse((await get(s.server.adminPort!, `/api/v1/certificates/${issuedSerials[0]}`)).body);
     expect(one).toMatchObject({ spiffeId: ID('shop', 'cart'), namespace: 'shop', serviceAccount: 'cart', issuer: 'default', source: 'issued', requester: ID('shop', 'cart'), cluster: 'Kubernetes', keyAlgorithm: 'ECDSA', keySize: 256 });
+    // The serial as `openssl x509 -serial` prints it (a serial that starts with the time begins with 0x01) finds it too.
+    expect(printedSerials[0]).toMatch(/^01/);
+    const printed = JSON.parse((await get(s.server.adminPort!, `/api/v1/certificates/${printedSerials[0]}`)).body);
+    expect(printed.fingerprint).toBe(one.fingerprint);
   });
 
   it('loses nothing on a clean shutdown with a non-empty buffer, and audits refusals without secrets', async () => {

@@ -198,6 +198,9 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await store.get(full.fingerprint.toUpperCase())).toEqual(full);
     expect(await store.get(full.serial.match(/../g)!.join(':'))).toEqual(full);
     expect(await store.get(`0x${full.serial}`)).toEqual(full);
+    // leading zeros, as OpenSSL and X509Certificate.serialNumber print a serial whose first octet is below 0x10
+    expect(await store.get(`0${full.serial}`)).toEqual(full);
+    expect(await store.get(`00:${full.serial.match(/../g)!.join(':')}`)).toEqual(full);
     expect(await store.get(fp('nope'))).toBeNull();
     expect(await store.get('')).toBeNull();
     expect(await store.get("' OR 1=1 --")).toBeNull();

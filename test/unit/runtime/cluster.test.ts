@@ -16,7 +16,7 @@ describe('workerExecArgv', () => {
   it('leaves a flag the operator set, on the command line or in NODE_OPTIONS, with dashes or underscores', () => {
     expect(workerExecArgv(server, ['--max-old-space-size=512'], ['--max-old-space-size=512'])).toEqual([
       '--max-old-space-size=512',
-      '--initial-old-space-size=64',
+      '--initial-old-space-size=170',
     ]);
     // From NODE_OPTIONS: inherited by the fork through the environment, so not repeated here.
     expect(workerExecArgv(server, [], ['--initial_old_space_size=8'])).toEqual(['--max-old-space-size=192']);
@@ -30,5 +30,10 @@ describe('initialHeapMb', () => {
     expect(initialHeapMb({ workerHeapMb: 0, workerInitialHeapMb: 'auto' })).toBe(64);
     expect(initialHeapMb({ workerHeapMb: 192, workerInitialHeapMb: 0 })).toBe(0);
     expect(initialHeapMb({ workerHeapMb: 192, workerInitialHeapMb: 100 })).toBe(100);
+  });
+
+  it("follows the operator's heap limit when one is set on the command line or in NODE_OPTIONS", () => {
+    expect(initialHeapMb({ workerHeapMb: 192, workerInitialHeapMb: 'auto' }, ['--max-old-space-size=48'])).toBe(16);
+    expect(workerExecArgv(server, [], ['--max_old_space_size=48'])).toEqual(['--initial-old-space-size=16']);
   });
 });
