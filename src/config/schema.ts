@@ -149,7 +149,8 @@ export const configSchema = z.strictObject({
        * mark-compact every 1.6 s, and requests arriving during one wait for it; at 64, one every
        * 4-9 s (measured; README "Performance"). It costs at most that much more garbage held per
        * worker; above it V8 sizes collections as before. `auto`: a third of workerHeapMb (64 for
-       * the default 192), or 64 when the heap has no limit.
+       * the default 192), or 64 when the heap has no limit. V8 may use less when it is close to
+       * workerHeapMb.
        */
       workerInitialHeapMb: z.union([z.literal('auto'), z.number().int().min(0).max(16_384)]).default('auto'),
     })
