@@ -1,4 +1,4 @@
-import { createPrivateKey, type KeyObject, X509Certificate, createHash } from 'node:crypto';
+import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { ConfigError } from '../errors/ca-error.js';
 import { issuerAndSubjectDer } from '../x509/names.js';
@@ -117,10 +117,6 @@ export function buildMaterial(
 
 export function isSelfSigned(c: X509Certificate): boolean {
   return c.subject === c.issuer && signedBy(c, c);
-}
-
-export function fingerprintSha256Hex(der: Buffer): string {
-  return createHash('sha256').update(der).digest('hex');
 }
 
 function parseOrFail(pem: string, file: string): X509Certificate[] {

@@ -6,10 +6,12 @@
  * separators inside names). Node's X509Certificate supplies the public key details and the
  * subject/issuer DNs.
  */
-import { createHash, type X509Certificate } from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Certificate, SubjectAlternativeName, id_ce_subjectAltName } from '@peculiar/asn1-x509';
 import { parseWorkloadSpiffeId } from '../x509/spiffe-id.js';
+import { sha256Hex } from '../crypto/digest.js';
+import { serialHex } from '../x509/serial-hex.js';
 import type { CertificateRecord, RecordSource } from './types.js';
 
 export interface RecordFromCertificateOptions {
@@ -77,10 +79,9 @@ export function formatDn(nodeDn: string | undefined): string {
     .join(', ');
 }
 
-/** Lowercase hex without leading zeros; "0" for zero. */
+/** Lowercase hex without leading zeros (serialHex); "0" for zero, and for no octets at all. */
 export function formatSerial(bytes: Uint8Array): string {
-  const hex = Buffer.from(bytes).toString('hex').replace(/^0+/, '');
-  return hex === '' ? '0' : hex;
+  return serialHex(Buffer.from(bytes).toString('hex')) || '0';
 }
 
 function keyInfo(cert: X509Certificate, parsed: Certificate): { keyAlgorithm: string; keySize: number } {
@@ -132,7 +133,7 @@ export function certificateDetails(cert: X509Certificate): CertificateDetails {
   const subject = formatDn(cert.subject);
   return {
     serial: formatSerial(new Uint8Array(tbs.serialNumber)),
-    fingerprint: createHash('sha256').update(der).digest('hex'),
+    fingerprint: sha256Hex(der),
     notBefore: tbs.validity.notBefore.getTime(),
     notAfter: tbs.validity.notAfter.getTime(),
     uris,

@@ -99,10 +99,9 @@ export function workerExecArgv(
   execArgv: readonly string[],
   inherited: readonly string[],
 ): string[] {
-  const set = (flag: string) => inherited.some((a) => a.replace(/_/g, '-').startsWith(`--${flag}=`));
   const out = [...execArgv];
   const add = (flag: string, mb: number) => {
-    if (mb > 0 && !set(flag)) out.push(`--${flag}=${mb}`);
+    if (mb > 0 && flagMb(inherited, flag) === undefined) out.push(`--${flag}=${mb}`);
   };
   add('max-old-space-size', server.workerHeapMb);
   add('initial-old-space-size', initialHeapMb(server, inherited));
