@@ -4,14 +4,13 @@
  * round robin would alternate regardless of what each worker holds, so a few long-lived
  * connections could all end up on one worker.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import type { ClientHttp2Session } from 'node:http2';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { makeCsr } from '../fixtures/csr.js';
 import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
-import { mintToken, serveConfigYaml, writeTestJwks } from '../support/harness.js';
+import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { RawConnections, statusOf, unaryCall } from '../support/raw-grpc.js';
 
@@ -26,10 +25,8 @@ describe('connections across worker processes', () => {
   });
 
   it('go to the worker with the fewest open, as counted in meshcert_worker_connections', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'meshcert-balance-'));
-    await writeTestJwks(join(dir, 'jwks.json'));
-    const file = join(dir, 'meshcert.yaml');
-    writeFileSync(file, serveConfigYaml({ workers: 2 }));
+    let file: string;
+    ({ dir, config: file } = await writeServeDir('meshcert-balance-', serveConfigYaml({ workers: 2 })));
     server = await startServe(['--config', file]);
     const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
     let adminPort = 0;

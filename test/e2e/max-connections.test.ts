@@ -4,14 +4,13 @@
  * net.Server.maxConnections would hand it back to the primary, which offers it to the workers in
  * turn until one has room, spinning meanwhile).
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import type { ClientHttp2Session } from 'node:http2';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeCsr } from '../fixtures/csr.js';
 import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
-import { mintToken, serveConfigYaml, writeTestJwks } from '../support/harness.js';
+import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { connectTls, statusOf, unaryCall } from '../support/raw-grpc.js';
 
@@ -26,10 +25,8 @@ describe('server.maxConnections across worker processes', () => {
   });
 
   it('serves one connection per worker and closes one beyond at once', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'meshcert-maxconn-'));
-    await writeTestJwks(join(dir, 'jwks.json'));
-    const file = join(dir, 'meshcert.yaml');
-    writeFileSync(file, serveConfigYaml({ workers: 2 }).replace('workers: 2 }', 'workers: 2, maxConnections: 1 }'));
+    let file: string;
+    ({ dir, config: file } = await writeServeDir('meshcert-maxconn-', serveConfigYaml({ workers: 2 }).replace('workers: 2 }', 'workers: 2, maxConnections: 1 }')));
     server = await startServe(['--config', file]);
     const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
     const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);

@@ -1,12 +1,11 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../src/client/ca-client.js';
 import { makeCsr } from '../fixtures/csr.js';
 import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
-import { mintToken, serveConfigYaml, writeTestJwks } from '../support/harness.js';
+import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js';
 
 describe('SIGHUP reload across worker processes', () => {
   let dir: string;
@@ -17,11 +16,9 @@ describe('SIGHUP reload across worker processes', () => {
   });
 
   it('applies a new policy in every worker on SIGHUP', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'meshcert-sighup-'));
-    await writeTestJwks(join(dir, 'jwks.json'));
     const cfg = (policy: string) => serveConfigYaml({ workers: 2, extra: policy });
-    const file = join(dir, 'meshcert.yaml');
-    writeFileSync(file, cfg(''));
+    let file: string;
+    ({ dir, config: file } = await writeServeDir('meshcert-sighup-', cfg('')));
     server = await startServe(['--config', file]);
     const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
     // Several connections, so both workers answer.

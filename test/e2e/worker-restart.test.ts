@@ -5,13 +5,12 @@
  * for a replacement instead of being refused. The real CLI with two worker processes.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeCsr } from '../fixtures/csr.js';
 import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
-import { mintToken, serveConfigYaml, writeTestJwks } from '../support/harness.js';
+import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { connectTls, unaryCall } from '../support/raw-grpc.js';
 
@@ -67,11 +66,10 @@ describe('worker processes that die', () => {
   });
 
   it('are replaced; a replacement that cannot start is retried until one serves', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'meshcert-worker-restart-'));
-    await writeTestJwks(join(dir, 'jwks.json'));
-    writeFileSync(join(dir, 'meshcert.yaml'), serveConfigYaml({ workers: 2 }));
+    let config: string;
+    ({ dir, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2 })));
     const tag = randomUUID();
-    server = await startServe(['--config', join(dir, 'meshcert.yaml')], { MESHCERT_TEST_TAG: tag });
+    server = await startServe(['--config', config], { MESHCERT_TEST_TAG: tag });
     const s = server;
     const issue = await issuer(s, dir);
     // startServe returns at the first worker's 'serving'; the primary is up once both are.
@@ -113,13 +111,11 @@ describe('worker processes that die', () => {
   }, 90_000);
 
   it('a shutdown while replacements keep failing exits at once with code 0 and leaves no worker behind', async () => {
-    const d = mkdtempSync(join(tmpdir(), 'meshcert-worker-restart-'));
+    const { dir: d, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2 }));
     let started: ServerProcess | undefined;
     try {
-      await writeTestJwks(join(d, 'jwks.json'));
-      writeFileSync(join(d, 'meshcert.yaml'), serveConfigYaml({ workers: 2 }));
       const tag = randomUUID();
-      const s = (started = await startServe(['--config', join(d, 'meshcert.yaml')], { MESHCERT_TEST_TAG: tag }));
+      const s = (started = await startServe(['--config', config], { MESHCERT_TEST_TAG: tag }));
       await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
       expect(tagged(tag)).toHaveLength(3); // the primary and its two workers
       renameSync(join(d, 'data/ca/ca-key.pem'), join(d, 'ca-key.pem.away'));
@@ -136,12 +132,10 @@ describe('worker processes that die', () => {
   }, 60_000);
 
   it('when every worker dies at once, a new connection waits for a replacement; a shutdown after that still exits', async () => {
-    const d = mkdtempSync(join(tmpdir(), 'meshcert-worker-restart-'));
+    const { dir: d, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2 }));
     let started: ServerProcess | undefined;
     try {
-      await writeTestJwks(join(d, 'jwks.json'));
-      writeFileSync(join(d, 'meshcert.yaml'), serveConfigYaml({ workers: 2 }));
-      const s = (started = await startServe(['--config', join(d, 'meshcert.yaml')]));
+      const s = (started = await startServe(['--config', config]));
       const issue = await issuer(s, d);
       const died = (): number => (s.output().match(/"msg":"worker died; starting a replacement"/g) ?? []).length;
       await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');

@@ -4,15 +4,14 @@
  * must be refused with the same code and message, so both decode grpc-status and grpc-message
  * alike.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildWorkloadCsr } from '../../src/client/workload-csr.js';
 import { makeCsr } from '../fixtures/csr.js';
 import { startServe, type ServerProcess } from '../support/cli.js';
 import { buildGoClient, goClientUnavailable, type GoClient } from '../support/go-client.js';
-import { mintToken, serveConfigYaml, startTestCa, TRUST_DOMAIN, writeTestJwks, type TestCa } from '../support/harness.js';
+import { mintToken, serveConfigYaml, startTestCa, TRUST_DOMAIN, type TestCa, writeServeDir } from '../support/harness.js';
 
 const SERVER_NAME = 'meshcert.meshcert.svc';
 const ID = (ns = 'default', sa = 'default') => `spiffe://${TRUST_DOMAIN}/ns/${ns}/sa/${sa}`;
@@ -141,10 +140,8 @@ describe.skipIf(unavailable)('grpc-go against `meshcert serve` with two cluster 
   let dir: string;
   let server: ServerProcess | undefined;
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'meshcert-go-serve-'));
-    await writeTestJwks(join(dir, 'jwks.json'));
-    const configFile = join(dir, 'meshcert.yaml');
-    writeFileSync(configFile, serveConfigYaml({ workers: 2 }));
+    let configFile: string;
+    ({ dir, config: configFile } = await writeServeDir('meshcert-go-serve-', serveConfigYaml({ workers: 2 })));
     server = await startServe(['--config', configFile]);
   }, 90_000);
   afterAll(async () => {

@@ -81,6 +81,23 @@ export async function writeTestJwks(path: string): Promise<void> {
   writeFileSync(path, JSON.stringify({ keys }));
 }
 
+/**
+ * A fresh temporary directory for `meshcert serve --config <config>`: the test JWKS (jwks.json)
+ * beside `yaml` written as meshcert.yaml. The caller removes `dir`.
+ */
+export async function writeServeDir(prefix: string, yaml: string): Promise<{ dir: string; config: string }> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  try {
+    await writeTestJwks(join(dir, 'jwks.json'));
+    const config = join(dir, 'meshcert.yaml');
+    writeFileSync(config, yaml);
+    return { dir, config };
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+}
+
 export interface TestCa {
   readonly running: RunningMeshcert;
   readonly port: number;
