@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--storm-connections N] [--profile DIR] [--keep]
+ * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--storm-connections N] [--storm-driver auto|go|node] [--profile DIR] [--keep]
  *
  * Starts meshcert as a user would (built CLI, config file, CA from `ca init`, TLS, JWT auth with a
  * JWKS file, info-level logs, default worker count), drives it, and prints one table plus a JSON
@@ -16,6 +16,8 @@ import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { cryptoCeiling } from './lib/ceiling.js';
+import { buildGoStorm, goToolchainProblem, runGoStorm } from './lib/go-storm.js';
+import { decodeChain } from './lib/grpc-frame.js';
 import { prepare, runLoad, type LoadResult } from './lib/h2-client.js';
 import { hasH2load, runH2load } from './lib/h2load.js';
 import { startServer, writeConfig, type BenchServer } from './lib/server.js';
@@ -40,6 +42,11 @@ const { values: args } = parseArgs({
      * agent has its own connection; 10000 gives one per identity (opened before the timed phase).
      */
     'storm-connections': { type: 'string', default: '50' },
+    /**
+     * Client of the storm: `go` (grpc-go, istio-agent's stack, bench/storm-go), `node` (node:http2,
+     * as every other distinct-request row), or `auto` (go where Debian's Go and grpc-go are installed).
+     */
+    'storm-driver': { type: 'string', default: 'auto' },
     /** Run the server (and its workers) under `node --cpu-prof`, writing .cpuprofile files to this directory. */
     profile: { type: 'string' },
     /** Keep the run's directory (config, CA, inventory, server.log) even when the run passes. */
@@ -51,6 +58,11 @@ const stormOnly = args.storm!;
 const stormConnections = Number(args['storm-connections']);
 if (!Number.isInteger(stormConnections) || stormConnections < 1 || stormConnections > 20_000) {
   process.stderr.write(`--storm-connections must be a whole number from 1 to 20000 (got ${args['storm-connections']})\n`);
+  process.exit(2);
+}
+const stormDriverArg = args['storm-driver']!;
+if (!['auto', 'go', 'node'].includes(stormDriverArg)) {
+  process.stderr.write(`--storm-driver must be auto, go or node (got ${stormDriverArg})\n`);
   process.exit(2);
 }
 const openFiles = Number(execFileSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim());
@@ -150,6 +162,19 @@ async function main(): Promise<void> {
       phase(scenario);
       return { ...row(scenario, 'node:http2, distinct CSR+token per call', r, cpu), cpuShare: shares(srv.cpuSecondsPerProcess(), perProcess0, cpu) };
     };
+    let goStormBin: string | undefined;
+    /** The storm's client (see --storm-driver), built now: a first build compiles grpc-go, not timed. */
+    const chooseStormDriver = async (): Promise<'go' | 'node'> => {
+      if (stormDriverArg === 'node') return 'node';
+      const problem = goToolchainProblem();
+      if (problem) {
+        if (stormDriverArg === 'go') throw new Error(`--storm-driver go: ${problem}`);
+        log(`storm over node:http2: ${problem}`);
+        return 'node';
+      }
+      goStormBin = await buildGoStorm(dir);
+      return 'go';
+    };
     const measurePeaks = async (): Promise<void> => {
       results.rows.push(await measure('RSA-2048 CSR, RS256 token', rsaReqs));
       results.rows.push(await measure('ECDSA P-256 CSR, ES256 token', ecReqs));
@@ -223,7 +248,8 @@ async function main(): Promise<void> {
     if (!args.soak) {
       if (!stormOnly) await measurePeaks();
 
-      log('restart storm: every identity at once, retrying UNAVAILABLE like istio-agent');
+      const stormDriver = await chooseStormDriver();
+      log(`restart storm: every identity at once, retrying UNAVAILABLE like istio-agent (client: ${stormDriver === 'go' ? 'grpc-go' : 'node:http2'})`);
       const stormCalls = prepare(stormReqs);
       // The storm's client is this process: drop the earlier rows' requests and collect now, so
       // that a collection of them does not run during the storm.
@@ -232,11 +258,24 @@ async function main(): Promise<void> {
       phase('before storm');
       let stormCpu0 = 0;
       let stormPerProcess0: number[] = [];
+      let driverCpu0 = process.cpuUsage();
       const onStart = (): void => {
         stormCpu0 = srv.cpuSeconds();
         stormPerProcess0 = srv.cpuSecondsPerProcess();
+        driverCpu0 = process.cpuUsage();
       };
-      const storm = await runLoad(stormCalls, { port: srv.port, rootPem, connections: stormConnections, concurrency: stormCalls.length, retry: true, onStart });
+      const stormOptions = { port: srv.port, rootPem, connections: stormConnections, onStart };
+      let storm: LoadResult;
+      let driverCpu: number;
+      if (stormDriver === 'go') {
+        const r = await runGoStorm(goStormBin!, dir, stormCalls, stormOptions);
+        storm = r;
+        driverCpu = r.driverCpuSeconds;
+      } else {
+        storm = await runLoad(stormCalls, { ...stormOptions, concurrency: stormCalls.length, retry: true });
+        const used = process.cpuUsage(driverCpu0);
+        driverCpu = (used.user + used.system) / 1e6;
+      }
       const stormCpu = srv.cpuSeconds() - stormCpu0;
       phase('storm');
       results.storm = {
@@ -253,7 +292,11 @@ async function main(): Promise<void> {
         serverCpuSeconds: round(stormCpu, 2),
         cpuPerCertificateUs: Math.round((stormCpu / Math.max(storm.ok, 1)) * 1e6),
         cpuShare: shares(srv.cpuSecondsPerProcess(), stormPerProcess0, stormCpu),
+        // The storm's client runs on the same vCPUs: which one it was, and what it took from the server.
+        driver: stormDriver === 'go' ? 'grpc-go' : 'node:http2',
+        driverCpuSeconds: round(driverCpu, 2),
       };
+      verifySamples(storm, rootPem, 'storm', failures);
       if (storm.ok !== stormCalls.length || storm.otherErrors > 0) failures.push(`storm: ${storm.ok}/${stormCalls.length} served, ${storm.otherErrors} non-retryable errors`);
     }
 
@@ -348,6 +391,10 @@ function row(scenario: string, driver: string, r: LoadResult, cpu: number): Row 
 /** Every sampled response must be a chain that verifies (a fast wrong answer is not a result). */
 function checkSamples(r: LoadResult, rootPem: string, scenario: string, failures: string[]): void {
   if (r.otherErrors || r.unavailable) failures.push(`${scenario}: ${r.otherErrors} errors, ${r.unavailable} UNAVAILABLE (${JSON.stringify(r.errorCodes)})`);
+  verifySamples(r, rootPem, scenario, failures);
+}
+
+function verifySamples(r: LoadResult, rootPem: string, scenario: string, failures: string[]): void {
   for (const body of r.samples) {
     const chain = decodeChain(body);
     try {
@@ -356,27 +403,6 @@ function checkSamples(r: LoadResult, rootPem: string, scenario: string, failures
       failures.push(`${scenario}: a response did not verify: ${(e as Error).message}`);
     }
   }
-}
-
-/** Minimal decode of IstioCertificateResponse { repeated string cert_chain = 1 } from a gRPC frame. */
-function decodeChain(frame: Buffer): string[] {
-  const msg = frame.subarray(5, 5 + frame.readUInt32BE(1));
-  const out: string[] = [];
-  let i = 0;
-  while (i < msg.length) {
-    const tag = msg[i++]!;
-    let len = 0;
-    let shift = 0;
-    for (;;) {
-      const b = msg[i++]!;
-      len |= (b & 0x7f) << shift;
-      if (!(b & 0x80)) break;
-      shift += 7;
-    }
-    if (tag === 0x0a) out.push(msg.subarray(i, i + len).toString('utf8'));
-    i += len;
-  }
-  return out;
 }
 
 function printTable(out: { machine: Record<string, unknown>; rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number; peakPssMb: number; peakRssPerProcessMb: number[]; phasePeakRssMb: Record<string, number> }): void {

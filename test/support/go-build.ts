@@ -1,0 +1,38 @@
+/**
+ * Builds a Go program from Debian's Go packages, offline, in GOPATH mode
+ * (`apt-get install golang-go golang-google-grpc-dev golang-google-protobuf-dev`): the grpc-go
+ * interop client (test/interop/go-client) and the benchmark's storm driver (bench/storm-go).
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const GOPATH = '/usr/share/gocode';
+export const GO_PACKAGES = 'golang-go golang-google-grpc-dev golang-google-protobuf-dev';
+
+/** Why Go programs using grpc-go cannot be built here, or undefined when they can. */
+export function goToolchainProblem(): string | undefined {
+  try {
+    execFileSync('go', ['version'], { stdio: 'ignore' });
+  } catch {
+    return 'the go command is not installed';
+  }
+  if (!existsSync(join(GOPATH, 'src/google.golang.org/grpc')) || !existsSync(join(GOPATH, 'src/google.golang.org/protobuf'))) {
+    return `grpc-go or protobuf-go is not in ${GOPATH}`;
+  }
+  return undefined;
+}
+
+/** `go build -o bin` in `sourceDir` (the first build compiles grpc-go too: allow minutes on a fresh machine). */
+export function goBuild(sourceDir: string, bin: string, timeoutMs = 300_000): Promise<void> {
+  const env: NodeJS.ProcessEnv = { ...process.env, GOPATH, GO111MODULE: 'off', GOFLAGS: '', CGO_ENABLED: '0' };
+  // Go needs a build cache; without a HOME it has no default one.
+  if (!env.GOCACHE && !env.HOME) env.GOCACHE = join(tmpdir(), 'meshcert-go-cache');
+  return new Promise((resolve, reject) => {
+    execFile('go', ['build', '-o', bin, '.'], { cwd: sourceDir, env, timeout: timeoutMs }, (err, _stdout, stderr) => {
+      if (err) reject(new Error(`go build of ${sourceDir} failed: ${err.message}\n${stderr}`));
+      else resolve();
+    });
+  });
+}
