@@ -157,21 +157,39 @@ func run(r *result, addr, rootFile, serverName, callsFile string, connections in
 	}
 	tlsConf := &tls.Config{RootCAs: trusted, ServerName: serverName, MinVersion: tls.VersionTLS12, NextProtos: []string{"h2"}}
 
-	// One ClientConn per connection: grpc-go keeps one HTTP/2 connection per ClientConn.
+	// One ClientConn per connection: grpc-go keeps one HTTP/2 connection per ClientConn. Opened
+	// before the timed phase, 32 handshakes at a time (one per pod in a real restart: thousands).
 	counter := &connCounter{}
 	conns := make([]*grpc.ClientConn, connections)
+	dialErrs := make([]error, connections)
+	sem := make(chan struct{}, 32)
+	var dialing sync.WaitGroup
 	for i := range conns {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		conns[i], err = grpc.DialContext(ctx, addr,
-			grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
-			grpc.WithBlock(),
-			grpc.WithStatsHandler(counter),
-			grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
-		cancel()
+		dialing.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer func() { <-sem; dialing.Done() }()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			conns[i], dialErrs[i] = grpc.DialContext(ctx, addr,
+				grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
+				grpc.WithBlock(),
+				grpc.WithStatsHandler(counter),
+				grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+		}(i)
+	}
+	dialing.Wait()
+	defer func() {
+		for _, cc := range conns {
+			if cc != nil {
+				cc.Close()
+			}
+		}
+	}()
+	for i, err := range dialErrs {
 		if err != nil {
 			return fmt.Errorf("connection %d: %w", i+1, err)
 		}
-		defer conns[i].Close()
 	}
 
 	fmt.Println(`{"ready":true}`)
