@@ -251,8 +251,9 @@ async function main(): Promise<void> {
       const stormDriver = await chooseStormDriver();
       log(`restart storm: every identity at once, retrying UNAVAILABLE like istio-agent (client: ${stormDriver === 'go' ? 'grpc-go' : 'node:http2'})`);
       const stormCalls = prepare(stormReqs);
-      // The storm's client is this process: drop the earlier rows' requests and collect now, so
-      // that a collection of them does not run during the storm.
+      // The storm's client is this process (node:http2) or shares the two vCPUs with it (grpc-go):
+      // drop the earlier rows' requests and collect now, so that a collection of them does not
+      // run during the storm.
       for (const reqs of [rsaReqs, ecReqs, mixReqs]) reqs.length = 0;
       await settleDriver();
       phase('before storm');
