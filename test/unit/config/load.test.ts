@@ -108,6 +108,7 @@ describe('parseConfig refusals', () => {
     ['rejects a trust domain with uppercase letters', { trustDomain: 'Cluster.Local' }, '  - trustDomain: SPIFFE trust domain may hold only lowercase letters'],
     ['rejects a trust domain longer than 255 characters', { trustDomain: 'a'.repeat(256) }, '  - trustDomain: SPIFFE trust domain is longer than 255 characters'],
     ['rejects an empty trust domain', { trustDomain: '' }, '  - trustDomain: SPIFFE trust domain is empty'],
+    ['rejects a trust domain ending with a dot', { trustDomain: 'cluster.local.' }, '  - trustDomain: SPIFFE trust domain must not start or end with "."'],
     ['rejects a trust domain alias with a port', { trustDomainAliases: ['old.example:8443'] }, '  - trustDomainAliases.0: SPIFFE trust domain may hold only'],
     ['rejects a listen address without a port', { server: { listen: '0.0.0.0' } }, '  - server.listen: expected host:port'],
     ['rejects a listen port above 65535', { server: { listen: '127.0.0.1:70000' } }, '  - server.listen: port must be 0-65535'],

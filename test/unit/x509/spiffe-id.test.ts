@@ -3,6 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { parseSpiffeId, parseWorkloadSpiffeId, spiffeIdProblem, workloadSpiffeId } from '../../../src/x509/spiffe-id.js';
 
 const TD_255 = `${'a'.repeat(251)}.com`;
+/** Trust domains of the allowed characters, as dot-separated non-empty labels. */
+const trustDomainArb = (maxLabels: number) =>
+  fc.array(fc.stringMatching(/^[a-z0-9_-]{1,12}$/), { minLength: 1, maxLength: maxLabels }).map((labels) => labels.join('.'));
 /** An ID of exactly `bytes` bytes: spiffe://td/ + 'a' padding. */
 const idOfBytes = (bytes: number): string => `spiffe://td/${'a'.repeat(bytes - 'spiffe://td/'.length)}`;
 
@@ -36,6 +39,11 @@ describe('spiffeIdProblem rejects', () => {
     ['a fragment after the trust domain', 'spiffe://cluster.local#frag', /trust domain may hold only/],
     ['percent-encoding in the path', 'spiffe://cluster.local/ns/a%2Fb', /path segments may hold only/],
     ['percent-encoding in the trust domain', 'spiffe://cluster%2elocal/x', /trust domain may hold only/],
+    // Go's X.509 parser refuses a URI SAN whose host has an empty label.
+    ['a trust domain ending with a dot', 'spiffe://cluster.local./ns/a/sa/b', /must not start or end with "\."/],
+    ['a trust domain starting with a dot', 'spiffe://.cluster.local/ns/a/sa/b', /must not start or end with "\."/],
+    ['a trust domain with an empty label', 'spiffe://cluster..local/ns/a/sa/b', /contain "\.\."/],
+    ['a trust domain that is a dot', 'spiffe://./x', /must not start or end with "\."/],
     ['an empty path segment', 'spiffe://cluster.local/ns//sa/b', /empty segment/],
     ['a leading empty segment', 'spiffe://cluster.local//ns', /empty segment/],
     ['a dot segment', 'spiffe://cluster.local/ns/./sa', /"\." or "\.\." segments/],
@@ -125,7 +133,7 @@ describe('parseWorkloadSpiffeId', () => {
   it('inverts workloadSpiffeId', () => {
     const name = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?$/);
     fc.assert(
-      fc.property(fc.stringMatching(/^[a-z0-9._-]{1,40}$/), name, name, (trustDomain, namespace, serviceAccount) => {
+      fc.property(trustDomainArb(3), name, name, (trustDomain, namespace, serviceAccount) => {
         expect(parseWorkloadSpiffeId(workloadSpiffeId(trustDomain, namespace, serviceAccount))).toEqual({ trustDomain, namespace, serviceAccount });
       }),
     );
@@ -162,7 +170,7 @@ describe('spiffeIdProblem properties', () => {
   });
 
   it('accepts every ID built from the allowed characters', () => {
-    const td = fc.stringMatching(/^[a-z0-9._-]{1,60}$/);
+    const td = trustDomainArb(4);
     const segment = fc.stringMatching(/^[a-zA-Z0-9._-]{1,30}$/).filter((s) => s !== '.' && s !== '..');
     fc.assert(
       fc.property(td, fc.array(segment, { maxLength: 8 }), (t, segs) => {
