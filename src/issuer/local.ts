@@ -1,6 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { CaMaterial } from '../ca/material.js';
 import { buildLeaf, buildLeafAsync, derToPem, prepareLeafSigner, newSerial, type LeafParams, type LeafSigner } from '../x509/leaf.js';
+import { pathConstraintProblems } from '../x509/path-constraints.js';
 import { signedBy } from '../x509/verify-chain.js';
 import { serialHex } from '../x509/serial-hex.js';
 
@@ -91,8 +92,14 @@ export class LocalIssuer {
       if (!signedBy(child, parent)) throw new Error(`issuer ${this.name}: self-test leaf does not verify against its chain`);
       child = parent;
     }
-    if (!this.material.roots.some((r) => signedBy(child, r))) {
+    const anchor = this.material.roots.find((r) => signedBy(child, r));
+    if (!anchor) {
       throw new Error(`issuer ${this.name}: chain does not reach a trusted root`);
+    }
+    const path = [leaf, ...this.material.intermediates, anchor].map((c) => ({ der: c.raw, name: (c.subject ?? '').replace(/\n/g, ', ') })); // a leaf's subject is empty
+    const problems = pathConstraintProblems(path, [uri]);
+    if (problems.length > 0) {
+      throw new Error(`issuer ${this.name}: its chain breaks constraints that Go clients (istio-agent, ztunnel) and OpenSSL enforce, so they would refuse every certificate it signs: ${problems.join('; ')}`);
     }
   }
 }

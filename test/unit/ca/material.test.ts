@@ -261,6 +261,30 @@ describe('loadCaDir with a three-level chain', () => {
     expect(() => issuer.selfTest(publicKey.export({ type: 'spki', format: 'der' }), 'spiffe://cluster.local/ns/a/sa/b')).not.toThrow();
   });
 
+  it('refuses at the self-test a chain whose middle CA allows no CA below it (pathLenConstraint 0), as Go and openssl do', async () => {
+    const d = join(base, 'path-len-0');
+    mkdirSync(d);
+    const now = Date.now();
+    const validity = { notBefore: new Date(now - 60_000), notAfter: new Date(now + DAY_MS) };
+    const rootKey = await generateKey('ec256');
+    const r = await createRootCert(rootKey, { subject: 'CN=r', keyType: 'ec256', ...validity });
+    const midKey = await generateKey('ec256');
+    const mid = await createIntermediateCert(midKey.keys.publicKey, { cert: r, key: rootKey.keys.privateKey, keyType: 'ec256' }, { subject: 'CN=mid', pathLength: 0, ...validity });
+    const topKey = await generateKey('ec256');
+    const top = await createIntermediateCert(topKey.keys.publicKey, { cert: mid, key: midKey.keys.privateKey, keyType: 'ec256' }, { subject: 'CN=top', ...validity });
+    writeFileSync(join(d, 'ca-cert.pem'), pem(top));
+    writeFileSync(join(d, 'ca-key.pem'), topKey.privateKeyPem);
+    writeFileSync(join(d, 'cert-chain.pem'), pem(top) + pem(mid));
+    writeFileSync(join(d, 'root-cert.pem'), pem(r));
+    // Signatures and names are fine, so loading succeeds; the constraint shows on a signed leaf.
+    const issuer = new LocalIssuer('tight', loadCaDir(d));
+    const spki = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });
+    expect(() => issuer.selfTest(spki, 'spiffe://cluster.local/ns/a/sa/b')).toThrow(
+      /issuer tight: its chain breaks constraints .* "CN=mid" allows 0 CA certificate\(s\) below it \(pathLenConstraint\) but the chain has 1/,
+    );
+    expect(() => execFileSync('openssl', ['verify', '-CAfile', 'root-cert.pem', '-untrusted', 'cert-chain.pem', 'ca-cert.pem'], { cwd: d, stdio: 'pipe' })).not.toThrow();
+  });
+
   it('refuses the chain when the middle intermediate is missing', () => {
     const d = copyCa(dir);
     writeFileSync(join(d, 'cert-chain.pem'), pem(inter2) + pem(root));

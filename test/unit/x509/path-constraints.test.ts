@@ -1,0 +1,152 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { x509 } from '../../fixtures/csr.js';
+import { explicitTag, implicitPrimitive, sequence } from '../../../src/x509/der.js';
+import { pathConstraintProblems, type PathCert } from '../../../src/x509/path-constraints.js';
+
+const ALG = { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams;
+const GEN = { name: 'ECDSA', namedCurve: 'P-256' } as EcKeyGenParams;
+const URI = 'spiffe://cluster.local/ns/a/sa/b';
+const now = Date.now();
+const validity = { notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) };
+
+interface Node {
+  cert: x509.X509Certificate;
+  keys: CryptoKeyPair;
+}
+
+let dir: string;
+let root: Node;
+let n = 0;
+
+async function ca(parent: Node | undefined, subject: string, extra: x509.Extension[] = [], pathLength?: number): Promise<Node> {
+  const keys = (await crypto.subtle.generateKey(GEN, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const extensions = [new x509.BasicConstraintsExtension(true, pathLength, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true), ...extra];
+  const cert = parent
+    ? await x509.X509CertificateGenerator.create({ serialNumber: `0${++n}`, subject, issuer: parent.cert.subjectName, publicKey: keys.publicKey, signingKey: parent.keys.privateKey, signingAlgorithm: ALG, extensions, ...validity })
+    : await x509.X509CertificateGenerator.createSelfSigned({ serialNumber: `0${++n}`, name: subject, keys, signingAlgorithm: ALG, extensions, ...validity });
+  return { cert, keys };
+}
+
+async function leaf(parent: Node): Promise<x509.X509Certificate> {
+  const keys = (await crypto.subtle.generateKey(GEN, true, ['sign', 'verify'])) as CryptoKeyPair;
+  return x509.X509CertificateGenerator.create({
+    serialNumber: `0${++n}`,
+    subject: '',
+    issuer: parent.cert.subjectName,
+    publicKey: keys.publicKey,
+    signingKey: parent.keys.privateKey,
+    signingAlgorithm: ALG,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: URI }], true),
+    ],
+    ...validity,
+  });
+}
+
+/** NameConstraints with URI subtrees: permitted [0], excluded [1]. */
+function uriConstraints(permitted: string[], excluded: string[] = []): x509.Extension {
+  const subtrees = (tag: number, names: string[]) => (names.length ? [explicitTag(tag, ...names.map((u) => sequence(implicitPrimitive(6, Buffer.from(u, 'latin1')))))] : []);
+  return new x509.Extension('2.5.29.30', true, new Uint8Array(sequence(...subtrees(0, permitted), ...subtrees(1, excluded))));
+}
+
+/** Our verdict on leaf ← chain (signing CA first) ← root, and openssl's. */
+async function judge(chain: Node[]): Promise<{ problems: string[]; openssl: string }> {
+  const l = await leaf(chain[0]!);
+  const path: PathCert[] = [l, ...chain.map((c) => c.cert), root.cert].map((c) => ({ der: new Uint8Array(c.rawData), name: c.subject }));
+  const d = join(dir, `case-${++n}`);
+  writeFileSync(`${d}-root.pem`, root.cert.toString('pem'));
+  writeFileSync(`${d}-chain.pem`, chain.map((c) => c.cert.toString('pem')).join('\n'));
+  writeFileSync(`${d}-leaf.pem`, l.toString('pem'));
+  let openssl: string;
+  try {
+    openssl = execFileSync('openssl', ['verify', '-purpose', 'sslclient', '-CAfile', `${d}-root.pem`, '-untrusted', `${d}-chain.pem`, `${d}-leaf.pem`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    openssl = `${(e as { stdout?: string }).stdout ?? ''}${(e as { stderr?: string }).stderr ?? ''}`;
+  }
+  return { problems: pathConstraintProblems(path, [URI]), openssl };
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'meshcert-path-'));
+  root = await ca(undefined, 'CN=root');
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('pathConstraintProblems agrees with openssl verify', () => {
+  it('accepts a plain two-level chain and a three-level chain within the path lengths', async () => {
+    const signing = await ca(root, 'CN=signing', [], 0);
+    expect(await judge([signing])).toMatchObject({ problems: [], openssl: expect.stringMatching(/: OK/) });
+    const mid = await ca(root, 'CN=mid', [], 1);
+    const low = await ca(mid, 'CN=low', [], 0);
+    expect(await judge([low, mid])).toMatchObject({ problems: [], openssl: expect.stringMatching(/: OK/) });
+  });
+
+  it('refuses an intermediate whose pathLenConstraint 0 has a CA below it', async () => {
+    const mid = await ca(root, 'CN=mid0', [], 0);
+    const low = await ca(mid, 'CN=low0', [], 0);
+    const { problems, openssl } = await judge([low, mid]);
+    expect(problems).toEqual(['"CN=mid0" allows 0 CA certificate(s) below it (pathLenConstraint) but the chain has 1']);
+    expect(openssl).toMatch(/path length constraint exceeded/);
+  });
+
+  it('counts the root too: a root with pathLenConstraint 0 over two CAs', async () => {
+    const tightRoot = await ca(undefined, 'CN=tight root', [], 0);
+    const saved = root;
+    root = tightRoot;
+    try {
+      const mid = await ca(tightRoot, 'CN=mid under tight', [], 1);
+      const low = await ca(mid, 'CN=low under tight', [], 0);
+      const { problems, openssl } = await judge([low, mid]);
+      expect(problems).toEqual(['"CN=tight root" allows 0 CA certificate(s) below it (pathLenConstraint) but the chain has 2']);
+      expect(openssl).toMatch(/path length constraint exceeded/);
+    } finally {
+      root = saved;
+    }
+  });
+
+  it('refuses a CA whose extended key usage lacks clientAuth or serverAuth', async () => {
+    const codeSigning = await ca(root, 'CN=code signing', [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.codeSigning])], 0);
+    const { problems, openssl } = await judge([codeSigning]);
+    expect(problems).toEqual(['"CN=code signing" has an extended key usage without serverAuth and clientAuth, so the mesh\'s mTLS certificates below it are refused']);
+    expect(openssl).toMatch(/unsuitable certificate purpose/);
+  });
+
+  it('accepts a CA whose extended key usage has both, or anyExtendedKeyUsage', async () => {
+    const both = await ca(root, 'CN=both', [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth])], 0);
+    expect((await judge([both])).problems).toEqual([]);
+    const any = await ca(root, 'CN=any', [new x509.ExtendedKeyUsageExtension(['2.5.29.37.0'])], 0);
+    expect((await judge([any])).problems).toEqual([]);
+  });
+
+  it('refuses name constraints that do not permit the trust domain', async () => {
+    const other = await ca(root, 'CN=other domain', [uriConstraints(['example.org'])], 0);
+    const { problems, openssl } = await judge([other]);
+    expect(problems).toEqual([`"CN=other domain" has name constraints that exclude ${URI} (permitted only: "example.org")`]);
+    expect(openssl).toMatch(/permitted subtree violation/);
+  });
+
+  it('refuses name constraints that exclude the trust domain', async () => {
+    const excluded = await ca(root, 'CN=excluding', [uriConstraints([], ['cluster.local'])], 0);
+    const { problems, openssl } = await judge([excluded]);
+    expect(problems).toEqual([`"CN=excluding" has name constraints that exclude ${URI} (excluded: "cluster.local")`]);
+    expect(openssl).toMatch(/excluded subtree violation/);
+  });
+
+  it('accepts name constraints that permit the trust domain; ".domain" permits subdomains only', async () => {
+    const exact = await ca(root, 'CN=exact', [uriConstraints(['cluster.local'])], 0);
+    expect(await judge([exact])).toMatchObject({ problems: [], openssl: expect.stringMatching(/: OK/) });
+    const sub = await ca(root, 'CN=subdomains', [uriConstraints(['.local'])], 0);
+    expect(await judge([sub])).toMatchObject({ problems: [], openssl: expect.stringMatching(/: OK/) });
+    const self = await ca(root, 'CN=subdomains of td', [uriConstraints(['.cluster.local'])], 0);
+    const { problems, openssl } = await judge([self]);
+    expect(problems).toEqual([`"CN=subdomains of td" has name constraints that exclude ${URI} (permitted only: ".cluster.local")`]);
+    expect(openssl).toMatch(/permitted subtree violation/);
+  });
+});
