@@ -21,6 +21,7 @@ import { constants, verify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { CaError } from '../errors/ca-error.js';
 import type { CsrProof, DecodedCsr, ParsedCsr } from './types.js';
+import { isIpv4Mapped } from '../net/ipv4-mapped.js';
 import {
   DerReader,
   Tag,
@@ -584,11 +585,16 @@ function ia5Name(der: Buffer, tlv: Tlv, what: string): string {
   return der.toString('latin1', s, e);
 }
 
-/** iPAddress: 4 octets (IPv4) or 16 (IPv6, printed per RFC 5952). */
+/**
+ * iPAddress: 4 octets (IPv4) or 16 (IPv6, printed per RFC 5952). An IPv4-mapped IPv6 address
+ * (::ffff:a.b.c.d) is the IPv4 address it maps: policy judges it as that, and the leaf carries
+ * it as 4 octets (Go 1.27's parser refuses the mapped form in a certificate).
+ */
 function ipToText(der: Buffer, tlv: Tlv): string {
   const { contentStart: s, end: e } = tlv;
-  if (e - s === 4) return `${der[s]}.${der[s + 1]}.${der[s + 2]}.${der[s + 3]}`;
-  if (e - s !== 16) throw malformed('IP address subject alternative name must be 4 or 16 bytes');
+  if (e - s !== 4 && e - s !== 16) throw malformed('IP address subject alternative name must be 4 or 16 bytes');
+  const v4 = e - s === 4 ? s : isIpv4Mapped(der.subarray(s, e)) ? s + 12 : -1;
+  if (v4 >= 0) return `${der[v4]}.${der[v4 + 1]}.${der[v4 + 2]}.${der[v4 + 3]}`;
   return ipv6ToText(der.subarray(s, e));
 }
 

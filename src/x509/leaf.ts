@@ -8,6 +8,7 @@ import { randomBytes, sign, X509Certificate } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 import { sha1 } from '../crypto/digest.js';
+import { isIpv4Mapped } from '../net/ipv4-mapped.js';
 import {
   TAG_BIT_STRING,
   TAG_OCTET_STRING,
@@ -208,7 +209,11 @@ function spkiKeyBits(spki: Buffer): Buffer {
   return spki.subarray(bits.start + 1, bits.end);
 }
 
-/** IPv4 (4 octets) or IPv6 (16 octets) from text; zone ids are refused (not encodable). */
+/**
+ * IPv4 (4 octets) or IPv6 (16 octets) from text; zone ids are refused (not encodable). An
+ * IPv4-mapped IPv6 address is written as the 4-octet IPv4 address: Go 1.27's X.509 parser
+ * refuses a certificate carrying the mapped form.
+ */
 export function ipToBytes(text: string): Buffer {
   if (isIPv4(text)) return Buffer.from(text.split('.').map((o) => Number(o)));
   if (!isIPv6(text) || text.includes('%')) throw new Error(`invalid IP address: ${JSON.stringify(text)}`);
@@ -237,7 +242,7 @@ export function ipToBytes(text: string): Buffer {
   const out = Buffer.alloc(16);
   groups.forEach((g, idx) => out.writeUInt16BE(parseInt(g, 16), idx * 2));
   out.set(v4, 12);
-  return out;
+  return isIpv4Mapped(out) ? out.subarray(12) : out;
 }
 
 function subjectAltNames(p: LeafParams): Buffer {
