@@ -64,6 +64,8 @@ interface SessionActivity {
 const IDLE_BEFORE_SHED_MS = 1000;
 /** ...and one still open this long after its GOAWAY (a server stream keeps it) is destroyed. */
 const GOAWAY_GRACE_MS = 5000;
+/** The longest delay setTimeout honours (2^31-1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Whether this process is short of memory (src/runtime/heap-pressure.ts), as the transport sees it. */
 export interface MemoryPressure {
@@ -377,7 +379,9 @@ export class GrpcServer {
     if (!supportedEncoding(encoding)) return fail(Status.UNIMPLEMENTED, `unsupported grpc-encoding ${String(encoding).slice(0, 50)}; supported: ${ACCEPT_ENCODING}`);
 
     const timeoutMs = parseGrpcTimeout(headers['grpc-timeout'] as string | undefined);
-    const timer = timeoutMs === undefined ? undefined : setTimeout(() => fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded'), timeoutMs);
+    // grpc-timeout reaches 99999999 hours; Node fires a timer beyond 2^31-1 ms (about 24.8 days)
+    // after 1 ms instead, so such a deadline is as good as none.
+    const timer = timeoutMs === undefined || timeoutMs > MAX_TIMER_MS ? undefined : setTimeout(() => fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded'), timeoutMs);
     // Until its request is complete the stream is an upload: swept for server.requestReadTimeout,
     // and (with memory pressure) no reason to keep its connection.
     const upload: Upload = { started: performance.now(), fail };

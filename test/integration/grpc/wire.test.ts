@@ -189,6 +189,16 @@ describe('gRPC over HTTP/2 on the wire (raw node:http2 client)', () => {
     stream.close(h2.NGHTTP2_CANCEL);
   });
 
+  it.each(['99999999H', '2592000S'])('serves a call whose grpc-timeout (%s) is beyond the longest timer Node can set (about 24.8 days)', async (timeout) => {
+    // Node fires a longer setTimeout after 1 ms: such a call must not end at once with DEADLINE_EXCEEDED.
+    const { stream, reply } = start(session, { token, headers: { 'grpc-timeout': timeout } });
+    stream.write(validRequest.subarray(0, 40));
+    await new Promise((r) => setTimeout(r, 50));
+    stream.end(validRequest.subarray(40));
+    const r = await reply;
+    expect(r.grpcStatus, r.grpcMessage).toBe(status.OK);
+  });
+
   it('takes a message of exactly maxRequestBytes to the handler, and refuses one byte more as RESOURCE_EXHAUSTED', async () => {
     const atLimit = await call(session, frame(requestOfSize(MAX_REQUEST_BYTES)), { token });
     expect(atLimit.grpcStatus, `${atLimit.grpcMessage}: a CSR of x's is refused for its content`).toBe(status.INVALID_ARGUMENT);
