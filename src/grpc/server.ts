@@ -378,7 +378,12 @@ export class GrpcServer {
     if (!route) return fail(Status.UNIMPLEMENTED, `this server does not implement ${path.slice(0, 200)}`);
     if (!supportedEncoding(encoding)) return fail(Status.UNIMPLEMENTED, `unsupported grpc-encoding ${String(encoding).slice(0, 50)}; supported: ${ACCEPT_ENCODING}`);
 
-    const timeoutMs = parseGrpcTimeout(headers['grpc-timeout'] as string | undefined);
+    let timeoutMs: number | undefined;
+    try {
+      timeoutMs = parseGrpcTimeout(headers['grpc-timeout'] as string | undefined);
+    } catch (e) {
+      return fail((e as GrpcStatusError).code, (e as GrpcStatusError).message);
+    }
     // grpc-timeout reaches 99999999 hours; Node fires a timer beyond 2^31-1 ms (about 24.8 days)
     // after 1 ms instead, so such a deadline is as good as none.
     const timer = timeoutMs === undefined || timeoutMs > MAX_TIMER_MS ? undefined : setTimeout(() => fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded'), timeoutMs);

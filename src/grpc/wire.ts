@@ -80,11 +80,15 @@ export function supportedEncoding(encoding: string | undefined): boolean {
 
 const TIMEOUT_UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
 
-/** grpc-timeout ("1-8 digits, then a unit") in milliseconds; undefined when absent or malformed. */
+/**
+ * grpc-timeout ("1-8 digits, then a unit") in milliseconds; undefined when absent. A malformed
+ * value is INTERNAL, as grpc-go's server answers it (the client's deadline is unknown).
+ */
 export function parseGrpcTimeout(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const m = /^(\d{1,8})([HMSmun])$/.exec(value);
-  return m ? Number(m[1]) * TIMEOUT_UNIT_MS[m[2]!]! : undefined;
+  if (!m) throw new GrpcStatusError(Status.INTERNAL, `malformed grpc-timeout ${JSON.stringify(value.slice(0, 20))}: expected 1-8 digits and a unit (H, M, S, m, u, n)`);
+  return Number(m[1]) * TIMEOUT_UNIT_MS[m[2]!]!;
 }
 
 /** grpc-message is percent-encoded: anything outside printable ASCII, and '%' itself. */

@@ -189,6 +189,14 @@ describe('gRPC over HTTP/2 on the wire (raw node:http2 client)', () => {
     stream.close(h2.NGHTTP2_CANCEL);
   });
 
+  it('refuses a malformed grpc-timeout with a trailers-only INTERNAL, as grpc-go does, and issues on the connection after it', async () => {
+    const r = await call(session, validRequest, { token, headers: { 'grpc-timeout': '1.5S' } });
+    expect(r.trailersOnly).toBe(true);
+    expect(r.grpcStatus).toBe(status.INTERNAL);
+    expect(r.grpcMessage).toMatch(/^malformed grpc-timeout "1.5S"/);
+    await expectIssued(session);
+  });
+
   it.each(['99999999H', '2592000S'])('serves a call whose grpc-timeout (%s) is beyond the longest timer Node can set (about 24.8 days)', async (timeout) => {
     // Node fires a longer setTimeout after 1 ms: such a call must not end at once with DEADLINE_EXCEEDED.
     const { stream, reply } = start(session, { token, headers: { 'grpc-timeout': timeout } });
