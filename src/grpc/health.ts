@@ -23,8 +23,13 @@ export class HealthService {
   }
 
   setAll(s: ServingStatus): void {
-    for (const name of this.statuses.keys()) this.statuses.set(name, s);
-    for (const w of this.watchers) w.stream.write({ status: this.statuses.get(w.service) ?? 'SERVICE_UNKNOWN' });
+    const changed = new Set<string>();
+    for (const [name, was] of this.statuses) {
+      if (was !== s) changed.add(name);
+      this.statuses.set(name, s);
+    }
+    // Watch sends a message only when the watched service's status changes (health.proto).
+    for (const w of this.watchers) if (changed.has(w.service)) w.stream.write({ status: s });
   }
 
   get serving(): boolean {
