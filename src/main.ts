@@ -208,7 +208,9 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   });
   servingExpiry(serving.current.notAfter);
   let closing = false;
-  const certificates = { authority, logger, observer: fanOut(observers), ready: () => !closing && health.serving };
+  // Not health.serving: during server.shutdownDelay health reports NOT_SERVING while calls are served.
+  let started = false;
+  const certificates = { authority, logger, observer: fanOut(observers), ready: () => started && !closing };
   const server = new GrpcServer(
     {
       listen: config.server.listen,
@@ -238,6 +240,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   // The timer only once listening (a failed start leaves none behind); reads of `high` sample anyway.
   pressure?.start();
   health.setAll('SERVING');
+  started = true;
   logger.info({ listen: config.server.listen, port, trustDomain: config.trustDomain, servingCert: serving.current.source, ambient: config.ambient.enabled }, 'meshcert serving');
 
   return {

@@ -32,7 +32,11 @@ export async function serveCommand(argv: string[]): Promise<number> {
 
   let stopping = false;
   const stop = (signal: string): void => {
-    if (stopping) return;
+    // A second signal ends server.shutdownDelay (an operator in a hurry, or Ctrl-C twice).
+    if (stopping) {
+      if (server.endShutdownDelay()) logger.info({ signal }, 'shutdown delay ended early');
+      return;
+    }
     stopping = true;
     logger.info({ signal }, 'shutting down: draining in-flight calls');
     // Exit once the last lines are written (a write still in flight at exit could be lost or

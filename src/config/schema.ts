@@ -100,6 +100,13 @@ export const configSchema = z.strictObject({
       /** How long SIGTERM waits for in-flight calls before closing connections. */
       shutdownGrace: timerDuration(0).prefault('20s'),
       /**
+       * After SIGTERM, keep serving this long before closing the listener, with /readyz and gRPC
+       * health reporting not serving: Kubernetes removes a terminating pod from the Service's
+       * endpoints while its clients are still being sent to it, and a listener closed at once
+       * refuses them. A second SIGTERM or SIGINT ends the delay. 0: close at once.
+       */
+      shutdownDelay: timerDuration(0).prefault('0s'),
+      /**
        * A connection that has not finished its TLS handshake by then is dropped. Longer than gRPC's
        * 20 s minimum connect timeout: in a storm of new connections the handshakes queue behind each
        * other (about 1.5-2 ms of CPU each), and dropping one the client still waits for throws the

@@ -36,6 +36,8 @@ export type PrimaryMessage =
   /** Sent with a connection's socket, accepted by the primary and not yet read. */
   | { type: 'connection' }
   | { type: 'shutdown' }
+  /** server.shutdownDelay has begun: report NOT_SERVING in gRPC health, keep serving calls. */
+  | { type: 'draining' }
   | { type: 'reload'; id: number; config: MeshcertConfig }
   | InventoryStateMessage;
 
@@ -69,6 +71,8 @@ export interface WorkerPool {
   readonly connections: () => Array<{ worker: number; open: number }>;
   /** Tells every worker to apply a new config; rejects if any worker refuses it. */
   reload(config: MeshcertConfig): Promise<void>;
+  /** Tells every worker (and any started later) to report NOT_SERVING while it goes on serving. */
+  draining(): void;
   /** Asks every worker to drain and waits for all of them to exit. */
   shutdown(): Promise<void>;
 }
@@ -126,6 +130,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   let reloadId = 0;
   const pendingReloads = new Map<number, { waiting: number; errors: string[]; done: (errors: string[]) => void }>();
   let currentConfig = config;
+  let draining = false;
   const dispatcher = new ConnectionDispatcher<DispatchTarget>(logger);
   const port = await dispatcher.listen(config.server.listen);
 
@@ -172,6 +177,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           // Stopping already (another worker failed to start): this one drains right away.
           if (stopping) send(w, { type: 'shutdown' });
           else dispatcher.add(target);
+          if (draining) send(w, { type: 'draining' });
         } else if (m.type === 'fatal') {
           reject(m.config ? new ConfigError(m.message) : new Error(m.message));
         }
@@ -263,6 +269,10 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         throw new Error(errors[0]);
       }
       currentConfig = next;
+    },
+    draining() {
+      draining = true;
+      for (const w of live) send(w, { type: 'draining' });
     },
     async shutdown() {
       stopping = true;

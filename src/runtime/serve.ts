@@ -22,7 +22,10 @@ export interface RunningServer {
   readonly workers: number;
   /** Re-reads the config and applies it now; false when it was rejected. */
   reload(reason?: string): Promise<boolean>;
+  /** Stops, after server.shutdownDelay (reporting not ready meanwhile, still serving). */
   close(): Promise<void>;
+  /** Ends a shutdown delay under way now; false when none is. */
+  endShutdownDelay(): boolean;
 }
 
 export interface RunServerOptions {
@@ -48,6 +51,8 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   let stopServing: () => Promise<void>;
   let applyConfig: (next: MeshcertConfig) => Promise<void>;
   let issuers: () => IssuerRegistry;
+  /** gRPC health turns NOT_SERVING in every serving process; calls are still served. */
+  let reportDraining: () => void;
   try {
     if (count === 1) {
       const caMetrics = new CaMetrics(registry);
@@ -58,6 +63,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       metricsText = () => registry.metrics();
       grpcReady = () => ({ name: 'grpc', ok: running.health.serving, detail: running.health.serving ? 'serving' : 'not serving' });
       stopServing = () => running.close();
+      reportDraining = () => running.health.setAll('NOT_SERVING');
       applyConfig = (next) => running.reload(next);
       issuers = running.issuers;
     } else {
@@ -78,6 +84,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       metricsText = async () => `${await aggregator.clusterMetrics()}\n${await registry.metrics()}`;
       grpcReady = () => ({ name: 'grpc', ok: pool.serving() > 0, detail: `${pool.serving()}/${count} workers serving` });
       stopServing = () => pool.shutdown();
+      reportDraining = () => pool.draining();
       // Validate here first (CAs load, policy builds), then let every worker apply it.
       applyConfig = async (next) => {
         const fresh = await loadCaState(next, logger, { reload: true });
@@ -111,6 +118,9 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   reloader.start();
 
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
+  /** Set while server.shutdownDelay runs: ends it early. */
+  let endDelay: (() => void) | undefined;
+  let draining = false;
   const stopAll = async (): Promise<void> => {
     reloader.stop();
     monitor.stop();
@@ -129,6 +139,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
           metrics: async () => ({ contentType: registry.contentType, body: await metricsText() }),
           readiness: async () => {
             const checks: ReadinessCheck[] = [{ name: 'ca', ok: true, detail: 'loaded' }, grpcReady()];
+            if (draining) checks.push({ name: 'shutdown', ok: false, detail: 'shutting down: still serving calls until server.shutdownDelay is over' });
             if (inventory) checks.push({ name: 'inventory', ...(await inventory.readiness()) });
             return checks;
           },
@@ -146,6 +157,29 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     adminPort: admin?.port,
     workers: count,
     reload: (reason = 'requested') => reloader.reload(reason),
-    close: stopAll,
+    async close() {
+      const delay = config.server.shutdownDelay;
+      if (delay > 0 && !draining) {
+        // Kubernetes takes a terminating pod out of the Service's endpoints while clients are still
+        // sent to it: report not ready, and go on serving until they have moved.
+        draining = true;
+        reportDraining();
+        logger.info({ delaySeconds: delay }, 'shutdown delay: reporting not ready, still serving');
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay * 1000);
+          endDelay = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        endDelay = undefined;
+      }
+      await stopAll();
+    },
+    endShutdownDelay() {
+      if (!endDelay) return false;
+      endDelay();
+      return true;
+    },
   };
 }

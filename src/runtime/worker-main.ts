@@ -14,6 +14,8 @@ export async function workerMain(): Promise<number> {
   // (another worker failed to start) must not be lost, or it would serve until killed.
   let running: RunningMeshcert | undefined;
   let shutdownRequested = false;
+  /** server.shutdownDelay began before this worker was serving: it reports NOT_SERVING once it is. */
+  let draining = false;
   let closing = false;
   let pendingReload: Extract<PrimaryMessage, { type: 'reload' }> | undefined;
   // Before the server runs, only remembers the request (acted on once started).
@@ -65,6 +67,10 @@ export async function workerMain(): Promise<number> {
       if (running) running.acceptConnection(socket);
       else socket.destroy();
     } else if (m?.type === 'shutdown') drain();
+    else if (m?.type === 'draining') {
+      draining = true;
+      running?.health.setAll('NOT_SERVING');
+    }
     else if (m?.type === 'reload') {
       if (running) applyReload(m);
       else pendingReload = m; // applied once started
@@ -102,6 +108,7 @@ export async function workerMain(): Promise<number> {
     return 1;
   }
   send({ type: 'listening', port: running.port });
+  if (draining) running.health.setAll('NOT_SERVING');
 
   if (pendingReload) applyReload(pendingReload);
   // The primary is gone (killed), now or while this worker was starting: stop serving rather than

@@ -167,6 +167,7 @@ interface AffinityTerm {
 }
 interface PodSpec {
   serviceAccountName?: string;
+  terminationGracePeriodSeconds?: number;
   automountServiceAccountToken?: boolean;
   hostNetwork?: boolean;
   hostPID?: boolean;
@@ -521,6 +522,10 @@ describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('
         expect(cfg.server.tls.dnsNames).toContain(`${svc.metadata.name}.${svc.metadata.namespace}.svc`);
         expect(cfg.auth.clusters.map((x) => x.name)).toContain(cfg.auth.defaultCluster);
         expect(cfg.dev.tokenIssuer).toBe(false);
+        // Reported not ready while still serving as the pod leaves the endpoints, then drained,
+        // all before the kubelet's SIGKILL.
+        expect(cfg.server.shutdownDelay).toBeGreaterThan(0);
+        expect(d.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThan(cfg.server.shutdownDelay + cfg.server.shutdownGrace);
       }
     });
 
