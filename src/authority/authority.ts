@@ -14,6 +14,8 @@ export interface CertificateRequest {
   /** Flattened request metadata (google.protobuf.Struct string values). */
   readonly metadata: Readonly<Record<string, string>>;
   readonly auth: AuthRequest;
+  /** True once the client can no longer receive the answer (reset, connection gone, deadline passed). */
+  readonly cancelled?: () => boolean;
 }
 
 export interface IssuedCertificate {
@@ -89,6 +91,7 @@ export class Authority {
         return await this.run(() => {
           const d = this.decide(caller, req);
           verifyCsrProof(d.proof);
+          stopIfCancelled(req);
           this.deps.beforeSign?.();
           let leaf: SignedLeaf;
           try {
@@ -102,6 +105,7 @@ export class Authority {
       const d = await this.run(() => this.decide(caller, req));
       // Proof of possession before anything is signed.
       await verifyCsrProofAsync(d.proof);
+      stopIfCancelled(req);
       this.deps.beforeSign?.();
       let leaf: SignedLeaf;
       try {
@@ -121,6 +125,8 @@ export class Authority {
   }
 
   private decide(caller: Caller, req: CertificateRequest): Decision {
+    // A call that waited its turn (a restart storm queues thousands) may have lost its client meanwhile.
+    stopIfCancelled(req);
     const registry = this.deps.issuers();
     const policy = this.deps.policy();
 
@@ -183,6 +189,11 @@ export class Authority {
       },
     };
   }
+}
+
+/** Nothing is decided or signed for a client that can no longer receive the certificate. */
+function stopIfCancelled(req: CertificateRequest): void {
+  if (req.cancelled?.()) throw new CaError('CANCELLED', 'the call was cancelled, its connection closed or its deadline passed before the certificate was signed');
 }
 
 /** The signer's failure is ours, not the caller's: ISSUER_FAILED, with the cause for the log. */

@@ -22,6 +22,7 @@ export const CA_ERROR_CODES = [
   'RATE_LIMITED',
   'ISSUER_FAILED',
   'CHAIN_INVALID',
+  'CANCELLED',
   'INTERNAL',
 ] as const;
 

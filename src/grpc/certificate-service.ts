@@ -43,6 +43,7 @@ export function createCertificateHandler(deps: CertificateServiceDeps): CreateCe
         validitySeconds: request.validityDuration,
         metadata,
         auth,
+        cancelled: call.cancelled,
       });
     } catch (e) {
       return refuse(deps, e, ctx());

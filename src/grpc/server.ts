@@ -89,6 +89,8 @@ export interface CallInfo {
   readonly peer: string;
   /** DER of the client certificate, present only when the TLS handshake verified it. */
   readonly peerCertificate: Buffer | undefined;
+  /** True once the call is over for the client: it reset the stream, its connection closed or its deadline passed. */
+  readonly cancelled: () => boolean;
 }
 
 /** Unary: resolve with the response or reject with a GrpcStatusError (anything else is INTERNAL). */
@@ -434,7 +436,7 @@ export class GrpcServer {
       } catch (e) {
         return failUndecodable(e, path, fail);
       }
-      const call = this.callInfo(stream, headers);
+      const call = this.callInfo(stream, headers, () => done);
       if (admit) {
         try {
           release = admit(message.length, call);
@@ -511,7 +513,7 @@ export class GrpcServer {
     fail(Status.INTERNAL, 'internal error');
   }
 
-  private callInfo(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): CallInfo {
+  private callInfo(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, cancelled: () => boolean): CallInfo {
     const session = stream.session;
     let peer = session ? this.peers.get(session) : undefined;
     if (session && !peer) {
@@ -522,7 +524,7 @@ export class GrpcServer {
       peer = { address: `${host.includes(':') ? `[${host}]` : host}:${socket.remotePort ?? 0}`, certificate: raw && raw.length > 0 ? raw : undefined };
       this.peers.set(session, peer);
     }
-    return { headers, peer: peer?.address ?? 'unknown', peerCertificate: peer?.certificate };
+    return { headers, peer: peer?.address ?? 'unknown', peerCertificate: peer?.certificate, cancelled };
   }
 }
 

@@ -167,6 +167,7 @@ const CITADEL_COUNTER: Record<CaErrorCode, CitadelCounter> = {
   NOT_READY: null,
   OVERLOADED: null,
   RATE_LIMITED: null,
+  CANCELLED: null,
   INTERNAL: { sign: 'internal' },
 };
 

@@ -121,6 +121,28 @@ describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s'
     expect(signed()).toBe(0);
   });
 
+  it('refuses a call whose client is already gone with CANCELLED before deciding anything', async () => {
+    const { pem } = await makeCsr();
+    const { authority: a, trace, signed } = authority(mode);
+    const e = await refusal(a.issue({ ...request(pem), cancelled: () => true }));
+    expect(e.code).toBe('CANCELLED');
+    expect(trace.policies).toEqual([]);
+    expect(signed()).toBe(0);
+  });
+
+  it('refuses with CANCELLED, signing nothing, when the client goes while the call is decided', async () => {
+    const { pem } = await makeCsr();
+    let gone = false;
+    const engine = new PolicyEngine(policySchema.parse({}));
+    const { authority: a, signed } = authority(mode, { policy: () => ((gone = true), engine) });
+    const e = await refusal(a.issue({ ...request(pem), cancelled: () => gone }));
+    expect(e.code).toBe('CANCELLED');
+    expect(e.caller).toBe(ID);
+    expect(signed()).toBe(0);
+    // A live client is served as usual.
+    expect((await a.issue({ ...request(pem), cancelled: () => false })).spiffeId).toBe(ID);
+  });
+
   it('asks beforeSign after the proof of possession and signs nothing when it refuses', async () => {
     const { pem, der } = await makeCsr();
     let asked = 0;

@@ -27,6 +27,7 @@ const EXPECTED: Record<CaErrorCode, status> = {
   RATE_LIMITED: status.RESOURCE_EXHAUSTED,
   ISSUER_FAILED: status.INTERNAL,
   CHAIN_INVALID: status.INTERNAL,
+  CANCELLED: status.CANCELLED,
   INTERNAL: status.INTERNAL,
 };
 

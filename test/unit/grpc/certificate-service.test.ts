@@ -1,0 +1,31 @@
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import type { Authority, CertificateRequest } from '../../../src/authority/authority.js';
+import { CaError } from '../../../src/errors/ca-error.js';
+import { createCertificateHandler } from '../../../src/grpc/certificate-service.js';
+import { Status } from '../../../src/grpc/codes.js';
+import type { CallInfo } from '../../../src/grpc/server.js';
+import { createLogger } from '../../../src/log/logger.js';
+
+describe('createCertificateHandler', () => {
+  it("hands the Authority the call's cancellation, and logs a CANCELLED refusal with its reason", async () => {
+    const seen: CertificateRequest[] = [];
+    const authority = {
+      issue: (req: CertificateRequest) => {
+        seen.push(req);
+        return Promise.reject(new CaError('CANCELLED', 'the call was cancelled'));
+      },
+    } as unknown as Authority;
+    const lines: string[] = [];
+    const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
+    const refused: string[] = [];
+    const observer = { issued: () => {}, refused: (reason: string) => void refused.push(reason) };
+    const handler = createCertificateHandler({ authority, logger, observer, ready: () => true });
+    const call: CallInfo = { headers: { authorization: 'Bearer t', clusterid: 'Kubernetes' }, peer: '127.0.0.1:1', peerCertificate: undefined, cancelled: () => true };
+    await expect(handler({ csr: 'x', validityDuration: '0', metadata: null }, call)).rejects.toMatchObject({ code: Status.CANCELLED });
+    expect(seen[0]!.cancelled).toBe(call.cancelled);
+    expect(refused).toEqual(['CANCELLED']);
+    await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
+    expect(lines.join('')).toMatch(/"decision":"refused","code":"CANCELLED"/);
+  });
+});
