@@ -543,7 +543,8 @@ export class JwtAuthenticator implements Authenticator {
       throw new CaError('AUTH_INVALID', "token is unsigned (alg 'none' is not allowed)");
     }
     if (/^HS/i.test(alg)) {
-      throw new CaError('AUTH_INVALID', `token uses a shared-secret algorithm (${alg.slice(0, 8)}); only asymmetric signatures are accepted`);
+      // The name comes from an unverified token: printable ASCII only (a NUL in a reason would be refused by the audit store).
+      throw new CaError('AUTH_INVALID', `token uses a shared-secret algorithm (${alg.slice(0, 8).replace(/[^\x20-\x7e]/g, '?')}); only asymmetric signatures are accepted`);
     }
     if (!ALLOWED_JWT_ALGORITHMS.includes(alg)) {
       throw new CaError('AUTH_INVALID', 'token signing algorithm is not allowed');

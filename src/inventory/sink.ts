@@ -48,13 +48,22 @@ export function inventoryObserver(sink: RecordSink): IssuanceObserver {
     refused(code, reason, ctx) {
       sink.recordAudit({
         at: new Date(),
-        requester: ctx.caller ?? null,
+        requester: storable(ctx.caller ?? null),
         identity: null,
-        cluster: ctx.clusterId || null,
+        cluster: storable(ctx.clusterId || null),
         decision: 'refused',
         code,
-        reason,
+        reason: storable(reason),
       });
     },
   };
+}
+
+/**
+ * A refusal's text can quote what the caller sent; the stores refuse NUL in text (PostgreSQL
+ * cannot hold it), and an audit event they refuse must not be what an unauthenticated caller
+ * can produce.
+ */
+function storable<T extends string | null>(text: T): T {
+  return (text === null || !text.includes('\u0000') ? text : text.replaceAll('\u0000', '\uFFFD')) as T;
 }

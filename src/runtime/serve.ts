@@ -15,6 +15,7 @@ import { startControllers } from './controllers.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
 import { ExpiryMonitor } from '../monitoring/expiry-monitor.js';
 import { startWorkers, workerCount } from './cluster.js';
+import { inventoryIntake } from './inventory-intake.js';
 
 export interface RunningServer {
   readonly port: number;
@@ -34,6 +35,7 @@ export interface RunServerOptions {
 }
 
 export async function runServer(config: MeshcertConfig, logger: Logger, opts: RunServerOptions = {}): Promise<RunningServer> {
+
   const count = workerCount(config);
   const registry = new Registry();
   const invMetrics = new InventoryMetrics(registry);
@@ -73,10 +75,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       issuers = () => primaryState.issuers;
       const aggregator = new AggregatorRegistry();
       const pool = await startWorkers(config, logger, count, {
-        onInventory: (m) => {
-          for (const r of m.records) inventory?.record(r);
-          for (const a of m.audit) inventory?.recordAudit(a);
-        },
+        ...(inventory ? { onInventory: inventoryIntake(inventory, logger) } : {}),
         accepting: () => inventory?.accepting() ?? true,
       });
       port = pool.port;

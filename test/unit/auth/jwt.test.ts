@@ -91,6 +91,8 @@ describe('JwtAuthenticator: verification', () => {
       code: 'AUTH_INVALID',
       message: /shared-secret algorithm/,
     },
+    // The reason names the algorithm, which came from the token: printable ASCII only.
+    { name: 'refuses a shared-secret algorithm whose name holds a NUL, naming it without the NUL', token: async () => handCrafted({ alg: 'HS\u0000\n9', kid: 'rsa-1' }, validPayload(), 'AAAA'), code: 'AUTH_INVALID', message: /^token uses a shared-secret algorithm \(HS\?\?9\); only asymmetric signatures are accepted$/ },
     { name: 'refuses a token with an unlisted algorithm (RS1)', token: async () => handCrafted({ alg: 'RS1', kid: 'rsa-1' }, validPayload(), 'AAAA'), code: 'AUTH_INVALID', message: /algorithm is not allowed/ },
     { name: 'refuses a token signed by another key under a published kid', token: () => signToken(stranger, k8sClaims()), code: 'AUTH_INVALID', message: /signature is invalid/ },
     {
