@@ -174,6 +174,9 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           listening = true;
           serving.add(w);
           resolve();
+          // Before any connection (IPC keeps order): a replacement started while the inventory
+          // refuses (inventory.failClosed) must refuse too, not wait for the state to change.
+          send(w, { type: 'inventory-state', accepting: hooks.accepting?.() ?? true });
           // Stopping already (another worker failed to start): this one drains right away.
           if (stopping) send(w, { type: 'shutdown' });
           else dispatcher.add(target);

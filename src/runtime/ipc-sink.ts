@@ -13,9 +13,14 @@ export class IpcSink implements RecordSink {
   private records: CertificateRecord[] = [];
   private audit: AuditEvent[] = [];
   private timer: NodeJS.Timeout | undefined;
-  private accept = true;
+  private accept: boolean;
 
-  constructor(private readonly send: (m: InventoryMessage) => void) {
+  /** `accepting`: until the primary says otherwise (it does as soon as this worker listens). */
+  constructor(
+    private readonly send: (m: InventoryMessage) => void,
+    accepting = true,
+  ) {
+    this.accept = accepting;
     process.on('message', (m: InventoryStateMessage) => {
       if (m?.type === 'inventory-state') this.accept = m.accepting;
     });

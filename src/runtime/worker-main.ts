@@ -98,7 +98,8 @@ export async function workerMain(): Promise<number> {
   new AggregatorRegistry();
   AggregatorRegistry.setRegistries([registry]);
   const metrics = new CaMetrics(registry);
-  const sink = config.inventory.store === 'none' ? undefined : new IpcSink((m) => send(m));
+  // With inventory.failClosed, refuse until the primary has said its inventory accepts.
+  const sink = config.inventory.store === 'none' ? undefined : new IpcSink((m) => send(m), !config.inventory.failClosed);
   try {
     // Every core already runs a worker: signing inline costs less than handing it to another thread.
     running = await startMeshcert(config, { logger, metrics, signatures: 'inline', handedConnections: { port }, onMemoryPressure: (high) => send({ type: 'memory-pressure', high }), ...(sink ? { sink } : {}) });

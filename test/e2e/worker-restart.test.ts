@@ -13,6 +13,7 @@ import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js
 import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { connectTls, unaryCall } from '../support/raw-grpc.js';
+import { createTestDatabase, dedicatedClusterSkipReason, destroyDedicatedCluster, startDedicatedCluster, startPostgres, stopPostgres } from '../support/postgres-control.js';
 
 /** The worker processes of a primary (its direct children). */
 function workerPids(primary: number): number[] {
@@ -163,4 +164,34 @@ describe('worker processes that die', () => {
       rmSync(d, { recursive: true, force: true });
     }
   }, 90_000);
+
+  it.skipIf(dedicatedClusterSkipReason() !== null)('with inventory.failClosed, a replacement started while the inventory refuses refuses too', async () => {
+    const cluster = await startDedicatedCluster();
+    const db = await createTestDatabase('replacement', cluster.url);
+    const { dir: d, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2, extra: `inventory: { url: "${db.url}", failClosed: true }\n` }));
+    let started: ServerProcess | undefined;
+    try {
+      const s = (started = await startServe(['--config', config]));
+      const issue = await issuer(s, d);
+      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      expect(await issue()).toBe(0);
+      await stopPostgres(cluster);
+      // Both workers refuse once the primary has seen the store fail and told them.
+      await expect.poll(async () => [await issue(), await issue(), await issue(), await issue()], { timeout: 20_000, interval: 250 }).toEqual([14, 14, 14, 14]);
+      process.kill(workerPids(s.child.pid!)[0]!, 'SIGKILL');
+      await expect.poll(() => s.output(), { timeout: 10_000 }).toMatch(/"msg":"worker died; starting a replacement"/);
+      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      // New connections go to the worker with the fewest: the replacement among them.
+      for (let i = 0; i < 6; i++) expect(await issue()).toBe(14);
+      await startPostgres(cluster);
+      await expect.poll(() => issue(), { timeout: 20_000, interval: 250 }).toBe(0);
+      s.child.kill('SIGTERM');
+      expect(await s.exited).toBe(0);
+    } finally {
+      killIfRunning(started);
+      rmSync(d, { recursive: true, force: true });
+      await db.drop().catch(() => {});
+      await destroyDedicatedCluster(cluster);
+    }
+  }, 120_000);
 });
