@@ -34,6 +34,8 @@ function redact(url: string): string {
   try {
     const u = new URL(url);
     if (u.password) u.password = '***';
+    // libpq-style URLs may carry the password as a parameter too.
+    if (u.searchParams.has('password')) u.searchParams.set('password', '***');
     return u.toString();
   } catch {
     return 'postgres://(unparseable URL)';

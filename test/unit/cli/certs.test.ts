@@ -279,6 +279,13 @@ describe('store selection', () => {
 
   it('parses --db', () => {
     expect(parseDbArg('postgresql://a@b/c').store).toEqual({ kind: 'postgres', url: 'postgresql://a@b/c' });
+    // The label is printed: no password, whether in the userinfo or as a parameter.
+    for (const url of ['postgres://u:s3cret@db/m', 'postgres://u@db/m?sslmode=require&password=s3cret']) {
+      const { store, label } = parseDbArg(url);
+      expect(store).toEqual({ kind: 'postgres', url });
+      expect(label).not.toContain('s3cret');
+      expect(label).toContain('db/m');
+    }
     expect(() => parseDbArg('sqlite:')).toThrow(UsageError);
     expect(() => parseDbArg('inventory.db')).toThrow(UsageError);
   });

@@ -108,6 +108,8 @@ describe('parseConfig refusals', () => {
     ['rejects a trust domain with uppercase letters', { trustDomain: 'Cluster.Local' }, '  - trustDomain: SPIFFE trust domain may hold only lowercase letters'],
     ['rejects a trust domain longer than 255 characters', { trustDomain: 'a'.repeat(256) }, '  - trustDomain: SPIFFE trust domain is longer than 255 characters'],
     ['rejects an empty trust domain', { trustDomain: '' }, '  - trustDomain: SPIFFE trust domain is empty'],
+    ['rejects a monitoring interval under 10s (it reads the CA files and queries the store)', { monitoring: { interval: '0s' } }, '  - monitoring.interval: must be between 10s and 2147483s'],
+    ['rejects a monitoring interval longer than a Node timer holds', { monitoring: { interval: '30d' } }, '  - monitoring.interval: must be between 10s and 2147483s'],
     ['rejects a trust domain ending with a dot', { trustDomain: 'cluster.local.' }, '  - trustDomain: SPIFFE trust domain must not start or end with "."'],
     ['rejects a trust domain alias with a port', { trustDomainAliases: ['old.example:8443'] }, '  - trustDomainAliases.0: SPIFFE trust domain may hold only'],
     ['rejects a listen address without a port', { server: { listen: '0.0.0.0' } }, '  - server.listen: expected host:port'],
