@@ -95,14 +95,27 @@ export class InventoryService implements RecordSink {
     return !this.o.failClosed || (this.recorder.storeHealthy && this.recorder.canAccept());
   }
 
-  /** Ready when the store answers, or while it is down but the buffer still has room. */
-  async readiness(): Promise<{ ok: boolean; detail: string }> {
+  /**
+   * Ready when the store answers, or while it is down but the buffer still has room. A store that
+   * does not answer within `pingTimeoutMs` counts as down: a black-holed database would otherwise
+   * hold /readyz past the kubelet's probe timeout and take every replica out at once, although
+   * buffering keeps issuance going.
+   */
+  async readiness(pingTimeoutMs = 1000): Promise<{ ok: boolean; detail: string }> {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await this.store.ping();
+      await Promise.race([
+        this.store.ping(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error('store ping timed out')), pingTimeoutMs);
+        }),
+      ]);
       return { ok: true, detail: `store reachable, backlog ${this.recorder.backlog}` };
     } catch {
       const room = this.recorder.canAccept();
       return { ok: room && !this.o.failClosed, detail: `store unreachable, buffering ${this.recorder.backlog} records` };
+    } finally {
+      clearTimeout(timer);
     }
   }
 

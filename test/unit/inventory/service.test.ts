@@ -53,3 +53,26 @@ describe('InventoryService retention', () => {
     await svc!.close();
   });
 });
+
+describe('InventoryService readiness', () => {
+  it.each([
+    [false, true],
+    [true, false],
+  ])('answers in time when the store does not (failClosed %s: ready %s), as a black-holed database would', async (failClosed, ready) => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-inv-'));
+    dirs.push(dir);
+    const svc = (await InventoryService.open({ store: 'sqlite', path: join(dir, 'inventory.db'), failClosed, maxBuffer: 1000, retention: 30 * 86_400, auditRetention: 0 }, createLogger('silent')))!;
+    try {
+      expect(await svc.readiness(200)).toMatchObject({ ok: true, detail: expect.stringMatching(/^store reachable/) });
+      const ping = svc.store.ping.bind(svc.store);
+      svc.store.ping = () => new Promise<void>(() => {}); // never answers
+      try {
+        expect(await svc.readiness(200)).toEqual({ ok: ready, detail: 'store unreachable, buffering 0 records' });
+      } finally {
+        svc.store.ping = ping;
+      }
+    } finally {
+      await svc.close();
+    }
+  });
+});
