@@ -87,9 +87,12 @@ export async function workerMain(): Promise<number> {
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => {});
   // A bug, not a request failure: log it and let the primary start a clean replacement.
+  let shipPending = (): void => {};
   process.on('unhandledRejection', (err) => {
     logger.error({ err }, 'unhandled rejection in worker; exiting for a clean restart');
-    process.exit(1);
+    // Records of certificates already issued go to the primary first (IPC keeps order).
+    shipPending();
+    exitAfter({ type: 'drained' }, 1);
   });
 
   // The primary's AggregatorRegistry asks each worker for its registry over IPC; constructing one
@@ -100,6 +103,7 @@ export async function workerMain(): Promise<number> {
   const metrics = new CaMetrics(registry);
   // With inventory.failClosed, refuse until the primary has said its inventory accepts.
   const sink = config.inventory.store === 'none' ? undefined : new IpcSink((m) => send(m), !config.inventory.failClosed);
+  shipPending = () => sink?.flush();
   try {
     // Every core already runs a worker: signing inline costs less than handing it to another thread.
     running = await startMeshcert(config, { logger, metrics, signatures: 'inline', handedConnections: { port }, onMemoryPressure: (high) => send({ type: 'memory-pressure', high }), ...(sink ? { sink } : {}) });
