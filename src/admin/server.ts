@@ -26,13 +26,17 @@ export interface AdminServerOptions {
  */
 export async function startAdminServer(o: AdminServerOptions): Promise<{ port: number; close(): Promise<void> }> {
   const server: Server = createServer((req, res) => {
-    const send = (status: number, body: string, type = 'text/plain; charset=utf-8'): void => {
-      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
-      res.end(body);
+    const send = (status: number, body: string, type = 'text/plain; charset=utf-8', extra: Record<string, string> = {}): void => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', ...extra });
+      res.end(body); // Node sends no body for HEAD
     };
     const path = (req.url ?? '/').split('?')[0];
     void (async () => {
       try {
+        // Read-only endpoints: a probe or scraper sending anything else has a wrong URL or method.
+        if ((path === '/healthz' || path === '/readyz' || path === '/metrics') && req.method !== 'GET' && req.method !== 'HEAD') {
+          return send(405, `${JSON.stringify({ error: `method ${String(req.method).slice(0, 20)} not allowed; use GET` })}\n`, 'application/json', { allow: 'GET, HEAD' });
+        }
         if (path === '/healthz') return send(200, 'ok\n');
         if (path === '/readyz') {
           const checks = await o.readiness();
@@ -44,6 +48,9 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
           return send(200, m.body, m.contentType);
         }
         if (o.store && (await handleCertificatesApi(req, res, o.store, { onError: (err) => o.logger.warn({ err }, 'inventory API: store failed') }))) return undefined;
+        if (!o.store && path !== undefined && path.startsWith('/api/v1/certificates')) {
+          return send(404, `${JSON.stringify({ error: 'the certificate inventory is disabled (inventory.store: none)' })}\n`, 'application/json');
+        }
         return send(404, `${JSON.stringify({ error: 'not found' })}\n`, 'application/json');
       } catch (err) {
         o.logger.error({ err, path }, 'admin request failed');
