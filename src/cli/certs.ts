@@ -213,7 +213,12 @@ async function listCommand(argv: string[], now: Date): Promise<number> {
     if (s === null) throw new UsageError('--source must be issued, discovered or discovered:<name>');
     filter.source = s;
   }
-  if (v['expiring-within'] !== undefined) filter.expiringBefore = new Date(now.getTime() + durationOption(v['expiring-within'], '--expiring-within') * 1000);
+  if (v['expiring-within'] !== undefined) {
+    const at = now.getTime() + durationOption(v['expiring-within'], '--expiring-within') * 1000;
+    // As the admin API bounds it: beyond Date's range a store errors instead of answering.
+    if (!Number.isFinite(at) || Math.abs(at) > 8.64e15) throw new UsageError('--expiring-within is too large');
+    filter.expiringBefore = new Date(at);
+  }
 
   return withStore(v, async (store) => {
     const records: CertificateRecord[] = [];

@@ -180,6 +180,10 @@ export function encodeCursor(r: CertificateRecord): string {
   return Buffer.from(JSON.stringify({ v: 1, a: r.notAfter.getTime(), f: r.fingerprint }), 'utf8').toString('base64url');
 }
 
+/** 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z. */
+const MIN_CERT_TIME_MS = -62_135_596_800_000;
+const MAX_CERT_TIME_MS = 253_402_300_799_999;
+
 export function decodeCursor(cursor: string): CursorPosition {
   let parsed: unknown;
   try {
@@ -189,7 +193,9 @@ export function decodeCursor(cursor: string): CursorPosition {
   }
   if (typeof parsed !== 'object' || parsed === null) throw new InvalidCursorError();
   const { v, a, f } = parsed as Record<string, unknown>;
-  if (v !== 1 || typeof a !== 'number' || !Number.isSafeInteger(a) || typeof f !== 'string' || !HEX64.test(f)) {
+  // A certificate's time is within years 1-9999 (X.509's GeneralizedTime); outside, the stores
+  // disagree (SQLite: an empty page; PostgreSQL: an out-of-range error) on what no listing made.
+  if (v !== 1 || typeof a !== 'number' || !Number.isSafeInteger(a) || a < MIN_CERT_TIME_MS || a > MAX_CERT_TIME_MS || typeof f !== 'string' || !HEX64.test(f)) {
     throw new InvalidCursorError();
   }
   return { notAfterMs: a, fingerprint: f };
