@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { recordToJson, parseDurationParam, parseSourceFilter } from '../admin/certificates-api.js';
+import { formatDuration } from '../config/duration.js';
 import { loadConfigFile, parseConfig } from '../config/load.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { caExpiryReport, readCaCertificates, staleIdentities, type CaCertificateInput, type CaExpiryEntry, type StaleIdentity } from '../inventory/expiry.js';
@@ -12,9 +13,11 @@ export const CERTS_USAGE = `meshcert certs list [--namespace N] [--sa S] [--issu
   Lists inventoried certificates (ordered by notAfter), up to --limit (default 1000).
 meshcert certs show SERIAL|FINGERPRINT [--json]
   Shows one certificate (exit 1 when not found).
-meshcert certs expiring [--within 7d] [--json]
-  CA certificates (roots, intermediates, serving certificate file) within their warning window
-  or expired, and workload identities that stopped renewing.
+meshcert certs expiring [--within DURATION] [--json]
+  CA certificates of every configured issuer (roots, intermediates, serving certificate file)
+  within their warning window or expired, and workload identities that stopped renewing. The
+  windows are the server's (monitoring.caWarnBefore, 30d; monitoring.staleWithin, 24h) unless
+  --within sets both.
   Store: --config FILE (its inventory and ca sections, as serve reads them) or
   --db sqlite:PATH|postgres://URL; default sqlite .meshcert/inventory.db.`;
 
@@ -23,11 +26,15 @@ export interface InventoryTarget {
   store: OpenStoreOptions;
   /** Human-readable store location (no credentials). */
   label: string;
+  /** The default CA's directory (ca.dir). */
   caDir: string;
-  /** The issuer name CA certificates are reported under. */
-  issuerName: string;
+  /** Every CA to check for expiry, as the server's monitor does: the default first, then issuers[]. */
+  issuers: ReadonlyArray<{ name: string; dir: string }>;
   /** server.tls.certFile, when configured. */
   servingCertFile: string | null;
+  /** monitoring.caWarnBefore and monitoring.staleWithin, seconds: `certs expiring` windows unless --within. */
+  caWarnBefore: number;
+  staleWithin: number;
 }
 
 function redact(url: string): string {
@@ -64,7 +71,14 @@ export function parseDbArg(db: string): { store: OpenStoreOptions; label: string
  */
 export function resolveInventoryTarget(o: { config?: string; db?: string }, env: NodeJS.ProcessEnv = process.env): InventoryTarget {
   const config = o.config !== undefined ? loadConfigFile(o.config, env).config : parseConfig({}, env, 'defaults', process.cwd());
-  const common = { caDir: config.ca.dir ?? resolve(config.dataDir, 'ca'), issuerName: 'default', servingCertFile: config.server.tls.certFile ?? null };
+  const caDir = config.ca.dir ?? resolve(config.dataDir, 'ca');
+  const common = {
+    caDir,
+    issuers: [{ name: 'default', dir: caDir }, ...config.issuers],
+    servingCertFile: config.server.tls.certFile ?? null,
+    caWarnBefore: config.monitoring.caWarnBefore,
+    staleWithin: config.monitoring.staleWithin,
+  };
   if (o.db !== undefined) return { ...parseDbArg(o.db), ...common };
   const inv = config.inventory;
   const kind = inv.store ?? (inv.url !== undefined ? 'postgres' : 'sqlite');
@@ -153,8 +167,16 @@ function printRecord(r: CertificateRecord, now: Date): void {
 // CA certificates.
 
 /** The CA certificates of the target (see {@link readCaCertificates}). */
-export function loadCaCertificates(target: Pick<InventoryTarget, 'caDir' | 'issuerName' | 'servingCertFile'>): { certs: CaCertificateInput[]; problems: string[] } {
-  return readCaCertificates(target.caDir, target.issuerName, target.servingCertFile);
+export function loadCaCertificates(target: Pick<InventoryTarget, 'issuers' | 'servingCertFile'>): { certs: CaCertificateInput[]; problems: string[] } {
+  const certs: CaCertificateInput[] = [];
+  const problems: string[] = [];
+  for (const [i, issuer] of target.issuers.entries()) {
+    // The serving certificate is the default CA's (as in the server's monitor).
+    const r = readCaCertificates(issuer.dir, issuer.name, i === 0 ? target.servingCertFile : null);
+    certs.push(...r.certs);
+    problems.push(...r.problems);
+  }
+  return { certs, problems };
 }
 
 function caEntryJson(e: CaExpiryEntry): Record<string, unknown> {
@@ -259,19 +281,22 @@ async function showCommand(argv: string[], now: Date): Promise<number> {
 }
 
 async function expiringCommand(argv: string[], now: Date): Promise<number> {
-  const { values: v } = parse(argv, { ...STORE_OPTIONS, within: { type: 'string', default: '7d' } });
-  const within = durationOption(v.within!, '--within');
+  const { values: v } = parse(argv, { ...STORE_OPTIONS, within: { type: 'string' } });
+  const within = v.within === undefined ? undefined : durationOption(v.within, '--within');
   return withStore(v, async (store, target) => {
+    // The server's windows (monitoring.caWarnBefore, monitoring.staleWithin) unless --within sets both.
+    const caWindow = within ?? target.caWarnBefore;
+    const staleWindow = within ?? target.staleWithin;
     const { certs, problems } = loadCaCertificates(target);
-    const ca = caExpiryReport(certs, now, within).filter((e) => e.state !== 'ok');
-    const stale = await staleIdentities(store, now, within);
+    const ca = caExpiryReport(certs, now, caWindow).filter((e) => e.state !== 'ok');
+    const stale = await staleIdentities(store, now, staleWindow);
     for (const p of problems) console.error(`meshcert: ${p}`);
     if (v.json) {
       console.log(JSON.stringify({ ca: ca.map(caEntryJson), staleIdentities: stale.map(staleJson), problems }, null, 2));
       return 0;
     }
     if (ca.length === 0) {
-      console.log(`CA certificates: none expiring within ${v.within} (${certs.length} checked)`);
+      console.log(`CA certificates: none expiring within ${formatDuration(caWindow)} (${certs.length} checked)`);
     } else {
       console.log('CA certificates:');
       console.log(
@@ -283,7 +308,7 @@ async function expiringCommand(argv: string[], now: Date): Promise<number> {
     }
     console.log('');
     if (stale.length === 0) {
-      console.log(`Stale identities: none (no latest certificate expiring within ${v.within} with less than a third of its lifetime left)`);
+      console.log(`Stale identities: none (no latest certificate expiring within ${formatDuration(staleWindow)} with less than a third of its lifetime left)`);
     } else {
       console.log('Stale identities (latest certificate not renewed):');
       console.log(

@@ -227,6 +227,29 @@ describe('meshcert certs expiring', () => {
     expect(r.problems).toEqual([]);
   });
 
+  it("checks every issuer's CA, in the server's windows unless --within sets both", async () => {
+    const { root } = await makeChain();
+    const other = join(cfgDir, 'payments-ca');
+    mkdirSync(other, { recursive: true });
+    // Expires in 20 days: inside the default 30-day CA window, outside a 7-day one.
+    const inter = await makeTestCert({ ca: true, subject: 'O=meshcert-test, CN=Payments Intermediate', issuer: root, notAfter: new Date(BASE + 20 * DAY) });
+    writeFileSync(join(other, 'root-cert.pem'), root.pem);
+    writeFileSync(join(other, 'ca-cert.pem'), inter.pem);
+    writeFileSync(join(other, 'cert-chain.pem'), inter.pem + root.pem);
+    const file = join(cfgDir, 'issuers.yaml');
+    writeFileSync(file, ['dataDir: state', 'inventory:', '  store: sqlite', `  path: ${dbPath}`, 'issuers:', '  - name: payments', `    dir: ${other}`, 'monitoring:', '  staleWithin: 1h', ''].join('\n'));
+    expect(await run('expiring', '--config', file, '--json')).toBe(0);
+    const r = JSON.parse(stdout()) as { ca: Array<{ issuer: string; subject: string }>; staleIdentities: unknown[] };
+    expect(r.ca.map((e) => `${e.issuer}: ${e.subject}`)).toEqual(['default: O=meshcert-test, CN=Short Intermediate', 'payments: O=meshcert-test, CN=Payments Intermediate']);
+    // The stuck identity has 4 hours left: outside the configured 1-hour stale window.
+    expect(r.staleIdentities).toEqual([]);
+    out.mockClear();
+    expect(await run('expiring', '--config', file, '--within', '7d', '--json')).toBe(0);
+    const narrow = JSON.parse(stdout()) as { ca: Array<{ issuer: string }>; staleIdentities: unknown[] };
+    expect(narrow.ca.map((e) => e.issuer)).toEqual(['default']);
+    expect(narrow.staleIdentities).toHaveLength(1);
+  });
+
   it('reports nothing in a short window, and a missing CA directory as a problem', async () => {
     writeFileSync(join(cfgDir, 'no-ca.yaml'), 'ca:\n  dir: missing-ca\n');
     expect(await run('expiring', '--config', join(cfgDir, 'no-ca.yaml'), '--db', db, '--within', '1h')).toBe(0);
