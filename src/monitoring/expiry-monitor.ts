@@ -23,19 +23,43 @@ export class ExpiryMonitor {
   private readonly warned = new Map<string, string>();
 
   constructor(
-    private readonly o: ExpiryMonitorOptions,
+    private o: ExpiryMonitorOptions,
     private readonly logger: Logger,
     private readonly metrics?: InventoryMetrics,
     private readonly store?: InventoryStore,
   ) {}
 
+  private checking = false;
+
   start(): void {
-    void this.check();
-    this.timer = setInterval(() => void this.check(), this.o.interval * 1000).unref();
+    void this.tick();
+    this.timer = setInterval(() => void this.tick(), this.o.interval * 1000).unref();
   }
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** A reloaded config: issuers added or removed, new windows; the next check uses them. */
+  update(o: ExpiryMonitorOptions): void {
+    const interval = this.o.interval;
+    this.o = o;
+    if (this.timer && o.interval !== interval) {
+      clearInterval(this.timer);
+      this.timer = setInterval(() => void this.tick(), o.interval * 1000).unref();
+    }
+  }
+
+  /** A timer's check, skipped while the last one still runs (a slow store must not pile them up). */
+  private async tick(): Promise<void> {
+    if (this.checking) return;
+    this.checking = true;
+    try {
+      await this.check();
+    } finally {
+      this.checking = false;
+    }
   }
 
   async check(now = new Date()): Promise<{ ca: CaExpiryEntry[]; stale: number }> {

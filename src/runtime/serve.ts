@@ -13,7 +13,7 @@ import { CaMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../me
 import { Reloader } from './reload.js';
 import { startControllers } from './controllers.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
-import { ExpiryMonitor } from '../monitoring/expiry-monitor.js';
+import { ExpiryMonitor, type ExpiryMonitorOptions } from '../monitoring/expiry-monitor.js';
 import { startWorkers, workerCount } from './cluster.js';
 import { inventoryIntake } from './inventory-intake.js';
 
@@ -40,12 +40,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   const registry = new Registry();
   const invMetrics = new InventoryMetrics(registry);
   const inventory = await InventoryService.open(config.inventory, logger, invMetrics);
-  const monitor = new ExpiryMonitor(
-    { issuers: [{ name: 'default', dir: config.ca.dir! }, ...config.issuers], ...(config.server.tls.certFile ? { servingCertFile: config.server.tls.certFile } : {}), caWarnBefore: config.monitoring.caWarnBefore, staleWithin: config.monitoring.staleWithin, interval: config.monitoring.interval },
-    logger,
-    invMetrics,
-    inventory?.store,
-  );
+  const monitor = new ExpiryMonitor(monitorOptions(config), logger, invMetrics, inventory?.store);
 
   let port: number;
   let metricsText: () => Promise<string>;
@@ -109,6 +104,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     apply: async (next) => {
       await applyConfig(next);
       current = next;
+      monitor.update(monitorOptions(next));
       controllers?.onRootBundleChanged();
     },
     logger,
@@ -180,5 +176,16 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       endDelay();
       return true;
     },
+  };
+}
+
+/** What the expiry monitor watches, from a config (at start and on every reload). */
+function monitorOptions(config: MeshcertConfig): ExpiryMonitorOptions {
+  return {
+    issuers: [{ name: 'default', dir: config.ca.dir! }, ...config.issuers],
+    ...(config.server.tls.certFile ? { servingCertFile: config.server.tls.certFile } : {}),
+    caWarnBefore: config.monitoring.caWarnBefore,
+    staleWithin: config.monitoring.staleWithin,
+    interval: config.monitoring.interval,
   };
 }
