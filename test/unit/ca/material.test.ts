@@ -261,21 +261,32 @@ describe('loadCaDir with a three-level chain', () => {
     expect(() => issuer.selfTest(publicKey.export({ type: 'spki', format: 'der' }), 'spiffe://cluster.local/ns/a/sa/b')).not.toThrow();
   });
 
-  it('refuses at the self-test a chain whose middle CA allows no CA below it (pathLenConstraint 0), as Go and openssl do', async () => {
-    const d = join(base, 'path-len-0');
+  /**
+   * A directory holding root → `mid` (made by the caller) → CN=top, the signing CA; the chain
+   * file lists top and mid.
+   */
+  async function withMiddle(name: string, makeMid: (root: x509.X509Certificate, rootKey: GeneratedKey, midKey: GeneratedKey, validity: { notBefore: Date; notAfter: Date }) => Promise<x509.X509Certificate>): Promise<string> {
+    const d = join(base, name);
     mkdirSync(d);
     const now = Date.now();
     const validity = { notBefore: new Date(now - 60_000), notAfter: new Date(now + DAY_MS) };
     const rootKey = await generateKey('ec256');
     const r = await createRootCert(rootKey, { subject: 'CN=r', keyType: 'ec256', ...validity });
     const midKey = await generateKey('ec256');
-    const mid = await createIntermediateCert(midKey.keys.publicKey, { cert: r, key: rootKey.keys.privateKey, keyType: 'ec256' }, { subject: 'CN=mid', pathLength: 0, ...validity });
+    const mid = await makeMid(r, rootKey, midKey, validity);
     const topKey = await generateKey('ec256');
     const top = await createIntermediateCert(topKey.keys.publicKey, { cert: mid, key: midKey.keys.privateKey, keyType: 'ec256' }, { subject: 'CN=top', ...validity });
     writeFileSync(join(d, 'ca-cert.pem'), pem(top));
     writeFileSync(join(d, 'ca-key.pem'), topKey.privateKeyPem);
     writeFileSync(join(d, 'cert-chain.pem'), pem(top) + pem(mid));
     writeFileSync(join(d, 'root-cert.pem'), pem(r));
+    return d;
+  }
+
+  it('refuses at the self-test a chain whose middle CA allows no CA below it (pathLenConstraint 0), as Go and openssl do', async () => {
+    const d = await withMiddle('path-len-0', (r, rootKey, midKey, validity) =>
+      createIntermediateCert(midKey.keys.publicKey, { cert: r, key: rootKey.keys.privateKey, keyType: 'ec256' }, { subject: 'CN=mid', pathLength: 0, ...validity }),
+    );
     // Signatures and names are fine, so loading succeeds; the constraint shows on a signed leaf.
     const issuer = new LocalIssuer('tight', loadCaDir(d));
     const spki = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });
@@ -292,29 +303,18 @@ describe('loadCaDir with a three-level chain', () => {
   });
 
   it('refuses a chain whose middle certificate is not a CA', async () => {
-    const d = join(base, 'not-ca-middle');
-    mkdirSync(d);
-    const now = Date.now();
-    const validity = { notBefore: new Date(now - 60_000), notAfter: new Date(now + DAY_MS) };
-    const rootKey = await generateKey('ec256');
-    const r = await createRootCert(rootKey, { subject: 'CN=r', keyType: 'ec256', ...validity });
-    const midKey = await generateKey('ec256');
-    const mid = await x509.X509CertificateGenerator.create({
-      serialNumber: '0a',
-      subject: 'CN=not a ca',
-      issuer: r.subject,
-      publicKey: midKey.keys.publicKey,
-      signingKey: rootKey.keys.privateKey,
-      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,
-      extensions: [new x509.BasicConstraintsExtension(false, undefined, true)],
-      ...validity,
-    });
-    const topKey = await generateKey('ec256');
-    const top = await createIntermediateCert(topKey.keys.publicKey, { cert: mid, key: midKey.keys.privateKey, keyType: 'ec256' }, { subject: 'CN=top', ...validity });
-    writeFileSync(join(d, 'ca-cert.pem'), pem(top));
-    writeFileSync(join(d, 'ca-key.pem'), topKey.privateKeyPem);
-    writeFileSync(join(d, 'cert-chain.pem'), pem(top) + pem(mid));
-    writeFileSync(join(d, 'root-cert.pem'), pem(r));
+    const d = await withMiddle('not-ca-middle', (r, rootKey, midKey, validity) =>
+      x509.X509CertificateGenerator.create({
+        serialNumber: '0a',
+        subject: 'CN=not a ca',
+        issuer: r.subject,
+        publicKey: midKey.keys.publicKey,
+        signingKey: rootKey.keys.privateKey,
+        signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,
+        extensions: [new x509.BasicConstraintsExtension(false, undefined, true)],
+        ...validity,
+      }),
+    );
     expect(loadError(d).message).toBe('cert-chain.pem holds a certificate that is not a CA');
   });
 });
