@@ -16,7 +16,7 @@
  *
  * Errors are JSON `{ error: message }`, never a stack trace: 400 for a bad query (unknown
  * parameter, bad duration, limit outside 1..1000, invalid cursor, a key that is not hex), 404,
- * 405 with `Allow: GET` for other methods, 503 when the store fails (unreachable, closed...).
+ * 405 with `Allow: GET, HEAD` for other methods, 503 when the store fails (unreachable, closed...).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseDurationSeconds } from '../config/duration.js';
@@ -166,8 +166,9 @@ export async function handleCertificatesApi(req: IncomingMessage, res: ServerRes
   const path = url.pathname;
   if (path !== CERTIFICATES_API_PATH && !path.startsWith(`${CERTIFICATES_API_PATH}/`)) return false;
 
-  if (req.method !== 'GET') {
-    send(res, 405, { error: `method ${req.method ?? ''} not allowed; use GET` }, { allow: 'GET' });
+  // HEAD is GET without the body (Node sends none for HEAD).
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    send(res, 405, { error: `method ${req.method ?? ''} not allowed; use GET` }, { allow: 'GET, HEAD' });
     return true;
   }
   const rest = path.slice(CERTIFICATES_API_PATH.length + 1); // '' for the collection (with or without '/')

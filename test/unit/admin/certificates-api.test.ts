@@ -266,11 +266,15 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     expect(notHex.status).toBe(400);
   });
 
-  it.skipIf(skip)('answers 405 with Allow: GET for other methods', async () => {
+  it.skipIf(skip)('answers HEAD as GET without a body, and 405 with Allow: GET, HEAD for other methods', async () => {
+    const head = await request(`/api/v1/certificates/${records[0]!.fingerprint}`, 'HEAD');
+    expect(head.status).toBe(200);
+    expect(head.text).toBe('');
+    expect((await request('/api/v1/certificates/00', 'HEAD')).status).toBe(404);
     for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
       const r = await request('/api/v1/certificates', method);
       expect(r.status, method).toBe(405);
-      expect(r.headers.allow, method).toBe('GET');
+      expect(r.headers.allow, method).toBe('GET, HEAD');
       expect((r.body as { error: string }).error).toMatch(/GET/);
     }
     expect((await request(`/api/v1/certificates/${records[0]!.fingerprint}`, 'DELETE')).status).toBe(405);
