@@ -20,6 +20,11 @@ const duration = z
 
 /** Node's timers hold at most 2^31 - 1 ms; a longer one fires at once. */
 const MAX_TIMER_SECONDS = 2_147_483;
+/** About a century, in seconds: a window or lifetime past it puts dates beyond what the stores hold. */
+const MAX_SPAN_SECONDS = 100 * 365 * 86_400;
+const span = (min: number, minText: string) =>
+  duration.refine((v) => v >= min && v <= MAX_SPAN_SECONDS, `must be between ${minText} and 36500d`);
+
 const timerDuration = (min: number) =>
   duration.refine((v) => v >= min && v <= MAX_TIMER_SECONDS, `must be between ${min === 0 ? '0' : `${min}s`} and ${MAX_TIMER_SECONDS}s (about 24 days)`);
 
@@ -85,7 +90,8 @@ export const configSchema = z.strictObject({
           /** Otherwise meshcert issues its own serving certificate for these names, and renews it. */
           dnsNames: z.array(z.string().min(1)).default(['localhost']),
           ipAddresses: z.array(z.union([z.ipv4(), z.ipv6()])).default(['127.0.0.1', '::1']),
-          lifetime: duration.prefault('720h'),
+          /** At least an hour: a shorter one is renewed over and over. */
+          lifetime: span(3600, '1h').prefault('720h'),
           /** Renew when less than this fraction of the lifetime is left. */
           renewBeforeRatio: z.number().gt(0).lt(1).default(1 / 3),
         })
@@ -230,7 +236,7 @@ export const configSchema = z.strictObject({
           namespace: z.string().default('istio-system'),
           /** Control-plane revisions: names istiod-<rev>.<ns>.svc are added. */
           revisions: z.array(z.string()).default([]),
-          lifetime: duration.prefault('30d'),
+          lifetime: span(3600, '1h').prefault('30d'),
         })
         .prefault({}),
     })
@@ -301,12 +307,12 @@ export const configSchema = z.strictObject({
       /** Records kept in memory while the store is down. */
       maxBuffer: z.number().int().min(100).default(100_000),
       /** Expired records are pruned this long after they expire. */
-      retention: duration.prefault('30d'),
+      retention: span(0, '0s').prefault('30d'),
       /**
        * Audit events (refusals, including unauthenticated and shed calls) are pruned this long
        * after they were recorded, so the table cannot grow without bound; 0 keeps them forever.
        */
-      auditRetention: duration.prefault('365d'),
+      auditRetention: span(0, '0s').prefault('365d'),
     })
     .prefault({})
     .refine((i) => i.store !== 'postgres' || i.url !== undefined, { message: 'inventory.store postgres needs inventory.url' }),
@@ -314,9 +320,9 @@ export const configSchema = z.strictObject({
   monitoring: z
     .strictObject({
       /** Warn (log + metric) when a CA certificate has less than this left. */
-      caWarnBefore: duration.prefault('30d'),
+      caWarnBefore: span(0, '0s').prefault('30d'),
       /** Report identities whose latest certificate expires within this window and was not renewed. */
-      staleWithin: duration.prefault('24h'),
+      staleWithin: span(0, '0s').prefault('24h'),
       /** How often the checks run: each reads the CA files and queries the store (a Node timer: at most about 24 days). */
       interval: duration.refine((v) => v >= 10 && v <= MAX_TIMER_SECONDS, `must be between 10s and ${MAX_TIMER_SECONDS}s (about 24 days)`).prefault('5m'),
     })
