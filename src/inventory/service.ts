@@ -2,9 +2,9 @@ import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryMetrics } from '../metrics/ca-metrics.js';
 import { openStore } from './open.js';
-import { InventoryRecorder } from './recorder.js';
+import { InventoryOverflowError, InventoryRecorder } from './recorder.js';
 import type { RecordSink } from './sink.js';
-import type { AuditEvent, CertificateRecord, InventoryStore } from './types.js';
+import { InventoryDataError, type AuditEvent, type CertificateRecord, type InventoryStore } from './types.js';
 
 export interface InventoryOptions {
   /** Default: postgres when url is set, else sqlite. */
@@ -45,16 +45,7 @@ export class InventoryService implements RecordSink {
       // would serve certificates nobody can see).
       throw new ConfigError(`cannot open the ${kind} inventory store: ${(err as Error).message.split('\n')[0]}`);
     }
-    let lastError = 0;
-    const recorder = new InventoryRecorder(store, {
-      failClosed: o.failClosed,
-      maxBuffer: o.maxBuffer,
-      onError: (err) => {
-        // One line per burst, not per retry.
-        if (Date.now() - lastError > 10_000) logger.error({ err }, 'inventory write failed; records are kept in memory and retried');
-        lastError = Date.now();
-      },
-    });
+    const recorder = new InventoryRecorder(store, { failClosed: o.failClosed, maxBuffer: o.maxBuffer, onError: inventoryErrorLog(logger) });
     const svc = new InventoryService(store, recorder, o);
     if (metrics) metrics.recorder = recorder;
     const count = (): void => {
@@ -128,4 +119,23 @@ export class InventoryService implements RecordSink {
       await this.store.close();
     }
   }
+}
+
+/**
+ * The recorder's errors as log lines, at most one per kind every 10 s: a store that is down fails
+ * every retry, and a full buffer drops on every record. The kinds must not hide each other: that
+ * records are now being lost (overflow) or discarded (refused as data) is not the same news as
+ * the store being down.
+ */
+export function inventoryErrorLog(logger: Logger, now: () => number = Date.now): (err: Error) => void {
+  const last = new Map<string, number>();
+  return (err) => {
+    const kind = err instanceof InventoryOverflowError ? 'overflow' : err instanceof InventoryDataError ? 'data' : 'write';
+    const t = now();
+    if (t - (last.get(kind) ?? -Infinity) < 10_000) return;
+    last.set(kind, t);
+    if (kind === 'overflow') logger.error({ err }, 'inventory buffer full: the oldest unwritten records are being dropped (see meshcert_inventory_dropped_records)');
+    else if (kind === 'data') logger.error({ err }, 'the inventory store refused an entry as invalid; it was discarded (see meshcert_inventory_rejected_records)');
+    else logger.error({ err }, 'inventory write failed; records are kept in memory and retried');
+  };
 }

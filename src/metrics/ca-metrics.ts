@@ -101,11 +101,13 @@ export class InventoryMetrics {
   readonly backlog: Gauge;
   readonly records: Gauge;
   readonly dropped: Gauge;
+  readonly rejected: Gauge;
+  readonly auditLost: Gauge;
   readonly storeUp: Gauge;
   readonly staleIdentities: Gauge;
   readonly caWarnings: Gauge;
   /** Read at scrape time, so the gauges are never stale. */
-  recorder?: { readonly backlog: number; readonly storeHealthy: boolean; readonly dropped: number };
+  recorder?: { readonly backlog: number; readonly storeHealthy: boolean; readonly dropped: number; readonly stats: { readonly rejected: number; readonly auditDropped: number; readonly auditRejected: number } };
 
   constructor(registry: Registry) {
     const r = [registry];
@@ -114,6 +116,18 @@ export class InventoryMetrics {
     this.backlog = new Gauge({ name: 'meshcert_inventory_backlog', help: 'Certificate records waiting to be written to the inventory store.', registers: r, collect() { if (self.recorder) this.set(self.recorder.backlog); } });
     this.records = new Gauge({ name: 'meshcert_inventory_records', help: 'Certificates in the inventory store.', registers: r });
     this.dropped = new Gauge({ name: 'meshcert_inventory_dropped_records', help: 'Records dropped because the buffer overflowed (failClosed off).', registers: r, collect() { if (self.recorder) this.set(self.recorder.dropped); } });
+    this.rejected = new Gauge({ name: 'meshcert_inventory_rejected_records', help: 'Certificate records the store refused as invalid data and that were discarded.', registers: r, collect() { if (self.recorder) this.set(self.recorder.stats.rejected); } });
+    this.auditLost = new Gauge({
+      name: 'meshcert_inventory_audit_events_lost',
+      help: 'Audit events not stored: dropped because the buffer overflowed, or refused by the store as invalid.',
+      labelNames: ['reason'],
+      registers: r,
+      collect() {
+        if (!self.recorder) return;
+        this.set({ reason: 'dropped' }, self.recorder.stats.auditDropped);
+        this.set({ reason: 'rejected' }, self.recorder.stats.auditRejected);
+      },
+    });
     this.storeUp = new Gauge({ name: 'meshcert_inventory_store_up', help: '1 when the last inventory write succeeded.', registers: r, collect() { if (self.recorder) this.set(self.recorder.storeHealthy ? 1 : 0); } });
     this.staleIdentities = new Gauge({ name: 'meshcert_stale_identities', help: 'Identities whose latest certificate expires soon and was not renewed.', registers: r });
     this.caWarnings = new Gauge({ name: 'meshcert_ca_certs_in_warning_window', help: 'CA certificates expiring within monitoring.caWarnBefore (or expired).', registers: r });

@@ -163,6 +163,10 @@ describe('PostgreSQL outage during issuance', () => {
     await expect.poll(async () => metricValue((await get(s.server.adminPort!, '/metrics')).body, 'meshcert_inventory_store_up'), { timeout: 10_000, interval: 250 }).toBe(0);
     const mm = (await get(s.server.adminPort!, '/metrics')).body;
     expect(metricValue(mm, 'meshcert_inventory_backlog')).toBeGreaterThan(0);
+    // Nothing lost: buffered, not dropped or discarded.
+    expect(metricValue(mm, 'meshcert_inventory_dropped_records')).toBe(0);
+    expect(metricValue(mm, 'meshcert_inventory_rejected_records')).toBe(0);
+    expect(mm).toMatch(/^meshcert_inventory_audit_events_lost\{reason="dropped"\} 0$/m);
     await startPostgres(cluster);
     await issue(20);
     await expect.poll(async () => metricValue((await get(s.server.adminPort!, '/metrics')).body, 'meshcert_inventory_backlog'), { timeout: 20_000, interval: 500 }).toBe(0);

@@ -5,12 +5,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../../src/log/logger.js';
 import { openStore } from '../../../src/inventory/open.js';
-import { InventoryService } from '../../../src/inventory/service.js';
-import type { AuditEvent, InventoryStore } from '../../../src/inventory/types.js';
+import { InventoryOverflowError } from '../../../src/inventory/recorder.js';
+import { inventoryErrorLog, InventoryService } from '../../../src/inventory/service.js';
+import { InventoryDataError, type AuditEvent, type InventoryStore } from '../../../src/inventory/types.js';
 import { makeRecord } from './fixtures.js';
 
 const DAY = 86_400_000;
@@ -74,5 +76,28 @@ describe('InventoryService readiness', () => {
     } finally {
       await svc.close();
     }
+  });
+});
+
+describe('inventoryErrorLog', () => {
+  it('logs each kind of failure at most once every 10 s, kinds not hiding each other', async () => {
+    const lines: string[] = [];
+    let t = 0;
+    const log = inventoryErrorLog(createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) })), () => t);
+    log(new Error('connection refused'));
+    log(new Error('connection refused'));
+    log(new InventoryOverflowError('inventory buffer full'));
+    log(new InventoryDataError('certificate record discarded'));
+    t = 5_000;
+    log(new InventoryOverflowError('inventory buffer full'));
+    t = 10_001;
+    log(new Error('connection refused'));
+    await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
+    expect(lines.map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual([
+      'inventory write failed; records are kept in memory and retried',
+      'inventory buffer full: the oldest unwritten records are being dropped (see meshcert_inventory_dropped_records)',
+      'the inventory store refused an entry as invalid; it was discarded (see meshcert_inventory_rejected_records)',
+      'inventory write failed; records are kept in memory and retried',
+    ]);
   });
 });
