@@ -51,6 +51,12 @@ export interface SqliteStoreOptions {
   path: string;
   /** How long a write waits for another connection's lock (SQLITE_BUSY), default 5000 ms. */
   busyTimeoutMs?: number;
+  /**
+   * A worker thread that died (a native crash, say) is started again on the next call, but not
+   * sooner than this after its death, default 1000 ms: the recorder's retries then succeed rather
+   * than failing for the life of the process. Not for ':memory:' (its data died with the thread).
+   */
+  respawnDelayMs?: number;
 }
 
 /** Schema versions, applied in order, in the migration transaction. Never edit one that shipped. */
@@ -231,7 +237,10 @@ function classify(err: Error & { code?: string | null }): Error {
 
 export class SqliteInventoryStore implements InventoryStore {
   readonly kind = 'sqlite' as const;
-  private readonly worker: Worker;
+  private worker!: Worker;
+  private readonly workerData: { modulePath: string; path: string; busyTimeoutMs: number };
+  private readonly respawnDelayMs: number;
+  private diedAt = 0;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closed = false;
@@ -247,21 +256,26 @@ export class SqliteInventoryStore implements InventoryStore {
       closeSync(openSync(abs, 'a', 0o600));
       chmodSync(abs, 0o600);
     }
-    this.worker = new Worker(WORKER_SOURCE, {
-      eval: true,
-      workerData: {
-        modulePath: createRequire(import.meta.url).resolve('better-sqlite3'),
-        path: path === ':memory:' || path === '' ? path : resolve(path),
-        busyTimeoutMs: Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000)),
-      },
-    });
+    this.workerData = {
+      modulePath: createRequire(import.meta.url).resolve('better-sqlite3'),
+      path: path === ':memory:' || path === '' ? path : resolve(path),
+      busyTimeoutMs: Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000)),
+    };
+    this.respawnDelayMs = options.respawnDelayMs ?? 1000;
+    this.spawn();
+  }
+
+  private spawn(): void {
+    const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: this.workerData });
+    this.worker = worker;
+    this.dead = null;
     // Referenced only while a request is outstanding: an idle store never keeps the process alive.
-    this.worker.unref();
-    this.worker.on('message', (m: { id: number; result?: unknown; error?: { message: string; code: string | null; name: string } }) => {
+    worker.unref();
+    worker.on('message', (m: { id: number; result?: unknown; error?: { message: string; code: string | null; name: string } }) => {
       const p = this.pending.get(m.id);
       if (p === undefined) return;
       this.pending.delete(m.id);
-      if (this.pending.size === 0) this.worker.unref();
+      if (this.pending.size === 0) worker.unref();
       if (m.error !== undefined) {
         const e = Object.assign(new Error(m.error.message), { code: m.error.code });
         e.name = m.error.name;
@@ -271,17 +285,23 @@ export class SqliteInventoryStore implements InventoryStore {
       }
     });
     const fail = (err: Error): void => {
+      if (this.worker !== worker || this.dead !== null) return;
       this.dead = err;
+      this.diedAt = performance.now();
       for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();
     };
-    this.worker.on('error', (err) => fail(err));
-    this.worker.on('exit', (code) => fail(new Error(`inventory sqlite worker exited (code ${code})`)));
+    worker.on('error', (err) => fail(err));
+    worker.on('exit', (code) => fail(new Error(`inventory sqlite worker exited (code ${code})`)));
   }
 
   private call<T>(op: Op, ...args: unknown[]): Promise<T> {
     if (this.closed && op !== 'close') return Promise.reject(new Error('inventory store is closed'));
-    if (this.dead !== null) return Promise.reject(this.dead);
+    if (this.dead !== null) {
+      const inMemory = this.workerData.path === ':memory:' || this.workerData.path === '';
+      if (this.closed || inMemory || performance.now() - this.diedAt < this.respawnDelayMs) return Promise.reject(this.dead);
+      this.spawn();
+    }
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
