@@ -246,10 +246,13 @@ export const configSchema = z.strictObject({
       leaseName: z.string().default('meshcert-leader'),
       /** Namespace of the Lease; default the pod's (MESHCERT_POD_NAMESPACE). */
       namespace: z.string().optional(),
-      leaseDuration: duration.prefault('15s'),
-      renewDeadline: duration.prefault('10s'),
-      retryPeriod: duration.prefault('2s'),
+      leaseDuration: timerDuration(1).prefault('15s'),
+      renewDeadline: timerDuration(1).prefault('10s'),
+      retryPeriod: timerDuration(1).prefault('2s'),
     })
+    // The elector's own rules (client-go's), checked here so that `config check` reports them.
+    .refine((l) => l.leaseDuration > l.renewDeadline, { message: 'leaseDuration must be greater than renewDeadline', path: ['leaseDuration'] })
+    .refine((l) => l.renewDeadline > 1.2 * l.retryPeriod, { message: 'renewDeadline must be greater than 1.2 × retryPeriod', path: ['renewDeadline'] })
     .prefault({}),
   auth: z
     .strictObject({
