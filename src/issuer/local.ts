@@ -92,15 +92,22 @@ export class LocalIssuer {
       if (!signedBy(child, parent)) throw new Error(`issuer ${this.name}: self-test leaf does not verify against its chain`);
       child = parent;
     }
-    const anchor = this.material.roots.find((r) => signedBy(child, r));
-    if (!anchor) {
+    const anchors = this.material.roots.filter((r) => signedBy(child, r));
+    if (anchors.length === 0) {
       throw new Error(`issuer ${this.name}: chain does not reach a trusted root`);
     }
-    const path = [leaf, ...this.material.intermediates, anchor].map((c) => ({ der: c.raw, name: (c.subject ?? '').replace(/\n/g, ', ') })); // a leaf's subject is empty
-    const problems = pathConstraintProblems(path, [uri]);
-    if (problems.length > 0) {
-      throw new Error(`issuer ${this.name}: its chain breaks constraints that Go clients (istio-agent, ztunnel) and OpenSSL enforce, so they would refuse every certificate it signs: ${problems.join('; ')}`);
+    // Every path a client could build, as Go tries them: a self-signed signing CA is its own
+    // anchor (a certificate appears once in a path), and any one acceptable path is enough.
+    let problems: string[] = [];
+    for (const anchor of anchors) {
+      const certs = child.fingerprint256 === anchor.fingerprint256 ? [leaf, ...this.material.intermediates] : [leaf, ...this.material.intermediates, anchor];
+      problems = pathConstraintProblems(
+        certs.map((c) => ({ der: c.raw, name: (c.subject ?? '').replace(/\n/g, ', ') })), // a leaf's subject is empty
+        [uri],
+      );
+      if (problems.length === 0) return;
     }
+    throw new Error(`issuer ${this.name}: its chain breaks constraints that Go's crypto/x509 (istio-agent) and OpenSSL enforce, so clients would refuse every certificate it signs: ${problems.join('; ')}`);
   }
 }
 

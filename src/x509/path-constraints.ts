@@ -1,8 +1,10 @@
 /**
- * The chain constraints that a signature check does not cover but Go's crypto/x509 (istio-agent,
- * ztunnel) and OpenSSL enforce on every handshake: a CA's path length, the extended key usages
- * of CAs, and name constraints on the leaf's URI SANs. A CA chain that breaks one of them signs
- * leaves that every client refuses, so meshcert checks a sample leaf's path when it loads a CA.
+ * The chain constraints that a signature check does not cover but Go's crypto/x509 (istio-agent)
+ * and OpenSSL enforce on every handshake: a CA's path length, the extended key usages of CAs,
+ * and name constraints on the leaf's URI SANs. A CA chain that breaks one of them signs leaves
+ * that clients refuse, so meshcert checks a sample leaf's path when it loads a CA. Go's rules
+ * where they differ: a CA whose only extended key usage is anyExtendedKeyUsage passes (Go
+ * accepts it; OpenSSL's purpose check does not). Never stricter than Go.
  * Setup-time code: reads extensions with the small DER reader, not a full X.509 library.
  */
 import { oid, readChildren, readElement, TAG_BOOLEAN, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, type DerElement } from './der.js';

@@ -302,6 +302,20 @@ describe('loadCaDir with a three-level chain', () => {
     expect(loadError(d).message).toMatch(/"O=test, CN=inter2" is not signed by any certificate in root-cert\.pem/);
   });
 
+  it('accepts at the self-test a signing CA that is its own root, even with pathLenConstraint 0 (it is in the path once)', async () => {
+    const d = join(base, 'self-signed-signer');
+    mkdirSync(d);
+    const now = Date.now();
+    const key = await generateKey('ec256');
+    const root = await createRootCert(key, { subject: 'CN=selfroot', keyType: 'ec256', pathLength: 0, notBefore: new Date(now - 60_000), notAfter: new Date(now + DAY_MS) });
+    writeFileSync(join(d, 'ca-cert.pem'), pem(root));
+    writeFileSync(join(d, 'ca-key.pem'), key.privateKeyPem);
+    writeFileSync(join(d, 'root-cert.pem'), pem(root));
+    const issuer = new LocalIssuer('self', loadCaDir(d));
+    const spki = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });
+    expect(() => issuer.selfTest(spki, 'spiffe://cluster.local/ns/a/sa/b')).not.toThrow();
+  });
+
   it('refuses a chain whose middle certificate is not a CA', async () => {
     const d = await withMiddle('not-ca-middle', (r, rootKey, midKey, validity) =>
       x509.X509CertificateGenerator.create({
