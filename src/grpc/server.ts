@@ -384,11 +384,21 @@ export class GrpcServer {
     try {
       timeoutMs = parseGrpcTimeout(headers['grpc-timeout'] as string | undefined);
     } catch (e) {
-      return fail((e as GrpcStatusError).code, (e as GrpcStatusError).message);
+      return this.failFrom(e, path, fail);
     }
+    // Over for the client (reset, connection gone, deadline passed): what CallInfo.cancelled
+    // reports. Not `done`, which a server stream sets as soon as its handler has it.
+    let expired = false;
+    const cancelled = (): boolean => expired || stream.closed || stream.destroyed;
     // grpc-timeout reaches 99999999 hours; Node fires a timer beyond 2^31-1 ms (about 24.8 days)
     // after 1 ms instead, so such a deadline is as good as none.
-    const timer = timeoutMs === undefined || timeoutMs > MAX_TIMER_MS ? undefined : setTimeout(() => fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded'), timeoutMs);
+    const timer =
+      timeoutMs === undefined || timeoutMs > MAX_TIMER_MS
+        ? undefined
+        : setTimeout(() => {
+            expired = true;
+            fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded');
+          }, timeoutMs);
     // Until its request is complete the stream is an upload: swept for server.requestReadTimeout,
     // and (with memory pressure) no reason to keep its connection.
     const upload: Upload = { started: performance.now(), fail };
@@ -436,7 +446,7 @@ export class GrpcServer {
       } catch (e) {
         return failUndecodable(e, path, fail);
       }
-      const call = this.callInfo(stream, headers, () => done);
+      const call = this.callInfo(stream, headers, cancelled);
       if (admit) {
         try {
           release = admit(message.length, call);

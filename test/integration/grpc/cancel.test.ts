@@ -13,6 +13,9 @@ import { RawConnections, startCall, unaryCall } from '../../support/raw-grpc.js'
 import { localhostIdentity } from '../../support/serving-identity.js';
 
 const held: MethodCodec<Buffer, Buffer> = { path: '/t.T/Held', deserialize: (b) => b, serialize: (r) => r };
+const watch: MethodCodec<Buffer, Buffer> = { path: '/t.T/Watch', deserialize: (b) => b, serialize: (r) => r };
+/** Server-stream calls, open until the client goes. */
+const watching: CallInfo[] = [];
 /** Calls the handler holds until the test lets them go, with their CallInfo. */
 const waiting: Array<{ call: CallInfo; release: () => void }> = [];
 let server: GrpcServer;
@@ -27,7 +30,10 @@ beforeAll(async () => {
   server = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10 }, identity, logger).unary(
     held,
     (r, call) => new Promise<Buffer>((resolve) => waiting.push({ call, release: () => resolve(r) })),
-  );
+  ).serverStream(watch, (_r, call, stream) => {
+    watching.push(call);
+    stream.write(Buffer.from('first'));
+  });
   port = await server.start();
 });
 
@@ -73,6 +79,16 @@ describe('CallInfo.cancelled', () => {
     s.destroy();
     await vi.waitFor(() => expect(h.call.cancelled()).toBe(true));
     h.release();
+  });
+
+  it('is false for a server stream while it is open, and true once the client has gone', async () => {
+    const s = open();
+    const { stream } = startCall(s, watch.path);
+    stream.end(frameMessage(Buffer.from('w')));
+    await vi.waitFor(() => expect(watching).toHaveLength(1));
+    expect(watching[0]!.cancelled()).toBe(false);
+    stream.close(constants.NGHTTP2_CANCEL);
+    await vi.waitFor(() => expect(watching[0]!.cancelled()).toBe(true));
   });
 
   it("turns true when the call's grpc-timeout passes (the client gets DEADLINE_EXCEEDED)", async () => {
