@@ -70,7 +70,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       issuers = () => primaryState.issuers;
       const aggregator = new AggregatorRegistry();
       const pool = await startWorkers(config, logger, count, {
-        ...(inventory ? { onInventory: inventoryIntake(inventory, logger) } : {}),
+        ...(inventory ? { onInventory: inventoryIntake(inventory, logger, { onDropped: (kind) => invMetrics.refusedFromWorkers.inc({ kind }) }) } : {}),
         accepting: () => inventory?.accepting() ?? true,
       });
       port = pool.port;
@@ -116,6 +116,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   /** Set while server.shutdownDelay runs: ends it early. */
   let endDelay: (() => void) | undefined;
   let draining = false;
+  let closing: Promise<void> | undefined;
   const stopAll = async (): Promise<void> => {
     reloader.stop();
     monitor.stop();
@@ -152,24 +153,14 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     adminPort: admin?.port,
     workers: count,
     reload: (reason = 'requested') => reloader.reload(reason),
-    async close() {
-      const delay = config.server.shutdownDelay;
-      if (delay > 0 && !draining) {
-        // Kubernetes takes a terminating pod out of the Service's endpoints while clients are still
-        // sent to it: report not ready, and go on serving until they have moved.
-        draining = true;
-        reportDraining();
-        logger.info({ delaySeconds: delay }, 'shutdown delay: reporting not ready, still serving');
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, delay * 1000);
-          endDelay = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        endDelay = undefined;
+    close() {
+      // Once: a second close during the delay ends the delay and shares the one shutdown.
+      if (closing) {
+        endDelay?.();
+        return closing;
       }
-      await stopAll();
+      closing = stopAfterDelay();
+      return closing;
     },
     endShutdownDelay() {
       if (!endDelay) return false;
@@ -177,6 +168,26 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       return true;
     },
   };
+
+  async function stopAfterDelay(): Promise<void> {
+    const delay = config.server.shutdownDelay;
+    if (delay > 0) {
+      // Kubernetes takes a terminating pod out of the Service's endpoints while clients are still
+      // sent to it: report not ready, and go on serving until they have moved.
+      draining = true;
+      reportDraining();
+      logger.info({ delaySeconds: delay }, 'shutdown delay: reporting not ready, still serving');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay * 1000);
+        endDelay = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      endDelay = undefined;
+    }
+    await stopAll();
+  }
 }
 
 /** What the expiry monitor watches, from a config (at start and on every reload). */
