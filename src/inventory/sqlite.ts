@@ -52,9 +52,10 @@ export interface SqliteStoreOptions {
   /** How long a write waits for another connection's lock (SQLITE_BUSY), default 5000 ms. */
   busyTimeoutMs?: number;
   /**
-   * A worker thread that died (a native crash, say) is started again on the next call, but not
-   * sooner than this after its death, default 1000 ms: the recorder's retries then succeed rather
-   * than failing for the life of the process. Not for ':memory:' (its data died with the thread).
+   * A worker thread that died (an uncaught error in it, or its heap limit) is started again on
+   * the next call, but not sooner than this after its death, default 1000 ms: the recorder's
+   * retries then succeed rather than failing for the life of the process. Not for ':memory:'
+   * (its data died with the thread).
    */
   respawnDelayMs?: number;
 }
@@ -422,7 +423,8 @@ export class SqliteInventoryStore implements InventoryStore {
   /** Waits for outstanding requests, closes the database, stops the worker. Idempotent. */
   close(): Promise<void> {
     if (this.closing !== null) return this.closing;
-    const closeReq = this.call('close');
+    // A dead thread has nothing to close: no new one just for that.
+    const closeReq = this.dead !== null ? Promise.resolve() : this.call('close');
     this.closed = true;
     this.closing = closeReq
       .catch(() => undefined)

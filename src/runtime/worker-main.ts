@@ -88,9 +88,14 @@ export async function workerMain(): Promise<number> {
   process.on('SIGTERM', () => {});
   // A bug, not a request failure: log it and let the primary start a clean replacement.
   let shipPending = (): void => {};
+  let failing = false;
   process.on('unhandledRejection', (err) => {
     logger.error({ err }, 'unhandled rejection in worker; exiting for a clean restart');
-    // Records of certificates already issued go to the primary first (IPC keeps order).
+    if (failing) return;
+    failing = true;
+    // Records of certificates already issued go to the primary first (IPC keeps order). The
+    // exit follows the channel's write, a few milliseconds in which a call may still complete
+    // and its record not be shipped.
     shipPending();
     exitAfter({ type: 'drained' }, 1);
   });
