@@ -103,6 +103,8 @@ export class InventoryMetrics {
   readonly dropped: Gauge;
   readonly rejected: Gauge;
   readonly auditLost: Gauge;
+  /** Items a worker shipped that the primary's inventory refused (see src/runtime/inventory-intake.ts). */
+  readonly refusedFromWorkers: Counter<'kind'>;
   readonly storeUp: Gauge;
   readonly staleIdentities: Gauge;
   readonly caWarnings: Gauge;
@@ -127,6 +129,12 @@ export class InventoryMetrics {
         this.set({ reason: 'dropped' }, self.recorder.stats.auditDropped);
         this.set({ reason: 'rejected' }, self.recorder.stats.auditRejected);
       },
+    });
+    this.refusedFromWorkers = new Counter({
+      name: 'meshcert_inventory_refused_from_workers_total',
+      help: 'Certificate records and audit events shipped by a worker that the inventory refused as invalid and dropped.',
+      labelNames: ['kind'],
+      registers: r,
     });
     this.storeUp = new Gauge({ name: 'meshcert_inventory_store_up', help: '1 when the last inventory write succeeded.', registers: r, collect() { if (self.recorder) this.set(self.recorder.storeHealthy ? 1 : 0); } });
     this.staleIdentities = new Gauge({ name: 'meshcert_stale_identities', help: 'Identities whose latest certificate expires soon and was not renewed.', registers: r });

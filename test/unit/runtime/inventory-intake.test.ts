@@ -17,7 +17,8 @@ describe('inventoryIntake (the primary taking what workers ship)', () => {
     const lines: string[] = [];
     const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
     let clock = 0;
-    const intake = inventoryIntake(inventory, logger, () => clock);
+    const counted: string[] = [];
+    const intake = inventoryIntake(inventory, logger, { now: () => clock, onDropped: (kind) => void counted.push(kind) });
     const audit = (reason: string): AuditEvent => ({ at: new Date(), requester: null, identity: null, cluster: null, decision: 'refused', code: 'AUTH_INVALID', reason });
     const record = { serial: '01' } as CertificateRecord;
 
@@ -25,6 +26,7 @@ describe('inventoryIntake (the primary taking what workers ship)', () => {
     clock = 1500;
     intake({ type: 'inventory', records: [], audit: [audit('bad\u0000')] });
     expect(kept).toEqual(['01', 'ok']);
+    expect(counted).toEqual(['audit', 'audit', 'audit']);
     await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
     const drops = lines.filter((l) => l.includes('inventory refused an item shipped by a worker')).map((l) => JSON.parse(l) as { droppedSoFar: number; what: string });
     expect(drops.map((d) => d.droppedSoFar)).toEqual([1, 3]);
