@@ -17,7 +17,7 @@ export function trustDomainProblem(td: string): string | null {
   if (td.length === 0) return 'SPIFFE trust domain is empty';
   if (td.length > 255) return 'SPIFFE trust domain is longer than 255 characters';
   if (!TRUST_DOMAIN.test(td)) return 'SPIFFE trust domain may hold only lowercase letters, digits, ".", "-" and "_"';
-  // The charset allows it, but Go's X.509 parser (istio-agent, ztunnel) refuses a certificate whose
+  // The charset allows it, but Go's X.509 parser (istio-agent) refuses a certificate whose
   // URI host has an empty label, so every leaf in such a trust domain would be unusable.
   if (td.startsWith('.') || td.endsWith('.') || td.includes('..')) return 'SPIFFE trust domain must not start or end with "." or contain ".." (X.509 clients such as Go refuse an empty DNS label)';
   return null;
