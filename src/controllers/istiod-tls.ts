@@ -73,6 +73,12 @@ export interface IstiodTlsOptions extends IstiodDnsNameOptions {
   readonly issue: ServingCertIssuer;
   /** The current root bundle (PEM); ca.crt must equal it. */
   readonly rootBundle: () => string;
+  /**
+   * The certificate that signs now (the default issuer's). A Secret signed by another is reissued:
+   * after a rotation's switch the bundle is unchanged, but the old intermediate's certificate
+   * must be replaced before the old root leaves the bundle.
+   */
+  readonly signer?: () => X509Certificate;
   readonly isLeader: () => boolean;
   /** istiod's namespace. Default istio-system. */
   readonly namespace?: string;
@@ -302,6 +308,8 @@ export class IstiodTlsController {
     if (dnsSans(leaf).join(',') !== [...this.dnsNames].sort().join(',')) return { reason: 'DNS names differ', notAfter };
     if (!this.caIsCurrent(ca)) return { reason: 'ca.crt is not the current root bundle', notAfter };
     if (!verifiesTo(chain, roots)) return { reason: 'tls.crt does not verify to ca.crt', notAfter };
+    const signer = this.opts.signer?.();
+    if (signer && !(leaf.checkIssued(signer) && leaf.verify(signer.publicKey))) return { reason: 'tls.crt is not signed by the current signing CA', notAfter };
     const from = new Date(leaf.validFrom).getTime();
     const to = notAfter.getTime();
     const renewAt = to - (to - from) * this.renewBeforeRatio;

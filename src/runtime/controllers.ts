@@ -68,6 +68,7 @@ export async function startControllers(config: MeshcertConfig, issuers: () => Is
       kube,
       isLeader,
       rootBundle,
+      signer: () => issuers().default.material.signingCert,
       issue: localServingCertIssuer(() => issuers().default, { caBundle: rootBundle }),
       namespace: istiodTls.namespace,
       revisions: [...istiodTls.revisions],

@@ -7,6 +7,9 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { IstiodTlsController, istiodDnsNames, type IstiodTlsOptions, type ServingCertIssuer } from '../../../src/controllers/istiod-tls.js';
 import { localServingCertIssuer } from '../../../src/controllers/serving-issuer.js';
+import { loadCaDir } from '../../../src/ca/material.js';
+import { renewIntermediate } from '../../../src/ca/rotate.js';
+import { LocalIssuer } from '../../../src/issuer/local.js';
 import { FakeKube, type FakeObject } from '../../support/fake-kube.js';
 import { asLog, clientFor, makeTestCa, recordingLog, until, writesTo, type TestCa } from './support.js';
 
@@ -173,6 +176,25 @@ describe('IstiodTlsController', () => {
     const s = secret()!;
     expect(verifiesTo(s.chain, s.roots)).toBe(true);
     expect(verifiesTo(s.chain, certs(ca.rootPem))).toBe(false);
+  });
+
+  it('reissues when the signing CA changes under the same root bundle (a rotation\'s switch, a renewed intermediate)', async () => {
+    let issuer = ca.issuer;
+    const issue = localServingCertIssuer(() => issuer, { backdateMs: 0 });
+    const c = controller({ issue, signer: () => issuer.material.signingCert });
+    c.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret');
+    const first = secret()!;
+    expect(first.leaf.checkIssued(ca.issuer.material.signingCert)).toBe(true);
+
+    await renewIntermediate({ dir: ca.dir });
+    issuer = new LocalIssuer('default', loadCaDir(ca.dir));
+    expect(issuer.material.rootBundlePem).toBe(ca.rootPem); // same bundle: only the signer differs
+    c.onRootBundleChanged();
+    await until(() => secret()!.leaf.serialNumber !== first.leaf.serialNumber, 3_000, 'the reissue');
+    const s = secret()!;
+    expect(s.leaf.checkIssued(issuer.material.signingCert) && s.leaf.verify(issuer.material.signingCert.publicKey)).toBe(true);
+    expect(s.ca).toBe(ca.rootPem);
   });
 
   it('recreates a deleted Secret and repairs an edited one (watch), keeping foreign keys', async () => {
