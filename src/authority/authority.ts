@@ -149,7 +149,9 @@ export class Authority {
     const workload = parseWorkloadSpiffeId(spiffeId);
     const decision = policy.evaluate({
       trustDomain: workload?.trustDomain ?? trustDomainOf(spiffeId),
-      clusterId: req.auth.clusterId || this.deps.options.defaultCluster,
+      // A token is checked against the cluster the header names; a client certificate carries no
+      // cluster, so its holder does not get to choose one (and with it another cluster's rules).
+      clusterId: caller.method === 'client-cert' ? this.deps.options.defaultCluster : req.auth.clusterId || this.deps.options.defaultCluster,
       namespace: workload?.namespace ?? subject.namespace ?? '',
       serviceAccount: workload?.serviceAccount ?? subject.serviceAccount ?? '',
       impersonated: Boolean(impersonate),

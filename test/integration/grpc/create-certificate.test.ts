@@ -4,7 +4,7 @@ import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildWorkloadCsr } from '../../../src/client/workload-csr.js';
 import { makeCsr, tamperSignature, derToPem, x509 } from '../../fixtures/csr.js';
-import { mintToken, openssl, startTestCa, TRUST_DOMAIN, type TestCa } from '../../support/harness.js';
+import { mintToken, openssl, startTestCa, TEST_ISSUER, TRUST_DOMAIN, type TestCa } from '../../support/harness.js';
 
 const ID = (ns = 'default', sa = 'default') => `spiffe://${TRUST_DOMAIN}/ns/${ns}/sa/${sa}`;
 
@@ -227,6 +227,27 @@ describe('client certificate (mTLS) authentication', () => {
     // The certificate's identity is all it may ask for.
     const other = await makeCsr({ uris: [ID('vm', 'other')] });
     await expectRefused(mtls.createCertificate({ csrPem: other.pem }), status.PERMISSION_DENIED);
+  });
+
+  it('judges a client-certificate caller as the default cluster, whatever its clusterid header says', async () => {
+    const edge = await startTestCa({
+      auth: { clusters: [{ name: 'Kubernetes', jwt: [{ issuer: TEST_ISSUER, jwksFile: 'jwks.json' }] }, { name: 'edge', jwt: [{ issuer: TEST_ISSUER, jwksFile: 'jwks.json' }] }] },
+      policy: { rules: [{ name: 'edge-short', match: { clusters: ['edge'] }, lifetime: { default: '1h', max: '1h' } }] },
+    });
+    try {
+      const csr = await buildWorkloadCsr(ID('vm', 'pick'), 'ec256');
+      const first = await edge.request({ csrPem: csr.csrPem, token: await mintToken({ ns: 'vm', sa: 'pick' }) });
+      const mtls = edge.client({ clientCert: { certPem: first[0]! + first[1]!, keyPem: csr.privateKeyPem } });
+      const hours = (pem: string): number => (Date.parse(new X509Certificate(pem).validTo) - Date.now()) / 3600_000;
+      // With a token, the header's cluster decides (edge: 1 hour).
+      const byToken = await edge.request({ csrPem: (await makeCsr({ uris: [ID('vm', 'pick')] })).pem, token: await mintToken({ ns: 'vm', sa: 'pick' }), clusterId: 'edge' });
+      expect(hours(byToken[0]!)).toBeLessThanOrEqual(1);
+      // With the client certificate alone, naming edge changes nothing: the default rule (24h).
+      const byCert = await mtls.createCertificate({ csrPem: (await buildWorkloadCsr(ID('vm', 'pick'), 'ec256')).csrPem, clusterId: 'edge' });
+      expect(hours(byCert[0]!)).toBeGreaterThan(23);
+    } finally {
+      await edge.close();
+    }
   });
 
   it('authenticates a client that presents its leaf alone (no intermediate)', async () => {
