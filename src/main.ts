@@ -255,8 +255,10 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       const signerChanged = fresh.issuers.default.material.signingCert.fingerprint256 !== state.issuers.default.material.signingCert.fingerprint256;
       state = fresh;
       caMetrics();
+      // The new anchors at once (client certificates from a new intermediate), then a serving
+      // certificate from the new signer when meshcert issues its own (operator files stay).
+      server.updateTls({ certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem });
       if (signerChanged) serving.reissue();
-      else server.updateTls({ certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem });
       logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length, roots: fresh.issuers.roots.length }, 'configuration reloaded');
     },
     async close() {
