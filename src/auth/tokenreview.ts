@@ -75,6 +75,8 @@ interface TokenReviewStatus {
   user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
 }
 
+/** Longest a TokenReview verdict is reused (token cache), seconds. */
+const REVIEW_REUSE_SECONDS = 60;
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 const TOKEN_FILE_REREAD_MS = 60_000;
 
@@ -234,13 +236,17 @@ export class TokenReviewAuthenticator implements Authenticator {
     const nodeName = firstExtra(extra, EXTRA_NODE_NAME);
     const nodeUid = firstExtra(extra, EXTRA_NODE_UID);
     if (nodeName) caller.node = nodeUid ? { name: nodeName, uid: nodeUid } : { name: nodeName };
-    // The API server verified this exact token, so its exp (if it is a JWT) bounds caching.
+    // The API server verified this exact token, so its exp (if it is a JWT) bounds caching; and
+    // a verdict is reused for at most a minute whatever that says, since the API server is what
+    // sees a deleted pod or service account (a legacy secret token has no exp at all).
+    let until = Math.floor(Date.now() / 1000) + REVIEW_REUSE_SECONDS;
     try {
       const exp = decodeJwt(token).exp;
-      if (typeof exp === 'number' && Number.isFinite(exp)) caller.expiresAt = exp;
+      if (typeof exp === 'number' && Number.isFinite(exp)) until = Math.min(until, exp);
     } catch {
       /* not a JWT: no expiry known */
     }
+    caller.expiresAt = until;
     return caller;
   }
 

@@ -10,7 +10,7 @@ export interface Caller {
   /** Bound pod of a projected token (used by ambient node authorization), when present. */
   readonly pod?: { readonly name: string; readonly uid: string };
   readonly node?: { readonly name: string; readonly uid?: string };
-  /** Seconds since epoch when the credential stops being valid (bounds caching). */
+  /** Seconds since epoch after which this verdict must not be reused: the credential's expiry, or sooner (bounds caching). */
   readonly expiresAt?: number;
 }
 
