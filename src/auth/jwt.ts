@@ -286,7 +286,8 @@ export class RemoteJwks implements KeySource {
       res = await fetch(this.uri, {
         signal: AbortSignal.timeout(this.fetchTimeoutMs),
         headers: { accept: 'application/json, application/jwk-set+json' },
-        redirect: 'follow',
+        // A redirect could lead to plain HTTP or another host: configure the final URL instead.
+        redirect: 'error',
       });
     } catch (err) {
       throw new Error(`JWKS fetch for issuer ${this.issuer} from ${this.uri} failed: ${(err as Error).message}`, { cause: err });
@@ -295,8 +296,7 @@ export class RemoteJwks implements KeySource {
       await res.body?.cancel().catch(() => undefined);
       throw new Error(`JWKS fetch for issuer ${this.issuer} from ${this.uri} returned HTTP ${res.status}`);
     }
-    const text = await res.text();
-    if (text.length > MAX_JWKS_BYTES) throw new Error(`JWKS from ${this.uri} is larger than ${MAX_JWKS_BYTES} bytes`);
+    const text = await readCapped(res, MAX_JWKS_BYTES, () => new Error(`JWKS from ${this.uri} is larger than ${MAX_JWKS_BYTES} bytes`));
     let doc: unknown;
     try {
       doc = JSON.parse(text);
@@ -579,4 +579,23 @@ export class JwtAuthenticator implements Authenticator {
     if (typeof payload.exp === 'number') caller.expiresAt = payload.exp;
     return caller;
   }
+}
+
+/** The body as text, read no further than `max` bytes (an endless body is cut off, not buffered). */
+async function readCapped(res: Response, max: number, tooLarge: () => Error): Promise<string> {
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel().catch(() => undefined);
+      throw tooLarge();
+    }
+    parts.push(value);
+  }
+  return Buffer.concat(parts).toString('utf8');
 }

@@ -46,7 +46,12 @@ const jwtIssuer = z
   .strictObject({
     issuer: z.string().min(1),
     audiences: z.array(z.string().min(1)).min(1).default(['istio-ca']),
-    jwksUri: z.url({ protocol: /^https?$/ }).optional(),
+    // Keys fetched over plain HTTP could be swapped by anyone on the path, minting any identity:
+    // https, or http only to this host (a sidecar proxy, tests).
+    jwksUri: z
+      .url({ protocol: /^https?$/ })
+      .refine((u) => u.startsWith('https:') || ['localhost', '127.0.0.1', '[::1]'].includes(new URL(u).hostname), 'jwksUri must be https (http only to localhost, 127.0.0.1 or [::1])')
+      .optional(),
     jwksFile: z.string().min(1).optional(),
   })
   .refine((j) => (j.jwksUri === undefined) !== (j.jwksFile === undefined), {

@@ -334,6 +334,38 @@ describe('JwtAuthenticator: remote key set', () => {
     }
   });
 
+  it.each([
+    // To a working JWKS: following it would succeed.
+    ['redirects (to wherever: configure the final URL)', (res: http.ServerResponse, good: string) => res.writeHead(302, { location: good }).end()],
+    [
+      'sends a body larger than 1 MiB (an endless one is cut off, not buffered)',
+      (res: http.ServerResponse) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const chunk = Buffer.alloc(64 * 1024, 0x20);
+        const pump = (): void => {
+          while (!res.destroyed && res.write(chunk));
+          if (!res.destroyed) res.once('drain', pump);
+        };
+        pump();
+      },
+    ],
+  ])('refuses a JWKS endpoint that %s', async (_name, handle) => {
+    const good = await new JwksServer([rsa.jwk]).start();
+    const server = http.createServer((_req, res) => handle(res, good.url));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { auth } = make({ jwksUri: `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks` });
+      await auth.start();
+      expect(auth.refreshFailures).toBe(1);
+      const r = await outcome(auth.authenticate({ bearerToken: await signToken(rsa, k8sClaims()) }));
+      expect(r.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await good.stop();
+    }
+  });
+
   it('refreshes periodically and stops after close()', async () => {
     const s = await new JwksServer([rsa.jwk]).start();
     try {

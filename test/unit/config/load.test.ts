@@ -108,6 +108,7 @@ describe('parseConfig refusals', () => {
     ['rejects a trust domain with uppercase letters', { trustDomain: 'Cluster.Local' }, '  - trustDomain: SPIFFE trust domain may hold only lowercase letters'],
     ['rejects a trust domain longer than 255 characters', { trustDomain: 'a'.repeat(256) }, '  - trustDomain: SPIFFE trust domain is longer than 255 characters'],
     ['rejects an empty trust domain', { trustDomain: '' }, '  - trustDomain: SPIFFE trust domain is empty'],
+    ['rejects a JWKS URL over plain http to another host', { auth: { clusters: [{ name: 'k', jwt: [{ issuer: 'i', jwksUri: 'http://idp.example/jwks' }] }] } }, '  - auth.clusters.0.jwt.0.jwksUri: jwksUri must be https (http only to localhost, 127.0.0.1 or [::1])'],
     ['rejects a lease no longer than its renew deadline', { leaderElection: { leaseDuration: '10s', renewDeadline: '10s' } }, '  - leaderElection.leaseDuration: leaseDuration must be greater than renewDeadline'],
     ['rejects a renew deadline too short for its retries', { leaderElection: { renewDeadline: '2s', retryPeriod: '2s' } }, '  - leaderElection.renewDeadline: renewDeadline must be greater than 1.2 × retryPeriod'],
     ['rejects a serving certificate lifetime under an hour', { server: { tls: { lifetime: '0s' } } }, '  - server.tls.lifetime: must be between 1h and 36500d'],
