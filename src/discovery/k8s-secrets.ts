@@ -13,6 +13,7 @@
 import { X509Certificate } from 'node:crypto';
 import { CoreV1Api, KubeConfig, type V1Secret, type V1SecretList } from '@kubernetes/client-node';
 import type { DiscoveredItem } from './types.js';
+import { withTimeout } from '../async/with-timeout.js';
 
 export const DEFAULT_K8S_TIMEOUT_MS = 30_000;
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
@@ -31,15 +32,6 @@ export function loadKubeConfig(kubeconfig?: string): KubeConfig {
   if (kubeconfig !== undefined) kc.loadFromFile(kubeconfig);
   else kc.loadFromDefault();
   return kc;
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-    timer.unref();
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
 const STATUS_HINTS: Record<number, string> = {

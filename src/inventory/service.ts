@@ -1,3 +1,4 @@
+import { withTimeout } from '../async/with-timeout.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryMetrics } from '../metrics/ca-metrics.js';
@@ -93,20 +94,12 @@ export class InventoryService implements RecordSink {
    * buffering keeps issuance going.
    */
   async readiness(pingTimeoutMs = 1000): Promise<{ ok: boolean; detail: string }> {
-    let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
-        this.store.ping(),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error('store ping timed out')), pingTimeoutMs);
-        }),
-      ]);
+      await withTimeout(this.store.ping(), pingTimeoutMs, 'inventory store ping');
       return { ok: true, detail: `store reachable, backlog ${this.recorder.backlog}` };
     } catch {
       const room = this.recorder.canAccept();
       return { ok: room && !this.o.failClosed, detail: `store unreachable, buffering ${this.recorder.backlog} records` };
-    } finally {
-      clearTimeout(timer);
     }
   }
 
