@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { recordToJson, parseDurationParam, parseSourceFilter } from '../admin/certificates-api.js';
+import { expiringBefore, recordToJson, parseDurationParam, parseSourceFilter } from '../admin/certificates-api.js';
 import { formatDuration } from '../config/duration.js';
 import { loadConfigFile, parseConfig } from '../config/load.js';
 import { ConfigError } from '../errors/ca-error.js';
@@ -236,10 +236,9 @@ async function listCommand(argv: string[], now: Date): Promise<number> {
     filter.source = s;
   }
   if (v['expiring-within'] !== undefined) {
-    const at = now.getTime() + durationOption(v['expiring-within'], '--expiring-within') * 1000;
-    // As the admin API bounds it: beyond Date's range a store errors instead of answering.
-    if (!Number.isFinite(at) || Math.abs(at) > 8.64e15) throw new UsageError('--expiring-within is too large');
-    filter.expiringBefore = new Date(at);
+    const before = expiringBefore(now, durationOption(v['expiring-within'], '--expiring-within'));
+    if (!before) throw new UsageError('--expiring-within is too large');
+    filter.expiringBefore = before;
   }
 
   return withStore(v, async (store) => {

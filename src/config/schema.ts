@@ -332,7 +332,7 @@ export const configSchema = z.strictObject({
       /** Report identities whose latest certificate expires within this window and was not renewed. */
       staleWithin: span(0, '0s').prefault('24h'),
       /** How often the checks run: each reads the CA files and queries the store (a Node timer: at most about 24 days). */
-      interval: duration.refine((v) => v >= 10 && v <= MAX_TIMER_SECONDS, `must be between 10s and ${MAX_TIMER_SECONDS}s (about 24 days)`).prefault('5m'),
+      interval: timerDuration(10).prefault('5m'),
     })
     .prefault({}),
   log: z
