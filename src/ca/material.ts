@@ -13,8 +13,15 @@ export interface CaMaterial {
   readonly signingKey: KeyObject;
   /** Signing certificate and intermediates up to (not including) the root, signing cert first. */
   readonly intermediates: readonly X509Certificate[];
-  /** Every trusted root (root-cert.pem may hold several during rotation). */
+  /** Every trusted root (root-cert.pem may hold several during rotation), less those in `expiredRoots`. */
   readonly roots: readonly X509Certificate[];
+  /**
+   * Roots in root-cert.pem that have expired and anchor nothing this CA signs (an old root kept
+   * after a rotation or migration): left out of the trust bundle, for the loader to report. They
+   * cannot anchor any chain a client would accept, and refusing to load over them would take the
+   * CA down for a file that is merely stale.
+   */
+  readonly expiredRoots: readonly X509Certificate[];
   /** Response elements: each intermediate as its own PEM (ends with \n). */
   readonly intermediatesPem: readonly string[];
   /** The root bundle as one PEM string (the last response element). */
@@ -77,8 +84,13 @@ export function buildMaterial(
     if (isRoot(c) || intermediates.some((i) => i.fingerprint256 === c.fingerprint256)) continue;
     intermediates.push(c);
   }
-  for (const c of [...intermediates, ...roots]) {
-    if (new Date(c.validTo) <= now) throw new ConfigError(`CA certificate "${c.subject.replace(/\n/g, ', ')}" expired on ${new Date(c.validTo).toISOString()}`);
+  const top = intermediates[intermediates.length - 1]!;
+  const expired = (c: X509Certificate): boolean => new Date(c.validTo) <= now;
+  // Only the root that anchors the signing chain must be current; the bundle's others may be stale.
+  const expiredRoots = roots.filter((r) => expired(r) && !signedBy(top, r));
+  const current = roots.filter((r) => !expiredRoots.includes(r));
+  for (const c of [...intermediates, ...current]) {
+    if (expired(c)) throw new ConfigError(`CA certificate "${c.subject.replace(/\n/g, ', ')}" expired on ${new Date(c.validTo).toISOString()}`);
     if (new Date(c.validFrom) > now) throw new ConfigError(`CA certificate "${c.subject.replace(/\n/g, ', ')}" is not valid before ${new Date(c.validFrom).toISOString()}`);
   }
   for (const r of roots) {
@@ -87,7 +99,7 @@ export function buildMaterial(
   // Each intermediate must be signed by the next one, the last by a root.
   for (let i = 0; i < intermediates.length; i++) {
     const child = intermediates[i]!;
-    const parents = i + 1 < intermediates.length ? [intermediates[i + 1]!] : roots;
+    const parents = i + 1 < intermediates.length ? [intermediates[i + 1]!] : current;
     const parent = parents.find((p) => signedBy(child, p));
     if (!parent) {
       const what = i + 1 < intermediates.length ? 'the next certificate in cert-chain.pem' : 'any certificate in root-cert.pem';
@@ -101,16 +113,16 @@ export function buildMaterial(
     if (i > 0 && !child.ca) throw new ConfigError('cert-chain.pem holds a certificate that is not a CA');
   }
   // Leaves must not outlive any certificate of their chain, the anchoring root included.
-  const top = intermediates[intermediates.length - 1]!;
-  const anchor = roots.find((r) => signedBy(top, r)) ?? top;
+  const anchor = current.find((r) => signedBy(top, r)) ?? top;
   const notAfter = new Date(Math.min(...[...intermediates, anchor].map((c) => Date.parse(c.validTo))));
   return {
     signingCert,
     signingKey,
     intermediates,
-    roots,
+    roots: current,
+    expiredRoots,
     intermediatesPem: intermediates.map(certToPem),
-    rootBundlePem: roots.map(certToPem).join(''),
+    rootBundlePem: current.map(certToPem).join(''),
     notAfter,
   };
 }

@@ -342,7 +342,8 @@ export async function rotateStart(o: RotateStartOptions): Promise<StepResult> {
 
   // root-cert.pem ← old roots + new root (old first). Signing material is untouched.
   const live = readLayout(dir);
-  const roots = [...current.roots];
+  // From the file, not current.roots: an expired root the operator keeps there stays.
+  const roots = parseOrThrow(live.root ?? '', 'root-cert.pem');
   if (!roots.some((r) => r.fingerprint256 === newRoot.fingerprint256)) roots.push(newRoot);
   const rootPem = roots.map(certToPem).join('');
   validateLayout(dir, { ...live, root: rootPem }, now, 'cannot add the new root to root-cert.pem');
@@ -743,7 +744,8 @@ function loadNext(dir: string, state: RotationState, now: Date): CaMaterial {
 
 function requireRoots(m: CaMaterial, wanted: readonly CertSummary[], context: string): void {
   for (const w of wanted) {
-    if (!m.roots.some((r) => r.fingerprint256 === w.fingerprint256)) {
+    // An expired root is still in the file (loadCaDir leaves it out of the bundle only).
+    if (![...m.roots, ...m.expiredRoots].some((r) => r.fingerprint256 === w.fingerprint256)) {
       throw new ConfigError(`${context}: root-cert.pem no longer holds the root "${w.subject}" (sha256 ${w.fingerprint256}); inspect the directory`);
     }
   }

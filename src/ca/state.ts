@@ -28,6 +28,7 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
     logger.warn({ dir, keyType: config.ca.keyType }, 'created a new root and intermediate CA (ca.autoInit); move root-key.pem offline for production use');
   }
   const issuer = new LocalIssuer('default', loadCaDir(dir));
+  reportExpiredRoots(issuer, dir, logger);
   issuer.selfTest(selfTestKey(), `spiffe://${config.trustDomain}/ns/meshcert-self-test/sa/probe`);
   return issuer;
 }
@@ -58,10 +59,21 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
     } catch (e) {
       throw new ConfigError(`issuer "${i.name}" (${i.dir}): ${(e as Error).message}`);
     }
+    reportExpiredRoots(issuer, i.dir, logger);
     issuer.selfTest(selfTestKey(), `spiffe://${config.trustDomain}/ns/meshcert-self-test/sa/probe`);
     issuers.push(issuer);
   }
   return { issuers: new IssuerRegistry(issuers), policy: new PolicyEngine(config.policy) };
+}
+
+/** A stale root left in root-cert.pem is not served; the operator should remove it. */
+function reportExpiredRoots(issuer: LocalIssuer, dir: string, logger: Logger): void {
+  for (const r of issuer.material.expiredRoots) {
+    logger.warn(
+      { issuer: issuer.name, dir, subject: r.subject.replace(/\n/g, ', '), notAfter: new Date(r.validTo).toISOString() },
+      'root-cert.pem holds an expired root that anchors nothing this CA signs; it is left out of the trust bundle (remove it from the file)',
+    );
+  }
 }
 
 function selfTestKey(): Buffer {

@@ -143,6 +143,21 @@ describe('loadCaDir refusals', () => {
     expect(loadError(dir).message).toMatch(/^CA certificate ".*root CA.*" expired on/);
   });
 
+  it('loads beside an expired root that anchors nothing, leaving that root out of the bundle', async () => {
+    const stale = join(base, `stale-root-${++n}`);
+    await initCaDir({ dir: stale, now: new Date(Date.now() - 3 * DAY_MS), rootLifetimeMs: DAY_MS, intermediateLifetimeMs: 10 * DAY_MS });
+    const dir = copyCa(caA);
+    writeFileSync(join(dir, 'root-cert.pem'), read(caA, 'root-cert.pem') + read(stale, 'root-cert.pem'));
+    const m = loadCaDir(dir);
+    const current = new X509Certificate(read(caA, 'root-cert.pem'));
+    const expired = new X509Certificate(read(stale, 'root-cert.pem'));
+    expect(m.roots.map((r) => r.fingerprint256)).toEqual([current.fingerprint256]);
+    expect(m.expiredRoots.map((r) => r.fingerprint256)).toEqual([expired.fingerprint256]);
+    expect(m.rootBundlePem).toBe(read(caA, 'root-cert.pem'));
+    // The CA still signs chains that verify against what it serves.
+    new LocalIssuer('a', m).selfTest(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' }), 'spiffe://cluster.local/ns/a/sa/b');
+  });
+
   it('refuses a CA that is not valid yet', async () => {
     const dir = join(base, `future-${++n}`);
     await initCaDir({ dir, now: new Date(Date.now() + 3 * DAY_MS) });

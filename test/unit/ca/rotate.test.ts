@@ -454,6 +454,32 @@ describe('ca rotate finish', () => {
     expect(r.warnings[0]).toMatch(/still holds 1 root\(s\) that were not part of this rotation/);
   });
 
+  it('finishes when the old root has expired since the switch (it anchors nothing by then)', async () => {
+    const d = await initAt({ rootLifetimeMs: 30 * DAY_MS, intermediateLifetimeMs: 20 * DAY_MS });
+    await rotateStart({ dir: d, now: T1 });
+    rotateSwitch({ dir: d, now: T2 });
+    const s = readRotationState(d)!;
+    const after = new Date(T0.getTime() + 31 * DAY_MS);
+    expect(loadCaDir(d, after).expiredRoots.map((r) => r.fingerprint256)).toEqual([s.oldRoot.fingerprint256]);
+    const r = rotateFinish({ dir: d, now: after });
+    expect(r.changed).toBe(true);
+    expect(fps(read(d, 'root-cert.pem'))).toEqual([s.newRoot.fingerprint256]);
+    expect(existsSync(join(d, 'rotation.json'))).toBe(false);
+  });
+
+  it('keeps an expired root the operator left in root-cert.pem when it adds the new one', async () => {
+    const d = await initAt();
+    const stale = freshDir();
+    await initCaDir({ dir: stale, now: new Date(T0.getTime() - 3 * DAY_MS), rootLifetimeMs: DAY_MS, intermediateLifetimeMs: DAY_MS });
+    const bundle = read(d, 'root-cert.pem') + read(stale, 'root-cert.pem');
+    writeFileSync(join(d, 'root-cert.pem'), bundle);
+    await rotateStart({ dir: d, now: T1 });
+    const newRoot = readRotationState(d)!.newRoot.fingerprint256;
+    expect(fps(read(d, 'root-cert.pem'))).toEqual([...fps(bundle), newRoot]);
+    // What is served leaves it out.
+    expect(loadCaDir(d, T1).roots.map((r) => r.fingerprint256)).toEqual([fps(bundle)[0], newRoot]);
+  });
+
   it('completes a finish interrupted after recording its step', async () => {
     const d = await switchedAt();
     const s = readRotationState(d)!;

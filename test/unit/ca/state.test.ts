@@ -1,0 +1,38 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initCaDir } from '../../../src/ca/init.js';
+import { loadCaState } from '../../../src/ca/state.js';
+import { parseConfig } from '../../../src/config/load.js';
+import { createLogger } from '../../../src/log/logger.js';
+
+const DAY_MS = 86_400_000;
+let base: string;
+
+beforeAll(() => {
+  base = mkdtempSync(join(tmpdir(), 'meshcert-ca-state-'));
+});
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+describe('loadCaState', () => {
+  it('loads every issuer beside an expired root that anchors nothing, and warns about it for each', async () => {
+    const stale = join(base, 'stale');
+    await initCaDir({ dir: stale, now: new Date(Date.now() - 3 * DAY_MS), rootLifetimeMs: DAY_MS, intermediateLifetimeMs: DAY_MS });
+    const dirs = [join(base, 'default'), join(base, 'extra')];
+    for (const d of dirs) {
+      await initCaDir({ dir: d });
+      writeFileSync(join(d, 'root-cert.pem'), readFileSync(join(d, 'root-cert.pem'), 'utf8') + readFileSync(join(stale, 'root-cert.pem'), 'utf8'));
+    }
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+    const config = parseConfig({ dataDir: join(base, 'data'), ca: { dir: dirs[0] }, issuers: [{ name: 'extra', dir: dirs[1]! }] });
+    const state = await loadCaState(config, logger);
+    expect(state.issuers.all.map((i) => i.material.roots.length)).toEqual([1, 1]);
+    const warned = lines.filter((l) => l.level === 40 && /expired root that anchors nothing/.test(String(l.msg)));
+    expect(warned.map((l) => l.issuer)).toEqual(['default', 'extra']);
+    expect(warned[0]).toMatchObject({ dir: dirs[0], subject: expect.stringMatching(/root CA/) });
+  });
+});
+
