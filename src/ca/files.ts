@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 /** The Istio plug-in CA layout (Secret `cacerts`). */
@@ -16,15 +16,43 @@ export function caPath(dir: string, file: keyof typeof CA_FILES): string {
 }
 
 /**
- * Writes atomically (temp file + rename) so a reader never sees half a file.
- * Private keys get mode 0600 before any byte is written.
+ * Writes atomically (temp file + rename) so a reader never sees half a file, and durably: the
+ * data reaches the disk before the rename, and the rename before this returns. Without the
+ * syncs a crash or power loss soon after can leave a CA key file empty, or the old file back.
+ * Private keys get mode 0600 before any byte is written; a failed write leaves no temp file.
  */
 export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): void {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const dir = dirname(path);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
-  writeFileSync(tmp, data, { mode, flag: 'wx' });
-  chmodSync(tmp, mode);
-  renameSync(tmp, path);
+  try {
+    const fd = openSync(tmp, 'wx', mode);
+    try {
+      fchmodSync(fd, mode);
+      writeFileSync(fd, data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  syncDirectory(dir);
+}
+
+/** Makes a rename in `dir` durable (a no-op where directories cannot be opened for it). */
+function syncDirectory(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // Some filesystems refuse fsync on a directory (EINVAL); the rename itself has happened.
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 
 export function writePrivateKey(path: string, pem: string): void {

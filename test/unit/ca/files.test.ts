@@ -1,0 +1,67 @@
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { writeFileAtomic, writePrivateKey } from '../../../src/ca/files.js';
+
+/** What each fsyncSync call synced (the path its descriptor names), in order; the real call still runs. */
+const synced = vi.hoisted(() => [] as string[]);
+vi.mock('node:fs', async (importOriginal) => {
+  const real = await importOriginal<typeof import('node:fs')>();
+  return {
+    ...real,
+    fsyncSync: (fd: number) => {
+      synced.push(real.readlinkSync(`/proc/self/fd/${fd}`));
+      real.fsyncSync(fd);
+    },
+  };
+});
+
+const base = mkdtempSync(join(tmpdir(), 'meshcert-ca-files-'));
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+beforeEach(() => void synced.splice(0));
+let n = 0;
+const mode = (p: string): number => statSync(p).mode & 0o777;
+
+describe('writeFileAtomic', () => {
+  it('writes the file with the mode asked for, whatever the umask, and keys 0600', () => {
+    const dir = join(base, `d${++n}`);
+    const old = process.umask(0o077);
+    try {
+      writeFileAtomic(join(dir, 'cert.pem'), 'cert\n');
+    } finally {
+      process.umask(old);
+    }
+    writePrivateKey(join(dir, 'key.pem'), 'key\n');
+    expect(readFileSync(join(dir, 'cert.pem'), 'utf8')).toBe('cert\n');
+    expect(mode(join(dir, 'cert.pem'))).toBe(0o644);
+    expect(mode(join(dir, 'key.pem'))).toBe(0o600);
+    expect(mode(dir)).toBe(0o700);
+  });
+
+  it('replaces an existing file and leaves nothing else behind', () => {
+    const dir = join(base, `d${++n}`);
+    writeFileAtomic(join(dir, 'a.pem'), 'one');
+    writeFileAtomic(join(dir, 'a.pem'), 'two');
+    expect(readFileSync(join(dir, 'a.pem'), 'utf8')).toBe('two');
+    expect(readdirSync(dir)).toEqual(['a.pem']);
+  });
+
+  it('syncs the data before the rename and the directory after it', () => {
+    const dir = join(base, `d${++n}`);
+    writeFileAtomic(join(dir, 'key.pem'), 'secret', 0o600);
+    // The temp file while it still has its temp name, then the directory holding the rename.
+    expect(synced).toHaveLength(2);
+    expect(synced[0]).toMatch(new RegExp(`^${dir}/key\\.pem\\.\\d+\\.\\d+\\.tmp$`));
+    expect(synced[1]).toBe(dir);
+  });
+
+  it('removes its temp file when the write fails, and throws', () => {
+    const dir = join(base, `d${++n}`);
+    // The target is a directory that is not empty: the rename fails after the data is written.
+    mkdirSync(join(dir, 'key.pem'), { recursive: true });
+    writeFileSync(join(dir, 'key.pem', 'x'), 'x');
+    expect(() => writePrivateKey(join(dir, 'key.pem'), 'secret')).toThrow();
+    expect(readdirSync(dir)).toEqual(['key.pem']);
+  });
+});
