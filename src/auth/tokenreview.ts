@@ -77,6 +77,24 @@ interface TokenReviewStatus {
 
 /** Longest a TokenReview verdict is reused (token cache), seconds. */
 const REVIEW_REUSE_SECONDS = 60;
+/** Seconds past its exp after which a token is refused without asking (clocks differ that much at most). */
+const EXPIRED_LEEWAY_SECONDS = 300;
+
+/**
+ * Refuses what needs no round trip. Every service-account token, bound or legacy, is a JWT whose
+ * subject names the service account, and one that expired minutes ago stays expired; anything
+ * else would cost the API server a TokenReview per call from whoever can reach this port.
+ */
+function precheck(token: string, nowSeconds: number): void {
+  let claims: ReturnType<typeof decodeJwt>;
+  try {
+    claims = decodeJwt(token);
+  } catch {
+    throw new CaError('AUTH_INVALID', 'bearer token is not a Kubernetes service-account token (not a JWT)');
+  }
+  if (!parseServiceAccountUsername(claims.sub)) throw new CaError('AUTH_INVALID', 'token does not belong to a Kubernetes service account');
+  if (typeof claims.exp === 'number' && claims.exp + EXPIRED_LEEWAY_SECONDS < nowSeconds) throw new CaError('AUTH_INVALID', 'token has expired');
+}
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 const TOKEN_FILE_REREAD_MS = 60_000;
 
@@ -201,6 +219,7 @@ export class TokenReviewAuthenticator implements Authenticator {
   async authenticate(req: AuthRequest): Promise<Caller | null> {
     const token = req.bearerToken;
     if (!token) return null;
+    precheck(token, Date.now() / 1000);
 
     let status: TokenReviewStatus;
     try {

@@ -13,6 +13,10 @@ import { closedPort, k8sClaims, makeCert, signingKey, signToken } from './helper
 import type { TestCert } from './helpers.js';
 
 const OWN_TOKEN = 'meshcert-own-sa-token';
+/** Shaped like a service-account token (the API server is what checks it): header.payload.signature. */
+const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64url');
+const tokenWith = (claims: Record<string, unknown>): string => `${b64({ alg: 'RS256' })}.${b64(claims)}.c2lnbmF0dXJlLXZhbHVl`;
+const UNSIGNED_SA_TOKEN = tokenWith({ sub: 'system:serviceaccount:bookinfo:reviews' });
 
 interface Seen {
   method?: string;
@@ -132,6 +136,41 @@ describe('TokenReviewAuthenticator', () => {
     auth.close();
   });
 
+  describe('refuses without asking the API server', () => {
+    const now = Math.floor(Date.now() / 1000);
+    it.each([
+      ['a token that is not a JWT', 'not-a-jwt-at-all', /^bearer token is not a Kubernetes service-account token \(not a JWT\)$/],
+      ['a JWT whose subject is not a service account', tokenWith({ sub: 'alice' }), /^token does not belong to a Kubernetes service account$/],
+      ['a JWT without a subject', tokenWith({ exp: now + 600 }), /^token does not belong to a Kubernetes service account$/],
+      ['a token that expired more than five minutes ago', tokenWith({ sub: 'system:serviceaccount:a:b', exp: now - 301 }), /^token has expired$/],
+    ])('%s', async (_name, token, message) => {
+      last = {};
+      handler = reply(201, review(AUTHENTICATED));
+      const auth = make();
+      try {
+        const { err } = await outcome(auth.authenticate({ bearerToken: token }));
+        expect(err?.code).toBe('AUTH_INVALID');
+        expect(err?.message).toMatch(message);
+        expect(last).toEqual({});
+      } finally {
+        auth.close();
+      }
+    });
+
+    it('but asks about a token that expired within those five minutes (clocks differ)', async () => {
+      last = {};
+      handler = reply(201, review({ authenticated: false, error: 'token has expired' }));
+      const auth = make();
+      try {
+        const { err } = await outcome(auth.authenticate({ bearerToken: tokenWith({ sub: 'system:serviceaccount:a:b', exp: now - 200 }) }));
+        expect(err?.message).toMatch(/not accepted by the Kubernetes API server/);
+        expect(last.method).toBe('POST');
+      } finally {
+        auth.close();
+      }
+    });
+  });
+
   type Case = { name: string; handler?: Handler; options?: () => Promise<Partial<TokenReviewOptions>>; code: string; message?: RegExp; kind?: string };
   const cases: Case[] = [
     { name: 'refuses a token the API server does not authenticate', handler: reply(201, review({ authenticated: false, error: '[invalid bearer token, token has been invalidated]' })), code: 'AUTH_INVALID', message: /not accepted by the Kubernetes API server/ },
@@ -155,7 +194,7 @@ describe('TokenReviewAuthenticator', () => {
     it(c.name, async () => {
       handler = c.handler ?? (() => undefined);
       const auth = make(c.options ? await c.options() : {});
-      const token = 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXZhbHVl';
+      const token = UNSIGNED_SA_TOKEN;
       try {
         const t0 = Date.now();
         const { err } = await outcome(auth.authenticate({ bearerToken: token }));
@@ -181,7 +220,7 @@ describe('TokenReviewAuthenticator', () => {
     handler = reply(201, review(AUTHENTICATED));
     const auth = make({ bearerToken: undefined, caPem: undefined, tokenFile: join(dir, 'token'), caFile: join(dir, 'ca.crt') });
     try {
-      expect((await auth.authenticate({ bearerToken: 'opaque' }))?.identities).toEqual(['spiffe://cluster.local/ns/bookinfo/sa/reviews']);
+      expect((await auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN }))?.identities).toEqual(['spiffe://cluster.local/ns/bookinfo/sa/reviews']);
       expect(last.authorization).toBe('Bearer from-file');
     } finally {
       auth.close();
@@ -192,7 +231,7 @@ describe('TokenReviewAuthenticator', () => {
     handler = reply(201, review(AUTHENTICATED));
     const auth = make({ bearerToken: undefined });
     try {
-      expect((await auth.authenticate({ bearerToken: 'opaque' }))?.method).toBe('tokenreview');
+      expect((await auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN }))?.method).toBe('tokenreview');
       expect(last.authorization).toBeUndefined();
     } finally {
       auth.close();
@@ -203,7 +242,7 @@ describe('TokenReviewAuthenticator', () => {
     handler = reply(201, review({ ...AUTHENTICATED, audiences: ['meshcert'] }));
     const auth = make({ audiences: ['istio-ca', 'meshcert'] });
     try {
-      expect((await auth.authenticate({ bearerToken: 'opaque' }))?.method).toBe('tokenreview');
+      expect((await auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN }))?.method).toBe('tokenreview');
       expect(last.body?.spec?.audiences).toEqual(['istio-ca', 'meshcert']);
     } finally {
       auth.close();
@@ -215,7 +254,7 @@ describe('TokenReviewAuthenticator', () => {
     const port = (server.address() as AddressInfo).port;
     const auth = make({ apiServer: undefined, env: { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: String(port) } });
     try {
-      expect((await auth.authenticate({ bearerToken: 'opaque' }))?.method).toBe('tokenreview');
+      expect((await auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN }))?.method).toBe('tokenreview');
     } finally {
       auth.close();
     }
