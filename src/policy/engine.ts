@@ -271,13 +271,15 @@ function decide(rule: CompiledRule, req: PolicyRequest): PolicyDecision {
       const lower = requested.toLowerCase();
       let ok = false;
       for (let i = 0; i < rendered.length; i++) {
-        if (dnsNameAllowed(lower, rendered[i]!, a.dns[i]!.wildcard)) {
+        const r = rendered[i];
+        if (r !== null && r !== undefined && dnsNameAllowed(lower, r, a.dns[i]!.wildcard)) {
           ok = true;
           break;
         }
       }
       if (!ok) {
-        const allowed = rendered.length > 0 ? `it allows ${rendered.join(', ')}` : 'it allows no DNS names';
+        const names = rendered.filter((r): r is string => r !== null);
+        const allowed = names.length > 0 ? `it allows ${names.join(', ')}` : rendered.length > 0 ? 'its DNS templates give this caller no name (its namespace and service account must each be one DNS label)' : 'it allows no DNS names';
         return deny(name, 'CSR_FORBIDDEN_EXTENSION', `the CSR requests DNS name ${quote(requested)}, which rule "${name}" does not allow; ${allowed}`);
       }
       if (!dnsNames.includes(lower)) dnsNames.push(lower);

@@ -7,6 +7,8 @@
  * allows the wildcard name itself (`*.ns.svc.cluster.local`) and any one label in place of the `*`
  * (`web.ns.svc.cluster.local`), but not several labels (`a.b.ns.svc.cluster.local`) nor an empty
  * one. A label is 1-63 letters, digits and hyphens, not starting or ending with a hyphen.
+ * `{namespace}` and `{serviceAccount}` stand for one label each: a caller whose service account
+ * has dots in its name (Kubernetes allows them) gets no name from a template that uses it.
  *
  * IP entries are addresses (`10.0.0.1`, `fd00::1`) or CIDR ranges (`10.0.0.0/8`, `fd00::/64`);
  * a requested IP SAN is allowed when it is one of them or inside one of them.
@@ -23,6 +25,8 @@ const LABEL = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?';
 /** A DNS name, optionally with a leading `*.` (placeholders replaced by `x` before this test). */
 const DNS_TEMPLATE_SHAPE = new RegExp(`^(?:\\*\\.)?${LABEL}(?:\\.${LABEL})*$`, 'i');
 const ONE_LABEL = new RegExp(`^${LABEL}$`);
+/** Placeholders whose values the workload's owner picks (the others come from the config). */
+const WORKLOAD_CHOSEN: ReadonlySet<TemplatePlaceholder> = new Set(['namespace', 'serviceAccount']);
 
 /** Why `template` is not a valid DNS SAN template, or null when it is. */
 export function dnsTemplateProblem(template: string): string | null {
@@ -86,12 +90,24 @@ export class DnsTemplate {
     this.fixed = parts.length === 1 ? parts[0]! : null;
   }
 
-  /** The template with the caller's values in place, lowercased. */
-  render(values: TemplateValues): string {
+  /**
+   * The template with the caller's values in place, lowercased; null when the caller's namespace
+   * or service account is not a single DNS label. Kubernetes allows dots in service-account names,
+   * and `{serviceAccount}.svc.cluster.local` must not render `payments.prod.svc.cluster.local`
+   * (service payments in namespace prod) for a service account named `payments.prod` elsewhere.
+   */
+  render(values: TemplateValues): string | null {
     if (this.fixed !== null) return this.fixed;
     let out = '';
     for (let i = 0; i < this.parts.length; i++) {
-      out += i % 2 === 0 ? this.parts[i]! : values[this.parts[i] as TemplatePlaceholder].toLowerCase();
+      if (i % 2 === 0) {
+        out += this.parts[i]!;
+        continue;
+      }
+      const placeholder = this.parts[i] as TemplatePlaceholder;
+      const value = values[placeholder].toLowerCase();
+      if (WORKLOAD_CHOSEN.has(placeholder) && !ONE_LABEL.test(value)) return null;
+      out += value;
     }
     return out;
   }

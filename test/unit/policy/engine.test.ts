@@ -314,6 +314,23 @@ describe('PolicyEngine extra SANs', () => {
     expect(d.reason).toContain('rule "sans" does not allow');
   });
 
+  it('gives a service account with dots in its name nothing from a template that uses it', () => {
+    // Kubernetes allows "payments.prod" as a service-account name in any namespace; rendered into
+    // "{serviceAccount}.svc" it would be the name of service payments in namespace prod.
+    const cluster = engine({ rules: [{ name: 'svc', extraSans: { dns: ['{serviceAccount}.svc.cluster.local', '{namespace}.example.com'] } }] });
+    const d = denied(cluster.evaluate(req({ namespace: 'attacker', serviceAccount: 'payments.prod', dnsNames: ['payments.prod.svc.cluster.local'] })));
+    expect(d.code).toBe('CSR_FORBIDDEN_EXTENSION');
+    // The templates that do not use the dotted value still render.
+    expect(d.reason).toMatch(/it allows attacker\.example\.com$/);
+    expect(allowed(cluster.evaluate(req({ namespace: 'attacker', serviceAccount: 'payments.prod', dnsNames: ['attacker.example.com'] }))).dnsNames).toEqual(['attacker.example.com']);
+    const only = engine({ rules: [{ name: 'svc', extraSans: { dns: ['{serviceAccount}.svc.cluster.local'] } }] });
+    expect(denied(only.evaluate(req({ serviceAccount: 'payments.prod', dnsNames: ['payments.prod.svc.cluster.local'] }))).reason).toMatch(
+      /its DNS templates give this caller no name \(its namespace and service account must each be one DNS label\)$/,
+    );
+    // A single-label service account still gets its name.
+    expect(allowed(only.evaluate(req({ serviceAccount: 'payments', dnsNames: ['payments.svc.cluster.local'] }))).dnsNames).toEqual(['payments.svc.cluster.local']);
+  });
+
   it('says which names the rule allows for this caller', () => {
     expect(denied(all.evaluate(req({ dnsNames: ['x.example.com'] }))).reason).toBe(
       'the CSR requests DNS name "x.example.com", which rule "sans" does not allow; it allows web.default.svc, default.cluster.local, ' +
