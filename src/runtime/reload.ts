@@ -2,6 +2,7 @@ import { unwatchFile, watchFile } from 'node:fs';
 import { join } from 'node:path';
 import { CA_FILES } from '../ca/files.js';
 import { loadConfigFile } from '../config/load.js';
+import { restartOnlyChanges } from '../config/restart-only.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { ReloadMetrics } from '../metrics/ca-metrics.js';
@@ -29,7 +30,12 @@ export class Reloader {
   private readonly onSighup = (): void => this.trigger('SIGHUP');
   private readonly onFileChange = (): void => this.trigger('file change');
 
-  constructor(private readonly o: ReloadOptions) {}
+  /** The config the server was started with: what settings read only at start still follow. */
+  private readonly started: MeshcertConfig;
+
+  constructor(private readonly o: ReloadOptions) {
+    this.started = o.current();
+  }
 
   start(): void {
     process.on('SIGHUP', this.onSighup);
@@ -68,6 +74,11 @@ export class Reloader {
     }
     this.o.metrics?.reloads.inc({ result: 'applied' });
     this.o.logger.info({ reason }, 'configuration reload applied');
+    // Said at every reload until a restart: the file no longer describes what runs.
+    const pending = restartOnlyChanges(this.started, next);
+    if (pending.length > 0) {
+      this.o.logger.warn({ settings: pending }, 'these settings changed in the config but take effect only after a restart; the running server still uses the values it started with');
+    }
     this.watchFiles(next);
     return true;
   }

@@ -1,0 +1,58 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadConfigFile } from '../../../src/config/load.js';
+import { restartOnlyChanges } from '../../../src/config/restart-only.js';
+import type { MeshcertConfig } from '../../../src/config/schema.js';
+import { createLogger } from '../../../src/log/logger.js';
+import { Reloader } from '../../../src/runtime/reload.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'meshcert-reload-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const BASE = `dataDir: ${dir}/data\nca:\n  dir: ${dir}/ca\n`;
+function configFile(name: string, extra: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, BASE + extra);
+  return path;
+}
+
+describe('restartOnlyChanges', () => {
+  const start = loadConfigFile(configFile('a.yaml', '')).config;
+  it.each<[string, string, string[]]>([
+    ['nothing for the same config', '', []],
+    ['nothing for what a reload applies: the policy, lifetimes, issuers, the monitor', 'policy:\n  rules:\n    - name: r\n      match: { namespaces: [a] }\n      deny: not here\nissuance:\n  defaultTtl: 12h\nmonitoring:\n  interval: 30s\nissuers:\n  - name: b\n    dir: /tmp/b\n', []],
+    ['the server section', 'server:\n  maxConnections: 10\n', ['server']],
+    ['authentication and the inventory', 'auth:\n  defaultCluster: other\ninventory:\n  store: none\n', ['auth', 'inventory']],
+    ['the backdate, which the Authority takes at start', 'issuance:\n  backdate: 5m\n', ['issuance.backdate']],
+    ['the trust domain', 'trustDomain: example.org\n', ['trustDomain']],
+  ])('reports %s', (_name, extra, expected) => {
+    expect(restartOnlyChanges(start, loadConfigFile(configFile('b.yaml', extra)).config)).toEqual(expected);
+  });
+});
+
+describe('Reloader', () => {
+  it('applies a reload and warns, at every reload until a restart, about settings it did not apply', async () => {
+    const file = configFile('live.yaml', '');
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void (current = next), logger });
+    const warnings = (): unknown[] => lines.filter((l) => l.level === 40).map((l) => l.settings);
+
+    writeFileSync(file, `${BASE}server:\n  maxConnections: 10\npolicy:\n  default:\n    lifetime: { default: 1h }\n`);
+    expect(await reloader.reload('test')).toBe(true);
+    expect(current.server.maxConnections).toBe(10);
+    expect(warnings()).toEqual([['server']]);
+    // Applied already, but the server still runs with what it started with: said again.
+    expect(await reloader.reload('test')).toBe(true);
+    expect(warnings()).toEqual([['server'], ['server']]);
+    // Back to the start's values: nothing to say.
+    writeFileSync(file, BASE);
+    expect(await reloader.reload('test')).toBe(true);
+    expect(warnings()).toHaveLength(2);
+    reloader.stop();
+  });
+});
