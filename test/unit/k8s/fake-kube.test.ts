@@ -229,8 +229,12 @@ describe('fake-kube: watches', () => {
 
 describe('fake-kube: TokenReview', () => {
   it('answers with the configured responder (cross-checked with the TokenReview authenticator)', async () => {
+    // Shaped like service-account tokens (the authenticator refuses anything else unasked); unsigned: the responder decides.
+    const shaped = (sa: string): string => `${Buffer.from('{"alg":"RS256"}').toString('base64url')}.${Buffer.from(JSON.stringify({ sub: `system:serviceaccount:istio-system:${sa}` })).toString('base64url')}.c2ln`;
+    const good = shaped('ztunnel');
+    const bad = shaped('other');
     fake.tokenReviewer = (spec) =>
-      spec.token === 'good'
+      spec.token === good
         ? {
             authenticated: true,
             audiences: spec.audiences ?? [],
@@ -242,12 +246,12 @@ describe('fake-kube: TokenReview', () => {
         : { authenticated: false, error: 'invalid bearer token' };
     const auth = new TokenReviewAuthenticator({ apiServer: fake.url, caPem: fake.caPem, bearerToken: TOKEN, trustDomain: 'cluster.local', env: {} });
     try {
-      const caller = await auth.authenticate({ bearerToken: 'good' });
+      const caller = await auth.authenticate({ bearerToken: good });
       expect(caller).toMatchObject({ namespace: 'istio-system', serviceAccount: 'ztunnel', pod: { name: 'ztunnel-abc', uid: 'uid-1' }, node: { name: 'node-a' } });
-      await expect(auth.authenticate({ bearerToken: 'bad' })).rejects.toMatchObject({ code: 'AUTH_INVALID' });
+      await expect(auth.authenticate({ bearerToken: bad })).rejects.toMatchObject({ code: 'AUTH_INVALID' });
       fake.tokenReviewer = () => ({ httpStatus: 503 });
-      await expect(auth.authenticate({ bearerToken: 'good' })).rejects.toMatchObject({ code: 'AUTH_BACKEND_UNAVAILABLE' });
-      expect(fake.requests.at(-1)).toMatchObject({ method: 'POST', path: '/apis/authentication.k8s.io/v1/tokenreviews', body: { spec: { token: 'good', audiences: ['istio-ca'] } } });
+      await expect(auth.authenticate({ bearerToken: good })).rejects.toMatchObject({ code: 'AUTH_BACKEND_UNAVAILABLE' });
+      expect(fake.requests.at(-1)).toMatchObject({ method: 'POST', path: '/apis/authentication.k8s.io/v1/tokenreviews', body: { spec: { token: good, audiences: ['istio-ca'] } } });
     } finally {
       auth.close();
     }
