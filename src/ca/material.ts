@@ -16,10 +16,11 @@ export interface CaMaterial {
   /** Every trusted root (root-cert.pem may hold several during rotation), less those in `expiredRoots`. */
   readonly roots: readonly X509Certificate[];
   /**
-   * Roots in root-cert.pem that have expired and anchor nothing this CA signs (an old root kept
-   * after a rotation or migration): left out of the trust bundle, for the loader to report. They
-   * cannot anchor any chain a client would accept, and refusing to load over them would take the
-   * CA down for a file that is merely stale.
+   * Roots in root-cert.pem that have expired and anchor nothing this CA signs, or nothing a current
+   * root does not anchor too (an old root kept after a rotation or a migration): left out of the
+   * trust bundle, for the loader to report. Go and OpenSSL refuse a chain through an expired root
+   * (rustls-webpki and Java's PKIX do not check a trust anchor's dates, so serving it would keep
+   * it trusted there); refusing to load over it would take the CA down for a file merely stale.
    */
   readonly expiredRoots: readonly X509Certificate[];
   /** Response elements: each intermediate as its own PEM (ends with \n). */
@@ -86,8 +87,11 @@ export function buildMaterial(
   }
   const top = intermediates[intermediates.length - 1]!;
   const expired = (c: X509Certificate): boolean => new Date(c.validTo) <= now;
-  // Only the root that anchors the signing chain must be current; the bundle's others may be stale.
-  const expiredRoots = roots.filter((r) => expired(r) && !signedBy(top, r));
+  // Only a root that anchors the signing chain must be current; the bundle's others may be stale.
+  // A root re-issued from the same key (Istio's self-signed rotation keeps the old one beside the
+  // new) verifies the chain too: the expired copy is stale as long as a current one anchors it.
+  const anchoredByCurrent = roots.some((r) => !expired(r) && signedBy(top, r));
+  const expiredRoots = roots.filter((r) => expired(r) && (anchoredByCurrent || !signedBy(top, r)));
   const current = roots.filter((r) => !expiredRoots.includes(r));
   for (const c of [...intermediates, ...current]) {
     if (expired(c)) throw new ConfigError(`CA certificate "${c.subject.replace(/\n/g, ', ')}" expired on ${new Date(c.validTo).toISOString()}`);

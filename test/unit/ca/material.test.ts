@@ -158,6 +158,29 @@ describe('loadCaDir refusals', () => {
     new LocalIssuer('a', m).selfTest(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' }), 'spiffe://cluster.local/ns/a/sa/b');
   });
 
+  it('loads beside an expired copy of its root re-issued from the same key, serving only the current one', async () => {
+    // Istio's self-signed root rotation re-issues the root from its key and keeps the old one in the bundle.
+    const dir = join(base, `same-key-${++n}`);
+    mkdirSync(dir);
+    const now = Date.now();
+    const rootKey = await generateKey('ec256');
+    const subject = 'O=acme, CN=acme root CA';
+    const old = await createRootCert(rootKey, { subject, keyType: 'ec256', notBefore: new Date(now - 10 * DAY_MS), notAfter: new Date(now - DAY_MS) });
+    const fresh = await createRootCert(rootKey, { subject, keyType: 'ec256', notBefore: new Date(now - DAY_MS), notAfter: new Date(now + 300 * DAY_MS) });
+    const key = await generateKey('ec256');
+    const inter = await createIntermediateCert(key.keys.publicKey, { cert: fresh, key: rootKey.keys.privateKey, keyType: 'ec256' }, { subject: 'O=acme, CN=acme intermediate', notBefore: new Date(now - 60_000), notAfter: new Date(now + 30 * DAY_MS) });
+    writeFileSync(join(dir, 'ca-cert.pem'), pem(inter));
+    writeFileSync(join(dir, 'ca-key.pem'), key.privateKeyPem);
+    writeFileSync(join(dir, 'cert-chain.pem'), pem(inter));
+    writeFileSync(join(dir, 'root-cert.pem'), pem(old) + pem(fresh));
+    const m = loadCaDir(dir);
+    expect(m.roots.map((r) => r.serialNumber)).toEqual([new X509Certificate(pem(fresh)).serialNumber]);
+    expect(m.expiredRoots.map((r) => r.serialNumber)).toEqual([new X509Certificate(pem(old)).serialNumber]);
+    // Only the expired copy left: that is the anchor, and it has expired.
+    writeFileSync(join(dir, 'root-cert.pem'), pem(old));
+    expect(loadError(dir).message).toMatch(/^CA certificate "O=acme, CN=acme root CA" expired on/);
+  });
+
   it('refuses a CA that is not valid yet', async () => {
     const dir = join(base, `future-${++n}`);
     await initCaDir({ dir, now: new Date(Date.now() + 3 * DAY_MS) });
