@@ -23,10 +23,15 @@ export function caPath(dir: string, file: keyof typeof CA_FILES): string {
  */
 export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): void {
   const dir = dirname(path);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const created = mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Each directory just made must be in its parent on disk too, or the file goes with it.
+  if (created !== undefined) {
+    for (let d = dir; d !== dirname(created); d = dirname(d)) syncDirectory(dirname(d));
+  }
   const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
+  // Outside the cleanup below: a temp file this call did not create (EEXIST) is another writer's.
+  const fd = openSync(tmp, 'wx', mode);
   try {
-    const fd = openSync(tmp, 'wx', mode);
     try {
       fchmodSync(fd, mode);
       writeFileSync(fd, data);

@@ -49,11 +49,32 @@ describe('writeFileAtomic', () => {
 
   it('syncs the data before the rename and the directory after it', () => {
     const dir = join(base, `d${++n}`);
+    mkdirSync(dir);
     writeFileAtomic(join(dir, 'key.pem'), 'secret', 0o600);
     // The temp file while it still has its temp name, then the directory holding the rename.
     expect(synced).toHaveLength(2);
     expect(synced[0]).toMatch(new RegExp(`^${dir}/key\\.pem\\.\\d+\\.\\d+\\.tmp$`));
     expect(synced[1]).toBe(dir);
+  });
+
+  it('syncs the parent of every directory it creates', () => {
+    const top = join(base, `d${++n}`);
+    writeFileAtomic(join(top, 'x', 'y', 'f.pem'), 'data');
+    expect(synced.filter((p) => !p.endsWith('.tmp'))).toEqual([join(top, 'x'), top, base, join(top, 'x', 'y')]);
+  });
+
+  it("leaves a temp file it did not create alone (another writer's)", () => {
+    const dir = join(base, `d${++n}`);
+    mkdirSync(dir);
+    const now = vi.spyOn(Date, 'now').mockReturnValue(1_700_000_000_000);
+    try {
+      const theirs = join(dir, `key.pem.${process.pid}.1700000000000.tmp`);
+      writeFileSync(theirs, 'theirs');
+      expect(() => writePrivateKey(join(dir, 'key.pem'), 'secret')).toThrow(/EEXIST/);
+      expect(readFileSync(theirs, 'utf8')).toBe('theirs');
+    } finally {
+      now.mockRestore();
+    }
   });
 
   it('removes its temp file when the write fails, and throws', () => {
