@@ -7,18 +7,32 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { MeshcertConfig } from './schema.js';
 
-/** Top-level sections a reload applies in full (issuance's lifetimes are part of the policy). */
-const RELOADED: ReadonlySet<string> = new Set(['ca', 'issuers', 'policy', 'issuance', 'monitoring']);
+/**
+ * The config a reload puts in force: `next`'s CAs, policy, lifetimes and monitoring, and every
+ * other setting as the server started. This is what a replacement worker process starts with, so
+ * that a setting the running server did not take (an authenticator removed, say) is not in force
+ * in some processes only.
+ */
+export function reloadedConfig(started: MeshcertConfig, next: MeshcertConfig): MeshcertConfig {
+  return {
+    ...started,
+    ca: next.ca,
+    issuers: next.issuers,
+    policy: next.policy,
+    issuance: { ...next.issuance, backdate: started.issuance.backdate },
+    monitoring: next.monitoring,
+  };
+}
 
 /** The settings that differ between the config the server started with and `next` but that only a restart applies, sorted. */
 export function restartOnlyChanges(started: MeshcertConfig, next: MeshcertConfig): string[] {
-  const out: string[] = [];
-  const a = started as unknown as Record<string, unknown>;
+  const inForce = reloadedConfig(started, next);
+  const a = inForce as unknown as Record<string, unknown>;
   const b = next as unknown as Record<string, unknown>;
+  const out: string[] = [];
   for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) {
-    if (!RELOADED.has(key) && !isDeepStrictEqual(a[key], b[key])) out.push(key);
+    if (key !== 'issuance' && !isDeepStrictEqual(a[key], b[key])) out.push(key);
   }
-  // Set on the Authority at start, unlike the lifetimes beside it.
-  if (started.issuance.backdate !== next.issuance.backdate) out.push('issuance.backdate');
+  if (inForce.issuance.backdate !== next.issuance.backdate) out.push('issuance.backdate');
   return out.sort();
 }

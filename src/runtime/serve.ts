@@ -10,6 +10,7 @@ import { InventoryService } from '../inventory/service.js';
 import type { Logger } from '../log/logger.js';
 import { loadCaState, prepareSharedState } from '../ca/state.js';
 import { CaMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../metrics/ca-metrics.js';
+import { reloadedConfig } from '../config/restart-only.js';
 import { Reloader } from './reload.js';
 import { startControllers } from './controllers.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
@@ -102,9 +103,11 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     ...(opts.configFile ? { configFile: opts.configFile } : {}),
     current: () => current,
     apply: async (next) => {
-      await applyConfig(next);
+      // What a reload changes, and nothing else: workers started later must match those running.
+      const effective = reloadedConfig(config, next);
+      await applyConfig(effective);
       current = next;
-      monitor.update(monitorOptions(next));
+      monitor.update(monitorOptions(effective));
       controllers?.onRootBundleChanged();
     },
     logger,

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -34,5 +35,41 @@ describe('SIGHUP reload across worker processes', () => {
     clients.forEach((c) => c.close());
     server.child.kill('SIGTERM');
     expect(await server.exited).toBe(0);
+  }, 60_000);
+
+  it('starts a replacement worker with what the running server applied, not with settings only a restart takes', async () => {
+    let file: string;
+    ({ dir, config: file } = await writeServeDir('meshcert-sighup-restart-only-', serveConfigYaml({ workers: 2 })));
+    server = await startServe(['--config', file]);
+    const s = server;
+    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/legacy/sa/app'] })).pem;
+    const token = await mintToken({ ns: 'legacy', sa: 'app' });
+    /** How far back each certificate's notBefore is (seconds), one call per fresh connection so both workers answer. */
+    const backdates = async (): Promise<number[]> =>
+      Promise.all(
+        Array.from({ length: 6 }, async () => {
+          const c = new CaClient({ address: `127.0.0.1:${s.port}`, rootPem });
+          try {
+            const [leaf] = await c.createCertificate({ csrPem: csr, token });
+            return Math.round((Date.now() - Date.parse(new X509Certificate(leaf!).validFrom)) / 60_000);
+          } finally {
+            c.close();
+          }
+        }),
+      );
+    expect(await backdates()).toEqual(Array(6).fill(2));
+    // issuance.backdate is set on the Authority at start: a reload does not apply it.
+    writeFileSync(file, serveConfigYaml({ workers: 2, extra: 'issuance: { backdate: 30m }\n' }));
+    s.child.kill('SIGHUP');
+    await expect.poll(() => /"settings":\["issuance.backdate"\].*take effect only after a restart/.test(s.output()), { timeout: 10_000 }).toBe(true);
+    const [victim] = readFileSync(`/proc/${s.child.pid}/task/${s.child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    process.kill(victim!, 'SIGKILL');
+    await expect.poll(() => /starting a replacement/.test(s.output()), { timeout: 10_000 }).toBe(true);
+    // Two workers and the primary said so at start; the replacement is the fourth.
+    await expect.poll(() => (s.output().match(/"msg":"meshcert serving"/g) ?? []).length, { timeout: 20_000 }).toBeGreaterThanOrEqual(4);
+    expect(await backdates()).toEqual(Array(6).fill(2));
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
   }, 60_000);
 });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfigFile } from '../../../src/config/load.js';
-import { restartOnlyChanges } from '../../../src/config/restart-only.js';
+import { reloadedConfig, restartOnlyChanges } from '../../../src/config/restart-only.js';
 import type { MeshcertConfig } from '../../../src/config/schema.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { Reloader } from '../../../src/runtime/reload.js';
@@ -30,6 +30,20 @@ describe('restartOnlyChanges', () => {
     ['the trust domain', 'trustDomain: example.org\n', ['trustDomain']],
   ])('reports %s', (_name, extra, expected) => {
     expect(restartOnlyChanges(start, loadConfigFile(configFile('b.yaml', extra)).config)).toEqual(expected);
+  });
+});
+
+describe('reloadedConfig', () => {
+  it("takes the new CAs, policy, lifetimes and monitoring, and everything else as started", () => {
+    const start = loadConfigFile(configFile('s.yaml', '')).config;
+    const next = loadConfigFile(configFile('n.yaml', 'server:\n  maxConnections: 10\nissuance:\n  defaultTtl: 12h\n  backdate: 9m\nmonitoring:\n  interval: 30s\nissuers:\n  - name: b\n    dir: /tmp/b\n')).config;
+    const c = reloadedConfig(start, next);
+    expect(c.server).toEqual(start.server);
+    expect(c.issuance).toEqual({ ...next.issuance, backdate: start.issuance.backdate });
+    expect(c.policy).toEqual(next.policy);
+    expect(c.monitoring).toEqual(next.monitoring);
+    expect(c.issuers).toEqual(next.issuers);
+    expect(restartOnlyChanges(start, next)).toEqual(['issuance.backdate', 'server']);
   });
 });
 
