@@ -118,6 +118,7 @@ export async function buildAuthChain(config: MeshcertConfig, issuers: () => Issu
           audiences: [...c.tokenReview.audiences],
           trustDomain,
           timeoutMs: c.tokenReview.timeout * 1000,
+          clockSkewSeconds: config.auth.clockSkew,
         });
         closers.push(() => tr.close());
         list.push(tr);

@@ -38,6 +38,8 @@ export interface TokenReviewOptions {
   trustDomain: string;
   /** Whole-request timeout. Default 5000. */
   timeoutMs?: number;
+  /** auth.clockSkew, seconds: a token expired by more than this (at least 300) is refused unasked. */
+  clockSkewSeconds?: number;
   /** Name reported as Authenticator.name. Default 'tokenreview'. */
   name?: string;
   /** Environment to read in-cluster defaults from (tests). Default process.env. */
@@ -77,7 +79,7 @@ interface TokenReviewStatus {
 
 /** Longest a TokenReview verdict is reused (token cache), seconds. */
 const REVIEW_REUSE_SECONDS = 60;
-/** Seconds past its exp after which a token is refused without asking (clocks differ that much at most). */
+/** Seconds past its exp after which a token is refused without asking, unless auth.clockSkew allows more. */
 const EXPIRED_LEEWAY_SECONDS = 300;
 
 /**
@@ -85,7 +87,7 @@ const EXPIRED_LEEWAY_SECONDS = 300;
  * subject names the service account, and one that expired minutes ago stays expired; anything
  * else would cost the API server a TokenReview per call from whoever can reach this port.
  */
-function precheck(token: string, nowSeconds: number): void {
+function precheck(token: string, nowSeconds: number, leewaySeconds: number): void {
   let claims: ReturnType<typeof decodeJwt>;
   try {
     claims = decodeJwt(token);
@@ -93,7 +95,7 @@ function precheck(token: string, nowSeconds: number): void {
     throw new CaError('AUTH_INVALID', 'bearer token is not a Kubernetes service-account token (not a JWT)');
   }
   if (!parseServiceAccountUsername(claims.sub)) throw new CaError('AUTH_INVALID', 'token does not belong to a Kubernetes service account');
-  if (typeof claims.exp === 'number' && claims.exp + EXPIRED_LEEWAY_SECONDS < nowSeconds) throw new CaError('AUTH_INVALID', 'token has expired');
+  if (typeof claims.exp === 'number' && claims.exp + leewaySeconds < nowSeconds) throw new CaError('AUTH_INVALID', 'token has expired');
 }
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 const TOKEN_FILE_REREAD_MS = 60_000;
@@ -154,6 +156,7 @@ export class TokenReviewAuthenticator implements Authenticator {
   private readonly audiences: readonly string[];
   private readonly trustDomain: string;
   private readonly timeoutMs: number;
+  private readonly leewaySeconds: number;
   private readonly staticToken: string | undefined;
   private readonly tokenFile: string | undefined;
   private tokenCache: { value: string; readAt: number } | undefined;
@@ -172,6 +175,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     }
     this.audiences = [...(opts.audiences ?? DEFAULT_AUDIENCES)];
     this.timeoutMs = opts.timeoutMs ?? 5_000;
+    this.leewaySeconds = Math.max(EXPIRED_LEEWAY_SECONDS, opts.clockSkewSeconds ?? 0);
     if (!Number.isFinite(this.timeoutMs) || this.timeoutMs <= 0) throw new Error('tokenreview.timeoutMs must be a positive number');
 
     let ca: string | undefined = opts.caPem;
@@ -219,7 +223,7 @@ export class TokenReviewAuthenticator implements Authenticator {
   async authenticate(req: AuthRequest): Promise<Caller | null> {
     const token = req.bearerToken;
     if (!token) return null;
-    precheck(token, Date.now() / 1000);
+    precheck(token, Date.now() / 1000, this.leewaySeconds);
 
     let status: TokenReviewStatus;
     try {

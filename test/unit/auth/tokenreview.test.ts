@@ -157,6 +157,22 @@ describe('TokenReviewAuthenticator', () => {
       }
     });
 
+    it('allows auth.clockSkew when it is longer than five minutes', async () => {
+      last = {};
+      handler = reply(201, review({ authenticated: false, error: 'token has expired' }));
+      const auth = make({ clockSkewSeconds: 900 });
+      try {
+        await outcome(auth.authenticate({ bearerToken: tokenWith({ sub: 'system:serviceaccount:a:b', exp: now - 600 }) }));
+        expect(last.method).toBe('POST');
+        last = {};
+        const { err } = await outcome(auth.authenticate({ bearerToken: tokenWith({ sub: 'system:serviceaccount:a:b', exp: now - 901 }) }));
+        expect(err?.message).toBe('token has expired');
+        expect(last).toEqual({});
+      } finally {
+        auth.close();
+      }
+    });
+
     it('but asks about a token that expired within those five minutes (clocks differ)', async () => {
       last = {};
       handler = reply(201, review({ authenticated: false, error: 'token has expired' }));
