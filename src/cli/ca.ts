@@ -1,3 +1,4 @@
+import type { X509Certificate } from 'node:crypto';
 import { resolve } from 'node:path';
 import { formatDuration, parseDurationSeconds } from '../config/duration.js';
 import { importIstiod } from '../ca/import-istiod.js';
@@ -50,6 +51,7 @@ export async function caCommand(argv: string[]): Promise<number> {
     if (!v.dir) throw new UsageError('ca check needs --dir');
     const m = loadCaDir(resolve(v.dir));
     console.log(`CA OK: signs as "${m.signingCert.subject.replace(/\n/g, ', ')}", ${m.intermediates.length} intermediate(s), ${m.roots.length} root(s), usable until ${m.notAfter.toISOString()}`);
+    warnExpiredRoots(m.expiredRoots);
     return 0;
   }
   if (sub === 'rotate') return rotateCommand(rest);
@@ -70,11 +72,19 @@ export async function caCommand(argv: string[]): Promise<number> {
     console.log(`  files         ${r.files.join(', ')} (keys 0600)`);
     console.log(`  signs as      ${r.material.signingCert.subject.replace(/\n/g, ', ')} (until ${r.material.notAfter.toISOString()})`);
     console.log(`  roots         ${r.material.roots.length}`);
+    warnExpiredRoots(r.material.expiredRoots);
     for (const n of r.notes) console.log(`  note: ${n}`);
     console.log('  workloads keep trusting each other: the same root signs');
     return 0;
   }
   throw new UsageError(`unknown ca subcommand ${sub ?? '(none)'}\n${CA_USAGE}`);
+}
+
+/** Roots loadCaDir left out of the bundle: still in root-cert.pem, so the operator should know. */
+function warnExpiredRoots(roots: readonly X509Certificate[]): void {
+  for (const r of roots) {
+    console.error(`warning: root-cert.pem also holds "${r.subject.replace(/\n/g, ', ')}", which expired on ${new Date(r.validTo).toISOString()} and anchors nothing this CA signs; meshcert leaves it out of the trust bundle (remove it from the file)`);
+  }
 }
 
 async function rotateCommand(argv: string[]): Promise<number> {

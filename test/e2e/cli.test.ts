@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
+import { initCaDir } from '../../src/ca/init.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../src/client/ca-client.js';
 import { loadProtos } from '../../src/client/protos.js';
@@ -41,6 +42,18 @@ describe('the meshcert CLI, as a user runs it', () => {
   afterAll(async () => {
     killIfRunning(server);
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('ca check warns about an expired root that anchors nothing, which meshcert does not serve', async () => {
+    const caDir = join(dir, 'ca-stale');
+    const stale = join(dir, 'ca-stale-old');
+    expect((await runCli(['ca', 'init', '--dir', caDir])).code).toBe(0);
+    await initCaDir({ dir: stale, now: new Date(Date.now() - 3 * 86_400_000), rootLifetimeMs: 86_400_000, intermediateLifetimeMs: 86_400_000 });
+    writeFileSync(join(caDir, 'root-cert.pem'), readFileSync(join(caDir, 'root-cert.pem'), 'utf8') + readFileSync(join(stale, 'root-cert.pem'), 'utf8'));
+    const r = await runCli(['ca', 'check', '--dir', caDir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^CA OK: .*, 1 root\(s\), usable until/);
+    expect(r.stderr).toMatch(/^warning: root-cert\.pem also holds "O=meshcert, CN=meshcert root CA [\d-]+", which expired on .* anchors nothing this CA signs; meshcert leaves it out of the trust bundle \(remove it from the file\)\n$/);
   });
 
   it('ca init creates a root and an intermediate in the cacerts layout with private keys 0600', async () => {
