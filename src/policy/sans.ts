@@ -7,8 +7,9 @@
  * allows the wildcard name itself (`*.ns.svc.cluster.local`) and any one label in place of the `*`
  * (`web.ns.svc.cluster.local`), but not several labels (`a.b.ns.svc.cluster.local`) nor an empty
  * one. A label is 1-63 letters, digits and hyphens, not starting or ending with a hyphen.
- * `{namespace}` and `{serviceAccount}` stand for one label each: a caller whose service account
- * has dots in its name (Kubernetes allows them) gets no name from a template that uses it.
+ * `{namespace}` and `{serviceAccount}` stand for one whole label each: a template may not join
+ * them to other text in a label (two callers could render the same name), and a caller whose
+ * service account has dots in its name (Kubernetes allows them) gets no name from one that uses it.
  *
  * IP entries are addresses (`10.0.0.1`, `fd00::1`) or CIDR ranges (`10.0.0.0/8`, `fd00::/64`);
  * a requested IP SAN is allowed when it is one of them or inside one of them.
@@ -41,6 +42,14 @@ export function dnsTemplateProblem(template: string): string | null {
     return `unknown placeholder ${unknown.join(', ')}; use ${TEMPLATE_PLACEHOLDERS.map((p) => `{${p}}`).join(', ')}`;
   }
   if (shape.includes('{') || shape.includes('}')) return 'DNS template has an unbalanced "{" or "}"';
+  for (const m of template.matchAll(PLACEHOLDER)) {
+    if (!WORKLOAD_CHOSEN.has(m[1] as TemplatePlaceholder)) continue;
+    const before = template[m.index - 1];
+    const after = template[m.index + m[0].length];
+    if ((before !== undefined && before !== '.') || (after !== undefined && after !== '.')) {
+      return `{${m[1]}} must be a whole label ("{serviceAccount}.{namespace}.svc"): joined to other text in one label, two callers can render the same name (namespace "team" with service account "a-web" and namespace "team-a" with "web" in "{namespace}-{serviceAccount}")`;
+    }
+  }
   if (shape.includes('*') && !(shape.startsWith('*.') && shape.indexOf('*', 1) === -1)) {
     return 'a wildcard is allowed only as the whole first label ("*.example.com")';
   }

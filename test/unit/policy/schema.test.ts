@@ -90,7 +90,7 @@ describe('policySchema: valid policies', () => {
     ['durations as numbers of seconds', { default: { lifetime: { default: 3600, max: 7200 } } }],
     ['min equal to default equal to max', { default: { lifetime: { default: '1h', min: '1h', max: '1h' } } }],
     ['IPv6 addresses and ranges', { default: { extraSans: { ip: ['::1', 'fd00::/8', '10.0.0.0/0'] } } }],
-    ['every placeholder', { default: { extraSans: { dns: ['{serviceAccount}-{namespace}.{cluster}.{trustDomain}'] } } }],
+    ['every placeholder', { default: { extraSans: { dns: ['{serviceAccount}.{namespace}.{cluster}-{trustDomain}'] } } }],
     ['ECDSA P-384 and RSA 8192 minimums', { default: { keys: [{ type: 'ECDSA', minSize: 384 }, { type: 'RSA', minSize: 8192 }] } }],
     ['globs with regex metacharacters', { rules: [{ name: 'r', match: { clusters: ['east+1', 'a.(b)|$', 'c?*'] } }] }],
     ['a deny rule without match (deny everything)', { rules: [{ name: 'closed', deny: 'maintenance' }] }],
@@ -172,6 +172,13 @@ describe('policySchema: problems, each with its path', () => {
       [['rules.0.extraSans.dns.0', 'unknown placeholder {ns}; use {namespace}, {serviceAccount}, {trustDomain}, {cluster}']],
     ],
     ['an unbalanced brace', { rules: [{ name: 'r', extraSans: { dns: ['{namespace.example.com'] } }] }, [['rules.0.extraSans.dns.0', 'DNS template has an unbalanced "{" or "}"']]],
+    ...[['{namespace}-{serviceAccount}.mesh.example.com', 'namespace'], ['{serviceAccount}x.example.com', 'serviceAccount'], ['web-{namespace}.example.com', 'namespace'], ['*.{namespace}-svc.example.com', 'namespace']].map(
+      ([dns, placeholder]): [string, unknown, Array<[string, string]>] => [
+        `{${placeholder}} joined to other text in a label (${dns})`,
+        { rules: [{ name: 'r', extraSans: { dns: [dns!] } }] },
+        [['rules.0.extraSans.dns.0', `{${placeholder}} must be a whole label ("{serviceAccount}.{namespace}.svc"): joined to other text in one label, two callers can render the same name (namespace "team" with service account "a-web" and namespace "team-a" with "web" in "{namespace}-{serviceAccount}")`]],
+      ],
+    ),
     ['a wildcard that is not the first label', { rules: [{ name: 'r', extraSans: { dns: ['a.*.example.com'] } }] }, [['rules.0.extraSans.dns.0', 'a wildcard is allowed only as the whole first label ("*.example.com")']]],
     ['a partial wildcard label', { rules: [{ name: 'r', extraSans: { dns: ['web-*.example.com'] } }] }, [['rules.0.extraSans.dns.0', 'a wildcard is allowed only as the whole first label ("*.example.com")']]],
     [
