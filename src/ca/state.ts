@@ -14,7 +14,7 @@ import type { Logger } from '../log/logger.js';
 import { PolicyEngine } from '../policy/engine.js';
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
-export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean } = {}): Promise<LocalIssuer> {
+export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean; quiet?: boolean } = {}): Promise<LocalIssuer> {
   const dir = config.ca.dir!;
   if (isCaDirEmpty(dir)) {
     // Never on a reload: a directory that looks empty mid-update must not become a new root of trust.
@@ -28,7 +28,7 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
     logger.warn({ dir, keyType: config.ca.keyType }, 'created a new root and intermediate CA (ca.autoInit); move root-key.pem offline for production use');
   }
   const issuer = new LocalIssuer('default', loadCaDir(dir));
-  reportExpiredRoots(issuer, dir, logger);
+  if (!o.quiet) reportExpiredRoots(issuer, dir, logger);
   issuer.selfTest(selfTestKey(), `spiffe://${config.trustDomain}/ns/meshcert-self-test/sa/probe`);
   return issuer;
 }
@@ -38,7 +38,8 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
  * the CA under ca.autoInit, and the dev issuer's key.
  */
 export async function prepareSharedState(config: MeshcertConfig, logger: Logger): Promise<LocalIssuer> {
-  const issuer = await loadIssuer(config, logger);
+  // Quiet: the CA state loaded next reports what it finds, once.
+  const issuer = await loadIssuer(config, logger, { quiet: true });
   if (config.dev.tokenIssuer) await ensureDevIssuer(config.dataDir);
   return issuer;
 }
