@@ -134,31 +134,33 @@ export function dnsNameAllowed(name: string, rendered: string, wildcard: boolean
 /** The allowed IP addresses and ranges of a rule. */
 export class IpAllowList {
   readonly entries: readonly string[];
-  private readonly list: BlockList | null;
+  /**
+   * One list per family: Node's BlockList matches an IPv4 address against IPv4-mapped IPv6
+   * ranges, so `::/0` (or any `::/96` and wider) in one list would allow every IPv4 address.
+   */
+  private readonly lists: { readonly 4: BlockList | null; readonly 6: BlockList | null };
 
   constructor(entries: readonly string[]) {
     this.entries = [...entries];
-    if (entries.length === 0) {
-      this.list = null;
-      return;
-    }
-    const list = new BlockList();
+    const lists: { 4: BlockList | null; 6: BlockList | null } = { 4: null, 6: null };
     for (const e of entries) {
       const problem = ipEntryProblem(e);
       if (problem) throw new Error(`invalid IP entry ${JSON.stringify(e)}: ${problem}`);
       const slash = e.indexOf('/');
       const address = slash === -1 ? e : e.slice(0, slash);
-      const type = isIP(address) === 4 ? 'ipv4' : 'ipv6';
+      const family = isIP(address) === 4 ? 4 : 6;
+      const list = (lists[family] ??= new BlockList());
+      const type = family === 4 ? 'ipv4' : 'ipv6';
       if (slash === -1) list.addAddress(address, type);
       else list.addSubnet(address, Number(e.slice(slash + 1)), type);
     }
-    this.list = list;
+    this.lists = lists;
   }
 
   allows(ip: string): boolean {
-    if (this.list === null) return false;
     const family = isIP(ip);
-    if (family === 0) return false;
-    return this.list.check(ip, family === 4 ? 'ipv4' : 'ipv6');
+    if (family !== 4 && family !== 6) return false;
+    const list = this.lists[family];
+    return list !== null && list.check(ip, family === 4 ? 'ipv4' : 'ipv6');
   }
 }

@@ -366,6 +366,15 @@ describe('PolicyEngine extra SANs', () => {
     expect(d.reason).toBe(`the CSR requests IP address "${ip}", which rule "sans" does not allow; it allows 10.1.2.3, 192.168.0.0/16, fd00::/64`);
   });
 
+  it('keeps IPv6 ranges to IPv6 addresses: ::/0 does not allow an IPv4 address, nor 0.0.0.0/0 an IPv6 one', () => {
+    const v6 = engine({ rules: [{ name: 'v6', extraSans: { ip: ['::/0'] } }] });
+    expect(allowed(v6.evaluate(req({ ipAddresses: ['2001:db8::1'] }))).ipAddresses).toEqual(['2001:db8::1']);
+    expect(denied(v6.evaluate(req({ ipAddresses: ['10.0.0.1'] }))).code).toBe('CSR_FORBIDDEN_EXTENSION');
+    const v4 = engine({ rules: [{ name: 'v4', extraSans: { ip: ['0.0.0.0/0'] } }] });
+    expect(allowed(v4.evaluate(req({ ipAddresses: ['10.0.0.1'] }))).ipAddresses).toEqual(['10.0.0.1']);
+    expect(denied(v4.evaluate(req({ ipAddresses: ['::ffff:a00:1'] }))).code).toBe('CSR_FORBIDDEN_EXTENSION');
+  });
+
   it('refuses every IP address under the default rule', () => {
     expect(denied(engine({}).evaluate(req({ ipAddresses: ['10.0.0.1'] }))).reason).toBe(
       'the CSR requests IP address "10.0.0.1", which rule "default" does not allow; it allows no IP addresses',
