@@ -243,8 +243,10 @@ export function buildListQuery(filter: CertificateFilter): ListQuery {
   if (filter.cursor !== undefined && filter.cursor !== null) {
     const pos = decodeCursor(filter.cursor);
     const at = new Date(pos.notAfterMs);
-    where.push('(not_after > ? OR (not_after = ? AND fingerprint > ?))');
-    params.push(at, at, pos.fingerprint);
+    // A row value, not "a > ? OR (a = ? AND b > ?)": both stores seek the (not_after, fingerprint)
+    // index to it, where the OR form scanned the index from its start on every page.
+    where.push('(not_after, fingerprint) > (?, ?)');
+    params.push(at, pos.fingerprint);
   }
   const limit = clampLimit(filter.limit);
   params.push(limit + 1);

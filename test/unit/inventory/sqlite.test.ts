@@ -3,7 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
+import Database from 'better-sqlite3';
+import { buildListQuery, encodeCursor } from '../../../src/inventory/common.js';
 import { SqliteInventoryStore } from '../../../src/inventory/sqlite.js';
+import type { CertificateFilter } from '../../../src/inventory/types.js';
 import { makeRecord } from './fixtures.js';
 
 const dirs: string[] = [];
@@ -42,6 +45,31 @@ describe('SqliteInventoryStore whose worker thread dies', () => {
       await expect(store.count()).rejects.toThrow(/worker exited/);
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('SqliteInventoryStore list pages', () => {
+  it('seek the (not_after, fingerprint) indexes to the cursor instead of scanning from the start', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-sqlite-plan-'));
+    dirs.push(dir);
+    const path = join(dir, 'inventory.db');
+    const store = new SqliteInventoryStore({ path });
+    await store.migrate();
+    await store.insertMany([makeRecord(1)]);
+    const cursor = (await store.list({ limit: 1 })).items.map((r) => encodeCursor(r))[0]!;
+    await store.close();
+    const db = new Database(path, { readonly: true });
+    try {
+      const plan = (filter: CertificateFilter): string => {
+        const q = buildListQuery(filter);
+        const params = q.params.map((p) => (p instanceof Date ? p.getTime() : p));
+        return (db.prepare(`EXPLAIN QUERY PLAN ${q.sql}`).all(...params) as Array<{ detail: string }>).map((r) => r.detail).join(' | ');
+      };
+      expect(plan({ cursor })).toMatch(/^SEARCH inventory_certificates USING INDEX inventory_certificates_not_after \(\(not_after,fingerprint\)>\(\?,\?\)\)$/);
+      expect(plan({ cursor, namespace: 'ns' })).toMatch(/^SEARCH inventory_certificates USING INDEX inventory_certificates_namespace \(namespace=\? AND \(not_after,fingerprint\)>\(\?,\?\)\)$/);
+    } finally {
+      db.close();
     }
   });
 });
