@@ -43,6 +43,9 @@ function hasWildcard(s: string): boolean {
 function walk(dir: string, out: string[]): void {
   const entries = readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (const e of entries) {
+    // A kubelet-mounted Secret or ConfigMap keeps its files in a `..<timestamp>` directory behind
+    // `..data` and per-key symlinks: read through the symlinks, whose paths survive updates.
+    if (e.name.startsWith('..')) continue;
     const p = join(dir, e.name);
     if (e.isDirectory()) walk(p, out);
     else if (EXTENSIONS.test(e.name) && (e.isFile() || (e.isSymbolicLink() && isFile(p)))) out.push(p);

@@ -3,7 +3,7 @@
  * presenting a chain, a closed loopback port, and a loopback HTTPS "API server" answering the
  * TLS Secret list with a real SecretList.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -80,6 +80,16 @@ describe('PEM files', () => {
     expect(m).toMatchObject({ status: 'error', error: expect.stringMatching(/1 good certificate/) });
     expect(m.status === 'error' && m.certificates?.length).toBe(1);
     expect(readPemFile(join(dir, 'nope.pem'))).toMatchObject({ status: 'error', error: expect.stringMatching(/cannot read: ENOENT/) });
+  });
+
+  it("reads a kubelet-mounted Secret once, through its key's symlink, not its ..<timestamp> directory", () => {
+    const mount = join(dir, 'mounted-secret');
+    const real = join(mount, '..2026_11_29_10_00_00.123456789');
+    mkdirSync(real, { recursive: true });
+    copyFileSync(join(certsDir, 'good.pem'), join(real, 'tls.crt'));
+    symlinkSync('..2026_11_29_10_00_00.123456789', join(mount, '..data'));
+    symlinkSync('..data/tls.crt', join(mount, 'tls.crt'));
+    expect(expandFileArg(mount).files).toEqual([join(mount, 'tls.crt')]);
   });
 
   it('walks directories recursively for *.pem and *.crt, and expands basename globs', () => {
