@@ -20,7 +20,8 @@
  *   API errors.
  *
  * Every replica runs the informers (a follower keeps warm caches and takes over at once); only the
- * leader writes. RBAC: namespaces list/watch; configmaps get/list/watch/create/update (cluster-wide).
+ * leader writes. RBAC: namespaces list/watch; configmaps of this name get/list/watch/update, and
+ * configmaps create (cluster-wide; deploy/kubernetes/base/rbac.yaml).
  */
 import type { V1ConfigMap, V1Namespace } from '@kubernetes/client-node';
 import { describeKubeError, kubeStatusCode, type KubeClient } from '../k8s/client.js';

@@ -326,9 +326,10 @@ const EXPECTED_RBAC: Record<string, { kind: 'ClusterRole' | 'Role'; namespace?: 
     kind: 'ClusterRole',
     rules: [
       'authentication.k8s.io tokenreviews [] create',
-      'core configmaps [] create,get,list,patch,update,watch',
-      'core namespaces [] get,list,watch',
-      'core pods [] get,list,watch',
+      'core configmaps [] create',
+      'core configmaps [istio-ca-root-cert] get,list,update,watch',
+      'core namespaces [] list,watch',
+      'core pods [] list,watch',
     ],
   },
   'meshcert-istiod-tls': {
@@ -339,7 +340,7 @@ const EXPECTED_RBAC: Record<string, { kind: 'ClusterRole' | 'Role'; namespace?: 
   'meshcert-leader-election': {
     kind: 'Role',
     namespace: NAMESPACE,
-    rules: ['coordination.k8s.io leases [] create,get,update'],
+    rules: ['coordination.k8s.io leases [] create', 'coordination.k8s.io leases [meshcert-leader] get,update'],
   },
 };
 
