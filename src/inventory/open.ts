@@ -10,6 +10,18 @@ export type OpenStoreOptions =
 
 /** Opens the store and runs migrate(); the store is closed again if migration fails. */
 export async function openStore(opts: OpenStoreOptions): Promise<InventoryStore> {
+  const store = await createStore(opts);
+  try {
+    await store.migrate();
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    throw err;
+  }
+  return store;
+}
+
+/** The store object, not yet migrated (nor, for PostgreSQL, connected). */
+export async function createStore(opts: OpenStoreOptions): Promise<InventoryStore> {
   let store: InventoryStore;
   switch (opts.kind) {
     case 'sqlite':
@@ -31,12 +43,6 @@ export async function openStore(opts: OpenStoreOptions): Promise<InventoryStore>
       const kind: unknown = (opts as { kind?: unknown }).kind;
       throw new TypeError(`unknown inventory store kind: ${String(kind)}`);
     }
-  }
-  try {
-    await store.migrate();
-  } catch (err) {
-    await store.close().catch(() => undefined);
-    throw err;
   }
   return store;
 }

@@ -138,6 +138,22 @@ function classify(err: unknown): unknown {
   return err;
 }
 
+/** Network errors of the socket under a pg connection. */
+const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE']);
+
+/**
+ * Whether `err` says the server could not be reached or is not taking connections yet (network
+ * errors, pg's connect timeout, SQLSTATE class 08, 57P03 starting up, 53300 too many clients), as
+ * opposed to a refusal an operator must fix (bad password, no such database, no permission).
+ */
+export function isConnectionFailure(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  if (NETWORK_ERRORS.has(code) || code.startsWith('08') || code === '57P03' || code === '53300') return true;
+  const message = typeof e?.message === 'string' ? e.message : '';
+  return /timeout exceeded when trying to connect|Connection terminated/i.test(message);
+}
+
 export class PostgresInventoryStore implements InventoryStore {
   readonly kind = 'postgres' as const;
   private readonly pool: pg.Pool;

@@ -2,7 +2,8 @@ import { withTimeout } from '../async/with-timeout.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryMetrics } from '../metrics/ca-metrics.js';
-import { openStore } from './open.js';
+import { MigratingStore } from './migrating-store.js';
+import { createStore } from './open.js';
 import { InventoryOverflowError, InventoryRecorder } from './recorder.js';
 import type { RecordSink } from './sink.js';
 import { InventoryDataError, type AuditEvent, type CertificateRecord, type InventoryStore } from './types.js';
@@ -31,6 +32,8 @@ export class InventoryService implements RecordSink {
     readonly store: InventoryStore,
     readonly recorder: InventoryRecorder,
     private readonly o: InventoryOptions,
+    /** False while a store unreachable at start has not been migrated (see MigratingStore). */
+    private readonly ready: () => boolean,
   ) {}
 
   static async open(o: InventoryOptions, logger: Logger, metrics?: InventoryMetrics): Promise<InventoryService | undefined> {
@@ -38,16 +41,36 @@ export class InventoryService implements RecordSink {
     if (kind === 'none') return undefined;
     if (kind === 'postgres' && !o.url) throw new ConfigError('inventory.store postgres needs inventory.url');
     if (kind === 'sqlite' && !o.path) throw new ConfigError('inventory.path is not set');
+    const failed = (err: unknown): ConfigError => new ConfigError(`cannot open the ${kind} inventory store: ${(err as Error).message.split('\n')[0]}`);
     let store: InventoryStore;
     try {
-      store = await openStore(kind === 'postgres' ? { kind: 'postgres', url: o.url! } : { kind: 'sqlite', path: o.path! });
+      store = await createStore(kind === 'postgres' ? { kind: 'postgres', url: o.url! } : { kind: 'sqlite', path: o.path! });
     } catch (err) {
-      // Unreachable PostgreSQL at start: refuse with a clear message (a replica without its store
-      // would serve certificates nobody can see).
-      throw new ConfigError(`cannot open the ${kind} inventory store: ${(err as Error).message.split('\n')[0]}`);
+      throw failed(err);
+    }
+    let ready = (): boolean => true;
+    try {
+      await store.migrate();
+    } catch (err) {
+      // PostgreSQL down while this replica starts (maintenance, a failover): serve anyway, as once
+      // started, keeping records in memory; with failClosed, refuse to issue until it answers. A
+      // refusal an operator must fix (credentials, database, permissions) stops the start.
+      if (kind !== 'postgres' || !(await import('./postgres.js')).isConnectionFailure(err)) {
+        await store.close().catch(() => undefined);
+        throw failed(err);
+      }
+      const migrating = new MigratingStore(store, { logger });
+      store = migrating;
+      ready = () => migrating.ready;
+      logger.error(
+        { err, failClosed: o.failClosed },
+        o.failClosed
+          ? 'inventory store unreachable at start: refusing to issue (inventory.failClosed) until it answers; retrying'
+          : 'inventory store unreachable at start: serving, and keeping records in memory until it answers; retrying',
+      );
     }
     const recorder = new InventoryRecorder(store, { failClosed: o.failClosed, maxBuffer: o.maxBuffer, onError: inventoryErrorLog(logger) });
-    const svc = new InventoryService(store, recorder, o);
+    const svc = new InventoryService(store, recorder, o, ready);
     if (metrics) metrics.recorder = recorder;
     const count = (): void => {
       store.count().then(
@@ -71,7 +94,7 @@ export class InventoryService implements RecordSink {
     };
     prune();
     svc.timers.push(setInterval(prune, 3600_000).unref());
-    logger.info({ store: kind, ...(kind === 'sqlite' ? { path: o.path } : {}), failClosed: o.failClosed }, 'inventory store open');
+    if (ready()) logger.info({ store: kind, ...(kind === 'sqlite' ? { path: o.path } : {}), failClosed: o.failClosed }, 'inventory store open');
     return svc;
   }
 
@@ -84,7 +107,7 @@ export class InventoryService implements RecordSink {
   }
 
   accepting(): boolean {
-    return !this.o.failClosed || (this.recorder.storeHealthy && this.recorder.canAccept());
+    return !this.o.failClosed || (this.ready() && this.recorder.storeHealthy && this.recorder.canAccept());
   }
 
   /**

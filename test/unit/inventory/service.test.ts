@@ -14,6 +14,8 @@ import { InventoryOverflowError } from '../../../src/inventory/recorder.js';
 import { inventoryErrorLog, InventoryService } from '../../../src/inventory/service.js';
 import { InventoryDataError, type AuditEvent, type InventoryStore } from '../../../src/inventory/types.js';
 import { makeRecord } from './fixtures.js';
+import { closedPort } from '../auth/helpers.js';
+import { createTestDatabase, dedicatedClusterSkipReason, destroyDedicatedCluster, pgInfo, pgSkipReason, startDedicatedCluster, startPostgres, stopPostgres } from '../../support/postgres-control.js';
 
 const DAY = 86_400_000;
 const dirs: string[] = [];
@@ -77,6 +79,54 @@ describe('InventoryService readiness', () => {
       await svc.close();
     }
   });
+});
+
+describe('InventoryService with PostgreSQL unreachable at start', () => {
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+  const options = (url: string, failClosed: boolean) => ({ store: 'postgres' as const, url, failClosed, maxBuffer: 1000, retention: 30 * 86_400, auditRetention: 0 });
+
+  it.each([
+    [false, true],
+    [true, false],
+  ])('starts anyway (failClosed %s: issuing and ready %s), keeping records in memory', async (failClosed, issuing) => {
+    const svc = (await InventoryService.open(options(`postgres://meshcert@127.0.0.1:${await closedPort()}/inventory`, failClosed), logger))!;
+    try {
+      expect(svc.accepting()).toBe(issuing);
+      svc.record(makeRecord(1));
+      expect(await svc.readiness(200)).toEqual({ ok: issuing, detail: 'store unreachable, buffering 1 records' });
+      expect(lines.some((l) => l.level === 50 && /^inventory store unreachable at start/.test(String(l.msg)))).toBe(true);
+    } finally {
+      await svc.close(100).catch(() => {});
+    }
+  });
+
+  it.skipIf(pgSkipReason() !== null)('still refuses to start on what an operator must fix (here: a database that does not exist)', async () => {
+    const url = new URL(pgInfo().url!);
+    url.pathname = '/meshcert_no_such_database';
+    await expect(InventoryService.open(options(url.toString(), false), logger)).rejects.toThrow(/^cannot open the postgres inventory store: database "meshcert_no_such_database" does not exist$/);
+  });
+
+  it.skipIf(dedicatedClusterSkipReason() !== null)('migrates once the server answers and writes what it kept', async () => {
+    const cluster = await startDedicatedCluster();
+    try {
+      const db = await createTestDatabase('late-start', cluster.url);
+      await stopPostgres(cluster);
+      const svc = (await InventoryService.open(options(db.url, false), logger))!;
+      try {
+        svc.record(makeRecord(7));
+        expect(await svc.readiness(200)).toMatchObject({ ok: true, detail: 'store unreachable, buffering 1 records' });
+        await startPostgres(cluster);
+        await expect.poll(() => svc.store.count().catch(() => -1), { timeout: 30_000, interval: 250 }).toBe(1);
+        expect(await svc.readiness(1000)).toMatchObject({ ok: true, detail: expect.stringMatching(/^store reachable/) });
+        expect(lines.some((l) => /^inventory store reachable: migrations done/.test(String(l.msg)))).toBe(true);
+      } finally {
+        await svc.close();
+      }
+    } finally {
+      await destroyDedicatedCluster(cluster);
+    }
+  }, 90_000);
 });
 
 describe('inventoryErrorLog', () => {

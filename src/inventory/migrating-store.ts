@@ -1,0 +1,117 @@
+/**
+ * A store that could not be reached at start (PostgreSQL down while a replica starts). With
+ * inventory.failClosed off the replica serves anyway; this retries the store's migrations in the
+ * background, with backoff, and until they have run fails every call as the store being down: the
+ * recorder keeps records in memory and retries, /readyz says the store is unreachable, and with
+ * failClosed on, nothing is issued.
+ */
+import type { Logger } from '../log/logger.js';
+import type { AuditEvent, CertificateFilter, CertificateRecord, InventoryStore, LatestPerIdentityOptions, Page } from './types.js';
+
+export interface MigratingStoreOptions {
+  readonly logger: Logger;
+  /** First retry after this long, doubling to maxDelayMs. Defaults 1 s and 30 s. */
+  readonly initialDelayMs?: number;
+  readonly maxDelayMs?: number;
+}
+
+export class MigratingStore implements InventoryStore {
+  readonly kind: InventoryStore['kind'];
+  private migrated = false;
+  private closed = false;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly maxDelayMs: number;
+
+  constructor(
+    private readonly inner: InventoryStore,
+    private readonly o: MigratingStoreOptions,
+  ) {
+    this.kind = inner.kind;
+    this.maxDelayMs = o.maxDelayMs ?? 30_000;
+    this.schedule(o.initialDelayMs ?? 1000);
+  }
+
+  /** True once the migrations have run: from then on every call goes to the store. */
+  get ready(): boolean {
+    return this.migrated;
+  }
+
+  private schedule(delayMs: number): void {
+    this.timer = setTimeout(() => void this.attempt(delayMs), delayMs);
+    this.timer.unref();
+  }
+
+  private async attempt(delayMs: number): Promise<void> {
+    if (this.closed || this.migrated) return;
+    try {
+      await this.inner.migrate();
+      this.migrated = true;
+      this.o.logger.info({ store: this.kind }, 'inventory store reachable: migrations done, writing the records kept meanwhile');
+    } catch (err) {
+      if (this.closed) return;
+      const next = Math.min(this.maxDelayMs, delayMs * 2);
+      this.o.logger.error({ err, retryInSeconds: next / 1000 }, 'inventory store still unreachable; records are kept in memory');
+      this.schedule(next);
+    }
+  }
+
+  private check(): void {
+    if (!this.migrated) throw new Error('the inventory store has not been reachable since meshcert started');
+  }
+
+  async migrate(): Promise<void> {
+    await this.inner.migrate();
+    this.migrated = true;
+  }
+
+  async insertMany(records: readonly CertificateRecord[]): Promise<void> {
+    this.check();
+    return this.inner.insertMany(records);
+  }
+
+  async insertAudit(events: readonly AuditEvent[]): Promise<void> {
+    this.check();
+    return this.inner.insertAudit(events);
+  }
+
+  async get(serialOrFingerprint: string): Promise<CertificateRecord | null> {
+    this.check();
+    return this.inner.get(serialOrFingerprint);
+  }
+
+  async list(filter: CertificateFilter): Promise<Page<CertificateRecord>> {
+    this.check();
+    return this.inner.list(filter);
+  }
+
+  async count(): Promise<number> {
+    this.check();
+    return this.inner.count();
+  }
+
+  async latestPerIdentity(expiringBefore: Date, now: Date, options?: LatestPerIdentityOptions): Promise<CertificateRecord[]> {
+    this.check();
+    return this.inner.latestPerIdentity(expiringBefore, now, options);
+  }
+
+  async pruneExpired(before: Date): Promise<number> {
+    this.check();
+    return this.inner.pruneExpired(before);
+  }
+
+  async pruneAudit(before: Date): Promise<number> {
+    this.check();
+    return this.inner.pruneAudit(before);
+  }
+
+  async ping(): Promise<void> {
+    this.check();
+    return this.inner.ping();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.inner.close();
+  }
+}
