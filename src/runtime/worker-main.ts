@@ -89,8 +89,8 @@ export async function workerMain(): Promise<number> {
   // A bug, not a request failure: log it and let the primary start a clean replacement.
   let shipPending = (): void => {};
   let failing = false;
-  process.on('unhandledRejection', (err) => {
-    logger.error({ err }, 'unhandled rejection in worker; exiting for a clean restart');
+  const fail = (err: unknown, what: string): void => {
+    logger.error({ err }, `${what} in worker; exiting for a clean restart`);
     if (failing) return;
     failing = true;
     // Records of certificates already issued go to the primary first (IPC keeps order). The
@@ -98,7 +98,10 @@ export async function workerMain(): Promise<number> {
     // and its record not be shipped.
     shipPending();
     exitAfter({ type: 'drained' }, 1);
-  });
+  };
+  process.on('unhandledRejection', (err) => fail(err, 'unhandled rejection'));
+  // A throw nothing catches: the same, rather than Node's exit that loses the records not yet shipped.
+  process.on('uncaughtException', (err) => fail(err, 'uncaught exception'));
 
   // The primary's AggregatorRegistry asks each worker for its registry over IPC; constructing one
   // here is what installs prom-client's answering listener in the worker.
