@@ -34,6 +34,7 @@ export class InventoryService implements RecordSink {
     private readonly o: InventoryOptions,
     /** False while a store unreachable at start has not been migrated (see MigratingStore). */
     private readonly ready: () => boolean,
+    private readonly logger: Logger,
   ) {}
 
   static async open(o: InventoryOptions, logger: Logger, metrics?: InventoryMetrics): Promise<InventoryService | undefined> {
@@ -70,7 +71,7 @@ export class InventoryService implements RecordSink {
       );
     }
     const recorder = new InventoryRecorder(store, { failClosed: o.failClosed, maxBuffer: o.maxBuffer, onError: inventoryErrorLog(logger) });
-    const svc = new InventoryService(store, recorder, o, ready);
+    const svc = new InventoryService(store, recorder, o, ready, logger);
     if (metrics) metrics.recorder = recorder;
     const count = (): void => {
       store.count().then(
@@ -129,6 +130,9 @@ export class InventoryService implements RecordSink {
   /** Writes everything buffered (a clean shutdown loses nothing), then closes the store. */
   async close(deadlineMs = 30_000): Promise<void> {
     for (const t of this.timers) clearInterval(t);
+    // Said first: a pod killed before the flush ends (its grace period is over) leaves this line.
+    const pending = this.recorder.backlog + this.recorder.auditBacklog;
+    if (pending > 0) this.logger.info({ records: this.recorder.backlog, auditEvents: this.recorder.auditBacklog, deadlineSeconds: deadlineMs / 1000 }, 'writing what the inventory holds in memory before exiting');
     try {
       await this.recorder.close({ deadlineMs });
     } finally {
