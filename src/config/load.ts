@@ -15,6 +15,7 @@ export const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[]]> 
   ['MESHCERT_LOG_LEVEL', ['log', 'level']],
   ['MESHCERT_ADMIN_LISTEN', ['admin', 'listen']],
   ['MESHCERT_INVENTORY_URL', ['inventory', 'url']],
+  ['MESHCERT_INVENTORY_STORE', ['inventory', 'store']],
 ];
 
 export interface LoadedConfig {

@@ -511,7 +511,9 @@ describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('
       expect(typeof raw === 'object' && raw !== null && !Array.isArray(raw)).toBe(true);
 
       const plain = parseConfig(raw as Parameters<typeof parseConfig>[0], {}, `${name}: ConfigMap ${cm.metadata.name}`, '/');
-      const literalEnv = Object.fromEntries((c.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]));
+      // A value from a Secret is the user's (the PostgreSQL URL): a stand-in of the same form.
+      const fromSecret = (e: { name: string }): string | undefined => (e.name === 'MESHCERT_INVENTORY_URL' ? 'postgres://meshcert@db/meshcert' : undefined);
+      const literalEnv = Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value ?? (e.valueFrom?.secretKeyRef ? fromSecret(e) : undefined)]).filter((kv): kv is [string, string] => kv[1] !== undefined));
       const withEnv = parseConfig(raw as Parameters<typeof parseConfig>[0], literalEnv, `${name}: ConfigMap with the Deployment env`, '/');
 
       for (const cfg of [plain, withEnv]) {
@@ -615,6 +617,12 @@ withKubectl('kustomization base: highly available', () => {
     expect(only<Pdb>(objects, 'PodDisruptionBudget', 'meshcert').spec.minAvailable).toBe(1);
     expect(volumeAt(d, '/var/run/meshcert').volume.emptyDir).toBeDefined();
   });
+
+  it('keeps no inventory: replicas with a file each on an emptyDir would each hold part of it, lost at restart', () => {
+    const d = meshcertDeployment(objects);
+    expect(mainContainer(d).env?.find((e) => e.name === 'MESHCERT_INVENTORY_STORE')).toBeUndefined();
+    expect(baseConfig().inventory.store).toBe('none');
+  });
 });
 
 withKubectl('kustomization standalone-sqlite', () => {
@@ -636,6 +644,9 @@ withKubectl('kustomization standalone-sqlite', () => {
     expect(pvc.spec.accessModes).toEqual(['ReadWriteOnce']);
     expect(pvc.spec.resources?.requests?.storage).toBeTruthy();
     expect(ofKind(objects, 'PodDisruptionBudget')).toEqual([]);
+    // Its inventory: SQLite in the data dir on that volume.
+    const env = Object.fromEntries((mainContainer(d).env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value!]));
+    expect(loadConfigFile(join(ROOT, 'deploy/kubernetes/base/config.yaml'), env).config.inventory.store).toBe('sqlite');
   });
 });
 
@@ -653,6 +664,8 @@ withKubectl('kustomization ha-postgres', () => {
     const url = mainContainer(d).env?.find((e) => e.name === 'MESHCERT_INVENTORY_URL');
     expect(url?.value, 'no literal URL (it holds a password)').toBeUndefined();
     expect(url?.valueFrom?.secretKeyRef).toEqual({ name: 'meshcert-postgres', key: 'url' });
+    const env = { ...Object.fromEntries((mainContainer(d).env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value!])), MESHCERT_INVENTORY_URL: 'postgres://u@db/meshcert' };
+    expect(loadConfigFile(join(ROOT, 'deploy/kubernetes/base/config.yaml'), env).config.inventory).toMatchObject({ store: 'postgres', url: 'postgres://u@db/meshcert' });
     expect(only<Pdb>(objects, 'PodDisruptionBudget', 'meshcert').spec.minAvailable).toBe(2);
     expect(volumeAt(d, '/var/run/meshcert').volume.emptyDir).toBeDefined();
     // The Secret is the user's to create: the overlay must not ship a placeholder password.

@@ -212,7 +212,13 @@ describe('environment overrides', () => {
       MESHCERT_DATA_DIR: ['dataDir'],
       MESHCERT_CA_DIR: ['ca', 'dir'],
       MESHCERT_LOG_LEVEL: ['log', 'level'],
+      MESHCERT_INVENTORY_STORE: ['inventory', 'store'],
     });
+  });
+
+  it('sets the inventory store from MESHCERT_INVENTORY_STORE, validated as the key is', () => {
+    expect(parseConfig({ inventory: { store: 'none' } }, { MESHCERT_INVENTORY_STORE: 'sqlite' }).inventory.store).toBe('sqlite');
+    expect(() => parseConfig({}, { MESHCERT_INVENTORY_STORE: 'mysql' })).toThrow(/inventory\.store/);
   });
 
   const file = `
