@@ -104,7 +104,9 @@ export async function openInventory(target: InventoryTarget, mustExist: boolean)
     throw new StoreOpenError(`no inventory at ${target.label} (pass --config or --db)`);
   }
   try {
-    return await openStore(target.store.kind === 'postgres' ? { ...target.store, poolSize: 2, connectionTimeoutMs: 10_000 } : target.store);
+    // Read-only commands change nothing: no file created, no migration (a SELECT-only role or a file it cannot write will do).
+    const readOnly = mustExist;
+    return await openStore(target.store.kind === 'postgres' ? { ...target.store, poolSize: 2, connectionTimeoutMs: 10_000, readOnly } : { ...target.store, readOnly });
   } catch (e) {
     throw new StoreOpenError(`cannot open the inventory ${target.label}: ${(e as Error).message}`);
   }

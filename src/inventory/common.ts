@@ -166,6 +166,16 @@ export function getParams(serialOrFingerprint: string): [string, string, string,
   return k.length === 0 ? null : [k, k, canonicalSerial(k), k];
 }
 
+/**
+ * A read-only store's check in place of migrating: `version` is the newest schema version the
+ * store has (null: no meshcert inventory there at all). Only the exact version is read safely.
+ */
+export function assertSchemaCurrent(version: number | null, latest: number): void {
+  if (version === null || version === 0) throw new Error('it holds no meshcert inventory (no schema): is this the right database?');
+  if (version < latest) throw new Error(`its schema is version ${version}, older than this meshcert's ${latest}: start meshcert serve against it once to upgrade it`);
+  if (version > latest) throw new Error(`its schema is version ${version}, newer than this meshcert's ${latest}: use the meshcert release that wrote it`);
+}
+
 export function clampLimit(limit: number | undefined): number {
   if (limit === undefined || !Number.isFinite(limit)) return DEFAULT_LIMIT;
   return Math.min(MAX_LIMIT, Math.max(1, Math.floor(limit)));

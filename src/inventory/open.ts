@@ -5,10 +5,13 @@ import { SqliteInventoryStore } from './sqlite.js';
 import type { InventoryStore } from './types.js';
 
 export type OpenStoreOptions =
-  | { kind: 'sqlite'; path: string }
-  | { kind: 'postgres'; url: string; poolSize?: number; connectionTimeoutMs?: number; queryTimeoutMs?: number; onPoolError?: (err: Error) => void };
+  | { kind: 'sqlite'; path: string; readOnly?: boolean }
+  | { kind: 'postgres'; url: string; poolSize?: number; connectionTimeoutMs?: number; queryTimeoutMs?: number; onPoolError?: (err: Error) => void; readOnly?: boolean };
 
-/** Opens the store and runs migrate(); the store is closed again if migration fails. */
+/**
+ * Opens the store and runs migrate() (with `readOnly`: checks the schema is current, changing
+ * nothing); the store is closed again if that fails.
+ */
 export async function openStore(opts: OpenStoreOptions): Promise<InventoryStore> {
   const store = await createStore(opts);
   try {
@@ -25,7 +28,7 @@ export async function createStore(opts: OpenStoreOptions): Promise<InventoryStor
   let store: InventoryStore;
   switch (opts.kind) {
     case 'sqlite':
-      store = new SqliteInventoryStore({ path: opts.path });
+      store = new SqliteInventoryStore({ path: opts.path, ...(opts.readOnly ? { readOnly: true } : {}) });
       break;
     case 'postgres': {
       // Loaded on demand: pg is not needed (nor its memory spent) when the inventory is SQLite.
@@ -36,6 +39,7 @@ export async function createStore(opts: OpenStoreOptions): Promise<InventoryStor
         connectionTimeoutMs: opts.connectionTimeoutMs,
         queryTimeoutMs: opts.queryTimeoutMs,
         onPoolError: opts.onPoolError,
+        readOnly: opts.readOnly,
       });
       break;
     }

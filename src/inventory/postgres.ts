@@ -20,6 +20,7 @@ import {
   LATEST_PER_IDENTITY_SQL,
   LATEST_PER_IDENTITY_UNDER_FRACTION_SQL,
   MIGRATIONS_TABLE,
+  assertSchemaCurrent,
   buildListQuery,
   dnsNamesJson,
   getParams,
@@ -50,6 +51,8 @@ export interface PostgresStoreOptions {
   queryTimeoutMs?: number;
   /** Errors of idle pooled connections (e.g. the server restarted). Without it they are ignored: the pool drops the client. */
   onPoolError?: (err: Error) => void;
+  /** For commands that only read (`certs`): migrate() checks the schema is current instead of changing it (a SELECT-only role works). */
+  readOnly?: boolean;
 }
 
 /** Two-int advisory lock key: 'mesh' and 'inv' as ASCII. */
@@ -154,12 +157,17 @@ export function isConnectionFailure(err: unknown): boolean {
   return /timeout exceeded when trying to connect|Connection terminated/i.test(message);
 }
 
+const LATEST_VERSION = Math.max(...MIGRATIONS.map((m) => m.version));
+
 export class PostgresInventoryStore implements InventoryStore {
   readonly kind = 'postgres' as const;
   private readonly pool: pg.Pool;
   private closed = false;
 
+  private readonly readOnly: boolean;
+
   constructor(options: PostgresStoreOptions) {
+    this.readOnly = options.readOnly === true;
     this.pool = new pg.Pool({
       connectionString: options.url,
       max: Math.max(1, Math.floor(options.poolSize ?? 10)),
@@ -168,6 +176,8 @@ export class PostgresInventoryStore implements InventoryStore {
       idleTimeoutMillis: 30_000,
       keepAlive: true,
       application_name: 'meshcert-inventory',
+      // Read-only stores: the server refuses any write in their sessions, not just this code.
+      ...(options.readOnly ? { options: '-c default_transaction_read_only=on' } : {}),
     });
     // An idle client whose server went away emits 'error' on the pool; unhandled it would crash the process.
     const onPoolError = options.onPoolError;
@@ -185,6 +195,17 @@ export class PostgresInventoryStore implements InventoryStore {
 
   async migrate(): Promise<void> {
     this.assertOpen();
+    if (this.readOnly) {
+      const version = await this.pool.query<{ v: number | null }>(`SELECT max(version) AS v FROM ${MIGRATIONS_TABLE}`).then(
+        (r) => Number(r.rows[0]?.v ?? 0),
+        (err: unknown) => {
+          // 42P01: no such table.
+          if ((err as { code?: unknown }).code === '42P01') return null;
+          throw err;
+        },
+      );
+      return assertSchemaCurrent(version, LATEST_VERSION);
+    }
     const client = await this.pool.connect();
     let broken = false;
     // Waiting for another replica's migration may legitimately outlast the per-query timeout.

@@ -27,6 +27,7 @@ import {
   LATEST_PER_IDENTITY_SQL,
   LATEST_PER_IDENTITY_UNDER_FRACTION_SQL,
   MIGRATIONS_TABLE,
+  assertSchemaCurrent,
   buildListQuery,
   dnsNamesJson,
   getParams,
@@ -58,6 +59,11 @@ export interface SqliteStoreOptions {
    * (its data died with the thread).
    */
   respawnDelayMs?: number;
+  /**
+   * For commands that only read (`certs`): the file must exist and is opened read-only, nothing
+   * is created or chmod-ed, and migrate() checks the schema is current instead of changing it.
+   */
+  readOnly?: boolean;
 }
 
 /** Schema versions, applied in order, in the migration transaction. Never edit one that shipped. */
@@ -104,6 +110,8 @@ const MIGRATIONS: readonly { version: number; statements: readonly string[] }[] 
   },
 ];
 
+const LATEST_VERSION = Math.max(...MIGRATIONS.map((m) => m.version));
+
 const INSERT_CERT_SQL =
   `INSERT INTO ${CERT_TABLE} (${CERT_COLUMNS.join(', ')}) VALUES (${CERT_COLUMNS.map(() => '?').join(', ')}) ` +
   'ON CONFLICT (fingerprint) DO NOTHING';
@@ -140,8 +148,9 @@ let db = null;
 let openError = null;
 try {
   const Database = require(workerData.modulePath);
-  db = new Database(workerData.path);
+  db = new Database(workerData.path, workerData.readOnly ? { readonly: true, fileMustExist: true } : undefined);
   db.pragma('busy_timeout = ' + workerData.busyTimeoutMs);
+  if (!workerData.readOnly) {
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   // Checkpoint every 10000 WAL pages (about 40 MB), not SQLite's 1000: certificate inserts touch
@@ -149,6 +158,7 @@ try {
   // and each checkpoint copies it back only once. Measured under full load: 24 instead of 31 µs
   // of this thread per certificate. The WAL file stays at its largest size (it is reused).
   db.pragma('wal_autocheckpoint = ' + WAL_AUTOCHECKPOINT_PAGES);
+  }
 } catch (err) {
   openError = err;
   if (db) { try { db.close(); } catch (_) {} db = null; }
@@ -171,6 +181,10 @@ const ops = {
     const s = stmt(sql);
     db.transaction(() => { for (const r of rows) s.run(...r); }).immediate();
     return null;
+  },
+  schemaVersion(table) {
+    const exists = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(table);
+    return exists ? (db.prepare('SELECT MAX(version) AS v FROM ' + table).get().v ?? 0) : null;
   },
   migrate(createSql, table, migrations) {
     // BEGIN IMMEDIATE takes the write lock up front: two connections migrating one file serialise.
@@ -212,7 +226,7 @@ parentPort.on('message', (m) => {
 });
 `;
 
-type Op = 'all' | 'get' | 'run' | 'batch' | 'migrate' | 'thread' | 'close';
+type Op = 'all' | 'get' | 'run' | 'batch' | 'migrate' | 'schemaVersion' | 'thread' | 'close';
 
 interface Pending {
   resolve: (v: unknown) => void;
@@ -239,7 +253,8 @@ function classify(err: Error & { code?: string | null }): Error {
 export class SqliteInventoryStore implements InventoryStore {
   readonly kind = 'sqlite' as const;
   private worker!: Worker;
-  private readonly workerData: { modulePath: string; path: string; busyTimeoutMs: number };
+  private readonly workerData: { modulePath: string; path: string; busyTimeoutMs: number; readOnly: boolean };
+  private readonly readOnly: boolean;
   private readonly respawnDelayMs: number;
   private diedAt = 0;
   private readonly pending = new Map<number, Pending>();
@@ -250,7 +265,8 @@ export class SqliteInventoryStore implements InventoryStore {
 
   constructor(options: SqliteStoreOptions) {
     const path = options.path;
-    if (path !== ':memory:' && path !== '') {
+    this.readOnly = options.readOnly === true;
+    if (path !== ':memory:' && path !== '' && !this.readOnly) {
       const abs = resolve(path);
       mkdirSync(dirname(abs), { recursive: true, mode: 0o700 });
       // Create the file 0600 before SQLite does (SQLite gives its -wal/-shm files the same mode).
@@ -261,6 +277,7 @@ export class SqliteInventoryStore implements InventoryStore {
       modulePath: createRequire(import.meta.url).resolve('better-sqlite3'),
       path: path === ':memory:' || path === '' ? path : resolve(path),
       busyTimeoutMs: Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000)),
+      readOnly: this.readOnly,
     };
     this.respawnDelayMs = options.respawnDelayMs ?? 1000;
     this.spawn();
@@ -312,6 +329,7 @@ export class SqliteInventoryStore implements InventoryStore {
   }
 
   async migrate(): Promise<void> {
+    if (this.readOnly) return assertSchemaCurrent(await this.call<number | null>('schemaVersion', MIGRATIONS_TABLE), LATEST_VERSION);
     await this.call('migrate', MIGRATIONS_TABLE_SQL, MIGRATIONS_TABLE, MIGRATIONS);
   }
 

@@ -21,7 +21,7 @@ import {
   type CertificateRecord,
   type InventoryStore,
 } from '../../../src/inventory/types.js';
-import { createTestDatabase, pgSkipReason, type TestDatabase } from '../../support/postgres-control.js';
+import { createTestDatabase, pgInfo, pgSkipReason, type TestDatabase } from '../../support/postgres-control.js';
 import { HOUR, T0, asStored, fp, makeRecord } from './fixtures.js';
 
 type Row = Record<string, unknown>;
@@ -496,6 +496,35 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     for (const r of rows) expect(Number(r.n)).toBe(1);
   });
 
+  it('opened read-only, reads what a writer stored and writes nothing', async () => {
+    await store.insertMany([makeRecord(1), makeRecord(2)]);
+    const versions = await h.raw(loc, 'SELECT version FROM inventory_schema_migrations ORDER BY version');
+    const reader = track(await openStore({ ...loc, readOnly: true }));
+    expect((await reader.list({})).items.map((r) => r.fingerprint)).toEqual([makeRecord(1), makeRecord(2)].map((r) => r.fingerprint).sort());
+    await expect(reader.insertMany([makeRecord(3)])).rejects.toThrow();
+    expect(await store.count()).toBe(2);
+    expect(await h.raw(loc, 'SELECT version FROM inventory_schema_migrations ORDER BY version')).toEqual(versions);
+  });
+
+  it('opened read-only, refuses storage without a meshcert schema, or with a newer one, and changes neither', async () => {
+    const blank = await h.blank();
+    // An empty file is an empty SQLite database (a missing one is refused as missing).
+    if (blank.kind === 'sqlite') writeFileSync(blank.path, '');
+    await expect(openStore({ ...blank, readOnly: true })).rejects.toThrow(/^it holds no meshcert inventory \(no schema\): is this the right database\?$/);
+    await expect(h.raw(blank, 'SELECT count(*) AS n FROM inventory_schema_migrations')).rejects.toThrow();
+    const latest = Number(((await h.raw(loc, 'SELECT max(version) AS v FROM inventory_schema_migrations')) as [{ v: number }])[0].v);
+    // A later meshcert's schema: this one reads it only as far as it knows it, so not at all.
+    await store.close();
+    if (loc.kind === 'sqlite') {
+      const db = new Database(loc.path);
+      db.prepare('INSERT INTO inventory_schema_migrations (version, applied_at) VALUES (?, ?)').run(latest + 1, Date.now());
+      db.close();
+    } else {
+      await h.raw(loc, `INSERT INTO inventory_schema_migrations (version) VALUES (${latest + 1}) RETURNING version`);
+    }
+    await expect(openStore({ ...loc, readOnly: true })).rejects.toThrow(`its schema is version ${latest + 1}, newer than this meshcert's ${latest}: use the meshcert release that wrote it`);
+  });
+
   it('two stores (separate pools/connections) migrating a blank database at once both succeed, once', async () => {
     for (let round = 0; round < 3; round++) {
       const blank = await h.blank();
@@ -584,6 +613,39 @@ describe('postgres store specifics', () => {
       await expect(store.ping()).rejects.toThrow();
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe.skipIf(pgSkipReason() !== null)('postgres store opened read-only (the certs commands)', () => {
+  it('works with a role that may only SELECT, which a migrating open cannot use', async () => {
+    const db = await createTestDatabase('read-only-role');
+    const role = `meshcert_ro_${Math.random().toString(36).slice(2, 8)}`;
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    try {
+      const writer = await openStore({ kind: 'postgres', url: db.url });
+      await writer.insertMany([makeRecord(1)]);
+      await writer.close();
+      await admin.query(`CREATE ROLE ${role} LOGIN`);
+      await admin.query(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${role}`);
+      await admin.query(`REVOKE CREATE ON SCHEMA public FROM PUBLIC`);
+      const url = new URL(db.url);
+      url.username = role;
+      await expect(openStore({ kind: 'postgres', url: url.toString() })).rejects.toThrow(/permission denied/);
+      const reader = await openStore({ kind: 'postgres', url: url.toString(), readOnly: true });
+      try {
+        expect((await reader.list({})).items.map((r) => r.fingerprint)).toEqual([makeRecord(1).fingerprint]);
+      } finally {
+        await reader.close();
+      }
+    } finally {
+      await admin.end();
+      await db.drop().catch(() => {});
+      const cleanup = new pg.Client({ connectionString: pgInfo().url! });
+      await cleanup.connect();
+      await cleanup.query(`DROP ROLE IF EXISTS ${role}`).catch(() => {});
+      await cleanup.end();
     }
   });
 });
