@@ -197,7 +197,8 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     for (const i of state.issuers.all) o.metrics?.setCaExpiry(i.name, i.material.roots, i.material.intermediates);
   };
   caMetrics();
-  const observers = [o.metrics?.observer(), sink && inventoryObserver(sink), o.observer].filter((x): x is IssuanceObserver => x !== undefined);
+  const audit = sink && inventoryObserver(sink);
+  const observers = [o.metrics?.observer(), audit, o.observer].filter((x): x is IssuanceObserver => x !== undefined);
 
   const health = new HealthService([CA_SERVICE_NAME]);
   // The serving certificate's renewals update the listener created with its first value.
@@ -267,6 +268,8 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       health.setAll('NOT_SERVING');
       health.endWatches();
       await server.shutdown();
+      // The count of refusals not recorded one by one, before the sink is flushed and closed.
+      audit?.flush();
       pressure?.stop();
       serving.close();
       for (const c of closers) await c();

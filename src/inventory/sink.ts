@@ -34,12 +34,24 @@ export function recordFromIssued(cert: IssuedCertificate, ctx: Pick<CallContext,
   };
 }
 
-/** Refusals of callers nobody vouched for, recorded one by one per second and process; the rest are summed. */
-export const ANONYMOUS_AUDIT_PER_SECOND = 50;
+/**
+ * Rows for refusals of callers nobody vouched for, per process: a burst of this many, then one a
+ * second (a token bucket). About 86,000 rows a day at most, however fast junk arrives.
+ */
+export const ANONYMOUS_AUDIT_BURST = 50;
+export const ANONYMOUS_AUDIT_PER_SECOND = 1;
+/** The refusals beyond the bucket are counted in one row per this many seconds. */
+export const ANONYMOUS_SUMMARY_SECONDS = 60;
 /** The longest refusal text kept (refusals quote what the caller sent). */
 const MAX_REASON = 1024;
-/** What the `clusterid` header may hold to be stored as it is (the log applies the same rule). */
+/** What the `clusterid` header of an unauthenticated call may hold to be stored (the log applies the same rule). */
 const STORABLE_CLUSTER = /^[A-Za-z0-9._-]{1,63}$/;
+
+/** An IssuanceObserver whose pending summary can be written before the sink closes. */
+export interface InventoryObserver extends IssuanceObserver {
+  /** Writes the count of refusals not yet recorded (at shutdown, before the sink closes). */
+  flush(): void;
+}
 
 /**
  * Records every issuance and audits every refusal, into a sink. No secrets: identities and codes
@@ -48,60 +60,69 @@ const STORABLE_CLUSTER = /^[A-Za-z0-9._-]{1,63}$/;
  * thousands of certificates per second for no information.
  *
  * Refusals of callers that did not authenticate are what anyone who reaches the port can produce
- * at will: each second, the first ANONYMOUS_AUDIT_PER_SECOND get their own row and the rest one
- * row that counts them, so junk cannot fill the store's disk (audit rows are kept for a year).
- * What a caller sends is stored only within bounds: a `clusterid` that is no plausible cluster
- * name is left out, and a refusal's text is cut at 1 KiB.
+ * at will, and audit rows are kept for a year: they get rows from a token bucket (a burst of 50,
+ * then one a second), and the rest are counted in one row a minute (codes listed), so junk cannot
+ * fill the store's disk. Their `clusterid` is stored only when it could be a cluster name, and any
+ * refusal's text is cut at 1 KiB.
  */
-export function inventoryObserver(sink: RecordSink, now: () => number = Date.now): IssuanceObserver {
-  let second = 0;
-  let anonymous = 0;
-  let summed: { count: number; codes: Set<string> } | undefined;
-  const flushSummed = (): void => {
-    if (!summed) return;
-    sink.recordAudit({
-      at: new Date(second * 1000),
-      requester: null,
-      identity: null,
-      cluster: null,
-      decision: 'refused',
-      code: [...summed.codes].sort().join(','),
-      reason: `${summed.count} more refusals of unauthenticated calls in this second, not recorded one by one (over ${ANONYMOUS_AUDIT_PER_SECOND} a second)`,
-    });
+export function inventoryObserver(sink: RecordSink, now: () => number = Date.now): InventoryObserver {
+  let tokens = ANONYMOUS_AUDIT_BURST;
+  let refilledAt = now();
+  let summed: { since: number; count: number; codes: Set<string> } | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const flush = (): void => {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    const s = summed;
     summed = undefined;
+    if (!s) return;
+    try {
+      sink.recordAudit({
+        at: new Date(s.since),
+        requester: null,
+        identity: null,
+        cluster: null,
+        decision: 'refused',
+        code: [...s.codes].sort().join(','),
+        reason: `${s.count} more refusals of unauthenticated calls from this time on, not recorded one by one (over ${ANONYMOUS_AUDIT_BURST} at once or ${ANONYMOUS_AUDIT_PER_SECOND} a second)`,
+      });
+    } catch {
+      // The sink has closed (shutdown): nothing left to write to.
+    }
+  };
+  const admitAnonymous = (code: string): boolean => {
+    const t = now();
+    tokens = Math.min(ANONYMOUS_AUDIT_BURST, tokens + (Math.max(0, t - refilledAt) / 1000) * ANONYMOUS_AUDIT_PER_SECOND);
+    refilledAt = t;
+    if (tokens >= 1) {
+      tokens -= 1;
+      return true;
+    }
+    if (summed && t - summed.since >= ANONYMOUS_SUMMARY_SECONDS * 1000) flush();
+    if (!summed) {
+      summed = { since: t, count: 0, codes: new Set() };
+      // Written when its minute is over, whether or not another refusal comes to roll it.
+      timer = setTimeout(flush, ANONYMOUS_SUMMARY_SECONDS * 1000);
+      timer.unref();
+    }
+    summed.count++;
+    summed.codes.add(code);
+    return false;
   };
   return {
+    flush,
     issued(cert, ctx) {
       sink.record(recordFromIssued(cert, ctx));
     },
     refused(code, reason, ctx) {
-      if (!ctx.caller) {
-        const t = Math.floor(now() / 1000);
-        if (t !== second) {
-          flushSummed();
-          second = t;
-          anonymous = 0;
-        }
-        if (++anonymous > ANONYMOUS_AUDIT_PER_SECOND) {
-          if (!summed) {
-            summed = { count: 0, codes: new Set() };
-            // Written when the second is over, whether or not another refusal comes to roll it.
-            setTimeout(() => {
-              if (Math.floor(now() / 1000) !== second) {
-                flushSummed();
-              }
-            }, 1100).unref();
-          }
-          summed.count++;
-          summed.codes.add(code);
-          return;
-        }
-      }
+      if (!ctx.caller && !admitAnonymous(code)) return;
+      // An authenticated caller's cluster is a configured one (authentication checked the header).
+      const cluster = ctx.caller ? ctx.clusterId || null : ctx.clusterId && STORABLE_CLUSTER.test(ctx.clusterId) ? ctx.clusterId : null;
       sink.recordAudit({
         at: new Date(),
         requester: storable(ctx.caller ?? null),
         identity: null,
-        cluster: ctx.clusterId && STORABLE_CLUSTER.test(ctx.clusterId) ? ctx.clusterId : null,
+        cluster: storable(cluster),
         decision: 'refused',
         code,
         reason: storable(reason.length > MAX_REASON ? `${reason.slice(0, MAX_REASON)}...` : reason),

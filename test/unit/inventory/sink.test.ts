@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { auditProblem } from '../../../src/inventory/common.js';
-import { ANONYMOUS_AUDIT_PER_SECOND, inventoryObserver, type RecordSink } from '../../../src/inventory/sink.js';
+import { ANONYMOUS_AUDIT_BURST, ANONYMOUS_SUMMARY_SECONDS, inventoryObserver, type RecordSink } from '../../../src/inventory/sink.js';
 import type { AuditEvent } from '../../../src/inventory/types.js';
 
 function auditSink(): { sink: RecordSink; audit: AuditEvent[] } {
@@ -8,55 +8,66 @@ function auditSink(): { sink: RecordSink; audit: AuditEvent[] } {
   return { audit, sink: { record: () => {}, recordAudit: (e) => void audit.push(e), accepting: () => true } };
 }
 
+const ctx = { clusterId: 'k', latencyMs: 1, peer: 'p' };
+
 describe('inventoryObserver', () => {
   afterEach(() => vi.useRealTimers());
 
   it('audits a refusal whose text carries a NUL with the NUL replaced, so the store takes it', () => {
     const { sink, audit } = auditSink();
-    inventoryObserver(sink).refused('AUTH_INVALID', 'bad \u0000 token', { clusterId: 'k', latencyMs: 1, peer: 'p', caller: 'spiffe://td/ns/a/sa/\u0000' });
+    inventoryObserver(sink).refused('AUTH_INVALID', 'bad \u0000 token', { ...ctx, caller: 'spiffe://td/ns/a/sa/\u0000' });
     expect(audit).toHaveLength(1);
     expect(auditProblem(audit[0]!)).toBeNull();
     expect(audit[0]).toMatchObject({ decision: 'refused', code: 'AUTH_INVALID', reason: 'bad \uFFFD token', cluster: 'k', requester: 'spiffe://td/ns/a/sa/\uFFFD' });
   });
 
-  it('stores a clusterid only when it could be a cluster name, and cuts long refusal text', () => {
+  it("stores an unauthenticated call's clusterid only when it could be a cluster name, an authenticated caller's as it is, and cuts long text", () => {
     const { sink, audit } = auditSink();
     const o = inventoryObserver(sink);
-    for (const clusterId of ['Kubernetes', 'k\u0000', 'x'.repeat(64), 'a b', '']) o.refused('AUTH_INVALID', 'no', { clusterId, latencyMs: 1, peer: 'p' });
+    for (const clusterId of ['Kubernetes', 'k\u0000', 'x'.repeat(64), 'a b', '']) o.refused('AUTH_INVALID', 'no', { ...ctx, clusterId });
     expect(audit.map((e) => e.cluster)).toEqual(['Kubernetes', null, null, null, null]);
-    o.refused('CSR_MALFORMED', 'y'.repeat(5000), { clusterId: 'k', latencyMs: 1, peer: 'p' });
+    o.refused('POLICY_DENIED', 'no', { ...ctx, clusterId: 'east/prod:1', caller: 'spiffe://td/ns/a/sa/b' });
+    expect(audit.at(-1)!.cluster).toBe('east/prod:1');
+    o.refused('CSR_MALFORMED', 'y'.repeat(5000), ctx);
     expect(audit.at(-1)!.reason).toBe(`${'y'.repeat(1024)}...`);
   });
 
-  it('records each second the first unauthenticated refusals one by one and the rest as one counted row', () => {
+  it('gives unauthenticated refusals rows from a token bucket and counts the rest in one row a minute', () => {
     vi.useFakeTimers();
     let t = 1_800_000_000_000;
     const { sink, audit } = auditSink();
     const o = inventoryObserver(sink, () => t);
-    const ctx = { clusterId: 'k', latencyMs: 1, peer: 'p' };
-    for (let i = 0; i < ANONYMOUS_AUDIT_PER_SECOND + 10; i++) o.refused(i % 2 ? 'AUTH_INVALID' : 'AUTH_MISSING', 'no', ctx);
-    // Authenticated callers are never summed.
+    for (let i = 0; i < ANONYMOUS_AUDIT_BURST + 10; i++) o.refused(i % 2 ? 'AUTH_INVALID' : 'AUTH_MISSING', 'no', ctx);
+    // Authenticated callers are never counted instead of recorded.
     for (let i = 0; i < 5; i++) o.refused('POLICY_DENIED', 'no', { ...ctx, caller: 'spiffe://td/ns/a/sa/b' });
-    expect(audit).toHaveLength(ANONYMOUS_AUDIT_PER_SECOND + 5);
-    // The next second rolls the count into its row.
-    t += 1000;
-    o.refused('AUTH_MISSING', 'no', ctx);
-    expect(audit).toHaveLength(ANONYMOUS_AUDIT_PER_SECOND + 7);
-    expect(audit[ANONYMOUS_AUDIT_PER_SECOND + 5]).toMatchObject({
-      at: new Date(1_800_000_000_000),
-      requester: null,
-      cluster: null,
-      code: 'AUTH_INVALID,AUTH_MISSING',
-      reason: `10 more refusals of unauthenticated calls in this second, not recorded one by one (over ${ANONYMOUS_AUDIT_PER_SECOND} a second)`,
-    });
-    expect(auditProblem(audit[ANONYMOUS_AUDIT_PER_SECOND + 5]!)).toBeNull();
-    // A flood that stops: its count is written when its second is over, with no refusal to roll it.
-    t += 1000;
-    for (let i = 0; i < ANONYMOUS_AUDIT_PER_SECOND + 3; i++) o.refused('AUTH_INVALID', 'no', ctx);
-    const before = audit.length;
-    t += 1100;
-    vi.advanceTimersByTime(1100);
-    expect(audit).toHaveLength(before + 1);
-    expect(audit.at(-1)!.reason).toMatch(/^3 more refusals/);
+    expect(audit).toHaveLength(ANONYMOUS_AUDIT_BURST + 5);
+    // Then one a second: 30 s of a flood give 30 rows.
+    for (let s = 1; s <= 30; s++) {
+      t += 1000;
+      for (let i = 0; i < 100; i++) o.refused('AUTH_INVALID', 'no', ctx);
+    }
+    expect(audit).toHaveLength(ANONYMOUS_AUDIT_BURST + 5 + 30);
+    // The minute ends: one row counts what was not recorded.
+    t += ANONYMOUS_SUMMARY_SECONDS * 1000;
+    vi.advanceTimersByTime(ANONYMOUS_SUMMARY_SECONDS * 1000);
+    expect(audit).toHaveLength(ANONYMOUS_AUDIT_BURST + 5 + 31);
+    const summary = audit.at(-1)!;
+    expect(summary).toMatchObject({ at: new Date(1_800_000_000_000), requester: null, cluster: null, code: 'AUTH_INVALID,AUTH_MISSING' });
+    // 10 beyond the burst, then 99 of every 100 for 30 s.
+    expect(summary.reason).toMatch(/^2980 more refusals of unauthenticated calls from this time on, not recorded one by one/);
+    expect(auditProblem(summary)).toBeNull();
+  });
+
+  it('writes a pending count when flushed (at shutdown), and never throws once the sink has closed', () => {
+    const { sink, audit } = auditSink();
+    const o = inventoryObserver(sink);
+    for (let i = 0; i < ANONYMOUS_AUDIT_BURST + 2; i++) o.refused('AUTH_MISSING', 'no', ctx);
+    o.flush();
+    expect(audit.at(-1)!.reason).toMatch(/^2 more refusals/);
+    for (let i = 0; i < 3; i++) o.refused('AUTH_MISSING', 'no', ctx);
+    sink.recordAudit = () => {
+      throw new Error('inventory recorder is closed');
+    };
+    expect(() => o.flush()).not.toThrow();
   });
 });
