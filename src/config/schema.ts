@@ -323,7 +323,10 @@ export const configSchema = z.strictObject({
       auditRetention: span(0, '0s').prefault('365d'),
     })
     .prefault({})
-    .refine((i) => i.store !== 'postgres' || i.url !== undefined, { message: 'inventory.store postgres needs inventory.url' }),
+    .refine((i) => i.store !== 'postgres' || i.url !== undefined, { message: 'inventory.store postgres needs inventory.url' })
+    // A URL with the store off is a config that meant PostgreSQL (MESHCERT_INVENTORY_URL over a
+    // base that turns the inventory off): refused rather than running with no inventory unnoticed.
+    .refine((i) => i.store !== 'none' || i.url === undefined, { message: 'inventory.url is set but inventory.store is none: set inventory.store: postgres (MESHCERT_INVENTORY_STORE=postgres), or remove the URL' }),
   /** Expiry monitoring of CA certificates and workload identities. */
   monitoring: z
     .strictObject({

@@ -219,6 +219,10 @@ describe('environment overrides', () => {
   it('sets the inventory store from MESHCERT_INVENTORY_STORE, validated as the key is', () => {
     expect(parseConfig({ inventory: { store: 'none' } }, { MESHCERT_INVENTORY_STORE: 'sqlite' }).inventory.store).toBe('sqlite');
     expect(() => parseConfig({}, { MESHCERT_INVENTORY_STORE: 'mysql' })).toThrow(/inventory\.store/);
+    // A URL over a config that turns the inventory off meant PostgreSQL: said, not ignored.
+    expect(() => parseConfig({ inventory: { store: 'none' } }, { MESHCERT_INVENTORY_URL: 'postgres://u@db/m' })).toThrow(
+      /inventory\.url is set but inventory\.store is none: set inventory\.store: postgres \(MESHCERT_INVENTORY_STORE=postgres\), or remove the URL/,
+    );
   });
 
   const file = `
