@@ -10,6 +10,8 @@ import type { AuditEvent, CertificateFilter, CertificateRecord, InventoryStore, 
 
 export interface MigratingStoreOptions {
   readonly logger: Logger;
+  /** Whether an error means the server is not reachable (else it refuses: an operator's to fix). */
+  readonly isConnectionFailure: (err: unknown) => boolean;
   /** First retry after this long, doubling to maxDelayMs. Defaults 1 s and 30 s. */
   readonly initialDelayMs?: number;
   readonly maxDelayMs?: number;
@@ -21,6 +23,8 @@ export class MigratingStore implements InventoryStore {
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
   private readonly maxDelayMs: number;
+  private attempting: Promise<void> | undefined;
+  private lastAttempt = 0;
 
   constructor(
     private readonly inner: InventoryStore,
@@ -43,19 +47,40 @@ export class MigratingStore implements InventoryStore {
 
   private async attempt(delayMs: number): Promise<void> {
     if (this.closed || this.migrated) return;
-    try {
-      await this.inner.migrate();
-      this.migrated = true;
-      this.o.logger.info({ store: this.kind }, 'inventory store reachable: migrations done, writing the records kept meanwhile');
-    } catch (err) {
-      if (this.closed) return;
-      const next = Math.min(this.maxDelayMs, delayMs * 2);
-      this.o.logger.error({ err, retryInSeconds: next / 1000 }, 'inventory store still unreachable; records are kept in memory');
-      this.schedule(next);
-    }
+    await this.tryMigrate();
+    if (this.closed || this.migrated) return;
+    const next = Math.min(this.maxDelayMs, delayMs * 2);
+    this.schedule(next);
   }
 
-  private check(): void {
+  /** One migration attempt, shared by whoever asks while it runs. */
+  private tryMigrate(): Promise<void> {
+    this.attempting ??= (async () => {
+      this.lastAttempt = Date.now();
+      try {
+        await this.inner.migrate();
+        this.migrated = true;
+        this.o.logger.info({ store: this.kind }, 'inventory store reachable: migrations done, writing the records kept meanwhile');
+      } catch (err) {
+        if (this.closed) return;
+        if (this.o.isConnectionFailure(err)) this.o.logger.error({ err }, 'inventory store still unreachable; records are kept in memory, retrying');
+        else this.o.logger.error({ err }, 'inventory store refuses meshcert (credentials, database, permissions?): an operator must fix it; records are kept in memory, retrying');
+      } finally {
+        this.attempting = undefined;
+      }
+    })();
+    return this.attempting;
+  }
+
+  /**
+   * Every call waits for the migrations: when none was tried in the last second, it tries one
+   * itself, so the recorder's retries (and the flush at shutdown) go through as soon as the
+   * server answers, not at the background timer's next turn (up to 30 s away).
+   */
+  private async check(): Promise<void> {
+    if (this.migrated) return;
+    if (this.attempting) await this.attempting;
+    else if (Date.now() - this.lastAttempt >= 1000) await this.tryMigrate();
     if (!this.migrated) throw new Error('the inventory store has not been reachable since meshcert started');
   }
 
@@ -65,47 +90,47 @@ export class MigratingStore implements InventoryStore {
   }
 
   async insertMany(records: readonly CertificateRecord[]): Promise<void> {
-    this.check();
+    await this.check();
     return this.inner.insertMany(records);
   }
 
   async insertAudit(events: readonly AuditEvent[]): Promise<void> {
-    this.check();
+    await this.check();
     return this.inner.insertAudit(events);
   }
 
   async get(serialOrFingerprint: string): Promise<CertificateRecord | null> {
-    this.check();
+    await this.check();
     return this.inner.get(serialOrFingerprint);
   }
 
   async list(filter: CertificateFilter): Promise<Page<CertificateRecord>> {
-    this.check();
+    await this.check();
     return this.inner.list(filter);
   }
 
   async count(): Promise<number> {
-    this.check();
+    await this.check();
     return this.inner.count();
   }
 
   async latestPerIdentity(expiringBefore: Date, now: Date, options?: LatestPerIdentityOptions): Promise<CertificateRecord[]> {
-    this.check();
+    await this.check();
     return this.inner.latestPerIdentity(expiringBefore, now, options);
   }
 
   async pruneExpired(before: Date): Promise<number> {
-    this.check();
+    await this.check();
     return this.inner.pruneExpired(before);
   }
 
   async pruneAudit(before: Date): Promise<number> {
-    this.check();
+    await this.check();
     return this.inner.pruneAudit(before);
   }
 
   async ping(): Promise<void> {
-    this.check();
+    await this.check();
     return this.inner.ping();
   }
 

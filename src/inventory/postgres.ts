@@ -146,13 +146,14 @@ const NETWORK_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOS
 
 /**
  * Whether `err` says the server could not be reached or is not taking connections yet (network
- * errors, pg's connect timeout, SQLSTATE class 08, 57P03 starting up, 53300 too many clients), as
+ * errors, pg's connect timeout, SQLSTATE class 08, 57P01-3 shut down or starting, 53300 too many clients), as
  * opposed to a refusal an operator must fix (bad password, no such database, no permission).
  */
 export function isConnectionFailure(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown } | null;
   const code = typeof e?.code === 'string' ? e.code : '';
-  if (NETWORK_ERRORS.has(code) || code.startsWith('08') || code === '57P03' || code === '53300') return true;
+  // 57P01/57P02: the server shut down (an admin or a crash: a failover under way).
+  if (NETWORK_ERRORS.has(code) || code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300') return true;
   const message = typeof e?.message === 'string' ? e.message : '';
   return /timeout exceeded when trying to connect|Connection terminated/i.test(message);
 }

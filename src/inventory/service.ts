@@ -56,11 +56,12 @@ export class InventoryService implements RecordSink {
       // PostgreSQL down while this replica starts (maintenance, a failover): serve anyway, as once
       // started, keeping records in memory; with failClosed, refuse to issue until it answers. A
       // refusal an operator must fix (credentials, database, permissions) stops the start.
-      if (kind !== 'postgres' || !(await import('./postgres.js')).isConnectionFailure(err)) {
+      const isConnectionFailure = kind === 'postgres' ? (await import('./postgres.js')).isConnectionFailure : () => false;
+      if (!isConnectionFailure(err)) {
         await store.close().catch(() => undefined);
         throw failed(err);
       }
-      const migrating = new MigratingStore(store, { logger });
+      const migrating = new MigratingStore(store, { logger, isConnectionFailure });
       store = migrating;
       ready = () => migrating.ready;
       logger.error(
