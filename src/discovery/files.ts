@@ -17,7 +17,7 @@
  * the file is still reported as an error.
  */
 import { X509Certificate } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { DiscoveredItem } from './types.js';
 
@@ -40,15 +40,28 @@ function hasWildcard(s: string): boolean {
   return s.includes('*') || s.includes('?');
 }
 
-function walk(dir: string, out: string[]): void {
+function walk(dir: string, out: string[], seen: Set<string> = new Set()): void {
+  // Each directory once, however many symlinks lead to it (and no loop through one).
+  const real = realpathSync(dir);
+  if (seen.has(real)) return;
+  seen.add(real);
   const entries = readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (const e of entries) {
     // A kubelet-mounted Secret or ConfigMap keeps its files in a `..<timestamp>` directory behind
-    // `..data` and per-key symlinks: read through the symlinks, whose paths survive updates.
+    // `..data` and per-key symlinks (a key at a nested path: a symlinked directory): read through
+    // the symlinks, whose paths survive updates.
     if (e.name.startsWith('..')) continue;
     const p = join(dir, e.name);
-    if (e.isDirectory()) walk(p, out);
+    if (e.isDirectory() || (e.isSymbolicLink() && isDirectory(p))) walk(p, out, seen);
     else if (EXTENSIONS.test(e.name) && (e.isFile() || (e.isSymbolicLink() && isFile(p)))) out.push(p);
+  }
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
   }
 }
 

@@ -89,7 +89,13 @@ describe('PEM files', () => {
     copyFileSync(join(certsDir, 'good.pem'), join(real, 'tls.crt'));
     symlinkSync('..2026_11_29_10_00_00.123456789', join(mount, '..data'));
     symlinkSync('..data/tls.crt', join(mount, 'tls.crt'));
-    expect(expandFileArg(mount).files).toEqual([join(mount, 'tls.crt')]);
+    // A key mounted at a nested path (items: [{ key, path: certs/ca.crt }]) is a symlinked directory.
+    mkdirSync(join(real, 'certs'));
+    copyFileSync(join(certsDir, 'good.pem'), join(real, 'certs', 'ca.crt'));
+    symlinkSync('..data/certs', join(mount, 'certs'));
+    // And a symlink loop does not hang the walk.
+    symlinkSync('.', join(real, 'certs', 'loop'));
+    expect(expandFileArg(mount).files).toEqual([join(mount, 'certs', 'ca.crt'), join(mount, 'tls.crt')]);
   });
 
   it('walks directories recursively for *.pem and *.crt, and expands basename globs', () => {
