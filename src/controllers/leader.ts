@@ -22,7 +22,7 @@
  * RBAC: leases get/create/update in `namespace`.
  */
 import { V1MicroTime, type V1Lease, type V1LeaseSpec } from '@kubernetes/client-node';
-import type { KubeClient } from '../k8s/client.js';
+import { kubeStatusCode, type KubeClient } from '../k8s/client.js';
 import { explainKubeError, isConflict, isNotFound, sleep, withDeadline, type ControllerLog } from './kube-util.js';
 
 export const DEFAULT_LEASE_NAME = 'meshcert-leader';
@@ -172,7 +172,10 @@ export class LeaderElector {
         result = await withDeadline(this.tryAcquireOrRenew(seq, started), budget, `no answer from the API server within ${budget} ms`);
       } catch (err) {
         const msg = explainKubeError(err, `get, create and update leases in namespace ${this.namespace}`);
+        const status = kubeStatusCode(err);
         if (this.leading) this.log?.warn({ lease: this.leaseRef(), error: msg }, 'failed to renew the leader lease');
+        // Refused, not busy: no replica can ever lead (RBAC for another lease name, say), so say it.
+        else if (status === 401 || status === 403) this.log?.warn({ lease: this.leaseRef(), error: msg }, 'the API server refuses the leader lease to meshcert: no replica can lead');
         else this.log?.debug({ lease: this.leaseRef(), error: msg }, 'failed to acquire the leader lease');
       }
       if (signal.aborted || seq !== this.attemptSeq) break;

@@ -174,6 +174,25 @@ describe('LeaderElector', () => {
     expect(leader.events).toEqual(['started']);
   });
 
+  it('warns when the API server refuses the lease (RBAC for another name, say), where busy failures are debug', async () => {
+    const log = recordingLog();
+    fake.fail({ path: /\/leases/ }, { status: 403 }, 1_000_000);
+    const a = replica('pod-a', { log: asLog(log) });
+    a.elector.start();
+    await until(() => log.lines.some((l) => l.level === 'warn'), 3_000, 'a warning');
+    expect(log.lines.find((l) => l.level === 'warn')!.msg).toBe('the API server refuses the leader lease to meshcert: no replica can lead');
+    expect(a.elector.isLeader).toBe(false);
+  });
+
+  it('keeps an unanswered or failing lease request at debug while not leading (another replica may simply lead)', async () => {
+    const log = recordingLog();
+    fake.fail({ path: /\/leases/ }, { status: 500 }, 1_000_000);
+    const a = replica('pod-a', { log: asLog(log) });
+    a.elector.start();
+    await until(() => log.lines.filter((l) => l.msg === 'failed to acquire the leader lease').length >= 2, 3_000, 'two debug lines');
+    expect(log.lines.filter((l) => l.level === 'warn')).toEqual([]);
+  });
+
   it('loses leadership when it cannot renew within renewDeadline, and the other replica takes over after expiry', async () => {
     const a = replica('pod-a');
     a.elector.start();
