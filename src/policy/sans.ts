@@ -65,6 +65,11 @@ export function ipEntryProblem(entry: string): string | null {
   const address = slash === -1 ? entry : entry.slice(0, slash);
   const family = isIP(address);
   if (family === 0) return 'expected an IP address or a CIDR range (10.0.0.0/8, fd00::/64)';
+  // Requested SANs in the mapped form are compared as the IPv4 address they map: so are entries.
+  // The WHATWG URL parser writes an IPv6 address in its canonical form (::ffff:a00:1).
+  if (family === 6 && /^\[::ffff:[0-9a-f]{1,4}:[0-9a-f]{1,4}\]$/.test(new URL(`http://[${address}]`).hostname)) {
+    return 'an IPv4-mapped IPv6 entry: write it as IPv4 (::ffff:10.0.0.0/104 is 10.0.0.0/8); requested mapped addresses are compared as IPv4';
+  }
   if (slash === -1) return null;
   const prefix = entry.slice(slash + 1);
   const max = family === 4 ? 32 : 128;
