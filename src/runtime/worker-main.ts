@@ -97,7 +97,8 @@ export async function workerMain(): Promise<number> {
     // exit follows the channel's write, a few milliseconds in which a call may still complete
     // and its record not be shipped.
     shipPending();
-    exitAfter({ type: 'drained' }, 1);
+    // Still starting: the primary reports this as why the start failed, not as a bare exit code.
+    exitAfter(running ? { type: 'drained' } : { type: 'fatal', message: `${what} while starting: ${err instanceof Error ? err.message : String(err)}` }, 1);
   };
   process.on('unhandledRejection', (err) => fail(err, 'unhandled rejection'));
   // A throw nothing catches: the same, rather than Node's exit that loses the records not yet shipped.
