@@ -292,9 +292,11 @@ async function expiringCommand(argv: string[], now: Date): Promise<number> {
     const ca = caExpiryReport(certs, now, caWindow).filter((e) => e.state !== 'ok');
     const stale = await staleIdentities(store, now, staleWindow);
     for (const p of problems) console.error(`meshcert: ${p}`);
+    // A check that could not read a CA directory is incomplete: a script running it must notice.
+    const code = problems.length > 0 ? 1 : 0;
     if (v.json) {
       console.log(JSON.stringify({ ca: ca.map(caEntryJson), staleIdentities: stale.map(staleJson), problems }, null, 2));
-      return 0;
+      return code;
     }
     if (ca.length === 0) {
       console.log(`CA certificates: none expiring within ${formatDuration(caWindow)} (${certs.length} checked)`);
@@ -319,13 +321,13 @@ async function expiringCommand(argv: string[], now: Date): Promise<number> {
         ),
       );
     }
-    return 0;
+    return code;
   });
 }
 
 /**
- * `meshcert certs list|show|expiring`. Exit codes: 0 ok, 1 not found (show) or the store cannot
- * be opened, 2 usage (thrown as UsageError, as the other commands do).
+ * `meshcert certs list|show|expiring`. Exit codes: 0 ok, 1 not found (show), a CA directory that
+ * could not be read (expiring), or the store cannot be opened, 2 usage (thrown as UsageError, as the other commands do).
  */
 export async function certsCommand(argv: string[], options: { now?: () => Date } = {}): Promise<number> {
   const [sub, ...rest] = argv;

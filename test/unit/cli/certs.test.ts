@@ -250,9 +250,9 @@ describe('meshcert certs expiring', () => {
     expect(narrow.staleIdentities).toHaveLength(1);
   });
 
-  it('reports nothing in a short window, and a missing CA directory as a problem', async () => {
+  it('reports nothing in a short window, and a missing CA directory as a problem (exit 1: the check is incomplete)', async () => {
     writeFileSync(join(cfgDir, 'no-ca.yaml'), 'ca:\n  dir: missing-ca\n');
-    expect(await run('expiring', '--config', join(cfgDir, 'no-ca.yaml'), '--db', db, '--within', '1h')).toBe(0);
+    expect(await run('expiring', '--config', join(cfgDir, 'no-ca.yaml'), '--db', db, '--within', '1h')).toBe(1);
     expect(stdout()).toContain('CA certificates: none expiring within 1h (0 checked)');
     expect(stdout()).toContain('Stale identities: none');
     expect(stderr()).toContain(`no CA certificates in ${join(cfgDir, 'missing-ca')}`);
