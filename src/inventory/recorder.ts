@@ -63,6 +63,8 @@ export interface InventoryRecorderOptions {
   retryInitialMs?: number;
   /** Backoff ceiling, default 5000 ms. */
   retryMaxMs?: number;
+  /** The store is known to be down at the start (`storeHealthy` false until a write or ping succeeds). */
+  startUnhealthy?: boolean;
   /** When idle this long, ping the store to keep `storeHealthy` current. Default 5000 ms; 0 disables. */
   healthCheckIntervalMs?: number;
   /** Default deadline for close(), 10000 ms. */
@@ -253,6 +255,7 @@ export class InventoryRecorder {
     private readonly store: InventoryStore,
     options: InventoryRecorderOptions = {},
   ) {
+    this.healthy = options.startUnhealthy !== true;
     this.maxBuffer = positive(options.maxBuffer, 100_000);
     this.hardLimit = Math.max(this.maxBuffer, positive(options.hardLimit, this.maxBuffer * 2));
     this.maxAuditBuffer = positive(options.maxAuditBuffer, this.maxBuffer);

@@ -71,7 +71,7 @@ export class InventoryService implements RecordSink {
           : 'inventory store unreachable at start: serving, and keeping records in memory until it answers; retrying',
       );
     }
-    const recorder = new InventoryRecorder(store, { failClosed: o.failClosed, maxBuffer: o.maxBuffer, onError: inventoryErrorLog(logger) });
+    const recorder = new InventoryRecorder(store, { failClosed: o.failClosed, maxBuffer: o.maxBuffer, onError: inventoryErrorLog(logger), startUnhealthy: !ready() });
     const svc = new InventoryService(store, recorder, o, ready, logger);
     if (metrics) metrics.recorder = recorder;
     const count = (): void => {

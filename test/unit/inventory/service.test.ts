@@ -93,6 +93,8 @@ describe('InventoryService with PostgreSQL unreachable at start', () => {
     const svc = (await InventoryService.open(options(`postgres://meshcert@127.0.0.1:${await closedPort()}/inventory`, failClosed), logger))!;
     try {
       expect(svc.accepting()).toBe(issuing);
+      // meshcert_inventory_store_up reads this: down from the start, not after the first failed write.
+      expect(svc.recorder.storeHealthy).toBe(false);
       svc.record(makeRecord(1));
       expect(await svc.readiness(200)).toEqual({ ok: issuing, detail: 'store unreachable, buffering 1 records' });
       expect(lines.some((l) => l.level === 50 && /^inventory store unreachable at start/.test(String(l.msg)))).toBe(true);
