@@ -546,7 +546,8 @@ export interface RotationStatus {
   readonly summary: string;
   readonly state: RotationState | undefined;
   /** What the CA directory serves now (undefined with `caError` when it does not load). */
-  readonly ca: { readonly signing: CertSummary; readonly roots: readonly CertSummary[] } | undefined;
+  /** `roots`: those served; `expiredRoots`: in root-cert.pem, expired, anchoring nothing (not served). */
+  readonly ca: { readonly signing: CertSummary; readonly roots: readonly CertSummary[]; readonly expiredRoots: readonly CertSummary[] } | undefined;
   readonly caError: string | undefined;
   readonly next: NextStep | undefined;
   /** What to check before running the next step. */
@@ -554,12 +555,19 @@ export interface RotationStatus {
 }
 
 export function rotationStatus(dir: string, now: Date = new Date()): RotationStatus {
+  const status = stepStatus(dir, now);
+  const stale = status.ca?.expiredRoots ?? [];
+  if (stale.length === 0) return status;
+  return { ...status, checks: [...status.checks, ...stale.map((r) => `root-cert.pem also holds "${r.subject}", which expired on ${r.notAfter} and anchors nothing: meshcert does not serve it; remove it from the file`)] };
+}
+
+function stepStatus(dir: string, now: Date): RotationStatus {
   const state = readRotationState(dir);
   let ca: RotationStatus['ca'];
   let caError: string | undefined;
   try {
     const m = loadCaDir(dir, now);
-    ca = { signing: summarize(m.signingCert), roots: m.roots.map(summarize) };
+    ca = { signing: summarize(m.signingCert), roots: m.roots.map(summarize), expiredRoots: m.expiredRoots.map(summarize) };
   } catch (e) {
     caError = (e as Error).message;
   }

@@ -512,6 +512,17 @@ describe('ca rotate status', () => {
     expect(JSON.parse(JSON.stringify(rotationStatus(d, T3)))).toMatchObject({ step: 'idle' });
   });
 
+  it('says when root-cert.pem holds an expired root it does not serve', async () => {
+    const d = await initAt();
+    const stale = freshDir();
+    await initCaDir({ dir: stale, now: new Date(T0.getTime() - 3 * DAY_MS), rootLifetimeMs: DAY_MS, intermediateLifetimeMs: DAY_MS });
+    writeFileSync(join(d, 'root-cert.pem'), read(d, 'root-cert.pem') + read(stale, 'root-cert.pem'));
+    const s = rotationStatus(d, T1);
+    expect(s.ca?.roots).toHaveLength(1);
+    expect(s.ca?.expiredRoots.map((r) => r.fingerprint256)).toEqual(fps(read(stale, 'root-cert.pem')));
+    expect(s.checks).toEqual([expect.stringMatching(/^root-cert\.pem also holds "O=meshcert, CN=meshcert root CA [\d-]+", which expired on \S+ and anchors nothing: meshcert does not serve it; remove it from the file$/)]);
+  });
+
   it('reports a directory that does not load instead of failing', async () => {
     const d = await initAt();
     rmSync(join(d, 'ca-key.pem'));
