@@ -24,7 +24,10 @@ export class MigratingStore implements InventoryStore {
   private timer: NodeJS.Timeout | undefined;
   private readonly maxDelayMs: number;
   private attempting: Promise<void> | undefined;
-  private lastAttempt = 0;
+  /** performance.now() of the last attempt: the start's own failed migrate counts as one. */
+  private lastAttempt = performance.now();
+  /** What the last failure was, when it was logged, and how many failures went unlogged since. */
+  private lastFailure: { kind: 'unreachable' | 'refused'; loggedAt: number; unlogged: number } | undefined;
 
   constructor(
     private readonly inner: InventoryStore,
@@ -56,20 +59,34 @@ export class MigratingStore implements InventoryStore {
   /** One migration attempt, shared by whoever asks while it runs. */
   private tryMigrate(): Promise<void> {
     this.attempting ??= (async () => {
-      this.lastAttempt = Date.now();
+      this.lastAttempt = performance.now();
       try {
         await this.inner.migrate();
+        if (this.closed) return;
         this.migrated = true;
         this.o.logger.info({ store: this.kind }, 'inventory store reachable: migrations done, writing the records kept meanwhile');
       } catch (err) {
-        if (this.closed) return;
-        if (this.o.isConnectionFailure(err)) this.o.logger.error({ err }, 'inventory store still unreachable; records are kept in memory, retrying');
-        else this.o.logger.error({ err }, 'inventory store refuses meshcert (credentials, database, permissions?): an operator must fix it; records are kept in memory, retrying');
+        if (!this.closed) this.logFailure(err);
       } finally {
         this.attempting = undefined;
       }
     })();
     return this.attempting;
+  }
+
+  /** A failure's log line: the first, any change of kind, then at most one a minute with a count. */
+  private logFailure(err: unknown): void {
+    const kind = this.o.isConnectionFailure(err) ? 'unreachable' : 'refused';
+    const t = performance.now();
+    const last = this.lastFailure;
+    if (last && last.kind === kind && t - last.loggedAt < 60_000) {
+      last.unlogged++;
+      return;
+    }
+    const since = last && last.kind === kind ? { failedAttemptsSinceLastLine: last.unlogged } : {};
+    this.lastFailure = { kind, loggedAt: t, unlogged: 0 };
+    if (kind === 'unreachable') this.o.logger.error({ err, ...since }, 'inventory store still unreachable; records are kept in memory, retrying');
+    else this.o.logger.error({ err, ...since }, 'inventory store refuses meshcert (credentials, database, permissions?): an operator must fix it; records are kept in memory, retrying');
   }
 
   /**
@@ -80,7 +97,7 @@ export class MigratingStore implements InventoryStore {
   private async check(): Promise<void> {
     if (this.migrated) return;
     if (this.attempting) await this.attempting;
-    else if (Date.now() - this.lastAttempt >= 1000) await this.tryMigrate();
+    else if (performance.now() - this.lastAttempt >= 1000) await this.tryMigrate();
     if (!this.migrated) throw new Error('the inventory store has not been reachable since meshcert started');
   }
 

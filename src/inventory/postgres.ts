@@ -155,7 +155,7 @@ export function isConnectionFailure(err: unknown): boolean {
   // 57P01/57P02: the server shut down (an admin or a crash: a failover under way).
   if (NETWORK_ERRORS.has(code) || code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300') return true;
   const message = typeof e?.message === 'string' ? e.message : '';
-  return /timeout exceeded when trying to connect|Connection terminated/i.test(message);
+  return /timeout exceeded when trying to connect|Connection terminated|connection error and is not queryable|Query read timeout/i.test(message);
 }
 
 const LATEST_VERSION = Math.max(...MIGRATIONS.map((m) => m.version));

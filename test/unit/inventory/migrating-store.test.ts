@@ -40,9 +40,10 @@ describe('MigratingStore', () => {
     // The background timer is far away: only the calls can bring the store up here.
     const store = new MigratingStore(inner, { logger, isConnectionFailure: (e) => e === connRefused, initialDelayMs: 60_000 });
     try {
+      // The start's own failed migrate was the last attempt: none within the second after it.
       await expect(store.insertMany([makeRecord(1)])).rejects.toThrow('the inventory store has not been reachable since meshcert started');
-      expect(inner.migrations).toBe(1);
-      // Within the second: no new attempt.
+      expect(inner.migrations).toBe(0);
+      await new Promise((r) => setTimeout(r, 1050));
       await expect(store.ping()).rejects.toThrow(/not been reachable/);
       expect(inner.migrations).toBe(1);
       await new Promise((r) => setTimeout(r, 1050));
@@ -50,6 +51,19 @@ describe('MigratingStore', () => {
       expect(inner.migrations).toBe(2);
       expect(store.ready).toBe(true);
       expect(inner.inserted).toBe(1);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('logs the first failure of a kind, then at most one line a minute', async () => {
+    const inner = fakeStore([connRefused, connRefused, connRefused, connRefused, connRefused]);
+    const { logger, lines } = logged();
+    const store = new MigratingStore(inner, { logger, isConnectionFailure: (e) => e === connRefused, initialDelayMs: 5, maxDelayMs: 5 });
+    try {
+      await expect.poll(() => store.ready, { timeout: 2000 }).toBe(true);
+      expect(inner.migrations).toBe(6);
+      expect(lines.map((l) => String(l.msg))).toEqual(['inventory store still unreachable; records are kept in memory, retrying', 'inventory store reachable: migrations done, writing the records kept meanwhile']);
     } finally {
       await store.close();
     }
