@@ -62,6 +62,8 @@ export interface StartOptions {
   readonly handedConnections?: { readonly port: number };
   /** Called when this process becomes short of memory and when it recovers (overload.heapLimitRatio). */
   readonly onMemoryPressure?: (high: boolean) => void;
+  /** This process's share of the replica's audit-row budget for unauthenticated refusals (1/workers). */
+  readonly auditShare?: number;
 }
 
 /** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
@@ -197,7 +199,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     for (const i of state.issuers.all) o.metrics?.setCaExpiry(i.name, i.material.roots, i.material.intermediates);
   };
   caMetrics();
-  const audit = sink && inventoryObserver(sink);
+  const audit = sink && inventoryObserver(sink, Date.now, o.auditShare ?? 1);
   const observers = [o.metrics?.observer(), audit, o.observer].filter((x): x is IssuanceObserver => x !== undefined);
 
   const health = new HealthService([CA_SERVICE_NAME]);

@@ -61,12 +61,16 @@ export interface InventoryObserver extends IssuanceObserver {
  *
  * Refusals of callers that did not authenticate are what anyone who reaches the port can produce
  * at will, and audit rows are kept for a year: they get rows from a token bucket (a burst of 50,
- * then one a second), and the rest are counted in one row a minute (codes listed), so junk cannot
+ * then one a second, per replica: `share` is this process's part of it), and the rest are counted
+ * in one row a minute per process (codes listed), so junk cannot
  * fill the store's disk. Their `clusterid` is stored only when it could be a cluster name, and any
  * refusal's text is cut at 1 KiB.
  */
-export function inventoryObserver(sink: RecordSink, now: () => number = Date.now): InventoryObserver {
-  let tokens = ANONYMOUS_AUDIT_BURST;
+export function inventoryObserver(sink: RecordSink, now: () => number = Date.now, share = 1): InventoryObserver {
+  // Each of N worker processes keeps 1/N of the bucket, so the replica's bound does not grow with N.
+  const burst = Math.max(1, Math.ceil(ANONYMOUS_AUDIT_BURST * share));
+  const perSecond = ANONYMOUS_AUDIT_PER_SECOND * share;
+  let tokens = burst;
   let refilledAt = now();
   let summed: { since: number; count: number; codes: Set<string> } | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -92,7 +96,7 @@ export function inventoryObserver(sink: RecordSink, now: () => number = Date.now
   };
   const admitAnonymous = (code: string): boolean => {
     const t = now();
-    tokens = Math.min(ANONYMOUS_AUDIT_BURST, tokens + (Math.max(0, t - refilledAt) / 1000) * ANONYMOUS_AUDIT_PER_SECOND);
+    tokens = Math.min(burst, tokens + (Math.max(0, t - refilledAt) / 1000) * perSecond);
     refilledAt = t;
     if (tokens >= 1) {
       tokens -= 1;

@@ -5,7 +5,7 @@ import { createLogger } from '../log/logger.js';
 import { startMeshcert, type RunningMeshcert } from '../main.js';
 import { AggregatorRegistry, Registry } from 'prom-client';
 import { CaMetrics } from '../metrics/ca-metrics.js';
-import { workerConfig, type PrimaryMessage, type WorkerMessage } from './cluster.js';
+import { workerConfig, workerCount, type PrimaryMessage, type WorkerMessage } from './cluster.js';
 import { IpcSink } from './ipc-sink.js';
 
 /** Entry point of a forked worker: serve gRPC until the primary says to drain. */
@@ -115,7 +115,7 @@ export async function workerMain(): Promise<number> {
   shipPending = () => sink?.flush();
   try {
     // Every core already runs a worker: signing inline costs less than handing it to another thread.
-    running = await startMeshcert(config, { logger, metrics, signatures: 'inline', handedConnections: { port }, onMemoryPressure: (high) => send({ type: 'memory-pressure', high }), ...(sink ? { sink } : {}) });
+    running = await startMeshcert(config, { logger, metrics, signatures: 'inline', handedConnections: { port }, auditShare: 1 / workerCount(config), onMemoryPressure: (high) => send({ type: 'memory-pressure', high }), ...(sink ? { sink } : {}) });
   } catch (e) {
     // Exit once the primary has the reason (it stops the other workers and exits with it).
     exitAfter({ type: 'fatal', message: e instanceof Error ? e.message : String(e), config: e instanceof ConfigError }, 1);

@@ -58,6 +58,18 @@ describe('inventoryObserver', () => {
     expect(auditProblem(summary)).toBeNull();
   });
 
+  it("gives each of N worker processes 1/N of the replica's bucket", () => {
+    let t = 1_800_000_000_000;
+    const { sink, audit } = auditSink();
+    const o = inventoryObserver(sink, () => t, 1 / 4);
+    for (let i = 0; i < 100; i++) o.refused('AUTH_MISSING', 'no', ctx);
+    expect(audit).toHaveLength(Math.ceil(ANONYMOUS_AUDIT_BURST / 4));
+    t += 8000; // a quarter of a row a second: 2 more rows
+    for (let i = 0; i < 100; i++) o.refused('AUTH_MISSING', 'no', ctx);
+    expect(audit).toHaveLength(Math.ceil(ANONYMOUS_AUDIT_BURST / 4) + 2);
+    o.flush();
+  });
+
   it('writes a pending count when flushed (at shutdown), and never throws once the sink has closed', () => {
     const { sink, audit } = auditSink();
     const o = inventoryObserver(sink);
