@@ -108,7 +108,11 @@ export async function openInventory(target: InventoryTarget, mustExist: boolean)
     const readOnly = mustExist;
     return await openStore(target.store.kind === 'postgres' ? { ...target.store, poolSize: 2, connectionTimeoutMs: 10_000, readOnly } : { ...target.store, readOnly });
   } catch (e) {
-    throw new StoreOpenError(`cannot open the inventory ${target.label}: ${(e as Error).message}`);
+    const msg = (e as Error).message;
+    // SQLite reads a WAL database through its -wal/-shm files: with the server stopped, a reader
+    // that cannot write the directory cannot create them.
+    const hint = mustExist && target.store.kind === 'sqlite' && /readonly|unable to open/i.test(msg) ? ' (read it as the server\'s user, or while the server runs)' : '';
+    throw new StoreOpenError(`cannot open the inventory ${target.label}: ${msg}${hint}`);
   }
 }
 

@@ -51,7 +51,11 @@ export interface PostgresStoreOptions {
   queryTimeoutMs?: number;
   /** Errors of idle pooled connections (e.g. the server restarted). Without it they are ignored: the pool drops the client. */
   onPoolError?: (err: Error) => void;
-  /** For commands that only read (`certs`): migrate() checks the schema is current instead of changing it (a SELECT-only role works). */
+  /**
+   * For commands that only read (`certs`): migrate() checks the schema is current instead of
+   * changing it, and writes are refused. A role with SELECT on the inventory tables (including
+   * inventory_schema_migrations) will do.
+   */
   readOnly?: boolean;
 }
 
@@ -177,8 +181,6 @@ export class PostgresInventoryStore implements InventoryStore {
       idleTimeoutMillis: 30_000,
       keepAlive: true,
       application_name: 'meshcert-inventory',
-      // Read-only stores: the server refuses any write in their sessions, not just this code.
-      ...(options.readOnly ? { options: '-c default_transaction_read_only=on' } : {}),
     });
     // An idle client whose server went away emits 'error' on the pool; unhandled it would crash the process.
     const onPoolError = options.onPoolError;
@@ -187,6 +189,15 @@ export class PostgresInventoryStore implements InventoryStore {
 
   private assertOpen(): void {
     if (this.closed) throw new Error('inventory store is closed');
+  }
+
+  /**
+   * A read-only store writes nothing. Checked here rather than with a read-only session set at
+   * connect time: poolers such as PgBouncer refuse that startup parameter.
+   */
+  private assertWritable(): void {
+    this.assertOpen();
+    if (this.readOnly) throw new Error('this inventory store is open read-only');
   }
 
   private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = [], name?: string): Promise<pg.QueryResult<R>> {
@@ -246,6 +257,7 @@ export class PostgresInventoryStore implements InventoryStore {
   }
 
   async insertMany(records: readonly CertificateRecord[]): Promise<void> {
+    this.assertWritable();
     if (records.length === 0) return;
     validateRecords(records);
     const sorted = [...records].sort((a, b) => (a.fingerprint < b.fingerprint ? -1 : a.fingerprint > b.fingerprint ? 1 : 0));
@@ -277,6 +289,7 @@ export class PostgresInventoryStore implements InventoryStore {
   }
 
   async insertAudit(events: readonly AuditEvent[]): Promise<void> {
+    this.assertWritable();
     if (events.length === 0) return;
     const prepared = prepareAudit(events);
     const cols: unknown[][] = Array.from({ length: 9 }, () => new Array<unknown>(prepared.length));
@@ -328,10 +341,12 @@ export class PostgresInventoryStore implements InventoryStore {
   // Short transactions, one per batch; rows another replica is deleting at the same moment are
   // skipped (SKIP LOCKED) rather than waited for.
   async pruneExpired(before: Date): Promise<number> {
+    this.assertWritable();
     return this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM ${CERT_TABLE} WHERE not_after < $1 LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED)`, before);
   }
 
   async pruneAudit(before: Date): Promise<number> {
+    this.assertWritable();
     return this.pruneBatches(`DELETE FROM ${AUDIT_TABLE} WHERE id IN (SELECT id FROM ${AUDIT_TABLE} WHERE at < $1 LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED)`, before);
   }
 
