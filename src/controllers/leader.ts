@@ -96,6 +96,8 @@ export class LeaderElector {
   private readonly now: () => number;
   private readonly opts: LeaderElectorOptions;
   private readonly log: ControllerLog | undefined;
+  /** The refusal (401/403) was said once; said again only after an attempt that was not refused. */
+  private refusedWarned = false;
 
   private leading = false;
   /** Local time at which the last successful acquire/renew was sent. */
@@ -175,10 +177,15 @@ export class LeaderElector {
         const status = kubeStatusCode(err);
         if (this.leading) this.log?.warn({ lease: this.leaseRef(), error: msg }, 'failed to renew the leader lease');
         // Refused, not busy: no replica can ever lead (RBAC for another lease name, say), so say it.
-        else if (status === 401 || status === 403) this.log?.warn({ lease: this.leaseRef(), error: msg }, 'the API server refuses the leader lease to meshcert: no replica can lead');
-        else this.log?.debug({ lease: this.leaseRef(), error: msg }, 'failed to acquire the leader lease');
+        else if ((status === 401 || status === 403) && !this.refusedWarned) {
+          // Once until an attempt gets through: a candidate retries every couple of seconds.
+          this.refusedWarned = true;
+          this.log?.warn({ lease: this.leaseRef(), error: msg }, 'the API server refuses the leader lease to meshcert: no replica can lead');
+        } else this.log?.debug({ lease: this.leaseRef(), error: msg }, 'failed to acquire the leader lease');
+        if (status !== 401 && status !== 403) this.refusedWarned = false;
       }
       if (signal.aborted || seq !== this.attemptSeq) break;
+      if (result.ok) this.refusedWarned = false;
       if (result.ok) {
         this.renewedAt = started;
         if (!this.leading) {

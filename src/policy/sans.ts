@@ -65,6 +65,7 @@ export function ipEntryProblem(entry: string): string | null {
   const address = slash === -1 ? entry : entry.slice(0, slash);
   const family = isIP(address);
   if (family === 0) return 'expected an IP address or a CIDR range (10.0.0.0/8, fd00::/64)';
+  if (address.includes('%')) return 'a zone index (%...) is not part of an address a certificate can name';
   // Requested SANs in the mapped form are compared as the IPv4 address they map: so are entries.
   // The WHATWG URL parser writes an IPv6 address in its canonical form (::ffff:a00:1).
   if (family === 6 && /^\[::ffff:[0-9a-f]{1,4}:[0-9a-f]{1,4}\]$/.test(new URL(`http://[${address}]`).hostname)) {

@@ -182,6 +182,9 @@ describe('LeaderElector', () => {
     await until(() => log.lines.some((l) => l.level === 'warn'), 3_000, 'a warning');
     expect(log.lines.find((l) => l.level === 'warn')!.msg).toBe('the API server refuses the leader lease to meshcert: no replica can lead');
     expect(a.elector.isLeader).toBe(false);
+    // Said once, not at every retry.
+    await until(() => log.lines.filter((l) => l.level === 'debug').length >= 3, 3_000, 'more refused attempts');
+    expect(log.lines.filter((l) => l.level === 'warn')).toHaveLength(1);
   });
 
   it('keeps an unanswered or failing lease request at debug while not leading (another replica may simply lead)', async () => {

@@ -190,6 +190,7 @@ describe('policySchema: problems, each with its path', () => {
     ['an IP that is not an address', { default: { extraSans: { ip: ['10.0.0'] } } }, [['default.extraSans.ip.0', 'expected an IP address or a CIDR range (10.0.0.0/8, fd00::/64)']]],
     ['an IPv4 prefix above 32', { default: { extraSans: { ip: ['10.0.0.0/33'] } } }, [['default.extraSans.ip.0', 'CIDR prefix length must be 0-32']]],
     ['an IPv6 prefix that is not a number', { default: { extraSans: { ip: ['fd00::/x'] } } }, [['default.extraSans.ip.0', 'CIDR prefix length must be 0-128']]],
+    ['an IPv6 entry with a zone index', { default: { extraSans: { ip: ['fe80::1%eth0'] } } }, [['default.extraSans.ip.0', 'a zone index (%...) is not part of an address a certificate can name']]],
     ...['::ffff:10.0.0.0/104', '::ffff:a00:1', '0:0:0:0:0:ffff:10.0.0.1'].map((ip): [string, unknown, Array<[string, string]>] => [
       `an IPv4-mapped IPv6 entry (${ip})`,
       { default: { extraSans: { ip: [ip] } } },
