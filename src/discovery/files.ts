@@ -3,8 +3,11 @@
  *
  * A `--files` argument is one of:
  * - a file: read whatever its name;
- * - a directory: every `*.pem` and `*.crt` file below it, recursively (symlinked directories are
- *   not followed, so a link cycle cannot loop);
+ * - a directory: every `*.pem` and `*.crt` file below it, recursively. Symlinked directories are
+ *   followed when they lead to a directory inside the argument's own (a kubelet-mounted Secret's
+ *   keys are such links), each real directory once, so a link cycle cannot loop and a link to `/`
+ *   cannot walk the filesystem; kubelet's `..<timestamp>` copies are skipped. A subdirectory that
+ *   cannot be read is skipped, not fatal to the argument;
  * - a simple glob whose wildcards are in the last path component only: `*` (any run of
  *   characters but `/`) and `?` (one character), e.g. `/etc/certs/*.pem`; the directory part is
  *   taken literally and not searched recursively. (Node 20 has no fs.glob; shells expand globs
@@ -40,7 +43,7 @@ function hasWildcard(s: string): boolean {
   return s.includes('*') || s.includes('?');
 }
 
-function walk(dir: string, out: string[], seen: Set<string> = new Set()): void {
+function walk(dir: string, out: string[], seen: Set<string> = new Set(), root: string = realpathSync(dir)): void {
   // Each directory once, however many symlinks lead to it (and no loop through one).
   const real = realpathSync(dir);
   if (seen.has(real)) return;
@@ -52,8 +55,23 @@ function walk(dir: string, out: string[], seen: Set<string> = new Set()): void {
     // the symlinks, whose paths survive updates.
     if (e.name.startsWith('..')) continue;
     const p = join(dir, e.name);
-    if (e.isDirectory() || (e.isSymbolicLink() && isDirectory(p))) walk(p, out, seen);
-    else if (EXTENSIONS.test(e.name) && (e.isFile() || (e.isSymbolicLink() && isFile(p)))) out.push(p);
+    if (e.isDirectory() || (e.isSymbolicLink() && isDirectory(p) && isInside(p, root))) {
+      try {
+        walk(p, out, seen, root);
+      } catch {
+        // Unreadable (permissions) or gone meanwhile: the rest of the tree still counts.
+      }
+    } else if (EXTENSIONS.test(e.name) && (e.isFile() || (e.isSymbolicLink() && isFile(p)))) out.push(p);
+  }
+}
+
+/** Whether `p` resolves to `root` or below it. */
+function isInside(p: string, root: string): boolean {
+  try {
+    const real = realpathSync(p);
+    return real === root || real.startsWith(`${root}/`);
+  } catch {
+    return false;
   }
 }
 

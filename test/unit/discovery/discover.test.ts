@@ -93,8 +93,9 @@ describe('PEM files', () => {
     mkdirSync(join(real, 'certs'));
     copyFileSync(join(certsDir, 'good.pem'), join(real, 'certs', 'ca.crt'));
     symlinkSync('..data/certs', join(mount, 'certs'));
-    // And a symlink loop does not hang the walk.
+    // A symlink loop does not hang the walk, and a link out of the tree is not followed.
     symlinkSync('.', join(real, 'certs', 'loop'));
+    symlinkSync(certsDir, join(mount, 'elsewhere'));
     expect(expandFileArg(mount).files).toEqual([join(mount, 'certs', 'ca.crt'), join(mount, 'tls.crt')]);
   });
 
