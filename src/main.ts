@@ -47,6 +47,8 @@ export interface RunningMeshcert {
   reload(next: MeshcertConfig): Promise<void>;
   /** Graceful: NOT_SERVING, drain in-flight calls, release timers and files. */
   close(): Promise<void>;
+  /** Hands the sink the pending count of refusals not audited one by one (a worker about to exit). */
+  flushAudit(): void;
 }
 
 export interface StartOptions {
@@ -265,13 +267,17 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       if (signerChanged) serving.reissue();
       logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length, roots: fresh.issuers.roots.length }, 'configuration reloaded');
     },
+    flushAudit: () => audit?.flush(),
     async close() {
       closing = true;
       health.setAll('NOT_SERVING');
       health.endWatches();
-      await server.shutdown();
-      // The count of refusals not recorded one by one, before the sink is flushed and closed.
-      audit?.flush();
+      try {
+        await server.shutdown();
+      } finally {
+        // The count of refusals not recorded one by one, before the sink is flushed and closed.
+        audit?.flush();
+      }
       pressure?.stop();
       serving.close();
       for (const c of closers) await c();

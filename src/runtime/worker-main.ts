@@ -112,7 +112,11 @@ export async function workerMain(): Promise<number> {
   const metrics = new CaMetrics(registry);
   // With inventory.failClosed, refuse until the primary has said its inventory accepts.
   const sink = config.inventory.store === 'none' ? undefined : new IpcSink((m) => send(m), !config.inventory.failClosed);
-  shipPending = () => sink?.flush();
+  shipPending = () => {
+    // The count of refusals not audited one by one goes into the sink first, then all of it out.
+    running?.flushAudit();
+    sink?.flush();
+  };
   try {
     // Every core already runs a worker: signing inline costs less than handing it to another thread.
     running = await startMeshcert(config, { logger, metrics, signatures: 'inline', handedConnections: { port }, auditShare: 1 / workerCount(config), onMemoryPressure: (high) => send({ type: 'memory-pressure', high }), ...(sink ? { sink } : {}) });

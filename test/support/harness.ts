@@ -111,8 +111,8 @@ export interface TestCa {
   close(): Promise<void>;
 }
 
-/** `start`: more of startMeshcert's options (metrics to read, a memory-pressure listener). */
-export async function startTestCa(overrides: ConfigInput = {}, observer?: IssuanceObserver, start: Pick<StartOptions, 'metrics' | 'onMemoryPressure'> = {}): Promise<TestCa> {
+/** `start`: more of startMeshcert's options (metrics to read, a memory-pressure listener, an inventory sink). */
+export async function startTestCa(overrides: ConfigInput = {}, observer?: IssuanceObserver, start: Pick<StartOptions, 'metrics' | 'onMemoryPressure' | 'sink'> = {}): Promise<TestCa> {
   const dir = mkdtempSync(join(tmpdir(), 'meshcert-test-'));
   const jwksFile = join(dir, 'jwks.json');
   await writeTestJwks(jwksFile);
