@@ -10,16 +10,19 @@ import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js
 
 describe('SIGHUP reload across worker processes', () => {
   let dir: string;
+  /** Every test's directory (each test sets `dir`). */
+  const dirs: string[] = [];
   let server: ServerProcess | undefined;
   afterAll(() => {
     killIfRunning(server);
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
   it('applies a new policy in every worker on SIGHUP', async () => {
     const cfg = (policy: string) => serveConfigYaml({ workers: 2, extra: policy });
     let file: string;
     ({ dir, config: file } = await writeServeDir('meshcert-sighup-', cfg('')));
+    dirs.push(dir);
     server = await startServe(['--config', file]);
     const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
     // Several connections, so both workers answer.
@@ -40,6 +43,7 @@ describe('SIGHUP reload across worker processes', () => {
   it('starts a replacement worker with what the running server applied, not with settings only a restart takes', async () => {
     let file: string;
     ({ dir, config: file } = await writeServeDir('meshcert-sighup-restart-only-', serveConfigYaml({ workers: 2 })));
+    dirs.push(dir);
     server = await startServe(['--config', file]);
     const s = server;
     const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');

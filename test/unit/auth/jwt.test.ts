@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -400,17 +400,22 @@ describe('JwtAuthenticator: key set from a file', () => {
     const file = join(dir, 'jwks.json');
     writeFileSync(file, JSON.stringify({ keys: [rsa.jwk] }));
     const auth = new JwtAuthenticator({ issuers: [{ issuer: ISSUER, jwksFile: file, trustDomain: TRUST_DOMAIN }] });
-    expect((await auth.authenticate({ bearerToken: await signToken(rsa, k8sClaims()) }))?.method).toBe('jwt');
-    const rotatedToken = await signToken(rotated, k8sClaims());
-    expect((await outcome(auth.authenticate({ bearerToken: rotatedToken }))).code).toBe('AUTH_INVALID');
+    try {
+      expect((await auth.authenticate({ bearerToken: await signToken(rsa, k8sClaims()) }))?.method).toBe('jwt');
+      const rotatedToken = await signToken(rotated, k8sClaims());
+      expect((await outcome(auth.authenticate({ bearerToken: rotatedToken }))).code).toBe('AUTH_INVALID');
 
-    writeFileSync(file, JSON.stringify({ keys: [rsa.jwk, rotated.jwk] }));
-    auth.reload();
-    expect((await auth.authenticate({ bearerToken: rotatedToken }))?.method).toBe('jwt');
+      writeFileSync(file, JSON.stringify({ keys: [rsa.jwk, rotated.jwk] }));
+      auth.reload();
+      expect((await auth.authenticate({ bearerToken: rotatedToken }))?.method).toBe('jwt');
 
-    writeFileSync(file, 'not json');
-    expect(() => auth.reload()).toThrow(/jwksFile/);
-    expect((await auth.authenticate({ bearerToken: rotatedToken }))?.method).toBe('jwt');
+      writeFileSync(file, 'not json');
+      expect(() => auth.reload()).toThrow(/jwksFile/);
+      expect((await auth.authenticate({ bearerToken: rotatedToken }))?.method).toBe('jwt');
+    } finally {
+      auth.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -240,6 +240,7 @@ describe('TokenReviewAuthenticator', () => {
       expect(last.authorization).toBe('Bearer from-file');
     } finally {
       auth.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
