@@ -15,6 +15,7 @@
  * a requested IP SAN is allowed when it is one of them or inside one of them.
  */
 import { BlockList, isIP } from 'node:net';
+import { ipToBytes } from '../x509/leaf.js';
 
 export const TEMPLATE_PLACEHOLDERS = ['namespace', 'serviceAccount', 'trustDomain', 'cluster'] as const;
 export type TemplatePlaceholder = (typeof TEMPLATE_PLACEHOLDERS)[number];
@@ -67,8 +68,8 @@ export function ipEntryProblem(entry: string): string | null {
   if (family === 0) return 'expected an IP address or a CIDR range (10.0.0.0/8, fd00::/64)';
   if (address.includes('%')) return 'a zone index (%...) is not part of an address a certificate can name';
   // Requested SANs in the mapped form are compared as the IPv4 address they map: so are entries.
-  // The WHATWG URL parser writes an IPv6 address in its canonical form (::ffff:a00:1).
-  if (family === 6 && /^\[::ffff:[0-9a-f]{1,4}:[0-9a-f]{1,4}\]$/.test(new URL(`http://[${address}]`).hostname)) {
+  // The leaf encoder's parser writes a mapped address as its 4 IPv4 octets.
+  if (family === 6 && ipToBytes(address).length === 4) {
     return 'an IPv4-mapped IPv6 entry: write it as IPv4 (::ffff:10.0.0.0/104 is 10.0.0.0/8); requested mapped addresses are compared as IPv4';
   }
   if (slash === -1) return null;
