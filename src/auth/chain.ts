@@ -32,8 +32,16 @@ export interface AuthChainOptions {
 const NO_CREDENTIAL = 'no credential: send a service-account token in the authorization header, or a client certificate issued by this CA';
 const TOKEN_NOT_ACCEPTED = 'bearer token not accepted: it is not a JWT from a trusted issuer';
 
+/**
+ * Whether a `clusterid` header could be a cluster name, and so may be quoted back or stored as it
+ * is: the header is the caller's to fill, before anything about it is checked.
+ */
+export function isPlausibleClusterId(id: string): boolean {
+  return /^[A-Za-z0-9._-]{1,63}$/.test(id);
+}
+
 function printableCluster(id: string): string {
-  return /^[A-Za-z0-9._-]{1,63}$/.test(id) ? ` "${id}"` : '';
+  return isPlausibleClusterId(id) ? ` "${id}"` : '';
 }
 
 export class AuthChain {

@@ -1,3 +1,4 @@
+import { isPlausibleClusterId } from '../auth/chain.js';
 import { sha256Hex } from '../crypto/digest.js';
 import type { IssuedCertificate } from '../authority/authority.js';
 import type { CallContext, IssuanceObserver } from '../authority/observer.js';
@@ -44,8 +45,6 @@ export const ANONYMOUS_AUDIT_PER_SECOND = 1;
 export const ANONYMOUS_SUMMARY_SECONDS = 60;
 /** The longest refusal text kept (refusals quote what the caller sent). */
 const MAX_REASON = 1024;
-/** What the `clusterid` header of an unauthenticated call may hold to be stored (the log applies the same rule). */
-const STORABLE_CLUSTER = /^[A-Za-z0-9._-]{1,63}$/;
 
 /** An IssuanceObserver whose pending summary can be written before the sink closes. */
 export interface InventoryObserver extends IssuanceObserver {
@@ -121,7 +120,7 @@ export function inventoryObserver(sink: RecordSink, now: () => number = Date.now
     refused(code, reason, ctx) {
       if (!ctx.caller && !admitAnonymous(code)) return;
       // An authenticated caller's cluster is a configured one (authentication checked the header).
-      const cluster = ctx.caller ? ctx.clusterId || null : ctx.clusterId && STORABLE_CLUSTER.test(ctx.clusterId) ? ctx.clusterId : null;
+      const cluster = ctx.caller ? ctx.clusterId || null : ctx.clusterId && isPlausibleClusterId(ctx.clusterId) ? ctx.clusterId : null;
       sink.recordAudit({
         at: new Date(),
         requester: storable(ctx.caller ?? null),
