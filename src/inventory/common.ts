@@ -168,9 +168,11 @@ export function getParams(serialOrFingerprint: string): [string, string, string,
 
 /**
  * A read-only store's check in place of migrating: `version` is the newest schema version the
- * store has (null: no meshcert inventory there at all). Only the exact version is read safely.
+ * store has (null: no meshcert inventory there at all), `migrations` the store's own list. Only
+ * the exact version is read safely.
  */
-export function assertSchemaCurrent(version: number | null, latest: number): void {
+export function assertSchemaCurrent(version: number | null, migrations: readonly { readonly version: number }[]): void {
+  const latest = Math.max(...migrations.map((m) => m.version));
   if (version === null || version === 0) throw new Error('it holds no meshcert inventory (no schema): is this the right database?');
   if (version < latest) throw new Error(`its schema is version ${version}, older than this meshcert's ${latest}: start meshcert serve against it once to upgrade it`);
   if (version > latest) throw new Error(`its schema is version ${version}, newer than this meshcert's ${latest}: use the meshcert release that wrote it`);

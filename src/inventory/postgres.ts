@@ -162,13 +162,10 @@ export function isConnectionFailure(err: unknown): boolean {
   return /timeout exceeded when trying to connect|Connection terminated|connection error and is not queryable|Query read timeout/i.test(message);
 }
 
-const LATEST_VERSION = Math.max(...MIGRATIONS.map((m) => m.version));
-
 export class PostgresInventoryStore implements InventoryStore {
   readonly kind = 'postgres' as const;
   private readonly pool: pg.Pool;
   private closed = false;
-
   private readonly readOnly: boolean;
 
   constructor(options: PostgresStoreOptions) {
@@ -208,7 +205,7 @@ export class PostgresInventoryStore implements InventoryStore {
   async migrate(): Promise<void> {
     this.assertOpen();
     if (this.readOnly) {
-      const version = await this.pool.query<{ v: number | null }>(`SELECT max(version) AS v FROM ${MIGRATIONS_TABLE}`).then(
+      const version = await this.query<{ v: number | null }>(`SELECT max(version) AS v FROM ${MIGRATIONS_TABLE}`).then(
         (r) => Number(r.rows[0]?.v ?? 0),
         (err: unknown) => {
           // 42P01: no such table.
@@ -216,7 +213,7 @@ export class PostgresInventoryStore implements InventoryStore {
           throw err;
         },
       );
-      return assertSchemaCurrent(version, LATEST_VERSION);
+      return assertSchemaCurrent(version, MIGRATIONS);
     }
     const client = await this.pool.connect();
     let broken = false;
