@@ -175,18 +175,18 @@ export class LeaderElector {
       } catch (err) {
         const msg = explainKubeError(err, `get, create and update leases in namespace ${this.namespace}`);
         const status = kubeStatusCode(err);
+        const refused = status === 401 || status === 403;
         if (this.leading) this.log?.warn({ lease: this.leaseRef(), error: msg }, 'failed to renew the leader lease');
-        // Refused, not busy: no replica can ever lead (RBAC for another lease name, say), so say it.
-        else if ((status === 401 || status === 403) && !this.refusedWarned) {
-          // Once until an attempt gets through: a candidate retries every couple of seconds.
-          this.refusedWarned = true;
-          this.log?.warn({ lease: this.leaseRef(), error: msg }, 'the API server refuses the leader lease to meshcert: no replica can lead');
-        } else this.log?.debug({ lease: this.leaseRef(), error: msg }, 'failed to acquire the leader lease');
-        if (status !== 401 && status !== 403) this.refusedWarned = false;
+        // Refused, not busy: no replica can ever lead (RBAC for another lease name, say), so say
+        // it, once until an attempt is not refused (a candidate retries every couple of seconds).
+        else if (refused && !this.refusedWarned) this.log?.warn({ lease: this.leaseRef(), error: msg }, 'the API server refuses the leader lease to meshcert: no replica can lead');
+        else this.log?.debug({ lease: this.leaseRef(), error: msg }, 'failed to acquire the leader lease');
+        // A leader's refused renewal was warned about above as such; the candidate's line is still owed.
+        this.refusedWarned = refused && (this.refusedWarned || !this.leading);
       }
       if (signal.aborted || seq !== this.attemptSeq) break;
-      if (result.ok) this.refusedWarned = false;
       if (result.ok) {
+        this.refusedWarned = false;
         this.renewedAt = started;
         if (!this.leading) {
           this.leading = true;
