@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { expiringBefore, recordToJson, parseDurationParam, parseSourceFilter } from '../admin/certificates-api.js';
 import { formatDuration } from '../config/duration.js';
-import { loadConfigFile, parseConfig } from '../config/load.js';
+import { caDirectories, loadConfigFile, parseConfig } from '../config/load.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { caExpiryReport, readCaCertificates, staleIdentities, type CaCertificateInput, type CaExpiryEntry, type StaleIdentity } from '../inventory/expiry.js';
 import { openStore, type OpenStoreOptions } from '../inventory/open.js';
@@ -71,10 +71,10 @@ export function parseDbArg(db: string): { store: OpenStoreOptions; label: string
  */
 export function resolveInventoryTarget(o: { config?: string; db?: string }, env: NodeJS.ProcessEnv = process.env): InventoryTarget {
   const config = o.config !== undefined ? loadConfigFile(o.config, env).config : parseConfig({}, env, 'defaults', process.cwd());
-  const caDir = config.ca.dir ?? resolve(config.dataDir, 'ca');
+  const issuers = caDirectories(config);
   const common = {
-    caDir,
-    issuers: [{ name: 'default', dir: caDir }, ...config.issuers],
+    caDir: issuers[0]!.dir,
+    issuers,
     servingCertFile: config.server.tls.certFile ?? null,
     caWarnBefore: config.monitoring.caWarnBefore,
     staleWithin: config.monitoring.staleWithin,

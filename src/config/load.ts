@@ -161,3 +161,8 @@ function deepFreeze<T>(value: T): T {
   }
   return value;
 }
+
+/** Every CA directory a config names, the default (`ca.dir`, always set once parsed) first. */
+export function caDirectories(config: MeshcertConfig): Array<{ readonly name: string; readonly dir: string }> {
+  return [{ name: 'default', dir: config.ca.dir! }, ...config.issuers];
+}

@@ -1,7 +1,7 @@
 import { unwatchFile, watchFile } from 'node:fs';
 import { join } from 'node:path';
 import { CA_FILES } from '../ca/files.js';
-import { loadConfigFile } from '../config/load.js';
+import { caDirectories, loadConfigFile } from '../config/load.js';
 import { restartOnlyChanges } from '../config/restart-only.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
@@ -86,7 +86,7 @@ export class Reloader {
   private watchFiles(config: MeshcertConfig): void {
     const files = [
       ...(this.o.configFile ? [this.o.configFile] : []),
-      ...[config.ca.dir!, ...config.issuers.map((i) => i.dir)].flatMap((d) => [CA_FILES.cert, CA_FILES.key, CA_FILES.chain, CA_FILES.root].map((f) => join(d, f))),
+      ...caDirectories(config).flatMap(({ dir: d }) => [CA_FILES.cert, CA_FILES.key, CA_FILES.chain, CA_FILES.root].map((f) => join(d, f))),
     ];
     for (const f of files) {
       if (this.watched.has(f)) continue;

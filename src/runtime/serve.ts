@@ -10,6 +10,7 @@ import { InventoryService } from '../inventory/service.js';
 import type { Logger } from '../log/logger.js';
 import { loadCaState, prepareSharedState } from '../ca/state.js';
 import { CaMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../metrics/ca-metrics.js';
+import { caDirectories } from '../config/load.js';
 import { reloadedConfig } from '../config/restart-only.js';
 import { Reloader } from './reload.js';
 import { startControllers } from './controllers.js';
@@ -36,7 +37,6 @@ export interface RunServerOptions {
 }
 
 export async function runServer(config: MeshcertConfig, logger: Logger, opts: RunServerOptions = {}): Promise<RunningServer> {
-
   const count = workerCount(config);
   const registry = new Registry();
   const invMetrics = new InventoryMetrics(registry);
@@ -196,7 +196,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
 /** What the expiry monitor watches, from a config (at start and on every reload). */
 function monitorOptions(config: MeshcertConfig): ExpiryMonitorOptions {
   return {
-    issuers: [{ name: 'default', dir: config.ca.dir! }, ...config.issuers],
+    issuers: caDirectories(config),
     ...(config.server.tls.certFile ? { servingCertFile: config.server.tls.certFile } : {}),
     caWarnBefore: config.monitoring.caWarnBefore,
     staleWithin: config.monitoring.staleWithin,
