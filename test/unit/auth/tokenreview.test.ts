@@ -138,52 +138,46 @@ describe('TokenReviewAuthenticator', () => {
 
   describe('refuses without asking the API server', () => {
     const now = Math.floor(Date.now() / 1000);
+    /** One call by a fresh authenticator: its refusal, and whether it asked the API server. */
+    async function tryToken(token: string, o: Partial<TokenReviewOptions> = {}): Promise<{ err: CaError | undefined; asked: boolean }> {
+      last = {};
+      const auth = make(o);
+      try {
+        const { err } = await outcome(auth.authenticate({ bearerToken: token }));
+        return { err, asked: last.method === 'POST' };
+      } finally {
+        auth.close();
+      }
+    }
+
     it.each([
       ['a token that is not a JWT', 'not-a-jwt-at-all', /^bearer token is not a Kubernetes service-account token \(not a JWT\)$/],
       ['a JWT whose subject is not a service account', tokenWith({ sub: 'alice' }), /^token does not belong to a Kubernetes service account$/],
       ['a JWT without a subject', tokenWith({ exp: now + 600 }), /^token does not belong to a Kubernetes service account$/],
       ['a token that expired more than five minutes ago', tokenWith({ sub: 'system:serviceaccount:a:b', exp: now - 301 }), /^token has expired$/],
     ])('%s', async (_name, token, message) => {
-      last = {};
       handler = reply(201, review(AUTHENTICATED));
-      const auth = make();
-      try {
-        const { err } = await outcome(auth.authenticate({ bearerToken: token }));
-        expect(err?.code).toBe('AUTH_INVALID');
-        expect(err?.message).toMatch(message);
-        expect(last).toEqual({});
-      } finally {
-        auth.close();
-      }
+      const { err, asked } = await tryToken(token);
+      expect(err?.code).toBe('AUTH_INVALID');
+      expect(err?.message).toMatch(message);
+      expect(asked).toBe(false);
+      expect(last).toEqual({});
     });
 
     it('allows auth.clockSkew when it is longer than five minutes', async () => {
-      last = {};
       handler = reply(201, review({ authenticated: false, error: 'token has expired' }));
-      const auth = make({ clockSkewSeconds: 900 });
-      try {
-        await outcome(auth.authenticate({ bearerToken: tokenWith({ sub: 'system:serviceaccount:a:b', exp: now - 600 }) }));
-        expect(last.method).toBe('POST');
-        last = {};
-        const { err } = await outcome(auth.authenticate({ bearerToken: tokenWith({ sub: 'system:serviceaccount:a:b', exp: now - 901 }) }));
-        expect(err?.message).toBe('token has expired');
-        expect(last).toEqual({});
-      } finally {
-        auth.close();
-      }
+      expect((await tryToken(tokenWith({ sub: 'system:serviceaccount:a:b', exp: now - 600 }), { clockSkewSeconds: 900 })).asked).toBe(true);
+      const { err, asked } = await tryToken(tokenWith({ sub: 'system:serviceaccount:a:b', exp: now - 901 }), { clockSkewSeconds: 900 });
+      expect(err?.message).toBe('token has expired');
+      expect(asked).toBe(false);
+      expect(last).toEqual({});
     });
 
     it('but asks about a token that expired within those five minutes (clocks differ)', async () => {
-      last = {};
       handler = reply(201, review({ authenticated: false, error: 'token has expired' }));
-      const auth = make();
-      try {
-        const { err } = await outcome(auth.authenticate({ bearerToken: tokenWith({ sub: 'system:serviceaccount:a:b', exp: now - 200 }) }));
-        expect(err?.message).toMatch(/not accepted by the Kubernetes API server/);
-        expect(last.method).toBe('POST');
-      } finally {
-        auth.close();
-      }
+      const { err, asked } = await tryToken(tokenWith({ sub: 'system:serviceaccount:a:b', exp: now - 200 }));
+      expect(err?.message).toMatch(/not accepted by the Kubernetes API server/);
+      expect(asked).toBe(true);
     });
   });
 
