@@ -1,0 +1,66 @@
+/**
+ * TokenReview authentication through the real server: a bearer token that cannot be a
+ * service-account token is refused UNAUTHENTICATED without a round trip to the API server, and
+ * one that could be is asked about.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeCsr } from '../../fixtures/csr.js';
+import { FakeKube } from '../../support/fake-kube.js';
+import { startTestCa, type TestCa } from '../../support/harness.js';
+
+const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64url');
+
+describe('TokenReview authentication over gRPC', () => {
+  let fake: FakeKube;
+  let ca: TestCa;
+  let dir: string;
+  let csrPem: string;
+  beforeAll(async () => {
+    fake = await FakeKube.start({ token: 'meshcert-own' });
+    fake.tokenReviewer = () => ({ authenticated: false, error: 'invalid bearer token' });
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-grpc-tr-'));
+    writeFileSync(join(dir, 'ca.crt'), fake.caPem);
+    writeFileSync(join(dir, 'token'), 'meshcert-own');
+    ca = await startTestCa({ auth: { clusters: [{ name: 'Kubernetes', tokenReview: { apiServer: fake.url, caFile: join(dir, 'ca.crt'), tokenFile: join(dir, 'token') } }] } });
+    csrPem = (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem;
+  });
+  afterAll(async () => {
+    await ca?.close();
+    await fake?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const reviews = (): number => fake.requests.filter((r) => r.path === '/apis/authentication.k8s.io/v1/tokenreviews').length;
+
+  it.each([
+    ['not a JWT', 'junk-token-value-1234', 'bearer token is not a Kubernetes service-account token (not a JWT)'],
+    ['a JWT naming no service account', `${b64({ alg: 'RS256' })}.${b64({ sub: 'alice-secret-subject' })}.c2ln`, 'token does not belong to a Kubernetes service account'],
+  ])('refuses a token that is %s as UNAUTHENTICATED without asking the API server', async (_name, token, details) => {
+    const before = reviews();
+    const err = (await ca.client().createCertificate({ csrPem, token }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as { code: number; details: string } | undefined;
+    expect(err?.code).toBe(status.UNAUTHENTICATED);
+    expect(err?.details).toBe(details);
+    expect(err?.details).not.toContain(token);
+    expect(reviews()).toBe(before);
+  });
+
+  it('asks the API server about a token that could be a service-account token', async () => {
+    const before = reviews();
+    const token = `${b64({ alg: 'RS256' })}.${b64({ sub: 'system:serviceaccount:default:app' })}.c2ln`;
+    const err = (await ca.client().createCertificate({ csrPem, token }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as { code: number; details: string } | undefined;
+    expect(err?.code).toBe(status.UNAUTHENTICATED);
+    expect(err?.details).not.toContain(token);
+    expect(err?.details).not.toContain('invalid bearer token');
+    expect(reviews()).toBe(before + 1);
+  });
+});
