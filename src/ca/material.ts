@@ -23,7 +23,12 @@ export interface CaMaterial {
    * it trusted there); refusing to load over it would take the CA down for a file merely stale.
    */
   readonly expiredRoots: readonly X509Certificate[];
-  /** Response elements: each intermediate as its own PEM (ends with \n). */
+  /**
+   * Response elements: each intermediate as its own PEM (ends with \n). A signing CA that is itself
+   * one of the trusted roots is left out: the root bundle, the last element, already carries it, and
+   * istiod answers [leaf, root] for its self-signed CA (a sidecar would otherwise send the root in
+   * every handshake as part of its chain).
+   */
   readonly intermediatesPem: readonly string[];
   /** The root bundle as one PEM string (the last response element). */
   readonly rootBundlePem: string;
@@ -125,7 +130,7 @@ export function buildMaterial(
     intermediates,
     roots: current,
     expiredRoots,
-    intermediatesPem: intermediates.map(certToPem),
+    intermediatesPem: intermediates.filter((c) => !current.some((r) => r.fingerprint256 === c.fingerprint256)).map(certToPem),
     rootBundlePem: current.map(certToPem).join(''),
     notAfter,
   };

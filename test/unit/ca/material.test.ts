@@ -352,6 +352,11 @@ describe('loadCaDir with a three-level chain', () => {
     const issuer = new LocalIssuer('self', loadCaDir(d));
     const spki = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });
     expect(() => issuer.selfTest(spki, 'spiffe://cluster.local/ns/a/sa/b')).not.toThrow();
+    // It is not repeated as an intermediate: the response is [leaf, root bundle], as istiod's.
+    const m = loadCaDir(d);
+    expect(m.intermediatesPem).toEqual([]);
+    expect(m.intermediates.map((c) => c.fingerprint256)).toEqual([new X509Certificate(pem(root)).fingerprint256]);
+    expect(m.rootBundlePem).toBe(pem(root));
   });
 
   it('refuses a chain whose middle certificate is not a CA', async () => {
