@@ -50,6 +50,12 @@ export class WorkSlicer {
       if (performance.now() >= end) break;
     }
     if (this.head < this.queue.length) {
+      // Under steady load the queue may never run empty; drop the finished slots now and then so
+      // the array holds what is pending, not every call since the last idle moment.
+      if (this.head >= COMPACT_AFTER) {
+        this.queue = this.queue.slice(this.head);
+        this.head = 0;
+      }
       setImmediate(this.drain);
     } else {
       this.queue = [];
@@ -58,5 +64,7 @@ export class WorkSlicer {
     }
   };
 }
+
+const COMPACT_AFTER = 1024;
 
 function noop(): void {}
