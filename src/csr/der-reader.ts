@@ -202,10 +202,16 @@ export function readOidKey(buf: Buffer, tlv: Tlv, what: string): string {
   if (e === s) throw malformed(`${what} is an empty OBJECT IDENTIFIER`);
   if (buf[e - 1]! & 0x80) throw malformed(`${what} is a truncated OBJECT IDENTIFIER`);
   let first = true;
+  let arc = 0;
   for (let i = s; i < e; i++) {
     const b = buf[i]!;
     if (first && b === 0x80) throw malformed(`${what} is a non-minimally encoded OBJECT IDENTIFIER`);
+    // Go's encoding/asn1 (istio-agent, ztunnel's peers) refuses arcs above 2^31-1; refusing them
+    // here also keeps every arc a small number, so no OID costs more than linear time to print.
+    arc = arc * 128 + (b & 0x7f);
+    if (arc > MAX_OID_ARC) throw malformed(`${what} is an OBJECT IDENTIFIER with an arc above ${MAX_OID_ARC}`);
     first = (b & 0x80) === 0;
+    if (first) arc = 0;
   }
   return buf.toString('latin1', s, e);
 }
@@ -230,23 +236,19 @@ export function oidKey(dotted: string): string {
 
 /** Dotted form of an OID key produced by {@link readOidKey} (for messages and unknownExtensions). */
 export function oidKeyToDotted(key: string): string {
-  const arcs: string[] = [];
-  let v = 0n;
-  let firstArc = true;
+  const arcs: number[] = [];
+  let v = 0; // readOidKey bounds every arc by MAX_OID_ARC, so a number holds it exactly
   for (let i = 0; i < key.length; i++) {
     const b = key.charCodeAt(i);
-    v = (v << 7n) | BigInt(b & 0x7f);
+    v = v * 128 + (b & 0x7f);
     if ((b & 0x80) === 0) {
-      if (firstArc) {
-        if (v < 40n) arcs.push('0', v.toString());
-        else if (v < 80n) arcs.push('1', (v - 40n).toString());
-        else arcs.push('2', (v - 80n).toString());
-        firstArc = false;
-      } else {
-        arcs.push(v.toString());
-      }
-      v = 0n;
+      if (arcs.length === 0) arcs.push(v < 40 ? 0 : v < 80 ? 1 : 2, v < 80 ? v % 40 : v - 80);
+      else arcs.push(v);
+      v = 0;
     }
   }
   return arcs.join('.');
 }
+
+/** The largest OID arc Go's encoding/asn1 accepts (it parses arcs into an int32). */
+const MAX_OID_ARC = 2 ** 31 - 1;

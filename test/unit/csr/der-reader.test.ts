@@ -146,12 +146,15 @@ describe('primitive decoders', () => {
     ['an empty OID', b(0x06, 0x00), /empty OBJECT IDENTIFIER/],
     ['a truncated OID', b(0x06, 0x02, 0x2a, 0x86), /truncated/],
     ['a non-minimal OID arc', b(0x06, 0x03, 0x2a, 0x80, 0x01), /non-minimally/],
+    ['an OID arc of 2^31', b(0x06, 0x06, 0x2a, 0x88, 0x80, 0x80, 0x80, 0x00), /arc above 2147483647/],
+    // 3,000 octets of one arc: refused at its fifth octet, not converted (that cost quadratic time)
+    ['an OID arc of 3,000 octets', Buffer.concat([b(0x06, 0x82, 0x0b, 0xb9, 0x2a), Buffer.alloc(2999, 0x81), b(0x01)]), /arc above 2147483647/],
   ])('rejects %s', (_name, bytes, message) => {
     const { buf, tlv } = one(bytes);
     malformed(() => readOidKey(buf, tlv, 'oid'), message);
   });
 
-  it.each(['1.2.840.113549.1.9.14', '2.5.29.17', '0.9.2342.19200300.100.1.1', '2.999.3', '1.3.6.1.4.1.99999.18446744073709551617'])(
+  it.each(['1.2.840.113549.1.9.14', '2.5.29.17', '0.9.2342.19200300.100.1.1', '2.999.3', '1.3.6.1.4.1.99999.2147483647', '2.2147483567'])(
     'round-trips the OID %s',
     (dotted) => {
       const key = oidKey(dotted);

@@ -400,8 +400,8 @@ describe.runIf(hasOpenssl())('parseCsrPem: cross-check with the openssl CLI', ()
         'basicConstraints=critical,CA:TRUE',
         'keyUsage=critical,keyCertSign',
         'certificatePolicies=1.2.3.4',
-        // an arc beyond 2^64, which must survive intact
-        '1.3.6.1.4.1.99999.18446744073709551617=critical,ASN1:NULL',
+        // the largest arc Go's encoding/asn1 reads, which must survive intact
+        '1.3.6.1.4.1.99999.2147483647=critical,ASN1:NULL',
       ],
     });
     const parsed = parseCsrPem(pem);
@@ -412,7 +412,12 @@ describe.runIf(hasOpenssl())('parseCsrPem: cross-check with the openssl CLI', ()
     expect(parsed.emails).toEqual(['x@y.example']);
     expect(parsed.subjectCommonName).toBe('legacy.example');
     expect(parsed.requestsCa).toBe(true);
-    expect(parsed.unknownExtensions).toEqual(['2.5.29.32', '1.3.6.1.4.1.99999.18446744073709551617']);
+    expect(parsed.unknownExtensions).toEqual(['2.5.29.32', '1.3.6.1.4.1.99999.2147483647']);
+  });
+
+  it('refuses as CSR_MALFORMED an extension OID with an arc Go cannot read (above 2^31-1)', () => {
+    const { pem } = makeOpensslCsr({ key: 'ec256', addext: ['1.3.6.1.4.1.99999.2147483648=ASN1:NULL'] });
+    expectCaError(() => parseCsrPem(pem), 'CSR_MALFORMED');
   });
 
   it('rejects a tampered openssl CSR as CSR_BAD_SIGNATURE', () => {
