@@ -103,7 +103,9 @@ export class AuthChain {
 
     for (let i = 0; i < authenticators.length; i++) {
       const authenticator = authenticators[i] as Authenticator;
-      const scope = token !== undefined && this.cache ? this.scopes.get(clusterId)![i] : undefined;
+      const base = token !== undefined && this.cache ? this.scopes.get(clusterId)![i] : undefined;
+      const generation = authenticator.cacheGeneration;
+      const scope = base !== undefined && generation !== undefined ? `${base}#${generation}` : base;
       if (scope !== undefined) {
         const hit = this.cache?.get(token as string, scope);
         if (hit) return hit;

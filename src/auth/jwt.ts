@@ -53,6 +53,8 @@ export interface JwtAuthenticatorOptions {
 }
 
 const MAX_JWKS_BYTES = 1024 * 1024;
+/** How far behind this CA's clock an issuer's may run when telling a new key from an unknown one. */
+const ISSUER_CLOCK_MARGIN_MS = 60_000;
 
 // ---------------------------------------------------------------------------------------------
 // Kubernetes identity helpers (shared with tokenreview.ts)
@@ -110,6 +112,8 @@ type GetKey = (header: CompactJWSHeaderParameters, token: FlattenedJWSInput) => 
 
 interface KeySource {
   readonly getKey: GetKey;
+  /** Counts changes of the key set, so that tokens verified under an older set are verified again. */
+  readonly generation: number;
   close(): void;
 }
 
@@ -132,10 +136,15 @@ function isNoMatchingKey(err: unknown): boolean {
 export class FileJwks implements KeySource {
   readonly path: string;
   private set: ReturnType<typeof createLocalJWKSet>;
+  private reloads = 0;
 
   constructor(path: string) {
     this.path = path;
     this.set = FileJwks.load(path);
+  }
+
+  get generation(): number {
+    return this.reloads;
   }
 
   private static load(path: string): ReturnType<typeof createLocalJWKSet> {
@@ -155,6 +164,7 @@ export class FileJwks implements KeySource {
   /** Re-reads the file; on failure keeps the current keys and throws. */
   reload(): void {
     this.set = FileJwks.load(this.path);
+    this.reloads++;
   }
 
   readonly getKey: GetKey = async (header, token) => {
@@ -196,8 +206,14 @@ export class RemoteJwks implements KeySource {
   private readonly onFailure: ((error: Error) => void) | undefined;
 
   private set: ReturnType<typeof createLocalJWKSet> | undefined;
+  /** The last loaded set's keys as JSON, to tell a changed set from the same one fetched again. */
+  private setJson = '';
+  private changes = 0;
+  private lastLoadedAt = Number.NEGATIVE_INFINITY;
   private lastAttemptAt = Number.NEGATIVE_INFINITY;
   private lastAttemptFailed = false;
+  /** The refresh due when the rate limit lets it, for a token signed with a key newer than the set. */
+  private deferred: NodeJS.Timeout | undefined;
   private inflight: Promise<boolean> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private failures = 0;
@@ -229,6 +245,10 @@ export class RemoteJwks implements KeySource {
     return this.set !== undefined;
   }
 
+  get generation(): number {
+    return this.changes;
+  }
+
   /** Initial fetch (never throws) and the periodic refresh timer. Idempotent. */
   async start(): Promise<void> {
     if (this.closed) return;
@@ -243,6 +263,8 @@ export class RemoteJwks implements KeySource {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    if (this.deferred) clearTimeout(this.deferred);
+    this.deferred = undefined;
   }
 
   /** Fetches now (sharing an in-flight fetch). Resolves true when a fresh set was loaded; never rejects. */
@@ -250,8 +272,14 @@ export class RemoteJwks implements KeySource {
     if (this.inflight) return this.inflight;
     this.lastAttemptAt = this.now();
     this.inflight = this.fetchOnce()
-      .then((set) => {
-        this.set = set;
+      .then((keys) => {
+        const json = JSON.stringify(keys.keys);
+        if (json !== this.setJson) {
+          this.set = createLocalJWKSet(keys);
+          this.setJson = json;
+          this.changes++;
+        }
+        this.lastLoadedAt = this.lastAttemptAt;
         this.lastAttemptFailed = false;
         return true;
       })
@@ -279,7 +307,7 @@ export class RemoteJwks implements KeySource {
     return this.refresh();
   }
 
-  private async fetchOnce(): Promise<ReturnType<typeof createLocalJWKSet>> {
+  private async fetchOnce(): Promise<JSONWebKeySet> {
     this.fetches++;
     let res: Response;
     try {
@@ -303,7 +331,38 @@ export class RemoteJwks implements KeySource {
     } catch (err) {
       throw new Error(`JWKS from ${this.uri} is not JSON`, { cause: err });
     }
-    return createLocalJWKSet(toKeySet(doc));
+    const keys = toKeySet(doc);
+    createLocalJWKSet(keys); // throws on a set jose cannot use, before it replaces the current one
+    return keys;
+  }
+
+  /**
+   * True when the token says it was issued after the key set held was fetched (a minute of clock
+   * difference allowed): its unknown key may be one the issuer published since. A token issued
+   * before then carries a key the issuer did not publish, or has removed.
+   */
+  private newerThanKeys(token: FlattenedJWSInput): boolean {
+    let iat: unknown;
+    try {
+      const payload = typeof token.payload === 'string' ? Buffer.from(token.payload, 'base64url') : Buffer.from(token.payload);
+      iat = (JSON.parse(payload.toString('utf8')) as { iat?: unknown }).iat;
+    } catch {
+      return false;
+    }
+    return typeof iat === 'number' && iat * 1000 >= this.lastLoadedAt - ISSUER_CLOCK_MARGIN_MS;
+  }
+
+  /** Refreshes as soon as the rate limit allows (once), so a retry finds a newly published key. */
+  private refreshWhenAllowed(): number {
+    const wait = Math.max(0, this.lastAttemptAt + this.minRefreshIntervalMs - this.now());
+    if (!this.deferred && !this.closed) {
+      this.deferred = setTimeout(() => {
+        this.deferred = undefined;
+        void this.refresh();
+      }, wait);
+      this.deferred.unref();
+    }
+    return wait;
   }
 
   readonly getKey: GetKey = async (header, token) => {
@@ -327,6 +386,11 @@ export class RemoteJwks implements KeySource {
         }
       } else if (this.lastAttemptFailed) {
         throw new CaError('AUTH_BACKEND_UNAVAILABLE', "the token's signing key is unknown and the issuer's key set cannot be refreshed; retry later", { cause: err });
+      } else if (this.newerThanKeys(token)) {
+        // Not refused for good (istio-agent never retries UNAUTHENTICATED): the issuer may have
+        // started signing with a key published after the last fetch, which the rate limit holds back.
+        const wait = this.refreshWhenAllowed();
+        throw new CaError('AUTH_BACKEND_UNAVAILABLE', `the token's signing key is not in the issuer's key set yet; it is fetched again within ${Math.ceil(wait / 1000)} s, retry then`, { cause: err });
       }
       throw new CaError('AUTH_INVALID', "token signing key (kid) is not in the issuer's key set", { cause: err });
     }
@@ -512,6 +576,13 @@ export class JwtAuthenticator implements Authenticator {
   /** Re-reads every jwksFile; throws (keeping old keys of that issuer) if one cannot be read. */
   reload(): void {
     for (const r of this.rules.values()) if (r.keys instanceof FileJwks) r.keys.reload();
+  }
+
+  /** Changes whenever an issuer's key set changes (a key removed must stop cached tokens too). */
+  get cacheGeneration(): number {
+    let n = 0;
+    for (const r of this.rules.values()) n += r.keys.generation;
+    return n;
   }
 
   /** Total failed remote JWKS fetches across issuers (for metrics). */

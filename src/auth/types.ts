@@ -32,4 +32,9 @@ export interface Authenticator {
    * AUTH_BACKEND_UNAVAILABLE when a backend (JWKS, API server) cannot be reached.
    */
   authenticate(req: AuthRequest): Promise<Caller | null>;
+  /**
+   * When present, changes whenever a credential this authenticator accepted may no longer be
+   * accepted (a signing key removed): a cache of verified tokens must not answer across a change.
+   */
+  readonly cacheGeneration?: number;
 }

@@ -8,7 +8,9 @@ import fc from 'fast-check';
 import type { JWTPayload } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CaError } from '../../../src/errors/ca-error.js';
+import { AuthChain } from '../../../src/auth/chain.js';
 import { JwtAuthenticator, serviceAccountSpiffeId } from '../../../src/auth/jwt.js';
+import { TokenCache } from '../../../src/auth/token-cache.js';
 import type { JwtAuthenticatorOptions } from '../../../src/auth/jwt.js';
 import type { Caller } from '../../../src/auth/types.js';
 import { b64url, closedPort, ISSUER, JwksServer, k8sClaims, signingKey, signToken, TRUST_DOMAIN } from './helpers.js';
@@ -198,8 +200,9 @@ describe('JwtAuthenticator: verification', () => {
       expect(a?.identities).toEqual(['spiffe://cluster.local/ns/a/sa/b']);
       const b = await auth.authenticate({ bearerToken: await signToken(rotated, k8sClaims('c', 'd'), { iss: 'https://oidc.example', aud: 'meshcert' }) });
       expect(b?.identities).toEqual(['spiffe://example.org/ns/c/sa/d']);
-      // Claims issuer A but signed with issuer B's key: A's key set does not hold it.
-      const cross = await outcome(auth.authenticate({ bearerToken: await signToken(rotated, k8sClaims()) }));
+      // Claims issuer A but signed with issuer B's key: A's key set, fetched after the token was
+      // issued, does not hold it.
+      const cross = await outcome(auth.authenticate({ bearerToken: await signToken(rotated, k8sClaims(), { iatIn: -300 }) }));
       expect(cross.code).toBe('AUTH_INVALID');
     } finally {
       await other.stop();
@@ -208,6 +211,72 @@ describe('JwtAuthenticator: verification', () => {
 });
 
 describe('JwtAuthenticator: remote key set', () => {
+  it('answers a token signed with a key published after the last fetch UNAVAILABLE while the rate limit holds the refresh back, and fetches when it allows', async () => {
+    const s = await new JwksServer([rsa.jwk]).start();
+    try {
+      const { auth } = make({ jwksUri: s.url, minRefreshIntervalMs: 500 });
+      await auth.start();
+      s.keys = [rsa.jwk, rotated.jwk];
+      const token = await signToken(rotated, k8sClaims());
+      // istio-agent never retries UNAUTHENTICATED: a key newer than the set must not be refused for good.
+      const early = await outcome(auth.authenticate({ bearerToken: token }));
+      expect(early.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+      expect(early.message).toMatch(/not in the issuer's key set yet; it is fetched again within 1 s, retry then/);
+      expect(s.hits).toBe(1);
+      // The refresh runs by itself once the limit allows, so the agent's retry then succeeds.
+      await new Promise((r) => setTimeout(r, 900));
+      expect(s.hits).toBe(2);
+      expect((await auth.authenticate({ bearerToken: token }))?.identities).toEqual(['spiffe://cluster.local/ns/default/sa/sleep']);
+      expect(s.hits).toBe(2);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('changes its cache generation when a refresh changes the key set, and only then', async () => {
+    const s = await new JwksServer([rsa.jwk]).start();
+    try {
+      const { auth, clock } = make({ jwksUri: s.url });
+      await auth.start();
+      const before = auth.cacheGeneration;
+      const unknown = await signToken(rotated, k8sClaims(), { kid: 'not-published', iatIn: -300 });
+      clock.offset = 31_000;
+      await outcome(auth.authenticate({ bearerToken: unknown })); // refetches the same set
+      expect(s.hits).toBe(2);
+      expect(auth.cacheGeneration).toBe(before);
+      s.keys = [rotated.jwk];
+      clock.offset = 62_000;
+      await outcome(auth.authenticate({ bearerToken: unknown })); // refetches a set without rsa-1
+      expect(s.hits).toBe(3);
+      expect(auth.cacheGeneration).not.toBe(before);
+    } finally {
+      await s.stop();
+    }
+  });
+
+  it('stops a cached token from authenticating once its signing key is removed from the key set', async () => {
+    const s = await new JwksServer([rsa.jwk]).start();
+    try {
+      const { auth, clock } = make({ jwksUri: s.url });
+      await auth.start();
+      const chain = new AuthChain({ clusters: { Kubernetes: [auth] }, cache: new TokenCache({ maxTtlMs: 600_000 }) });
+      const token = await signToken(rsa, k8sClaims(), { iatIn: -300 });
+      expect((await chain.authenticate({ bearerToken: token })).identities).toEqual(['spiffe://cluster.local/ns/default/sa/sleep']);
+      expect((await chain.authenticate({ bearerToken: token })).identities).toEqual(['spiffe://cluster.local/ns/default/sa/sleep']);
+      expect(s.hits).toBe(1); // the second call was the cache's
+
+      s.keys = [rotated.jwk]; // the issuer withdraws rsa-1 (say, after a compromise)
+      clock.offset = 31_000;
+      await outcome(chain.authenticate({ bearerToken: await signToken(rotated, k8sClaims(), { kid: 'not-published', iatIn: -300 }) }));
+      expect(s.hits).toBe(2);
+      const after = await outcome(chain.authenticate({ bearerToken: token }));
+      expect(after.code).toBe('AUTH_INVALID');
+      expect(after.message).toMatch(/kid/);
+    } finally {
+      await s.stop();
+    }
+  });
+
   it('fetches the key set once at start', async () => {
     const s = await new JwksServer([rsa.jwk]).start();
     try {
@@ -243,7 +312,8 @@ describe('JwtAuthenticator: remote key set', () => {
       const { auth, clock } = make({ jwksUri: s.url });
       await auth.start();
       expect(s.hits).toBe(1);
-      const unknown = await signToken(rotated, k8sClaims(), { kid: 'not-published' });
+      // Issued before the key set was fetched, so its key is not a newly published one.
+      const unknown = await signToken(rotated, k8sClaims(), { kid: 'not-published', iatIn: -300 });
 
       // Within the interval after start: no fetch at all.
       expect((await outcome(auth.authenticate({ bearerToken: unknown }))).code).toBe('AUTH_INVALID');
