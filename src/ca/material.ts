@@ -4,6 +4,7 @@ import { ConfigError } from '../errors/ca-error.js';
 import { issuerAndSubjectDer } from '../x509/names.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { caPath } from './files.js';
+import { keyProblem, signatureProblem } from '../x509/chain-algorithms.js';
 import { signedBy } from '../x509/verify-chain.js';
 
 /** A CA loaded from Istio's plug-in layout and checked to be usable for signing. */
@@ -123,6 +124,16 @@ export function buildMaterial(
   }
   // Leaves must not outlive any certificate of their chain, the anchoring root included.
   const anchor = current.find((r) => signedBy(top, r)) ?? top;
+  // OpenSSL verified the chain above; the mesh's verifiers accept less (see chain-algorithms.ts).
+  const isAnchor = (c: X509Certificate): boolean => current.some((r) => r.fingerprint256 === c.fingerprint256);
+  for (const c of new Set([...intermediates, anchor])) {
+    const problem = keyProblem(c) ?? (isAnchor(c) ? undefined : signatureProblem(c));
+    if (problem) {
+      throw new ConfigError(
+        `CA certificate "${c.subject.replace(/\n/g, ', ')}" has ${problem}, which istio-agent (Go) or ztunnel (rustls) refuses: every certificate issued under it would be refused. Re-issue it`,
+      );
+    }
+  }
   const notAfter = new Date(Math.min(...[...intermediates, anchor].map((c) => Date.parse(c.validTo))));
   return {
     signingCert,

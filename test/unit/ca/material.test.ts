@@ -375,3 +375,65 @@ describe('loadCaDir with a three-level chain', () => {
     expect(loadError(d).message).toBe('cert-chain.pem holds a certificate that is not a CA');
   });
 });
+
+describe('loadCaDir refuses chains the mesh would refuse though OpenSSL accepts them', () => {
+  const ossl = (cwd: string, ...args: string[]): void => void execFileSync('openssl', args, { cwd, stdio: 'pipe' });
+  /** A CA directory made with the openssl CLI: a root (key `rootKey`, self-signed with `rootMd`) and, unless `inter` is null, an intermediate signing CA. */
+  function opensslCa(name: string, o: { rootKey: string[]; rootMd?: string; inter?: { key: string[]; md: string } | null }): string {
+    const d = join(base, name);
+    mkdirSync(d);
+    const ext = join(d, 'ca.ext');
+    writeFileSync(ext, 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n');
+    ossl(d, 'genpkey', ...o.rootKey, '-out', 'root.key');
+    ossl(d, 'req', '-x509', '-new', '-key', 'root.key', `-${o.rootMd ?? 'sha256'}`, '-subj', '/O=test/CN=root', '-days', '30', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-out', 'root-cert.pem');
+    if (o.inter === null) {
+      copyFileSync(join(d, 'root-cert.pem'), join(d, 'ca-cert.pem'));
+      copyFileSync(join(d, 'root.key'), join(d, 'ca-key.pem'));
+      return d;
+    }
+    const inter = o.inter ?? { key: ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'], md: 'sha256' };
+    ossl(d, 'genpkey', ...inter.key, '-out', 'ca-key.pem');
+    ossl(d, 'req', '-new', '-key', 'ca-key.pem', '-subj', '/O=test/CN=inter', '-out', 'inter.csr');
+    ossl(d, 'x509', '-req', '-in', 'inter.csr', '-CA', 'root-cert.pem', '-CAkey', 'root.key', '-CAcreateserial', `-${inter.md}`, '-days', '20', '-extfile', ext, '-out', 'ca-cert.pem');
+    copyFileSync(join(d, 'ca-cert.pem'), join(d, 'cert-chain.pem'));
+    return d;
+  }
+  const rsa = (bits: number): string[] => ['-algorithm', 'RSA', '-pkeyopt', `rsa_keygen_bits:${bits}`];
+  const ec = (curve: string): string[] => ['-algorithm', 'EC', '-pkeyopt', `ec_paramgen_curve:${curve}`];
+
+  it('accepts the control: an RSA-2048 root and a P-256 intermediate, SHA-256 throughout', () => {
+    expect(() => loadCaDir(opensslCa('alg-control', { rootKey: rsa(2048) }))).not.toThrow();
+  });
+
+  it('refuses an intermediate signed with SHA-1 (Go refuses SHA-1 signatures, webpki has none)', () => {
+    const d = opensslCa('alg-sha1-inter', { rootKey: rsa(2048), inter: { key: ec('P-256'), md: 'sha1' } });
+    expect(() => execFileSync('openssl', ['verify', '-CAfile', 'root-cert.pem', 'ca-cert.pem'], { cwd: d, stdio: 'pipe' })).not.toThrow();
+    expect(loadError(d).message).toBe(
+      'CA certificate "O=test, CN=inter" has a signature made with sha1WithRSAEncryption (accepted: RSA or RSA-PSS with SHA-256/384/512, ECDSA with SHA-256/384, Ed25519), which istio-agent (Go) or ztunnel (rustls) refuses: every certificate issued under it would be refused. Re-issue it',
+    );
+  });
+
+  it('refuses an intermediate signed with ECDSA and SHA-512 (webpki has no such algorithm)', () => {
+    const d = opensslCa('alg-ecdsa-sha512', { rootKey: ec('P-256'), inter: { key: ec('P-256'), md: 'sha512' } });
+    expect(loadError(d).message).toMatch(/^CA certificate "O=test, CN=inter" has a signature made with ecdsa-with-SHA512 /);
+  });
+
+  it('refuses a self-signed signing CA with an RSA-1024 key', () => {
+    const d = opensslCa('alg-rsa1024', { rootKey: rsa(1024), inter: null });
+    expect(loadError(d).message).toMatch(/^CA certificate "O=test, CN=root" has an RSA key of 1024 bits \(ztunnel's rustls accepts 2048 to 8192\), which/);
+  });
+
+  it('refuses a root whose RSA-1024 key signs the intermediate', () => {
+    const d = opensslCa('alg-root1024', { rootKey: rsa(1024) });
+    expect(loadError(d).message).toMatch(/^CA certificate "O=test, CN=root" has an RSA key of 1024 bits/);
+  });
+
+  it('refuses an intermediate with a P-521 key', () => {
+    const d = opensslCa('alg-p521', { rootKey: ec('P-384'), inter: { key: ec('P-521'), md: 'sha384' } });
+    expect(loadError(d).message).toMatch(/^CA certificate "O=test, CN=inter" has an ECDSA key on secp521r1 \(accepted: P-256, P-384\)/);
+  });
+
+  it("does not judge a root's own signature (no verifier checks a trust anchor's): a SHA-1 self-signed root loads", () => {
+    expect(() => loadCaDir(opensslCa('alg-sha1-root', { rootKey: rsa(2048), rootMd: 'sha1' }))).not.toThrow();
+  });
+});
