@@ -104,7 +104,8 @@ export class NodeAuthorizer {
     const ref = `${caller.namespace}/${caller.pod!.name}`;
     if (!pod) throw deny(`the caller's pod ${ref} does not exist (its token is bound to a pod that is gone)`);
     if (pod.uid !== caller.pod!.uid) {
-      throw deny(`the caller's token is bound to pod ${ref} with UID ${caller.pod!.uid}, but that pod now has UID ${pod.uid || '(none)'}: the token belongs to a pod that has been replaced`);
+      // The current pod's UID is not the caller's to learn: the message names only the token's.
+      throw deny(`the caller's token is bound to pod ${ref} with UID ${caller.pod!.uid}, but the pod of that name now has another UID: the token belongs to a pod that has been replaced`);
     }
     if (pod.serviceAccount !== caller.serviceAccount) {
       throw deny(`the caller's pod ${ref} runs as service account ${pod.namespace}/${pod.serviceAccount || '(none)'}, not ${callerAccount}`);
