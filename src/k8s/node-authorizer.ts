@@ -8,7 +8,8 @@
  *      is configured, in that trust domain);
  *   3. the caller's token is a bound pod token (caller.pod has name and UID);
  *   -- the checks below read the pod cache; a cache that is not synced gives
- *      AUTH_BACKEND_UNAVAILABLE (retryable), never a denial --
+ *      AUTH_BACKEND_UNAVAILABLE (retryable), never a denial, and so does a refusal by a cache
+ *      whose watch is down (still answering within its grace period, but possibly stale) --
  *   4. the caller's pod exists in the cache, in the caller's namespace, with the token's UID
  *      (a different UID means the token belongs to a pod that has been replaced), runs as the
  *      caller's service account, has not terminated, and is bound to a node;
@@ -95,6 +96,12 @@ export class NodeAuthorizer {
       }
     } catch (err) {
       if (err instanceof PodCacheNotReadyError) throw unavailable(err);
+      // While the watch reconnects the cache answers from what it last saw: a pod started since
+      // is missing, so a refusal then may be the cache's, not the caller's. The client does not
+      // retry a denial; it retries UNAVAILABLE.
+      if (err instanceof CaError && err.code === 'IMPERSONATION_DENIED' && !this.pods.connected) {
+        throw new CaError('AUTH_BACKEND_UNAVAILABLE', `the CA's pod cache is reconnecting to the Kubernetes API server and may be stale (${err.message}); retry later`, { cause: err });
+      }
       throw err;
     }
   }

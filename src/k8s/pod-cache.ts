@@ -44,6 +44,8 @@ export interface PodInfo {
 export interface PodLookup {
   /** False until the first list is applied, and while the watch has been down past maxStaleMs. */
   readonly synced: boolean;
+  /** False while the watch is down: the cache still answers for maxStaleMs, but may be stale. */
+  readonly connected: boolean;
   /** These throw PodCacheNotReadyError when not synced. */
   getPod(namespace: string, name: string): PodInfo | undefined;
   getPodByUid(uid: string): PodInfo | undefined;
@@ -166,7 +168,7 @@ export class PodCache implements PodLookup {
   private running = false;
   private stopped = false;
   private everSynced = false;
-  private connected = false;
+  private watchUp = false;
   private brokenSince = 0;
   private listedRv: string | undefined;
   private lastError: string | undefined;
@@ -233,9 +235,13 @@ export class PodCache implements PodLookup {
     await this.informer.stop();
   }
 
+  get connected(): boolean {
+    return this.watchUp;
+  }
+
   get synced(): boolean {
     if (!this.running || !this.everSynced) return false;
-    return this.connected || this.now() - this.brokenSince <= this.maxStaleMs;
+    return this.watchUp || this.now() - this.brokenSince <= this.maxStaleMs;
   }
 
   get size(): number {
@@ -243,7 +249,7 @@ export class PodCache implements PodLookup {
   }
 
   status(): PodCacheStatus {
-    return { synced: this.synced, connected: this.connected, pods: this.byKey.size, listedResourceVersion: this.listedRv, lastError: this.lastError };
+    return { synced: this.synced, connected: this.watchUp, pods: this.byKey.size, listedResourceVersion: this.listedRv, lastError: this.lastError };
   }
 
   getPod(namespace: string, name: string): PodInfo | undefined {
@@ -311,7 +317,7 @@ export class PodCache implements PodLookup {
   }
 
   private markConnected(): void {
-    this.connected = true;
+    this.watchUp = true;
     this.backoffMs = this.backoffInitialMs;
   }
 
@@ -332,8 +338,8 @@ export class PodCache implements PodLookup {
   private onError(err: unknown): void {
     this.errorSeq++;
     if (!this.running) return;
-    if (this.connected || this.brokenSince === 0) this.brokenSince = this.now();
-    this.connected = false;
+    if (this.watchUp || this.brokenSince === 0) this.brokenSince = this.now();
+    this.watchUp = false;
     this.lastError = explain(err, this.server);
     this.log?.warn({ error: this.lastError, retryInMs: this.backoffMs }, 'pod list/watch failed; retrying');
     if (this.startWaiter) {

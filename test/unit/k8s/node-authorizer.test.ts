@@ -152,9 +152,40 @@ describe('NodeAuthorizer (PROTOCOL §3)', () => {
     }
   });
 
+  it('answers a refusal by a cache whose watch is down (within its grace, possibly stale) AUTH_BACKEND_UNAVAILABLE, and allows what it still sees', async () => {
+    const client = createKubeClient({ server: fake.url, caPem: fake.caPem, token: 't' });
+    const c = new PodCache({ client, maxStaleMs: 3_600_000 });
+    const a = new NodeAuthorizer({ pods: c, trustDomain: TD });
+    try {
+      await c.start();
+      await vi.waitFor(() => expect(fake.watchCount('pods')).toBe(1));
+      fake.fail({ path: '/api/v1/pods' }, { status: 503 }, 1_000_000);
+      fake.cutWatches('pods');
+      await vi.waitFor(() => expect(c.connected).toBe(false));
+      expect(c.synced).toBe(true);
+      // A pod the cache has seen: allowed, as within the grace period before.
+      expect(outcome(a, ztunnel(), id('app', 'web'))).toBeNull();
+      // A workload the cache has not seen may have started since the watch went down.
+      const err = outcome(a, ztunnel(), id('app', 'started-since'));
+      expect(err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+      expect(err?.message).toBe(
+        "the CA's pod cache is reconnecting to the Kubernetes API server and may be stale (no running pod with service account app/started-since is on node node-a (the caller's node); a node proxy may only request certificates for workloads on its own node); retry later",
+      );
+      expect(toGrpcFailure(err).code).toBe(status.UNAVAILABLE);
+      // Refusals that need no cache stay refusals.
+      expect(outcome(a, ztunnel({ pod: undefined }), id('app', 'web'))?.code).toBe('IMPERSONATION_DENIED');
+      fake.clearFaults();
+      await vi.waitFor(() => expect(c.connected).toBe(true));
+      expect(outcome(a, ztunnel(), id('app', 'started-since'))?.code).toBe('IMPERSONATION_DENIED');
+    } finally {
+      await c.stop();
+    }
+  });
+
   it('turns a cache that becomes not ready during the lookup into AUTH_BACKEND_UNAVAILABLE', () => {
     const flaky: PodLookup = {
       synced: true,
+      connected: true,
       getPod: () => {
         throw new PodCacheNotReadyError('the pod cache is not ready');
       },
