@@ -542,13 +542,22 @@ const REFUSED_SAN_TYPES = new Map<number, string>([
   [contextTag(8, false), 'registeredID'],
 ]);
 
+/** The most subject alternative names one CSR may ask for (Let's Encrypt's limit too). */
+export const MAX_SUBJECT_ALT_NAMES = 100;
+
 /** GeneralNames ::= SEQUENCE SIZE (1..MAX) OF GeneralName */
 function readSubjectAltNames(der: Buffer, r: DerReader, out: Extensions): void {
   const seqTlv = r.expect(Tag.SEQUENCE, 'subject alternative names');
   const names = r.enter(seqTlv, 'subject alternative names');
   if (names.done) throw malformed('subject alternative name extension is empty');
+  let count = 0;
   while (!names.done) {
     const gn = names.next('subject alternative name');
+    // A workload asks for one URI; a few DNS or IP names at most. Thousands fit in a 64 KiB CSR
+    // and would each be judged by policy and copied into the leaf.
+    if (++count > MAX_SUBJECT_ALT_NAMES) {
+      throw new CaError('CSR_FORBIDDEN_EXTENSION', `the CSR asks for more than ${MAX_SUBJECT_ALT_NAMES} subject alternative names; request at most ${MAX_SUBJECT_ALT_NAMES}`);
+    }
     switch (gn.tag) {
       case SAN_URI:
         out.uris.push(ia5Name(der, gn, 'URI'));

@@ -415,6 +415,13 @@ describe.runIf(hasOpenssl())('parseCsrPem: cross-check with the openssl CLI', ()
     expect(parsed.unknownExtensions).toEqual(['2.5.29.32', '1.3.6.1.4.1.99999.2147483647']);
   });
 
+  it('accepts 100 subject alternative names and refuses 101 as CSR_FORBIDDEN_EXTENSION', () => {
+    const sans = (n: number): string => `subjectAltName=URI:spiffe://td/ns/a/sa/b,${Array.from({ length: n - 1 }, (_, i) => `DNS:h${i}.example`).join(',')}`;
+    expect(parseCsrPem(makeOpensslCsr({ key: 'ec256', addext: [sans(100)] }).pem).dnsNames).toHaveLength(99);
+    const err = expectCaError(() => parseCsrPem(makeOpensslCsr({ key: 'ec256', addext: [sans(101)] }).pem), 'CSR_FORBIDDEN_EXTENSION');
+    expect(err.message).toBe('the CSR asks for more than 100 subject alternative names; request at most 100');
+  });
+
   it('refuses as CSR_MALFORMED an extension OID with an arc Go cannot read (above 2^31-1)', () => {
     const { pem } = makeOpensslCsr({ key: 'ec256', addext: ['1.3.6.1.4.1.99999.2147483648=ASN1:NULL'] });
     expectCaError(() => parseCsrPem(pem), 'CSR_MALFORMED');
