@@ -28,7 +28,8 @@ export interface TokenReviewOptions {
   /**
    * meshcert's own credential (bearerToken wins over tokenFile; the file is re-read every minute so
    * projected tokens rotate). Default: the in-cluster token, but only for the local cluster's API
-   * server (apiServer unset, or its host is $KUBERNETES_SERVICE_HOST or kubernetes.default[.svc…]),
+   * server (apiServer unset, or its host is $KUBERNETES_SERVICE_HOST or kubernetes.default[.svc…];
+   * see isLocalApiServer),
    * so the pod's own token is never sent to a remote cluster; otherwise no Authorization header.
    */
   bearerToken?: string;
@@ -138,12 +139,28 @@ function resolveApiServer(opts: TokenReviewOptions, env: Record<string, string |
   return url;
 }
 
-/** True when `base` is this pod's own cluster API server (where the in-cluster credentials belong). */
-function isLocalApiServer(configured: string | undefined, base: URL, env: Record<string, string | undefined>): boolean {
+/**
+ * True when `base` is this pod's own cluster API server (where the in-cluster credentials belong):
+ * $KUBERNETES_SERVICE_HOST, kubernetes.default[.svc], or kubernetes.default.svc.<cluster domain>,
+ * the domain being cluster.local or one the pod's DNS search list names (svc.<domain>). Not any
+ * name that merely starts so: kubernetes.default.svc.example.com is someone else's host.
+ */
+export function isLocalApiServer(configured: string | undefined, base: URL, env: Record<string, string | undefined>, searchDomains: readonly string[] = podSearchDomains()): boolean {
   if (configured === undefined || configured === '') return true;
-  const host = base.hostname.replace(/^\[|\]$/g, '');
+  const host = base.hostname.replace(/^\[|\]$/g, '').replace(/\.$/, '').toLowerCase();
   if (env.KUBERNETES_SERVICE_HOST && host === env.KUBERNETES_SERVICE_HOST) return true;
-  return host === 'kubernetes.default' || host.startsWith('kubernetes.default.svc');
+  if (host === 'kubernetes.default' || host === 'kubernetes.default.svc' || host === 'kubernetes.default.svc.cluster.local') return true;
+  return searchDomains.some((d) => d.startsWith('svc.') && host === `kubernetes.default.${d.replace(/\.$/, '').toLowerCase()}`);
+}
+
+/** The `search` domains of /etc/resolv.conf (in a pod: <ns>.svc.<domain> svc.<domain> <domain>). */
+function podSearchDomains(): string[] {
+  try {
+    const line = readFileSync('/etc/resolv.conf', 'utf8').split('\n').findLast((l) => /^search\s/.test(l));
+    return line ? line.trim().split(/\s+/).slice(1) : [];
+  } catch {
+    return [];
+  }
 }
 
 /**

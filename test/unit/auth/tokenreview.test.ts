@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaError } from '../../../src/errors/ca-error.js';
-import { TokenReviewAuthenticator, TokenReviewBackendError } from '../../../src/auth/tokenreview.js';
+import { isLocalApiServer, TokenReviewAuthenticator, TokenReviewBackendError } from '../../../src/auth/tokenreview.js';
 import type { TokenReviewOptions } from '../../../src/auth/tokenreview.js';
 import type { Caller } from '../../../src/auth/types.js';
 import { closedPort, k8sClaims, makeCert, signingKey, signToken } from './helpers.js';
@@ -283,4 +283,31 @@ describe('TokenReviewAuthenticator', () => {
       expect(() => make(c.options)).toThrow(c.error);
     });
   }
+});
+
+describe('isLocalApiServer: where the pod\'s own token may be sent', () => {
+  const local = (apiServer: string | undefined, env: Record<string, string> = {}, search: string[] = []): boolean =>
+    isLocalApiServer(apiServer, new URL(apiServer ?? 'https://10.0.0.1'), env, search);
+
+  it('is the in-cluster API server when none is configured, or by its in-cluster names', () => {
+    expect(local(undefined)).toBe(true);
+    for (const host of ['kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local', 'KUBERNETES.default.svc.', 'kubernetes.default.svc.cluster.local.']) {
+      expect(local(`https://${host}:443`), host).toBe(true);
+    }
+    expect(local('https://10.96.0.1', { KUBERNETES_SERVICE_HOST: '10.96.0.1' })).toBe(true);
+    expect(local('https://[fd00::1]:443', { KUBERNETES_SERVICE_HOST: 'fd00::1' })).toBe(true);
+  });
+
+  it('takes a custom cluster domain from the pod\'s DNS search list', () => {
+    const search = ['meshcert.svc.corp.internal', 'svc.corp.internal', 'corp.internal'];
+    expect(local('https://kubernetes.default.svc.corp.internal', {}, search)).toBe(true);
+    expect(local('https://kubernetes.default.svc.corp.internal', {}, [])).toBe(false);
+    expect(local('https://kubernetes.default.corp.internal', {}, search)).toBe(false);
+  });
+
+  it('is not a host that merely starts like an in-cluster name', () => {
+    for (const host of ['kubernetes.default.svc.example.com', 'kubernetes.default.svc-evil.example', 'kubernetes.default.example', 'api.other-cluster.example', '10.96.0.2']) {
+      expect(local(`https://${host}`, { KUBERNETES_SERVICE_HOST: '10.96.0.1' }, ['svc.cluster.local']), host).toBe(false);
+    }
+  });
 });
