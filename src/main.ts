@@ -197,9 +197,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     o.metrics?.memoryPressure.set(high ? 1 : 0);
   });
   const admit = admitUnlessShortOfMemory(pressure, (bytes) => limiter.admit(bytes));
-  const caMetrics = (): void => {
-    for (const i of state.issuers.all) o.metrics?.setCaExpiry(i.name, i.material.roots, i.material.intermediates);
-  };
+  const caMetrics = (): void => o.metrics?.setCas(state.issuers.all.map((i) => ({ name: i.name, roots: i.material.roots, intermediates: i.material.intermediates })));
   caMetrics();
   const audit = sink && inventoryObserver(sink, Date.now, o.auditShare ?? 1);
   const observers = [o.metrics?.observer(), audit, o.observer].filter((x): x is IssuanceObserver => x !== undefined);
@@ -207,7 +205,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const health = new HealthService([CA_SERVICE_NAME]);
   // The serving certificate's renewals update the listener created with its first value.
   const listener: { current?: GrpcServer } = {};
-  const servingExpiry = (notAfter: Date): void => o.metrics?.caExpiry.set({ issuer: 'default', role: 'serving', subject: 'meshcert serving certificate' }, notAfter.getTime() / 1000);
+  const servingExpiry = (notAfter: Date): void => o.metrics?.setServingExpiry(notAfter);
   const serving = ServingCertificate.start(config.server.tls, currentIssuer, logger, (m) => {
     servingExpiry(m.notAfter);
     listener.current?.updateTls({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: state.issuers.anchorsPem });

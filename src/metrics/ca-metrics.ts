@@ -3,6 +3,14 @@ import type { X509Certificate } from 'node:crypto';
 import type { IssuanceObserver } from '../authority/observer.js';
 import type { CaErrorCode } from '../errors/ca-error.js';
 
+/** A CA's certificates whose expiry the gauges report. */
+export interface ExpiringCa {
+  readonly name: string;
+  readonly roots: readonly X509Certificate[];
+  /** The signing certificate and the intermediates above it. */
+  readonly intermediates: readonly X509Certificate[];
+}
+
 /**
  * meshcert's metrics. Istio's Citadel names come first so existing Istio dashboards and alerts
  * work unchanged; meshcert's own carry the `meshcert_` prefix. In multi-process mode each worker
@@ -29,7 +37,10 @@ export class CaMetrics {
   readonly memoryPressure: Gauge;
   readonly connectionsShed: Counter<'reason'>;
 
-  constructor(registry: Registry = new Registry()) {
+  constructor(
+    registry: Registry = new Registry(),
+    private readonly now: () => number = Date.now,
+  ) {
     this.registry = registry;
     const r = [registry];
     this.csrCount = new Counter({ name: 'citadel_server_csr_count', help: 'The number of CSRs received by the CA server.', registers: r });
@@ -38,10 +49,13 @@ export class CaMetrics {
     this.csrParsingErrors = new Counter({ name: 'citadel_server_csr_parsing_err_count', help: 'The number of errors occurred when parsing the CSR.', registers: r });
     this.idExtractionErrors = new Counter({ name: 'citadel_server_id_extraction_err_count', help: 'The number of errors occurred when extracting the ID from the CSR or the caller.', registers: r });
     this.signErrors = new Counter({ name: 'citadel_server_csr_sign_err_count', help: 'The number of errors occurred when signing the CSR.', labelNames: ['error'], registers: r });
-    this.rootExpiryTimestamp = new Gauge({ name: 'citadel_server_root_cert_expiry_timestamp', help: 'The unix timestamp, in seconds, when the (earliest) root cert will expire.', registers: r, aggregator: 'min' });
-    this.rootExpirySeconds = new Gauge({ name: 'citadel_server_root_cert_expiry_seconds', help: 'Seconds until the (earliest) root cert expires; negative when expired.', registers: r, aggregator: 'min' });
-    this.chainExpiryTimestamp = new Gauge({ name: 'citadel_server_cert_chain_expiry_timestamp', help: 'The unix timestamp, in seconds, when the signing cert chain will expire.', registers: r, aggregator: 'min' });
-    this.chainExpirySeconds = new Gauge({ name: 'citadel_server_cert_chain_expiry_seconds', help: 'Seconds until the signing cert chain expires; negative when expired.', registers: r, aggregator: 'min' });
+    // The expiry gauges are computed at each scrape from the CAs in force, so the "seconds until"
+    // ones count down and a reload's removed certificates leave no series behind.
+    const collect = (): void => this.collectExpiry();
+    this.rootExpiryTimestamp = new Gauge({ name: 'citadel_server_root_cert_expiry_timestamp', help: 'The unix timestamp, in seconds, when the (earliest) root cert will expire.', registers: r, aggregator: 'min', collect });
+    this.rootExpirySeconds = new Gauge({ name: 'citadel_server_root_cert_expiry_seconds', help: 'Seconds until the (earliest) root cert expires; negative when expired.', registers: r, aggregator: 'min', collect });
+    this.chainExpiryTimestamp = new Gauge({ name: 'citadel_server_cert_chain_expiry_timestamp', help: 'The unix timestamp, in seconds, when the signing cert chain will expire.', registers: r, aggregator: 'min', collect });
+    this.chainExpirySeconds = new Gauge({ name: 'citadel_server_cert_chain_expiry_seconds', help: 'Seconds until the signing cert chain expires; negative when expired.', registers: r, aggregator: 'min', collect });
     this.requestDuration = new Histogram({
       name: 'meshcert_request_duration_seconds',
       help: 'CreateCertificate latency by result code (OK or the refusal code).',
@@ -50,24 +64,50 @@ export class CaMetrics {
       registers: r,
     });
     this.refusals = new Counter({ name: 'meshcert_refusals_total', help: 'Refused CreateCertificate calls by meshcert error code.', labelNames: ['code'], registers: r });
-    this.caExpiry = new Gauge({ name: 'meshcert_ca_cert_expiry_timestamp_seconds', help: 'NotAfter of each CA and serving certificate.', labelNames: ['issuer', 'role', 'subject'], registers: r, aggregator: 'min' });
+    this.caExpiry = new Gauge({ name: 'meshcert_ca_cert_expiry_timestamp_seconds', help: 'NotAfter of each CA and serving certificate.', labelNames: ['issuer', 'role', 'subject'], registers: r, aggregator: 'min', collect });
     this.jwksRefreshFailures = new Counter({ name: 'meshcert_jwks_refresh_failures_total', help: 'Failed JWKS refreshes by token issuer.', labelNames: ['issuer'], registers: r });
     this.overloadRejections = new Counter({ name: 'meshcert_overload_rejections_total', help: 'Calls shed with UNAVAILABLE because too many calls, or too many request bytes, were in flight (overload.maxInFlight, overload.maxInFlightBytes), or the process was short of memory (overload.heapLimitRatio).', registers: r });
     this.memoryPressure = new Gauge({ name: 'meshcert_memory_pressure', help: '1 while a serving process is short of heap (overload.heapLimitRatio) and sheds connections and calls.', registers: r, aggregator: 'max' });
     this.connectionsShed = new Counter({ name: 'meshcert_connections_shed_total', help: 'Connections refused at accept (reason max_connections or memory) or closed with GOAWAY while idle because memory was short (idle_memory).', labelNames: ['reason'], registers: r });
   }
 
-  /** Sets the Citadel expiry gauges from the current CA. */
-  setCaExpiry(issuer: string, roots: readonly X509Certificate[], chain: readonly X509Certificate[], now = Date.now()): void {
+  /** The CAs in force (replacing those before: call at start and after each reload). */
+  setCas(cas: readonly ExpiringCa[]): void {
+    this.cas = cas;
+  }
+
+  /** NotAfter of meshcert's own serving certificate (on start and each renewal). */
+  setServingExpiry(notAfter: Date): void {
+    this.servingNotAfter = notAfter;
+  }
+
+  private cas: readonly ExpiringCa[] = [];
+  private servingNotAfter: Date | undefined;
+
+  /** Fills every expiry gauge from the CAs in force (each gauge's collect calls it: cheap). */
+  private collectExpiry(): void {
+    const now = this.now();
     const ts = (c: X509Certificate): number => Date.parse(c.validTo) / 1000;
-    const rootTs = Math.min(...roots.map(ts));
-    const chainTs = Math.min(...chain.map(ts));
-    this.rootExpiryTimestamp.set(rootTs);
-    this.rootExpirySeconds.set(rootTs - now / 1000);
-    this.chainExpiryTimestamp.set(chainTs);
-    this.chainExpirySeconds.set(chainTs - now / 1000);
-    for (const c of roots) this.caExpiry.set({ issuer, role: 'root', subject: oneLine(c.subject) }, ts(c));
-    for (const c of chain) this.caExpiry.set({ issuer, role: 'intermediate', subject: oneLine(c.subject) }, ts(c));
+    this.caExpiry.reset();
+    for (const g of [this.rootExpiryTimestamp, this.rootExpirySeconds, this.chainExpiryTimestamp, this.chainExpirySeconds]) g.reset();
+    const roots = this.cas.flatMap((ca) => ca.roots);
+    const chain = this.cas.flatMap((ca) => ca.intermediates);
+    // The earliest across every CA: a mesh breaks when any of them expires.
+    if (roots.length > 0) {
+      const rootTs = Math.min(...roots.map(ts));
+      this.rootExpiryTimestamp.set(rootTs);
+      this.rootExpirySeconds.set(rootTs - now / 1000);
+    }
+    if (chain.length > 0) {
+      const chainTs = Math.min(...chain.map(ts));
+      this.chainExpiryTimestamp.set(chainTs);
+      this.chainExpirySeconds.set(chainTs - now / 1000);
+    }
+    for (const ca of this.cas) {
+      for (const c of ca.roots) this.caExpiry.set({ issuer: ca.name, role: 'root', subject: oneLine(c.subject) }, ts(c));
+      for (const c of ca.intermediates) this.caExpiry.set({ issuer: ca.name, role: 'intermediate', subject: oneLine(c.subject) }, ts(c));
+    }
+    if (this.servingNotAfter) this.caExpiry.set({ issuer: 'default', role: 'serving', subject: 'meshcert serving certificate' }, this.servingNotAfter.getTime() / 1000);
   }
 
   /** Maps each decision onto Citadel's counters (as istiod counts them) and meshcert's own. */

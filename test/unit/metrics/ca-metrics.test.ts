@@ -1,0 +1,77 @@
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initCaDir } from '../../../src/ca/init.js';
+import { CaMetrics } from '../../../src/metrics/ca-metrics.js';
+
+let base: string;
+let a: { root: X509Certificate; inter: X509Certificate };
+let b: { root: X509Certificate; inter: X509Certificate };
+
+async function ca(name: string, rootDays: number, interDays: number): Promise<{ root: X509Certificate; inter: X509Certificate }> {
+  const dir = join(base, name);
+  await initCaDir({ dir, organization: name, rootLifetimeMs: rootDays * 86_400_000, intermediateLifetimeMs: interDays * 86_400_000 });
+  return { root: new X509Certificate(readFileSync(join(dir, 'root-cert.pem'))), inter: new X509Certificate(readFileSync(join(dir, 'ca-cert.pem'))) };
+}
+
+const notAfter = (c: X509Certificate): number => Date.parse(c.validTo) / 1000;
+
+async function scrape(m: CaMetrics): Promise<string> {
+  return m.registry.metrics();
+}
+
+function value(text: string, name: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.split(' ')[1]);
+}
+
+beforeAll(async () => {
+  base = mkdtempSync(join(tmpdir(), 'meshcert-ca-metrics-'));
+  a = await ca('a', 3650, 365);
+  b = await ca('b', 30, 10);
+});
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+describe('CaMetrics expiry gauges', () => {
+  it('report the earliest root and chain across every CA, not the last one set', async () => {
+    const m = new CaMetrics(new Registry());
+    m.setCas([
+      { name: 'b', roots: [b.root], intermediates: [b.inter] },
+      { name: 'default', roots: [a.root], intermediates: [a.inter] },
+    ]);
+    const text = await scrape(m);
+    expect(value(text, 'citadel_server_root_cert_expiry_timestamp')).toBe(notAfter(b.root));
+    expect(value(text, 'citadel_server_cert_chain_expiry_timestamp')).toBe(notAfter(b.inter));
+  });
+
+  it('count the seconds until expiry down between scrapes (computed at scrape time, not at load)', async () => {
+    let now = Date.now();
+    const m = new CaMetrics(new Registry(), () => now);
+    m.setCas([{ name: 'default', roots: [a.root], intermediates: [a.inter] }]);
+    const first = value(await scrape(m), 'citadel_server_root_cert_expiry_seconds')!;
+    expect(first).toBeCloseTo(notAfter(a.root) - now / 1000, 3);
+    now += 3_600_000;
+    const later = value(await scrape(m), 'citadel_server_root_cert_expiry_seconds')!;
+    expect(first - later).toBeCloseTo(3600, 3);
+    expect(value(await scrape(m), 'citadel_server_cert_chain_expiry_seconds')).toBeCloseTo(notAfter(a.inter) - now / 1000, 3);
+  });
+
+  it('drop the series of certificates a reload removed, and keep the serving certificate', async () => {
+    const m = new CaMetrics(new Registry());
+    m.setCas([
+      { name: 'default', roots: [a.root], intermediates: [a.inter] },
+      { name: 'b', roots: [b.root], intermediates: [b.inter] },
+    ]);
+    m.setServingExpiry(new Date(Date.parse(a.inter.validTo) - 1000));
+    expect((await scrape(m)).match(/^meshcert_ca_cert_expiry_timestamp_seconds\{/gm)).toHaveLength(5);
+    m.setCas([{ name: 'default', roots: [a.root], intermediates: [a.inter] }]);
+    const text = await scrape(m);
+    expect(text).not.toMatch(/issuer="b"/);
+    expect(text).toMatch(/meshcert_ca_cert_expiry_timestamp_seconds\{issuer="default",role="root",subject="O=a, CN=a root CA [0-9-]+"\} /);
+    expect(text).toMatch(/role="serving"/);
+    expect(value(text, 'citadel_server_root_cert_expiry_timestamp')).toBe(notAfter(a.root));
+  });
+});
