@@ -128,8 +128,11 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   const serving = new Set<Worker>();
   let restarts = 0;
   let reloadId = 0;
-  const pendingReloads = new Map<number, { waiting: number; errors: string[]; done: (errors: string[]) => void }>();
+  /** Reloads awaiting answers: the workers yet to answer (one that exits counts as answered). */
+  const pendingReloads = new Map<number, { waiting: Set<Worker>; config: MeshcertConfig; errors: string[]; done: (errors: string[]) => void }>();
   let currentConfig = config;
+  /** The config each worker was last given and applied (a worker started during a reload may lag). */
+  const configOf = new Map<Worker, MeshcertConfig>();
   let draining = false;
   const dispatcher = new ConnectionDispatcher<DispatchTarget>(logger);
   const port = await dispatcher.listen(config.server.listen);
@@ -160,20 +163,23 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         } else if (m.type === 'memory-pressure') {
           dispatcher.setShortOfMemory(target, m.high);
         } else if (m.type === 'need-config') {
+          configOf.set(w, currentConfig);
           send(w, { type: 'config', config: currentConfig, port });
         } else if (m.type === 'reloaded') {
           const p = pendingReloads.get(m.id);
           if (p) {
             if (m.error) p.errors.push(m.error);
-            if (--p.waiting === 0) {
-              pendingReloads.delete(m.id);
-              p.done(p.errors);
-            }
+            else configOf.set(w, p.config);
+            answered(m.id, w);
+          } else if (m.error) {
+            logger.error({ pid: w.process.pid, error: m.error }, 'a worker refused the configuration in force; it serves with the one before');
           }
         } else if (m.type === 'listening') {
           listening = true;
           serving.add(w);
           resolve();
+          // Given its config before a reload took effect: bring it to the one in force.
+          catchUp(w);
           // Before any connection (IPC keeps order): a replacement started while the inventory
           // refuses (inventory.failClosed) must refuse too, not wait for the state to change.
           send(w, { type: 'inventory-state', accepting: hooks.accepting?.() ?? true });
@@ -188,6 +194,9 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       w.on('exit', (code, signal) => {
         live.delete(w);
         serving.delete(w);
+        configOf.delete(w);
+        // No answer will come: a reload waiting on it goes on without it.
+        for (const id of [...pendingReloads.keys()]) answered(id, w);
         dispatcher.remove(target);
         // A `fatal` message read in the same turn keeps its reason: reject after it.
         if (!listening) return void setImmediate(() => reject(new Error(`worker exited with ${code ?? signal} before serving`)));
@@ -198,6 +207,21 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         replace();
       });
     });
+
+  /** Notes a worker's answer (or exit) for a pending reload; settles it when none is left. */
+  const answered = (id: number, w: Worker): void => {
+    const p = pendingReloads.get(id);
+    if (!p || !p.waiting.delete(w) || p.waiting.size > 0) return;
+    pendingReloads.delete(id);
+    p.done(p.errors);
+  };
+
+  /** Sends the config in force to a serving worker that runs another (answer: only errors are logged). */
+  const catchUp = (w: Worker): void => {
+    if (configOf.get(w) === currentConfig || !serving.has(w)) return;
+    configOf.set(w, currentConfig);
+    send(w, { type: 'reload', id: ++reloadId, config: currentConfig });
+  };
 
   /** Starts a replacement after a pause growing with the restarts; retries until one serves. */
   const replace = (): void => {
@@ -256,22 +280,30 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     serving: () => [...serving].filter((w) => w.isConnected()).length,
     connections: () => dispatcher.openCounts(),
     async reload(next) {
-      const targets = [...live].filter((w) => w.isConnected());
-      if (targets.length === 0) return;
-      const id = ++reloadId;
-      const errors = await new Promise<string[]>((resolve) => {
-        pendingReloads.set(id, { waiting: targets.length, errors: [], done: resolve });
-        for (const w of targets) send(w, { type: 'reload', id, config: next });
-        setTimeout(() => {
-          if (pendingReloads.delete(id)) resolve(['a worker did not answer the reload within 30s']);
-        }, 30_000).unref();
-      });
-      if (errors.length > 0) {
-        // Some workers may have applied it: put every worker back on the config in force.
-        for (const w of targets) send(w, { type: 'reload', id: ++reloadId, config: currentConfig });
-        throw new Error(errors[0]);
+      // Only workers that listen have their message handler; one still starting asks for the
+      // config when it is ready and is brought to the one in force when it listens (catchUp).
+      const targets = [...serving].filter((w) => w.isConnected());
+      if (targets.length > 0) {
+        const id = ++reloadId;
+        const errors = await new Promise<string[]>((resolve) => {
+          pendingReloads.set(id, { waiting: new Set(targets), config: next, errors: [], done: resolve });
+          for (const w of targets) send(w, { type: 'reload', id, config: next });
+          setTimeout(() => {
+            if (pendingReloads.delete(id)) resolve(['a worker did not answer the reload within 30s']);
+          }, 30_000).unref();
+        });
+        if (errors.length > 0) {
+          // Some workers may have applied it: put every worker back on the config in force.
+          for (const w of targets) {
+            configOf.set(w, currentConfig);
+            send(w, { type: 'reload', id: ++reloadId, config: currentConfig });
+          }
+          throw new Error(errors[0]);
+        }
       }
       currentConfig = next;
+      // Workers that started while this reload was under way were given the config before it.
+      for (const w of serving) catchUp(w);
     },
     draining() {
       draining = true;

@@ -40,6 +40,38 @@ describe('SIGHUP reload across worker processes', () => {
     expect(await server.exited).toBe(0);
   }, 60_000);
 
+  it('applies a reload that arrives while every worker is dead in the replacements', async () => {
+    const cfg = (policy: string) => serveConfigYaml({ workers: 2, extra: policy });
+    let file: string;
+    ({ dir, config: file } = await writeServeDir('meshcert-sighup-no-workers-', cfg('')));
+    dirs.push(dir);
+    server = await startServe(['--config', file]);
+    const s = server;
+    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/legacy/sa/app'] })).pem;
+    const token = await mintToken({ ns: 'legacy', sa: 'app' });
+    const all = async (): Promise<Array<string | number>> => {
+      const clients = Array.from({ length: 6 }, () => new CaClient({ address: `127.0.0.1:${s.port}`, rootPem }));
+      try {
+        return await Promise.all(clients.map((c) => c.createCertificate({ csrPem: csr, token }).then(() => 'ok', (e: { code: number }) => e.code)));
+      } finally {
+        clients.forEach((c) => c.close());
+      }
+    };
+    expect(await all()).toEqual(Array(6).fill('ok'));
+    // Both workers die (an OOM kill, say); the reload comes before their replacements serve.
+    const workers = readFileSync(`/proc/${s.child.pid}/task/${s.child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    for (const w of workers) process.kill(w, 'SIGKILL');
+    writeFileSync(file, cfg('policy:\n  rules:\n    - name: freeze\n      match: { namespaces: [legacy] }\n      deny: frozen\n'));
+    s.child.kill('SIGHUP');
+    await expect.poll(() => /configuration reload applied/.test(s.output()), { timeout: 10_000 }).toBe(true);
+    // The replacements serve with the reloaded policy, not the one from startup.
+    await expect.poll(all, { timeout: 20_000, interval: 300 }).toEqual(Array(6).fill(status.PERMISSION_DENIED));
+    expect(s.output()).not.toMatch(/did not answer the reload/);
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+  }, 60_000);
+
   it('starts a replacement worker with what the running server applied, not with settings only a restart takes', async () => {
     let file: string;
     ({ dir, config: file } = await writeServeDir('meshcert-sighup-restart-only-', serveConfigYaml({ workers: 2 })));
