@@ -38,8 +38,12 @@ const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
 const DAY_MS = 24 * HOUR_MS;
 const YEAR_MS = 365 * DAY_MS;
-/** Half the default 24h workload lifetime: istio-agent renews (and so receives the new bundle) at half-life. */
-export const DEFAULT_MIN_WAIT_MS = 12 * HOUR_MS;
+/**
+ * Half the default 24h workload lifetime, when istio-agent renews (and so receives the new bundle),
+ * plus an hour: the agent renews at half-life ± its jitter, and the bundle reaches meshcert and the
+ * pods some time after `start` (Secret sync, reload). Longer workload lifetimes need half of theirs.
+ */
+export const DEFAULT_MIN_WAIT_MS = 13 * HOUR_MS;
 /** The default `issuance.maxTtl`: no leaf issued by meshcert lives longer. */
 export const DEFAULT_MAX_LEAF_LIFETIME_MS = 90 * DAY_MS;
 export const DEFAULT_INTERMEDIATE_LIFETIME_MS = YEAR_MS;
@@ -281,7 +285,7 @@ export interface RotateStartOptions {
   readonly keyType?: KeyType;
   /** Organization of the new certificates; default: the current root's O, else "meshcert". */
   readonly organization?: string;
-  /** Recorded for `switch`; default 12h. */
+  /** Recorded for `switch`; default 13h. */
   readonly minWaitMs?: number;
   readonly rootLifetimeMs?: number;
   readonly intermediateLifetimeMs?: number;
@@ -350,12 +354,21 @@ export async function rotateStart(o: RotateStartOptions): Promise<StepResult> {
   if (writeLayout(dir, { root: rootPem }).length > 0) messages.push(`added the new root to ${caPath(dir, 'root')} (now ${roots.length} roots, old first)`);
 
   const minWaitMs = o.minWaitMs ?? DEFAULT_MIN_WAIT_MS;
+  const switchAllowedAt = now.getTime() + minWaitMs;
+  const warnings: string[] = [];
+  // The switch must come before the old CA ends, or meshcert cannot sign in between.
+  const oldEnd = current.notAfter.getTime();
+  if (oldEnd <= switchAllowedAt) {
+    warnings.push(
+      `the old CA ("${oneLine(current.signingCert.subject)}" and its chain) can sign only until ${current.notAfter.toISOString()}, before the switch is allowed (${new Date(switchAllowedAt).toISOString()}, --min-wait ${duration(minWaitMs)}): from then until the switch meshcert refuses to issue (UNAVAILABLE). Renew the intermediate first ("ca rotate renew-intermediate") if the root allows, or switch with --force when every workload holds both roots`,
+    );
+  }
   const state: RotationState = {
     version: 1,
     step: 'started',
     startedAt: now.toISOString(),
     minWaitSeconds: Math.round(minWaitMs / 1000),
-    switchAllowedAt: new Date(now.getTime() + minWaitMs).toISOString(),
+    switchAllowedAt: new Date(switchAllowedAt).toISOString(),
     oldRoot: summarize(oldRoot),
     newRoot: summarize(newRoot),
     oldIntermediate: summarize(current.signingCert),
@@ -366,7 +379,7 @@ export async function rotateStart(o: RotateStartOptions): Promise<StepResult> {
     `rotation started: meshcert keeps signing with "${state.oldIntermediate.subject}" and now hands out both roots`,
     `next: "meshcert ca rotate switch --dir ${dir}", allowed from ${state.switchAllowedAt} (--min-wait ${duration(minWaitMs)}), once every workload holds both roots`,
   );
-  return { changed: true, messages, warnings: [], state };
+  return { changed: true, messages, warnings, state };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -402,13 +415,18 @@ export function rotateSwitch(o: RotateSwitchOptions): StepResult {
       if (!o.force) throw new ConfigError(`too early to switch: ${why}. A workload still holding only the old root would reject certificates from the new intermediate. Re-run then, or pass --force once you have checked that every workload holds both roots`);
       warnings.push(`switching before the wait is over (--force): ${why}`);
     }
-    const current = loadCurrent(dir, now, 'cannot switch');
-    if (current.signingCert.fingerprint256 !== state.oldIntermediate.fingerprint256) {
-      throw new ConfigError(`ca-cert.pem is no longer the intermediate recorded at start (expected ${state.oldIntermediate.fingerprint256}, found ${current.signingCert.fingerprint256}); inspect ${dir} and ${rotationFile(dir)}`);
-    }
-    requireRoots(current, [state.oldRoot, state.newRoot], 'cannot switch');
-    loadNext(dir, state, now);
+    // The live CA is about to be replaced: it must still be the one recorded at start, but need not
+    // load. The old chain may have expired during the overlap, and then meshcert cannot sign until
+    // this switch: all the more reason to let it run (the directory it leaves is checked below).
     const live = readLayout(dir);
+    const liveSigner = parseOrThrow(live.cert ?? '', 'ca-cert.pem')[0];
+    if (liveSigner?.fingerprint256 !== state.oldIntermediate.fingerprint256) {
+      throw new ConfigError(`ca-cert.pem is no longer the intermediate recorded at start (expected ${state.oldIntermediate.fingerprint256}, found ${liveSigner?.fingerprint256 ?? 'none'}); inspect ${dir} and ${rotationFile(dir)}`);
+    }
+    const oldEnd = Date.parse(state.oldIntermediate.notAfter);
+    if (oldEnd <= now.getTime()) warnings.push(`the old intermediate "${state.oldIntermediate.subject}" expired at ${state.oldIntermediate.notAfter}: meshcert could not sign with it since; it signs again with the new one once it reloads`);
+    requireRoots(parseOrThrow(live.root ?? '', 'root-cert.pem'), [state.oldRoot, state.newRoot], 'cannot switch');
+    loadNext(dir, state, now);
     const nextFiles = readLayout(nextDir);
     validateLayout(dir, { cert: nextFiles.cert, key: nextFiles.key, chain: nextFiles.chain, root: live.root }, now, 'cannot switch');
 
@@ -440,7 +458,7 @@ export function rotateSwitch(o: RotateSwitchOptions): StepResult {
     const nextFiles = readLayout(nextDir);
     const live = readLayout(dir);
     const material = validateLayout(dir, { cert: nextFiles.cert, key: nextFiles.key, chain: nextFiles.chain, root: live.root }, now, 'cannot switch');
-    requireRoots(material, [state.oldRoot, state.newRoot], 'cannot switch');
+    requireRoots([...material.roots, ...material.expiredRoots], [state.oldRoot, state.newRoot], 'cannot switch');
     // Key first, certificate last: a reader that catches the set half-written sees a key that does
     // not match ca-cert.pem, refuses it and keeps its current CA until ca-cert.pem arrives.
     writeLayout(dir, { rootKey: nextFiles.rootKey, key: nextFiles.key, chain: nextFiles.chain, cert: nextFiles.cert });
@@ -490,7 +508,7 @@ export function rotateFinish(o: RotateFinishOptions): StepResult {
     if (current.signingCert.fingerprint256 !== state.newIntermediate.fingerprint256) {
       throw new ConfigError(`ca-cert.pem is not the new intermediate recorded at start (expected ${state.newIntermediate.fingerprint256}, found ${current.signingCert.fingerprint256}); inspect ${dir}`);
     }
-    requireRoots(current, [state.newRoot], 'cannot finish');
+    requireRoots([...current.roots, ...current.expiredRoots], [state.newRoot], 'cannot finish');
     const live = readLayout(dir);
     validateLayout(dir, { ...live, root: withoutRoot(current.roots, state.oldRoot) }, now, 'cannot finish');
     state = { ...state, step: 'finishing', finishingAt: now.toISOString(), finishForced: now < allowedAt, archive: archiveName(now) };
@@ -750,10 +768,10 @@ function loadNext(dir: string, state: RotationState, now: Date): CaMaterial {
   return next;
 }
 
-function requireRoots(m: CaMaterial, wanted: readonly CertSummary[], context: string): void {
+/** `roots`: what root-cert.pem holds (an expired root stays in the file; loadCaDir leaves it out of the bundle only). */
+function requireRoots(roots: readonly X509Certificate[], wanted: readonly CertSummary[], context: string): void {
   for (const w of wanted) {
-    // An expired root is still in the file (loadCaDir leaves it out of the bundle only).
-    if (![...m.roots, ...m.expiredRoots].some((r) => r.fingerprint256 === w.fingerprint256)) {
+    if (!roots.some((r) => r.fingerprint256 === w.fingerprint256)) {
       throw new ConfigError(`${context}: root-cert.pem no longer holds the root "${w.subject}" (sha256 ${w.fingerprint256}); inspect the directory`);
     }
   }

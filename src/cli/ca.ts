@@ -13,10 +13,10 @@ export const CA_USAGE = `meshcert ca init --dir DIR [--key-type ec256|ec384|rsa2
   Creates a root (10 years) and an intermediate (1 year) in Istio's cacerts layout; key files are 0600.
 meshcert ca check --dir DIR
   Loads a CA directory and reports whether meshcert would accept it.
-meshcert ca rotate start --dir DIR [--key-type ec256|...] [--org NAME] [--min-wait 12h]
+meshcert ca rotate start --dir DIR [--key-type ec256|...] [--org NAME] [--min-wait 13h]
   Root rotation, step 1: stages a new root and intermediate in DIR/next/ and adds the new root to
   root-cert.pem (old first); signing continues with the old intermediate. State: DIR/rotation.json.
-meshcert ca rotate switch --dir DIR [--min-wait 12h] [--max-leaf-lifetime 90d] [--force]
+meshcert ca rotate switch --dir DIR [--min-wait 13h] [--max-leaf-lifetime 90d] [--force]
   Step 2, once every workload holds both roots (--min-wait after start, else --force): signs with
   the new intermediate (ca-cert.pem, ca-key.pem, cert-chain.pem <- next/).
 meshcert ca rotate finish --dir DIR [--force]

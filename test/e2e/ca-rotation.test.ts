@@ -33,7 +33,7 @@ const T0 = new Date(Math.floor(Date.now() / 1000) * 1000);
 const at = (base: Date, ms: number): Date => new Date(base.getTime() + ms);
 const tBefore = at(T0, HOUR_MS); // a workload gets a certificate before the rotation
 const tStart = at(T0, 2 * HOUR_MS); // ca rotate start
-const tSwitch = at(tStart, 12 * HOUR_MS); // ca rotate switch, after the default --min-wait
+const tSwitch = at(tStart, 13 * HOUR_MS); // ca rotate switch, after the default --min-wait
 const tFinish = at(tSwitch, MAX_LEAF_MS); // ca rotate finish, after the default --max-leaf-lifetime
 const tRenew = at(tFinish, 12 * HOUR_MS); // ca renew-intermediate
 
@@ -263,11 +263,11 @@ describe('the ca commands, as an operator runs them', () => {
     const r = await cli('rotate', 'status', '--dir', cliDir);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^step: started: /m);
-    expect(r.stdout).toMatch(/^next: meshcert ca rotate switch --dir \S+ {2}allowed from \S+ \(in (11h 59m|12h)\)$/m);
+    expect(r.stdout).toMatch(/^next: meshcert ca rotate switch --dir \S+ {2}allowed from \S+ \(in (12h 59m|13h)\)$/m);
     expect(r.stdout).toMatch(/istio-ca-root-cert/);
     const j = await cli('rotate', 'status', '--dir', cliDir, '--json');
     expect(j.code).toBe(0);
-    expect(JSON.parse(j.stdout)).toMatchObject({ step: 'started', next: { allowedNow: false }, state: { minWaitSeconds: 43200 } });
+    expect(JSON.parse(j.stdout)).toMatchObject({ step: 'started', next: { allowedNow: false }, state: { minWaitSeconds: 46800 } });
   });
 
   it('switch refuses too early (exit 1), then goes through with --force and a warning', async () => {

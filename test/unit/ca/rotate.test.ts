@@ -28,7 +28,7 @@ const YEAR_MS = 365 * DAY_MS;
 /** Whole seconds, as X.509 stores them. */
 const T0 = new Date(Math.floor(Date.now() / 1000) * 1000);
 const T1 = new Date(T0.getTime() + HOUR_MS); // start
-const T2 = new Date(T1.getTime() + 12 * HOUR_MS); // switch (default --min-wait 12h)
+const T2 = new Date(T1.getTime() + 13 * HOUR_MS); // switch (default --min-wait 13h)
 const T3 = new Date(T2.getTime() + 90 * DAY_MS); // finish (default --max-leaf-lifetime 90d)
 
 let base: string;
@@ -150,8 +150,8 @@ describe('ca rotate start', () => {
       version: 1,
       step: 'started',
       startedAt: T1.toISOString(),
-      minWaitSeconds: 12 * 3600,
-      switchAllowedAt: new Date(T1.getTime() + 12 * HOUR_MS).toISOString(),
+      minWaitSeconds: 13 * 3600,
+      switchAllowedAt: new Date(T1.getTime() + 13 * HOUR_MS).toISOString(),
       oldRoot: { fingerprint256: fps(before['root-cert.pem']!)[0] },
       newRoot: { fingerprint256: cert(dir, 'next/root-cert.pem').fingerprint256 },
       oldIntermediate: { fingerprint256: fps(before['ca-cert.pem']!)[0] },
@@ -240,7 +240,7 @@ describe('ca rotate switch', () => {
     const d = await startedAt();
     const snap = snapshot(d);
     const e = configError(() => rotateSwitch({ dir: d, now: new Date(T2.getTime() - 1000) }));
-    expect(e.message).toMatch(/^too early to switch: .*allowed from .* \(--min-wait 12h, in 1m\).*--force/);
+    expect(e.message).toMatch(/^too early to switch: .*allowed from .* \(--min-wait 13h, in 1m\).*--force/);
     expect(snapshot(d)).toEqual(snap);
   });
 
@@ -324,6 +324,28 @@ describe('ca rotate switch', () => {
     const short = await startedAt({ intermediateLifetimeMs: 30 * DAY_MS });
     rotateSwitch({ dir: short, now: T2 });
     expect(readRotationState(short)!.finishAllowedAt).toBe(new Date(T0.getTime() + 30 * DAY_MS).toISOString());
+  });
+
+  it.each([
+    ['intermediate', { intermediateLifetimeMs: 10 * HOUR_MS }],
+    ['root', { rootLifetimeMs: 12 * HOUR_MS }],
+  ])('switches when the old %s expired during the wait (start warned), leaving a directory that loads and signs', async (_what, lifetimes) => {
+    const d = await initAt(lifetimes);
+    const started = await rotateStart({ dir: d, now: T1 });
+    expect(started.warnings.join('\n')).toMatch(/can sign only until .* before the switch is allowed .*meshcert refuses to issue/);
+    // At T2 the old chain no longer loads: meshcert cannot sign until the switch.
+    expect(() => loadCaDir(d, T2)).toThrow(/expired/);
+    const r = rotateSwitch({ dir: d, now: T2 });
+    expect(r.changed).toBe(true);
+    const s = readRotationState(d)!;
+    expect(loadCaDir(d, T2).signingCert.fingerprint256).toBe(s.newIntermediate.fingerprint256);
+    const leaf = leafFrom(d, T2);
+    expect(verifyResponseChain([leaf.pem, ...leaf.chainPem], read(d, 'root-cert.pem'), T2).root.fingerprint256).toBe(s.newRoot.fingerprint256);
+  });
+
+  it('does not warn at start when the old CA outlasts the wait', async () => {
+    const d = await initAt();
+    expect((await rotateStart({ dir: d, now: T1 })).warnings).toEqual([]);
   });
 
   it('refuses when ca-cert.pem changed since start', async () => {
