@@ -435,8 +435,9 @@ export function rotateSwitch(o: RotateSwitchOptions): StepResult {
     writeLayout(join(dir, PREVIOUS_DIR), { cert: live.cert, key: live.key, chain: live.chain, rootKey: live.rootKey });
 
     const maxLeafMs = o.maxLeafLifetimeMs ?? DEFAULT_MAX_LEAF_LIFETIME_MS;
-    // No leaf signed before the switch outlives switchedAt + maxLeaf, nor the old intermediate itself.
-    const finishAllowedAt = new Date(Math.min(now.getTime() + maxLeafMs, Date.parse(state.oldIntermediate.notAfter)));
+    // No leaf signed before the switch outlives switchedAt + maxLeaf, nor the old root. Not capped by
+    // the old intermediate: one it replaced (renew-intermediate) may have signed leaves that outlive it.
+    const finishAllowedAt = new Date(Math.min(now.getTime() + maxLeafMs, Date.parse(state.oldRoot.notAfter)));
     state = {
       ...state,
       step: 'switching',
@@ -473,7 +474,7 @@ export function rotateSwitch(o: RotateSwitchOptions): StepResult {
   messages.push(
     `switched: meshcert now signs with "${state.newIntermediate.subject}" (under the new root); root-cert.pem still holds both roots`,
     `the old material is kept in ${join(dir, PREVIOUS_DIR)} until finish`,
-    `next: "meshcert ca rotate finish --dir ${dir}", allowed from ${state.finishAllowedAt} (--max-leaf-lifetime ${formatDuration(state.maxLeafLifetimeSeconds!)} after the switch, or the old intermediate's expiry if sooner)`,
+    `next: "meshcert ca rotate finish --dir ${dir}", allowed from ${state.finishAllowedAt} (--max-leaf-lifetime ${formatDuration(state.maxLeafLifetimeSeconds!)} after the switch, or the old root's expiry if sooner)`,
   );
   return { changed: true, messages, warnings, state };
 }

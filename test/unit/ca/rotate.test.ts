@@ -316,14 +316,18 @@ describe('ca rotate switch', () => {
     });
   });
 
-  it('records --max-leaf-lifetime, capped by the old intermediate expiry', async () => {
+  it('records --max-leaf-lifetime, capped by the old root expiry, not the old intermediate (one it replaced may have signed longer-lived leaves)', async () => {
     const d = await startedAt();
     rotateSwitch({ dir: d, now: T2, maxLeafLifetimeMs: 7 * DAY_MS });
     expect(readRotationState(d)).toMatchObject({ maxLeafLifetimeSeconds: 7 * 86400, finishAllowedAt: new Date(T2.getTime() + 7 * DAY_MS).toISOString() });
 
-    const short = await startedAt({ intermediateLifetimeMs: 30 * DAY_MS });
-    rotateSwitch({ dir: short, now: T2 });
-    expect(readRotationState(short)!.finishAllowedAt).toBe(new Date(T0.getTime() + 30 * DAY_MS).toISOString());
+    const shortIntermediate = await startedAt({ intermediateLifetimeMs: 30 * DAY_MS });
+    rotateSwitch({ dir: shortIntermediate, now: T2 });
+    expect(readRotationState(shortIntermediate)!.finishAllowedAt).toBe(new Date(T2.getTime() + 90 * DAY_MS).toISOString());
+
+    const shortRoot = await startedAt({ rootLifetimeMs: 40 * DAY_MS, intermediateLifetimeMs: 30 * DAY_MS });
+    rotateSwitch({ dir: shortRoot, now: T2 });
+    expect(readRotationState(shortRoot)!.finishAllowedAt).toBe(new Date(T0.getTime() + 40 * DAY_MS).toISOString());
   });
 
   it.each([
