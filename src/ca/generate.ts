@@ -2,6 +2,7 @@ import 'reflect-metadata'; // @peculiar/x509 (tsyringe) needs the Reflect polyfi
 import { KeyObject, webcrypto, randomBytes } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import type { KeyType } from '../config/schema.js';
+import { ConfigError } from '../errors/ca-error.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
@@ -48,6 +49,20 @@ export interface CaCertOptions {
   readonly notAfter: Date;
   readonly keyType: KeyType;
   readonly pathLength?: number;
+}
+
+/**
+ * The RFC 4514 subject "O=<org>, CN=<org> <label>" of a CA meshcert creates. The organization is
+ * escaped: it may hold a comma ("Acme, Inc."), which would otherwise end the attribute (and
+ * "Acme, CN=x" add one).
+ */
+export function caSubjectName(org: string, label: string): string {
+  if (org.trim() === '' || [...org].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f)) throw new ConfigError(`the organization name ${JSON.stringify(org)} must be non-empty and without control characters`);
+  return `O=${escapeDnValue(org)}, CN=${escapeDnValue(`${org} ${label}`)}`;
+}
+
+function escapeDnValue(v: string): string {
+  return v.replace(/[,+"\\<>;=]/g, (c) => `\\${c}`).replace(/^[ #]/, (c) => `\\${c}`).replace(/ $/, '\\ ');
 }
 
 export async function createRootCert(key: GeneratedKey, o: CaCertOptions): Promise<x509.X509Certificate> {

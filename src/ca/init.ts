@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { caPath, writeFileAtomic, writePrivateKey } from './files.js';
-import { createIntermediateCert, createRootCert, generateKey } from './generate.js';
+import { caSubjectName, createIntermediateCert, createRootCert, generateKey } from './generate.js';
 import { buildMaterial, isCaDirEmpty, type CaMaterial } from './material.js';
 
 const YEAR_MS = 365 * 24 * 3600 * 1000;
@@ -32,14 +32,14 @@ export async function initCaDir(o: CaInitOptions): Promise<CaMaterial> {
 
   const rootKey = await generateKey(keyType);
   const root = await createRootCert(rootKey, {
-    subject: `O=${org}, CN=${org} root CA ${stamp}`,
+    subject: caSubjectName(org, `root CA ${stamp}`),
     notBefore,
     notAfter: new Date(now.getTime() + (o.rootLifetimeMs ?? 10 * YEAR_MS)),
     keyType,
   });
   const interKey = await generateKey(keyType);
   const inter = await createIntermediateCert(interKey.keys.publicKey, { cert: root, key: rootKey.keys.privateKey, keyType }, {
-    subject: `O=${org}, CN=${org} intermediate CA ${stamp}`,
+    subject: caSubjectName(org, `intermediate CA ${stamp}`),
     notBefore,
     notAfter: new Date(now.getTime() + (o.intermediateLifetimeMs ?? YEAR_MS)),
   });

@@ -23,7 +23,7 @@ import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { CA_FILES, caPath, writeFileAtomic, writePrivateKey } from './files.js';
-import { createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
+import { caSubjectName, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
 import { isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { signedBy } from '../x509/verify-chain.js';
 
@@ -224,11 +224,17 @@ function toSigningCryptoKey(k: KeyObject, type: KeyType): Promise<CryptoKey> {
   return webcrypto.subtle.importKey('pkcs8', der, alg, false, ['sign']) as unknown as Promise<CryptoKey>;
 }
 
+/** A name as Node prints it (RFC 2253 backslash escapes) back to its characters. */
+function unescapePrinted(printed: string): string {
+  return printed.replace(/\\(.)/g, '$1');
+}
+
 function organizationOf(c: X509Certificate | undefined, fallback = 'meshcert'): string {
   const line = c?.subject.split('\n').find((l) => l.startsWith('O='));
-  const org = line?.slice(2).trim();
-  // Only plain names are carried over: anything else would need DN escaping.
-  return org && /^[\w .-]+$/.test(org) ? org : fallback;
+  // Node prints the name RFC 2253-escaped (\, for a comma); a hex escape is a control character.
+  const printed = line?.slice(2).trim();
+  if (!printed || /\\[0-9A-Fa-f]{2}/.test(printed)) return fallback;
+  return unescapePrinted(printed);
 }
 
 /**
@@ -236,8 +242,9 @@ function organizationOf(c: X509Certificate | undefined, fallback = 'meshcert'): 
  * certificate never shares a subject with the one it replaces; made unique against `taken`.
  */
 function caSubject(org: string, what: string, now: Date, taken: readonly string[]): string {
-  const base = `O=${org}, CN=${org} ${what} ${now.toISOString().slice(0, 19)}Z`;
-  return taken.includes(base) ? `${base} ${randomBytes(4).toString('hex')}` : base;
+  const label = `${what} ${now.toISOString().slice(0, 19)}Z`;
+  // `taken` holds one-line subjects as Node prints them (escaped: O=Acme\, Inc., CN=…).
+  return taken.map(unescapePrinted).includes(`O=${org}, CN=${org} ${label}`) ? caSubjectName(org, `${label} ${randomBytes(4).toString('hex')}`) : caSubjectName(org, label);
 }
 
 function pem(c: x509.X509Certificate): string {

@@ -170,6 +170,29 @@ describe('initCaDir options', () => {
     expect(m.notAfter.getTime()).toBe(NOW.getTime() + 30 * DAY_MS);
   });
 
+  it.each([
+    ['a comma', 'Acme, Inc.'],
+    ['what would inject an attribute', 'Acme, CN=evil'],
+    ['every RFC 4514 special character and a leading #', '#a+b;c"d\\e<f>g=h'],
+  ])('keeps an organization with %s whole, in O and CN, with no attribute added', async (_what, org) => {
+    const dir = freshDir();
+    await initCaDir({ dir, organization: org, now: NOW });
+    for (const [file, label] of [['root-cert.pem', 'root CA'], ['ca-cert.pem', 'intermediate CA']] as const) {
+      // openssl prints one attribute per line, unescaped.
+      const lines = openssl(['x509', '-in', file, '-noout', '-subject', '-nameopt', 'sep_multiline,utf8,-esc_msb'], dir).trim().split('\n').slice(1).map((l) => l.trim());
+      expect(lines).toEqual([`O=${org}`, expect.stringMatching(new RegExp(`^CN=${org.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} ${label} \\d{4}-\\d{2}-\\d{2}$`))]);
+    }
+    expect(() => loadCaDir(dir)).not.toThrow();
+  });
+
+  it('refuses an organization that is empty or holds a control character', async () => {
+    for (const org of ['', ' ', 'a\nCN=x']) {
+      const dir = freshDir();
+      await expect(initCaDir({ dir, organization: org, now: NOW })).rejects.toThrow(ConfigError);
+      expect(readdirSync(base)).not.toContain(dir.split('/').pop());
+    }
+  });
+
   it('uses the current time when none is given', async () => {
     const dir = freshDir();
     const before = Date.now();

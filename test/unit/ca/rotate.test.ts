@@ -188,6 +188,14 @@ describe('ca rotate start', () => {
     expect(cert(d, 'next/root-cert.pem').subject).toMatch(/^O=example-mesh\nCN=example-mesh root CA /);
   });
 
+  it('keeps an organization holding a comma whole in the new CA', async () => {
+    const d = await initAt({ organization: 'Acme, Inc.' });
+    await rotateStart({ dir: d, now: T1 });
+    // Node prints the names RFC 2253-escaped.
+    expect(cert(d, 'next/root-cert.pem').subject).toMatch(/^O=Acme\\, Inc\.\nCN=Acme\\, Inc\. root CA /);
+    expect(cert(d, 'next/ca-cert.pem').subject).toMatch(/^O=Acme\\, Inc\.\nCN=Acme\\, Inc\. intermediate CA /);
+  });
+
   it('resumes an interrupted start by reusing the complete next/ (its root may already be out)', async () => {
     const d = await startedAt();
     const newRoot = cert(d, 'next/root-cert.pem').fingerprint256;
