@@ -22,6 +22,8 @@ import { CA_FILES, caPath } from './files.js';
 import { isCaDirEmpty, isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { oneLine, ROTATION_FILE, validateLayout, writeLayout } from './rotate.js';
 import { signedBy } from '../x509/verify-chain.js';
+import { LocalIssuer } from '../issuer/local.js';
+import { selfTestCa } from './state.js';
 
 export type IstiodCaKind = 'cacerts' | 'istiod-self-signed';
 
@@ -30,6 +32,8 @@ export interface ImportIstiodOptions {
   readonly from: string;
   /** meshcert CA directory to create (must not hold a CA). */
   readonly dir: string;
+  /** The mesh's trust domain, for the self-test `serve` runs on the result. Default cluster.local. */
+  readonly trustDomain?: string;
   readonly now?: Date;
 }
 
@@ -97,7 +101,12 @@ export function importIstiod(o: ImportIstiodOptions): ImportIstiodResult {
   const created = !existsSync(dir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   try {
-    validateLayout(dir, files, now, `cannot import from ${from}`);
+    const staged = validateLayout(dir, files, now, `cannot import from ${from}`);
+    try {
+      selfTestCa(new LocalIssuer('default', staged), o.trustDomain ?? 'cluster.local');
+    } catch (e) {
+      throw new ConfigError(`cannot import from ${from}: ${(e as Error).message}`);
+    }
   } catch (e) {
     if (created && readdirSync(dir).length === 0) rmSync(dir, { recursive: true, force: true });
     throw e;

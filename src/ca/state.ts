@@ -12,6 +12,7 @@ import { LocalIssuer } from '../issuer/local.js';
 import { IssuerRegistry } from '../issuer/registry.js';
 import type { Logger } from '../log/logger.js';
 import { PolicyEngine } from '../policy/engine.js';
+import { trustDomainProblem } from '../x509/spiffe-id.js';
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
 export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean; quiet?: boolean } = {}): Promise<LocalIssuer> {
@@ -29,7 +30,7 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
   }
   const issuer = new LocalIssuer('default', loadCaDir(dir));
   if (!o.quiet) reportExpiredRoots(issuer, dir, logger);
-  issuer.selfTest(selfTestKey(), `spiffe://${config.trustDomain}/ns/meshcert-self-test/sa/probe`);
+  selfTestCa(issuer, config.trustDomain);
   return issuer;
 }
 
@@ -61,7 +62,7 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
       throw new ConfigError(`issuer "${i.name}" (${i.dir}): ${(e as Error).message}`);
     }
     reportExpiredRoots(issuer, i.dir, logger);
-    issuer.selfTest(selfTestKey(), `spiffe://${config.trustDomain}/ns/meshcert-self-test/sa/probe`);
+    selfTestCa(issuer, config.trustDomain);
     issuers.push(issuer);
   }
   return { issuers: new IssuerRegistry(issuers), policy: new PolicyEngine(config.policy) };
@@ -74,6 +75,21 @@ function reportExpiredRoots(issuer: LocalIssuer, dir: string, logger: Logger): v
       { issuer: issuer.name, dir, subject: r.subject.replace(/\n/g, ', '), notAfter: new Date(r.validTo).toISOString() },
       'root-cert.pem holds an expired root that anchors nothing this CA signs; it is left out of the trust bundle (remove it from the file)',
     );
+  }
+}
+
+/**
+ * Signs and verifies a throwaway leaf for the trust domain (what `serve` runs at every load): throws
+ * a ConfigError when Go or OpenSSL would refuse the chain (pathLen, a CA's extended key usage, name
+ * constraints excluding the trust domain).
+ */
+export function selfTestCa(issuer: LocalIssuer, trustDomain: string): void {
+  const problem = trustDomainProblem(trustDomain);
+  if (problem) throw new ConfigError(`trust domain ${JSON.stringify(trustDomain)}: ${problem}`);
+  try {
+    issuer.selfTest(selfTestKey(), `spiffe://${trustDomain}/ns/meshcert-self-test/sa/probe`);
+  } catch (e) {
+    throw new ConfigError((e as Error).message, { cause: e });
   }
 }
 

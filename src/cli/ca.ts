@@ -4,6 +4,8 @@ import { formatDuration, parseDurationSeconds } from '../config/duration.js';
 import { importIstiod } from '../ca/import-istiod.js';
 import { initCaDir } from '../ca/init.js';
 import { loadCaDir } from '../ca/material.js';
+import { selfTestCa } from '../ca/state.js';
+import { LocalIssuer } from '../issuer/local.js';
 import { renewIntermediate, rotateFinish, rotateStart, rotateSwitch, rotationStatus, until, type StepResult } from '../ca/rotate.js';
 import { parse, UsageError } from './args.js';
 
@@ -11,8 +13,9 @@ const KEY_TYPES = ['ec256', 'ec384', 'rsa2048', 'rsa3072', 'rsa4096'] as const;
 
 export const CA_USAGE = `meshcert ca init --dir DIR [--key-type ec256|ec384|rsa2048|rsa3072|rsa4096] [--org NAME]
   Creates a root (10 years) and an intermediate (1 year) in Istio's cacerts layout; key files are 0600.
-meshcert ca check --dir DIR
-  Loads a CA directory and reports whether meshcert would accept it.
+meshcert ca check --dir DIR [--trust-domain cluster.local]
+  Loads a CA directory and reports whether meshcert would accept it (the checks and the self-test
+  serve runs at load, for that trust domain).
 meshcert ca rotate start --dir DIR [--key-type ec256|...] [--org NAME] [--min-wait 13h]
   Root rotation, step 1: stages a new root and intermediate in DIR/next/ and adds the new root to
   root-cert.pem (old first); signing continues with the old intermediate. State: DIR/rotation.json.
@@ -26,7 +29,7 @@ meshcert ca rotate status --dir DIR [--json]
   The current step, what to check, and when the next step is allowed.
 meshcert ca renew-intermediate --dir DIR [--lifetime 365d] [--key-type ec256|...]
   A new intermediate under the same root (needs DIR/root-key.pem); the root bundle is unchanged.
-meshcert ca import-istiod --from SRC --dir DIR
+meshcert ca import-istiod --from SRC --dir DIR [--trust-domain cluster.local]
   Creates DIR from istiod's CA files in SRC (cacerts or istio-ca-secret keys: ca-cert.pem,
   ca-key.pem[, cert-chain.pem, root-cert.pem]); export each with
   kubectl -n istio-system get secret istio-ca-secret -o jsonpath='{.data.ca-cert\\.pem}' | base64 -d > ca-cert.pem`;
@@ -47,9 +50,10 @@ export async function caCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (sub === 'check') {
-    const { values: v } = parse(rest, { dir: { type: 'string' } });
+    const { values: v } = parse(rest, { dir: { type: 'string' }, 'trust-domain': { type: 'string', default: 'cluster.local' } });
     if (!v.dir) throw new UsageError('ca check needs --dir');
     const m = loadCaDir(resolve(v.dir));
+    selfTestCa(new LocalIssuer('default', m), v['trust-domain']!);
     console.log(`CA OK: signs as "${m.signingCert.subject.replace(/\n/g, ', ')}", ${m.intermediates.length} intermediate(s), ${m.roots.length} root(s), usable until ${m.notAfter.toISOString()}`);
     warnExpiredRoots(m.expiredRoots);
     return 0;
@@ -64,10 +68,10 @@ export async function caCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (sub === 'import-istiod') {
-    const { values: v } = parse(rest, { from: { type: 'string' }, dir: { type: 'string' } });
+    const { values: v } = parse(rest, { from: { type: 'string' }, dir: { type: 'string' }, 'trust-domain': { type: 'string', default: 'cluster.local' } });
     if (!v.from || !v.dir) throw new UsageError('ca import-istiod needs --from SRC and --dir DIR');
     const dir = resolve(v.dir);
-    const r = importIstiod({ from: resolve(v.from), dir });
+    const r = importIstiod({ from: resolve(v.from), dir, trustDomain: v['trust-domain']! });
     console.log(`imported ${r.kind === 'cacerts' ? "istiod's plug-in CA (cacerts)" : "istiod's self-signed CA (istio-ca-secret)"} into ${dir}`);
     console.log(`  files         ${r.files.join(', ')} (keys 0600)`);
     console.log(`  signs as      ${r.material.signingCert.subject.replace(/\n/g, ', ')} (until ${r.material.notAfter.toISOString()})`);

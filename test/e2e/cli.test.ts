@@ -1,5 +1,6 @@
 import { credentials } from '@grpc/grpc-js';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
@@ -54,6 +55,28 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^CA OK: .*, 1 root\(s\), usable until/);
     expect(r.stderr).toMatch(/^warning: root-cert\.pem also holds "O=meshcert, CN=meshcert root CA [\d-]+", which expired on .* anchors nothing this CA signs; meshcert leaves it out of the trust bundle \(remove it from the file\)\n$/);
+  });
+
+  it('ca check and ca import-istiod run the self-test serve runs at load, refusing a CA whose intermediate only allows serverAuth', async () => {
+    const src = join(dir, 'ca-eku');
+    const sh = (cmd: string): void => void execFileSync('sh', ['-c', cmd], { cwd: src, stdio: 'pipe' });
+    mkdirSync(src);
+    sh('openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out root-key.pem');
+    sh("openssl req -x509 -new -key root-key.pem -subj '/O=t/CN=root' -days 30 -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign -out root-cert.pem");
+    sh('openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca-key.pem');
+    sh("openssl req -new -key ca-key.pem -subj '/O=t/CN=inter' -out inter.csr");
+    writeFileSync(join(src, 'ext'), 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nextendedKeyUsage=serverAuth\n');
+    sh('openssl x509 -req -in inter.csr -CA root-cert.pem -CAkey root-key.pem -CAcreateserial -days 20 -extfile ext -out ca-cert.pem && cp ca-cert.pem cert-chain.pem');
+    const check = await runCli(['ca', 'check', '--dir', src]);
+    expect(check.code).toBe(1);
+    expect(check.stderr).toMatch(/extended key usage/);
+    const badTd = await runCli(['ca', 'check', '--dir', src, '--trust-domain', 'Not A Domain']);
+    expect(badTd.code).toBe(1);
+    expect(badTd.stderr).toMatch(/trust domain "Not A Domain"/);
+    const imported = await runCli(['ca', 'import-istiod', '--from', src, '--dir', join(dir, 'ca-eku-imported')]);
+    expect(imported.code).toBe(1);
+    expect(imported.stderr).toMatch(/^meshcert: cannot import from .*extended key usage/m);
+    expect(existsSync(join(dir, 'ca-eku-imported'))).toBe(false);
   });
 
   it('ca init creates a root and an intermediate in the cacerts layout with private keys 0600', async () => {
