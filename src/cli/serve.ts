@@ -25,8 +25,21 @@ export async function serveCommand(argv: string[]): Promise<number> {
   // SIGHUP's default action ends the process; until the reloader takes over, say it was too early.
   const earlyHup = (): void => logger.warn('SIGHUP received before startup finished; ignored');
   process.on('SIGHUP', earlyHup);
+  // A stop asked for while starting is kept and honoured once started: as PID 1 in a container, a
+  // signal without a handler would be dropped, and the pod would serve on until it is killed.
+  let earlyStop: string | undefined;
+  const noteEarlyStop = (signal: string): void => {
+    if (earlyStop === undefined) logger.info({ signal }, 'stop requested while starting; shutting down once started');
+    earlyStop ??= signal;
+  };
+  const earlyTerm = (): void => noteEarlyStop('SIGTERM');
+  const earlyInt = (): void => noteEarlyStop('SIGINT');
+  process.on('SIGTERM', earlyTerm);
+  process.on('SIGINT', earlyInt);
   const server = await runServer(config, logger, v.config ? { configFile: v.config } : {});
   process.off('SIGHUP', earlyHup);
+  process.off('SIGTERM', earlyTerm);
+  process.off('SIGINT', earlyInt);
   const { port } = server;
   const close = (): Promise<void> => server.close();
 
@@ -59,6 +72,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  if (earlyStop !== undefined) {
+    stop(earlyStop);
+    return new Promise<number>(() => {});
+  }
 
   if (v.dev) await devDemo(config, port, logger);
   return new Promise<number>(() => {}); // runs until a signal

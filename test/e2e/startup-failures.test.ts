@@ -3,13 +3,14 @@
  * already taken is the common case (a second instance, a sidecar on the same port). Before, a
  * worker that could not bind left the primary and the other worker up, serving half a config.
  */
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli } from '../support/cli.js';
+import { ROOT, runCli } from '../support/cli.js';
 import { TEST_ISSUER, writeTestJwks } from '../support/harness.js';
 
 /** PIDs of live processes whose environment carries this marker (the CLI and any worker it forked). */
@@ -74,6 +75,44 @@ auth:
       await expect.poll(() => processesMarked(marker), { timeout: 5_000 }).toEqual([]);
     } finally {
       for (const pid of processesMarked(marker)) process.kill(pid, 'SIGKILL');
+    }
+  }, 60_000);
+});
+
+describe('serve asked to stop while it starts', () => {
+  it('keeps the request and shuts down cleanly once started (as PID 1, an unhandled SIGTERM would be dropped)', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'meshcert-earlystop-'));
+    try {
+      await writeTestJwks(join(data, 'jwks.json'));
+      const configFile = join(data, 'meshcert.yaml');
+      writeFileSync(
+        configFile,
+        `dataDir: ${data}
+server: { listen: "127.0.0.1:0", workers: 2 }
+admin: { listen: "127.0.0.1:0" }
+ca: { autoInit: true }
+auth:
+  clusters:
+    - name: Kubernetes
+      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: ${join(data, 'jwks.json')} }]
+`,
+      );
+      const marker = randomUUID();
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--config', configFile], { cwd: ROOT, env: { ...process.env, MESHCERT_TEST_MARK: marker }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('exit', (code, signal) => r({ code, signal })));
+      // The CA is created before the workers are forked, and they take a second or more to load:
+      // the signal lands while the server is still starting.
+      await expect.poll(() => /created a new root and intermediate CA/.test(out), { timeout: 30_000, interval: 20 }).toBe(true);
+      child.kill('SIGTERM');
+      const { code, signal } = await exited;
+      expect({ code, signal }, out).toEqual({ code: 0, signal: null });
+      expect(out).toMatch(/"msg":"stopped"/);
+      await expect.poll(() => processesMarked(marker), { timeout: 5_000 }).toEqual([]);
+    } finally {
+      rmSync(data, { recursive: true, force: true });
     }
   }, 60_000);
 });
