@@ -193,7 +193,15 @@ export class ReloadMetrics {
 
 /** The cluster primary's view of its workers. */
 export class WorkerMetrics {
+  /** Serving workers whose metrics the last scrape went without (they did not answer in time). */
+  readonly unanswered: Gauge;
+
   constructor(registry: Registry, connections: () => ReadonlyArray<{ readonly worker: number; readonly open: number }>) {
+    this.unanswered = new Gauge({
+      name: 'meshcert_metrics_workers_unanswered',
+      help: 'Serving worker processes whose metrics this scrape is missing: they did not answer in time (busy or dying); their counters are left out of the sums.',
+      registers: [registry],
+    });
     new Gauge({
       name: 'meshcert_worker_connections',
       help: 'Open connections the primary has handed to each worker (it gives a new one to the worker with the fewest).',

@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
+import type { Registry } from 'prom-client';
 import type { InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
 import { flagMb, processFlags } from './heap-pressure.js';
 import { ConnectionDispatcher, type DispatchTarget } from './dispatcher.js';
@@ -29,7 +30,10 @@ export type WorkerMessage =
   | { type: 'connections-closed'; count: number }
   /** The worker became short of memory (it refuses new connections) or recovered. */
   | { type: 'memory-pressure'; high: boolean }
+  /** The answer to a metrics-request: its registry as prom-client's getMetricsAsJSON gives it. */
+  | { type: 'metrics'; id: number; metrics: WorkerMetricsJson }
   | InventoryMessage;
+export type WorkerMetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 export type PrimaryMessage =
   /** `port`: the gRPC port the primary listens on (the worker binds nothing itself). */
   | { type: 'config'; config: MeshcertConfig; port: number }
@@ -39,6 +43,7 @@ export type PrimaryMessage =
   /** server.shutdownDelay has begun: report NOT_SERVING in gRPC health, keep serving calls. */
   | { type: 'draining' }
   | { type: 'reload'; id: number; config: MeshcertConfig }
+  | { type: 'metrics-request'; id: number }
   | InventoryStateMessage;
 
 export function workerCount(config: MeshcertConfig): number {
@@ -71,6 +76,11 @@ export interface WorkerPool {
   readonly connections: () => Array<{ worker: number; open: number }>;
   /** Tells every worker to apply a new config; rejects if any worker refuses it. */
   reload(config: MeshcertConfig): Promise<void>;
+  /**
+   * Each serving worker's metrics; a worker that does not answer within `timeoutMs` (busy, or
+   * dying) is left out and counted, so one worker cannot fail a scrape.
+   */
+  workerMetrics(timeoutMs: number): Promise<{ metrics: WorkerMetricsJson[]; unanswered: number }>;
   /** Tells every worker (and any started later) to report NOT_SERVING while it goes on serving. */
   draining(): void;
   /** Asks every worker to drain and waits for all of them to exit. */
@@ -133,6 +143,9 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   let currentConfig = config;
   /** The config each worker was last given and applied (a worker started during a reload may lag). */
   const configOf = new Map<Worker, MeshcertConfig>();
+  /** Metrics requests awaiting answers: the workers yet to answer, and what came back. */
+  const pendingMetrics = new Map<number, { waiting: Set<Worker>; got: WorkerMetricsJson[]; done: () => void }>();
+  let metricsId = 0;
   let draining = false;
   const dispatcher = new ConnectionDispatcher<DispatchTarget>(logger);
   const port = await dispatcher.listen(config.server.listen);
@@ -162,6 +175,12 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           dispatcher.closed(target, m.count);
         } else if (m.type === 'memory-pressure') {
           dispatcher.setShortOfMemory(target, m.high);
+        } else if (m.type === 'metrics') {
+          const p = pendingMetrics.get(m.id);
+          if (p?.waiting.delete(w)) {
+            p.got.push(m.metrics);
+            if (p.waiting.size === 0) p.done();
+          }
         } else if (m.type === 'need-config') {
           configOf.set(w, currentConfig);
           send(w, { type: 'config', config: currentConfig, port });
@@ -195,8 +214,9 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         live.delete(w);
         serving.delete(w);
         configOf.delete(w);
-        // No answer will come: a reload waiting on it goes on without it.
+        // No answer will come: a reload or a scrape waiting on it goes on without it.
         for (const id of [...pendingReloads.keys()]) answered(id, w);
+        for (const p of pendingMetrics.values()) if (p.waiting.delete(w) && p.waiting.size === 0) p.done();
         dispatcher.remove(target);
         // A `fatal` message read in the same turn keeps its reason: reject after it.
         if (!listening) return void setImmediate(() => reject(new Error(`worker exited with ${code ?? signal} before serving`)));
@@ -304,6 +324,23 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       currentConfig = next;
       // Workers that started while this reload was under way were given the config before it.
       for (const w of serving) catchUp(w);
+    },
+    async workerMetrics(timeoutMs) {
+      // Only serving workers: one still starting has no handler yet, and would hold the scrape.
+      const targets = [...serving].filter((w) => w.isConnected());
+      const id = ++metricsId;
+      const got: WorkerMetricsJson[] = [];
+      const waiting = new Set(targets);
+      if (waiting.size > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, timeoutMs);
+          timer.unref();
+          pendingMetrics.set(id, { waiting, got, done: () => (clearTimeout(timer), resolve()) });
+          for (const w of targets) send(w, { type: 'metrics-request', id });
+        });
+        pendingMetrics.delete(id);
+      }
+      return { metrics: got, unanswered: waiting.size };
     },
     draining() {
       draining = true;

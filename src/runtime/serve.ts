@@ -19,6 +19,9 @@ import { ExpiryMonitor, type ExpiryMonitorOptions } from '../monitoring/expiry-m
 import { startWorkers, workerCount } from './cluster.js';
 import { inventoryIntake } from './inventory-intake.js';
 
+/** How long a scrape waits for each worker's metrics (Prometheus's default scrape timeout is 10 s). */
+const WORKER_METRICS_TIMEOUT_MS = 2_000;
+
 export interface RunningServer {
   readonly port: number;
   readonly adminPort: number | undefined;
@@ -69,14 +72,17 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       // The primary keeps its own view of the CAs for the controllers (root bundle, istiod-tls).
       let primaryState = await loadCaState(config, logger);
       issuers = () => primaryState.issuers;
-      const aggregator = new AggregatorRegistry();
       const pool = await startWorkers(config, logger, count, {
         ...(inventory ? { onInventory: inventoryIntake(inventory, logger, { onDropped: (kind) => invMetrics.refusedFromWorkers.inc({ kind }) }) } : {}),
         accepting: () => inventory?.accepting() ?? true,
       });
       port = pool.port;
-      new WorkerMetrics(registry, () => pool.connections());
-      metricsText = async () => `${await aggregator.clusterMetrics()}\n${await registry.metrics()}`;
+      const workerMetrics = new WorkerMetrics(registry, () => pool.connections());
+      metricsText = async () => {
+        const { metrics, unanswered } = await pool.workerMetrics(WORKER_METRICS_TIMEOUT_MS);
+        workerMetrics.unanswered.set(unanswered);
+        return `${await AggregatorRegistry.aggregate(metrics).metrics()}\n${await registry.metrics()}`;
+      };
       grpcReady = () => ({ name: 'grpc', ok: pool.serving() > 0, detail: `${pool.serving()}/${count} workers serving` });
       stopServing = () => pool.shutdown();
       reportDraining = () => pool.draining();

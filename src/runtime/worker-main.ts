@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { ConfigError } from '../errors/ca-error.js';
 import { createLogger } from '../log/logger.js';
 import { startMeshcert, type RunningMeshcert } from '../main.js';
-import { AggregatorRegistry, Registry } from 'prom-client';
+import { Registry } from 'prom-client';
 import { CaMetrics } from '../metrics/ca-metrics.js';
 import { workerConfig, workerCount, type PrimaryMessage, type WorkerMessage } from './cluster.js';
 import { IpcSink } from './ipc-sink.js';
@@ -104,11 +104,15 @@ export async function workerMain(): Promise<number> {
   // A throw nothing catches: the same, rather than Node's exit that loses the records not yet shipped.
   process.on('uncaughtException', (err) => fail(err, 'uncaught exception'));
 
-  // The primary's AggregatorRegistry asks each worker for its registry over IPC; constructing one
-  // here is what installs prom-client's answering listener in the worker.
+  // The primary asks each serving worker for its registry at every scrape (metrics-request).
   const registry = new Registry();
-  new AggregatorRegistry();
-  AggregatorRegistry.setRegistries([registry]);
+  process.on('message', (m: PrimaryMessage) => {
+    if (m?.type !== 'metrics-request') return;
+    registry.getMetricsAsJSON().then(
+      (metrics) => send({ type: 'metrics', id: m.id, metrics }),
+      (err: unknown) => logger.error({ err }, 'cannot collect metrics'),
+    );
+  });
   const metrics = new CaMetrics(registry);
   // With inventory.failClosed, refuse until the primary has said its inventory accepts.
   const sink = config.inventory.store === 'none' ? undefined : new IpcSink((m) => send(m), !config.inventory.failClosed);

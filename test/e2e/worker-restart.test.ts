@@ -111,6 +111,43 @@ describe('worker processes that die', () => {
     expect(tagged(tag), 'no worker outlives the primary').toEqual([]);
   }, 90_000);
 
+  it('/metrics answers while replacements start and fail, with the serving worker\'s counts', async () => {
+    const { dir: d, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2 }));
+    let started: ServerProcess | undefined;
+    try {
+      const s = (started = await startServe(['--config', config]));
+      const issue = await issuer(s, d);
+      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      const admin = /"port":(\d+),"msg":"admin server listening"/.exec(s.output())![1];
+      const scrape = async (): Promise<{ status: number; ms: number; body: string }> => {
+        const t = Date.now();
+        const r = await fetch(`http://127.0.0.1:${admin}/metrics`);
+        return { status: r.status, ms: Date.now() - t, body: await r.text() };
+      };
+      for (let i = 0; i < 3; i++) expect(await issue()).toBe(0);
+      // Replacements keep starting and failing (the CA key is gone), never answering a scrape.
+      renameSync(join(d, 'data/ca/ca-key.pem'), join(d, 'ca-key.pem.away'));
+      const [victim, survivor] = workerPids(s.child.pid!);
+      process.kill(victim!, 'SIGKILL');
+      await expect.poll(() => s.output(), { timeout: 20_000 }).toMatch(/"msg":"replacement worker failed to start; retrying"/);
+      for (let i = 0; i < 2; i++) expect(await issue()).toBe(0); // served by the survivor
+      for (let t = Date.now(); Date.now() - t < 3_000; ) {
+        const r = await scrape();
+        expect(r.status).toBe(200);
+        expect(r.ms).toBeLessThan(2_500);
+        expect(r.body).toMatch(/^meshcert_metrics_workers_unanswered 0$/m);
+        // The killed worker's counts went with it; the survivor's are there.
+        expect(Number(/^citadel_server_success_cert_issuance_count (\d+)/m.exec(r.body)?.[1])).toBeGreaterThanOrEqual(2);
+      }
+      expect(workerPids(s.child.pid!)).toContain(survivor);
+      s.child.kill('SIGTERM');
+      expect(await s.exited).toBe(0);
+    } finally {
+      killIfRunning(started);
+      rmSync(d, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   it('a shutdown while replacements keep failing exits at once with code 0 and leaves no worker behind', async () => {
     const { dir: d, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2 }));
     let started: ServerProcess | undefined;
