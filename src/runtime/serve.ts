@@ -129,11 +129,14 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   const stopAll = async (): Promise<void> => {
     reloader.stop();
     monitor.stop();
-    await controllers?.stop();
-    await stopServing();
+    // Together: the drain must not wait for the lease release or a controller's reconcile, which
+    // a slow API server can hold for seconds of the pod's termination grace.
+    const stopped = await Promise.allSettled([controllers?.stop(), stopServing()]);
     // Workers have shipped their last records; write them all before exiting.
     await inventory?.close().catch((err: unknown) => logger.error({ err }, 'inventory could not be flushed completely'));
     await admin?.close();
+    const failed = stopped.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   };
   try {
     admin = config.admin.enabled

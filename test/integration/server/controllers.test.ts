@@ -5,6 +5,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -82,3 +83,53 @@ ${extra}`,
     await expect.poll(() => Buffer.from((fake.get('secrets', 'istio-system', 'istiod-tls') as unknown as { data: Record<string, string> }).data['ca.crt']!, 'base64').toString().match(/BEGIN CERTIFICATE/g)?.length, { timeout: 10_000 }).toBe(2);
   });
 });
+
+describe('shutdown while the API server is slow', () => {
+  it('starts draining at once, not after the leader lease release (bounded by renewDeadline) gives up', async () => {
+    const fake = await FakeKube.start({ token: 'sa-token' });
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-ctl-slow-'));
+    try {
+      fake.put('namespaces', ns('meshcert'));
+      await writeTestJwks(join(dir, 'jwks.json'));
+      writeFileSync(join(dir, 'kube-ca.pem'), fake.caPem);
+      writeFileSync(join(dir, 'kube-token'), 'sa-token');
+      const file = join(dir, 'meshcert.yaml');
+      writeFileSync(
+        file,
+        serveConfigYaml({
+          workers: 1,
+          inventory: false,
+          extra: `kubernetes: { server: "${fake.url}", caFile: kube-ca.pem, tokenFile: kube-token }
+istio: { rootCertConfigMap: { enabled: true } }
+leaderElection: { namespace: meshcert, leaseDuration: 6s, renewDeadline: 4s, retryPeriod: 1s }
+`,
+        }),
+      );
+      const server = await runServer(loadConfigFile(file).config, createLogger('silent'), { configFile: file });
+      await expect.poll(() => fake.get('leases', 'meshcert', 'meshcert-leader') !== undefined, { timeout: 10_000 }).toBe(true);
+      // Every lease read or write from now on hangs: the release waits out its 4 s deadline.
+      fake.fail({ path: /leases/ }, { hang: true }, 1000);
+      const t0 = Date.now();
+      const closed = server.close();
+      // The gRPC listener is closed within moments, while the release still waits.
+      await expect.poll(() => connects(server.port), { timeout: 2_000, interval: 50 }).toBe(false);
+      expect(Date.now() - t0).toBeLessThan(2_000);
+      await closed;
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(3_500);
+    } finally {
+      await fake.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});
+
+/** Whether a TCP connection to 127.0.0.1:port is accepted. */
+function connects(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createConnection({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
