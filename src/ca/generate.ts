@@ -102,7 +102,17 @@ export async function createIntermediateCert(
       new x509.BasicConstraintsExtension(true, o.pathLength ?? 0, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
       await x509.SubjectKeyIdentifierExtension.create(subjectKey),
-      await x509.AuthorityKeyIdentifierExtension.create(issuer.cert),
+      await authorityKeyIdentifier(issuer.cert),
     ],
   });
+}
+
+/**
+ * The AKI is the parent's SKI as the parent carries it (RFC 5280 §4.2.1.1): a root from another CA
+ * may derive it otherwise (truncated SHA-256, say), and OpenSSL then refuses the pair. Computed
+ * (SHA-1 of the key) only when the parent has none.
+ */
+async function authorityKeyIdentifier(parent: x509.X509Certificate): Promise<x509.AuthorityKeyIdentifierExtension> {
+  const ski = parent.getExtension(x509.SubjectKeyIdentifierExtension);
+  return ski ? new x509.AuthorityKeyIdentifierExtension(ski.keyId) : x509.AuthorityKeyIdentifierExtension.create(parent);
 }

@@ -590,6 +590,24 @@ describe('ca renew-intermediate', () => {
     expect(mode(join(r.archive, 'ca-key.pem'))).toBe(0o600);
   });
 
+  it("renews under a root whose SKI is not the SHA-1 of its key, copying that SKI into the AKI", async () => {
+    const d = freshDir();
+    mkdirSync(d);
+    const sh = (cmd: string): void => void execFileSync('sh', ['-c', cmd], { cwd: d, stdio: 'pipe' });
+    const ski = '0102030405060708090a0b0c0d0e0f1011121314';
+    sh('openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out root-key.pem');
+    sh(`openssl req -x509 -new -key root-key.pem -subj '/O=other/CN=other root' -days 3650 -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign -addext subjectKeyIdentifier=${ski} -addext authorityKeyIdentifier=none -out root-cert.pem`);
+    sh('openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca-key.pem');
+    sh("openssl req -new -key ca-key.pem -subj '/O=other/CN=other intermediate' -out inter.csr");
+    writeFileSync(join(d, 'ext'), 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n');
+    sh('openssl x509 -req -in inter.csr -CA root-cert.pem -CAkey root-key.pem -CAcreateserial -days 365 -extfile ext -out ca-cert.pem && cat ca-cert.pem root-cert.pem > cert-chain.pem && rm inter.csr ext root-cert.srl');
+    await renewIntermediate({ dir: d });
+    const text = execFileSync('openssl', ['x509', '-in', 'ca-cert.pem', '-noout', '-ext', 'authorityKeyIdentifier'], { cwd: d, encoding: 'utf8' });
+    expect(text.replace(/[\s:]/g, '').toLowerCase()).toContain(ski);
+    expect(execFileSync('openssl', ['verify', '-CAfile', 'root-cert.pem', 'ca-cert.pem'], { cwd: d, encoding: 'utf8' }).trim()).toBe('ca-cert.pem: OK');
+    expect(() => loadCaDir(d)).not.toThrow();
+  });
+
   it('honours --lifetime and never outlives the root', async () => {
     const d = await initAt();
     await renewIntermediate({ dir: d, now: T1, lifetimeMs: 30 * DAY_MS });
