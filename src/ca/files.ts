@@ -1,4 +1,4 @@
-import { closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 /** The Istio plug-in CA layout (Secret `cacerts`). */
@@ -62,4 +62,36 @@ function syncDirectory(dir: string): void {
 
 export function writePrivateKey(path: string, pem: string): void {
   writeFileAtomic(path, pem, 0o600);
+}
+
+/**
+ * Marks a CA directory as being created by `ca init` or `ca import-istiod`, from before the first
+ * file until after ca-cert.pem (written last). A directory holding the marker was never complete,
+ * and is made again, not refused as "already holds a CA" nor loaded half written.
+ */
+const CREATING_MARKER = '.meshcert-creating';
+
+export function beginCaCreation(dir: string): void {
+  writeFileAtomic(join(dir, CREATING_MARKER), `${new Date().toISOString()} pid ${process.pid}\n`, 0o600);
+}
+
+export function endCaCreation(dir: string): void {
+  rmSync(join(dir, CREATING_MARKER), { force: true });
+  syncDirectory(dir);
+}
+
+/**
+ * Finishes what an interrupted `ca init`/`import-istiod` left: with ca-cert.pem written, the set is
+ * complete and only the marker goes; without it, the files it had written go too (they were never
+ * used: nothing loads a CA without ca-cert.pem). Returns what it did; 'none' without a marker.
+ */
+export function recoverInterruptedCreation(dir: string): 'none' | 'completed' | 'cleared' {
+  if (!existsSync(join(dir, CREATING_MARKER))) return 'none';
+  if (existsSync(caPath(dir, 'cert'))) {
+    endCaCreation(dir);
+    return 'completed';
+  }
+  for (const f of Object.keys(CA_FILES) as Array<keyof typeof CA_FILES>) rmSync(caPath(dir, f), { force: true });
+  endCaCreation(dir);
+  return 'cleared';
 }

@@ -18,7 +18,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } fr
 import { join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
-import { CA_FILES, caPath } from './files.js';
+import { beginCaCreation, CA_FILES, caPath, endCaCreation, recoverInterruptedCreation } from './files.js';
 import { isCaDirEmpty, isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { oneLine, ROTATION_FILE, validateLayout, writeLayout } from './rotate.js';
 import { signedBy } from '../x509/verify-chain.js';
@@ -54,6 +54,7 @@ export function importIstiod(o: ImportIstiodOptions): ImportIstiodResult {
   const now = o.now ?? new Date();
   const { from, dir } = o;
   if (!existsSync(from) || !statSync(from).isDirectory()) throw new ConfigError(`${from} is not a directory; ${EXPORT_HINT}`);
+  recoverInterruptedCreation(dir);
   if (!isCaDirEmpty(dir) || existsSync(join(dir, ROTATION_FILE))) throw new ConfigError(`CA directory ${dir} already holds a CA; refusing to overwrite it`);
 
   const certPem = readSource(from, 'cert');
@@ -111,7 +112,9 @@ export function importIstiod(o: ImportIstiodOptions): ImportIstiodResult {
     if (created && readdirSync(dir).length === 0) rmSync(dir, { recursive: true, force: true });
     throw e;
   }
+  beginCaCreation(dir);
   writeLayout(dir, files);
+  endCaCreation(dir);
   const material = loadCaDir(dir, now);
   notes.push(
     selfSigned

@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
-import { caPath, writeFileAtomic, writePrivateKey } from './files.js';
+import { beginCaCreation, caPath, endCaCreation, recoverInterruptedCreation, writeFileAtomic, writePrivateKey } from './files.js';
 import { caSubjectName, createIntermediateCert, createRootCert, generateKey } from './generate.js';
 import { buildMaterial, isCaDirEmpty, type CaMaterial } from './material.js';
 
@@ -23,6 +23,7 @@ export interface CaInitOptions {
  * can be renewed later; production users should move it offline.
  */
 export async function initCaDir(o: CaInitOptions): Promise<CaMaterial> {
+  recoverInterruptedCreation(o.dir);
   if (!isCaDirEmpty(o.dir)) throw new ConfigError(`CA directory ${o.dir} already holds a CA; refusing to overwrite it`);
   const keyType = o.keyType ?? 'ec256';
   const org = o.organization ?? 'meshcert';
@@ -49,11 +50,13 @@ export async function initCaDir(o: CaInitOptions): Promise<CaMaterial> {
   const material = buildMaterial(new X509Certificate(interPem), interKey.privateKey, [], [new X509Certificate(rootPem)], now);
 
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
+  beginCaCreation(o.dir);
   writePrivateKey(caPath(o.dir, 'rootKey'), rootKey.privateKeyPem);
   writePrivateKey(caPath(o.dir, 'key'), interKey.privateKeyPem);
   writeFileAtomic(caPath(o.dir, 'root'), rootPem);
   writeFileAtomic(caPath(o.dir, 'chain'), interPem + rootPem);
   // ca-cert.pem last: its presence is what marks the directory as initialised.
   writeFileAtomic(caPath(o.dir, 'cert'), interPem);
+  endCaCreation(o.dir);
   return material;
 }

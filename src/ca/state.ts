@@ -4,6 +4,7 @@
  * loading the transport.
  */
 import { generateKeyPairSync } from 'node:crypto';
+import { recoverInterruptedCreation } from './files.js';
 import { isCaDirEmpty, loadCaDir } from './material.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ensureDevIssuer } from '../dev/token-issuer.js';
@@ -17,6 +18,10 @@ import { trustDomainProblem } from '../x509/spiffe-id.js';
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
 export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean; quiet?: boolean } = {}): Promise<LocalIssuer> {
   const dir = config.ca.dir!;
+  // A `ca init` (ours under ca.autoInit, or the CLI's) killed half way is finished or made again.
+  if (o.allowInit !== false && config.ca.autoInit && recoverInterruptedCreation(dir) === 'cleared') {
+    logger.warn({ dir }, 'the CA directory holds the files of a CA creation that was interrupted; creating the CA again');
+  }
   if (isCaDirEmpty(dir)) {
     // Never on a reload: a directory that looks empty mid-update must not become a new root of trust.
     if (o.allowInit === false) throw new ConfigError(`CA directory ${dir} is empty; not creating a new CA on a reload`);

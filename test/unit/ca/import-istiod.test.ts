@@ -4,6 +4,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beginCaCreation } from '../../../src/ca/files.js';
 import { createRootCert, generateKey } from '../../../src/ca/generate.js';
 import { importIstiod } from '../../../src/ca/import-istiod.js';
 import { initCaDir } from '../../../src/ca/init.js';
@@ -108,6 +109,17 @@ describe('import-istiod from a cacerts (plug-in CA) export', () => {
 });
 
 describe('import-istiod from istiod self-signed istio-ca-secret', () => {
+  it('imports again into a directory an interrupted import left half written', () => {
+    const dir = fresh();
+    mkdirSync(dir);
+    beginCaCreation(dir);
+    writeFileSync(join(dir, 'ca-key.pem'), 'partial\n', { mode: 0o600 });
+    writeFileSync(join(dir, 'root-cert.pem'), 'partial\n');
+    importIstiod({ from: selfSigned, dir, now: NOW });
+    expect(read(dir, 'root-cert.pem')).toBe(read(selfSigned, 'ca-cert.pem'));
+    expect(readdirSync(dir).sort()).toEqual(['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem']);
+  });
+
   it('uses ca-cert.pem as the root and as the signing certificate', () => {
     const dir = fresh();
     const r = importIstiod({ from: selfSigned, dir, now: NOW });

@@ -4,9 +4,9 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CA_FILES } from '../../../src/ca/files.js';
+import { beginCaCreation, CA_FILES, recoverInterruptedCreation } from '../../../src/ca/files.js';
 import { initCaDir } from '../../../src/ca/init.js';
-import { loadCaDir, type CaMaterial } from '../../../src/ca/material.js';
+import { isCaDirEmpty, loadCaDir, type CaMaterial } from '../../../src/ca/material.js';
 import { ConfigError } from '../../../src/errors/ca-error.js';
 
 const DAY_MS = 86_400_000;
@@ -235,3 +235,37 @@ describe('initCaDir refusals', () => {
   });
 });
 
+
+describe('initCaDir after an interrupted creation', () => {
+  it('makes the CA again when a creation was killed before ca-cert.pem (its files were never used)', async () => {
+    const dir = freshDir();
+    mkdirSync(dir);
+    // What a `ca init` killed after its third file leaves behind.
+    beginCaCreation(dir);
+    writeFileSync(join(dir, 'root-key.pem'), 'partial\n', { mode: 0o600 });
+    writeFileSync(join(dir, 'ca-key.pem'), 'partial\n', { mode: 0o600 });
+    writeFileSync(join(dir, 'root-cert.pem'), 'partial\n');
+    expect(isCaDirEmpty(dir)).toBe(false);
+    const m = await initCaDir({ dir, now: NOW });
+    expect(readdirSync(dir).sort()).toEqual(['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem', 'root-key.pem']);
+    expect(loadCaDir(dir, NOW).signingCert.fingerprint256).toBe(m.signingCert.fingerprint256);
+    expect(readFileSync(join(dir, 'root-key.pem'), 'utf8')).not.toBe('partial\n');
+  });
+
+  it('keeps a creation that was killed after ca-cert.pem (complete), dropping only the marker', async () => {
+    const dir = freshDir();
+    await initCaDir({ dir, now: NOW });
+    const before = Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), 'utf8')]));
+    beginCaCreation(dir);
+    expect(recoverInterruptedCreation(dir)).toBe('completed');
+    expect(Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), 'utf8')]))).toEqual(before);
+    await expect(initCaDir({ dir, now: NOW })).rejects.toThrow(/already holds a CA/);
+  });
+
+  it('leaves no marker behind after a creation that completes', async () => {
+    const dir = freshDir();
+    await initCaDir({ dir, now: NOW });
+    expect(recoverInterruptedCreation(dir)).toBe('none');
+    expect(readdirSync(dir)).toHaveLength(5);
+  });
+});

@@ -1,8 +1,9 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beginCaCreation } from '../../../src/ca/files.js';
 import { initCaDir } from '../../../src/ca/init.js';
 import { loadCaState } from '../../../src/ca/state.js';
 import { parseConfig } from '../../../src/config/load.js';
@@ -36,3 +37,25 @@ describe('loadCaState', () => {
   });
 });
 
+
+describe('loadCaState with ca.autoInit after an interrupted creation', () => {
+  it('creates the CA again (the partial files were never used) and says so', async () => {
+    const dir = join(base, 'interrupted');
+    mkdirSync(dir);
+    beginCaCreation(dir);
+    writeFileSync(join(dir, 'root-key.pem'), 'partial\n', { mode: 0o600 });
+    writeFileSync(join(dir, 'root-cert.pem'), 'partial\n');
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+    const state = await loadCaState(parseConfig({ dataDir: join(base, 'data2'), ca: { dir, autoInit: true } }), logger);
+    expect(state.issuers.default.material.roots).toHaveLength(1);
+    expect(lines.some((l) => /creation that was interrupted/.test(String(l.msg)))).toBe(true);
+    // Without ca.autoInit nothing is created or removed: the directory is refused as it is.
+    const other = join(base, 'interrupted-no-autoinit');
+    mkdirSync(other);
+    beginCaCreation(other);
+    writeFileSync(join(other, 'root-cert.pem'), 'partial\n');
+    await expect(loadCaState(parseConfig({ dataDir: join(base, 'data3'), ca: { dir: other, autoInit: false } }), logger)).rejects.toThrow(/ca-cert\.pem/);
+    expect(readFileSync(join(other, 'root-cert.pem'), 'utf8')).toBe('partial\n');
+  });
+});
