@@ -88,10 +88,22 @@ export class Reloader {
       ...(this.o.configFile ? [this.o.configFile] : []),
       ...caDirectories(config).flatMap(({ dir: d }) => [CA_FILES.cert, CA_FILES.key, CA_FILES.chain, CA_FILES.root].map((f) => join(d, f))),
     ];
+    // Files of CAs the config no longer names stop being watched: their edits are not reloads.
+    const wanted = new Set(files);
+    for (const f of this.watched) {
+      if (wanted.has(f)) continue;
+      unwatchFile(f, this.onFileChange);
+      this.watched.delete(f);
+    }
     for (const f of files) {
       if (this.watched.has(f)) continue;
       this.watched.add(f);
       watchFile(f, { interval: this.o.pollIntervalMs ?? 2000, persistent: false }, this.onFileChange);
     }
+  }
+
+  /** The files watched now (tests). */
+  get watchedFiles(): readonly string[] {
+    return [...this.watched];
   }
 }

@@ -69,4 +69,22 @@ describe('Reloader', () => {
     expect(warnings()).toHaveLength(2);
     reloader.stop();
   });
+
+  it("stops watching the files of a CA the config no longer names, and watches a new one's", async () => {
+    const file = configFile('issuers.yaml', `issuers: [{ name: old, dir: ${dir}/old-ca }]\n`);
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void (current = next), logger: createLogger('silent') });
+    reloader.start();
+    try {
+      expect(reloader.watchedFiles).toContain(join(dir, 'old-ca', 'ca-cert.pem'));
+      writeFileSync(file, `${BASE}issuers: [{ name: new, dir: ${dir}/new-ca }]\n`);
+      expect(await reloader.reload('test')).toBe(true);
+      expect(reloader.watchedFiles.filter((f) => f.includes('old-ca'))).toEqual([]);
+      expect(reloader.watchedFiles).toContain(join(dir, 'new-ca', 'root-cert.pem'));
+      expect(reloader.watchedFiles).toContain(join(dir, 'ca', 'ca-key.pem'));
+      expect(reloader.watchedFiles).toContain(file);
+    } finally {
+      reloader.stop();
+    }
+  });
 });
