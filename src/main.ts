@@ -69,8 +69,14 @@ export interface StartOptions {
 }
 
 /** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
-export async function buildAuthChain(config: MeshcertConfig, issuers: () => IssuerRegistry, logger: Logger, metrics?: CaMetrics): Promise<{ chain: AuthChain; defaultCluster: string; close: () => void }> {
+export async function buildAuthChain(
+  config: MeshcertConfig,
+  issuers: () => IssuerRegistry,
+  logger: Logger,
+  metrics?: CaMetrics,
+): Promise<{ chain: AuthChain; defaultCluster: string; close: () => void; reloadKeyFiles: () => void }> {
   const closers: Array<() => void> = [];
+  const jwts: JwtAuthenticator[] = [];
   const clientCert = config.auth.clientCertificates
     ? // The listener passes on only the peer's leaf, so our own intermediates are trusted as anchors
       // too: a leaf they signed is ours by construction.
@@ -113,6 +119,7 @@ export async function buildAuthChain(config: MeshcertConfig, issuers: () => Issu
         closers.push(() => jwt.close());
         await jwt.start();
         list.push(jwt);
+        jwts.push(jwt);
       }
       if (c.tokenReview) {
         const tr = new TokenReviewAuthenticator({
@@ -146,7 +153,22 @@ export async function buildAuthChain(config: MeshcertConfig, issuers: () => Issu
     defaultCluster: effectiveDefaultCluster(config, clusters),
     cache: config.auth.tokenCache.maxEntries > 0 ? new TokenCache({ maxEntries: config.auth.tokenCache.maxEntries, maxTtlMs: config.auth.tokenCache.maxTtl * 1000 }) : false,
   });
-  return { chain, defaultCluster: effectiveDefaultCluster(config, clusters), close: () => closers.forEach((c) => c()) };
+  return {
+    chain,
+    defaultCluster: effectiveDefaultCluster(config, clusters),
+    close: () => closers.forEach((c) => c()),
+    // A jwksFile is re-read on a reload (the issuer's keys rotate; a withdrawn key must stop
+    // working): one that cannot be read keeps its keys and fails the reload with the reason.
+    reloadKeyFiles: () => {
+      for (const j of jwts) {
+        try {
+          j.reload();
+        } catch (e) {
+          throw new ConfigError(`auth: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+        }
+      }
+    },
+  };
 }
 
 /**
@@ -256,6 +278,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     async reload(next: MeshcertConfig) {
       // Build everything first; a failure leaves the running state untouched.
       const fresh = await loadCaState(next, logger, { reload: true });
+      auth.reloadKeyFiles();
       const signerChanged = fresh.issuers.default.material.signingCert.fingerprint256 !== state.issuers.default.material.signingCert.fingerprint256;
       state = fresh;
       caMetrics();

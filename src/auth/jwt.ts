@@ -136,18 +136,19 @@ function isNoMatchingKey(err: unknown): boolean {
 export class FileJwks implements KeySource {
   readonly path: string;
   private set: ReturnType<typeof createLocalJWKSet>;
-  private reloads = 0;
+  private setJson: string;
+  private changes = 0;
 
   constructor(path: string) {
     this.path = path;
-    this.set = FileJwks.load(path);
+    ({ set: this.set, json: this.setJson } = FileJwks.load(path));
   }
 
   get generation(): number {
-    return this.reloads;
+    return this.changes;
   }
 
-  private static load(path: string): ReturnType<typeof createLocalJWKSet> {
+  private static load(path: string): { set: ReturnType<typeof createLocalJWKSet>; json: string } {
     let doc: unknown;
     try {
       doc = JSON.parse(readFileSync(path, 'utf8'));
@@ -155,7 +156,8 @@ export class FileJwks implements KeySource {
       throw new Error(`jwksFile ${path}: cannot read JSON: ${(err as Error).message}`, { cause: err });
     }
     try {
-      return createLocalJWKSet(toKeySet(doc));
+      const keys = toKeySet(doc);
+      return { set: createLocalJWKSet(keys), json: JSON.stringify(keys.keys) };
     } catch (err) {
       throw new Error(`jwksFile ${path}: ${(err as Error).message}`, { cause: err });
     }
@@ -163,8 +165,11 @@ export class FileJwks implements KeySource {
 
   /** Re-reads the file; on failure keeps the current keys and throws. */
   reload(): void {
-    this.set = FileJwks.load(this.path);
-    this.reloads++;
+    const { set, json } = FileJwks.load(this.path);
+    if (json === this.setJson) return;
+    this.set = set;
+    this.setJson = json;
+    this.changes++;
   }
 
   readonly getKey: GetKey = async (header, token) => {

@@ -19,7 +19,8 @@ export interface ReloadOptions {
 }
 
 /**
- * Hot reload of policy and issuers on SIGHUP and when the config file or a CA file changes.
+ * Hot reload of policy, issuers and token issuers' key files on SIGHUP and when the config file, a
+ * CA file or a jwksFile changes.
  * A new config that does not validate, or whose CAs do not load, is rejected with one log line
  * and a metric; the running state stays in force. In-flight calls finish with what they began.
  */
@@ -87,6 +88,8 @@ export class Reloader {
     const files = [
       ...(this.o.configFile ? [this.o.configFile] : []),
       ...caDirectories(config).flatMap(({ dir: d }) => [CA_FILES.cert, CA_FILES.key, CA_FILES.chain, CA_FILES.root].map((f) => join(d, f))),
+      // A token issuer's key file (its keys rotate); authentication is built at start, so from there.
+      ...this.started.auth.clusters.flatMap((c) => c.jwt.flatMap((j) => (j.jwksFile ? [j.jwksFile] : []))),
     ];
     // Files of CAs the config no longer names stop being watched: their edits are not reloads.
     const wanted = new Set(files);

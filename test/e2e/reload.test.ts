@@ -72,6 +72,39 @@ describe('SIGHUP reload across worker processes', () => {
     expect(await s.exited).toBe(0);
   }, 60_000);
 
+  it("re-reads a token issuer's jwksFile when it changes: a withdrawn key stops working in every worker, cached tokens included", async () => {
+    let file: string;
+    ({ dir, config: file } = await writeServeDir('meshcert-jwks-reload-', serveConfigYaml({ workers: 2 })));
+    dirs.push(dir);
+    server = await startServe(['--config', file]);
+    const s = server;
+    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem;
+    const rsaToken = await mintToken({ ns: 'default', sa: 'app' });
+    const ecToken = await mintToken({ ns: 'default', sa: 'app', alg: 'ES256' });
+    const all = async (token: string): Promise<Array<string | number>> => {
+      const clients = Array.from({ length: 6 }, () => new CaClient({ address: `127.0.0.1:${s.port}`, rootPem }));
+      try {
+        return await Promise.all(clients.map((c) => c.createCertificate({ csrPem: csr, token }).then(() => 'ok', (e: { code: number }) => e.code)));
+      } finally {
+        clients.forEach((c) => c.close());
+      }
+    };
+    expect(await all(rsaToken)).toEqual(Array(6).fill('ok')); // verified, and now cached in both workers
+    // The issuer withdraws rsa-1: the file is rewritten, no signal sent.
+    const jwks = join(dir, 'jwks.json');
+    const doc = JSON.parse(readFileSync(jwks, 'utf8')) as { keys: Array<{ kid: string }> };
+    writeFileSync(jwks, JSON.stringify({ keys: doc.keys.filter((k) => k.kid !== 'rsa-1') }));
+    await expect.poll(() => all(rsaToken), { timeout: 15_000, interval: 500 }).toEqual(Array(6).fill(status.UNAUTHENTICATED));
+    expect(await all(ecToken)).toEqual(Array(6).fill('ok'));
+    // A key file that is no longer a key set is refused; the keys in force stay.
+    writeFileSync(jwks, 'not json');
+    await expect.poll(() => /jwksFile [^\n]*cannot read JSON[^\n]*"msg":"configuration reload rejected/.test(s.output()), { timeout: 15_000 }).toBe(true);
+    expect(await all(ecToken)).toEqual(Array(6).fill('ok'));
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+  }, 60_000);
+
   it('starts a replacement worker with what the running server applied, not with settings only a restart takes', async () => {
     let file: string;
     ({ dir, config: file } = await writeServeDir('meshcert-sighup-restart-only-', serveConfigYaml({ workers: 2 })));
