@@ -8,6 +8,16 @@ import { makeCsr } from '../fixtures/csr.js';
 import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js';
 
+/** One call on each of six fresh connections (so both workers answer): 'ok' or the gRPC status code. */
+async function sixCalls(port: number, rootPem: string, csrPem: string, token: string): Promise<Array<string | number>> {
+  const clients = Array.from({ length: 6 }, () => new CaClient({ address: `127.0.0.1:${port}`, rootPem }));
+  try {
+    return await Promise.all(clients.map((c) => c.createCertificate({ csrPem, token }).then(() => 'ok', (e: { code: number }) => e.code)));
+  } finally {
+    clients.forEach((c) => c.close());
+  }
+}
+
 describe('SIGHUP reload across worker processes', () => {
   let dir: string;
   /** Every test's directory (each test sets `dir`). */
@@ -50,14 +60,7 @@ describe('SIGHUP reload across worker processes', () => {
     const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
     const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/legacy/sa/app'] })).pem;
     const token = await mintToken({ ns: 'legacy', sa: 'app' });
-    const all = async (): Promise<Array<string | number>> => {
-      const clients = Array.from({ length: 6 }, () => new CaClient({ address: `127.0.0.1:${s.port}`, rootPem }));
-      try {
-        return await Promise.all(clients.map((c) => c.createCertificate({ csrPem: csr, token }).then(() => 'ok', (e: { code: number }) => e.code)));
-      } finally {
-        clients.forEach((c) => c.close());
-      }
-    };
+    const all = (): Promise<Array<string | number>> => sixCalls(s.port, rootPem, csr, token);
     expect(await all()).toEqual(Array(6).fill('ok'));
     // Both workers die (an OOM kill, say); the reload comes before their replacements serve.
     const workers = readFileSync(`/proc/${s.child.pid}/task/${s.child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
@@ -82,14 +85,7 @@ describe('SIGHUP reload across worker processes', () => {
     const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem;
     const rsaToken = await mintToken({ ns: 'default', sa: 'app' });
     const ecToken = await mintToken({ ns: 'default', sa: 'app', alg: 'ES256' });
-    const all = async (token: string): Promise<Array<string | number>> => {
-      const clients = Array.from({ length: 6 }, () => new CaClient({ address: `127.0.0.1:${s.port}`, rootPem }));
-      try {
-        return await Promise.all(clients.map((c) => c.createCertificate({ csrPem: csr, token }).then(() => 'ok', (e: { code: number }) => e.code)));
-      } finally {
-        clients.forEach((c) => c.close());
-      }
-    };
+    const all = (token: string): Promise<Array<string | number>> => sixCalls(s.port, rootPem, csr, token);
     expect(await all(rsaToken)).toEqual(Array(6).fill('ok')); // verified, and now cached in both workers
     // The issuer withdraws rsa-1: the file is rewritten, no signal sent.
     const jwks = join(dir, 'jwks.json');
