@@ -311,7 +311,10 @@ async function startNodeAuthorization(config: MeshcertConfig, logger: Logger, cl
   const source = kubeSource(config);
   // Loaded only in ambient mode: @kubernetes/client-node costs ~60 MB per process.
   const [{ createKubeClient }, { PodCache }, { NodeAuthorizer }] = await Promise.all([import('./k8s/client.js'), import('./k8s/pod-cache.js'), import('./k8s/node-authorizer.js')]);
-  const pods = new PodCache({ client: createKubeClient(source), log: logger });
+  // Watches re-made every 1-2 min (not client-go's 5-10): a stream that goes silent without
+  // closing (a half-open connection, a stalled proxy) is noticed within ~2.5 min, not ~10, and
+  // node authorization stops answering from a stale view sooner.
+  const pods = new PodCache({ client: createKubeClient(source, { watch: { minTimeoutSeconds: 60 } }), log: logger });
   closers.push(() => pods.stop());
   // Not fatal: until the cache syncs, impersonated requests get UNAVAILABLE (retried), never a denial.
   await pods.start().catch((err: unknown) => logger.error({ err }, 'pod cache could not sync yet; ambient requests get UNAVAILABLE until it does'));
