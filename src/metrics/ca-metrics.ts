@@ -193,13 +193,13 @@ export class ReloadMetrics {
 
 /** The cluster primary's view of its workers. */
 export class WorkerMetrics {
-  /** Serving workers whose metrics the last scrape went without (they did not answer in time). */
+  /** Serving workers that did not answer the last scrape in time (reported with their last answer). */
   readonly unanswered: Gauge;
 
   constructor(registry: Registry, connections: () => ReadonlyArray<{ readonly worker: number; readonly open: number }>) {
     this.unanswered = new Gauge({
       name: 'meshcert_metrics_workers_unanswered',
-      help: 'Serving worker processes whose metrics this scrape is missing: they did not answer in time (busy or dying); their counters are left out of the sums.',
+      help: 'Serving worker processes that did not answer this scrape in time (busy or dying): their last answer is reported instead.',
       registers: [registry],
     });
     new Gauge({

@@ -78,7 +78,8 @@ export interface WorkerPool {
   reload(config: MeshcertConfig): Promise<void>;
   /**
    * Each serving worker's metrics; a worker that does not answer within `timeoutMs` (busy, or
-   * dying) is left out and counted, so one worker cannot fail a scrape.
+   * dying) is counted and reported with its last answer, so one worker can neither fail a scrape
+   * nor make the summed counters drop.
    */
   workerMetrics(timeoutMs: number): Promise<{ metrics: WorkerMetricsJson[]; unanswered: number }>;
   /** Tells every worker (and any started later) to report NOT_SERVING while it goes on serving. */
@@ -144,8 +145,16 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   /** The config each worker was last given and applied (a worker started during a reload may lag). */
   const configOf = new Map<Worker, MeshcertConfig>();
   /** Metrics requests awaiting answers: the workers yet to answer, and what came back. */
-  const pendingMetrics = new Map<number, { waiting: Set<Worker>; got: WorkerMetricsJson[]; done: () => void }>();
+  const pendingMetrics = new Map<number, { waiting: Set<Worker>; done: () => void }>();
   let metricsId = 0;
+  /**
+   * Each worker's last answer. A worker that misses a scrape is reported with it: left out, its
+   * counters would drop out of the sums and come back, which Prometheus reads as two resets.
+   */
+  const lastMetrics = new Map<Worker, WorkerMetricsJson>();
+  /** Catch-up reloads awaiting answers: the config sent, recorded for the worker once it applied it. */
+  const catchUps = new Map<number, MeshcertConfig>();
+  const catchingUp = new Set<Worker>();
   let draining = false;
   const dispatcher = new ConnectionDispatcher<DispatchTarget>(logger);
   const port = await dispatcher.listen(config.server.listen);
@@ -176,22 +185,25 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         } else if (m.type === 'memory-pressure') {
           dispatcher.setShortOfMemory(target, m.high);
         } else if (m.type === 'metrics') {
+          lastMetrics.set(w, m.metrics);
           const p = pendingMetrics.get(m.id);
-          if (p?.waiting.delete(w)) {
-            p.got.push(m.metrics);
-            if (p.waiting.size === 0) p.done();
-          }
+          if (p?.waiting.delete(w) && p.waiting.size === 0) p.done();
         } else if (m.type === 'need-config') {
           configOf.set(w, currentConfig);
           send(w, { type: 'config', config: currentConfig, port });
         } else if (m.type === 'reloaded') {
           const p = pendingReloads.get(m.id);
+          const caughtUp = catchUps.get(m.id);
           if (p) {
             if (m.error) p.errors.push(m.error);
             else configOf.set(w, p.config);
             answered(m.id, w);
-          } else if (m.error) {
-            logger.error({ pid: w.process.pid, error: m.error }, 'a worker refused the configuration in force; it serves with the one before');
+          } else if (caughtUp) {
+            catchUps.delete(m.id);
+            catchingUp.delete(w);
+            // Refused: it keeps the config before, and the next reload or catch-up tries again.
+            if (m.error) logger.error({ pid: w.process.pid, error: m.error }, 'a worker refused the configuration in force; it serves with the one before');
+            else configOf.set(w, caughtUp);
           }
         } else if (m.type === 'listening') {
           listening = true;
@@ -214,6 +226,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         live.delete(w);
         serving.delete(w);
         configOf.delete(w);
+        lastMetrics.delete(w);
+        catchingUp.delete(w);
         // No answer will come: a reload or a scrape waiting on it goes on without it.
         for (const id of [...pendingReloads.keys()]) answered(id, w);
         for (const p of pendingMetrics.values()) if (p.waiting.delete(w) && p.waiting.size === 0) p.done();
@@ -238,9 +252,11 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
 
   /** Sends the config in force to a serving worker that runs another (answer: only errors are logged). */
   const catchUp = (w: Worker): void => {
-    if (configOf.get(w) === currentConfig || !serving.has(w)) return;
-    configOf.set(w, currentConfig);
-    send(w, { type: 'reload', id: ++reloadId, config: currentConfig });
+    if (configOf.get(w) === currentConfig || !serving.has(w) || catchingUp.has(w)) return;
+    const id = ++reloadId;
+    catchUps.set(id, currentConfig);
+    catchingUp.add(w);
+    send(w, { type: 'reload', id, config: currentConfig });
   };
 
   /** Starts a replacement after a pause growing with the restarts; retries until one serves. */
@@ -329,18 +345,19 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       // Only serving workers: one still starting has no handler yet, and would hold the scrape.
       const targets = [...serving].filter((w) => w.isConnected());
       const id = ++metricsId;
-      const got: WorkerMetricsJson[] = [];
       const waiting = new Set(targets);
       if (waiting.size > 0) {
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, timeoutMs);
           timer.unref();
-          pendingMetrics.set(id, { waiting, got, done: () => (clearTimeout(timer), resolve()) });
+          pendingMetrics.set(id, { waiting, done: () => (clearTimeout(timer), resolve()) });
           for (const w of targets) send(w, { type: 'metrics-request', id });
         });
         pendingMetrics.delete(id);
       }
-      return { metrics: got, unanswered: waiting.size };
+      // Fresh answers, and the last one of a worker that did not answer in time (still serving).
+      const metrics = targets.filter((w) => lastMetrics.has(w) && live.has(w)).map((w) => lastMetrics.get(w)!);
+      return { metrics, unanswered: waiting.size };
     },
     draining() {
       draining = true;

@@ -148,6 +148,41 @@ describe('worker processes that die', () => {
     }
   }, 60_000);
 
+  it('/metrics reports a worker that does not answer in time with its last answer, so the sums do not drop', async () => {
+    const { dir: d, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2 }));
+    let started: ServerProcess | undefined;
+    let stopped: number | undefined;
+    try {
+      const s = (started = await startServe(['--config', config]));
+      const issue = await issuer(s, d);
+      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      const admin = /"port":(\d+),"msg":"admin server listening"/.exec(s.output())![1];
+      const scrape = async (): Promise<{ issued: number; unanswered: number; ms: number }> => {
+        const t = Date.now();
+        const body = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+        const value = (name: string): number => Number(new RegExp(`^${name} (\\d+)`, 'm').exec(body)?.[1]);
+        return { issued: value('citadel_server_success_cert_issuance_count'), unanswered: value('meshcert_metrics_workers_unanswered'), ms: Date.now() - t };
+      };
+      for (let i = 0; i < 6; i++) expect(await issue()).toBe(0);
+      expect(await scrape()).toMatchObject({ issued: 6, unanswered: 0 });
+      // One worker stops answering (stopped, as a long GC pause or a busy loop would hold it).
+      stopped = workerPids(s.child.pid!)[0]!;
+      process.kill(stopped, 'SIGSTOP');
+      const late = await scrape();
+      expect(late).toMatchObject({ issued: 6, unanswered: 1 });
+      expect(late.ms).toBeLessThan(3_000);
+      process.kill(stopped, 'SIGCONT');
+      stopped = undefined;
+      await expect.poll(async () => (await scrape()).unanswered, { timeout: 10_000 }).toBe(0);
+      s.child.kill('SIGTERM');
+      expect(await s.exited).toBe(0);
+    } finally {
+      if (stopped !== undefined) process.kill(stopped, 'SIGCONT');
+      killIfRunning(started);
+      rmSync(d, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   it('a shutdown while replacements keep failing exits at once with code 0 and leaves no worker behind', async () => {
     const { dir: d, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2 }));
     let started: ServerProcess | undefined;
