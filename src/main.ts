@@ -74,7 +74,7 @@ export async function buildAuthChain(
   issuers: () => IssuerRegistry,
   logger: Logger,
   metrics?: CaMetrics,
-): Promise<{ chain: AuthChain; defaultCluster: string; close: () => void; reloadKeyFiles: () => void }> {
+): Promise<{ chain: AuthChain; defaultCluster: string; close: () => void; prepareKeyFiles: () => () => void }> {
   const closers: Array<() => void> = [];
   const jwts: JwtAuthenticator[] = [];
   const clientCert = config.auth.clientCertificates
@@ -158,15 +158,16 @@ export async function buildAuthChain(
     defaultCluster: effectiveDefaultCluster(config, clusters),
     close: () => closers.forEach((c) => c()),
     // A jwksFile is re-read on a reload (the issuer's keys rotate; a withdrawn key must stop
-    // working): one that cannot be read keeps its keys and fails the reload with the reason.
-    reloadKeyFiles: () => {
-      for (const j of jwts) {
-        try {
-          j.reload();
-        } catch (e) {
-          throw new ConfigError(`auth: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
-        }
+    // working). All are read before any is put in force: one that cannot be read fails the
+    // reload with the reason, and every issuer keeps its keys.
+    prepareKeyFiles: () => {
+      let commits: Array<() => void>;
+      try {
+        commits = jwts.map((j) => j.prepareReload());
+      } catch (e) {
+        throw new ConfigError(`auth: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
       }
+      return () => commits.forEach((commit) => commit());
     },
   };
 }
@@ -278,9 +279,10 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     async reload(next: MeshcertConfig) {
       // Build everything first; a failure leaves the running state untouched.
       const fresh = await loadCaState(next, logger, { reload: true });
-      auth.reloadKeyFiles();
+      const keyFilesInForce = auth.prepareKeyFiles();
       const signerChanged = fresh.issuers.default.material.signingCert.fingerprint256 !== state.issuers.default.material.signingCert.fingerprint256;
       state = fresh;
+      keyFilesInForce();
       caMetrics();
       // The new anchors at once (client certificates from a new intermediate), then a serving
       // certificate from the new signer when meshcert issues its own (operator files stay).

@@ -163,13 +163,15 @@ export class FileJwks implements KeySource {
     }
   }
 
-  /** Re-reads the file; on failure keeps the current keys and throws. */
-  reload(): void {
+  /** Re-reads the file and returns what puts its keys in force; throws (changing nothing) when it cannot be read. */
+  prepareReload(): () => void {
     const { set, json } = FileJwks.load(this.path);
-    if (json === this.setJson) return;
-    this.set = set;
-    this.setJson = json;
-    this.changes++;
+    return () => {
+      if (json === this.setJson) return;
+      this.set = set;
+      this.setJson = json;
+      this.changes++;
+    };
   }
 
   readonly getKey: GetKey = async (header, token) => {
@@ -578,9 +580,13 @@ export class JwtAuthenticator implements Authenticator {
     for (const r of this.rules.values()) r.keys.close();
   }
 
-  /** Re-reads every jwksFile; throws (keeping old keys of that issuer) if one cannot be read. */
-  reload(): void {
-    for (const r of this.rules.values()) if (r.keys instanceof FileJwks) r.keys.reload();
+  /**
+   * Re-reads every jwksFile and returns what puts them all in force; throws, changing nothing, when
+   * one cannot be read (so a reload is applied whole or not at all).
+   */
+  prepareReload(): () => void {
+    const commits = [...this.rules.values()].flatMap((r) => (r.keys instanceof FileJwks ? [r.keys.prepareReload()] : []));
+    return () => commits.forEach((commit) => commit());
   }
 
   /** Changes whenever an issuer's key set changes (a key removed must stop cached tokens too). */

@@ -465,7 +465,7 @@ describe('JwtAuthenticator: remote key set', () => {
 });
 
 describe('JwtAuthenticator: key set from a file', () => {
-  it('reads the file at construction and picks up rotated keys on reload()', async () => {
+  it('reads the file at construction and puts rotated keys in force when a prepared reload is committed', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'meshcert-jwks-'));
     const file = join(dir, 'jwks.json');
     writeFileSync(file, JSON.stringify({ keys: [rsa.jwk] }));
@@ -476,12 +476,44 @@ describe('JwtAuthenticator: key set from a file', () => {
       expect((await outcome(auth.authenticate({ bearerToken: rotatedToken }))).code).toBe('AUTH_INVALID');
 
       writeFileSync(file, JSON.stringify({ keys: [rsa.jwk, rotated.jwk] }));
-      auth.reload();
+      const commit = auth.prepareReload();
+      // Read, not yet in force (a reload is applied whole, after everything else loaded).
+      expect((await outcome(auth.authenticate({ bearerToken: rotatedToken }))).code).toBe('AUTH_INVALID');
+      const generation = auth.cacheGeneration;
+      commit();
       expect((await auth.authenticate({ bearerToken: rotatedToken }))?.method).toBe('jwt');
+      expect(auth.cacheGeneration).not.toBe(generation);
+      // The same keys again: nothing changes, cached verifications stay.
+      const inForce = auth.cacheGeneration;
+      auth.prepareReload()();
+      expect(auth.cacheGeneration).toBe(inForce);
 
       writeFileSync(file, 'not json');
-      expect(() => auth.reload()).toThrow(/jwksFile/);
+      expect(() => auth.prepareReload()).toThrow(/jwksFile/);
       expect((await auth.authenticate({ bearerToken: rotatedToken }))?.method).toBe('jwt');
+    } finally {
+      auth.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reads every key file before putting any in force: one unreadable file changes no issuer', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-jwks-'));
+    const [a, b] = [join(dir, 'a.json'), join(dir, 'b.json')];
+    writeFileSync(a, JSON.stringify({ keys: [rsa.jwk] }));
+    writeFileSync(b, JSON.stringify({ keys: [rsa.jwk] }));
+    const auth = new JwtAuthenticator({
+      issuers: [
+        { issuer: ISSUER, jwksFile: a, trustDomain: TRUST_DOMAIN },
+        { issuer: 'https://other.example', jwksFile: b, trustDomain: TRUST_DOMAIN },
+      ],
+    });
+    try {
+      const token = await signToken(rsa, k8sClaims());
+      writeFileSync(a, JSON.stringify({ keys: [rotated.jwk] })); // would withdraw rsa-1 for ISSUER
+      writeFileSync(b, 'not json');
+      expect(() => auth.prepareReload()).toThrow(/b\.json/);
+      expect((await auth.authenticate({ bearerToken: token }))?.method).toBe('jwt');
     } finally {
       auth.close();
       rmSync(dir, { recursive: true, force: true });
