@@ -27,10 +27,18 @@ export async function serveCommand(argv: string[]): Promise<number> {
   process.on('SIGHUP', earlyHup);
   // A stop asked for while starting is kept and honoured once started: as PID 1 in a container, a
   // signal without a handler would be dropped, and the pod would serve on until it is killed.
+  // A second one ends the process at once: a start that hangs (an unreachable database, say) must
+  // not need SIGKILL.
   let earlyStop: string | undefined;
   const noteEarlyStop = (signal: string): void => {
-    if (earlyStop === undefined) logger.info({ signal }, 'stop requested while starting; shutting down once started');
-    earlyStop ??= signal;
+    if (earlyStop !== undefined) {
+      logger.warn({ signal }, 'second stop request while starting; exiting now');
+      logger.flush(() => process.exit(1));
+      setTimeout(() => process.exit(1), 2000).unref();
+      return;
+    }
+    logger.info({ signal }, 'stop requested while starting; shutting down once started (again to exit now)');
+    earlyStop = signal;
   };
   const earlyTerm = (): void => noteEarlyStop('SIGTERM');
   const earlyInt = (): void => noteEarlyStop('SIGINT');

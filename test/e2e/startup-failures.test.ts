@@ -3,7 +3,7 @@
  * already taken is the common case (a second instance, a sidecar on the same port). Before, a
  * worker that could not bind left the primary and the other worker up, serving half a config.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
@@ -79,14 +79,67 @@ auth:
   }, 60_000);
 });
 
+/** Starts serve with `yaml` as its config in `data`, collecting its output. */
+function spawnServe(data: string, yaml: string, marker: string): { child: ReturnType<typeof spawn>; output: () => string; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> } {
+  const configFile = join(data, 'meshcert.yaml');
+  writeFileSync(configFile, yaml);
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--config', configFile], { cwd: ROOT, env: { ...process.env, MESHCERT_TEST_MARK: marker }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('exit', (code, signal) => r({ code, signal })));
+  return { child, output: () => out, exited };
+}
+
 describe('serve asked to stop while it starts', () => {
+  it('exits at once on a second request while a start hangs (an API server that never answers)', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'meshcert-earlystop2-'));
+    // Accepts connections and never answers: the pod cache waits its start timeout (30 s).
+    const silent = createServer(() => {});
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as { port: number }).port;
+    try {
+      await writeTestJwks(join(data, 'jwks.json'));
+      writeFileSync(join(data, 'kube-token'), 'token');
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=kube', '-keyout', join(data, 'kube-ca.key'), '-out', join(data, 'kube-ca.pem'), '-days', '1'], { stdio: 'pipe' });
+      const marker = randomUUID();
+      const s = spawnServe(
+        data,
+        `dataDir: ${data}
+server: { listen: "127.0.0.1:0", workers: 1 }
+admin: { enabled: false }
+ca: { autoInit: true }
+ambient: { enabled: true }
+kubernetes: { server: "https://127.0.0.1:${port}", caFile: ${join(data, 'kube-ca.pem')}, tokenFile: ${join(data, 'kube-token')} }
+auth:
+  clusters:
+    - name: Kubernetes
+      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: ${join(data, 'jwks.json')} }]
+`,
+        marker,
+      );
+      await expect.poll(() => /created a new root and intermediate CA/.test(s.output()), { timeout: 30_000, interval: 20 }).toBe(true);
+      s.child.kill('SIGTERM');
+      await expect.poll(() => /stop requested while starting/.test(s.output()), { timeout: 5_000, interval: 20 }).toBe(true);
+      const t = Date.now();
+      s.child.kill('SIGTERM');
+      const { code } = await s.exited;
+      expect(code, s.output()).toBe(1);
+      expect(Date.now() - t).toBeLessThan(5_000);
+      expect(s.output()).toMatch(/second stop request while starting; exiting now/);
+    } finally {
+      silent.close();
+      rmSync(data, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   it('keeps the request and shuts down cleanly once started (as PID 1, an unhandled SIGTERM would be dropped)', async () => {
     const data = mkdtempSync(join(tmpdir(), 'meshcert-earlystop-'));
     try {
       await writeTestJwks(join(data, 'jwks.json'));
-      const configFile = join(data, 'meshcert.yaml');
-      writeFileSync(
-        configFile,
+      const marker = randomUUID();
+      const s = spawnServe(
+        data,
         `dataDir: ${data}
 server: { listen: "127.0.0.1:0", workers: 2 }
 admin: { listen: "127.0.0.1:0" }
@@ -96,20 +149,15 @@ auth:
     - name: Kubernetes
       jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: ${join(data, 'jwks.json')} }]
 `,
+        marker,
       );
-      const marker = randomUUID();
-      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--config', configFile], { cwd: ROOT, env: { ...process.env, MESHCERT_TEST_MARK: marker }, stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('exit', (code, signal) => r({ code, signal })));
       // The CA is created before the workers are forked, and they take a second or more to load:
       // the signal lands while the server is still starting.
-      await expect.poll(() => /created a new root and intermediate CA/.test(out), { timeout: 30_000, interval: 20 }).toBe(true);
-      child.kill('SIGTERM');
-      const { code, signal } = await exited;
-      expect({ code, signal }, out).toEqual({ code: 0, signal: null });
-      expect(out).toMatch(/"msg":"stopped"/);
+      await expect.poll(() => /created a new root and intermediate CA/.test(s.output()), { timeout: 30_000, interval: 20 }).toBe(true);
+      s.child.kill('SIGTERM');
+      const { code, signal } = await s.exited;
+      expect({ code, signal }, s.output()).toEqual({ code: 0, signal: null });
+      expect(s.output()).toMatch(/"msg":"stopped"/);
       await expect.poll(() => processesMarked(marker), { timeout: 5_000 }).toEqual([]);
     } finally {
       rmSync(data, { recursive: true, force: true });
