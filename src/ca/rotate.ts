@@ -232,9 +232,10 @@ function unescapePrinted(printed: string): string {
 function organizationOf(c: X509Certificate | undefined, fallback = 'meshcert'): string {
   const line = c?.subject.split('\n').find((l) => l.startsWith('O='));
   // Node prints the name RFC 2253-escaped (\, for a comma); a hex escape is a control character.
-  const printed = line?.slice(2).trim();
+  const printed = line?.slice(2);
   if (!printed || /\\[0-9A-Fa-f]{2}/.test(printed)) return fallback;
-  return unescapePrinted(printed);
+  // Unescaped first: a trailing space is printed "\ ", and trimming before would keep the "\".
+  return unescapePrinted(printed).trim() || fallback;
 }
 
 /**

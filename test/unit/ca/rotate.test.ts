@@ -196,6 +196,12 @@ describe('ca rotate start', () => {
     expect(cert(d, 'next/ca-cert.pem').subject).toMatch(/^O=Acme\\, Inc\.\nCN=Acme\\, Inc\. intermediate CA /);
   });
 
+  it('carries over an organization with a trailing space without a stray backslash', async () => {
+    const d = await initAt({ organization: 'Acme ' });
+    await rotateStart({ dir: d, now: T1 });
+    expect(cert(d, 'next/root-cert.pem').subject).toMatch(/^O=Acme\nCN=Acme root CA /);
+  });
+
   it('resumes an interrupted start by reusing the complete next/ (its root may already be out)', async () => {
     const d = await startedAt();
     const newRoot = cert(d, 'next/root-cert.pem').fingerprint256;
