@@ -224,8 +224,7 @@ describe('JwtAuthenticator: remote key set', () => {
       expect(early.message).toMatch(/not in the issuer's key set yet; it is fetched again within 1 s, retry then/);
       expect(s.hits).toBe(1);
       // The refresh runs by itself once the limit allows, so the agent's retry then succeeds.
-      await new Promise((r) => setTimeout(r, 900));
-      expect(s.hits).toBe(2);
+      await expect.poll(() => s.hits, { timeout: 5_000 }).toBe(2);
       expect((await auth.authenticate({ bearerToken: token }))?.identities).toEqual(['spiffe://cluster.local/ns/default/sa/sleep']);
       expect(s.hits).toBe(2);
     } finally {
