@@ -379,7 +379,7 @@ describe('loadCaDir with a three-level chain', () => {
 describe('loadCaDir refuses chains the mesh would refuse though OpenSSL accepts them', () => {
   const ossl = (cwd: string, ...args: string[]): void => void execFileSync('openssl', args, { cwd, stdio: 'pipe' });
   /** A CA directory made with the openssl CLI: a root (key `rootKey`, self-signed with `rootMd`) and, unless `inter` is null, an intermediate signing CA. */
-  function opensslCa(name: string, o: { rootKey: string[]; rootMd?: string; inter?: { key: string[]; md: string } | null }): string {
+  function opensslCa(name: string, o: { rootKey: string[]; rootMd?: string; inter?: { key: string[]; md: string; sigopt?: string[] } | null }): string {
     const d = join(base, name);
     mkdirSync(d);
     const ext = join(d, 'ca.ext');
@@ -394,7 +394,7 @@ describe('loadCaDir refuses chains the mesh would refuse though OpenSSL accepts 
     const inter = o.inter ?? { key: ['-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256'], md: 'sha256' };
     ossl(d, 'genpkey', ...inter.key, '-out', 'ca-key.pem');
     ossl(d, 'req', '-new', '-key', 'ca-key.pem', '-subj', '/O=test/CN=inter', '-out', 'inter.csr');
-    ossl(d, 'x509', '-req', '-in', 'inter.csr', '-CA', 'root-cert.pem', '-CAkey', 'root.key', '-CAcreateserial', `-${inter.md}`, '-days', '20', '-extfile', ext, '-out', 'ca-cert.pem');
+    ossl(d, 'x509', '-req', '-in', 'inter.csr', '-CA', 'root-cert.pem', '-CAkey', 'root.key', '-CAcreateserial', `-${inter.md}`, ...(inter.sigopt ?? []).flatMap((o) => ['-sigopt', o]), '-days', '20', '-extfile', ext, '-out', 'ca-cert.pem');
     copyFileSync(join(d, 'ca-cert.pem'), join(d, 'cert-chain.pem'));
     return d;
   }
@@ -431,6 +431,29 @@ describe('loadCaDir refuses chains the mesh would refuse though OpenSSL accepts 
   it('refuses an intermediate with a P-521 key', () => {
     const d = opensslCa('alg-p521', { rootKey: ec('P-384'), inter: { key: ec('P-521'), md: 'sha384' } });
     expect(loadError(d).message).toMatch(/^CA certificate "O=test, CN=inter" has an ECDSA key on secp521r1 \(accepted: P-256, P-384\)/);
+  });
+
+  it('accepts an intermediate signed with RSASSA-PSS as Go and webpki take it (SHA-256, MGF1-SHA-256, 32-byte salt)', () => {
+    const d = opensslCa('alg-pss-ok', { rootKey: rsa(2048), inter: { key: ec('P-256'), md: 'sha256', sigopt: ['rsa_padding_mode:pss', 'rsa_pss_saltlen:digest', 'rsa_mgf1_md:sha256'] } });
+    expect(() => loadCaDir(d)).not.toThrow();
+  });
+
+  it.each([
+    ['a 20-byte salt', ['rsa_padding_mode:pss', 'rsa_pss_saltlen:20', 'rsa_mgf1_md:sha256'], 'sha256', /RSASSA-PSS signature with a 20-byte salt \(accepted: the hash length, 32 for SHA-256\)/],
+    ['SHA-1', ['rsa_padding_mode:pss', 'rsa_pss_saltlen:digest', 'rsa_mgf1_md:sha1'], 'sha1', /RSASSA-PSS signature with the hash 1\.3\.14\.3\.2\.26/],
+    ['MGF1 with another hash', ['rsa_padding_mode:pss', 'rsa_pss_saltlen:digest', 'rsa_mgf1_md:sha1'], 'sha256', /mask generation is not MGF1 with SHA-256/],
+  ])('refuses an intermediate signed with RSASSA-PSS with %s', (_what, sigopt, md, message) => {
+    const d = opensslCa(`alg-pss-${md}-${sigopt[1]!.replace(/\W/g, '')}-${sigopt[2]!.replace(/\W/g, '')}`, { rootKey: rsa(2048), inter: { key: ec('P-256'), md, sigopt } });
+    expect(loadError(d).message).toMatch(message);
+  });
+
+  it('refuses a root whose key is an RSA-PSS-only key (id-RSASSA-PSS), which Go cannot verify with', () => {
+    const d = opensslCa('alg-rsapss-key', {
+      rootKey: ['-algorithm', 'RSA-PSS', '-pkeyopt', 'rsa_keygen_bits:2048'],
+      // The intermediate's own signature as Go takes it, so that the root's key is what is refused.
+      inter: { key: ec('P-256'), md: 'sha256', sigopt: ['rsa_padding_mode:pss', 'rsa_pss_saltlen:digest', 'rsa_mgf1_md:sha256'] },
+    });
+    expect(loadError(d).message).toMatch(/has an RSA key restricted to PSS/);
   });
 
   it("does not judge a root's own signature (no verifier checks a trust anchor's): a SHA-1 self-signed root loads", () => {
