@@ -10,7 +10,13 @@ export async function configCommand(argv: string[]): Promise<number> {
   const { config } = loadConfigFile(positionals[0]!);
   console.log(`${positionals[0]}: valid`);
   console.log(`  listen ${config.server.listen}, trust domain ${config.trustDomain}, CA ${config.ca.dir}${config.ca.autoInit ? ' (autoInit)' : ''}`);
-  console.log(`  lifetime default ${formatDuration(config.issuance.defaultTtl)}, max ${formatDuration(config.issuance.maxTtl)} (${config.issuance.onTtlAboveMax} above max)`);
+  // The default rule as resolved (issuance.* or policy.default.lifetime, whichever the file sets).
+  const def = config.policy.default;
+  console.log(
+    def.deny !== undefined
+      ? `  default rule: deny (${def.deny}); ${config.policy.rules.length} rule(s)`
+      : `  lifetime default ${formatDuration(def.lifetime.default)}, max ${formatDuration(def.lifetime.max)} (${def.lifetime.aboveMax} above max); ${config.policy.rules.length} rule(s)`,
+  );
   console.log(`  clusters: ${config.auth.clusters.map((c) => c.name).join(', ') || '(none)'}${config.dev.tokenIssuer ? ' + DEV token issuer' : ''}`);
   return 0;
 }

@@ -97,7 +97,8 @@ function issuanceShorthands(input: Record<string, unknown>, source: string): Rec
   if (def.lifetime !== undefined) {
     throw new ConfigError(`invalid configuration in ${source}:\n  - issuance: lifetimes are set in policy.default.lifetime too; set them in one place`);
   }
-  if (def.deny === undefined) def.lifetime = lifetime;
+  // Also under a default that denies: its rules inherit it.
+  def.lifetime = lifetime;
   return input;
 }
 

@@ -5,9 +5,9 @@
  *
  * Inheritance: the default rule's fields that are not set take the built-in defaults (allow;
  * lifetime default 24h, min 0, max 90d, aboveMax clamp; keys RSA >= 2048 and ECDSA >= 256; no extra
- * SANs; issuer "default"). A rule's decision fields that are not set take the default rule's
- * (the built-ins when the default rule is a deny): `lifetime` field by field, `keys`, `extraSans`
- * and `issuer` as a whole. Within a given `extraSans`, a missing `dns` or `ip` means none. The
+ * SANs; issuer "default"). A rule's decision fields that are not set take the default rule's:
+ * `lifetime` field by field, `keys`, `extraSans` and `issuer` as a whole. A default that denies may
+ * still set them, for its rules to inherit (issuance.* lifetimes land there too). Within a given `extraSans`, a missing `dns` or `ip` means none. The
  * lifetimes are checked after inheritance (min <= default <= max).
  *
  * The parsed output is fully resolved: every allow rule carries all its decision fields, durations
@@ -21,12 +21,16 @@ import { dnsTemplateProblem, ipEntryProblem } from './sans.js';
 /** Name of the default rule in decisions, traces and logs; no rule may use it. */
 export const DEFAULT_RULE_NAME = 'default';
 
+/** Longest lifetime a rule may name (as the other duration settings): beyond, a NotAfter is no date. */
+const MAX_LIFETIME_SECONDS = 36_500 * 86_400;
+
 const duration = z
   .union([z.string(), z.number()])
   .transform((v, ctx) => {
     try {
       const s = parseDurationSeconds(v);
       if (!Number.isInteger(s)) throw new Error(`invalid duration ${v}: must be a whole number of seconds`);
+      if (s > MAX_LIFETIME_SECONDS) throw new Error(`invalid duration ${v}: at most 36500d`);
       return s;
     } catch (e) {
       ctx.addIssue({ code: 'custom', message: (e as Error).message });
@@ -154,7 +158,8 @@ const rule = z
   })
   .superRefine(denyExclusive);
 
-const defaultRule = z.strictObject(decisionFields).superRefine(denyExclusive);
+// A default that denies may set the other fields too: its rules inherit them.
+const defaultRule = z.strictObject(decisionFields);
 
 /* ------------------------------------------------------------------------------------------------
  * Resolved (output) types
@@ -280,14 +285,13 @@ export const policySchema = z
     default: defaultRule.prefault({}),
   })
   .transform((p, ctx): Policy => {
-    const def = resolveAction(p.default, BUILTIN_DEFAULT);
-    if (def.deny === undefined) {
-      for (const { field, message } of lifetimeProblems(def.lifetime, p.default.lifetime, 'the built-in default')) {
-        ctx.addIssue({ code: 'custom', message, path: ['default', 'lifetime', field] });
-      }
+    // What rules inherit: the default's fields over the built-ins, whether the default allows or denies.
+    const base = resolveAction({ ...p.default, deny: undefined }, BUILTIN_DEFAULT) as AllowAction;
+    for (const { field, message } of lifetimeProblems(base.lifetime, p.default.lifetime, 'the built-in default')) {
+      ctx.addIssue({ code: 'custom', message, path: ['default', 'lifetime', field] });
     }
-    const base = def.deny === undefined ? def : BUILTIN_DEFAULT;
-    const inheritedFrom = def.deny === undefined ? 'policy.default' : 'the built-in default';
+    const def: RuleAction = p.default.deny !== undefined ? { deny: p.default.deny } : base;
+    const inheritedFrom = 'policy.default';
     const rules = p.rules.map((r, i): PolicyRule => {
       const action = resolveAction(r, base);
       if (action.deny === undefined) {

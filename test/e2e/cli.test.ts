@@ -95,6 +95,14 @@ describe('the meshcert CLI, as a user runs it', () => {
   it('config check accepts the file and names every problem of a bad one with exit code 1', async () => {
     const ok = await runCli(['config', 'check', configFile]);
     expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/^ {2}lifetime default 1d, max 90d \(clamp above max\); 0 rule\(s\)$/m);
+    // What it prints is the default rule as resolved, wherever the file sets it.
+    const viaPolicy = join(dir, 'via-policy.yaml');
+    writeFileSync(viaPolicy, `${readFileSync(configFile, 'utf8')}policy:\n  default:\n    lifetime: { default: 1h, max: 1h, aboveMax: reject }\n`);
+    expect((await runCli(['config', 'check', viaPolicy])).stdout).toMatch(/^ {2}lifetime default 1h, max 1h \(reject above max\); 0 rule\(s\)$/m);
+    const denying = join(dir, 'denying.yaml');
+    writeFileSync(denying, `${readFileSync(configFile, 'utf8')}policy:\n  default: { deny: not listed }\n`);
+    expect((await runCli(['config', 'check', denying])).stdout).toMatch(/^ {2}default rule: deny \(not listed\); 0 rule\(s\)$/m);
     const bad = join(dir, 'bad.yaml');
     writeFileSync(bad, 'server:\n  listen: nowhere\n  colour: blue\nissuance:\n  maxTtl: forever\n');
     const r = await runCli(['config', 'check', bad]);

@@ -333,6 +333,20 @@ auth:
     });
   });
 
+  it('applies the issuance lifetimes to the rules of a policy whose default denies', () => {
+    const path = configFile(`
+issuance: { defaultTtl: 1h, maxTtl: 1h, onTtlAboveMax: reject }
+policy:
+  default: { deny: "not listed" }
+  rules:
+    - name: apps
+      match: { namespaces: ["app-*"] }
+`);
+    const c = loadConfigFile(path, {}).config;
+    expect(c.policy.default).toEqual({ deny: 'not listed' });
+    expect(c.policy.rules[0]).toMatchObject({ name: 'apps', lifetime: { default: 3_600, max: 3_600, aboveMax: 'reject' } });
+  });
+
   it.each([
     ['rejects an unclosed flow sequence', 'server: [\n', /is not valid YAML:\n {2}- /],
     ['rejects a duplicate top-level key', 'trustDomain: a\ntrustDomain: b\n', /is not valid YAML:\n {2}- Map keys must be unique/],

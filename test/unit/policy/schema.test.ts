@@ -14,6 +14,16 @@ function issues(input: unknown): Array<[string, string]> {
 }
 
 describe('policySchema: valid policies', () => {
+  it('lets a default that denies carry the fields its rules inherit', () => {
+    const p = policySchema.parse({
+      default: { deny: 'not listed', lifetime: { default: '1h', max: '2h', aboveMax: 'reject' }, keys: [{ type: 'ECDSA' }] },
+      rules: [{ name: 'apps', match: { namespaces: ['app-*'] } }, { name: 'long', match: { namespaces: ['batch'] }, lifetime: { max: '4h' } }],
+    });
+    expect(p.default).toEqual({ deny: 'not listed' });
+    expect(p.rules[0]).toMatchObject({ lifetime: { default: H, min: 0, max: 2 * H, aboveMax: 'reject' }, keys: [{ type: 'ECDSA', minSize: 256 }] });
+    expect(p.rules[1]).toMatchObject({ lifetime: { default: H, max: 4 * H, aboveMax: 'reject' } });
+  });
+
   it('resolves the documented example completely', () => {
     expect(policySchema.parse(EXAMPLE_POLICY)).toEqual<Policy>({
       rules: [
@@ -135,7 +145,7 @@ describe('policySchema: problems, each with its path', () => {
       { rules: [{ name: 'r', deny: 'no', lifetime: { max: '1h' }, issuer: 'x' }] },
       [['rules.0.deny', 'a deny rule cannot also set lifetime, issuer']],
     ],
-    ['deny together with keys in the default rule', { default: { deny: 'no', keys: [{ type: 'RSA' }] } }, [['default.deny', 'a deny rule cannot also set keys']]],
+    ['a lifetime above 36500d', { rules: [{ name: 'r', lifetime: { max: '100000000000d' } }] }, [['rules.0.lifetime.max', 'invalid duration 100000000000d: at most 36500d']]],
     ['match in the default rule', { default: { match: {} } }, [['default', 'Unrecognized key: "match"']]],
     ['a bad duration', { rules: [{ name: 'r', lifetime: { max: '2w' } }] }, [['rules.0.lifetime.max', 'invalid duration "2w": use a number followed by s, m, h or d (e.g. 24h)']]],
     ['a fractional number of seconds', { default: { lifetime: { default: 1.5 } } }, [['default.lifetime.default', 'invalid duration 1.5: must be a whole number of seconds']]],
