@@ -13,6 +13,7 @@ import type { Authenticator } from './auth/types.js';
 import { WorkSlicer } from './authority/slicer.js';
 import { Authority } from './authority/authority.js';
 import { admitUnlessShortOfMemory, IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
+import { effectiveDefaultCluster } from './config/default-cluster.js';
 import type { MeshcertConfig } from './config/schema.js';
 import { ensureDevIssuer } from './dev/token-issuer.js';
 import { CaError, ConfigError } from './errors/ca-error.js';
@@ -150,12 +151,12 @@ export async function buildAuthChain(
   }
   const chain = new AuthChain({
     clusters,
-    defaultCluster: effectiveDefaultCluster(config, clusters),
+    defaultCluster: effectiveDefaultCluster(config, clusters.keys()),
     cache: config.auth.tokenCache.maxEntries > 0 ? new TokenCache({ maxEntries: config.auth.tokenCache.maxEntries, maxTtlMs: config.auth.tokenCache.maxTtl * 1000 }) : false,
   });
   return {
     chain,
-    defaultCluster: effectiveDefaultCluster(config, clusters),
+    defaultCluster: effectiveDefaultCluster(config, clusters.keys()),
     close: () => closers.forEach((c) => c()),
     // A jwksFile is re-read on a reload (the issuer's keys rotate; a withdrawn key must stop
     // working). All are read before any is put in force: one that cannot be read fails the
@@ -172,14 +173,6 @@ export async function buildAuthChain(
   };
 }
 
-/**
- * What an empty `clusterid` means, decided once for authentication, policy and inventory alike:
- * auth.defaultCluster when configured, else the only cluster there is.
- */
-function effectiveDefaultCluster(config: MeshcertConfig, clusters: ReadonlyMap<string, unknown>): string {
-  if (clusters.has(config.auth.defaultCluster) || clusters.size !== 1) return config.auth.defaultCluster;
-  return [...clusters.keys()][0]!;
-}
 
 export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Promise<RunningMeshcert> {
   const { logger } = o;

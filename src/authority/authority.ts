@@ -147,8 +147,12 @@ export class Authority {
     const { unverified: csr, proof } = decodeCsrPem(req.csrPem);
     const spiffeId = chooseIdentity(subject, csr, this.deps.options.trustDomainGroup);
     const workload = parseWorkloadSpiffeId(spiffeId);
+    // Rules judge the workload as it authenticated: an alias asked for in the CSR (same namespace
+    // and service account, another trust domain of the mesh) must not step around a rule scoped
+    // to the caller's own trust domain.
+    const own = subject.identities.includes(spiffeId) ? spiffeId : (subject.identities.find((id) => sameWorkload(id, workload)) ?? spiffeId);
     const decision = policy.evaluate({
-      trustDomain: workload?.trustDomain ?? trustDomainOf(spiffeId),
+      trustDomain: trustDomainOf(own),
       // A token is checked against the cluster the header names; a client certificate carries no
       // cluster, so its holder does not get to choose one (and with it another cluster's rules).
       clusterId: caller.method === 'client-cert' ? this.deps.options.defaultCluster : req.auth.clusterId || this.deps.options.defaultCluster,
@@ -245,6 +249,12 @@ export function chooseIdentity(caller: Caller, csr: ParsedCsr, trustDomainGroup:
     throw new CaError('IDENTITY_MISMATCH', `the CSR requests identity ${wanted.slice(0, 256)}, but the caller is ${caller.identities.join(', ')}`);
   }
   return wanted;
+}
+
+/** Whether `id` names the same namespace and service account as `workload`. */
+function sameWorkload(id: string, workload: { namespace: string; serviceAccount: string } | null): boolean {
+  const c = parseWorkloadSpiffeId(id);
+  return workload !== null && c !== null && c.namespace === workload.namespace && c.serviceAccount === workload.serviceAccount;
 }
 
 /**

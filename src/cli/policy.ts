@@ -1,10 +1,13 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { formatDuration, parseDurationSeconds } from '../config/duration.js';
 import { parseCsrPem } from '../csr/parse.js';
 import type { CsrKeyInfo, ParsedCsr } from '../csr/types.js';
 import { isCaError } from '../errors/ca-error.js';
 import { PolicyEngine, type PolicyDecision, type PolicyRequest, type RuleEvaluation } from '../policy/engine.js';
+import { effectiveDefaultCluster } from '../config/default-cluster.js';
 import { loadConfigFile } from '../config/load.js';
+import { ipToBytes } from '../x509/leaf.js';
 import { parseWorkloadSpiffeId, workloadSpiffeId } from '../x509/spiffe-id.js';
 import { parse, UsageError } from './args.js';
 
@@ -106,17 +109,24 @@ export async function policyCommand(argv: string[]): Promise<number> {
   // explanation is the server's decision; plus the defaults for cluster and trust domain.
   const config = loadConfigFile(v.config).config;
   const policy = config.policy;
-  const cluster = v.cluster ?? config.auth.defaultCluster;
+  // As serve decides it: an empty clusterid is the default cluster, or the only one configured.
+  const clusterNames = [...config.auth.clusters.map((c) => c.name), ...(config.dev.tokenIssuer ? [config.auth.defaultCluster] : [])];
+  const cluster = v.cluster ?? effectiveDefaultCluster(config, clusterNames);
   const clusterTd = config.auth.clusters.find((c) => c.name === cluster)?.trustDomain;
-  const trustDomain = v['trust-domain'] ?? fromCsr?.trustDomain ?? clusterTd ?? config.trustDomain;
+  // The trust domain the caller authenticates in, which the rules judge (serve does not take it
+  // from the CSR: a CSR may only ask for the caller's identity or an alias of it).
+  const trustDomain = v['trust-domain'] ?? clusterTd ?? config.trustDomain;
   let identity: string;
   try {
     identity = workloadSpiffeId(trustDomain, namespace, serviceAccount);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+  const group = config.trustDomainAliases.length > 0 ? [config.trustDomain, ...config.trustDomainAliases] : [];
   if (csr?.uris.length === 1 && fromCsr !== null && csr.uris[0] !== identity) {
-    warnings.push(`the CSR names ${csr.uris[0]}, not ${identity}; the server refuses that (IDENTITY_MISMATCH)`);
+    const alias = fromCsr.namespace === namespace && fromCsr.serviceAccount === serviceAccount && group.includes(fromCsr.trustDomain) && group.includes(trustDomain);
+    if (alias) identity = csr.uris[0]!;
+    else warnings.push(`the CSR names ${csr.uris[0]}, not ${identity} or an alias of it; the server refuses that (IDENTITY_MISMATCH)`);
   }
 
   const request: PolicyRequest = {
@@ -128,7 +138,8 @@ export async function policyCommand(argv: string[]): Promise<number> {
     key: csr ? csr.key : KEYS[v.key ?? 'rsa2048']!,
     requestedTtlSeconds: ttl,
     dnsNames: csr ? csr.dnsNames : splitList(v.dns),
-    ipAddresses: csr ? csr.ipAddresses : splitList(v.ip),
+    // As the CSR parser reads them: an IPv4-mapped IPv6 address is the IPv4 address it maps.
+    ipAddresses: csr ? csr.ipAddresses : splitList(v.ip).map(unmapIpv4),
     emails: csr ? csr.emails : [],
     uris: csr ? csr.uris : [],
   };
@@ -157,6 +168,17 @@ export async function policyCommand(argv: string[]): Promise<number> {
   if (v.json) console.log(JSON.stringify(out, null, 2));
   else printText(out);
   return decision.allowed ? 0 : 1;
+}
+
+/** An IPv4-mapped IPv6 address (any spelling) as the IPv4 address it maps, as the server judges it; others unchanged. */
+function unmapIpv4(ip: string): string {
+  if (isIP(ip) !== 6) return ip;
+  try {
+    const b = ipToBytes(ip);
+    return b.length === 4 ? [...b].join('.') : ip;
+  } catch {
+    return ip; // a zone index, say: the policy refuses it as given
+  }
 }
 
 /** Repeated and comma-separated values, trimmed, empty ones dropped. */

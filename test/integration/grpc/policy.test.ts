@@ -33,6 +33,7 @@ describe('mesh policy and several CAs over TLS', () => {
       policy: {
         rules: [
           { name: 'deny-kube-system', match: { namespaces: ['kube-system'] }, deny: 'kube-system workloads get their certificates from istiod' },
+          { name: 'deny-secrets-here', match: { trustDomains: ['cluster.local'], namespaces: ['secrets'] }, deny: 'secrets workloads of cluster.local are not served here' },
           { name: 'ingress-gateway', match: { namespaces: ['istio-ingress'], serviceAccounts: ['istio-ingressgateway'] }, extraSans: { dns: ['*.{namespace}.svc.cluster.local'] } },
           { name: 'payments', match: { namespaces: ['payments'] }, issuer: 'payments-ca', lifetime: { default: '30m', max: '1h', aboveMax: 'reject' } },
           { name: 'batch', match: { namespaces: ['batch-*'] }, lifetime: { default: '1h', max: '2h', aboveMax: 'clamp' }, keys: [{ type: 'ECDSA', minSize: 256 }] },
@@ -86,6 +87,15 @@ describe('mesh policy and several CAs over TLS', () => {
     expect(new X509Certificate(chain[0]!).subjectAltName).toBe('URI:spiffe://old.example/ns/shop/sa/web');
     const e = await refused(ca.request({ csrPem: (await makeCsr({ uris: ['spiffe://old.example/ns/shop/sa/admin'] })).pem, token: await mintToken({ ns: 'shop', sa: 'web' }) }));
     expect(e.code).toBe(status.PERMISSION_DENIED);
+  });
+
+  it('judges an alias request by the trust domain the caller authenticated in: a rule scoped to it cannot be stepped around', async () => {
+    const token = await mintToken({ ns: 'secrets', sa: 'vault' });
+    for (const uri of [ID('secrets', 'vault'), 'spiffe://old.example/ns/secrets/sa/vault']) {
+      const e = await refused(ca.request({ csrPem: (await makeCsr({ uris: [uri] })).pem, token }));
+      expect(e.code, uri).toBe(status.PERMISSION_DENIED);
+      expect(e.details).toContain('secrets workloads of cluster.local are not served here');
+    }
   });
 
   it('signs two namespaces with two CAs whose chains both verify against the union root bundle', async () => {

@@ -191,6 +191,19 @@ describe('meshcert policy explain --json', () => {
     expect(out.identity).toBe('spiffe://other.td/ns/a/sa/b');
   });
 
+  it('takes, as serve does, the only configured cluster for an empty clusterid when auth.defaultCluster is not one', async () => {
+    const single = file('single.yaml', 'auth:\n  clusters:\n    - name: prod\n      trustDomain: prod.example\n      tokenReview: {}\n');
+    expect(await policyCommand(['explain', '--config', single, '--ns', 'a', '--sa', 'b', '--json'])).toBe(0);
+    const out = JSON.parse(stdout()) as PolicyExplainOutput;
+    expect(out.request).toMatchObject({ cluster: 'prod', trustDomain: 'prod.example' });
+    expect(out.identity).toBe('spiffe://prod.example/ns/a/sa/b');
+  });
+
+  it('judges an IPv4-mapped --ip as the IPv4 address it maps, as the server reads it from a CSR', async () => {
+    const { out } = await runJson([...GW, '--key', 'ec256', '--ip', '::ffff:10.1.2.3,::FFFF:a01:204,fd00::1']);
+    expect(out.request.ipAddresses).toEqual(['10.1.2.3', '10.1.2.4', 'fd00::1']);
+  });
+
   it('uses the built-in default policy for a config without a policy section', async () => {
     const bare = file('bare.yaml', 'trustDomain: bare.example\nauth:\n  defaultCluster: main\n');
     expect(await policyCommand(['explain', '--config', bare, '--ns', 'a', '--sa', 'b', '--json'])).toBe(0);
@@ -232,7 +245,24 @@ describe('meshcert policy explain --csr', () => {
     const { code, out } = await runJson(['--csr', file('other.pem', csr.pem), '--ns', 'shop', '--sa', 'api']);
     expect(code).toBe(0);
     expect(out.identity).toBe('spiffe://cluster.local/ns/shop/sa/api');
-    expect(out.warnings).toEqual(['the CSR names spiffe://cluster.local/ns/shop/sa/web, not spiffe://cluster.local/ns/shop/sa/api; the server refuses that (IDENTITY_MISMATCH)']);
+    expect(out.warnings).toEqual(['the CSR names spiffe://cluster.local/ns/shop/sa/web, not spiffe://cluster.local/ns/shop/sa/api or an alias of it; the server refuses that (IDENTITY_MISMATCH)']);
+  });
+
+  it("judges the caller's trust domain, not one the CSR names: a foreign one is what the server refuses, an alias is issued under the caller's rules", async () => {
+    const foreign = await makeCsr({ uris: ['spiffe://evil.example/ns/shop/sa/web'] });
+    const { out } = await runJson(['--csr', file('evil.pem', foreign.pem)]);
+    expect(out.request.trustDomain).toBe('cluster.local');
+    expect(out.warnings).toEqual(['the CSR names spiffe://evil.example/ns/shop/sa/web, not spiffe://cluster.local/ns/shop/sa/web or an alias of it; the server refuses that (IDENTITY_MISMATCH)']);
+
+    const aliased = file('aliases.yaml', `${CONFIG}trustDomainAliases: [old.example]\n`);
+    const alias = await makeCsr({ uris: ['spiffe://old.example/ns/kube-system/sa/coredns'] });
+    log.mockClear();
+    expect(await policyCommand(['explain', '--config', aliased, '--csr', file('alias.pem', alias.pem), '--json'])).toBe(1);
+    const a = JSON.parse(stdout()) as PolicyExplainOutput;
+    expect(a.identity).toBe('spiffe://old.example/ns/kube-system/sa/coredns');
+    expect(a.warnings).toEqual([]);
+    expect(a.request.trustDomain).toBe('cluster.local');
+    expect(a.decision).toMatchObject({ allowed: false, rule: 'deny-kube-system' });
   });
 
   it('warns in text output that the server refuses a CA request', async () => {

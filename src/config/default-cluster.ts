@@ -1,0 +1,12 @@
+import type { MeshcertConfig } from './schema.js';
+
+/**
+ * What an empty `clusterid` means, decided once for authentication, policy and inventory alike (and
+ * for `policy explain`): auth.defaultCluster when it is one of the clusters, else the only cluster
+ * there is. `clusters`: the names authentication serves.
+ */
+export function effectiveDefaultCluster(config: MeshcertConfig, clusters: Iterable<string>): string {
+  const names = [...clusters];
+  if (names.includes(config.auth.defaultCluster) || names.length !== 1) return config.auth.defaultCluster;
+  return names[0]!;
+}
