@@ -6,10 +6,11 @@
  *   acquires it when it is absent, released (empty holderIdentity), held by this identity, or
  *   expired; writes carry the read resourceVersion (optimistic concurrency: a 409 means another
  *   replica wrote first: the Lease is read again);
- * - expired means: renewTime + leaseDurationSeconds is in the past, or the Lease record has not
- *   changed for leaseDurationSeconds of this process's own clock (client-go's observedTime rule,
- *   which does not trust the holder's clock). Clocks more than leaseDuration − renewDeadline apart
- *   between replicas can make the first rule misjudge a live holder; keep nodes NTP-synced;
+ * - expired means: the Lease record has not changed for leaseDurationSeconds, measured on this
+ *   process's own monotonic clock from when it saw the record (client-go's observedTime rule).
+ *   The holder's renewTime is never compared with this node's clock: replicas whose clocks differ,
+ *   or a clock stepped by NTP, must not see a live holder as expired. A new candidate therefore
+ *   waits one leaseDuration before taking over a Lease whose holder died;
  * - the leader renews every `retryPeriod`; it stops leading when it has not renewed for
  *   `renewDeadline`, or at once when it sees another holder. `isLeader` also turns false on its
  *   own once the last successful renewal is older than `renewDeadline` (a stalled event loop),
@@ -43,6 +44,11 @@ export interface LeaderElectorOptions {
   readonly retryPeriodMs?: number;
   /** Clock (ms since epoch). */
   readonly now?: () => number;
+  /**
+   * Clock for durations (renew deadline, observed expiry). Default: performance.now, which wall
+   * clock steps do not move; when only `now` is given (tests), `now`.
+   */
+  readonly monotonic?: () => number;
   /** Called when this replica starts leading. Should return quickly (work belongs in the controllers). */
   readonly onStartedLeading: () => void | Promise<void>;
   /** Called when this replica stops leading (lost lease, or stop()). stop() waits for a returned promise. */
@@ -93,7 +99,10 @@ export class LeaderElector {
   private readonly leaseDurationSeconds: number;
   private readonly renewDeadlineMs: number;
   private readonly retryPeriodMs: number;
+  /** Wall clock: the times written into the Lease. */
   private readonly now: () => number;
+  /** Durations: see LeaderElectorOptions.monotonic. */
+  private readonly clock: () => number;
   private readonly opts: LeaderElectorOptions;
   private readonly log: ControllerLog | undefined;
   /** The refusal (401/403) was said once; said again only after an attempt that was not refused. */
@@ -124,6 +133,7 @@ export class LeaderElector {
     this.retryPeriodMs = opts.retryPeriodMs ?? 2_000;
     this.leaseDurationSeconds = Math.max(1, Math.ceil(this.leaseDurationMs / 1000));
     this.now = opts.now ?? Date.now;
+    this.clock = opts.monotonic ?? opts.now ?? (() => performance.now());
     this.log = opts.log;
     if (!(this.leaseDurationMs > this.renewDeadlineMs)) throw new Error('leaseDuration must be greater than renewDeadline');
     if (!(this.renewDeadlineMs > 1.2 * this.retryPeriodMs)) throw new Error('renewDeadline must be greater than 1.2 × retryPeriod');
@@ -132,7 +142,7 @@ export class LeaderElector {
 
   /** True while this replica holds the lease and renewed it within renewDeadline. */
   get isLeader(): boolean {
-    return this.leading && this.now() - this.renewedAt < this.renewDeadlineMs;
+    return this.leading && this.clock() - this.renewedAt < this.renewDeadlineMs;
   }
 
   /** The holder last seen on the Lease ('' when released, undefined before the first read). */
@@ -165,7 +175,7 @@ export class LeaderElector {
 
   private async run(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      const started = this.now();
+      const started = this.clock();
       let result: Attempt = { ok: false, otherHolder: undefined };
       const seq = ++this.attemptSeq;
       // A leader's attempt may last until its renew deadline; a candidate's about one period.
@@ -195,7 +205,7 @@ export class LeaderElector {
         }
       } else if (this.leading) {
         const lostTo = result.otherHolder;
-        if (lostTo !== undefined || this.now() - this.renewedAt >= this.renewDeadlineMs) {
+        if (lostTo !== undefined || this.clock() - this.renewedAt >= this.renewDeadlineMs) {
           this.leading = false;
           this.log?.warn(
             { lease: this.leaseRef(), identity: this.identity, ...(lostTo === undefined ? {} : { newLeader: lostTo }) },
@@ -251,7 +261,6 @@ export class LeaderElector {
   private expired(record: LeaseRecord, now: number): boolean {
     if (record.holder === '') return true;
     const durMs = Math.max(1, record.durationSeconds) * 1000;
-    if (record.renewTime !== undefined && record.renewTime + durMs < now) return true;
     return this.observed !== undefined && this.observed.at + durMs < now;
   }
 
@@ -270,6 +279,8 @@ export class LeaderElector {
   /** One acquire-or-renew round; a 409 on the write re-reads the Lease once. */
   private async tryAcquireOrRenew(seq: number, now: number): Promise<Attempt> {
     const api = this.kube.coordination;
+    // `now` is the monotonic clock's (observations, expiry); the Lease carries wall-clock times.
+    const wall = this.now();
     for (let round = 0; round < 2; round++) {
       let lease: V1Lease;
       try {
@@ -280,7 +291,7 @@ export class LeaderElector {
         try {
           const created = await api.createNamespacedLease({
             namespace: this.namespace,
-            body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: this.name, namespace: this.namespace }, spec: this.spec(undefined, now) },
+            body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: this.name, namespace: this.namespace }, spec: this.spec(undefined, wall) },
           });
           this.observe(created, now);
           return { ok: true };
@@ -296,7 +307,7 @@ export class LeaderElector {
         const updated = await api.replaceNamespacedLease({
           namespace: this.namespace,
           name: this.name,
-          body: { ...lease, metadata: { ...lease.metadata, resourceVersion: lease.metadata?.resourceVersion }, spec: { ...lease.spec, ...this.spec(record, now) } },
+          body: { ...lease, metadata: { ...lease.metadata, resourceVersion: lease.metadata?.resourceVersion }, spec: { ...lease.spec, ...this.spec(record, wall) } },
         });
         this.observe(updated, now);
         if (record.holder !== this.identity) {
@@ -314,12 +325,12 @@ export class LeaderElector {
   /** Gives the lease up (holderIdentity "", duration 1 s) if it still names this replica. */
   private async release(): Promise<void> {
     const api = this.kube.coordination;
-    const deadline = this.now() + Math.max(this.renewDeadlineMs, 1000);
+    const deadline = this.clock() + Math.max(this.renewDeadlineMs, 1000);
     try {
       await withDeadline(
         (async () => {
           let lease = this.observed?.lease;
-          for (let round = 0; round < 3 && this.now() < deadline; round++) {
+          for (let round = 0; round < 3 && this.clock() < deadline; round++) {
             if (!lease || round > 0) lease = await api.readNamespacedLease({ namespace: this.namespace, name: this.name });
             if ((lease.spec?.holderIdentity ?? '') !== this.identity) return;
             const t = new V1MicroTime(this.now());
@@ -339,7 +350,7 @@ export class LeaderElector {
             }
           }
         })(),
-        Math.max(1, deadline - this.now()),
+        Math.max(1, deadline - this.clock()),
         'timed out releasing the leader lease',
       );
     } catch (err) {

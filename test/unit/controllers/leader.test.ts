@@ -110,15 +110,18 @@ describe('LeaderElector', () => {
     expect(lease()?.spec).toMatchObject({ holderIdentity: 'pod-b', leaseTransitions: 1 });
   });
 
-  it('takes over an expired Lease held by a dead replica, but not a live one', async () => {
+  it('takes over a Lease held by a dead replica once it has seen it unchanged for leaseDuration, but not a live one', async () => {
     const now = Date.now();
     fake.put('leases', {
       metadata: { name: DEFAULT_LEASE_NAME, namespace: NS },
-      spec: { holderIdentity: 'dead-pod', leaseDurationSeconds: 15, acquireTime: micro(now - 120_000), renewTime: micro(now - 60_000), leaseTransitions: 4 },
+      spec: { holderIdentity: 'dead-pod', leaseDurationSeconds: 1, acquireTime: micro(now - 120_000), renewTime: micro(now - 60_000), leaseTransitions: 4 },
     });
     const a = replica('pod-a');
+    const t0 = Date.now();
     a.elector.start();
-    await until(() => a.elector.isLeader, 2_000, 'takeover of the expired lease');
+    await until(() => a.elector.isLeader, 4_000, 'takeover of the expired lease');
+    // Not at once on its renewTime (another node's clock): after a leaseDuration of its own.
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1_000);
     expect(lease()?.spec).toMatchObject({ holderIdentity: 'pod-a', leaseTransitions: 5 });
     await a.elector.stop();
 
@@ -148,6 +151,26 @@ describe('LeaderElector', () => {
     expect(a.elector.isLeader).toBe(false);
     offset = 4_000; // the record has not changed for more than leaseDuration of our own clock
     await until(() => a.elector.isLeader, 2_000, 'takeover after observed expiry');
+  });
+
+  it("does not take a live holder's Lease when its own wall clock runs far ahead (renewTime is not compared with it)", async () => {
+    const put = (): void =>
+      fake.put('leases', {
+        metadata: { name: DEFAULT_LEASE_NAME, namespace: NS },
+        spec: { holderIdentity: 'live-pod', leaseDurationSeconds: 2, renewTime: micro(Date.now()), leaseTransitions: 0 },
+      });
+    put();
+    const renewing = setInterval(put, 500); // the live holder renews
+    try {
+      // 60 s ahead of the holder: by renewTime + leaseDuration the Lease always looks expired.
+      const ahead = replica('pod-ahead', { now: () => Date.now() + 60_000, monotonic: () => performance.now() });
+      ahead.elector.start();
+      await new Promise((r) => setTimeout(r, 3_000));
+      expect(ahead.elector.isLeader).toBe(false);
+      expect(writesTo(fake, 'leases', ahead.token)).toEqual([]);
+    } finally {
+      clearInterval(renewing);
+    }
   });
 
   it('handles 409 conflicts: concurrent creation, and a conflicting renewal is retried after a re-read', async () => {
