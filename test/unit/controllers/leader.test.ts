@@ -154,11 +154,12 @@ describe('LeaderElector', () => {
   });
 
   it("does not take a live holder's Lease when its own wall clock runs far ahead (renewTime is not compared with it)", async () => {
-    const put = (): void =>
+    const put = (): void => {
       fake.put('leases', {
         metadata: { name: DEFAULT_LEASE_NAME, namespace: NS },
         spec: { holderIdentity: 'live-pod', leaseDurationSeconds: 2, renewTime: micro(Date.now()), leaseTransitions: 0 },
       });
+    };
     put();
     const renewing = setInterval(put, 500); // the live holder renews
     try {
