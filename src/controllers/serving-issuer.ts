@@ -19,6 +19,9 @@ export interface LocalServingIssuerOptions {
   readonly now?: () => number;
 }
 
+/** The shortest validity worth writing (the controller renews at 2/3 of a certificate's life). */
+const MIN_USEFUL_LIFETIME_MS = 10 * 60_000;
+
 export function localServingCertIssuer(issuer: () => Pick<LocalIssuer, 'sign'>, o: LocalServingIssuerOptions = {}): ServingCertIssuer {
   const backdateMs = o.backdateMs ?? 120_000;
   const clock = o.now ?? Date.now;
@@ -32,6 +35,13 @@ export function localServingCertIssuer(issuer: () => Pick<LocalIssuer, 'sign'>, 
       notBefore: new Date(now - backdateMs),
       notAfter: new Date(now + lifetimeSeconds * 1000),
     });
+    // A signing CA near its end caps the leaf there: one that would be due for renewal as soon as
+    // it is written makes the controller rewrite the Secret in a loop. Refused instead, so the
+    // controller retries with backoff (and says why) until the CA is renewed.
+    const lastsMs = leaf.notAfter.getTime() - now;
+    if (lastsMs < MIN_USEFUL_LIFETIME_MS) {
+      throw new Error(`the signing CA ends at ${leaf.notAfter.toISOString()}: a certificate for istiod would last only ${Math.max(0, Math.round(lastsMs / 1000))} s; renew or rotate the CA`);
+    }
     const chain = leaf.chainPem; // [...intermediates, rootBundle]
     return {
       certChainPem: [leaf.pem, ...chain.slice(0, -1)].join(''),

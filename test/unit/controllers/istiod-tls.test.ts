@@ -140,6 +140,17 @@ describe('IstiodTlsController', () => {
     expect(writesTo(fake, 'secrets')).toHaveLength(1);
   });
 
+  it('does not rewrite the Secret in a loop when the signing CA is about to end: issuing is refused and retried with backoff', async () => {
+    const caEnd = ca.issuer.notAfter.getTime();
+    const clock = (): number => caEnd - 30_000; // 30 s before the intermediate ends
+    await expect(ca.issue(clock)(['istiod.istio-system.svc'], 3600)).rejects.toThrow(/the signing CA ends at .*: a certificate for istiod would last only 30 s; renew or rotate the CA/);
+    const c = controller({ now: clock, issue: ca.issue(clock) });
+    c.start();
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(writesTo(fake, 'secrets')).toEqual([]);
+    expect(c.status().failures).toBeGreaterThanOrEqual(1); // retried with the controller's backoff
+  });
+
   it('renews when less than a third of the lifetime is left', async () => {
     let offset = 0;
     const clock = (): number => Date.now() + offset;
