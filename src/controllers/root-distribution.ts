@@ -157,10 +157,18 @@ export class RootCertDistributor {
     await Promise.all([this.namespaces.stop(), this.configMaps.stop()]);
   }
 
-  /** Queues every selected namespace (no-op until synced, or when not leading). */
+  /**
+   * Queues every selected namespace whose cached ConfigMap is not up to date (no-op until synced,
+   * or when not leading). The reconcile would find the others up to date in the same cache and do
+   * nothing, but each would still take a turn of the write rate limit, and a namespace created
+   * meanwhile would wait behind thousands of them for its ConfigMap (its pods with it).
+   */
   resyncAll(): void {
     if (!this.ready || !this.opts.isLeader()) return;
-    for (const ns of this.namespaces.informer.list()) this.onNamespace(ns);
+    for (const ns of this.namespaces.informer.list()) {
+      const name = ns.metadata?.name;
+      if (name && !this.upToDate(this.configMaps.informer.get(this.configMapName, name))) this.onNamespace(ns);
+    }
   }
 
   /** Call after the root bundle changed (rotation): every namespace is brought up to date. */

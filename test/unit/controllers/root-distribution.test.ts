@@ -50,6 +50,22 @@ const cm = (namespace: string) => fake.get('configmaps', namespace, ROOT_CERT_CO
 const rootIn = (namespace: string): string | undefined => cm(namespace)?.data?.[ROOT_CERT_KEY];
 
 describe('RootCertDistributor', () => {
+  it('a resync queues only namespaces whose ConfigMap is not up to date, so a new namespace does not wait behind the others', async () => {
+    const names = Array.from({ length: 60 }, (_, i) => `ns-${i}`);
+    for (const n of names) fake.put('namespaces', ns(n));
+    // Writes limited to 10 a second (burst 10): 60 queued no-ops would hold a new namespace ~5 s.
+    const d = distributor({ queue: { qps: 10, burst: 10, retryBaseMs: 50, retryMaxMs: 400 } });
+    d.start();
+    await until(() => names.every((n) => rootIn(n) === ROOT_1), 15_000, 'every namespace');
+    await d.idle();
+    await new Promise((r) => setTimeout(r, 1_100)); // the rate limit's tokens back
+    d.resyncAll();
+    const t0 = Date.now();
+    fake.put('namespaces', ns('late'));
+    await until(() => rootIn('late') === ROOT_1, 10_000, 'the late namespace');
+    expect(Date.now() - t0).toBeLessThan(2_000);
+  });
+
   it('creates the ConfigMap in every existing and new namespace, never in excluded or terminating ones', async () => {
     for (const n of ['default', 'team-a', 'kube-system', 'secret-team']) fake.put('namespaces', ns(n));
     fake.put('namespaces', ns('going', { deletionTimestamp: new Date().toISOString() }, { phase: 'Terminating' }));
