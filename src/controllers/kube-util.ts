@@ -163,6 +163,13 @@ export class InformerRunner<T extends KubernetesObject> {
       await this.informer.start();
     } catch (err) {
       if (seq === this.errorSeq) this.onError(err);
+      return;
+    }
+    // Started without an error since (a watch resumed from its resourceVersion, no list): the next
+    // failure starts from the initial backoff again, as after a full list.
+    if (this.running && seq === this.errorSeq) {
+      this.backoffMs = this.backoffInitialMs;
+      this.lastError = undefined;
     }
   }
 
