@@ -373,13 +373,15 @@ export class StreamingWatch extends Watch {
    */
   private dispatchSafely(line: string, callback: WatchCallback, finish: (err: unknown) => void): void {
     try {
-      this.dispatch(line, callback);
+      // ListWatch's handler is async: its throw arrives as a rejected promise, not here.
+      const pending: unknown = this.dispatch(line, callback);
+      if (pending instanceof Promise) pending.catch(finish);
     } catch (err) {
       finish(err);
     }
   }
 
-  private dispatch(line: string, callback: WatchCallback): void {
+  private dispatch(line: string, callback: WatchCallback): unknown {
     let data: { type?: unknown; object?: unknown };
     try {
       data = JSON.parse(line) as { type?: unknown; object?: unknown };
@@ -389,7 +391,7 @@ export class StreamingWatch extends Watch {
     if (typeof data !== 'object' || data === null || typeof data.type !== 'string' || typeof data.object !== 'object' || data.object === null) return;
     const isObjectEvent = data.type === 'ADDED' || data.type === 'MODIFIED' || data.type === 'DELETED';
     const obj = isObjectEvent && this.transform ? this.transform(data.object) : data.object;
-    callback(data.type, obj, data);
+    return callback(data.type, obj, data);
   }
 }
 

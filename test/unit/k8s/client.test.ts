@@ -1,9 +1,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createKubeClient, createKubeConfig, describeKubeError, kubeStatusCode } from '../../../src/k8s/client.js';
+import { KubeConfig, type V1Namespace } from '@kubernetes/client-node';
+import { createKubeClient, createKubeConfig, describeKubeError, KubeInformer, kubeStatusCode, StreamingWatch } from '../../../src/k8s/client.js';
 import { FakeKube } from '../../support/fake-kube.js';
 
 let fake: FakeKube;
@@ -144,5 +146,32 @@ describe('timeouts', () => {
     });
     expect(describeKubeError(err)).toBe('watch /api/v1/namespaces: no answer from the API server within 200 ms');
     await inf.stop();
+  });
+});
+
+describe('watch event handlers', () => {
+  it("ends the stream with the error when an (async) handler throws, so its owner restarts it, and nothing is left unhandled", async () => {
+    const srv = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write(`${JSON.stringify({ type: 'ADDED', object: { metadata: { name: 'ns-a', resourceVersion: '11' } } })}\n`);
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as { port: number }).port;
+    const kc = new KubeConfig();
+    kc.loadFromOptions({ clusters: [{ name: 'c', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }], users: [{ name: 'u' }], contexts: [{ name: 'x', cluster: 'c', user: 'u' }], currentContext: 'x' });
+    const informer = new KubeInformer<V1Namespace>('/api/v1/namespaces', new StreamingWatch(kc), async () => ({ metadata: { resourceVersion: '10' }, items: [] }));
+    const errors: string[] = [];
+    informer.on('error', (e: unknown) => void errors.push(String(e)));
+    informer.on('add', (o: V1Namespace) => {
+      if (o.metadata?.name === 'ns-a') throw new Error('handler failed');
+    });
+    try {
+      await informer.start();
+      await expect.poll(() => errors, { timeout: 3_000 }).toEqual(['Error: handler failed']);
+    } finally {
+      await informer.stop();
+      srv.closeAllConnections();
+      srv.close();
+    }
   });
 });
