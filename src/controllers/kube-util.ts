@@ -88,6 +88,8 @@ export interface InformerRunnerOptions {
   /** Restart backoff after a list/watch failure. Defaults 500 ms, 30 s. */
   readonly backoffInitialMs?: number;
   readonly backoffMaxMs?: number;
+  /** A watch up this long without an error resets the backoff. Default 60000 ms. */
+  readonly stableMs?: number;
   /** Stop for good (one warning) when the API server answers 403: for optional watches. */
   readonly stopOnForbidden?: boolean;
 }
@@ -103,6 +105,9 @@ export class InformerRunner<T extends KubernetesObject> {
   private readonly backoffInitialMs: number;
   private readonly backoffMaxMs: number;
   private backoffMs: number;
+  private readonly stableMs: number;
+  /** When the informer last started without an error since (undefined while failing). */
+  private upSince: number | undefined;
   private running = false;
   private errorSeq = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -117,6 +122,7 @@ export class InformerRunner<T extends KubernetesObject> {
     this.backoffInitialMs = opts.backoffInitialMs ?? 500;
     this.backoffMaxMs = opts.backoffMaxMs ?? 30_000;
     this.backoffMs = this.backoffInitialMs;
+    this.stableMs = opts.stableMs ?? 60_000;
     informer.on('error', (err: unknown) => this.onError(err));
     informer.onSynced(() => {
       this.backoffMs = this.backoffInitialMs;
@@ -165,17 +171,17 @@ export class InformerRunner<T extends KubernetesObject> {
       if (seq === this.errorSeq) this.onError(err);
       return;
     }
-    // Started without an error since (a watch resumed from its resourceVersion, no list): the next
-    // failure starts from the initial backoff again, as after a full list.
-    if (this.running && seq === this.errorSeq) {
-      this.backoffMs = this.backoffInitialMs;
-      this.lastError = undefined;
-    }
+    // Started (a watch resumed from its resourceVersion, no list). Only once it has stayed up for
+    // `stableMs` does the next failure start from the initial backoff again, as after a full list:
+    // a server that accepts watches and drops them at once must still see the backoff grow.
+    if (this.running && seq === this.errorSeq) this.upSince = Date.now();
   }
 
   private onError(err: unknown): void {
     this.errorSeq++;
     if (!this.running) return;
+    if (this.upSince !== undefined && Date.now() - this.upSince >= this.stableMs) this.backoffMs = this.backoffInitialMs;
+    this.upSince = undefined;
     this.lastError = explainKubeError(err, this.opts.verbs);
     if (this.opts.stopOnForbidden && kubeStatusCode(err) === 403) {
       this.opts.log?.warn({ informer: this.opts.name, error: this.lastError }, 'watch not permitted; not retrying it');

@@ -23,23 +23,43 @@ function fakeInformer(): { informer: never; fail: (err: Error) => void; starts: 
 }
 
 describe('InformerRunner', () => {
-  it('starts again from the initial backoff after a watch resumed without a list, and forgets the last error', async () => {
-    const f = fakeInformer();
+  const recorder = (): { announced: number[]; log: never } => {
     const announced: number[] = [];
     const log = { warn: (o: { retryInMs?: number }) => void announced.push(o.retryInMs ?? -1), info() {}, debug() {}, error() {} };
-    const runner = new InformerRunner(f.informer, { name: 'namespaces', verbs: 'list and watch namespaces', backoffInitialMs: 5, backoffMaxMs: 320, log: log as never });
+    return { announced, log: log as never };
+  };
+
+  it('starts again from the initial backoff after a watch that resumed without a list stayed up for stableMs', async () => {
+    const f = fakeInformer();
+    const { announced, log } = recorder();
+    const runner = new InformerRunner(f.informer, { name: 'namespaces', verbs: 'list and watch namespaces', backoffInitialMs: 5, backoffMaxMs: 320, stableMs: 100, log });
     runner.start();
     try {
-      for (let i = 0; i < 5; i++) {
+      for (let i = 0; i < 4; i++) {
         await new Promise((r) => setTimeout(r, 30));
         f.fail(new Error('connection reset'));
-        // resumed well before the next drop
         await expect.poll(() => f.starts(), { timeout: 2_000 }).toBe(i + 2);
-        await new Promise((r) => setTimeout(r, 20));
-        expect(runner.lastError).toBeUndefined();
+        await new Promise((r) => setTimeout(r, 150)); // up longer than stableMs before the next drop
       }
       // Each isolated drop waits the initial backoff, not one doubled at every drop of the process's life.
-      expect(announced).toEqual([5, 5, 5, 5, 5]);
+      expect(announced).toEqual([5, 5, 5, 5]);
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  it('keeps growing the backoff while watches are dropped as soon as they start', async () => {
+    const f = fakeInformer();
+    const { announced, log } = recorder();
+    const runner = new InformerRunner(f.informer, { name: 'namespaces', verbs: 'list and watch namespaces', backoffInitialMs: 5, backoffMaxMs: 320, stableMs: 10_000, log });
+    runner.start();
+    try {
+      for (let i = 0; i < 4; i++) {
+        await expect.poll(() => f.starts(), { timeout: 2_000 }).toBe(i + 1);
+        f.fail(new Error('connection reset'));
+      }
+      expect(announced).toEqual([5, 10, 20, 40]);
+      expect(runner.lastError).toMatch(/connection reset/);
     } finally {
       await runner.stop();
     }
