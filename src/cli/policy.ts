@@ -129,8 +129,10 @@ export async function policyCommand(argv: string[]): Promise<number> {
     else warnings.push(`the CSR names ${csr.uris[0]}, not ${identity} or an alias of it; the server refuses that (IDENTITY_MISMATCH)`);
   }
 
+  // As serve: the requested identity's trust domain decides, and an alias must pass the caller's own too.
+  const requestedTd = parseWorkloadSpiffeId(identity)?.trustDomain ?? trustDomain;
   const request: PolicyRequest = {
-    trustDomain,
+    trustDomain: requestedTd,
     clusterId: cluster,
     namespace,
     serviceAccount,
@@ -143,11 +145,19 @@ export async function policyCommand(argv: string[]): Promise<number> {
     emails: csr ? csr.emails : [],
     uris: csr ? csr.uris : [],
   };
-  const { decision, evaluated } = new PolicyEngine(policy).explain(request);
+  const engine = new PolicyEngine(policy);
+  let { decision, evaluated } = engine.explain(request);
+  if (decision.allowed && requestedTd !== trustDomain) {
+    const own = engine.explain({ ...request, trustDomain });
+    if (!own.decision.allowed) {
+      ({ decision, evaluated } = own);
+      warnings.push(`the alias is allowed in ${requestedTd}, but the rules for the caller's own trust domain ${trustDomain} refuse it`);
+    }
+  }
   const out: PolicyExplainOutput = {
     identity,
     request: {
-      trustDomain,
+      trustDomain: requestedTd,
       cluster,
       namespace,
       serviceAccount,

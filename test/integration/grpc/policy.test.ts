@@ -34,6 +34,8 @@ describe('mesh policy and several CAs over TLS', () => {
         rules: [
           { name: 'deny-kube-system', match: { namespaces: ['kube-system'] }, deny: 'kube-system workloads get their certificates from istiod' },
           { name: 'deny-secrets-here', match: { trustDomains: ['cluster.local'], namespaces: ['secrets'] }, deny: 'secrets workloads of cluster.local are not served here' },
+          { name: 'deny-vault-old', match: { trustDomains: ['old.example'], namespaces: ['vault'] }, deny: 'no old.example identities for vault' },
+          { name: 'old-domain-short', match: { trustDomains: ['old.example'], namespaces: ['shop'] }, lifetime: { default: '2h' } },
           { name: 'ingress-gateway', match: { namespaces: ['istio-ingress'], serviceAccounts: ['istio-ingressgateway'] }, extraSans: { dns: ['*.{namespace}.svc.cluster.local'] } },
           { name: 'payments', match: { namespaces: ['payments'] }, issuer: 'payments-ca', lifetime: { default: '30m', max: '1h', aboveMax: 'reject' } },
           { name: 'batch', match: { namespaces: ['batch-*'] }, lifetime: { default: '1h', max: '2h', aboveMax: 'clamp' }, keys: [{ type: 'ECDSA', minSize: 256 }] },
@@ -87,6 +89,17 @@ describe('mesh policy and several CAs over TLS', () => {
     expect(new X509Certificate(chain[0]!).subjectAltName).toBe('URI:spiffe://old.example/ns/shop/sa/web');
     const e = await refused(ca.request({ csrPem: (await makeCsr({ uris: ['spiffe://old.example/ns/shop/sa/admin'] })).pem, token: await mintToken({ ns: 'shop', sa: 'web' }) }));
     expect(e.code).toBe(status.PERMISSION_DENIED);
+  });
+
+  it('judges an alias request by the requested trust domain too: its deny rules hold, and its rules say how to issue', async () => {
+    const e = await refused(ca.request({ csrPem: (await makeCsr({ uris: ['spiffe://old.example/ns/vault/sa/server'] })).pem, token: await mintToken({ ns: 'vault', sa: 'server' }) }));
+    expect(e.code).toBe(status.PERMISSION_DENIED);
+    expect(e.details).toContain('no old.example identities for vault');
+    // Its own identity is not affected by the old.example rule.
+    await ca.request({ csrPem: (await makeCsr({ uris: [ID('vault', 'server')] })).pem, token: await mintToken({ ns: 'vault', sa: 'server' }) });
+    const chain = await ca.request({ csrPem: (await makeCsr({ uris: ['spiffe://old.example/ns/shop/sa/web'] })).pem, token: await mintToken({ ns: 'shop', sa: 'web' }), validitySeconds: 0 });
+    const leaf = new X509Certificate(chain[0]!);
+    expect(Math.round((Date.parse(leaf.validTo) - Date.now()) / 3_600_000)).toBe(2);
   });
 
   it('judges an alias request by the trust domain the caller authenticated in: a rule scoped to it cannot be stepped around', async () => {

@@ -248,6 +248,16 @@ describe('meshcert policy explain --csr', () => {
     expect(out.warnings).toEqual(['the CSR names spiffe://cluster.local/ns/shop/sa/web, not spiffe://cluster.local/ns/shop/sa/api or an alias of it; the server refuses that (IDENTITY_MISMATCH)']);
   });
 
+  it("judges an alias by its own trust domain's rules and the caller's, as serve does", async () => {
+    const aliased = file('aliases-deny.yaml', `${CONFIG.replace('policy:\n  rules:\n', 'policy:\n  rules:\n    - name: no-secrets-here\n      match: { trustDomains: [cluster.local], namespaces: [secrets] }\n      deny: not for cluster.local secrets\n')}trustDomainAliases: [old.example]\n`);
+    const alias = await makeCsr({ uris: ['spiffe://old.example/ns/secrets/sa/vault'] });
+    expect(await policyCommand(['explain', '--config', aliased, '--csr', file('alias-secrets.pem', alias.pem), '--json'])).toBe(1);
+    const out = JSON.parse(stdout()) as PolicyExplainOutput;
+    expect(out.request.trustDomain).toBe('old.example');
+    expect(out.decision).toMatchObject({ allowed: false, rule: 'no-secrets-here' });
+    expect(out.warnings).toEqual(["the alias is allowed in old.example, but the rules for the caller's own trust domain cluster.local refuse it"]);
+  });
+
   it("judges the caller's trust domain, not one the CSR names: a foreign one is what the server refuses, an alias is issued under the caller's rules", async () => {
     const foreign = await makeCsr({ uris: ['spiffe://evil.example/ns/shop/sa/web'] });
     const { out } = await runJson(['--csr', file('evil.pem', foreign.pem)]);
@@ -261,7 +271,7 @@ describe('meshcert policy explain --csr', () => {
     const a = JSON.parse(stdout()) as PolicyExplainOutput;
     expect(a.identity).toBe('spiffe://old.example/ns/kube-system/sa/coredns');
     expect(a.warnings).toEqual([]);
-    expect(a.request.trustDomain).toBe('cluster.local');
+    expect(a.request.trustDomain).toBe('old.example');
     expect(a.decision).toMatchObject({ allowed: false, rule: 'deny-kube-system' });
   });
 
