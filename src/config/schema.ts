@@ -199,12 +199,13 @@ export const configSchema = z.strictObject({
    */
   issuance: z
     .strictObject({
-      defaultTtl: duration.prefault('24h'),
-      maxTtl: duration.prefault('90d'),
+      defaultTtl: span(0, '0s').prefault('24h'),
+      maxTtl: span(0, '0s').prefault('90d'),
       /** What to do when a workload asks for more than maxTtl: issue maxTtl (clamp) or refuse. */
       onTtlAboveMax: z.enum(['clamp', 'reject']).default('clamp'),
       /** NotBefore is set this far in the past to absorb clock skew between nodes. */
-      backdate: duration.prefault('2m'),
+      // A day at most: it is clock skew, and beyond a date range NotBefore is no date at all.
+      backdate: duration.refine((v) => v >= 0 && v <= 86_400, 'must be between 0s and 1d').prefault('2m'),
     })
     .prefault({})
     .refine((i) => i.defaultTtl > 0 && i.defaultTtl <= i.maxTtl, { message: 'defaultTtl must be > 0 and <= maxTtl' }),

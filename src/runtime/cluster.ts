@@ -152,8 +152,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
    * counters would drop out of the sums and come back, which Prometheus reads as two resets.
    */
   const lastMetrics = new Map<Worker, WorkerMetricsJson>();
-  /** Catch-up reloads awaiting answers: the config sent, recorded for the worker once it applied it. */
-  const catchUps = new Map<number, MeshcertConfig>();
+  /** Catch-up reloads awaiting answers: the worker and the config sent, recorded once it applied it. */
+  const catchUps = new Map<number, { worker: Worker; config: MeshcertConfig }>();
   const catchingUp = new Set<Worker>();
   let draining = false;
   const dispatcher = new ConnectionDispatcher<DispatchTarget>(logger);
@@ -203,7 +203,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
             catchingUp.delete(w);
             // Refused: it keeps the config before, and the next reload or catch-up tries again.
             if (m.error) logger.error({ pid: w.process.pid, error: m.error }, 'a worker refused the configuration in force; it serves with the one before');
-            else configOf.set(w, caughtUp);
+            else configOf.set(w, caughtUp.config);
           }
         } else if (m.type === 'listening') {
           listening = true;
@@ -228,6 +228,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         configOf.delete(w);
         lastMetrics.delete(w);
         catchingUp.delete(w);
+        for (const [id, c] of catchUps) if (c.worker === w) catchUps.delete(id);
         // No answer will come: a reload or a scrape waiting on it goes on without it.
         for (const id of [...pendingReloads.keys()]) answered(id, w);
         for (const p of pendingMetrics.values()) if (p.waiting.delete(w) && p.waiting.size === 0) p.done();
@@ -254,7 +255,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   const catchUp = (w: Worker): void => {
     if (configOf.get(w) === currentConfig || !serving.has(w) || catchingUp.has(w)) return;
     const id = ++reloadId;
-    catchUps.set(id, currentConfig);
+    catchUps.set(id, { worker: w, config: currentConfig });
     catchingUp.add(w);
     send(w, { type: 'reload', id, config: currentConfig });
   };

@@ -98,11 +98,11 @@ describe('serve asked to stop while it starts', () => {
     const silent = createServer(() => {});
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
     const port = (silent.address() as { port: number }).port;
+    const marker = randomUUID();
     try {
       await writeTestJwks(join(data, 'jwks.json'));
       writeFileSync(join(data, 'kube-token'), 'token');
       execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=kube', '-keyout', join(data, 'kube-ca.key'), '-out', join(data, 'kube-ca.pem'), '-days', '1'], { stdio: 'pipe' });
-      const marker = randomUUID();
       const s = spawnServe(
         data,
         `dataDir: ${data}
@@ -128,6 +128,7 @@ auth:
       expect(Date.now() - t).toBeLessThan(5_000);
       expect(s.output()).toMatch(/second stop request while starting; exiting now/);
     } finally {
+      for (const pid of processesMarked(marker)) process.kill(pid, 'SIGKILL');
       silent.close();
       rmSync(data, { recursive: true, force: true });
     }

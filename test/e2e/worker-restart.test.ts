@@ -170,7 +170,7 @@ describe('worker processes that die', () => {
       process.kill(stopped, 'SIGSTOP');
       const late = await scrape();
       expect(late).toMatchObject({ issued: 6, unanswered: 1 });
-      expect(late.ms).toBeLessThan(3_000);
+      expect(late.ms).toBeLessThan(5_000); // the 2 s answer window, with room for a slow machine
       process.kill(stopped, 'SIGCONT');
       stopped = undefined;
       await expect.poll(async () => (await scrape()).unanswered, { timeout: 10_000 }).toBe(0);

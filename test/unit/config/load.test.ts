@@ -141,6 +141,8 @@ describe('parseConfig refusals', () => {
     ['rejects a zero defaultTtl', { issuance: { defaultTtl: 0 } }, '  - issuance: defaultTtl must be > 0 and <= maxTtl'],
     ['rejects an unknown key type', { ca: { keyType: 'ed25519' } }, '  - ca.keyType:'],
     ['rejects an unknown onTtlAboveMax', { issuance: { onTtlAboveMax: 'warn' } }, '  - issuance.onTtlAboveMax:'],
+    ['rejects a backdate beyond a day (NotBefore would be no date)', { issuance: { backdate: '100000000000d' } }, '  - issuance.backdate: must be between 0s and 1d'],
+    ['rejects a maxTtl beyond 36500d', { issuance: { maxTtl: '40000d' } }, '  - issuance.maxTtl: must be between 0s and 36500d'],
     ['rejects an unknown log level', { log: { level: 'verbose' } }, '  - log.level:'],
     ['rejects a serving IP that is not an address', { server: { tls: { ipAddresses: ['localhost'] } } }, '  - server.tls.ipAddresses.0:'],
     ['rejects a renewBeforeRatio of 1', { server: { tls: { renewBeforeRatio: 1 } } }, '  - server.tls.renewBeforeRatio:'],
