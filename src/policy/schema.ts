@@ -291,7 +291,8 @@ export const policySchema = z
       ctx.addIssue({ code: 'custom', message, path: ['default', 'lifetime', field] });
     }
     const def: RuleAction = p.default.deny !== undefined ? { deny: p.default.deny } : base;
-    const inheritedFrom = 'policy.default';
+    // issuance.* lands in policy.default.lifetime (config/load.ts): name both, the user wrote one.
+    const inheritedFrom = 'policy.default or issuance.*';
     const rules = p.rules.map((r, i): PolicyRule => {
       const action = resolveAction(r, base);
       if (action.deny === undefined) {

@@ -163,7 +163,7 @@ describe('policySchema: problems, each with its path', () => {
     [
       'a rule max below the inherited default',
       { rules: [{ name: 'r', lifetime: { max: '12h' } }] },
-      [['rules.0.lifetime.max', 'default 1d (inherited from policy.default) must be <= max 12h']],
+      [['rules.0.lifetime.max', 'default 1d (inherited from policy.default or issuance.*) must be <= max 12h']],
     ],
     [
       'a default rule max below the built-in default',
