@@ -79,6 +79,19 @@ auth:
   }, 60_000);
 });
 
+/** A config for serve in `data`: JWT with the test JWKS there, a CA made at start, and `extra`. */
+function startConfig(data: string, o: { workers: number; admin: string; extra?: string }): string {
+  return `dataDir: ${data}
+server: { listen: "127.0.0.1:0", workers: ${o.workers} }
+admin: ${o.admin}
+ca: { autoInit: true }
+${o.extra ?? ''}auth:
+  clusters:
+    - name: Kubernetes
+      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: ${join(data, 'jwks.json')} }]
+`;
+}
+
 /** Starts serve with `yaml` as its config in `data`, collecting its output. */
 function spawnServe(data: string, yaml: string, marker: string): { child: ReturnType<typeof spawn>; output: () => string; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> } {
   const configFile = join(data, 'meshcert.yaml');
@@ -105,17 +118,11 @@ describe('serve asked to stop while it starts', () => {
       execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=kube', '-keyout', join(data, 'kube-ca.key'), '-out', join(data, 'kube-ca.pem'), '-days', '1'], { stdio: 'pipe' });
       const s = spawnServe(
         data,
-        `dataDir: ${data}
-server: { listen: "127.0.0.1:0", workers: 1 }
-admin: { enabled: false }
-ca: { autoInit: true }
-ambient: { enabled: true }
-kubernetes: { server: "https://127.0.0.1:${port}", caFile: ${join(data, 'kube-ca.pem')}, tokenFile: ${join(data, 'kube-token')} }
-auth:
-  clusters:
-    - name: Kubernetes
-      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: ${join(data, 'jwks.json')} }]
-`,
+        startConfig(data, {
+          workers: 1,
+          admin: '{ enabled: false }',
+          extra: `ambient: { enabled: true }\nkubernetes: { server: "https://127.0.0.1:${port}", caFile: ${join(data, 'kube-ca.pem')}, tokenFile: ${join(data, 'kube-token')} }\n`,
+        }),
         marker,
       );
       await expect.poll(() => /created a new root and intermediate CA/.test(s.output()), { timeout: 30_000, interval: 20 }).toBe(true);
@@ -141,15 +148,7 @@ auth:
       const marker = randomUUID();
       const s = spawnServe(
         data,
-        `dataDir: ${data}
-server: { listen: "127.0.0.1:0", workers: 2 }
-admin: { listen: "127.0.0.1:0" }
-ca: { autoInit: true }
-auth:
-  clusters:
-    - name: Kubernetes
-      jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: ${join(data, 'jwks.json')} }]
-`,
+        startConfig(data, { workers: 2, admin: '{ listen: "127.0.0.1:0" }' }),
         marker,
       );
       // The CA is created before the workers are forked, and they take a second or more to load:
