@@ -344,11 +344,11 @@ export class RemoteJwks implements KeySource {
   }
 
   /**
-   * True when the token says it was issued after the key set held was fetched (a minute of clock
-   * difference allowed): its unknown key may be one the issuer published since. A token issued
-   * before then carries a key the issuer did not publish, or has removed.
+   * True when the token says it was issued after the key set held was fetched, less `marginMs` of
+   * clock difference: its unknown key may be one the issuer published since. A token issued before
+   * then carries a key the issuer did not publish, or has removed.
    */
-  private newerThanKeys(token: FlattenedJWSInput): boolean {
+  private newerThanKeys(token: FlattenedJWSInput, marginMs: number): boolean {
     let iat: unknown;
     try {
       const payload = typeof token.payload === 'string' ? Buffer.from(token.payload, 'base64url') : Buffer.from(token.payload);
@@ -356,7 +356,12 @@ export class RemoteJwks implements KeySource {
     } catch {
       return false;
     }
-    return typeof iat === 'number' && iat * 1000 >= this.lastLoadedAt - ISSUER_CLOCK_MARGIN_MS;
+    return typeof iat === 'number' && iat * 1000 >= this.lastLoadedAt - marginMs;
+  }
+
+  private notYetFetched(err: unknown): CaError {
+    const wait = this.refreshWhenAllowed();
+    return new CaError('AUTH_BACKEND_UNAVAILABLE', `the token's signing key is not in the issuer's key set yet; it is fetched again within ${Math.ceil(wait / 1000)} s, retry then`, { cause: err });
   }
 
   /** Refreshes as soon as the rate limit allows (once), so a retry finds a newly published key. */
@@ -391,13 +396,16 @@ export class RemoteJwks implements KeySource {
         } catch (err2) {
           if (!isNoMatchingKey(err2)) throw err2;
         }
+        // The fetch that answered (ours, or one already under way) began before the token was
+        // issued: the key may have been published since. Strictly after, with no clock margin,
+        // or every fresh forged kid would be retried.
+        if (this.newerThanKeys(token, -1000)) throw this.notYetFetched(err);
       } else if (this.lastAttemptFailed) {
         throw new CaError('AUTH_BACKEND_UNAVAILABLE', "the token's signing key is unknown and the issuer's key set cannot be refreshed; retry later", { cause: err });
-      } else if (this.newerThanKeys(token)) {
+      } else if (this.newerThanKeys(token, ISSUER_CLOCK_MARGIN_MS)) {
         // Not refused for good (istio-agent never retries UNAUTHENTICATED): the issuer may have
         // started signing with a key published after the last fetch, which the rate limit holds back.
-        const wait = this.refreshWhenAllowed();
-        throw new CaError('AUTH_BACKEND_UNAVAILABLE', `the token's signing key is not in the issuer's key set yet; it is fetched again within ${Math.ceil(wait / 1000)} s, retry then`, { cause: err });
+        throw this.notYetFetched(err);
       }
       throw new CaError('AUTH_INVALID', "token signing key (kid) is not in the issuer's key set", { cause: err });
     }

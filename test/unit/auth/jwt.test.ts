@@ -232,6 +232,25 @@ describe('JwtAuthenticator: remote key set', () => {
     }
   });
 
+  it('answers UNAVAILABLE when the fetch that just answered began before the token was issued and lacks its key', async () => {
+    const s = await new JwksServer([rsa.jwk]).start();
+    try {
+      const { auth, clock } = make({ jwksUri: s.url });
+      await auth.start();
+      clock.offset = 31_000; // a refresh is allowed: it runs, and the key is not there yet
+      const issuedAfterFetch = await signToken(rotated, k8sClaims(), { iatIn: 40 });
+      const r = await outcome(auth.authenticate({ bearerToken: issuedAfterFetch }));
+      expect(s.hits).toBe(2);
+      expect(r.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+      // Issued before that fetch began: the issuer did not publish its key.
+      clock.offset = 62_000;
+      const older = await signToken(rotated, k8sClaims(), { iatIn: 40 });
+      expect((await outcome(auth.authenticate({ bearerToken: older }))).code).toBe('AUTH_INVALID');
+    } finally {
+      await s.stop();
+    }
+  });
+
   it('changes its cache generation when a refresh changes the key set, and only then', async () => {
     const s = await new JwksServer([rsa.jwk]).start();
     try {
