@@ -24,6 +24,7 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import type { V1Secret } from '@kubernetes/client-node';
 import type { KubeClient, WatchOptions } from '../k8s/client.js';
+import { bundleKey, PEM_CERT, pemCerts } from './bundle-key.js';
 import { explainKubeError, InformerRunner, isConflict, isNotFound, makeNamedSecretInformer, type ControllerLog } from './kube-util.js';
 import { signedBy } from '../x509/verify-chain.js';
 import { serialHex } from '../x509/serial-hex.js';
@@ -113,24 +114,6 @@ export interface IstiodTlsStatus {
 export interface SecretCheck {
   readonly reason: string | undefined;
   readonly notAfter: Date | undefined;
-}
-
-const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
-
-function pemCerts(pem: string): X509Certificate[] {
-  return (pem.match(PEM_CERT) ?? []).map((b) => new X509Certificate(b));
-}
-
-/** A comparable identity of a PEM bundle: the set of certificates, order and whitespace ignored. */
-function bundleKey(pem: string): string {
-  try {
-    return pemCerts(pem)
-      .map((c) => c.fingerprint256)
-      .sort()
-      .join(',');
-  } catch {
-    return `unparsable:${pem.length}`;
-  }
 }
 
 function dnsSans(cert: X509Certificate): string[] {

@@ -25,6 +25,7 @@
  */
 import type { V1ConfigMap, V1Namespace } from '@kubernetes/client-node';
 import { describeKubeError, kubeStatusCode, type KubeClient } from '../k8s/client.js';
+import { bundleKey } from './bundle-key.js';
 import { explainKubeError, InformerRunner, isConflict, isNotFound, type ControllerLog } from './kube-util.js';
 import { WorkQueue, type WorkQueueOptions } from './work-queue.js';
 
@@ -81,6 +82,7 @@ export class RootCertDistributor {
   private started = false;
   private stopped = false;
   private ready = false;
+  private readonly bundleKeys = new Map<string, string>();
   private created = 0;
   private updated = 0;
   private failures = 0;
@@ -211,7 +213,22 @@ export class RootCertDistributor {
 
   private upToDate(cm: V1ConfigMap | undefined): boolean {
     const pem = this.opts.rootBundle();
-    return cm !== undefined && cm.data?.[ROOT_CERT_KEY] === pem && cm.metadata?.labels?.[ISTIO_CONFIG_LABEL] === 'true';
+    const data = cm?.data?.[ROOT_CERT_KEY];
+    if (cm === undefined || data === undefined || cm.metadata?.labels?.[ISTIO_CONFIG_LABEL] !== 'true') return false;
+    // The same certificates written otherwise (istiod writes its file's bytes during a migration
+    // overlap) are up to date: rewriting them would only start a write war with that writer.
+    return data === pem || this.keyOf(data) === this.keyOf(pem);
+  }
+
+  /** bundleKey, remembered for the few distinct texts seen (every namespace holds the same one). */
+  private keyOf(pem: string): string {
+    let key = this.bundleKeys.get(pem);
+    if (key === undefined) {
+      key = bundleKey(pem);
+      if (this.bundleKeys.size >= 16) this.bundleKeys.clear();
+      this.bundleKeys.set(pem, key);
+    }
+    return key;
   }
 
   private async read(namespace: string): Promise<V1ConfigMap | undefined> {

@@ -6,7 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ISTIO_CONFIG_LABEL, ROOT_CERT_CONFIGMAP, ROOT_CERT_KEY, RootCertDistributor, type RootCertDistributorOptions } from '../../../src/controllers/root-distribution.js';
 import { FakeKube, type FakeObject } from '../../support/fake-kube.js';
-import { asLog, clientFor, recordingLog, until, writesTo } from './support.js';
+import { asLog, clientFor, makeTestCa, recordingLog, until, writesTo } from './support.js';
 
 const ROOT_1 = '-----BEGIN CERTIFICATE-----\nMIIBroot1\n-----END CERTIFICATE-----\n';
 const ROOT_2 = '-----BEGIN CERTIFICATE-----\nMIIBroot2\n-----END CERTIFICATE-----\n';
@@ -50,6 +50,26 @@ const cm = (namespace: string) => fake.get('configmaps', namespace, ROOT_CERT_CO
 const rootIn = (namespace: string): string | undefined => cm(namespace)?.data?.[ROOT_CERT_KEY];
 
 describe('RootCertDistributor', () => {
+  it('leaves a ConfigMap holding the same certificates written otherwise (as istiod writes its file), and rewrites other certificates', async () => {
+    const ca = await makeTestCa();
+    stops.push(async () => ca.cleanup());
+    const other = await makeTestCa('other');
+    stops.push(async () => other.cleanup());
+    root = ca.rootPem;
+    fake.put('namespaces', ns('default'));
+    // The same root, as another writer formats it: a comment, CRLF line ends, no final newline.
+    const istiodBytes = `# istiod's root-cert.pem\r\n${ca.rootPem.trim().replace(/\n/g, '\r\n')}`;
+    fake.put('configmaps', { metadata: { name: ROOT_CERT_CONFIGMAP, namespace: 'default', labels: { [ISTIO_CONFIG_LABEL]: 'true' } }, data: { [ROOT_CERT_KEY]: istiodBytes } } as FakeObject);
+    fake.put('namespaces', ns('team'));
+    fake.put('configmaps', { metadata: { name: ROOT_CERT_CONFIGMAP, namespace: 'team', labels: { [ISTIO_CONFIG_LABEL]: 'true' } }, data: { [ROOT_CERT_KEY]: other.rootPem } } as FakeObject);
+    const d = distributor();
+    d.start();
+    await until(() => rootIn('team') === ca.rootPem, 5_000, 'the other root replaced');
+    await d.idle();
+    expect(rootIn('default')).toBe(istiodBytes);
+    expect(writesTo(fake, 'configmaps').map((w) => w.path)).toEqual([expect.stringContaining('/namespaces/team/')]);
+  });
+
   it('a resync queues only namespaces whose ConfigMap is not up to date, so a new namespace does not wait behind the others', async () => {
     const names = Array.from({ length: 60 }, (_, i) => `ns-${i}`);
     for (const n of names) fake.put('namespaces', ns(n));
