@@ -485,6 +485,7 @@ export class GrpcServer {
           stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
           stream.once('wantTrailers', sendOkTrailers);
           stream.end(frameMessage(payload));
+          this.bounceUnread(stream);
         },
         (e: unknown) => {
           releaseOnce();
@@ -492,6 +493,22 @@ export class GrpcServer {
         },
       );
     });
+  }
+
+  /**
+   * A response of a few KB that its client has not taken in within server.requestReadTimeout is
+   * not being read (a zero flow-control window, say): the stream is reset. Left open it would count
+   * as a call in flight for ever, and keep its connection from being closed when idle or when
+   * memory is short.
+   */
+  private bounceUnread(stream: ServerHttp2Stream): void {
+    const ms = (this.options.requestReadTimeout ?? 0) * 1000;
+    if (ms <= 0 || stream.closed) return;
+    const timer = setTimeout(() => {
+      if (!stream.closed && !stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
+    }, ms);
+    timer.unref();
+    stream.once('close', () => clearTimeout(timer));
   }
 
   private runStream(stream: ServerHttp2Stream, route: Extract<Route, { kind: 'stream' }>, request: unknown, call: CallInfo, markDone: () => void): void {

@@ -3,7 +3,8 @@
  * ones already open keep serving, and a slot freed by a close is usable again. The real server over
  * TLS, raw HTTP/2 clients.
  */
-import type { ClientHttp2Session } from 'node:http2';
+import { connect, constants as h2, type ClientHttp2Session } from 'node:http2';
+import { connect as tlsConnect } from 'node:tls';
 import { connect as netConnect } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -96,6 +97,32 @@ describe('server.requestReadTimeout', () => {
       expect((await early.reply).grpcMessage).toBe('deadline exceeded');
     } finally {
       await s.shutdown();
+    }
+  }, 15_000);
+});
+
+describe('a client that does not read its responses', () => {
+  it('has each unread response reset after server.requestReadTimeout, so its connection no longer counts calls in flight and closes when idle', async () => {
+    const s = await echoServer({ requestReadTimeout: 1, idleTimeout: 1 });
+    // A zero flow-control window: the response headers arrive, its DATA can never be sent.
+    const stalled = connect(`https://localhost:${s.port}`, {
+      settings: { initialWindowSize: 0 },
+      createConnection: () => tlsConnect({ host: '127.0.0.1', port: s.port, ca: s.ca, servername: 'localhost', ALPNProtocols: ['h2'] }),
+    });
+    stalled.on('error', () => {});
+    try {
+      const resets = Array.from({ length: 10 }, () => {
+        const st = stalled.request({ ':method': 'POST', ':path': codec.path, 'content-type': 'application/grpc', te: 'trailers' });
+        st.on('error', () => {});
+        st.end(frameMessage(Buffer.from('hi')));
+        return new Promise<number>((resolve) => st.on('close', () => resolve(st.rstCode)));
+      });
+      expect(await Promise.all(resets)).toEqual(Array(10).fill(h2.NGHTTP2_CANCEL));
+      // Nothing in flight any more: the idle timeout closes the connection.
+      await new Promise<void>((resolve) => (stalled.closed || stalled.destroyed ? resolve() : stalled.on('close', () => resolve())));
+    } finally {
+      stalled.destroy();
+      await s.server.shutdown();
     }
   }, 15_000);
 });
