@@ -4,7 +4,7 @@ import { decodeCsrPem, verifyCsrProof, verifyCsrProofAsync } from '../csr/parse.
 import { CaError } from '../errors/ca-error.js';
 import type { LocalIssuer, SignedLeaf, SignRequest } from '../issuer/local.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
-import type { PolicyEngine, PolicyRequest } from '../policy/engine.js';
+import type { PolicyEngine } from '../policy/engine.js';
 import { parseSpiffeId, parseWorkloadSpiffeId } from '../x509/spiffe-id.js';
 
 export interface CertificateRequest {
@@ -147,8 +147,12 @@ export class Authority {
     const { unverified: csr, proof } = decodeCsrPem(req.csrPem);
     const spiffeId = chooseIdentity(subject, csr, this.deps.options.trustDomainGroup);
     const workload = parseWorkloadSpiffeId(spiffeId);
-    const request: PolicyRequest = {
+    // An alias asked for in the CSR (the caller's namespace and service account in another trust
+    // domain of the mesh) must pass the rules of the caller's own trust domain too.
+    const own = subject.identities.includes(spiffeId) ? spiffeId : subject.identities.find((id) => sameWorkload(id, workload));
+    const decision = policy.evaluate({
       trustDomain: workload?.trustDomain ?? trustDomainOf(spiffeId),
+      ...(own !== undefined && own !== spiffeId ? { authenticatedTrustDomain: trustDomainOf(own) } : {}),
       // A token is checked against the cluster the header names; a client certificate carries no
       // cluster, so its holder does not get to choose one (and with it another cluster's rules).
       clusterId: caller.method === 'client-cert' ? this.deps.options.defaultCluster : req.auth.clusterId || this.deps.options.defaultCluster,
@@ -161,17 +165,7 @@ export class Authority {
       ipAddresses: csr.ipAddresses,
       emails: csr.emails,
       uris: csr.uris,
-    };
-    let decision = policy.evaluate(request);
-    // An alias asked for in the CSR (the caller's namespace and service account in another trust
-    // domain of the mesh) must pass the rules for the caller's own trust domain too: neither
-    // domain's deny rule may be stepped around by asking for the other. The requested domain's
-    // decision says how to issue (lifetime, CA), as for any request.
-    const own = subject.identities.includes(spiffeId) ? spiffeId : subject.identities.find((id) => sameWorkload(id, workload));
-    if (decision.allowed && own !== undefined && own !== spiffeId) {
-      const asAuthenticated = policy.evaluate({ ...request, trustDomain: trustDomainOf(own) });
-      if (!asAuthenticated.allowed) decision = asAuthenticated;
-    }
+    });
     if (!decision.allowed) throw new CaError(decision.code, decision.reason);
 
     const issuer = registry.get(decision.issuer);
@@ -267,7 +261,7 @@ function sameWorkload(id: string, workload: { namespace: string; serviceAccount:
  * Trust-domain aliases: spiffe://<a>/ns/N/sa/S is the caller's identity too when the caller is
  * spiffe://<b>/ns/N/sa/S and both <a> and <b> belong to the mesh's trust-domain group.
  */
-function isAliasOf(wanted: string, identities: readonly string[], group: readonly string[]): boolean {
+export function isAliasOf(wanted: string, identities: readonly string[], group: readonly string[]): boolean {
   if (group.length < 2) return false;
   const w = parseWorkloadSpiffeId(wanted);
   if (!w || !group.includes(w.trustDomain)) return false;

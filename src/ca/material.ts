@@ -125,9 +125,9 @@ export function buildMaterial(
   // Leaves must not outlive any certificate of their chain, the anchoring root included.
   const anchor = current.find((r) => signedBy(top, r)) ?? top;
   // OpenSSL verified the chain above; the mesh's verifiers accept less (see chain-algorithms.ts).
-  const isAnchor = (c: X509Certificate): boolean => current.some((r) => r.fingerprint256 === c.fingerprint256);
+  const isCurrentRoot = (c: X509Certificate): boolean => current.some((r) => r.fingerprint256 === c.fingerprint256);
   for (const c of new Set([...intermediates, anchor])) {
-    const problem = keyProblem(c) ?? (isAnchor(c) ? undefined : signatureProblem(c));
+    const problem = keyProblem(c) ?? (isCurrentRoot(c) ? undefined : signatureProblem(c));
     if (problem) {
       throw new ConfigError(
         `CA certificate "${c.subject.replace(/\n/g, ', ')}" has ${problem}, which istio-agent (Go) or ztunnel (rustls) refuses: every certificate issued under it would be refused. Re-issue it`,
@@ -141,7 +141,7 @@ export function buildMaterial(
     intermediates,
     roots: current,
     expiredRoots,
-    intermediatesPem: intermediates.filter((c) => !current.some((r) => r.fingerprint256 === c.fingerprint256)).map(certToPem),
+    intermediatesPem: intermediates.filter((c) => !isCurrentRoot(c)).map(certToPem),
     rootBundlePem: current.map(certToPem).join(''),
     notAfter,
   };

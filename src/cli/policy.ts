@@ -5,6 +5,7 @@ import { parseCsrPem } from '../csr/parse.js';
 import type { CsrKeyInfo, ParsedCsr } from '../csr/types.js';
 import { isCaError } from '../errors/ca-error.js';
 import { PolicyEngine, type PolicyDecision, type PolicyRequest, type RuleEvaluation } from '../policy/engine.js';
+import { isAliasOf } from '../authority/authority.js';
 import { effectiveDefaultCluster } from '../config/default-cluster.js';
 import { loadConfigFile } from '../config/load.js';
 import { ipToBytes } from '../x509/leaf.js';
@@ -124,8 +125,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
   }
   const group = config.trustDomainAliases.length > 0 ? [config.trustDomain, ...config.trustDomainAliases] : [];
   if (csr?.uris.length === 1 && fromCsr !== null && csr.uris[0] !== identity) {
-    const alias = fromCsr.namespace === namespace && fromCsr.serviceAccount === serviceAccount && group.includes(fromCsr.trustDomain) && group.includes(trustDomain);
-    if (alias) identity = csr.uris[0]!;
+    if (isAliasOf(csr.uris[0]!, [identity], group)) identity = csr.uris[0]!;
     else warnings.push(`the CSR names ${csr.uris[0]}, not ${identity} or an alias of it; the server refuses that (IDENTITY_MISMATCH)`);
   }
 
@@ -133,6 +133,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
   const requestedTd = parseWorkloadSpiffeId(identity)?.trustDomain ?? trustDomain;
   const request: PolicyRequest = {
     trustDomain: requestedTd,
+    ...(requestedTd !== trustDomain ? { authenticatedTrustDomain: trustDomain } : {}),
     clusterId: cluster,
     namespace,
     serviceAccount,
@@ -145,15 +146,8 @@ export async function policyCommand(argv: string[]): Promise<number> {
     emails: csr ? csr.emails : [],
     uris: csr ? csr.uris : [],
   };
-  const engine = new PolicyEngine(policy);
-  let { decision, evaluated } = engine.explain(request);
-  if (decision.allowed && requestedTd !== trustDomain) {
-    const own = engine.explain({ ...request, trustDomain });
-    if (!own.decision.allowed) {
-      ({ decision, evaluated } = own);
-      warnings.push(`the alias is allowed in ${requestedTd}, but the rules for the caller's own trust domain ${trustDomain} refuse it`);
-    }
-  }
+  const { decision, evaluated, refusedInAuthenticatedDomain } = new PolicyEngine(policy).explain(request);
+  if (refusedInAuthenticatedDomain) warnings.push(`the alias is allowed in ${requestedTd}, but the rules for the caller's own trust domain ${trustDomain} refuse it`);
   const out: PolicyExplainOutput = {
     identity,
     request: {

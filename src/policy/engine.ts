@@ -26,7 +26,15 @@ import { DnsTemplate, IpAllowList, dnsNameAllowed, type TemplateValues } from '.
 import { DEFAULT_RULE_NAME, type KeyRequirement, type LifetimePolicy, type Policy, type RuleAction, type RuleMatch } from './schema.js';
 
 export interface PolicyRequest {
+  /** The trust domain of the identity requested. */
   readonly trustDomain: string;
+  /**
+   * The trust domain the caller authenticated in, when it asks for its identity under an alias in
+   * another (trustDomainAliases): the request must then pass that domain's rules too, so that
+   * neither domain's deny rules can be stepped around by asking for the other. The requested
+   * domain's decision says how to issue.
+   */
+  readonly authenticatedTrustDomain?: string;
   /** The cluster the caller authenticated against (empty/absent clusterid already replaced by the default cluster). */
   readonly clusterId: string;
   readonly namespace: string;
@@ -72,6 +80,8 @@ export interface PolicyExplanation {
   matchedRule: string;
   /** Each rule tried, in order, up to and including the one that matched (or the default rule). */
   evaluated: RuleEvaluation[];
+  /** Allowed in the requested trust domain but refused by the rules of the authenticated one. */
+  refusedInAuthenticatedDomain?: true;
 }
 
 type MatchField = 'trustDomain' | 'clusterId' | 'namespace' | 'serviceAccount';
@@ -133,14 +143,30 @@ export class PolicyEngine {
 
   /** The decision for one request. Pure; called once per certificate request. */
   evaluate(req: PolicyRequest): PolicyDecision {
+    const decision = this.decideIn(req);
+    const own = authenticatedDomainRequest(req);
+    if (!decision.allowed || own === undefined) return decision;
+    const asAuthenticated = this.decideIn(own);
+    return asAuthenticated.allowed ? decision : asAuthenticated;
+  }
+
+  /** The decision and why: each rule tried and why it did or did not match. */
+  explain(req: PolicyRequest): PolicyExplanation {
+    const explanation = this.explainIn(req);
+    const own = authenticatedDomainRequest(req);
+    if (!explanation.decision.allowed || own === undefined) return explanation;
+    const asAuthenticated = this.explainIn(own);
+    return asAuthenticated.decision.allowed ? explanation : { ...asAuthenticated, refusedInAuthenticatedDomain: true };
+  }
+
+  private decideIn(req: PolicyRequest): PolicyDecision {
     for (const rule of this.rules) {
       if (firstMismatch(rule, req) === MATCHES) return decide(rule, req);
     }
     return decide(this.fallback, req);
   }
 
-  /** The decision and why: each rule tried and why it did or did not match. */
-  explain(req: PolicyRequest): PolicyExplanation {
+  private explainIn(req: PolicyRequest): PolicyExplanation {
     const evaluated: RuleEvaluation[] = [];
     for (const rule of this.rules) {
       const mismatch = firstMismatch(rule, req);
@@ -154,6 +180,12 @@ export class PolicyEngine {
     });
     return { decision: decide(this.fallback, req), matchedRule: DEFAULT_RULE_NAME, evaluated };
   }
+}
+
+/** The request as judged in the authenticated trust domain, when that is another than the requested one. */
+function authenticatedDomainRequest(req: PolicyRequest): PolicyRequest | undefined {
+  const td = req.authenticatedTrustDomain;
+  return td === undefined || td === req.trustDomain ? undefined : { ...req, trustDomain: td, authenticatedTrustDomain: undefined };
 }
 
 /* ------------------------------------------------------------------------------------------------
