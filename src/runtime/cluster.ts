@@ -138,15 +138,15 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   /** Workers that have said they listen (a replacement still starting serves nothing yet). */
   const serving = new Set<Worker>();
   let restarts = 0;
-  let reloadId = 0;
-  /** Reloads awaiting answers: the workers yet to answer (one that exits counts as answered). */
-  const pendingReloads = new Map<number, { waiting: Set<Worker>; config: MeshcertConfig; errors: string[]; done: (errors: string[]) => void }>();
+  /** Ids of the requests sent to workers (reloads, metrics) that their answers carry back. */
+  let nextId = 0;
+  /** Requests sent to several workers, awaiting answers: the workers yet to answer (an exit counts as one). */
+  const asks = new Map<number, { waiting: Set<Worker>; done: () => void }>();
+  /** The reload each pending ask is, where it is one: the config sent and the refusals so far. */
+  const reloadRounds = new Map<number, { config: MeshcertConfig; errors: string[] }>();
   let currentConfig = config;
   /** The config each worker was last given and applied (a worker started during a reload may lag). */
   const configOf = new Map<Worker, MeshcertConfig>();
-  /** Metrics requests awaiting answers: the workers yet to answer, and what came back. */
-  const pendingMetrics = new Map<number, { waiting: Set<Worker>; done: () => void }>();
-  let metricsId = 0;
   /**
    * Each worker's last answer. A worker that misses a scrape is reported with it: left out, its
    * counters would drop out of the sums and come back, which Prometheus reads as two resets.
@@ -186,17 +186,16 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           dispatcher.setShortOfMemory(target, m.high);
         } else if (m.type === 'metrics') {
           lastMetrics.set(w, m.metrics);
-          const p = pendingMetrics.get(m.id);
-          if (p?.waiting.delete(w) && p.waiting.size === 0) p.done();
+          answered(m.id, w);
         } else if (m.type === 'need-config') {
           configOf.set(w, currentConfig);
           send(w, { type: 'config', config: currentConfig, port });
         } else if (m.type === 'reloaded') {
-          const p = pendingReloads.get(m.id);
+          const round = reloadRounds.get(m.id);
           const caughtUp = catchUps.get(m.id);
-          if (p) {
-            if (m.error) p.errors.push(m.error);
-            else configOf.set(w, p.config);
+          if (round) {
+            if (m.error) round.errors.push(m.error);
+            else configOf.set(w, round.config);
             answered(m.id, w);
           } else if (caughtUp) {
             catchUps.delete(m.id);
@@ -230,8 +229,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         catchingUp.delete(w);
         for (const [id, c] of catchUps) if (c.worker === w) catchUps.delete(id);
         // No answer will come: a reload or a scrape waiting on it goes on without it.
-        for (const id of [...pendingReloads.keys()]) answered(id, w);
-        for (const p of pendingMetrics.values()) if (p.waiting.delete(w) && p.waiting.size === 0) p.done();
+        for (const id of [...asks.keys()]) answered(id, w);
         dispatcher.remove(target);
         // A `fatal` message read in the same turn keeps its reason: reject after it.
         if (!listening) return void setImmediate(() => reject(new Error(`worker exited with ${code ?? signal} before serving`)));
@@ -243,18 +241,42 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       });
     });
 
-  /** Notes a worker's answer (or exit) for a pending reload; settles it when none is left. */
+  /**
+   * Sends `message` (carrying `id`) to each target; resolves, with the workers that did not answer,
+   * once every one has answered or exited, or after `timeoutMs`.
+   */
+  const askAll = (id: number, targets: readonly Worker[], message: PrimaryMessage, timeoutMs: number): Promise<ReadonlySet<Worker>> => {
+    const waiting = new Set(targets);
+    if (waiting.size === 0) return Promise.resolve(waiting);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        asks.delete(id);
+        resolve(waiting);
+      }, timeoutMs);
+      timer.unref();
+      asks.set(id, {
+        waiting,
+        done: () => {
+          clearTimeout(timer);
+          resolve(waiting);
+        },
+      });
+      for (const w of targets) send(w, message);
+    });
+  };
+
+  /** Notes a worker's answer (or exit) for a pending ask; settles it when none is left. */
   const answered = (id: number, w: Worker): void => {
-    const p = pendingReloads.get(id);
-    if (!p || !p.waiting.delete(w) || p.waiting.size > 0) return;
-    pendingReloads.delete(id);
-    p.done(p.errors);
+    const a = asks.get(id);
+    if (!a || !a.waiting.delete(w) || a.waiting.size > 0) return;
+    asks.delete(id);
+    a.done();
   };
 
   /** Sends the config in force to a serving worker that runs another (answer: only errors are logged). */
   const catchUp = (w: Worker): void => {
     if (configOf.get(w) === currentConfig || !serving.has(w) || catchingUp.has(w)) return;
-    const id = ++reloadId;
+    const id = ++nextId;
     catchUps.set(id, { worker: w, config: currentConfig });
     catchingUp.add(w);
     send(w, { type: 'reload', id, config: currentConfig });
@@ -321,19 +343,17 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       // config when it is ready and is brought to the one in force when it listens (catchUp).
       const targets = [...serving].filter((w) => w.isConnected());
       if (targets.length > 0) {
-        const id = ++reloadId;
-        const errors = await new Promise<string[]>((resolve) => {
-          pendingReloads.set(id, { waiting: new Set(targets), config: next, errors: [], done: resolve });
-          for (const w of targets) send(w, { type: 'reload', id, config: next });
-          setTimeout(() => {
-            if (pendingReloads.delete(id)) resolve(['a worker did not answer the reload within 30s']);
-          }, 30_000).unref();
-        });
+        const id = ++nextId;
+        const round = { config: next, errors: [] as string[] };
+        reloadRounds.set(id, round);
+        const silent = await askAll(id, targets, { type: 'reload', id, config: next }, 30_000);
+        reloadRounds.delete(id);
+        const errors = silent.size > 0 ? ['a worker did not answer the reload within 30s'] : round.errors;
         if (errors.length > 0) {
           // Some workers may have applied it: put every worker back on the config in force.
           for (const w of targets) {
             configOf.set(w, currentConfig);
-            send(w, { type: 'reload', id: ++reloadId, config: currentConfig });
+            send(w, { type: 'reload', id: ++nextId, config: currentConfig });
           }
           throw new Error(errors[0]);
         }
@@ -345,20 +365,11 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     async workerMetrics(timeoutMs) {
       // Only serving workers: one still starting has no handler yet, and would hold the scrape.
       const targets = [...serving].filter((w) => w.isConnected());
-      const id = ++metricsId;
-      const waiting = new Set(targets);
-      if (waiting.size > 0) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, timeoutMs);
-          timer.unref();
-          pendingMetrics.set(id, { waiting, done: () => (clearTimeout(timer), resolve()) });
-          for (const w of targets) send(w, { type: 'metrics-request', id });
-        });
-        pendingMetrics.delete(id);
-      }
+      const id = ++nextId;
+      const silent = await askAll(id, targets, { type: 'metrics-request', id }, timeoutMs);
       // Fresh answers, and the last one of a worker that did not answer in time (still serving).
       const metrics = targets.filter((w) => lastMetrics.has(w) && live.has(w)).map((w) => lastMetrics.get(w)!);
-      return { metrics, unanswered: waiting.size };
+      return { metrics, unanswered: silent.size };
     },
     draining() {
       draining = true;
