@@ -27,37 +27,36 @@ describe('SIGHUP reload across worker processes', () => {
     killIfRunning(server);
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
+  /** Starts serve with two workers on a fresh directory (this test's `dir` and `server`). */
+  const start = async (prefix: string): Promise<{ s: ServerProcess; file: string; rootPem: string }> => {
+    let file: string;
+    ({ dir, config: file } = await writeServeDir(prefix, serveConfigYaml({ workers: 2 })));
+    dirs.push(dir);
+    const s = (server = await startServe(['--config', file]));
+    return { s, file, rootPem: readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8') };
+  };
 
   it('applies a new policy in every worker on SIGHUP', async () => {
     const cfg = (policy: string) => serveConfigYaml({ workers: 2, extra: policy });
-    let file: string;
-    ({ dir, config: file } = await writeServeDir('meshcert-sighup-', cfg('')));
-    dirs.push(dir);
-    server = await startServe(['--config', file]);
-    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    const { s, file, rootPem } = await start('meshcert-sighup-');
     // Several connections, so both workers answer.
-    const clients = Array.from({ length: 6 }, () => new CaClient({ address: `127.0.0.1:${server!.port}`, rootPem }));
+    const clients = Array.from({ length: 6 }, () => new CaClient({ address: `127.0.0.1:${s.port}`, rootPem }));
     const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/legacy/sa/app'] })).pem;
     const token = await mintToken({ ns: 'legacy', sa: 'app' });
     const all = () => Promise.all(clients.map((c) => c.createCertificate({ csrPem: csr, token }).then(() => 'ok', (e: { code: number }) => e.code)));
     expect(await all()).toEqual(Array(6).fill('ok'));
     // Rewrite the file in place with the same size-ish content and signal at once (before the poller notices).
     writeFileSync(file, cfg('policy:\n  rules:\n    - name: freeze\n      match: { namespaces: [legacy] }\n      deny: frozen\n'));
-    server.child.kill('SIGHUP');
+    s.child.kill('SIGHUP');
     await expect.poll(all, { timeout: 10_000, interval: 300 }).toEqual(Array(6).fill(status.PERMISSION_DENIED));
     clients.forEach((c) => c.close());
-    server.child.kill('SIGTERM');
-    expect(await server.exited).toBe(0);
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
   }, 60_000);
 
   it('applies a reload that arrives while every worker is dead in the replacements', async () => {
     const cfg = (policy: string) => serveConfigYaml({ workers: 2, extra: policy });
-    let file: string;
-    ({ dir, config: file } = await writeServeDir('meshcert-sighup-no-workers-', cfg('')));
-    dirs.push(dir);
-    server = await startServe(['--config', file]);
-    const s = server;
-    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    const { s, file, rootPem } = await start('meshcert-sighup-no-workers-');
     const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/legacy/sa/app'] })).pem;
     const token = await mintToken({ ns: 'legacy', sa: 'app' });
     const all = (): Promise<Array<string | number>> => sixCalls(s.port, rootPem, csr, token);
@@ -76,12 +75,7 @@ describe('SIGHUP reload across worker processes', () => {
   }, 60_000);
 
   it("re-reads a token issuer's jwksFile when it changes: a withdrawn key stops working in every worker, cached tokens included", async () => {
-    let file: string;
-    ({ dir, config: file } = await writeServeDir('meshcert-jwks-reload-', serveConfigYaml({ workers: 2 })));
-    dirs.push(dir);
-    server = await startServe(['--config', file]);
-    const s = server;
-    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    const { s, rootPem } = await start('meshcert-jwks-reload-');
     const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem;
     const rsaToken = await mintToken({ ns: 'default', sa: 'app' });
     const ecToken = await mintToken({ ns: 'default', sa: 'app', alg: 'ES256' });
@@ -102,12 +96,7 @@ describe('SIGHUP reload across worker processes', () => {
   }, 60_000);
 
   it('starts a replacement worker with what the running server applied, not with settings only a restart takes', async () => {
-    let file: string;
-    ({ dir, config: file } = await writeServeDir('meshcert-sighup-restart-only-', serveConfigYaml({ workers: 2 })));
-    dirs.push(dir);
-    server = await startServe(['--config', file]);
-    const s = server;
-    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    const { s, file, rootPem } = await start('meshcert-sighup-restart-only-');
     const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/legacy/sa/app'] })).pem;
     const token = await mintToken({ ns: 'legacy', sa: 'app' });
     /** How far back each certificate's notBefore is (seconds), one call per fresh connection so both workers answer. */
