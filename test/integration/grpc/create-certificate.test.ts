@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildWorkloadCsr } from '../../../src/client/workload-csr.js';
-import { makeCsr, tamperSignature, derToPem, x509 } from '../../fixtures/csr.js';
+import { makeCsr, makeOpensslCsr, tamperSignature, derToPem, x509 } from '../../fixtures/csr.js';
 import { mintToken, openssl, startTestCa, TEST_ISSUER, TRUST_DOMAIN, type TestCa } from '../../support/harness.js';
 
 const ID = (ns = 'default', sa = 'default') => `spiffe://${TRUST_DOMAIN}/ns/${ns}/sa/${sa}`;
@@ -157,6 +157,18 @@ describe('CreateCertificate over TLS (istio-agent shaped requests)', () => {
       ['refuses a CSR with email SANs as INVALID_ARGUMENT', async () => ({ csr: (await makeCsr({ emails: ['a@b.c'] })).pem }), status.INVALID_ARGUMENT, /email/],
       ['refuses a CSR asking to be a CA as INVALID_ARGUMENT', async () => ({ csr: (await makeCsr({ ca: true })).pem }), status.INVALID_ARGUMENT, /CA/],
       ['refuses a CSR asking for keyCertSign as INVALID_ARGUMENT', async () => ({ csr: (await makeCsr({ keyCertSign: true })).pem }), status.INVALID_ARGUMENT],
+      [
+        'refuses a CSR with more than 100 SANs as INVALID_ARGUMENT',
+        async () => ({ csr: (await makeCsr({ dns: Array.from({ length: 101 }, (_, i) => `h${i}.example`) })).pem }),
+        status.INVALID_ARGUMENT,
+        /more than 100 subject alternative names/,
+      ],
+      [
+        'refuses a CSR with an OID arc Go cannot read as INVALID_ARGUMENT',
+        async () => ({ csr: makeOpensslCsr({ addext: [`subjectAltName=critical,URI:${ID('default', 'default')}`, '1.3.6.1.4.1.99999.2147483648=ASN1:NULL'] }).pem }),
+        status.INVALID_ARGUMENT,
+        /arc above 2147483647/,
+      ],
       ['refuses ImpersonatedIdentity metadata as PERMISSION_DENIED', async () => ({ md: { ImpersonatedIdentity: ID('x', 'y') } }), status.PERMISSION_DENIED],
       ['refuses an oversized request as RESOURCE_EXHAUSTED', async () => ({ csr: 'A'.repeat(200 * 1024) }), status.RESOURCE_EXHAUSTED],
     ];
