@@ -1,4 +1,5 @@
 import { loadConfigFile } from '../config/load.js';
+import { assertServable } from '../config/servable.js';
 import { formatDuration } from '../config/duration.js';
 import { parse, UsageError } from './args.js';
 
@@ -8,6 +9,8 @@ export async function configCommand(argv: string[]): Promise<number> {
   const { positionals } = parse(rest, {}, true);
   if (positionals.length !== 1) throw new UsageError('usage: meshcert config check FILE');
   const { config } = loadConfigFile(positionals[0]!);
+  // Valid for `serve`, not just for the schema: what check accepts, the next start accepts.
+  assertServable(config, positionals[0]!);
   console.log(`${positionals[0]}: valid`);
   console.log(`  listen ${config.server.listen}, trust domain ${config.trustDomain}, CA ${config.ca.dir}${config.ca.autoInit ? ' (autoInit)' : ''}`);
   // The default rule as resolved (issuance.* or policy.default.lifetime, whichever the file sets).

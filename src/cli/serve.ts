@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfigFile, parseConfig } from '../config/load.js';
+import { assertServable } from '../config/servable.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { mintDevToken } from '../dev/token-issuer.js';
 import { createLogger, type Logger } from '../log/logger.js';
@@ -18,6 +19,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, { config: { type: 'string' }, dev: { type: 'boolean', default: false } });
   if (v.dev === Boolean(v.config)) throw new UsageError(`serve needs exactly one of --config FILE or --dev\n${SERVE_USAGE}`);
   const config: MeshcertConfig = v.config ? loadConfigFile(v.config).config : parseConfig(DEV_CONFIG, process.env, 'the embedded dev config');
+  assertServable(config, v.config ?? 'the embedded dev config');
   const logger = createLogger(config.log.level);
   // Logged rather than fatal in the process that owns the inventory and the controllers: a stray
   // rejection there must not take the whole replica down with records still buffered.

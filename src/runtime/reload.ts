@@ -2,6 +2,7 @@ import { unwatchFile, watchFile } from 'node:fs';
 import { join } from 'node:path';
 import { CA_FILES } from '../ca/files.js';
 import { caDirectories, loadConfigFile } from '../config/load.js';
+import { assertServable } from '../config/servable.js';
 import { restartOnlyChanges } from '../config/restart-only.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
@@ -67,6 +68,8 @@ export class Reloader {
     let next: MeshcertConfig;
     try {
       next = this.o.configFile ? loadConfigFile(this.o.configFile).config : this.o.current();
+      // A file the next start would refuse is refused now, while the server can still say so.
+      if (this.o.configFile) assertServable(next, this.o.configFile);
       await this.o.apply(next);
     } catch (err) {
       this.o.metrics?.reloads.inc({ result: 'rejected' });

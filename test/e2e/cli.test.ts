@@ -111,6 +111,12 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(r.stderr).toMatch(/server\.colour: unknown setting/);
     expect(r.stderr).toMatch(/issuance\.maxTtl/);
     expect(r.stderr).not.toMatch(/\bat .*\.(ts|js):\d+/);
+    // Valid by the schema but refused by serve (nobody could authenticate): check refuses it too.
+    const noAuth = join(dir, 'no-auth.yaml');
+    writeFileSync(noAuth, 'dataDir: data\nca:\n  dir: ca\n');
+    const na = await runCli(['config', 'check', noAuth]);
+    expect(na.code).toBe(1);
+    expect(na.stderr).toMatch(/no-auth\.yaml cannot be served:\n {2}- auth\.clusters: no authentication configured/);
   });
 
   it('serve refuses to start on an empty CA directory without autoInit, saying what to do', async () => {

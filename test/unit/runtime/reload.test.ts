@@ -12,7 +12,8 @@ import { Reloader } from '../../../src/runtime/reload.js';
 const dir = mkdtempSync(join(tmpdir(), 'meshcert-reload-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const BASE = `dataDir: ${dir}/data\nca:\n  dir: ${dir}/ca\n`;
+// A config `serve` accepts (authentication configured): a reload refuses one it would not.
+const BASE = `dataDir: ${dir}/data\nca:\n  dir: ${dir}/ca\ndev:\n  tokenIssuer: true\n`;
 function configFile(name: string, extra: string): string {
   const path = join(dir, name);
   writeFileSync(path, BASE + extra);
@@ -67,6 +68,21 @@ describe('Reloader', () => {
     writeFileSync(file, BASE);
     expect(await reloader.reload('test')).toBe(true);
     expect(warnings()).toHaveLength(2);
+    reloader.stop();
+  });
+
+  it('refuses a config the next start would refuse (no authentication), keeping the one in force', async () => {
+    const file = configFile('no-auth.yaml', '');
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const applied: MeshcertConfig[] = [];
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void applied.push((current = next)), logger });
+    writeFileSync(file, `dataDir: ${dir}/data\nca:\n  dir: ${dir}/ca\n`);
+    expect(await reloader.reload('test')).toBe(false);
+    expect(applied).toEqual([]);
+    const rejected = lines.find((l) => l.msg === 'configuration reload rejected; the previous policy and CAs stay in force');
+    expect(JSON.stringify(rejected?.err)).toContain('no authentication configured');
     reloader.stop();
   });
 
