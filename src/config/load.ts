@@ -3,7 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors/ca-error.js';
-import { parseDurationSeconds } from './duration.js';
+import { parseLifetimeSeconds } from '../policy/schema.js';
 import { configSchema, type ConfigInput, type MeshcertConfig } from './schema.js';
 
 /** Environment variables that override the common settings (documented in the README). */
@@ -33,10 +33,18 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
     throw new ConfigError(`cannot read config file ${path}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
   }
   const doc = parseDocument(text, { uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    throw new ConfigError(`${path} is not valid YAML:\n${doc.errors.map((e) => `  - ${e.message.split('\n')[0]}`).join('\n')}`);
+  // Warnings too: an unknown tag (`!env X`) would otherwise become the plain string "X".
+  const problems = [...doc.errors, ...doc.warnings];
+  if (problems.length > 0) {
+    throw new ConfigError(`${path} is not valid YAML:\n${problems.map((e) => `  - ${e.message.split('\n')[0]}`).join('\n')}`);
   }
-  const raw: unknown = doc.toJS() ?? {};
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (e) {
+    // The yaml library refuses alias expansion bombs here.
+    throw new ConfigError(`${path} is not valid YAML: ${e instanceof Error ? e.message : String(e)}`);
+  }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError(`${path}: the top level must be a mapping of settings`);
   }
@@ -45,13 +53,16 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
 
 /** Validates an in-memory config (the embedded default, tests). */
 export function parseConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.env, source = 'config', baseDir = process.cwd()): MeshcertConfig {
-  const withEnv = issuanceShorthands(applyEnv(structuredClone(input) as Record<string, unknown>, env), source);
+  const overridden: EnvOverride[] = [];
+  const withEnv = issuanceShorthands(applyEnv(structuredClone(input) as Record<string, unknown>, env, overridden), source);
   const result = configSchema.safeParse(withEnv);
-  if (!result.success) throw new ConfigError(formatIssues(source, result.error.issues));
+  if (!result.success) throw new ConfigError(formatIssues(source, result.error.issues, overridden));
   return deepFreeze(resolvePaths(result.data, baseDir));
 }
 
-function applyEnv(input: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+type EnvOverride = readonly [name: string, path: readonly string[]];
+
+function applyEnv(input: Record<string, unknown>, env: NodeJS.ProcessEnv, applied: EnvOverride[]): Record<string, unknown> {
   for (const [name, path] of ENV_OVERRIDES) {
     const value = env[name];
     if (value === undefined || value === '') continue;
@@ -66,7 +77,10 @@ function applyEnv(input: Record<string, unknown>, env: NodeJS.ProcessEnv): Recor
         break;
       }
     }
-    if (node !== undefined) node[path[path.length - 1]!] = value;
+    if (node !== undefined) {
+      node[path[path.length - 1]!] = value;
+      applied.push([name, path]);
+    }
   }
   return input;
 }
@@ -82,7 +96,7 @@ function issuanceShorthands(input: Record<string, unknown>, source: string): Rec
   // An invalid value is reported once, under issuance.*, not again under policy.
   const valid = (v: unknown): boolean => {
     try {
-      parseDurationSeconds(v as string | number);
+      parseLifetimeSeconds(v as string | number);
       return true;
     } catch {
       return false;
@@ -102,13 +116,20 @@ function issuanceShorthands(input: Record<string, unknown>, source: string): Rec
   return input;
 }
 
-function formatIssues(source: string, issues: readonly z.core.$ZodIssue[]): string {
+function formatIssues(source: string, issues: readonly z.core.$ZodIssue[], overridden: readonly EnvOverride[]): string {
+  // A value that came from the environment is not in the file: say where it came from.
+  const fromEnv = (path: readonly PropertyKey[]): string => {
+    const prefix = (a: readonly PropertyKey[], b: readonly PropertyKey[]): boolean => a.length <= b.length && a.every((k, i) => b[i] === k);
+    // The value itself (or a part of it), or a setting inside the section the problem is about.
+    const hits = overridden.filter(([, p]) => prefix(p, path) || (path.length > 0 && prefix(path, p)));
+    return hits.length ? ` (${hits.map(([name, p]) => `${p.join('.')} from ${name}`).join(', ')})` : '';
+  };
   const lines = issues.map((i) => {
     const where = i.path.length ? i.path.join('.') : '(top level)';
     if (i.code === 'unrecognized_keys') {
       return `  - ${i.keys.map((k) => (i.path.length ? `${where}.${k}` : k)).join(', ')}: unknown setting`;
     }
-    return `  - ${where}: ${i.message}`;
+    return `  - ${where}: ${i.message}${fromEnv(i.path)}`;
   });
   return `invalid configuration in ${source}:\n${lines.join('\n')}`;
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parseDurationSeconds } from './duration.js';
-import { policySchema } from '../policy/schema.js';
+import { parseLifetimeSeconds, policySchema } from '../policy/schema.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 
 /**
@@ -24,6 +24,16 @@ const MAX_TIMER_SECONDS = 2_147_483;
 const MAX_SPAN_SECONDS = 100 * 365 * 86_400;
 const span = (min: number, minText: string) =>
   duration.refine((v) => v >= min && v <= MAX_SPAN_SECONDS, `must be between ${minText} and 36500d`);
+
+/** A certificate lifetime: whole seconds, at most 36500d (the policy's own rule, so both report alike). */
+const lifetimeDuration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseLifetimeSeconds(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
 
 const timerDuration = (min: number) =>
   duration.refine((v) => v >= min && v <= MAX_TIMER_SECONDS, `must be between ${min === 0 ? '0' : `${min}s`} and ${MAX_TIMER_SECONDS}s (about 24 days)`);
@@ -64,7 +74,8 @@ const tokenReview = z.strictObject({
   caFile: z.string().optional(),
   tokenFile: z.string().optional(),
   audiences: z.array(z.string().min(1)).min(1).default(['istio-ca']),
-  timeout: duration.prefault(5),
+  // Each review waits this long at most; an agent's call waits behind it.
+  timeout: duration.refine((v) => v > 0 && v <= 60, 'must be more than 0s and at most 60s').prefault(5),
 });
 
 const cluster = z.strictObject({
@@ -199,8 +210,8 @@ export const configSchema = z.strictObject({
    */
   issuance: z
     .strictObject({
-      defaultTtl: span(0, '0s').prefault('24h'),
-      maxTtl: span(0, '0s').prefault('90d'),
+      defaultTtl: lifetimeDuration.prefault('24h'),
+      maxTtl: lifetimeDuration.prefault('90d'),
       /** What to do when a workload asks for more than maxTtl: issue maxTtl (clamp) or refuse. */
       onTtlAboveMax: z.enum(['clamp', 'reject']).default('clamp'),
       /** NotBefore is set this far in the past to absorb clock skew between nodes. */
@@ -264,10 +275,21 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** The cluster used when `clusterid` is empty or absent (istio-agent's default is "Kubernetes"). */
       defaultCluster: z.string().min(1).default('Kubernetes'),
-      clusters: z.array(cluster).default([]),
+      clusters: z
+        .array(cluster)
+        .default([])
+        // Two entries of one name would be one cluster, the later silently replacing the earlier.
+        .superRefine((l, ctx) => {
+          const seen = new Set<string>();
+          l.forEach((c, i) => {
+            if (seen.has(c.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `cluster "${c.name}" is configured twice; merge its authenticators into one entry` });
+            seen.add(c.name);
+          });
+        }),
       /** Accept mTLS client certificates chained to meshcert's roots (VMs, istiod). */
       clientCertificates: z.boolean().default(true),
-      clockSkew: duration.prefault('30s'),
+      /** Tolerance for the token's exp/nbf/iat against this clock; more than 10 minutes is not skew. */
+      clockSkew: duration.refine((v) => v <= 600, 'must be between 0s and 10m').prefault('30s'),
       tokenCache: z
         .strictObject({ maxEntries: z.number().int().min(0).default(10_000), maxTtl: duration.prefault('10m') })
         .prefault({}),

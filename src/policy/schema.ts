@@ -24,14 +24,19 @@ export const DEFAULT_RULE_NAME = 'default';
 /** Longest lifetime a rule may name (as the other duration settings): beyond, a NotAfter is no date. */
 const MAX_LIFETIME_SECONDS = 36_500 * 86_400;
 
+/** A certificate lifetime in whole seconds, at most 36500d; throws with the reason (issuance.* shares it). */
+export function parseLifetimeSeconds(v: string | number): number {
+  const s = parseDurationSeconds(v);
+  if (!Number.isInteger(s)) throw new Error(`invalid duration ${v}: must be a whole number of seconds`);
+  if (s > MAX_LIFETIME_SECONDS) throw new Error(`invalid duration ${v}: at most 36500d`);
+  return s;
+}
+
 const duration = z
   .union([z.string(), z.number()])
   .transform((v, ctx) => {
     try {
-      const s = parseDurationSeconds(v);
-      if (!Number.isInteger(s)) throw new Error(`invalid duration ${v}: must be a whole number of seconds`);
-      if (s > MAX_LIFETIME_SECONDS) throw new Error(`invalid duration ${v}: at most 36500d`);
-      return s;
+      return parseLifetimeSeconds(v);
     } catch (e) {
       ctx.addIssue({ code: 'custom', message: (e as Error).message });
       return z.NEVER;

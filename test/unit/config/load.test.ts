@@ -142,7 +142,12 @@ describe('parseConfig refusals', () => {
     ['rejects an unknown key type', { ca: { keyType: 'ed25519' } }, '  - ca.keyType:'],
     ['rejects an unknown onTtlAboveMax', { issuance: { onTtlAboveMax: 'warn' } }, '  - issuance.onTtlAboveMax:'],
     ['rejects a backdate beyond a day (NotBefore would be no date)', { issuance: { backdate: '100000000000d' } }, '  - issuance.backdate: must be between 0s and 1d'],
-    ['rejects a maxTtl beyond 36500d', { issuance: { maxTtl: '40000d' } }, '  - issuance.maxTtl: must be between 0s and 36500d'],
+    ['rejects a maxTtl beyond 36500d', { issuance: { maxTtl: '40000d' } }, '  - issuance.maxTtl: invalid duration 40000d: at most 36500d'],
+    ['rejects a fractional defaultTtl under issuance, as the policy would', { issuance: { defaultTtl: 1.5 } }, '  - issuance.defaultTtl: invalid duration 1.5: must be a whole number of seconds'],
+    ['rejects a clock skew above 10 minutes (the authenticator refuses it at start)', { auth: { clockSkew: '601s' } }, '  - auth.clockSkew: must be between 0s and 10m'],
+    ['rejects a TokenReview timeout of 0', { auth: { clusters: [{ name: 'a', tokenReview: { timeout: 0 } }] } }, '  - auth.clusters.0.tokenReview.timeout: must be more than 0s and at most 60s'],
+    ['rejects a TokenReview timeout beyond a minute (30d would overflow Node\'s timer and fire at once)', { auth: { clusters: [{ name: 'a', tokenReview: { timeout: '30d' } }] } }, '  - auth.clusters.0.tokenReview.timeout: must be more than 0s and at most 60s'],
+    ['rejects two clusters of one name (the later would silently replace the earlier)', { auth: { clusters: [{ name: 'k', tokenReview: {} }, { name: 'k', tokenReview: {} }] } }, '  - auth.clusters.1.name: cluster "k" is configured twice'],
     ['rejects an unknown log level', { log: { level: 'verbose' } }, '  - log.level:'],
     ['rejects a serving IP that is not an address', { server: { tls: { ipAddresses: ['localhost'] } } }, '  - server.tls.ipAddresses.0:'],
     ['rejects a renewBeforeRatio of 1', { server: { tls: { renewBeforeRatio: 1 } } }, '  - server.tls.renewBeforeRatio:'],
@@ -170,6 +175,14 @@ describe('parseConfig refusals', () => {
       expect(lines.some((l) => l.startsWith(`  - ${where}:`)), `no line for ${where} in:\n${e.message}`).toBe(true);
     }
     expect(lines).toHaveLength(7);
+  });
+
+  it('reports a bad issuance lifetime once, under issuance, not again under the policy it feeds', () => {
+    for (const issuance of [{ maxTtl: '36501d' }, { defaultTtl: 1.5 }]) {
+      const lines = configError(() => parse({ issuance })).message.split('\n').slice(1);
+      expect(lines, lines.join('\n')).toHaveLength(1);
+      expect(lines[0]).toMatch(/^ {2}- issuance\./);
+    }
   });
 
   it('names the source in the message', () => {
@@ -270,6 +283,16 @@ log:
     expect(e.message).toContain('  - log.level:');
   });
 
+  it('names the variable a refused value came from, which the file does not hold', () => {
+    const e = configError(() => loadConfigFile(configFile(''), { MESHCERT_LISTEN: 'bad', MESHCERT_INVENTORY_STORE: 'postgres' }));
+    expect(e.message).toContain('  - server.listen: expected host:port, e.g. 0.0.0.0:15012 or [::1]:15012 (server.listen from MESHCERT_LISTEN)');
+    // A rule about the whole section names the setting of it that came from the environment.
+    expect(e.message).toContain('  - inventory: inventory.store postgres needs inventory.url (inventory.store from MESHCERT_INVENTORY_STORE)');
+    // A problem of the file's own is not blamed on a variable.
+    const own = configError(() => loadConfigFile(configFile('trustDomain: UPPER\n'), { MESHCERT_LISTEN: '127.0.0.1:1' }));
+    expect(own.message).not.toContain('from MESHCERT');
+  });
+
   it.each([
     ['does not hide a section that is a number', 'server: 5\n', '  - server:'],
     ['does not hide a section that is a list', 'server: [a]\n', '  - server:'],
@@ -368,6 +391,14 @@ policy:
     const path = configFile('server:\n  bogus: 1\nauth:\n  clusters:\n    - name: a\n      jwt:\n        - issuer: x\n          jwksFile: j.json\n          foo: 1\n');
     const e = configError(() => loadConfigFile(path, {}));
     expect(e.message).toBe(`invalid configuration in ${path}:\n  - server.bogus: unknown setting\n  - auth.clusters.0.jwt.0.foo: unknown setting`);
+  });
+
+  it.each([
+    // The yaml library only warns of an unknown tag and makes its value a plain string.
+    ['refuses an unknown tag rather than taking its value as a string', 'dataDir: !env MESH_DATA\n', /not valid YAML:\n {2}- .*tag/i],
+    ['refuses an alias expansion bomb with the file named', `a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n`, /meshcert-\d+\.yaml is not valid YAML: .*alias/i],
+  ])('%s', (_name, text, message) => {
+    expect(configError(() => loadConfigFile(configFile(text), {})).message).toMatch(message);
   });
 
   it('reports a missing file with its path and the reason', () => {
