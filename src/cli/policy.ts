@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import { formatDuration, parseDurationSeconds } from '../config/duration.js';
 import { parseCsrPem } from '../csr/parse.js';
 import type { CsrKeyInfo, ParsedCsr } from '../csr/types.js';
-import { isCaError } from '../errors/ca-error.js';
+import { ConfigError, isCaError } from '../errors/ca-error.js';
 import { PolicyEngine, type PolicyDecision, type PolicyRequest, type RuleEvaluation } from '../policy/engine.js';
 import { isAliasOf } from '../authority/authority.js';
 import { effectiveDefaultCluster } from '../config/default-cluster.js';
@@ -24,7 +24,7 @@ export const POLICY_USAGE = `meshcert policy explain --config FILE --ns NAMESPAC
   --impersonated              the request is on behalf of another identity
   --csr FILE                  take key and SANs (and, without --ns/--sa, the identity) from a PEM CSR
   --json                      print the result as JSON
-  Exit codes: 0 allowed, 1 denied, 2 usage error.`;
+  Exit codes: 0 allowed, 1 denied, 2 usage error, 3 invalid or unreadable config.`;
 
 const KEYS: Readonly<Record<string, CsrKeyInfo>> = {
   rsa2048: { algorithm: 'RSA', size: 2048 },
@@ -108,7 +108,15 @@ export async function policyCommand(argv: string[]): Promise<number> {
 
   // The config, loaded exactly as `serve` loads it (issuance shorthands, issuer checks, env), so the
   // explanation is the server's decision; plus the defaults for cluster and trust domain.
-  const config = loadConfigFile(v.config).config;
+  // Its own exit code: a CI step asserting "denied" (1) must not pass on a broken config.
+  let config;
+  try {
+    config = loadConfigFile(v.config).config;
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    console.error(`meshcert: ${e.message}`);
+    return 3;
+  }
   const policy = config.policy;
   // As serve decides it: an empty clusterid is the default cluster, or the only one configured.
   const clusterNames = [...config.auth.clusters.map((c) => c.name), ...(config.dev.tokenIssuer ? [config.auth.defaultCluster] : [])];

@@ -1,10 +1,9 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { UsageError } from '../../../src/cli/args.js';
 import { policyCommand, type PolicyExplainOutput } from '../../../src/cli/policy.js';
-import { ConfigError } from '../../../src/errors/ca-error.js';
 import { makeCsr } from '../../fixtures/csr.js';
 
 const CONFIG = `
@@ -313,10 +312,17 @@ describe('meshcert policy: usage and config errors', () => {
     await expect(p).rejects.toThrow('(CSR_MALFORMED)');
   });
 
-  it('throws a ConfigError naming the path of an invalid policy', async () => {
+  it('exits 3, not 1 (denied), for an invalid or missing config, naming the path of the problem', async () => {
     const bad = file('bad.yaml', 'policy:\n  rules:\n    - name: r\n      match: { namespaces: ["[a]"] }\n');
-    const p = policyCommand(['explain', '--config', bad, '--ns', 'a', '--sa', 'b']);
-    await expect(p).rejects.toThrow(ConfigError);
-    await expect(p).rejects.toThrow('policy.rules.0.match.namespaces.0: pattern may use only * and ? as wildcards');
+    const errors: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((m: unknown) => void errors.push(String(m)));
+    try {
+      expect(await policyCommand(['explain', '--config', bad, '--ns', 'a', '--sa', 'b'])).toBe(3);
+      expect(errors.join('\n')).toContain('policy.rules.0.match.namespaces.0: pattern may use only * and ? as wildcards');
+      expect(await policyCommand(['explain', '--config', join(dirname(bad), 'missing.yaml'), '--ns', 'a', '--sa', 'b'])).toBe(3);
+      expect(errors.join('\n')).toContain('cannot read config file');
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
