@@ -233,7 +233,10 @@ export const configSchema = z.strictObject({
   /** The Kubernetes API server (ambient pod lookups, controllers); default in-cluster. */
   kubernetes: z
     .strictObject({ server: z.url({ protocol: /^https$/ }).optional(), caFile: z.string().optional(), tokenFile: z.string().optional(), kubeconfig: z.string().optional() })
-    .prefault({}),
+    .prefault({})
+    // Alternatives, not layers: settings the other one would silently ignore are refused.
+    .refine((k) => k.kubeconfig === undefined || (k.server ?? k.caFile ?? k.tokenFile) === undefined, { message: 'set either kubeconfig or server (with caFile, tokenFile), not both' })
+    .refine((k) => k.server !== undefined || (k.caFile ?? k.tokenFile) === undefined, { message: 'caFile and tokenFile go with server (the API server they are for)' }),
   /** Istio integration that istiod does itself when its CA is on. Only the leader replica writes. */
   istio: z
     .strictObject({
@@ -347,6 +350,7 @@ export const configSchema = z.strictObject({
     })
     .prefault({})
     .refine((i) => i.store !== 'postgres' || i.url !== undefined, { message: 'inventory.store postgres needs inventory.url' })
+    .refine((i) => i.store !== 'sqlite' || i.url === undefined, { message: 'inventory.url is set but inventory.store is sqlite: set inventory.store: postgres, or remove the URL' })
     // A URL with the store off is a config that meant PostgreSQL (MESHCERT_INVENTORY_URL over a
     // base that turns the inventory off): refused rather than running with no inventory unnoticed.
     .refine((i) => i.store !== 'none' || i.url === undefined, { message: 'inventory.url is set but inventory.store is none: set inventory.store: postgres (MESHCERT_INVENTORY_STORE=postgres), or remove the URL' }),

@@ -154,6 +154,9 @@ describe('parseConfig refusals', () => {
     ['rejects a maxRequestBytes below 4096', { server: { maxRequestBytes: 100 } }, '  - server.maxRequestBytes:'],
     ['rejects a section that is not a mapping', { issuance: 'often' }, '  - issuance:'],
     ['rejects a cluster without a name', { auth: { clusters: [{}] } }, '  - auth.clusters.0.name:'],
+    ['rejects a kubeconfig beside an API server it would ignore', { kubernetes: { kubeconfig: 'k.yaml', server: 'https://k8s:6443' } }, '  - kubernetes: set either kubeconfig or server'],
+    ['rejects a token file without the API server it is for', { kubernetes: { tokenFile: 't' } }, '  - kubernetes: caFile and tokenFile go with server'],
+    ['rejects a PostgreSQL URL with the SQLite store, which would ignore it', { inventory: { store: 'sqlite', url: 'postgres://db/meshcert' } }, '  - inventory: inventory.url is set but inventory.store is sqlite'],
   ])('%s', (_name, input, line) => {
     const e = configError(() => parse(input));
     expect(e.message).toMatch(/^invalid configuration in config:\n/);
