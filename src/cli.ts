@@ -49,15 +49,35 @@ ${discover.DISCOVER_USAGE}
 ${policy.POLICY_USAGE}`;
 }
 
+/** Each command's own help, for `meshcert COMMAND --help`. */
+const COMMAND_USAGE: Record<string, () => Promise<string>> = {
+  serve: async () => (await import('./cli/serve.js')).SERVE_USAGE,
+  ca: async () => (await import('./cli/ca.js')).CA_USAGE,
+  config: async () => 'meshcert config check FILE       validate a config file as serve would',
+  request: async () => (await import('./cli/request.js')).REQUEST_USAGE,
+  certs: async () => (await import('./cli/certs.js')).CERTS_USAGE,
+  discover: async () => (await import('./cli/discover.js')).DISCOVER_USAGE,
+  policy: async () => (await import('./cli/policy.js')).POLICY_USAGE,
+};
+
 /** Exit codes: 0 ok, 1 failure (refused, invalid config), 2 usage error. */
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    console.log(await usage());
+    // `meshcert help COMMAND` is that command's help.
+    const one = cmd === 'help' && rest[0] !== undefined ? COMMAND_USAGE[rest[0]] : undefined;
+    console.log(one ? await one() : await usage());
     return cmd ? 0 : 2;
   }
   const load = COMMANDS[cmd];
   if (!load) throw new UsageError(`unknown command "${cmd}"; run "meshcert help"`);
+  // Before the command parses its options (none of them takes --help); a value after `--` is not asked for help.
+  const options = rest.indexOf('--') === -1 ? rest : rest.slice(0, rest.indexOf('--'));
+  const help = COMMAND_USAGE[cmd];
+  if (help && (options.includes('--help') || options.includes('-h'))) {
+    console.log(await help());
+    return 0;
+  }
   return (await load())(rest);
 }
 

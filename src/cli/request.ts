@@ -63,7 +63,7 @@ export async function requestCommand(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const token = v.token ?? (v['token-file'] ? readFileSync(v['token-file'], 'utf8').trim() : await mintDevToken(dataDir, { namespace: v.ns, serviceAccount: v.sa }));
+  const token = v.token ?? (v['token-file'] ? readTokenFile(v['token-file']) : await mintDevToken(dataDir, { namespace: v.ns, serviceAccount: v.sa }));
 
   const csr = await buildWorkloadCsr(spiffeId, v.key as WorkloadKeyType);
   const client = new CaClient({ address: v.address!, rootPem, ...(v['server-name'] ? { serverName: v['server-name'] } : {}) });
@@ -111,4 +111,13 @@ export async function requestCommand(argv: string[]): Promise<number> {
     if (v.out) console.log(`written    ${resolve(v.out)}/{cert-chain.pem,key.pem,root-cert.pem}`);
   }
   return 0;
+}
+
+/** A bad --token-file is the caller's to fix, like a bad --ca-root: said as such, exit 2. */
+function readTokenFile(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch (e) {
+    throw new UsageError(`cannot read the token file ${path}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
 }

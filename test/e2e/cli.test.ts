@@ -130,6 +130,22 @@ describe('the meshcert CLI, as a user runs it', () => {
   it('unknown commands and flags are usage errors (exit 2)', async () => {
     expect((await runCli(['frobnicate'])).code).toBe(2);
     expect((await runCli(['request', '--bogus'])).code).toBe(2);
+    // The root is read (not yet checked) before the token: any readable file will do here.
+    const noToken = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', configFile, '--token-file', join(dir, 'missing-token')]);
+    expect(noToken.code).toBe(2);
+    expect(noToken.stderr).toContain(`cannot read the token file ${join(dir, 'missing-token')}: ENOENT`);
+  });
+
+  it('each command answers --help with its own usage (exit 0), as does "help COMMAND"', async () => {
+    for (const [cmd, first] of [['serve', 'meshcert serve --config FILE'], ['request', 'meshcert request --ns'], ['discover', 'meshcert discover'], ['certs', 'meshcert certs list'], ['ca', 'meshcert ca init'], ['policy', 'meshcert policy explain']]) {
+      const r = await runCli([cmd!, '--help']);
+      expect(r.code, `${cmd} --help: ${r.stderr}`).toBe(0);
+      expect(r.stdout.startsWith(first!), r.stdout).toBe(true);
+    }
+    const h = await runCli(['help', 'request']);
+    expect(h.code).toBe(0);
+    expect(h.stdout).toMatch(/^meshcert request --ns/);
+    expect(h.stdout).not.toContain('meshcert serve');
   });
 
   it('serve answers gRPC health and request gets a verified chain written to --out', async () => {
