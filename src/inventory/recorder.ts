@@ -69,6 +69,12 @@ export interface InventoryRecorderOptions {
   healthCheckIntervalMs?: number;
   /** Default deadline for close(), 10000 ms. */
   closeDeadlineMs?: number;
+  /**
+   * A write outstanding this long makes `storeHealthy` false until it ends: a black-holed database
+   * fails a write only at the driver's query timeout (30 s), and fail-closed must not issue
+   * unrecorded certificates meanwhile. Default 5000 ms (well above a healthy batch); 0 disables.
+   */
+  writeStallMs?: number;
   /** Called after each batch is stored (n = batch size). */
   onFlush?: (n: number, kind: RecorderLaneKind) => void;
   /** Failed writes, health check failures, rejected records, overflow. For logging/metrics; never throw. */
@@ -243,6 +249,9 @@ export class InventoryRecorder {
   private healthy = true;
   private failures = 0;
   private pinging = false;
+  /** performance.now() when the write in progress began; 0 when none is. */
+  private writeStartedAt = 0;
+  private readonly writeStallMs: number;
   private lastContact = Date.now();
   private auditFirst = false;
   private refTimers = false;
@@ -265,6 +274,7 @@ export class InventoryRecorder {
     this.retryMaxMs = Math.max(this.retryInitialMs, positive(options.retryMaxMs, 5000));
     this.healthCheckIntervalMs = positive(options.healthCheckIntervalMs, 5000, 0);
     this.closeDeadlineMs = positive(options.closeDeadlineMs, 10_000, 0);
+    this.writeStallMs = positive(options.writeStallMs, 5000, 0);
     this.onFlushCb = options.onFlush;
     this.onErrorCb = options.onError;
     this.certs = new Lane('certificates', (items) => this.store.insertMany(items));
@@ -325,9 +335,14 @@ export class InventoryRecorder {
     return this.audit.pending;
   }
 
-  /** False from a failed write (or health check) until the next successful one. */
+  /** False from a failed write (or health check) until the next successful one, and while a write has stalled. */
   get storeHealthy(): boolean {
-    return this.healthy;
+    return this.healthy && !this.writeStalled;
+  }
+
+  /** A write has been outstanding longer than `writeStallMs`. */
+  get writeStalled(): boolean {
+    return this.writeStallMs > 0 && this.writeStartedAt > 0 && performance.now() - this.writeStartedAt > this.writeStallMs;
   }
 
   /** Certificate records dropped because the buffer was full. */
@@ -473,10 +488,13 @@ export class InventoryRecorder {
         const l = lane as Lane<unknown>;
         const batch = l.take(this.batchSize);
         let error: unknown = null;
+        this.writeStartedAt = performance.now();
         try {
           await l.write(batch.items);
         } catch (err) {
           error = err ?? new Error('inventory write failed');
+        } finally {
+          this.writeStartedAt = 0;
         }
         this.lastContact = Date.now();
         if (error === null) {

@@ -91,7 +91,7 @@ export interface WorkerPool {
 export interface WorkerHooks {
   /** Records and audit events a worker shipped (the primary owns the inventory). */
   onInventory?: (m: InventoryMessage) => void;
-  /** Broadcast to workers every second: whether issuance may go on (inventory.failClosed). */
+  /** Sent to workers when it changes (checked at every intake and every 250 ms): whether issuance may go on (inventory.failClosed). */
   accepting?: () => boolean;
 }
 
@@ -135,6 +135,15 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   });
   let stopping = false;
   const live = new Set<Worker>();
+  // inventory.failClosed: workers refuse on their cached copy of this, so a change reaches them at
+  // once when records arrive (the buffer filling, a write stalling) and within 250 ms otherwise.
+  let lastAccepting: boolean | undefined;
+  const publishInventoryState = (): void => {
+    const accepting = hooks.accepting?.() ?? true;
+    if (accepting === lastAccepting) return;
+    lastAccepting = accepting;
+    for (const w of live) send(w, { type: 'inventory-state', accepting });
+  };
   /** Workers that have said they listen (a replacement still starting serves nothing yet). */
   const serving = new Set<Worker>();
   let restarts = 0;
@@ -180,6 +189,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       w.on('message', (m: WorkerMessage) => {
         if (m.type === 'inventory') {
           hooks.onInventory?.(m);
+          publishInventoryState();
         } else if (m.type === 'connections-closed') {
           dispatcher.closed(target, m.count);
         } else if (m.type === 'memory-pressure') {
@@ -326,13 +336,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     await stopAll((config.server.shutdownGrace + 5) * 1000);
     throw e;
   }
-  let lastAccepting: boolean | undefined;
-  const broadcast = setInterval(() => {
-    const accepting = hooks.accepting?.() ?? true;
-    if (accepting === lastAccepting) return;
-    lastAccepting = accepting;
-    for (const w of live) send(w, { type: 'inventory-state', accepting });
-  }, 1000);
+  const broadcast = setInterval(publishInventoryState, 250);
   broadcast.unref();
   return {
     port,

@@ -288,6 +288,25 @@ describe('InventoryRecorder (in-memory store)', () => {
     await rec.close();
   });
 
+  it('a write outstanding past writeStallMs makes the store unhealthy until it ends (a black-holed database)', async () => {
+    const store = new MemoryStore();
+    store.delayMs = 400;
+    const rec = new InventoryRecorder(store, { flushIntervalMs: 10, healthCheckIntervalMs: 0, writeStallMs: 100 });
+    rec.record(makeRecord(1));
+    await waitFor(() => rec.writeStalled, 2000, 'stalled');
+    expect(rec.storeHealthy).toBe(false);
+    // The write ends (here: it succeeds): healthy again, the record stored once.
+    await waitFor(() => rec.storeHealthy, 2000, 'healthy');
+    expect(store.certs.size).toBe(1);
+    // A write quicker than the bound never shows as a stall.
+    store.delayMs = 20;
+    rec.record(makeRecord(2));
+    const seen: boolean[] = [];
+    await waitFor(() => (seen.push(rec.storeHealthy), store.certs.size === 2), 2000, 'stored');
+    expect(seen.every(Boolean)).toBe(true);
+    await rec.close();
+  });
+
   // How cheap record() is belongs to the benchmark; here: 100k records queue without a flush and all arrive.
   it('record() queues 100k records without writing, and close() writes them all', async () => {
     const store = new MemoryStore();
