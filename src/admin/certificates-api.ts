@@ -20,7 +20,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseDurationSeconds } from '../config/duration.js';
-import { InvalidCursorError, type CertificateFilter, type CertificateRecord, type InventoryStore, type RecordSource } from '../inventory/types.js';
+import { InvalidCursorError, InvalidFilterError, type CertificateFilter, type CertificateRecord, type InventoryStore, type RecordSource } from '../inventory/types.js';
 
 export const CERTIFICATES_API_PATH = '/api/v1/certificates';
 
@@ -207,7 +207,7 @@ export async function handleCertificatesApi(req: IncomingMessage, res: ServerRes
     else send(res, 200, recordToJson(record));
     return true;
   } catch (err) {
-    if (err instanceof BadRequest || err instanceof InvalidCursorError) {
+    if (err instanceof BadRequest || err instanceof InvalidCursorError || err instanceof InvalidFilterError) {
       send(res, 400, { error: err.message });
     } else {
       try {

@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import {
   InvalidCursorError,
+  InvalidFilterError,
   InventoryDataError,
   type AuditEvent,
   type CertificateFilter,
@@ -226,6 +227,8 @@ export function buildListQuery(filter: CertificateFilter): ListQuery {
   const params: unknown[] = [];
   const eq = (column: string, value: string | undefined): void => {
     if (value !== undefined) {
+      // Both stores must answer alike: PostgreSQL refuses a NUL in text (an error, read as the store failing).
+      if (value.includes('\u0000')) throw new InvalidFilterError(`the ${column.replace('_', ' ')} filter contains a NUL character`);
       where.push(`${column} = ?`);
       params.push(value);
     }

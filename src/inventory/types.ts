@@ -143,6 +143,11 @@ export class InventoryDataError extends Error {
 }
 
 /** A `cursor` that is not a `nextCursor` returned by `list`. */
+/** A filter value no certificate can have (a NUL, which PostgreSQL text refuses and SQLite would just not match). */
+export class InvalidFilterError extends RangeError {
+  override readonly name = 'InvalidFilterError';
+}
+
 export class InvalidCursorError extends RangeError {
   override readonly name = 'InvalidCursorError';
   constructor() {
