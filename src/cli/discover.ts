@@ -3,11 +3,13 @@ import { discover, discoveryExitCode, type DiscoveryReport } from '../discovery/
 import { UsageError } from './args.js';
 import { openInventory, resolveInventoryTarget, StoreOpenError } from './certs.js';
 
-export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints HOST:PORT...] [--k8s-secrets [--kubeconfig FILE]] [--config FILE | --db sqlite:PATH|postgres://URL] [--json]
-  Records certificates found in PEM files (a directory: every *.pem/*.crt below it; a glob with
-  * or ? in the last component), presented by TLS endpoints (the whole chain; 5 s timeout) and
-  in Kubernetes TLS Secrets (tls.crt), with source discovered:file:PATH, discovered:endpoint:HOST:PORT
-  or discovered:k8s-secret:NS/NAME. Idempotent. Several values may follow one --files/--endpoints.
+export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints HOST:PORT...] [--endpoint-timeout 5s] [--k8s-secrets [--kubeconfig FILE]] [--config FILE | --db sqlite:PATH|postgres://URL] [--json]
+  Records certificates found in PEM or DER files (a directory: every *.pem/*.crt/*.cer/*.der below
+  it; a glob with * or ? in the last component), presented by TLS endpoints (the whole chain;
+  --endpoint-timeout, default 5s) and in Kubernetes TLS Secrets (tls.crt, ca.crt) and Istio CA
+  Secrets (cacerts, istio-ca-secret, istio.io/key-and-cert), with source discovered:file:PATH,
+  discovered:endpoint:HOST:PORT or discovered:k8s-secret:NS/NAME[/KEY]. Idempotent. Several values
+  may follow one --files/--endpoints.
   Exit 0 when something was found and nothing failed, 1 when any item failed (or nothing was found).`;
 
 const OPTIONS = {

@@ -1,7 +1,8 @@
 /**
- * Discovery run: gathers certificates from PEM files, live TLS endpoints and Kubernetes TLS
- * Secrets, and records each one in the inventory with source `discovered:file:<path>`,
- * `discovered:endpoint:<host:port>` or `discovered:k8s-secret:<ns>/<name>`.
+ * Discovery run: gathers certificates from PEM/DER files, live TLS endpoints and Kubernetes
+ * Secrets (TLS and Istio CA Secrets), and records each one in the inventory with source
+ * `discovered:file:<path>`, `discovered:endpoint:<host:port>` or
+ * `discovered:k8s-secret:<ns>/<name>` (`tls.crt`) / `discovered:k8s-secret:<ns>/<name>/<key>`.
  *
  * Recording is idempotent by fingerprint (`insertMany`): re-running stores nothing new, and a
  * certificate seen in several places keeps the source it was first recorded with. Expired
@@ -23,7 +24,7 @@ export type { DiscoveredItem, ItemKind } from './types.js';
 export interface DiscoverOptions {
   files?: readonly string[];
   endpoints?: readonly string[];
-  /** List Kubernetes TLS Secrets (true: default credentials). */
+  /** List Kubernetes TLS and Istio CA Secrets (true: default credentials). */
   k8sSecrets?: boolean | K8sSecretsOptions;
   endpointTimeoutMs?: number;
   /** Endpoints dialled at once; default 16. */

@@ -1,32 +1,45 @@
 /**
- * Certificates in PEM files.
+ * Certificates in PEM (or DER) files.
  *
  * A `--files` argument is one of:
  * - a file: read whatever its name;
- * - a directory: every `*.pem` and `*.crt` file below it, recursively. Symlinked directories are
- *   followed when they lead to a directory inside the argument's own (a kubelet-mounted Secret's
- *   keys are such links), each real directory once, so a link cycle cannot loop and a link to `/`
- *   cannot walk the filesystem; kubelet's `..<timestamp>` copies are skipped. A subdirectory that
- *   cannot be read is skipped, not fatal to the argument;
+ * - a directory: every `*.pem`, `*.crt`, `*.cer` and `*.der` regular file below it, recursively.
+ *   Symlinked directories are followed when they lead to a directory inside the argument's own (a
+ *   kubelet-mounted Secret's keys are such links), each real directory once, so a link cycle
+ *   cannot loop and a link to `/` cannot walk the filesystem; kubelet's `..<timestamp>` copies are
+ *   skipped. A subdirectory that cannot be read is skipped, not fatal to the argument; so is
+ *   anything that is not a regular file (a named pipe, a device, a socket): it is never opened;
  * - a simple glob whose wildcards are in the last path component only: `*` (any run of
  *   characters but `/`) and `?` (one character), e.g. `/etc/certs/*.pem`; the directory part is
  *   taken literally and not searched recursively. (Node 20 has no fs.glob; shells expand globs
  *   anyway, and `meshcert discover` takes several paths after one `--files`.)
  *
- * Each file is one item. A file whose PEM blocks are all something else (PRIVATE KEY,
- * CERTIFICATE REQUEST...) is skipped, not an error, so a folder of key pairs scans cleanly; a
- * file without any PEM block, or with a CERTIFICATE block that does not parse (or no END line),
- * is an error. When some blocks of a file parse and others do not, the good ones are recorded and
- * the file is still reported as an error.
+ * Only regular files are read (a symlink is followed first): a named pipe or a device given by
+ * name is an error item ("not a regular file") and is not opened. A file is read through one
+ * descriptor and at most 10 MB + 1 byte, so a file that grows while it is read is still bounded.
+ *
+ * Each file is one item. Certificates are `CERTIFICATE` and `X509 CERTIFICATE` PEM blocks, and
+ * the certificate leading a `TRUSTED CERTIFICATE` block (OpenSSL's trusted format, whose trust
+ * settings after the certificate are ignored). A file without any `-----BEGIN` line is tried as
+ * one DER certificate. A `PKCS7` block is reported as unsupported (an error: its certificates are
+ * not read). A file whose PEM blocks are all something else (PRIVATE KEY, CERTIFICATE REQUEST...),
+ * or a DER private key, is skipped, not an error, so a folder of key pairs scans cleanly; key
+ * material is never put in an item, a message or the inventory. A file that is neither PEM nor a
+ * DER certificate, or with a certificate block that does not parse (or no END line), is an error.
+ * When some blocks of a file parse and others do not, the good ones are recorded and the file is
+ * still reported as an error.
  */
-import { X509Certificate } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { closeSync, constants, existsSync, fstatSync, openSync, readdirSync, readSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { readElement, TAG_SEQUENCE } from '../x509/der.js';
 import type { DiscoveredItem } from './types.js';
 
-const EXTENSIONS = /\.(pem|crt)$/i;
-const MAX_FILE_BYTES = 10 * 1024 * 1024;
-const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g;
+const EXTENSIONS = /\.(pem|crt|cer|der)$/i;
+export const MAX_FILE_BYTES = 10 * 1024 * 1024;
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 #]+)-----([\s\S]*?)-----END \1-----/g;
+const PEM_BEGIN = /-----BEGIN [A-Z0-9 #]+-----/g;
+const PKCS7_LABELS = new Set(['PKCS7', 'PKCS #7 SIGNED DATA']);
 
 /** A regex for a basename glob (`*`, `?`; everything else literal). */
 export function globToRegExp(glob: string): RegExp {
@@ -124,19 +137,115 @@ export function expandFileArg(arg: string): { files: string[]; error?: Discovere
     } catch (e) {
       return fail(`cannot read directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
-    return files.length === 0 ? fail('no *.pem or *.crt file in this directory') : { files };
+    return files.length === 0 ? fail('no *.pem, *.crt, *.cer or *.der file in this directory') : { files };
   }
   return { files: [abs] };
 }
 
-/** Parses a file's PEM certificates into one item (see the module comment). */
-export function readPemFile(path: string): DiscoveredItem {
+function notRegular(st: Stats): string {
+  const what = st.isFIFO()
+    ? 'a named pipe'
+    : st.isCharacterDevice()
+      ? 'a character device'
+      : st.isBlockDevice()
+        ? 'a block device'
+        : st.isSocket()
+          ? 'a socket'
+          : st.isDirectory()
+            ? 'a directory'
+            : 'a special file';
+  return `not a regular file (${what})`;
+}
+
+/**
+ * A regular file's bytes, read through one descriptor and never more than `maxBytes` + 1 (the
+ * extra byte tells "too large" apart from "exactly at the limit", whatever `st_size` says).
+ * Anything but a regular file (after following symlinks) is refused before it is opened; the
+ * descriptor is checked again (the path may have been replaced meanwhile), and opened
+ * non-blocking so that even then a named pipe cannot block the process.
+ */
+function readRegularFile(path: string, maxBytes: number): { buf: Buffer } | { error: string } {
+  const st = statSync(path);
+  if (!st.isFile()) return { error: notRegular(st) };
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  try {
+    const fst = fstatSync(fd);
+    if (!fst.isFile()) return { error: notRegular(fst) };
+    const cap = maxBytes + 1;
+    let buf = Buffer.allocUnsafe(Math.min(cap, Math.max(fst.size + 1, 64 * 1024)));
+    let total = 0;
+    for (;;) {
+      if (total === buf.length) {
+        if (total >= cap) break;
+        const bigger = Buffer.allocUnsafe(Math.min(cap, buf.length * 2));
+        buf.copy(bigger, 0, 0, total);
+        buf = bigger;
+      }
+      const n = readSync(fd, buf, total, buf.length - total, null);
+      if (n === 0) break;
+      total += n;
+    }
+    if (total > maxBytes) return { error: `larger than ${maxBytes} bytes: not a certificate file` };
+    return { buf: buf.subarray(0, total) };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The certificate a DER encoding starts with: its first SEQUENCE only (what follows is not read). */
+function leadingCertificate(der: Buffer): X509Certificate {
+  const el = readElement(der, 0);
+  if (el.tag !== TAG_SEQUENCE) throw new Error('not a SEQUENCE');
+  return new X509Certificate(der.subarray(0, el.end));
+}
+
+/** The certificate of a `CERTIFICATE`, `X509 CERTIFICATE` or `TRUSTED CERTIFICATE` block; null for other labels. */
+function blockCertificate(label: string, body: string): X509Certificate | null {
+  if (label === 'CERTIFICATE' || label === 'X509 CERTIFICATE') return new X509Certificate(`-----BEGIN CERTIFICATE-----${body}-----END CERTIFICATE-----`);
+  if (label !== 'TRUSTED CERTIFICATE') return null;
+  // X509 || X509_CERT_AUX: the certificate, then OpenSSL's trust settings.
+  if (!/^[A-Za-z0-9+/=\s]*$/.test(body)) throw new Error('not base64');
+  return leadingCertificate(Buffer.from(body.replace(/\s+/g, ''), 'base64'));
+}
+
+/** A whole file that is exactly one DER certificate, or null. */
+function derCertificate(buf: Buffer): X509Certificate | null {
+  try {
+    const el = readElement(buf, 0);
+    if (el.tag !== TAG_SEQUENCE || el.end !== buf.length) return null;
+    return new X509Certificate(buf);
+  } catch {
+    return null;
+  }
+}
+
+/** Whether a file is a DER private key (PKCS#8, encrypted or not, SEC1 or PKCS#1); the key is not kept. */
+function isDerPrivateKey(buf: Buffer): boolean {
+  for (const type of ['pkcs8', 'sec1', 'pkcs1'] as const) {
+    try {
+      createPrivateKey({ key: buf, format: 'der', type });
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ERR_MISSING_PASSPHRASE') return true;
+    }
+  }
+  return false;
+}
+
+export interface ReadFileOptions {
+  /** Larger files are errors; default 10 MB. */
+  maxBytes?: number;
+}
+
+/** Parses a file's certificates into one item (see the module comment). */
+export function readPemFile(path: string, options: ReadFileOptions = {}): DiscoveredItem {
   const source = `discovered:file:${path}` as const;
   const fail = (error: string, certificates: X509Certificate[] = []): DiscoveredItem => ({ kind: 'file', target: path, source, status: 'error', error, certificates });
   let buf: Buffer;
   try {
-    if (statSync(path).size > MAX_FILE_BYTES) return fail(`larger than ${MAX_FILE_BYTES} bytes: not a certificate file`);
-    buf = readFileSync(path);
+    const r = readRegularFile(path, options.maxBytes ?? MAX_FILE_BYTES);
+    if ('error' in r) return fail(r.error);
+    buf = r.buf;
   } catch (e) {
     return fail(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
@@ -146,28 +255,45 @@ export function readPemFile(path: string): DiscoveredItem {
   const otherLabels = new Set<string>();
   let blocks = 0;
   let certBlocks = 0;
+  let pkcs7 = 0;
   for (const m of text.matchAll(PEM_BLOCK)) {
     blocks++;
     const label = m[1]!;
-    if (label !== 'CERTIFICATE') {
+    if (PKCS7_LABELS.has(label)) {
+      pkcs7++;
+      continue;
+    }
+    let cert: X509Certificate | null;
+    try {
+      cert = blockCertificate(label, m[2]!);
+    } catch {
+      certBlocks++;
+      problems.push(`certificate #${certBlocks} does not parse`);
+      continue;
+    }
+    if (cert === null) {
       otherLabels.add(label);
       continue;
     }
     certBlocks++;
-    try {
-      certs.push(new X509Certificate(m[0]));
-    } catch {
-      problems.push(`certificate #${certBlocks} does not parse`);
-    }
+    certs.push(cert);
   }
-  const begins = (text.match(/-----BEGIN [A-Z0-9 ]+-----/g) ?? []).length;
+  const begins = (text.match(PEM_BEGIN) ?? []).length;
   if (begins > blocks) problems.push(`${begins - blocks} PEM block(s) without a matching END line`);
-  if (blocks === 0 && begins === 0) return fail('not a PEM file (no -----BEGIN line)');
-  if (certs.length === 0 && problems.length === 0) {
+  if (blocks === 0 && begins === 0) {
+    const der = derCertificate(buf);
+    if (der !== null) return { kind: 'file', target: path, source, status: 'ok', certificates: [der] };
+    if (isDerPrivateKey(buf)) return { kind: 'file', target: path, source, status: 'skipped', reason: 'no certificate (a DER private key)' };
+    return fail('not a PEM file (no -----BEGIN line) nor a DER certificate');
+  }
+  const errors: string[] = [];
+  if (problems.length > 0) errors.push(`broken PEM: ${problems.join('; ')}`);
+  if (pkcs7 > 0) errors.push(`unsupported (PKCS#7): ${pkcs7} PKCS7 block(s) not read (\`openssl pkcs7 -print_certs\` converts them to PEM certificates)`);
+  if (certs.length === 0 && errors.length === 0) {
     return { kind: 'file', target: path, source, status: 'skipped', reason: `no certificate (only ${[...otherLabels].join(', ')})` };
   }
-  if (problems.length > 0) {
-    return fail(`broken PEM: ${problems.join('; ')}${certs.length > 0 ? ` (${certs.length} good certificate(s) recorded anyway)` : ''}`, certs);
+  if (errors.length > 0) {
+    return fail(`${errors.join('; ')}${certs.length > 0 ? ` (${certs.length} good certificate(s) recorded anyway)` : ''}`, certs);
   }
   return { kind: 'file', target: path, source, status: 'ok', certificates: certs };
 }

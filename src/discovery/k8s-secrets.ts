@@ -1,14 +1,29 @@
 /**
- * Certificates in Kubernetes TLS Secrets: `tls.crt` of every Secret of type kubernetes.io/tls in
- * every namespace the credentials can list (one list call, paged by 500 with `continue`).
+ * Certificates in Kubernetes Secrets, in every namespace the credentials can list:
+ * - `kubernetes.io/tls` Secrets: `tls.crt`, and `ca.crt` (cert-manager puts the issuing CA there);
+ * - Istio's CA Secrets: `cacerts` (the plug-in CA, usually Opaque) and `istio-ca-secret` (istiod's
+ *   self-signed CA): `ca-cert.pem`, `root-cert.pem`, `cert-chain.pem`;
+ * - `istio.io/key-and-cert` Secrets: `cert-chain.pem`, `root-cert.pem`.
+ * Key fields (`tls.key`, `ca-key.pem`, `key.pem`...) are never read: only the keys above are.
+ *
+ * Listing: one cluster-wide list call per query (`type=kubernetes.io/tls`,
+ * `type=istio.io/key-and-cert`, `metadata.name=cacerts`, `metadata.name=istio-ca-secret`, field
+ * selectors, so no other Secret is transferred), each paged by 500 with `continue`; a Secret
+ * matched by two queries is read once.
  *
  * Credentials: a kubeconfig file when given, else `KubeConfig.loadFromDefault()` (KUBECONFIG,
- * ~/.kube/config, then the in-cluster service account). meshcert's ServiceAccount needs
- * `list secrets` cluster-wide for this. The API server's certificate is verified as configured.
+ * ~/.kube/config, then the in-cluster service account). The credentials need `list secrets`
+ * cluster-wide for this. The API server's certificate is verified as configured.
  *
- * Each Secret is one item: no or empty `tls.crt` (cert-manager creates Secrets before issuing)
- * is skipped; a `tls.crt` that is not a PEM certificate bundle is an error. A failing list call
- * (unreachable API server, 403...) is one error item (`kind: 'k8s'`).
+ * Items: `tls.crt` of a TLS Secret is the item `<ns>/<name>` (source
+ * `discovered:k8s-secret:<ns>/<name>`); every other key that holds something is its own item
+ * `<ns>/<name>/<key>` (source `discovered:k8s-secret:<ns>/<name>/<key>`). A certificate already
+ * read from an earlier key of the same Secret (`cert-chain.pem` repeats `ca-cert.pem` and the
+ * root) is not repeated: each certificate is recorded once, with the first key holding it. No or
+ * empty `tls.crt` (cert-manager creates Secrets before issuing) is skipped, as is an Istio Secret
+ * none of whose keys holds anything; a key that is not a PEM certificate bundle is an error. A
+ * failing list call (unreachable API server, 403...) is one error item (`kind: 'k8s'`), and the
+ * remaining queries are not tried.
  */
 import { X509Certificate } from 'node:crypto';
 import { CoreV1Api, KubeConfig, type V1Secret, type V1SecretList } from '@kubernetes/client-node';
@@ -61,31 +76,79 @@ function describeError(e: unknown): string {
   return typeof err.message === 'string' ? err.message.split('\n')[0]! : String(e);
 }
 
-/** One item for a Secret. */
-export function secretItem(secret: V1Secret): DiscoveredItem {
-  const ns = secret.metadata?.namespace ?? '';
-  const name = secret.metadata?.name ?? '';
-  const target = `${ns}/${name}`;
-  const source = `discovered:k8s-secret:${target}` as const;
-  const b64 = secret.data?.['tls.crt'];
-  if (b64 === undefined || b64 === '') return { kind: 'k8s-secret', target, source, status: 'skipped', reason: 'no tls.crt' };
-  const pem = Buffer.from(b64, 'base64').toString('latin1');
-  const blocks = pem.match(CERT_BLOCK) ?? [];
-  if (blocks.length === 0) return { kind: 'k8s-secret', target, source, status: 'error', error: 'tls.crt holds no PEM certificate' };
-  const certificates: X509Certificate[] = [];
-  let bad = 0;
-  for (const b of blocks) {
-    try {
-      certificates.push(new X509Certificate(b));
-    } catch {
-      bad++;
-    }
-  }
-  if (bad > 0) return { kind: 'k8s-secret', target, source, status: 'error', error: `tls.crt: ${bad} certificate(s) do not parse`, certificates };
-  return { kind: 'k8s-secret', target, source, status: 'ok', certificates };
+const TLS_KEYS = ['tls.crt', 'ca.crt'] as const;
+const ISTIO_CA_KEYS = ['ca-cert.pem', 'root-cert.pem', 'cert-chain.pem'] as const;
+const KEY_AND_CERT_KEYS = ['cert-chain.pem', 'root-cert.pem'] as const;
+const ISTIO_CA_NAMES = new Set(['cacerts', 'istio-ca-secret']);
+
+/** The list calls, in order; `what` names them in messages. */
+const QUERIES = [
+  { fieldSelector: 'type=kubernetes.io/tls', what: 'TLS Secrets' },
+  { fieldSelector: 'type=istio.io/key-and-cert', what: 'istio.io/key-and-cert Secrets' },
+  { fieldSelector: 'metadata.name=cacerts', what: 'Secrets named cacerts' },
+  { fieldSelector: 'metadata.name=istio-ca-secret', what: 'Secrets named istio-ca-secret' },
+] as const;
+
+/** The certificate keys read from a Secret, in order (never a key field). */
+export function certificateKeys(secret: V1Secret): string[] {
+  const keys: string[] = [];
+  if (secret.type === 'kubernetes.io/tls') keys.push(...TLS_KEYS);
+  if (ISTIO_CA_NAMES.has(secret.metadata?.name ?? '')) keys.push(...ISTIO_CA_KEYS);
+  if (secret.type === 'istio.io/key-and-cert') keys.push(...KEY_AND_CERT_KEYS);
+  return [...new Set(keys)];
 }
 
-/** Lists TLS Secrets cluster-wide; one item per Secret, or one error item when listing fails. */
+/** The items of a Secret: see the module comment. */
+export function secretItems(secret: V1Secret): DiscoveredItem[] {
+  const ns = secret.metadata?.namespace ?? '';
+  const name = secret.metadata?.name ?? '';
+  const keys = certificateKeys(secret);
+  const items: DiscoveredItem[] = [];
+  const seen = new Map<string, string>(); // fingerprint -> the key it was first read from
+  for (const key of keys) {
+    const target = key === 'tls.crt' ? `${ns}/${name}` : `${ns}/${name}/${key}`;
+    const source = `discovered:k8s-secret:${target}` as const;
+    const b64 = secret.data?.[key];
+    if (b64 === undefined || b64 === '') {
+      if (key === 'tls.crt') items.push({ kind: 'k8s-secret', target, source, status: 'skipped', reason: 'no tls.crt' });
+      continue;
+    }
+    const blocks = Buffer.from(b64, 'base64').toString('latin1').match(CERT_BLOCK) ?? [];
+    if (blocks.length === 0) {
+      items.push({ kind: 'k8s-secret', target, source, status: 'error', error: `${key} holds no PEM certificate` });
+      continue;
+    }
+    const certificates: X509Certificate[] = [];
+    let bad = 0;
+    const repeatedFrom = new Set<string>();
+    for (const b of blocks) {
+      let cert: X509Certificate;
+      try {
+        cert = new X509Certificate(b);
+      } catch {
+        bad++;
+        continue;
+      }
+      const first = seen.get(cert.fingerprint256);
+      if (first !== undefined) repeatedFrom.add(first);
+      else {
+        seen.set(cert.fingerprint256, key);
+        certificates.push(cert);
+      }
+    }
+    if (bad > 0) items.push({ kind: 'k8s-secret', target, source, status: 'error', error: `${key}: ${bad} certificate(s) do not parse`, certificates });
+    else if (certificates.length === 0) items.push({ kind: 'k8s-secret', target, source, status: 'skipped', reason: `no new certificate (all already read from ${[...repeatedFrom].join(', ')})` });
+    else items.push({ kind: 'k8s-secret', target, source, status: 'ok', certificates });
+  }
+  if (items.length === 0) {
+    const target = `${ns}/${name}`;
+    const reason = keys.length > 0 ? `no ${keys.join(', ')}` : 'not a TLS or Istio CA Secret';
+    items.push({ kind: 'k8s-secret', target, source: `discovered:k8s-secret:${target}`, status: 'skipped', reason });
+  }
+  return items;
+}
+
+/** Lists the Secrets cluster-wide; their items, or one error item when listing fails. */
 export async function discoverK8sSecrets(options: K8sSecretsOptions = {}): Promise<DiscoveredItem[]> {
   let api: CoreV1Api;
   try {
@@ -95,19 +158,28 @@ export async function discoverK8sSecrets(options: K8sSecretsOptions = {}): Promi
   }
   const timeoutMs = options.timeoutMs ?? DEFAULT_K8S_TIMEOUT_MS;
   const items: DiscoveredItem[] = [];
-  let cont: string | undefined;
-  try {
-    do {
-      const list: V1SecretList = await withTimeout(
-        api.listSecretForAllNamespaces({ fieldSelector: 'type=kubernetes.io/tls', limit: options.pageSize ?? 500, ...(cont ? { _continue: cont } : {}) }),
-        timeoutMs,
-        'listing TLS Secrets',
-      );
-      for (const s of list.items) items.push(secretItem(s));
-      cont = list.metadata?._continue || undefined;
-    } while (cont !== undefined);
-  } catch (e) {
-    items.push({ kind: 'k8s', target: 'kubernetes', source: null, status: 'error', error: `cannot list TLS Secrets: ${describeError(e)}` });
+  const done = new Set<string>();
+  for (const q of QUERIES) {
+    let cont: string | undefined;
+    try {
+      do {
+        const list: V1SecretList = await withTimeout(
+          api.listSecretForAllNamespaces({ fieldSelector: q.fieldSelector, limit: options.pageSize ?? 500, ...(cont ? { _continue: cont } : {}) }),
+          timeoutMs,
+          `listing ${q.what}`,
+        );
+        for (const s of list.items) {
+          const id = `${s.metadata?.namespace ?? ''}/${s.metadata?.name ?? ''}`;
+          if (done.has(id)) continue;
+          done.add(id);
+          items.push(...secretItems(s));
+        }
+        cont = list.metadata?._continue || undefined;
+      } while (cont !== undefined);
+    } catch (e) {
+      items.push({ kind: 'k8s', target: 'kubernetes', source: null, status: 'error', error: `cannot list ${q.what}: ${describeError(e)}` });
+      break;
+    }
   }
   return items;
 }

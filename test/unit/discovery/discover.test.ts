@@ -3,6 +3,8 @@
  * presenting a chain, a closed loopback port, and a loopback HTTPS "API server" answering the
  * TLS Secret list with a real SecretList.
  */
+import { spawn, execFileSync } from 'node:child_process';
+import { webcrypto } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -15,10 +17,12 @@ import { discoverCommand, parseDiscoverArgs } from '../../../src/cli/discover.js
 import { discover, discoveryExitCode } from '../../../src/discovery/discover.js';
 import { discoverEndpoint } from '../../../src/discovery/endpoint.js';
 import { expandFileArg, globToRegExp, readPemFile } from '../../../src/discovery/files.js';
-import { discoverK8sSecrets, secretItem } from '../../../src/discovery/k8s-secrets.js';
+import { discoverK8sSecrets, secretItems } from '../../../src/discovery/k8s-secrets.js';
 import { openStore } from '../../../src/inventory/open.js';
 import type { InventoryStore } from '../../../src/inventory/types.js';
 import { freePort } from '../../support/postgres.js';
+import { oid, sequence, utf8String } from '../../../src/x509/der.js';
+import { derToPem } from '../../fixtures/csr.js';
 import { DAY, makeChain, makeTestCert, type TestCert } from './helpers.js';
 
 const fpOf = (c: TestCert): string => c.cert.fingerprint256.replace(/:/g, '').toLowerCase();
@@ -109,6 +113,110 @@ describe('PEM files', () => {
     expect(globToRegExp('a.*').test('a.pem')).toBe(true);
     expect(globToRegExp('a.*').test('abpem')).toBe(false);
   });
+
+  it('refuses a named pipe or a device without opening it, and never opens a pipe found in a walked directory', async () => {
+    const fifoDir = mkdtempSync(join(dir, 'fifo-'));
+    const fifo = join(fifoDir, 'pipe.pem');
+    execFileSync('mkfifo', [fifo]);
+    symlinkSync('pipe.pem', join(fifoDir, 'link-to-pipe.crt'));
+    writeFileSync(join(fifoDir, 'real.pem'), nested.pem);
+    // Should the pipe be opened after all, this writer unblocks it after 2 s (so the test fails
+    // instead of hanging); with the fix nothing ever reads, and the writer is killed.
+    const writer = spawn(process.execPath, ['-e', `setTimeout(() => require('fs').writeFile(${JSON.stringify(fifo)}, 'x', () => process.exit(0)), 2000)`], { stdio: 'ignore' });
+    try {
+      const t0 = Date.now();
+      expect(readPemFile(fifo)).toMatchObject({ status: 'error', error: 'not a regular file (a named pipe)' });
+      expect(readPemFile(join(fifoDir, 'link-to-pipe.crt'))).toMatchObject({ status: 'error', error: 'not a regular file (a named pipe)' });
+      expect(readPemFile('/dev/null')).toMatchObject({ status: 'error', error: 'not a regular file (a character device)' });
+      expect(expandFileArg(fifoDir).files).toEqual([join(fifoDir, 'real.pem')]);
+      expect(Date.now() - t0).toBeLessThan(1500);
+    } finally {
+      writer.kill('SIGKILL');
+    }
+  });
+
+  it('reads at most the size limit + 1 byte, whatever the file size stat reports', () => {
+    // /proc files are regular files whose stat size is 0: the limit holds on the bytes read.
+    expect(readPemFile('/proc/self/maps', { maxBytes: 100 })).toMatchObject({ status: 'error', error: 'larger than 100 bytes: not a certificate file' });
+    const atLimit = join(dir, 'at-limit.pem');
+    writeFileSync(atLimit, nested.pem);
+    const size = Buffer.byteLength(nested.pem);
+    expect(readPemFile(atLimit, { maxBytes: size })).toMatchObject({ status: 'ok' });
+    expect(readPemFile(atLimit, { maxBytes: size - 1 })).toMatchObject({ status: 'error', error: `larger than ${size - 1} bytes: not a certificate file` });
+  });
+});
+
+describe('certificate file formats', () => {
+  let fmt: string;
+  let trustedPem: string;
+  beforeAll(async () => {
+    fmt = join(dir, 'formats');
+    mkdirSync(fmt);
+    // OpenSSL's TRUSTED CERTIFICATE: the certificate, then X509_CERT_AUX (trust OIDs, alias).
+    const aux = sequence(sequence(oid('1.3.6.1.5.5.7.3.1')), utf8String('my alias'));
+    trustedPem = derToPem(Buffer.concat([chain.root.der, aux]), 'TRUSTED CERTIFICATE');
+    writeFileSync(join(fmt, 'trusted.pem'), trustedPem + (await chain.root.keyPem()));
+    writeFileSync(join(fmt, 'x509.crt'), derToPem(chain.intermediate.der, 'X509 CERTIFICATE'));
+    writeFileSync(join(fmt, 'leaf.der'), chain.leaf.der);
+    writeFileSync(join(fmt, 'nested.cer'), nested.der);
+    writeFileSync(join(fmt, 'key.der'), Buffer.from(await webcrypto.subtle.exportKey('pkcs8', chain.leaf.keys.privateKey)));
+  });
+
+  it('reads the certificate leading a TRUSTED CERTIFICATE block, X509 CERTIFICATE blocks and DER files', () => {
+    const trusted = readPemFile(join(fmt, 'trusted.pem'));
+    expect(trusted).toMatchObject({ status: 'ok' });
+    // The certificate alone (its fingerprint), not the certificate with the trust settings.
+    expect(trusted.status === 'ok' && trusted.certificates.map((c) => c.fingerprint256)).toEqual([chain.root.cert.fingerprint256]);
+    expect(trusted.status === 'ok' && trusted.certificates[0]!.raw.equals(chain.root.der)).toBe(true);
+    const x = readPemFile(join(fmt, 'x509.crt'));
+    expect(x.status === 'ok' && x.certificates.map((c) => c.fingerprint256)).toEqual([chain.intermediate.cert.fingerprint256]);
+    const der = readPemFile(join(fmt, 'leaf.der'));
+    expect(der.status === 'ok' && der.certificates.map((c) => c.fingerprint256)).toEqual([chain.leaf.cert.fingerprint256]);
+    expect(readPemFile(join(fmt, 'key.der'))).toMatchObject({ status: 'skipped', reason: 'no certificate (a DER private key)' });
+  });
+
+  it('reports bad DER, broken TRUSTED CERTIFICATE blocks and PKCS#7 blocks', () => {
+    const trailing = join(dir, 'trailing.der');
+    writeFileSync(trailing, Buffer.concat([chain.leaf.der, Buffer.from([0])]));
+    expect(readPemFile(trailing)).toMatchObject({ status: 'error', error: 'not a PEM file (no -----BEGIN line) nor a DER certificate' });
+    const badTrusted = join(dir, 'bad-trusted.pem');
+    writeFileSync(badTrusted, derToPem(Buffer.from([0x30, 0x03, 1, 2, 3, 0x30, 0]), 'TRUSTED CERTIFICATE'));
+    expect(readPemFile(badTrusted)).toMatchObject({ status: 'error', error: 'broken PEM: certificate #1 does not parse' });
+    const p7 = join(dir, 'bundle.p7b.pem');
+    writeFileSync(p7, derToPem(Buffer.from('not really PKCS#7'), 'PKCS7'));
+    expect(readPemFile(p7)).toMatchObject({ status: 'error', error: expect.stringMatching(/^unsupported \(PKCS#7\): 1 PKCS7 block\(s\) not read/) });
+    const mixed = join(dir, 'mixed-p7.pem');
+    writeFileSync(mixed, nested.pem + derToPem(Buffer.from('x'), 'PKCS #7 SIGNED DATA'));
+    const m = readPemFile(mixed);
+    expect(m).toMatchObject({ status: 'error', error: expect.stringMatching(/unsupported \(PKCS#7\).*\(1 good certificate\(s\) recorded anyway\)$/) });
+    expect(m.status === 'error' && m.certificates?.length).toBe(1);
+  });
+
+  it('walks *.cer and *.der too, records them, exits 0, and never reports key material', async () => {
+    expect(expandFileArg(fmt).files.map((f) => f.slice(fmt.length + 1))).toEqual(['key.der', 'leaf.der', 'nested.cer', 'trusted.pem', 'x509.crt']);
+    const db = join(mkdtempSync(join(dir, 'db-fmt-')), 'inventory.db');
+    const out = vi.spyOn(console, 'log').mockImplementation(() => undefined);
+    try {
+      expect(await discoverCommand(['--files', fmt, '--db', `sqlite:${db}`, '--json'])).toBe(0);
+      const json = out.mock.calls.map((c) => c.join(' ')).join('\n');
+      const r = JSON.parse(json) as { newRecords: number; ok: number; skipped: number; failed: number };
+      expect(r).toMatchObject({ newRecords: 4, ok: 4, skipped: 1, failed: 0 });
+      // Neither private key (PEM next to the trusted certificate, DER file) shows up anywhere.
+      const rootKey = (await chain.root.keyPem()).split('\n')[1]!;
+      expect(json).not.toContain(rootKey);
+      expect(json).not.toContain('PRIVATE');
+    } finally {
+      out.mockRestore();
+    }
+    const store = await openStore({ kind: 'sqlite', path: db });
+    try {
+      expect((await store.get(fpOf(chain.root)))!.source).toBe(`discovered:file:${join(fmt, 'trusted.pem')}`);
+      expect((await store.get(fpOf(nested)))!.source).toBe(`discovered:file:${join(fmt, 'nested.cer')}`);
+      expect(await store.count()).toBe(4);
+    } finally {
+      await store.close();
+    }
+  });
 });
 
 describe('TLS endpoints', () => {
@@ -187,7 +295,7 @@ describe('discover() into a store', () => {
   it('exits 1 when nothing was found', async () => {
     const empty = mkdtempSync(join(dir, 'empty-'));
     const r = await discover(store, { files: [empty] });
-    expect(r.items).toEqual([expect.objectContaining({ status: 'error', error: expect.stringMatching(/no \*\.pem or \*\.crt/) })]);
+    expect(r.items).toEqual([expect.objectContaining({ status: 'error', error: 'no *.pem, *.crt, *.cer or *.der file in this directory' })]);
     expect(discoveryExitCode(r)).toBe(1);
     expect(discoveryExitCode({ items: [], found: 0, newRecords: 0, ok: 0, skipped: 1, failed: 0 })).toBe(1);
   });
@@ -210,18 +318,23 @@ async function fakeApiServer(secrets: unknown[], token: string): Promise<{ url: 
       res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'Unauthorized', reason: 'Unauthorized', code: 401 }));
       return;
     }
-    if (req.method !== 'GET' || url.pathname !== '/api/v1/secrets' || url.searchParams.get('fieldSelector') !== 'type=kubernetes.io/tls') {
+    // The field selectors discovery uses: `type=...` or `metadata.name=...`, one term.
+    const selector = /^(type|metadata\.name)=([^,=]+)$/.exec(url.searchParams.get('fieldSelector') ?? '');
+    if (req.method !== 'GET' || url.pathname !== '/api/v1/secrets' || !selector) {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'not found', code: 404 }));
       return;
     }
     // Paging as the API server does it: `limit`, and an opaque `continue` token.
-    const limit = Number(url.searchParams.get('limit') ?? secrets.length) || secrets.length;
+    const matching = (secrets as Array<{ type?: string; metadata: { name: string } }>).filter((s) =>
+      selector[1] === 'type' ? s.type === selector[2] : s.metadata.name === selector[2],
+    );
+    const limit = Number(url.searchParams.get('limit') ?? matching.length) || matching.length;
     const start = Number(url.searchParams.get('continue') ?? 0);
-    const rest = secrets.length - start - limit;
+    const rest = matching.length - start - limit;
     const metadata = { resourceVersion: '12345', ...(rest > 0 ? { continue: String(start + limit), remainingItemCount: rest } : {}) };
     res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ kind: 'SecretList', apiVersion: 'v1', metadata, items: secrets.slice(start, start + limit) }));
+    res.end(JSON.stringify({ kind: 'SecretList', apiVersion: 'v1', metadata, items: matching.slice(start, start + limit) }));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
@@ -237,6 +350,14 @@ function tlsSecret(ns: string, name: string, crt: string | undefined): unknown {
     metadata: { name, namespace: ns, uid: `uid-${ns}-${name}`, resourceVersion: '1', creationTimestamp: '2030-01-01T00:00:00Z' },
     type: 'kubernetes.io/tls',
     data: { ...(crt !== undefined ? { 'tls.crt': Buffer.from(crt).toString('base64') } : {}), 'tls.key': Buffer.from('key').toString('base64') },
+  };
+}
+
+function secret(ns: string, name: string, type: string, data: Record<string, string>): unknown {
+  return {
+    metadata: { name, namespace: ns, uid: `uid-${ns}-${name}`, resourceVersion: '1', creationTimestamp: '2030-01-01T00:00:00Z' },
+    type,
+    data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')])),
   };
 }
 
@@ -266,10 +387,62 @@ function writeKubeconfig(path: string, server: string, caPem: string, token: str
 
 describe('Kubernetes TLS Secrets', () => {
   it('classifies Secrets: good, empty tls.crt, garbage', () => {
-    expect(secretItem(tlsSecret('a', 'good', chain.leaf.pem) as never)).toMatchObject({ status: 'ok', target: 'a/good', source: 'discovered:k8s-secret:a/good' });
-    expect(secretItem(tlsSecret('a', 'pending', '') as never)).toMatchObject({ status: 'skipped' });
-    expect(secretItem(tlsSecret('a', 'none', undefined) as never)).toMatchObject({ status: 'skipped' });
-    expect(secretItem(tlsSecret('a', 'junk', 'hello') as never)).toMatchObject({ status: 'error', error: 'tls.crt holds no PEM certificate' });
+    expect(secretItems(tlsSecret('a', 'good', chain.leaf.pem) as never)).toEqual([expect.objectContaining({ status: 'ok', target: 'a/good', source: 'discovered:k8s-secret:a/good' })]);
+    expect(secretItems(tlsSecret('a', 'pending', '') as never)).toEqual([expect.objectContaining({ status: 'skipped', reason: 'no tls.crt' })]);
+    expect(secretItems(tlsSecret('a', 'none', undefined) as never)).toEqual([expect.objectContaining({ status: 'skipped' })]);
+    expect(secretItems(tlsSecret('a', 'junk', 'hello') as never)).toEqual([expect.objectContaining({ status: 'error', error: 'tls.crt holds no PEM certificate' })]);
+  });
+
+  it('reads ca.crt of TLS Secrets and the certificate keys of Istio CA Secrets, each certificate once, never a key field', async () => {
+    const decoy = await makeTestCert({ subject: 'CN=in-a-key-field' });
+    const fps = (items: ReturnType<typeof secretItems>): string[][] => items.map((i) => (i.status === 'skipped' ? [] : (i.certificates ?? []).map((c) => c.fingerprint256)));
+    const tls = secretItems(secret('web', 'app-tls', 'kubernetes.io/tls', { 'tls.crt': chain.leaf.pem + chain.intermediate.pem, 'ca.crt': chain.root.pem, 'tls.key': decoy.pem }) as never);
+    expect(tls.map((i) => [i.target, i.source, i.status])).toEqual([
+      ['web/app-tls', 'discovered:k8s-secret:web/app-tls', 'ok'],
+      ['web/app-tls/ca.crt', 'discovered:k8s-secret:web/app-tls/ca.crt', 'ok'],
+    ]);
+    expect(fps(tls)).toEqual([[chain.leaf.cert.fingerprint256, chain.intermediate.cert.fingerprint256], [chain.root.cert.fingerprint256]]);
+    // ca.crt repeating a certificate of tls.crt adds nothing
+    expect(secretItems(secret('web', 'dup', 'kubernetes.io/tls', { 'tls.crt': chain.leaf.pem + chain.intermediate.pem, 'ca.crt': chain.intermediate.pem }) as never)[1]).toMatchObject({
+      target: 'web/dup/ca.crt',
+      status: 'skipped',
+      reason: 'no new certificate (all already read from tls.crt)',
+    });
+
+    const cacerts = secretItems(
+      secret('istio-system', 'cacerts', 'Opaque', {
+        'ca-cert.pem': chain.intermediate.pem,
+        'ca-key.pem': decoy.pem,
+        'cert-chain.pem': chain.intermediate.pem + chain.root.pem,
+        'root-cert.pem': chain.root.pem,
+      }) as never,
+    );
+    expect(cacerts.map((i) => [i.target, i.status])).toEqual([
+      ['istio-system/cacerts/ca-cert.pem', 'ok'],
+      ['istio-system/cacerts/root-cert.pem', 'ok'],
+      ['istio-system/cacerts/cert-chain.pem', 'skipped'],
+    ]);
+    expect(fps(cacerts)).toEqual([[chain.intermediate.cert.fingerprint256], [chain.root.cert.fingerprint256], []]);
+
+    const selfSigned = secretItems(
+      secret('istio-system', 'istio-ca-secret', 'istio.io/ca-root', { 'ca-cert.pem': chain.root.pem, 'ca-key.pem': decoy.pem, 'cert-chain.pem': '', 'key.pem': '', 'root-cert.pem': '' }) as never,
+    );
+    expect(selfSigned.map((i) => [i.target, i.status])).toEqual([['istio-system/istio-ca-secret/ca-cert.pem', 'ok']]);
+
+    const keyAndCert = secretItems(secret('shop', 'istio.default', 'istio.io/key-and-cert', { 'cert-chain.pem': chain.leaf.pem, 'key.pem': decoy.pem, 'root-cert.pem': chain.root.pem }) as never);
+    expect(keyAndCert.map((i) => [i.target, i.status])).toEqual([
+      ['shop/istio.default/cert-chain.pem', 'ok'],
+      ['shop/istio.default/root-cert.pem', 'ok'],
+    ]);
+    expect(fps(keyAndCert)).toEqual([[chain.leaf.cert.fingerprint256], [chain.root.cert.fingerprint256]]);
+
+    expect(secretItems(secret('istio-system', 'cacerts', 'Opaque', { 'ca-key.pem': decoy.pem }) as never)).toEqual([
+      expect.objectContaining({ target: 'istio-system/cacerts', status: 'skipped', reason: 'no ca-cert.pem, root-cert.pem, cert-chain.pem' }),
+    ]);
+    expect(secretItems(secret('istio-system', 'cacerts', 'Opaque', { 'root-cert.pem': 'junk' }) as never)).toEqual([
+      expect.objectContaining({ target: 'istio-system/cacerts/root-cert.pem', status: 'error', error: 'root-cert.pem holds no PEM certificate' }),
+    ]);
+    for (const items of [tls, cacerts, selfSigned, keyAndCert]) expect(fps(items).flat()).not.toContain(decoy.cert.fingerprint256);
   });
 });
 
@@ -366,6 +539,65 @@ describe('meshcert discover (CLI)', () => {
     }
   });
 
+  it('lists TLS, istio.io/key-and-cert and Istio CA Secrets by field selector, reads each Secret once and records each certificate once', async () => {
+    const decoy = await makeTestCert({ subject: 'CN=in-a-key-field' });
+    const ingress = await makeTestCert({ subject: 'CN=ingress.example' });
+    const api = await fakeApiServer(
+      [
+        secret('web', 'ingress-tls', 'kubernetes.io/tls', { 'tls.crt': ingress.pem, 'tls.key': decoy.pem, 'ca.crt': chain.root.pem }),
+        secret('istio-system', 'cacerts', 'Opaque', { 'ca-cert.pem': chain.intermediate.pem, 'ca-key.pem': decoy.pem, 'cert-chain.pem': chain.intermediate.pem + chain.root.pem, 'root-cert.pem': chain.root.pem }),
+        secret('istio-system', 'istio-ca-secret', 'istio.io/ca-root', { 'ca-cert.pem': nested.pem, 'ca-key.pem': decoy.pem }),
+        secret('shop', 'istio.default', 'istio.io/key-and-cert', { 'cert-chain.pem': chain.leaf.pem, 'key.pem': decoy.pem, 'root-cert.pem': chain.root.pem }),
+        // Matched by two queries (type and name): read once.
+        secret('other', 'cacerts', 'kubernetes.io/tls', { 'tls.crt': expired.pem, 'tls.key': decoy.pem }),
+        // Not matched by any query: never transferred, never read.
+        secret('web', 'db-password', 'Opaque', { 'ca-cert.pem': decoy.pem }),
+      ],
+      'tok',
+    );
+    try {
+      const kubeconfig = join(dir, 'kubeconfig-istio');
+      writeKubeconfig(kubeconfig, api.url, api.caPem, 'tok');
+      const dbPath = join(dir, 'cli-k8s-istio', 'inventory.db');
+      expect(await discoverCommand(['--k8s-secrets', '--kubeconfig', kubeconfig, '--db', `sqlite:${dbPath}`, '--json'])).toBe(0);
+      const json = stdout();
+      const r = JSON.parse(json) as { items: Array<{ target: string; status: string; certificates: number }>; newRecords: number; found: number };
+      expect(r.items.map((i) => [i.target, i.status, i.certificates])).toEqual([
+        ['web/ingress-tls', 'ok', 1],
+        ['web/ingress-tls/ca.crt', 'ok', 1],
+        ['other/cacerts', 'ok', 1],
+        ['shop/istio.default/cert-chain.pem', 'ok', 1],
+        ['shop/istio.default/root-cert.pem', 'ok', 1],
+        ['istio-system/cacerts/ca-cert.pem', 'ok', 1],
+        ['istio-system/cacerts/root-cert.pem', 'ok', 1],
+        ['istio-system/cacerts/cert-chain.pem', 'skipped', 0],
+        ['istio-system/istio-ca-secret/ca-cert.pem', 'ok', 1],
+      ]);
+      // ingress, root, expired, leaf, intermediate, nested; the root is in three Secrets
+      expect(r.found).toBe(8);
+      expect(r.newRecords).toBe(6);
+      expect(api.requests.map((q) => new URL(q, 'https://x').searchParams.get('fieldSelector'))).toEqual([
+        'type=kubernetes.io/tls',
+        'type=istio.io/key-and-cert',
+        'metadata.name=cacerts',
+        'metadata.name=istio-ca-secret',
+      ]);
+      expect(json).not.toContain(decoy.pem.split('\n')[1]!);
+      const store = await openStore({ kind: 'sqlite', path: dbPath });
+      try {
+        expect(await store.count()).toBe(6);
+        expect(await store.get(fpOf(decoy))).toBeNull();
+        expect((await store.get(fpOf(chain.root)))!.source).toBe('discovered:k8s-secret:web/ingress-tls/ca.crt');
+        expect((await store.get(fpOf(chain.intermediate)))!.source).toBe('discovered:k8s-secret:istio-system/cacerts/ca-cert.pem');
+        expect((await store.get(fpOf(nested)))!.source).toBe('discovered:k8s-secret:istio-system/istio-ca-secret/ca-cert.pem');
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await api.close();
+    }
+  });
+
   it('follows continue tokens across pages and reports a 403 with the API server message', async () => {
     const secrets = await Promise.all(
       Array.from({ length: 5 }, async (_, i) => tlsSecret('ns', `s${i}`, (await makeTestCert({ subject: `CN=s${i}` })).pem)),
@@ -376,7 +608,8 @@ describe('meshcert discover (CLI)', () => {
       writeKubeconfig(kubeconfig, api.url, api.caPem, 't');
       const items = await discoverK8sSecrets({ kubeconfig, pageSize: 2 });
       expect(items.map((i) => [i.target, i.status])).toEqual([0, 1, 2, 3, 4].map((i) => [`ns/s${i}`, 'ok']));
-      expect(api.requests.map((r) => new URL(r, 'https://x').searchParams.get('continue'))).toEqual([null, '2', '4']);
+      const tlsRequests = api.requests.filter((r) => new URL(r, 'https://x').searchParams.get('fieldSelector') === 'type=kubernetes.io/tls');
+      expect(tlsRequests.map((r) => new URL(r, 'https://x').searchParams.get('continue'))).toEqual([null, '2', '4']);
       writeKubeconfig(kubeconfig, api.url, api.caPem, 'forbidden');
       expect(await discoverK8sSecrets({ kubeconfig })).toEqual([
         { kind: 'k8s', target: 'kubernetes', source: null, status: 'error', error: expect.stringMatching(/HTTP 403: secrets is forbidden: User/) },
