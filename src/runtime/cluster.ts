@@ -10,10 +10,10 @@ import { availableParallelism } from 'node:os';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
-import type { Registry } from 'prom-client';
 import type { InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
 import { flagMb, processFlags } from './heap-pressure.js';
 import { ConnectionDispatcher, type DispatchTarget } from './dispatcher.js';
+import { RetiredWorkerMetrics, type WorkerMetricsJson } from './retired-metrics.js';
 
 /** Marks a process forked by `serve`; the config itself arrives over IPC (no secrets in the environment, no size limit). */
 const WORKER_ENV = 'MESHCERT_WORKER';
@@ -33,7 +33,7 @@ export type WorkerMessage =
   /** The answer to a metrics-request: its registry as prom-client's getMetricsAsJSON gives it. */
   | { type: 'metrics'; id: number; metrics: WorkerMetricsJson }
   | InventoryMessage;
-export type WorkerMetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+export type { WorkerMetricsJson };
 export type PrimaryMessage =
   /** `port`: the gRPC port the primary listens on (the worker binds nothing itself). */
   | { type: 'config'; config: MeshcertConfig; port: number }
@@ -161,6 +161,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
    * counters would drop out of the sums and come back, which Prometheus reads as two resets.
    */
   const lastMetrics = new Map<Worker, WorkerMetricsJson>();
+  const retired = new RetiredWorkerMetrics();
   /** Catch-up reloads awaiting answers: the worker and the config sent, recorded once it applied it. */
   const catchUps = new Map<number, { worker: Worker; config: MeshcertConfig }>();
   const catchingUp = new Set<Worker>();
@@ -235,6 +236,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         live.delete(w);
         serving.delete(w);
         configOf.delete(w);
+        const last = lastMetrics.get(w);
+        if (last) retired.retire(last);
         lastMetrics.delete(w);
         catchingUp.delete(w);
         for (const [id, c] of catchUps) if (c.worker === w) catchUps.delete(id);
@@ -373,7 +376,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       const silent = await askAll(id, targets, { type: 'metrics-request', id }, timeoutMs);
       // Fresh answers, and the last one of a worker that did not answer in time (still serving).
       const metrics = targets.filter((w) => lastMetrics.has(w) && live.has(w)).map((w) => lastMetrics.get(w)!);
-      return { metrics, unanswered: silent.size };
+      return { metrics: [...metrics, ...retired.snapshots()], unanswered: silent.size };
     },
     draining() {
       draining = true;
