@@ -16,10 +16,11 @@ import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { cryptoCeiling } from './lib/ceiling.js';
+import { ceilingFor, h2loadRowErrors, soakFlatness, validateResults, type FlatnessVerdict, type MemorySample, type Workload } from './lib/checks.js';
 import { buildGoStorm, goToolchainProblem, runGoStorm } from './lib/go-storm.js';
 import { decodeChain } from './lib/grpc-frame.js';
 import { prepare, runLoad, type LoadResult } from './lib/h2-client.js';
-import { hasH2load, runH2load } from './lib/h2load.js';
+import { hasH2load, runH2load, type H2loadResult } from './lib/h2load.js';
 import { startServer, writeConfig, type BenchServer } from './lib/server.js';
 import { round, summarize, type LatencySummary } from './lib/stats.js';
 import { makeRequests, makeTokenSigners, rsaKeyPool, type BenchRequest, type KeyKind } from './lib/workload.js';
@@ -65,6 +66,13 @@ if (!['auto', 'go', 'node'].includes(stormDriverArg)) {
   process.stderr.write(`--storm-driver must be auto, go or node (got ${stormDriverArg})\n`);
   process.exit(2);
 }
+for (const k of ['duration', 'rate'] as const) {
+  const v = Number(args[k]);
+  if (!Number.isFinite(v) || v <= 0) {
+    process.stderr.write(`--${k} must be a positive number (got ${args[k]})\n`);
+    process.exit(2);
+  }
+}
 const openFiles = Number(execFileSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim());
 if (Number.isFinite(openFiles) && stormConnections + 256 > openFiles) {
   // Otherwise connections fail with EMFILE and show up as UNAVAILABLE, as if the server refused them.
@@ -75,6 +83,8 @@ if (Number.isFinite(openFiles) && stormConnections + 256 > openFiles) {
 interface Row {
   scenario: string;
   driver: string;
+  /** Which crypto ceiling the row is compared with. */
+  workload: Workload;
   requests: number;
   perSecond: number;
   latency: LatencySummary;
@@ -82,11 +92,37 @@ interface Row {
   unavailable: number;
   serverCpuSeconds: number;
   cpuPerRequestUs: number;
-  ceilingRatio?: number;
+  /** Throughput / crypto ceiling; null for a rate-limited row, whose throughput is the rate asked for. */
+  ceilingRatio?: number | null;
+  /** Run at a fixed rate (half of the peak), not as fast as the server answers. */
+  rateLimited?: boolean;
+  /** An h2load row's error count, by source (see h2loadRowErrors). */
+  h2loadErrors?: { failed: number; non2xx: number; refusals: number; unaccounted: number; cancelledByTeardown: number };
   /** Share of the run's server CPU per process (primary first): shows how evenly workers were loaded. */
   cpuShare?: number[];
   note?: string;
 }
+
+interface Results {
+  rows: Row[];
+  storm?: { identities: number; served: number; latency: LatencySummary } & Record<string, unknown>;
+  soak?: { served: number; latency: LatencySummary; flatness: FlatnessVerdict } & Record<string, unknown>;
+  ceilings: Record<string, number>;
+  /** Results that are well-formed but suspect (a throughput above the crypto ceiling). */
+  warnings: string[];
+  peakRssMb: number;
+  peakPssMb: number;
+  peakRssPerProcessMb: number[];
+  /** Peak RSS within each phase (the peak since that phase started). */
+  phasePeakRssMb: Record<string, number>;
+}
+
+/** The server's log lines for each outcome of a CreateCertificate call (src/grpc/certificate-service.ts). */
+const ISSUED = '"decision":"issued"';
+const REFUSED = '"decision":"refused"';
+const CANCELLED = '"decision":"refused","code":"CANCELLED"';
+/** A soak that achieves less than this share of the rate asked for fails. */
+const SOAK_MIN_RATE_FRACTION = 0.95;
 
 /**
  * Collects the driver's own garbage now, before a timed h2load run: the driver holds the
@@ -109,9 +145,10 @@ const log = (msg: string): void => {
 async function main(): Promise<void> {
   if (!args['skip-build']) execFileSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
   const dir = mkdtempSync(join(tmpdir(), 'meshcert-bench-'));
-  const results: { rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number; peakPssMb: number; peakRssPerProcessMb: number[]; phasePeakRssMb: Record<string, number> } = {
+  const results: Results = {
     rows: [],
     ceilings: {},
+    warnings: [],
     peakRssMb: 0,
     peakPssMb: 0,
     peakRssPerProcessMb: [],
@@ -119,6 +156,8 @@ async function main(): Promise<void> {
   };
   let server: BenchServer | undefined;
   let peakRss = 0;
+  /** Peak RSS since the current phase started (see startPhase). */
+  let phasePeak = 0;
   let peakPss = 0;
   let rssTimer: NodeJS.Timeout | undefined;
   let pssTimer: NodeJS.Timeout | undefined;
@@ -131,7 +170,12 @@ async function main(): Promise<void> {
     const nodeArgs = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : [];
     server = await startServer(ROOT, configFile, join(dir, 'server.log'), nodeArgs);
     const srv = server;
-    rssTimer = setInterval(() => (peakRss = Math.max(peakRss, srv.rssBytes())), 200);
+    const sampleRss = (): void => {
+      const b = srv.rssBytes();
+      peakRss = Math.max(peakRss, b);
+      phasePeak = Math.max(phasePeak, b);
+    };
+    rssTimer = setInterval(sampleRss, 200);
     // smaps_rollup walks page tables: sampled less often than VmRSS.
     pssTimer = setInterval(() => (peakPss = Math.max(peakPss, srv.pssBytes())), 1000);
     const rootPem = readFileSync(join(dir, 'ca/root-cert.pem'), 'utf8');
@@ -140,27 +184,45 @@ async function main(): Promise<void> {
     const n = smoke ? 300 : 20000;
     log('pre-generating distinct CSRs and tokens (not timed)');
     const pool = await rsaKeyPool(smoke ? 4 : 64);
-    const rsaReqs = makeRequests(stormOnly ? 1000 : n, 'rsa2048', signers, pool, 'rsa');
     const soak = args.soak!;
+    const soakSeconds = Number(args.duration);
+    const soakRate = Number(args.rate);
+    // A soak's tokens must outlive it: its duration plus an hour's margin (generation, warm-up).
+    const ttl = soak ? Math.max(3600, soakSeconds + 3600) : 3600;
+    // Warm-up has identities of its own, so that every row's calls are new to the server.
+    const warmReqs = makeRequests(smoke ? 50 : 1000, 'rsa2048', signers, pool, 'warm');
+    const rsaReqs = stormOnly ? [] : makeRequests(n, 'rsa2048', signers, pool, 'rsa', ttl);
     const ecReqs = soak || stormOnly ? [] : makeRequests(n, 'ec256', signers, pool, 'ec');
     const mixReqs = soak || stormOnly ? [] : interleave(makeRequests(n / 2, 'rsa2048', signers, pool, 'mixr'), makeRequests(n / 2, 'ec256', signers, pool, 'mixe'));
     const stormReqs = soak ? [] : interleave(makeRequests(smoke ? 500 : 5000, 'rsa2048', signers, pool, 'storm-r'), makeRequests(smoke ? 500 : 5000, 'ec256', signers, pool, 'storm-e'));
     const load = { port: server.port, rootPem, connections: 8, concurrency: 64 };
 
-    // Warm up (JIT, connections, token cache for nothing in particular).
-    await runLoad(prepare(rsaReqs.slice(0, smoke ? 50 : 1000)), load);
-
-    const phase = (name: string): void => {
-      results.phasePeakRssMb[name] = round(peakRss / 2 ** 20);
+    // Each phase's own peak RSS: the peak since the phase started, not since the run started.
+    const startPhase = (): void => {
+      phasePeak = 0;
+      sampleRss();
     };
-    const measure = async (scenario: string, reqs: BenchRequest[]): Promise<Row> => {
+    const endPhase = (name: string): void => {
+      sampleRss();
+      results.phasePeakRssMb[name] = round(phasePeak / 2 ** 20);
+    };
+
+    // Warm up (JIT, connections) on identities no row sends again.
+    startPhase();
+    const warm = await runLoad(prepare(warmReqs), load);
+    checkSamples(warm, warmReqs.length, rootPem, 'warm-up', failures);
+    endPhase('warm-up');
+    warmReqs.length = 0;
+
+    const measure = async (scenario: string, workload: Workload, reqs: BenchRequest[]): Promise<Row> => {
+      startPhase();
       const cpu0 = srv.cpuSeconds();
       const perProcess0 = srv.cpuSecondsPerProcess();
       const r = await runLoad(prepare(reqs), load);
       const cpu = srv.cpuSeconds() - cpu0;
-      checkSamples(r, rootPem, scenario, failures);
-      phase(scenario);
-      return { ...row(scenario, 'node:http2, distinct CSR+token per call', r, cpu), cpuShare: shares(srv.cpuSecondsPerProcess(), perProcess0, cpu) };
+      endPhase(scenario);
+      checkSamples(r, reqs.length, rootPem, scenario, failures);
+      return { ...row(scenario, workload, 'node:http2, distinct CSR+token per call', r, cpu), cpuShare: shares(srv.cpuSecondsPerProcess(), perProcess0, cpu) };
     };
     let goStormBin: string | undefined;
     /** The storm's client (see --storm-driver), built now: a first build compiles grpc-go, not timed. */
@@ -176,69 +238,69 @@ async function main(): Promise<void> {
       return 'go';
     };
     const measurePeaks = async (): Promise<void> => {
-      results.rows.push(await measure('RSA-2048 CSR, RS256 token', rsaReqs));
-      results.rows.push(await measure('ECDSA P-256 CSR, ES256 token', ecReqs));
-      results.rows.push(await measure('mix (half RSA, half EC)', mixReqs));
+      results.rows.push(await measure('RSA-2048 CSR, RS256 token', 'rsa2048', rsaReqs));
+      results.rows.push(await measure('ECDSA P-256 CSR, ES256 token', 'ec256', ecReqs));
+      results.rows.push(await measure('mix (half RSA, half EC)', 'mix', mixReqs));
+
+      /**
+       * One h2load run with the server's own outcome counts around it. Its errors are counted
+       * directly (see h2loadRowErrors): h2load counts HTTP 200 as success whatever the grpc-status.
+       */
+      const h2loadRow = async (label: string, workload: Workload, driver: string, phaseName: string, opts: Parameters<typeof runH2load>[0]): Promise<{ row: Row; peak: H2loadResult }> => {
+        await sleep(1000); // logs are flushed every 250 ms: count only this run's lines
+        const before = { issued: srv.countLog(ISSUED), refused: srv.countLog(REFUSED), cancelled: srv.countLog(CANCELLED) };
+        await settleDriver();
+        startPhase();
+        const cpu0 = srv.cpuSeconds();
+        const perProcess0 = srv.cpuSecondsPerProcess();
+        const h = await runH2load(opts);
+        const cpu = srv.cpuSeconds() - cpu0;
+        endPhase(phaseName);
+        const cpuShare = shares(srv.cpuSecondsPerProcess(), perProcess0, cpu);
+        await sleep(1000); // let the log catch up
+        const issued = srv.countLog(ISSUED) - before.issued;
+        const refused = srv.countLog(REFUSED) - before.refused;
+        const cancelled = srv.countLog(CANCELLED) - before.cancelled;
+        const e = h2loadRowErrors({ failed: h.failed, non2xx: h.non2xx, done: h.requests, issued, refused, cancelled });
+        if (e.errors !== 0) {
+          failures.push(`h2load ${label} (${driver}): ${e.errors} errors: ${h.failed} h2load failures, ${h.non2xx} non-2xx answers, ${e.refusals} refused by the server (not counting ${cancelled} cancelled by h2load's teardown), ${e.unaccounted} done without an outcome in the server's log (${h.requests} done, ${issued} issued)`);
+        }
+        return {
+          peak: h,
+          row: {
+            scenario: label,
+            workload,
+            driver,
+            requests: h.requests,
+            perSecond: round(h.perSecond),
+            latency: roundLat(h.latency),
+            errors: e.errors,
+            unavailable: 0,
+            serverCpuSeconds: round(cpu, 2),
+            // The server's own count: calls still in flight when h2load's time was up were served too.
+            cpuPerRequestUs: round((cpu / Math.max(1, issued)) * 1e6),
+            cpuShare,
+            h2loadErrors: { failed: h.failed, non2xx: h.non2xx, refusals: e.refusals, unaccounted: e.unaccounted, cancelledByTeardown: cancelled },
+          },
+        };
+      };
 
       if (await hasH2load()) {
         for (const kind of ['rsa2048', 'ec256'] as KeyKind[]) {
           const one = (kind === 'rsa2048' ? rsaReqs : ecReqs)[0]!;
           const body = prepare([one])[0]!.body;
           const label = kind === 'rsa2048' ? 'RSA-2048 CSR, RS256 token' : 'ECDSA P-256 CSR, ES256 token';
-          await sleep(1000); // logs are flushed every 250 ms: count only this run's lines
-          const before = srv.countLog('"decision":"issued"');
-          await settleDriver();
-          const cpu0 = srv.cpuSeconds();
-          const perProcess0 = srv.cpuSecondsPerProcess();
+          const clients = 8;
           // Timed, not a fixed count: h2load gives every connection the same share of a count, so
           // when Node's round robin puts 5 or 6 of the 8 connections on one worker, the other finishes
           // its share early and idles while the first works through the rest.
-          const peak = await runH2load({ port: srv.port, body, token: one.token, dir, durationSeconds: smoke ? 2 : 15, clients: 8, streams: 16 });
-          const cpu = srv.cpuSeconds() - cpu0;
-          const cpuShare = shares(srv.cpuSecondsPerProcess(), perProcess0, cpu);
-          await sleep(1000); // let the log catch up
-          const issued = srv.countLog('"decision":"issued"') - before;
-          const errors = peak.failed + Math.max(0, peak.requests - issued);
-          if (errors !== 0) failures.push(`h2load ${label}: ${peak.requests} answered, ${issued} issued (grpc-status not OK for the rest)`);
-          results.rows.push({
-            scenario: label,
-            driver: 'h2load, fixed body (peak)',
-            requests: peak.requests,
-            perSecond: round(peak.perSecond),
-            latency: roundLat(peak.latency),
-            errors,
-            unavailable: 0,
-            serverCpuSeconds: round(cpu, 2),
-            // The server's own count: calls still in flight when h2load's time is up were served too.
-            cpuPerRequestUs: round((cpu / Math.max(1, issued)) * 1e6),
-            cpuShare,
-          });
+          const base = { port: srv.port, body, token: one.token, dir, durationSeconds: smoke ? 2 : 15, clients, streams: 16 };
+          const { row: peakRow, peak } = await h2loadRow(label, kind, 'h2load, fixed body (peak)', `h2load ${label}`, base);
+          results.rows.push(peakRow);
           // Latency at half of the measured peak, rate-limited.
-          const clients = 8;
-          await sleep(1000);
-          const beforeHalf = srv.countLog('"decision":"issued"');
-          await settleDriver();
-          const halfCpu0 = srv.cpuSeconds();
-          const halfPerProcess0 = srv.cpuSecondsPerProcess();
-          const half = await runH2load({ port: srv.port, body, token: one.token, dir, durationSeconds: smoke ? 2 : 15, clients, streams: 16, rpsPerClient: Math.max(1, Math.floor(peak.perSecond / 2 / clients)) });
-          const halfCpu = srv.cpuSeconds() - halfCpu0;
-          const halfShare = shares(srv.cpuSecondsPerProcess(), halfPerProcess0, halfCpu);
-          await sleep(1000);
-          const halfIssued = srv.countLog('"decision":"issued"') - beforeHalf;
-          const halfErrors = half.failed + Math.max(0, half.requests - halfIssued);
-          if (halfErrors !== 0) failures.push(`h2load ${label} at half of peak: ${half.requests} answered, ${halfIssued} issued, ${half.failed} transport failures`);
-          results.rows.push({
-            scenario: label,
-            driver: 'h2load, fixed body at half of peak',
-            requests: half.requests,
-            perSecond: round(half.perSecond),
-            latency: roundLat(half.latency),
-            errors: halfErrors,
-            unavailable: 0,
-            serverCpuSeconds: round(halfCpu, 2),
-            cpuPerRequestUs: round((halfCpu / Math.max(1, halfIssued)) * 1e6),
-            cpuShare: halfShare,
-          });
+          const rpsPerClient = Math.max(1, Math.floor(peak.perSecond / 2 / clients));
+          const { row: halfRow } = await h2loadRow(label, kind, 'h2load, fixed body at half of peak', `h2load ${label} at half of peak`, { ...base, rpsPerClient });
+          results.rows.push({ ...halfRow, rateLimited: true, ceilingRatio: null });
         }
       } else {
         failures.push('h2load not found (Debian package nghttp2-client): fixed-body runs skipped');
@@ -256,7 +318,7 @@ async function main(): Promise<void> {
       // run during the storm.
       for (const reqs of [rsaReqs, ecReqs, mixReqs]) reqs.length = 0;
       await settleDriver();
-      phase('before storm');
+      startPhase();
       let stormCpu0 = 0;
       let stormPerProcess0: number[] = [];
       let driverCpu0 = process.cpuUsage();
@@ -278,13 +340,19 @@ async function main(): Promise<void> {
         driverCpu = (used.user + used.system) / 1e6;
       }
       const stormCpu = srv.cpuSeconds() - stormCpu0;
-      phase('storm');
+      endPhase('storm');
       results.storm = {
         identities: stormCalls.length,
         connections: stormConnections,
         secondsUntilAllServed: round(storm.elapsedMs / 1000, 2),
         served: storm.ok,
+        // UNAVAILABLE answers, each retried unless its call had used up its retries (then it is
+        // also in failedAfterRetries).
         unavailableRetried: storm.unavailable,
+        // Every retry, of UNAVAILABLE or RESOURCE_EXHAUSTED.
+        retries: storm.retries,
+        // Calls that never got a certificate, whatever their last status: identities = served + failedAfterRetries.
+        failedAfterRetries: storm.failed,
         reconnects: storm.reconnects,
         otherErrors: storm.otherErrors,
         errorCodes: storm.errorCodes,
@@ -298,44 +366,61 @@ async function main(): Promise<void> {
         driverCpuSeconds: round(driverCpu, 2),
       };
       verifySamples(storm, rootPem, 'storm', failures);
-      if (storm.ok !== stormCalls.length || storm.otherErrors > 0) failures.push(`storm: ${storm.ok}/${stormCalls.length} served, ${storm.otherErrors} non-retryable errors`);
+      if (storm.ok !== stormCalls.length || storm.failed > 0 || storm.otherErrors > 0) {
+        failures.push(`storm: ${storm.ok}/${stormCalls.length} served, ${storm.failed} failed after their retries (${storm.otherErrors} with a status never retried; codes ${JSON.stringify(storm.errorCodes)})`);
+      }
     }
 
     if (args.soak) {
-      const seconds = Number(args.duration);
-      const rate = Number(args.rate);
-      log(`soak: ${rate}/s for ${seconds}s`);
-      const samples: Array<{ t: number; rssMb: number; pssMb: number }> = [];
+      log(`soak: ${soakRate}/s for ${soakSeconds}s over ${rsaReqs.length} distinct pre-generated calls, cycled`);
+      const samples: MemorySample[] = [];
       const t0 = Date.now();
+      startPhase();
       const sampler = setInterval(() => samples.push({ t: Math.round((Date.now() - t0) / 1000), rssMb: round(srv.rssBytes() / 2 ** 20), pssMb: round(srv.pssBytes() / 2 ** 20) }), 5000);
-      const r = await runLoad(prepare(rsaReqs), { ...load, durationMs: seconds * 1000, ratePerSecond: rate });
+      const r = await runLoad(prepare(rsaReqs), { ...load, durationMs: soakSeconds * 1000, ratePerSecond: soakRate });
       clearInterval(sampler);
-      // Compare after warm-up (the second fifth) with the end: heaps grow to their working size first.
-      const fifth = Math.max(1, Math.floor(samples.length / 5));
-      const first = samples.slice(fifth, 2 * fifth);
-      const last = samples.slice(-Math.max(1, Math.floor(samples.length / 5)));
-      const avg = (xs: typeof samples, k: 'rssMb' | 'pssMb'): number => xs.reduce((a, b) => a + b[k], 0) / xs.length;
+      endPhase('soak');
+      const achieved = r.ok / (r.elapsedMs / 1000);
+      const flatness = soakFlatness(samples);
       results.soak = {
-        seconds,
-        rate,
+        seconds: soakSeconds,
+        rate: soakRate,
+        achievedPerSecond: round(achieved),
         served: r.ok,
-        errors: r.otherErrors + r.unavailable,
+        errors: r.failed,
+        unavailable: r.unavailable,
+        errorCodes: r.errorCodes,
+        // The soak cycles the pre-generated calls: after the first pass every identity is renewed
+        // with a token the server has seen before (its token cache may still hold it).
+        distinctRequests: rsaReqs.length,
+        passes: round(r.ok / Math.max(1, rsaReqs.length)),
+        tokenLifetimeSeconds: ttl,
         latency: roundLat(summarize(r.latenciesMs)),
-        rssAfterWarmupMb: round(avg(first, 'rssMb')),
-        rssLastFifthMb: round(avg(last, 'rssMb')),
-        pssAfterWarmupMb: round(avg(first, 'pssMb')),
-        pssLastFifthMb: round(avg(last, 'pssMb')),
+        rssAfterWarmupMb: flatness.rss?.afterWarmupMb,
+        rssLastFifthMb: flatness.rss?.lastFifthMb,
+        pssAfterWarmupMb: flatness.pss?.afterWarmupMb,
+        pssLastFifthMb: flatness.pss?.lastFifthMb,
+        flatness,
         samples,
       };
+      verifySamples(r, rootPem, 'soak', failures);
+      if (r.failed > 0) failures.push(`soak: ${r.failed} calls failed (${r.unavailable} UNAVAILABLE; codes ${JSON.stringify(r.errorCodes)})`);
+      if (achieved < SOAK_MIN_RATE_FRACTION * soakRate) failures.push(`soak: ${round(achieved)} certificates/s achieved, below ${SOAK_MIN_RATE_FRACTION * 100} % of the ${soakRate}/s asked for`);
+      if (!flatness.flat) failures.push(`soak memory not flat: ${flatness.verdict} (rule: ${flatness.rule})`);
     }
 
     log('crypto ceiling (server idle)');
     const ceilSeconds = smoke ? 1 : 5;
     results.ceilings.rsa2048 = round((await cryptoCeiling('rsa2048', ceilSeconds)).perSecond);
     results.ceilings.ec256 = round((await cryptoCeiling('ec256', ceilSeconds)).perSecond);
+    const ceilings = { rsa2048: results.ceilings.rsa2048, ec256: results.ceilings.ec256 };
     for (const r of results.rows) {
-      const c = r.scenario.startsWith('RSA') ? results.ceilings.rsa2048 : r.scenario.startsWith('ECDSA') ? results.ceilings.ec256 : (results.ceilings.rsa2048! + results.ceilings.ec256!) / 2;
-      r.ceilingRatio = round(r.perSecond / c!, 2);
+      // A rate-limited row's throughput is the rate it was asked for: no ratio.
+      if (r.rateLimited) continue;
+      r.ceilingRatio = round(r.perSecond / ceilingFor(r.workload, ceilings), 2);
+      // Above 1, the ceiling under-measured this machine (it ran on a busy machine, say), or the row
+      // did less crypto per call than the ceiling counts (h2load's fixed body repeats one token).
+      if (r.ceilingRatio > 1) results.warnings.push(`${r.scenario} (${r.driver}): throughput/ceiling ${r.ceilingRatio} > 1: the crypto ceiling under-measured, or the row did less crypto per call than it counts`);
     }
   } finally {
     if (rssTimer) clearInterval(rssTimer);
@@ -356,6 +441,10 @@ async function main(): Promise<void> {
   }
   results.peakRssMb = round(peakRss / 2 ** 20);
   results.peakPssMb = round(peakPss / 2 ** 20);
+  // Malformed results (no requests, latencies out of order or not numbers, no ceiling, a storm
+  // not fully served) fail the run, smoke or full.
+  const problems = validateResults(results, { rows: !args.soak && !stormOnly, storm: !args.soak, soak: !!args.soak });
+  failures.push(...problems.map((p) => `malformed result: ${p}`));
 
   const machine = { cpus: cpus().length, model: cpus()[0]?.model, memoryGb: round(totalmem() / 2 ** 30), node: process.version, openssl: process.versions.openssl };
   const out = { when: new Date().toISOString(), mode: smoke ? 'smoke' : args.soak ? 'soak' : 'full', machine, workers: args.workers ?? 'default', ...results, failures };
@@ -363,6 +452,7 @@ async function main(): Promise<void> {
   const file = join(ROOT, 'bench/results', `${out.when.replace(/[:.]/g, '-')}-${out.mode}.json`);
   writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
   printTable(out);
+  for (const w of out.warnings) console.log(`WARNING: ${w}`);
   console.log(`\nresults: ${file}`);
   if (failures.length) {
     console.error(`\nFAILED:\n  ${failures.join('\n  ')}`);
@@ -375,23 +465,31 @@ function shares(after: number[], before: number[], total: number): number[] {
   return after.map((c, i) => round((c - (before[i] ?? 0)) / Math.max(total, 1e-9), 2));
 }
 
-function row(scenario: string, driver: string, r: LoadResult, cpu: number): Row {
+function row(scenario: string, workload: Workload, driver: string, r: LoadResult, cpu: number): Row {
   return {
     scenario,
+    workload,
     driver,
     requests: r.ok,
     perSecond: round(r.ok / (r.elapsedMs / 1000)),
     latency: roundLat(summarize(r.latenciesMs)),
-    errors: r.otherErrors,
+    // Every call that did not end OK, whatever its status (RESOURCE_EXHAUSTED and UNAVAILABLE too).
+    errors: r.failed,
     unavailable: r.unavailable,
     serverCpuSeconds: round(cpu, 2),
     cpuPerRequestUs: round((cpu / Math.max(1, r.ok)) * 1e6),
   };
 }
 
-/** Every sampled response must be a chain that verifies (a fast wrong answer is not a result). */
-function checkSamples(r: LoadResult, rootPem: string, scenario: string, failures: string[]): void {
-  if (r.otherErrors || r.unavailable) failures.push(`${scenario}: ${r.otherErrors} errors, ${r.unavailable} UNAVAILABLE (${JSON.stringify(r.errorCodes)})`);
+/**
+ * Every call of a run must have ended OK, whatever the status it did not (RESOURCE_EXHAUSTED
+ * counts like any other), and every sampled response must be a chain that verifies (a fast wrong
+ * answer is not a result).
+ */
+function checkSamples(r: LoadResult, calls: number, rootPem: string, scenario: string, failures: string[]): void {
+  if (r.failed || r.otherErrors || r.unavailable || r.ok + r.failed !== calls) {
+    failures.push(`${scenario}: ${r.ok} OK of ${calls} calls, ${r.failed} failed (${r.unavailable} UNAVAILABLE, ${r.otherErrors} with another status; codes ${JSON.stringify(r.errorCodes)})`);
+  }
   verifySamples(r, rootPem, scenario, failures);
 }
 
@@ -406,7 +504,7 @@ function verifySamples(r: LoadResult, rootPem: string, scenario: string, failure
   }
 }
 
-function printTable(out: { machine: Record<string, unknown>; rows: Row[]; storm?: unknown; soak?: unknown; ceilings: Record<string, number>; peakRssMb: number; peakPssMb: number; peakRssPerProcessMb: number[]; phasePeakRssMb: Record<string, number> }): void {
+function printTable(out: Results & { machine: Record<string, unknown> }): void {
   const m = out.machine;
   console.log(`\nmeshcert bench: ${m.cpus} x ${m.model}, Node ${m.node}, OpenSSL ${m.openssl}`);
   console.log(`crypto ceiling (all cores, token verify + CSR verify + leaf sign): RSA ${out.ceilings.rsa2048}/s, EC ${out.ceilings.ec256}/s`);
@@ -417,7 +515,11 @@ function printTable(out: { machine: Record<string, unknown>; rows: Row[]; storm?
   console.log(fmt(head));
   for (const l of lines) console.log(fmt(l));
   if (out.storm) console.log(`storm: ${JSON.stringify(out.storm)}`);
-  if (out.soak) console.log(`soak: ${JSON.stringify({ ...(out.soak as object), samples: undefined })}`);
+  if (out.soak) {
+    console.log(`soak: ${JSON.stringify({ ...out.soak, flatness: undefined, samples: undefined })}`);
+    const f = out.soak.flatness;
+    console.log(`soak memory: ${f.verdict}; ${f.samplesJudged} samples after ${f.warmupSeconds} s judged; rule: ${f.rule}`);
+  }
   console.log(`server peak RSS (primary + workers): ${out.peakRssMb} MB; per process (VmHWM, primary first): ${out.peakRssPerProcessMb.join(', ')} MB; by phase: ${JSON.stringify(out.phasePeakRssMb)}`);
   console.log(`server peak PSS (primary + workers; shared pages counted once, as the pod's memory cgroup counts them): ${out.peakPssMb} MB`);
 }

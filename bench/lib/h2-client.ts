@@ -21,7 +21,14 @@ export function prepare(reqs: readonly BenchRequest[]): PreparedCall[] {
 
 export interface LoadResult {
   ok: number;
+  /**
+   * Calls that ended without OK, whatever the status (after their retries, when retrying):
+   * calls made = ok + failed.
+   */
+  failed: number;
+  /** UNAVAILABLE answers, each retried when retrying unless its call had no retries left. */
   unavailable: number;
+  /** Calls that ended with a status that is never retried (neither UNAVAILABLE nor RESOURCE_EXHAUSTED). */
   otherErrors: number;
   /** grpc-status → count, for everything that was not OK. */
   errorCodes: Record<string, number>;
@@ -129,7 +136,7 @@ export function slotOf(i: number, n: number): number {
 
 export async function runLoad(calls: readonly PreparedCall[], o: LoadOptions): Promise<LoadResult> {
   const sessions = await openSessions(o);
-  const r: LoadResult = { ok: 0, unavailable: 0, otherErrors: 0, errorCodes: {}, retries: 0, reconnects: 0, latenciesMs: [], elapsedMs: 0, samples: [] };
+  const r: LoadResult = { ok: 0, failed: 0, unavailable: 0, otherErrors: 0, errorCodes: {}, retries: 0, reconnects: 0, latenciesMs: [], elapsedMs: 0, samples: [] };
   o.onStart?.();
   const started = performance.now();
   let next = 0;
@@ -157,6 +164,7 @@ export async function runLoad(calls: readonly PreparedCall[], o: LoadOptions): P
         continue;
       }
       if (!retryable) r.otherErrors++;
+      r.failed++;
       r.errorCodes[res.status] = (r.errorCodes[res.status] ?? 0) + 1;
       return;
     }

@@ -98,8 +98,11 @@ export function ecKey(): CsrKey {
   return { privateKey, spki: publicKey.export({ type: 'spki', format: 'der' }), kind: 'ec256' };
 }
 
-/** `count` distinct identities with their own token and CSR. */
-export function makeRequests(count: number, kind: KeyKind, signers: TokenSigner[], rsaPool: CsrKey[], prefix = 'bench'): BenchRequest[] {
+/**
+ * `count` distinct identities with their own token and CSR. Tokens are valid for `ttlSeconds` from
+ * now: long enough for every phase that sends them (a soak needs its duration plus a margin).
+ */
+export function makeRequests(count: number, kind: KeyKind, signers: TokenSigner[], rsaPool: CsrKey[], prefix = 'bench', ttlSeconds = 3600): BenchRequest[] {
   const signer = signers.find((s) => s.alg === (kind === 'rsa2048' ? 'RS256' : 'ES256'))!;
   const out: BenchRequest[] = [];
   for (let i = 0; i < count; i++) {
@@ -107,7 +110,7 @@ export function makeRequests(count: number, kind: KeyKind, signers: TokenSigner[
     const sa = `sa-${i}`;
     const spiffeId = `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
     const key = kind === 'rsa2048' ? rsaPool[i % rsaPool.length]! : ecKey();
-    out.push({ spiffeId, token: mintToken(signer, ns, sa), csrPem: buildCsr(key, spiffeId) });
+    out.push({ spiffeId, token: mintToken(signer, ns, sa, ttlSeconds), csrPem: buildCsr(key, spiffeId) });
   }
   return out;
 }

@@ -49,8 +49,13 @@ type call struct {
 }
 
 type result struct {
-	OK          int            `json:"ok"`
-	Unavailable int            `json:"unavailable"`
+	OK int `json:"ok"`
+	// Calls that ended without OK, whatever the code, once their retries (if any) were used up:
+	// calls = ok + failed. A RESOURCE_EXHAUSTED or UNAVAILABLE on the last try is counted here.
+	Failed int `json:"failed"`
+	// UNAVAILABLE answers, each retried unless its call had no retries left.
+	Unavailable int `json:"unavailable"`
+	// Calls that ended with a code that is never retried.
 	OtherErrors int            `json:"otherErrors"`
 	ErrorCodes  map[string]int `json:"errorCodes"`
 	Retries     int            `json:"retries"`
@@ -250,6 +255,7 @@ func one(r *result, mu *sync.Mutex, cc *grpc.ClientConn, c call) {
 		if !retryable {
 			r.OtherErrors++
 		}
+		r.Failed++
 		r.ErrorCodes[fmt.Sprint(uint32(code))]++
 		mu.Unlock()
 		return

@@ -47,7 +47,7 @@ describe.skipIf(unavailable)('grpc-go storm driver', () => {
     let started = 0;
     const r = await runGoStorm(bin, dir, [...good, ...refused], { port: ca.port, rootPem: ca.rootPem, connections: 3, onStart: () => started++ });
     expect(started).toBe(1);
-    expect(r).toMatchObject({ ok: 12, otherErrors: 2, unavailable: 0, retries: 0, reconnects: 0, errorCodes: { '16': 2 } });
+    expect(r).toMatchObject({ ok: 12, failed: 2, otherErrors: 2, unavailable: 0, retries: 0, reconnects: 0, errorCodes: { '16': 2 } });
     expect(r.latenciesMs).toHaveLength(12);
     expect(r.driverCpuSeconds).toBeGreaterThan(0);
     expect(r.samples.length).toBeGreaterThan(0);
@@ -66,6 +66,7 @@ describe.skipIf(unavailable)('grpc-go storm driver', () => {
     ca = await startTestCa({ overload: { maxInFlight: 2 } });
     const r = await runGoStorm(bin, dir, await calls(16), { port: ca.port, rootPem: ca.rootPem, connections: 2 });
     expect(r.ok).toBe(16);
+    expect(r.failed).toBe(0);
     expect(r.otherErrors).toBe(0);
     expect(r.unavailable).toBeGreaterThan(0);
     expect(r.retries).toBe(r.unavailable);
