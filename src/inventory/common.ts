@@ -280,14 +280,16 @@ export const GET_SQL =
 /** Params: now, expiringBefore. */
 /**
  * Per identity, its latest certificate (greatest issued_at, then not_after, then fingerprint),
- * when that one expires in [?, ?). Written as "certificates in the window that no later
+ * when that one was issued by meshcert and expires in [?, ?). A discovered certificate is a
+ * snapshot (its renewals elsewhere are never seen), so it is never reported as not renewed; a
+ * later one still supersedes an issued one (the workload renewed, elsewhere). Written as "certificates in the window that no later
  * certificate of the same identity supersedes" so the not_after index narrows it to the window
  * and the (spiffe_id, issued_at) index answers each check: the cost follows the window, not the
  * table (a window function over every row made the primary's memory jump at each check).
  */
 const LATEST_IN_WINDOW =
   `SELECT ${CERT_COLUMNS.map((c) => `c.${c}`).join(', ')} FROM ${CERT_TABLE} c ` +
-  `WHERE c.spiffe_id IS NOT NULL AND c.not_after >= ? AND c.not_after < ? AND NOT EXISTS (` +
+  `WHERE c.spiffe_id IS NOT NULL AND c.source = 'issued' AND c.not_after >= ? AND c.not_after < ? AND NOT EXISTS (` +
   `SELECT 1 FROM ${CERT_TABLE} n WHERE n.spiffe_id = c.spiffe_id AND (n.issued_at > c.issued_at OR (n.issued_at = c.issued_at AND ` +
   `(n.not_after > c.not_after OR (n.not_after = c.not_after AND n.fingerprint > c.fingerprint))))` +
   `)`;

@@ -9,7 +9,8 @@
  * lifetime is left (SECRET_GRACE_PERIOD_RATIO 0.5, plus up to 1% jitter), so the latest
  * certificate of a healthy workload always has roughly half of its lifetime, or more, left. An
  * identity is reported as stale when its latest certificate (any source, as
- * `InventoryStore.latestPerIdentity` picks it):
+ * `InventoryStore.latestPerIdentity` picks it) was issued by meshcert (a discovered certificate
+ * is a snapshot: its renewals elsewhere are never seen) and:
  *   1. has not expired yet and expires within the window (`now <= notAfter < now + within`), and
  *   2. has less than {@link STALE_REMAINING_FRACTION} (one third) of its lifetime left,
  * i.e. the agent is overdue by at least a sixth of the lifetime: the workload is gone, stuck, or
@@ -22,7 +23,7 @@ import type { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { caPath } from '../ca/files.js';
 import { parsePemBundle } from '../x509/pem.js';
-import { certificateDetails, formatDn } from './record-from-cert.js';
+import { formatDn } from './record-from-cert.js';
 import type { CertificateRecord, InventoryStore } from './types.js';
 
 export type CaRole = 'root' | 'intermediate' | 'serving';
@@ -60,16 +61,18 @@ export function expiryState(notAfter: Date, now: Date, warnBefore: number): Expi
 
 /** One entry per certificate, in input order. Pure: `now` is the reference time. */
 export function caExpiryReport(certs: readonly CaCertificateInput[], now: Date, warnBefore: number): CaExpiryEntry[] {
+  // Node's parser only, which read the file: a stricter one (the inventory's, for SANs) could
+  // refuse one odd certificate and with it the whole report, the monitor's warnings included.
   return certs.map(({ role, issuer, cert }) => {
-    const d = certificateDetails(cert);
+    const notAfter = new Date(Date.parse(cert.validTo));
     return {
       role,
       issuer,
-      subject: d.subject ?? formatDn(cert.subject),
-      fingerprint: d.fingerprint,
-      notAfter: d.notAfter,
-      secondsLeft: Math.floor((d.notAfter.getTime() - now.getTime()) / 1000),
-      state: expiryState(d.notAfter, now, warnBefore),
+      subject: formatDn(cert.subject),
+      fingerprint: cert.fingerprint256.replace(/:/g, '').toLowerCase(),
+      notAfter,
+      secondsLeft: Math.floor((notAfter.getTime() - now.getTime()) / 1000),
+      state: expiryState(notAfter, now, warnBefore),
     };
   });
 }

@@ -116,7 +116,8 @@ export interface InventoryStore {
   /**
    * Stale identities: for every spiffeId (records without one are ignored), its latest
    * certificate (greatest issuedAt, then notAfter, then fingerprint; any source) is returned
-   * when `now <= latest.notAfter < expiringBefore`, i.e. it expires soon and no newer
+   * when meshcert issued it (source `issued`: a discovered one is a snapshot whose renewals are
+   * never seen) and `now <= latest.notAfter < expiringBefore`, i.e. it expires soon and no newer
    * certificate was issued for that identity — a workload that stopped renewing.
    * Identities whose latest certificate has already expired (before `now`) are excluded:
    * they are history, not an actionable alert; pass `now = new Date(0)` to include them.

@@ -103,10 +103,19 @@ export class CaMetrics {
       this.chainExpiryTimestamp.set(chainTs);
       this.chainExpirySeconds.set(chainTs - now / 1000);
     }
+    // Two certificates may share issuer, role and subject (an old and a new root of one name during
+    // a rotation): the series shows the earlier end, the one an alert must not miss.
+    const earliest = new Map<string, { labels: { issuer: string; role: string; subject: string }; ts: number }>();
+    const put = (labels: { issuer: string; role: string; subject: string }, t: number): void => {
+      const key = JSON.stringify(labels);
+      const seen = earliest.get(key);
+      if (seen === undefined || t < seen.ts) earliest.set(key, { labels, ts: t });
+    };
     for (const ca of this.cas) {
-      for (const c of ca.roots) this.caExpiry.set({ issuer: ca.name, role: 'root', subject: oneLine(c.subject) }, ts(c));
-      for (const c of ca.intermediates) this.caExpiry.set({ issuer: ca.name, role: 'intermediate', subject: oneLine(c.subject) }, ts(c));
+      for (const c of ca.roots) put({ issuer: ca.name, role: 'root', subject: oneLine(c.subject) }, ts(c));
+      for (const c of ca.intermediates) put({ issuer: ca.name, role: 'intermediate', subject: oneLine(c.subject) }, ts(c));
     }
+    for (const { labels, ts: t } of earliest.values()) this.caExpiry.set(labels, t);
     if (this.servingNotAfter) this.caExpiry.set({ issuer: 'default', role: 'serving', subject: 'meshcert serving certificate' }, this.servingNotAfter.getTime() / 1000);
   }
 

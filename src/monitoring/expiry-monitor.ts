@@ -49,6 +49,8 @@ export class ExpiryMonitor {
       clearInterval(this.timer);
       this.timer = setInterval(() => void this.tick(), o.interval * 1000).unref();
     }
+    // Checked at once: a CA a reload added (or a narrower window) is not left unreported for an interval.
+    if (this.timer) void this.tick();
   }
 
   /** A timer's check, skipped while the last one still runs (a slow store must not pile them up). */
@@ -57,6 +59,9 @@ export class ExpiryMonitor {
     this.checking = true;
     try {
       await this.check();
+    } catch (err) {
+      // Never an unhandled rejection: say so, and the next tick tries again.
+      this.logger.error({ err }, 'expiry check failed');
     } finally {
       this.checking = false;
     }
@@ -79,7 +84,8 @@ export class ExpiryMonitor {
         e.state === 'expired' ? 'CA certificate has expired' : 'CA certificate expires soon: rotate it (see README "CA rotation")',
       );
     }
-    this.metrics?.caWarnings.set(ca.filter((e) => e.state !== 'ok').length);
+    // Certificates, not entries: a root several issuers share is one certificate to rotate.
+    this.metrics?.caWarnings.set(new Set(ca.filter((e) => e.state !== 'ok').map((e) => e.fingerprint)).size);
     let stale = 0;
     if (this.store) {
       try {

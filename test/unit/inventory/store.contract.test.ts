@@ -424,6 +424,17 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await store.latestPerIdentity(at(10), at(0))).toEqual([]);
   });
 
+  it('latestPerIdentity reports only certificates meshcert issued (a discovered one is a snapshot), superseded by a later one of any source', async () => {
+    const id = (n: string): string => `spiffe://cluster.local/ns/ns-c/sa/${n}`;
+    const at = (h: number): Date => new Date(T0 + h * HOUR);
+    const seen = makeRecord('dx', { spiffeId: id('seen'), issuedAt: at(0), notAfter: at(24), source: 'discovered:file:/etc/old.pem' });
+    const ours = makeRecord('ou', { spiffeId: id('ours'), issuedAt: at(0), notAfter: at(24) });
+    const movedAway = makeRecord('mv', { spiffeId: id('moved'), issuedAt: at(0), notAfter: at(24) });
+    const elsewhere = makeRecord('el', { spiffeId: id('moved'), issuedAt: at(5), notAfter: at(26), source: 'discovered:k8s-secret:ns-c/x' });
+    await store.insertMany([seen, ours, movedAway, elsewhere]);
+    expect((await store.latestPerIdentity(at(48), at(10))).map((r) => r.spiffeId)).toEqual([id('ours')]);
+  });
+
   it('latestPerIdentity with maxRemainingFraction keeps only certificates that far into their lifetime (a superset of isStale)', async () => {
     const id = (n: string): string => `spiffe://cluster.local/ns/ns-b/sa/${n}`;
     const at = (h: number): Date => new Date(T0 + h * HOUR);

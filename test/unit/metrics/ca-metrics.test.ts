@@ -11,9 +11,9 @@ let base: string;
 let a: { root: X509Certificate; inter: X509Certificate };
 let b: { root: X509Certificate; inter: X509Certificate };
 
-async function ca(name: string, rootDays: number, interDays: number): Promise<{ root: X509Certificate; inter: X509Certificate }> {
+async function ca(name: string, rootDays: number, interDays: number, now?: Date, organization = name): Promise<{ root: X509Certificate; inter: X509Certificate }> {
   const dir = join(base, name);
-  await initCaDir({ dir, organization: name, rootLifetimeMs: rootDays * 86_400_000, intermediateLifetimeMs: interDays * 86_400_000 });
+  await initCaDir({ dir, organization, rootLifetimeMs: rootDays * 86_400_000, intermediateLifetimeMs: interDays * 86_400_000, ...(now ? { now } : {}) });
   return { root: new X509Certificate(readFileSync(join(dir, 'root-cert.pem'))), inter: new X509Certificate(readFileSync(join(dir, 'ca-cert.pem'))) };
 }
 
@@ -57,6 +57,22 @@ describe('CaMetrics expiry gauges', () => {
     const later = value(await scrape(m), 'citadel_server_root_cert_expiry_seconds')!;
     expect(first - later).toBeCloseTo(3600, 3);
     expect(value(await scrape(m), 'citadel_server_cert_chain_expiry_seconds')).toBeCloseTo(notAfter(a.inter) - now / 1000, 3);
+  });
+
+  it('show the earlier end when two certificates share issuer, role and subject (two roots of one name in a rotation)', async () => {
+    const now = new Date();
+    const old = await ca('twin-old', 30, 10, now);
+    const young = await ca('twin-new', 3650, 365, now, 'twin');
+    const twinOld = await ca('twin-old2', 20, 10, now, 'twin');
+    expect(young.root.subject).toBe(twinOld.root.subject);
+    const m = new CaMetrics(new Registry());
+    // Either order: the series is the earlier of the two ends.
+    for (const roots of [[young.root, twinOld.root], [twinOld.root, young.root]]) {
+      m.setCas([{ name: 'default', roots, intermediates: [old.inter] }]);
+      const line = (await scrape(m)).split('\n').find((l) => l.startsWith('meshcert_ca_cert_expiry_timestamp_seconds{issuer="default",role="root",subject="O=twin'));
+      // The value is the last field: the subject label holds spaces.
+      expect(Number(line?.split(' ').at(-1))).toBe(notAfter(twinOld.root));
+    }
   });
 
   it('drop the series of certificates a reload removed, and keep the serving certificate', async () => {

@@ -1,9 +1,12 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
 import { createLogger } from '../../../src/log/logger.js';
+import { InventoryMetrics } from '../../../src/metrics/ca-metrics.js';
 import { ExpiryMonitor, type ExpiryMonitorOptions } from '../../../src/monitoring/expiry-monitor.js';
 
 const YEAR = 365 * 86_400;
@@ -34,5 +37,21 @@ describe('ExpiryMonitor', () => {
     expect(new Set(second.ca.map((e) => e.issuer))).toEqual(new Set(['default', 'payments']));
     // The intermediates (one year) are in it; the roots (ten years) are not.
     expect(second.ca.filter((e) => e.state === 'warning').map((e) => `${e.issuer} ${e.role}`).sort()).toEqual(['default intermediate', 'payments intermediate']);
+  });
+});
+
+describe('ExpiryMonitor and odd certificates', () => {
+  it('reports a CA certificate whose SAN a strict ASN.1 parser refuses, and counts a shared root once', async () => {
+    // Node (OpenSSL) reads it; @peculiar's schema refuses the SAN, which used to fail the whole check.
+    const odd = join(base, 'odd');
+    mkdirSync(odd);
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(odd, 'k.pem'), '-out', join(odd, 'root-cert.pem'), '-days', '10', '-subj', '/O=odd', '-addext', 'subjectAltName=DER:30030101FF', '-addext', 'basicConstraints=critical,CA:TRUE'], { stdio: 'ignore' });
+    const registry = new Registry();
+    const metrics = new InventoryMetrics(registry);
+    const m = new ExpiryMonitor(options([{ name: 'default', dir: odd }, { name: 'payments', dir: odd }]), createLogger('silent'), metrics);
+    const r = await m.check();
+    expect(r.ca.map((e) => `${e.issuer} ${e.role} ${e.subject} ${e.state}`)).toEqual(['default root O=odd warning', 'payments root O=odd warning']);
+    // One certificate in its window, though two issuers name it.
+    expect(await registry.getSingleMetricAsString('meshcert_ca_certs_in_warning_window')).toMatch(/^meshcert_ca_certs_in_warning_window 1$/m);
   });
 });
