@@ -28,6 +28,8 @@ export interface IssuedCertificate {
   readonly leaf: SignedLeaf;
   /** The policy rule that allowed it. */
   readonly policyRule?: string;
+  /** The cluster it was issued under (an empty `clusterid` is the default cluster). */
+  readonly cluster?: string;
   /** Extra SANs granted by policy. */
   readonly dnsNames?: readonly string[];
   /** Namespace and service account of an Istio workload identity. */
@@ -150,12 +152,13 @@ export class Authority {
     // An alias asked for in the CSR (the caller's namespace and service account in another trust
     // domain of the mesh) must pass the rules of the caller's own trust domain too.
     const own = subject.identities.includes(spiffeId) ? spiffeId : subject.identities.find((id) => sameWorkload(id, workload));
+    // A token is checked against the cluster the header names; a client certificate carries no
+    // cluster, so its holder does not get to choose one (and with it another cluster's rules).
+    const clusterId = caller.method === 'client-cert' ? this.deps.options.defaultCluster : req.auth.clusterId || this.deps.options.defaultCluster;
     const decision = policy.evaluate({
       trustDomain: workload?.trustDomain ?? trustDomainOf(spiffeId),
       ...(own !== undefined && own !== spiffeId ? { authenticatedTrustDomain: trustDomainOf(own) } : {}),
-      // A token is checked against the cluster the header names; a client certificate carries no
-      // cluster, so its holder does not get to choose one (and with it another cluster's rules).
-      clusterId: caller.method === 'client-cert' ? this.deps.options.defaultCluster : req.auth.clusterId || this.deps.options.defaultCluster,
+      clusterId,
       namespace: workload?.namespace ?? subject.namespace ?? '',
       serviceAccount: workload?.serviceAccount ?? subject.serviceAccount ?? '',
       impersonated: Boolean(impersonate),
@@ -190,6 +193,7 @@ export class Authority {
         issuer: issuer.name,
         key: csr.key,
         policyRule: decision.rule,
+        cluster: clusterId,
         dnsNames: decision.dnsNames,
         ...(workload ? { workload: { namespace: workload.namespace, serviceAccount: workload.serviceAccount } } : {}),
       },

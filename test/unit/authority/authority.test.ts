@@ -110,6 +110,8 @@ describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s'
     expect(leaf.verify(issuerCert.publicKey)).toBe(true);
     expect(cert.chain[0]).toBe(cert.leaf.pem);
     expect(cert.chain.at(-1)).toBe(registry.rootBundlePem);
+    // An empty clusterid is the default cluster: the record says which one.
+    expect(cert.cluster).toBe('Kubernetes');
   });
 
   it.each(['ec256', 'rsa2048'] as const)('refuses a %s CSR whose signature does not verify with CSR_BAD_SIGNATURE, and signs nothing', async (key) => {

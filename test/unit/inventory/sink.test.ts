@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { auditProblem } from '../../../src/inventory/common.js';
-import { ANONYMOUS_AUDIT_BURST, ANONYMOUS_SUMMARY_SECONDS, inventoryObserver, type RecordSink } from '../../../src/inventory/sink.js';
+import type { IssuedCertificate } from '../../../src/authority/authority.js';
+import { ANONYMOUS_AUDIT_BURST, ANONYMOUS_SUMMARY_SECONDS, inventoryObserver, recordFromIssued, type RecordSink } from '../../../src/inventory/sink.js';
 import type { AuditEvent } from '../../../src/inventory/types.js';
 
 function auditSink(): { sink: RecordSink; audit: AuditEvent[] } {
@@ -81,5 +82,22 @@ describe('inventoryObserver', () => {
       throw new Error('inventory recorder is closed');
     };
     expect(() => o.flush()).not.toThrow();
+  });
+});
+
+describe('recordFromIssued', () => {
+  it('records the cluster the certificate was issued under, also when the call sent no clusterid', () => {
+    const cert = {
+      caller: { method: 'jwt', identities: ['spiffe://td/ns/a/sa/b'] },
+      spiffeId: 'spiffe://td/ns/a/sa/b',
+      impersonated: false,
+      issuer: 'default',
+      key: { algorithm: 'ECDSA', size: 256, curve: 'P-256' },
+      leaf: { serial: '01', der: Buffer.from([1, 2, 3]), notBefore: new Date(0), notAfter: new Date(1000), pem: '' },
+      cluster: 'Kubernetes',
+      chain: [],
+    } as unknown as IssuedCertificate;
+    expect(recordFromIssued(cert, { clusterId: '' }).cluster).toBe('Kubernetes');
+    expect(recordFromIssued(cert, { clusterId: undefined }).cluster).toBe('Kubernetes');
   });
 });
