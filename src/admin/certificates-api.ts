@@ -19,7 +19,7 @@
  * 405 with `Allow: GET, HEAD` for other methods, 503 when the store fails (unreachable, closed...).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { parseDurationSeconds } from '../config/duration.js';
+import { parseDurationArg } from '../config/duration.js';
 import { InvalidCursorError, InvalidFilterError, type CertificateFilter, type CertificateRecord, type InventoryStore, type RecordSource } from '../inventory/types.js';
 
 export const CERTIFICATES_API_PATH = '/api/v1/certificates';
@@ -83,8 +83,7 @@ const KEY = /^[0-9a-f]{1,128}$/;
 
 /** A duration parameter: `90s`, `15m`, `24h`, `7d`, or a plain number of seconds. */
 export function parseDurationParam(value: string): number {
-  const v = value.trim();
-  return /^\d+$/.test(v) ? Number(v) : parseDurationSeconds(v);
+  return parseDurationArg(value);
 }
 
 /** `issued`, `discovered` or `discovered:<name>`; null otherwise. */

@@ -1,6 +1,6 @@
 import type { X509Certificate } from 'node:crypto';
 import { resolve } from 'node:path';
-import { formatDuration, parseDurationSeconds } from '../config/duration.js';
+import { formatDuration, parseDurationArg } from '../config/duration.js';
 import { importIstiod } from '../ca/import-istiod.js';
 import { initCaDir } from '../ca/init.js';
 import { loadCaDir } from '../ca/material.js';
@@ -152,7 +152,7 @@ function report(r: StepResult): number {
 function durationMs(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
   try {
-    return parseDurationSeconds(value) * 1000;
+    return parseDurationArg(value) * 1000;
   } catch (e) {
     throw new UsageError(`${flag}: ${(e as Error).message}`);
   }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { formatDuration, parseDurationSeconds } from '../config/duration.js';
+import { formatDuration, parseDurationArg } from '../config/duration.js';
 import { parseCsrPem } from '../csr/parse.js';
 import type { CsrKeyInfo, ParsedCsr } from '../csr/types.js';
 import { ConfigError, isCaError } from '../errors/ca-error.js';
@@ -84,7 +84,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
   let ttl: number | undefined;
   if (v.ttl !== undefined) {
     try {
-      ttl = parseDurationSeconds(/^\d+$/.test(v.ttl) ? Number(v.ttl) : v.ttl);
+      ttl = parseDurationArg(v.ttl);
     } catch (e) {
       throw new UsageError(`--ttl: ${(e as Error).message}`);
     }

@@ -2,7 +2,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CaClient, statusName } from '../client/ca-client.js';
 import { buildWorkloadCsr, type WorkloadKeyType } from '../client/workload-csr.js';
-import { parseDurationSeconds } from '../config/duration.js';
+import { parseDurationArg } from '../config/duration.js';
 import { mintDevToken } from '../dev/token-issuer.js';
 import { writeFileAtomic, writePrivateKey } from '../ca/files.js';
 import { serialHex } from '../x509/serial-hex.js';
@@ -45,7 +45,7 @@ export async function requestCommand(argv: string[]): Promise<number> {
   if (!['rsa2048', 'ec256', 'ec384'].includes(v.key!)) throw new UsageError('--key must be rsa2048, ec256 or ec384');
   let ttl: number;
   try {
-    ttl = parseDurationSeconds(v.ttl!);
+    ttl = parseDurationArg(v.ttl!);
   } catch (e) {
     throw new UsageError(`--ttl: ${(e as Error).message}`);
   }

@@ -18,3 +18,9 @@ export function formatDuration(seconds: number): string {
   }
   return `${seconds}s`;
 }
+
+/** A duration typed on a command line or in a query: a bare number is seconds, as in the config. */
+export function parseDurationArg(value: string): number {
+  const v = value.trim();
+  return parseDurationSeconds(/^\d+$/.test(v) ? Number(v) : v);
+}

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { formatDuration, parseDurationSeconds } from '../../../src/config/duration.js';
+import { formatDuration, parseDurationArg, parseDurationSeconds } from '../../../src/config/duration.js';
 
 describe('parseDurationSeconds', () => {
   it.each([
@@ -49,6 +49,16 @@ describe('parseDurationSeconds', () => {
 
   it('says how to write a duration', () => {
     expect(() => parseDurationSeconds('soon')).toThrow('use a number followed by s, m, h or d (e.g. 24h)');
+  });
+});
+
+describe('parseDurationArg (command lines and queries)', () => {
+  it('reads a bare number as seconds, as the config does, and anything else as a duration', () => {
+    expect(parseDurationArg('3600')).toBe(3600);
+    expect(parseDurationArg(' 90 ')).toBe(90);
+    expect(parseDurationArg('24h')).toBe(86_400);
+    expect(() => parseDurationArg('-5')).toThrow(/invalid duration/);
+    expect(() => parseDurationArg('1 day')).toThrow(/invalid duration/);
   });
 });
 
