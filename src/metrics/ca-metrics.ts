@@ -152,6 +152,10 @@ export class InventoryMetrics {
   readonly dropped: Gauge;
   readonly rejected: Gauge;
   readonly auditLost: Gauge;
+  /** The same three counts as counters (`_total`), which is what they are: the gauges stay for dashboards made on them. */
+  readonly droppedTotal: Counter;
+  readonly rejectedTotal: Counter;
+  readonly auditLostTotal: Counter<'reason'>;
   /** Items a worker shipped that the primary's inventory refused (see src/runtime/inventory-intake.ts). */
   readonly refusedFromWorkers: Counter<'kind'>;
   readonly storeUp: Gauge;
@@ -177,6 +181,34 @@ export class InventoryMetrics {
         if (!self.recorder) return;
         this.set({ reason: 'dropped' }, self.recorder.stats.auditDropped);
         this.set({ reason: 'rejected' }, self.recorder.stats.auditRejected);
+      },
+    });
+    // The recorder's counts only rise (until a restart, which Prometheus reads as a counter reset):
+    // each scrape adds what they rose by since the last.
+    const following = (read: () => number | undefined): ((c: Counter<string>, labels?: Record<string, string>) => void) => {
+      let last = 0;
+      return (c, labels) => {
+        const v = read();
+        if (v === undefined || v <= last) return;
+        if (labels) c.inc(labels, v - last);
+        else c.inc(v - last);
+        last = v;
+      };
+    };
+    const droppedNow = following(() => self.recorder?.dropped);
+    const rejectedNow = following(() => self.recorder?.stats.rejected);
+    const auditDroppedNow = following(() => self.recorder?.stats.auditDropped);
+    const auditRejectedNow = following(() => self.recorder?.stats.auditRejected);
+    this.droppedTotal = new Counter({ name: 'meshcert_inventory_dropped_records_total', help: 'Records dropped because the buffer overflowed (failClosed off).', registers: r, collect() { droppedNow(this); } });
+    this.rejectedTotal = new Counter({ name: 'meshcert_inventory_rejected_records_total', help: 'Certificate records the store refused as invalid data and that were discarded.', registers: r, collect() { rejectedNow(this); } });
+    this.auditLostTotal = new Counter({
+      name: 'meshcert_inventory_audit_events_lost_total',
+      help: 'Audit events not stored: dropped because the buffer overflowed, or refused by the store as invalid.',
+      labelNames: ['reason'],
+      registers: r,
+      collect() {
+        auditDroppedNow(this, { reason: 'dropped' });
+        auditRejectedNow(this, { reason: 'rejected' });
       },
     });
     this.refusedFromWorkers = new Counter({

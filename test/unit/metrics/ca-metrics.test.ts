@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
-import { CaMetrics } from '../../../src/metrics/ca-metrics.js';
+import { CaMetrics, InventoryMetrics } from '../../../src/metrics/ca-metrics.js';
 
 let base: string;
 let a: { root: X509Certificate; inter: X509Certificate };
@@ -89,5 +89,27 @@ describe('CaMetrics expiry gauges', () => {
     expect(text).toMatch(/meshcert_ca_cert_expiry_timestamp_seconds\{issuer="default",role="root",subject="O=a, CN=a root CA [0-9-]+"\} /);
     expect(text).toMatch(/role="serving"/);
     expect(value(text, 'citadel_server_root_cert_expiry_timestamp')).toBe(notAfter(a.root));
+  });
+});
+
+describe('InventoryMetrics counters', () => {
+  it('expose the recorder\'s rising counts as _total counters that follow them across scrapes', async () => {
+    const registry = new Registry();
+    const m = new InventoryMetrics(registry);
+    const stats = { rejected: 0, auditDropped: 0, auditRejected: 0 };
+    const recorder = { backlog: 0, storeHealthy: true, dropped: 0, stats };
+    m.recorder = recorder;
+    const read = async (name: string): Promise<string> => (await registry.getSingleMetricAsString(name)).split('\n').filter((l) => !l.startsWith('#')).join('\n');
+    expect(await read('meshcert_inventory_dropped_records_total')).toBe('meshcert_inventory_dropped_records_total 0');
+    recorder.dropped = 7;
+    stats.auditDropped = 2;
+    stats.rejected = 1;
+    expect(await read('meshcert_inventory_dropped_records_total')).toBe('meshcert_inventory_dropped_records_total 7');
+    expect(await read('meshcert_inventory_rejected_records_total')).toBe('meshcert_inventory_rejected_records_total 1');
+    recorder.dropped = 10;
+    expect(await read('meshcert_inventory_dropped_records_total')).toBe('meshcert_inventory_dropped_records_total 10');
+    expect(await read('meshcert_inventory_audit_events_lost_total')).toContain('meshcert_inventory_audit_events_lost_total{reason="dropped"} 2');
+    // The gauge of the same count stays, for dashboards made on it.
+    expect(await read('meshcert_inventory_dropped_records')).toBe('meshcert_inventory_dropped_records 10');
   });
 });
