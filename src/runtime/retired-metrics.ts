@@ -14,13 +14,14 @@ const COMPACT_AT = 8;
  */
 export class RetiredWorkerMetrics {
   private list: WorkerMetricsJson[] = [];
+  private compacting = false;
 
   retire(last: WorkerMetricsJson): void {
     // prom-client declares `type` a numeric enum; at run time it is the string ('counter', 'gauge'...).
     const counts = last.filter((m) => ['counter', 'histogram'].includes(String(m.type)));
     if (counts.length === 0) return;
     this.list.push(counts);
-    if (this.list.length >= COMPACT_AT) void this.compact();
+    if (this.list.length >= COMPACT_AT && !this.compacting) void this.compact();
   }
 
   /** To be aggregated with the live workers' metrics. */
@@ -29,9 +30,14 @@ export class RetiredWorkerMetrics {
   }
 
   private async compact(): Promise<void> {
-    const batch = this.list;
-    const merged = await AggregatorRegistry.aggregate(batch).getMetricsAsJSON();
-    // Workers retired while this ran stay in the list after the merge.
-    this.list = [merged, ...this.list.filter((s) => !batch.includes(s))];
+    this.compacting = true;
+    try {
+      // A copy: workers retired while this awaits join the list, not the batch, and stay after the merge.
+      const batch = [...this.list];
+      const merged = await AggregatorRegistry.aggregate(batch).getMetricsAsJSON();
+      this.list = [merged, ...this.list.filter((s) => !batch.includes(s))];
+    } finally {
+      this.compacting = false;
+    }
   }
 }

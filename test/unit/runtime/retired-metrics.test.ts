@@ -38,3 +38,18 @@ describe('RetiredWorkerMetrics', () => {
     expect(await sum(retired.snapshots())).toContain('citadel_server_success_cert_issuance_count 200');
   });
 });
+
+describe('RetiredWorkerMetrics under back-to-back exits', () => {
+  it('counts each worker once when retirements arrive while a merge is under way', async () => {
+    const snapshots = await Promise.all(Array.from({ length: 20 }, () => worker(10)));
+    const retired = new RetiredWorkerMetrics();
+    // All in one turn, then some between the merge's awaits.
+    for (const s of snapshots.slice(0, 10)) retired.retire(s);
+    for (const s of snapshots.slice(10)) {
+      await Promise.resolve();
+      retired.retire(s);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await sum(retired.snapshots())).toContain('citadel_server_success_cert_issuance_count 200');
+  });
+});
