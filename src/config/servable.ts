@@ -13,7 +13,9 @@ export function servabilityProblems(config: MeshcertConfig): string[] {
   }
   if (!config.auth.clientCertificates) {
     config.auth.clusters.forEach((c, i) => {
-      if (c.jwt.length === 0 && c.tokenReview === undefined) problems.push(`auth.clusters.${i}: cluster "${c.name}" has no authenticator: add jwt issuers or tokenReview`);
+      // The dev token issuer joins the default cluster's authenticators.
+      const devIssuer = config.dev.tokenIssuer && c.name === config.auth.defaultCluster;
+      if (c.jwt.length === 0 && c.tokenReview === undefined && !devIssuer) problems.push(`auth.clusters.${i}: cluster "${c.name}" has no authenticator: add jwt issuers or tokenReview`);
     });
   }
   return problems;

@@ -24,6 +24,11 @@ describe('servabilityProblems', () => {
     ]);
   });
 
+  it('counts the dev token issuer as the default cluster\'s authenticator', () => {
+    expect(problems({ dev: { tokenIssuer: true }, auth: { clientCertificates: false, clusters: [{ name: 'Kubernetes', trustDomain: 'example.org' }] } })).toEqual([]);
+    expect(problems({ dev: { tokenIssuer: true }, auth: { clientCertificates: false, clusters: [{ name: 'other' }] } })).toHaveLength(1);
+  });
+
   it('assertServable throws a ConfigError naming the source and every problem', () => {
     const config = parseConfig({ auth: { clientCertificates: false } }, {});
     expect(() => assertServable(config, '/etc/m.yaml')).toThrow(ConfigError);
