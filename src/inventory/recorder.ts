@@ -375,7 +375,7 @@ export class InventoryRecorder {
       auditDropped: this.audit.dropped,
       rejected: this.certs.rejected,
       auditRejected: this.audit.rejected,
-      storeHealthy: this.healthy,
+      storeHealthy: this.storeHealthy,
     };
   }
 
