@@ -30,6 +30,7 @@ export class ExpiryMonitor {
   ) {}
 
   private checking = false;
+  private again = false;
 
   start(): void {
     void this.tick();
@@ -53,15 +54,26 @@ export class ExpiryMonitor {
     if (this.timer) void this.tick();
   }
 
-  /** A timer's check, skipped while the last one still runs (a slow store must not pile them up). */
+  /**
+   * A timer's check, not run twice at once (a slow store must not pile them up); one asked for
+   * while another runs (a reload's) runs after it, since that one read the config before.
+   */
   private async tick(): Promise<void> {
-    if (this.checking) return;
+    if (this.checking) {
+      this.again = true;
+      return;
+    }
     this.checking = true;
     try {
-      await this.check();
-    } catch (err) {
-      // Never an unhandled rejection: say so, and the next tick tries again.
-      this.logger.error({ err }, 'expiry check failed');
+      do {
+        this.again = false;
+        try {
+          await this.check();
+        } catch (err) {
+          // Never an unhandled rejection: say so, and the next tick tries again.
+          this.logger.error({ err }, 'expiry check failed');
+        }
+      } while (this.again);
     } finally {
       this.checking = false;
     }

@@ -55,3 +55,26 @@ describe('ExpiryMonitor and odd certificates', () => {
     expect(await registry.getSingleMetricAsString('meshcert_ca_certs_in_warning_window')).toMatch(/^meshcert_ca_certs_in_warning_window 1$/m);
   });
 });
+
+describe('ExpiryMonitor and reloads', () => {
+  it('checks again after a running check when a reload comes in during it (that check read the old config)', async () => {
+    const m = new ExpiryMonitor(options([{ name: 'default', dir: a }]), createLogger('silent'));
+    const seen: string[][] = [];
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const check = m.check.bind(m);
+    m.check = async (now?: Date) => {
+      const r = await check(now);
+      seen.push([...new Set(r.ca.map((e) => e.issuer))]);
+      if (seen.length === 1) await held; // the first check is slow (a slow store, say)
+      return r;
+    };
+    m.start();
+    await expect.poll(() => seen.length).toBe(1);
+    m.update(options([{ name: 'default', dir: a }, { name: 'payments', dir: b }]));
+    release();
+    await expect.poll(() => seen.length).toBe(2);
+    expect(seen[1]).toEqual(['default', 'payments']);
+    m.stop();
+  });
+});
