@@ -19,7 +19,7 @@ export function ceilingFor(workload: Workload, ceilings: { rsa2048: number; ec25
 }
 
 export interface H2loadRowCounts {
-  /** h2load's own failed requests (transport). */
+  /** h2load's own failed requests: transport failures and non-2xx HTTP answers. */
   failed: number;
   /** Answers with an HTTP status outside 2xx. */
   non2xx: number;
@@ -38,14 +38,16 @@ export interface H2loadRowCounts {
 }
 
 /**
- * Errors of an h2load row, counted directly: h2load's transport failures, answers that were not
- * HTTP 2xx, the server's refusals (but for the teardown's cancellations), and calls h2load saw
+ * Errors of an h2load row, counted directly: h2load's failures (transport, and answers that were
+ * not HTTP 2xx), the server's refusals (but for the teardown's cancellations), and calls h2load saw
  * done that the server logged no outcome for (a non-OK status sent outside the refusal path).
  */
 export function h2loadRowErrors(c: H2loadRowCounts): { errors: number; refusals: number; unaccounted: number } {
   const refusals = c.refused - c.cancelled;
-  const unaccounted = Math.max(0, c.done - c.issued - c.refused);
-  return { errors: c.failed + c.non2xx + refusals + unaccounted, refusals, unaccounted };
+  // Cancelled calls were abandoned, not done: only the other refusals account for done calls.
+  const unaccounted = Math.max(0, c.done - c.issued - refusals);
+  // h2load's `failed` includes answers with a non-2xx HTTP status (its manual): not added again.
+  return { errors: c.failed + refusals + unaccounted, refusals, unaccounted };
 }
 
 export interface MemorySample {

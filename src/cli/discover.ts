@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { discover, discoveryExitCode, type DiscoveryReport } from '../discovery/discover.js';
+import { parseDurationArg } from '../config/duration.js';
 import { UsageError } from './args.js';
 import { openInventory, resolveInventoryTarget, StoreOpenError } from './certs.js';
 
@@ -66,9 +67,15 @@ export function parseDiscoverArgs(argv: string[]): {
   if (files.length === 0 && endpoints.length === 0 && !v['k8s-secrets']) throw new UsageError(`discover needs --files, --endpoints or --k8s-secrets\n${DISCOVER_USAGE}`);
   let endpointTimeoutMs: number | undefined;
   if (v['endpoint-timeout'] !== undefined) {
-    const m = /^(\d+)(ms|s)?$/.exec(v['endpoint-timeout']);
-    if (!m || Number(m[1]) === 0) throw new UsageError('--endpoint-timeout must be a positive number of seconds (5s) or milliseconds (500ms)');
-    endpointTimeoutMs = m[2] === 'ms' ? Number(m[1]) : Number(m[1]) * 1000;
+    // A duration as every option takes it, and milliseconds (500ms) besides.
+    const raw = v['endpoint-timeout'];
+    const ms = /^(\d+)ms$/.exec(raw.trim());
+    try {
+      endpointTimeoutMs = ms ? Number(ms[1]) : parseDurationArg(raw) * 1000;
+    } catch {
+      endpointTimeoutMs = 0;
+    }
+    if (!(endpointTimeoutMs > 0) || endpointTimeoutMs > 2_147_483_647) throw new UsageError('--endpoint-timeout must be a positive duration (5s, 1m, 500ms; a bare number is seconds)');
   }
   return {
     files,

@@ -643,6 +643,10 @@ describe('meshcert discover (CLI)', () => {
       json: false,
     });
     expect(parseDiscoverArgs(['--endpoints', 'h:1', '--endpoint-timeout', '500ms']).endpointTimeoutMs).toBe(500);
+    // Durations as every option takes them.
+    expect(parseDiscoverArgs(['--endpoints', 'h:1', '--endpoint-timeout', '1m']).endpointTimeoutMs).toBe(60_000);
+    expect(parseDiscoverArgs(['--endpoints', 'h:1', '--endpoint-timeout', '7']).endpointTimeoutMs).toBe(7000);
+    expect(() => parseDiscoverArgs(['--endpoints', 'h:1', '--endpoint-timeout', 'soon'])).toThrow(/must be a positive duration/);
     expect(() => parseDiscoverArgs([])).toThrow(UsageError);
     expect(() => parseDiscoverArgs(['stray'])).toThrow(/unexpected argument "stray"/);
     expect(() => parseDiscoverArgs(['--json', 'x.pem'])).toThrow(UsageError);
