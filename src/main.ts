@@ -3,7 +3,6 @@
  * The only module that knows every other one.
  */
 import type { Socket } from 'node:net';
-import { availableParallelism } from 'node:os';
 import { AuthChain } from './auth/chain.js';
 import { ClientCertAuthenticator } from './auth/client-cert.js';
 import { JwtAuthenticator, type JwtIssuerOptions } from './auth/jwt.js';
@@ -18,6 +17,7 @@ import type { MeshcertConfig } from './config/schema.js';
 import { ensureDevIssuer } from './dev/token-issuer.js';
 import { CaError, ConfigError } from './errors/ca-error.js';
 import { assertServable } from './config/servable.js';
+import { usableCpus } from './runtime/cpus.js';
 import { fanOut, type IssuanceObserver } from './authority/observer.js';
 import { certificateAdmission, createCertificateHandler } from './grpc/certificate-service.js';
 import { inventoryObserver, type RecordSink } from './inventory/sink.js';
@@ -189,7 +189,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     authenticate: (req) => auth.chain.authenticate(req),
     schedule: (work) => slicer.run(work),
     // On the thread pool only when there is a second core for it to use.
-    signatures: o.signatures ?? (availableParallelism() > 1 ? 'pool' : 'inline'),
+    signatures: o.signatures ?? (usableCpus() > 1 ? 'pool' : 'inline'),
     issuers,
     policy: () => state.policy,
     options: { backdate: config.issuance.backdate, defaultCluster: auth.defaultCluster, trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [] },

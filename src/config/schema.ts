@@ -152,7 +152,8 @@ export const configSchema = z.strictObject({
        */
       maxConnections: z.number().int().min(0).max(1_000_000).default(0),
       /**
-       * Processes serving gRPC (Node runs JavaScript on one core per process). 'auto' = one per CPU;
+       * Processes serving gRPC (Node runs JavaScript on one core per process). 'auto' = one per CPU
+       * the process may use (its cgroup CPU limit, rounded up, included: runtime/cpus.ts);
        * 1 serves from the main process.
        */
       workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)]).default('auto'),

@@ -6,13 +6,13 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Socket } from 'node:net';
-import { availableParallelism } from 'node:os';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
 import { flagMb, processFlags } from './heap-pressure.js';
 import { ConnectionDispatcher, type DispatchTarget } from './dispatcher.js';
+import { usableCpus } from './cpus.js';
 import { RetiredWorkerMetrics, type WorkerMetricsJson } from './retired-metrics.js';
 
 /** Marks a process forked by `serve`; the config itself arrives over IPC (no secrets in the environment, no size limit). */
@@ -47,7 +47,7 @@ export type PrimaryMessage =
   | InventoryStateMessage;
 
 export function workerCount(config: MeshcertConfig): number {
-  return config.server.workers === 'auto' ? Math.max(1, availableParallelism()) : config.server.workers;
+  return config.server.workers === 'auto' ? usableCpus() : config.server.workers;
 }
 
 export function isWorker(): boolean {
