@@ -353,8 +353,8 @@ function readYamlFile<T>(rel: string): T {
 
 function expectedCaAddress(): { address: string; host: string } {
   const svc = readYamlFile<Service>('deploy/kubernetes/base/service.yaml');
-  const grpc = svc.spec.ports.find((p) => p.name === 'grpc');
-  expect(grpc, 'base Service has a port named grpc').toBeDefined();
+  const grpc = svc.spec.ports.find((p) => p.name === 'tls-grpc');
+  expect(grpc, 'base Service has a port named tls-grpc').toBeDefined();
   const host = `${svc.metadata.name}.${svc.metadata.namespace}.svc`;
   return { address: `${host}:${grpc!.port}`, host };
 }
@@ -471,6 +471,20 @@ describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('
       expect(r?.limits?.cpu, 'limits.cpu').toBeTruthy();
     });
 
+    it('bounds connections so that the memory limit holds them: workers (one per CPU of the limit) x maxConnections x 50 KB, plus the idle processes, fit', () => {
+      const r = mainContainer(meshcertDeployment(objects)).resources!;
+      const cpus = Math.ceil(Number(r.limits!.cpu));
+      const limitMb = Number(/^(\d+)Mi$/.exec(r.limits!.memory!)?.[1]);
+      const config = baseConfig();
+      // server.workers auto is one per CPU of the pod's limit (src/runtime/cpus.ts), or a number.
+      const workers = config.server.workers === 'auto' ? cpus : config.server.workers;
+      expect(config.server.maxConnections, 'server.maxConnections is set').toBeGreaterThan(0);
+      // README "Performance": about 50 KB per connection outside the V8 heap; the processes, idle and
+      // with their heaps at their limits, about 250 MB plus 192 MB per worker.
+      const needMb = workers * config.server.maxConnections * 0.05 + 250 + workers * config.server.workerHeapMb;
+      expect(needMb, `${workers} workers x ${config.server.maxConnections} connections need about ${needMb} MB`).toBeLessThanOrEqual(limitMb);
+    });
+
     it('leaves the V8 heap limit to server.workerHeapMb (a --max-old-space-size in NODE_OPTIONS would override it and the memory-pressure mark measured against it)', () => {
       const env = mainContainer(meshcertDeployment(objects)).env ?? [];
       for (const e of env) if (e.name === 'NODE_OPTIONS') expect(e.value ?? '').not.toMatch(/max[-_]old[-_]space[-_]size/);
@@ -539,14 +553,14 @@ describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('
       expect(only(objects, 'Namespace', NAMESPACE).metadata.labels?.['istio-injection']).toBe('disabled');
     });
 
-    it('exposes gRPC as Service port 443 -> 15012 (name grpc, appProtocol grpc) and metrics on 9402', () => {
+    it('exposes gRPC over TLS as Service port 443 -> 15012 (name tls-grpc, appProtocol tls: Istio reads grpc as plaintext) and metrics on 9402', () => {
       const d = meshcertDeployment(objects);
       const c = mainContainer(d);
       const svc = only<Service>(objects, 'Service', 'meshcert');
       expect(selects(svc.spec.selector, d.spec.template.metadata.labels), 'Service selects the pods').toBe(true);
       const grpc = svc.spec.ports.find((p) => p.port === 443);
-      expect(grpc?.name).toBe('grpc');
-      expect(grpc?.appProtocol).toBe('grpc');
+      expect(grpc?.name).toBe('tls-grpc');
+      expect(grpc?.appProtocol).toBe('tls');
       expect(resolvePort(c, grpc?.targetPort)).toBe(GRPC_PORT);
       const metrics = svc.spec.ports.find((p) => p.port === ADMIN_PORT);
       expect(metrics, 'metrics port').toBeDefined();
