@@ -132,7 +132,7 @@ export const configSchema = z.strictObject({
        * A connection that has not finished its TLS handshake by then is dropped. Longer than gRPC's
        * 20 s minimum connect timeout: in a storm of new connections the handshakes queue behind each
        * other (about 1.5-2 ms of CPU each), and dropping one the client still waits for throws the
-       * work away and sends it to reconnect (README "Performance").
+       * work away and sends it to reconnect (bench/HISTORY.md, round 5).
        */
       handshakeTimeout: timerDuration(1).prefault('30s'),
       /**
@@ -169,7 +169,7 @@ export const configSchema = z.strictObject({
       /**
        * V8 semi-space of each worker process, MB (0: Node's default, 16 on 64-bit). Under load the
        * young generation holds three semi-spaces; 2 saves about 30 MB per worker for about 8 % more
-       * CPU per certificate (measured; README "Performance").
+       * CPU per certificate (measured; bench/HISTORY.md).
        */
       workerSemiSpaceMb: z.number().int().min(0).max(256).default(0),
       /**
@@ -177,7 +177,7 @@ export const configSchema = z.strictObject({
        * (V8's --initial-old-space-size; 0: V8's default). A worker's live heap is about 15 MB, and V8
        * sizes its next collection from that: at 2,200 certificates/s a worker ran a 5-15 ms
        * mark-compact every 1.6 s, and requests arriving during one wait for it; at 64, one every
-       * 4-9 s (measured; README "Performance"). It costs at most that much more garbage held per
+       * 4-9 s (measured; bench/HISTORY.md, round 7). It costs at most that much more garbage held per
        * worker; above it V8 sizes collections as before. `auto`: a third of workerHeapMb (64 for
        * the default 192), or 64 when the heap has no limit. V8 may use less when it is close to
        * workerHeapMb.
