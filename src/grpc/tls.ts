@@ -13,5 +13,19 @@ export interface ServingIdentity {
  * reload) and swapped in with setSecureContext: new handshakes use it, live connections keep theirs.
  */
 export function secureContextOptions(i: ServingIdentity): SecureContextOptions {
-  return { cert: i.certChainPem, key: i.keyPem, ...(i.clientCaPem ? { ca: i.clientCaPem } : {}), minVersion: 'TLSv1.2' };
+  return { cert: i.certChainPem, key: i.keyPem, ...(i.clientCaPem ? { ca: i.clientCaPem } : {}), minVersion: 'TLSv1.2', ciphers: TLS12_CIPHERS };
 }
+
+/**
+ * TLS 1.2 suites: ECDHE with AEAD only. Node's defaults also offer CBC suites (some with SHA-1),
+ * which HTTP/2 forbids (RFC 9113 §9.2.2) and Go's and rustls' clients never pick. TLS 1.3's suites
+ * are not set here (OpenSSL's defaults, all AEAD).
+ */
+export const TLS12_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');

@@ -125,6 +125,18 @@ describe('CreateCertificate over TLS (istio-agent shaped requests)', () => {
     expect(out).toMatch(/TLSv1\.[23]/);
   });
 
+  it('offers only ECDHE with AEAD over TLS 1.2 (openssl s_client): no CBC suite, which HTTP/2 forbids', async () => {
+    const handshake = (cipher: string): Promise<string> =>
+      new Promise<string>((resolve) => {
+        const child = execFile('openssl', ['s_client', '-tls1_2', '-cipher', cipher, '-alpn', 'h2', '-connect', ca.address, '-servername', 'localhost'], { timeout: 10_000 }, (_e, stdout, stderr) => resolve(stdout + stderr));
+        child.stdin?.end();
+      });
+    expect(await handshake('ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256')).toMatch(/Cipher is ECDHE-(ECDSA|RSA)-AES128-GCM-SHA256/);
+    for (const cbc of ['ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA', 'ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256']) {
+      expect(await handshake(cbc), cbc).toMatch(/Cipher is \(NONE\)|handshake failure/);
+    }
+  });
+
   it('answers 200 concurrent requests over several connections with 200 distinct serials', async () => {
     const clients = Array.from({ length: 5 }, () => ca.client());
     const token = await mintToken({ ns: 'load', sa: 'worker' });
