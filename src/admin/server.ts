@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import { handleCertificatesApi } from './certificates-api.js';
-import { listenOn } from '../net/host-port.js';
+import { isIP } from 'node:net';
+import { listenOn, splitHostPort } from '../net/host-port.js';
 import type { InventoryStore } from '../inventory/types.js';
 import type { Logger } from '../log/logger.js';
 
@@ -25,11 +26,17 @@ export interface AdminServerOptions {
  * within bounds), and the read-only certificate inventory API.
  */
 export async function startAdminServer(o: AdminServerOptions): Promise<{ port: number; close(): Promise<void> }> {
+  const loopback = isLoopback(splitHostPort(o.listen).host);
   const server: Server = createServer((req, res) => {
     const send = (status: number, body: string, type = 'text/plain; charset=utf-8', extra: Record<string, string> = {}): void => {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', ...extra });
       res.end(body); // Node sends no body for HEAD
     };
+    // On loopback, a web page the user has open could reach this server through DNS rebinding (its
+    // own name resolving to 127.0.0.1) and read the inventory: only local names and addresses.
+    if (loopback && !isLocalHostHeader(req.headers.host)) {
+      return send(421, `${JSON.stringify({ error: 'the admin server answers only requests addressed to localhost or an IP address' })}\n`, 'application/json');
+    }
     const path = (req.url ?? '/').split('?')[0];
     void (async () => {
       try {
@@ -72,3 +79,13 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
   };
 }
 
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** A Host header naming this machine by a local name or any IP literal (never a DNS name that could be rebound). */
+export function isLocalHostHeader(host: string | undefined): boolean {
+  if (host === undefined) return true; // HTTP/1.0 without Host: no name to rebind
+  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
+  return name.toLowerCase() === 'localhost' || isIP(name) !== 0;
+}

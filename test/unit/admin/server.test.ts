@@ -1,5 +1,6 @@
+import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startAdminServer } from '../../../src/admin/server.js';
+import { isLocalHostHeader, startAdminServer } from '../../../src/admin/server.js';
 import { createLogger } from '../../../src/log/logger.js';
 
 describe('the admin server without an inventory', () => {
@@ -36,5 +37,42 @@ describe('the admin server without an inventory', () => {
     const other = await fetch(url('/nope'));
     expect(other.status).toBe(404);
     expect(await other.json()).toEqual({ error: 'not found' });
+  });
+});
+
+describe('the admin server on loopback and the Host header (DNS rebinding)', () => {
+  let admin: Awaited<ReturnType<typeof startAdminServer>>;
+  beforeAll(async () => {
+    admin = await startAdminServer({
+      listen: '127.0.0.1:0',
+      logger: createLogger('silent'),
+      metrics: () => Promise.resolve({ contentType: 'text/plain; version=0.0.4', body: 'm 1\n' }),
+      readiness: () => Promise.resolve([{ name: 'ca', ok: true }]),
+    });
+  });
+  afterAll(() => admin?.close());
+
+  /** A GET with the Host header as given (fetch does not let a caller set it). */
+  const get = (host: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: admin.port, path: '/metrics', headers: { host } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+
+  it('answers requests addressed to localhost or an IP literal, and refuses a DNS name with 421', async () => {
+    for (const host of [`localhost:${admin.port}`, `127.0.0.1:${admin.port}`, `[::1]:${admin.port}`, 'LOCALHOST']) expect(await get(host), host).toBe(200);
+    for (const host of [`attacker.example:${admin.port}`, 'meshcert.meshcert.svc']) expect(await get(host), host).toBe(421);
+  });
+
+  it('reads Host headers as names and addresses', () => {
+    expect(isLocalHostHeader(undefined)).toBe(true);
+    expect(isLocalHostHeader('10.1.2.3:9402')).toBe(true);
+    expect(isLocalHostHeader('[fe80::1]:9402')).toBe(true);
+    expect(isLocalHostHeader('localhost.attacker.example')).toBe(false);
+    expect(isLocalHostHeader('127.0.0.1.nip.io')).toBe(false);
   });
 });
