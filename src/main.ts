@@ -239,6 +239,8 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       requestReadTimeout: config.server.requestReadTimeout,
       idleTimeout: config.server.idleTimeout,
       maxConnections: config.server.maxConnections,
+      // The same budget for requests still arriving as for admitted ones (both are request bytes held).
+      maxUploadBytes: config.overload.maxInFlightBytes,
       memoryPressure: pressure,
       onConnectionShed: (reason) => o.metrics?.connectionsShed.inc({ reason }),
     },

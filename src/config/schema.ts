@@ -306,7 +306,9 @@ export const configSchema = z.strictObject({
       maxInFlight: z.number().int().min(1).default(4096),
       /**
        * Request bytes those calls may hold at once per worker process (at least one call is
-       * always admitted); beyond it: UNAVAILABLE. Bounds memory when requests are large.
+       * always admitted); beyond it: UNAVAILABLE. Bounds memory when requests are large. The same
+       * bound applies, separately, to requests still arriving: past it the oldest upload stalled for
+       * a second is dropped (UNAVAILABLE), so clients that never finish theirs cannot hold memory.
        */
       maxInFlightBytes: z.number().int().min(4096).default(16 * 1024 * 1024),
       /**

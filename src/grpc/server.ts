@@ -36,6 +36,14 @@ export interface GrpcServerOptions {
   /** Connections kept open at once (per process); one beyond it is closed as soon as it is accepted. 0 or absent: no limit. */
   readonly maxConnections?: number;
   /**
+   * Bytes of requests still arriving that this process holds at once; 0 or absent: no limit. Each
+   * stream may hold up to maxRequestBytes before admission sees it, so without a bound a client
+   * that starts uploads and never finishes them holds maxConcurrentStreams x maxRequestBytes per
+   * connection, outside the V8 heap. Beyond it the oldest stalled upload is dropped
+   * (UNAVAILABLE), or, with none, the new data's call; an upload alone is never refused.
+   */
+  readonly maxUploadBytes?: number;
+  /**
    * While high, new connections are closed as soon as they are accepted, and connections with no
    * call open get GOAWAY, so that a flood of connections cannot exhaust the heap.
    */
@@ -49,7 +57,12 @@ export type ConnectionShedReason = 'max_connections' | 'memory' | 'idle_memory';
 interface Upload {
   readonly started: number;
   readonly fail: (code: StatusCode, details: string) => void;
+  /** Bytes of the request received so far (held in memory until it is complete). */
+  bytes: number;
 }
+
+/** An upload younger than this is never made room for: a client sends a CSR in one read. */
+const STALLED_UPLOAD_MS = 1000;
 
 interface SessionActivity {
   /** Unary calls whose request is complete and which have not closed. */
@@ -154,6 +167,8 @@ export class GrpcServer {
   private readonly peers = new WeakMap<Http2Session, Peer>();
   /** Streams whose request is still arriving, for server.requestReadTimeout. */
   private readonly uploads = new Map<ServerHttp2Stream, Upload>();
+  /** Sum of Upload.bytes. */
+  private uploadBytes = 0;
   private sweeper: NodeJS.Timeout | undefined;
   private stopping = false;
   /** What each session is doing, to find the ones to shed when memory is short. */
@@ -311,9 +326,40 @@ export class GrpcServer {
     const now = performance.now();
     for (const [stream, u] of this.uploads) {
       if (now - u.started < readMs) continue;
-      this.uploads.delete(stream);
+      this.endUpload(stream);
       u.fail(Status.DEADLINE_EXCEEDED, `the request did not arrive within ${this.options.requestReadTimeout} s (server.requestReadTimeout)`);
     }
+  }
+
+  /** Forgets an upload (complete, failed or closed) and the bytes it held. */
+  private endUpload(stream: ServerHttp2Stream): void {
+    const u = this.uploads.get(stream);
+    if (u === undefined) return;
+    this.uploadBytes -= u.bytes;
+    this.uploads.delete(stream);
+  }
+
+  /**
+   * Counts `n` more bytes held by `upload` within server-wide maxUploadBytes, dropping the oldest
+   * stalled uploads (UNAVAILABLE: an agent retries) to make room; false when there is none to drop.
+   */
+  private holdUpload(stream: ServerHttp2Stream, upload: Upload, n: number): boolean {
+    const max = this.options.maxUploadBytes ?? 0;
+    if (max > 0 && this.uploadBytes + n > max) {
+      const now = performance.now();
+      // Oldest first (a Map keeps insertion order): the ones holding memory longest.
+      for (const [other, u] of this.uploads) {
+        if (this.uploadBytes + n <= max || now - u.started < STALLED_UPLOAD_MS) break;
+        if (other === stream) continue;
+        this.endUpload(other);
+        u.fail(Status.UNAVAILABLE, 'the request stalled while the server needed its memory for others; retry');
+      }
+      // One upload alone always gets in (as admission always admits one call).
+      if (this.uploadBytes + n > max && this.uploadBytes > upload.bytes) return false;
+    }
+    upload.bytes += n;
+    this.uploadBytes += n;
+    return true;
   }
 
   get boundPort(): number {
@@ -401,7 +447,7 @@ export class GrpcServer {
           }, timeoutMs);
     // Until its request is complete the stream is an upload: swept for server.requestReadTimeout,
     // and (with memory pressure) no reason to keep its connection.
-    const upload: Upload = { started: performance.now(), fail };
+    const upload: Upload = { started: performance.now(), fail, bytes: 0 };
     this.uploads.set(stream, upload);
     const activity = stream.session ? this.activity.get(stream.session) : undefined;
     if (activity) activity.lastActive = upload.started;
@@ -419,7 +465,7 @@ export class GrpcServer {
     stream.on('close', () => {
       done = true;
       if (timer) clearTimeout(timer);
-      this.uploads.delete(stream);
+      this.endUpload(stream);
       if (counted && --activity!.unaryCalls === 0) activity!.lastActive = performance.now();
       if (!handling) releaseOnce();
     });
@@ -427,6 +473,9 @@ export class GrpcServer {
     const body = new UnaryBody(this.options.maxRequestBytes);
     stream.on('data', (chunk: Buffer) => {
       if (done) return;
+      if (!this.holdUpload(stream, upload, chunk.length)) {
+        return fail(Status.UNAVAILABLE, 'the CA is busy (too many certificate requests in flight); retry with backoff');
+      }
       try {
         body.push(chunk);
       } catch (e) {
@@ -434,7 +483,7 @@ export class GrpcServer {
       }
     });
     stream.on('end', () => {
-      this.uploads.delete(stream);
+      this.endUpload(stream);
       if (activity && route.kind === 'unary' && !done) {
         counted = true;
         activity.unaryCalls++;

@@ -101,6 +101,49 @@ describe('server.requestReadTimeout', () => {
   }, 15_000);
 });
 
+describe('server maxUploadBytes (requests still arriving)', () => {
+  it('refuses data past the bound while every upload is fresh, then drops the oldest stalled one to make room; complete requests go on', async () => {
+    const { server: s, port: p, ca: pem } = await echoServer({ maxUploadBytes: 30_000 });
+    const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
+    try {
+      const session = connections.open(p, pem);
+      /** A call that declares 24,000 bytes and sends 12,000 (header included, one DATA frame), then stalls. */
+      const stall = async (): Promise<ReturnType<typeof startCall>> => {
+        const c = startCall(session, codec.path);
+        c.stream.write(Buffer.concat([Buffer.from([0, 0, 0, 0x5d, 0xc0]), Buffer.alloc(11_995)]));
+        await settle(); // arrived before the next one starts
+        return c;
+      };
+      const first = await stall();
+      const second = await stall();
+      // 24,000 held, both fresh: the third's 12,000 do not fit and nothing may be dropped yet.
+      const third = await (await stall()).reply;
+      expect(third.grpcStatus).toBe(Status.UNAVAILABLE);
+      expect(third.grpcMessage).toBe('the CA is busy (too many certificate requests in flight); retry with backoff');
+      // A complete request (a few bytes) still fits beside them.
+      expect(statusOf(await unaryCall(session, codec.path, frameMessage(Buffer.from('hi'))))).toBe(String(Status.OK));
+      // Once the first two have stalled for over a second, a new upload makes room: the oldest goes.
+      await new Promise((r) => setTimeout(r, 1_200));
+      const fourth = await stall();
+      const dropped = await first.reply;
+      expect(dropped.grpcStatus).toBe(Status.UNAVAILABLE);
+      expect(dropped.grpcMessage).toBe('the request stalled while the server needed its memory for others; retry');
+      // The second, stalled too, is kept while there is room...
+      let secondDone = false;
+      void second.reply.then(() => (secondDone = true));
+      await settle();
+      expect(secondDone).toBe(false);
+      // ...and gives way when the fourth, still arriving, needs it; the fourth is answered.
+      fourth.stream.end(Buffer.alloc(12_005));
+      expect((await fourth.reply).grpcStatus).toBe(Status.OK);
+      expect((await second.reply).grpcStatus).toBe(Status.UNAVAILABLE);
+      session.destroy();
+    } finally {
+      await s.shutdown();
+    }
+  }, 20_000);
+});
+
 describe('a client that does not read its responses', () => {
   it('has each unread response reset after server.requestReadTimeout, so its connection no longer counts calls in flight and closes when idle', async () => {
     const s = await echoServer({ requestReadTimeout: 1, idleTimeout: 1 });
