@@ -43,6 +43,8 @@ export interface GrpcServerOptions {
    * (UNAVAILABLE), or, with none, the new data's call; an upload alone is never refused.
    */
   readonly maxUploadBytes?: number;
+  /** Tests: EVICT_PENDING_MS and EVICT_IDLE_MS. */
+  readonly evictAfterMs?: { readonly pending: number; readonly idle: number };
   /**
    * While high, new connections are closed as soon as they are accepted, and connections with no
    * call open get GOAWAY, so that a flood of connections cannot exhaust the heap.
@@ -52,7 +54,7 @@ export interface GrpcServerOptions {
   readonly onConnectionShed?: (reason: ConnectionShedReason) => void;
 }
 
-export type ConnectionShedReason = 'max_connections' | 'memory' | 'idle_memory';
+export type ConnectionShedReason = 'max_connections' | 'max_connections_idle' | 'memory' | 'idle_memory';
 
 interface Upload {
   readonly started: number;
@@ -77,6 +79,14 @@ interface SessionActivity {
 const IDLE_BEFORE_SHED_MS = 1000;
 /** ...and one still open this long after its GOAWAY (a server stream keeps it) is destroyed. */
 const GOAWAY_GRACE_MS = 5000;
+/**
+ * At server.maxConnections, a TLS handshake pending this long gives its slot to a new connection
+ * (a client's handshake takes milliseconds, or seconds queued in a storm), so sockets that send
+ * nothing cannot hold the slots for the whole handshake timeout; and so does a connection with no
+ * unary call for EVICT_IDLE_MS.
+ */
+const EVICT_PENDING_MS = 5000;
+const EVICT_IDLE_MS = 10_000;
 /** The longest delay setTimeout honours (2^31-1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -164,6 +174,8 @@ export class GrpcServer {
   private readonly routes = new Map<string, Route>();
   private readonly sessions = new Set<ServerHttp2Session>();
   private readonly sockets = new Set<Socket>();
+  /** Accepted sockets whose TLS handshake has not finished, by remote address and port (oldest first). */
+  private readonly pending = new Map<string, { socket: Socket; since: number }>();
   private readonly peers = new WeakMap<Http2Session, Peer>();
   /** Streams whose request is still arriving, for server.requestReadTimeout. */
   private readonly uploads = new Map<ServerHttp2Stream, Upload>();
@@ -203,7 +215,7 @@ export class GrpcServer {
     // server.maxConnections (here rather than with net.Server's own limit, which does not see the
     // connections a cluster primary hands over), and closed by a shutdown whose grace has run out.
     this.server.on('connection', (socket: Socket) => {
-      if (options.maxConnections && this.sockets.size >= options.maxConnections) {
+      if (options.maxConnections && this.sockets.size >= options.maxConnections && !this.evictForNewConnection()) {
         this.logger.debug({ maxConnections: options.maxConnections }, 'connection refused: server.maxConnections reached');
         options.onConnectionShed?.('max_connections');
         socket.destroy();
@@ -218,19 +230,33 @@ export class GrpcServer {
         return;
       }
       this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
+      const key = `${socket.remoteAddress}|${socket.remotePort}`;
+      this.pending.set(key, { socket, since: performance.now() });
+      socket.once('close', () => {
+        this.sockets.delete(socket);
+        if (this.pending.get(key)?.socket === socket) this.pending.delete(key);
+      });
     });
+    // The handshake is done: the TLS socket has the raw socket's remote address and port.
+    this.server.on('secureConnection', (tls: { remoteAddress?: string; remotePort?: number }) => this.pending.delete(`${tls.remoteAddress}|${tls.remotePort}`));
     this.server.on('session', (session: ServerHttp2Session) => {
       // Its handshake finished after shutdown began: GOAWAY at once, or it would hold the drain.
       if (this.stopping) session.close();
       this.sessions.add(session);
-      if (options.memoryPressure) this.activity.set(session, { unaryCalls: 0, lastActive: performance.now() });
+      if (options.memoryPressure || options.maxConnections) this.activity.set(session, { unaryCalls: 0, lastActive: performance.now() });
       session.on('close', () => {
         this.sessions.delete(session);
         this.activity.delete(session);
       });
-      // Idle connections are closed gracefully (GOAWAY; open calls such as a health Watch finish).
-      if (options.idleTimeout) session.setTimeout(options.idleTimeout * 1000, () => session.close());
+      // Idle connections (no frame either way) are closed gracefully: GOAWAY, and calls still open
+      // get GOAWAY_GRACE_MS to finish. A health Watch never does, and would hold the connection
+      // (and a server.maxConnections slot) for good.
+      if (options.idleTimeout) {
+        session.setTimeout(options.idleTimeout * 1000, () => {
+          session.close();
+          setTimeout(() => session.destroy(), GOAWAY_GRACE_MS).unref();
+        });
+      }
       // A broken connection ends its calls; it must never take the process down.
       session.on('error', (err: Error) => this.logger.debug({ err: err.message }, 'HTTP/2 session error'));
     });
@@ -270,6 +296,38 @@ export class GrpcServer {
       this.options.onConnectionShed?.('idle_memory');
       session.close();
     }
+  }
+
+  /**
+   * server.maxConnections is reached and a connection arrives: rather than refuse it, close the
+   * oldest connection that holds a slot for nothing, if there is one: a TLS handshake pending for
+   * EVICT_PENDING_MS, else an established connection with no unary call in progress and no new
+   * call for EVICT_IDLE_MS (a health Watch alone does not count). Clients of a CA call
+   * once every few hours, so most of its connections are idle, and a closed one reconnects for its
+   * next call; without this, sockets that never send a byte (or connections parked on a Watch)
+   * would hold every slot and lock the agents out.
+   */
+  private evictForNewConnection(): boolean {
+    const now = performance.now();
+    const after = this.options.evictAfterMs ?? { pending: EVICT_PENDING_MS, idle: EVICT_IDLE_MS };
+    for (const [key, p] of this.pending) {
+      if (now - p.since < after.pending) break; // oldest first: the rest are younger
+      this.pending.delete(key);
+      p.socket.destroy();
+      this.sockets.delete(p.socket);
+      this.options.onConnectionShed?.('max_connections_idle');
+      return true;
+    }
+    for (const [session, a] of this.activity) {
+      if (session.destroyed || a.unaryCalls > 0 || now - a.lastActive < after.idle) continue;
+      // Its raw socket leaves the count when it closes, a moment later.
+      this.activity.delete(session);
+      session.goaway(h2.NGHTTP2_NO_ERROR);
+      session.destroy();
+      this.options.onConnectionShed?.('max_connections_idle');
+      return true;
+    }
+    return false;
   }
 
   private reportShed(): void {

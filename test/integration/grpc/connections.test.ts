@@ -63,6 +63,95 @@ describe('server.maxConnections', () => {
   }, 15_000);
 });
 
+describe('server.maxConnections with connections that hold a slot for nothing', () => {
+  const watch: MethodCodec<Buffer, Buffer> = { path: '/t.T/Watch', deserialize: (b) => b, serialize: (r) => r };
+
+  /** An echo server with a Watch that never ends, evicting after 300 ms (pending) and 600 ms (idle). */
+  async function evictingServer(extra: Partial<GrpcServerOptions>): Promise<{ server: GrpcServer; port: number; ca: string; shed: string[] }> {
+    const identity = await localhostIdentity();
+    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
+    const reasons: string[] = [];
+    const s = new GrpcServer(
+      { listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, maxConnections: 2, evictAfterMs: { pending: 300, idle: 600 }, onConnectionShed: (r) => reasons.push(r), ...extra },
+      identity,
+      logger,
+    )
+      .unary(codec, (r) => r)
+      .serverStream(watch, (_r, _call, stream) => void stream.write(Buffer.from('serving')));
+    return { server: s, port: await s.start(), ca: identity.certChainPem, shed: reasons };
+  }
+
+  it('gives the slot of a socket that never starts its TLS handshake to a new connection, once it has waited', async () => {
+    // The handshake timeout (30 s) is far off: only the eviction can free the slots.
+    const { server: s, port: p, ca: pem, shed: reasons } = await evictingServer({});
+    const silent = [netConnect(p, '127.0.0.1'), netConnect(p, '127.0.0.1')];
+    try {
+      for (const raw of silent) {
+        raw.on('error', () => {});
+        await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+      }
+      const closed = silent.map((raw) => new Promise<void>((resolve) => raw.once('close', () => resolve())));
+      await new Promise((r) => setTimeout(r, 400));
+      // Both slots are held by sockets that sent nothing for longer than the bound: a client gets in.
+      const a = connections.open(p, pem);
+      expect(await echo(a)).toBe(String(Status.OK));
+      expect(reasons).toContain('max_connections_idle');
+      await Promise.race([closed[0], closed[1]]);
+      a.destroy();
+    } finally {
+      silent.forEach((raw) => raw.destroy());
+      await s.shutdown();
+    }
+  }, 20_000);
+
+  it('gives the slot of an established connection with no unary call (a Watch alone) to a new one; one with a call in progress keeps it', async () => {
+    const { server: s, port: p, ca: pem, shed: reasons } = await evictingServer({});
+    try {
+      const parked = connections.open(p, pem);
+      const w = startCall(parked, watch.path);
+      w.stream.end(frameMessage(Buffer.from('')));
+      const busy = connections.open(p, pem);
+      expect(await echo(busy)).toBe(String(Status.OK));
+      // Fresh connections are not evicted: a third is refused at once.
+      expect(await echo(connections.open(p, pem))).toBe('no connection');
+      expect(reasons).toEqual(['max_connections']);
+      await new Promise((r) => setTimeout(r, 700));
+      // Both are idle now (the Watch does not count); the oldest, the parked one, goes.
+      const parkedClosed = new Promise<void>((resolve) => parked.once('close', () => resolve()));
+      const fresh = connections.open(p, pem);
+      expect(await echo(fresh)).toBe(String(Status.OK));
+      await parkedClosed;
+      expect(reasons).toEqual(['max_connections', 'max_connections_idle']);
+      expect(await echo(busy)).toBe(String(Status.OK));
+    } finally {
+      await s.shutdown();
+    }
+  }, 20_000);
+});
+
+describe('server.idleTimeout and a connection kept by a server stream', () => {
+  it('closes it: GOAWAY when idle, then, the Watch never ending, the connection after the grace', async () => {
+    const identity = await localhostIdentity();
+    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
+    const watch: MethodCodec<Buffer, Buffer> = { path: '/t.T/Watch', deserialize: (b) => b, serialize: (r) => r };
+    const s = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, idleTimeout: 0.5 }, identity, logger).serverStream(watch, (_r, _call, stream) => void stream.write(Buffer.from('serving')));
+    const p = await s.start();
+    try {
+      const session = connections.open(p, identity.certChainPem);
+      const w = startCall(session, watch.path);
+      w.stream.end(frameMessage(Buffer.from('')));
+      const closed = new Promise<number>((resolve) => {
+        const t0 = Date.now();
+        session.once('close', () => resolve(Date.now() - t0));
+      });
+      // Idle timeout (0.5 s) plus the 5 s grace for the calls still open, with room for a slow machine.
+      expect(await closed).toBeLessThan(12_000);
+    } finally {
+      await s.shutdown();
+    }
+  }, 20_000);
+});
+
 describe('shutdown', () => {
   it('closes, once the grace is over, a connection that never became an HTTP/2 session (a TLS handshake never finished)', async () => {
     // A handshake timeout far beyond the grace, so only the shutdown can end that connection.
