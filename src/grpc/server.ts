@@ -61,6 +61,8 @@ interface Upload {
   readonly fail: (code: StatusCode, details: string) => void;
   /** Bytes of the request received so far (held in memory until it is complete). */
   bytes: number;
+  /** performance.now() of its last data. */
+  lastData: number;
 }
 
 /** An upload younger than this is never made room for: a client sends a CSR in one read. */
@@ -215,17 +217,17 @@ export class GrpcServer {
     // server.maxConnections (here rather than with net.Server's own limit, which does not see the
     // connections a cluster primary hands over), and closed by a shutdown whose grace has run out.
     this.server.on('connection', (socket: Socket) => {
-      if (options.maxConnections && this.sockets.size >= options.maxConnections && !this.evictForNewConnection()) {
-        this.logger.debug({ maxConnections: options.maxConnections }, 'connection refused: server.maxConnections reached');
-        options.onConnectionShed?.('max_connections');
-        socket.destroy();
-        return;
-      }
       // Closed before the handshake, which is where a new connection's CPU and memory go; the
-      // client reconnects with backoff.
+      // client reconnects with backoff. Checked first: no connection is given up for one refused.
       if (options.memoryPressure?.high) {
         this.shed.connections++;
         options.onConnectionShed?.('memory');
+        socket.destroy();
+        return;
+      }
+      if (options.maxConnections && this.sockets.size >= options.maxConnections && !this.evictForNewConnection()) {
+        this.logger.debug({ maxConnections: options.maxConnections }, 'connection refused: server.maxConnections reached');
+        options.onConnectionShed?.('max_connections');
         socket.destroy();
         return;
       }
@@ -243,18 +245,24 @@ export class GrpcServer {
       // Its handshake finished after shutdown began: GOAWAY at once, or it would hold the drain.
       if (this.stopping) session.close();
       this.sessions.add(session);
-      if (options.memoryPressure || options.maxConnections) this.activity.set(session, { unaryCalls: 0, lastActive: performance.now() });
+      if (options.memoryPressure || options.maxConnections || options.idleTimeout) this.activity.set(session, { unaryCalls: 0, lastActive: performance.now() });
       session.on('close', () => {
         this.sessions.delete(session);
         this.activity.delete(session);
       });
       // Idle connections (no frame either way) are closed gracefully: GOAWAY, and calls still open
       // get GOAWAY_GRACE_MS to finish. A health Watch never does, and would hold the connection
-      // (and a server.maxConnections slot) for good.
+      // (and a server.maxConnections slot) for good; a unary call being handled (a slow
+      // TokenReview) is waited for.
       if (options.idleTimeout) {
         session.setTimeout(options.idleTimeout * 1000, () => {
           session.close();
-          setTimeout(() => session.destroy(), GOAWAY_GRACE_MS).unref();
+          const destroyWhenNoUnaryCall = (): void => {
+            if (session.destroyed) return;
+            if ((this.activity.get(session)?.unaryCalls ?? 0) > 0) setTimeout(destroyWhenNoUnaryCall, GOAWAY_GRACE_MS).unref();
+            else session.destroy();
+          };
+          setTimeout(destroyWhenNoUnaryCall, GOAWAY_GRACE_MS).unref();
         });
       }
       // A broken connection ends its calls; it must never take the process down.
@@ -300,8 +308,8 @@ export class GrpcServer {
 
   /**
    * server.maxConnections is reached and a connection arrives: rather than refuse it, close the
-   * oldest connection that holds a slot for nothing, if there is one: a TLS handshake pending for
-   * EVICT_PENDING_MS, else an established connection with no unary call in progress and no new
+   * oldest connection that holds a slot for nothing, if there is one: a socket that has sent
+   * nothing for EVICT_PENDING_MS, else an established connection with no unary call in progress and no new
    * call for EVICT_IDLE_MS (a health Watch alone does not count). Clients of a CA call
    * once every few hours, so most of its connections are idle, and a closed one reconnects for its
    * next call; without this, sockets that never send a byte (or connections parked on a Watch)
@@ -312,6 +320,9 @@ export class GrpcServer {
     const after = this.options.evictAfterMs ?? { pending: EVICT_PENDING_MS, idle: EVICT_IDLE_MS };
     for (const [key, p] of this.pending) {
       if (now - p.since < after.pending) break; // oldest first: the rest are younger
+      // One whose client has sent its hello is a handshake queued behind others (a storm on a busy
+      // CPU): dropping it would throw the work away and send the client to reconnect.
+      if (p.socket.bytesRead > 0) continue;
       this.pending.delete(key);
       p.socket.destroy();
       this.sockets.delete(p.socket);
@@ -408,7 +419,8 @@ export class GrpcServer {
       // Oldest first (a Map keeps insertion order): the ones holding memory longest.
       for (const [other, u] of this.uploads) {
         if (this.uploadBytes + n <= max || now - u.started < STALLED_UPLOAD_MS) break;
-        if (other === stream) continue;
+        // Not one that frees nothing, nor one still making progress (data within the last second).
+        if (other === stream || u.bytes === 0 || now - u.lastData < STALLED_UPLOAD_MS) continue;
         this.endUpload(other);
         u.fail(Status.UNAVAILABLE, 'the request stalled while the server needed its memory for others; retry');
       }
@@ -416,6 +428,7 @@ export class GrpcServer {
       if (this.uploadBytes + n > max && this.uploadBytes > upload.bytes) return false;
     }
     upload.bytes += n;
+    upload.lastData = performance.now();
     this.uploadBytes += n;
     return true;
   }
@@ -505,7 +518,7 @@ export class GrpcServer {
           }, timeoutMs);
     // Until its request is complete the stream is an upload: swept for server.requestReadTimeout,
     // and (with memory pressure) no reason to keep its connection.
-    const upload: Upload = { started: performance.now(), fail, bytes: 0 };
+    const upload: Upload = { started: performance.now(), fail, bytes: 0, lastData: 0 };
     this.uploads.set(stream, upload);
     const activity = stream.session ? this.activity.get(stream.session) : undefined;
     if (activity) activity.lastActive = upload.started;

@@ -81,25 +81,32 @@ describe('server.maxConnections with connections that hold a slot for nothing', 
     return { server: s, port: await s.start(), ca: identity.certChainPem, shed: reasons };
   }
 
-  it('gives the slot of a socket that never starts its TLS handshake to a new connection, once it has waited', async () => {
-    // The handshake timeout (30 s) is far off: only the eviction can free the slots.
+  it('gives the slot of a socket that has sent nothing to a new connection once it has waited, not that of a handshake under way', async () => {
+    // The handshake timeout (30 s) is far off: only the eviction can free a slot.
     const { server: s, port: p, ca: pem, shed: reasons } = await evictingServer({});
-    const silent = [netConnect(p, '127.0.0.1'), netConnect(p, '127.0.0.1')];
+    const silent = netConnect(p, '127.0.0.1');
+    const started = netConnect(p, '127.0.0.1');
     try {
-      for (const raw of silent) {
+      for (const raw of [silent, started]) {
         raw.on('error', () => {});
         await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
       }
-      const closed = silent.map((raw) => new Promise<void>((resolve) => raw.once('close', () => resolve())));
+      // The start of a TLS record: a client whose hello is being read (a handshake queued in a storm).
+      started.write(Buffer.from([0x16, 0x03, 0x01]));
+      const silentClosed = new Promise<void>((resolve) => silent.once('close', () => resolve()));
       await new Promise((r) => setTimeout(r, 400));
-      // Both slots are held by sockets that sent nothing for longer than the bound: a client gets in.
       const a = connections.open(p, pem);
       expect(await echo(a)).toBe(String(Status.OK));
-      expect(reasons).toContain('max_connections_idle');
-      await Promise.race([closed[0], closed[1]]);
+      expect(reasons).toEqual(['max_connections_idle']);
+      await silentClosed;
+      // The other slot's client has sent bytes: it keeps its slot, and the next newcomer is refused.
+      expect(await echo(connections.open(p, pem))).toBe('no connection');
+      expect(reasons).toEqual(['max_connections_idle', 'max_connections']);
+      expect(started.destroyed).toBe(false);
       a.destroy();
     } finally {
-      silent.forEach((raw) => raw.destroy());
+      silent.destroy();
+      started.destroy();
       await s.shutdown();
     }
   }, 20_000);
@@ -123,6 +130,26 @@ describe('server.maxConnections with connections that hold a slot for nothing', 
       await parkedClosed;
       expect(reasons).toEqual(['max_connections', 'max_connections_idle']);
       expect(await echo(busy)).toBe(String(Status.OK));
+    } finally {
+      await s.shutdown();
+    }
+  }, 20_000);
+});
+
+describe('server.idleTimeout and a unary call still being handled', () => {
+  it('waits for the call (a slow TokenReview, say) past the grace before closing the connection', async () => {
+    const identity = await localhostIdentity();
+    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
+    const slow: MethodCodec<Buffer, Buffer> = { path: '/t.T/Slow', deserialize: (b) => b, serialize: (r) => r };
+    const s = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, idleTimeout: 0.5 }, identity, logger).unary(
+      slow,
+      (r) => new Promise<Buffer>((resolve) => setTimeout(() => resolve(r), 6_500)),
+    );
+    const p = await s.start();
+    try {
+      const session = connections.open(p, identity.certChainPem);
+      const reply = await unaryCall(session, slow.path, frameMessage(Buffer.from('hi')));
+      expect(reply.grpcStatus).toBe(Status.OK);
     } finally {
       await s.shutdown();
     }
