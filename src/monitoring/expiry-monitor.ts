@@ -40,6 +40,7 @@ export class ExpiryMonitor {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    this.again = false;
   }
 
   /** A reloaded config: issuers added or removed, new windows; the next check uses them. */
@@ -50,19 +51,17 @@ export class ExpiryMonitor {
       clearInterval(this.timer);
       this.timer = setInterval(() => void this.tick(), o.interval * 1000).unref();
     }
-    // Checked at once: a CA a reload added (or a narrower window) is not left unreported for an interval.
-    if (this.timer) void this.tick();
+    // Checked at once: a CA a reload added (or a narrower window) is not left unreported for an
+    // interval; after the check under way, if there is one (it read the config before).
+    if (this.timer) {
+      if (this.checking) this.again = true;
+      else void this.tick();
+    }
   }
 
-  /**
-   * A timer's check, not run twice at once (a slow store must not pile them up); one asked for
-   * while another runs (a reload's) runs after it, since that one read the config before.
-   */
+  /** A timer's check, skipped while the last one still runs (a slow store must not pile them up); a reload's is run after it (update). */
   private async tick(): Promise<void> {
-    if (this.checking) {
-      this.again = true;
-      return;
-    }
+    if (this.checking) return;
     this.checking = true;
     try {
       do {
