@@ -21,12 +21,23 @@ export function cgroupCpuQuota(readFile: (path: string) => string): number | nul
       return null;
     }
   };
-  // cgroup v2: "max 100000" (no limit) or "<quota> <period>".
-  const v2 = tryRead('/sys/fs/cgroup/cpu.max');
-  if (v2 !== null) {
-    const [quota, period] = v2.split(/\s+/);
-    return ratio(quota, period);
+  // cgroup v2: "max 100000" (no limit) or "<quota> <period>", in this process's cgroup and every
+  // one above it (a systemd unit's CPUQuota sits in a child of the mount; a container with its own
+  // cgroup namespace sees its cgroup as the root): the smallest limit holds.
+  const self = /^0::(\/.*)$/m.exec(tryRead('/proc/self/cgroup') ?? '')?.[1] ?? '/';
+  let limit: number | null = null;
+  let found = false;
+  for (let dir = self; ; dir = dir.slice(0, dir.lastIndexOf('/')) || '/') {
+    const v2 = tryRead(`/sys/fs/cgroup${dir === '/' ? '' : dir}/cpu.max`);
+    if (v2 !== null) {
+      found = true;
+      const [quota, period] = v2.split(/\s+/);
+      const r = ratio(quota, period);
+      if (r !== null && (limit === null || r < limit)) limit = r;
+    }
+    if (dir === '/') break;
   }
+  if (found) return limit;
   // cgroup v1: a quota of -1 is no limit.
   for (const dir of ['/sys/fs/cgroup/cpu', '/sys/fs/cgroup/cpu,cpuacct']) {
     const quota = tryRead(`${dir}/cpu.cfs_quota_us`);

@@ -19,6 +19,12 @@ describe('cgroupCpuQuota', () => {
     ['a cgroup v1 limit under cpu,cpuacct', { '/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us': '50000', '/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us': '100000' }, 0.5],
     ['no cgroup v1 limit (-1)', { '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000' }, null],
     ['no cgroup files at all', {}, null],
+    [
+      'the smallest cgroup v2 limit on the way up from the process cgroup (a systemd unit\'s CPUQuota)',
+      { '/proc/self/cgroup': '0::/system.slice/meshcert.service\n', '/sys/fs/cgroup/system.slice/meshcert.service/cpu.max': '150000 100000', '/sys/fs/cgroup/system.slice/cpu.max': 'max 100000', '/sys/fs/cgroup/cpu.max': '400000 100000' },
+      1.5,
+    ],
+    ['a parent\'s cgroup v2 limit when the process cgroup has none', { '/proc/self/cgroup': '0::/a/b\n', '/sys/fs/cgroup/a/b/cpu.max': 'max 100000', '/sys/fs/cgroup/a/cpu.max': '300000 100000' }, 3],
   ])('reads %s', (_name, f, expected) => {
     expect(cgroupCpuQuota(files(f))).toBe(expected);
   });
