@@ -22,6 +22,8 @@ export interface AuthRequest {
   readonly clusterId?: string;
   /** DER certificates the client presented over mTLS (leaf first), if any. */
   readonly peerCertificates?: readonly Buffer[];
+  /** The client's IP address (no port), for budgets per client. */
+  readonly peerHost?: string;
 }
 
 export interface Authenticator {
