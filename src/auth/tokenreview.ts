@@ -78,15 +78,6 @@ interface TokenReviewStatus {
   user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
 }
 
-/**
- * Tokens the API server refused, per client address: past this many in a window, that address's
- * next tokens are turned away (UNAVAILABLE, retried) without a TokenReview until the window ends.
- * A forged token of the right shape costs a TokenReview, and the reviews share 64 sockets: one
- * client sending forged tokens would otherwise delay every agent's review past its timeout. An
- * agent sends one token at a time, so a legitimate address never comes near it.
- */
-export const PEER_FAILURE_BUDGET = { failures: 20, windowMs: 10_000 } as const;
-
 /** Longest a TokenReview verdict is reused (token cache), seconds. */
 const REVIEW_REUSE_SECONDS = 60;
 /** Seconds past its exp after which a token is refused without asking, unless auth.clockSkew allows more. */
@@ -250,10 +241,6 @@ export class TokenReviewAuthenticator implements Authenticator {
     const token = req.bearerToken;
     if (!token) return null;
     precheck(token, Date.now() / 1000, this.leewaySeconds);
-    const peer = req.peerHost;
-    if (peer !== undefined && this.peerOverBudget(peer)) {
-      throw new CaError('AUTH_BACKEND_UNAVAILABLE', 'too many tokens from this address were refused recently; retry later');
-    }
 
     let status: TokenReviewStatus;
     try {
@@ -264,7 +251,6 @@ export class TokenReviewAuthenticator implements Authenticator {
     }
 
     if (status.authenticated !== true) {
-      if (peer !== undefined) this.peerFailed(peer);
       throw new CaError('AUTH_INVALID', 'token was not accepted by the Kubernetes API server (expired, revoked, or not a service-account token)', {
         cause: new Error(`TokenReview not authenticated${typeof status.error === 'string' ? `: ${status.error.slice(0, 300)}` : ''}`),
       });
@@ -302,29 +288,6 @@ export class TokenReviewAuthenticator implements Authenticator {
     }
     caller.expiresAt = until;
     return caller;
-  }
-
-  private readonly peerFailures = new Map<string, { count: number; since: number }>();
-
-  private peerOverBudget(peer: string): boolean {
-    const f = this.peerFailures.get(peer);
-    if (f === undefined) return false;
-    if (Date.now() - f.since >= PEER_FAILURE_BUDGET.windowMs) {
-      this.peerFailures.delete(peer);
-      return false;
-    }
-    return f.count >= PEER_FAILURE_BUDGET.failures;
-  }
-
-  private peerFailed(peer: string): void {
-    const now = Date.now();
-    const f = this.peerFailures.get(peer);
-    if (f !== undefined && now - f.since < PEER_FAILURE_BUDGET.windowMs) f.count++;
-    else this.peerFailures.set(peer, { count: 1, since: now });
-    // Bounded: windows that ended are dropped once there are many addresses.
-    if (this.peerFailures.size > 10_000) {
-      for (const [p, e] of this.peerFailures) if (now - e.since >= PEER_FAILURE_BUDGET.windowMs) this.peerFailures.delete(p);
-    }
   }
 
   /** One TokenReview round trip. Rejects with TokenReviewBackendError when there is no usable answer. */

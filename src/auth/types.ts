@@ -22,8 +22,6 @@ export interface AuthRequest {
   readonly clusterId?: string;
   /** DER certificates the client presented over mTLS (leaf first), if any. */
   readonly peerCertificates?: readonly Buffer[];
-  /** The client's IP address (no port), for budgets per client. */
-  readonly peerHost?: string;
 }
 
 export interface Authenticator {

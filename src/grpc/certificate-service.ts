@@ -105,8 +105,6 @@ function authRequestFrom(call: CallInfo): AuthRequest {
     ...(bearer ? { bearerToken: bearer[1]!.trim() } : {}),
     ...(clusterId !== undefined ? { clusterId } : {}),
     ...(call.peerCertificate ? { peerCertificates: [call.peerCertificate] } : {}),
-    // "host:port" or "[v6]:port" (see GrpcServer.callInfo).
-    ...(call.peer !== 'unknown' ? { peerHost: call.peer.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') } : {}),
   };
 }
 
