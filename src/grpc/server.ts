@@ -43,8 +43,8 @@ export interface GrpcServerOptions {
    * (UNAVAILABLE), or, with none, the new data's call; an upload alone is never refused.
    */
   readonly maxUploadBytes?: number;
-  /** Tests: EVICT_PENDING_MS and EVICT_IDLE_MS. */
-  readonly evictAfterMs?: { readonly pending: number; readonly idle: number };
+  /** Tests: EVICT_PENDING_MS, EVICT_IDLE_MS and SLOW_UPLOAD_MS. */
+  readonly evictAfterMs?: { readonly pending: number; readonly idle: number; readonly slowUpload?: number };
   /**
    * While high, new connections are closed as soon as they are accepted, and connections with no
    * call open get GOAWAY, so that a flood of connections cannot exhaust the heap.
@@ -82,13 +82,18 @@ const IDLE_BEFORE_SHED_MS = 1000;
 /** ...and one still open this long after its GOAWAY (a server stream keeps it) is destroyed. */
 const GOAWAY_GRACE_MS = 5000;
 /**
- * At server.maxConnections, a TLS handshake pending this long gives its slot to a new connection
- * (a client's handshake takes milliseconds, or seconds queued in a storm), so sockets that send
- * nothing cannot hold the slots for the whole handshake timeout; and so does a connection with no
- * unary call for EVICT_IDLE_MS.
+ * At server.maxConnections, a socket that has sent nothing for EVICT_PENDING_MS gives its slot to
+ * a new connection, and so does a handshake pending for three times that whatever it has sent (a
+ * client's takes milliseconds, or seconds queued in a storm: not the half minute of the handshake
+ * timeout a stalled client could otherwise hold), and a connection with no unary call for
+ * EVICT_IDLE_MS.
  */
 const EVICT_PENDING_MS = 5000;
 const EVICT_IDLE_MS = 10_000;
+/** An upload this old may be dropped for room even while data trickles in (a CSR arrives in one read). */
+const SLOW_UPLOAD_MS = 5000;
+/** After an idle connection's GOAWAY, a unary call still in progress is waited for at most this long. */
+const IDLE_CLOSE_MAX_WAIT_MS = 60_000;
 /** The longest delay setTimeout honours (2^31-1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -257,9 +262,13 @@ export class GrpcServer {
       if (options.idleTimeout) {
         session.setTimeout(options.idleTimeout * 1000, () => {
           session.close();
+          const goawayAt = performance.now();
           const destroyWhenNoUnaryCall = (): void => {
             if (session.destroyed) return;
-            if ((this.activity.get(session)?.unaryCalls ?? 0) > 0) setTimeout(destroyWhenNoUnaryCall, GOAWAY_GRACE_MS).unref();
+            // Bounded: a response the client never reads holds its call open for good when
+            // server.requestReadTimeout is 0.
+            const busy = (this.activity.get(session)?.unaryCalls ?? 0) > 0 && performance.now() - goawayAt < IDLE_CLOSE_MAX_WAIT_MS;
+            if (busy) setTimeout(destroyWhenNoUnaryCall, GOAWAY_GRACE_MS).unref();
             else session.destroy();
           };
           setTimeout(destroyWhenNoUnaryCall, GOAWAY_GRACE_MS).unref();
@@ -309,7 +318,7 @@ export class GrpcServer {
   /**
    * server.maxConnections is reached and a connection arrives: rather than refuse it, close the
    * oldest connection that holds a slot for nothing, if there is one: a socket that has sent
-   * nothing for EVICT_PENDING_MS, else an established connection with no unary call in progress and no new
+   * nothing for EVICT_PENDING_MS (or whose handshake is pending for three times that), else an established connection with no unary call in progress and no new
    * call for EVICT_IDLE_MS (a health Watch alone does not count). Clients of a CA call
    * once every few hours, so most of its connections are idle, and a closed one reconnects for its
    * next call; without this, sockets that never send a byte (or connections parked on a Watch)
@@ -320,9 +329,9 @@ export class GrpcServer {
     const after = this.options.evictAfterMs ?? { pending: EVICT_PENDING_MS, idle: EVICT_IDLE_MS };
     for (const [key, p] of this.pending) {
       if (now - p.since < after.pending) break; // oldest first: the rest are younger
-      // One whose client has sent its hello is a handshake queued behind others (a storm on a busy
-      // CPU): dropping it would throw the work away and send the client to reconnect.
-      if (p.socket.bytesRead > 0) continue;
+      // One whose client has sent its hello may be a handshake queued behind others (a storm on a
+      // busy CPU): it gets three times as long before its work is thrown away.
+      if (p.socket.bytesRead > 0 && now - p.since < 3 * after.pending) continue;
       this.pending.delete(key);
       p.socket.destroy();
       this.sockets.delete(p.socket);
@@ -416,11 +425,13 @@ export class GrpcServer {
     const max = this.options.maxUploadBytes ?? 0;
     if (max > 0 && this.uploadBytes + n > max) {
       const now = performance.now();
+      const slow = this.options.evictAfterMs?.slowUpload ?? SLOW_UPLOAD_MS;
       // Oldest first (a Map keeps insertion order): the ones holding memory longest.
       for (const [other, u] of this.uploads) {
         if (this.uploadBytes + n <= max || now - u.started < STALLED_UPLOAD_MS) break;
-        // Not one that frees nothing, nor one still making progress (data within the last second).
-        if (other === stream || u.bytes === 0 || now - u.lastData < STALLED_UPLOAD_MS) continue;
+        // Not one that frees nothing, nor one still making progress (data within the last second)
+        // unless it has taken SLOW_UPLOAD_MS already: trickling a byte a second must not hold memory.
+        if (other === stream || u.bytes === 0 || (now - u.lastData < STALLED_UPLOAD_MS && now - u.started < slow)) continue;
         this.endUpload(other);
         u.fail(Status.UNAVAILABLE, 'the request stalled while the server needed its memory for others; retry');
       }

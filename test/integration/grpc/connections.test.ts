@@ -81,9 +81,9 @@ describe('server.maxConnections with connections that hold a slot for nothing', 
     return { server: s, port: await s.start(), ca: identity.certChainPem, shed: reasons };
   }
 
-  it('gives the slot of a socket that has sent nothing to a new connection once it has waited, not that of a handshake under way', async () => {
+  it('gives the slot of a socket that has sent nothing to a new connection once it has waited, and that of a handshake under way only after three times as long', async () => {
     // The handshake timeout (30 s) is far off: only the eviction can free a slot.
-    const { server: s, port: p, ca: pem, shed: reasons } = await evictingServer({});
+    const { server: s, port: p, ca: pem, shed: reasons } = await evictingServer({ evictAfterMs: { pending: 500, idle: 600 } });
     const silent = netConnect(p, '127.0.0.1');
     const started = netConnect(p, '127.0.0.1');
     try {
@@ -91,19 +91,25 @@ describe('server.maxConnections with connections that hold a slot for nothing', 
         raw.on('error', () => {});
         await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
       }
-      // The start of a TLS record: a client whose hello is being read (a handshake queued in a storm).
+      const t0 = Date.now();
+      // The start of a TLS record, then nothing: a client that stalls in its handshake.
       started.write(Buffer.from([0x16, 0x03, 0x01]));
       const silentClosed = new Promise<void>((resolve) => silent.once('close', () => resolve()));
-      await new Promise((r) => setTimeout(r, 400));
+      const startedClosed = new Promise<void>((resolve) => started.once('close', () => resolve()));
+      await new Promise((r) => setTimeout(r, 600));
+      // The silent socket goes first, though both are as old.
       const a = connections.open(p, pem);
       expect(await echo(a)).toBe(String(Status.OK));
-      expect(reasons).toEqual(['max_connections_idle']);
       await silentClosed;
-      // The other slot's client has sent bytes: it keeps its slot, and the next newcomer is refused.
-      expect(await echo(connections.open(p, pem))).toBe('no connection');
-      expect(reasons).toEqual(['max_connections_idle', 'max_connections']);
-      expect(started.destroyed).toBe(false);
+      expect(reasons).toEqual(['max_connections_idle']);
+      // The stalled handshake keeps its slot for three times as long, then gives it up too.
+      await new Promise((r) => setTimeout(r, Math.max(0, 1_600 - (Date.now() - t0))));
+      const b = connections.open(p, pem);
+      expect(await echo(b)).toBe(String(Status.OK));
+      await startedClosed;
+      expect(reasons).toEqual(['max_connections_idle', 'max_connections_idle']);
       a.destroy();
+      b.destroy();
     } finally {
       silent.destroy();
       started.destroy();
@@ -253,6 +259,36 @@ describe('server maxUploadBytes (requests still arriving)', () => {
       fourth.stream.end(Buffer.alloc(12_005));
       expect((await fourth.reply).grpcStatus).toBe(Status.OK);
       expect((await second.reply).grpcStatus).toBe(Status.UNAVAILABLE);
+      session.destroy();
+    } finally {
+      await s.shutdown();
+    }
+  }, 20_000);
+
+  it('drops an upload that trickles a byte at a time once it is old, but not one that frees nothing', async () => {
+    const identity = await localhostIdentity();
+    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
+    const s = new GrpcServer(
+      { listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, maxUploadBytes: 30_000, evictAfterMs: { pending: 5000, idle: 10_000, slowUpload: 1_500 } },
+      identity,
+      logger,
+    ).unary(codec, (r) => r);
+    const p = await s.start();
+    try {
+      const session = connections.open(p, identity.certChainPem);
+      const trickler = startCall(session, codec.path);
+      trickler.stream.write(Buffer.concat([Buffer.from([0, 0, 0, 0x75, 0x30]), Buffer.alloc(24_995)])); // declares 30,000, sends 25,000
+      const drip = setInterval(() => trickler.stream.write(Buffer.alloc(1)), 200);
+      try {
+        await new Promise((r) => setTimeout(r, 1_700));
+        // Past the slow-upload age, still dripping: a fresh request that needs the room gets it.
+        const fresh = startCall(session, codec.path);
+        fresh.stream.end(Buffer.concat([Buffer.from([0, 0, 0, 0x27, 0x10]), Buffer.alloc(10_000)]));
+        expect((await fresh.reply).grpcStatus).toBe(Status.OK);
+        expect((await trickler.reply).grpcStatus).toBe(Status.UNAVAILABLE);
+      } finally {
+        clearInterval(drip);
+      }
       session.destroy();
     } finally {
       await s.shutdown();
