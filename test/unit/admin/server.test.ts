@@ -3,17 +3,21 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isLocalHostHeader, startAdminServer } from '../../../src/admin/server.js';
 import { createLogger } from '../../../src/log/logger.js';
 
+/** An admin server on a loopback port with fixed metrics and readiness, and no inventory. */
+const startPlain = (): ReturnType<typeof startAdminServer> =>
+  startAdminServer({
+    listen: '127.0.0.1:0',
+    logger: createLogger('silent'),
+    metrics: () => Promise.resolve({ contentType: 'text/plain; version=0.0.4', body: 'm 1\n' }),
+    readiness: () => Promise.resolve([{ name: 'ca', ok: true }]),
+  });
+
 describe('the admin server without an inventory', () => {
   let admin: Awaited<ReturnType<typeof startAdminServer>>;
   const url = (path: string): string => `http://127.0.0.1:${admin.port}${path}`;
 
   beforeAll(async () => {
-    admin = await startAdminServer({
-      listen: '127.0.0.1:0',
-      logger: createLogger('silent'),
-      metrics: () => Promise.resolve({ contentType: 'text/plain; version=0.0.4', body: 'm 1\n' }),
-      readiness: () => Promise.resolve([{ name: 'ca', ok: true }]),
-    });
+    admin = await startPlain();
   });
   afterAll(() => admin?.close());
 
@@ -43,12 +47,7 @@ describe('the admin server without an inventory', () => {
 describe('the admin server on loopback and the Host header (DNS rebinding)', () => {
   let admin: Awaited<ReturnType<typeof startAdminServer>>;
   beforeAll(async () => {
-    admin = await startAdminServer({
-      listen: '127.0.0.1:0',
-      logger: createLogger('silent'),
-      metrics: () => Promise.resolve({ contentType: 'text/plain; version=0.0.4', body: 'm 1\n' }),
-      readiness: () => Promise.resolve([{ name: 'ca', ok: true }]),
-    });
+    admin = await startPlain();
   });
   afterAll(() => admin?.close());
 
