@@ -103,6 +103,7 @@ export class ExpiryMonitor {
         const s = await staleIdentities(this.store, now, this.o.staleWithin);
         stale = s.length;
         this.metrics?.staleIdentities.set(stale);
+        this.metrics?.staleIdentitiesCheckedAt.set(now.getTime() / 1000);
         if (stale > 0) this.logger.warn({ count: stale, examples: s.slice(0, 5).map((x) => x.spiffeId) }, 'workload identities whose latest certificate was not renewed');
       } catch (err) {
         this.logger.warn({ err }, 'expiry monitor cannot query the inventory');

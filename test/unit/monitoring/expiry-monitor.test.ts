@@ -78,3 +78,25 @@ describe('ExpiryMonitor and reloads', () => {
     m.stop();
   });
 });
+
+describe('ExpiryMonitor and the inventory', () => {
+  it('stamps meshcert_stale_identities with the time it was computed, and leaves both alone when the store cannot be queried', async () => {
+    const registry = new Registry();
+    const metrics = new InventoryMetrics(registry);
+    let down = false;
+    const store = {
+      latestPerIdentity: async () => {
+        if (down) throw new Error('connection refused');
+        return [];
+      },
+    } as unknown as ConstructorParameters<typeof ExpiryMonitor>[3];
+    const m = new ExpiryMonitor(options([{ name: 'default', dir: a }]), createLogger('silent'), metrics, store);
+    const value = async (name: string): Promise<number> => Number(/ (\S+)$/m.exec((await registry.getSingleMetricAsString(name)).split('\n').filter((l) => !l.startsWith('#')).join('\n'))?.[1]);
+    await m.check(new Date(1_800_000_000_000));
+    expect(await value('meshcert_stale_identities_checked_timestamp_seconds')).toBe(1_800_000_000);
+    down = true;
+    await m.check(new Date(1_800_000_600_000));
+    // Not computed: the stamp says since when the count is old.
+    expect(await value('meshcert_stale_identities_checked_timestamp_seconds')).toBe(1_800_000_000);
+  });
+});
