@@ -8,6 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import https from 'node:https';
 import { decodeJwt } from 'jose';
+import { KeyedLimiter } from './keyed-limiter.js';
 import { CaError } from '../errors/ca-error.js';
 import { assertTrustDomain, DEFAULT_AUDIENCES, parseServiceAccountUsername, serviceAccountSpiffeId } from './jwt.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
@@ -77,6 +78,14 @@ interface TokenReviewStatus {
   audiences?: string[];
   user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
 }
+
+/**
+ * TokenReviews one client address may have under way at once (per process); its others wait their
+ * turn, within tokenReview.timeout. The reviews share 64 sockets: without this, one client's flood
+ * of forged tokens (each must be reviewed) would hold them all and every agent's review would time
+ * out. An agent sends one token at a time; a gateway for many agents gets 8 at a time.
+ */
+export const REVIEWS_PER_ADDRESS = 8;
 
 /** Longest a TokenReview verdict is reused (token cache), seconds. */
 const REVIEW_REUSE_SECONDS = 60;
@@ -173,6 +182,7 @@ export class TokenReviewAuthenticator implements Authenticator {
   private readonly audiences: readonly string[];
   private readonly trustDomain: string;
   private readonly timeoutMs: number;
+  private readonly perAddress: KeyedLimiter;
   private readonly leewaySeconds: number;
   private readonly staticToken: string | undefined;
   private readonly tokenFile: string | undefined;
@@ -192,6 +202,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     }
     this.audiences = [...(opts.audiences ?? DEFAULT_AUDIENCES)];
     this.timeoutMs = opts.timeoutMs ?? 5_000;
+    this.perAddress = new KeyedLimiter(REVIEWS_PER_ADDRESS, this.timeoutMs);
     this.leewaySeconds = Math.max(EXPIRED_LEEWAY_SECONDS, opts.clockSkewSeconds ?? 0);
     if (!Number.isFinite(this.timeoutMs) || this.timeoutMs <= 0) throw new Error('tokenreview.timeoutMs must be a positive number');
 
@@ -244,7 +255,8 @@ export class TokenReviewAuthenticator implements Authenticator {
 
     let status: TokenReviewStatus;
     try {
-      status = await this.review(token);
+      const review = (): Promise<TokenReviewStatus> => this.review(token);
+      status = req.peerHost === undefined ? await review() : await this.perAddress.run(req.peerHost, review, () => new TokenReviewBackendError('timeout', `no TokenReview slot for this address within ${this.timeoutMs} ms`));
     } catch (err) {
       if (err instanceof TokenReviewBackendError) throw unavailable(err);
       throw unavailable(new TokenReviewBackendError('unreachable', `TokenReview failed: ${(err as Error).message}`, { cause: err }));

@@ -22,6 +22,8 @@ export interface AuthRequest {
   readonly clusterId?: string;
   /** DER certificates the client presented over mTLS (leaf first), if any. */
   readonly peerCertificates?: readonly Buffer[];
+  /** The client's IP address (no port): backends shared by all clients are shared fairly by it. */
+  readonly peerHost?: string;
 }
 
 export interface Authenticator {

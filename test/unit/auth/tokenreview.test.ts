@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaError } from '../../../src/errors/ca-error.js';
-import { isLocalApiServer, TokenReviewAuthenticator, TokenReviewBackendError } from '../../../src/auth/tokenreview.js';
+import { isLocalApiServer, REVIEWS_PER_ADDRESS, TokenReviewAuthenticator, TokenReviewBackendError } from '../../../src/auth/tokenreview.js';
 import type { TokenReviewOptions } from '../../../src/auth/tokenreview.js';
 import type { Caller } from '../../../src/auth/types.js';
 import { closedPort, k8sClaims, makeCert, signingKey, signToken } from './helpers.js';
@@ -123,6 +123,33 @@ describe('TokenReviewAuthenticator', () => {
       });
       // Reused for a minute at most, though the token is good for 15: the API server sees revocations.
       expect(Math.abs((caller?.expiresAt ?? 0) - (Math.floor(Date.now() / 1000) + 60))).toBeLessThanOrEqual(2);
+    } finally {
+      auth.close();
+    }
+  });
+
+  it('has at most REVIEWS_PER_ADDRESS reviews of one client address under way; another address is not queued behind them', async () => {
+    let inFlight = 0;
+    let most = 0;
+    handler = (_seen, res) => {
+      most = Math.max(most, ++inFlight);
+      setTimeout(() => {
+        inFlight--;
+        reply(201, review({ authenticated: false, error: 'invalid bearer token' }))(_seen, res);
+      }, 100);
+    };
+    const auth = make({ timeoutMs: 5_000 });
+    try {
+      const flood = Array.from({ length: 3 * REVIEWS_PER_ADDRESS }, () => outcome(auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN, peerHost: '10.0.0.66' })));
+      await new Promise((r) => setTimeout(r, 20));
+      const t0 = Date.now();
+      const other = await outcome(auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN, peerHost: '10.0.0.7' }));
+      // One review's time, not the flood's three rounds.
+      expect(Date.now() - t0).toBeLessThan(250);
+      expect(other.err?.code).toBe('AUTH_INVALID');
+      const results = await Promise.all(flood);
+      expect(results.every((r) => r.err?.code === 'AUTH_INVALID')).toBe(true);
+      expect(most).toBe(REVIEWS_PER_ADDRESS + 1);
     } finally {
       auth.close();
     }
