@@ -87,7 +87,8 @@ describe('TokenReview authentication over gRPC', () => {
         ),
       );
       expect(new Set(codes)).toEqual(new Set([status.UNAUTHENTICATED]));
-      expect(most).toBe(REVIEWS_PER_ADDRESS);
+      expect(most).toBeLessThanOrEqual(REVIEWS_PER_ADDRESS);
+      expect(most).toBeGreaterThan(1);
     } finally {
       fake.tokenReviewer = answer;
     }
