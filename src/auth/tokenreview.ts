@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import https from 'node:https';
 import { decodeJwt } from 'jose';
-import { KeyedLimiter } from './keyed-limiter.js';
+import { FairLimiter } from './fair-limiter.js';
 import { CaError } from '../errors/ca-error.js';
 import { assertTrustDomain, DEFAULT_AUDIENCES, parseServiceAccountUsername, serviceAccountSpiffeId } from './jwt.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
@@ -57,7 +57,8 @@ export type TokenReviewBackendFailure =
   | 'credentials-rejected'
   | 'credentials-unreadable'
   | 'unexpected-status'
-  | 'bad-response';
+  | 'bad-response'
+  | 'busy';
 
 export class TokenReviewBackendError extends Error {
   override readonly name = 'TokenReviewBackendError';
@@ -80,12 +81,13 @@ interface TokenReviewStatus {
 }
 
 /**
- * TokenReviews one client address may have under way at once (per process); its others wait their
- * turn, within tokenReview.timeout. The reviews share 64 sockets: without this, one client's flood
- * of forged tokens (each must be reviewed) would hold them all and every agent's review would time
- * out. An agent sends one token at a time; a gateway for many agents gets 8 at a time.
+ * TokenReviews under way at once per process (the HTTPS agent's sockets). They are shared fairly
+ * between client addresses (FairLimiter): a client alone may use them all (a gateway for a remote
+ * cluster's agents), and when they are all busy each one that frees goes to the waiting address
+ * with the fewest reviews under way, so one client's flood of forged tokens queues behind itself
+ * instead of making every agent's review wait for it. A wait counts against tokenReview.timeout.
  */
-export const REVIEWS_PER_ADDRESS = 8;
+export const MAX_REVIEWS = 64;
 
 /** Longest a TokenReview verdict is reused (token cache), seconds. */
 const REVIEW_REUSE_SECONDS = 60;
@@ -126,7 +128,9 @@ function unavailable(err: TokenReviewBackendError): CaError {
   const message =
     err.kind === 'credentials-rejected' || err.kind === 'credentials-unreadable'
       ? 'the CA cannot verify tokens: its Kubernetes API credentials are not accepted; retry later'
-      : 'the CA cannot reach the Kubernetes API server to verify the token; retry later';
+      : err.kind === 'busy'
+        ? 'the CA is busy verifying other tokens; retry with backoff'
+        : 'the CA cannot reach the Kubernetes API server to verify the token; retry later';
   return new CaError('AUTH_BACKEND_UNAVAILABLE', message, { cause: err });
 }
 
@@ -182,7 +186,7 @@ export class TokenReviewAuthenticator implements Authenticator {
   private readonly audiences: readonly string[];
   private readonly trustDomain: string;
   private readonly timeoutMs: number;
-  private readonly perAddress: KeyedLimiter;
+  private readonly reviews: FairLimiter;
   private readonly leewaySeconds: number;
   private readonly staticToken: string | undefined;
   private readonly tokenFile: string | undefined;
@@ -202,7 +206,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     }
     this.audiences = [...(opts.audiences ?? DEFAULT_AUDIENCES)];
     this.timeoutMs = opts.timeoutMs ?? 5_000;
-    this.perAddress = new KeyedLimiter(REVIEWS_PER_ADDRESS, this.timeoutMs);
+    this.reviews = new FairLimiter(MAX_REVIEWS, this.timeoutMs);
     this.leewaySeconds = Math.max(EXPIRED_LEEWAY_SECONDS, opts.clockSkewSeconds ?? 0);
     if (!Number.isFinite(this.timeoutMs) || this.timeoutMs <= 0) throw new Error('tokenreview.timeoutMs must be a positive number');
 
@@ -224,7 +228,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     } else if (local) {
       this.tokenFile = IN_CLUSTER_TOKEN_FILE;
     }
-    this.agent = new https.Agent({ keepAlive: true, maxSockets: 64, ...(ca === undefined ? {} : { ca }) });
+    this.agent = new https.Agent({ keepAlive: true, maxSockets: MAX_REVIEWS, ...(ca === undefined ? {} : { ca }) });
   }
 
   /** Closes pooled connections. */
@@ -256,7 +260,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     let status: TokenReviewStatus;
     try {
       const review = (): Promise<TokenReviewStatus> => this.review(token);
-      status = req.peerHost === undefined ? await review() : await this.perAddress.run(req.peerHost, review, () => new TokenReviewBackendError('timeout', `no TokenReview slot for this address within ${this.timeoutMs} ms`));
+      status = await this.reviews.run(req.peerHost ?? '', review, () => new TokenReviewBackendError('busy', `no TokenReview slot within ${this.timeoutMs} ms`));
     } catch (err) {
       if (err instanceof TokenReviewBackendError) throw unavailable(err);
       throw unavailable(new TokenReviewBackendError('unreachable', `TokenReview failed: ${(err as Error).message}`, { cause: err }));

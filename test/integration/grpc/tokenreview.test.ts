@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCsr } from '../../fixtures/csr.js';
-import { REVIEWS_PER_ADDRESS } from '../../../src/auth/tokenreview.js';
 import { FakeKube } from '../../support/fake-kube.js';
 import { startTestCa, type TestCa } from '../../support/harness.js';
 
@@ -63,34 +62,5 @@ describe('TokenReview authentication over gRPC', () => {
     expect(err?.details).not.toContain(token);
     expect(err?.details).not.toContain('invalid bearer token');
     expect(reviews()).toBe(before + 1);
-  });
-
-  it('has at most REVIEWS_PER_ADDRESS reviews of one client address under way at once (the address comes from the connection)', async () => {
-    let inFlight = 0;
-    let most = 0;
-    const answer = fake.tokenReviewer;
-    fake.tokenReviewer = async (spec) => {
-      most = Math.max(most, ++inFlight);
-      await new Promise((r) => setTimeout(r, 100));
-      inFlight--;
-      return answer(spec);
-    };
-    try {
-      const token = `${b64({ alg: 'RS256' })}.${b64({ sub: 'system:serviceaccount:default:flood' })}.c2ln`;
-      const client = ca.client();
-      const codes = await Promise.all(
-        Array.from({ length: 2 * REVIEWS_PER_ADDRESS + 4 }, () =>
-          client.createCertificate({ csrPem, token }).then(
-            () => 0,
-            (e: { code: number }) => e.code,
-          ),
-        ),
-      );
-      expect(new Set(codes)).toEqual(new Set([status.UNAUTHENTICATED]));
-      expect(most).toBeLessThanOrEqual(REVIEWS_PER_ADDRESS);
-      expect(most).toBeGreaterThan(1);
-    } finally {
-      fake.tokenReviewer = answer;
-    }
   });
 });

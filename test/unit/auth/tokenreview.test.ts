@@ -4,9 +4,9 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CaError } from '../../../src/errors/ca-error.js';
-import { isLocalApiServer, REVIEWS_PER_ADDRESS, TokenReviewAuthenticator, TokenReviewBackendError } from '../../../src/auth/tokenreview.js';
+import { isLocalApiServer, MAX_REVIEWS, TokenReviewAuthenticator, TokenReviewBackendError } from '../../../src/auth/tokenreview.js';
 import type { TokenReviewOptions } from '../../../src/auth/tokenreview.js';
 import type { Caller } from '../../../src/auth/types.js';
 import { closedPort, k8sClaims, makeCert, signingKey, signToken } from './helpers.js';
@@ -128,28 +128,33 @@ describe('TokenReviewAuthenticator', () => {
     }
   });
 
-  it('has at most REVIEWS_PER_ADDRESS reviews of one client address under way; another address is reviewed beside them', async () => {
-    let inFlight = 0;
-    let most = 0;
-    handler = (_seen, res) => {
-      most = Math.max(most, ++inFlight);
-      setTimeout(() => {
-        inFlight--;
-        reply(201, review({ authenticated: false, error: 'invalid bearer token' }))(_seen, res);
-      }, 100);
+  it('shares the review sockets fairly between client addresses: with all busy with one flood, the next free one goes to another address', async () => {
+    const held: Array<() => void> = [];
+    const seen: string[] = [];
+    handler = (s, res) => {
+      seen.push(s.body?.spec?.token ?? '');
+      held.push(() => reply(201, review({ authenticated: false, error: 'invalid bearer token' }))(s, res));
     };
-    const auth = make({ timeoutMs: 5_000 });
+    const auth = make({ timeoutMs: 10_000 });
+    const other = tokenWith({ sub: 'system:serviceaccount:default:other' });
     try {
-      const flood = Array.from({ length: 3 * REVIEWS_PER_ADDRESS }, () => outcome(auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN, peerHost: '10.0.0.66' })));
-      await new Promise((r) => setTimeout(r, 20));
-      // Another address is reviewed beside the eight, not after the flood.
-      const other = await outcome(auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN, peerHost: '10.0.0.7' }));
-      expect(other.err?.code).toBe('AUTH_INVALID');
-      const results = await Promise.all(flood);
-      expect(results.every((r) => r.err?.code === 'AUTH_INVALID')).toBe(true);
-      // Eight of the flood and the other address's one at most (fewer if the machine lags).
-      expect(most).toBeLessThanOrEqual(REVIEWS_PER_ADDRESS + 1);
-      expect(most).toBeGreaterThan(1);
+      const flood = Array.from({ length: MAX_REVIEWS + 10 }, () => outcome(auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN, peerHost: '10.0.0.66' })));
+      // One client alone may use every socket.
+      await vi.waitFor(() => expect(held).toHaveLength(MAX_REVIEWS), { timeout: 5_000 });
+      const otherCall = outcome(auth.authenticate({ bearerToken: other, peerHost: '10.0.0.7' }));
+      await new Promise((r) => setTimeout(r, 50));
+      expect(held).toHaveLength(MAX_REVIEWS); // all busy: it waits
+      held.shift()!();
+      // The freed socket goes to the other address, not to the flood's next call.
+      await vi.waitFor(() => expect(held).toHaveLength(MAX_REVIEWS), { timeout: 5_000 });
+      expect(seen.at(-1)).toBe(other);
+      const drain = setInterval(() => held.splice(0).forEach((r) => r()), 10);
+      try {
+        expect((await otherCall).err?.code).toBe('AUTH_INVALID');
+        expect((await Promise.all(flood)).every((r) => r.err?.code === 'AUTH_INVALID')).toBe(true);
+      } finally {
+        clearInterval(drain);
+      }
     } finally {
       auth.close();
     }

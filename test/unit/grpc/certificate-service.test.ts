@@ -28,4 +28,15 @@ describe('createCertificateHandler', () => {
     await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
     expect(lines.join('')).toMatch(/"decision":"refused","code":"CANCELLED"/);
   });
+
+  it("hands authentication the client's address without its port (IPv4 and bracketed IPv6), and none when it is unknown", async () => {
+    const seen: CertificateRequest[] = [];
+    const authority = { issue: (req: CertificateRequest) => (seen.push(req), Promise.reject(new CaError('CANCELLED', 'x'))) } as unknown as Authority;
+    const handler = createCertificateHandler({ authority, logger: createLogger('silent'), observer: { issued: () => {}, refused: () => {} }, ready: () => true });
+    for (const peer of ['10.1.2.3:40000', '[fd00::7]:443', 'unknown:0']) {
+      const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer, peerCertificate: undefined, cancelled: () => false };
+      await handler({ csr: 'x', validityDuration: '0', metadata: null }, call).catch(() => undefined);
+    }
+    expect(seen.map((r) => r.auth.peerHost)).toEqual(['10.1.2.3', 'fd00::7', undefined]);
+  });
 });
