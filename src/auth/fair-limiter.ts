@@ -2,9 +2,10 @@
  * At most `capacity` tasks running at once, shared fairly between keys (client addresses): while
  * there is room a task starts at once, whatever its key (one client alone may use every slot);
  * when there is none it waits, and each slot that frees goes to the waiting key with the fewest
- * tasks running, the longest-waiting first among equals. So one client's burst queues behind
- * itself: another client's task waits for one slot to free, not for the burst. A waiter gives up
- * after `maxWaitMs`.
+ * tasks running, the longest-waiting first among equals (and first of all a waiter that has waited
+ * half of `maxWaitMs`). So one client's burst queues behind itself: another client's task waits for
+ * one slot to free, not for the burst. A waiter gives up after `maxWaitMs`. Choosing costs one pass
+ * over the waiting keys (at most the calls in flight, overload.maxInFlight).
  */
 export class FairLimiter {
   private running = 0;
@@ -68,12 +69,15 @@ export class FairLimiter {
     if (left > 0) this.runningByKey.set(key, left);
     else this.runningByKey.delete(key);
     // The freed slot to the waiting key with the fewest running; among equals, the longest waiting.
+    // A waiter that has waited half of maxWaitMs goes first whatever its key runs, so that a key
+    // with tasks under way (a gateway's) is not passed over by a stream of new keys until it times out.
+    const overdue = performance.now() - this.maxWaitMs / 2;
     let best: string | undefined;
     let bestRunning = Infinity;
     let bestSince = Infinity;
     for (const [k, queue] of this.waiting) {
-      const r = this.runningByKey.get(k) ?? 0;
       const since = queue[0]!.since;
+      const r = since <= overdue ? -1 : (this.runningByKey.get(k) ?? 0);
       if (r < bestRunning || (r === bestRunning && since < bestSince)) {
         best = k;
         bestRunning = r;

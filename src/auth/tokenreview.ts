@@ -85,7 +85,8 @@ interface TokenReviewStatus {
  * between client addresses (FairLimiter): a client alone may use them all (a gateway for a remote
  * cluster's agents), and when they are all busy each one that frees goes to the waiting address
  * with the fewest reviews under way, so one client's flood of forged tokens queues behind itself
- * instead of making every agent's review wait for it. A wait counts against tokenReview.timeout.
+ * instead of making every agent's review wait for it. A call waits at most tokenReview.timeout for
+ * a slot, and its review then has that long again.
  */
 export const MAX_REVIEWS = 64;
 

@@ -72,4 +72,42 @@ describe('FairLimiter', () => {
     await expect(limiter.run('k', () => Promise.reject(new Error('boom')), timeout)).rejects.toThrow('boom');
     expect(await limiter.run('k', async () => 'ok', timeout)).toBe('ok');
   });
+
+  it('among keys with as many running, gives the slot to the longest waiting, and frees the slot of a task that throws at once', async () => {
+    const limiter = new FairLimiter(1, 10_000);
+    const first = held();
+    const firstRun = limiter.run('a', first.task, timeout);
+    const order: string[] = [];
+    const runs = ['b', 'c', 'd'].map((k) => limiter.run(k, async () => void order.push(k), timeout));
+    const throwing = limiter.run('e', () => {
+      throw new Error('sync');
+    }, timeout);
+    first.release();
+    await firstRun;
+    await Promise.all(runs);
+    await expect(throwing).rejects.toThrow('sync');
+    expect(order).toEqual(['b', 'c', 'd']);
+    expect(await limiter.run('f', async () => 'free', timeout)).toBe('free');
+    expect(limiter.stats).toEqual({ running: 0, keys: 0 });
+  });
+
+  it('serves a key that has waited half of maxWaitMs before keys with fewer running (a gateway is not passed over until it times out)', async () => {
+    const limiter = new FairLimiter(2, 400);
+    const gw1 = held();
+    const gwRun = limiter.run('gateway', gw1.task, timeout);
+    const blocker = held();
+    const blockerRun = limiter.run('pod-0', blocker.task, timeout);
+    let gwSecond = false;
+    const gw2 = limiter.run('gateway', async () => void (gwSecond = true), timeout);
+    await new Promise((r) => setTimeout(r, 250)); // past half of maxWaitMs
+    const fresh = limiter.run('pod-1', async () => 'fresh', timeout);
+    blocker.release();
+    await blockerRun;
+    await gw2;
+    // The gateway's waiter, overdue, got the slot ahead of the new key with none running.
+    expect(gwSecond).toBe(true);
+    gw1.release();
+    await gwRun;
+    expect(await fresh).toBe('fresh');
+  });
 });
