@@ -97,17 +97,17 @@ describe('FairLimiter', () => {
     const gwRun = limiter.run('gateway', gw1.task, timeout);
     const blocker = held();
     const blockerRun = limiter.run('pod-0', blocker.task, timeout);
-    let gwSecond = false;
-    const gw2 = limiter.run('gateway', async () => void (gwSecond = true), timeout);
+    const order: string[] = [];
+    const gw2 = limiter.run('gateway', async () => void order.push('gateway'), timeout);
     await new Promise((r) => setTimeout(r, 250)); // past half of maxWaitMs
-    const fresh = limiter.run('pod-1', async () => 'fresh', timeout);
+    const fresh = limiter.run('pod-1', async () => void order.push('pod-1'), timeout);
     blocker.release();
     await blockerRun;
-    await gw2;
-    // The gateway's waiter, overdue, got the slot ahead of the new key with none running.
-    expect(gwSecond).toBe(true);
+    await Promise.all([gw2, fresh]);
+    // The gateway's waiter, overdue, got the freed slot ahead of the new key with none running.
+    expect(order).toEqual(['gateway', 'pod-1']);
     gw1.release();
     await gwRun;
-    expect(await fresh).toBe('fresh');
+    expect(limiter.stats).toEqual({ running: 0, keys: 0 });
   });
 });
