@@ -21,28 +21,43 @@ export function cgroupCpuQuota(readFile: (path: string) => string): number | nul
       return null;
     }
   };
-  // cgroup v2: "max 100000" (no limit) or "<quota> <period>", in this process's cgroup and every
-  // one above it (a systemd unit's CPUQuota sits in a child of the mount; a container with its own
-  // cgroup namespace sees its cgroup as the root): the smallest limit holds.
-  const self = /^0::(\/.*)$/m.exec(tryRead('/proc/self/cgroup') ?? '')?.[1] ?? '/';
-  let limit: number | null = null;
-  let found = false;
-  for (let dir = self; ; dir = dir.slice(0, dir.lastIndexOf('/')) || '/') {
-    const v2 = tryRead(`/sys/fs/cgroup${dir === '/' ? '' : dir}/cpu.max`);
-    if (v2 !== null) {
-      found = true;
-      const [quota, period] = v2.split(/\s+/);
-      const r = ratio(quota, period);
-      if (r !== null && (limit === null || r < limit)) limit = r;
+  const own = tryRead('/proc/self/cgroup') ?? '';
+  /**
+   * The smallest limit `read` finds in this process's cgroup `self` and every one above it, under
+   * `mount`: a systemd unit's CPUQuota sits in a child of the mount's root, and a container sees
+   * its own cgroup at the root (its namespace, or its cgroup bind-mounted there, where the longer
+   * paths do not exist). Undefined when no level has the file.
+   */
+  const smallestUp = (mount: string, self: string, read: (dir: string) => number | null | undefined): number | null | undefined => {
+    let found = false;
+    let limit: number | null = null;
+    for (let dir = self; ; dir = dir.slice(0, dir.lastIndexOf('/')) || '/') {
+      const r = read(`${mount}${dir === '/' ? '' : dir}`);
+      if (r !== undefined) {
+        found = true;
+        if (r !== null && (limit === null || r < limit)) limit = r;
+      }
+      if (dir === '/') return found ? limit : undefined;
     }
-    if (dir === '/') break;
-  }
-  if (found) return limit;
-  // cgroup v1: a quota of -1 is no limit.
-  for (const dir of ['/sys/fs/cgroup/cpu', '/sys/fs/cgroup/cpu,cpuacct']) {
-    const quota = tryRead(`${dir}/cpu.cfs_quota_us`);
-    const period = tryRead(`${dir}/cpu.cfs_period_us`);
-    if (quota !== null && period !== null) return ratio(quota, period);
+  };
+  // cgroup v2: "max 100000" (no limit) or "<quota> <period>".
+  const v2Self = /^0::(\/.*)$/m.exec(own)?.[1] ?? '/';
+  const v2 = smallestUp('/sys/fs/cgroup', v2Self, (dir) => {
+    const text = tryRead(`${dir}/cpu.max`);
+    if (text === null) return undefined;
+    const [quota, period] = text.split(/\s+/);
+    return ratio(quota, period);
+  });
+  if (v2 !== undefined) return v2;
+  // cgroup v1: the cpu controller's hierarchy ("4:cpu,cpuacct:/kubepods/..."); a quota of -1 is no limit.
+  const v1Self = /^\d+:(?:[^:]*,)?cpu(?:,[^:]*)?:(\/.*)$/m.exec(own)?.[1] ?? '/';
+  for (const mount of ['/sys/fs/cgroup/cpu', '/sys/fs/cgroup/cpu,cpuacct']) {
+    const v1 = smallestUp(mount, v1Self, (dir) => {
+      const quota = tryRead(`${dir}/cpu.cfs_quota_us`);
+      const period = tryRead(`${dir}/cpu.cfs_period_us`);
+      return quota === null || period === null ? undefined : ratio(quota, period);
+    });
+    if (v1 !== undefined) return v1;
   }
   return null;
 }

@@ -24,6 +24,24 @@ describe('cgroupCpuQuota', () => {
       { '/proc/self/cgroup': '0::/system.slice/meshcert.service\n', '/sys/fs/cgroup/system.slice/meshcert.service/cpu.max': '150000 100000', '/sys/fs/cgroup/system.slice/cpu.max': 'max 100000', '/sys/fs/cgroup/cpu.max': '400000 100000' },
       1.5,
     ],
+    [
+      'a cgroup v1 limit in the process\'s own cpu hierarchy, bounded by its parent\'s',
+      {
+        '/proc/self/cgroup': '5:memory:/kubepods/pod1/c1\n4:cpu,cpuacct:/kubepods/pod1/c1\n',
+        '/sys/fs/cgroup/cpu,cpuacct/kubepods/pod1/c1/cpu.cfs_quota_us': '-1',
+        '/sys/fs/cgroup/cpu,cpuacct/kubepods/pod1/c1/cpu.cfs_period_us': '100000',
+        '/sys/fs/cgroup/cpu,cpuacct/kubepods/pod1/cpu.cfs_quota_us': '200000',
+        '/sys/fs/cgroup/cpu,cpuacct/kubepods/pod1/cpu.cfs_period_us': '100000',
+        '/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us': '-1',
+        '/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us': '100000',
+      },
+      2,
+    ],
+    [
+      'a container\'s cgroup v1 limit at the mount root, its host path not existing in the mount',
+      { '/proc/self/cgroup': '4:cpu,cpuacct:/kubepods/pod1/c1\n', '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '150000', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000' },
+      1.5,
+    ],
     ['a parent\'s cgroup v2 limit when the process cgroup has none', { '/proc/self/cgroup': '0::/a/b\n', '/sys/fs/cgroup/a/b/cpu.max': 'max 100000', '/sys/fs/cgroup/a/cpu.max': '300000 100000' }, 3],
   ])('reads %s', (_name, f, expected) => {
     expect(cgroupCpuQuota(files(f))).toBe(expected);
