@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parseDurationSeconds } from './duration.js';
-import { parseLifetimeSeconds, policySchema } from '../policy/schema.js';
+import { lifetimeDuration, policySchema } from '../policy/schema.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 
 /**
@@ -24,16 +24,6 @@ const MAX_TIMER_SECONDS = 2_147_483;
 const MAX_SPAN_SECONDS = 100 * 365 * 86_400;
 const span = (min: number, minText: string) =>
   duration.refine((v) => v >= min && v <= MAX_SPAN_SECONDS, `must be between ${minText} and 36500d`);
-
-/** A certificate lifetime: whole seconds, at most 36500d (the policy's own rule, so both report alike). */
-const lifetimeDuration = z.union([z.string(), z.number()]).transform((v, ctx) => {
-  try {
-    return parseLifetimeSeconds(v);
-  } catch (e) {
-    ctx.addIssue({ code: 'custom', message: (e as Error).message });
-    return z.NEVER;
-  }
-});
 
 const timerDuration = (min: number) =>
   duration.refine((v) => v >= min && v <= MAX_TIMER_SECONDS, `must be between ${min === 0 ? '0' : `${min}s`} and ${MAX_TIMER_SECONDS}s (about 24 days)`);

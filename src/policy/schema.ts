@@ -32,7 +32,8 @@ export function parseLifetimeSeconds(v: string | number): number {
   return s;
 }
 
-const duration = z
+/** A certificate lifetime as a schema (parseLifetimeSeconds); the config's issuance.* lifetimes use it too. */
+export const lifetimeDuration = z
   .union([z.string(), z.number()])
   .transform((v, ctx) => {
     try {
@@ -70,10 +71,10 @@ const denyReason = z.string().trim().min(1, 'the deny reason must not be empty: 
 
 const lifetime = z.strictObject({
   /** Lifetime when the request asks for <= 0. */
-  default: duration.optional(),
+  default: lifetimeDuration.optional(),
   /** Requests below this are raised to it. */
-  min: duration.optional(),
-  max: duration.optional(),
+  min: lifetimeDuration.optional(),
+  max: lifetimeDuration.optional(),
   /** Requests above max: issue max (clamp) or refuse with TTL_INVALID (reject). */
   aboveMax: z.enum(['clamp', 'reject']).optional(),
 });
