@@ -81,11 +81,6 @@ type Param = (typeof PARAMS)[number];
 
 const KEY = /^[0-9a-f]{1,128}$/;
 
-/** A duration parameter: `90s`, `15m`, `24h`, `7d`, or a plain number of seconds. */
-export function parseDurationParam(value: string): number {
-  return parseDurationArg(value);
-}
-
 /** `issued`, `discovered` or `discovered:<name>`; null otherwise. */
 export function parseSourceFilter(value: string): RecordSource | 'discovered' | null {
   if (value === 'issued' || value === 'discovered') return value;
@@ -127,7 +122,7 @@ function filterFrom(q: Partial<Record<Param, string>>, now: Date): CertificateFi
   if (q.expiringWithin !== undefined) {
     let seconds: number;
     try {
-      seconds = parseDurationParam(q.expiringWithin);
+      seconds = parseDurationArg(q.expiringWithin);
     } catch (e) {
       throw new BadRequest(`expiringWithin: ${(e as Error).message}`);
     }

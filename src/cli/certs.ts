@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { expiringBefore, recordToJson, parseDurationParam, parseSourceFilter } from '../admin/certificates-api.js';
-import { formatDuration } from '../config/duration.js';
+import { expiringBefore, recordToJson, parseSourceFilter } from '../admin/certificates-api.js';
+import { formatDuration, parseDurationArg } from '../config/duration.js';
 import { caDirectories, loadConfigFile, parseConfig } from '../config/load.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { caExpiryReport, readCaCertificates, staleIdentities, type CaCertificateInput, type CaExpiryEntry, type StaleIdentity } from '../inventory/expiry.js';
@@ -204,7 +204,7 @@ const STORE_OPTIONS = {
 
 function durationOption(value: string, flag: string): number {
   try {
-    return parseDurationParam(value);
+    return parseDurationArg(value);
   } catch (e) {
     throw new UsageError(`${flag}: ${(e as Error).message}`);
   }
