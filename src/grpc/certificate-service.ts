@@ -105,8 +105,7 @@ function authRequestFrom(call: CallInfo): AuthRequest {
     ...(bearer ? { bearerToken: bearer[1]!.trim() } : {}),
     ...(clusterId !== undefined ? { clusterId } : {}),
     ...(call.peerCertificate ? { peerCertificates: [call.peerCertificate] } : {}),
-    // "host:port" or "[v6]:port" (GrpcServer.callInfo).
-    ...(call.peer.startsWith('unknown') ? {} : { peerHost: call.peer.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') }),
+    ...(call.peerHost !== undefined ? { peerHost: call.peerHost } : {}),
   };
 }
 

@@ -115,8 +115,10 @@ export interface MethodCodec<Req, Res> {
 export interface CallInfo {
   /** Request headers (gRPC metadata), names lower-case. */
   readonly headers: IncomingHttpHeaders;
-  /** "address:port" of the client. */
+  /** "address:port" of the client ("[v6]:port" for IPv6). */
   readonly peer: string;
+  /** The client's IP address alone; undefined when the connection does not say. */
+  readonly peerHost: string | undefined;
   /** DER of the client certificate, present only when the TLS handshake verified it. */
   readonly peerCertificate: Buffer | undefined;
   /** True once the call is over for the client: it reset the stream, its connection closed or its deadline passed. */
@@ -150,6 +152,7 @@ type Route =
 
 interface Peer {
   readonly address: string;
+  readonly host: string | undefined;
   readonly certificate: Buffer | undefined;
 }
 
@@ -678,11 +681,12 @@ export class GrpcServer {
       // Once per connection: getPeerCertificate parses the certificate into an object.
       const socket = session.socket as TLSSocket;
       const raw = socket.authorized ? socket.getPeerCertificate().raw : undefined;
-      const host = socket.remoteAddress ?? 'unknown';
-      peer = { address: `${host.includes(':') ? `[${host}]` : host}:${socket.remotePort ?? 0}`, certificate: raw && raw.length > 0 ? raw : undefined };
+      const host = socket.remoteAddress;
+      const shown = host ?? 'unknown';
+      peer = { address: `${shown.includes(':') ? `[${shown}]` : shown}:${socket.remotePort ?? 0}`, host, certificate: raw && raw.length > 0 ? raw : undefined };
       this.peers.set(session, peer);
     }
-    return { headers, peer: peer?.address ?? 'unknown', peerCertificate: peer?.certificate, cancelled };
+    return { headers, peer: peer?.address ?? 'unknown', peerHost: peer?.host, peerCertificate: peer?.certificate, cancelled };
   }
 }
 

@@ -9,7 +9,7 @@ import { connect as netConnect } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Status } from '../../../src/grpc/codes.js';
-import { GrpcServer, type GrpcServerOptions, type MethodCodec } from '../../../src/grpc/server.js';
+import { GrpcServer, type CallInfo, type GrpcServerOptions, type MethodCodec } from '../../../src/grpc/server.js';
 import { frameMessage } from '../../../src/grpc/wire.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { RawConnections, startCall, statusOf, unaryCall } from '../../support/raw-grpc.js';
@@ -22,13 +22,16 @@ let port: number;
 let ca: string;
 const connections = new RawConnections();
 
-/** An echo server on a loopback port, with these options over the defaults of these tests. */
-async function echoServer(extra: Partial<GrpcServerOptions>): Promise<{ server: GrpcServer; port: number; ca: string }> {
+/** A server on a loopback port, with these options over the defaults of these tests and the routes `routes` adds (default: an echo). */
+async function testServer(extra: Partial<GrpcServerOptions>, routes: (s: GrpcServer) => GrpcServer = (s) => s.unary(codec, (r) => r)): Promise<{ server: GrpcServer; port: number; ca: string }> {
   const identity = await localhostIdentity();
   const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
-  const s = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, ...extra }, identity, logger).unary(codec, (r) => r);
+  const s = routes(new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, ...extra }, identity, logger));
   return { server: s, port: await s.start(), ca: identity.certChainPem };
 }
+
+/** An echo server on a loopback port, with these options over the defaults of these tests. */
+const echoServer = (extra: Partial<GrpcServerOptions>): ReturnType<typeof testServer> => testServer(extra);
 
 beforeAll(async () => {
   ({ server, port, ca } = await echoServer({ maxConnections: 2, onConnectionShed: (reason) => shed.push(reason) }));
@@ -68,17 +71,11 @@ describe('server.maxConnections with connections that hold a slot for nothing', 
 
   /** An echo server with a Watch that never ends, evicting after 300 ms (pending) and 600 ms (idle). */
   async function evictingServer(extra: Partial<GrpcServerOptions>): Promise<{ server: GrpcServer; port: number; ca: string; shed: string[] }> {
-    const identity = await localhostIdentity();
-    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
     const reasons: string[] = [];
-    const s = new GrpcServer(
-      { listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, maxConnections: 2, evictAfterMs: { pending: 300, idle: 600 }, onConnectionShed: (r) => reasons.push(r), ...extra },
-      identity,
-      logger,
-    )
-      .unary(codec, (r) => r)
-      .serverStream(watch, (_r, _call, stream) => void stream.write(Buffer.from('serving')));
-    return { server: s, port: await s.start(), ca: identity.certChainPem, shed: reasons };
+    const started = await testServer({ maxConnections: 2, evictAfterMs: { pending: 300, idle: 600 }, onConnectionShed: (r) => reasons.push(r), ...extra }, (s) =>
+      s.unary(codec, (r) => r).serverStream(watch, (_r, _call, stream) => void stream.write(Buffer.from('serving'))),
+    );
+    return { ...started, shed: reasons };
   }
 
   it('gives the slot of a socket that has sent nothing to a new connection once it has waited, and that of a handshake under way only after three times as long', async () => {
@@ -144,16 +141,10 @@ describe('server.maxConnections with connections that hold a slot for nothing', 
 
 describe('server.idleTimeout and a unary call still being handled', () => {
   it('waits for the call (a slow TokenReview, say) past the grace before closing the connection', async () => {
-    const identity = await localhostIdentity();
-    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
     const slow: MethodCodec<Buffer, Buffer> = { path: '/t.T/Slow', deserialize: (b) => b, serialize: (r) => r };
-    const s = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, idleTimeout: 0.5 }, identity, logger).unary(
-      slow,
-      (r) => new Promise<Buffer>((resolve) => setTimeout(() => resolve(r), 6_500)),
-    );
-    const p = await s.start();
+    const { server: s, port: p, ca: pem } = await testServer({ idleTimeout: 0.5 }, (g) => g.unary(slow, (r) => new Promise<Buffer>((resolve) => setTimeout(() => resolve(r), 6_500))));
     try {
-      const session = connections.open(p, identity.certChainPem);
+      const session = connections.open(p, pem);
       const reply = await unaryCall(session, slow.path, frameMessage(Buffer.from('hi')));
       expect(reply.grpcStatus).toBe(Status.OK);
     } finally {
@@ -164,13 +155,10 @@ describe('server.idleTimeout and a unary call still being handled', () => {
 
 describe('server.idleTimeout and a connection kept by a server stream', () => {
   it('closes it: GOAWAY when idle, then, the Watch never ending, the connection after the grace', async () => {
-    const identity = await localhostIdentity();
-    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
     const watch: MethodCodec<Buffer, Buffer> = { path: '/t.T/Watch', deserialize: (b) => b, serialize: (r) => r };
-    const s = new GrpcServer({ listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, idleTimeout: 0.5 }, identity, logger).serverStream(watch, (_r, _call, stream) => void stream.write(Buffer.from('serving')));
-    const p = await s.start();
+    const { server: s, port: p, ca: pem } = await testServer({ idleTimeout: 0.5 }, (g) => g.serverStream(watch, (_r, _call, stream) => void stream.write(Buffer.from('serving'))));
     try {
-      const session = connections.open(p, identity.certChainPem);
+      const session = connections.open(p, pem);
       const w = startCall(session, watch.path);
       w.stream.end(frameMessage(Buffer.from('')));
       const closed = new Promise<number>((resolve) => {
@@ -183,6 +171,22 @@ describe('server.idleTimeout and a connection kept by a server stream', () => {
       await s.shutdown();
     }
   }, 20_000);
+});
+
+describe('the call information handlers get', () => {
+  it("gives the client's address with its port and alone, as the connection has it", async () => {
+    const seen: CallInfo[] = [];
+    const { server: s, port: p, ca: pem } = await testServer({}, (g) => g.unary(codec, (r, call) => (seen.push(call), r)));
+    try {
+      const session = connections.open(p, pem);
+      expect(await echo(session)).toBe(String(Status.OK));
+      const local = (session.socket as unknown as { localPort: number }).localPort;
+      expect(seen.map((c) => [c.peer, c.peerHost])).toEqual([[`127.0.0.1:${local}`, '127.0.0.1']]);
+      session.destroy();
+    } finally {
+      await s.shutdown();
+    }
+  });
 });
 
 describe('shutdown', () => {
@@ -266,16 +270,9 @@ describe('server maxUploadBytes (requests still arriving)', () => {
   }, 20_000);
 
   it('drops an upload that trickles a byte at a time once it is old, but not one that frees nothing', async () => {
-    const identity = await localhostIdentity();
-    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
-    const s = new GrpcServer(
-      { listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, maxUploadBytes: 30_000, evictAfterMs: { pending: 5000, idle: 10_000, slowUpload: 1_500 } },
-      identity,
-      logger,
-    ).unary(codec, (r) => r);
-    const p = await s.start();
+    const { server: s, port: p, ca: pem } = await echoServer({ maxUploadBytes: 30_000, evictAfterMs: { pending: 5000, idle: 10_000, slowUpload: 1_500 } });
     try {
-      const session = connections.open(p, identity.certChainPem);
+      const session = connections.open(p, pem);
       const trickler = startCall(session, codec.path);
       trickler.stream.write(Buffer.concat([Buffer.from([0, 0, 0, 0x75, 0x30]), Buffer.alloc(24_995)])); // declares 30,000, sends 25,000
       const drip = setInterval(() => trickler.stream.write(Buffer.alloc(1)), 200);

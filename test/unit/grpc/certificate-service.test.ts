@@ -21,7 +21,7 @@ describe('createCertificateHandler', () => {
     const refused: string[] = [];
     const observer = { issued: () => {}, refused: (reason: string) => void refused.push(reason) };
     const handler = createCertificateHandler({ authority, logger, observer, ready: () => true });
-    const call: CallInfo = { headers: { authorization: 'Bearer t', clusterid: 'Kubernetes' }, peer: '127.0.0.1:1', peerCertificate: undefined, cancelled: () => true };
+    const call: CallInfo = { headers: { authorization: 'Bearer t', clusterid: 'Kubernetes' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificate: undefined, cancelled: () => true };
     await expect(handler({ csr: 'x', validityDuration: '0', metadata: null }, call)).rejects.toMatchObject({ code: Status.CANCELLED });
     expect(seen[0]!.cancelled).toBe(call.cancelled);
     expect(refused).toEqual(['CANCELLED']);
@@ -29,12 +29,12 @@ describe('createCertificateHandler', () => {
     expect(lines.join('')).toMatch(/"decision":"refused","code":"CANCELLED"/);
   });
 
-  it("hands authentication the client's address without its port (IPv4 and bracketed IPv6), and none when it is unknown", async () => {
+  it("hands authentication the client's address without its port (IPv4 and IPv6), and none when it is unknown", async () => {
     const seen: CertificateRequest[] = [];
     const authority = { issue: (req: CertificateRequest) => (seen.push(req), Promise.reject(new CaError('CANCELLED', 'x'))) } as unknown as Authority;
     const handler = createCertificateHandler({ authority, logger: createLogger('silent'), observer: { issued: () => {}, refused: () => {} }, ready: () => true });
-    for (const peer of ['10.1.2.3:40000', '[fd00::7]:443', 'unknown:0']) {
-      const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer, peerCertificate: undefined, cancelled: () => false };
+    for (const [peer, peerHost] of [['10.1.2.3:40000', '10.1.2.3'], ['[fd00::7]:443', 'fd00::7'], ['unknown:0', undefined]] as const) {
+      const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer, peerHost, peerCertificate: undefined, cancelled: () => false };
       await handler({ csr: 'x', validityDuration: '0', metadata: null }, call).catch(() => undefined);
     }
     expect(seen.map((r) => r.auth.peerHost)).toEqual(['10.1.2.3', 'fd00::7', undefined]);
