@@ -146,14 +146,15 @@ export async function buildAuthChain(
     }
     clusters.set(c.name, list);
   }
+  const defaultCluster = effectiveDefaultCluster(config, clusters.keys());
   const chain = new AuthChain({
     clusters,
-    defaultCluster: effectiveDefaultCluster(config, clusters.keys()),
+    defaultCluster,
     cache: config.auth.tokenCache.maxEntries > 0 ? new TokenCache({ maxEntries: config.auth.tokenCache.maxEntries, maxTtlMs: config.auth.tokenCache.maxTtl * 1000 }) : false,
   });
   return {
     chain,
-    defaultCluster: effectiveDefaultCluster(config, clusters.keys()),
+    defaultCluster,
     close: () => closers.forEach((c) => c()),
     // A jwksFile is re-read on a reload (the issuer's keys rotate; a withdrawn key must stop
     // working). All are read before any is put in force: one that cannot be read fails the
