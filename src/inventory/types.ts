@@ -143,12 +143,12 @@ export class InventoryDataError extends Error {
   override readonly name = 'InventoryDataError';
 }
 
-/** A `cursor` that is not a `nextCursor` returned by `list`. */
 /** A filter value no certificate can have (a NUL, which PostgreSQL text refuses and SQLite would just not match). */
 export class InvalidFilterError extends RangeError {
   override readonly name = 'InvalidFilterError';
 }
 
+/** A `cursor` that is not a `nextCursor` returned by `list`. */
 export class InvalidCursorError extends RangeError {
   override readonly name = 'InvalidCursorError';
   constructor() {
