@@ -192,10 +192,14 @@ function readRegularFile(path: string, maxBytes: number): { buf: Buffer } | { er
   }
 }
 
-/** The certificate a DER encoding starts with: its first SEQUENCE only (what follows is not read). */
-function leadingCertificate(der: Buffer): X509Certificate {
+/**
+ * The certificate a DER encoding starts with: its first SEQUENCE only (what follows is not read),
+ * or, with `whole`, the encoding that is exactly one certificate and nothing after it.
+ */
+function leadingCertificate(der: Buffer, whole = false): X509Certificate {
   const el = readElement(der, 0);
   if (el.tag !== TAG_SEQUENCE) throw new Error('not a SEQUENCE');
+  if (whole && el.end !== der.length) throw new Error('data after the certificate');
   return new X509Certificate(der.subarray(0, el.end));
 }
 
@@ -211,9 +215,7 @@ function blockCertificate(label: string, body: string): X509Certificate | null {
 /** A whole file that is exactly one DER certificate, or null. */
 function derCertificate(buf: Buffer): X509Certificate | null {
   try {
-    const el = readElement(buf, 0);
-    if (el.tag !== TAG_SEQUENCE || el.end !== buf.length) return null;
-    return new X509Certificate(buf);
+    return leadingCertificate(buf, true);
   } catch {
     return null;
   }
