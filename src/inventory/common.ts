@@ -308,6 +308,39 @@ export const LATEST_PER_IDENTITY_UNDER_FRACTION_SQL =
   ` AND (c.not_after <= c.not_before OR (c.not_after - CAST(? AS timestamptz)) <= CAST(? AS double precision) * (c.not_after - c.not_before))` +
   LATEST_ORDER;
 
+/**
+ * Discovered certificates that expire in [?, ?) (params: now, expiringBefore) and that no later
+ * certificate found at the same place (source) with the same subject supersedes: a renewal
+ * discovered there since, greatest issued_at (a discovered certificate's notBefore), then
+ * not_after, then fingerprint, as for identities above. A certificate that was renewed where it
+ * is served but not discovered again, or whose place is gone, is reported until it expires: a
+ * discovered certificate is a snapshot. The subject, not the issuer, is the key: a renewal often
+ * comes from another intermediate (Let's Encrypt's rotate). `source <> 'issued'` in both parts
+ * lets each use the partial index of discovered records (migration 2), however many issued
+ * certificates the table holds.
+ */
+function discoveredExpiringSql(hint: string): string {
+  return (
+    `SELECT ${CERT_COLUMNS.map((c) => `c.${c}`).join(', ')} FROM ${CERT_TABLE} c${hint} ` +
+    `WHERE c.source <> 'issued' AND c.not_after >= ? AND c.not_after < ? AND NOT EXISTS (` +
+    `SELECT 1 FROM ${CERT_TABLE} n WHERE n.source <> 'issued' AND n.source = c.source AND n.subject IS NOT DISTINCT FROM c.subject AND ` +
+    `(n.issued_at > c.issued_at OR (n.issued_at = c.issued_at AND (n.not_after > c.not_after OR (n.not_after = c.not_after AND n.fingerprint > c.fingerprint))))` +
+    `) ORDER BY c.not_after ASC, c.fingerprint ASC`
+  );
+}
+
+/** PostgreSQL's planner, with its statistics, reads the partial index for both parts. */
+export const DISCOVERED_EXPIRING_SQL = discoveredExpiringSql('');
+/**
+ * SQLite's, without statistics, picks the not_after index for the outer part and walks every
+ * issued certificate in the window: 280 ms with 200,000 of them, against 2 ms through the
+ * partial index (test/unit/inventory/sqlite.test.ts checks the plan).
+ */
+export const DISCOVERED_EXPIRING_SQLITE = discoveredExpiringSql(` INDEXED BY ${CERT_TABLE}_discovered`);
+
+/** The partial index DISCOVERED_EXPIRING_SQL reads (both backends' migration 2): discovered records only, so issuance pays nothing for it. */
+export const DISCOVERED_INDEX_SQL = `CREATE INDEX ${CERT_TABLE}_discovered ON ${CERT_TABLE} (source, subject, issued_at) WHERE source <> 'issued'`;
+
 export function pageOf(rows: CertificateRecord[], limit: number): { items: CertificateRecord[]; nextCursor: string | null } {
   if (rows.length <= limit) return { items: rows, nextCursor: null };
   const items = rows.slice(0, limit);

@@ -136,6 +136,11 @@ export class MigratingStore implements InventoryStore {
     return this.inner.latestPerIdentity(expiringBefore, now, options);
   }
 
+  async discoveredExpiring(expiringBefore: Date, now: Date): Promise<CertificateRecord[]> {
+    await this.check();
+    return this.inner.discoveredExpiring(expiringBefore, now);
+  }
+
   async pruneExpired(before: Date): Promise<number> {
     await this.check();
     return this.inner.pruneExpired(before);

@@ -16,6 +16,8 @@ import {
   pruneInBatches,
   CERT_COLUMNS,
   CERT_TABLE,
+  DISCOVERED_EXPIRING_SQL,
+  DISCOVERED_INDEX_SQL,
   GET_SQL,
   LATEST_PER_IDENTITY_SQL,
   LATEST_PER_IDENTITY_UNDER_FRACTION_SQL,
@@ -108,6 +110,7 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX ${AUDIT_TABLE}_at ON ${AUDIT_TABLE} (at);
     `,
   },
+  { version: 2, sql: DISCOVERED_INDEX_SQL },
 ];
 
 const INSERT_CERTS_SQL =
@@ -132,6 +135,7 @@ function numbered(sql: string): string {
 const GET_PG = numbered(GET_SQL);
 const LATEST_PG = numbered(LATEST_PER_IDENTITY_SQL);
 const LATEST_UNDER_FRACTION_PG = numbered(LATEST_PER_IDENTITY_UNDER_FRACTION_SQL);
+const DISCOVERED_EXPIRING_PG = numbered(DISCOVERED_EXPIRING_SQL);
 
 /**
  * SQLSTATE class 22 (data exception) and 23 (integrity constraint violation) are properties of
@@ -332,6 +336,11 @@ export class PostgresInventoryStore implements InventoryStore {
       f === undefined
         ? await this.query<CertRow & pg.QueryResultRow>(LATEST_PG, [now, expiringBefore])
         : await this.query<CertRow & pg.QueryResultRow>(LATEST_UNDER_FRACTION_PG, [now, expiringBefore, now, f]);
+    return rows.map(rowToRecord);
+  }
+
+  async discoveredExpiring(expiringBefore: Date, now: Date): Promise<CertificateRecord[]> {
+    const { rows } = await this.query<CertRow & pg.QueryResultRow>(DISCOVERED_EXPIRING_PG, [now, expiringBefore]);
     return rows.map(rowToRecord);
   }
 

@@ -23,6 +23,8 @@ import {
   pruneInBatches,
   CERT_COLUMNS,
   CERT_TABLE,
+  DISCOVERED_EXPIRING_SQLITE,
+  DISCOVERED_INDEX_SQL,
   GET_SQL,
   LATEST_PER_IDENTITY_SQL,
   LATEST_PER_IDENTITY_UNDER_FRACTION_SQL,
@@ -108,6 +110,7 @@ const MIGRATIONS: readonly { version: number; statements: readonly string[] }[] 
       `CREATE INDEX ${AUDIT_TABLE}_at ON ${AUDIT_TABLE} (at)`,
     ],
   },
+  { version: 2, statements: [DISCOVERED_INDEX_SQL] },
 ];
 
 const INSERT_CERT_SQL =
@@ -404,6 +407,11 @@ export class SqliteInventoryStore implements InventoryStore {
       f === undefined
         ? await this.call<CertRow[]>('all', LATEST_PER_IDENTITY_SQL, [now.getTime(), expiringBefore.getTime()])
         : await this.call<CertRow[]>('all', LATEST_PER_IDENTITY_UNDER_FRACTION_SQL, [now.getTime(), expiringBefore.getTime(), now.getTime(), f]);
+    return rows.map(rowToRecord);
+  }
+
+  async discoveredExpiring(expiringBefore: Date, now: Date): Promise<CertificateRecord[]> {
+    const rows = await this.call<CertRow[]>('all', DISCOVERED_EXPIRING_SQLITE, [now.getTime(), expiringBefore.getTime()]);
     return rows.map(rowToRecord);
   }
 

@@ -124,6 +124,12 @@ export interface InventoryStore {
    * Ordered by notAfter, then spiffeId.
    */
   latestPerIdentity(expiringBefore: Date, now: Date, options?: LatestPerIdentityOptions): Promise<CertificateRecord[]>;
+  /**
+   * Discovered certificates (source `discovered:*`) with `now <= notAfter < expiringBefore` that
+   * no later certificate discovered at the same place (source) with the same subject supersedes
+   * (greatest issuedAt, then notAfter, then fingerprint). Ordered by notAfter, then fingerprint.
+   */
+  discoveredExpiring(expiringBefore: Date, now: Date): Promise<CertificateRecord[]>;
   /** Deletes certificate records with notAfter < before; returns how many. Audit events are not touched. */
   pruneExpired(before: Date): Promise<number>;
   /** Deletes audit events recorded before `before`; returns how many. */

@@ -83,6 +83,9 @@ class MemoryStore implements InventoryStore {
   async latestPerIdentity(): Promise<CertificateRecord[]> {
     return [];
   }
+  async discoveredExpiring(): Promise<CertificateRecord[]> {
+    return [];
+  }
   async pruneExpired(): Promise<number> {
     return 0;
   }

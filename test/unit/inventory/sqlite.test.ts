@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
-import { buildListQuery, encodeCursor } from '../../../src/inventory/common.js';
+import { buildListQuery, DISCOVERED_EXPIRING_SQLITE, encodeCursor } from '../../../src/inventory/common.js';
 import { SqliteInventoryStore } from '../../../src/inventory/sqlite.js';
 import type { CertificateFilter } from '../../../src/inventory/types.js';
 import { makeRecord } from './fixtures.js';
@@ -68,6 +68,25 @@ describe('SqliteInventoryStore list pages', () => {
       };
       expect(plan({ cursor })).toMatch(/^SEARCH inventory_certificates USING INDEX inventory_certificates_not_after \(\(not_after,fingerprint\)>\(\?,\?\)\)$/);
       expect(plan({ cursor, namespace: 'ns' })).toMatch(/^SEARCH inventory_certificates USING INDEX inventory_certificates_namespace \(namespace=\? AND \(not_after,fingerprint\)>\(\?,\?\)\)$/);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('of discovered certificates expiring read only the partial index of discovered records, not the issued ones in the window', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-sqlite-plan-'));
+    dirs.push(dir);
+    const path = join(dir, 'inventory.db');
+    const store = new SqliteInventoryStore({ path });
+    await store.migrate();
+    await store.close();
+    const db = new Database(path, { readonly: true });
+    try {
+      const plan = (db.prepare(`EXPLAIN QUERY PLAN ${DISCOVERED_EXPIRING_SQLITE}`).all(0, 1) as Array<{ detail: string }>).map((r) => r.detail);
+      expect(plan.filter((d) => /^(SCAN|SEARCH) /.test(d))).toEqual([
+        'SCAN c USING INDEX inventory_certificates_discovered',
+        'SEARCH n USING INDEX inventory_certificates_discovered (source=? AND subject=?)',
+      ]);
     } finally {
       db.close();
     }

@@ -453,6 +453,30 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await store.latestPerIdentity(at(30), now, { maxRemainingFraction: 0.1 })).toEqual([zero].map(asStored));
   });
 
+  it('discoveredExpiring: discovered certificates expiring in [now, before), unless a later one with the same subject was found at the same place', async () => {
+    const at = (h: number): Date => new Date(T0 + h * HOUR);
+    const found = (i: string, where: string, subject: string | null, issued: number, end: number, more: Partial<CertificateRecord> = {}): CertificateRecord =>
+      makeRecord(i, { spiffeId: null, namespace: null, serviceAccount: null, requester: null, policyRule: null, issuer: 'CN=Some CA', subject, notBefore: at(issued), issuedAt: at(issued), notAfter: at(end), source: `discovered:${where}`, ...more });
+    const web1 = found('w1', 'file:/etc/web.pem', 'CN=web', 0, 20); // renewed at the same place
+    const web2 = found('w2', 'file:/etc/web.pem', 'CN=web', 5, 200, { issuer: 'CN=Another intermediate' });
+    const db1 = found('d1', 'endpoint:db:5432', 'CN=db', 0, 30); // expiring
+    const dbCa = found('dc', 'endpoint:db:5432', 'CN=db CA', -100, 40); // its chain's CA: another subject, expiring too
+    const elsewhere = found('e1', 'endpoint:db-replica:5432', 'CN=db', 6, 300); // same subject, another place: supersedes nothing
+    const anon1 = found('n1', 'k8s-secret:ns/svid', null, 0, 25); // empty subjects compare equal
+    const anon2 = found('n2', 'k8s-secret:ns/svid', null, 1, 26);
+    const gone = found('g1', 'file:/etc/old.pem', 'CN=old', -50, 5); // expired at now
+    const later = found('l1', 'file:/etc/later.pem', 'CN=later', 0, 100); // beyond the window
+    const ours = makeRecord('ou', { issuedAt: at(0), notAfter: at(20) }); // issued: the stale-identity rule's
+    const [t1, t2] = [found('t1', 'file:/etc/tie.pem', 'CN=tie', 0, 35), found('t2', 'file:/etc/tie.pem', 'CN=tie', 0, 35)].sort((x, y) => (x.fingerprint < y.fingerprint ? -1 : 1));
+    await store.insertMany([web1, web2, db1, dbCa, elsewhere, anon1, anon2, gone, later, ours, t1!, t2!]);
+
+    const expiring = await store.discoveredExpiring(at(48), at(10));
+    expect(expiring).toEqual([anon2, db1, t2!, dbCa].map(asStored));
+    // The window's ends: now inclusive, before exclusive.
+    expect((await store.discoveredExpiring(at(30), at(26))).map((r) => r.fingerprint)).toEqual([anon2.fingerprint]);
+    expect(await store.discoveredExpiring(at(48), at(41))).toEqual([]);
+  });
+
   it('stores audit events exactly once per id', async () => {
     const events: AuditEvent[] = [
       { id: 'ev-1', at: new Date(T0), requester: 'r', identity: 'spiffe://x', cluster: 'c1', decision: 'issued', serial: 'ab' },
@@ -534,6 +558,25 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
       await h.raw(loc, `INSERT INTO inventory_schema_migrations (version) VALUES (${latest + 1}) RETURNING version`);
     }
     await expect(openStore({ ...loc, readOnly: true })).rejects.toThrow(`its schema is version ${latest + 1}, newer than this meshcert's ${latest}: use the meshcert release that wrote it`);
+  });
+
+  it('upgrades a schema 1 inventory: adds the index of discovered records, keeps every record', async () => {
+    await store.insertMany([makeRecord(1), makeRecord(2, { source: 'discovered:file:/x.pem', subject: 'CN=x' })]);
+    await store.close();
+    // Back to what meshcert's first release left: schema 1, without the index.
+    const downgrade = ['DROP INDEX inventory_certificates_discovered', 'DELETE FROM inventory_schema_migrations WHERE version > 1'];
+    if (loc.kind === 'sqlite') {
+      const db = new Database(loc.path);
+      for (const sql of downgrade) db.prepare(sql).run();
+      db.close();
+    } else {
+      for (const sql of downgrade) await h.raw(loc, sql);
+    }
+    await expect(openStore({ ...loc, readOnly: true })).rejects.toThrow("its schema is version 1, older than this meshcert's 2: start meshcert serve against it once to upgrade it");
+    const upgraded = track(await openStore(loc));
+    expect((await h.raw(loc, 'SELECT version FROM inventory_schema_migrations ORDER BY version')).map((r) => Number(r.version))).toEqual([1, 2]);
+    expect(await upgraded.count()).toBe(2);
+    expect((await upgraded.discoveredExpiring(new Date(T0 + 48 * HOUR), new Date(T0))).map((r) => r.subject)).toEqual(['CN=x']);
   });
 
   it('two stores (separate pools/connections) migrating a blank database at once both succeed, once', async () => {
