@@ -4,7 +4,16 @@ import { expiringBefore, recordToJson, parseSourceFilter } from '../admin/certif
 import { formatDuration, parseDurationArg } from '../config/duration.js';
 import { caDirectories, loadConfigFile, parseConfig } from '../config/load.js';
 import { ConfigError } from '../errors/ca-error.js';
-import { caExpiryReport, readCaCertificates, staleIdentities, type CaCertificateInput, type CaExpiryEntry, type StaleIdentity } from '../inventory/expiry.js';
+import {
+  caExpiryReport,
+  discoveredExpiring,
+  readCaCertificates,
+  staleIdentities,
+  type CaCertificateInput,
+  type CaExpiryEntry,
+  type ExpiringDiscovered,
+  type StaleIdentity,
+} from '../inventory/expiry.js';
 import { openStore, type OpenStoreOptions } from '../inventory/open.js';
 import type { CertificateFilter, CertificateRecord, InventoryStore } from '../inventory/types.js';
 import { parse, UsageError } from './args.js';
@@ -15,9 +24,11 @@ meshcert certs show SERIAL|FINGERPRINT [--json]
   Shows one certificate (exit 1 when not found).
 meshcert certs expiring [--within DURATION] [--json]
   CA certificates of every configured issuer (roots, intermediates, serving certificate file)
-  within their warning window or expired, and workload identities that stopped renewing. The
-  windows are the server's (monitoring.caWarnBefore, 30d; monitoring.staleWithin, 24h) unless
-  --within sets both.
+  within their warning window or expired, workload identities that stopped renewing, and
+  certificates found by \`meshcert discover\` that expire soon (unless a later one with the same
+  subject was found at the same place). The windows are the server's (monitoring.caWarnBefore,
+  30d; monitoring.staleWithin, 24h; monitoring.discoveredWarnBefore, 30d) unless --within sets
+  all three.
   Store: --config FILE (its inventory and ca sections, as serve reads them) or
   --db sqlite:PATH|postgres://URL; default sqlite .meshcert/inventory.db.`;
 
@@ -32,9 +43,10 @@ export interface InventoryTarget {
   issuers: ReadonlyArray<{ name: string; dir: string }>;
   /** server.tls.certFile, when configured. */
   servingCertFile: string | null;
-  /** monitoring.caWarnBefore and monitoring.staleWithin, seconds: `certs expiring` windows unless --within. */
+  /** monitoring.caWarnBefore, staleWithin and discoveredWarnBefore, seconds: `certs expiring` windows unless --within. */
   caWarnBefore: number;
   staleWithin: number;
+  discoveredWarnBefore: number;
 }
 
 function redact(url: string): string {
@@ -78,6 +90,7 @@ export function resolveInventoryTarget(o: { config?: string; db?: string }, env:
     servingCertFile: config.server.tls.certFile ?? null,
     caWarnBefore: config.monitoring.caWarnBefore,
     staleWithin: config.monitoring.staleWithin,
+    discoveredWarnBefore: config.monitoring.discoveredWarnBefore,
   };
   if (o.db !== undefined) return { ...parseDbArg(o.db), ...common };
   const inv = config.inventory;
@@ -193,6 +206,10 @@ function staleJson(s: StaleIdentity): Record<string, unknown> {
   return { ...s, latest: recordToJson(s.latest) };
 }
 
+function discoveredJson(d: ExpiringDiscovered): Record<string, unknown> {
+  return { ...d, record: recordToJson(d.record) };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Commands.
 
@@ -289,17 +306,19 @@ async function expiringCommand(argv: string[], now: Date): Promise<number> {
   const { values: v } = parse(argv, { ...STORE_OPTIONS, within: { type: 'string' } });
   const within = v.within === undefined ? undefined : durationOption(v.within, '--within');
   return withStore(v, async (store, target) => {
-    // The server's windows (monitoring.caWarnBefore, monitoring.staleWithin) unless --within sets both.
+    // The server's windows (monitoring.caWarnBefore, staleWithin, discoveredWarnBefore) unless --within sets all three.
     const caWindow = within ?? target.caWarnBefore;
     const staleWindow = within ?? target.staleWithin;
+    const discoveredWindow = within ?? target.discoveredWarnBefore;
     const { certs, problems } = loadCaCertificates(target);
     const ca = caExpiryReport(certs, now, caWindow).filter((e) => e.state !== 'ok');
     const stale = await staleIdentities(store, now, staleWindow);
+    const discovered = await discoveredExpiring(store, now, discoveredWindow);
     for (const p of problems) console.error(`meshcert: ${p}`);
     // A check that could not read a CA directory is incomplete: a script running it must notice.
     const code = problems.length > 0 ? 1 : 0;
     if (v.json) {
-      console.log(JSON.stringify({ ca: ca.map(caEntryJson), staleIdentities: stale.map(staleJson), problems }, null, 2));
+      console.log(JSON.stringify({ ca: ca.map(caEntryJson), staleIdentities: stale.map(staleJson), discovered: discovered.map(discoveredJson), problems }, null, 2));
       return code;
     }
     if (ca.length === 0) {
@@ -322,6 +341,18 @@ async function expiringCommand(argv: string[], now: Date): Promise<number> {
         table(
           ['SPIFFE ID', 'SERIAL', 'ISSUER', 'NOT AFTER', 'DAYS LEFT', 'LIFETIME LEFT'],
           stale.map((s) => [s.spiffeId, s.latest.serial, s.latest.issuer, s.latest.notAfter.toISOString(), daysLeft(s.latest.notAfter, now), `${Math.round(s.remainingFraction * 100)}%`]),
+        ),
+      );
+    }
+    console.log('');
+    if (discovered.length === 0) {
+      console.log(`Discovered certificates: none expiring within ${formatDuration(discoveredWindow)}`);
+    } else {
+      console.log('Discovered certificates expiring (no later one with the same subject found at the same place):');
+      console.log(
+        table(
+          ['WHERE', 'SUBJECT', 'SERIAL', 'ISSUER', 'NOT AFTER', 'DAYS LEFT'],
+          discovered.map((d) => [d.where, d.record.subject ?? identityOf(d.record), d.record.serial, d.record.issuer, d.record.notAfter.toISOString(), daysLeft(d.record.notAfter, now)]),
         ),
       );
     }

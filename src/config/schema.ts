@@ -354,6 +354,11 @@ export const configSchema = z.strictObject({
       caWarnBefore: span(0, '0s').prefault('30d'),
       /** Report identities whose latest certificate expires within this window and was not renewed. */
       staleWithin: span(0, '0s').prefault('24h'),
+      /**
+       * Report certificates found by `meshcert discover` that expire within this window (0: none)
+       * and that no later certificate found at the same place with the same subject supersedes.
+       */
+      discoveredWarnBefore: span(0, '0s').prefault('30d'),
       /** How often the checks run: each reads the CA files and queries the store (a Node timer: at most about 24 days). */
       interval: timerDuration(10).prefault('5m'),
     })

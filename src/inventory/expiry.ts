@@ -1,6 +1,6 @@
 /**
- * Expiry monitoring: which CA certificates are close to (or past) their end, and which workload
- * identities stopped renewing.
+ * Expiry monitoring: which CA certificates are close to (or past) their end, which workload
+ * identities stopped renewing, and which certificates found by discovery expire soon.
  *
  * CA certificates. A certificate is `expired` once `now` is past its notAfter, `warning` while
  * fewer than `warnBefore` seconds are left (notAfter - now <= warnBefore), `ok` otherwise.
@@ -173,4 +173,27 @@ export async function staleIdentities(
     });
   }
   return out;
+}
+
+export interface ExpiringDiscovered {
+  /** Where it was found: its source without `discovered:` (`file:/etc/tls/web.pem`, `endpoint:db:5432`...). */
+  where: string;
+  record: CertificateRecord;
+  /** Whole seconds until notAfter. */
+  secondsLeft: number;
+}
+
+/**
+ * Certificates found by discovery that expire within `within` seconds of `now` (not those already
+ * expired) and that no later certificate found at the same place with the same subject
+ * supersedes (`InventoryStore.discoveredExpiring`). Ordered by notAfter. A window of 0 reports none.
+ */
+export async function discoveredExpiring(store: Pick<InventoryStore, 'discoveredExpiring'>, now: Date, within: number): Promise<ExpiringDiscovered[]> {
+  if (within <= 0) return [];
+  const records = await store.discoveredExpiring(new Date(now.getTime() + within * 1000), now);
+  return records.map((record) => ({
+    where: record.source.replace(/^discovered:/, ''),
+    record,
+    secondsLeft: Math.floor((record.notAfter.getTime() - now.getTime()) / 1000),
+  }));
 }

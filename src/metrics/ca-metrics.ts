@@ -162,6 +162,8 @@ export class InventoryMetrics {
   readonly staleIdentities: Gauge;
   /** When meshcert_stale_identities was last computed: it keeps its value while the store cannot be queried. */
   readonly staleIdentitiesCheckedAt: Gauge;
+  readonly discoveredExpiring: Gauge;
+  readonly discoveredExpiringCheckedAt: Gauge;
   readonly caWarnings: Gauge;
   /** Read at scrape time, so the gauges are never stale. */
   recorder?: { readonly backlog: number; readonly storeHealthy: boolean; readonly dropped: number; readonly stats: { readonly rejected: number; readonly auditDropped: number; readonly auditRejected: number } };
@@ -222,6 +224,8 @@ export class InventoryMetrics {
     this.storeUp = new Gauge({ name: 'meshcert_inventory_store_up', help: '1 when the last inventory write (or ping) succeeded and no write has been outstanding longer than 5 s.', registers: r, collect() { if (self.recorder) this.set(self.recorder.storeHealthy ? 1 : 0); } });
     this.staleIdentities = new Gauge({ name: 'meshcert_stale_identities', help: 'Identities whose latest certificate expires soon and was not renewed.', registers: r });
     this.staleIdentitiesCheckedAt = new Gauge({ name: 'meshcert_stale_identities_checked_timestamp_seconds', help: 'Unix time meshcert_stale_identities was last computed (it keeps its value while the inventory cannot be queried).', registers: r });
+    this.discoveredExpiring = new Gauge({ name: 'meshcert_discovered_certs_expiring', help: 'Certificates found by discovery that expire within monitoring.discoveredWarnBefore and were not found renewed at the same place.', registers: r });
+    this.discoveredExpiringCheckedAt = new Gauge({ name: 'meshcert_discovered_certs_expiring_checked_timestamp_seconds', help: 'Unix time meshcert_discovered_certs_expiring was last computed (it keeps its value while the inventory cannot be queried).', registers: r });
     this.caWarnings = new Gauge({ name: 'meshcert_ca_certs_in_warning_window', help: 'CA certificates expiring within monitoring.caWarnBefore (or expired).', registers: r });
   }
 }

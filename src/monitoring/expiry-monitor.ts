@@ -1,4 +1,4 @@
-import { caExpiryReport, readCaCertificates, staleIdentities, type CaExpiryEntry } from '../inventory/expiry.js';
+import { caExpiryReport, discoveredExpiring, readCaCertificates, staleIdentities, type CaExpiryEntry } from '../inventory/expiry.js';
 import type { InventoryStore } from '../inventory/types.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryMetrics } from '../metrics/ca-metrics.js';
@@ -10,13 +10,16 @@ export interface ExpiryMonitorOptions {
   /** Seconds. */
   readonly caWarnBefore: number;
   readonly staleWithin: number;
+  /** Seconds; 0 reports no discovered certificate. */
+  readonly discoveredWarnBefore: number;
   readonly interval: number;
 }
 
 /**
  * Periodically re-reads the CA directories (so rotated files are seen) and the inventory: warns
  * once per certificate and state when a CA certificate enters its warning window or expires, and
- * reports stale workload identities. Results go to the log and to metrics.
+ * reports stale workload identities and discovered certificates that expire soon. Results go to
+ * the log and to metrics.
  */
 export class ExpiryMonitor {
   private timer: NodeJS.Timeout | undefined;
@@ -78,7 +81,7 @@ export class ExpiryMonitor {
     }
   }
 
-  async check(now = new Date()): Promise<{ ca: CaExpiryEntry[]; stale: number }> {
+  async check(now = new Date()): Promise<{ ca: CaExpiryEntry[]; stale: number; discovered: number }> {
     const ca: CaExpiryEntry[] = [];
     for (const [i, issuer] of this.o.issuers.entries()) {
       // Read without validity checks: an expired certificate is what we must report, not a reason to stop.
@@ -98,6 +101,7 @@ export class ExpiryMonitor {
     // Certificates, not entries: a root several issuers share is one certificate to rotate.
     this.metrics?.caWarnings.set(new Set(ca.filter((e) => e.state !== 'ok').map((e) => e.fingerprint)).size);
     let stale = 0;
+    let discovered = 0;
     if (this.store) {
       try {
         const s = await staleIdentities(this.store, now, this.o.staleWithin);
@@ -108,7 +112,21 @@ export class ExpiryMonitor {
       } catch (err) {
         this.logger.warn({ err }, 'expiry monitor cannot query the inventory');
       }
+      try {
+        const d = await discoveredExpiring(this.store, now, this.o.discoveredWarnBefore);
+        discovered = d.length;
+        this.metrics?.discoveredExpiring.set(discovered);
+        this.metrics?.discoveredExpiringCheckedAt.set(now.getTime() / 1000);
+        if (discovered > 0) {
+          this.logger.warn(
+            { count: discovered, examples: d.slice(0, 5).map((x) => ({ where: x.where, subject: x.record.subject, serial: x.record.serial, notAfter: x.record.notAfter.toISOString() })) },
+            'discovered certificates expire soon: renew them where they are served, then run meshcert discover again',
+          );
+        }
+      } catch (err) {
+        this.logger.warn({ err }, 'expiry monitor cannot query the inventory for discovered certificates');
+      }
     }
-    return { ca, stale };
+    return { ca, stale, discovered };
   }
 }

@@ -209,6 +209,7 @@ function monitorOptions(config: MeshcertConfig): ExpiryMonitorOptions {
     ...(config.server.tls.certFile ? { servingCertFile: config.server.tls.certFile } : {}),
     caWarnBefore: config.monitoring.caWarnBefore,
     staleWithin: config.monitoring.staleWithin,
+    discoveredWarnBefore: config.monitoring.discoveredWarnBefore,
     interval: config.monitoring.interval,
   };
 }

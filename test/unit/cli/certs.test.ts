@@ -198,6 +198,25 @@ describe('meshcert certs expiring', () => {
       join(cfgDir, 'meshcert.yaml'),
       ['dataDir: state', 'inventory:', '  store: sqlite', `  path: ${dbPath}`, 'trustDomain: cluster.local', ''].join('\n'),
     );
+    // Found by discovery: one expiring in 10 days, and one expiring in 5 that was found renewed at the same place.
+    const found = (i: string, where: string, subject: string, bornDaysAgo: number, endsInDays: number): CertificateRecord =>
+      makeRecord(i, {
+        spiffeId: null,
+        namespace: null,
+        serviceAccount: null,
+        issuer: 'O=acme, CN=Acme CA',
+        source: `discovered:${where}`,
+        subject,
+        requester: null,
+        cluster: null,
+        policyRule: null,
+        notBefore: new Date(BASE - bornDaysAgo * DAY),
+        issuedAt: new Date(BASE - bornDaysAgo * DAY),
+        notAfter: new Date(BASE + endsInDays * DAY),
+      });
+    const store = await openStore({ kind: 'sqlite', path: dbPath });
+    await store.insertMany([found('disc-db', 'endpoint:db.acme.test:5432', 'CN=db.acme.test', 80, 10), found('disc-api-0', 'file:/etc/certs/api.pem', 'CN=api', 85, 5), found('disc-api-1', 'file:/etc/certs/api.pem', 'CN=api', 1, 89)]);
+    await store.close();
   });
 
   it('lists CA certificates in their warning window and stale identities', async () => {
@@ -210,6 +229,19 @@ describe('meshcert certs expiring', () => {
     expect(text).toMatch(/spiffe:\/\/cluster\.local\/ns\/shop\/sa\/cart\s+\S+\s+default\s+\S+\s+0\.1\s+17%/);
     expect(text).not.toContain('sa/web');
     expect(text).not.toContain('sa/api'); // its latest certificate is fresh
+    // 10 days left: outside --within 7d.
+    expect(text).toContain('Discovered certificates: none expiring within 7d');
+  });
+
+  it('lists discovered certificates expiring in monitoring.discoveredWarnBefore (30d), unless one renewed at the same place supersedes them', async () => {
+    expect(await run('expiring', '--config', join(cfgDir, 'meshcert.yaml'))).toBe(0);
+    const lines = stdout().split('\n');
+    const at = lines.indexOf('Discovered certificates expiring (no later one with the same subject found at the same place):');
+    expect(at).toBeGreaterThan(0);
+    expect(lines[at + 1]).toMatch(/^WHERE\s+SUBJECT\s+SERIAL\s+ISSUER\s+NOT AFTER\s+DAYS LEFT$/);
+    expect(lines[at + 2]).toMatch(new RegExp(`^endpoint:db\\.acme\\.test:5432\\s+CN=db\\.acme\\.test\\s+${fp('serial-disc-db').slice(0, 32)}\\s+O=acme, CN=Acme CA\\s+\\S+\\s+10\\.0$`));
+    expect(lines).toHaveLength(at + 3);
+    expect(stdout()).not.toContain('api.pem');
   });
 
   it('prints { ca, staleIdentities, problems } with --json', async () => {
@@ -217,6 +249,7 @@ describe('meshcert certs expiring', () => {
     const r = JSON.parse(stdout()) as {
       ca: Array<Record<string, unknown>>;
       staleIdentities: Array<{ spiffeId: string; secondsLeft: number; latest: { fingerprint: string; notAfter: string } }>;
+      discovered: unknown[];
       problems: string[];
     };
     expect(r.ca).toHaveLength(1);
@@ -224,10 +257,13 @@ describe('meshcert certs expiring', () => {
     expect(typeof r.ca[0]!.notAfter).toBe('string');
     expect(r.staleIdentities.map((s) => s.spiffeId)).toEqual(['spiffe://cluster.local/ns/shop/sa/cart']);
     expect(r.staleIdentities[0]).toMatchObject({ secondsLeft: 4 * 3600, latest: { fingerprint: fp('cert-stuck'), notAfter: records[2]!.notAfter.toISOString() } });
+    expect(r.discovered).toEqual([
+      { where: 'endpoint:db.acme.test:5432', secondsLeft: 10 * 86400, record: expect.objectContaining({ fingerprint: fp('cert-disc-db'), subject: 'CN=db.acme.test', source: 'discovered:endpoint:db.acme.test:5432', notAfter: new Date(BASE + 10 * DAY).toISOString() }) },
+    ]);
     expect(r.problems).toEqual([]);
   });
 
-  it("checks every issuer's CA, in the server's windows unless --within sets both", async () => {
+  it("checks every issuer's CA, in the server's windows unless --within sets all three", async () => {
     const { root } = await makeChain();
     const other = join(cfgDir, 'payments-ca');
     mkdirSync(other, { recursive: true });
@@ -255,6 +291,7 @@ describe('meshcert certs expiring', () => {
     expect(await run('expiring', '--config', join(cfgDir, 'no-ca.yaml'), '--db', db, '--within', '1h')).toBe(1);
     expect(stdout()).toContain('CA certificates: none expiring within 1h (0 checked)');
     expect(stdout()).toContain('Stale identities: none');
+    expect(stdout()).toContain('Discovered certificates: none expiring within 1h');
     expect(stderr()).toContain(`no CA certificates in ${join(cfgDir, 'missing-ca')}`);
   });
 });

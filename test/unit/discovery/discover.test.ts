@@ -18,6 +18,7 @@ import { discover, discoveryExitCode } from '../../../src/discovery/discover.js'
 import { discoverEndpoint } from '../../../src/discovery/endpoint.js';
 import { expandFileArg, globToRegExp, readPemFile } from '../../../src/discovery/files.js';
 import { discoverK8sSecrets, secretItems } from '../../../src/discovery/k8s-secrets.js';
+import { discoveredExpiring } from '../../../src/inventory/expiry.js';
 import { openStore } from '../../../src/inventory/open.js';
 import type { InventoryStore } from '../../../src/inventory/types.js';
 import { freePort } from '../../support/postgres.js';
@@ -284,6 +285,20 @@ describe('discover() into a store', () => {
     expect(again.newRecords).toBe(0);
     expect(again.found).toBe(r.found);
     expect(await store.count()).toBe(4);
+  });
+
+  it('has a certificate about to expire reported until its renewal is discovered at the same place', async () => {
+    const place = join(mkdtempSync(join(dir, 'renew-')), 'web.pem');
+    const soon = await makeTestCert({ subject: 'CN=renew.example', notBefore: new Date(Date.now() - 80 * DAY), notAfter: new Date(Date.now() + 5 * DAY) });
+    writeFileSync(place, soon.pem);
+    expect(discoveryExitCode(await discover(store, { files: [place] }))).toBe(0);
+    const expiring = async (): Promise<string[][]> => (await discoveredExpiring(store, new Date(), 30 * 86_400)).map((d) => [d.where, d.record.fingerprint]);
+    expect(await expiring()).toEqual([[`file:${place}`, fpOf(soon)]]);
+    const renewed = await makeTestCert({ subject: 'CN=renew.example', notBefore: new Date(Date.now() - 3_600_000), notAfter: new Date(Date.now() + 90 * DAY) });
+    writeFileSync(place, renewed.pem);
+    expect(discoveryExitCode(await discover(store, { files: [place] }))).toBe(0);
+    expect(await store.count()).toBe(2);
+    expect(await expiring()).toEqual([]);
   });
 
   it('tags endpoint certificates with the endpoint source when first seen there', async () => {

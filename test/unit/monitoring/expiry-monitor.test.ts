@@ -2,12 +2,14 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { InventoryMetrics } from '../../../src/metrics/ca-metrics.js';
 import { ExpiryMonitor, type ExpiryMonitorOptions } from '../../../src/monitoring/expiry-monitor.js';
+import { makeRecord } from '../inventory/fixtures.js';
 
 const YEAR = 365 * 86_400;
 let base: string;
@@ -23,7 +25,7 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(base, { recursive: true, force: true }));
 
-const options = (issuers: ExpiryMonitorOptions['issuers'], caWarnBefore = 30 * 86_400): ExpiryMonitorOptions => ({ issuers, caWarnBefore, staleWithin: 86_400, interval: 300 });
+const options = (issuers: ExpiryMonitorOptions['issuers'], caWarnBefore = 30 * 86_400): ExpiryMonitorOptions => ({ issuers, caWarnBefore, staleWithin: 86_400, discoveredWarnBefore: 30 * 86_400, interval: 300 });
 
 describe('ExpiryMonitor', () => {
   it("checks the issuers and windows of the latest config it was given (a reload's)", async () => {
@@ -89,6 +91,7 @@ describe('ExpiryMonitor and the inventory', () => {
         if (down) throw new Error('connection refused');
         return [];
       },
+      discoveredExpiring: async () => [],
     } as unknown as ConstructorParameters<typeof ExpiryMonitor>[3];
     const m = new ExpiryMonitor(options([{ name: 'default', dir: a }]), createLogger('silent'), metrics, store);
     const value = async (name: string): Promise<number> => Number(/ (\S+)$/m.exec((await registry.getSingleMetricAsString(name)).split('\n').filter((l) => !l.startsWith('#')).join('\n'))?.[1]);
@@ -98,5 +101,47 @@ describe('ExpiryMonitor and the inventory', () => {
     await m.check(new Date(1_800_000_600_000));
     // Not computed: the stamp says since when the count is old.
     expect(await value('meshcert_stale_identities_checked_timestamp_seconds')).toBe(1_800_000_000);
+  });
+});
+
+describe('ExpiryMonitor and discovered certificates', () => {
+  it('counts those expiring within monitoring.discoveredWarnBefore, logs where they are, and keeps the count and its stamp while the store is down', async () => {
+    const registry = new Registry();
+    const metrics = new InventoryMetrics(registry);
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger('warn', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+    const now = new Date(1_800_000_000_000);
+    const web = makeRecord('web', { source: 'discovered:endpoint:web:443', subject: 'CN=web', spiffeId: null, notAfter: new Date(now.getTime() + 3 * 86_400_000) });
+    let down = false;
+    const asked: Array<[number, number]> = [];
+    const store = {
+      latestPerIdentity: async () => [],
+      discoveredExpiring: async (before: Date, at: Date) => {
+        if (down) throw new Error('connection refused');
+        asked.push([before.getTime(), at.getTime()]);
+        return [web];
+      },
+    } as unknown as ConstructorParameters<typeof ExpiryMonitor>[3];
+    const m = new ExpiryMonitor(options([{ name: 'default', dir: a }]), logger, metrics, store);
+    const value = async (name: string): Promise<number> => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(await registry.getSingleMetricAsString(name))?.[1]);
+    expect((await m.check(now)).discovered).toBe(1);
+    expect(asked).toEqual([[now.getTime() + 30 * 86_400_000, now.getTime()]]);
+    expect(await value('meshcert_discovered_certs_expiring')).toBe(1);
+    expect(await value('meshcert_discovered_certs_expiring_checked_timestamp_seconds')).toBe(1_800_000_000);
+    const warned = lines.find((l) => String(l.msg).startsWith('discovered certificates expire soon'));
+    expect(warned).toMatchObject({ count: 1, examples: [{ where: 'endpoint:web:443', subject: 'CN=web', serial: web.serial, notAfter: web.notAfter.toISOString() }] });
+
+    down = true;
+    expect((await m.check(new Date(now.getTime() + 600_000))).discovered).toBe(0);
+    expect(await value('meshcert_discovered_certs_expiring')).toBe(1);
+    expect(await value('meshcert_discovered_certs_expiring_checked_timestamp_seconds')).toBe(1_800_000_000);
+    expect(lines.some((l) => l.msg === 'expiry monitor cannot query the inventory for discovered certificates')).toBe(true);
+
+    // A window of 0 turns the report off: the store is not asked.
+    down = false;
+    m.update({ ...options([{ name: 'default', dir: a }]), discoveredWarnBefore: 0 });
+    expect((await m.check(now)).discovered).toBe(0);
+    expect(asked).toHaveLength(1);
+    expect(await value('meshcert_discovered_certs_expiring')).toBe(0);
   });
 });
