@@ -88,6 +88,18 @@ export async function buildAuthChain(
     : undefined;
   const clusters = new Map<string, Authenticator[]>();
   const clusterConfigs = [...config.auth.clusters];
+  // The API server's service-account keys are read again every 30 s while tokens arrive and the
+  // read fails (RBAC, say): counted each time, logged as a warning at most every 10 minutes.
+  const keysFailureReporter = (label: string): ((err: Error) => void) => {
+    let warnedAt = Number.NEGATIVE_INFINITY;
+    return (err) => {
+      metrics?.jwksRefreshFailures.inc({ issuer: label });
+      const now = Date.now();
+      const warn = now - warnedAt >= 600_000;
+      if (warn) warnedAt = now;
+      logger[warn ? 'warn' : 'debug']({ issuer: label, err }, "cannot read the Kubernetes API server's service-account keys; tokens go to TokenReview without a signature check");
+    };
+  };
   if (config.dev.tokenIssuer) {
     const dev = await ensureDevIssuer(config.dataDir);
     const existing = clusterConfigs.findIndex((c) => c.name === config.auth.defaultCluster);
@@ -134,8 +146,11 @@ export async function buildAuthChain(
           trustDomain,
           timeoutMs: c.tokenReview.timeout * 1000,
           clockSkewSeconds: config.auth.clockSkew,
+          verifySignatures: c.tokenReview.verifySignatures,
+          onKeysFailure: keysFailureReporter(`tokenreview:${c.name}`),
         });
         closers.push(() => tr.close());
+        tr.start();
         list.push(tr);
       }
     } catch (e) {

@@ -128,6 +128,16 @@ function toKeySet(doc: unknown): JSONWebKeySet {
   return { keys };
 }
 
+/**
+ * A token names a key the issuer may have published after the key set held was read; a read is
+ * scheduled, and a retry then may succeed. Not a verdict on the token (AUTH_BACKEND_UNAVAILABLE).
+ */
+export class SigningKeyPendingError extends CaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('AUTH_BACKEND_UNAVAILABLE', message, options);
+  }
+}
+
 function isNoMatchingKey(err: unknown): boolean {
   return err instanceof joseErrors.JWKSNoMatchingKey;
 }
@@ -197,6 +207,12 @@ export interface RemoteJwksOptions {
   fetchTimeoutMs?: number;
   now?: () => number;
   onRefreshFailure?: (error: Error) => void;
+  /**
+   * Reads the key set's body instead of fetch(uri): the Kubernetes API server's set is read over
+   * its own CA with meshcert's credentials (tokenreview.ts). Rejects on any failure (a non-2xx
+   * answer included); the body is at most MAX_JWKS_BYTES.
+   */
+  fetchBody?: (timeoutMs: number) => Promise<string>;
 }
 
 /**
@@ -211,6 +227,7 @@ export class RemoteJwks implements KeySource {
   private readonly fetchTimeoutMs: number;
   private readonly now: () => number;
   private readonly onFailure: ((error: Error) => void) | undefined;
+  private readonly fetchBody: ((timeoutMs: number) => Promise<string>) | undefined;
 
   private set: ReturnType<typeof createLocalJWKSet> | undefined;
   /** The last loaded set's keys as JSON, to tell a changed set from the same one fetched again. */
@@ -235,6 +252,7 @@ export class RemoteJwks implements KeySource {
     this.fetchTimeoutMs = opts.fetchTimeoutMs ?? 5_000;
     this.now = opts.now ?? Date.now;
     this.onFailure = opts.onRefreshFailure;
+    this.fetchBody = opts.fetchBody;
   }
 
   /** Number of failed fetches since construction. */
@@ -316,6 +334,19 @@ export class RemoteJwks implements KeySource {
 
   private async fetchOnce(): Promise<JSONWebKeySet> {
     this.fetches++;
+    const text = this.fetchBody ? await this.fetchBody(this.fetchTimeoutMs) : await this.fetchOverHttp();
+    let doc: unknown;
+    try {
+      doc = JSON.parse(text);
+    } catch (err) {
+      throw new Error(`JWKS from ${this.uri} is not JSON`, { cause: err });
+    }
+    const keys = toKeySet(doc);
+    createLocalJWKSet(keys); // throws on a set jose cannot use, before it replaces the current one
+    return keys;
+  }
+
+  private async fetchOverHttp(): Promise<string> {
     let res: Response;
     try {
       res = await fetch(this.uri, {
@@ -331,16 +362,7 @@ export class RemoteJwks implements KeySource {
       await res.body?.cancel().catch(() => undefined);
       throw new Error(`JWKS fetch for issuer ${this.issuer} from ${this.uri} returned HTTP ${res.status}`);
     }
-    const text = await readCapped(res, MAX_JWKS_BYTES, () => new Error(`JWKS from ${this.uri} is larger than ${MAX_JWKS_BYTES} bytes`));
-    let doc: unknown;
-    try {
-      doc = JSON.parse(text);
-    } catch (err) {
-      throw new Error(`JWKS from ${this.uri} is not JSON`, { cause: err });
-    }
-    const keys = toKeySet(doc);
-    createLocalJWKSet(keys); // throws on a set jose cannot use, before it replaces the current one
-    return keys;
+    return readCapped(res, MAX_JWKS_BYTES, () => new Error(`JWKS from ${this.uri} is larger than ${MAX_JWKS_BYTES} bytes`));
   }
 
   /**
@@ -359,9 +381,9 @@ export class RemoteJwks implements KeySource {
     return typeof iat === 'number' && iat * 1000 >= this.lastLoadedAt - marginMs;
   }
 
-  private notYetFetched(err: unknown): CaError {
+  private notYetFetched(err: unknown): SigningKeyPendingError {
     const wait = this.refreshWhenAllowed();
-    return new CaError('AUTH_BACKEND_UNAVAILABLE', `the token's signing key is not in the issuer's key set yet; it is fetched again within ${Math.ceil(wait / 1000)} s, retry then`, { cause: err });
+    return new SigningKeyPendingError(`the token's signing key is not in the issuer's key set yet; it is fetched again within ${Math.ceil(wait / 1000)} s, retry then`, { cause: err });
   }
 
   /** Refreshes as soon as the rate limit allows (once), so a retry finds a newly published key. */

@@ -7,15 +7,19 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import https from 'node:https';
-import { decodeJwt } from 'jose';
+import { compactVerify, decodeJwt, errors as joseErrors } from 'jose';
 import { FairLimiter } from './fair-limiter.js';
 import { CaError } from '../errors/ca-error.js';
-import { assertTrustDomain, DEFAULT_AUDIENCES, parseServiceAccountUsername, serviceAccountSpiffeId } from './jwt.js';
+import { assertTrustDomain, DEFAULT_AUDIENCES, parseServiceAccountUsername, RemoteJwks, serviceAccountSpiffeId, SigningKeyPendingError } from './jwt.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
 
 export const IN_CLUSTER_TOKEN_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/token';
 export const IN_CLUSTER_CA_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt';
 export const TOKENREVIEW_PATH = '/apis/authentication.k8s.io/v1/tokenreviews';
+/** The API server's service-account signing keys (ServiceAccountIssuerDiscovery, GA in Kubernetes 1.21). */
+export const SERVICE_ACCOUNT_JWKS_PATH = '/openid/v1/jwks';
+/** What the API server signs service-account tokens with (RSA or ECDSA keys). */
+const SERVICE_ACCOUNT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512'];
 
 export interface TokenReviewOptions {
   /** https URL of the API server. Default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT. */
@@ -42,6 +46,16 @@ export interface TokenReviewOptions {
   timeoutMs?: number;
   /** auth.clockSkew, seconds: a token expired by more than this (at least 300) is refused unasked. */
   clockSkewSeconds?: number;
+  /**
+   * Check each token's signature against the API server's service-account keys
+   * (SERVICE_ACCOUNT_JWKS_PATH) before a TokenReview, so that a forged token costs the API server
+   * nothing. Default false here; the config's tokenReview.verifySignatures is true by default.
+   */
+  verifySignatures?: boolean;
+  /** Called when reading the API server's keys fails (they are fetched every 5 minutes, and on an unknown kid). */
+  onKeysFailure?: (error: Error) => void;
+  /** Tests: the least time between two reads of the keys prompted by unknown kids. Default 30 000 ms. */
+  keysMinRefreshIntervalMs?: number;
   /** Name reported as Authenticator.name. Default 'tokenreview'. */
   name?: string;
   /** Environment to read in-cluster defaults from (tests). Default process.env. */
@@ -183,6 +197,8 @@ function podSearchDomains(): string[] {
 export class TokenReviewAuthenticator implements Authenticator {
   readonly name: string;
   private readonly url: URL;
+  private readonly jwksUrl: URL;
+  private readonly keys: RemoteJwks | undefined;
   private readonly agent: https.Agent;
   private readonly audiences: readonly string[];
   private readonly trustDomain: string;
@@ -201,6 +217,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     this.trustDomain = opts.trustDomain;
     const base = resolveApiServer(opts, env);
     this.url = new URL(TOKENREVIEW_PATH, base);
+    this.jwksUrl = new URL(SERVICE_ACCOUNT_JWKS_PATH, base);
     const local = isLocalApiServer(opts.apiServer, base, env);
     if (opts.audiences !== undefined && (!Array.isArray(opts.audiences) || opts.audiences.length === 0 || opts.audiences.some((a) => typeof a !== 'string' || a === ''))) {
       throw new Error('tokenreview.audiences must be a non-empty list of non-empty strings');
@@ -230,11 +247,59 @@ export class TokenReviewAuthenticator implements Authenticator {
       this.tokenFile = IN_CLUSTER_TOKEN_FILE;
     }
     this.agent = new https.Agent({ keepAlive: true, maxSockets: MAX_REVIEWS, ...(ca === undefined ? {} : { ca }) });
+    if (opts.verifySignatures === true) {
+      this.keys = new RemoteJwks({
+        uri: this.jwksUrl.href,
+        issuer: 'the Kubernetes API server',
+        fetchTimeoutMs: this.timeoutMs,
+        ...(opts.keysMinRefreshIntervalMs === undefined ? {} : { minRefreshIntervalMs: opts.keysMinRefreshIntervalMs }),
+        fetchBody: (timeoutMs) => this.fetchKeys(timeoutMs),
+        ...(opts.onKeysFailure ? { onRefreshFailure: opts.onKeysFailure } : {}),
+      });
+    }
   }
 
-  /** Closes pooled connections. */
+  /**
+   * Starts reading the API server's keys (when verifySignatures) and their refresh timer; resolves
+   * at once: until the first read answers, tokens go to TokenReview unchecked.
+   */
+  start(): void {
+    if (this.keys) void this.keys.start();
+  }
+
+  /** Closes pooled connections and stops the keys' refresh. */
   close(): void {
+    this.keys?.close();
     this.agent.destroy();
+  }
+
+  /**
+   * Refuses, without a TokenReview, a token that no service-account key of the API server signed:
+   * a bad signature, an algorithm the API server does not use, or a key it does not publish (after
+   * reading its keys again, at most every 30 s). Only such a definite answer refuses. A token that
+   * names a key the API server may have published since the last read gets UNAVAILABLE, and the
+   * keys are read again as soon as the rate limit allows: a retry then finds a rotated key, and a
+   * forged kid costs no review. When the keys are not at hand (never read: the endpoint unreachable
+   * or forbidden; the last read failed) or the token names no key while several could verify it,
+   * TokenReview decides, as it would without this check. A token that passes still goes to
+   * TokenReview, which alone knows whether its pod or service account still exists and checks its
+   * audience.
+   */
+  private async verifySignature(keys: RemoteJwks, token: string): Promise<void> {
+    try {
+      await compactVerify(token, keys.getKey, { algorithms: SERVICE_ACCOUNT_ALGORITHMS });
+    } catch (err) {
+      if (err instanceof SigningKeyPendingError) throw err;
+      if (err instanceof CaError) {
+        if (err.code === 'AUTH_BACKEND_UNAVAILABLE') return;
+        throw new CaError('AUTH_INVALID', 'token was not signed by a service-account key of the Kubernetes API server', { cause: err });
+      }
+      if (err instanceof joseErrors.JWKSMultipleMatchingKeys) return;
+      if (err instanceof joseErrors.JWSSignatureVerificationFailed) throw new CaError('AUTH_INVALID', 'token signature does not verify with the Kubernetes API server\'s service-account keys', { cause: err });
+      if (err instanceof joseErrors.JOSEAlgNotAllowed || err instanceof joseErrors.JOSENotSupported) throw new CaError('AUTH_INVALID', 'token signing algorithm is not one the Kubernetes API server uses', { cause: err });
+      if (err instanceof joseErrors.JOSEError) throw new CaError('AUTH_INVALID', 'token is malformed', { cause: err });
+      return; // not a verdict on the token (a key jose cannot import, say): TokenReview decides
+    }
   }
 
   private ownToken(): string | undefined {
@@ -257,6 +322,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     const token = req.bearerToken;
     if (!token) return null;
     precheck(token, Date.now() / 1000, this.leewaySeconds);
+    if (this.keys) await this.verifySignature(this.keys, token);
 
     let status: TokenReviewStatus;
     try {
@@ -308,14 +374,42 @@ export class TokenReviewAuthenticator implements Authenticator {
   }
 
   /** One TokenReview round trip. Rejects with TokenReviewBackendError when there is no usable answer. */
-  private review(token: string): Promise<TokenReviewStatus> {
+  private async review(token: string): Promise<TokenReviewStatus> {
     const body = JSON.stringify({
       apiVersion: 'authentication.k8s.io/v1',
       kind: 'TokenReview',
       spec: { token, audiences: this.audiences },
     });
+    const res = await this.send('POST', this.url, body, this.timeoutMs);
+    const failure = classifyStatus(res.status);
+    if (failure) {
+      throw new TokenReviewBackendError(failure, `TokenReview returned HTTP ${res.status}${failure === 'credentials-rejected' ? ": the API server refused meshcert's own credentials (check its token and RBAC for tokenreviews create)" : ''}`, {
+        status: res.status,
+      });
+    }
+    try {
+      const doc = JSON.parse(res.body.toString('utf8')) as { status?: TokenReviewStatus };
+      if (typeof doc !== 'object' || doc === null) throw new Error('not an object');
+      return typeof doc.status === 'object' && doc.status !== null ? doc.status : {};
+    } catch (err) {
+      throw new TokenReviewBackendError('bad-response', 'TokenReview response is not JSON', { status: res.status, cause: err });
+    }
+  }
+
+  /** The API server's service-account JWKS body; rejects on a non-2xx answer. */
+  private async fetchKeys(timeoutMs: number): Promise<string> {
+    const res = await this.send('GET', this.jwksUrl, undefined, timeoutMs);
+    if (res.status < 200 || res.status >= 300) {
+      const hint = res.status === 401 || res.status === 403 ? " (meshcert's credentials may not read it: see the system:service-account-issuer-discovery ClusterRole)" : '';
+      throw new Error(`GET ${this.jwksUrl.pathname} returned HTTP ${res.status}${hint}`);
+    }
+    return res.body.toString('utf8');
+  }
+
+  /** One request to the API server with meshcert's credentials, its body read up to MAX_RESPONSE_BYTES. */
+  private send(method: 'GET' | 'POST', url: URL, body: string | undefined, timeoutMs: number): Promise<{ status: number; body: Buffer }> {
     const own = this.ownToken();
-    return new Promise<TokenReviewStatus>((resolve, reject) => {
+    return new Promise((resolve, reject) => {
       let settled = false;
       const finish = (fn: () => void): void => {
         if (settled) return;
@@ -323,15 +417,15 @@ export class TokenReviewAuthenticator implements Authenticator {
         clearTimeout(timer);
         fn();
       };
+      const what = method === 'POST' ? 'TokenReview' : `GET ${url.pathname}`;
       const request = https.request(
-        this.url,
+        url,
         {
-          method: 'POST',
+          method,
           agent: this.agent,
           headers: {
-            'content-type': 'application/json',
             accept: 'application/json',
-            'content-length': Buffer.byteLength(body),
+            ...(body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }),
             ...(own === undefined ? {} : { authorization: `Bearer ${own}` }),
           },
         },
@@ -342,36 +436,20 @@ export class TokenReviewAuthenticator implements Authenticator {
             size += c.length;
             if (size > MAX_RESPONSE_BYTES) {
               res.destroy();
-              finish(() => reject(new TokenReviewBackendError('bad-response', 'TokenReview response too large', { status: res.statusCode })));
+              finish(() => reject(new TokenReviewBackendError('bad-response', `${what} response too large`, { status: res.statusCode })));
               return;
             }
             chunks.push(c);
           });
-          res.on('error', (err) => finish(() => reject(new TokenReviewBackendError('unreachable', `TokenReview response failed: ${err.message}`, { cause: err }))));
-          res.on('end', () => {
-            const code = res.statusCode ?? 0;
-            finish(() => {
-              const failure = classifyStatus(code);
-              if (failure) {
-                reject(new TokenReviewBackendError(failure, `TokenReview returned HTTP ${code}${failure === 'credentials-rejected' ? ': the API server refused meshcert\'s own credentials (check its token and RBAC for tokenreviews create)' : ''}`, { status: code }));
-                return;
-              }
-              try {
-                const doc = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { status?: TokenReviewStatus };
-                if (typeof doc !== 'object' || doc === null) throw new Error('not an object');
-                resolve(typeof doc.status === 'object' && doc.status !== null ? doc.status : {});
-              } catch (err) {
-                reject(new TokenReviewBackendError('bad-response', 'TokenReview response is not JSON', { status: code, cause: err }));
-              }
-            });
-          });
+          res.on('error', (err) => finish(() => reject(new TokenReviewBackendError('unreachable', `${what} response failed: ${err.message}`, { cause: err }))));
+          res.on('end', () => finish(() => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) })));
         },
       );
       const timer = setTimeout(() => {
-        finish(() => reject(new TokenReviewBackendError('timeout', `TokenReview timed out after ${this.timeoutMs} ms`)));
+        finish(() => reject(new TokenReviewBackendError('timeout', `${what} timed out after ${timeoutMs} ms`)));
         request.destroy();
-      }, this.timeoutMs);
-      request.on('error', (err) => finish(() => reject(new TokenReviewBackendError('unreachable', `TokenReview request failed: ${err.message}`, { cause: err }))));
+      }, timeoutMs);
+      request.on('error', (err) => finish(() => reject(new TokenReviewBackendError('unreachable', `${what} request failed: ${err.message}`, { cause: err }))));
       request.end(body);
     });
   }

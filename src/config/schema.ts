@@ -66,6 +66,12 @@ const tokenReview = z.strictObject({
   audiences: z.array(z.string().min(1)).min(1).default(['istio-ca']),
   // Each review waits this long at most; an agent's call waits behind it.
   timeout: duration.refine((v) => v > 0 && v <= 60, 'must be more than 0s and at most 60s').prefault(5),
+  /**
+   * Check a token's signature against the API server's service-account keys (GET /openid/v1/jwks)
+   * before asking TokenReview, so that forged tokens cost the API server nothing. While the keys
+   * cannot be read, TokenReview decides alone.
+   */
+  verifySignatures: z.boolean().default(true),
 });
 
 const cluster = z.strictObject({

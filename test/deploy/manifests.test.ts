@@ -311,7 +311,12 @@ async function validateSchema(o: K8sObject): Promise<void> {
 function ruleLines(rules: readonly PolicyRule[] | undefined): string[] {
   const lines: string[] = [];
   for (const r of rules ?? []) {
-    expect(r.nonResourceURLs ?? [], 'no nonResourceURLs').toEqual([]);
+    if (r.nonResourceURLs !== undefined) {
+      // A rule is for URLs or for resources, never both.
+      expect(r.apiGroups ?? [], 'a nonResourceURLs rule names no API group').toEqual([]);
+      expect(r.resources ?? [], 'a nonResourceURLs rule names no resource').toEqual([]);
+      for (const u of r.nonResourceURLs) lines.push(`url ${u} ${[...r.verbs].sort().join(',')}`);
+    }
     for (const g of r.apiGroups ?? []) {
       for (const res of r.resources ?? []) {
         lines.push(`${g || 'core'} ${res} [${[...(r.resourceNames ?? [])].sort().join(',')}] ${[...r.verbs].sort().join(',')}`);
@@ -330,6 +335,7 @@ const EXPECTED_RBAC: Record<string, { kind: 'ClusterRole' | 'Role'; namespace?: 
       'core configmaps [istio-ca-root-cert] get,list,update,watch',
       'core namespaces [] list,watch',
       'core pods [] list,watch',
+      'url /openid/v1/jwks get',
     ],
   },
   'meshcert-istiod-tls': {

@@ -24,7 +24,8 @@
  * Leases: spec.acquireTime/renewTime must be MicroTime with exactly six fractional digits, as the
  * real API server demands (a plain Date from @kubernetes/client-node 1.4 gets 400; use V1MicroTime).
  * Errors are `kind: Status` objects with the API server's reasons and messages.
- * Plus POST /apis/authentication.k8s.io/v1/tokenreviews answered by `tokenReviewer`.
+ * Plus POST /apis/authentication.k8s.io/v1/tokenreviews answered by `tokenReviewer`, and
+ * GET /openid/v1/jwks serving `serviceAccountKeys`.
  * Not modelled: graceful pod deletion (put a pod with metadata.deletionTimestamp instead),
  * subresources, server-side apply, bookmarks, admission.
  */
@@ -409,6 +410,11 @@ export class FakeKube {
   readonly caPem: string;
   readonly port: number;
   readonly requests: FakeRequest[] = [];
+  /**
+   * The service-account keys served at GET /openid/v1/jwks (a JWK Set's `keys`); undefined: 404,
+   * as from an API server that does not serve them.
+   */
+  serviceAccountKeys: unknown[] | undefined;
   /** Answers TokenReviews; default: not authenticated. */
   tokenReviewer: (spec: TokenReviewSpec) => TokenReviewAnswer | Promise<TokenReviewAnswer> = () => ({ authenticated: false, error: 'token not recognised by the fake' });
 
@@ -684,6 +690,11 @@ export class FakeKube {
         const answer = await this.tokenReviewer(spec);
         if ('httpStatus' in answer) throw new HttpError(answer.httpStatus, reasonFor(answer.httpStatus), answer.message ?? `HTTP ${answer.httpStatus}`);
         reply(201, { kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1', metadata: { creationTimestamp: null }, spec, status: answer });
+        return;
+      }
+
+      if (url.pathname === '/openid/v1/jwks' && method === 'GET' && this.serviceAccountKeys !== undefined) {
+        reply(200, { keys: this.serviceAccountKeys });
         return;
       }
 

@@ -1,7 +1,9 @@
 /**
  * TokenReview authentication through the real server: a bearer token that cannot be a
  * service-account token is refused UNAUTHENTICATED without a round trip to the API server, and
- * one that could be is asked about.
+ * one that could be is asked about. With the API server's service-account keys readable
+ * (tokenReview.verifySignatures, on by default), a token none of them signed is refused without
+ * a review too.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCsr } from '../../fixtures/csr.js';
 import { FakeKube } from '../../support/fake-kube.js';
 import { startTestCa, type TestCa } from '../../support/harness.js';
+import { k8sClaims, signingKey, signToken, type SigningKey } from '../../unit/auth/helpers.js';
 
 const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64url');
 
@@ -51,7 +54,7 @@ describe('TokenReview authentication over gRPC', () => {
     expect(reviews()).toBe(before);
   });
 
-  it('asks the API server about a token that could be a service-account token', async () => {
+  it('asks the API server about a token that could be a service-account token (its keys are not served here: 404)', async () => {
     const before = reviews();
     const token = `${b64({ alg: 'RS256' })}.${b64({ sub: 'system:serviceaccount:default:app' })}.c2ln`;
     const err = (await ca.client().createCertificate({ csrPem, token }).then(
@@ -62,5 +65,50 @@ describe('TokenReview authentication over gRPC', () => {
     expect(err?.details).not.toContain(token);
     expect(err?.details).not.toContain('invalid bearer token');
     expect(reviews()).toBe(before + 1);
+  });
+});
+
+describe('TokenReview authentication over gRPC, with the API server\'s service-account keys', () => {
+  let fake: FakeKube;
+  let ca: TestCa;
+  let dir: string;
+  let csrPem: string;
+  let apiKey: SigningKey;
+  beforeAll(async () => {
+    fake = await FakeKube.start({ token: 'meshcert-own' });
+    apiKey = await signingKey('RS256', 'sa-key');
+    fake.serviceAccountKeys = [apiKey.jwk];
+    fake.tokenReviewer = (spec) => ({ authenticated: true, user: { username: 'system:serviceaccount:default:app' }, audiences: spec.audiences ?? [] });
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-grpc-trk-'));
+    writeFileSync(join(dir, 'ca.crt'), fake.caPem);
+    writeFileSync(join(dir, 'token'), 'meshcert-own');
+    ca = await startTestCa({ auth: { clusters: [{ name: 'Kubernetes', tokenReview: { apiServer: fake.url, caFile: join(dir, 'ca.crt'), tokenFile: join(dir, 'token') } }] } });
+    csrPem = (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem;
+  });
+  afterAll(async () => {
+    await ca?.close();
+    await fake?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const reviews = (): number => fake.requests.filter((r) => r.path === '/apis/authentication.k8s.io/v1/tokenreviews').length;
+
+  it('refuses a forged token UNAUTHENTICATED without a review, and issues for one the API server signed, after its review', async () => {
+    const forger = await signingKey('RS256', 'sa-key');
+    const before = reviews();
+    const err = (await ca.client().createCertificate({ csrPem, token: await signToken(forger, k8sClaims('default', 'app')) }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as { code: number; details: string } | undefined;
+    expect(err?.code).toBe(status.UNAUTHENTICATED);
+    expect(err?.details).toBe("token signature does not verify with the Kubernetes API server's service-account keys");
+    expect(reviews()).toBe(before);
+
+    const chain = await ca.client().createCertificate({ csrPem, token: await signToken(apiKey, k8sClaims('default', 'app')) });
+    expect(chain.length).toBeGreaterThan(1);
+    expect(chain[0]).toContain('-----BEGIN CERTIFICATE-----');
+    expect(reviews()).toBe(before + 1);
+    // Read with meshcert's own credentials.
+    expect(fake.requests.find((r) => r.path === '/openid/v1/jwks')?.authorization).toBe('Bearer meshcert-own');
   });
 });

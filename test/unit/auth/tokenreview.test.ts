@@ -10,7 +10,7 @@ import { isLocalApiServer, MAX_REVIEWS, TokenReviewAuthenticator, TokenReviewBac
 import type { TokenReviewOptions } from '../../../src/auth/tokenreview.js';
 import type { Caller } from '../../../src/auth/types.js';
 import { closedPort, k8sClaims, makeCert, signingKey, signToken } from './helpers.js';
-import type { TestCert } from './helpers.js';
+import type { SigningKey, TestCert } from './helpers.js';
 
 const OWN_TOKEN = 'meshcert-own-sa-token';
 /** Shaped like a service-account token (the API server is what checks it): header.payload.signature. */
@@ -315,6 +315,112 @@ describe('TokenReviewAuthenticator', () => {
       expect(() => make(c.options)).toThrow(c.error);
     });
   }
+});
+
+describe('TokenReviewAuthenticator with verifySignatures', () => {
+  let apiKey: SigningKey;
+  let forger: SigningKey;
+  let jwksAnswer: { status: number; keys: SigningKey[] };
+  const requests: Seen[] = [];
+  const jwksReads = (): Seen[] => requests.filter((r) => r.method === 'GET');
+  const reviews = (): Seen[] => requests.filter((r) => r.method === 'POST');
+  beforeAll(async () => {
+    apiKey = await signingKey('RS256', 'api-server-key-1');
+    forger = await signingKey('RS256', 'api-server-key-1'); // claims the API server's kid
+  });
+  const serve = (): void => {
+    requests.length = 0;
+    jwksAnswer = { status: 200, keys: [apiKey] };
+    handler = (seen, res) => {
+      requests.push(seen);
+      if (seen.method === 'GET' && seen.path === '/openid/v1/jwks') {
+        reply(jwksAnswer.status, jwksAnswer.status === 200 ? { keys: jwksAnswer.keys.map((k) => k.jwk) } : { kind: 'Status', code: jwksAnswer.status })(seen, res);
+        return;
+      }
+      reply(201, review(AUTHENTICATED))(seen, res);
+    };
+  };
+  const claims = k8sClaims('bookinfo', 'reviews');
+
+  it("refuses, without a TokenReview, a token no service-account key of the API server signed, and reviews one that one did", async () => {
+    serve();
+    const auth = make({ verifySignatures: true });
+    auth.start();
+    try {
+      const good = await auth.authenticate({ bearerToken: await signToken(apiKey, claims) });
+      expect(good?.identities).toEqual(['spiffe://cluster.local/ns/bookinfo/sa/reviews']);
+      expect(reviews()).toHaveLength(1);
+      // Read once, with meshcert's own credentials, over the API server's CA.
+      expect(jwksReads()).toEqual([expect.objectContaining({ path: '/openid/v1/jwks', authorization: `Bearer ${OWN_TOKEN}` })]);
+
+      const refused = async (token: string): Promise<CaError | undefined> => (await outcome(auth.authenticate({ bearerToken: token }))).err;
+      const forged = await refused(await signToken(forger, claims));
+      expect([forged?.code, forged?.message]).toEqual(['AUTH_INVALID', "token signature does not verify with the Kubernetes API server's service-account keys"]);
+      const other = await signingKey('ES256', 'not-the-api-servers');
+      const unknownOld = await refused(await signToken(other, claims, { iatIn: -600 }));
+      expect([unknownOld?.code, unknownOld?.message]).toEqual(['AUTH_INVALID', 'token was not signed by a service-account key of the Kubernetes API server']);
+      // A kid the API server may have published since the last read: retry, not refused, not reviewed.
+      const unknownNew = await refused(await signToken(other, claims));
+      expect(unknownNew?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+      const hmac = await refused(`${Buffer.from(JSON.stringify({ alg: 'HS256', kid: 'api-server-key-1' })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2ln`);
+      expect([hmac?.code, hmac?.message]).toEqual(['AUTH_INVALID', 'token signing algorithm is not one the Kubernetes API server uses']);
+      expect(reviews()).toHaveLength(1);
+      // Not read again for each unknown kid: at most every 30 s.
+      expect(jwksReads()).toHaveLength(1);
+    } finally {
+      auth.close();
+    }
+  });
+
+  it('passes a token signed with a key the API server published after the last read once the keys are read again', async () => {
+    serve();
+    const auth = make({ verifySignatures: true, keysMinRefreshIntervalMs: 300 });
+    auth.start();
+    try {
+      await vi.waitFor(() => expect(jwksReads()).toHaveLength(1));
+      const rotated = await signingKey('ES256', 'api-server-key-2');
+      jwksAnswer.keys = [apiKey, rotated];
+      const token = await signToken(rotated, claims);
+      const first = await outcome(auth.authenticate({ bearerToken: token }));
+      expect(first.err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+      expect(reviews()).toHaveLength(0);
+      await vi.waitFor(() => expect(jwksReads()).toHaveLength(2), { timeout: 3_000 });
+      expect((await auth.authenticate({ bearerToken: token }))?.serviceAccount).toBe('reviews');
+      expect(reviews()).toHaveLength(1);
+    } finally {
+      auth.close();
+    }
+  });
+
+  it("lets TokenReview decide while the API server's keys cannot be read, and reports each failed read", async () => {
+    serve();
+    jwksAnswer.status = 403;
+    const failures: Error[] = [];
+    const auth = make({ verifySignatures: true, onKeysFailure: (e) => failures.push(e) });
+    auth.start();
+    try {
+      const caller = await auth.authenticate({ bearerToken: await signToken(forger, claims) });
+      expect(caller?.serviceAccount).toBe('reviews'); // the (fake) API server said yes
+      expect(reviews()).toHaveLength(1);
+      expect(failures.map((e) => e.message)).toEqual([
+        "GET /openid/v1/jwks returned HTTP 403 (meshcert's credentials may not read it: see the system:service-account-issuer-discovery ClusterRole)",
+      ]);
+    } finally {
+      auth.close();
+    }
+  });
+
+  it('never reads the keys without verifySignatures', async () => {
+    serve();
+    const auth = make();
+    auth.start();
+    try {
+      expect((await auth.authenticate({ bearerToken: await signToken(forger, claims) }))?.serviceAccount).toBe('reviews');
+      expect(jwksReads()).toEqual([]);
+    } finally {
+      auth.close();
+    }
+  });
 });
 
 describe('isLocalApiServer: where the pod\'s own token may be sent', () => {
