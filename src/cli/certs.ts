@@ -24,11 +24,11 @@ meshcert certs show SERIAL|FINGERPRINT [--json]
   Shows one certificate (exit 1 when not found).
 meshcert certs expiring [--within DURATION] [--json]
   CA certificates of every configured issuer (roots, intermediates, serving certificate file)
-  within their warning window or expired, workload identities that stopped renewing, and
-  certificates found by \`meshcert discover\` that expire soon (unless a later one with the same
-  subject was found at the same place). The windows are the server's (monitoring.caWarnBefore,
-  30d; monitoring.staleWithin, 24h; monitoring.discoveredWarnBefore, 30d) unless --within sets
-  all three.
+  within their warning window or expired, workload identities that stopped renewing, and the
+  certificates that places found by \`meshcert discover\` served when last seen that expire soon
+  or have expired. The windows are the server's (monitoring.caWarnBefore, 30d;
+  monitoring.staleWithin, 24h; monitoring.discoveredWarnBefore, 30d) unless --within sets all
+  three.
   Store: --config FILE (its inventory and ca sections, as serve reads them) or
   --db sqlite:PATH|postgres://URL; default sqlite .meshcert/inventory.db.`;
 
@@ -207,7 +207,7 @@ function staleJson(s: StaleIdentity): Record<string, unknown> {
 }
 
 function discoveredJson(d: ExpiringDiscovered): Record<string, unknown> {
-  return { ...d, record: recordToJson(d.record) };
+  return { ...d, record: recordToJson(d.record), seenAt: d.seenAt.toISOString() };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,13 +346,13 @@ async function expiringCommand(argv: string[], now: Date): Promise<number> {
     }
     console.log('');
     if (discovered.length === 0) {
-      console.log(`Discovered certificates: none expiring within ${formatDuration(discoveredWindow)}`);
+      console.log(`Discovered certificates: none expired or expiring within ${formatDuration(discoveredWindow)} where last seen`);
     } else {
-      console.log('Discovered certificates expiring (no later one with the same subject found at the same place):');
+      console.log('Discovered certificates expired or expiring where last seen (renew them there, then run discover again; discover --forget PLACE drops a place that is gone):');
       console.log(
         table(
-          ['WHERE', 'SUBJECT', 'SERIAL', 'ISSUER', 'NOT AFTER', 'DAYS LEFT'],
-          discovered.map((d) => [d.where, d.record.subject ?? identityOf(d.record), d.record.serial, d.record.issuer, d.record.notAfter.toISOString(), daysLeft(d.record.notAfter, now)]),
+          ['WHERE', 'SUBJECT', 'SERIAL', 'ISSUER', 'NOT AFTER', 'DAYS LEFT', 'LAST SEEN'],
+          discovered.map((d) => [d.where, d.record.subject ?? identityOf(d.record), d.record.serial, d.record.issuer, d.record.notAfter.toISOString(), daysLeft(d.record.notAfter, now), d.seenAt.toISOString()]),
         ),
       );
     }

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { discover, discoveryExitCode, type DiscoveryReport } from '../discovery/discover.js';
 import { parseDurationArg } from '../config/duration.js';
 import { UsageError } from './args.js';
+import type { InventoryStore } from '../inventory/types.js';
 import { openInventory, resolveInventoryTarget, StoreOpenError } from './certs.js';
 
 export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints HOST:PORT...] [--endpoint-timeout 5s] [--k8s-secrets [--kubeconfig FILE]] [--config FILE | --db sqlite:PATH|postgres://URL] [--json]
@@ -11,11 +12,18 @@ export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints 
   Secrets (cacerts, istio-ca-secret, istio.io/key-and-cert), with source discovered:file:PATH,
   discovered:endpoint:HOST:PORT or discovered:k8s-secret:NS/NAME[/KEY]. Idempotent. Several values
   may follow one --files/--endpoints.
-  Exit 0 when something was found and nothing failed, 1 when any item failed (or nothing was found).`;
+  Each place read in full is recorded as seen with its certificates: the expiry reports judge a
+  place by what it served when last seen (run discover on a schedule).
+  Exit 0 when something was found and nothing failed, 1 when any item failed (or nothing was found).
+meshcert discover --forget PLACE... [--config FILE | --db ...] [--json]
+  Forgets places that are gone (file:PATH, endpoint:HOST:PORT, k8s-secret:NS/NAME[/KEY], as
+  \`certs expiring\` names them), so that the expiry reports stop judging them; their certificate
+  records stay. Exit 1 when a place was never seen.`;
 
 const OPTIONS = {
   files: { type: 'string', multiple: true },
   endpoints: { type: 'string', multiple: true },
+  forget: { type: 'string', multiple: true },
   'k8s-secrets': { type: 'boolean', default: false },
   kubeconfig: { type: 'string' },
   'endpoint-timeout': { type: 'string' },
@@ -31,6 +39,7 @@ const OPTIONS = {
 export function parseDiscoverArgs(argv: string[]): {
   files: string[];
   endpoints: string[];
+  forget: string[];
   k8sSecrets: boolean;
   kubeconfig?: string;
   endpointTimeoutMs?: number;
@@ -44,27 +53,28 @@ export function parseDiscoverArgs(argv: string[]): {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const files: string[] = [];
-  const endpoints: string[] = [];
-  let last: 'files' | 'endpoints' | null = null;
+  const lists = { files: [] as string[], endpoints: [] as string[], forget: [] as string[] };
+  const { files, endpoints, forget } = lists;
+  let last: keyof typeof lists | null = null;
   for (const t of parsed.tokens) {
     if (t.kind === 'option') {
-      if (t.name === 'files' || t.name === 'endpoints') {
-        (t.name === 'files' ? files : endpoints).push(t.value!);
+      if (t.name === 'files' || t.name === 'endpoints' || t.name === 'forget') {
+        lists[t.name].push(t.value!);
         last = t.name;
       } else {
         last = null;
       }
     } else if (t.kind === 'positional') {
       if (last === null) throw new UsageError(`unexpected argument "${t.value}": put paths after --files and host:port after --endpoints`);
-      (last === 'files' ? files : endpoints).push(t.value);
+      lists[last].push(t.value);
     } else {
       last = null;
     }
   }
   const v = parsed.values;
   if (v.kubeconfig !== undefined && !v['k8s-secrets']) throw new UsageError('--kubeconfig goes with --k8s-secrets');
-  if (files.length === 0 && endpoints.length === 0 && !v['k8s-secrets']) throw new UsageError(`discover needs --files, --endpoints or --k8s-secrets\n${DISCOVER_USAGE}`);
+  if (forget.length > 0 && (files.length > 0 || endpoints.length > 0 || v['k8s-secrets'])) throw new UsageError('--forget goes alone, not with --files, --endpoints or --k8s-secrets');
+  if (forget.length === 0 && files.length === 0 && endpoints.length === 0 && !v['k8s-secrets']) throw new UsageError(`discover needs --files, --endpoints or --k8s-secrets (or --forget)\n${DISCOVER_USAGE}`);
   let endpointTimeoutMs: number | undefined;
   if (v['endpoint-timeout'] !== undefined) {
     // A duration as every option takes it, and milliseconds (500ms) besides.
@@ -80,6 +90,7 @@ export function parseDiscoverArgs(argv: string[]): {
   return {
     files,
     endpoints,
+    forget,
     k8sSecrets: v['k8s-secrets']!,
     ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}),
     ...(endpointTimeoutMs !== undefined ? { endpointTimeoutMs } : {}),
@@ -101,6 +112,31 @@ function printHuman(r: DiscoveryReport, label: string): void {
   );
 }
 
+/** `discover --forget`: 0 when every place had been seen, 1 otherwise (or when the store fails). */
+async function forgetPlaces(store: InventoryStore, places: readonly string[], json: boolean, label: string): Promise<number> {
+  const forgotten: Array<{ place: string; certificates: number }> = [];
+  try {
+    for (const place of places) {
+      const where = place.replace(/^discovered:/, '');
+      forgotten.push({ place: where, certificates: where === '' ? 0 : await store.forgetPlace(`discovered:${where}`) });
+    }
+  } catch (e) {
+    console.error(`meshcert: cannot forget places in ${label}: ${(e as Error).message}`);
+    return 1;
+  } finally {
+    await store.close().catch(() => undefined);
+  }
+  if (json) console.log(JSON.stringify({ forgotten }, null, 2));
+  for (const f of forgotten) {
+    if (f.certificates > 0) {
+      if (!json) console.log(`forgot ${f.place} (${f.certificates} certificate(s) seen there)`);
+    } else {
+      console.error(`meshcert discover: ${f.place || '(empty)'}: never seen (certs expiring names places as file:PATH, endpoint:HOST:PORT, k8s-secret:NS/NAME)`);
+    }
+  }
+  return forgotten.every((f) => f.certificates > 0) ? 0 : 1;
+}
+
 /**
  * `meshcert discover`. Exit codes: 0 at least one item succeeded and none failed; 1 an item
  * failed, nothing was found, or the store cannot be opened/written; 2 usage (UsageError).
@@ -119,6 +155,7 @@ export async function discoverCommand(argv: string[]): Promise<number> {
     }
     throw e;
   }
+  if (a.forget.length > 0) return forgetPlaces(store, a.forget, a.json, target.label);
   let report: DiscoveryReport;
   try {
     report = await discover(store, {

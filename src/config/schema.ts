@@ -361,8 +361,8 @@ export const configSchema = z.strictObject({
       /** Report identities whose latest certificate expires within this window and was not renewed. */
       staleWithin: span(0, '0s').prefault('24h'),
       /**
-       * Report certificates found by `meshcert discover` that expire within this window (0: none)
-       * and that no later certificate found at the same place with the same subject supersedes.
+       * Report the certificates that places found by `meshcert discover` served when last seen
+       * and that expire within this window (0: only those already expired).
        */
       discoveredWarnBefore: span(0, '0s').prefault('30d'),
       /** How often the checks run: each reads the CA files and queries the store (a Node timer: at most about 24 days). */

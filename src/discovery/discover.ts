@@ -5,7 +5,11 @@
  * `discovered:k8s-secret:<ns>/<name>` (`tls.crt`) / `discovered:k8s-secret:<ns>/<name>/<key>`.
  *
  * Recording is idempotent by fingerprint (`insertMany`): re-running stores nothing new, and a
- * certificate seen in several places keeps the source it was first recorded with. Expired
+ * certificate seen in several places keeps the source it was first recorded with. Every place
+ * read in full is also recorded as seen, with all its certificates, at the run's time
+ * (`recordSightings`): its latest snapshot is what the expiry reports judge, so a certificate
+ * renewed where it is served leaves them at the next run. A place that failed keeps its last
+ * snapshot. Expired
  * certificates are recorded too (they are what expiry reports are for). A certificate the
  * inventory cannot hold (e.g. a serial longer than 64 octets) turns its item into an error.
  * Problems are per item; the run goes on. Only a store failure aborts (it throws).
@@ -13,7 +17,7 @@
 import type { X509Certificate } from 'node:crypto';
 import { recordProblem } from '../inventory/common.js';
 import { recordFromCertificate } from '../inventory/record-from-cert.js';
-import type { CertificateRecord, InventoryStore } from '../inventory/types.js';
+import type { CertificateRecord, InventoryStore, Sighting } from '../inventory/types.js';
 import { DEFAULT_ENDPOINT_TIMEOUT_MS, discoverEndpoint } from './endpoint.js';
 import { discoverFiles } from './files.js';
 import { discoverK8sSecrets, type K8sSecretsOptions } from './k8s-secrets.js';
@@ -103,10 +107,12 @@ const BATCH = 500;
 
 /** Collects and records; see the module comment. Throws only when the store fails. */
 export async function discover(store: InventoryStore, o: DiscoverOptions): Promise<DiscoveryReport> {
+  const at = new Date();
   const items = await collect(o);
   const before = await store.count();
   const reports: DiscoveryItemReport[] = [];
   const all: CertificateRecord[] = [];
+  const sightings: Sighting[] = [];
   for (const item of items) {
     const { records, problem } = toRecords(item);
     all.push(...records);
@@ -114,9 +120,14 @@ export async function discover(store: InventoryStore, o: DiscoverOptions): Promi
     if (item.status === 'error') reports.push({ ...base, status: 'error', error: problem ? `${item.error}; ${problem}` : item.error });
     else if (problem !== null) reports.push({ ...base, status: 'error', error: problem });
     else if (item.status === 'skipped') reports.push({ ...base, status: 'skipped', reason: item.reason });
-    else reports.push({ ...base, status: 'ok' });
+    else {
+      reports.push({ ...base, status: 'ok' });
+      for (const r of records) sightings.push({ source: r.source as Sighting['source'], fingerprint: r.fingerprint });
+    }
   }
   for (let i = 0; i < all.length; i += BATCH) await store.insertMany(all.slice(i, i + BATCH));
+  // After the records: a sighting names a stored certificate.
+  for (let i = 0; i < sightings.length; i += BATCH) await store.recordSightings(sightings.slice(i, i + BATCH), at);
   const after = await store.count();
   return {
     items: reports,

@@ -12,7 +12,9 @@ import {
   type AuditEvent,
   type CertificateFilter,
   type CertificateRecord,
+  type DiscoveredCertificate,
   type RecordSource,
+  type Sighting,
 } from './types.js';
 import { serialHex } from '../x509/serial-hex.js';
 
@@ -309,37 +311,29 @@ export const LATEST_PER_IDENTITY_UNDER_FRACTION_SQL =
   LATEST_ORDER;
 
 /**
- * Discovered certificates that expire in [?, ?) (params: now, expiringBefore) and that no later
- * certificate found at the same place (source) with the same subject supersedes: a renewal
- * discovered there since, greatest issued_at (a discovered certificate's notBefore), then
- * not_after, then fingerprint, as for identities above. A certificate that was renewed where it
- * is served but not discovered again, or whose place is gone, is reported until it expires: a
- * discovered certificate is a snapshot. The subject, not the issuer, is the key: a renewal often
- * comes from another intermediate (Let's Encrypt's rotate). `source <> 'issued'` in both parts
- * lets each use the partial index of discovered records (migration 2), however many issued
- * certificates the table holds.
+ * Where and when discovery last saw each certificate: one row per (place, certificate). A
+ * certificate record keeps the place it was first found at; this table holds every place, so
+ * that a place's latest snapshot (the certificates seen there at its latest sighting) tells what
+ * it serves now, whatever was recorded first.
  */
-function discoveredExpiringSql(hint: string): string {
-  return (
-    `SELECT ${CERT_COLUMNS.map((c) => `c.${c}`).join(', ')} FROM ${CERT_TABLE} c${hint} ` +
-    `WHERE c.source <> 'issued' AND c.not_after >= ? AND c.not_after < ? AND NOT EXISTS (` +
-    `SELECT 1 FROM ${CERT_TABLE} n WHERE n.source <> 'issued' AND n.source = c.source AND n.subject IS NOT DISTINCT FROM c.subject AND ` +
-    `(n.issued_at > c.issued_at OR (n.issued_at = c.issued_at AND (n.not_after > c.not_after OR (n.not_after = c.not_after AND n.fingerprint > c.fingerprint))))` +
-    `) ORDER BY c.not_after ASC, c.fingerprint ASC`
-  );
-}
+export const SIGHTINGS_TABLE = 'inventory_discovery_sightings';
 
-/** PostgreSQL's planner, with its statistics, reads the partial index for both parts. */
-export const DISCOVERED_EXPIRING_SQL = discoveredExpiringSql('');
 /**
- * SQLite's, without statistics, picks the not_after index for the outer part and walks every
- * issued certificate in the window: 280 ms with 200,000 of them, against 2 ms through the
- * partial index (test/unit/inventory/sqlite.test.ts checks the plan).
+ * The certificates of every place's latest snapshot that end before ? (expired ones included: a
+ * place that still served one at its last sighting is an outage), with the place and when it was
+ * last seen. Ordered by notAfter, then place, then fingerprint.
  */
-export const DISCOVERED_EXPIRING_SQLITE = discoveredExpiringSql(` INDEXED BY ${CERT_TABLE}_discovered`);
+export const DISCOVERED_EXPIRING_SQL =
+  `SELECT ${CERT_COLUMNS.map((c) => `c.${c}`).join(', ')}, s.source AS seen_source, s.seen_at AS seen_at ` +
+  `FROM ${SIGHTINGS_TABLE} s JOIN ${CERT_TABLE} c ON c.fingerprint = s.fingerprint ` +
+  `WHERE c.not_after < ? AND s.seen_at = (SELECT max(l.seen_at) FROM ${SIGHTINGS_TABLE} l WHERE l.source = s.source) ` +
+  'ORDER BY c.not_after ASC, s.source ASC, c.fingerprint ASC';
 
-/** The partial index DISCOVERED_EXPIRING_SQL reads (both backends' migration 2): discovered records only, so issuance pays nothing for it. */
-export const DISCOVERED_INDEX_SQL = `CREATE INDEX ${CERT_TABLE}_discovered ON ${CERT_TABLE} (source, subject, issued_at) WHERE source <> 'issued'`;
+/** Sightings whose certificate record is gone (pruned after its retention). */
+export const PRUNE_SIGHTINGS_SQL = `DELETE FROM ${SIGHTINGS_TABLE} WHERE NOT EXISTS (SELECT 1 FROM ${CERT_TABLE} c WHERE c.fingerprint = ${SIGHTINGS_TABLE}.fingerprint)`;
+
+/** A place's sightings: `discover --forget`. Params: the place. */
+export const FORGET_PLACE_SQL = `DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ?`;
 
 export function pageOf(rows: CertificateRecord[], limit: number): { items: CertificateRecord[]; nextCursor: string | null } {
   if (rows.length <= limit) return { items: rows, nextCursor: null };
@@ -402,6 +396,21 @@ export function rowToRecord(row: CertRow): CertificateRecord {
     subject: row.subject ?? null,
     dnsNames: toNames(row.dns_names),
   };
+}
+
+export function rowToDiscovered(row: CertRow & { seen_source: string; seen_at: unknown }): DiscoveredCertificate {
+  return { record: rowToRecord(row), source: row.seen_source as DiscoveredCertificate['source'], seenAt: toDate(row.seen_at) };
+}
+
+/** Refuses sightings a store must not hold (as validateRecords does for records): InventoryDataError. */
+export function validateSightings(sightings: readonly Sighting[], at: Date): void {
+  if (!isValidDate(at)) throw new InventoryDataError('a sighting time must be a valid Date');
+  for (const s of sightings) {
+    if (typeof s.source !== 'string' || (s.source as string) === 'issued' || !isRecordSource(s.source) || s.source.includes('\u0000')) {
+      throw new InventoryDataError(`a sighting's place must be a discovered:<where> source, got ${JSON.stringify(String(s.source).slice(0, 80))}`);
+    }
+    if (!HEX64.test(s.fingerprint)) throw new InventoryDataError('a sighting\'s fingerprint must be 64 lowercase hex digits');
+  }
 }
 
 export function dnsNamesJson(r: CertificateRecord): string {

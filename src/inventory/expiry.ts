@@ -176,24 +176,32 @@ export async function staleIdentities(
 }
 
 export interface ExpiringDiscovered {
-  /** Where it was found: its source without `discovered:` (`file:/etc/tls/web.pem`, `endpoint:db:5432`...). */
+  /** The place, without `discovered:` (`file:/etc/tls/web.pem`, `endpoint:db:5432`...). */
   where: string;
   record: CertificateRecord;
-  /** Whole seconds until notAfter. */
+  /** When discovery last saw the place (its latest snapshot holds this certificate). */
+  seenAt: Date;
+  /** Whole seconds until notAfter (negative once expired). */
   secondsLeft: number;
+  state: 'warning' | 'expired';
 }
 
 /**
- * Certificates found by discovery that expire within `within` seconds of `now` (not those already
- * expired) and that no later certificate found at the same place with the same subject
- * supersedes (`InventoryStore.discoveredExpiring`). Ordered by notAfter. A window of 0 reports none.
+ * The certificates that places found by discovery served at their latest sighting and that expire
+ * within `within` seconds of `now`, or have expired (`InventoryStore.discoveredExpiring`): a
+ * certificate renewed where it is served leaves the report once discovery sees the place again.
+ * Ordered by notAfter. A window of 0 still reports expired ones.
  */
 export async function discoveredExpiring(store: Pick<InventoryStore, 'discoveredExpiring'>, now: Date, within: number): Promise<ExpiringDiscovered[]> {
-  if (within <= 0) return [];
-  const records = await store.discoveredExpiring(new Date(now.getTime() + within * 1000), now);
-  return records.map((record) => ({
-    where: record.source.replace(/^discovered:/, ''),
-    record,
-    secondsLeft: Math.floor((record.notAfter.getTime() - now.getTime()) / 1000),
-  }));
+  const found = await store.discoveredExpiring(new Date(now.getTime() + within * 1000));
+  return found.map(({ record, source, seenAt }) => {
+    const msLeft = record.notAfter.getTime() - now.getTime();
+    return {
+      where: source.replace(/^discovered:/, ''),
+      record,
+      seenAt,
+      secondsLeft: Math.floor(msLeft / 1000),
+      state: msLeft < 0 ? 'expired' : 'warning',
+    };
+  });
 }

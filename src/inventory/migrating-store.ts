@@ -6,7 +6,7 @@
  * failClosed on, nothing is issued.
  */
 import type { Logger } from '../log/logger.js';
-import type { AuditEvent, CertificateFilter, CertificateRecord, InventoryStore, LatestPerIdentityOptions, Page } from './types.js';
+import type { AuditEvent, CertificateFilter, CertificateRecord, DiscoveredCertificate, InventoryStore, LatestPerIdentityOptions, Page, RecordSource, Sighting } from './types.js';
 
 export interface MigratingStoreOptions {
   readonly logger: Logger;
@@ -136,9 +136,19 @@ export class MigratingStore implements InventoryStore {
     return this.inner.latestPerIdentity(expiringBefore, now, options);
   }
 
-  async discoveredExpiring(expiringBefore: Date, now: Date): Promise<CertificateRecord[]> {
+  async recordSightings(sightings: readonly Sighting[], at: Date): Promise<void> {
     await this.check();
-    return this.inner.discoveredExpiring(expiringBefore, now);
+    return this.inner.recordSightings(sightings, at);
+  }
+
+  async discoveredExpiring(expiringBefore: Date): Promise<DiscoveredCertificate[]> {
+    await this.check();
+    return this.inner.discoveredExpiring(expiringBefore);
+  }
+
+  async forgetPlace(source: RecordSource): Promise<number> {
+    await this.check();
+    return this.inner.forgetPlace(source);
   }
 
   async pruneExpired(before: Date): Promise<number> {

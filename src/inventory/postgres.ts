@@ -17,7 +17,9 @@ import {
   CERT_COLUMNS,
   CERT_TABLE,
   DISCOVERED_EXPIRING_SQL,
-  DISCOVERED_INDEX_SQL,
+  FORGET_PLACE_SQL,
+  PRUNE_SIGHTINGS_SQL,
+  SIGHTINGS_TABLE,
   GET_SQL,
   LATEST_PER_IDENTITY_SQL,
   LATEST_PER_IDENTITY_UNDER_FRACTION_SQL,
@@ -28,8 +30,10 @@ import {
   getParams,
   pageOf,
   prepareAudit,
+  rowToDiscovered,
   rowToRecord,
   validateRecords,
+  validateSightings,
   type CertRow,
 } from './common.js';
 import {
@@ -37,7 +41,10 @@ import {
   type AuditEvent,
   type CertificateFilter,
   type CertificateRecord,
+  type DiscoveredCertificate,
   type InventoryStore,
+  type RecordSource,
+  type Sighting,
   type LatestPerIdentityOptions,
   type Page,
 } from './types.js';
@@ -110,7 +117,20 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
       CREATE INDEX ${AUDIT_TABLE}_at ON ${AUDIT_TABLE} (at);
     `,
   },
-  { version: 2, sql: DISCOVERED_INDEX_SQL },
+  {
+    // Where discovery saw each certificate; see the SQLite store. A new table: existing rows are
+    // only read (no lock that blocks inserts, as an index on the certificate table would take).
+    version: 2,
+    sql: `
+      CREATE TABLE ${SIGHTINGS_TABLE} (
+        source text ${C} NOT NULL,
+        fingerprint text ${C} NOT NULL,
+        seen_at timestamptz NOT NULL,
+        PRIMARY KEY (source, fingerprint)
+      );
+      INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT source, fingerprint, now() FROM ${CERT_TABLE} WHERE source <> 'issued';
+    `,
+  },
 ];
 
 const INSERT_CERTS_SQL =
@@ -136,6 +156,10 @@ const GET_PG = numbered(GET_SQL);
 const LATEST_PG = numbered(LATEST_PER_IDENTITY_SQL);
 const LATEST_UNDER_FRACTION_PG = numbered(LATEST_PER_IDENTITY_UNDER_FRACTION_SQL);
 const DISCOVERED_EXPIRING_PG = numbered(DISCOVERED_EXPIRING_SQL);
+const FORGET_PLACE_PG = numbered(FORGET_PLACE_SQL);
+const UPSERT_SIGHTINGS_PG =
+  `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT DISTINCT ON (source, fingerprint) * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS t(source, fingerprint, seen_at) ` +
+  `ON CONFLICT (source, fingerprint) DO UPDATE SET seen_at = GREATEST(${SIGHTINGS_TABLE}.seen_at, excluded.seen_at)`;
 
 /**
  * SQLSTATE class 22 (data exception) and 23 (integrity constraint violation) are properties of
@@ -339,16 +363,35 @@ export class PostgresInventoryStore implements InventoryStore {
     return rows.map(rowToRecord);
   }
 
-  async discoveredExpiring(expiringBefore: Date, now: Date): Promise<CertificateRecord[]> {
-    const { rows } = await this.query<CertRow & pg.QueryResultRow>(DISCOVERED_EXPIRING_PG, [now, expiringBefore]);
-    return rows.map(rowToRecord);
+  async recordSightings(sightings: readonly Sighting[], at: Date): Promise<void> {
+    this.assertWritable();
+    if (sightings.length === 0) return;
+    validateSightings(sightings, at);
+    const when = at.toISOString();
+    try {
+      await this.query(UPSERT_SIGHTINGS_PG, [sightings.map((x) => x.source), sightings.map((x) => x.fingerprint), sightings.map(() => when)]);
+    } catch (err) {
+      throw classify(err);
+    }
+  }
+
+  async discoveredExpiring(expiringBefore: Date): Promise<DiscoveredCertificate[]> {
+    const { rows } = await this.query<CertRow & { seen_source: string; seen_at: Date } & pg.QueryResultRow>(DISCOVERED_EXPIRING_PG, [expiringBefore]);
+    return rows.map(rowToDiscovered);
+  }
+
+  async forgetPlace(source: RecordSource): Promise<number> {
+    this.assertWritable();
+    return (await this.query(FORGET_PLACE_PG, [source])).rowCount ?? 0;
   }
 
   // Short transactions, one per batch; rows another replica is deleting at the same moment are
   // skipped (SKIP LOCKED) rather than waited for.
   async pruneExpired(before: Date): Promise<number> {
     this.assertWritable();
-    return this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM ${CERT_TABLE} WHERE not_after < $1 LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED)`, before);
+    const n = await this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM ${CERT_TABLE} WHERE not_after < $1 LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED)`, before);
+    if (n > 0) await this.query(PRUNE_SIGHTINGS_SQL);
+    return n;
   }
 
   async pruneAudit(before: Date): Promise<number> {

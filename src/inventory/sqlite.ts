@@ -23,8 +23,10 @@ import {
   pruneInBatches,
   CERT_COLUMNS,
   CERT_TABLE,
-  DISCOVERED_EXPIRING_SQLITE,
-  DISCOVERED_INDEX_SQL,
+  DISCOVERED_EXPIRING_SQL,
+  FORGET_PLACE_SQL,
+  PRUNE_SIGHTINGS_SQL,
+  SIGHTINGS_TABLE,
   GET_SQL,
   LATEST_PER_IDENTITY_SQL,
   LATEST_PER_IDENTITY_UNDER_FRACTION_SQL,
@@ -35,8 +37,10 @@ import {
   getParams,
   pageOf,
   prepareAudit,
+  rowToDiscovered,
   rowToRecord,
   validateRecords,
+  validateSightings,
   type CertRow,
 } from './common.js';
 import {
@@ -44,7 +48,10 @@ import {
   type AuditEvent,
   type CertificateFilter,
   type CertificateRecord,
+  type DiscoveredCertificate,
   type InventoryStore,
+  type RecordSource,
+  type Sighting,
   type LatestPerIdentityOptions,
   type Page,
 } from './types.js';
@@ -110,7 +117,20 @@ const MIGRATIONS: readonly { version: number; statements: readonly string[] }[] 
       `CREATE INDEX ${AUDIT_TABLE}_at ON ${AUDIT_TABLE} (at)`,
     ],
   },
-  { version: 2, statements: [DISCOVERED_INDEX_SQL] },
+  {
+    // Where discovery saw each certificate. Certificates discovered before are taken as seen at
+    // their first place now: each place's snapshot until discovery sees it again.
+    version: 2,
+    statements: [
+      `CREATE TABLE ${SIGHTINGS_TABLE} (
+        source TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        seen_at INTEGER NOT NULL,
+        PRIMARY KEY (source, fingerprint)
+      ) WITHOUT ROWID`,
+      `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT source, fingerprint, CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM ${CERT_TABLE} WHERE source <> 'issued'`,
+    ],
+  },
 ];
 
 const INSERT_CERT_SQL =
@@ -119,6 +139,9 @@ const INSERT_CERT_SQL =
 const INSERT_AUDIT_SQL =
   `INSERT INTO ${AUDIT_TABLE} (${AUDIT_COLUMNS.join(', ')}) VALUES (${AUDIT_COLUMNS.map(() => '?').join(', ')}) ` +
   'ON CONFLICT (id) DO NOTHING';
+const UPSERT_SIGHTING_SQL =
+  `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) VALUES (?, ?, ?) ` +
+  'ON CONFLICT (source, fingerprint) DO UPDATE SET seen_at = max(seen_at, excluded.seen_at)';
 const MIGRATIONS_TABLE_SQL = `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)`;
 
 /** WAL pages between automatic checkpoints (see the worker source). */
@@ -410,13 +433,30 @@ export class SqliteInventoryStore implements InventoryStore {
     return rows.map(rowToRecord);
   }
 
-  async discoveredExpiring(expiringBefore: Date, now: Date): Promise<CertificateRecord[]> {
-    const rows = await this.call<CertRow[]>('all', DISCOVERED_EXPIRING_SQLITE, [now.getTime(), expiringBefore.getTime()]);
-    return rows.map(rowToRecord);
+  async recordSightings(sightings: readonly Sighting[], at: Date): Promise<void> {
+    if (sightings.length === 0) return;
+    validateSightings(sightings, at);
+    const rows = sightings.map((x) => [x.source, x.fingerprint, at.getTime()]);
+    try {
+      await this.call('batch', UPSERT_SIGHTING_SQL, rows);
+    } catch (err) {
+      throw classify(err as Error);
+    }
+  }
+
+  async discoveredExpiring(expiringBefore: Date): Promise<DiscoveredCertificate[]> {
+    const rows = await this.call<Array<CertRow & { seen_source: string; seen_at: number }>>('all', DISCOVERED_EXPIRING_SQL, [expiringBefore.getTime()]);
+    return rows.map(rowToDiscovered);
+  }
+
+  async forgetPlace(source: RecordSource): Promise<number> {
+    return this.call<number>('run', FORGET_PLACE_SQL, [source]);
   }
 
   async pruneExpired(before: Date): Promise<number> {
-    return this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE rowid IN (SELECT rowid FROM ${CERT_TABLE} WHERE not_after < ? LIMIT ${PRUNE_BATCH})`, before);
+    const n = await this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE rowid IN (SELECT rowid FROM ${CERT_TABLE} WHERE not_after < ? LIMIT ${PRUNE_BATCH})`, before);
+    if (n > 0) await this.call<number>('run', PRUNE_SIGHTINGS_SQL, []);
+    return n;
   }
 
   async pruneAudit(before: Date): Promise<number> {

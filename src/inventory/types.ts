@@ -38,6 +38,20 @@ export interface CertificateRecord {
   dnsNames?: string[];
 }
 
+/** A certificate seen by discovery at a place (`discovered:<where>`). */
+export interface Sighting {
+  source: `discovered:${string}`;
+  fingerprint: string;
+}
+
+export interface DiscoveredCertificate {
+  record: CertificateRecord;
+  /** The place it was seen at (not necessarily the record's source: the place first found). */
+  source: `discovered:${string}`;
+  /** When the place was last seen (its latest snapshot holds this certificate). */
+  seenAt: Date;
+}
+
 export interface AuditEvent {
   /**
    * Idempotency key. Optional: the recorder (and a store, when given none) assigns a
@@ -125,12 +139,20 @@ export interface InventoryStore {
    */
   latestPerIdentity(expiringBefore: Date, now: Date, options?: LatestPerIdentityOptions): Promise<CertificateRecord[]>;
   /**
-   * Discovered certificates (source `discovered:*`) with `now <= notAfter < expiringBefore` that
-   * no later certificate discovered at the same place (source) with the same subject supersedes
-   * (greatest issuedAt, then notAfter, then fingerprint). Ordered by notAfter, then fingerprint.
+   * Records that discovery saw these certificates at these places at `at` (their records must be
+   * stored already). A place's latest snapshot is what was seen there at its latest `at`: record
+   * all of a place's certificates of one run with the same `at`. Idempotent.
    */
-  discoveredExpiring(expiringBefore: Date, now: Date): Promise<CertificateRecord[]>;
-  /** Deletes certificate records with notAfter < before; returns how many. Audit events are not touched. */
+  recordSightings(sightings: readonly Sighting[], at: Date): Promise<void>;
+  /**
+   * The certificates of every place's latest snapshot with `notAfter < expiringBefore` (expired
+   * ones included), each with its place: a certificate served at two places is listed twice.
+   * Ordered by notAfter, then place, then fingerprint.
+   */
+  discoveredExpiring(expiringBefore: Date): Promise<DiscoveredCertificate[]>;
+  /** Drops a place's sightings (a place that is gone); returns how many. Its certificate records stay. */
+  forgetPlace(source: RecordSource): Promise<number>;
+  /** Deletes certificate records with notAfter < before, and their sightings; returns how many records. Audit events are not touched. */
   pruneExpired(before: Date): Promise<number>;
   /** Deletes audit events recorded before `before`; returns how many. */
   pruneAudit(before: Date): Promise<number>;

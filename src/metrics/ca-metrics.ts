@@ -224,7 +224,7 @@ export class InventoryMetrics {
     this.storeUp = new Gauge({ name: 'meshcert_inventory_store_up', help: '1 when the last inventory write (or ping) succeeded and no write has been outstanding longer than 5 s.', registers: r, collect() { if (self.recorder) this.set(self.recorder.storeHealthy ? 1 : 0); } });
     this.staleIdentities = new Gauge({ name: 'meshcert_stale_identities', help: 'Identities whose latest certificate expires soon and was not renewed.', registers: r });
     this.staleIdentitiesCheckedAt = new Gauge({ name: 'meshcert_stale_identities_checked_timestamp_seconds', help: 'Unix time meshcert_stale_identities was last computed (it keeps its value while the inventory cannot be queried).', registers: r });
-    this.discoveredExpiring = new Gauge({ name: 'meshcert_discovered_certs_expiring', help: 'Certificates found by discovery that expire within monitoring.discoveredWarnBefore and were not found renewed at the same place.', registers: r });
+    this.discoveredExpiring = new Gauge({ name: 'meshcert_discovered_certs_expiring', help: 'Certificates that places found by discovery served when last seen, expiring within monitoring.discoveredWarnBefore (state="warning") or expired (state="expired"), counted once per place.', labelNames: ['state'], registers: r });
     this.discoveredExpiringCheckedAt = new Gauge({ name: 'meshcert_discovered_certs_expiring_checked_timestamp_seconds', help: 'Unix time meshcert_discovered_certs_expiring was last computed (it keeps its value while the inventory cannot be queried).', registers: r });
     this.caWarnings = new Gauge({ name: 'meshcert_ca_certs_in_warning_window', help: 'CA certificates expiring within monitoring.caWarnBefore (or expired).', registers: r });
   }

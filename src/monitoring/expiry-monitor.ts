@@ -10,7 +10,7 @@ export interface ExpiryMonitorOptions {
   /** Seconds. */
   readonly caWarnBefore: number;
   readonly staleWithin: number;
-  /** Seconds; 0 reports no discovered certificate. */
+  /** Seconds; 0 reports only expired discovered certificates. */
   readonly discoveredWarnBefore: number;
   readonly interval: number;
 }
@@ -24,6 +24,8 @@ export interface ExpiryMonitorOptions {
 export class ExpiryMonitor {
   private timer: NodeJS.Timeout | undefined;
   private readonly warned = new Map<string, string>();
+  /** Discovered certificates warned about, by place and fingerprint: their state then. */
+  private discoveredWarned = new Map<string, string>();
 
   constructor(
     private o: ExpiryMonitorOptions,
@@ -115,12 +117,23 @@ export class ExpiryMonitor {
       try {
         const d = await discoveredExpiring(this.store, now, this.o.discoveredWarnBefore);
         discovered = d.length;
-        this.metrics?.discoveredExpiring.set(discovered);
+        const expired = d.filter((x) => x.state === 'expired').length;
+        this.metrics?.discoveredExpiring.set({ state: 'warning' }, discovered - expired);
+        this.metrics?.discoveredExpiring.set({ state: 'expired' }, expired);
         this.metrics?.discoveredExpiringCheckedAt.set(now.getTime() / 1000);
-        if (discovered > 0) {
+        // Once per place, certificate and state, as for CA certificates; one that leaves the
+        // report (renewed, forgotten) and comes back is warned about again.
+        const current = new Map(d.map((x) => [`${x.where}\n${x.record.fingerprint}`, x.state]));
+        const fresh = d.filter((x) => this.discoveredWarned.get(`${x.where}\n${x.record.fingerprint}`) !== x.state);
+        this.discoveredWarned = current;
+        if (fresh.length > 0) {
           this.logger.warn(
-            { count: discovered, examples: d.slice(0, 5).map((x) => ({ where: x.where, subject: x.record.subject, serial: x.record.serial, notAfter: x.record.notAfter.toISOString() })) },
-            'discovered certificates expire soon: renew them where they are served, then run meshcert discover again',
+            {
+              count: fresh.length,
+              total: discovered,
+              examples: fresh.slice(0, 5).map((x) => ({ where: x.where, subject: x.record.subject, serial: x.record.serial, notAfter: x.record.notAfter.toISOString(), state: x.state, seenAt: x.seenAt.toISOString() })),
+            },
+            'discovered certificates expire soon or have expired where they were last seen: renew them there, then run meshcert discover again (meshcert certs expiring lists them all)',
           );
         }
       } catch (err) {

@@ -7,7 +7,7 @@ import { UsageError } from '../../../src/cli/args.js';
 import { certsCommand, parseDbArg, resolveInventoryTarget } from '../../../src/cli/certs.js';
 import { ConfigError } from '../../../src/errors/ca-error.js';
 import { openStore } from '../../../src/inventory/open.js';
-import type { CertificateRecord } from '../../../src/inventory/types.js';
+import type { CertificateRecord, Sighting } from '../../../src/inventory/types.js';
 import { DAY, makeChain, makeTestCert } from '../discovery/helpers.js';
 import { fp, makeRecord } from '../inventory/fixtures.js';
 
@@ -198,7 +198,8 @@ describe('meshcert certs expiring', () => {
       join(cfgDir, 'meshcert.yaml'),
       ['dataDir: state', 'inventory:', '  store: sqlite', `  path: ${dbPath}`, 'trustDomain: cluster.local', ''].join('\n'),
     );
-    // Found by discovery: one expiring in 10 days, and one expiring in 5 that was found renewed at the same place.
+    // Found by discovery: one expiring in 10 days, one expired 2 days ago and still there when last
+    // seen, and one expiring in 5 days that was found renewed at the same place since.
     const found = (i: string, where: string, subject: string, bornDaysAgo: number, endsInDays: number): CertificateRecord =>
       makeRecord(i, {
         spiffeId: null,
@@ -215,7 +216,14 @@ describe('meshcert certs expiring', () => {
         notAfter: new Date(BASE + endsInDays * DAY),
       });
     const store = await openStore({ kind: 'sqlite', path: dbPath });
-    await store.insertMany([found('disc-db', 'endpoint:db.acme.test:5432', 'CN=db.acme.test', 80, 10), found('disc-api-0', 'file:/etc/certs/api.pem', 'CN=api', 85, 5), found('disc-api-1', 'file:/etc/certs/api.pem', 'CN=api', 1, 89)]);
+    const dbCert = found('disc-db', 'endpoint:db.acme.test:5432', 'CN=db.acme.test', 80, 10);
+    const legacy = found('disc-legacy', 'file:/etc/certs/legacy.pem', 'CN=legacy', 400, -2);
+    const api0 = found('disc-api-0', 'file:/etc/certs/api.pem', 'CN=api', 85, 5);
+    const api1 = found('disc-api-1', 'file:/etc/certs/api.pem', 'CN=api', 1, 89);
+    await store.insertMany([dbCert, legacy, api0, api1]);
+    const seen = (r: CertificateRecord): Sighting => ({ source: r.source as Sighting['source'], fingerprint: r.fingerprint });
+    await store.recordSightings([seen(dbCert), seen(legacy), seen(api0)], new Date(BASE - 2 * DAY));
+    await store.recordSightings([seen(api1)], new Date(BASE - DAY));
     await store.close();
   });
 
@@ -229,18 +237,20 @@ describe('meshcert certs expiring', () => {
     expect(text).toMatch(/spiffe:\/\/cluster\.local\/ns\/shop\/sa\/cart\s+\S+\s+default\s+\S+\s+0\.1\s+17%/);
     expect(text).not.toContain('sa/web');
     expect(text).not.toContain('sa/api'); // its latest certificate is fresh
-    // 10 days left: outside --within 7d.
-    expect(text).toContain('Discovered certificates: none expiring within 7d');
+    // The expired one, still there when last seen; not the one with 10 days left, outside --within 7d.
+    expect(text).toMatch(/^file:\/etc\/certs\/legacy\.pem\s+CN=legacy\s+\S+\s+O=acme, CN=Acme CA\s+\S+\s+expired\s+\S+$/m);
+    expect(text).not.toContain('db.acme.test');
   });
 
-  it('lists discovered certificates expiring in monitoring.discoveredWarnBefore (30d), unless one renewed at the same place supersedes them', async () => {
+  it("lists the certificates places served when last seen that expire within monitoring.discoveredWarnBefore (30d) or have expired, not one renewed there since", async () => {
     expect(await run('expiring', '--config', join(cfgDir, 'meshcert.yaml'))).toBe(0);
     const lines = stdout().split('\n');
-    const at = lines.indexOf('Discovered certificates expiring (no later one with the same subject found at the same place):');
+    const at = lines.findIndex((l) => l.startsWith('Discovered certificates expired or expiring where last seen'));
     expect(at).toBeGreaterThan(0);
-    expect(lines[at + 1]).toMatch(/^WHERE\s+SUBJECT\s+SERIAL\s+ISSUER\s+NOT AFTER\s+DAYS LEFT$/);
-    expect(lines[at + 2]).toMatch(new RegExp(`^endpoint:db\\.acme\\.test:5432\\s+CN=db\\.acme\\.test\\s+${fp('serial-disc-db').slice(0, 32)}\\s+O=acme, CN=Acme CA\\s+\\S+\\s+10\\.0$`));
-    expect(lines).toHaveLength(at + 3);
+    expect(lines[at + 1]).toMatch(/^WHERE\s+SUBJECT\s+SERIAL\s+ISSUER\s+NOT AFTER\s+DAYS LEFT\s+LAST SEEN$/);
+    expect(lines[at + 2]).toMatch(/^file:\/etc\/certs\/legacy\.pem\s+CN=legacy\s+/);
+    expect(lines[at + 3]).toMatch(new RegExp(`^endpoint:db\\.acme\\.test:5432\\s+CN=db\\.acme\\.test\\s+${fp('serial-disc-db').slice(0, 32)}\\s+O=acme, CN=Acme CA\\s+\\S+\\s+10\\.0\\s+${new Date(BASE - 2 * DAY).toISOString()}$`));
+    expect(lines).toHaveLength(at + 4);
     expect(stdout()).not.toContain('api.pem');
   });
 
@@ -258,7 +268,14 @@ describe('meshcert certs expiring', () => {
     expect(r.staleIdentities.map((s) => s.spiffeId)).toEqual(['spiffe://cluster.local/ns/shop/sa/cart']);
     expect(r.staleIdentities[0]).toMatchObject({ secondsLeft: 4 * 3600, latest: { fingerprint: fp('cert-stuck'), notAfter: records[2]!.notAfter.toISOString() } });
     expect(r.discovered).toEqual([
-      { where: 'endpoint:db.acme.test:5432', secondsLeft: 10 * 86400, record: expect.objectContaining({ fingerprint: fp('cert-disc-db'), subject: 'CN=db.acme.test', source: 'discovered:endpoint:db.acme.test:5432', notAfter: new Date(BASE + 10 * DAY).toISOString() }) },
+      { where: 'file:/etc/certs/legacy.pem', state: 'expired', secondsLeft: -2 * 86400, seenAt: new Date(BASE - 2 * DAY).toISOString(), record: expect.objectContaining({ fingerprint: fp('cert-disc-legacy') }) },
+      {
+        where: 'endpoint:db.acme.test:5432',
+        state: 'warning',
+        secondsLeft: 10 * 86400,
+        seenAt: new Date(BASE - 2 * DAY).toISOString(),
+        record: expect.objectContaining({ fingerprint: fp('cert-disc-db'), subject: 'CN=db.acme.test', source: 'discovered:endpoint:db.acme.test:5432', notAfter: new Date(BASE + 10 * DAY).toISOString() }),
+      },
     ]);
     expect(r.problems).toEqual([]);
   });
@@ -291,7 +308,7 @@ describe('meshcert certs expiring', () => {
     expect(await run('expiring', '--config', join(cfgDir, 'no-ca.yaml'), '--db', db, '--within', '1h')).toBe(1);
     expect(stdout()).toContain('CA certificates: none expiring within 1h (0 checked)');
     expect(stdout()).toContain('Stale identities: none');
-    expect(stdout()).toContain('Discovered certificates: none expiring within 1h');
+    expect(stdout()).toMatch(/^file:\/etc\/certs\/legacy\.pem\s+CN=legacy\s+.*expired/m); // expired is reported in any window
     expect(stderr()).toContain(`no CA certificates in ${join(cfgDir, 'missing-ca')}`);
   });
 });

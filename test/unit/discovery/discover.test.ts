@@ -287,7 +287,7 @@ describe('discover() into a store', () => {
     expect(await store.count()).toBe(4);
   });
 
-  it('has a certificate about to expire reported until its renewal is discovered at the same place', async () => {
+  it('has a certificate about to expire reported until its renewal is read at the same place in full', async () => {
     const place = join(mkdtempSync(join(dir, 'renew-')), 'web.pem');
     const soon = await makeTestCert({ subject: 'CN=renew.example', notBefore: new Date(Date.now() - 80 * DAY), notAfter: new Date(Date.now() + 5 * DAY) });
     writeFileSync(place, soon.pem);
@@ -295,6 +295,10 @@ describe('discover() into a store', () => {
     const expiring = async (): Promise<string[][]> => (await discoveredExpiring(store, new Date(), 30 * 86_400)).map((d) => [d.where, d.record.fingerprint]);
     expect(await expiring()).toEqual([[`file:${place}`, fpOf(soon)]]);
     const renewed = await makeTestCert({ subject: 'CN=renew.example', notBefore: new Date(Date.now() - 3_600_000), notAfter: new Date(Date.now() + 90 * DAY) });
+    // A place read only in part is no snapshot: the last one stands.
+    writeFileSync(place, `${renewed.pem}-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n`);
+    expect(discoveryExitCode(await discover(store, { files: [place] }))).toBe(1);
+    expect(await expiring()).toEqual([[`file:${place}`, fpOf(soon)]]);
     writeFileSync(place, renewed.pem);
     expect(discoveryExitCode(await discover(store, { files: [place] }))).toBe(0);
     expect(await store.count()).toBe(2);
@@ -668,5 +672,34 @@ describe('meshcert discover (CLI)', () => {
     expect(() => parseDiscoverArgs(['--files'])).toThrow(UsageError);
     expect(() => parseDiscoverArgs(['--kubeconfig', 'k', '--files', 'a'])).toThrow(/--k8s-secrets/);
     expect(() => parseDiscoverArgs(['--files', 'a', '--endpoint-timeout', '0'])).toThrow(UsageError);
+    expect(parseDiscoverArgs(['--forget', 'file:/a.pem', 'endpoint:h:1']).forget).toEqual(['file:/a.pem', 'endpoint:h:1']);
+    expect(() => parseDiscoverArgs(['--forget', 'file:/a.pem', '--files', 'b.pem'])).toThrow(/--forget goes alone/);
+  });
+
+  it('forgets a place that is gone: the expiry reports stop judging it, its records stay, and an unknown place exits 1', async () => {
+    const db = `sqlite:${join(dir, 'cli-forget', 'inventory.db')}`;
+    const place = join(mkdtempSync(join(dir, 'forget-')), 'gone.pem');
+    const soon = await makeTestCert({ subject: 'CN=gone.example', notBefore: new Date(Date.now() - 80 * DAY), notAfter: new Date(Date.now() + 5 * DAY) });
+    writeFileSync(place, soon.pem);
+    expect(await discoverCommand(['--files', place, '--db', db])).toBe(0);
+    const store = await openStore({ kind: 'sqlite', path: db.slice('sqlite:'.length) });
+    try {
+      expect((await discoveredExpiring(store, new Date(), 30 * 86_400)).map((d) => d.where)).toEqual([`file:${place}`]);
+    } finally {
+      await store.close();
+    }
+    out.mockClear();
+    expect(await discoverCommand(['--forget', `file:${place}`, '--db', db])).toBe(0);
+    expect(stdout()).toBe(`forgot file:${place} (1 certificate(s) seen there)`);
+    expect(await discoverCommand(['--forget', `file:${place}`, 'endpoint:never:1', '--db', db, '--json'])).toBe(1);
+    expect(JSON.parse(stdout().slice(stdout().indexOf('{')))).toEqual({ forgotten: [{ place: `file:${place}`, certificates: 0 }, { place: 'endpoint:never:1', certificates: 0 }] });
+    expect(stderr()).toContain('meshcert discover: endpoint:never:1: never seen');
+    const after = await openStore({ kind: 'sqlite', path: db.slice('sqlite:'.length) });
+    try {
+      expect(await discoveredExpiring(after, new Date(), 30 * 86_400)).toEqual([]);
+      expect(await after.count()).toBe(1);
+    } finally {
+      await after.close();
+    }
   });
 });

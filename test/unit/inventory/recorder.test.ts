@@ -10,6 +10,7 @@ import {
   type AuditEvent,
   type CertificateFilter,
   type CertificateRecord,
+  type DiscoveredCertificate,
   type InventoryStore,
   type Page,
 } from '../../../src/inventory/types.js';
@@ -83,8 +84,12 @@ class MemoryStore implements InventoryStore {
   async latestPerIdentity(): Promise<CertificateRecord[]> {
     return [];
   }
-  async discoveredExpiring(): Promise<CertificateRecord[]> {
+  async recordSightings(): Promise<void> {}
+  async discoveredExpiring(): Promise<DiscoveredCertificate[]> {
     return [];
+  }
+  async forgetPlace(): Promise<number> {
+    return 0;
   }
   async pruneExpired(): Promise<number> {
     return 0;

@@ -16,6 +16,7 @@ import { STORE_THREAD_NICE, SqliteInventoryStore, WAL_AUTOCHECKPOINT_PAGES } fro
 import {
   InvalidCursorError,
   InventoryDataError,
+  type Sighting,
   type AuditEvent,
   type CertificateFilter,
   type CertificateRecord,
@@ -102,7 +103,7 @@ function postgresHarness(): Harness {
     async main() {
       if (main === null) throw new Error('setup did not run');
       if (migrated) {
-        await poolFor(main.url).query('TRUNCATE inventory_certificates, inventory_audit_events');
+        await poolFor(main.url).query('TRUNCATE inventory_certificates, inventory_audit_events, inventory_discovery_sightings');
       }
       migrated = true;
       return { kind: 'postgres', url: main.url };
@@ -453,28 +454,60 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await store.latestPerIdentity(at(30), now, { maxRemainingFraction: 0.1 })).toEqual([zero].map(asStored));
   });
 
-  it('discoveredExpiring: discovered certificates expiring in [now, before), unless a later one with the same subject was found at the same place', async () => {
+  it("discoveredExpiring: the certificates of each place's latest snapshot that end before the date, expired ones included", async () => {
     const at = (h: number): Date => new Date(T0 + h * HOUR);
-    const found = (i: string, where: string, subject: string | null, issued: number, end: number, more: Partial<CertificateRecord> = {}): CertificateRecord =>
-      makeRecord(i, { spiffeId: null, namespace: null, serviceAccount: null, requester: null, policyRule: null, issuer: 'CN=Some CA', subject, notBefore: at(issued), issuedAt: at(issued), notAfter: at(end), source: `discovered:${where}`, ...more });
-    const web1 = found('w1', 'file:/etc/web.pem', 'CN=web', 0, 20); // renewed at the same place
-    const web2 = found('w2', 'file:/etc/web.pem', 'CN=web', 5, 200, { issuer: 'CN=Another intermediate' });
-    const db1 = found('d1', 'endpoint:db:5432', 'CN=db', 0, 30); // expiring
-    const dbCa = found('dc', 'endpoint:db:5432', 'CN=db CA', -100, 40); // its chain's CA: another subject, expiring too
-    const elsewhere = found('e1', 'endpoint:db-replica:5432', 'CN=db', 6, 300); // same subject, another place: supersedes nothing
-    const anon1 = found('n1', 'k8s-secret:ns/svid', null, 0, 25); // empty subjects compare equal
-    const anon2 = found('n2', 'k8s-secret:ns/svid', null, 1, 26);
-    const gone = found('g1', 'file:/etc/old.pem', 'CN=old', -50, 5); // expired at now
-    const later = found('l1', 'file:/etc/later.pem', 'CN=later', 0, 100); // beyond the window
-    const ours = makeRecord('ou', { issuedAt: at(0), notAfter: at(20) }); // issued: the stale-identity rule's
-    const [t1, t2] = [found('t1', 'file:/etc/tie.pem', 'CN=tie', 0, 35), found('t2', 'file:/etc/tie.pem', 'CN=tie', 0, 35)].sort((x, y) => (x.fingerprint < y.fingerprint ? -1 : 1));
-    await store.insertMany([web1, web2, db1, dbCa, elsewhere, anon1, anon2, gone, later, ours, t1!, t2!]);
+    const found = (i: string, where: string, subject: string, end: number): CertificateRecord =>
+      makeRecord(i, { spiffeId: null, namespace: null, serviceAccount: null, requester: null, policyRule: null, issuer: 'CN=Some CA', subject, notBefore: at(end - 90 * 24), issuedAt: at(end - 90 * 24), notAfter: at(end), source: `discovered:${where}` });
+    const web1 = found('w1', 'file:/etc/web.pem', 'CN=web', 20);
+    const web2 = found('w2', 'file:/etc/web.pem', 'CN=web', 2000); // its renewal
+    const shared = found('a1', 'endpoint:lb-a:443', 'CN=shop', 30); // served by two load balancers
+    const sharedRenewed = found('a2', 'endpoint:lb-a:443', 'CN=shop', 2000); // lb-a got the renewal, lb-b did not
+    const db = found('d1', 'endpoint:db:5432', 'CN=db', 40);
+    const dbCa = found('dc', 'endpoint:db:5432', 'CN=db CA', 10);
+    const gone = found('g1', 'file:/etc/old.pem', 'CN=old', -5); // expired, and still there at its last sighting
+    const later = found('l1', 'file:/etc/later.pem', 'CN=later', 100);
+    const ours = makeRecord('ou', { issuedAt: at(0), notAfter: at(20) }); // issued: never sighted
+    await store.insertMany([web1, web2, shared, sharedRenewed, db, dbCa, gone, later, ours]);
+    const seen = (where: string, r: CertificateRecord): Sighting => ({ source: `discovered:${where}`, fingerprint: r.fingerprint });
+    const run1 = at(-48);
+    const run2 = at(-24);
+    await store.recordSightings([seen('file:/etc/web.pem', web1), seen('endpoint:lb-a:443', shared), seen('endpoint:lb-b:443', shared), seen('endpoint:db:5432', db), seen('endpoint:db:5432', dbCa), seen('file:/etc/old.pem', gone), seen('file:/etc/later.pem', later)], run1);
+    await store.recordSightings([seen('file:/etc/web.pem', web2), seen('endpoint:lb-a:443', sharedRenewed)], run2);
+    // A run with an older time (another machine's clock) does not roll a place back.
+    await store.recordSightings([seen('file:/etc/web.pem', web1)], at(-72));
+    await store.recordSightings([seen('file:/etc/web.pem', web2)], run2); // idempotent
 
-    const expiring = await store.discoveredExpiring(at(48), at(10));
-    expect(expiring).toEqual([anon2, db1, t2!, dbCa].map(asStored));
-    // The window's ends: now inclusive, before exclusive.
-    expect((await store.discoveredExpiring(at(30), at(26))).map((r) => r.fingerprint)).toEqual([anon2.fingerprint]);
-    expect(await store.discoveredExpiring(at(48), at(41))).toEqual([]);
+    const report = async (before: Date): Promise<string[]> => (await store.discoveredExpiring(before)).map((d) => `${d.source} ${d.record.subject} ${d.seenAt.toISOString()}`);
+    expect(await report(at(48))).toEqual([
+      `discovered:file:/etc/old.pem CN=old ${run1.toISOString()}`,
+      `discovered:endpoint:db:5432 CN=db CA ${run1.toISOString()}`,
+      `discovered:endpoint:lb-b:443 CN=shop ${run1.toISOString()}`,
+      `discovered:endpoint:db:5432 CN=db ${run1.toISOString()}`,
+    ]);
+    const first = (await store.discoveredExpiring(at(48)))[0]!;
+    expect(first.record).toEqual(asStored(gone));
+    expect(await report(at(-5))).toEqual([]); // before: exclusive
+
+    // A place that is gone is forgotten on request; its certificate records stay.
+    expect(await store.forgetPlace('discovered:endpoint:lb-b:443')).toBe(1);
+    expect(await report(at(48))).toEqual([`discovered:file:/etc/old.pem CN=old ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db CA ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db ${run1.toISOString()}`]);
+    expect(await store.get(shared.fingerprint)).not.toBeNull();
+
+    // Pruning an expired record drops its sightings with it.
+    expect(await store.pruneExpired(at(0))).toBe(1);
+    expect(await report(at(48))).toEqual([`discovered:endpoint:db:5432 CN=db CA ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db ${run1.toISOString()}`]);
+    expect((await h.raw(loc, `SELECT count(*) AS n FROM inventory_discovery_sightings WHERE source = 'discovered:file:/etc/old.pem'`)).map((r) => Number(r.n))).toEqual([0]);
+  });
+
+  it('refuses sightings that are not of a discovered place or a fingerprint, and writes none of the batch', async () => {
+    const r = makeRecord('s1', { source: 'discovered:file:/x.pem' });
+    await store.insertMany([r]);
+    const good: Sighting = { source: 'discovered:file:/x.pem', fingerprint: r.fingerprint };
+    for (const bad of [{ source: 'issued', fingerprint: r.fingerprint }, { source: 'discovered:', fingerprint: r.fingerprint }, { source: 'discovered:file:/x.pem', fingerprint: 'ABC' }]) {
+      await expect(store.recordSightings([good, bad as Sighting], new Date(T0))).rejects.toBeInstanceOf(InventoryDataError);
+    }
+    await expect(store.recordSightings([good], new Date(Number.NaN))).rejects.toBeInstanceOf(InventoryDataError);
+    expect(await store.discoveredExpiring(FAR_FUTURE)).toEqual([]);
   });
 
   it('stores audit events exactly once per id', async () => {
@@ -560,11 +593,11 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     await expect(openStore({ ...loc, readOnly: true })).rejects.toThrow(`its schema is version ${latest + 1}, newer than this meshcert's ${latest}: use the meshcert release that wrote it`);
   });
 
-  it('upgrades a schema 1 inventory: adds the index of discovered records, keeps every record', async () => {
+  it('upgrades a schema 1 inventory: each discovered certificate taken as seen at its first place, every record kept', async () => {
     await store.insertMany([makeRecord(1), makeRecord(2, { source: 'discovered:file:/x.pem', subject: 'CN=x' })]);
     await store.close();
-    // Back to what meshcert's first release left: schema 1, without the index.
-    const downgrade = ['DROP INDEX inventory_certificates_discovered', 'DELETE FROM inventory_schema_migrations WHERE version > 1'];
+    // Back to what meshcert's first release left: schema 1, without the sightings.
+    const downgrade = ['DROP TABLE inventory_discovery_sightings', 'DELETE FROM inventory_schema_migrations WHERE version > 1'];
     if (loc.kind === 'sqlite') {
       const db = new Database(loc.path);
       for (const sql of downgrade) db.prepare(sql).run();
@@ -573,10 +606,14 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
       for (const sql of downgrade) await h.raw(loc, sql);
     }
     await expect(openStore({ ...loc, readOnly: true })).rejects.toThrow("its schema is version 1, older than this meshcert's 2: start meshcert serve against it once to upgrade it");
+    const started = Date.now();
     const upgraded = track(await openStore(loc));
     expect((await h.raw(loc, 'SELECT version FROM inventory_schema_migrations ORDER BY version')).map((r) => Number(r.version))).toEqual([1, 2]);
     expect(await upgraded.count()).toBe(2);
-    expect((await upgraded.discoveredExpiring(new Date(T0 + 48 * HOUR), new Date(T0))).map((r) => r.subject)).toEqual(['CN=x']);
+    const found = await upgraded.discoveredExpiring(new Date(T0 + 48 * HOUR));
+    expect(found.map((d) => [d.source, d.record.subject])).toEqual([['discovered:file:/x.pem', 'CN=x']]);
+    // Seen "now", to the second the SQLite migration writes.
+    expect(found[0]!.seenAt.getTime()).toBeGreaterThanOrEqual(Math.floor(started / 1000) * 1000);
   });
 
   it('two stores (separate pools/connections) migrating a blank database at once both succeed, once', async () => {

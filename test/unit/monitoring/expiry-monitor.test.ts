@@ -9,6 +9,7 @@ import { initCaDir } from '../../../src/ca/init.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { InventoryMetrics } from '../../../src/metrics/ca-metrics.js';
 import { ExpiryMonitor, type ExpiryMonitorOptions } from '../../../src/monitoring/expiry-monitor.js';
+import type { DiscoveredCertificate } from '../../../src/inventory/types.js';
 import { makeRecord } from '../inventory/fixtures.js';
 
 const YEAR = 365 * 86_400;
@@ -105,43 +106,63 @@ describe('ExpiryMonitor and the inventory', () => {
 });
 
 describe('ExpiryMonitor and discovered certificates', () => {
-  it('counts those expiring within monitoring.discoveredWarnBefore, logs where they are, and keeps the count and its stamp while the store is down', async () => {
+  it('counts those expiring or expired where last seen, warns once per place, certificate and state, and keeps the counts while the store is down', async () => {
     const registry = new Registry();
     const metrics = new InventoryMetrics(registry);
     const lines: Array<Record<string, unknown>> = [];
     const logger = createLogger('warn', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
     const now = new Date(1_800_000_000_000);
+    const seenAt = new Date(now.getTime() - 86_400_000);
     const web = makeRecord('web', { source: 'discovered:endpoint:web:443', subject: 'CN=web', spiffeId: null, notAfter: new Date(now.getTime() + 3 * 86_400_000) });
+    const old = makeRecord('old', { source: 'discovered:file:/etc/old.pem', subject: 'CN=old', spiffeId: null, notAfter: new Date(now.getTime() - 3_600_000) });
+    let found: DiscoveredCertificate[] = [
+      { record: old, source: 'discovered:file:/etc/old.pem', seenAt },
+      { record: web, source: 'discovered:endpoint:web:443', seenAt },
+      { record: web, source: 'discovered:endpoint:web-2:443', seenAt }, // the same certificate at a second place
+    ];
     let down = false;
-    const asked: Array<[number, number]> = [];
+    const asked: number[] = [];
     const store = {
       latestPerIdentity: async () => [],
-      discoveredExpiring: async (before: Date, at: Date) => {
+      discoveredExpiring: async (before: Date) => {
         if (down) throw new Error('connection refused');
-        asked.push([before.getTime(), at.getTime()]);
-        return [web];
+        asked.push(before.getTime());
+        return found;
       },
     } as unknown as ConstructorParameters<typeof ExpiryMonitor>[3];
     const m = new ExpiryMonitor(options([{ name: 'default', dir: a }]), logger, metrics, store);
-    const value = async (name: string): Promise<number> => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(await registry.getSingleMetricAsString(name))?.[1]);
-    expect((await m.check(now)).discovered).toBe(1);
-    expect(asked).toEqual([[now.getTime() + 30 * 86_400_000, now.getTime()]]);
-    expect(await value('meshcert_discovered_certs_expiring')).toBe(1);
+    const value = async (name: string, labels = ''): Promise<number> => Number(new RegExp(`^${name}${labels.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(await registry.getSingleMetricAsString(name))?.[1]);
+    const warnings = (): Array<Record<string, unknown>> => lines.filter((l) => String(l.msg).startsWith('discovered certificates expire soon'));
+    expect((await m.check(now)).discovered).toBe(3);
+    expect(asked).toEqual([now.getTime() + 30 * 86_400_000]);
+    expect(await value('meshcert_discovered_certs_expiring', '{state="warning"}')).toBe(2);
+    expect(await value('meshcert_discovered_certs_expiring', '{state="expired"}')).toBe(1);
     expect(await value('meshcert_discovered_certs_expiring_checked_timestamp_seconds')).toBe(1_800_000_000);
-    const warned = lines.find((l) => String(l.msg).startsWith('discovered certificates expire soon'));
-    expect(warned).toMatchObject({ count: 1, examples: [{ where: 'endpoint:web:443', subject: 'CN=web', serial: web.serial, notAfter: web.notAfter.toISOString() }] });
+    expect(warnings()).toHaveLength(1);
+    expect(warnings()[0]).toMatchObject({
+      count: 3,
+      total: 3,
+      examples: [
+        { where: 'file:/etc/old.pem', subject: 'CN=old', serial: old.serial, notAfter: old.notAfter.toISOString(), state: 'expired', seenAt: seenAt.toISOString() },
+        { where: 'endpoint:web:443', subject: 'CN=web', state: 'warning' },
+        { where: 'endpoint:web-2:443', subject: 'CN=web', state: 'warning' },
+      ],
+    });
+
+    // Not again for the same certificates in the same state; again for one whose state changed.
+    await m.check(new Date(now.getTime() + 300_000));
+    expect(warnings()).toHaveLength(1);
+    found = [{ record: web, source: 'discovered:endpoint:web:443', seenAt }];
+    await m.check(new Date(web.notAfter.getTime() + 1000));
+    expect(warnings()).toHaveLength(2);
+    expect(warnings()[1]).toMatchObject({ count: 1, total: 1, examples: [{ where: 'endpoint:web:443', state: 'expired' }] });
+    expect(await value('meshcert_discovered_certs_expiring', '{state="warning"}')).toBe(0);
+    expect(await value('meshcert_discovered_certs_expiring', '{state="expired"}')).toBe(1);
 
     down = true;
     expect((await m.check(new Date(now.getTime() + 600_000))).discovered).toBe(0);
-    expect(await value('meshcert_discovered_certs_expiring')).toBe(1);
-    expect(await value('meshcert_discovered_certs_expiring_checked_timestamp_seconds')).toBe(1_800_000_000);
+    expect(await value('meshcert_discovered_certs_expiring', '{state="expired"}')).toBe(1);
+    expect(await value('meshcert_discovered_certs_expiring_checked_timestamp_seconds')).toBe(Math.floor((web.notAfter.getTime() + 1000) / 1000));
     expect(lines.some((l) => l.msg === 'expiry monitor cannot query the inventory for discovered certificates')).toBe(true);
-
-    // A window of 0 turns the report off: the store is not asked.
-    down = false;
-    m.update({ ...options([{ name: 'default', dir: a }]), discoveredWarnBefore: 0 });
-    expect((await m.check(now)).discovered).toBe(0);
-    expect(asked).toHaveLength(1);
-    expect(await value('meshcert_discovered_certs_expiring')).toBe(0);
   });
 });
