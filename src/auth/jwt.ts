@@ -295,6 +295,7 @@ export class RemoteJwks implements KeySource {
   /** Fetches now (sharing an in-flight fetch). Resolves true when a fresh set was loaded; never rejects. */
   refresh(): Promise<boolean> {
     if (this.inflight) return this.inflight;
+    if (this.closed) return Promise.resolve(false);
     this.lastAttemptAt = this.now();
     this.inflight = this.fetchOnce()
       .then((keys) => {
@@ -311,6 +312,8 @@ export class RemoteJwks implements KeySource {
       .catch((err: unknown) => {
         this.failures++;
         this.lastAttemptFailed = true;
+        // A read cut short by close() (shutdown, a failed start) is no failure to report.
+        if (this.closed) return false;
         const error = err instanceof Error ? err : new Error(String(err));
         try {
           this.onFailure?.(error);
@@ -323,6 +326,21 @@ export class RemoteJwks implements KeySource {
         this.inflight = undefined;
       });
     return this.inflight;
+  }
+
+  /** Starts a read unless the rate limit holds it back; returns at once. */
+  refreshInBackground(): void {
+    void this.refreshRateLimited();
+  }
+
+  /**
+   * Waits until the rate limit allows the next read (at most minRefreshIntervalMs), then reads
+   * (or joins a read under way). For a caller that may hold a call that long.
+   */
+  async nextRefresh(): Promise<void> {
+    const wait = this.lastAttemptAt + this.minRefreshIntervalMs - this.now();
+    if (wait > 0) await new Promise<void>((resolve) => setTimeout(resolve, wait).unref());
+    await this.refreshRateLimited();
   }
 
   /** Refresh unless one was attempted less than minRefreshIntervalMs ago (then wait for any in-flight one). */
@@ -368,7 +386,8 @@ export class RemoteJwks implements KeySource {
   /**
    * True when the token says it was issued after the key set held was fetched, less `marginMs` of
    * clock difference: its unknown key may be one the issuer published since. A token issued before
-   * then carries a key the issuer did not publish, or has removed.
+   * then carries a key the issuer did not publish, or has removed. An iat further ahead of this
+   * clock than ISSUER_CLOCK_MARGIN_MS is no issuer's: such a token is never "newer".
    */
   private newerThanKeys(token: FlattenedJWSInput, marginMs: number): boolean {
     let iat: unknown;
@@ -378,7 +397,7 @@ export class RemoteJwks implements KeySource {
     } catch {
       return false;
     }
-    return typeof iat === 'number' && iat * 1000 >= this.lastLoadedAt - marginMs;
+    return typeof iat === 'number' && iat * 1000 >= this.lastLoadedAt - marginMs && iat * 1000 <= this.now() + ISSUER_CLOCK_MARGIN_MS;
   }
 
   private notYetFetched(err: unknown): SigningKeyPendingError {

@@ -20,6 +20,14 @@ export const TOKENREVIEW_PATH = '/apis/authentication.k8s.io/v1/tokenreviews';
 export const SERVICE_ACCOUNT_JWKS_PATH = '/openid/v1/jwks';
 /** What the API server signs service-account tokens with (RSA or ECDSA keys). */
 const SERVICE_ACCOUNT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512'];
+/**
+ * Least time between two reads of the API server's keys prompted by unknown kids: the document is
+ * small and served from memory, and a call that names a key published since the last read waits
+ * for the next one (see verifySignature).
+ */
+const KEYS_MIN_REFRESH_MS = 2_000;
+/** Keys tried for a token that names none (each costs a signature check). */
+const MAX_KEYS_TRIED = 8;
 
 export interface TokenReviewOptions {
   /** https URL of the API server. Default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT. */
@@ -54,12 +62,35 @@ export interface TokenReviewOptions {
   verifySignatures?: boolean;
   /** Called when reading the API server's keys fails (they are fetched every 5 minutes, and on an unknown kid). */
   onKeysFailure?: (error: Error) => void;
-  /** Tests: the least time between two reads of the keys prompted by unknown kids. Default 30 000 ms. */
+  /** Tests: the least time between two reads of the keys prompted by unknown kids. Default KEYS_MIN_REFRESH_MS. */
   keysMinRefreshIntervalMs?: number;
   /** Name reported as Authenticator.name. Default 'tokenreview'. */
   name?: string;
   /** Environment to read in-cluster defaults from (tests). Default process.env. */
   env?: Record<string, string | undefined>;
+}
+
+function notSigned(cause: unknown): CaError {
+  return new CaError('AUTH_INVALID', 'token was not signed by a service-account key of the Kubernetes API server', { cause });
+}
+
+function badSignature(cause: unknown): CaError {
+  return new CaError('AUTH_INVALID', "token signature does not verify with the Kubernetes API server's service-account keys", { cause });
+}
+
+/** A token that names no key while several could verify it: each in turn (at most MAX_KEYS_TRIED). */
+async function verifyWithEach(candidates: joseErrors.JWKSMultipleMatchingKeys, token: string): Promise<void> {
+  let tried = 0;
+  for await (const key of candidates) {
+    if (++tried > MAX_KEYS_TRIED) break;
+    try {
+      await compactVerify(token, key, { algorithms: SERVICE_ACCOUNT_ALGORITHMS });
+      return;
+    } catch (err) {
+      if (!(err instanceof joseErrors.JWSSignatureVerificationFailed)) throw badSignature(err);
+    }
+  }
+  throw badSignature(undefined);
 }
 
 /** Why the API server could not give an answer; carried as the `cause` of AUTH_BACKEND_UNAVAILABLE. */
@@ -200,6 +231,8 @@ export class TokenReviewAuthenticator implements Authenticator {
   private readonly jwksUrl: URL;
   private readonly keys: RemoteJwks | undefined;
   private readonly agent: https.Agent;
+  /** Its own sockets: 64 reviews under way (a flood, a slow API server) must not starve a read of the keys. */
+  private readonly keysAgent: https.Agent | undefined;
   private readonly audiences: readonly string[];
   private readonly trustDomain: string;
   private readonly timeoutMs: number;
@@ -248,12 +281,14 @@ export class TokenReviewAuthenticator implements Authenticator {
     }
     this.agent = new https.Agent({ keepAlive: true, maxSockets: MAX_REVIEWS, ...(ca === undefined ? {} : { ca }) });
     if (opts.verifySignatures === true) {
+      const keysAgent = new https.Agent({ keepAlive: true, maxSockets: 2, ...(ca === undefined ? {} : { ca }) });
+      this.keysAgent = keysAgent;
       this.keys = new RemoteJwks({
         uri: this.jwksUrl.href,
         issuer: 'the Kubernetes API server',
         fetchTimeoutMs: this.timeoutMs,
-        ...(opts.keysMinRefreshIntervalMs === undefined ? {} : { minRefreshIntervalMs: opts.keysMinRefreshIntervalMs }),
-        fetchBody: (timeoutMs) => this.fetchKeys(timeoutMs),
+        minRefreshIntervalMs: opts.keysMinRefreshIntervalMs ?? KEYS_MIN_REFRESH_MS,
+        fetchBody: (timeoutMs) => this.fetchKeys(keysAgent, timeoutMs),
         ...(opts.onKeysFailure ? { onRefreshFailure: opts.onKeysFailure } : {}),
       });
     }
@@ -270,35 +305,55 @@ export class TokenReviewAuthenticator implements Authenticator {
   /** Closes pooled connections and stops the keys' refresh. */
   close(): void {
     this.keys?.close();
+    this.keysAgent?.destroy();
     this.agent.destroy();
   }
 
   /**
    * Refuses, without a TokenReview, a token that no service-account key of the API server signed:
-   * a bad signature, an algorithm the API server does not use, or a key it does not publish (after
-   * reading its keys again, at most every 30 s). Only such a definite answer refuses. A token that
-   * names a key the API server may have published since the last read gets UNAVAILABLE, and the
-   * keys are read again as soon as the rate limit allows: a retry then finds a rotated key, and a
-   * forged kid costs no review. When the keys are not at hand (never read: the endpoint unreachable
-   * or forbidden; the last read failed) or the token names no key while several could verify it,
-   * TokenReview decides, as it would without this check. A token that passes still goes to
-   * TokenReview, which alone knows whether its pod or service account still exists and checks its
-   * audience.
+   * a bad signature, an algorithm the API server does not use, or a key it does not publish. A
+   * token that names a key the API server may have published since the last read (its iat after
+   * that read) waits for the next read, at most KEYS_MIN_REFRESH_MS away, and is judged again; a
+   * token that names no key is tried against each (as the API server does). Only a definite
+   * answer refuses: until the keys have been read once, and while the last read failed, TokenReview
+   * decides, as it would without this check. A token that passes still goes to TokenReview, which
+   * alone knows whether its pod or service account still exists and checks its audience.
    */
   private async verifySignature(keys: RemoteJwks, token: string): Promise<void> {
+    if (!keys.loaded) {
+      keys.refreshInBackground();
+      return;
+    }
+    try {
+      await this.verifyWith(keys, token);
+    } catch (err) {
+      if (!(err instanceof SigningKeyPendingError)) throw err;
+      await keys.nextRefresh();
+      try {
+        await this.verifyWith(keys, token);
+      } catch (again) {
+        if (again instanceof SigningKeyPendingError) throw notSigned(again);
+        throw again;
+      }
+    }
+  }
+
+  /** One check against the keys held: throws AUTH_INVALID or SigningKeyPendingError, or returns (verified, or no verdict). */
+  private async verifyWith(keys: RemoteJwks, token: string): Promise<void> {
     try {
       await compactVerify(token, keys.getKey, { algorithms: SERVICE_ACCOUNT_ALGORITHMS });
     } catch (err) {
       if (err instanceof SigningKeyPendingError) throw err;
       if (err instanceof CaError) {
-        if (err.code === 'AUTH_BACKEND_UNAVAILABLE') return;
-        throw new CaError('AUTH_INVALID', 'token was not signed by a service-account key of the Kubernetes API server', { cause: err });
+        if (err.code === 'AUTH_BACKEND_UNAVAILABLE') return; // the last read failed: TokenReview decides
+        throw notSigned(err);
       }
-      if (err instanceof joseErrors.JWKSMultipleMatchingKeys) return;
-      if (err instanceof joseErrors.JWSSignatureVerificationFailed) throw new CaError('AUTH_INVALID', 'token signature does not verify with the Kubernetes API server\'s service-account keys', { cause: err });
+      if (err instanceof joseErrors.JWKSMultipleMatchingKeys) return verifyWithEach(err, token);
+      if (err instanceof joseErrors.JWSSignatureVerificationFailed) throw badSignature(err);
       if (err instanceof joseErrors.JOSEAlgNotAllowed || err instanceof joseErrors.JOSENotSupported) throw new CaError('AUTH_INVALID', 'token signing algorithm is not one the Kubernetes API server uses', { cause: err });
+      if (err instanceof joseErrors.JWKSInvalid) return; // the published set, not the token
       if (err instanceof joseErrors.JOSEError) throw new CaError('AUTH_INVALID', 'token is malformed', { cause: err });
-      return; // not a verdict on the token (a key jose cannot import, say): TokenReview decides
+      // Not a verdict on the token (a published key jose cannot import, say): TokenReview decides.
     }
   }
 
@@ -396,18 +451,27 @@ export class TokenReviewAuthenticator implements Authenticator {
     }
   }
 
-  /** The API server's service-account JWKS body; rejects on a non-2xx answer. */
-  private async fetchKeys(timeoutMs: number): Promise<string> {
-    const res = await this.send('GET', this.jwksUrl, undefined, timeoutMs);
+  /** The API server's service-account JWKS body; rejects on a non-2xx answer or a set without keys. */
+  private async fetchKeys(agent: https.Agent, timeoutMs: number): Promise<string> {
+    const res = await this.send('GET', this.jwksUrl, undefined, timeoutMs, agent);
     if (res.status < 200 || res.status >= 300) {
       const hint = res.status === 401 || res.status === 403 ? " (meshcert's credentials may not read it: see the system:service-account-issuer-discovery ClusterRole)" : '';
       throw new Error(`GET ${this.jwksUrl.pathname} returned HTTP ${res.status}${hint}`);
     }
-    return res.body.toString('utf8');
+    const text = res.body.toString('utf8');
+    // An API server signs every token with one of these: none published is a fault, not a verdict on every token.
+    let keys: unknown;
+    try {
+      keys = (JSON.parse(text) as { keys?: unknown }).keys;
+    } catch {
+      keys = undefined; // RemoteJwks says what is wrong with it
+    }
+    if (Array.isArray(keys) && keys.length === 0) throw new Error(`GET ${this.jwksUrl.pathname} returned no keys`);
+    return text;
   }
 
   /** One request to the API server with meshcert's credentials, its body read up to MAX_RESPONSE_BYTES. */
-  private send(method: 'GET' | 'POST', url: URL, body: string | undefined, timeoutMs: number): Promise<{ status: number; body: Buffer }> {
+  private send(method: 'GET' | 'POST', url: URL, body: string | undefined, timeoutMs: number, agent = this.agent): Promise<{ status: number; body: Buffer }> {
     const own = this.ownToken();
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -422,7 +486,7 @@ export class TokenReviewAuthenticator implements Authenticator {
         url,
         {
           method,
-          agent: this.agent,
+          agent,
           headers: {
             accept: 'application/json',
             ...(body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }),

@@ -232,6 +232,20 @@ describe('JwtAuthenticator: remote key set', () => {
     }
   });
 
+  it('refuses an unknown key for good when the token claims to be issued further ahead than clocks drift (no issuer signs from the future)', async () => {
+    const s = await new JwksServer([rsa.jwk]).start();
+    try {
+      const { auth } = make({ jwksUri: s.url, minRefreshIntervalMs: 500 });
+      await auth.start();
+      const ahead = await outcome(auth.authenticate({ bearerToken: await signToken(rotated, k8sClaims(), { iatIn: 3600 }) }));
+      expect([ahead.code, ahead.message]).toEqual(['AUTH_INVALID', "token signing key (kid) is not in the issuer's key set"]);
+      // Within the clock margin it may be a key just published: retry.
+      expect((await outcome(auth.authenticate({ bearerToken: await signToken(rotated, k8sClaims(), { iatIn: 30 }) }))).code).toBe('AUTH_BACKEND_UNAVAILABLE');
+    } finally {
+      await s.stop();
+    }
+  });
+
   it('answers UNAVAILABLE when the fetch that just answered began before the token was issued and lacks its key', async () => {
     const s = await new JwksServer([rsa.jwk]).start();
     try {

@@ -4,6 +4,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CaError } from '../../../src/errors/ca-error.js';
 import { isLocalApiServer, MAX_REVIEWS, TokenReviewAuthenticator, TokenReviewBackendError } from '../../../src/auth/tokenreview.js';
@@ -319,21 +320,26 @@ describe('TokenReviewAuthenticator', () => {
 
 describe('TokenReviewAuthenticator with verifySignatures', () => {
   let apiKey: SigningKey;
+  let apiKey2: SigningKey;
+  let apiEcKey: SigningKey;
   let forger: SigningKey;
-  let jwksAnswer: { status: number; keys: SigningKey[] };
+  let jwksAnswer: { status: number; keys: SigningKey[]; hold?: boolean };
   const requests: Seen[] = [];
   const jwksReads = (): Seen[] => requests.filter((r) => r.method === 'GET');
   const reviews = (): Seen[] => requests.filter((r) => r.method === 'POST');
   beforeAll(async () => {
     apiKey = await signingKey('RS256', 'api-server-key-1');
+    apiKey2 = await signingKey('RS256', 'api-server-key-2');
+    apiEcKey = await signingKey('ES256', 'api-server-key-ec');
     forger = await signingKey('RS256', 'api-server-key-1'); // claims the API server's kid
   });
-  const serve = (): void => {
+  const serve = (keys?: SigningKey[]): void => {
     requests.length = 0;
-    jwksAnswer = { status: 200, keys: [apiKey] };
+    jwksAnswer = { status: 200, keys: keys ?? [apiKey] };
     handler = (seen, res) => {
       requests.push(seen);
       if (seen.method === 'GET' && seen.path === '/openid/v1/jwks') {
+        if (jwksAnswer.hold) return;
         reply(jwksAnswer.status, jwksAnswer.status === 200 ? { keys: jwksAnswer.keys.map((k) => k.jwk) } : { kind: 'Status', code: jwksAnswer.status })(seen, res);
         return;
       }
@@ -341,73 +347,160 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
     };
   };
   const claims = k8sClaims('bookinfo', 'reviews');
-
-  it("refuses, without a TokenReview, a token no service-account key of the API server signed, and reviews one that one did", async () => {
-    serve();
-    const auth = make({ verifySignatures: true });
+  /** Signed without a kid, as a legacy token may be. */
+  const noKid = (key: SigningKey): Promise<string> =>
+    new SignJWT(claims).setProtectedHeader({ alg: key.alg }).setIssuer('kubernetes/serviceaccount').setIssuedAt().setExpirationTime('1h').sign(key.privateKey);
+  /** A started authenticator whose first read of the keys has answered. */
+  async function started(o: Partial<TokenReviewOptions> = {}): Promise<TokenReviewAuthenticator> {
+    const auth = make({ verifySignatures: true, ...o });
     auth.start();
+    await vi.waitFor(() => expect(jwksReads()).toHaveLength(1));
+    await new Promise((r) => setTimeout(r, 20));
+    return auth;
+  }
+  const refused = async (auth: TokenReviewAuthenticator, token: string): Promise<CaError | undefined> => (await outcome(auth.authenticate({ bearerToken: token }))).err;
+
+  it('refuses, without a TokenReview, a token no service-account key of the API server signed, and reviews one that one did', async () => {
+    serve([apiKey, apiEcKey]);
+    const auth = await started({ keysMinRefreshIntervalMs: 200 });
     try {
       const good = await auth.authenticate({ bearerToken: await signToken(apiKey, claims) });
       expect(good?.identities).toEqual(['spiffe://cluster.local/ns/bookinfo/sa/reviews']);
-      expect(reviews()).toHaveLength(1);
-      // Read once, with meshcert's own credentials, over the API server's CA.
-      expect(jwksReads()).toEqual([expect.objectContaining({ path: '/openid/v1/jwks', authorization: `Bearer ${OWN_TOKEN}` })]);
+      expect((await auth.authenticate({ bearerToken: await signToken(apiEcKey, claims) }))?.serviceAccount).toBe('reviews');
+      expect(reviews()).toHaveLength(2);
+      // Read with meshcert's own credentials, over the API server's CA.
+      expect(jwksReads()[0]).toEqual(expect.objectContaining({ path: '/openid/v1/jwks', authorization: `Bearer ${OWN_TOKEN}` }));
 
-      const refused = async (token: string): Promise<CaError | undefined> => (await outcome(auth.authenticate({ bearerToken: token }))).err;
-      const forged = await refused(await signToken(forger, claims));
+      const forged = await refused(auth, await signToken(forger, claims));
       expect([forged?.code, forged?.message]).toEqual(['AUTH_INVALID', "token signature does not verify with the Kubernetes API server's service-account keys"]);
+      const ecForger = await signingKey('ES256', 'api-server-key-ec');
+      expect((await refused(auth, await signToken(ecForger, claims)))?.message).toBe("token signature does not verify with the Kubernetes API server's service-account keys");
       const other = await signingKey('ES256', 'not-the-api-servers');
-      const unknownOld = await refused(await signToken(other, claims, { iatIn: -600 }));
-      expect([unknownOld?.code, unknownOld?.message]).toEqual(['AUTH_INVALID', 'token was not signed by a service-account key of the Kubernetes API server']);
-      // A kid the API server may have published since the last read: retry, not refused, not reviewed.
-      const unknownNew = await refused(await signToken(other, claims));
-      expect(unknownNew?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
-      const hmac = await refused(`${Buffer.from(JSON.stringify({ alg: 'HS256', kid: 'api-server-key-1' })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2ln`);
+      // A kid never published: refused whether the token claims to be old, new (after the next
+      // read, which it waits for) or from the future (no issuer's).
+      for (const iatIn of [-600, 0, 3600 * 24 * 365]) {
+        const err = await refused(auth, await signToken(other, claims, { iatIn }));
+        expect([iatIn, err?.code, err?.message]).toEqual([iatIn, 'AUTH_INVALID', 'token was not signed by a service-account key of the Kubernetes API server']);
+      }
+      const hmac = await refused(auth, `${Buffer.from(JSON.stringify({ alg: 'HS256', kid: 'api-server-key-1' })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2ln`);
       expect([hmac?.code, hmac?.message]).toEqual(['AUTH_INVALID', 'token signing algorithm is not one the Kubernetes API server uses']);
-      expect(reviews()).toHaveLength(1);
-      // Not read again for each unknown kid: at most every 30 s.
-      expect(jwksReads()).toHaveLength(1);
+      expect(reviews()).toHaveLength(2);
     } finally {
       auth.close();
     }
   });
 
-  it('passes a token signed with a key the API server published after the last read once the keys are read again', async () => {
+  it('reads the keys again at most every keysMinRefreshIntervalMs, however many unknown kids arrive', async () => {
     serve();
-    const auth = make({ verifySignatures: true, keysMinRefreshIntervalMs: 300 });
-    auth.start();
+    const auth = await started();
     try {
-      await vi.waitFor(() => expect(jwksReads()).toHaveLength(1));
+      const other = await signingKey('ES256', 'not-the-api-servers');
+      const tokens = await Promise.all(Array.from({ length: 20 }, () => signToken(other, claims, { iatIn: -600 })));
+      const errs = await Promise.all(tokens.map((t) => refused(auth, t)));
+      expect(errs.every((e) => e?.message === 'token was not signed by a service-account key of the Kubernetes API server')).toBe(true);
+      expect(jwksReads().length).toBeLessThanOrEqual(2);
+      expect(reviews()).toHaveLength(0);
+    } finally {
+      auth.close();
+    }
+  });
+
+  it('tries each key for a token that names none, as the API server does', async () => {
+    serve([apiKey, apiKey2]);
+    const auth = await started();
+    try {
+      expect((await auth.authenticate({ bearerToken: await noKid(apiKey2) }))?.serviceAccount).toBe('reviews');
+      expect(reviews()).toHaveLength(1);
+      const err = await refused(auth, await noKid(forger));
+      expect([err?.code, err?.message]).toEqual(['AUTH_INVALID', "token signature does not verify with the Kubernetes API server's service-account keys"]);
+      expect(reviews()).toHaveLength(1);
+    } finally {
+      auth.close();
+    }
+  });
+
+  it('passes a token signed with a key the API server published after the last read, once the keys are read again within the call', async () => {
+    serve();
+    const auth = await started({ keysMinRefreshIntervalMs: 300 });
+    try {
       const rotated = await signingKey('ES256', 'api-server-key-2');
       jwksAnswer.keys = [apiKey, rotated];
-      const token = await signToken(rotated, claims);
-      const first = await outcome(auth.authenticate({ bearerToken: token }));
-      expect(first.err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
-      expect(reviews()).toHaveLength(0);
-      await vi.waitFor(() => expect(jwksReads()).toHaveLength(2), { timeout: 3_000 });
-      expect((await auth.authenticate({ bearerToken: token }))?.serviceAccount).toBe('reviews');
+      expect((await auth.authenticate({ bearerToken: await signToken(rotated, claims) }))?.serviceAccount).toBe('reviews');
+      expect(jwksReads()).toHaveLength(2);
       expect(reviews()).toHaveLength(1);
     } finally {
       auth.close();
     }
   });
 
-  it("lets TokenReview decide while the API server's keys cannot be read, and reports each failed read", async () => {
+  it("lets TokenReview decide while the API server's keys cannot be read, or publish none, and reports each failed read", async () => {
     serve();
     jwksAnswer.status = 403;
     const failures: Error[] = [];
     const auth = make({ verifySignatures: true, onKeysFailure: (e) => failures.push(e) });
     auth.start();
     try {
-      const caller = await auth.authenticate({ bearerToken: await signToken(forger, claims) });
-      expect(caller?.serviceAccount).toBe('reviews'); // the (fake) API server said yes
+      await vi.waitFor(() => expect(failures).toHaveLength(1));
+      expect((await auth.authenticate({ bearerToken: await signToken(forger, claims) }))?.serviceAccount).toBe('reviews'); // the (fake) API server said yes
       expect(reviews()).toHaveLength(1);
-      expect(failures.map((e) => e.message)).toEqual([
-        "GET /openid/v1/jwks returned HTTP 403 (meshcert's credentials may not read it: see the system:service-account-issuer-discovery ClusterRole)",
-      ]);
+      expect(failures[0]!.message).toBe("GET /openid/v1/jwks returned HTTP 403 (meshcert's credentials may not read it: see the system:service-account-issuer-discovery ClusterRole)");
     } finally {
       auth.close();
     }
+    serve([]);
+    const empty = make({ verifySignatures: true, onKeysFailure: (e) => failures.push(e) });
+    empty.start();
+    try {
+      await vi.waitFor(() => expect(failures).toHaveLength(2));
+      expect(failures[1]!.message).toBe('GET /openid/v1/jwks returned no keys');
+      expect((await empty.authenticate({ bearerToken: await signToken(forger, claims) }))?.serviceAccount).toBe('reviews');
+    } finally {
+      empty.close();
+    }
+  });
+
+  it('once the keys were read, a failed read lets TokenReview judge an unknown kid, while a bad signature is still refused', async () => {
+    serve();
+    const auth = await started({ keysMinRefreshIntervalMs: 50 });
+    try {
+      jwksAnswer.status = 503;
+      await new Promise((r) => setTimeout(r, 60));
+      const other = await signingKey('ES256', 'not-the-api-servers');
+      expect((await auth.authenticate({ bearerToken: await signToken(other, claims, { iatIn: -600 }) }))?.serviceAccount).toBe('reviews');
+      expect(jwksReads()).toHaveLength(2);
+      expect(reviews()).toHaveLength(1);
+      expect((await refused(auth, await signToken(forger, claims)))?.code).toBe('AUTH_INVALID');
+      expect(reviews()).toHaveLength(1);
+    } finally {
+      auth.close();
+    }
+  });
+
+  it('sends tokens to TokenReview at once while the first read of the keys has not answered', async () => {
+    serve();
+    jwksAnswer.hold = true;
+    const auth = make({ verifySignatures: true, timeoutMs: 20_000 });
+    auth.start();
+    try {
+      await vi.waitFor(() => expect(jwksReads()).toHaveLength(1));
+      // Waiting for the held read would take the 20 s timeout, past this test's.
+      expect((await auth.authenticate({ bearerToken: await signToken(forger, claims) }))?.serviceAccount).toBe('reviews');
+      expect(reviews()).toHaveLength(1);
+    } finally {
+      auth.close();
+    }
+  }, 5_000);
+
+  it('reports no failure for a read that close() cuts short', async () => {
+    serve();
+    jwksAnswer.hold = true;
+    const failures: Error[] = [];
+    const auth = make({ verifySignatures: true, onKeysFailure: (e) => failures.push(e) });
+    auth.start();
+    await vi.waitFor(() => expect(jwksReads()).toHaveLength(1));
+    auth.close();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(failures).toEqual([]);
   });
 
   it('never reads the keys without verifySignatures', async () => {
