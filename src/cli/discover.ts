@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { discover, discoveryExitCode, type DiscoveryReport } from '../discovery/discover.js';
 import { parseDurationArg } from '../config/duration.js';
@@ -18,7 +19,7 @@ export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints 
 meshcert discover --forget PLACE... [--config FILE | --db ...] [--json]
   Forgets places that are gone (file:PATH, endpoint:HOST:PORT, k8s-secret:NS/NAME[/KEY], as
   \`certs expiring\` names them), so that the expiry reports stop judging them; their certificate
-  records stay. Exit 1 when a place was never seen.`;
+  records stay. Exit 1 when a place is not known (never seen, or already forgotten).`;
 
 const OPTIONS = {
   files: { type: 'string', multiple: true },
@@ -114,11 +115,13 @@ function printHuman(r: DiscoveryReport, label: string): void {
 
 /** `discover --forget`: 0 when every place had been seen, 1 otherwise (or when the store fails). */
 async function forgetPlaces(store: InventoryStore, places: readonly string[], json: boolean, label: string): Promise<number> {
-  const forgotten: Array<{ place: string; certificates: number }> = [];
+  const forgotten: Array<{ place: string; known: boolean }> = [];
   try {
     for (const place of places) {
-      const where = place.replace(/^discovered:/, '');
-      forgotten.push({ place: where, certificates: where === '' ? 0 : await store.forgetPlace(`discovered:${where}`) });
+      // A file as discover names it: its absolute path.
+      const bare = place.replace(/^discovered:/, '');
+      const where = bare.startsWith('file:') && bare.length > 'file:'.length ? `file:${resolve(bare.slice('file:'.length))}` : bare;
+      forgotten.push({ place: where, known: where !== '' && (await store.forgetPlace(`discovered:${where}`)) });
     }
   } catch (e) {
     console.error(`meshcert: cannot forget places in ${label}: ${(e as Error).message}`);
@@ -128,13 +131,13 @@ async function forgetPlaces(store: InventoryStore, places: readonly string[], js
   }
   if (json) console.log(JSON.stringify({ forgotten }, null, 2));
   for (const f of forgotten) {
-    if (f.certificates > 0) {
-      if (!json) console.log(`forgot ${f.place} (${f.certificates} certificate(s) seen there)`);
+    if (f.known) {
+      if (!json) console.log(`forgot ${f.place}`);
     } else {
-      console.error(`meshcert discover: ${f.place || '(empty)'}: never seen (certs expiring names places as file:PATH, endpoint:HOST:PORT, k8s-secret:NS/NAME)`);
+      console.error(`meshcert discover: ${f.place || '(empty)'}: not a known place (certs expiring names places as file:PATH, endpoint:HOST:PORT, k8s-secret:NS/NAME[/KEY])`);
     }
   }
-  return forgotten.every((f) => f.certificates > 0) ? 0 : 1;
+  return forgotten.every((f) => f.known) ? 0 : 1;
 }
 
 /**

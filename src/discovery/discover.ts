@@ -6,10 +6,11 @@
  *
  * Recording is idempotent by fingerprint (`insertMany`): re-running stores nothing new, and a
  * certificate seen in several places keeps the source it was first recorded with. Every place
- * read in full is also recorded as seen, with all its certificates, at the run's time
- * (`recordSightings`): its latest snapshot is what the expiry reports judge, so a certificate
+ * read in full (an ok item, or a skipped one that holds no certificate now) is also recorded with
+ * all its certificates as its snapshot at the run's start, in one transaction
+ * (`recordSnapshots`): the latest snapshot is what the expiry reports judge, so a certificate
  * renewed where it is served leaves them at the next run. A place that failed keeps its last
- * snapshot. Expired
+ * snapshot; one no longer looked at (a deleted file or Secret) keeps it until `--forget`. Expired
  * certificates are recorded too (they are what expiry reports are for). A certificate the
  * inventory cannot hold (e.g. a serial longer than 64 octets) turns its item into an error.
  * Problems are per item; the run goes on. Only a store failure aborts (it throws).
@@ -17,7 +18,7 @@
 import type { X509Certificate } from 'node:crypto';
 import { recordProblem } from '../inventory/common.js';
 import { recordFromCertificate } from '../inventory/record-from-cert.js';
-import type { CertificateRecord, InventoryStore, Sighting } from '../inventory/types.js';
+import type { CertificateRecord, InventoryStore, Snapshot } from '../inventory/types.js';
 import { DEFAULT_ENDPOINT_TIMEOUT_MS, discoverEndpoint } from './endpoint.js';
 import { discoverFiles } from './files.js';
 import { discoverK8sSecrets, type K8sSecretsOptions } from './k8s-secrets.js';
@@ -112,7 +113,7 @@ export async function discover(store: InventoryStore, o: DiscoverOptions): Promi
   const before = await store.count();
   const reports: DiscoveryItemReport[] = [];
   const all: CertificateRecord[] = [];
-  const sightings: Sighting[] = [];
+  const snapshots: Snapshot[] = [];
   for (const item of items) {
     const { records, problem } = toRecords(item);
     all.push(...records);
@@ -120,14 +121,15 @@ export async function discover(store: InventoryStore, o: DiscoverOptions): Promi
     if (item.status === 'error') reports.push({ ...base, status: 'error', error: problem ? `${item.error}; ${problem}` : item.error });
     else if (problem !== null) reports.push({ ...base, status: 'error', error: problem });
     else if (item.status === 'skipped') reports.push({ ...base, status: 'skipped', reason: item.reason });
-    else {
-      reports.push({ ...base, status: 'ok' });
-      for (const r of records) sightings.push({ source: r.source as Sighting['source'], fingerprint: r.fingerprint });
+    else reports.push({ ...base, status: 'ok' });
+    if (item.status !== 'error' && problem === null && item.source !== null && item.source !== 'issued') {
+      snapshots.push({ source: item.source, fingerprints: item.held ?? records.map((r) => r.fingerprint) });
     }
   }
   for (let i = 0; i < all.length; i += BATCH) await store.insertMany(all.slice(i, i + BATCH));
-  // After the records: a sighting names a stored certificate.
-  for (let i = 0; i < sightings.length; i += BATCH) await store.recordSightings(sightings.slice(i, i + BATCH), at);
+  // After the records (a snapshot names stored certificates), all at once: a store failure halfway
+  // must not leave a place with part of its snapshot.
+  await store.recordSnapshots(snapshots, at);
   const after = await store.count();
   return {
     items: reports,

@@ -119,6 +119,7 @@ export function secretItems(secret: V1Secret): DiscoveredItem[] {
       continue;
     }
     const certificates: X509Certificate[] = [];
+    const held: string[] = [];
     let bad = 0;
     const repeatedFrom = new Set<string>();
     for (const b of blocks) {
@@ -129,6 +130,7 @@ export function secretItems(secret: V1Secret): DiscoveredItem[] {
         bad++;
         continue;
       }
+      held.push(cert.fingerprint256.replace(/:/g, '').toLowerCase());
       const first = seen.get(cert.fingerprint256);
       if (first !== undefined) repeatedFrom.add(first);
       else {
@@ -137,8 +139,8 @@ export function secretItems(secret: V1Secret): DiscoveredItem[] {
       }
     }
     if (bad > 0) items.push({ kind: 'k8s-secret', target, source, status: 'error', error: `${key}: ${bad} certificate(s) do not parse`, certificates });
-    else if (certificates.length === 0) items.push({ kind: 'k8s-secret', target, source, status: 'skipped', reason: `no new certificate (all already read from ${[...repeatedFrom].join(', ')})` });
-    else items.push({ kind: 'k8s-secret', target, source, status: 'ok', certificates });
+    else if (certificates.length === 0) items.push({ kind: 'k8s-secret', target, source, status: 'skipped', reason: `no new certificate (all already read from ${[...repeatedFrom].join(', ')})`, held });
+    else items.push({ kind: 'k8s-secret', target, source, status: 'ok', certificates, ...(repeatedFrom.size > 0 ? { held } : {}) });
   }
   if (items.length === 0) {
     const target = `${ns}/${name}`;

@@ -7,10 +7,15 @@ import type { RecordSource } from '../inventory/types.js';
  * Secret whose tls.crt is still empty); `error`: it should have held certificates and did not
  * (unreadable, not PEM, broken PEM, unreachable endpoint...); an error item may still carry the
  * certificates that did parse (a bundle with one broken block), and they are recorded.
+ *
+ * `held`: the SHA-256 fingerprints (lowercase hex) of every certificate at the place, when that
+ * differs from `certificates` (a Secret key repeating certificates an earlier key of the Secret
+ * already gave, which are recorded once). The place's snapshot is `held`, else `certificates`; a
+ * skipped item with a source is a place that holds none.
  */
 export type DiscoveredItem =
-  | { kind: ItemKind; target: string; source: RecordSource; status: 'ok'; certificates: X509Certificate[]; warning?: string }
-  | { kind: ItemKind; target: string; source: RecordSource | null; status: 'skipped'; reason: string }
+  | { kind: ItemKind; target: string; source: RecordSource; status: 'ok'; certificates: X509Certificate[]; warning?: string; held?: string[] }
+  | { kind: ItemKind; target: string; source: RecordSource | null; status: 'skipped'; reason: string; held?: string[] }
   | { kind: ItemKind; target: string; source: RecordSource | null; status: 'error'; error: string; certificates?: X509Certificate[] };
 
 export type ItemKind = 'file' | 'endpoint' | 'k8s-secret' | 'k8s';

@@ -14,7 +14,7 @@ import {
   type CertificateRecord,
   type DiscoveredCertificate,
   type RecordSource,
-  type Sighting,
+  type Snapshot,
 } from './types.js';
 import { serialHex } from '../x509/serial-hex.js';
 
@@ -311,29 +311,53 @@ export const LATEST_PER_IDENTITY_UNDER_FRACTION_SQL =
   LATEST_ORDER;
 
 /**
- * Where and when discovery last saw each certificate: one row per (place, certificate). A
- * certificate record keeps the place it was first found at; this table holds every place, so
- * that a place's latest snapshot (the certificates seen there at its latest sighting) tells what
- * it serves now, whatever was recorded first.
+ * Discovery's places (a file, an endpoint, a Secret key) and when each was last read in full; and
+ * what each read found there (one row per place and certificate, with the time of the latest read
+ * that found it). A place's latest snapshot is its sightings at its own time: what it served when
+ * last seen, possibly nothing. A certificate record keeps the place it was first found at; these
+ * tables hold every place.
  */
+export const PLACES_TABLE = 'inventory_discovery_places';
 export const SIGHTINGS_TABLE = 'inventory_discovery_sightings';
+
+/** "s is in its place's latest snapshot", for a sightings alias s. */
+const IN_LATEST = (s: string): string => `EXISTS (SELECT 1 FROM ${PLACES_TABLE} p WHERE p.source = ${s}.source AND p.seen_at = ${s}.seen_at)`;
 
 /**
  * The certificates of every place's latest snapshot that end before ? (expired ones included: a
- * place that still served one at its last sighting is an outage), with the place and when it was
- * last seen. Ordered by notAfter, then place, then fingerprint.
+ * place that still served one when last seen is an outage), with the place and when it was last
+ * seen. Ordered by notAfter, then place, then fingerprint.
  */
 export const DISCOVERED_EXPIRING_SQL =
   `SELECT ${CERT_COLUMNS.map((c) => `c.${c}`).join(', ')}, s.source AS seen_source, s.seen_at AS seen_at ` +
-  `FROM ${SIGHTINGS_TABLE} s JOIN ${CERT_TABLE} c ON c.fingerprint = s.fingerprint ` +
-  `WHERE c.not_after < ? AND s.seen_at = (SELECT max(l.seen_at) FROM ${SIGHTINGS_TABLE} l WHERE l.source = s.source) ` +
-  'ORDER BY c.not_after ASC, s.source ASC, c.fingerprint ASC';
+  `FROM ${PLACES_TABLE} p JOIN ${SIGHTINGS_TABLE} s ON s.source = p.source AND s.seen_at = p.seen_at JOIN ${CERT_TABLE} c ON c.fingerprint = s.fingerprint ` +
+  'WHERE c.not_after < ? ORDER BY c.not_after ASC, s.source ASC, c.fingerprint ASC';
+
+/** For pruneExpired: a record that no place's latest snapshot holds, for a certificates alias c. */
+export const NOT_STILL_SERVED = (c: string): string => `NOT EXISTS (SELECT 1 FROM ${SIGHTINGS_TABLE} s WHERE s.fingerprint = ${c}.fingerprint AND ${IN_LATEST('s')})`;
 
 /** Sightings whose certificate record is gone (pruned after its retention). */
 export const PRUNE_SIGHTINGS_SQL = `DELETE FROM ${SIGHTINGS_TABLE} WHERE NOT EXISTS (SELECT 1 FROM ${CERT_TABLE} c WHERE c.fingerprint = ${SIGHTINGS_TABLE}.fingerprint)`;
 
-/** A place's sightings: `discover --forget`. Params: the place. */
-export const FORGET_PLACE_SQL = `DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ?`;
+/**
+ * Migration 2's tables and their seed (dialect: the column types and the time function). Places
+ * found before are seeded with, per place and subject, the certificate with the latest notBefore
+ * (a renewal there supersedes the certificate it replaced; the records cannot tell more), as seen
+ * at the place's latest notBefore, capped at now: a time in the past, so that the next run, by any
+ * clock near the right time, supersedes the guess.
+ */
+export function discoveryTablesSql(d: { text: string; time: string; now: string; least: string }): string[] {
+  return [
+    `CREATE TABLE ${PLACES_TABLE} (source ${d.text} PRIMARY KEY NOT NULL, seen_at ${d.time} NOT NULL)`,
+    `CREATE TABLE ${SIGHTINGS_TABLE} (source ${d.text} NOT NULL, fingerprint ${d.text} NOT NULL, seen_at ${d.time} NOT NULL, PRIMARY KEY (source, fingerprint))`,
+    `CREATE INDEX ${SIGHTINGS_TABLE}_latest ON ${SIGHTINGS_TABLE} (source, seen_at)`,
+    `CREATE INDEX ${SIGHTINGS_TABLE}_fingerprint ON ${SIGHTINGS_TABLE} (fingerprint)`,
+    `INSERT INTO ${PLACES_TABLE} (source, seen_at) SELECT source, ${d.least}(max(issued_at), ${d.now}) FROM ${CERT_TABLE} WHERE source <> 'issued' GROUP BY source`,
+    `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT t.source, t.fingerprint, p.seen_at FROM (` +
+      `SELECT source, fingerprint, row_number() OVER (PARTITION BY source, subject ORDER BY issued_at DESC, fingerprint DESC) AS rn FROM ${CERT_TABLE} WHERE source <> 'issued'` +
+      `) t JOIN ${PLACES_TABLE} p ON p.source = t.source WHERE t.rn = 1`,
+  ];
+}
 
 export function pageOf(rows: CertificateRecord[], limit: number): { items: CertificateRecord[]; nextCursor: string | null } {
   if (rows.length <= limit) return { items: rows, nextCursor: null };
@@ -402,14 +426,16 @@ export function rowToDiscovered(row: CertRow & { seen_source: string; seen_at: u
   return { record: rowToRecord(row), source: row.seen_source as DiscoveredCertificate['source'], seenAt: toDate(row.seen_at) };
 }
 
-/** Refuses sightings a store must not hold (as validateRecords does for records): InventoryDataError. */
-export function validateSightings(sightings: readonly Sighting[], at: Date): void {
-  if (!isValidDate(at)) throw new InventoryDataError('a sighting time must be a valid Date');
-  for (const s of sightings) {
+/** Refuses snapshots a store must not hold (as validateRecords does for records): InventoryDataError. */
+export function validateSnapshots(snapshots: readonly Snapshot[], at: Date): void {
+  if (!isValidDate(at)) throw new InventoryDataError('a snapshot time must be a valid Date');
+  for (const s of snapshots) {
     if (typeof s.source !== 'string' || (s.source as string) === 'issued' || !isRecordSource(s.source) || s.source.includes('\u0000')) {
-      throw new InventoryDataError(`a sighting's place must be a discovered:<where> source, got ${JSON.stringify(String(s.source).slice(0, 80))}`);
+      throw new InventoryDataError(`a snapshot's place must be a discovered:<where> source, got ${JSON.stringify(String(s.source).slice(0, 80))}`);
     }
-    if (!HEX64.test(s.fingerprint)) throw new InventoryDataError('a sighting\'s fingerprint must be 64 lowercase hex digits');
+    if (!Array.isArray(s.fingerprints) || !s.fingerprints.every((f) => typeof f === 'string' && HEX64.test(f))) {
+      throw new InventoryDataError("a snapshot's fingerprints must be 64 lowercase hex digits each");
+    }
   }
 }
 

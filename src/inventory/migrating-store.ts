@@ -6,7 +6,7 @@
  * failClosed on, nothing is issued.
  */
 import type { Logger } from '../log/logger.js';
-import type { AuditEvent, CertificateFilter, CertificateRecord, DiscoveredCertificate, InventoryStore, LatestPerIdentityOptions, Page, RecordSource, Sighting } from './types.js';
+import type { AuditEvent, CertificateFilter, CertificateRecord, DiscoveredCertificate, InventoryStore, LatestPerIdentityOptions, Page, RecordSource, Snapshot } from './types.js';
 
 export interface MigratingStoreOptions {
   readonly logger: Logger;
@@ -136,9 +136,9 @@ export class MigratingStore implements InventoryStore {
     return this.inner.latestPerIdentity(expiringBefore, now, options);
   }
 
-  async recordSightings(sightings: readonly Sighting[], at: Date): Promise<void> {
+  async recordSnapshots(snapshots: readonly Snapshot[], at: Date): Promise<void> {
     await this.check();
-    return this.inner.recordSightings(sightings, at);
+    return this.inner.recordSnapshots(snapshots, at);
   }
 
   async discoveredExpiring(expiringBefore: Date): Promise<DiscoveredCertificate[]> {
@@ -146,7 +146,7 @@ export class MigratingStore implements InventoryStore {
     return this.inner.discoveredExpiring(expiringBefore);
   }
 
-  async forgetPlace(source: RecordSource): Promise<number> {
+  async forgetPlace(source: RecordSource): Promise<boolean> {
     await this.check();
     return this.inner.forgetPlace(source);
   }

@@ -17,7 +17,9 @@ import {
   CERT_COLUMNS,
   CERT_TABLE,
   DISCOVERED_EXPIRING_SQL,
-  FORGET_PLACE_SQL,
+  discoveryTablesSql,
+  NOT_STILL_SERVED,
+  PLACES_TABLE,
   PRUNE_SIGHTINGS_SQL,
   SIGHTINGS_TABLE,
   GET_SQL,
@@ -33,7 +35,7 @@ import {
   rowToDiscovered,
   rowToRecord,
   validateRecords,
-  validateSightings,
+  validateSnapshots,
   type CertRow,
 } from './common.js';
 import {
@@ -44,7 +46,7 @@ import {
   type DiscoveredCertificate,
   type InventoryStore,
   type RecordSource,
-  type Sighting,
+  type Snapshot,
   type LatestPerIdentityOptions,
   type Page,
 } from './types.js';
@@ -118,18 +120,10 @@ const MIGRATIONS: readonly { version: number; sql: string }[] = [
     `,
   },
   {
-    // Where discovery saw each certificate; see the SQLite store. A new table: existing rows are
-    // only read (no lock that blocks inserts, as an index on the certificate table would take).
+    // Discovery's places and what each served when last read (see common.ts). New tables: the
+    // certificate table is only read (no lock that blocks inserts, as an index on it would take).
     version: 2,
-    sql: `
-      CREATE TABLE ${SIGHTINGS_TABLE} (
-        source text ${C} NOT NULL,
-        fingerprint text ${C} NOT NULL,
-        seen_at timestamptz NOT NULL,
-        PRIMARY KEY (source, fingerprint)
-      );
-      INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT source, fingerprint, now() FROM ${CERT_TABLE} WHERE source <> 'issued';
-    `,
+    sql: discoveryTablesSql({ text: `text ${C}`, time: 'timestamptz', now: 'now()', least: 'LEAST' }).join(';\n'),
   },
 ];
 
@@ -156,10 +150,15 @@ const GET_PG = numbered(GET_SQL);
 const LATEST_PG = numbered(LATEST_PER_IDENTITY_SQL);
 const LATEST_UNDER_FRACTION_PG = numbered(LATEST_PER_IDENTITY_UNDER_FRACTION_SQL);
 const DISCOVERED_EXPIRING_PG = numbered(DISCOVERED_EXPIRING_SQL);
-const FORGET_PLACE_PG = numbered(FORGET_PLACE_SQL);
-const UPSERT_SIGHTINGS_PG =
-  `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT DISTINCT ON (source, fingerprint) * FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS t(source, fingerprint, seen_at) ` +
+/** One statement, so one transaction: places $1, sightings' places $2 and fingerprints $3, all at $4. DISTINCT ON: ON CONFLICT may touch a row once. */
+const UPSERT_SNAPSHOTS_PG =
+  `WITH places AS (INSERT INTO ${PLACES_TABLE} (source, seen_at) SELECT DISTINCT ON (source) source, $4::timestamptz FROM unnest($1::text[]) AS t(source) ` +
+  `ON CONFLICT (source) DO UPDATE SET seen_at = GREATEST(${PLACES_TABLE}.seen_at, excluded.seen_at) RETURNING 1) ` +
+  `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT DISTINCT ON (source, fingerprint) source, fingerprint, $4::timestamptz FROM unnest($2::text[], $3::text[]) AS t(source, fingerprint) ` +
   `ON CONFLICT (source, fingerprint) DO UPDATE SET seen_at = GREATEST(${SIGHTINGS_TABLE}.seen_at, excluded.seen_at)`;
+const FORGET_PLACE_PG =
+  `WITH s AS (DELETE FROM ${SIGHTINGS_TABLE} WHERE source = $1 RETURNING 1), p AS (DELETE FROM ${PLACES_TABLE} WHERE source = $1 RETURNING 1) ` +
+  'SELECT (SELECT count(*) FROM s) + (SELECT count(*) FROM p) AS n';
 
 /**
  * SQLSTATE class 22 (data exception) and 23 (integrity constraint violation) are properties of
@@ -363,13 +362,13 @@ export class PostgresInventoryStore implements InventoryStore {
     return rows.map(rowToRecord);
   }
 
-  async recordSightings(sightings: readonly Sighting[], at: Date): Promise<void> {
+  async recordSnapshots(snapshots: readonly Snapshot[], at: Date): Promise<void> {
     this.assertWritable();
-    if (sightings.length === 0) return;
-    validateSightings(sightings, at);
-    const when = at.toISOString();
+    if (snapshots.length === 0) return;
+    validateSnapshots(snapshots, at);
+    const seen = snapshots.flatMap((x) => x.fingerprints.map((f) => [x.source, f] as const));
     try {
-      await this.query(UPSERT_SIGHTINGS_PG, [sightings.map((x) => x.source), sightings.map((x) => x.fingerprint), sightings.map(() => when)]);
+      await this.query(UPSERT_SNAPSHOTS_PG, [snapshots.map((x) => x.source), seen.map(([src]) => src), seen.map(([, f]) => f), at.toISOString()]);
     } catch (err) {
       throw classify(err);
     }
@@ -380,16 +379,17 @@ export class PostgresInventoryStore implements InventoryStore {
     return rows.map(rowToDiscovered);
   }
 
-  async forgetPlace(source: RecordSource): Promise<number> {
+  async forgetPlace(source: RecordSource): Promise<boolean> {
     this.assertWritable();
-    return (await this.query(FORGET_PLACE_PG, [source])).rowCount ?? 0;
+    const { rows } = await this.query<{ n: string }>(FORGET_PLACE_PG, [source]);
+    return Number(rows[0]?.n ?? 0) > 0;
   }
 
   // Short transactions, one per batch; rows another replica is deleting at the same moment are
   // skipped (SKIP LOCKED) rather than waited for.
   async pruneExpired(before: Date): Promise<number> {
     this.assertWritable();
-    const n = await this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM ${CERT_TABLE} WHERE not_after < $1 LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED)`, before);
+    const n = await this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM ${CERT_TABLE} c WHERE c.not_after < $1 AND ${NOT_STILL_SERVED('c')} LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED)`, before);
     if (n > 0) await this.query(PRUNE_SIGHTINGS_SQL);
     return n;
   }

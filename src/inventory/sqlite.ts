@@ -24,7 +24,9 @@ import {
   CERT_COLUMNS,
   CERT_TABLE,
   DISCOVERED_EXPIRING_SQL,
-  FORGET_PLACE_SQL,
+  discoveryTablesSql,
+  NOT_STILL_SERVED,
+  PLACES_TABLE,
   PRUNE_SIGHTINGS_SQL,
   SIGHTINGS_TABLE,
   GET_SQL,
@@ -40,7 +42,7 @@ import {
   rowToDiscovered,
   rowToRecord,
   validateRecords,
-  validateSightings,
+  validateSnapshots,
   type CertRow,
 } from './common.js';
 import {
@@ -51,7 +53,7 @@ import {
   type DiscoveredCertificate,
   type InventoryStore,
   type RecordSource,
-  type Sighting,
+  type Snapshot,
   type LatestPerIdentityOptions,
   type Page,
 } from './types.js';
@@ -118,18 +120,9 @@ const MIGRATIONS: readonly { version: number; statements: readonly string[] }[] 
     ],
   },
   {
-    // Where discovery saw each certificate. Certificates discovered before are taken as seen at
-    // their first place now: each place's snapshot until discovery sees it again.
+    // Discovery's places and what each served when last read (see common.ts).
     version: 2,
-    statements: [
-      `CREATE TABLE ${SIGHTINGS_TABLE} (
-        source TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        seen_at INTEGER NOT NULL,
-        PRIMARY KEY (source, fingerprint)
-      ) WITHOUT ROWID`,
-      `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT source, fingerprint, CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM ${CERT_TABLE} WHERE source <> 'issued'`,
-    ],
+    statements: discoveryTablesSql({ text: 'TEXT', time: 'INTEGER', now: "CAST(strftime('%s', 'now') AS INTEGER) * 1000", least: 'min' }),
   },
 ];
 
@@ -139,6 +132,7 @@ const INSERT_CERT_SQL =
 const INSERT_AUDIT_SQL =
   `INSERT INTO ${AUDIT_TABLE} (${AUDIT_COLUMNS.join(', ')}) VALUES (${AUDIT_COLUMNS.map(() => '?').join(', ')}) ` +
   'ON CONFLICT (id) DO NOTHING';
+const UPSERT_PLACE_SQL = `INSERT INTO ${PLACES_TABLE} (source, seen_at) VALUES (?, ?) ON CONFLICT (source) DO UPDATE SET seen_at = max(seen_at, excluded.seen_at)`;
 const UPSERT_SIGHTING_SQL =
   `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) VALUES (?, ?, ?) ` +
   'ON CONFLICT (source, fingerprint) DO UPDATE SET seen_at = max(seen_at, excluded.seen_at)';
@@ -206,6 +200,10 @@ const ops = {
     db.transaction(() => { for (const r of rows) s.run(...r); }).immediate();
     return null;
   },
+  batches(list) {
+    db.transaction(() => { for (const [sql, rows] of list) { const s = stmt(sql); for (const r of rows) s.run(...r); } }).immediate();
+    return null;
+  },
   schemaVersion(table) {
     const exists = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(table);
     return exists ? (db.prepare('SELECT MAX(version) AS v FROM ' + table).get().v ?? 0) : null;
@@ -250,7 +248,7 @@ parentPort.on('message', (m) => {
 });
 `;
 
-type Op = 'all' | 'get' | 'run' | 'batch' | 'migrate' | 'schemaVersion' | 'thread' | 'close';
+type Op = 'all' | 'get' | 'run' | 'batch' | 'batches' | 'migrate' | 'schemaVersion' | 'thread' | 'close';
 
 interface Pending {
   resolve: (v: unknown) => void;
@@ -433,12 +431,17 @@ export class SqliteInventoryStore implements InventoryStore {
     return rows.map(rowToRecord);
   }
 
-  async recordSightings(sightings: readonly Sighting[], at: Date): Promise<void> {
-    if (sightings.length === 0) return;
-    validateSightings(sightings, at);
-    const rows = sightings.map((x) => [x.source, x.fingerprint, at.getTime()]);
+  async recordSnapshots(snapshots: readonly Snapshot[], at: Date): Promise<void> {
+    if (snapshots.length === 0) return;
+    validateSnapshots(snapshots, at);
+    const t = at.getTime();
+    const places = snapshots.map((x) => [x.source, t]);
+    const sightings = snapshots.flatMap((x) => x.fingerprints.map((f) => [x.source, f, t]));
     try {
-      await this.call('batch', UPSERT_SIGHTING_SQL, rows);
+      await this.call('batches', [
+        [UPSERT_PLACE_SQL, places],
+        [UPSERT_SIGHTING_SQL, sightings],
+      ]);
     } catch (err) {
       throw classify(err as Error);
     }
@@ -449,12 +452,14 @@ export class SqliteInventoryStore implements InventoryStore {
     return rows.map(rowToDiscovered);
   }
 
-  async forgetPlace(source: RecordSource): Promise<number> {
-    return this.call<number>('run', FORGET_PLACE_SQL, [source]);
+  async forgetPlace(source: RecordSource): Promise<boolean> {
+    const sightings = await this.call<number>('run', `DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ?`, [source]);
+    const places = await this.call<number>('run', `DELETE FROM ${PLACES_TABLE} WHERE source = ?`, [source]);
+    return sightings + places > 0;
   }
 
   async pruneExpired(before: Date): Promise<number> {
-    const n = await this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE rowid IN (SELECT rowid FROM ${CERT_TABLE} WHERE not_after < ? LIMIT ${PRUNE_BATCH})`, before);
+    const n = await this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE rowid IN (SELECT rowid FROM ${CERT_TABLE} c WHERE c.not_after < ? AND ${NOT_STILL_SERVED('c')} LIMIT ${PRUNE_BATCH})`, before);
     if (n > 0) await this.call<number>('run', PRUNE_SIGHTINGS_SQL, []);
     return n;
   }

@@ -38,10 +38,10 @@ export interface CertificateRecord {
   dnsNames?: string[];
 }
 
-/** A certificate seen by discovery at a place (`discovered:<where>`). */
-export interface Sighting {
+/** What discovery found at a place (`discovered:<where>`): the certificates' fingerprints. */
+export interface Snapshot {
   source: `discovered:${string}`;
-  fingerprint: string;
+  fingerprints: readonly string[];
 }
 
 export interface DiscoveredCertificate {
@@ -139,20 +139,25 @@ export interface InventoryStore {
    */
   latestPerIdentity(expiringBefore: Date, now: Date, options?: LatestPerIdentityOptions): Promise<CertificateRecord[]>;
   /**
-   * Records that discovery saw these certificates at these places at `at` (their records must be
-   * stored already). A place's latest snapshot is what was seen there at its latest `at`: record
-   * all of a place's certificates of one run with the same `at`. Idempotent.
+   * Records, in one transaction, what discovery found at each place at `at`: its snapshot (the
+   * certificates' records must be stored already; an empty list is a place that holds none now).
+   * A place's latest snapshot is the one with its greatest `at`; an older `at` (a run that started
+   * earlier, another machine's clock) changes no place's latest. Idempotent.
    */
-  recordSightings(sightings: readonly Sighting[], at: Date): Promise<void>;
+  recordSnapshots(snapshots: readonly Snapshot[], at: Date): Promise<void>;
   /**
    * The certificates of every place's latest snapshot with `notAfter < expiringBefore` (expired
    * ones included), each with its place: a certificate served at two places is listed twice.
    * Ordered by notAfter, then place, then fingerprint.
    */
   discoveredExpiring(expiringBefore: Date): Promise<DiscoveredCertificate[]>;
-  /** Drops a place's sightings (a place that is gone); returns how many. Its certificate records stay. */
-  forgetPlace(source: RecordSource): Promise<number>;
-  /** Deletes certificate records with notAfter < before, and their sightings; returns how many records. Audit events are not touched. */
+  /** Drops a place (one that is gone) and its snapshots; returns whether it was known. Its certificate records stay. */
+  forgetPlace(source: RecordSource): Promise<boolean>;
+  /**
+   * Deletes certificate records with notAfter < before, except discovered ones that a place's
+   * latest snapshot holds (still served when last seen), and their sightings; returns how many
+   * records. Audit events are not touched.
+   */
   pruneExpired(before: Date): Promise<number>;
   /** Deletes audit events recorded before `before`; returns how many. */
   pruneAudit(before: Date): Promise<number>;

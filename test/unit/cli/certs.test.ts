@@ -7,7 +7,7 @@ import { UsageError } from '../../../src/cli/args.js';
 import { certsCommand, parseDbArg, resolveInventoryTarget } from '../../../src/cli/certs.js';
 import { ConfigError } from '../../../src/errors/ca-error.js';
 import { openStore } from '../../../src/inventory/open.js';
-import type { CertificateRecord, Sighting } from '../../../src/inventory/types.js';
+import type { CertificateRecord } from '../../../src/inventory/types.js';
 import { DAY, makeChain, makeTestCert } from '../discovery/helpers.js';
 import { fp, makeRecord } from '../inventory/fixtures.js';
 
@@ -221,9 +221,15 @@ describe('meshcert certs expiring', () => {
     const api0 = found('disc-api-0', 'file:/etc/certs/api.pem', 'CN=api', 85, 5);
     const api1 = found('disc-api-1', 'file:/etc/certs/api.pem', 'CN=api', 1, 89);
     await store.insertMany([dbCert, legacy, api0, api1]);
-    const seen = (r: CertificateRecord): Sighting => ({ source: r.source as Sighting['source'], fingerprint: r.fingerprint });
-    await store.recordSightings([seen(dbCert), seen(legacy), seen(api0)], new Date(BASE - 2 * DAY));
-    await store.recordSightings([seen(api1)], new Date(BASE - DAY));
+    await store.recordSnapshots(
+      [
+        { source: 'discovered:endpoint:db.acme.test:5432', fingerprints: [dbCert.fingerprint] },
+        { source: 'discovered:file:/etc/certs/legacy.pem', fingerprints: [legacy.fingerprint] },
+        { source: 'discovered:file:/etc/certs/api.pem', fingerprints: [api0.fingerprint] },
+      ],
+      new Date(BASE - 2 * DAY),
+    );
+    await store.recordSnapshots([{ source: 'discovered:file:/etc/certs/api.pem', fingerprints: [api1.fingerprint] }], new Date(BASE - DAY));
     await store.close();
   });
 

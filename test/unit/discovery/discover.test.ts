@@ -9,7 +9,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSyn
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { UsageError } from '../../../src/cli/args.js';
@@ -412,6 +412,36 @@ describe('Kubernetes TLS Secrets', () => {
     expect(secretItems(tlsSecret('a', 'junk', 'hello') as never)).toEqual([expect.objectContaining({ status: 'error', error: 'tls.crt holds no PEM certificate' })]);
   });
 
+  it("gives a Secret key's snapshot every certificate it holds, those an earlier key already gave included (recorded once)", async () => {
+    const tls = secret('a', 'both', 'kubernetes.io/tls', { 'tls.crt': chain.leaf.pem + chain.intermediate.pem, 'ca.crt': chain.intermediate.pem + chain.root.pem, 'tls.key': 'k' });
+    const repeatOnly = secret('a', 'repeat', 'kubernetes.io/tls', { 'tls.crt': chain.leaf.pem + chain.intermediate.pem, 'ca.crt': chain.intermediate.pem, 'tls.key': 'k' });
+    const both = secretItems(tls as never);
+    expect(both.map((i) => [i.target, i.status, i.status === 'skipped' ? [] : (i.certificates ?? []).map((c) => c.fingerprint256.replace(/:/g, '').toLowerCase()), i.status === 'error' ? undefined : i.held])).toEqual([
+      ['a/both', 'ok', [fpOf(chain.leaf), fpOf(chain.intermediate)], undefined],
+      ['a/both/ca.crt', 'ok', [fpOf(chain.root)], [fpOf(chain.intermediate), fpOf(chain.root)]],
+    ]);
+    expect(secretItems(repeatOnly as never)[1]).toMatchObject({ target: 'a/repeat/ca.crt', status: 'skipped', held: [fpOf(chain.intermediate)] });
+
+    const store = await openStore({ kind: 'sqlite', path: join(mkdtempSync(join(dir, 'held-')), 'inventory.db') });
+    try {
+      // Through discover's recording: the ca.crt place serves the intermediate too.
+      const expiringAll = async (): Promise<string[]> => (await discoveredExpiring(store, new Date(), 365 * 86_400 * 100)).map((d) => `${d.where} ${d.record.fingerprint}`).sort();
+      const api = await fakeApiServer([tls], 'tok-held');
+      try {
+        const kubeconfig = join(dir, 'kubeconfig-held');
+        writeKubeconfig(kubeconfig, api.url, api.caPem, 'tok-held');
+        expect(discoveryExitCode(await discover(store, { k8sSecrets: { kubeconfig } }))).toBe(0);
+      } finally {
+        await api.close();
+      }
+      expect(await expiringAll()).toEqual(
+        [`k8s-secret:a/both ${fpOf(chain.leaf)}`, `k8s-secret:a/both ${fpOf(chain.intermediate)}`, `k8s-secret:a/both/ca.crt ${fpOf(chain.intermediate)}`, `k8s-secret:a/both/ca.crt ${fpOf(chain.root)}`].sort(),
+      );
+    } finally {
+      await store.close();
+    }
+  });
+
   it('reads ca.crt of TLS Secrets and the certificate keys of Istio CA Secrets, each certificate once, never a key field', async () => {
     const decoy = await makeTestCert({ subject: 'CN=in-a-key-field' });
     const fps = (items: ReturnType<typeof secretItems>): string[][] => items.map((i) => (i.status === 'skipped' ? [] : (i.certificates ?? []).map((c) => c.fingerprint256)));
@@ -689,11 +719,13 @@ describe('meshcert discover (CLI)', () => {
       await store.close();
     }
     out.mockClear();
-    expect(await discoverCommand(['--forget', `file:${place}`, '--db', db])).toBe(0);
-    expect(stdout()).toBe(`forgot file:${place} (1 certificate(s) seen there)`);
-    expect(await discoverCommand(['--forget', `file:${place}`, 'endpoint:never:1', '--db', db, '--json'])).toBe(1);
-    expect(JSON.parse(stdout().slice(stdout().indexOf('{')))).toEqual({ forgotten: [{ place: `file:${place}`, certificates: 0 }, { place: 'endpoint:never:1', certificates: 0 }] });
-    expect(stderr()).toContain('meshcert discover: endpoint:never:1: never seen');
+    // A file named as discover names it, or relative to the working directory.
+    expect(await discoverCommand(['--forget', `file:${relative(process.cwd(), place)}`, '--db', db])).toBe(0);
+    expect(stdout()).toBe(`forgot file:${place}`);
+    out.mockClear();
+    expect(await discoverCommand(['--forget', `discovered:file:${place}`, 'endpoint:never:1', '--db', db, '--json'])).toBe(1);
+    expect(JSON.parse(stdout())).toEqual({ forgotten: [{ place: `file:${place}`, known: false }, { place: 'endpoint:never:1', known: false }] });
+    expect(stderr()).toContain('meshcert discover: endpoint:never:1: not a known place');
     const after = await openStore({ kind: 'sqlite', path: db.slice('sqlite:'.length) });
     try {
       expect(await discoveredExpiring(after, new Date(), 30 * 86_400)).toEqual([]);

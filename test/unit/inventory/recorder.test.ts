@@ -84,12 +84,12 @@ class MemoryStore implements InventoryStore {
   async latestPerIdentity(): Promise<CertificateRecord[]> {
     return [];
   }
-  async recordSightings(): Promise<void> {}
+  async recordSnapshots(): Promise<void> {}
   async discoveredExpiring(): Promise<DiscoveredCertificate[]> {
     return [];
   }
-  async forgetPlace(): Promise<number> {
-    return 0;
+  async forgetPlace(): Promise<boolean> {
+    return false;
   }
   async pruneExpired(): Promise<number> {
     return 0;

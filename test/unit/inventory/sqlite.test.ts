@@ -73,7 +73,7 @@ describe('SqliteInventoryStore list pages', () => {
     }
   });
 
-  it("of discovered certificates expiring start from the sightings, not from the certificates (however many were issued)", async () => {
+  it('of discovered certificates expiring walk the discovery tables and look certificates up, never scanning them (however many were issued)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'meshcert-sqlite-plan-'));
     dirs.push(dir);
     const path = join(dir, 'inventory.db');
@@ -84,8 +84,8 @@ describe('SqliteInventoryStore list pages', () => {
     try {
       const plan = (db.prepare(`EXPLAIN QUERY PLAN ${DISCOVERED_EXPIRING_SQL}`).all(0) as Array<{ detail: string }>).map((r) => r.detail);
       expect(plan.filter((d) => /^(SCAN|SEARCH) /.test(d))).toEqual([
-        'SCAN s',
-        'SEARCH l USING PRIMARY KEY (source=?)',
+        'SCAN s USING INDEX inventory_discovery_sightings_latest',
+        'SEARCH p USING INDEX sqlite_autoindex_inventory_discovery_places_1 (source=?)',
         'SEARCH c USING INDEX sqlite_autoindex_inventory_certificates_1 (fingerprint=?)',
       ]);
     } finally {

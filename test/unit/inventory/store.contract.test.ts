@@ -16,7 +16,7 @@ import { STORE_THREAD_NICE, SqliteInventoryStore, WAL_AUTOCHECKPOINT_PAGES } fro
 import {
   InvalidCursorError,
   InventoryDataError,
-  type Sighting,
+  type Snapshot,
   type AuditEvent,
   type CertificateFilter,
   type CertificateRecord,
@@ -103,7 +103,7 @@ function postgresHarness(): Harness {
     async main() {
       if (main === null) throw new Error('setup did not run');
       if (migrated) {
-        await poolFor(main.url).query('TRUNCATE inventory_certificates, inventory_audit_events, inventory_discovery_sightings');
+        await poolFor(main.url).query('TRUNCATE inventory_certificates, inventory_audit_events, inventory_discovery_sightings, inventory_discovery_places');
       }
       migrated = true;
       return { kind: 'postgres', url: main.url };
@@ -465,17 +465,20 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     const db = found('d1', 'endpoint:db:5432', 'CN=db', 40);
     const dbCa = found('dc', 'endpoint:db:5432', 'CN=db CA', 10);
     const gone = found('g1', 'file:/etc/old.pem', 'CN=old', -5); // expired, and still there at its last sighting
+    const emptied = found('e1', 'file:/etc/emptied.pem', 'CN=emptied', 15); // its file now holds only a key
     const later = found('l1', 'file:/etc/later.pem', 'CN=later', 100);
-    const ours = makeRecord('ou', { issuedAt: at(0), notAfter: at(20) }); // issued: never sighted
-    await store.insertMany([web1, web2, shared, sharedRenewed, db, dbCa, gone, later, ours]);
-    const seen = (where: string, r: CertificateRecord): Sighting => ({ source: `discovered:${where}`, fingerprint: r.fingerprint });
+    const ours = makeRecord('ou', { issuedAt: at(0), notAfter: at(20) }); // issued: never in a snapshot
+    await store.insertMany([web1, web2, shared, sharedRenewed, db, dbCa, gone, emptied, later, ours]);
+    const snap = (where: string, ...rs: CertificateRecord[]): Snapshot => ({ source: `discovered:${where}`, fingerprints: rs.map((r) => r.fingerprint) });
     const run1 = at(-48);
     const run2 = at(-24);
-    await store.recordSightings([seen('file:/etc/web.pem', web1), seen('endpoint:lb-a:443', shared), seen('endpoint:lb-b:443', shared), seen('endpoint:db:5432', db), seen('endpoint:db:5432', dbCa), seen('file:/etc/old.pem', gone), seen('file:/etc/later.pem', later)], run1);
-    await store.recordSightings([seen('file:/etc/web.pem', web2), seen('endpoint:lb-a:443', sharedRenewed)], run2);
-    // A run with an older time (another machine's clock) does not roll a place back.
-    await store.recordSightings([seen('file:/etc/web.pem', web1)], at(-72));
-    await store.recordSightings([seen('file:/etc/web.pem', web2)], run2); // idempotent
+    await store.recordSnapshots(
+      [snap('file:/etc/web.pem', web1), snap('endpoint:lb-a:443', shared), snap('endpoint:lb-b:443', shared), snap('endpoint:db:5432', db, dbCa, db), snap('file:/etc/old.pem', gone), snap('file:/etc/emptied.pem', emptied), snap('file:/etc/later.pem', later)],
+      run1,
+    );
+    await store.recordSnapshots([snap('file:/etc/web.pem', web2), snap('endpoint:lb-a:443', sharedRenewed), snap('file:/etc/emptied.pem'), snap('file:/etc/web.pem', web2)], run2);
+    // A run with an older time (another machine's clock) changes no place's latest snapshot.
+    await store.recordSnapshots([snap('file:/etc/web.pem', web1)], at(-72));
 
     const report = async (before: Date): Promise<string[]> => (await store.discoveredExpiring(before)).map((d) => `${d.source} ${d.record.subject} ${d.seenAt.toISOString()}`);
     expect(await report(at(48))).toEqual([
@@ -489,24 +492,28 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await report(at(-5))).toEqual([]); // before: exclusive
 
     // A place that is gone is forgotten on request; its certificate records stay.
-    expect(await store.forgetPlace('discovered:endpoint:lb-b:443')).toBe(1);
+    expect(await store.forgetPlace('discovered:endpoint:lb-b:443')).toBe(true);
+    expect(await store.forgetPlace('discovered:endpoint:lb-b:443')).toBe(false);
     expect(await report(at(48))).toEqual([`discovered:file:/etc/old.pem CN=old ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db CA ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db ${run1.toISOString()}`]);
     expect(await store.get(shared.fingerprint)).not.toBeNull();
 
-    // Pruning an expired record drops its sightings with it.
-    expect(await store.pruneExpired(at(0))).toBe(1);
-    expect(await report(at(48))).toEqual([`discovered:endpoint:db:5432 CN=db CA ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db ${run1.toISOString()}`]);
-    expect((await h.raw(loc, `SELECT count(*) AS n FROM inventory_discovery_sightings WHERE source = 'discovered:file:/etc/old.pem'`)).map((r) => Number(r.n))).toEqual([0]);
+    // Pruning keeps an expired certificate a place still served when last seen, and drops one no
+    // place serves any more, with its sightings.
+    expect(await store.pruneExpired(at(100))).toBe(4); // web1, shared (lb-a renewed, lb-b forgotten), emptied, ours; not old.pem's, nor db's
+    expect(await store.get(gone.fingerprint)).not.toBeNull();
+    expect(await store.get(web1.fingerprint)).toBeNull();
+    expect((await h.raw(loc, `SELECT count(*) AS n FROM inventory_discovery_sightings WHERE fingerprint = '${web1.fingerprint}'`)).map((r) => Number(r.n))).toEqual([0]);
+    expect(await report(at(48))).toEqual([`discovered:file:/etc/old.pem CN=old ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db CA ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db ${run1.toISOString()}`]);
   });
 
-  it('refuses sightings that are not of a discovered place or a fingerprint, and writes none of the batch', async () => {
-    const r = makeRecord('s1', { source: 'discovered:file:/x.pem' });
+  it('refuses snapshots that are not of a discovered place or of fingerprints, and writes none of the batch', async () => {
+    const r = makeRecord('s1', { source: 'discovered:file:/x.pem', notAfter: new Date(T0 + HOUR) });
     await store.insertMany([r]);
-    const good: Sighting = { source: 'discovered:file:/x.pem', fingerprint: r.fingerprint };
-    for (const bad of [{ source: 'issued', fingerprint: r.fingerprint }, { source: 'discovered:', fingerprint: r.fingerprint }, { source: 'discovered:file:/x.pem', fingerprint: 'ABC' }]) {
-      await expect(store.recordSightings([good, bad as Sighting], new Date(T0))).rejects.toBeInstanceOf(InventoryDataError);
+    const good: Snapshot = { source: 'discovered:file:/x.pem', fingerprints: [r.fingerprint] };
+    for (const bad of [{ source: 'issued', fingerprints: [r.fingerprint] }, { source: 'discovered:', fingerprints: [r.fingerprint] }, { source: 'discovered:file:/x.pem', fingerprints: ['ABC'] }]) {
+      await expect(store.recordSnapshots([good, bad as Snapshot], new Date(T0))).rejects.toBeInstanceOf(InventoryDataError);
     }
-    await expect(store.recordSightings([good], new Date(Number.NaN))).rejects.toBeInstanceOf(InventoryDataError);
+    await expect(store.recordSnapshots([good], new Date(Number.NaN))).rejects.toBeInstanceOf(InventoryDataError);
     expect(await store.discoveredExpiring(FAR_FUTURE)).toEqual([]);
   });
 
@@ -593,11 +600,20 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     await expect(openStore({ ...loc, readOnly: true })).rejects.toThrow(`its schema is version ${latest + 1}, newer than this meshcert's ${latest}: use the meshcert release that wrote it`);
   });
 
-  it('upgrades a schema 1 inventory: each discovered certificate taken as seen at its first place, every record kept', async () => {
-    await store.insertMany([makeRecord(1), makeRecord(2, { source: 'discovered:file:/x.pem', subject: 'CN=x' })]);
+  it('upgrades a schema 1 inventory: per place and subject, the latest discovered certificate taken as served there; every record kept', async () => {
+    const base = Math.floor(Date.now() / 1000) * 1000 - 200 * HOUR; // in the past: the seed's time is capped at now
+    const at = (h: number): Date => new Date(base + h * HOUR);
+    const found = (i: string, subject: string | null, born: number, end: number): CertificateRecord =>
+      makeRecord(i, { source: 'discovered:file:/x.pem', subject, notBefore: at(born), issuedAt: at(born), notAfter: at(end) });
+    // At /x.pem: a leaf and its renewal (same subject), their CA, and a certificate with no subject.
+    const old = found('x-old', 'CN=x', -100, 10);
+    const renewed = found('x-new', 'CN=x', -10, 30);
+    const ca = found('x-ca', 'CN=x CA', -1000, 20);
+    const anon = found('x-anon', null, -50, 5);
+    await store.insertMany([makeRecord(1), old, renewed, ca, anon]);
     await store.close();
-    // Back to what meshcert's first release left: schema 1, without the sightings.
-    const downgrade = ['DROP TABLE inventory_discovery_sightings', 'DELETE FROM inventory_schema_migrations WHERE version > 1'];
+    // Back to what meshcert's first release left: schema 1, without the discovery tables.
+    const downgrade = ['DROP TABLE inventory_discovery_sightings', 'DROP TABLE inventory_discovery_places', 'DELETE FROM inventory_schema_migrations WHERE version > 1'];
     if (loc.kind === 'sqlite') {
       const db = new Database(loc.path);
       for (const sql of downgrade) db.prepare(sql).run();
@@ -606,14 +622,14 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
       for (const sql of downgrade) await h.raw(loc, sql);
     }
     await expect(openStore({ ...loc, readOnly: true })).rejects.toThrow("its schema is version 1, older than this meshcert's 2: start meshcert serve against it once to upgrade it");
-    const started = Date.now();
     const upgraded = track(await openStore(loc));
     expect((await h.raw(loc, 'SELECT version FROM inventory_schema_migrations ORDER BY version')).map((r) => Number(r.version))).toEqual([1, 2]);
-    expect(await upgraded.count()).toBe(2);
-    const found = await upgraded.discoveredExpiring(new Date(T0 + 48 * HOUR));
-    expect(found.map((d) => [d.source, d.record.subject])).toEqual([['discovered:file:/x.pem', 'CN=x']]);
-    // Seen "now", to the second the SQLite migration writes.
-    expect(found[0]!.seenAt.getTime()).toBeGreaterThanOrEqual(Math.floor(started / 1000) * 1000);
+    expect(await upgraded.count()).toBe(5);
+    const found2 = await upgraded.discoveredExpiring(at(48));
+    // Seen at the place's latest notBefore: a time in the past, which the next run supersedes.
+    expect(found2.map((d) => [d.record.fingerprint, d.seenAt.toISOString()])).toEqual([anon, ca, renewed].map((r) => [r.fingerprint, at(-10).toISOString()]));
+    await upgraded.recordSnapshots([{ source: 'discovered:file:/x.pem', fingerprints: [ca.fingerprint] }], new Date());
+    expect((await upgraded.discoveredExpiring(at(48))).map((d) => d.record.fingerprint)).toEqual([ca.fingerprint]);
   });
 
   it('two stores (separate pools/connections) migrating a blank database at once both succeed, once', async () => {
