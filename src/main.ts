@@ -89,7 +89,7 @@ export async function buildAuthChain(
   const clusters = new Map<string, Authenticator[]>();
   const clusterConfigs = [...config.auth.clusters];
   // The API server's service-account keys are read again every 30 s while tokens arrive and the
-  // read fails (RBAC, say): counted each time, logged as a warning at most every 10 minutes.
+  // reads fail (RBAC, say), and every 5 minutes: counted each time, a warning at most every 10 minutes.
   const keysFailureReporter = (label: string): ((err: Error) => void) => {
     let warnedAt = Number.NEGATIVE_INFINITY;
     return (err) => {

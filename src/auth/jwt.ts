@@ -7,7 +7,9 @@
 import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
 import type { CompactJWSHeaderParameters, CryptoKey, FlattenedJWSInput, JSONWebKeySet, JWTPayload } from 'jose';
-import { CaError } from '../errors/ca-error.js';
+import { CaError, SigningKeyPendingError } from '../errors/ca-error.js';
+
+export { SigningKeyPendingError };
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
 
@@ -128,16 +130,6 @@ function toKeySet(doc: unknown): JSONWebKeySet {
   return { keys };
 }
 
-/**
- * A token names a key the issuer may have published after the key set held was read; a read is
- * scheduled, and a retry then may succeed. Not a verdict on the token (AUTH_BACKEND_UNAVAILABLE).
- */
-export class SigningKeyPendingError extends CaError {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super('AUTH_BACKEND_UNAVAILABLE', message, options);
-  }
-}
-
 function isNoMatchingKey(err: unknown): boolean {
   return err instanceof joseErrors.JWKSNoMatchingKey;
 }
@@ -213,7 +205,12 @@ export interface RemoteJwksOptions {
    * answer included); the body is at most MAX_JWKS_BYTES.
    */
   fetchBody?: (timeoutMs: number) => Promise<string>;
+  /** How far ahead of this clock a token's iat may be and still name a newly published key. Default 60 s. */
+  clockMarginMs?: number;
 }
+
+/** After a failed read, the next one prompted by tokens waits at least this long (the periodic one still runs). */
+const FAILED_READ_BACKOFF_MS = 30_000;
 
 /**
  * A remote JWKS kept in memory: fetched at start, refreshed periodically and on unknown `kid`
@@ -236,8 +233,10 @@ export class RemoteJwks implements KeySource {
   private lastLoadedAt = Number.NEGATIVE_INFINITY;
   private lastAttemptAt = Number.NEGATIVE_INFINITY;
   private lastAttemptFailed = false;
-  /** The refresh due when the rate limit lets it, for a token signed with a key newer than the set. */
-  private deferred: NodeJS.Timeout | undefined;
+  /** The read due when the rate limit lets it, for tokens signed with a key newer than the set: one, shared. */
+  private scheduled: Promise<boolean> | undefined;
+  private scheduledTimer: NodeJS.Timeout | undefined;
+  private readonly clockMarginMs: number;
   private inflight: Promise<boolean> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private failures = 0;
@@ -253,6 +252,7 @@ export class RemoteJwks implements KeySource {
     this.now = opts.now ?? Date.now;
     this.onFailure = opts.onRefreshFailure;
     this.fetchBody = opts.fetchBody;
+    this.clockMarginMs = Math.max(ISSUER_CLOCK_MARGIN_MS, opts.clockMarginMs ?? 0);
   }
 
   /** Number of failed fetches since construction. */
@@ -288,8 +288,8 @@ export class RemoteJwks implements KeySource {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    if (this.deferred) clearTimeout(this.deferred);
-    this.deferred = undefined;
+    if (this.scheduledTimer) clearTimeout(this.scheduledTimer);
+    this.scheduledTimer = undefined;
   }
 
   /** Fetches now (sharing an in-flight fetch). Resolves true when a fresh set was loaded; never rejects. */
@@ -334,19 +334,34 @@ export class RemoteJwks implements KeySource {
   }
 
   /**
-   * Waits until the rate limit allows the next read (at most minRefreshIntervalMs), then reads
-   * (or joins a read under way). For a caller that may hold a call that long.
+   * The read due as soon as the rate limit allows (at most minRefreshIntervalMs away): one for all
+   * callers, made whatever the clock says when its timer fires. Resolves true when it loaded a set.
    */
-  async nextRefresh(): Promise<void> {
-    const wait = this.lastAttemptAt + this.minRefreshIntervalMs - this.now();
-    if (wait > 0) await new Promise<void>((resolve) => setTimeout(resolve, wait).unref());
-    await this.refreshRateLimited();
+  nextRefresh(): Promise<boolean> {
+    if (this.scheduled) return this.scheduled;
+    if (this.closed) return Promise.resolve(false);
+    // Clamped: a wall clock stepped back must not stretch the wait.
+    const wait = Math.min(this.minRefreshIntervalMs, Math.max(0, this.lastAttemptAt + this.minRefreshIntervalMs - this.now()));
+    this.scheduled = new Promise<boolean>((resolve) => {
+      this.scheduledTimer = setTimeout(() => {
+        this.scheduledTimer = undefined;
+        this.scheduled = undefined;
+        resolve(this.refresh());
+      }, wait);
+      this.scheduledTimer.unref();
+    });
+    return this.scheduled;
   }
 
-  /** Refresh unless one was attempted less than minRefreshIntervalMs ago (then wait for any in-flight one). */
+  /** The least time between reads prompted by tokens: longer after a failed read. */
+  private get minInterval(): number {
+    return this.lastAttemptFailed ? Math.max(this.minRefreshIntervalMs, FAILED_READ_BACKOFF_MS) : this.minRefreshIntervalMs;
+  }
+
+  /** Refresh unless one was attempted less than minInterval ago (then wait for any in-flight one). */
   private async refreshRateLimited(): Promise<boolean> {
     if (this.inflight) return this.inflight;
-    if (this.now() - this.lastAttemptAt < this.minRefreshIntervalMs) return false;
+    if (this.now() - this.lastAttemptAt < this.minInterval) return false;
     return this.refresh();
   }
 
@@ -397,25 +412,14 @@ export class RemoteJwks implements KeySource {
     } catch {
       return false;
     }
-    return typeof iat === 'number' && iat * 1000 >= this.lastLoadedAt - marginMs && iat * 1000 <= this.now() + ISSUER_CLOCK_MARGIN_MS;
+    return typeof iat === 'number' && iat * 1000 >= this.lastLoadedAt - marginMs && iat * 1000 <= this.now() + this.clockMarginMs;
   }
 
   private notYetFetched(err: unknown): SigningKeyPendingError {
-    const wait = this.refreshWhenAllowed();
+    // Read as soon as the rate limit allows, so that a retry then finds a newly published key.
+    const wait = Math.min(this.minRefreshIntervalMs, Math.max(0, this.lastAttemptAt + this.minRefreshIntervalMs - this.now()));
+    void this.nextRefresh();
     return new SigningKeyPendingError(`the token's signing key is not in the issuer's key set yet; it is fetched again within ${Math.ceil(wait / 1000)} s, retry then`, { cause: err });
-  }
-
-  /** Refreshes as soon as the rate limit allows (once), so a retry finds a newly published key. */
-  private refreshWhenAllowed(): number {
-    const wait = Math.max(0, this.lastAttemptAt + this.minRefreshIntervalMs - this.now());
-    if (!this.deferred && !this.closed) {
-      this.deferred = setTimeout(() => {
-        this.deferred = undefined;
-        void this.refresh();
-      }, wait);
-      this.deferred.unref();
-    }
-    return wait;
   }
 
   readonly getKey: GetKey = async (header, token) => {
@@ -443,7 +447,7 @@ export class RemoteJwks implements KeySource {
         if (this.newerThanKeys(token, -1000)) throw this.notYetFetched(err);
       } else if (this.lastAttemptFailed) {
         throw new CaError('AUTH_BACKEND_UNAVAILABLE', "the token's signing key is unknown and the issuer's key set cannot be refreshed; retry later", { cause: err });
-      } else if (this.newerThanKeys(token, ISSUER_CLOCK_MARGIN_MS)) {
+      } else if (this.newerThanKeys(token, this.clockMarginMs)) {
         // Not refused for good (istio-agent never retries UNAUTHENTICATED): the issuer may have
         // started signing with a key published after the last fetch, which the rate limit holds back.
         throw this.notYetFetched(err);
@@ -607,6 +611,7 @@ export class JwtAuthenticator implements Authenticator {
             refreshIntervalMs: o.refreshIntervalMs,
             fetchTimeoutMs: o.fetchTimeoutMs,
             now: this.now,
+            clockMarginMs: (o.clockSkewSeconds ?? 30) * 1000,
             onRefreshFailure: opts.onRefreshFailure ? (e) => opts.onRefreshFailure?.(o.issuer, e) : undefined,
           });
       this.rules.set(o.issuer, {

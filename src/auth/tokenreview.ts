@@ -26,8 +26,12 @@ const SERVICE_ACCOUNT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384',
  * for the next one (see verifySignature).
  */
 const KEYS_MIN_REFRESH_MS = 2_000;
-/** Keys tried for a token that names none (each costs a signature check). */
+/** Keys tried for a token that names none (each costs a signature check); past it, TokenReview decides. */
 const MAX_KEYS_TRIED = 8;
+/** A read of the keys is quick (a small document from memory): it has at most this long, whatever tokenReview.timeout. */
+const KEYS_READ_TIMEOUT_MS = 3_000;
+/** Calls held at once for the next read of the keys; beyond, UNAVAILABLE at once (no review spent). */
+const MAX_WAITING_FOR_KEYS = 256;
 
 export interface TokenReviewOptions {
   /** https URL of the API server. Default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT. */
@@ -78,19 +82,24 @@ function badSignature(cause: unknown): CaError {
   return new CaError('AUTH_INVALID', "token signature does not verify with the Kubernetes API server's service-account keys", { cause });
 }
 
-/** A token that names no key while several could verify it: each in turn (at most MAX_KEYS_TRIED). */
+/**
+ * A token that names no key while several could verify it: each in turn. Refused only when every
+ * key was tried and none verifies it; a key that could not be used, or more keys than
+ * MAX_KEYS_TRIED, leave it to TokenReview.
+ */
 async function verifyWithEach(candidates: joseErrors.JWKSMultipleMatchingKeys, token: string): Promise<void> {
   let tried = 0;
+  let failed = 0;
   for await (const key of candidates) {
-    if (++tried > MAX_KEYS_TRIED) break;
+    if (++tried > MAX_KEYS_TRIED) return;
     try {
       await compactVerify(token, key, { algorithms: SERVICE_ACCOUNT_ALGORITHMS });
       return;
     } catch (err) {
-      if (!(err instanceof joseErrors.JWSSignatureVerificationFailed)) throw badSignature(err);
+      if (err instanceof joseErrors.JWSSignatureVerificationFailed) failed++;
     }
   }
-  throw badSignature(undefined);
+  if (tried > 0 && failed === tried) throw badSignature(undefined);
 }
 
 /** Why the API server could not give an answer; carried as the `cause` of AUTH_BACKEND_UNAVAILABLE. */
@@ -241,6 +250,7 @@ export class TokenReviewAuthenticator implements Authenticator {
   private readonly staticToken: string | undefined;
   private readonly tokenFile: string | undefined;
   private tokenCache: { value: string; readAt: number } | undefined;
+  private waitingForKeys = 0;
 
   constructor(opts: TokenReviewOptions) {
     if (typeof opts !== 'object' || opts === null) throw new Error('tokenreview options must be an object');
@@ -281,12 +291,14 @@ export class TokenReviewAuthenticator implements Authenticator {
     }
     this.agent = new https.Agent({ keepAlive: true, maxSockets: MAX_REVIEWS, ...(ca === undefined ? {} : { ca }) });
     if (opts.verifySignatures === true) {
-      const keysAgent = new https.Agent({ keepAlive: true, maxSockets: 2, ...(ca === undefined ? {} : { ca }) });
+      // No keep-alive: behind a load balancer, the next read may reach an API server replica that already publishes a new key.
+      const keysAgent = new https.Agent({ keepAlive: false, maxSockets: 2, ...(ca === undefined ? {} : { ca }) });
       this.keysAgent = keysAgent;
       this.keys = new RemoteJwks({
         uri: this.jwksUrl.href,
         issuer: 'the Kubernetes API server',
-        fetchTimeoutMs: this.timeoutMs,
+        fetchTimeoutMs: Math.min(this.timeoutMs, KEYS_READ_TIMEOUT_MS),
+        clockMarginMs: (opts.clockSkewSeconds ?? 0) * 1000,
         minRefreshIntervalMs: opts.keysMinRefreshIntervalMs ?? KEYS_MIN_REFRESH_MS,
         fetchBody: (timeoutMs) => this.fetchKeys(keysAgent, timeoutMs),
         ...(opts.onKeysFailure ? { onRefreshFailure: opts.onKeysFailure } : {}),
@@ -302,6 +314,11 @@ export class TokenReviewAuthenticator implements Authenticator {
     if (this.keys) void this.keys.start();
   }
 
+  /** Whether the API server's keys have been read (verifySignatures). */
+  get keysLoaded(): boolean {
+    return this.keys?.loaded ?? false;
+  }
+
   /** Closes pooled connections and stops the keys' refresh. */
   close(): void {
     this.keys?.close();
@@ -313,11 +330,14 @@ export class TokenReviewAuthenticator implements Authenticator {
    * Refuses, without a TokenReview, a token that no service-account key of the API server signed:
    * a bad signature, an algorithm the API server does not use, or a key it does not publish. A
    * token that names a key the API server may have published since the last read (its iat after
-   * that read) waits for the next read, at most KEYS_MIN_REFRESH_MS away, and is judged again; a
-   * token that names no key is tried against each (as the API server does). Only a definite
-   * answer refuses: until the keys have been read once, and while the last read failed, TokenReview
-   * decides, as it would without this check. A token that passes still goes to TokenReview, which
-   * alone knows whether its pod or service account still exists and checks its audience.
+   * that read began) waits for the next read, at most KEYS_MIN_REFRESH_MS away and shared by all
+   * such calls, and is judged again; still unknown to a read that began before it was issued, its
+   * key is not the API server's; issued after that read began, it gets UNAVAILABLE (retried, no
+   * review spent). A token that names no key is tried against each. Only a definite answer refuses:
+   * until the keys have been read once, while the last read failed, or when a read could not be
+   * made, TokenReview decides, as it would without this check. A token that passes still goes to
+   * TokenReview, which alone knows whether its pod or service account still exists and checks its
+   * audience.
    */
   private async verifySignature(keys: RemoteJwks, token: string): Promise<void> {
     if (!keys.loaded) {
@@ -327,14 +347,16 @@ export class TokenReviewAuthenticator implements Authenticator {
     try {
       await this.verifyWith(keys, token);
     } catch (err) {
-      if (!(err instanceof SigningKeyPendingError)) throw err;
-      await keys.nextRefresh();
+      if (!(err instanceof SigningKeyPendingError) || this.waitingForKeys >= MAX_WAITING_FOR_KEYS) throw err;
+      this.waitingForKeys++;
+      let read: boolean;
       try {
-        await this.verifyWith(keys, token);
-      } catch (again) {
-        if (again instanceof SigningKeyPendingError) throw notSigned(again);
-        throw again;
+        read = await keys.nextRefresh();
+      } finally {
+        this.waitingForKeys--;
       }
+      if (!read) return; // the read failed, or the authenticator closed: TokenReview decides
+      await this.verifyWith(keys, token);
     }
   }
 
@@ -459,14 +481,16 @@ export class TokenReviewAuthenticator implements Authenticator {
       throw new Error(`GET ${this.jwksUrl.pathname} returned HTTP ${res.status}${hint}`);
     }
     const text = res.body.toString('utf8');
-    // An API server signs every token with one of these: none published is a fault, not a verdict on every token.
+    // An API server signs every token with an RSA or EC key it publishes: none is a fault, not a verdict on every token.
     let keys: unknown;
     try {
       keys = (JSON.parse(text) as { keys?: unknown }).keys;
     } catch {
       keys = undefined; // RemoteJwks says what is wrong with it
     }
-    if (Array.isArray(keys) && keys.length === 0) throw new Error(`GET ${this.jwksUrl.pathname} returned no keys`);
+    if (Array.isArray(keys) && !keys.some((k) => typeof k === 'object' && k !== null && ((k as { kty?: unknown }).kty === 'RSA' || (k as { kty?: unknown }).kty === 'EC'))) {
+      throw new Error(`GET ${this.jwksUrl.pathname} returned no RSA or EC key`);
+    }
     return text;
   }
 

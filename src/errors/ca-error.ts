@@ -41,6 +41,17 @@ export class CaError extends Error {
   }
 }
 
+/**
+ * A token names a key its issuer may have published after the key set held was read; a read is
+ * scheduled, and a retry then may succeed. Not a verdict on the token, and no outage either: it
+ * is not logged as one (AUTH_BACKEND_UNAVAILABLE, so UNAVAILABLE to the client).
+ */
+export class SigningKeyPendingError extends CaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('AUTH_BACKEND_UNAVAILABLE', message, options);
+  }
+}
+
 export function isCaError(err: unknown): err is CaError {
   return err instanceof CaError;
 }

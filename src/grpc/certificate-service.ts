@@ -1,7 +1,7 @@
 import type { AuthRequest } from '../auth/types.js';
 import type { Authority, IssuedCertificate } from '../authority/authority.js';
 import type { CallContext, IssuanceObserver } from '../authority/observer.js';
-import { CaError } from '../errors/ca-error.js';
+import { CaError, SigningKeyPendingError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import { GrpcStatusError, Status } from './codes.js';
 import { flattenMetadata, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from './proto.js';
@@ -91,7 +91,8 @@ function refuse(deps: Pick<CertificateServiceDeps, 'logger' | 'observer'>, err: 
   const caller = err instanceof CaError ? err.caller : undefined;
   const c = { ...ctx, ...(caller ? { caller } : {}) };
   if (failure.code === Status.INTERNAL) logger.error({ err, peer: c.peer, code: failure.reason }, 'internal error while issuing');
-  else if (failure.reason === 'AUTH_BACKEND_UNAVAILABLE') logger.warn({ err, code: failure.reason }, 'authentication backend unavailable');
+  // A key not read yet is no outage, and a forger can provoke it at will: not a warning.
+  else if (failure.reason === 'AUTH_BACKEND_UNAVAILABLE' && !(err instanceof SigningKeyPendingError)) logger.warn({ err, code: failure.reason }, 'authentication backend unavailable');
   logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, caller, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
   observer?.refused(failure.reason, failure.details, c);
   throw new GrpcStatusError(failure.code, failure.details);

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { makeCsr } from '../../fixtures/csr.js';
 import { FakeKube } from '../../support/fake-kube.js';
 import { startTestCa, type TestCa } from '../../support/harness.js';
@@ -94,6 +94,9 @@ describe('TokenReview authentication over gRPC, with the API server\'s service-a
   const reviews = (): number => fake.requests.filter((r) => r.path === '/apis/authentication.k8s.io/v1/tokenreviews').length;
 
   it('refuses a forged token UNAUTHENTICATED without a review, and issues for one the API server signed, after its review', async () => {
+    // The keys are read at start, in the background (until then TokenReview decides alone).
+    await vi.waitFor(() => expect(fake.requests.some((r) => r.path === '/openid/v1/jwks' && r.status === 200)).toBe(true));
+    await new Promise((r) => setTimeout(r, 200));
     const forger = await signingKey('RS256', 'sa-key');
     const before = reviews();
     const err = (await ca.client().createCertificate({ csrPem, token: await signToken(forger, k8sClaims('default', 'app')) }).then(

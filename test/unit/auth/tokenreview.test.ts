@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { CaError } from '../../../src/errors/ca-error.js';
+import { CaError, SigningKeyPendingError } from '../../../src/errors/ca-error.js';
 import { isLocalApiServer, MAX_REVIEWS, TokenReviewAuthenticator, TokenReviewBackendError } from '../../../src/auth/tokenreview.js';
 import type { TokenReviewOptions } from '../../../src/auth/tokenreview.js';
 import type { Caller } from '../../../src/auth/types.js';
@@ -354,8 +354,7 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
   async function started(o: Partial<TokenReviewOptions> = {}): Promise<TokenReviewAuthenticator> {
     const auth = make({ verifySignatures: true, ...o });
     auth.start();
-    await vi.waitFor(() => expect(jwksReads()).toHaveLength(1));
-    await new Promise((r) => setTimeout(r, 20));
+    await vi.waitFor(() => expect(auth.keysLoaded).toBe(true));
     return auth;
   }
   const refused = async (auth: TokenReviewAuthenticator, token: string): Promise<CaError | undefined> => (await outcome(auth.authenticate({ bearerToken: token }))).err;
@@ -376,12 +375,20 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
       const ecForger = await signingKey('ES256', 'api-server-key-ec');
       expect((await refused(auth, await signToken(ecForger, claims)))?.message).toBe("token signature does not verify with the Kubernetes API server's service-account keys");
       const other = await signingKey('ES256', 'not-the-api-servers');
-      // A kid never published: refused whether the token claims to be old, new (after the next
-      // read, which it waits for) or from the future (no issuer's).
-      for (const iatIn of [-600, 0, 3600 * 24 * 365]) {
+      // A kid never published: refused when the token claims to be older than the keys read, or
+      // from the future (no issuer's); issued since, it waits for the next read and then gets
+      // UNAVAILABLE, as a key still propagating would (retried; no review spent).
+      for (const iatIn of [-600, 3600 * 24 * 365]) {
         const err = await refused(auth, await signToken(other, claims, { iatIn }));
         expect([iatIn, err?.code, err?.message]).toEqual([iatIn, 'AUTH_INVALID', 'token was not signed by a service-account key of the Kubernetes API server']);
       }
+      const reads = jwksReads().length;
+      // (iat 5 s ahead: after any read this call makes, as a token just issued by a clock a little ahead.)
+      const fresh = await refused(auth, await signToken(other, claims, { iatIn: 5 }));
+      expect(fresh?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+      expect(fresh).toBeInstanceOf(SigningKeyPendingError);
+      expect(jwksReads().length).toBeGreaterThan(reads); // it waited for a read
+      expect(jwksReads().length).toBeLessThanOrEqual(reads + 2);
       const hmac = await refused(auth, `${Buffer.from(JSON.stringify({ alg: 'HS256', kid: 'api-server-key-1' })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2ln`);
       expect([hmac?.code, hmac?.message]).toEqual(['AUTH_INVALID', 'token signing algorithm is not one the Kubernetes API server uses']);
       expect(reviews()).toHaveLength(2);
@@ -390,15 +397,18 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
     }
   });
 
-  it('reads the keys again at most every keysMinRefreshIntervalMs, however many unknown kids arrive', async () => {
+  it('holds calls naming a key newer than the last read for one shared read, however many arrive', async () => {
     serve();
-    const auth = await started();
+    const auth = await started({ keysMinRefreshIntervalMs: 500 });
     try {
       const other = await signingKey('ES256', 'not-the-api-servers');
-      const tokens = await Promise.all(Array.from({ length: 20 }, () => signToken(other, claims, { iatIn: -600 })));
+      const tokens = await Promise.all(Array.from({ length: 20 }, () => signToken(other, claims, { iatIn: 5 })));
+      const t0 = Date.now();
       const errs = await Promise.all(tokens.map((t) => refused(auth, t)));
-      expect(errs.every((e) => e?.message === 'token was not signed by a service-account key of the Kubernetes API server')).toBe(true);
-      expect(jwksReads().length).toBeLessThanOrEqual(2);
+      expect(errs.every((e) => e instanceof SigningKeyPendingError)).toBe(true);
+      // The read at start, and at most one more for the first token plus the shared one.
+      expect(jwksReads().length).toBeLessThanOrEqual(3);
+      expect(Date.now() - t0).toBeLessThan(5_000);
       expect(reviews()).toHaveLength(0);
     } finally {
       auth.close();
@@ -437,12 +447,17 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
     serve();
     jwksAnswer.status = 403;
     const failures: Error[] = [];
-    const auth = make({ verifySignatures: true, onKeysFailure: (e) => failures.push(e) });
+    const auth = make({ verifySignatures: true, onKeysFailure: (e) => failures.push(e), keysMinRefreshIntervalMs: 10 });
     auth.start();
     try {
       await vi.waitFor(() => expect(failures).toHaveLength(1));
-      expect((await auth.authenticate({ bearerToken: await signToken(forger, claims) }))?.serviceAccount).toBe('reviews'); // the (fake) API server said yes
-      expect(reviews()).toHaveLength(1);
+      for (let i = 0; i < 3; i++) {
+        await new Promise((r) => setTimeout(r, 30));
+        expect((await auth.authenticate({ bearerToken: await signToken(forger, claims) }))?.serviceAccount).toBe('reviews'); // the (fake) API server said yes
+      }
+      expect(reviews()).toHaveLength(3);
+      // After a failed read, tokens prompt the next one only 30 s later, not every keysMinRefreshIntervalMs.
+      expect(jwksReads()).toHaveLength(1);
       expect(failures[0]!.message).toBe("GET /openid/v1/jwks returned HTTP 403 (meshcert's credentials may not read it: see the system:service-account-issuer-discovery ClusterRole)");
     } finally {
       auth.close();
@@ -452,7 +467,7 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
     empty.start();
     try {
       await vi.waitFor(() => expect(failures).toHaveLength(2));
-      expect(failures[1]!.message).toBe('GET /openid/v1/jwks returned no keys');
+      expect(failures[1]!.message).toBe('GET /openid/v1/jwks returned no RSA or EC key');
       expect((await empty.authenticate({ bearerToken: await signToken(forger, claims) }))?.serviceAccount).toBe('reviews');
     } finally {
       empty.close();

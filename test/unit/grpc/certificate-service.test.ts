@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { Authority, CertificateRequest } from '../../../src/authority/authority.js';
-import { CaError } from '../../../src/errors/ca-error.js';
+import { CaError, SigningKeyPendingError } from '../../../src/errors/ca-error.js';
 import { createCertificateHandler } from '../../../src/grpc/certificate-service.js';
 import { Status } from '../../../src/grpc/codes.js';
 import type { CallInfo } from '../../../src/grpc/server.js';
@@ -38,5 +38,20 @@ describe('createCertificateHandler', () => {
       await handler({ csr: 'x', validityDuration: '0', metadata: null }, call).catch(() => undefined);
     }
     expect(seen.map((r) => r.auth.peerHost)).toEqual(['10.1.2.3', 'fd00::7', undefined]);
+  });
+
+  it('logs an authentication backend outage as a warning, but not a signing key that is not read yet (a forger can provoke that at will)', async () => {
+    const lines: string[] = [];
+    const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
+    const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificate: undefined, cancelled: () => false };
+    for (const err of [new SigningKeyPendingError('not read yet'), new CaError('AUTH_BACKEND_UNAVAILABLE', 'API server down')]) {
+      const authority = { issue: () => Promise.reject(err) } as unknown as Authority;
+      const handler = createCertificateHandler({ authority, logger, observer: { issued: () => {}, refused: () => {} }, ready: () => true });
+      await expect(handler({ csr: 'x', validityDuration: '0', metadata: null }, call)).rejects.toMatchObject({ code: Status.UNAVAILABLE });
+    }
+    await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
+    const warnings = lines.join('').split('\n').filter((l) => l.includes('"msg":"authentication backend unavailable"'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('API server down');
   });
 });
