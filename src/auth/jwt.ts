@@ -236,6 +236,7 @@ export class RemoteJwks implements KeySource {
   /** The read due when the rate limit lets it, for tokens signed with a key newer than the set: one, shared. */
   private scheduled: Promise<boolean> | undefined;
   private scheduledTimer: NodeJS.Timeout | undefined;
+  private resolveScheduled: ((loaded: boolean) => void) | undefined;
   private readonly clockMarginMs: number;
   private inflight: Promise<boolean> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -290,6 +291,10 @@ export class RemoteJwks implements KeySource {
     this.timer = undefined;
     if (this.scheduledTimer) clearTimeout(this.scheduledTimer);
     this.scheduledTimer = undefined;
+    // Callers waiting for the read it was to make get their answer: none.
+    this.resolveScheduled?.(false);
+    this.resolveScheduled = undefined;
+    this.scheduled = undefined;
   }
 
   /** Fetches now (sharing an in-flight fetch). Resolves true when a fresh set was loaded; never rejects. */
@@ -335,17 +340,20 @@ export class RemoteJwks implements KeySource {
 
   /**
    * The read due as soon as the rate limit allows (at most minRefreshIntervalMs away): one for all
-   * callers, made whatever the clock says when its timer fires. Resolves true when it loaded a set.
+   * callers, made whatever the clock says when its timer fires. Resolves true when it loaded a
+   * set, false when it failed or close() came first.
    */
   nextRefresh(): Promise<boolean> {
-    if (this.scheduled) return this.scheduled;
     if (this.closed) return Promise.resolve(false);
+    if (this.scheduled) return this.scheduled;
     // Clamped: a wall clock stepped back must not stretch the wait.
     const wait = Math.min(this.minRefreshIntervalMs, Math.max(0, this.lastAttemptAt + this.minRefreshIntervalMs - this.now()));
     this.scheduled = new Promise<boolean>((resolve) => {
+      this.resolveScheduled = resolve;
       this.scheduledTimer = setTimeout(() => {
         this.scheduledTimer = undefined;
         this.scheduled = undefined;
+        this.resolveScheduled = undefined;
         resolve(this.refresh());
       }, wait);
       this.scheduledTimer.unref();
@@ -441,10 +449,11 @@ export class RemoteJwks implements KeySource {
         } catch (err2) {
           if (!isNoMatchingKey(err2)) throw err2;
         }
-        // The fetch that answered (ours, or one already under way) began before the token was
-        // issued: the key may have been published since. Strictly after, with no clock margin,
-        // or every fresh forged kid would be retried.
-        if (this.newerThanKeys(token, -1000)) throw this.notYetFetched(err);
+        // The fetch that answered (ours, or one already under way) may have begun before the key
+        // was published (behind a load balancer, on a replica that did not publish it yet): with
+        // the clock margin, a token issued about then is retried, not refused. A forged kid gains
+        // nothing by it: an iat is the forger's to choose anyway, and a retry costs no review.
+        if (this.newerThanKeys(token, this.clockMarginMs)) throw this.notYetFetched(err);
       } else if (this.lastAttemptFailed) {
         throw new CaError('AUTH_BACKEND_UNAVAILABLE', "the token's signing key is unknown and the issuer's key set cannot be refreshed; retry later", { cause: err });
       } else if (this.newerThanKeys(token, this.clockMarginMs)) {

@@ -97,6 +97,8 @@ async function verifyWithEach(candidates: joseErrors.JWKSMultipleMatchingKeys, t
       return;
     } catch (err) {
       if (err instanceof joseErrors.JWSSignatureVerificationFailed) failed++;
+      // Not a signature a key could check (jose resolves keys before it decodes one): the token's fault.
+      else if (err instanceof joseErrors.JWSInvalid) throw new CaError('AUTH_INVALID', 'token is malformed', { cause: err });
     }
   }
   if (tried > 0 && failed === tried) throw badSignature(undefined);
@@ -329,11 +331,12 @@ export class TokenReviewAuthenticator implements Authenticator {
   /**
    * Refuses, without a TokenReview, a token that no service-account key of the API server signed:
    * a bad signature, an algorithm the API server does not use, or a key it does not publish. A
-   * token that names a key the API server may have published since the last read (its iat after
-   * that read began) waits for the next read, at most KEYS_MIN_REFRESH_MS away and shared by all
-   * such calls, and is judged again; still unknown to a read that began before it was issued, its
-   * key is not the API server's; issued after that read began, it gets UNAVAILABLE (retried, no
-   * review spent). A token that names no key is tried against each. Only a definite answer refuses:
+   * token that names a key the API server may have published since the last read (an iat no more
+   * than the clock margin before that read began) waits for the next read, at most
+   * KEYS_MIN_REFRESH_MS away and shared by all such calls, and is judged again: a key published
+   * meanwhile passes, one still unknown gets UNAVAILABLE (retried, no review spent); a key unknown
+   * to reads made well after the token was issued is not the API server's. A token that names no
+   * key is tried against each. Only a definite answer refuses:
    * until the keys have been read once, while the last read failed, or when a read could not be
    * made, TokenReview decides, as it would without this check. A token that passes still goes to
    * TokenReview, which alone knows whether its pod or service account still exists and checks its

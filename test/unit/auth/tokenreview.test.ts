@@ -354,7 +354,7 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
   async function started(o: Partial<TokenReviewOptions> = {}): Promise<TokenReviewAuthenticator> {
     const auth = make({ verifySignatures: true, ...o });
     auth.start();
-    await vi.waitFor(() => expect(auth.keysLoaded).toBe(true));
+    await vi.waitFor(() => expect(auth.keysLoaded).toBe(true), { timeout: 5_000 });
     return auth;
   }
   const refused = async (auth: TokenReviewAuthenticator, token: string): Promise<CaError | undefined> => (await outcome(auth.authenticate({ bearerToken: token }))).err;
@@ -406,7 +406,9 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
       const t0 = Date.now();
       const errs = await Promise.all(tokens.map((t) => refused(auth, t)));
       expect(errs.every((e) => e instanceof SigningKeyPendingError)).toBe(true);
-      // The read at start, and at most one more for the first token plus the shared one.
+      // They waited for a read (the one at start was under 500 ms before), one for all of them:
+      // besides the read at start, at most one for the first token and the shared one.
+      expect(jwksReads().length).toBeGreaterThanOrEqual(2);
       expect(jwksReads().length).toBeLessThanOrEqual(3);
       expect(Date.now() - t0).toBeLessThan(5_000);
       expect(reviews()).toHaveLength(0);
@@ -423,6 +425,10 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
       expect(reviews()).toHaveLength(1);
       const err = await refused(auth, await noKid(forger));
       expect([err?.code, err?.message]).toEqual(['AUTH_INVALID', "token signature does not verify with the Kubernetes API server's service-account keys"]);
+      // A signature no key could check at all (not base64url) is the token's fault too.
+      const [h, p] = (await noKid(forger)).split('.');
+      const garbled = await refused(auth, `${h}.${p}.@@@@`);
+      expect([garbled?.code, garbled?.message]).toEqual(['AUTH_INVALID', 'token is malformed']);
       expect(reviews()).toHaveLength(1);
     } finally {
       auth.close();
@@ -505,6 +511,19 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
       auth.close();
     }
   }, 5_000);
+
+  it('lets a call waiting for the next read go when the authenticator closes', async () => {
+    serve();
+    const auth = await started({ keysMinRefreshIntervalMs: 3_000 });
+    const other = await signingKey('ES256', 'not-the-api-servers');
+    let settled = false;
+    const call = outcome(auth.authenticate({ bearerToken: await signToken(other, claims, { iatIn: 5 }) })).finally(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(settled).toBe(false); // waiting for the read 3 s away
+    auth.close();
+    await vi.waitFor(() => expect(settled).toBe(true), { timeout: 1_000 });
+    await call;
+  });
 
   it('reports no failure for a read that close() cuts short', async () => {
     serve();
