@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { discover, discoveryExitCode, type DiscoveryReport } from '../discovery/discover.js';
@@ -148,6 +149,11 @@ async function forgetPlaces(store: InventoryStore, places: readonly string[], js
 export async function discoverCommand(argv: string[]): Promise<number> {
   const a = parseDiscoverArgs(argv);
   const target = resolveInventoryTarget(a);
+  // Forgetting in an inventory that does not exist (a mistyped --db, another directory) would create one.
+  if (a.forget.length > 0 && target.store.kind === 'sqlite' && !existsSync(target.store.path)) {
+    console.error(`meshcert: no inventory at ${target.label} (pass --config or --db)`);
+    return 1;
+  }
   let store;
   try {
     store = await openInventory(target, false);

@@ -125,11 +125,15 @@ export async function discover(store: InventoryStore, o: DiscoverOptions): Promi
     if (item.status !== 'error' && problem === null && item.source !== null && item.source !== 'issued') {
       snapshots.push({ source: item.source, fingerprints: item.held ?? records.map((r) => r.fingerprint) });
     }
+    for (const source of item.alsoEmpty ?? []) snapshots.push({ source, fingerprints: [] });
   }
   for (let i = 0; i < all.length; i += BATCH) await store.insertMany(all.slice(i, i + BATCH));
   // After the records (a snapshot names stored certificates), all at once: a store failure halfway
   // must not leave a place with part of its snapshot.
   await store.recordSnapshots(snapshots, at);
+  // Again: an expired record a prune deleted between the two (it was in no snapshot then) is back,
+  // and now a snapshot holds it. Idempotent; nothing new is counted.
+  for (let i = 0; i < all.length; i += BATCH) await store.insertMany(all.slice(i, i + BATCH));
   const after = await store.count();
   return {
     items: reports,

@@ -105,12 +105,14 @@ export function secretItems(secret: V1Secret): DiscoveredItem[] {
   const keys = certificateKeys(secret);
   const items: DiscoveredItem[] = [];
   const seen = new Map<string, string>(); // fingerprint -> the key it was first read from
+  const empty: Array<`discovered:${string}`> = []; // keys that hold nothing now (tls.crt has its own item)
   for (const key of keys) {
     const target = key === 'tls.crt' ? `${ns}/${name}` : `${ns}/${name}/${key}`;
     const source = `discovered:k8s-secret:${target}` as const;
     const b64 = secret.data?.[key];
     if (b64 === undefined || b64 === '') {
       if (key === 'tls.crt') items.push({ kind: 'k8s-secret', target, source, status: 'skipped', reason: 'no tls.crt' });
+      else empty.push(source);
       continue;
     }
     const blocks = Buffer.from(b64, 'base64').toString('latin1').match(CERT_BLOCK) ?? [];
@@ -147,6 +149,7 @@ export function secretItems(secret: V1Secret): DiscoveredItem[] {
     const reason = keys.length > 0 ? `no ${keys.join(', ')}` : 'not a TLS or Istio CA Secret';
     items.push({ kind: 'k8s-secret', target, source: `discovered:k8s-secret:${target}`, status: 'skipped', reason });
   }
+  if (empty.length > 0) items[0]!.alsoEmpty = empty;
   return items;
 }
 

@@ -12,10 +12,14 @@ import type { RecordSource } from '../inventory/types.js';
  * differs from `certificates` (a Secret key repeating certificates an earlier key of the Secret
  * already gave, which are recorded once). The place's snapshot is `held`, else `certificates`; a
  * skipped item with a source is a place that holds none.
+ *
+ * `alsoEmpty`: other places this look found empty, reported nowhere else (a Secret's `ca.crt` or
+ * `root-cert.pem` that is absent or empty now): each gets an empty snapshot, whatever the item's status.
  */
-export type DiscoveredItem =
+export type DiscoveredItem = (
   | { kind: ItemKind; target: string; source: RecordSource; status: 'ok'; certificates: X509Certificate[]; warning?: string; held?: string[] }
   | { kind: ItemKind; target: string; source: RecordSource | null; status: 'skipped'; reason: string; held?: string[] }
-  | { kind: ItemKind; target: string; source: RecordSource | null; status: 'error'; error: string; certificates?: X509Certificate[] };
+  | { kind: ItemKind; target: string; source: RecordSource | null; status: 'error'; error: string; certificates?: X509Certificate[] }
+) & { alsoEmpty?: Array<`discovered:${string}`> };
 
 export type ItemKind = 'file' | 'endpoint' | 'k8s-secret' | 'k8s';

@@ -341,10 +341,11 @@ export const PRUNE_SIGHTINGS_SQL = `DELETE FROM ${SIGHTINGS_TABLE} WHERE NOT EXI
 
 /**
  * Migration 2's tables and their seed (dialect: the column types and the time function). Places
- * found before are seeded with, per place and subject, the certificate with the latest notBefore
- * (a renewal there supersedes the certificate it replaced; the records cannot tell more), as seen
- * at the place's latest notBefore, capped at now: a time in the past, so that the next run, by any
- * clock near the right time, supersedes the guess.
+ * found before are seeded with, per place and subject, the unexpired certificate with the latest
+ * notBefore (a renewal there supersedes the certificate it replaced; the records cannot tell more;
+ * one that has expired already is history, not an alert to raise at the upgrade), as seen at the
+ * place's latest notBefore, capped at now: a time in the past, so that the next run, by any clock
+ * near the right time, supersedes the guess.
  */
 export function discoveryTablesSql(d: { text: string; time: string; now: string; least: string }): string[] {
   return [
@@ -354,7 +355,7 @@ export function discoveryTablesSql(d: { text: string; time: string; now: string;
     `CREATE INDEX ${SIGHTINGS_TABLE}_fingerprint ON ${SIGHTINGS_TABLE} (fingerprint)`,
     `INSERT INTO ${PLACES_TABLE} (source, seen_at) SELECT source, ${d.least}(max(issued_at), ${d.now}) FROM ${CERT_TABLE} WHERE source <> 'issued' GROUP BY source`,
     `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT t.source, t.fingerprint, p.seen_at FROM (` +
-      `SELECT source, fingerprint, row_number() OVER (PARTITION BY source, subject ORDER BY issued_at DESC, fingerprint DESC) AS rn FROM ${CERT_TABLE} WHERE source <> 'issued'` +
+      `SELECT source, fingerprint, row_number() OVER (PARTITION BY source, subject ORDER BY issued_at DESC, fingerprint DESC) AS rn FROM ${CERT_TABLE} WHERE source <> 'issued' AND not_after >= ${d.now}` +
       `) t JOIN ${PLACES_TABLE} p ON p.source = t.source WHERE t.rn = 1`,
   ];
 }

@@ -20,7 +20,6 @@ import {
   discoveryTablesSql,
   NOT_STILL_SERVED,
   PLACES_TABLE,
-  PRUNE_SIGHTINGS_SQL,
   SIGHTINGS_TABLE,
   GET_SQL,
   LATEST_PER_IDENTITY_SQL,
@@ -150,11 +149,17 @@ const GET_PG = numbered(GET_SQL);
 const LATEST_PG = numbered(LATEST_PER_IDENTITY_SQL);
 const LATEST_UNDER_FRACTION_PG = numbered(LATEST_PER_IDENTITY_UNDER_FRACTION_SQL);
 const DISCOVERED_EXPIRING_PG = numbered(DISCOVERED_EXPIRING_SQL);
-/** One statement, so one transaction: places $1, sightings' places $2 and fingerprints $3, all at $4. DISTINCT ON: ON CONFLICT may touch a row once. */
+/**
+ * One statement, so one transaction: places $1, sightings' places $2 and fingerprints $3, all at
+ * $4, but never more than 5 minutes past the database's clock (a runner whose clock is far ahead
+ * would freeze every place it read until real time caught up). DISTINCT ON: ON CONFLICT may touch
+ * a row once.
+ */
+const SNAPSHOT_AT = "LEAST($4::timestamptz, now() + interval '5 minutes')";
 const UPSERT_SNAPSHOTS_PG =
-  `WITH places AS (INSERT INTO ${PLACES_TABLE} (source, seen_at) SELECT DISTINCT ON (source) source, $4::timestamptz FROM unnest($1::text[]) AS t(source) ` +
+  `WITH places AS (INSERT INTO ${PLACES_TABLE} (source, seen_at) SELECT DISTINCT ON (source) source, ${SNAPSHOT_AT} FROM unnest($1::text[]) AS t(source) ` +
   `ON CONFLICT (source) DO UPDATE SET seen_at = GREATEST(${PLACES_TABLE}.seen_at, excluded.seen_at) RETURNING 1) ` +
-  `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT DISTINCT ON (source, fingerprint) source, fingerprint, $4::timestamptz FROM unnest($2::text[], $3::text[]) AS t(source, fingerprint) ` +
+  `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT DISTINCT ON (source, fingerprint) source, fingerprint, ${SNAPSHOT_AT} FROM unnest($2::text[], $3::text[]) AS t(source, fingerprint) ` +
   `ON CONFLICT (source, fingerprint) DO UPDATE SET seen_at = GREATEST(${SIGHTINGS_TABLE}.seen_at, excluded.seen_at)`;
 const FORGET_PLACE_PG =
   `WITH s AS (DELETE FROM ${SIGHTINGS_TABLE} WHERE source = $1 RETURNING 1), p AS (DELETE FROM ${PLACES_TABLE} WHERE source = $1 RETURNING 1) ` +
@@ -389,9 +394,16 @@ export class PostgresInventoryStore implements InventoryStore {
   // skipped (SKIP LOCKED) rather than waited for.
   async pruneExpired(before: Date): Promise<number> {
     this.assertWritable();
-    const n = await this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM ${CERT_TABLE} c WHERE c.not_after < $1 AND ${NOT_STILL_SERVED('c')} LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED)`, before);
-    if (n > 0) await this.query(PRUNE_SIGHTINGS_SQL);
-    return n;
+    // Each batch takes its records' sightings with it, by fingerprint (an index), in the same
+    // statement: sweeping sightings whose record is gone would read the whole certificate table.
+    return pruneInBatches(async () => {
+      const { rows } = await this.query<{ n: string }>(
+        `WITH d AS (DELETE FROM ${CERT_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM ${CERT_TABLE} c WHERE c.not_after < $1 AND ${NOT_STILL_SERVED('c')} LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED) RETURNING fingerprint), ` +
+          `s AS (DELETE FROM ${SIGHTINGS_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM d)) SELECT count(*) AS n FROM d`,
+        [before],
+      );
+      return Number(rows[0]?.n ?? 0);
+    });
   }
 
   async pruneAudit(before: Date): Promise<number> {

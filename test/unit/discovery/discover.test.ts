@@ -305,6 +305,38 @@ describe('discover() into a store', () => {
     expect(await expiring()).toEqual([]);
   });
 
+  it('takes a place read in full that holds no certificate now (a file with only a key left) as serving none', async () => {
+    const place = join(mkdtempSync(join(dir, 'emptied-')), 'web.pem');
+    const soon = await makeTestCert({ subject: 'CN=emptied.example', notBefore: new Date(Date.now() - 80 * DAY), notAfter: new Date(Date.now() + 5 * DAY) });
+    writeFileSync(place, soon.pem);
+    expect(discoveryExitCode(await discover(store, { files: [place] }))).toBe(0);
+    expect((await discoveredExpiring(store, new Date(), 30 * 86_400)).map((d) => d.where)).toEqual([`file:${place}`]);
+    writeFileSync(place, await soon.keyPem());
+    const r = await discover(store, { files: [place] });
+    expect(r.items).toEqual([expect.objectContaining({ status: 'skipped' })]);
+    expect(await discoveredExpiring(store, new Date(), 30 * 86_400)).toEqual([]);
+  });
+
+  it("takes a Secret key that is emptied or removed as serving none, without an item of its own", async () => {
+    const withCa = secret('a', 'istio-ca', 'kubernetes.io/tls', { 'tls.crt': chain.leaf.pem, 'ca.crt': chain.root.pem, 'tls.key': 'k' });
+    const without = secret('a', 'istio-ca', 'kubernetes.io/tls', { 'tls.crt': chain.leaf.pem, 'tls.key': 'k' });
+    expect(secretItems(without as never)).toEqual([expect.objectContaining({ target: 'a/istio-ca', status: 'ok', alsoEmpty: ['discovered:k8s-secret:a/istio-ca/ca.crt'] })]);
+    for (const [s, expected] of [
+      [withCa, [`k8s-secret:a/istio-ca ${fpOf(chain.leaf)}`, `k8s-secret:a/istio-ca/ca.crt ${fpOf(chain.root)}`]],
+      [without, [`k8s-secret:a/istio-ca ${fpOf(chain.leaf)}`]],
+    ] as const) {
+      const api = await fakeApiServer([s], 'tok-empty');
+      try {
+        const kubeconfig = join(dir, 'kubeconfig-empty');
+        writeKubeconfig(kubeconfig, api.url, api.caPem, 'tok-empty');
+        expect(discoveryExitCode(await discover(store, { k8sSecrets: { kubeconfig } }))).toBe(0);
+      } finally {
+        await api.close();
+      }
+      expect((await discoveredExpiring(store, new Date(), 36_500 * 86_400)).map((d) => `${d.where} ${d.record.fingerprint}`).sort()).toEqual([...expected].sort());
+    }
+  });
+
   it('tags endpoint certificates with the endpoint source when first seen there', async () => {
     const r = await discover(store, { endpoints: [`127.0.0.1:${tlsPort}`] });
     expect(discoveryExitCode(r)).toBe(0);

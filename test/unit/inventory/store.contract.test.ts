@@ -455,7 +455,9 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
   });
 
   it("discoveredExpiring: the certificates of each place's latest snapshot that end before the date, expired ones included", async () => {
-    const at = (h: number): Date => new Date(T0 + h * HOUR);
+    // Snapshot times in the past: PostgreSQL caps them at its clock + 5 minutes.
+    const base = Math.floor(Date.now() / 1000) * 1000 - 1000 * HOUR;
+    const at = (h: number): Date => new Date(base + h * HOUR);
     const found = (i: string, where: string, subject: string, end: number): CertificateRecord =>
       makeRecord(i, { spiffeId: null, namespace: null, serviceAccount: null, requester: null, policyRule: null, issuer: 'CN=Some CA', subject, notBefore: at(end - 90 * 24), issuedAt: at(end - 90 * 24), notAfter: at(end), source: `discovered:${where}` });
     const web1 = found('w1', 'file:/etc/web.pem', 'CN=web', 20);
@@ -605,12 +607,15 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     const at = (h: number): Date => new Date(base + h * HOUR);
     const found = (i: string, subject: string | null, born: number, end: number): CertificateRecord =>
       makeRecord(i, { source: 'discovered:file:/x.pem', subject, notBefore: at(born), issuedAt: at(born), notAfter: at(end) });
-    // At /x.pem: a leaf and its renewal (same subject), their CA, and a certificate with no subject.
-    const old = found('x-old', 'CN=x', -100, 10);
-    const renewed = found('x-new', 'CN=x', -10, 30);
-    const ca = found('x-ca', 'CN=x CA', -1000, 20);
-    const anon = found('x-anon', null, -50, 5);
-    await store.insertMany([makeRecord(1), old, renewed, ca, anon]);
+    // At /x.pem: a leaf and its renewal (same subject), their CA, a certificate with no subject, and
+    // one that has expired (history: not seeded). At /y.pem, one whose notBefore is ahead.
+    const old = found('x-old', 'CN=x', -100, 300);
+    const renewed = found('x-new', 'CN=x', -10, 400);
+    const ca = found('x-ca', 'CN=x CA', -1000, 500);
+    const anon = found('x-anon', null, -50, 350);
+    const expired = found('x-gone', 'CN=gone', -300, 100);
+    const ahead = makeRecord('y-ahead', { source: 'discovered:file:/y.pem', subject: 'CN=y', notBefore: at(500), issuedAt: at(500), notAfter: at(900) });
+    await store.insertMany([makeRecord(1), old, renewed, ca, anon, expired, ahead]);
     await store.close();
     // Back to what meshcert's first release left: schema 1, without the discovery tables.
     const downgrade = ['DROP TABLE inventory_discovery_sightings', 'DROP TABLE inventory_discovery_places', 'DELETE FROM inventory_schema_migrations WHERE version > 1'];
@@ -622,14 +627,19 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
       for (const sql of downgrade) await h.raw(loc, sql);
     }
     await expect(openStore({ ...loc, readOnly: true })).rejects.toThrow("its schema is version 1, older than this meshcert's 2: start meshcert serve against it once to upgrade it");
+    const started = Math.floor(Date.now() / 1000) * 1000;
     const upgraded = track(await openStore(loc));
     expect((await h.raw(loc, 'SELECT version FROM inventory_schema_migrations ORDER BY version')).map((r) => Number(r.version))).toEqual([1, 2]);
-    expect(await upgraded.count()).toBe(5);
-    const found2 = await upgraded.discoveredExpiring(at(48));
-    // Seen at the place's latest notBefore: a time in the past, which the next run supersedes.
-    expect(found2.map((d) => [d.record.fingerprint, d.seenAt.toISOString()])).toEqual([anon, ca, renewed].map((r) => [r.fingerprint, at(-10).toISOString()]));
+    expect(await upgraded.count()).toBe(7);
+    const seeded = await upgraded.discoveredExpiring(at(10_000));
+    // Seen at the place's latest notBefore (a time in the past, which the next run supersedes), capped at now.
+    expect(seeded.filter((d) => d.source === 'discovered:file:/x.pem').map((d) => [d.record.fingerprint, d.seenAt.toISOString()])).toEqual([anon, renewed, ca].map((r) => [r.fingerprint, at(-10).toISOString()]));
+    const y = seeded.filter((d) => d.source === 'discovered:file:/y.pem');
+    expect(y.map((d) => d.record.fingerprint)).toEqual([ahead.fingerprint]);
+    expect(y[0]!.seenAt.getTime()).toBeGreaterThanOrEqual(started);
+    expect(y[0]!.seenAt.getTime()).toBeLessThanOrEqual(Date.now());
     await upgraded.recordSnapshots([{ source: 'discovered:file:/x.pem', fingerprints: [ca.fingerprint] }], new Date());
-    expect((await upgraded.discoveredExpiring(at(48))).map((d) => d.record.fingerprint)).toEqual([ca.fingerprint]);
+    expect((await upgraded.discoveredExpiring(at(10_000))).filter((d) => d.source === 'discovered:file:/x.pem').map((d) => d.record.fingerprint)).toEqual([ca.fingerprint]);
   });
 
   it('two stores (separate pools/connections) migrating a blank database at once both succeed, once', async () => {
