@@ -17,19 +17,27 @@ import { k8sClaims, signingKey, signToken, type SigningKey } from '../../unit/au
 
 const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64url');
 
+/** A fake API server (requiring meshcert's own token) and a CA that reviews tokens with it. */
+async function startWithFakeKube(prefix: string, configure: (fake: FakeKube) => void): Promise<{ fake: FakeKube; ca: TestCa; dir: string; csrPem: string }> {
+  const fake = await FakeKube.start({ token: 'meshcert-own' });
+  configure(fake);
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  writeFileSync(join(dir, 'ca.crt'), fake.caPem);
+  writeFileSync(join(dir, 'token'), 'meshcert-own');
+  const ca = await startTestCa({ auth: { clusters: [{ name: 'Kubernetes', tokenReview: { apiServer: fake.url, caFile: join(dir, 'ca.crt'), tokenFile: join(dir, 'token') } }] } });
+  const csrPem = (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem;
+  return { fake, ca, dir, csrPem };
+}
+
 describe('TokenReview authentication over gRPC', () => {
   let fake: FakeKube;
   let ca: TestCa;
   let dir: string;
   let csrPem: string;
   beforeAll(async () => {
-    fake = await FakeKube.start({ token: 'meshcert-own' });
-    fake.tokenReviewer = () => ({ authenticated: false, error: 'invalid bearer token' });
-    dir = mkdtempSync(join(tmpdir(), 'meshcert-grpc-tr-'));
-    writeFileSync(join(dir, 'ca.crt'), fake.caPem);
-    writeFileSync(join(dir, 'token'), 'meshcert-own');
-    ca = await startTestCa({ auth: { clusters: [{ name: 'Kubernetes', tokenReview: { apiServer: fake.url, caFile: join(dir, 'ca.crt'), tokenFile: join(dir, 'token') } }] } });
-    csrPem = (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem;
+    ({ fake, ca, dir, csrPem } = await startWithFakeKube('meshcert-grpc-tr-', (f) => {
+      f.tokenReviewer = () => ({ authenticated: false, error: 'invalid bearer token' });
+    }));
   });
   afterAll(async () => {
     await ca?.close();
@@ -75,15 +83,11 @@ describe('TokenReview authentication over gRPC, with the API server\'s service-a
   let csrPem: string;
   let apiKey: SigningKey;
   beforeAll(async () => {
-    fake = await FakeKube.start({ token: 'meshcert-own' });
     apiKey = await signingKey('RS256', 'sa-key');
-    fake.serviceAccountKeys = [apiKey.jwk];
-    fake.tokenReviewer = (spec) => ({ authenticated: true, user: { username: 'system:serviceaccount:default:app' }, audiences: spec.audiences ?? [] });
-    dir = mkdtempSync(join(tmpdir(), 'meshcert-grpc-trk-'));
-    writeFileSync(join(dir, 'ca.crt'), fake.caPem);
-    writeFileSync(join(dir, 'token'), 'meshcert-own');
-    ca = await startTestCa({ auth: { clusters: [{ name: 'Kubernetes', tokenReview: { apiServer: fake.url, caFile: join(dir, 'ca.crt'), tokenFile: join(dir, 'token') } }] } });
-    csrPem = (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem;
+    ({ fake, ca, dir, csrPem } = await startWithFakeKube('meshcert-grpc-trk-', (f) => {
+      f.serviceAccountKeys = [apiKey.jwk];
+      f.tokenReviewer = (spec) => ({ authenticated: true, user: { username: 'system:serviceaccount:default:app' }, audiences: spec.audiences ?? [] });
+    }));
   });
   afterAll(async () => {
     await ca?.close();

@@ -14,7 +14,7 @@ import tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { UsageError } from '../../../src/cli/args.js';
 import { discoverCommand, parseDiscoverArgs } from '../../../src/cli/discover.js';
-import { discover, discoveryExitCode } from '../../../src/discovery/discover.js';
+import { discover, discoveryExitCode, type DiscoveryReport } from '../../../src/discovery/discover.js';
 import { discoverEndpoint } from '../../../src/discovery/endpoint.js';
 import { expandFileArg, globToRegExp, readPemFile } from '../../../src/discovery/files.js';
 import { discoverK8sSecrets, secretItems } from '../../../src/discovery/k8s-secrets.js';
@@ -325,14 +325,7 @@ describe('discover() into a store', () => {
       [withCa, [`k8s-secret:a/istio-ca ${fpOf(chain.leaf)}`, `k8s-secret:a/istio-ca/ca.crt ${fpOf(chain.root)}`]],
       [without, [`k8s-secret:a/istio-ca ${fpOf(chain.leaf)}`]],
     ] as const) {
-      const api = await fakeApiServer([s], 'tok-empty');
-      try {
-        const kubeconfig = join(dir, 'kubeconfig-empty');
-        writeKubeconfig(kubeconfig, api.url, api.caPem, 'tok-empty');
-        expect(discoveryExitCode(await discover(store, { k8sSecrets: { kubeconfig } }))).toBe(0);
-      } finally {
-        await api.close();
-      }
+      expect(discoveryExitCode(await discoverSecrets(store, [s]))).toBe(0);
       expect((await discoveredExpiring(store, new Date(), 36_500 * 86_400)).map((d) => `${d.where} ${d.record.fingerprint}`).sort()).toEqual([...expected].sort());
     }
   });
@@ -351,6 +344,18 @@ describe('discover() into a store', () => {
     expect(discoveryExitCode({ items: [], found: 0, newRecords: 0, ok: 0, skipped: 1, failed: 0 })).toBe(1);
   });
 });
+
+/** discover() over these Secrets, served by a fake API server for the run. */
+async function discoverSecrets(store: InventoryStore, secrets: unknown[]): Promise<DiscoveryReport> {
+  const api = await fakeApiServer(secrets, 'tok-discover');
+  try {
+    const kubeconfig = join(mkdtempSync(join(dir, 'kubeconfig-')), 'config');
+    writeKubeconfig(kubeconfig, api.url, api.caPem, 'tok-discover');
+    return await discover(store, { k8sSecrets: { kubeconfig } });
+  } finally {
+    await api.close();
+  }
+}
 
 /** A loopback HTTPS server standing in for the Kubernetes API server. */
 async function fakeApiServer(secrets: unknown[], token: string): Promise<{ url: string; caPem: string; requests: string[]; close(): Promise<void> }> {
@@ -458,14 +463,7 @@ describe('Kubernetes TLS Secrets', () => {
     try {
       // Through discover's recording: the ca.crt place serves the intermediate too.
       const expiringAll = async (): Promise<string[]> => (await discoveredExpiring(store, new Date(), 365 * 86_400 * 100)).map((d) => `${d.where} ${d.record.fingerprint}`).sort();
-      const api = await fakeApiServer([tls], 'tok-held');
-      try {
-        const kubeconfig = join(dir, 'kubeconfig-held');
-        writeKubeconfig(kubeconfig, api.url, api.caPem, 'tok-held');
-        expect(discoveryExitCode(await discover(store, { k8sSecrets: { kubeconfig } }))).toBe(0);
-      } finally {
-        await api.close();
-      }
+      expect(discoveryExitCode(await discoverSecrets(store, [tls]))).toBe(0);
       expect(await expiringAll()).toEqual(
         [`k8s-secret:a/both ${fpOf(chain.leaf)}`, `k8s-secret:a/both ${fpOf(chain.intermediate)}`, `k8s-secret:a/both/ca.crt ${fpOf(chain.intermediate)}`, `k8s-secret:a/both/ca.crt ${fpOf(chain.root)}`].sort(),
       );
