@@ -201,8 +201,8 @@ const ops = {
     return null;
   },
   batches(list) {
-    db.transaction(() => { for (const [sql, rows] of list) { const s = stmt(sql); for (const r of rows) s.run(...r); } }).immediate();
-    return null;
+    // One transaction; the rows each statement changed, in order.
+    return db.transaction(() => list.map(([sql, rows]) => { const s = stmt(sql); let n = 0; for (const r of rows) n += s.run(...r).changes; return n; })).immediate();
   },
   schemaVersion(table) {
     const exists = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(table);
@@ -453,9 +453,11 @@ export class SqliteInventoryStore implements InventoryStore {
   }
 
   async forgetPlace(source: RecordSource): Promise<boolean> {
-    const sightings = await this.call<number>('run', `DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ?`, [source]);
-    const places = await this.call<number>('run', `DELETE FROM ${PLACES_TABLE} WHERE source = ?`, [source]);
-    return sightings + places > 0;
+    const changed = await this.call<number[]>('batches', [
+      [`DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ?`, [[source]]],
+      [`DELETE FROM ${PLACES_TABLE} WHERE source = ?`, [[source]]],
+    ]);
+    return changed.some((n) => n > 0);
   }
 
   async pruneExpired(before: Date): Promise<number> {
