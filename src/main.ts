@@ -97,7 +97,10 @@ export async function buildAuthChain(
       const now = Date.now();
       const warn = now - warnedAt >= 600_000;
       if (warn) warnedAt = now;
-      logger[warn ? 'warn' : 'debug']({ issuer: label, err }, "cannot read the Kubernetes API server's service-account keys; tokens go to TokenReview without a signature check");
+      logger[warn ? 'warn' : 'debug'](
+        { issuer: label, err },
+        "cannot read the Kubernetes API server's service-account keys: tokens whose key is not held go to TokenReview unchecked (tokenReview.verifySignatures: false stops these reads where the API server does not publish its keys)",
+      );
     };
   };
   if (config.dev.tokenIssuer) {

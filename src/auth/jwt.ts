@@ -205,7 +205,10 @@ export interface RemoteJwksOptions {
    * answer included); the body is at most MAX_JWKS_BYTES.
    */
   fetchBody?: (timeoutMs: number) => Promise<string>;
-  /** How far ahead of this clock a token's iat may be and still name a newly published key. Default 60 s. */
+  /**
+   * The clock difference allowed an issuer: a token's iat may be this far ahead of this clock, or
+   * this far before the last read, and still name a newly published key. At least 60 s.
+   */
   clockMarginMs?: number;
 }
 
@@ -410,7 +413,7 @@ export class RemoteJwks implements KeySource {
    * True when the token says it was issued after the key set held was fetched, less `marginMs` of
    * clock difference: its unknown key may be one the issuer published since. A token issued before
    * then carries a key the issuer did not publish, or has removed. An iat further ahead of this
-   * clock than ISSUER_CLOCK_MARGIN_MS is no issuer's: such a token is never "newer".
+   * clock than clockMarginMs is no issuer's: such a token is never "newer".
    */
   private newerThanKeys(token: FlattenedJWSInput, marginMs: number): boolean {
     let iat: unknown;

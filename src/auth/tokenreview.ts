@@ -56,7 +56,10 @@ export interface TokenReviewOptions {
   trustDomain: string;
   /** Whole-request timeout. Default 5000. */
   timeoutMs?: number;
-  /** auth.clockSkew, seconds: a token expired by more than this (at least 300) is refused unasked. */
+  /**
+   * auth.clockSkew, seconds: a token expired by more than this (at least 300) is refused unasked;
+   * with verifySignatures, also the iat margin for a key the API server may have just published (at least 60).
+   */
   clockSkewSeconds?: number;
   /**
    * Check each token's signature against the API server's service-account keys
@@ -332,7 +335,7 @@ export class TokenReviewAuthenticator implements Authenticator {
    * Refuses, without a TokenReview, a token that no service-account key of the API server signed:
    * a bad signature, an algorithm the API server does not use, or a key it does not publish. A
    * token that names a key the API server may have published since the last read (an iat no more
-   * than the clock margin before that read began) waits for the next read, at most
+   * than the clock margin before that read began, nor ahead of this clock) waits for the next read, at most
    * KEYS_MIN_REFRESH_MS away and shared by all such calls, and is judged again: a key published
    * meanwhile passes, one still unknown gets UNAVAILABLE (retried, no review spent); a key unknown
    * to reads made well after the token was issued is not the API server's. A token that names no

@@ -336,8 +336,15 @@ export const DISCOVERED_EXPIRING_SQL =
 /** For pruneExpired: a record that no place's latest snapshot holds, for a certificates alias c. */
 export const NOT_STILL_SERVED = (c: string): string => `NOT EXISTS (SELECT 1 FROM ${SIGHTINGS_TABLE} s WHERE s.fingerprint = ${c}.fingerprint AND ${IN_LATEST('s')})`;
 
-/** Sightings whose certificate record is gone (pruned after its retention). */
-export const PRUNE_SIGHTINGS_SQL = `DELETE FROM ${SIGHTINGS_TABLE} WHERE NOT EXISTS (SELECT 1 FROM ${CERT_TABLE} c WHERE c.fingerprint = ${SIGHTINGS_TABLE}.fingerprint)`;
+/**
+ * Sightings whose certificate record is gone (pruned after its retention), except those a latest
+ * snapshot holds: a discover run may have just recorded one whose record a prune deleted a moment
+ * before (its record is written again right after: discover.ts).
+ */
+export const PRUNE_SIGHTINGS_SQL = `DELETE FROM ${SIGHTINGS_TABLE} WHERE NOT EXISTS (SELECT 1 FROM ${CERT_TABLE} c WHERE c.fingerprint = ${SIGHTINGS_TABLE}.fingerprint) AND NOT ${IN_LATEST(SIGHTINGS_TABLE)}`;
+
+/** For the PostgreSQL prune: sightings of the records a batch deleted (alias d), except those a latest snapshot holds (see above). */
+export const PRUNED_SIGHTINGS_PG = (d: string): string => `DELETE FROM ${SIGHTINGS_TABLE} s WHERE s.fingerprint IN (SELECT fingerprint FROM ${d}) AND NOT ${IN_LATEST('s')}`;
 
 /**
  * Migration 2's tables and their seed (dialect: the column types and the time function). Places

@@ -19,6 +19,7 @@ import {
   DISCOVERED_EXPIRING_SQL,
   discoveryTablesSql,
   NOT_STILL_SERVED,
+  PRUNED_SIGHTINGS_PG,
   PLACES_TABLE,
   SIGHTINGS_TABLE,
   GET_SQL,
@@ -399,7 +400,7 @@ export class PostgresInventoryStore implements InventoryStore {
     return pruneInBatches(async () => {
       const { rows } = await this.query<{ n: string }>(
         `WITH d AS (DELETE FROM ${CERT_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM ${CERT_TABLE} c WHERE c.not_after < $1 AND ${NOT_STILL_SERVED('c')} LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED) RETURNING fingerprint), ` +
-          `s AS (DELETE FROM ${SIGHTINGS_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM d)) SELECT count(*) AS n FROM d`,
+          `s AS (${PRUNED_SIGHTINGS_PG('d')}) SELECT count(*) AS n FROM d`,
         [before],
       );
       return Number(rows[0]?.n ?? 0);

@@ -98,15 +98,17 @@ describe('TokenReview authentication over gRPC, with the API server\'s service-a
   const reviews = (): number => fake.requests.filter((r) => r.path === '/apis/authentication.k8s.io/v1/tokenreviews').length;
 
   it('refuses a forged token UNAUTHENTICATED without a review, and issues for one the API server signed, after its review', async () => {
-    // The keys are read at start, in the background (until then TokenReview decides alone).
-    await vi.waitFor(() => expect(fake.requests.some((r) => r.path === '/openid/v1/jwks' && r.status === 200)).toBe(true));
-    await new Promise((r) => setTimeout(r, 200));
     const forger = await signingKey('RS256', 'sa-key');
+    const forged = await signToken(forger, k8sClaims('default', 'app'));
+    const attempt = (): Promise<{ code: number; details: string } | undefined> =>
+      ca.client().createCertificate({ csrPem, token: forged }).then(
+        () => undefined,
+        (e: unknown) => e as { code: number; details: string },
+      );
+    // The keys are read at start, in the background; until then TokenReview decides alone (and this fake says yes).
+    await vi.waitFor(async () => expect((await attempt())?.code).toBe(status.UNAUTHENTICATED), { timeout: 10_000, interval: 100 });
     const before = reviews();
-    const err = (await ca.client().createCertificate({ csrPem, token: await signToken(forger, k8sClaims('default', 'app')) }).then(
-      () => undefined,
-      (e: unknown) => e,
-    )) as { code: number; details: string } | undefined;
+    const err = await attempt();
     expect(err?.code).toBe(status.UNAUTHENTICATED);
     expect(err?.details).toBe("token signature does not verify with the Kubernetes API server's service-account keys");
     expect(reviews()).toBe(before);

@@ -456,7 +456,7 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
     const auth = make({ verifySignatures: true, onKeysFailure: (e) => failures.push(e), keysMinRefreshIntervalMs: 10 });
     auth.start();
     try {
-      await vi.waitFor(() => expect(failures).toHaveLength(1));
+      await vi.waitFor(() => expect(failures).toHaveLength(1), { timeout: 5_000 });
       for (let i = 0; i < 3; i++) {
         await new Promise((r) => setTimeout(r, 30));
         expect((await auth.authenticate({ bearerToken: await signToken(forger, claims) }))?.serviceAccount).toBe('reviews'); // the (fake) API server said yes
@@ -472,7 +472,7 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
     const empty = make({ verifySignatures: true, onKeysFailure: (e) => failures.push(e) });
     empty.start();
     try {
-      await vi.waitFor(() => expect(failures).toHaveLength(2));
+      await vi.waitFor(() => expect(failures).toHaveLength(2), { timeout: 5_000 });
       expect(failures[1]!.message).toBe('GET /openid/v1/jwks returned no RSA or EC key');
       expect((await empty.authenticate({ bearerToken: await signToken(forger, claims) }))?.serviceAccount).toBe('reviews');
     } finally {
@@ -503,9 +503,12 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
     const auth = make({ verifySignatures: true, timeoutMs: 20_000 });
     auth.start();
     try {
-      await vi.waitFor(() => expect(jwksReads()).toHaveLength(1));
-      // Waiting for the held read would take the 20 s timeout, past this test's.
-      expect((await auth.authenticate({ bearerToken: await signToken(forger, claims) }))?.serviceAccount).toBe('reviews');
+      await vi.waitFor(() => expect(jwksReads()).toHaveLength(1), { timeout: 5_000 });
+      const token = await signToken(forger, claims);
+      const t0 = Date.now();
+      expect((await auth.authenticate({ bearerToken: token }))?.serviceAccount).toBe('reviews');
+      // Waiting for the held read would take its 3 s limit.
+      expect(Date.now() - t0).toBeLessThan(1_500);
       expect(reviews()).toHaveLength(1);
     } finally {
       auth.close();
@@ -531,7 +534,7 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
     const failures: Error[] = [];
     const auth = make({ verifySignatures: true, onKeysFailure: (e) => failures.push(e) });
     auth.start();
-    await vi.waitFor(() => expect(jwksReads()).toHaveLength(1));
+    await vi.waitFor(() => expect(jwksReads()).toHaveLength(1), { timeout: 5_000 });
     auth.close();
     await new Promise((r) => setTimeout(r, 100));
     expect(failures).toEqual([]);

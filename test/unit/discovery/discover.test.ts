@@ -5,7 +5,7 @@
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { webcrypto } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -756,6 +756,11 @@ describe('meshcert discover (CLI)', () => {
     expect(await discoverCommand(['--forget', `discovered:file:${place}`, 'endpoint:never:1', '--db', db, '--json'])).toBe(1);
     expect(JSON.parse(stdout())).toEqual({ forgotten: [{ place: `file:${place}`, known: false }, { place: 'endpoint:never:1', known: false }] });
     expect(stderr()).toContain('meshcert discover: endpoint:never:1: not a known place');
+    // A mistyped inventory is not created by forgetting in it.
+    const missing = join(dir, 'no-such', 'inventory.db');
+    expect(await discoverCommand(['--forget', `file:${place}`, '--db', `sqlite:${missing}`])).toBe(1);
+    expect(stderr()).toContain(`no inventory at sqlite:${missing}`);
+    expect(existsSync(missing)).toBe(false);
     const after = await openStore({ kind: 'sqlite', path: db.slice('sqlite:'.length) });
     try {
       expect(await discoveredExpiring(after, new Date(), 30 * 86_400)).toEqual([]);

@@ -508,6 +508,28 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await report(at(48))).toEqual([`discovered:file:/etc/old.pem CN=old ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db CA ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db ${run1.toISOString()}`]);
   });
 
+  it('keeps a snapshot recorded just after a prune deleted its record, so writing the record again restores it (the race discover closes)', async () => {
+    const old = (i: string): CertificateRecord => makeRecord(i, { source: 'discovered:file:/race.pem', notBefore: new Date(T0 - 100 * HOUR), issuedAt: new Date(T0 - 100 * HOUR), notAfter: new Date(T0 - 50 * HOUR) });
+    const served = old('race-served');
+    await store.insertMany([served]);
+    expect(await store.pruneExpired(new Date(T0))).toBe(1); // in no snapshot yet: pruned
+    await store.recordSnapshots([{ source: 'discovered:file:/race.pem', fingerprints: [served.fingerprint] }], new Date(Date.now() - HOUR));
+    await store.insertMany([old('race-other')]);
+    expect(await store.pruneExpired(new Date(T0))).toBe(1); // another record: the sweep after it runs
+    await store.insertMany([served]); // discover writes its records again after the snapshots
+    expect((await store.discoveredExpiring(FAR_FUTURE)).map((d) => d.record.fingerprint)).toEqual([served.fingerprint]);
+  });
+
+  it('stamps a snapshot no later than the database clock allows (PostgreSQL: + 5 minutes; SQLite shares the runner clock)', async () => {
+    const r = makeRecord('ahead', { source: 'discovered:file:/ahead.pem', notAfter: new Date(Date.now() + HOUR) });
+    await store.insertMany([r]);
+    const dayAhead = new Date(Date.now() + 24 * HOUR);
+    await store.recordSnapshots([{ source: 'discovered:file:/ahead.pem', fingerprints: [r.fingerprint] }], dayAhead);
+    const [seen] = await store.discoveredExpiring(FAR_FUTURE);
+    if (loc.kind === 'postgres') expect(seen!.seenAt.getTime()).toBeLessThanOrEqual(Date.now() + 5 * 60_000 + 5_000);
+    else expect(seen!.seenAt.getTime()).toBe(dayAhead.getTime());
+  });
+
   it('refuses snapshots that are not of a discovered place or of fingerprints, and writes none of the batch', async () => {
     const r = makeRecord('s1', { source: 'discovered:file:/x.pem', notAfter: new Date(T0 + HOUR) });
     await store.insertMany([r]);
