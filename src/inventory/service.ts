@@ -76,7 +76,10 @@ export class InventoryService implements RecordSink {
     if (metrics) metrics.recorder = recorder;
     const count = (): void => {
       store.count().then(
-        (n) => metrics?.records.set(n),
+        (n) => {
+          metrics?.records.set(n);
+          metrics?.recordsCountedAt.set(Date.now() / 1000);
+        },
         () => {},
       );
     };

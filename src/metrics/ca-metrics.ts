@@ -149,6 +149,7 @@ export class CaMetrics {
 export class InventoryMetrics {
   readonly backlog: Gauge;
   readonly records: Gauge;
+  readonly recordsCountedAt: Gauge;
   readonly dropped: Gauge;
   readonly rejected: Gauge;
   readonly auditLost: Gauge;
@@ -173,7 +174,8 @@ export class InventoryMetrics {
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- prom-client calls collect() with the gauge as `this`
     const self = this;
     this.backlog = new Gauge({ name: 'meshcert_inventory_backlog', help: 'Certificate records waiting to be written to the inventory store.', registers: r, collect() { if (self.recorder) this.set(self.recorder.backlog); } });
-    this.records = new Gauge({ name: 'meshcert_inventory_records', help: 'Certificates in the inventory store.', registers: r });
+    this.records = new Gauge({ name: 'meshcert_inventory_records', help: 'Certificates in the inventory store (counted every 30 s; it keeps its value while the store cannot be queried).', registers: r });
+    this.recordsCountedAt = new Gauge({ name: 'meshcert_inventory_records_checked_timestamp_seconds', help: 'Unix time meshcert_inventory_records was last counted.', registers: r });
     this.dropped = new Gauge({ name: 'meshcert_inventory_dropped_records', help: 'Records dropped because the buffer overflowed (failClosed off).', registers: r, collect() { if (self.recorder) this.set(self.recorder.dropped); } });
     this.rejected = new Gauge({ name: 'meshcert_inventory_rejected_records', help: 'Certificate records the store refused as invalid data and that were discarded.', registers: r, collect() { if (self.recorder) this.set(self.recorder.stats.rejected); } });
     this.auditLost = new Gauge({

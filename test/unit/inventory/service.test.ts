@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Registry } from 'prom-client';
 import { createLogger } from '../../../src/log/logger.js';
+import { InventoryMetrics } from '../../../src/metrics/ca-metrics.js';
 import { openStore } from '../../../src/inventory/open.js';
 import { InventoryOverflowError } from '../../../src/inventory/recorder.js';
 import { inventoryErrorLog, InventoryService } from '../../../src/inventory/service.js';
@@ -55,6 +57,23 @@ describe('InventoryService retention', () => {
     await expect.poll(async () => svc!.store.count(), { timeout: 5_000 }).toBe(1);
     expect(auditIds(path)).toEqual(kept);
     await svc!.close();
+  });
+});
+
+describe('InventoryService metrics', () => {
+  it('counts the records, and says when it last did (the count keeps its value while the store cannot be queried)', async () => {
+    const { path } = await seeded();
+    const registry = new Registry();
+    const metrics = new InventoryMetrics(registry);
+    const before = Date.now() / 1000;
+    const svc = (await InventoryService.open({ store: 'sqlite', path, failClosed: false, maxBuffer: 1000, retention: 0, auditRetention: 0 }, createLogger('silent'), metrics))!;
+    try {
+      const value = async (name: string): Promise<number> => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(await registry.getSingleMetricAsString(name))?.[1]);
+      await expect.poll(() => value('meshcert_inventory_records_checked_timestamp_seconds'), { timeout: 5_000 }).toBeGreaterThanOrEqual(before);
+      expect(await value('meshcert_inventory_records')).toBeGreaterThanOrEqual(1);
+    } finally {
+      await svc.close();
+    }
   });
 });
 
