@@ -26,6 +26,7 @@ const KUSTOMIZATIONS = {
   base: 'base',
   'standalone-sqlite': 'overlays/standalone-sqlite',
   'ha-postgres': 'overlays/ha-postgres',
+  'ha-postgres-discovery': 'overlays/ha-postgres-discovery',
 } as const;
 type KustomizationName = keyof typeof KUSTOMIZATIONS;
 
@@ -326,7 +327,24 @@ function ruleLines(rules: readonly PolicyRule[] | undefined): string[] {
   return lines.sort();
 }
 
-const EXPECTED_RBAC: Record<string, { kind: 'ClusterRole' | 'Role'; namespace?: string; rules: string[] }> = {
+interface ExpectedRole {
+  kind: 'ClusterRole' | 'Role';
+  namespace?: string;
+  rules: string[];
+  /** The service account its binding names; default meshcert's own. */
+  serviceAccount?: string;
+}
+
+/** The discovery component's: its own service account, Secrets listed everywhere (components/discovery/kustomization.yaml says why). */
+const DISCOVERY_RBAC: Record<string, ExpectedRole> = {
+  'meshcert-discovery': { kind: 'ClusterRole', rules: ['core secrets [] list'], serviceAccount: 'meshcert-discovery' },
+};
+
+function expectedRbac(name: KustomizationName): Record<string, ExpectedRole> {
+  return name === 'ha-postgres-discovery' ? { ...EXPECTED_RBAC, ...DISCOVERY_RBAC } : EXPECTED_RBAC;
+}
+
+const EXPECTED_RBAC: Record<string, ExpectedRole> = {
   meshcert: {
     kind: 'ClusterRole',
     rules: [
@@ -588,7 +606,7 @@ describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('
     it('grants exactly the RBAC meshcert uses: no wildcards, secrets only istiod-tls in istio-system', () => {
       const roles = [...ofKind<RbacRole>(objects, 'ClusterRole'), ...ofKind<RbacRole>(objects, 'Role')];
       expect(roles.map(ref).sort()).toEqual(
-        Object.entries(EXPECTED_RBAC)
+        Object.entries(expectedRbac(name))
           .map(([n, r]) => `${r.kind} ${r.namespace ? `${r.namespace}/` : ''}${n}`)
           .sort(),
       );
@@ -599,7 +617,7 @@ describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('
           }
           for (const v of ['escalate', 'bind', 'impersonate', 'delete', 'deletecollection']) expect(rule.verbs, ref(role)).not.toContain(v);
         }
-        const expected = EXPECTED_RBAC[role.metadata.name]!;
+        const expected = expectedRbac(name)[role.metadata.name]!;
         expect(role.metadata.namespace).toBe(expected.namespace);
         expect(ruleLines(role.rules), ref(role)).toEqual([...expected.rules].sort());
       }
@@ -612,7 +630,8 @@ describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('
         const role = roles.find((r) => r.kind === b.roleRef.kind && r.metadata.name === b.roleRef.name && r.metadata.namespace === b.metadata.namespace);
         expect(role, `${ref(b)} binds a role defined here (same namespace)`).toBeDefined();
         expect(b.roleRef.apiGroup).toBe('rbac.authorization.k8s.io');
-        expect(b.subjects).toEqual([{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+        const account = only(objects, 'ServiceAccount', expectedRbac(name)[b.roleRef.name]?.serviceAccount ?? 'meshcert');
+        expect(b.subjects).toEqual([{ kind: 'ServiceAccount', name: account.metadata.name, namespace: account.metadata.namespace }]);
       }
     });
   });
@@ -690,6 +709,40 @@ withKubectl('kustomization ha-postgres', () => {
     expect(volumeAt(d, '/var/run/meshcert').volume.emptyDir).toBeDefined();
     // The Secret is the user's to create: the overlay must not ship a placeholder password.
     expect(ofKind(objects, 'Secret')).toEqual([]);
+  });
+});
+
+withKubectl('kustomization ha-postgres-discovery', () => {
+  interface CronJob extends K8sObject {
+    spec: { schedule: string; concurrencyPolicy?: string; jobTemplate: { spec: { template: { metadata?: { labels?: Record<string, string> }; spec: Deployment['spec']['template']['spec'] } } } };
+  }
+  let objects: K8sObject[] = [];
+  beforeAll(() => {
+    requireTool(KUBECTL);
+    objects = render(KUSTOMIZATIONS['ha-postgres-discovery']);
+  });
+
+  it('runs `discover --k8s-secrets` hourly, one run at a time, as its own account, on the server image, config and inventory', () => {
+    const job = only<CronJob>(objects, 'CronJob', 'meshcert-discovery');
+    expect(job.spec.concurrencyPolicy).toBe('Forbid');
+    expect(job.spec.schedule).toMatch(/^\d+ \* \* \* \*$/);
+    const pod = job.spec.jobTemplate.spec.template.spec;
+    expect(pod.serviceAccountName).toBe('meshcert-discovery');
+    expect(pod.serviceAccountName).not.toBe(meshcertDeployment(objects).spec.template.spec.serviceAccountName);
+    expect(job.spec.jobTemplate.spec.template.metadata?.labels?.['sidecar.istio.io/inject']).toBe('false');
+    const [c, ...more] = pod.containers;
+    expect(more).toEqual([]);
+    expect(c!.args).toEqual(['discover', '--k8s-secrets', '--config', CONFIG_PATH]);
+    expect(c!.image, 'the server image, tag included').toBe(mainContainer(meshcertDeployment(objects)).image);
+    const sc = c!.securityContext!;
+    expect([sc.readOnlyRootFilesystem, sc.allowPrivilegeEscalation, sc.runAsNonRoot, sc.runAsUser, sc.capabilities?.drop, sc.seccompProfile?.type]).toEqual([true, false, true, RUN_AS, ['ALL'], 'RuntimeDefault']);
+    // The server's generated ConfigMap (its hashed name), and its PostgreSQL URL from the same Secret.
+    const configVolume = pod.volumes?.find((v) => v.name === c!.volumeMounts?.find((m) => m.mountPath === posix.dirname(CONFIG_PATH))?.name);
+    expect(configVolume?.configMap?.name).toBe(volumeAt(meshcertDeployment(objects), posix.dirname(CONFIG_PATH)).volume.configMap?.name);
+    const serverEnv = mainContainer(meshcertDeployment(objects)).env ?? [];
+    for (const name of ['MESHCERT_INVENTORY_STORE', 'MESHCERT_INVENTORY_URL']) {
+      expect(c!.env?.find((e) => e.name === name), name).toEqual(serverEnv.find((e) => e.name === name));
+    }
   });
 });
 
