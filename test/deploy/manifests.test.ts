@@ -11,8 +11,9 @@
  * kubernetes-models FAILS the run with the reason; locally those tests are skipped and say why.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, join, posix, resolve } from 'node:path';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, posix, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
@@ -226,7 +227,11 @@ interface ConfigMap extends K8sObject {
 // Rendering and lookups
 
 function render(dir: string): K8sObject[] {
-  const out = execFileSync(KUBECTL.bin, ['kustomize', join(KUSTOMIZE_ROOT, dir)], {
+  return renderAbsolute(join(KUSTOMIZE_ROOT, dir));
+}
+
+function renderAbsolute(dir: string): K8sObject[] {
+  const out = execFileSync(KUBECTL.bin, ['kustomize', dir], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -603,7 +608,7 @@ describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('
       }
     });
 
-    it('grants exactly the RBAC meshcert uses: no wildcards, secrets only istiod-tls in istio-system', () => {
+    it('grants exactly the RBAC meshcert uses: no wildcards; Secrets only istiod-tls in istio-system, and listed everywhere only by the discovery component\'s own account', () => {
       const roles = [...ofKind<RbacRole>(objects, 'ClusterRole'), ...ofKind<RbacRole>(objects, 'Role')];
       expect(roles.map(ref).sort()).toEqual(
         Object.entries(expectedRbac(name))
@@ -741,7 +746,32 @@ withKubectl('kustomization ha-postgres-discovery', () => {
     expect(configVolume?.configMap?.name).toBe(volumeAt(meshcertDeployment(objects), posix.dirname(CONFIG_PATH)).volume.configMap?.name);
     const serverEnv = mainContainer(meshcertDeployment(objects)).env ?? [];
     for (const name of ['MESHCERT_INVENTORY_STORE', 'MESHCERT_INVENTORY_URL']) {
+      expect(serverEnv.find((e) => e.name === name), name).toBeDefined();
       expect(c!.env?.find((e) => e.name === name), name).toEqual(serverEnv.find((e) => e.name === name));
+    }
+    // Locked down like the server's pod, and no retries (a bad Secret fails every run alike).
+    expect([pod.hostNetwork ?? false, pod.hostPID ?? false, pod.hostIPC ?? false, pod.securityContext?.runAsNonRoot, pod.securityContext?.seccompProfile?.type]).toEqual([false, false, false, true, 'RuntimeDefault']);
+    expect((pod.volumes ?? []).filter((v) => v.hostPath !== undefined)).toEqual([]);
+    expect([sc.privileged ?? false, sc.capabilities?.add ?? []]).toEqual([false, []]);
+    expect((job.spec.jobTemplate.spec as { backoffLimit?: number }).backoffLimit).toBe(0);
+    expect(job.metadata.labels?.['app.kubernetes.io/part-of']).toBe('meshcert');
+  });
+
+  it("runs the server's image wherever that is set: no image setting of its own", () => {
+    const overlay = parseYaml(readFileSync(join(KUSTOMIZE_ROOT, KUSTOMIZATIONS['ha-postgres-discovery'], 'kustomization.yaml'), 'utf8')) as { images?: unknown };
+    expect(overlay.images).toBeUndefined();
+    // Rendered with another image set where the server's is: the CronJob follows.
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-kustomize-'));
+    try {
+      // kustomize takes bases by relative path only.
+      const root = relative(dir, KUSTOMIZE_ROOT);
+      writeFileSync(join(dir, 'kustomization.yaml'), ['apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', `resources:`, `  - ${root}/overlays/ha-postgres`, 'components:', `  - ${root}/components/discovery`, 'images:', '  - name: meshcert', '    newName: registry.example/meshcert', '    newTag: 9.9.9', ''].join('\n'));
+      const rendered = renderAbsolute(dir);
+      const job = only<CronJob>(rendered, 'CronJob', 'meshcert-discovery');
+      expect(job.spec.jobTemplate.spec.template.spec.containers[0]!.image).toBe('registry.example/meshcert:9.9.9');
+      expect(mainContainer(meshcertDeployment(rendered)).image).toBe('registry.example/meshcert:9.9.9');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
