@@ -11,7 +11,7 @@
  * kubernetes-models FAILS the run with the reason; locally those tests are skipped and say why.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -760,16 +760,22 @@ withKubectl('kustomization ha-postgres-discovery', () => {
   it("runs the server's image wherever that is set: no image setting of its own", () => {
     const overlay = parseYaml(readFileSync(join(KUSTOMIZE_ROOT, KUSTOMIZATIONS['ha-postgres-discovery'], 'kustomization.yaml'), 'utf8')) as { images?: unknown };
     expect(overlay.images).toBeUndefined();
-    // Rendered with another image set where the server's is: the CronJob follows.
+    // The image set one level down, on the server's overlay (as the install steps do): the CronJob,
+    // added above it, follows (an images: entry applies only to the objects of its own level and below).
     const dir = mkdtempSync(join(tmpdir(), 'meshcert-kustomize-'));
     try {
+      const server = join(dir, 'server');
+      const withDiscovery = join(dir, 'with-discovery');
+      mkdirSync(server);
+      mkdirSync(withDiscovery);
       // kustomize takes bases by relative path only.
-      const root = relative(dir, KUSTOMIZE_ROOT);
-      writeFileSync(join(dir, 'kustomization.yaml'), ['apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', `resources:`, `  - ${root}/overlays/ha-postgres`, 'components:', `  - ${root}/components/discovery`, 'images:', '  - name: meshcert', '    newName: registry.example/meshcert', '    newTag: 9.9.9', ''].join('\n'));
-      const rendered = renderAbsolute(dir);
+      const head = ['apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', 'resources:'];
+      writeFileSync(join(server, 'kustomization.yaml'), [...head, `  - ${relative(server, KUSTOMIZE_ROOT)}/overlays/ha-postgres`, 'images:', '  - name: meshcert', '    newName: registry.example/meshcert', '    newTag: 9.9.9', ''].join('\n'));
+      writeFileSync(join(withDiscovery, 'kustomization.yaml'), [...head, '  - ../server', 'components:', `  - ${relative(withDiscovery, KUSTOMIZE_ROOT)}/components/discovery`, ''].join('\n'));
+      const rendered = renderAbsolute(withDiscovery);
       const job = only<CronJob>(rendered, 'CronJob', 'meshcert-discovery');
-      expect(job.spec.jobTemplate.spec.template.spec.containers[0]!.image).toBe('registry.example/meshcert:9.9.9');
       expect(mainContainer(meshcertDeployment(rendered)).image).toBe('registry.example/meshcert:9.9.9');
+      expect(job.spec.jobTemplate.spec.template.spec.containers[0]!.image).toBe('registry.example/meshcert:9.9.9');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
