@@ -434,6 +434,17 @@ export function rowToDiscovered(row: CertRow & { seen_source: string; seen_at: u
   return { record: rowToRecord(row), source: row.seen_source as DiscoveredCertificate['source'], seenAt: toDate(row.seen_at) };
 }
 
+/**
+ * The places of a batch of snapshots: those holding certificates (created if new), and the empty
+ * ones, kept only for a place already known (a place never seen holding a certificate, such as a
+ * TLS Secret's absent ca.crt, is not recorded). A place in both is one that holds certificates.
+ */
+export function splitSnapshots(snapshots: readonly Snapshot[]): { held: string[]; empty: string[] } {
+  const held = new Set(snapshots.filter((x) => x.fingerprints.length > 0).map((x) => x.source));
+  const empty = new Set(snapshots.filter((x) => x.fingerprints.length === 0 && !held.has(x.source)).map((x) => x.source));
+  return { held: [...held], empty: [...empty] };
+}
+
 /** Refuses snapshots a store must not hold (as validateRecords does for records): InventoryDataError. */
 export function validateSnapshots(snapshots: readonly Snapshot[], at: Date): void {
   if (!isValidDate(at)) throw new InventoryDataError('a snapshot time must be a valid Date');

@@ -33,6 +33,7 @@ import {
   pageOf,
   prepareAudit,
   rowToDiscovered,
+  splitSnapshots,
   rowToRecord,
   validateRecords,
   validateSnapshots,
@@ -159,7 +160,9 @@ const DISCOVERED_EXPIRING_PG = numbered(DISCOVERED_EXPIRING_SQL);
 const SNAPSHOT_AT = "LEAST($4::timestamptz, now() + interval '5 minutes')";
 const UPSERT_SNAPSHOTS_PG =
   `WITH places AS (INSERT INTO ${PLACES_TABLE} (source, seen_at) SELECT DISTINCT ON (source) source, ${SNAPSHOT_AT} FROM unnest($1::text[]) AS t(source) ` +
-  `ON CONFLICT (source) DO UPDATE SET seen_at = GREATEST(${PLACES_TABLE}.seen_at, excluded.seen_at) RETURNING 1) ` +
+  `ON CONFLICT (source) DO UPDATE SET seen_at = GREATEST(${PLACES_TABLE}.seen_at, excluded.seen_at) RETURNING 1), ` +
+  // Empty snapshots ($5): only of places already known (splitSnapshots keeps them apart from $1).
+  `emptied AS (UPDATE ${PLACES_TABLE} SET seen_at = GREATEST(${PLACES_TABLE}.seen_at, ${SNAPSHOT_AT}) WHERE source = ANY($5::text[]) RETURNING 1) ` +
   `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT DISTINCT ON (source, fingerprint) source, fingerprint, ${SNAPSHOT_AT} FROM unnest($2::text[], $3::text[]) AS t(source, fingerprint) ` +
   `ON CONFLICT (source, fingerprint) DO UPDATE SET seen_at = GREATEST(${SIGHTINGS_TABLE}.seen_at, excluded.seen_at)`;
 const FORGET_PLACE_PG =
@@ -373,8 +376,9 @@ export class PostgresInventoryStore implements InventoryStore {
     if (snapshots.length === 0) return;
     validateSnapshots(snapshots, at);
     const seen = snapshots.flatMap((x) => x.fingerprints.map((f) => [x.source, f] as const));
+    const { held, empty } = splitSnapshots(snapshots);
     try {
-      await this.query(UPSERT_SNAPSHOTS_PG, [snapshots.map((x) => x.source), seen.map(([src]) => src), seen.map(([, f]) => f), at.toISOString()]);
+      await this.query(UPSERT_SNAPSHOTS_PG, [held, seen.map(([src]) => src), seen.map(([, f]) => f), at.toISOString(), empty]);
     } catch (err) {
       throw classify(err);
     }

@@ -40,6 +40,7 @@ import {
   pageOf,
   prepareAudit,
   rowToDiscovered,
+  splitSnapshots,
   rowToRecord,
   validateRecords,
   validateSnapshots,
@@ -133,6 +134,8 @@ const INSERT_AUDIT_SQL =
   `INSERT INTO ${AUDIT_TABLE} (${AUDIT_COLUMNS.join(', ')}) VALUES (${AUDIT_COLUMNS.map(() => '?').join(', ')}) ` +
   'ON CONFLICT (id) DO NOTHING';
 const UPSERT_PLACE_SQL = `INSERT INTO ${PLACES_TABLE} (source, seen_at) VALUES (?, ?) ON CONFLICT (source) DO UPDATE SET seen_at = max(seen_at, excluded.seen_at)`;
+/** An empty snapshot of a place already known (one never seen holding a certificate is no place to keep). */
+const EMPTY_PLACE_SQL = `UPDATE ${PLACES_TABLE} SET seen_at = max(seen_at, ?) WHERE source = ?`;
 const UPSERT_SIGHTING_SQL =
   `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) VALUES (?, ?, ?) ` +
   'ON CONFLICT (source, fingerprint) DO UPDATE SET seen_at = max(seen_at, excluded.seen_at)';
@@ -435,11 +438,12 @@ export class SqliteInventoryStore implements InventoryStore {
     if (snapshots.length === 0) return;
     validateSnapshots(snapshots, at);
     const t = at.getTime();
-    const places = snapshots.map((x) => [x.source, t]);
+    const { held, empty } = splitSnapshots(snapshots);
     const sightings = snapshots.flatMap((x) => x.fingerprints.map((f) => [x.source, f, t]));
     try {
       await this.call('batches', [
-        [UPSERT_PLACE_SQL, places],
+        [UPSERT_PLACE_SQL, held.map((source) => [source, t])],
+        [EMPTY_PLACE_SQL, empty.map((source) => [t, source])],
         [UPSERT_SIGHTING_SQL, sightings],
       ]);
     } catch (err) {

@@ -140,7 +140,8 @@ export interface InventoryStore {
   latestPerIdentity(expiringBefore: Date, now: Date, options?: LatestPerIdentityOptions): Promise<CertificateRecord[]>;
   /**
    * Records, in one transaction, what discovery found at each place at `at`: its snapshot (the
-   * certificates' records must be stored already; an empty list is a place that holds none now).
+   * certificates' records must be stored already; an empty list is a place that holds none now,
+   * recorded only for a place already known).
    * A place's latest snapshot is the one with its greatest `at`; an older `at` (a run that started
    * earlier, another machine's clock) changes no place's latest. Idempotent.
    */

@@ -520,6 +520,18 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect((await store.discoveredExpiring(FAR_FUTURE)).map((d) => d.record.fingerprint)).toEqual([served.fingerprint]);
   });
 
+  it('keeps an empty snapshot only for a place already known (a Secret key that never held a certificate is no place)', async () => {
+    const r = makeRecord('known', { source: 'discovered:k8s-secret:a/s', notAfter: new Date(Date.now() + HOUR) });
+    await store.insertMany([r]);
+    const at = new Date(Date.now() - HOUR);
+    await store.recordSnapshots([{ source: 'discovered:k8s-secret:a/s', fingerprints: [r.fingerprint] }, { source: 'discovered:k8s-secret:a/s/ca.crt', fingerprints: [] }], at);
+    expect(await store.forgetPlace('discovered:k8s-secret:a/s/ca.crt')).toBe(false);
+    // Emptied later: the known place's snapshot is empty from then on.
+    await store.recordSnapshots([{ source: 'discovered:k8s-secret:a/s', fingerprints: [] }], new Date(at.getTime() + 1000));
+    expect(await store.discoveredExpiring(FAR_FUTURE)).toEqual([]);
+    expect(await store.forgetPlace('discovered:k8s-secret:a/s')).toBe(true);
+  });
+
   it('stamps a snapshot no later than the database clock allows (PostgreSQL: + 5 minutes; SQLite shares the runner clock)', async () => {
     const r = makeRecord('ahead', { source: 'discovered:file:/ahead.pem', notAfter: new Date(Date.now() + HOUR) });
     await store.insertMany([r]);
