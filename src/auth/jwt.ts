@@ -8,8 +8,6 @@ import { readFileSync } from 'node:fs';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
 import type { CompactJWSHeaderParameters, CryptoKey, FlattenedJWSInput, JSONWebKeySet, JWTPayload } from 'jose';
 import { CaError, SigningKeyPendingError } from '../errors/ca-error.js';
-
-export { SigningKeyPendingError };
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
 
@@ -349,8 +347,7 @@ export class RemoteJwks implements KeySource {
   nextRefresh(): Promise<boolean> {
     if (this.closed) return Promise.resolve(false);
     if (this.scheduled) return this.scheduled;
-    // Clamped: a wall clock stepped back must not stretch the wait.
-    const wait = Math.min(this.minRefreshIntervalMs, Math.max(0, this.lastAttemptAt + this.minRefreshIntervalMs - this.now()));
+    const wait = this.nextReadWait();
     this.scheduled = new Promise<boolean>((resolve) => {
       this.resolveScheduled = resolve;
       this.scheduledTimer = setTimeout(() => {
@@ -362,6 +359,11 @@ export class RemoteJwks implements KeySource {
       this.scheduledTimer.unref();
     });
     return this.scheduled;
+  }
+
+  /** Milliseconds until the rate limit allows the next read; clamped: a wall clock stepped back must not stretch the wait. */
+  private nextReadWait(): number {
+    return Math.min(this.minRefreshIntervalMs, Math.max(0, this.lastAttemptAt + this.minRefreshIntervalMs - this.now()));
   }
 
   /** The least time between reads prompted by tokens: longer after a failed read. */
@@ -428,7 +430,7 @@ export class RemoteJwks implements KeySource {
 
   private notYetFetched(err: unknown): SigningKeyPendingError {
     // Read as soon as the rate limit allows, so that a retry then finds a newly published key.
-    const wait = Math.min(this.minRefreshIntervalMs, Math.max(0, this.lastAttemptAt + this.minRefreshIntervalMs - this.now()));
+    const wait = this.nextReadWait();
     void this.nextRefresh();
     return new SigningKeyPendingError(`the token's signing key is not in the issuer's key set yet; it is fetched again within ${Math.ceil(wait / 1000)} s, retry then`, { cause: err });
   }

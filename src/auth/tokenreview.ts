@@ -9,8 +9,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import https from 'node:https';
 import { compactVerify, decodeJwt, errors as joseErrors } from 'jose';
 import { FairLimiter } from './fair-limiter.js';
-import { CaError } from '../errors/ca-error.js';
-import { assertTrustDomain, DEFAULT_AUDIENCES, parseServiceAccountUsername, RemoteJwks, serviceAccountSpiffeId, SigningKeyPendingError } from './jwt.js';
+import { CaError, SigningKeyPendingError } from '../errors/ca-error.js';
+import { assertTrustDomain, DEFAULT_AUDIENCES, parseServiceAccountUsername, RemoteJwks, serviceAccountSpiffeId } from './jwt.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
 
 export const IN_CLUSTER_TOKEN_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/token';
