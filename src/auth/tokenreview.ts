@@ -81,6 +81,10 @@ function notSigned(cause: unknown): CaError {
   return new CaError('AUTH_INVALID', 'token was not signed by a service-account key of the Kubernetes API server', { cause });
 }
 
+function malformed(cause: unknown): CaError {
+  return new CaError('AUTH_INVALID', 'token is malformed', { cause });
+}
+
 function badSignature(cause: unknown): CaError {
   return new CaError('AUTH_INVALID', "token signature does not verify with the Kubernetes API server's service-account keys", { cause });
 }
@@ -101,7 +105,7 @@ async function verifyWithEach(candidates: joseErrors.JWKSMultipleMatchingKeys, t
     } catch (err) {
       if (err instanceof joseErrors.JWSSignatureVerificationFailed) failed++;
       // Not a signature a key could check (jose resolves keys before it decodes one): the token's fault.
-      else if (err instanceof joseErrors.JWSInvalid) throw new CaError('AUTH_INVALID', 'token is malformed', { cause: err });
+      else if (err instanceof joseErrors.JWSInvalid) throw malformed(err);
     }
   }
   if (tried > 0 && failed === tried) throw badSignature(undefined);
@@ -380,7 +384,7 @@ export class TokenReviewAuthenticator implements Authenticator {
       if (err instanceof joseErrors.JWSSignatureVerificationFailed) throw badSignature(err);
       if (err instanceof joseErrors.JOSEAlgNotAllowed || err instanceof joseErrors.JOSENotSupported) throw new CaError('AUTH_INVALID', 'token signing algorithm is not one the Kubernetes API server uses', { cause: err });
       if (err instanceof joseErrors.JWKSInvalid) return; // the published set, not the token
-      if (err instanceof joseErrors.JOSEError) throw new CaError('AUTH_INVALID', 'token is malformed', { cause: err });
+      if (err instanceof joseErrors.JOSEError) throw malformed(err);
       // Not a verdict on the token (a published key jose cannot import, say): TokenReview decides.
     }
   }
