@@ -183,7 +183,8 @@ export interface ExpiringDiscovered {
   seenAt: Date;
   /** Whole seconds until notAfter (negative once expired). */
   secondsLeft: number;
-  state: 'warning' | 'expired';
+  /** expiryState's, never 'ok': the store returns only certificates ending within the window. */
+  state: Exclude<ExpiryState, 'ok'>;
 }
 
 /**
@@ -194,14 +195,11 @@ export interface ExpiringDiscovered {
  */
 export async function discoveredExpiring(store: Pick<InventoryStore, 'discoveredExpiring'>, now: Date, within: number): Promise<ExpiringDiscovered[]> {
   const found = await store.discoveredExpiring(new Date(now.getTime() + within * 1000));
-  return found.map(({ record, source, seenAt }) => {
-    const msLeft = record.notAfter.getTime() - now.getTime();
-    return {
-      where: source.replace(/^discovered:/, ''),
-      record,
-      seenAt,
-      secondsLeft: Math.floor(msLeft / 1000),
-      state: msLeft < 0 ? 'expired' : 'warning',
-    };
-  });
+  return found.map(({ record, source, seenAt }) => ({
+    where: source.replace(/^discovered:/, ''),
+    record,
+    seenAt,
+    secondsLeft: Math.floor((record.notAfter.getTime() - now.getTime()) / 1000),
+    state: expiryState(record.notAfter, now, within) as Exclude<ExpiryState, 'ok'>,
+  }));
 }

@@ -123,8 +123,9 @@ export class ExpiryMonitor {
         this.metrics?.discoveredExpiringCheckedAt.set(now.getTime() / 1000);
         // Once per place, certificate and state, as for CA certificates; one that leaves the
         // report (renewed, forgotten) and comes back is warned about again.
-        const current = new Map(d.map((x) => [`${x.where}\n${x.record.fingerprint}`, x.state]));
-        const fresh = d.filter((x) => this.discoveredWarned.get(`${x.where}\n${x.record.fingerprint}`) !== x.state);
+        const key = (x: (typeof d)[number]): string => `${x.where}\n${x.record.fingerprint}`;
+        const current = new Map(d.map((x) => [key(x), x.state]));
+        const fresh = d.filter((x) => this.discoveredWarned.get(key(x)) !== x.state);
         this.discoveredWarned = current;
         if (fresh.length > 0) {
           this.logger.warn(
