@@ -127,13 +127,16 @@ export async function discover(store: InventoryStore, o: DiscoverOptions): Promi
     }
     for (const source of item.alsoEmpty ?? []) snapshots.push({ source, fingerprints: [] });
   }
-  for (let i = 0; i < all.length; i += BATCH) await store.insertMany(all.slice(i, i + BATCH));
+  const writeRecords = async (): Promise<void> => {
+    for (let i = 0; i < all.length; i += BATCH) await store.insertMany(all.slice(i, i + BATCH));
+  };
+  await writeRecords();
   // After the records (a snapshot names stored certificates), all at once: a store failure halfway
   // must not leave a place with part of its snapshot.
   await store.recordSnapshots(snapshots, at);
   // Again: an expired record a prune deleted between the two (it was in no snapshot then) is back,
   // and now a snapshot holds it. Idempotent; nothing new is counted.
-  for (let i = 0; i < all.length; i += BATCH) await store.insertMany(all.slice(i, i + BATCH));
+  await writeRecords();
   const after = await store.count();
   return {
     items: reports,

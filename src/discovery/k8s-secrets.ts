@@ -29,6 +29,7 @@ import { X509Certificate } from 'node:crypto';
 import { CoreV1Api, KubeConfig, type V1Secret, type V1SecretList } from '@kubernetes/client-node';
 import type { DiscoveredItem } from './types.js';
 import { withTimeout } from '../async/with-timeout.js';
+import { sha256Hex } from '../crypto/digest.js';
 
 export const DEFAULT_K8S_TIMEOUT_MS = 30_000;
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
@@ -132,7 +133,7 @@ export function secretItems(secret: V1Secret): DiscoveredItem[] {
         bad++;
         continue;
       }
-      held.push(cert.fingerprint256.replace(/:/g, '').toLowerCase());
+      held.push(sha256Hex(cert.raw)); // as a record's fingerprint is computed (record-from-cert.ts)
       const first = seen.get(cert.fingerprint256);
       if (first !== undefined) repeatedFrom.add(first);
       else {
