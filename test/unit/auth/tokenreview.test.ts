@@ -357,12 +357,20 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
     await vi.waitFor(() => expect(auth.keysLoaded).toBe(true), { timeout: 5_000 });
     return auth;
   }
+  /** `use` a started authenticator, closed after. */
+  async function withStarted(o: Partial<TokenReviewOptions>, use: (auth: TokenReviewAuthenticator) => Promise<void>): Promise<void> {
+    const auth = await started(o);
+    try {
+      await use(auth);
+    } finally {
+      auth.close();
+    }
+  }
   const refused = async (auth: TokenReviewAuthenticator, token: string): Promise<CaError | undefined> => (await outcome(auth.authenticate({ bearerToken: token }))).err;
 
   it('refuses, without a TokenReview, a token no service-account key of the API server signed, and reviews one that one did', async () => {
     serve([apiKey, apiEcKey]);
-    const auth = await started({ keysMinRefreshIntervalMs: 200 });
-    try {
+    await withStarted({ keysMinRefreshIntervalMs: 200 }, async (auth) => {
       const good = await auth.authenticate({ bearerToken: await signToken(apiKey, claims) });
       expect(good?.identities).toEqual(['spiffe://cluster.local/ns/bookinfo/sa/reviews']);
       expect((await auth.authenticate({ bearerToken: await signToken(apiEcKey, claims) }))?.serviceAccount).toBe('reviews');
@@ -392,15 +400,12 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
       const hmac = await refused(auth, `${Buffer.from(JSON.stringify({ alg: 'HS256', kid: 'api-server-key-1' })).toString('base64url')}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.c2ln`);
       expect([hmac?.code, hmac?.message]).toEqual(['AUTH_INVALID', 'token signing algorithm is not one the Kubernetes API server uses']);
       expect(reviews()).toHaveLength(2);
-    } finally {
-      auth.close();
-    }
+    });
   });
 
   it('holds calls naming a key newer than the last read for one shared read, however many arrive', async () => {
     serve();
-    const auth = await started({ keysMinRefreshIntervalMs: 500 });
-    try {
+    await withStarted({ keysMinRefreshIntervalMs: 500 }, async (auth) => {
       const other = await signingKey('ES256', 'not-the-api-servers');
       const tokens = await Promise.all(Array.from({ length: 20 }, () => signToken(other, claims, { iatIn: 5 })));
       const t0 = Date.now();
@@ -412,15 +417,12 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
       expect(jwksReads().length).toBeLessThanOrEqual(3);
       expect(Date.now() - t0).toBeLessThan(5_000);
       expect(reviews()).toHaveLength(0);
-    } finally {
-      auth.close();
-    }
+    });
   });
 
   it('tries each key for a token that names none, as the API server does', async () => {
     serve([apiKey, apiKey2]);
-    const auth = await started();
-    try {
+    await withStarted({}, async (auth) => {
       expect((await auth.authenticate({ bearerToken: await noKid(apiKey2) }))?.serviceAccount).toBe('reviews');
       expect(reviews()).toHaveLength(1);
       const err = await refused(auth, await noKid(forger));
@@ -430,23 +432,18 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
       const garbled = await refused(auth, `${h}.${p}.@@@@`);
       expect([garbled?.code, garbled?.message]).toEqual(['AUTH_INVALID', 'token is malformed']);
       expect(reviews()).toHaveLength(1);
-    } finally {
-      auth.close();
-    }
+    });
   });
 
   it('passes a token signed with a key the API server published after the last read, once the keys are read again within the call', async () => {
     serve();
-    const auth = await started({ keysMinRefreshIntervalMs: 300 });
-    try {
+    await withStarted({ keysMinRefreshIntervalMs: 300 }, async (auth) => {
       const rotated = await signingKey('ES256', 'api-server-key-2');
       jwksAnswer.keys = [apiKey, rotated];
       expect((await auth.authenticate({ bearerToken: await signToken(rotated, claims) }))?.serviceAccount).toBe('reviews');
       expect(jwksReads()).toHaveLength(2);
       expect(reviews()).toHaveLength(1);
-    } finally {
-      auth.close();
-    }
+    });
   });
 
   it("lets TokenReview decide while the API server's keys cannot be read, or publish none, and reports each failed read", async () => {
@@ -482,8 +479,7 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
 
   it('once the keys were read, a failed read lets TokenReview judge an unknown kid, while a bad signature is still refused', async () => {
     serve();
-    const auth = await started({ keysMinRefreshIntervalMs: 50 });
-    try {
+    await withStarted({ keysMinRefreshIntervalMs: 50 }, async (auth) => {
       jwksAnswer.status = 503;
       await new Promise((r) => setTimeout(r, 60));
       const other = await signingKey('ES256', 'not-the-api-servers');
@@ -492,9 +488,7 @@ describe('TokenReviewAuthenticator with verifySignatures', () => {
       expect(reviews()).toHaveLength(1);
       expect((await refused(auth, await signToken(forger, claims)))?.code).toBe('AUTH_INVALID');
       expect(reviews()).toHaveLength(1);
-    } finally {
-      auth.close();
-    }
+    });
   });
 
   it('sends tokens to TokenReview at once while the first read of the keys has not answered', async () => {

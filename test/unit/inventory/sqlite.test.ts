@@ -50,17 +50,29 @@ describe('SqliteInventoryStore whose worker thread dies', () => {
 });
 
 describe('SqliteInventoryStore list pages', () => {
-  it('seek the (not_after, fingerprint) indexes to the cursor instead of scanning from the start', async () => {
+  /** A migrated inventory, `fill`ed through the store, then opened read-only for EXPLAIN QUERY PLAN. */
+  async function planDb<T>(fill: (store: SqliteInventoryStore) => Promise<T>, check: (db: Database.Database, filled: T) => void): Promise<void> {
     const dir = mkdtempSync(join(tmpdir(), 'meshcert-sqlite-plan-'));
     dirs.push(dir);
     const path = join(dir, 'inventory.db');
     const store = new SqliteInventoryStore({ path });
     await store.migrate();
-    await store.insertMany([makeRecord(1)]);
-    const cursor = (await store.list({ limit: 1 })).items.map((r) => encodeCursor(r))[0]!;
+    const filled = await fill(store);
     await store.close();
     const db = new Database(path, { readonly: true });
     try {
+      check(db, filled);
+    } finally {
+      db.close();
+    }
+  }
+
+  it('seek the (not_after, fingerprint) indexes to the cursor instead of scanning from the start', async () => {
+    const fill = async (store: SqliteInventoryStore): Promise<string> => {
+      await store.insertMany([makeRecord(1)]);
+      return (await store.list({ limit: 1 })).items.map((r) => encodeCursor(r))[0]!;
+    };
+    await planDb(fill, (db, cursor) => {
       const plan = (filter: CertificateFilter): string => {
         const q = buildListQuery(filter);
         const params = q.params.map((p) => (p instanceof Date ? p.getTime() : p));
@@ -68,28 +80,17 @@ describe('SqliteInventoryStore list pages', () => {
       };
       expect(plan({ cursor })).toMatch(/^SEARCH inventory_certificates USING INDEX inventory_certificates_not_after \(\(not_after,fingerprint\)>\(\?,\?\)\)$/);
       expect(plan({ cursor, namespace: 'ns' })).toMatch(/^SEARCH inventory_certificates USING INDEX inventory_certificates_namespace \(namespace=\? AND \(not_after,fingerprint\)>\(\?,\?\)\)$/);
-    } finally {
-      db.close();
-    }
+    });
   });
 
   it('of discovered certificates expiring walk the discovery tables and look certificates up, never scanning them (however many were issued)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'meshcert-sqlite-plan-'));
-    dirs.push(dir);
-    const path = join(dir, 'inventory.db');
-    const store = new SqliteInventoryStore({ path });
-    await store.migrate();
-    await store.close();
-    const db = new Database(path, { readonly: true });
-    try {
+    await planDb(async () => undefined, (db) => {
       const plan = (db.prepare(`EXPLAIN QUERY PLAN ${DISCOVERED_EXPIRING_SQL}`).all(0) as Array<{ detail: string }>).map((r) => r.detail);
       expect(plan.filter((d) => /^(SCAN|SEARCH) /.test(d))).toEqual([
         'SCAN s USING INDEX inventory_discovery_sightings_latest',
         'SEARCH p USING INDEX sqlite_autoindex_inventory_discovery_places_1 (source=?)',
         'SEARCH c USING INDEX sqlite_autoindex_inventory_certificates_1 (fingerprint=?)',
       ]);
-    } finally {
-      db.close();
-    }
+    });
   });
 });
