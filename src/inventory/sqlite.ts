@@ -199,8 +199,7 @@ const ops = {
   get(sql, params) { const row = stmt(sql).get(...params); return row === undefined ? null : row; },
   run(sql, params) { return stmt(sql).run(...params).changes; },
   batch(sql, rows) {
-    const s = stmt(sql);
-    db.transaction(() => { for (const r of rows) s.run(...r); }).immediate();
+    ops.batches([[sql, rows]]);
     return null;
   },
   batches(list) {
