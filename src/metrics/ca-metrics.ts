@@ -142,6 +142,9 @@ export class CaMetrics {
   }
 }
 
+/** InventoryMetrics' series that only a store gives values to. */
+const STORE_BACKED = /^meshcert_(inventory_|stale_identities|discovered_certs_expiring)/;
+
 /**
  * Metrics of the process that owns the inventory store (the primary in multi-process mode):
  * kept apart from CaMetrics so aggregated worker metrics and these never share a name.
@@ -169,7 +172,7 @@ export class InventoryMetrics {
   /** Read at scrape time, so the gauges are never stale. */
   recorder?: { readonly backlog: number; readonly storeHealthy: boolean; readonly dropped: number; readonly stats: { readonly rejected: number; readonly auditDropped: number; readonly auditRejected: number } };
 
-  constructor(registry: Registry) {
+  constructor(private readonly registry: Registry) {
     const r = [registry];
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- prom-client calls collect() with the gauge as `this`
     const self = this;
@@ -229,6 +232,15 @@ export class InventoryMetrics {
     this.discoveredExpiring = new Gauge({ name: 'meshcert_discovered_certs_expiring', help: 'Certificates that places found by discovery served when last seen, expiring within monitoring.discoveredWarnBefore (state="warning") or expired (state="expired"), counted once per place.', labelNames: ['state'], registers: r });
     this.discoveredExpiringCheckedAt = new Gauge({ name: 'meshcert_discovered_certs_expiring_checked_timestamp_seconds', help: 'Unix time meshcert_discovered_certs_expiring was last computed (it keeps its value while the inventory cannot be queried).', registers: r });
     this.caWarnings = new Gauge({ name: 'meshcert_ca_certs_in_warning_window', help: 'CA certificates expiring within monitoring.caWarnBefore (or expired).', registers: r });
+  }
+
+  /**
+   * With no inventory store (`inventory.store: none`) the store's series would read 0 for good:
+   * `meshcert_inventory_store_up 0` is an outage that is not there, and a checked-at timestamp of
+   * 0 a check that never ran. They are left out instead; the CA expiry gauge stays.
+   */
+  withoutStore(): void {
+    for (const m of this.registry.getMetricsAsArray()) if (STORE_BACKED.test(m.name)) this.registry.removeSingleMetric(m.name);
   }
 }
 

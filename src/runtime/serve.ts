@@ -44,6 +44,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   const registry = new Registry();
   const invMetrics = new InventoryMetrics(registry);
   const inventory = await InventoryService.open(config.inventory, logger, invMetrics);
+  if (!inventory) invMetrics.withoutStore();
   const monitor = new ExpiryMonitor(monitorOptions(config), logger, invMetrics, inventory?.store);
 
   let port: number;

@@ -131,6 +131,25 @@ describe('the server records every certificate and exposes metrics (SQLite, the 
   });
 });
 
+describe('a server without an inventory store (inventory.store: none, as the base manifests run)', () => {
+  it('exposes no store series (no false "store down", no check that never ran) and keeps the CA expiry gauges', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-nostore-'));
+    const s = await start(dir, { inventory: { store: 'none' } });
+    try {
+      const m = (await get(s.server.adminPort!, '/metrics')).body;
+      const series = m.split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+      expect(series.filter((l) => /^meshcert_(inventory_|stale_identities|discovered_certs_expiring)/.test(l))).toEqual([]);
+      expect(metricValue(m, 'meshcert_ca_certs_in_warning_window')).toBe(0);
+      expect(m).toContain('meshcert_ca_cert_expiry_timestamp_seconds{issuer="default",role="root"');
+      expect((await get(s.server.adminPort!, '/readyz')).status).toBe(200);
+    } finally {
+      s.client.close();
+      await s.server.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('PostgreSQL outage during issuance', () => {
   const skip = dedicatedClusterSkipReason();
   let cluster: PgCluster;
