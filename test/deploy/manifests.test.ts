@@ -292,10 +292,14 @@ function volumeAt(d: Deployment, mountPath: string): { mount: NonNullable<Contai
   return { mount: mount!, volume: volume! };
 }
 
-/** Validates one object against the Kubernetes OpenAPI schema shipped by kubernetes-models. */
+/**
+ * Validates one object against the Kubernetes OpenAPI schema shipped by kubernetes-models (the
+ * Prometheus Operator's kinds: by @kubernetes-models/prometheus-operator).
+ */
 async function validateSchema(o: K8sObject): Promise<void> {
   const slash = o.apiVersion.indexOf('/');
-  const spec = slash < 0 ? `kubernetes-models/${o.apiVersion}` : `kubernetes-models/${o.apiVersion.slice(0, slash)}/${o.apiVersion.slice(slash + 1)}`;
+  const pkg = o.apiVersion.startsWith('monitoring.coreos.com/') ? '@kubernetes-models/prometheus-operator' : 'kubernetes-models';
+  const spec = slash < 0 ? `${pkg}/${o.apiVersion}` : `${pkg}/${o.apiVersion.slice(0, slash)}/${o.apiVersion.slice(slash + 1)}`;
   let mod: Record<string, unknown>;
   try {
     mod = (await import(spec)) as Record<string, unknown>;
@@ -779,6 +783,54 @@ withKubectl('kustomization ha-postgres-discovery', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+withKubectl('component monitoring (Prometheus Operator), added to the base', () => {
+  interface ServiceMonitor extends K8sObject {
+    spec: { selector: { matchLabels: Record<string, string> }; namespaceSelector: { matchNames: string[] }; endpoints: { port: string; path: string; scrapeTimeout?: string }[] };
+  }
+  interface Service extends K8sObject {
+    spec: { selector: Record<string, string>; ports: { name: string; port: number; targetPort: string | number }[] };
+  }
+  let objects: K8sObject[] = [];
+  beforeAll(() => {
+    requireTool(KUBECTL);
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-kustomize-'));
+    try {
+      // kustomize takes bases and components by relative path only.
+      writeFileSync(
+        join(dir, 'kustomization.yaml'),
+        ['apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', 'resources:', `  - ${relative(dir, KUSTOMIZE_ROOT)}/base`, 'components:', `  - ${relative(dir, KUSTOMIZE_ROOT)}/components/monitoring`, ''].join('\n'),
+      );
+      objects = renderAbsolute(dir);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  itWithModels('renders a ServiceMonitor and a PrometheusRule that match their schemas, beside the base unchanged', async () => {
+    requireTool(MODELS);
+    const added = objects.filter((o) => o.apiVersion.startsWith('monitoring.coreos.com/'));
+    expect(added.map(ref).sort()).toEqual(['PrometheusRule meshcert/meshcert', 'ServiceMonitor meshcert/meshcert']);
+    for (const o of added) await validateSchema(o);
+    for (const o of added) expect(o.metadata.labels?.['app.kubernetes.io/part-of'], ref(o)).toBe('meshcert');
+    expect(objects.length - added.length).toBe(render(KUSTOMIZATIONS.base).length);
+  });
+
+  it("scrapes every replica on the Service's admin port, in meshcert's namespace, within the per-worker answer time", () => {
+    const monitor = only<ServiceMonitor>(objects, 'ServiceMonitor', 'meshcert');
+    const service = only<Service>(objects, 'Service', 'meshcert');
+    expect(selects(monitor.spec.selector.matchLabels, service.metadata.labels)).toBe(true);
+    expect(monitor.spec.namespaceSelector.matchNames).toEqual([service.metadata.namespace]);
+    const [endpoint, ...more] = monitor.spec.endpoints;
+    expect(more).toEqual([]);
+    expect(endpoint!.path).toBe('/metrics');
+    const port = service.spec.ports.find((p) => p.name === endpoint!.port);
+    expect(port?.port, 'the endpoint names a Service port').toBe(ADMIN_PORT);
+    expect(resolvePort(mainContainer(meshcertDeployment(objects)), port!.targetPort)).toBe(ADMIN_PORT);
+    // Each worker has 2 s to answer a scrape; the timeout leaves room for that and the primary.
+    expect(Number(/^(\d+)s$/.exec(endpoint!.scrapeTimeout ?? '')?.[1])).toBeGreaterThanOrEqual(3);
   });
 });
 

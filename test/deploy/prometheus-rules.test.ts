@@ -1,0 +1,218 @@
+/**
+ * deploy/kubernetes/components/monitoring, checked offline (no Prometheus here):
+ * - both objects match the Prometheus Operator's schemas (npm `@kubernetes-models/prometheus-operator`);
+ * - every alert expression parses with Prometheus's own PromQL grammar (npm `@prometheus-io/lezer-promql`,
+ *   the parser of Prometheus's web UI);
+ * - every metric an expression reads is one meshcert registers (taken from the real metric classes),
+ *   every label matcher names a label that metric has, with a value meshcert can give it, and every
+ *   `by (...)` label and `$labels.X` in an annotation is one the expression's result can carry.
+ * So renaming a metric, a label or an error code fails here instead of silencing an alert.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parser } from '@prometheus-io/lezer-promql';
+import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
+import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
+import { Histogram, Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { CA_ERROR_CODES } from '../../src/errors/ca-error.js';
+import { CaMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../../src/metrics/ca-metrics.js';
+
+type SyntaxNode = ReturnType<typeof parser.parse>['topNode'];
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const COMPONENT = join(ROOT, 'deploy/kubernetes/components/monitoring');
+
+interface Rule {
+  alert?: string;
+  record?: string;
+  expr: string;
+  for?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+interface RuleFile {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace: string; labels?: Record<string, string> };
+  spec: { groups: { name: string; rules: Rule[] }[] };
+}
+
+/** Labels Prometheus adds to every scraped series (the ServiceMonitor's target labels). */
+const TARGET_LABELS = ['namespace', 'pod', 'job', 'instance', 'service', 'endpoint', 'container'];
+/** Series the rules may read that meshcert does not export. */
+const FOREIGN: Record<string, readonly string[]> = { up: [] };
+
+/**
+ * The values meshcert gives a label, per `metric:label` or per label: error codes from the code's
+ * own list; the others as written where each metric is set (src/metrics, src/grpc/server.ts,
+ * src/runtime/reload.ts, src/runtime/inventory-intake.ts).
+ */
+const LABEL_VALUES: Record<string, readonly string[]> = {
+  code: ['OK', ...CA_ERROR_CODES],
+  role: ['root', 'intermediate', 'serving'],
+  state: ['warning', 'expired'],
+  'meshcert_config_reloads_total:result': ['applied', 'rejected'],
+  'meshcert_connections_shed_total:reason': ['max_connections', 'max_connections_idle', 'memory', 'idle_memory'],
+  'meshcert_inventory_audit_events_lost_total:reason': ['dropped', 'rejected'],
+  'meshcert_inventory_refused_from_workers_total:kind': ['record', 'audit'],
+};
+
+/** Every series name meshcert exports, with its labels (a histogram's three series included). */
+function exportedMetrics(): Map<string, readonly string[]> {
+  const registry = new Registry();
+  new CaMetrics(registry);
+  new InventoryMetrics(registry);
+  new ReloadMetrics(registry);
+  new WorkerMetrics(registry, () => []);
+  const out = new Map<string, readonly string[]>();
+  for (const m of registry.getMetricsAsArray()) {
+    const labels = (m as unknown as { labelNames: string[] }).labelNames;
+    if (m instanceof Histogram) {
+      out.set(`${m.name}_bucket`, [...labels, 'le']);
+      out.set(`${m.name}_sum`, labels);
+      out.set(`${m.name}_count`, labels);
+    } else {
+      out.set(m.name, labels);
+    }
+  }
+  return out;
+}
+
+const EXPORTED = exportedMetrics();
+
+function nodes(root: SyntaxNode, name: string): SyntaxNode[] {
+  const found: SyntaxNode[] = [];
+  const cursor = root.cursor();
+  do {
+    if (cursor.name === name) found.push(cursor.node);
+  } while (cursor.next());
+  return found;
+}
+
+function unquote(s: string): string {
+  return JSON.parse(s.startsWith("'") ? `"${s.slice(1, -1).replace(/"/g, '\\"')}"` : s) as string;
+}
+
+/** What is wrong with one rule, as messages naming it; [] when nothing is. */
+function problemsOf(rule: Rule): string[] {
+  const name = rule.alert ?? rule.record ?? '(unnamed)';
+  const problems: string[] = [];
+  const say = (what: string): number => problems.push(`${name}: ${what}`);
+  if (!rule.alert || !/^Meshcert[A-Z][A-Za-z]+$/.test(rule.alert)) say('alert name must be Meshcert<Name>');
+  if (rule.for !== undefined && !/^\d+[smhdwy]$/.test(rule.for)) say(`"for: ${rule.for}" is not a Prometheus duration`);
+  if (!['info', 'warning', 'critical'].includes(rule.labels?.severity ?? '')) say('labels.severity must be info, warning or critical');
+  for (const a of ['summary', 'description']) if (!rule.annotations?.[a]?.trim()) say(`annotations.${a} is missing`);
+
+  const expr = rule.expr;
+  const tree = parser.parse(expr);
+  let syntaxError: number | undefined;
+  tree.iterate({ enter: (n) => void (n.type.isError && syntaxError === undefined && (syntaxError = n.from)) });
+  if (syntaxError !== undefined) {
+    say(`expr does not parse at offset ${syntaxError}: ${JSON.stringify(expr.slice(syntaxError, syntaxError + 20))}`);
+    return problems;
+  }
+  const top = tree.topNode;
+  const text = (n: SyntaxNode): string => expr.slice(n.from, n.to);
+  const metricLabels = new Set<string>(TARGET_LABELS);
+  for (const selector of nodes(top, 'VectorSelector')) {
+    const metricNode = selector.getChild('Identifier');
+    if (!metricNode) {
+      say(`a selector without a metric name: ${text(selector)}`);
+      continue;
+    }
+    const metric = text(metricNode);
+    const labels = EXPORTED.get(metric) ?? FOREIGN[metric];
+    if (labels === undefined) {
+      say(`reads ${metric}, which meshcert does not export`);
+      continue;
+    }
+    for (const l of labels) metricLabels.add(l);
+    for (const matcher of nodes(selector, 'UnquotedLabelMatcher')) {
+      const label = text(matcher.getChild('LabelName')!);
+      const op = text(matcher.getChild('MatchOp')!);
+      const value = unquote(text(matcher.getChild('StringLiteral')!));
+      if (!labels.includes(label) && !TARGET_LABELS.includes(label)) {
+        say(`${metric} has no label ${label}`);
+        continue;
+      }
+      const allowed = LABEL_VALUES[`${metric}:${label}`] ?? LABEL_VALUES[label];
+      if (allowed === undefined) continue;
+      // Alternations of plain values only, so that each can be checked.
+      const values = op === '=~' || op === '!~' ? value.split('|') : [value];
+      for (const v of values) {
+        if (!/^[A-Za-z_]+$/.test(v)) say(`${metric}{${label}${op}"${value}"}: write a plain alternation of values`);
+        else if (!allowed.includes(v)) say(`${metric}{${label}} is never "${v}" (meshcert sets ${allowed.join(', ')})`);
+      }
+    }
+  }
+  const groupings = nodes(top, 'AggregateModifier').map((m) => nodes(m, 'LabelName').map(text));
+  for (const g of groupings) for (const l of g) if (!metricLabels.has(l)) say(`groups by ${l}, a label none of its metrics has`);
+  // $labels.X must survive the expression: in every `by (...)` when it aggregates.
+  const kept = groupings.length > 0 ? groupings.reduce((a, b) => a.filter((l) => b.includes(l))) : [...metricLabels];
+  const isAbsent = nodes(top, 'Absent').length > 0;
+  for (const a of Object.values(rule.annotations ?? {})) {
+    for (const m of a.matchAll(/\$labels\.([A-Za-z_]+)/g)) {
+      if (isAbsent || !kept.includes(m[1]!)) say(`an annotation uses $labels.${m[1]}, which the result does not carry`);
+    }
+  }
+  return problems;
+}
+
+function load<T>(file: string): T {
+  return parseYaml(readFileSync(join(COMPONENT, file), 'utf8')) as T;
+}
+
+describe('deploy/kubernetes/components/monitoring (no Prometheus needed)', () => {
+  const rules = load<RuleFile>('prometheusrule.yaml');
+  const all = rules.spec.groups.flatMap((g) => g.rules);
+
+  it('ships a PrometheusRule and a ServiceMonitor that match the Prometheus Operator schemas', () => {
+    expect(() => new PrometheusRule(structuredClone(rules) as never).validate()).not.toThrow();
+    const monitor = load<Record<string, unknown>>('servicemonitor.yaml');
+    expect(() => new ServiceMonitor(structuredClone(monitor) as never).validate()).not.toThrow();
+    expect([rules.metadata.namespace, (monitor.metadata as { namespace: string }).namespace]).toEqual(['meshcert', 'meshcert']);
+  });
+
+  it('has uniquely named groups and alerts', () => {
+    const groups = rules.spec.groups.map((g) => g.name);
+    expect(new Set(groups).size).toBe(groups.length);
+    const alerts = all.map((r) => r.alert);
+    expect(new Set(alerts).size).toBe(alerts.length);
+    expect(all.length).toBeGreaterThan(10);
+  });
+
+  it('has only rules that parse and read metrics, labels and label values meshcert exports', () => {
+    expect(all.flatMap(problemsOf)).toEqual([]);
+  });
+
+  it('alerts on the failures an operator must act on', () => {
+    const read = (alert: string): string => all.find((r) => r.alert === alert)?.expr ?? '';
+    expect(read('MeshcertCACertificateExpiresWithinAWeek')).toContain('meshcert_ca_cert_expiry_timestamp_seconds');
+    expect(read('MeshcertDiscoveredCertificateExpired')).toContain('state="expired"');
+    expect(read('MeshcertInventoryStoreDown')).toContain('meshcert_inventory_store_up');
+    expect(read('MeshcertInventoryRecordsLost')).toContain('meshcert_inventory_dropped_records_total');
+    expect(read('MeshcertIssuanceFailing')).toContain('INTERNAL');
+    const critical = all.filter((r) => r.labels?.severity === 'critical').map((r) => r.alert);
+    expect(critical).toEqual(expect.arrayContaining(['MeshcertCACertificateExpiresWithinAWeek', 'MeshcertIssuanceFailing', 'MeshcertInventoryStoreDown', 'MeshcertDown']));
+  });
+
+  it('the checker itself finds each kind of mistake (so a clean result means something)', () => {
+    const base = { labels: { severity: 'warning' }, annotations: { summary: 's', description: 'd' } };
+    const check = (expr: string, extra: Partial<Rule> = {}): string[] => problemsOf({ alert: 'MeshcertExample', expr, ...base, ...extra });
+    expect(check('max(meshcert_inventory_store_up) > 0')).toEqual([]);
+    expect(check('max(meshcert_inventory_store_up) >')[0]).toMatch(/does not parse/);
+    expect(check('meshcert_inventory_store_upp == 0')[0]).toMatch(/does not export/);
+    expect(check('rate(meshcert_refusals_total{code="INTERNL"}[5m]) > 0')[0]).toMatch(/never "INTERNL"/);
+    expect(check('rate(meshcert_refusals_total{code=~"INTERNAL|OOPS"}[5m]) > 0')[0]).toMatch(/never "OOPS"/);
+    expect(check('rate(meshcert_refusals_total{code=~"INTERNAL.*"}[5m]) > 0')[0]).toMatch(/plain alternation/);
+    expect(check('meshcert_inventory_store_up{reason="x"} == 0')[0]).toMatch(/no label reason/);
+    expect(check('sum by (issuer) (meshcert_inventory_store_up) == 0')[0]).toMatch(/groups by issuer/);
+    expect(check('sum by (namespace) (meshcert_inventory_store_up) == 0', { annotations: { summary: 's', description: '{{ $labels.pod }}' } })[0]).toMatch(/\$labels\.pod/);
+    expect(check('max(meshcert_inventory_store_up) > 0', { for: '5 minutes' })[0]).toMatch(/duration/);
+    expect(check('max(meshcert_inventory_store_up) > 0', { labels: { severity: 'page' } })[0]).toMatch(/severity/);
+    expect(check('histogram_quantile(0.99, sum by (le) (rate(meshcert_request_duration_seconds_bucket{code="OK"}[5m]))) > 1')).toEqual([]);
+  });
+});
