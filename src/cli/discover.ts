@@ -15,7 +15,8 @@ export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints 
   discovered:endpoint:HOST:PORT or discovered:k8s-secret:NS/NAME[/KEY]. Idempotent. Several values
   may follow one --files/--endpoints.
   Each place read in full is recorded as seen with its certificates: the expiry reports judge a
-  place by what it served when last seen (run discover on a schedule).
+  place by what it served when last seen (run discover on a schedule). With --k8s-secrets, when
+  every list call succeeds, k8s-secret places the cluster no longer holds are forgotten.
   Exit 0 when something was found and nothing failed, 1 when any item failed (or nothing was found).
 meshcert discover --forget PLACE... [--config FILE | --db ...] [--json]
   Forgets places that are gone (file:PATH, endpoint:HOST:PORT, k8s-secret:NS/NAME[/KEY], as
@@ -108,6 +109,7 @@ function printHuman(r: DiscoveryReport, label: string): void {
     else if (item.status === 'skipped') console.log(`${item.kind} ${item.target}: skipped: ${item.reason}`);
     else console.error(`meshcert discover: ${item.kind} ${item.target}: ${item.error}`);
   }
+  for (const place of r.retired) console.log(`forgot ${place}: no longer in the cluster`);
   console.log(
     `discovered ${r.found} certificate(s) in ${r.ok} item(s)` +
       `${r.skipped > 0 ? `, ${r.skipped} skipped` : ''}${r.failed > 0 ? `, ${r.failed} failed` : ''}; ${r.newRecords} new in ${label}`,
@@ -144,7 +146,7 @@ async function forgetPlaces(store: InventoryStore, places: readonly string[], js
 /**
  * `meshcert discover`. Exit codes: 0 at least one item succeeded and none failed; 1 an item
  * failed, nothing was found, or the store cannot be opened/written; 2 usage (UsageError).
- * JSON output: `{ found, newRecords, ok, skipped, failed, items: [...], errors: [{ kind, target, error }] }`.
+ * JSON output: `{ found, newRecords, retired: [place...], ok, skipped, failed, items: [...], errors: [{ kind, target, error }] }`.
  */
 export async function discoverCommand(argv: string[]): Promise<number> {
   const a = parseDiscoverArgs(argv);

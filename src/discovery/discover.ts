@@ -10,7 +10,9 @@
  * all its certificates as its snapshot at the run's start, in one transaction
  * (`recordSnapshots`): the latest snapshot is what the expiry reports judge, so a certificate
  * renewed where it is served leaves them at the next run. A place that failed keeps its last
- * snapshot; one no longer looked at (a deleted file or Secret) keeps it until `--forget`. Expired
+ * snapshot; one no longer looked at (a deleted file) keeps it until `--forget`, except that a
+ * complete listing of the cluster's Secrets forgets every `k8s-secret:` place it no longer holds
+ * (a Secret or namespace deleted, a Secret whose type changed). Expired
  * certificates are recorded too (they are what expiry reports are for). A certificate the
  * inventory cannot hold (e.g. a serial longer than 64 octets) turns its item into an error.
  * Problems are per item; the run goes on. Only a store failure aborts (it throws).
@@ -56,6 +58,12 @@ export interface DiscoveryReport {
   found: number;
   /** Records new to the inventory after this run (store count after - before). */
   newRecords: number;
+  /**
+   * Places forgotten because a complete listing of the cluster's Secrets no longer holds them
+   * (`k8s-secret:NS/NAME[/KEY]`, as `certs expiring` names places); [] without --k8s-secrets or
+   * when a list call failed.
+   */
+  retired: string[];
   ok: number;
   skipped: number;
   failed: number;
@@ -137,15 +145,41 @@ export async function discover(store: InventoryStore, o: DiscoverOptions): Promi
   // Again: an expired record a prune deleted between the two (it was in no snapshot then) is back,
   // and now a snapshot holds it. Idempotent; nothing new is counted.
   await writeRecords();
+  const retired = o.k8sSecrets ? await retireGoneSecrets(store, items) : [];
   const after = await store.count();
   return {
     items: reports,
     found: all.length,
     newRecords: after - before,
+    retired,
     ok: reports.filter((r) => r.status === 'ok').length,
     skipped: reports.filter((r) => r.status === 'skipped').length,
     failed: reports.filter((r) => r.status === 'error').length,
   };
+}
+
+const K8S_PLACES = 'discovered:k8s-secret:';
+
+/**
+ * Every list call succeeded, so the items name every Secret key of the cluster meshcert reads
+ * (failed ones included: a Secret whose key does not parse is still there). A known k8s-secret
+ * place outside them is gone, and is forgotten as `--forget` would: otherwise a deleted
+ * namespace's certificates stayed in the expiry reports, expiring, for good. One cluster per
+ * inventory: places do not name their cluster.
+ */
+async function retireGoneSecrets(store: InventoryStore, items: readonly DiscoveredItem[]): Promise<string[]> {
+  if (items.some((i) => i.kind === 'k8s' && i.status === 'error')) return [];
+  const present = new Set<string>();
+  for (const i of items) {
+    if (i.kind !== 'k8s-secret') continue;
+    if (i.source !== null) present.add(i.source);
+    for (const s of i.alsoEmpty ?? []) present.add(s);
+  }
+  const retired: string[] = [];
+  for (const place of await store.placesUnder(K8S_PLACES)) {
+    if (!present.has(place) && (await store.forgetPlace(place))) retired.push(place.slice('discovered:'.length));
+  }
+  return retired;
 }
 
 /** 0 when at least one item succeeded and none failed; 1 otherwise (any failure, or nothing found). */

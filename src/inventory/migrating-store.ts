@@ -151,6 +151,11 @@ export class MigratingStore implements InventoryStore {
     return this.inner.forgetPlace(source);
   }
 
+  async placesUnder(prefix: `discovered:${string}`): Promise<RecordSource[]> {
+    await this.check();
+    return this.inner.placesUnder(prefix);
+  }
+
   async pruneExpired(before: Date): Promise<number> {
     await this.check();
     return this.inner.pruneExpired(before);

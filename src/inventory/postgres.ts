@@ -395,6 +395,12 @@ export class PostgresInventoryStore implements InventoryStore {
     return Number(rows[0]?.n ?? 0) > 0;
   }
 
+  async placesUnder(prefix: `discovered:${string}`): Promise<RecordSource[]> {
+    // COLLATE "C": the order SQLite gives (bytewise), whatever the database's collation.
+    const { rows } = await this.query<{ source: RecordSource }>(`SELECT source FROM ${PLACES_TABLE} WHERE left(source, length($1)) = $1 ORDER BY source COLLATE "C"`, [prefix]);
+    return rows.map((r) => r.source);
+  }
+
   // Short transactions, one per batch; rows another replica is deleting at the same moment are
   // skipped (SKIP LOCKED) rather than waited for.
   async pruneExpired(before: Date): Promise<number> {

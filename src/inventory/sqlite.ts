@@ -463,6 +463,11 @@ export class SqliteInventoryStore implements InventoryStore {
     return changed.some((n) => n > 0);
   }
 
+  async placesUnder(prefix: `discovered:${string}`): Promise<RecordSource[]> {
+    const rows = await this.call<Array<{ source: RecordSource }>>('all', `SELECT source FROM ${PLACES_TABLE} WHERE substr(source, 1, length(?)) = ? ORDER BY source`, [prefix, prefix]);
+    return rows.map((r) => r.source);
+  }
+
   async pruneExpired(before: Date): Promise<number> {
     const n = await this.pruneBatches(`DELETE FROM ${CERT_TABLE} WHERE rowid IN (SELECT rowid FROM ${CERT_TABLE} c WHERE c.not_after < ? AND ${NOT_STILL_SERVED('c')} LIMIT ${PRUNE_BATCH})`, before);
     if (n > 0) await this.call<number>('run', PRUNE_SIGHTINGS_SQL, []);

@@ -154,6 +154,8 @@ export interface InventoryStore {
   discoveredExpiring(expiringBefore: Date): Promise<DiscoveredCertificate[]>;
   /** Drops a place (one that is gone) and its snapshots; returns whether it was known. Its certificate records stay. */
   forgetPlace(source: RecordSource): Promise<boolean>;
+  /** The known places whose source starts with `prefix` (e.g. `discovered:k8s-secret:`), sorted. */
+  placesUnder(prefix: `discovered:${string}`): Promise<RecordSource[]>;
   /**
    * Deletes certificate records with notAfter < before, except discovered ones that a place's
    * latest snapshot holds (still served when last seen), and their sightings; returns how many

@@ -341,13 +341,13 @@ describe('discover() into a store', () => {
     const r = await discover(store, { files: [empty] });
     expect(r.items).toEqual([expect.objectContaining({ status: 'error', error: 'no *.pem, *.crt, *.cer or *.der file in this directory' })]);
     expect(discoveryExitCode(r)).toBe(1);
-    expect(discoveryExitCode({ items: [], found: 0, newRecords: 0, ok: 0, skipped: 1, failed: 0 })).toBe(1);
+    expect(discoveryExitCode({ items: [], found: 0, newRecords: 0, retired: [], ok: 0, skipped: 1, failed: 0 })).toBe(1);
   });
 });
 
 /** discover() over these Secrets, served by a fake API server for the run. */
-async function discoverSecrets(store: InventoryStore, secrets: unknown[]): Promise<DiscoveryReport> {
-  const api = await fakeApiServer(secrets, 'tok-discover');
+async function discoverSecrets(store: InventoryStore, secrets: unknown[], o: { failSelector?: string } = {}): Promise<DiscoveryReport> {
+  const api = await fakeApiServer(secrets, 'tok-discover', o);
   try {
     const kubeconfig = join(mkdtempSync(join(dir, 'kubeconfig-')), 'config');
     writeKubeconfig(kubeconfig, api.url, api.caPem, 'tok-discover');
@@ -358,7 +358,7 @@ async function discoverSecrets(store: InventoryStore, secrets: unknown[]): Promi
 }
 
 /** A loopback HTTPS server standing in for the Kubernetes API server. */
-async function fakeApiServer(secrets: unknown[], token: string): Promise<{ url: string; caPem: string; requests: string[]; close(): Promise<void> }> {
+async function fakeApiServer(secrets: unknown[], token: string, o: { failSelector?: string } = {}): Promise<{ url: string; caPem: string; requests: string[]; close(): Promise<void> }> {
   const apiChain = await makeChain({ subject: 'CN=kube-apiserver', dns: ['localhost'], ips: ['127.0.0.1'] });
   const requests: string[] = [];
   const server = https.createServer({ key: await apiChain.leaf.keyPem(), cert: apiChain.leaf.pem + apiChain.intermediate.pem }, (req, res) => {
@@ -379,6 +379,11 @@ async function fakeApiServer(secrets: unknown[], token: string): Promise<{ url: 
     if (req.method !== 'GET' || url.pathname !== '/api/v1/secrets' || !selector) {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'not found', code: 404 }));
+      return;
+    }
+    if (url.searchParams.get('fieldSelector') === o.failSelector) {
+      res.writeHead(500, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'etcdserver: request timed out', code: 500 }));
       return;
     }
     // Paging as the API server does it: `limit`, and an opaque `continue` token.
@@ -467,6 +472,40 @@ describe('Kubernetes TLS Secrets', () => {
       expect(await expiringAll()).toEqual(
         [`k8s-secret:a/both ${fpOf(chain.leaf)}`, `k8s-secret:a/both ${fpOf(chain.intermediate)}`, `k8s-secret:a/both/ca.crt ${fpOf(chain.intermediate)}`, `k8s-secret:a/both/ca.crt ${fpOf(chain.root)}`].sort(),
       );
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('forgets the k8s-secret places a complete listing no longer holds, and none while a list call fails', async () => {
+    const store = await openStore({ kind: 'sqlite', path: join(mkdtempSync(join(dir, 'retire-')), 'inventory.db') });
+    try {
+      const keep = tlsSecret('a', 'keep', chain.leaf.pem);
+      const flaky = tlsSecret('a', 'flaky', chain.intermediate.pem);
+      const gone = secret('b', 'gone', 'kubernetes.io/tls', { 'tls.crt': chain.root.pem, 'ca.crt': chain.root.pem, 'tls.key': 'k' });
+      const istio = secret('istio-system', 'cacerts', 'Opaque', { 'ca-cert.pem': chain.intermediate.pem, 'root-cert.pem': chain.root.pem, 'ca-key.pem': 'k' });
+      expect((await discoverSecrets(store, [keep, flaky, gone, istio])).retired).toEqual([]);
+      await store.recordSnapshots([{ source: 'discovered:file:/etc/tls/other.pem', fingerprints: [fpOf(chain.leaf)] }], new Date());
+      const places = async (): Promise<string[]> => (await store.placesUnder('discovered:')).map((p) => p.slice('discovered:'.length));
+      const all = ['file:/etc/tls/other.pem', 'k8s-secret:a/flaky', 'k8s-secret:a/keep', 'k8s-secret:b/gone', 'k8s-secret:b/gone/ca.crt', 'k8s-secret:istio-system/cacerts/ca-cert.pem', 'k8s-secret:istio-system/cacerts/root-cert.pem'];
+      expect(await places()).toEqual(all);
+
+      // The Istio CA Secrets' list call fails: the listing is not the whole cluster, nothing is forgotten.
+      const partial = await discoverSecrets(store, [keep, flaky], { failSelector: 'metadata.name=cacerts' });
+      expect(partial.items.filter((i) => i.status === 'error').map((i) => i.error)).toEqual([expect.stringContaining('cannot list Secrets named cacerts: API server answered HTTP 500')]);
+      expect(partial.retired).toEqual([]);
+      expect(await places()).toEqual(all);
+
+      // Complete: namespace b and the Istio Secret are gone, a/flaky's tls.crt no longer parses
+      // (still there: it keeps its last snapshot), files are not the cluster's.
+      const junk = tlsSecret('a', 'flaky', 'hello');
+      const complete = await discoverSecrets(store, [keep, junk]);
+      expect(complete.retired).toEqual(['k8s-secret:b/gone', 'k8s-secret:b/gone/ca.crt', 'k8s-secret:istio-system/cacerts/ca-cert.pem', 'k8s-secret:istio-system/cacerts/root-cert.pem']);
+      expect(await places()).toEqual(['file:/etc/tls/other.pem', 'k8s-secret:a/flaky', 'k8s-secret:a/keep']);
+      expect((await store.get(fpOf(chain.root)))?.source).toBe('discovered:k8s-secret:b/gone'); // records stay
+      const expiring = (await discoveredExpiring(store, new Date(), 365 * 86_400 * 100)).map((d) => d.where).sort();
+      expect(expiring).toEqual(['file:/etc/tls/other.pem', 'k8s-secret:a/flaky', 'k8s-secret:a/keep']);
+      expect((await discoverSecrets(store, [keep, junk])).retired).toEqual([]);
     } finally {
       await store.close();
     }
@@ -578,10 +617,8 @@ describe('meshcert discover (CLI)', () => {
 
   it('records tls.crt of every kubernetes.io/tls Secret through the API server', async () => {
     const other = await makeTestCert({ subject: 'CN=ingress.example', dns: ['ingress.example'] });
-    const api = await fakeApiServer(
-      [tlsSecret('istio-system', 'cacerts-mirror', chain.leaf.pem + chain.intermediate.pem), tlsSecret('web', 'ingress-tls', other.pem), tlsSecret('web', 'pending', '')],
-      'tok-123',
-    );
+    const secrets = [tlsSecret('istio-system', 'cacerts-mirror', chain.leaf.pem + chain.intermediate.pem), tlsSecret('web', 'ingress-tls', other.pem), tlsSecret('web', 'pending', '')];
+    const api = await fakeApiServer(secrets, 'tok-123');
     try {
       const kubeconfig = join(dir, 'kubeconfig');
       writeKubeconfig(kubeconfig, api.url, api.caPem, 'tok-123');
@@ -602,6 +639,17 @@ describe('meshcert discover (CLI)', () => {
       } finally {
         await store.close();
       }
+
+      // The ingress Secret is deleted: the next run says it forgot its place, in both outputs.
+      secrets.splice(1, 1);
+      out.mockClear();
+      expect(await discoverCommand(['--k8s-secrets', '--kubeconfig', kubeconfig, '--db', `sqlite:${dbPath}`])).toBe(0);
+      expect(stdout()).toContain('forgot k8s-secret:web/ingress-tls: no longer in the cluster\n');
+      // web/pending never held a certificate, so it is no place: only the mirror's is forgotten.
+      secrets.splice(0, 1);
+      out.mockClear();
+      expect(await discoverCommand(['--k8s-secrets', '--kubeconfig', kubeconfig, '--db', `sqlite:${dbPath}`, '--json'])).toBe(1); // nothing found
+      expect((JSON.parse(stdout()) as { retired: string[] }).retired).toEqual(['k8s-secret:istio-system/cacerts-mirror']);
 
       // KUBECONFIG through loadFromDefault(), and a wrong token: one error item, exit 1
       out.mockClear();

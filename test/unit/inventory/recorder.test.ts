@@ -13,6 +13,7 @@ import {
   type DiscoveredCertificate,
   type InventoryStore,
   type Page,
+  type RecordSource,
 } from '../../../src/inventory/types.js';
 import {
   createTestDatabase,
@@ -90,6 +91,9 @@ class MemoryStore implements InventoryStore {
   }
   async forgetPlace(): Promise<boolean> {
     return false;
+  }
+  async placesUnder(): Promise<RecordSource[]> {
+    return [];
   }
   async pruneExpired(): Promise<number> {
     return 0;

@@ -532,6 +532,17 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await store.forgetPlace('discovered:k8s-secret:a/s')).toBe(true);
   });
 
+  it('lists the known places under a prefix, in bytewise order, and none from a prefix that is only similar', async () => {
+    const r = makeRecord('pl', { source: 'discovered:k8s-secret:b/s', notAfter: new Date(Date.now() + HOUR) });
+    await store.insertMany([r]);
+    const places = ['discovered:k8s-secret:b/s', 'discovered:k8s-secret:a/s/ca.crt', 'discovered:k8s-secret:B/s', 'discovered:k8s-secretx:a/s', 'discovered:file:/k8s-secret:a', 'discovered:k8s-secret:a_/s'] as const;
+    await store.recordSnapshots(places.map((source) => ({ source, fingerprints: [r.fingerprint] })), new Date(Date.now() - HOUR));
+    expect(await store.placesUnder('discovered:k8s-secret:')).toEqual(['discovered:k8s-secret:B/s', 'discovered:k8s-secret:a/s/ca.crt', 'discovered:k8s-secret:a_/s', 'discovered:k8s-secret:b/s']);
+    // LIKE wildcards in a prefix are literal.
+    expect(await store.placesUnder('discovered:k8s-secret:a_')).toEqual(['discovered:k8s-secret:a_/s']);
+    expect(await store.placesUnder('discovered:endpoint:')).toEqual([]);
+  });
+
   it('stamps a snapshot no later than the database clock allows (PostgreSQL: + 5 minutes; SQLite shares the runner clock)', async () => {
     const r = makeRecord('ahead', { source: 'discovered:file:/ahead.pem', notAfter: new Date(Date.now() + HOUR) });
     await store.insertMany([r]);
