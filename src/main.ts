@@ -21,9 +21,9 @@ import { usableCpus } from './runtime/cpus.js';
 import { fanOut, type IssuanceObserver } from './authority/observer.js';
 import { certificateAdmission, createCertificateHandler } from './grpc/certificate-service.js';
 import { inventoryObserver, type RecordSink } from './inventory/sink.js';
-import type { CaMetrics } from './metrics/ca-metrics.js';
+import { zeroSeries, type CaMetrics } from './metrics/ca-metrics.js';
 import { HealthService } from './grpc/health.js';
-import { GrpcServer } from './grpc/server.js';
+import { CONNECTION_SHED_REASONS, GrpcServer } from './grpc/server.js';
 import { CERTIFICATE_SERVICE, HEALTH_SERVICE, methodCodec, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from './grpc/proto.js';
 import type { HealthCheckRequest, HealthCheckResponse } from './grpc/health.js';
 import type { LocalIssuer } from './issuer/local.js';
@@ -247,6 +247,8 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   // Not health.serving: during server.shutdownDelay health reports NOT_SERVING while calls are served.
   let started = false;
   const certificates = { authority, logger, observer: fanOut(observers), ready: () => started && !closing };
+  // Here, not in CaMetrics: the reasons are the gRPC server's, which a cluster primary never loads.
+  if (o.metrics) zeroSeries(o.metrics.connectionsShed, 'reason', CONNECTION_SHED_REASONS);
   const server = new GrpcServer(
     {
       listen: config.server.listen,

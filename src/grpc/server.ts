@@ -54,7 +54,8 @@ export interface GrpcServerOptions {
   readonly onConnectionShed?: (reason: ConnectionShedReason) => void;
 }
 
-export type ConnectionShedReason = 'max_connections' | 'max_connections_idle' | 'memory' | 'idle_memory';
+export const CONNECTION_SHED_REASONS = ['max_connections', 'max_connections_idle', 'memory', 'idle_memory'] as const;
+export type ConnectionShedReason = (typeof CONNECTION_SHED_REASONS)[number];
 
 interface Upload {
   readonly started: number;

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { X509Certificate } from 'node:crypto';
 import type { IssuanceObserver } from '../authority/observer.js';
-import type { CaErrorCode } from '../errors/ca-error.js';
+import { CA_ERROR_CODES, type CaErrorCode } from '../errors/ca-error.js';
 
 /** A CA's certificates whose expiry the gauges report. */
 export interface ExpiringCa {
@@ -64,6 +64,7 @@ export class CaMetrics {
       registers: r,
     });
     this.refusals = new Counter({ name: 'meshcert_refusals_total', help: 'Refused CreateCertificate calls by meshcert error code.', labelNames: ['code'], registers: r });
+    zeroSeries(this.refusals, 'code', CA_ERROR_CODES);
     this.caExpiry = new Gauge({ name: 'meshcert_ca_cert_expiry_timestamp_seconds', help: 'NotAfter of each CA and serving certificate.', labelNames: ['issuer', 'role', 'subject'], registers: r, aggregator: 'min', collect });
     this.jwksRefreshFailures = new Counter({ name: 'meshcert_jwks_refresh_failures_total', help: 'Failed JWKS refreshes by token issuer.', labelNames: ['issuer'], registers: r });
     this.overloadRejections = new Counter({ name: 'meshcert_overload_rejections_total', help: 'Calls shed with UNAVAILABLE because too many calls, or too many request bytes, were in flight (overload.maxInFlight, overload.maxInFlightBytes), or the process was short of memory (overload.heapLimitRatio).', registers: r });
@@ -140,6 +141,15 @@ export class CaMetrics {
       },
     };
   }
+}
+
+/**
+ * Starts a labelled counter's series at 0. prom-client exports a labelled series only from its
+ * first increment, which Prometheus's increase() and rate() cannot see (they need a sample before
+ * it): a first failed reload, or one lost record, would never raise an alert.
+ */
+export function zeroSeries<L extends string>(c: Counter<L>, label: L, values: readonly string[]): void {
+  for (const v of values) c.inc({ [label]: v } as Partial<Record<L, string>>, 0);
 }
 
 /** InventoryMetrics' series that only a store gives values to. */
@@ -220,12 +230,14 @@ export class InventoryMetrics {
         auditRejectedNow(this, { reason: 'rejected' });
       },
     });
+    zeroSeries(this.auditLostTotal, 'reason', ['dropped', 'rejected']);
     this.refusedFromWorkers = new Counter({
       name: 'meshcert_inventory_refused_from_workers_total',
       help: 'Certificate records and audit events shipped by a worker that the inventory refused as invalid and dropped.',
       labelNames: ['kind'],
       registers: r,
     });
+    zeroSeries(this.refusedFromWorkers, 'kind', ['record', 'audit']);
     this.storeUp = new Gauge({ name: 'meshcert_inventory_store_up', help: '1 when the last inventory write (or ping) succeeded and no write has been outstanding longer than 5 s.', registers: r, collect() { if (self.recorder) this.set(self.recorder.storeHealthy ? 1 : 0); } });
     this.staleIdentities = new Gauge({ name: 'meshcert_stale_identities', help: 'Identities whose latest certificate expires soon and was not renewed.', registers: r });
     this.staleIdentitiesCheckedAt = new Gauge({ name: 'meshcert_stale_identities_checked_timestamp_seconds', help: 'Unix time meshcert_stale_identities was last computed (it keeps its value while the inventory cannot be queried).', registers: r });
@@ -250,6 +262,7 @@ export class ReloadMetrics {
 
   constructor(registry: Registry) {
     this.reloads = new Counter({ name: 'meshcert_config_reloads_total', help: 'Configuration reloads by result (applied, rejected).', labelNames: ['result'], registers: [registry] });
+    zeroSeries(this.reloads, 'result', ['applied', 'rejected']);
   }
 }
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
-import { CaMetrics, InventoryMetrics } from '../../../src/metrics/ca-metrics.js';
+import { CaMetrics, InventoryMetrics, ReloadMetrics } from '../../../src/metrics/ca-metrics.js';
 
 let base: string;
 let a: { root: X509Certificate; inter: X509Certificate };
@@ -113,3 +113,23 @@ describe('InventoryMetrics counters', () => {
     expect(await read('meshcert_inventory_dropped_records')).toBe('meshcert_inventory_dropped_records 10');
   });
 });
+
+describe('labelled counters an alert reads with increase()', () => {
+  it('are exported at 0 before their first event, so that the first one is an increase', async () => {
+    const registry = new Registry();
+    new CaMetrics(registry);
+    new InventoryMetrics(registry);
+    new ReloadMetrics(registry);
+    const text = await registry.metrics();
+    for (const series of [
+      'meshcert_refusals_total{code="INTERNAL"} 0',
+      'meshcert_refusals_total{code="AUTH_INVALID"} 0',
+      'meshcert_config_reloads_total{result="rejected"} 0',
+      'meshcert_inventory_audit_events_lost_total{reason="dropped"} 0',
+      'meshcert_inventory_refused_from_workers_total{kind="record"} 0',
+    ]) {
+      expect(text.split('\n'), series).toContain(series);
+    }
+  });
+});
+
