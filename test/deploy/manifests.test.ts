@@ -190,7 +190,7 @@ interface Deployment extends K8sObject {
     replicas?: number;
     selector: { matchLabels?: Record<string, string> };
     strategy?: { type?: string; rollingUpdate?: { maxUnavailable?: number | string; maxSurge?: number | string } };
-    template: { metadata: { labels?: Record<string, string> }; spec: PodSpec };
+    template: { metadata: { labels?: Record<string, string>; annotations?: Record<string, string> }; spec: PodSpec };
   };
 }
 interface Service extends K8sObject {
@@ -831,6 +831,13 @@ withKubectl('component monitoring (Prometheus Operator), added to the base', () 
     expect(resolvePort(mainContainer(meshcertDeployment(objects)), port!.targetPort)).toBe(ADMIN_PORT);
     // Each worker has 2 s to answer a scrape; the timeout leaves room for that and the primary.
     expect(Number(/^(\d+)s$/.exec(endpoint!.scrapeTimeout ?? '')?.[1])).toBeGreaterThanOrEqual(3);
+  });
+
+  it("drops the base's prometheus.io annotations (a Prometheus scraping by annotation too would read each replica twice), and nothing else", () => {
+    const annotations = (objs: readonly K8sObject[]): Record<string, string> => meshcertDeployment(objs).spec.template.metadata.annotations ?? {};
+    const base = annotations(render(KUSTOMIZATIONS.base));
+    expect(Object.keys(base).filter((k) => k.startsWith('prometheus.io/')).length).toBe(3);
+    expect(annotations(objects)).toEqual(Object.fromEntries(Object.entries(base).filter(([k]) => !k.startsWith('prometheus.io/'))));
   });
 });
 

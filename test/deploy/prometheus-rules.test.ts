@@ -18,6 +18,7 @@ import { Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { CA_ERROR_CODES } from '../../src/errors/ca-error.js';
+import { CONNECTION_SHED_REASONS } from '../../src/grpc/server.js';
 import { CaMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../../src/metrics/ca-metrics.js';
 
 type SyntaxNode = ReturnType<typeof parser.parse>['topNode'];
@@ -46,18 +47,25 @@ const TARGET_LABELS = ['namespace', 'pod', 'job', 'instance', 'service', 'endpoi
 const FOREIGN: Record<string, readonly string[]> = { up: [] };
 
 /**
- * The values meshcert gives a label, per `metric:label` or per label: error codes from the code's
- * own list; the others as written where each metric is set (src/metrics, src/grpc/server.ts,
- * src/runtime/reload.ts, src/runtime/inventory-intake.ts).
+ * The values a label can have, per `metric:label` or per label: error codes and shed reasons from
+ * the code's own lists; the others as written where each metric is set (src/metrics,
+ * src/monitoring/expiry-monitor.ts, src/runtime/reload.ts, src/runtime/inventory-intake.ts).
+ * `job` and `namespace` are what the component's ServiceMonitor gives its targets.
  */
+const DURATION_CODES = ['OK', ...CA_ERROR_CODES];
 const LABEL_VALUES: Record<string, readonly string[]> = {
-  code: ['OK', ...CA_ERROR_CODES],
+  code: CA_ERROR_CODES,
+  'meshcert_request_duration_seconds_bucket:code': DURATION_CODES,
+  'meshcert_request_duration_seconds_count:code': DURATION_CODES,
+  'meshcert_request_duration_seconds_sum:code': DURATION_CODES,
   role: ['root', 'intermediate', 'serving'],
   state: ['warning', 'expired'],
   'meshcert_config_reloads_total:result': ['applied', 'rejected'],
-  'meshcert_connections_shed_total:reason': ['max_connections', 'max_connections_idle', 'memory', 'idle_memory'],
+  'meshcert_connections_shed_total:reason': CONNECTION_SHED_REASONS,
   'meshcert_inventory_audit_events_lost_total:reason': ['dropped', 'rejected'],
   'meshcert_inventory_refused_from_workers_total:kind': ['record', 'audit'],
+  job: ['meshcert'],
+  namespace: ['meshcert'],
 };
 
 /** Every series name meshcert exports, with its labels (a histogram's three series included). */
@@ -83,12 +91,14 @@ function exportedMetrics(): Map<string, readonly string[]> {
 
 const EXPORTED = exportedMetrics();
 
+/** The nodes named `name` in root's subtree (root included), and nowhere else. */
 function nodes(root: SyntaxNode, name: string): SyntaxNode[] {
   const found: SyntaxNode[] = [];
-  const cursor = root.cursor();
-  do {
-    if (cursor.name === name) found.push(cursor.node);
-  } while (cursor.next());
+  const walk = (n: SyntaxNode): void => {
+    if (n.name === name) found.push(n);
+    for (let c = n.firstChild; c !== null; c = c.nextSibling) walk(c);
+  };
+  walk(root);
   return found;
 }
 
@@ -143,15 +153,16 @@ function problemsOf(rule: Rule): string[] {
       // Alternations of plain values only, so that each can be checked.
       const values = op === '=~' || op === '!~' ? value.split('|') : [value];
       for (const v of values) {
-        if (!/^[A-Za-z_]+$/.test(v)) say(`${metric}{${label}${op}"${value}"}: write a plain alternation of values`);
+        if (!/^[\w.-]+$/.test(v)) say(`${metric}{${label}${op}"${value}"}: write a plain alternation of values`);
         else if (!allowed.includes(v)) say(`${metric}{${label}} is never "${v}" (meshcert sets ${allowed.join(', ')})`);
       }
     }
   }
-  const groupings = nodes(top, 'AggregateModifier').map((m) => nodes(m, 'LabelName').map(text));
-  for (const g of groupings) for (const l of g) if (!metricLabels.has(l)) say(`groups by ${l}, a label none of its metrics has`);
-  // $labels.X must survive the expression: in every `by (...)` when it aggregates.
-  const kept = groupings.length > 0 ? groupings.reduce((a, b) => a.filter((l) => b.includes(l))) : [...metricLabels];
+  const modifiers = nodes(top, 'AggregateModifier').map((m) => ({ without: m.getChild('Without') !== null, labels: nodes(m, 'LabelName').map(text) }));
+  for (const m of modifiers) for (const l of m.labels) if (!metricLabels.has(l)) say(`groups by ${l}, a label none of its metrics has`);
+  // $labels.X must survive the expression: named by every `by (...)`, by no `without (...)`.
+  let kept = [...metricLabels];
+  for (const m of modifiers) kept = kept.filter((l) => m.labels.includes(l) !== m.without);
   const isAbsent = nodes(top, 'Absent').length > 0;
   for (const a of Object.values(rule.annotations ?? {})) {
     for (const m of a.matchAll(/\$labels\.([A-Za-z_]+)/g)) {
@@ -214,5 +225,13 @@ describe('deploy/kubernetes/components/monitoring (no Prometheus needed)', () =>
     expect(check('max(meshcert_inventory_store_up) > 0', { for: '5 minutes' })[0]).toMatch(/duration/);
     expect(check('max(meshcert_inventory_store_up) > 0', { labels: { severity: 'page' } })[0]).toMatch(/severity/);
     expect(check('histogram_quantile(0.99, sum by (le) (rate(meshcert_request_duration_seconds_bucket{code="OK"}[5m]))) > 1')).toEqual([]);
+    expect(check('rate(meshcert_refusals_total{code="OK"}[5m]) > 0')[0]).toMatch(/never "OK"/); // only the duration histogram has OK
+    expect(check('absent(up{job="meshcert-metrics"} == 1)')[0]).toMatch(/never "meshcert-metrics"/);
+    // A matcher's label is not a grouping label, and belongs to its own selector only.
+    const shed = (expr: string, description: string): string[] => check(expr, { annotations: { summary: 's', description } });
+    expect(shed('sum by (namespace) (rate(meshcert_connections_shed_total{reason="memory"}[5m])) > 0', '{{ $labels.reason }}')[0]).toMatch(/\$labels\.reason/);
+    expect(shed('sum without (reason) (rate(meshcert_connections_shed_total[5m])) > 0', '{{ $labels.reason }}')[0]).toMatch(/\$labels\.reason/);
+    expect(shed('sum without (reason) (rate(meshcert_connections_shed_total[5m])) > 0', '{{ $labels.pod }}')).toEqual([]);
+    expect(check('rate(citadel_server_csr_count[5m]) / rate(meshcert_connections_shed_total{reason="memory"}[5m]) > 0')).toEqual([]);
   });
 });
