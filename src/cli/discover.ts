@@ -7,7 +7,7 @@ import { UsageError } from './args.js';
 import type { InventoryStore } from '../inventory/types.js';
 import { openInventory, resolveInventoryTarget, StoreOpenError } from './certs.js';
 
-export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints HOST:PORT...] [--endpoint-timeout 5s] [--k8s-secrets [--kubeconfig FILE]] [--config FILE | --db sqlite:PATH|postgres://URL] [--json]
+export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints HOST:PORT...] [--endpoint-timeout 5s] [--k8s-secrets [--kubeconfig FILE] [--forget-gone]] [--config FILE | --db sqlite:PATH|postgres://URL] [--json]
   Records certificates found in PEM or DER files (a directory: every *.pem/*.crt/*.cer/*.der below
   it; a glob with * or ? in the last component), presented by TLS endpoints (the whole chain;
   --endpoint-timeout, default 5s) and in Kubernetes TLS Secrets (tls.crt, ca.crt) and Istio CA
@@ -15,8 +15,9 @@ export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints 
   discovered:endpoint:HOST:PORT or discovered:k8s-secret:NS/NAME[/KEY]. Idempotent. Several values
   may follow one --files/--endpoints.
   Each place read in full is recorded as seen with its certificates: the expiry reports judge a
-  place by what it served when last seen (run discover on a schedule). With --k8s-secrets, when
-  every list call succeeds, k8s-secret places the cluster no longer holds are forgotten.
+  place by what it served when last seen (run discover on a schedule). --forget-gone: the cluster
+  listed is the inventory's one cluster, so when every list call succeeds (and lists a Secret),
+  k8s-secret places it no longer holds (deleted Secrets, namespaces) are forgotten.
   Exit 0 when something was found and nothing failed, 1 when any item failed (or nothing was found).
 meshcert discover --forget PLACE... [--config FILE | --db ...] [--json]
   Forgets places that are gone (file:PATH, endpoint:HOST:PORT, k8s-secret:NS/NAME[/KEY], as
@@ -28,6 +29,7 @@ const OPTIONS = {
   endpoints: { type: 'string', multiple: true },
   forget: { type: 'string', multiple: true },
   'k8s-secrets': { type: 'boolean', default: false },
+  'forget-gone': { type: 'boolean', default: false },
   kubeconfig: { type: 'string' },
   'endpoint-timeout': { type: 'string' },
   config: { type: 'string' },
@@ -44,6 +46,7 @@ export function parseDiscoverArgs(argv: string[]): {
   endpoints: string[];
   forget: string[];
   k8sSecrets: boolean;
+  forgetGone: boolean;
   kubeconfig?: string;
   endpointTimeoutMs?: number;
   config?: string;
@@ -76,6 +79,7 @@ export function parseDiscoverArgs(argv: string[]): {
   }
   const v = parsed.values;
   if (v.kubeconfig !== undefined && !v['k8s-secrets']) throw new UsageError('--kubeconfig goes with --k8s-secrets');
+  if (v['forget-gone'] && !v['k8s-secrets']) throw new UsageError('--forget-gone goes with --k8s-secrets');
   if (forget.length > 0 && (files.length > 0 || endpoints.length > 0 || v['k8s-secrets'])) throw new UsageError('--forget goes alone, not with --files, --endpoints or --k8s-secrets');
   if (forget.length === 0 && files.length === 0 && endpoints.length === 0 && !v['k8s-secrets']) throw new UsageError(`discover needs --files, --endpoints or --k8s-secrets (or --forget)\n${DISCOVER_USAGE}`);
   let endpointTimeoutMs: number | undefined;
@@ -95,6 +99,7 @@ export function parseDiscoverArgs(argv: string[]): {
     endpoints,
     forget,
     k8sSecrets: v['k8s-secrets']!,
+    forgetGone: v['forget-gone']!,
     ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}),
     ...(endpointTimeoutMs !== undefined ? { endpointTimeoutMs } : {}),
     ...(v.config !== undefined ? { config: v.config } : {}),
@@ -110,6 +115,7 @@ function printHuman(r: DiscoveryReport, label: string): void {
     else console.error(`meshcert discover: ${item.kind} ${item.target}: ${item.error}`);
   }
   for (const place of r.retired) console.log(`forgot ${place}: no longer in the cluster`);
+  if (r.retireSkipped !== undefined) console.error(`meshcert discover: --forget-gone forgot nothing: ${r.retireSkipped}`);
   console.log(
     `discovered ${r.found} certificate(s) in ${r.ok} item(s)` +
       `${r.skipped > 0 ? `, ${r.skipped} skipped` : ''}${r.failed > 0 ? `, ${r.failed} failed` : ''}; ${r.newRecords} new in ${label}`,
@@ -146,7 +152,7 @@ async function forgetPlaces(store: InventoryStore, places: readonly string[], js
 /**
  * `meshcert discover`. Exit codes: 0 at least one item succeeded and none failed; 1 an item
  * failed, nothing was found, or the store cannot be opened/written; 2 usage (UsageError).
- * JSON output: `{ found, newRecords, retired: [place...], ok, skipped, failed, items: [...], errors: [{ kind, target, error }] }`.
+ * JSON output: `{ found, newRecords, retired: [place...], retireSkipped?, ok, skipped, failed, items: [...], errors: [{ kind, target, error }] }`.
  */
 export async function discoverCommand(argv: string[]): Promise<number> {
   const a = parseDiscoverArgs(argv);
@@ -173,6 +179,7 @@ export async function discoverCommand(argv: string[]): Promise<number> {
       files: a.files,
       endpoints: a.endpoints,
       k8sSecrets: a.k8sSecrets ? (a.kubeconfig !== undefined ? { kubeconfig: a.kubeconfig } : true) : false,
+      forgetGone: a.forgetGone,
       ...(a.endpointTimeoutMs !== undefined ? { endpointTimeoutMs: a.endpointTimeoutMs } : {}),
     });
   } catch (e) {

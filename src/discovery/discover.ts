@@ -10,9 +10,9 @@
  * all its certificates as its snapshot at the run's start, in one transaction
  * (`recordSnapshots`): the latest snapshot is what the expiry reports judge, so a certificate
  * renewed where it is served leaves them at the next run. A place that failed keeps its last
- * snapshot; one no longer looked at (a deleted file) keeps it until `--forget`, except that a
- * complete listing of the cluster's Secrets forgets every `k8s-secret:` place it no longer holds
- * (a Secret or namespace deleted, a Secret whose type changed). Expired
+ * snapshot; one no longer looked at (a deleted file or Secret) keeps it until `--forget`; with
+ * `forgetGone`, a complete listing of the cluster's Secrets forgets every `k8s-secret:` place it
+ * no longer holds (a Secret or namespace deleted). Expired
  * certificates are recorded too (they are what expiry reports are for). A certificate the
  * inventory cannot hold (e.g. a serial longer than 64 octets) turns its item into an error.
  * Problems are per item; the run goes on. Only a store failure aborts (it throws).
@@ -33,6 +33,12 @@ export interface DiscoverOptions {
   endpoints?: readonly string[];
   /** List Kubernetes TLS and Istio CA Secrets (true: default credentials). */
   k8sSecrets?: boolean | K8sSecretsOptions;
+  /**
+   * With k8sSecrets: the listing is the inventory's one cluster, so known k8s-secret places it does
+   * not hold are forgotten (see retireGoneSecrets). Opt-in: a run against another cluster (a
+   * laptop's current context) would otherwise forget every place of the real one.
+   */
+  forgetGone?: boolean;
   endpointTimeoutMs?: number;
   /** Endpoints dialled at once; default 16. */
   concurrency?: number;
@@ -59,11 +65,12 @@ export interface DiscoveryReport {
   /** Records new to the inventory after this run (store count after - before). */
   newRecords: number;
   /**
-   * Places forgotten because a complete listing of the cluster's Secrets no longer holds them
-   * (`k8s-secret:NS/NAME[/KEY]`, as `certs expiring` names places); [] without --k8s-secrets or
-   * when a list call failed.
+   * With forgetGone: places forgotten because a complete listing of the cluster's Secrets no longer
+   * holds them (`k8s-secret:NS/NAME[/KEY]`, as `certs expiring` names places); else [].
    */
   retired: string[];
+  /** With forgetGone: why none were forgotten although places are known (a failed or empty listing). */
+  retireSkipped?: string;
   ok: number;
   skipped: number;
   failed: number;
@@ -145,13 +152,13 @@ export async function discover(store: InventoryStore, o: DiscoverOptions): Promi
   // Again: an expired record a prune deleted between the two (it was in no snapshot then) is back,
   // and now a snapshot holds it. Idempotent; nothing new is counted.
   await writeRecords();
-  const retired = o.k8sSecrets ? await retireGoneSecrets(store, items) : [];
+  const retirement = o.k8sSecrets && o.forgetGone ? await retireGoneSecrets(store, items) : { retired: [] };
   const after = await store.count();
   return {
     items: reports,
     found: all.length,
     newRecords: after - before,
-    retired,
+    ...retirement,
     ok: reports.filter((r) => r.status === 'ok').length,
     skipped: reports.filter((r) => r.status === 'skipped').length,
     failed: reports.filter((r) => r.status === 'error').length,
@@ -165,21 +172,26 @@ const K8S_PLACES = 'discovered:k8s-secret:';
  * (failed ones included: a Secret whose key does not parse is still there). A known k8s-secret
  * place outside them is gone, and is forgotten as `--forget` would: otherwise a deleted
  * namespace's certificates stayed in the expiry reports, expiring, for good. One cluster per
- * inventory: places do not name their cluster.
+ * inventory: places do not name their cluster. A listing with no Secret at all forgets nothing:
+ * a mesh's cluster holds its CA Secrets, so an empty one is more likely the wrong cluster or a
+ * proxy that filters lists than a cluster whose every Secret is gone.
  */
-async function retireGoneSecrets(store: InventoryStore, items: readonly DiscoveredItem[]): Promise<string[]> {
-  if (items.some((i) => i.kind === 'k8s' && i.status === 'error')) return [];
+async function retireGoneSecrets(store: InventoryStore, items: readonly DiscoveredItem[]): Promise<{ retired: string[]; retireSkipped?: string }> {
+  const known = await store.placesUnder(K8S_PLACES);
+  if (known.length === 0) return { retired: [] };
+  if (items.some((i) => i.kind === 'k8s' && i.status === 'error')) return { retired: [], retireSkipped: 'a list call failed, so the listing is not the whole cluster' };
   const present = new Set<string>();
   for (const i of items) {
     if (i.kind !== 'k8s-secret') continue;
     if (i.source !== null) present.add(i.source);
     for (const s of i.alsoEmpty ?? []) present.add(s);
   }
+  if (present.size === 0) return { retired: [], retireSkipped: 'the cluster listed no Secret at all (the wrong cluster or context?)' };
   const retired: string[] = [];
-  for (const place of await store.placesUnder(K8S_PLACES)) {
+  for (const place of known) {
     if (!present.has(place) && (await store.forgetPlace(place))) retired.push(place.slice('discovered:'.length));
   }
-  return retired;
+  return { retired };
 }
 
 /** 0 when at least one item succeeded and none failed; 1 otherwise (any failure, or nothing found). */

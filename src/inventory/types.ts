@@ -7,7 +7,7 @@
  * runs the same assertions against both.
  */
 
-/** 'issued' by meshcert, or found by a discovery source (e.g. `discovered:k8s-secrets`). */
+/** 'issued' by meshcert, or found at a place by discovery (e.g. `discovered:k8s-secret:web/tls`, `discovered:file:/etc/tls/a.pem`). */
 export type RecordSource = 'issued' | `discovered:${string}`;
 
 export interface CertificateRecord {

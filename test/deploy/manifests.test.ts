@@ -741,7 +741,7 @@ withKubectl('kustomization ha-postgres-discovery', () => {
     expect(job.spec.jobTemplate.spec.template.metadata?.labels?.['sidecar.istio.io/inject']).toBe('false');
     const [c, ...more] = pod.containers;
     expect(more).toEqual([]);
-    expect(c!.args).toEqual(['discover', '--k8s-secrets', '--config', CONFIG_PATH]);
+    expect(c!.args).toEqual(['discover', '--k8s-secrets', '--forget-gone', '--config', CONFIG_PATH]);
     expect(c!.image, 'the server image, tag included').toBe(mainContainer(meshcertDeployment(objects)).image);
     const sc = c!.securityContext!;
     expect([sc.readOnlyRootFilesystem, sc.allowPrivilegeEscalation, sc.runAsNonRoot, sc.runAsUser, sc.capabilities?.drop, sc.seccompProfile?.type]).toEqual([true, false, true, RUN_AS, ['ALL'], 'RuntimeDefault']);

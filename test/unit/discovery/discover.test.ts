@@ -346,12 +346,12 @@ describe('discover() into a store', () => {
 });
 
 /** discover() over these Secrets, served by a fake API server for the run. */
-async function discoverSecrets(store: InventoryStore, secrets: unknown[], o: { failSelector?: string } = {}): Promise<DiscoveryReport> {
+async function discoverSecrets(store: InventoryStore, secrets: unknown[], o: { failSelector?: string; forgetGone?: boolean } = {}): Promise<DiscoveryReport> {
   const api = await fakeApiServer(secrets, 'tok-discover', o);
   try {
     const kubeconfig = join(mkdtempSync(join(dir, 'kubeconfig-')), 'config');
     writeKubeconfig(kubeconfig, api.url, api.caPem, 'tok-discover');
-    return await discover(store, { k8sSecrets: { kubeconfig } });
+    return await discover(store, { k8sSecrets: { kubeconfig }, ...(o.forgetGone ? { forgetGone: true } : {}) });
   } finally {
     await api.close();
   }
@@ -477,35 +477,54 @@ describe('Kubernetes TLS Secrets', () => {
     }
   });
 
-  it('forgets the k8s-secret places a complete listing no longer holds, and none while a list call fails', async () => {
+  it('with forgetGone, forgets the k8s-secret places a complete listing no longer holds; none without it, after a failed list call or an empty listing', async () => {
     const store = await openStore({ kind: 'sqlite', path: join(mkdtempSync(join(dir, 'retire-')), 'inventory.db') });
     try {
       const keep = tlsSecret('a', 'keep', chain.leaf.pem);
       const flaky = tlsSecret('a', 'flaky', chain.intermediate.pem);
+      const withCa = secret('a', 'with-ca', 'kubernetes.io/tls', { 'tls.crt': chain.leaf.pem, 'ca.crt': chain.root.pem, 'tls.key': 'k' });
       const gone = secret('b', 'gone', 'kubernetes.io/tls', { 'tls.crt': chain.root.pem, 'ca.crt': chain.root.pem, 'tls.key': 'k' });
       const istio = secret('istio-system', 'cacerts', 'Opaque', { 'ca-cert.pem': chain.intermediate.pem, 'root-cert.pem': chain.root.pem, 'ca-key.pem': 'k' });
-      expect((await discoverSecrets(store, [keep, flaky, gone, istio])).retired).toEqual([]);
+      const forgetGone = { forgetGone: true };
+      expect(await discoverSecrets(store, [keep, flaky, withCa, gone, istio], forgetGone)).toMatchObject({ retired: [] });
       await store.recordSnapshots([{ source: 'discovered:file:/etc/tls/other.pem', fingerprints: [fpOf(chain.leaf)] }], new Date());
       const places = async (): Promise<string[]> => (await store.placesUnder('discovered:')).map((p) => p.slice('discovered:'.length));
-      const all = ['file:/etc/tls/other.pem', 'k8s-secret:a/flaky', 'k8s-secret:a/keep', 'k8s-secret:b/gone', 'k8s-secret:b/gone/ca.crt', 'k8s-secret:istio-system/cacerts/ca-cert.pem', 'k8s-secret:istio-system/cacerts/root-cert.pem'];
+      const all = [
+        'file:/etc/tls/other.pem',
+        'k8s-secret:a/flaky',
+        'k8s-secret:a/keep',
+        'k8s-secret:a/with-ca',
+        'k8s-secret:a/with-ca/ca.crt',
+        'k8s-secret:b/gone',
+        'k8s-secret:b/gone/ca.crt',
+        'k8s-secret:istio-system/cacerts/ca-cert.pem',
+        'k8s-secret:istio-system/cacerts/root-cert.pem',
+      ];
       expect(await places()).toEqual(all);
 
-      // The Istio CA Secrets' list call fails: the listing is not the whole cluster, nothing is forgotten.
-      const partial = await discoverSecrets(store, [keep, flaky], { failSelector: 'metadata.name=cacerts' });
+      // The Istio CA Secrets' list call fails: the listing is not the whole cluster.
+      const partial = await discoverSecrets(store, [keep, flaky], { ...forgetGone, failSelector: 'metadata.name=cacerts' });
       expect(partial.items.filter((i) => i.status === 'error').map((i) => i.error)).toEqual([expect.stringContaining('cannot list Secrets named cacerts: API server answered HTTP 500')]);
-      expect(partial.retired).toEqual([]);
+      expect(partial).toMatchObject({ retired: [], retireSkipped: 'a list call failed, so the listing is not the whole cluster' });
+      // Complete, but not asked to (another cluster, a laptop's context); and asked, on an empty listing.
+      const notAsked = await discoverSecrets(store, [keep]);
+      expect([notAsked.retired, notAsked.retireSkipped]).toEqual([[], undefined]);
+      expect(await discoverSecrets(store, [], forgetGone)).toMatchObject({ retired: [], retireSkipped: 'the cluster listed no Secret at all (the wrong cluster or context?)' });
       expect(await places()).toEqual(all);
 
-      // Complete: namespace b and the Istio Secret are gone, a/flaky's tls.crt no longer parses
-      // (still there: it keeps its last snapshot), files are not the cluster's.
+      // Complete and asked: namespace b and the Istio Secret are gone; a/flaky's tls.crt no longer
+      // parses and a/with-ca's ca.crt was emptied (both still there: the first keeps its last
+      // snapshot, the second's is empty); files are not the cluster's.
       const junk = tlsSecret('a', 'flaky', 'hello');
-      const complete = await discoverSecrets(store, [keep, junk]);
+      const emptied = secret('a', 'with-ca', 'kubernetes.io/tls', { 'tls.crt': chain.leaf.pem, 'ca.crt': '', 'tls.key': 'k' });
+      const complete = await discoverSecrets(store, [keep, junk, emptied], forgetGone);
       expect(complete.retired).toEqual(['k8s-secret:b/gone', 'k8s-secret:b/gone/ca.crt', 'k8s-secret:istio-system/cacerts/ca-cert.pem', 'k8s-secret:istio-system/cacerts/root-cert.pem']);
-      expect(await places()).toEqual(['file:/etc/tls/other.pem', 'k8s-secret:a/flaky', 'k8s-secret:a/keep']);
-      expect((await store.get(fpOf(chain.root)))?.source).toBe('discovered:k8s-secret:b/gone'); // records stay
+      expect(complete.retireSkipped).toBeUndefined();
+      expect(await places()).toEqual(['file:/etc/tls/other.pem', 'k8s-secret:a/flaky', 'k8s-secret:a/keep', 'k8s-secret:a/with-ca', 'k8s-secret:a/with-ca/ca.crt']);
+      expect((await store.get(fpOf(chain.root)))?.source).toBe('discovered:k8s-secret:a/with-ca/ca.crt'); // records stay
       const expiring = (await discoveredExpiring(store, new Date(), 365 * 86_400 * 100)).map((d) => d.where).sort();
-      expect(expiring).toEqual(['file:/etc/tls/other.pem', 'k8s-secret:a/flaky', 'k8s-secret:a/keep']);
-      expect((await discoverSecrets(store, [keep, junk])).retired).toEqual([]);
+      expect([...new Set(expiring)]).toEqual(['file:/etc/tls/other.pem', 'k8s-secret:a/flaky', 'k8s-secret:a/keep', 'k8s-secret:a/with-ca']);
+      expect((await discoverSecrets(store, [keep, junk, emptied], forgetGone)).retired).toEqual([]);
     } finally {
       await store.close();
     }
@@ -644,11 +663,13 @@ describe('meshcert discover (CLI)', () => {
       secrets.splice(1, 1);
       out.mockClear();
       expect(await discoverCommand(['--k8s-secrets', '--kubeconfig', kubeconfig, '--db', `sqlite:${dbPath}`])).toBe(0);
+      expect(stdout()).not.toContain('forgot'); // not asked to
+      expect(await discoverCommand(['--k8s-secrets', '--forget-gone', '--kubeconfig', kubeconfig, '--db', `sqlite:${dbPath}`])).toBe(0);
       expect(stdout()).toContain('forgot k8s-secret:web/ingress-tls: no longer in the cluster\n');
       // web/pending never held a certificate, so it is no place: only the mirror's is forgotten.
       secrets.splice(0, 1);
       out.mockClear();
-      expect(await discoverCommand(['--k8s-secrets', '--kubeconfig', kubeconfig, '--db', `sqlite:${dbPath}`, '--json'])).toBe(1); // nothing found
+      expect(await discoverCommand(['--k8s-secrets', '--forget-gone', '--kubeconfig', kubeconfig, '--db', `sqlite:${dbPath}`, '--json'])).toBe(1); // nothing found
       expect((JSON.parse(stdout()) as { retired: string[] }).retired).toEqual(['k8s-secret:istio-system/cacerts-mirror']);
 
       // KUBECONFIG through loadFromDefault(), and a wrong token: one error item, exit 1
@@ -779,6 +800,9 @@ describe('meshcert discover (CLI)', () => {
     expect(() => parseDiscoverArgs(['--json', 'x.pem'])).toThrow(UsageError);
     expect(() => parseDiscoverArgs(['--files'])).toThrow(UsageError);
     expect(() => parseDiscoverArgs(['--kubeconfig', 'k', '--files', 'a'])).toThrow(/--k8s-secrets/);
+    expect(() => parseDiscoverArgs(['--forget-gone', '--files', 'a'])).toThrow(/--forget-gone goes with --k8s-secrets/);
+    expect(parseDiscoverArgs(['--k8s-secrets', '--forget-gone']).forgetGone).toBe(true);
+    expect(parseDiscoverArgs(['--k8s-secrets']).forgetGone).toBe(false);
     expect(() => parseDiscoverArgs(['--files', 'a', '--endpoint-timeout', '0'])).toThrow(UsageError);
     expect(parseDiscoverArgs(['--forget', 'file:/a.pem', 'endpoint:h:1']).forget).toEqual(['file:/a.pem', 'endpoint:h:1']);
     expect(() => parseDiscoverArgs(['--forget', 'file:/a.pem', '--files', 'b.pem'])).toThrow(/--forget goes alone/);
