@@ -5,7 +5,7 @@ import { discover, discoveryExitCode, type DiscoveryReport } from '../discovery/
 import { parseDurationArg } from '../config/duration.js';
 import { UsageError } from './args.js';
 import type { InventoryStore } from '../inventory/types.js';
-import { openInventory, resolveInventoryTarget, StoreOpenError } from './certs.js';
+import { openInventory, resolveInventoryTarget, StoreOpenError, table } from './certs.js';
 
 export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints HOST:PORT...] [--endpoint-timeout 5s] [--k8s-secrets [--kubeconfig FILE] [--forget-gone]] [--config FILE | --db sqlite:PATH|postgres://URL] [--json]
   Records certificates found in PEM or DER files (a directory: every *.pem/*.crt/*.cer/*.der below
@@ -19,6 +19,10 @@ export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints 
   listed is the inventory's one cluster, so when every list call succeeds (and lists a Secret),
   k8s-secret places it no longer holds (deleted Secrets, namespaces) are forgotten.
   Exit 0 when something was found and nothing failed, 1 when any item failed (or nothing was found).
+meshcert discover --places [--config FILE | --db ...] [--json]
+  Lists the places discovery knows, the longest unseen first: when each was last read in full,
+  how many certificates it held then and the earliest end among them. A place no run reads any
+  more (a deleted file, an endpoint taken down) is one to --forget.
 meshcert discover --forget PLACE... [--config FILE | --db ...] [--json]
   Forgets places that are gone (file:PATH, endpoint:HOST:PORT, k8s-secret:NS/NAME[/KEY], as
   \`certs expiring\` names them), so that the expiry reports stop judging them; their certificate
@@ -28,6 +32,7 @@ const OPTIONS = {
   files: { type: 'string', multiple: true },
   endpoints: { type: 'string', multiple: true },
   forget: { type: 'string', multiple: true },
+  places: { type: 'boolean', default: false },
   'k8s-secrets': { type: 'boolean', default: false },
   'forget-gone': { type: 'boolean', default: false },
   kubeconfig: { type: 'string' },
@@ -45,6 +50,7 @@ export function parseDiscoverArgs(argv: string[]): {
   files: string[];
   endpoints: string[];
   forget: string[];
+  places: boolean;
   k8sSecrets: boolean;
   forgetGone: boolean;
   kubeconfig?: string;
@@ -81,7 +87,8 @@ export function parseDiscoverArgs(argv: string[]): {
   if (v.kubeconfig !== undefined && !v['k8s-secrets']) throw new UsageError('--kubeconfig goes with --k8s-secrets');
   if (v['forget-gone'] && !v['k8s-secrets']) throw new UsageError('--forget-gone goes with --k8s-secrets');
   if (forget.length > 0 && (files.length > 0 || endpoints.length > 0 || v['k8s-secrets'])) throw new UsageError('--forget goes alone, not with --files, --endpoints or --k8s-secrets');
-  if (forget.length === 0 && files.length === 0 && endpoints.length === 0 && !v['k8s-secrets']) throw new UsageError(`discover needs --files, --endpoints or --k8s-secrets (or --forget)\n${DISCOVER_USAGE}`);
+  if (v.places && (forget.length > 0 || files.length > 0 || endpoints.length > 0 || v['k8s-secrets'])) throw new UsageError('--places goes alone, not with --forget, --files, --endpoints or --k8s-secrets');
+  if (!v.places && forget.length === 0 && files.length === 0 && endpoints.length === 0 && !v['k8s-secrets']) throw new UsageError(`discover needs --files, --endpoints or --k8s-secrets (or --places, --forget)\n${DISCOVER_USAGE}`);
   let endpointTimeoutMs: number | undefined;
   if (v['endpoint-timeout'] !== undefined) {
     // A duration as every option takes it, and milliseconds (500ms) besides.
@@ -98,6 +105,7 @@ export function parseDiscoverArgs(argv: string[]): {
     files,
     endpoints,
     forget,
+    places: v.places!,
     k8sSecrets: v['k8s-secrets']!,
     forgetGone: v['forget-gone']!,
     ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}),
@@ -120,6 +128,26 @@ function printHuman(r: DiscoveryReport, label: string): void {
     `discovered ${r.found} certificate(s) in ${r.ok} item(s)` +
       `${r.skipped > 0 ? `, ${r.skipped} skipped` : ''}${r.failed > 0 ? `, ${r.failed} failed` : ''}; ${r.newRecords} new in ${label}`,
   );
+}
+
+/** `discover --places`: 0, or 1 when the store fails. */
+async function listPlaces(store: InventoryStore, json: boolean, label: string): Promise<number> {
+  let places;
+  try {
+    places = await store.places('discovered:');
+  } catch (e) {
+    console.error(`meshcert: cannot list places in ${label}: ${(e as Error).message}`);
+    return 1;
+  } finally {
+    await store.close().catch(() => undefined);
+  }
+  const rows = places
+    .map((p) => ({ place: p.source.slice('discovered:'.length), lastSeen: p.seenAt.toISOString(), certificates: p.certificates, earliestNotAfter: p.earliestNotAfter?.toISOString() ?? null }))
+    .sort((a, b) => (a.lastSeen < b.lastSeen ? -1 : a.lastSeen > b.lastSeen ? 1 : 0));
+  if (json) console.log(JSON.stringify({ places: rows }, null, 2));
+  else if (rows.length === 0) console.log(`no places in ${label}: run meshcert discover first`);
+  else console.log(table(['LAST SEEN', 'CERTS', 'EARLIEST NOT AFTER', 'PLACE'], rows.map((r) => [r.lastSeen, String(r.certificates), r.earliestNotAfter ?? '-', r.place])));
+  return 0;
 }
 
 /** `discover --forget`: 0 when every place had been seen, 1 otherwise (or when the store fails). */
@@ -157,8 +185,8 @@ async function forgetPlaces(store: InventoryStore, places: readonly string[], js
 export async function discoverCommand(argv: string[]): Promise<number> {
   const a = parseDiscoverArgs(argv);
   const target = resolveInventoryTarget(a);
-  // Forgetting in an inventory that does not exist (a mistyped --db, another directory) would create one.
-  if (a.forget.length > 0 && target.store.kind === 'sqlite' && !existsSync(target.store.path)) {
+  // Forgetting or listing in an inventory that does not exist (a mistyped --db, another directory) would create one.
+  if ((a.forget.length > 0 || a.places) && target.store.kind === 'sqlite' && !existsSync(target.store.path)) {
     console.error(`meshcert: no inventory at ${target.label} (pass --config or --db)`);
     return 1;
   }
@@ -172,6 +200,7 @@ export async function discoverCommand(argv: string[]): Promise<number> {
     }
     throw e;
   }
+  if (a.places) return listPlaces(store, a.json, target.label);
   if (a.forget.length > 0) return forgetPlaces(store, a.forget, a.json, target.label);
   let report: DiscoveryReport;
   try {

@@ -177,7 +177,7 @@ const K8S_PLACES = 'discovered:k8s-secret:';
  * proxy that filters lists than a cluster whose every Secret is gone.
  */
 async function retireGoneSecrets(store: InventoryStore, items: readonly DiscoveredItem[]): Promise<{ retired: string[]; retireSkipped?: string }> {
-  const known = await store.placesUnder(K8S_PLACES);
+  const known = (await store.places(K8S_PLACES)).map((p) => p.source);
   if (known.length === 0) return { retired: [] };
   if (items.some((i) => i.kind === 'k8s' && i.status === 'error')) return { retired: [], retireSkipped: 'a list call failed, so the listing is not the whole cluster' };
   const present = new Set<string>();

@@ -13,6 +13,7 @@ import {
   type CertificateFilter,
   type CertificateRecord,
   type DiscoveredCertificate,
+  type PlaceSummary,
   type RecordSource,
   type Snapshot,
 } from './types.js';
@@ -332,6 +333,25 @@ export const DISCOVERED_EXPIRING_SQL =
   `SELECT ${CERT_COLUMNS.map((c) => `c.${c}`).join(', ')}, s.source AS seen_source, s.seen_at AS seen_at ` +
   `FROM ${PLACES_TABLE} p JOIN ${SIGHTINGS_TABLE} s ON s.source = p.source AND s.seen_at = p.seen_at JOIN ${CERT_TABLE} c ON c.fingerprint = s.fingerprint ` +
   'WHERE c.not_after < ? ORDER BY c.not_after ASC, s.source ASC, c.fingerprint ASC';
+
+/**
+ * The places under a prefix (? twice: SQLite and PostgreSQL both count characters), each with its
+ * latest snapshot's size and earliest end. The casts read as no-ops to SQLite and type the
+ * parameter for PostgreSQL; COLLATE "C" orders bytewise there, as SQLite does.
+ */
+export const PLACES_SQL = (collate: string): string =>
+  `SELECT p.source AS source, p.seen_at AS seen_at, count(c.fingerprint) AS certificates, min(c.not_after) AS earliest ` +
+  `FROM ${PLACES_TABLE} p LEFT JOIN ${SIGHTINGS_TABLE} s ON s.source = p.source AND s.seen_at = p.seen_at LEFT JOIN ${CERT_TABLE} c ON c.fingerprint = s.fingerprint ` +
+  `WHERE substr(p.source, 1, length(CAST(? AS text))) = CAST(? AS text) GROUP BY p.source, p.seen_at ORDER BY p.source${collate}`;
+
+export function rowToPlace(row: { source: string; seen_at: unknown; certificates: unknown; earliest: unknown }): PlaceSummary {
+  return {
+    source: row.source as PlaceSummary['source'],
+    seenAt: toDate(row.seen_at),
+    certificates: Number(row.certificates),
+    earliestNotAfter: row.earliest === null || row.earliest === undefined ? null : toDate(row.earliest),
+  };
+}
 
 /** For pruneExpired: a record that no place's latest snapshot holds, for a certificates alias c. */
 export const NOT_STILL_SERVED = (c: string): string => `NOT EXISTS (SELECT 1 FROM ${SIGHTINGS_TABLE} s WHERE s.fingerprint = ${c}.fingerprint AND ${IN_LATEST('s')})`;

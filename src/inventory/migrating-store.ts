@@ -6,7 +6,7 @@
  * failClosed on, nothing is issued.
  */
 import type { Logger } from '../log/logger.js';
-import type { AuditEvent, CertificateFilter, CertificateRecord, DiscoveredCertificate, InventoryStore, LatestPerIdentityOptions, Page, RecordSource, Snapshot } from './types.js';
+import type { AuditEvent, CertificateFilter, CertificateRecord, DiscoveredCertificate, InventoryStore, LatestPerIdentityOptions, Page, PlaceSummary, RecordSource, Snapshot } from './types.js';
 
 export interface MigratingStoreOptions {
   readonly logger: Logger;
@@ -151,9 +151,9 @@ export class MigratingStore implements InventoryStore {
     return this.inner.forgetPlace(source);
   }
 
-  async placesUnder(prefix: `discovered:${string}`): Promise<RecordSource[]> {
+  async places(prefix: `discovered:${string}`): Promise<PlaceSummary[]> {
     await this.check();
-    return this.inner.placesUnder(prefix);
+    return this.inner.places(prefix);
   }
 
   async pruneExpired(before: Date): Promise<number> {

@@ -17,6 +17,8 @@ import {
   CERT_COLUMNS,
   CERT_TABLE,
   DISCOVERED_EXPIRING_SQL,
+  PLACES_SQL,
+  rowToPlace,
   discoveryTablesSql,
   NOT_STILL_SERVED,
   PRUNED_SIGHTINGS_PG,
@@ -45,6 +47,7 @@ import {
   type CertificateFilter,
   type CertificateRecord,
   type DiscoveredCertificate,
+  type PlaceSummary,
   type InventoryStore,
   type RecordSource,
   type Snapshot,
@@ -151,6 +154,7 @@ const GET_PG = numbered(GET_SQL);
 const LATEST_PG = numbered(LATEST_PER_IDENTITY_SQL);
 const LATEST_UNDER_FRACTION_PG = numbered(LATEST_PER_IDENTITY_UNDER_FRACTION_SQL);
 const DISCOVERED_EXPIRING_PG = numbered(DISCOVERED_EXPIRING_SQL);
+const PLACES_PG = numbered(PLACES_SQL(' COLLATE "C"'));
 /**
  * One statement, so one transaction: places $1, sightings' places $2 and fingerprints $3, all at
  * $4, but never more than 5 minutes past the database's clock (a runner whose clock is far ahead
@@ -395,10 +399,9 @@ export class PostgresInventoryStore implements InventoryStore {
     return Number(rows[0]?.n ?? 0) > 0;
   }
 
-  async placesUnder(prefix: `discovered:${string}`): Promise<RecordSource[]> {
-    // COLLATE "C": the order SQLite gives (bytewise), whatever the database's collation.
-    const { rows } = await this.query<{ source: RecordSource }>(`SELECT source FROM ${PLACES_TABLE} WHERE left(source, length($1)) = $1 ORDER BY source COLLATE "C"`, [prefix]);
-    return rows.map((r) => r.source);
+  async places(prefix: `discovered:${string}`): Promise<PlaceSummary[]> {
+    const { rows } = await this.query<Parameters<typeof rowToPlace>[0] & pg.QueryResultRow>(PLACES_PG, [prefix, prefix]);
+    return rows.map(rowToPlace);
   }
 
   // Short transactions, one per batch; rows another replica is deleting at the same moment are

@@ -24,6 +24,8 @@ import {
   CERT_COLUMNS,
   CERT_TABLE,
   DISCOVERED_EXPIRING_SQL,
+  PLACES_SQL,
+  rowToPlace,
   discoveryTablesSql,
   NOT_STILL_SERVED,
   PLACES_TABLE,
@@ -52,6 +54,7 @@ import {
   type CertificateFilter,
   type CertificateRecord,
   type DiscoveredCertificate,
+  type PlaceSummary,
   type InventoryStore,
   type RecordSource,
   type Snapshot,
@@ -133,6 +136,7 @@ const INSERT_CERT_SQL =
 const INSERT_AUDIT_SQL =
   `INSERT INTO ${AUDIT_TABLE} (${AUDIT_COLUMNS.join(', ')}) VALUES (${AUDIT_COLUMNS.map(() => '?').join(', ')}) ` +
   'ON CONFLICT (id) DO NOTHING';
+const PLACES_SQLITE = PLACES_SQL('');
 const UPSERT_PLACE_SQL = `INSERT INTO ${PLACES_TABLE} (source, seen_at) VALUES (?, ?) ON CONFLICT (source) DO UPDATE SET seen_at = max(seen_at, excluded.seen_at)`;
 /** An empty snapshot of a place already known (one never seen holding a certificate is no place to keep). */
 const EMPTY_PLACE_SQL = `UPDATE ${PLACES_TABLE} SET seen_at = max(seen_at, ?) WHERE source = ?`;
@@ -463,9 +467,9 @@ export class SqliteInventoryStore implements InventoryStore {
     return changed.some((n) => n > 0);
   }
 
-  async placesUnder(prefix: `discovered:${string}`): Promise<RecordSource[]> {
-    const rows = await this.call<Array<{ source: RecordSource }>>('all', `SELECT source FROM ${PLACES_TABLE} WHERE substr(source, 1, length(?)) = ? ORDER BY source`, [prefix, prefix]);
-    return rows.map((r) => r.source);
+  async places(prefix: `discovered:${string}`): Promise<PlaceSummary[]> {
+    const rows = await this.call<Array<Parameters<typeof rowToPlace>[0]>>('all', PLACES_SQLITE, [prefix, prefix]);
+    return rows.map(rowToPlace);
   }
 
   async pruneExpired(before: Date): Promise<number> {

@@ -52,6 +52,17 @@ export interface DiscoveredCertificate {
   seenAt: Date;
 }
 
+/** A place discovery knows (a file, an endpoint, a Secret key) and its latest snapshot. */
+export interface PlaceSummary {
+  source: `discovered:${string}`;
+  /** When the place was last read in full. */
+  seenAt: Date;
+  /** Certificates its latest snapshot holds (0: it held none then). */
+  certificates: number;
+  /** The earliest notAfter among them; null when it holds none. */
+  earliestNotAfter: Date | null;
+}
+
 export interface AuditEvent {
   /**
    * Idempotency key. Optional: the recorder (and a store, when given none) assigns a
@@ -154,8 +165,8 @@ export interface InventoryStore {
   discoveredExpiring(expiringBefore: Date): Promise<DiscoveredCertificate[]>;
   /** Drops a place (one that is gone) and its snapshots; returns whether it was known. Its certificate records stay. */
   forgetPlace(source: RecordSource): Promise<boolean>;
-  /** The known places whose source starts with `prefix` (e.g. `discovered:k8s-secret:`), sorted. */
-  placesUnder(prefix: `discovered:${string}`): Promise<RecordSource[]>;
+  /** The known places whose source starts with `prefix` (e.g. `discovered:k8s-secret:`), with their latest snapshot, sorted by source (bytewise). */
+  places(prefix: `discovered:${string}`): Promise<PlaceSummary[]>;
   /**
    * Deletes certificate records with notAfter < before, except discovered ones that a place's
    * latest snapshot holds (still served when last seen), and their sightings; returns how many

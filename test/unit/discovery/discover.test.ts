@@ -488,7 +488,7 @@ describe('Kubernetes TLS Secrets', () => {
       const forgetGone = { forgetGone: true };
       expect(await discoverSecrets(store, [keep, flaky, withCa, gone, istio], forgetGone)).toMatchObject({ retired: [] });
       await store.recordSnapshots([{ source: 'discovered:file:/etc/tls/other.pem', fingerprints: [fpOf(chain.leaf)] }], new Date());
-      const places = async (): Promise<string[]> => (await store.placesUnder('discovered:')).map((p) => p.slice('discovered:'.length));
+      const places = async (): Promise<string[]> => (await store.places('discovered:')).map((p) => p.source.slice('discovered:'.length));
       const all = [
         'file:/etc/tls/other.pem',
         'k8s-secret:a/flaky',
@@ -801,6 +801,8 @@ describe('meshcert discover (CLI)', () => {
     expect(() => parseDiscoverArgs(['--files'])).toThrow(UsageError);
     expect(() => parseDiscoverArgs(['--kubeconfig', 'k', '--files', 'a'])).toThrow(/--k8s-secrets/);
     expect(() => parseDiscoverArgs(['--forget-gone', '--files', 'a'])).toThrow(/--forget-gone goes with --k8s-secrets/);
+    expect(() => parseDiscoverArgs(['--places', '--forget', 'file:/a.pem'])).toThrow(/--places goes alone/);
+    expect(parseDiscoverArgs(['--places']).places).toBe(true);
     expect(parseDiscoverArgs(['--k8s-secrets', '--forget-gone']).forgetGone).toBe(true);
     expect(parseDiscoverArgs(['--k8s-secrets']).forgetGone).toBe(false);
     expect(() => parseDiscoverArgs(['--files', 'a', '--endpoint-timeout', '0'])).toThrow(UsageError);
@@ -808,7 +810,7 @@ describe('meshcert discover (CLI)', () => {
     expect(() => parseDiscoverArgs(['--forget', 'file:/a.pem', '--files', 'b.pem'])).toThrow(/--forget goes alone/);
   });
 
-  it('forgets a place that is gone: the expiry reports stop judging it, its records stay, and an unknown place exits 1', async () => {
+  it('lists places and forgets one that is gone: the expiry reports stop judging it, its records stay, and an unknown place exits 1', async () => {
     const db = `sqlite:${join(dir, 'cli-forget', 'inventory.db')}`;
     const place = join(mkdtempSync(join(dir, 'forget-')), 'gone.pem');
     const soon = await makeTestCert({ subject: 'CN=gone.example', notBefore: new Date(Date.now() - 80 * DAY), notAfter: new Date(Date.now() + 5 * DAY) });
@@ -820,6 +822,15 @@ describe('meshcert discover (CLI)', () => {
     } finally {
       await store.close();
     }
+    // --places lists it, with what it held when last seen.
+    out.mockClear();
+    expect(await discoverCommand(['--places', '--db', db])).toBe(0);
+    const lines = stdout().split('\n');
+    expect(lines[0]).toMatch(/^LAST SEEN\s+CERTS\s+EARLIEST NOT AFTER\s+PLACE$/);
+    expect(lines.slice(1)).toEqual([expect.stringMatching(new RegExp(`^\\d{4}-\\d\\d-\\d\\dT\\S+Z\\s+1\\s+${new Date(soon.cert.validTo).toISOString().replace(/\./g, '\\.')}\\s+file:${place}$`))]);
+    out.mockClear();
+    expect(await discoverCommand(['--places', '--db', db, '--json'])).toBe(0);
+    expect(JSON.parse(stdout())).toEqual({ places: [{ place: `file:${place}`, lastSeen: expect.any(String), certificates: 1, earliestNotAfter: new Date(soon.cert.validTo).toISOString() }] });
     out.mockClear();
     // A file named as discover names it, or relative to the working directory.
     expect(await discoverCommand(['--forget', `file:${relative(process.cwd(), place)}`, '--db', db])).toBe(0);
@@ -832,7 +843,11 @@ describe('meshcert discover (CLI)', () => {
     const missing = join(dir, 'no-such', 'inventory.db');
     expect(await discoverCommand(['--forget', `file:${place}`, '--db', `sqlite:${missing}`])).toBe(1);
     expect(stderr()).toContain(`no inventory at sqlite:${missing}`);
+    expect(await discoverCommand(['--places', '--db', `sqlite:${missing}`])).toBe(1);
     expect(existsSync(missing)).toBe(false);
+    out.mockClear();
+    expect(await discoverCommand(['--places', '--db', db])).toBe(0);
+    expect(stdout()).toBe(`no places in ${db}: run meshcert discover first`);
     const after = await openStore({ kind: 'sqlite', path: db.slice('sqlite:'.length) });
     try {
       expect(await discoveredExpiring(after, new Date(), 30 * 86_400)).toEqual([]);

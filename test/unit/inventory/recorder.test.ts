@@ -13,7 +13,7 @@ import {
   type DiscoveredCertificate,
   type InventoryStore,
   type Page,
-  type RecordSource,
+  type PlaceSummary,
 } from '../../../src/inventory/types.js';
 import {
   createTestDatabase,
@@ -92,7 +92,7 @@ class MemoryStore implements InventoryStore {
   async forgetPlace(): Promise<boolean> {
     return false;
   }
-  async placesUnder(): Promise<RecordSource[]> {
+  async places(): Promise<PlaceSummary[]> {
     return [];
   }
   async pruneExpired(): Promise<number> {

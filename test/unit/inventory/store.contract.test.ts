@@ -532,15 +532,26 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await store.forgetPlace('discovered:k8s-secret:a/s')).toBe(true);
   });
 
-  it('lists the known places under a prefix, in bytewise order, and none from a prefix that is only similar', async () => {
-    const r = makeRecord('pl', { source: 'discovered:k8s-secret:b/s', notAfter: new Date(Date.now() + HOUR) });
-    await store.insertMany([r]);
+  it('lists the known places under a prefix, in bytewise order, each with its latest snapshot, and none from a prefix that is only similar', async () => {
+    const soon = makeRecord('pl-soon', { source: 'discovered:k8s-secret:b/s', notAfter: new Date(T0 + HOUR) });
+    const late = makeRecord('pl-late', { source: 'discovered:k8s-secret:b/s', notAfter: new Date(T0 + 10 * HOUR) });
+    await store.insertMany([soon, late]);
+    const first = new Date(Date.now() - 2 * HOUR);
     const places = ['discovered:k8s-secret:b/s', 'discovered:k8s-secret:a/s/ca.crt', 'discovered:k8s-secret:B/s', 'discovered:k8s-secretx:a/s', 'discovered:file:/k8s-secret:a', 'discovered:k8s-secret:a_/s'] as const;
-    await store.recordSnapshots(places.map((source) => ({ source, fingerprints: [r.fingerprint] })), new Date(Date.now() - HOUR));
-    expect(await store.placesUnder('discovered:k8s-secret:')).toEqual(['discovered:k8s-secret:B/s', 'discovered:k8s-secret:a/s/ca.crt', 'discovered:k8s-secret:a_/s', 'discovered:k8s-secret:b/s']);
-    // LIKE wildcards in a prefix are literal.
-    expect(await store.placesUnder('discovered:k8s-secret:a_')).toEqual(['discovered:k8s-secret:a_/s']);
-    expect(await store.placesUnder('discovered:endpoint:')).toEqual([]);
+    await store.recordSnapshots(places.map((source) => ({ source, fingerprints: [late.fingerprint] })), first);
+    // Later: b/s holds both, a/s/ca.crt nothing; the others keep their first snapshot.
+    const second = new Date(Date.now() - HOUR);
+    await store.recordSnapshots([{ source: 'discovered:k8s-secret:b/s', fingerprints: [soon.fingerprint, late.fingerprint] }, { source: 'discovered:k8s-secret:a/s/ca.crt', fingerprints: [] }], second);
+    const listed = (await store.places('discovered:k8s-secret:')).map((p) => [p.source, p.seenAt.toISOString(), p.certificates, p.earliestNotAfter?.toISOString() ?? null]);
+    expect(listed).toEqual([
+      ['discovered:k8s-secret:B/s', first.toISOString(), 1, late.notAfter.toISOString()],
+      ['discovered:k8s-secret:a/s/ca.crt', second.toISOString(), 0, null],
+      ['discovered:k8s-secret:a_/s', first.toISOString(), 1, late.notAfter.toISOString()],
+      ['discovered:k8s-secret:b/s', second.toISOString(), 2, soon.notAfter.toISOString()],
+    ]);
+    // `_` and `%` in a prefix are literal.
+    expect((await store.places('discovered:k8s-secret:a_')).map((p) => p.source)).toEqual(['discovered:k8s-secret:a_/s']);
+    expect(await store.places('discovered:endpoint:')).toEqual([]);
   });
 
   it('stamps a snapshot no later than the database clock allows (PostgreSQL: + 5 minutes; SQLite shares the runner clock)', async () => {
