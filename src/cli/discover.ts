@@ -22,7 +22,8 @@ export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints 
 meshcert discover --places [--config FILE | --db ...] [--json]
   Lists the places discovery knows, the longest unseen first: when each was last read in full,
   how many certificates it held then and the earliest end among them. A place no run reads any
-  more (a deleted file, an endpoint taken down) is one to --forget.
+  more (a deleted file, an endpoint taken down) is one to --forget. Exit 1 when the store fails
+  (or a SQLite inventory does not exist).
 meshcert discover --forget PLACE... [--config FILE | --db ...] [--json]
   Forgets places that are gone (file:PATH, endpoint:HOST:PORT, k8s-secret:NS/NAME[/KEY], as
   \`certs expiring\` names them), so that the expiry reports stop judging them; their certificate

@@ -179,7 +179,7 @@ const K8S_PLACES = 'discovered:k8s-secret:';
 async function retireGoneSecrets(store: InventoryStore, items: readonly DiscoveredItem[]): Promise<{ retired: string[]; retireSkipped?: string }> {
   const known = (await store.places(K8S_PLACES)).map((p) => p.source);
   if (known.length === 0) return { retired: [] };
-  if (items.some((i) => i.kind === 'k8s' && i.status === 'error')) return { retired: [], retireSkipped: 'a list call failed, so the listing is not the whole cluster' };
+  if (items.some((i) => i.kind === 'k8s' && i.status === 'error')) return { retired: [], retireSkipped: 'the cluster could not be listed in full' };
   const present = new Set<string>();
   for (const i of items) {
     if (i.kind !== 'k8s-secret') continue;

@@ -336,13 +336,13 @@ export const DISCOVERED_EXPIRING_SQL =
 
 /**
  * The places under a prefix (? twice: SQLite and PostgreSQL both count characters), each with its
- * latest snapshot's size and earliest end. The casts read as no-ops to SQLite and type the
- * parameter for PostgreSQL; COLLATE "C" orders bytewise there, as SQLite does.
+ * latest snapshot's size and earliest end, in bytewise order (PostgreSQL's discovery columns are
+ * COLLATE "C"). The casts read as no-ops to SQLite and type the parameter for PostgreSQL.
  */
-export const PLACES_SQL = (collate: string): string =>
+export const PLACES_SQL =
   `SELECT p.source AS source, p.seen_at AS seen_at, count(c.fingerprint) AS certificates, min(c.not_after) AS earliest ` +
   `FROM ${PLACES_TABLE} p LEFT JOIN ${SIGHTINGS_TABLE} s ON s.source = p.source AND s.seen_at = p.seen_at LEFT JOIN ${CERT_TABLE} c ON c.fingerprint = s.fingerprint ` +
-  `WHERE substr(p.source, 1, length(CAST(? AS text))) = CAST(? AS text) GROUP BY p.source, p.seen_at ORDER BY p.source${collate}`;
+  `WHERE substr(p.source, 1, length(CAST(? AS text))) = CAST(? AS text) GROUP BY p.source, p.seen_at ORDER BY p.source`;
 
 export function rowToPlace(row: { source: string; seen_at: unknown; certificates: unknown; earliest: unknown }): PlaceSummary {
   return {

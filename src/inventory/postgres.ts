@@ -154,7 +154,7 @@ const GET_PG = numbered(GET_SQL);
 const LATEST_PG = numbered(LATEST_PER_IDENTITY_SQL);
 const LATEST_UNDER_FRACTION_PG = numbered(LATEST_PER_IDENTITY_UNDER_FRACTION_SQL);
 const DISCOVERED_EXPIRING_PG = numbered(DISCOVERED_EXPIRING_SQL);
-const PLACES_PG = numbered(PLACES_SQL(' COLLATE "C"'));
+const PLACES_PG = numbered(PLACES_SQL);
 /**
  * One statement, so one transaction: places $1, sightings' places $2 and fingerprints $3, all at
  * $4, but never more than 5 minutes past the database's clock (a runner whose clock is far ahead

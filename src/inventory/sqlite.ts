@@ -136,7 +136,6 @@ const INSERT_CERT_SQL =
 const INSERT_AUDIT_SQL =
   `INSERT INTO ${AUDIT_TABLE} (${AUDIT_COLUMNS.join(', ')}) VALUES (${AUDIT_COLUMNS.map(() => '?').join(', ')}) ` +
   'ON CONFLICT (id) DO NOTHING';
-const PLACES_SQLITE = PLACES_SQL('');
 const UPSERT_PLACE_SQL = `INSERT INTO ${PLACES_TABLE} (source, seen_at) VALUES (?, ?) ON CONFLICT (source) DO UPDATE SET seen_at = max(seen_at, excluded.seen_at)`;
 /** An empty snapshot of a place already known (one never seen holding a certificate is no place to keep). */
 const EMPTY_PLACE_SQL = `UPDATE ${PLACES_TABLE} SET seen_at = max(seen_at, ?) WHERE source = ?`;
@@ -468,7 +467,7 @@ export class SqliteInventoryStore implements InventoryStore {
   }
 
   async places(prefix: `discovered:${string}`): Promise<PlaceSummary[]> {
-    const rows = await this.call<Array<Parameters<typeof rowToPlace>[0]>>('all', PLACES_SQLITE, [prefix, prefix]);
+    const rows = await this.call<Array<Parameters<typeof rowToPlace>[0]>>('all', PLACES_SQL, [prefix, prefix]);
     return rows.map(rowToPlace);
   }
 

@@ -4,8 +4,10 @@
  * - every alert expression parses with Prometheus's own PromQL grammar (npm `@prometheus-io/lezer-promql`,
  *   the parser of Prometheus's web UI);
  * - every metric an expression reads is one meshcert registers (taken from the real metric classes),
- *   every label matcher names a label that metric has, with a value meshcert can give it, and every
- *   `by (...)` label and `$labels.X` in an annotation is one the expression's result can carry.
+ *   every label matcher names a label that metric has, with a value meshcert can give it, every
+ *   `by (...)` label is one of the expression's metrics', and every `$labels.X` in an annotation
+ *   survives its aggregations. The grammar checks syntax, not function argument types: weaker than
+ *   `promtool check rules`, which is not available here.
  * So renaming a metric, a label or an error code fails here instead of silencing an alert.
  */
 import { readFileSync } from 'node:fs';
@@ -112,7 +114,7 @@ function problemsOf(rule: Rule): string[] {
   const problems: string[] = [];
   const say = (what: string): number => problems.push(`${name}: ${what}`);
   if (!rule.alert || !/^Meshcert[A-Z][A-Za-z]+$/.test(rule.alert)) say('alert name must be Meshcert<Name>');
-  if (rule.for !== undefined && !/^\d+[smhdwy]$/.test(rule.for)) say(`"for: ${rule.for}" is not a Prometheus duration`);
+  if (rule.for !== undefined && !/^(\d+(ms|[smhdwy]))+$/.test(rule.for)) say(`"for: ${rule.for}" is not a Prometheus duration`);
   if (!['info', 'warning', 'critical'].includes(rule.labels?.severity ?? '')) say('labels.severity must be info, warning or critical');
   for (const a of ['summary', 'description']) if (!rule.annotations?.[a]?.trim()) say(`annotations.${a} is missing`);
 
@@ -223,6 +225,7 @@ describe('deploy/kubernetes/components/monitoring (no Prometheus needed)', () =>
     expect(check('sum by (issuer) (meshcert_inventory_store_up) == 0')[0]).toMatch(/groups by issuer/);
     expect(check('sum by (namespace) (meshcert_inventory_store_up) == 0', { annotations: { summary: 's', description: '{{ $labels.pod }}' } })[0]).toMatch(/\$labels\.pod/);
     expect(check('max(meshcert_inventory_store_up) > 0', { for: '5 minutes' })[0]).toMatch(/duration/);
+    expect(check('max(meshcert_inventory_store_up) > 0', { for: '1h30m' })).toEqual([]);
     expect(check('max(meshcert_inventory_store_up) > 0', { labels: { severity: 'page' } })[0]).toMatch(/severity/);
     expect(check('histogram_quantile(0.99, sum by (le) (rate(meshcert_request_duration_seconds_bucket{code="OK"}[5m]))) > 1')).toEqual([]);
     expect(check('rate(meshcert_refusals_total{code="OK"}[5m]) > 0')[0]).toMatch(/never "OK"/); // only the duration histogram has OK

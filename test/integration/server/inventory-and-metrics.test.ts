@@ -141,6 +141,7 @@ describe('a server without an inventory store (inventory.store: none, as the bas
       expect(series.filter((l) => /^meshcert_(inventory_|stale_identities|discovered_certs_expiring)/.test(l))).toEqual([]);
       expect(metricValue(m, 'meshcert_ca_certs_in_warning_window')).toBe(0);
       expect(series).toContain('meshcert_connections_shed_total{reason="memory"} 0'); // at 0 before any, for increase()
+      expect(series).toContain(`meshcert_jwks_refresh_failures_total{issuer="${TEST_ISSUER}"} 0`);
       expect(m).toContain('meshcert_ca_cert_expiry_timestamp_seconds{issuer="default",role="root"');
       expect((await get(s.server.adminPort!, '/readyz')).status).toBe(200);
     } finally {
