@@ -10,38 +10,14 @@
  *   `promtool check rules`, which is not available here.
  * So renaming a metric, a label or an error code fails here instead of silencing an alert.
  */
-import { readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parser } from '@prometheus-io/lezer-promql';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import { Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { parse as parseYaml } from 'yaml';
 import { CA_ERROR_CODES } from '../../src/errors/ca-error.js';
 import { CONNECTION_SHED_REASONS } from '../../src/grpc/server.js';
 import { CaMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../../src/metrics/ca-metrics.js';
-
-type SyntaxNode = ReturnType<typeof parser.parse>['topNode'];
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const COMPONENT = join(ROOT, 'deploy/kubernetes/components/monitoring');
-
-interface Rule {
-  alert?: string;
-  record?: string;
-  expr: string;
-  for?: string;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-}
-interface RuleFile {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace: string; labels?: Record<string, string> };
-  spec: { groups: { name: string; rules: Rule[] }[] };
-}
+import { loadComponentFile, loadRules, nodes, parseExpr, type Rule } from '../support/prometheus-rules.js';
 
 /** Labels Prometheus adds to every scraped series (the ServiceMonitor's target labels). */
 const TARGET_LABELS = ['namespace', 'pod', 'job', 'instance', 'service', 'endpoint', 'container'];
@@ -93,21 +69,6 @@ function exportedMetrics(): Map<string, readonly string[]> {
 
 const EXPORTED = exportedMetrics();
 
-/** The nodes named `name` in root's subtree (root included), and nowhere else. */
-function nodes(root: SyntaxNode, name: string): SyntaxNode[] {
-  const found: SyntaxNode[] = [];
-  const walk = (n: SyntaxNode): void => {
-    if (n.name === name) found.push(n);
-    for (let c = n.firstChild; c !== null; c = c.nextSibling) walk(c);
-  };
-  walk(root);
-  return found;
-}
-
-function unquote(s: string): string {
-  return JSON.parse(s.startsWith("'") ? `"${s.slice(1, -1).replace(/"/g, '\\"')}"` : s) as string;
-}
-
 /** What is wrong with one rule, as messages naming it; [] when nothing is. */
 function problemsOf(rule: Rule): string[] {
   const name = rule.alert ?? rule.record ?? '(unnamed)';
@@ -119,33 +80,25 @@ function problemsOf(rule: Rule): string[] {
   for (const a of ['summary', 'description']) if (!rule.annotations?.[a]?.trim()) say(`annotations.${a} is missing`);
 
   const expr = rule.expr;
-  const tree = parser.parse(expr);
-  let syntaxError: number | undefined;
-  tree.iterate({ enter: (n) => void (n.type.isError && syntaxError === undefined && (syntaxError = n.from)) });
+  const { top, syntaxError, text, selectors } = parseExpr(expr);
   if (syntaxError !== undefined) {
     say(`expr does not parse at offset ${syntaxError}: ${JSON.stringify(expr.slice(syntaxError, syntaxError + 20))}`);
     return problems;
   }
-  const top = tree.topNode;
-  const text = (n: SyntaxNode): string => expr.slice(n.from, n.to);
   const metricLabels = new Set<string>(TARGET_LABELS);
-  for (const selector of nodes(top, 'VectorSelector')) {
-    const metricNode = selector.getChild('Identifier');
-    if (!metricNode) {
-      say(`a selector without a metric name: ${text(selector)}`);
+  for (const selector of selectors) {
+    const metric = selector.metric;
+    if (metric === null) {
+      say(`a selector without a metric name: ${selector.text}`);
       continue;
     }
-    const metric = text(metricNode);
     const labels = EXPORTED.get(metric) ?? FOREIGN[metric];
     if (labels === undefined) {
       say(`reads ${metric}, which meshcert does not export`);
       continue;
     }
     for (const l of labels) metricLabels.add(l);
-    for (const matcher of nodes(selector, 'UnquotedLabelMatcher')) {
-      const label = text(matcher.getChild('LabelName')!);
-      const op = text(matcher.getChild('MatchOp')!);
-      const value = unquote(text(matcher.getChild('StringLiteral')!));
+    for (const { label, op, value } of selector.matchers) {
       if (!labels.includes(label) && !TARGET_LABELS.includes(label)) {
         say(`${metric} has no label ${label}`);
         continue;
@@ -174,17 +127,12 @@ function problemsOf(rule: Rule): string[] {
   return problems;
 }
 
-function load<T>(file: string): T {
-  return parseYaml(readFileSync(join(COMPONENT, file), 'utf8')) as T;
-}
-
 describe('deploy/kubernetes/components/monitoring (no Prometheus needed)', () => {
-  const rules = load<RuleFile>('prometheusrule.yaml');
-  const all = rules.spec.groups.flatMap((g) => g.rules);
+  const { file: rules, rules: all } = loadRules();
 
   it('ships a PrometheusRule and a ServiceMonitor that match the Prometheus Operator schemas', () => {
     expect(() => new PrometheusRule(structuredClone(rules) as never).validate()).not.toThrow();
-    const monitor = load<Record<string, unknown>>('servicemonitor.yaml');
+    const monitor = loadComponentFile<Record<string, unknown>>('servicemonitor.yaml');
     expect(() => new ServiceMonitor(structuredClone(monitor) as never).validate()).not.toThrow();
     expect([rules.metadata.namespace, (monitor.metadata as { namespace: string }).namespace]).toEqual(['meshcert', 'meshcert']);
   });

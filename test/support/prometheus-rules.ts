@@ -1,0 +1,112 @@
+/**
+ * The alert rules of deploy/kubernetes/components/monitoring, and what their expressions read,
+ * parsed with Prometheus's own PromQL grammar (`@prometheus-io/lezer-promql`). Shared by the
+ * offline rules check (test/deploy) and the check against a running server (test/e2e).
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parser } from '@prometheus-io/lezer-promql';
+import { parse as parseYaml } from 'yaml';
+import { ROOT } from './cli.js';
+
+export type SyntaxNode = ReturnType<typeof parser.parse>['topNode'];
+
+export const MONITORING_COMPONENT = join(ROOT, 'deploy/kubernetes/components/monitoring');
+
+export interface Rule {
+  alert?: string;
+  record?: string;
+  expr: string;
+  for?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+export interface RuleFile {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace: string; labels?: Record<string, string> };
+  spec: { groups: { name: string; rules: Rule[] }[] };
+}
+
+export function loadComponentFile<T>(file: string): T {
+  return parseYaml(readFileSync(join(MONITORING_COMPONENT, file), 'utf8')) as T;
+}
+
+export function loadRules(): { file: RuleFile; rules: Rule[] } {
+  const file = loadComponentFile<RuleFile>('prometheusrule.yaml');
+  return { file, rules: file.spec.groups.flatMap((g) => g.rules) };
+}
+
+/** The nodes named `name` in root's subtree (root included), and nowhere else. */
+export function nodes(root: SyntaxNode, name: string): SyntaxNode[] {
+  const found: SyntaxNode[] = [];
+  const walk = (n: SyntaxNode): void => {
+    if (n.name === name) found.push(n);
+    for (let c = n.firstChild; c !== null; c = c.nextSibling) walk(c);
+  };
+  walk(root);
+  return found;
+}
+
+function unquote(s: string): string {
+  return JSON.parse(s.startsWith("'") ? `"${s.slice(1, -1).replace(/"/g, '\\"')}"` : s) as string;
+}
+
+export interface Matcher {
+  label: string;
+  op: '=' | '!=' | '=~' | '!~';
+  value: string;
+}
+
+export interface Selector {
+  /** The selector's text, for messages. */
+  text: string;
+  /** null: a selector without a metric name. */
+  metric: string | null;
+  matchers: Matcher[];
+}
+
+export interface ParsedExpr {
+  top: SyntaxNode;
+  /** Offset of the first syntax error, or undefined. */
+  syntaxError: number | undefined;
+  text: (n: SyntaxNode) => string;
+  selectors: Selector[];
+}
+
+export function parseExpr(expr: string): ParsedExpr {
+  const tree = parser.parse(expr);
+  let syntaxError: number | undefined;
+  tree.iterate({ enter: (n) => void (n.type.isError && syntaxError === undefined && (syntaxError = n.from)) });
+  const text = (n: SyntaxNode): string => expr.slice(n.from, n.to);
+  const top = tree.topNode;
+  const selectors = syntaxError !== undefined ? [] : nodes(top, 'VectorSelector').map((s) => {
+    const metricNode = s.getChild('Identifier');
+    return {
+      text: text(s),
+      metric: metricNode ? text(metricNode) : null,
+      matchers: nodes(s, 'UnquotedLabelMatcher').map((m) => ({
+        label: text(m.getChild('LabelName')!),
+        op: text(m.getChild('MatchOp')!) as Matcher['op'],
+        value: unquote(text(m.getChild('StringLiteral')!)),
+      })),
+    };
+  });
+  return { top, syntaxError, text, selectors };
+}
+
+/** Whether a series' labels satisfy a matcher (regexes anchored, as Prometheus anchors them). */
+export function matches(labels: Record<string, string>, m: Matcher): boolean {
+  const v = labels[m.label] ?? '';
+  switch (m.op) {
+    case '=':
+      return v === m.value;
+    case '!=':
+      return v !== m.value;
+    case '=~':
+      return new RegExp(`^(?:${m.value})$`).test(v);
+    case '!~':
+      return !new RegExp(`^(?:${m.value})$`).test(v);
+  }
+}
