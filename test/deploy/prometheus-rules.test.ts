@@ -17,7 +17,7 @@ import { describe, expect, it } from 'vitest';
 import { CA_ERROR_CODES } from '../../src/errors/ca-error.js';
 import { CONNECTION_SHED_REASONS } from '../../src/grpc/server.js';
 import { CaMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../../src/metrics/ca-metrics.js';
-import { loadComponentFile, loadRules, nodes, parseExpr, type Rule } from '../support/prometheus-rules.js';
+import { loadComponentFile, loadDeployFile, loadRules, nodes, parseExpr, type Rule } from '../support/prometheus-rules.js';
 
 /** Labels Prometheus adds to every scraped series (the ServiceMonitor's target labels). */
 const TARGET_LABELS = ['namespace', 'pod', 'job', 'instance', 'service', 'endpoint', 'container'];
@@ -42,8 +42,9 @@ const LABEL_VALUES: Record<string, readonly string[]> = {
   'meshcert_connections_shed_total:reason': CONNECTION_SHED_REASONS,
   'meshcert_inventory_audit_events_lost_total:reason': ['dropped', 'rejected'],
   'meshcert_inventory_refused_from_workers_total:kind': ['record', 'audit'],
-  job: ['meshcert'],
-  namespace: ['meshcert'],
+  // The ServiceMonitor's job is its Service's name; both live in the Service's namespace.
+  job: [loadDeployFile<{ metadata: { name: string } }>('base/service.yaml').metadata.name],
+  namespace: [loadDeployFile<{ metadata: { namespace: string } }>('base/service.yaml').metadata.namespace, loadComponentFile<{ metadata: { namespace: string } }>('servicemonitor.yaml').metadata.namespace],
 };
 
 /** Every series name meshcert exports, with its labels (a histogram's three series included). */

@@ -10,9 +10,11 @@ import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
+import { CA_ERROR_CODES } from '../../src/errors/ca-error.js';
+import { CONNECTION_SHED_REASONS } from '../../src/grpc/server.js';
 import { makeCsr } from '../fixtures/csr.js';
 import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
-import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js';
+import { mintToken, serveConfigYaml, TEST_ISSUER, writeServeDir } from '../support/harness.js';
 import { loadRules, matches, parseExpr } from '../support/prometheus-rules.js';
 import { connectTls, unaryCall } from '../support/raw-grpc.js';
 
@@ -20,6 +22,18 @@ import { connectTls, unaryCall } from '../support/raw-grpc.js';
 const FOREIGN = new Set(['up']);
 /** Labels the scrape adds (the ServiceMonitor's targets): not in the exposition. */
 const TARGET_LABELS = new Set(['namespace', 'pod', 'job', 'instance', 'service', 'endpoint', 'container']);
+/**
+ * Counters alerts read with increase() or rate(): each value must have its series before its first
+ * event (a series that first appears at 1 is an increase Prometheus never sees).
+ */
+const STARTED_AT_ZERO: Record<string, { label: string; values: readonly string[] }> = {
+  meshcert_refusals_total: { label: 'code', values: CA_ERROR_CODES },
+  meshcert_config_reloads_total: { label: 'result', values: ['applied', 'rejected'] },
+  meshcert_connections_shed_total: { label: 'reason', values: CONNECTION_SHED_REASONS },
+  meshcert_inventory_audit_events_lost_total: { label: 'reason', values: ['dropped', 'rejected'] },
+  meshcert_inventory_refused_from_workers_total: { label: 'kind', values: ['record', 'audit'] },
+  meshcert_jwks_refresh_failures_total: { label: 'issuer', values: [TEST_ISSUER] },
+};
 
 /** Prometheus text exposition -> series (name and labels). */
 function seriesOf(text: string): Array<{ name: string; labels: Record<string, string> }> {
@@ -69,15 +83,28 @@ describe('the alert rules against a running server with workers', () => {
 
     const unmatched: string[] = [];
     const { rules } = loadRules();
+    const counters = new Set<string>();
     for (const rule of rules) {
-      for (const sel of parseExpr(rule.expr).selectors) {
+      const parsed = parseExpr(rule.expr);
+      expect(parsed.syntaxError, `${rule.alert} parses`).toBeUndefined();
+      for (const sel of parsed.selectors) {
         if (sel.metric === null || FOREIGN.has(sel.metric)) continue;
+        if (sel.metric in STARTED_AT_ZERO) counters.add(sel.metric);
         const own = sel.matchers.filter((m) => !TARGET_LABELS.has(m.label));
-        if (!series.some((x) => x.name === sel.metric && own.every((m) => matches(x.labels, m)))) unmatched.push(`${rule.alert}: ${sel.text}`);
+        // A matcher on a plain alternation ("A|B") needs a series for each of its values.
+        const variants = own.flatMap((m, i) => (m.op === '=~' && /^[\w.|-]+$/.test(m.value) ? m.value.split('|').map((v) => own.map((o, j) => (j === i ? { ...o, op: '=' as const, value: v } : o))) : []));
+        for (const ms of variants.length > 0 ? variants : [own]) {
+          if (!series.some((x) => x.name === sel.metric && ms.every((m) => matches(x.labels, m)))) unmatched.push(`${rule.alert}: ${sel.text}${variants.length > 0 ? ` (${ms.map((m) => `${m.label}${m.op}"${m.value}"`).join(', ')})` : ''}`);
+        }
       }
     }
+    for (const metric of counters) {
+      const { label, values } = STARTED_AT_ZERO[metric]!;
+      for (const v of values) if (!series.some((x) => x.name === metric && x.labels[label] === v)) unmatched.push(`${metric}{${label}="${v}"} is not exported before its first event`);
+    }
+    expect([...counters].sort()).toEqual(Object.keys(STARTED_AT_ZERO).sort()); // each is read by some alert
     expect(unmatched).toEqual([]);
     s.child.kill('SIGTERM');
     expect(await s.exited).toBe(0);
-  }, 60_000);
+  }, 90_000);
 });

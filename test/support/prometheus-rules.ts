@@ -33,6 +33,11 @@ export function loadComponentFile<T>(file: string): T {
   return parseYaml(readFileSync(join(MONITORING_COMPONENT, file), 'utf8')) as T;
 }
 
+/** A file under deploy/kubernetes, e.g. `base/service.yaml`. */
+export function loadDeployFile<T>(file: string): T {
+  return parseYaml(readFileSync(join(ROOT, 'deploy/kubernetes', file), 'utf8')) as T;
+}
+
 export function loadRules(): { file: RuleFile; rules: Rule[] } {
   const file = loadComponentFile<RuleFile>('prometheusrule.yaml');
   return { file, rules: file.spec.groups.flatMap((g) => g.rules) };
