@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { discover, discoveryExitCode, type DiscoveryReport } from '../discovery/discover.js';
 import { parseDurationArg } from '../config/duration.js';
 import { UsageError } from './args.js';
+import { placeName } from '../inventory/common.js';
 import type { InventoryStore } from '../inventory/types.js';
 import { openInventory, resolveInventoryTarget, StoreOpenError, table } from './certs.js';
 
@@ -143,7 +144,7 @@ async function listPlaces(store: InventoryStore, json: boolean, label: string): 
     await store.close().catch(() => undefined);
   }
   const rows = places
-    .map((p) => ({ place: p.source.slice('discovered:'.length), lastSeen: p.seenAt.toISOString(), certificates: p.certificates, earliestNotAfter: p.earliestNotAfter?.toISOString() ?? null }))
+    .map((p) => ({ place: placeName(p.source), lastSeen: p.seenAt.toISOString(), certificates: p.certificates, earliestNotAfter: p.earliestNotAfter?.toISOString() ?? null }))
     .sort((a, b) => (a.lastSeen < b.lastSeen ? -1 : a.lastSeen > b.lastSeen ? 1 : 0));
   if (json) console.log(JSON.stringify({ places: rows }, null, 2));
   else if (rows.length === 0) console.log(`no places in ${label}: run meshcert discover first`);

@@ -18,7 +18,7 @@
  * Problems are per item; the run goes on. Only a store failure aborts (it throws).
  */
 import type { X509Certificate } from 'node:crypto';
-import { recordProblem } from '../inventory/common.js';
+import { placeName, recordProblem } from '../inventory/common.js';
 import { recordFromCertificate } from '../inventory/record-from-cert.js';
 import type { CertificateRecord, InventoryStore, Snapshot } from '../inventory/types.js';
 import { DEFAULT_ENDPOINT_TIMEOUT_MS, discoverEndpoint } from './endpoint.js';
@@ -189,7 +189,7 @@ async function retireGoneSecrets(store: InventoryStore, items: readonly Discover
   if (present.size === 0) return { retired: [], retireSkipped: 'the cluster listed no Secret at all (the wrong cluster or context?)' };
   const retired: string[] = [];
   for (const place of known) {
-    if (!present.has(place) && (await store.forgetPlace(place))) retired.push(place.slice('discovered:'.length));
+    if (!present.has(place) && (await store.forgetPlace(place))) retired.push(placeName(place));
   }
   return { retired };
 }

@@ -115,6 +115,11 @@ export function isRecordSource(s: string): s is RecordSource {
   return s === 'issued' || (s.startsWith('discovered:') && s.length > 'discovered:'.length);
 }
 
+/** A place as people see it (`certs expiring`, `discover --places`, `--forget`): its source without `discovered:`. */
+export function placeName(source: `discovered:${string}`): string {
+  return source.slice('discovered:'.length);
+}
+
 export function auditProblem(e: AuditEvent): string | null {
   if (e === null || typeof e !== 'object') return 'not an object';
   if (!isValidDate(e.at)) return 'at must be a valid Date';

@@ -23,6 +23,7 @@ import type { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { caPath } from '../ca/files.js';
 import { parsePemBundle } from '../x509/pem.js';
+import { placeName } from './common.js';
 import { formatDn } from './record-from-cert.js';
 import type { CertificateRecord, InventoryStore } from './types.js';
 
@@ -196,7 +197,7 @@ export interface ExpiringDiscovered {
 export async function discoveredExpiring(store: Pick<InventoryStore, 'discoveredExpiring'>, now: Date, within: number): Promise<ExpiringDiscovered[]> {
   const found = await store.discoveredExpiring(new Date(now.getTime() + within * 1000));
   return found.map(({ record, source, seenAt }) => ({
-    where: source.replace(/^discovered:/, ''),
+    where: placeName(source),
     record,
     seenAt,
     secondsLeft: Math.floor((record.notAfter.getTime() - now.getTime()) / 1000),
