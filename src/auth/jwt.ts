@@ -203,6 +203,8 @@ export interface RemoteJwksOptions {
    * answer included); the body is at most MAX_JWKS_BYTES.
    */
   fetchBody?: (timeoutMs: number) => Promise<string>;
+  /** Throws when a key set read (parsed, before it replaces the current one) is not one this issuer would publish. */
+  checkKeys?: (keys: JSONWebKeySet) => void;
   /**
    * The clock difference allowed an issuer: a token's iat may be this far ahead of this clock, or
    * this far before the last read, and still name a newly published key. At least 60 s.
@@ -226,6 +228,7 @@ export class RemoteJwks implements KeySource {
   private readonly now: () => number;
   private readonly onFailure: ((error: Error) => void) | undefined;
   private readonly fetchBody: ((timeoutMs: number) => Promise<string>) | undefined;
+  private readonly checkKeys: ((keys: JSONWebKeySet) => void) | undefined;
 
   private set: ReturnType<typeof createLocalJWKSet> | undefined;
   /** The last loaded set's keys as JSON, to tell a changed set from the same one fetched again. */
@@ -254,6 +257,7 @@ export class RemoteJwks implements KeySource {
     this.now = opts.now ?? Date.now;
     this.onFailure = opts.onRefreshFailure;
     this.fetchBody = opts.fetchBody;
+    this.checkKeys = opts.checkKeys;
     this.clockMarginMs = Math.max(ISSUER_CLOCK_MARGIN_MS, opts.clockMarginMs ?? 0);
   }
 
@@ -388,6 +392,7 @@ export class RemoteJwks implements KeySource {
       throw new Error(`JWKS from ${this.uri} is not JSON`, { cause: err });
     }
     const keys = toKeySet(doc);
+    this.checkKeys?.(keys);
     createLocalJWKSet(keys); // throws on a set jose cannot use, before it replaces the current one
     return keys;
   }

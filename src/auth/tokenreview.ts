@@ -310,6 +310,10 @@ export class TokenReviewAuthenticator implements Authenticator {
         clockMarginMs: (opts.clockSkewSeconds ?? 0) * 1000,
         minRefreshIntervalMs: opts.keysMinRefreshIntervalMs ?? KEYS_MIN_REFRESH_MS,
         fetchBody: (timeoutMs) => this.fetchKeys(keysAgent, timeoutMs),
+        // An API server signs every token with an RSA or EC key it publishes: none is a fault, not a verdict on every token.
+        checkKeys: (set) => {
+          if (!set.keys.some((k) => k.kty === 'RSA' || k.kty === 'EC')) throw new Error(`GET ${this.jwksUrl.pathname} returned no RSA or EC key`);
+        },
         ...(opts.onKeysFailure ? { onRefreshFailure: opts.onKeysFailure } : {}),
       });
     }
@@ -483,25 +487,14 @@ export class TokenReviewAuthenticator implements Authenticator {
     }
   }
 
-  /** The API server's service-account JWKS body; rejects on a non-2xx answer or a set without keys. */
+  /** The API server's service-account JWKS body; rejects on a non-2xx answer (RemoteJwks parses and checks it). */
   private async fetchKeys(agent: https.Agent, timeoutMs: number): Promise<string> {
     const res = await this.send('GET', this.jwksUrl, undefined, timeoutMs, agent);
     if (res.status < 200 || res.status >= 300) {
       const hint = res.status === 401 || res.status === 403 ? " (meshcert's credentials may not read it: see the system:service-account-issuer-discovery ClusterRole)" : '';
       throw new Error(`GET ${this.jwksUrl.pathname} returned HTTP ${res.status}${hint}`);
     }
-    const text = res.body.toString('utf8');
-    // An API server signs every token with an RSA or EC key it publishes: none is a fault, not a verdict on every token.
-    let keys: unknown;
-    try {
-      keys = (JSON.parse(text) as { keys?: unknown }).keys;
-    } catch {
-      keys = undefined; // RemoteJwks says what is wrong with it
-    }
-    if (Array.isArray(keys) && !keys.some((k) => typeof k === 'object' && k !== null && ((k as { kty?: unknown }).kty === 'RSA' || (k as { kty?: unknown }).kty === 'EC'))) {
-      throw new Error(`GET ${this.jwksUrl.pathname} returned no RSA or EC key`);
-    }
-    return text;
+    return res.body.toString('utf8');
   }
 
   /** One request to the API server with meshcert's credentials, its body read up to MAX_RESPONSE_BYTES. */
