@@ -13,7 +13,7 @@ import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { CA_ERROR_CODES } from '../../src/errors/ca-error.js';
 import { CONNECTION_SHED_REASONS } from '../../src/grpc/server.js';
 import { makeCsr } from '../fixtures/csr.js';
-import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
+import { adminPort, killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, TEST_ISSUER, writeServeDir } from '../support/harness.js';
 import { loadRules, matches, parseExpr } from '../support/prometheus-rules.js';
 import { connectTls, unaryCall } from '../support/raw-grpc.js';
@@ -68,13 +68,12 @@ describe('the alert rules against a running server with workers', () => {
     } finally {
       session.destroy();
     }
-    let adminPort = 0;
-    await vi.waitFor(() => (adminPort = Number(/"port":(\d+),"msg":"admin server listening"/.exec(s.output())?.[1] ?? expect.fail('admin not up yet'))), { timeout: 10_000 });
+    const admin = await adminPort(s);
     // The expiry monitor's first check sets the store's gauges: wait for it.
     let series: ReturnType<typeof seriesOf> = [];
     await vi.waitFor(
       async () => {
-        series = seriesOf(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text());
+        series = seriesOf(await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text());
         expect(series.some((x) => x.name === 'meshcert_discovered_certs_expiring' && x.labels.state === 'expired')).toBe(true);
         expect(series.some((x) => x.name === 'meshcert_request_duration_seconds_bucket' && x.labels.code === 'OK')).toBe(true);
       },

@@ -9,7 +9,7 @@ import type { ClientHttp2Session } from 'node:http2';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { makeCsr } from '../fixtures/csr.js';
-import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
+import { adminPort, killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { RawConnections, statusOf, unaryCall } from '../support/raw-grpc.js';
@@ -29,11 +29,10 @@ describe('connections across worker processes', () => {
     ({ dir, config: file } = await writeServeDir('meshcert-balance-', serveConfigYaml({ workers: 2 })));
     server = await startServe(['--config', file]);
     const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
-    let adminPort = 0;
-    await vi.waitFor(() => (adminPort = Number(/"port":(\d+),"msg":"admin server listening"/.exec(server!.output())?.[1] ?? expect.fail('admin not up yet'))), { timeout: 10_000 });
+    const admin = await adminPort(server!);
     /** meshcert_worker_connections by worker id. */
     const openPerWorker = async (): Promise<Record<string, number>> => {
-      const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+      const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
       return Object.fromEntries([...text.matchAll(/^meshcert_worker_connections\{worker="(\d+)"\} (\d+)$/gm)].map((m) => [m[1]!, Number(m[2])]));
     };
     /** One call as service account `sa` on a new connection, kept open; resolves with the worker that served it. */

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { makeCsr } from '../fixtures/csr.js';
-import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
+import { adminPort, killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, TEST_ISSUER, writeServeDir } from '../support/harness.js';
 import { connectTls, grpcFrame, unaryCall } from '../support/raw-grpc.js';
 
@@ -40,10 +40,9 @@ describe.each([1, 2])('server.shutdownDelay with server.workers: %i', (workers) 
     const made = await writeServeDir('meshcert-shutdown-delay-', yaml(workers));
     dir = made.dir;
     const s = (server = await startServe(['--config', made.config], { MESHCERT_LOG_LEVEL: 'info' }));
-    let adminPort = 0;
-    await vi.waitFor(() => (adminPort = Number(/"port":(\d+),"msg":"admin server listening"/.exec(s.output())?.[1] ?? expect.fail('admin not up yet'))), { timeout: 10_000 });
+    const admin = await adminPort(s);
     const readyz = async (): Promise<{ status: number; checks: Array<{ name: string; ok: boolean }> }> => {
-      const r = await fetch(`http://127.0.0.1:${adminPort}/readyz`);
+      const r = await fetch(`http://127.0.0.1:${admin}/readyz`);
       return { status: r.status, checks: ((await r.json()) as { checks: Array<{ name: string; ok: boolean }> }).checks };
     };
     await vi.waitFor(async () => expect((await readyz()).status).toBe(200), { timeout: 10_000 });

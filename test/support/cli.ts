@@ -1,6 +1,7 @@
 /** Runs the meshcert CLI as a user would, as a child process (through tsx, so no build is needed). */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { expect, vi } from 'vitest';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = ['--import', 'tsx', 'src/cli.ts'];
@@ -62,6 +63,11 @@ export function startServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise
       reject(new Error(`serve exited with ${code} before serving:\n${out}`));
     });
   });
+}
+
+/** The admin server's port, once the server has logged it (it may start after "meshcert serving"). */
+export function adminPort(server: ServerProcess): Promise<number> {
+  return vi.waitFor(() => Number(/"port":(\d+),"msg":"admin server listening"/.exec(server.output())?.[1] ?? expect.fail('admin not up yet')), { timeout: 10_000 });
 }
 
 /** Kills a server a test left running (an assertion failed before the test's own shutdown). */
