@@ -152,6 +152,11 @@ export function zeroSeries<L extends string>(c: Counter<L>, label: L, values: re
   for (const v of values) c.inc({ [label]: v } as Partial<Record<L, string>>, 0);
 }
 
+/** The label values of the labelled counters started at 0 (besides error codes and shed reasons). */
+export const AUDIT_LOST_REASONS = ['dropped', 'rejected'] as const;
+export const REFUSED_ITEM_KINDS = ['record', 'audit'] as const;
+export const RELOAD_RESULTS = ['applied', 'rejected'] as const;
+
 /** InventoryMetrics' series that only a store gives values to. */
 const STORE_BACKED = /^meshcert_(inventory_|stale_identities|discovered_certs_expiring)/;
 
@@ -230,14 +235,14 @@ export class InventoryMetrics {
         auditRejectedNow(this, { reason: 'rejected' });
       },
     });
-    zeroSeries(this.auditLostTotal, 'reason', ['dropped', 'rejected']);
+    zeroSeries(this.auditLostTotal, 'reason', AUDIT_LOST_REASONS);
     this.refusedFromWorkers = new Counter({
       name: 'meshcert_inventory_refused_from_workers_total',
       help: 'Certificate records and audit events shipped by a worker that the inventory refused as invalid and dropped.',
       labelNames: ['kind'],
       registers: r,
     });
-    zeroSeries(this.refusedFromWorkers, 'kind', ['record', 'audit']);
+    zeroSeries(this.refusedFromWorkers, 'kind', REFUSED_ITEM_KINDS);
     this.storeUp = new Gauge({ name: 'meshcert_inventory_store_up', help: '1 when the last inventory write (or ping) succeeded and no write has been outstanding longer than 5 s.', registers: r, collect() { if (self.recorder) this.set(self.recorder.storeHealthy ? 1 : 0); } });
     this.staleIdentities = new Gauge({ name: 'meshcert_stale_identities', help: 'Identities whose latest certificate expires soon and was not renewed.', registers: r });
     this.staleIdentitiesCheckedAt = new Gauge({ name: 'meshcert_stale_identities_checked_timestamp_seconds', help: 'Unix time meshcert_stale_identities was last computed (it keeps its value while the inventory cannot be queried).', registers: r });
@@ -262,7 +267,7 @@ export class ReloadMetrics {
 
   constructor(registry: Registry) {
     this.reloads = new Counter({ name: 'meshcert_config_reloads_total', help: 'Configuration reloads by result (applied, rejected).', labelNames: ['result'], registers: [registry] });
-    zeroSeries(this.reloads, 'result', ['applied', 'rejected']);
+    zeroSeries(this.reloads, 'result', RELOAD_RESULTS);
   }
 }
 

@@ -16,13 +16,9 @@ import { Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { CA_ERROR_CODES } from '../../src/errors/ca-error.js';
 import { CONNECTION_SHED_REASONS } from '../../src/grpc/server.js';
-import { CaMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../../src/metrics/ca-metrics.js';
-import { loadComponentFile, loadDeployFile, loadRules, nodes, parseExpr, type Rule } from '../support/prometheus-rules.js';
+import { AUDIT_LOST_REASONS, CaMetrics, InventoryMetrics, REFUSED_ITEM_KINDS, RELOAD_RESULTS, ReloadMetrics, WorkerMetrics } from '../../src/metrics/ca-metrics.js';
+import { FOREIGN, loadComponentFile, loadDeployFile, loadRules, nodes, parseExpr, TARGET_LABELS, type Rule } from '../support/prometheus-rules.js';
 
-/** Labels Prometheus adds to every scraped series (the ServiceMonitor's target labels). */
-const TARGET_LABELS = ['namespace', 'pod', 'job', 'instance', 'service', 'endpoint', 'container'];
-/** Series the rules may read that meshcert does not export. */
-const FOREIGN: Record<string, readonly string[]> = { up: [] };
 
 /**
  * The values a label can have, per `metric:label` or per label: error codes and shed reasons from
@@ -38,10 +34,10 @@ const LABEL_VALUES: Record<string, readonly string[]> = {
   'meshcert_request_duration_seconds_sum:code': DURATION_CODES,
   role: ['root', 'intermediate', 'serving'],
   state: ['warning', 'expired'],
-  'meshcert_config_reloads_total:result': ['applied', 'rejected'],
+  'meshcert_config_reloads_total:result': RELOAD_RESULTS,
   'meshcert_connections_shed_total:reason': CONNECTION_SHED_REASONS,
-  'meshcert_inventory_audit_events_lost_total:reason': ['dropped', 'rejected'],
-  'meshcert_inventory_refused_from_workers_total:kind': ['record', 'audit'],
+  'meshcert_inventory_audit_events_lost_total:reason': AUDIT_LOST_REASONS,
+  'meshcert_inventory_refused_from_workers_total:kind': REFUSED_ITEM_KINDS,
   // The ServiceMonitor's job is its Service's name; both live in the Service's namespace.
   job: [loadDeployFile<{ metadata: { name: string } }>('base/service.yaml').metadata.name],
   namespace: [loadDeployFile<{ metadata: { namespace: string } }>('base/service.yaml').metadata.namespace, loadComponentFile<{ metadata: { namespace: string } }>('servicemonitor.yaml').metadata.namespace],

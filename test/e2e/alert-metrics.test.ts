@@ -12,26 +12,23 @@ import { afterAll, describe, expect, it, vi } from 'vitest';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { CA_ERROR_CODES } from '../../src/errors/ca-error.js';
 import { CONNECTION_SHED_REASONS } from '../../src/grpc/server.js';
+import { AUDIT_LOST_REASONS, REFUSED_ITEM_KINDS, RELOAD_RESULTS } from '../../src/metrics/ca-metrics.js';
 import { makeCsr } from '../fixtures/csr.js';
 import { adminPort, killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, TEST_ISSUER, writeServeDir } from '../support/harness.js';
-import { loadRules, matches, parseExpr } from '../support/prometheus-rules.js';
+import { FOREIGN, loadRules, matches, parseExpr, TARGET_LABELS } from '../support/prometheus-rules.js';
 import { connectTls, unaryCall } from '../support/raw-grpc.js';
 
-/** Series not from meshcert: Prometheus's own. */
-const FOREIGN = new Set(['up']);
-/** Labels the scrape adds (the ServiceMonitor's targets): not in the exposition. */
-const TARGET_LABELS = new Set(['namespace', 'pod', 'job', 'instance', 'service', 'endpoint', 'container']);
 /**
  * Counters alerts read with increase() or rate(): each value must have its series before its first
  * event (a series that first appears at 1 is an increase Prometheus never sees).
  */
 const STARTED_AT_ZERO: Record<string, { label: string; values: readonly string[] }> = {
   meshcert_refusals_total: { label: 'code', values: CA_ERROR_CODES },
-  meshcert_config_reloads_total: { label: 'result', values: ['applied', 'rejected'] },
+  meshcert_config_reloads_total: { label: 'result', values: RELOAD_RESULTS },
   meshcert_connections_shed_total: { label: 'reason', values: CONNECTION_SHED_REASONS },
-  meshcert_inventory_audit_events_lost_total: { label: 'reason', values: ['dropped', 'rejected'] },
-  meshcert_inventory_refused_from_workers_total: { label: 'kind', values: ['record', 'audit'] },
+  meshcert_inventory_audit_events_lost_total: { label: 'reason', values: AUDIT_LOST_REASONS },
+  meshcert_inventory_refused_from_workers_total: { label: 'kind', values: REFUSED_ITEM_KINDS },
   meshcert_jwks_refresh_failures_total: { label: 'issuer', values: [TEST_ISSUER] },
 };
 
@@ -87,9 +84,9 @@ describe('the alert rules against a running server with workers', () => {
       const parsed = parseExpr(rule.expr);
       expect(parsed.syntaxError, `${rule.alert} parses`).toBeUndefined();
       for (const sel of parsed.selectors) {
-        if (sel.metric === null || FOREIGN.has(sel.metric)) continue;
+        if (sel.metric === null || sel.metric in FOREIGN) continue;
         if (sel.metric in STARTED_AT_ZERO) counters.add(sel.metric);
-        const own = sel.matchers.filter((m) => !TARGET_LABELS.has(m.label));
+        const own = sel.matchers.filter((m) => !TARGET_LABELS.includes(m.label));
         // A matcher on a plain alternation ("A|B") needs a series for each of its values.
         const variants = own.flatMap((m, i) => (m.op === '=~' && /^[\w.|-]+$/.test(m.value) ? m.value.split('|').map((v) => own.map((o, j) => (j === i ? { ...o, op: '=' as const, value: v } : o))) : []));
         for (const ms of variants.length > 0 ? variants : [own]) {

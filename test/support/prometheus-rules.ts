@@ -13,6 +13,11 @@ export type SyntaxNode = ReturnType<typeof parser.parse>['topNode'];
 
 export const MONITORING_COMPONENT = join(ROOT, 'deploy/kubernetes/components/monitoring');
 
+/** Labels Prometheus adds to every scraped series (the ServiceMonitor's target labels): not in meshcert's exposition. */
+export const TARGET_LABELS: readonly string[] = ['namespace', 'pod', 'job', 'instance', 'service', 'endpoint', 'container'];
+/** Series the rules may read that meshcert does not export (Prometheus's own), with their labels. */
+export const FOREIGN: Readonly<Record<string, readonly string[]>> = { up: [] };
+
 export interface Rule {
   alert?: string;
   record?: string;
