@@ -28,7 +28,7 @@ import { CERTIFICATE_SERVICE, HEALTH_SERVICE, methodCodec, type IstioCertificate
 import type { HealthCheckRequest, HealthCheckResponse } from './grpc/health.js';
 import type { LocalIssuer } from './issuer/local.js';
 import type { IssuerRegistry } from './issuer/registry.js';
-import { loadCaState } from './ca/state.js';
+import { loadCaState, type CaState } from './ca/state.js';
 export { loadCaState, loadIssuer, prepareSharedState, type CaState } from './ca/state.js';
 import { kubeSource } from './k8s/source.js';
 import { HeapPressure } from './runtime/heap-pressure.js';
@@ -73,7 +73,8 @@ export interface StartOptions {
 /** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
 export async function buildAuthChain(
   config: MeshcertConfig,
-  issuers: () => IssuerRegistry,
+  /** The state in force (swapped by a reload): the roots client certificates chain to, and the revocations. */
+  current: () => Pick<CaState, 'issuers' | 'revocations'>,
   logger: Logger,
   metrics?: CaMetrics,
 ): Promise<{ chain: AuthChain; defaultCluster: string; close: () => void; prepareKeyFiles: () => () => void }> {
@@ -84,7 +85,7 @@ export async function buildAuthChain(
   const clientCert = config.auth.clientCertificates
     ? // The listener passes on only the peer's leaf, so our own intermediates are trusted as anchors
       // too: a leaf they signed is ours by construction.
-      new ClientCertAuthenticator({ roots: () => issuers().anchors })
+      new ClientCertAuthenticator({ roots: () => current().issuers.anchors, revocations: () => current().revocations })
     : undefined;
   const clusters = new Map<string, Authenticator[]>();
   const clusterConfigs = [...config.auth.clusters];
@@ -202,7 +203,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     logger.info({ issuer: i.name, subject: i.material.signingCert.subject.replace(/\n/g, ', '), notAfter: i.notAfter.toISOString(), roots: i.material.roots.length }, 'CA loaded');
   }
   const closers: Array<() => void | Promise<void>> = [];
-  const auth = await buildAuthChain(config, issuers, logger, o.metrics);
+  const auth = await buildAuthChain(config, () => state, logger, o.metrics);
   closers.push(auth.close);
   const nodeAuthorizer = config.ambient.enabled ? await startNodeAuthorization(config, logger, closers) : undefined;
   const sink = o.sink;

@@ -6,11 +6,14 @@ import { X509Certificate } from 'node:crypto';
 import { CaError } from '../errors/ca-error.js';
 import { parseWorkloadSpiffeId, spiffeIdProblem } from '../x509/spiffe-id.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
+import type { ClientCertRevocations } from './revocations.js';
 import { signedBy } from '../x509/verify-chain.js';
 
 export interface ClientCertOptions {
   /** Current trust anchors; called per request so root rotation takes effect. */
   roots: () => readonly X509Certificate[];
+  /** auth.revokedClientCertificates in force; called per request so a reload takes effect. Default: none. */
+  revocations?: () => ClientCertRevocations;
   /** Clock (tests). Default () => new Date(). */
   now?: () => Date;
   /** Longest accepted chain, leaf included, root excluded. Default 5. */
@@ -65,12 +68,14 @@ const invalid = (message: string, cause?: unknown): CaError =>
 export class ClientCertAuthenticator implements Authenticator {
   readonly name: string;
   private readonly roots: () => readonly X509Certificate[];
+  private readonly revocations: (() => ClientCertRevocations) | undefined;
   private readonly now: () => Date;
   private readonly maxChainLength: number;
 
   constructor(opts: ClientCertOptions) {
     if (typeof opts?.roots !== 'function') throw new Error('clientCert.roots must be a function returning the current root certificates');
     this.roots = opts.roots;
+    this.revocations = opts.revocations;
     this.now = opts.now ?? (() => new Date());
     this.maxChainLength = opts.maxChainLength ?? 5;
     this.name = opts.name ?? 'client-cert';
@@ -109,6 +114,14 @@ export class ClientCertAuthenticator implements Authenticator {
     const problem = spiffeIdProblem(uris[0]!);
     if (problem || !/^spiffe:\/\/[^/]+\/./.test(uris[0]!)) throw invalid(`client certificate URI SAN is not a workload SPIFFE ID${problem ? `: ${problem}` : ' (no path)'}`);
     const identities = [uris[0]!];
+    // After the chain: only a certificate this CA issued is worth a revocation check.
+    const revoked = this.revocations?.().find(identities[0]!, Date.parse(leaf.validFrom));
+    if (revoked) {
+      throw invalid(
+        `client certificate is revoked: its notBefore ${new Date(leaf.validFrom).toISOString()} is before ${revoked.issuedBefore.toISOString()} ` +
+          `(auth.revokedClientCertificates[${revoked.index}]); authenticate with a service-account token to get a new certificate`,
+      );
+    }
 
     const caller: { -readonly [K in keyof Caller]: Caller[K] } = {
       method: 'client-cert',

@@ -13,6 +13,7 @@ import { LocalIssuer } from '../issuer/local.js';
 import { IssuerRegistry } from '../issuer/registry.js';
 import type { Logger } from '../log/logger.js';
 import { PolicyEngine } from '../policy/engine.js';
+import { ClientCertRevocations } from '../auth/revocations.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
@@ -50,13 +51,14 @@ export async function prepareSharedState(config: MeshcertConfig, logger: Logger)
   return issuer;
 }
 
-/** What a reload swaps: the CAs and the policy. Built whole, then swapped in one assignment. */
+/** What a reload swaps: the CAs, the policy and the revoked client certificates. Built whole, then swapped in one assignment. */
 export interface CaState {
   readonly issuers: IssuerRegistry;
   readonly policy: PolicyEngine;
+  readonly revocations: ClientCertRevocations;
 }
 
-/** Loads every configured CA (default first; autoInit applies to it only) and the policy. */
+/** Loads every configured CA (default first; autoInit applies to it only), the policy and the revocations. */
 export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { reload?: boolean } = {}): Promise<CaState> {
   const issuers = [await loadIssuer(config, logger, { allowInit: !o.reload })];
   for (const i of config.issuers) {
@@ -70,7 +72,15 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
     selfTestCa(issuer, config.trustDomain);
     issuers.push(issuer);
   }
-  return { issuers: new IssuerRegistry(issuers), policy: new PolicyEngine(config.policy) };
+  const revocations = new ClientCertRevocations(config.auth.revokedClientCertificates);
+  // Most likely a typo in the year: it would refuse the renewals of certificates issued until then.
+  for (const r of revocations.inFuture(Date.now())) {
+    logger.warn(
+      { entry: r.index, issuedBefore: r.issuedBefore.toISOString() },
+      'auth.revokedClientCertificates has an issuedBefore in the future: client certificates issued until then are refused as credentials too',
+    );
+  }
+  return { issuers: new IssuerRegistry(issuers), policy: new PolicyEngine(config.policy), revocations };
 }
 
 /** A stale root left in root-cert.pem is not served; the operator should remove it. */

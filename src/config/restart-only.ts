@@ -1,17 +1,17 @@
 /**
  * Which settings a hot reload applies, and which changes wait for a restart. A reload swaps the
- * CAs and the policy and retunes the expiry monitor; everything else (listeners, limits,
- * authentication, the inventory, Istio integration) is built once at start, so an operator who
- * edits it must be told that the running server has not taken it.
+ * CAs, the policy and auth.revokedClientCertificates and retunes the expiry monitor; everything
+ * else (listeners, limits, the rest of authentication, the inventory, Istio integration) is built
+ * once at start, so an operator who edits it must be told that the running server has not taken it.
  */
 import { isDeepStrictEqual } from 'node:util';
 import type { MeshcertConfig } from './schema.js';
 
 /**
- * The config a reload puts in force: `next`'s CAs, policy, lifetimes and monitoring, and every
- * other setting as the server started. This is what a replacement worker process starts with, so
- * that a setting the running server did not take (an authenticator removed, say) is not in force
- * in some processes only.
+ * The config a reload puts in force: `next`'s CAs, policy, lifetimes, monitoring and revoked
+ * client certificates, and every other setting as the server started. This is what a replacement
+ * worker process starts with, so that a setting the running server did not take (an authenticator
+ * removed, say) is not in force in some processes only.
  */
 export function reloadedConfig(started: MeshcertConfig, next: MeshcertConfig): MeshcertConfig {
   return {
@@ -21,6 +21,8 @@ export function reloadedConfig(started: MeshcertConfig, next: MeshcertConfig): M
     policy: next.policy,
     issuance: { ...next.issuance, backdate: started.issuance.backdate },
     monitoring: next.monitoring,
+    // Revoking a client certificate must not wait for a restart; the rest of auth builds once.
+    auth: { ...started.auth, revokedClientCertificates: next.auth.revokedClientCertificates },
   };
 }
 

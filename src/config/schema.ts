@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parseDurationSeconds } from './duration.js';
-import { lifetimeDuration, policySchema } from '../policy/schema.js';
+import { globList, lifetimeDuration, policySchema } from '../policy/schema.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 
 /**
@@ -72,6 +72,15 @@ const tokenReview = z.strictObject({
    * cannot be read, TokenReview decides alone.
    */
   verifySignatures: z.boolean().default(true),
+});
+
+/** One auth.revokedClientCertificates entry. The time stays a string here: workers get the config by IPC. */
+const revocationEntry = z.strictObject({
+  /** RFC 3339 with a zone (`2026-11-29T22:00:00Z`): a time without one would depend on the server's zone. */
+  issuedBefore: z.iso.datetime({ offset: true, error: 'must be an RFC 3339 date and time with a zone, e.g. 2026-11-29T22:00:00Z' }),
+  trustDomains: globList.optional(),
+  namespaces: globList.optional(),
+  serviceAccounts: globList.optional(),
 });
 
 const cluster = z.strictObject({
@@ -288,6 +297,12 @@ export const configSchema = z.strictObject({
         }),
       /** Accept mTLS client certificates chained to meshcert's roots (VMs, istiod). */
       clientCertificates: z.boolean().default(true),
+      /**
+       * Client certificates refused as credentials (hot-reloadable): those whose notBefore is
+       * before `issuedBefore` and whose SPIFFE ID matches every selector the entry sets. A holder
+       * must then authenticate with a token. See src/auth/revocations.ts.
+       */
+      revokedClientCertificates: z.array(revocationEntry).default([]),
       /** Tolerance for the token's exp/nbf/iat against this clock; more than 10 minutes is not skew. */
       clockSkew: duration.refine((v) => v <= 600, 'must be between 0s and 10m').prefault('30s'),
       tokenCache: z

@@ -45,7 +45,7 @@ export const lifetimeDuration = z
   });
 
 /** A glob, or a list of them; always a list after parsing. An empty list would match nothing. */
-const patterns = z
+export const globList = z
   .union([z.string(), z.array(z.string())])
   .superRefine((v, ctx) => {
     const list = typeof v === 'string' ? [v] : v;
@@ -58,11 +58,11 @@ const patterns = z
   .transform((v) => (typeof v === 'string' ? [v] : v));
 
 const match = z.strictObject({
-  trustDomains: patterns.optional(),
+  trustDomains: globList.optional(),
   /** `clusterid` values (after the empty/absent one is replaced by auth.defaultCluster). */
-  clusters: patterns.optional(),
-  namespaces: patterns.optional(),
-  serviceAccounts: patterns.optional(),
+  clusters: globList.optional(),
+  namespaces: globList.optional(),
+  serviceAccounts: globList.optional(),
   /** true: only requests on behalf of another identity; false: only direct ones; absent: either. */
   impersonated: z.boolean().optional(),
 });

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../src/client/ca-client.js';
+import { buildWorkloadCsr } from '../../src/client/workload-csr.js';
 import { makeCsr } from '../fixtures/csr.js';
 import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js';
@@ -28,9 +29,9 @@ describe('SIGHUP reload across worker processes', () => {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
   /** Starts serve with two workers on a fresh directory (this test's `dir` and `server`). */
-  const start = async (prefix: string): Promise<{ s: ServerProcess; file: string; rootPem: string }> => {
+  const start = async (prefix: string, extra?: string): Promise<{ s: ServerProcess; file: string; rootPem: string }> => {
     let file: string;
-    ({ dir, config: file } = await writeServeDir(prefix, serveConfigYaml({ workers: 2 })));
+    ({ dir, config: file } = await writeServeDir(prefix, serveConfigYaml({ workers: 2, ...(extra !== undefined ? { extra } : {}) })));
     dirs.push(dir);
     const s = (server = await startServe(['--config', file]));
     return { s, file, rootPem: readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8') };
@@ -91,6 +92,54 @@ describe('SIGHUP reload across worker processes', () => {
     writeFileSync(jwks, 'not json');
     await expect.poll(() => /jwksFile [^\n]*cannot read JSON[^\n]*"msg":"configuration reload rejected/.test(s.output()), { timeout: 15_000 }).toBe(true);
     expect(await all(ecToken)).toEqual(Array(6).fill('ok'));
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+  }, 60_000);
+
+  it('refuses a revoked client certificate in every worker after SIGHUP, replacements included; a token still gets a certificate, which renews over mTLS', async () => {
+    // No backdate, so that a certificate issued a second after the cutoff is after it.
+    const noBackdate = 'issuance: { backdate: 0s }\n';
+    const { s, file, rootPem } = await start('meshcert-revoke-', noBackdate);
+    const id = 'spiffe://cluster.local/ns/vm/sa/db';
+    const token = await mintToken({ ns: 'vm', sa: 'db' });
+    const issue = async (): Promise<{ chain: string[]; keyPem: string }> => {
+      const csr = await buildWorkloadCsr(id, 'ec256');
+      const c = new CaClient({ address: `127.0.0.1:${s.port}`, rootPem });
+      try {
+        return { chain: await c.createCertificate({ csrPem: csr.csrPem, token }), keyPem: csr.privateKeyPem };
+      } finally {
+        c.close();
+      }
+    };
+    /** A renewal over mTLS with `held` on each of six fresh connections (both workers): 'ok' or the status code and details. */
+    const renewals = async (held: { chain: string[]; keyPem: string }, withToken = false): Promise<Array<string | number>> => {
+      const csrPem = (await buildWorkloadCsr(id, 'ec256')).csrPem;
+      const clients = Array.from({ length: 6 }, () => new CaClient({ address: `127.0.0.1:${s.port}`, rootPem, clientCert: { certPem: held.chain[0]! + held.chain[1]!, keyPem: held.keyPem } }));
+      try {
+        return await Promise.all(clients.map((c) => c.createCertificate({ csrPem, ...(withToken ? { token } : {}) }).then(() => 'ok', (e: { code: number; details: string }) => `${e.code} ${e.details}`)));
+      } finally {
+        clients.forEach((c) => c.close());
+      }
+    };
+    const first = await issue();
+    expect(await renewals(first)).toEqual(Array(6).fill('ok'));
+    const cutoff = new Date(Date.parse(new X509Certificate(first.chain[0]!).validFrom) + 1000).toISOString();
+    writeFileSync(file, serveConfigYaml({ workers: 2, extra: `  revokedClientCertificates:\n    - issuedBefore: "${cutoff}"\n      namespaces: [vm]\n${noBackdate}` }));
+    s.child.kill('SIGHUP');
+    const revoked = `${status.UNAUTHENTICATED} client certificate is revoked: its notBefore ${new Date(Date.parse(new X509Certificate(first.chain[0]!).validFrom)).toISOString()} is before ${cutoff} (auth.revokedClientCertificates[0]); authenticate with a service-account token to get a new certificate`;
+    await expect.poll(() => renewals(first), { timeout: 10_000, interval: 300 }).toEqual(Array(6).fill(revoked));
+    expect(s.output()).not.toMatch(/take effect only after a restart/);
+    // The token beside the revoked certificate authenticates the call.
+    expect(await renewals(first, true)).toEqual(Array(6).fill('ok'));
+    // A certificate issued after the cutoff renews over mTLS.
+    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(cutoff) - Date.now() + 50)));
+    const second = await issue();
+    expect(await renewals(second)).toEqual(Array(6).fill('ok'));
+    // A replacement worker starts with the revocation in force.
+    const [victim] = readFileSync(`/proc/${s.child.pid}/task/${s.child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    process.kill(victim!, 'SIGKILL');
+    await expect.poll(() => (s.output().match(/"msg":"meshcert serving"/g) ?? []).length, { timeout: 20_000 }).toBeGreaterThanOrEqual(4);
+    expect(await renewals(first)).toEqual(Array(6).fill(revoked));
     s.child.kill('SIGTERM');
     expect(await s.exited).toBe(0);
   }, 60_000);

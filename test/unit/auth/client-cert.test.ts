@@ -2,6 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CaError } from '../../../src/errors/ca-error.js';
 import { ClientCertAuthenticator, uriSans } from '../../../src/auth/client-cert.js';
+import { ClientCertRevocations } from '../../../src/auth/revocations.js';
 import type { Caller } from '../../../src/auth/types.js';
 import { makeCert } from './helpers.js';
 import type { TestCert } from './helpers.js';
@@ -122,6 +123,28 @@ describe('ClientCertAuthenticator', () => {
   it('uses the injected clock for validity', async () => {
     const later = new ClientCertAuthenticator({ roots: () => [new X509Certificate(root.der)], now: () => new Date(Date.now() + 2 * HOUR) });
     expect((await outcome(later.authenticate({ peerCertificates: [leaf.der, inter.der] }))).code).toBe('AUTH_INVALID');
+  });
+
+  it('refuses a revoked certificate after checking its chain, and reads the revocations on every request', async () => {
+    const nb = leaf.cert.notBefore.getTime();
+    let current = ClientCertRevocations.none;
+    const a = new ClientCertAuthenticator({ roots: () => [new X509Certificate(root.der)], revocations: () => current });
+    expect((await a.authenticate({ peerCertificates: [leaf.der, inter.der] }))?.identities).toEqual([ID]);
+    // Issued before the cutoff: refused, saying which entry and what to do.
+    current = new ClientCertRevocations([{ issuedBefore: '2020-01-01T00:00:00Z' }, { issuedBefore: new Date(nb + 1000).toISOString(), namespaces: ['def*'] }]);
+    const r = await outcome(a.authenticate({ peerCertificates: [leaf.der, inter.der] }));
+    expect(r.code).toBe('AUTH_INVALID');
+    expect(r.message).toBe(
+      `client certificate is revoked: its notBefore ${new Date(nb).toISOString()} is before ${new Date(nb + 1000).toISOString()} ` +
+        '(auth.revokedClientCertificates[1]); authenticate with a service-account token to get a new certificate',
+    );
+    // A certificate from another CA is refused for its chain, not reported as revoked.
+    expect((await outcome(a.authenticate({ peerCertificates: [otherLeaf.der] }))).message).toMatch(/not issued by a trusted root/);
+    // Issued at the cutoff, or for an identity the entry does not select: accepted.
+    current = new ClientCertRevocations([{ issuedBefore: new Date(nb).toISOString() }]);
+    expect((await a.authenticate({ peerCertificates: [leaf.der, inter.der] }))?.identities).toEqual([ID]);
+    current = new ClientCertRevocations([{ issuedBefore: new Date(nb + 1000).toISOString(), serviceAccounts: ['other'] }]);
+    expect((await a.authenticate({ peerCertificates: [leaf.der, inter.der] }))?.identities).toEqual([ID]);
   });
 
   it('refuses to be built without a roots function', () => {

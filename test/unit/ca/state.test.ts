@@ -35,6 +35,20 @@ describe('loadCaState', () => {
     expect(warned.map((l) => l.issuer)).toEqual(['default', 'extra']);
     expect(warned[0]).toMatchObject({ dir: dirs[0], subject: expect.stringMatching(/root CA/) });
   });
+
+  it('compiles the revoked client certificates, and warns about an entry whose time is still to come', async () => {
+    const dir = join(base, 'revocations');
+    await initCaDir({ dir });
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+    const future = new Date(Date.now() + 365 * DAY_MS).toISOString();
+    const config = parseConfig({ dataDir: join(base, 'data'), ca: { dir }, auth: { revokedClientCertificates: [{ issuedBefore: '2026-01-01T00:00:00Z' }, { issuedBefore: future, namespaces: ['vm-*'] }] } });
+    const state = await loadCaState(config, logger);
+    expect(state.revocations.size).toBe(2);
+    expect(state.revocations.find('spiffe://cluster.local/ns/vm-a/sa/b', Date.now())?.index).toBe(1);
+    const warned = lines.filter((l) => l.level === 40 && /revokedClientCertificates has an issuedBefore in the future/.test(String(l.msg)));
+    expect(warned).toEqual([expect.objectContaining({ entry: 1, issuedBefore: future })]);
+  });
 });
 
 

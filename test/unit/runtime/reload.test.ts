@@ -25,6 +25,8 @@ describe('restartOnlyChanges', () => {
   it.each<[string, string, string[]]>([
     ['nothing for the same config', '', []],
     ['nothing for what a reload applies: the policy, lifetimes, issuers, the monitor', 'policy:\n  rules:\n    - name: r\n      match: { namespaces: [a] }\n      deny: not here\nissuance:\n  defaultTtl: 12h\nmonitoring:\n  interval: 30s\nissuers:\n  - name: b\n    dir: /tmp/b\n', []],
+    ['nothing for revoked client certificates, which a reload applies', 'auth:\n  revokedClientCertificates:\n    - issuedBefore: 2026-11-29T22:00:00Z\n', []],
+    ['the rest of authentication beside revoked client certificates', 'auth:\n  clientCertificates: false\n  revokedClientCertificates:\n    - issuedBefore: 2026-11-29T22:00:00Z\n', ['auth']],
     ['the server section', 'server:\n  maxConnections: 10\n', ['server']],
     ['authentication and the inventory', 'auth:\n  defaultCluster: other\ninventory:\n  store: none\n', ['auth', 'inventory']],
     ['the backdate, which the Authority takes at start', 'issuance:\n  backdate: 5m\n', ['issuance.backdate']],
@@ -45,6 +47,15 @@ describe('reloadedConfig', () => {
     expect(c.monitoring).toEqual(next.monitoring);
     expect(c.issuers).toEqual(next.issuers);
     expect(restartOnlyChanges(start, next)).toEqual(['issuance.backdate', 'server']);
+  });
+
+  it('takes the new revoked client certificates and the rest of authentication as started', () => {
+    const start = loadConfigFile(configFile('s2.yaml', '')).config;
+    const next = loadConfigFile(configFile('n2.yaml', 'auth:\n  clientCertificates: false\n  revokedClientCertificates:\n    - issuedBefore: 2026-11-29T22:00:00+01:00\n      namespaces: [vm-*]\n')).config;
+    const c = reloadedConfig(start, next);
+    expect(c.auth.revokedClientCertificates).toEqual([{ issuedBefore: '2026-11-29T22:00:00+01:00', namespaces: ['vm-*'] }]);
+    expect(c.auth).toEqual({ ...start.auth, revokedClientCertificates: c.auth.revokedClientCertificates });
+    expect(c.auth.clientCertificates).toBe(true);
   });
 });
 

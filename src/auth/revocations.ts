@@ -1,0 +1,85 @@
+/**
+ * auth.revokedClientCertificates: client certificates meshcert no longer accepts as credentials.
+ *
+ * Why: a certificate meshcert issued can be renewed over mTLS by whoever holds it, renewal after
+ * renewal, with no token and no node check. After a key leak, or once a node that held workloads'
+ * certificates is distrusted, the operator needs a way to end that chain without turning client
+ * certificates off for everyone. An entry refuses every certificate whose notBefore is before its
+ * `issuedBefore` and whose SPIFFE ID matches each selector it sets (globs, as policy's `match`);
+ * the holder must authenticate with a token again. Entries are compiled once per load or reload.
+ *
+ * This is not revocation for the mesh: peers keep trusting such a certificate until it expires
+ * (meshcert publishes no CRL; short lifetimes are the mesh's revocation).
+ */
+import type { MeshcertConfig } from '../config/schema.js';
+import { PatternSet } from '../policy/glob.js';
+import { parseSpiffeId, parseWorkloadSpiffeId } from '../x509/spiffe-id.js';
+
+export type RevocationConfig = MeshcertConfig['auth']['revokedClientCertificates'][number];
+
+/** Why a certificate is refused: the entry (its index in the config) and its time. */
+export interface Revocation {
+  readonly index: number;
+  readonly issuedBefore: Date;
+}
+
+interface Entry extends Revocation {
+  readonly before: number;
+  readonly trustDomains?: PatternSet;
+  readonly namespaces?: PatternSet;
+  readonly serviceAccounts?: PatternSet;
+}
+
+export class ClientCertRevocations {
+  static readonly none = new ClientCertRevocations([]);
+  private readonly entries: readonly Entry[];
+
+  constructor(config: readonly RevocationConfig[]) {
+    this.entries = config.map((c, index) => {
+      const before = Date.parse(c.issuedBefore);
+      // The schema checks the format; this catches a caller that skipped it.
+      if (!Number.isFinite(before)) throw new Error(`auth.revokedClientCertificates[${index}].issuedBefore is not a date: ${JSON.stringify(c.issuedBefore)}`);
+      return {
+        index,
+        issuedBefore: new Date(before),
+        before,
+        ...(c.trustDomains ? { trustDomains: new PatternSet(c.trustDomains) } : {}),
+        ...(c.namespaces ? { namespaces: new PatternSet(c.namespaces) } : {}),
+        ...(c.serviceAccounts ? { serviceAccounts: new PatternSet(c.serviceAccounts) } : {}),
+      };
+    });
+  }
+
+  get size(): number {
+    return this.entries.length;
+  }
+
+  /** Entries whose time is still to come: they refuse certificates issued from now until then. */
+  inFuture(now: number): Revocation[] {
+    return this.entries.filter((e) => e.before > now).map(({ index, issuedBefore }) => ({ index, issuedBefore }));
+  }
+
+  /**
+   * The first entry that refuses a certificate for `spiffeId` with this notBefore (ms), or
+   * undefined. A namespace or service-account selector matches only Istio workload IDs
+   * (spiffe://TD/ns/NS/sa/SA): an ID of another shape has neither.
+   */
+  find(spiffeId: string, notBefore: number): Revocation | undefined {
+    if (this.entries.length === 0) return undefined;
+    let trustDomain: string;
+    try {
+      trustDomain = parseSpiffeId(spiffeId).trustDomain;
+    } catch {
+      return undefined; // the authenticator refuses such an ID before asking
+    }
+    const workload = parseWorkloadSpiffeId(spiffeId);
+    for (const e of this.entries) {
+      if (!(notBefore < e.before)) continue;
+      if (e.trustDomains && !e.trustDomains.test(trustDomain)) continue;
+      if (e.namespaces && !(workload && e.namespaces.test(workload.namespace))) continue;
+      if (e.serviceAccounts && !(workload && e.serviceAccounts.test(workload.serviceAccount))) continue;
+      return { index: e.index, issuedBefore: e.issuedBefore };
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { ClientCertRevocations } from '../../../src/auth/revocations.js';
+
+const T = Date.parse('2026-11-29T22:00:00Z');
+const W = 'spiffe://cluster.local/ns/vm-db/sa/postgres';
+
+describe('ClientCertRevocations', () => {
+  it('refuses certificates whose notBefore is before issuedBefore, and none at or after it', () => {
+    const r = new ClientCertRevocations([{ issuedBefore: '2026-11-29T22:00:00Z' }]);
+    expect(r.find(W, T - 1)).toEqual({ index: 0, issuedBefore: new Date(T) });
+    expect(r.find(W, T)).toBeUndefined();
+    expect(r.find(W, T + 1)).toBeUndefined();
+  });
+
+  it('reads the zone of issuedBefore', () => {
+    const r = new ClientCertRevocations([{ issuedBefore: '2026-11-29T23:00:00+01:00' }]);
+    expect(r.find(W, T - 1)?.issuedBefore.toISOString()).toBe('2026-11-29T22:00:00.000Z');
+    expect(r.find(W, T)).toBeUndefined();
+  });
+
+  it('matches every selector an entry sets, with globs', () => {
+    const r = new ClientCertRevocations([{ issuedBefore: '2026-11-29T22:00:00Z', trustDomains: ['cluster.local'], namespaces: ['vm-*'], serviceAccounts: ['postgres', 'redis'] }]);
+    expect(r.find(W, T - 1)?.index).toBe(0);
+    expect(r.find('spiffe://cluster.local/ns/vm-cache/sa/redis', T - 1)?.index).toBe(0);
+    expect(r.find('spiffe://cluster.local/ns/default/sa/postgres', T - 1)).toBeUndefined();
+    expect(r.find('spiffe://cluster.local/ns/vm-db/sa/app', T - 1)).toBeUndefined();
+    expect(r.find('spiffe://example.org/ns/vm-db/sa/postgres', T - 1)).toBeUndefined();
+  });
+
+  it('returns the first entry that refuses, in config order', () => {
+    const r = new ClientCertRevocations([
+      { issuedBefore: '2026-11-28T00:00:00Z', namespaces: ['vm-db'] },
+      { issuedBefore: '2026-11-29T22:00:00Z', namespaces: ['vm-*'] },
+      { issuedBefore: '2026-11-30T00:00:00Z' },
+    ]);
+    expect(r.find(W, Date.parse('2026-11-27T00:00:00Z'))?.index).toBe(0);
+    expect(r.find(W, T - 1)?.index).toBe(1);
+    expect(r.find(W, T)?.index).toBe(2);
+    expect(r.size).toBe(3);
+  });
+
+  it('matches namespace and service-account selectors only on Istio workload IDs; a trust-domain-only entry matches any SPIFFE ID', () => {
+    const byNs = new ClientCertRevocations([{ issuedBefore: '2026-11-29T22:00:00Z', namespaces: ['*'] }]);
+    const bySa = new ClientCertRevocations([{ issuedBefore: '2026-11-29T22:00:00Z', serviceAccounts: ['*'] }]);
+    const byTd = new ClientCertRevocations([{ issuedBefore: '2026-11-29T22:00:00Z', trustDomains: ['cluster.local'] }]);
+    const other = 'spiffe://cluster.local/vm/host-1';
+    expect(byNs.find(other, T - 1)).toBeUndefined();
+    expect(bySa.find(other, T - 1)).toBeUndefined();
+    expect(byTd.find(other, T - 1)?.index).toBe(0);
+    expect(byNs.find(W, T - 1)?.index).toBe(0);
+  });
+
+  it('refuses nothing without entries, or for what is not a SPIFFE ID', () => {
+    expect(ClientCertRevocations.none.find(W, 0)).toBeUndefined();
+    expect(ClientCertRevocations.none.size).toBe(0);
+    expect(new ClientCertRevocations([{ issuedBefore: '2026-11-29T22:00:00Z' }]).find('https://example.com/x', T - 1)).toBeUndefined();
+  });
+
+  it('lists the entries still to come', () => {
+    const r = new ClientCertRevocations([{ issuedBefore: '2026-11-29T22:00:00Z' }, { issuedBefore: '2027-01-01T00:00:00Z' }]);
+    expect(r.inFuture(T)).toEqual([{ index: 1, issuedBefore: new Date('2027-01-01T00:00:00Z') }]);
+    expect(r.inFuture(T - 1)).toHaveLength(2);
+  });
+
+  it('refuses an entry whose time is not a date (a caller that skipped the schema)', () => {
+    expect(() => new ClientCertRevocations([{ issuedBefore: 'yesterday' }])).toThrow(/revokedClientCertificates\[0\]\.issuedBefore is not a date/);
+  });
+});
