@@ -114,11 +114,12 @@ export class ClientCertAuthenticator implements Authenticator {
     const problem = spiffeIdProblem(uris[0]!);
     if (problem || !/^spiffe:\/\/[^/]+\/./.test(uris[0]!)) throw invalid(`client certificate URI SAN is not a workload SPIFFE ID${problem ? `: ${problem}` : ' (no path)'}`);
     const identities = [uris[0]!];
-    // After the chain: only a certificate this CA issued is worth a revocation check.
+    // After the chain: only a certificate this CA issued is worth a revocation check. The message
+    // names the identity, for the audit trail: a revoked certificate presented may be its thief.
     const revoked = this.revocations?.().find(identities[0]!, Date.parse(leaf.validFrom));
     if (revoked) {
       throw invalid(
-        `client certificate is revoked: its notBefore ${new Date(leaf.validFrom).toISOString()} is before ${revoked.issuedBefore.toISOString()} ` +
+        `client certificate for ${identities[0]} is revoked: its notBefore ${new Date(leaf.validFrom).toISOString()} is before ${revoked.issuedBefore.toISOString()} ` +
           `(auth.revokedClientCertificates[${revoked.index}]); authenticate with a service-account token to get a new certificate`,
       );
     }

@@ -126,7 +126,7 @@ describe('SIGHUP reload across worker processes', () => {
     const cutoff = new Date(Date.parse(new X509Certificate(first.chain[0]!).validFrom) + 1000).toISOString();
     writeFileSync(file, serveConfigYaml({ workers: 2, extra: `  revokedClientCertificates:\n    - issuedBefore: "${cutoff}"\n      namespaces: [vm]\n${noBackdate}` }));
     s.child.kill('SIGHUP');
-    const revoked = `${status.UNAUTHENTICATED} client certificate is revoked: its notBefore ${new Date(Date.parse(new X509Certificate(first.chain[0]!).validFrom)).toISOString()} is before ${cutoff} (auth.revokedClientCertificates[0]); authenticate with a service-account token to get a new certificate`;
+    const revoked = `${status.UNAUTHENTICATED} client certificate for ${id} is revoked: its notBefore ${new Date(Date.parse(new X509Certificate(first.chain[0]!).validFrom)).toISOString()} is before ${cutoff} (auth.revokedClientCertificates[0]); authenticate with a service-account token to get a new certificate`;
     await expect.poll(() => renewals(first), { timeout: 10_000, interval: 300 }).toEqual(Array(6).fill(revoked));
     expect(s.output()).not.toMatch(/take effect only after a restart/);
     // The token beside the revoked certificate authenticates the call.

@@ -135,7 +135,7 @@ describe('ClientCertAuthenticator', () => {
     const r = await outcome(a.authenticate({ peerCertificates: [leaf.der, inter.der] }));
     expect(r.code).toBe('AUTH_INVALID');
     expect(r.message).toBe(
-      `client certificate is revoked: its notBefore ${new Date(nb).toISOString()} is before ${new Date(nb + 1000).toISOString()} ` +
+      `client certificate for ${ID} is revoked: its notBefore ${new Date(nb).toISOString()} is before ${new Date(nb + 1000).toISOString()} ` +
         '(auth.revokedClientCertificates[1]); authenticate with a service-account token to get a new certificate',
     );
     // A certificate from another CA is refused for its chain, not reported as revoked.
