@@ -162,6 +162,7 @@ export class Authority {
       namespace: workload?.namespace ?? subject.namespace ?? '',
       serviceAccount: workload?.serviceAccount ?? subject.serviceAccount ?? '',
       impersonated: Boolean(impersonate),
+      authenticatedBy: caller.method === 'client-cert' ? 'client-certificate' : 'token',
       key: csr.key,
       requestedTtlSeconds: req.validitySeconds,
       dnsNames: csr.dnsNames,

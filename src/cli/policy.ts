@@ -5,6 +5,7 @@ import { parseCsrPem } from '../csr/parse.js';
 import type { CsrKeyInfo, ParsedCsr } from '../csr/types.js';
 import { ConfigError, isCaError } from '../errors/ca-error.js';
 import { PolicyEngine, type PolicyDecision, type PolicyRequest, type RuleEvaluation } from '../policy/engine.js';
+import type { CredentialKind } from '../policy/schema.js';
 import { isAliasOf } from '../authority/authority.js';
 import { effectiveDefaultCluster } from '../config/default-cluster.js';
 import { loadConfigFile } from '../config/load.js';
@@ -22,6 +23,7 @@ export const POLICY_USAGE = `meshcert policy explain --config FILE --ns NAMESPAC
   --ip ADDR[,ADDR]            requested IP SANs
   --ttl DURATION              requested lifetime (default: none, i.e. the rule's default)
   --impersonated              the request is on behalf of another identity
+  --client-certificate        the caller authenticates with a client certificate (mTLS), not a token
   --csr FILE                  take key and SANs (and, without --ns/--sa, the identity) from a PEM CSR
   --json                      print the result as JSON
   Exit codes: 0 allowed, 1 denied, 2 usage error, 3 invalid or unreadable config.`;
@@ -43,6 +45,7 @@ export interface PolicyExplainOutput {
     namespace: string;
     serviceAccount: string;
     impersonated: boolean;
+    authenticatedBy: CredentialKind;
     key: CsrKeyInfo;
     requestedTtlSeconds: number | null;
     dnsNames: string[];
@@ -73,10 +76,14 @@ export async function policyCommand(argv: string[]): Promise<number> {
     ip: { type: 'string', multiple: true },
     ttl: { type: 'string' },
     impersonated: { type: 'boolean', default: false },
+    'client-certificate': { type: 'boolean', default: false },
     csr: { type: 'string' },
     json: { type: 'boolean', default: false },
   });
   if (!v.config) throw new UsageError('policy explain needs --config FILE');
+  if (v['client-certificate'] && v.impersonated) throw new UsageError('--impersonated with --client-certificate: the server refuses impersonation by a client certificate (it is bound to no pod)');
+  // As serve judges it: a certificate names no cluster, so its holder's clusterid header is not read.
+  if (v['client-certificate'] && v.cluster !== undefined) throw new UsageError('--cluster with --client-certificate: the server judges a client-certificate caller as the default cluster, whatever its clusterid header says');
   if (v.key !== undefined && !(v.key in KEYS)) throw new UsageError(`--key must be one of ${Object.keys(KEYS).join(', ')}`);
   if (v.csr !== undefined && (v.key !== undefined || v.dns !== undefined || v.ip !== undefined)) {
     throw new UsageError('--key, --dns and --ip cannot be used with --csr: they are read from the CSR');
@@ -146,6 +153,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
     namespace,
     serviceAccount,
     impersonated: v.impersonated ?? false,
+    authenticatedBy: v['client-certificate'] ? 'client-certificate' : 'token',
     key: csr ? csr.key : KEYS[v.key ?? 'rsa2048']!,
     requestedTtlSeconds: ttl,
     dnsNames: csr ? csr.dnsNames : splitList(v.dns),
@@ -164,6 +172,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
       namespace,
       serviceAccount,
       impersonated: request.impersonated,
+      authenticatedBy: request.authenticatedBy,
       key: { ...request.key },
       requestedTtlSeconds: ttl ?? null,
       dnsNames: [...request.dnsNames],
@@ -232,7 +241,7 @@ function printText(o: PolicyExplainOutput): void {
     `policy explain for ${o.identity}`,
     `  cluster ${r.cluster}, key ${describeKey(r.key)}, lifetime ${r.requestedTtlSeconds === null ? 'not requested' : formatDuration(r.requestedTtlSeconds)}, ` +
       `DNS ${list(r.dnsNames)}, IP ${list(r.ipAddresses)}${r.emails.length > 0 ? `, email ${list(r.emails)}` : ''}, ` +
-      `${r.impersonated ? 'impersonated' : 'not impersonated'}`,
+      `${r.impersonated ? 'impersonated' : 'not impersonated'}, authenticated by ${r.authenticatedBy === 'token' ? 'token' : 'client certificate'}`,
     '',
     `rule:      ${o.rule}`,
   ];

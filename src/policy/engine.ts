@@ -7,7 +7,8 @@
  *   1. Rules are tried in order; the first whose `match` matches decides (later rules, however
  *      broad, are not consulted). When none matches, the default rule decides (name "default").
  *      A match matches when every field it sets matches: trustDomains, clusters, namespaces and
- *      serviceAccounts are glob lists (see ./glob.ts), `impersonated` a boolean.
+ *      serviceAccounts are glob lists (see ./glob.ts), `impersonated` a boolean, `authenticatedBy`
+ *      a list of credential kinds (token, client-certificate).
  *   2. A deny rule refuses with POLICY_DENIED and its configured reason, verbatim.
  *   3. The CSR key must meet one of the rule's `keys` (same type, size >= minSize), else
  *      CSR_UNSUPPORTED_KEY.
@@ -23,7 +24,7 @@
 import type { CsrKeyInfo } from '../csr/types.js';
 import { PatternSet } from './glob.js';
 import { DnsTemplate, IpAllowList, dnsNameAllowed, type TemplateValues } from './sans.js';
-import { DEFAULT_RULE_NAME, type KeyRequirement, type LifetimePolicy, type Policy, type RuleAction, type RuleMatch } from './schema.js';
+import { DEFAULT_RULE_NAME, type CredentialKind, type KeyRequirement, type LifetimePolicy, type Policy, type RuleAction, type RuleMatch } from './schema.js';
 
 export interface PolicyRequest {
   /** The trust domain of the identity requested. */
@@ -41,6 +42,8 @@ export interface PolicyRequest {
   readonly serviceAccount: string;
   /** The request is made on behalf of another identity (ImpersonatedIdentity). */
   readonly impersonated: boolean;
+  /** The caller's credential: a token (JWT or TokenReview) or a client certificate (mTLS). */
+  readonly authenticatedBy: CredentialKind;
   /** From the CSR. */
   readonly key: CsrKeyInfo;
   /** The proto int64 validity_duration as received; <= 0 or absent means the rule's default. */
@@ -112,6 +115,7 @@ interface CompiledRule {
   readonly name: string;
   readonly checks: readonly FieldCheck[];
   readonly impersonated: boolean | undefined;
+  readonly authenticatedBy: readonly CredentialKind[] | undefined;
   readonly action: CompiledAllow | CompiledDeny;
 }
 
@@ -124,6 +128,8 @@ const MATCH_FIELDS: ReadonlyArray<readonly [keyof RuleMatch, MatchField, string]
 
 /** Sentinel: the request does not match because of `impersonated`. */
 const IMPERSONATED_MISMATCH = -2;
+/** Sentinel: the request does not match because of `authenticatedBy`. */
+const CREDENTIAL_MISMATCH = -3;
 /** Sentinel: the request matches. */
 const MATCHES = -1;
 
@@ -202,6 +208,7 @@ function compileRule(name: string, match: RuleMatch, action: RuleAction): Compil
     name,
     checks,
     impersonated: match.impersonated,
+    authenticatedBy: match.authenticatedBy,
     action:
       action.deny !== undefined
         ? { deny: action.deny }
@@ -223,7 +230,7 @@ function compileRule(name: string, match: RuleMatch, action: RuleAction): Compil
  * Matching
  * ---------------------------------------------------------------------------------------------- */
 
-/** Index of the first check that fails, IMPERSONATED_MISMATCH, or MATCHES. */
+/** Index of the first check that fails, IMPERSONATED_MISMATCH, CREDENTIAL_MISMATCH, or MATCHES. */
 function firstMismatch(rule: CompiledRule, req: PolicyRequest): number {
   const checks = rule.checks;
   for (let i = 0; i < checks.length; i++) {
@@ -231,6 +238,7 @@ function firstMismatch(rule: CompiledRule, req: PolicyRequest): number {
     if (!c.set.test(req[c.field])) return i;
   }
   if (rule.impersonated !== undefined && rule.impersonated !== req.impersonated) return IMPERSONATED_MISMATCH;
+  if (rule.authenticatedBy !== undefined && !rule.authenticatedBy.includes(req.authenticatedBy)) return CREDENTIAL_MISMATCH;
   return MATCHES;
 }
 
@@ -239,6 +247,9 @@ function describeMatch(rule: CompiledRule, req: PolicyRequest, mismatch: number)
     return req.impersonated
       ? 'the request is on behalf of another identity, and the rule requires impersonated: false'
       : 'the request is not on behalf of another identity, and the rule requires impersonated: true';
+  }
+  if (mismatch === CREDENTIAL_MISMATCH) {
+    return `the caller authenticated with ${describeCredential(req.authenticatedBy)}, and the rule requires authenticatedBy: ${rule.authenticatedBy!.join(', ')}`;
   }
   if (mismatch >= 0) {
     const c = rule.checks[mismatch]!;
@@ -250,7 +261,12 @@ function describeMatch(rule: CompiledRule, req: PolicyRequest, mismatch: number)
     return by === value ? `${c.label} is ${JSON.stringify(value)}` : `${c.label} ${JSON.stringify(value)} matches ${JSON.stringify(by)}`;
   });
   if (rule.impersonated !== undefined) parts.push(rule.impersonated ? 'impersonated' : 'not impersonated');
+  if (rule.authenticatedBy !== undefined) parts.push(`authenticated with ${describeCredential(req.authenticatedBy)}`);
   return parts.length === 0 ? 'the rule matches every request' : parts.join('; ');
+}
+
+function describeCredential(kind: CredentialKind): string {
+  return kind === 'token' ? 'a token' : 'a client certificate';
 }
 
 /* ------------------------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ import { formatDuration, parseDurationSeconds } from '../config/duration.js';
 import { globProblem } from './glob.js';
 import { dnsTemplateProblem, ipEntryProblem } from './sans.js';
 
+/** How a caller authenticated, as policy `match.authenticatedBy` names it. */
+export const CREDENTIAL_KINDS = ['token', 'client-certificate'] as const;
+export type CredentialKind = (typeof CREDENTIAL_KINDS)[number];
+
 /** Name of the default rule in decisions, traces and logs; no rule may use it. */
 export const DEFAULT_RULE_NAME = 'default';
 
@@ -65,6 +69,17 @@ const match = z.strictObject({
   serviceAccounts: globList.optional(),
   /** true: only requests on behalf of another identity; false: only direct ones; absent: either. */
   impersonated: z.boolean().optional(),
+  /**
+   * The caller's credential: `token` (a JWT or TokenReview, impersonated requests included) or
+   * `client-certificate` (an mTLS renewal); one or a list; absent: any.
+   */
+  authenticatedBy: z
+    .preprocess(
+      (v) => (typeof v === 'string' ? [v] : v),
+      z.array(z.enum(CREDENTIAL_KINDS, { error: `must be one of ${CREDENTIAL_KINDS.join(', ')}` })).min(1, 'an empty list matches nothing; leave the field out to match any credential'),
+    )
+    .transform((v) => [...new Set(v)])
+    .optional(),
 });
 
 const denyReason = z.string().trim().min(1, 'the deny reason must not be empty: it is what the caller is told').max(512);
@@ -199,6 +214,7 @@ export interface RuleMatch {
   readonly namespaces?: readonly string[];
   readonly serviceAccounts?: readonly string[];
   readonly impersonated?: boolean;
+  readonly authenticatedBy?: readonly CredentialKind[];
 }
 
 export interface AllowAction {

@@ -274,6 +274,36 @@ describe('client certificate (mTLS) authentication', () => {
     }
   });
 
+  it('lets policy tell client-certificate callers from token callers (authenticatedBy)', async () => {
+    const vms = await startTestCa({
+      policy: {
+        rules: [
+          { name: 'vm-renewals', match: { authenticatedBy: 'client-certificate', namespaces: ['vm-*'] } },
+          { name: 'no-other-renewals', match: { authenticatedBy: ['client-certificate'] }, deny: 'renew with a service-account token' },
+        ],
+      },
+    });
+    try {
+      const mtlsFor = async (ns: string): Promise<ReturnType<TestCa['client']>> => {
+        const csr = await buildWorkloadCsr(ID(ns, 'app'), 'ec256');
+        const first = await vms.request({ csrPem: csr.csrPem, token: await mintToken({ ns, sa: 'app' }) });
+        return vms.client({ clientCert: { certPem: first[0]! + first[1]!, keyPem: csr.privateKeyPem } });
+      };
+      const vm = await mtlsFor('vm-db');
+      expect(new X509Certificate((await vm.createCertificate({ csrPem: (await buildWorkloadCsr(ID('vm-db', 'app'), 'ec256')).csrPem }))[0]!).subjectAltName).toBe(`URI:${ID('vm-db', 'app')}`);
+      // Its token got the first certificate; its client certificate gets nothing more.
+      const web = await mtlsFor('web');
+      await expectRefused(web.createCertificate({ csrPem: (await buildWorkloadCsr(ID('web', 'app'), 'ec256')).csrPem }), status.PERMISSION_DENIED, /^renew with a service-account token$/);
+      // The client certificate is tried first: sent beside it, a token changes nothing.
+      const token = await mintToken({ ns: 'web', sa: 'app' });
+      await expectRefused(web.createCertificate({ csrPem: (await buildWorkloadCsr(ID('web', 'app'), 'ec256')).csrPem, token }), status.PERMISSION_DENIED);
+      // The token alone is a token caller's request.
+      expect(await vms.request({ csrPem: (await buildWorkloadCsr(ID('web', 'app'), 'ec256')).csrPem, token })).toHaveLength(3);
+    } finally {
+      await vms.close();
+    }
+  });
+
   it('authenticates a client that presents its leaf alone (no intermediate)', async () => {
     const csr = await buildWorkloadCsr(ID('vm', 'leafonly'), 'ec256');
     const first = await ca.request({ csrPem: csr.csrPem, token: await mintToken({ ns: 'vm', sa: 'leafonly' }) });

@@ -78,7 +78,7 @@ describe('meshcert policy explain (text)', () => {
     expect(stdout()).toBe(
       [
         'policy explain for spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway',
-        '  cluster Kubernetes, key ECDSA P-256, lifetime not requested, DNS gw.istio-ingress.svc.cluster.local, IP none, not impersonated',
+        '  cluster Kubernetes, key ECDSA P-256, lifetime not requested, DNS gw.istio-ingress.svc.cluster.local, IP none, not impersonated, authenticated by token',
         '',
         'rule:      gateways',
         'decision:  allow',
@@ -136,6 +136,7 @@ describe('meshcert policy explain --json', () => {
         namespace: 'istio-ingress',
         serviceAccount: 'istio-ingressgateway',
         impersonated: false,
+        authenticatedBy: 'token',
         key: { algorithm: 'RSA', size: 4096 },
         requestedTtlSeconds: 86_400,
         dnsNames: ['gw.istio-ingress.svc.cluster.local', 'Istio-IngressGateway.example.com'],
@@ -183,6 +184,35 @@ describe('meshcert policy explain --json', () => {
     const { out } = await runJson(['--ns', 'a', '--sa', 'b', '--cluster', 'east', '--impersonated']);
     expect(out.identity).toBe('spiffe://east.example/ns/a/sa/b');
     expect(out.request).toMatchObject({ cluster: 'east', trustDomain: 'east.example', impersonated: true });
+  });
+
+  it('judges a caller with a client certificate with --client-certificate, as serve does', async () => {
+    const renewals = `    - name: vm-renewals
+      match: { authenticatedBy: client-certificate, namespaces: ["vm-*"] }
+    - name: no-other-renewals
+      match: { authenticatedBy: [client-certificate] }
+      deny: renew with a service-account token
+`;
+    const vms = file('vms.yaml', CONFIG.replace('  default:\n', `${renewals}  default:\n`));
+    expect(await policyCommand(['explain', '--config', vms, '--ns', 'web', '--sa', 'b', '--client-certificate', '--json'])).toBe(1);
+    const out = JSON.parse(stdout()) as PolicyExplainOutput;
+    expect(out.request).toMatchObject({ cluster: 'Kubernetes', authenticatedBy: 'client-certificate' });
+    expect(out.decision).toMatchObject({ allowed: false, rule: 'no-other-renewals', reason: 'renew with a service-account token' });
+    expect(out.trace.slice(2)).toEqual([
+      { rule: 'vm-renewals', matched: false, why: 'namespace "web" matches none of vm-*' },
+      { rule: 'no-other-renewals', matched: true, why: 'authenticated with a client certificate' },
+    ]);
+    log.mockClear();
+    expect(await policyCommand(['explain', '--config', vms, '--ns', 'vm-db', '--sa', 'b', '--client-certificate'])).toBe(0);
+    expect(stdout()).toContain('not impersonated, authenticated by client certificate');
+    // A token caller is not matched by either rule.
+    log.mockClear();
+    expect(await policyCommand(['explain', '--config', vms, '--ns', 'web', '--sa', 'b', '--json'])).toBe(0);
+    const byToken = JSON.parse(stdout()) as PolicyExplainOutput;
+    expect(byToken.trace.slice(2, 4).map((t) => t.why)).toEqual([
+      'namespace "web" matches none of vm-*',
+      'the caller authenticated with a token, and the rule requires authenticatedBy: client-certificate',
+    ]);
   });
 
   it('lets --trust-domain override the config', async () => {
@@ -298,6 +328,8 @@ describe('meshcert policy: usage and config errors', () => {
     ['a bad --ttl', ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--ttl', '2w'], '--ttl: invalid duration "2w"'],
     ['--dns with --csr', ['explain', '--config', 'x.yaml', '--csr', 'c.pem', '--dns', 'a'], '--key, --dns and --ip cannot be used with --csr'],
     ['an unknown flag', ['explain', '--config', 'x.yaml', '--namespace', 'a'], "Unknown option '--namespace'"],
+    ['--impersonated with --client-certificate', ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--client-certificate', '--impersonated'], 'the server refuses impersonation by a client certificate'],
+    ['--cluster with --client-certificate', ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--client-certificate', '--cluster', 'east'], 'the server judges a client-certificate caller as the default cluster'],
     ['an invalid namespace', ['explain', '--config', '@CONFIG', '--ns', 'a/b', '--sa', 'b'], 'namespace and service account must each be one SPIFFE ID path segment'],
     ['an unreadable CSR', ['explain', '--config', '@CONFIG', '--csr', '/nonexistent/csr.pem'], 'cannot read the CSR /nonexistent/csr.pem: ENOENT'],
   ])('throws a UsageError for %s', async (_name, args, message) => {

@@ -26,6 +26,7 @@ function req(over: Partial<PolicyRequest> = {}): PolicyRequest {
     namespace: 'default',
     serviceAccount: 'web',
     impersonated: false,
+    authenticatedBy: 'token',
     key: EC256,
     requestedTtlSeconds: undefined,
     dnsNames: [],
@@ -75,6 +76,12 @@ describe('PolicyEngine match fields', () => {
     ['impersonated: true matches an impersonated request', { impersonated: true }, { impersonated: true }, true],
     ['impersonated: true refuses a direct request', { impersonated: true }, {}, false],
     ['an absent impersonated matches an impersonated request', { namespaces: ['default'] }, { impersonated: true }, true],
+    ['authenticatedBy token matches a token caller', { authenticatedBy: 'token' }, {}, true],
+    ['authenticatedBy token refuses a client-certificate caller', { authenticatedBy: 'token' }, { authenticatedBy: 'client-certificate' }, false],
+    ['authenticatedBy client-certificate matches a client-certificate caller', { authenticatedBy: ['client-certificate'] }, { authenticatedBy: 'client-certificate' }, true],
+    ['authenticatedBy client-certificate refuses a token caller', { authenticatedBy: 'client-certificate' }, {}, false],
+    ['authenticatedBy both matches either', { authenticatedBy: ['token', 'client-certificate'] }, { authenticatedBy: 'client-certificate' }, true],
+    ['an absent authenticatedBy matches a client-certificate caller', { namespaces: ['default'] }, { authenticatedBy: 'client-certificate' }, true],
     ['every given field must match', { namespaces: ['default'], serviceAccounts: ['api'] }, {}, false],
     ['all fields together match', { trustDomains: 'cluster.local', clusters: 'Kubernetes', namespaces: 'default', serviceAccounts: 'web', impersonated: false }, {}, true],
   ])('%s', (_name, match, over, matches) => {
@@ -484,6 +491,20 @@ describe('PolicyEngine.explain', () => {
 
   it('explains a policy without rules', () => {
     expect(engine({}).explain(req()).evaluated).toEqual([{ rule: 'default', matched: true, why: 'there are no rules; the default rule applies' }]);
+  });
+
+  it('explains a rule on the credential, matched and not', () => {
+    const e = engine({ rules: [{ name: 'renewals', match: { namespaces: ['vm-*'], authenticatedBy: 'client-certificate' }, deny: 'renew with a token' }] });
+    expect(e.explain(req({ namespace: 'vm-db', authenticatedBy: 'client-certificate' })).evaluated[0]).toEqual({
+      rule: 'renewals',
+      matched: true,
+      why: 'namespace "vm-db" matches "vm-*"; authenticated with a client certificate',
+    });
+    expect(e.explain(req({ namespace: 'vm-db' })).evaluated[0]).toEqual({
+      rule: 'renewals',
+      matched: false,
+      why: 'the caller authenticated with a token, and the rule requires authenticatedBy: client-certificate',
+    });
   });
 
   it('explains a rule that matches everything and one requiring impersonation', () => {
