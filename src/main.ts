@@ -45,7 +45,7 @@ export interface RunningMeshcert {
   readonly health: HealthService;
   /** With StartOptions.handedConnections: serve a connection accepted by the cluster primary. */
   acceptConnection(socket: Socket): void;
-  /** Applies CA and policy changes from a new config; throws (and keeps the old state) when invalid. */
+  /** Applies CA, policy and revoked-client-certificate changes from a new config; throws (and keeps the old state) when invalid. */
   reload(next: MeshcertConfig): Promise<void>;
   /** Graceful: NOT_SERVING, drain in-flight calls, release timers and files. */
   close(): Promise<void>;
@@ -305,7 +305,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       // certificate from the new signer when meshcert issues its own (operator files stay).
       server.updateTls({ certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem });
       if (signerChanged) serving.reissue();
-      logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length, roots: fresh.issuers.roots.length }, 'configuration reloaded');
+      logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length, roots: fresh.issuers.roots.length, revokedClientCertificates: fresh.revocations.size }, 'configuration reloaded');
     },
     flushAudit: () => audit?.flush(),
     async close() {

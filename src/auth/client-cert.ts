@@ -12,8 +12,8 @@ import { signedBy } from '../x509/verify-chain.js';
 export interface ClientCertOptions {
   /** Current trust anchors; called per request so root rotation takes effect. */
   roots: () => readonly X509Certificate[];
-  /** auth.revokedClientCertificates in force; called per request so a reload takes effect. Default: none. */
-  revocations?: () => ClientCertRevocations;
+  /** auth.revokedClientCertificates in force; called per request so a reload takes effect. Required, so that no caller forgets it. */
+  revocations: () => ClientCertRevocations;
   /** Clock (tests). Default () => new Date(). */
   now?: () => Date;
   /** Longest accepted chain, leaf included, root excluded. Default 5. */
@@ -62,18 +62,19 @@ const invalid = (message: string, cause?: unknown): CaError =>
 
 /**
  * Returns null when no certificate was presented; throws AUTH_INVALID when the chain does not
- * lead to a current root, a certificate is outside its validity period, the leaf is a CA, or the
- * leaf carries no SPIFFE ID.
+ * lead to a current root, a certificate is outside its validity period, the leaf is a CA, the
+ * leaf carries no SPIFFE ID, or the certificate is revoked (auth.revokedClientCertificates).
  */
 export class ClientCertAuthenticator implements Authenticator {
   readonly name: string;
   private readonly roots: () => readonly X509Certificate[];
-  private readonly revocations: (() => ClientCertRevocations) | undefined;
+  private readonly revocations: () => ClientCertRevocations;
   private readonly now: () => Date;
   private readonly maxChainLength: number;
 
   constructor(opts: ClientCertOptions) {
     if (typeof opts?.roots !== 'function') throw new Error('clientCert.roots must be a function returning the current root certificates');
+    if (typeof opts.revocations !== 'function') throw new Error('clientCert.revocations must be a function returning the revocations in force');
     this.roots = opts.roots;
     this.revocations = opts.revocations;
     this.now = opts.now ?? (() => new Date());
@@ -114,14 +115,17 @@ export class ClientCertAuthenticator implements Authenticator {
     const problem = spiffeIdProblem(uris[0]!);
     if (problem || !/^spiffe:\/\/[^/]+\/./.test(uris[0]!)) throw invalid(`client certificate URI SAN is not a workload SPIFFE ID${problem ? `: ${problem}` : ' (no path)'}`);
     const identities = [uris[0]!];
-    // After the chain: only a certificate this CA issued is worth a revocation check. The message
-    // names the identity, for the audit trail: a revoked certificate presented may be its thief.
-    const revoked = this.revocations?.().find(identities[0]!, Date.parse(leaf.validFrom));
+    // After the chain: only a certificate this CA issued is worth a revocation check. Whoever
+    // presents a revoked certificate may be its thief: the refusal is audited under its identity
+    // (verified by the chain), not in the budget for anonymous refusals, which junk can exhaust.
+    const revoked = this.revocations().find(identities[0]!, Date.parse(leaf.validFrom));
     if (revoked) {
-      throw invalid(
+      const err = invalid(
         `client certificate for ${identities[0]} is revoked: its notBefore ${new Date(leaf.validFrom).toISOString()} is before ${revoked.issuedBefore.toISOString()} ` +
           `(auth.revokedClientCertificates[${revoked.index}]); authenticate with a service-account token to get a new certificate`,
       );
+      err.caller = identities[0];
+      throw err;
     }
 
     const caller: { -readonly [K in keyof Caller]: Caller[K] } = {

@@ -73,11 +73,12 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
     issuers.push(issuer);
   }
   const revocations = new ClientCertRevocations(config.auth.revokedClientCertificates);
-  // Most likely a typo in the year: it would refuse the renewals of certificates issued until then.
-  for (const r of revocations.inFuture(Date.now())) {
+  // A cutoff a little ahead covers the time until the reload; a day or more is most likely a typo
+  // in the year, which would refuse the renewals of every certificate issued until then.
+  for (const r of revocations.inFuture(Date.now() + 86_400_000)) {
     logger.warn(
       { entry: r.index, issuedBefore: r.issuedBefore.toISOString() },
-      'auth.revokedClientCertificates has an issuedBefore in the future: client certificates issued until then are refused as credentials too',
+      'auth.revokedClientCertificates has an issuedBefore more than a day ahead: client certificates issued until then are refused as credentials too',
     );
   }
   return { issuers: new IssuerRegistry(issuers), policy: new PolicyEngine(config.policy), revocations };

@@ -77,7 +77,14 @@ const tokenReview = z.strictObject({
 /** One auth.revokedClientCertificates entry. The time stays a string here: workers get the config by IPC. */
 const revocationEntry = z.strictObject({
   /** RFC 3339 with a zone (`2026-11-29T22:00:00Z`): a time without one would depend on the server's zone. */
-  issuedBefore: z.iso.datetime({ offset: true, error: 'must be an RFC 3339 date and time with a zone, e.g. 2026-11-29T22:00:00Z' }),
+  issuedBefore: z
+    .unknown()
+    .transform((v, ctx) => {
+      // YAML 1.1 (a %YAML 1.1 directive, a !!timestamp tag) reads an unquoted time as a date.
+      if (v instanceof Date) ctx.addIssue({ code: 'custom', message: 'quote the time ("2026-11-29T22:00:00Z"): YAML read it as a date' });
+      return v;
+    })
+    .pipe(z.iso.datetime({ offset: true, error: 'must be an RFC 3339 date and time with a zone, e.g. 2026-11-29T22:00:00Z' })),
   trustDomains: globList.optional(),
   namespaces: globList.optional(),
   serviceAccounts: globList.optional(),

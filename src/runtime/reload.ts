@@ -12,7 +12,7 @@ export interface ReloadOptions {
   /** The config file to re-read; absent for the embedded dev config (then only CA files are watched). */
   readonly configFile?: string;
   readonly current: () => MeshcertConfig;
-  /** Validates and applies a new config (CAs + policy); throws to reject it. */
+  /** Validates and applies a new config (CAs, policy, revoked client certificates); throws to reject it. */
   readonly apply: (next: MeshcertConfig) => Promise<void>;
   readonly logger: Logger;
   readonly metrics?: ReloadMetrics;
@@ -20,8 +20,8 @@ export interface ReloadOptions {
 }
 
 /**
- * Hot reload of policy, issuers and token issuers' key files on SIGHUP and when the config file, a
- * CA file or a jwksFile changes.
+ * Hot reload of policy, issuers, revoked client certificates and token issuers' key files on SIGHUP
+ * and when the config file, a CA file or a jwksFile changes.
  * A new config that does not validate, or whose CAs do not load, is rejected with one log line
  * and a metric; the running state stays in force. In-flight calls finish with what they began.
  */
@@ -73,7 +73,7 @@ export class Reloader {
       await this.o.apply(next);
     } catch (err) {
       this.o.metrics?.reloads.inc({ result: 'rejected' });
-      this.o.logger.error({ reason, err }, 'configuration reload rejected; the previous policy and CAs stay in force');
+      this.o.logger.error({ reason, err }, 'configuration reload rejected; the previous policy, CAs and revoked client certificates stay in force');
       return false;
     }
     this.o.metrics?.reloads.inc({ result: 'applied' });

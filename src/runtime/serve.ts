@@ -35,7 +35,7 @@ export interface RunningServer {
 }
 
 export interface RunServerOptions {
-  /** The config file, re-read on SIGHUP and when it changes (hot reload of policy and issuers). */
+  /** The config file, re-read on SIGHUP and when it changes (hot reload of policy, issuers and revoked client certificates). */
   readonly configFile?: string;
 }
 

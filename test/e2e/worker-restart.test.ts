@@ -9,7 +9,7 @@ import { readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeCsr } from '../fixtures/csr.js';
-import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
+import { killIfRunning, readiness, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { connectTls, unaryCall } from '../support/raw-grpc.js';
@@ -32,15 +32,6 @@ function tagged(tag: string): number[] {
       }
     })
     .map(Number);
-}
-
-/** The readiness check's word on the workers ('2/2 workers serving'); '' before the admin server is up. */
-async function readiness(output: () => string): Promise<string> {
-  const port = /"port":(\d+),"msg":"admin server listening"/.exec(output())?.[1];
-  if (!port) return '';
-  const r = await fetch(`http://127.0.0.1:${port}/readyz`);
-  const body = (await r.json()) as { checks: Array<{ name: string; detail: string }> };
-  return body.checks.find((c) => c.name === 'grpc')!.detail;
 }
 
 /** A function making one call on a fresh connection (the primary gives it to the worker with the fewest open): its grpc-status. */

@@ -70,6 +70,15 @@ export function adminPort(server: ServerProcess): Promise<number> {
   return vi.waitFor(() => Number(/"port":(\d+),"msg":"admin server listening"/.exec(server.output())?.[1] ?? expect.fail('admin not up yet')), { timeout: 10_000 });
 }
 
+/** The readiness check's word on the workers ('2/2 workers serving'); '' before the admin server is up. */
+export async function readiness(output: () => string): Promise<string> {
+  const port = /"port":(\d+),"msg":"admin server listening"/.exec(output())?.[1];
+  if (!port) return '';
+  const r = await fetch(`http://127.0.0.1:${port}/readyz`);
+  const body = (await r.json()) as { checks: Array<{ name: string; detail: string }> };
+  return body.checks.find((c) => c.name === 'grpc')!.detail;
+}
+
 /** Kills a server a test left running (an assertion failed before the test's own shutdown). */
 export function killIfRunning(server: ServerProcess | undefined): void {
   if (server && server.child.exitCode === null) server.child.kill('SIGKILL');

@@ -47,7 +47,7 @@ beforeAll(async () => {
 });
 
 function auth(roots: () => TestCert[] = () => [root]): ClientCertAuthenticator {
-  return new ClientCertAuthenticator({ roots: () => roots().map((r) => new X509Certificate(r.der)) });
+  return new ClientCertAuthenticator({ roots: () => roots().map((r) => new X509Certificate(r.der)), revocations: () => ClientCertRevocations.none });
 }
 
 async function outcome(p: Promise<Caller | null>): Promise<{ caller?: Caller | null; code?: string; message?: string }> {
@@ -121,7 +121,7 @@ describe('ClientCertAuthenticator', () => {
   });
 
   it('uses the injected clock for validity', async () => {
-    const later = new ClientCertAuthenticator({ roots: () => [new X509Certificate(root.der)], now: () => new Date(Date.now() + 2 * HOUR) });
+    const later = new ClientCertAuthenticator({ roots: () => [new X509Certificate(root.der)], revocations: () => ClientCertRevocations.none, now: () => new Date(Date.now() + 2 * HOUR) });
     expect((await outcome(later.authenticate({ peerCertificates: [leaf.der, inter.der] }))).code).toBe('AUTH_INVALID');
   });
 
@@ -138,8 +138,12 @@ describe('ClientCertAuthenticator', () => {
       `client certificate for ${ID} is revoked: its notBefore ${new Date(nb).toISOString()} is before ${new Date(nb + 1000).toISOString()} ` +
         '(auth.revokedClientCertificates[1]); authenticate with a service-account token to get a new certificate',
     );
-    // A certificate from another CA is refused for its chain, not reported as revoked.
-    expect((await outcome(a.authenticate({ peerCertificates: [otherLeaf.der] }))).message).toMatch(/not issued by a trusted root/);
+    // The refusal carries the verified identity, for the audit trail.
+    const err = await a.authenticate({ peerCertificates: [leaf.der, inter.der] }).then(() => undefined, (e: unknown) => e as CaError);
+    expect(err?.caller).toBe(ID);
+    // A certificate from another CA, of the same notBefore, is refused for its chain, not reported as revoked.
+    const foreign = await makeCert({ name: 'sleep', issuer: otherRoot, uris: [ID], notBefore: leaf.cert.notBefore });
+    expect((await outcome(a.authenticate({ peerCertificates: [foreign.der] }))).message).toMatch(/not issued by a trusted root/);
     // Issued at the cutoff, or for an identity the entry does not select: accepted.
     current = new ClientCertRevocations([{ issuedBefore: new Date(nb).toISOString() }]);
     expect((await a.authenticate({ peerCertificates: [leaf.der, inter.der] }))?.identities).toEqual([ID]);
@@ -147,8 +151,9 @@ describe('ClientCertAuthenticator', () => {
     expect((await a.authenticate({ peerCertificates: [leaf.der, inter.der] }))?.identities).toEqual([ID]);
   });
 
-  it('refuses to be built without a roots function', () => {
+  it('refuses to be built without a roots or a revocations function', () => {
     expect(() => new ClientCertAuthenticator({} as never)).toThrow(/roots/);
+    expect(() => new ClientCertAuthenticator({ roots: () => [] } as never)).toThrow(/revocations/);
   });
 });
 

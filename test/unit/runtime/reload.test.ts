@@ -92,7 +92,7 @@ describe('Reloader', () => {
     writeFileSync(file, `dataDir: ${dir}/data\nca:\n  dir: ${dir}/ca\n`);
     expect(await reloader.reload('test')).toBe(false);
     expect(applied).toEqual([]);
-    const rejected = lines.find((l) => l.msg === 'configuration reload rejected; the previous policy and CAs stay in force');
+    const rejected = lines.find((l) => l.msg === 'configuration reload rejected; the previous policy, CAs and revoked client certificates stay in force');
     expect(JSON.stringify(rejected?.err)).toContain('no authentication configured');
     reloader.stop();
   });
