@@ -11,11 +11,17 @@
  * This is not revocation for the mesh: peers keep trusting such a certificate until it expires
  * (meshcert publishes no CRL; short lifetimes are the mesh's revocation).
  */
-import type { MeshcertConfig } from '../config/schema.js';
 import { PatternSet } from '../policy/glob.js';
 import { parseSpiffeId, parseWorkloadSpiffeId } from '../x509/spiffe-id.js';
 
-export type RevocationConfig = MeshcertConfig['auth']['revokedClientCertificates'][number];
+/** One auth.revokedClientCertificates entry as the config schema validated it. */
+export interface RevocationConfig {
+  /** RFC 3339 with a zone. */
+  readonly issuedBefore: string;
+  readonly trustDomains?: readonly string[] | undefined;
+  readonly namespaces?: readonly string[] | undefined;
+  readonly serviceAccounts?: readonly string[] | undefined;
+}
 
 /** Why a certificate is refused: the entry (its index in the config) and its time. */
 export interface Revocation {
