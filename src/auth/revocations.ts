@@ -36,6 +36,8 @@ interface Entry extends Revocation {
   readonly serviceAccounts?: PatternSet;
 }
 
+const FAR_AHEAD_MS = 86_400_000;
+
 export class ClientCertRevocations {
   static readonly none = new ClientCertRevocations([]);
   private readonly entries: readonly Entry[];
@@ -60,9 +62,13 @@ export class ClientCertRevocations {
     return this.entries.length;
   }
 
-  /** Entries whose time is still to come: they refuse certificates issued from now until then. */
-  inFuture(now: number): Revocation[] {
-    return this.entries.filter((e) => e.before > now).map(({ index, issuedBefore }) => ({ index, issuedBefore }));
+  /**
+   * Entries more than a day ahead of `now`. A cutoff a little ahead covers the time until the
+   * reload; a day or more is most likely a typo in the year, which would refuse the renewals of
+   * every certificate issued until then: `serve` and `config check` warn about these.
+   */
+  farAhead(now: number): Revocation[] {
+    return this.entries.filter((e) => e.before > now + FAR_AHEAD_MS).map(({ index, issuedBefore }) => ({ index, issuedBefore: new Date(issuedBefore) }));
   }
 
   /**
@@ -84,7 +90,7 @@ export class ClientCertRevocations {
       if (e.trustDomains && !e.trustDomains.test(trustDomain)) continue;
       if (e.namespaces && !(workload && e.namespaces.test(workload.namespace))) continue;
       if (e.serviceAccounts && !(workload && e.serviceAccounts.test(workload.serviceAccount))) continue;
-      return { index: e.index, issuedBefore: e.issuedBefore };
+      return { index: e.index, issuedBefore: new Date(e.before) };
     }
     return undefined;
   }

@@ -73,9 +73,7 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
     issuers.push(issuer);
   }
   const revocations = new ClientCertRevocations(config.auth.revokedClientCertificates);
-  // A cutoff a little ahead covers the time until the reload; a day or more is most likely a typo
-  // in the year, which would refuse the renewals of every certificate issued until then.
-  for (const r of revocations.inFuture(Date.now() + 86_400_000)) {
+  for (const r of revocations.farAhead(Date.now())) {
     logger.warn(
       { entry: r.index, issuedBefore: r.issuedBefore.toISOString() },
       'auth.revokedClientCertificates has an issuedBefore more than a day ahead: client certificates issued until then are refused as credentials too',

@@ -1,6 +1,7 @@
 import { loadConfigFile } from '../config/load.js';
 import { assertServable } from '../config/servable.js';
 import { formatDuration } from '../config/duration.js';
+import { ClientCertRevocations } from '../auth/revocations.js';
 import { parse, UsageError } from './args.js';
 
 export async function configCommand(argv: string[]): Promise<number> {
@@ -21,5 +22,13 @@ export async function configCommand(argv: string[]): Promise<number> {
       : `  lifetime default ${formatDuration(def.lifetime.default)}, max ${formatDuration(def.lifetime.max)} (${def.lifetime.aboveMax} above max); ${config.policy.rules.length} rule(s)`,
   );
   console.log(`  clusters: ${config.auth.clusters.map((c) => c.name).join(', ') || '(none)'}${config.dev.tokenIssuer ? ' + DEV token issuer' : ''}`);
+  const revocations = new ClientCertRevocations(config.auth.revokedClientCertificates);
+  if (revocations.size > 0) {
+    console.log(`  revoked client certificates: ${revocations.size} entr${revocations.size === 1 ? 'y' : 'ies'}${config.auth.clientCertificates ? '' : ' (auth.clientCertificates is off: no client certificate is accepted anyway)'}`);
+  }
+  // Valid, but most likely a typo in the year: said here, before a reload puts it in force.
+  for (const r of revocations.farAhead(Date.now())) {
+    console.error(`meshcert: warning: auth.revokedClientCertificates[${r.index}].issuedBefore ${r.issuedBefore.toISOString()} is more than a day ahead: client certificates issued until then are refused as credentials too`);
+  }
   return 0;
 }

@@ -103,6 +103,14 @@ describe('the meshcert CLI, as a user runs it', () => {
     const denying = join(dir, 'denying.yaml');
     writeFileSync(denying, `${readFileSync(configFile, 'utf8')}policy:\n  default: { deny: not listed }\n`);
     expect((await runCli(['config', 'check', denying])).stdout).toMatch(/^ {2}default rule: deny \(not listed\); 0 rule\(s\)$/m);
+    expect(ok.stdout).not.toMatch(/revoked client certificates/);
+    // Revoked client certificates: counted, and one more than a day ahead (a typo in the year) is warned about.
+    const revoking = join(dir, 'revoking.yaml');
+    writeFileSync(revoking, readFileSync(configFile, 'utf8').replace(/^auth:\n/m, 'auth:\n  revokedClientCertificates:\n    - issuedBefore: "2026-11-29T22:00:00Z"\n    - issuedBefore: "2999-01-01T00:00:00Z"\n'));
+    const rv = await runCli(['config', 'check', revoking]);
+    expect(rv.code, rv.stderr).toBe(0);
+    expect(rv.stdout).toMatch(/^ {2}revoked client certificates: 2 entries$/m);
+    expect(rv.stderr.trim()).toBe('meshcert: warning: auth.revokedClientCertificates[1].issuedBefore 2999-01-01T00:00:00.000Z is more than a day ahead: client certificates issued until then are refused as credentials too');
     const bad = join(dir, 'bad.yaml');
     writeFileSync(bad, 'server:\n  listen: nowhere\n  colour: blue\nissuance:\n  maxTtl: forever\n');
     const r = await runCli(['config', 'check', bad]);

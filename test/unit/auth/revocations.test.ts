@@ -56,10 +56,11 @@ describe('ClientCertRevocations', () => {
     expect(new ClientCertRevocations([{ issuedBefore: '2026-11-29T22:00:00Z' }]).find('https://example.com/x', T - 1)).toBeUndefined();
   });
 
-  it('lists the entries still to come', () => {
+  it('lists the entries more than a day ahead', () => {
     const r = new ClientCertRevocations([{ issuedBefore: '2026-11-29T22:00:00Z' }, { issuedBefore: '2027-01-01T00:00:00Z' }]);
-    expect(r.inFuture(T)).toEqual([{ index: 1, issuedBefore: new Date('2027-01-01T00:00:00Z') }]);
-    expect(r.inFuture(T - 1)).toHaveLength(2);
+    expect(r.farAhead(T)).toEqual([{ index: 1, issuedBefore: new Date('2027-01-01T00:00:00Z') }]);
+    expect(r.farAhead(T - 86_400_000)).toEqual([{ index: 1, issuedBefore: new Date('2027-01-01T00:00:00Z') }]);
+    expect(r.farAhead(T - 86_400_001)).toHaveLength(2);
   });
 
   it('refuses an entry whose time is not a date (a caller that skipped the schema)', () => {
