@@ -6,6 +6,7 @@
  *   1. any AUTH_BACKEND_UNAVAILABLE           -> AUTH_BACKEND_UNAVAILABLE (transient: the client retries)
  *   2. an authenticator failed unexpectedly   -> INTERNAL
  *   3. any AUTH_INVALID (or other CaError)    -> the first one, in authenticator order
+ * The error thrown carries the caller a rejection named (CaError.caller), if any.
  *   4. all returned null with a bearer token  -> AUTH_INVALID (no authenticator takes this token)
  *   5. all returned null, no bearer token     -> AUTH_MISSING
  */
@@ -100,6 +101,8 @@ export class AuthChain {
     let unavailable: CaError | undefined;
     let internal: CaError | undefined;
     let rejected: CaError | undefined;
+    /** The caller a rejection named (a revoked client certificate, whose chain was verified). */
+    let named: string | undefined;
 
     for (let i = 0; i < authenticators.length; i++) {
       const authenticator = authenticators[i] as Authenticator;
@@ -115,6 +118,7 @@ export class AuthChain {
         caller = await authenticator.authenticate(request);
       } catch (err) {
         if (isCaError(err)) {
+          named ??= err.caller;
           if (err.code === 'AUTH_BACKEND_UNAVAILABLE') unavailable ??= err;
           else if (err.code === 'INTERNAL') internal ??= err;
           else rejected ??= err;
@@ -129,9 +133,14 @@ export class AuthChain {
       }
     }
 
-    if (unavailable) throw unavailable;
-    if (internal) throw internal;
-    if (rejected) throw rejected;
+    // Whichever error wins keeps the name, so that a token sent beside a revoked certificate (one
+    // whose key the issuer has "not published yet", say) cannot take the sighting out of the audit
+    // trail. Authenticators make a new error per call, so naming it touches no other call.
+    const outcome = unavailable ?? internal ?? rejected;
+    if (outcome) {
+      outcome.caller ??= named;
+      throw outcome;
+    }
     if (token !== undefined) throw new CaError('AUTH_INVALID', TOKEN_NOT_ACCEPTED);
     throw new CaError('AUTH_MISSING', NO_CREDENTIAL);
   }

@@ -4,11 +4,13 @@
  */
 import { status } from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
+import { buildWorkloadCsr } from '../../../src/client/workload-csr.js';
 import { ANONYMOUS_AUDIT_BURST } from '../../../src/inventory/sink.js';
 import type { RecordSink } from '../../../src/inventory/sink.js';
 import type { AuditEvent } from '../../../src/inventory/types.js';
 import { makeCsr } from '../../fixtures/csr.js';
-import { startTestCa } from '../../support/harness.js';
+import { mintToken, startTestCa, TEST_ISSUER } from '../../support/harness.js';
+import { JwksServer, k8sClaims, signingKey, signToken } from '../../unit/auth/helpers.js';
 
 describe('audit rows of unauthenticated refusals', () => {
   it('are bounded, and the count of the rest is written at shutdown', async () => {
@@ -30,5 +32,48 @@ describe('audit rows of unauthenticated refusals', () => {
     expect(summary).toMatchObject({ requester: null, code: 'AUTH_MISSING' });
     expect(summary.reason).toMatch(/^\d+ more refusals of unauthenticated calls from this time on, not recorded one by one/);
     expect(audit.length - 1 + Number(/^(\d+)/.exec(summary.reason!)![1])).toBe(ANONYMOUS_AUDIT_BURST + 20);
+  });
+});
+
+describe('audit rows of refused revoked client certificates', () => {
+  it('name the certificate\'s identity, also when a token beside it ends the call as UNAVAILABLE', async () => {
+    const audit: AuditEvent[] = [];
+    const sink: RecordSink = { record: () => {}, recordAudit: (e) => void audit.push(e), accepting: () => true };
+    // A second issuer whose keys come from a URL: a token naming a key it has not published yet is retried (UNAVAILABLE).
+    const published = await signingKey('ES256', 'published');
+    const jwks = await new JwksServer([published.jwk]).start();
+    // Every certificate issued until an hour from now is revoked for ns/vm.
+    const ca = await startTestCa(
+      {
+        auth: {
+          clusters: [{ name: 'Kubernetes', jwt: [{ issuer: TEST_ISSUER, jwksFile: 'jwks.json' }, { issuer: 'https://idp.example', jwksUri: jwks.url }] }],
+          revokedClientCertificates: [{ issuedBefore: new Date(Date.now() + 3_600_000).toISOString(), namespaces: ['vm'] }],
+        },
+      },
+      undefined,
+      { sink },
+    );
+    try {
+      const id = 'spiffe://cluster.local/ns/vm/sa/db';
+      const csr = await buildWorkloadCsr(id, 'ec256');
+      const chain = await ca.request({ csrPem: csr.csrPem, token: await mintToken({ ns: 'vm', sa: 'db' }) });
+      const mtls = ca.client({ clientCert: { certPem: chain[0]! + chain[1]!, keyPem: csr.privateKeyPem } });
+      const renew = async (token?: string): Promise<number> =>
+        mtls.createCertificate({ csrPem: (await buildWorkloadCsr(id, 'ec256')).csrPem, ...(token ? { token } : {}) }).then(() => 0, (e: { code: number }) => e.code);
+      expect(await renew()).toBe(status.UNAUTHENTICATED);
+      // A token beside the certificate, naming a key its issuer has "not published yet": UNAVAILABLE, retried.
+      const unpublished = await signingKey('ES256', 'not-published');
+      const forged = await signToken(unpublished, k8sClaims('vm', 'db'), { iss: 'https://idp.example' });
+      expect(await renew(forged)).toBe(status.UNAVAILABLE);
+      const refusals = audit.filter((e) => e.decision === 'refused');
+      expect(refusals.map((e) => [e.requester, e.code])).toEqual([
+        [id, 'AUTH_INVALID'],
+        [id, 'AUTH_BACKEND_UNAVAILABLE'],
+      ]);
+      expect(refusals[0]!.reason).toMatch(new RegExp(`^client certificate for ${id} is revoked`));
+    } finally {
+      await ca.close();
+      await jwks.stop();
+    }
   });
 });

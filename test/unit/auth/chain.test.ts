@@ -11,7 +11,7 @@ import type { SigningKey } from './helpers.js';
 
 const CALLER: Caller = { method: 'jwt', identities: ['spiffe://cluster.local/ns/a/sa/b'], namespace: 'a', serviceAccount: 'b', expiresAt: Math.floor(Date.now() / 1000) + 3600 };
 
-type Behaviour = 'ok' | 'null' | 'invalid' | 'unavailable' | 'boom' | 'ok-cert';
+type Behaviour = 'ok' | 'null' | 'invalid' | 'unavailable' | 'boom' | 'ok-cert' | 'revoked';
 
 class Fake implements Authenticator {
   calls = 0;
@@ -35,6 +35,8 @@ class Fake implements Authenticator {
         throw new CaError('AUTH_BACKEND_UNAVAILABLE', `${this.name}: backend down`);
       case 'boom':
         throw new TypeError('bug');
+      case 'revoked':
+        throw Object.assign(new CaError('AUTH_INVALID', `${this.name}: client certificate is revoked`), { caller: 'spiffe://cluster.local/ns/vm/sa/db' });
     }
   }
 }
@@ -104,6 +106,22 @@ describe('AuthChain: outcome precedence', () => {
       if (c.method) expect(r.caller?.method).toBe(c.method);
     });
   }
+
+  it('keeps the caller a rejection named on whichever error wins (a revoked certificate beside a token)', async () => {
+    const named = async (chain: Behaviour[]): Promise<[string, string | undefined]> => {
+      const fakes = chain.map((b, i) => new Fake(`${b}-${i}`, b));
+      const err = await new AuthChain({ clusters: { Kubernetes: fakes } }).authenticate({ bearerToken: 't', peerCertificates: [Buffer.from('x')] }).then(() => undefined, (e: unknown) => e as CaError);
+      return [err!.code, err!.caller];
+    };
+    const id = 'spiffe://cluster.local/ns/vm/sa/db';
+    expect(await named(['revoked', 'invalid'])).toEqual(['AUTH_INVALID', id]);
+    expect(await named(['revoked', 'unavailable'])).toEqual(['AUTH_BACKEND_UNAVAILABLE', id]);
+    expect(await named(['revoked', 'boom'])).toEqual(['INTERNAL', id]);
+    expect(await named(['invalid', 'unavailable'])).toEqual(['AUTH_BACKEND_UNAVAILABLE', undefined]);
+    // A token that succeeds beside a revoked certificate authenticates the call.
+    const fakes = [new Fake('cert', 'revoked'), new Fake('jwt', 'ok')];
+    expect((await new AuthChain({ clusters: { Kubernetes: fakes } }).authenticate({ bearerToken: 't', peerCertificates: [Buffer.from('x')] })).method).toBe('jwt');
+  });
 
   it('refuses an oversized bearer token before calling any authenticator', async () => {
     const fake = new Fake('jwt', 'ok');
