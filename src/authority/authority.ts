@@ -5,7 +5,11 @@ import { CaError } from '../errors/ca-error.js';
 import type { LocalIssuer, SignedLeaf, SignRequest } from '../issuer/local.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
 import type { PolicyEngine } from '../policy/engine.js';
+import type { CredentialKind } from '../policy/schema.js';
 import { parseSpiffeId, parseWorkloadSpiffeId } from '../x509/spiffe-id.js';
+
+/** The credential policy's match.authenticatedBy names for each way of authenticating (a new method must say which). */
+const CREDENTIAL_OF: Readonly<Record<Caller['method'], CredentialKind>> = { jwt: 'token', tokenreview: 'token', 'client-cert': 'client-certificate' };
 
 export interface CertificateRequest {
   readonly csrPem: string;
@@ -154,7 +158,8 @@ export class Authority {
     const own = subject.identities.includes(spiffeId) ? spiffeId : subject.identities.find((id) => sameWorkload(id, workload));
     // A token is checked against the cluster the header names; a client certificate carries no
     // cluster, so its holder does not get to choose one (and with it another cluster's rules).
-    const clusterId = caller.method === 'client-cert' ? this.deps.options.defaultCluster : req.auth.clusterId || this.deps.options.defaultCluster;
+    const credential = CREDENTIAL_OF[caller.method];
+    const clusterId = credential === 'client-certificate' ? this.deps.options.defaultCluster : req.auth.clusterId || this.deps.options.defaultCluster;
     const decision = policy.evaluate({
       trustDomain: workload?.trustDomain ?? trustDomainOf(spiffeId),
       ...(own !== undefined && own !== spiffeId ? { authenticatedTrustDomain: trustDomainOf(own) } : {}),
@@ -162,7 +167,7 @@ export class Authority {
       namespace: workload?.namespace ?? subject.namespace ?? '',
       serviceAccount: workload?.serviceAccount ?? subject.serviceAccount ?? '',
       impersonated: Boolean(impersonate),
-      authenticatedBy: caller.method === 'client-cert' ? 'client-certificate' : 'token',
+      authenticatedBy: credential,
       key: csr.key,
       requestedTtlSeconds: req.validitySeconds,
       dnsNames: csr.dnsNames,

@@ -82,7 +82,8 @@ export async function policyCommand(argv: string[]): Promise<number> {
   });
   if (!v.config) throw new UsageError('policy explain needs --config FILE');
   if (v['client-certificate'] && v.impersonated) throw new UsageError('--impersonated with --client-certificate: the server refuses impersonation by a client certificate (it is bound to no pod)');
-  // As serve judges it: a certificate names no cluster, so its holder's clusterid header is not read.
+  // As serve judges it: a certificate names no cluster, so the policy judges its holder as the
+  // default cluster's whatever the clusterid header says.
   if (v['client-certificate'] && v.cluster !== undefined) throw new UsageError('--cluster with --client-certificate: the server judges a client-certificate caller as the default cluster, whatever its clusterid header says');
   if (v.key !== undefined && !(v.key in KEYS)) throw new UsageError(`--key must be one of ${Object.keys(KEYS).join(', ')}`);
   if (v.csr !== undefined && (v.key !== undefined || v.dns !== undefined || v.ip !== undefined)) {
@@ -162,6 +163,9 @@ export async function policyCommand(argv: string[]): Promise<number> {
     emails: csr ? csr.emails : [],
     uris: csr ? csr.uris : [],
   };
+  if (request.authenticatedBy === 'client-certificate' && !config.auth.clientCertificates) {
+    warnings.push('auth.clientCertificates is off: the server accepts no client certificate, so it never judges such a caller');
+  }
   const { decision, evaluated, refusedInAuthenticatedDomain } = new PolicyEngine(policy).explain(request);
   if (refusedInAuthenticatedDomain) warnings.push(`the alias is allowed in ${requestedTd}, but the rules for the caller's own trust domain ${trustDomain} refuse it`);
   const out: PolicyExplainOutput = {

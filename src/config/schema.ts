@@ -74,17 +74,19 @@ const tokenReview = z.strictObject({
   verifySignatures: z.boolean().default(true),
 });
 
+const RFC3339 = z.iso.datetime({ offset: true });
+
 /** One auth.revokedClientCertificates entry. The time stays a string here: workers get the config by IPC. */
 const revocationEntry = z.strictObject({
   /** RFC 3339 with a zone (`2026-11-29T22:00:00Z`): a time without one would depend on the server's zone. */
   issuedBefore: z
-    .unknown()
-    .transform((v, ctx) => {
+    .union([z.string(), z.date()], { error: 'must be an RFC 3339 date and time with a zone, e.g. 2026-11-29T22:00:00Z' })
+    .superRefine((v, ctx) => {
       // YAML 1.1 (a %YAML 1.1 directive, a !!timestamp tag) reads an unquoted time as a date.
-      if (v instanceof Date) ctx.addIssue({ code: 'custom', message: 'quote the time ("2026-11-29T22:00:00Z"): YAML read it as a date' });
-      return v;
+      if (v instanceof Date) ctx.addIssue({ code: 'custom', message: `quote the time (${Number.isNaN(v.getTime()) ? '"2026-11-29T22:00:00Z"' : JSON.stringify(v.toISOString())}): YAML read it as a date` });
+      else if (!RFC3339.safeParse(v).success) ctx.addIssue({ code: 'custom', message: 'must be an RFC 3339 date and time with a zone, e.g. 2026-11-29T22:00:00Z' });
     })
-    .pipe(z.iso.datetime({ offset: true, error: 'must be an RFC 3339 date and time with a zone, e.g. 2026-11-29T22:00:00Z' })),
+    .transform((v) => v as string),
   trustDomains: globList.optional(),
   namespaces: globList.optional(),
   serviceAccounts: globList.optional(),

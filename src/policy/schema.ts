@@ -21,6 +21,7 @@ import { dnsTemplateProblem, ipEntryProblem } from './sans.js';
 /** How a caller authenticated, as policy `match.authenticatedBy` names it. */
 export const CREDENTIAL_KINDS = ['token', 'client-certificate'] as const;
 export type CredentialKind = (typeof CREDENTIAL_KINDS)[number];
+const isCredentialKind = (k: string): k is CredentialKind => (CREDENTIAL_KINDS as readonly string[]).includes(k);
 
 /** Name of the default rule in decisions, traces and logs; no rule may use it. */
 export const DEFAULT_RULE_NAME = 'default';
@@ -74,11 +75,15 @@ const match = z.strictObject({
    * `client-certificate` (an mTLS renewal); one or a list; absent: any.
    */
   authenticatedBy: z
-    .preprocess(
-      (v) => (typeof v === 'string' ? [v] : v),
-      z.array(z.enum(CREDENTIAL_KINDS, { error: `must be one of ${CREDENTIAL_KINDS.join(', ')}` })).min(1, 'an empty list matches nothing; leave the field out to match any credential'),
-    )
-    .transform((v) => [...new Set(v)])
+    .union([z.string(), z.array(z.string())])
+    .superRefine((v, ctx) => {
+      const list = typeof v === 'string' ? [v] : v;
+      if (list.length === 0) ctx.addIssue({ code: 'custom', message: 'an empty list matches nothing; leave the field out to match any credential' });
+      list.forEach((k, i) => {
+        if (!isCredentialKind(k)) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(k)} is not a credential: use ${CREDENTIAL_KINDS.join(' or ')}`, path: typeof v === 'string' ? [] : [i] });
+      });
+    })
+    .transform((v) => [...new Set(typeof v === 'string' ? [v] : v)].filter(isCredentialKind))
     .optional(),
 });
 

@@ -197,6 +197,7 @@ describe('meshcert policy explain --json', () => {
     expect(await policyCommand(['explain', '--config', vms, '--ns', 'web', '--sa', 'b', '--client-certificate', '--json'])).toBe(1);
     const out = JSON.parse(stdout()) as PolicyExplainOutput;
     expect(out.request).toMatchObject({ cluster: 'Kubernetes', authenticatedBy: 'client-certificate' });
+    expect(out.warnings).toEqual([]);
     expect(out.decision).toMatchObject({ allowed: false, rule: 'no-other-renewals', reason: 'renew with a service-account token' });
     expect(out.trace.slice(2)).toEqual([
       { rule: 'vm-renewals', matched: false, why: 'namespace "web" matches none of vm-*' },
@@ -213,6 +214,12 @@ describe('meshcert policy explain --json', () => {
       'namespace "web" matches none of vm-*',
       'the caller authenticated with a token, and the rule requires authenticatedBy: client-certificate',
     ]);
+  });
+
+  it('warns that the server never judges a client-certificate caller when auth.clientCertificates is off', async () => {
+    const off = file('off.yaml', CONFIG.replace('auth:\n', 'auth:\n  clientCertificates: false\n'));
+    expect(await policyCommand(['explain', '--config', off, '--ns', 'a', '--sa', 'b', '--client-certificate', '--json'])).toBe(0);
+    expect((JSON.parse(stdout()) as PolicyExplainOutput).warnings).toEqual(['auth.clientCertificates is off: the server accepts no client certificate, so it never judges such a caller']);
   });
 
   it('lets --trust-domain override the config', async () => {

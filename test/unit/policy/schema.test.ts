@@ -144,7 +144,8 @@ describe('policySchema: problems, each with its path', () => {
     ['an empty pattern', { rules: [{ name: 'r', match: { clusters: [''] } }] }, [['rules.0.match.clusters.0', 'pattern must not be empty']]],
     ['an empty pattern list', { rules: [{ name: 'r', match: { trustDomains: [] } }] }, [['rules.0.match.trustDomains', 'an empty list matches nothing; leave the field out to match any value']]],
     ['impersonated as a string', { rules: [{ name: 'r', match: { impersonated: 'no' } }] }, [['rules.0.match.impersonated', 'Invalid input: expected boolean, received string']]],
-    ['an unknown credential', { rules: [{ name: 'r', match: { authenticatedBy: 'jwt' } }] }, [['rules.0.match.authenticatedBy.0', 'must be one of token, client-certificate']]],
+    ['an unknown credential', { rules: [{ name: 'r', match: { authenticatedBy: 'jwt' } }] }, [['rules.0.match.authenticatedBy', '"jwt" is not a credential: use token or client-certificate']]],
+    ['an unknown credential in a list', { rules: [{ name: 'r', match: { authenticatedBy: ['token', 'mtls'] } }] }, [['rules.0.match.authenticatedBy.1', '"mtls" is not a credential: use token or client-certificate']]],
     ['an empty credential list', { rules: [{ name: 'r', match: { authenticatedBy: [] } }] }, [['rules.0.match.authenticatedBy', 'an empty list matches nothing; leave the field out to match any credential']]],
     ['an empty deny reason', { rules: [{ name: 'r', deny: '  ' }] }, [['rules.0.deny', 'the deny reason must not be empty: it is what the caller is told']]],
     [
