@@ -19,6 +19,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { loadConfigFile, parseConfig } from '../../src/config/load.js';
 import type { MeshcertConfig } from '../../src/config/schema.js';
+import { loadDashboard } from '../support/prometheus-rules.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const KUSTOMIZE_ROOT = join(ROOT, 'deploy/kubernetes');
@@ -809,10 +810,10 @@ withKubectl('component monitoring (Prometheus Operator), added to the base', () 
     }
   });
 
-  itWithModels('renders a ServiceMonitor and a PrometheusRule that match their schemas, beside the base unchanged', async () => {
+  itWithModels('renders a ServiceMonitor, a PrometheusRule and the dashboard ConfigMap that match their schemas, beside the base unchanged', async () => {
     requireTool(MODELS);
-    const added = objects.filter((o) => o.apiVersion.startsWith('monitoring.coreos.com/'));
-    expect(added.map(ref).sort()).toEqual(['PrometheusRule meshcert/meshcert', 'ServiceMonitor meshcert/meshcert']);
+    const added = objects.filter((o) => o.apiVersion.startsWith('monitoring.coreos.com/') || o.metadata.name === 'meshcert-grafana-dashboard');
+    expect(added.map(ref).sort()).toEqual(['ConfigMap meshcert/meshcert-grafana-dashboard', 'PrometheusRule meshcert/meshcert', 'ServiceMonitor meshcert/meshcert']);
     for (const o of added) await validateSchema(o);
     for (const o of added) expect(o.metadata.labels?.['app.kubernetes.io/part-of'], ref(o)).toBe('meshcert');
     // The base's objects as they were, but for the Deployment's prometheus.io annotations (next test).
@@ -839,6 +840,13 @@ withKubectl('component monitoring (Prometheus Operator), added to the base', () 
     expect(resolvePort(mainContainer(meshcertDeployment(objects)), port!.targetPort)).toBe(ADMIN_PORT);
     // Each worker has 2 s to answer a scrape; the timeout leaves room for that and the primary.
     expect(Number(/^(\d+)s$/.exec(endpoint!.scrapeTimeout ?? '')?.[1])).toBeGreaterThanOrEqual(3);
+  });
+
+  it("ships the dashboard in a ConfigMap Grafana's sidecar loads (label grafana_dashboard), under a fixed name", () => {
+    const map = only<K8sObject & { data: Record<string, string> }>(objects, 'ConfigMap', 'meshcert-grafana-dashboard');
+    expect(map.metadata.labels).toMatchObject({ grafana_dashboard: '1' });
+    expect(Object.keys(map.data)).toEqual(['meshcert.json']);
+    expect(JSON.parse(map.data['meshcert.json']!)).toEqual(loadDashboard());
   });
 
   it("drops the base's prometheus.io annotations (a Prometheus scraping by annotation too would read each replica twice), and nothing else", () => {

@@ -1,10 +1,10 @@
 /**
- * The alerts of deploy/kubernetes/components/monitoring against a running server: a primary and
- * two workers with the default (SQLite) inventory, as a replica runs, after one issuance. Every
- * selector an alert reads must match a series the server's /metrics exposes (test/deploy checks
- * the rules against the metric classes; this checks what the wiring really exports, aggregated
- * across workers, including the series started at 0 so that an alert's increase() sees the first
- * event).
+ * The alerts and the Grafana dashboard of deploy/kubernetes/components/monitoring against a
+ * running server: a primary and two workers with the default (SQLite) inventory, as a replica
+ * runs, after one issuance. Every selector an alert or a panel reads must match a series the
+ * server's /metrics exposes (test/deploy checks them against the metric classes; this checks what
+ * the wiring really exports, aggregated across workers, including the series started at 0 so that
+ * an alert's increase() sees the first event).
  */
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import { AUDIT_LOST_REASONS, REFUSED_ITEM_KINDS, RELOAD_RESULTS } from '../../sr
 import { makeCsr } from '../fixtures/csr.js';
 import { adminPort, killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, TEST_ISSUER, writeServeDir } from '../support/harness.js';
-import { FOREIGN, loadRules, matches, parseExpr, TARGET_LABELS } from '../support/prometheus-rules.js';
+import { dashboardQueries, FOREIGN, loadRules, matches, parseExpr, TARGET_LABELS } from '../support/prometheus-rules.js';
 import { connectTls, unaryCall } from '../support/raw-grpc.js';
 
 /**
@@ -45,7 +45,7 @@ function seriesOf(text: string): Array<{ name: string; labels: Record<string, st
   return out;
 }
 
-describe('the alert rules against a running server with workers', () => {
+describe('the alert rules and the dashboard against a running server with workers', () => {
   let server: ServerProcess | undefined;
   let dir: string | undefined;
   afterAll(() => {
@@ -78,11 +78,11 @@ describe('the alert rules against a running server with workers', () => {
     );
 
     const unmatched: string[] = [];
-    const { rules } = loadRules();
+    const queries = [...loadRules().rules.map((r) => ({ name: r.alert!, expr: r.expr })), ...dashboardQueries().map((q) => ({ name: `dashboard ${q.name}`, expr: q.expr }))];
     const counters = new Set<string>();
-    for (const rule of rules) {
-      const parsed = parseExpr(rule.expr);
-      expect(parsed.syntaxError, `${rule.alert} parses`).toBeUndefined();
+    for (const query of queries) {
+      const parsed = parseExpr(query.expr);
+      expect(parsed.syntaxError, `${query.name} parses`).toBeUndefined();
       for (const sel of parsed.selectors) {
         if (sel.metric === null || sel.metric in FOREIGN) continue;
         if (sel.metric in STARTED_AT_ZERO) counters.add(sel.metric);
@@ -90,7 +90,7 @@ describe('the alert rules against a running server with workers', () => {
         // A matcher on a plain alternation ("A|B") needs a series for each of its values.
         const variants = own.flatMap((m, i) => (m.op === '=~' && /^[\w.|-]+$/.test(m.value) ? m.value.split('|').map((v) => own.map((o, j) => (j === i ? { ...o, op: '=' as const, value: v } : o))) : []));
         for (const ms of variants.length > 0 ? variants : [own]) {
-          if (!series.some((x) => x.name === sel.metric && ms.every((m) => matches(x.labels, m)))) unmatched.push(`${rule.alert}: ${sel.text}${variants.length > 0 ? ` (${ms.map((m) => `${m.label}${m.op}"${m.value}"`).join(', ')})` : ''}`);
+          if (!series.some((x) => x.name === sel.metric && ms.every((m) => matches(x.labels, m)))) unmatched.push(`${query.name}: ${sel.text}${variants.length > 0 ? ` (${ms.map((m) => `${m.label}${m.op}"${m.value}"`).join(', ')})` : ''}`);
         }
       }
     }
@@ -98,7 +98,7 @@ describe('the alert rules against a running server with workers', () => {
       const { label, values } = STARTED_AT_ZERO[metric]!;
       for (const v of values) if (!series.some((x) => x.name === metric && x.labels[label] === v)) unmatched.push(`${metric}{${label}="${v}"} is not exported before its first event`);
     }
-    expect([...counters].sort()).toEqual(Object.keys(STARTED_AT_ZERO).sort()); // each is read by some alert
+    expect([...counters].sort()).toEqual(Object.keys(STARTED_AT_ZERO).sort()); // each is read by some alert or panel
     expect(unmatched).toEqual([]);
     s.child.kill('SIGTERM');
     expect(await s.exited).toBe(0);

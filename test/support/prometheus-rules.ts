@@ -120,3 +120,50 @@ export function matches(labels: Record<string, string>, m: Matcher): boolean {
       return !new RegExp(`^(?:${m.value})$`).test(v);
   }
 }
+
+export interface DashboardTarget {
+  refId: string;
+  expr: string;
+  legendFormat?: string;
+  instant?: boolean;
+  datasource?: { type: string; uid: string };
+}
+
+export interface DashboardPanel {
+  id: number;
+  type: string;
+  title: string;
+  description?: string;
+  gridPos: { x: number; y: number; w: number; h: number };
+  datasource?: { type: string; uid: string };
+  targets?: DashboardTarget[];
+}
+
+export interface Dashboard {
+  uid: string;
+  title: string;
+  schemaVersion: number;
+  templating: { list: Array<{ name: string; type: string; query?: unknown; allValue?: string; includeAll?: boolean }> };
+  panels: DashboardPanel[];
+}
+
+export const DASHBOARD_FILE = 'grafana-dashboard.json';
+
+export function loadDashboard(): Dashboard {
+  return JSON.parse(readFileSync(join(MONITORING_COMPONENT, DASHBOARD_FILE), 'utf8')) as Dashboard;
+}
+
+/** The dashboard's variables, each replaced by a value PromQL parses (Grafana substitutes them before the query leaves). */
+export const DASHBOARD_VARIABLES: Readonly<Record<string, string>> = { $__rate_interval: '5m', $namespace: 'meshcert', $pod: '.*' };
+
+/** Every query of the dashboard, named by its panel and refId, with its variables replaced. */
+export function dashboardQueries(dashboard = loadDashboard()): Array<{ name: string; raw: string; expr: string; legend: string }> {
+  return dashboard.panels.flatMap((p) =>
+    (p.targets ?? []).map((t) => ({
+      name: `${p.title} (${t.refId})`,
+      raw: t.expr,
+      expr: t.expr.replace(/\$__rate_interval|\$namespace|\$pod/g, (v) => DASHBOARD_VARIABLES[v]!),
+      legend: t.legendFormat ?? '',
+    })),
+  );
+}
