@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { exprProblems } from '../support/promql-check.js';
-import { dashboardQueries, loadDashboard, parseExpr, type Dashboard, type DashboardPanel } from '../support/prometheus-rules.js';
+import { dashboardQueries, loadDashboard, loadRules, parseExpr, type Dashboard, type DashboardPanel } from '../support/prometheus-rules.js';
 
 /** What is wrong with the dashboard, as messages; [] when nothing is. */
 function problemsOf(d: Dashboard): string[] {
@@ -15,10 +15,19 @@ function problemsOf(d: Dashboard): string[] {
   const say = (what: string): number => problems.push(what);
   const variables = d.templating.list.map((v) => v.name);
   for (const v of ['datasource', 'namespace', 'pod']) if (!variables.includes(v)) say(`no $${v} variable`);
+  for (const v of d.templating.list.filter((x) => x.type === 'query')) {
+    if (v.datasource?.uid !== '${datasource}') say(`variable ${v.name}: not on the $datasource variable`);
+    // A picker's values come from a series meshcert exports (istiod exports the Citadel names too).
+    const selector = /^label_values\((.*), *[A-Za-z_][A-Za-z0-9_]*\)$/.exec(v.definition ?? '')?.[1];
+    const checked = selector === undefined ? undefined : exprProblems(selector.replace(/\$namespace/g, 'meshcert'));
+    if (checked === undefined) say(`variable ${v.name}: not a label_values() query`);
+    else for (const p of checked.problems) say(`variable ${v.name}: ${p}`);
+    if (selector !== undefined && !/^meshcert_/.test(selector)) say(`variable ${v.name}: reads ${selector}, which is not meshcert's own`);
+  }
   const ids = d.panels.map((p) => p.id);
   if (new Set(ids).size !== ids.length) say('panel ids are not unique');
   // Grafana's grid is 24 columns wide; panels must not overlap.
-  const cells = new Map<string, string>();
+  const cells = new Map<string, DashboardPanel>();
   for (const p of d.panels) {
     const g = p.gridPos;
     if (g.x < 0 || g.w < 1 || g.x + g.w > 24 || g.h < 1 || g.y < 0) say(`${p.title}: gridPos ${JSON.stringify(g)} is outside the 24-column grid`);
@@ -26,8 +35,8 @@ function problemsOf(d: Dashboard): string[] {
     for (let x = g.x; x < g.x + g.w; x++) {
       for (let y = g.y; y < g.y + g.h; y++) {
         const other = cells.get(`${x},${y}`);
-        if (other !== undefined && other !== p.title) say(`${p.title} overlaps ${other}`);
-        cells.set(`${x},${y}`, p.title);
+        if (other !== undefined && other.id !== p.id && !problems.includes(`${p.title} overlaps ${other.title}`)) say(`${p.title} overlaps ${other.title}`);
+        cells.set(`${x},${y}`, p);
       }
     }
   }
@@ -39,18 +48,20 @@ function problemsOf(d: Dashboard): string[] {
     const refIds = targets.map((t) => t.refId);
     if (new Set(refIds).size !== refIds.length) say(`${p.title}: refIds are not unique`);
     for (const t of targets) if (t.datasource !== undefined && t.datasource.uid !== '${datasource}') say(`${p.title} (${t.refId}): not on the $datasource variable`);
+    // A stat or bar gauge shows one value per series: an instant query, not a range to reduce.
+    if (p.type === 'stat' || p.type === 'bargauge') for (const t of targets) if (t.instant !== true) say(`${p.title} (${t.refId}): a ${p.type} panel's query should be instant`);
   }
   for (const q of dashboardQueries(d)) {
     const leftover = /\$\w+/.exec(q.expr);
-    if (leftover) say(`${q.name}: uses ${leftover[0]}, which the dashboard does not define`);
+    if (leftover) say(`${q.name}: uses ${leftover[0]}, which this test does not know (add it to DASHBOARD_VARIABLES if the dashboard or Grafana defines it)`);
     const checked = exprProblems(q.expr);
     for (const p of checked.problems) say(`${q.name}: ${p}`);
     if (checked.unparsed) continue;
-    for (const s of parseExpr(q.raw.replace(/\$__rate_interval/g, '5m')).selectors) {
+    for (const s of parseExpr(q.raw.replace(/\$__(rate_)?interval/g, '5m')).selectors) {
       const picked = (label: string, op: string, value: string): boolean => s.matchers.some((m) => m.label === label && m.op === op && m.value === value);
       if (!picked('namespace', '=', '$namespace') || !picked('pod', '=~', '$pod')) say(`${q.name}: ${s.metric ?? s.text} ignores the namespace or replica picker`);
     }
-    for (const m of q.legend.matchAll(/\{\{\s*([A-Za-z_]+)\s*\}\}/g)) if (!checked.kept.includes(m[1]!)) say(`${q.name}: the legend names ${m[1]}, which the result does not carry`);
+    for (const m of q.legend.matchAll(/\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g)) if (!checked.kept.includes(m[1]!)) say(`${q.name}: the legend names ${m[1]}, which the result does not carry`);
   }
   return problems;
 }
@@ -70,6 +81,12 @@ describe('deploy/kubernetes/components/monitoring/grafana-dashboard.json (no Gra
     expect(dashboardQueries(dashboard).length).toBeGreaterThan(15);
   });
 
+  it("measures meshcert's side of the refusals with the codes the MeshcertIssuanceFailing alert counts", () => {
+    const codes = (expr: string): string[] => parseExpr(expr).selectors.find((s) => s.metric === 'meshcert_refusals_total')!.matchers.find((m) => m.label === 'code')!.value.split('|').sort();
+    const panel = dashboardQueries(dashboard).find((q) => q.name.startsWith("Refused on meshcert's side"))!;
+    expect(codes(panel.expr)).toEqual(codes(loadRules().rules.find((r) => r.alert === 'MeshcertIssuanceFailing')!.expr));
+  });
+
   it('shows what an operator looks at first', () => {
     const queries = dashboardQueries(dashboard).map((q) => q.expr).join('\n');
     for (const metric of ['citadel_server_success_cert_issuance_count', 'meshcert_refusals_total', 'meshcert_request_duration_seconds_bucket', 'meshcert_ca_cert_expiry_timestamp_seconds', 'meshcert_inventory_store_up', 'meshcert_overload_rejections_total']) {
@@ -87,7 +104,16 @@ describe('deploy/kubernetes/components/monitoring/grafana-dashboard.json (no Gra
     expect(problemsOf(panel({}))).toEqual([]);
     expect(problemsOf(panel({ expr: 'max(meshcert_inventory_store_upp{namespace="$namespace", pod=~"$pod"})' }))[0]).toMatch(/does not export/);
     expect(problemsOf(panel({ expr: 'max(meshcert_inventory_store_up{namespace="$namespace"})' }))[0]).toMatch(/ignores the namespace or replica picker/);
-    expect(problemsOf(panel({ expr: 'max(meshcert_inventory_store_up{namespace="$namespace", pod=~"$pod"}[$interval])' }))[0]).toMatch(/\$interval, which the dashboard does not define/);
+    expect(problemsOf(panel({ expr: 'max(meshcert_inventory_store_up{namespace="$namespace", pod=~"$pod"}[$interval])' }))[0]).toMatch(/\$interval, which this test does not know/);
+    expect(problemsOf(panel({ expr: 'max(meshcert_inventory_store_up{namespace="$namespace", pod=~"$podx"})' }))[0]).toMatch(/\$podx, which this test does not know/);
+    expect(problemsOf(panel({ type: 'stat' }))[0]).toMatch(/should be instant/);
+    expect(problemsOf(panel({ id: 1 }))).toContain('panel ids are not unique');
+    const sameTitle = panel({});
+    sameTitle.panels.push({ ...sameTitle.panels[1]!, id: 3, gridPos: { x: 6, y: 1, w: 12, h: 8 } });
+    expect(problemsOf(sameTitle)).toContain('P overlaps P');
+    const istio = structuredClone(dashboard);
+    istio.templating.list.find((v) => v.name === 'namespace')!.definition = 'label_values(citadel_server_csr_count, namespace)';
+    expect(problemsOf(istio)).toEqual(['variable namespace: reads citadel_server_csr_count, which is not meshcert\'s own']);
     expect(problemsOf(panel({ expr: 'sum(rate(meshcert_refusals_total{namespace="$namespace", pod=~"$pod"}[$__rate_interval]))', legend: '{{code}}' }))[0]).toMatch(/legend names code/);
     expect(problemsOf(panel({ expr: 'sum by (code) (rate(meshcert_refusals_total{namespace="$namespace", pod=~"$pod"}[$__rate_interval]))', legend: '{{code}}' }))).toEqual([]);
     expect(problemsOf(panel({ gridPos: { x: 16, y: 1, w: 12, h: 8 } }))[0]).toMatch(/outside the 24-column grid/);

@@ -68,6 +68,29 @@ describe('deploy/kubernetes/components/monitoring (no Prometheus needed)', () =>
     expect(critical).toEqual(expect.arrayContaining(['MeshcertCACertificateExpiresWithinAWeek', 'MeshcertIssuanceFailing', 'MeshcertInventoryStoreDown', 'MeshcertDown']));
   });
 
+  it.each<[string, string, string[]]>([
+    ['a selector: its labels and the targets\'', 'meshcert_refusals_total', ['code', 'namespace', 'pod', 'job', 'instance', 'service', 'endpoint', 'container']],
+    ['sum() keeps none', 'sum(rate(meshcert_refusals_total[5m]))', []],
+    ['by keeps its labels', 'sum by (code) (rate(meshcert_refusals_total[5m]))', ['code']],
+    ['without keeps the rest', 'sum without (code, instance, endpoint, container, service, job) (meshcert_refusals_total)', ['namespace', 'pod']],
+    ['topk keeps all', 'topk(3, sum by (code, pod) (meshcert_refusals_total))', ['code', 'pod']],
+    ['count_values adds its label', 'count_values by (code) ("v", meshcert_refusals_total)', ['code', 'v']],
+    ['histogram_quantile drops le', 'histogram_quantile(0.9, sum by (le, code) (rate(meshcert_request_duration_seconds_bucket[5m])))', ['code']],
+    ['a division by a scalar keeps the vector\'s', 'sum by (code) (rate(meshcert_refusals_total[5m])) / scalar(sum(rate(citadel_server_csr_count[5m])))', ['code']],
+    ['group_left keeps the many side\'s', 'sum by (code, pod) (meshcert_refusals_total) / on (pod) group_left sum by (pod) (citadel_server_csr_count)', ['code', 'pod']],
+    ['on() keeps only its labels', 'meshcert_refusals_total / on (pod) citadel_server_csr_count', ['pod']],
+    ['ignoring() drops its labels', 'sum by (code, pod) (meshcert_refusals_total) / ignoring (code) group_left sum by (pod) (citadel_server_csr_count)', ['code', 'pod']],
+    ['a filter keeps the left side\'s', 'sum by (code) (meshcert_refusals_total) > 0', ['code']],
+    ['and keeps the left side\'s', 'sum by (code) (meshcert_refusals_total) and on () max(meshcert_memory_pressure) == 1', ['code']],
+    ['or keeps what both sides have', 'sum by (code, pod) (meshcert_refusals_total) or sum by (pod) (citadel_server_csr_count)', ['pod']],
+    ['label_replace adds its target', 'label_replace(sum by (code) (meshcert_refusals_total), "reason", "$1", "code", "(.*)")', ['code', 'reason']],
+    ['vector() and absent() keep none', 'vector(1) or absent(up{job="meshcert"})', []],
+  ])('knows which labels a result keeps: %s', (_name, expr, kept) => {
+    const checked = exprProblems(expr);
+    expect(checked.problems).toEqual([]);
+    expect([...checked.kept].sort()).toEqual([...kept].sort());
+  });
+
   it('the checker itself finds each kind of mistake (so a clean result means something)', () => {
     const base = { labels: { severity: 'warning' }, annotations: { summary: 's', description: 'd' } };
     const check = (expr: string, extra: Partial<Rule> = {}): string[] => problemsOf({ alert: 'MeshcertExample', expr, ...base, ...extra });

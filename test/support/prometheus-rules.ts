@@ -143,7 +143,7 @@ export interface Dashboard {
   uid: string;
   title: string;
   schemaVersion: number;
-  templating: { list: Array<{ name: string; type: string; query?: unknown; allValue?: string; includeAll?: boolean }> };
+  templating: { list: Array<{ name: string; type: string; query?: unknown; definition?: string; allValue?: string; includeAll?: boolean; datasource?: { type: string; uid: string } }> };
   panels: DashboardPanel[];
 }
 
@@ -153,8 +153,9 @@ export function loadDashboard(): Dashboard {
   return JSON.parse(readFileSync(join(MONITORING_COMPONENT, DASHBOARD_FILE), 'utf8')) as Dashboard;
 }
 
-/** The dashboard's variables, each replaced by a value PromQL parses (Grafana substitutes them before the query leaves). */
-export const DASHBOARD_VARIABLES: Readonly<Record<string, string>> = { $__rate_interval: '5m', $namespace: 'meshcert', $pod: '.*' };
+/** The dashboard's variables and Grafana's own that it uses, each replaced by a value PromQL parses (Grafana substitutes them before the query leaves). */
+export const DASHBOARD_VARIABLES: Readonly<Record<string, string>> = { $__rate_interval: '5m', $__interval: '1m', $namespace: 'meshcert', $pod: '.*' };
+const VARIABLE = /\$(?:__rate_interval|__interval|namespace|pod)(?![A-Za-z0-9_])/g;
 
 /** Every query of the dashboard, named by its panel and refId, with its variables replaced. */
 export function dashboardQueries(dashboard = loadDashboard()): Array<{ name: string; raw: string; expr: string; legend: string }> {
@@ -162,7 +163,7 @@ export function dashboardQueries(dashboard = loadDashboard()): Array<{ name: str
     (p.targets ?? []).map((t) => ({
       name: `${p.title} (${t.refId})`,
       raw: t.expr,
-      expr: t.expr.replace(/\$__rate_interval|\$namespace|\$pod/g, (v) => DASHBOARD_VARIABLES[v]!),
+      expr: t.expr.replace(VARIABLE, (v) => DASHBOARD_VARIABLES[v]!),
       legend: t.legendFormat ?? '',
     })),
   );

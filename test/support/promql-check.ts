@@ -11,7 +11,7 @@ import { Histogram, Registry } from 'prom-client';
 import { CA_ERROR_CODES } from '../../src/errors/ca-error.js';
 import { CONNECTION_SHED_REASONS } from '../../src/grpc/server.js';
 import { AUDIT_LOST_REASONS, CaMetrics, InventoryMetrics, REFUSED_ITEM_KINDS, RELOAD_RESULTS, ReloadMetrics, WorkerMetrics } from '../../src/metrics/ca-metrics.js';
-import { FOREIGN, loadComponentFile, loadDeployFile, nodes, parseExpr, TARGET_LABELS } from './prometheus-rules.js';
+import { FOREIGN, loadComponentFile, loadDeployFile, nodes, parseExpr, TARGET_LABELS, type SyntaxNode } from './prometheus-rules.js';
 
 /**
  * The values a label can have, per `metric:label` or per label: error codes and shed reasons from
@@ -64,7 +64,7 @@ export interface ExprCheck {
   problems: string[];
   /** The expression does not parse (problems says where). */
   unparsed: boolean;
-  /** Labels the result carries: its metrics' and the targets', less what aggregations drop (all, without by or without; all for absent()). */
+  /** Labels the result series can carry (see resultLabels), for `$labels.X` and legend checks. */
   kept: string[];
 }
 
@@ -104,11 +104,94 @@ export function exprProblems(expr: string): ExprCheck {
       }
     }
   }
-  const modifiers = nodes(top, 'AggregateModifier').map((m) => ({ without: m.getChild('Without') !== null, labels: nodes(m, 'LabelName').map(text) }));
-  for (const m of modifiers) for (const l of m.labels) if (!metricLabels.has(l)) say(`groups by ${l}, a label none of its metrics has`);
-  let kept = [...metricLabels];
-  for (const m of modifiers) kept = kept.filter((l) => m.labels.includes(l) !== m.without);
-  // An aggregation without by or without keeps no label at all; nor does absent().
-  if (nodes(top, 'AggregateExpr').some((a) => a.getChild('AggregateModifier') === null) || nodes(top, 'Absent').length > 0) kept = [];
-  return { problems, unparsed: false, kept };
+  for (const m of nodes(top, 'AggregateModifier')) for (const l of nodes(m, 'LabelName').map(text)) if (!metricLabels.has(l)) say(`groups by ${l}, a label none of its metrics has`);
+  return { problems, unparsed: false, kept: resultLabels(top.firstChild!, text) ?? [] };
+}
+
+const EXPR = new Set(['BinaryExpr', 'VectorSelector', 'MatrixSelector', 'AggregateExpr', 'FunctionCall', 'ParenExpr', 'UnaryExpr', 'SubqueryExpr', 'NumberDurationLiteral', 'StringLiteral']);
+const SCALAR_FUNCTIONS = new Set(['Time', 'Pi', 'Scalar']);
+const KEEPS_ALL = new Set(['Topk', 'Bottomk', 'LimitK', 'LimitRatio']);
+const FILTERS = new Set(['Eql', 'Neq', 'Lss', 'Gtr', 'Lte', 'Gte']);
+
+function kids(n: SyntaxNode): SyntaxNode[] {
+  const out: SyntaxNode[] = [];
+  for (let c = n.firstChild; c !== null; c = c.nextSibling) out.push(c);
+  return out;
+}
+
+/**
+ * The labels an expression's result series can carry (null for a scalar or a string), following
+ * PromQL's rules: aggregations keep their `by` labels, or all but their `without` ones, or none
+ * (topk and the like keep all); histogram_quantile drops `le`; label_replace adds its target;
+ * arithmetic keeps the left side's labels, only the `on` ones, or all but the `ignoring` ones,
+ * and a group_left/right side's with the included labels; a filter or `and`/`unless` keeps the
+ * left side's; `or` the labels both sides have. absent() and vector() are counted as keeping none.
+ */
+function resultLabels(n: SyntaxNode, text: (n: SyntaxNode) => string): string[] | null {
+  const args = (body: SyntaxNode | null): SyntaxNode[] => (body ? kids(body).filter((c) => EXPR.has(c.name)) : []);
+  const names = (g: SyntaxNode | null | undefined): string[] => (g ? nodes(g, 'LabelName').map(text) : []);
+  switch (n.name) {
+    case 'VectorSelector': {
+      const metric = n.getChild('Identifier');
+      const own = metric ? (EXPORTED.get(text(metric)) ?? FOREIGN[text(metric)] ?? []) : [];
+      return [...new Set([...own, ...TARGET_LABELS])];
+    }
+    case 'MatrixSelector':
+    case 'ParenExpr':
+    case 'UnaryExpr':
+    case 'SubqueryExpr':
+      return resultLabels(kids(n).find((c) => EXPR.has(c.name))!, text);
+    case 'NumberDurationLiteral':
+    case 'StringLiteral':
+      return null;
+    case 'AggregateExpr': {
+      const op = n.getChild('AggregateOp')!.firstChild!.name;
+      const params = args(n.getChild('FunctionCallBody'));
+      const inner = resultLabels(params[params.length - 1]!, text) ?? [];
+      if (KEEPS_ALL.has(op)) return inner;
+      const modifier = n.getChild('AggregateModifier');
+      const grouping = names(modifier);
+      let kept = modifier === null ? [] : modifier.getChild('Without') !== null ? inner.filter((l) => !grouping.includes(l)) : grouping.filter((l) => inner.includes(l));
+      if (op === 'CountValues' && params[0]?.name === 'StringLiteral') kept = [...kept, JSON.parse(text(params[0]).replace(/^'(.*)'$/, '"$1"')) as string];
+      return kept;
+    }
+    case 'FunctionCall': {
+      const fn = n.getChild('FunctionIdentifier')!.firstChild!.name;
+      const params = args(n.getChild('FunctionCallBody'));
+      if (SCALAR_FUNCTIONS.has(fn)) return null;
+      if (fn === 'Vector' || fn === 'Absent' || fn === 'AbsentOverTime') return [];
+      if (fn === 'HistogramQuantile') return (resultLabels(params[1]!, text) ?? []).filter((l) => l !== 'le');
+      if (fn === 'LabelReplace' || fn === 'LabelJoin') {
+        const target = params[1] ? (JSON.parse(text(params[1]).replace(/^'(.*)'$/, '"$1"')) as string) : undefined;
+        return [...new Set([...(resultLabels(params[0]!, text) ?? []), ...(target ? [target] : [])])];
+      }
+      for (const p of params) {
+        const labels = resultLabels(p, text);
+        if (labels !== null) return labels;
+      }
+      return null;
+    }
+    case 'BinaryExpr': {
+      const sides = kids(n).filter((c) => EXPR.has(c.name));
+      const left = resultLabels(sides[0]!, text);
+      const right = resultLabels(sides[sides.length - 1]!, text);
+      if (left === null) return right;
+      if (right === null) return left;
+      const op = kids(n).find((c) => !EXPR.has(c.name))!.name;
+      const clause = n.getChild('MatchingModifierClause');
+      const groups = clause ? clause.getChildren('GroupingLabels') : [];
+      const matching = names(groups[0]);
+      const include = names(groups[1]);
+      if (op === 'And' || op === 'Unless') return left;
+      if (op === 'Or') return left.filter((l) => right.includes(l));
+      if (clause?.getChild('GroupLeft')) return [...new Set([...left, ...include])];
+      if (clause?.getChild('GroupRight')) return [...new Set([...right, ...include])];
+      if (FILTERS.has(op) && n.getChild('BoolModifier') === null) return left;
+      if (clause?.getChild('On')) return matching.filter((l) => left.includes(l));
+      if (clause?.getChild('Ignoring')) return left.filter((l) => !matching.includes(l));
+      return left;
+    }
+    default:
+      return [];
+  }
 }
