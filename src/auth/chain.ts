@@ -6,9 +6,9 @@
  *   1. any AUTH_BACKEND_UNAVAILABLE           -> AUTH_BACKEND_UNAVAILABLE (transient: the client retries)
  *   2. an authenticator failed unexpectedly   -> INTERNAL
  *   3. any AUTH_INVALID (or other CaError)    -> the first one, in authenticator order
- * The error thrown carries the caller a rejection named (CaError.caller), if any.
  *   4. all returned null with a bearer token  -> AUTH_INVALID (no authenticator takes this token)
  *   5. all returned null, no bearer token     -> AUTH_MISSING
+ * The error thrown carries the caller a rejection named (CaError.caller), if any.
  */
 import { CaError, isCaError } from '../errors/ca-error.js';
 import { TokenCache } from './token-cache.js';

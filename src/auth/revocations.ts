@@ -38,6 +38,11 @@ interface Entry extends Revocation {
 
 const FAR_AHEAD_MS = 86_400_000;
 
+/** What `serve` (at each load) and `config check` say of an entry more than a day ahead. */
+export function farAheadWarning(r: Revocation): string {
+  return `auth.revokedClientCertificates[${r.index}].issuedBefore ${r.issuedBefore.toISOString()} is more than a day ahead: client certificates issued until then are refused as credentials too`;
+}
+
 export class ClientCertRevocations {
   static readonly none = new ClientCertRevocations([]);
   private readonly entries: readonly Entry[];

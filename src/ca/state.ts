@@ -13,7 +13,7 @@ import { LocalIssuer } from '../issuer/local.js';
 import { IssuerRegistry } from '../issuer/registry.js';
 import type { Logger } from '../log/logger.js';
 import { PolicyEngine } from '../policy/engine.js';
-import { ClientCertRevocations } from '../auth/revocations.js';
+import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
@@ -73,12 +73,8 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
     issuers.push(issuer);
   }
   const revocations = new ClientCertRevocations(config.auth.revokedClientCertificates);
-  for (const r of revocations.farAhead(Date.now())) {
-    logger.warn(
-      { entry: r.index, issuedBefore: r.issuedBefore.toISOString() },
-      'auth.revokedClientCertificates has an issuedBefore more than a day ahead: client certificates issued until then are refused as credentials too',
-    );
-  }
+  // Each process that loads the state says so (a cluster's primary and every worker).
+  for (const r of revocations.farAhead(Date.now())) logger.warn({ entry: r.index, issuedBefore: r.issuedBefore.toISOString() }, farAheadWarning(r));
   return { issuers: new IssuerRegistry(issuers), policy: new PolicyEngine(config.policy), revocations };
 }
 

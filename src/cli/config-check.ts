@@ -1,7 +1,7 @@
 import { loadConfigFile } from '../config/load.js';
 import { assertServable } from '../config/servable.js';
 import { formatDuration } from '../config/duration.js';
-import { ClientCertRevocations } from '../auth/revocations.js';
+import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { parse, UsageError } from './args.js';
 
 export async function configCommand(argv: string[]): Promise<number> {
@@ -28,7 +28,7 @@ export async function configCommand(argv: string[]): Promise<number> {
   }
   // Valid, but most likely a typo in the year: said here, before a reload puts it in force.
   for (const r of revocations.farAhead(Date.now())) {
-    console.error(`meshcert: warning: auth.revokedClientCertificates[${r.index}].issuedBefore ${r.issuedBefore.toISOString()} is more than a day ahead: client certificates issued until then are refused as credentials too`);
+    console.error(`meshcert: warning: ${farAheadWarning(r)}`);
   }
   return 0;
 }

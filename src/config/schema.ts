@@ -86,7 +86,7 @@ const revocationEntry = z.strictObject({
       if (v instanceof Date) ctx.addIssue({ code: 'custom', message: `quote the time (${Number.isNaN(v.getTime()) ? '"2026-11-29T22:00:00Z"' : JSON.stringify(v.toISOString())}): YAML read it as a date` });
       else if (!RFC3339.safeParse(v).success) ctx.addIssue({ code: 'custom', message: 'must be an RFC 3339 date and time with a zone, e.g. 2026-11-29T22:00:00Z' });
     })
-    .transform((v) => v as string),
+    .transform((v) => (typeof v === 'string' ? v : v.toISOString())),
   trustDomains: globList.optional(),
   namespaces: globList.optional(),
   serviceAccounts: globList.optional(),

@@ -87,7 +87,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       grpcReady = () => ({ name: 'grpc', ok: pool.serving() > 0, detail: `${pool.serving()}/${count} workers serving` });
       stopServing = () => pool.shutdown();
       reportDraining = () => pool.draining();
-      // Validate here first (CAs load, policy builds), then let every worker apply it.
+      // Validate here first (CAs load, policy builds, revocations compile), then let every worker apply it.
       applyConfig = async (next) => {
         const fresh = await loadCaState(next, logger, { reload: true });
         await pool.reload(next);

@@ -81,6 +81,7 @@ describe('deploy/kubernetes/components/monitoring (no Prometheus needed)', () =>
     ['on() keeps only its labels', 'meshcert_refusals_total / on (pod) citadel_server_csr_count', ['pod']],
     ['ignoring() drops its labels', 'sum by (code, pod) (meshcert_refusals_total) / ignoring (code) group_left sum by (pod) (citadel_server_csr_count)', ['code', 'pod']],
     ['a filter keeps the left side\'s', 'sum by (code) (meshcert_refusals_total) > 0', ['code']],
+    ['a comparison on () keeps only its labels, as arithmetic does', 'sum by (code, pod) (meshcert_refusals_total) > on (pod) sum by (pod) (citadel_server_csr_count)', ['pod']],
     ['and keeps the left side\'s', 'sum by (code) (meshcert_refusals_total) and on () max(meshcert_memory_pressure) == 1', ['code']],
     ['or keeps what both sides have', 'sum by (code, pod) (meshcert_refusals_total) or sum by (pod) (citadel_server_csr_count)', ['pod']],
     ['label_replace adds its target', 'label_replace(sum by (code) (meshcert_refusals_total), "reason", "$1", "code", "(.*)")', ['code', 'reason']],

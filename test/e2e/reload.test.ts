@@ -97,7 +97,7 @@ describe('SIGHUP reload across worker processes', () => {
   }, 60_000);
 
   it.each([2, 1])(
-    'server.workers %i: refuses a revoked client certificate after SIGHUP, through a rejected reload and in a replacement worker; a token still gets a certificate, which renews over mTLS',
+    'server.workers %i: refuses a revoked client certificate after SIGHUP and through a rejected reload (with workers, in a replacement too); a token still gets a certificate, which renews over mTLS',
     async (workers) => {
       // No backdate, so that a certificate issued a second after the cutoff is after it.
       const noBackdate = 'issuance: { backdate: 0s }\n';

@@ -1,7 +1,7 @@
 /**
- * The alert rules of deploy/kubernetes/components/monitoring, and what their expressions read,
- * parsed with Prometheus's own PromQL grammar (`@prometheus-io/lezer-promql`). Shared by the
- * offline rules check (test/deploy) and the check against a running server (test/e2e).
+ * The alert rules and the Grafana dashboard of deploy/kubernetes/components/monitoring, and what
+ * their expressions read, parsed with Prometheus's own PromQL grammar (`@prometheus-io/lezer-promql`).
+ * Shared by the offline checks (test/deploy) and the check against a running server (test/e2e).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

@@ -111,7 +111,6 @@ export function exprProblems(expr: string): ExprCheck {
 const EXPR = new Set(['BinaryExpr', 'VectorSelector', 'MatrixSelector', 'AggregateExpr', 'FunctionCall', 'ParenExpr', 'UnaryExpr', 'SubqueryExpr', 'NumberDurationLiteral', 'StringLiteral']);
 const SCALAR_FUNCTIONS = new Set(['Time', 'Pi', 'Scalar']);
 const KEEPS_ALL = new Set(['Topk', 'Bottomk', 'LimitK', 'LimitRatio']);
-const FILTERS = new Set(['Eql', 'Neq', 'Lss', 'Gtr', 'Lte', 'Gte']);
 
 function kids(n: SyntaxNode): SyntaxNode[] {
   const out: SyntaxNode[] = [];
@@ -123,8 +122,8 @@ function kids(n: SyntaxNode): SyntaxNode[] {
  * The labels an expression's result series can carry (null for a scalar or a string), following
  * PromQL's rules: aggregations keep their `by` labels, or all but their `without` ones, or none
  * (topk and the like keep all); histogram_quantile drops `le`; label_replace adds its target;
- * arithmetic keeps the left side's labels, only the `on` ones, or all but the `ignoring` ones,
- * and a group_left/right side's with the included labels; a filter or `and`/`unless` keeps the
+ * arithmetic and comparisons keep the left side's labels, only the `on` ones, or all but the
+ * `ignoring` ones, and a group_left/right side's with the included labels; `and`/`unless` keep the
  * left side's; `or` the labels both sides have. absent() and vector() are counted as keeping none.
  */
 function resultLabels(n: SyntaxNode, text: (n: SyntaxNode) => string): string[] | null {
@@ -186,7 +185,6 @@ function resultLabels(n: SyntaxNode, text: (n: SyntaxNode) => string): string[] 
       if (op === 'Or') return left.filter((l) => right.includes(l));
       if (clause?.getChild('GroupLeft')) return [...new Set([...left, ...include])];
       if (clause?.getChild('GroupRight')) return [...new Set([...right, ...include])];
-      if (FILTERS.has(op) && n.getChild('BoolModifier') === null) return left;
       if (clause?.getChild('On')) return matching.filter((l) => left.includes(l));
       if (clause?.getChild('Ignoring')) return left.filter((l) => !matching.includes(l));
       return left;
