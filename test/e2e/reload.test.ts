@@ -135,8 +135,9 @@ describe('SIGHUP reload across worker processes', () => {
       writeFileSync(file, serveConfigYaml({ workers, extra: `  revokedClientCertificates:\n    - issuedBefore: "${cutoff}"\n      namespaces: [vm]\n${noBackdate}` }));
       s.child.kill('SIGHUP');
       await expect.poll(applied, { timeout: 10_000 }).toBe(1);
+      // Each serving process says what it applied, through its own pipe: its line may come after the primary's.
+      await expect.poll(() => (s.output().match(/"revokedClientCertificates":1,[^\n]*"msg":"configuration reloaded"/g) ?? []).length, { timeout: 10_000 }).toBe(workers);
       expect(s.output()).not.toMatch(/take effect only after a restart/);
-      expect(s.output()).toMatch(/"revokedClientCertificates":1,[^\n]*"msg":"configuration reloaded"/);
       const revoked = `${status.UNAUTHENTICATED} client certificate for ${id} is revoked: its notBefore ${new Date(notBefore).toISOString()} is before ${cutoff} (auth.revokedClientCertificates[0]); authenticate with a service-account token to get a new certificate`;
       expect(await renewals(first)).toEqual(Array(6).fill(revoked));
       // The token beside the revoked certificate authenticates the call.
