@@ -154,14 +154,19 @@ async function listPlaces(store: InventoryStore, json: boolean, label: string): 
 
 /** `discover --forget`: 0 when every place had been seen, 1 otherwise (or when the store fails). */
 async function forgetPlaces(store: InventoryStore, places: readonly string[], json: boolean, label: string): Promise<number> {
-  const forgotten: Array<{ place: string; known: boolean }> = [];
+  // A file as discover names it: its absolute path. Each place once, however often it was named.
+  const wanted = [
+    ...new Set(
+      places.map((place) => {
+        const bare = place.replace(/^discovered:/, '');
+        return bare.startsWith('file:') && bare.length > 'file:'.length ? `file:${resolve(bare.slice('file:'.length))}` : bare;
+      }),
+    ),
+  ];
+  let forgotten: Array<{ place: string; known: boolean }>;
   try {
-    for (const place of places) {
-      // A file as discover names it: its absolute path.
-      const bare = place.replace(/^discovered:/, '');
-      const where = bare.startsWith('file:') && bare.length > 'file:'.length ? `file:${resolve(bare.slice('file:'.length))}` : bare;
-      forgotten.push({ place: where, known: where !== '' && (await store.forgetPlace(`discovered:${where}`)) });
-    }
+    const known = new Set(await store.forgetPlaces(wanted.filter((w) => w !== '').map((w) => `discovered:${w}` as const)));
+    forgotten = wanted.map((w) => ({ place: w, known: known.has(`discovered:${w}`) }));
   } catch (e) {
     console.error(`meshcert: cannot forget places in ${label}: ${(e as Error).message}`);
     return 1;

@@ -146,9 +146,9 @@ export class MigratingStore implements InventoryStore {
     return this.inner.discoveredExpiring(expiringBefore);
   }
 
-  async forgetPlace(source: RecordSource): Promise<boolean> {
+  async forgetPlaces<S extends RecordSource>(sources: readonly S[]): Promise<S[]> {
     await this.check();
-    return this.inner.forgetPlace(source);
+    return this.inner.forgetPlaces(sources);
   }
 
   async places(prefix: `discovered:${string}`): Promise<PlaceSummary[]> {

@@ -169,9 +169,10 @@ const UPSERT_SNAPSHOTS_PG =
   `emptied AS (UPDATE ${PLACES_TABLE} SET seen_at = GREATEST(${PLACES_TABLE}.seen_at, ${SNAPSHOT_AT}) WHERE source = ANY($5::text[]) RETURNING 1) ` +
   `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT DISTINCT ON (source, fingerprint) source, fingerprint, ${SNAPSHOT_AT} FROM unnest($2::text[], $3::text[]) AS t(source, fingerprint) ` +
   `ON CONFLICT (source, fingerprint) DO UPDATE SET seen_at = GREATEST(${SIGHTINGS_TABLE}.seen_at, excluded.seen_at)`;
-const FORGET_PLACE_PG =
-  `WITH s AS (DELETE FROM ${SIGHTINGS_TABLE} WHERE source = $1 RETURNING 1), p AS (DELETE FROM ${PLACES_TABLE} WHERE source = $1 RETURNING 1) ` +
-  'SELECT (SELECT count(*) FROM s) + (SELECT count(*) FROM p) AS n';
+/** One statement for any number of places: the sources it deleted anything of. */
+const FORGET_PLACES_PG =
+  `WITH s AS (DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ANY($1::text[]) RETURNING source), p AS (DELETE FROM ${PLACES_TABLE} WHERE source = ANY($1::text[]) RETURNING source) ` +
+  'SELECT source FROM s UNION SELECT source FROM p';
 
 /**
  * SQLSTATE class 22 (data exception) and 23 (integrity constraint violation) are properties of
@@ -393,10 +394,12 @@ export class PostgresInventoryStore implements InventoryStore {
     return rows.map(rowToDiscovered);
   }
 
-  async forgetPlace(source: RecordSource): Promise<boolean> {
+  async forgetPlaces<S extends RecordSource>(sources: readonly S[]): Promise<S[]> {
     this.assertWritable();
-    const { rows } = await this.query<{ n: string }>(FORGET_PLACE_PG, [source]);
-    return Number(rows[0]?.n ?? 0) > 0;
+    if (sources.length === 0) return [];
+    const { rows } = await this.query<{ source: string }>(FORGET_PLACES_PG, [sources]);
+    const known = new Set(rows.map((r) => r.source));
+    return sources.filter((s) => known.has(s));
   }
 
   async places(prefix: `discovered:${string}`): Promise<PlaceSummary[]> {

@@ -458,12 +458,17 @@ export class SqliteInventoryStore implements InventoryStore {
     return rows.map(rowToDiscovered);
   }
 
-  async forgetPlace(source: RecordSource): Promise<boolean> {
-    const changed = await this.call<number[]>('batches', [
-      [`DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ?`, [[source]]],
-      [`DELETE FROM ${PLACES_TABLE} WHERE source = ?`, [[source]]],
-    ]);
-    return changed.some((n) => n > 0);
+  async forgetPlaces<S extends RecordSource>(sources: readonly S[]): Promise<S[]> {
+    if (sources.length === 0) return [];
+    // Two statements per place, in one transaction; their counts say which places were known.
+    const changed = await this.call<number[]>(
+      'batches',
+      sources.flatMap((s) => [
+        [`DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ?`, [[s]]],
+        [`DELETE FROM ${PLACES_TABLE} WHERE source = ?`, [[s]]],
+      ]),
+    );
+    return sources.filter((_, i) => changed[2 * i]! + changed[2 * i + 1]! > 0);
   }
 
   async places(prefix: `discovered:${string}`): Promise<PlaceSummary[]> {

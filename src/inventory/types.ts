@@ -163,8 +163,11 @@ export interface InventoryStore {
    * Ordered by notAfter, then place, then fingerprint.
    */
   discoveredExpiring(expiringBefore: Date): Promise<DiscoveredCertificate[]>;
-  /** Drops a place (one that is gone) and its snapshots; returns whether it was known. Its certificate records stay. */
-  forgetPlace(source: RecordSource): Promise<boolean>;
+  /**
+   * Drops places (ones that are gone) and their snapshots, in one transaction; returns those that
+   * were known, in the order given. Their certificate records stay.
+   */
+  forgetPlaces<S extends RecordSource>(sources: readonly S[]): Promise<S[]>;
   /** The known places whose source starts with `prefix` (e.g. `discovered:k8s-secret:`), with their latest snapshot, sorted by source (bytewise). */
   places(prefix: `discovered:${string}`): Promise<PlaceSummary[]>;
   /**

@@ -832,8 +832,8 @@ describe('meshcert discover (CLI)', () => {
     expect(await discoverCommand(['--places', '--db', db, '--json'])).toBe(0);
     expect(JSON.parse(stdout())).toEqual({ places: [{ place: `file:${place}`, lastSeen: expect.any(String), certificates: 1, earliestNotAfter: new Date(soon.cert.validTo).toISOString() }] });
     out.mockClear();
-    // A file named as discover names it, or relative to the working directory.
-    expect(await discoverCommand(['--forget', `file:${relative(process.cwd(), place)}`, '--db', db])).toBe(0);
+    // A file named as discover names it, or relative to the working directory; a place named twice is one.
+    expect(await discoverCommand(['--forget', `file:${relative(process.cwd(), place)}`, `file:${place}`, '--db', db])).toBe(0);
     expect(stdout()).toBe(`forgot file:${place}`);
     out.mockClear();
     expect(await discoverCommand(['--forget', `discovered:file:${place}`, 'endpoint:never:1', '--db', db, '--json'])).toBe(1);

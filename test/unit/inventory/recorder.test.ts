@@ -89,8 +89,8 @@ class MemoryStore implements InventoryStore {
   async discoveredExpiring(): Promise<DiscoveredCertificate[]> {
     return [];
   }
-  async forgetPlace(): Promise<boolean> {
-    return false;
+  async forgetPlaces<S>(): Promise<S[]> {
+    return [];
   }
   async places(): Promise<PlaceSummary[]> {
     return [];

@@ -494,8 +494,8 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await report(at(-5))).toEqual([]); // before: exclusive
 
     // A place that is gone is forgotten on request; its certificate records stay.
-    expect(await store.forgetPlace('discovered:endpoint:lb-b:443')).toBe(true);
-    expect(await store.forgetPlace('discovered:endpoint:lb-b:443')).toBe(false);
+    expect(await store.forgetPlaces(['discovered:endpoint:lb-b:443'])).toEqual(['discovered:endpoint:lb-b:443']);
+    expect(await store.forgetPlaces(['discovered:endpoint:lb-b:443'])).toEqual([]);
     expect(await report(at(48))).toEqual([`discovered:file:/etc/old.pem CN=old ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db CA ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db ${run1.toISOString()}`]);
     expect(await store.get(shared.fingerprint)).not.toBeNull();
 
@@ -525,11 +525,27 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     await store.insertMany([r]);
     const at = new Date(Date.now() - HOUR);
     await store.recordSnapshots([{ source: 'discovered:k8s-secret:a/s', fingerprints: [r.fingerprint] }, { source: 'discovered:k8s-secret:a/s/ca.crt', fingerprints: [] }], at);
-    expect(await store.forgetPlace('discovered:k8s-secret:a/s/ca.crt')).toBe(false);
+    expect(await store.forgetPlaces(['discovered:k8s-secret:a/s/ca.crt'])).toEqual([]);
     // Emptied later: the known place's snapshot is empty from then on.
     await store.recordSnapshots([{ source: 'discovered:k8s-secret:a/s', fingerprints: [] }], new Date(at.getTime() + 1000));
     expect(await store.discoveredExpiring(FAR_FUTURE)).toEqual([]);
-    expect(await store.forgetPlace('discovered:k8s-secret:a/s')).toBe(true);
+    expect(await store.forgetPlaces(['discovered:k8s-secret:a/s'])).toEqual(['discovered:k8s-secret:a/s']);
+  });
+
+  it('forgets many places in one call, returning the known ones in the order given', async () => {
+    const n = 2_000;
+    const at = new Date(Date.now() - HOUR);
+    const recs = Array.from({ length: n }, (_, i) => makeRecord(`many-${i}`, { source: `discovered:k8s-secret:many/s${i}`, notAfter: new Date(Date.now() + HOUR) }));
+    await store.insertMany(recs);
+    await store.recordSnapshots(recs.map((r) => ({ source: r.source as `discovered:${string}`, fingerprints: [r.fingerprint] })), at);
+    const odd = recs.filter((_, i) => i % 2 === 1).map((r) => r.source as `discovered:${string}`);
+    const asked = ['discovered:k8s-secret:many/never', ...odd.slice().reverse(), 'discovered:k8s-secret:many/s0'] as const;
+    const forgotten = await store.forgetPlaces(asked);
+    expect(forgotten).toEqual([...odd.slice().reverse(), 'discovered:k8s-secret:many/s0']);
+    expect((await store.places('discovered:k8s-secret:many/')).length).toBe(n - odd.length - 1);
+    expect(await store.forgetPlaces([])).toEqual([]);
+    // Their certificate records stay.
+    expect(await store.get(recs[1]!.fingerprint)).not.toBeNull();
   });
 
   it('lists the known places under a prefix, in bytewise order, each with its latest snapshot, and none from a prefix that is only similar', async () => {
