@@ -130,6 +130,9 @@ const MIGRATIONS: readonly { version: number; statements: readonly string[] }[] 
   },
 ];
 
+/** Places forgotten per transaction (forgetPlaces). */
+const FORGET_CHUNK = 5_000;
+
 const INSERT_CERT_SQL =
   `INSERT INTO ${CERT_TABLE} (${CERT_COLUMNS.join(', ')}) VALUES (${CERT_COLUMNS.map(() => '?').join(', ')}) ` +
   'ON CONFLICT (fingerprint) DO NOTHING';
@@ -459,16 +462,24 @@ export class SqliteInventoryStore implements InventoryStore {
   }
 
   async forgetPlaces<S extends RecordSource>(sources: readonly S[]): Promise<S[]> {
-    if (sources.length === 0) return [];
-    // Two statements per place, in one transaction; their counts say which places were known.
-    const changed = await this.call<number[]>(
-      'batches',
-      sources.flatMap((s) => [
-        [`DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ?`, [[s]]],
-        [`DELETE FROM ${PLACES_TABLE} WHERE source = ?`, [[s]]],
-      ]),
-    );
-    return sources.filter((_, i) => changed[2 * i]! + changed[2 * i + 1]! > 0);
+    const unique = [...new Set(sources)];
+    const known = new Set<S>();
+    // Two statements per place, a transaction per chunk: their counts say which places were known,
+    // and a running server's writes wait for one chunk (about 0.1 s), not for every place.
+    for (let i = 0; i < unique.length; i += FORGET_CHUNK) {
+      const chunk = unique.slice(i, i + FORGET_CHUNK);
+      const changed = await this.call<number[]>(
+        'batches',
+        chunk.flatMap((s) => [
+          [`DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ?`, [[s]]],
+          [`DELETE FROM ${PLACES_TABLE} WHERE source = ?`, [[s]]],
+        ]),
+      );
+      chunk.forEach((s, j) => {
+        if (changed[2 * j]! + changed[2 * j + 1]! > 0) known.add(s);
+      });
+    }
+    return sources.filter((s) => known.has(s));
   }
 
   async places(prefix: `discovered:${string}`): Promise<PlaceSummary[]> {

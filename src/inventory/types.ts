@@ -164,8 +164,9 @@ export interface InventoryStore {
    */
   discoveredExpiring(expiringBefore: Date): Promise<DiscoveredCertificate[]>;
   /**
-   * Drops places (ones that are gone) and their snapshots, in one transaction; returns those that
-   * were known, in the order given. Their certificate records stay.
+   * Drops places (ones that are gone) and their snapshots: in one statement on PostgreSQL, in
+   * transactions of up to 5,000 places on SQLite. Returns the given sources that were known, in
+   * the order given (each copy of one given twice). Their certificate records stay.
    */
   forgetPlaces<S extends RecordSource>(sources: readonly S[]): Promise<S[]>;
   /** The known places whose source starts with `prefix` (e.g. `discovered:k8s-secret:`), with their latest snapshot, sorted by source (bytewise). */

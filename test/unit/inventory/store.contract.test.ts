@@ -538,10 +538,20 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     const recs = Array.from({ length: n }, (_, i) => makeRecord(`many-${i}`, { source: `discovered:k8s-secret:many/s${i}`, notAfter: new Date(Date.now() + HOUR) }));
     await store.insertMany(recs);
     await store.recordSnapshots(recs.map((r) => ({ source: r.source as `discovered:${string}`, fingerprints: [r.fingerprint] })), at);
+    // A known place whose sightings are gone (emptied, then its old certificate expired and was pruned) is known by its place row alone.
+    const gone = 'discovered:k8s-secret:many/gone' as const;
+    const old = makeRecord('many-old', { source: gone, notBefore: new Date(T0 - 100 * HOUR), issuedAt: new Date(T0 - 100 * HOUR), notAfter: new Date(T0 - 50 * HOUR) });
+    await store.insertMany([old]);
+    await store.recordSnapshots([{ source: gone, fingerprints: [old.fingerprint] }], at);
+    await store.recordSnapshots([{ source: gone, fingerprints: [] }], new Date(at.getTime() + 1000));
+    expect(await store.pruneExpired(new Date(T0))).toBe(1);
+    expect(Number((await h.raw(loc, `SELECT count(*) AS n FROM inventory_discovery_sightings WHERE source = '${gone}'`))[0]!.n)).toBe(0);
+    expect((await store.places(gone)).map((p) => p.source)).toEqual([gone]);
     const odd = recs.filter((_, i) => i % 2 === 1).map((r) => r.source as `discovered:${string}`);
-    const asked = ['discovered:k8s-secret:many/never', ...odd.slice().reverse(), 'discovered:k8s-secret:many/s0'] as const;
+    const never = (i: number): `discovered:${string}` => `discovered:k8s-secret:many/never${i}`;
+    const asked = [never(0), ...odd.slice().reverse(), never(1), gone, 'discovered:k8s-secret:many/s0', 'discovered:k8s-secret:many/s0', never(2)] as const;
     const forgotten = await store.forgetPlaces(asked);
-    expect(forgotten).toEqual([...odd.slice().reverse(), 'discovered:k8s-secret:many/s0']);
+    expect(forgotten).toEqual([...odd.slice().reverse(), gone, 'discovered:k8s-secret:many/s0', 'discovered:k8s-secret:many/s0']);
     expect((await store.places('discovered:k8s-secret:many/')).length).toBe(n - odd.length - 1);
     expect(await store.forgetPlaces([])).toEqual([]);
     // Their certificate records stay.
@@ -651,6 +661,7 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     const reader = track(await openStore({ ...loc, readOnly: true }));
     expect((await reader.list({})).items.map((r) => r.fingerprint)).toEqual([makeRecord(1), makeRecord(2)].map((r) => r.fingerprint).sort());
     await expect(reader.insertMany([makeRecord(3)])).rejects.toThrow();
+    await expect(reader.forgetPlaces(['discovered:file:/etc/ssl/a.pem'])).rejects.toThrow();
     expect(await store.count()).toBe(2);
     expect(await h.raw(loc, 'SELECT version FROM inventory_schema_migrations ORDER BY version')).toEqual(versions);
   });
