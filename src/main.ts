@@ -92,8 +92,8 @@ export async function buildAuthChain(
   // The API server's service-account keys are read again every 30 s while tokens arrive and the
   // reads fail (RBAC, say), and every 5 minutes: counted each time, a warning at most every 10 minutes.
   const keysFailureReporter = (label: string): ((err: Error) => void) => {
-    // At 0 from the start, as each issuer's series below: see zeroSeries.
-    metrics?.jwksRefreshFailures.inc({ issuer: label }, 0);
+    // At 0 from the start, as each JWT issuer's series below (increase() cannot see a first sample).
+    if (metrics) zeroSeries(metrics.jwksRefreshFailures, 'issuer', [label]);
     let warnedAt = Number.NEGATIVE_INFINITY;
     return (err) => {
       metrics?.jwksRefreshFailures.inc({ issuer: label });
@@ -131,7 +131,7 @@ export async function buildAuthChain(
           clockSkewSeconds: config.auth.clockSkew,
           trustDomain,
         }));
-        for (const i of issuers) metrics?.jwksRefreshFailures.inc({ issuer: i.issuer }, 0);
+        if (metrics) zeroSeries(metrics.jwksRefreshFailures, 'issuer', issuers.map((i) => i.issuer));
         const jwt = new JwtAuthenticator({
           issuers,
           onRefreshFailure: (iss, err) => {

@@ -29,7 +29,9 @@ export interface Revocation {
   readonly issuedBefore: Date;
 }
 
-interface Entry extends Revocation {
+interface Entry {
+  readonly index: number;
+  /** issuedBefore, in ms. */
   readonly before: number;
   readonly trustDomains?: PatternSet;
   readonly namespaces?: PatternSet;
@@ -54,7 +56,6 @@ export class ClientCertRevocations {
       if (!Number.isFinite(before)) throw new Error(`auth.revokedClientCertificates[${index}].issuedBefore is not a date: ${JSON.stringify(c.issuedBefore)}`);
       return {
         index,
-        issuedBefore: new Date(before),
         before,
         ...(c.trustDomains ? { trustDomains: new PatternSet(c.trustDomains) } : {}),
         ...(c.namespaces ? { namespaces: new PatternSet(c.namespaces) } : {}),
@@ -73,7 +74,7 @@ export class ClientCertRevocations {
    * every certificate issued until then: `serve` and `config check` warn about these.
    */
   farAhead(now: number): Revocation[] {
-    return this.entries.filter((e) => e.before > now + FAR_AHEAD_MS).map(({ index, issuedBefore }) => ({ index, issuedBefore: new Date(issuedBefore) }));
+    return this.entries.filter((e) => e.before > now + FAR_AHEAD_MS).map((e) => ({ index: e.index, issuedBefore: new Date(e.before) }));
   }
 
   /**

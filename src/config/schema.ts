@@ -75,16 +75,17 @@ const tokenReview = z.strictObject({
 });
 
 const RFC3339 = z.iso.datetime({ offset: true });
+const RFC3339_EXPECTED = 'must be an RFC 3339 date and time with a zone, e.g. 2026-11-29T22:00:00Z';
 
 /** One auth.revokedClientCertificates entry. The time stays a string here: workers get the config by IPC. */
 const revocationEntry = z.strictObject({
   /** RFC 3339 with a zone (`2026-11-29T22:00:00Z`): a time without one would depend on the server's zone. */
   issuedBefore: z
-    .union([z.string(), z.date()], { error: 'must be an RFC 3339 date and time with a zone, e.g. 2026-11-29T22:00:00Z' })
+    .union([z.string(), z.date()], { error: RFC3339_EXPECTED })
     .superRefine((v, ctx) => {
       // YAML 1.1 (a %YAML 1.1 directive, a !!timestamp tag) reads an unquoted time as a date.
       if (v instanceof Date) ctx.addIssue({ code: 'custom', message: `quote the time (${Number.isNaN(v.getTime()) ? '"2026-11-29T22:00:00Z"' : JSON.stringify(v.toISOString())}): YAML read it as a date` });
-      else if (!RFC3339.safeParse(v).success) ctx.addIssue({ code: 'custom', message: 'must be an RFC 3339 date and time with a zone, e.g. 2026-11-29T22:00:00Z' });
+      else if (!RFC3339.safeParse(v).success) ctx.addIssue({ code: 'custom', message: RFC3339_EXPECTED });
     })
     .transform((v) => (typeof v === 'string' ? v : v.toISOString())),
   trustDomains: globList.optional(),

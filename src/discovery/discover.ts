@@ -187,7 +187,7 @@ async function retireGoneSecrets(store: InventoryStore, items: readonly Discover
     for (const s of i.alsoEmpty ?? []) present.add(s);
   }
   if (present.size === 0) return { retired: [], retireSkipped: 'the cluster listed no Secret at all (the wrong cluster or context?)' };
-  // In one transaction: a cluster's thousands of places are not a statement each.
+  // In batches: a cluster's thousands of places are not a statement each.
   const forgotten = await store.forgetPlaces(known.filter((place) => !present.has(place)));
   return { retired: forgotten.map(placeName) };
 }

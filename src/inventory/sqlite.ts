@@ -130,8 +130,10 @@ const MIGRATIONS: readonly { version: number; statements: readonly string[] }[] 
   },
 ];
 
-/** Places forgotten per transaction (forgetPlaces). */
+/** Places forgotten per transaction (forgetPlaces), and its two statements per place. */
 const FORGET_CHUNK = 5_000;
+const FORGET_SIGHTINGS_SQL = `DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ?`;
+const FORGET_PLACE_SQL = `DELETE FROM ${PLACES_TABLE} WHERE source = ?`;
 
 const INSERT_CERT_SQL =
   `INSERT INTO ${CERT_TABLE} (${CERT_COLUMNS.join(', ')}) VALUES (${CERT_COLUMNS.map(() => '?').join(', ')}) ` +
@@ -471,8 +473,8 @@ export class SqliteInventoryStore implements InventoryStore {
       const changed = await this.call<number[]>(
         'batches',
         chunk.flatMap((s) => [
-          [`DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ?`, [[s]]],
-          [`DELETE FROM ${PLACES_TABLE} WHERE source = ?`, [[s]]],
+          [FORGET_SIGHTINGS_SQL, [[s]]],
+          [FORGET_PLACE_SQL, [[s]]],
         ]),
       );
       chunk.forEach((s, j) => {

@@ -49,18 +49,27 @@ export const lifetimeDuration = z
     }
   });
 
+/**
+ * A string or a list of them, always a list after parsing: each item checked by `problemOf` (the
+ * issue at the item's index, or at the field for a single string), and an empty list refused,
+ * since it would match nothing.
+ */
+function oneOrList(problemOf: (item: string) => string | null, emptyMessage: string) {
+  return z
+    .union([z.string(), z.array(z.string())])
+    .superRefine((v, ctx) => {
+      const list = typeof v === 'string' ? [v] : v;
+      if (list.length === 0) ctx.addIssue({ code: 'custom', message: emptyMessage });
+      list.forEach((item, i) => {
+        const problem = problemOf(item);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem, path: typeof v === 'string' ? [] : [i] });
+      });
+    })
+    .transform((v) => (typeof v === 'string' ? [v] : v));
+}
+
 /** A glob, or a list of them; always a list after parsing. An empty list would match nothing. */
-export const globList = z
-  .union([z.string(), z.array(z.string())])
-  .superRefine((v, ctx) => {
-    const list = typeof v === 'string' ? [v] : v;
-    if (list.length === 0) ctx.addIssue({ code: 'custom', message: 'an empty list matches nothing; leave the field out to match any value' });
-    list.forEach((p, i) => {
-      const problem = globProblem(p);
-      if (problem) ctx.addIssue({ code: 'custom', message: problem, path: typeof v === 'string' ? [] : [i] });
-    });
-  })
-  .transform((v) => (typeof v === 'string' ? [v] : v));
+export const globList = oneOrList(globProblem, 'an empty list matches nothing; leave the field out to match any value');
 
 const match = z.strictObject({
   trustDomains: globList.optional(),
@@ -74,16 +83,11 @@ const match = z.strictObject({
    * The caller's credential: `token` (a JWT or TokenReview, impersonated requests included) or
    * `client-certificate` (an mTLS renewal); one or a list; absent: any.
    */
-  authenticatedBy: z
-    .union([z.string(), z.array(z.string())])
-    .superRefine((v, ctx) => {
-      const list = typeof v === 'string' ? [v] : v;
-      if (list.length === 0) ctx.addIssue({ code: 'custom', message: 'an empty list matches nothing; leave the field out to match any credential' });
-      list.forEach((k, i) => {
-        if (!isCredentialKind(k)) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(k)} is not a credential: use ${CREDENTIAL_KINDS.join(' or ')}`, path: typeof v === 'string' ? [] : [i] });
-      });
-    })
-    .transform((v) => [...new Set(typeof v === 'string' ? [v] : v)].filter(isCredentialKind))
+  authenticatedBy: oneOrList(
+    (k) => (isCredentialKind(k) ? null : `${JSON.stringify(k)} is not a credential: use ${CREDENTIAL_KINDS.join(' or ')}`),
+    'an empty list matches nothing; leave the field out to match any credential',
+  )
+    .transform((list) => [...new Set(list)].filter(isCredentialKind))
     .optional(),
 });
 
