@@ -6,16 +6,16 @@
  * the wiring really exports, aggregated across workers, including the series started at 0 so that
  * an alert's increase() sees the first event).
  */
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { CA_ERROR_CODES } from '../../src/errors/ca-error.js';
 import { CONNECTION_SHED_REASONS } from '../../src/grpc/server.js';
 import { AUDIT_LOST_REASONS, REFUSED_ITEM_KINDS, RELOAD_RESULTS } from '../../src/metrics/ca-metrics.js';
 import { makeCsr } from '../fixtures/csr.js';
-import { adminPort, killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
-import { mintToken, serveConfigYaml, TEST_ISSUER, writeServeDir } from '../support/harness.js';
+import { adminPort, serveRuns } from '../support/cli.js';
+import { mintToken, serveConfigYaml, TEST_ISSUER } from '../support/harness.js';
 import { dashboardQueries, FOREIGN, loadRules, matches, parseExpr, TARGET_LABELS } from '../support/prometheus-rules.js';
 import { connectTls, unaryCall } from '../support/raw-grpc.js';
 
@@ -46,17 +46,10 @@ function seriesOf(text: string): Array<{ name: string; labels: Record<string, st
 }
 
 describe('the alert rules and the dashboard against a running server with workers', () => {
-  let server: ServerProcess | undefined;
-  let dir: string | undefined;
-  afterAll(() => {
-    killIfRunning(server);
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const serve = serveRuns();
 
   it('find a series for every selector they read', async () => {
-    const made = await writeServeDir('meshcert-alert-metrics-', serveConfigYaml({ workers: 2 }));
-    dir = made.dir;
-    const s = (server = await startServe(['--config', made.config]));
+    const { s, dir } = await serve('meshcert-alert-metrics-', serveConfigYaml({ workers: 2 }));
     const session = connectTls(s.port, readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8'));
     try {
       const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);

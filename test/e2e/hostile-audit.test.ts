@@ -4,31 +4,24 @@
  * primary, and with it every worker and the buffered records: unauthenticated. It must be refused,
  * audited with the NUL replaced, and the server must go on issuing.
  */
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { makeCsr } from '../fixtures/csr.js';
 import Database from 'better-sqlite3';
-import { killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
-import { mintToken, serveConfigYaml, TEST_ISSUER, writeServeDir } from '../support/harness.js';
+import { serveRuns } from '../support/cli.js';
+import { mintToken, serveConfigYaml, TEST_ISSUER } from '../support/harness.js';
 import { connectTls, unaryCall } from '../support/raw-grpc.js';
 
 const CREATE = '/istio.v1.auth.IstioCertificateService/CreateCertificate';
 const b64url = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64url');
 
 describe('a refusal whose reason would carry a NUL, in a server with workers', () => {
-  let server: ServerProcess | undefined;
-  let dir: string | undefined;
-  afterAll(() => {
-    killIfRunning(server);
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const serve = serveRuns();
 
   it('is refused as UNAUTHENTICATED and audited, and the server goes on issuing', async () => {
-    const made = await writeServeDir('meshcert-hostile-', serveConfigYaml({ workers: 2 }));
-    dir = made.dir;
-    const s = (server = await startServe(['--config', made.config]));
+    const { s, dir } = await serve('meshcert-hostile-', serveConfigYaml({ workers: 2 }));
     const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
     const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);
     const now = Math.floor(Date.now() / 1000);

@@ -3,13 +3,13 @@
  * gRPC health) while its endpoints are being removed, and still serves the clients sent to it,
  * on connections old and new; a second signal ends the delay. In one process and with workers.
  */
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { grpcRequestFrame } from '../../bench/lib/grpc-frame.js';
 import { makeCsr } from '../fixtures/csr.js';
-import { adminPort, killIfRunning, startServe, type ServerProcess } from '../support/cli.js';
-import { mintToken, TEST_ISSUER, writeServeDir } from '../support/harness.js';
+import { adminPort, serveRuns } from '../support/cli.js';
+import { mintToken, TEST_ISSUER } from '../support/harness.js';
 import { connectTls, grpcFrame, unaryCall } from '../support/raw-grpc.js';
 
 const CREATE = '/istio.v1.auth.IstioCertificateService/CreateCertificate';
@@ -29,17 +29,10 @@ auth:
 `;
 
 describe.each([1, 2])('server.shutdownDelay with server.workers: %i', (workers) => {
-  let server: ServerProcess | undefined;
-  let dir: string | undefined;
-  afterAll(() => {
-    killIfRunning(server);
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const serve = serveRuns();
 
   it('after SIGTERM reports not ready and keeps serving, until a second signal', async () => {
-    const made = await writeServeDir('meshcert-shutdown-delay-', yaml(workers));
-    dir = made.dir;
-    const s = (server = await startServe(['--config', made.config], { MESHCERT_LOG_LEVEL: 'info' }));
+    const { s, dir } = await serve('meshcert-shutdown-delay-', yaml(workers), { MESHCERT_LOG_LEVEL: 'info' });
     const admin = await adminPort(s);
     const readyz = async (): Promise<{ status: number; checks: Array<{ name: string; ok: boolean }> }> => {
       const r = await fetch(`http://127.0.0.1:${admin}/readyz`);

@@ -1,7 +1,9 @@
 /** Runs the meshcert CLI as a user would, as a child process (through tsx, so no build is needed). */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { expect, vi } from 'vitest';
+import { afterAll, expect, vi } from 'vitest';
+import { writeServeDir } from './harness.js';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = ['--import', 'tsx', 'src/cli.ts'];
@@ -77,6 +79,27 @@ export async function readiness(output: () => string): Promise<string> {
   const r = await fetch(`http://127.0.0.1:${port}/readyz`);
   const body = (await r.json()) as { checks: Array<{ name: string; detail: string }> };
   return body.checks.find((c) => c.name === 'grpc')!.detail;
+}
+
+/**
+ * A describe block's `meshcert serve` runs: each call writes a fresh directory (writeServeDir:
+ * `yaml` as meshcert.yaml beside the test JWKS) and starts serve on it; after the block, every
+ * server still running is killed and every directory removed, whatever the tests asserted.
+ */
+export function serveRuns(): (prefix: string, yaml: string, env?: NodeJS.ProcessEnv) => Promise<{ s: ServerProcess; dir: string }> {
+  const servers: ServerProcess[] = [];
+  const dirs: string[] = [];
+  afterAll(() => {
+    for (const s of servers) killIfRunning(s);
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+  return async (prefix, yaml, env) => {
+    const { dir, config } = await writeServeDir(prefix, yaml);
+    dirs.push(dir);
+    const s = await startServe(['--config', config], env);
+    servers.push(s);
+    return { s, dir };
+  };
 }
 
 /** Kills a server a test left running (an assertion failed before the test's own shutdown). */
