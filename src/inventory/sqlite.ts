@@ -155,6 +155,27 @@ export const WAL_AUTOCHECKPOINT_PAGES = 10_000;
 export const STORE_THREAD_NICE = 5;
 
 /**
+ * Switches the connection to WAL. That takes an exclusive lock, and when two connections try it
+ * together (two processes opening a fresh inventory at the same moment) each holds the shared lock
+ * the other waits for: SQLite answers SQLITE_BUSY at once, without its busy handler, to avoid the
+ * deadlock. So retry, with a short random pause, for as long as busy_timeout would have waited.
+ * Runs inside the worker (its source is copied into WORKER_SOURCE): plain JavaScript, no imports.
+ */
+export function setWalMode(db: { pragma(sql: string): unknown }, timeoutMs: number): void {
+  const deadline = Date.now() + timeoutMs;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      db.pragma('journal_mode = WAL');
+      return;
+    } catch (err) {
+      if ((err as { code?: unknown } | null)?.code !== 'SQLITE_BUSY' || Date.now() >= deadline) throw err;
+      Atomics.wait(pause, 0, 0, 5 + Math.floor(Math.random() * 10));
+    }
+  }
+}
+
+/**
  * The worker: owns the connection, runs what it is sent, answers { id, result } or
  * { id, error: { message, code, name } } (error `code`s do not survive structured clone).
  * Plain CommonJS on purpose (see the module comment).
@@ -173,6 +194,7 @@ try {
   threadId = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
   require('node:os').setPriority(threadId, THREAD_NICE);
 } catch (_) {}
+${setWalMode.toString()}
 let db = null;
 let openError = null;
 try {
@@ -180,7 +202,7 @@ try {
   db = new Database(workerData.path, workerData.readOnly ? { readonly: true, fileMustExist: true } : undefined);
   db.pragma('busy_timeout = ' + workerData.busyTimeoutMs);
   if (!workerData.readOnly) {
-    db.pragma('journal_mode = WAL');
+    setWalMode(db, workerData.busyTimeoutMs);
     db.pragma('synchronous = NORMAL');
     // Checkpoint every 10000 WAL pages (about 40 MB), not SQLite's 1000: certificate inserts touch
     // random pages of five indexes, so a page is often written again before the next checkpoint,

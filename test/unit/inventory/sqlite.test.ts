@@ -5,7 +5,7 @@ import type { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
 import { buildListQuery, DISCOVERED_EXPIRING_SQL, encodeCursor } from '../../../src/inventory/common.js';
-import { SqliteInventoryStore } from '../../../src/inventory/sqlite.js';
+import { SqliteInventoryStore, setWalMode } from '../../../src/inventory/sqlite.js';
 import type { CertificateFilter } from '../../../src/inventory/types.js';
 import { makeRecord } from './fixtures.js';
 
@@ -16,6 +16,62 @@ afterEach(() => dirs.splice(0).forEach((d) => rmSync(d, { recursive: true, force
 async function killWorker(store: SqliteInventoryStore): Promise<void> {
   await (store as unknown as { worker: Worker }).worker.terminate();
 }
+
+/** A connection whose `journal_mode = WAL` answers with each of `errors` in turn, then succeeds. */
+function connection(errors: ({ code: string } | Error)[]): { pragma(sql: string): unknown; calls: string[] } {
+  const calls: string[] = [];
+  return {
+    calls,
+    pragma(sql: string) {
+      calls.push(sql);
+      const next = errors.shift();
+      if (next !== undefined) throw next;
+      return 'wal';
+    },
+  };
+}
+
+describe('setWalMode (two processes opening a fresh inventory at once)', () => {
+  const busy = () => Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+
+  it('retries SQLITE_BUSY, which SQLite returns at once (without its busy handler) when two connections switch one file together', () => {
+    const db = connection([busy(), busy(), busy()]);
+    setWalMode(db, 5_000);
+    expect(db.calls).toEqual(Array(4).fill('journal_mode = WAL'));
+  });
+
+  it('gives up with the SQLITE_BUSY once busy_timeout has passed', () => {
+    const db = connection(Array.from({ length: 10_000 }, busy));
+    const started = Date.now();
+    expect(() => setWalMode(db, 60)).toThrow('database is locked');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(60);
+    expect(db.calls.length).toBeGreaterThan(1);
+    expect(db.calls.length).toBeLessThan(20);
+  });
+
+  it('does not retry other errors', () => {
+    const db = connection([Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR' }), busy()]);
+    expect(() => setWalMode(db, 5_000)).toThrow('disk I/O error');
+    expect(db.calls).toHaveLength(1);
+  });
+
+  it('is what the store\'s thread runs: stores opening one fresh file together all migrate it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-sqlite-'));
+    dirs.push(dir);
+    for (let round = 0; round < 20; round++) {
+      const path = join(dir, `fresh-${round}.db`);
+      const stores = [0, 1, 2].map(() => new SqliteInventoryStore({ path }));
+      try {
+        await Promise.all(stores.map((s) => s.migrate()));
+      } finally {
+        await Promise.all(stores.map((s) => s.close()));
+      }
+      const db = new Database(path, { readonly: true });
+      expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+      db.close();
+    }
+  });
+});
 
 describe('SqliteInventoryStore whose worker thread dies', () => {
   it('fails calls at once, then starts a new thread and serves the same file again', async () => {
