@@ -11,7 +11,7 @@
  * This is not revocation for the mesh: peers keep trusting such a certificate until it expires
  * (meshcert publishes no CRL; short lifetimes are the mesh's revocation).
  */
-import { PatternSet } from '../policy/glob.js';
+import { PatternSet } from '../match/glob.js';
 import { parseSpiffeId, parseWorkloadSpiffeId } from '../x509/spiffe-id.js';
 
 /** One auth.revokedClientCertificates entry as the config schema validated it. */

@@ -7,7 +7,7 @@
  *   1. Rules are tried in order; the first whose `match` matches decides (later rules, however
  *      broad, are not consulted). When none matches, the default rule decides (name "default").
  *      A match matches when every field it sets matches: trustDomains, clusters, namespaces and
- *      serviceAccounts are glob lists (see ./glob.ts), `impersonated` a boolean, `authenticatedBy`
+ *      serviceAccounts are glob lists (see ../match/glob.ts), `impersonated` a boolean, `authenticatedBy`
  *      a list of credential kinds (token, client-certificate).
  *   2. A deny rule refuses with POLICY_DENIED and its configured reason, verbatim.
  *   3. The CSR key must meet one of the rule's `keys` (same type, size >= minSize), else
@@ -22,7 +22,7 @@
  *      differs from a positive lifetime requested (raised to min or lowered to max).
  */
 import type { CsrKeyInfo } from '../csr/types.js';
-import { PatternSet } from './glob.js';
+import { PatternSet } from '../match/glob.js';
 import { DnsTemplate, IpAllowList, dnsNameAllowed, type TemplateValues } from './sans.js';
 import { DEFAULT_RULE_NAME, type CredentialKind, type KeyRequirement, type LifetimePolicy, type Policy, type RuleAction, type RuleMatch } from './schema.js';
 

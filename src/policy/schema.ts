@@ -15,7 +15,7 @@
  */
 import { z } from 'zod';
 import { formatDuration, parseDurationSeconds } from '../config/duration.js';
-import { globProblem } from './glob.js';
+import { globProblem } from '../match/glob.js';
 import { dnsTemplateProblem, ipEntryProblem } from './sans.js';
 
 /** How a caller authenticated, as policy `match.authenticatedBy` names it. */

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { PatternSet, compileGlobs, globProblem } from '../../../src/policy/glob.js';
+import { PatternSet, compileGlobs, globProblem } from '../../../src/match/glob.js';
 
 /** The textbook recursive definition, as the oracle. */
 function reference(pattern: string, value: string): boolean {

@@ -1,7 +1,8 @@
 /**
- * Glob patterns for policy `match` fields: `*` matches any run of characters (including none, and
- * including dots), `?` matches exactly one character, everything else matches itself (regex
- * metacharacters such as `.`, `+`, `(` or `$` are literal). Matching is whole-string and
+ * Glob patterns, for policy `match` fields and the selectors of `auth.revokedClientCertificates`
+ * (a module of its own so that authentication does not depend on the policy engine): `*` matches
+ * any run of characters (including none, and including dots), `?` matches exactly one character,
+ * everything else matches itself (regex metacharacters such as `.`, `+`, `(` or `$` are literal). Matching is whole-string and
  * case-sensitive. No character classes, braces, escapes or negation: those characters are refused
  * so that nobody writes `[a-z]*` or `!kube-system` believing it does something.
  *
