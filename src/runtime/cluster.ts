@@ -152,7 +152,9 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   /** Requests sent to several workers, awaiting answers: the workers yet to answer (an exit counts as one). */
   const asks = new Map<number, { waiting: Set<Worker>; done: () => void }>();
   /** The reload each pending ask is, where it is one: the config sent and the refusals so far. */
-  const reloadRounds = new Map<number, { config: MeshcertConfig; errors: string[] }>();
+  const reloadRounds = new Map<number, { config: MeshcertConfig; errors: string[]; applied: Set<Worker> }>();
+  /** Workers sent the config in force back after a rejected reload they had applied, by request id. */
+  const rollbacks = new Map<number, { worker: Worker; config: MeshcertConfig }>();
   let currentConfig = config;
   /** The config each worker was last given and applied (a worker started during a reload may lag). */
   const configOf = new Map<Worker, MeshcertConfig>();
@@ -165,6 +167,11 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   /** Catch-up reloads awaiting answers: the worker and the config sent, recorded once it applied it. */
   const catchUps = new Map<number, { worker: Worker; config: MeshcertConfig }>();
   const catchingUp = new Set<Worker>();
+  /**
+   * Workers being replaced because they refused the config in force: they drain (no new
+   * connections, no reloads, not counted as serving) while a replacement starts with that config.
+   */
+  const retiring = new Set<Worker>();
   let draining = false;
   const dispatcher = new ConnectionDispatcher<DispatchTarget>(logger);
   const port = await dispatcher.listen(config.server.listen);
@@ -203,16 +210,29 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           send(w, { type: 'config', config: currentConfig, port });
         } else if (m.type === 'reloaded') {
           const round = reloadRounds.get(m.id);
+          const back = rollbacks.get(m.id);
           const caughtUp = catchUps.get(m.id);
           if (round) {
             if (m.error) round.errors.push(m.error);
-            else configOf.set(w, round.config);
+            else {
+              configOf.set(w, round.config);
+              round.applied.add(w);
+            }
             answered(m.id, w);
+          } else if (back) {
+            rollbacks.delete(m.id);
+            // Its files changed again meanwhile (CA files, a jwksFile), say. Not retired, unlike a
+            // refused catch-up: what it runs passed every check, and when a reload is rejected for
+            // a broken file every worker refuses to go back too; replacements would read that
+            // file and fail to start, turning a rejected reload into an outage. The next reload
+            // that succeeds brings it to the config in force.
+            if (m.error) {
+              logger.error({ pid: w.process.pid, error: m.error }, 'a worker could not go back to the configuration in force after a rejected reload; it serves with the rejected one until a reload succeeds');
+            } else configOf.set(w, back.config);
           } else if (caughtUp) {
             catchUps.delete(m.id);
             catchingUp.delete(w);
-            // Refused: it keeps the config before, and the next reload or catch-up tries again.
-            if (m.error) logger.error({ pid: w.process.pid, error: m.error }, 'a worker refused the configuration in force; it serves with the one before');
+            if (m.error) retire(w, target, m.error);
             else configOf.set(w, caughtUp.config);
           }
         } else if (m.type === 'listening') {
@@ -241,12 +261,15 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         lastMetrics.delete(w);
         catchingUp.delete(w);
         for (const [id, c] of catchUps) if (c.worker === w) catchUps.delete(id);
+        for (const [id, r] of rollbacks) if (r.worker === w) rollbacks.delete(id);
+        // A retired worker's replacement was started when it was retired.
+        const wasRetiring = retiring.delete(w);
         // No answer will come: a reload or a scrape waiting on it goes on without it.
         for (const id of [...asks.keys()]) answered(id, w);
         dispatcher.remove(target);
         // A `fatal` message read in the same turn keeps its reason: reject after it.
         if (!listening) return void setImmediate(() => reject(new Error(`worker exited with ${code ?? signal} before serving`)));
-        if (stopping) return;
+        if (stopping || wasRetiring) return;
         // An unexpected death: replace it, with a pause so a crash loop does not spin.
         restarts++;
         logger.error({ pid: w.process.pid, code, signal, restarts }, 'worker died; starting a replacement');
@@ -286,13 +309,32 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     a.done();
   };
 
-  /** Sends the config in force to a serving worker that runs another (answer: only errors are logged). */
+  /** Sends the config in force to a serving worker that runs another (a refusal retires it). */
   const catchUp = (w: Worker): void => {
-    if (configOf.get(w) === currentConfig || !serving.has(w) || catchingUp.has(w)) return;
+    if (configOf.get(w) === currentConfig || !serving.has(w) || catchingUp.has(w) || retiring.has(w)) return;
     const id = ++nextId;
     catchUps.set(id, { worker: w, config: currentConfig });
     catchingUp.add(w);
     send(w, { type: 'reload', id, config: currentConfig });
+  };
+
+  /**
+   * A worker started during a reload that refuses to catch up (its CA files could not be read when
+   * it tried, say) would go on serving with the config before, which the operator was told is
+   * replaced: without a client certificate revoked since, or a policy rule. Fail closed: it drains,
+   * and a replacement starts with the config in force (one that cannot start is retried as any
+   * replacement is, while the other workers serve; the dispatcher holds connections while none does).
+   */
+  const retire = (w: Worker, target: DispatchTarget, error: string): void => {
+    if (stopping || retiring.has(w)) return;
+    retiring.add(w);
+    logger.error({ pid: w.process.pid, error }, 'a worker refused the configuration in force; draining it and starting a replacement, so that none serves with the configuration before');
+    dispatcher.remove(target);
+    send(w, { type: 'shutdown' });
+    setTimeout(() => {
+      if (!w.isDead()) w.process.kill('SIGKILL');
+    }, (config.server.shutdownGrace + 5) * 1000).unref();
+    replace();
   };
 
   /** Starts a replacement after a pause growing with the restarts; retries until one serves. */
@@ -343,24 +385,26 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   broadcast.unref();
   return {
     port,
-    serving: () => [...serving].filter((w) => w.isConnected()).length,
+    serving: () => [...serving].filter((w) => w.isConnected() && !retiring.has(w)).length,
     connections: () => dispatcher.openCounts(),
     async reload(next) {
       // Only workers that listen have their message handler; one still starting asks for the
       // config when it is ready and is brought to the one in force when it listens (catchUp).
-      const targets = [...serving].filter((w) => w.isConnected());
+      const targets = [...serving].filter((w) => w.isConnected() && !retiring.has(w));
       if (targets.length > 0) {
         const id = ++nextId;
-        const round = { config: next, errors: [] as string[] };
+        const round = { config: next, errors: [] as string[], applied: new Set<Worker>() };
         reloadRounds.set(id, round);
         const silent = await askAll(id, targets, { type: 'reload', id, config: next }, 30_000);
         reloadRounds.delete(id);
         const errors = silent.size > 0 ? ['a worker did not answer the reload within 30s'] : round.errors;
         if (errors.length > 0) {
-          // Some workers may have applied it: put every worker back on the config in force.
-          for (const w of targets) {
-            configOf.set(w, currentConfig);
-            send(w, { type: 'reload', id: ++nextId, config: currentConfig });
+          // Put the workers that applied it (or may yet: those that did not answer) back on the
+          // config in force. The others never left it.
+          for (const w of [...round.applied, ...silent]) {
+            const back = ++nextId;
+            rollbacks.set(back, { worker: w, config: currentConfig });
+            send(w, { type: 'reload', id: back, config: currentConfig });
           }
           throw new Error(errors[0]);
         }
