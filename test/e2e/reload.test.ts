@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { CaClient } from '../../src/client/ca-client.js';
 import { buildWorkloadCsr } from '../../src/client/workload-csr.js';
 import { makeCsr } from '../fixtures/csr.js';
@@ -23,17 +23,19 @@ describe('SIGHUP reload across worker processes', () => {
   let dir: string;
   /** Every test's directory (each test sets `dir`). */
   const dirs: string[] = [];
-  let server: ServerProcess | undefined;
+  /** Every test's server: one whose test failed before stopping it must not run on, loading the machine. */
+  const servers: ServerProcess[] = [];
+  afterEach(() => servers.splice(0).forEach(killIfRunning));
   afterAll(() => {
-    killIfRunning(server);
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
-  /** Starts serve with two workers on a fresh directory (this test's `dir` and `server`). */
+  /** Starts serve with two workers on a fresh directory (this test's `dir`). */
   const start = async (prefix: string): Promise<{ s: ServerProcess; file: string; rootPem: string }> => {
     let file: string;
     ({ dir, config: file } = await writeServeDir(prefix, serveConfigYaml({ workers: 2 })));
     dirs.push(dir);
-    const s = (server = await startServe(['--config', file]));
+    const s = await startServe(['--config', file]);
+    servers.push(s);
     return { s, file, rootPem: readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8') };
   };
 
@@ -104,7 +106,8 @@ describe('SIGHUP reload across worker processes', () => {
       let file: string;
       ({ dir, config: file } = await writeServeDir('meshcert-revoke-', serveConfigYaml({ workers, extra: noBackdate })));
       dirs.push(dir);
-      const s = (server = await startServe(['--config', file]));
+      const s = await startServe(['--config', file]);
+      servers.push(s);
       const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
       const id = 'spiffe://cluster.local/ns/vm/sa/db';
       const token = await mintToken({ ns: 'vm', sa: 'db' });
