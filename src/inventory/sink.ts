@@ -37,12 +37,21 @@ export function recordFromIssued(cert: IssuedCertificate, ctx: Pick<CallContext,
 }
 
 /**
- * Rows for refusals of callers nobody vouched for, per process: a burst of this many, then one a
+ * Rows for refusals of callers nobody vouched for, per replica: a burst of this many, then one a
  * second (a token bucket). About 86,000 rows a day at most, however fast junk arrives.
  */
 export const ANONYMOUS_AUDIT_BURST = 50;
 export const ANONYMOUS_AUDIT_PER_SECOND = 1;
-/** The refusals beyond the bucket are counted in one row per this many seconds. */
+/**
+ * The same bound for each authenticated caller: a workload whose token or certificate is valid
+ * (a revoked certificate's holder, one refused by policy or its rate limit) can refuse itself as
+ * fast as unauthenticated junk can.
+ */
+export const CALLER_AUDIT_BURST = 50;
+export const CALLER_AUDIT_PER_SECOND = 1;
+/** Callers whose buckets are kept at once, per process; beyond, the least recently refused one's is written out and dropped. */
+export const MAX_TRACKED_CALLERS = 10_000;
+/** The refusals beyond a bucket are counted in one row per this many seconds. */
 export const ANONYMOUS_SUMMARY_SECONDS = 60;
 /** The longest refusal text kept (refusals quote what the caller sent). */
 const MAX_REASON = 1024;
@@ -53,73 +62,124 @@ export interface InventoryObserver extends IssuanceObserver {
   flush(): void;
 }
 
+/** What a bucket did not record one by one since `since`: written as one row. */
+interface Uncounted {
+  readonly since: number;
+  count: number;
+  readonly codes: Set<string>;
+}
+
+/**
+ * A token bucket of audit rows: admit() says whether a refusal gets its own row; those it refuses
+ * are counted, and the count is written (by `write`) when its minute is over or at flush().
+ */
+class RowBucket {
+  private tokens: number;
+  private refilledAt: number;
+  private uncounted: Uncounted | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly burst: number,
+    private readonly perSecond: number,
+    private readonly now: () => number,
+    private readonly write: (u: Uncounted) => void,
+  ) {
+    this.tokens = burst;
+    this.refilledAt = now();
+  }
+
+  admit(code: string): boolean {
+    const t = this.now();
+    this.tokens = Math.min(this.burst, this.tokens + (Math.max(0, t - this.refilledAt) / 1000) * this.perSecond);
+    this.refilledAt = t;
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return true;
+    }
+    if (this.uncounted && t - this.uncounted.since >= ANONYMOUS_SUMMARY_SECONDS * 1000) this.flush();
+    if (!this.uncounted) {
+      this.uncounted = { since: t, count: 0, codes: new Set() };
+      // Written when its minute is over, whether or not another refusal comes to roll it.
+      this.timer = setTimeout(() => this.flush(), ANONYMOUS_SUMMARY_SECONDS * 1000);
+      this.timer.unref();
+    }
+    this.uncounted.count++;
+    this.uncounted.codes.add(code);
+    return false;
+  }
+
+  flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    const u = this.uncounted;
+    this.uncounted = undefined;
+    if (!u) return;
+    try {
+      this.write(u);
+    } catch {
+      // The sink has closed (shutdown): nothing left to write to.
+    }
+  }
+}
+
 /**
  * Records every issuance and audits every refusal, into a sink. No secrets: identities and codes
  * only. An issuance's audit entry is its certificate record (who asked, for which identity, when,
  * under which rule, serial): writing a second row for it would double the store's write load at
  * thousands of certificates per second for no information.
  *
- * Refusals of callers that did not authenticate are what anyone who reaches the port can produce
- * at will, and audit rows are kept for a year: they get rows from a token bucket (a burst of 50,
- * then one a second, per replica: `share` is this process's part of it), and the rest are counted
- * in one row a minute per process (codes listed), so junk cannot
- * fill the store's disk. Their `clusterid` is stored only when it could be a cluster name, and any
- * refusal's text is cut at 1 KiB.
+ * Audit rows are kept for a year, so refusals get rows from token buckets: one for callers that
+ * did not authenticate (what anyone who reaches the port can produce at will), and one for each
+ * authenticated caller; a burst of 50, then one a second, per replica (`share` is this process's
+ * part). The rest are counted in one row a minute per bucket and process (codes listed), so neither
+ * junk nor a misbehaving workload can fill the store's disk. An unauthenticated call's `clusterid`
+ * is stored only when it could be a cluster name, and any refusal's text is cut at 1 KiB.
  */
 export function inventoryObserver(sink: RecordSink, now: () => number = Date.now, share = 1): InventoryObserver {
-  // Each of N worker processes keeps 1/N of the bucket, so the replica's bound does not grow with N.
-  const burst = Math.max(1, Math.ceil(ANONYMOUS_AUDIT_BURST * share));
-  const perSecond = ANONYMOUS_AUDIT_PER_SECOND * share;
-  let tokens = burst;
-  let refilledAt = now();
-  let summed: { since: number; count: number; codes: Set<string> } | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const flush = (): void => {
-    if (timer) clearTimeout(timer);
-    timer = undefined;
-    const s = summed;
-    summed = undefined;
-    if (!s) return;
-    try {
-      sink.recordAudit({
-        at: new Date(s.since),
-        requester: null,
-        identity: null,
-        cluster: null,
-        decision: 'refused',
-        code: [...s.codes].sort().join(','),
-        reason: `${s.count} more refusals of unauthenticated calls from this time on, not recorded one by one (over ${ANONYMOUS_AUDIT_BURST} at once or ${ANONYMOUS_AUDIT_PER_SECOND} a second)`,
-      });
-    } catch {
-      // The sink has closed (shutdown): nothing left to write to.
+  // Each of N worker processes keeps 1/N of each bucket, so the replica's bound does not grow with N.
+  const rows = (burst: number, perSecond: number, write: (u: Uncounted) => void): RowBucket =>
+    new RowBucket(Math.max(1, Math.ceil(burst * share)), perSecond * share, now, write);
+  const summary = (u: Uncounted, requester: string | null, whose: string, burst: number, perSecond: number): AuditEvent => ({
+    at: new Date(u.since),
+    requester,
+    identity: null,
+    cluster: null,
+    decision: 'refused',
+    code: [...u.codes].sort().join(','),
+    reason: `${u.count} more refusals of ${whose} from this time on, not recorded one by one (over ${burst} at once or ${perSecond} a second)`,
+  });
+  const anonymous = rows(ANONYMOUS_AUDIT_BURST, ANONYMOUS_AUDIT_PER_SECOND, (u) =>
+    sink.recordAudit(summary(u, null, 'unauthenticated calls', ANONYMOUS_AUDIT_BURST, ANONYMOUS_AUDIT_PER_SECOND)),
+  );
+  /** Least recently refused first (a Map keeps insertion order; each refusal moves its caller last). */
+  const callers = new Map<string, RowBucket>();
+  const callerRows = (caller: string): RowBucket => {
+    let bucket = callers.get(caller);
+    if (bucket) callers.delete(caller);
+    else {
+      if (callers.size >= MAX_TRACKED_CALLERS) {
+        const [oldest, dropped] = callers.entries().next().value as [string, RowBucket];
+        dropped.flush();
+        callers.delete(oldest);
+      }
+      bucket = rows(CALLER_AUDIT_BURST, CALLER_AUDIT_PER_SECOND, (u) =>
+        sink.recordAudit(summary(u, storable(caller), 'calls by this caller', CALLER_AUDIT_BURST, CALLER_AUDIT_PER_SECOND)),
+      );
     }
-  };
-  const admitAnonymous = (code: string): boolean => {
-    const t = now();
-    tokens = Math.min(burst, tokens + (Math.max(0, t - refilledAt) / 1000) * perSecond);
-    refilledAt = t;
-    if (tokens >= 1) {
-      tokens -= 1;
-      return true;
-    }
-    if (summed && t - summed.since >= ANONYMOUS_SUMMARY_SECONDS * 1000) flush();
-    if (!summed) {
-      summed = { since: t, count: 0, codes: new Set() };
-      // Written when its minute is over, whether or not another refusal comes to roll it.
-      timer = setTimeout(flush, ANONYMOUS_SUMMARY_SECONDS * 1000);
-      timer.unref();
-    }
-    summed.count++;
-    summed.codes.add(code);
-    return false;
+    callers.set(caller, bucket);
+    return bucket;
   };
   return {
-    flush,
+    flush() {
+      anonymous.flush();
+      for (const bucket of callers.values()) bucket.flush();
+    },
     issued(cert, ctx) {
       sink.record(recordFromIssued(cert, ctx));
     },
     refused(code, reason, ctx) {
-      if (!ctx.caller && !admitAnonymous(code)) return;
+      if (!(ctx.caller ? callerRows(ctx.caller) : anonymous).admit(code)) return;
       // An authenticated caller's cluster is a configured one (authentication checked the header).
       const cluster = ctx.caller ? ctx.clusterId || null : ctx.clusterId && isPlausibleClusterId(ctx.clusterId) ? ctx.clusterId : null;
       sink.recordAudit({

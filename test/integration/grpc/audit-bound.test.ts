@@ -1,11 +1,12 @@
 /**
- * Refusals of unauthenticated calls, through the real server into an inventory sink: the first
- * of a flood get audit rows, the rest one counted row, which a shutdown writes before it returns.
+ * Refusals through the real server into an inventory sink: the first of a flood (unauthenticated,
+ * or by one authenticated caller) get audit rows, the rest one counted row, which a shutdown
+ * writes before it returns.
  */
 import { status } from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import { buildWorkloadCsr } from '../../../src/client/workload-csr.js';
-import { ANONYMOUS_AUDIT_BURST } from '../../../src/inventory/sink.js';
+import { ANONYMOUS_AUDIT_BURST, CALLER_AUDIT_BURST } from '../../../src/inventory/sink.js';
 import type { RecordSink } from '../../../src/inventory/sink.js';
 import type { AuditEvent } from '../../../src/inventory/types.js';
 import { makeCsr } from '../../fixtures/csr.js';
@@ -32,6 +33,34 @@ describe('audit rows of unauthenticated refusals', () => {
     expect(summary).toMatchObject({ requester: null, code: 'AUTH_MISSING' });
     expect(summary.reason).toMatch(/^\d+ more refusals of unauthenticated calls from this time on, not recorded one by one/);
     expect(audit.length - 1 + Number(/^(\d+)/.exec(summary.reason!)![1])).toBe(ANONYMOUS_AUDIT_BURST + 20);
+  });
+});
+
+describe('audit rows of one authenticated caller refused in a loop', () => {
+  it('are bounded per caller, another caller keeps its rows, and the count of the rest is written at shutdown', async () => {
+    const audit: AuditEvent[] = [];
+    const sink: RecordSink = { record: () => {}, recordAudit: (e) => void audit.push(e), accepting: () => true };
+    const ca = await startTestCa({}, undefined, { sink });
+    const loud = 'spiffe://cluster.local/ns/default/sa/app';
+    try {
+      // A valid token for ns/default/sa/app asking for another identity: refused, under its caller.
+      const csrPem = (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/other'] })).pem;
+      const token = await mintToken({ ns: 'default', sa: 'app' });
+      const client = ca.client();
+      const calls = Array.from({ length: CALLER_AUDIT_BURST + 20 }, () => client.createCertificate({ csrPem, token }).then(() => 0, (e: { code: number }) => e.code));
+      expect(new Set(await Promise.all(calls))).toEqual(new Set([status.PERMISSION_DENIED]));
+      const quietToken = await mintToken({ ns: 'default', sa: 'quiet' });
+      expect(await client.createCertificate({ csrPem, token: quietToken }).then(() => 0, (e: { code: number }) => e.code)).toBe(status.PERMISSION_DENIED);
+      expect(audit.filter((e) => e.requester === loud).length).toBeGreaterThanOrEqual(CALLER_AUDIT_BURST);
+      expect(audit.filter((e) => e.requester === loud).length).toBeLessThan(CALLER_AUDIT_BURST + 3);
+      expect(audit.filter((e) => e.requester === 'spiffe://cluster.local/ns/default/sa/quiet')).toHaveLength(1);
+    } finally {
+      await ca.close();
+    }
+    const summary = audit.at(-1)!;
+    expect(summary).toMatchObject({ requester: loud, decision: 'refused' });
+    expect(summary.reason).toMatch(/^\d+ more refusals of calls by this caller from this time on, not recorded one by one/);
+    expect(audit.filter((e) => e.requester === loud).length - 1 + Number(/^(\d+)/.exec(summary.reason!)![1])).toBe(CALLER_AUDIT_BURST + 20);
   });
 });
 

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { auditProblem } from '../../../src/inventory/common.js';
 import type { IssuedCertificate } from '../../../src/authority/authority.js';
-import { ANONYMOUS_AUDIT_BURST, ANONYMOUS_SUMMARY_SECONDS, inventoryObserver, recordFromIssued, type RecordSink } from '../../../src/inventory/sink.js';
+import { ANONYMOUS_AUDIT_BURST, ANONYMOUS_SUMMARY_SECONDS, CALLER_AUDIT_BURST, MAX_TRACKED_CALLERS, inventoryObserver, recordFromIssued, type RecordSink } from '../../../src/inventory/sink.js';
 import type { AuditEvent } from '../../../src/inventory/types.js';
 
 function auditSink(): { sink: RecordSink; audit: AuditEvent[] } {
@@ -39,7 +39,7 @@ describe('inventoryObserver', () => {
     const { sink, audit } = auditSink();
     const o = inventoryObserver(sink, () => t);
     for (let i = 0; i < ANONYMOUS_AUDIT_BURST + 10; i++) o.refused(i % 2 ? 'AUTH_INVALID' : 'AUTH_MISSING', 'no', ctx);
-    // Authenticated callers are never counted instead of recorded.
+    // An authenticated caller has a bucket of its own, untouched by the flood.
     for (let i = 0; i < 5; i++) o.refused('POLICY_DENIED', 'no', { ...ctx, caller: 'spiffe://td/ns/a/sa/b' });
     expect(audit).toHaveLength(ANONYMOUS_AUDIT_BURST + 5);
     // Then one a second: 30 s of a flood give 30 rows.
@@ -59,6 +59,62 @@ describe('inventoryObserver', () => {
     expect(auditProblem(summary)).toBeNull();
   });
 
+  it('gives each authenticated caller a bucket of its own: one workload refusing itself in a loop neither fills the store nor uses up another\'s rows', () => {
+    vi.useFakeTimers();
+    let t = 1_800_000_000_000;
+    const { sink, audit } = auditSink();
+    const o = inventoryObserver(sink, () => t);
+    const loud = 'spiffe://td/ns/vm/sa/db';
+    const quiet = 'spiffe://td/ns/a/sa/b';
+    for (let i = 0; i < CALLER_AUDIT_BURST + 25; i++) o.refused(i % 5 ? 'AUTH_INVALID' : 'RATE_LIMITED', 'revoked', { ...ctx, caller: loud });
+    expect(audit).toHaveLength(CALLER_AUDIT_BURST);
+    for (let i = 0; i < 3; i++) o.refused('POLICY_DENIED', 'no', { ...ctx, caller: quiet });
+    o.refused('AUTH_MISSING', 'no', ctx);
+    expect(audit.slice(CALLER_AUDIT_BURST).map((e) => [e.requester, e.code])).toEqual([
+      [quiet, 'POLICY_DENIED'],
+      [quiet, 'POLICY_DENIED'],
+      [quiet, 'POLICY_DENIED'],
+      [null, 'AUTH_MISSING'],
+    ]);
+    // Then one a second for that caller: 10 s of its loop give 10 rows.
+    for (let s = 1; s <= 10; s++) {
+      t += 1000;
+      for (let i = 0; i < 50; i++) o.refused('AUTH_INVALID', 'revoked', { ...ctx, caller: loud });
+    }
+    expect(audit.filter((e) => e.requester === loud)).toHaveLength(CALLER_AUDIT_BURST + 10);
+    // The minute ends: one row, under the caller, counts what was not recorded.
+    t += ANONYMOUS_SUMMARY_SECONDS * 1000;
+    vi.advanceTimersByTime(ANONYMOUS_SUMMARY_SECONDS * 1000);
+    const summary = audit.at(-1)!;
+    expect(summary).toMatchObject({ at: new Date(1_800_000_000_000), requester: loud, identity: null, cluster: null, decision: 'refused', code: 'AUTH_INVALID,RATE_LIMITED' });
+    // 25 beyond the burst, then 49 of every 50 for 10 s.
+    expect(summary.reason).toBe(`515 more refusals of calls by this caller from this time on, not recorded one by one (over ${CALLER_AUDIT_BURST} at once or 1 a second)`);
+    expect(auditProblem(summary)).toBeNull();
+    expect(audit.filter((e) => e.reason?.includes('more refusals'))).toHaveLength(1);
+  });
+
+  it(`keeps the buckets of at most ${MAX_TRACKED_CALLERS} callers, writing out the count of the one it drops`, () => {
+    const { sink, audit } = auditSink();
+    const o = inventoryObserver(sink, () => 1_800_000_000_000);
+    const first = 'spiffe://td/ns/a/sa/first\u0000';
+    for (let i = 0; i < CALLER_AUDIT_BURST + 7; i++) o.refused('POLICY_DENIED', 'no', { ...ctx, caller: first });
+    // Refused again later than the others: the least recently refused is another one.
+    for (let i = 1; i < MAX_TRACKED_CALLERS; i++) o.refused('POLICY_DENIED', 'no', { ...ctx, caller: `spiffe://td/ns/a/sa/s${i}` });
+    o.refused('POLICY_DENIED', 'no', { ...ctx, caller: first });
+    const rows = audit.length;
+    o.refused('POLICY_DENIED', 'no', { ...ctx, caller: 'spiffe://td/ns/a/sa/one-more' });
+    expect(audit.slice(rows).map((e) => e.requester)).toEqual(['spiffe://td/ns/a/sa/one-more']);
+    // Now the first is the least recently refused: the next new caller drops its bucket, and its count is written.
+    for (let i = 1; i < MAX_TRACKED_CALLERS; i++) o.refused('POLICY_DENIED', 'no', { ...ctx, caller: `spiffe://td/ns/a/sa/s${i}` });
+    o.refused('POLICY_DENIED', 'no', { ...ctx, caller: 'spiffe://td/ns/a/sa/two-more' });
+    const dropped = audit.filter((e) => e.reason?.includes('more refusals'));
+    expect(dropped.map((e) => [e.requester, e.reason?.split(' ')[0]])).toEqual([['spiffe://td/ns/a/sa/first\uFFFD', '8']]);
+    expect(auditProblem(dropped[0]!)).toBeNull();
+    // Its next refusal starts a new bucket.
+    o.refused('POLICY_DENIED', 'no', { ...ctx, caller: first });
+    expect(audit.at(-1)!.reason).toBe('no');
+  });
+
   it("gives each of N worker processes 1/N of the replica's bucket", () => {
     let t = 1_800_000_000_000;
     const { sink, audit } = auditSink();
@@ -68,6 +124,9 @@ describe('inventoryObserver', () => {
     t += 8000; // a quarter of a row a second: 2 more rows
     for (let i = 0; i < 100; i++) o.refused('AUTH_MISSING', 'no', ctx);
     expect(audit).toHaveLength(Math.ceil(ANONYMOUS_AUDIT_BURST / 4) + 2);
+    // A caller's bucket too.
+    for (let i = 0; i < 100; i++) o.refused('POLICY_DENIED', 'no', { ...ctx, caller: 'spiffe://td/ns/a/sa/b' });
+    expect(audit.filter((e) => e.requester === 'spiffe://td/ns/a/sa/b')).toHaveLength(Math.ceil(CALLER_AUDIT_BURST / 4));
     o.flush();
   });
 
@@ -75,8 +134,12 @@ describe('inventoryObserver', () => {
     const { sink, audit } = auditSink();
     const o = inventoryObserver(sink);
     for (let i = 0; i < ANONYMOUS_AUDIT_BURST + 2; i++) o.refused('AUTH_MISSING', 'no', ctx);
+    for (let i = 0; i < CALLER_AUDIT_BURST + 3; i++) o.refused('POLICY_DENIED', 'no', { ...ctx, caller: 'spiffe://td/ns/a/sa/b' });
     o.flush();
-    expect(audit.at(-1)!.reason).toMatch(/^2 more refusals/);
+    expect(audit.slice(-2).map((e) => [e.requester, e.reason?.split(' ')[0]])).toEqual([
+      [null, '2'],
+      ['spiffe://td/ns/a/sa/b', '3'],
+    ]);
     for (let i = 0; i < 3; i++) o.refused('AUTH_MISSING', 'no', ctx);
     sink.recordAudit = () => {
       throw new Error('inventory recorder is closed');
