@@ -159,7 +159,8 @@ export const STORE_THREAD_NICE = 5;
  * together (two processes opening a fresh inventory at the same moment) each holds the shared lock
  * the other waits for: SQLite answers SQLITE_BUSY at once, without its busy handler, to avoid the
  * deadlock. So retry, with a short random pause, for as long as busy_timeout would have waited.
- * Runs inside the worker (its source is copied into WORKER_SOURCE): plain JavaScript, no imports.
+ * Runs inside the worker (its source is copied into WORKER_SOURCE): plain JavaScript, no imports,
+ * and no nested functions (a bundler's keep-names helper would follow them into the worker).
  */
 export function setWalMode(db: { pragma(sql: string): unknown }, timeoutMs: number): void {
   const deadline = Date.now() + timeoutMs;
@@ -169,7 +170,8 @@ export function setWalMode(db: { pragma(sql: string): unknown }, timeoutMs: numb
       db.pragma('journal_mode = WAL');
       return;
     } catch (err) {
-      if ((err as { code?: unknown } | null)?.code !== 'SQLITE_BUSY' || Date.now() >= deadline) throw err;
+      // SQLITE_BUSY, or an extended code of it (better-sqlite3 turns extended codes on).
+      if (!String((err as { code?: unknown } | null)?.code).startsWith('SQLITE_BUSY') || Date.now() >= deadline) throw err;
       Atomics.wait(pause, 0, 0, 5 + Math.floor(Math.random() * 10));
     }
   }

@@ -70,7 +70,7 @@ export function workerConfig(): Promise<{ config: MeshcertConfig; port: number }
 
 export interface WorkerPool {
   readonly port: number;
-  /** Workers listening now (not those still starting). */
+  /** Workers taking connections now (not those still starting, catching up with a reload, or retiring). */
   readonly serving: () => number;
   /** Open connections the primary has handed to each serving worker. */
   readonly connections: () => Array<{ worker: number; open: number }>;
@@ -172,6 +172,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
    * connections, no reloads, not counted as serving) while a replacement starts with that config.
    */
   const retiring = new Set<Worker>();
+  /** Workers the dispatcher hands connections to (what readiness counts). */
+  const taking = new Set<Worker>();
   let draining = false;
   const dispatcher = new ConnectionDispatcher<DispatchTarget>(logger);
   const port = await dispatcher.listen(config.server.listen);
@@ -189,8 +191,20 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           return true;
         },
       };
+      /**
+       * Connections go to a worker only once it serves with the config in force: one started
+       * during a reload is held back until it has caught up (a refusal retires it instead).
+       */
+      const dispatchTo = (): void => {
+        if (stopping || retiring.has(w) || !w.isConnected()) return;
+        taking.add(w);
+        dispatcher.add(target);
+      };
       // Before 'exit' when the worker closes its channel (it is exiting): no more hand-offs.
-      w.on('disconnect', () => dispatcher.remove(target));
+      w.on('disconnect', () => {
+        taking.delete(w);
+        dispatcher.remove(target);
+      });
       let listening = false;
       // A send to a worker that has just exited fails with EPIPE, emitted here: never fatal.
       w.on('error', (err: Error) => logger.debug({ err, pid: w.process.pid }, 'IPC to a worker failed'));
@@ -213,6 +227,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           const back = rollbacks.get(m.id);
           const caughtUp = catchUps.get(m.id);
           if (round) {
+            // A worker being retired has left the round (retire() answered for it).
+            if (retiring.has(w)) return;
             if (m.error) round.errors.push(m.error);
             else {
               configOf.set(w, round.config);
@@ -228,25 +244,35 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
             // that succeeds brings it to the config in force.
             if (m.error) {
               logger.error({ pid: w.process.pid, error: m.error }, 'a worker could not go back to the configuration in force after a rejected reload; it serves with the rejected one until a reload succeeds');
-            } else configOf.set(w, back.config);
+            } else {
+              configOf.set(w, back.config);
+              // A reload may have succeeded since it was sent.
+              catchUp(w);
+            }
           } else if (caughtUp) {
             catchUps.delete(m.id);
             catchingUp.delete(w);
             if (m.error) retire(w, target, m.error);
-            else configOf.set(w, caughtUp.config);
+            else {
+              configOf.set(w, caughtUp.config);
+              // A reload that succeeded meanwhile (this worker was not among its targets while it
+              // caught up) is the next catch-up; once current, it takes connections.
+              if (configOf.get(w) === currentConfig) dispatchTo();
+              else catchUp(w);
+            }
           }
         } else if (m.type === 'listening') {
           listening = true;
           serving.add(w);
           resolve();
-          // Given its config before a reload took effect: bring it to the one in force.
-          catchUp(w);
           // Before any connection (IPC keeps order): a replacement started while the inventory
           // refuses (inventory.failClosed) must refuse too, not wait for the state to change.
           send(w, { type: 'inventory-state', accepting: hooks.accepting?.() ?? true });
           // Stopping already (another worker failed to start): this one drains right away.
           if (stopping) send(w, { type: 'shutdown' });
-          else dispatcher.add(target);
+          // Given its config before a reload took effect: brought to the one in force first.
+          else if (configOf.get(w) === currentConfig) dispatchTo();
+          else catchUp(w);
           if (draining) send(w, { type: 'draining' });
         } else if (m.type === 'fatal') {
           reject(m.config ? new ConfigError(m.message) : new Error(m.message));
@@ -255,6 +281,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       w.on('exit', (code, signal) => {
         live.delete(w);
         serving.delete(w);
+        taking.delete(w);
         configOf.delete(w);
         const last = lastMetrics.get(w);
         if (last) retired.retire(last);
@@ -328,7 +355,10 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   const retire = (w: Worker, target: DispatchTarget, error: string): void => {
     if (stopping || retiring.has(w)) return;
     retiring.add(w);
+    // It leaves any reload round under way: its answer there no longer counts.
+    for (const id of [...reloadRounds.keys()]) answered(id, w);
     logger.error({ pid: w.process.pid, error }, 'a worker refused the configuration in force; draining it and starting a replacement, so that none serves with the configuration before');
+    taking.delete(w);
     dispatcher.remove(target);
     send(w, { type: 'shutdown' });
     setTimeout(() => {
@@ -385,7 +415,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   broadcast.unref();
   return {
     port,
-    serving: () => [...serving].filter((w) => w.isConnected() && !retiring.has(w)).length,
+    serving: () => [...taking].filter((w) => w.isConnected()).length,
     connections: () => dispatcher.openCounts(),
     async reload(next) {
       // Only workers that listen have their message handler; one still starting asks for the
@@ -402,6 +432,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           // Put the workers that applied it (or may yet: those that did not answer) back on the
           // config in force. The others never left it.
           for (const w of [...round.applied, ...silent]) {
+            if (!live.has(w) || retiring.has(w)) continue;
             const back = ++nextId;
             rollbacks.set(back, { worker: w, config: currentConfig });
             send(w, { type: 'reload', id: back, config: currentConfig });

@@ -40,11 +40,16 @@ export async function workerMain(): Promise<number> {
     if (process.connected) process.send!(m, undefined, {}, () => process.exit(code));
     else process.exit(code);
   };
+  // One reload at a time, in the order sent: the primary's bookkeeping (a catch-up, then a round,
+  // then a rollback) assumes the last one answered is the one in force.
+  let reloads: Promise<void> = Promise.resolve();
   const applyReload = (m: Extract<PrimaryMessage, { type: 'reload' }>): void => {
-    running!.reload(m.config).then(
-      () => send({ type: 'reloaded', id: m.id }),
-      (err: unknown) => send({ type: 'reloaded', id: m.id, error: err instanceof Error ? err.message : String(err) }),
-    );
+    reloads = reloads
+      .then(() => running!.reload(m.config))
+      .then(
+        () => send({ type: 'reloaded', id: m.id }),
+        (err: unknown) => send({ type: 'reloaded', id: m.id, error: err instanceof Error ? err.message : String(err) }),
+      );
   };
   // Connections the primary handed over that have closed, reported in one message per turn of
   // the event loop (a shed or a drain closes thousands at once).

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../../src/config/load.js';
@@ -96,11 +97,12 @@ class FakeWorker extends EventEmitter {
   }
 }
 
-describe('startWorkers: a worker that refuses the configuration in force', () => {
+describe('startWorkers: workers started during a reload, and rejected reloads', () => {
   const lines: string[] = [];
   const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
   const pools: WorkerPool[] = [];
   afterEach(async () => {
+    vi.useRealTimers();
     for (const p of pools.splice(0)) {
       const stopped = p.shutdown();
       for (const w of fake.forked) if (!w.isDead()) w.exit(0);
@@ -111,7 +113,12 @@ describe('startWorkers: a worker that refuses the configuration in force', () =>
   });
 
   const config = (extra: Record<string, unknown> = {}): MeshcertConfig =>
-    parseConfig({ dataDir: '/nonexistent/meshcert-test', server: { listen: '127.0.0.1:0', workers: 2 }, ...extra } as ConfigInput, {}, 'config', '/');
+    parseConfig({ dataDir: '/nonexistent/meshcert-test', server: { listen: '127.0.0.1:0', workers: 2, shutdownGrace: 1 }, ...extra } as ConfigInput, {}, 'config', '/');
+  /** A config a reload may bring (a new object: the primary tells configs apart by identity). */
+  const revoking = (): MeshcertConfig => config({ auth: { revokedClientCertificates: [{ issuedBefore: '2026-11-30T00:00:00Z' }] } });
+  const msgs = (): string[] => lines.map((l) => (JSON.parse(l) as { msg: string }).msg);
+  const lastReload = (w: FakeWorker) => w.reloads().at(-1)!;
+  const answer = (w: FakeWorker, error?: string): void => w.say({ type: 'reloaded', id: lastReload(w).id, ...(error === undefined ? {} : { error }) });
 
   /** Two workers serving with `c`. */
   async function twoServing(c: MeshcertConfig): Promise<WorkerPool> {
@@ -123,100 +130,180 @@ describe('startWorkers: a worker that refuses the configuration in force', () =>
     return pool;
   }
 
-  it('started during a reload and refusing the catch-up: drained and replaced by a worker given the config in force', async () => {
+  /** Kills `b` and returns its replacement, which has asked for (and been given) the config in force. */
+  async function replacementOf(b: FakeWorker): Promise<FakeWorker> {
+    const before = fake.forked.length;
+    b.exit(1);
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(before + 1));
+    const c = fake.forked[before]!;
+    c.say({ type: 'need-config' });
+    return c;
+  }
+
+  /** Which of `workers` the primary hands a new connection to (each is handed in a 'connection' message). */
+  async function connectionGoesTo(pool: WorkerPool, workers: FakeWorker[]): Promise<FakeWorker[]> {
+    const counts = workers.map((w) => w.sent.filter((m) => m.type === 'connection').length);
+    const socket = connect(pool.port, '127.0.0.1');
+    await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    await new Promise((r) => setTimeout(r, 50));
+    socket.destroy();
+    return workers.filter((w, i) => w.sent.filter((m) => m.type === 'connection').length > counts[i]!);
+  }
+
+  it('one started before a reload took effect is caught up before it takes connections; refusing, it is drained and replaced by one given the config in force', async () => {
     const before = config();
     const pool = await twoServing(before);
     const [a, b] = fake.forked;
-    // b dies; its replacement asks for the config while a reload is under way, so it gets the one before.
-    b!.exit(1);
-    await vi.waitFor(() => expect(fake.forked).toHaveLength(3));
-    const c = fake.forked[2]!;
-    c.say({ type: 'need-config' });
+    const c = await replacementOf(b!);
     expect(c.sent.find((m) => m.type === 'config')).toMatchObject({ config: before });
-    const next = config({ auth: { revokedClientCertificates: [{ issuedBefore: '2026-11-30T00:00:00Z' }] } });
+    const next = revoking();
     const reloading = pool.reload(next);
-    const round = a!.reloads().at(-1)!;
-    expect(round.config).toBe(next);
-    a!.say({ type: 'reloaded', id: round.id });
+    expect(lastReload(a!).config).toBe(next);
+    answer(a!);
     await reloading;
-    // c listens and is brought to the config in force, which it refuses.
+    // c listens: it is sent the config in force, and takes no connection meanwhile.
     c.say({ type: 'listening', port: 0 });
-    const catchUp = c.reloads().at(-1)!;
-    expect(catchUp.config).toBe(next);
-    expect(pool.serving()).toBe(2);
-    c.say({ type: 'reloaded', id: catchUp.id, error: 'cannot read /ca/ca-key.pem' });
+    expect(lastReload(c).config).toBe(next);
+    expect(pool.serving()).toBe(1);
+    // Two connections: with c in the dispatcher, the second would go to it (fewest open).
+    for (let i = 0; i < 2; i++) expect(await connectionGoesTo(pool, [a!, c])).toEqual([a]);
+    answer(c, 'cannot read /ca/ca-key.pem');
     expect(c.sent.at(-1)).toEqual({ type: 'shutdown' });
-    expect(pool.serving(), 'a retiring worker is not counted as serving').toBe(1);
+    expect(pool.serving()).toBe(1);
     expect(lines.join('')).toMatch(/"error":"cannot read \/ca\/ca-key.pem".*"msg":"a worker refused the configuration in force; draining it and starting a replacement/);
-    // Its replacement starts at once, with the config in force.
+    // Its replacement starts at once, with the config in force, and takes connections once it listens.
     await vi.waitFor(() => expect(fake.forked).toHaveLength(4));
     const d = fake.forked[3]!;
     d.start();
     expect(d.sent.find((m) => m.type === 'config')).toMatchObject({ config: next });
     expect(d.reloads(), 'given the config in force at start: nothing to catch up').toEqual([]);
     expect(pool.serving()).toBe(2);
-    // The retired worker leaves once drained; that is no crash, and starts no other replacement.
-    c.exit(0);
-    await new Promise((r) => setTimeout(r, 50));
-    expect(fake.forked).toHaveLength(4);
-    expect(lines.filter((l) => l.includes('worker died')).map((l) => JSON.parse(l).pid)).toEqual([b!.process.pid]);
-    // A later reload goes to the workers serving, not to the one that left.
-    const later = pool.reload(config({ auth: { revokedClientCertificates: [] } }));
-    for (const w of [a!, d]) w.say({ type: 'reloaded', id: w.reloads().at(-1)!.id });
-    await later;
+    expect(await connectionGoesTo(pool, [a!, c, d])).not.toContain(c);
+    // A reload while c drains goes to a and d only, and succeeds without c's answer.
+    const later = revoking();
+    const reloadingLater = pool.reload(later);
+    for (const w of [a!, d]) answer(w);
+    await reloadingLater;
     expect(c.reloads()).toHaveLength(1);
+    // The retired worker leaves once drained; that is no crash, and starts no other replacement
+    // (one would come within the 200 ms pause of a second restart).
+    c.exit(0);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(fake.forked).toHaveLength(4);
+    expect(lines.filter((l) => l.includes('worker died')).map((l) => (JSON.parse(l) as { pid: number }).pid)).toEqual([b!.process.pid]);
+  });
+
+  it('one that caught up to a config a later reload replaced is caught up again, then takes connections', async () => {
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked;
+    const c = await replacementOf(b!);
+    const first = revoking();
+    const reloading = pool.reload(first);
+    answer(a!);
+    await reloading;
+    // A second reload begins while c still starts (so it is not among its targets); c listens
+    // meanwhile and is sent the config in force then, the first.
+    const second = revoking();
+    const reloadingAgain = pool.reload(second);
+    c.say({ type: 'listening', port: 0 });
+    expect(c.reloads().map((r) => r.config)).toEqual([first]);
+    answer(a!);
+    await reloadingAgain;
+    // c answers for the first: it is sent the second, and takes connections only once it has it.
+    answer(c);
+    expect(lastReload(c).config).toBe(second);
+    expect(await connectionGoesTo(pool, [a!, c])).toEqual([a]);
+    answer(c);
+    expect(pool.serving()).toBe(2);
+    expect(await connectionGoesTo(pool, [a!, c])).toEqual([c]);
+    expect(msgs()).not.toContain('a worker refused the configuration in force; draining it and starting a replacement, so that none serves with the configuration before');
+  });
+
+  it('one retired during a reload round leaves the round: its refusal there does not reject the reload', async () => {
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked;
+    const c = await replacementOf(b!);
+    const first = revoking();
+    const reloading = pool.reload(first);
+    answer(a!);
+    await reloading;
+    c.say({ type: 'listening', port: 0 });
+    const catchUp = lastReload(c);
+    // c is a target of the next round too (it serves, catching up).
+    const second = revoking();
+    const reloadingAgain = pool.reload(second);
+    expect(lastReload(c).config).toBe(second);
+    answer(a!);
+    // c refuses the catch-up (retired), then the round: the round goes on without it.
+    c.say({ type: 'reloaded', id: catchUp.id, error: 'cannot read /ca/ca-key.pem' });
+    answer(c, 'cannot read /ca/ca-key.pem');
+    await expect(reloadingAgain).resolves.toBeUndefined();
+    expect(a!.reloads().map((r) => r.config)).toEqual([first, second]);
+    expect(c.sent.filter((m) => m.type === 'shutdown')).toHaveLength(1);
   });
 
   it('after a rejected reload: only the workers that applied it are sent back; one that cannot go back is logged, not retired', async () => {
     const before = config();
     const pool = await twoServing(before);
     const [a, b] = fake.forked;
-    const next = config({ auth: { revokedClientCertificates: [{ issuedBefore: '2026-11-30T00:00:00Z' }] } });
+    const next = revoking();
     const reloading = pool.reload(next);
     // a applies it, b refuses it: the reload is rejected and a is sent the config in force.
-    a!.say({ type: 'reloaded', id: a!.reloads().at(-1)!.id });
-    b!.say({ type: 'reloaded', id: b!.reloads().at(-1)!.id, error: 'jwksFile /keys.json: cannot read JSON' });
+    answer(a!);
+    answer(b!, 'jwksFile /keys.json: cannot read JSON');
     await expect(reloading).rejects.toThrow('jwksFile /keys.json: cannot read JSON');
     expect(a!.reloads().map((r) => r.config)).toEqual([next, before]);
     expect(b!.reloads().map((r) => r.config), 'b never left the config in force').toEqual([next]);
     // a cannot go back (the file it would re-read is the broken one): said, and a serves on.
-    a!.say({ type: 'reloaded', id: a!.reloads().at(-1)!.id, error: 'jwksFile /keys.json: cannot read JSON' });
+    answer(a!, 'jwksFile /keys.json: cannot read JSON');
     expect(lines.join('')).toMatch(/"pid":\d+,"error":"jwksFile \/keys.json: cannot read JSON","msg":"a worker could not go back to the configuration in force after a rejected reload; it serves with the rejected one until a reload succeeds"/);
     expect(a!.sent.map((m) => m.type)).not.toContain('shutdown');
     await new Promise((r) => setTimeout(r, 150));
     expect(fake.forked).toHaveLength(2);
     expect(pool.serving()).toBe(2);
     // The next reload that succeeds reaches both.
-    const fixed = config({ auth: { revokedClientCertificates: [] } });
+    const fixed = revoking();
     const again = pool.reload(fixed);
-    for (const w of [a!, b!]) w.say({ type: 'reloaded', id: w.reloads().at(-1)!.id });
+    for (const w of [a!, b!]) answer(w);
     await again;
-    expect(a!.reloads().at(-1)!.config).toBe(fixed);
-    expect(b!.reloads().at(-1)!.config).toBe(fixed);
+    expect(lastReload(a!).config).toBe(fixed);
+    expect(lastReload(b!).config).toBe(fixed);
   });
 
-  it('is killed when it does not drain within the grace period', async () => {
-    const c0 = config({ server: { listen: '127.0.0.1:0', workers: 2, shutdownGrace: 1 } });
-    const pool = await twoServing(c0);
+  it('after a rejected reload: a worker that did not answer in time is sent back too, and one that goes back is not sent anything more', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    const before = config();
+    const pool = await twoServing(before);
     const [a, b] = fake.forked;
-    b!.exit(1);
-    await vi.waitFor(() => expect(fake.forked).toHaveLength(3));
-    const c = fake.forked[2]!;
-    c.say({ type: 'need-config' });
-    const reloading = pool.reload(config({ server: { listen: '127.0.0.1:0', workers: 2, shutdownGrace: 1 }, auth: { revokedClientCertificates: [] } }));
-    a!.say({ type: 'reloaded', id: a!.reloads().at(-1)!.id });
+    const reloading = pool.reload(revoking());
+    answer(a!);
+    const rejected = expect(reloading).rejects.toThrow('a worker did not answer the reload within 30s');
+    vi.advanceTimersByTime(30_000);
+    await rejected;
+    expect(lastReload(a!).config).toBe(before);
+    expect(lastReload(b!).config).toBe(before);
+    answer(a!);
+    answer(b!);
+    expect(a!.reloads()).toHaveLength(2);
+    expect(b!.reloads()).toHaveLength(2);
+    expect(msgs().filter((m) => m.startsWith('a worker'))).toEqual([]);
+  });
+
+  it('a retired worker that does not drain within the grace period is killed', async () => {
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked;
+    const c = await replacementOf(b!);
+    const reloading = pool.reload(revoking());
+    answer(a!);
     await reloading;
     vi.useFakeTimers({ toFake: ['setTimeout'] });
-    try {
-      c.say({ type: 'listening', port: 0 });
-      c.say({ type: 'reloaded', id: c.reloads().at(-1)!.id, error: 'no' });
-      expect(c.sent.at(-1)).toEqual({ type: 'shutdown' });
-      vi.advanceTimersByTime(5_999);
-      expect(c.kills).toEqual([]);
-      vi.advanceTimersByTime(1);
-      expect(c.kills).toEqual(['SIGKILL']);
-    } finally {
-      vi.useRealTimers();
-    }
+    c.say({ type: 'listening', port: 0 });
+    answer(c, 'no');
+    expect(c.sent.at(-1)).toEqual({ type: 'shutdown' });
+    // server.shutdownGrace (1 s) and a margin of 5.
+    vi.advanceTimersByTime(5_999);
+    expect(c.kills).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(c.kills).toEqual(['SIGKILL']);
   });
 });
