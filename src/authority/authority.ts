@@ -92,10 +92,12 @@ export class Authority {
 
   async issue(req: CertificateRequest): Promise<IssuedCertificate> {
     const caller = await this.deps.authenticate(req.auth);
+    /** The workload a node agent asks for, once node authorization has allowed it (for the audit trail). */
+    const forWorkload: { identity?: string } = {};
     try {
       if (this.deps.signatures === 'inline') {
         return await this.run(() => {
-          const d = this.decide(caller, req);
+          const d = this.decide(caller, req, forWorkload);
           verifyCsrProof(d.proof);
           stopIfCancelled(req);
           this.deps.beforeSign?.();
@@ -108,7 +110,7 @@ export class Authority {
           return issued(d, leaf);
         });
       }
-      const d = await this.run(() => this.decide(caller, req));
+      const d = await this.run(() => this.decide(caller, req, forWorkload));
       // Proof of possession before anything is signed.
       await verifyCsrProofAsync(d.proof);
       stopIfCancelled(req);
@@ -121,7 +123,10 @@ export class Authority {
       }
       return issued(d, leaf);
     } catch (e) {
-      if (e instanceof CaError) e.caller = caller.identities[0];
+      if (e instanceof CaError) {
+        e.caller = caller.identities[0];
+        if (forWorkload.identity !== undefined) e.identity = forWorkload.identity;
+      }
       throw e;
     }
   }
@@ -130,7 +135,7 @@ export class Authority {
     return this.deps.schedule ? this.deps.schedule(work) : Promise.resolve().then(work);
   }
 
-  private decide(caller: Caller, req: CertificateRequest): Decision {
+  private decide(caller: Caller, req: CertificateRequest, forWorkload: { identity?: string }): Decision {
     // A call that waited its turn (a restart storm queues thousands) may have lost its client meanwhile.
     stopIfCancelled(req);
     const registry = this.deps.issuers();
@@ -144,6 +149,7 @@ export class Authority {
         throw new CaError('IMPERSONATION_DENIED', 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads (ambient mode is off)');
       }
       this.deps.nodeAuthorizer.authorize(caller, impersonate);
+      forWorkload.identity = impersonate;
       subject = { ...caller, identities: [impersonate] };
     }
     // Per workload identity: every ztunnel shares one service account, so key on who the

@@ -7,6 +7,8 @@ export interface CallContext {
   readonly peer: string;
   /** The caller's identity when authentication got that far (refusals after authentication). */
   readonly caller?: string;
+  /** The workload a node agent (ztunnel) asked for, once node authorization allowed it. */
+  readonly identity?: string;
 }
 
 /** Told about every decision (metrics, inventory, audit). Must not throw or block. */

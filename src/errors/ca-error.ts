@@ -33,6 +33,7 @@ export class CaError extends Error {
   readonly code: CaErrorCode;
   /** Who asked and for what, when known (for the audit trail; never sent to the client). */
   caller?: string;
+  /** The workload a node agent asked for (ambient), once node authorization allowed it. */
   identity?: string;
 
   constructor(code: CaErrorCode, message: string, options?: { cause?: unknown }) {

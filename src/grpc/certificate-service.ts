@@ -89,7 +89,8 @@ function refuse(deps: Pick<CertificateServiceDeps, 'logger' | 'observer'>, err: 
   const { logger, observer } = deps;
   const failure = toGrpcFailure(err);
   const caller = err instanceof CaError ? err.caller : undefined;
-  const c = { ...ctx, ...(caller ? { caller } : {}) };
+  const identity = err instanceof CaError ? err.identity : undefined;
+  const c = { ...ctx, ...(caller ? { caller } : {}), ...(identity ? { identity } : {}) };
   if (failure.code === Status.INTERNAL) logger.error({ err, peer: c.peer, code: failure.reason }, 'internal error while issuing');
   // A key not read yet is no outage, and a forger can provoke it at will: not a warning.
   else if (failure.reason === 'AUTH_BACKEND_UNAVAILABLE' && !(err instanceof SigningKeyPendingError)) logger.warn({ err, code: failure.reason }, 'authentication backend unavailable');

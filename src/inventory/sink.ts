@@ -124,39 +124,45 @@ class RowBucket {
 }
 
 /**
- * Records every issuance and audits every refusal, into a sink. No secrets: identities and codes
+ * Records every issuance and audits refusals (within the bounds below), into a sink. No secrets: identities and codes
  * only. An issuance's audit entry is its certificate record (who asked, for which identity, when,
  * under which rule, serial): writing a second row for it would double the store's write load at
  * thousands of certificates per second for no information.
  *
  * Audit rows are kept for a year, so refusals get rows from token buckets: one for callers that
  * did not authenticate (what anyone who reaches the port can produce at will), and one for each
- * authenticated caller; a burst of 50, then one a second, per replica (`share` is this process's
- * part). The rest are counted in one row a minute per bucket and process (codes listed), so neither
- * junk nor a misbehaving workload can fill the store's disk. An unauthenticated call's `clusterid`
- * is stored only when it could be a cluster name, and any refusal's text is cut at 1 KiB.
+ * authenticated caller (a node agent's: for each workload it asked for); a burst of 50, then one a
+ * second, per replica (`share` is this process's part). The rest are counted in one row a minute
+ * per bucket and process (codes listed), so neither junk nor a misbehaving workload can fill the
+ * store's disk. An unauthenticated call's `clusterid` is stored only when it could be a cluster
+ * name, and any refusal's text is cut at 1 KiB.
  */
 export function inventoryObserver(sink: RecordSink, now: () => number = Date.now, share = 1): InventoryObserver {
   // Each of N worker processes keeps 1/N of each bucket, so the replica's bound does not grow with N.
   const rows = (burst: number, perSecond: number, write: (u: Uncounted) => void): RowBucket =>
     new RowBucket(Math.max(1, Math.ceil(burst * share)), perSecond * share, now, write);
-  const summary = (u: Uncounted, requester: string | null, whose: string, burst: number, perSecond: number): AuditEvent => ({
+  const summary = (u: Uncounted, requester: string | null, identity: string | null, whose: string, burst: number, perSecond: number): AuditEvent => ({
     at: new Date(u.since),
     requester,
-    identity: null,
+    identity,
     cluster: null,
     decision: 'refused',
     code: [...u.codes].sort().join(','),
     reason: `${u.count} more refusals of ${whose} from this time on, not recorded one by one (over ${burst} at once or ${perSecond} a second)`,
   });
   const anonymous = rows(ANONYMOUS_AUDIT_BURST, ANONYMOUS_AUDIT_PER_SECOND, (u) =>
-    sink.recordAudit(summary(u, null, 'unauthenticated calls', ANONYMOUS_AUDIT_BURST, ANONYMOUS_AUDIT_PER_SECOND)),
+    sink.recordAudit(summary(u, null, null, 'unauthenticated calls', ANONYMOUS_AUDIT_BURST, ANONYMOUS_AUDIT_PER_SECOND)),
   );
-  /** Least recently refused first (a Map keeps insertion order; each refusal moves its caller last). */
+  /**
+   * By caller, and for a node agent (ztunnel) by the workload it asked for: every ztunnel shares
+   * one service account, and one pod refused in a loop must not take the rows of the others.
+   * Least recently refused first (a Map keeps insertion order; each refusal moves its key last).
+   */
   const callers = new Map<string, RowBucket>();
-  const callerRows = (caller: string): RowBucket => {
-    let bucket = callers.get(caller);
-    if (bucket) callers.delete(caller);
+  const callerRows = (caller: string, identity: string | undefined): RowBucket => {
+    const key = identity === undefined ? caller : `${caller}\n${identity}`;
+    let bucket = callers.get(key);
+    if (bucket) callers.delete(key);
     else {
       if (callers.size >= MAX_TRACKED_CALLERS) {
         const [oldest, dropped] = callers.entries().next().value as [string, RowBucket];
@@ -164,10 +170,12 @@ export function inventoryObserver(sink: RecordSink, now: () => number = Date.now
         callers.delete(oldest);
       }
       bucket = rows(CALLER_AUDIT_BURST, CALLER_AUDIT_PER_SECOND, (u) =>
-        sink.recordAudit(summary(u, storable(caller), 'calls by this caller', CALLER_AUDIT_BURST, CALLER_AUDIT_PER_SECOND)),
+        sink.recordAudit(
+          summary(u, storable(caller), storable(identity ?? null), identity === undefined ? 'calls by this caller' : 'calls by this caller for this identity', CALLER_AUDIT_BURST, CALLER_AUDIT_PER_SECOND),
+        ),
       );
     }
-    callers.set(caller, bucket);
+    callers.set(key, bucket);
     return bucket;
   };
   return {
@@ -179,13 +187,13 @@ export function inventoryObserver(sink: RecordSink, now: () => number = Date.now
       sink.record(recordFromIssued(cert, ctx));
     },
     refused(code, reason, ctx) {
-      if (!(ctx.caller ? callerRows(ctx.caller) : anonymous).admit(code)) return;
+      if (!(ctx.caller ? callerRows(ctx.caller, ctx.identity) : anonymous).admit(code)) return;
       // An authenticated caller's cluster is a configured one (authentication checked the header).
       const cluster = ctx.caller ? ctx.clusterId || null : ctx.clusterId && isPlausibleClusterId(ctx.clusterId) ? ctx.clusterId : null;
       sink.recordAudit({
         at: new Date(),
         requester: storable(ctx.caller ?? null),
-        identity: null,
+        identity: storable(ctx.identity ?? null),
         cluster: storable(cluster),
         decision: 'refused',
         code,

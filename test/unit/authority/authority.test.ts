@@ -123,6 +123,27 @@ describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s'
     expect(signed()).toBe(0);
   });
 
+  it('names the workload a node agent asked for on a refusal once node authorization allowed it (the audit keys on it), not before', async () => {
+    const web = 'spiffe://cluster.local/ns/shop/sa/web';
+    const nodeAuthorizer = {
+      authorize: (_c: Caller, id: string) => {
+        if (id.endsWith('/elsewhere')) throw new CaError('IMPERSONATION_DENIED', `${id} runs on no pod of this node`);
+      },
+    };
+    const { authority: a } = authority(mode, { nodeAuthorizer });
+    const { der } = await makeCsr({ uris: [web] });
+    const impersonating = (id: string, pem: string): CertificateRequest => ({ ...request(pem), metadata: { ImpersonatedIdentity: id } });
+    // Refused after the decision (the CSR's signature): caller and workload.
+    const late = await refusal(a.issue(impersonating(web, derToPem(tamperSignature(der)))));
+    expect([late.code, late.caller, late.identity]).toEqual(['CSR_BAD_SIGNATURE', ID, web]);
+    // Refused in the decision (the CSR asks for another identity than the one impersonated).
+    const other = await refusal(a.issue(impersonating('spiffe://cluster.local/ns/shop/sa/db', derToPem(der))));
+    expect([other.caller, other.identity]).toEqual([ID, 'spiffe://cluster.local/ns/shop/sa/db']);
+    // Refused by node authorization: the workload named is the caller's claim, not an identity.
+    const denied = await refusal(a.issue(impersonating('spiffe://cluster.local/ns/shop/sa/elsewhere', derToPem(der))));
+    expect([denied.code, denied.caller, denied.identity]).toEqual(['IMPERSONATION_DENIED', ID, undefined]);
+  });
+
   it('refuses a call whose client is already gone with CANCELLED before deciding anything', async () => {
     const { pem } = await makeCsr();
     const { authority: a, trace, signed } = authority(mode);

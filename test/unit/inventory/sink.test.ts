@@ -93,6 +93,26 @@ describe('inventoryObserver', () => {
     expect(audit.filter((e) => e.reason?.includes('more refusals'))).toHaveLength(1);
   });
 
+  it('gives a node agent (ztunnel) a bucket for each workload it asks for, and records the workload with the refusal', () => {
+    const { sink, audit } = auditSink();
+    const o = inventoryObserver(sink, () => 1_800_000_000_000);
+    const ztunnel = 'spiffe://td/ns/istio-system/sa/ztunnel';
+    const web = 'spiffe://td/ns/shop/sa/web';
+    const db = 'spiffe://td/ns/shop/sa/db';
+    for (let i = 0; i < CALLER_AUDIT_BURST + 4; i++) o.refused('POLICY_DENIED', 'no', { ...ctx, caller: ztunnel, identity: web });
+    o.refused('POLICY_DENIED', 'no', { ...ctx, caller: ztunnel, identity: db });
+    o.refused('IMPERSONATION_DENIED', 'no', { ...ctx, caller: ztunnel });
+    expect(audit).toHaveLength(CALLER_AUDIT_BURST + 2);
+    expect(audit.slice(-3).map((e) => [e.requester, e.identity])).toEqual([
+      [ztunnel, web],
+      [ztunnel, db],
+      [ztunnel, null],
+    ]);
+    o.flush();
+    expect(audit.at(-1)).toMatchObject({ requester: ztunnel, identity: web });
+    expect(audit.at(-1)!.reason).toMatch(/^4 more refusals of calls by this caller for this identity from this time on/);
+  });
+
   it(`keeps the buckets of at most ${MAX_TRACKED_CALLERS} callers, writing out the count of the one it drops`, () => {
     const { sink, audit } = auditSink();
     const o = inventoryObserver(sink, () => 1_800_000_000_000);
@@ -104,7 +124,7 @@ describe('inventoryObserver', () => {
     const rows = audit.length;
     o.refused('POLICY_DENIED', 'no', { ...ctx, caller: 'spiffe://td/ns/a/sa/one-more' });
     expect(audit.slice(rows).map((e) => e.requester)).toEqual(['spiffe://td/ns/a/sa/one-more']);
-    // Now the first is the least recently refused: the next new caller drops its bucket, and its count is written.
+    // Refused again in the same order, the callers dropped in turn drop the first too, its count written.
     for (let i = 1; i < MAX_TRACKED_CALLERS; i++) o.refused('POLICY_DENIED', 'no', { ...ctx, caller: `spiffe://td/ns/a/sa/s${i}` });
     o.refused('POLICY_DENIED', 'no', { ...ctx, caller: 'spiffe://td/ns/a/sa/two-more' });
     const dropped = audit.filter((e) => e.reason?.includes('more refusals'));
