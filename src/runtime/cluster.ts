@@ -168,12 +168,13 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   const catchUps = new Map<number, { worker: Worker; config: MeshcertConfig }>();
   const catchingUp = new Set<Worker>();
   /**
-   * Workers being replaced because they refused the config in force: they drain (no new
-   * connections, no reloads, not counted as serving) while a replacement starts with that config.
+   * Workers being replaced because they refused the config in force (or did not answer): they
+   * drain (no new connections, no reloads, not counted as serving) while a replacement starts.
    */
   const retiring = new Set<Worker>();
-  /** Workers the dispatcher hands connections to (what readiness counts). */
-  const taking = new Set<Worker>();
+  /** Each worker's place in the dispatcher, and how to give it one (see `settle`). */
+  const targetOf = new Map<Worker, DispatchTarget>();
+  const admitOf = new Map<Worker, () => void>();
   let draining = false;
   const dispatcher = new ConnectionDispatcher<DispatchTarget>(logger);
   const port = await dispatcher.listen(config.server.listen);
@@ -191,20 +192,16 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           return true;
         },
       };
-      /**
-       * Connections go to a worker only once it serves with the config in force: one started
-       * during a reload is held back until it has caught up (a refusal retires it instead).
-       */
-      const dispatchTo = (): void => {
-        if (stopping || retiring.has(w) || !w.isConnected()) return;
-        taking.add(w);
+      /** The worker's last word on its memory, kept for when it is admitted (see settle). */
+      let short = false;
+      targetOf.set(w, target);
+      admitOf.set(w, () => {
+        if (stopping || retiring.has(w) || !w.isConnected() || dispatcher.has(target)) return;
         dispatcher.add(target);
-      };
-      // Before 'exit' when the worker closes its channel (it is exiting): no more hand-offs.
-      w.on('disconnect', () => {
-        taking.delete(w);
-        dispatcher.remove(target);
+        if (short) dispatcher.setShortOfMemory(target, true);
       });
+      // Before 'exit' when the worker closes its channel (it is exiting): no more hand-offs.
+      w.on('disconnect', () => dispatcher.remove(target));
       let listening = false;
       // A send to a worker that has just exited fails with EPIPE, emitted here: never fatal.
       w.on('error', (err: Error) => logger.debug({ err, pid: w.process.pid }, 'IPC to a worker failed'));
@@ -215,6 +212,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         } else if (m.type === 'connections-closed') {
           dispatcher.closed(target, m.count);
         } else if (m.type === 'memory-pressure') {
+          short = m.high;
           dispatcher.setShortOfMemory(target, m.high);
         } else if (m.type === 'metrics') {
           lastMetrics.set(w, m.metrics);
@@ -246,19 +244,15 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
               logger.error({ pid: w.process.pid, error: m.error }, 'a worker could not go back to the configuration in force after a rejected reload; it serves with the rejected one until a reload succeeds');
             } else {
               configOf.set(w, back.config);
-              // A reload may have succeeded since it was sent.
-              catchUp(w);
+              settle(w);
             }
           } else if (caughtUp) {
             catchUps.delete(m.id);
             catchingUp.delete(w);
-            if (m.error) retire(w, target, m.error);
+            if (m.error) retire(w, m.error);
             else {
               configOf.set(w, caughtUp.config);
-              // A reload that succeeded meanwhile (this worker was not among its targets while it
-              // caught up) is the next catch-up; once current, it takes connections.
-              if (configOf.get(w) === currentConfig) dispatchTo();
-              else catchUp(w);
+              settle(w);
             }
           }
         } else if (m.type === 'listening') {
@@ -270,9 +264,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           send(w, { type: 'inventory-state', accepting: hooks.accepting?.() ?? true });
           // Stopping already (another worker failed to start): this one drains right away.
           if (stopping) send(w, { type: 'shutdown' });
-          // Given its config before a reload took effect: brought to the one in force first.
-          else if (configOf.get(w) === currentConfig) dispatchTo();
-          else catchUp(w);
+          else settle(w);
           if (draining) send(w, { type: 'draining' });
         } else if (m.type === 'fatal') {
           reject(m.config ? new ConfigError(m.message) : new Error(m.message));
@@ -281,8 +273,9 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       w.on('exit', (code, signal) => {
         live.delete(w);
         serving.delete(w);
-        taking.delete(w);
         configOf.delete(w);
+        targetOf.delete(w);
+        admitOf.delete(w);
         const last = lastMetrics.get(w);
         if (last) retired.retire(last);
         lastMetrics.delete(w);
@@ -336,13 +329,29 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     a.done();
   };
 
-  /** Sends the config in force to a serving worker that runs another (a refusal retires it). */
+  /**
+   * Connections go to a worker only once it serves with the config in force and no reload is
+   * under way (a worker that listens during one may have been given the config it replaces): one
+   * behind is caught up first, and admitted when it has applied the config (settled again then, and
+   * at the end of every reload). A refusal retires it instead.
+   */
+  const settle = (w: Worker): void => {
+    if (configOf.get(w) !== currentConfig) catchUp(w);
+    else if (reloadRounds.size === 0) admitOf.get(w)?.();
+  };
+
+  /** Sends the config in force to a serving worker that runs another; a refusal, or no answer within 30 s, retires it. */
   const catchUp = (w: Worker): void => {
     if (configOf.get(w) === currentConfig || !serving.has(w) || catchingUp.has(w) || retiring.has(w)) return;
     const id = ++nextId;
     catchUps.set(id, { worker: w, config: currentConfig });
     catchingUp.add(w);
     send(w, { type: 'reload', id, config: currentConfig });
+    setTimeout(() => {
+      if (!catchUps.delete(id)) return;
+      catchingUp.delete(w);
+      retire(w, 'it did not answer within 30s');
+    }, 30_000).unref();
   };
 
   /**
@@ -352,14 +361,14 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
    * and a replacement starts with the config in force (one that cannot start is retried as any
    * replacement is, while the other workers serve; the dispatcher holds connections while none does).
    */
-  const retire = (w: Worker, target: DispatchTarget, error: string): void => {
+  const retire = (w: Worker, error: string): void => {
     if (stopping || retiring.has(w)) return;
     retiring.add(w);
     // It leaves any reload round under way: its answer there no longer counts.
     for (const id of [...reloadRounds.keys()]) answered(id, w);
     logger.error({ pid: w.process.pid, error }, 'a worker refused the configuration in force; draining it and starting a replacement, so that none serves with the configuration before');
-    taking.delete(w);
-    dispatcher.remove(target);
+    const target = targetOf.get(w);
+    if (target) dispatcher.remove(target);
     send(w, { type: 'shutdown' });
     setTimeout(() => {
       if (!w.isDead()) w.process.kill('SIGKILL');
@@ -415,12 +424,17 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   broadcast.unref();
   return {
     port,
-    serving: () => [...taking].filter((w) => w.isConnected()).length,
+    serving: () => dispatcher.openCounts().length,
     connections: () => dispatcher.openCounts(),
     async reload(next) {
-      // Only workers that listen have their message handler; one still starting asks for the
-      // config when it is ready and is brought to the one in force when it listens (catchUp).
-      const targets = [...serving].filter((w) => w.isConnected() && !retiring.has(w));
+      // The workers taking connections. One still starting (it has no message handler yet) asks
+      // for the config when it is ready; one that listens but is held back is caught up and
+      // admitted after this round (settle).
+      const admitted = (w: Worker): boolean => {
+        const target = targetOf.get(w);
+        return target !== undefined && dispatcher.has(target);
+      };
+      const targets = [...serving].filter((w) => w.isConnected() && !retiring.has(w) && admitted(w));
       if (targets.length > 0) {
         const id = ++nextId;
         const round = { config: next, errors: [] as string[], applied: new Set<Worker>() };
@@ -437,12 +451,14 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
             rollbacks.set(back, { worker: w, config: currentConfig });
             send(w, { type: 'reload', id: back, config: currentConfig });
           }
+          // Those held back meanwhile never left it: admitted now.
+          for (const w of serving) if (!admitted(w)) settle(w);
           throw new Error(errors[0]);
         }
       }
       currentConfig = next;
-      // Workers that started while this reload was under way were given the config before it.
-      for (const w of serving) catchUp(w);
+      // Workers held back while this reload was under way: caught up, then admitted.
+      for (const w of serving) if (!admitted(w)) settle(w);
     },
     async workerMetrics(timeoutMs) {
       // Only serving workers: one still starting has no handler yet, and would hold the scrape.

@@ -110,6 +110,11 @@ export class ConnectionDispatcher<T extends DispatchTarget> {
     if (e) e.short = short;
   }
 
+  /** Whether the worker is handed connections (added, and not removed since). */
+  has(target: T): boolean {
+    return this.targets.has(target);
+  }
+
   /** Open connections per serving worker, as this dispatcher counts them. */
   openCounts(): Array<{ worker: number; open: number }> {
     return [...this.targets].map(([t, e]) => ({ worker: t.id, open: e.open }));

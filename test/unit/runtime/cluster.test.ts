@@ -219,27 +219,81 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(msgs()).not.toContain('a worker refused the configuration in force; draining it and starting a replacement, so that none serves with the configuration before');
   });
 
-  it('one retired during a reload round leaves the round: its refusal there does not reject the reload', async () => {
+  it('one that listens while a reload is under way is held back, then caught up (or, the reload rejected, admitted as it is), and is no target of the round', async () => {
+    const before = config();
+    const pool = await twoServing(before);
+    const [a, b] = fake.forked;
+    const c = await replacementOf(b!);
+    const next = revoking();
+    const reloading = pool.reload(next);
+    // c was given the config the reload replaces; it listens before the reload ends.
+    c.say({ type: 'listening', port: 0 });
+    expect(c.reloads()).toEqual([]);
+    expect(pool.serving()).toBe(1);
+    for (let i = 0; i < 2; i++) expect(await connectionGoesTo(pool, [a!, c])).toEqual([a]);
+    answer(a!);
+    await reloading;
+    // Caught up after the round, admitted once it has applied the config.
+    expect(c.reloads().map((r) => r.config)).toEqual([next]);
+    expect(pool.serving()).toBe(1);
+    answer(c);
+    expect(pool.serving()).toBe(2);
+    expect(await connectionGoesTo(pool, [a!, c])).toEqual([c]);
+
+    // A rejected reload: a worker that listened meanwhile runs the config in force, and is admitted as it is.
+    const d = await replacementOf(a!);
+    const rejected = pool.reload(revoking());
+    d.say({ type: 'listening', port: 0 });
+    expect(pool.serving()).toBe(1);
+    answer(c, 'policy does not build');
+    await expect(rejected).rejects.toThrow('policy does not build');
+    expect(d.reloads()).toEqual([]);
+    expect(pool.serving()).toBe(2);
+  });
+
+  it('one held back whose catch-up is not answered within 30 s is retired', async () => {
     const pool = await twoServing(config());
     const [a, b] = fake.forked;
     const c = await replacementOf(b!);
-    const first = revoking();
-    const reloading = pool.reload(first);
+    const reloading = pool.reload(revoking());
+    answer(a!);
+    await reloading;
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    c.say({ type: 'listening', port: 0 });
+    expect(c.reloads()).toHaveLength(1);
+    vi.advanceTimersByTime(29_999);
+    expect(c.sent.at(-1)!.type).toBe('reload');
+    vi.advanceTimersByTime(1);
+    expect(c.sent.at(-1)).toEqual({ type: 'shutdown' });
+    expect(lines.join('')).toMatch(/"error":"it did not answer within 30s","msg":"a worker refused the configuration in force; draining it and starting a replacement/);
+    // Its late answer changes nothing.
+    answer(c);
+    expect(pool.serving()).toBe(1);
+  });
+
+  it('one held back is no target of a reload round, and reporting memory pressure meanwhile, is admitted short of memory: it is handed no connection until it recovers', async () => {
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked;
+    const c = await replacementOf(b!);
+    const reloading = pool.reload(revoking());
     answer(a!);
     await reloading;
     c.say({ type: 'listening', port: 0 });
-    const catchUp = lastReload(c);
-    // c is a target of the next round too (it serves, catching up).
-    const second = revoking();
-    const reloadingAgain = pool.reload(second);
-    expect(lastReload(c).config).toBe(second);
+    c.say({ type: 'memory-pressure', high: true });
+    // A reload while c catches up is not sent to c: it catches up to it afterwards.
+    const later = revoking();
+    const reloadingLater = pool.reload(later);
+    expect(c.reloads()).toHaveLength(1);
     answer(a!);
-    // c refuses the catch-up (retired), then the round: the round goes on without it.
-    c.say({ type: 'reloaded', id: catchUp.id, error: 'cannot read /ca/ca-key.pem' });
-    answer(c, 'cannot read /ca/ca-key.pem');
-    await expect(reloadingAgain).resolves.toBeUndefined();
-    expect(a!.reloads().map((r) => r.config)).toEqual([first, second]);
-    expect(c.sent.filter((m) => m.type === 'shutdown')).toHaveLength(1);
+    await reloadingLater;
+    answer(c);
+    expect(lastReload(c).config).toBe(later);
+    expect(pool.serving()).toBe(1);
+    answer(c);
+    expect(pool.serving()).toBe(2);
+    for (let i = 0; i < 2; i++) expect(await connectionGoesTo(pool, [a!, c])).toEqual([a]);
+    c.say({ type: 'memory-pressure', high: false });
+    expect(await connectionGoesTo(pool, [a!, c])).toEqual([c]);
   });
 
   it('after a rejected reload: only the workers that applied it are sent back; one that cannot go back is logged, not retired', async () => {
