@@ -165,7 +165,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   const lastMetrics = new Map<Worker, WorkerMetricsJson>();
   const retired = new RetiredWorkerMetrics();
   /** Catch-up reloads awaiting answers: the worker and the config sent, recorded once it applied it. */
-  const catchUps = new Map<number, { worker: Worker; config: MeshcertConfig }>();
+  const catchUps = new Map<number, { worker: Worker; config: MeshcertConfig; timer: NodeJS.Timeout }>();
   const catchingUp = new Set<Worker>();
   /**
    * Workers being replaced because they refused the config in force (or did not answer): they
@@ -188,7 +188,12 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         id: w.id,
         hand: (socket: Socket, done) => {
           if (!w.isConnected()) return false;
-          w.send({ type: 'connection' } satisfies PrimaryMessage, socket, { keepOpen: false }, (err: Error | null) => done(err));
+          w.send({ type: 'connection' } satisfies PrimaryMessage, socket, { keepOpen: false }, (err: Error | null) => {
+            done(err);
+            // The dispatcher dropped it. Usually it is exiting; a send can also fail on a live
+            // channel (out of memory, say): that worker is admitted again a second later.
+            if (err) setTimeout(() => settle(w), 1000).unref();
+          });
           return true;
         },
       };
@@ -248,8 +253,9 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
             }
           } else if (caughtUp) {
             catchUps.delete(m.id);
+            clearTimeout(caughtUp.timer);
             catchingUp.delete(w);
-            if (m.error) retire(w, m.error);
+            if (m.error) retire(w, 'a worker refused the configuration in force; draining it and starting a replacement, so that none serves with the configuration before', m.error);
             else {
               configOf.set(w, caughtUp.config);
               settle(w);
@@ -280,7 +286,11 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         if (last) retired.retire(last);
         lastMetrics.delete(w);
         catchingUp.delete(w);
-        for (const [id, c] of catchUps) if (c.worker === w) catchUps.delete(id);
+        for (const [id, c] of catchUps) {
+          if (c.worker !== w) continue;
+          clearTimeout(c.timer);
+          catchUps.delete(id);
+        }
         for (const [id, r] of rollbacks) if (r.worker === w) rollbacks.delete(id);
         // A retired worker's replacement was started when it was retired.
         const wasRetiring = retiring.delete(w);
@@ -344,14 +354,15 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   const catchUp = (w: Worker): void => {
     if (configOf.get(w) === currentConfig || !serving.has(w) || catchingUp.has(w) || retiring.has(w)) return;
     const id = ++nextId;
-    catchUps.set(id, { worker: w, config: currentConfig });
-    catchingUp.add(w);
-    send(w, { type: 'reload', id, config: currentConfig });
-    setTimeout(() => {
+    const timer = setTimeout(() => {
       if (!catchUps.delete(id)) return;
       catchingUp.delete(w);
-      retire(w, 'it did not answer within 30s');
-    }, 30_000).unref();
+      retire(w, 'a worker did not apply the configuration in force within 30s; draining it and starting a replacement, so that none serves with the configuration before');
+    }, 30_000);
+    timer.unref();
+    catchUps.set(id, { worker: w, config: currentConfig, timer });
+    catchingUp.add(w);
+    send(w, { type: 'reload', id, config: currentConfig });
   };
 
   /**
@@ -361,12 +372,12 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
    * and a replacement starts with the config in force (one that cannot start is retried as any
    * replacement is, while the other workers serve; the dispatcher holds connections while none does).
    */
-  const retire = (w: Worker, error: string): void => {
+  const retire = (w: Worker, message: string, error?: string): void => {
     if (stopping || retiring.has(w)) return;
     retiring.add(w);
     // It leaves any reload round under way: its answer there no longer counts.
     for (const id of [...reloadRounds.keys()]) answered(id, w);
-    logger.error({ pid: w.process.pid, error }, 'a worker refused the configuration in force; draining it and starting a replacement, so that none serves with the configuration before');
+    logger.error({ pid: w.process.pid, ...(error === undefined ? {} : { error }) }, message);
     const target = targetOf.get(w);
     if (target) dispatcher.remove(target);
     send(w, { type: 'shutdown' });
@@ -424,7 +435,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   broadcast.unref();
   return {
     port,
-    serving: () => dispatcher.openCounts().length,
+    // None once stopping: the listener is closed, whatever the workers still drain.
+    serving: () => (stopping ? 0 : dispatcher.openCounts().length),
     connections: () => dispatcher.openCounts(),
     async reload(next) {
       // The workers taking connections. One still starting (it has no message handler yet) asks
@@ -434,7 +446,11 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         const target = targetOf.get(w);
         return target !== undefined && dispatcher.has(target);
       };
-      const targets = [...serving].filter((w) => w.isConnected() && !retiring.has(w) && admitted(w));
+      const eligible = [...serving].filter((w) => w.isConnected() && !retiring.has(w));
+      // With none admitted (all held back), those held back check it, so that no config is
+      // applied unchecked by a worker; they apply it too, and are admitted after the round.
+      const admittedOnes = eligible.filter(admitted);
+      const targets = admittedOnes.length > 0 ? admittedOnes : eligible;
       if (targets.length > 0) {
         const id = ++nextId;
         const round = { config: next, errors: [] as string[], applied: new Set<Worker>() };
@@ -451,8 +467,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
             rollbacks.set(back, { worker: w, config: currentConfig });
             send(w, { type: 'reload', id: back, config: currentConfig });
           }
-          // Those held back meanwhile never left it: admitted now.
-          for (const w of serving) if (!admitted(w)) settle(w);
+          // Those held back meanwhile never left it: admitted now (those sent back, once back).
+          for (const w of serving) if (!admitted(w) && !round.applied.has(w) && !silent.has(w)) settle(w);
           throw new Error(errors[0]);
         }
       }

@@ -66,6 +66,8 @@ class FakeWorker extends EventEmitter {
   readonly kills: string[] = [];
   private connected = true;
   private dead = false;
+  /** Connections sent to it fail, as a send on a broken channel does. */
+  failConnections = false;
   readonly process = { pid: 10_000 + this.id, kill: (signal: string) => void this.kills.push(signal) };
   isConnected(): boolean {
     return this.connected;
@@ -75,7 +77,7 @@ class FakeWorker extends EventEmitter {
   }
   send(m: PrimaryMessage, _handle?: unknown, _opts?: unknown, cb?: (err: Error | null) => void): boolean {
     this.sent.push(m);
-    cb?.(null);
+    cb?.(m.type === 'connection' && this.failConnections ? new Error('ENOMEM') : null);
     return true;
   }
   say(m: WorkerMessage): void {
@@ -265,10 +267,89 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(c.sent.at(-1)!.type).toBe('reload');
     vi.advanceTimersByTime(1);
     expect(c.sent.at(-1)).toEqual({ type: 'shutdown' });
-    expect(lines.join('')).toMatch(/"error":"it did not answer within 30s","msg":"a worker refused the configuration in force; draining it and starting a replacement/);
+    expect(msgs()).toContain('a worker did not apply the configuration in force within 30s; draining it and starting a replacement, so that none serves with the configuration before');
+    // One replacement, after the pause of a second restart.
+    vi.advanceTimersByTime(200);
+    expect(fake.forked).toHaveLength(4);
     // Its late answer changes nothing.
     answer(c);
     expect(pool.serving()).toBe(1);
+    vi.advanceTimersByTime(60_000);
+    expect(fake.forked).toHaveLength(4);
+  });
+
+  it('one whose catch-up is answered in time, or that exits first, is not retired by the timer', async () => {
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked;
+    const c = await replacementOf(b!);
+    const reloading = pool.reload(revoking());
+    answer(a!);
+    await reloading;
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    c.say({ type: 'listening', port: 0 });
+    vi.advanceTimersByTime(29_000);
+    answer(c);
+    vi.advanceTimersByTime(60_000);
+    expect(c.sent.map((m) => m.type)).not.toContain('shutdown');
+    expect(pool.serving()).toBe(2);
+    // Another, that exits while its catch-up is pending.
+    const d = await replacementOf(a!);
+    const again = pool.reload(revoking());
+    answer(c);
+    await again;
+    d.say({ type: 'listening', port: 0 });
+    expect(d.reloads()).toHaveLength(1);
+    d.exit(1);
+    vi.advanceTimersByTime(60_000);
+    expect(msgs().filter((m) => m.includes('draining it and starting a replacement'))).toEqual([]);
+  });
+
+  it('one the dispatcher dropped after a failed hand-off is admitted again a second later', async () => {
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked;
+    b!.failConnections = true;
+    // The first goes to one of the two (a tie), the second to the other: b's hand-off fails once.
+    const first = await connectionGoesTo(pool, [a!, b!]);
+    const second = await connectionGoesTo(pool, [a!, b!]);
+    expect([...first, ...second].sort((x, y) => x.id - y.id)).toEqual([a, b]);
+    expect(pool.serving()).toBe(1);
+    b!.failConnections = false;
+    await vi.waitFor(() => expect(pool.serving()).toBe(2), { timeout: 3_000 });
+  });
+
+  it('with every worker held back, a reload is checked by them (not applied unchecked), and they are admitted after it', async () => {
+    const one = config({ server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: 1 } });
+    const starting = startWorkers(one, logger, 1);
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(1));
+    fake.forked[0]!.start();
+    const pool = await starting;
+    pools.push(pool);
+    const c = await replacementOf(fake.forked[0]!);
+    const first = config({ server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: 1 }, auth: { revokedClientCertificates: [] } });
+    // No worker serves: the config is taken as it is (a replacement starts with it).
+    await pool.reload(first);
+    c.say({ type: 'listening', port: 0 });
+    expect(pool.serving()).toBe(0);
+    // c is held back (catching up): the next reload is sent to it, and refused by it.
+    const bad = config({ server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: 1 }, auth: { revokedClientCertificates: [{ issuedBefore: '2026-11-30T00:00:00Z' }] } });
+    const rejected = pool.reload(bad);
+    expect(lastReload(c).config).toBe(bad);
+    answer(c, 'jwksFile /keys.json: cannot read JSON');
+    await expect(rejected).rejects.toThrow('cannot read JSON');
+    // Its catch-up to the config in force succeeds: admitted.
+    c.say({ type: 'reloaded', id: c.reloads()[0]!.id });
+    expect(c.reloads()[0]!.config).toBe(first);
+    expect(pool.serving()).toBe(1);
+  });
+
+  it('counts no worker as serving once stopping', async () => {
+    const pool = await twoServing(config());
+    expect(pool.serving()).toBe(2);
+    const stopped = pool.shutdown();
+    expect(pool.serving()).toBe(0);
+    for (const w of fake.forked) w.exit(0);
+    await stopped;
+    pools.splice(0);
   });
 
   it('one held back is no target of a reload round, and reporting memory pressure meanwhile, is admitted short of memory: it is handed no connection until it recovers', async () => {
