@@ -142,6 +142,17 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     return c;
   }
 
+  /** Two workers; b dies, and its replacement c is given the config a reload then replaces (a applies it): c must catch up once it listens. */
+  async function replacementBehind(): Promise<{ pool: WorkerPool; a: FakeWorker; c: FakeWorker }> {
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked;
+    const c = await replacementOf(b!);
+    const reloading = pool.reload(revoking());
+    answer(a!);
+    await reloading;
+    return { pool, a: a!, c };
+  }
+
   /** Which of `workers` the primary hands a new connection to (each is handed in a 'connection' message). */
   async function connectionGoesTo(pool: WorkerPool, workers: FakeWorker[]): Promise<FakeWorker[]> {
     const counts = workers.map((w) => w.sent.filter((m) => m.type === 'connection').length);
@@ -254,12 +265,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
   });
 
   it('one held back whose catch-up is not answered within 30 s is retired', async () => {
-    const pool = await twoServing(config());
-    const [a, b] = fake.forked;
-    const c = await replacementOf(b!);
-    const reloading = pool.reload(revoking());
-    answer(a!);
-    await reloading;
+    const { pool, c } = await replacementBehind();
     vi.useFakeTimers({ toFake: ['setTimeout'] });
     c.say({ type: 'listening', port: 0 });
     expect(c.reloads()).toHaveLength(1);
@@ -279,12 +285,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
   });
 
   it('one whose catch-up is answered in time, or that exits first, is not retired by the timer', async () => {
-    const pool = await twoServing(config());
-    const [a, b] = fake.forked;
-    const c = await replacementOf(b!);
-    const reloading = pool.reload(revoking());
-    answer(a!);
-    await reloading;
+    const { pool, a, c } = await replacementBehind();
     vi.useFakeTimers({ toFake: ['setTimeout'] });
     c.say({ type: 'listening', port: 0 });
     vi.advanceTimersByTime(29_000);
@@ -353,12 +354,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
   });
 
   it('one held back is no target of a reload round, and reporting memory pressure meanwhile, is admitted short of memory: it is handed no connection until it recovers', async () => {
-    const pool = await twoServing(config());
-    const [a, b] = fake.forked;
-    const c = await replacementOf(b!);
-    const reloading = pool.reload(revoking());
-    answer(a!);
-    await reloading;
+    const { pool, a, c } = await replacementBehind();
     c.say({ type: 'listening', port: 0 });
     c.say({ type: 'memory-pressure', high: true });
     // A reload while c catches up is not sent to c: it catches up to it afterwards.
@@ -425,12 +421,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
   });
 
   it('a retired worker that does not drain within the grace period is killed', async () => {
-    const pool = await twoServing(config());
-    const [a, b] = fake.forked;
-    const c = await replacementOf(b!);
-    const reloading = pool.reload(revoking());
-    answer(a!);
-    await reloading;
+    const { c } = await replacementBehind();
     vi.useFakeTimers({ toFake: ['setTimeout'] });
     c.say({ type: 'listening', port: 0 });
     answer(c, 'no');
