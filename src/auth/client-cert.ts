@@ -7,6 +7,7 @@ import { CaError } from '../errors/ca-error.js';
 import { parseWorkloadSpiffeId, spiffeIdProblem } from '../x509/spiffe-id.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
 import type { ClientCertRevocations } from './revocations.js';
+import { serialHex } from '../x509/serial-hex.js';
 import { signedBy } from '../x509/verify-chain.js';
 
 export interface ClientCertOptions {
@@ -118,10 +119,14 @@ export class ClientCertAuthenticator implements Authenticator {
     // After the chain: only a certificate this CA issued is worth a revocation check. Whoever
     // presents a revoked certificate may be its thief: the refusal is audited under its identity
     // (verified by the chain), not in the budget for anonymous refusals, which junk can exhaust.
-    const revoked = this.revocations().find(identities[0]!, Date.parse(leaf.validFrom));
+    const revoked = this.revocations().find(identities[0]!, Date.parse(leaf.validFrom), serialHex(leaf.serialNumber));
     if (revoked) {
+      const why = [
+        ...(revoked.serial !== undefined ? [`its serial ${revoked.serial} is listed`] : []),
+        ...(revoked.issuedBefore ? [`its notBefore ${new Date(leaf.validFrom).toISOString()} is before ${revoked.issuedBefore.toISOString()}`] : []),
+      ];
       const err = invalid(
-        `client certificate for ${identities[0]} is revoked: its notBefore ${new Date(leaf.validFrom).toISOString()} is before ${revoked.issuedBefore.toISOString()} ` +
+        `client certificate for ${identities[0]} is revoked: ${why.join(' and ')} ` +
           `(auth.revokedClientCertificates[${revoked.index}]); authenticate with a service-account token to get a new certificate`,
       );
       err.caller = identities[0];

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseDurationSeconds } from './duration.js';
 import { globList, lifetimeDuration, policySchema } from '../policy/schema.js';
+import { serialHex } from '../x509/serial-hex.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 
 /**
@@ -77,8 +78,22 @@ const tokenReview = z.strictObject({
 const RFC3339 = z.iso.datetime({ offset: true });
 const RFC3339_EXPECTED = 'must be an RFC 3339 date and time with a zone, e.g. 2026-11-29T22:00:00Z';
 
+/**
+ * A certificate serial number as people copy it: hex, any case, whole octets with or without colons
+ * (`openssl x509 -serial`, `meshcert certs`, the issuance log). Kept as meshcert writes it
+ * (serialHex: lowercase, no colons, no leading zeros). At most 20 octets (RFC 5280 §4.1.2.2).
+ */
+const SERIAL = /^(?:[0-9a-fA-F]+|[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2})*)$/;
+const serialNumber = z
+  .string()
+  .refine((v) => SERIAL.test(v) && v.replaceAll(':', '').replace(/^0+(?=.)/, '').length <= 40, {
+    error: 'must be a serial number in hex (at most 20 octets, with or without colons), e.g. 1a2b3c or 1A:2B:3C',
+  })
+  .transform((v) => serialHex(v.replaceAll(':', '')));
+
 /** One auth.revokedClientCertificates entry. The time stays a string here: workers get the config by IPC. */
-const revocationEntry = z.strictObject({
+const revocationEntry = z
+  .strictObject({
   /** RFC 3339 with a zone (`2026-11-29T22:00:00Z`): a time without one would depend on the server's zone. */
   issuedBefore: z
     .union([z.string(), z.date()], { error: RFC3339_EXPECTED })
@@ -87,11 +102,18 @@ const revocationEntry = z.strictObject({
       if (v instanceof Date) ctx.addIssue({ code: 'custom', message: `quote the time (${Number.isNaN(v.getTime()) ? '"2026-11-29T22:00:00Z"' : JSON.stringify(v.toISOString())}): YAML read it as a date` });
       else if (!RFC3339.safeParse(v).success) ctx.addIssue({ code: 'custom', message: RFC3339_EXPECTED });
     })
-    .transform((v) => (typeof v === 'string' ? v : v.toISOString())),
+    .transform((v) => (typeof v === 'string' ? v : v.toISOString()))
+    .optional(),
+  /** These certificates exactly (one leaked key), whatever their notBefore. */
+  serials: z.array(serialNumber).min(1, { error: 'list at least one serial number, or leave serials out' }).optional(),
   trustDomains: globList.optional(),
   namespaces: globList.optional(),
   serviceAccounts: globList.optional(),
-});
+  })
+  .refine((e) => e.issuedBefore !== undefined || e.serials !== undefined, {
+    error: 'give issuedBefore, serials, or both: an entry with neither would refuse every certificate its selectors match, those issued after it included',
+    path: ['issuedBefore'],
+  });
 
 const cluster = z.strictObject({
   /** The value istio-agent sends in the `clusterid` header. */

@@ -2,6 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CaError } from '../../../src/errors/ca-error.js';
 import { ClientCertAuthenticator, uriSans } from '../../../src/auth/client-cert.js';
+import { serialHex } from '../../../src/x509/serial-hex.js';
 import { ClientCertRevocations } from '../../../src/auth/revocations.js';
 import type { Caller } from '../../../src/auth/types.js';
 import { makeCert } from './helpers.js';
@@ -149,6 +150,24 @@ describe('ClientCertAuthenticator', () => {
     expect((await a.authenticate({ peerCertificates: [leaf.der, inter.der] }))?.identities).toEqual([ID]);
     current = new ClientCertRevocations([{ issuedBefore: new Date(nb + 1000).toISOString(), serviceAccounts: ['other'] }]);
     expect((await a.authenticate({ peerCertificates: [leaf.der, inter.der] }))?.identities).toEqual([ID]);
+  });
+
+  it('refuses a certificate whose serial is listed, whatever its notBefore, and says so', async () => {
+    const serial = serialHex(new X509Certificate(leaf.der).serialNumber);
+    const a = new ClientCertAuthenticator({ roots: () => [new X509Certificate(root.der)], revocations: () => new ClientCertRevocations([{ serials: ['ffff', serial] }]) });
+    const r = await outcome(a.authenticate({ peerCertificates: [leaf.der, inter.der] }));
+    expect(r.code).toBe('AUTH_INVALID');
+    expect(r.message).toBe(`client certificate for ${ID} is revoked: its serial ${serial} is listed (auth.revokedClientCertificates[0]); authenticate with a service-account token to get a new certificate`);
+    // Both conditions, when the entry sets both.
+    const nb = leaf.cert.notBefore.getTime();
+    const both = new ClientCertAuthenticator({ roots: () => [new X509Certificate(root.der)], revocations: () => new ClientCertRevocations([{ serials: [serial], issuedBefore: new Date(nb + 1000).toISOString() }]) });
+    expect((await outcome(both.authenticate({ peerCertificates: [leaf.der, inter.der] }))).message).toBe(
+      `client certificate for ${ID} is revoked: its serial ${serial} is listed and its notBefore ${new Date(nb).toISOString()} is before ${new Date(nb + 1000).toISOString()} ` +
+        '(auth.revokedClientCertificates[0]); authenticate with a service-account token to get a new certificate',
+    );
+    // Another serial: accepted.
+    const other = new ClientCertAuthenticator({ roots: () => [new X509Certificate(root.der)], revocations: () => new ClientCertRevocations([{ serials: ['ffff'] }]) });
+    expect((await other.authenticate({ peerCertificates: [leaf.der, inter.der] }))?.identities).toEqual([ID]);
   });
 
   it('refuses to be built without a roots or a revocations function', () => {

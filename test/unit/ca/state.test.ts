@@ -47,7 +47,7 @@ describe('loadCaState', () => {
     const config = parseConfig({ dataDir: join(base, 'data'), ca: { dir }, auth: { revokedClientCertificates: [{ issuedBefore: soon, namespaces: ['web'] }, { issuedBefore: future, namespaces: ['vm-*'] }] } });
     const state = await loadCaState(config, logger);
     expect(state.revocations.size).toBe(2);
-    expect(state.revocations.find('spiffe://cluster.local/ns/vm-a/sa/b', Date.now())?.index).toBe(1);
+    expect(state.revocations.find('spiffe://cluster.local/ns/vm-a/sa/b', Date.now(), '1')?.index).toBe(1);
     const warned = lines.filter((l) => l.level === 40 && /^auth\.revokedClientCertificates\[1\]\.issuedBefore .* is more than a day ahead/.test(String(l.msg)));
     expect(warned).toEqual([expect.objectContaining({ entry: 1, issuedBefore: future })]);
   });
