@@ -79,17 +79,24 @@ const RFC3339 = z.iso.datetime({ offset: true });
 const RFC3339_EXPECTED = 'must be an RFC 3339 date and time with a zone, e.g. 2026-11-29T22:00:00Z';
 
 /**
- * A certificate serial number as people copy it: hex, any case, whole octets with or without colons
- * (`openssl x509 -serial`, `meshcert certs`, the issuance log). Kept as meshcert writes it
- * (serialHex: lowercase, no colons, no leading zeros). At most 20 octets (RFC 5280 §4.1.2.2).
+ * A certificate serial number as people copy it: hex digits in any case, or colon-separated
+ * octets, with an optional 0x (the hex after `serial=` of `openssl x509 -serial`, `meshcert certs`,
+ * the issuance log). Kept as meshcert writes it (serialHex: lowercase, no colons, no leading
+ * zeros). At most 20 octets (RFC 5280 §4.1.2.2).
  */
 const SERIAL = /^(?:[0-9a-fA-F]+|[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2})*)$/;
+const SERIAL_EXPECTED = 'must be a serial number in hex (at most 20 octets, with or without colons), e.g. 1a2b3c or 1A:2B:3C';
 const serialNumber = z
-  .string()
-  .refine((v) => SERIAL.test(v) && v.replaceAll(':', '').replace(/^0+(?=.)/, '').length <= 40, {
-    error: 'must be a serial number in hex (at most 20 octets, with or without colons), e.g. 1a2b3c or 1A:2B:3C',
+  .union([z.string(), z.number()], { error: SERIAL_EXPECTED })
+  .superRefine((v, ctx) => {
+    // Digits alone read as a number in YAML; the digits it kept may not be the hex written.
+    if (typeof v === 'number') ctx.addIssue({ code: 'custom', message: 'quote the serial number: YAML read it as a number' });
+    else {
+      const hex = v.trim().replace(/^0x/i, '');
+      if (!SERIAL.test(hex) || hex.replaceAll(':', '').replace(/^0+(?=.)/, '').length > 40) ctx.addIssue({ code: 'custom', message: SERIAL_EXPECTED });
+    }
   })
-  .transform((v) => serialHex(v.replaceAll(':', '')));
+  .transform((v) => serialHex(String(v).trim().replace(/^0x/i, '').replaceAll(':', '')));
 
 /** One auth.revokedClientCertificates entry. The time stays a string here: workers get the config by IPC. */
 const revocationEntry = z
@@ -331,8 +338,9 @@ export const configSchema = z.strictObject({
       clientCertificates: z.boolean().default(true),
       /**
        * Client certificates refused as credentials (hot-reloadable): those whose notBefore is
-       * before `issuedBefore` and whose SPIFFE ID matches every selector the entry sets. A holder
-       * must then authenticate with a token. See src/auth/revocations.ts.
+       * before `issuedBefore`, or whose serial `serials` lists (both, when an entry sets both), and
+       * whose SPIFFE ID matches every selector the entry sets. A holder must then authenticate
+       * with a token. See src/auth/revocations.ts.
        */
       revokedClientCertificates: z.array(revocationEntry).default([]),
       /** Tolerance for the token's exp/nbf/iat against this clock; more than 10 minutes is not skew. */

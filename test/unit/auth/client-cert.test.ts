@@ -3,6 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { CaError } from '../../../src/errors/ca-error.js';
 import { ClientCertAuthenticator, uriSans } from '../../../src/auth/client-cert.js';
 import { serialHex } from '../../../src/x509/serial-hex.js';
+import { parseConfig } from '../../../src/config/load.js';
 import { ClientCertRevocations } from '../../../src/auth/revocations.js';
 import type { Caller } from '../../../src/auth/types.js';
 import { makeCert } from './helpers.js';
@@ -165,6 +166,11 @@ describe('ClientCertAuthenticator', () => {
       `client certificate for ${ID} is revoked: its serial ${serial} is listed and its notBefore ${new Date(nb).toISOString()} is before ${new Date(nb + 1000).toISOString()} ` +
         '(auth.revokedClientCertificates[0]); authenticate with a service-account token to get a new certificate',
     );
+    // As an operator copies it from openssl (whole octets, uppercase, colons), through the config schema.
+    const octets = new X509Certificate(leaf.der).serialNumber.match(/../g)!.join(':');
+    const copied = parseConfig({ auth: { revokedClientCertificates: [{ serials: [octets] }] } }, {});
+    const fromConfig = new ClientCertAuthenticator({ roots: () => [new X509Certificate(root.der)], revocations: () => new ClientCertRevocations(copied.auth.revokedClientCertificates) });
+    expect((await outcome(fromConfig.authenticate({ peerCertificates: [leaf.der, inter.der] }))).message).toMatch(new RegExp(`its serial ${serial} is listed`));
     // Another serial: accepted.
     const other = new ClientCertAuthenticator({ roots: () => [new X509Certificate(root.der)], revocations: () => new ClientCertRevocations([{ serials: ['ffff'] }]) });
     expect((await other.authenticate({ peerCertificates: [leaf.der, inter.der] }))?.identities).toEqual([ID]);

@@ -103,8 +103,8 @@ describe('parseConfig defaults', () => {
 
 describe('auth.revokedClientCertificates serials', () => {
   it('keeps serials as meshcert writes them: lowercase hex, no colons, no leading zeros (as openssl or the log may show them)', () => {
-    const c = parse({ auth: { revokedClientCertificates: [{ serials: ['01:A2:2A:1B', '1a22a1b', '00FF', '0'] }] } });
-    expect(c.auth.revokedClientCertificates[0]!.serials).toEqual(['1a22a1b', '1a22a1b', 'ff', '0']);
+    const c = parse({ auth: { revokedClientCertificates: [{ serials: ['01:A2:2A:1B', '1a22a1b', '00FF', '0', ' 0x1A22A1B '] }] } });
+    expect(c.auth.revokedClientCertificates[0]!.serials).toEqual(['1a22a1b', '1a22a1b', 'ff', '0', '1a22a1b']);
     expect(c.auth.revokedClientCertificates[0]!.issuedBefore).toBeUndefined();
   });
 });
@@ -144,9 +144,10 @@ describe('parseConfig refusals', () => {
     ['rejects a revocation date without a time', { auth: { revokedClientCertificates: [{ issuedBefore: '2026-11-29' }] } }, '  - auth.revokedClientCertificates.0.issuedBefore: must be an RFC 3339 date and time with a zone'],
     ['asks to quote a revocation time YAML 1.1 read as a date', { auth: { revokedClientCertificates: [{ issuedBefore: new Date('2026-11-29T22:00:00Z') }] } }, '  - auth.revokedClientCertificates.0.issuedBefore: quote the time ("2026-11-29T22:00:00.000Z"): YAML read it as a date'],
     ['rejects a revocation with neither a time nor serials', { auth: { revokedClientCertificates: [{ namespaces: ['vm-*'] }] } }, '  - auth.revokedClientCertificates.0.issuedBefore: give issuedBefore, serials, or both: an entry with neither would refuse every certificate its selectors match, those issued after it included'],
-    ['rejects a revoked serial that is not hex', { auth: { revokedClientCertificates: [{ serials: ['0x1a'] }] } }, '  - auth.revokedClientCertificates.0.serials.0: must be a serial number in hex (at most 20 octets, with or without colons), e.g. 1a2b3c or 1A:2B:3C'],
+    ['rejects a revoked serial that is not hex (the whole line openssl prints, say)', { auth: { revokedClientCertificates: [{ serials: ['serial=01A2'] }] } }, '  - auth.revokedClientCertificates.0.serials.0: must be a serial number in hex (at most 20 octets, with or without colons), e.g. 1a2b3c or 1A:2B:3C'],
     ['rejects a revoked serial longer than 20 octets', { auth: { revokedClientCertificates: [{ serials: ['1'.repeat(41)] }] } }, '  - auth.revokedClientCertificates.0.serials.0: must be a serial number in hex'],
     ['rejects a revoked serial with odd colons', { auth: { revokedClientCertificates: [{ serials: ['1A:2:3C'] }] } }, '  - auth.revokedClientCertificates.0.serials.0: must be a serial number in hex'],
+    ['asks to quote a revoked serial YAML read as a number', { auth: { revokedClientCertificates: [{ serials: [1234] }] } }, '  - auth.revokedClientCertificates.0.serials.0: quote the serial number: YAML read it as a number'],
     ['rejects an empty list of revoked serials', { auth: { revokedClientCertificates: [{ serials: [] }] } }, '  - auth.revokedClientCertificates.0.serials: list at least one serial number, or leave serials out'],
     ['rejects a revocation selector that is not a glob', { auth: { revokedClientCertificates: [{ issuedBefore: '2026-11-29T22:00:00Z', namespaces: ['!prod'] }] } }, '  - auth.revokedClientCertificates.0.namespaces.0: negation ("!") is not supported'],
     ['rejects a revocation selector that matches nothing', { auth: { revokedClientCertificates: [{ issuedBefore: '2026-11-29T22:00:00Z', serviceAccounts: [] }] } }, '  - auth.revokedClientCertificates.0.serviceAccounts: an empty list matches nothing'],
