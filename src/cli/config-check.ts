@@ -2,7 +2,9 @@ import { loadConfigFile } from '../config/load.js';
 import { assertServable } from '../config/servable.js';
 import { formatDuration } from '../config/duration.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
+import type { MeshcertConfig } from '../config/schema.js';
 import { parse, UsageError } from './args.js';
+import { openInventory, resolveInventoryTarget } from './certs.js';
 
 export async function configCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -30,5 +32,36 @@ export async function configCommand(argv: string[]): Promise<number> {
   for (const r of revocations.farAhead(Date.now())) {
     console.error(`meshcert: warning: ${farAheadWarning(r)}`);
   }
+  for (const w of await unrevokedSerials(positionals[0]!, config, revocations)) console.error(`meshcert: warning: ${w}`);
   return 0;
+}
+
+/**
+ * A serial in auth.revokedClientCertificates that is mistyped, or whose certificate the entry's
+ * selectors or time do not match, refuses nothing, silently: each is looked up in the inventory
+ * the file configures, and what would not be refused is said (warnings; the file stays valid).
+ */
+async function unrevokedSerials(file: string, config: MeshcertConfig, revocations: ClientCertRevocations): Promise<string[]> {
+  const listed = config.auth.revokedClientCertificates.flatMap((e, i) => (e.serials ?? []).map((serial, j) => ({ at: `auth.revokedClientCertificates[${i}].serials[${j}] ${serial}`, serial })));
+  if (listed.length === 0) return [];
+  let store: Awaited<ReturnType<typeof openInventory>>;
+  try {
+    store = await openInventory(resolveInventoryTarget({ config: file }), true);
+  } catch (e) {
+    return [`cannot look the revoked serials up in the inventory: ${(e as Error).message}`];
+  }
+  try {
+    const warnings: string[] = [];
+    for (const { at, serial } of listed) {
+      const rec = await store.get(serial);
+      if (!rec) warnings.push(`${at} is no certificate in the inventory: a mistyped serial refuses nothing`);
+      else if (rec.spiffeId === null) warnings.push(`${at} is a certificate with no SPIFFE ID, which is no client certificate meshcert accepts anyway`);
+      else if (!revocations.find(rec.spiffeId, rec.notBefore.getTime(), rec.serial)) {
+        warnings.push(`${at} is a certificate for ${rec.spiffeId} that no entry refuses (its selectors or time do not match it)`);
+      }
+    }
+    return warnings;
+  } finally {
+    await store.close();
+  }
 }

@@ -9,6 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../src/client/ca-client.js';
 import { loadProtos } from '../../src/client/protos.js';
 import { makeCsr } from '../fixtures/csr.js';
+import { openStore } from '../../src/inventory/open.js';
+import { makeRecord } from '../unit/inventory/fixtures.js';
 import { killIfRunning, runCli, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, openssl, TEST_ISSUER, writeTestJwks } from '../support/harness.js';
 
@@ -111,6 +113,28 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(rv.code, rv.stderr).toBe(0);
     expect(rv.stdout).toMatch(/^ {2}revoked client certificates: 2 entries$/m);
     expect(rv.stderr.trim()).toBe('meshcert: warning: auth.revokedClientCertificates[1].issuedBefore 2999-01-01T00:00:00.000Z is more than a day ahead: client certificates issued until then are refused as credentials too');
+    // Revoked serials are looked up in the inventory: one mistyped, or whose certificate the entry does not select, refuses nothing.
+    const inventory = join(dir, 'serials-inventory.db');
+    const store = await openStore({ kind: 'sqlite', path: inventory });
+    // Serials as meshcert writes them (serialHex).
+    const vm = makeRecord('vm', { serial: '1a22a1b268b3d800dfb5990d871e611', spiffeId: 'spiffe://cluster.local/ns/vm-db/sa/postgres', namespace: 'vm-db', serviceAccount: 'postgres' });
+    const web = makeRecord('web', { serial: '1a22a1b268b3d800dfb5990d871e612', spiffeId: 'spiffe://cluster.local/ns/web/sa/app', namespace: 'web', serviceAccount: 'app' });
+    await store.insertMany([vm, web]);
+    await store.close();
+    const serials = join(dir, 'serials.yaml');
+    writeFileSync(
+      serials,
+      readFileSync(configFile, 'utf8').replace(/^auth:\n/m, `inventory:\n  path: ${inventory}\nauth:\n  revokedClientCertificates:\n    - serials: ["${vm.serial.toUpperCase()}", "${web.serial}", "abcdef"]\n      namespaces: [vm-*]\n`),
+    );
+    const sv = await runCli(['config', 'check', serials]);
+    expect(sv.code, sv.stderr).toBe(0);
+    expect(sv.stderr.trim().split('\n')).toEqual([
+      `meshcert: warning: auth.revokedClientCertificates[0].serials[1] ${web.serial} is a certificate for spiffe://cluster.local/ns/web/sa/app that no entry refuses (its selectors or time do not match it)`,
+      'meshcert: warning: auth.revokedClientCertificates[0].serials[2] abcdef is no certificate in the inventory: a mistyped serial refuses nothing',
+    ]);
+    // Without an inventory to read, it says so.
+    rmSync(inventory);
+    expect((await runCli(['config', 'check', serials])).stderr.trim()).toBe(`meshcert: warning: cannot look the revoked serials up in the inventory: no inventory at sqlite:${inventory} (pass --config or --db)`);
     const bad = join(dir, 'bad.yaml');
     writeFileSync(bad, 'server:\n  listen: nowhere\n  colour: blue\nissuance:\n  maxTtl: forever\n');
     const r = await runCli(['config', 'check', bad]);
