@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { parseDurationSeconds } from './duration.js';
 import { globList, lifetimeDuration, policySchema } from '../policy/schema.js';
-import { serialHex } from '../x509/serial-hex.js';
+import { canonicalSerial } from '../x509/serial-hex.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 
 /**
@@ -81,8 +81,8 @@ const RFC3339_EXPECTED = 'must be an RFC 3339 date and time with a zone, e.g. 20
 /**
  * A certificate serial number as people copy it: hex digits in any case, or colon-separated
  * octets, with an optional 0x (the hex after `serial=` of `openssl x509 -serial`, `meshcert certs`,
- * the issuance log). Kept as meshcert writes it (serialHex: lowercase, no colons, no leading
- * zeros). At most 20 octets (RFC 5280 §4.1.2.2).
+ * the issuance log). Kept as meshcert writes it (canonicalSerial: lowercase, no colons, no leading
+ * zeros), as the inventory's lookup reads one. At most 20 octets (RFC 5280 §4.1.2.2).
  */
 const SERIAL = /^(?:[0-9a-fA-F]+|[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2})*)$/;
 const SERIAL_EXPECTED = 'must be a serial number in hex (at most 20 octets, with or without colons), e.g. 1a2b3c or 1A:2B:3C';
@@ -92,30 +92,29 @@ const serialNumber = z
     // Digits alone read as a number in YAML; the digits it kept may not be the hex written.
     if (typeof v === 'number') ctx.addIssue({ code: 'custom', message: 'quote the serial number: YAML read it as a number' });
     else {
-      const hex = v.trim().replace(/^0x/i, '');
-      if (!SERIAL.test(hex) || hex.replaceAll(':', '').replace(/^0+(?=.)/, '').length > 40) ctx.addIssue({ code: 'custom', message: SERIAL_EXPECTED });
+      if (!SERIAL.test(v.trim().replace(/^0x/i, '')) || canonicalSerial(v).length > 40) ctx.addIssue({ code: 'custom', message: SERIAL_EXPECTED });
     }
   })
-  .transform((v) => serialHex(String(v).trim().replace(/^0x/i, '').replaceAll(':', '')));
+  .transform((v) => canonicalSerial(String(v)));
 
 /** One auth.revokedClientCertificates entry. The time stays a string here: workers get the config by IPC. */
 const revocationEntry = z
   .strictObject({
-  /** RFC 3339 with a zone (`2026-11-29T22:00:00Z`): a time without one would depend on the server's zone. */
-  issuedBefore: z
-    .union([z.string(), z.date()], { error: RFC3339_EXPECTED })
-    .superRefine((v, ctx) => {
-      // YAML 1.1 (a %YAML 1.1 directive, a !!timestamp tag) reads an unquoted time as a date.
-      if (v instanceof Date) ctx.addIssue({ code: 'custom', message: `quote the time (${Number.isNaN(v.getTime()) ? '"2026-11-29T22:00:00Z"' : JSON.stringify(v.toISOString())}): YAML read it as a date` });
-      else if (!RFC3339.safeParse(v).success) ctx.addIssue({ code: 'custom', message: RFC3339_EXPECTED });
-    })
-    .transform((v) => (typeof v === 'string' ? v : v.toISOString()))
-    .optional(),
-  /** These certificates exactly (one leaked key), whatever their notBefore. */
-  serials: z.array(serialNumber).min(1, { error: 'list at least one serial number, or leave serials out' }).optional(),
-  trustDomains: globList.optional(),
-  namespaces: globList.optional(),
-  serviceAccounts: globList.optional(),
+    /** RFC 3339 with a zone (`2026-11-29T22:00:00Z`): a time without one would depend on the server's zone. */
+    issuedBefore: z
+      .union([z.string(), z.date()], { error: RFC3339_EXPECTED })
+      .superRefine((v, ctx) => {
+        // YAML 1.1 (a %YAML 1.1 directive, a !!timestamp tag) reads an unquoted time as a date.
+        if (v instanceof Date) ctx.addIssue({ code: 'custom', message: `quote the time (${Number.isNaN(v.getTime()) ? '"2026-11-29T22:00:00Z"' : JSON.stringify(v.toISOString())}): YAML read it as a date` });
+        else if (!RFC3339.safeParse(v).success) ctx.addIssue({ code: 'custom', message: RFC3339_EXPECTED });
+      })
+      .transform((v) => (typeof v === 'string' ? v : v.toISOString()))
+      .optional(),
+    /** These certificates exactly (one leaked key), whatever their notBefore. */
+    serials: z.array(serialNumber).min(1, { error: 'list at least one serial number, or leave serials out' }).optional(),
+    trustDomains: globList.optional(),
+    namespaces: globList.optional(),
+    serviceAccounts: globList.optional(),
   })
   .refine((e) => e.issuedBefore !== undefined || e.serials !== undefined, {
     error: 'give issuedBefore, serials, or both: an entry with neither would refuse every certificate its selectors match, those issued after it included',

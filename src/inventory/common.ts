@@ -17,7 +17,7 @@ import {
   type RecordSource,
   type Snapshot,
 } from './types.js';
-import { serialHex } from '../x509/serial-hex.js';
+import { canonicalSerial, typedHex } from '../x509/serial-hex.js';
 
 export const CERT_TABLE = 'inventory_certificates';
 export const AUDIT_TABLE = 'inventory_audit_events';
@@ -157,21 +157,9 @@ export function prepareAudit(events: readonly AuditEvent[]): (AuditEvent & { id:
 // ---------------------------------------------------------------------------------------------
 // Lookup keys, filters and cursors.
 
-/** Lowercase, without ':' separators, whitespace or a 0x prefix. */
-export function normalizeKey(serialOrFingerprint: string): string {
-  let k = String(serialOrFingerprint).trim().toLowerCase().replace(/[:\s]/g, '');
-  if (k.startsWith('0x')) k = k.slice(2);
-  return k;
-}
-
-/** A serial as the inventory stores it (see serialHex), from any form normalizeKey accepts. */
-export function canonicalSerial(serial: string): string {
-  return serialHex(normalizeKey(serial));
-}
-
 /** GET_SQL's parameters for a serial or fingerprint as a user typed it; null when there is nothing to look up. */
 export function getParams(serialOrFingerprint: string): [string, string, string, string] | null {
-  const k = normalizeKey(serialOrFingerprint);
+  const k = typedHex(serialOrFingerprint);
   return k.length === 0 ? null : [k, k, canonicalSerial(k), k];
 }
 

@@ -7,3 +7,15 @@
 export function serialHex(hex: string): string {
   return hex.toLowerCase().replace(/^0+(?=.)/, '');
 }
+
+/** Hex as a person typed or copied it (a serial, a fingerprint): lowercase, without ':' separators, whitespace or a 0x prefix. */
+export function typedHex(text: string): string {
+  let k = String(text).trim().toLowerCase().replace(/[:\s]/g, '');
+  if (k.startsWith('0x')) k = k.slice(2);
+  return k;
+}
+
+/** A serial as meshcert writes it (serialHex), from any form typedHex accepts. */
+export function canonicalSerial(serial: string): string {
+  return serialHex(typedHex(serial));
+}
