@@ -52,7 +52,7 @@ export const CALLER_AUDIT_PER_SECOND = 1;
 /** Callers whose buckets are kept at once, per process; beyond, the least recently refused one's is written out and dropped. */
 export const MAX_TRACKED_CALLERS = 10_000;
 /** The refusals beyond a bucket are counted in one row per this many seconds. */
-export const ANONYMOUS_SUMMARY_SECONDS = 60;
+export const AUDIT_SUMMARY_SECONDS = 60;
 /** The longest refusal text kept (refusals quote what the caller sent). */
 const MAX_REASON = 1024;
 
@@ -97,11 +97,11 @@ class RowBucket {
       this.tokens -= 1;
       return true;
     }
-    if (this.uncounted && t - this.uncounted.since >= ANONYMOUS_SUMMARY_SECONDS * 1000) this.flush();
+    if (this.uncounted && t - this.uncounted.since >= AUDIT_SUMMARY_SECONDS * 1000) this.flush();
     if (!this.uncounted) {
       this.uncounted = { since: t, count: 0, codes: new Set() };
       // Written when its minute is over, whether or not another refusal comes to roll it.
-      this.timer = setTimeout(() => this.flush(), ANONYMOUS_SUMMARY_SECONDS * 1000);
+      this.timer = setTimeout(() => this.flush(), AUDIT_SUMMARY_SECONDS * 1000);
       this.timer.unref();
     }
     this.uncounted.count++;
@@ -124,8 +124,8 @@ class RowBucket {
 }
 
 /**
- * Records every issuance and audits refusals (within the bounds below), into a sink. No secrets: identities and codes
- * only. An issuance's audit entry is its certificate record (who asked, for which identity, when,
+ * Records every issuance and audits refusals (within the bounds below), into a sink. No secrets:
+ * identities and codes only. An issuance's audit entry is its certificate record (who asked, for which identity, when,
  * under which rule, serial): writing a second row for it would double the store's write load at
  * thousands of certificates per second for no information.
  *
@@ -138,21 +138,24 @@ class RowBucket {
  * name, and any refusal's text is cut at 1 KiB.
  */
 export function inventoryObserver(sink: RecordSink, now: () => number = Date.now, share = 1): InventoryObserver {
-  // Each of N worker processes keeps 1/N of each bucket, so the replica's bound does not grow with N.
-  const rows = (burst: number, perSecond: number, write: (u: Uncounted) => void): RowBucket =>
-    new RowBucket(Math.max(1, Math.ceil(burst * share)), perSecond * share, now, write);
-  const summary = (u: Uncounted, requester: string | null, identity: string | null, whose: string, burst: number, perSecond: number): AuditEvent => ({
-    at: new Date(u.since),
-    requester,
-    identity,
-    cluster: null,
-    decision: 'refused',
-    code: [...u.codes].sort().join(','),
-    reason: `${u.count} more refusals of ${whose} from this time on, not recorded one by one (over ${burst} at once or ${perSecond} a second)`,
-  });
-  const anonymous = rows(ANONYMOUS_AUDIT_BURST, ANONYMOUS_AUDIT_PER_SECOND, (u) =>
-    sink.recordAudit(summary(u, null, null, 'unauthenticated calls', ANONYMOUS_AUDIT_BURST, ANONYMOUS_AUDIT_PER_SECOND)),
-  );
+  /**
+   * A bucket of rows for one kind of refusal, whose uncounted refusals are written as one row under
+   * `requester` and `identity`. Each of N worker processes keeps 1/N of it, so the replica's bound
+   * does not grow with N.
+   */
+  const rows = (burst: number, perSecond: number, requester: string | null, identity: string | null, whose: string): RowBucket =>
+    new RowBucket(Math.max(1, Math.ceil(burst * share)), perSecond * share, now, (u) =>
+      sink.recordAudit({
+        at: new Date(u.since),
+        requester,
+        identity,
+        cluster: null,
+        decision: 'refused',
+        code: [...u.codes].sort().join(','),
+        reason: `${u.count} more refusals of ${whose} from this time on, not recorded one by one (over ${burst} at once or ${perSecond} a second)`,
+      }),
+    );
+  const anonymous = rows(ANONYMOUS_AUDIT_BURST, ANONYMOUS_AUDIT_PER_SECOND, null, null, 'unauthenticated calls');
   /**
    * By caller, and for a node agent (ztunnel) by the workload it asked for: every ztunnel shares
    * one service account, and one pod refused in a loop must not take the rows of the others.
@@ -169,11 +172,8 @@ export function inventoryObserver(sink: RecordSink, now: () => number = Date.now
         dropped.flush();
         callers.delete(oldest);
       }
-      bucket = rows(CALLER_AUDIT_BURST, CALLER_AUDIT_PER_SECOND, (u) =>
-        sink.recordAudit(
-          summary(u, storable(caller), storable(identity ?? null), identity === undefined ? 'calls by this caller' : 'calls by this caller for this identity', CALLER_AUDIT_BURST, CALLER_AUDIT_PER_SECOND),
-        ),
-      );
+      const whose = identity === undefined ? 'calls by this caller' : 'calls by this caller for this identity';
+      bucket = rows(CALLER_AUDIT_BURST, CALLER_AUDIT_PER_SECOND, storable(caller), storable(identity ?? null), whose);
     }
     callers.set(key, bucket);
     return bucket;

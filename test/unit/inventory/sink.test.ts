@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { auditProblem } from '../../../src/inventory/common.js';
 import type { IssuedCertificate } from '../../../src/authority/authority.js';
-import { ANONYMOUS_AUDIT_BURST, ANONYMOUS_SUMMARY_SECONDS, CALLER_AUDIT_BURST, MAX_TRACKED_CALLERS, inventoryObserver, recordFromIssued, type RecordSink } from '../../../src/inventory/sink.js';
+import { ANONYMOUS_AUDIT_BURST, AUDIT_SUMMARY_SECONDS, CALLER_AUDIT_BURST, MAX_TRACKED_CALLERS, inventoryObserver, recordFromIssued, type RecordSink } from '../../../src/inventory/sink.js';
 import type { AuditEvent } from '../../../src/inventory/types.js';
 
 function auditSink(): { sink: RecordSink; audit: AuditEvent[] } {
@@ -49,8 +49,8 @@ describe('inventoryObserver', () => {
     }
     expect(audit).toHaveLength(ANONYMOUS_AUDIT_BURST + 5 + 30);
     // The minute ends: one row counts what was not recorded.
-    t += ANONYMOUS_SUMMARY_SECONDS * 1000;
-    vi.advanceTimersByTime(ANONYMOUS_SUMMARY_SECONDS * 1000);
+    t += AUDIT_SUMMARY_SECONDS * 1000;
+    vi.advanceTimersByTime(AUDIT_SUMMARY_SECONDS * 1000);
     expect(audit).toHaveLength(ANONYMOUS_AUDIT_BURST + 5 + 31);
     const summary = audit.at(-1)!;
     expect(summary).toMatchObject({ at: new Date(1_800_000_000_000), requester: null, cluster: null, code: 'AUTH_INVALID,AUTH_MISSING' });
@@ -83,8 +83,8 @@ describe('inventoryObserver', () => {
     }
     expect(audit.filter((e) => e.requester === loud)).toHaveLength(CALLER_AUDIT_BURST + 10);
     // The minute ends: one row, under the caller, counts what was not recorded.
-    t += ANONYMOUS_SUMMARY_SECONDS * 1000;
-    vi.advanceTimersByTime(ANONYMOUS_SUMMARY_SECONDS * 1000);
+    t += AUDIT_SUMMARY_SECONDS * 1000;
+    vi.advanceTimersByTime(AUDIT_SUMMARY_SECONDS * 1000);
     const summary = audit.at(-1)!;
     expect(summary).toMatchObject({ at: new Date(1_800_000_000_000), requester: loud, identity: null, cluster: null, decision: 'refused', code: 'AUTH_INVALID,RATE_LIMITED' });
     // 25 beyond the burst, then 49 of every 50 for 10 s.
