@@ -173,8 +173,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
    */
   const retiring = new Set<Worker>();
   /** Each worker's place in the dispatcher, and how to give it one (see `settle`). */
-  const targetOf = new Map<Worker, DispatchTarget>();
-  const admitOf = new Map<Worker, () => void>();
+  const seats = new Map<Worker, { readonly target: DispatchTarget; readonly admit: () => void }>();
   let draining = false;
   const dispatcher = new ConnectionDispatcher<DispatchTarget>(logger);
   const port = await dispatcher.listen(config.server.listen);
@@ -199,11 +198,13 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       };
       /** The worker's last word on its memory, kept for when it is admitted (see settle). */
       let short = false;
-      targetOf.set(w, target);
-      admitOf.set(w, () => {
-        if (stopping || retiring.has(w) || !w.isConnected() || dispatcher.has(target)) return;
-        dispatcher.add(target);
-        if (short) dispatcher.setShortOfMemory(target, true);
+      seats.set(w, {
+        target,
+        admit: () => {
+          if (stopping || retiring.has(w) || !w.isConnected() || dispatcher.has(target)) return;
+          dispatcher.add(target);
+          if (short) dispatcher.setShortOfMemory(target, true);
+        },
       });
       // Before 'exit' when the worker closes its channel (it is exiting): no more hand-offs.
       w.on('disconnect', () => dispatcher.remove(target));
@@ -280,8 +281,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         live.delete(w);
         serving.delete(w);
         configOf.delete(w);
-        targetOf.delete(w);
-        admitOf.delete(w);
+        seats.delete(w);
         const last = lastMetrics.get(w);
         if (last) retired.retire(last);
         lastMetrics.delete(w);
@@ -347,7 +347,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
    */
   const settle = (w: Worker): void => {
     if (configOf.get(w) !== currentConfig) catchUp(w);
-    else if (reloadRounds.size === 0) admitOf.get(w)?.();
+    else if (reloadRounds.size === 0) seats.get(w)?.admit();
   };
 
   /** Sends the config in force to a serving worker that runs another; a refusal, or no answer within 30 s, retires it. */
@@ -378,12 +378,9 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     // It leaves any reload round under way: its answer there no longer counts.
     for (const id of [...reloadRounds.keys()]) answered(id, w);
     logger.error({ pid: w.process.pid, ...(error === undefined ? {} : { error }) }, message);
-    const target = targetOf.get(w);
-    if (target) dispatcher.remove(target);
-    send(w, { type: 'shutdown' });
-    setTimeout(() => {
-      if (!w.isDead()) w.process.kill('SIGKILL');
-    }, (config.server.shutdownGrace + 5) * 1000).unref();
+    const seat = seats.get(w);
+    if (seat) dispatcher.remove(seat.target);
+    drain(w, (config.server.shutdownGrace + 5) * 1000);
     replace();
   };
 
@@ -397,6 +394,14 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         replace();
       });
     }, Math.min(5000, 100 * restarts)).unref();
+  };
+
+  /** Asks a worker to drain; killed if still running after `graceMs` (its own grace plus a margin). */
+  const drain = (w: Worker, graceMs: number): void => {
+    send(w, { type: 'shutdown' });
+    setTimeout(() => {
+      if (!w.isDead()) w.process.kill('SIGKILL');
+    }, graceMs).unref();
   };
 
   /** IPC to a worker, ignoring a channel that has just closed (the worker is exiting). */
@@ -415,8 +420,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           new Promise<void>((resolve) => {
             if (w.isDead()) return resolve();
             w.once('exit', () => resolve());
-            send(w, { type: 'shutdown' });
-            setTimeout(() => w.process.kill('SIGKILL'), graceMs).unref();
+            drain(w, graceMs);
           }),
       ),
     ).then(() => undefined);
@@ -443,8 +447,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       // for the config when it is ready; one that listens but is held back is caught up and
       // admitted after this round (settle).
       const admitted = (w: Worker): boolean => {
-        const target = targetOf.get(w);
-        return target !== undefined && dispatcher.has(target);
+        const seat = seats.get(w);
+        return seat !== undefined && dispatcher.has(seat.target);
       };
       const eligible = [...serving].filter((w) => w.isConnected() && !retiring.has(w));
       // With none admitted (all held back), those held back check it, so that no config is
