@@ -2,9 +2,10 @@
  * Glob patterns, for policy `match` fields and the selectors of `auth.revokedClientCertificates`
  * (a module of its own so that authentication does not depend on the policy engine): `*` matches
  * any run of characters (including none, and including dots), `?` matches exactly one character,
- * everything else matches itself (regex metacharacters such as `.`, `+`, `(` or `$` are literal). Matching is whole-string and
- * case-sensitive. No character classes, braces, escapes or negation: those characters are refused
- * so that nobody writes `[a-z]*` or `!kube-system` believing it does something.
+ * everything else matches itself (regex metacharacters such as `.`, `+`, `(` or `$` are literal).
+ * Matching is whole-string and case-sensitive. No character classes, braces, escapes or negation:
+ * those characters are refused so that nobody writes `[a-z]*` or `!kube-system` believing it does
+ * something.
  *
  * Patterns are compiled once to a RegExp. A naive translation (`*` -> `.*`) backtracks
  * polynomially: `*a*a*b` against a 253-character service account name took 23 ms and one more `*`
