@@ -1,11 +1,16 @@
 /**
  * Refusals through the real server into an inventory sink: the first of a flood (unauthenticated,
  * or by one authenticated caller) get audit rows, the rest one counted row, which a shutdown
- * writes before it returns.
+ * writes before it returns. And revoked client certificates refused through the real server: their
+ * audit rows, and the gRPC status a revoked serial gets.
  */
+import { X509Certificate } from 'node:crypto';
+import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import { buildWorkloadCsr } from '../../../src/client/workload-csr.js';
+import { parseConfig } from '../../../src/config/load.js';
+import { serialHex } from '../../../src/x509/serial-hex.js';
 import { ANONYMOUS_AUDIT_BURST, CALLER_AUDIT_BURST } from '../../../src/inventory/sink.js';
 import type { RecordSink } from '../../../src/inventory/sink.js';
 import type { AuditEvent } from '../../../src/inventory/types.js';
@@ -106,6 +111,52 @@ describe('audit rows of refused revoked client certificates', () => {
     } finally {
       await ca.close();
       await jwks.stop();
+    }
+  });
+});
+
+describe('a client certificate revoked by serial, over gRPC', () => {
+  it('is refused UNAUTHENTICATED with a message naming only the identity, the serial and the entry; another certificate of the same identity renews', async () => {
+    const ca = await startTestCa();
+    try {
+      const id = 'spiffe://cluster.local/ns/vm/sa/db';
+      const token = await mintToken({ ns: 'vm', sa: 'db' });
+      const issue = async (): Promise<{ chain: string[]; keyPem: string }> => {
+        const csr = await buildWorkloadCsr(id, 'ec256');
+        return { chain: await ca.request({ csrPem: csr.csrPem, token }), keyPem: csr.privateKeyPem };
+      };
+      const [leaked, other] = [await issue(), await issue()];
+      const serial = serialHex(new X509Certificate(leaked.chain[0]!).serialNumber);
+      // Revoked as an operator copies it from openssl: whole octets, uppercase, colons.
+      const octets = new X509Certificate(leaked.chain[0]!).serialNumber.match(/../g)!.join(':');
+      await ca.running.reload(
+        parseConfig(
+          {
+            dataDir: ca.dir,
+            trustDomain: 'cluster.local',
+            server: { listen: '127.0.0.1:0', shutdownGrace: '5s' },
+            ca: { autoInit: true },
+            auth: { clusters: [{ name: 'Kubernetes', jwt: [{ issuer: TEST_ISSUER, jwksFile: join(ca.dir, 'jwks.json') }] }], revokedClientCertificates: [{ serials: [octets] }] },
+          },
+          {},
+          'test',
+          ca.dir,
+        ),
+      );
+      const renew = async (held: { chain: string[]; keyPem: string }): Promise<string> =>
+        ca
+          .client({ clientCert: { certPem: held.chain[0]! + held.chain[1]!, keyPem: held.keyPem } })
+          .createCertificate({ csrPem: (await buildWorkloadCsr(id, 'ec256')).csrPem })
+          .then(
+            () => 'ok',
+            (e: { code: number; details: string }) => `${e.code} ${e.details}`,
+          );
+      expect(await renew(leaked)).toBe(
+        `${status.UNAUTHENTICATED} client certificate for ${id} is revoked: its serial ${serial} is listed (auth.revokedClientCertificates[0]); authenticate with a service-account token to get a new certificate`,
+      );
+      expect(await renew(other)).toBe('ok');
+    } finally {
+      await ca.close();
     }
   });
 });
