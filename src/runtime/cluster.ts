@@ -153,8 +153,11 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   const asks = new Map<number, { waiting: Set<Worker>; done: () => void }>();
   /** The reload each pending ask is, where it is one: the config sent and the refusals so far. */
   const reloadRounds = new Map<number, { config: MeshcertConfig; errors: string[]; applied: Set<Worker> }>();
-  /** Workers sent the config in force back after a rejected reload they had applied, by request id. */
-  const rollbacks = new Map<number, { worker: Worker; config: MeshcertConfig }>();
+  /**
+   * Workers sent the config in force back after a rejected reload they had applied (or did not
+   * answer), by request id; one that does not answer within 30 s is retired (see sendBack).
+   */
+  const rollbacks = new Map<number, { worker: Worker; config: MeshcertConfig; timer: NodeJS.Timeout }>();
   let currentConfig = config;
   /** The config each worker was last given and applied (a worker started during a reload may lag). */
   const configOf = new Map<Worker, MeshcertConfig>();
@@ -241,6 +244,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
             answered(m.id, w);
           } else if (back) {
             rollbacks.delete(m.id);
+            clearTimeout(back.timer);
             // Its files changed again meanwhile (CA files, a jwksFile), say. Not retired, unlike a
             // refused catch-up: what it runs passed every check, and when a reload is rejected for
             // a broken file every worker refuses to go back too; replacements would read that
@@ -291,7 +295,11 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           clearTimeout(c.timer);
           catchUps.delete(id);
         }
-        for (const [id, r] of rollbacks) if (r.worker === w) rollbacks.delete(id);
+        for (const [id, r] of rollbacks) {
+          if (r.worker !== w) continue;
+          clearTimeout(r.timer);
+          rollbacks.delete(id);
+        }
         // A retired worker's replacement was started when it was retired.
         const wasRetiring = retiring.delete(w);
         // No answer will come: a reload or a scrape waiting on it goes on without it.
@@ -362,6 +370,24 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     timer.unref();
     catchUps.set(id, { worker: w, config: currentConfig, timer });
     catchingUp.add(w);
+    send(w, { type: 'reload', id, config: currentConfig });
+  };
+
+  /**
+   * Sends the config in force back to a worker that applied a rejected reload, or did not answer
+   * it. Reloads run one at a time in a worker, in the order sent, so one that has not answered this
+   * within 30 s is stuck in the reload before it (or not running JavaScript at all): it would fail
+   * every later reload round, and serves on with a config no one knows. Retired, as a worker that
+   * does not catch up is.
+   */
+  const sendBack = (w: Worker): void => {
+    const id = ++nextId;
+    const timer = setTimeout(() => {
+      if (!rollbacks.delete(id)) return;
+      retire(w, 'a worker did not go back to the configuration in force within 30s of a rejected reload; draining it and starting a replacement, so that none serves with a configuration no one knows');
+    }, 30_000);
+    timer.unref();
+    rollbacks.set(id, { worker: w, config: currentConfig, timer });
     send(w, { type: 'reload', id, config: currentConfig });
   };
 
@@ -465,12 +491,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         if (errors.length > 0) {
           // Put the workers that applied it (or may yet: those that did not answer) back on the
           // config in force. The others never left it.
-          for (const w of [...round.applied, ...silent]) {
-            if (!live.has(w) || retiring.has(w)) continue;
-            const back = ++nextId;
-            rollbacks.set(back, { worker: w, config: currentConfig });
-            send(w, { type: 'reload', id: back, config: currentConfig });
-          }
+          for (const w of [...round.applied, ...silent]) if (live.has(w) && !retiring.has(w)) sendBack(w);
           // Those held back meanwhile never left it: admitted now (those sent back, once back).
           for (const w of serving) if (!admitted(w) && !round.applied.has(w) && !silent.has(w)) settle(w);
           throw new Error(errors[0]);

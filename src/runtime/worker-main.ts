@@ -1,5 +1,6 @@
 import cluster from 'node:cluster';
 import type { Socket } from 'node:net';
+import { inOrder } from '../async/in-order.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { createLogger } from '../log/logger.js';
 import { startMeshcert, type RunningMeshcert } from '../main.js';
@@ -42,15 +43,14 @@ export async function workerMain(): Promise<number> {
   };
   // One reload at a time, in the order sent: the primary's bookkeeping (a catch-up, then a round,
   // then a rollback) assumes the last one answered is the one in force.
-  let reloads: Promise<void> = Promise.resolve();
-  const applyReload = (m: Extract<PrimaryMessage, { type: 'reload' }>): void => {
-    reloads = reloads
-      .then(() => running!.reload(m.config))
-      .then(
+  const reloads = inOrder();
+  const applyReload = (m: Extract<PrimaryMessage, { type: 'reload' }>): void =>
+    void reloads(() =>
+      running!.reload(m.config).then(
         () => send({ type: 'reloaded', id: m.id }),
         (err: unknown) => send({ type: 'reloaded', id: m.id, error: err instanceof Error ? err.message : String(err) }),
-      );
-  };
+      ),
+    );
   // Connections the primary handed over that have closed, reported in one message per turn of
   // the event loop (a shed or a drain closes thousands at once).
   let closedSinceReport = 0;

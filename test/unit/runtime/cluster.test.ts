@@ -417,7 +417,46 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     answer(b!);
     expect(a!.reloads()).toHaveLength(2);
     expect(b!.reloads()).toHaveLength(2);
+    // Answered in time: the 30 s timers of the rollbacks retire no one.
+    vi.advanceTimersByTime(60_000);
     expect(msgs().filter((m) => m.startsWith('a worker'))).toEqual([]);
+    expect(a!.sent.map((m) => m.type)).not.toContain('shutdown');
+    expect(b!.sent.map((m) => m.type)).not.toContain('shutdown');
+  });
+
+  it('after a rejected reload: a worker stuck in it (no answer to the round or to being sent back) is retired, and the next reload is not held up by it', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    const before = config();
+    const pool = await twoServing(before);
+    const [a, b] = fake.forked;
+    const reloading = pool.reload(revoking());
+    answer(a!);
+    const rejected = expect(reloading).rejects.toThrow('a worker did not answer the reload within 30s');
+    vi.advanceTimersByTime(30_000);
+    await rejected;
+    answer(a!);
+    // b answers nothing: 30 s after it was sent back, it is drained and a replacement started.
+    vi.advanceTimersByTime(29_999);
+    expect(b!.sent.map((m) => m.type)).not.toContain('shutdown');
+    vi.advanceTimersByTime(1);
+    expect(b!.sent.at(-1)).toEqual({ type: 'shutdown' });
+    expect(msgs()).toContain('a worker did not go back to the configuration in force within 30s of a rejected reload; draining it and starting a replacement, so that none serves with a configuration no one knows');
+    expect(a!.sent.map((m) => m.type)).not.toContain('shutdown');
+    // The replacement is forked at once (a timer set inside a tick runs 1 ms later); it has not asked for its config yet.
+    vi.advanceTimersByTime(1);
+    vi.useRealTimers();
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(3));
+    const c = fake.forked[2]!;
+    expect(await connectionGoesTo(pool, [a!, b!, c])).toEqual([a]);
+    // The next reload goes to a alone and succeeds; the replacement starts with it.
+    const next = revoking();
+    const again = pool.reload(next);
+    expect(lastReload(b!).config).toBe(before);
+    answer(a!);
+    await again;
+    c.start();
+    expect(c.sent.find((m) => m.type === 'config')).toMatchObject({ config: next });
+    expect(c.reloads()).toEqual([]);
   });
 
   it('a retired worker that does not drain within the grace period is killed', async () => {
