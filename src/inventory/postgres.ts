@@ -203,6 +203,9 @@ export function isConnectionFailure(err: unknown): boolean {
   return /timeout exceeded when trying to connect|Connection terminated|connection error and is not queryable|Query read timeout/i.test(message);
 }
 
+/** Attempts of a statement PostgreSQL rolled back for a deadlock or a serialization failure. */
+const CONFLICT_ATTEMPTS = 4;
+
 export class PostgresInventoryStore implements InventoryStore {
   readonly kind = 'postgres' as const;
   private readonly pool: pg.Pool;
@@ -238,9 +241,27 @@ export class PostgresInventoryStore implements InventoryStore {
     if (this.readOnly) throw new Error('this inventory store is open read-only');
   }
 
+  /**
+   * Every statement here is its own transaction and safe to run twice (inserts skip conflicts,
+   * upserts keep the later time, deletes and reads repeat). Statements that lock rows of one table
+   * in different orders (forgetting a place and pruning its certificates' sightings, a discover
+   * run's snapshot and a forget) can deadlock; PostgreSQL then rolls one back (40P01), which is
+   * retried here rather than failing a CronJob or an hourly prune. So is a serialization failure
+   * (40001) under a stricter default isolation level.
+   */
   private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = [], name?: string): Promise<pg.QueryResult<R>> {
     this.assertOpen();
-    return this.pool.query<R>(name === undefined ? { text, values } : { name, text, values });
+    const config = name === undefined ? { text, values } : { name, text, values };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.pool.query<R>(config);
+      } catch (e) {
+        const code = (e as { code?: unknown } | null)?.code;
+        if ((code !== '40P01' && code !== '40001') || attempt >= CONFLICT_ATTEMPTS || this.closed) throw e;
+        // Apart, so the two statements do not meet again in the same order.
+        await new Promise((r) => setTimeout(r, 20 + Math.random() * 80));
+      }
+    }
   }
 
   async migrate(): Promise<void> {

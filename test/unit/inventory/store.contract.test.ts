@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { PRUNE_BATCH } from '../../../src/inventory/common.js';
+import { PRUNE_BATCH, SIGHTINGS_TABLE } from '../../../src/inventory/common.js';
 import { openStore, type OpenStoreOptions } from '../../../src/inventory/open.js';
 import { PostgresInventoryStore } from '../../../src/inventory/postgres.js';
 import { STORE_THREAD_NICE, SqliteInventoryStore, WAL_AUTOCHECKPOINT_PAGES } from '../../../src/inventory/sqlite.js';
@@ -813,6 +813,47 @@ describe('postgres store specifics', () => {
       await expect(store.ping()).rejects.toThrow();
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe.skipIf(pgSkipReason() !== null)('postgres store: a statement rolled back for a deadlock', () => {
+  it('is run again: forgetting a place that another transaction deletes sightings of, in the other order, succeeds', async () => {
+    const db = await createTestDatabase('deadlock');
+    const store = await openStore({ kind: 'postgres', url: db.url });
+    const other = new pg.Client({ connectionString: db.url });
+    await other.connect();
+    try {
+      const place = 'discovered:file:/etc/a.pem' as const;
+      const [first, second] = [fp('a'), fp('b')].sort();
+      await store.recordSnapshots([{ source: place, fingerprints: [first!, second!] }], new Date());
+      // Each rejection the store's pool gives, by SQLSTATE.
+      const pool = (store as unknown as { pool: pg.Pool }).pool;
+      const query = pool.query.bind(pool) as (...a: unknown[]) => Promise<unknown>;
+      const codes: string[] = [];
+      (pool as unknown as { query: (...a: unknown[]) => Promise<unknown> }).query = (...a) =>
+        query(...a).catch((e: { code?: string }) => {
+          codes.push(e.code ?? '?');
+          throw e;
+        });
+      // The other transaction holds the sighting the forget reaches last; the forget then holds
+      // the first and waits; the other asks for the first: a cycle. The forget, waiting longer,
+      // is the one PostgreSQL rolls back (deadlock_timeout, 1 s).
+      await other.query('BEGIN');
+      await other.query(`DELETE FROM ${SIGHTINGS_TABLE} WHERE source = $1 AND fingerprint = $2`, [place, second]);
+      const forgetting = store.forgetPlaces([place]);
+      await expect
+        .poll(async () => (await other.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'meshcert-inventory' AND wait_event_type = 'Lock'`)).rows[0].n, { timeout: 10_000 })
+        .toBe(1);
+      await other.query(`DELETE FROM ${SIGHTINGS_TABLE} WHERE source = $1 AND fingerprint = $2`, [place, first]);
+      await other.query('COMMIT');
+      expect(await forgetting).toEqual([place]);
+      expect(codes).toEqual(['40P01']);
+      expect(await store.places('discovered:')).toEqual([]);
+    } finally {
+      await other.end();
+      await store.close();
+      await db.drop().catch(() => {});
     }
   });
 });
