@@ -91,6 +91,13 @@ export function buildMaterial(
     if (isRoot(c) || intermediates.some((i) => i.fingerprint256 === c.fingerprint256)) continue;
     intermediates.push(c);
   }
+  // Node gives "Bad time value" for a date it cannot read; every comparison with it would be
+  // false, so an unreadable notAfter would pass as never expiring and cap no leaf's lifetime.
+  for (const c of [...intermediates, ...roots]) {
+    if (Number.isNaN(Date.parse(c.validFrom)) || Number.isNaN(Date.parse(c.validTo))) {
+      throw new ConfigError(`CA certificate "${c.subject.replace(/\n/g, ', ')}" has a validity date that cannot be read (notBefore "${c.validFrom}", notAfter "${c.validTo}"): re-issue it`);
+    }
+  }
   const top = intermediates[intermediates.length - 1]!;
   const expired = (c: X509Certificate): boolean => new Date(c.validTo) <= now;
   // Only a root that anchors the signing chain must be current; the bundle's others may be stale.

@@ -18,7 +18,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSyn
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { z } from 'zod';
-import { formatDuration } from '../config/duration.js';
+import { formatDuration, MAX_SPAN_SECONDS } from '../config/duration.js';
 import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
@@ -300,7 +300,18 @@ export interface RotateStartOptions {
   readonly now?: Date;
 }
 
+/**
+ * Checked before any file is touched: a span beyond a century (or not a number) gives a date no
+ * certificate or rotation.json can hold, found only half way through a step.
+ */
+function checkSpans(spans: Record<string, number | undefined>): void {
+  for (const [name, ms] of Object.entries(spans)) {
+    if (ms !== undefined && !(Number.isFinite(ms) && ms >= 0 && ms <= MAX_SPAN_SECONDS * 1000)) throw new ConfigError(`${name} must be between 0s and 36500d`);
+  }
+}
+
 export async function rotateStart(o: RotateStartOptions): Promise<StepResult> {
+  checkSpans({ 'the minimum wait': o.minWaitMs, "the new root's lifetime": o.rootLifetimeMs, "the new intermediate's lifetime": o.intermediateLifetimeMs });
   const now = o.now ?? new Date();
   const { dir } = o;
   const existing = readRotationState(dir);
@@ -404,6 +415,7 @@ export interface RotateSwitchOptions {
 }
 
 export function rotateSwitch(o: RotateSwitchOptions): StepResult {
+  checkSpans({ 'the minimum wait': o.minWaitMs, 'the longest leaf lifetime': o.maxLeafLifetimeMs });
   const now = o.now ?? new Date();
   const { dir } = o;
   let state = readRotationState(dir);
@@ -686,6 +698,7 @@ export interface RenewResult {
  * Needs no readable ca-key.pem, so re-running after an interruption completes the renewal.
  */
 export async function renewIntermediate(o: RenewIntermediateOptions): Promise<RenewResult> {
+  checkSpans({ "the new intermediate's lifetime": o.lifetimeMs });
   const now = o.now ?? new Date();
   const { dir } = o;
   const state = readRotationState(dir);

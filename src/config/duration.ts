@@ -19,8 +19,17 @@ export function formatDuration(seconds: number): string {
   return `${seconds}s`;
 }
 
-/** A duration typed on a command line or in a query: a bare number is seconds, as in the config. */
+/** About a century, in seconds: a window or lifetime past it puts dates beyond what stores and certificates hold. */
+export const MAX_SPAN_SECONDS = 100 * 365 * 86_400;
+
+/**
+ * A duration typed on a command line or in a query: a bare number is seconds, as in the config.
+ * At most a century: a longer one gives dates no Date, store or certificate holds (a CA renewed
+ * "for 99999999999d" would get an unreadable notAfter).
+ */
 export function parseDurationArg(value: string): number {
   const v = value.trim();
-  return parseDurationSeconds(/^\d+$/.test(v) ? Number(v) : v);
+  const seconds = parseDurationSeconds(/^\d+$/.test(v) ? Number(v) : v);
+  if (seconds > MAX_SPAN_SECONDS) throw new Error(`invalid duration "${v}": at most 36500d`);
+  return seconds;
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseDurationSeconds } from './duration.js';
+import { MAX_SPAN_SECONDS, parseDurationSeconds } from './duration.js';
 import { globList, lifetimeDuration, policySchema } from '../policy/schema.js';
 import { canonicalSerial } from '../x509/serial-hex.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
@@ -21,8 +21,6 @@ const duration = z
 
 /** Node's timers hold at most 2^31 - 1 ms; a longer one fires at once. */
 const MAX_TIMER_SECONDS = 2_147_483;
-/** About a century, in seconds: a window or lifetime past it puts dates beyond what the stores hold. */
-const MAX_SPAN_SECONDS = 100 * 365 * 86_400;
 const span = (min: number, minText: string) =>
   duration.refine((v) => v >= min && v <= MAX_SPAN_SECONDS, `must be between ${minText} and 36500d`);
 

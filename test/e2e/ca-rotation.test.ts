@@ -327,5 +327,13 @@ describe('the ca commands, as an operator runs them', () => {
     expect((await cli('rotate', 'switch')).code).toBe(2);
     expect((await cli('rotate', 'bogus', '--dir', cliDir)).code).toBe(2);
     expect((await cli('rotate', 'switch', '--dir', cliDir, '--min-wait', 'soon')).code).toBe(2);
+    // A span past a century is refused before any file is touched (it once left a CA with an unreadable notAfter).
+    const files = Object.fromEntries(readdirSync(cliDir).filter((f) => f.endsWith('.pem')).map((f) => [f, readFileSync(join(cliDir, f), 'utf8')]));
+    for (const args of [['renew-intermediate', '--lifetime', '99999999999d'], ['rotate', 'start', '--min-wait', '99999999999d']]) {
+      const r = await cli(...args, '--dir', cliDir);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/: invalid duration "99999999999d": at most 36500d/);
+    }
+    expect(Object.fromEntries(readdirSync(cliDir).filter((f) => f.endsWith('.pem')).map((f) => [f, readFileSync(join(cliDir, f), 'utf8')]))).toEqual(files);
   });
 });

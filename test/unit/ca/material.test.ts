@@ -181,6 +181,21 @@ describe('loadCaDir refusals', () => {
     expect(loadError(dir).message).toMatch(/^CA certificate "O=acme, CN=acme root CA" expired on/);
   });
 
+  it('refuses a CA certificate whose notAfter cannot be read, rather than taking it as never expiring', async () => {
+    const dir = copyCa(caA);
+    const rootKey = await generateKey('ec256');
+    const root = await createRootCert(rootKey, { subject: 'O=acme, CN=acme root CA', keyType: 'ec256', notBefore: new Date(Date.now() - DAY_MS), notAfter: new Date(Date.now() + 300 * DAY_MS) });
+    const key = await generateKey('ec256');
+    // What an unbounded lifetime gave `ca renew-intermediate`: a time openssl prints as "Bad time value".
+    const inter = await createIntermediateCert(key.keys.publicKey, { cert: root, key: rootKey.keys.privateKey, keyType: 'ec256' }, { subject: 'O=acme, CN=acme intermediate', notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Number.NaN) });
+    expect(new X509Certificate(pem(inter)).validTo).toBe('Bad time value');
+    writeFileSync(join(dir, 'ca-cert.pem'), pem(inter));
+    writeFileSync(join(dir, 'ca-key.pem'), key.privateKeyPem);
+    writeFileSync(join(dir, 'cert-chain.pem'), pem(inter));
+    writeFileSync(join(dir, 'root-cert.pem'), pem(root));
+    expect(loadError(dir).message).toBe('CA certificate "O=acme, CN=acme intermediate" has a validity date that cannot be read (notBefore "' + new X509Certificate(pem(inter)).validFrom + '", notAfter "Bad time value"): re-issue it');
+  });
+
   it('refuses a CA that is not valid yet', async () => {
     const dir = join(base, `future-${++n}`);
     await initCaDir({ dir, now: new Date(Date.now() + 3 * DAY_MS) });

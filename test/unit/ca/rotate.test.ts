@@ -570,6 +570,24 @@ describe('ca rotate status', () => {
   });
 });
 
+describe('spans beyond a century (or not numbers)', () => {
+  it('are refused by every step before it touches a file', async () => {
+    const d = await initAt();
+    const before = snapshot(d);
+    const far = 1e14; // about 3,000 years: the date it gives is no certificate's
+    expect((await configErrorAsync(renewIntermediate({ dir: d, now: T1, lifetimeMs: far }))).message).toBe("the new intermediate's lifetime must be between 0s and 36500d");
+    expect((await configErrorAsync(rotateStart({ dir: d, now: T1, minWaitMs: far }))).message).toBe('the minimum wait must be between 0s and 36500d');
+    expect((await configErrorAsync(rotateStart({ dir: d, now: T1, rootLifetimeMs: Number.NaN }))).message).toBe("the new root's lifetime must be between 0s and 36500d");
+    expect((await configErrorAsync(rotateStart({ dir: d, now: T1, intermediateLifetimeMs: -1 }))).message).toBe("the new intermediate's lifetime must be between 0s and 36500d");
+    expect(snapshot(d)).toEqual(before);
+    const started = await startedAt();
+    const state = snapshot(started);
+    expect(configError(() => rotateSwitch({ dir: started, now: T2, maxLeafLifetimeMs: far })).message).toBe('the longest leaf lifetime must be between 0s and 36500d');
+    expect(configError(() => rotateSwitch({ dir: started, now: T2, minWaitMs: Infinity })).message).toBe('the minimum wait must be between 0s and 36500d');
+    expect(snapshot(started)).toEqual(state);
+  });
+});
+
 describe('ca renew-intermediate', () => {
   it('replaces the intermediate and its key under the same root, leaving root-cert.pem alone', async () => {
     const d = await initAt();

@@ -138,7 +138,8 @@ describe('meshcert certs list', () => {
     await expect(run('list', '--db', db, '--limit', '0')).rejects.toThrow(UsageError);
     await expect(run('list', '--db', db, '--limit', 'x')).rejects.toThrow(UsageError);
     await expect(run('list', '--db', db, '--expiring-within', 'soon')).rejects.toThrow(/--expiring-within/);
-    await expect(run('list', '--db', db, '--expiring-within', '99999999999d')).rejects.toThrow(new UsageError('--expiring-within is too large'));
+    await expect(run('list', '--db', db, '--expiring-within', '99999999999d')).rejects.toThrow(new UsageError('--expiring-within: invalid duration "99999999999d": at most 36500d'));
+    await expect(run('expiring', '--db', db, '--within', '99999999999d')).rejects.toThrow(new UsageError('--within: invalid duration "99999999999d": at most 36500d'));
     await expect(run('list', '--db', db, '--source', 'elsewhere')).rejects.toThrow(UsageError);
     await expect(run('list', '--db', db, '--bogus')).rejects.toThrow(UsageError);
     await expect(run('list', '--db', 'mysql://x')).rejects.toThrow(/--db must be/);

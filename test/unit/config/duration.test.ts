@@ -60,6 +60,14 @@ describe('parseDurationArg (command lines and queries)', () => {
     expect(() => parseDurationArg('-5')).toThrow(/invalid duration/);
     expect(() => parseDurationArg('1 day')).toThrow(/invalid duration/);
   });
+
+  it('takes at most a century (36500d), beyond which dates are no Date, store or certificate can hold', () => {
+    expect(parseDurationArg('36500d')).toBe(3_153_600_000);
+    expect(parseDurationArg('3153600000')).toBe(3_153_600_000);
+    expect(() => parseDurationArg('36501d')).toThrow('invalid duration "36501d": at most 36500d');
+    expect(() => parseDurationArg('99999999999d')).toThrow('invalid duration "99999999999d": at most 36500d');
+    expect(() => parseDurationArg('3153600001')).toThrow(/at most 36500d/);
+  });
 });
 
 describe('formatDuration', () => {
