@@ -598,6 +598,27 @@ function mapJoseError(err: unknown, rule: IssuerRule): CaError {
   return new CaError('AUTH_INVALID', 'token could not be verified', cause);
 }
 
+/** Keys tried for a token that names none, at most: a key set holds a handful. */
+const MAX_KEYS_TRIED = 16;
+
+/**
+ * A token without a `kid` while several keys of the set fit its algorithm (jose then hands over the
+ * candidates instead of choosing): each in turn, as go-oidc (istiod) does. A signature no candidate
+ * verifies is refused as one; any other failure (a claim, say) is the token's, whichever key.
+ */
+async function verifyWithEach(candidates: joseErrors.JWKSMultipleMatchingKeys, token: string, checks: Parameters<typeof jwtVerify>[2]): Promise<{ payload: JWTPayload }> {
+  let tried = 0;
+  for await (const key of candidates) {
+    if (++tried > MAX_KEYS_TRIED) break;
+    try {
+      return await jwtVerify(token, key, checks);
+    } catch (err) {
+      if (!(err instanceof joseErrors.JWSSignatureVerificationFailed)) throw err;
+    }
+  }
+  throw new joseErrors.JWSSignatureVerificationFailed();
+}
+
 /**
  * Verifies bearer tokens against per-issuer JWKS. Returns null when there is no bearer token,
  * when it is not a JWT, or when its (unverified) `iss` matches no configured issuer, so that the
@@ -706,15 +727,21 @@ export class JwtAuthenticator implements Authenticator {
     }
 
     let payload: JWTPayload;
+    const checks = {
+      issuer: rule.issuer,
+      audience: [...rule.audiences],
+      algorithms: [...ALLOWED_JWT_ALGORITHMS],
+      clockTolerance: rule.clockSkewSeconds,
+      currentDate: new Date(this.now()),
+      requiredClaims: ['exp'],
+    };
     try {
-      ({ payload } = await jwtVerify(token, rule.keys.getKey, {
-        issuer: rule.issuer,
-        audience: [...rule.audiences],
-        algorithms: [...ALLOWED_JWT_ALGORITHMS],
-        clockTolerance: rule.clockSkewSeconds,
-        currentDate: new Date(this.now()),
-        requiredClaims: ['exp'],
-      }));
+      try {
+        ({ payload } = await jwtVerify(token, rule.keys.getKey, checks));
+      } catch (err) {
+        if (!(err instanceof joseErrors.JWKSMultipleMatchingKeys)) throw err;
+        ({ payload } = await verifyWithEach(err, token, checks));
+      }
     } catch (err) {
       throw mapJoseError(err, rule);
     }

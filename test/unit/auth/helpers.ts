@@ -46,13 +46,14 @@ export interface TokenOptions {
   expIn?: number | null;
   nbfIn?: number;
   iatIn?: number;
-  kid?: string;
+  /** null: no `kid` in the header. */
+  kid?: string | null;
 }
 
 export async function signToken(key: SigningKey, claims: JWTPayload, o: TokenOptions = {}): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   const jwt = new SignJWT(claims)
-    .setProtectedHeader({ alg: key.alg, kid: o.kid ?? key.kid })
+    .setProtectedHeader({ alg: key.alg, ...(o.kid === null ? {} : { kid: o.kid ?? key.kid }) })
     .setIssuer(o.iss ?? ISSUER)
     .setAudience(o.aud ?? ['istio-ca'])
     .setIssuedAt(now + (o.iatIn ?? 0));

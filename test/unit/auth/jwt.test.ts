@@ -553,6 +553,29 @@ describe('JwtAuthenticator: key set from a file', () => {
   });
 });
 
+describe('JwtAuthenticator: a token without a kid', () => {
+  it('is verified with each key of its algorithm in turn when several fit (as go-oidc does), and refused only when none verifies it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-jwks-'));
+    const file = join(dir, 'jwks.json');
+    const [a, b, other] = await Promise.all([signingKey('ES256', 'a'), signingKey('ES256', 'b'), signingKey('ES256', 'c')]);
+    const bare = (k: SigningKey) => Object.fromEntries(Object.entries(k.jwk).filter(([name]) => name !== 'kid'));
+    writeFileSync(file, JSON.stringify({ keys: [bare(a), bare(b), rsa.jwk] }));
+    const auth = new JwtAuthenticator({ issuers: [{ issuer: ISSUER, jwksFile: file, trustDomain: TRUST_DOMAIN }] });
+    try {
+      for (const k of [a, b]) {
+        const caller = await auth.authenticate({ bearerToken: await signToken(k, k8sClaims('default', `by-${k.kid}`), { kid: null }) });
+        expect(caller?.identities).toEqual([`spiffe://cluster.local/ns/default/sa/by-${k.kid}`]);
+      }
+      expect(await outcome(auth.authenticate({ bearerToken: await signToken(other, k8sClaims(), { kid: null }) }))).toEqual({ code: 'AUTH_INVALID', message: 'token signature is invalid' });
+      // A claim's failure is the token's whichever key verifies it, not a signature's.
+      expect(await outcome(auth.authenticate({ bearerToken: await signToken(b, k8sClaims(), { kid: null, expIn: -3600 }) }))).toMatchObject({ code: 'AUTH_INVALID', message: expect.stringMatching(/expired/) });
+    } finally {
+      auth.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('JwtAuthenticator: configuration', () => {
   const base = { issuer: ISSUER, trustDomain: TRUST_DOMAIN };
   const cases: { name: string; issuers: unknown[]; error: RegExp }[] = [
