@@ -247,6 +247,13 @@ export class InventoryRecorder {
   private aborted = false;
   private running = false;
   private healthy = true;
+  /**
+   * The last certificate write failed (not for its data) and none has succeeded since. Health
+   * follows the certificate records: a table that takes audit rows but not certificates (locked by
+   * a migration or a VACUUM FULL) must keep issuance refused (inventory.failClosed) and the retries
+   * backing off, although the audit batches in between succeed.
+   */
+  private certsFailing = false;
   private failures = 0;
   private pinging = false;
   /** performance.now() when the write in progress began; 0 when none is. */
@@ -454,7 +461,7 @@ export class InventoryRecorder {
         () => {
           this.pinging = false;
           this.lastContact = Date.now();
-          this.healthy = true;
+          this.healthy = !this.certsFailing;
         },
         (err: unknown) => {
           this.pinging = false;
@@ -499,8 +506,11 @@ export class InventoryRecorder {
         this.lastContact = Date.now();
         if (error === null) {
           l.commit(batch);
-          this.failures = 0;
-          this.healthy = true;
+          if (lane === this.certs) this.certsFailing = false;
+          if (!this.certsFailing) {
+            this.failures = 0;
+            this.healthy = true;
+          }
           if (l.overflowing && l.pending < this.limitOf(l)) l.overflowing = false;
           this.call(() => this.onFlushCb?.(batch.items.length, l.kind));
         } else if (error instanceof InventoryDataError) {
@@ -511,6 +521,7 @@ export class InventoryRecorder {
             this.emitError(new InventoryDataError(`${l.kind === 'audit' ? 'audit event' : 'certificate record'} discarded: ${error.message}`, { cause: error }));
           }
         } else {
+          if (lane === this.certs) this.certsFailing = true;
           this.healthy = false;
           this.emitError(error);
           this.scheduleRetry();

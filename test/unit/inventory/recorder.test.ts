@@ -46,6 +46,8 @@ class MemoryStore implements InventoryStore {
   readonly audit = new Map<string, AuditEvent>();
   readonly calls: { kind: 'certs' | 'audit'; n: number }[] = [];
   down = false;
+  /** Certificate writes fail while audit writes succeed (the certificates table locked). */
+  certsDown = false;
   /** Commit the batch, then fail as if the acknowledgement was lost. */
   loseAckOnce = false;
   poison = new Set<string>();
@@ -54,7 +56,7 @@ class MemoryStore implements InventoryStore {
   async migrate(): Promise<void> {}
   async insertMany(records: readonly CertificateRecord[]): Promise<void> {
     if (this.delayMs > 0) await sleep(this.delayMs);
-    if (this.down) throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+    if (this.down || this.certsDown) throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
     if (records.some((r) => this.poison.has(r.fingerprint))) throw new InventoryDataError('constraint violation');
     this.calls.push({ kind: 'certs', n: records.length });
     for (const r of records) {
@@ -288,6 +290,39 @@ describe('InventoryRecorder (in-memory store)', () => {
     expect(() => rec.recordAudit({ at: new Date('x'), requester: null, identity: null, cluster: null, decision: 'issued' })).toThrow(TypeError);
     expect(rec.backlog).toBe(0);
     void rec.close();
+  });
+
+  it('health follows the certificate records: audit rows written meanwhile neither mark the store healthy nor reset the backoff', async () => {
+    const store = new MemoryStore();
+    const rec = new InventoryRecorder(store, { batchSize: 10, flushIntervalMs: 5, retryInitialMs: 5, retryMaxMs: 400, healthCheckIntervalMs: 10 });
+    store.certsDown = true;
+    rec.record(makeRecord(1));
+    await waitFor(() => !rec.storeHealthy, 2000, 'unhealthy');
+    // Audit rows keep coming (the refusals of a fail-closed CA, say) and are written.
+    const audited = setInterval(() => rec.recordAudit({ at: new Date(T0), requester: null, identity: null, cluster: null, decision: 'refused', code: 'INVENTORY_UNAVAILABLE' }), 2);
+    try {
+      await waitFor(() => store.audit.size >= 20, 2000, 'audit rows written');
+      const before = store.calls.length;
+      const attempts: number[] = [];
+      const wrapped = store.insertMany.bind(store);
+      store.insertMany = async (r) => {
+        attempts.push(performance.now());
+        return wrapped(r);
+      };
+      let seenHealthy = false;
+      const sampling = setInterval(() => (seenHealthy ||= rec.storeHealthy), 1);
+      await sleep(600);
+      clearInterval(sampling);
+      expect(seenHealthy, 'healthy at some moment').toBe(false);
+      expect(store.calls.length).toBeGreaterThan(before);
+      // Backing off: retries apart by up to retryMaxMs, not one every few milliseconds.
+      expect(attempts.length).toBeLessThan(12);
+    } finally {
+      clearInterval(audited);
+    }
+    store.certsDown = false;
+    await waitFor(() => rec.backlog === 0 && rec.storeHealthy, 3000, 'healthy again');
+    await rec.close();
   });
 
   it('a health check marks the store unhealthy while idle', async () => {
