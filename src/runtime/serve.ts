@@ -21,6 +21,8 @@ import { inventoryIntake } from './inventory-intake.js';
 
 /** How long a scrape waits for each worker's metrics (Prometheus's default scrape timeout is 10 s). */
 const WORKER_METRICS_TIMEOUT_MS = 2_000;
+/** What the inventory flush at shutdown gets beyond what the drain left of server.shutdownGrace. */
+const FLUSH_MARGIN_MS = 8_000;
 
 export interface RunningServer {
   readonly port: number;
@@ -132,9 +134,13 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     monitor.stop();
     // Together: the drain must not wait for the lease release or a controller's reconcile, which
     // a slow API server can hold for seconds of the pod's termination grace.
+    const drainStarted = Date.now();
     const stopped = await Promise.allSettled([controllers?.stop(), stopServing()]);
-    // Workers have shipped their last records; write them all before exiting.
-    await inventory?.close().catch((err: unknown) => logger.error({ err }, 'inventory could not be flushed completely'));
+    // Workers have shipped their last records; write them all before exiting, within what the
+    // drain left of server.shutdownGrace plus FLUSH_MARGIN_MS: the pod's grace period (shutdownDelay
+    // + shutdownGrace + 10 s in the manifests) then still holds the line saying what was not written.
+    const flushDeadline = Math.max(0, config.server.shutdownGrace * 1000 - (Date.now() - drainStarted)) + FLUSH_MARGIN_MS;
+    await inventory?.close(flushDeadline).catch((err: unknown) => logger.error({ err }, 'inventory could not be flushed completely'));
     await admin?.close();
     const failed = stopped.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;

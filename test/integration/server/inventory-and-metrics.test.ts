@@ -200,6 +200,35 @@ describe('PostgreSQL outage during issuance', () => {
     await db.drop();
   }, 90_000);
 
+  it.skipIf(skip !== null)('at shutdown with PostgreSQL down, gives the flush what the drain left of shutdownGrace plus 8 s, and says what it could not write before the pod grace period (delay + grace + 10 s) ends', async () => {
+    const db = await createTestDatabase('shutdown', cluster.url);
+    const sdDir = mkdtempSync(join(tmpdir(), 'meshcert-shutdown-flush-'));
+    const s = await start(sdDir, { server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: '2s' }, inventory: { url: db.url } });
+    try {
+      const token = await mintToken({ ns: 'pay', sa: 'api' });
+      const csr = (await makeCsr({ uris: [ID('pay', 'api')] })).pem;
+      await stopPostgres(cluster);
+      for (let i = 0; i < 5; i++) await s.client.createCertificate({ csrPem: csr, token });
+      const began = Date.now();
+      await s.server.close();
+      const took = Date.now() - began;
+      await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
+      const lines = s.logs().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string; deadlineSeconds?: number; records?: number });
+      const flushing = lines.find((l) => l.msg === 'writing what the inventory holds in memory before exiting');
+      expect(flushing?.records).toBe(5);
+      // The drain took next to nothing of its 2 s: about 10 s for the flush, within the 12 s a pod would have left.
+      expect(flushing?.deadlineSeconds).toBeGreaterThan(9);
+      expect(flushing?.deadlineSeconds).toBeLessThanOrEqual(10);
+      expect(lines.some((l) => l.msg === 'inventory could not be flushed completely')).toBe(true);
+      expect(took).toBeLessThan(14_000);
+    } finally {
+      s.client.close();
+      await startPostgres(cluster);
+      rmSync(sdDir, { recursive: true, force: true });
+      await db.drop();
+    }
+  }, 90_000);
+
   it.skipIf(skip !== null)('with inventory.failClosed, refuses with UNAVAILABLE (retryable, nothing internal) while PostgreSQL is down, then issues again', async () => {
     const db = await createTestDatabase('failclosed', cluster.url);
     const fcDir = mkdtempSync(join(tmpdir(), 'meshcert-failclosed-'));
