@@ -42,7 +42,7 @@ async function usage(): Promise<string> {
 
 ${serve.SERVE_USAGE}
 ${ca.CA_USAGE}
-meshcert config check FILE       validate a config file
+meshcert config check [--no-files] FILE   validate a config file and the files it names
 ${request.REQUEST_USAGE}
 ${certs.CERTS_USAGE}
 ${discover.DISCOVER_USAGE}
@@ -53,7 +53,7 @@ ${policy.POLICY_USAGE}`;
 const COMMAND_USAGE: Record<string, () => Promise<string>> = {
   serve: async () => (await import('./cli/serve.js')).SERVE_USAGE,
   ca: async () => (await import('./cli/ca.js')).CA_USAGE,
-  config: async () => 'meshcert config check FILE       validate a config file as serve would',
+  config: async () => 'meshcert config check [--no-files] FILE   validate a config file as serve would, reading the CA directories, serving certificate and jwksFiles it names (--no-files: the file alone)',
   request: async () => (await import('./cli/request.js')).REQUEST_USAGE,
   certs: async () => (await import('./cli/certs.js')).CERTS_USAGE,
   discover: async () => (await import('./cli/discover.js')).DISCOVER_USAGE,

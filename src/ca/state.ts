@@ -61,21 +61,24 @@ export interface CaState {
 /** Loads every configured CA (default first; autoInit applies to it only), the policy and the revocations. */
 export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { reload?: boolean } = {}): Promise<CaState> {
   const issuers = [await loadIssuer(config, logger, { allowInit: !o.reload })];
-  for (const i of config.issuers) {
-    let issuer: LocalIssuer;
-    try {
-      issuer = new LocalIssuer(i.name, loadCaDir(i.dir));
-    } catch (e) {
-      throw new ConfigError(`issuer "${i.name}" (${i.dir}): ${(e as Error).message}`);
-    }
-    reportExpiredRoots(issuer, i.dir, logger);
-    selfTestCa(issuer, config.trustDomain);
-    issuers.push(issuer);
-  }
+  for (const i of config.issuers) issuers.push(loadNamedIssuer(config, i, logger));
   const revocations = new ClientCertRevocations(config.auth.revokedClientCertificates);
   // Each process that loads the state says so (a cluster's primary and every worker).
   for (const r of revocations.farAhead(Date.now())) logger.warn({ entry: r.index, issuedBefore: r.issuedBefore.toISOString() }, farAheadWarning(r));
   return { issuers: new IssuerRegistry(issuers), policy: new PolicyEngine(config.policy), revocations };
+}
+
+/** One of `issuers`: loaded from its directory and self-tested (never created). */
+export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issuers'][number], logger: Logger, o: { quiet?: boolean } = {}): LocalIssuer {
+  let issuer: LocalIssuer;
+  try {
+    issuer = new LocalIssuer(i.name, loadCaDir(i.dir));
+  } catch (e) {
+    throw new ConfigError(`issuer "${i.name}" (${i.dir}): ${(e as Error).message}`);
+  }
+  if (!o.quiet) reportExpiredRoots(issuer, i.dir, logger);
+  selfTestCa(issuer, config.trustDomain);
+  return issuer;
 }
 
 /** A stale root left in root-cert.pem is not served; the operator should remove it. */

@@ -1,20 +1,35 @@
 import { loadConfigFile } from '../config/load.js';
 import { assertServable } from '../config/servable.js';
 import { formatDuration } from '../config/duration.js';
+import { FileJwks } from '../auth/jwt.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
+import { isCaDirEmpty } from '../ca/material.js';
+import { loadIssuer, loadNamedIssuer } from '../ca/state.js';
+import { createLogger } from '../log/logger.js';
+import { loadServingFiles } from '../serving/serving-cert.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { parse, UsageError } from './args.js';
 import { openInventory, resolveInventoryTarget } from './certs.js';
 
+const USAGE = 'usage: meshcert config check [--no-files] FILE';
+
 export async function configCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  if (sub !== 'check') throw new UsageError('usage: meshcert config check FILE');
-  const { positionals } = parse(rest, {}, true);
-  if (positionals.length !== 1) throw new UsageError('usage: meshcert config check FILE');
+  if (sub !== 'check') throw new UsageError(USAGE);
+  const { values, positionals } = parse(rest, { 'no-files': { type: 'boolean' } }, true);
+  if (positionals.length !== 1) throw new UsageError(USAGE);
   const { config } = loadConfigFile(positionals[0]!);
   // Valid for `serve`, not just for the schema: what check accepts, the next start accepts.
   assertServable(config, positionals[0]!);
+  // And the files it names, read as `serve` reads them at start and a reload re-reads them
+  // (--no-files where they are not at hand: a CI job checking the file before it is deployed).
+  const files = values['no-files'] ? { problems: [], notes: ['files not read (--no-files)'] } : await fileProblems(config);
+  if (files.problems.length > 0) {
+    console.error(`meshcert: ${positionals[0]} cannot be served with the files it names:\n${files.problems.map((p) => `  - ${p}`).join('\n')}`);
+    return 1;
+  }
   console.log(`${positionals[0]}: valid`);
+  for (const n of files.notes) console.log(`  ${n}`);
   console.log(`  listen ${config.server.listen}, trust domain ${config.trustDomain}, CA ${config.ca.dir}${config.ca.autoInit ? ' (autoInit)' : ''}`);
   // The default rule as resolved (issuance.* or policy.default.lifetime, whichever the file sets).
   const def = config.policy.default;
@@ -34,6 +49,51 @@ export async function configCommand(argv: string[]): Promise<number> {
   }
   for (const w of await unrevokedSerials(positionals[0]!, config, revocations)) console.error(`meshcert: warning: ${w}`);
   return 0;
+}
+
+/**
+ * The files `serve` reads at start: the CA directories (loaded and self-tested, never created),
+ * server.tls.certFile/keyFile, and every jwksFile. Each problem with the message `serve` would stop on.
+ */
+async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[]; notes: string[] }> {
+  const problems: string[] = [];
+  const notes: string[] = [];
+  const quiet = createLogger('silent');
+  const dir = config.ca.dir!;
+  if (config.ca.autoInit && isCaDirEmpty(dir)) notes.push(`CA directory ${dir} is empty: serve creates a CA there (ca.autoInit)`);
+  else {
+    // Never creates one: without autoInit an empty directory is refused with what to run.
+    await loadIssuer(config, quiet, { allowInit: !config.ca.autoInit, quiet: true }).then(
+      () => notes.push(`CA ${dir}: loads and signs a chain that verifies`),
+      (e: unknown) => problems.push(`ca.dir: ${(e as Error).message}`),
+    );
+  }
+  for (const i of config.issuers) {
+    try {
+      loadNamedIssuer(config, i, quiet, { quiet: true });
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+  }
+  const { certFile, keyFile } = config.server.tls;
+  if (certFile !== undefined && keyFile !== undefined) {
+    try {
+      loadServingFiles(certFile, keyFile);
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+  }
+  config.auth.clusters.forEach((c, ci) =>
+    c.jwt.forEach((j, ji) => {
+      if (j.jwksFile === undefined) return;
+      try {
+        new FileJwks(j.jwksFile);
+      } catch (e) {
+        problems.push(`auth.clusters.${ci}.jwt.${ji}: ${(e as Error).message}`);
+      }
+    }),
+  );
+  return { problems, notes };
 }
 
 /**

@@ -44,7 +44,7 @@ export class ServingCertificate {
     private readonly logger: Logger,
     private readonly onChange: (m: ServingMaterial) => void,
   ) {
-    this.material = o.certFile ? loadFiles(o.certFile, o.keyFile!) : issue(o, issuer());
+    this.material = o.certFile ? loadServingFiles(o.certFile, o.keyFile!) : issue(o, issuer());
   }
 
   static start(o: ServingCertOptions, issuer: () => LocalIssuer, logger: Logger, onChange: (m: ServingMaterial) => void): ServingCertificate {
@@ -77,7 +77,7 @@ export class ServingCertificate {
     if (this.o.certFile) {
       const check = (): void => {
         try {
-          const next = loadFiles(this.o.certFile!, this.o.keyFile!);
+          const next = loadServingFiles(this.o.certFile!, this.o.keyFile!);
           if (next.certChainPem !== this.material.certChainPem || next.keyPem !== this.material.keyPem) this.replace(next);
         } catch (e) {
           // Mid-update (cert written, key not yet) or broken files: keep serving the old pair.
@@ -143,7 +143,8 @@ function issue(o: ServingCertOptions, issuer: LocalIssuer): ServingMaterial {
   };
 }
 
-function loadFiles(certFile: string, keyFile: string): ServingMaterial {
+/** server.tls.certFile and keyFile, read and checked as `serve` does at start (and `config check`). */
+export function loadServingFiles(certFile: string, keyFile: string): ServingMaterial {
   let certPem: string;
   let keyPem: string;
   try {

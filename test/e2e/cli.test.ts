@@ -151,6 +151,43 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(na.stderr).toMatch(/no-auth\.yaml cannot be served:\n {2}- auth\.clusters: no authentication configured/);
   });
 
+  it('config check reads the files serve would (CA directories with their self-test, serving certificate, jwksFile), listing every problem; --no-files skips them', async () => {
+    const ok = await runCli(['config', 'check', configFile]);
+    expect(ok.stdout).toContain(`  CA ${join(dir, 'ca')}: loads and signs a chain that verifies`);
+    const broken = join(dir, 'broken-files.yaml');
+    writeFileSync(
+      broken,
+      readFileSync(configFile, 'utf8')
+        .replace('dir: ca', 'dir: empty-ca')
+        .replace('jwksFile: jwks.json', 'jwksFile: missing-jwks.json')
+        .replace('  shutdownGrace: 10s\n', '  shutdownGrace: 10s\n  tls: { certFile: missing.crt, keyFile: missing.key }\n') + `issuers:\n  - { name: other, dir: ${join(dir, 'nowhere')} }\n`,
+    );
+    const r = await runCli(['config', 'check', broken]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    const lines = r.stderr.trim().split('\n');
+    expect(lines[0]).toBe(`meshcert: ${broken} cannot be served with the files it names:`);
+    expect(lines.slice(1)).toEqual([
+      expect.stringMatching(new RegExp(`^ {2}- ca\\.dir: CA directory ${join(dir, 'empty-ca')} is empty: run "meshcert ca init`)),
+      expect.stringMatching(/^ {2}- issuer "other" \(.*nowhere\): /),
+      '  - cannot read the serving certificate or key (server.tls.certFile/keyFile): ENOENT',
+      expect.stringMatching(/^ {2}- auth\.clusters\.0\.jwt\.0: jwksFile .*missing-jwks\.json: cannot read JSON: ENOENT/),
+    ]);
+    expect(r.stderr).not.toMatch(/\bat .*\.(ts|js):\d+/);
+    expect(existsSync(join(dir, 'empty-ca', 'ca-cert.pem')), 'check creates no CA').toBe(false);
+    // Where the files are not at hand (a CI job before deploying): the schema and servability only.
+    const skipped = await runCli(['config', 'check', '--no-files', broken]);
+    expect(skipped.code, skipped.stderr).toBe(0);
+    expect(skipped.stdout).toContain('  files not read (--no-files)');
+    // With ca.autoInit, an empty CA directory is what serve fills at its first start.
+    const autoInit = join(dir, 'auto-init.yaml');
+    writeFileSync(autoInit, readFileSync(configFile, 'utf8').replace('  dir: ca\n', '  dir: fresh-ca\n  autoInit: true\n'));
+    const ai = await runCli(['config', 'check', autoInit]);
+    expect(ai.code, ai.stderr).toBe(0);
+    expect(ai.stdout).toContain(`  CA directory ${join(dir, 'fresh-ca')} is empty: serve creates a CA there (ca.autoInit)`);
+    expect(existsSync(join(dir, 'fresh-ca', 'ca-cert.pem')), 'check creates no CA').toBe(false);
+  });
+
   it('serve refuses to start on an empty CA directory without autoInit, saying what to do', async () => {
     const cfg = join(dir, 'empty-ca.yaml');
     writeFileSync(cfg, readFileSync(configFile, 'utf8').replace('dir: ca', 'dir: empty-ca'));
