@@ -60,9 +60,23 @@ const COMMAND_USAGE: Record<string, () => Promise<string>> = {
   policy: async () => (await import('./cli/policy.js')).POLICY_USAGE,
 };
 
+/**
+ * A reader that stops early (`meshcert certs list | head`) closes the pipe: console.log then fails
+ * with EPIPE, which would end the command with Node's stack trace. Ended quietly instead, as a
+ * Unix tool ends on SIGPIPE. Not for `serve` (and its workers): a server whose log pipe closed
+ * drains as it does on any shutdown, not mid-call.
+ */
+function endQuietlyOnClosedPipe(): void {
+  // Any other failure to write the output (EIO, ENOSPC) is a failure of the command.
+  const onError = (err: NodeJS.ErrnoException): never => process.exit(err.code === 'EPIPE' ? (process.exitCode ?? 0) : 1);
+  process.stdout.on('error', onError);
+  process.stderr.on('error', onError);
+}
+
 /** Exit codes: 0 ok, 1 failure (refused, invalid config), 2 usage error. */
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  if (cmd !== 'serve' && cmd !== 'worker') endQuietlyOnClosedPipe();
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     // `meshcert help COMMAND` is that command's help.
     const one = cmd === 'help' && rest[0] !== undefined ? COMMAND_USAGE[rest[0]] : undefined;

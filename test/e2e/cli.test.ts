@@ -1,5 +1,5 @@
 import { credentials } from '@grpc/grpc-js';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +11,7 @@ import { loadProtos } from '../../src/client/protos.js';
 import { makeCsr } from '../fixtures/csr.js';
 import { openStore } from '../../src/inventory/open.js';
 import { makeRecord } from '../unit/inventory/fixtures.js';
-import { killIfRunning, runCli, startServe, type ServerProcess } from '../support/cli.js';
+import { killIfRunning, ROOT, runCli, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, openssl, TEST_ISSUER, writeTestJwks } from '../support/harness.js';
 
 describe('the meshcert CLI, as a user runs it', () => {
@@ -194,6 +194,20 @@ describe('the meshcert CLI, as a user runs it', () => {
     const r = await runCli(['serve', '--config', cfg]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/meshcert ca init/);
+  });
+
+  it('a reader that stops early (| head) ends a command quietly, without a stack trace', async () => {
+    const caDir = join(dir, 'ca');
+    for (let i = 0; i < 3; i++) {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'ca', 'rotate', 'status', '--dir', caDir], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      // The read end closed before the command writes: its first line meets a closed pipe.
+      child.stdout.destroy();
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+      expect(stderr).toBe('');
+      expect(code).toBe(0);
+    }
   });
 
   it('unknown commands and flags are usage errors (exit 2)', async () => {
