@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { CaClient, statusName } from '../client/ca-client.js';
 import { buildWorkloadCsr, type WorkloadKeyType } from '../client/workload-csr.js';
 import { parseDurationArg } from '../config/duration.js';
-import { mintDevToken } from '../dev/token-issuer.js';
+import { hasDevIssuer, mintDevToken } from '../dev/token-issuer.js';
 import { writeFileAtomic, writePrivateKey } from '../ca/files.js';
 import { serialHex } from '../x509/serial-hex.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
@@ -63,7 +63,7 @@ export async function requestCommand(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const token = v.token ?? (v['token-file'] ? readTokenFile(v['token-file']) : await mintDevToken(dataDir, { namespace: v.ns, serviceAccount: v.sa }));
+  const token = v.token ?? (v['token-file'] ? readTokenFile(v['token-file']) : await devToken(dataDir, v.ns, v.sa));
 
   const csr = await buildWorkloadCsr(spiffeId, v.key as WorkloadKeyType);
   const client = new CaClient({ address: v.address!, rootPem, ...(v['server-name'] ? { serverName: v['server-name'] } : {}) });
@@ -120,4 +120,10 @@ function readTokenFile(path: string): string {
   } catch (e) {
     throw new UsageError(`cannot read the token file ${path}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
   }
+}
+
+/** Without --token or --token-file: one from the local dev issuer, which `serve --dev` creates. */
+async function devToken(dataDir: string, namespace: string, serviceAccount: string): Promise<string> {
+  if (!hasDevIssuer(dataDir)) throw new UsageError(`no token: pass --token or --token-file (no dev token issuer under ${dataDir} to mint one: "meshcert serve --dev" creates it)`);
+  return mintDevToken(dataDir, { namespace, serviceAccount });
 }

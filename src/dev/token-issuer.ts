@@ -45,6 +45,11 @@ export interface DevTokenClaims {
   readonly node?: { name: string; uid: string };
 }
 
+/** Whether `serve --dev` has created its token issuer under `dataDir`. */
+export function hasDevIssuer(dataDir: string): boolean {
+  return existsSync(devIssuerPaths(dataDir).keyFile);
+}
+
 /** Mints a token shaped like a projected Kubernetes service-account token. */
 export async function mintDevToken(dataDir: string, c: DevTokenClaims): Promise<string> {
   const files = devIssuerPaths(dataDir);

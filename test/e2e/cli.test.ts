@@ -217,6 +217,10 @@ describe('the meshcert CLI, as a user runs it', () => {
     const noToken = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', configFile, '--token-file', join(dir, 'missing-token')]);
     expect(noToken.code).toBe(2);
     expect(noToken.stderr).toContain(`cannot read the token file ${join(dir, 'missing-token')}: ENOENT`);
+    // No token given and no dev issuer to mint one: what to pass, not an "unexpected error".
+    const devless = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', configFile, '--data-dir', join(dir, 'no-dev-issuer')]);
+    expect(devless.code).toBe(2);
+    expect(devless.stderr.trim()).toMatch(/^meshcert: no token: pass --token or --token-file \(no dev token issuer under .* to mint one: "meshcert serve --dev" creates it\)$/);
   });
 
   it('each command answers --help with its own usage (exit 0), as does "help COMMAND"', async () => {
