@@ -8,7 +8,7 @@ import { ClientCertAuthenticator } from './auth/client-cert.js';
 import { JwtAuthenticator, type JwtIssuerOptions } from './auth/jwt.js';
 import { TokenCache } from './auth/token-cache.js';
 import { TokenReviewAuthenticator } from './auth/tokenreview.js';
-import type { Authenticator } from './auth/types.js';
+import type { Authenticator, Caller } from './auth/types.js';
 import { WorkSlicer } from './authority/slicer.js';
 import { Authority } from './authority/authority.js';
 import { admitUnlessShortOfMemory, IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
@@ -218,7 +218,8 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     options: { backdate: config.issuance.backdate, defaultCluster: auth.defaultCluster, trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [] },
     ...(sink ? { beforeSign: () => assertInventoryAccepting(sink) } : {}),
     ...(config.overload.perIdentity ? { rateLimit: new IdentityRateLimiter(config.overload.perIdentity) } : {}),
-    ...(nodeAuthorizer ? { nodeAuthorizer } : {}),
+    // A refusal for a pod the cache does not show yet is checked with the API server first.
+    ...(nodeAuthorizer ? { nodeAuthorizer: { authorize: (caller: Caller, identity: string) => nodeAuthorizer.authorizeConfirmed(caller, identity) } } : {}),
   });
   const limiter = new InFlightLimiter(config.overload.maxInFlight, config.overload.maxInFlightBytes);
   const pressure = config.overload.heapLimitRatio > 0 ? new HeapPressure({ highRatio: config.overload.heapLimitRatio }) : undefined;
@@ -329,15 +330,21 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
 async function startNodeAuthorization(config: MeshcertConfig, logger: Logger, closers: Array<() => void | Promise<void>>): Promise<NodeAuthorizer> {
   const source = kubeSource(config);
   // Loaded only in ambient mode: @kubernetes/client-node costs ~60 MB per process.
-  const [{ createKubeClient }, { PodCache }, { NodeAuthorizer }] = await Promise.all([import('./k8s/client.js'), import('./k8s/pod-cache.js'), import('./k8s/node-authorizer.js')]);
+  const [{ createKubeClient }, { PodCache }, { NodeAuthorizer }, { KubeLivePods }] = await Promise.all([
+    import('./k8s/client.js'),
+    import('./k8s/pod-cache.js'),
+    import('./k8s/node-authorizer.js'),
+    import('./k8s/live-pods.js'),
+  ]);
   // Watches re-made every 1-2 min (not client-go's 5-10): a stream that goes silent without
   // closing (a half-open connection, a stalled proxy) is noticed within ~2.5 min, not ~10, and
   // node authorization stops answering from a stale view sooner.
-  const pods = new PodCache({ client: createKubeClient(source, { watch: { minTimeoutSeconds: 60 } }), log: logger });
+  const kube = createKubeClient(source, { watch: { minTimeoutSeconds: 60 } });
+  const pods = new PodCache({ client: kube, log: logger });
   closers.push(() => pods.stop());
   // Not fatal: until the cache syncs, impersonated requests get UNAVAILABLE (retried), never a denial.
   await pods.start().catch((err: unknown) => logger.error({ err }, 'pod cache could not sync yet; ambient requests get UNAVAILABLE until it does'));
-  return new NodeAuthorizer({ pods, trustedNodeAccounts: config.ambient.trustedNodeAccounts, trustDomain: config.trustDomain });
+  return new NodeAuthorizer({ pods, live: new KubeLivePods(kube.core), trustedNodeAccounts: config.ambient.trustedNodeAccounts, trustDomain: config.trustDomain });
 }
 
 /** inventory.failClosed: refuse before signing while records cannot be kept. */

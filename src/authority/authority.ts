@@ -62,8 +62,8 @@ export interface AuthorityDeps {
   readonly beforeSign?: () => void;
   /** Optional per-identity rate limit, applied once the caller is known. */
   readonly rateLimit?: { take(identity: string): void };
-  /** Ambient mode: decides whether a node agent may ask for a workload's identity. */
-  readonly nodeAuthorizer?: { authorize(caller: Caller, requestedIdentity: string): void };
+  /** Ambient mode: decides whether a node agent may ask for a workload's identity (may ask the API server: async). */
+  readonly nodeAuthorizer?: { authorize(caller: Caller, requestedIdentity: string): void | Promise<void> };
   /** Runs the synchronous, CPU-heavy part of a call (default: at once); see WorkSlicer. */
   readonly schedule?: <T>(work: () => T) => Promise<T>;
   /**
@@ -93,11 +93,17 @@ export class Authority {
   async issue(req: CertificateRequest): Promise<IssuedCertificate> {
     const caller = await this.deps.authenticate(req.auth);
     /** The workload a node agent asks for, once node authorization has allowed it (for the audit trail). */
-    const forWorkload: { identity?: string } = {};
+    let forWorkload: string | undefined;
     try {
+      // Before the call's turn: node authorization may wait for the API server.
+      const impersonate = req.metadata.ImpersonatedIdentity;
+      if (impersonate && this.deps.nodeAuthorizer) {
+        await this.deps.nodeAuthorizer.authorize(caller, impersonate);
+        forWorkload = impersonate;
+      }
       if (this.deps.signatures === 'inline') {
         return await this.run(() => {
-          const d = this.decide(caller, req, forWorkload);
+          const d = this.decide(caller, req);
           verifyCsrProof(d.proof);
           stopIfCancelled(req);
           this.deps.beforeSign?.();
@@ -110,7 +116,7 @@ export class Authority {
           return issued(d, leaf);
         });
       }
-      const d = await this.run(() => this.decide(caller, req, forWorkload));
+      const d = await this.run(() => this.decide(caller, req));
       // Proof of possession before anything is signed.
       await verifyCsrProofAsync(d.proof);
       stopIfCancelled(req);
@@ -125,7 +131,7 @@ export class Authority {
     } catch (e) {
       if (e instanceof CaError) {
         e.caller = caller.identities[0];
-        if (forWorkload.identity !== undefined) e.identity = forWorkload.identity;
+        if (forWorkload !== undefined) e.identity = forWorkload;
       }
       throw e;
     }
@@ -135,7 +141,7 @@ export class Authority {
     return this.deps.schedule ? this.deps.schedule(work) : Promise.resolve().then(work);
   }
 
-  private decide(caller: Caller, req: CertificateRequest, forWorkload: { identity?: string }): Decision {
+  private decide(caller: Caller, req: CertificateRequest): Decision {
     // A call that waited its turn (a restart storm queues thousands) may have lost its client meanwhile.
     stopIfCancelled(req);
     const registry = this.deps.issuers();
@@ -148,8 +154,7 @@ export class Authority {
       if (!this.deps.nodeAuthorizer) {
         throw new CaError('IMPERSONATION_DENIED', 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads (ambient mode is off)');
       }
-      this.deps.nodeAuthorizer.authorize(caller, impersonate);
-      forWorkload.identity = impersonate;
+      // Authorized in issue(), before the call's turn.
       subject = { ...caller, identities: [impersonate] };
     }
     // Per workload identity: every ztunnel shares one service account, so key on who the

@@ -17,11 +17,15 @@
  *   6. at least one pod running as the requested ns/sa counts as running on that node (see
  *      podCounts in pod-cache.ts: Pending/Running, not past its deletion grace period).
  * Every refusal is IMPERSONATION_DENIED (→ PERMISSION_DENIED, which the client does not retry).
+ * `authorizeConfirmed` asks the API server itself before refusing because the cache does not show
+ * the caller's pod (4) or a pod of the requested identity on its node (6): a pod started a moment
+ * ago may not have reached the cache yet (see live-pods.ts).
  */
 import type { Caller } from '../auth/types.js';
 import { CaError } from '../errors/ca-error.js';
 import { parseWorkloadSpiffeId } from '../x509/spiffe-id.js';
-import { PodCacheNotReadyError, podTerminated, type PodInfo, type PodLookup } from './pod-cache.js';
+import type { LivePods } from './live-pods.js';
+import { PodCacheNotReadyError, podCounts, podTerminated, type PodInfo, type PodLookup } from './pod-cache.js';
 
 export const DEFAULT_TRUSTED_NODE_ACCOUNTS: readonly string[] = ['istio-system/ztunnel'];
 
@@ -31,14 +35,24 @@ export interface NodeAuthorizerOptions {
   readonly pods: PodLookup;
   /** When set, the requested identity must be in this trust domain. */
   readonly trustDomain?: string;
+  /** The API server, asked before refusing for a pod the cache does not show (authorizeConfirmed). */
+  readonly live?: LivePods;
 }
 
 const deny = (message: string): CaError => new CaError('IMPERSONATION_DENIED', message);
+/** Refusals for a pod the cache does not show, which the API server may have already. */
+const misses = new WeakSet<CaError>();
+const miss = (message: string): CaError => {
+  const e = deny(message);
+  misses.add(e);
+  return e;
+};
 
 export class NodeAuthorizer {
   private readonly trusted: ReadonlySet<string>;
   private readonly pods: PodLookup;
   private readonly trustDomain: string | undefined;
+  private readonly live: LivePods | undefined;
 
   constructor(opts: NodeAuthorizerOptions) {
     const accounts = opts.trustedNodeAccounts ?? DEFAULT_TRUSTED_NODE_ACCOUNTS;
@@ -51,6 +65,7 @@ export class NodeAuthorizer {
     this.trusted = new Set(accounts);
     this.pods = opts.pods;
     this.trustDomain = opts.trustDomain;
+    this.live = opts.live;
   }
 
   /** Whether this caller is a trusted node account at all (cheap, no cache access). */
@@ -92,7 +107,7 @@ export class NodeAuthorizer {
         throw deny(`the caller's token is bound to node ${caller.node.name}, but its pod ${caller.namespace}/${caller.pod.name} runs on node ${nodeName}`);
       }
       if (!this.pods.hasServiceAccountOnNode(nodeName, wanted.namespace, wanted.serviceAccount)) {
-        throw deny(`no running pod with service account ${wanted.namespace}/${wanted.serviceAccount} is on node ${nodeName} (the caller's node); a node proxy may only request certificates for workloads on its own node`);
+        throw miss(`no running pod with service account ${wanted.namespace}/${wanted.serviceAccount} is on node ${nodeName} (the caller's node); a node proxy may only request certificates for workloads on its own node`);
       }
     } catch (err) {
       if (err instanceof PodCacheNotReadyError) throw unavailable(err);
@@ -106,10 +121,55 @@ export class NodeAuthorizer {
     }
   }
 
+  /**
+   * As `authorize`, but a refusal for a pod the cache does not show is checked with the API server
+   * first: allowed when it has the pod, refused (saying it was confirmed) when it has not, and
+   * AUTH_BACKEND_UNAVAILABLE (retried) when it cannot be asked.
+   */
+  async authorizeConfirmed(caller: Caller, requestedIdentity: string): Promise<void> {
+    try {
+      this.authorize(caller, requestedIdentity);
+      return;
+    } catch (err) {
+      if (!this.live || !(err instanceof CaError) || !misses.has(err)) throw err;
+    }
+    // authorize() has checked 1-3, and that the token names a pod.
+    const wanted = parseWorkloadSpiffeId(requestedIdentity)!;
+    const callerAccount = `${caller.namespace!}/${caller.serviceAccount!}`;
+    const live = this.live;
+    const ask = async <T>(question: () => Promise<T>): Promise<T> => {
+      try {
+        return await question();
+      } catch (cause) {
+        throw new CaError('AUTH_BACKEND_UNAVAILABLE', "the CA's pod cache does not show a pod this request needs, and the Kubernetes API server could not be asked to confirm; retry later", { cause });
+      }
+    };
+    let cached: PodInfo | undefined;
+    try {
+      cached = this.pods.getPod(caller.namespace!, caller.pod!.name);
+    } catch (err) {
+      throw err instanceof PodCacheNotReadyError ? unavailable(err) : err;
+    }
+    const pod = cached ?? (await ask(() => live.pod(caller.namespace!, caller.pod!.name)));
+    const nodeName = this.checkCallerPod(caller, callerAccount, pod, ' (confirmed with the Kubernetes API server)');
+    if (caller.node?.name && caller.node.name !== nodeName) {
+      throw deny(`the caller's token is bound to node ${caller.node.name}, but its pod ${caller.namespace!}/${caller.pod!.name} runs on node ${nodeName}`);
+    }
+    try {
+      if (this.pods.hasServiceAccountOnNode(nodeName, wanted.namespace, wanted.serviceAccount)) return;
+    } catch (err) {
+      throw err instanceof PodCacheNotReadyError ? unavailable(err) : err;
+    }
+    const now = Date.now();
+    const onNode = await ask(() => live.onNode(nodeName));
+    if (onNode.some((p) => p.nodeName === nodeName && p.namespace === wanted.namespace && p.serviceAccount === wanted.serviceAccount && podCounts(p, now))) return;
+    throw deny(`no running pod with service account ${wanted.namespace}/${wanted.serviceAccount} is on node ${nodeName} (the caller's node; confirmed with the Kubernetes API server); a node proxy may only request certificates for workloads on its own node`);
+  }
+
   /** Returns the caller pod's node, or throws a denial. */
-  private checkCallerPod(caller: Caller, callerAccount: string, pod: PodInfo | undefined): string {
+  private checkCallerPod(caller: Caller, callerAccount: string, pod: PodInfo | undefined, confirmed = ''): string {
     const ref = `${caller.namespace}/${caller.pod!.name}`;
-    if (!pod) throw deny(`the caller's pod ${ref} does not exist (its token is bound to a pod that is gone)`);
+    if (!pod) throw (confirmed ? deny : miss)(`the caller's pod ${ref} does not exist${confirmed} (its token is bound to a pod that is gone)`);
     if (pod.uid !== caller.pod!.uid) {
       // The current pod's UID is not the caller's to learn: the message names only the token's.
       throw deny(`the caller's token is bound to pod ${ref} with UID ${caller.pod!.uid}, but the pod of that name now has another UID: the token belongs to a pod that has been replaced`);

@@ -600,7 +600,25 @@ export class FakeKube {
       const dropped = this.history.splice(0, this.history.length - 10_000);
       this.oldestRv = dropped[dropped.length - 1]!.rv;
     }
-    for (const w of this.watches) this.deliver(w, entry);
+    if (this.held) this.held.push(entry);
+    else for (const w of this.watches) this.deliver(w, entry);
+  }
+
+  /** Events written while watches are held, sent when they are released; undefined: not held. */
+  private held: HistoryEntry[] | undefined;
+
+  /**
+   * Holds every watch event back (the store and lists see the change at once), as a watcher that
+   * lags behind the API server would see it; `releaseWatchEvents` sends them in order.
+   */
+  holdWatchEvents(): void {
+    this.held ??= [];
+  }
+
+  releaseWatchEvents(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const entry of held) for (const w of this.watches) this.deliver(w, entry);
   }
 
   /** Sends `entry` on `w` as the selector-aware event the API server would send, if any. */

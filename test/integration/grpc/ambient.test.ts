@@ -86,6 +86,20 @@ describe('ambient mode: ztunnel impersonation with node authorization', () => {
     await expect.poll(() => ask(ID('shop', 'cart'), ztunnelToken()).then(() => 'ok', (e: { code: number }) => e.code), { timeout: 5000 }).toBe(status.PERMISSION_DENIED);
   });
 
+  it('confirms with the API server a pod its watch has not delivered yet (a pod just started, a ztunnel just replaced): issued, not refused for good', async () => {
+    fake.holdWatchEvents();
+    try {
+      fake.put('pods', fakePod({ namespace: 'istio-system', name: 'ztunnel-new', uid: 'uid-ztunnel-new', node: 'node-1', serviceAccount: 'ztunnel' }));
+      fake.put('pods', fakePod({ namespace: 'shop', name: 'api-1', uid: 'uid-api-1', node: 'node-1', serviceAccount: 'api' }));
+      const chain = await ask(ID('shop', 'api'), ztunnelToken({ podName: 'ztunnel-new', podUid: 'uid-ztunnel-new' }));
+      expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('shop', 'api')}`);
+      // What the API server does not have either is refused, saying it asked.
+      await expect(ask(ID('shop', 'search'), ztunnelToken())).rejects.toMatchObject({ code: status.PERMISSION_DENIED, details: expect.stringContaining('confirmed with the Kubernetes API server') });
+    } finally {
+      fake.releaseWatchEvents();
+    }
+  });
+
   it('never lets a workload impersonate through its own token', async () => {
     await expect(ask(ID('shop', 'db'), mintToken({ ns: 'shop', sa: 'web' }))).rejects.toMatchObject({ code: status.PERMISSION_DENIED });
   });

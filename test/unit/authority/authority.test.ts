@@ -144,6 +144,26 @@ describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s'
     expect([denied.code, denied.caller, denied.identity]).toEqual(['IMPERSONATION_DENIED', ID, undefined]);
   });
 
+  it('waits for a node authorization that asks the API server, and refuses as it says (nothing signed)', async () => {
+    const web = 'spiffe://cluster.local/ns/shop/sa/web';
+    const asked: string[] = [];
+    const nodeAuthorizer = {
+      authorize: async (_c: Caller, id: string) => {
+        asked.push(id);
+        await new Promise((r) => setTimeout(r, 20));
+        if (id.endsWith('/elsewhere')) throw new CaError('AUTH_BACKEND_UNAVAILABLE', 'the API server could not be asked');
+      },
+    };
+    const { authority: a, signed } = authority(mode, { nodeAuthorizer });
+    const { pem } = await makeCsr({ uris: [web] });
+    const impersonating = (id: string): CertificateRequest => ({ ...request(pem), metadata: { ImpersonatedIdentity: id } });
+    expect((await a.issue(impersonating(web))).spiffeId).toBe(web);
+    const e = await refusal(a.issue(impersonating('spiffe://cluster.local/ns/shop/sa/elsewhere')));
+    expect([e.code, e.caller, e.identity]).toEqual(['AUTH_BACKEND_UNAVAILABLE', ID, undefined]);
+    expect(asked).toEqual([web, 'spiffe://cluster.local/ns/shop/sa/elsewhere']);
+    expect(signed()).toBe(1);
+  });
+
   it('refuses a call whose client is already gone with CANCELLED before deciding anything', async () => {
     const { pem } = await makeCsr();
     const { authority: a, trace, signed } = authority(mode);

@@ -5,7 +5,8 @@ import { CaError } from '../../../src/errors/ca-error.js';
 import { toGrpcFailure } from '../../../src/grpc/status.js';
 import { createKubeClient } from '../../../src/k8s/client.js';
 import { NodeAuthorizer } from '../../../src/k8s/node-authorizer.js';
-import { PodCache, PodCacheNotReadyError, type PodLookup } from '../../../src/k8s/pod-cache.js';
+import { KubeLivePods } from '../../../src/k8s/live-pods.js';
+import { PodCache, PodCacheNotReadyError, podCounts, type PodInfo, type PodLookup } from '../../../src/k8s/pod-cache.js';
 import { FakeKube, fakePod } from '../../support/fake-kube.js';
 
 const TD = 'cluster.local';
@@ -195,5 +196,121 @@ describe('NodeAuthorizer (PROTOCOL §3)', () => {
     const err = outcome(new NodeAuthorizer({ pods: flaky }), ztunnel(), id('app', 'web'));
     expect(err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
     expect(err?.cause).toBeInstanceOf(PodCacheNotReadyError);
+  });
+});
+
+describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet', () => {
+  /** A cache that lags behind the API server: it holds only `seen`. */
+  function lagging(seen: PodInfo[]): PodLookup {
+    return {
+      synced: true,
+      connected: true,
+      getPod: (ns, name) => seen.find((p) => p.namespace === ns && p.name === name),
+      getPodByUid: (uid) => seen.find((p) => p.uid === uid),
+      hasServiceAccountOnNode: (node, ns, sa) => seen.some((p) => p.nodeName === node && p.namespace === ns && p.serviceAccount === sa && podCounts(p, Date.now())),
+    };
+  }
+  const info = (o: Partial<PodInfo> & Pick<PodInfo, 'namespace' | 'name'>): PodInfo => ({ uid: '', serviceAccount: 'default', nodeName: '', phase: 'Running', deletionTimestamp: undefined, resourceVersion: '1', ...o });
+  const zt = info({ namespace: 'istio-system', name: 'ztunnel-a', uid: 'uid-ztunnel-a', serviceAccount: 'ztunnel', nodeName: 'node-a' });
+  const live = () => new KubeLivePods(createKubeClient({ server: fake.url, caPem: fake.caPem, token: 't' }).core);
+  const listed = () => fake.requests.filter((r) => r.method === 'GET' && !r.watch && r.path.endsWith('/pods'));
+  async function confirmed(a: NodeAuthorizer, caller: Caller, requested: string): Promise<CaError | null> {
+    try {
+      await a.authorizeConfirmed(caller, requested);
+      return null;
+    } catch (err) {
+      expect(err).toBeInstanceOf(CaError);
+      return err as CaError;
+    }
+  }
+
+  it('allows a workload the API server has on the node although the cache has not seen it, asking only then', async () => {
+    const a = new NodeAuthorizer({ pods: lagging([zt]), live: live(), trustDomain: TD });
+    // From the cache alone: refused (what the client would never retry).
+    expect(outcome(a, ztunnel(), id('app', 'web'))?.code).toBe('IMPERSONATION_DENIED');
+    const before = listed().length;
+    expect(await confirmed(a, ztunnel(), id('app', 'web'))).toBeNull();
+    expect(listed().slice(before).map((r) => r.query.fieldSelector)).toEqual(['spec.nodeName=node-a']);
+    // What the cache shows needs no question.
+    const asked = listed().length;
+    expect(await confirmed(new NodeAuthorizer({ pods: lagging([zt, info({ namespace: 'app', name: 'web-1', serviceAccount: 'web', nodeName: 'node-a' })]), live: live(), trustDomain: TD }), ztunnel(), id('app', 'web'))).toBeNull();
+    expect(listed().length).toBe(asked);
+  });
+
+  it("allows a caller whose own pod the cache has not seen (a ztunnel just restarted), checked as the cache would", async () => {
+    const a = new NodeAuthorizer({ pods: lagging([]), live: live(), trustDomain: TD });
+    expect(await confirmed(a, ztunnel(), id('app', 'web'))).toBeNull();
+    expect(listed().some((r) => r.path === '/api/v1/namespaces/istio-system/pods' && r.query.fieldSelector === 'metadata.name=ztunnel-a')).toBe(true);
+    // The API server's pod is held to the token as the cache's is: another UID is refused.
+    const replaced = await confirmed(a, ztunnel({ pod: { name: 'ztunnel-a', uid: 'uid-old' } }), id('app', 'web'));
+    expect(replaced?.message).toMatch(/the token belongs to a pod that has been replaced/);
+  });
+
+  it('refuses, saying it asked, when the API server has no such pod either', async () => {
+    const a = new NodeAuthorizer({ pods: lagging([zt]), live: live(), trustDomain: TD });
+    const err = await confirmed(a, ztunnel(), id('app', 'db'));
+    expect(err?.code).toBe('IMPERSONATION_DENIED');
+    expect(err?.message).toBe("no running pod with service account app/db is on node node-a (the caller's node; confirmed with the Kubernetes API server); a node proxy may only request certificates for workloads on its own node");
+    expect(toGrpcFailure(err).code).toBe(status.PERMISSION_DENIED);
+    const gone = await confirmed(new NodeAuthorizer({ pods: lagging([]), live: live(), trustDomain: TD }), ztunnel({ pod: { name: 'ztunnel-gone', uid: 'u' } }), id('app', 'web'));
+    expect(gone?.message).toBe("the caller's pod istio-system/ztunnel-gone does not exist (confirmed with the Kubernetes API server) (its token is bound to a pod that is gone)");
+    // Refusals that are no cache's (not a trusted account) ask nothing.
+    const before = listed().length;
+    expect((await confirmed(a, ztunnel({ serviceAccount: 'web', namespace: 'app' }), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
+    expect(listed().length).toBe(before);
+  });
+
+  it('answers UNAVAILABLE (retried) when the API server cannot be asked', async () => {
+    const a = new NodeAuthorizer({ pods: lagging([zt]), live: live(), trustDomain: TD });
+    fake.fail({ method: 'GET', path: '/api/v1/pods', watch: false }, { status: 503 }, 1);
+    const err = await confirmed(a, ztunnel(), id('app', 'web'));
+    expect(err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+    expect(toGrpcFailure(err).code).toBe(status.UNAVAILABLE);
+    // A failure is not remembered: the next call asks again, and is allowed.
+    expect(await confirmed(a, ztunnel(), id('app', 'web'))).toBeNull();
+  });
+
+  it('shares one list among calls asking at once, and answers a later call from a list begun after it', async () => {
+    const a = new NodeAuthorizer({ pods: lagging([zt]), live: live(), trustDomain: TD });
+    const before = listed().length;
+    const results = await Promise.all(Array.from({ length: 20 }, () => confirmed(a, ztunnel(), id('app', 'db'))));
+    expect(results.every((e) => e?.code === 'IMPERSONATION_DENIED')).toBe(true);
+    expect(listed().length - before).toBe(1);
+    // A pod created since is seen: the answer before is not reused.
+    fake.put('pods', fakePod({ namespace: 'app', name: 'db-2', node: 'node-a', serviceAccount: 'db' }));
+    expect(await confirmed(a, ztunnel(), id('app', 'db'))).toBeNull();
+    expect(listed().length - before).toBe(2);
+  });
+
+  it('answers a question asked while a list is under way from the next list, shared by all who asked meanwhile', async () => {
+    const started: Array<(items: unknown[]) => void> = [];
+    const core = {
+      listPodForAllNamespaces: () => new Promise<{ items: never[] }>((resolve) => started.push((items) => resolve({ items: items as never[] }))),
+      listNamespacedPod: () => Promise.reject(new Error('not used')),
+    };
+    const l = new KubeLivePods(core as never);
+    const first = l.onNode('node-a');
+    await vi.waitFor(() => expect(started).toHaveLength(1));
+    // Asked while the first list runs: it may predate their pods, so they wait for the next.
+    const meanwhile = [l.onNode('node-a'), l.onNode('node-a'), l.onNode('node-a')];
+    await new Promise((r) => setImmediate(r));
+    expect(started).toHaveLength(1);
+    started[0]!([]);
+    expect(await first).toEqual([]);
+    await vi.waitFor(() => expect(started).toHaveLength(2));
+    started[1]!([fakePod({ namespace: 'app', name: 'new', node: 'node-a', serviceAccount: 'new' })]);
+    for (const answer of await Promise.all(meanwhile)) expect(answer.map((p) => p.name)).toEqual(['new']);
+    expect(started).toHaveLength(2);
+    // Another node is another question.
+    void l.onNode('node-b');
+    await vi.waitFor(() => expect(started).toHaveLength(3));
+  });
+
+  it('never puts a name that is not a Kubernetes name into a field selector', async () => {
+    const l = live();
+    const before = listed().length;
+    expect(await l.pod('istio-system', 'x,spec.nodeName=node-b')).toBeUndefined();
+    expect(await l.onNode('node-a,metadata.namespace=app')).toEqual([]);
+    expect(listed().length).toBe(before);
   });
 });
