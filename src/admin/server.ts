@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { handleCertificatesApi } from './certificates-api.js';
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { listenOn, splitHostPort } from '../net/host-port.js';
 import type { InventoryStore } from '../inventory/types.js';
 import type { Logger } from '../log/logger.js';
@@ -79,8 +79,17 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
   };
 }
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+/** Loopback however spelled: 127/8, ::1 in any form, and 127/8 mapped into IPv6 (::ffff:127.0.0.1). */
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+
+/** Whether the admin server's listen host is this machine's loopback (its Host headers are then checked). */
+export function isLoopback(host: string): boolean {
+  const family = isIP(host);
+  if (family === 0) return host.toLowerCase() === 'localhost';
+  return LOOPBACK.check(host, family === 4 ? 'ipv4' : 'ipv6');
 }
 
 /** A Host header naming this machine by a local name or any IP literal (never a DNS name that could be rebound). */

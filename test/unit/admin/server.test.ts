@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isLocalHostHeader, startAdminServer } from '../../../src/admin/server.js';
+import { isLocalHostHeader, isLoopback, startAdminServer } from '../../../src/admin/server.js';
 import { createLogger } from '../../../src/log/logger.js';
 
 /** An admin server on a loopback port with fixed metrics and readiness, and no inventory. */
@@ -65,6 +65,25 @@ describe('the admin server on loopback and the Host header (DNS rebinding)', () 
   it('answers requests addressed to localhost or an IP literal, and refuses a DNS name with 421', async () => {
     for (const host of [`localhost:${admin.port}`, `127.0.0.1:${admin.port}`, `[::1]:${admin.port}`, 'LOCALHOST']) expect(await get(host), host).toBe(200);
     for (const host of [`attacker.example:${admin.port}`, 'meshcert.meshcert.svc']) expect(await get(host), host).toBe(421);
+  });
+
+  it('knows a loopback listen address however it is spelled, and checks Host headers on each', async () => {
+    for (const host of ['127.0.0.1', '127.1.2.3', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', '::ffff:7f00:1', 'localhost', 'LocalHost']) expect(isLoopback(host), host).toBe(true);
+    for (const host of ['0.0.0.0', '::', '10.0.0.1', '::ffff:10.0.0.1', '::2', 'meshcert.local', '127.0.0.1.nip.io']) expect(isLoopback(host), host).toBe(false);
+    const mapped = await startAdminServer({ listen: '[::ffff:127.0.0.1]:0', logger: createLogger('silent'), metrics: () => Promise.resolve({ contentType: 'text/plain', body: '' }), readiness: () => Promise.resolve([]) });
+    try {
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port: mapped.port, path: '/metrics', headers: { host: 'attacker.example' } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      expect(status).toBe(421);
+    } finally {
+      await mapped.close();
+    }
   });
 
   it('reads Host headers as names and addresses', () => {
