@@ -43,6 +43,8 @@ export interface InventoryTarget {
   issuers: ReadonlyArray<{ name: string; dir: string }>;
   /** server.tls.certFile, when configured. */
   servingCertFile: string | null;
+  /** The CA directories come from --config or MESHCERT_CA_DIR / MESHCERT_DATA_DIR, not the built-in default. */
+  caConfigured: boolean;
   /** monitoring.caWarnBefore, staleWithin and discoveredWarnBefore, seconds: `certs expiring` windows unless --within. */
   caWarnBefore: number;
   staleWithin: number;
@@ -88,6 +90,7 @@ export function resolveInventoryTarget(o: { config?: string; db?: string }, env:
     caDir: issuers[0]!.dir,
     issuers,
     servingCertFile: config.server.tls.certFile ?? null,
+    caConfigured: o.config !== undefined || env.MESHCERT_CA_DIR !== undefined || env.MESHCERT_DATA_DIR !== undefined,
     caWarnBefore: config.monitoring.caWarnBefore,
     staleWithin: config.monitoring.staleWithin,
     discoveredWarnBefore: config.monitoring.discoveredWarnBefore,
@@ -310,7 +313,9 @@ async function expiringCommand(argv: string[], now: Date): Promise<number> {
     const caWindow = within ?? target.caWarnBefore;
     const staleWindow = within ?? target.staleWithin;
     const discoveredWindow = within ?? target.discoveredWarnBefore;
-    const { certs, problems } = loadCaCertificates(target);
+    // `--db` alone names no CA: the built-in default directory is checked only when it exists.
+    const unchecked = !target.caConfigured && !existsSync(target.caDir);
+    const { certs, problems } = unchecked ? { certs: [], problems: [] } : loadCaCertificates(target);
     const ca = caExpiryReport(certs, now, caWindow).filter((e) => e.state !== 'ok');
     const stale = await staleIdentities(store, now, staleWindow);
     const discovered = await discoveredExpiring(store, now, discoveredWindow);
@@ -318,10 +323,12 @@ async function expiringCommand(argv: string[], now: Date): Promise<number> {
     // A check that could not read a CA directory is incomplete: a script running it must notice.
     const code = problems.length > 0 ? 1 : 0;
     if (v.json) {
-      console.log(JSON.stringify({ ca: ca.map(caEntryJson), staleIdentities: stale.map(staleJson), discovered: discovered.map(discoveredJson), problems }, null, 2));
+      console.log(JSON.stringify({ ca: ca.map(caEntryJson), caChecked: !unchecked, staleIdentities: stale.map(staleJson), discovered: discovered.map(discoveredJson), problems }, null, 2));
       return code;
     }
-    if (ca.length === 0) {
+    if (unchecked) {
+      console.log(`CA certificates: not checked (no CA at ${target.caDir}; pass --config to check the configured CAs)`);
+    } else if (ca.length === 0) {
       console.log(`CA certificates: none expiring within ${formatDuration(caWindow)} (${certs.length} checked)`);
     } else {
       console.log('CA certificates:');

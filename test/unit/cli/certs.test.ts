@@ -1,5 +1,5 @@
 /** `meshcert certs`, run in-process against a temp SQLite inventory, with console spies. */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
@@ -317,6 +317,30 @@ describe('meshcert certs expiring', () => {
     expect(stdout()).toContain('Stale identities: none');
     expect(stdout()).toMatch(/^file:\/etc\/certs\/legacy\.pem\s+CN=legacy\s+.*expired/m); // expired is reported in any window
     expect(stderr()).toContain(`no CA certificates in ${join(cfgDir, 'missing-ca')}`);
+  });
+});
+
+describe('meshcert certs expiring --db without --config', () => {
+  it('checks the default CA directory only when it exists: none there is no problem (exit 0), and says the CAs were not checked', async () => {
+    const cwd = process.cwd();
+    const elsewhere = mkdtempSync(join(tmpdir(), 'meshcert-certs-cwd-'));
+    vi.stubEnv('MESHCERT_CA_DIR', undefined);
+    vi.stubEnv('MESHCERT_DATA_DIR', undefined);
+    process.chdir(elsewhere);
+    try {
+      expect(await run('expiring', '--db', db, '--within', '1h')).toBe(0);
+      expect(stdout()).toContain(`CA certificates: not checked (no CA at ${join(realpathSync(elsewhere), '.meshcert', 'ca')}; pass --config to check the configured CAs)`);
+      expect(stderr()).toBe('');
+      expect(await run('expiring', '--db', db, '--json')).toBe(0);
+      expect(JSON.parse(out.mock.calls.at(-1)![0] as string)).toMatchObject({ ca: [], caChecked: false, problems: [] });
+      // Named by the environment, a missing directory is a problem as with --config.
+      vi.stubEnv('MESHCERT_CA_DIR', join(elsewhere, 'missing-ca'));
+      expect(await run('expiring', '--db', db, '--within', '1h')).toBe(1);
+    } finally {
+      process.chdir(cwd);
+      vi.unstubAllEnvs();
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
   });
 });
 
