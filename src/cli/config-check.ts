@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { loadConfigFile } from '../config/load.js';
 import { assertServable } from '../config/servable.js';
 import { formatDuration } from '../config/duration.js';
@@ -105,10 +106,15 @@ async function unrevokedSerials(file: string, config: MeshcertConfig, revocation
   const listed = config.auth.revokedClientCertificates.flatMap((e, i) => (e.serials ?? []).map((serial, j) => ({ at: `auth.revokedClientCertificates[${i}].serials[${j}] ${serial}`, serial })));
   if (listed.length === 0) return [];
   let store: Awaited<ReturnType<typeof openInventory>>;
+  const cannot = (why: string): string[] => [`cannot look the revoked serials up in the inventory: ${why}`];
   try {
-    store = await openInventory(resolveInventoryTarget({ config: file }), true);
+    const target = resolveInventoryTarget({ config: file });
+    // Said here without the certs commands' hint (--config, --db): this file's inventory section names it.
+    if (target.store.kind === 'sqlite' && !existsSync(target.store.path)) return cannot(`no inventory at ${target.label} (the file's inventory section)`);
+    store = await openInventory(target, true);
   } catch (e) {
-    return [`cannot look the revoked serials up in the inventory: ${(e as Error).message}`];
+    if (config.inventory.store === 'none') return cannot('the inventory is disabled in this file (inventory.store: none)');
+    return cannot((e as Error).message);
   }
   try {
     const warnings: string[] = [];

@@ -134,7 +134,10 @@ describe('the meshcert CLI, as a user runs it', () => {
     ]);
     // Without an inventory to read, it says so.
     rmSync(inventory);
-    expect((await runCli(['config', 'check', serials])).stderr.trim()).toBe(`meshcert: warning: cannot look the revoked serials up in the inventory: no inventory at sqlite:${inventory} (pass --config or --db)`);
+    expect((await runCli(['config', 'check', serials])).stderr.trim()).toBe(`meshcert: warning: cannot look the revoked serials up in the inventory: no inventory at sqlite:${inventory} (the file's inventory section)`);
+    const disabled = join(dir, 'serials-no-inventory.yaml');
+    writeFileSync(disabled, readFileSync(serials, 'utf8').replace(/^inventory:\n {2}path: .*\n/m, 'inventory:\n  store: none\n'));
+    expect((await runCli(['config', 'check', disabled])).stderr.trim()).toBe('meshcert: warning: cannot look the revoked serials up in the inventory: the inventory is disabled in this file (inventory.store: none)');
     const bad = join(dir, 'bad.yaml');
     writeFileSync(bad, 'server:\n  listen: nowhere\n  colour: blue\nissuance:\n  maxTtl: forever\n');
     const r = await runCli(['config', 'check', bad]);
