@@ -36,7 +36,7 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
   }
   const issuer = new LocalIssuer('default', loadCaDir(dir));
   if (!o.quiet) reportExpiredRoots(issuer, dir, logger);
-  selfTestCa(issuer, config.trustDomain);
+  selfTestTrustDomains(issuer, config);
   return issuer;
 }
 
@@ -77,7 +77,7 @@ export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issue
     throw new ConfigError(`issuer "${i.name}" (${i.dir}): ${(e as Error).message}`);
   }
   if (!o.quiet) reportExpiredRoots(issuer, i.dir, logger);
-  selfTestCa(issuer, config.trustDomain);
+  selfTestTrustDomains(issuer, config);
   return issuer;
 }
 
@@ -104,6 +104,15 @@ export function selfTestCa(issuer: LocalIssuer, trustDomain: string): void {
   } catch (e) {
     throw new ConfigError((e as Error).message, { cause: e });
   }
+}
+
+/**
+ * The self-test for the trust domain and each of its aliases: meshcert signs for an alias too (a
+ * workload whose token names it), and a CA whose name constraints permit only the primary would
+ * have those leaves refused by every Go verifier, found only when the handshakes fail.
+ */
+function selfTestTrustDomains(issuer: LocalIssuer, config: MeshcertConfig): void {
+  for (const td of [config.trustDomain, ...config.trustDomainAliases]) selfTestCa(issuer, td);
 }
 
 function selfTestKey(): Buffer {
