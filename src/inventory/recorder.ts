@@ -461,6 +461,8 @@ export class InventoryRecorder {
         () => {
           this.pinging = false;
           this.lastContact = Date.now();
+          // With no certificate record left to write, nothing is failing any more.
+          if (this.certs.pending === 0) this.certsFailing = false;
           this.healthy = !this.certsFailing;
         },
         (err: unknown) => {
@@ -514,6 +516,8 @@ export class InventoryRecorder {
           if (l.overflowing && l.pending < this.limitOf(l)) l.overflowing = false;
           this.call(() => this.onFlushCb?.(batch.items.length, l.kind));
         } else if (error instanceof InventoryDataError) {
+          // The store answered (it refused the data): certificate writes reach it again.
+          if (lane === this.certs) this.certsFailing = false;
           if (batch.items.length > 1) {
             l.split(batch);
           } else {

@@ -325,6 +325,22 @@ describe('InventoryRecorder (in-memory store)', () => {
     await rec.close();
   });
 
+  it('recovers health when the certificate records that failed are then refused as data (the store answers again)', async () => {
+    const store = new MemoryStore();
+    const rec = new InventoryRecorder(store, { batchSize: 10, flushIntervalMs: 5, retryInitialMs: 5, retryMaxMs: 20, healthCheckIntervalMs: 10, onError: () => {} });
+    const poison = makeRecord('poison');
+    store.poison.add(poison.fingerprint);
+    store.certsDown = true;
+    rec.record(poison);
+    await waitFor(() => !rec.storeHealthy, 2000, 'unhealthy');
+    store.certsDown = false;
+    await waitFor(() => rec.rejected === 1, 2000, 'refused as data');
+    // Nothing left to write and the store answers: healthy again (failClosed would otherwise refuse until a restart).
+    await waitFor(() => rec.storeHealthy, 2000, 'healthy again');
+    expect(rec.backlog).toBe(0);
+    await rec.close();
+  });
+
   it('a health check marks the store unhealthy while idle', async () => {
     const store = new MemoryStore();
     const rec = new InventoryRecorder(store, { flushIntervalMs: 10, healthCheckIntervalMs: 20 });
