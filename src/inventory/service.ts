@@ -137,11 +137,17 @@ export class InventoryService implements RecordSink {
     // Said first: a pod killed before the flush ends (its grace period is over) leaves this line.
     const pending = this.recorder.backlog + this.recorder.auditBacklog;
     if (pending > 0) this.logger.info({ records: this.recorder.backlog, auditEvents: this.recorder.auditBacklog, deadlineSeconds: deadlineMs / 1000 }, 'writing what the inventory holds in memory before exiting');
+    let unwritten: unknown;
     try {
       await this.recorder.close({ deadlineMs });
-    } finally {
-      await this.store.close();
+    } catch (e) {
+      unwritten = e;
     }
+    if (unwritten === undefined) return this.store.close();
+    // The store did not take everything in time: closing it may wait on a write that never ends
+    // (a database that drops packets); the caller says what was lost without waiting for that.
+    void this.store.close().catch(() => undefined);
+    throw unwritten;
   }
 }
 

@@ -21,7 +21,7 @@ import { inventoryIntake } from './inventory-intake.js';
 
 /** How long a scrape waits for each worker's metrics (Prometheus's default scrape timeout is 10 s). */
 const WORKER_METRICS_TIMEOUT_MS = 2_000;
-/** What the inventory flush at shutdown gets beyond what the drain left of server.shutdownGrace. */
+/** The inventory flush at shutdown ends by server.shutdownGrace plus this after the drain began. */
 const FLUSH_MARGIN_MS = 8_000;
 
 export interface RunningServer {
@@ -136,10 +136,11 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     // a slow API server can hold for seconds of the pod's termination grace.
     const drainStarted = Date.now();
     const stopped = await Promise.allSettled([controllers?.stop(), stopServing()]);
-    // Workers have shipped their last records; write them all before exiting, within what the
-    // drain left of server.shutdownGrace plus FLUSH_MARGIN_MS: the pod's grace period (shutdownDelay
-    // + shutdownGrace + 10 s in the manifests) then still holds the line saying what was not written.
-    const flushDeadline = Math.max(0, config.server.shutdownGrace * 1000 - (Date.now() - drainStarted)) + FLUSH_MARGIN_MS;
+    // Workers have shipped their last records; write them all before exiting, ending by
+    // shutdownGrace + FLUSH_MARGIN_MS after the drain began (at least a second): the pod's grace
+    // period (shutdownDelay + shutdownGrace + 10 s in the manifests) then still holds the line
+    // saying what was not written, even when workers took their 5 s margin past the grace.
+    const flushDeadline = Math.max(1000, config.server.shutdownGrace * 1000 + FLUSH_MARGIN_MS - (Date.now() - drainStarted));
     await inventory?.close(flushDeadline).catch((err: unknown) => logger.error({ err }, 'inventory could not be flushed completely'));
     await admin?.close();
     const failed = stopped.find((r): r is PromiseRejectedResult => r.status === 'rejected');

@@ -200,7 +200,7 @@ describe('PostgreSQL outage during issuance', () => {
     await db.drop();
   }, 90_000);
 
-  it.skipIf(skip !== null)('at shutdown with PostgreSQL down, gives the flush what the drain left of shutdownGrace plus 8 s, and says what it could not write before the pod grace period (delay + grace + 10 s) ends', async () => {
+  it.skipIf(skip !== null)('at shutdown with PostgreSQL down, ends the flush by shutdownGrace + 8 s after the drain began, and says what it could not write before the pod grace period (delay + grace + 10 s) ends', async () => {
     const db = await createTestDatabase('shutdown', cluster.url);
     const sdDir = mkdtempSync(join(tmpdir(), 'meshcert-shutdown-flush-'));
     const s = await start(sdDir, { server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: '2s' }, inventory: { url: db.url } });
