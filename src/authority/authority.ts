@@ -98,6 +98,8 @@ export class Authority {
       // Before the call's turn: node authorization may wait for the API server.
       const impersonate = req.metadata.ImpersonatedIdentity;
       if (impersonate && this.deps.nodeAuthorizer) {
+        // A call whose client is gone costs the API server nothing.
+        stopIfCancelled(req);
         await this.deps.nodeAuthorizer.authorize(caller, impersonate);
         forWorkload = impersonate;
       }

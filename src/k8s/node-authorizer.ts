@@ -40,6 +40,9 @@ export interface NodeAuthorizerOptions {
 }
 
 const deny = (message: string): CaError => new CaError('IMPERSONATION_DENIED', message);
+/** How long the API server's word that a caller's pod is gone is taken again, and how many are kept. */
+const CONFIRMED_GONE_MS = 60_000;
+const MAX_CONFIRMED_GONE = 4096;
 /** Refusals for a pod the cache does not show, which the API server may have already. */
 const misses = new WeakSet<CaError>();
 const miss = (message: string): CaError => {
@@ -53,6 +56,12 @@ export class NodeAuthorizer {
   private readonly pods: PodLookup;
   private readonly trustDomain: string | undefined;
   private readonly live: LivePods | undefined;
+  /**
+   * Callers' pods the API server confirmed gone (namespace, name and UID), until when that
+   * stands: a node proxy with a dead pod's token asking in a loop costs one list per
+   * CONFIRMED_GONE_MS.
+   */
+  private readonly confirmed = new Map<string, number>();
 
   constructor(opts: NodeAuthorizerOptions) {
     const accounts = opts.trustedNodeAccounts ?? DEFAULT_TRUSTED_NODE_ACCOUNTS;
@@ -150,7 +159,10 @@ export class NodeAuthorizer {
     } catch (err) {
       throw err instanceof PodCacheNotReadyError ? unavailable(err) : err;
     }
-    const pod = cached ?? (await ask(() => live.pod(caller.namespace!, caller.pod!.name)));
+    // A pod UID is never reused: the API server's word that the token's pod is gone stands.
+    const callerKey = `${caller.namespace!}\n${caller.pod!.name}\n${caller.pod!.uid}`;
+    const pod = cached ?? (this.stillDenied(callerKey) ? undefined : await ask(() => live.pod(caller.namespace!, caller.pod!.name)));
+    if (!pod) this.remember(callerKey);
     const nodeName = this.checkCallerPod(caller, callerAccount, pod, ' (confirmed with the Kubernetes API server)');
     if (caller.node?.name && caller.node.name !== nodeName) {
       throw deny(`the caller's token is bound to node ${caller.node.name}, but its pod ${caller.namespace!}/${caller.pod!.name} runs on node ${nodeName}`);
@@ -160,10 +172,26 @@ export class NodeAuthorizer {
     } catch (err) {
       throw err instanceof PodCacheNotReadyError ? unavailable(err) : err;
     }
+    // Not remembered when refused: a pod of that identity may be scheduled there a moment later
+    // (the next run of a Job, say), and the client would never ask again.
     const now = Date.now();
     const onNode = await ask(() => live.onNode(nodeName));
     if (onNode.some((p) => p.nodeName === nodeName && p.namespace === wanted.namespace && p.serviceAccount === wanted.serviceAccount && podCounts(p, now))) return;
     throw deny(`no running pod with service account ${wanted.namespace}/${wanted.serviceAccount} is on node ${nodeName} (the caller's node; confirmed with the Kubernetes API server); a node proxy may only request certificates for workloads on its own node`);
+  }
+
+  private stillDenied(question: string): boolean {
+    const until = this.confirmed.get(question);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.confirmed.delete(question);
+    return false;
+  }
+
+  private remember(question: string): void {
+    this.confirmed.delete(question);
+    this.confirmed.set(question, Date.now() + CONFIRMED_GONE_MS);
+    if (this.confirmed.size > MAX_CONFIRMED_GONE) this.confirmed.delete(this.confirmed.keys().next().value!);
   }
 
   /** Returns the caller pod's node, or throws a denial. */

@@ -254,6 +254,11 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
     expect(toGrpcFailure(err).code).toBe(status.PERMISSION_DENIED);
     const gone = await confirmed(new NodeAuthorizer({ pods: lagging([]), live: live(), trustDomain: TD }), ztunnel({ pod: { name: 'ztunnel-gone', uid: 'u' } }), id('app', 'web'));
     expect(gone?.message).toBe("the caller's pod istio-system/ztunnel-gone does not exist (confirmed with the Kubernetes API server) (its token is bound to a pod that is gone)");
+    // A UID is never reused: the token of a pod confirmed gone is refused again without a list.
+    const goneAuthz = new NodeAuthorizer({ pods: lagging([]), live: live(), trustDomain: TD });
+    const asked = listed().length;
+    for (let i = 0; i < 3; i++) expect((await confirmed(goneAuthz, ztunnel({ pod: { name: 'ztunnel-gone', uid: 'u' } }), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
+    expect(listed().length - asked).toBe(1);
     // Refusals that are no cache's (not a trusted account) ask nothing.
     const before = listed().length;
     expect((await confirmed(a, ztunnel({ serviceAccount: 'web', namespace: 'app' }), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
