@@ -384,6 +384,13 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     const id = ++nextId;
     const timer = setTimeout(() => {
       if (!rollbacks.delete(id)) return;
+      // Not the last one taking connections: when all are this slow (a starved host, a file
+      // system that hangs), replacements would fare no better, and nothing would serve meanwhile.
+      const others = [...serving].filter((o) => o !== w && !retiring.has(o) && seats.get(o) !== undefined && dispatcher.has(seats.get(o)!.target));
+      if (others.length === 0) {
+        logger.error({ pid: w.process.pid }, 'a worker did not go back to the configuration in force within 30s of a rejected reload; it is the last one taking connections, so it is kept (restart meshcert if reloads keep failing)');
+        return;
+      }
       retire(w, 'a worker did not go back to the configuration in force within 30s of a rejected reload; draining it and starting a replacement, so that none serves with a configuration no one knows');
     }, 30_000);
     timer.unref();

@@ -459,6 +459,21 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(c.reloads()).toEqual([]);
   });
 
+  it('after a rejected reload: when every worker is stuck, the last one taking connections is kept, not retired', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked;
+    const rejected = expect(pool.reload(revoking())).rejects.toThrow('a worker did not answer the reload within 30s');
+    vi.advanceTimersByTime(30_000);
+    await rejected;
+    vi.advanceTimersByTime(30_000);
+    // One is retired; the other, then the only one taking connections, is kept and said so.
+    const shut = [a!, b!].filter((w) => w.sent.some((m) => m.type === 'shutdown'));
+    expect(shut).toHaveLength(1);
+    expect(msgs()).toContain('a worker did not go back to the configuration in force within 30s of a rejected reload; it is the last one taking connections, so it is kept (restart meshcert if reloads keep failing)');
+    expect(pool.serving()).toBe(1);
+  });
+
   it('a retired worker that does not drain within the grace period is killed', async () => {
     const { c } = await replacementBehind();
     vi.useFakeTimers({ toFake: ['setTimeout'] });
