@@ -85,6 +85,11 @@ export function endCaCreation(dir: string): void {
  * complete and only the marker goes; without it, the files it had written go too (they were never
  * used: nothing loads a CA without ca-cert.pem). Returns what it did; 'none' without a marker.
  */
+/** Whether `dir` holds a CA creation that was interrupted (what recoverInterruptedCreation would clear or finish); reads only. */
+export function creationInterrupted(dir: string): boolean {
+  return existsSync(join(dir, CREATING_MARKER));
+}
+
 export function recoverInterruptedCreation(dir: string): 'none' | 'completed' | 'cleared' {
   if (!existsSync(join(dir, CREATING_MARKER))) return 'none';
   if (existsSync(caPath(dir, 'cert'))) {

@@ -4,6 +4,7 @@ import { assertServable } from '../config/servable.js';
 import { formatDuration } from '../config/duration.js';
 import { FileJwks } from '../auth/jwt.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
+import { caPath, creationInterrupted } from '../ca/files.js';
 import { isCaDirEmpty } from '../ca/material.js';
 import { loadIssuer, loadNamedIssuer } from '../ca/state.js';
 import { createLogger } from '../log/logger.js';
@@ -62,6 +63,9 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
   const quiet = createLogger('silent');
   const dir = config.ca.dir!;
   if (config.ca.autoInit && isCaDirEmpty(dir)) notes.push(`CA directory ${dir} is empty: serve creates a CA there (ca.autoInit)`);
+  else if (config.ca.autoInit && creationInterrupted(dir) && !existsSync(caPath(dir, 'cert'))) {
+    notes.push(`CA directory ${dir} holds a CA creation that was interrupted: serve clears it and creates the CA again (ca.autoInit)`);
+  }
   else {
     // Never creates one: without autoInit an empty directory is refused with what to run.
     await loadIssuer(config, quiet, { allowInit: !config.ca.autoInit, quiet: true }).then(
