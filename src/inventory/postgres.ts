@@ -260,6 +260,8 @@ export class PostgresInventoryStore implements InventoryStore {
         if ((code !== '40P01' && code !== '40001') || attempt >= CONFLICT_ATTEMPTS || this.closed) throw e;
         // Apart, so the two statements do not meet again in the same order.
         await new Promise((r) => setTimeout(r, 20 + Math.random() * 80));
+        // Closed meanwhile: the conflict is the answer, not "pool ended".
+        if (this.closed) throw e;
       }
     }
   }

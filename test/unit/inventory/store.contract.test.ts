@@ -820,9 +820,15 @@ describe('postgres store specifics', () => {
 describe.skipIf(pgSkipReason() !== null)('postgres store: a statement rolled back for a deadlock', () => {
   it('is run again: forgetting a place that another transaction deletes sightings of, in the other order, succeeds', async () => {
     const db = await createTestDatabase('deadlock');
-    const store = await openStore({ kind: 'postgres', url: db.url });
     const other = new pg.Client({ connectionString: db.url });
     await other.connect();
+    // PostgreSQL looks for a deadlock once, deadlock_timeout after a statement starts waiting. The
+    // store's sessions look after 5 s (time enough on a slow machine for the other's second
+    // statement to close the cycle), the other after a minute: the store's is always the one
+    // rolled back.
+    await other.query(`ALTER DATABASE "${db.name}" SET deadlock_timeout = '5s'`);
+    await other.query(`SET deadlock_timeout = '60s'`);
+    const store = await openStore({ kind: 'postgres', url: db.url });
     try {
       const place = 'discovered:file:/etc/a.pem' as const;
       const [first, second] = [fp('a'), fp('b')].sort();
@@ -837,13 +843,13 @@ describe.skipIf(pgSkipReason() !== null)('postgres store: a statement rolled bac
           throw e;
         });
       // The other transaction holds the sighting the forget reaches last; the forget then holds
-      // the first and waits; the other asks for the first: a cycle. The forget, waiting longer,
-      // is the one PostgreSQL rolls back (deadlock_timeout, 1 s).
+      // the first and waits; the other asks for the first: a cycle, which PostgreSQL ends by
+      // rolling the forget back.
       await other.query('BEGIN');
       await other.query(`DELETE FROM ${SIGHTINGS_TABLE} WHERE source = $1 AND fingerprint = $2`, [place, second]);
       const forgetting = store.forgetPlaces([place]);
       await expect
-        .poll(async () => (await other.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'meshcert-inventory' AND wait_event_type = 'Lock'`)).rows[0].n, { timeout: 10_000 })
+        .poll(async () => (await other.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'meshcert-inventory' AND wait_event_type = 'Lock'`)).rows[0].n, { timeout: 10_000 })
         .toBe(1);
       await other.query(`DELETE FROM ${SIGHTINGS_TABLE} WHERE source = $1 AND fingerprint = $2`, [place, first]);
       await other.query('COMMIT');
