@@ -62,13 +62,13 @@ const COMMAND_USAGE: Record<string, () => Promise<string>> = {
 
 /**
  * A reader that stops early (`meshcert certs list | head`) closes the pipe: console.log then fails
- * with EPIPE, which would end the command with Node's stack trace. Ended quietly instead, as a
- * Unix tool ends on SIGPIPE. Not for `serve` (and its workers): a server whose log pipe closed
- * drains as it does on any shutdown, not mid-call.
+ * with EPIPE, which would end the command with Node's stack trace. Ended quietly instead, with the
+ * status a Unix tool killed by SIGPIPE has (141): the output was cut, so its outcome is unknown.
+ * Not for `serve` (and its workers): a server whose log pipe closed drains as on any shutdown.
  */
 function endQuietlyOnClosedPipe(): void {
   // Any other failure to write the output (EIO, ENOSPC) is a failure of the command.
-  const onError = (err: NodeJS.ErrnoException): never => process.exit(err.code === 'EPIPE' ? (process.exitCode ?? 0) : 1);
+  const onError = (err: NodeJS.ErrnoException): never => process.exit(err.code === 'EPIPE' ? 141 : 1);
   process.stdout.on('error', onError);
   process.stderr.on('error', onError);
 }
