@@ -153,6 +153,23 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     return { pool, a: a!, c };
   }
 
+  /**
+   * Two workers serving (fake timers on); a reload that `a` applies (when `aAnswers`) and `b` never
+   * answers, rejected after its 30 s. Returns with both sent back to the config before.
+   */
+  async function rejectedBySilence(aAnswers: boolean): Promise<{ pool: WorkerPool; a: FakeWorker; b: FakeWorker; before: MeshcertConfig }> {
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    const before = config();
+    const pool = await twoServing(before);
+    const [a, b] = fake.forked;
+    const reloading = pool.reload(revoking());
+    if (aAnswers) answer(a!);
+    const rejected = expect(reloading).rejects.toThrow('a worker did not answer the reload within 30s');
+    vi.advanceTimersByTime(30_000);
+    await rejected;
+    return { pool, a: a!, b: b!, before };
+  }
+
   /** Which of `workers` the primary hands a new connection to (each is handed in a 'connection' message). */
   async function connectionGoesTo(pool: WorkerPool, workers: FakeWorker[]): Promise<FakeWorker[]> {
     const counts = workers.map((w) => w.sent.filter((m) => m.type === 'connection').length);
@@ -402,15 +419,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
   });
 
   it('after a rejected reload: a worker that did not answer in time is sent back too, and one that goes back is not sent anything more', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout'] });
-    const before = config();
-    const pool = await twoServing(before);
-    const [a, b] = fake.forked;
-    const reloading = pool.reload(revoking());
-    answer(a!);
-    const rejected = expect(reloading).rejects.toThrow('a worker did not answer the reload within 30s');
-    vi.advanceTimersByTime(30_000);
-    await rejected;
+    const { a, b, before } = await rejectedBySilence(true);
     expect(lastReload(a!).config).toBe(before);
     expect(lastReload(b!).config).toBe(before);
     answer(a!);
@@ -425,16 +434,8 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
   });
 
   it('after a rejected reload: a worker stuck in it (no answer to the round or to being sent back) is retired, and the next reload is not held up by it', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout'] });
-    const before = config();
-    const pool = await twoServing(before);
-    const [a, b] = fake.forked;
-    const reloading = pool.reload(revoking());
-    answer(a!);
-    const rejected = expect(reloading).rejects.toThrow('a worker did not answer the reload within 30s');
-    vi.advanceTimersByTime(30_000);
-    await rejected;
-    answer(a!);
+    const { pool, a, b, before } = await rejectedBySilence(true);
+    answer(a);
     // b answers nothing: 30 s after it was sent back, it is drained and a replacement started.
     vi.advanceTimersByTime(29_999);
     expect(b!.sent.map((m) => m.type)).not.toContain('shutdown');
@@ -460,12 +461,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
   });
 
   it('after a rejected reload: when every worker is stuck, the last one taking connections is kept, not retired', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout'] });
-    const pool = await twoServing(config());
-    const [a, b] = fake.forked;
-    const rejected = expect(pool.reload(revoking())).rejects.toThrow('a worker did not answer the reload within 30s');
-    vi.advanceTimersByTime(30_000);
-    await rejected;
+    const { pool, a, b } = await rejectedBySilence(false);
     vi.advanceTimersByTime(30_000);
     // One is retired; the other, then the only one taking connections, is kept and said so.
     const shut = [a!, b!].filter((w) => w.sent.some((m) => m.type === 'shutdown'));
