@@ -33,11 +33,11 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { closeSync, constants, existsSync, fstatSync, openSync, readdirSync, readSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { readElement, TAG_SEQUENCE } from '../x509/der.js';
+import { pemBlocks } from '../x509/pem.js';
 import type { DiscoveredItem } from './types.js';
 
 const EXTENSIONS = /\.(pem|crt|cer|der)$/i;
 export const MAX_FILE_BYTES = 10 * 1024 * 1024;
-const PEM_BLOCK = /-----BEGIN ([A-Z0-9 #]+)-----([\s\S]*?)-----END \1-----/g;
 const PEM_BEGIN = /-----BEGIN [A-Z0-9 #]+-----/g;
 const PKCS7_LABELS = new Set(['PKCS7', 'PKCS #7 SIGNED DATA']);
 
@@ -258,16 +258,16 @@ export function readPemFile(path: string, options: ReadFileOptions = {}): Discov
   let blocks = 0;
   let certBlocks = 0;
   let pkcs7 = 0;
-  for (const m of text.matchAll(PEM_BLOCK)) {
+  for (const block of pemBlocks(text)) {
     blocks++;
-    const label = m[1]!;
+    const label = block.label;
     if (PKCS7_LABELS.has(label)) {
       pkcs7++;
       continue;
     }
     let cert: X509Certificate | null;
     try {
-      cert = blockCertificate(label, m[2]!);
+      cert = blockCertificate(label, block.body);
     } catch {
       certBlocks++;
       problems.push(`certificate #${certBlocks} does not parse`);

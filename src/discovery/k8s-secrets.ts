@@ -30,9 +30,9 @@ import { CoreV1Api, KubeConfig, type V1Secret, type V1SecretList } from '@kubern
 import type { DiscoveredItem } from './types.js';
 import { withTimeout } from '../async/with-timeout.js';
 import { sha256Hex } from '../crypto/digest.js';
+import { splitPemCertificates } from '../x509/pem.js';
 
 export const DEFAULT_K8S_TIMEOUT_MS = 30_000;
-const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
 export interface K8sSecretsOptions {
   /** A kubeconfig file; default KubeConfig.loadFromDefault(). */
@@ -116,7 +116,7 @@ export function secretItems(secret: V1Secret): DiscoveredItem[] {
       else empty.push(source);
       continue;
     }
-    const blocks = Buffer.from(b64, 'base64').toString('latin1').match(CERT_BLOCK) ?? [];
+    const blocks = splitPemCertificates(Buffer.from(b64, 'base64').toString('latin1'));
     if (blocks.length === 0) {
       items.push({ kind: 'k8s-secret', target, source, status: 'error', error: `${key} holds no PEM certificate` });
       continue;

@@ -1,10 +1,60 @@
 import { X509Certificate } from 'node:crypto';
 
-const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+export interface PemBlock {
+  /** What follows BEGIN, e.g. CERTIFICATE. */
+  readonly label: string;
+  /** Between the BEGIN and END lines (base64, headers, line breaks), as written. */
+  readonly body: string;
+  /** The block from its BEGIN line to its END line, inclusive. */
+  readonly text: string;
+}
+
+/** A label as PEM writes them (RFC 7468 and OpenSSL's older ones: capitals, digits, spaces, #). */
+const LABEL = /^[A-Z0-9 #]{1,64}$/;
+
+/**
+ * Every `-----BEGIN X-----` … `-----END X-----` block of `text`, in order, in linear time: a block
+ * ends at the first END line after its BEGIN, and a BEGIN whose next END names another label is
+ * no block (the next BEGIN is tried). Files and Secrets read by discovery are anyone's: a regex
+ * with a lazy `[\s\S]*?` up to a matching END rescans to the end of the text for every BEGIN that
+ * has none (minutes for a 10 MB file of BEGIN lines).
+ */
+export function pemBlocks(text: string): PemBlock[] {
+  const blocks: PemBlock[] = [];
+  // The next END line at or after some position, found once and reused by every BEGIN before it.
+  let nextEnd = -2;
+  const endAfter = (from: number): number => {
+    if (nextEnd === -1 || nextEnd >= from) return nextEnd;
+    nextEnd = text.indexOf('-----END ', from);
+    return nextEnd;
+  };
+  let at = 0;
+  for (;;) {
+    const begin = text.indexOf('-----BEGIN ', at);
+    if (begin < 0) break;
+    const labelStart = begin + '-----BEGIN '.length;
+    at = labelStart;
+    const labelEnd = text.indexOf('-----', labelStart);
+    if (labelEnd < 0) break;
+    const label = text.slice(labelStart, labelEnd);
+    if (!LABEL.test(label)) continue;
+    const end = endAfter(labelEnd + 5);
+    if (end < 0) break; // no END line after this BEGIN, so none after any later one
+    const close = `${label}-----`;
+    const endLabelStart = end + '-----END '.length;
+    if (!text.startsWith(close, endLabelStart)) continue;
+    const after = endLabelStart + close.length;
+    blocks.push({ label, body: text.slice(labelEnd + 5, end), text: text.slice(begin, after) });
+    at = after;
+  }
+  return blocks;
+}
 
 /** Splits a PEM bundle into one normalised PEM string per certificate, each ending with "\n". */
 export function splitPemCertificates(pem: string): string[] {
-  return (pem.match(CERT_BLOCK) ?? []).map((block) => `${block.trim()}\n`);
+  return pemBlocks(pem)
+    .filter((b) => b.label === 'CERTIFICATE')
+    .map((b) => `${b.text.trim()}\n`);
 }
 
 /** Parses every certificate of a PEM bundle; throws when a block is not a certificate. */
