@@ -5,9 +5,12 @@
  * would wait for all N signatures. With slices, responses leave every `budgetMs` and new input is
  * read in between, so a burst raises tail latency by a slice, not by the whole burst.
  *
- * Under a deep backlog (a restart storm) it stops yielding and works through the queue: reading
- * more input then would only admit calls that wait behind the queue or get shed (UNAVAILABLE) and
- * come back as retries; left unread, they wait in the connections' flow-control windows instead.
+ * Under a deep backlog (a restart storm) it yields only every `deepBudgetMs`: reading more input
+ * then would only admit calls that wait behind the queue or get shed (UNAVAILABLE) and come back as
+ * retries; left unread, they wait in the connections' flow-control windows instead. It still
+ * yields at that pace: a queue of thousands (seconds of signing with an RSA CA) must not stop
+ * timers (deadlines, handshake and read timeouts) and cancellations for all that time; a call
+ * cancelled meanwhile is then skipped instead of signed.
  */
 export class WorkSlicer {
   private queue: Array<() => void> = [];
@@ -16,8 +19,9 @@ export class WorkSlicer {
 
   constructor(
     private readonly budgetMs = 2,
-    /** Queue length from which a drain runs to the end without yielding. */
+    /** Queue length from which a drain runs for `deepBudgetMs` before yielding. */
     private readonly backlog = 64,
+    private readonly deepBudgetMs = 100,
   ) {}
 
   /** Queues synchronous work; settles with its result or its exception. */
@@ -42,7 +46,7 @@ export class WorkSlicer {
   }
 
   private readonly drain = (): void => {
-    const end = this.pending >= this.backlog ? Infinity : performance.now() + this.budgetMs;
+    const end = performance.now() + (this.pending >= this.backlog ? this.deepBudgetMs : this.budgetMs);
     while (this.head < this.queue.length) {
       const job = this.queue[this.head]!;
       this.queue[this.head++] = noop;

@@ -45,8 +45,8 @@ describe('WorkSlicer', () => {
 });
 
 describe('WorkSlicer under a deep backlog', () => {
-  it('works through the whole queue without yielding once it holds `backlog` jobs', async () => {
-    const s = new WorkSlicer(1, 8);
+  it('works through the queue without yielding for deepBudgetMs once it holds `backlog` jobs', async () => {
+    const s = new WorkSlicer(1, 8, 1000);
     const events: string[] = [];
     const jobs = Array.from({ length: 20 }, (_, i) => s.run(() => (busy(1), events.push(`job${i}`))));
     setImmediate(() => events.push('io'));
@@ -55,6 +55,18 @@ describe('WorkSlicer under a deep backlog', () => {
     await new Promise(setImmediate);
     // 20 queued ≥ 8: one drain ran all of them before the event loop got control back.
     expect(events.indexOf('io')).toBe(20);
+  });
+
+  it('still yields every deepBudgetMs, so timers and I/O run inside a queue of seconds', async () => {
+    const s = new WorkSlicer(1, 8, 20);
+    const events: string[] = [];
+    const jobs = Array.from({ length: 100 }, (_, i) => s.run(() => (busy(1), events.push(`job${i}`))));
+    setImmediate(() => events.push('io'));
+    await Promise.all(jobs);
+    // About 20 jobs a slice: the immediate runs after the first slice, long before the last job.
+    const io = events.indexOf('io');
+    expect(io).toBeGreaterThan(0);
+    expect(io).toBeLessThan(60);
   });
 });
 
