@@ -529,7 +529,10 @@ export class GrpcServer {
         ? undefined
         : setTimeout(() => {
             expired = true;
-            fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded');
+            // A server stream under way (its handler has it: `done`) ends with the status in its
+            // trailers; before, the call fails as a unary one does.
+            if (done && stream.headersSent) sendStatus(stream, Status.DEADLINE_EXCEEDED, 'deadline exceeded');
+            else fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded');
           }, timeoutMs);
     // Until its request is complete the stream is an upload: swept for server.requestReadTimeout,
     // and (with memory pressure) no reason to keep its connection.

@@ -91,6 +91,19 @@ describe('CallInfo.cancelled', () => {
     await vi.waitFor(() => expect(watching[0]!.cancelled()).toBe(true));
   });
 
+  it("ends a server stream when its grpc-timeout passes: DEADLINE_EXCEEDED in the trailers after what it sent, and cancelled turns true", async () => {
+    const s = open();
+    const before = watching.length;
+    const { stream, reply } = startCall(s, watch.path, { 'grpc-timeout': '150m' });
+    stream.end(frameMessage(Buffer.from('w')));
+    await vi.waitFor(() => expect(watching).toHaveLength(before + 1));
+    const r = await reply;
+    expect(r.trailersOnly).toBe(false);
+    expect(r.body.subarray(5).toString()).toBe('first');
+    expect([r.grpcStatus, r.grpcMessage]).toEqual([4, 'deadline exceeded']);
+    expect(watching[before]!.cancelled()).toBe(true);
+  });
+
   it("turns true when the call's grpc-timeout passes (the client gets DEADLINE_EXCEEDED)", async () => {
     const s = open();
     const h = await hold(s, { 'grpc-timeout': '100m' });
