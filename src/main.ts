@@ -244,8 +244,9 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const listener: { current?: GrpcServer } = {};
   const servingExpiry = (notAfter: Date): void => o.metrics?.setServingExpiry(notAfter);
   const serving = ServingCertificate.start(config.server.tls, currentIssuer, logger, (m) => {
-    servingExpiry(m.notAfter);
+    // Throws when the listener refuses the pair: the metric then keeps the one in force.
     listener.current?.updateTls({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: state.issuers.anchorsPem });
+    servingExpiry(m.notAfter);
   });
   servingExpiry(serving.current.notAfter);
   let closing = false;

@@ -117,9 +117,11 @@ export class ServingCertificate {
   }
 
   private replace(m: ServingMaterial): void {
+    // The listener first: a pair it refuses (OpenSSL's security level, say) throws here, and the
+    // one in force stays `current` (and in the expiry metric); a changed file is tried again.
+    this.onChange(m);
     this.material = m;
     this.logger.info({ source: m.source, notAfter: m.notAfter.toISOString() }, 'serving certificate loaded');
-    this.onChange(m);
   }
 }
 

@@ -283,6 +283,31 @@ describe('ServingCertificate from user files', () => {
     expect(s.current.keyPem).toBe(pair.keyPem);
   });
 
+  it('keeps the previous certificate when the listener refuses the new pair, and tries the files again when they change', async () => {
+    const pair = servingPair(material, 'refused.example');
+    const files = writePair(pair);
+    const { logger, lines } = memoryLogger();
+    let refuse = true;
+    const offered: ServingMaterial[] = [];
+    const s = start(fileOptions(files), logger, (m) => {
+      offered.push(m);
+      if (refuse) throw new Error('ee key too small');
+    });
+    await sleep(120);
+    const next = servingPair(material, 'next.example');
+    writeFileSync(files.keyFile, next.keyPem);
+    writeFileSync(files.certFile, next.certPem);
+    await waitFor('the listener refusing the pair', () => offered.some((m) => m.certChainPem === next.certPem && m.keyPem === next.keyPem) && lines().some((l) => l.level === 50));
+    expect(s.current.certChainPem).toBe(pair.certPem);
+    expect(lines().some((l) => l.msg === 'serving certificate loaded')).toBe(false);
+    // Still different from what is in force: taken when the files change again and the listener accepts.
+    refuse = false;
+    const third = servingPair(material, 'third.example');
+    writeFileSync(files.keyFile, third.keyPem);
+    writeFileSync(files.certFile, third.certPem);
+    await waitFor('the third pair in force', () => s.current.certChainPem === third.certPem);
+  });
+
   it('keeps the previous certificate when only the certificate changes (key mismatch)', async () => {
     const pair = servingPair(material, 'half.example');
     const files = writePair(pair);
