@@ -50,6 +50,8 @@ interface Waiting {
 export class ConnectionDispatcher<T extends DispatchTarget> {
   private readonly server: Server;
   private readonly targets = new Map<T, Entry>();
+  /** Open connections of workers removed while alive, for when they are added again (gone with them). */
+  private readonly removedOpen = new WeakMap<T, number>();
   /** Accepted while no worker could take them, oldest first. */
   private readonly waiting: Waiting[] = [];
   private readonly maxWaiting: number;
@@ -75,10 +77,15 @@ export class ConnectionDispatcher<T extends DispatchTarget> {
     return port;
   }
 
-  /** A worker that serves: it gets connections from now on (and those that waited for one). */
+  /**
+   * A worker that serves: it gets connections from now on (and those that waited for one). One
+   * added again after a remove (a failed hand-off on a live channel) keeps its count of open
+   * connections: from zero it would be handed every new one until the count caught up.
+   */
   add(target: T): void {
     if (this.targets.has(target)) return;
-    this.targets.set(target, { open: 0, last: 0, short: false, sending: new Set() });
+    this.targets.set(target, { open: this.removedOpen.get(target) ?? 0, last: 0, short: false, sending: new Set() });
+    this.removedOpen.delete(target);
     while (this.waiting.length > 0 && !this.closing) {
       const w = this.waiting.shift()!;
       clearTimeout(w.timer);
@@ -96,12 +103,15 @@ export class ConnectionDispatcher<T extends DispatchTarget> {
     if (!e) return;
     this.targets.delete(target);
     for (const s of e.sending) s.destroy();
+    // Those being handed over were never the worker's: it will not report them closed.
+    this.removedOpen.set(target, Math.max(0, e.open - e.sending.size));
   }
 
   /** The worker reports that `count` of the connections handed to it have closed. */
   closed(target: T, count: number): void {
     const e = this.targets.get(target);
     if (e) e.open = Math.max(0, e.open - count);
+    else if (this.removedOpen.has(target)) this.removedOpen.set(target, Math.max(0, this.removedOpen.get(target)! - count));
   }
 
   /** The worker reports that it is short of memory (it would refuse a connection) or has recovered. */

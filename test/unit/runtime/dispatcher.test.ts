@@ -178,6 +178,22 @@ describe('ConnectionDispatcher', () => {
     expect(d.openCounts()).toEqual([{ worker: 2, open: 1 }]);
   });
 
+  it('keeps the count of a worker removed and added again (a failed hand-off on a live channel), so it is not handed every new connection', async () => {
+    const { d, port, a, handed } = await withTwoWorkers();
+    await open(port, 4, handed);
+    d.remove(a);
+    // One of a's connections closes while it is out.
+    d.closed(a, 1);
+    d.add(a);
+    expect(d.openCounts()).toEqual([
+      { worker: 2, open: 2 },
+      { worker: 1, open: 1 },
+    ]);
+    await open(port, 3, handed);
+    // a had 1 open against b's 2: a, then b (a tie, a handed to last), then a. From 0, a would have had the first two.
+    expect(d.openCounts().map((c) => c.open)).toEqual([3, 3]);
+  });
+
   it('gives a connection that a worker cannot take (its channel closed) to another worker, untouched', async () => {
     const { d, port } = await started();
     const gone = new FakeWorker(1);
