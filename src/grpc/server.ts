@@ -492,8 +492,9 @@ export class GrpcServer {
     stream.on('error', ignore);
     const contentType = headers[h2.HTTP2_HEADER_CONTENT_TYPE];
     if (headers[h2.HTTP2_HEADER_METHOD] !== 'POST' || typeof contentType !== 'string' || !GRPC_CONTENT_TYPE.test(contentType)) {
-      // Not a gRPC request (gRPC over HTTP/2: "SHOULD respond with HTTP status 415").
-      stream.respond({ [h2.HTTP2_HEADER_STATUS]: 415 }, { endStream: true });
+      // Not a gRPC request (gRPC over HTTP/2: "SHOULD respond with HTTP status 415"), unless
+      // already reset: respond() on a closed stream throws.
+      if (!stream.closed && !stream.destroyed) stream.respond({ [h2.HTTP2_HEADER_STATUS]: 415 }, { endStream: true });
       return;
     }
     const path = String(headers[h2.HTTP2_HEADER_PATH] ?? '');
