@@ -115,6 +115,8 @@ export class LeaderElector {
   private observed: { lease: V1Lease; record: LeaseRecord; at: number } | undefined;
   private lastHolder: string | undefined;
   private attemptSeq = 0;
+  /** Attempts up to this one were given up on (failed or past their deadline): whatever of them is still in flight writes nothing. */
+  private abandonedUpTo = 0;
   private loop: Promise<void> | undefined;
   private abort: AbortController | undefined;
   private startedCallback: Promise<void> | undefined;
@@ -178,11 +180,14 @@ export class LeaderElector {
       const started = this.clock();
       let result: Attempt = { ok: false, otherHolder: undefined };
       const seq = ++this.attemptSeq;
-      // A leader's attempt may last until its renew deadline; a candidate's about one period.
-      const budget = this.leading ? Math.max(1, this.renewedAt + this.renewDeadlineMs - started) : Math.max(this.retryPeriodMs, 1000);
+      // A leader's attempt may last until its renew deadline; a candidate's as long as a renewal
+      // may (a read and a write on a slow API server: with less, no candidate could ever win).
+      const budget = this.leading ? Math.max(1, this.renewedAt + this.renewDeadlineMs - started) : Math.max(this.renewDeadlineMs, this.retryPeriodMs, 1000);
       try {
-        result = await withDeadline(this.tryAcquireOrRenew(seq, started), budget, `no answer from the API server within ${budget} ms`);
+        result = await withDeadline(this.tryAcquireOrRenew(seq), budget, `no answer from the API server within ${budget} ms`);
       } catch (err) {
+        // Over, whatever is still in flight: it must write nothing more (see live()).
+        this.abandonedUpTo = seq;
         const msg = explainKubeError(err, `get, create and update leases in namespace ${this.namespace}`);
         const status = kubeStatusCode(err);
         const refused = status === 401 || status === 403;
@@ -218,6 +223,11 @@ export class LeaderElector {
       const wait = this.leading ? this.retryPeriodMs : this.retryPeriodMs * (1 + Math.random() * 0.2);
       await sleep(wait, signal);
     }
+  }
+
+  /** Whether attempt `seq` is still the one under way (not superseded, stopped or given up on). */
+  private live(seq: number): boolean {
+    return seq === this.attemptSeq && seq > this.abandonedUpTo;
   }
 
   private async callStarted(): Promise<void> {
@@ -277,9 +287,9 @@ export class LeaderElector {
   }
 
   /** One acquire-or-renew round; a 409 on the write re-reads the Lease once. */
-  private async tryAcquireOrRenew(seq: number, now: number): Promise<Attempt> {
+  private async tryAcquireOrRenew(seq: number): Promise<Attempt> {
     const api = this.kube.coordination;
-    // `now` is the monotonic clock's (observations, expiry); the Lease carries wall-clock times.
+    // Observations and expiry use the monotonic clock (when each answer came); the Lease carries wall-clock times.
     const wall = this.now();
     for (let round = 0; round < 2; round++) {
       let lease: V1Lease;
@@ -287,29 +297,33 @@ export class LeaderElector {
         lease = await api.readNamespacedLease({ namespace: this.namespace, name: this.name });
       } catch (err) {
         if (!isNotFound(err)) throw err;
-        if (seq !== this.attemptSeq) return { ok: false, otherHolder: undefined };
+        if (!this.live(seq)) return { ok: false, otherHolder: undefined };
         try {
           const created = await api.createNamespacedLease({
             namespace: this.namespace,
             body: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: this.name, namespace: this.namespace }, spec: this.spec(undefined, wall) },
           });
-          this.observe(created, now);
+          if (this.live(seq)) this.observe(created, this.clock());
           return { ok: true };
         } catch (cerr) {
           if (isConflict(cerr)) continue; // created by another replica meanwhile: read it
           throw cerr;
         }
       }
-      const record = this.observe(lease, now);
-      if (record.holder !== '' && record.holder !== this.identity && !this.expired(record, now)) return { ok: false, otherHolder: record.holder };
-      if (seq !== this.attemptSeq) return { ok: false, otherHolder: undefined };
+      // An attempt given up on observes nothing: its read may be seconds old by now.
+      if (!this.live(seq)) return { ok: false, otherHolder: undefined };
+      // When the answer came, not when the attempt began: a record first seen late must not
+      // look unchanged for longer than it has been seen.
+      const seen = this.clock();
+      const record = this.observe(lease, seen);
+      if (record.holder !== '' && record.holder !== this.identity && !this.expired(record, seen)) return { ok: false, otherHolder: record.holder };
       try {
         const updated = await api.replaceNamespacedLease({
           namespace: this.namespace,
           name: this.name,
           body: { ...lease, metadata: { ...lease.metadata, resourceVersion: lease.metadata?.resourceVersion }, spec: { ...lease.spec, ...this.spec(record, wall) } },
         });
-        this.observe(updated, now);
+        if (this.live(seq)) this.observe(updated, this.clock());
         if (record.holder !== this.identity) {
           this.log?.info({ lease: this.leaseRef(), previousHolder: record.holder || undefined, expired: record.holder !== '' }, 'took over the leader lease');
         }

@@ -415,6 +415,8 @@ export class FakeKube {
    * as from an API server that does not serve them.
    */
   serviceAccountKeys: unknown[] | undefined;
+  /** Delay before each request other than a watch is served, in ms (a slow API server). */
+  latencyMs = 0;
   /** Answers TokenReviews; default: not authenticated. */
   tokenReviewer: (spec: TokenReviewSpec) => TokenReviewAnswer | Promise<TokenReviewAnswer> = () => ({ authenticated: false, error: 'token not recognised by the fake' });
 
@@ -688,6 +690,8 @@ export class FakeKube {
     };
     try {
       const raw = await readBody(req);
+      // A slow API server (overloaded, throttled): every request but a watch is served this late.
+      if (this.latencyMs > 0 && !watch) await new Promise((r) => setTimeout(r, this.latencyMs));
       if (raw.length > 0) {
         try {
           (entry as { body: unknown }).body = JSON.parse(raw.toString('utf8'));

@@ -80,6 +80,24 @@ describe('LeaderElector', () => {
     expect(writesTo(fake, 'leases', follower.token).filter((r) => r.method === 'PUT')).toEqual([]);
   });
 
+  it('elects and keeps a leader on a slow API server (a read and a write take longer than a retry period)', async () => {
+    // 600 ms a request: an attempt takes 1.2 s, well within renewDeadline (4 s), over a second.
+    fake.latencyMs = 600;
+    const timing = { leaseDurationMs: 6_000, renewDeadlineMs: 4_000, retryPeriodMs: 200 };
+    const a = replica('pod-a', timing);
+    const b = replica('pod-b', timing);
+    a.elector.start();
+    b.elector.start();
+    await until(() => a.elector.isLeader || b.elector.isLeader, 10_000, 'a leader on a slow API server');
+    const leader = a.elector.isLeader ? a : b;
+    // It renews, and nobody else takes the Lease, over several renewals.
+    const renewals = () => writesTo(fake, 'leases', leader.token).filter((r) => r.method === 'PUT').length;
+    const before = renewals();
+    await until(() => renewals() >= before + 3, 10_000, 'three renewals');
+    expect(lease()?.spec?.holderIdentity).toBe(leader.elector.identity);
+    expect([a.events, b.events].flat().filter((e) => e === 'stopped')).toEqual([]);
+  }, 30_000);
+
   it('stop() releases the Lease and the other replica takes over within a couple of retry periods', async () => {
     let holderWhenStopped: unknown;
     const a = replica('pod-a', {
