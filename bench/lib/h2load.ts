@@ -37,9 +37,11 @@ export function parseH2loadOutput(stdout: string, logText: string): H2loadResult
   const latenciesMs: number[] = [];
   for (const line of logText.split('\n')) {
     if (line === '') continue;
-    const m = /^\d+\t\d+\t(\d+)$/.exec(line);
+    // Status -1: a request that failed in transport (stream reset, connection lost). It is in
+    // h2load's "failed" count; its time is no answer's latency.
+    const m = /^\d+\t(-1|\d+)\t(\d+)$/.exec(line);
     if (!m) throw new Error(`h2load's log file did not parse: ${JSON.stringify(line.slice(0, 200))}`);
-    latenciesMs.push(Number(m[1]) / 1000);
+    if (m[1] !== '-1') latenciesMs.push(Number(m[2]) / 1000);
   }
   const done = Number(req![3]);
   if (done > 0 && latenciesMs.length === 0) throw new Error(`h2load reported ${done} requests done but logged no request times`);

@@ -35,6 +35,13 @@ describe('parseH2loadOutput', () => {
     expect(r.latency).toMatchObject({ p50: 9.885, max: 30 });
   });
 
+  it('counts a request that failed in transport (status -1 in the log) as failed, not as a latency, and does not throw', () => {
+    const r = parseH2loadOutput(TIMED, `${LOG}1795963685978726\t-1\t500000\n`);
+    expect(r.failed).toBe(1);
+    // 500 ms would be the max (and move the mean) had it been counted.
+    expect(r.latency).toMatchObject({ p50: 9.885, max: 30 });
+  });
+
   it('reads a run that finished in microseconds and failed every request', () => {
     const r = parseH2loadOutput(REFUSED, '');
     expect(r).toMatchObject({ requests: 0, failed: 10, non2xx: 0, perSecond: 0 });
