@@ -121,6 +121,8 @@ interface Results {
 const ISSUED = '"decision":"issued"';
 const REFUSED = '"decision":"refused"';
 const CANCELLED = '"decision":"refused","code":"CANCELLED"';
+/** A refusal answered UNAVAILABLE (shed, overloaded: what a client retries); counted among REFUSED too. */
+const UNAVAILABLE = '"grpcCode":14,';
 /** A soak that achieves less than this share of the rate asked for fails. */
 const SOAK_MIN_RATE_FRACTION = 0.95;
 
@@ -248,7 +250,7 @@ async function main(): Promise<void> {
        */
       const h2loadRow = async (label: string, workload: Workload, driver: string, phaseName: string, opts: Parameters<typeof runH2load>[0]): Promise<{ row: Row; peak: H2loadResult }> => {
         await sleep(1000); // logs are flushed every 250 ms: count only this run's lines
-        const before = { issued: srv.countLog(ISSUED), refused: srv.countLog(REFUSED), cancelled: srv.countLog(CANCELLED) };
+        const before = { issued: srv.countLog(ISSUED), refused: srv.countLog(REFUSED), cancelled: srv.countLog(CANCELLED), unavailable: srv.countLog(UNAVAILABLE) };
         await settleDriver();
         startPhase();
         const cpu0 = srv.cpuSeconds();
@@ -261,6 +263,7 @@ async function main(): Promise<void> {
         const issued = srv.countLog(ISSUED) - before.issued;
         const refused = srv.countLog(REFUSED) - before.refused;
         const cancelled = srv.countLog(CANCELLED) - before.cancelled;
+        const unavailable = srv.countLog(UNAVAILABLE) - before.unavailable;
         const e = h2loadRowErrors({ failed: h.failed, non2xx: h.non2xx, done: h.requests, issued, refused, cancelled });
         if (e.errors !== 0) {
           failures.push(`h2load ${label} (${driver}): ${e.errors} errors: ${h.failed} h2load failures, ${h.non2xx} non-2xx answers, ${e.refusals} refused by the server (not counting ${cancelled} cancelled by h2load's teardown), ${e.unaccounted} done without an outcome in the server's log (${h.requests} done, ${issued} issued)`);
@@ -275,7 +278,8 @@ async function main(): Promise<void> {
             perSecond: round(h.perSecond),
             latency: roundLat(h.latency),
             errors: e.errors,
-            unavailable: 0,
+            // The server's UNAVAILABLE answers (h2load does not read grpc-status); also among the errors.
+            unavailable,
             serverCpuSeconds: round(cpu, 2),
             // The server's own count: calls still in flight when h2load's time was up were served too.
             cpuPerRequestUs: round((cpu / Math.max(1, issued)) * 1e6),

@@ -142,8 +142,7 @@ export async function runLoad(calls: readonly PreparedCall[], o: LoadOptions): P
   let next = 0;
   let issued = 0;
   const deadline = o.durationMs ? started + o.durationMs : Infinity;
-  const one = async (c: PreparedCall, slot: number): Promise<void> => {
-    const t0 = performance.now();
+  const one = async (c: PreparedCall, slot: number, t0: number): Promise<void> => {
     for (let attempt = 0; ; attempt++) {
       if (sessions[slot]!.closed || sessions[slot]!.destroyed) {
         sessions[slot] = openSession(o);
@@ -174,13 +173,16 @@ export async function runLoad(calls: readonly PreparedCall[], o: LoadOptions): P
       const now = performance.now();
       if (now > deadline) return;
       if (!o.durationMs && next >= calls.length) return;
-      if (o.ratePerSecond) {
-        const due = started + (issued / o.ratePerSecond) * 1000;
-        if (due > now) await new Promise((w) => setTimeout(w, due - now));
-      }
       const i = next++;
-      issued++;
-      await one(calls[i % calls.length]!, slotOf(i, sessions.length));
+      // At a fixed rate each call has its slot in the schedule, taken before waiting (two workers
+      // must not wait for the same one), and its latency counts from that slot: time spent queued
+      // behind a server that fell behind is in the figures (no coordinated omission).
+      let t0 = now;
+      if (o.ratePerSecond) {
+        t0 = started + (issued++ / o.ratePerSecond) * 1000;
+        if (t0 > now) await new Promise((w) => setTimeout(w, t0 - now));
+      }
+      await one(calls[i % calls.length]!, slotOf(i, sessions.length), t0);
     }
   };
   await Promise.all(Array.from({ length: o.concurrency }, worker));
