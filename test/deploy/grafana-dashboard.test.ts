@@ -87,6 +87,12 @@ describe('deploy/kubernetes/components/monitoring/grafana-dashboard.json (no Gra
     expect(codes(panel.expr)).toEqual(codes(loadRules().rules.find((r) => r.alert === 'MeshcertIssuanceFailing')!.expr));
   });
 
+  it('takes rate() and increase() over $__rate_interval, never $__interval (under two 30 s scrapes on short ranges: an empty panel)', () => {
+    const exprs = JSON.stringify(dashboard).match(/(rate|increase)\([^)]*\[[^\]]+\]/g) ?? [];
+    expect(exprs.length).toBeGreaterThan(0);
+    expect(exprs.filter((e) => e.includes('[$__interval]'))).toEqual([]);
+  });
+
   it('shows what an operator looks at first', () => {
     const queries = dashboardQueries(dashboard).map((q) => q.expr).join('\n');
     for (const metric of ['citadel_server_success_cert_issuance_count', 'meshcert_refusals_total', 'meshcert_request_duration_seconds_bucket', 'meshcert_ca_cert_expiry_timestamp_seconds', 'meshcert_inventory_store_up', 'meshcert_overload_rejections_total']) {
