@@ -21,7 +21,7 @@ export class WorkSlicer {
     private readonly budgetMs = 2,
     /** Queue length from which a drain runs for `deepBudgetMs` before yielding. */
     private readonly backlog = 64,
-    private readonly deepBudgetMs = 100,
+    private readonly deepBudgetMs = 500,
   ) {}
 
   /** Queues synchronous work; settles with its result or its exception. */
