@@ -60,7 +60,7 @@ export class ServingCertificate {
   /** Re-issue now (e.g. after the CA changed). No-op for user-supplied files. */
   reissue(): void {
     if (this.o.certFile || this.closed) return;
-    this.replace(this.issueNow());
+    this.renewNow();
     this.arm();
   }
 
@@ -99,7 +99,7 @@ export class ServingCertificate {
     this.timer = setTimeout(() => {
       if (Date.now() >= renewAt) {
         try {
-          this.replace(this.issueNow());
+          this.renewNow();
         } catch (e) {
           this.logger.error({ err: e }, 'serving certificate renewal failed; retrying in 60s');
           this.timer = setTimeout(() => this.arm(), 60_000).unref();
@@ -110,10 +110,11 @@ export class ServingCertificate {
     }, delay).unref();
   }
 
-  private issueNow(): ServingMaterial {
-    const m = issue(this.o, this.issuer());
-    this.issuedAt = Date.now();
-    return m;
+  /** Issues a new pair and puts it in force; the time goes with it only once the listener took it. */
+  private renewNow(): void {
+    const at = Date.now();
+    this.replace(issue(this.o, this.issuer()));
+    this.issuedAt = at;
   }
 
   private replace(m: ServingMaterial): void {

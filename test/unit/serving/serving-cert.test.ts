@@ -215,6 +215,26 @@ describe('ServingCertificate renewal', () => {
     expect(changes).toHaveLength(2);
   });
 
+  it('retries a renewal the listener refused a minute later, keeping the pair in force', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const { logger } = memoryLogger();
+    let refuse = true;
+    const offered: ServingMaterial[] = [];
+    const s = start({ ...issuedOptions, lifetime: 3600 }, logger, (m) => {
+      offered.push(m);
+      if (refuse) throw new Error('ee key too small');
+    });
+    const first = s.current;
+    vi.advanceTimersByTime(first.notAfter.getTime() - Date.now() - 1200_000 + 5_000);
+    expect(offered).toHaveLength(1);
+    expect(s.current).toBe(first);
+    refuse = false;
+    // Retried after 60 s, not at a time computed from the refused pair.
+    vi.advanceTimersByTime(61_000);
+    expect(offered).toHaveLength(2);
+    expect(s.current).toBe(offered[1]);
+  });
+
   it('does not renew in a loop when the CA expires before the configured lifetime', async () => {
     const shortCa = await initCaDir({ dir: join(base, `short-ca-${++n}`), intermediateLifetimeMs: 2 * HOUR_MS });
     const shortIssuer = new LocalIssuer('short', shortCa);
