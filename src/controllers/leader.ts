@@ -171,8 +171,10 @@ export class LeaderElector {
       await this.startedCallback;
       await this.callStopped();
     }
-    // Also when an acquisition succeeded just as stop() was called (never reported as leading).
-    if (this.observed?.record.holder === this.identity) await this.release();
+    // Also when an acquisition succeeded just as stop() was called (never reported as leading),
+    // and after an attempt given up on, whose write may have landed unseen: release() re-reads the
+    // Lease and gives it up only if it names this replica.
+    if (this.observed?.record.holder === this.identity || this.abandonedUpTo > 0) await this.release();
   }
 
   private async run(signal: AbortSignal): Promise<void> {

@@ -98,6 +98,21 @@ describe('LeaderElector', () => {
     expect([a.events, b.events].flat().filter((e) => e === 'stopped')).toEqual([]);
   }, 30_000);
 
+  it('stop() releases a Lease that an attempt given up on took after all (its write landed late)', async () => {
+    // 1.5 s a request: the first attempt (a read, then a create) is given up on after 2 s
+    // (renewDeadline), with its create already sent; it lands at about 3 s.
+    fake.latencyMs = 1_500;
+    const a = replica('pod-a');
+    a.elector.start();
+    await until(() => lease()?.spec?.holderIdentity === 'pod-a', 10_000, 'the late create');
+    expect(a.elector.isLeader).toBe(false);
+    // The next attempt's read (in flight) fails: nothing has observed the create when stop() runs.
+    fake.fail({ method: 'GET', path: `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases/${DEFAULT_LEASE_NAME}` }, { status: 503 }, 1);
+    fake.latencyMs = 0;
+    await a.elector.stop();
+    expect(lease()?.spec?.holderIdentity ?? '').toBe('');
+  }, 30_000);
+
   it('stop() releases the Lease and the other replica takes over within a couple of retry periods', async () => {
     let holderWhenStopped: unknown;
     const a = replica('pod-a', {
