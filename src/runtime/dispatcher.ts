@@ -164,7 +164,8 @@ export class ConnectionDispatcher<T extends DispatchTarget> {
       this.logger.debug({ err: err.message, worker: target.id }, 'could not hand a connection to a worker');
       entry.open = Math.max(0, entry.open - 1);
       socket.destroy();
-      this.remove(target);
+      // Not a worker added again since (this send was queued before): that one is serving.
+      if (this.targets.get(target) === entry) this.remove(target);
     });
     if (!started) {
       entry.sending.delete(socket);

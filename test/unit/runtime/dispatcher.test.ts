@@ -21,6 +21,8 @@ const cleanup: Array<() => unknown> = [];
  */
 class FakeWorker implements DispatchTarget {
   readonly sockets: Socket[] = [];
+  /** The completion callbacks of hand-offs a 'stuck' worker never finished. */
+  readonly unfinished: Array<(err: Error | null) => void> = [];
   mode: 'ok' | 'gone' | 'broken' | 'stuck' = 'ok';
   constructor(readonly id: number) {}
   hand(socket: Socket, done: (err: Error | null) => void): boolean {
@@ -32,6 +34,7 @@ class FakeWorker implements DispatchTarget {
     this.sockets.push(socket);
     cleanup.push(() => socket.destroy());
     if (this.mode === 'ok') done(null);
+    else this.unfinished.push(done);
     return true;
   }
 }
@@ -192,6 +195,22 @@ describe('ConnectionDispatcher', () => {
     await open(port, 3, handed);
     // a had 1 open against b's 2: a, then b (a tie, a handed to last), then a. From 0, a would have had the first two.
     expect(d.openCounts().map((c) => c.open)).toEqual([3, 3]);
+  });
+
+  it('does not drop a worker added again when a hand-off queued before its removal fails afterwards', async () => {
+    const { d, port } = await started();
+    const w = new FakeWorker(1);
+    w.mode = 'stuck';
+    d.add(w);
+    client(port);
+    await vi.waitFor(() => expect(w.unfinished).toHaveLength(1));
+    d.remove(w);
+    w.mode = 'ok';
+    d.add(w);
+    // The old send reports its failure only now: the worker, added again, keeps serving.
+    w.unfinished[0]!(new Error('channel closed'));
+    expect(d.has(w)).toBe(true);
+    expect(d.openCounts()).toEqual([{ worker: 1, open: 0 }]);
   });
 
   it('gives a connection that a worker cannot take (its channel closed) to another worker, untouched', async () => {
