@@ -44,7 +44,9 @@ export function parseH2loadOutput(stdout: string, logText: string): H2loadResult
     if (m[1] !== '-1') latenciesMs.push(Number(m[2]) / 1000);
   }
   const done = Number(req![3]);
-  if (done > 0 && latenciesMs.length === 0) throw new Error(`h2load reported ${done} requests done but logged no request times`);
+  // "done" counts the requests that failed in transport too; those have no time.
+  const answered = done - Number(req![5]);
+  if (answered > 0 && latenciesMs.length === 0) throw new Error(`h2load reported ${answered} requests answered but logged no request times`);
   const seconds = Number(rate![1]) * DURATION_UNITS[rate![2]!]!;
   const perSecond = Number(rate![3]);
   if (!Number.isFinite(seconds) || !Number.isFinite(perSecond)) throw new Error(`h2load's "finished in" line did not parse: ${rate![0]}`);

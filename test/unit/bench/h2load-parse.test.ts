@@ -42,6 +42,12 @@ describe('parseH2loadOutput', () => {
     expect(r.latency).toMatchObject({ p50: 9.885, max: 30 });
   });
 
+  it('reads a run whose every request failed in transport (done counts them, the log has no time)', () => {
+    const allFailed = TIMED.replace('3001 done, 3000 succeeded, 1 failed', '2 done, 0 succeeded, 2 failed');
+    const r = parseH2loadOutput(allFailed, '1795963685978726\t-1\t500000\n1795963685978727\t-1\t500000\n');
+    expect(r).toMatchObject({ requests: 2, failed: 2 });
+  });
+
   it('reads a run that finished in microseconds and failed every request', () => {
     const r = parseH2loadOutput(REFUSED, '');
     expect(r).toMatchObject({ requests: 0, failed: 10, non2xx: 0, perSecond: 0 });
