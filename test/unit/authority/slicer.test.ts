@@ -8,6 +8,19 @@ function busy(ms: number): void {
   }
 }
 
+/**
+ * Queues `n` jobs of 1 ms each, then an immediate; returns how many jobs ran before it (the
+ * immediate runs when the slicer yields to the event loop).
+ */
+async function jobsBeforeIo(s: WorkSlicer, n: number): Promise<number> {
+  const events: string[] = [];
+  const jobs = Array.from({ length: n }, (_, i) => s.run(() => (busy(1), events.push(`job${i}`))));
+  setImmediate(() => events.push('io'));
+  await Promise.all(jobs);
+  await new Promise(setImmediate);
+  return events.indexOf('io');
+}
+
 describe('WorkSlicer', () => {
   it('settles each job with its result or its exception, in order', async () => {
     const s = new WorkSlicer(1);
@@ -26,13 +39,8 @@ describe('WorkSlicer', () => {
   });
 
   it('yields to the event loop between slices, so I/O and timers run inside a burst', async () => {
-    const s = new WorkSlicer(2);
-    const events: string[] = [];
-    const jobs = Array.from({ length: 20 }, (_, i) => s.run(() => (busy(1), events.push(`job${i}`))));
     // An immediate queued after the burst must not wait for all 20 jobs (20 ms of work).
-    setImmediate(() => events.push('io'));
-    await Promise.all(jobs);
-    const io = events.indexOf('io');
+    const io = await jobsBeforeIo(new WorkSlicer(2), 20);
     expect(io).toBeGreaterThan(0);
     expect(io).toBeLessThan(10);
   });
@@ -58,13 +66,8 @@ describe('WorkSlicer under a deep backlog', () => {
   });
 
   it('still yields every deepBudgetMs, so timers and I/O run inside a queue of seconds', async () => {
-    const s = new WorkSlicer(1, 8, 20);
-    const events: string[] = [];
-    const jobs = Array.from({ length: 100 }, (_, i) => s.run(() => (busy(1), events.push(`job${i}`))));
-    setImmediate(() => events.push('io'));
-    await Promise.all(jobs);
     // About 20 jobs a slice: the immediate runs after the first slice, long before the last job.
-    const io = events.indexOf('io');
+    const io = await jobsBeforeIo(new WorkSlicer(1, 8, 20), 100);
     expect(io).toBeGreaterThan(0);
     expect(io).toBeLessThan(60);
   });
