@@ -81,22 +81,22 @@ export function endCaCreation(dir: string): void {
 }
 
 /**
+ * What recoverInterruptedCreation would do in `dir` (reads only): 'none' without a marker,
+ * 'completed' when ca-cert.pem was written (only the marker goes), 'cleared' otherwise.
+ */
+export function interruptedCreation(dir: string): 'none' | 'completed' | 'cleared' {
+  if (!existsSync(join(dir, CREATING_MARKER))) return 'none';
+  return existsSync(caPath(dir, 'cert')) ? 'completed' : 'cleared';
+}
+
+/**
  * Finishes what an interrupted `ca init`/`import-istiod` left: with ca-cert.pem written, the set is
  * complete and only the marker goes; without it, the files it had written go too (they were never
  * used: nothing loads a CA without ca-cert.pem). Returns what it did; 'none' without a marker.
  */
-/** Whether `dir` holds a CA creation that was interrupted (what recoverInterruptedCreation would clear or finish); reads only. */
-export function creationInterrupted(dir: string): boolean {
-  return existsSync(join(dir, CREATING_MARKER));
-}
-
 export function recoverInterruptedCreation(dir: string): 'none' | 'completed' | 'cleared' {
-  if (!existsSync(join(dir, CREATING_MARKER))) return 'none';
-  if (existsSync(caPath(dir, 'cert'))) {
-    endCaCreation(dir);
-    return 'completed';
-  }
-  for (const f of Object.keys(CA_FILES) as Array<keyof typeof CA_FILES>) rmSync(caPath(dir, f), { force: true });
-  endCaCreation(dir);
-  return 'cleared';
+  const found = interruptedCreation(dir);
+  if (found === 'cleared') for (const f of Object.keys(CA_FILES) as Array<keyof typeof CA_FILES>) rmSync(caPath(dir, f), { force: true });
+  if (found !== 'none') endCaCreation(dir);
+  return found;
 }

@@ -18,7 +18,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSyn
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { z } from 'zod';
-import { formatDuration, MAX_SPAN_SECONDS } from '../config/duration.js';
+import { formatDuration, MAX_SPAN_SECONDS, MAX_SPAN_TEXT } from '../config/duration.js';
 import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
@@ -306,7 +306,7 @@ export interface RotateStartOptions {
  */
 function checkSpans(spans: Record<string, number | undefined>): void {
   for (const [name, ms] of Object.entries(spans)) {
-    if (ms !== undefined && !(Number.isFinite(ms) && ms >= 0 && ms <= MAX_SPAN_SECONDS * 1000)) throw new ConfigError(`${name} must be between 0s and 36500d`);
+    if (ms !== undefined && !(Number.isFinite(ms) && ms >= 0 && ms <= MAX_SPAN_SECONDS * 1000)) throw new ConfigError(`${name} must be between 0s and ${MAX_SPAN_TEXT}`);
   }
 }
 

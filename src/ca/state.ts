@@ -69,14 +69,14 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
 }
 
 /** One of `issuers`: loaded from its directory and self-tested (never created). */
-export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issuers'][number], logger: Logger, o: { quiet?: boolean } = {}): LocalIssuer {
+export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issuers'][number], logger: Logger): LocalIssuer {
   let issuer: LocalIssuer;
   try {
     issuer = new LocalIssuer(i.name, loadCaDir(i.dir));
   } catch (e) {
     throw new ConfigError(`issuer "${i.name}" (${i.dir}): ${(e as Error).message}`);
   }
-  if (!o.quiet) reportExpiredRoots(issuer, i.dir, logger);
+  reportExpiredRoots(issuer, i.dir, logger);
   selfTestTrustDomains(issuer, config);
   return issuer;
 }

@@ -4,7 +4,7 @@ import { assertServable } from '../config/servable.js';
 import { formatDuration } from '../config/duration.js';
 import { FileJwks } from '../auth/jwt.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
-import { caPath, creationInterrupted } from '../ca/files.js';
+import { interruptedCreation } from '../ca/files.js';
 import { isCaDirEmpty } from '../ca/material.js';
 import { loadIssuer, loadNamedIssuer } from '../ca/state.js';
 import { createLogger } from '../log/logger.js';
@@ -63,7 +63,7 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
   const quiet = createLogger('silent');
   const dir = config.ca.dir!;
   if (config.ca.autoInit && isCaDirEmpty(dir)) notes.push(`CA directory ${dir} is empty: serve creates a CA there (ca.autoInit)`);
-  else if (config.ca.autoInit && creationInterrupted(dir) && !existsSync(caPath(dir, 'cert'))) {
+  else if (config.ca.autoInit && interruptedCreation(dir) === 'cleared') {
     notes.push(`CA directory ${dir} holds a CA creation that was interrupted: serve clears it and creates the CA again (ca.autoInit)`);
   }
   else {
@@ -75,7 +75,7 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
   }
   for (const i of config.issuers) {
     try {
-      loadNamedIssuer(config, i, quiet, { quiet: true });
+      loadNamedIssuer(config, i, quiet);
     } catch (e) {
       problems.push((e as Error).message);
     }

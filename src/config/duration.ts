@@ -21,6 +21,8 @@ export function formatDuration(seconds: number): string {
 
 /** About a century, in seconds: a window or lifetime past it puts dates beyond what stores and certificates hold. */
 export const MAX_SPAN_SECONDS = 100 * 365 * 86_400;
+/** MAX_SPAN_SECONDS as messages say it (36500d). */
+export const MAX_SPAN_TEXT = formatDuration(MAX_SPAN_SECONDS);
 
 /**
  * A duration typed on a command line or in a query: a bare number is seconds, as in the config.
@@ -30,6 +32,6 @@ export const MAX_SPAN_SECONDS = 100 * 365 * 86_400;
 export function parseDurationArg(value: string): number {
   const v = value.trim();
   const seconds = parseDurationSeconds(/^\d+$/.test(v) ? Number(v) : v);
-  if (seconds > MAX_SPAN_SECONDS) throw new Error(`invalid duration "${v}": at most 36500d`);
+  if (seconds > MAX_SPAN_SECONDS) throw new Error(`invalid duration "${v}": at most ${MAX_SPAN_TEXT}`);
   return seconds;
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MAX_SPAN_SECONDS, parseDurationSeconds } from './duration.js';
+import { MAX_SPAN_SECONDS, MAX_SPAN_TEXT, parseDurationSeconds } from './duration.js';
 import { globList, lifetimeDuration, policySchema } from '../policy/schema.js';
 import { canonicalSerial } from '../x509/serial-hex.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
@@ -22,7 +22,7 @@ const duration = z
 /** Node's timers hold at most 2^31 - 1 ms; a longer one fires at once. */
 const MAX_TIMER_SECONDS = 2_147_483;
 const span = (min: number, minText: string) =>
-  duration.refine((v) => v >= min && v <= MAX_SPAN_SECONDS, `must be between ${minText} and 36500d`);
+  duration.refine((v) => v >= min && v <= MAX_SPAN_SECONDS, `must be between ${minText} and ${MAX_SPAN_TEXT}`);
 
 const timerDuration = (min: number) =>
   duration.refine((v) => v >= min && v <= MAX_TIMER_SECONDS, `must be between ${min === 0 ? '0' : `${min}s`} and ${MAX_TIMER_SECONDS}s (about 24 days)`);

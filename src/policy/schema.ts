@@ -14,7 +14,7 @@
  * are seconds, and `match` fields are lists.
  */
 import { z } from 'zod';
-import { formatDuration, parseDurationSeconds } from '../config/duration.js';
+import { formatDuration, MAX_SPAN_SECONDS, MAX_SPAN_TEXT, parseDurationSeconds } from '../config/duration.js';
 import { globProblem } from '../match/glob.js';
 import { dnsTemplateProblem, ipEntryProblem } from './sans.js';
 
@@ -26,14 +26,14 @@ const isCredentialKind = (k: string): k is CredentialKind => (CREDENTIAL_KINDS a
 /** Name of the default rule in decisions, traces and logs; no rule may use it. */
 export const DEFAULT_RULE_NAME = 'default';
 
-/** Longest lifetime a rule may name (as the other duration settings): beyond, a NotAfter is no date. */
-const MAX_LIFETIME_SECONDS = 36_500 * 86_400;
-
-/** A certificate lifetime in whole seconds, at most 36500d; throws with the reason (issuance.* shares it). */
+/**
+ * A certificate lifetime in whole seconds, at most a century (MAX_SPAN_SECONDS, as the other
+ * duration settings: beyond, a NotAfter is no date); throws with the reason (issuance.* shares it).
+ */
 export function parseLifetimeSeconds(v: string | number): number {
   const s = parseDurationSeconds(v);
   if (!Number.isInteger(s)) throw new Error(`invalid duration ${v}: must be a whole number of seconds`);
-  if (s > MAX_LIFETIME_SECONDS) throw new Error(`invalid duration ${v}: at most 36500d`);
+  if (s > MAX_SPAN_SECONDS) throw new Error(`invalid duration ${v}: at most ${MAX_SPAN_TEXT}`);
   return s;
 }
 
