@@ -46,6 +46,9 @@ export type PrimaryMessage =
   | { type: 'metrics-request'; id: number }
   | InventoryStateMessage;
 
+/** Reloads sent to workers outside a round (catch-ups, rollbacks), by request id, until answered or 30 s pass. */
+type TrackedReloads = Map<number, { worker: Worker; config: MeshcertConfig; timer: NodeJS.Timeout }>;
+
 export function workerCount(config: MeshcertConfig): number {
   return config.server.workers === 'auto' ? usableCpus() : config.server.workers;
 }
@@ -157,7 +160,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
    * Workers sent the config in force back after a rejected reload they had applied (or did not
    * answer), by request id; one that does not answer within 30 s is retired (see sendBack).
    */
-  const rollbacks = new Map<number, { worker: Worker; config: MeshcertConfig; timer: NodeJS.Timeout }>();
+  const rollbacks: TrackedReloads = new Map();
   let currentConfig = config;
   /** The config each worker was last given and applied (a worker started during a reload may lag). */
   const configOf = new Map<Worker, MeshcertConfig>();
@@ -168,7 +171,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   const lastMetrics = new Map<Worker, WorkerMetricsJson>();
   const retired = new RetiredWorkerMetrics();
   /** Catch-up reloads awaiting answers: the worker and the config sent, recorded once it applied it. */
-  const catchUps = new Map<number, { worker: Worker; config: MeshcertConfig; timer: NodeJS.Timeout }>();
+  const catchUps: TrackedReloads = new Map();
   const catchingUp = new Set<Worker>();
   /**
    * Workers being replaced because they refused the config in force (or did not answer): they
@@ -290,15 +293,12 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         if (last) retired.retire(last);
         lastMetrics.delete(w);
         catchingUp.delete(w);
-        for (const [id, c] of catchUps) {
-          if (c.worker !== w) continue;
-          clearTimeout(c.timer);
-          catchUps.delete(id);
-        }
-        for (const [id, r] of rollbacks) {
-          if (r.worker !== w) continue;
-          clearTimeout(r.timer);
-          rollbacks.delete(id);
+        for (const tracked of [catchUps, rollbacks]) {
+          for (const [id, t] of tracked) {
+            if (t.worker !== w) continue;
+            clearTimeout(t.timer);
+            tracked.delete(id);
+          }
         }
         // A retired worker's replacement was started when it was retired.
         const wasRetiring = retiring.delete(w);
@@ -361,16 +361,28 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
   /** Sends the config in force to a serving worker that runs another; a refusal, or no answer within 30 s, retires it. */
   const catchUp = (w: Worker): void => {
     if (configOf.get(w) === currentConfig || !serving.has(w) || catchingUp.has(w) || retiring.has(w)) return;
-    const id = ++nextId;
-    const timer = setTimeout(() => {
-      if (!catchUps.delete(id)) return;
+    catchingUp.add(w);
+    sendTracked(w, catchUps, () => {
       catchingUp.delete(w);
       retire(w, 'a worker did not apply the configuration in force within 30s; draining it and starting a replacement, so that none serves with the configuration before');
+    });
+  };
+
+  /** Sends `w` the config in force as a reload tracked in `tracked`; `unanswered` runs when no answer came within 30 s. */
+  const sendTracked = (w: Worker, tracked: TrackedReloads, unanswered: () => void): void => {
+    const id = ++nextId;
+    const timer = setTimeout(() => {
+      if (tracked.delete(id)) unanswered();
     }, 30_000);
     timer.unref();
-    catchUps.set(id, { worker: w, config: currentConfig, timer });
-    catchingUp.add(w);
+    tracked.set(id, { worker: w, config: currentConfig, timer });
     send(w, { type: 'reload', id, config: currentConfig });
+  };
+
+  /** Whether the dispatcher hands `w` connections (admitted, not held back or retiring). */
+  const admitted = (w: Worker): boolean => {
+    const seat = seats.get(w);
+    return seat !== undefined && dispatcher.has(seat.target);
   };
 
   /**
@@ -380,23 +392,16 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
    * every later reload round, and serves on with a config no one knows. Retired, as a worker that
    * does not catch up is.
    */
-  const sendBack = (w: Worker): void => {
-    const id = ++nextId;
-    const timer = setTimeout(() => {
-      if (!rollbacks.delete(id)) return;
+  const sendBack = (w: Worker): void =>
+    sendTracked(w, rollbacks, () => {
       // Not the last one taking connections: when all are this slow (a starved host, a file
       // system that hangs), replacements would fare no better, and nothing would serve meanwhile.
-      const others = [...serving].filter((o) => o !== w && !retiring.has(o) && seats.get(o) !== undefined && dispatcher.has(seats.get(o)!.target));
-      if (others.length === 0) {
+      if (![...serving].some((o) => o !== w && !retiring.has(o) && admitted(o))) {
         logger.error({ pid: w.process.pid }, 'a worker did not go back to the configuration in force within 30s of a rejected reload; it is the last one taking connections, so it is kept (restart meshcert if reloads keep failing)');
         return;
       }
       retire(w, 'a worker did not go back to the configuration in force within 30s of a rejected reload; draining it and starting a replacement, so that none serves with a configuration no one knows');
-    }, 30_000);
-    timer.unref();
-    rollbacks.set(id, { worker: w, config: currentConfig, timer });
-    send(w, { type: 'reload', id, config: currentConfig });
-  };
+    });
 
   /**
    * A worker started during a reload that refuses to catch up (its CA files could not be read when
@@ -479,10 +484,6 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       // The workers taking connections. One still starting (it has no message handler yet) asks
       // for the config when it is ready; one that listens but is held back is caught up and
       // admitted after this round (settle).
-      const admitted = (w: Worker): boolean => {
-        const seat = seats.get(w);
-        return seat !== undefined && dispatcher.has(seat.target);
-      };
       const eligible = [...serving].filter((w) => w.isConnected() && !retiring.has(w));
       // With none admitted (all held back), those held back check it, so that no config is
       // applied unchecked by a worker; they apply it too, and are admitted after the round.
