@@ -8,7 +8,7 @@ import { ClientCertAuthenticator } from './auth/client-cert.js';
 import { JwtAuthenticator, type JwtIssuerOptions } from './auth/jwt.js';
 import { TokenCache } from './auth/token-cache.js';
 import { TokenReviewAuthenticator } from './auth/tokenreview.js';
-import type { Authenticator, Caller } from './auth/types.js';
+import type { Authenticator } from './auth/types.js';
 import { WorkSlicer } from './authority/slicer.js';
 import { Authority } from './authority/authority.js';
 import { admitUnlessShortOfMemory, IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
@@ -218,8 +218,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     options: { backdate: config.issuance.backdate, defaultCluster: auth.defaultCluster, trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [] },
     ...(sink ? { beforeSign: () => assertInventoryAccepting(sink) } : {}),
     ...(config.overload.perIdentity ? { rateLimit: new IdentityRateLimiter(config.overload.perIdentity) } : {}),
-    // A refusal for a pod the cache does not show yet is checked with the API server first.
-    ...(nodeAuthorizer ? { nodeAuthorizer: { authorize: (caller: Caller, identity: string) => nodeAuthorizer.authorizeConfirmed(caller, identity) } } : {}),
+    ...(nodeAuthorizer ? { nodeAuthorizer } : {}),
   });
   const limiter = new InFlightLimiter(config.overload.maxInFlight, config.overload.maxInFlightBytes);
   const pressure = config.overload.heapLimitRatio > 0 ? new HeapPressure({ highRatio: config.overload.heapLimitRatio }) : undefined;

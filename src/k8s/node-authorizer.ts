@@ -17,9 +17,9 @@
  *   6. at least one pod running as the requested ns/sa counts as running on that node (see
  *      podCounts in pod-cache.ts: Pending/Running, not past its deletion grace period).
  * Every refusal is IMPERSONATION_DENIED (→ PERMISSION_DENIED, which the client does not retry).
- * `authorizeConfirmed` asks the API server itself before refusing because the cache does not show
- * the caller's pod (4) or a pod of the requested identity on its node (6): a pod started a moment
- * ago may not have reached the cache yet (see live-pods.ts).
+ * Before refusing because the cache does not show the caller's pod (4) or a pod of the requested
+ * identity on its node (6), the API server itself is asked (`live`): a pod started a moment ago
+ * may not have reached the cache yet (see live-pods.ts).
  */
 import type { Caller } from '../auth/types.js';
 import { CaError } from '../errors/ca-error.js';
@@ -35,7 +35,7 @@ export interface NodeAuthorizerOptions {
   readonly pods: PodLookup;
   /** When set, the requested identity must be in this trust domain. */
   readonly trustDomain?: string;
-  /** The API server, asked before refusing for a pod the cache does not show (authorizeConfirmed). */
+  /** The API server, asked before refusing for a pod the cache does not show. */
   readonly live?: LivePods;
 }
 
@@ -43,13 +43,17 @@ const deny = (message: string): CaError => new CaError('IMPERSONATION_DENIED', m
 /** How long the API server's word that a caller's pod is gone is taken again, and how many are kept. */
 const CONFIRMED_GONE_MS = 60_000;
 const MAX_CONFIRMED_GONE = 4096;
-/** Refusals for a pod the cache does not show, which the API server may have already. */
-const misses = new WeakSet<CaError>();
-const miss = (message: string): CaError => {
-  const e = deny(message);
-  misses.add(e);
-  return e;
-};
+/** What a refusal adds when the API server was asked too. */
+const CONFIRMED = 'confirmed with the Kubernetes API server';
+
+/** A question to the API server; its failure is a backend's (UNAVAILABLE, retried), not a refusal. */
+async function ask<T>(question: () => Promise<T>): Promise<T> {
+  try {
+    return await question();
+  } catch (cause) {
+    throw new CaError('AUTH_BACKEND_UNAVAILABLE', "the CA's pod cache does not show a pod this request needs, and the Kubernetes API server could not be asked to confirm; retry later", { cause });
+  }
+}
 
 export class NodeAuthorizer {
   private readonly trusted: ReadonlySet<string>;
@@ -82,8 +86,13 @@ export class NodeAuthorizer {
     return caller.namespace !== undefined && caller.serviceAccount !== undefined && this.trusted.has(`${caller.namespace}/${caller.serviceAccount}`);
   }
 
-  /** Returns when allowed; throws CaError IMPERSONATION_DENIED or AUTH_BACKEND_UNAVAILABLE. */
-  authorize(caller: Caller, requestedIdentity: string): void {
+  /**
+   * Returns when allowed; throws CaError IMPERSONATION_DENIED or AUTH_BACKEND_UNAVAILABLE. A pod
+   * the cache does not show (the caller's, or one of the requested identity on its node) is asked
+   * of the API server (`live`) before a refusal, while the watch is connected (while it reconnects,
+   * such a refusal is UNAVAILABLE anyway).
+   */
+  async authorize(caller: Caller, requestedIdentity: string): Promise<void> {
     // 1. Trusted node account.
     if (caller.namespace === undefined || caller.serviceAccount === undefined) {
       throw deny('ImpersonatedIdentity requires a Kubernetes service-account token from a trusted node proxy (such as istio-system/ztunnel)');
@@ -107,17 +116,22 @@ export class NodeAuthorizer {
       throw deny(`the caller's token is not bound to a pod: ${callerAccount} must use a projected service-account token (bound to its pod) to request certificates for other workloads`);
     }
 
-    // 4-6 read the cache.
+    // 4-6 read the cache, and the API server for what it does not show.
     if (!this.pods.synced) throw unavailable();
+    const namespace = caller.namespace;
+    const bound = caller.pod;
     try {
-      const pod = this.pods.getPod(caller.namespace, caller.pod.name);
-      const nodeName = this.checkCallerPod(caller, callerAccount, pod);
+      const live = this.pods.connected ? this.live : undefined;
+      const confirmed = live ? CONFIRMED : '';
+      let pod = this.pods.getPod(namespace, bound.name);
+      if (!pod && live) pod = await this.livePod(live, namespace, bound.name, bound.uid);
+      const nodeName = this.checkCallerPod(caller, callerAccount, pod, confirmed);
       if (caller.node?.name && caller.node.name !== nodeName) {
-        throw deny(`the caller's token is bound to node ${caller.node.name}, but its pod ${caller.namespace}/${caller.pod.name} runs on node ${nodeName}`);
+        throw deny(`the caller's token is bound to node ${caller.node.name}, but its pod ${namespace}/${bound.name} runs on node ${nodeName}`);
       }
-      if (!this.pods.hasServiceAccountOnNode(nodeName, wanted.namespace, wanted.serviceAccount)) {
-        throw miss(`no running pod with service account ${wanted.namespace}/${wanted.serviceAccount} is on node ${nodeName} (the caller's node); a node proxy may only request certificates for workloads on its own node`);
-      }
+      if (this.pods.hasServiceAccountOnNode(nodeName, wanted.namespace, wanted.serviceAccount)) return;
+      if (live && (await this.liveOnNode(live, nodeName, wanted.namespace, wanted.serviceAccount))) return;
+      throw deny(`no running pod with service account ${wanted.namespace}/${wanted.serviceAccount} is on node ${nodeName} (the caller's node${confirmed ? `; ${confirmed}` : ''}); a node proxy may only request certificates for workloads on its own node`);
     } catch (err) {
       if (err instanceof PodCacheNotReadyError) throw unavailable(err);
       // While the watch reconnects the cache answers from what it last saw: a pod started since
@@ -130,54 +144,24 @@ export class NodeAuthorizer {
     }
   }
 
+  /** The caller's pod as the API server has it; one it confirmed gone (a UID is never reused) is not asked about again for a while. */
+  private async livePod(live: LivePods, namespace: string, name: string, uid: string): Promise<PodInfo | undefined> {
+    const key = `${namespace}\n${name}\n${uid}`;
+    if (this.stillDenied(key)) return undefined;
+    const pod = await ask(() => live.pod(namespace, name));
+    if (!pod) this.remember(key);
+    return pod;
+  }
+
   /**
-   * As `authorize`, but a refusal for a pod the cache does not show is checked with the API server
-   * first: allowed when it has the pod, refused (saying it was confirmed) when it has not, and
-   * AUTH_BACKEND_UNAVAILABLE (retried) when it cannot be asked.
+   * Whether the API server has a pod of `namespace/serviceAccount` counting as running on the node.
+   * A "no" is not remembered: a pod of that identity may be scheduled there a moment later (the
+   * next run of a Job, say), and the client would never ask again.
    */
-  async authorizeConfirmed(caller: Caller, requestedIdentity: string): Promise<void> {
-    try {
-      this.authorize(caller, requestedIdentity);
-      return;
-    } catch (err) {
-      if (!this.live || !(err instanceof CaError) || !misses.has(err)) throw err;
-    }
-    // authorize() has checked 1-3, and that the token names a pod.
-    const wanted = parseWorkloadSpiffeId(requestedIdentity)!;
-    const callerAccount = `${caller.namespace!}/${caller.serviceAccount!}`;
-    const live = this.live;
-    const ask = async <T>(question: () => Promise<T>): Promise<T> => {
-      try {
-        return await question();
-      } catch (cause) {
-        throw new CaError('AUTH_BACKEND_UNAVAILABLE', "the CA's pod cache does not show a pod this request needs, and the Kubernetes API server could not be asked to confirm; retry later", { cause });
-      }
-    };
-    let cached: PodInfo | undefined;
-    try {
-      cached = this.pods.getPod(caller.namespace!, caller.pod!.name);
-    } catch (err) {
-      throw err instanceof PodCacheNotReadyError ? unavailable(err) : err;
-    }
-    // A pod UID is never reused: the API server's word that the token's pod is gone stands.
-    const callerKey = `${caller.namespace!}\n${caller.pod!.name}\n${caller.pod!.uid}`;
-    const pod = cached ?? (this.stillDenied(callerKey) ? undefined : await ask(() => live.pod(caller.namespace!, caller.pod!.name)));
-    if (!pod) this.remember(callerKey);
-    const nodeName = this.checkCallerPod(caller, callerAccount, pod, ' (confirmed with the Kubernetes API server)');
-    if (caller.node?.name && caller.node.name !== nodeName) {
-      throw deny(`the caller's token is bound to node ${caller.node.name}, but its pod ${caller.namespace!}/${caller.pod!.name} runs on node ${nodeName}`);
-    }
-    try {
-      if (this.pods.hasServiceAccountOnNode(nodeName, wanted.namespace, wanted.serviceAccount)) return;
-    } catch (err) {
-      throw err instanceof PodCacheNotReadyError ? unavailable(err) : err;
-    }
-    // Not remembered when refused: a pod of that identity may be scheduled there a moment later
-    // (the next run of a Job, say), and the client would never ask again.
+  private async liveOnNode(live: LivePods, nodeName: string, namespace: string, serviceAccount: string): Promise<boolean> {
     const now = Date.now();
     const onNode = await ask(() => live.onNode(nodeName));
-    if (onNode.some((p) => p.nodeName === nodeName && p.namespace === wanted.namespace && p.serviceAccount === wanted.serviceAccount && podCounts(p, now))) return;
-    throw deny(`no running pod with service account ${wanted.namespace}/${wanted.serviceAccount} is on node ${nodeName} (the caller's node; confirmed with the Kubernetes API server); a node proxy may only request certificates for workloads on its own node`);
+    return onNode.some((p) => p.nodeName === nodeName && p.namespace === namespace && p.serviceAccount === serviceAccount && podCounts(p, now));
   }
 
   private stillDenied(question: string): boolean {
@@ -195,9 +179,9 @@ export class NodeAuthorizer {
   }
 
   /** Returns the caller pod's node, or throws a denial. */
-  private checkCallerPod(caller: Caller, callerAccount: string, pod: PodInfo | undefined, confirmed = ''): string {
+  private checkCallerPod(caller: Caller, callerAccount: string, pod: PodInfo | undefined, confirmed: string): string {
     const ref = `${caller.namespace}/${caller.pod!.name}`;
-    if (!pod) throw (confirmed ? deny : miss)(`the caller's pod ${ref} does not exist${confirmed} (its token is bound to a pod that is gone)`);
+    if (!pod) throw deny(`the caller's pod ${ref} does not exist${confirmed ? ` (${confirmed})` : ''} (its token is bound to a pod that is gone)`);
     if (pod.uid !== caller.pod!.uid) {
       // The current pod's UID is not the caller's to learn: the message names only the token's.
       throw deny(`the caller's token is bound to pod ${ref} with UID ${caller.pod!.uid}, but the pod of that name now has another UID: the token belongs to a pod that has been replaced`);

@@ -29,9 +29,9 @@ function ztunnel(over: Partial<Caller> = {}): Caller {
 }
 
 /** Runs authorize and returns the CaError (or null when allowed). */
-function outcome(a: NodeAuthorizer, caller: Caller, requested: string): CaError | null {
+async function outcome(a: NodeAuthorizer, caller: Caller, requested: string): Promise<CaError | null> {
   try {
-    a.authorize(caller, requested);
+    await a.authorize(caller, requested);
     return null;
   } catch (err) {
     expect(err).toBeInstanceOf(CaError);
@@ -39,8 +39,8 @@ function outcome(a: NodeAuthorizer, caller: Caller, requested: string): CaError 
   }
 }
 
-function expectDenied(caller: Caller, requested: string, message: RegExp, a: NodeAuthorizer = authz): void {
-  const err = outcome(a, caller, requested);
+async function expectDenied(caller: Caller, requested: string, message: RegExp, a: NodeAuthorizer = authz): Promise<void> {
+  const err = await outcome(a, caller, requested);
   expect(err?.code).toBe('IMPERSONATION_DENIED');
   expect(err?.message).toMatch(message);
   expect(toGrpcFailure(err).code).toBe(status.PERMISSION_DENIED);
@@ -66,71 +66,71 @@ afterEach(async () => {
 });
 
 describe('NodeAuthorizer (PROTOCOL §3)', () => {
-  it('allows a trusted node proxy to request the identity of a pod on its node', () => {
-    expect(outcome(authz, ztunnel(), id('app', 'web'))).toBeNull();
-    expect(outcome(authz, ztunnel({ pod: { name: 'ztunnel-b', uid: 'uid-ztunnel-b' }, node: { name: 'node-b' } }), id('app', 'db'))).toBeNull();
+  it('allows a trusted node proxy to request the identity of a pod on its node', async () => {
+    expect(await outcome(authz, ztunnel(), id('app', 'web'))).toBeNull();
+    expect(await outcome(authz, ztunnel({ pod: { name: 'ztunnel-b', uid: 'uid-ztunnel-b' }, node: { name: 'node-b' } }), id('app', 'db'))).toBeNull();
     // Its own identity is fine too: the ztunnel pod itself runs on the node. caller.node is optional.
-    expect(outcome(authz, ztunnel({ node: undefined }), id('istio-system', 'ztunnel'))).toBeNull();
+    expect(await outcome(authz, ztunnel({ node: undefined }), id('istio-system', 'ztunnel'))).toBeNull();
   });
 
-  it('refuses an identity whose pods are all on other nodes', () => {
-    expectDenied(ztunnel(), id('app', 'db'), /^no running pod with service account app\/db is on node node-a \(the caller's node\)/);
-    expectDenied(ztunnel(), id('app', 'nobody'), /no running pod with service account app\/nobody is on node node-a/);
+  it('refuses an identity whose pods are all on other nodes', async () => {
+    await expectDenied(ztunnel(), id('app', 'db'), /^no running pod with service account app\/db is on node node-a \(the caller's node\)/);
+    await expectDenied(ztunnel(), id('app', 'nobody'), /no running pod with service account app\/nobody is on node node-a/);
   });
 
-  it('refuses an identity whose only pod on the node has terminated', () => {
-    expectDenied(ztunnel(), id('app', 'batch'), /no running pod with service account app\/batch/);
+  it('refuses an identity whose only pod on the node has terminated', async () => {
+    await expectDenied(ztunnel(), id('app', 'batch'), /no running pod with service account app\/batch/);
   });
 
-  it('refuses callers that are not trusted node accounts', () => {
+  it('refuses callers that are not trusted node accounts', async () => {
     const web: Caller = { method: 'tokenreview', identities: [id('app', 'web')], namespace: 'app', serviceAccount: 'web', pod: { name: 'web-1', uid: 'uid-web-1' } };
-    expectDenied(web, id('app', 'web'), /^service account app\/web may not request certificates for other workloads \(ImpersonatedIdentity\); only trusted node accounts may: istio-system\/ztunnel$/);
+    await expectDenied(web, id('app', 'web'), /^service account app\/web may not request certificates for other workloads \(ImpersonatedIdentity\); only trusted node accounts may: istio-system\/ztunnel$/);
     const client: Caller = { method: 'client-cert', identities: [id('istio-system', 'ztunnel')] };
-    expectDenied(client, id('app', 'web'), /requires a Kubernetes service-account token/);
+    await expectDenied(client, id('app', 'web'), /requires a Kubernetes service-account token/);
   });
 
-  it('uses the configured trusted node accounts instead of the default', () => {
+  it('uses the configured trusted node accounts instead of the default', async () => {
     const custom = new NodeAuthorizer({ pods, trustDomain: TD, trustedNodeAccounts: ['kube-system/node-proxy'] });
     const proxy = ztunnel({ namespace: 'kube-system', serviceAccount: 'node-proxy', pod: { name: 'proxy-a', uid: 'uid-proxy-a' }, identities: [id('kube-system', 'node-proxy')] });
-    expect(outcome(custom, proxy, id('app', 'web'))).toBeNull();
-    expectDenied(ztunnel(), id('app', 'web'), /istio-system\/ztunnel may not request certificates.*only trusted node accounts may: kube-system\/node-proxy/, custom);
+    expect(await outcome(custom, proxy, id('app', 'web'))).toBeNull();
+    await expectDenied(ztunnel(), id('app', 'web'), /istio-system\/ztunnel may not request certificates.*only trusted node accounts may: kube-system\/node-proxy/, custom);
     expect(() => new NodeAuthorizer({ pods, trustedNodeAccounts: ['ztunnel'] })).toThrow(/must be "namespace\/serviceAccount"/);
   });
 
-  it('refuses a token that is not bound to a pod', () => {
-    expectDenied(ztunnel({ pod: undefined }), id('app', 'web'), /^the caller's token is not bound to a pod/);
-    expectDenied(ztunnel({ pod: { name: 'ztunnel-a', uid: '' } }), id('app', 'web'), /not bound to a pod/);
+  it('refuses a token that is not bound to a pod', async () => {
+    await expectDenied(ztunnel({ pod: undefined }), id('app', 'web'), /^the caller's token is not bound to a pod/);
+    await expectDenied(ztunnel({ pod: { name: 'ztunnel-a', uid: '' } }), id('app', 'web'), /not bound to a pod/);
   });
 
-  it('refuses a token bound to a pod that has been replaced (stale UID) or is gone', () => {
-    expectDenied(ztunnel({ pod: { name: 'ztunnel-a', uid: 'uid-old' } }), id('app', 'web'), /^.*bound to pod istio-system\/ztunnel-a with UID uid-old, but the pod of that name now has another UID: the token belongs to a pod that has been replaced$/);
-    expectDenied(ztunnel({ pod: { name: 'ztunnel-zz', uid: 'uid-zz' } }), id('app', 'web'), /the caller's pod istio-system\/ztunnel-zz does not exist/);
+  it('refuses a token bound to a pod that has been replaced (stale UID) or is gone', async () => {
+    await expectDenied(ztunnel({ pod: { name: 'ztunnel-a', uid: 'uid-old' } }), id('app', 'web'), /^.*bound to pod istio-system\/ztunnel-a with UID uid-old, but the pod of that name now has another UID: the token belongs to a pod that has been replaced$/);
+    await expectDenied(ztunnel({ pod: { name: 'ztunnel-zz', uid: 'uid-zz' } }), id('app', 'web'), /the caller's pod istio-system\/ztunnel-zz does not exist/);
   });
 
-  it('refuses when the caller pod runs as another service account or on another node than the token says', () => {
+  it('refuses when the caller pod runs as another service account or on another node than the token says', async () => {
     fake.put('pods', fakePod({ namespace: 'istio-system', name: 'imposter', node: 'node-a', serviceAccount: 'default', uid: 'uid-imposter' }));
-    return vi.waitFor(() => {
-      expectDenied(ztunnel({ pod: { name: 'imposter', uid: 'uid-imposter' } }), id('app', 'web'), /runs as service account istio-system\/default, not istio-system\/ztunnel/);
-      expectDenied(ztunnel({ node: { name: 'node-b' } }), id('app', 'web'), /token is bound to node node-b, but its pod istio-system\/ztunnel-a runs on node node-a/);
+    return vi.waitFor(async () => {
+      await expectDenied(ztunnel({ pod: { name: 'imposter', uid: 'uid-imposter' } }), id('app', 'web'), /runs as service account istio-system\/default, not istio-system\/ztunnel/);
+      await expectDenied(ztunnel({ node: { name: 'node-b' } }), id('app', 'web'), /token is bound to node node-b, but its pod istio-system\/ztunnel-a runs on node node-a/);
     });
   });
 
-  it('refuses requested identities that are not spiffe://<td>/ns/<ns>/sa/<sa>', () => {
+  it('refuses requested identities that are not spiffe://<td>/ns/<ns>/sa/<sa>', async () => {
     for (const bad of ['spiffe://cluster.local/workload/web', `${id('app', 'web')}/extra`, 'spiffe://cluster.local/ns/app/sa/', 'https://cluster.local/ns/app/sa/web', 'app/web', '']) {
-      expectDenied(ztunnel(), bad, /^ImpersonatedIdentity must be a workload identity spiffe:\/\/<trust-domain>\/ns\/<namespace>\/sa\/<service-account>/);
+      await expectDenied(ztunnel(), bad, /^ImpersonatedIdentity must be a workload identity spiffe:\/\/<trust-domain>\/ns\/<namespace>\/sa\/<service-account>/);
     }
-    expectDenied(ztunnel(), 'spiffe://other.td/ns/app/sa/web', /^ImpersonatedIdentity is in trust domain other.td, but this CA issues for cluster.local$/);
+    await expectDenied(ztunnel(), 'spiffe://other.td/ns/app/sa/web', /^ImpersonatedIdentity is in trust domain other.td, but this CA issues for cluster.local$/);
     // Without a configured trust domain, any trust domain is accepted (istiod's behaviour).
-    expect(outcome(new NodeAuthorizer({ pods }), ztunnel(), 'spiffe://other.td/ns/app/sa/web')).toBeNull();
+    expect(await outcome(new NodeAuthorizer({ pods }), ztunnel(), 'spiffe://other.td/ns/app/sa/web')).toBeNull();
   });
 
   it('stops authorizing once the pod is deleted (seen through the watch)', async () => {
-    expect(outcome(authz, ztunnel(), id('app', 'web'))).toBeNull();
+    expect(await outcome(authz, ztunnel(), id('app', 'web'))).toBeNull();
     fake.delete('pods', 'app', 'web-1');
-    await vi.waitFor(() => expectDenied(ztunnel(), id('app', 'web'), /no running pod with service account app\/web is on node node-a/));
+    await vi.waitFor(async () => await expectDenied(ztunnel(), id('app', 'web'), /no running pod with service account app\/web is on node node-a/));
     // A new pod of that identity scheduled on the node: allowed again.
     fake.put('pods', fakePod({ namespace: 'app', name: 'web-2', node: 'node-a', serviceAccount: 'web' }));
-    await vi.waitFor(() => expect(outcome(authz, ztunnel(), id('app', 'web'))).toBeNull());
+    await vi.waitFor(async () => expect(await outcome(authz, ztunnel(), id('app', 'web'))).toBeNull());
   });
 
   it('answers AUTH_BACKEND_UNAVAILABLE (retryable) while the pod cache is not synced, never a denial', async () => {
@@ -138,16 +138,16 @@ describe('NodeAuthorizer (PROTOCOL §3)', () => {
     const cold = new PodCache({ client });
     const a = new NodeAuthorizer({ pods: cold, trustDomain: TD });
     try {
-      const err = outcome(a, ztunnel(), id('app', 'web'));
+      const err = await outcome(a, ztunnel(), id('app', 'web'));
       expect(err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
       expect(err?.message).toBe("the CA cannot check which workloads run on the caller's node yet (its pod cache is not synced with the Kubernetes API server); retry later");
       expect(toGrpcFailure(err).code).toBe(status.UNAVAILABLE);
       // Checks that need no cache still deny at once.
-      expect(outcome(a, ztunnel({ namespace: 'app', serviceAccount: 'web' }), id('app', 'web'))?.code).toBe('IMPERSONATION_DENIED');
-      expect(outcome(a, ztunnel({ pod: undefined }), id('app', 'web'))?.code).toBe('IMPERSONATION_DENIED');
-      expect(outcome(a, ztunnel(), 'spiffe://cluster.local/x')?.code).toBe('IMPERSONATION_DENIED');
+      expect((await outcome(a, ztunnel({ namespace: 'app', serviceAccount: 'web' }), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
+      expect((await outcome(a, ztunnel({ pod: undefined }), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
+      expect((await outcome(a, ztunnel(), 'spiffe://cluster.local/x'))?.code).toBe('IMPERSONATION_DENIED');
       await cold.start();
-      expect(outcome(a, ztunnel(), id('app', 'web'))).toBeNull();
+      expect(await outcome(a, ztunnel(), id('app', 'web'))).toBeNull();
     } finally {
       await cold.stop();
     }
@@ -165,25 +165,25 @@ describe('NodeAuthorizer (PROTOCOL §3)', () => {
       await vi.waitFor(() => expect(c.connected).toBe(false));
       expect(c.synced).toBe(true);
       // A pod the cache has seen: allowed, as within the grace period before.
-      expect(outcome(a, ztunnel(), id('app', 'web'))).toBeNull();
+      expect(await outcome(a, ztunnel(), id('app', 'web'))).toBeNull();
       // A workload the cache has not seen may have started since the watch went down.
-      const err = outcome(a, ztunnel(), id('app', 'started-since'));
+      const err = await outcome(a, ztunnel(), id('app', 'started-since'));
       expect(err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
       expect(err?.message).toBe(
         "the CA's pod cache is reconnecting to the Kubernetes API server and may be stale (no running pod with service account app/started-since is on node node-a (the caller's node); a node proxy may only request certificates for workloads on its own node); retry later",
       );
       expect(toGrpcFailure(err).code).toBe(status.UNAVAILABLE);
       // Refusals that need no cache stay refusals.
-      expect(outcome(a, ztunnel({ pod: undefined }), id('app', 'web'))?.code).toBe('IMPERSONATION_DENIED');
+      expect((await outcome(a, ztunnel({ pod: undefined }), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
       fake.clearFaults();
       await vi.waitFor(() => expect(c.connected).toBe(true));
-      expect(outcome(a, ztunnel(), id('app', 'started-since'))?.code).toBe('IMPERSONATION_DENIED');
+      expect((await outcome(a, ztunnel(), id('app', 'started-since')))?.code).toBe('IMPERSONATION_DENIED');
     } finally {
       await c.stop();
     }
   });
 
-  it('turns a cache that becomes not ready during the lookup into AUTH_BACKEND_UNAVAILABLE', () => {
+  it('turns a cache that becomes not ready during the lookup into AUTH_BACKEND_UNAVAILABLE', async () => {
     const flaky: PodLookup = {
       synced: true,
       connected: true,
@@ -193,7 +193,7 @@ describe('NodeAuthorizer (PROTOCOL §3)', () => {
       getPodByUid: () => undefined,
       hasServiceAccountOnNode: () => false,
     };
-    const err = outcome(new NodeAuthorizer({ pods: flaky }), ztunnel(), id('app', 'web'));
+    const err = await outcome(new NodeAuthorizer({ pods: flaky }), ztunnel(), id('app', 'web'));
     expect(err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
     expect(err?.cause).toBeInstanceOf(PodCacheNotReadyError);
   });
@@ -216,7 +216,7 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
   const listed = () => fake.requests.filter((r) => r.method === 'GET' && !r.watch && r.path.endsWith('/pods'));
   async function confirmed(a: NodeAuthorizer, caller: Caller, requested: string): Promise<CaError | null> {
     try {
-      await a.authorizeConfirmed(caller, requested);
+      await a.authorize(caller, requested);
       return null;
     } catch (err) {
       expect(err).toBeInstanceOf(CaError);
@@ -226,8 +226,8 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
 
   it('allows a workload the API server has on the node although the cache has not seen it, asking only then', async () => {
     const a = new NodeAuthorizer({ pods: lagging([zt]), live: live(), trustDomain: TD });
-    // From the cache alone: refused (what the client would never retry).
-    expect(outcome(a, ztunnel(), id('app', 'web'))?.code).toBe('IMPERSONATION_DENIED');
+    // From the cache alone (no API server to ask): refused, what the client would never retry.
+    expect((await outcome(new NodeAuthorizer({ pods: lagging([zt]), trustDomain: TD }), ztunnel(), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
     const before = listed().length;
     expect(await confirmed(a, ztunnel(), id('app', 'web'))).toBeNull();
     expect(listed().slice(before).map((r) => r.query.fieldSelector)).toEqual(['spec.nodeName=node-a']);
@@ -262,6 +262,13 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
     // Refusals that are no cache's (not a trusted account) ask nothing.
     const before = listed().length;
     expect((await confirmed(a, ztunnel({ serviceAccount: 'web', namespace: 'app' }), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
+    expect(listed().length).toBe(before);
+  });
+
+  it('asks nothing while the watch reconnects: such a refusal is UNAVAILABLE (retried) anyway', async () => {
+    const a = new NodeAuthorizer({ pods: { ...lagging([zt]), connected: false }, live: live(), trustDomain: TD });
+    const before = listed().length;
+    expect((await outcome(a, ztunnel(), id('app', 'web')))?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
     expect(listed().length).toBe(before);
   });
 
