@@ -95,17 +95,23 @@ export class Authority {
     /** The workload a node agent asks for, once node authorization has allowed it (for the audit trail). */
     let forWorkload: string | undefined;
     try {
-      // Before the call's turn: node authorization may wait for the API server.
+      // Ambient: ztunnel asks for the workloads on its node, only with node authorization
+      // configured; decided before the call's turn, since it may wait for the API server.
       const impersonate = req.metadata.ImpersonatedIdentity;
-      if (impersonate && this.deps.nodeAuthorizer) {
+      if (impersonate) {
+        if (!this.deps.nodeAuthorizer) {
+          throw new CaError('IMPERSONATION_DENIED', 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads (ambient mode is off)');
+        }
         // A call whose client is gone costs the API server nothing.
         stopIfCancelled(req);
         await this.deps.nodeAuthorizer.authorize(caller, impersonate);
         forWorkload = impersonate;
       }
+      // Whom the certificate is for: the workload a node agent was allowed to ask for, or the caller.
+      const subject: Caller = forWorkload === undefined ? caller : { ...caller, identities: [forWorkload] };
       if (this.deps.signatures === 'inline') {
         return await this.run(() => {
-          const d = this.decide(caller, req);
+          const d = this.decide(caller, subject, req);
           verifyCsrProof(d.proof);
           stopIfCancelled(req);
           this.deps.beforeSign?.();
@@ -118,7 +124,7 @@ export class Authority {
           return issued(d, leaf);
         });
       }
-      const d = await this.run(() => this.decide(caller, req));
+      const d = await this.run(() => this.decide(caller, subject, req));
       // Proof of possession before anything is signed.
       await verifyCsrProofAsync(d.proof);
       stopIfCancelled(req);
@@ -143,22 +149,12 @@ export class Authority {
     return this.deps.schedule ? this.deps.schedule(work) : Promise.resolve().then(work);
   }
 
-  private decide(caller: Caller, req: CertificateRequest): Decision {
+  private decide(caller: Caller, subject: Caller, req: CertificateRequest): Decision {
     // A call that waited its turn (a restart storm queues thousands) may have lost its client meanwhile.
     stopIfCancelled(req);
     const registry = this.deps.issuers();
     const policy = this.deps.policy();
 
-    // Ambient: ztunnel asks for the workloads on its node. Only with node authorization configured.
-    const impersonate = req.metadata.ImpersonatedIdentity;
-    let subject = caller;
-    if (impersonate) {
-      if (!this.deps.nodeAuthorizer) {
-        throw new CaError('IMPERSONATION_DENIED', 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads (ambient mode is off)');
-      }
-      // Authorized in issue(), before the call's turn.
-      subject = { ...caller, identities: [impersonate] };
-    }
     // Per workload identity: every ztunnel shares one service account, so key on who the
     // certificate is for, not on who asks.
     this.deps.rateLimit?.take(subject.identities[0] ?? 'unknown');
@@ -179,7 +175,7 @@ export class Authority {
       clusterId,
       namespace: workload?.namespace ?? subject.namespace ?? '',
       serviceAccount: workload?.serviceAccount ?? subject.serviceAccount ?? '',
-      impersonated: Boolean(impersonate),
+      impersonated: subject !== caller,
       authenticatedBy: credential,
       key: csr.key,
       requestedTtlSeconds: req.validitySeconds,
@@ -208,7 +204,7 @@ export class Authority {
       certificate: {
         caller,
         spiffeId,
-        impersonated: Boolean(impersonate),
+        impersonated: subject !== caller,
         issuer: issuer.name,
         key: csr.key,
         policyRule: decision.rule,
