@@ -96,11 +96,11 @@ function reportExpiredRoots(issuer: LocalIssuer, dir: string, logger: Logger): v
  * a ConfigError when Go or OpenSSL would refuse the chain (pathLen, a CA's extended key usage, name
  * constraints excluding the trust domain).
  */
-export function selfTestCa(issuer: LocalIssuer, trustDomain: string): void {
+export function selfTestCa(issuer: LocalIssuer, trustDomain: string, key: Buffer = selfTestKey()): void {
   const problem = trustDomainProblem(trustDomain);
   if (problem) throw new ConfigError(`trust domain ${JSON.stringify(trustDomain)}: ${problem}`);
   try {
-    issuer.selfTest(selfTestKey(), `spiffe://${trustDomain}/ns/meshcert-self-test/sa/probe`);
+    issuer.selfTest(key, `spiffe://${trustDomain}/ns/meshcert-self-test/sa/probe`);
   } catch (e) {
     throw new ConfigError((e as Error).message, { cause: e });
   }
@@ -112,7 +112,8 @@ export function selfTestCa(issuer: LocalIssuer, trustDomain: string): void {
  * have those leaves refused by every Go verifier, found only when the handshakes fail.
  */
 function selfTestTrustDomains(issuer: LocalIssuer, config: MeshcertConfig): void {
-  for (const td of [config.trustDomain, ...config.trustDomainAliases]) selfTestCa(issuer, td);
+  const key = selfTestKey();
+  for (const td of [config.trustDomain, ...config.trustDomainAliases]) selfTestCa(issuer, td, key);
 }
 
 function selfTestKey(): Buffer {
