@@ -214,54 +214,45 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
   const zt = info({ namespace: 'istio-system', name: 'ztunnel-a', uid: 'uid-ztunnel-a', serviceAccount: 'ztunnel', nodeName: 'node-a' });
   const live = () => new KubeLivePods(createKubeClient({ server: fake.url, caPem: fake.caPem, token: 't' }).core);
   const listed = () => fake.requests.filter((r) => r.method === 'GET' && !r.watch && r.path.endsWith('/pods'));
-  async function confirmed(a: NodeAuthorizer, caller: Caller, requested: string): Promise<CaError | null> {
-    try {
-      await a.authorize(caller, requested);
-      return null;
-    } catch (err) {
-      expect(err).toBeInstanceOf(CaError);
-      return err as CaError;
-    }
-  }
 
   it('allows a workload the API server has on the node although the cache has not seen it, asking only then', async () => {
     const a = new NodeAuthorizer({ pods: lagging([zt]), live: live(), trustDomain: TD });
     // From the cache alone (no API server to ask): refused, what the client would never retry.
     expect((await outcome(new NodeAuthorizer({ pods: lagging([zt]), trustDomain: TD }), ztunnel(), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
     const before = listed().length;
-    expect(await confirmed(a, ztunnel(), id('app', 'web'))).toBeNull();
+    expect(await outcome(a, ztunnel(), id('app', 'web'))).toBeNull();
     expect(listed().slice(before).map((r) => r.query.fieldSelector)).toEqual(['spec.nodeName=node-a']);
     // What the cache shows needs no question.
     const asked = listed().length;
-    expect(await confirmed(new NodeAuthorizer({ pods: lagging([zt, info({ namespace: 'app', name: 'web-1', serviceAccount: 'web', nodeName: 'node-a' })]), live: live(), trustDomain: TD }), ztunnel(), id('app', 'web'))).toBeNull();
+    expect(await outcome(new NodeAuthorizer({ pods: lagging([zt, info({ namespace: 'app', name: 'web-1', serviceAccount: 'web', nodeName: 'node-a' })]), live: live(), trustDomain: TD }), ztunnel(), id('app', 'web'))).toBeNull();
     expect(listed().length).toBe(asked);
   });
 
   it("allows a caller whose own pod the cache has not seen (a ztunnel just restarted), checked as the cache would", async () => {
     const a = new NodeAuthorizer({ pods: lagging([]), live: live(), trustDomain: TD });
-    expect(await confirmed(a, ztunnel(), id('app', 'web'))).toBeNull();
+    expect(await outcome(a, ztunnel(), id('app', 'web'))).toBeNull();
     expect(listed().some((r) => r.path === '/api/v1/namespaces/istio-system/pods' && r.query.fieldSelector === 'metadata.name=ztunnel-a')).toBe(true);
     // The API server's pod is held to the token as the cache's is: another UID is refused.
-    const replaced = await confirmed(a, ztunnel({ pod: { name: 'ztunnel-a', uid: 'uid-old' } }), id('app', 'web'));
+    const replaced = await outcome(a, ztunnel({ pod: { name: 'ztunnel-a', uid: 'uid-old' } }), id('app', 'web'));
     expect(replaced?.message).toMatch(/the token belongs to a pod that has been replaced/);
   });
 
   it('refuses, saying it asked, when the API server has no such pod either', async () => {
     const a = new NodeAuthorizer({ pods: lagging([zt]), live: live(), trustDomain: TD });
-    const err = await confirmed(a, ztunnel(), id('app', 'db'));
+    const err = await outcome(a, ztunnel(), id('app', 'db'));
     expect(err?.code).toBe('IMPERSONATION_DENIED');
     expect(err?.message).toBe("no running pod with service account app/db is on node node-a (the caller's node; confirmed with the Kubernetes API server); a node proxy may only request certificates for workloads on its own node");
     expect(toGrpcFailure(err).code).toBe(status.PERMISSION_DENIED);
-    const gone = await confirmed(new NodeAuthorizer({ pods: lagging([]), live: live(), trustDomain: TD }), ztunnel({ pod: { name: 'ztunnel-gone', uid: 'u' } }), id('app', 'web'));
+    const gone = await outcome(new NodeAuthorizer({ pods: lagging([]), live: live(), trustDomain: TD }), ztunnel({ pod: { name: 'ztunnel-gone', uid: 'u' } }), id('app', 'web'));
     expect(gone?.message).toBe("the caller's pod istio-system/ztunnel-gone does not exist (confirmed with the Kubernetes API server) (its token is bound to a pod that is gone)");
     // A UID is never reused: the token of a pod confirmed gone is refused again without a list.
     const goneAuthz = new NodeAuthorizer({ pods: lagging([]), live: live(), trustDomain: TD });
     const asked = listed().length;
-    for (let i = 0; i < 3; i++) expect((await confirmed(goneAuthz, ztunnel({ pod: { name: 'ztunnel-gone', uid: 'u' } }), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
+    for (let i = 0; i < 3; i++) expect((await outcome(goneAuthz, ztunnel({ pod: { name: 'ztunnel-gone', uid: 'u' } }), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
     expect(listed().length - asked).toBe(1);
     // Refusals that are no cache's (not a trusted account) ask nothing.
     const before = listed().length;
-    expect((await confirmed(a, ztunnel({ serviceAccount: 'web', namespace: 'app' }), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
+    expect((await outcome(a, ztunnel({ serviceAccount: 'web', namespace: 'app' }), id('app', 'web')))?.code).toBe('IMPERSONATION_DENIED');
     expect(listed().length).toBe(before);
   });
 
@@ -275,22 +266,22 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
   it('answers UNAVAILABLE (retried) when the API server cannot be asked', async () => {
     const a = new NodeAuthorizer({ pods: lagging([zt]), live: live(), trustDomain: TD });
     fake.fail({ method: 'GET', path: '/api/v1/pods', watch: false }, { status: 503 }, 1);
-    const err = await confirmed(a, ztunnel(), id('app', 'web'));
+    const err = await outcome(a, ztunnel(), id('app', 'web'));
     expect(err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
     expect(toGrpcFailure(err).code).toBe(status.UNAVAILABLE);
     // A failure is not remembered: the next call asks again, and is allowed.
-    expect(await confirmed(a, ztunnel(), id('app', 'web'))).toBeNull();
+    expect(await outcome(a, ztunnel(), id('app', 'web'))).toBeNull();
   });
 
   it('shares one list among calls asking at once, and answers a later call from a list begun after it', async () => {
     const a = new NodeAuthorizer({ pods: lagging([zt]), live: live(), trustDomain: TD });
     const before = listed().length;
-    const results = await Promise.all(Array.from({ length: 20 }, () => confirmed(a, ztunnel(), id('app', 'db'))));
+    const results = await Promise.all(Array.from({ length: 20 }, () => outcome(a, ztunnel(), id('app', 'db'))));
     expect(results.every((e) => e?.code === 'IMPERSONATION_DENIED')).toBe(true);
     expect(listed().length - before).toBe(1);
     // A pod created since is seen: the answer before is not reused.
     fake.put('pods', fakePod({ namespace: 'app', name: 'db-2', node: 'node-a', serviceAccount: 'db' }));
-    expect(await confirmed(a, ztunnel(), id('app', 'db'))).toBeNull();
+    expect(await outcome(a, ztunnel(), id('app', 'db'))).toBeNull();
     expect(listed().length - before).toBe(2);
   });
 
