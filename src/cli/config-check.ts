@@ -65,10 +65,9 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
   if (config.ca.autoInit && isCaDirEmpty(dir)) notes.push(`CA directory ${dir} is empty: serve creates a CA there (ca.autoInit)`);
   else if (config.ca.autoInit && interruptedCreation(dir) === 'cleared') {
     notes.push(`CA directory ${dir} holds a CA creation that was interrupted: serve clears it and creates the CA again (ca.autoInit)`);
-  }
-  else {
+  } else {
     // Never creates one: without autoInit an empty directory is refused with what to run.
-    await loadIssuer(config, quiet, { allowInit: !config.ca.autoInit, quiet: true }).then(
+    await loadIssuer(config, quiet, { allowInit: !config.ca.autoInit }).then(
       () => notes.push(`CA ${dir}: loads and signs a chain that verifies`),
       (e: unknown) => problems.push(`ca.dir: ${(e as Error).message}`),
     );
