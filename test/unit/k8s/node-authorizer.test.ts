@@ -268,7 +268,11 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
     fake.fail({ method: 'GET', path: '/api/v1/pods', watch: false }, { status: 503 }, 1);
     const err = await outcome(a, ztunnel(), id('app', 'web'));
     expect(err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
-    expect(toGrpcFailure(err).code).toBe(status.UNAVAILABLE);
+    // Retried, and it says what it could not do: nothing of the API server's answer (address, status) reaches the client.
+    expect(toGrpcFailure(err)).toMatchObject({
+      code: status.UNAVAILABLE,
+      details: "the CA's pod cache does not show a pod this request needs, and the Kubernetes API server could not be asked to confirm; retry later",
+    });
     // A failure is not remembered: the next call asks again, and is allowed.
     expect(await outcome(a, ztunnel(), id('app', 'web'))).toBeNull();
   });
