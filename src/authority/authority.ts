@@ -189,6 +189,11 @@ export class Authority {
     const issuer = registry.get(decision.issuer);
     const now = this.now();
     if (issuer.notAfter <= now) throw new CaError('ISSUER_UNAVAILABLE', `the signing CA "${issuer.name}" has expired; an operator must renew it`);
+    // Names the policy allows but the CA's chain may not certify: clients would refuse the leaf.
+    const refused = issuer.refusedNames(decision);
+    if (refused.length > 0) {
+      throw new CaError('CSR_FORBIDDEN_EXTENSION', `the CSR requests names that rule "${decision.rule}" allows but the signing CA "${issuer.name}" cannot certify (clients would refuse the certificate): ${refused.join('; ')}; request without them`);
+    }
     return {
       proof,
       issuer,

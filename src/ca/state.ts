@@ -37,7 +37,21 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
   const issuer = new LocalIssuer('default', loadCaDir(dir));
   if (!o.quiet) reportExpiredRoots(issuer, dir, logger);
   selfTestTrustDomains(issuer, config);
+  checkServingNames(issuer, config);
   return issuer;
+}
+
+/**
+ * meshcert's own serving certificate (without server.tls.certFile) comes from the default CA: a
+ * chain whose name constraints leave out its names would fail every agent's handshake, so such a
+ * CA is refused at start and on reload, and by `config check`.
+ */
+function checkServingNames(issuer: LocalIssuer, config: MeshcertConfig): void {
+  if (config.server.tls.certFile) return;
+  const refused = issuer.refusedNames(config.server.tls);
+  if (refused.length > 0) {
+    throw new ConfigError(`server.tls.dnsNames/ipAddresses: the default CA cannot certify the serving certificate's names, so agents would refuse the TLS handshake: ${refused.join('; ')}; list names the CA allows, or give server.tls.certFile and keyFile`);
+  }
 }
 
 /**

@@ -22,6 +22,7 @@ import type { KeyObject } from 'node:crypto';
 import { CaError } from '../errors/ca-error.js';
 import type { CsrProof, DecodedCsr, ParsedCsr } from './types.js';
 import { isIpv4Mapped } from '../net/ipv4-mapped.js';
+import { ipv6ToText } from '../net/ip-text.js';
 import {
   DerReader,
   Tag,
@@ -607,30 +608,3 @@ function ipToText(der: Buffer, tlv: Tlv): string {
   return ipv6ToText(der.subarray(s, e));
 }
 
-/** RFC 5952 text form: lowercase, no leading zeros, longest (first) run of 2+ zero groups as "::". */
-export function ipv6ToText(b: Uint8Array): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((b[i]! << 8) | b[i + 1]!);
-  // IPv4-mapped (::ffff:a.b.c.d) keeps the dotted tail, per RFC 5952 §5.
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  }
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = (gs: number[]): string => gs.map((g) => g.toString(16)).join(':');
-  if (bestStart < 0) return hex(groups);
-  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLen))}`;
-}

@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { CaMaterial } from '../ca/material.js';
-import { buildLeaf, buildLeafAsync, derToPem, prepareLeafSigner, newSerial, type LeafParams, type LeafSigner } from '../x509/leaf.js';
-import { pathConstraintProblems } from '../x509/path-constraints.js';
+import { buildLeaf, buildLeafAsync, derToPem, ipToBytes, prepareLeafSigner, newSerial, type LeafParams, type LeafSigner } from '../x509/leaf.js';
+import { namesRefused, pathConstraintProblems, pathNameConstraints, type ConstrainedCa, type PathCert } from '../x509/path-constraints.js';
 import { signedBy } from '../x509/verify-chain.js';
 import { serialHex } from '../x509/serial-hex.js';
 
@@ -33,6 +33,8 @@ export class LocalIssuer {
   readonly name: string;
   readonly material: CaMaterial;
   private readonly signer: LeafSigner;
+  /** The name constraints of each path a client can build from the chain, read on first use. */
+  private constrainedPaths: ConstrainedCa[][] | undefined;
 
   constructor(name: string, material: CaMaterial) {
     this.name = name;
@@ -45,6 +47,7 @@ export class LocalIssuer {
     return this.material.notAfter;
   }
 
+  /** Throws NameConstraintError for DNS names or IP addresses the chain's name constraints refuse. */
   sign(req: SignRequest): SignedLeaf {
     const params = this.leafParams(req);
     return this.signed(params, buildLeaf(this.signer, params));
@@ -56,7 +59,28 @@ export class LocalIssuer {
     return this.signed(params, await buildLeafAsync(this.signer, params));
   }
 
+  /**
+   * Why clients would refuse a leaf of this CA with these DNS names and IP addresses: a CA of the
+   * chain has name constraints that exclude them ([] when one path a client can build allows
+   * them all). The URI SANs are the trust domain's, checked once at load (selfTest).
+   */
+  refusedNames(req: Pick<SignRequest, 'dnsNames' | 'ipAddresses'>): string[] {
+    if (!req.dnsNames?.length && !req.ipAddresses?.length) return [];
+    this.constrainedPaths ??= this.caPaths().map((path) => pathNameConstraints(path.map(pathCert)));
+    const names = { dnsNames: req.dnsNames ?? [], ipAddresses: (req.ipAddresses ?? []).map(ipToBytes) };
+    let first: string[] = [];
+    for (const path of this.constrainedPaths) {
+      const problems = namesRefused(path, names);
+      if (problems.length === 0) return [];
+      if (first.length === 0) first = problems;
+    }
+    return first;
+  }
+
   private leafParams(req: SignRequest): LeafParams {
+    // Signed, such a leaf is refused by every client, with an error far from its cause.
+    const refused = this.refusedNames(req);
+    if (refused.length > 0) throw new NameConstraintError(this.name, refused);
     return {
       serial: newSerial(),
       // X.509 times have whole seconds; truncate here so what we report equals what we encode.
@@ -92,23 +116,44 @@ export class LocalIssuer {
       if (!signedBy(child, parent)) throw new Error(`issuer ${this.name}: self-test leaf does not verify against its chain`);
       child = parent;
     }
-    const anchors = this.material.roots.filter((r) => signedBy(child, r));
-    if (anchors.length === 0) {
+    const paths = this.caPaths();
+    if (paths.length === 0) {
       throw new Error(`issuer ${this.name}: chain does not reach a trusted root`);
     }
-    // Every path a client could build, as Go tries them: a self-signed signing CA is its own
-    // anchor (a certificate appears once in a path), and any one acceptable path is enough.
+    // Any one acceptable path is enough, as Go tries them.
     let problems: string[] = [];
-    for (const anchor of anchors) {
-      const certs = child.fingerprint256 === anchor.fingerprint256 ? [leaf, ...this.material.intermediates] : [leaf, ...this.material.intermediates, anchor];
-      problems = pathConstraintProblems(
-        certs.map((c) => ({ der: c.raw, name: (c.subject ?? '').replace(/\n/g, ', ') })), // a leaf's subject is empty
-        [uri],
-      );
+    for (const path of paths) {
+      problems = pathConstraintProblems([leaf, ...path].map(pathCert), { uris: [uri] });
       if (problems.length === 0) return;
     }
     throw new Error(`issuer ${this.name}: its chain breaks constraints that Go's crypto/x509 (istio-agent) and OpenSSL enforce, so clients would refuse every certificate it signs: ${problems.join('; ')}`);
   }
+
+  /**
+   * Every CA path a client could build above a leaf, signing CA first: the intermediates, then
+   * each root that signed the top one. A self-signed signing CA is its own anchor (a certificate
+   * appears once in a path).
+   */
+  private caPaths(): X509Certificate[][] {
+    const chain = this.material.intermediates;
+    const top = chain[chain.length - 1]!;
+    return this.material.roots.filter((r) => signedBy(top, r)).map((anchor) => (top.fingerprint256 === anchor.fingerprint256 ? [...chain] : [...chain, anchor]));
+  }
+}
+
+/** A leaf's DNS names or IP addresses that a CA of the chain does not allow (see refusedNames). */
+export class NameConstraintError extends Error {
+  override readonly name = 'NameConstraintError';
+  readonly problems: readonly string[];
+
+  constructor(issuer: string, problems: readonly string[]) {
+    super(`issuer ${issuer} cannot sign these names, clients would refuse the certificate: ${problems.join('; ')}`);
+    this.problems = problems;
+  }
+}
+
+function pathCert(c: X509Certificate): PathCert {
+  return { der: c.raw, name: (c.subject ?? '').replace(/\n/g, ', ') }; // a leaf's subject is empty
 }
 
 function wholeSeconds(d: Date): Date {

@@ -3,21 +3,22 @@
  * pool, a single process) and 'inline' (in the scheduled work, cluster workers). Both must refuse
  * and issue exactly alike.
  */
-import { X509Certificate } from 'node:crypto';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Authority, type AuthorityDeps, type CertificateRequest } from '../../../src/authority/authority.js';
+import { Authority, type AuthorityDeps, type CertificateRequest, type IssuedCertificate } from '../../../src/authority/authority.js';
 import type { Caller } from '../../../src/auth/types.js';
 import { loadCaDir } from '../../../src/ca/material.js';
 import { initCaDir } from '../../../src/ca/init.js';
 import { CaError } from '../../../src/errors/ca-error.js';
-import { LocalIssuer } from '../../../src/issuer/local.js';
+import { LocalIssuer, NameConstraintError } from '../../../src/issuer/local.js';
 import { IssuerRegistry } from '../../../src/issuer/registry.js';
 import { PolicyEngine } from '../../../src/policy/engine.js';
 import { policySchema } from '../../../src/policy/schema.js';
 import { derToPem, makeCsr, tamperSignature } from '../../fixtures/csr.js';
+import { nameConstraints, writeConstrainedCaDir } from '../../support/constrained-ca.js';
 
 const ID = 'spiffe://cluster.local/ns/default/sa/default';
 const BOOM = new Error('HSM unplugged');
@@ -220,5 +221,47 @@ describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s'
     expect(e.message).not.toContain('HSM');
     expect(e.cause).toBe(BOOM);
     expect(e.caller).toBe(ID);
+  });
+});
+
+describe('Authority.issue with a CA whose name constraints limit DNS names and IP addresses', () => {
+  let constrained: IssuerRegistry;
+  beforeAll(async () => {
+    const caDir = join(dir, 'constrained');
+    await writeConstrainedCaDir(caDir, nameConstraints({ uri: ['cluster.local'], dns: ['.svc.example.com'], ip: ['10.0.0.0/8'] }));
+    constrained = new IssuerRegistry([new LocalIssuer('default', loadCaDir(caDir))]);
+  });
+
+  // The policy allows more than the CA can certify: the CA's constraints still decide.
+  const engine = new PolicyEngine(policySchema.parse({ default: { extraSans: { dns: ['{serviceAccount}.{namespace}.svc.example.com', '{namespace}.example.org'], ip: ['0.0.0.0/0'] } } }));
+  const issue = (csrPem: string, mode: 'pool' | 'inline'): Promise<IssuedCertificate> =>
+    new Authority({ authenticate: () => Promise.resolve(caller), issuers: () => constrained, policy: () => engine, options: { backdate: 0, defaultCluster: 'Kubernetes' }, signatures: mode }).issue(request(csrPem));
+
+  it.each(['pool', 'inline'] as const)('issues names the constraints allow (signatures: %s)', async (mode) => {
+    const { pem } = await makeCsr({ dns: ['default.default.svc.example.com'], ips: ['10.1.2.3'] });
+    const leaf = new X509Certificate((await issue(pem, mode)).chain[0]!);
+    expect(leaf.subjectAltName).toBe(`URI:${ID}, DNS:default.default.svc.example.com, IP Address:10.1.2.3`);
+  });
+
+  it.each([
+    ['a DNS name', { dns: ['default.example.org'] }, 'DNS name default.example.org (permitted only: ".svc.example.com")'],
+    ['an IP address', { ips: ['192.168.0.1'] }, 'IP address 192.168.0.1 (permitted only: "10.0.0.0/8")'],
+  ])('refuses %s the policy allows but the CA cannot certify, as CSR_FORBIDDEN_EXTENSION naming it', async (_what, sans, why) => {
+    const { pem } = await makeCsr(sans);
+    const e = await refusal(issue(pem, 'pool'));
+    expect(e.code).toBe('CSR_FORBIDDEN_EXTENSION');
+    expect(e.message).toBe(
+      `the CSR requests names that rule "default" allows but the signing CA "default" cannot certify (clients would refuse the certificate): "CN=constrained intermediate" has name constraints that exclude ${why}; request without them`,
+    );
+    expect(e.caller).toBe(ID);
+  });
+
+  it('LocalIssuer.sign refuses such names too (a caller that skipped the check signs nothing)', () => {
+    const issuer = constrained.default;
+    const spki = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });
+    const req = { spki, uris: [ID], dnsNames: ['a.example.org'], notBefore: new Date(), notAfter: new Date(Date.now() + 60_000) };
+    expect(() => issuer.sign(req)).toThrow(NameConstraintError);
+    expect(() => issuer.sign(req)).toThrow(/issuer default cannot sign these names, clients would refuse the certificate: "CN=constrained intermediate" has name constraints that exclude DNS name a\.example\.org/);
+    expect(issuer.sign({ ...req, dnsNames: ['a.svc.example.com'] }).serial).toMatch(/^[0-9a-f]+$/);
   });
 });

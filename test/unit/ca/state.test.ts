@@ -8,8 +8,7 @@ import { initCaDir } from '../../../src/ca/init.js';
 import { loadCaState } from '../../../src/ca/state.js';
 import { parseConfig } from '../../../src/config/load.js';
 import { createLogger } from '../../../src/log/logger.js';
-import { explicitTag, implicitPrimitive, sequence } from '../../../src/x509/der.js';
-import { x509 } from '../../fixtures/csr.js';
+import { nameConstraints, writeConstrainedCaDir } from '../../support/constrained-ca.js';
 
 const DAY_MS = 86_400_000;
 let base: string;
@@ -58,33 +57,7 @@ describe('loadCaState', () => {
 
 describe('loadCaState and trust-domain aliases', () => {
   /** A CA directory whose intermediate's name constraints permit URIs in `permitted` only. */
-  async function constrainedCa(dir: string, permitted: string): Promise<void> {
-    const alg = { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams;
-    const gen = { name: 'ECDSA', namedCurve: 'P-256' } as EcKeyGenParams;
-    const validity = { notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 30 * DAY_MS) };
-    const caExtensions = [new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true)];
-    const rootKeys = (await crypto.subtle.generateKey(gen, true, ['sign', 'verify'])) as CryptoKeyPair;
-    const root = await x509.X509CertificateGenerator.createSelfSigned({ serialNumber: '01', name: 'CN=constrained root', keys: rootKeys, signingAlgorithm: alg, extensions: [...caExtensions, await x509.SubjectKeyIdentifierExtension.create(rootKeys.publicKey)], ...validity });
-    const keys = (await crypto.subtle.generateKey(gen, true, ['sign', 'verify'])) as CryptoKeyPair;
-    // NameConstraints: permittedSubtrees [0] holding one uniformResourceIdentifier [6].
-    const constraints = new x509.Extension('2.5.29.30', true, new Uint8Array(sequence(explicitTag(0, sequence(implicitPrimitive(6, Buffer.from(permitted, 'latin1')))))));
-    const inter = await x509.X509CertificateGenerator.create({
-      serialNumber: '02',
-      subject: 'CN=constrained intermediate',
-      issuer: root.subjectName,
-      publicKey: keys.publicKey,
-      signingKey: rootKeys.privateKey,
-      signingAlgorithm: alg,
-      extensions: [new x509.BasicConstraintsExtension(true, 0, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true), constraints, await x509.SubjectKeyIdentifierExtension.create(keys.publicKey), await x509.AuthorityKeyIdentifierExtension.create(root)],
-      ...validity,
-    });
-    const pkcs8 = Buffer.from(await crypto.subtle.exportKey('pkcs8', keys.privateKey)).toString('base64');
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'root-cert.pem'), `${root.toString('pem')}\n`);
-    writeFileSync(join(dir, 'ca-cert.pem'), `${inter.toString('pem')}\n`);
-    writeFileSync(join(dir, 'cert-chain.pem'), `${inter.toString('pem')}\n${root.toString('pem')}\n`);
-    writeFileSync(join(dir, 'ca-key.pem'), `-----BEGIN PRIVATE KEY-----\n${pkcs8.match(/.{1,64}/g)!.join('\n')}\n-----END PRIVATE KEY-----\n`, { mode: 0o600 });
-  }
+  const constrainedCa = (dir: string, permitted: string): Promise<void> => writeConstrainedCaDir(dir, nameConstraints({ uri: [permitted] }));
 
   it('self-tests every alias too: a CA whose name constraints permit only the primary trust domain is refused with the alias named', async () => {
     const dir = join(base, 'constrained');
@@ -93,6 +66,21 @@ describe('loadCaState and trust-domain aliases', () => {
     await expect(loadCaState(parseConfig({ dataDir: join(base, 'data'), ca: { dir } }), quiet)).resolves.toBeDefined();
     const aliased = parseConfig({ dataDir: join(base, 'data'), ca: { dir }, trustDomainAliases: ['old.example'] });
     await expect(loadCaState(aliased, quiet)).rejects.toThrow(/spiffe:\/\/old\.example\/ns\/meshcert-self-test\/sa\/probe/);
+  });
+});
+
+describe('loadCaState and the serving certificate\'s names', () => {
+  it('refuses a default CA whose name constraints leave out server.tls.dnsNames or ipAddresses, unless meshcert serves files', async () => {
+    const dir = join(base, 'dns-constrained');
+    await writeConstrainedCaDir(dir, nameConstraints({ uri: ['cluster.local'], dns: ['meshcert.svc'], ip: ['10.0.0.0/8'] }));
+    const quiet = createLogger('silent');
+    const config = (tls: Record<string, unknown>) => parseConfig({ dataDir: join(base, 'data'), ca: { dir }, server: { tls } });
+    // The default names (localhost, 127.0.0.1, ::1) are outside the constraints.
+    await expect(loadCaState(config({}), quiet)).rejects.toThrow(
+      'server.tls.dnsNames/ipAddresses: the default CA cannot certify the serving certificate\'s names, so agents would refuse the TLS handshake: "CN=constrained intermediate" has name constraints that exclude DNS name localhost (permitted only: "meshcert.svc"); "CN=constrained intermediate" has name constraints that exclude IP address 127.0.0.1 (permitted only: "10.0.0.0/8"); "CN=constrained intermediate" has name constraints that exclude IP address ::1 (permitted only: "10.0.0.0/8"); list names the CA allows, or give server.tls.certFile and keyFile',
+    );
+    await expect(loadCaState(config({ dnsNames: ['meshcert.svc', 'ca.meshcert.svc'], ipAddresses: ['10.0.0.7'] }), quiet)).resolves.toBeDefined();
+    await expect(loadCaState(config({ certFile: join(dir, 'serving.pem'), keyFile: join(dir, 'serving-key.pem') }), quiet)).resolves.toBeDefined();
   });
 });
 

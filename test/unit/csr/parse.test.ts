@@ -2,7 +2,7 @@ import { createPrivateKey, sign, verify, webcrypto } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CaError } from '../../../src/errors/ca-error.js';
 import type { CaErrorCode } from '../../../src/errors/ca-error.js';
-import { MAX_CSR_SIZE, decodeCsrDer, ipv6ToText, parseCsrDer, parseCsrPem, verifyCsrProof, verifyCsrProofAsync } from '../../../src/csr/parse.js';
+import { MAX_CSR_SIZE, decodeCsrDer, parseCsrDer, parseCsrPem, verifyCsrProof, verifyCsrProofAsync } from '../../../src/csr/parse.js';
 import type { ParsedCsr } from '../../../src/csr/types.js';
 import { derToPem, hasOpenssl, makeCsr, makeKeys, makeOpensslCsr, tamperSignature, x509 } from '../../fixtures/csr.js';
 import type { CsrKeyType, OpensslKeyType } from '../../fixtures/csr.js';
@@ -430,22 +430,5 @@ describe.runIf(hasOpenssl())('parseCsrPem: cross-check with the openssl CLI', ()
   it('rejects a tampered openssl CSR as CSR_BAD_SIGNATURE', () => {
     const { der } = makeOpensslCsr({ key: 'rsa2048' });
     expectCaError(() => parseCsrDer(tamperSignature(der)), 'CSR_BAD_SIGNATURE');
-  });
-});
-
-describe('ipv6ToText', () => {
-  const hex = (s: string): Uint8Array => Buffer.from(s.replace(/:/g, ''), 'hex');
-  it.each([
-    ['2001:0db8:0000:0000:0000:0000:0000:0001', '2001:db8::1'],
-    ['0000:0000:0000:0000:0000:0000:0000:0000', '::'],
-    ['0000:0000:0000:0000:0000:0000:0000:0001', '::1'],
-    ['2001:0db8:0000:0001:0000:0000:0000:0001', '2001:db8:0:1::1'],
-    ['2001:0db8:0000:0000:0001:0000:0000:0001', '2001:db8::1:0:0:1'],
-    ['2001:0db8:0001:0001:0001:0001:0000:0001', '2001:db8:1:1:1:1:0:1'],
-    ['fe80:0000:0000:0000:0000:0000:0000:0000', 'fe80::'],
-    ['0000:0000:0000:0000:0000:ffff:c000:0201', '::ffff:192.0.2.1'],
-    ['ABCD:EF01:2345:6789:ABCD:EF01:2345:6789', 'abcd:ef01:2345:6789:abcd:ef01:2345:6789'],
-  ])('formats %s as %s (RFC 5952)', (input, expected) => {
-    expect(ipv6ToText(hex(input))).toBe(expected);
   });
 });

@@ -4,57 +4,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { x509 } from '../../fixtures/csr.js';
-import { explicitTag, implicitPrimitive, sequence } from '../../../src/x509/der.js';
 import { pathConstraintProblems, type PathCert } from '../../../src/x509/path-constraints.js';
+import { caCert, leafCert, nameConstraints, type CaNode as Node } from '../../support/constrained-ca.js';
 
-const ALG = { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams;
-const GEN = { name: 'ECDSA', namedCurve: 'P-256' } as EcKeyGenParams;
 const URI = 'spiffe://cluster.local/ns/a/sa/b';
-const now = Date.now();
-const validity = { notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) };
-
-interface Node {
-  cert: x509.X509Certificate;
-  keys: CryptoKeyPair;
-}
 
 let dir: string;
 let root: Node;
 let n = 0;
 
-async function ca(parent: Node | undefined, subject: string, extra: x509.Extension[] = [], pathLength?: number): Promise<Node> {
-  const keys = (await crypto.subtle.generateKey(GEN, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const extensions = [new x509.BasicConstraintsExtension(true, pathLength, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true), ...extra];
-  const cert = parent
-    ? await x509.X509CertificateGenerator.create({ serialNumber: `0${++n}`, subject, issuer: parent.cert.subjectName, publicKey: keys.publicKey, signingKey: parent.keys.privateKey, signingAlgorithm: ALG, extensions, ...validity })
-    : await x509.X509CertificateGenerator.createSelfSigned({ serialNumber: `0${++n}`, name: subject, keys, signingAlgorithm: ALG, extensions, ...validity });
-  return { cert, keys };
-}
-
-async function leaf(parent: Node): Promise<x509.X509Certificate> {
-  const keys = (await crypto.subtle.generateKey(GEN, true, ['sign', 'verify'])) as CryptoKeyPair;
-  return x509.X509CertificateGenerator.create({
-    serialNumber: `0${++n}`,
-    subject: '',
-    issuer: parent.cert.subjectName,
-    publicKey: keys.publicKey,
-    signingKey: parent.keys.privateKey,
-    signingAlgorithm: ALG,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
-      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: URI }], true),
-    ],
-    ...validity,
-  });
-}
-
-/** NameConstraints with URI subtrees: permitted [0], excluded [1]. */
-function uriConstraints(permitted: string[], excluded: string[] = []): x509.Extension {
-  const subtrees = (tag: number, names: string[]) => (names.length ? [explicitTag(tag, ...names.map((u) => sequence(implicitPrimitive(6, Buffer.from(u, 'latin1')))))] : []);
-  return new x509.Extension('2.5.29.30', true, new Uint8Array(sequence(...subtrees(0, permitted), ...subtrees(1, excluded))));
-}
+const ca = caCert;
+const leaf = (parent: Node): Promise<x509.X509Certificate> => leafCert(parent, { uris: [URI] });
+const uriConstraints = (permitted: string[], excluded: string[] = []): x509.Extension => nameConstraints({ uri: permitted }, { uri: excluded });
 
 /** Our verdict on leaf ← chain (signing CA first) ← root, and openssl's. */
 async function judge(chain: Node[]): Promise<{ problems: string[]; openssl: string }> {
@@ -70,7 +31,7 @@ async function judge(chain: Node[]): Promise<{ problems: string[]; openssl: stri
   } catch (e) {
     openssl = `${(e as { stdout?: string }).stdout ?? ''}${(e as { stderr?: string }).stderr ?? ''}`;
   }
-  return { problems: pathConstraintProblems(path, [URI]), openssl };
+  return { problems: pathConstraintProblems(path, { uris: [URI] }), openssl };
 }
 
 beforeAll(async () => {

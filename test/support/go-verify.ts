@@ -1,0 +1,62 @@
+/**
+ * Builds test/interop/go-verify (Go's crypto/x509 chain verification, standard library only) and
+ * runs it. Without the go command the tests that use it are skipped locally and say why; under
+ * CI that is a failure.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isCi } from './ci.js';
+import { goBuild } from './go-build.js';
+
+const SOURCE = join(import.meta.dirname, '..', 'interop', 'go-verify');
+
+export interface ChainToVerify {
+  readonly root: string;
+  readonly intermediates: string;
+  readonly leaf: string;
+}
+
+export interface GoVerdict {
+  readonly ok: boolean;
+  readonly error?: string;
+}
+
+export interface GoVerifier {
+  /** Go's verdict on each chain (PEM), in order: one process for all. */
+  verify(chains: readonly ChainToVerify[]): GoVerdict[];
+  remove(): void;
+}
+
+/** Why Go cannot be used here, or undefined. Throws under CI instead: CI must run these checks. */
+export function goVerifierUnavailable(): string | undefined {
+  try {
+    execFileSync('go', ['version'], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    const msg = 'the go command is not installed (Debian: golang-go); the checks against Go\'s crypto/x509 need it';
+    if (isCi()) throw new Error(`${msg} (CI must run them)`);
+    console.warn(`[meshcert test setup] ${msg}; they are skipped.`);
+    return msg;
+  }
+}
+
+export async function buildGoVerifier(): Promise<GoVerifier> {
+  const dir = mkdtempSync(join(tmpdir(), 'meshcert-go-verify-'));
+  const bin = join(dir, 'go-verify');
+  try {
+    await goBuild(SOURCE, bin);
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    verify(chains) {
+      const input = chains.map((c) => JSON.stringify(c)).join('\n') + '\n';
+      const out = execFileSync(bin, [], { input, encoding: 'utf8', timeout: 30_000 });
+      return out.trim().split('\n').map((l) => JSON.parse(l) as GoVerdict);
+    },
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}

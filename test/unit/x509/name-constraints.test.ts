@@ -1,0 +1,118 @@
+/**
+ * meshcert's verdict on a leaf's names under a CA's name constraints, against Go's crypto/x509
+ * (test/interop/go-verify) and `openssl verify` on the same chain. The leaves are built with
+ * @peculiar/x509, so the verifiers judge names meshcert did not encode.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ipToBytes } from '../../../src/x509/leaf.js';
+import { pathConstraintProblems, type PathCert } from '../../../src/x509/path-constraints.js';
+import { caCert, leafCert, nameConstraints, type CaNode, type Subtrees } from '../../support/constrained-ca.js';
+import { buildGoVerifier, goVerifierUnavailable, type GoVerifier } from '../../support/go-verify.js';
+
+const URI = 'spiffe://cluster.local/ns/a/sa/b';
+
+type Verdict = 'ok' | 'refused';
+
+interface Case {
+  readonly what: string;
+  readonly permitted?: Subtrees;
+  readonly excluded?: Subtrees;
+  readonly critical?: boolean;
+  readonly dnsNames?: string[];
+  readonly ipAddresses?: string[];
+  /** meshcert's verdict; Go's and OpenSSL's are the same unless given. */
+  readonly ours: Verdict;
+  /** 'either': depends on the Go release (see the wildcard case). */
+  readonly go?: Verdict | 'either';
+  readonly openssl?: Verdict;
+}
+
+const CASES: Case[] = [
+  { what: 'DNS: a subdomain of a permitted domain', permitted: { dns: ['example.com'] }, dnsNames: ['a.example.com'], ours: 'ok' },
+  { what: 'DNS: the permitted domain itself', permitted: { dns: ['example.com'] }, dnsNames: ['example.com'], ours: 'ok' },
+  { what: 'DNS: labels compare case-insensitively', permitted: { dns: ['EXAMPLE.com'] }, dnsNames: ['a.Example.COM'], ours: 'ok' },
+  { what: 'DNS: another domain', permitted: { dns: ['example.com'] }, dnsNames: ['example.org'], ours: 'refused' },
+  { what: 'DNS: a suffix that is not a label boundary', permitted: { dns: ['example.com'] }, dnsNames: ['badexample.com'], ours: 'refused' },
+  { what: 'DNS: one allowed name and one not', permitted: { dns: ['example.com'] }, dnsNames: ['a.example.com', 'a.example.org'], ours: 'refused' },
+  { what: 'DNS: ".domain" does not permit the domain itself', permitted: { dns: ['.example.com'] }, dnsNames: ['example.com'], ours: 'refused' },
+  { what: 'DNS: ".domain" permits deeper subdomains', permitted: { dns: ['.example.com'] }, dnsNames: ['a.b.example.com'], ours: 'ok' },
+  { what: 'DNS: below an excluded subdomain', permitted: { dns: ['example.com'] }, excluded: { dns: ['bad.example.com'] }, dnsNames: ['x.bad.example.com'], ours: 'refused' },
+  { what: 'DNS: beside an excluded subdomain', permitted: { dns: ['example.com'] }, excluded: { dns: ['bad.example.com'] }, dnsNames: ['good.example.com'], ours: 'ok' },
+  { what: 'DNS: a wildcard under a permitted domain', permitted: { dns: ['example.com'] }, dnsNames: ['*.example.com'], ours: 'ok' },
+  // CVE-2025-61727: Go 1.24.11 / 1.25.5 and later refuse it, older Go and OpenSSL accept it.
+  { what: 'DNS: a wildcard covering an excluded subdomain', permitted: { dns: ['example.com'] }, excluded: { dns: ['bad.example.com'] }, dnsNames: ['*.example.com'], ours: 'refused', go: 'either', openssl: 'ok' },
+  { what: 'DNS: only URI constraints (another type) leave DNS names free', permitted: { uri: ['cluster.local'] }, dnsNames: ['anything.example.org'], ours: 'ok' },
+  { what: 'DNS and URI permitted together', permitted: { uri: ['cluster.local'], dns: ['example.com'] }, dnsNames: ['a.example.com'], ours: 'ok' },
+  { what: 'IP: inside a permitted IPv4 range', permitted: { ip: ['10.0.0.0/8'] }, ipAddresses: ['10.1.2.3'], ours: 'ok' },
+  { what: 'IP: outside a permitted IPv4 range', permitted: { ip: ['10.0.0.0/8'] }, ipAddresses: ['192.168.1.1'], ours: 'refused' },
+  // 32.1.0.0/16 is 0x2001 as the first octets of 2001:db8::1: only the length tells them apart.
+  { what: 'IP: an IPv6 address under IPv4 ranges only', permitted: { ip: ['32.1.0.0/16'] }, ipAddresses: ['2001:db8::1'], ours: 'refused' },
+  { what: 'IP: inside an excluded range', excluded: { ip: ['10.0.0.0/8'] }, ipAddresses: ['10.0.0.1'], ours: 'refused' },
+  { what: 'IP: outside an excluded range', excluded: { ip: ['10.0.0.0/8'] }, ipAddresses: ['192.168.0.1'], ours: 'ok' },
+  { what: 'IP: inside a permitted IPv6 range', permitted: { ip: ['2001:db8::/32'] }, ipAddresses: ['2001:db8::5'], ours: 'ok' },
+  { what: 'IP: outside a permitted IPv6 range', permitted: { ip: ['2001:db8::/32'] }, ipAddresses: ['2001:db9::1'], ours: 'refused' },
+  { what: 'IP: DNS constraints (another type) leave addresses free', permitted: { dns: ['example.com'] }, ipAddresses: ['10.0.0.1'], ours: 'ok' },
+  // Go reads no directoryName constraint: a critical extension holding one refuses every leaf.
+  { what: 'critical directoryName constraints (Go does not support them)', permitted: { directoryName: ['O=Example'] }, dnsNames: ['a.example.com'], ours: 'refused', openssl: 'ok' },
+  { what: 'non-critical directoryName constraints (Go ignores them)', permitted: { directoryName: ['O=Example'] }, critical: false, dnsNames: ['a.example.com'], ours: 'ok' },
+];
+
+const unavailable = goVerifierUnavailable();
+let go: GoVerifier | undefined;
+let dir: string;
+let root: CaNode;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'meshcert-nc-'));
+  root = await caCert(undefined, 'CN=nc root');
+  if (!unavailable) go = await buildGoVerifier();
+}, 300_000);
+afterAll(() => {
+  go?.remove();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function openssl(rootPem: string, chainPem: string, leafPem: string, name: string): Verdict {
+  const f = (part: string, pem: string): string => {
+    const file = join(dir, `${name}-${part}.pem`);
+    writeFileSync(file, pem);
+    return file;
+  };
+  try {
+    execFileSync('openssl', ['verify', '-purpose', 'sslclient', '-CAfile', f('root', rootPem), '-untrusted', f('chain', chainPem), f('leaf', leafPem)], { stdio: 'pipe' });
+    return 'ok';
+  } catch {
+    return 'refused';
+  }
+}
+
+describe('name constraints on DNS names and IP addresses: meshcert, Go and OpenSSL', () => {
+  it.each(CASES.map((c, i) => [c.what, c, i] as const))('%s', async (_what, c, i) => {
+    const inter = await caCert(root, `CN=nc ${i}`, [nameConstraints(c.permitted ?? {}, c.excluded ?? {}, c.critical ?? true)], 0);
+    const leaf = await leafCert(inter, { uris: [URI], dnsNames: c.dnsNames, ipAddresses: c.ipAddresses });
+    const path: PathCert[] = [leaf, inter.cert, root.cert].map((x) => ({ der: new Uint8Array(x.rawData), name: x.subject }));
+    const problems = pathConstraintProblems(path, { uris: [URI], dnsNames: c.dnsNames ?? [], ipAddresses: (c.ipAddresses ?? []).map(ipToBytes) });
+    expect(problems.length === 0 ? 'ok' : 'refused', problems.join('; ')).toBe(c.ours);
+    expect(openssl(root.cert.toString('pem'), inter.cert.toString('pem'), leaf.toString('pem'), `case-${i}`)).toBe(c.openssl ?? c.ours);
+    if (go) {
+      const [verdict] = go.verify([{ root: root.cert.toString('pem'), intermediates: inter.cert.toString('pem'), leaf: leaf.toString('pem') }]);
+      const expected = c.go ?? c.ours;
+      if (expected !== 'either') expect(verdict!.ok ? 'ok' : 'refused', verdict!.error).toBe(expected);
+    }
+  });
+
+  it('names every name refused and why, with the CA that refuses it', async () => {
+    const inter = await caCert(root, 'CN=nc messages', [nameConstraints({ dns: ['.example.com'], ip: ['10.0.0.0/8'] }, { dns: ['bad.example.com'] })], 0);
+    const leaf = await leafCert(inter, { uris: [URI], dnsNames: ['a.bad.example.com', 'ok.example.com', 'example.org'], ipAddresses: ['192.168.0.1'] });
+    const path: PathCert[] = [leaf, inter.cert, root.cert].map((x) => ({ der: new Uint8Array(x.rawData), name: x.subject }));
+    expect(pathConstraintProblems(path, { uris: [URI], dnsNames: ['a.bad.example.com', 'ok.example.com', 'example.org'], ipAddresses: [ipToBytes('192.168.0.1')] })).toEqual([
+      '"CN=nc messages" has name constraints that exclude DNS name a.bad.example.com (excluded: "bad.example.com")',
+      '"CN=nc messages" has name constraints that exclude DNS name example.org (permitted only: ".example.com")',
+      '"CN=nc messages" has name constraints that exclude IP address 192.168.0.1 (permitted only: "10.0.0.0/8")',
+    ]);
+  });
+});
