@@ -19,7 +19,7 @@ import { CaError, ConfigError } from './errors/ca-error.js';
 import { assertServable } from './config/servable.js';
 import { usableCpus } from './runtime/cpus.js';
 import { fanOut, type IssuanceObserver } from './authority/observer.js';
-import { certificateAdmission, createCertificateHandler } from './grpc/certificate-service.js';
+import { certificateAdmission, certificateShed, createCertificateHandler } from './grpc/certificate-service.js';
 import { inventoryObserver, type RecordSink } from './inventory/sink.js';
 import { zeroSeries, type CaMetrics } from './metrics/ca-metrics.js';
 import { HealthService } from './grpc/health.js';
@@ -276,7 +276,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     .unary(
       methodCodec<IstioCertificateRequestMsg, IstioCertificateResponseMsg>(CERTIFICATE_SERVICE, 'CreateCertificate'),
       createCertificateHandler(certificates),
-      { admit: certificateAdmission(certificates, admit) },
+      { admit: certificateAdmission(certificates, admit), shed: certificateShed(certificates) },
     )
     .unary(methodCodec<HealthCheckRequest, HealthCheckResponse>(HEALTH_SERVICE, 'Check'), (req) => health.check(req))
     .serverStream(methodCodec<HealthCheckRequest, HealthCheckResponse>(HEALTH_SERVICE, 'Watch'), (req, _call, stream) => health.watch(req, stream));

@@ -5,8 +5,8 @@ import { CaError, SigningKeyPendingError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import { GrpcStatusError, Status } from './codes.js';
 import { flattenMetadata, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from './proto.js';
-import type { Admission, CallInfo } from './server.js';
-import { toGrpcFailure } from './status.js';
+import type { Admission, CallInfo, Shed } from './server.js';
+import { toGrpcFailure, type GrpcFailure } from './status.js';
 
 export type { CallContext, IssuanceObserver };
 
@@ -84,8 +84,24 @@ export function certificateAdmission(deps: Pick<CertificateServiceDeps, 'logger'
   };
 }
 
+/**
+ * A CreateCertificate call the transport refused while its request was still arriving (see
+ * `Shed`): logged and observed as the OVERLOADED refusal it is, like one Admission refuses, so
+ * the log, the metrics and the audit count every UNAVAILABLE sent.
+ */
+export function certificateShed(deps: Pick<CertificateServiceDeps, 'logger' | 'observer'>): Shed {
+  return (details, call) => {
+    report(deps, new CaError('OVERLOADED', details), { clusterId: headerString(call.headers.clusterid), latencyMs: 0, peer: call.peer });
+  };
+}
+
 /** One refusal: its log line and observers, then the gRPC status (toGrpcFailure is the one mapping). */
 function refuse(deps: Pick<CertificateServiceDeps, 'logger' | 'observer'>, err: unknown, ctx: CallContext): never {
+  const failure = report(deps, err, ctx);
+  throw new GrpcStatusError(failure.code, failure.details);
+}
+
+function report(deps: Pick<CertificateServiceDeps, 'logger' | 'observer'>, err: unknown, ctx: CallContext): GrpcFailure {
   const { logger, observer } = deps;
   const failure = toGrpcFailure(err);
   const caller = err instanceof CaError ? err.caller : undefined;
@@ -96,7 +112,7 @@ function refuse(deps: Pick<CertificateServiceDeps, 'logger' | 'observer'>, err: 
   else if (failure.reason === 'AUTH_BACKEND_UNAVAILABLE' && !(err instanceof SigningKeyPendingError)) logger.warn({ err, code: failure.reason }, 'authentication backend unavailable');
   logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, caller, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
   observer?.refused(failure.reason, failure.details, c);
-  throw new GrpcStatusError(failure.code, failure.details);
+  return failure;
 }
 
 function authRequestFrom(call: CallInfo): AuthRequest {

@@ -60,6 +60,8 @@ export type ConnectionShedReason = (typeof CONNECTION_SHED_REASONS)[number];
 interface Upload {
   readonly started: number;
   readonly fail: (code: StatusCode, details: string) => void;
+  /** Refuses the call with UNAVAILABLE, told to the route's Shed first. */
+  readonly shed: (details: string) => void;
   /** Bytes of the request received so far (held in memory until it is complete). */
   bytes: number;
   /** performance.now() of its last data. */
@@ -139,6 +141,13 @@ export type UnaryHandler<Req, Res> = (request: Req, call: CallInfo) => Promise<R
  */
 export type Admission = (requestBytes: number, call: CallInfo) => () => void;
 
+/**
+ * Told of a unary call the transport refuses with UNAVAILABLE while its request is still
+ * arriving (server-wide maxUploadBytes), so the route can log and count it as it does the calls
+ * its Admission refuses. The transport sends the status.
+ */
+export type Shed = (details: string, call: CallInfo) => void;
+
 export interface ServerStream<Res> {
   write(response: Res): void;
   /** Ends the call with OK. */
@@ -148,7 +157,7 @@ export interface ServerStream<Res> {
 export type ServerStreamHandler<Req, Res> = (request: Req, call: CallInfo, stream: ServerStream<Res>) => void;
 
 type Route =
-  | { kind: 'unary'; codec: MethodCodec<unknown, unknown>; handler: UnaryHandler<unknown, unknown>; admit: Admission | undefined }
+  | { kind: 'unary'; codec: MethodCodec<unknown, unknown>; handler: UnaryHandler<unknown, unknown>; admit: Admission | undefined; shed: Shed | undefined }
   | { kind: 'stream'; codec: MethodCodec<unknown, unknown>; handler: ServerStreamHandler<unknown, unknown> };
 
 interface Peer {
@@ -360,8 +369,8 @@ export class GrpcServer {
     this.shed.idleSessions = 0;
   }
 
-  unary<Req, Res>(codec: MethodCodec<Req, Res>, handler: UnaryHandler<Req, Res>, options: { admit?: Admission } = {}): this {
-    this.routes.set(codec.path, { kind: 'unary', codec, handler, admit: options.admit } as unknown as Route);
+  unary<Req, Res>(codec: MethodCodec<Req, Res>, handler: UnaryHandler<Req, Res>, options: { admit?: Admission; shed?: Shed } = {}): this {
+    this.routes.set(codec.path, { kind: 'unary', codec, handler, admit: options.admit, shed: options.shed } as unknown as Route);
     return this;
   }
 
@@ -437,7 +446,7 @@ export class GrpcServer {
         // unless it has taken SLOW_UPLOAD_MS already: trickling a byte a second must not hold memory.
         if (other === stream || u.bytes === 0 || (now - u.lastData < STALLED_UPLOAD_MS && now - u.started < slow)) continue;
         this.endUpload(other);
-        u.fail(Status.UNAVAILABLE, 'the request stalled while the server needed its memory for others; retry');
+        u.shed('the request stalled while the server needed its memory for others; retry');
       }
       // One upload alone always gets in (as admission always admits one call).
       if (this.uploadBytes + n > max && this.uploadBytes > upload.bytes) return false;
@@ -537,7 +546,12 @@ export class GrpcServer {
           }, timeoutMs);
     // Until its request is complete the stream is an upload: swept for server.requestReadTimeout,
     // and (with memory pressure) no reason to keep its connection.
-    const upload: Upload = { started: performance.now(), fail, bytes: 0, lastData: 0 };
+    const shed = (details: string): void => {
+      if (done) return;
+      if (route.kind === 'unary') route.shed?.(details, this.callInfo(stream, headers, cancelled));
+      fail(Status.UNAVAILABLE, details);
+    };
+    const upload: Upload = { started: performance.now(), fail, shed, bytes: 0, lastData: 0 };
     this.uploads.set(stream, upload);
     const activity = stream.session ? this.activity.get(stream.session) : undefined;
     if (activity) activity.lastActive = upload.started;
@@ -564,7 +578,7 @@ export class GrpcServer {
     stream.on('data', (chunk: Buffer) => {
       if (done) return;
       if (!this.holdUpload(stream, upload, chunk.length)) {
-        return fail(Status.UNAVAILABLE, 'the CA is busy (too many certificate requests in flight); retry with backoff');
+        return shed('the CA is busy (too many certificate requests in flight); retry with backoff');
       }
       try {
         body.push(chunk);

@@ -229,7 +229,9 @@ describe('server.requestReadTimeout', () => {
 
 describe('server maxUploadBytes (requests still arriving)', () => {
   it('refuses data past the bound while every upload is fresh, then drops the oldest stalled one to make room; complete requests go on', async () => {
-    const { server: s, port: p, ca: pem } = await echoServer({ maxUploadBytes: 30_000 });
+    // The route is told of each call shed (CreateCertificate logs and counts them).
+    const told: Array<[string, string]> = [];
+    const { server: s, port: p, ca: pem } = await testServer({ maxUploadBytes: 30_000 }, (srv) => srv.unary(codec, (r) => r, { shed: (details, call) => void told.push([details, call.peer.replace(/:\d+$/, '')]) }));
     const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
     try {
       const session = connections.open(p, pem);
@@ -263,6 +265,9 @@ describe('server maxUploadBytes (requests still arriving)', () => {
       fourth.stream.end(Buffer.alloc(12_005));
       expect((await fourth.reply).grpcStatus).toBe(Status.OK);
       expect((await second.reply).grpcStatus).toBe(Status.UNAVAILABLE);
+      const busy = 'the CA is busy (too many certificate requests in flight); retry with backoff';
+      const stalled = 'the request stalled while the server needed its memory for others; retry';
+      expect(told).toEqual([busy, stalled, stalled].map((d) => [d, '127.0.0.1']));
       session.destroy();
     } finally {
       await s.shutdown();

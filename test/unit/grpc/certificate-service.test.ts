@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { Authority, CertificateRequest } from '../../../src/authority/authority.js';
 import { CaError, SigningKeyPendingError } from '../../../src/errors/ca-error.js';
-import { createCertificateHandler } from '../../../src/grpc/certificate-service.js';
+import { certificateShed, createCertificateHandler } from '../../../src/grpc/certificate-service.js';
 import { Status } from '../../../src/grpc/codes.js';
 import type { CallInfo } from '../../../src/grpc/server.js';
 import { createLogger } from '../../../src/log/logger.js';
@@ -53,5 +53,20 @@ describe('createCertificateHandler', () => {
     const warnings = lines.join('').split('\n').filter((l) => l.includes('"msg":"authentication backend unavailable"'));
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toContain('API server down');
+  });
+});
+
+describe('certificateShed', () => {
+  it('logs and observes a call the transport shed while its request arrived as an OVERLOADED refusal (UNAVAILABLE), as Admission does', async () => {
+    const lines: string[] = [];
+    const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
+    const refused: Array<[string, string, string | undefined]> = [];
+    const observer = { issued: () => {}, refused: (reason: string, details: string, c: { clusterId?: string }) => void refused.push([reason, details, c.clusterId]) };
+    const call: CallInfo = { headers: { clusterid: 'east' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificate: undefined, cancelled: () => false };
+    certificateShed({ logger, observer })('the request stalled; retry', call);
+    expect(refused).toEqual([['OVERLOADED', 'the request stalled; retry', 'east']]);
+    await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
+    // What the bench counts as an UNAVAILABLE the server sent.
+    expect(lines.join('')).toContain(`"decision":"refused","code":"OVERLOADED","grpcCode":${Status.UNAVAILABLE},"reason":"the request stalled; retry"`);
   });
 });
