@@ -321,6 +321,8 @@ async function main(): Promise<void> {
       // drop the earlier rows' requests and collect now, so that a collection of them does not
       // run during the storm.
       for (const reqs of [rsaReqs, ecReqs, mixReqs]) reqs.length = 0;
+      await sleep(1000); // logs are flushed every 250 ms: count only the storm's lines
+      const unavailableLogged0 = srv.countLog(UNAVAILABLE);
       await settleDriver();
       startPhase();
       let stormCpu0 = 0;
@@ -345,6 +347,10 @@ async function main(): Promise<void> {
       }
       const stormCpu = srv.cpuSeconds() - stormCpu0;
       endPhase('storm');
+      await sleep(1000); // let the log catch up
+      // A client reports a connection lost or reset as UNAVAILABLE too: the server's log tells
+      // the calls it answered so (shed, overloaded) from those that got no answer.
+      const unavailableAnswered = srv.countLog(UNAVAILABLE) - unavailableLogged0;
       results.storm = {
         identities: stormCalls.length,
         connections: stormConnections,
@@ -353,6 +359,10 @@ async function main(): Promise<void> {
         // UNAVAILABLE answers, each retried unless its call had used up its retries (then it is
         // also in failedAfterRetries).
         unavailableRetried: storm.unavailable,
+        // Of those, the UNAVAILABLE the server answered (its log), and the calls that got no
+        // status from it (connection closed or reset: a worker lost, a connection shed).
+        unavailableAnswered,
+        transportFailures: Math.max(0, storm.unavailable - unavailableAnswered),
         // Every retry, of UNAVAILABLE or RESOURCE_EXHAUSTED.
         retries: storm.retries,
         // Calls that never got a certificate, whatever their last status: identities = served + failedAfterRetries.
