@@ -189,8 +189,16 @@ export class Authority {
     const issuer = registry.get(decision.issuer);
     const now = this.now();
     if (issuer.notAfter <= now) throw new CaError('ISSUER_UNAVAILABLE', `the signing CA "${issuer.name}" has expired; an operator must renew it`);
+    const sign: SignRequest = {
+      spki: csr.spki,
+      uris: [spiffeId],
+      dnsNames: decision.dnsNames,
+      ipAddresses: decision.ipAddresses,
+      notBefore: new Date(now.getTime() - this.deps.options.backdate * 1000),
+      notAfter: new Date(now.getTime() + decision.ttlSeconds * 1000),
+    };
     // Names the policy allows but the CA's chain may not certify: clients would refuse the leaf.
-    const refused = issuer.refusedNames(decision);
+    const refused = issuer.refusedNames(sign);
     if (refused.length > 0) {
       throw new CaError('CSR_FORBIDDEN_EXTENSION', `the CSR requests names that rule "${decision.rule}" allows but the signing CA "${issuer.name}" cannot certify (clients would refuse the certificate): ${refused.join('; ')}; request without them`);
     }
@@ -198,14 +206,7 @@ export class Authority {
       proof,
       issuer,
       rootBundlePem: registry.rootBundlePem,
-      sign: {
-        spki: csr.spki,
-        uris: [spiffeId],
-        dnsNames: decision.dnsNames,
-        ipAddresses: decision.ipAddresses,
-        notBefore: new Date(now.getTime() - this.deps.options.backdate * 1000),
-        notAfter: new Date(now.getTime() + decision.ttlSeconds * 1000),
-      },
+      sign,
       certificate: {
         caller,
         spiffeId,

@@ -48,9 +48,11 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
  */
 function checkServingNames(issuer: LocalIssuer, config: MeshcertConfig): void {
   if (config.server.tls.certFile) return;
-  const refused = issuer.refusedNames(config.server.tls);
+  const refused = issuer.refusedNames({ uris: [], ...config.server.tls });
   if (refused.length > 0) {
-    throw new ConfigError(`server.tls.dnsNames/ipAddresses: the default CA cannot certify the serving certificate's names, so agents would refuse the TLS handshake: ${refused.join('; ')}; list names the CA allows, or give server.tls.certFile and keyFile`);
+    throw new ConfigError(
+      `server.tls.dnsNames/ipAddresses (by default localhost, 127.0.0.1 and ::1): the default CA cannot certify the serving certificate's names, so agents would refuse the TLS handshake: ${refused.join('; ')}; set names the CA allows, or give server.tls.certFile and keyFile`,
+    );
   }
 }
 

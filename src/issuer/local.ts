@@ -60,14 +60,15 @@ export class LocalIssuer {
   }
 
   /**
-   * Why clients would refuse a leaf of this CA with these DNS names and IP addresses: a CA of the
-   * chain has name constraints that exclude them ([] when one path a client can build allows
-   * them all). The URI SANs are the trust domain's, checked once at load (selfTest).
+   * Why clients would refuse a leaf of this CA with DNS names or IP addresses: a CA of the chain
+   * has name constraints that exclude one of its names ([] when one path a client can build
+   * allows them all, its URIs included). Without DNS names and IP addresses there is nothing to
+   * check: the URIs are the trust domain's, checked at load (selfTest).
    */
-  refusedNames(req: Pick<SignRequest, 'dnsNames' | 'ipAddresses'>): string[] {
+  refusedNames(req: Pick<SignRequest, 'uris' | 'dnsNames' | 'ipAddresses'>): string[] {
     if (!req.dnsNames?.length && !req.ipAddresses?.length) return [];
-    this.constrainedPaths ??= this.caPaths().map((path) => pathNameConstraints(path.map(pathCert)));
-    const names = { dnsNames: req.dnsNames ?? [], ipAddresses: (req.ipAddresses ?? []).map(ipToBytes) };
+    this.constrainedPaths ??= this.readConstrainedPaths(this.caPaths());
+    const names = { uris: req.uris, dnsNames: req.dnsNames ?? [], ipAddresses: (req.ipAddresses ?? []).map(ipToBytes) };
     let first: string[] = [];
     for (const path of this.constrainedPaths) {
       const problems = namesRefused(path, names);
@@ -120,24 +121,37 @@ export class LocalIssuer {
     if (paths.length === 0) {
       throw new Error(`issuer ${this.name}: chain does not reach a trusted root`);
     }
+    // Every path's constraints, read now: one Go cannot parse is refused at load, not per request.
+    this.constrainedPaths = this.readConstrainedPaths(paths);
     // Any one acceptable path is enough, as Go tries them.
     let problems: string[] = [];
     for (const path of paths) {
       problems = pathConstraintProblems([leaf, ...path].map(pathCert), { uris: [uri] });
       if (problems.length === 0) return;
     }
-    throw new Error(`issuer ${this.name}: its chain breaks constraints that Go's crypto/x509 (istio-agent) and OpenSSL enforce, so clients would refuse every certificate it signs: ${problems.join('; ')}`);
+    throw new Error(`issuer ${this.name}: its chain breaks constraints that Go's crypto/x509 (istio-agent) enforces at every handshake, so clients would refuse every certificate it signs: ${problems.join('; ')}`);
+  }
+
+  private readConstrainedPaths(paths: readonly X509Certificate[][]): ConstrainedCa[][] {
+    try {
+      return paths.map((path) => pathNameConstraints(path.map(pathCert)));
+    } catch (e) {
+      throw new Error(`issuer ${this.name}: ${(e as Error).message}`, { cause: e });
+    }
   }
 
   /**
    * Every CA path a client could build above a leaf, signing CA first: the intermediates, then
    * each root that signed the top one. A self-signed signing CA is its own anchor (a certificate
-   * appears once in a path).
+   * appears once in a path), and a root of the same name and key takes its place, as Go finds it.
    */
   private caPaths(): X509Certificate[][] {
     const chain = this.material.intermediates;
     const top = chain[chain.length - 1]!;
-    return this.material.roots.filter((r) => signedBy(top, r)).map((anchor) => (top.fingerprint256 === anchor.fingerprint256 ? [...chain] : [...chain, anchor]));
+    const selfSigned = signedBy(top, top);
+    return this.material.roots
+      .filter((r) => signedBy(top, r))
+      .map((anchor) => (top.fingerprint256 === anchor.fingerprint256 ? [...chain] : selfSigned ? [...chain.slice(0, -1), anchor] : [...chain, anchor]));
   }
 }
 

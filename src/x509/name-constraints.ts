@@ -1,9 +1,10 @@
 /**
  * A CA certificate's name constraints (RFC 5280 §4.2.1.10), and whether they allow a leaf's
- * names, as Go's crypto/x509 (istio-agent, ztunnel's Go peers) decides. A leaf whose names a CA
- * of its chain does not allow is refused by every client, so meshcert checks before it signs.
+ * names, as Go's crypto/x509 (istio-agent) decides. A leaf whose names a CA of its chain does not
+ * allow is refused by clients, so meshcert checks before it signs.
  *
- * Go's rules: names of a type are checked only against constraints of that type; an excluded
+ * Go's rules: under a CA with the extension, a leaf DNS name Go cannot parse is refused, and
+ * names of a type are checked only against constraints of that type; an excluded
  * constraint that matches refuses, and a non-empty permitted list must have one that matches. A
  * DNS or URI constraint matches the domain and its subdomains, or only subdomains with a leading
  * "."; an IP constraint matches addresses of its own length (IPv4 or IPv6) within its mask.
@@ -11,6 +12,7 @@
  * matches it with the leftmost label of both dropped (`*.example.com` under an excluded
  * `foo.example.com`); older Go and OpenSSL accept that one, the stricter verdict is kept.
  */
+import { isIP } from 'node:net';
 import { ipBytesToText } from '../net/ip-text.js';
 import { readChildren, type DerElement } from './der.js';
 
@@ -51,28 +53,59 @@ export interface LeafNames {
   readonly ipAddresses?: readonly Uint8Array[];
 }
 
-/** Reads the NameConstraints SEQUENCE (the extension's value). Throws on a malformed one. */
+/**
+ * Reads the NameConstraints SEQUENCE (the extension's value), checked as Go parses it. Throws on
+ * one Go refuses to parse: Go then refuses the certificate, and every chain through it.
+ */
 export function readNameConstraints(der: Uint8Array, value: DerElement): NameConstraints {
   const unhandled = new Set<string>();
+  const fields = readChildren(der, value);
+  // permittedSubtrees [0], excludedSubtrees [1], in that order, and nothing else.
+  const shape = fields.map((f) => f.tag.toString(16)).join(',');
+  if (!['', 'a0', 'a1', 'a0,a1'].includes(shape)) throw new Error('malformed name constraints');
   const read = (tag: number): Subtrees => {
     const out: Subtrees = { dns: [], uri: [], ip: [] };
-    const list = readChildren(der, value).find((e) => e.tag === tag);
+    const list = fields.find((e) => e.tag === tag);
     if (!list) return out;
     for (const subtree of readChildren(der, list)) {
       const base = readChildren(der, subtree)[0];
       if (!base) throw new Error('malformed name constraints: an empty subtree');
       const content = der.subarray(base.start, base.end);
-      if (base.tag === GN_DNS) out.dns.push(Buffer.from(content).toString('latin1'));
-      else if (base.tag === GN_URI) out.uri.push(Buffer.from(content).toString('latin1'));
-      else if (base.tag === GN_IP) {
-        if (content.length !== 8 && content.length !== 32) throw new Error(`malformed name constraints: an IP range of ${content.length} octets`);
-        const half = content.length / 2;
-        out.ip.push({ ip: content.subarray(0, half), mask: content.subarray(half) });
-      } else if (base.tag !== GN_EMAIL) unhandled.add(OTHER_NAMES[base.tag & 0x1f] ?? `GeneralName tag 0x${base.tag.toString(16)}`);
+      const text = Buffer.from(content).toString('latin1');
+      if (base.tag === GN_DNS) out.dns.push(domainConstraint(text, 'DNS'));
+      else if (base.tag === GN_URI) {
+        if (isIP(text) !== 0) throw new Error(`malformed name constraints: URI constraint ${JSON.stringify(text)} is an IP address`);
+        out.uri.push(domainConstraint(text, 'URI'));
+      } else if (base.tag === GN_IP) out.ip.push(ipRange(content));
+      else if (base.tag === GN_EMAIL) domainConstraint(text.includes('@') ? text.slice(text.lastIndexOf('@') + 1) : text, 'email');
+      else unhandled.add(OTHER_NAMES[base.tag & 0x1f] ?? `GeneralName tag 0x${base.tag.toString(16)}`);
     }
     return out;
   };
-  return { permitted: read(0xa0), excluded: read(0xa1), unhandled: [...unhandled] };
+  const permitted = read(0xa0);
+  const excluded = read(0xa1);
+  if (fields.every((f) => readChildren(der, f).length === 0)) throw new Error('empty name constraints (RFC 5280: a permitted or excluded subtree must be present)');
+  return { permitted, excluded, unhandled: [...unhandled] };
+}
+
+/** A DNS, URI or email domain constraint, checked as Go parses it (a leading "." allowed). */
+function domainConstraint(text: string, kind: string): string {
+  // eslint-disable-next-line no-control-regex -- IA5String: the ASCII range
+  if (!/^[\x00-\x7f]*$/.test(text) || reverseLabels(text.startsWith('.') ? text.slice(1) : text) === null) {
+    throw new Error(`malformed name constraints: ${kind} constraint ${JSON.stringify(text)} is not a domain name`);
+  }
+  return text;
+}
+
+function ipRange(content: Uint8Array): IpRange {
+  if (content.length !== 8 && content.length !== 32) throw new Error(`malformed name constraints: an IP range of ${content.length} octets`);
+  const half = content.length / 2;
+  const mask = content.subarray(half);
+  // Ones, then zeros (Go's isValidIPMask).
+  let bits = '';
+  for (const b of mask) bits += b.toString(2).padStart(8, '0');
+  if (!/^1*0*$/.test(bits)) throw new Error(`malformed name constraints: IP mask ${Buffer.from(mask).toString('hex')} is not a prefix`);
+  return { ip: content.subarray(0, half), mask };
 }
 
 /** Why `nc` refuses the leaf's names, one entry per name refused ([] when it allows them all). */
@@ -83,7 +116,9 @@ export function refusedNames(nc: NameConstraints, names: LeafNames): string[] {
     if (why) out.push(`${uri} (${why})`);
   }
   for (const name of names.dnsNames ?? []) {
-    const why = verdict(nc.permitted.dns, nc.excluded.dns, (c, excluded) => domainMatches(name, c, excluded));
+    const labels = dnsNameLabels(name);
+    // Under a CA with the extension (whatever it holds), Go refuses a DNS name it cannot parse.
+    const why = labels ? verdict(nc.permitted.dns, nc.excluded.dns, (c, excluded) => domainMatches(name, labels, c, excluded)) : 'not a DNS name Go can parse';
     if (why) out.push(`DNS name ${name} (${why})`);
   }
   for (const ip of names.ipAddresses ?? []) {
@@ -101,9 +136,10 @@ function uriRefusal(nc: NameConstraints, uri: string): string | null {
   } catch {
     return 'not a URI Go can parse';
   }
+  const labels = reverseLabels(host);
   // Go refuses to match a URI without a domain host against any URI constraint.
-  if (host === '' || host.startsWith('[') || /^[0-9.]+$/.test(host)) return 'its host is not a domain name';
-  return verdict(nc.permitted.uri, nc.excluded.uri, (c, excluded) => domainMatches(host, c, excluded));
+  if (host === '' || host.startsWith('[') || isIP(host) !== 0 || labels === null) return 'its host is not a domain name';
+  return verdict(nc.permitted.uri, nc.excluded.uri, (c, excluded) => domainMatches(host, labels, c, excluded));
 }
 
 function verdict<C>(permitted: readonly C[], excluded: readonly C[], matches: (c: C, excluded: boolean) => boolean, show: (c: C) => string = (c) => String(c)): string | null {
@@ -114,13 +150,11 @@ function verdict<C>(permitted: readonly C[], excluded: readonly C[], matches: (c
 }
 
 /** Go's matchDomainConstraint: labels compared from the right, case-insensitively. */
-function domainMatches(domain: string, constraint: string, excluded: boolean): boolean {
-  if (constraint === '') return true;
+function domainMatches(domain: string, labels: readonly string[], constraint: string, excluded: boolean): boolean {
   const subdomainsOnly = constraint.startsWith('.');
-  let d = reverseLabels(domain);
-  let c = reverseLabels(subdomainsOnly ? constraint.slice(1) : constraint);
-  // A name or constraint Go cannot parse fails the check: refuse rather than guess.
-  if (!d || !c) return excluded;
+  // Parsed when the constraint was read.
+  let c = reverseLabels(subdomainsOnly ? constraint.slice(1) : constraint)!;
+  let d = labels;
   if (d.length < c.length || (subdomainsOnly && d.length === c.length)) return false;
   if (excluded && domain.startsWith('*') && d.length > 1 && c.length > 0) {
     d = d.slice(0, -1);
@@ -129,10 +163,21 @@ function domainMatches(domain: string, constraint: string, excluded: boolean): b
   return c.every((label, i) => label === d[i]);
 }
 
-/** The labels right to left, lowercased; null for an empty label (as Go's domainToReverseLabels). */
+/**
+ * The labels right to left, lowercased ([] for ""), or null for an empty label or a character
+ * outside "!".."~" (Go's domainToReverseLabels).
+ */
 function reverseLabels(domain: string): string[] | null {
+  if (domain === '') return [];
   const labels = domain.toLowerCase().split('.').reverse();
-  return labels.every((l) => l.length > 0 && /^[\x21-\x7e]+$/.test(l)) ? labels : null;
+  return labels.every((l) => /^[\x21-\x7e]+$/.test(l)) ? labels : null;
+}
+
+/** A leaf's DNS name as Go's domainNameValid takes it (at most 253 octets, labels of 1–63), as labels. */
+function dnsNameLabels(name: string): string[] | null {
+  if (name === '' || name.length > 253) return null;
+  const labels = reverseLabels(name);
+  return labels && labels.every((l) => l.length <= 63) ? labels : null;
 }
 
 function ipMatches(ip: Uint8Array, range: IpRange): boolean {

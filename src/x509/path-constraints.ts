@@ -32,7 +32,7 @@ export function pathConstraintProblems(path: readonly PathCert[], names: LeafNam
   const problems: string[] = [];
   for (let k = 1; k < path.length; k++) {
     const ca = path[k]!;
-    const ext = extensions(ca.der);
+    const ext = extensions(ca);
     // Go counts every CA certificate between this one and the leaf (no self-issued exception).
     const below = k - 1;
     const pathLen = pathLenConstraint(ca.der, ext.get(hex(OID_BASIC_CONSTRAINTS))?.value);
@@ -57,8 +57,15 @@ export interface ConstrainedCa {
 export function pathNameConstraints(cas: readonly PathCert[]): ConstrainedCa[] {
   const out: ConstrainedCa[] = [];
   for (const ca of cas) {
-    const nc = extensions(ca.der).get(hex(OID_NAME_CONSTRAINTS));
-    if (nc) out.push({ name: ca.name, constraints: readNameConstraints(ca.der, nc.value), critical: nc.critical });
+    const nc = extensions(ca).get(hex(OID_NAME_CONSTRAINTS));
+    if (!nc) continue;
+    let constraints: NameConstraints;
+    try {
+      constraints = readNameConstraints(ca.der, nc.value);
+    } catch (e) {
+      throw new Error(`"${ca.name}" has name constraints Go's crypto/x509 cannot parse, so it refuses every chain through that CA: ${(e as Error).message}`, { cause: e });
+    }
+    out.push({ name: ca.name, constraints, critical: nc.critical });
   }
   return out;
 }
@@ -76,7 +83,15 @@ export function namesRefused(cas: readonly ConstrainedCa[], names: LeafNames): s
 }
 
 /** The certificate's extensions by OID (hex of the OID's content): extnValue's content, and criticality. */
-function extensions(der: Uint8Array): Map<string, { value: DerElement; critical: boolean }> {
+function extensions(ca: PathCert): Map<string, { value: DerElement; critical: boolean }> {
+  try {
+    return readExtensions(ca.der);
+  } catch (e) {
+    throw new Error(`"${ca.name}": ${(e as Error).message}`, { cause: e });
+  }
+}
+
+function readExtensions(der: Uint8Array): Map<string, { value: DerElement; critical: boolean }> {
   const out = new Map<string, { value: DerElement; critical: boolean }>();
   const tbs = readChildren(der, readElement(der))[0]!;
   const wrapper = readChildren(der, tbs).find((f) => f.tag === 0xa3);
@@ -87,8 +102,16 @@ function extensions(der: Uint8Array): Map<string, { value: DerElement; critical:
     const id = parts[0]!;
     const value = parts[parts.length - 1]!;
     if (id.tag !== TAG_OID || value.tag !== TAG_OCTET_STRING) throw new Error('malformed certificate extension');
-    const critical = parts.length === 3 && parts[1]!.tag === TAG_BOOLEAN && der[parts[1]!.start] !== 0;
-    out.set(Buffer.from(der.subarray(id.start, id.end)).toString('hex'), { value: readElement(der, value.start, value.end), critical });
+    let critical = false;
+    if (parts.length === 3) {
+      const flag = parts[1]!;
+      // A BOOLEAN is one octet, 0x00 or 0xff (Go refuses to parse the certificate otherwise).
+      if (flag.tag !== TAG_BOOLEAN || flag.end - flag.start !== 1 || (der[flag.start] !== 0 && der[flag.start] !== 0xff)) throw new Error('malformed certificate extension');
+      critical = der[flag.start] === 0xff;
+    } else if (parts.length !== 2) throw new Error('malformed certificate extension');
+    const key = Buffer.from(der.subarray(id.start, id.end)).toString('hex');
+    if (out.has(key)) throw new Error('a certificate with the same extension twice');
+    out.set(key, { value: readElement(der, value.start, value.end), critical });
   }
   return out;
 }

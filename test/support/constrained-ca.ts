@@ -50,9 +50,12 @@ function ipRange(cidr: string): Buffer {
   return Buffer.concat([ip, mask]);
 }
 
-/** A CA certificate: self-signed without `parent`; `extra` extensions beside the CA ones. */
-export async function caCert(parent: CaNode | undefined, subject: string, extra: x509.Extension[] = [], pathLength?: number): Promise<CaNode> {
-  const keys = (await crypto.subtle.generateKey(GEN, true, ['sign', 'verify'])) as CryptoKeyPair;
+/**
+ * A CA certificate: self-signed without `parent`; `extra` extensions beside the CA ones; `keys`
+ * to reuse a key (a root re-issued with the same name and key, as in a rotation).
+ */
+export async function caCert(parent: CaNode | undefined, subject: string, extra: x509.Extension[] = [], pathLength?: number, reuse?: CryptoKeyPair): Promise<CaNode> {
+  const keys = reuse ?? ((await crypto.subtle.generateKey(GEN, true, ['sign', 'verify'])) as CryptoKeyPair);
   const validity = { notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 30 * DAY_MS) };
   const extensions = [
     new x509.BasicConstraintsExtension(true, pathLength, true),
@@ -101,10 +104,15 @@ export async function leafCert(parent: CaNode, sans: { uris?: string[]; dnsNames
 export async function writeConstrainedCaDir(dir: string, constraints: x509.Extension): Promise<void> {
   const root = await caCert(undefined, 'CN=constrained root');
   const inter = await caCert(root, 'CN=constrained intermediate', [constraints], 0);
-  const pkcs8 = Buffer.from(await crypto.subtle.exportKey('pkcs8', inter.keys.privateKey)).toString('base64');
+  await writeCaDir(dir, [root], inter, [inter, root]);
+}
+
+/** A CA directory in Istio's cacerts layout: `roots` in root-cert.pem, `signing` and its key, `chain` in cert-chain.pem. */
+export async function writeCaDir(dir: string, roots: readonly CaNode[], signing: CaNode, chain: readonly CaNode[]): Promise<void> {
+  const pkcs8 = Buffer.from(await crypto.subtle.exportKey('pkcs8', signing.keys.privateKey)).toString('base64');
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'root-cert.pem'), `${root.cert.toString('pem')}\n`);
-  writeFileSync(join(dir, 'ca-cert.pem'), `${inter.cert.toString('pem')}\n`);
-  writeFileSync(join(dir, 'cert-chain.pem'), `${inter.cert.toString('pem')}\n${root.cert.toString('pem')}\n`);
+  writeFileSync(join(dir, 'root-cert.pem'), roots.map((r) => `${r.cert.toString('pem')}\n`).join(''));
+  writeFileSync(join(dir, 'ca-cert.pem'), `${signing.cert.toString('pem')}\n`);
+  writeFileSync(join(dir, 'cert-chain.pem'), chain.map((c) => `${c.cert.toString('pem')}\n`).join(''));
   writeFileSync(join(dir, 'ca-key.pem'), `-----BEGIN PRIVATE KEY-----\n${pkcs8.match(/.{1,64}/g)!.join('\n')}\n-----END PRIVATE KEY-----\n`, { mode: 0o600 });
 }

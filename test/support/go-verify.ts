@@ -24,6 +24,8 @@ export interface GoVerdict {
 }
 
 export interface GoVerifier {
+  /** The release it was built with, e.g. [1, 19, 8]. */
+  readonly version: readonly [number, number, number];
   /** Go's verdict on each chain (PEM), in order: one process for all. */
   verify(chains: readonly ChainToVerify[]): GoVerdict[];
   remove(): void;
@@ -51,7 +53,10 @@ export async function buildGoVerifier(): Promise<GoVerifier> {
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
+  const v = /go(\d+)\.(\d+)(?:\.(\d+))?/.exec(execFileSync('go', ['version'], { encoding: 'utf8' }));
+  if (!v) throw new Error('cannot read the output of go version');
   return {
+    version: [Number(v[1]), Number(v[2]), Number(v[3] ?? 0)],
     verify(chains) {
       const input = chains.map((c) => JSON.stringify(c)).join('\n') + '\n';
       const out = execFileSync(bin, [], { input, encoding: 'utf8', timeout: 30_000 });
@@ -59,4 +64,9 @@ export async function buildGoVerifier(): Promise<GoVerifier> {
     },
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };
+}
+
+/** Whether a Go release has the fix for CVE-2025-61727 (1.24.11, 1.25.5, and 1.26 on). */
+export function refusesWildcardsOverExclusions([major, minor, patch]: readonly [number, number, number]): boolean {
+  return major > 1 || minor >= 26 || (minor === 25 && patch >= 5) || (minor === 24 && patch >= 11);
 }

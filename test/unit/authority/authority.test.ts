@@ -244,11 +244,12 @@ describe('Authority.issue with a CA whose name constraints limit DNS names and I
   });
 
   it.each([
-    ['a DNS name', { dns: ['default.example.org'] }, 'DNS name default.example.org (permitted only: ".svc.example.com")'],
-    ['an IP address', { ips: ['192.168.0.1'] }, 'IP address 192.168.0.1 (permitted only: "10.0.0.0/8")'],
-  ])('refuses %s the policy allows but the CA cannot certify, as CSR_FORBIDDEN_EXTENSION naming it', async (_what, sans, why) => {
+    ['a DNS name', 'pool', { dns: ['default.example.org'] }, 'DNS name default.example.org (permitted only: ".svc.example.com")'],
+    ['an IP address', 'pool', { ips: ['192.168.0.1'] }, 'IP address 192.168.0.1 (permitted only: "10.0.0.0/8")'],
+    ['a DNS name', 'inline', { dns: ['default.example.org'] }, 'DNS name default.example.org (permitted only: ".svc.example.com")'],
+  ] as Array<[string, 'pool' | 'inline', { dns?: string[]; ips?: string[] }, string]>)('refuses %s the policy allows but the CA cannot certify, as CSR_FORBIDDEN_EXTENSION naming it (signatures: %s)', async (_what, mode, sans, why) => {
     const { pem } = await makeCsr(sans);
-    const e = await refusal(issue(pem, 'pool'));
+    const e = await refusal(issue(pem, mode));
     expect(e.code).toBe('CSR_FORBIDDEN_EXTENSION');
     expect(e.message).toBe(
       `the CSR requests names that rule "default" allows but the signing CA "default" cannot certify (clients would refuse the certificate): "CN=constrained intermediate" has name constraints that exclude ${why}; request without them`,

@@ -77,10 +77,18 @@ describe('loadCaState and the serving certificate\'s names', () => {
     const config = (tls: Record<string, unknown>) => parseConfig({ dataDir: join(base, 'data'), ca: { dir }, server: { tls } });
     // The default names (localhost, 127.0.0.1, ::1) are outside the constraints.
     await expect(loadCaState(config({}), quiet)).rejects.toThrow(
-      'server.tls.dnsNames/ipAddresses: the default CA cannot certify the serving certificate\'s names, so agents would refuse the TLS handshake: "CN=constrained intermediate" has name constraints that exclude DNS name localhost (permitted only: "meshcert.svc"); "CN=constrained intermediate" has name constraints that exclude IP address 127.0.0.1 (permitted only: "10.0.0.0/8"); "CN=constrained intermediate" has name constraints that exclude IP address ::1 (permitted only: "10.0.0.0/8"); list names the CA allows, or give server.tls.certFile and keyFile',
+      'server.tls.dnsNames/ipAddresses (by default localhost, 127.0.0.1 and ::1): the default CA cannot certify the serving certificate\'s names, so agents would refuse the TLS handshake: "CN=constrained intermediate" has name constraints that exclude DNS name localhost (permitted only: "meshcert.svc"); "CN=constrained intermediate" has name constraints that exclude IP address 127.0.0.1 (permitted only: "10.0.0.0/8"); "CN=constrained intermediate" has name constraints that exclude IP address ::1 (permitted only: "10.0.0.0/8"); set names the CA allows, or give server.tls.certFile and keyFile',
     );
     await expect(loadCaState(config({ dnsNames: ['meshcert.svc', 'ca.meshcert.svc'], ipAddresses: ['10.0.0.7'] }), quiet)).resolves.toBeDefined();
     await expect(loadCaState(config({ certFile: join(dir, 'serving.pem'), keyFile: join(dir, 'serving-key.pem') }), quiet)).resolves.toBeDefined();
+  });
+
+  it('refuses a CA whose critical name constraints hold a directoryName, which Go cannot read: it would refuse every leaf', async () => {
+    const dir = join(base, 'dn-constrained');
+    await writeConstrainedCaDir(dir, nameConstraints({ uri: ['cluster.local'], directoryName: ['O=Example'] }));
+    await expect(loadCaState(parseConfig({ dataDir: join(base, 'data'), ca: { dir } }), createLogger('silent'))).rejects.toThrow(
+      /^issuer default: its chain breaks constraints that Go's crypto\/x509 \(istio-agent\) enforces at every handshake, so clients would refuse every certificate it signs: "CN=constrained intermediate" has critical name constraints on directoryName, which Go's crypto\/x509 does not support: it refuses every certificate below that CA$/,
+    );
   });
 });
 

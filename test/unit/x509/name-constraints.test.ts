@@ -8,10 +8,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { explicitTag, implicitPrimitive, sequence } from '../../../src/x509/der.js';
 import { ipToBytes } from '../../../src/x509/leaf.js';
+import { x509 } from '../../fixtures/csr.js';
 import { pathConstraintProblems, type PathCert } from '../../../src/x509/path-constraints.js';
 import { caCert, leafCert, nameConstraints, type CaNode, type Subtrees } from '../../support/constrained-ca.js';
-import { buildGoVerifier, goVerifierUnavailable, type GoVerifier } from '../../support/go-verify.js';
+import { buildGoVerifier, goVerifierUnavailable, refusesWildcardsOverExclusions, type GoVerifier } from '../../support/go-verify.js';
 
 const URI = 'spiffe://cluster.local/ns/a/sa/b';
 
@@ -22,12 +24,14 @@ interface Case {
   readonly permitted?: Subtrees;
   readonly excluded?: Subtrees;
   readonly critical?: boolean;
+  /** The constraints on the root instead of the intermediate (Go checks them there too). */
+  readonly onRoot?: boolean;
   readonly dnsNames?: string[];
   readonly ipAddresses?: string[];
   /** meshcert's verdict; Go's and OpenSSL's are the same unless given. */
   readonly ours: Verdict;
-  /** 'either': depends on the Go release (see the wildcard case). */
-  readonly go?: Verdict | 'either';
+  /** 'since-cve-2025-61727': refused by Go releases with that fix, accepted by older ones. */
+  readonly go?: Verdict | 'since-cve-2025-61727';
   readonly openssl?: Verdict;
 }
 
@@ -44,7 +48,13 @@ const CASES: Case[] = [
   { what: 'DNS: beside an excluded subdomain', permitted: { dns: ['example.com'] }, excluded: { dns: ['bad.example.com'] }, dnsNames: ['good.example.com'], ours: 'ok' },
   { what: 'DNS: a wildcard under a permitted domain', permitted: { dns: ['example.com'] }, dnsNames: ['*.example.com'], ours: 'ok' },
   // CVE-2025-61727: Go 1.24.11 / 1.25.5 and later refuse it, older Go and OpenSSL accept it.
-  { what: 'DNS: a wildcard covering an excluded subdomain', permitted: { dns: ['example.com'] }, excluded: { dns: ['bad.example.com'] }, dnsNames: ['*.example.com'], ours: 'refused', go: 'either', openssl: 'ok' },
+  { what: 'DNS: a wildcard covering an excluded subdomain', permitted: { dns: ['example.com'] }, excluded: { dns: ['bad.example.com'] }, dnsNames: ['*.example.com'], ours: 'refused', go: 'since-cve-2025-61727', openssl: 'ok' },
+  // "." is "" with subdomains only: every name (OpenSSL reads it as a literal suffix).
+  { what: 'DNS: a "." constraint permits every name', permitted: { dns: ['.'] }, dnsNames: ['a.example.com'], ours: 'ok', openssl: 'refused' },
+  { what: 'DNS: constraints on the root apply as on an intermediate', onRoot: true, permitted: { dns: ['example.com'] }, dnsNames: ['a.example.org'], ours: 'refused' },
+  { what: 'DNS: a name Go cannot parse (trailing dot) under DNS constraints', permitted: { dns: ['example.com'] }, dnsNames: ['a.example.com.'], ours: 'refused' },
+  // Go refuses it under any constraint it reads; OpenSSL checks DNS names against DNS constraints only.
+  { what: 'DNS: a name Go cannot parse (trailing dot) under URI constraints only', permitted: { uri: ['cluster.local'] }, dnsNames: ['a.example.com.'], ours: 'refused', openssl: 'ok' },
   { what: 'DNS: only URI constraints (another type) leave DNS names free', permitted: { uri: ['cluster.local'] }, dnsNames: ['anything.example.org'], ours: 'ok' },
   { what: 'DNS and URI permitted together', permitted: { uri: ['cluster.local'], dns: ['example.com'] }, dnsNames: ['a.example.com'], ours: 'ok' },
   { what: 'IP: inside a permitted IPv4 range', permitted: { ip: ['10.0.0.0/8'] }, ipAddresses: ['10.1.2.3'], ours: 'ok' },
@@ -59,6 +69,8 @@ const CASES: Case[] = [
   // Go reads no directoryName constraint: a critical extension holding one refuses every leaf.
   { what: 'critical directoryName constraints (Go does not support them)', permitted: { directoryName: ['O=Example'] }, dnsNames: ['a.example.com'], ours: 'refused', openssl: 'ok' },
   { what: 'non-critical directoryName constraints (Go ignores them)', permitted: { directoryName: ['O=Example'] }, critical: false, dnsNames: ['a.example.com'], ours: 'ok' },
+  // Go parses a leaf's names under any CA with the extension, whatever constraints it holds.
+  { what: 'non-critical directoryName constraints: a DNS name Go cannot parse is refused all the same', permitted: { directoryName: ['O=Example'] }, critical: false, dnsNames: ['a.example.com.'], ours: 'refused', openssl: 'ok' },
 ];
 
 const unavailable = goVerifierUnavailable();
@@ -92,16 +104,18 @@ function openssl(rootPem: string, chainPem: string, leafPem: string, name: strin
 
 describe('name constraints on DNS names and IP addresses: meshcert, Go and OpenSSL', () => {
   it.each(CASES.map((c, i) => [c.what, c, i] as const))('%s', async (_what, c, i) => {
-    const inter = await caCert(root, `CN=nc ${i}`, [nameConstraints(c.permitted ?? {}, c.excluded ?? {}, c.critical ?? true)], 0);
+    const constraints = nameConstraints(c.permitted ?? {}, c.excluded ?? {}, c.critical ?? true);
+    const top = c.onRoot ? await caCert(undefined, `CN=nc root ${i}`, [constraints]) : root;
+    const inter = await caCert(top, `CN=nc ${i}`, c.onRoot ? [] : [constraints], 0);
     const leaf = await leafCert(inter, { uris: [URI], dnsNames: c.dnsNames, ipAddresses: c.ipAddresses });
-    const path: PathCert[] = [leaf, inter.cert, root.cert].map((x) => ({ der: new Uint8Array(x.rawData), name: x.subject }));
+    const path: PathCert[] = [leaf, inter.cert, top.cert].map((x) => ({ der: new Uint8Array(x.rawData), name: x.subject }));
     const problems = pathConstraintProblems(path, { uris: [URI], dnsNames: c.dnsNames ?? [], ipAddresses: (c.ipAddresses ?? []).map(ipToBytes) });
     expect(problems.length === 0 ? 'ok' : 'refused', problems.join('; ')).toBe(c.ours);
-    expect(openssl(root.cert.toString('pem'), inter.cert.toString('pem'), leaf.toString('pem'), `case-${i}`)).toBe(c.openssl ?? c.ours);
+    expect(openssl(top.cert.toString('pem'), inter.cert.toString('pem'), leaf.toString('pem'), `case-${i}`)).toBe(c.openssl ?? c.ours);
     if (go) {
-      const [verdict] = go.verify([{ root: root.cert.toString('pem'), intermediates: inter.cert.toString('pem'), leaf: leaf.toString('pem') }]);
-      const expected = c.go ?? c.ours;
-      if (expected !== 'either') expect(verdict!.ok ? 'ok' : 'refused', verdict!.error).toBe(expected);
+      const [verdict] = go.verify([{ root: top.cert.toString('pem'), intermediates: inter.cert.toString('pem'), leaf: leaf.toString('pem') }]);
+      const expected = c.go === 'since-cve-2025-61727' ? (refusesWildcardsOverExclusions(go.version) ? 'refused' : 'ok') : (c.go ?? c.ours);
+      expect(verdict!.ok ? 'ok' : 'refused', `go${go.version.join('.')}: ${verdict!.error}`).toBe(expected);
     }
   });
 
@@ -114,5 +128,38 @@ describe('name constraints on DNS names and IP addresses: meshcert, Go and OpenS
       '"CN=nc messages" has name constraints that exclude DNS name example.org (permitted only: ".example.com")',
       '"CN=nc messages" has name constraints that exclude IP address 192.168.0.1 (permitted only: "10.0.0.0/8")',
     ]);
+  });
+});
+
+describe('name constraints Go cannot parse: refused as Go refuses the CA certificate', () => {
+  const subtree = (tag: number, base: Buffer): Buffer => explicitTag(tag, sequence(base));
+  const malformed: Array<[string, Buffer, RegExp]> = [
+    ['an IP mask that is not a prefix', sequence(subtree(0, implicitPrimitive(7, Buffer.from([10, 0, 0, 0, 255, 0, 255, 0])))), /IP mask ff00ff00 is not a prefix/],
+    ['an IP range of 5 octets', sequence(subtree(0, implicitPrimitive(7, Buffer.from([10, 0, 0, 0, 255])))), /an IP range of 5 octets/],
+    ['no subtree at all', sequence(), /empty name constraints \(RFC 5280: a permitted or excluded subtree must be present\)/],
+    ['a DNS constraint with a trailing dot', sequence(subtree(0, implicitPrimitive(2, Buffer.from('example.org.')))), /DNS constraint "example\.org\." is not a domain name/],
+    ['a DNS constraint with an empty label', sequence(subtree(1, implicitPrimitive(2, Buffer.from('bad..x')))), /DNS constraint "bad\.\.x" is not a domain name/],
+    ['a URI constraint that is an IP address', sequence(subtree(0, implicitPrimitive(6, Buffer.from('10.0.0.1')))), /URI constraint "10\.0\.0\.1" is an IP address/],
+  ];
+
+  it.each(malformed)('%s', async (_what, value, why) => {
+    const inter = await caCert(root, 'CN=nc malformed', [new x509.Extension('2.5.29.30', true, new Uint8Array(value))], 0);
+    const leaf = await leafCert(inter, { uris: [URI], dnsNames: ['a.example.com'] });
+    const path: PathCert[] = [leaf, inter.cert, root.cert].map((x) => ({ der: new Uint8Array(x.rawData), name: x.subject }));
+    expect(() => pathConstraintProblems(path, { uris: [URI], dnsNames: ['a.example.com'] })).toThrow(
+      new RegExp(`^"CN=nc malformed" has name constraints Go's crypto/x509 cannot parse, so it refuses every chain through that CA: (malformed name constraints: )?${why.source}$`),
+    );
+    if (go) expect(go.verify([{ root: root.cert.toString('pem'), intermediates: inter.cert.toString('pem'), leaf: leaf.toString('pem') }])[0]!.ok).toBe(false);
+  });
+
+  it('a critical flag that is not one octet 0x00 or 0xff is a malformed extension', async () => {
+    const inter = await caCert(root, 'CN=nc flag', [nameConstraints({ dns: ['example.com'] })], 0);
+    const der = Buffer.from(inter.cert.rawData);
+    // OID 2.5.29.30, then BOOLEAN TRUE: written 0x01 instead of 0xff.
+    const at = der.indexOf(Buffer.from([0x06, 0x03, 0x55, 0x1d, 0x1e, 0x01, 0x01, 0xff]));
+    expect(at).toBeGreaterThan(0);
+    der[at + 7] = 0x01;
+    const leaf = await leafCert(inter, { uris: [URI] });
+    expect(() => pathConstraintProblems([{ der: new Uint8Array(leaf.rawData), name: '' }, { der, name: 'CN=nc flag' }], { uris: [URI] })).toThrow('"CN=nc flag": malformed certificate extension');
   });
 });
