@@ -90,8 +90,8 @@ export function certificateAdmission(deps: Pick<CertificateServiceDeps, 'logger'
  * the log, the metrics and the audit count every UNAVAILABLE sent.
  */
 export function certificateShed(deps: Pick<CertificateServiceDeps, 'logger' | 'observer'>): Shed {
-  return (details, call) => {
-    report(deps, new CaError('OVERLOADED', details), { clusterId: headerString(call.headers.clusterid), latencyMs: 0, peer: call.peer });
+  return (details, call, waitedMs) => {
+    report(deps, new CaError('OVERLOADED', details), { clusterId: headerString(call.headers.clusterid), latencyMs: waitedMs, peer: call.peer });
   };
 }
 

@@ -8,7 +8,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
 import type { Logger } from '../log/logger.js';
 import { listenOn } from '../net/host-port.js';
 import { GrpcStatusError, Status, type StatusCode } from './codes.js';
@@ -146,7 +146,7 @@ export type Admission = (requestBytes: number, call: CallInfo) => () => void;
  * arriving (server-wide maxUploadBytes), so the route can log and count it as it does the calls
  * its Admission refuses. The transport sends the status.
  */
-export type Shed = (details: string, call: CallInfo) => void;
+export type Shed = (details: string, call: CallInfo, waitedMs: number) => void;
 
 export interface ServerStream<Res> {
   write(response: Res): void;
@@ -548,7 +548,12 @@ export class GrpcServer {
     // and (with memory pressure) no reason to keep its connection.
     const shed = (details: string): void => {
       if (done) return;
-      if (route.kind === 'unary') route.shed?.(details, this.callInfo(stream, headers, cancelled));
+      try {
+        if (route.kind === 'unary') route.shed?.(details, this.callInfo(stream, headers, cancelled), performance.now() - upload.started);
+      } catch (e) {
+        // Telling is best effort; the call is refused all the same.
+        this.logger.error({ err: e, method: path }, 'unexpected error reporting a shed call');
+      }
       fail(Status.UNAVAILABLE, details);
     };
     const upload: Upload = { started: performance.now(), fail, shed, bytes: 0, lastData: 0 };
@@ -699,7 +704,8 @@ export class GrpcServer {
     if (session && !peer) {
       // Once per connection: getPeerCertificate parses the certificate into an object.
       const socket = session.socket as TLSSocket;
-      const raw = socket.authorized ? socket.getPeerCertificate().raw : undefined;
+      // null once the socket is destroyed (a call refused as its connection goes).
+      const raw = socket.authorized ? (socket.getPeerCertificate() as PeerCertificate | null)?.raw : undefined;
       const host = socket.remoteAddress;
       const shown = host ?? 'unknown';
       peer = { address: `${shown.includes(':') ? `[${shown}]` : shown}:${socket.remotePort ?? 0}`, host, certificate: raw && raw.length > 0 ? raw : undefined };

@@ -14,6 +14,7 @@
  */
 import { isIP } from 'node:net';
 import { ipBytesToText } from '../net/ip-text.js';
+import { isIpv4Mapped } from '../net/ipv4-mapped.js';
 import { readChildren, type DerElement } from './der.js';
 
 /** GeneralName tags (context-specific, primitive) that Go reads in name constraints. */
@@ -29,9 +30,16 @@ interface IpRange {
   readonly mask: Uint8Array;
 }
 
+/** A DNS or URI constraint: its text, and its labels right to left (without a leading "."). */
+interface DomainConstraint {
+  readonly text: string;
+  readonly labels: readonly string[];
+  readonly subdomainsOnly: boolean;
+}
+
 interface Subtrees {
-  readonly dns: string[];
-  readonly uri: string[];
+  readonly dns: DomainConstraint[];
+  readonly uri: DomainConstraint[];
   readonly ip: IpRange[];
 }
 
@@ -88,13 +96,16 @@ export function readNameConstraints(der: Uint8Array, value: DerElement): NameCon
   return { permitted, excluded, unhandled: [...unhandled] };
 }
 
-/** A DNS, URI or email domain constraint, checked as Go parses it (a leading "." allowed). */
-function domainConstraint(text: string, kind: string): string {
+/**
+ * A DNS, URI or email domain constraint, checked as Go parses it: ASCII, a leading "." allowed,
+ * no trailing "." (current Go refuses "." itself, which older releases read as "everything").
+ */
+function domainConstraint(text: string, kind: string): DomainConstraint {
+  const subdomainsOnly = text.startsWith('.');
   // eslint-disable-next-line no-control-regex -- IA5String: the ASCII range
-  if (!/^[\x00-\x7f]*$/.test(text) || reverseLabels(text.startsWith('.') ? text.slice(1) : text) === null) {
-    throw new Error(`malformed name constraints: ${kind} constraint ${JSON.stringify(text)} is not a domain name`);
-  }
-  return text;
+  const labels = /^[\x00-\x7f]*$/.test(text) && !text.endsWith('.') ? reverseLabels(subdomainsOnly ? text.slice(1) : text) : null;
+  if (labels === null) throw new Error(`malformed name constraints: ${kind} constraint ${JSON.stringify(text)} is not a domain name`);
+  return { text, labels, subdomainsOnly };
 }
 
 function ipRange(content: Uint8Array): IpRange {
@@ -105,7 +116,9 @@ function ipRange(content: Uint8Array): IpRange {
   let bits = '';
   for (const b of mask) bits += b.toString(2).padStart(8, '0');
   if (!/^1*0*$/.test(bits)) throw new Error(`malformed name constraints: IP mask ${Buffer.from(mask).toString('hex')} is not a prefix`);
-  return { ip: content.subarray(0, half), mask };
+  const ip = content.subarray(0, half);
+  if (isIpv4Mapped(ip)) throw new Error('malformed name constraints: an IP range written as an IPv4-mapped IPv6 address');
+  return { ip, mask };
 }
 
 /** Why `nc` refuses the leaf's names, one entry per name refused ([] when it allows them all). */
@@ -118,7 +131,7 @@ export function refusedNames(nc: NameConstraints, names: LeafNames): string[] {
   for (const name of names.dnsNames ?? []) {
     const labels = dnsNameLabels(name);
     // Under a CA with the extension (whatever it holds), Go refuses a DNS name it cannot parse.
-    const why = labels ? verdict(nc.permitted.dns, nc.excluded.dns, (c, excluded) => domainMatches(name, labels, c, excluded)) : 'not a DNS name Go can parse';
+    const why = labels ? verdict(nc.permitted.dns, nc.excluded.dns, (c, excluded) => domainMatches(name, labels, c, excluded), domainText) : 'not a DNS name Go can parse';
     if (why) out.push(`DNS name ${name} (${why})`);
   }
   for (const ip of names.ipAddresses ?? []) {
@@ -139,23 +152,25 @@ function uriRefusal(nc: NameConstraints, uri: string): string | null {
   const labels = reverseLabels(host);
   // Go refuses to match a URI without a domain host against any URI constraint.
   if (host === '' || host.startsWith('[') || isIP(host) !== 0 || labels === null) return 'its host is not a domain name';
-  return verdict(nc.permitted.uri, nc.excluded.uri, (c, excluded) => domainMatches(host, labels, c, excluded));
+  return verdict(nc.permitted.uri, nc.excluded.uri, (c, excluded) => domainMatches(host, labels, c, excluded), domainText);
 }
 
-function verdict<C>(permitted: readonly C[], excluded: readonly C[], matches: (c: C, excluded: boolean) => boolean, show: (c: C) => string = (c) => String(c)): string | null {
+function verdict<C>(permitted: readonly C[], excluded: readonly C[], matches: (c: C, excluded: boolean) => boolean, show: (c: C) => string): string | null {
   const hit = excluded.find((c) => matches(c, true));
   if (hit !== undefined) return `excluded: "${show(hit)}"`;
   if (permitted.length > 0 && !permitted.some((c) => matches(c, false))) return `permitted only: ${permitted.map((c) => `"${show(c)}"`).join(', ')}`;
   return null;
 }
 
+function domainText(c: DomainConstraint): string {
+  return c.text;
+}
+
 /** Go's matchDomainConstraint: labels compared from the right, case-insensitively. */
-function domainMatches(domain: string, labels: readonly string[], constraint: string, excluded: boolean): boolean {
-  const subdomainsOnly = constraint.startsWith('.');
-  // Parsed when the constraint was read.
-  let c = reverseLabels(subdomainsOnly ? constraint.slice(1) : constraint)!;
+function domainMatches(domain: string, labels: readonly string[], constraint: DomainConstraint, excluded: boolean): boolean {
+  let c = constraint.labels;
   let d = labels;
-  if (d.length < c.length || (subdomainsOnly && d.length === c.length)) return false;
+  if (d.length < c.length || (constraint.subdomainsOnly && d.length === c.length)) return false;
   if (excluded && domain.startsWith('*') && d.length > 1 && c.length > 0) {
     d = d.slice(0, -1);
     c = c.slice(0, -1);
@@ -173,7 +188,11 @@ function reverseLabels(domain: string): string[] | null {
   return labels.every((l) => /^[\x21-\x7e]+$/.test(l)) ? labels : null;
 }
 
-/** A leaf's DNS name as Go's domainNameValid takes it (at most 253 octets, labels of 1–63), as labels. */
+/**
+ * A leaf's DNS name as labels, or null when Go cannot parse it: empty labels, a trailing ".",
+ * characters outside "!".."~"; and, as some Go releases checked, more than 253 octets or a label
+ * over 63.
+ */
 function dnsNameLabels(name: string): string[] | null {
   if (name === '' || name.length > 253) return null;
   const labels = reverseLabels(name);

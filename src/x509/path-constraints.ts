@@ -5,7 +5,8 @@
  * clients refuse, so meshcert checks a sample leaf's path when it loads a CA, and the names of
  * each leaf with DNS names or IP addresses before signing it (src/x509/name-constraints.ts).
  * Go's rules where they differ: a CA whose only extended key usage is anyExtendedKeyUsage passes
- * (Go accepts it; OpenSSL's purpose check does not). Never stricter than Go.
+ * (Go accepts it; OpenSSL's purpose check does not). Never stricter than Go, except where Go
+ * releases differ: then as the strictest (see src/x509/name-constraints.ts).
  * Setup-time code: reads extensions with the small DER reader, not a full X.509 library.
  */
 import { oid, readChildren, readElement, TAG_BOOLEAN, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, type DerElement } from './der.js';

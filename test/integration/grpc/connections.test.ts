@@ -231,7 +231,10 @@ describe('server maxUploadBytes (requests still arriving)', () => {
   it('refuses data past the bound while every upload is fresh, then drops the oldest stalled one to make room; complete requests go on', async () => {
     // The route is told of each call shed (CreateCertificate logs and counts them).
     const told: Array<[string, string]> = [];
-    const { server: s, port: p, ca: pem } = await testServer({ maxUploadBytes: 30_000 }, (srv) => srv.unary(codec, (r) => r, { shed: (details, call) => void told.push([details, call.peer.replace(/:\d+$/, '')]) }));
+    const waited: number[] = [];
+    const { server: s, port: p, ca: pem } = await testServer({ maxUploadBytes: 30_000 }, (srv) =>
+      srv.unary(codec, (r) => r, { shed: (details, call, waitedMs) => void (told.push([details, call.peer.replace(/:\d+$/, '')]), waited.push(waitedMs)) }),
+    );
     const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 100));
     try {
       const session = connections.open(p, pem);
@@ -268,6 +271,33 @@ describe('server maxUploadBytes (requests still arriving)', () => {
       const busy = 'the CA is busy (too many certificate requests in flight); retry with backoff';
       const stalled = 'the request stalled while the server needed its memory for others; retry';
       expect(told).toEqual([busy, stalled, stalled].map((d) => [d, '127.0.0.1']));
+      // The stalled ones had been arriving for over a second when dropped.
+      expect(waited.slice(1).every((ms) => ms > 1000)).toBe(true);
+      session.destroy();
+    } finally {
+      await s.shutdown();
+    }
+  }, 20_000);
+
+  it('refuses a shed call all the same when the route\'s Shed throws, and keeps serving', async () => {
+    const { server: s, port: p, ca: pem } = await testServer({ maxUploadBytes: 30_000 }, (srv) =>
+      srv.unary(codec, (r) => r, {
+        shed: () => {
+          throw new Error('observer broke');
+        },
+      }),
+    );
+    try {
+      const session = connections.open(p, pem);
+      const calls = [];
+      for (let i = 0; i < 3; i++) {
+        const c = startCall(session, codec.path);
+        c.stream.write(Buffer.concat([Buffer.from([0, 0, 0, 0x5d, 0xc0]), Buffer.alloc(11_995)]));
+        calls.push(c);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect((await calls[2]!.reply).grpcStatus).toBe(Status.UNAVAILABLE);
+      expect(statusOf(await unaryCall(session, codec.path, frameMessage(Buffer.from('hi'))))).toBe(String(Status.OK));
       session.destroy();
     } finally {
       await s.shutdown();

@@ -60,11 +60,12 @@ describe('certificateShed', () => {
   it('logs and observes a call the transport shed while its request arrived as an OVERLOADED refusal (UNAVAILABLE), as Admission does', async () => {
     const lines: string[] = [];
     const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
-    const refused: Array<[string, string, string | undefined]> = [];
-    const observer = { issued: () => {}, refused: (reason: string, details: string, c: { clusterId?: string }) => void refused.push([reason, details, c.clusterId]) };
+    const refused: Array<[string, string, string | undefined, number]> = [];
+    const observer = { issued: () => {}, refused: (reason: string, details: string, c: { clusterId?: string; latencyMs: number }) => void refused.push([reason, details, c.clusterId, c.latencyMs]) };
     const call: CallInfo = { headers: { clusterid: 'east' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificate: undefined, cancelled: () => false };
-    certificateShed({ logger, observer })('the request stalled; retry', call);
-    expect(refused).toEqual([['OVERLOADED', 'the request stalled; retry', 'east']]);
+    certificateShed({ logger, observer })('the request stalled; retry', call, 1234.5);
+    // How long the upload had been arriving, not 0: the call did wait.
+    expect(refused).toEqual([['OVERLOADED', 'the request stalled; retry', 'east', 1234.5]]);
     await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
     // What the bench counts as an UNAVAILABLE the server sent.
     expect(lines.join('')).toContain(`"decision":"refused","code":"OVERLOADED","grpcCode":${Status.UNAVAILABLE},"reason":"the request stalled; retry"`);
