@@ -81,7 +81,29 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
   const revocations = new ClientCertRevocations(config.auth.revokedClientCertificates);
   // Each process that loads the state says so (a cluster's primary and every worker).
   for (const r of revocations.farAhead(Date.now())) logger.warn({ entry: r.index, issuedBefore: r.issuedBefore.toISOString() }, farAheadWarning(r));
-  return { issuers: new IssuerRegistry(issuers), policy: new PolicyEngine(config.policy), revocations };
+  const policy = new PolicyEngine(config.policy);
+  for (const w of uncertifiableSans(policy, issuers, config)) logger.warn(w);
+  return { issuers: new IssuerRegistry(issuers), policy, revocations };
+}
+
+/**
+ * Policy rules that allow DNS names or IP addresses their CA cannot certify: requests for them
+ * are refused at issuance (CSR_FORBIDDEN_EXTENSION). Said at load as warnings, since the names
+ * depend on the caller: each DNS template is rendered for a sample workload (namespace "ns",
+ * service account "sa"), each IP entry checked at its first and last address.
+ */
+export function uncertifiableSans(policy: PolicyEngine, issuers: readonly LocalIssuer[], config: MeshcertConfig): string[] {
+  const sample = { namespace: 'ns', serviceAccount: 'sa', trustDomain: config.trustDomain, cluster: config.auth.defaultCluster };
+  const warnings: string[] = [];
+  for (const s of policy.extraSanSamples(sample)) {
+    const issuer = issuers.find((i) => i.name === s.issuer);
+    if (!issuer) continue; // the config names only issuers it has; one that failed to load was said already
+    const refused = issuer.refusedNames({ uris: [`spiffe://${config.trustDomain}/ns/ns/sa/sa`], dnsNames: s.dnsNames, ipAddresses: s.ipAddresses });
+    if (refused.length > 0) {
+      warnings.push(`policy rule "${s.rule}" allows names its CA "${s.issuer}" cannot certify, and requests for them are refused (checked for namespace "ns", service account "sa"): ${refused.join('; ')}`);
+    }
+  }
+  return warnings;
 }
 
 /** One of `issuers`: loaded from its directory and self-tested (never created). */

@@ -6,7 +6,9 @@ import { FileJwks } from '../auth/jwt.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { interruptedCreation } from '../ca/files.js';
 import { isCaDirEmpty } from '../ca/material.js';
-import { loadIssuer, loadNamedIssuer } from '../ca/state.js';
+import { loadIssuer, loadNamedIssuer, uncertifiableSans } from '../ca/state.js';
+import type { LocalIssuer } from '../issuer/local.js';
+import { PolicyEngine } from '../policy/engine.js';
 import { createLogger } from '../log/logger.js';
 import { loadServingFiles } from '../serving/serving-cert.js';
 import type { MeshcertConfig } from '../config/schema.js';
@@ -25,13 +27,14 @@ export async function configCommand(argv: string[]): Promise<number> {
   assertServable(config, positionals[0]!);
   // And the files it names, read as `serve` reads them at start and a reload re-reads them
   // (--no-files where they are not at hand: a CI job checking the file before it is deployed).
-  const files = values['no-files'] ? { problems: [], notes: ['files not read (--no-files)'] } : await fileProblems(config);
+  const files = values['no-files'] ? { problems: [], notes: ['files not read (--no-files)'], warnings: [] } : await fileProblems(config);
   if (files.problems.length > 0) {
     console.error(`meshcert: ${positionals[0]} cannot be served with the files it names:\n${files.problems.map((p) => `  - ${p}`).join('\n')}`);
     return 1;
   }
   console.log(`${positionals[0]}: valid`);
   for (const n of files.notes) console.log(`  ${n}`);
+  for (const w of files.warnings) console.error(`meshcert: warning: ${w}`);
   console.log(`  listen ${config.server.listen}, trust domain ${config.trustDomain}, CA ${config.ca.dir}${config.ca.autoInit ? ' (autoInit)' : ''}`);
   // The default rule as resolved (issuance.* or policy.default.lifetime, whichever the file sets).
   const def = config.policy.default;
@@ -57,9 +60,10 @@ export async function configCommand(argv: string[]): Promise<number> {
  * The files `serve` reads at start: the CA directories (loaded and self-tested, never created),
  * server.tls.certFile/keyFile, and every jwksFile. Each problem with the message `serve` would stop on.
  */
-async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[]; notes: string[] }> {
+async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[]; notes: string[]; warnings: string[] }> {
   const problems: string[] = [];
   const notes: string[] = [];
+  const loaded: LocalIssuer[] = [];
   const quiet = createLogger('silent');
   const dir = config.ca.dir!;
   if (config.ca.autoInit && isCaDirEmpty(dir)) notes.push(`CA directory ${dir} is empty: serve creates a CA there (ca.autoInit)`);
@@ -68,13 +72,13 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
   } else {
     // Never creates one: without autoInit an empty directory is refused with what to run.
     await loadIssuer(config, quiet, { allowInit: !config.ca.autoInit }).then(
-      () => notes.push(`CA ${dir}: loads and signs a chain that verifies`),
+      (issuer) => (loaded.push(issuer), notes.push(`CA ${dir}: loads and signs a chain that verifies`)),
       (e: unknown) => problems.push(`ca.dir: ${(e as Error).message}`),
     );
   }
   for (const i of config.issuers) {
     try {
-      loadNamedIssuer(config, i, quiet);
+      loaded.push(loadNamedIssuer(config, i, quiet));
     } catch (e) {
       problems.push((e as Error).message);
     }
@@ -97,7 +101,8 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
       }
     }),
   );
-  return { problems, notes };
+  // As serve warns at load: what the policy allows but a CA cannot certify.
+  return { problems, notes, warnings: uncertifiableSans(new PolicyEngine(config.policy), loaded, config) };
 }
 
 /**

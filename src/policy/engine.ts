@@ -56,6 +56,13 @@ export interface PolicyRequest {
   readonly uris: readonly string[];
 }
 
+export interface ExtraSanSample {
+  readonly rule: string;
+  readonly issuer: string;
+  readonly dnsNames: readonly string[];
+  readonly ipAddresses: readonly string[];
+}
+
 export type PolicyDenialCode = 'POLICY_DENIED' | 'TTL_INVALID' | 'CSR_UNSUPPORTED_KEY' | 'CSR_FORBIDDEN_EXTENSION';
 
 export type PolicyDecision =
@@ -145,6 +152,23 @@ export class PolicyEngine {
   /** Rule names in evaluation order, then "default". */
   get ruleNames(): string[] {
     return [...this.rules.map((r) => r.name), DEFAULT_RULE_NAME];
+  }
+
+  /**
+   * For each rule that allows extra SANs (the default rule included): its CA, and names it
+   * allows: each DNS template rendered with `values`, each IP entry's first and last address.
+   * For load-time checks against what the CA can certify.
+   */
+  extraSanSamples(values: TemplateValues): ExtraSanSample[] {
+    const out: ExtraSanSample[] = [];
+    for (const rule of [...this.rules, this.fallback]) {
+      const a = rule.action;
+      if (a.deny !== undefined) continue;
+      const dnsNames = a.dns.map((t) => t.render(values)).filter((n): n is string => n !== null);
+      const ipAddresses = a.ip.bounds();
+      if (dnsNames.length + ipAddresses.length > 0) out.push({ rule: rule.name, issuer: a.issuer, dnsNames, ipAddresses });
+    }
+    return out;
   }
 
   /** The decision for one request. Pure; called once per certificate request. */

@@ -12,6 +12,7 @@ import { makeCsr } from '../fixtures/csr.js';
 import { openStore } from '../../src/inventory/open.js';
 import { makeRecord } from '../unit/inventory/fixtures.js';
 import { killIfRunning, ROOT, runCli, startServe, type ServerProcess } from '../support/cli.js';
+import { nameConstraints, writeConstrainedCaDir } from '../support/constrained-ca.js';
 import { mintToken, openssl, TEST_ISSUER, writeTestJwks } from '../support/harness.js';
 
 describe('the meshcert CLI, as a user runs it', () => {
@@ -152,6 +153,24 @@ describe('the meshcert CLI, as a user runs it', () => {
     const na = await runCli(['config', 'check', noAuth]);
     expect(na.code).toBe(1);
     expect(na.stderr).toMatch(/no-auth\.yaml cannot be served:\n {2}- auth\.clusters: no authentication configured/);
+  });
+
+  it('config check refuses a CA whose name constraints leave out the serving names, and warns about policy names the CA cannot certify', async () => {
+    await writeConstrainedCaDir(join(dir, 'constrained-ca'), nameConstraints({ uri: ['cluster.local'], dns: ['.svc.example.com'], ip: ['10.0.0.0/8'] }));
+    const base = readFileSync(configFile, 'utf8').replace('  dir: ca\n', '  dir: constrained-ca\n');
+    const defaults = join(dir, 'constrained-defaults.yaml');
+    writeFileSync(defaults, base);
+    const refused = await runCli(['config', 'check', defaults]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('server.tls.dnsNames/ipAddresses (by default localhost, 127.0.0.1 and ::1): the default CA cannot certify the serving certificate');
+    const named = join(dir, 'constrained-named.yaml');
+    const policy = ['policy:', '  rules:', '    - name: svc', '      match: { namespaces: [web] }', '      extraSans: { dns: ["{serviceAccount}.{namespace}.svc.example.com"], ip: ["10.1.0.0/16"] }', '    - name: wide', '      extraSans: { dns: ["{namespace}.example.org"], ip: ["10.0.0.0/7"] }', ''].join('\n');
+    writeFileSync(named, base.replace('  shutdownGrace: 10s\n', '  shutdownGrace: 10s\n  tls: { dnsNames: [meshcert.svc.example.com], ipAddresses: [10.0.0.7] }\n') + policy);
+    const r = await runCli(['config', 'check', named]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr.trim().split('\n')).toEqual([
+      'meshcert: warning: policy rule "wide" allows names its CA "default" cannot certify, and requests for them are refused (checked for namespace "ns", service account "sa"): "CN=constrained intermediate" has name constraints that exclude DNS name ns.example.org (permitted only: ".svc.example.com"); "CN=constrained intermediate" has name constraints that exclude IP address 11.255.255.255 (permitted only: "10.0.0.0/8")',
+    ]);
   });
 
   it('config check reads the files serve would (CA directories with their self-test, serving certificate, jwksFile), listing every problem; --no-files skips them', async () => {

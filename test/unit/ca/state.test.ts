@@ -83,6 +83,23 @@ describe('loadCaState and the serving certificate\'s names', () => {
     await expect(loadCaState(config({ certFile: join(dir, 'serving.pem'), keyFile: join(dir, 'serving-key.pem') }), quiet)).resolves.toBeDefined();
   });
 
+  it('warns at load about a policy rule allowing names the CA cannot certify (each process that loads says so)', async () => {
+    const dir = join(base, 'policy-constrained');
+    await writeConstrainedCaDir(dir, nameConstraints({ uri: ['cluster.local'], dns: ['.svc.example.com'] }));
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+    const config = parseConfig({
+      dataDir: join(base, 'data'),
+      ca: { dir },
+      server: { tls: { dnsNames: ['meshcert.svc.example.com'], ipAddresses: [] } },
+      policy: { rules: [{ name: 'fine', match: { namespaces: ['web'] }, extraSans: { dns: ['{serviceAccount}.{namespace}.svc.example.com'] } }, { name: 'wide', extraSans: { dns: ['{namespace}.example.org'] } }] },
+    });
+    await loadCaState(config, logger);
+    expect(lines.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([
+      'policy rule "wide" allows names its CA "default" cannot certify, and requests for them are refused (checked for namespace "ns", service account "sa"): "CN=constrained intermediate" has name constraints that exclude DNS name ns.example.org (permitted only: ".svc.example.com")',
+    ]);
+  });
+
   it('refuses a CA whose critical name constraints hold a directoryName, which Go cannot read: it would refuse every leaf', async () => {
     const dir = join(base, 'dn-constrained');
     await writeConstrainedCaDir(dir, nameConstraints({ uri: ['cluster.local'], directoryName: ['O=Example'] }));

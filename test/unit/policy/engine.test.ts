@@ -417,6 +417,25 @@ describe('PolicyEngine extra SANs', () => {
   });
 });
 
+describe('PolicyEngine.extraSanSamples', () => {
+  it('gives each allow rule\'s CA with its DNS templates rendered and each IP entry\'s first and last address; deny rules and rules without extra SANs give none', () => {
+    const p = engine({
+      rules: [
+        { name: 'deny', match: { namespaces: ['kube-system'] }, deny: 'no' },
+        { name: 'svc', issuer: 'other', extraSans: { dns: ['{serviceAccount}.{namespace}.svc', '*.{trustDomain}', 'x.{cluster}.example'], ip: ['10.1.2.3', '10.0.0.0/7', 'fd00::/64'] } },
+        // A template a dotted service account cannot render is left out.
+        { name: 'dotted', extraSans: { dns: ['{serviceAccount}.example'] } },
+        { name: 'plain' },
+      ],
+    });
+    expect(p.extraSanSamples({ namespace: 'ns', serviceAccount: 'sa', trustDomain: 'td.example', cluster: 'east' })).toEqual([
+      { rule: 'svc', issuer: 'other', dnsNames: ['sa.ns.svc', '*.td.example', 'x.east.example'], ipAddresses: ['10.1.2.3', '10.0.0.0', '11.255.255.255', 'fd00::', 'fd00::ffff:ffff:ffff:ffff'] },
+      { rule: 'dotted', issuer: 'default', dnsNames: ['sa.example'], ipAddresses: [] },
+    ]);
+    expect(p.extraSanSamples({ namespace: 'ns', serviceAccount: 'a.b', trustDomain: 'td.example', cluster: 'east' }).map((s) => s.rule)).toEqual(['svc']);
+  });
+});
+
 describe('PolicyEngine issuer and default rule', () => {
   it('uses the matched rule\'s issuer', () => {
     expect(allowed(engine(EXAMPLE_POLICY).evaluate(req({ namespace: 'istio-ingress', serviceAccount: 'istio-ingressgateway' }))).issuer).toBe('gateways-ca');
