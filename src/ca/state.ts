@@ -14,7 +14,8 @@ import { IssuerRegistry } from '../issuer/registry.js';
 import type { Logger } from '../log/logger.js';
 import { PolicyEngine } from '../policy/engine.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
-import { trustDomainProblem } from '../x509/spiffe-id.js';
+import { trustDomainProblem, workloadSpiffeId } from '../x509/spiffe-id.js';
+import { effectiveDefaultCluster } from '../config/default-cluster.js';
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
 export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean; quiet?: boolean } = {}): Promise<LocalIssuer> {
@@ -88,22 +89,34 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
 
 /**
  * Policy rules that allow DNS names or IP addresses their CA cannot certify: requests for them
- * are refused at issuance (CSR_FORBIDDEN_EXTENSION). Said at load as warnings, since the names
- * depend on the caller: each DNS template is rendered for a sample workload (namespace "ns",
- * service account "sa"), each IP entry checked at its first and last address.
+ * are refused at issuance (CSR_FORBIDDEN_EXTENSION). Said at load as warnings, one per set of
+ * refusals with the rules that share it (rules inherit the default's extraSans). A sample check:
+ * DNS templates are rendered for the literal values of each rule's match lists, else namespace
+ * "ns", service account "sa", the mesh's trust domain and the default cluster, so a name a glob
+ * admits can still be refused; IP entries are checked whole.
  */
 export function uncertifiableSans(policy: PolicyEngine, issuers: readonly LocalIssuer[], config: MeshcertConfig): string[] {
-  const sample = { namespace: 'ns', serviceAccount: 'sa', trustDomain: config.trustDomain, cluster: config.auth.defaultCluster };
-  const warnings: string[] = [];
-  for (const s of policy.extraSanSamples(sample)) {
+  const cluster = effectiveDefaultCluster(config, config.auth.clusters.map((c) => c.name));
+  const byProblem = new Map<string, string[]>();
+  for (const s of policy.extraSanSamples({ namespace: 'ns', serviceAccount: 'sa', trustDomain: config.trustDomain, cluster })) {
     const issuer = issuers.find((i) => i.name === s.issuer);
     if (!issuer) continue; // the config names only issuers it has; one that failed to load was said already
-    const refused = issuer.refusedNames({ uris: [`spiffe://${config.trustDomain}/ns/ns/sa/sa`], dnsNames: s.dnsNames, ipAddresses: s.ipAddresses });
-    if (refused.length > 0) {
-      warnings.push(`policy rule "${s.rule}" allows names its CA "${s.issuer}" cannot certify, and requests for them are refused (checked for namespace "ns", service account "sa"): ${refused.join('; ')}`);
+    const refused = new Set<string>();
+    for (const { values, dnsNames } of s.samples) {
+      let uri: string;
+      try {
+        uri = workloadSpiffeId(values.trustDomain, values.namespace, values.serviceAccount);
+      } catch {
+        continue; // a match value that names no workload: no caller gets it
+      }
+      for (const r of issuer.refusedNames({ uris: [uri], dnsNames })) refused.add(r);
     }
+    for (const r of issuer.refusedIpRanges(s.ipEntries)) refused.add(r);
+    if (refused.size === 0) continue;
+    const key = `its CA "${s.issuer}" cannot certify: ${[...refused].join('; ')}`;
+    byProblem.set(key, [...(byProblem.get(key) ?? []), s.rule]);
   }
-  return warnings;
+  return [...byProblem].map(([problem, rules]) => `policy rule${rules.length > 1 ? 's' : ''} ${rules.map((r) => `"${r}"`).join(', ')} allow${rules.length > 1 ? '' : 's'} names ${problem}; requests for them are refused`);
 }
 
 /** One of `issuers`: loaded from its directory and self-tested (never created). */

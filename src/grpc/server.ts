@@ -553,8 +553,9 @@ export class GrpcServer {
       } catch (e) {
         // Telling is best effort; the call is refused all the same.
         this.logger.error({ err: e, method: path }, 'unexpected error reporting a shed call');
+      } finally {
+        fail(Status.UNAVAILABLE, details);
       }
-      fail(Status.UNAVAILABLE, details);
     };
     const upload: Upload = { started: performance.now(), fail, shed, bytes: 0, lastData: 0 };
     this.uploads.set(stream, upload);

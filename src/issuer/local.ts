@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { CaMaterial } from '../ca/material.js';
 import { buildLeaf, buildLeafAsync, derToPem, ipToBytes, prepareLeafSigner, newSerial, type LeafParams, type LeafSigner } from '../x509/leaf.js';
-import { namesRefused, pathConstraintProblems, pathNameConstraints, type ConstrainedCa, type PathCert } from '../x509/path-constraints.js';
+import { namesRefused, pathConstraintProblems, pathNameConstraints, rangesRefused, type ConstrainedCa, type PathCert } from '../x509/path-constraints.js';
 import { signedBy } from '../x509/verify-chain.js';
 import { serialHex } from '../x509/serial-hex.js';
 
@@ -67,11 +67,30 @@ export class LocalIssuer {
    */
   refusedNames(req: Pick<SignRequest, 'uris' | 'dnsNames' | 'ipAddresses'>): string[] {
     if (!req.dnsNames?.length && !req.ipAddresses?.length) return [];
-    this.constrainedPaths ??= this.readConstrainedPaths(this.caPaths());
     const names = { uris: req.uris, dnsNames: req.dnsNames ?? [], ipAddresses: (req.ipAddresses ?? []).map(ipToBytes) };
+    return this.onAnyPath((path) => namesRefused(path, names));
+  }
+
+  /**
+   * Why the chain refuses some address of these policy IP entries ("10.0.0.0/8" or one address),
+   * [] when one path a client can build allows them all: for load-time checks of the policy.
+   */
+  refusedIpRanges(entries: readonly string[]): string[] {
+    if (entries.length === 0) return [];
+    const ranges = entries.map((e) => {
+      const [address, bits] = e.split('/') as [string, string | undefined];
+      const ip = ipToBytes(address);
+      return { ip, bits: bits === undefined ? ip.length * 8 : Number(bits) };
+    });
+    return this.onAnyPath((path) => rangesRefused(path, ranges));
+  }
+
+  /** [] when `check` finds nothing on one of the paths (Go accepts one acceptable path), else the first path's problems. */
+  private onAnyPath(check: (path: readonly ConstrainedCa[]) => string[]): string[] {
+    this.constrainedPaths ??= this.readConstrainedPaths(this.caPaths());
     let first: string[] = [];
     for (const path of this.constrainedPaths) {
-      const problems = namesRefused(path, names);
+      const problems = check(path);
       if (problems.length === 0) return [];
       if (first.length === 0) first = problems;
     }

@@ -22,7 +22,7 @@
  *      differs from a positive lifetime requested (raised to min or lowered to max).
  */
 import type { CsrKeyInfo } from '../csr/types.js';
-import { PatternSet } from '../match/glob.js';
+import { isGlob, PatternSet } from '../match/glob.js';
 import { DnsTemplate, IpAllowList, dnsNameAllowed, type TemplateValues } from './sans.js';
 import { DEFAULT_RULE_NAME, type CredentialKind, type KeyRequirement, type LifetimePolicy, type Policy, type RuleAction, type RuleMatch } from './schema.js';
 
@@ -59,8 +59,9 @@ export interface PolicyRequest {
 export interface ExtraSanSample {
   readonly rule: string;
   readonly issuer: string;
-  readonly dnsNames: readonly string[];
-  readonly ipAddresses: readonly string[];
+  /** The rule's DNS templates rendered for each sample caller. */
+  readonly samples: ReadonlyArray<{ readonly values: TemplateValues; readonly dnsNames: readonly string[] }>;
+  readonly ipEntries: readonly string[];
 }
 
 export type PolicyDenialCode = 'POLICY_DENIED' | 'TTL_INVALID' | 'CSR_UNSUPPORTED_KEY' | 'CSR_FORBIDDEN_EXTENSION';
@@ -155,18 +156,31 @@ export class PolicyEngine {
   }
 
   /**
-   * For each rule that allows extra SANs (the default rule included): its CA, and names it
-   * allows: each DNS template rendered with `values`, each IP entry's first and last address.
-   * For load-time checks against what the CA can certify.
+   * For each rule that allows extra SANs (the default rule included): its CA, its DNS templates
+   * rendered for sample callers, and its IP entries. The samples take the literal values of the
+   * rule's own match lists (up to 3 of each), else those of `fallback`. For load-time checks
+   * against what the CA can certify.
    */
-  extraSanSamples(values: TemplateValues): ExtraSanSample[] {
+  extraSanSamples(fallback: TemplateValues): ExtraSanSample[] {
     const out: ExtraSanSample[] = [];
     for (const rule of [...this.rules, this.fallback]) {
       const a = rule.action;
-      if (a.deny !== undefined) continue;
-      const dnsNames = a.dns.map((t) => t.render(values)).filter((n): n is string => n !== null);
-      const ipAddresses = a.ip.bounds();
-      if (dnsNames.length + ipAddresses.length > 0) out.push({ rule: rule.name, issuer: a.issuer, dnsNames, ipAddresses });
+      if (a.deny !== undefined || (a.dns.length === 0 && a.ip.entries.length === 0)) continue;
+      const literal = (field: MatchField, otherwise: string): string[] => {
+        const found = rule.checks.find((c) => c.field === field)?.set.patterns.filter((p) => !isGlob(p)).slice(0, 3) ?? [];
+        return found.length > 0 ? found : [otherwise];
+      };
+      const callers: TemplateValues[] = [];
+      for (const trustDomain of literal('trustDomain', fallback.trustDomain))
+        for (const cluster of literal('clusterId', fallback.cluster))
+          for (const namespace of literal('namespace', fallback.namespace))
+            for (const serviceAccount of literal('serviceAccount', fallback.serviceAccount)) callers.push({ trustDomain, cluster, namespace, serviceAccount });
+      out.push({
+        rule: rule.name,
+        issuer: a.issuer,
+        samples: callers.map((values) => ({ values, dnsNames: a.dns.map((t) => t.render(values)).filter((n): n is string => n !== null) })),
+        ipEntries: a.ip.entries,
+      });
     }
     return out;
   }

@@ -15,7 +15,6 @@
  * a requested IP SAN is allowed when it is one of them or inside one of them.
  */
 import { BlockList, isIP } from 'node:net';
-import { ipBytesToText } from '../net/ip-text.js';
 import { ipToBytes } from '../x509/leaf.js';
 
 export const TEMPLATE_PLACEHOLDERS = ['namespace', 'serviceAccount', 'trustDomain', 'cluster'] as const;
@@ -163,24 +162,6 @@ export class IpAllowList {
       else list.addSubnet(address, Number(e.slice(slash + 1)), type);
     }
     this.lists = lists;
-  }
-
-  /** Each entry's first and last address (one for a single address), for load-time checks. */
-  bounds(): string[] {
-    return this.entries.flatMap((e) => {
-      const slash = e.indexOf('/');
-      if (slash === -1) return [e];
-      const base = ipToBytes(e.slice(0, slash));
-      const bits = Number(e.slice(slash + 1));
-      const first = Buffer.from(base);
-      const last = Buffer.from(base);
-      for (let i = 0; i < base.length * 8; i++) {
-        if (i < bits) continue;
-        first[i >> 3]! &= ~(0x80 >> (i & 7));
-        last[i >> 3]! |= 0x80 >> (i & 7);
-      }
-      return [ipBytesToText(first), ipBytesToText(last)];
-    });
   }
 
   allows(ip: string): boolean {

@@ -98,13 +98,14 @@ export function readNameConstraints(der: Uint8Array, value: DerElement): NameCon
 
 /**
  * A DNS, URI or email domain constraint, checked as Go parses it: ASCII, a leading "." allowed,
- * no trailing "." (current Go refuses "." itself, which older releases read as "everything").
+ * no trailing "." (current Go refuses "." itself, which older releases read as "everything"),
+ * and, as some Go releases checked, at most 253 octets with labels of at most 63.
  */
 function domainConstraint(text: string, kind: string): DomainConstraint {
   const subdomainsOnly = text.startsWith('.');
   // eslint-disable-next-line no-control-regex -- IA5String: the ASCII range
-  const labels = /^[\x00-\x7f]*$/.test(text) && !text.endsWith('.') ? reverseLabels(subdomainsOnly ? text.slice(1) : text) : null;
-  if (labels === null) throw new Error(`malformed name constraints: ${kind} constraint ${JSON.stringify(text)} is not a domain name`);
+  const labels = /^[\x00-\x7f]*$/.test(text) && !text.endsWith('.') && text.length <= 253 ? reverseLabels(subdomainsOnly ? text.slice(1) : text) : null;
+  if (labels === null || labels.some((l) => l.length > 63)) throw new Error(`malformed name constraints: ${kind} constraint ${JSON.stringify(text)} is not a domain name`);
   return { text, labels, subdomainsOnly };
 }
 
@@ -139,6 +140,50 @@ export function refusedNames(nc: NameConstraints, names: LeafNames): string[] {
     if (why) out.push(`IP address ${ipBytesToText(ip)} (${why})`);
   }
   return out;
+}
+
+/** A range of IP addresses (an address and its prefix length), as a policy allows them. */
+export interface IpPrefix {
+  readonly ip: Uint8Array;
+  readonly bits: number;
+}
+
+/**
+ * Why `nc` refuses some address of each range, one entry per range ([] when it allows every
+ * address of them all): for load-time checks of a policy's IP entries. Prefixes nest or are
+ * apart, so a range is refused when an excluded range overlaps it, or when permitted ranges
+ * exist and none holds it whole.
+ */
+export function refusedRanges(nc: NameConstraints, ranges: readonly IpPrefix[]): string[] {
+  const out: string[] = [];
+  for (const r of ranges) {
+    const why = verdict(nc.permitted.ip, nc.excluded.ip, (c, excluded) => (excluded ? overlaps(r, c) : holds(c, r)), rangeText);
+    if (why) out.push(`IP range ${ipBytesToText(r.ip)}/${r.bits} (${why})`);
+  }
+  return out;
+}
+
+function overlaps(r: IpPrefix, c: IpRange): boolean {
+  return r.ip.length === c.ip.length && samePrefix(r.ip, c.ip, Math.min(r.bits, prefixLength(c.mask)));
+}
+
+function holds(c: IpRange, r: IpPrefix): boolean {
+  const bits = prefixLength(c.mask);
+  return r.ip.length === c.ip.length && bits <= r.bits && samePrefix(r.ip, c.ip, bits);
+}
+
+function samePrefix(a: Uint8Array, b: Uint8Array, bits: number): boolean {
+  for (let i = 0; i < bits; i++) {
+    const m = 0x80 >> (i & 7);
+    if (((a[i >> 3] as number) & m) !== ((b[i >> 3] as number) & m)) return false;
+  }
+  return true;
+}
+
+function prefixLength(mask: Uint8Array): number {
+  let bits = 0;
+  for (const m of mask) bits += m.toString(2).replace(/0/g, '').length;
+  return bits;
 }
 
 function uriRefusal(nc: NameConstraints, uri: string): string | null {
@@ -209,7 +254,5 @@ function ipMatches(ip: Uint8Array, range: IpRange): boolean {
 }
 
 function rangeText(r: IpRange): string {
-  let bits = 0;
-  for (const m of r.mask) bits += m.toString(2).replace(/0/g, '').length;
-  return `${ipBytesToText(r.ip)}/${bits}`;
+  return `${ipBytesToText(r.ip)}/${prefixLength(r.mask)}`;
 }

@@ -10,7 +10,7 @@
  * Setup-time code: reads extensions with the small DER reader, not a full X.509 library.
  */
 import { oid, readChildren, readElement, TAG_BOOLEAN, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, type DerElement } from './der.js';
-import { readNameConstraints, refusedNames, type LeafNames, type NameConstraints } from './name-constraints.js';
+import { readNameConstraints, refusedNames, refusedRanges, type IpPrefix, type LeafNames, type NameConstraints } from './name-constraints.js';
 
 const OID_BASIC_CONSTRAINTS = oid('2.5.29.19');
 const OID_NAME_CONSTRAINTS = oid('2.5.29.30');
@@ -69,6 +69,11 @@ export function pathNameConstraints(cas: readonly PathCert[]): ConstrainedCa[] {
     out.push({ name: ca.name, constraints, critical: nc.critical });
   }
   return out;
+}
+
+/** Why the path's name constraints refuse some address of these IP ranges ([] when none). */
+export function rangesRefused(cas: readonly ConstrainedCa[], ranges: readonly IpPrefix[]): string[] {
+  return cas.flatMap((ca) => refusedRanges(ca.constraints, ranges).map((r) => `"${ca.name}" has name constraints that exclude ${r}`));
 }
 
 /** Why the path's name constraints refuse a leaf with `names` ([] when Go would accept them). */

@@ -169,7 +169,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     const r = await runCli(['config', 'check', named]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr.trim().split('\n')).toEqual([
-      'meshcert: warning: policy rule "wide" allows names its CA "default" cannot certify, and requests for them are refused (checked for namespace "ns", service account "sa"): "CN=constrained intermediate" has name constraints that exclude DNS name ns.example.org (permitted only: ".svc.example.com"); "CN=constrained intermediate" has name constraints that exclude IP address 11.255.255.255 (permitted only: "10.0.0.0/8")',
+      'meshcert: warning: policy rule "wide" allows names its CA "default" cannot certify: "CN=constrained intermediate" has name constraints that exclude DNS name ns.example.org (permitted only: ".svc.example.com"); "CN=constrained intermediate" has name constraints that exclude IP range 10.0.0.0/7 (permitted only: "10.0.0.0/8"); requests for them are refused',
     ]);
   });
 

@@ -96,7 +96,36 @@ describe('loadCaState and the serving certificate\'s names', () => {
     });
     await loadCaState(config, logger);
     expect(lines.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([
-      'policy rule "wide" allows names its CA "default" cannot certify, and requests for them are refused (checked for namespace "ns", service account "sa"): "CN=constrained intermediate" has name constraints that exclude DNS name ns.example.org (permitted only: ".svc.example.com")',
+      'policy rule "wide" allows names its CA "default" cannot certify: "CN=constrained intermediate" has name constraints that exclude DNS name ns.example.org (permitted only: ".svc.example.com"); requests for them are refused',
+    ]);
+  });
+
+  it('checks policy IP entries whole (an excluded range inside one), names a match value in the sample, and says a shared refusal once for the rules that share it', async () => {
+    const dir = join(base, 'ip-constrained');
+    await writeConstrainedCaDir(dir, nameConstraints({ uri: ['cluster.local'], dns: ['.svc.example.com'] }, { ip: ['10.1.0.0/16'], dns: ['kube-system.svc.example.com'] }));
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+    const config = parseConfig({
+      dataDir: join(base, 'data'),
+      ca: { dir },
+      server: { tls: { dnsNames: ['meshcert.svc.example.com'], ipAddresses: [] } },
+      policy: {
+        rules: [
+          // Its first and last addresses are allowed; 10.1.0.0/16 inside it is not.
+          { name: 'pods', match: { namespaces: ['web'] }, extraSans: { ip: ['10.0.0.0/8'] } },
+          // Rendered for its own namespace, which the CA excludes.
+          { name: 'system', match: { namespaces: ['kube-system'] }, extraSans: { dns: ['{namespace}.svc.example.com'] } },
+          { name: 'a', match: { namespaces: ['a'] } },
+          { name: 'b', match: { namespaces: ['b'] } },
+        ],
+        default: { extraSans: { ip: ['10.1.2.3'] } },
+      },
+    });
+    await loadCaState(config, logger);
+    expect(lines.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([
+      'policy rule "pods" allows names its CA "default" cannot certify: "CN=constrained intermediate" has name constraints that exclude IP range 10.0.0.0/8 (excluded: "10.1.0.0/16"); requests for them are refused',
+      'policy rule "system" allows names its CA "default" cannot certify: "CN=constrained intermediate" has name constraints that exclude DNS name kube-system.svc.example.com (excluded: "kube-system.svc.example.com"); requests for them are refused',
+      'policy rules "a", "b", "default" allow names its CA "default" cannot certify: "CN=constrained intermediate" has name constraints that exclude IP range 10.1.2.3/32 (excluded: "10.1.0.0/16"); requests for them are refused',
     ]);
   });
 

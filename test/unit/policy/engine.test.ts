@@ -418,21 +418,35 @@ describe('PolicyEngine extra SANs', () => {
 });
 
 describe('PolicyEngine.extraSanSamples', () => {
-  it('gives each allow rule\'s CA with its DNS templates rendered and each IP entry\'s first and last address; deny rules and rules without extra SANs give none', () => {
+  const fallback = { namespace: 'ns', serviceAccount: 'sa', trustDomain: 'td.example', cluster: 'east' };
+
+  it('renders each allow rule\'s DNS templates for the literal values of its match lists (globs left out), else the fallback, with its IP entries and CA', () => {
     const p = engine({
       rules: [
         { name: 'deny', match: { namespaces: ['kube-system'] }, deny: 'no' },
-        { name: 'svc', issuer: 'other', extraSans: { dns: ['{serviceAccount}.{namespace}.svc', '*.{trustDomain}', 'x.{cluster}.example'], ip: ['10.1.2.3', '10.0.0.0/7', 'fd00::/64'] } },
-        // A template a dotted service account cannot render is left out.
-        { name: 'dotted', extraSans: { dns: ['{serviceAccount}.example'] } },
-        { name: 'plain' },
+        { name: 'svc', issuer: 'other', match: { namespaces: ['web', 'team-*', 'api'], clusters: ['west'] }, extraSans: { dns: ['{serviceAccount}.{namespace}.svc', 'x.{cluster}.{trustDomain}'], ip: ['10.1.2.3', '10.0.0.0/7'] } },
+        { name: 'plain', match: { namespaces: ['quiet'] }, extraSans: { dns: [], ip: [] } },
       ],
     });
-    expect(p.extraSanSamples({ namespace: 'ns', serviceAccount: 'sa', trustDomain: 'td.example', cluster: 'east' })).toEqual([
-      { rule: 'svc', issuer: 'other', dnsNames: ['sa.ns.svc', '*.td.example', 'x.east.example'], ipAddresses: ['10.1.2.3', '10.0.0.0', '11.255.255.255', 'fd00::', 'fd00::ffff:ffff:ffff:ffff'] },
-      { rule: 'dotted', issuer: 'default', dnsNames: ['sa.example'], ipAddresses: [] },
+    expect(p.extraSanSamples(fallback)).toEqual([
+      {
+        rule: 'svc',
+        issuer: 'other',
+        samples: [
+          { values: { trustDomain: 'td.example', cluster: 'west', namespace: 'web', serviceAccount: 'sa' }, dnsNames: ['sa.web.svc', 'x.west.td.example'] },
+          { values: { trustDomain: 'td.example', cluster: 'west', namespace: 'api', serviceAccount: 'sa' }, dnsNames: ['sa.api.svc', 'x.west.td.example'] },
+        ],
+        ipEntries: ['10.1.2.3', '10.0.0.0/7'],
+      },
     ]);
-    expect(p.extraSanSamples({ namespace: 'ns', serviceAccount: 'a.b', trustDomain: 'td.example', cluster: 'east' }).map((s) => s.rule)).toEqual(['svc']);
+  });
+
+  it('leaves out a template a dotted service account cannot render, and gives the default rule\'s extraSans to the rules that inherit them', () => {
+    const p = engine({ rules: [{ name: 'dotted', match: { serviceAccounts: ['a.b'] } }], default: { extraSans: { dns: ['{serviceAccount}.example', 'fixed.example'] } } });
+    expect(p.extraSanSamples(fallback).map((s) => [s.rule, s.samples.map((x) => x.dnsNames)])).toEqual([
+      ['dotted', [['fixed.example']]],
+      ['default', [['sa.example', 'fixed.example']]],
+    ]);
   });
 });
 
