@@ -467,7 +467,7 @@ async function main(): Promise<void> {
   failures.push(...problems.map((p) => `malformed result: ${p}`));
 
   const machine = { cpus: cpus().length, model: cpus()[0]?.model, memoryGb: round(totalmem() / 2 ** 30), node: process.version, openssl: process.versions.openssl };
-  const out = { when: new Date().toISOString(), mode: smoke ? 'smoke' : args.soak ? 'soak' : 'full', machine, workers: args.workers ?? 'default', ...results, failures };
+  const out = { when: new Date().toISOString(), mode: smoke ? 'smoke' : args.soak ? 'soak' : stormOnly ? 'storm' : 'full', machine, workers: args.workers ?? 'default', ...results, failures };
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   const file = join(ROOT, 'bench/results', `${out.when.replace(/[:.]/g, '-')}-${out.mode}.json`);
   writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);

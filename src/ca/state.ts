@@ -15,7 +15,7 @@ import type { Logger } from '../log/logger.js';
 import { PolicyEngine } from '../policy/engine.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { trustDomainProblem, workloadSpiffeId } from '../x509/spiffe-id.js';
-import { effectiveDefaultCluster } from '../config/default-cluster.js';
+import { effectiveDefaultCluster, servedClusterNames } from '../config/default-cluster.js';
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
 export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean; quiet?: boolean } = {}): Promise<LocalIssuer> {
@@ -38,7 +38,6 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
   const issuer = new LocalIssuer('default', loadCaDir(dir));
   if (!o.quiet) reportExpiredRoots(issuer, dir, logger);
   selfTestTrustDomains(issuer, config);
-  checkServingNames(issuer, config);
   return issuer;
 }
 
@@ -47,9 +46,10 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
  * chain whose name constraints leave out its names would fail every agent's handshake, so such a
  * CA is refused at start and on reload, and by `config check`.
  */
-function checkServingNames(issuer: LocalIssuer, config: MeshcertConfig): void {
-  if (config.server.tls.certFile) return;
-  const refused = issuer.refusedNames({ uris: [], ...config.server.tls });
+export function checkServingNames(issuer: LocalIssuer, config: MeshcertConfig): void {
+  const { certFile, dnsNames, ipAddresses } = config.server.tls;
+  if (certFile) return;
+  const refused = issuer.refusedNames({ uris: [], dnsNames, ipAddresses });
   if (refused.length > 0) {
     throw new ConfigError(
       `server.tls.dnsNames/ipAddresses (by default localhost, 127.0.0.1 and ::1): the default CA cannot certify the serving certificate's names, so agents would refuse the TLS handshake: ${refused.join('; ')}; set names the CA allows, or give server.tls.certFile and keyFile`,
@@ -64,6 +64,7 @@ function checkServingNames(issuer: LocalIssuer, config: MeshcertConfig): void {
 export async function prepareSharedState(config: MeshcertConfig, logger: Logger): Promise<LocalIssuer> {
   // Quiet: the CA state loaded next reports what it finds, once.
   const issuer = await loadIssuer(config, logger, { quiet: true });
+  checkServingNames(issuer, config);
   if (config.dev.tokenIssuer) await ensureDevIssuer(config.dataDir);
   return issuer;
 }
@@ -78,6 +79,7 @@ export interface CaState {
 /** Loads every configured CA (default first; autoInit applies to it only), the policy and the revocations. */
 export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { reload?: boolean } = {}): Promise<CaState> {
   const issuers = [await loadIssuer(config, logger, { allowInit: !o.reload })];
+  checkServingNames(issuers[0]!, config);
   for (const i of config.issuers) issuers.push(loadNamedIssuer(config, i, logger));
   const revocations = new ClientCertRevocations(config.auth.revokedClientCertificates);
   // Each process that loads the state says so (a cluster's primary and every worker).
@@ -93,25 +95,28 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
  * refusals with the rules that share it (rules inherit the default's extraSans). A sample check:
  * DNS templates are rendered for the literal values of each rule's match lists, else namespace
  * "ns", service account "sa", the mesh's trust domain and the default cluster, so a name a glob
- * admits can still be refused; IP entries are checked whole.
+ * admits can still be refused; IP entries are checked whole, and apart from the DNS names (Go
+ * wants one path for a whole leaf, so a leaf with both may still be refused).
  */
 export function uncertifiableSans(policy: PolicyEngine, issuers: readonly LocalIssuer[], config: MeshcertConfig): string[] {
-  const cluster = effectiveDefaultCluster(config, config.auth.clusters.map((c) => c.name));
+  // As serve decides an empty clusterid, and the trust domain a caller of that cluster has.
+  const cluster = effectiveDefaultCluster(config, servedClusterNames(config));
+  const trustDomain = config.auth.clusters.find((c) => c.name === cluster)?.trustDomain ?? config.trustDomain;
   const byProblem = new Map<string, string[]>();
-  for (const s of policy.extraSanSamples({ namespace: 'ns', serviceAccount: 'sa', trustDomain: config.trustDomain, cluster })) {
+  for (const s of policy.extraSanSamples({ namespace: 'ns', serviceAccount: 'sa', trustDomain, cluster })) {
     const issuer = issuers.find((i) => i.name === s.issuer);
     if (!issuer) continue; // the config names only issuers it has; one that failed to load was said already
     const refused = new Set<string>();
-    for (const { values, dnsNames } of s.samples) {
+    for (const { caller, dnsNames } of s.rendered) {
       let uri: string;
       try {
-        uri = workloadSpiffeId(values.trustDomain, values.namespace, values.serviceAccount);
+        uri = workloadSpiffeId(caller.trustDomain, caller.namespace, caller.serviceAccount);
       } catch {
         continue; // a match value that names no workload: no caller gets it
       }
       for (const r of issuer.refusedNames({ uris: [uri], dnsNames })) refused.add(r);
     }
-    for (const r of issuer.refusedIpRanges(s.ipEntries)) refused.add(r);
+    for (const r of issuer.refusedIpRanges(s.ipRanges)) refused.add(r);
     if (refused.size === 0) continue;
     const key = `its CA "${s.issuer}" cannot certify: ${[...refused].join('; ')}`;
     byProblem.set(key, [...(byProblem.get(key) ?? []), s.rule]);

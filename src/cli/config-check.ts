@@ -6,7 +6,7 @@ import { FileJwks } from '../auth/jwt.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { interruptedCreation } from '../ca/files.js';
 import { isCaDirEmpty } from '../ca/material.js';
-import { loadIssuer, loadNamedIssuer, uncertifiableSans } from '../ca/state.js';
+import { checkServingNames, loadIssuer, loadNamedIssuer, uncertifiableSans } from '../ca/state.js';
 import type { LocalIssuer } from '../issuer/local.js';
 import { PolicyEngine } from '../policy/engine.js';
 import { createLogger } from '../log/logger.js';
@@ -72,7 +72,15 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
   } else {
     // Never creates one: without autoInit an empty directory is refused with what to run.
     await loadIssuer(config, quiet, { allowInit: !config.ca.autoInit }).then(
-      (issuer) => (loaded.push(issuer), notes.push(`CA ${dir}: loads and signs a chain that verifies`)),
+      (issuer) => {
+        loaded.push(issuer);
+        notes.push(`CA ${dir}: loads and signs a chain that verifies`);
+        try {
+          checkServingNames(issuer, config);
+        } catch (e) {
+          problems.push((e as Error).message);
+        }
+      },
       (e: unknown) => problems.push(`ca.dir: ${(e as Error).message}`),
     );
   }

@@ -7,9 +7,9 @@ import { ConfigError, isCaError } from '../errors/ca-error.js';
 import { PolicyEngine, type PolicyDecision, type PolicyRequest, type RuleEvaluation } from '../policy/engine.js';
 import type { CredentialKind } from '../policy/schema.js';
 import { isAliasOf } from '../authority/authority.js';
-import { effectiveDefaultCluster } from '../config/default-cluster.js';
+import { effectiveDefaultCluster, servedClusterNames } from '../config/default-cluster.js';
 import { loadConfigFile } from '../config/load.js';
-import { ipToBytes } from '../x509/leaf.js';
+import { ipToBytes } from '../net/ip-text.js';
 import { parseWorkloadSpiffeId, workloadSpiffeId } from '../x509/spiffe-id.js';
 import { parse, UsageError } from './args.js';
 
@@ -127,8 +127,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
   }
   const policy = config.policy;
   // As serve decides it: an empty clusterid is the default cluster, or the only one configured.
-  const clusterNames = [...config.auth.clusters.map((c) => c.name), ...(config.dev.tokenIssuer ? [config.auth.defaultCluster] : [])];
-  const cluster = v.cluster ?? effectiveDefaultCluster(config, clusterNames);
+  const cluster = v.cluster ?? effectiveDefaultCluster(config, servedClusterNames(config));
   const clusterTd = config.auth.clusters.find((c) => c.name === cluster)?.trustDomain;
   // The trust domain the caller authenticates in, which the rules judge (serve does not take it
   // from the CSR: a CSR may only ask for the caller's identity or an alias of it).

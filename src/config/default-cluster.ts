@@ -10,3 +10,13 @@ export function effectiveDefaultCluster(config: MeshcertConfig, clusters: Iterab
   if (names.includes(config.auth.defaultCluster) || names.length !== 1) return config.auth.defaultCluster;
   return names[0]!;
 }
+
+/**
+ * The clusters authentication serves, by name: those configured, and with dev.tokenIssuer the
+ * default cluster, to which serve adds the local development issuer.
+ */
+export function servedClusterNames(config: MeshcertConfig): string[] {
+  const names = config.auth.clusters.map((c) => c.name);
+  if (config.dev.tokenIssuer && !names.includes(config.auth.defaultCluster)) names.push(config.auth.defaultCluster);
+  return names;
+}

@@ -206,7 +206,7 @@ export class GrpcServer {
   /** What each session is doing, to find the ones to shed when memory is short. */
   private readonly activity = new Map<Http2Session, SessionActivity>();
   /** Connections refused and idle sessions closed because memory was short, since it last was. */
-  private readonly shed = { connections: 0, idleSessions: 0 };
+  private readonly shedCounts = { connections: 0, idleSessions: 0 };
   private port = 0;
 
   constructor(
@@ -238,7 +238,7 @@ export class GrpcServer {
       // Closed before the handshake, which is where a new connection's CPU and memory go; the
       // client reconnects with backoff. Checked first: no connection is given up for one refused.
       if (options.memoryPressure?.high) {
-        this.shed.connections++;
+        this.shedCounts.connections++;
         options.onConnectionShed?.('memory');
         socket.destroy();
         return;
@@ -322,7 +322,7 @@ export class GrpcServer {
     if (shedding.size > 0) for (const stream of this.uploads.keys()) if (stream.session && shedding.has(stream.session)) stream.close(h2.NGHTTP2_REFUSED_STREAM);
     for (const session of shedding) {
       this.activity.get(session)!.goawayAt = now;
-      this.shed.idleSessions++;
+      this.shedCounts.idleSessions++;
       this.options.onConnectionShed?.('idle_memory');
       session.close();
     }
@@ -364,9 +364,9 @@ export class GrpcServer {
   }
 
   private reportShed(): void {
-    this.logger.warn({ ...this.shed }, 'memory was short: connections refused and idle connections closed meanwhile');
-    this.shed.connections = 0;
-    this.shed.idleSessions = 0;
+    this.logger.warn({ ...this.shedCounts }, 'memory was short: connections refused and idle connections closed meanwhile');
+    this.shedCounts.connections = 0;
+    this.shedCounts.idleSessions = 0;
   }
 
   unary<Req, Res>(codec: MethodCodec<Req, Res>, handler: UnaryHandler<Req, Res>, options: { admit?: Admission; shed?: Shed } = {}): this {

@@ -1,7 +1,8 @@
 import { X509Certificate } from 'node:crypto';
 import type { CaMaterial } from '../ca/material.js';
-import { buildLeaf, buildLeafAsync, derToPem, ipToBytes, prepareLeafSigner, newSerial, type LeafParams, type LeafSigner } from '../x509/leaf.js';
-import { namesRefused, pathConstraintProblems, pathNameConstraints, rangesRefused, type ConstrainedCa, type PathCert } from '../x509/path-constraints.js';
+import { ipToBytes, type IpPrefix } from '../net/ip-text.js';
+import { buildLeaf, buildLeafAsync, derToPem, prepareLeafSigner, newSerial, type LeafParams, type LeafSigner } from '../x509/leaf.js';
+import { pathConstraintProblems, pathNameConstraints, pathNameRefusals, pathRangeRefusals, type ConstrainedCa, type PathCert } from '../x509/path-constraints.js';
 import { signedBy } from '../x509/verify-chain.js';
 import { serialHex } from '../x509/serial-hex.js';
 
@@ -33,7 +34,10 @@ export class LocalIssuer {
   readonly name: string;
   readonly material: CaMaterial;
   private readonly signer: LeafSigner;
-  /** The name constraints of each path a client can build from the chain, read on first use. */
+  /**
+   * The name constraints of each path a client can build from the chain: read by selfTest at
+   * load, or on first use by an issuer never self-tested.
+   */
   private constrainedPaths: ConstrainedCa[][] | undefined;
 
   constructor(name: string, material: CaMaterial) {
@@ -68,21 +72,16 @@ export class LocalIssuer {
   refusedNames(req: Pick<SignRequest, 'uris' | 'dnsNames' | 'ipAddresses'>): string[] {
     if (!req.dnsNames?.length && !req.ipAddresses?.length) return [];
     const names = { uris: req.uris, dnsNames: req.dnsNames ?? [], ipAddresses: (req.ipAddresses ?? []).map(ipToBytes) };
-    return this.onAnyPath((path) => namesRefused(path, names));
+    return this.onAnyPath((path) => pathNameRefusals(path, names));
   }
 
   /**
-   * Why the chain refuses some address of these policy IP entries ("10.0.0.0/8" or one address),
-   * [] when one path a client can build allows them all: for load-time checks of the policy.
+   * Why the chain refuses some address of these IP ranges ([] when one path a client can build
+   * allows them all): for load-time checks of the policy's IP entries.
    */
-  refusedIpRanges(entries: readonly string[]): string[] {
-    if (entries.length === 0) return [];
-    const ranges = entries.map((e) => {
-      const [address, bits] = e.split('/') as [string, string | undefined];
-      const ip = ipToBytes(address);
-      return { ip, bits: bits === undefined ? ip.length * 8 : Number(bits) };
-    });
-    return this.onAnyPath((path) => rangesRefused(path, ranges));
+  refusedIpRanges(ranges: readonly IpPrefix[]): string[] {
+    if (ranges.length === 0) return [];
+    return this.onAnyPath((path) => pathRangeRefusals(path, ranges));
   }
 
   /** [] when `check` finds nothing on one of the paths (Go accepts one acceptable path), else the first path's problems. */
@@ -177,11 +176,9 @@ export class LocalIssuer {
 /** A leaf's DNS names or IP addresses that a CA of the chain does not allow (see refusedNames). */
 export class NameConstraintError extends Error {
   override readonly name = 'NameConstraintError';
-  readonly problems: readonly string[];
 
   constructor(issuer: string, problems: readonly string[]) {
     super(`issuer ${issuer} cannot sign these names, clients would refuse the certificate: ${problems.join('; ')}`);
-    this.problems = problems;
   }
 }
 

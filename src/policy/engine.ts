@@ -23,6 +23,7 @@
  */
 import type { CsrKeyInfo } from '../csr/types.js';
 import { isGlob, PatternSet } from '../match/glob.js';
+import type { IpPrefix } from '../net/ip-text.js';
 import { DnsTemplate, IpAllowList, dnsNameAllowed, type TemplateValues } from './sans.js';
 import { DEFAULT_RULE_NAME, type CredentialKind, type KeyRequirement, type LifetimePolicy, type Policy, type RuleAction, type RuleMatch } from './schema.js';
 
@@ -60,8 +61,8 @@ export interface ExtraSanSample {
   readonly rule: string;
   readonly issuer: string;
   /** The rule's DNS templates rendered for each sample caller. */
-  readonly samples: ReadonlyArray<{ readonly values: TemplateValues; readonly dnsNames: readonly string[] }>;
-  readonly ipEntries: readonly string[];
+  readonly rendered: ReadonlyArray<{ readonly caller: TemplateValues; readonly dnsNames: readonly string[] }>;
+  readonly ipRanges: readonly IpPrefix[];
 }
 
 export type PolicyDenialCode = 'POLICY_DENIED' | 'TTL_INVALID' | 'CSR_UNSUPPORTED_KEY' | 'CSR_FORBIDDEN_EXTENSION';
@@ -157,11 +158,11 @@ export class PolicyEngine {
 
   /**
    * For each rule that allows extra SANs (the default rule included): its CA, its DNS templates
-   * rendered for sample callers, and its IP entries. The samples take the literal values of the
-   * rule's own match lists (up to 3 of each), else those of `fallback`. For load-time checks
+   * rendered for sample callers, and its IP entries. The callers take the literal values of the
+   * rule's own match lists (up to 3 of each), else those of `defaults`. For load-time checks
    * against what the CA can certify.
    */
-  extraSanSamples(fallback: TemplateValues): ExtraSanSample[] {
+  extraSanSamples(defaults: TemplateValues): ExtraSanSample[] {
     const out: ExtraSanSample[] = [];
     for (const rule of [...this.rules, this.fallback]) {
       const a = rule.action;
@@ -171,15 +172,15 @@ export class PolicyEngine {
         return found.length > 0 ? found : [otherwise];
       };
       const callers: TemplateValues[] = [];
-      for (const trustDomain of literal('trustDomain', fallback.trustDomain))
-        for (const cluster of literal('clusterId', fallback.cluster))
-          for (const namespace of literal('namespace', fallback.namespace))
-            for (const serviceAccount of literal('serviceAccount', fallback.serviceAccount)) callers.push({ trustDomain, cluster, namespace, serviceAccount });
+      for (const trustDomain of literal('trustDomain', defaults.trustDomain))
+        for (const cluster of literal('clusterId', defaults.cluster))
+          for (const namespace of literal('namespace', defaults.namespace))
+            for (const serviceAccount of literal('serviceAccount', defaults.serviceAccount)) callers.push({ trustDomain, cluster, namespace, serviceAccount });
       out.push({
         rule: rule.name,
         issuer: a.issuer,
-        samples: callers.map((values) => ({ values, dnsNames: a.dns.map((t) => t.render(values)).filter((n): n is string => n !== null) })),
-        ipEntries: a.ip.entries,
+        rendered: callers.map((caller) => ({ caller, dnsNames: a.dns.map((t) => t.render(caller)).filter((n): n is string => n !== null) })),
+        ipRanges: a.ip.prefixes,
       });
     }
     return out;

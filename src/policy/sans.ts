@@ -15,7 +15,7 @@
  * a requested IP SAN is allowed when it is one of them or inside one of them.
  */
 import { BlockList, isIP } from 'node:net';
-import { ipToBytes } from '../x509/leaf.js';
+import { ipToBytes, type IpPrefix } from '../net/ip-text.js';
 
 export const TEMPLATE_PLACEHOLDERS = ['namespace', 'serviceAccount', 'trustDomain', 'cluster'] as const;
 export type TemplatePlaceholder = (typeof TEMPLATE_PLACEHOLDERS)[number];
@@ -141,6 +141,8 @@ export function dnsNameAllowed(name: string, rendered: string, wildcard: boolean
 /** The allowed IP addresses and ranges of a rule. */
 export class IpAllowList {
   readonly entries: readonly string[];
+  /** The entries as ranges (one address: its full length), for checks against a CA's constraints. */
+  readonly prefixes: readonly IpPrefix[];
   /**
    * One list per family: Node's BlockList matches an IPv4 address against IPv4-mapped IPv6
    * ranges, so `::/0` (or any `::/96` and wider) in one list would allow every IPv4 address.
@@ -150,18 +152,20 @@ export class IpAllowList {
   constructor(entries: readonly string[]) {
     this.entries = [...entries];
     const lists: { 4: BlockList | null; 6: BlockList | null } = { 4: null, 6: null };
+    const prefixes: IpPrefix[] = [];
     for (const e of entries) {
       const problem = ipEntryProblem(e);
       if (problem) throw new Error(`invalid IP entry ${JSON.stringify(e)}: ${problem}`);
       const slash = e.indexOf('/');
       const address = slash === -1 ? e : e.slice(0, slash);
       const family = isIP(address) === 4 ? 4 : 6;
-      const list = (lists[family] ??= new BlockList());
+      const bits = slash === -1 ? (family === 4 ? 32 : 128) : Number(e.slice(slash + 1));
       const type = family === 4 ? 'ipv4' : 'ipv6';
-      if (slash === -1) list.addAddress(address, type);
-      else list.addSubnet(address, Number(e.slice(slash + 1)), type);
+      (lists[family] ??= new BlockList()).addSubnet(address, bits, type);
+      prefixes.push({ ip: ipToBytes(address), bits });
     }
     this.lists = lists;
+    this.prefixes = prefixes;
   }
 
   allows(ip: string): boolean {

@@ -6,9 +6,8 @@
  */
 import { randomBytes, sign, X509Certificate } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { isIPv4, isIPv6 } from 'node:net';
 import { sha1 } from '../crypto/digest.js';
-import { isIpv4Mapped } from '../net/ipv4-mapped.js';
+import { ipToBytes } from '../net/ip-text.js';
 import {
   TAG_BIT_STRING,
   TAG_OCTET_STRING,
@@ -207,42 +206,6 @@ function spkiKeyBits(spki: Buffer): Buffer {
   if (bits.tag !== TAG_BIT_STRING || bits.end !== outer.end) throw new Error('spki: missing subjectPublicKey');
   if (bits.end - bits.start < 2 || spki[bits.start] !== 0) throw new Error('spki: malformed subjectPublicKey');
   return spki.subarray(bits.start + 1, bits.end);
-}
-
-/**
- * IPv4 (4 octets) or IPv6 (16 octets) from text; zone ids are refused (not encodable). An
- * IPv4-mapped IPv6 address is written as the 4-octet IPv4 address: Go 1.27's X.509 parser
- * refuses a certificate carrying the mapped form.
- */
-export function ipToBytes(text: string): Buffer {
-  if (isIPv4(text)) return Buffer.from(text.split('.').map((o) => Number(o)));
-  if (!isIPv6(text) || text.includes('%')) throw new Error(`invalid IP address: ${JSON.stringify(text)}`);
-  let groups: string[];
-  let tail = text;
-  const v4: number[] = [];
-  const lastColon = text.lastIndexOf(':');
-  if (text.indexOf('.', lastColon) !== -1) {
-    // embedded dotted quad (e.g. ::ffff:192.0.2.1) supplies the last 32 bits
-    const quad = text.slice(lastColon + 1);
-    if (!isIPv4(quad)) throw new Error(`invalid IP address: ${JSON.stringify(text)}`);
-    v4.push(...quad.split('.').map((o) => Number(o)));
-    tail = text.slice(0, lastColon + 1);
-    if (tail.endsWith(':') && !tail.endsWith('::')) tail = tail.slice(0, -1);
-  }
-  const wanted = 8 - v4.length / 2;
-  const dbl = tail.indexOf('::');
-  if (dbl === -1) {
-    groups = tail === '' ? [] : tail.split(':');
-  } else {
-    const head = tail.slice(0, dbl) === '' ? [] : tail.slice(0, dbl).split(':');
-    const rest = tail.slice(dbl + 2) === '' ? [] : tail.slice(dbl + 2).split(':');
-    groups = [...head, ...Array<string>(wanted - head.length - rest.length).fill('0'), ...rest];
-  }
-  if (groups.length !== wanted) throw new Error(`invalid IP address: ${JSON.stringify(text)}`);
-  const out = Buffer.alloc(16);
-  groups.forEach((g, idx) => out.writeUInt16BE(parseInt(g, 16), idx * 2));
-  out.set(v4, 12);
-  return isIpv4Mapped(out) ? out.subarray(12) : out;
 }
 
 function subjectAltNames(p: LeafParams): Buffer {

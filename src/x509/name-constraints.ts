@@ -13,22 +13,20 @@
  * `foo.example.com`); older Go and OpenSSL accept that one, the stricter verdict is kept.
  */
 import { isIP } from 'node:net';
-import { ipBytesToText } from '../net/ip-text.js';
+import { ipBytesToText, type IpPrefix } from '../net/ip-text.js';
 import { isIpv4Mapped } from '../net/ipv4-mapped.js';
 import { readChildren, type DerElement } from './der.js';
 
 /** GeneralName tags (context-specific, primitive) that Go reads in name constraints. */
-const GN_EMAIL = 0x81;
-const GN_DNS = 0x82;
-const GN_URI = 0x86;
-const GN_IP = 0x87;
+const TAG_GN_EMAIL = 0x81;
+const TAG_GN_DNS = 0x82;
+const TAG_GN_URI = 0x86;
+const TAG_GN_IP = 0x87;
 /** The other GeneralName choices, by tag number, for messages. */
 const OTHER_NAMES: Readonly<Record<number, string>> = { 0: 'otherName', 3: 'x400Address', 4: 'directoryName', 5: 'ediPartyName', 8: 'registeredID' };
 
-interface IpRange {
-  readonly ip: Uint8Array;
-  readonly mask: Uint8Array;
-}
+/** A constraint's IP range; its mask, checked to be a prefix, as the prefix's length. */
+type IpRange = IpPrefix;
 
 /** A DNS or URI constraint: its text, and its labels right to left (without a leading "."). */
 interface DomainConstraint {
@@ -80,12 +78,12 @@ export function readNameConstraints(der: Uint8Array, value: DerElement): NameCon
       if (!base) throw new Error('malformed name constraints: an empty subtree');
       const content = der.subarray(base.start, base.end);
       const text = Buffer.from(content).toString('latin1');
-      if (base.tag === GN_DNS) out.dns.push(domainConstraint(text, 'DNS'));
-      else if (base.tag === GN_URI) {
+      if (base.tag === TAG_GN_DNS) out.dns.push(domainConstraint(text, 'DNS'));
+      else if (base.tag === TAG_GN_URI) {
         if (isIP(text) !== 0) throw new Error(`malformed name constraints: URI constraint ${JSON.stringify(text)} is an IP address`);
         out.uri.push(domainConstraint(text, 'URI'));
-      } else if (base.tag === GN_IP) out.ip.push(ipRange(content));
-      else if (base.tag === GN_EMAIL) domainConstraint(text.includes('@') ? text.slice(text.lastIndexOf('@') + 1) : text, 'email');
+      } else if (base.tag === TAG_GN_IP) out.ip.push(ipRange(content));
+      else if (base.tag === TAG_GN_EMAIL) domainConstraint(text.includes('@') ? text.slice(text.lastIndexOf('@') + 1) : text, 'email');
       else unhandled.add(OTHER_NAMES[base.tag & 0x1f] ?? `GeneralName tag 0x${base.tag.toString(16)}`);
     }
     return out;
@@ -114,16 +112,15 @@ function ipRange(content: Uint8Array): IpRange {
   const half = content.length / 2;
   const mask = content.subarray(half);
   // Ones, then zeros (Go's isValidIPMask).
-  let bits = '';
-  for (const b of mask) bits += b.toString(2).padStart(8, '0');
-  if (!/^1*0*$/.test(bits)) throw new Error(`malformed name constraints: IP mask ${Buffer.from(mask).toString('hex')} is not a prefix`);
+  const text = [...mask].map((b) => b.toString(2).padStart(8, '0')).join('');
+  if (!/^1*0*$/.test(text)) throw new Error(`malformed name constraints: IP mask ${Buffer.from(mask).toString('hex')} is not a prefix`);
   const ip = content.subarray(0, half);
   if (isIpv4Mapped(ip)) throw new Error('malformed name constraints: an IP range written as an IPv4-mapped IPv6 address');
-  return { ip, mask };
+  return { ip, bits: text.indexOf('0') === -1 ? text.length : text.indexOf('0') };
 }
 
 /** Why `nc` refuses the leaf's names, one entry per name refused ([] when it allows them all). */
-export function refusedNames(nc: NameConstraints, names: LeafNames): string[] {
+export function nameRefusals(nc: NameConstraints, names: LeafNames): string[] {
   const out: string[] = [];
   for (const uri of names.uris ?? []) {
     const why = uriRefusal(nc, uri);
@@ -142,34 +139,28 @@ export function refusedNames(nc: NameConstraints, names: LeafNames): string[] {
   return out;
 }
 
-/** A range of IP addresses (an address and its prefix length), as a policy allows them. */
-export interface IpPrefix {
-  readonly ip: Uint8Array;
-  readonly bits: number;
-}
-
 /**
  * Why `nc` refuses some address of each range, one entry per range ([] when it allows every
  * address of them all): for load-time checks of a policy's IP entries. Prefixes nest or are
  * apart, so a range is refused when an excluded range overlaps it, or when permitted ranges
- * exist and none holds it whole.
+ * exist and none holds it whole (one that only several permitted ranges cover together is
+ * reported too: these are warnings).
  */
-export function refusedRanges(nc: NameConstraints, ranges: readonly IpPrefix[]): string[] {
+export function rangeRefusals(nc: NameConstraints, ranges: readonly IpPrefix[]): string[] {
   const out: string[] = [];
   for (const r of ranges) {
     const why = verdict(nc.permitted.ip, nc.excluded.ip, (c, excluded) => (excluded ? overlaps(r, c) : holds(c, r)), rangeText);
-    if (why) out.push(`IP range ${ipBytesToText(r.ip)}/${r.bits} (${why})`);
+    if (why) out.push(`IP range ${rangeText(r)} (${why})`);
   }
   return out;
 }
 
 function overlaps(r: IpPrefix, c: IpRange): boolean {
-  return r.ip.length === c.ip.length && samePrefix(r.ip, c.ip, Math.min(r.bits, prefixLength(c.mask)));
+  return r.ip.length === c.ip.length && samePrefix(r.ip, c.ip, Math.min(r.bits, c.bits));
 }
 
 function holds(c: IpRange, r: IpPrefix): boolean {
-  const bits = prefixLength(c.mask);
-  return r.ip.length === c.ip.length && bits <= r.bits && samePrefix(r.ip, c.ip, bits);
+  return r.ip.length === c.ip.length && c.bits <= r.bits && samePrefix(r.ip, c.ip, c.bits);
 }
 
 function samePrefix(a: Uint8Array, b: Uint8Array, bits: number): boolean {
@@ -178,12 +169,6 @@ function samePrefix(a: Uint8Array, b: Uint8Array, bits: number): boolean {
     if (((a[i >> 3] as number) & m) !== ((b[i >> 3] as number) & m)) return false;
   }
   return true;
-}
-
-function prefixLength(mask: Uint8Array): number {
-  let bits = 0;
-  for (const m of mask) bits += m.toString(2).replace(/0/g, '').length;
-  return bits;
 }
 
 function uriRefusal(nc: NameConstraints, uri: string): string | null {
@@ -245,14 +230,9 @@ function dnsNameLabels(name: string): string[] | null {
 }
 
 function ipMatches(ip: Uint8Array, range: IpRange): boolean {
-  if (ip.length !== range.ip.length) return false;
-  for (let i = 0; i < ip.length; i++) {
-    const m = range.mask[i] as number;
-    if (((ip[i] as number) & m) !== ((range.ip[i] as number) & m)) return false;
-  }
-  return true;
+  return ip.length === range.ip.length && samePrefix(ip, range.ip, range.bits);
 }
 
 function rangeText(r: IpRange): string {
-  return `${ipBytesToText(r.ip)}/${prefixLength(r.mask)}`;
+  return `${ipBytesToText(r.ip)}/${r.bits}`;
 }

@@ -7,10 +7,12 @@
  * Go's rules where they differ: a CA whose only extended key usage is anyExtendedKeyUsage passes
  * (Go accepts it; OpenSSL's purpose check does not). Never stricter than Go, except where Go
  * releases differ: then as the strictest (see src/x509/name-constraints.ts).
- * Setup-time code: reads extensions with the small DER reader, not a full X.509 library.
+ * Reads extensions with the small DER reader, not a full X.509 library: a CA's constraints are
+ * read once at load, and each leaf with DNS names or IP addresses is checked against them.
  */
 import { oid, readChildren, readElement, TAG_BOOLEAN, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, type DerElement } from './der.js';
-import { readNameConstraints, refusedNames, refusedRanges, type IpPrefix, type LeafNames, type NameConstraints } from './name-constraints.js';
+import type { IpPrefix } from '../net/ip-text.js';
+import { nameRefusals, rangeRefusals, readNameConstraints, type LeafNames, type NameConstraints } from './name-constraints.js';
 
 const OID_BASIC_CONSTRAINTS = oid('2.5.29.19');
 const OID_NAME_CONSTRAINTS = oid('2.5.29.30');
@@ -45,7 +47,7 @@ export function pathConstraintProblems(path: readonly PathCert[], names: LeafNam
       problems.push(`"${ca.name}" has an extended key usage without serverAuth and clientAuth, so the mesh's mTLS certificates below it are refused`);
     }
   }
-  return [...problems, ...namesRefused(pathNameConstraints(path.slice(1)), names)];
+  return [...problems, ...pathNameRefusals(pathNameConstraints(path.slice(1)), names)];
 }
 
 /** The name constraints of a path's CA certificates (leaf excluded), read once for many leaves. */
@@ -72,18 +74,18 @@ export function pathNameConstraints(cas: readonly PathCert[]): ConstrainedCa[] {
 }
 
 /** Why the path's name constraints refuse some address of these IP ranges ([] when none). */
-export function rangesRefused(cas: readonly ConstrainedCa[], ranges: readonly IpPrefix[]): string[] {
-  return cas.flatMap((ca) => refusedRanges(ca.constraints, ranges).map((r) => `"${ca.name}" has name constraints that exclude ${r}`));
+export function pathRangeRefusals(cas: readonly ConstrainedCa[], ranges: readonly IpPrefix[]): string[] {
+  return cas.flatMap((ca) => rangeRefusals(ca.constraints, ranges).map((r) => `"${ca.name}" has name constraints that exclude ${r}`));
 }
 
 /** Why the path's name constraints refuse a leaf with `names` ([] when Go would accept them). */
-export function namesRefused(cas: readonly ConstrainedCa[], names: LeafNames): string[] {
+export function pathNameRefusals(cas: readonly ConstrainedCa[], names: LeafNames): string[] {
   const problems: string[] = [];
   for (const ca of cas) {
     if (ca.critical && ca.constraints.unhandled.length > 0) {
       problems.push(`"${ca.name}" has critical name constraints on ${ca.constraints.unhandled.join(', ')}, which Go's crypto/x509 does not support: it refuses every certificate below that CA`);
     }
-    for (const name of refusedNames(ca.constraints, names)) problems.push(`"${ca.name}" has name constraints that exclude ${name}`);
+    for (const name of nameRefusals(ca.constraints, names)) problems.push(`"${ca.name}" has name constraints that exclude ${name}`);
   }
   return problems;
 }

@@ -162,7 +162,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     writeFileSync(defaults, base);
     const refused = await runCli(['config', 'check', defaults]);
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toContain('server.tls.dnsNames/ipAddresses (by default localhost, 127.0.0.1 and ::1): the default CA cannot certify the serving certificate');
+    expect(refused.stderr).toContain('\n  - server.tls.dnsNames/ipAddresses (by default localhost, 127.0.0.1 and ::1): the default CA cannot certify the serving certificate');
     const named = join(dir, 'constrained-named.yaml');
     const policy = ['policy:', '  rules:', '    - name: svc', '      match: { namespaces: [web] }', '      extraSans: { dns: ["{serviceAccount}.{namespace}.svc.example.com"], ip: ["10.1.0.0/16"] }', '    - name: wide', '      extraSans: { dns: ["{namespace}.example.org"], ip: ["10.0.0.0/7"] }', ''].join('\n');
     writeFileSync(named, base.replace('  shutdownGrace: 10s\n', '  shutdownGrace: 10s\n  tls: { dnsNames: [meshcert.svc.example.com], ipAddresses: [10.0.0.7] }\n') + policy);

@@ -3,11 +3,12 @@
  * own encoders): a root, an intermediate carrying the constraints, and a CA directory of them in
  * Istio's cacerts layout for loadCaDir.
  */
+import { KeyObject } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { x509 } from '../fixtures/csr.js';
 import { explicitTag, implicitPrimitive, sequence } from '../../src/x509/der.js';
-import { ipToBytes } from '../../src/x509/leaf.js';
+import { ipToBytes } from '../../src/net/ip-text.js';
 
 const ALG = { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams;
 const GEN = { name: 'ECDSA', namedCurve: 'P-256' } as EcKeyGenParams;
@@ -109,10 +110,10 @@ export async function writeConstrainedCaDir(dir: string, constraints: x509.Exten
 
 /** A CA directory in Istio's cacerts layout: `roots` in root-cert.pem, `signing` and its key, `chain` in cert-chain.pem. */
 export async function writeCaDir(dir: string, roots: readonly CaNode[], signing: CaNode, chain: readonly CaNode[]): Promise<void> {
-  const pkcs8 = Buffer.from(await crypto.subtle.exportKey('pkcs8', signing.keys.privateKey)).toString('base64');
+  const key = KeyObject.from(signing.keys.privateKey).export({ type: 'pkcs8', format: 'pem' }).toString();
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'root-cert.pem'), roots.map((r) => `${r.cert.toString('pem')}\n`).join(''));
   writeFileSync(join(dir, 'ca-cert.pem'), `${signing.cert.toString('pem')}\n`);
   writeFileSync(join(dir, 'cert-chain.pem'), chain.map((c) => `${c.cert.toString('pem')}\n`).join(''));
-  writeFileSync(join(dir, 'ca-key.pem'), `-----BEGIN PRIVATE KEY-----\n${pkcs8.match(/.{1,64}/g)!.join('\n')}\n-----END PRIVATE KEY-----\n`, { mode: 0o600 });
+  writeFileSync(join(dir, 'ca-key.pem'), key, { mode: 0o600 });
 }

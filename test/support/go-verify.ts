@@ -7,8 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isCi } from './ci.js';
-import { goBuild } from './go-build.js';
+import { goBuild, goToolchainProblem, skipUnlessCi } from './go-build.js';
 
 const SOURCE = join(import.meta.dirname, '..', 'interop', 'go-verify');
 
@@ -33,15 +32,8 @@ export interface GoVerifier {
 
 /** Why Go cannot be used here, or undefined. Throws under CI instead: CI must run these checks. */
 export function goVerifierUnavailable(): string | undefined {
-  try {
-    execFileSync('go', ['version'], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    const msg = 'the go command is not installed (Debian: golang-go); the checks against Go\'s crypto/x509 need it';
-    if (isCi()) throw new Error(`${msg} (CI must run them)`);
-    console.warn(`[meshcert test setup] ${msg}; they are skipped.`);
-    return msg;
-  }
+  const why = goToolchainProblem({ grpc: false });
+  return skipUnlessCi(why && `${why} (Debian: golang-go); the checks against Go's crypto/x509 need it`);
 }
 
 export async function buildGoVerifier(): Promise<GoVerifier> {

@@ -1,7 +1,6 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { beginCaCreation } from '../../../src/ca/files.js';
 import { initCaDir } from '../../../src/ca/init.js';
@@ -9,15 +8,10 @@ import { loadCaState } from '../../../src/ca/state.js';
 import { parseConfig } from '../../../src/config/load.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { nameConstraints, writeConstrainedCaDir } from '../../support/constrained-ca.js';
+import { captureLogs } from '../../support/log-capture.js';
 
 const DAY_MS = 86_400_000;
 let base: string;
-
-/** A logger at info whose lines (parsed) are kept. */
-function captured(): { lines: Array<Record<string, unknown>>; logger: ReturnType<typeof createLogger> } {
-  const lines: Array<Record<string, unknown>> = [];
-  return { lines, logger: createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) })) };
-}
 
 beforeAll(() => {
   base = mkdtempSync(join(tmpdir(), 'meshcert-ca-state-'));
@@ -33,7 +27,7 @@ describe('loadCaState', () => {
       await initCaDir({ dir: d });
       writeFileSync(join(d, 'root-cert.pem'), readFileSync(join(d, 'root-cert.pem'), 'utf8') + readFileSync(join(stale, 'root-cert.pem'), 'utf8'));
     }
-    const { lines, logger } = captured();
+    const { lines, logger } = captureLogs();
     const config = parseConfig({ dataDir: join(base, 'data'), ca: { dir: dirs[0] }, issuers: [{ name: 'extra', dir: dirs[1]! }] });
     const state = await loadCaState(config, logger);
     expect(state.issuers.all.map((i) => i.material.roots.length)).toEqual([1, 1]);
@@ -45,7 +39,7 @@ describe('loadCaState', () => {
   it('compiles the revoked client certificates, and warns about an entry more than a day ahead (not one minutes ahead)', async () => {
     const dir = join(base, 'revocations');
     await initCaDir({ dir });
-    const { lines, logger } = captured();
+    const { lines, logger } = captureLogs();
     const future = new Date(Date.now() + 365 * DAY_MS).toISOString();
     // Minutes ahead (to cover the time until the reload) is not worth a warning.
     const soon = new Date(Date.now() + 600_000).toISOString();
@@ -90,7 +84,7 @@ describe('loadCaState and the serving certificate\'s names', () => {
   it('warns at load about a policy rule allowing names the CA cannot certify (each process that loads says so)', async () => {
     const dir = join(base, 'policy-constrained');
     await writeConstrainedCaDir(dir, nameConstraints({ uri: ['cluster.local'], dns: ['.svc.example.com'] }));
-    const { lines, logger } = captured();
+    const { lines, logger } = captureLogs();
     const config = parseConfig({
       dataDir: join(base, 'data'),
       ca: { dir },
@@ -106,7 +100,7 @@ describe('loadCaState and the serving certificate\'s names', () => {
   it('checks policy IP entries whole (an excluded range inside one), names a match value in the sample, and says a shared refusal once for the rules that share it', async () => {
     const dir = join(base, 'ip-constrained');
     await writeConstrainedCaDir(dir, nameConstraints({ uri: ['cluster.local'], dns: ['.svc.example.com'] }, { ip: ['10.1.0.0/16'], dns: ['kube-system.svc.example.com'] }));
-    const { lines, logger } = captured();
+    const { lines, logger } = captureLogs();
     const config = parseConfig({
       dataDir: join(base, 'data'),
       ca: { dir },
@@ -147,7 +141,7 @@ describe('loadCaState with ca.autoInit after an interrupted creation', () => {
     beginCaCreation(dir);
     writeFileSync(join(dir, 'root-key.pem'), 'partial\n', { mode: 0o600 });
     writeFileSync(join(dir, 'root-cert.pem'), 'partial\n');
-    const { lines, logger } = captured();
+    const { lines, logger } = captureLogs();
     const state = await loadCaState(parseConfig({ dataDir: join(base, 'data2'), ca: { dir, autoInit: true } }), logger);
     expect(state.issuers.default.material.roots).toHaveLength(1);
     expect(lines.some((l) => /creation that was interrupted/.test(String(l.msg)))).toBe(true);

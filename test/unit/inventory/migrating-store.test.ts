@@ -1,9 +1,8 @@
-import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createLogger } from '../../../src/log/logger.js';
 import { MigratingStore } from '../../../src/inventory/migrating-store.js';
 import type { InventoryStore } from '../../../src/inventory/types.js';
 import { makeRecord } from './fixtures.js';
+import { captureLogs } from '../../support/log-capture.js';
 
 /** A store whose migrate() fails with the given errors in turn, then succeeds; counts its calls. */
 function fakeStore(failures: Error[]): InventoryStore & { migrations: number; inserted: number } {
@@ -28,15 +27,10 @@ function fakeStore(failures: Error[]): InventoryStore & { migrations: number; in
 const connRefused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
 const badPassword = Object.assign(new Error('password authentication failed for user "meshcert"'), { code: '28P01' });
 
-function logged(): { logger: ReturnType<typeof createLogger>; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  return { lines, logger: createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) })) };
-}
-
 describe('MigratingStore', () => {
   it('fails calls as the store being down until a migration succeeds, which a call tries itself (at most once a second)', async () => {
     const inner = fakeStore([connRefused]);
-    const { logger } = logged();
+    const { logger } = captureLogs();
     // The background timer is far away: only the calls can bring the store up here.
     const store = new MigratingStore(inner, { logger, isConnectionFailure: (e) => e === connRefused, initialDelayMs: 60_000 });
     try {
@@ -58,7 +52,7 @@ describe('MigratingStore', () => {
 
   it('logs the first failure of a kind, then at most one line a minute', async () => {
     const inner = fakeStore([connRefused, connRefused, connRefused, connRefused, connRefused]);
-    const { logger, lines } = logged();
+    const { logger, lines } = captureLogs();
     const store = new MigratingStore(inner, { logger, isConnectionFailure: (e) => e === connRefused, initialDelayMs: 5, maxDelayMs: 5 });
     try {
       await expect.poll(() => store.ready, { timeout: 2000 }).toBe(true);
@@ -71,7 +65,7 @@ describe('MigratingStore', () => {
 
   it('says whether the store is unreachable or refuses meshcert, and keeps retrying in the background', async () => {
     const inner = fakeStore([connRefused, badPassword]);
-    const { logger, lines } = logged();
+    const { logger, lines } = captureLogs();
     const store = new MigratingStore(inner, { logger, isConnectionFailure: (e) => e === connRefused, initialDelayMs: 10, maxDelayMs: 20 });
     try {
       await expect.poll(() => store.ready, { timeout: 2000 }).toBe(true);

@@ -18,6 +18,7 @@ import { InventoryDataError, type AuditEvent, type InventoryStore } from '../../
 import { makeRecord } from './fixtures.js';
 import { closedPort } from '../auth/helpers.js';
 import { createTestDatabase, dedicatedClusterSkipReason, destroyDedicatedCluster, pgInfo, pgSkipReason, startDedicatedCluster, startPostgres, stopPostgres } from '../../support/postgres-control.js';
+import { captureLogs } from '../../support/log-capture.js';
 
 const DAY = 86_400_000;
 const dirs: string[] = [];
@@ -101,8 +102,7 @@ describe('InventoryService readiness', () => {
 });
 
 describe('InventoryService with PostgreSQL unreachable at start', () => {
-  const lines: Array<Record<string, unknown>> = [];
-  const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+  const { lines, logger } = captureLogs();
   const options = (url: string, failClosed: boolean) => ({ store: 'postgres' as const, url, failClosed, maxBuffer: 1000, retention: 30 * 86_400, auditRetention: 0 });
 
   it.each([

@@ -2,7 +2,6 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
@@ -11,6 +10,7 @@ import { InventoryMetrics } from '../../../src/metrics/ca-metrics.js';
 import { ExpiryMonitor, type ExpiryMonitorOptions } from '../../../src/monitoring/expiry-monitor.js';
 import type { DiscoveredCertificate } from '../../../src/inventory/types.js';
 import { makeRecord } from '../inventory/fixtures.js';
+import { captureLogs } from '../../support/log-capture.js';
 
 const YEAR = 365 * 86_400;
 let base: string;
@@ -109,8 +109,7 @@ describe('ExpiryMonitor and discovered certificates', () => {
   it('counts those expiring or expired where last seen, warns once per place, certificate and state, and keeps the counts while the store is down', async () => {
     const registry = new Registry();
     const metrics = new InventoryMetrics(registry);
-    const lines: Array<Record<string, unknown>> = [];
-    const logger = createLogger('warn', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+    const { lines, logger } = captureLogs('warn');
     const now = new Date(1_800_000_000_000);
     const seenAt = new Date(now.getTime() - 86_400_000);
     const web = makeRecord('web', { source: 'discovered:endpoint:web:443', subject: 'CN=web', spiffeId: null, notAfter: new Date(now.getTime() + 3 * 86_400_000) });

@@ -432,18 +432,21 @@ describe('PolicyEngine.extraSanSamples', () => {
       {
         rule: 'svc',
         issuer: 'other',
-        samples: [
-          { values: { trustDomain: 'td.example', cluster: 'west', namespace: 'web', serviceAccount: 'sa' }, dnsNames: ['sa.web.svc', 'x.west.td.example'] },
-          { values: { trustDomain: 'td.example', cluster: 'west', namespace: 'api', serviceAccount: 'sa' }, dnsNames: ['sa.api.svc', 'x.west.td.example'] },
+        rendered: [
+          { caller: { trustDomain: 'td.example', cluster: 'west', namespace: 'web', serviceAccount: 'sa' }, dnsNames: ['sa.web.svc', 'x.west.td.example'] },
+          { caller: { trustDomain: 'td.example', cluster: 'west', namespace: 'api', serviceAccount: 'sa' }, dnsNames: ['sa.api.svc', 'x.west.td.example'] },
         ],
-        ipEntries: ['10.1.2.3', '10.0.0.0/7'],
+        ipRanges: [
+          { ip: Buffer.from([10, 1, 2, 3]), bits: 32 },
+          { ip: Buffer.from([10, 0, 0, 0]), bits: 7 },
+        ],
       },
     ]);
   });
 
   it('leaves out a template a dotted service account cannot render, and gives the default rule\'s extraSans to the rules that inherit them', () => {
     const p = engine({ rules: [{ name: 'dotted', match: { serviceAccounts: ['a.b'] } }], default: { extraSans: { dns: ['{serviceAccount}.example', 'fixed.example'] } } });
-    expect(p.extraSanSamples(fallback).map((s) => [s.rule, s.samples.map((x) => x.dnsNames)])).toEqual([
+    expect(p.extraSanSamples(fallback).map((s) => [s.rule, s.rendered.map((x) => x.dnsNames)])).toEqual([
       ['dotted', [['fixed.example']]],
       ['default', [['sa.example', 'fixed.example']]],
     ]);

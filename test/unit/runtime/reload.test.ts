@@ -1,13 +1,13 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfigFile } from '../../../src/config/load.js';
 import { reloadedConfig, restartOnlyChanges } from '../../../src/config/restart-only.js';
 import type { MeshcertConfig } from '../../../src/config/schema.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { Reloader } from '../../../src/runtime/reload.js';
+import { captureLogs } from '../../support/log-capture.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'meshcert-reload-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -63,8 +63,7 @@ describe('Reloader', () => {
   it('applies a reload and warns, at every reload until a restart, about settings it did not apply', async () => {
     const file = configFile('live.yaml', '');
     let current: MeshcertConfig = loadConfigFile(file).config;
-    const lines: Array<Record<string, unknown>> = [];
-    const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+    const { lines, logger } = captureLogs();
     const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void (current = next), logger });
     const warnings = (): unknown[] => lines.filter((l) => l.level === 40).map((l) => l.settings);
 
@@ -86,8 +85,7 @@ describe('Reloader', () => {
     const file = configFile('no-auth.yaml', '');
     let current: MeshcertConfig = loadConfigFile(file).config;
     const applied: MeshcertConfig[] = [];
-    const lines: Array<Record<string, unknown>> = [];
-    const logger = createLogger('info', new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), cb()) }));
+    const { lines, logger } = captureLogs();
     const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void applied.push((current = next)), logger });
     writeFileSync(file, `dataDir: ${dir}/data\nca:\n  dir: ${dir}/ca\n`);
     expect(await reloader.reload('test')).toBe(false);

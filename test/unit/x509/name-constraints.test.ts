@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { explicitTag, implicitPrimitive, sequence } from '../../../src/x509/der.js';
-import { ipToBytes } from '../../../src/x509/leaf.js';
+import { ipToBytes } from '../../../src/net/ip-text.js';
 import { x509 } from '../../fixtures/csr.js';
 import { pathConstraintProblems, type PathCert } from '../../../src/x509/path-constraints.js';
 import { caCert, leafCert, nameConstraints, type CaNode, type Subtrees } from '../../support/constrained-ca.js';
