@@ -12,6 +12,11 @@ import { loadConfigFile } from '../config/load.js';
 import { ipToBytes } from '../net/ip-text.js';
 import { parseWorkloadSpiffeId, workloadSpiffeId } from '../x509/spiffe-id.js';
 import { parse, UsageError } from './args.js';
+import { isCaDirEmpty } from '../ca/material.js';
+import { loadIssuer, loadNamedIssuer } from '../ca/state.js';
+import type { MeshcertConfig } from '../config/schema.js';
+import type { LocalIssuer } from '../issuer/local.js';
+import { createLogger } from '../log/logger.js';
 
 export const POLICY_USAGE = `meshcert policy explain --config FILE --ns NAMESPACE --sa SERVICE_ACCOUNT [options]
   Shows which policy rule decides a certificate request, the decision, and every rule tried.
@@ -25,6 +30,8 @@ export const POLICY_USAGE = `meshcert policy explain --config FILE --ns NAMESPAC
   --impersonated              the request is on behalf of another identity
   --client-certificate        the caller authenticates with a client certificate (mTLS), not a token
   --csr FILE                  take key and SANs (and, without --ns/--sa, the identity) from a PEM CSR
+  --no-ca                     judge by the policy alone: do not read the CA's files (allowed DNS
+                              names and IP addresses are otherwise checked against its name constraints)
   --json                      print the result as JSON
   Exit codes: 0 allowed, 1 denied, 2 usage error, 3 invalid or unreadable config.`;
 
@@ -52,9 +59,17 @@ export interface PolicyExplainOutput {
     ipAddresses: string[];
     emails: string[];
   };
+  /** Whether the server would issue: the policy allows, and the CA can certify the names. */
   allowed: boolean;
   rule: string;
+  /** The policy's decision. */
   decision: PolicyDecision;
+  /**
+   * With DNS names or IP addresses the policy allows: why the chosen CA's name constraints refuse
+   * them (the server refuses with CSR_FORBIDDEN_EXTENSION), or null when they allow them.
+   * Undefined when not checked (nothing to check, or the CA could not be loaded: see warnings).
+   */
+  caRefusal?: string | null;
   /** The certificate's SANs when allowed: the SPIFFE ID and the extra ones. */
   sans: { uris: string[]; dnsNames: string[]; ipAddresses: string[] } | null;
   trace: RuleEvaluation[];
@@ -78,6 +93,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
     impersonated: { type: 'boolean', default: false },
     'client-certificate': { type: 'boolean', default: false },
     csr: { type: 'string' },
+    'no-ca': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
   });
   if (!v.config) throw new UsageError('policy explain needs --config FILE');
@@ -167,6 +183,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
   }
   const { decision, evaluated, refusedInAuthenticatedDomain } = new PolicyEngine(policy).explain(request);
   if (refusedInAuthenticatedDomain) warnings.push(`the alias is allowed in ${requestedTd}, but the rules for the caller's own trust domain ${trustDomain} refuse it`);
+  const caRefusal = decision.allowed && !v['no-ca'] ? await caNameRefusal(config, decision, identity, warnings) : undefined;
   const out: PolicyExplainOutput = {
     identity,
     request: {
@@ -182,16 +199,38 @@ export async function policyCommand(argv: string[]): Promise<number> {
       ipAddresses: [...request.ipAddresses],
       emails: [...request.emails],
     },
-    allowed: decision.allowed,
+    allowed: decision.allowed && !caRefusal,
     rule: decision.rule,
     decision,
-    sans: decision.allowed ? { uris: [identity], dnsNames: decision.dnsNames, ipAddresses: decision.ipAddresses } : null,
+    ...(caRefusal !== undefined ? { caRefusal } : {}),
+    sans: decision.allowed && !caRefusal ? { uris: [identity], dnsNames: decision.dnsNames, ipAddresses: decision.ipAddresses } : null,
     trace: evaluated,
     warnings,
   };
   if (v.json) console.log(JSON.stringify(out, null, 2));
   else printText(out);
-  return decision.allowed ? 0 : 1;
+  return out.allowed ? 0 : 1;
+}
+
+/**
+ * The CA's verdict on the DNS names and IP addresses the policy allows, as the server checks them
+ * before signing: loaded from the files the config names (read only, never created). A CA that
+ * cannot be loaded here (files not at hand) is a warning, and the names go unchecked.
+ */
+async function caNameRefusal(config: MeshcertConfig, d: Extract<PolicyDecision, { allowed: true }>, identity: string, warnings: string[]): Promise<string | null | undefined> {
+  if (d.dnsNames.length === 0 && d.ipAddresses.length === 0) return undefined;
+  const quiet = createLogger('silent');
+  const named = config.issuers.find((i) => i.name === d.issuer);
+  const notChecked = (why: string): undefined => void warnings.push(`the CA "${d.issuer}" was not read, so its name constraints were not checked (--no-ca to skip them): ${why}`);
+  if (!named && isCaDirEmpty(config.ca.dir!)) return notChecked(`CA directory ${config.ca.dir} holds no CA`);
+  let issuer: LocalIssuer;
+  try {
+    issuer = named ? loadNamedIssuer(config, named, quiet) : await loadIssuer(config, quiet, { allowInit: false });
+  } catch (e) {
+    return notChecked((e as Error).message);
+  }
+  const refused = issuer.refusedNames({ uris: [identity], dnsNames: d.dnsNames, ipAddresses: d.ipAddresses });
+  return refused.length > 0 ? refused.join('; ') : null;
 }
 
 /** An IPv4-mapped IPv6 address (any spelling) as the IPv4 address it maps, as the server judges it; others unchanged. */
@@ -249,7 +288,9 @@ function printText(o: PolicyExplainOutput): void {
     `rule:      ${o.rule}`,
   ];
   const d = o.decision;
-  if (d.allowed) {
+  if (d.allowed && o.caRefusal) {
+    lines.push(`decision:  deny (CSR_FORBIDDEN_EXTENSION): the policy allows it, but the signing CA "${d.issuer}" cannot certify its names: ${o.caRefusal}`);
+  } else if (d.allowed) {
     const sans = [...o.sans!.uris.map((u) => `URI:${u}`), ...d.dnsNames.map((n) => `DNS:${n}`), ...d.ipAddresses.map((a) => `IP:${a}`)];
     lines.push('decision:  allow', `lifetime:  ${describeLifetime(d, r.requestedTtlSeconds)}`, `SANs:      ${sans.join(', ')}`, `issuer:    ${d.issuer}`);
   } else {

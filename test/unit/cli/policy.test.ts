@@ -4,7 +4,9 @@ import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { UsageError } from '../../../src/cli/args.js';
 import { policyCommand, type PolicyExplainOutput } from '../../../src/cli/policy.js';
+import { initCaDir } from '../../../src/ca/init.js';
 import { makeCsr } from '../../fixtures/csr.js';
+import { nameConstraints, writeConstrainedCaDir } from '../../support/constrained-ca.js';
 
 const CONFIG = `
 trustDomain: cluster.local
@@ -42,9 +44,11 @@ let config: string;
 let n = 0;
 let log: MockInstance<typeof console.log>;
 
-beforeAll(() => {
+beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'meshcert-policy-cli-'));
   config = file('meshcert.yaml', CONFIG);
+  // The gateways rule's CA: explain checks the names it allows against its name constraints.
+  await initCaDir({ dir: join(dir, 'gateways-ca') });
 });
 afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
@@ -159,12 +163,42 @@ describe('meshcert policy explain --json', () => {
         dnsNames: ['gw.istio-ingress.svc.cluster.local', 'istio-ingressgateway.example.com'],
         ipAddresses: ['10.1.2.3'],
       },
+      // gateways-ca has no name constraints: it certifies them.
+      caRefusal: null,
       trace: [
         { rule: 'deny-kube-system', matched: false, why: 'namespace "istio-ingress" matches none of kube-system, team-*' },
         { rule: 'gateways', matched: true, why: 'namespace is "istio-ingress"; service account is "istio-ingressgateway"' },
       ],
       warnings: [],
     });
+  });
+
+  it("checks the names the policy allows against the CA's name constraints, as the server does before signing: a refusal is a denial (exit 1)", async () => {
+    await writeConstrainedCaDir(join(dir, 'constrained-gateways-ca'), nameConstraints({ uri: ['cluster.local'], dns: ['.svc.cluster.local'] }));
+    const constrained = file('constrained.yaml', CONFIG.replace('dir: gateways-ca', 'dir: constrained-gateways-ca'));
+    const explain = (args: string[]) => policyCommand(['explain', '--config', constrained, ...GW, '--key', 'ec256', ...args]);
+    expect(await explain(['--dns', 'gw.istio-ingress.svc.cluster.local'])).toBe(0);
+    log.mockClear();
+    expect(await explain(['--dns', 'istio-ingressgateway.example.com'])).toBe(1);
+    expect(stdout()).toContain(
+      'rule:      gateways\ndecision:  deny (CSR_FORBIDDEN_EXTENSION): the policy allows it, but the signing CA "gateways-ca" cannot certify its names: "CN=constrained intermediate" has name constraints that exclude DNS name istio-ingressgateway.example.com (permitted only: ".svc.cluster.local")',
+    );
+    log.mockClear();
+    expect(await explain(['--dns', 'istio-ingressgateway.example.com', '--json'])).toBe(1);
+    expect(JSON.parse(stdout())).toMatchObject({ allowed: false, sans: null, decision: { allowed: true, rule: 'gateways' }, caRefusal: expect.stringMatching(/exclude DNS name istio-ingressgateway\.example\.com/) });
+    // --no-ca: the policy alone, as before the CA is at hand.
+    log.mockClear();
+    expect(await explain(['--dns', 'istio-ingressgateway.example.com', '--no-ca', '--json'])).toBe(0);
+    expect(JSON.parse(stdout())).not.toHaveProperty('caRefusal');
+  });
+
+  it('says when the CA cannot be read, so its name constraints went unchecked, and judges by the policy', async () => {
+    const missing = file('missing-ca.yaml', CONFIG.replace('dir: gateways-ca', 'dir: no-such-ca'));
+    const code = await policyCommand(['explain', '--config', missing, '--json', ...GW, '--key', 'ec256', '--dns', 'gw.istio-ingress.svc.cluster.local']);
+    expect(code).toBe(0);
+    const out = JSON.parse(stdout()) as PolicyExplainOutput;
+    expect(out.caRefusal).toBeUndefined();
+    expect(out.warnings).toEqual([expect.stringMatching(/^the CA "gateways-ca" was not read, so its name constraints were not checked \(--no-ca to skip them\): issuer "gateways-ca" \(.*no-such-ca\): /)]);
   });
 
   it('prints a denial without SANs and exits 1', async () => {
