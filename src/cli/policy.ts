@@ -105,6 +105,9 @@ export async function policyCommand(argv: string[]): Promise<number> {
   if (v.csr !== undefined && (v.key !== undefined || v.dns !== undefined || v.ip !== undefined)) {
     throw new UsageError('--key, --dns and --ip cannot be used with --csr: they are read from the CSR');
   }
+  // A certificate's iPAddress has no zone index: no CSR can carry one, so no request names one.
+  const zoned = splitList(v.ip).find((ip) => ip.includes('%'));
+  if (zoned !== undefined) throw new UsageError(`--ip ${zoned}: a zone index (%...) is not part of an address a certificate can name`);
   let ttl: number | undefined;
   if (v.ttl !== undefined) {
     try {
@@ -221,16 +224,16 @@ async function caNameRefusal(config: MeshcertConfig, d: Extract<PolicyDecision, 
   if (d.dnsNames.length === 0 && d.ipAddresses.length === 0) return undefined;
   const quiet = createLogger('silent');
   const named = config.issuers.find((i) => i.name === d.issuer);
-  const notChecked = (why: string): undefined => void warnings.push(`the CA "${d.issuer}" was not read, so its name constraints were not checked (--no-ca to skip them): ${why}`);
+  // Files not at hand, or a CA serve itself would refuse (`config check` says which): a warning.
+  const notChecked = (why: string): undefined => void warnings.push(`the CA "${d.issuer}" could not be loaded, so its name constraints were not checked (--no-ca: the policy alone): ${why}`);
   if (!named && isCaDirEmpty(config.ca.dir!)) return notChecked(`CA directory ${config.ca.dir} holds no CA`);
-  let issuer: LocalIssuer;
   try {
-    issuer = named ? loadNamedIssuer(config, named, quiet) : await loadIssuer(config, quiet, { allowInit: false });
+    const issuer: LocalIssuer = named ? loadNamedIssuer(config, named, quiet) : await loadIssuer(config, quiet, { allowInit: false });
+    const refused = issuer.refusedNames({ uris: [identity], dnsNames: d.dnsNames, ipAddresses: d.ipAddresses });
+    return refused.length > 0 ? refused.join('; ') : null;
   } catch (e) {
     return notChecked((e as Error).message);
   }
-  const refused = issuer.refusedNames({ uris: [identity], dnsNames: d.dnsNames, ipAddresses: d.ipAddresses });
-  return refused.length > 0 ? refused.join('; ') : null;
 }
 
 /** An IPv4-mapped IPv6 address (any spelling) as the IPv4 address it maps, as the server judges it; others unchanged. */

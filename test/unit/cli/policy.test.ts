@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
@@ -198,7 +198,18 @@ describe('meshcert policy explain --json', () => {
     expect(code).toBe(0);
     const out = JSON.parse(stdout()) as PolicyExplainOutput;
     expect(out.caRefusal).toBeUndefined();
-    expect(out.warnings).toEqual([expect.stringMatching(/^the CA "gateways-ca" was not read, so its name constraints were not checked \(--no-ca to skip them\): issuer "gateways-ca" \(.*no-such-ca\): /)]);
+    expect(out.warnings).toEqual([expect.stringMatching(/^the CA "gateways-ca" could not be loaded, so its name constraints were not checked \(--no-ca: the policy alone\): issuer "gateways-ca" \(.*no-such-ca\): /)]);
+    // The default CA, in a directory that holds none: said so, and nothing is created there.
+    log.mockClear();
+    const defaultSans = CONFIG.replace('    lifetime: { default: 24h, max: 90d }\n', '    lifetime: { default: 24h, max: 90d }\n    extraSans: { dns: ["{namespace}.example.org"] }\n');
+    const viaDefault = file('default-ca.yaml', `${defaultSans}ca:\n  dir: ${join(dir, 'empty-default-ca')}\n`);
+    expect(await policyCommand(['explain', '--config', viaDefault, '--json', '--ns', 'web', '--sa', 'api', '--dns', 'web.example.org'])).toBe(0);
+    expect((JSON.parse(stdout()) as PolicyExplainOutput).warnings).toEqual([`the CA "default" could not be loaded, so its name constraints were not checked (--no-ca: the policy alone): CA directory ${join(dir, 'empty-default-ca')} holds no CA`]);
+    expect(existsSync(join(dir, 'empty-default-ca'))).toBe(false);
+  });
+
+  it('refuses an --ip with a zone index as a usage error: no certificate can name it', async () => {
+    await expect(policyCommand(['explain', '--config', config, ...GW, '--key', 'ec256', '--ip', 'fe80::1%eth0'])).rejects.toThrow(new UsageError('--ip fe80::1%eth0: a zone index (%...) is not part of an address a certificate can name'));
   });
 
   it('prints a denial without SANs and exits 1', async () => {
