@@ -3,13 +3,14 @@
  * the same name and key (a rotation) give a client more than one, and Go accepts a leaf when one
  * of them allows all its names. Checked against Go's crypto/x509 where Go is installed.
  */
+import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCaDir } from '../../../src/ca/material.js';
-import { LocalIssuer } from '../../../src/issuer/local.js';
+import { LocalIssuer, NameConstraintError } from '../../../src/issuer/local.js';
 import { x509 } from '../../fixtures/csr.js';
 import { explicitTag, implicitPrimitive, sequence } from '../../../src/x509/der.js';
 import { caCert, leafCert, nameConstraints, writeCaDir, type CaNode } from '../../support/constrained-ca.js';
@@ -85,5 +86,27 @@ describe('LocalIssuer.refusedNames with more than one path to a root', () => {
     expect(() => issuer.selfTest(spki, URI)).toThrow(
       'issuer default: "CN=twin root" has name constraints Go\'s crypto/x509 cannot parse, so it refuses every chain through that CA: malformed name constraints: IP mask ff00ff00 is not a prefix',
     );
+  });
+});
+
+describe('LocalIssuer.sign under name constraints: its own leaves, as Go and OpenSSL verify them', () => {
+  it('signs DNS names and IP addresses (IPv4 and IPv6) the constraints allow into a leaf both accept, and refuses the others', async () => {
+    const root = await caCert(undefined, 'CN=nc sign root');
+    const inter = await caCert(root, 'CN=nc sign intermediate', [nameConstraints({ uri: ['cluster.local'], dns: ['.svc.example.com'], ip: ['10.0.0.0/8', 'fd00::/8'] })], 0);
+    const issuer = await issuerOf([root], inter, [inter, root]);
+    issuer.selfTest(spki, URI);
+    const now = Date.now();
+    const req = { spki, uris: [URI], notBefore: new Date(now - 60_000), notAfter: new Date(now + 3_600_000) };
+    // An IPv4-mapped address is written as its 4 IPv4 octets, which the IPv4 range then covers.
+    const leaf = issuer.sign({ ...req, dnsNames: ['api.web.svc.example.com'], ipAddresses: ['10.1.2.3', 'fd00::7', '::ffff:10.9.9.9'] });
+    const files = { root: join(base, 'nc-sign-root.pem'), chain: join(base, 'nc-sign-chain.pem'), leaf: join(base, 'nc-sign-leaf.pem') };
+    writeFileSync(files.root, root.cert.toString('pem'));
+    writeFileSync(files.chain, inter.cert.toString('pem'));
+    writeFileSync(files.leaf, leaf.pem);
+    expect(execFileSync('openssl', ['verify', '-purpose', 'sslserver', '-CAfile', files.root, '-untrusted', files.chain, files.leaf], { encoding: 'utf8' })).toMatch(/: OK/);
+    if (go) expect(go.verify([{ root: root.cert.toString('pem'), intermediates: inter.cert.toString('pem'), leaf: leaf.pem }])[0]).toEqual({ ok: true });
+    for (const names of [{ dnsNames: ['api.example.com'] }, { ipAddresses: ['192.168.1.1'] }, { ipAddresses: ['fe80::1'] }]) {
+      expect(() => issuer.sign({ ...req, ...names })).toThrow(NameConstraintError);
+    }
   });
 });
