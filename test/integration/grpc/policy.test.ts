@@ -8,6 +8,7 @@ import { initCaDir } from '../../../src/ca/init.js';
 import { buildWorkloadCsr } from '../../../src/client/workload-csr.js';
 import { verifyResponseChain } from '../../../src/x509/verify-chain.js';
 import { makeCsr } from '../../fixtures/csr.js';
+import { nameConstraints, writeConstrainedCaDir } from '../../support/constrained-ca.js';
 import { mintToken, openssl, startTestCa, type TestCa } from '../../support/harness.js';
 
 const ID = (ns: string, sa: string) => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
@@ -126,5 +127,34 @@ describe('mesh policy and several CAs over TLS', () => {
     // The payments lifetime default applies (30m) when the agent asks for <= 0.
     const lb = new X509Certificate(b[0]!);
     expect(Math.abs(Date.parse(lb.validTo) - Date.now() - 30 * 60_000)).toBeLessThan(5000);
+  });
+});
+
+describe('a CA with name constraints over TLS', () => {
+  let ca: TestCa;
+  let dir: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'meshcert-policy-nc-'));
+    await writeConstrainedCaDir(join(dir, 'partner-ca'), nameConstraints({ uri: ['cluster.local'], dns: ['.svc.partner.example'] }));
+    ca = await startTestCa({
+      issuers: [{ name: 'partner-ca', dir: join(dir, 'partner-ca') }],
+      // The policy allows more than its CA's name constraints do.
+      policy: { rules: [{ name: 'partner', match: { namespaces: ['partner'] }, issuer: 'partner-ca', extraSans: { dns: ['{serviceAccount}.svc.partner.example', '{serviceAccount}.partner.example'] } }] },
+    });
+  });
+  afterAll(async () => {
+    await ca?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("refuses a DNS name the policy allows but the CA's name constraints exclude with INVALID_ARGUMENT naming it, and issues one they allow", async () => {
+    const token = await mintToken({ ns: 'partner', sa: 'api' });
+    const e = await refused(ca.request({ csrPem: (await makeCsr({ uris: [ID('partner', 'api')], dns: ['api.partner.example'] })).pem, token }));
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(e.details).toBe(
+      'the CSR requests names that rule "partner" allows but the signing CA "partner-ca" cannot certify (clients would refuse the certificate): "CN=constrained intermediate" has name constraints that exclude DNS name api.partner.example (permitted only: ".svc.partner.example"); request without them',
+    );
+    const chain = await ca.request({ csrPem: (await makeCsr({ uris: [ID('partner', 'api')], dns: ['api.svc.partner.example'] })).pem, token });
+    expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('partner', 'api')}, DNS:api.svc.partner.example`);
   });
 });
