@@ -22,7 +22,7 @@ import type { KeyObject } from 'node:crypto';
 import { CaError } from '../errors/ca-error.js';
 import type { CsrProof, DecodedCsr, ParsedCsr } from './types.js';
 import { isIpv4Mapped } from '../net/ipv4-mapped.js';
-import { ipv6ToText } from '../net/ip-text.js';
+import { ipBytesToText } from '../net/ip-text.js';
 import {
   DerReader,
   Tag,
@@ -603,8 +603,7 @@ function ia5Name(der: Buffer, tlv: Tlv, what: string): string {
 function ipToText(der: Buffer, tlv: Tlv): string {
   const { contentStart: s, end: e } = tlv;
   if (e - s !== 4 && e - s !== 16) throw malformed('IP address subject alternative name must be 4 or 16 bytes');
-  const v4 = e - s === 4 ? s : isIpv4Mapped(der.subarray(s, e)) ? s + 12 : -1;
-  if (v4 >= 0) return `${der[v4]}.${der[v4 + 1]}.${der[v4 + 2]}.${der[v4 + 3]}`;
-  return ipv6ToText(der.subarray(s, e));
+  const octets = der.subarray(s, e);
+  return ipBytesToText(isIpv4Mapped(octets) ? octets.subarray(12) : octets);
 }
 
