@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--storm-connections N] [--storm-driver auto|go|node] [--profile DIR] [--keep]
+ * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--fail-closed] [--storm-connections N] [--storm-driver auto|go|node] [--profile DIR] [--keep]
  *
  * Starts meshcert as a user would (built CLI, config file, CA from `ca init`, TLS, JWT auth with a
  * JWKS file, info-level logs, default worker count), drives it, and prints one table plus a JSON
@@ -38,6 +38,8 @@ const { values: args } = parseArgs({
     'skip-build': { type: 'boolean', default: false },
     /** server.workers for the run (default: the config's default). */
     workers: { type: 'string' },
+    /** inventory.failClosed on: every certificate answered only once its record is stored (default off, the config's default). */
+    'fail-closed': { type: 'boolean', default: false },
     /**
      * Connections the storm's calls are spread over (default 50). In a real restart every pod's
      * agent has its own connection; 10000 gives one per identity (opened before the timed phase).
@@ -168,7 +170,7 @@ async function main(): Promise<void> {
     execFileSync(process.execPath, [join(ROOT, 'dist/cli.js'), 'ca', 'init', '--dir', join(dir, 'ca')], { stdio: 'ignore' });
     const signers = makeTokenSigners();
     writeFileSync(join(dir, 'jwks.json'), JSON.stringify({ keys: signers.map((s) => s.jwk) }));
-    const configFile = writeConfig(dir, join(dir, 'jwks.json'), args.workers);
+    const configFile = writeConfig(dir, join(dir, 'jwks.json'), args.workers, args['fail-closed']);
     const nodeArgs = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : [];
     server = await startServer(ROOT, configFile, join(dir, 'server.log'), nodeArgs);
     const srv = server;
@@ -181,7 +183,7 @@ async function main(): Promise<void> {
     // smaps_rollup walks page tables: sampled less often than VmRSS.
     pssTimer = setInterval(() => (peakPss = Math.max(peakPss, srv.pssBytes())), 1000);
     const rootPem = readFileSync(join(dir, 'ca/root-cert.pem'), 'utf8');
-    log(`meshcert on 127.0.0.1:${server.port}, server.workers: ${args.workers ?? 'default'}`);
+    log(`meshcert on 127.0.0.1:${server.port}, server.workers: ${args.workers ?? 'default'}${args['fail-closed'] ? ', inventory.failClosed: true' : ''}`);
 
     const n = smoke ? 300 : 20000;
     log('pre-generating distinct CSRs and tokens (not timed)');
@@ -467,7 +469,7 @@ async function main(): Promise<void> {
   failures.push(...problems.map((p) => `malformed result: ${p}`));
 
   const machine = { cpus: cpus().length, model: cpus()[0]?.model, memoryGb: round(totalmem() / 2 ** 30), node: process.version, openssl: process.versions.openssl };
-  const out = { when: new Date().toISOString(), mode: smoke ? 'smoke' : args.soak ? 'soak' : stormOnly ? 'storm' : 'full', machine, workers: args.workers ?? 'default', ...results, failures };
+  const out = { when: new Date().toISOString(), mode: smoke ? 'smoke' : args.soak ? 'soak' : stormOnly ? 'storm' : 'full', machine, workers: args.workers ?? 'default', failClosed: args['fail-closed'], ...results, failures };
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   const file = join(ROOT, 'bench/results', `${out.when.replace(/[:.]/g, '-')}-${out.mode}.json`);
   writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);

@@ -30,14 +30,15 @@ export interface BenchServer {
   stop(): Promise<number | null>;
 }
 
-export function writeConfig(dir: string, jwksFile: string, workers?: string): string {
+/** `failClosed`: inventory.failClosed, under which every certificate is answered only once its record is stored. */
+export function writeConfig(dir: string, jwksFile: string, workers?: string, failClosed = false): string {
   const file = join(dir, 'meshcert.yaml');
   writeFileSync(
     file,
     `dataDir: ${join(dir, 'data')}
 server:
   listen: 127.0.0.1:0
-${workers === undefined ? '' : `  workers: ${workers}\n`}ca:
+${workers === undefined ? '' : `  workers: ${workers}\n`}${failClosed ? 'inventory:\n  failClosed: true\n' : ''}ca:
   dir: ${join(dir, 'ca')}
 auth:
   clusters:

@@ -387,7 +387,10 @@ export const configSchema = z.strictObject({
       path: z.string().min(1).optional(),
       /** PostgreSQL connection string. */
       url: z.string().regex(/^postgres(ql)?:\/\//, 'expected a postgres:// URL').optional(),
-      /** Refuse issuance (UNAVAILABLE) while the store is down or the buffer is full, instead of going on. */
+      /**
+       * Refuse issuance (UNAVAILABLE) while the store is down or the buffer is full, instead of going
+       * on; and answer each certificate only once its record is stored (src/main.ts keepRecord).
+       */
       failClosed: z.boolean().default(false),
       /** Records kept in memory while the store is down. */
       maxBuffer: z.number().int().min(100).default(100_000),

@@ -16,6 +16,12 @@ export interface CertificateServiceDeps {
   readonly observer?: IssuanceObserver;
   /** False until the CA is loaded, and again while shutting down. */
   readonly ready: () => boolean;
+  /**
+   * inventory.failClosed: stores the certificate's record before it is answered; rejects (with a
+   * CaError, already bounded in time) when it cannot, and the call is refused instead. The
+   * certificate is then never delivered, so no certificate is in use that the inventory lacks.
+   */
+  readonly keep?: (cert: IssuedCertificate, ctx: CallContext) => Promise<void>;
 }
 
 export type CreateCertificateHandler = (request: IstioCertificateRequestMsg, call: CallInfo) => Promise<IstioCertificateResponseMsg>;
@@ -47,6 +53,18 @@ export function createCertificateHandler(deps: CertificateServiceDeps): CreateCe
       });
     } catch (e) {
       return refuse(deps, e, ctx());
+    }
+    if (deps.keep) {
+      try {
+        await deps.keep(cert, ctx());
+      } catch (e) {
+        if (e instanceof CaError) {
+          // Refused after authentication: the audit row names who asked, and for whom.
+          e.caller = cert.caller.identities[0];
+          if (cert.impersonated) e.identity = cert.spiffeId;
+        }
+        return refuse(deps, e, ctx());
+      }
     }
     const c = ctx();
     logger.info(

@@ -28,6 +28,12 @@
  * Audit events are always bounded by `maxAuditBuffer` with drop-oldest: refusals are not gated
  * by canAccept, so during an outage they would otherwise grow without limit.
  *
+ * Kept records. `recordDurable()` queues a record and resolves once the batch holding it is
+ * stored (inventory.failClosed: a certificate is answered only then). It starts a write within
+ * DURABLE_GROUP_MS instead of waiting for the interval, so that records arriving together (from
+ * several worker processes) share one transaction; records that arrive while a write is in flight
+ * go in the next one, so under load durable records are committed in groups, as the others are.
+ *
  * Shutdown. `close()` stops accepting new work after it has written everything queued (records
  * arriving while it runs are written too), then resolves: a clean shutdown loses nothing. If
  * the store stays unavailable past the deadline it rejects with InventoryFlushTimeoutError
@@ -40,6 +46,9 @@ import { auditProblem, recordProblem } from './common.js';
 import { InventoryDataError, type AuditEvent, type CertificateRecord, type InventoryStore } from './types.js';
 
 export type RecorderLaneKind = 'certificates' | 'audit';
+
+/** How long a durable record waits for others to share its write (see the module comment). */
+export const DURABLE_GROUP_MS = 2;
 
 export interface InventoryRecorderOptions {
   /** Pending certificate records at which canAccept() turns false (fail-closed) or dropping starts. Default 100000. */
@@ -119,6 +128,8 @@ class Lane<T> {
   dropped = 0;
   rejected = 0;
   overflowing = false;
+  /** recordDurable()'s callers, by sequence number, until their record is stored or lost. */
+  private readonly watchers = new Map<number, Watcher>();
 
   constructor(
     readonly kind: RecorderLaneKind,
@@ -138,9 +149,21 @@ class Lane<T> {
     this.enqueued++;
   }
 
+  /** Calls `w` once the item numbered `seq` is stored, or lost (dropped, rejected, abandoned). */
+  watch(seq: number, w: Watcher): void {
+    this.watchers.set(seq, w);
+  }
+
+  /** Rejects every watcher (close() gave up: nothing more is written). */
+  abandonWatchers(err: Error): void {
+    for (const w of this.watchers.values()) w.reject(err);
+    this.watchers.clear();
+  }
+
   /** Drops the oldest record not yet taken into a batch. */
   dropOldest(): boolean {
     if (this.queued === 0) return false;
+    this.settle(this.headSeq, 1, new InventoryOverflowError(`inventory buffer full: the record was dropped before it could be written`));
     (this.queue as unknown[])[this.head] = undefined;
     this.head++;
     this.headSeq++;
@@ -170,6 +193,7 @@ class Lane<T> {
   commit(batch: Batch<T>): void {
     this.removeBatch(batch);
     this.stored += batch.items.length;
+    this.settle(batch.start, batch.items.length, null);
   }
 
   /** Replaces the batch by its two halves, in order. */
@@ -184,15 +208,34 @@ class Lane<T> {
     );
   }
 
-  reject(batch: Batch<T>): void {
+  reject(batch: Batch<T>, why: Error): void {
     this.removeBatch(batch);
     this.rejected += batch.items.length;
+    this.settle(batch.start, batch.items.length, why);
   }
 
   /** True when every item with a sequence number below `seq` has been stored, dropped or rejected. */
   settledBelow(seq: number): boolean {
     const oldest = this.batches.length > 0 ? this.batches[0]!.start : this.headSeq;
     return oldest >= seq;
+  }
+
+  /** Settles the watchers of items start .. start + n - 1 (by the shorter walk of the two). */
+  private settle(start: number, n: number, err: Error | null): void {
+    if (this.watchers.size === 0) return;
+    const done = (seq: number, w: Watcher): void => {
+      this.watchers.delete(seq);
+      if (err === null) w.resolve();
+      else w.reject(err);
+    };
+    if (n <= this.watchers.size) {
+      for (let seq = start; seq < start + n; seq++) {
+        const w = this.watchers.get(seq);
+        if (w) done(seq, w);
+      }
+    } else {
+      for (const [seq, w] of [...this.watchers]) if (seq >= start && seq < start + n) done(seq, w);
+    }
   }
 
   private removeBatch(batch: Batch<T>): void {
@@ -212,6 +255,11 @@ class Lane<T> {
       this.head = 0;
     }
   }
+}
+
+interface Watcher {
+  resolve: () => void;
+  reject: (err: Error) => void;
 }
 
 interface Waiter {
@@ -263,6 +311,7 @@ export class InventoryRecorder {
   private auditFirst = false;
   private refTimers = false;
   private backoffTimer: NodeJS.Timeout | null = null;
+  private groupTimer: NodeJS.Timeout | undefined;
   private readonly flushTimer: NodeJS.Timeout;
   private waiters: Waiter[] = [];
   private closePromise: Promise<void> | null = null;
@@ -316,6 +365,30 @@ export class InventoryRecorder {
     lane.push(rec);
     if (this.state === 'closing') lane.drainTarget = lane.enqueued;
     if (lane.queued >= this.batchSize || this.state === 'closing') this.kick();
+  }
+
+  /**
+   * Queues a record and resolves once it is stored; a write starts at once (see the module
+   * comment). Rejects with the store's InventoryDataError if the store refuses this record, with
+   * InventoryOverflowError if it was dropped (a full buffer past hardLimit), and with
+   * InventoryFlushTimeoutError if close() gave up before writing it; a malformed record or a
+   * closed recorder rejects at once. Waits through outages: a caller that must answer bounds it.
+   */
+  recordDurable(rec: CertificateRecord): Promise<void> {
+    try {
+      this.record(rec);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    const lane = this.certs;
+    const kept = new Promise<void>((resolve, reject) => lane.watch(lane.enqueued - 1, { resolve, reject }));
+    this.groupTimer ??= setTimeout(() => {
+      this.groupTimer = undefined;
+      lane.drainTarget = lane.enqueued;
+      this.kick();
+    }, DURABLE_GROUP_MS);
+    if (!this.refTimers) this.groupTimer.unref();
+    return kept;
   }
 
   /** Queues an audit event (an id is assigned when absent); synchronous and O(1). */
@@ -425,6 +498,7 @@ export class InventoryRecorder {
         this.backoffTimer = null;
         const err = new InventoryFlushTimeoutError(this.certs.pending, this.audit.pending);
         this.rejectWaiters(err);
+        this.certs.abandonWatchers(err);
         reject(err);
       }, deadlineMs);
       const drainAll = (): void => {
@@ -521,8 +595,9 @@ export class InventoryRecorder {
           if (batch.items.length > 1) {
             l.split(batch);
           } else {
-            l.reject(batch);
-            this.emitError(new InventoryDataError(`${l.kind === 'audit' ? 'audit event' : 'certificate record'} discarded: ${error.message}`, { cause: error }));
+            const discarded = new InventoryDataError(`${l.kind === 'audit' ? 'audit event' : 'certificate record'} discarded: ${error.message}`, { cause: error });
+            l.reject(batch, discarded);
+            this.emitError(discarded);
           }
         } else {
           if (lane === this.certs) this.certsFailing = true;

@@ -107,6 +107,10 @@ export class InventoryService implements RecordSink {
     this.recorder.record(rec);
   }
 
+  keep(rec: CertificateRecord): Promise<void> {
+    return this.recorder.recordDurable(rec);
+  }
+
   recordAudit(ev: AuditEvent): void {
     this.recorder.recordAudit(ev);
   }

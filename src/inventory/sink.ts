@@ -7,6 +7,11 @@ import type { AuditEvent, CertificateRecord } from './types.js';
 /** Where issuance hands records: the write-behind recorder in-process, or the primary over IPC. */
 export interface RecordSink {
   record(rec: CertificateRecord): void;
+  /**
+   * Queues a record and resolves once it is stored (inventory.failClosed: a certificate is
+   * answered only then); rejects when it cannot be. Unbounded in time: the caller bounds it.
+   */
+  keep(rec: CertificateRecord): Promise<void>;
   recordAudit(ev: AuditEvent): void;
   /** False when inventory.failClosed is on and records cannot be kept now. */
   accepting(): boolean;
@@ -135,9 +140,10 @@ class RowBucket {
  * second, per replica (`share` is this process's part). The rest are counted in one row a minute
  * per bucket and process (codes listed), so neither junk nor a misbehaving workload can fill the
  * store's disk. An unauthenticated call's `clusterid` is stored only when it could be a cluster
- * name, and any refusal's text is cut at 1 KiB.
+ * name, and any refusal's text is cut at 1 KiB. `issuedKept`: certificates' records are stored by
+ * the call itself before it answers (inventory.failClosed), so `issued` writes none.
  */
-export function inventoryObserver(sink: RecordSink, now: () => number = Date.now, share = 1): InventoryObserver {
+export function inventoryObserver(sink: RecordSink, now: () => number = Date.now, share = 1, o: { issuedKept?: boolean } = {}): InventoryObserver {
   /**
    * A bucket of rows for one kind of refusal, whose uncounted refusals are written as one row under
    * `requester` and `identity`. Each of N worker processes keeps 1/N of it, so the replica's bound
@@ -184,7 +190,8 @@ export function inventoryObserver(sink: RecordSink, now: () => number = Date.now
       for (const bucket of callers.values()) bucket.flush();
     },
     issued(cert, ctx) {
-      sink.record(recordFromIssued(cert, ctx));
+      // With `issuedKept` the call stored it before answering (RecordSink.keep).
+      if (!o.issuedKept) sink.record(recordFromIssued(cert, ctx));
     },
     refused(code, reason, ctx) {
       if (!(ctx.caller ? callerRows(ctx.caller, ctx.identity) : anonymous).admit(code)) return;

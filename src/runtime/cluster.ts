@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
-import type { InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
+import type { InventoryKeptMessage, InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
 import { flagMb, processFlags } from './heap-pressure.js';
 import { ConnectionDispatcher, type DispatchTarget } from './dispatcher.js';
 import { usableCpus } from './cpus.js';
@@ -44,7 +44,8 @@ export type PrimaryMessage =
   | { type: 'draining' }
   | { type: 'reload'; id: number; config: MeshcertConfig }
   | { type: 'metrics-request'; id: number }
-  | InventoryStateMessage;
+  | InventoryStateMessage
+  | InventoryKeptMessage;
 
 /** Reloads sent to workers outside a round (catch-ups, rollbacks), by request id, until answered or 30 s pass. */
 type TrackedReloads = Map<number, { worker: Worker; config: MeshcertConfig; timer: NodeJS.Timeout }>;
@@ -92,8 +93,8 @@ export interface WorkerPool {
 }
 
 export interface WorkerHooks {
-  /** Records and audit events a worker shipped (the primary owns the inventory). */
-  onInventory?: (m: InventoryMessage) => void;
+  /** Records and audit events a worker shipped (the primary owns the inventory); `reply` answers its durable records. */
+  onInventory?: (m: InventoryMessage, reply: (ack: InventoryKeptMessage) => void) => void;
   /** Sent to workers when it changes (checked at every intake and every 250 ms): whether issuance may go on (inventory.failClosed). */
   accepting?: () => boolean;
 }
@@ -219,7 +220,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
       w.on('error', (err: Error) => logger.debug({ err, pid: w.process.pid }, 'IPC to a worker failed'));
       w.on('message', (m: WorkerMessage) => {
         if (m.type === 'inventory') {
-          hooks.onInventory?.(m);
+          hooks.onInventory?.(m, (ack) => send(w, ack));
           publishInventoryState();
         } else if (m.type === 'connections-closed') {
           dispatcher.closed(target, m.count);

@@ -1,18 +1,31 @@
 import type { RecordSink } from '../inventory/sink.js';
 import type { AuditEvent, CertificateRecord } from '../inventory/types.js';
 
-export type InventoryMessage = { type: 'inventory'; records: CertificateRecord[]; audit: AuditEvent[] };
+/** A record whose call waits until the primary has stored it (inventory.failClosed), by this worker's id for it. */
+export type DurableRecord = { id: number; record: CertificateRecord };
+export type InventoryMessage = { type: 'inventory'; records: CertificateRecord[]; audit: AuditEvent[]; durable?: DurableRecord[] };
 export type InventoryStateMessage = { type: 'inventory-state'; accepting: boolean };
+/** The primary's answer to a message's durable records: stored, or not (with why, for the worker's log). */
+export type InventoryKeptMessage = { type: 'inventory-kept'; stored: number[]; failed: { id: number; reason: string }[] };
 
 /**
  * A worker's inventory sink: batches records and audit events and ships them to the primary,
  * which owns the one write-behind recorder and store (one SQLite writer, one PostgreSQL pool).
- * Structured-clone IPC keeps Dates intact. Batches leave every 100 ms or at 200 items.
+ * Structured-clone IPC keeps Dates intact. Batches leave every 100 ms or at 200 items; a record
+ * someone waits for (keep) leaves within DURABLE_SHIP_MS, with everything pending: at thousands
+ * of certificates a second that ships several per message, each message costing both processes
+ * CPU, for a wait far shorter than the store's write.
  */
+export const DURABLE_SHIP_MS = 5;
+
 export class IpcSink implements RecordSink {
   private records: CertificateRecord[] = [];
   private audit: AuditEvent[] = [];
+  private durable: DurableRecord[] = [];
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  private nextId = 0;
   private timer: NodeJS.Timeout | undefined;
+  private durableTimer: NodeJS.Timeout | undefined;
   private accept: boolean;
 
   /** `accepting`: until the primary says otherwise (it does as soon as this worker listens). */
@@ -21,14 +34,24 @@ export class IpcSink implements RecordSink {
     accepting = true,
   ) {
     this.accept = accepting;
-    process.on('message', (m: InventoryStateMessage) => {
+    process.on('message', (m: InventoryStateMessage | InventoryKeptMessage) => {
       if (m?.type === 'inventory-state') this.accept = m.accepting;
+      else if (m?.type === 'inventory-kept') this.settle(m);
     });
   }
 
   record(rec: CertificateRecord): void {
     this.records.push(rec);
     this.schedule();
+  }
+
+  keep(rec: CertificateRecord): Promise<void> {
+    const id = ++this.nextId;
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.durable.push({ id, record: rec });
+      this.durableTimer ??= setTimeout(() => this.flush(), DURABLE_SHIP_MS);
+    });
   }
 
   recordAudit(ev: AuditEvent): void {
@@ -40,15 +63,34 @@ export class IpcSink implements RecordSink {
     return this.accept;
   }
 
+  /** Records still waiting for the primary's answer. */
+  get awaiting(): number {
+    return this.waiting.size;
+  }
+
   /** Sends whatever is pending now (called on shutdown before the worker exits). */
   flush(): void {
     if (this.timer) clearTimeout(this.timer);
+    if (this.durableTimer) clearTimeout(this.durableTimer);
     this.timer = undefined;
-    if (this.records.length === 0 && this.audit.length === 0) return;
-    const m: InventoryMessage = { type: 'inventory', records: this.records, audit: this.audit };
+    this.durableTimer = undefined;
+    if (this.records.length === 0 && this.audit.length === 0 && this.durable.length === 0) return;
+    const m: InventoryMessage = { type: 'inventory', records: this.records, audit: this.audit, ...(this.durable.length > 0 ? { durable: this.durable } : {}) };
     this.records = [];
     this.audit = [];
+    this.durable = [];
     this.send(m);
+  }
+
+  private settle(m: InventoryKeptMessage): void {
+    for (const id of m.stored) {
+      this.waiting.get(id)?.resolve();
+      this.waiting.delete(id);
+    }
+    for (const { id, reason } of m.failed) {
+      this.waiting.get(id)?.reject(new Error(reason));
+      this.waiting.delete(id);
+    }
   }
 
   private schedule(): void {

@@ -21,7 +21,7 @@ import { JwksServer, k8sClaims, signingKey, signToken } from '../../unit/auth/he
 describe('audit rows of unauthenticated refusals', () => {
   it('are bounded, and the count of the rest is written at shutdown', async () => {
     const audit: AuditEvent[] = [];
-    const sink: RecordSink = { record: () => {}, recordAudit: (e) => void audit.push(e), accepting: () => true };
+    const sink: RecordSink = { record: () => {}, keep: () => Promise.resolve(), recordAudit: (e) => void audit.push(e), accepting: () => true };
     const ca = await startTestCa({}, undefined, { sink });
     try {
       const csrPem = (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem;
@@ -44,7 +44,7 @@ describe('audit rows of unauthenticated refusals', () => {
 describe('audit rows of one authenticated caller refused in a loop', () => {
   it('are bounded per caller, another caller keeps its rows, and the count of the rest is written at shutdown', async () => {
     const audit: AuditEvent[] = [];
-    const sink: RecordSink = { record: () => {}, recordAudit: (e) => void audit.push(e), accepting: () => true };
+    const sink: RecordSink = { record: () => {}, keep: () => Promise.resolve(), recordAudit: (e) => void audit.push(e), accepting: () => true };
     const ca = await startTestCa({}, undefined, { sink });
     const loud = 'spiffe://cluster.local/ns/default/sa/app';
     try {
@@ -75,7 +75,7 @@ describe('audit rows of one authenticated caller refused in a loop', () => {
 describe('audit rows of refused revoked client certificates', () => {
   it('name the certificate\'s identity, also when a token beside it ends the call as UNAVAILABLE', async () => {
     const audit: AuditEvent[] = [];
-    const sink: RecordSink = { record: () => {}, recordAudit: (e) => void audit.push(e), accepting: () => true };
+    const sink: RecordSink = { record: () => {}, keep: () => Promise.resolve(), recordAudit: (e) => void audit.push(e), accepting: () => true };
     // A second issuer whose keys come from a URL: a token naming a key it has not published yet is retried (UNAVAILABLE).
     const published = await signingKey('ES256', 'published');
     const jwks = await new JwksServer([published.jwk]).start();

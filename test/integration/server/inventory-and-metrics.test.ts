@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../../src/client/ca-client.js';
 import { parseConfig } from '../../../src/config/load.js';
@@ -229,14 +230,23 @@ describe('PostgreSQL outage during issuance', () => {
     }
   }, 90_000);
 
-  it.skipIf(skip !== null)('with inventory.failClosed, refuses with UNAVAILABLE (retryable, nothing internal) while PostgreSQL is down, then issues again', async () => {
+  it.skipIf(skip !== null)('with inventory.failClosed, answers once the record is in PostgreSQL, refuses with UNAVAILABLE (retryable, nothing internal) while it is down, then issues again', async () => {
     const db = await createTestDatabase('failclosed', cluster.url);
     const fcDir = mkdtempSync(join(tmpdir(), 'meshcert-failclosed-'));
     const s = await start(fcDir, { inventory: { url: db.url, failClosed: true } });
     try {
       const token = await mintToken({ ns: 'pay', sa: 'api' });
       const csr = (await makeCsr({ uris: [ID('pay', 'api')] })).pem;
-      await s.client.createCertificate({ csrPem: csr, token });
+      // Answered only once its record is stored: the row is there the moment the answer is.
+      const leaf = new X509Certificate((await s.client.createCertificate({ csrPem: csr, token }))[0]!);
+      const reader = new pg.Client({ connectionString: db.url });
+      await reader.connect();
+      try {
+        const rows = await reader.query('SELECT spiffe_id FROM inventory_certificates WHERE fingerprint = $1', [leaf.fingerprint256.replaceAll(':', '').toLowerCase()]);
+        expect(rows.rows).toEqual([{ spiffe_id: ID('pay', 'api') }]);
+      } finally {
+        await reader.end();
+      }
       await stopPostgres(cluster);
       // Refused once the recorder has seen the store fail (a write or its health check).
       await expect

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import type { Authority, CertificateRequest } from '../../../src/authority/authority.js';
+import type { Authority, CertificateRequest, IssuedCertificate } from '../../../src/authority/authority.js';
 import { CaError, SigningKeyPendingError } from '../../../src/errors/ca-error.js';
 import { certificateShed, createCertificateHandler } from '../../../src/grpc/certificate-service.js';
 import { Status } from '../../../src/grpc/codes.js';
@@ -53,6 +53,60 @@ describe('createCertificateHandler', () => {
     const warnings = lines.join('').split('\n').filter((l) => l.includes('"msg":"authentication backend unavailable"'));
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toContain('API server down');
+  });
+});
+
+describe('createCertificateHandler with keep (inventory.failClosed)', () => {
+  const cert = {
+    caller: { identities: ['spiffe://td/ns/ztunnel/sa/ztunnel'], method: 'jwt' },
+    spiffeId: 'spiffe://td/ns/a/sa/b',
+    impersonated: true,
+    issuer: 'default',
+    key: { algorithm: 'ECDSA', size: 256 },
+    leaf: { serial: '0a', notAfter: new Date(0) },
+    chain: ['leaf\n', 'root\n'],
+  } as unknown as IssuedCertificate;
+  const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificate: undefined, cancelled: () => false };
+
+  it('answers only after keep resolves, and then logs and observes the issuance', async () => {
+    let release: () => void = () => {};
+    const kept = new Promise<void>((r) => (release = r));
+    const events: string[] = [];
+    const handler = createCertificateHandler({
+      authority: { issue: () => Promise.resolve(cert) } as unknown as Authority,
+      logger: createLogger('silent'),
+      observer: { issued: () => void events.push('issued'), refused: () => void events.push('refused') },
+      ready: () => true,
+      keep: (c) => (events.push(`keep ${c.leaf.serial}`), kept),
+    });
+    let answered = false;
+    const answer = handler({ csr: 'x', validityDuration: '0', metadata: null }, call).then((r) => ((answered = true), r));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(answered).toBe(false);
+    expect(events).toEqual(['keep 0a']);
+    release();
+    expect(await answer).toEqual({ certChain: ['leaf\n', 'root\n'] });
+    expect(events).toEqual(['keep 0a', 'issued']);
+  });
+
+  it('refuses the call (UNAVAILABLE, the refusal audited under who asked and for whom) when keep rejects: the certificate is not delivered', async () => {
+    const lines: string[] = [];
+    const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
+    const refused: Array<[string, string | undefined, string | undefined]> = [];
+    const handler = createCertificateHandler({
+      authority: { issue: () => Promise.resolve(cert) } as unknown as Authority,
+      logger,
+      observer: { issued: () => void refused.push(['issued', undefined, undefined]), refused: (code, _d, c) => void refused.push([code, c.caller, c.identity]) },
+      ready: () => true,
+      keep: () => Promise.reject(new CaError('ISSUER_UNAVAILABLE', 'the certificate inventory could not record this certificate; retry shortly')),
+    });
+    await expect(handler({ csr: 'x', validityDuration: '0', metadata: null }, call)).rejects.toMatchObject({
+      code: Status.UNAVAILABLE,
+      details: 'the certificate inventory could not record this certificate; retry shortly',
+    });
+    expect(refused).toEqual([['ISSUER_UNAVAILABLE', 'spiffe://td/ns/ztunnel/sa/ztunnel', 'spiffe://td/ns/a/sa/b']]);
+    await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
+    expect(lines.join('')).not.toContain('certificate issued');
   });
 });
 

@@ -387,6 +387,79 @@ describe('InventoryRecorder (in-memory store)', () => {
   });
 });
 
+describe('InventoryRecorder.recordDurable (inventory.failClosed: answered once stored)', () => {
+  it('resolves only once the batch holding the record is stored, without waiting for the interval', async () => {
+    const store = new MemoryStore();
+    store.delayMs = 50;
+    const rec = new InventoryRecorder(store, { flushIntervalMs: SLOW });
+    let kept = false;
+    const p = rec.recordDurable(makeRecord(1)).then(() => (kept = true));
+    await sleep(20);
+    expect(kept).toBe(false); // the write is under way, not done
+    await p;
+    expect(store.certs.has(makeRecord(1).fingerprint)).toBe(true);
+    await rec.close();
+  });
+
+  it('records arriving while a write is in flight go in the next write together (group commit)', async () => {
+    const store = new MemoryStore();
+    store.delayMs = 30;
+    const rec = new InventoryRecorder(store, { flushIntervalMs: SLOW });
+    const first = rec.recordDurable(makeRecord(0));
+    await sleep(5);
+    const rest = Array.from({ length: 50 }, (_, i) => rec.recordDurable(makeRecord(i + 1)));
+    await Promise.all([first, ...rest]);
+    expect(store.calls.filter((c) => c.kind === 'certs').map((c) => c.n)).toEqual([1, 50]);
+    await rec.close();
+  });
+
+  it('a record the store refuses as data rejects its caller only; the others of its batch are stored', async () => {
+    const store = new MemoryStore();
+    const rec = new InventoryRecorder(store, { flushIntervalMs: SLOW });
+    store.poison.add(makeRecord(2).fingerprint);
+    store.delayMs = 20;
+    const first = rec.recordDurable(makeRecord(0));
+    await sleep(5);
+    const outcomes = await Promise.allSettled([1, 2, 3].map((i) => rec.recordDurable(makeRecord(i))));
+    await first;
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((outcomes[1] as PromiseRejectedResult).reason).toBeInstanceOf(InventoryDataError);
+    expect(store.certs.size).toBe(3);
+    await rec.close();
+  });
+
+  it('waits through an outage and resolves once a retry stores it', async () => {
+    const store = new MemoryStore();
+    store.down = true;
+    const rec = new InventoryRecorder(store, { flushIntervalMs: SLOW, retryInitialMs: 10, retryMaxMs: 20 });
+    let kept = false;
+    const p = rec.recordDurable(makeRecord(1)).then(() => (kept = true));
+    await sleep(60);
+    expect(kept).toBe(false);
+    expect(rec.storeHealthy).toBe(false);
+    store.down = false;
+    await p;
+    expect(store.certs.size).toBe(1);
+    await rec.close();
+  });
+
+  it('rejects when close() gives up before writing it, when dropped past hardLimit, and at once when malformed or closed', async () => {
+    const store = new MemoryStore();
+    store.down = true;
+    const rec = new InventoryRecorder(store, { maxBuffer: 2, hardLimit: 2, flushIntervalMs: SLOW, retryInitialMs: 10, retryMaxMs: 20 });
+    const inFlight = rec.recordDurable(makeRecord(1));
+    await sleep(5); // its batch is taken (and failing); the next two queue behind it
+    const queued = rec.recordDurable(makeRecord(2));
+    const abandoned = rec.recordDurable(makeRecord(3)); // the buffer is full: record 2, not yet in a batch, is dropped
+    await expect(queued).rejects.toBeInstanceOf(InventoryOverflowError);
+    await expect(rec.recordDurable(makeRecord(4, { fingerprint: 'nope' }))).rejects.toBeInstanceOf(TypeError);
+    await expect(rec.close({ deadlineMs: 100 })).rejects.toBeInstanceOf(InventoryFlushTimeoutError);
+    await expect(inFlight).rejects.toBeInstanceOf(InventoryFlushTimeoutError);
+    await expect(abandoned).rejects.toBeInstanceOf(InventoryFlushTimeoutError);
+    await expect(rec.recordDurable(makeRecord(5))).rejects.toThrow(/closed/);
+  });
+});
+
 describe('InventoryRecorder with SQLite', () => {
   it('close() flushes a non-empty buffer: nothing lost', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'meshcert-rec-'));

@@ -6,7 +6,7 @@ import type { AuditEvent } from '../../../src/inventory/types.js';
 
 function auditSink(): { sink: RecordSink; audit: AuditEvent[] } {
   const audit: AuditEvent[] = [];
-  return { audit, sink: { record: () => {}, recordAudit: (e) => void audit.push(e), accepting: () => true } };
+  return { audit, sink: { record: () => {}, keep: () => Promise.resolve(), recordAudit: (e) => void audit.push(e), accepting: () => true } };
 }
 
 const ctx = { clusterId: 'k', latencyMs: 1, peer: 'p' };
@@ -165,6 +165,25 @@ describe('inventoryObserver', () => {
       throw new Error('inventory recorder is closed');
     };
     expect(() => o.flush()).not.toThrow();
+  });
+});
+
+describe('inventoryObserver and issued certificates', () => {
+  const cert = {
+    caller: { method: 'jwt', identities: ['spiffe://td/ns/a/sa/b'] },
+    spiffeId: 'spiffe://td/ns/a/sa/b',
+    issuer: 'default',
+    key: { algorithm: 'ECDSA', size: 256 },
+    leaf: { serial: '0a', der: new Uint8Array([1, 2, 3]), notBefore: new Date(0), notAfter: new Date(1000) },
+  } as unknown as IssuedCertificate;
+
+  it('records each issued certificate, unless the call keeps it itself before answering (inventory.failClosed)', () => {
+    const recorded: string[] = [];
+    const sink: RecordSink = { record: (r) => void recorded.push(r.serial), keep: () => Promise.resolve(), recordAudit: () => {}, accepting: () => true };
+    inventoryObserver(sink).issued(cert, ctx);
+    expect(recorded).toEqual(['0a']);
+    inventoryObserver(sink, Date.now, 1, { issuedKept: true }).issued(cert, ctx);
+    expect(recorded).toEqual(['0a']);
   });
 });
 

@@ -1,0 +1,56 @@
+/**
+ * inventory.failClosed: a certificate is answered only once its record is stored, so a server
+ * killed outright (SIGKILL, an OOM kill) right after answering has lost no record. Without it the
+ * record waits up to 100 ms in the worker and 200 ms in the primary's buffer, and this fails.
+ * The real CLI, with cluster workers (records cross IPC) and in one process.
+ */
+import Database from 'better-sqlite3';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { CaClient } from '../../src/client/ca-client.js';
+import { makeCsr } from '../fixtures/csr.js';
+import { readiness, serveRuns } from '../support/cli.js';
+import { mintToken, serveConfigYaml } from '../support/harness.js';
+
+/** A primary's worker processes (its direct children). */
+function children(pid: number): number[] {
+  return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+describe('inventory.failClosed: no certificate answered without its record', () => {
+  const serve = serveRuns();
+
+  for (const workers of [2, 1]) {
+    it(`with ${workers === 2 ? 'two worker processes' : 'one process'}, the record of a certificate answered is in SQLite though the server is killed at once`, async () => {
+      const { s, dir } = await serve('meshcert-durable-', serveConfigYaml({ workers, extra: 'inventory: { failClosed: true }\n' }));
+      if (workers === 2) await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      const pids = [...children(s.child.pid!), s.child.pid!];
+      const client = new CaClient({ address: `127.0.0.1:${s.port}`, rootPem: readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8') });
+      const token = await mintToken({ ns: 'default', sa: 'app' });
+      const csrs = await Promise.all([1, 2, 3].map(() => makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })));
+      try {
+        // Two first (the server warm), then the one killed under.
+        for (const csr of csrs.slice(0, 2)) await client.createCertificate({ csrPem: csr.pem, token });
+        const chain = await client.createCertificate({ csrPem: csrs[2]!.pem, token });
+        for (const pid of pids) process.kill(pid, 'SIGKILL');
+        await s.exited;
+        const leaf = new X509Certificate(chain[0]!);
+        const db = new Database(join(dir, 'data/inventory.db'));
+        try {
+          const row = db.prepare('SELECT serial, spiffe_id FROM inventory_certificates WHERE fingerprint = ?').get(leaf.fingerprint256.replaceAll(':', '').toLowerCase()) as
+            | { serial: string; spiffe_id: string }
+            | undefined;
+          expect(row).toBeDefined();
+          expect(row!.spiffe_id).toBe('spiffe://cluster.local/ns/default/sa/app');
+          expect(BigInt(`0x${row!.serial}`)).toBe(BigInt(`0x${leaf.serialNumber}`));
+        } finally {
+          db.close();
+        }
+      } finally {
+        client.close();
+      }
+    }, 60_000);
+  }
+});
