@@ -10,8 +10,7 @@ import { TokenCache } from './auth/token-cache.js';
 import { TokenReviewAuthenticator } from './auth/tokenreview.js';
 import type { Authenticator } from './auth/types.js';
 import { WorkSlicer } from './authority/slicer.js';
-import { Authority, type IssuedCertificate } from './authority/authority.js';
-import { withTimeout } from './async/with-timeout.js';
+import { Authority } from './authority/authority.js';
 import { admitUnlessShortOfMemory, IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
 import { effectiveDefaultCluster } from './config/default-cluster.js';
 import type { MeshcertConfig } from './config/schema.js';
@@ -19,9 +18,10 @@ import { ensureDevIssuer } from './dev/token-issuer.js';
 import { CaError, ConfigError } from './errors/ca-error.js';
 import { assertServable } from './config/servable.js';
 import { usableCpus } from './runtime/cpus.js';
-import { fanOut, type CallContext, type IssuanceObserver } from './authority/observer.js';
+import { fanOut, type IssuanceObserver } from './authority/observer.js';
 import { certificateAdmission, certificateShed, createCertificateHandler } from './grpc/certificate-service.js';
-import { inventoryObserver, recordFromIssued, type RecordSink } from './inventory/sink.js';
+import { keepRecord } from './inventory/keep.js';
+import { inventoryObserver, type RecordSink } from './inventory/sink.js';
 import { zeroSeries, type CaMetrics } from './metrics/ca-metrics.js';
 import { HealthService } from './grpc/health.js';
 import { CONNECTION_SHED_REASONS, GrpcServer } from './grpc/server.js';
@@ -237,7 +237,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const caMetrics = (): void => o.metrics?.setCas(state.issuers.all.map((i) => ({ name: i.name, roots: i.material.roots, intermediates: i.material.intermediates })));
   caMetrics();
   // inventory.failClosed: a certificate is answered only once its record is stored (see keepRecord).
-  const keep = sink && config.inventory.failClosed ? keepRecord(sink, logger) : undefined;
+  const keep = sink && config.inventory.failClosed ? keepRecord(sink, logger, { onUndelivered: () => o.metrics?.undelivered.inc() }) : undefined;
   const audit = sink && inventoryObserver(sink, Date.now, o.auditShare ?? 1, { issuedKept: keep !== undefined });
   const observers = [o.metrics?.observer(), audit, o.observer].filter((x): x is IssuanceObserver => x !== undefined);
 
@@ -348,30 +348,6 @@ async function startNodeAuthorization(config: MeshcertConfig, logger: Logger, cl
   // Not fatal: until the cache syncs, impersonated requests get UNAVAILABLE (retried), never a denial.
   await pods.start().catch((err: unknown) => logger.error({ err }, 'pod cache could not sync yet; ambient requests get UNAVAILABLE until it does'));
   return new NodeAuthorizer({ pods, live: new KubeLivePods(kube.core), trustedNodeAccounts: config.ambient.trustedNodeAccounts, trustDomain: config.trustDomain });
-}
-
-/**
- * How long a call waits for its record to be stored (inventory.failClosed): the time after which
- * a write that has not answered counts as the store being down (InventoryRecorder.writeStallMs).
- */
-export const KEEP_RECORD_TIMEOUT_MS = 5000;
-
-/**
- * inventory.failClosed: stores a certificate's record before the certificate is answered, so a
- * crash (even SIGKILL) after the answer loses no record. A record not stored in time, or refused,
- * fails the call (UNAVAILABLE, retried): that certificate is never delivered. A record still
- * queued is written later all the same; the inventory may then hold a certificate nobody got,
- * never the reverse.
- */
-function keepRecord(sink: RecordSink, logger: Logger): (cert: IssuedCertificate, ctx: CallContext) => Promise<void> {
-  return async (cert, ctx) => {
-    try {
-      await withTimeout(sink.keep(recordFromIssued(cert, ctx)), KEEP_RECORD_TIMEOUT_MS, 'the inventory store');
-    } catch (err) {
-      logger.warn({ err, serial: cert.leaf.serial, identity: cert.spiffeId }, 'certificate record not stored; the certificate is not delivered (inventory.failClosed)');
-      throw new CaError('ISSUER_UNAVAILABLE', 'the certificate inventory could not record this certificate and this CA is configured to fail closed; retry shortly', { cause: err });
-    }
-  };
 }
 
 /** inventory.failClosed: refuse before signing while records cannot be kept. */

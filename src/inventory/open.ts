@@ -5,7 +5,7 @@ import { SqliteInventoryStore } from './sqlite.js';
 import type { InventoryStore } from './types.js';
 
 export type OpenStoreOptions =
-  | { kind: 'sqlite'; path: string; readOnly?: boolean }
+  | { kind: 'sqlite'; path: string; readOnly?: boolean; durable?: boolean }
   | { kind: 'postgres'; url: string; poolSize?: number; connectionTimeoutMs?: number; queryTimeoutMs?: number; onPoolError?: (err: Error) => void; readOnly?: boolean };
 
 /**
@@ -28,7 +28,7 @@ export async function createStore(opts: OpenStoreOptions): Promise<InventoryStor
   let store: InventoryStore;
   switch (opts.kind) {
     case 'sqlite':
-      store = new SqliteInventoryStore({ path: opts.path, ...(opts.readOnly ? { readOnly: true } : {}) });
+      store = new SqliteInventoryStore({ path: opts.path, ...(opts.readOnly ? { readOnly: true } : {}), ...(opts.durable ? { durable: true } : {}) });
       break;
     case 'postgres': {
       // Loaded on demand: pg is not needed (nor its memory spent) when the inventory is SQLite.

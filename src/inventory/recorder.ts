@@ -1,7 +1,8 @@
 /**
  * Write-behind recorder: issuance calls `record()` (synchronous, O(1): a push onto an in-memory
  * queue); a background loop writes batches to the store. Nothing here is on the request path
- * except that push and, in fail-closed mode, the `canAccept()` check made before signing.
+ * except that push and, in fail-closed mode, the `canAccept()` check made before signing and the
+ * wait for `recordDurable()` (see "Kept records").
  *
  * Flushing. A flush starts every `flushIntervalMs` (everything queued at that moment is written)
  * or as soon as `batchSize` records are queued. One batch is in flight at a time; while the
@@ -152,6 +153,10 @@ class Lane<T> {
   /** Calls `w` once the item numbered `seq` is stored, or lost (dropped, rejected, abandoned). */
   watch(seq: number, w: Watcher): void {
     this.watchers.set(seq, w);
+  }
+
+  unwatch(seq: number): void {
+    this.watchers.delete(seq);
   }
 
   /** Rejects every watcher (close() gave up: nothing more is written). */
@@ -375,13 +380,18 @@ export class InventoryRecorder {
    * closed recorder rejects at once. Waits through outages: a caller that must answer bounds it.
    */
   recordDurable(rec: CertificateRecord): Promise<void> {
+    const lane = this.certs;
+    // Watched before it is queued: record() may start a write, which may settle synchronously.
+    const seq = lane.enqueued;
+    let watcher!: Watcher;
+    const kept = new Promise<void>((resolve, reject) => (watcher = { resolve, reject }));
+    lane.watch(seq, watcher);
     try {
       this.record(rec);
     } catch (err) {
+      lane.unwatch(seq);
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    const lane = this.certs;
-    const kept = new Promise<void>((resolve, reject) => lane.watch(lane.enqueued - 1, { resolve, reject }));
     this.groupTimer ??= setTimeout(() => {
       this.groupTimer = undefined;
       lane.drainTarget = lane.enqueued;

@@ -45,7 +45,8 @@ export class InventoryService implements RecordSink {
     const failed = (err: unknown): ConfigError => new ConfigError(`cannot open the ${kind} inventory store: ${(err as Error).message.split('\n')[0]}`);
     let store: InventoryStore;
     try {
-      store = await createStore(kind === 'postgres' ? { kind: 'postgres', url: o.url! } : { kind: 'sqlite', path: o.path! });
+      // failClosed: answers wait for commits, which must then survive a power loss (see SqliteStoreOptions.durable).
+      store = await createStore(kind === 'postgres' ? { kind: 'postgres', url: o.url! } : { kind: 'sqlite', path: o.path!, durable: o.failClosed });
     } catch (err) {
       throw failed(err);
     }

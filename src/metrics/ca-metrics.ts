@@ -36,6 +36,7 @@ export class CaMetrics {
   readonly overloadRejections: Counter;
   readonly memoryPressure: Gauge;
   readonly connectionsShed: Counter<'reason'>;
+  readonly undelivered: Counter;
 
   constructor(
     registry: Registry = new Registry(),
@@ -69,6 +70,11 @@ export class CaMetrics {
     this.jwksRefreshFailures = new Counter({ name: 'meshcert_jwks_refresh_failures_total', help: 'Failed JWKS refreshes by token issuer.', labelNames: ['issuer'], registers: r });
     this.overloadRejections = new Counter({ name: 'meshcert_overload_rejections_total', help: 'Calls shed with UNAVAILABLE because too many calls, or too many request bytes, were in flight (overload.maxInFlight, overload.maxInFlightBytes), or the process was short of memory (overload.heapLimitRatio).', registers: r });
     this.memoryPressure = new Gauge({ name: 'meshcert_memory_pressure', help: '1 while a serving process is short of heap (overload.heapLimitRatio) and sheds connections and calls.', registers: r, aggregator: 'max' });
+    this.undelivered = new Counter({
+      name: 'meshcert_certificates_undelivered_total',
+      help: 'Certificates signed but not delivered because their inventory record could not be stored in time (inventory.failClosed); their calls were refused.',
+      registers: r,
+    });
     this.connectionsShed = new Counter({ name: 'meshcert_connections_shed_total', help: 'Connections refused at accept (reason max_connections or memory) or closed with GOAWAY while idle, to make room under server.maxConnections (max_connections_idle) or because memory was short (idle_memory).', labelNames: ['reason'], registers: r });
   }
 

@@ -18,6 +18,14 @@ export type InventoryKeptMessage = { type: 'inventory-kept'; stored: number[]; f
  */
 export const DURABLE_SHIP_MS = 5;
 
+/** A worker's IPC channel to its primary, as this sink uses it (`process` in a cluster worker). */
+export interface IpcChannel {
+  on(event: 'message', listener: (m: InventoryStateMessage | InventoryKeptMessage) => void): unknown;
+  on(event: 'disconnect', listener: () => void): unknown;
+  /** Undefined when this process has no channel at all. */
+  readonly connected?: boolean;
+}
+
 export class IpcSink implements RecordSink {
   private records: CertificateRecord[] = [];
   private audit: AuditEvent[] = [];
@@ -28,16 +36,22 @@ export class IpcSink implements RecordSink {
   private durableTimer: NodeJS.Timeout | undefined;
   private accept: boolean;
 
-  /** `accepting`: until the primary says otherwise (it does as soon as this worker listens). */
+  /**
+   * `accepting`: until the primary says otherwise (it does as soon as this worker listens).
+   * `channel`: where the primary's messages arrive (this worker process; tests pass their own).
+   */
   constructor(
     private readonly send: (m: InventoryMessage) => void,
     accepting = true,
+    private readonly channel: IpcChannel = process,
   ) {
     this.accept = accepting;
-    process.on('message', (m: InventoryStateMessage | InventoryKeptMessage) => {
+    channel.on('message', (m: InventoryStateMessage | InventoryKeptMessage) => {
       if (m?.type === 'inventory-state') this.accept = m.accepting;
       else if (m?.type === 'inventory-kept') this.settle(m);
     });
+    // No answer can come any more (the primary is gone): fail the calls now, not at their timeout.
+    channel.on('disconnect', () => this.abandon());
   }
 
   record(rec: CertificateRecord): void {
@@ -80,6 +94,12 @@ export class IpcSink implements RecordSink {
     this.audit = [];
     this.durable = [];
     this.send(m);
+    if (m.durable && this.channel.connected === false) this.abandon();
+  }
+
+  private abandon(): void {
+    for (const w of this.waiting.values()) w.reject(new Error('the channel to the primary, which stores the records, is closed'));
+    this.waiting.clear();
   }
 
   private settle(m: InventoryKeptMessage): void {

@@ -27,29 +27,34 @@ describe('inventory.failClosed: no certificate answered without its record', () 
       const { s, dir } = await serve('meshcert-durable-', serveConfigYaml({ workers, extra: 'inventory: { failClosed: true }\n' }));
       if (workers === 2) await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
       const pids = [...children(s.child.pid!), s.child.pid!];
-      const client = new CaClient({ address: `127.0.0.1:${s.port}`, rootPem: readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8') });
+      const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+      // One connection each: the primary hands new connections to the worker with the fewest
+      // (test/e2e/connection-balance.test.ts), so both workers answer, and both number their
+      // records from 1: each must get its own answers.
+      const clients = Array.from({ length: 6 }, () => new CaClient({ address: `127.0.0.1:${s.port}`, rootPem }));
       const token = await mintToken({ ns: 'default', sa: 'app' });
-      const csrs = await Promise.all([1, 2, 3].map(() => makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })));
+      const csrs = await Promise.all(Array.from({ length: 8 }, () => makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })));
       try {
-        // Two first (the server warm), then the one killed under.
-        for (const csr of csrs.slice(0, 2)) await client.createCertificate({ csrPem: csr.pem, token });
-        const chain = await client.createCertificate({ csrPem: csrs[2]!.pem, token });
+        // Two first (the server warm), then six at once, the server killed the moment the last is answered.
+        for (const csr of csrs.slice(0, 2)) await clients[0]!.createCertificate({ csrPem: csr.pem, token });
+        const chains = await Promise.all(clients.map((c, i) => c.createCertificate({ csrPem: csrs[i + 2]!.pem, token })));
         for (const pid of pids) process.kill(pid, 'SIGKILL');
         await s.exited;
-        const leaf = new X509Certificate(chain[0]!);
         const db = new Database(join(dir, 'data/inventory.db'));
         try {
-          const row = db.prepare('SELECT serial, spiffe_id FROM inventory_certificates WHERE fingerprint = ?').get(leaf.fingerprint256.replaceAll(':', '').toLowerCase()) as
-            | { serial: string; spiffe_id: string }
-            | undefined;
-          expect(row).toBeDefined();
-          expect(row!.spiffe_id).toBe('spiffe://cluster.local/ns/default/sa/app');
-          expect(BigInt(`0x${row!.serial}`)).toBe(BigInt(`0x${leaf.serialNumber}`));
+          const find = db.prepare('SELECT serial, spiffe_id FROM inventory_certificates WHERE fingerprint = ?');
+          for (const chain of chains) {
+            const leaf = new X509Certificate(chain[0]!);
+            const row = find.get(leaf.fingerprint256.replaceAll(':', '').toLowerCase()) as { serial: string; spiffe_id: string } | undefined;
+            expect(row).toBeDefined();
+            expect(row!.spiffe_id).toBe('spiffe://cluster.local/ns/default/sa/app');
+            expect(BigInt(`0x${row!.serial}`)).toBe(BigInt(`0x${leaf.serialNumber}`));
+          }
         } finally {
           db.close();
         }
       } finally {
-        client.close();
+        for (const c of clients) c.close();
       }
     }, 60_000);
   }

@@ -106,6 +106,7 @@ describe('createCertificateHandler with keep (inventory.failClosed)', () => {
     });
     expect(refused).toEqual([['ISSUER_UNAVAILABLE', 'spiffe://td/ns/ztunnel/sa/ztunnel', 'spiffe://td/ns/a/sa/b']]);
     await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
+    expect(lines.join('')).toContain('"decision":"refused","code":"ISSUER_UNAVAILABLE"');
     expect(lines.join('')).not.toContain('certificate issued');
   });
 });

@@ -443,6 +443,18 @@ describe('InventoryRecorder.recordDurable (inventory.failClosed: answered once s
     await rec.close();
   });
 
+  it('settles also when the write it starts fails synchronously (a store whose insert throws before returning a promise)', async () => {
+    const store = new MemoryStore();
+    store.insertMany = (records: readonly CertificateRecord[]): Promise<void> => {
+      if (records.length > 0) throw new InventoryDataError('refused at once');
+      return Promise.resolve();
+    };
+    // batchSize 1: record() itself starts the write.
+    const rec = new InventoryRecorder(store, { batchSize: 1, flushIntervalMs: SLOW });
+    await expect(rec.recordDurable(makeRecord(1))).rejects.toBeInstanceOf(InventoryDataError);
+    await rec.close();
+  });
+
   it('rejects when close() gives up before writing it, when dropped past hardLimit, and at once when malformed or closed', async () => {
     const store = new MemoryStore();
     store.down = true;

@@ -3,7 +3,7 @@
  * PostgreSQL started by test/support/postgres.ts (a fresh database for this file).
  */
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { getPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import fc from 'fast-check';
@@ -787,6 +787,18 @@ describe('sqlite store specifics', () => {
         busyTimeoutMs: 1234,
         threadNice: process.platform === 'linux' ? STORE_THREAD_NICE : null,
       });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('durable (inventory.failClosed, whose answers wait for commits): synchronous FULL, and the thread at the process\u2019s priority', async () => {
+    const store = new SqliteInventoryStore({ path: join(dir, 'durable.db'), durable: true });
+    try {
+      const settings = await store.settings();
+      expect(settings.synchronous).toBe(2);
+      expect(settings.threadNice).toBe(process.platform === 'linux' ? getPriority() : null);
+      expect(settings.journalMode).toBe('wal');
     } finally {
       await store.close();
     }

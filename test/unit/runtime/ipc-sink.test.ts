@@ -1,21 +1,20 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { EventEmitter } from 'node:events';
+import { describe, expect, it } from 'vitest';
 import type { AuditEvent, CertificateRecord } from '../../../src/inventory/types.js';
 import { DURABLE_SHIP_MS, IpcSink, type InventoryKeptMessage, type InventoryMessage } from '../../../src/runtime/ipc-sink.js';
 
 const record = (serial: string): CertificateRecord => ({ serial }) as CertificateRecord;
 const audit: AuditEvent = { at: new Date(0), requester: null, identity: null, cluster: null, decision: 'refused', code: 'AUTH_INVALID', reason: 'x' };
-/** What the primary sends a worker (a worker's `process.on('message')`). */
-const fromPrimary = (m: InventoryKeptMessage | { type: 'inventory-state'; accepting: boolean }): void => void process.emit('message', m, undefined);
-const listeners = process.listeners('message');
+/** A worker's channel to its primary (`process` in a worker), and what the primary sends on it. */
+class Channel extends EventEmitter {
+  connected = true;
+}
+const fromPrimary = (c: Channel, m: InventoryKeptMessage | { type: 'inventory-state'; accepting: boolean }): void => void c.emit('message', m);
 
 describe('IpcSink (a worker shipping its records to the primary)', () => {
-  afterEach(() => {
-    for (const l of process.listeners('message')) if (!listeners.includes(l)) process.off('message', l);
-  });
-
   it('ships plain records and audit events in batches every 100 ms', async () => {
     const sent: InventoryMessage[] = [];
-    const sink = new IpcSink((m) => void sent.push(m));
+    const sink = new IpcSink((m) => void sent.push(m), true, new Channel());
     sink.record(record('01'));
     sink.recordAudit(audit);
     await new Promise((r) => setImmediate(r));
@@ -26,7 +25,8 @@ describe('IpcSink (a worker shipping its records to the primary)', () => {
 
   it('ships a kept record within DURABLE_SHIP_MS, with what is pending, and settles it by the primary\u2019s answer', async () => {
     const sent: InventoryMessage[] = [];
-    const sink = new IpcSink((m) => void sent.push(m));
+    const channel = new Channel();
+    const sink = new IpcSink((m) => void sent.push(m), true, channel);
     sink.record(record('00'));
     const kept = [sink.keep(record('01')), sink.keep(record('02')), sink.keep(record('03'))];
     const settled: string[] = [];
@@ -36,19 +36,32 @@ describe('IpcSink (a worker shipping its records to the primary)', () => {
     expect(sent[0]!.records).toEqual([record('00')]);
     expect(sent[0]!.durable).toEqual([1, 2, 3].map((id) => ({ id, record: record(`0${id}`) })));
     expect(sink.awaiting).toBe(3);
-    fromPrimary({ type: 'inventory-kept', stored: [3, 1], failed: [] });
+    fromPrimary(channel, { type: 'inventory-kept', stored: [3, 1], failed: [] });
     await new Promise((r) => setImmediate(r));
     expect(settled.sort()).toEqual(['0 stored', '2 stored']);
-    fromPrimary({ type: 'inventory-kept', stored: [], failed: [{ id: 2, reason: 'certificate record discarded: x' }] });
+    fromPrimary(channel, { type: 'inventory-kept', stored: [], failed: [{ id: 2, reason: 'certificate record discarded: x' }] });
     await new Promise((r) => setImmediate(r));
     expect(settled).toContain('1 certificate record discarded: x');
     expect(sink.awaiting).toBe(0);
   });
 
   it('follows the primary\u2019s word on whether issuance may go on', () => {
-    const sink = new IpcSink(() => {}, false);
+    const channel = new Channel();
+    const sink = new IpcSink(() => {}, false, channel);
     expect(sink.accepting()).toBe(false);
-    fromPrimary({ type: 'inventory-state', accepting: true });
+    fromPrimary(channel, { type: 'inventory-state', accepting: true });
     expect(sink.accepting()).toBe(true);
+  });
+
+  it('fails the records waiting for an answer at once when the channel to the primary closes, and those shipped after', async () => {
+    const channel = new Channel();
+    const sink = new IpcSink(() => {}, true, channel);
+    const waiting = sink.keep(record('01'));
+    await new Promise((r) => setTimeout(r, DURABLE_SHIP_MS + 5));
+    channel.connected = false;
+    channel.emit('disconnect');
+    await expect(waiting).rejects.toThrow('the channel to the primary, which stores the records, is closed');
+    await expect(sink.keep(record('02'))).rejects.toThrow(/channel to the primary, .* is closed/);
+    expect(sink.awaiting).toBe(0);
   });
 });
