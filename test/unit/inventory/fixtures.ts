@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { IssuedCertificate } from '../../../src/authority/authority.js';
 import type { CertificateRecord } from '../../../src/inventory/types.js';
 
 export const T0 = Date.UTC(2030, 0, 1);
@@ -36,4 +37,18 @@ export function makeRecord(i: number | string, overrides: Partial<CertificateRec
 /** What a store returns for a record written without subject/dnsNames. */
 export function asStored(r: CertificateRecord): CertificateRecord {
   return { ...r, subject: r.subject ?? null, dnsNames: r.dnsNames ?? [] };
+}
+
+/** What the Authority hands back for an issued certificate, with the fields records are made of. */
+export function issuedCertificate(overrides: Record<string, unknown> = {}): IssuedCertificate {
+  return {
+    caller: { method: 'jwt', identities: ['spiffe://td/ns/a/sa/b'] },
+    spiffeId: 'spiffe://td/ns/a/sa/b',
+    impersonated: false,
+    issuer: 'default',
+    key: { algorithm: 'ECDSA', size: 256, curve: 'P-256' },
+    leaf: { serial: '0a', der: Buffer.from([1, 2, 3]), notBefore: new Date(0), notAfter: new Date(1000), pem: '' },
+    chain: [],
+    ...overrides,
+  } as unknown as IssuedCertificate;
 }

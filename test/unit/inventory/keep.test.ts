@@ -1,18 +1,12 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import type { IssuedCertificate } from '../../../src/authority/authority.js';
 import { CaError } from '../../../src/errors/ca-error.js';
 import { keepRecord } from '../../../src/inventory/keep.js';
 import type { CertificateRecord } from '../../../src/inventory/types.js';
+import { issuedCertificate } from './fixtures.js';
 import { createLogger } from '../../../src/log/logger.js';
 
-const cert = {
-  caller: { method: 'jwt', identities: ['spiffe://td/ns/a/sa/b'] },
-  spiffeId: 'spiffe://td/ns/a/sa/b',
-  issuer: 'default',
-  key: { algorithm: 'ECDSA', size: 256 },
-  leaf: { serial: '7f01', der: new Uint8Array([1, 2, 3]), notBefore: new Date(0), notAfter: new Date(1000) },
-} as unknown as IssuedCertificate;
+const cert = issuedCertificate({ leaf: { serial: '7f01', der: Buffer.from([1, 2, 3]), notBefore: new Date(0), notAfter: new Date(1000), pem: '' } });
 const ctx = { clusterId: 'Kubernetes', latencyMs: 1, peer: '127.0.0.1:1' };
 
 describe('keepRecord (inventory.failClosed: the call waits for its record)', () => {

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { auditProblem } from '../../../src/inventory/common.js';
-import type { IssuedCertificate } from '../../../src/authority/authority.js';
 import { ANONYMOUS_AUDIT_BURST, AUDIT_SUMMARY_SECONDS, CALLER_AUDIT_BURST, MAX_TRACKED_CALLERS, inventoryObserver, recordFromIssued, type RecordSink } from '../../../src/inventory/sink.js';
 import type { AuditEvent } from '../../../src/inventory/types.js';
+import { issuedCertificate } from './fixtures.js';
 
 function auditSink(): { sink: RecordSink; audit: AuditEvent[] } {
   const audit: AuditEvent[] = [];
@@ -169,13 +169,7 @@ describe('inventoryObserver', () => {
 });
 
 describe('inventoryObserver and issued certificates', () => {
-  const cert = {
-    caller: { method: 'jwt', identities: ['spiffe://td/ns/a/sa/b'] },
-    spiffeId: 'spiffe://td/ns/a/sa/b',
-    issuer: 'default',
-    key: { algorithm: 'ECDSA', size: 256 },
-    leaf: { serial: '0a', der: new Uint8Array([1, 2, 3]), notBefore: new Date(0), notAfter: new Date(1000) },
-  } as unknown as IssuedCertificate;
+  const cert = issuedCertificate();
 
   it('records each issued certificate, unless the call keeps it itself before answering (inventory.failClosed)', () => {
     const recorded: string[] = [];
@@ -189,16 +183,7 @@ describe('inventoryObserver and issued certificates', () => {
 
 describe('recordFromIssued', () => {
   it('records the cluster the certificate was issued under, also when the call sent no clusterid', () => {
-    const cert = {
-      caller: { method: 'jwt', identities: ['spiffe://td/ns/a/sa/b'] },
-      spiffeId: 'spiffe://td/ns/a/sa/b',
-      impersonated: false,
-      issuer: 'default',
-      key: { algorithm: 'ECDSA', size: 256, curve: 'P-256' },
-      leaf: { serial: '01', der: Buffer.from([1, 2, 3]), notBefore: new Date(0), notAfter: new Date(1000), pem: '' },
-      cluster: 'Kubernetes',
-      chain: [],
-    } as unknown as IssuedCertificate;
+    const cert = issuedCertificate({ cluster: 'Kubernetes' });
     expect(recordFromIssued(cert, { clusterId: '' }).cluster).toBe('Kubernetes');
     expect(recordFromIssued(cert, { clusterId: undefined }).cluster).toBe('Kubernetes');
   });
