@@ -21,7 +21,7 @@ import { usableCpus } from './runtime/cpus.js';
 import { fanOut, type IssuanceObserver } from './authority/observer.js';
 import { certificateAdmission, certificateShed, createCertificateHandler } from './grpc/certificate-service.js';
 import { keepRecord } from './inventory/keep.js';
-import { inventoryObserver, type RecordSink } from './inventory/sink.js';
+import { inventoryObserver, recordOfOwnCertificate, type RecordSink } from './inventory/sink.js';
 import { zeroSeries, type CaMetrics } from './metrics/ca-metrics.js';
 import { HealthService } from './grpc/health.js';
 import { CONNECTION_SHED_REASONS, GrpcServer } from './grpc/server.js';
@@ -35,7 +35,7 @@ import { kubeSource } from './k8s/source.js';
 import { HeapPressure } from './runtime/heap-pressure.js';
 import type { NodeAuthorizer } from './k8s/node-authorizer.js';
 import type { Logger } from './log/logger.js';
-import { ServingCertificate } from './serving/serving-cert.js';
+import { ServingCertificate, type ServingMaterial } from './serving/serving-cert.js';
 
 export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
 
@@ -245,12 +245,23 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   // The serving certificate's renewals update the listener created with its first value.
   const listener: { current?: GrpcServer } = {};
   const servingExpiry = (notAfter: Date): void => o.metrics?.setServingExpiry(notAfter);
+  // A serving certificate meshcert issues itself (no server.tls.certFile) is recorded as any it issues.
+  const recordServing = (m: ServingMaterial): void => {
+    if (!sink || config.server.tls.certFile) return;
+    try {
+      sink.record(recordOfOwnCertificate(m.certChainPem, currentIssuer().name, SERVING_CERT_REQUESTER));
+    } catch (err) {
+      logger.error({ err }, 'the inventory refused the record of the serving certificate');
+    }
+  };
   const serving = ServingCertificate.start(config.server.tls, currentIssuer, logger, (m) => {
     // Throws when the listener refuses the pair: the metric then keeps the one in force.
     listener.current?.updateTls({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: state.issuers.anchorsPem });
     servingExpiry(m.notAfter);
+    recordServing(m);
   });
   servingExpiry(serving.current.notAfter);
+  recordServing(serving.current);
   let closing = false;
   // Not health.serving: during server.shutdownDelay health reports NOT_SERVING while calls are served.
   let started = false;
@@ -349,6 +360,9 @@ async function startNodeAuthorization(config: MeshcertConfig, logger: Logger, cl
   await pods.start().catch((err: unknown) => logger.error({ err }, 'pod cache could not sync yet; ambient requests get UNAVAILABLE until it does'));
   return new NodeAuthorizer({ pods, live: new KubeLivePods(kube.core), trustedNodeAccounts: config.ambient.trustedNodeAccounts, trustDomain: config.trustDomain });
 }
+
+/** Who the inventory names as having asked for meshcert's own serving certificate. */
+export const SERVING_CERT_REQUESTER = 'meshcert:server.tls';
 
 /** inventory.failClosed: refuse before signing while records cannot be kept. */
 function assertInventoryAccepting(sink: RecordSink): void {

@@ -17,18 +17,21 @@ export interface LocalServingIssuerOptions {
    */
   readonly caBundle?: () => string;
   readonly now?: () => number;
+  /** Told of each certificate issued (its PEM and the issuer's name), for the inventory; must not throw. */
+  readonly onIssued?: (leafPem: string, issuerName: string) => void;
 }
 
 /** The shortest validity worth writing (the controller renews at 2/3 of a certificate's life). */
 const MIN_USEFUL_LIFETIME_MS = 10 * 60_000;
 
-export function localServingCertIssuer(issuer: () => Pick<LocalIssuer, 'sign'>, o: LocalServingIssuerOptions = {}): ServingCertIssuer {
+export function localServingCertIssuer(issuer: () => Pick<LocalIssuer, 'sign' | 'name'>, o: LocalServingIssuerOptions = {}): ServingCertIssuer {
   const backdateMs = o.backdateMs ?? 120_000;
   const clock = o.now ?? Date.now;
   return async (dnsNames: string[], lifetimeSeconds: number): Promise<IssuedServingCert> => {
     const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const now = clock();
-    const leaf = issuer().sign({
+    const ca = issuer();
+    const leaf = ca.sign({
       spki: publicKey.export({ type: 'spki', format: 'der' }),
       uris: [],
       dnsNames,
@@ -42,6 +45,7 @@ export function localServingCertIssuer(issuer: () => Pick<LocalIssuer, 'sign'>, 
     if (lastsMs < MIN_USEFUL_LIFETIME_MS) {
       throw new Error(`the signing CA ends at ${leaf.notAfter.toISOString()}: a certificate for istiod would last only ${Math.max(0, Math.round(lastsMs / 1000))} s; renew or rotate the CA`);
     }
+    o.onIssued?.(leaf.pem, ca.name);
     const chain = leaf.chainPem; // [...intermediates, rootBundle]
     return {
       certChainPem: [leaf.pem, ...chain.slice(0, -1)].join(''),

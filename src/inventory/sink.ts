@@ -1,7 +1,9 @@
+import { X509Certificate } from 'node:crypto';
 import { isPlausibleClusterId } from '../auth/chain.js';
 import { sha256Hex } from '../crypto/digest.js';
 import type { IssuedCertificate } from '../authority/authority.js';
 import type { CallContext, IssuanceObserver } from '../authority/observer.js';
+import { recordFromCertificate } from './record-from-cert.js';
 import type { AuditEvent, CertificateRecord } from './types.js';
 
 /** Where issuance hands records: the write-behind recorder in-process, or the primary over IPC. */
@@ -15,6 +17,15 @@ export interface RecordSink {
   recordAudit(ev: AuditEvent): void;
   /** False when inventory.failClosed is on and records cannot be kept now. */
   accepting(): boolean;
+}
+
+/**
+ * The record of a certificate meshcert issued not through CreateCertificate but for itself or
+ * istiod (its serving certificate, istiod-tls): read from the leaf, with no caller; `requester`
+ * says which of meshcert's own parts asked.
+ */
+export function recordOfOwnCertificate(leafPem: string, issuer: string, requester: string, now = new Date()): CertificateRecord {
+  return recordFromCertificate(new X509Certificate(leafPem), { source: 'issued', issuer, now, requester });
 }
 
 /** The inventory record of a certificate meshcert just issued (no re-parsing: we know every field). */

@@ -4,6 +4,8 @@ import type { MeshcertConfig } from '../config/schema.js';
 import { kubeSource } from '../k8s/source.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
 import type { Logger } from '../log/logger.js';
+import { recordOfOwnCertificate } from '../inventory/sink.js';
+import type { CertificateRecord } from '../inventory/types.js';
 
 export interface RunningControllers {
   /** Call after a reload changed the CAs: the root bundle is pushed out at once. */
@@ -19,7 +21,13 @@ const NAMESPACE_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace'
  * One set per replica, in the process that owns the inventory; only the Lease holder writes.
  * Loaded on demand so meshes that do not use them never load the Kubernetes client.
  */
-export async function startControllers(config: MeshcertConfig, issuers: () => IssuerRegistry, logger: Logger): Promise<RunningControllers | undefined> {
+export async function startControllers(
+  config: MeshcertConfig,
+  issuers: () => IssuerRegistry,
+  logger: Logger,
+  /** The inventory's intake: istiod's certificates are recorded as every workload's are. */
+  record?: (rec: CertificateRecord) => void,
+): Promise<RunningControllers | undefined> {
   const { rootCertConfigMap, istiodTls } = config.istio;
   if (!rootCertConfigMap.enabled && !istiodTls.enabled) return undefined;
   const [{ createKubeClient }, { LeaderElector }, { RootCertDistributor }, { IstiodTlsController }, { localServingCertIssuer }] = await Promise.all([
@@ -69,7 +77,7 @@ export async function startControllers(config: MeshcertConfig, issuers: () => Is
       isLeader,
       rootBundle,
       signer: () => issuers().default.material.signingCert,
-      issue: localServingCertIssuer(() => issuers().default, { caBundle: rootBundle }),
+      issue: localServingCertIssuer(() => issuers().default, { caBundle: rootBundle, ...(record ? { onIssued: istiodRecorder(record, logger) } : {}) }),
       namespace: istiodTls.namespace,
       revisions: [...istiodTls.revisions],
       lifetimeSeconds: istiodTls.lifetime,
@@ -98,4 +106,18 @@ function readNamespace(): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Who the inventory names as having asked for istiod's certificates (no caller: meshcert's own controller). */
+export const ISTIOD_TLS_REQUESTER = 'meshcert:istio.istiodTls';
+
+/** Records each certificate the istiod-tls controller has issued; a record refused is logged, never thrown into the controller. */
+export function istiodRecorder(record: (rec: CertificateRecord) => void, logger: Logger): (leafPem: string, issuerName: string) => void {
+  return (leafPem, issuerName) => {
+    try {
+      record(recordOfOwnCertificate(leafPem, issuerName, ISTIOD_TLS_REQUESTER));
+    } catch (err) {
+      logger.error({ err }, 'the inventory refused the record of an istiod certificate');
+    }
+  };
 }

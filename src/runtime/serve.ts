@@ -102,7 +102,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     throw e;
   }
   monitor.start();
-  const controllers = await startControllers(config, issuers, logger).catch(async (e: unknown) => {
+  const controllers = await startControllers(config, issuers, logger, inventory ? (rec) => inventory.record(rec) : undefined).catch(async (e: unknown) => {
     await stopServing();
     await inventory?.close().catch(() => {});
     throw e;

@@ -3,6 +3,7 @@
  * namespace, istiod-tls). A real Kubernetes API server was not available here: the API is served in
  * the test on loopback (test/support/fake-kube.ts) with real Kubernetes JSON shapes.
  */
+import Database from 'better-sqlite3';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
@@ -12,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
 import { loadConfigFile } from '../../../src/config/load.js';
 import { createLogger } from '../../../src/log/logger.js';
+import { ISTIOD_TLS_REQUESTER } from '../../../src/runtime/controllers.js';
 import { runServer, type RunningServer } from '../../../src/runtime/serve.js';
 import { FakeKube } from '../../support/fake-kube.js';
 import { serveConfigYaml, writeTestJwks } from '../../support/harness.js';
@@ -26,7 +28,6 @@ describe('root distribution and istiod-tls, run by the server', () => {
   const yaml = (extra = '') =>
     serveConfigYaml({
       workers: 1,
-      inventory: false,
       extra: `kubernetes: { server: "${fake.url}", caFile: kube-ca.pem, tokenFile: kube-token }
 istio:
   rootCertConfigMap: { enabled: true, excludeNamespaces: [kube-system] }
@@ -73,6 +74,16 @@ ${extra}`,
     const leaf = new X509Certificate(crt);
     expect(leaf.subjectAltName).toContain('DNS:istiod.istio-system.svc');
     expect(ca).toBe(readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8'));
+    // Recorded in the inventory like every certificate meshcert issues (written within 200 ms).
+    const recorded = (): unknown => {
+      const db = new Database(join(dir, 'data/inventory.db'), { readonly: true });
+      try {
+        return db.prepare('SELECT source, issuer, requester, spiffe_id FROM inventory_certificates WHERE fingerprint = ?').get(leaf.fingerprint256.replaceAll(':', '').toLowerCase());
+      } finally {
+        db.close();
+      }
+    };
+    await expect.poll(recorded, { timeout: 5_000 }).toEqual({ source: 'issued', issuer: 'default', requester: ISTIOD_TLS_REQUESTER, spiffe_id: null });
   });
 
   it('pushes a new root bundle everywhere after a reload adds a CA (rotation-style)', async () => {

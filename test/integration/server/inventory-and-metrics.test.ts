@@ -1,9 +1,10 @@
 import Database from 'better-sqlite3';
-import { X509Certificate } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../../src/client/ca-client.js';
@@ -11,6 +12,7 @@ import { parseConfig } from '../../../src/config/load.js';
 import type { ConfigInput } from '../../../src/config/schema.js';
 import { openStore } from '../../../src/inventory/open.js';
 import { createLogger } from '../../../src/log/logger.js';
+import { SERVING_CERT_REQUESTER } from '../../../src/main.js';
 import { runServer, type RunningServer } from '../../../src/runtime/serve.js';
 import { makeCsr } from '../../fixtures/csr.js';
 import { mintToken, TEST_ISSUER, writeTestJwks } from '../../support/harness.js';
@@ -108,6 +110,24 @@ describe('the server records every certificate and exposes metrics (SQLite, the 
     expect(printed.fingerprint).toBe(one.fingerprint);
   });
 
+  it('records the serving certificate it issued itself, as the certificate its gRPC port presents', async () => {
+    const presented = await new Promise<Buffer>((resolve, reject) => {
+      const sock = tlsConnect({ host: '127.0.0.1', port: s.server.port, servername: 'localhost', ALPNProtocols: ['h2'], rejectUnauthorized: false }, () => {
+        resolve(sock.getPeerCertificate().raw);
+        sock.destroy();
+      });
+      sock.on('error', reject);
+    });
+    const fingerprint = createHash('sha256').update(presented).digest('hex');
+    const db = new Database(join(dir, 'inventory.db'), { readonly: true });
+    try {
+      const row = db.prepare('SELECT source, issuer, requester, spiffe_id FROM inventory_certificates WHERE fingerprint = ?').get(fingerprint);
+      expect(row).toEqual({ source: 'issued', issuer: 'default', requester: SERVING_CERT_REQUESTER, spiffe_id: null });
+    } finally {
+      db.close();
+    }
+  });
+
   it('loses nothing on a clean shutdown with a non-empty buffer, and audits refusals without secrets', async () => {
     const token = await mintToken({ ns: 'burst', sa: 'job' });
     const csr = await makeCsr({ uris: [ID('burst', 'job')] });
@@ -118,7 +138,8 @@ describe('the server records every certificate and exposes metrics (SQLite, the 
       const serial = new X509Certificate(c[0]!).serialNumber.toLowerCase().replace(/^0+/, '');
       expect(await store.get(serial), serial).not.toBeNull();
     }
-    expect(await store.count()).toBe(153);
+    // 153 issued through CreateCertificate in this file, and the serving certificate meshcert issued itself.
+    expect(await store.count()).toBe(154);
     await store.close();
     const db = new Database(join(dir, 'inventory.db'), { readonly: true });
     const audit = db.prepare('SELECT * FROM inventory_audit_events').all() as Array<Record<string, unknown>>;
@@ -195,7 +216,7 @@ describe('PostgreSQL outage during issuance', () => {
     await s.server.close();
     s.client.close();
     const store = await openStore({ kind: 'postgres', url: db.url });
-    expect(await store.count()).toBe(80);
+    expect(await store.count()).toBe(81); // and the serving certificate, recorded at start
     for (const serial of serials) expect(await store.get(serial)).not.toBeNull();
     await store.close();
     await db.drop();
@@ -208,6 +229,8 @@ describe('PostgreSQL outage during issuance', () => {
     try {
       const token = await mintToken({ ns: 'pay', sa: 'api' });
       const csr = (await makeCsr({ uris: [ID('pay', 'api')] })).pem;
+      // The serving certificate's record, queued at start, is written before the outage.
+      await expect.poll(async () => metricValue((await get(s.server.adminPort!, '/metrics')).body, 'meshcert_inventory_backlog'), { timeout: 5_000, interval: 100 }).toBe(0);
       await stopPostgres(cluster);
       for (let i = 0; i < 5; i++) await s.client.createCertificate({ csrPem: csr, token });
       const began = Date.now();

@@ -10,6 +10,9 @@ import { localServingCertIssuer } from '../../../src/controllers/serving-issuer.
 import { loadCaDir } from '../../../src/ca/material.js';
 import { renewIntermediate } from '../../../src/ca/rotate.js';
 import { LocalIssuer } from '../../../src/issuer/local.js';
+import { recordProblem } from '../../../src/inventory/common.js';
+import type { CertificateRecord } from '../../../src/inventory/types.js';
+import { ISTIOD_TLS_REQUESTER, istiodRecorder } from '../../../src/runtime/controllers.js';
 import { FakeKube, type FakeObject } from '../../support/fake-kube.js';
 import { asLog, clientFor, makeTestCa, recordingLog, until, writesTo, type TestCa } from './support.js';
 
@@ -113,6 +116,32 @@ describe('localServingCertIssuer', () => {
     expect(issued.caPem).toBe(union);
     expect(issued.notAfter.getTime()).toBe(new Date(chain[0]!.validTo).getTime());
     expect(verifiesTo(chain, certs(ca.rootPem))).toBe(true);
+  });
+
+  it('tells onIssued of each certificate (for the inventory): its leaf and the issuer\u2019s name, and the record made of it names istiod', async () => {
+    const told: Array<[string, string]> = [];
+    const issued = await localServingCertIssuer(() => ca.issuer, { onIssued: (pem, name) => void told.push([pem, name]) })(['istiod.istio-system.svc'], 3600);
+    expect(told).toHaveLength(1);
+    const leaf = certs(issued.certChainPem)[0]!;
+    expect(new X509Certificate(told[0]![0]).fingerprint256).toBe(leaf.fingerprint256);
+    expect(told[0]![1]).toBe(ca.issuer.name);
+
+    const records: CertificateRecord[] = [];
+    istiodRecorder((r) => void records.push(r), asLog(recordingLog()))(told[0]![0], told[0]![1]);
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({
+      source: 'issued',
+      issuer: ca.issuer.name,
+      requester: ISTIOD_TLS_REQUESTER,
+      spiffeId: null,
+      dnsNames: ['istiod.istio-system.svc'],
+      fingerprint: leaf.fingerprint256.replaceAll(':', '').toLowerCase(),
+    });
+    expect(recordProblem(records[0]!)).toBeNull();
+    // An inventory that refuses it (closing) is logged, not thrown into the controller.
+    const log = recordingLog();
+    expect(() => istiodRecorder(() => { throw new Error('inventory recorder is closed'); }, asLog(log))(told[0]![0], told[0]![1])).not.toThrow();
+    expect(log.lines.map((l) => [l.level, l.msg])).toEqual([['error', 'the inventory refused the record of an istiod certificate']]);
   });
 });
 
