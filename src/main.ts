@@ -36,6 +36,7 @@ import { HeapPressure } from './runtime/heap-pressure.js';
 import type { NodeAuthorizer } from './k8s/node-authorizer.js';
 import type { Logger } from './log/logger.js';
 import { ServingCertificate, type ServingMaterial } from './serving/serving-cert.js';
+import { splitPemCertificates } from './x509/pem.js';
 
 export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
 
@@ -249,7 +250,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const recordServing = (m: ServingMaterial): void => {
     if (!sink || config.server.tls.certFile) return;
     try {
-      sink.record(recordOfOwnCertificate(m.certChainPem, currentIssuer().name, SERVING_CERT_REQUESTER));
+      sink.record(recordOfOwnCertificate(splitPemCertificates(m.certChainPem)[0] ?? '', currentIssuer().name, SERVING_CERT_REQUESTER));
     } catch (err) {
       logger.error({ err }, 'the inventory refused the record of the serving certificate');
     }

@@ -157,8 +157,13 @@ export function table(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join('\n');
 }
 
+/** `issued`, but for the certificates meshcert issued its own parts (its serving certificate, istiod's), which say which. */
+function sourceOf(r: CertificateRecord): string {
+  return r.source === 'issued' && r.requester?.startsWith('meshcert:') ? `issued (${r.requester})` : r.source;
+}
+
 function recordRows(records: readonly CertificateRecord[], now: Date): string[][] {
-  return records.map((r) => [r.serial, identityOf(r), r.issuer, r.notAfter.toISOString(), daysLeft(r.notAfter, now), r.source]);
+  return records.map((r) => [r.serial, identityOf(r), r.issuer, r.notAfter.toISOString(), daysLeft(r.notAfter, now), sourceOf(r)]);
 }
 
 const RECORD_HEADER = ['SERIAL', 'IDENTITY', 'ISSUER', 'NOT AFTER', 'DAYS LEFT', 'SOURCE'];

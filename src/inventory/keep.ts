@@ -28,6 +28,13 @@ export function keepRecord(
   const now = o.now ?? Date.now;
   let warnedAt = -Infinity;
   let unwarned = 0;
+  /** Set while failures since the last warning wait for the window's end to be logged. */
+  let tail: NodeJS.Timeout | undefined;
+  const warn = (fields: Record<string, unknown>): void => {
+    logger.warn({ ...fields, undelivered: unwarned }, 'certificate records not stored; those certificates are not delivered (inventory.failClosed)');
+    warnedAt = now();
+    unwarned = 0;
+  };
   return async (cert, ctx) => {
     try {
       await withTimeout(sink.keep(recordFromIssued(cert, ctx)), o.timeoutMs ?? KEEP_RECORD_TIMEOUT_MS, 'the inventory store');
@@ -35,9 +42,19 @@ export function keepRecord(
       o.onUndelivered?.();
       unwarned++;
       if (now() - warnedAt >= KEEP_WARN_EVERY_MS) {
-        logger.warn({ err, serial: cert.leaf.serial, identity: cert.spiffeId, undelivered: unwarned }, 'certificate records not stored; those certificates are not delivered (inventory.failClosed)');
-        warnedAt = now();
-        unwarned = 0;
+        if (tail) clearTimeout(tail);
+        tail = undefined;
+        warn({ err, serial: cert.leaf.serial, identity: cert.spiffeId });
+      } else {
+        // A burst that ends within the window is still said, with its count, when the window ends.
+        tail ??= setTimeout(
+          () => {
+            tail = undefined;
+            if (unwarned > 0) warn({});
+          },
+          Math.max(0, warnedAt + KEEP_WARN_EVERY_MS - now()),
+        );
+        tail.unref();
       }
       throw new CaError(
         'ISSUER_UNAVAILABLE',

@@ -6,7 +6,7 @@
  */
 import Database from 'better-sqlite3';
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CaClient } from '../../src/client/ca-client.js';
@@ -17,6 +17,17 @@ import { mintToken, serveConfigYaml } from '../support/harness.js';
 /** A primary's worker processes (its direct children). */
 function children(pid: number): number[] {
   return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+/** The sockets a process holds (a worker: its IPC channel and the connections handed to it). */
+function sockets(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:');
+    } catch {
+      return false; // closed meanwhile
+    }
+  }).length;
 }
 
 describe('inventory.failClosed: no certificate answered without its record', () => {
@@ -37,8 +48,13 @@ describe('inventory.failClosed: no certificate answered without its record', () 
       try {
         // Two first (the server warm), then six at once, the server killed the moment the last is answered.
         for (const csr of csrs.slice(0, 2)) await clients[0]!.createCertificate({ csrPem: csr.pem, token });
+        const workerPids = pids.slice(0, -1);
+        const before = workerPids.map(sockets);
         const chains = await Promise.all(clients.map((c, i) => c.createCertificate({ csrPem: csrs[i + 2]!.pem, token })));
+        // Every worker took some of the new connections (read in a few ms; unshipped records would wait 100).
+        const gained = workerPids.map((pid, i) => sockets(pid) - before[i]!);
         for (const pid of pids) process.kill(pid, 'SIGKILL');
+        for (const g of gained) expect(g).toBeGreaterThan(0);
         await s.exited;
         const db = new Database(join(dir, 'data/inventory.db'));
         try {

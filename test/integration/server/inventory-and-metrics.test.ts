@@ -119,13 +119,16 @@ describe('the server records every certificate and exposes metrics (SQLite, the 
       sock.on('error', reject);
     });
     const fingerprint = createHash('sha256').update(presented).digest('hex');
-    const db = new Database(join(dir, 'inventory.db'), { readonly: true });
-    try {
-      const row = db.prepare('SELECT source, issuer, requester, spiffe_id FROM inventory_certificates WHERE fingerprint = ?').get(fingerprint);
-      expect(row).toEqual({ source: 'issued', issuer: 'default', requester: SERVING_CERT_REQUESTER, spiffe_id: null });
-    } finally {
-      db.close();
-    }
+    const row = (): unknown => {
+      const db = new Database(join(dir, 'inventory.db'), { readonly: true });
+      try {
+        return db.prepare('SELECT source, issuer, requester, spiffe_id FROM inventory_certificates WHERE fingerprint = ?').get(fingerprint);
+      } finally {
+        db.close();
+      }
+    };
+    // Written within the write-behind interval of the start.
+    await expect.poll(row, { timeout: 5_000 }).toEqual({ source: 'issued', issuer: 'default', requester: SERVING_CERT_REQUESTER, spiffe_id: null });
   });
 
   it('loses nothing on a clean shutdown with a non-empty buffer, and audits refusals without secrets', async () => {

@@ -96,6 +96,21 @@ describe('meshcert certs list', () => {
     expect(stdout().split('\n')[1]).toMatch(/expired\s+issued$/);
   });
 
+  it('says which of meshcert\u2019s own parts a certificate it issued itself went to (serving certificate, istiod)', async () => {
+    const own = join(dir, 'own.db');
+    const store = await openStore({ kind: 'sqlite', path: own });
+    await store.insertMany([
+      makeRecord('serving', { spiffeId: null, namespace: null, serviceAccount: null, requester: 'meshcert:server.tls', policyRule: null, dnsNames: ['localhost'], ...life(1) }),
+      makeRecord('workload', { ...id('own', 'app'), ...life(2) }),
+    ]);
+    await store.close();
+    expect(await run('list', '--db', `sqlite:${own}`)).toBe(0);
+    const lines = stdout().split('\n');
+    expect(lines).toHaveLength(3);
+    expect(lines.find((l) => l.includes(' localhost '))).toMatch(/\sissued \(meshcert:server\.tls\)$/);
+    expect(lines.find((l) => l.includes('spiffe://cluster.local/ns/own/sa/app'))).toMatch(/\sissued$/);
+  });
+
   it('prints JSON records with --json and applies every filter', async () => {
     const json = async (...args: string[]): Promise<Array<Record<string, unknown>>> => {
       out.mockClear();

@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { CaError } from '../../../src/errors/ca-error.js';
 import { keepRecord } from '../../../src/inventory/keep.js';
 import type { CertificateRecord } from '../../../src/inventory/types.js';
@@ -42,5 +42,23 @@ describe('keepRecord (inventory.failClosed: the call waits for its record)', () 
     // The first keep warns at once; its second failure (5 s later) is counted into the warning at 10 s.
     expect(warnings.map((w) => w.undelivered)).toEqual([1, 1, 2]);
     expect(warnings[1]!.err.message).toBe('certificate record discarded: constraint');
+  });
+
+  it('says the count of a burst that ended within the warning window when the window ends', async () => {
+    vi.useFakeTimers();
+    try {
+      const lines: string[] = [];
+      const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
+      const keep = keepRecord({ keep: () => Promise.reject(new Error('certificate record discarded: x')) }, logger);
+      await expect(keep(cert, ctx)).rejects.toBeInstanceOf(CaError);
+      await vi.advanceTimersByTimeAsync(1_000);
+      await expect(keep(cert, ctx)).rejects.toBeInstanceOf(CaError);
+      await expect(keep(cert, ctx)).rejects.toBeInstanceOf(CaError);
+      await vi.advanceTimersByTimeAsync(10_000);
+      const warnings = lines.join('').split('\n').filter((l) => l.includes('certificate records not stored')).map((l) => JSON.parse(l) as { undelivered: number });
+      expect(warnings.map((w) => w.undelivered)).toEqual([1, 2]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
