@@ -1,7 +1,7 @@
 /**
  * Read-only HTTP API over the certificate inventory, mounted on the admin server.
  *
- *   GET /api/v1/certificates?namespace=&serviceAccount=&issuer=&spiffeId=&source=
+ *   GET /api/v1/certificates?namespace=&serviceAccount=&issuer=&spiffeId=&requester=&source=
  *       &expiringWithin=7d&includeExpired=true|false&limit=1..1000&cursor=
  *     -> 200 { items: [record...], nextCursor: string | null }
  *   GET /api/v1/certificates/{serialOrFingerprint}
@@ -76,7 +76,7 @@ export function recordToJson(r: CertificateRecord): CertificateRecordJson {
 
 class BadRequest extends Error {}
 
-const PARAMS = ['namespace', 'serviceAccount', 'issuer', 'spiffeId', 'source', 'expiringWithin', 'includeExpired', 'limit', 'cursor'] as const;
+const PARAMS = ['namespace', 'serviceAccount', 'issuer', 'spiffeId', 'requester', 'source', 'expiringWithin', 'includeExpired', 'limit', 'cursor'] as const;
 type Param = (typeof PARAMS)[number];
 
 const KEY = /^[0-9a-f]{1,128}$/;
@@ -105,6 +105,7 @@ function filterFrom(q: Partial<Record<Param, string>>, now: Date): CertificateFi
   if (q.serviceAccount !== undefined) f.serviceAccount = q.serviceAccount;
   if (q.issuer !== undefined) f.issuer = q.issuer;
   if (q.spiffeId !== undefined) f.spiffeId = q.spiffeId;
+  if (q.requester !== undefined) f.requester = q.requester;
   if (q.source !== undefined) {
     const s = parseSourceFilter(q.source);
     if (s === null) throw new BadRequest('source must be "issued", "discovered" or "discovered:<name>"');

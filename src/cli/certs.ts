@@ -18,8 +18,10 @@ import { openStore, type OpenStoreOptions } from '../inventory/open.js';
 import type { CertificateFilter, CertificateRecord, InventoryStore } from '../inventory/types.js';
 import { parse, UsageError } from './args.js';
 
-export const CERTS_USAGE = `meshcert certs list [--namespace N] [--sa S] [--issuer I] [--source issued|discovered|discovered:...] [--expiring-within 7d] [--limit 1000] [--json]
-  Lists inventoried certificates (ordered by notAfter), up to --limit (default 1000).
+export const CERTS_USAGE = `meshcert certs list [--namespace N] [--sa S] [--issuer I] [--requester R] [--source issued|discovered|discovered:...] [--expiring-within 7d] [--limit 1000] [--json]
+  Lists inventoried certificates (ordered by notAfter), up to --limit (default 1000). --requester:
+  who asked (a caller's SPIFFE ID, a node agent's for the workloads it asked for, or
+  meshcert:server.tls / meshcert:istio.istiodTls for the certificates meshcert issued itself).
 meshcert certs show SERIAL|FINGERPRINT [--json]
   Shows one certificate (exit 1 when not found).
 meshcert certs expiring [--within DURATION] [--json]
@@ -251,6 +253,7 @@ async function listCommand(argv: string[], now: Date): Promise<number> {
     namespace: { type: 'string' },
     sa: { type: 'string' },
     issuer: { type: 'string' },
+    requester: { type: 'string' },
     source: { type: 'string' },
     'expiring-within': { type: 'string' },
     limit: { type: 'string', default: '1000' },
@@ -261,6 +264,7 @@ async function listCommand(argv: string[], now: Date): Promise<number> {
   if (v.namespace !== undefined) filter.namespace = v.namespace;
   if (v.sa !== undefined) filter.serviceAccount = v.sa;
   if (v.issuer !== undefined) filter.issuer = v.issuer;
+  if (v.requester !== undefined) filter.requester = v.requester;
   if (v.source !== undefined) {
     const s = parseSourceFilter(v.source);
     if (s === null) throw new UsageError('--source must be issued, discovered or discovered:<name>');

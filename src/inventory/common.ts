@@ -233,6 +233,7 @@ export function buildListQuery(filter: CertificateFilter): ListQuery {
   eq('service_account', filter.serviceAccount);
   eq('issuer', filter.issuer);
   eq('spiffe_id', filter.spiffeId);
+  eq('requester', filter.requester);
   if (filter.source !== undefined) {
     if (filter.source === 'discovered') {
       where.push(`substr(source, 1, 11) = 'discovered:'`);

@@ -93,6 +93,11 @@ export interface CertificateFilter {
   serviceAccount?: string;
   issuer?: string;
   spiffeId?: string;
+  /**
+   * Who asked: the caller's identity (a node agent's for what it asked for workloads), or one of
+   * meshcert's own parts (`meshcert:server.tls`, `meshcert:istio.istiodTls`).
+   */
+  requester?: string;
   /** Exact source, or 'discovered' for every `discovered:*` source. */
   source?: RecordSource | 'discovered';
   /** Only certificates with notAfter strictly before this date. */

@@ -30,6 +30,8 @@ function seed(): CertificateRecord[] {
         namespace: ns,
         serviceAccount: sa,
         issuer: i % 4 === 0 ? 'legacy' : 'default',
+        // Every fifth asked for by a node agent (ztunnel), the rest by the workload itself.
+        requester: i % 5 === 0 ? 'spiffe://cluster.local/ns/istio-system/sa/ztunnel' : `spiffe://cluster.local/ns/${ns}/sa/${sa}`,
         source: discovered ? `discovered:file:/certs/${i}.pem` : 'issued',
         // every 6 hours, from 2 days before NOW to 13 days after
         notBefore: new Date(NOW - 48 * HOUR + i * 6 * HOUR - 24 * HOUR),
@@ -201,13 +203,17 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     expect(filtered.map((i) => i.fingerprint)).toEqual(records.filter((r) => r.namespace === 'shop').map((r) => r.fingerprint));
   });
 
-  it.skipIf(skip)('filters by namespace, serviceAccount, issuer, spiffeId and source (combined with AND)', async () => {
+  it.skipIf(skip)('filters by namespace, serviceAccount, issuer, spiffeId, requester and source (combined with AND)', async () => {
     const fps = (pred: (r: CertificateRecord) => boolean): string[] => records.filter(pred).map((r) => r.fingerprint);
     const got = async (q: string): Promise<string[]> => (await listAll(q)).map((i) => i.fingerprint as string);
     expect(await got('namespace=pay')).toEqual(fps((r) => r.namespace === 'pay'));
     expect(await got('namespace=pay&serviceAccount=worker')).toEqual(fps((r) => r.namespace === 'pay' && r.serviceAccount === 'worker'));
     expect(await got('issuer=legacy')).toEqual(fps((r) => r.issuer === 'legacy'));
     expect(await got(`spiffeId=${encodeURIComponent('spiffe://cluster.local/ns/ops/sa/api')}`)).toEqual(fps((r) => r.spiffeId === 'spiffe://cluster.local/ns/ops/sa/api'));
+    const ztunnel = 'spiffe://cluster.local/ns/istio-system/sa/ztunnel';
+    expect(await got(`requester=${encodeURIComponent(ztunnel)}`)).toEqual(fps((r) => r.requester === ztunnel));
+    expect(await got(`requester=${encodeURIComponent(ztunnel)}&namespace=shop`)).toEqual(fps((r) => r.requester === ztunnel && r.namespace === 'shop'));
+    expect(fps((r) => r.requester === ztunnel).length).toBe(12);
     expect(await got('source=discovered')).toEqual(fps((r) => r.source !== 'issued'));
     expect(await got('source=issued&issuer=legacy')).toEqual(fps((r) => r.source === 'issued' && r.issuer === 'legacy'));
     expect(await got(`source=${encodeURIComponent('discovered:file:/certs/19.pem')}`)).toEqual([fp('cert-api-19')]);

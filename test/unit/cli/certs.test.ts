@@ -96,7 +96,7 @@ describe('meshcert certs list', () => {
     expect(stdout().split('\n')[1]).toMatch(/expired\s+issued$/);
   });
 
-  it('says which of meshcert\u2019s own parts a certificate it issued itself went to (serving certificate, istiod)', async () => {
+  it('says which of meshcert\u2019s own parts a certificate it issued itself went to (serving certificate, istiod), and filters by requester', async () => {
     const own = join(dir, 'own.db');
     const store = await openStore({ kind: 'sqlite', path: own });
     await store.insertMany([
@@ -109,6 +109,10 @@ describe('meshcert certs list', () => {
     expect(lines).toHaveLength(3);
     expect(lines.find((l) => l.includes(' localhost '))).toMatch(/\sissued \(meshcert:server\.tls\)$/);
     expect(lines.find((l) => l.includes('spiffe://cluster.local/ns/own/sa/app'))).toMatch(/\sissued$/);
+    out.mockClear();
+    expect(await run('list', '--db', `sqlite:${own}`, '--requester', 'meshcert:server.tls')).toBe(0);
+    expect(stdout().split('\n')).toHaveLength(2);
+    expect(stdout()).toContain('issued (meshcert:server.tls)');
   });
 
   it('prints JSON records with --json and applies every filter', async () => {

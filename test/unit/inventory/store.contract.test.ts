@@ -273,6 +273,7 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
                 namespace: ns,
                 serviceAccount: ns === null ? null : sa,
                 spiffeId: ns === null ? null : `spiffe://cluster.local/ns/${ns}/sa/${sa}`,
+                requester: sa === 'sa-2' ? 'meshcert:server.tls' : 'spiffe://cluster.local/ns/istio-system/sa/ztunnel',
                 source,
                 issuer,
                 notAfter: new Date(T0 + (i % 7) * HOUR), // ties on purpose
@@ -290,6 +291,8 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
       [{ serviceAccount: 'sa-2' }, (r) => r.serviceAccount === 'sa-2'],
       [{ issuer: 'other' }, (r) => r.issuer === 'other'],
       [{ spiffeId: 'spiffe://cluster.local/ns/ns-b/sa/sa-1' }, (r) => r.spiffeId === 'spiffe://cluster.local/ns/ns-b/sa/sa-1'],
+      [{ requester: 'meshcert:server.tls' }, (r) => r.requester === 'meshcert:server.tls'],
+      [{ requester: 'spiffe://cluster.local/ns/istio-system/sa/ztunnel', namespace: 'ns-b' }, (r) => r.requester === 'spiffe://cluster.local/ns/istio-system/sa/ztunnel' && r.namespace === 'ns-b'],
       [{ source: 'issued' }, (r) => r.source === 'issued'],
       [{ source: 'discovered:vault' }, (r) => r.source === 'discovered:vault'],
       [{ source: 'discovered' }, (r) => r.source.startsWith('discovered:')],
