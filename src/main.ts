@@ -21,7 +21,7 @@ import { usableCpus } from './runtime/cpus.js';
 import { fanOut, type IssuanceObserver } from './authority/observer.js';
 import { certificateAdmission, certificateShed, createCertificateHandler } from './grpc/certificate-service.js';
 import { keepRecord } from './inventory/keep.js';
-import { inventoryObserver, recordOfOwnCertificate, type RecordSink } from './inventory/sink.js';
+import { inventoryObserver, ownCertificateRecorder, SERVING_CERT_REQUESTER, type RecordSink } from './inventory/sink.js';
 import { zeroSeries, type CaMetrics } from './metrics/ca-metrics.js';
 import { HealthService } from './grpc/health.js';
 import { CONNECTION_SHED_REASONS, GrpcServer } from './grpc/server.js';
@@ -247,14 +247,8 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const listener: { current?: GrpcServer } = {};
   const servingExpiry = (notAfter: Date): void => o.metrics?.setServingExpiry(notAfter);
   // A serving certificate meshcert issues itself (no server.tls.certFile) is recorded as any it issues.
-  const recordServing = (m: ServingMaterial): void => {
-    if (!sink || config.server.tls.certFile) return;
-    try {
-      sink.record(recordOfOwnCertificate(splitPemCertificates(m.certChainPem)[0] ?? '', currentIssuer().name, SERVING_CERT_REQUESTER));
-    } catch (err) {
-      logger.error({ err }, 'the inventory refused the record of the serving certificate');
-    }
-  };
+  const recordOwn = sink && !config.server.tls.certFile ? ownCertificateRecorder((r) => sink.record(r), SERVING_CERT_REQUESTER, logger) : undefined;
+  const recordServing = (m: ServingMaterial): void => recordOwn?.(splitPemCertificates(m.certChainPem)[0] ?? '', currentIssuer().name);
   const serving = ServingCertificate.start(config.server.tls, currentIssuer, logger, (m) => {
     // Throws when the listener refuses the pair: the metric then keeps the one in force.
     listener.current?.updateTls({ certChainPem: m.certChainPem, keyPem: m.keyPem, clientCaPem: state.issuers.anchorsPem });
@@ -361,9 +355,6 @@ async function startNodeAuthorization(config: MeshcertConfig, logger: Logger, cl
   await pods.start().catch((err: unknown) => logger.error({ err }, 'pod cache could not sync yet; ambient requests get UNAVAILABLE until it does'));
   return new NodeAuthorizer({ pods, live: new KubeLivePods(kube.core), trustedNodeAccounts: config.ambient.trustedNodeAccounts, trustDomain: config.trustDomain });
 }
-
-/** Who the inventory names as having asked for meshcert's own serving certificate. */
-export const SERVING_CERT_REQUESTER = 'meshcert:server.tls';
 
 /** inventory.failClosed: refuse before signing while records cannot be kept. */
 function assertInventoryAccepting(sink: RecordSink): void {

@@ -3,6 +3,7 @@ import { isPlausibleClusterId } from '../auth/chain.js';
 import { sha256Hex } from '../crypto/digest.js';
 import type { IssuedCertificate } from '../authority/authority.js';
 import type { CallContext, IssuanceObserver } from '../authority/observer.js';
+import type { Logger } from '../log/logger.js';
 import { recordFromCertificate } from './record-from-cert.js';
 import type { AuditEvent, CertificateRecord } from './types.js';
 
@@ -26,6 +27,24 @@ export interface RecordSink {
  */
 export function recordOfOwnCertificate(leafPem: string, issuer: string, requester: string, now = new Date()): CertificateRecord {
   return recordFromCertificate(new X509Certificate(leafPem), { source: 'issued', issuer, now, requester });
+}
+
+/** The requesters of the certificates meshcert issues its own parts (see recordOfOwnCertificate). */
+export const SERVING_CERT_REQUESTER = 'meshcert:server.tls';
+export const ISTIOD_TLS_REQUESTER = 'meshcert:istio.istiodTls';
+
+/**
+ * Records each certificate one of meshcert's own parts was issued, into `record` (the inventory's
+ * intake); a record the inventory refuses is logged, never thrown into the renewal that issued it.
+ */
+export function ownCertificateRecorder(record: (rec: CertificateRecord) => void, requester: string, logger: Logger): (leafPem: string, issuerName: string) => void {
+  return (leafPem, issuerName) => {
+    try {
+      record(recordOfOwnCertificate(leafPem, issuerName, requester));
+    } catch (err) {
+      logger.error({ err, requester }, 'the inventory refused the record of a certificate meshcert issued itself');
+    }
+  };
 }
 
 /** The inventory record of a certificate meshcert just issued (no re-parsing: we know every field). */

@@ -4,7 +4,7 @@ import type { MeshcertConfig } from '../config/schema.js';
 import { kubeSource } from '../k8s/source.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
 import type { Logger } from '../log/logger.js';
-import { recordOfOwnCertificate } from '../inventory/sink.js';
+import { ISTIOD_TLS_REQUESTER, ownCertificateRecorder } from '../inventory/sink.js';
 import type { CertificateRecord } from '../inventory/types.js';
 
 export interface RunningControllers {
@@ -77,7 +77,7 @@ export async function startControllers(
       isLeader,
       rootBundle,
       signer: () => issuers().default.material.signingCert,
-      issue: localServingCertIssuer(() => issuers().default, { caBundle: rootBundle, ...(record ? { onIssued: istiodRecorder(record, logger) } : {}) }),
+      issue: localServingCertIssuer(() => issuers().default, { caBundle: rootBundle, ...(record ? { onIssued: ownCertificateRecorder(record, ISTIOD_TLS_REQUESTER, logger) } : {}) }),
       namespace: istiodTls.namespace,
       revisions: [...istiodTls.revisions],
       lifetimeSeconds: istiodTls.lifetime,
@@ -106,18 +106,4 @@ function readNamespace(): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Who the inventory names as having asked for istiod's certificates (no caller: meshcert's own controller). */
-export const ISTIOD_TLS_REQUESTER = 'meshcert:istio.istiodTls';
-
-/** Records each certificate the istiod-tls controller has issued; a record refused is logged, never thrown into the controller. */
-export function istiodRecorder(record: (rec: CertificateRecord) => void, logger: Logger): (leafPem: string, issuerName: string) => void {
-  return (leafPem, issuerName) => {
-    try {
-      record(recordOfOwnCertificate(leafPem, issuerName, ISTIOD_TLS_REQUESTER));
-    } catch (err) {
-      logger.error({ err }, 'the inventory refused the record of an istiod certificate');
-    }
-  };
 }

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
 import { loadConfigFile } from '../../../src/config/load.js';
 import { createLogger } from '../../../src/log/logger.js';
-import { ISTIOD_TLS_REQUESTER } from '../../../src/runtime/controllers.js';
+import { ISTIOD_TLS_REQUESTER } from '../../../src/inventory/sink.js';
 import { runServer, type RunningServer } from '../../../src/runtime/serve.js';
 import { FakeKube } from '../../support/fake-kube.js';
 import { serveConfigYaml, writeTestJwks } from '../../support/harness.js';

@@ -12,7 +12,7 @@ import { parseConfig } from '../../../src/config/load.js';
 import type { ConfigInput } from '../../../src/config/schema.js';
 import { openStore } from '../../../src/inventory/open.js';
 import { createLogger } from '../../../src/log/logger.js';
-import { SERVING_CERT_REQUESTER } from '../../../src/main.js';
+import { SERVING_CERT_REQUESTER } from '../../../src/inventory/sink.js';
 import { runServer, type RunningServer } from '../../../src/runtime/serve.js';
 import { makeCsr } from '../../fixtures/csr.js';
 import { mintToken, TEST_ISSUER, writeTestJwks } from '../../support/harness.js';

@@ -12,7 +12,7 @@ import { renewIntermediate } from '../../../src/ca/rotate.js';
 import { LocalIssuer } from '../../../src/issuer/local.js';
 import { recordProblem } from '../../../src/inventory/common.js';
 import type { CertificateRecord } from '../../../src/inventory/types.js';
-import { ISTIOD_TLS_REQUESTER, istiodRecorder } from '../../../src/runtime/controllers.js';
+import { ISTIOD_TLS_REQUESTER, ownCertificateRecorder } from '../../../src/inventory/sink.js';
 import { FakeKube, type FakeObject } from '../../support/fake-kube.js';
 import { asLog, clientFor, makeTestCa, recordingLog, until, writesTo, type TestCa } from './support.js';
 
@@ -127,7 +127,7 @@ describe('localServingCertIssuer', () => {
     expect(told[0]![1]).toBe(ca.issuer.name);
 
     const records: CertificateRecord[] = [];
-    istiodRecorder((r) => void records.push(r), asLog(recordingLog()))(told[0]![0], told[0]![1]);
+    ownCertificateRecorder((r) => void records.push(r), ISTIOD_TLS_REQUESTER, asLog(recordingLog()))(told[0]![0], told[0]![1]);
     expect(records).toHaveLength(1);
     expect(records[0]).toMatchObject({
       source: 'issued',
@@ -140,8 +140,8 @@ describe('localServingCertIssuer', () => {
     expect(recordProblem(records[0]!)).toBeNull();
     // An inventory that refuses it (closing) is logged, not thrown into the controller.
     const log = recordingLog();
-    expect(() => istiodRecorder(() => { throw new Error('inventory recorder is closed'); }, asLog(log))(told[0]![0], told[0]![1])).not.toThrow();
-    expect(log.lines.map((l) => [l.level, l.msg])).toEqual([['error', 'the inventory refused the record of an istiod certificate']]);
+    expect(() => ownCertificateRecorder(() => { throw new Error('inventory recorder is closed'); }, ISTIOD_TLS_REQUESTER, asLog(log))(told[0]![0], told[0]![1])).not.toThrow();
+    expect(log.lines.map((l) => [l.level, l.msg])).toEqual([['error', 'the inventory refused the record of a certificate meshcert issued itself']]);
   });
 });
 
