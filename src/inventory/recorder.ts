@@ -239,7 +239,8 @@ class Lane<T> {
         if (w) done(seq, w);
       }
     } else {
-      for (const [seq, w] of [...this.watchers]) if (seq >= start && seq < start + n) done(seq, w);
+      // Deleting the entry being visited is safe while iterating a Map.
+      for (const [seq, w] of this.watchers) if (seq >= start && seq < start + n) done(seq, w);
     }
   }
 

@@ -24,7 +24,7 @@ export function inventoryIntake(
     loggedAt = now();
     logger.error({ err, what, droppedSoFar: dropped }, 'inventory refused an item shipped by a worker; dropped');
   };
-  const keep = (add: () => void, kind: 'record' | 'audit', what: string): void => {
+  const take = (add: () => void, kind: 'record' | 'audit', what: string): void => {
     try {
       add();
     } catch (err) {
@@ -32,8 +32,8 @@ export function inventoryIntake(
     }
   };
   return (m, reply) => {
-    for (const r of m.records) keep(() => inventory.record(r), 'record', 'certificate record');
-    for (const a of m.audit) keep(() => inventory.recordAudit(a), 'audit', 'audit event');
+    for (const r of m.records) take(() => inventory.record(r), 'record', 'certificate record');
+    for (const a of m.audit) take(() => inventory.recordAudit(a), 'audit', 'audit event');
     if (!m.durable || m.durable.length === 0) return;
     const ack: InventoryKeptMessage = { type: 'inventory-kept', stored: [], failed: [] };
     const each = m.durable.map(({ id, record }) =>

@@ -8,14 +8,7 @@ export type InventoryStateMessage = { type: 'inventory-state'; accepting: boolea
 /** The primary's answer to a message's durable records: stored, or not (with why, for the worker's log). */
 export type InventoryKeptMessage = { type: 'inventory-kept'; stored: number[]; failed: { id: number; reason: string }[] };
 
-/**
- * A worker's inventory sink: batches records and audit events and ships them to the primary,
- * which owns the one write-behind recorder and store (one SQLite writer, one PostgreSQL pool).
- * Structured-clone IPC keeps Dates intact. Batches leave every 100 ms or at 200 items; a record
- * someone waits for (keep) leaves within DURABLE_SHIP_MS, with everything pending: at thousands
- * of certificates a second that ships several per message, each message costing both processes
- * CPU, for a wait far shorter than the store's write.
- */
+/** How soon a record someone waits for (keep) leaves for the primary (see IpcSink). */
 export const DURABLE_SHIP_MS = 5;
 
 /** A worker's IPC channel to its primary, as this sink uses it (`process` in a cluster worker). */
@@ -26,6 +19,14 @@ export interface IpcChannel {
   readonly connected?: boolean;
 }
 
+/**
+ * A worker's inventory sink: batches records and audit events and ships them to the primary,
+ * which owns the one write-behind recorder and store (one SQLite writer, one PostgreSQL pool).
+ * Structured-clone IPC keeps Dates intact. Batches leave every 100 ms or at 200 items; a record
+ * someone waits for (keep) leaves within DURABLE_SHIP_MS, with everything pending: at thousands
+ * of certificates a second that ships several per message, each message costing both processes
+ * CPU, for a wait far shorter than the store's write.
+ */
 export class IpcSink implements RecordSink {
   private records: CertificateRecord[] = [];
   private audit: AuditEvent[] = [];
