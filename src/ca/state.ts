@@ -16,6 +16,7 @@ import { PolicyEngine } from '../policy/engine.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { trustDomainProblem, workloadSpiffeId } from '../x509/spiffe-id.js';
 import { effectiveDefaultCluster, servedClusterNames } from '../config/default-cluster.js';
+import { istiodDnsNames } from '../config/istiod-names.js';
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
 export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean; quiet?: boolean } = {}): Promise<LocalIssuer> {
@@ -58,13 +59,36 @@ export function checkServingNames(issuer: LocalIssuer, config: MeshcertConfig): 
 }
 
 /**
+ * With istio.istiodTls on, istiod's serving certificate (Secret istiod-tls) comes from the default
+ * CA too: a chain whose name constraints leave out istiod's names would make the controller fail
+ * at every renewal and istiod's clients refuse it, so such a CA is refused at start and on reload,
+ * and by `config check`, as for meshcert's own names.
+ */
+export function checkIstiodTlsNames(issuer: LocalIssuer, config: MeshcertConfig): void {
+  const { enabled, namespace, revisions } = config.istio.istiodTls;
+  if (!enabled) return;
+  const refused = issuer.refusedNames({ uris: [], dnsNames: istiodDnsNames(namespace, { revisions }) });
+  if (refused.length > 0) {
+    throw new ConfigError(
+      `istio.istiodTls: the default CA cannot certify istiod's names (from istio.istiodTls.namespace "${namespace}" and revisions), so no istiod-tls Secret could be issued: ${refused.join('; ')}; use a CA whose name constraints permit them, or turn istio.istiodTls off`,
+    );
+  }
+}
+
+/** Both name checks of the certificates meshcert issues from the default CA for servers (its own and istiod's). */
+export function checkServerNames(issuer: LocalIssuer, config: MeshcertConfig): void {
+  checkServingNames(issuer, config);
+  checkIstiodTlsNames(issuer, config);
+}
+
+/**
  * State that must exist once before workers start (they would race to create it):
  * the CA under ca.autoInit, and the dev issuer's key.
  */
 export async function prepareSharedState(config: MeshcertConfig, logger: Logger): Promise<LocalIssuer> {
   // Quiet: the CA state loaded next reports what it finds, once.
   const issuer = await loadIssuer(config, logger, { quiet: true });
-  checkServingNames(issuer, config);
+  checkServerNames(issuer, config);
   if (config.dev.tokenIssuer) await ensureDevIssuer(config.dataDir);
   return issuer;
 }
@@ -79,7 +103,7 @@ export interface CaState {
 /** Loads every configured CA (default first; autoInit applies to it only), the policy and the revocations. */
 export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { reload?: boolean } = {}): Promise<CaState> {
   const issuers = [await loadIssuer(config, logger, { allowInit: !o.reload })];
-  checkServingNames(issuers[0]!, config);
+  checkServerNames(issuers[0]!, config);
   for (const i of config.issuers) issuers.push(loadNamedIssuer(config, i, logger));
   const revocations = new ClientCertRevocations(config.auth.revokedClientCertificates);
   // Each process that loads the state says so (a cluster's primary and every worker).

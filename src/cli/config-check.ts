@@ -6,7 +6,7 @@ import { FileJwks } from '../auth/jwt.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { interruptedCreation } from '../ca/files.js';
 import { isCaDirEmpty } from '../ca/material.js';
-import { checkServingNames, loadIssuer, loadNamedIssuer, uncertifiableSans } from '../ca/state.js';
+import { checkIstiodTlsNames, checkServingNames, loadIssuer, loadNamedIssuer, uncertifiableSans } from '../ca/state.js';
 import type { LocalIssuer } from '../issuer/local.js';
 import { PolicyEngine } from '../policy/engine.js';
 import { createLogger } from '../log/logger.js';
@@ -75,10 +75,13 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
       (issuer) => {
         loaded.push(issuer);
         notes.push(`CA ${dir}: loads and signs a chain that verifies`);
-        try {
-          checkServingNames(issuer, config);
-        } catch (e) {
-          problems.push((e as Error).message);
+        // Each its own problem: a CA may refuse both meshcert's names and istiod's.
+        for (const check of [checkServingNames, checkIstiodTlsNames]) {
+          try {
+            check(issuer, config);
+          } catch (e) {
+            problems.push((e as Error).message);
+          }
         }
       },
       (e: unknown) => problems.push(`ca.dir: ${(e as Error).message}`),

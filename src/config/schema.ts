@@ -295,9 +295,10 @@ export const configSchema = z.strictObject({
       istiodTls: z
         .strictObject({
           enabled: z.boolean().default(false),
-          namespace: z.string().default('istio-system'),
+          // Both become DNS names of the certificate and Kubernetes names (the namespace, Service istiod-<rev>).
+          namespace: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'a Kubernetes namespace: lowercase letters, digits and "-", at most 63').default('istio-system'),
           /** Control-plane revisions: names istiod-<rev>.<ns>.svc are added. */
-          revisions: z.array(z.string()).default([]),
+          revisions: z.array(z.string().regex(/^([a-z0-9]([a-z0-9-]{0,54}[a-z0-9])?)?$/, 'an Istio revision: lowercase letters, digits and "-", at most 56 (istiod-<rev> is a Service name)')).default([]),
           lifetime: span(3600, '1h').prefault('30d'),
         })
         .prefault({}),

@@ -4,8 +4,9 @@
  * With its CA off (ENABLE_CA_SERVER=false) istiod serves XDS and its webhooks with this pair and
  * stops minting its own (PROTOCOL §5).
  *
- * DNS names (istiodDnsNames): for `istiod` and each revision's `istiod-<rev>`: NAME, NAME.<ns>,
- * NAME.<ns>.svc, plus NAME.<ns>.svc.<clusterDomain> when clusterDomain is set, plus extraDnsNames.
+ * DNS names (istiodDnsNames, src/config/istiod-names.ts): for `istiod` and each revision's
+ * `istiod-<rev>`: NAME, NAME.<ns>, NAME.<ns>.svc, plus NAME.<ns>.svc.<clusterDomain> when
+ * clusterDomain is set, plus extraDnsNames.
  *
  * The Secret is reissued when it is missing; lacks a key; tls.crt or tls.key does not parse or do
  * not match; the DNS names differ; the chain in tls.crt does not verify to ca.crt; ca.crt is not
@@ -26,6 +27,7 @@ import type { V1Secret } from '@kubernetes/client-node';
 import type { KubeClient, WatchOptions } from '../k8s/client.js';
 import { bundleKey, PEM_CERT, pemCerts } from './bundle-key.js';
 import { explainKubeError, InformerRunner, isConflict, isNotFound, makeNamedSecretInformer, type ControllerLog } from './kube-util.js';
+import { istiodDnsNames, type IstiodDnsNameOptions } from '../config/istiod-names.js';
 import { signedBy } from '../x509/verify-chain.js';
 import { serialHex } from '../x509/serial-hex.js';
 
@@ -46,28 +48,6 @@ export interface IssuedServingCert {
 
 /** Issues a serving certificate for `dnsNames`; meshcert passes one backed by its CA. */
 export type ServingCertIssuer = (dnsNames: string[], lifetimeSeconds: number) => Promise<IssuedServingCert>;
-
-export interface IstiodDnsNameOptions {
-  /** Istio revisions (istiod-<rev>); "" and "default" mean the plain `istiod`, which is always included. */
-  readonly revisions?: readonly string[];
-  /** Adds NAME.<ns>.svc.<clusterDomain> for each service name. */
-  readonly clusterDomain?: string;
-  readonly extraDnsNames?: readonly string[];
-}
-
-/** The DNS names of istiod's serving certificate (sorted, deduplicated). */
-export function istiodDnsNames(namespace: string, o: IstiodDnsNameOptions = {}): string[] {
-  const services = ['istiod', ...(o.revisions ?? []).filter((r) => r !== '' && r !== 'default').map((r) => `istiod-${r}`)];
-  const names = new Set<string>();
-  for (const s of services) {
-    names.add(s);
-    names.add(`${s}.${namespace}`);
-    names.add(`${s}.${namespace}.svc`);
-    if (o.clusterDomain) names.add(`${s}.${namespace}.svc.${o.clusterDomain}`);
-  }
-  for (const n of o.extraDnsNames ?? []) if (n) names.add(n);
-  return [...names].sort();
-}
 
 export interface IstiodTlsOptions extends IstiodDnsNameOptions {
   readonly kube: Pick<KubeClient, 'core' | 'kubeConfig'>;

@@ -171,6 +171,15 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(r.stderr.trim().split('\n')).toEqual([
       'meshcert: warning: policy rule "wide" allows names its CA "default" cannot certify: "CN=constrained intermediate" has name constraints that exclude DNS name ns.example.org (permitted only: ".svc.example.com"); "CN=constrained intermediate" has name constraints that exclude IP range 10.0.0.0/7 (permitted only: "10.0.0.0/8"); requests for them are refused',
     ]);
+    // istiod's names (istiod.istio-system.svc, …) are not under .svc.example.com either.
+    const istiod = join(dir, 'constrained-istiod.yaml');
+    writeFileSync(istiod, readFileSync(named, 'utf8') + 'istio:\n  istiodTls: { enabled: true }\n');
+    const ri = await runCli(['config', 'check', istiod]);
+    expect(ri.code).toBe(1);
+    expect(ri.stderr).toContain(
+      '\n  - istio.istiodTls: the default CA cannot certify istiod\'s names (from istio.istiodTls.namespace "istio-system" and revisions), so no istiod-tls Secret could be issued: "CN=constrained intermediate" has name constraints that exclude DNS name istiod (permitted only: ".svc.example.com");',
+    );
+    expect(ri.stderr).not.toContain('server.tls.dnsNames');
   });
 
   it('config check reads the files serve would (CA directories with their self-test, serving certificate, jwksFile), listing every problem; --no-files skips them', async () => {

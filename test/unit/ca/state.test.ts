@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { beginCaCreation } from '../../../src/ca/files.js';
 import { initCaDir } from '../../../src/ca/init.js';
-import { loadCaState } from '../../../src/ca/state.js';
+import { loadCaState, prepareSharedState } from '../../../src/ca/state.js';
 import { parseConfig } from '../../../src/config/load.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { nameConstraints, writeConstrainedCaDir } from '../../support/constrained-ca.js';
@@ -79,6 +79,23 @@ describe('loadCaState and the serving certificate\'s names', () => {
     );
     await expect(loadCaState(config({ dnsNames: ['meshcert.svc', 'ca.meshcert.svc'], ipAddresses: ['10.0.0.7'] }), quiet)).resolves.toBeDefined();
     await expect(loadCaState(config({ certFile: join(dir, 'serving.pem'), keyFile: join(dir, 'serving-key.pem') }), quiet)).resolves.toBeDefined();
+  });
+
+  it('refuses a default CA whose name constraints leave out istiod\'s names when istio.istiodTls is on, at start and on reload', async () => {
+    const dir = join(base, 'istiod-constrained');
+    await writeConstrainedCaDir(dir, nameConstraints({ uri: ['cluster.local'], dns: ['localhost', '.svc'], ip: ['127.0.0.0/8', '::1/128'] }));
+    const quiet = createLogger('silent');
+    const config = (istiodTls: Record<string, unknown>) => parseConfig({ dataDir: join(base, 'data'), ca: { dir }, istio: { istiodTls } });
+    // Off (the default), the CA serves: meshcert's own names are permitted.
+    await expect(loadCaState(config({}), quiet)).resolves.toBeDefined();
+    // istiod and istiod.istio-system are not under ".svc" (a dotted constraint permits subdomains only).
+    const refusal =
+      'istio.istiodTls: the default CA cannot certify istiod\'s names (from istio.istiodTls.namespace "istio-system" and revisions), so no istiod-tls Secret could be issued: "CN=constrained intermediate" has name constraints that exclude DNS name istiod (permitted only: "localhost", ".svc"); "CN=constrained intermediate" has name constraints that exclude DNS name istiod.istio-system (permitted only: "localhost", ".svc"); use a CA whose name constraints permit them, or turn istio.istiodTls off';
+    await expect(loadCaState(config({ enabled: true }), quiet)).rejects.toThrow(refusal);
+    await expect(loadCaState(config({ enabled: true }), quiet, { reload: true })).rejects.toThrow(refusal);
+    await expect(prepareSharedState(config({ enabled: true }), quiet)).rejects.toThrow(refusal);
+    // A revision's names are checked too.
+    await expect(loadCaState(config({ enabled: true, revisions: ['1-24'] }), quiet)).rejects.toThrow(/exclude DNS name istiod-1-24 \(/);
   });
 
   it('warns at load about a policy rule allowing names the CA cannot certify (each process that loads says so)', async () => {

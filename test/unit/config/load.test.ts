@@ -212,6 +212,24 @@ describe('parseConfig refusals', () => {
     }
   });
 
+  it('takes istio.istiodTls\'s namespace and revisions only as the Kubernetes names they become (the certificate\'s DNS names, Service istiod-<rev>)', () => {
+    expect(parse({ istio: { istiodTls: { namespace: 'istio-system', revisions: ['', 'default', '1-24-0', 'canary'] } } }).istio.istiodTls.revisions).toEqual(['', 'default', '1-24-0', 'canary']);
+    expect(parse({ istio: { istiodTls: { revisions: ['r'.repeat(56)] } } }).istio.istiodTls.revisions).toHaveLength(1);
+    const bad: [Record<string, unknown>, string][] = [
+      [{ namespace: 'Istio_System' }, '  - istio.istiodTls.namespace: a Kubernetes namespace: lowercase letters, digits and "-", at most 63'],
+      [{ namespace: 'a'.repeat(64) }, '  - istio.istiodTls.namespace: a Kubernetes namespace'],
+      [{ namespace: '-istio' }, '  - istio.istiodTls.namespace: a Kubernetes namespace'],
+      [{ revisions: ['1.24'] }, '  - istio.istiodTls.revisions.0: an Istio revision: lowercase letters, digits and "-", at most 56 (istiod-<rev> is a Service name)'],
+      [{ revisions: ['ok', 'r'.repeat(57)] }, '  - istio.istiodTls.revisions.1: an Istio revision'],
+      [{ revisions: ['canary-'] }, '  - istio.istiodTls.revisions.0: an Istio revision'],
+    ];
+    for (const [istiodTls, line] of bad) {
+      const lines = configError(() => parse({ istio: { istiodTls } })).message.split('\n').slice(1);
+      expect(lines, JSON.stringify(istiodTls)).toHaveLength(1);
+      expect(lines[0]!.startsWith(line), lines[0]).toBe(true);
+    }
+  });
+
   it('names the source in the message', () => {
     expect(() => parseConfig({ bogus: 1 } as ConfigInput, {}, '/etc/meshcert.yaml')).toThrow(/^invalid configuration in \/etc\/meshcert\.yaml:/);
   });

@@ -5,7 +5,7 @@
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { IstiodTlsController, istiodDnsNames, type IstiodTlsOptions, type ServingCertIssuer } from '../../../src/controllers/istiod-tls.js';
+import { IstiodTlsController, type IstiodTlsOptions, type ServingCertIssuer } from '../../../src/controllers/istiod-tls.js';
 import { localServingCertIssuer } from '../../../src/controllers/serving-issuer.js';
 import { loadCaDir } from '../../../src/ca/material.js';
 import { renewIntermediate } from '../../../src/ca/rotate.js';
@@ -88,23 +88,6 @@ function verifiesTo(chain: X509Certificate[], roots: X509Certificate[]): boolean
   }
   return roots.some((r) => cur.checkIssued(r) && cur.verify(r.publicKey));
 }
-
-describe('istiodDnsNames', () => {
-  it('names istiod and each revision, short and namespaced, plus the cluster domain when given', () => {
-    expect(istiodDnsNames('istio-system')).toEqual(['istiod', 'istiod.istio-system', 'istiod.istio-system.svc']);
-    expect(istiodDnsNames('mesh', { revisions: ['default', '1-22', ''], clusterDomain: 'cluster.local', extraDnsNames: ['istiod.example.com'] })).toEqual([
-      'istiod',
-      'istiod-1-22',
-      'istiod-1-22.mesh',
-      'istiod-1-22.mesh.svc',
-      'istiod-1-22.mesh.svc.cluster.local',
-      'istiod.example.com',
-      'istiod.mesh',
-      'istiod.mesh.svc',
-      'istiod.mesh.svc.cluster.local',
-    ]);
-  });
-});
 
 describe('localServingCertIssuer', () => {
   it('backdates NotBefore, puts the intermediates in the chain, and can write another CA bundle', async () => {
