@@ -64,6 +64,7 @@ describe('deploy/kubernetes/components/monitoring (no Prometheus needed)', () =>
     expect(read('MeshcertInventoryStoreDown')).toContain('meshcert_inventory_store_up');
     expect(read('MeshcertInventoryRecordsLost')).toContain('meshcert_inventory_dropped_records_total');
     expect(read('MeshcertIssuanceFailing')).toContain('INTERNAL');
+    expect(read('MeshcertCertificatesUndelivered')).toContain('increase(meshcert_certificates_undelivered_total[10m])');
     const critical = all.filter((r) => r.labels?.severity === 'critical').map((r) => r.alert);
     expect(critical).toEqual(expect.arrayContaining(['MeshcertCACertificateExpiresWithinAWeek', 'MeshcertIssuanceFailing', 'MeshcertInventoryStoreDown', 'MeshcertDown']));
   });
