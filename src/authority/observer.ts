@@ -9,6 +9,8 @@ export interface CallContext {
   readonly caller?: string;
   /** The workload a node agent (ztunnel) asked for, once node authorization allowed it. */
   readonly identity?: string;
+  /** Refusals only: a certificate signed before the call was refused, so never delivered. */
+  readonly serial?: string;
 }
 
 /** Told about every decision (metrics, inventory, audit). Must not throw or block. */

@@ -35,6 +35,8 @@ export class CaError extends Error {
   caller?: string;
   /** The workload a node agent asked for (ambient), once node authorization allowed it. */
   identity?: string;
+  /** A certificate signed before the call was refused (inventory.failClosed): never delivered. */
+  serial?: string;
 
   constructor(code: CaErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);

@@ -59,9 +59,10 @@ export function createCertificateHandler(deps: CertificateServiceDeps): CreateCe
         await deps.keep(cert, ctx());
       } catch (e) {
         if (e instanceof CaError) {
-          // Refused after authentication: the audit row names who asked, and for whom.
+          // Refused after signing: the audit row names who asked, for whom, and the certificate.
           e.caller = cert.caller.identities[0];
           if (cert.impersonated) e.identity = cert.spiffeId;
+          e.serial = cert.leaf.serial;
         }
         return refuse(deps, e, ctx());
       }
@@ -124,11 +125,12 @@ function report(deps: Pick<CertificateServiceDeps, 'logger' | 'observer'>, err: 
   const failure = toGrpcFailure(err);
   const caller = err instanceof CaError ? err.caller : undefined;
   const identity = err instanceof CaError ? err.identity : undefined;
-  const c = { ...ctx, ...(caller ? { caller } : {}), ...(identity ? { identity } : {}) };
+  const serial = err instanceof CaError ? err.serial : undefined;
+  const c = { ...ctx, ...(caller ? { caller } : {}), ...(identity ? { identity } : {}), ...(serial ? { serial } : {}) };
   if (failure.code === Status.INTERNAL) logger.error({ err, peer: c.peer, code: failure.reason }, 'internal error while issuing');
   // A key not read yet is no outage, and a forger can provoke it at will: not a warning.
   else if (failure.reason === 'AUTH_BACKEND_UNAVAILABLE' && !(err instanceof SigningKeyPendingError)) logger.warn({ err, code: failure.reason }, 'authentication backend unavailable');
-  logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, caller, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
+  logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, caller, serial, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
   observer?.refused(failure.reason, failure.details, c);
   return failure;
 }

@@ -224,7 +224,9 @@ export function inventoryObserver(sink: RecordSink, now: () => number = Date.now
       if (!o.issuedKept) sink.record(recordFromIssued(cert, ctx));
     },
     refused(code, reason, ctx) {
-      if (!(ctx.caller ? callerRows(ctx.caller, ctx.identity) : anonymous).admit(code)) return;
+      // A refusal of a certificate already signed gets its row whatever the bucket says: such rows
+      // come no faster than certificates are signed, and each names one nobody received.
+      if (!ctx.serial && !(ctx.caller ? callerRows(ctx.caller, ctx.identity) : anonymous).admit(code)) return;
       // An authenticated caller's cluster is a configured one (authentication checked the header).
       const cluster = ctx.caller ? ctx.clusterId || null : ctx.clusterId && isPlausibleClusterId(ctx.clusterId) ? ctx.clusterId : null;
       sink.recordAudit({
@@ -235,6 +237,8 @@ export function inventoryObserver(sink: RecordSink, now: () => number = Date.now
         decision: 'refused',
         code,
         reason: storable(reason.length > MAX_REASON ? `${reason.slice(0, MAX_REASON)}...` : reason),
+        // A certificate signed, then not delivered (inventory.failClosed): its record may exist.
+        ...(ctx.serial ? { serial: ctx.serial } : {}),
       });
     },
   };

@@ -256,7 +256,7 @@ describe('PostgreSQL outage during issuance', () => {
     }
   }, 90_000);
 
-  it.skipIf(skip !== null)('with inventory.failClosed, answers once the record is in PostgreSQL, refuses with UNAVAILABLE (retryable, nothing internal) while it is down, then issues again', async () => {
+  it.skipIf(skip !== null)('with inventory.failClosed, answers once the record is in PostgreSQL, refuses with UNAVAILABLE (retryable, nothing internal) while it is down, then issues again; a certificate signed but not delivered has an audit row with its serial', async () => {
     const db = await createTestDatabase('failclosed', cluster.url);
     const fcDir = mkdtempSync(join(tmpdir(), 'meshcert-failclosed-'));
     const s = await start(fcDir, { inventory: { url: db.url, failClosed: true } });
@@ -274,14 +274,30 @@ describe('PostgreSQL outage during issuance', () => {
         await reader.end();
       }
       await stopPostgres(cluster);
-      // Refused once the recorder has seen the store fail (a write or its health check).
+      // Refused once the recorder has seen the store fail (a write or its health check). The
+      // first call is accepted before that (the last write was moments ago), signed, and refused
+      // when its record cannot be stored: not delivered.
+      const outcomes: string[] = [];
       await expect
-        .poll(() => s.client.createCertificate({ csrPem: csr, token }).then(() => 'issued', (e: { code: number; details: string }) => `${e.code} ${e.details}`), { timeout: 20_000, interval: 250 })
+        .poll(() => s.client.createCertificate({ csrPem: csr, token }).then(() => 'issued', (e: { code: number; details: string }) => `${e.code} ${e.details}`).then((o) => (outcomes.push(o), o)), { timeout: 20_000, interval: 250 })
         .toMatch(/^14 the certificate inventory is unavailable/);
+      const undelivered = outcomes.flatMap((o) => /^14 the certificate inventory could not record certificate ([0-9a-f]+) /.exec(o)?.[1] ?? []);
+      expect(undelivered.length, outcomes.join('\n')).toBeGreaterThan(0);
+      expect(outcomes.filter((o) => o === 'issued')).toEqual([]);
       const e = await s.client.createCertificate({ csrPem: csr, token }).catch((err: { details: string }) => err);
       expect((e as { details: string }).details).not.toMatch(/postgres|ECONNREFUSED|127\.0\.0\.1|\/tmp\//i);
       await startPostgres(cluster);
       await expect.poll(() => s.client.createCertificate({ csrPem: csr, token }).then(() => 'issued', () => 'refused'), { timeout: 20_000, interval: 250 }).toBe('issued');
+      // Each refusal of a signed certificate is audited under who asked, with the serial (its record may be written later too).
+      const audit = new pg.Client({ connectionString: db.url });
+      await audit.connect();
+      try {
+        const undeliveredRows = async (): Promise<unknown[]> => (await audit.query("SELECT serial, requester, code FROM inventory_audit_events WHERE decision = 'refused' AND serial IS NOT NULL ORDER BY at")).rows;
+        // Written behind, once the store is back.
+        await expect.poll(undeliveredRows, { timeout: 10_000, interval: 200 }).toEqual(undelivered.map((serial) => ({ serial, requester: ID('pay', 'api'), code: 'ISSUER_UNAVAILABLE' })));
+      } finally {
+        await audit.end();
+      }
     } finally {
       await s.server.close();
       s.client.close();

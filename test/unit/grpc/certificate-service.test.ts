@@ -89,14 +89,14 @@ describe('createCertificateHandler with keep (inventory.failClosed)', () => {
     expect(events).toEqual(['keep 0a', 'issued']);
   });
 
-  it('refuses the call (UNAVAILABLE, the refusal audited under who asked and for whom) when keep rejects: the certificate is not delivered', async () => {
+  it('refuses the call (UNAVAILABLE, the refusal audited under who asked, for whom, and with the serial signed) when keep rejects: the certificate is not delivered', async () => {
     const lines: string[] = [];
     const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
-    const refused: Array<[string, string | undefined, string | undefined]> = [];
+    const refused: Array<[string, string | undefined, string | undefined, string | undefined]> = [];
     const handler = createCertificateHandler({
       authority: { issue: () => Promise.resolve(cert) } as unknown as Authority,
       logger,
-      observer: { issued: () => void refused.push(['issued', undefined, undefined]), refused: (code, _d, c) => void refused.push([code, c.caller, c.identity]) },
+      observer: { issued: () => void refused.push(['issued', undefined, undefined, undefined]), refused: (code, _d, c) => void refused.push([code, c.caller, c.identity, c.serial]) },
       ready: () => true,
       keep: () => Promise.reject(new CaError('ISSUER_UNAVAILABLE', 'the certificate inventory could not record this certificate; retry shortly')),
     });
@@ -104,9 +104,10 @@ describe('createCertificateHandler with keep (inventory.failClosed)', () => {
       code: Status.UNAVAILABLE,
       details: 'the certificate inventory could not record this certificate; retry shortly',
     });
-    expect(refused).toEqual([['ISSUER_UNAVAILABLE', 'spiffe://td/ns/ztunnel/sa/ztunnel', 'spiffe://td/ns/a/sa/b']]);
+    expect(refused).toEqual([['ISSUER_UNAVAILABLE', 'spiffe://td/ns/ztunnel/sa/ztunnel', 'spiffe://td/ns/a/sa/b', '0a']]);
     await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
     expect(lines.join('')).toContain('"decision":"refused","code":"ISSUER_UNAVAILABLE"');
+    expect(lines.join('')).toContain('"serial":"0a"');
     expect(lines.join('')).not.toContain('certificate issued');
   });
 });

@@ -22,6 +22,20 @@ describe('inventoryObserver', () => {
     expect(audit[0]).toMatchObject({ decision: 'refused', code: 'AUTH_INVALID', reason: 'bad \uFFFD token', cluster: 'k', requester: 'spiffe://td/ns/a/sa/\uFFFD' });
   });
 
+  it('audits a certificate signed, then refused (inventory.failClosed), with its serial, however many rows its caller had', () => {
+    const { sink, audit } = auditSink();
+    const o = inventoryObserver(sink);
+    const caller = { ...ctx, caller: 'spiffe://td/ns/ztunnel/sa/ztunnel', identity: 'spiffe://td/ns/a/sa/b' };
+    for (let i = 0; i < CALLER_AUDIT_BURST; i++) o.refused('POLICY_DENIED', 'no', caller);
+    o.refused('POLICY_DENIED', 'no', caller); // over the bucket: counted, not a row
+    expect(audit).toHaveLength(CALLER_AUDIT_BURST);
+    o.refused('ISSUER_UNAVAILABLE', 'could not record certificate 0a', { ...caller, serial: '0a' });
+    expect(audit).toHaveLength(CALLER_AUDIT_BURST + 1);
+    expect(audit.at(-1)).toMatchObject({ decision: 'refused', code: 'ISSUER_UNAVAILABLE', serial: '0a', requester: caller.caller, identity: caller.identity });
+    expect(auditProblem(audit.at(-1)!)).toBeNull();
+    expect(audit.slice(0, -1).every((e) => e.serial === undefined)).toBe(true);
+  });
+
   it("stores an unauthenticated call's clusterid only when it could be a cluster name, an authenticated caller's as it is, and cuts long text", () => {
     const { sink, audit } = auditSink();
     const o = inventoryObserver(sink);
