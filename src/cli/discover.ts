@@ -2,23 +2,26 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { discover, discoveryExitCode, type DiscoveryReport } from '../discovery/discover.js';
+import { PLACE_CLUSTER_NAME } from '../discovery/k8s-secrets.js';
 import { parseDurationArg } from '../config/duration.js';
 import { UsageError } from './args.js';
 import { placeName } from '../inventory/common.js';
 import type { InventoryStore } from '../inventory/types.js';
 import { openInventory, resolveInventoryTarget, StoreOpenError, table } from './certs.js';
 
-export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints HOST:PORT...] [--endpoint-timeout 5s] [--k8s-secrets [--kubeconfig FILE] [--forget-gone]] [--config FILE | --db sqlite:PATH|postgres://URL] [--json]
+export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints HOST:PORT...] [--endpoint-timeout 5s] [--k8s-secrets [--kubeconfig FILE] [--cluster NAME] [--forget-gone]] [--config FILE | --db sqlite:PATH|postgres://URL] [--json]
   Records certificates found in PEM or DER files (a directory: every *.pem/*.crt/*.cer/*.der below
   it; a glob with * or ? in the last component), presented by TLS endpoints (the whole chain;
   --endpoint-timeout, default 5s) and in Kubernetes TLS Secrets (tls.crt, ca.crt) and Istio CA
   Secrets (cacerts, istio-ca-secret, istio.io/key-and-cert), with source discovered:file:PATH,
-  discovered:endpoint:HOST:PORT or discovered:k8s-secret:NS/NAME[/KEY]. Idempotent. Several values
-  may follow one --files/--endpoints.
+  discovered:endpoint:HOST:PORT or discovered:k8s-secret:NS/NAME[/KEY] (with --cluster NAME,
+  discovered:k8s-secret@NAME:NS/NAME[/KEY]: give each cluster that discovers into one inventory
+  its name). Idempotent. Several values may follow one --files/--endpoints.
   Each place read in full is recorded as seen with its certificates: the expiry reports judge a
-  place by what it served when last seen (run discover on a schedule). --forget-gone: the cluster
-  listed is the inventory's one cluster, so when every list call succeeds (and lists a Secret),
-  k8s-secret places it no longer holds (deleted Secrets, namespaces) are forgotten.
+  place by what it served when last seen (run discover on a schedule). --forget-gone: the listing
+  is the whole cluster (the unnamed one, or --cluster's), so when every list call succeeds (and
+  lists a Secret), that cluster's places it no longer holds (deleted Secrets, namespaces) are
+  forgotten; other clusters' places are left alone.
   Exit 0 when something was found and nothing failed, 1 when any item failed (or nothing was found).
 meshcert discover --places [--config FILE | --db ...] [--json]
   Lists the places discovery knows, the longest unseen first: when each was last read in full,
@@ -26,7 +29,7 @@ meshcert discover --places [--config FILE | --db ...] [--json]
   more (a deleted file, an endpoint taken down) is one to --forget. Exit 1 when the store fails
   (or a SQLite inventory does not exist).
 meshcert discover --forget PLACE... [--config FILE | --db ...] [--json]
-  Forgets places that are gone (file:PATH, endpoint:HOST:PORT, k8s-secret:NS/NAME[/KEY], as
+  Forgets places that are gone (file:PATH, endpoint:HOST:PORT, k8s-secret[@CLUSTER]:NS/NAME[/KEY], as
   \`certs expiring\` names them), so that the expiry reports stop judging them; their certificate
   records stay. Exit 1 when a place is not known (never seen, or already forgotten).`;
 
@@ -38,6 +41,7 @@ const OPTIONS = {
   'k8s-secrets': { type: 'boolean', default: false },
   'forget-gone': { type: 'boolean', default: false },
   kubeconfig: { type: 'string' },
+  cluster: { type: 'string' },
   'endpoint-timeout': { type: 'string' },
   config: { type: 'string' },
   db: { type: 'string' },
@@ -56,6 +60,7 @@ export function parseDiscoverArgs(argv: string[]): {
   k8sSecrets: boolean;
   forgetGone: boolean;
   kubeconfig?: string;
+  cluster?: string;
   endpointTimeoutMs?: number;
   config?: string;
   db?: string;
@@ -88,6 +93,8 @@ export function parseDiscoverArgs(argv: string[]): {
   const v = parsed.values;
   if (v.kubeconfig !== undefined && !v['k8s-secrets']) throw new UsageError('--kubeconfig goes with --k8s-secrets');
   if (v['forget-gone'] && !v['k8s-secrets']) throw new UsageError('--forget-gone goes with --k8s-secrets');
+  if (v.cluster !== undefined && !v['k8s-secrets']) throw new UsageError('--cluster goes with --k8s-secrets');
+  if (v.cluster !== undefined && !PLACE_CLUSTER_NAME.test(v.cluster)) throw new UsageError(`--cluster ${JSON.stringify(v.cluster)}: a cluster name is 1 to 63 letters, digits, ".", "_" and "-"`);
   if (forget.length > 0 && (files.length > 0 || endpoints.length > 0 || v['k8s-secrets'])) throw new UsageError('--forget goes alone, not with --files, --endpoints or --k8s-secrets');
   if (v.places && (forget.length > 0 || files.length > 0 || endpoints.length > 0 || v['k8s-secrets'])) throw new UsageError('--places goes alone, not with --forget, --files, --endpoints or --k8s-secrets');
   if (!v.places && forget.length === 0 && files.length === 0 && endpoints.length === 0 && !v['k8s-secrets']) throw new UsageError(`discover needs --files, --endpoints or --k8s-secrets (or --places, --forget)\n${DISCOVER_USAGE}`);
@@ -111,6 +118,7 @@ export function parseDiscoverArgs(argv: string[]): {
     k8sSecrets: v['k8s-secrets']!,
     forgetGone: v['forget-gone']!,
     ...(v.kubeconfig !== undefined ? { kubeconfig: v.kubeconfig } : {}),
+    ...(v.cluster !== undefined ? { cluster: v.cluster } : {}),
     ...(endpointTimeoutMs !== undefined ? { endpointTimeoutMs } : {}),
     ...(v.config !== undefined ? { config: v.config } : {}),
     ...(v.db !== undefined ? { db: v.db } : {}),
@@ -178,7 +186,7 @@ async function forgetPlaces(store: InventoryStore, places: readonly string[], js
     if (f.known) {
       if (!json) console.log(`forgot ${f.place}`);
     } else {
-      console.error(`meshcert discover: ${f.place || '(empty)'}: not a known place (certs expiring names places as file:PATH, endpoint:HOST:PORT, k8s-secret:NS/NAME[/KEY])`);
+      console.error(`meshcert discover: ${f.place || '(empty)'}: not a known place (certs expiring names places as file:PATH, endpoint:HOST:PORT, k8s-secret[@CLUSTER]:NS/NAME[/KEY])`);
     }
   }
   return forgotten.every((f) => f.known) ? 0 : 1;
@@ -214,7 +222,7 @@ export async function discoverCommand(argv: string[]): Promise<number> {
     report = await discover(store, {
       files: a.files,
       endpoints: a.endpoints,
-      k8sSecrets: a.k8sSecrets ? (a.kubeconfig !== undefined ? { kubeconfig: a.kubeconfig } : true) : false,
+      k8sSecrets: a.k8sSecrets ? { ...(a.kubeconfig !== undefined ? { kubeconfig: a.kubeconfig } : {}), ...(a.cluster !== undefined ? { cluster: a.cluster } : {}) } : false,
       forgetGone: a.forgetGone,
       ...(a.endpointTimeoutMs !== undefined ? { endpointTimeoutMs: a.endpointTimeoutMs } : {}),
     });

@@ -2,7 +2,8 @@
  * Discovery run: gathers certificates from PEM/DER files, live TLS endpoints and Kubernetes
  * Secrets (TLS and Istio CA Secrets), and records each one in the inventory with source
  * `discovered:file:<path>`, `discovered:endpoint:<host:port>` or
- * `discovered:k8s-secret:<ns>/<name>` (`tls.crt`) / `discovered:k8s-secret:<ns>/<name>/<key>`.
+ * `discovered:k8s-secret:<ns>/<name>` (`tls.crt`) / `discovered:k8s-secret:<ns>/<name>/<key>`
+ * (`k8s-secret@<cluster>:` when the cluster is named).
  *
  * Recording is idempotent by fingerprint (`insertMany`): re-running stores nothing new, and a
  * certificate seen in several places keeps the source it was first recorded with. Every place
@@ -11,8 +12,8 @@
  * (`recordSnapshots`): the latest snapshot is what the expiry reports judge, so a certificate
  * renewed where it is served leaves them at the next run. A place that failed keeps its last
  * snapshot; one no longer looked at (a deleted file or Secret) keeps it until `--forget`; with
- * `forgetGone`, a complete listing of the cluster's Secrets forgets every `k8s-secret:` place it
- * no longer holds (a Secret or namespace deleted). Expired
+ * `forgetGone`, a complete listing of the cluster's Secrets forgets every place of that cluster
+ * it no longer holds (a Secret or namespace deleted). Expired
  * certificates are recorded too (they are what expiry reports are for). A certificate the
  * inventory cannot hold (e.g. a serial longer than 64 octets) turns its item into an error.
  * Problems are per item; the run goes on. Only a store failure aborts (it throws).
@@ -23,7 +24,7 @@ import { recordFromCertificate } from '../inventory/record-from-cert.js';
 import type { CertificateRecord, InventoryStore, Snapshot } from '../inventory/types.js';
 import { DEFAULT_ENDPOINT_TIMEOUT_MS, discoverEndpoint } from './endpoint.js';
 import { discoverFiles } from './files.js';
-import { discoverK8sSecrets, type K8sSecretsOptions } from './k8s-secrets.js';
+import { discoverK8sSecrets, k8sSecretPlaces, type K8sSecretsOptions } from './k8s-secrets.js';
 import type { DiscoveredItem, ItemKind } from './types.js';
 
 export type { DiscoveredItem, ItemKind } from './types.js';
@@ -34,9 +35,10 @@ export interface DiscoverOptions {
   /** List Kubernetes TLS and Istio CA Secrets (true: default credentials). */
   k8sSecrets?: boolean | K8sSecretsOptions;
   /**
-   * With k8sSecrets: the listing is the inventory's one cluster, so known k8s-secret places it does
-   * not hold are forgotten (see retireGoneSecrets). Opt-in: a run against another cluster (a
-   * laptop's current context) would otherwise forget every place of the real one.
+   * With k8sSecrets: the listing is the whole cluster, so known places of that cluster (the
+   * unnamed one's, or those of k8sSecrets.cluster) it does not hold are forgotten (see
+   * retireGoneSecrets). Opt-in: a run against another cluster under the same name (a laptop's
+   * current context) would otherwise forget every place of the real one.
    */
   forgetGone?: boolean;
   endpointTimeoutMs?: number;
@@ -152,7 +154,7 @@ export async function discover(store: InventoryStore, o: DiscoverOptions): Promi
   // Again: an expired record a prune deleted between the two (it was in no snapshot then) is back,
   // and now a snapshot holds it. Idempotent; nothing new is counted.
   await writeRecords();
-  const retirement = o.k8sSecrets && o.forgetGone ? await retireGoneSecrets(store, items) : { retired: [] };
+  const retirement = o.k8sSecrets && o.forgetGone ? await retireGoneSecrets(store, items, k8sSecretPlaces(o.k8sSecrets === true ? undefined : o.k8sSecrets.cluster)) : { retired: [] };
   const after = await store.count();
   return {
     items: reports,
@@ -165,19 +167,18 @@ export async function discover(store: InventoryStore, o: DiscoverOptions): Promi
   };
 }
 
-const K8S_PLACES = 'discovered:k8s-secret:';
-
 /**
  * Every list call succeeded, so the items name every Secret key of the cluster meshcert reads
  * (failed ones included: a Secret whose key does not parse is still there). A known k8s-secret
  * place outside them is gone, and is forgotten as `--forget` would: otherwise a deleted
- * namespace's certificates stayed in the expiry reports, expiring, for good. One cluster per
- * inventory: places do not name their cluster. A listing with no Secret at all forgets nothing:
+ * namespace's certificates stayed in the expiry reports, expiring, for good. Only the places of
+ * the cluster listed (`prefix`: named by --cluster, or the unnamed one's) are judged, so several
+ * clusters, each named, can share an inventory. A listing with no Secret at all forgets nothing:
  * a mesh's cluster holds its CA Secrets, so an empty one is more likely the wrong cluster or a
  * proxy that filters lists than a cluster whose every Secret is gone.
  */
-async function retireGoneSecrets(store: InventoryStore, items: readonly DiscoveredItem[]): Promise<{ retired: string[]; retireSkipped?: string }> {
-  const known = (await store.places(K8S_PLACES)).map((p) => p.source);
+async function retireGoneSecrets(store: InventoryStore, items: readonly DiscoveredItem[], prefix: `discovered:${string}`): Promise<{ retired: string[]; retireSkipped?: string }> {
+  const known = (await store.places(prefix)).map((p) => p.source);
   if (known.length === 0) return { retired: [] };
   if (items.some((i) => i.kind === 'k8s' && i.status === 'error')) return { retired: [], retireSkipped: 'the cluster could not be listed in full' };
   const present = new Set<string>();

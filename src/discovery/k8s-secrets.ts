@@ -17,7 +17,9 @@
  *
  * Items: `tls.crt` of a TLS Secret is the item `<ns>/<name>` (source
  * `discovered:k8s-secret:<ns>/<name>`); every other key that holds something is its own item
- * `<ns>/<name>/<key>` (source `discovered:k8s-secret:<ns>/<name>/<key>`). A certificate already
+ * `<ns>/<name>/<key>` (source `discovered:k8s-secret:<ns>/<name>/<key>`). With `cluster`, the
+ * sources name it (`discovered:k8s-secret@<cluster>:<ns>/<name>[/<key>]`), so several clusters'
+ * Secrets are apart in one inventory. A certificate already
  * read from an earlier key of the same Secret (`cert-chain.pem` repeats `ca-cert.pem` and the
  * root) is not repeated: each certificate is recorded once, with the first key holding it. No or
  * empty `tls.crt` (cert-manager creates Secrets before issuing) is skipped, as is an Istio Secret
@@ -41,6 +43,19 @@ export interface K8sSecretsOptions {
   timeoutMs?: number;
   /** Page size; default 500. */
   pageSize?: number;
+  /**
+   * The cluster's name in its places' sources (k8sSecretPlaces): several clusters discovered into
+   * one inventory. Without it the places name no cluster (one cluster per inventory).
+   */
+  cluster?: string;
+}
+
+/** A name `--cluster` takes: as a cluster ID (1–63 letters, digits, ".", "_", "-"); never ":" or "/", which end it in a place. */
+export const PLACE_CLUSTER_NAME = /^[A-Za-z0-9._-]{1,63}$/;
+
+/** The start of every Secret place's source of one cluster (`discovered:k8s-secret:` for an unnamed one). */
+export function k8sSecretPlaces(cluster?: string): `discovered:${string}` {
+  return cluster === undefined ? 'discovered:k8s-secret:' : `discovered:k8s-secret@${cluster}:`;
 }
 
 export function loadKubeConfig(kubeconfig?: string): KubeConfig {
@@ -100,7 +115,8 @@ export function certificateKeys(secret: V1Secret): string[] {
 }
 
 /** The items of a Secret: see the module comment. */
-export function secretItems(secret: V1Secret): DiscoveredItem[] {
+export function secretItems(secret: V1Secret, cluster?: string): DiscoveredItem[] {
+  const places = k8sSecretPlaces(cluster);
   const ns = secret.metadata?.namespace ?? '';
   const name = secret.metadata?.name ?? '';
   const keys = certificateKeys(secret);
@@ -109,7 +125,7 @@ export function secretItems(secret: V1Secret): DiscoveredItem[] {
   const empty: Array<`discovered:${string}`> = []; // keys that hold nothing now (tls.crt has its own item)
   for (const key of keys) {
     const target = key === 'tls.crt' ? `${ns}/${name}` : `${ns}/${name}/${key}`;
-    const source = `discovered:k8s-secret:${target}` as const;
+    const source = `${places}${target}` as const;
     const b64 = secret.data?.[key];
     if (b64 === undefined || b64 === '') {
       if (key === 'tls.crt') items.push({ kind: 'k8s-secret', target, source, status: 'skipped', reason: 'no tls.crt' });
@@ -148,7 +164,7 @@ export function secretItems(secret: V1Secret): DiscoveredItem[] {
   if (items.length === 0) {
     const target = `${ns}/${name}`;
     const reason = keys.length > 0 ? `no ${keys.join(', ')}` : 'not a TLS or Istio CA Secret';
-    items.push({ kind: 'k8s-secret', target, source: `discovered:k8s-secret:${target}`, status: 'skipped', reason });
+    items.push({ kind: 'k8s-secret', target, source: `${places}${target}`, status: 'skipped', reason });
   }
   if (empty.length > 0) items[0]!.alsoEmpty = empty;
   return items;
@@ -178,7 +194,7 @@ export async function discoverK8sSecrets(options: K8sSecretsOptions = {}): Promi
           const id = `${s.metadata?.namespace ?? ''}/${s.metadata?.name ?? ''}`;
           if (done.has(id)) continue;
           done.add(id);
-          items.push(...secretItems(s));
+          items.push(...secretItems(s, options.cluster));
         }
         cont = list.metadata?._continue || undefined;
       } while (cont !== undefined);

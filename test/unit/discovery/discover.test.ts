@@ -19,6 +19,7 @@ import { discoverEndpoint } from '../../../src/discovery/endpoint.js';
 import { expandFileArg, globToRegExp, readPemFile } from '../../../src/discovery/files.js';
 import { discoverK8sSecrets, secretItems } from '../../../src/discovery/k8s-secrets.js';
 import { discoveredExpiring } from '../../../src/inventory/expiry.js';
+import { placeName } from '../../../src/inventory/common.js';
 import { openStore } from '../../../src/inventory/open.js';
 import type { InventoryStore } from '../../../src/inventory/types.js';
 import { freePort } from '../../support/postgres.js';
@@ -346,12 +347,12 @@ describe('discover() into a store', () => {
 });
 
 /** discover() over these Secrets, served by a fake API server for the run. */
-async function discoverSecrets(store: InventoryStore, secrets: unknown[], o: { failSelector?: string; forgetGone?: boolean } = {}): Promise<DiscoveryReport> {
+async function discoverSecrets(store: InventoryStore, secrets: unknown[], o: { failSelector?: string; forgetGone?: boolean; cluster?: string } = {}): Promise<DiscoveryReport> {
   const api = await fakeApiServer(secrets, 'tok-discover', o);
   try {
     const kubeconfig = join(mkdtempSync(join(dir, 'kubeconfig-')), 'config');
     writeKubeconfig(kubeconfig, api.url, api.caPem, 'tok-discover');
-    return await discover(store, { k8sSecrets: { kubeconfig }, ...(o.forgetGone ? { forgetGone: true } : {}) });
+    return await discover(store, { k8sSecrets: { kubeconfig, ...(o.cluster !== undefined ? { cluster: o.cluster } : {}) }, ...(o.forgetGone ? { forgetGone: true } : {}) });
   } finally {
     await api.close();
   }
@@ -530,6 +531,35 @@ describe('Kubernetes TLS Secrets', () => {
     }
   });
 
+  it('names each cluster in its places with a cluster name, so that forgetGone in one cluster leaves the others\' places (and the unnamed one\'s) alone', async () => {
+    const store = await openStore({ kind: 'sqlite', path: join(mkdtempSync(join(dir, 'clusters-')), 'inventory.db') });
+    try {
+      const cacerts = secret('istio-system', 'cacerts', 'Opaque', { 'ca-cert.pem': chain.intermediate.pem, 'root-cert.pem': chain.root.pem, 'ca-key.pem': 'k' });
+      const web = tlsSecret('web', 'tls', chain.leaf.pem);
+      const forgetGone = { forgetGone: true };
+      // The same Secrets in two clusters, and in an unnamed one (a run before --cluster was given).
+      const east = await discoverSecrets(store, [cacerts, web], { ...forgetGone, cluster: 'east' });
+      expect(east.items.map((i) => i.source)).toEqual(['discovered:k8s-secret@east:web/tls', 'discovered:k8s-secret@east:istio-system/cacerts/ca-cert.pem', 'discovered:k8s-secret@east:istio-system/cacerts/root-cert.pem']);
+      await discoverSecrets(store, [cacerts, web], { ...forgetGone, cluster: 'west-1' });
+      await discoverSecrets(store, [cacerts, web]);
+      const places = async (): Promise<string[]> => (await store.places('discovered:')).map((p) => placeName(p.source));
+      const each = (prefix: string): string[] => [`${prefix}:istio-system/cacerts/ca-cert.pem`, `${prefix}:istio-system/cacerts/root-cert.pem`, `${prefix}:web/tls`];
+      expect(await places()).toEqual([...each('k8s-secret'), ...each('k8s-secret@east'), ...each('k8s-secret@west-1')]);
+      // web/tls deleted in east: only east's place goes, though the others hold the same name.
+      const gone = await discoverSecrets(store, [cacerts], { ...forgetGone, cluster: 'east' });
+      expect(gone.retired).toEqual(['k8s-secret@east:web/tls']);
+      expect(await places()).toEqual([...each('k8s-secret'), ...each('k8s-secret@east').slice(0, 2), ...each('k8s-secret@west-1')]);
+      // The unnamed cluster's run judges the unnamed places alone.
+      expect((await discoverSecrets(store, [web], forgetGone)).retired).toEqual(['k8s-secret:istio-system/cacerts/ca-cert.pem', 'k8s-secret:istio-system/cacerts/root-cert.pem']);
+      expect(await places()).toEqual([each('k8s-secret')[2], ...each('k8s-secret@east').slice(0, 2), ...each('k8s-secret@west-1')]);
+      // The expiry reports name the cluster with the place.
+      const expiring = new Set((await discoveredExpiring(store, new Date(), 365 * 86_400 * 100)).map((d) => d.where));
+      expect(expiring.has('k8s-secret@west-1:web/tls')).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('reads ca.crt of TLS Secrets and the certificate keys of Istio CA Secrets, each certificate once, never a key field', async () => {
     const decoy = await makeTestCert({ subject: 'CN=in-a-key-field' });
     const fps = (items: ReturnType<typeof secretItems>): string[][] => items.map((i) => (i.status === 'skipped' ? [] : (i.certificates ?? []).map((c) => c.fingerprint256)));
@@ -659,7 +689,21 @@ describe('meshcert discover (CLI)', () => {
         await store.close();
       }
 
+      // Named with --cluster: its places say so, and --forget takes them by that name.
+      const named = join(dir, 'cli-k8s-named', 'inventory.db');
+      out.mockClear();
+      expect(await discoverCommand(['--k8s-secrets', '--cluster', 'east', '--kubeconfig', kubeconfig, '--db', `sqlite:${named}`, '--json'])).toBe(0);
+      expect((JSON.parse(stdout()) as { items: Array<{ source: string }> }).items.map((i) => i.source)).toEqual([
+        'discovered:k8s-secret@east:istio-system/cacerts-mirror',
+        'discovered:k8s-secret@east:web/ingress-tls',
+        'discovered:k8s-secret@east:web/pending',
+      ]);
+      out.mockClear();
+      expect(await discoverCommand(['--forget', 'k8s-secret@east:web/ingress-tls', '--db', `sqlite:${named}`])).toBe(0);
+      expect(stdout()).toBe('forgot k8s-secret@east:web/ingress-tls');
+
       // The ingress Secret is deleted: the next run says it forgot its place, in both outputs.
+      out.mockClear();
       secrets.splice(1, 1);
       out.mockClear();
       expect(await discoverCommand(['--k8s-secrets', '--kubeconfig', kubeconfig, '--db', `sqlite:${dbPath}`])).toBe(0);
@@ -805,6 +849,10 @@ describe('meshcert discover (CLI)', () => {
     expect(parseDiscoverArgs(['--places']).places).toBe(true);
     expect(parseDiscoverArgs(['--k8s-secrets', '--forget-gone']).forgetGone).toBe(true);
     expect(parseDiscoverArgs(['--k8s-secrets']).forgetGone).toBe(false);
+    expect(parseDiscoverArgs(['--k8s-secrets', '--cluster', 'east-1.prod_a']).cluster).toBe('east-1.prod_a');
+    expect(parseDiscoverArgs(['--k8s-secrets']).cluster).toBeUndefined();
+    expect(() => parseDiscoverArgs(['--cluster', 'east', '--files', 'a'])).toThrow(/--cluster goes with --k8s-secrets/);
+    for (const bad of ['', 'a:b', 'a/b', 'x'.repeat(64), 'é']) expect(() => parseDiscoverArgs(['--k8s-secrets', '--cluster', bad]), bad).toThrow(/a cluster name is 1 to 63 letters, digits, "\.", "_" and "-"/);
     expect(() => parseDiscoverArgs(['--files', 'a', '--endpoint-timeout', '0'])).toThrow(UsageError);
     expect(parseDiscoverArgs(['--forget', 'file:/a.pem', 'endpoint:h:1']).forget).toEqual(['file:/a.pem', 'endpoint:h:1']);
     expect(() => parseDiscoverArgs(['--forget', 'file:/a.pem', '--files', 'b.pem'])).toThrow(/--forget goes alone/);
