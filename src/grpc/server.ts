@@ -528,22 +528,27 @@ export class GrpcServer {
     } catch (e) {
       return this.failFrom(e, path, fail);
     }
-    // Over for the client (reset, connection gone, deadline passed): what CallInfo.cancelled
-    // reports. Not `done`, which a server stream sets as soon as its handler has it.
-    let expired = false;
-    const cancelled = (): boolean => expired || stream.closed || stream.destroyed;
     // grpc-timeout reaches 99999999 hours; Node fires a timer beyond 2^31-1 ms (about 24.8 days)
     // after 1 ms instead, so such a deadline is as good as none.
-    const timer =
-      timeoutMs === undefined || timeoutMs > MAX_TIMER_MS
-        ? undefined
-        : setTimeout(() => {
-            expired = true;
-            // A server stream under way (its handler has it: `done`) ends with the status in its
-            // trailers; before, the call fails as a unary one does.
-            if (done && stream.headersSent) sendStatus(stream, Status.DEADLINE_EXCEEDED, 'deadline exceeded');
-            else fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded');
-          }, timeoutMs);
+    const deadline = timeoutMs === undefined || timeoutMs > MAX_TIMER_MS ? undefined : performance.now() + timeoutMs;
+    let expired = false;
+    const expire = (): void => {
+      if (expired) return;
+      expired = true;
+      if (timer) clearTimeout(timer);
+      // A server stream under way (its handler has it: `done`) ends with the status in its
+      // trailers; before, the call fails as a unary one does.
+      if (done && stream.headersSent) sendStatus(stream, Status.DEADLINE_EXCEEDED, 'deadline exceeded');
+      else fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded');
+    };
+    // Over for the client (reset, connection gone, deadline passed): what CallInfo.cancelled
+    // reports. Not `done`, which a server stream sets as soon as its handler has it. The clock is
+    // read too: on a busy event loop the timer fires late, after the work it should have spared.
+    const cancelled = (): boolean => {
+      if (!expired && deadline !== undefined && performance.now() >= deadline) expire();
+      return expired || stream.closed || stream.destroyed;
+    };
+    const timer = deadline === undefined ? undefined : setTimeout(expire, timeoutMs);
     // Until its request is complete the stream is an upload: swept for server.requestReadTimeout,
     // and (with memory pressure) no reason to keep its connection.
     const shed = (details: string): void => {

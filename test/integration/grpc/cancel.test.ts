@@ -112,4 +112,17 @@ describe('CallInfo.cancelled', () => {
     expect(h.call.cancelled()).toBe(true);
     h.release();
   });
+
+  it('turns true once the deadline has passed by the clock, though a busy event loop has not run its timer yet; the client gets DEADLINE_EXCEEDED', async () => {
+    const s = open();
+    const h = await hold(s, { 'grpc-timeout': '300m' });
+    expect(h.call.cancelled()).toBe(false);
+    // Busy past the deadline without yielding, as a loaded process signing other calls is.
+    const until = performance.now() + 350;
+    while (performance.now() < until);
+    expect(h.call.cancelled()).toBe(true);
+    const r = await h.reply;
+    expect([r.grpcStatus, r.grpcMessage]).toEqual([4, 'deadline exceeded']);
+    h.release();
+  });
 });
