@@ -55,6 +55,7 @@ export const PLACE_CLUSTER_NAME = /^[A-Za-z0-9._-]{1,63}$/;
 
 /** The start of every Secret place's source of one cluster (`discovered:k8s-secret:` for an unnamed one). */
 export function k8sSecretPlaces(cluster?: string): `discovered:${string}` {
+  if (cluster !== undefined && !PLACE_CLUSTER_NAME.test(cluster)) throw new TypeError(`not a cluster name for places: ${JSON.stringify(cluster)}`);
   return cluster === undefined ? 'discovered:k8s-secret:' : `discovered:k8s-secret@${cluster}:`;
 }
 

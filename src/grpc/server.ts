@@ -510,9 +510,12 @@ export class GrpcServer {
     const route = this.routes.get(path);
     const encoding = headers['grpc-encoding'] as string | undefined;
     let done = false;
+    /** A unary call's status is on its way (refused, or answered): its deadline no longer matters. */
+    let answered = false;
     const fail = (code: StatusCode, details: string): void => {
       if (done) return;
       done = true;
+      answered = true;
       sendStatus(stream, code, details);
       // Refused before the request was complete (too large, deadline, unknown method...): as
       // grpc-go does, RST_STREAM(NO_ERROR) after the status tells the client to stop sending,
@@ -533,7 +536,7 @@ export class GrpcServer {
     const deadline = timeoutMs === undefined || timeoutMs > MAX_TIMER_MS ? undefined : performance.now() + timeoutMs;
     let expired = false;
     const expire = (): void => {
-      if (expired) return;
+      if (expired || answered) return;
       expired = true;
       if (timer) clearTimeout(timer);
       // A server stream under way (its handler has it: `done`) ends with the status in its
@@ -644,6 +647,7 @@ export class GrpcServer {
             return this.failFrom(e, path, fail);
           }
           done = true;
+          answered = true;
           if (timer) clearTimeout(timer);
           if (stream.closed || stream.destroyed) return;
           stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });

@@ -125,4 +125,17 @@ describe('CallInfo.cancelled', () => {
     expect([r.grpcStatus, r.grpcMessage]).toEqual([4, 'deadline exceeded']);
     h.release();
   });
+
+  it('leaves an answered call answered: its deadline passing before the trailers go out changes nothing', async () => {
+    const s = open();
+    const h = await hold(s, { 'grpc-timeout': '300m' });
+    h.release();
+    // The answer is on its way (written once the handler's promise settles), not yet sent whole.
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+    const until = performance.now() + 350;
+    while (performance.now() < until);
+    h.call.cancelled();
+    const r = await h.reply;
+    expect([r.grpcStatus, r.body.subarray(5).toString()]).toEqual([0, 'x']);
+  });
 });
