@@ -126,6 +126,8 @@ const BATCH = 500;
 /** Collects and records; see the module comment. Throws only when the store fails. */
 export async function discover(store: InventoryStore, o: DiscoverOptions): Promise<DiscoveryReport> {
   const at = new Date();
+  // Its places' prefix, checked before anything is read or written.
+  const k8sPlaces = o.k8sSecrets ? k8sSecretPlaces(o.k8sSecrets === true ? undefined : o.k8sSecrets.cluster) : undefined;
   const items = await collect(o);
   const before = await store.count();
   const reports: DiscoveryItemReport[] = [];
@@ -154,7 +156,7 @@ export async function discover(store: InventoryStore, o: DiscoverOptions): Promi
   // Again: an expired record a prune deleted between the two (it was in no snapshot then) is back,
   // and now a snapshot holds it. Idempotent; nothing new is counted.
   await writeRecords();
-  const retirement = o.k8sSecrets && o.forgetGone ? await retireGoneSecrets(store, items, k8sSecretPlaces(o.k8sSecrets === true ? undefined : o.k8sSecrets.cluster)) : { retired: [] };
+  const retirement = k8sPlaces !== undefined && o.forgetGone ? await retireGoneSecrets(store, items, k8sPlaces) : { retired: [] };
   const after = await store.count();
   return {
     items: reports,

@@ -17,7 +17,7 @@ import { discoverCommand, parseDiscoverArgs } from '../../../src/cli/discover.js
 import { discover, discoveryExitCode, type DiscoveryReport } from '../../../src/discovery/discover.js';
 import { discoverEndpoint } from '../../../src/discovery/endpoint.js';
 import { expandFileArg, globToRegExp, readPemFile } from '../../../src/discovery/files.js';
-import { discoverK8sSecrets, secretItems } from '../../../src/discovery/k8s-secrets.js';
+import { discoverK8sSecrets, k8sSecretPlaces, secretItems } from '../../../src/discovery/k8s-secrets.js';
 import { discoveredExpiring } from '../../../src/inventory/expiry.js';
 import { placeName } from '../../../src/inventory/common.js';
 import { openStore } from '../../../src/inventory/open.js';
@@ -552,6 +552,11 @@ describe('Kubernetes TLS Secrets', () => {
       // The unnamed cluster's run judges the unnamed places alone.
       expect((await discoverSecrets(store, [web], forgetGone)).retired).toEqual(['k8s-secret:istio-system/cacerts/ca-cert.pem', 'k8s-secret:istio-system/cacerts/root-cert.pem']);
       expect(await places()).toEqual([each('k8s-secret')[2], ...each('k8s-secret@east').slice(0, 2), ...each('k8s-secret@west-1')]);
+      // A name that would run into the place's own ":" or "/" is no cluster name.
+      for (const bad of ['a:b', 'a/b', '']) expect(() => k8sSecretPlaces(bad), bad).toThrow(/not a cluster name for places/);
+      const before = await places();
+      await expect(discover(store, { k8sSecrets: { cluster: 'a:b', kubeconfig: '/nonexistent' }, files: [dir] })).rejects.toThrow(/not a cluster name/);
+      expect(await places()).toEqual(before); // refused before anything was read or written
       // The expiry reports name the cluster with the place.
       const expiring = new Set((await discoveredExpiring(store, new Date(), 365 * 86_400 * 100)).map((d) => d.where));
       expect(expiring.has('k8s-secret@west-1:web/tls')).toBe(true);
