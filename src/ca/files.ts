@@ -11,6 +11,9 @@ export const CA_FILES = {
   rootKey: 'root-key.pem',
 } as const;
 
+/** A root rotation's state (see rotate.ts): a directory holding it holds a CA, whatever else is missing. */
+export const ROTATION_FILE = 'rotation.json';
+
 export function caPath(dir: string, file: keyof typeof CA_FILES): string {
   return join(dir, CA_FILES[file]);
 }

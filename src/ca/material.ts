@@ -1,9 +1,10 @@
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
 import { issuerAndSubjectDer } from '../x509/names.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
-import { caPath } from './files.js';
+import { CA_FILES, caPath, ROTATION_FILE } from './files.js';
 import { keyProblem, signatureProblem } from '../x509/chain-algorithms.js';
 import { signedBy } from '../x509/verify-chain.js';
 
@@ -36,9 +37,13 @@ export interface CaMaterial {
   readonly notAfter: Date;
 }
 
-/** True when the directory has no CA files yet (so `ca.autoInit` may create them). */
+/**
+ * True when the directory has none of a CA's files yet (so `ca init` and `ca.autoInit` may create
+ * them). Any one of them, the root key or a rotation's state alone included, makes it a CA
+ * directory: one to load (and be told what is missing), never one to write a new CA over.
+ */
 export function isCaDirEmpty(dir: string): boolean {
-  return !existsSync(caPath(dir, 'cert')) && !existsSync(caPath(dir, 'key')) && !existsSync(caPath(dir, 'root'));
+  return (Object.keys(CA_FILES) as Array<keyof typeof CA_FILES>).every((f) => !existsSync(caPath(dir, f))) && !existsSync(join(dir, ROTATION_FILE));
 }
 
 /** Reads and validates a CA directory. Every problem is a ConfigError with a message saying what to fix. */

@@ -22,12 +22,12 @@ import { formatDuration, MAX_SPAN_SECONDS, MAX_SPAN_TEXT } from '../config/durat
 import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
-import { CA_FILES, caPath, writeFileAtomic, writePrivateKey } from './files.js';
+import { CA_FILES, caPath, ROTATION_FILE, writeFileAtomic, writePrivateKey } from './files.js';
 import { caSubjectName, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
 import { isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { signedBy } from '../x509/verify-chain.js';
 
-export const ROTATION_FILE = 'rotation.json';
+export { ROTATION_FILE };
 /** The new CA, staged by `start` (same layout as the CA directory). */
 export const NEXT_DIR = 'next';
 /** The old signing material, kept by `switch` until `finish` archives it. */

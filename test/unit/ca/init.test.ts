@@ -225,6 +225,9 @@ describe('initCaDir refusals', () => {
     ['refuses a directory holding only ca-cert.pem', 'ca-cert.pem'],
     ['refuses a directory holding only ca-key.pem', 'ca-key.pem'],
     ['refuses a directory holding only root-cert.pem', 'root-cert.pem'],
+    ['refuses a directory holding only cert-chain.pem', 'cert-chain.pem'],
+    ['refuses a directory holding only root-key.pem (the offline root key, never to be replaced)', 'root-key.pem'],
+    ['refuses a directory holding only a rotation\'s state', 'rotation.json'],
   ])('%s', async (_name, file) => {
     const dir = freshDir();
     mkdirSync(dir);

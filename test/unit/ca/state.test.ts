@@ -151,6 +151,18 @@ describe('loadCaState and the serving certificate\'s names', () => {
   });
 });
 
+describe('loadCaState with ca.autoInit and a directory holding part of a CA', () => {
+  it('creates no CA over a lone root key (or any other CA file): the directory is loaded and refused with what is missing', async () => {
+    for (const file of ['root-key.pem', 'cert-chain.pem', 'rotation.json']) {
+      const dir = join(base, `lone-${file}`);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, file), 'precious\n', { mode: 0o600 });
+      await expect(loadCaState(parseConfig({ dataDir: join(base, 'data-lone'), ca: { dir, autoInit: true } }), createLogger('silent')), file).rejects.toThrow(`CA directory ${dir} has no ca-cert.pem`);
+      expect(readFileSync(join(dir, file), 'utf8')).toBe('precious\n');
+    }
+  });
+});
+
 describe('loadCaState with ca.autoInit after an interrupted creation', () => {
   it('creates the CA again (the partial files were never used) and says so', async () => {
     const dir = join(base, 'interrupted');
