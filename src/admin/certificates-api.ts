@@ -151,13 +151,12 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
  * path, so the admin server can try its other routes.
  */
 export async function handleCertificatesApi(req: IncomingMessage, res: ServerResponse, store: InventoryStore, options: CertificatesApiOptions = {}): Promise<boolean> {
-  let url: URL;
-  try {
-    url = new URL(req.url ?? '/', 'http://localhost');
-  } catch {
-    return false;
-  }
-  const path = url.pathname;
+  // The path as sent, as the admin server's other routes read it: a URL parser would resolve
+  // "/healthz/../api/..." (or "%2e%2e", or "\\") to this API, past a proxy that guards only "/api/".
+  const target = req.url ?? '/';
+  const q = target.indexOf('?');
+  const path = q < 0 ? target : target.slice(0, q);
+  const search = new URLSearchParams(q < 0 ? '' : target.slice(q + 1));
   if (path !== CERTIFICATES_API_PATH && !path.startsWith(`${CERTIFICATES_API_PATH}/`)) return false;
 
   // HEAD is GET without the body (Node sends none for HEAD).
@@ -169,7 +168,7 @@ export async function handleCertificatesApi(req: IncomingMessage, res: ServerRes
   const now = options.now?.() ?? new Date();
   try {
     if (rest === '') {
-      const filter = filterFrom(queryParams(url.searchParams), now);
+      const filter = filterFrom(queryParams(search), now);
       const page = await store.list(filter);
       send(res, 200, { items: page.items.map(recordToJson), nextCursor: page.nextCursor });
       return true;

@@ -164,6 +164,27 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     await h.cleanup();
   });
 
+  /** A request whose path goes out exactly as written (fetch would resolve its dot segments first). */
+  const rawStatus = (path: string): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const u = new URL(base);
+      const req = http.request({ host: u.hostname, port: u.port, path }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+
+  it.skipIf(skip)('takes only its own path as sent: dot segments, their percent-encoding and backslashes elsewhere do not reach it (a proxy guarding only /api/ stays in front)', async () => {
+    for (const path of ['/healthz/../api/v1/certificates', '/healthz/%2e%2e/api/v1/certificates?limit=1', '/metrics\\..\\api\\v1\\certificates', '/api/v1/x/../certificates', '/api/v1/certificates/../certificates']) {
+      expect(await rawStatus(path), path).not.toBe(200);
+    }
+    expect(await rawStatus('/healthz/../api/v1/certificates')).toBe(418); // not this API's
+    expect(await rawStatus('/api/v1/certificates?limit=1')).toBe(200);
+    expect(await rawStatus('/api/v1/certificates/%2e%2e')).toBe(400); // a key, and not a serial
+  });
+
   it.skipIf(skip)('lists certificates as JSON with ISO dates, ordered by notAfter', async () => {
     const r = await request('/api/v1/certificates?limit=3');
     expect(r.status).toBe(200);
