@@ -2,6 +2,8 @@ import { z } from 'zod';
 import { MAX_SPAN_SECONDS, MAX_SPAN_TEXT, parseDurationSeconds } from './duration.js';
 import { globList, lifetimeDuration, policySchema } from '../policy/schema.js';
 import { canonicalSerial } from '../x509/serial-hex.js';
+import { isIP } from 'node:net';
+import { splitHostPort } from '../net/host-port.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 
 /**
@@ -441,7 +443,23 @@ export const configSchema = z.strictObject({
     };
     c.policy.rules.forEach((r, i) => check(r.deny === undefined ? r.issuer : undefined, ['policy', 'rules', i, 'issuer']));
     check(c.policy.default.deny === undefined ? c.policy.default.issuer : undefined, ['policy', 'default', 'issuer']);
+    // Refused here rather than by the second bind at start, which blames "another process".
+    const conflict = listenConflict(c.server.listen, c.admin.listen);
+    if (conflict) ctx.addIssue({ code: 'custom', path: ['admin', 'listen'], message: conflict });
   });
+
+/**
+ * Why the admin server could not listen beside the gRPC server (null when it can): one port on
+ * addresses that overlap (the same one, a wildcard, or a name that may resolve to the other).
+ */
+function listenConflict(server: string, admin: string): string | null {
+  const s = splitHostPort(server);
+  const a = splitHostPort(admin);
+  if (s.port === 0 || s.port !== a.port) return null;
+  const wildcard = (h: string): boolean => h === '0.0.0.0' || h === '::';
+  const overlap = s.host === a.host || wildcard(s.host) || wildcard(a.host) || isIP(s.host) === 0 || isIP(a.host) === 0;
+  return overlap ? `${admin} and server.listen ${server} are one port on overlapping addresses: the admin server needs a port of its own` : null;
+}
 
 export type MeshcertConfig = z.infer<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;

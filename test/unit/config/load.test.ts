@@ -230,6 +230,26 @@ describe('parseConfig refusals', () => {
     }
   });
 
+  it('refuses an admin.listen on the gRPC port of an overlapping address, which serve could not bind (it would blame "another process")', () => {
+    const refused: Array<[string, string]> = [
+      ['127.0.0.1:9402', '127.0.0.1:9402'],
+      ['0.0.0.0:15012', '127.0.0.1:15012'],
+      ['[::]:15012', '0.0.0.0:15012'],
+      [':15012', '127.0.0.1:15012'],
+      ['localhost:9000', '127.0.0.1:9000'],
+    ];
+    for (const [server, admin] of refused) {
+      const lines = configError(() => parse({ server: { listen: server }, admin: { listen: admin } })).message.split('\n').slice(1);
+      expect(lines, `${server} ${admin}`).toEqual([`  - admin.listen: ${admin} and server.listen ${server} are one port on overlapping addresses: the admin server needs a port of its own`]);
+    }
+    // Apart: another port, two addresses of their own, or ports picked at bind time.
+    for (const [server, admin] of [['0.0.0.0:15012', '127.0.0.1:9402'], ['10.0.0.5:9000', '127.0.0.1:9000'], ['127.0.0.1:0', '127.0.0.1:0']]) {
+      expect(parse({ server: { listen: server }, admin: { listen: admin } }).admin.listen).toBe(admin);
+    }
+    // The environment's values are checked too.
+    expect(() => parseConfig({}, { MESHCERT_ADMIN_LISTEN: '0.0.0.0:15012' })).toThrow(/admin\.listen: 0\.0\.0\.0:15012 and server\.listen 0\.0\.0\.0:15012 are one port/);
+  });
+
   it('names the source in the message', () => {
     expect(() => parseConfig({ bogus: 1 } as ConfigInput, {}, '/etc/meshcert.yaml')).toThrow(/^invalid configuration in \/etc\/meshcert\.yaml:/);
   });
