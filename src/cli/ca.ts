@@ -62,7 +62,12 @@ export async function caCommand(argv: string[]): Promise<number> {
   if (sub === 'renew-intermediate') {
     const { values: v } = parse(rest, { dir: { type: 'string' }, lifetime: { type: 'string' }, 'key-type': { type: 'string' } });
     if (!v.dir) throw new UsageError('ca renew-intermediate needs --dir');
-    const r = await renewIntermediate({ dir: resolve(v.dir), lifetimeMs: durationMs(v.lifetime, '--lifetime'), keyType: keyTypeOption(v['key-type']) });
+    const lifetimeMs = durationMs(v.lifetime, '--lifetime');
+    // A bare number is seconds, as everywhere: "--lifetime 365" would install a six-minute CA.
+    if (lifetimeMs !== undefined && lifetimeMs < MIN_INTERMEDIATE_LIFETIME_MS) {
+      throw new UsageError(`--lifetime ${v.lifetime}: an intermediate must last at least 1d (a bare number is seconds${/^\d+$/.test(v.lifetime!.trim()) ? `: did you mean ${v.lifetime!.trim()}d?` : ''})`);
+    }
+    const r = await renewIntermediate({ dir: resolve(v.dir), lifetimeMs, keyType: keyTypeOption(v['key-type']) });
     for (const m of r.messages) console.log(m);
     for (const w of r.warnings) console.error(`warning: ${w}`);
     return 0;
@@ -148,6 +153,9 @@ function report(r: StepResult): number {
   for (const w of r.warnings) console.error(`warning: ${w}`);
   return 0;
 }
+
+/** The shortest intermediate `renew-intermediate` makes: its leaves (24h by default) end with it. */
+const MIN_INTERMEDIATE_LIFETIME_MS = 86_400_000;
 
 function durationMs(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
