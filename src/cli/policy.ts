@@ -70,6 +70,8 @@ export interface PolicyExplainOutput {
    * Undefined when not checked (nothing to check, or the CA could not be loaded: see warnings).
    */
   caRefusal?: string | null;
+  /** Why authentication refuses the caller before the policy (AUTH_INVALID): a cluster the CA does not serve. */
+  clusterRefusal?: string;
   /** The certificate's SANs when allowed: the SPIFFE ID and the extra ones. */
   sans: { uris: string[]; dnsNames: string[]; ipAddresses: string[] } | null;
   trace: RuleEvaluation[];
@@ -145,8 +147,11 @@ export async function policyCommand(argv: string[]): Promise<number> {
     return 3;
   }
   const policy = config.policy;
-  // As serve decides it: an empty clusterid is the default cluster, or the only one configured.
-  const cluster = v.cluster ?? effectiveDefaultCluster(config, servedClusterNames(config));
+  // As serve decides it: an empty clusterid is the default cluster, or the only one configured;
+  // one it does not serve is refused at authentication, before any rule is read.
+  const served = servedClusterNames(config);
+  const cluster = v.cluster || effectiveDefaultCluster(config, served);
+  const clusterRefusal = v.cluster && !served.includes(v.cluster) ? `unknown cluster "${v.cluster}" in the clusterid header (this CA serves ${served.length > 0 ? served.map((c) => `"${c}"`).join(', ') : 'none'})` : undefined;
   const clusterTd = config.auth.clusters.find((c) => c.name === cluster)?.trustDomain;
   // The trust domain the caller authenticates in, which the rules judge (serve does not take it
   // from the CSR: a CSR may only ask for the caller's identity or an alias of it).
@@ -202,11 +207,12 @@ export async function policyCommand(argv: string[]): Promise<number> {
       ipAddresses: [...request.ipAddresses],
       emails: [...request.emails],
     },
-    allowed: decision.allowed && !caRefusal,
+    allowed: decision.allowed && !caRefusal && !clusterRefusal,
     rule: decision.rule,
     decision,
     ...(caRefusal !== undefined ? { caRefusal } : {}),
-    sans: decision.allowed && !caRefusal ? { uris: [identity], dnsNames: decision.dnsNames, ipAddresses: decision.ipAddresses } : null,
+    ...(clusterRefusal !== undefined ? { clusterRefusal } : {}),
+    sans: decision.allowed && !caRefusal && !clusterRefusal ? { uris: [identity], dnsNames: decision.dnsNames, ipAddresses: decision.ipAddresses } : null,
     trace: evaluated,
     warnings,
   };
@@ -291,7 +297,9 @@ function printText(o: PolicyExplainOutput): void {
     `rule:      ${o.rule}`,
   ];
   const d = o.decision;
-  if (d.allowed && o.caRefusal) {
+  if (o.clusterRefusal) {
+    lines.push(`decision:  deny (AUTH_INVALID): ${o.clusterRefusal}; the server refuses the caller before the policy (which would ${d.allowed ? 'allow' : `deny: ${d.reason}`})`);
+  } else if (d.allowed && o.caRefusal) {
     lines.push(`decision:  deny (CSR_FORBIDDEN_EXTENSION): the policy allows it, but the signing CA "${d.issuer}" cannot certify its names: ${o.caRefusal}`);
   } else if (d.allowed) {
     const sans = [...o.sans!.uris.map((u) => `URI:${u}`), ...d.dnsNames.map((n) => `DNS:${n}`), ...d.ipAddresses.map((a) => `IP:${a}`)];

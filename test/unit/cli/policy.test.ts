@@ -231,6 +231,19 @@ describe('meshcert policy explain --json', () => {
     expect(out.request).toMatchObject({ cluster: 'east', trustDomain: 'east.example', impersonated: true });
   });
 
+  it('denies a --cluster the CA does not serve, as authentication does before any rule (AUTH_INVALID), and takes an empty one as the default', async () => {
+    const { code, out } = await runJson(['--ns', 'a', '--sa', 'b', '--cluster', 'nope']);
+    expect(code).toBe(1);
+    expect(out).toMatchObject({ allowed: false, sans: null, decision: { allowed: true }, clusterRefusal: expect.stringMatching(/^unknown cluster "nope" in the clusterid header \(this CA serves "[^"]+"(, "[^"]+")*\)$/) });
+    log.mockClear();
+    expect(await policyCommand(['explain', '--config', config, '--ns', 'a', '--sa', 'b', '--cluster', 'nope'])).toBe(1);
+    expect(stdout()).toMatch(/decision: {2}deny \(AUTH_INVALID\): unknown cluster "nope" .*; the server refuses the caller before the policy \(which would allow\)/);
+    log.mockClear();
+    const empty = await runJson(['--ns', 'a', '--sa', 'b', '--cluster', '']);
+    expect(empty.code).toBe(0);
+    expect(empty.out).not.toHaveProperty('clusterRefusal');
+  });
+
   it('judges a caller with a client certificate with --client-certificate, as serve does', async () => {
     const renewals = `    - name: vm-renewals
       match: { authenticatedBy: client-certificate, namespaces: ["vm-*"] }
