@@ -8,6 +8,7 @@ import { writeFileAtomic, writePrivateKey } from '../ca/files.js';
 import { serialHex } from '../x509/serial-hex.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
 import { workloadSpiffeId } from '../x509/spiffe-id.js';
+import { parseHostPort } from '../net/host-port.js';
 import { parse, UsageError } from './args.js';
 
 export const REQUEST_USAGE = `meshcert request --ns NAMESPACE --sa SERVICE_ACCOUNT [options]
@@ -43,6 +44,11 @@ export async function requestCommand(argv: string[]): Promise<number> {
   });
   if (!v.ns || !v.sa) throw new UsageError('request needs --ns and --sa');
   if (!['rsa2048', 'ec256', 'ec384'].includes(v.key!)) throw new UsageError('--key must be rsa2048, ec256 or ec384');
+  try {
+    parseHostPort(v.address!);
+  } catch (e) {
+    throw new UsageError(`--address: ${(e as Error).message}`);
+  }
   let ttl: number;
   try {
     ttl = parseDurationArg(v.ttl!);

@@ -253,6 +253,11 @@ describe('the meshcert CLI, as a user runs it', () => {
   it('unknown commands and flags are usage errors (exit 2)', async () => {
     expect((await runCli(['frobnicate'])).code).toBe(2);
     expect((await runCli(['request', '--bogus'])).code).toBe(2);
+    for (const [address, why] of [['127.0.0.1:99999', '"127.0.0.1:99999": port must be 1-65535'], ['localhost', '"localhost" is not host:port (use [addr]:port for IPv6)']]) {
+      const bad = await runCli(['request', '--ns', 'a', '--sa', 'b', '--address', address!]);
+      expect(bad.code, bad.stderr).toBe(2);
+      expect(bad.stderr.trim()).toBe(`meshcert: --address: ${why}`);
+    }
     // The root is read (not yet checked) before the token: any readable file will do here.
     const noToken = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', configFile, '--token-file', join(dir, 'missing-token')]);
     expect(noToken.code).toBe(2);
