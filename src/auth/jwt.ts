@@ -4,7 +4,7 @@
  *
  * Transport-neutral: it only sees the raw bearer token of an AuthRequest.
  */
-import { readFileSync } from 'node:fs';
+import { MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
 import type { CompactJWSHeaderParameters, CryptoKey, FlattenedJWSInput, JSONWebKeySet, JWTPayload } from 'jose';
 import { CaError, SigningKeyPendingError } from '../errors/ca-error.js';
@@ -151,7 +151,7 @@ export class FileJwks implements KeySource {
   private static load(path: string): { set: ReturnType<typeof createLocalJWKSet>; json: string } {
     let doc: unknown;
     try {
-      doc = JSON.parse(readFileSync(path, 'utf8'));
+      doc = JSON.parse(readTextFile(path, MAX_PEM_BYTES));
     } catch (err) {
       throw new Error(`jwksFile ${path}: cannot read JSON: ${(err as Error).message}`, { cause: err });
     }

@@ -14,7 +14,8 @@
  *   kubectl -n istio-system get secret istio-ca-secret -o jsonpath='{.data.ca-cert\.pem}' | base64 -d > ca-cert.pem
  */
 import { createPrivateKey, type KeyObject, type X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
@@ -127,7 +128,12 @@ export function importIstiod(o: ImportIstiodOptions): ImportIstiodResult {
 function readSource(from: string, file: keyof typeof CA_FILES): string | undefined {
   const path = caPath(from, file);
   if (!existsSync(path)) return undefined;
-  const text = readFileSync(path, 'utf8');
+  let text: string;
+  try {
+    text = readTextFile(path, MAX_PEM_BYTES);
+  } catch (e) {
+    throw new ConfigError(`cannot read ${path}: ${readProblem(e)}`);
+  }
   if (text.trim() === '') return undefined;
   if (!text.includes('-----BEGIN')) {
     const decoded = /^[A-Za-z0-9+/=\s]+$/.test(text) ? Buffer.from(text, 'base64').toString('utf8') : '';

@@ -1,7 +1,8 @@
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
+import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { issuerAndSubjectDer } from '../x509/names.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { CA_FILES, caPath, ROTATION_FILE } from './files.js';
@@ -54,7 +55,11 @@ export function loadCaDir(dir: string, now: Date = new Date()): CaMaterial {
       if (required) throw new ConfigError(`CA directory ${dir} has no ${path.split('/').pop()} (expected Istio's cacerts layout: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)`);
       return undefined;
     }
-    return readFileSync(path, 'utf8');
+    try {
+      return readTextFile(path, MAX_PEM_BYTES);
+    } catch (e) {
+      throw new ConfigError(`CA directory ${dir}: cannot read ${path.split('/').pop()}: ${readProblem(e)}`);
+    }
   };
   const certPem = read('cert', true)!;
   const keyPem = read('key', true)!;

@@ -21,6 +21,7 @@ import { z } from 'zod';
 import { formatDuration, MAX_SPAN_SECONDS, MAX_SPAN_TEXT } from '../config/duration.js';
 import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
+import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { CA_FILES, caPath, ROTATION_FILE, writeFileAtomic, writePrivateKey } from './files.js';
 import { caSubjectName, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
@@ -101,9 +102,15 @@ export function rotationFile(dir: string): string {
 export function readRotationState(dir: string): RotationState | undefined {
   const path = rotationFile(dir);
   if (!existsSync(path)) return undefined;
+  let text: string;
+  try {
+    text = readTextFile(path, MAX_PEM_BYTES);
+  } catch (e) {
+    throw new ConfigError(`cannot read ${path}: ${readProblem(e)}`);
+  }
   let raw: unknown;
   try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
+    raw = JSON.parse(text);
   } catch {
     throw new ConfigError(`${path} is not valid JSON; it records the CA rotation in progress: restore it or inspect the directory by hand`);
   }
@@ -154,7 +161,12 @@ export function readLayout(dir: string): Layout {
   const out: Layout = {};
   for (const f of Object.keys(CA_FILES) as LayoutFile[]) {
     const p = caPath(dir, f);
-    if (existsSync(p)) out[f] = readFileSync(p, 'utf8');
+    if (!existsSync(p)) continue;
+    try {
+      out[f] = readTextFile(p, MAX_PEM_BYTES);
+    } catch (e) {
+      throw new ConfigError(`cannot read ${p}: ${readProblem(e)}`);
+    }
   }
   return out;
 }
@@ -255,7 +267,7 @@ function pem(c: x509.X509Certificate): string {
 function readCert(path: string): X509Certificate | undefined {
   if (!existsSync(path)) return undefined;
   try {
-    const certs = parsePemBundle(readFileSync(path, 'utf8'));
+    const certs = parsePemBundle(readTextFile(path, MAX_PEM_BYTES));
     return certs.length === 1 ? certs[0] : undefined;
   } catch {
     return undefined;

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { isIP } from 'node:net';
 import { formatDuration, parseDurationArg } from '../config/duration.js';
 import { parseCsrPem } from '../csr/parse.js';
@@ -261,9 +261,9 @@ function splitList(values: string[] | undefined): string[] {
 function readCsr(file: string): ParsedCsr {
   let pem: string;
   try {
-    pem = readFileSync(file, 'utf8');
+    pem = readTextFile(file, MAX_PEM_BYTES);
   } catch (e) {
-    throw new UsageError(`cannot read the CSR ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw new UsageError(`cannot read the CSR ${file}: ${readProblem(e)}`);
   }
   try {
     return parseCsrPem(pem);

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CaClient, statusName } from '../client/ca-client.js';
 import { buildWorkloadCsr, type WorkloadKeyType } from '../client/workload-csr.js';
@@ -9,6 +9,7 @@ import { serialHex } from '../x509/serial-hex.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
 import { workloadSpiffeId } from '../x509/spiffe-id.js';
 import { parseHostPort } from '../net/host-port.js';
+import { MAX_PEM_BYTES, MAX_TOKEN_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { parse, UsageError } from './args.js';
 
 export const REQUEST_USAGE = `meshcert request --ns NAMESPACE --sa SERVICE_ACCOUNT [options]
@@ -59,9 +60,9 @@ export async function requestCommand(argv: string[]): Promise<number> {
   const rootFile = v['ca-root'] ?? join(dataDir, 'ca', 'root-cert.pem');
   let rootPem: string;
   try {
-    rootPem = readFileSync(rootFile, 'utf8');
-  } catch {
-    throw new UsageError(`cannot read the root certificate ${rootFile}: pass --ca-root or start "meshcert serve --dev" first`);
+    rootPem = readTextFile(rootFile, MAX_PEM_BYTES);
+  } catch (e) {
+    throw new UsageError(`cannot read the root certificate ${rootFile} (${readProblem(e)}): pass --ca-root or start "meshcert serve --dev" first`);
   }
   let spiffeId: string;
   try {
@@ -122,9 +123,9 @@ export async function requestCommand(argv: string[]): Promise<number> {
 /** A bad --token-file is the caller's to fix, like a bad --ca-root: said as such, exit 2. */
 function readTokenFile(path: string): string {
   try {
-    return readFileSync(path, 'utf8').trim();
+    return readTextFile(path, MAX_TOKEN_BYTES).trim();
   } catch (e) {
-    throw new UsageError(`cannot read the token file ${path}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw new UsageError(`cannot read the token file ${path}: ${readProblem(e)}`);
   }
 }
 

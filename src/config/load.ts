@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors/ca-error.js';
+import { MAX_CONFIG_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { parseLifetimeSeconds } from '../policy/schema.js';
 import { configSchema, type ConfigInput, type MeshcertConfig } from './schema.js';
 
@@ -28,9 +28,9 @@ export interface LoadedConfig {
 export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readTextFile(path, MAX_CONFIG_BYTES);
   } catch (e) {
-    throw new ConfigError(`cannot read config file ${path}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw new ConfigError(`cannot read config file ${path}: ${readProblem(e)}`);
   }
   const doc = parseDocument(text, { uniqueKeys: true });
   // Warnings too: an unknown tag (`!env X`) would otherwise become the plain string "X".

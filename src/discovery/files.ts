@@ -30,14 +30,15 @@
  * still reported as an error.
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { closeSync, constants, existsSync, fstatSync, openSync, readdirSync, readSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { readElement, TAG_SEQUENCE } from '../x509/der.js';
 import { pemBlocks } from '../x509/pem.js';
+import { FileReadError, MAX_CERT_FILE_BYTES, readProblem, readRegularFile } from '../fs/read-file.js';
 import type { DiscoveredItem } from './types.js';
 
 const EXTENSIONS = /\.(pem|crt|cer|der)$/i;
-export const MAX_FILE_BYTES = 10 * 1024 * 1024;
+export const MAX_FILE_BYTES = MAX_CERT_FILE_BYTES;
 const PEM_BEGIN = /-----BEGIN [A-Z0-9 #]+-----/g;
 const PKCS7_LABELS = new Set(['PKCS7', 'PKCS #7 SIGNED DATA']);
 
@@ -142,56 +143,6 @@ export function expandFileArg(arg: string): { files: string[]; error?: Discovere
   return { files: [abs] };
 }
 
-function notRegular(st: Stats): string {
-  const what = st.isFIFO()
-    ? 'a named pipe'
-    : st.isCharacterDevice()
-      ? 'a character device'
-      : st.isBlockDevice()
-        ? 'a block device'
-        : st.isSocket()
-          ? 'a socket'
-          : st.isDirectory()
-            ? 'a directory'
-            : 'a special file';
-  return `not a regular file (${what})`;
-}
-
-/**
- * A regular file's bytes, read through one descriptor and never more than `maxBytes` + 1 (the
- * extra byte tells "too large" apart from "exactly at the limit", whatever `st_size` says).
- * Anything but a regular file (after following symlinks) is refused before it is opened; the
- * descriptor is checked again (the path may have been replaced meanwhile), and opened
- * non-blocking so that even then a named pipe cannot block the process.
- */
-function readRegularFile(path: string, maxBytes: number): { buf: Buffer } | { error: string } {
-  const st = statSync(path);
-  if (!st.isFile()) return { error: notRegular(st) };
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-  try {
-    const fst = fstatSync(fd);
-    if (!fst.isFile()) return { error: notRegular(fst) };
-    const cap = maxBytes + 1;
-    let buf = Buffer.allocUnsafe(Math.min(cap, Math.max(fst.size + 1, 64 * 1024)));
-    let total = 0;
-    for (;;) {
-      if (total === buf.length) {
-        if (total >= cap) break;
-        const bigger = Buffer.allocUnsafe(Math.min(cap, buf.length * 2));
-        buf.copy(bigger, 0, 0, total);
-        buf = bigger;
-      }
-      const n = readSync(fd, buf, total, buf.length - total, null);
-      if (n === 0) break;
-      total += n;
-    }
-    if (total > maxBytes) return { error: `larger than ${maxBytes} bytes: not a certificate file` };
-    return { buf: buf.subarray(0, total) };
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /**
  * The certificate a DER encoding starts with: its first SEQUENCE only (what follows is not read),
  * or, with `whole`, the encoding that is exactly one certificate and nothing after it.
@@ -245,11 +196,10 @@ export function readPemFile(path: string, options: ReadFileOptions = {}): Discov
   const fail = (error: string, certificates: X509Certificate[] = []): DiscoveredItem => ({ kind: 'file', target: path, source, status: 'error', error, certificates });
   let buf: Buffer;
   try {
-    const r = readRegularFile(path, options.maxBytes ?? MAX_FILE_BYTES);
-    if ('error' in r) return fail(r.error);
-    buf = r.buf;
+    buf = readRegularFile(path, options.maxBytes ?? MAX_FILE_BYTES);
   } catch (e) {
-    return fail(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    if (e instanceof FileReadError) return fail(e.code === 'ETOOLARGE' ? `${e.message}: not a certificate file` : e.message);
+    return fail(`cannot read: ${readProblem(e)}`);
   }
   const text = buf.toString('latin1');
   const certs: X509Certificate[] = [];

@@ -20,7 +20,8 @@
  * leaves them out).
  */
 import type { X509Certificate } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
 import { caPath } from '../ca/files.js';
 import { parsePemBundle } from '../x509/pem.js';
 import { placeName } from './common.js';
@@ -98,7 +99,7 @@ export function readCaCertificates(caDir: string, issuer: string, servingCertFil
   const read = (path: string, what: string): X509Certificate[] => {
     if (!existsSync(path)) return [];
     try {
-      return parsePemBundle(readFileSync(path, 'utf8'));
+      return parsePemBundle(readTextFile(path, MAX_PEM_BYTES));
     } catch (e) {
       problems.push(`${what} ${path}: ${(e as Error).message}`);
       return [];

@@ -1,5 +1,6 @@
 import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
-import { readFileSync, unwatchFile, watchFile } from 'node:fs';
+import { unwatchFile, watchFile } from 'node:fs';
+import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { LocalIssuer } from '../issuer/local.js';
 import type { Logger } from '../log/logger.js';
@@ -151,10 +152,10 @@ export function loadServingFiles(certFile: string, keyFile: string): ServingMate
   let certPem: string;
   let keyPem: string;
   try {
-    certPem = readFileSync(certFile, 'utf8');
-    keyPem = readFileSync(keyFile, 'utf8');
+    certPem = readTextFile(certFile, MAX_PEM_BYTES);
+    keyPem = readTextFile(keyFile, MAX_PEM_BYTES);
   } catch (e) {
-    throw new ConfigError(`cannot read the serving certificate or key (server.tls.certFile/keyFile): ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw new ConfigError(`cannot read the serving certificate or key (server.tls.certFile/keyFile): ${readProblem(e)}`);
   }
   let leaf: X509Certificate;
   try {

@@ -268,6 +268,27 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(devless.stderr.trim()).toMatch(/^meshcert: no token: pass --token or --token-file \(no dev token issuer under .* to mint one: "meshcert serve --dev" creates it\)$/);
   });
 
+  it('refuses a device, a named pipe or an oversized file where a file is named, at once, with what it is', async () => {
+    const fifoDir = join(dir, 'fifo-ca');
+    await initCaDir({ dir: fifoDir });
+    rmSync(join(fifoDir, 'ca-key.pem'));
+    execFileSync('mkfifo', [join(fifoDir, 'ca-key.pem')]);
+    const big = join(dir, 'big.yaml');
+    writeFileSync(big, `# ${'x'.repeat(5 * 1024 * 1024)}\n`);
+    const cases: Array<[string[], number, string]> = [
+      [['config', 'check', '/dev/zero'], 1, 'cannot read config file /dev/zero: not a regular file (a character device)'],
+      [['config', 'check', big], 1, `cannot read config file ${big}: larger than 4194304 bytes`],
+      [['ca', 'check', '--dir', fifoDir], 1, `cannot read ca-key.pem: not a regular file (a named pipe)`],
+      [['request', '--ns', 'a', '--sa', 'b', '--ca-root', configFile, '--token-file', '/dev/zero'], 2, 'cannot read the token file /dev/zero: not a regular file (a character device)'],
+      [['request', '--ns', 'a', '--sa', 'b', '--ca-root', '/dev/zero', '--token', 't'], 2, 'cannot read the root certificate /dev/zero (not a regular file (a character device))'],
+    ];
+    for (const [args, code, message] of cases) {
+      const r = await runCli(args, { timeoutMs: 20_000 });
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(code);
+      expect(r.stderr).toContain(message);
+    }
+  });
+
   it('each command answers --help with its own usage (exit 0), as does "help COMMAND"', async () => {
     for (const [cmd, first] of [['serve', 'meshcert serve --config FILE'], ['request', 'meshcert request --ns'], ['discover', 'meshcert discover'], ['certs', 'meshcert certs list'], ['ca', 'meshcert ca init'], ['policy', 'meshcert policy explain']]) {
       const r = await runCli([cmd!, '--help']);

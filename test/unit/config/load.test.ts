@@ -473,7 +473,7 @@ policy:
   });
 
   it('reports a directory given as the file', () => {
-    expect(() => loadConfigFile(dir, {})).toThrow(/cannot read config file .*: EISDIR/);
+    expect(() => loadConfigFile(dir, {})).toThrow(/cannot read config file .*: not a regular file \(a directory\)$/);
   });
 });
 
