@@ -11,7 +11,7 @@ import { trustDomainProblem } from '../x509/spiffe-id.js';
  * Durations are strings ("24h") turned into seconds here, so the rest of the code sees numbers.
  */
 const duration = z
-  .union([z.string(), z.number()])
+  .union([z.string(), z.number()], { error: 'expected a duration such as "90s", "15m", "24h" or "90d", or a finite number of seconds' })
   .transform((v, ctx) => {
     try {
       return parseDurationSeconds(v);
@@ -148,7 +148,7 @@ export const configSchema = z.strictObject({
           keyFile: z.string().optional(),
           /** Otherwise meshcert issues its own serving certificate for these names, and renews it. */
           dnsNames: z.array(z.string().min(1)).default(['localhost']),
-          ipAddresses: z.array(z.union([z.ipv4(), z.ipv6()])).default(['127.0.0.1', '::1']),
+          ipAddresses: z.array(z.union([z.ipv4(), z.ipv6()], { error: 'expected an IPv4 or IPv6 address' })).default(['127.0.0.1', '::1']),
           /** At least an hour: a shorter one is renewed over and over. */
           lifetime: span(3600, '1h').prefault('720h'),
           /** Renew when less than this fraction of the lifetime is left. */
@@ -199,7 +199,7 @@ export const configSchema = z.strictObject({
        * the process may use (its cgroup CPU limit, rounded up, included: runtime/cpus.ts);
        * 1 serves from the main process.
        */
-      workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)]).default('auto'),
+      workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)], { error: 'expected "auto" or a whole number from 1 to 64' }).default('auto'),
       /**
        * V8 old-space limit of each worker process, MB (0: Node's default). The live set of a worker
        * is small; without a limit V8 grows the heap under sustained load (RSS 250+ MB per worker),
@@ -225,7 +225,7 @@ export const configSchema = z.strictObject({
        * the default 192), or 64 when the heap has no limit. V8 may use less when it is close to
        * workerHeapMb.
        */
-      workerInitialHeapMb: z.union([z.literal('auto'), z.number().int().min(0).max(16_384)]).default('auto'),
+      workerInitialHeapMb: z.union([z.literal('auto'), z.number().int().min(0).max(16_384)], { error: 'expected "auto" or a whole number of MiB from 0 to 16384' }).default('auto'),
     })
     .refine((s) => s.workerHeapMb === 0 || s.workerInitialHeapMb === 'auto' || s.workerInitialHeapMb <= s.workerHeapMb, {
       message: 'server.workerInitialHeapMb must not exceed server.workerHeapMb',

@@ -250,6 +250,16 @@ describe('parseConfig refusals', () => {
     expect(() => parseConfig({}, { MESHCERT_ADMIN_LISTEN: '0.0.0.0:15012' })).toThrow(/admin\.listen: 0\.0\.0\.0:15012 and server\.listen 0\.0\.0\.0:15012 are one port/);
   });
 
+  it('says what a value of two shapes expects, not "Invalid input"', () => {
+    const bad: Array<[Record<string, unknown>, string]> = [
+      [{ workers: 1.5 }, '  - server.workers: expected "auto" or a whole number from 1 to 64'],
+      [{ shutdownGrace: Infinity }, '  - server.shutdownGrace: expected a duration such as "90s", "15m", "24h" or "90d", or a finite number of seconds'],
+      [{ workerInitialHeapMb: 2.5 }, '  - server.workerInitialHeapMb: expected "auto" or a whole number of MiB from 0 to 16384'],
+      [{ tls: { ipAddresses: ['nope'] } }, '  - server.tls.ipAddresses.0: expected an IPv4 or IPv6 address'],
+    ];
+    for (const [server, line] of bad) expect(configError(() => parse({ server })).message.split('\n').slice(1), JSON.stringify(server)).toEqual([line]);
+  });
+
   it('names the source in the message', () => {
     expect(() => parseConfig({ bogus: 1 } as ConfigInput, {}, '/etc/meshcert.yaml')).toThrow(/^invalid configuration in \/etc\/meshcert\.yaml:/);
   });
