@@ -1,5 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { beginCaCreation, caPath, endCaCreation, recoverInterruptedCreation, writeFileAtomic, writePrivateKey } from './files.js';
@@ -23,6 +23,7 @@ export interface CaInitOptions {
  * can be renewed later; production users should move it offline.
  */
 export async function initCaDir(o: CaInitOptions): Promise<CaMaterial> {
+  if (existsSync(o.dir) && !statSync(o.dir).isDirectory()) throw new ConfigError(`${o.dir} exists and is not a directory: give the CA a directory of its own`);
   recoverInterruptedCreation(o.dir);
   if (!isCaDirEmpty(o.dir)) throw new ConfigError(`CA directory ${o.dir} already holds a CA; refusing to overwrite it`);
   const keyType = o.keyType ?? 'ec256';

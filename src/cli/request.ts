@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CaClient, statusName } from '../client/ca-client.js';
 import { buildWorkloadCsr, type WorkloadKeyType } from '../client/workload-csr.js';
@@ -56,6 +56,8 @@ export async function requestCommand(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError(`--ttl: ${(e as Error).message}`);
   }
+  // Checked before asking: a certificate issued but not written loses its key.
+  if (v.out !== undefined && existsSync(v.out) && !statSync(v.out).isDirectory()) throw new UsageError(`--out ${v.out} exists and is not a directory`);
   const dataDir = resolve(v['data-dir']!);
   const rootFile = v['ca-root'] ?? join(dataDir, 'ca', 'root-cert.pem');
   let rootPem: string;

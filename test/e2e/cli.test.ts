@@ -268,7 +268,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(devless.stderr.trim()).toMatch(/^meshcert: no token: pass --token or --token-file \(no dev token issuer under .* to mint one: "meshcert serve --dev" creates it\)$/);
   });
 
-  it('refuses a device, a named pipe or an oversized file where a file is named, at once, with what it is', async () => {
+  it('refuses a device, a named pipe or an oversized file where a file is named (and a file where a directory is), at once, with what it is', async () => {
     const fifoDir = join(dir, 'fifo-ca');
     await initCaDir({ dir: fifoDir });
     rmSync(join(fifoDir, 'ca-key.pem'));
@@ -282,6 +282,9 @@ describe('the meshcert CLI, as a user runs it', () => {
       [['request', '--ns', 'a', '--sa', 'b', '--ca-root', configFile, '--token-file', '/dev/zero'], 2, 'cannot read the token file /dev/zero: not a regular file (a character device)'],
       [['request', '--ns', 'a', '--sa', 'b', '--ca-root', '/dev/zero', '--token', 't'], 2, 'cannot read the root certificate /dev/zero (not a regular file (a character device))'],
     ];
+    // A file where a directory is wanted.
+    cases.push([['ca', 'init', '--dir', big], 1, `${big} exists and is not a directory: give the CA a directory of its own`]);
+    cases.push([['request', '--ns', 'a', '--sa', 'b', '--out', big, '--token', 't'], 2, `--out ${big} exists and is not a directory`]);
     for (const [args, code, message] of cases) {
       const r = await runCli(args, { timeoutMs: 20_000 });
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(code);
