@@ -82,7 +82,8 @@ export async function requestCommand(argv: string[]): Promise<number> {
     chain = await client.createCertificate({ csrPem: csr.csrPem, validitySeconds: ttl, token, clusterId: v.cluster! });
   } catch (e) {
     const err = e as { code?: number; details?: string };
-    console.error(`refused: ${statusName(err.code ?? 2)}: ${err.details ?? String(e)}`);
+    // grpc-js appends its resolver's notes to a connection failure: not the user's to read.
+    console.error(`refused: ${statusName(err.code ?? 2)}: ${(err.details ?? String(e)).replace(/\s*Resolution note:[\s\S]*$/, '')}`);
     return 1;
   } finally {
     client.close();

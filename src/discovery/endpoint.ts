@@ -74,8 +74,10 @@ export function discoverEndpoint(hostPort: string, options: { timeoutMs?: number
         finish(fail(`cannot read the presented chain: ${(e as Error).message}`));
       }
     });
-    socket.once('error', (err: NodeJS.ErrnoException) => {
-      finish(fail(err.code === 'ECONNREFUSED' ? 'connection refused' : err.code ? `${err.code}: ${err.message}` : err.message));
+    socket.once('error', (err: NodeJS.ErrnoException & { reason?: string }) => {
+      // OpenSSL's errors carry its source file and line in the message: its reason is what matters.
+      const text = typeof err.reason === 'string' && err.reason !== '' ? err.reason : err.message;
+      finish(fail(err.code === 'ECONNREFUSED' ? 'connection refused' : err.code ? `${err.code}: ${text}` : text));
     });
     socket.once('close', () => finish(fail('connection closed before the TLS handshake completed')));
   });

@@ -13,6 +13,7 @@ import { openStore } from '../../src/inventory/open.js';
 import { makeRecord } from '../unit/inventory/fixtures.js';
 import { killIfRunning, ROOT, runCli, startServe, type ServerProcess } from '../support/cli.js';
 import { nameConstraints, writeConstrainedCaDir } from '../support/constrained-ca.js';
+import { freePort } from '../support/postgres.js';
 import { mintToken, openssl, TEST_ISSUER, writeTestJwks } from '../support/harness.js';
 
 describe('the meshcert CLI, as a user runs it', () => {
@@ -253,6 +254,13 @@ describe('the meshcert CLI, as a user runs it', () => {
   it('unknown commands and flags are usage errors (exit 2)', async () => {
     expect((await runCli(['frobnicate'])).code).toBe(2);
     expect((await runCli(['request', '--bogus'])).code).toBe(2);
+    // Nothing listening: a refusal (exit 1) saying so, without grpc-js's resolver notes.
+    const requestCa = join(dir, 'request-ca');
+    if (!existsSync(requestCa)) await initCaDir({ dir: requestCa });
+    const closed = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', join(requestCa, 'root-cert.pem'), '--token', 't', '--address', `127.0.0.1:${await freePort()}`]);
+    expect(closed.code).toBe(1);
+    expect(closed.stderr).toMatch(/^refused: UNAVAILABLE: .*ECONNREFUSED/);
+    expect(closed.stderr).not.toMatch(/Resolution note/);
     for (const [address, why] of [['127.0.0.1:99999', '"127.0.0.1:99999": port must be 1-65535'], ['localhost', '"localhost" is not host:port (use [addr]:port for IPv6)']]) {
       const bad = await runCli(['request', '--ns', 'a', '--sa', 'b', '--address', address!]);
       expect(bad.code, bad.stderr).toBe(2);

@@ -229,7 +229,7 @@ describe('TLS endpoints', () => {
     expect(fps.slice(0, 2)).toEqual([chain.leaf.cert.fingerprint256, chain.intermediate.cert.fingerprint256]);
   });
 
-  it('reports a closed port, a silent server and a bad address', async () => {
+  it('reports a closed port, a silent server, a bad address and a server that does not speak TLS', async () => {
     expect(await discoverEndpoint(`127.0.0.1:${closedPort}`)).toMatchObject({ status: 'error', error: 'connection refused' });
     const silent = (await import('node:net')).createServer(() => undefined);
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
@@ -242,6 +242,14 @@ describe('TLS endpoints', () => {
       silent.close();
     }
     expect(await discoverEndpoint('no-port')).toMatchObject({ status: 'error', error: expect.stringMatching(/host:port/) });
+    // A server that is not TLS: OpenSSL's reason, without its source file and line.
+    const plain = (await import('node:net')).createServer((c) => c.end('HTTP/1.1 400 Bad Request\r\n\r\n'));
+    await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+    try {
+      expect(await discoverEndpoint(`127.0.0.1:${(plain.address() as AddressInfo).port}`)).toMatchObject({ status: 'error', error: 'ERR_SSL_WRONG_VERSION_NUMBER: wrong version number' });
+    } finally {
+      plain.close();
+    }
   });
 });
 
