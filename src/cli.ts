@@ -80,6 +80,7 @@ async function main(argv: string[]): Promise<number> {
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     // `meshcert help COMMAND` is that command's help.
     const one = cmd === 'help' && rest[0] !== undefined ? COMMAND_USAGE[rest[0]] : undefined;
+    if (cmd === 'help' && rest[0] !== undefined && !one) throw new UsageError(`unknown command "${rest[0]}"; run "meshcert help"`);
     console.log(one ? await one() : await usage());
     return cmd ? 0 : 2;
   }

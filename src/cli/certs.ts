@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { recordToJson, parseSourceFilter } from '../admin/certificates-api.js';
 import { formatDuration, parseDurationArg } from '../config/duration.js';
@@ -120,6 +120,10 @@ export class StoreOpenError extends Error {
 export async function openInventory(target: InventoryTarget, mustExist: boolean): Promise<InventoryStore> {
   if (mustExist && target.store.kind === 'sqlite' && !existsSync(target.store.path)) {
     throw new StoreOpenError(`no inventory at ${target.label} (pass --config or --db)`);
+  }
+  // SQLite says only "disk I/O error" of a directory.
+  if (target.store.kind === 'sqlite' && existsSync(target.store.path) && !statSync(target.store.path).isFile()) {
+    throw new StoreOpenError(`cannot open the inventory ${target.label}: not a regular file (give the database file's path, e.g. sqlite:.meshcert/inventory.db)`);
   }
   try {
     // Read-only commands change nothing: no file created, no migration (a SELECT-only role or a file it cannot write will do).

@@ -310,6 +310,8 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(h.code).toBe(0);
     expect(h.stdout).toMatch(/^meshcert request --ns/);
     expect(h.stdout).not.toContain('meshcert serve');
+    const bogus = await runCli(['help', 'bogus']);
+    expect([bogus.code, bogus.stdout, bogus.stderr.trim()]).toEqual([2, '', 'meshcert: unknown command "bogus"; run "meshcert help"']);
   });
 
   it('serve answers gRPC health and request gets a verified chain written to --out', async () => {

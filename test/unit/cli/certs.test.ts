@@ -172,6 +172,11 @@ describe('meshcert certs list', () => {
     expect(stderr()).toContain(`no inventory at sqlite:${missing}`);
     expect(existsSync(missing)).toBe(false);
   });
+
+  it('exits 1 saying so when --db names a directory (SQLite would say only "disk I/O error")', async () => {
+    expect(await run('list', '--db', `sqlite:${dir}`)).toBe(1);
+    expect(stderr()).toContain(`cannot open the inventory sqlite:${dir}: not a regular file (give the database file's path, e.g. sqlite:.meshcert/inventory.db)`);
+  });
 });
 
 describe('meshcert certs show', () => {
