@@ -261,7 +261,7 @@ function splitList(values: string[] | undefined): string[] {
 function readCsr(file: string): ParsedCsr {
   let pem: string;
   try {
-    pem = readTextFile(file, MAX_PEM_BYTES);
+    pem = readTextFile(file, MAX_PEM_BYTES, { streams: true });
   } catch (e) {
     throw new UsageError(`cannot read the CSR ${file}: ${readProblem(e)}`);
   }

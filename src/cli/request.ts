@@ -62,7 +62,7 @@ export async function requestCommand(argv: string[]): Promise<number> {
   const rootFile = v['ca-root'] ?? join(dataDir, 'ca', 'root-cert.pem');
   let rootPem: string;
   try {
-    rootPem = readTextFile(rootFile, MAX_PEM_BYTES);
+    rootPem = readTextFile(rootFile, MAX_PEM_BYTES, { streams: true });
   } catch (e) {
     throw new UsageError(`cannot read the root certificate ${rootFile} (${readProblem(e)}): pass --ca-root or start "meshcert serve --dev" first`);
   }
@@ -126,7 +126,7 @@ export async function requestCommand(argv: string[]): Promise<number> {
 /** A bad --token-file is the caller's to fix, like a bad --ca-root: said as such, exit 2. */
 function readTokenFile(path: string): string {
   try {
-    return readTextFile(path, MAX_TOKEN_BYTES).trim();
+    return readTextFile(path, MAX_TOKEN_BYTES, { streams: true }).trim();
   } catch (e) {
     throw new UsageError(`cannot read the token file ${path}: ${readProblem(e)}`);
   }

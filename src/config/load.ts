@@ -28,7 +28,8 @@ export interface LoadedConfig {
 export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
   let text: string;
   try {
-    text = readTextFile(path, MAX_CONFIG_BYTES);
+    // A pipe too (`config check <(helm template ...)`), within the bound.
+    text = readTextFile(path, MAX_CONFIG_BYTES, { streams: true });
   } catch (e) {
     throw new ConfigError(`cannot read config file ${path}: ${readProblem(e)}`);
   }

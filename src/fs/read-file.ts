@@ -42,21 +42,33 @@ function notRegular(st: Stats): FileReadError {
   return new FileReadError('ENOTREGULAR', `not a regular file (${what})`);
 }
 
+export interface ReadOptions {
+  /**
+   * Also read a pipe or a character device, as a command line's input may be (`--token-file
+   * <(kubectl create token ...)`, `/dev/stdin`): blocking, and within the same bound, so
+   * `/dev/zero` ends at once. For what a user types, never for what a server loads.
+   */
+  readonly streams?: boolean;
+}
+
+const isStream = (st: Stats): boolean => st.isFIFO() || st.isCharacterDevice();
+
 /**
  * A regular file's bytes, read through one descriptor and never more than `maxBytes` + 1 (the
  * extra byte tells "too large" apart from "exactly at the limit", whatever `st_size` says).
  * Anything but a regular file (after following symlinks) is refused before it is opened; the
  * descriptor is checked again (the path may have been replaced meanwhile), and opened
- * non-blocking so that even then a named pipe cannot block the process. Errno errors (ENOENT,
- * EACCES...) are thrown as they are.
+ * non-blocking so that even then a named pipe cannot block the process (with `streams`, a pipe
+ * or character device is read instead). Errno errors (ENOENT, EACCES...) are thrown as they are.
  */
-export function readRegularFile(path: string, maxBytes: number): Buffer {
+export function readRegularFile(path: string, maxBytes: number, o: ReadOptions = {}): Buffer {
   const st = statSync(path);
-  if (!st.isFile()) throw notRegular(st);
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  const stream = o.streams === true && isStream(st);
+  if (!st.isFile() && !stream) throw notRegular(st);
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOCTTY | (stream ? 0 : constants.O_NONBLOCK));
   try {
     const fst = fstatSync(fd);
-    if (!fst.isFile()) throw notRegular(fst);
+    if (!fst.isFile() && !(stream && isStream(fst))) throw notRegular(fst);
     const cap = maxBytes + 1;
     let buf = Buffer.allocUnsafe(Math.min(cap, Math.max(fst.size + 1, 64 * 1024)));
     let total = 0;
@@ -79,8 +91,8 @@ export function readRegularFile(path: string, maxBytes: number): Buffer {
 }
 
 /** readRegularFile as UTF-8 text. */
-export function readTextFile(path: string, maxBytes: number): string {
-  return readRegularFile(path, maxBytes).toString('utf8');
+export function readTextFile(path: string, maxBytes: number, o: ReadOptions = {}): string {
+  return readRegularFile(path, maxBytes, o).toString('utf8');
 }
 
 /** Why a read failed, for a message that already names the file: the errno code, or the refusal. */

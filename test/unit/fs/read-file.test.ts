@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,6 +44,18 @@ describe('readRegularFile', () => {
     expect(problem(join(dir, 'sub'))).toBe('not a regular file (a directory)');
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(() => readRegularFile(fifo, 1)).toThrow(FileReadError);
+  });
+
+  it('with streams, reads a pipe someone writes to and a character device, within the bound; a directory still not', async () => {
+    const fifo = join(dir, 'fed');
+    execFileSync('mkfifo', [fifo]);
+    // The writer, as a shell's <(...) is: another process.
+    const writer = spawn('sh', ['-c', `printf 'token-from-a-pipe' > '${fifo}'`]);
+    expect(readTextFile(fifo, 1024, { streams: true })).toBe('token-from-a-pipe');
+    await new Promise((resolve) => writer.once('exit', resolve));
+    expect(() => readRegularFile('/dev/zero', 1000, { streams: true })).toThrow('larger than 1000 bytes');
+    expect(readRegularFile('/dev/null', 10, { streams: true })).toHaveLength(0);
+    expect(() => readRegularFile(dir, 10, { streams: true })).toThrow('not a regular file (a directory)');
   });
 
   it('passes errno errors through, and says their code', () => {
