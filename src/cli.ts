@@ -79,16 +79,17 @@ async function main(argv: string[]): Promise<number> {
   if (cmd !== 'serve' && cmd !== 'worker') endQuietlyOnClosedPipe();
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     // `meshcert help COMMAND` is that command's help.
-    const one = cmd === 'help' && rest[0] !== undefined ? COMMAND_USAGE[rest[0]] : undefined;
-    if (cmd === 'help' && rest[0] !== undefined && !one) throw new UsageError(`unknown command "${rest[0]}"; run "meshcert help"`);
+    const asked = cmd === 'help' && rest[0] !== undefined && rest[0] !== '--help' && rest[0] !== '-h' ? rest[0] : undefined;
+    const one = asked !== undefined && Object.hasOwn(COMMAND_USAGE, asked) ? COMMAND_USAGE[asked] : undefined;
+    if (asked !== undefined && !one) throw new UsageError(`unknown command "${asked}"; run "meshcert help"`);
     console.log(one ? await one() : await usage());
     return cmd ? 0 : 2;
   }
-  const load = COMMANDS[cmd];
+  const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!load) throw new UsageError(`unknown command "${cmd}"; run "meshcert help"`);
   // Before the command parses its options (none of them takes --help); a value after `--` is not asked for help.
   const options = rest.indexOf('--') === -1 ? rest : rest.slice(0, rest.indexOf('--'));
-  const help = COMMAND_USAGE[cmd];
+  const help = Object.hasOwn(COMMAND_USAGE, cmd) ? COMMAND_USAGE[cmd] : undefined;
   if (help && (options.includes('--help') || options.includes('-h'))) {
     console.log(await help());
     return 0;

@@ -147,16 +147,24 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
 }
 
 /**
+ * A request target's path and query as sent, as every admin route reads them: a URL parser would
+ * resolve "/healthz/../api/..." (or "%2e%2e", or "\\") to the inventory API, past a proxy that
+ * guards only "/api/". The absolute form (`GET http://host:port/path`, RFC 9112 §3.2.2) loses only
+ * its scheme and authority.
+ */
+export function requestTarget(url: string | undefined): { path: string; query: string } {
+  const target = (url ?? '/').replace(/^https?:\/\/[^/?#]*/i, '') || '/';
+  const q = target.indexOf('?');
+  return q < 0 ? { path: target, query: '' } : { path: target.slice(0, q), query: target.slice(q + 1) };
+}
+
+/**
  * Answers requests under /api/v1/certificates; returns false (and touches nothing) for any other
  * path, so the admin server can try its other routes.
  */
 export async function handleCertificatesApi(req: IncomingMessage, res: ServerResponse, store: InventoryStore, options: CertificatesApiOptions = {}): Promise<boolean> {
-  // The path as sent, as the admin server's other routes read it: a URL parser would resolve
-  // "/healthz/../api/..." (or "%2e%2e", or "\\") to this API, past a proxy that guards only "/api/".
-  const target = req.url ?? '/';
-  const q = target.indexOf('?');
-  const path = q < 0 ? target : target.slice(0, q);
-  const search = new URLSearchParams(q < 0 ? '' : target.slice(q + 1));
+  const { path, query } = requestTarget(req.url);
+  const search = new URLSearchParams(query);
   if (path !== CERTIFICATES_API_PATH && !path.startsWith(`${CERTIFICATES_API_PATH}/`)) return false;
 
   // HEAD is GET without the body (Node sends none for HEAD).

@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import { handleCertificatesApi } from './certificates-api.js';
+import { handleCertificatesApi, requestTarget } from './certificates-api.js';
 import { BlockList, isIP } from 'node:net';
 import { listenOn, splitHostPort } from '../net/host-port.js';
 import type { InventoryStore } from '../inventory/types.js';
@@ -37,7 +37,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
     if (loopback && !isLocalHostHeader(req.headers.host)) {
       return send(421, `${JSON.stringify({ error: 'the admin server answers only requests addressed to localhost or an IP address' })}\n`, 'application/json');
     }
-    const path = (req.url ?? '/').split('?')[0];
+    const { path } = requestTarget(req.url);
     void (async () => {
       try {
         // Read-only endpoints: a probe or scraper sending anything else has a wrong URL or method.
@@ -55,7 +55,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
           return send(200, m.body, m.contentType);
         }
         if (o.store && (await handleCertificatesApi(req, res, o.store, { onError: (err) => o.logger.warn({ err }, 'inventory API: store failed') }))) return undefined;
-        if (!o.store && path !== undefined && path.startsWith('/api/v1/certificates')) {
+        if (!o.store && path.startsWith('/api/v1/certificates')) {
           return send(404, `${JSON.stringify({ error: 'the certificate inventory is disabled (inventory.store: none)' })}\n`, 'application/json');
         }
         return send(404, `${JSON.stringify({ error: 'not found' })}\n`, 'application/json');

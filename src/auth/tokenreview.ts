@@ -6,6 +6,7 @@
  * and 401/403 (meshcert's own credentials refused) are AUTH_BACKEND_UNAVAILABLE.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { MAX_PEM_BYTES, MAX_TOKEN_BYTES, readTextFile } from '../fs/read-file.js';
 import https from 'node:https';
 import { compactVerify, decodeJwt, errors as joseErrors } from 'jose';
 import { FairLimiter } from './fair-limiter.js';
@@ -283,7 +284,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     let ca: string | undefined = opts.caPem;
     if (ca === undefined && opts.caFile) {
       try {
-        ca = readFileSync(opts.caFile, 'utf8');
+        ca = readTextFile(opts.caFile, MAX_PEM_BYTES);
       } catch (err) {
         throw new Error(`tokenreview.caFile ${opts.caFile}: ${(err as Error).message}`, { cause: err });
       }
@@ -399,7 +400,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     const now = Date.now();
     if (this.tokenCache && now - this.tokenCache.readAt < TOKEN_FILE_REREAD_MS) return this.tokenCache.value;
     try {
-      const value = readFileSync(this.tokenFile, 'utf8').trim();
+      const value = readTextFile(this.tokenFile, MAX_TOKEN_BYTES).trim();
       if (!value) throw new Error('file is empty');
       this.tokenCache = { value, readAt: now };
       return value;

@@ -65,7 +65,9 @@ export async function caCommand(argv: string[]): Promise<number> {
     const lifetimeMs = durationMs(v.lifetime, '--lifetime');
     // A bare number is seconds, as everywhere: "--lifetime 365" would install a six-minute CA.
     if (lifetimeMs !== undefined && lifetimeMs < MIN_INTERMEDIATE_LIFETIME_MS) {
-      throw new UsageError(`--lifetime ${v.lifetime}: an intermediate must last at least 1d (a bare number is seconds${/^\d+$/.test(v.lifetime!.trim()) ? `: did you mean ${v.lifetime!.trim()}d?` : ''})`);
+      // A bare number of days someone may have meant (up to ten years) gets the hint.
+      const bare = /^\d+$/.test(v.lifetime!.trim()) && Number(v.lifetime) >= 1 && Number(v.lifetime) <= 3650;
+      throw new UsageError(`--lifetime ${v.lifetime}: an intermediate must last at least 1d (a bare number is seconds${bare ? `: did you mean ${v.lifetime!.trim()}d?` : ''})`);
     }
     const r = await renewIntermediate({ dir: resolve(v.dir), lifetimeMs, keyType: keyTypeOption(v['key-type']) });
     for (const m of r.messages) console.log(m);

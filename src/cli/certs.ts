@@ -86,7 +86,7 @@ export function parseDbArg(db: string): { store: OpenStoreOptions; label: string
  * ConfigError (exit 1).
  */
 export function resolveInventoryTarget(o: { config?: string; db?: string }, env: NodeJS.ProcessEnv = process.env): InventoryTarget {
-  const config = o.config !== undefined ? loadConfigFile(o.config, env).config : parseConfig({}, env, 'defaults', process.cwd());
+  const config = o.config !== undefined ? loadConfigFile(o.config, env, { streams: true }).config : parseConfig({}, env, 'defaults', process.cwd());
   const issuers = caDirectories(config);
   const common = {
     caDir: issuers[0]!.dir,

@@ -22,7 +22,7 @@ export async function configCommand(argv: string[]): Promise<number> {
   if (sub !== 'check') throw new UsageError(USAGE);
   const { values, positionals } = parse(rest, { 'no-files': { type: 'boolean' } }, true);
   if (positionals.length !== 1) throw new UsageError(USAGE);
-  const { config } = loadConfigFile(positionals[0]!);
+  const { config } = loadConfigFile(positionals[0]!, process.env, { streams: true });
   // Valid for `serve`, not just for the schema: what check accepts, the next start accepts.
   assertServable(config, positionals[0]!);
   // And the files it names, read as `serve` reads them at start and a reload re-reads them

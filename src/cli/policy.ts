@@ -140,7 +140,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
   // Its own exit code: a CI step asserting "denied" (1) must not pass on a broken config.
   let config;
   try {
-    config = loadConfigFile(v.config).config;
+    config = loadConfigFile(v.config, process.env, { streams: true }).config;
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     console.error(`meshcert: ${e.message}`);

@@ -56,8 +56,15 @@ export async function requestCommand(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError(`--ttl: ${(e as Error).message}`);
   }
-  // Checked before asking: a certificate issued but not written loses its key.
-  if (v.out !== undefined && existsSync(v.out) && !statSync(v.out).isDirectory()) throw new UsageError(`--out ${v.out} exists and is not a directory`);
+  // Made before asking: a certificate issued but not written loses its key.
+  if (v.out !== undefined) {
+    if (existsSync(v.out) && !statSync(v.out).isDirectory()) throw new UsageError(`--out ${v.out} exists and is not a directory`);
+    try {
+      mkdirSync(resolve(v.out), { recursive: true });
+    } catch (e) {
+      throw new UsageError(`--out ${v.out}: cannot create the directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  }
   const dataDir = resolve(v['data-dir']!);
   const rootFile = v['ca-root'] ?? join(dataDir, 'ca', 'root-cert.pem');
   let rootPem: string;
@@ -105,7 +112,6 @@ export async function requestCommand(argv: string[]): Promise<number> {
   };
   if (v.out) {
     const out = resolve(v.out);
-    mkdirSync(out, { recursive: true });
     writeFileAtomic(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
     writeFileAtomic(join(out, 'root-cert.pem'), chain[chain.length - 1]!);
     writePrivateKey(join(out, 'key.pem'), csr.privateKeyPem);

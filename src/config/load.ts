@@ -2,7 +2,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors/ca-error.js';
-import { MAX_CONFIG_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
+import { MAX_CONFIG_BYTES, readProblem, readTextFile, type ReadOptions } from '../fs/read-file.js';
 import { parseLifetimeSeconds } from '../policy/schema.js';
 import { configSchema, type ConfigInput, type MeshcertConfig } from './schema.js';
 
@@ -24,12 +24,15 @@ export interface LoadedConfig {
   readonly baseDir: string;
 }
 
-/** Reads, overrides, validates and freezes a config file. Throws ConfigError listing every problem. */
-export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+/**
+ * Reads, overrides, validates and freezes a config file. Throws ConfigError listing every problem.
+ * `streams`: a pipe too (`config check <(helm template ...)`), for commands that read it once;
+ * never for `serve`, which reads it again at every reload.
+ */
+export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.env, o: ReadOptions = {}): LoadedConfig {
   let text: string;
   try {
-    // A pipe too (`config check <(helm template ...)`), within the bound.
-    text = readTextFile(path, MAX_CONFIG_BYTES, { streams: true });
+    text = readTextFile(path, MAX_CONFIG_BYTES, o);
   } catch (e) {
     throw new ConfigError(`cannot read config file ${path}: ${readProblem(e)}`);
   }

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { MAX_SPAN_SECONDS, MAX_SPAN_TEXT, parseDurationSeconds } from './duration.js';
 import { globList, lifetimeDuration, policySchema } from '../policy/schema.js';
 import { canonicalSerial } from '../x509/serial-hex.js';
-import { isIP } from 'node:net';
+import { isIP, SocketAddress } from 'node:net';
 import { splitHostPort } from '../net/host-port.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 
@@ -444,21 +444,44 @@ export const configSchema = z.strictObject({
     c.policy.rules.forEach((r, i) => check(r.deny === undefined ? r.issuer : undefined, ['policy', 'rules', i, 'issuer']));
     check(c.policy.default.deny === undefined ? c.policy.default.issuer : undefined, ['policy', 'default', 'issuer']);
     // Refused here rather than by the second bind at start, which blames "another process".
-    const conflict = listenConflict(c.server.listen, c.admin.listen);
+    const conflict = c.admin.enabled ? listenConflict(c.server.listen, c.admin.listen) : null;
     if (conflict) ctx.addIssue({ code: 'custom', path: ['admin', 'listen'], message: conflict });
   });
 
 /**
  * Why the admin server could not listen beside the gRPC server (null when it can): one port on
- * addresses that overlap (the same one, a wildcard, or a name that may resolve to the other).
+ * addresses that overlap (the same one, a wildcard covering the other, or a name that may resolve
+ * to either).
  */
 function listenConflict(server: string, admin: string): string | null {
   const s = splitHostPort(server);
   const a = splitHostPort(admin);
   if (s.port === 0 || s.port !== a.port) return null;
-  const wildcard = (h: string): boolean => h === '0.0.0.0' || h === '::';
-  const overlap = s.host === a.host || wildcard(s.host) || wildcard(a.host) || isIP(s.host) === 0 || isIP(a.host) === 0;
-  return overlap ? `${admin} and server.listen ${server} are one port on overlapping addresses: the admin server needs a port of its own` : null;
+  return addressesOverlap(s.host, a.host) ? `${admin} and server.listen ${server} are one port on overlapping addresses: the admin server needs a port of its own` : null;
+}
+
+function addressesOverlap(x: string, y: string): boolean {
+  const cx = canonicalIp(x);
+  const cy = canonicalIp(y);
+  if (cx === null || cy === null) return true;
+  // "::" takes every address of both families (Node listens dual-stack), 0.0.0.0 every IPv4 one.
+  const covers = (w: CanonicalIp, o: CanonicalIp): boolean => w.address === '::' || (w.address === '0.0.0.0' && o.family === 'ipv4');
+  return cx.address === cy.address || covers(cx, cy) || covers(cy, cx);
+}
+
+interface CanonicalIp {
+  readonly address: string;
+  readonly family: 'ipv4' | 'ipv6';
+}
+
+/** An IP literal's one spelling (an IPv4-mapped IPv6 address as the IPv4 one); null for a name. */
+function canonicalIp(host: string): CanonicalIp | null {
+  const version = isIP(host);
+  if (version === 0) return null;
+  const { address } = new SocketAddress({ address: host, family: version === 4 ? 'ipv4' : 'ipv6' });
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return { address: mapped[1]!, family: 'ipv4' };
+  return { address, family: version === 4 ? 'ipv4' : 'ipv6' };
 }
 
 export type MeshcertConfig = z.infer<typeof configSchema>;

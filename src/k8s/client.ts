@@ -12,7 +12,8 @@
  * reports a deliberate abort as an error. The ListWatch emits 'error' and STOPS on any other watch
  * or list failure: the owner must restart it (PodCache does, with backoff).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { MAX_TOKEN_BYTES, readTextFile } from '../fs/read-file.js';
 import http from 'node:http';
 import https from 'node:https';
 import { join } from 'node:path';
@@ -88,7 +89,7 @@ class TokenFileAuthenticator implements Authenticator {
     let entry = this.cache.get(file);
     if (!entry || now - entry.readAt >= TOKEN_FILE_REREAD_MS) {
       try {
-        const value = readFileSync(file, 'utf8').trim();
+        const value = readTextFile(file, MAX_TOKEN_BYTES).trim();
         if (!value) throw new Error('the file is empty');
         entry = { value, readAt: now };
         this.cache.set(file, entry);

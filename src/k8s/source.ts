@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import type { KubeConfigSource } from './client.js';
 
@@ -6,6 +6,6 @@ import type { KubeConfigSource } from './client.js';
 export function kubeSource(config: MeshcertConfig): KubeConfigSource {
   const k = config.kubernetes;
   if (k.kubeconfig) return { kubeconfig: k.kubeconfig };
-  if (k.server) return { server: k.server, ...(k.caFile ? { caPem: readFileSync(k.caFile, 'utf8') } : {}), ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}) };
+  if (k.server) return { server: k.server, ...(k.caFile ? { caPem: readTextFile(k.caFile, MAX_PEM_BYTES) } : {}), ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}) };
   return { inCluster: true };
 }

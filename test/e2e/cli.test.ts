@@ -295,6 +295,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     // A file where a directory is wanted.
     cases.push([['ca', 'init', '--dir', big], 1, `${big} exists and is not a directory: give the CA a directory of its own`]);
     cases.push([['request', '--ns', 'a', '--sa', 'b', '--out', big, '--token', 't'], 2, `--out ${big} exists and is not a directory`]);
+    cases.push([['request', '--ns', 'a', '--sa', 'b', '--out', join(big, 'under'), '--token', 't'], 2, `--out ${join(big, 'under')}: cannot create the directory: ENOTDIR`]);
     for (const [args, code, message] of cases) {
       const r = await runCli(args, { timeoutMs: 20_000 });
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(code);
@@ -312,8 +313,15 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(h.code).toBe(0);
     expect(h.stdout).toMatch(/^meshcert request --ns/);
     expect(h.stdout).not.toContain('meshcert serve');
-    const bogus = await runCli(['help', 'bogus']);
-    expect([bogus.code, bogus.stdout, bogus.stderr.trim()]).toEqual([2, '', 'meshcert: unknown command "bogus"; run "meshcert help"']);
+    for (const name of ['bogus', 'constructor', '__proto__']) {
+      const bogus = await runCli(['help', name]);
+      expect([bogus.code, bogus.stdout, bogus.stderr.trim()]).toEqual([2, '', `meshcert: unknown command "${name}"; run "meshcert help"`]);
+      const run = await runCli([name]);
+      expect([run.code, run.stderr.trim()]).toEqual([2, `meshcert: unknown command "${name}"; run "meshcert help"`]);
+    }
+    const general = await runCli(['help', '--help']);
+    expect(general.code).toBe(0);
+    expect(general.stdout).toContain('meshcert serve');
   });
 
   it('serve answers gRPC health and request gets a verified chain written to --out', async () => {

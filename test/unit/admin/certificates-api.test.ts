@@ -183,6 +183,9 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     expect(await rawStatus('/healthz/../api/v1/certificates')).toBe(418); // not this API's
     expect(await rawStatus('/api/v1/certificates?limit=1')).toBe(200);
     expect(await rawStatus('/api/v1/certificates/%2e%2e')).toBe(400); // a key, and not a serial
+    // The absolute form (RFC 9112 §3.2.2), as a proxy may send it: the same path.
+    expect(await rawStatus(`${base}/api/v1/certificates?limit=1`)).toBe(200);
+    expect(await rawStatus(`${base}/healthz/../api/v1/certificates`)).toBe(418);
   });
 
   it.skipIf(skip)('lists certificates as JSON with ISO dates, ordered by notAfter', async () => {

@@ -38,6 +38,16 @@ describe('the admin server without an inventory', () => {
     const api = await fetch(url('/api/v1/certificates?limit=1'));
     expect(api.status).toBe(404);
     expect(await api.json()).toEqual({ error: 'the certificate inventory is disabled (inventory.store: none)' });
+    // The absolute form of a request target (RFC 9112 §3.2.2) names the same paths.
+    const absolute = await new Promise<number>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: admin.port, path: `http://127.0.0.1:${admin.port}/healthz` }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(absolute).toBe(200);
     const other = await fetch(url('/nope'));
     expect(other.status).toBe(404);
     expect(await other.json()).toEqual({ error: 'not found' });

@@ -237,15 +237,21 @@ describe('parseConfig refusals', () => {
       ['[::]:15012', '0.0.0.0:15012'],
       [':15012', '127.0.0.1:15012'],
       ['localhost:9000', '127.0.0.1:9000'],
+      ['[::0]:9000', '[fd00::1]:9000'],
+      ['[::1]:9000', '[0::1]:9000'],
+      ['[::ffff:127.0.0.1]:9000', '127.0.0.1:9000'],
+      ['0.0.0.0:9000', '[::ffff:10.1.2.3]:9000'],
     ];
     for (const [server, admin] of refused) {
       const lines = configError(() => parse({ server: { listen: server }, admin: { listen: admin } })).message.split('\n').slice(1);
       expect(lines, `${server} ${admin}`).toEqual([`  - admin.listen: ${admin} and server.listen ${server} are one port on overlapping addresses: the admin server needs a port of its own`]);
     }
     // Apart: another port, two addresses of their own, or ports picked at bind time.
-    for (const [server, admin] of [['0.0.0.0:15012', '127.0.0.1:9402'], ['10.0.0.5:9000', '127.0.0.1:9000'], ['127.0.0.1:0', '127.0.0.1:0']]) {
+    for (const [server, admin] of [['0.0.0.0:15012', '127.0.0.1:9402'], ['10.0.0.5:9000', '127.0.0.1:9000'], ['127.0.0.1:0', '127.0.0.1:0'], ['0.0.0.0:9000', '[::1]:9000'], ['[fd00::1]:9000', '[fd00::2]:9000']]) {
       expect(parse({ server: { listen: server }, admin: { listen: admin } }).admin.listen).toBe(admin);
     }
+    // With the admin server off, its address is not bound: nothing to refuse.
+    expect(parse({ server: { listen: '0.0.0.0:9402' }, admin: { enabled: false } }).server.listen).toBe('0.0.0.0:9402');
     // The environment's values are checked too.
     expect(() => parseConfig({}, { MESHCERT_ADMIN_LISTEN: '0.0.0.0:15012' })).toThrow(/admin\.listen: 0\.0\.0\.0:15012 and server\.listen 0\.0\.0\.0:15012 are one port/);
   });
