@@ -414,6 +414,8 @@ describe('deploy/kubernetes/base/config.yaml (no kubectl needed)', () => {
     // Production: no dev token issuer, no self-created CA (the CA comes from the cacerts Secret).
     expect(c.dev.tokenIssuer).toBe(false);
     expect(c.ca.autoInit).toBe(false);
+    // The root ConfigMap goes where istiod would put it: not into Kubernetes' own namespaces.
+    expect(c.istio.rootCertConfigMap).toMatchObject({ enabled: true, excludeNamespaces: ['kube-system', 'kube-public', 'kube-node-lease'] });
   });
 });
 
