@@ -20,6 +20,8 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { loadConfigFile, parseConfig } from '../../src/config/load.js';
 import type { MeshcertConfig } from '../../src/config/schema.js';
 import { loadDashboard } from '../support/prometheus-rules.js';
+import { ROOT_CERT_CONFIGMAP } from '../../src/controllers/root-distribution.js';
+import { ISTIOD_TLS_SECRET } from '../../src/controllers/istiod-tls.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const KUSTOMIZE_ROOT = join(ROOT, 'deploy/kubernetes');
@@ -430,7 +432,7 @@ describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('
 
     it('renders named objects, each namespaced one with an explicit namespace', () => {
       expect(objects.length).toBeGreaterThan(0);
-      const clusterScoped = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding']);
+      const clusterScoped = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']);
       for (const o of objects) {
         expect(o.apiVersion, 'apiVersion').toBeTruthy();
         expect(o.kind, 'kind').toBeTruthy();
@@ -646,6 +648,31 @@ describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('
         expect(b.subjects).toEqual([{ kind: 'ServiceAccount', name: account.metadata.name, namespace: account.metadata.namespace }]);
       }
     });
+  });
+});
+
+withKubectl('kustomization base: the admission policy behind RBAC\'s create', () => {
+  let objects: K8sObject[] = [];
+  beforeAll(() => {
+    requireTool(KUBECTL);
+    objects = render(KUSTOMIZATIONS.base);
+  });
+
+  it('holds the ServiceAccount meshcert runs as to the ConfigMap and Secret its controllers write, never a service-account token, and denies', () => {
+    type Vap = K8sObject & { spec: { failurePolicy: string; matchConstraints: { resourceRules: Array<{ apiGroups: string[]; resources: string[]; operations: string[] }> }; matchConditions: Array<{ expression: string }>; validations: Array<{ expression: string }> } };
+    const policy = only(objects, 'ValidatingAdmissionPolicy', 'meshcert-writes-only-its-objects') as Vap;
+    const binding = only(objects, 'ValidatingAdmissionPolicyBinding', 'meshcert-writes-only-its-objects') as K8sObject & { spec: { policyName: string; validationActions: string[] } };
+    expect(policy.apiVersion).toBe('admissionregistration.k8s.io/v1');
+    expect(binding.spec).toEqual({ policyName: policy.metadata.name, validationActions: ['Deny'] });
+    expect(policy.spec.failurePolicy).toBe('Fail');
+    expect(policy.spec.matchConstraints.resourceRules).toEqual([{ apiGroups: [''], apiVersions: ['v1'], operations: ['CREATE', 'UPDATE'], resources: ['configmaps', 'secrets'] }]);
+    // The account the Deployment runs as, spelled as the API server names it.
+    const sa = only(objects, 'ServiceAccount', meshcertDeployment(objects).spec.template.spec.serviceAccountName!);
+    expect(policy.spec.matchConditions.map((c) => c.expression)).toEqual([`request.userInfo.username == 'system:serviceaccount:${sa.metadata.namespace}:${sa.metadata.name}'`]);
+    const [rule] = policy.spec.validations.map((v) => v.expression);
+    expect(rule).toContain(`object.metadata.name == '${ROOT_CERT_CONFIGMAP}'`);
+    expect(rule).toContain(`object.metadata.name == '${ISTIOD_TLS_SECRET}'`);
+    expect(rule).toContain(`object.type == 'kubernetes.io/service-account-token'`);
   });
 });
 
