@@ -20,6 +20,7 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { loadConfigFile, parseConfig } from '../../src/config/load.js';
 import type { MeshcertConfig } from '../../src/config/schema.js';
 import { loadDashboard } from '../support/prometheus-rules.js';
+import { evaluate as celEvaluate } from '@marcbachmann/cel-js';
 import { ROOT_CERT_CONFIGMAP } from '../../src/controllers/root-distribution.js';
 import { ISTIOD_TLS_SECRET } from '../../src/controllers/istiod-tls.js';
 
@@ -669,10 +670,19 @@ withKubectl('kustomization base: the admission policy behind RBAC\'s create', ()
     // The account the Deployment runs as, spelled as the API server names it.
     const sa = only(objects, 'ServiceAccount', meshcertDeployment(objects).spec.template.spec.serviceAccountName!);
     expect(policy.spec.matchConditions.map((c) => c.expression)).toEqual([`request.userInfo.username == 'system:serviceaccount:${sa.metadata.namespace}:${sa.metadata.name}'`]);
-    const [rule] = policy.spec.validations.map((v) => v.expression);
-    expect(rule).toContain(`object.metadata.name == '${ROOT_CERT_CONFIGMAP}'`);
-    expect(rule).toContain(`object.metadata.name == '${ISTIOD_TLS_SECRET}'`);
-    expect(rule).toContain(`object.type == 'kubernetes.io/service-account-token'`);
+    expect(policy.spec.validations).toHaveLength(1);
+    // The rule evaluated as the API server would (CEL), on what meshcert writes and what it must not.
+    const allows = (resource: 'configmaps' | 'secrets', object: Record<string, unknown>): unknown => celEvaluate(policy.spec.validations[0]!.expression, { request: { resource: { group: '', version: 'v1', resource } }, object });
+    expect(allows('configmaps', { metadata: { name: ROOT_CERT_CONFIGMAP } })).toBe(true);
+    expect(allows('secrets', { metadata: { name: ISTIOD_TLS_SECRET }, type: 'kubernetes.io/tls' })).toBe(true);
+    expect(allows('secrets', { metadata: { name: ISTIOD_TLS_SECRET }, type: 'Opaque' })).toBe(true); // a Secret made before keeps its type
+    expect(allows('configmaps', { metadata: { name: 'kube-root-ca.crt' } })).toBe(false);
+    expect(allows('secrets', { metadata: { name: 'istiod-token' }, type: 'kubernetes.io/service-account-token', annotations: { 'kubernetes.io/service-account.name': 'istiod' } })).toBe(false);
+    expect(allows('secrets', { metadata: { name: ISTIOD_TLS_SECRET }, type: 'kubernetes.io/service-account-token' })).toBe(false);
+    expect(allows('secrets', { metadata: { name: 'cacerts' }, type: 'Opaque' })).toBe(false);
+    const username = (name: string): unknown => celEvaluate(policy.spec.matchConditions[0]!.expression, { request: { userInfo: { username: name } } });
+    expect(username(`system:serviceaccount:${sa.metadata.namespace}:${sa.metadata.name}`)).toBe(true);
+    expect(username('system:serviceaccount:istio-system:istiod')).toBe(false);
   });
 });
 
