@@ -17,8 +17,9 @@ const KEEP_WARN_EVERY_MS = 10_000;
  * inventory.failClosed: stores a certificate's record before the certificate is answered, so a
  * crash (even SIGKILL) after the answer loses no record. A record not stored in time, or refused,
  * fails the call (UNAVAILABLE, retried; the refusal names the serial, and its audit row carries
- * it: see createCertificateHandler): that certificate is never delivered. A record still queued is written later all
- * the same; the inventory may then hold a certificate nobody got, never the reverse.
+ * it: see createCertificateHandler): that certificate is never delivered. A record still queued
+ * is written later all the same; the inventory may then hold a certificate nobody got, never the
+ * reverse.
  */
 export function keepRecord(
   sink: Pick<RecordSink, 'keep'>,
