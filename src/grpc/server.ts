@@ -522,8 +522,8 @@ export class GrpcServer {
       // rather than reading the rest of an upload for nothing.
       if (!stream.readableEnded) stream.close(h2.NGHTTP2_NO_ERROR);
     };
-    if (!route) return fail(Status.UNIMPLEMENTED, `this server does not implement ${path.slice(0, 200)}`);
-    if (!supportedEncoding(encoding)) return fail(Status.UNIMPLEMENTED, `unsupported grpc-encoding ${String(encoding).slice(0, 50)}; supported: ${ACCEPT_ENCODING}`);
+    if (!route) return fail(Status.UNIMPLEMENTED, `this server does not implement ${headerText(path).slice(0, 200)}`);
+    if (!supportedEncoding(encoding)) return fail(Status.UNIMPLEMENTED, `unsupported grpc-encoding ${headerText(String(encoding)).slice(0, 50)}; supported: ${ACCEPT_ENCODING}`);
 
     let timeoutMs: number | undefined;
     try {
@@ -723,6 +723,18 @@ export class GrpcServer {
     }
     return { headers, peer: peer?.address ?? 'unknown', peerHost: peer?.host, peerCertificate: peer?.certificate, cancelled };
   }
+}
+
+/**
+ * A header value as text, to quote it back: Node reads header bytes as Latin-1, so the UTF-8 a Go
+ * client sends ("é" as C3 A9) would be echoed as two characters. Bytes that are not UTF-8 stay
+ * Latin-1.
+ */
+function headerText(value: string): string {
+  if (/^[\x20-\x7e]*$/.test(value)) return value;
+  const bytes = Buffer.from(value, 'latin1');
+  const text = bytes.toString('utf8');
+  return Buffer.from(text, 'utf8').equals(bytes) ? text : value;
 }
 
 /** A request that cannot be framed, inflated or decoded: its own status if it has one, else INTERNAL naming the method. */

@@ -245,6 +245,10 @@ describe('gRPC over HTTP/2 on the wire (raw node:http2 client)', () => {
     expect(raw).toMatch(/^[\x20-\x7e]*$/);
     expect(raw).toContain('100%25-caf%C3%A9');
     expect(decodeURIComponent(raw)).toBe(`this server does not implement ${path}`);
+    // The same path as a Go client sends it, in UTF-8 (Node reads header bytes as Latin-1): quoted once, not twice.
+    const utf8 = await call(session, validRequest, { token, path: Buffer.from(path, 'utf8').toString('latin1') });
+    expect(utf8.grpcMessage).toContain('100%25-caf%C3%A9');
+    expect(decodeURIComponent(utf8.grpcMessage!)).toBe(`this server does not implement ${path}`);
   });
 
   it('keeps serving after a client resets a stream mid-body, and after one resets while its call is being handled', async () => {
