@@ -2,8 +2,9 @@ import { z } from 'zod';
 import { MAX_SPAN_SECONDS, MAX_SPAN_TEXT, parseDurationSeconds } from './duration.js';
 import { globList, lifetimeDuration, policySchema } from '../policy/schema.js';
 import { canonicalSerial } from '../x509/serial-hex.js';
-import { isIP, SocketAddress } from 'node:net';
+import { isIP } from 'node:net';
 import { splitHostPort } from '../net/host-port.js';
+import { ipBytesToText, ipToBytes } from '../net/ip-text.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 
 /**
@@ -474,14 +475,11 @@ interface CanonicalIp {
   readonly family: 'ipv4' | 'ipv6';
 }
 
-/** An IP literal's one spelling (an IPv4-mapped IPv6 address as the IPv4 one); null for a name. */
+/** An IP literal's one spelling (an IPv4-mapped IPv6 address as the IPv4 one, as ipToBytes reads it); null for a name. */
 function canonicalIp(host: string): CanonicalIp | null {
-  const version = isIP(host);
-  if (version === 0) return null;
-  const { address } = new SocketAddress({ address: host, family: version === 4 ? 'ipv4' : 'ipv6' });
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (mapped) return { address: mapped[1]!, family: 'ipv4' };
-  return { address, family: version === 4 ? 'ipv4' : 'ipv6' };
+  if (isIP(host) === 0) return null;
+  const bytes = ipToBytes(host);
+  return { address: ipBytesToText(bytes), family: bytes.length === 4 ? 'ipv4' : 'ipv6' };
 }
 
 export type MeshcertConfig = z.infer<typeof configSchema>;
