@@ -34,6 +34,10 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
     };
     // On loopback, a web page the user has open could reach this server through DNS rebinding (its
     // own name resolving to 127.0.0.1) and read the inventory: only local names and addresses.
+    // RFC 9112 §3.2: a request with more than one Host is refused (Node would keep the first).
+    if (hostHeaderCount(req.rawHeaders) > 1) {
+      return send(400, `${JSON.stringify({ error: 'more than one Host header' })}\n`, 'application/json', { connection: 'close' });
+    }
     if (loopback && !isLocalHostHeader(req.headers.host)) {
       return send(421, `${JSON.stringify({ error: 'the admin server answers only requests addressed to localhost or an IP address' })}\n`, 'application/json');
     }
@@ -95,6 +99,15 @@ export function isLoopback(host: string): boolean {
 /** A Host header naming this machine by a local name or any IP literal (never a DNS name that could be rebound). */
 export function isLocalHostHeader(host: string | undefined): boolean {
   if (host === undefined) return true; // HTTP/1.0 without Host: no name to rebind
-  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
-  return name.toLowerCase() === 'localhost' || isIP(name) !== 0;
+  // RFC 3986 host[:port]: an IPv6 literal only in closed brackets, a name or IPv4 without any.
+  const m = /^(?:\[([^\]]*)\]|([^[\]:]*))(?::\d*)?$/.exec(host);
+  if (!m) return false;
+  if (m[1] !== undefined) return isIP(m[1]) === 6;
+  return m[2]!.toLowerCase() === 'localhost' || isIP(m[2]!) === 4;
+}
+
+function hostHeaderCount(raw: readonly string[]): number {
+  let n = 0;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === 'host') n++;
+  return n;
 }

@@ -102,5 +102,25 @@ describe('the admin server on loopback and the Host header (DNS rebinding)', () 
     expect(isLocalHostHeader('[fe80::1]:9402')).toBe(true);
     expect(isLocalHostHeader('localhost.attacker.example')).toBe(false);
     expect(isLocalHostHeader('127.0.0.1.nip.io')).toBe(false);
+    // Malformed: an unclosed or misplaced bracket, a bracketed name or IPv4, a bare IPv6, junk after the port.
+    for (const host of ['[::1', '[::1]x', '::1', '[127.0.0.1]', '[localhost]', 'localhost:80:80', '127.0.0.1]', 'localhost:x']) expect(isLocalHostHeader(host), host).toBe(false);
+    for (const host of ['localhost:', '[::1]', '[::1]:9402', '127.0.0.1']) expect(isLocalHostHeader(host), host).toBe(true);
+  });
+
+  it('refuses a request with two Host headers (RFC 9112 §3.2), whichever comes first', async () => {
+    const twoHosts = (first: string, second: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port: admin.port, path: '/metrics', setHost: false });
+        req.setHeader('host', [first, second]);
+        req.on('response', (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    expect(await twoHosts('localhost', 'attacker.example')).toBe(400);
+    expect(await twoHosts('attacker.example', 'localhost')).toBe(400);
+    expect(await get('localhost')).toBe(200);
   });
 });
