@@ -193,8 +193,12 @@ export const configSchema = z.strictObject({
        * Connections each serving process keeps open at once; 0: no limit. A connection beyond it is
        * closed at once (clients reconnect with backoff). Each connection may buffer up to
        * maxConcurrentStreams x (maxRequestBytes + 16 KiB) of uploads, so this bounds that memory.
+       * On by default: a connection's TLS and HTTP/2 state lives outside the V8 heap that memory
+       * pressure watches, so without a bound anyone who can reach the port could grow the process
+       * until it is OOM-killed by opening sockets and never sending a byte (19,000 such sockets
+       * took 250 MB on two workers; the file-descriptor limit was the only bound).
        */
-      maxConnections: z.number().int().min(0).max(1_000_000).default(0),
+      maxConnections: z.number().int().min(0).max(1_000_000).default(5000),
       /**
        * Processes serving gRPC (Node runs JavaScript on one core per process). 'auto' = one per CPU
        * the process may use (its cgroup CPU limit, rounded up, included: runtime/cpus.ts);

@@ -60,7 +60,7 @@ describe('parseConfig defaults', () => {
         handshakeTimeout: 30,
         requestReadTimeout: 30,
         idleTimeout: 300,
-        maxConnections: 0,
+        maxConnections: 5000,
         workers: 'auto',
         workerHeapMb: 192,
         workerInitialHeapMb: 'auto',
