@@ -6,7 +6,8 @@ import type { CsrKeyInfo, ParsedCsr } from '../csr/types.js';
 import { ConfigError, isCaError } from '../errors/ca-error.js';
 import { PolicyEngine, type PolicyDecision, type PolicyRequest, type RuleEvaluation } from '../policy/engine.js';
 import type { CredentialKind } from '../policy/schema.js';
-import { isAliasOf } from '../authority/authority.js';
+import { chooseIdentity } from '../authority/authority.js';
+import { isValidNamespace, isValidServiceAccount } from '../auth/jwt.js';
 import { effectiveDefaultCluster, servedClusterNames } from '../config/default-cluster.js';
 import { loadConfigFile } from '../config/load.js';
 import { ipToBytes } from '../net/ip-text.js';
@@ -72,10 +73,20 @@ export interface PolicyExplainOutput {
   caRefusal?: string | null;
   /** Why authentication refuses the caller before the policy (AUTH_INVALID): a cluster the CA does not serve. */
   clusterRefusal?: string;
+  /** Why authentication refuses a token naming this caller (AUTH_INVALID): not valid Kubernetes names. */
+  authRefusal?: string;
+  /** Why the server refuses the CSR before the policy (--csr): a CA request, or another identity than the caller's. */
+  csrRefusal?: { code: string; reason: string };
+  /**
+   * When allowed: the lifetime the server gives now, the policy's capped at the signing chain's end
+   * (`caEnd`) as the server caps it. `caEnd` is known only when the CA's files were read.
+   */
+  ttlSeconds?: number;
+  caEnd?: string;
   /** The certificate's SANs when allowed: the SPIFFE ID and the extra ones. */
   sans: { uris: string[]; dnsNames: string[]; ipAddresses: string[] } | null;
   trace: RuleEvaluation[];
-  /** Things the server would refuse before the policy is consulted (from --csr). */
+  /** What explain could not check, and what the rules for the caller's own trust domain say of an alias. */
   warnings: string[];
 }
 
@@ -122,14 +133,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
   const warnings: string[] = [];
   const csr = v.csr === undefined ? undefined : readCsr(v.csr);
   let fromCsr: ReturnType<typeof parseWorkloadSpiffeId> = null;
-  if (csr) {
-    if (csr.requestsCa) warnings.push('the CSR asks for a CA certificate; the server refuses it (CSR_FORBIDDEN_EXTENSION) before the policy');
-    if (csr.uris.length > 1) warnings.push('the CSR has more than one URI SAN; the server refuses it (IDENTITY_MISMATCH)');
-    if (csr.uris.length === 1) {
-      fromCsr = parseWorkloadSpiffeId(csr.uris[0]!);
-      if (fromCsr === null) warnings.push(`the CSR's URI SAN ${JSON.stringify(csr.uris[0])} is not a workload SPIFFE ID (spiffe://TD/ns/NS/sa/SA)`);
-    }
-  }
+  if (csr?.uris.length === 1) fromCsr = parseWorkloadSpiffeId(csr.uris[0]!);
 
   const namespace = v.ns ?? fromCsr?.namespace;
   const serviceAccount = v.sa ?? fromCsr?.serviceAccount;
@@ -162,10 +166,21 @@ export async function policyCommand(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+  // As the token authenticator: Kubernetes names only (a client certificate's names are its SANs').
+  const authRefusal =
+    !v['client-certificate'] && !(isValidNamespace(namespace) && isValidServiceAccount(serviceAccount))
+      ? 'token names an invalid Kubernetes namespace or service account (a namespace is a DNS-1123 label, a service account a DNS-1123 subdomain)'
+      : undefined;
+  // The CSR's identity and CA request, judged by the server's own function, before the policy.
   const group = config.trustDomainAliases.length > 0 ? [config.trustDomain, ...config.trustDomainAliases] : [];
-  if (csr?.uris.length === 1 && fromCsr !== null && csr.uris[0] !== identity) {
-    if (isAliasOf(csr.uris[0]!, [identity], group)) identity = csr.uris[0]!;
-    else warnings.push(`the CSR names ${csr.uris[0]}, not ${identity} or an alias of it; the server refuses that (IDENTITY_MISMATCH)`);
+  let csrRefusal: { code: string; reason: string } | undefined;
+  if (csr) {
+    try {
+      identity = chooseIdentity({ method: v['client-certificate'] ? 'client-cert' : 'jwt', identities: [identity] }, csr, group);
+    } catch (e) {
+      if (!isCaError(e)) throw e;
+      csrRefusal = { code: e.code, reason: e.message };
+    }
   }
 
   // As serve: the requested identity's trust domain decides, and an alias must pass the caller's own too.
@@ -191,7 +206,10 @@ export async function policyCommand(argv: string[]): Promise<number> {
   }
   const { decision, evaluated, refusedInAuthenticatedDomain } = new PolicyEngine(policy).explain(request);
   if (refusedInAuthenticatedDomain) warnings.push(`the alias is allowed in ${requestedTd}, but the rules for the caller's own trust domain ${trustDomain} refuse it`);
-  const caRefusal = decision.allowed && !v['no-ca'] ? await caNameRefusal(config, decision, identity, warnings) : undefined;
+  const refusedEarlier = clusterRefusal ?? authRefusal ?? csrRefusal;
+  const ca = decision.allowed && !refusedEarlier && !v['no-ca'] ? await checkWithCa(config, decision, identity, warnings) : {};
+  const { caRefusal } = ca;
+  const allowed = decision.allowed && !refusedEarlier && !caRefusal;
   const out: PolicyExplainOutput = {
     identity,
     request: {
@@ -207,12 +225,16 @@ export async function policyCommand(argv: string[]): Promise<number> {
       ipAddresses: [...request.ipAddresses],
       emails: [...request.emails],
     },
-    allowed: decision.allowed && !caRefusal && !clusterRefusal,
+    allowed,
     rule: decision.rule,
     decision,
     ...(caRefusal !== undefined ? { caRefusal } : {}),
     ...(clusterRefusal !== undefined ? { clusterRefusal } : {}),
-    sans: decision.allowed && !caRefusal && !clusterRefusal ? { uris: [identity], dnsNames: decision.dnsNames, ipAddresses: decision.ipAddresses } : null,
+    ...(authRefusal !== undefined ? { authRefusal } : {}),
+    ...(csrRefusal !== undefined ? { csrRefusal } : {}),
+    ...(allowed ? { ttlSeconds: ca.ttlSeconds ?? decision.ttlSeconds } : {}),
+    ...(ca.caEnd !== undefined ? { caEnd: ca.caEnd.toISOString() } : {}),
+    sans: allowed ? { uris: [identity], dnsNames: decision.dnsNames, ipAddresses: decision.ipAddresses } : null,
     trace: evaluated,
     warnings,
   };
@@ -221,25 +243,47 @@ export async function policyCommand(argv: string[]): Promise<number> {
   return out.allowed ? 0 : 1;
 }
 
+interface CaVerdict {
+  /** Why the CA's name constraints refuse the names the policy allows; null: they allow them; absent: not checked. */
+  caRefusal?: string | null;
+  /** The signing chain's end, and the lifetime the server gives now when it cuts the policy's short. */
+  caEnd?: Date;
+  ttlSeconds?: number;
+}
+
 /**
- * The CA's verdict on the DNS names and IP addresses the policy allows, as the server checks them
- * before signing: loaded from the files the config names (read only, never created). A CA that
- * cannot be loaded here (files not at hand) is a warning, and the names go unchecked.
+ * What the signing CA adds to an allowed decision, as the server applies it before signing: a leaf
+ * never outlives the chain, and the chain's name constraints must allow the DNS names and IP
+ * addresses. The CA is loaded from the files the config names (read only, never created), as serve
+ * loads it (an expired one is refused). One that cannot be loaded is a warning, unless its
+ * directory holds no CA and there are no names to check (files not at hand: explain then gives the
+ * policy's lifetime, as --no-ca does).
  */
-async function caNameRefusal(config: MeshcertConfig, d: Extract<PolicyDecision, { allowed: true }>, identity: string, warnings: string[]): Promise<string | null | undefined> {
-  if (d.dnsNames.length === 0 && d.ipAddresses.length === 0) return undefined;
+async function checkWithCa(config: MeshcertConfig, d: Extract<PolicyDecision, { allowed: true }>, identity: string, warnings: string[]): Promise<CaVerdict> {
+  const names = d.dnsNames.length > 0 || d.ipAddresses.length > 0;
   const quiet = createLogger('silent');
   const named = config.issuers.find((i) => i.name === d.issuer);
-  // Files not at hand, or a CA serve itself would refuse (`config check` says which): a warning.
-  const notChecked = (why: string): undefined => void warnings.push(`the CA "${d.issuer}" could not be loaded, so its name constraints were not checked (--no-ca: the policy alone): ${why}`);
-  if (!named && isCaDirEmpty(config.ca.dir!)) return notChecked(`CA directory ${config.ca.dir} holds no CA`);
+  // Files not at hand, or a CA serve itself would refuse (`config check` says which).
+  const notChecked = (why: string, present = true): CaVerdict => {
+    if (names) warnings.push(`the CA "${d.issuer}" could not be loaded, so its name constraints were not checked (--no-ca: the policy alone): ${why}`);
+    else if (present) warnings.push(`the CA "${d.issuer}" could not be loaded, so the lifetime is the policy's, not cut short at the CA's end (serve refuses a CA it cannot load): ${why}`);
+    return {};
+  };
+  const present = !isCaDirEmpty(named ? named.dir : config.ca.dir!);
+  if (!named && !present) return notChecked(`CA directory ${config.ca.dir} holds no CA`, false);
+  let issuer: LocalIssuer;
   try {
-    const issuer: LocalIssuer = named ? loadNamedIssuer(config, named, quiet) : await loadIssuer(config, quiet, { allowInit: false });
-    const refused = issuer.refusedNames({ uris: [identity], dnsNames: d.dnsNames, ipAddresses: d.ipAddresses });
-    return refused.length > 0 ? refused.join('; ') : null;
+    issuer = named ? loadNamedIssuer(config, named, quiet) : await loadIssuer(config, quiet, { allowInit: false });
   } catch (e) {
-    return notChecked((e as Error).message);
+    return notChecked((e as Error).message, present);
   }
+  const now = Date.now();
+  // As the server: NotAfter = min(now + lifetime, the chain's end), in whole seconds.
+  const left = Math.floor((issuer.notAfter.getTime() - now) / 1000);
+  const verdict: CaVerdict = { caEnd: issuer.notAfter, ...(left < d.ttlSeconds ? { ttlSeconds: left } : {}) };
+  if (!names) return verdict;
+  const refused = issuer.refusedNames({ uris: [identity], dnsNames: d.dnsNames, ipAddresses: d.ipAddresses });
+  return { ...verdict, caRefusal: refused.length > 0 ? refused.join('; ') : null };
 }
 
 /** An IPv4-mapped IPv6 address (any spelling) as the IPv4 address it maps, as the server judges it; others unchanged. */
@@ -277,12 +321,14 @@ function describeKey(k: CsrKeyInfo): string {
   return k.algorithm === 'ECDSA' ? `ECDSA ${k.curve ?? `${k.size}-bit`}` : `RSA ${k.size}`;
 }
 
-function describeLifetime(d: Extract<PolicyDecision, { allowed: true }>, requested: number | null): string {
-  const issued = formatDuration(d.ttlSeconds);
-  if (requested === null || requested <= 0) return `${issued} (the rule's default; no lifetime requested)`;
-  if (!d.ttlClamped) return `${issued} (as requested)`;
-  const why = d.ttlSeconds > requested ? 'raised to the minimum' : 'clamped to the maximum';
-  return `${issued} (${why}; requested ${formatDuration(requested)})`;
+function describeLifetime(d: Extract<PolicyDecision, { allowed: true }>, requested: number | null, o: PolicyExplainOutput): string {
+  const policy = formatDuration(d.ttlSeconds);
+  let text: string;
+  if (requested === null || requested <= 0) text = `${policy} (the rule's default; no lifetime requested)`;
+  else if (!d.ttlClamped) text = `${policy} (as requested)`;
+  else text = `${policy} (${d.ttlSeconds > requested ? 'raised to the minimum' : 'clamped to the maximum'}; requested ${formatDuration(requested)})`;
+  if (o.ttlSeconds === undefined || o.ttlSeconds === d.ttlSeconds) return text;
+  return `${formatDuration(o.ttlSeconds)}, cut short at the signing CA's end ${o.caEnd}; the policy gives ${text}`;
 }
 
 function printText(o: PolicyExplainOutput): void {
@@ -297,13 +343,16 @@ function printText(o: PolicyExplainOutput): void {
     `rule:      ${o.rule}`,
   ];
   const d = o.decision;
-  if (o.clusterRefusal) {
-    lines.push(`decision:  deny (AUTH_INVALID): ${o.clusterRefusal}; the server refuses the caller before the policy (which would ${d.allowed ? 'allow' : `deny: ${d.reason}`})`);
+  const policySays = `the policy would ${d.allowed ? 'allow' : `deny: ${d.reason}`}`;
+  if (o.clusterRefusal || o.authRefusal) {
+    lines.push(`decision:  deny (AUTH_INVALID): ${o.clusterRefusal ?? o.authRefusal}; the server refuses the caller before the policy (${policySays})`);
+  } else if (o.csrRefusal) {
+    lines.push(`decision:  deny (${o.csrRefusal.code}): ${o.csrRefusal.reason}; the server refuses the CSR before the policy (${policySays})`);
   } else if (d.allowed && o.caRefusal) {
     lines.push(`decision:  deny (CSR_FORBIDDEN_EXTENSION): the policy allows it, but the signing CA "${d.issuer}" cannot certify its names: ${o.caRefusal}`);
   } else if (d.allowed) {
     const sans = [...o.sans!.uris.map((u) => `URI:${u}`), ...d.dnsNames.map((n) => `DNS:${n}`), ...d.ipAddresses.map((a) => `IP:${a}`)];
-    lines.push('decision:  allow', `lifetime:  ${describeLifetime(d, r.requestedTtlSeconds)}`, `SANs:      ${sans.join(', ')}`, `issuer:    ${d.issuer}`);
+    lines.push('decision:  allow', `lifetime:  ${describeLifetime(d, r.requestedTtlSeconds, o)}`, `SANs:      ${sans.join(', ')}`, `issuer:    ${d.issuer}`);
   } else {
     lines.push(`decision:  deny (${d.code}): ${d.reason}`);
   }

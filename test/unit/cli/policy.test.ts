@@ -75,6 +75,66 @@ async function runJson(args: string[]): Promise<{ code: number; out: PolicyExpla
   return { code, out: JSON.parse(stdout()) as PolicyExplainOutput };
 }
 
+describe('meshcert policy explain and the signing CA', () => {
+  const CA_CONFIG = `
+trustDomain: cluster.local
+auth:
+  clusters:
+    - name: Kubernetes
+      tokenReview: {}
+issuers:
+  - name: short-ca
+    dir: short-ca
+  - name: old-ca
+    dir: old-ca
+policy:
+  rules:
+    - name: short
+      match: { namespaces: [short] }
+      lifetime: { default: 10d, max: 30d }
+      issuer: short-ca
+    - name: old
+      match: { namespaces: [old] }
+      issuer: old-ca
+`;
+  let caConfig: string;
+  beforeAll(async () => {
+    caConfig = file('ca-ends.yaml', CA_CONFIG);
+    // An intermediate that ends in 3 days, and one that ended a year ago (made two years ago).
+    await initCaDir({ dir: join(dir, 'short-ca'), intermediateLifetimeMs: 3 * 86_400_000 });
+    await initCaDir({ dir: join(dir, 'old-ca'), now: new Date(Date.now() - 2 * 365 * 86_400_000) });
+  });
+
+  it("cuts the lifetime short at the signing chain's end, as the server does, and says so", async () => {
+    expect(await policyCommand(['explain', '--config', caConfig, '--ns', 'short', '--sa', 'w', '--json'])).toBe(0);
+    const out = JSON.parse(stdout()) as PolicyExplainOutput;
+    expect(out.decision).toMatchObject({ allowed: true, ttlSeconds: 10 * 86_400 });
+    expect(out.ttlSeconds).toBeGreaterThan(3 * 86_400 - 120);
+    expect(out.ttlSeconds).toBeLessThanOrEqual(3 * 86_400);
+    expect(Date.parse(out.caEnd!)).toBeGreaterThan(Date.now() + out.ttlSeconds! * 1000 - 2000);
+    log.mockClear();
+    expect(await policyCommand(['explain', '--config', caConfig, '--ns', 'short', '--sa', 'w', '--ttl', '20d'])).toBe(0);
+    expect(stdout()).toMatch(/^lifetime: {2}2d\d*h?\d*m?\d*s?|^lifetime: {2}\d+s/m);
+    expect(stdout()).toMatch(/, cut short at the signing CA's end \d{4}-.*; the policy gives 20d \(as requested\)$/m);
+    // --no-ca: the policy alone.
+    log.mockClear();
+    expect(await policyCommand(['explain', '--config', caConfig, '--ns', 'short', '--sa', 'w', '--no-ca', '--json'])).toBe(0);
+    expect(JSON.parse(stdout())).toMatchObject({ ttlSeconds: 10 * 86_400 });
+  });
+
+  it('warns that the lifetime was not cut at the CA\'s end when the CA is there but does not load (serve refuses it too), and not when its files are not at hand', async () => {
+    expect(await policyCommand(['explain', '--config', caConfig, '--ns', 'old', '--sa', 'w', '--json'])).toBe(0);
+    const out = JSON.parse(stdout()) as PolicyExplainOutput;
+    expect(out).toMatchObject({ allowed: true, ttlSeconds: 86_400 });
+    expect(out).not.toHaveProperty('caEnd');
+    expect(out.warnings).toEqual([expect.stringMatching(/^the CA "old-ca" could not be loaded, so the lifetime is the policy's, not cut short at the CA's end \(serve refuses a CA it cannot load\): issuer "old-ca" \(.*\): CA certificate .* expired on /)]);
+    log.mockClear();
+    const absent = file('absent.yaml', CA_CONFIG.replace('dir: old-ca', 'dir: not-made-yet'));
+    expect(await policyCommand(['explain', '--config', absent, '--ns', 'old', '--sa', 'w', '--json'])).toBe(0);
+    expect((JSON.parse(stdout()) as PolicyExplainOutput).warnings).toEqual([]);
+  });
+});
+
 describe('meshcert policy explain (text)', () => {
   it('shows the rule, decision, lifetime, SANs, issuer and the rules tried for an allowed request', async () => {
     const code = await policyCommand(['explain', '--config', config, ...GW, '--key', 'ec256', '--dns', 'gw.istio-ingress.svc.cluster.local']);
@@ -163,8 +223,10 @@ describe('meshcert policy explain --json', () => {
         dnsNames: ['gw.istio-ingress.svc.cluster.local', 'istio-ingressgateway.example.com'],
         ipAddresses: ['10.1.2.3'],
       },
-      // gateways-ca has no name constraints: it certifies them.
+      // gateways-ca has no name constraints: it certifies them; it ends in a year, after the leaf.
       caRefusal: null,
+      ttlSeconds: 86_400,
+      caEnd: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) as unknown as string,
       trace: [
         { rule: 'deny-kube-system', matched: false, why: 'namespace "istio-ingress" matches none of kube-system, team-*' },
         { rule: 'gateways', matched: true, why: 'namespace is "istio-ingress"; service account is "istio-ingressgateway"' },
@@ -237,7 +299,7 @@ describe('meshcert policy explain --json', () => {
     expect(out).toMatchObject({ allowed: false, sans: null, decision: { allowed: true }, clusterRefusal: expect.stringMatching(/^unknown cluster "nope" in the clusterid header \(this CA serves "[^"]+"(, "[^"]+")*\)$/) });
     log.mockClear();
     expect(await policyCommand(['explain', '--config', config, '--ns', 'a', '--sa', 'b', '--cluster', 'nope'])).toBe(1);
-    expect(stdout()).toMatch(/decision: {2}deny \(AUTH_INVALID\): unknown cluster "nope" .*; the server refuses the caller before the policy \(which would allow\)/);
+    expect(stdout()).toMatch(/decision: {2}deny \(AUTH_INVALID\): unknown cluster "nope" .*; the server refuses the caller before the policy \(the policy would allow\)/);
     log.mockClear();
     const empty = await runJson(['--ns', 'a', '--sa', 'b', '--cluster', '']);
     expect(empty.code).toBe(0);
@@ -334,12 +396,23 @@ describe('meshcert policy explain --csr', () => {
     expect(out.decision).toMatchObject({ allowed: false, rule: 'default', code: 'CSR_FORBIDDEN_EXTENSION' });
   });
 
-  it('warns when the flags name another identity than the CSR', async () => {
+  it('denies, as the server does before the policy, a CSR naming another identity than the flags (IDENTITY_MISMATCH), and one with two URI SANs', async () => {
     const csr = await makeCsr({ uris: ['spiffe://cluster.local/ns/shop/sa/web'] });
     const { code, out } = await runJson(['--csr', file('other.pem', csr.pem), '--ns', 'shop', '--sa', 'api']);
-    expect(code).toBe(0);
-    expect(out.identity).toBe('spiffe://cluster.local/ns/shop/sa/api');
-    expect(out.warnings).toEqual(['the CSR names spiffe://cluster.local/ns/shop/sa/web, not spiffe://cluster.local/ns/shop/sa/api or an alias of it; the server refuses that (IDENTITY_MISMATCH)']);
+    expect(code).toBe(1);
+    expect(out).toMatchObject({
+      identity: 'spiffe://cluster.local/ns/shop/sa/api',
+      allowed: false,
+      sans: null,
+      decision: { allowed: true },
+      csrRefusal: { code: 'IDENTITY_MISMATCH', reason: 'the CSR requests identity spiffe://cluster.local/ns/shop/sa/web, but the caller is spiffe://cluster.local/ns/shop/sa/api' },
+      warnings: [],
+    });
+    expect(out).not.toHaveProperty('ttlSeconds');
+    log.mockClear();
+    const two = await makeCsr({ uris: ['spiffe://cluster.local/ns/shop/sa/web', 'spiffe://cluster.local/ns/shop/sa/api'] });
+    expect(await policyCommand(['explain', '--config', config, '--csr', file('two.pem', two.pem), '--ns', 'shop', '--sa', 'web'])).toBe(1);
+    expect(stdout()).toMatch(/^decision: {2}deny \(IDENTITY_MISMATCH\): the CSR requests more than one URI SAN.*; the server refuses the CSR before the policy \(the policy would allow\)$/m);
   });
 
   it("judges an alias by its own trust domain's rules and the caller's, as serve does", async () => {
@@ -356,7 +429,7 @@ describe('meshcert policy explain --csr', () => {
     const foreign = await makeCsr({ uris: ['spiffe://evil.example/ns/shop/sa/web'] });
     const { out } = await runJson(['--csr', file('evil.pem', foreign.pem)]);
     expect(out.request.trustDomain).toBe('cluster.local');
-    expect(out.warnings).toEqual(['the CSR names spiffe://evil.example/ns/shop/sa/web, not spiffe://cluster.local/ns/shop/sa/web or an alias of it; the server refuses that (IDENTITY_MISMATCH)']);
+    expect(out).toMatchObject({ allowed: false, csrRefusal: { code: 'IDENTITY_MISMATCH' } });
 
     const aliased = file('aliases.yaml', `${CONFIG}trustDomainAliases: [old.example]\n`);
     const alias = await makeCsr({ uris: ['spiffe://old.example/ns/kube-system/sa/coredns'] });
@@ -369,10 +442,27 @@ describe('meshcert policy explain --csr', () => {
     expect(a.decision).toMatchObject({ allowed: false, rule: 'deny-kube-system' });
   });
 
-  it('warns in text output that the server refuses a CA request', async () => {
+  it('denies a CA request as the server does, before the policy (CSR_FORBIDDEN_EXTENSION)', async () => {
     const csr = await makeCsr({ uris: ['spiffe://cluster.local/ns/shop/sa/web'], ca: true });
-    expect(await policyCommand(['explain', '--config', config, '--csr', file('ca.pem', csr.pem)])).toBe(0);
-    expect(stdout()).toContain('warning: the CSR asks for a CA certificate; the server refuses it (CSR_FORBIDDEN_EXTENSION) before the policy');
+    expect(await policyCommand(['explain', '--config', config, '--csr', file('ca.pem', csr.pem)])).toBe(1);
+    expect(stdout()).toMatch(/^decision: {2}deny \(CSR_FORBIDDEN_EXTENSION\): the CSR asks for a CA certificate .*; the server refuses the CSR before the policy \(the policy would allow\)$/m);
+  });
+
+  it('denies a namespace or service account that is not a Kubernetes name, as token authentication does (AUTH_INVALID); a client certificate names its own', async () => {
+    for (const [ns, sa] of [['Upper', 'web'], ['a'.repeat(64), 'web'], ['shop', 'x'.repeat(254)], ['shop', 'Web']]) {
+      log.mockClear();
+      const { code, out } = await runJson(['--ns', ns!, '--sa', sa!]);
+      expect(code, `${ns}/${sa}`).toBe(1);
+      expect(out).toMatchObject({ allowed: false, sans: null, decision: { allowed: true }, authRefusal: expect.stringMatching(/^token names an invalid Kubernetes namespace or service account/) });
+    }
+    // The longest valid names are served.
+    log.mockClear();
+    expect((await runJson(['--ns', 'a'.repeat(63), '--sa', `${'x'.repeat(63)}.${'y'.repeat(63)}.${'z'.repeat(63)}.${'w'.repeat(61)}`])).code).toBe(0);
+    log.mockClear();
+    expect(await policyCommand(['explain', '--config', config, '--ns', 'Upper', '--sa', 'web'])).toBe(1);
+    expect(stdout()).toMatch(/^decision: {2}deny \(AUTH_INVALID\): token names an invalid Kubernetes namespace or service account .*; the server refuses the caller before the policy/m);
+    log.mockClear();
+    expect((await runJson(['--ns', 'Upper', '--sa', 'web', '--client-certificate'])).out).not.toHaveProperty('authRefusal');
   });
 
   it('needs --ns and --sa when the CSR has no workload identity', async () => {
