@@ -207,7 +207,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const closers: Array<() => void | Promise<void>> = [];
   const auth = await buildAuthChain(config, () => state, logger, o.metrics);
   closers.push(auth.close);
-  const nodeAuthorizer = config.ambient.enabled ? await startNodeAuthorization(config, logger, closers) : undefined;
+  const nodeAuthorizer = config.ambient.enabled ? await startNodeAuthorization(config, auth.defaultCluster, logger, closers) : undefined;
   const sink = o.sink;
   const slicer = new WorkSlicer();
   const authority = new Authority({
@@ -336,7 +336,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
 }
 
 /** Ambient mode: a watch-backed pod cache and the node authorizer that reads it. */
-async function startNodeAuthorization(config: MeshcertConfig, logger: Logger, closers: Array<() => void | Promise<void>>): Promise<NodeAuthorizer> {
+async function startNodeAuthorization(config: MeshcertConfig, cluster: string, logger: Logger, closers: Array<() => void | Promise<void>>): Promise<NodeAuthorizer> {
   const source = kubeSource(config);
   // Loaded only in ambient mode: @kubernetes/client-node costs ~60 MB per process.
   const [{ createKubeClient }, { PodCache }, { NodeAuthorizer }, { KubeLivePods }] = await Promise.all([
@@ -353,7 +353,9 @@ async function startNodeAuthorization(config: MeshcertConfig, logger: Logger, cl
   closers.push(() => pods.stop());
   // Not fatal: until the cache syncs, impersonated requests get UNAVAILABLE (retried), never a denial.
   await pods.start().catch((err: unknown) => logger.error({ err }, 'pod cache could not sync yet; ambient requests get UNAVAILABLE until it does'));
-  return new NodeAuthorizer({ pods, live: new KubeLivePods(kube.core), trustedNodeAccounts: config.ambient.trustedNodeAccounts, trustDomain: config.trustDomain });
+  // The API server reached is the default cluster's: only its node proxies can be checked, in its trust domain.
+  const trustDomain = config.auth.clusters.find((c) => c.name === cluster)?.trustDomain ?? config.trustDomain;
+  return new NodeAuthorizer({ pods, live: new KubeLivePods(kube.core), trustedNodeAccounts: config.ambient.trustedNodeAccounts, trustDomain, cluster });
 }
 
 /** inventory.failClosed: refuse before signing while records cannot be kept. */

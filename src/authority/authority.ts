@@ -63,7 +63,7 @@ export interface AuthorityDeps {
   /** Optional per-identity rate limit, applied once the caller is known. */
   readonly rateLimit?: { take(identity: string): void };
   /** Ambient mode: decides whether a node agent may ask for a workload's identity (may ask the API server: async). */
-  readonly nodeAuthorizer?: { authorize(caller: Caller, requestedIdentity: string): void | Promise<void> };
+  readonly nodeAuthorizer?: { authorize(caller: Caller, requestedIdentity: string, callerCluster: string): void | Promise<void> };
   /** Runs the synchronous, CPU-heavy part of a call (default: at once); see WorkSlicer. */
   readonly schedule?: <T>(work: () => T) => Promise<T>;
   /**
@@ -104,7 +104,7 @@ export class Authority {
         }
         // A call whose client is gone costs the API server nothing.
         stopIfCancelled(req);
-        await this.deps.nodeAuthorizer.authorize(caller, impersonate);
+        await this.deps.nodeAuthorizer.authorize(caller, impersonate, this.clusterOf(caller, req));
         forWorkload = impersonate;
       }
       // Whom the certificate is for: the workload a node agent was allowed to ask for, or the caller.
@@ -145,6 +145,15 @@ export class Authority {
     }
   }
 
+  /**
+   * The cluster the caller authenticated in: a token is checked against the cluster the header
+   * names; a client certificate carries no cluster, so its holder does not get to choose one (and
+   * with it another cluster's rules).
+   */
+  private clusterOf(caller: Caller, req: CertificateRequest): string {
+    return CREDENTIAL_OF[caller.method] === 'client-certificate' ? this.deps.options.defaultCluster : req.auth.clusterId || this.deps.options.defaultCluster;
+  }
+
   private run<T>(work: () => T): Promise<T> {
     return this.deps.schedule ? this.deps.schedule(work) : Promise.resolve().then(work);
   }
@@ -165,10 +174,8 @@ export class Authority {
     // An alias asked for in the CSR (the caller's namespace and service account in another trust
     // domain of the mesh) must pass the rules of the caller's own trust domain too.
     const own = subject.identities.includes(spiffeId) ? spiffeId : subject.identities.find((id) => sameWorkload(id, workload));
-    // A token is checked against the cluster the header names; a client certificate carries no
-    // cluster, so its holder does not get to choose one (and with it another cluster's rules).
     const credential = CREDENTIAL_OF[caller.method];
-    const clusterId = credential === 'client-certificate' ? this.deps.options.defaultCluster : req.auth.clusterId || this.deps.options.defaultCluster;
+    const clusterId = this.clusterOf(caller, req);
     const decision = policy.evaluate({
       trustDomain: workload?.trustDomain ?? trustDomainOf(spiffeId),
       ...(own !== undefined && own !== spiffeId ? { authenticatedTrustDomain: trustDomainOf(own) } : {}),

@@ -75,6 +75,8 @@ export interface PolicyExplainOutput {
   clusterRefusal?: string;
   /** Why authentication refuses a token naming this caller (AUTH_INVALID): not valid Kubernetes names. */
   authRefusal?: string;
+  /** Why the server refuses an --impersonated request before the policy (IMPERSONATION_DENIED): ambient mode off, or a node proxy of another cluster. */
+  impersonationRefusal?: string;
   /** Why the server refuses the CSR before the policy (--csr): a CA request, or another identity than the caller's. */
   csrRefusal?: { code: string; reason: string };
   /**
@@ -171,6 +173,15 @@ export async function policyCommand(argv: string[]): Promise<number> {
     !v['client-certificate'] && !(isValidNamespace(namespace) && isValidServiceAccount(serviceAccount))
       ? 'token names an invalid Kubernetes namespace or service account (a namespace is a DNS-1123 label, a service account a DNS-1123 subdomain)'
       : undefined;
+  // Node authorization, as far as the config decides it (the pods on the node are the API server's to say).
+  const defaultCluster = effectiveDefaultCluster(config, served);
+  const impersonationRefusal = !v.impersonated
+    ? undefined
+    : !config.ambient.enabled
+      ? 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads (ambient mode is off)'
+      : cluster !== defaultCluster
+        ? `the caller authenticated in cluster "${cluster}", but this CA checks node proxies only in cluster "${defaultCluster}", whose pods it watches`
+        : undefined;
   // The CSR's identity and CA request, judged by the server's own function, before the policy.
   const group = config.trustDomainAliases.length > 0 ? [config.trustDomain, ...config.trustDomainAliases] : [];
   let csrRefusal: { code: string; reason: string } | undefined;
@@ -206,7 +217,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
   }
   const { decision, evaluated, refusedInAuthenticatedDomain } = new PolicyEngine(policy).explain(request);
   if (refusedInAuthenticatedDomain) warnings.push(`the alias is allowed in ${requestedTd}, but the rules for the caller's own trust domain ${trustDomain} refuse it`);
-  const refusedEarlier = clusterRefusal ?? authRefusal ?? csrRefusal;
+  const refusedEarlier = clusterRefusal ?? authRefusal ?? impersonationRefusal ?? csrRefusal;
   const ca = decision.allowed && !refusedEarlier && !v['no-ca'] ? await checkWithCa(config, decision, identity, warnings) : {};
   const { caRefusal } = ca;
   const allowed = decision.allowed && !refusedEarlier && !caRefusal;
@@ -231,6 +242,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
     ...(caRefusal !== undefined ? { caRefusal } : {}),
     ...(clusterRefusal !== undefined ? { clusterRefusal } : {}),
     ...(authRefusal !== undefined ? { authRefusal } : {}),
+    ...(impersonationRefusal !== undefined ? { impersonationRefusal } : {}),
     ...(csrRefusal !== undefined ? { csrRefusal } : {}),
     ...(allowed ? { ttlSeconds: ca.ttlSeconds ?? decision.ttlSeconds } : {}),
     ...(ca.caEnd !== undefined ? { caEnd: ca.caEnd.toISOString() } : {}),
@@ -346,6 +358,8 @@ function printText(o: PolicyExplainOutput): void {
   const policySays = `the policy would ${d.allowed ? 'allow' : `deny: ${d.reason}`}`;
   if (o.clusterRefusal || o.authRefusal) {
     lines.push(`decision:  deny (AUTH_INVALID): ${o.clusterRefusal ?? o.authRefusal}; the server refuses the caller before the policy (${policySays})`);
+  } else if (o.impersonationRefusal) {
+    lines.push(`decision:  deny (IMPERSONATION_DENIED): ${o.impersonationRefusal}; the server refuses the request before the policy (${policySays})`);
   } else if (o.csrRefusal) {
     lines.push(`decision:  deny (${o.csrRefusal.code}): ${o.csrRefusal.reason}; the server refuses the CSR before the policy (${policySays})`);
   } else if (d.allowed && o.caRefusal) {

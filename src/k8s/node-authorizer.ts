@@ -3,7 +3,9 @@
  * certificate for `requestedIdentity` (the request's ImpersonatedIdentity metadata)?
  *
  * Allowed only when all hold, checked in this order:
- *   1. the caller's namespace/service account is a trusted node account (default istio-system/ztunnel);
+ *   1. the caller's namespace/service account is a trusted node account (default istio-system/ztunnel),
+ *      authenticated in the cluster whose pods the cache holds (a node proxy of another cluster asks
+ *      about pods and nodes this CA cannot see);
  *   2. the requested identity is `spiffe://<trust domain>/ns/<ns>/sa/<sa>` (and, when trustDomain
  *      is configured, in that trust domain);
  *   3. the caller's token is a bound pod token (caller.pod has name and UID);
@@ -33,8 +35,10 @@ export interface NodeAuthorizerOptions {
   /** `namespace/serviceAccount` of callers allowed to impersonate. Default ['istio-system/ztunnel']. */
   readonly trustedNodeAccounts?: readonly string[];
   readonly pods: PodLookup;
-  /** When set, the requested identity must be in this trust domain. */
+  /** When set, the requested identity must be in this trust domain (the cluster's). */
   readonly trustDomain?: string;
+  /** When set, the cluster whose pods `pods` holds: node proxies of other clusters are refused. */
+  readonly cluster?: string;
   /** The API server, asked before refusing for a pod the cache does not show. */
   readonly live?: LivePods;
 }
@@ -59,6 +63,7 @@ export class NodeAuthorizer {
   private readonly trusted: ReadonlySet<string>;
   private readonly pods: PodLookup;
   private readonly trustDomain: string | undefined;
+  private readonly cluster: string | undefined;
   private readonly live: LivePods | undefined;
   /**
    * Callers' pods the API server confirmed gone (namespace, name and UID), until when that
@@ -78,6 +83,7 @@ export class NodeAuthorizer {
     this.trusted = new Set(accounts);
     this.pods = opts.pods;
     this.trustDomain = opts.trustDomain;
+    this.cluster = opts.cluster;
     this.live = opts.live;
   }
 
@@ -92,7 +98,7 @@ export class NodeAuthorizer {
    * of the API server (`live`) before a refusal, while the watch is connected (while it reconnects,
    * such a refusal is UNAVAILABLE anyway).
    */
-  async authorize(caller: Caller, requestedIdentity: string): Promise<void> {
+  async authorize(caller: Caller, requestedIdentity: string, callerCluster?: string): Promise<void> {
     // 1. Trusted node account.
     if (caller.namespace === undefined || caller.serviceAccount === undefined) {
       throw deny('ImpersonatedIdentity requires a Kubernetes service-account token from a trusted node proxy (such as istio-system/ztunnel)');
@@ -100,6 +106,9 @@ export class NodeAuthorizer {
     const callerAccount = `${caller.namespace}/${caller.serviceAccount}`;
     if (!this.trusted.has(callerAccount)) {
       throw deny(`service account ${callerAccount} may not request certificates for other workloads (ImpersonatedIdentity); only trusted node accounts may: ${[...this.trusted].join(', ') || 'none configured'}`);
+    }
+    if (this.cluster !== undefined && callerCluster !== this.cluster) {
+      throw deny(`the caller authenticated in cluster ${printable(callerCluster ?? '')}, but this CA checks node proxies only in cluster "${this.cluster}", whose pods it watches: it cannot see the nodes and pods of another`);
     }
 
     // 2. Requested identity shape.

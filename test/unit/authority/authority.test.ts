@@ -148,9 +148,11 @@ describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s'
   it('waits for a node authorization that asks the API server, and refuses as it says (nothing signed)', async () => {
     const web = 'spiffe://cluster.local/ns/shop/sa/web';
     const asked: string[] = [];
+    const clusters: string[] = [];
     const nodeAuthorizer = {
-      authorize: async (_c: Caller, id: string) => {
+      authorize: async (_c: Caller, id: string, cluster: string) => {
         asked.push(id);
+        clusters.push(cluster);
         await new Promise((r) => setTimeout(r, 20));
         if (id.endsWith('/elsewhere')) throw new CaError('AUTH_BACKEND_UNAVAILABLE', 'the API server could not be asked');
       },
@@ -163,6 +165,9 @@ describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s'
     expect([e.code, e.caller, e.identity]).toEqual(['AUTH_BACKEND_UNAVAILABLE', ID, undefined]);
     expect(asked).toEqual([web, 'spiffe://cluster.local/ns/shop/sa/elsewhere']);
     expect(signed()).toBe(1);
+    // It is told the cluster the caller authenticated in: the header's, else the default.
+    await a.issue({ ...impersonating(web), auth: { bearerToken: 't', clusterId: 'east' } });
+    expect(clusters).toEqual(['Kubernetes', 'Kubernetes', 'east']);
   });
 
   it('refuses a call whose client is already gone with CANCELLED before deciding anything', async () => {

@@ -293,6 +293,19 @@ describe('meshcert policy explain --json', () => {
     expect(out.request).toMatchObject({ cluster: 'east', trustDomain: 'east.example', impersonated: true });
   });
 
+  it('denies --impersonated as node authorization does: with ambient mode off, and for a node proxy of another cluster than the default (IMPERSONATION_DENIED)', async () => {
+    const off = await runJson(['--ns', 'a', '--sa', 'b', '--impersonated']);
+    expect(off.code).toBe(1);
+    expect(off.out).toMatchObject({ allowed: false, sans: null, decision: { allowed: true }, impersonationRefusal: expect.stringMatching(/ambient mode is off/) });
+    const ambient = file('ambient.yaml', `${CONFIG}ambient: { enabled: true }\n`);
+    log.mockClear();
+    expect(await policyCommand(['explain', '--config', ambient, '--ns', 'a', '--sa', 'b', '--impersonated', '--json'])).toBe(0);
+    expect(JSON.parse(stdout())).not.toHaveProperty('impersonationRefusal');
+    log.mockClear();
+    expect(await policyCommand(['explain', '--config', ambient, '--ns', 'a', '--sa', 'b', '--impersonated', '--cluster', 'east'])).toBe(1);
+    expect(stdout()).toMatch(/^decision: {2}deny \(IMPERSONATION_DENIED\): the caller authenticated in cluster "east", but this CA checks node proxies only in cluster "Kubernetes", whose pods it watches; the server refuses the request before the policy/m);
+  });
+
   it('denies a --cluster the CA does not serve, as authentication does before any rule (AUTH_INVALID), and takes an empty one as the default', async () => {
     const { code, out } = await runJson(['--ns', 'a', '--sa', 'b', '--cluster', 'nope']);
     expect(code).toBe(1);

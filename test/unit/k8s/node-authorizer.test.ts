@@ -97,6 +97,24 @@ describe('NodeAuthorizer (PROTOCOL §3)', () => {
     expect(() => new NodeAuthorizer({ pods, trustedNodeAccounts: ['ztunnel'] })).toThrow(/must be "namespace\/serviceAccount"/);
   });
 
+  it("refuses a node proxy of another cluster than the one whose pods it watches (their pods and nodes are not this cluster's)", async () => {
+    const ours = new NodeAuthorizer({ pods, trustDomain: TD, cluster: 'Kubernetes' });
+    const inCluster = async (cluster: string | undefined): Promise<CaError | null> => {
+      try {
+        await ours.authorize(ztunnel(), id('app', 'web'), cluster);
+        return null;
+      } catch (e) {
+        return e as CaError;
+      }
+    };
+    expect(await inCluster('Kubernetes')).toBeNull();
+    for (const other of ['east', 'kubernetes', '', undefined]) {
+      const e = await inCluster(other);
+      expect(e?.code, String(other)).toBe('IMPERSONATION_DENIED');
+      expect(e?.message).toMatch(/^the caller authenticated in cluster ".*", but this CA checks node proxies only in cluster "Kubernetes", whose pods it watches/);
+    }
+  });
+
   it('refuses a token that is not bound to a pod', async () => {
     await expectDenied(ztunnel({ pod: undefined }), id('app', 'web'), /^the caller's token is not bound to a pod/);
     await expectDenied(ztunnel({ pod: { name: 'ztunnel-a', uid: '' } }), id('app', 'web'), /not bound to a pod/);
