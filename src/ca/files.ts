@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 /** The Istio plug-in CA layout (Secret `cacerts`). */
@@ -102,4 +102,35 @@ export function recoverInterruptedCreation(dir: string): 'none' | 'completed' | 
   if (found === 'cleared') for (const f of Object.keys(CA_FILES) as Array<keyof typeof CA_FILES>) rmSync(caPath(dir, f), { force: true });
   if (found !== 'none') endCaCreation(dir);
   return found;
+}
+
+/**
+ * Marks a CA directory whose signing files (ca-key.pem, cert-chain.pem, ca-cert.pem) a step is
+ * replacing one by one, from the complete new set it staged and checked in a subdirectory first.
+ * Killed in between, the step leaves a key that does not match ca-cert.pem; serve then loads the
+ * staged set (see loadServedCaDir), and the step completes when re-run.
+ */
+const REPLACING_MARKER = '.meshcert-replacing';
+/** Staged sets by subdirectory, and the step that stages each. */
+export const STAGED_SETS = { next: 'ca rotate switch', renewing: 'ca renew-intermediate' } as const;
+export type StagedSet = keyof typeof STAGED_SETS;
+
+export function beginReplacing(dir: string, staged: StagedSet): void {
+  writeFileAtomic(join(dir, REPLACING_MARKER), `${staged}\n`, 0o600);
+}
+
+export function endReplacing(dir: string): void {
+  rmSync(join(dir, REPLACING_MARKER), { force: true });
+  syncDirectory(dir);
+}
+
+/** The staged set a replacement in `dir` was interrupted with (only one of STAGED_SETS, and only while it has a ca-cert.pem), or undefined. */
+export function replacingFrom(dir: string): StagedSet | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, REPLACING_MARKER), 'utf8').slice(0, 64).trim();
+  } catch {
+    return undefined;
+  }
+  return Object.hasOwn(STAGED_SETS, text) && existsSync(caPath(join(dir, text), 'cert')) ? (text as StagedSet) : undefined;
 }

@@ -5,7 +5,7 @@ import { ConfigError } from '../errors/ca-error.js';
 import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { issuerAndSubjectDer } from '../x509/names.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
-import { CA_FILES, caPath, ROTATION_FILE } from './files.js';
+import { CA_FILES, caPath, replacingFrom, ROTATION_FILE, STAGED_SETS } from './files.js';
 import { keyProblem, signatureProblem } from '../x509/chain-algorithms.js';
 import { signedBy } from '../x509/verify-chain.js';
 
@@ -48,17 +48,22 @@ export function isCaDirEmpty(dir: string): boolean {
 }
 
 /** Reads and validates a CA directory. Every problem is a ConfigError with a message saying what to fix. */
-export function loadCaDir(dir: string, now: Date = new Date()): CaMaterial {
+/**
+ * The CA in `dir` (Istio's cacerts layout), checked as serve needs it. `signingDir`: where to read
+ * ca-cert.pem, ca-key.pem and cert-chain.pem from instead (a staged set; root-cert.pem stays `dir`'s).
+ */
+export function loadCaDir(dir: string, now: Date = new Date(), signingDir: string = dir): CaMaterial {
   const read = (file: 'cert' | 'key' | 'chain' | 'root', required: boolean): string | undefined => {
-    const path = caPath(dir, file);
+    const from = file === 'root' ? dir : signingDir;
+    const path = caPath(from, file);
     if (!existsSync(path)) {
-      if (required) throw new ConfigError(`CA directory ${dir} has no ${path.split('/').pop()} (expected Istio's cacerts layout: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)`);
+      if (required) throw new ConfigError(`CA directory ${from} has no ${path.split('/').pop()} (expected Istio's cacerts layout: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)`);
       return undefined;
     }
     try {
       return readTextFile(path, MAX_PEM_BYTES);
     } catch (e) {
-      throw new ConfigError(`CA directory ${dir}: cannot read ${path.split('/').pop()}: ${readProblem(e)}`);
+      throw new ConfigError(`CA directory ${from}: cannot read ${path.split('/').pop()}: ${readProblem(e)}`);
     }
   };
   const certPem = read('cert', true)!;
@@ -81,6 +86,29 @@ export function loadCaDir(dir: string, now: Date = new Date()): CaMaterial {
 }
 
 /** Validates an in-memory CA (used by loadCaDir and by `ca init`). */
+/**
+ * The CA in `dir` as serve loads it: loadCaDir, unless a step that replaces the signing files one
+ * by one (rotate switch, renew-intermediate) was interrupted and left them mismatched. Then the
+ * complete set it staged (and checked) before it began is loaded, with `interrupted` saying so, so
+ * that a restart in between still serves; re-running the step completes it. Reads only.
+ */
+export function loadServedCaDir(dir: string, now: Date = new Date()): { material: CaMaterial; interrupted?: string } {
+  try {
+    return { material: loadCaDir(dir, now) };
+  } catch (e) {
+    const staged = replacingFrom(dir);
+    if (staged === undefined || !(e instanceof ConfigError)) throw e;
+    let material: CaMaterial;
+    try {
+      material = loadCaDir(dir, now, join(dir, staged));
+    } catch {
+      throw e;
+    }
+    const step = STAGED_SETS[staged];
+    return { material, interrupted: `an interrupted "meshcert ${step}" left the CA files in ${dir} half replaced (${e.message}); loaded the complete set it staged in ${join(dir, staged)} instead: re-run "meshcert ${step} --dir ${dir}" to complete it` };
+  }
+}
+
 export function buildMaterial(
   signingCert: X509Certificate,
   signingKey: KeyObject,

@@ -23,7 +23,7 @@ import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
-import { CA_FILES, caPath, ROTATION_FILE, writeFileAtomic, writePrivateKey } from './files.js';
+import { beginReplacing, CA_FILES, caPath, endReplacing, replacingFrom, ROTATION_FILE, writeFileAtomic, writePrivateKey } from './files.js';
 import { caSubjectName, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
 import { isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { signedBy } from '../x509/verify-chain.js';
@@ -34,6 +34,8 @@ export const NEXT_DIR = 'next';
 /** The old signing material, kept by `switch` until `finish` archives it. */
 export const PREVIOUS_DIR = 'previous';
 export const ARCHIVE_DIR = 'archive';
+/** renew-intermediate's new set, staged before the live files are replaced (see beginReplacing). */
+export const RENEWING_DIR = 'renewing';
 
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
@@ -330,6 +332,7 @@ export async function rotateStart(o: RotateStartOptions): Promise<StepResult> {
   if (existing) {
     return noop(existing, `a rotation is already in progress (step "${existing.step}", started ${existing.startedAt}); "start" has nothing to do. See "meshcert ca rotate status --dir ${dir}"`);
   }
+  if (replacingFrom(dir) === 'renewing') throw new ConfigError(`a renewal of the intermediate was interrupted: run "meshcert ca renew-intermediate --dir ${dir}" again to complete it, then start the rotation`);
   const current = loadCurrent(dir, now, 'cannot start a rotation');
   const oldRoot = anchorOf(current);
   const messages: string[] = [];
@@ -493,10 +496,13 @@ export function rotateSwitch(o: RotateSwitchOptions): StepResult {
     const material = validateLayout(dir, { cert: nextFiles.cert, key: nextFiles.key, chain: nextFiles.chain, root: live.root }, now, 'cannot switch');
     requireRoots([...material.roots, ...material.expiredRoots], [state.oldRoot, state.newRoot], 'cannot switch');
     // Key first, certificate last: a reader that catches the set half-written sees a key that does
-    // not match ca-cert.pem, refuses it and keeps its current CA until ca-cert.pem arrives.
+    // not match ca-cert.pem, and loads the set staged in next/ instead (loadServedCaDir), so a
+    // server (re)started before this completes serves the new CA rather than failing to start.
+    beginReplacing(dir, 'next');
     writeLayout(dir, { rootKey: nextFiles.rootKey, key: nextFiles.key, chain: nextFiles.chain, cert: nextFiles.cert });
   }
   const after = loadCurrent(dir, now, 'switch did not complete');
+  endReplacing(dir);
   if (after.signingCert.fingerprint256 !== state.newIntermediate.fingerprint256) {
     throw new ConfigError(`the switch was interrupted and ${join(dir, NEXT_DIR)} is gone: ca-cert.pem is "${oneLine(after.signingCert.subject)}", not the new intermediate; restore next/ or inspect ${dir}`);
   }
@@ -625,6 +631,15 @@ function stepStatus(dir: string, now: Date): RotationStatus {
   const base = { dir, now: now.toISOString(), state, ca, caError };
   const cm = `kubectl get configmap istio-ca-root-cert -n <namespace> -o jsonpath='{.data.root-cert\\.pem}' | grep -c 'BEGIN CERTIFICATE'`;
   const secret = 'istioctl proxy-config secret <pod>.<namespace> -o json';
+  if (!state && replacingFrom(dir) === 'renewing') {
+    return {
+      ...base,
+      step: 'idle',
+      summary: 'no rotation in progress, but a renewal of the intermediate was interrupted (serve loads the set it staged)',
+      next: { command: `meshcert ca renew-intermediate --dir ${dir}`, allowedAt: undefined, allowedNow: true },
+      checks: ['re-run renew-intermediate to complete it'],
+    };
+  }
   if (!state) {
     return {
       ...base,
@@ -699,7 +714,8 @@ export interface RenewResult {
   readonly material: CaMaterial;
   readonly previous: CertSummary | undefined;
   readonly renewed: CertSummary;
-  readonly archive: string;
+  /** Where the previous intermediate was archived (undefined when completing an interrupted renewal). */
+  readonly archive: string | undefined;
   readonly messages: readonly string[];
   readonly warnings: readonly string[];
 }
@@ -717,6 +733,7 @@ export async function renewIntermediate(o: RenewIntermediateOptions): Promise<Re
   if (state) throw new ConfigError(`a root rotation is in progress (step "${state.step}"): finish it before renewing the intermediate; "ca rotate switch" already moves to a fresh intermediate`);
   const live = readLayout(dir);
   if (live.root === undefined) throw new ConfigError(`CA directory ${dir} has no root-cert.pem`);
+  if (replacingFrom(dir) === 'renewing') return completeRenewal(dir, live.root, now);
   const roots = parseOrThrow(live.root, 'root-cert.pem');
   const oldCert = readCert(caPath(dir, 'cert'));
   if (oldCert && isSelfSigned(oldCert)) {
@@ -756,11 +773,14 @@ export async function renewIntermediate(o: RenewIntermediateOptions): Promise<Re
   const files: Layout = { key: interKey.privateKeyPem, chain: pem(inter) + certToPem(root), cert: pem(inter) };
   const material = validateLayout(dir, { ...files, root: live.root }, now, 'cannot renew the intermediate');
 
-  // Archive the previous intermediate before replacing it.
+  // Archive the previous intermediate before replacing it; stage the new set, then replace the
+  // live files one by one (a server started meanwhile loads the staged set: loadServedCaDir).
   const archiveDir = join(dir, ARCHIVE_DIR, `${archiveName(now)}-intermediate`);
   if (live.cert !== undefined) writeLayout(archiveDir, { key: live.key, chain: live.chain, cert: live.cert });
-  writeLayout(dir, files);
-  loadCurrent(dir, now, 'renewal left an unusable CA');
+  const renewingDir = join(dir, RENEWING_DIR);
+  writeLayout(renewingDir, files);
+  beginReplacing(dir, 'renewing');
+  installRenewal(dir, files, now);
   const renewed = summarize(material.signingCert);
   return {
     material,
@@ -774,6 +794,40 @@ export async function renewIntermediate(o: RenewIntermediateOptions): Promise<Re
       'move root-key.pem offline again if it was brought in for this step',
     ],
     warnings,
+  };
+}
+
+/**
+ * Completes a renewal killed while it replaced the live files: installs the set it staged (already
+ * archived the previous intermediate; no new key is made), so the mixed directory it left is not
+ * archived as if it were an intermediate.
+ */
+/** Replaces the live signing files with the renewal staged in renewing/ (marked as being replaced), then clears the stage. */
+function installRenewal(dir: string, files: Layout, now: Date): void {
+  writeLayout(dir, files);
+  loadCurrent(dir, now, 'renewal left an unusable CA');
+  endReplacing(dir);
+  rmSync(join(dir, RENEWING_DIR), { recursive: true, force: true });
+}
+
+function completeRenewal(dir: string, rootPem: string, now: Date): RenewResult {
+  const renewingDir = join(dir, RENEWING_DIR);
+  const staged = readLayout(renewingDir);
+  const files: Layout = { key: staged.key, chain: staged.chain, cert: staged.cert };
+  const material = validateLayout(dir, { ...files, root: rootPem }, now, `cannot complete the interrupted renewal staged in ${renewingDir}`);
+  installRenewal(dir, files, now);
+  const renewed = summarize(material.signingCert);
+  return {
+    material,
+    previous: undefined,
+    renewed,
+    archive: undefined,
+    messages: [
+      'completing a renewal of the intermediate that was interrupted (the previous intermediate was archived when it began)',
+      `renewed the intermediate: meshcert now signs with "${renewed.subject}" (until ${renewed.notAfter})`,
+      'move root-key.pem offline again if it was brought in for this step',
+    ],
+    warnings: [],
   };
 }
 

@@ -5,7 +5,7 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { recoverInterruptedCreation } from './files.js';
-import { isCaDirEmpty, loadCaDir } from './material.js';
+import { isCaDirEmpty, loadServedCaDir } from './material.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ensureDevIssuer } from '../dev/token-issuer.js';
 import { ConfigError } from '../errors/ca-error.js';
@@ -36,7 +36,9 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
     await initCaDir({ dir, keyType: config.ca.keyType });
     logger.warn({ dir, keyType: config.ca.keyType }, 'created a new root and intermediate CA (ca.autoInit); move root-key.pem offline for production use');
   }
-  const issuer = new LocalIssuer('default', loadCaDir(dir));
+  const { material, interrupted } = loadServedCaDir(dir);
+  if (interrupted) logger.warn({ dir }, interrupted);
+  const issuer = new LocalIssuer('default', material);
   if (!o.quiet) reportExpiredRoots(issuer, dir, logger);
   selfTestTrustDomains(issuer, config);
   return issuer;
@@ -152,7 +154,9 @@ export function uncertifiableSans(policy: PolicyEngine, issuers: readonly LocalI
 export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issuers'][number], logger: Logger): LocalIssuer {
   let issuer: LocalIssuer;
   try {
-    issuer = new LocalIssuer(i.name, loadCaDir(i.dir));
+    const { material, interrupted } = loadServedCaDir(i.dir);
+    if (interrupted) logger.warn({ issuer: i.name, dir: i.dir }, interrupted);
+    issuer = new LocalIssuer(i.name, material);
   } catch (e) {
     throw new ConfigError(`issuer "${i.name}" (${i.dir}): ${(e as Error).message}`);
   }

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { formatDuration, parseDurationArg } from '../config/duration.js';
 import { importIstiod } from '../ca/import-istiod.js';
 import { initCaDir } from '../ca/init.js';
-import { loadCaDir } from '../ca/material.js';
+import { loadServedCaDir } from '../ca/material.js';
 import { selfTestCa } from '../ca/state.js';
 import { LocalIssuer } from '../issuer/local.js';
 import { renewIntermediate, rotateFinish, rotateStart, rotateSwitch, rotationStatus, until, type StepResult } from '../ca/rotate.js';
@@ -52,7 +52,9 @@ export async function caCommand(argv: string[]): Promise<number> {
   if (sub === 'check') {
     const { values: v } = parse(rest, { dir: { type: 'string' }, 'trust-domain': { type: 'string', default: 'cluster.local' } });
     if (!v.dir) throw new UsageError('ca check needs --dir');
-    const m = loadCaDir(resolve(v.dir));
+    // As serve loads it: a step interrupted half way is served from the set it staged, and said so.
+    const { material: m, interrupted } = loadServedCaDir(resolve(v.dir));
+    if (interrupted) console.error(`warning: ${interrupted}`);
     selfTestCa(new LocalIssuer('default', m), v['trust-domain']!);
     console.log(`CA OK: signs as "${m.signingCert.subject.replace(/\n/g, ', ')}", ${m.intermediates.length} intermediate(s), ${m.roots.length} root(s), usable until ${m.notAfter.toISOString()}`);
     warnExpiredRoots(m.expiredRoots);

@@ -3,9 +3,9 @@ import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:cry
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
-import { loadCaDir } from '../../../src/ca/material.js';
+import { loadCaDir, loadServedCaDir } from '../../../src/ca/material.js';
 import {
   readRotationState,
   renewIntermediate,
@@ -87,6 +87,23 @@ async function switchedAt(): Promise<string> {
   const dir = await startedAt();
   rotateSwitch({ dir, now: T2 });
   return dir;
+}
+
+/**
+ * Runs `step` so that it dies as a kill would leave it: after ca-key.pem is replaced and before
+ * cert-chain.pem and ca-cert.pem are. The temp file writeFileAtomic would create for cert-chain.pem
+ * (its name holds the pid and Date.now(), held still here) is there already, so that write fails.
+ */
+async function interruptedAt<T>(dir: string, at: Date, step: () => T | Promise<T>): Promise<void> {
+  vi.useFakeTimers({ toFake: ['Date'], now: at });
+  const blocker = join(dir, `cert-chain.pem.${process.pid}.${Date.now()}.tmp`);
+  writeFileSync(blocker, '');
+  try {
+    await expect(Promise.resolve().then(step)).rejects.toThrow(/EEXIST/);
+  } finally {
+    vi.useRealTimers();
+    rmSync(blocker);
+  }
 }
 
 beforeAll(() => {
@@ -402,6 +419,61 @@ describe('ca rotate switch', () => {
   });
 });
 
+describe('a step killed while it replaces the live files', () => {
+  it('switch: serve loads the new set staged in next/ (not a mismatched key), and re-running switch completes it', async () => {
+    const d = await startedAt();
+    const before = snapshot(d);
+    await interruptedAt(d, T2, () => rotateSwitch({ dir: d, now: T2 }));
+    expect(read(d, 'ca-key.pem')).toBe(before['next/ca-key.pem']);
+    expect(read(d, 'ca-cert.pem')).toBe(before['ca-cert.pem']);
+    expect(() => loadCaDir(d, T2)).toThrow(/ca-key\.pem does not match the public key of ca-cert\.pem/);
+    const served = loadServedCaDir(d, T2);
+    expect(served.material.signingCert.fingerprint256).toBe(readRotationState(d)!.newIntermediate.fingerprint256);
+    expect(served.interrupted).toMatch(/^an interrupted "meshcert ca rotate switch" left the CA files in .* half replaced \(ca-key\.pem does not match.*\); loaded the complete set it staged in .*next instead: re-run "meshcert ca rotate switch --dir .*" to complete it$/);
+    const r = rotateSwitch({ dir: d, now: T2 });
+    expect(r.messages[0]).toBe('completing a switch that was interrupted');
+    expect(loadServedCaDir(d, T2)).toEqual({ material: expect.anything() as unknown });
+    expect(loadCaDir(d, T2).signingCert.fingerprint256).toBe(r.state!.newIntermediate.fingerprint256);
+    expect(existsSync(join(d, '.meshcert-replacing'))).toBe(false);
+  });
+
+  it('renew-intermediate: serve loads the staged set, status says so, a rotation waits, and re-running completes it without a new key or archive', async () => {
+    const d = await initAt();
+    const before = snapshot(d);
+    const at = new Date(T0.getTime() + 200 * DAY_MS);
+    await interruptedAt(d, at, () => renewIntermediate({ dir: d, now: at }));
+    const staged = read(d, 'renewing/ca-cert.pem');
+    expect(read(d, 'ca-key.pem')).toBe(read(d, 'renewing/ca-key.pem'));
+    expect(read(d, 'ca-cert.pem')).toBe(before['ca-cert.pem']);
+    expect(() => loadCaDir(d, at)).toThrow(/ca-key\.pem does not match/);
+    const served = loadServedCaDir(d, at);
+    expect(served.material.signingCert.fingerprint256).toBe(fps(staged)[0]);
+    expect(served.interrupted).toMatch(/"meshcert ca renew-intermediate" left the CA files .*re-run "meshcert ca renew-intermediate --dir /);
+    expect(rotationStatus(d, at)).toMatchObject({ step: 'idle', summary: expect.stringMatching(/a renewal of the intermediate was interrupted/), next: { command: `meshcert ca renew-intermediate --dir ${d}` } });
+    expect((await configErrorAsync(rotateStart({ dir: d, now: at }))).message).toMatch(/^a renewal of the intermediate was interrupted: run "meshcert ca renew-intermediate --dir .*" again/);
+    const archived = readdirSync(join(d, 'archive'));
+    expect(archived).toHaveLength(1);
+    const r = await renewIntermediate({ dir: d, now: at });
+    expect(r.messages[0]).toMatch(/^completing a renewal of the intermediate that was interrupted/);
+    expect(read(d, 'ca-cert.pem')).toBe(staged);
+    expect(loadCaDir(d, at).signingCert.fingerprint256).toBe(fps(staged)[0]);
+    expect(readdirSync(join(d, 'archive'))).toEqual(archived);
+    expect(existsSync(join(d, 'renewing'))).toBe(false);
+    expect(existsSync(join(d, '.meshcert-replacing'))).toBe(false);
+    // The archive holds the intermediate before the renewal, not the half-replaced pair.
+    expect(read(join(d, 'archive', archived[0]!), 'ca-cert.pem')).toBe(before['ca-cert.pem']);
+    expect(read(join(d, 'archive', archived[0]!), 'ca-key.pem')).toBe(before['ca-key.pem']);
+  });
+
+  it('a staged set serves only while the marker names it and the live files do not load', async () => {
+    const d = await initAt();
+    writeFileSync(join(d, '.meshcert-replacing'), '../elsewhere\n');
+    expect(loadServedCaDir(d, T1).interrupted).toBeUndefined();
+    writeFileSync(join(d, 'ca-key.pem'), generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    expect(() => loadServedCaDir(d, T1)).toThrow(/ca-key\.pem does not match/);
+  });
+});
+
 describe('ca rotate finish', () => {
   it('is a no-op when no rotation is in progress', async () => {
     const d = await initAt();
@@ -610,8 +682,8 @@ describe('ca renew-intermediate', () => {
     const newLeaf = leafFrom(d, at);
     for (const leaf of [oldLeaf, newLeaf]) expect(() => verifyResponseChain([leaf.pem, ...leaf.chainPem], before['root-cert.pem']!, at)).not.toThrow();
     // The previous intermediate is archived, key 0600.
-    expect(read(r.archive, 'ca-cert.pem')).toBe(before['ca-cert.pem']);
-    expect(mode(join(r.archive, 'ca-key.pem'))).toBe(0o600);
+    expect(read(r.archive!, 'ca-cert.pem')).toBe(before['ca-cert.pem']);
+    expect(mode(join(r.archive!, 'ca-key.pem'))).toBe(0o600);
   });
 
   it("renews under a root whose SKI is not the SHA-1 of its key, copying that SKI into the AKI", async () => {
