@@ -1,5 +1,6 @@
-import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { ConfigError } from '../errors/ca-error.js';
 
 /** The Istio plug-in CA layout (Secret `cacerts`). */
 export const CA_FILES = {
@@ -73,9 +74,36 @@ export function writePrivateKey(path: string, pem: string): void {
  * and is made again, not refused as "already holds a CA" nor loaded half written.
  */
 const CREATING_MARKER = '.meshcert-creating';
+/**
+ * A marker younger than this is another process's creation still running (two replicas or a CLI
+ * on one empty directory), not an interrupted one: making a CA takes seconds at most (an RSA-4096
+ * root included). Older, its creator is taken to be dead.
+ */
+export const CREATION_FRESH_MS = 30_000;
 
+/**
+ * The directory holds a CA, or another process is creating one there: never written over. Under
+ * ca.autoInit, a server that found the directory empty a moment before waits for it and loads it.
+ */
+export class CaDirTaken extends ConfigError {}
+
+/** Claims the directory for one creation (the marker is created exclusively); throws CaDirTaken when another holds it. */
 export function beginCaCreation(dir: string): void {
-  writeFileAtomic(join(dir, CREATING_MARKER), `${new Date().toISOString()} pid ${process.pid}\n`, 0o600);
+  const marker = join(dir, CREATING_MARKER);
+  let fd: number;
+  try {
+    fd = openSync(marker, 'wx', 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new CaDirTaken(`another process is creating a CA in ${dir} (${marker} exists); wait for it to finish`);
+    throw e;
+  }
+  try {
+    writeFileSync(fd, `${new Date().toISOString()} pid ${process.pid}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  syncDirectory(dir);
 }
 
 export function endCaCreation(dir: string): void {
@@ -85,11 +113,23 @@ export function endCaCreation(dir: string): void {
 
 /**
  * What recoverInterruptedCreation would do in `dir` (reads only): 'none' without a marker,
- * 'completed' when ca-cert.pem was written (only the marker goes), 'cleared' otherwise.
+ * 'in-progress' while the marker is fresh (CREATION_FRESH_MS: nothing is touched), 'completed' when
+ * ca-cert.pem was written (only the marker goes), 'cleared' otherwise.
  */
-export function interruptedCreation(dir: string): 'none' | 'completed' | 'cleared' {
-  if (!existsSync(join(dir, CREATING_MARKER))) return 'none';
+export function interruptedCreation(dir: string, now = Date.now()): 'none' | 'in-progress' | 'completed' | 'cleared' {
+  let mtimeMs: number;
+  try {
+    mtimeMs = statSync(join(dir, CREATING_MARKER)).mtimeMs;
+  } catch {
+    return 'none';
+  }
+  if (now - mtimeMs < CREATION_FRESH_MS) return 'in-progress';
   return existsSync(caPath(dir, 'cert')) ? 'completed' : 'cleared';
+}
+
+/** Waits while another process's creation of a CA in `dir` is in progress (at most CREATION_FRESH_MS). */
+export async function waitForCaCreation(dir: string): Promise<void> {
+  while (interruptedCreation(dir) === 'in-progress') await new Promise((r) => setTimeout(r, 100));
 }
 
 /**
@@ -97,8 +137,9 @@ export function interruptedCreation(dir: string): 'none' | 'completed' | 'cleare
  * complete and only the marker goes; without it, the files it had written go too (they were never
  * used: nothing loads a CA without ca-cert.pem). Returns what it did; 'none' without a marker.
  */
-export function recoverInterruptedCreation(dir: string): 'none' | 'completed' | 'cleared' {
+export function recoverInterruptedCreation(dir: string): 'none' | 'in-progress' | 'completed' | 'cleared' {
   const found = interruptedCreation(dir);
+  if (found === 'in-progress') throw new CaDirTaken(`another process is creating a CA in ${dir} (it began less than ${CREATION_FRESH_MS / 1000} s ago); wait for it to finish`);
   if (found === 'cleared') for (const f of Object.keys(CA_FILES) as Array<keyof typeof CA_FILES>) rmSync(caPath(dir, f), { force: true });
   if (found !== 'none') endCaCreation(dir);
   return found;

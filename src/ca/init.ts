@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
-import { beginCaCreation, caPath, endCaCreation, recoverInterruptedCreation, writeFileAtomic, writePrivateKey } from './files.js';
+import { beginCaCreation, CaDirTaken, caPath, endCaCreation, recoverInterruptedCreation, writeFileAtomic, writePrivateKey } from './files.js';
 import { caSubjectName, createIntermediateCert, createRootCert, generateKey } from './generate.js';
 import { buildMaterial, isCaDirEmpty, type CaMaterial } from './material.js';
 
@@ -25,7 +25,7 @@ export interface CaInitOptions {
 export async function initCaDir(o: CaInitOptions): Promise<CaMaterial> {
   if (existsSync(o.dir) && !statSync(o.dir).isDirectory()) throw new ConfigError(`${o.dir} exists and is not a directory: give the CA a directory of its own`);
   recoverInterruptedCreation(o.dir);
-  if (!isCaDirEmpty(o.dir)) throw new ConfigError(`CA directory ${o.dir} already holds a CA; refusing to overwrite it`);
+  if (!isCaDirEmpty(o.dir)) throw new CaDirTaken(`CA directory ${o.dir} already holds a CA; refusing to overwrite it`);
   const keyType = o.keyType ?? 'ec256';
   const org = o.organization ?? 'meshcert';
   const now = o.now ?? new Date();
@@ -52,6 +52,11 @@ export async function initCaDir(o: CaInitOptions): Promise<CaMaterial> {
 
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   beginCaCreation(o.dir);
+  // Another process may have made one while the keys were generated: it stands, this one goes.
+  if (!isCaDirEmpty(o.dir)) {
+    endCaCreation(o.dir);
+    throw new CaDirTaken(`another process created a CA in ${o.dir} meanwhile; refusing to overwrite it`);
+  }
   writePrivateKey(caPath(o.dir, 'rootKey'), rootKey.privateKeyPem);
   writePrivateKey(caPath(o.dir, 'key'), interKey.privateKeyPem);
   writeFileAtomic(caPath(o.dir, 'root'), rootPem);

@@ -4,7 +4,7 @@
  * loading the transport.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { recoverInterruptedCreation } from './files.js';
+import { CaDirTaken, recoverInterruptedCreation, waitForCaCreation } from './files.js';
 import { isCaDirEmpty, loadServedCaDir } from './material.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ensureDevIssuer } from '../dev/token-issuer.js';
@@ -21,20 +21,31 @@ import { istiodDnsNames } from '../config/istiod-names.js';
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
 export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean; quiet?: boolean } = {}): Promise<LocalIssuer> {
   const dir = config.ca.dir!;
-  // A `ca init` (ours under ca.autoInit, or the CLI's) killed half way is finished or made again.
-  if (o.allowInit !== false && config.ca.autoInit && recoverInterruptedCreation(dir) === 'cleared') {
-    logger.warn({ dir }, 'the CA directory holds the files of a CA creation that was interrupted; creating the CA again');
+  if (o.allowInit !== false && config.ca.autoInit) {
+    // Until the directory holds a CA: another replica (or `ca init`) creating one in a shared
+    // directory is waited for, and its CA is the one loaded.
+    for (;;) {
+      await waitForCaCreation(dir);
+      try {
+        // A `ca init` (ours under ca.autoInit, or the CLI's) killed half way is finished or made again.
+        if (recoverInterruptedCreation(dir) === 'cleared') logger.warn({ dir }, 'the CA directory holds the files of a CA creation that was interrupted; creating the CA again');
+        if (isCaDirEmpty(dir)) {
+          // Loaded only when needed: CA generation pulls in @peculiar/x509 (~20 MB per process).
+          const { initCaDir } = await import('./init.js');
+          await initCaDir({ dir, keyType: config.ca.keyType });
+          logger.warn({ dir, keyType: config.ca.keyType }, 'created a new root and intermediate CA (ca.autoInit); move root-key.pem offline for production use');
+        }
+        break;
+      } catch (e) {
+        if (!(e instanceof CaDirTaken)) throw e;
+        logger.info({ dir }, 'another process is creating the CA in this directory (ca.autoInit); waiting to load it');
+      }
+    }
   }
   if (isCaDirEmpty(dir)) {
     // Never on a reload: a directory that looks empty mid-update must not become a new root of trust.
     if (o.allowInit === false) throw new ConfigError(`CA directory ${dir} is empty; not creating a new CA on a reload`);
-    if (!config.ca.autoInit) {
-      throw new ConfigError(`CA directory ${dir} is empty: run "meshcert ca init --dir ${dir}", mount Istio's cacerts there, or set ca.autoInit: true`);
-    }
-    // Loaded only when needed: CA generation pulls in @peculiar/x509 (~20 MB per process).
-    const { initCaDir } = await import('./init.js');
-    await initCaDir({ dir, keyType: config.ca.keyType });
-    logger.warn({ dir, keyType: config.ca.keyType }, 'created a new root and intermediate CA (ca.autoInit); move root-key.pem offline for production use');
+    throw new ConfigError(`CA directory ${dir} is empty: run "meshcert ca init --dir ${dir}", mount Istio's cacerts there, or set ca.autoInit: true`);
   }
   const { material, interrupted } = loadServedCaDir(dir);
   if (interrupted) logger.warn({ dir }, interrupted);

@@ -67,6 +67,7 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
   const quiet = createLogger('silent');
   const dir = config.ca.dir!;
   if (config.ca.autoInit && isCaDirEmpty(dir)) notes.push(`CA directory ${dir} is empty: serve creates a CA there (ca.autoInit)`);
+  else if (config.ca.autoInit && interruptedCreation(dir) === 'in-progress') notes.push(`CA directory ${dir}: another process is creating a CA there; serve waits for it and loads it (ca.autoInit)`);
   else if (config.ca.autoInit && interruptedCreation(dir) === 'cleared') {
     notes.push(`CA directory ${dir} holds a CA creation that was interrupted: serve clears it and creates the CA again (ca.autoInit)`);
   } else {

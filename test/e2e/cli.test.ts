@@ -15,6 +15,7 @@ import { killIfRunning, ROOT, runCli, startServe, type ServerProcess } from '../
 import { nameConstraints, writeConstrainedCaDir } from '../support/constrained-ca.js';
 import { freePort } from '../support/postgres.js';
 import { mintToken, openssl, TEST_ISSUER, writeTestJwks } from '../support/harness.js';
+import { ageCreationMarker } from '../support/ca-creation.js';
 
 describe('the meshcert CLI, as a user runs it', () => {
   let dir: string;
@@ -222,6 +223,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     mkdirSync(join(dir, 'fresh-ca'), { recursive: true });
     writeFileSync(join(dir, 'fresh-ca', '.meshcert-creating'), 'interrupted\n');
     writeFileSync(join(dir, 'fresh-ca', 'root-cert.pem'), readFileSync(join(dir, 'ca', 'root-cert.pem')));
+    ageCreationMarker(join(dir, 'fresh-ca'));
     const interrupted = await runCli(['config', 'check', autoInit]);
     expect(interrupted.code, interrupted.stderr).toBe(0);
     expect(interrupted.stdout).toContain(`  CA directory ${join(dir, 'fresh-ca')} holds a CA creation that was interrupted: serve clears it and creates the CA again (ca.autoInit)`);

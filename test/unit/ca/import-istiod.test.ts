@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { beginCaCreation } from '../../../src/ca/files.js';
+import { ageCreationMarker } from '../../support/ca-creation.js';
 import { createRootCert, generateKey } from '../../../src/ca/generate.js';
 import { importIstiod } from '../../../src/ca/import-istiod.js';
 import { initCaDir } from '../../../src/ca/init.js';
@@ -115,6 +116,7 @@ describe('import-istiod from istiod self-signed istio-ca-secret', () => {
     beginCaCreation(dir);
     writeFileSync(join(dir, 'ca-key.pem'), 'partial\n', { mode: 0o600 });
     writeFileSync(join(dir, 'root-cert.pem'), 'partial\n');
+    ageCreationMarker(dir);
     importIstiod({ from: selfSigned, dir, now: NOW });
     expect(read(dir, 'root-cert.pem')).toBe(read(selfSigned, 'ca-cert.pem'));
     expect(readdirSync(dir).sort()).toEqual(['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem']);

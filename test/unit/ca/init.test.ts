@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { beginCaCreation, CA_FILES, recoverInterruptedCreation } from '../../../src/ca/files.js';
+import { ageCreationMarker } from '../../support/ca-creation.js';
 import { initCaDir } from '../../../src/ca/init.js';
 import { isCaDirEmpty, loadCaDir, type CaMaterial } from '../../../src/ca/material.js';
 import { ConfigError } from '../../../src/errors/ca-error.js';
@@ -248,6 +249,7 @@ describe('initCaDir after an interrupted creation', () => {
     writeFileSync(join(dir, 'root-key.pem'), 'partial\n', { mode: 0o600 });
     writeFileSync(join(dir, 'ca-key.pem'), 'partial\n', { mode: 0o600 });
     writeFileSync(join(dir, 'root-cert.pem'), 'partial\n');
+    ageCreationMarker(dir);
     expect(isCaDirEmpty(dir)).toBe(false);
     const m = await initCaDir({ dir, now: NOW });
     expect(readdirSync(dir).sort()).toEqual(['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem', 'root-key.pem']);
@@ -260,6 +262,7 @@ describe('initCaDir after an interrupted creation', () => {
     await initCaDir({ dir, now: NOW });
     const before = Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), 'utf8')]));
     beginCaCreation(dir);
+    ageCreationMarker(dir);
     expect(recoverInterruptedCreation(dir)).toBe('completed');
     expect(Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), 'utf8')]))).toEqual(before);
     await expect(initCaDir({ dir, now: NOW })).rejects.toThrow(/already holds a CA/);

@@ -1,8 +1,10 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { beginCaCreation } from '../../../src/ca/files.js';
+import { beginCaCreation, CaDirTaken, endCaCreation } from '../../../src/ca/files.js';
+import { loadCaDir } from '../../../src/ca/material.js';
+import { ageCreationMarker } from '../../support/ca-creation.js';
 import { initCaDir } from '../../../src/ca/init.js';
 import { loadCaState, prepareSharedState } from '../../../src/ca/state.js';
 import { parseConfig } from '../../../src/config/load.js';
@@ -163,6 +165,45 @@ describe('loadCaState with ca.autoInit and a directory holding part of a CA', ()
   });
 });
 
+describe('loadCaState with ca.autoInit on a directory another process creates a CA in', () => {
+  const fingerprint = (s: Awaited<ReturnType<typeof loadCaState>>): string => s.issuers.default.material.signingCert.fingerprint256;
+
+  it('two servers starting at once on one empty directory load the same CA, created once', async () => {
+    const dir = join(base, 'race');
+    const { lines, logger } = captureLogs();
+    const [a, b] = await Promise.all([1, 2].map((n) => loadCaState(parseConfig({ dataDir: join(base, `data-race-${n}`), ca: { dir, autoInit: true } }), logger)));
+    expect(fingerprint(a!)).toBe(fingerprint(b!));
+    expect(loadCaDir(dir).signingCert.fingerprint256).toBe(fingerprint(a!));
+    expect(lines.filter((l) => /^created a new root/.test(String(l.msg)))).toHaveLength(1);
+    expect(lines.filter((l) => /another process is creating the CA/.test(String(l.msg)))).toHaveLength(1);
+  });
+
+  it('waits while another creation is in progress (a fresh marker), touches none of its files, and loads what it made', async () => {
+    const dir = join(base, 'in-progress');
+    mkdirSync(dir);
+    beginCaCreation(dir);
+    writeFileSync(join(dir, 'root-key.pem'), 'partial\n', { mode: 0o600 });
+    const made = join(base, 'made-elsewhere');
+    await initCaDir({ dir: made });
+    const loading = loadCaState(parseConfig({ dataDir: join(base, 'data-wait'), ca: { dir, autoInit: true } }), createLogger('silent'));
+    await new Promise((r) => setTimeout(r, 400));
+    expect(readFileSync(join(dir, 'root-key.pem'), 'utf8')).toBe('partial\n');
+    // The other process finishes: its files, ca-cert.pem last, then the marker goes.
+    const files = readdirSync(made).filter((f) => f !== 'ca-cert.pem');
+    for (const f of [...files, 'ca-cert.pem']) copyFileSync(join(made, f), join(dir, f));
+    endCaCreation(dir);
+    expect(fingerprint(await loading)).toBe(loadCaDir(made).signingCert.fingerprint256);
+  });
+
+  it('claims a directory for one creation at a time', () => {
+    const dir = join(base, 'claimed');
+    mkdirSync(dir);
+    beginCaCreation(dir);
+    expect(() => beginCaCreation(dir)).toThrow(CaDirTaken);
+    expect(() => beginCaCreation(dir)).toThrow(/another process is creating a CA in .*claimed/);
+  });
+});
+
 describe('loadCaState with ca.autoInit after an interrupted creation', () => {
   it('creates the CA again (the partial files were never used) and says so', async () => {
     const dir = join(base, 'interrupted');
@@ -170,6 +211,7 @@ describe('loadCaState with ca.autoInit after an interrupted creation', () => {
     beginCaCreation(dir);
     writeFileSync(join(dir, 'root-key.pem'), 'partial\n', { mode: 0o600 });
     writeFileSync(join(dir, 'root-cert.pem'), 'partial\n');
+    ageCreationMarker(dir);
     const { lines, logger } = captureLogs();
     const state = await loadCaState(parseConfig({ dataDir: join(base, 'data2'), ca: { dir, autoInit: true } }), logger);
     expect(state.issuers.default.material.roots).toHaveLength(1);
