@@ -315,7 +315,8 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       // certificate from the new signer when meshcert issues its own (operator files stay).
       server.updateTls({ certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem });
       if (signerChanged) serving.reissue();
-      logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length, roots: fresh.issuers.roots.length, revokedClientCertificates: fresh.revocations.size }, 'configuration reloaded');
+      // `rules`: the configured ones, as config check counts them (ruleNames ends with the default).
+      logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length - 1, roots: fresh.issuers.roots.length, revokedClientCertificates: fresh.revocations.size }, 'configuration reloaded');
     },
     flushAudit: () => audit?.flush(),
     async close() {
