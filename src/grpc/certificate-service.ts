@@ -142,7 +142,7 @@ function authRequestFrom(call: CallInfo): AuthRequest {
   return {
     ...(bearer ? { bearerToken: bearer[1]!.trim() } : {}),
     ...(clusterId !== undefined ? { clusterId } : {}),
-    ...(call.peerCertificate ? { peerCertificates: [call.peerCertificate] } : {}),
+    ...(call.peerCertificates ? { peerCertificates: call.peerCertificates } : {}),
     ...(call.peerHost !== undefined ? { peerHost: call.peerHost } : {}),
   };
 }

@@ -8,7 +8,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Socket } from 'node:net';
-import type { PeerCertificate, TLSSocket } from 'node:tls';
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import type { Logger } from '../log/logger.js';
 import { listenOn } from '../net/host-port.js';
 import { GrpcStatusError, Status, type StatusCode } from './codes.js';
@@ -122,8 +122,13 @@ export interface CallInfo {
   readonly peer: string;
   /** The client's IP address alone; undefined when the connection does not say. */
   readonly peerHost: string | undefined;
-  /** DER of the client certificate, present only when the TLS handshake verified it. */
-  readonly peerCertificate: Buffer | undefined;
+  /**
+   * DER of the client certificate, then of the certificates the handshake chained it through (to
+   * the root it trusts), present only when the handshake verified it. The intermediates matter to
+   * client-certificate authentication: a workload certificate from another intermediate under a
+   * trusted root (another cluster's, under a shared root) verifies only through them.
+   */
+  readonly peerCertificates: readonly Buffer[] | undefined;
   /** True once the call is over for the client: it reset the stream, its connection closed or its deadline passed. */
   readonly cancelled: () => boolean;
 }
@@ -163,7 +168,7 @@ type Route =
 interface Peer {
   readonly address: string;
   readonly host: string | undefined;
-  readonly certificate: Buffer | undefined;
+  readonly certificates: readonly Buffer[] | undefined;
 }
 
 const RESPONSE_HEADERS = {
@@ -712,17 +717,30 @@ export class GrpcServer {
     const session = stream.session;
     let peer = session ? this.peers.get(session) : undefined;
     if (session && !peer) {
-      // Once per connection: getPeerCertificate parses the certificate into an object.
+      // Once per connection: getPeerCertificate parses the certificates into objects.
       const socket = session.socket as TLSSocket;
       // null once the socket is destroyed (a call refused as its connection goes).
-      const raw = socket.authorized ? (socket.getPeerCertificate() as PeerCertificate | null)?.raw : undefined;
+      const chain = socket.authorized ? peerChain(socket.getPeerCertificate(true) as DetailedPeerCertificate | null) : [];
       const host = socket.remoteAddress;
       const shown = host ?? 'unknown';
-      peer = { address: `${shown.includes(':') ? `[${shown}]` : shown}:${socket.remotePort ?? 0}`, host, certificate: raw && raw.length > 0 ? raw : undefined };
+      peer = { address: `${shown.includes(':') ? `[${shown}]` : shown}:${socket.remotePort ?? 0}`, host, certificates: chain.length > 0 ? chain : undefined };
       this.peers.set(session, peer);
     }
-    return { headers, peer: peer?.address ?? 'unknown', peerHost: peer?.host, peerCertificate: peer?.certificate, cancelled };
+    return { headers, peer: peer?.address ?? 'unknown', peerHost: peer?.host, peerCertificates: peer?.certificates, cancelled };
   }
+}
+
+/** Longest client chain read from a handshake (leaf, intermediates, root), as client authentication bounds it. */
+const MAX_PEER_CHAIN = 8;
+
+/** The DER of a verified peer's certificate and of those it was chained through, leaf first (Node links each to its issuer; a root links to itself). */
+function peerChain(cert: DetailedPeerCertificate | null): Buffer[] {
+  const out: Buffer[] = [];
+  for (let c = cert; c && c.raw && c.raw.length > 0 && out.length < MAX_PEER_CHAIN; c = c.issuerCertificate) {
+    out.push(c.raw);
+    if (c.issuerCertificate === c) break;
+  }
+  return out;
 }
 
 /**

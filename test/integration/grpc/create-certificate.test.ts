@@ -1,8 +1,14 @@
-import { X509Certificate } from 'node:crypto';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildWorkloadCsr } from '../../../src/client/workload-csr.js';
+import { loadCaDir } from '../../../src/ca/material.js';
+import { renewIntermediate } from '../../../src/ca/rotate.js';
+import { LocalIssuer } from '../../../src/issuer/local.js';
 import { makeCsr, makeOpensslCsr, tamperSignature, derToPem, x509 } from '../../fixtures/csr.js';
 import { mintToken, openssl, startTestCa, TEST_ISSUER, TRUST_DOMAIN, type TestCa } from '../../support/harness.js';
 
@@ -310,6 +316,22 @@ describe('client certificate (mTLS) authentication', () => {
     const mtls = ca.client({ clientCert: { certPem: first[0]!, keyPem: csr.privateKeyPem } });
     const chain = await mtls.createCertificate({ csrPem: (await buildWorkloadCsr(ID('vm', 'leafonly'), 'ec256')).csrPem });
     expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('vm', 'leafonly')}`);
+  });
+
+  it("authenticates a certificate from another intermediate under a trusted root (another cluster's, under a shared root) through the intermediate the client sends", async () => {
+    const other = mkdtempSync(join(tmpdir(), 'meshcert-other-intermediate-'));
+    try {
+      cpSync(join(ca.dir, 'ca'), other, { recursive: true });
+      await renewIntermediate({ dir: other });
+      const issuer = new LocalIssuer('other', loadCaDir(other));
+      const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+      const leaf = issuer.sign({ spki: publicKey.export({ type: 'spki', format: 'der' }), uris: [ID('vm', 'elsewhere')], notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 3600_000) });
+      const mtls = ca.client({ clientCert: { certPem: leaf.pem + issuer.material.intermediatesPem.join(''), keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() } });
+      const chain = await mtls.createCertificate({ csrPem: (await buildWorkloadCsr(ID('vm', 'elsewhere'), 'ec256')).csrPem });
+      expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('vm', 'elsewhere')}`);
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
   });
 
   it('refuses a client certificate from a foreign CA as UNAUTHENTICATED', async () => {

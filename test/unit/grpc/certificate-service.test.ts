@@ -21,7 +21,7 @@ describe('createCertificateHandler', () => {
     const refused: string[] = [];
     const observer = { issued: () => {}, refused: (reason: string) => void refused.push(reason) };
     const handler = createCertificateHandler({ authority, logger, observer, ready: () => true });
-    const call: CallInfo = { headers: { authorization: 'Bearer t', clusterid: 'Kubernetes' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificate: undefined, cancelled: () => true };
+    const call: CallInfo = { headers: { authorization: 'Bearer t', clusterid: 'Kubernetes' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificates: undefined, cancelled: () => true };
     await expect(handler({ csr: 'x', validityDuration: '0', metadata: null }, call)).rejects.toMatchObject({ code: Status.CANCELLED });
     expect(seen[0]!.cancelled).toBe(call.cancelled);
     expect(refused).toEqual(['CANCELLED']);
@@ -34,7 +34,7 @@ describe('createCertificateHandler', () => {
     const authority = { issue: (req: CertificateRequest) => (seen.push(req), Promise.reject(new CaError('CANCELLED', 'x'))) } as unknown as Authority;
     const handler = createCertificateHandler({ authority, logger: createLogger('silent'), observer: { issued: () => {}, refused: () => {} }, ready: () => true });
     for (const [peer, peerHost] of [['10.1.2.3:40000', '10.1.2.3'], ['[fd00::7]:443', 'fd00::7'], ['unknown:0', undefined]] as const) {
-      const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer, peerHost, peerCertificate: undefined, cancelled: () => false };
+      const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer, peerHost, peerCertificates: undefined, cancelled: () => false };
       await handler({ csr: 'x', validityDuration: '0', metadata: null }, call).catch(() => undefined);
     }
     expect(seen.map((r) => r.auth.peerHost)).toEqual(['10.1.2.3', 'fd00::7', undefined]);
@@ -43,7 +43,7 @@ describe('createCertificateHandler', () => {
   it('logs an authentication backend outage as a warning, but not a signing key that is not read yet (a forger can provoke that at will)', async () => {
     const lines: string[] = [];
     const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
-    const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificate: undefined, cancelled: () => false };
+    const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificates: undefined, cancelled: () => false };
     for (const err of [new SigningKeyPendingError('not read yet'), new CaError('AUTH_BACKEND_UNAVAILABLE', 'API server down')]) {
       const authority = { issue: () => Promise.reject(err) } as unknown as Authority;
       const handler = createCertificateHandler({ authority, logger, observer: { issued: () => {}, refused: () => {} }, ready: () => true });
@@ -66,7 +66,7 @@ describe('createCertificateHandler with keep (inventory.failClosed)', () => {
     leaf: { serial: '0a', notAfter: new Date(0) },
     chain: ['leaf\n', 'root\n'],
   } as unknown as IssuedCertificate;
-  const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificate: undefined, cancelled: () => false };
+  const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificates: undefined, cancelled: () => false };
 
   it('answers only after keep resolves, and then logs and observes the issuance', async () => {
     let release: () => void = () => {};
@@ -118,7 +118,7 @@ describe('certificateShed', () => {
     const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
     const refused: Array<[string, string, string | undefined, number]> = [];
     const observer = { issued: () => {}, refused: (reason: string, details: string, c: { clusterId?: string; latencyMs: number }) => void refused.push([reason, details, c.clusterId, c.latencyMs]) };
-    const call: CallInfo = { headers: { clusterid: 'east' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificate: undefined, cancelled: () => false };
+    const call: CallInfo = { headers: { clusterid: 'east' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificates: undefined, cancelled: () => false };
     certificateShed({ logger, observer })('the request stalled; retry', call, 1234.5);
     // How long the upload had been arriving, not 0: the call did wait.
     expect(refused).toEqual([['OVERLOADED', 'the request stalled; retry', 'east', 1234.5]]);
