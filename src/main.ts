@@ -84,10 +84,12 @@ export async function buildAuthChain(
   assertServable(config, 'the configuration');
   const closers: Array<() => void> = [];
   const jwts: JwtAuthenticator[] = [];
+  // A client may send its leaf alone, so our own intermediates are anchors too (a leaf they signed
+  // is ours by construction); one from another intermediate under our roots comes with it. Either
+  // way, only for the trust domains this CA serves (trust domains are restart-only).
+  const trustDomains = new Set([config.trustDomain, ...config.trustDomainAliases, ...config.auth.clusters.flatMap((c) => (c.trustDomain ? [c.trustDomain] : []))]);
   const clientCert = config.auth.clientCertificates
-    ? // The listener passes on only the peer's leaf, so our own intermediates are trusted as anchors
-      // too: a leaf they signed is ours by construction.
-      new ClientCertAuthenticator({ roots: () => current().issuers.anchors, revocations: () => current().revocations })
+    ? new ClientCertAuthenticator({ roots: () => current().issuers.anchors, revocations: () => current().revocations, trustDomains })
     : undefined;
   const clusters = new Map<string, Authenticator[]>();
   const clusterConfigs = [...config.auth.clusters];

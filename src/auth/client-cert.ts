@@ -17,6 +17,11 @@ export interface ClientCertOptions {
   revocations: () => ClientCertRevocations;
   /** Clock (tests). Default () => new Date(). */
   now?: () => Date;
+  /**
+   * The trust domains this CA serves: a certificate in another is refused, whoever signed it (a
+   * CA under a shared root signs for its own). Default: any.
+   */
+  trustDomains?: ReadonlySet<string>;
   /** Longest accepted chain, leaf included, root excluded. Default 5. */
   maxChainLength?: number;
   /** Name reported as Authenticator.name. Default 'client-cert'. */
@@ -72,6 +77,7 @@ export class ClientCertAuthenticator implements Authenticator {
   private readonly revocations: () => ClientCertRevocations;
   private readonly now: () => Date;
   private readonly maxChainLength: number;
+  private readonly trustDomains: ReadonlySet<string> | undefined;
 
   constructor(opts: ClientCertOptions) {
     if (typeof opts?.roots !== 'function') throw new Error('clientCert.roots must be a function returning the current root certificates');
@@ -80,6 +86,7 @@ export class ClientCertAuthenticator implements Authenticator {
     this.revocations = opts.revocations;
     this.now = opts.now ?? (() => new Date());
     this.maxChainLength = opts.maxChainLength ?? 5;
+    this.trustDomains = opts.trustDomains;
     this.name = opts.name ?? 'client-cert';
   }
 
@@ -116,6 +123,10 @@ export class ClientCertAuthenticator implements Authenticator {
     const problem = spiffeIdProblem(uris[0]!);
     if (problem || !/^spiffe:\/\/[^/]+\/./.test(uris[0]!)) throw invalid(`client certificate URI SAN is not a workload SPIFFE ID${problem ? `: ${problem}` : ' (no path)'}`);
     const identities = [uris[0]!];
+    const trustDomain = /^spiffe:\/\/([^/]+)\//.exec(uris[0]!)![1]!;
+    if (this.trustDomains && !this.trustDomains.has(trustDomain)) {
+      throw invalid(`client certificate is in trust domain ${trustDomain}, which this CA does not serve (${[...this.trustDomains].join(', ')})`);
+    }
     // After the chain: only a certificate this CA issued is worth a revocation check. Whoever
     // presents a revoked certificate may be its thief: the refusal is audited under its identity
     // (verified by the chain), not in the budget for anonymous refusals, which junk can exhaust.

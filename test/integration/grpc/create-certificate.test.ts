@@ -329,6 +329,10 @@ describe('client certificate (mTLS) authentication', () => {
       const mtls = ca.client({ clientCert: { certPem: leaf.pem + issuer.material.intermediatesPem.join(''), keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() } });
       const chain = await mtls.createCertificate({ csrPem: (await buildWorkloadCsr(ID('vm', 'elsewhere'), 'ec256')).csrPem });
       expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('vm', 'elsewhere')}`);
+      // What that CA signs for a trust domain this one does not serve is not a credential here.
+      const foreign = issuer.sign({ spki: publicKey.export({ type: 'spki', format: 'der' }), uris: ['spiffe://other.td/ns/vm/sa/elsewhere'], notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 3600_000) });
+      const foreignMtls = ca.client({ clientCert: { certPem: foreign.pem + issuer.material.intermediatesPem.join(''), keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() } });
+      await expectRefused(foreignMtls.createCertificate({ csrPem: (await buildWorkloadCsr('spiffe://other.td/ns/vm/sa/elsewhere', 'ec256')).csrPem }), status.UNAUTHENTICATED, /trust domain other\.td, which this CA does not serve/);
     } finally {
       rmSync(other, { recursive: true, force: true });
     }

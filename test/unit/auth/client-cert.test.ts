@@ -111,6 +111,16 @@ describe('ClientCertAuthenticator', () => {
     expect(caller?.expiresAt).toBe(Math.floor(leaf.cert.notAfter.getTime() / 1000));
   });
 
+  it('refuses a certificate in a trust domain the CA does not serve, whoever signed it under its roots', async () => {
+    const served = (tds: string[]): ClientCertAuthenticator =>
+      new ClientCertAuthenticator({ roots: () => [new X509Certificate(root.der)], revocations: () => ClientCertRevocations.none, trustDomains: new Set(tds) });
+    expect((await served(['cluster.local', 'old.example']).authenticate({ peerCertificates: [leaf.der, inter.der] }))?.identities).toEqual([ID]);
+    expect(await outcome(served(['east.example']).authenticate({ peerCertificates: [leaf.der, inter.der] }))).toEqual({
+      code: 'AUTH_INVALID',
+      message: 'client certificate is in trust domain cluster.local, which this CA does not serve (east.example)',
+    });
+  });
+
   it('reads the roots on every request so a rotation takes effect', async () => {
     let current: TestCert[] = [root];
     const a = auth(() => current);
