@@ -113,8 +113,9 @@ export function endCaCreation(dir: string): void {
 
 /**
  * What recoverInterruptedCreation would do in `dir` (reads only): 'none' without a marker,
- * 'in-progress' while the marker is fresh (CREATION_FRESH_MS: nothing is touched), 'completed' when
- * ca-cert.pem was written (only the marker goes), 'cleared' otherwise.
+ * 'in-progress' while the marker's date is within CREATION_FRESH_MS of this clock, either way
+ * (nothing is touched), 'completed' when ca-cert.pem was written (only the marker goes), 'cleared'
+ * otherwise.
  */
 export function interruptedCreation(dir: string, now = Date.now()): 'none' | 'in-progress' | 'completed' | 'cleared' {
   let mtimeMs: number;
@@ -123,23 +124,54 @@ export function interruptedCreation(dir: string, now = Date.now()): 'none' | 'in
   } catch {
     return 'none';
   }
-  if (now - mtimeMs < CREATION_FRESH_MS) return 'in-progress';
+  if (Math.abs(now - mtimeMs) < CREATION_FRESH_MS) return 'in-progress';
+  return leftBy(dir);
+}
+
+function leftBy(dir: string): 'none' | 'completed' | 'cleared' {
+  if (!existsSync(join(dir, CREATING_MARKER))) return 'none';
   return existsSync(caPath(dir, 'cert')) ? 'completed' : 'cleared';
 }
 
-/** Waits while another process's creation of a CA in `dir` is in progress (at most CREATION_FRESH_MS). */
-export async function waitForCaCreation(dir: string): Promise<void> {
-  while (interruptedCreation(dir) === 'in-progress') await new Promise((r) => setTimeout(r, 100));
+/** A marker dated this long ago is a dead creation's whatever the clocks say: none takes that long. */
+const CREATION_DEAD_MS = 10 * 60_000;
+
+/**
+ * Waits while another process creates a CA in `dir`: until its marker goes ('none'), or until the
+ * marker has stayed the same for CREATION_FRESH_MS by this process's own clock ('stale': its
+ * creator died). Judged by what this process sees, not by the marker's date: on a shared volume
+ * the file server dates it, and a replica whose clock is ahead would take a live creation for a
+ * dead one (or one behind, a dead one for live for ever). `onWait` is called once, when it waits.
+ */
+export async function waitForCaCreation(dir: string, onWait?: () => void, freshMs = CREATION_FRESH_MS): Promise<'none' | 'stale'> {
+  let seen: { ino: number; mtimeMs: number; since: number } | undefined;
+  for (;;) {
+    let st: { ino: number; mtimeMs: number };
+    try {
+      st = statSync(join(dir, CREATING_MARKER));
+    } catch {
+      return 'none';
+    }
+    if (Date.now() - st.mtimeMs >= CREATION_DEAD_MS) return 'stale';
+    if (seen === undefined) onWait?.();
+    if (seen === undefined || seen.ino !== st.ino || seen.mtimeMs !== st.mtimeMs) seen = { ino: st.ino, mtimeMs: st.mtimeMs, since: performance.now() };
+    else if (performance.now() - seen.since >= freshMs) return 'stale';
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /**
  * Finishes what an interrupted `ca init`/`import-istiod` left: with ca-cert.pem written, the set is
  * complete and only the marker goes; without it, the files it had written go too (they were never
- * used: nothing loads a CA without ca-cert.pem). Returns what it did; 'none' without a marker.
+ * used: nothing loads a CA without ca-cert.pem). Returns what it did; 'none' without a marker. A
+ * marker still fresh is another process's creation (CaDirTaken), unless `stale` says the caller
+ * watched it go stale (waitForCaCreation).
  */
-export function recoverInterruptedCreation(dir: string): 'none' | 'in-progress' | 'completed' | 'cleared' {
-  const found = interruptedCreation(dir);
-  if (found === 'in-progress') throw new CaDirTaken(`another process is creating a CA in ${dir} (it began less than ${CREATION_FRESH_MS / 1000} s ago); wait for it to finish`);
+export function recoverInterruptedCreation(dir: string, o: { stale?: boolean } = {}): 'none' | 'completed' | 'cleared' {
+  const found = o.stale ? leftBy(dir) : interruptedCreation(dir);
+  if (found === 'in-progress') {
+    throw new CaDirTaken(`another process is creating a CA in ${dir} (its ${CREATING_MARKER} is under ${CREATION_FRESH_MS / 1000} s old); wait for it to finish, or, if a creation was killed, run again in ${CREATION_FRESH_MS / 1000} s`);
+  }
   if (found === 'cleared') for (const f of Object.keys(CA_FILES) as Array<keyof typeof CA_FILES>) rmSync(caPath(dir, f), { force: true });
   if (found !== 'none') endCaCreation(dir);
   return found;

@@ -19,7 +19,7 @@ import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
-import { beginCaCreation, CA_FILES, caPath, endCaCreation, recoverInterruptedCreation } from './files.js';
+import { beginCaCreation, CaDirTaken, CA_FILES, caPath, endCaCreation, recoverInterruptedCreation } from './files.js';
 import { isCaDirEmpty, isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { oneLine, ROTATION_FILE, validateLayout, writeLayout } from './rotate.js';
 import { signedBy } from '../x509/verify-chain.js';
@@ -114,6 +114,11 @@ export function importIstiod(o: ImportIstiodOptions): ImportIstiodResult {
     throw e;
   }
   beginCaCreation(dir);
+  // A server under ca.autoInit may have made one there while this import was checked: it stands.
+  if (!isCaDirEmpty(dir)) {
+    endCaCreation(dir);
+    throw new CaDirTaken(`CA directory ${dir} already holds a CA (created meanwhile); refusing to overwrite it`);
+  }
   writeLayout(dir, files);
   endCaCreation(dir);
   const material = loadCaDir(dir, now);

@@ -98,14 +98,27 @@ export function loadServedCaDir(dir: string, now: Date = new Date()): { material
   } catch (e) {
     const staged = replacingFrom(dir);
     if (staged === undefined || !(e instanceof ConfigError)) throw e;
+    // next/ is a switch's only while rotation.json says one is under way: before it (a rotation
+    // started, its new root not yet trusted everywhere) it must never sign.
+    if (staged === 'next' && rotationStep(dir) !== 'switching') throw e;
     let material: CaMaterial;
     try {
       material = loadCaDir(dir, now, join(dir, staged));
-    } catch {
-      throw e;
+    } catch (stagedError) {
+      throw new ConfigError(`${e.message}; the set an interrupted "meshcert ${STAGED_SETS[staged]}" staged in ${join(dir, staged)} does not load either: ${(stagedError as Error).message}`);
     }
     const step = STAGED_SETS[staged];
     return { material, interrupted: `an interrupted "meshcert ${step}" left the CA files in ${dir} half replaced (${e.message}); loaded the complete set it staged in ${join(dir, staged)} instead: re-run "meshcert ${step} --dir ${dir}" to complete it` };
+  }
+}
+
+/** The step of the rotation rotation.json records, or undefined (none, or unreadable: rotate.ts reads it in full). */
+function rotationStep(dir: string): string | undefined {
+  try {
+    const state: unknown = JSON.parse(readTextFile(join(dir, ROTATION_FILE), MAX_PEM_BYTES));
+    return typeof state === 'object' && state !== null && 'step' in state && typeof state.step === 'string' ? state.step : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -333,6 +333,8 @@ export async function rotateStart(o: RotateStartOptions): Promise<StepResult> {
     return noop(existing, `a rotation is already in progress (step "${existing.step}", started ${existing.startedAt}); "start" has nothing to do. See "meshcert ca rotate status --dir ${dir}"`);
   }
   if (replacingFrom(dir) === 'renewing') throw new ConfigError(`a renewal of the intermediate was interrupted: run "meshcert ca renew-intermediate --dir ${dir}" again to complete it, then start the rotation`);
+  // A switch's marker left by a rotation given up (rotation.json removed): this one's next/ must not inherit it.
+  endReplacing(dir);
   const current = loadCurrent(dir, now, 'cannot start a rotation');
   const oldRoot = anchorOf(current);
   const messages: string[] = [];

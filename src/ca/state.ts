@@ -25,10 +25,10 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
     // Until the directory holds a CA: another replica (or `ca init`) creating one in a shared
     // directory is waited for, and its CA is the one loaded.
     for (;;) {
-      await waitForCaCreation(dir);
+      const waited = await waitForCaCreation(dir, () => logger.info({ dir }, 'another process is creating the CA in this directory (ca.autoInit); waiting to load it'));
       try {
         // A `ca init` (ours under ca.autoInit, or the CLI's) killed half way is finished or made again.
-        if (recoverInterruptedCreation(dir) === 'cleared') logger.warn({ dir }, 'the CA directory holds the files of a CA creation that was interrupted; creating the CA again');
+        if (recoverInterruptedCreation(dir, { stale: waited === 'stale' }) === 'cleared') logger.warn({ dir }, 'the CA directory holds the files of a CA creation that was interrupted; creating the CA again');
         if (isCaDirEmpty(dir)) {
           // Loaded only when needed: CA generation pulls in @peculiar/x509 (~20 MB per process).
           const { initCaDir } = await import('./init.js');
@@ -37,8 +37,9 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
         }
         break;
       } catch (e) {
+        // Another process claimed the directory (or filled it) first: its CA is the one.
         if (!(e instanceof CaDirTaken)) throw e;
-        logger.info({ dir }, 'another process is creating the CA in this directory (ca.autoInit); waiting to load it');
+        logger.info({ dir }, 'another process is creating the CA in this directory (ca.autoInit); loading its CA');
       }
     }
   }

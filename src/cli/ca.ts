@@ -52,10 +52,14 @@ export async function caCommand(argv: string[]): Promise<number> {
   if (sub === 'check') {
     const { values: v } = parse(rest, { dir: { type: 'string' }, 'trust-domain': { type: 'string', default: 'cluster.local' } });
     if (!v.dir) throw new UsageError('ca check needs --dir');
-    // As serve loads it: a step interrupted half way is served from the set it staged, and said so.
+    // As serve loads it: a step interrupted half way is served from the set it staged. The
+    // directory itself is then not a CA (a cacerts Secret made from it would not load): exit 1.
     const { material: m, interrupted } = loadServedCaDir(resolve(v.dir));
-    if (interrupted) console.error(`warning: ${interrupted}`);
     selfTestCa(new LocalIssuer('default', m), v['trust-domain']!);
+    if (interrupted) {
+      console.error(`meshcert: ${interrupted}; serve runs with that set meanwhile, but the directory's own files do not make a CA`);
+      return 1;
+    }
     console.log(`CA OK: signs as "${m.signingCert.subject.replace(/\n/g, ', ')}", ${m.intermediates.length} intermediate(s), ${m.roots.length} root(s), usable until ${m.notAfter.toISOString()}`);
     warnExpiredRoots(m.expiredRoots);
     return 0;

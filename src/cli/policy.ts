@@ -168,20 +168,24 @@ export async function policyCommand(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  // As the token authenticator: Kubernetes names only (a client certificate's names are its SANs').
+  // As the token authenticator: Kubernetes names only (a client certificate's names are its SANs';
+  // with --impersonated they are the workload's, which node authorization judges, not the token's).
   const authRefusal =
-    !v['client-certificate'] && !(isValidNamespace(namespace) && isValidServiceAccount(serviceAccount))
+    !v['client-certificate'] && !v.impersonated && !(isValidNamespace(namespace) && isValidServiceAccount(serviceAccount))
       ? 'token names an invalid Kubernetes namespace or service account (a namespace is a DNS-1123 label, a service account a DNS-1123 subdomain)'
       : undefined;
   // Node authorization, as far as the config decides it (the pods on the node are the API server's to say).
   const defaultCluster = effectiveDefaultCluster(config, served);
+  const nodeTrustDomain = config.auth.clusters.find((c) => c.name === defaultCluster)?.trustDomain ?? config.trustDomain;
   const impersonationRefusal = !v.impersonated
     ? undefined
     : !config.ambient.enabled
       ? 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads (ambient mode is off)'
       : cluster !== defaultCluster
         ? `the caller authenticated in cluster "${cluster}", but this CA checks node proxies only in cluster "${defaultCluster}", whose pods it watches`
-        : undefined;
+        : trustDomain !== nodeTrustDomain
+          ? `ImpersonatedIdentity is in trust domain ${trustDomain}, but this CA issues for ${nodeTrustDomain}`
+          : undefined;
   // The CSR's identity and CA request, judged by the server's own function, before the policy.
   const group = config.trustDomainAliases.length > 0 ? [config.trustDomain, ...config.trustDomainAliases] : [];
   let csrRefusal: { code: string; reason: string } | undefined;

@@ -12,7 +12,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -301,6 +301,27 @@ describe('the ca commands, as an operator runs them', () => {
     expect(again.code).toBe(0);
     expect(again.stdout).toMatch(/nothing to finish/);
     expect((await cli('check', '--dir', cliDir)).code).toBe(0);
+  });
+
+  it('check exits 1 on a directory a killed renew-intermediate left half replaced (serve would load the staged set), and 0 once a re-run completes it', async () => {
+    const d = join(base, 'half-renewed');
+    const donor = join(base, 'half-renewed-donor');
+    expect((await cli('init', '--dir', d)).code).toBe(0);
+    cpSync(d, donor, { recursive: true });
+    expect((await cli('renew-intermediate', '--dir', donor)).code).toBe(0);
+    // What the renewal leaves when killed after ca-key.pem: the staged set, the marker, a new key beside the old certificate.
+    mkdirSync(join(d, 'renewing'), { mode: 0o700 });
+    for (const f of ['ca-key.pem', 'cert-chain.pem', 'ca-cert.pem']) cpSync(join(donor, f), join(d, 'renewing', f));
+    writeFileSync(join(d, '.meshcert-replacing'), 'renewing\n');
+    cpSync(join(donor, 'ca-key.pem'), join(d, 'ca-key.pem'));
+    const half = await cli('check', '--dir', d);
+    expect(half.code).toBe(1);
+    expect(half.stderr).toMatch(/^meshcert: an interrupted "meshcert ca renew-intermediate" left the CA files in .* half replaced .*; serve runs with that set meanwhile, but the directory's own files do not make a CA$/m);
+    const again = await cli('renew-intermediate', '--dir', d);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/^completing a renewal of the intermediate that was interrupted/);
+    expect(readFileSync(join(d, 'ca-cert.pem'), 'utf8')).toBe(readFileSync(join(donor, 'ca-cert.pem'), 'utf8'));
+    expect((await cli('check', '--dir', d)).code).toBe(0);
   });
 
   it('renew-intermediate works with the root key and explains when it is offline', async () => {

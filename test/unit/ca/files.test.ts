@@ -1,8 +1,8 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { writeFileAtomic, writePrivateKey } from '../../../src/ca/files.js';
+import { beginCaCreation, CaDirTaken, interruptedCreation, recoverInterruptedCreation, waitForCaCreation, writeFileAtomic, writePrivateKey } from '../../../src/ca/files.js';
 
 /** What each fsyncSync call synced (the path its descriptor names), in order; the real call still runs. */
 const synced = vi.hoisted(() => [] as string[]);
@@ -84,5 +84,50 @@ describe('writeFileAtomic', () => {
     writeFileSync(join(dir, 'key.pem', 'x'), 'x');
     expect(() => writePrivateKey(join(dir, 'key.pem'), 'secret')).toThrow();
     expect(readdirSync(dir)).toEqual(['key.pem']);
+  });
+});
+
+describe('a CA creation in progress in a shared directory', () => {
+  const marker = (d: string): string => join(d, '.meshcert-creating');
+  const dated = (d: string, offsetMs: number): void => {
+    const t = (Date.now() + offsetMs) / 1000;
+    utimesSync(marker(d), t, t);
+  };
+  const fresh = (): string => {
+    const d = mkdtempSync(join(base, 'creating-'));
+    beginCaCreation(d);
+    return d;
+  };
+
+  it("waits for a live creation whose marker a clock ahead of its creator's dates as old, until the marker goes", async () => {
+    const d = fresh();
+    dated(d, -40_000);
+    // By its date alone it looks stale: the CLI, which does not wait, would clear it.
+    expect(interruptedCreation(d)).toBe('cleared');
+    const started = performance.now();
+    setTimeout(() => rmSync(marker(d)), 300);
+    let waits = 0;
+    expect(await waitForCaCreation(d, () => waits++, 5000)).toBe('none');
+    expect(performance.now() - started).toBeGreaterThanOrEqual(250);
+    expect(waits).toBe(1);
+  });
+
+  it('takes a marker unchanged for the whole wait as a dead creation, even when dated ahead of this clock', async () => {
+    const d = fresh();
+    dated(d, 5 * 60_000);
+    expect(interruptedCreation(d)).toBe('cleared');
+    expect(await waitForCaCreation(d, undefined, 300)).toBe('stale');
+    expect(recoverInterruptedCreation(d, { stale: true })).toBe('cleared');
+    expect(readdirSync(d)).toEqual([]);
+  });
+
+  it('takes a marker dated long ago as dead at once, and a fresh one as another creation the CLI does not touch', async () => {
+    const d = fresh();
+    expect(interruptedCreation(d)).toBe('in-progress');
+    expect(() => recoverInterruptedCreation(d)).toThrow(CaDirTaken);
+    expect(() => recoverInterruptedCreation(d)).toThrow(/another process is creating a CA in .*; wait for it to finish, or, if a creation was killed, run again in 30 s/);
+    expect(() => beginCaCreation(d)).toThrow(CaDirTaken);
+    dated(d, -3600_000);
+    expect(await waitForCaCreation(d, undefined, 60_000)).toBe('stale');
   });
 });

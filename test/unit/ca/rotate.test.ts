@@ -465,12 +465,34 @@ describe('a step killed while it replaces the live files', () => {
     expect(read(join(d, 'archive', archived[0]!), 'ca-key.pem')).toBe(before['ca-key.pem']);
   });
 
-  it('a staged set serves only while the marker names it and the live files do not load', async () => {
-    const d = await initAt();
-    writeFileSync(join(d, '.meshcert-replacing'), '../elsewhere\n');
-    expect(loadServedCaDir(d, T1).interrupted).toBeUndefined();
+  it('a staged set serves only when the live files do not load, the marker names it, and (for next/) a switch is under way', async () => {
+    const d = await startedAt();
+    const live = loadCaDir(d, T1).signingCert.fingerprint256;
+    // A complete next/ and a marker naming it: while the live files load, they are what serves.
+    writeFileSync(join(d, '.meshcert-replacing'), 'next\n');
+    expect(loadServedCaDir(d, T1)).toEqual({ material: expect.anything() as unknown });
+    expect(loadServedCaDir(d, T1).material.signingCert.fingerprint256).toBe(live);
+    // Live files broken during the "started" step: next/'s new root is not trusted everywhere yet, so never that.
+    const key = read(d, 'ca-key.pem');
     writeFileSync(join(d, 'ca-key.pem'), generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
-    expect(() => loadServedCaDir(d, T1)).toThrow(/ca-key\.pem does not match/);
+    expect(() => loadServedCaDir(d, T1)).toThrow(/^ca-key\.pem does not match the public key of ca-cert\.pem$/);
+    // A marker naming anything but a staged set's directory is not followed, even to a complete set.
+    const elsewhere = join(d, '..', `elsewhere-${n}`);
+    cpSync(join(d, 'next'), elsewhere, { recursive: true });
+    writeRotationState(d, { ...readRotationState(d)!, step: 'switching' });
+    writeFileSync(join(d, '.meshcert-replacing'), `../${elsewhere.split('/').pop()}\n`);
+    expect(() => loadServedCaDir(d, T1)).toThrow(/^ca-key\.pem does not match/);
+    // A staged set that does not load either: both reasons.
+    writeFileSync(join(d, '.meshcert-replacing'), 'next\n');
+    writeFileSync(join(d, 'next', 'ca-key.pem'), key);
+    expect(() => loadServedCaDir(d, T1)).toThrow(/^ca-key\.pem does not match the public key of ca-cert\.pem; the set an interrupted "meshcert ca rotate switch" staged in .*next does not load either: ca-key\.pem does not match/);
+  });
+
+  it('rotate start clears the marker of a switch given up (rotation.json removed), so its next/ is never served before its own switch', async () => {
+    const d = await initAt();
+    writeFileSync(join(d, '.meshcert-replacing'), 'next\n');
+    await rotateStart({ dir: d, now: T1 });
+    expect(existsSync(join(d, '.meshcert-replacing'))).toBe(false);
   });
 });
 

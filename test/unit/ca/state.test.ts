@@ -175,7 +175,7 @@ describe('loadCaState with ca.autoInit on a directory another process creates a 
     expect(fingerprint(a!)).toBe(fingerprint(b!));
     expect(loadCaDir(dir).signingCert.fingerprint256).toBe(fingerprint(a!));
     expect(lines.filter((l) => /^created a new root/.test(String(l.msg)))).toHaveLength(1);
-    expect(lines.filter((l) => /another process is creating the CA/.test(String(l.msg)))).toHaveLength(1);
+    expect(lines.filter((l) => /another process is creating the CA/.test(String(l.msg))).length).toBeGreaterThanOrEqual(1);
   });
 
   it('waits while another creation is in progress (a fresh marker), touches none of its files, and loads what it made', async () => {

@@ -304,6 +304,13 @@ describe('meshcert policy explain --json', () => {
     log.mockClear();
     expect(await policyCommand(['explain', '--config', ambient, '--ns', 'a', '--sa', 'b', '--impersonated', '--cluster', 'east'])).toBe(1);
     expect(stdout()).toMatch(/^decision: {2}deny \(IMPERSONATION_DENIED\): the caller authenticated in cluster "east", but this CA checks node proxies only in cluster "Kubernetes", whose pods it watches; the server refuses the request before the policy/m);
+    // The identity asked for must be in the default cluster's trust domain; its names are the workload's, not a token's.
+    log.mockClear();
+    expect(await policyCommand(['explain', '--config', ambient, '--ns', 'a', '--sa', 'b', '--impersonated', '--trust-domain', 'other.td', '--json'])).toBe(1);
+    expect(JSON.parse(stdout())).toMatchObject({ impersonationRefusal: 'ImpersonatedIdentity is in trust domain other.td, but this CA issues for cluster.local' });
+    log.mockClear();
+    expect(await policyCommand(['explain', '--config', ambient, '--ns', 'Upper', '--sa', 'b', '--impersonated', '--json'])).toBe(0);
+    expect(JSON.parse(stdout())).not.toHaveProperty('authRefusal');
   });
 
   it('denies a --cluster the CA does not serve, as authentication does before any rule (AUTH_INVALID), and takes an empty one as the default', async () => {
