@@ -47,10 +47,10 @@ export function isCaDirEmpty(dir: string): boolean {
   return (Object.keys(CA_FILES) as Array<keyof typeof CA_FILES>).every((f) => !existsSync(caPath(dir, f))) && !existsSync(join(dir, ROTATION_FILE));
 }
 
-/** Reads and validates a CA directory. Every problem is a ConfigError with a message saying what to fix. */
 /**
- * The CA in `dir` (Istio's cacerts layout), checked as serve needs it. `signingDir`: where to read
- * ca-cert.pem, ca-key.pem and cert-chain.pem from instead (a staged set; root-cert.pem stays `dir`'s).
+ * Reads and validates a CA directory (Istio's cacerts layout). Every problem is a ConfigError with a
+ * message saying what to fix. `signingDir`: where to read ca-cert.pem, ca-key.pem and
+ * cert-chain.pem from instead (a staged set; root-cert.pem stays `dir`'s).
  */
 export function loadCaDir(dir: string, now: Date = new Date(), signingDir: string = dir): CaMaterial {
   const read = (file: 'cert' | 'key' | 'chain' | 'root', required: boolean): string | undefined => {
@@ -85,7 +85,6 @@ export function loadCaDir(dir: string, now: Date = new Date(), signingDir: strin
   return buildMaterial(signingCert, signingKey, chain, roots, now);
 }
 
-/** Validates an in-memory CA (used by loadCaDir and by `ca init`). */
 /**
  * The CA in `dir` as serve loads it: loadCaDir, unless a step that replaces the signing files one
  * by one (rotate switch, renew-intermediate) was interrupted and left them mismatched. Then the
@@ -122,6 +121,7 @@ function rotationStep(dir: string): string | undefined {
   }
 }
 
+/** Validates an in-memory CA (used by loadCaDir and by `ca init`). */
 export function buildMaterial(
   signingCert: X509Certificate,
   signingKey: KeyObject,

@@ -799,11 +799,6 @@ export async function renewIntermediate(o: RenewIntermediateOptions): Promise<Re
   };
 }
 
-/**
- * Completes a renewal killed while it replaced the live files: installs the set it staged (already
- * archived the previous intermediate; no new key is made), so the mixed directory it left is not
- * archived as if it were an intermediate.
- */
 /** Replaces the live signing files with the renewal staged in renewing/ (marked as being replaced), then clears the stage. */
 function installRenewal(dir: string, files: Layout, now: Date): void {
   writeLayout(dir, files);
@@ -812,6 +807,11 @@ function installRenewal(dir: string, files: Layout, now: Date): void {
   rmSync(join(dir, RENEWING_DIR), { recursive: true, force: true });
 }
 
+/**
+ * Completes a renewal killed while it replaced the live files: installs the set it staged (already
+ * archived the previous intermediate; no new key is made), so the mixed directory it left is not
+ * archived as if it were an intermediate.
+ */
 function completeRenewal(dir: string, rootPem: string, now: Date): RenewResult {
   const renewingDir = join(dir, RENEWING_DIR);
   const staged = readLayout(renewingDir);

@@ -75,7 +75,7 @@ export interface PolicyExplainOutput {
   clusterRefusal?: string;
   /** Why authentication refuses a token naming this caller (AUTH_INVALID): not valid Kubernetes names. */
   authRefusal?: string;
-  /** Why the server refuses an --impersonated request before the policy (IMPERSONATION_DENIED): ambient mode off, or a node proxy of another cluster. */
+  /** Why the server refuses an --impersonated request before the policy (IMPERSONATION_DENIED): ambient mode off, a node proxy of another cluster, or another trust domain. */
   impersonationRefusal?: string;
   /** Why the server refuses the CSR before the policy (--csr): a CA request, or another identity than the caller's. */
   csrRefusal?: { code: string; reason: string };
