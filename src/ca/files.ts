@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
 
@@ -108,7 +108,29 @@ export function beginCaCreation(dir: string): void {
 
 export function endCaCreation(dir: string): void {
   rmSync(join(dir, CREATING_MARKER), { force: true });
+  removeStaleTemps(dir);
   syncDirectory(dir);
+}
+
+/** A temp file of writeFileAtomic older than this is a killed writer's: none takes a minute. */
+const STALE_TEMP_MS = 60_000;
+
+/**
+ * Removes the temp files writeFileAtomic leaves when killed between writing and renaming
+ * (`<name>.<pid>.<ms>.tmp`, by their own timestamp older than STALE_TEMP_MS): one may hold a copy of
+ * a private key, which has no business lying in the CA directory. Called once a step completes.
+ */
+export function removeStaleTemps(dir: string, now = Date.now()): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^[^/]+\.\d+\.(\d+)\.tmp$/.exec(name);
+    if (m && now - Number(m[1]) > STALE_TEMP_MS) rmSync(join(dir, name), { force: true });
+  }
 }
 
 /**
@@ -194,6 +216,7 @@ export function beginReplacing(dir: string, staged: StagedSet): void {
 
 export function endReplacing(dir: string): void {
   rmSync(join(dir, REPLACING_MARKER), { force: true });
+  removeStaleTemps(dir);
   syncDirectory(dir);
 }
 

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, ut
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { beginCaCreation, CaDirTaken, interruptedCreation, recoverInterruptedCreation, waitForCaCreation, writeFileAtomic, writePrivateKey } from '../../../src/ca/files.js';
+import { beginCaCreation, CaDirTaken, endCaCreation, interruptedCreation, recoverInterruptedCreation, waitForCaCreation, writeFileAtomic, writePrivateKey } from '../../../src/ca/files.js';
 
 /** What each fsyncSync call synced (the path its descriptor names), in order; the real call still runs. */
 const synced = vi.hoisted(() => [] as string[]);
@@ -129,5 +129,17 @@ describe('a CA creation in progress in a shared directory', () => {
     expect(() => beginCaCreation(d)).toThrow(CaDirTaken);
     dated(d, -3600_000);
     expect(await waitForCaCreation(d, undefined, 60_000)).toBe('stale');
+  });
+});
+
+describe('temp files of killed writes', () => {
+  it('go once a creation completes: those older than a minute by their own stamp, never a fresh one or another file', () => {
+    const d = mkdtempSync(join(base, 'temps-'));
+    const old = `ca-key.pem.4242.${Date.now() - 120_000}.tmp`;
+    const fresh = `ca-cert.pem.4243.${Date.now()}.tmp`;
+    for (const f of [old, fresh, 'ca-key.pem', 'notes.tmp', 'x.1.2.tmp.bak']) writeFileSync(join(d, f), 'x');
+    beginCaCreation(d);
+    endCaCreation(d);
+    expect(readdirSync(d).sort()).toEqual([fresh, 'ca-key.pem', 'notes.tmp', 'x.1.2.tmp.bak'].sort());
   });
 });
