@@ -396,7 +396,7 @@ export async function rotateStart(o: RotateStartOptions): Promise<StepResult> {
   const oldEnd = current.notAfter.getTime();
   if (oldEnd <= switchAllowedAt) {
     warnings.push(
-      `the old CA ("${oneLine(current.signingCert.subject)}" and its chain) can sign only until ${current.notAfter.toISOString()}, before the switch is allowed (${new Date(switchAllowedAt).toISOString()}, --min-wait ${duration(minWaitMs)}): from then until the switch meshcert refuses to issue (UNAVAILABLE). Renew the intermediate first ("ca rotate renew-intermediate") if the root allows, or switch with --force when every workload holds both roots`,
+      `the old CA ("${oneLine(current.signingCert.subject)}" and its chain) can sign only until ${current.notAfter.toISOString()}, before the switch is allowed (${new Date(switchAllowedAt).toISOString()}, --min-wait ${duration(minWaitMs)}): from then until the switch meshcert refuses to issue (UNAVAILABLE). Renew the intermediate first ("meshcert ca renew-intermediate --dir ${dir}") if the root allows, or switch with --force when every workload holds both roots`,
     );
   }
   const state: RotationState = {

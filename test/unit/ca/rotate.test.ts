@@ -367,7 +367,7 @@ describe('ca rotate switch', () => {
   ])('switches when the old %s expired during the wait (start warned), leaving a directory that loads and signs', async (_what, lifetimes) => {
     const d = await initAt(lifetimes);
     const started = await rotateStart({ dir: d, now: T1 });
-    expect(started.warnings.join('\n')).toMatch(/can sign only until .* before the switch is allowed .*meshcert refuses to issue/);
+    expect(started.warnings.join('\n')).toMatch(/can sign only until .* before the switch is allowed .*meshcert refuses to issue \(UNAVAILABLE\)\. Renew the intermediate first \("meshcert ca renew-intermediate --dir .*"\)/);
     // At T2 the old chain no longer loads: meshcert cannot sign until the switch.
     expect(() => loadCaDir(d, T2)).toThrow(/expired/);
     const r = rotateSwitch({ dir: d, now: T2 });
