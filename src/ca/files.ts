@@ -117,19 +117,35 @@ const STALE_TEMP_MS = 60_000;
 
 /**
  * Removes the temp files writeFileAtomic leaves when killed between writing and renaming
- * (`<name>.<pid>.<ms>.tmp`, by their own timestamp older than STALE_TEMP_MS): one may hold a copy of
- * a private key, which has no business lying in the CA directory. Called once a step completes.
+ * (`<name>.<pid>.<ms>.tmp`), in the CA directory and the ones a step keeps in it (next/, previous/,
+ * renewing/, archive/*): one may hold a copy of a private key, which has no business lying there.
+ * Called once a step completes. A temp file is a dead writer's when no process of its pid runs
+ * here, or when its own stamp is over a minute old (a pid from another host or pod may run here).
  */
 export function removeStaleTemps(dir: string, now = Date.now()): void {
-  let names: string[];
+  let entries: string[];
   try {
-    names = readdirSync(dir);
+    entries = readdirSync(dir, { recursive: true, encoding: 'utf8' });
   } catch {
     return;
   }
-  for (const name of names) {
-    const m = /^[^/]+\.\d+\.(\d+)\.tmp$/.exec(name);
-    if (m && now - Number(m[1]) > STALE_TEMP_MS) rmSync(join(dir, name), { force: true });
+  for (const rel of entries) {
+    if (rel.split('/').length > 3) continue;
+    const m = /(?:^|\/)[^/]+\.(\d+)\.(\d+)\.tmp$/.exec(rel);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid) continue;
+    if (!pidRuns(pid) || now - Number(m[2]) > STALE_TEMP_MS) rmSync(join(dir, rel), { force: true });
+  }
+}
+
+function pidRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it runs, as another user.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -163,7 +179,9 @@ const CREATION_DEAD_MS = 10 * 60_000;
  * marker has stayed the same for CREATION_FRESH_MS by this process's own clock ('stale': its
  * creator died). Judged by what this process sees, not by the marker's date: on a shared volume
  * the file server dates it, and a replica whose clock is ahead would take a live creation for a
- * dead one (or one behind, a dead one for live for ever). `onWait` is called once, when it waits.
+ * dead one (or one behind, a dead one for live for ever). A marker beside a ca-cert.pem (written
+ * last) is a complete creation's ('stale' too: only the marker is left to go). `onWait` is called
+ * once, when it waits.
  */
 export async function waitForCaCreation(dir: string, onWait?: () => void, freshMs = CREATION_FRESH_MS): Promise<'none' | 'stale'> {
   let seen: { ino: number; mtimeMs: number; since: number } | undefined;
@@ -175,6 +193,8 @@ export async function waitForCaCreation(dir: string, onWait?: () => void, freshM
       return 'none';
     }
     if (Date.now() - st.mtimeMs >= CREATION_DEAD_MS) return 'stale';
+    // ca-cert.pem is written last: with it, the creation is complete, only its marker is left.
+    if (existsSync(caPath(dir, 'cert'))) return 'stale';
     if (seen === undefined) onWait?.();
     if (seen === undefined || seen.ino !== st.ino || seen.mtimeMs !== st.mtimeMs) seen = { ino: st.ino, mtimeMs: st.mtimeMs, since: performance.now() };
     else if (performance.now() - seen.since >= freshMs) return 'stale';

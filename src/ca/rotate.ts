@@ -735,7 +735,7 @@ export async function renewIntermediate(o: RenewIntermediateOptions): Promise<Re
   if (state) throw new ConfigError(`a root rotation is in progress (step "${state.step}"): finish it before renewing the intermediate; "ca rotate switch" already moves to a fresh intermediate`);
   const live = readLayout(dir);
   if (live.root === undefined) throw new ConfigError(`CA directory ${dir} has no root-cert.pem`);
-  if (replacingFrom(dir) === 'renewing') return completeRenewal(dir, live.root, now);
+  if (replacingFrom(dir) === 'renewing') return completeRenewal(dir, live.root, now, o.lifetimeMs !== undefined || o.keyType !== undefined);
   const roots = parseOrThrow(live.root, 'root-cert.pem');
   const oldCert = readCert(caPath(dir, 'cert'));
   if (oldCert && isSelfSigned(oldCert)) {
@@ -812,7 +812,7 @@ function installRenewal(dir: string, files: Layout, now: Date): void {
  * archived the previous intermediate; no new key is made), so the mixed directory it left is not
  * archived as if it were an intermediate.
  */
-function completeRenewal(dir: string, rootPem: string, now: Date): RenewResult {
+function completeRenewal(dir: string, rootPem: string, now: Date, optionsGiven: boolean): RenewResult {
   const renewingDir = join(dir, RENEWING_DIR);
   const staged = readLayout(renewingDir);
   const files: Layout = { key: staged.key, chain: staged.chain, cert: staged.cert };
@@ -829,7 +829,7 @@ function completeRenewal(dir: string, rootPem: string, now: Date): RenewResult {
       `renewed the intermediate: meshcert now signs with "${renewed.subject}" (until ${renewed.notAfter})`,
       'move root-key.pem offline again if it was brought in for this step',
     ],
-    warnings: [],
+    warnings: optionsGiven ? ['--lifetime and --key-type were not used: the interrupted renewal was completed with the intermediate it had made; run renew-intermediate again for one made with them'] : [],
   };
 }
 

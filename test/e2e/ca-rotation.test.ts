@@ -313,6 +313,10 @@ describe('the ca commands, as an operator runs them', () => {
     mkdirSync(join(d, 'renewing'), { mode: 0o700 });
     for (const f of ['ca-key.pem', 'cert-chain.pem', 'ca-cert.pem']) cpSync(join(donor, f), join(d, 'renewing', f));
     writeFileSync(join(d, '.meshcert-replacing'), 'renewing\n');
+    // Killed before the first live file: still the old CA, whole, and said so.
+    const before = await cli('check', '--dir', d);
+    expect(before.code).toBe(0);
+    expect(before.stderr).toMatch(/^warning: a "meshcert ca renew-intermediate" was interrupted before it replaced the signing files, so this is still the CA from before it; run it again to complete it$/m);
     cpSync(join(donor, 'ca-key.pem'), join(d, 'ca-key.pem'));
     const half = await cli('check', '--dir', d);
     expect(half.code).toBe(1);

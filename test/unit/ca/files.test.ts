@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -133,13 +133,29 @@ describe('a CA creation in progress in a shared directory', () => {
 });
 
 describe('temp files of killed writes', () => {
-  it('go once a creation completes: those older than a minute by their own stamp, never a fresh one or another file', () => {
+  it("go once a creation completes, here and in the step's subdirectories: a dead pid's, or any over a minute old; never a live writer's fresh one, ours, or another file", () => {
     const d = mkdtempSync(join(base, 'temps-'));
-    const old = `ca-key.pem.4242.${Date.now() - 120_000}.tmp`;
-    const fresh = `ca-cert.pem.4243.${Date.now()}.tmp`;
-    for (const f of [old, fresh, 'ca-key.pem', 'notes.tmp', 'x.1.2.tmp.bak']) writeFileSync(join(d, f), 'x');
+    mkdirSync(join(d, 'previous'));
+    mkdirSync(join(d, 'archive', 'x', 'deeper'), { recursive: true });
+    const now = Date.now();
+    const dead = 2 ** 22 + 12_345; // above Linux's pid_max: no process has it
+    const live = process.ppid;
+    const gone = [`ca-key.pem.${dead}.${now}.tmp`, `root-key.pem.${live}.${now - 120_000}.tmp`, `previous/ca-key.pem.${dead}.${now}.tmp`, `archive/x/ca-key.pem.${dead}.${now}.tmp`];
+    const kept = [`ca-cert.pem.${live}.${now}.tmp`, `ca-key.pem.${process.pid}.${now - 120_000}.tmp`, 'ca-key.pem', 'notes.tmp', 'x.1.2.tmp.bak', `archive/x/deeper/ca-key.pem.${dead}.${now}.tmp`];
+    for (const f of [...gone, ...kept]) writeFileSync(join(d, f), 'x');
     beginCaCreation(d);
     endCaCreation(d);
-    expect(readdirSync(d).sort()).toEqual([fresh, 'ca-key.pem', 'notes.tmp', 'x.1.2.tmp.bak'].sort());
+    for (const f of gone) expect(existsSync(join(d, f)), f).toBe(false);
+    for (const f of kept) expect(existsSync(join(d, f)), f).toBe(true);
+  });
+
+  it('a complete creation whose marker was left is not waited for', async () => {
+    const d = mkdtempSync(join(base, 'complete-'));
+    beginCaCreation(d);
+    writeFileSync(join(d, 'ca-cert.pem'), 'x');
+    const started = performance.now();
+    expect(await waitForCaCreation(d)).toBe('stale');
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(recoverInterruptedCreation(d, { stale: true })).toBe('completed');
   });
 });

@@ -453,8 +453,9 @@ describe('a step killed while it replaces the live files', () => {
     expect((await configErrorAsync(rotateStart({ dir: d, now: at }))).message).toMatch(/^a renewal of the intermediate was interrupted: run "meshcert ca renew-intermediate --dir .*" again/);
     const archived = readdirSync(join(d, 'archive'));
     expect(archived).toHaveLength(1);
-    const r = await renewIntermediate({ dir: d, now: at });
+    const r = await renewIntermediate({ dir: d, now: at, keyType: 'rsa2048' });
     expect(r.messages[0]).toMatch(/^completing a renewal of the intermediate that was interrupted/);
+    expect(r.warnings).toEqual(['--lifetime and --key-type were not used: the interrupted renewal was completed with the intermediate it had made; run renew-intermediate again for one made with them']);
     expect(read(d, 'ca-cert.pem')).toBe(staged);
     expect(loadCaDir(d, at).signingCert.fingerprint256).toBe(fps(staged)[0]);
     expect(readdirSync(join(d, 'archive'))).toEqual(archived);
