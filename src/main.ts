@@ -12,7 +12,7 @@ import type { Authenticator } from './auth/types.js';
 import { WorkSlicer } from './authority/slicer.js';
 import { Authority } from './authority/authority.js';
 import { admitUnlessShortOfMemory, IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
-import { effectiveDefaultCluster } from './config/default-cluster.js';
+import { effectiveDefaultCluster, servedTrustDomains } from './config/default-cluster.js';
 import type { MeshcertConfig } from './config/schema.js';
 import { ensureDevIssuer } from './dev/token-issuer.js';
 import { CaError, ConfigError } from './errors/ca-error.js';
@@ -87,7 +87,7 @@ export async function buildAuthChain(
   // A client may send its leaf alone, so our own intermediates are anchors too (a leaf they signed
   // is ours by construction); one from another intermediate under our roots comes with it. Either
   // way, only for the trust domains this CA serves (trust domains are restart-only).
-  const trustDomains = new Set([config.trustDomain, ...config.trustDomainAliases, ...config.auth.clusters.flatMap((c) => (c.trustDomain ? [c.trustDomain] : []))]);
+  const trustDomains = servedTrustDomains(config);
   const clientCert = config.auth.clientCertificates
     ? new ClientCertAuthenticator({ roots: () => current().issuers.anchors, revocations: () => current().revocations, trustDomains })
     : undefined;

@@ -8,7 +8,7 @@ import { PolicyEngine, type PolicyDecision, type PolicyRequest, type RuleEvaluat
 import type { CredentialKind } from '../policy/schema.js';
 import { chooseIdentity } from '../authority/authority.js';
 import { isValidNamespace, isValidServiceAccount } from '../auth/jwt.js';
-import { effectiveDefaultCluster, servedClusterNames } from '../config/default-cluster.js';
+import { effectiveDefaultCluster, servedClusterNames, servedTrustDomains } from '../config/default-cluster.js';
 import { loadConfigFile } from '../config/load.js';
 import { ipToBytes } from '../net/ip-text.js';
 import { parseWorkloadSpiffeId, workloadSpiffeId } from '../x509/spiffe-id.js';
@@ -73,7 +73,7 @@ export interface PolicyExplainOutput {
   caRefusal?: string | null;
   /** Why authentication refuses the caller before the policy (AUTH_INVALID): a cluster the CA does not serve. */
   clusterRefusal?: string;
-  /** Why authentication refuses a token naming this caller (AUTH_INVALID): not valid Kubernetes names. */
+  /** Why authentication refuses this caller (AUTH_INVALID): a token's names that are not Kubernetes names, a client certificate's trust domain this CA does not serve. */
   authRefusal?: string;
   /** Why the server refuses an --impersonated request before the policy (IMPERSONATION_DENIED): ambient mode off, a node proxy of another cluster, or another trust domain. */
   impersonationRefusal?: string;
@@ -170,8 +170,13 @@ export async function policyCommand(argv: string[]): Promise<number> {
   }
   // As the token authenticator: Kubernetes names only (a client certificate's names are its SANs';
   // with --impersonated they are the workload's, which node authorization judges, not the token's).
-  const authRefusal =
-    !v['client-certificate'] && !v.impersonated && !(isValidNamespace(namespace) && isValidServiceAccount(serviceAccount))
+  // A client certificate authenticates only in a trust domain this CA serves (as serve builds it).
+  const servedTds = servedTrustDomains(config);
+  const authRefusal = v['client-certificate']
+    ? servedTds.has(trustDomain)
+      ? undefined
+      : `client certificate is in trust domain ${trustDomain}, which this CA does not serve (${[...servedTds].join(', ')})`
+    : !v.impersonated && !(isValidNamespace(namespace) && isValidServiceAccount(serviceAccount))
       ? 'token names an invalid Kubernetes namespace or service account (a namespace is a DNS-1123 label, a service account a DNS-1123 subdomain)'
       : undefined;
   // Node authorization, as far as the config decides it (the pods on the node are the API server's to say).

@@ -20,3 +20,8 @@ export function servedClusterNames(config: MeshcertConfig): string[] {
   if (config.dev.tokenIssuer && !names.includes(config.auth.defaultCluster)) names.push(config.auth.defaultCluster);
   return names;
 }
+
+/** The trust domains this CA issues in: `trustDomain`, its aliases, and each cluster's own. */
+export function servedTrustDomains(config: MeshcertConfig): ReadonlySet<string> {
+  return new Set([config.trustDomain, ...config.trustDomainAliases, ...config.auth.clusters.flatMap((c) => (c.trustDomain ? [c.trustDomain] : []))]);
+}

@@ -483,6 +483,11 @@ describe('meshcert policy explain --csr', () => {
     expect(stdout()).toMatch(/^decision: {2}deny \(AUTH_INVALID\): token names an invalid Kubernetes namespace or service account .*; the server refuses the caller before the policy/m);
     log.mockClear();
     expect((await runJson(['--ns', 'Upper', '--sa', 'web', '--client-certificate'])).out).not.toHaveProperty('authRefusal');
+    // A client certificate in a trust domain this CA does not serve does not authenticate.
+    log.mockClear();
+    const foreign = await runJson(['--ns', 'shop', '--sa', 'web', '--client-certificate', '--trust-domain', 'other.td']);
+    expect(foreign.code).toBe(1);
+    expect(foreign.out).toMatchObject({ allowed: false, authRefusal: 'client certificate is in trust domain other.td, which this CA does not serve (cluster.local, east.example)' });
   });
 
   it('needs --ns and --sa when the CSR has no workload identity', async () => {
