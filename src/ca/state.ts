@@ -4,7 +4,7 @@
  * loading the transport.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { CaDirTaken, recoverInterruptedCreation, waitForCaCreation } from './files.js';
+import { CaDirTaken, interruptedCreation, recoverInterruptedCreation, replacingFrom, STAGED_SETS, waitForCaCreation } from './files.js';
 import { isCaDirEmpty, loadServedCaDir } from './material.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ensureDevIssuer } from '../dev/token-issuer.js';
@@ -48,12 +48,29 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
     if (o.allowInit === false) throw new ConfigError(`CA directory ${dir} is empty; not creating a new CA on a reload`);
     throw new ConfigError(`CA directory ${dir} is empty: run "meshcert ca init --dir ${dir}", mount Istio's cacerts there, or set ca.autoInit: true`);
   }
-  const { material, interrupted } = loadServedCaDir(dir);
+  let served: ReturnType<typeof loadServedCaDir>;
+  try {
+    served = loadServedCaDir(dir);
+  } catch (e) {
+    // A `ca init` or `import-istiod` killed half way leaves files no CA loads from: say so.
+    if (e instanceof ConfigError && interruptedCreation(dir) !== 'none') {
+      throw new ConfigError(`${e.message} (a CA creation in ${dir} was interrupted: run "meshcert ca init --dir ${dir}" or "ca import-istiod" again, or set ca.autoInit: true)`);
+    }
+    throw e;
+  }
+  const { material, interrupted } = served;
   if (interrupted) logger.warn({ dir }, interrupted);
+  else warnPendingStep(dir, logger);
   const issuer = new LocalIssuer('default', material);
   if (!o.quiet) reportExpiredRoots(issuer, dir, logger);
   selfTestTrustDomains(issuer, config);
   return issuer;
+}
+
+/** A step killed before it replaced any signing file: the CA is the one from before it, whole, but the operator should re-run the step. */
+function warnPendingStep(dir: string, logger: Logger): void {
+  const pending = replacingFrom(dir);
+  if (pending) logger.warn({ dir }, `a "meshcert ${STAGED_SETS[pending]}" was interrupted before it replaced the signing files: serving the CA from before it; run it again to complete it`);
 }
 
 /**
@@ -168,6 +185,7 @@ export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issue
   try {
     const { material, interrupted } = loadServedCaDir(i.dir);
     if (interrupted) logger.warn({ issuer: i.name, dir: i.dir }, interrupted);
+    else warnPendingStep(i.dir, logger);
     issuer = new LocalIssuer(i.name, material);
   } catch (e) {
     throw new ConfigError(`issuer "${i.name}" (${i.dir}): ${(e as Error).message}`);

@@ -204,6 +204,20 @@ describe('loadCaState with ca.autoInit on a directory another process creates a 
   });
 });
 
+describe('loadCaState on a directory a rotation step was killed in before it replaced any signing file', () => {
+  it('serves the CA from before the step, whole, and warns to re-run it', async () => {
+    const dir = join(base, 'pending-renewal');
+    await initCaDir({ dir });
+    mkdirSync(join(dir, 'renewing'));
+    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem']) copyFileSync(join(dir, f), join(dir, 'renewing', f));
+    writeFileSync(join(dir, '.meshcert-replacing'), 'renewing\n');
+    const { lines, logger } = captureLogs();
+    const state = await loadCaState(parseConfig({ dataDir: join(base, 'data-pending'), ca: { dir } }), logger);
+    expect(state.issuers.default.material.signingCert.fingerprint256).toBe(loadCaDir(dir).signingCert.fingerprint256);
+    expect(lines.filter((l) => /^a "meshcert ca renew-intermediate" was interrupted before it replaced the signing files: serving the CA from before it; run it again to complete it$/.test(String(l.msg)))).toHaveLength(1);
+  });
+});
+
 describe('loadCaState with ca.autoInit after an interrupted creation', () => {
   it('creates the CA again (the partial files were never used) and says so', async () => {
     const dir = join(base, 'interrupted');
@@ -221,7 +235,9 @@ describe('loadCaState with ca.autoInit after an interrupted creation', () => {
     mkdirSync(other);
     beginCaCreation(other);
     writeFileSync(join(other, 'root-cert.pem'), 'partial\n');
-    await expect(loadCaState(parseConfig({ dataDir: join(base, 'data3'), ca: { dir: other, autoInit: false } }), logger)).rejects.toThrow(/ca-cert\.pem/);
+    await expect(loadCaState(parseConfig({ dataDir: join(base, 'data3'), ca: { dir: other, autoInit: false } }), logger)).rejects.toThrow(
+      /ca-cert\.pem.* \(a CA creation in .*interrupted-no-autoinit was interrupted: run "meshcert ca init --dir .*" or "ca import-istiod" again, or set ca\.autoInit: true\)$/,
+    );
     expect(readFileSync(join(other, 'root-cert.pem'), 'utf8')).toBe('partial\n');
   });
 });
