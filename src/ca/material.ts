@@ -6,6 +6,7 @@ import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { issuerAndSubjectDer } from '../x509/names.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { CA_FILES, caPath, replacingFrom, ROTATION_FILE, STAGED_SETS } from './files.js';
+import { readRotationState } from './rotation-state.js';
 import { keyProblem, signatureProblem } from '../x509/chain-algorithms.js';
 import { signedBy } from '../x509/verify-chain.js';
 
@@ -99,7 +100,7 @@ export function loadServedCaDir(dir: string, now: Date = new Date()): { material
     if (staged === undefined || !(e instanceof ConfigError)) throw e;
     // next/ is a switch's only while rotation.json says one is under way: before it (a rotation
     // started, its new root not yet trusted everywhere) it must never sign.
-    if (staged === 'next' && rotationStep(dir) !== 'switching') throw e;
+    if (staged === 'next' && switchStep(dir) !== 'switching') throw e;
     let material: CaMaterial;
     try {
       material = loadCaDir(dir, now, join(dir, staged));
@@ -111,11 +112,10 @@ export function loadServedCaDir(dir: string, now: Date = new Date()): { material
   }
 }
 
-/** The step of the rotation rotation.json records, or undefined (none, or unreadable: rotate.ts reads it in full). */
-function rotationStep(dir: string): string | undefined {
+/** The step rotation.json records, or undefined (none, or one the rotate commands would refuse to read). */
+function switchStep(dir: string): string | undefined {
   try {
-    const state: unknown = JSON.parse(readTextFile(join(dir, ROTATION_FILE), MAX_PEM_BYTES));
-    return typeof state === 'object' && state !== null && 'step' in state && typeof state.step === 'string' ? state.step : undefined;
+    return readRotationState(dir)?.step;
   } catch {
     return undefined;
   }

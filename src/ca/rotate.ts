@@ -17,7 +17,6 @@ import { randomBytes, webcrypto, type KeyObject, createPrivateKey, X509Certifica
 import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
-import { z } from 'zod';
 import { formatDuration, MAX_SPAN_SECONDS, MAX_SPAN_TEXT } from '../config/duration.js';
 import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
@@ -26,9 +25,12 @@ import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { beginReplacing, CA_FILES, caPath, endReplacing, replacingFrom, ROTATION_FILE, writeFileAtomic, writePrivateKey } from './files.js';
 import { caSubjectName, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
 import { isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
+import { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep } from './rotation-state.js';
 import { signedBy } from '../x509/verify-chain.js';
 
 export { ROTATION_FILE };
+// Kept in rotation-state.ts, which the CA loader reads without this module's certificate builders.
+export { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep };
 /** The new CA, staged by `start` (same layout as the CA directory). */
 export const NEXT_DIR = 'next';
 /** The old signing material, kept by `switch` until `finish` archives it. */
@@ -59,74 +61,6 @@ type Layout = Partial<Record<LayoutFile, string>>;
 const PRIVATE: ReadonlySet<LayoutFile> = new Set(['key', 'rootKey']);
 /** Write order: ca-cert.pem last, so its arrival completes a consistent set (as `ca init` does). */
 const WRITE_ORDER: readonly LayoutFile[] = ['rootKey', 'key', 'root', 'chain', 'cert'];
-
-// ---------------------------------------------------------------------------------------------
-// State
-
-const certSummarySchema = z.strictObject({
-  subject: z.string(),
-  fingerprint256: z.string(),
-  notBefore: z.string(),
-  notAfter: z.string(),
-});
-export type CertSummary = z.infer<typeof certSummarySchema>;
-
-const stateSchema = z.strictObject({
-  version: z.literal(1),
-  /** started → switching → switched → finishing → (rotation.json removed). */
-  step: z.enum(['started', 'switching', 'switched', 'finishing']),
-  startedAt: z.string(),
-  /** How long `switch` waits after `start` (so every workload has received {old, new}). */
-  minWaitSeconds: z.number().int().nonnegative(),
-  switchAllowedAt: z.string(),
-  oldRoot: certSummarySchema,
-  newRoot: certSummarySchema,
-  oldIntermediate: certSummarySchema,
-  newIntermediate: certSummarySchema,
-  switchedAt: z.string().optional(),
-  switchForced: z.boolean().optional(),
-  /** The longest lifetime a leaf signed by the old intermediate may have (recorded at switch). */
-  maxLeafLifetimeSeconds: z.number().int().nonnegative().optional(),
-  finishAllowedAt: z.string().optional(),
-  finishingAt: z.string().optional(),
-  finishForced: z.boolean().optional(),
-  /** Directory name under archive/ that `finish` writes. */
-  archive: z.string().optional(),
-});
-export type RotationState = z.infer<typeof stateSchema>;
-export type RotationStep = RotationState['step'];
-
-export function rotationFile(dir: string): string {
-  return join(dir, ROTATION_FILE);
-}
-
-/** The rotation in progress in `dir`, or undefined when there is none. */
-export function readRotationState(dir: string): RotationState | undefined {
-  const path = rotationFile(dir);
-  if (!existsSync(path)) return undefined;
-  let text: string;
-  try {
-    text = readTextFile(path, MAX_PEM_BYTES);
-  } catch (e) {
-    throw new ConfigError(`cannot read ${path}: ${readProblem(e)}`);
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch {
-    throw new ConfigError(`${path} is not valid JSON; it records the CA rotation in progress: restore it or inspect the directory by hand`);
-  }
-  const parsed = stateSchema.safeParse(raw);
-  if (!parsed.success) {
-    const first = parsed.error.issues[0];
-    throw new ConfigError(`${path} is not a valid rotation state (${first ? `${first.path.join('.') || 'top level'}: ${first.message}` : 'unknown problem'})`);
-  }
-  return parsed.data;
-}
-
-export function writeRotationState(dir: string, state: RotationState): void {
-  writeFileAtomic(rotationFile(dir), `${JSON.stringify(stateSchema.parse(state), null, 2)}\n`);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Results
