@@ -12,7 +12,7 @@ import type { Authenticator } from './auth/types.js';
 import { WorkSlicer } from './authority/slicer.js';
 import { Authority } from './authority/authority.js';
 import { admitUnlessShortOfMemory, IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
-import { effectiveDefaultCluster, servedTrustDomains } from './config/default-cluster.js';
+import { clusterTrustDomain, effectiveDefaultCluster, servedTrustDomains } from './config/default-cluster.js';
 import type { MeshcertConfig } from './config/schema.js';
 import { ensureDevIssuer } from './dev/token-issuer.js';
 import { CaError, ConfigError } from './errors/ca-error.js';
@@ -357,7 +357,7 @@ async function startNodeAuthorization(config: MeshcertConfig, cluster: string, l
   // Not fatal: until the cache syncs, impersonated requests get UNAVAILABLE (retried), never a denial.
   await pods.start().catch((err: unknown) => logger.error({ err }, 'pod cache could not sync yet; ambient requests get UNAVAILABLE until it does'));
   // The API server reached is the default cluster's: only its node proxies can be checked, in its trust domain.
-  const trustDomain = config.auth.clusters.find((c) => c.name === cluster)?.trustDomain ?? config.trustDomain;
+  const trustDomain = clusterTrustDomain(config, cluster);
   return new NodeAuthorizer({ pods, live: new KubeLivePods(kube.core), trustedNodeAccounts: config.ambient.trustedNodeAccounts, trustDomain, cluster });
 }
 

@@ -15,7 +15,7 @@ import type { Logger } from '../log/logger.js';
 import { PolicyEngine } from '../policy/engine.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { trustDomainProblem, workloadSpiffeId } from '../x509/spiffe-id.js';
-import { effectiveDefaultCluster, servedClusterNames } from '../config/default-cluster.js';
+import { clusterTrustDomain, effectiveDefaultCluster, servedClusterNames } from '../config/default-cluster.js';
 import { istiodDnsNames } from '../config/istiod-names.js';
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
@@ -156,7 +156,7 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
 export function uncertifiableSans(policy: PolicyEngine, issuers: readonly LocalIssuer[], config: MeshcertConfig): string[] {
   // As serve decides an empty clusterid, and the trust domain a caller of that cluster has.
   const cluster = effectiveDefaultCluster(config, servedClusterNames(config));
-  const trustDomain = config.auth.clusters.find((c) => c.name === cluster)?.trustDomain ?? config.trustDomain;
+  const trustDomain = clusterTrustDomain(config, cluster);
   const byProblem = new Map<string, string[]>();
   for (const s of policy.extraSanSamples({ namespace: 'ns', serviceAccount: 'sa', trustDomain, cluster })) {
     const issuer = issuers.find((i) => i.name === s.issuer);

@@ -8,7 +8,7 @@ import { PolicyEngine, type PolicyDecision, type PolicyRequest, type RuleEvaluat
 import type { CredentialKind } from '../policy/schema.js';
 import { chooseIdentity } from '../authority/authority.js';
 import { isValidNamespace, isValidServiceAccount } from '../auth/jwt.js';
-import { effectiveDefaultCluster, servedClusterNames, servedTrustDomains } from '../config/default-cluster.js';
+import { clusterTrustDomain, effectiveDefaultCluster, servedClusterNames, servedTrustDomains } from '../config/default-cluster.js';
 import { loadConfigFile } from '../config/load.js';
 import { ipToBytes } from '../net/ip-text.js';
 import { parseWorkloadSpiffeId, workloadSpiffeId } from '../x509/spiffe-id.js';
@@ -158,10 +158,9 @@ export async function policyCommand(argv: string[]): Promise<number> {
   const served = servedClusterNames(config);
   const cluster = v.cluster || effectiveDefaultCluster(config, served);
   const clusterRefusal = v.cluster && !served.includes(v.cluster) ? `unknown cluster "${v.cluster}" in the clusterid header (this CA serves ${served.length > 0 ? served.map((c) => `"${c}"`).join(', ') : 'none'})` : undefined;
-  const clusterTd = config.auth.clusters.find((c) => c.name === cluster)?.trustDomain;
   // The trust domain the caller authenticates in, which the rules judge (serve does not take it
   // from the CSR: a CSR may only ask for the caller's identity or an alias of it).
-  const trustDomain = v['trust-domain'] ?? clusterTd ?? config.trustDomain;
+  const trustDomain = v['trust-domain'] ?? clusterTrustDomain(config, cluster);
   let identity: string;
   try {
     identity = workloadSpiffeId(trustDomain, namespace, serviceAccount);
@@ -181,7 +180,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
       : undefined;
   // Node authorization, as far as the config decides it (the pods on the node are the API server's to say).
   const defaultCluster = effectiveDefaultCluster(config, served);
-  const nodeTrustDomain = config.auth.clusters.find((c) => c.name === defaultCluster)?.trustDomain ?? config.trustDomain;
+  const nodeTrustDomain = clusterTrustDomain(config, defaultCluster);
   const impersonationRefusal = !v.impersonated
     ? undefined
     : !config.ambient.enabled

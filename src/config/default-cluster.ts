@@ -21,6 +21,11 @@ export function servedClusterNames(config: MeshcertConfig): string[] {
   return names;
 }
 
+/** The trust domain of the callers a cluster authenticates: its own `trustDomain`, else the config's. */
+export function clusterTrustDomain(config: MeshcertConfig, cluster: string): string {
+  return config.auth.clusters.find((c) => c.name === cluster)?.trustDomain ?? config.trustDomain;
+}
+
 /** The trust domains this CA issues in: `trustDomain`, its aliases, and each cluster's own. */
 export function servedTrustDomains(config: MeshcertConfig): ReadonlySet<string> {
   return new Set([config.trustDomain, ...config.trustDomainAliases, ...config.auth.clusters.flatMap((c) => (c.trustDomain ? [c.trustDomain] : []))]);
