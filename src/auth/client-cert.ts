@@ -63,6 +63,11 @@ function issuedBy(child: X509Certificate, issuer: X509Certificate): boolean {
   }
 }
 
+/** Why a client certificate in a trust domain this CA does not serve is refused (policy explain says it too). */
+export function unservedTrustDomain(trustDomain: string, served: ReadonlySet<string>): string {
+  return `client certificate is in trust domain ${trustDomain}, which this CA does not serve (${[...served].join(', ')})`;
+}
+
 const invalid = (message: string, cause?: unknown): CaError =>
   new CaError('AUTH_INVALID', message, cause === undefined ? undefined : { cause });
 
@@ -125,7 +130,7 @@ export class ClientCertAuthenticator implements Authenticator {
     const identities = [uris[0]!];
     const trustDomain = /^spiffe:\/\/([^/]+)\//.exec(uris[0]!)![1]!;
     if (this.trustDomains && !this.trustDomains.has(trustDomain)) {
-      throw invalid(`client certificate is in trust domain ${trustDomain}, which this CA does not serve (${[...this.trustDomains].join(', ')})`);
+      throw invalid(unservedTrustDomain(trustDomain, this.trustDomains));
     }
     // After the chain: only a certificate this CA issued is worth a revocation check. Whoever
     // presents a revoked certificate may be its thief: the refusal is audited under its identity

@@ -100,7 +100,7 @@ export class Authority {
       const impersonate = req.metadata.ImpersonatedIdentity;
       if (impersonate) {
         if (!this.deps.nodeAuthorizer) {
-          throw new CaError('IMPERSONATION_DENIED', 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads (ambient mode is off)');
+          throw new CaError('IMPERSONATION_DENIED', AMBIENT_OFF);
         }
         // A call whose client is gone costs the API server nothing.
         stopIfCancelled(req);
@@ -265,6 +265,9 @@ function trustDomainOf(id: string): string {
     throw new CaError('IDENTITY_MISMATCH', `the requested identity is not a valid SPIFFE ID: ${(e as Error).message}`);
   }
 }
+
+/** The refusal of ImpersonatedIdentity when ambient mode is off (policy explain says it too). */
+export const AMBIENT_OFF = 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads (ambient mode is off)';
 
 /**
  * The CSR's URI SANs must be absent or name exactly the caller's identity (istio-csr's rule,

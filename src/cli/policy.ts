@@ -6,7 +6,8 @@ import type { CsrKeyInfo, ParsedCsr } from '../csr/types.js';
 import { ConfigError, isCaError } from '../errors/ca-error.js';
 import { PolicyEngine, type PolicyDecision, type PolicyRequest, type RuleEvaluation } from '../policy/engine.js';
 import type { CredentialKind } from '../policy/schema.js';
-import { chooseIdentity } from '../authority/authority.js';
+import { AMBIENT_OFF, chooseIdentity } from '../authority/authority.js';
+import { unservedTrustDomain } from '../auth/client-cert.js';
 import { isValidNamespace, isValidServiceAccount } from '../auth/jwt.js';
 import { clusterTrustDomain, effectiveDefaultCluster, servedClusterNames, servedTrustDomains } from '../config/default-cluster.js';
 import { loadConfigFile } from '../config/load.js';
@@ -174,7 +175,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
   const authRefusal = v['client-certificate']
     ? servedTds.has(trustDomain)
       ? undefined
-      : `client certificate is in trust domain ${trustDomain}, which this CA does not serve (${[...servedTds].join(', ')})`
+      : unservedTrustDomain(trustDomain, servedTds)
     : !v.impersonated && !(isValidNamespace(namespace) && isValidServiceAccount(serviceAccount))
       ? 'token names an invalid Kubernetes namespace or service account (a namespace is a DNS-1123 label, a service account a DNS-1123 subdomain)'
       : undefined;
@@ -184,7 +185,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
   const impersonationRefusal = !v.impersonated
     ? undefined
     : !config.ambient.enabled
-      ? 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads (ambient mode is off)'
+      ? AMBIENT_OFF
       : cluster !== defaultCluster
         ? `the caller authenticated in cluster "${cluster}", but this CA checks node proxies only in cluster "${defaultCluster}", whose pods it watches`
         : trustDomain !== nodeTrustDomain
