@@ -66,9 +66,10 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
   const loaded: LocalIssuer[] = [];
   const quiet = createLogger('silent');
   const dir = config.ca.dir!;
+  const creation = config.ca.autoInit ? interruptedCreation(dir) : 'none';
   if (config.ca.autoInit && isCaDirEmpty(dir)) notes.push(`CA directory ${dir} is empty: serve creates a CA there (ca.autoInit)`);
-  else if (config.ca.autoInit && interruptedCreation(dir) === 'in-progress') notes.push(`CA directory ${dir}: another process is creating a CA there; serve waits for it and loads it (ca.autoInit)`);
-  else if (config.ca.autoInit && interruptedCreation(dir) === 'cleared') {
+  else if (creation === 'in-progress') notes.push(`CA directory ${dir}: another process is creating a CA there; serve waits for it and loads it (ca.autoInit)`);
+  else if (creation === 'cleared') {
     notes.push(`CA directory ${dir} holds a CA creation that was interrupted: serve clears it and creates the CA again (ca.autoInit)`);
   } else {
     // Never creates one: without autoInit an empty directory is refused with what to run.
