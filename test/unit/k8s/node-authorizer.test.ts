@@ -111,6 +111,7 @@ describe('NodeAuthorizer (PROTOCOL §3)', () => {
     for (const other of ['east', 'kubernetes', '', undefined]) {
       const e = await inCluster(other);
       expect(e?.code, String(other)).toBe('IMPERSONATION_DENIED');
+      expect(toGrpcFailure(e).code).toBe(status.PERMISSION_DENIED);
       expect(e?.message).toMatch(/^the caller authenticated in cluster ".*", but this CA checks node proxies only in cluster "Kubernetes", whose pods it watches/);
     }
   });
