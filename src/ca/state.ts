@@ -16,7 +16,7 @@ import { PolicyEngine } from '../policy/engine.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { trustDomainProblem, workloadSpiffeId } from '../x509/spiffe-id.js';
 import { clusterTrustDomain, effectiveDefaultCluster, servedClusterNames } from '../config/default-cluster.js';
-import { istiodDnsNames } from '../config/istiod-names.js';
+import { istiodDnsNameOptions, istiodDnsNames } from '../config/istiod-names.js';
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
 export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean; quiet?: boolean } = {}): Promise<LocalIssuer> {
@@ -96,12 +96,12 @@ export function checkServingNames(issuer: LocalIssuer, config: MeshcertConfig): 
  * and by `config check`, as for meshcert's own names.
  */
 export function checkIstiodTlsNames(issuer: LocalIssuer, config: MeshcertConfig): void {
-  const { enabled, namespace, revisions } = config.istio.istiodTls;
+  const { enabled, namespace } = config.istio.istiodTls;
   if (!enabled) return;
-  const refused = issuer.refusedNames({ uris: [], dnsNames: istiodDnsNames(namespace, { revisions }) });
+  const refused = issuer.refusedNames({ uris: [], dnsNames: istiodDnsNames(namespace, istiodDnsNameOptions(config.istio.istiodTls)) });
   if (refused.length > 0) {
     throw new ConfigError(
-      `istio.istiodTls: the default CA cannot certify istiod's names (from istio.istiodTls.namespace "${namespace}" and revisions), so no istiod-tls Secret could be issued: ${refused.join('; ')}; use a CA whose name constraints permit them, or turn istio.istiodTls off`,
+      `istio.istiodTls: the default CA cannot certify istiod's names (from istio.istiodTls.namespace "${namespace}", revisions and extraDnsNames), so no istiod-tls Secret could be issued: ${refused.join('; ')}; use a CA whose name constraints permit them, or turn istio.istiodTls off`,
     );
   }
 }

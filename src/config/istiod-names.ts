@@ -11,6 +11,12 @@ export interface IstiodDnsNameOptions {
   readonly extraDnsNames?: readonly string[];
 }
 
+/**
+ * Services istiod names in its own certificate besides `istiod` (pilot/pkg/bootstrap getDNSNames):
+ * the remote-cluster Service of a primary-remote mesh and the legacy one, as NAME.<ns>.svc.
+ */
+const ISTIOD_KNOWN_SERVICES = ['istiod-remote', 'istio-pilot'];
+
 /** The DNS names of istiod's serving certificate (sorted, deduplicated). */
 export function istiodDnsNames(namespace: string, o: IstiodDnsNameOptions = {}): string[] {
   const services = ['istiod', ...(o.revisions ?? []).filter((r) => r !== '' && r !== 'default').map((r) => `istiod-${r}`)];
@@ -21,6 +27,12 @@ export function istiodDnsNames(namespace: string, o: IstiodDnsNameOptions = {}):
     names.add(`${s}.${namespace}.svc`);
     if (o.clusterDomain) names.add(`${s}.${namespace}.svc.${o.clusterDomain}`);
   }
+  for (const s of ISTIOD_KNOWN_SERVICES) names.add(`${s}.${namespace}.svc`);
   for (const n of o.extraDnsNames ?? []) if (n) names.add(n);
   return [...names].sort();
+}
+
+/** istio.istiodTls as the names' options: the controller issues for these, the CA check checks these. */
+export function istiodDnsNameOptions(c: { readonly revisions: readonly string[]; readonly extraDnsNames: readonly string[] }): IstiodDnsNameOptions {
+  return { revisions: [...c.revisions], extraDnsNames: [...c.extraDnsNames] };
 }

@@ -36,6 +36,8 @@ const hostPort = z
   // Only the port's range: a string without a numeric port is the regex's to report.
   .refine((s) => Number(/:(\d{1,5})$/.exec(s)?.[1] ?? 0) <= 65535, 'port must be 0-65535 (0: any free port)');
 
+/** A host name for a DNS SAN (RFC 1123 labels, at most 253 characters): what a TLS client compares its server name with. */
+const DNS_NAME = /^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$/;
 const keyType = z.enum(['ec256', 'ec384', 'rsa2048', 'rsa3072', 'rsa4096']);
 
 // The SPIFFE rules themselves (x509/spiffe-id.ts), so config and issuance cannot disagree.
@@ -306,6 +308,8 @@ export const configSchema = z.strictObject({
           namespace: z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'a Kubernetes namespace: lowercase letters, digits and "-", at most 63').default('istio-system'),
           /** Control-plane revisions: names istiod-<rev>.<ns>.svc are added. */
           revisions: z.array(z.string().regex(/^([a-z0-9]([a-z0-9-]{0,54}[a-z0-9])?)?$/, 'an Istio revision: lowercase letters, digits and "-", at most 56 (istiod-<rev> is a Service name)')).default([]),
+          /** More DNS names, such as istiod's ISTIOD_CUSTOM_HOST. */
+          extraDnsNames: z.array(z.string().regex(DNS_NAME, 'a DNS name: labels of letters, digits and "-" joined by dots, at most 253 characters')).default([]),
           lifetime: span(3600, '1h').prefault('30d'),
         })
         .prefault({}),

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { MeshcertConfig } from '../config/schema.js';
+import { istiodDnsNameOptions } from '../config/istiod-names.js';
 import { kubeSource } from '../k8s/source.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
 import type { Logger } from '../log/logger.js';
@@ -79,7 +80,7 @@ export async function startControllers(
       signer: () => issuers().default.material.signingCert,
       issue: localServingCertIssuer(() => issuers().default, { caBundle: rootBundle, ...(record ? { onIssued: ownCertificateRecorder(record, ISTIOD_TLS_REQUESTER, logger) } : {}) }),
       namespace: istiodTls.namespace,
-      revisions: [...istiodTls.revisions],
+      ...istiodDnsNameOptions(istiodTls),
       lifetimeSeconds: istiodTls.lifetime,
       log: logger,
     });

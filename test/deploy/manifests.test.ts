@@ -417,8 +417,12 @@ describe('deploy/kubernetes/base/config.yaml (no kubectl needed)', () => {
     // Production: no dev token issuer, no self-created CA (the CA comes from the cacerts Secret).
     expect(c.dev.tokenIssuer).toBe(false);
     expect(c.ca.autoInit).toBe(false);
-    // The root ConfigMap goes where istiod would put it: not into Kubernetes' own namespaces.
-    expect(c.istio.rootCertConfigMap).toMatchObject({ enabled: true, excludeNamespaces: ['kube-system', 'kube-public', 'kube-node-lease'] });
+    // The root ConfigMap goes where istiod would put it: not into two of Kubernetes' own
+    // namespaces, but into kube-system, where ztunnel may run and mounts it.
+    expect(c.istio.rootCertConfigMap).toMatchObject({ enabled: true, excludeNamespaces: ['kube-public', 'kube-node-lease'] });
+    expect(c.istio.rootCertConfigMap.excludeNamespaces).not.toContain('kube-system');
+    // Clients dial the Service's name; a loopback IP SAN would only widen the certificate.
+    expect(c.server.tls.ipAddresses).toEqual([]);
   });
 });
 

@@ -31,7 +31,7 @@ describe('root distribution and istiod-tls, run by the server', () => {
       extra: `kubernetes: { server: "${fake.url}", caFile: kube-ca.pem, tokenFile: kube-token }
 istio:
   rootCertConfigMap: { enabled: true, excludeNamespaces: [kube-system] }
-  istiodTls: { enabled: true }
+  istiodTls: { enabled: true, extraDnsNames: [istiod.mesh.example.com] }
 leaderElection: { namespace: meshcert, leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 1s }
 ${extra}`,
     });
@@ -73,6 +73,8 @@ ${extra}`,
     const ca = Buffer.from(secret.data['ca.crt']!, 'base64').toString();
     const leaf = new X509Certificate(crt);
     expect(leaf.subjectAltName).toContain('DNS:istiod.istio-system.svc');
+    expect(leaf.subjectAltName).toContain('DNS:istiod-remote.istio-system.svc');
+    expect(leaf.subjectAltName).toContain('DNS:istiod.mesh.example.com');
     expect(ca).toBe(readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8'));
     // Recorded in the inventory like every certificate meshcert issues (written within 200 ms).
     const recorded = (): unknown => {

@@ -92,12 +92,14 @@ describe('loadCaState and the serving certificate\'s names', () => {
     await expect(loadCaState(config({}), quiet)).resolves.toBeDefined();
     // istiod and istiod.istio-system are not under ".svc" (a dotted constraint permits subdomains only).
     const refusal =
-      'istio.istiodTls: the default CA cannot certify istiod\'s names (from istio.istiodTls.namespace "istio-system" and revisions), so no istiod-tls Secret could be issued: "CN=constrained intermediate" has name constraints that exclude DNS name istiod (permitted only: "localhost", ".svc"); "CN=constrained intermediate" has name constraints that exclude DNS name istiod.istio-system (permitted only: "localhost", ".svc"); use a CA whose name constraints permit them, or turn istio.istiodTls off';
+      'istio.istiodTls: the default CA cannot certify istiod\'s names (from istio.istiodTls.namespace "istio-system", revisions and extraDnsNames), so no istiod-tls Secret could be issued: "CN=constrained intermediate" has name constraints that exclude DNS name istiod (permitted only: "localhost", ".svc"); "CN=constrained intermediate" has name constraints that exclude DNS name istiod.istio-system (permitted only: "localhost", ".svc"); use a CA whose name constraints permit them, or turn istio.istiodTls off';
     await expect(loadCaState(config({ enabled: true }), quiet)).rejects.toThrow(refusal);
     await expect(loadCaState(config({ enabled: true }), quiet, { reload: true })).rejects.toThrow(refusal);
     await expect(prepareSharedState(config({ enabled: true }), quiet)).rejects.toThrow(refusal);
     // A revision's names are checked too.
     await expect(loadCaState(config({ enabled: true, revisions: ['1-24'] }), quiet)).rejects.toThrow(/exclude DNS name istiod-1-24 \(/);
+    // And the extra names.
+    await expect(loadCaState(config({ enabled: true, extraDnsNames: ['istiod.mesh.example.com'] }), quiet)).rejects.toThrow(/exclude DNS name istiod\.mesh\.example\.com \(/);
   });
 
   it('warns at load about a policy rule allowing names the CA cannot certify (each process that loads says so)', async () => {

@@ -212,9 +212,11 @@ describe('parseConfig refusals', () => {
     }
   });
 
-  it('takes istio.istiodTls\'s namespace and revisions only as the Kubernetes names they become (the certificate\'s DNS names, Service istiod-<rev>)', () => {
+  it('takes istio.istiodTls\'s namespace, revisions and extraDnsNames only as the Kubernetes names they become (the certificate\'s DNS names, Service istiod-<rev>)', () => {
     expect(parse({ istio: { istiodTls: { namespace: 'istio-system', revisions: ['', 'default', '1-24-0', 'canary'] } } }).istio.istiodTls.revisions).toEqual(['', 'default', '1-24-0', 'canary']);
     expect(parse({ istio: { istiodTls: { revisions: ['r'.repeat(56)] } } }).istio.istiodTls.revisions).toHaveLength(1);
+    expect(parse({ istio: { istiodTls: { extraDnsNames: ['istiod.mesh.example.com', 'Istiod-1.Example.COM'] } } }).istio.istiodTls.extraDnsNames).toEqual(['istiod.mesh.example.com', 'Istiod-1.Example.COM']);
+    expect(parse({}).istio.istiodTls.extraDnsNames).toEqual([]);
     const bad: [Record<string, unknown>, string][] = [
       [{ namespace: 'Istio_System' }, '  - istio.istiodTls.namespace: a Kubernetes namespace: lowercase letters, digits and "-", at most 63'],
       [{ namespace: 'a'.repeat(64) }, '  - istio.istiodTls.namespace: a Kubernetes namespace'],
@@ -222,6 +224,11 @@ describe('parseConfig refusals', () => {
       [{ revisions: ['1.24'] }, '  - istio.istiodTls.revisions.0: an Istio revision: lowercase letters, digits and "-", at most 56 (istiod-<rev> is a Service name)'],
       [{ revisions: ['ok', 'r'.repeat(57)] }, '  - istio.istiodTls.revisions.1: an Istio revision'],
       [{ revisions: ['canary-'] }, '  - istio.istiodTls.revisions.0: an Istio revision'],
+      [{ extraDnsNames: ['istiod.example.com', 'https://istiod.example.com'] }, '  - istio.istiodTls.extraDnsNames.1: a DNS name: labels of letters, digits and "-" joined by dots'],
+      [{ extraDnsNames: ['istiod..example.com'] }, '  - istio.istiodTls.extraDnsNames.0: a DNS name'],
+      [{ extraDnsNames: ['-istiod.example.com'] }, '  - istio.istiodTls.extraDnsNames.0: a DNS name'],
+      [{ extraDnsNames: [`${'a'.repeat(64)}.example.com`] }, '  - istio.istiodTls.extraDnsNames.0: a DNS name'],
+      [{ extraDnsNames: [''] }, '  - istio.istiodTls.extraDnsNames.0: a DNS name'],
     ];
     for (const [istiodTls, line] of bad) {
       const lines = configError(() => parse({ istio: { istiodTls } })).message.split('\n').slice(1);

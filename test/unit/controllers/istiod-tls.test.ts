@@ -130,14 +130,25 @@ describe('localServingCertIssuer', () => {
 
 describe('IstiodTlsController', () => {
   it('creates a kubernetes.io/tls Secret whose chain, names and key are right', async () => {
-    const c = controller({ revisions: ['canary'] });
+    const c = controller({ revisions: ['canary'], extraDnsNames: ['istiod.mesh.example.com'] });
     c.start();
     await until(() => secret() !== undefined, 5_000, 'the Secret');
     const s = secret()!;
     expect(s.type).toBe('kubernetes.io/tls');
     expect(Object.keys(s.obj.data as object).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
     expect(s.obj.metadata.labels).toEqual({ 'app.kubernetes.io/managed-by': 'meshcert' });
-    expect(sans(s.leaf)).toEqual(['istiod', 'istiod-canary', 'istiod-canary.istio-system', 'istiod-canary.istio-system.svc', 'istiod.istio-system', 'istiod.istio-system.svc']);
+    // istiod's own names (pilot/pkg/bootstrap getDNSNames), the revision's and the extra one.
+    expect(sans(s.leaf)).toEqual([
+      'istio-pilot.istio-system.svc',
+      'istiod',
+      'istiod-canary',
+      'istiod-canary.istio-system',
+      'istiod-canary.istio-system.svc',
+      'istiod-remote.istio-system.svc',
+      'istiod.istio-system',
+      'istiod.istio-system.svc',
+      'istiod.mesh.example.com',
+    ]);
     expect(s.chain.length).toBe(2); // leaf + intermediate
     expect(s.ca).toBe(ca.rootPem);
     expect(verifiesTo(s.chain, s.roots)).toBe(true);
