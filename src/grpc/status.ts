@@ -9,7 +9,8 @@ import { CaError, type CaErrorCode } from '../errors/ca-error.js';
 export const GRPC_STATUS: Readonly<Record<CaErrorCode, StatusCode>> = {
   AUTH_MISSING: Status.UNAUTHENTICATED,
   AUTH_INVALID: Status.UNAUTHENTICATED,
-  IMPERSONATION_DENIED: Status.PERMISSION_DENIED,
+  // istiod's code for every impersonation refusal (security/pkg/server/ca/server.go).
+  IMPERSONATION_DENIED: Status.UNAUTHENTICATED,
   IDENTITY_MISMATCH: Status.PERMISSION_DENIED,
   POLICY_DENIED: Status.PERMISSION_DENIED,
   CSR_MALFORMED: Status.INVALID_ARGUMENT,

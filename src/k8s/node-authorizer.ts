@@ -18,7 +18,7 @@
  *   5. if the token also names a node (caller.node), it is that same node;
  *   6. at least one pod running as the requested ns/sa counts as running on that node (see
  *      podCounts in pod-cache.ts: Pending/Running, not past its deletion grace period).
- * Every refusal is IMPERSONATION_DENIED (→ PERMISSION_DENIED, which the client does not retry).
+ * Every refusal is IMPERSONATION_DENIED (→ UNAUTHENTICATED, as istiod answers; the client does not retry it).
  * Before refusing because the cache does not show the caller's pod (4) or a pod of the requested
  * identity on its node (6), the API server itself is asked (`live`): a pod started a moment ago
  * may not have reached the cache yet (see live-pods.ts).

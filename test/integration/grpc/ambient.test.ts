@@ -67,23 +67,23 @@ describe('ambient mode: ztunnel impersonation with node authorization', () => {
   });
 
   it('refuses when no pod of that identity runs on the caller node', async () => {
-    await expect(ask(ID('shop', 'db'), ztunnelToken())).rejects.toMatchObject({ code: status.PERMISSION_DENIED });
+    await expect(ask(ID('shop', 'db'), ztunnelToken())).rejects.toMatchObject({ code: status.UNAUTHENTICATED });
   });
 
   it('refuses an untrusted caller', async () => {
     fake.put('pods', fakePod({ namespace: 'shop', name: 'web-2', uid: 'uid-web-2', node: 'node-1', serviceAccount: 'web' }));
-    await expect(ask(ID('shop', 'web'), ztunnelToken({ ns: 'shop', sa: 'web', podName: 'web-2', podUid: 'uid-web-2' }))).rejects.toMatchObject({ code: status.PERMISSION_DENIED });
+    await expect(ask(ID('shop', 'web'), ztunnelToken({ ns: 'shop', sa: 'web', podName: 'web-2', podUid: 'uid-web-2' }))).rejects.toMatchObject({ code: status.UNAUTHENTICATED });
   });
 
   it('refuses a stale pod UID', async () => {
-    await expect(ask(ID('shop', 'web'), ztunnelToken({ podUid: 'uid-of-a-deleted-pod' }))).rejects.toMatchObject({ code: status.PERMISSION_DENIED });
+    await expect(ask(ID('shop', 'web'), ztunnelToken({ podUid: 'uid-of-a-deleted-pod' }))).rejects.toMatchObject({ code: status.UNAUTHENTICATED });
   });
 
   it('follows the watch: a workload pod deleted from the node stops being authorized', async () => {
     fake.put('pods', fakePod({ namespace: 'shop', name: 'cart-1', uid: 'uid-cart-1', node: 'node-1', serviceAccount: 'cart' }));
     await expect.poll(() => ask(ID('shop', 'cart'), ztunnelToken()).then(() => 'ok', () => 'no'), { timeout: 5000 }).toBe('ok');
     fake.delete('pods', 'shop', 'cart-1');
-    await expect.poll(() => ask(ID('shop', 'cart'), ztunnelToken()).then(() => 'ok', (e: { code: number }) => e.code), { timeout: 5000 }).toBe(status.PERMISSION_DENIED);
+    await expect.poll(() => ask(ID('shop', 'cart'), ztunnelToken()).then(() => 'ok', (e: { code: number }) => e.code), { timeout: 5000 }).toBe(status.UNAUTHENTICATED);
   });
 
   it('confirms with the API server a pod its watch has not delivered yet (a pod just started, a ztunnel just replaced): issued, not refused for good', async () => {
@@ -94,13 +94,13 @@ describe('ambient mode: ztunnel impersonation with node authorization', () => {
       const chain = await ask(ID('shop', 'api'), ztunnelToken({ podName: 'ztunnel-new', podUid: 'uid-ztunnel-new' }));
       expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('shop', 'api')}`);
       // What the API server does not have either is refused, saying it asked.
-      await expect(ask(ID('shop', 'search'), ztunnelToken())).rejects.toMatchObject({ code: status.PERMISSION_DENIED, details: expect.stringContaining('confirmed with the Kubernetes API server') });
+      await expect(ask(ID('shop', 'search'), ztunnelToken())).rejects.toMatchObject({ code: status.UNAUTHENTICATED, details: expect.stringContaining('confirmed with the Kubernetes API server') });
     } finally {
       fake.releaseWatchEvents();
     }
   });
 
   it('never lets a workload impersonate through its own token', async () => {
-    await expect(ask(ID('shop', 'db'), mintToken({ ns: 'shop', sa: 'web' }))).rejects.toMatchObject({ code: status.PERMISSION_DENIED });
+    await expect(ask(ID('shop', 'db'), mintToken({ ns: 'shop', sa: 'web' }))).rejects.toMatchObject({ code: status.UNAUTHENTICATED });
   });
 });

@@ -187,7 +187,7 @@ describe('CreateCertificate over TLS (istio-agent shaped requests)', () => {
         status.INVALID_ARGUMENT,
         /arc above 2147483647/,
       ],
-      ['refuses ImpersonatedIdentity metadata as PERMISSION_DENIED', async () => ({ md: { ImpersonatedIdentity: ID('x', 'y') } }), status.PERMISSION_DENIED],
+      ['refuses ImpersonatedIdentity metadata (ambient mode off) as UNAUTHENTICATED, as istiod does', async () => ({ md: { ImpersonatedIdentity: ID('x', 'y') } }), status.UNAUTHENTICATED],
       ['refuses an oversized request as RESOURCE_EXHAUSTED', async () => ({ csr: 'A'.repeat(200 * 1024) }), status.RESOURCE_EXHAUSTED],
     ];
     it.each(cases)('%s', async (_name, build, code, detail) => {

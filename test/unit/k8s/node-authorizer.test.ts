@@ -43,7 +43,7 @@ async function expectDenied(caller: Caller, requested: string, message: RegExp, 
   const err = await outcome(a, caller, requested);
   expect(err?.code).toBe('IMPERSONATION_DENIED');
   expect(err?.message).toMatch(message);
-  expect(toGrpcFailure(err).code).toBe(status.PERMISSION_DENIED);
+  expect(toGrpcFailure(err).code).toBe(status.UNAUTHENTICATED);
 }
 
 beforeEach(async () => {
@@ -111,7 +111,7 @@ describe('NodeAuthorizer (PROTOCOL §3)', () => {
     for (const other of ['east', 'kubernetes', '', undefined]) {
       const e = await inCluster(other);
       expect(e?.code, String(other)).toBe('IMPERSONATION_DENIED');
-      expect(toGrpcFailure(e).code).toBe(status.PERMISSION_DENIED);
+      expect(toGrpcFailure(e).code).toBe(status.UNAUTHENTICATED);
       expect(e?.message).toMatch(/^the caller authenticated in cluster ".*", but this CA checks node proxies only in cluster "Kubernetes", whose pods it watches/);
     }
   });
@@ -261,7 +261,7 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
     const err = await outcome(a, ztunnel(), id('app', 'db'));
     expect(err?.code).toBe('IMPERSONATION_DENIED');
     expect(err?.message).toBe("no running pod with service account app/db is on node node-a (the caller's node; confirmed with the Kubernetes API server); a node proxy may only request certificates for workloads on its own node");
-    expect(toGrpcFailure(err).code).toBe(status.PERMISSION_DENIED);
+    expect(toGrpcFailure(err).code).toBe(status.UNAUTHENTICATED);
     const gone = await outcome(new NodeAuthorizer({ pods: lagging([]), live: live(), trustDomain: TD }), ztunnel({ pod: { name: 'ztunnel-gone', uid: 'u' } }), id('app', 'web'));
     expect(gone?.message).toBe("the caller's pod istio-system/ztunnel-gone does not exist (confirmed with the Kubernetes API server) (its token is bound to a pod that is gone)");
     // A UID is never reused: the token of a pod confirmed gone is refused again without a list.
