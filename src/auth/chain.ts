@@ -7,10 +7,12 @@
  *   2. an authenticator failed unexpectedly   -> INTERNAL
  *   3. any AUTH_INVALID (or other CaError)    -> the first one, in authenticator order
  *   4. all returned null with a bearer token  -> AUTH_INVALID (no authenticator takes this token)
- *   5. all returned null, no bearer token     -> AUTH_MISSING
+ *   5. all returned null, no bearer token, a client certificate the handshake refused -> AUTH_INVALID (why)
+ *   6. all returned null, no credential at all -> AUTH_MISSING
  * The error thrown carries the caller a rejection named (CaError.caller), if any.
  */
 import { CaError, isCaError } from '../errors/ca-error.js';
+import { clientCertificateRefused } from './client-cert.js';
 import { TokenCache } from './token-cache.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
 
@@ -142,6 +144,7 @@ export class AuthChain {
       throw outcome;
     }
     if (token !== undefined) throw new CaError('AUTH_INVALID', TOKEN_NOT_ACCEPTED);
+    if (req.peerCertificateRefused !== undefined) throw new CaError('AUTH_INVALID', clientCertificateRefused(req.peerCertificateRefused));
     throw new CaError('AUTH_MISSING', NO_CREDENTIAL);
   }
 }

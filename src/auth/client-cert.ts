@@ -68,6 +68,26 @@ export function unservedTrustDomain(trustDomain: string, served: ReadonlySet<str
   return `client certificate is in trust domain ${trustDomain}, which this CA does not serve (${[...served].join(', ')})`;
 }
 
+/** What the handshake's verification codes (OpenSSL's, as Node reports them) mean to the certificate's holder. */
+const HANDSHAKE_REFUSALS: Readonly<Record<string, string>> = {
+  CERT_HAS_EXPIRED: 'it has expired',
+  CERT_NOT_YET_VALID: 'it is not valid yet',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'it is self-signed, not issued by this CA',
+  SELF_SIGNED_CERT_IN_CHAIN: 'it chains to a root this CA does not trust',
+  UNABLE_TO_GET_ISSUER_CERT: 'it was not issued by this CA',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'it was not issued by this CA',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'it was not issued by this CA',
+  CERT_SIGNATURE_FAILURE: 'its signature does not verify',
+  INVALID_PURPOSE: 'it is not for client authentication (its extended key usage)',
+  CERT_REVOKED: 'it is revoked',
+};
+
+/** AUTH_INVALID's message for a client certificate the TLS handshake did not verify, with no token beside it. */
+export function clientCertificateRefused(code: string): string {
+  const why = HANDSHAKE_REFUSALS[code] ?? `the TLS handshake could not verify it (${/^[A-Z0-9_]{1,64}$/.test(code) ? code : 'unknown reason'})`;
+  return `client certificate not accepted: ${why}; send a service-account token, or a current client certificate issued by this CA`;
+}
+
 const invalid = (message: string, cause?: unknown): CaError =>
   new CaError('AUTH_INVALID', message, cause === undefined ? undefined : { cause });
 

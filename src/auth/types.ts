@@ -22,6 +22,11 @@ export interface AuthRequest {
   readonly clusterId?: string;
   /** DER certificates the client presented over mTLS (leaf first), if any. */
   readonly peerCertificates?: readonly Buffer[];
+  /**
+   * Why the handshake did not verify the client certificate the client presented (OpenSSL's code,
+   * e.g. CERT_HAS_EXPIRED); absent when none was presented or it verified.
+   */
+  readonly peerCertificateRefused?: string;
   /** The client's IP address (no port): backends shared by all clients are shared fairly by it. */
   readonly peerHost?: string;
 }

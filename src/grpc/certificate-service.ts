@@ -143,6 +143,7 @@ function authRequestFrom(call: CallInfo): AuthRequest {
     ...(bearer ? { bearerToken: bearer[1]!.trim() } : {}),
     ...(clusterId !== undefined ? { clusterId } : {}),
     ...(call.peerCertificates ? { peerCertificates: call.peerCertificates } : {}),
+    ...(call.peerCertificateRefused !== undefined ? { peerCertificateRefused: call.peerCertificateRefused } : {}),
     ...(call.peerHost !== undefined ? { peerHost: call.peerHost } : {}),
   };
 }

@@ -129,6 +129,8 @@ export interface CallInfo {
    * trusted root (another cluster's, under a shared root) verifies only through them.
    */
   readonly peerCertificates: readonly Buffer[] | undefined;
+  /** Why the handshake refused the client certificate presented (OpenSSL's code); undefined when none was presented or it verified. */
+  readonly peerCertificateRefused?: string | undefined;
   /** True once the call is over for the client: it reset the stream, its connection closed or its deadline passed. */
   readonly cancelled: () => boolean;
 }
@@ -169,6 +171,7 @@ interface Peer {
   readonly address: string;
   readonly host: string | undefined;
   readonly certificates: readonly Buffer[] | undefined;
+  readonly certificateRefused: string | undefined;
 }
 
 const RESPONSE_HEADERS = {
@@ -721,12 +724,16 @@ export class GrpcServer {
       const socket = session.socket as TLSSocket;
       // null once the socket is destroyed (a call refused as its connection goes).
       const chain = socket.authorized ? peerChain(socket.getPeerCertificate(true) as DetailedPeerCertificate | null) : [];
+      // Not verified: say why only when a certificate was presented (without one, Node reports an
+      // issuer error too), so that its holder hears more than "no credential".
+      const presented = !socket.authorized && (socket.getPeerCertificate(false) as DetailedPeerCertificate | null)?.raw !== undefined;
+      const certificateRefused = presented ? String(socket.authorizationError ?? 'UNKNOWN') : undefined;
       const host = socket.remoteAddress;
       const shown = host ?? 'unknown';
-      peer = { address: `${shown.includes(':') ? `[${shown}]` : shown}:${socket.remotePort ?? 0}`, host, certificates: chain.length > 0 ? chain : undefined };
+      peer = { address: `${shown.includes(':') ? `[${shown}]` : shown}:${socket.remotePort ?? 0}`, host, certificates: chain.length > 0 ? chain : undefined, certificateRefused };
       this.peers.set(session, peer);
     }
-    return { headers, peer: peer?.address ?? 'unknown', peerHost: peer?.host, peerCertificates: peer?.certificates, cancelled };
+    return { headers, peer: peer?.address ?? 'unknown', peerHost: peer?.host, peerCertificates: peer?.certificates, peerCertificateRefused: peer?.certificateRefused, cancelled };
   }
 }
 

@@ -353,7 +353,19 @@ describe('client certificate (mTLS) authentication', () => {
     const keyPem = `-----BEGIN PRIVATE KEY-----\n${pkcs8.match(/.{1,64}/g)!.join('\n')}\n-----END PRIVATE KEY-----\n`;
     const mtls = ca.client({ clientCert: { certPem: self.toString('pem'), keyPem } });
     const csr = await makeCsr({ uris: [ID('vm', 'legacy')] });
-    await expectRefused(mtls.createCertificate({ csrPem: csr.pem }), status.UNAUTHENTICATED);
+    // Its holder is told why, not "no credential".
+    await expectRefused(mtls.createCertificate({ csrPem: csr.pem }), status.UNAUTHENTICATED, /^client certificate not accepted: it is self-signed, not issued by this CA; send a service-account token/);
+  });
+
+  it('says why an expired client certificate of this CA is refused, and lets a token beside it decide', async () => {
+    const issuer = new LocalIssuer('default', loadCaDir(join(ca.dir, 'ca')));
+    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const expired = issuer.sign({ spki: publicKey.export({ type: 'spki', format: 'der' }), uris: [ID('vm', 'lapsed')], notBefore: new Date(Date.now() - 7200_000), notAfter: new Date(Date.now() - 3600_000) });
+    const mtls = ca.client({ clientCert: { certPem: expired.pem + issuer.material.intermediatesPem.join(''), keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() } });
+    const csr = await buildWorkloadCsr(ID('vm', 'lapsed'), 'ec256');
+    await expectRefused(mtls.createCertificate({ csrPem: csr.csrPem }), status.UNAUTHENTICATED, /^client certificate not accepted: it has expired; /);
+    const chain = await mtls.createCertificate({ csrPem: csr.csrPem, token: await mintToken({ ns: 'vm', sa: 'lapsed' }) });
+    expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('vm', 'lapsed')}`);
   });
 });
 

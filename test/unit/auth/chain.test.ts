@@ -96,6 +96,11 @@ describe('AuthChain: outcome precedence', () => {
     { name: 'all null without a credential is AUTH_MISSING', chain: ['null', 'null'], req: {}, code: 'AUTH_MISSING', message: /^no credential: send a service-account token in the authorization header, or a client certificate issued by this CA$/ },
     { name: 'all null with a bearer token is AUTH_INVALID (untrusted issuer)', chain: ['null'], code: 'AUTH_INVALID', message: /not a JWT from a trusted issuer/ },
     { name: 'an empty bearer token counts as no credential', chain: ['ok'], req: { bearerToken: '' }, code: 'AUTH_MISSING' },
+    { name: 'a client certificate the handshake refused, alone, is AUTH_INVALID with why', chain: ['null', 'null'], req: { peerCertificateRefused: 'CERT_HAS_EXPIRED' }, code: 'AUTH_INVALID', message: /^client certificate not accepted: it has expired; send a service-account token, or a current client certificate issued by this CA$/ },
+    { name: 'an unknown handshake code is quoted only when it looks like one', chain: ['null'], req: { peerCertificateRefused: 'X509_V_ERR_NEW_THING' }, code: 'AUTH_INVALID', message: /could not verify it \(X509_V_ERR_NEW_THING\)/ },
+    { name: 'anything else is not quoted', chain: ['null'], req: { peerCertificateRefused: 'weird <text>' }, code: 'AUTH_INVALID', message: /could not verify it \(unknown reason\)/ },
+    { name: 'a token beside a refused client certificate decides', chain: ['null', 'ok'], req: { bearerToken: 't', peerCertificateRefused: 'CERT_HAS_EXPIRED' }, method: 'jwt' },
+    { name: 'a bad token beside a refused client certificate gets the token\'s refusal', chain: ['null', 'invalid'], req: { bearerToken: 't', peerCertificateRefused: 'CERT_HAS_EXPIRED' }, code: 'AUTH_INVALID', message: /^invalid-1: token expired$/ },
   ];
   for (const c of cases) {
     it(c.name, async () => {
