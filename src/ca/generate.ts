@@ -100,7 +100,8 @@ export async function createIntermediateCert(
     signingAlgorithm: keyAlgorithm(issuer.keyType).sign,
     extensions: [
       new x509.BasicConstraintsExtension(true, o.pathLength ?? 0, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+      // SPIFFE X509-SVID Appendix A: digitalSignature "if and only if" a leaf; a signing certificate signs certificates and CRLs only.
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
       await x509.SubjectKeyIdentifierExtension.create(subjectKey),
       await authorityKeyIdentifier(issuer.cert),
     ],

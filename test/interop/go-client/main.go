@@ -261,6 +261,20 @@ func checkChain(r *result, chain []string, key crypto.Signer, id string, ttl int
 		}
 	}
 
+	// X509-SVID signing certificates (every intermediate, and the roots): CA:true, a critical key
+	// usage with keyCertSign, and (Appendix A) digitalSignature, keyEncipherment and keyAgreement
+	// only on leaves.
+	for i, certs := range parsed[1:] {
+		for _, c := range certs {
+			if !c.IsCA || !c.BasicConstraintsValid || !critical(c, oidKeyUsage) || c.KeyUsage&x509.KeyUsageCertSign == 0 {
+				return fmt.Errorf("cert_chain[%d] (%s): a signing certificate needs CA:true and a critical key usage with keyCertSign", i+1, c.Subject)
+			}
+			if c.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageKeyEncipherment|x509.KeyUsageKeyAgreement) != 0 {
+				return fmt.Errorf("cert_chain[%d] (%s): key usage %b sets a leaf-only bit (digitalSignature, keyEncipherment or keyAgreement)", i+1, c.Subject, c.KeyUsage)
+			}
+		}
+	}
+
 	// X509-SVID: exactly one SAN entry, the URI that is the SPIFFE ID.
 	r.LeafSerial = leaf.SerialNumber.Text(16)
 	for _, u := range leaf.URIs {

@@ -130,7 +130,8 @@ describe('initCaDir with defaults', () => {
   it('gives the intermediate a zero path length and the right key usages (openssl view)', () => {
     const text = openssl(['x509', '-in', 'ca-cert.pem', '-noout', '-text'], dir);
     expect(text).toMatch(/Basic Constraints: critical\s+CA:TRUE, pathlen:0/);
-    expect(text).toMatch(/Key Usage: critical\s+Digital Signature, Certificate Sign, CRL Sign/);
+    // SPIFFE X509-SVID Appendix A: digitalSignature only on leaves.
+    expect(text).toMatch(/Key Usage: critical\s+Certificate Sign, CRL Sign\n/);
     expect(text).toContain('Authority Key Identifier');
     expect(text).toContain('Signature Algorithm: ecdsa-with-SHA256');
   });
