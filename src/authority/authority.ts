@@ -104,7 +104,14 @@ export class Authority {
         }
         // A call whose client is gone costs the API server nothing.
         stopIfCancelled(req);
-        await this.deps.nodeAuthorizer.authorize(caller, impersonate, this.clusterOf(caller, req));
+        try {
+          await this.deps.nodeAuthorizer.authorize(caller, impersonate, this.clusterOf(caller, req));
+        } catch (e) {
+          // "Retry later" (the pod cache not synced, the API server unreachable) must not be said of
+          // a request no retry can mend: ztunnel would retry a broken CSR for nothing.
+          if (e instanceof CaError && e.code === 'AUTH_BACKEND_UNAVAILABLE') throw csrRefusal({ ...caller, identities: [impersonate] }, req.csrPem, this.deps.options.trustDomainGroup) ?? e;
+          throw e;
+        }
         forWorkload = impersonate;
       }
       // Whom the certificate is for: the workload a node agent was allowed to ask for, or the caller.
@@ -274,6 +281,16 @@ export const AMBIENT_OFF = 'ImpersonatedIdentity is not allowed: this CA does no
  * stricter than istiod, which ignores them); a CA request is refused. Other SANs (DNS, IP, email)
  * are the policy's to allow or refuse.
  */
+/** The refusal a CSR gets whatever else happens (malformed, a CA request, another identity), or undefined. */
+function csrRefusal(subject: Caller, csrPem: string, trustDomainGroup?: readonly string[]): CaError | undefined {
+  try {
+    chooseIdentity(subject, decodeCsrPem(csrPem).unverified, trustDomainGroup);
+    return undefined;
+  } catch (e) {
+    return e instanceof CaError ? e : undefined;
+  }
+}
+
 export function chooseIdentity(caller: Caller, csr: ParsedCsr, trustDomainGroup: readonly string[] = []): string {
   if (csr.requestsCa) throw new CaError('CSR_FORBIDDEN_EXTENSION', 'the CSR asks for a CA certificate (BasicConstraints CA or keyCertSign); workload certificates cannot be CAs');
   if (caller.identities.length === 0) throw new CaError('AUTH_INVALID', 'the credential carries no workload identity');

@@ -161,13 +161,22 @@ describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s'
     const { pem } = await makeCsr({ uris: [web] });
     const impersonating = (id: string): CertificateRequest => ({ ...request(pem), metadata: { ImpersonatedIdentity: id } });
     expect((await a.issue(impersonating(web))).spiffeId).toBe(web);
-    const e = await refusal(a.issue(impersonating('spiffe://cluster.local/ns/shop/sa/elsewhere')));
+    const elsewhere = 'spiffe://cluster.local/ns/shop/sa/elsewhere';
+    const { pem: elsewherePem } = await makeCsr({ uris: [elsewhere] });
+    const e = await refusal(a.issue({ ...request(elsewherePem), metadata: { ImpersonatedIdentity: elsewhere } }));
     expect([e.code, e.caller, e.identity]).toEqual(['AUTH_BACKEND_UNAVAILABLE', ID, undefined]);
     expect(asked).toEqual([web, 'spiffe://cluster.local/ns/shop/sa/elsewhere']);
     expect(signed()).toBe(1);
+    // What no retry can mend is not "retry later": a CSR for another identity, or no CSR at all.
+    const { pem: otherPem } = await makeCsr({ uris: ['spiffe://cluster.local/ns/shop/sa/db'] });
+    const mismatch = await refusal(a.issue({ ...request(otherPem), metadata: { ImpersonatedIdentity: 'spiffe://cluster.local/ns/shop/sa/elsewhere' } }));
+    expect([mismatch.code, mismatch.caller]).toEqual(['IDENTITY_MISMATCH', ID]);
+    const garbled = await refusal(a.issue({ ...request('not a CSR'), metadata: { ImpersonatedIdentity: 'spiffe://cluster.local/ns/shop/sa/elsewhere' } }));
+    expect(garbled.code).toBe('CSR_MALFORMED');
+    expect(signed()).toBe(1);
     // It is told the cluster the caller authenticated in: the header's, else the default.
     await a.issue({ ...impersonating(web), auth: { bearerToken: 't', clusterId: 'east' } });
-    expect(clusters).toEqual(['Kubernetes', 'Kubernetes', 'east']);
+    expect(clusters).toEqual(['Kubernetes', 'Kubernetes', 'Kubernetes', 'Kubernetes', 'east']);
   });
 
   it('refuses a call whose client is already gone with CANCELLED before deciding anything', async () => {
