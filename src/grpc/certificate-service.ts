@@ -1,3 +1,4 @@
+import { isPlausibleClusterId } from '../auth/chain.js';
 import type { AuthRequest } from '../auth/types.js';
 import type { Authority, IssuedCertificate } from '../authority/authority.js';
 import type { CallContext, IssuanceObserver } from '../authority/observer.js';
@@ -130,7 +131,9 @@ function report(deps: Pick<CertificateServiceDeps, 'logger' | 'observer'>, err: 
   if (failure.code === Status.INTERNAL) logger.error({ err, peer: c.peer, code: failure.reason }, 'internal error while issuing');
   // A key not read yet is no outage, and a forger can provoke it at will: not a warning.
   else if (failure.reason === 'AUTH_BACKEND_UNAVAILABLE' && !(err instanceof SigningKeyPendingError)) logger.warn({ err, code: failure.reason }, 'authentication backend unavailable');
-  logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, caller, serial, clusterId: c.clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
+  // The header is the caller's to fill (a token pasted there, 60 KB of anything): quoted only when it could name a cluster.
+  const clusterId = c.clusterId === undefined || c.clusterId === '' || isPlausibleClusterId(c.clusterId) ? c.clusterId : `(not a cluster name: ${c.clusterId.length} characters)`;
+  logger.info({ decision: 'refused', code: failure.reason, grpcCode: failure.code, reason: failure.details, caller, serial, clusterId, latencyMs: round(c.latencyMs) }, 'certificate refused');
   observer?.refused(failure.reason, failure.details, c);
   return failure;
 }

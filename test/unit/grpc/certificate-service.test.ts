@@ -54,6 +54,22 @@ describe('createCertificateHandler', () => {
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toContain('API server down');
   });
+
+  it('quotes the clusterid header in the refusal line only when it could name a cluster (never a token pasted there, nor 60 KB of anything)', async () => {
+    const lines: string[] = [];
+    const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
+    const authority = { issue: () => Promise.reject(new CaError('AUTH_INVALID', 'unknown cluster in the clusterid header')) } as unknown as Authority;
+    const handler = createCertificateHandler({ authority, logger, observer: { issued: () => {}, refused: () => {} }, ready: () => true });
+    const token = `eyJhbGciOiJSUzI1NiJ9.${'e'.repeat(400)}.${'s'.repeat(342)}`;
+    for (const clusterid of ['east-1', token, 'x'.repeat(60_000)]) {
+      const call: CallInfo = { headers: { authorization: 'Bearer t', clusterid }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificates: undefined, cancelled: () => false };
+      await expect(handler({ csr: 'x', validityDuration: '0', metadata: null }, call)).rejects.toMatchObject({ code: Status.UNAUTHENTICATED });
+    }
+    await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
+    const refusals = lines.join('').split('\n').filter((l) => l.includes('"msg":"certificate refused"'));
+    expect(refusals.map((l) => (JSON.parse(l) as { clusterId: string }).clusterId)).toEqual(['east-1', `(not a cluster name: ${token.length} characters)`, '(not a cluster name: 60000 characters)']);
+    expect(lines.join('')).not.toContain('eyJhbGci');
+  });
 });
 
 describe('createCertificateHandler with keep (inventory.failClosed)', () => {
