@@ -10,8 +10,9 @@
  * read in full (an ok item, or a skipped one that holds no certificate now) is also recorded with
  * all its certificates as its snapshot at the run's start, in one transaction
  * (`recordSnapshots`): the latest snapshot is what the expiry reports judge, so a certificate
- * renewed where it is served leaves them at the next run. A place that failed keeps its last
- * snapshot; one no longer looked at (a deleted file or Secret) keeps it until `--forget`; with
+ * renewed where it is served leaves them at the next run. A place read whole with some blocks that
+ * do not parse is an error whose good certificates are its snapshot; any other place that failed
+ * keeps its last snapshot; one no longer looked at (a deleted file or Secret) keeps it until `--forget`; with
  * `forgetGone`, a complete listing of the cluster's Secrets forgets every place of that cluster
  * it no longer holds (a Secret or namespace deleted). Expired
  * certificates are recorded too (they are what expiry reports are for). A certificate the
@@ -141,7 +142,8 @@ export async function discover(store: InventoryStore, o: DiscoverOptions): Promi
     else if (problem !== null) reports.push({ ...base, status: 'error', error: problem });
     else if (item.status === 'skipped') reports.push({ ...base, status: 'skipped', reason: item.reason });
     else reports.push({ ...base, status: 'ok' });
-    if (item.status !== 'error' && problem === null && item.source !== null && item.source !== 'issued') {
+    const readInFull = item.status !== 'error' || item.readInFull === true;
+    if (readInFull && problem === null && item.source !== null && item.source !== 'issued') {
       snapshots.push({ source: item.source, fingerprints: item.held ?? records.map((r) => r.fingerprint) });
     }
     for (const source of item.alsoEmpty ?? []) snapshots.push({ source, fingerprints: [] });

@@ -245,7 +245,10 @@ export function readPemFile(path: string, options: ReadFileOptions = {}): Discov
     return { kind: 'file', target: path, source, status: 'skipped', reason: `no certificate (only ${[...otherLabels].join(', ')})` };
   }
   if (errors.length > 0) {
-    return fail(`${errors.join('; ')}${certs.length > 0 ? ` (${certs.length} good certificate(s) recorded anyway)` : ''}`, certs);
+    const error = `${errors.join('; ')}${certs.length > 0 ? ` (${certs.length} good certificate(s) recorded anyway)` : ''}`;
+    // Every block ended: the file was whole, not caught mid-write, so its good certificates are what it serves.
+    if (certs.length > 0 && begins === blocks) return { kind: 'file', target: path, source, status: 'error', error, certificates: certs, readInFull: true };
+    return fail(error, certs);
   }
   return { kind: 'file', target: path, source, status: 'ok', certificates: certs };
 }

@@ -158,7 +158,8 @@ export function secretItems(secret: V1Secret, cluster?: string): DiscoveredItem[
         certificates.push(cert);
       }
     }
-    if (bad > 0) items.push({ kind: 'k8s-secret', target, source, status: 'error', error: `${key}: ${bad} certificate(s) do not parse`, certificates });
+    // A Secret is read whole: what parsed is what it serves.
+    if (bad > 0) items.push({ kind: 'k8s-secret', target, source, status: 'error', error: `${key}: ${bad} certificate(s) do not parse`, certificates, ...(held.length > 0 ? { readInFull: true as const, held } : {}) });
     else if (certificates.length === 0) items.push({ kind: 'k8s-secret', target, source, status: 'skipped', reason: `no new certificate (all already read from ${[...repeatedFrom].join(', ')})`, held });
     else items.push({ kind: 'k8s-secret', target, source, status: 'ok', certificates, ...(repeatedFrom.size > 0 ? { held } : {}) });
   }

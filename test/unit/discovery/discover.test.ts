@@ -304,14 +304,34 @@ describe('discover() into a store', () => {
     const expiring = async (): Promise<string[][]> => (await discoveredExpiring(store, new Date(), 30 * 86_400)).map((d) => [d.where, d.record.fingerprint]);
     expect(await expiring()).toEqual([[`file:${place}`, fpOf(soon)]]);
     const renewed = await makeTestCert({ subject: 'CN=renew.example', notBefore: new Date(Date.now() - 3_600_000), notAfter: new Date(Date.now() + 90 * DAY) });
-    // A place read only in part is no snapshot: the last one stands.
-    writeFileSync(place, `${renewed.pem}-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n`);
+    // A file caught mid-write (a block cut short) is no snapshot: the last one stands.
+    writeFileSync(place, `${renewed.pem}-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n`);
     expect(discoveryExitCode(await discover(store, { files: [place] }))).toBe(1);
     expect(await expiring()).toEqual([[`file:${place}`, fpOf(soon)]]);
     writeFileSync(place, renewed.pem);
     expect(discoveryExitCode(await discover(store, { files: [place] }))).toBe(0);
     expect(await store.count()).toBe(2);
     expect(await expiring()).toEqual([]);
+    // A whole file with a block that does not parse is still an error (exit 1), but what parsed is
+    // what it serves: the certificate about to expire beside the broken block is reported.
+    writeFileSync(place, `${renewed.pem}-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n${soon.pem}`);
+    expect(discoveryExitCode(await discover(store, { files: [place] }))).toBe(1);
+    expect(await expiring()).toEqual([[`file:${place}`, fpOf(soon)]]);
+  });
+
+  it("gives a Secret key whose certificates parse only in part its good ones as its snapshot (a Secret is read whole)", async () => {
+    const soon = await makeTestCert({ subject: 'CN=secret-soon.example', notBefore: new Date(Date.now() - 80 * DAY), notAfter: new Date(Date.now() + 5 * DAY) });
+    const broken = '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n';
+    const s = secret('a', 'partial', 'kubernetes.io/tls', { 'tls.crt': soon.pem + broken, 'tls.key': 'k' });
+    const items = secretItems(s as never);
+    expect(items[0]).toMatchObject({ target: 'a/partial', status: 'error', readInFull: true, held: [fpOf(soon)] });
+    const partialStore = await openStore({ kind: 'sqlite', path: join(mkdtempSync(join(dir, 'partial-')), 'inventory.db') });
+    try {
+      expect(discoveryExitCode(await discoverSecrets(partialStore, [s]))).toBe(1);
+      expect((await discoveredExpiring(partialStore, new Date(), 30 * 86_400)).map((d) => [d.where, d.record.fingerprint])).toEqual([['k8s-secret:a/partial', fpOf(soon)]]);
+    } finally {
+      await partialStore.close();
+    }
   });
 
   it('takes a place read in full that holds no certificate now (a file with only a key left) as serving none', async () => {
