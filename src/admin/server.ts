@@ -38,7 +38,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
     if (hostHeaderCount(req.rawHeaders) > 1) {
       return send(400, `${JSON.stringify({ error: 'more than one Host header' })}\n`, 'application/json', { connection: 'close' });
     }
-    if (loopback && !isLocalHostHeader(req.headers.host)) {
+    if (loopback && !isLocalHostHeader(targetHost(req.url, req.headers.host))) {
       return send(421, `${JSON.stringify({ error: 'the admin server answers only requests addressed to localhost or an IP address' })}\n`, 'application/json');
     }
     const { path } = requestTarget(req.url);
@@ -104,6 +104,15 @@ export function isLocalHostHeader(host: string | undefined): boolean {
   if (!m) return false;
   if (m[1] !== undefined) return isIP(m[1]) === 6;
   return m[2]!.toLowerCase() === 'localhost' || isIP(m[2]!) === 4;
+}
+
+/**
+ * The host a request is addressed to: an absolute-form target's authority (less any userinfo),
+ * which RFC 9112 §3.2.2 puts before the Host header, else the Host header.
+ */
+export function targetHost(url: string | undefined, host: string | undefined): string | undefined {
+  const m = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(url ?? '');
+  return m ? m[1]!.slice(m[1]!.lastIndexOf('@') + 1) : host;
 }
 
 function hostHeaderCount(raw: readonly string[]): number {

@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isLocalHostHeader, isLoopback, startAdminServer } from '../../../src/admin/server.js';
+import { isLocalHostHeader, isLoopback, startAdminServer, targetHost } from '../../../src/admin/server.js';
 import { createLogger } from '../../../src/log/logger.js';
 
 /** An admin server on a loopback port with fixed metrics and readiness, and no inventory. */
@@ -105,6 +105,23 @@ describe('the admin server on loopback and the Host header (DNS rebinding)', () 
     // Malformed: an unclosed or misplaced bracket, a bracketed name or IPv4, a bare IPv6, junk after the port.
     for (const host of ['[::1', '[::1]x', '::1', '[127.0.0.1]', '[localhost]', 'localhost:80:80', '127.0.0.1]', 'localhost:x']) expect(isLocalHostHeader(host), host).toBe(false);
     for (const host of ['localhost:', '[::1]', '[::1]:9402', '127.0.0.1']) expect(isLocalHostHeader(host), host).toBe(true);
+  });
+
+  it("judges an absolute-form request by its target's authority, not the Host header (RFC 9112 §3.2.2)", async () => {
+    const absolute = (target: string, host: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port: admin.port, path: target, headers: { host } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    expect(await absolute('http://attacker.example/metrics', 'localhost')).toBe(421);
+    expect(await absolute('http://localhost@attacker.example/metrics', 'localhost')).toBe(421);
+    expect(await absolute(`http://localhost:${admin.port}/metrics`, 'attacker.example')).toBe(200);
+    expect(targetHost('HTTP://user:pw@[::1]:9402/x?y', 'attacker.example')).toBe('[::1]:9402');
+    expect(targetHost('/metrics', 'localhost')).toBe('localhost');
   });
 
   it('refuses a request with two Host headers (RFC 9112 §3.2), whichever comes first', async () => {
