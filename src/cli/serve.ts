@@ -6,6 +6,7 @@ import type { MeshcertConfig } from '../config/schema.js';
 import { mintDevToken } from '../dev/token-issuer.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { runServer } from '../runtime/serve.js';
+import { handOverSignal } from '../runtime/signals.js';
 import { serialHex } from '../x509/serial-hex.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
 import { workloadSpiffeId } from '../x509/spiffe-id.js';
@@ -47,9 +48,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   process.on('SIGTERM', earlyTerm);
   process.on('SIGINT', earlyInt);
   const server = await runServer(config, logger, v.config ? { configFile: v.config } : {});
-  process.off('SIGHUP', earlyHup);
-  process.off('SIGTERM', earlyTerm);
-  process.off('SIGINT', earlyInt);
+  process.off('SIGHUP', earlyHup); // the reloader's own handler is in place
   const { port } = server;
   const close = (): Promise<void> => server.close();
 
@@ -80,8 +79,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
       },
     );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  handOverSignal('SIGTERM', earlyTerm, () => stop('SIGTERM'));
+  handOverSignal('SIGINT', earlyInt, () => stop('SIGINT'));
   if (earlyStop !== undefined) {
     stop(earlyStop);
     return new Promise<number>(() => {});
