@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import { splitHostPort } from '../net/host-port.js';
 import { ipBytesToText, ipToBytes } from '../net/ip-text.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
+import { servedClusterNames } from './default-cluster.js';
 
 /**
  * The one configuration schema. Strict objects: an unknown key is an error naming its path.
@@ -455,6 +456,15 @@ export const configSchema = z.strictObject({
     // Refused here rather than by the second bind at start, which blames "another process".
     const conflict = c.admin.enabled ? listenConflict(c.server.listen, c.admin.listen) : null;
     if (conflict) ctx.addIssue({ code: 'custom', path: ['admin', 'listen'], message: conflict });
+    // With one cluster, an empty clusterid means it; with several, the config must say which.
+    const served = servedClusterNames(c);
+    if (served.length > 1 && !served.includes(c.auth.defaultCluster)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['auth', 'defaultCluster'],
+        message: `"${c.auth.defaultCluster}" is not one of auth.clusters (${served.join(', ')}): with several clusters, set auth.defaultCluster to the one a request with an empty or absent clusterid header belongs to`,
+      });
+    }
   });
 
 /**

@@ -179,7 +179,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     const ri = await runCli(['config', 'check', istiod]);
     expect(ri.code).toBe(1);
     expect(ri.stderr).toContain(
-      '\n  - istio.istiodTls: the default CA cannot certify istiod\'s names (from istio.istiodTls.namespace "istio-system", revisions and extraDnsNames), so no istiod-tls Secret could be issued: "CN=constrained intermediate" has name constraints that exclude DNS name istiod (permitted only: ".svc.example.com");',
+      '\n  - istio.istiodTls: the default CA cannot certify istiod\'s names (from istio.istiodTls.namespace "istio-system", revisions and extraDnsNames), so no istiod-tls Secret could be issued: "CN=constrained intermediate" has name constraints that exclude DNS name istio-pilot.istio-system.svc (permitted only: ".svc.example.com"); "CN=constrained intermediate" has name constraints that exclude DNS name istiod (permitted only: ".svc.example.com");',
     );
     expect(ri.stderr).not.toContain('server.tls.dnsNames');
   });

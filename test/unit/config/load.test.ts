@@ -237,6 +237,18 @@ describe('parseConfig refusals', () => {
     }
   });
 
+  it('refuses several clusters none of which is auth.defaultCluster (serve could not tell what an empty clusterid means)', () => {
+    const jwt = (name: string) => ({ name, jwt: [{ issuer: `https://${name}.example`, jwksUri: `https://${name}.example/jwks` }] });
+    const lines = configError(() => parse({ auth: { clusters: [jwt('east'), jwt('west')] } })).message.split('\n').slice(1);
+    expect(lines).toEqual([
+      '  - auth.defaultCluster: "Kubernetes" is not one of auth.clusters (east, west): with several clusters, set auth.defaultCluster to the one a request with an empty or absent clusterid header belongs to',
+    ]);
+    expect(parse({ auth: { defaultCluster: 'west', clusters: [jwt('east'), jwt('west')] } }).auth.defaultCluster).toBe('west');
+    // One cluster is the default whatever its name; the dev issuer serves the default cluster itself.
+    expect(parse({ auth: { clusters: [jwt('east')] } }).auth.clusters).toHaveLength(1);
+    expect(parse({ dev: { tokenIssuer: true }, auth: { clusters: [jwt('east'), jwt('west')] } }).dev.tokenIssuer).toBe(true);
+  });
+
   it('refuses an admin.listen on the gRPC port of an overlapping address, which serve could not bind (it would blame "another process")', () => {
     const refused: Array<[string, string]> = [
       ['127.0.0.1:9402', '127.0.0.1:9402'],

@@ -19,7 +19,7 @@ describe('servabilityProblems', () => {
   it('refuses a cluster with no authenticator only when client certificates are off', () => {
     const bare = { name: 'k' };
     expect(problems({ auth: { clusters: [bare] } })).toEqual([]);
-    expect(problems({ auth: { clientCertificates: false, clusters: [{ name: 'j', tokenReview: {} }, bare] } })).toEqual([
+    expect(problems({ auth: { clientCertificates: false, defaultCluster: 'j', clusters: [{ name: 'j', tokenReview: {} }, bare] } })).toEqual([
       'auth.clusters.1: cluster "k" has no authenticator: add jwt issuers or tokenReview',
     ]);
   });
