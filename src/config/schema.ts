@@ -31,14 +31,22 @@ const span = (min: number, minText: string) =>
 const timerDuration = (min: number) =>
   duration.refine((v) => v >= min && v <= MAX_TIMER_SECONDS, `must be between ${min === 0 ? '0' : `${min}s`} and ${MAX_TIMER_SECONDS}s (about 24 days)`);
 
+/** A host name for a DNS SAN (RFC 1123 labels, at most 253 characters): what a TLS client compares its server name with. */
+const DNS_NAME = /^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$/;
+
+/** A listen host: empty (all IPv4), an IPv4 address, a bracketed IPv6 one, or a host name (whose last label is not all digits, as in 999.1.1.1). */
+function listenHostOk(host: string): boolean {
+  if (host === '') return true;
+  if (host.startsWith('[')) return host.endsWith(']') && isIP(host.slice(1, -1)) === 6;
+  return isIP(host) === 4 || (DNS_NAME.test(host) && !/(^|\.)\d+$/.test(host));
+}
+
 const hostPort = z
   .string()
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$/, 'expected host:port, e.g. 0.0.0.0:15012 or [::1]:15012')
-  // Only the port's range: a string without a numeric port is the regex's to report.
-  .refine((s) => Number(/:(\d{1,5})$/.exec(s)?.[1] ?? 0) <= 65535, 'port must be 0-65535 (0: any free port)');
-
-/** A host name for a DNS SAN (RFC 1123 labels, at most 253 characters): what a TLS client compares its server name with. */
-const DNS_NAME = /^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$/;
+  // Only the port's range and the host's form: a string without a numeric port is the regex's to report.
+  .refine((s) => Number(/:(\d{1,5})$/.exec(s)?.[1] ?? 0) <= 65535, 'port must be 0-65535 (0: any free port)')
+  .refine((s) => !/:\d{1,5}$/.test(s) || listenHostOk(s.slice(0, s.lastIndexOf(':'))), 'the host must be an IPv4 address, an IPv6 address in brackets, or a host name');
 const keyType = z.enum(['ec256', 'ec384', 'rsa2048', 'rsa3072', 'rsa4096']);
 
 // The SPIFFE rules themselves (x509/spiffe-id.ts), so config and issuance cannot disagree.
@@ -151,7 +159,7 @@ export const configSchema = z.strictObject({
           certFile: z.string().optional(),
           keyFile: z.string().optional(),
           /** Otherwise meshcert issues its own serving certificate for these names, and renews it. */
-          dnsNames: z.array(z.string().min(1)).default(['localhost']),
+          dnsNames: z.array(z.string().regex(DNS_NAME, 'a DNS name: labels of letters, digits and "-" joined by dots, at most 253 characters')).default(['localhost']),
           ipAddresses: z.array(z.union([z.ipv4(), z.ipv6()], { error: 'expected an IPv4 or IPv6 address' })).default(['127.0.0.1', '::1']),
           /** At least an hour: a shorter one is renewed over and over. */
           lifetime: span(3600, '1h').prefault('720h'),

@@ -24,6 +24,8 @@ const LISTEN_PROBLEMS: Record<string, string> = {
   EADDRINUSE: 'the address is already in use (another process listens on it)',
   EACCES: 'permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)',
   EADDRNOTAVAIL: 'no network interface has that address',
+  ENOTFOUND: 'the host name does not resolve',
+  EAI_AGAIN: 'the host name could not be resolved now (DNS did not answer)',
 };
 
 /** A listener that cannot bind is a configuration problem the operator must fix: say which setting and why. */

@@ -237,6 +237,24 @@ describe('parseConfig refusals', () => {
     }
   });
 
+  it('refuses a serving DNS name that is not one, and a listen host that is neither an address nor a name', () => {
+    for (const [input, line] of [
+      [{ server: { tls: { dnsNames: ['meshcert.svc', 'bad name!'] } } }, '  - server.tls.dnsNames.1: a DNS name: labels of letters, digits and "-" joined by dots'],
+      [{ server: { tls: { dnsNames: ['a..b'] } } }, '  - server.tls.dnsNames.0: a DNS name'],
+      [{ server: { tls: { dnsNames: [`${'a'.repeat(64)}.svc`] } } }, '  - server.tls.dnsNames.0: a DNS name'],
+      [{ server: { listen: '999.999.999.999:15012' } }, '  - server.listen: the host must be an IPv4 address, an IPv6 address in brackets, or a host name'],
+      [{ server: { listen: '[:::]:15012' } }, '  - server.listen: the host must be'],
+      [{ server: { listen: '-bad-:15012' } }, '  - server.listen: the host must be'],
+      [{ admin: { listen: '1.2.3:9402' } }, '  - admin.listen: the host must be'],
+    ] as const) {
+      const lines = configError(() => parse(input)).message.split('\n').slice(1);
+      expect(lines, JSON.stringify(input)).toHaveLength(1);
+      expect(lines[0]!.startsWith(line), lines[0]).toBe(true);
+    }
+    for (const listen of [':15012', '0.0.0.0:15012', '[::]:15012', '[::1]:0', 'localhost:15012', 'meshcert-0.meshcert.svc:15012']) expect(parse({ server: { listen } }).server.listen).toBe(listen);
+    expect(parse({ server: { tls: { dnsNames: ['meshcert.meshcert.svc', 'localhost', 'MeshCert-1.example'] } } }).server.tls.dnsNames).toHaveLength(3);
+  });
+
   it('refuses several clusters none of which is auth.defaultCluster (serve could not tell what an empty clusterid means)', () => {
     const jwt = (name: string) => ({ name, jwt: [{ issuer: `https://${name}.example`, jwksUri: `https://${name}.example/jwks` }] });
     const lines = configError(() => parse({ auth: { clusters: [jwt('east'), jwt('west')] } })).message.split('\n').slice(1);
