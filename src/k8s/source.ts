@@ -1,4 +1,5 @@
-import { MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
+import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
+import { ConfigError } from '../errors/ca-error.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import type { KubeConfigSource } from './client.js';
 
@@ -6,6 +7,22 @@ import type { KubeConfigSource } from './client.js';
 export function kubeSource(config: MeshcertConfig): KubeConfigSource {
   const k = config.kubernetes;
   if (k.kubeconfig) return { kubeconfig: k.kubeconfig };
-  if (k.server) return { server: k.server, ...(k.caFile ? { caPem: readTextFile(k.caFile, MAX_PEM_BYTES) } : {}), ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}) };
+  if (k.server) return { server: k.server, ...(k.caFile ? { caPem: readKubeCaFile(k.caFile) } : {}), ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}) };
   return { inCluster: true };
+}
+
+function readKubeCaFile(file: string): string {
+  try {
+    return readTextFile(file, MAX_PEM_BYTES);
+  } catch (e) {
+    throw new ConfigError(`kubernetes.caFile ${file}: ${readProblem(e)}`, { cause: e });
+  }
+}
+
+/**
+ * A Kubernetes client that cannot be built (no pod environment, a kubeconfig that does not load) is
+ * the operator's to fix: a ConfigError naming the section, not an "unexpected error".
+ */
+export function kubeSettingError(e: unknown): ConfigError {
+  return e instanceof ConfigError ? e : new ConfigError(`kubernetes: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
 }

@@ -230,6 +230,44 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(existsSync(join(dir, 'fresh-ca', '.meshcert-creating'))).toBe(true);
   });
 
+  it("config check reads the Kubernetes credentials serve reads, and says a config for the pod's own API server needs a pod", async () => {
+    const base = readFileSync(configFile, 'utf8');
+    const withKube = join(dir, 'kube-files.yaml');
+    writeFileSync(
+      withKube,
+      base +
+        [
+          '    - name: remote',
+          '      tokenReview: { apiServer: "https://127.0.0.1:6443", caFile: no-such-ca.crt, tokenFile: no-such-token }',
+          'ambient: { enabled: true }',
+          'kubernetes: { server: "https://127.0.0.1:6443", caFile: no-such-kube-ca.crt, tokenFile: no-such-kube-token }',
+          '',
+        ].join('\n'),
+    );
+    const r = await runCli(['config', 'check', withKube], { env: { KUBERNETES_SERVICE_HOST: '' } });
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n').slice(1)).toEqual([
+      `  - kubernetes.caFile ${join(dir, 'no-such-kube-ca.crt')}: ENOENT`,
+      `  - auth.clusters.1.tokenReview.caFile ${join(dir, 'no-such-ca.crt')}: ENOENT`,
+    ]);
+    // Token files are read again every minute: serve starts, so a warning, once the rest is fixed.
+    const ca = join(dir, 'ca', 'root-cert.pem');
+    writeFileSync(withKube, readFileSync(withKube, 'utf8').replaceAll('no-such-kube-ca.crt', ca).replaceAll('no-such-ca.crt', ca));
+    const w = await runCli(['config', 'check', withKube], { env: { KUBERNETES_SERVICE_HOST: '' } });
+    expect(w.code, w.stderr).toBe(0);
+    expect(w.stderr.trim().split('\n')).toEqual([
+      `meshcert: warning: kubernetes.tokenFile ${join(dir, 'no-such-kube-token')}: ENOENT: serve starts, but every call it makes with it fails until it can be read`,
+      `meshcert: warning: auth.clusters.1.tokenReview.tokenFile ${join(dir, 'no-such-token')}: ENOENT: serve starts, but every call it makes with it fails until it can be read`,
+    ]);
+    // The pod's own API server (tokenReview {} here) is there only in a pod.
+    const inCluster = join(dir, 'in-cluster.yaml');
+    writeFileSync(inCluster, `${base}    - name: remote\n      tokenReview: {}\n`);
+    const ic = await runCli(['config', 'check', inCluster], { env: { KUBERNETES_SERVICE_HOST: '' } });
+    expect(ic.code).toBe(1);
+    expect(ic.stderr).toContain('  - auth.clusters.1.tokenReview uses the API server of the pod serve runs in, and KUBERNETES_SERVICE_HOST is not set: serve runs with this file only in a Kubernetes pod (check it there, or with --no-files elsewhere)');
+    expect((await runCli(['config', 'check', '--no-files', inCluster], { env: { KUBERNETES_SERVICE_HOST: '' } })).code).toBe(0);
+  });
+
   it('serve refuses to start on an empty CA directory without autoInit, saying what to do', async () => {
     const cfg = join(dir, 'empty-ca.yaml');
     writeFileSync(cfg, readFileSync(configFile, 'utf8').replace('dir: ca', 'dir: empty-ca'));
