@@ -68,7 +68,7 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
   const quiet = createLogger('silent');
   const dir = config.ca.dir!;
   const creation = config.ca.autoInit ? interruptedCreation(dir) : 'none';
-  if (config.ca.autoInit && isCaDirEmpty(dir)) notes.push(`CA directory ${dir} is empty: serve creates a CA there (ca.autoInit)`);
+  if (config.ca.autoInit && isCaDirEmpty(dir)) notes.push(`CA directory ${dir} is empty: serve creates a CA there when it starts (ca.autoInit; a hot reload does not, and refuses the file)`);
   else if (creation === 'in-progress') notes.push(`CA directory ${dir}: another process is creating a CA there; serve waits for it and loads it (ca.autoInit)`);
   else if (creation === 'cleared') {
     notes.push(`CA directory ${dir} holds a CA creation that was interrupted: serve clears it and creates the CA again (ca.autoInit)`);

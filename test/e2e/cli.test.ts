@@ -217,7 +217,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     writeFileSync(autoInit, readFileSync(configFile, 'utf8').replace('  dir: ca\n', '  dir: fresh-ca\n  autoInit: true\n'));
     const ai = await runCli(['config', 'check', autoInit]);
     expect(ai.code, ai.stderr).toBe(0);
-    expect(ai.stdout).toContain(`  CA directory ${join(dir, 'fresh-ca')} is empty: serve creates a CA there (ca.autoInit)`);
+    expect(ai.stdout).toContain(`  CA directory ${join(dir, 'fresh-ca')} is empty: serve creates a CA there when it starts (ca.autoInit; a hot reload does not, and refuses the file)`);
     expect(existsSync(join(dir, 'fresh-ca', 'ca-cert.pem')), 'check creates no CA').toBe(false);
     // A creation serve was killed in the middle of: serve clears and creates it again; check says so and touches nothing.
     mkdirSync(join(dir, 'fresh-ca'), { recursive: true });
