@@ -291,7 +291,7 @@ function csrRefusal(subject: Caller, csrPem: string, trustDomainGroup?: readonly
   }
 }
 
-export function chooseIdentity(caller: Caller, csr: ParsedCsr, trustDomainGroup: readonly string[] = []): string {
+export function chooseIdentity(caller: Caller, csr: Pick<ParsedCsr, 'requestsCa' | 'uris'>, trustDomainGroup: readonly string[] = []): string {
   if (csr.requestsCa) throw new CaError('CSR_FORBIDDEN_EXTENSION', 'the CSR asks for a CA certificate (BasicConstraints CA or keyCertSign); workload certificates cannot be CAs');
   if (caller.identities.length === 0) throw new CaError('AUTH_INVALID', 'the credential carries no workload identity');
   if (csr.uris.length === 0) return caller.identities[0]!;

@@ -24,7 +24,10 @@ export const POLICY_USAGE = `meshcert policy explain --config FILE --ns NAMESPAC
   Shows which policy rule decides a certificate request, the decision, and every rule tried.
   --config FILE               meshcert config file (its "policy" section is used)
   --cluster ID                clusterid (default: auth.defaultCluster, else Kubernetes)
-  --trust-domain TD           (default: the cluster's or the config's trustDomain, else cluster.local)
+  --trust-domain TD           the trust domain asked for (default: the cluster's or the config's
+                              trustDomain); a token caller authenticates in its cluster's, so another
+                              one must be an alias of it; with --client-certificate or --impersonated,
+                              the certificate's or the workload's
   --key rsa2048|rsa3072|rsa4096|ec256|ec384   the CSR's key (default rsa2048)
   --dns NAME[,NAME]           requested DNS SANs
   --ip ADDR[,ADDR]            requested IP SANs
@@ -160,11 +163,18 @@ export async function policyCommand(argv: string[]): Promise<number> {
   const cluster = v.cluster || effectiveDefaultCluster(config, served);
   const clusterRefusal = v.cluster && !served.includes(v.cluster) ? `unknown cluster "${v.cluster}" in the clusterid header (this CA serves ${served.length > 0 ? served.map((c) => `"${c}"`).join(', ') : 'none'})` : undefined;
   // The trust domain the caller authenticates in, which the rules judge (serve does not take it
-  // from the CSR: a CSR may only ask for the caller's identity or an alias of it).
-  const trustDomain = v['trust-domain'] ?? clusterTrustDomain(config, cluster);
+  // from the CSR: a CSR may only ask for the caller's identity or an alias of it). A token's is its
+  // cluster's, whatever is asked for: there --trust-domain is the one the CSR asks for, as
+  // `meshcert request --trust-domain` asks. A client certificate's, or an impersonated identity's,
+  // is --trust-domain's.
+  const byToken = !v['client-certificate'] && !v.impersonated;
+  const trustDomain = byToken ? clusterTrustDomain(config, cluster) : (v['trust-domain'] ?? clusterTrustDomain(config, cluster));
+  const askedTrustDomain = v['trust-domain'] ?? trustDomain;
   let identity: string;
+  let asked: string;
   try {
     identity = workloadSpiffeId(trustDomain, namespace, serviceAccount);
+    asked = workloadSpiffeId(askedTrustDomain, namespace, serviceAccount);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
@@ -194,9 +204,11 @@ export async function policyCommand(argv: string[]): Promise<number> {
   // The CSR's identity and CA request, judged by the server's own function, before the policy.
   const group = config.trustDomainAliases.length > 0 ? [config.trustDomain, ...config.trustDomainAliases] : [];
   let csrRefusal: { code: string; reason: string } | undefined;
-  if (csr) {
+  // Without --csr, a token caller's CSR asks for --trust-domain's identity (its own, or an alias).
+  const asks = csr ?? (asked !== identity ? { requestsCa: false, uris: [asked] } : undefined);
+  if (asks) {
     try {
-      identity = chooseIdentity({ method: v['client-certificate'] ? 'client-cert' : 'jwt', identities: [identity] }, csr, group);
+      identity = chooseIdentity({ method: v['client-certificate'] ? 'client-cert' : 'jwt', identities: [identity] }, asks, group);
     } catch (e) {
       if (!isCaError(e)) throw e;
       csrRefusal = { code: e.code, reason: e.message };

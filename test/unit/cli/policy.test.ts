@@ -362,9 +362,24 @@ describe('meshcert policy explain --json', () => {
     expect((JSON.parse(stdout()) as PolicyExplainOutput).warnings).toEqual(['auth.clientCertificates is off: the server accepts no client certificate, so it never judges such a caller']);
   });
 
-  it('lets --trust-domain override the config', async () => {
-    const { out } = await runJson(['--ns', 'a', '--sa', 'b', '--trust-domain', 'other.td']);
-    expect(out.identity).toBe('spiffe://other.td/ns/a/sa/b');
+  it("takes a token caller's --trust-domain as the one its CSR asks for, as `request --trust-domain` asks: a foreign one is refused, an alias judged by both domains' rules", async () => {
+    // The token authenticates in its cluster's trust domain (cluster.local) whatever is asked for.
+    const { code, out } = await runJson(['--ns', 'a', '--sa', 'b', '--trust-domain', 'other.td']);
+    expect(code).toBe(1);
+    expect(out).toMatchObject({ allowed: false, csrRefusal: { code: 'IDENTITY_MISMATCH' } });
+    log.mockClear();
+    const aliased = file('aliases-td.yaml', `${CONFIG.replace('policy:\n  rules:\n', 'policy:\n  rules:\n    - name: no-x-here\n      match: { trustDomains: [cluster.local], namespaces: [x] }\n      deny: x is not allowed in cluster.local\n')}trustDomainAliases: [old.local]\n`);
+    expect(await policyCommand(['explain', '--config', aliased, '--ns', 'x', '--sa', 'b', '--trust-domain', 'old.local', '--json'])).toBe(1);
+    const a = JSON.parse(stdout()) as PolicyExplainOutput;
+    expect(a.identity).toBe('spiffe://old.local/ns/x/sa/b');
+    expect(a.decision).toMatchObject({ allowed: false, rule: 'no-x-here' });
+    log.mockClear();
+    expect(await policyCommand(['explain', '--config', aliased, '--ns', 'y', '--sa', 'b', '--trust-domain', 'old.local', '--json'])).toBe(0);
+    expect((JSON.parse(stdout()) as PolicyExplainOutput).identity).toBe('spiffe://old.local/ns/y/sa/b');
+    // A client certificate's trust domain is the certificate's own: --trust-domain names it.
+    log.mockClear();
+    const cert = await runJson(['--ns', 'a', '--sa', 'b', '--client-certificate', '--trust-domain', 'cluster.local']);
+    expect(cert.out.identity).toBe('spiffe://cluster.local/ns/a/sa/b');
   });
 
   it('takes, as serve does, the only configured cluster for an empty clusterid when auth.defaultCluster is not one', async () => {
