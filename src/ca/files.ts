@@ -1,4 +1,5 @@
 import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
 
@@ -110,6 +111,94 @@ export function endCaCreation(dir: string): void {
   rmSync(join(dir, CREATING_MARKER), { force: true });
   removeStaleTemps(dir);
   syncDirectory(dir);
+}
+
+/** Held while a `ca` step (rotate start/switch/finish, renew-intermediate) works on the directory. */
+export const STEP_LOCK = '.meshcert-step.lock';
+/** A lock from another host is taken as its holder's for this long (its pid cannot be checked here). */
+const FOREIGN_LOCK_MS = 10 * 60_000;
+
+/** Another `ca` command is working on the directory. */
+export class CaDirBusy extends ConfigError {}
+
+/**
+ * Runs one `ca` step with the directory to itself: two at once (two "rotate start"s, say) would
+ * each stage a root and leave one trusted for good without its key. The lock is created
+ * exclusively; a holder that is gone (no such pid here, or a lock from another host older than ten
+ * minutes) is taken over. A directory that does not exist is left to the step to refuse.
+ */
+export function withCaDirLock<T>(dir: string, step: string, fn: () => T): T {
+  const path = join(dir, STEP_LOCK);
+  let fd: number | undefined;
+  for (let attempt = 0; fd === undefined; attempt++) {
+    try {
+      fd = openSync(path, 'wx', 0o600);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return fn();
+      if (code !== 'EEXIST') throw e;
+      const holder = readStepLock(path);
+      if (attempt > 0 || (holder !== undefined ? lockHolderAlive(holder) : youngerThan(path, UNWRITTEN_LOCK_MS))) {
+        const who = holder ? `"${holder.step}", pid ${holder.pid} on ${holder.host}, since ${holder.at}` : 'unknown';
+        throw new CaDirBusy(`another meshcert ca command is working on ${dir} (${who}); wait for it to finish (remove ${path} only if that process is gone)`);
+      }
+      rmSync(path, { force: true });
+    }
+  }
+  try {
+    writeFileSync(fd, `${JSON.stringify({ step, pid: process.pid, host: hostname(), at: new Date().toISOString() })}\n`);
+  } finally {
+    closeSync(fd);
+  }
+  const release = (): void => rmSync(path, { force: true });
+  let result: T;
+  try {
+    result = fn();
+  } catch (e) {
+    release();
+    throw e;
+  }
+  if (result instanceof Promise) return result.finally(release) as T;
+  release();
+  return result;
+}
+
+interface StepLockHolder {
+  step: string;
+  pid: number;
+  host: string;
+  at: string;
+}
+
+function readStepLock(path: string): StepLockHolder | undefined {
+  try {
+    const v = JSON.parse(readFileSync(path, 'utf8')) as Partial<StepLockHolder>;
+    if (typeof v.pid === 'number' && typeof v.host === 'string' && typeof v.at === 'string' && typeof v.step === 'string') return v as StepLockHolder;
+  } catch {
+    // Unreadable or half written (its writer killed at once): judged by its age below.
+  }
+  return undefined;
+}
+
+/** A lock whose holder has not written it yet (just created) is given this long. */
+const UNWRITTEN_LOCK_MS = 10_000;
+
+function youngerThan(path: string, ms: number): boolean {
+  try {
+    return Date.now() - statSync(path).mtimeMs < ms;
+  } catch {
+    return false;
+  }
+}
+
+function lockHolderAlive(h: StepLockHolder): boolean {
+  if (h.host !== hostname()) return Date.now() - Date.parse(h.at) < FOREIGN_LOCK_MS;
+  try {
+    process.kill(h.pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** A temp file of writeFileAtomic older than this is a killed writer's: none takes a minute. */

@@ -22,7 +22,7 @@ import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
-import { beginReplacing, CA_FILES, caPath, endReplacing, replacingFrom, ROTATION_FILE, writeFileAtomic, writePrivateKey } from './files.js';
+import { beginReplacing, CA_FILES, caPath, endReplacing, replacingFrom, ROTATION_FILE, withCaDirLock, writeFileAtomic, writePrivateKey } from './files.js';
 import { caSubjectName, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
 import { isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep } from './rotation-state.js';
@@ -259,6 +259,10 @@ function checkSpans(spans: Record<string, number | undefined>): void {
 }
 
 export async function rotateStart(o: RotateStartOptions): Promise<StepResult> {
+  return withCaDirLock(o.dir, 'ca rotate start', () => rotateStartLocked(o));
+}
+
+async function rotateStartLocked(o: RotateStartOptions): Promise<StepResult> {
   checkSpans({ 'the minimum wait': o.minWaitMs, "the new root's lifetime": o.rootLifetimeMs, "the new intermediate's lifetime": o.intermediateLifetimeMs });
   const now = o.now ?? new Date();
   const { dir } = o;
@@ -366,6 +370,10 @@ export interface RotateSwitchOptions {
 }
 
 export function rotateSwitch(o: RotateSwitchOptions): StepResult {
+  return withCaDirLock(o.dir, 'ca rotate switch', () => rotateSwitchLocked(o));
+}
+
+function rotateSwitchLocked(o: RotateSwitchOptions): StepResult {
   checkSpans({ 'the minimum wait': o.minWaitMs, 'the longest leaf lifetime': o.maxLeafLifetimeMs });
   const now = o.now ?? new Date();
   const { dir } = o;
@@ -463,6 +471,10 @@ export interface RotateFinishOptions {
 }
 
 export function rotateFinish(o: RotateFinishOptions): StepResult {
+  return withCaDirLock(o.dir, 'ca rotate finish', () => rotateFinishLocked(o));
+}
+
+function rotateFinishLocked(o: RotateFinishOptions): StepResult {
   const now = o.now ?? new Date();
   const { dir } = o;
   let state = readRotationState(dir);
@@ -662,6 +674,10 @@ export interface RenewResult {
  * Needs no readable ca-key.pem, so re-running after an interruption completes the renewal.
  */
 export async function renewIntermediate(o: RenewIntermediateOptions): Promise<RenewResult> {
+  return withCaDirLock(o.dir, 'ca renew-intermediate', () => renewIntermediateLocked(o));
+}
+
+async function renewIntermediateLocked(o: RenewIntermediateOptions): Promise<RenewResult> {
   checkSpans({ "the new intermediate's lifetime": o.lifetimeMs });
   const now = o.now ?? new Date();
   const { dir } = o;

@@ -1,9 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { CaDirBusy, STEP_LOCK } from '../../../src/ca/files.js';
 import { initCaDir } from '../../../src/ca/init.js';
 import { loadCaDir, loadServedCaDir } from '../../../src/ca/material.js';
 import {
@@ -258,6 +259,37 @@ describe('ca rotate start', () => {
     const d = await initAt();
     writeFileSync(join(d, 'rotation.json'), '{"version": 1, "step": "bogus"}');
     expect((await configErrorAsync(rotateStart({ dir: d, now: T1 }))).message).toMatch(/rotation\.json is not a valid rotation state/);
+  });
+});
+
+describe('one ca step at a time on a directory', () => {
+  it('refuses a second "rotate start" while the first runs (two would each stage a root), and leaves no lock behind', async () => {
+    const dir = await initAt();
+    const results = await Promise.allSettled([rotateStart({ dir, now: T1 }), rotateStart({ dir, now: T1, keyType: 'rsa2048' })]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected']);
+    const refused = (results[1] as PromiseRejectedResult).reason as Error;
+    expect(refused).toBeInstanceOf(CaDirBusy);
+    expect(refused.message).toMatch(new RegExp(`^another meshcert ca command is working on ${dir} \\("ca rotate start", pid ${process.pid} on .*\\); wait for it to finish`));
+    // One new root, the one rotation.json names, beside the old.
+    expect(parsePemBundle(readFileSync(join(dir, 'root-cert.pem'), 'utf8'))).toHaveLength(2);
+    expect(existsSync(join(dir, STEP_LOCK))).toBe(false);
+    // The next step runs once the first is done; so does renew-intermediate's refusal, as itself.
+    expect(rotateSwitch({ dir, now: T2 }).changed).toBe(true);
+    await expect(renewIntermediate({ dir, now: T2 })).rejects.toThrow(/a root rotation is in progress/);
+  });
+
+  it("takes over a lock whose holder is gone (a killed step's), and keeps one from another host for ten minutes", async () => {
+    const dir = await initAt();
+    const dead = execFileSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' }).trim();
+    writeFileSync(join(dir, STEP_LOCK), JSON.stringify({ step: 'ca rotate start', pid: Number(dead), host: hostname(), at: new Date().toISOString() }));
+    expect((await renewIntermediate({ dir, now: T1 })).renewed).toBeDefined();
+    expect(existsSync(join(dir, STEP_LOCK))).toBe(false);
+    const foreign = { step: 'ca rotate start', pid: 1, host: `${hostname()}-elsewhere` };
+    writeFileSync(join(dir, STEP_LOCK), JSON.stringify({ ...foreign, at: new Date().toISOString() }));
+    expect(() => rotateFinish({ dir, now: T1 })).toThrow(CaDirBusy);
+    writeFileSync(join(dir, STEP_LOCK), JSON.stringify({ ...foreign, at: new Date(Date.now() - 11 * MINUTE_MS).toISOString() }));
+    expect(rotateFinish({ dir, now: T1 }).changed).toBe(false); // nothing to finish, and the lock is gone
+    expect(existsSync(join(dir, STEP_LOCK))).toBe(false);
   });
 });
 
