@@ -73,6 +73,26 @@ function endQuietlyOnClosedPipe(): void {
   process.stderr.on('error', onError);
 }
 
+/** What a file-system error that names its path says to the user, or undefined for any other error. */
+const FS_PROBLEMS: Readonly<Record<string, string>> = {
+  ENOENT: 'no such file or directory',
+  ENOTDIR: 'a part of the path is a file, not a directory',
+  EISDIR: 'is a directory',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EROFS: 'read-only file system',
+  ENOSPC: 'no space left on the device',
+  EEXIST: 'already exists',
+  ENAMETOOLONG: 'the name is too long',
+  ELOOP: 'too many symbolic links',
+};
+function fileSystemProblem(err: unknown): string | undefined {
+  const e = err as NodeJS.ErrnoException | undefined;
+  const what = e?.code !== undefined ? FS_PROBLEMS[e.code] : undefined;
+  if (what === undefined || typeof e?.path !== 'string') return undefined;
+  return `cannot ${e.syscall ?? 'use'} ${e.path}: ${what} (${e.code})`;
+}
+
 /** Exit codes: 0 ok, 1 failure (refused, invalid config), 2 usage error. */
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -107,6 +127,11 @@ main(process.argv.slice(2)).then(
       process.exitCode = 2;
     } else if (err instanceof ConfigError) {
       console.error(`meshcert: ${err.message}`);
+      process.exitCode = 1;
+    } else if (fileSystemProblem(err) !== undefined) {
+      // A path the command was given that cannot be used (not a directory, no permission, full disk): the user's to fix.
+      console.error(`meshcert: ${fileSystemProblem(err)}`);
+      if (process.env.MESHCERT_DEBUG) console.error(err);
       process.exitCode = 1;
     } else {
       // Unexpected: say what, not where (no stack traces for users); MESHCERT_DEBUG=1 shows it.
