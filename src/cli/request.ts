@@ -90,13 +90,25 @@ export async function requestCommand(argv: string[]): Promise<number> {
   } catch (e) {
     const err = e as { code?: number; details?: string };
     // grpc-js appends its resolver's notes to a connection failure: not the user's to read.
-    console.error(`refused: ${statusName(err.code ?? 2)}: ${(err.details ?? String(e)).replace(/\s*Resolution note:[\s\S]*$/, '')}`);
+    const details = (err.details ?? String(e)).replace(/\s*Resolution note:[\s\S]*$/, '');
+    const code = statusName(err.code ?? 2);
+    if (v.json) console.log(JSON.stringify({ refused: { code, details } }, null, 2));
+    else console.error(`refused: ${code}: ${details}`);
     return 1;
   } finally {
     client.close();
   }
   const ms = performance.now() - started;
-  const check = verifyResponseChain(chain, rootPem);
+  let check: ReturnType<typeof verifyResponseChain>;
+  try {
+    check = verifyResponseChain(chain, rootPem);
+  } catch (e) {
+    // Issued (and recorded by the CA), but not to be trusted here: most often --ca-root is another CA's.
+    const details = `a certificate was issued, but its chain does not verify against ${v['ca-root'] ? `--ca-root ${v['ca-root']}` : 'the root read from the data directory'}: ${(e as Error).message}`;
+    if (v.json) console.log(JSON.stringify({ unverified: { details } }, null, 2));
+    else console.error(`meshcert: ${details}`);
+    return 1;
+  }
   const uri = check.leaf.subjectAltName ?? '';
   const result = {
     spiffeId: uri.replace(/^URI:/, ''),

@@ -406,6 +406,13 @@ describe('the meshcert CLI, as a user runs it', () => {
     ]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/refused: PERMISSION_DENIED/);
+    // With --json, the refusal is JSON on stdout too.
+    const j = await runCli([
+      'request', '--ns', 'kube-system', '--sa', 'admin', '--json', '--address', `127.0.0.1:${server.port}`,
+      '--ca-root', join(dir, 'ca/root-cert.pem'), '--token', await mintToken({ ns: 'default', sa: 'default' }),
+    ]);
+    expect(j.code).toBe(1);
+    expect(JSON.parse(j.stdout)).toMatchObject({ refused: { code: 'PERMISSION_DENIED', details: expect.stringContaining('kube-system') } });
   });
 
   it('SIGTERM drains in-flight calls and exits 0', async () => {
