@@ -6,9 +6,24 @@ export class UsageError extends Error {
 }
 
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, allowPositionals = false) {
+  let parsed;
   try {
-    return parseArgs({ args: argv, options, allowPositionals, strict: true });
+    parsed = parseArgs({ args: argv, options, allowPositionals, strict: true, tokens: true });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+  // node:util keeps the last of an option given twice: `--dir a --dir b` would act on b unsaid.
+  const seen = new Set<string>();
+  for (const t of parsed.tokens) {
+    if (t.kind !== 'option' || options[t.name]?.multiple) continue;
+    if (seen.has(t.name)) throw new UsageError(`option --${t.name} is given more than once`);
+    seen.add(t.name);
+  }
+  return { values: parsed.values, positionals: parsed.positionals };
+}
+
+/** Refuses options that are alternatives given together (`--token` and `--token-file`). */
+export function exclusive(values: Record<string, unknown>, ...names: string[]): void {
+  const given = names.filter((n) => values[n] !== undefined && values[n] !== false);
+  if (given.length > 1) throw new UsageError(`${given.map((n) => `--${n}`).join(' and ')} are alternatives: give one`);
 }

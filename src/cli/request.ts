@@ -10,7 +10,7 @@ import { verifyResponseChain } from '../x509/verify-chain.js';
 import { workloadSpiffeId } from '../x509/spiffe-id.js';
 import { parseHostPort } from '../net/host-port.js';
 import { MAX_PEM_BYTES, MAX_TOKEN_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
-import { parse, UsageError } from './args.js';
+import { exclusive, parse, UsageError } from './args.js';
 
 export const REQUEST_USAGE = `meshcert request --ns NAMESPACE --sa SERVICE_ACCOUNT [options]
   Requests a workload certificate as istio-agent does and checks the chain.
@@ -44,6 +44,7 @@ export async function requestCommand(argv: string[]): Promise<number> {
     json: { type: 'boolean', default: false },
   });
   if (!v.ns || !v.sa) throw new UsageError('request needs --ns and --sa');
+  exclusive(v, 'token', 'token-file');
   if (!['rsa2048', 'ec256', 'ec384'].includes(v.key!)) throw new UsageError('--key must be rsa2048, ec256 or ec384');
   try {
     parseHostPort(v.address!);
