@@ -592,8 +592,9 @@ function stepStatus(dir: string, now: Date): RotationStatus {
     return {
       ...base,
       step: 'idle',
-      summary: 'no rotation in progress',
-      next: { command: `meshcert ca rotate start --dir ${dir}`, allowedAt: undefined, allowedNow: true },
+      // A directory that holds no CA that loads has nothing to rotate: no next step to offer.
+      summary: ca ? 'no rotation in progress' : 'no rotation in progress, and no CA that loads here',
+      next: ca ? { command: `meshcert ca rotate start --dir ${dir}`, allowedAt: undefined, allowedNow: true } : undefined,
       checks: ca && ca.roots.length > 1 ? [`root-cert.pem holds ${ca.roots.length} roots although no rotation is in progress`] : [],
     };
   }

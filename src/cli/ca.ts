@@ -130,9 +130,11 @@ async function rotateCommand(argv: string[]): Promise<number> {
     if (!v.dir) throw new UsageError('ca rotate status needs --dir');
     const now = new Date();
     const s = rotationStatus(resolve(v.dir), now);
+    // As `ca check`: a directory whose CA does not load is a failure, whatever the step says to do.
+    const code = s.ca ? 0 : 1;
     if (v.json) {
       console.log(JSON.stringify(s, null, 2));
-      return 0;
+      return code;
     }
     console.log(`CA directory ${s.dir}`);
     console.log(`step: ${s.step}: ${s.summary}`);
@@ -155,7 +157,7 @@ async function rotateCommand(argv: string[]): Promise<number> {
       console.log('check:');
       for (const c of s.checks) console.log(`  - ${c}`);
     }
-    return 0;
+    return code;
   }
   throw new UsageError(`unknown ca rotate step ${step ?? '(none)'}: use start, switch, finish or status\n${CA_USAGE}`);
 }

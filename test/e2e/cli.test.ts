@@ -336,12 +336,14 @@ describe('the meshcert CLI, as a user runs it', () => {
     cases.push([['ca', 'init', '--dir', big], 1, `${big} exists and is not a directory: give the CA a directory of its own`]);
     cases.push([['request', '--ns', 'a', '--sa', 'b', '--out', big, '--token', 't'], 2, `--out ${big} exists and is not a directory`]);
     cases.push([['request', '--ns', 'a', '--sa', 'b', '--out', join(big, 'under'), '--token', 't'], 2, `--out ${join(big, 'under')}: cannot create the directory: ENOTDIR`]);
+    // A directory with no CA: nothing to rotate, and said as a failure (as ca check says it).
+    cases.push([['ca', 'rotate', 'status', '--dir', join(dir, 'nowhere-to-rotate')], 1, 'step: idle: no rotation in progress, and no CA that loads here']);
     // A path through a file: what is wrong with it, not an "unexpected error".
     cases.push([['ca', 'init', '--dir', join(big, 'sub')], 1, `meshcert: cannot mkdir ${join(big, 'sub')}: a part of the path is a file, not a directory (ENOTDIR)`]);
     for (const [args, code, message] of cases) {
       const r = await runCli(args, { timeoutMs: 20_000 });
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(code);
-      expect(r.stderr).toContain(message);
+      expect(r.stderr + r.stdout).toContain(message);
     }
   });
 

@@ -679,6 +679,14 @@ describe('ca rotate status', () => {
     expect(JSON.parse(JSON.stringify(rotationStatus(d, T3)))).toMatchObject({ step: 'idle' });
   });
 
+  it('offers no step for a directory that holds no CA that loads (none, or a file)', async () => {
+    for (const d of [join(base, 'no-such-dir'), freshDir()]) {
+      const s = rotationStatus(d, T1);
+      expect(s).toMatchObject({ step: 'idle', summary: 'no rotation in progress, and no CA that loads here', next: undefined, ca: undefined });
+      expect(s.caError).toBeDefined();
+    }
+  });
+
   it('says when root-cert.pem holds an expired root it does not serve', async () => {
     const d = await initAt();
     const stale = freshDir();
