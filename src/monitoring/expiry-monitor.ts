@@ -97,7 +97,7 @@ export class ExpiryMonitor {
       this.warned.set(e.fingerprint, e.state);
       this.logger.warn(
         { issuer: e.issuer, role: e.role, subject: e.subject, notAfter: e.notAfter.toISOString(), daysLeft: Math.floor(e.secondsLeft / 86400), state: e.state },
-        e.state === 'expired' ? 'CA certificate has expired' : 'CA certificate expires soon: rotate it (see README "CA rotation")',
+        expiryMessage(e),
       );
     }
     // Certificates, not entries: a root several issuers share is one certificate to rotate.
@@ -143,4 +143,10 @@ export class ExpiryMonitor {
     }
     return { ca, stale, discovered };
   }
+}
+
+/** The warning for a certificate the CA serves or signs with: server.tls.certFile is replaced, not rotated. */
+export function expiryMessage(e: Pick<CaExpiryEntry, 'role' | 'state'>): string {
+  if (e.role === 'serving') return e.state === 'expired' ? 'serving certificate (server.tls.certFile) has expired' : 'serving certificate (server.tls.certFile) expires soon: replace the file (meshcert re-reads it)';
+  return e.state === 'expired' ? 'CA certificate has expired' : 'CA certificate expires soon: rotate it (see README "CA rotation")';
 }

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { InventoryMetrics } from '../../../src/metrics/ca-metrics.js';
-import { ExpiryMonitor, type ExpiryMonitorOptions } from '../../../src/monitoring/expiry-monitor.js';
+import { ExpiryMonitor, expiryMessage, type ExpiryMonitorOptions } from '../../../src/monitoring/expiry-monitor.js';
 import type { DiscoveredCertificate } from '../../../src/inventory/types.js';
 import { makeRecord } from '../inventory/fixtures.js';
 import { captureLogs } from '../../support/log-capture.js';
@@ -163,5 +163,14 @@ describe('ExpiryMonitor and discovered certificates', () => {
     expect(await value('meshcert_discovered_certs_expiring', '{state="expired"}')).toBe(1);
     expect(await value('meshcert_discovered_certs_expiring_checked_timestamp_seconds')).toBe(Math.floor((web.notAfter.getTime() + 1000) / 1000));
     expect(lines.some((l) => l.msg === 'expiry monitor cannot query the inventory for discovered certificates')).toBe(true);
+  });
+});
+
+describe('expiryMessage', () => {
+  it('tells a serving certificate (server.tls.certFile) to be replaced, and a CA certificate to be rotated', () => {
+    expect(expiryMessage({ role: 'serving', state: 'warning' })).toBe('serving certificate (server.tls.certFile) expires soon: replace the file (meshcert re-reads it)');
+    expect(expiryMessage({ role: 'serving', state: 'expired' })).toBe('serving certificate (server.tls.certFile) has expired');
+    expect(expiryMessage({ role: 'intermediate', state: 'warning' })).toBe('CA certificate expires soon: rotate it (see README "CA rotation")');
+    expect(expiryMessage({ role: 'root', state: 'expired' })).toBe('CA certificate has expired');
   });
 });
