@@ -58,7 +58,18 @@ export interface CaCertOptions {
  */
 export function caSubjectName(org: string, label: string): string {
   if (org.trim() === '' || [...org].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f)) throw new ConfigError(`the organization name ${JSON.stringify(org)} must be non-empty and without control characters`);
-  return `O=${escapeDnValue(org)}, CN=${escapeDnValue(`${org} ${label}`)}`;
+  if ([...org].length > MAX_DN_VALUE) throw new ConfigError(`the organization name must be at most ${MAX_DN_VALUE} characters (X.520's bound, which RFC 5280 keeps); it has ${[...org].length}`);
+  return `O=${escapeDnValue(org)}, CN=${escapeDnValue(caCommonName(org, label))}`;
+}
+
+/** X.520's upper bound for an organization name and a common name (RFC 5280 Appendix A: ub-organization-name, ub-common-name). */
+const MAX_DN_VALUE = 64;
+
+/** `<org> <label>`, the organization cut short (at a character) so that the whole stays within the bound. */
+export function caCommonName(org: string, label: string): string {
+  const room = MAX_DN_VALUE - 1 - [...label].length;
+  const chars = [...org];
+  return `${chars.length <= room ? org : chars.slice(0, Math.max(0, room)).join('').trimEnd()} ${label}`;
 }
 
 function escapeDnValue(v: string): string {

@@ -23,7 +23,7 @@ import { ConfigError } from '../errors/ca-error.js';
 import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { beginReplacing, CA_FILES, caPath, endReplacing, replacingFrom, ROTATION_FILE, withCaDirLock, writeFileAtomic, writePrivateKey } from './files.js';
-import { caSubjectName, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
+import { caCommonName, caSubjectName, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
 import { isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep } from './rotation-state.js';
 import { signedBy } from '../x509/verify-chain.js';
@@ -193,7 +193,7 @@ function organizationOf(c: X509Certificate | undefined, fallback = 'meshcert'): 
 function caSubject(org: string, what: string, now: Date, taken: readonly string[]): string {
   const label = `${what} ${now.toISOString().slice(0, 19)}Z`;
   // `taken` holds one-line subjects as Node prints them (escaped: O=Acme\, Inc., CN=…).
-  return taken.map(unescapePrinted).includes(`O=${org}, CN=${org} ${label}`) ? caSubjectName(org, `${label} ${randomBytes(4).toString('hex')}`) : caSubjectName(org, label);
+  return taken.map(unescapePrinted).includes(`O=${org}, CN=${caCommonName(org, label)}`) ? caSubjectName(org, `${label} ${randomBytes(4).toString('hex')}`) : caSubjectName(org, label);
 }
 
 function pem(c: x509.X509Certificate): string {

@@ -187,6 +187,21 @@ describe('initCaDir options', () => {
     expect(() => loadCaDir(dir)).not.toThrow();
   });
 
+  it("keeps O and CN within X.520's 64 characters: a long organization is cut short in CN, a longer one refused", async () => {
+    const dir = freshDir();
+    const org = `${'Ä'.repeat(40)} Holdings`;
+    await initCaDir({ dir, organization: org, now: NOW });
+    for (const [file, label] of [['root-cert.pem', 'root CA 2026'], ['ca-cert.pem', 'intermediate CA 2026']] as const) {
+      const lines = openssl(['x509', '-in', file, '-noout', '-subject', '-nameopt', 'sep_multiline,utf8,-esc_msb'], dir).trim().split('\n').slice(1).map((l) => l.trim());
+      expect(lines[0]).toBe(`O=${org}`);
+      const cn = lines[1]!.slice('CN='.length);
+      expect([...cn].length).toBeLessThanOrEqual(64);
+      expect(cn).toMatch(new RegExp(`^Ä+( Hold)? ${label}-\\d{2}-\\d{2}$`));
+    }
+    const tooLong = freshDir();
+    await expect(initCaDir({ dir: tooLong, organization: 'x'.repeat(65), now: NOW })).rejects.toThrow('the organization name must be at most 64 characters');
+  });
+
   it('refuses an organization that is empty or holds a control character', async () => {
     for (const org of ['', ' ', 'a\nCN=x']) {
       const dir = freshDir();
