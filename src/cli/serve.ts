@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { loadConfigFile, parseConfig } from '../config/load.js';
 import { assertServable } from '../config/servable.js';
 import type { MeshcertConfig } from '../config/schema.js';
@@ -108,7 +108,7 @@ async function devDemo(config: MeshcertConfig, port: number, logger: Logger): Pr
         '',
         `meshcert is serving on 127.0.0.1:${port} (DEV MODE: local token issuer, CA in ${config.ca.dir})`,
         `self-test: issued ${spiffeId}, serial ${serialHex(check.leaf.serialNumber)}, valid until ${new Date(check.leaf.validTo).toISOString()}, chain verified`,
-        'try it:  node dist/cli.js request --ns default --sa demo --key ec256',
+        `try it:  ${tryRequest(port, config.dataDir)}`,
         'stop:    Ctrl-C',
         '',
       ].join('\n'),
@@ -118,4 +118,10 @@ async function devDemo(config: MeshcertConfig, port: number, logger: Logger): Pr
   } finally {
     client.close();
   }
+}
+
+/** The request command that reaches this server: request's defaults (port 15012, ./.meshcert) spelled out where they differ. */
+export function tryRequest(port: number, dataDir: string): string {
+  const extra = [...(port !== 15012 ? [`--address 127.0.0.1:${port}`] : []), ...(resolve(dataDir) !== resolve('.meshcert') ? [`--data-dir ${dataDir}`] : [])];
+  return ['node dist/cli.js request --ns default --sa demo --key ec256', ...extra].join(' ');
 }
