@@ -108,7 +108,7 @@ export function parseDiscoverArgs(argv: string[]): {
     } catch {
       endpointTimeoutMs = 0;
     }
-    if (!(endpointTimeoutMs > 0) || endpointTimeoutMs > 2_147_483_647) throw new UsageError('--endpoint-timeout must be a positive duration (5s, 1m, 500ms; a bare number is seconds)');
+    if (!(endpointTimeoutMs > 0) || endpointTimeoutMs > 2_147_483_647) throw new UsageError('--endpoint-timeout must be a positive duration up to 24d (5s, 1m, 500ms; a bare number is seconds)');
   }
   return {
     files,
