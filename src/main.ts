@@ -31,7 +31,7 @@ import type { LocalIssuer } from './issuer/local.js';
 import type { IssuerRegistry } from './issuer/registry.js';
 import { loadCaState, type CaState } from './ca/state.js';
 export { loadCaState, loadIssuer, prepareSharedState, type CaState } from './ca/state.js';
-import { kubeSettingError, kubeSource } from './k8s/source.js';
+import { fromKubeSettings, kubeSource } from './k8s/source.js';
 import { HeapPressure } from './runtime/heap-pressure.js';
 import type { NodeAuthorizer } from './k8s/node-authorizer.js';
 import type { Logger } from './log/logger.js';
@@ -177,6 +177,7 @@ export async function buildAuthChain(
     clusters,
     defaultCluster,
     cache: config.auth.tokenCache.maxEntries > 0 ? new TokenCache({ maxEntries: config.auth.tokenCache.maxEntries, maxTtlMs: config.auth.tokenCache.maxTtl * 1000 }) : false,
+    clientCertificates: config.auth.clientCertificates,
   });
   return {
     chain,
@@ -351,12 +352,7 @@ async function startNodeAuthorization(config: MeshcertConfig, cluster: string, l
   // Watches re-made every 1-2 min (not client-go's 5-10): a stream that goes silent without
   // closing (a half-open connection, a stalled proxy) is noticed within ~2.5 min, not ~10, and
   // node authorization stops answering from a stale view sooner.
-  let kube: ReturnType<typeof createKubeClient>;
-  try {
-    kube = createKubeClient(source, { watch: { minTimeoutSeconds: 60 } });
-  } catch (e) {
-    throw kubeSettingError(e);
-  }
+  const kube = fromKubeSettings(() => createKubeClient(source, { watch: { minTimeoutSeconds: 60 } }));
   const pods = new PodCache({ client: kube, log: logger });
   closers.push(() => pods.stop());
   // Not fatal: until the cache syncs, impersonated requests get UNAVAILABLE (retried), never a denial.

@@ -30,6 +30,11 @@ export interface AuthChainOptions {
   cache?: TokenCache | false;
   /** Bearer tokens longer than this are refused without trying any authenticator. Default 16 384. */
   maxTokenLength?: number;
+  /**
+   * Whether client certificates are a credential here (auth.clientCertificates). When not, one the
+   * handshake refused is not spoken of: its holder is told to send a token. Default true.
+   */
+  clientCertificates?: boolean;
 }
 
 const NO_CREDENTIAL = 'no credential: send a service-account token in the authorization header, or a client certificate issued by this CA';
@@ -52,6 +57,7 @@ export class AuthChain {
   private readonly defaultCluster: string | undefined;
   private readonly cache: TokenCache | undefined;
   private readonly maxTokenLength: number;
+  private readonly clientCertificates: boolean;
   /** Token-cache scope per cluster and authenticator position, built once (not per call). */
   private readonly scopes = new Map<string, readonly string[]>();
 
@@ -81,6 +87,7 @@ export class AuthChain {
 
     this.cache = opts.cache === false ? undefined : (opts.cache ?? new TokenCache());
     this.maxTokenLength = opts.maxTokenLength ?? 16_384;
+    this.clientCertificates = opts.clientCertificates ?? true;
   }
 
   /** Resolves the caller or throws a CaError (AUTH_MISSING, AUTH_INVALID, AUTH_BACKEND_UNAVAILABLE, INTERNAL). */
@@ -144,7 +151,7 @@ export class AuthChain {
       throw outcome;
     }
     if (token !== undefined) throw new CaError('AUTH_INVALID', TOKEN_NOT_ACCEPTED);
-    if (req.peerCertificateRefused !== undefined) throw new CaError('AUTH_INVALID', clientCertificateRefused(req.peerCertificateRefused));
+    if (req.peerCertificateRefused !== undefined && this.clientCertificates) throw new CaError('AUTH_INVALID', clientCertificateRefused(req.peerCertificateRefused));
     throw new CaError('AUTH_MISSING', NO_CREDENTIAL);
   }
 }

@@ -276,11 +276,6 @@ function trustDomainOf(id: string): string {
 /** The refusal of ImpersonatedIdentity when ambient mode is off (policy explain says it too). */
 export const AMBIENT_OFF = 'ImpersonatedIdentity is not allowed: this CA does not accept certificate requests on behalf of other workloads (ambient mode is off)';
 
-/**
- * The CSR's URI SANs must be absent or name exactly the caller's identity (istio-csr's rule,
- * stricter than istiod, which ignores them); a CA request is refused. Other SANs (DNS, IP, email)
- * are the policy's to allow or refuse.
- */
 /** The refusal a CSR gets whatever else happens (malformed, a CA request, another identity), or undefined. */
 function csrRefusal(subject: Caller, csrPem: string, trustDomainGroup?: readonly string[]): CaError | undefined {
   try {
@@ -291,6 +286,11 @@ function csrRefusal(subject: Caller, csrPem: string, trustDomainGroup?: readonly
   }
 }
 
+/**
+ * The CSR's URI SANs must be absent or name exactly the caller's identity (istio-csr's rule,
+ * stricter than istiod, which ignores them); a CA request is refused. Other SANs (DNS, IP, email)
+ * are the policy's to allow or refuse.
+ */
 export function chooseIdentity(caller: Caller, csr: Pick<ParsedCsr, 'requestsCa' | 'uris'>, trustDomainGroup: readonly string[] = []): string {
   if (csr.requestsCa) throw new CaError('CSR_FORBIDDEN_EXTENSION', 'the CSR asks for a CA certificate (BasicConstraints CA or keyCertSign); workload certificates cannot be CAs');
   if (caller.identities.length === 0) throw new CaError('AUTH_INVALID', 'the credential carries no workload identity');

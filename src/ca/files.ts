@@ -1,4 +1,5 @@
-import { closeSync, existsSync, fchmodSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { closeSync, existsSync, fchmodSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
@@ -124,33 +125,38 @@ export class CaDirBusy extends ConfigError {}
 /**
  * Runs one `ca` step with the directory to itself: two at once (two "rotate start"s, say) would
  * each stage a root and leave one trusted for good without its key. The lock is created
- * exclusively; a holder that is gone (no such pid here, or a lock from another host older than ten
- * minutes) is taken over. A directory that does not exist is left to the step to refuse.
+ * exclusively and names its holder with a nonce, so that only the holder removes it. A holder that
+ * is gone is taken over: no process of its pid runs here (or the lock is over an hour old, as no
+ * step takes that long and a pid may be reused), or, from another host, the lock is over ten
+ * minutes old by the file's own time. A takeover moves the stale lock aside first and checks it
+ * moved the one it judged, so two takers cannot both win. A directory that does not exist, or one
+ * this process cannot write (a step with nothing to do there still runs), is left to the step.
  */
 export function withCaDirLock<T>(dir: string, step: string, fn: () => T): T {
   const path = join(dir, STEP_LOCK);
-  let fd: number | undefined;
-  for (let attempt = 0; fd === undefined; attempt++) {
+  const nonce = randomUUID();
+  const text = `${JSON.stringify({ step, pid: process.pid, host: hostname(), at: new Date().toISOString(), nonce })}\n`;
+  for (let attempt = 0; ; attempt++) {
     try {
-      fd = openSync(path, 'wx', 0o600);
+      writeFileSync(path, text, { flag: 'wx', mode: 0o600 });
+      break;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') return fn();
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EROFS' || code === 'EACCES') return fn();
       if (code !== 'EEXIST') throw e;
-      const holder = readStepLock(path);
-      if (attempt > 0 || (holder !== undefined ? lockHolderAlive(holder) : youngerThan(path, UNWRITTEN_LOCK_MS))) {
+      const seen = readLockText(path);
+      if (seen === undefined && attempt < 2) continue; // released meanwhile
+      const holder = parseStepLock(seen);
+      if (attempt > 1 || seen === undefined || lockHeld(path, holder)) {
         const who = holder ? `"${holder.step}", pid ${holder.pid} on ${holder.host}, since ${holder.at}` : 'unknown';
         throw new CaDirBusy(`another meshcert ca command is working on ${dir} (${who}); wait for it to finish (remove ${path} only if that process is gone)`);
       }
-      rmSync(path, { force: true });
+      takeOver(path, seen);
     }
   }
-  try {
-    writeFileSync(fd, `${JSON.stringify({ step, pid: process.pid, host: hostname(), at: new Date().toISOString() })}\n`);
-  } finally {
-    closeSync(fd);
-  }
-  const release = (): void => rmSync(path, { force: true });
+  const release = (): void => {
+    if (readLockText(path)?.includes(nonce)) rmSync(path, { force: true });
+  };
   let result: T;
   try {
     result = fn();
@@ -163,6 +169,25 @@ export function withCaDirLock<T>(dir: string, step: string, fn: () => T): T {
   return result;
 }
 
+/** Moves a stale lock aside; puts it back when what moved is not the lock judged (another took over meanwhile). Exported for tests. */
+export function takeOver(path: string, judged: string): void {
+  const aside = `${path}.${process.pid}.${randomUUID()}`;
+  try {
+    renameSync(path, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return; // gone already: try again
+    throw e;
+  }
+  if (readLockText(aside) !== judged) {
+    try {
+      linkSync(aside, path);
+    } catch {
+      // A third lock is there now: it holds the directory, and the next attempt says so.
+    }
+  }
+  rmSync(aside, { force: true });
+}
+
 interface StepLockHolder {
   step: string;
   pid: number;
@@ -170,35 +195,40 @@ interface StepLockHolder {
   at: string;
 }
 
-function readStepLock(path: string): StepLockHolder | undefined {
+function readLockText(path: string): string | undefined {
   try {
-    const v = JSON.parse(readFileSync(path, 'utf8')) as Partial<StepLockHolder>;
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+function parseStepLock(text: string | undefined): StepLockHolder | undefined {
+  try {
+    const v = JSON.parse(text ?? '') as Partial<StepLockHolder>;
     if (typeof v.pid === 'number' && typeof v.host === 'string' && typeof v.at === 'string' && typeof v.step === 'string') return v as StepLockHolder;
   } catch {
-    // Unreadable or half written (its writer killed at once): judged by its age below.
+    // Empty or half written (its writer killed at once): judged by its age.
   }
   return undefined;
 }
 
-/** A lock whose holder has not written it yet (just created) is given this long. */
+/** A lock whose holder has not written it whole (just created) is given this long. */
 const UNWRITTEN_LOCK_MS = 10_000;
+/** No step takes this long: a lock older than this is stale even if a process of its pid runs (pids are reused). */
+const MAX_LOCK_MS = 60 * 60_000;
 
-function youngerThan(path: string, ms: number): boolean {
+/** Whether the lock's holder may still be at work. Ages are the file's, as the shared volume's clock keeps it. */
+function lockHeld(path: string, h: StepLockHolder | undefined): boolean {
+  let age: number;
   try {
-    return Date.now() - statSync(path).mtimeMs < ms;
+    age = Date.now() - statSync(path).mtimeMs;
   } catch {
     return false;
   }
-}
-
-function lockHolderAlive(h: StepLockHolder): boolean {
-  if (h.host !== hostname()) return Date.now() - Date.parse(h.at) < FOREIGN_LOCK_MS;
-  try {
-    process.kill(h.pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  if (h === undefined) return age < UNWRITTEN_LOCK_MS;
+  if (h.host !== hostname()) return age < FOREIGN_LOCK_MS;
+  return age < MAX_LOCK_MS && pidRuns(h.pid);
 }
 
 /** A temp file of writeFileAtomic older than this is a killed writer's: none takes a minute. */

@@ -58,8 +58,15 @@ export interface CaCertOptions {
  */
 export function caSubjectName(org: string, label: string): string {
   if (org.trim() === '' || [...org].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f)) throw new ConfigError(`the organization name ${JSON.stringify(org)} must be non-empty and without control characters`);
+  // One read from an existing CA (a renewal keeps it) may be longer than the bound: cut short, not refused.
+  const o = [...org].length > MAX_DN_VALUE ? [...org].slice(0, MAX_DN_VALUE).join('') : org;
+  return `O=${escapeDnValue(o)}, CN=${escapeDnValue(caCommonName(o, label))}`;
+}
+
+/** An organization name given for a new CA (`--org`): refused before any key is made when it cannot be one. */
+export function checkOrganization(org: string): void {
   if ([...org].length > MAX_DN_VALUE) throw new ConfigError(`the organization name must be at most ${MAX_DN_VALUE} characters (X.520's bound, which RFC 5280 keeps); it has ${[...org].length}`);
-  return `O=${escapeDnValue(org)}, CN=${escapeDnValue(caCommonName(org, label))}`;
+  caSubjectName(org, '');
 }
 
 /** X.520's upper bound for an organization name and a common name (RFC 5280 Appendix A: ub-organization-name, ub-common-name). */

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { beginCaCreation, CaDirTaken, caPath, endCaCreation, recoverInterruptedCreation, writeFileAtomic, writePrivateKey } from './files.js';
-import { caSubjectName, createIntermediateCert, createRootCert, generateKey } from './generate.js';
+import { caSubjectName, checkOrganization, createIntermediateCert, createRootCert, generateKey } from './generate.js';
 import { buildMaterial, isCaDirEmpty, type CaMaterial } from './material.js';
 
 const YEAR_MS = 365 * 24 * 3600 * 1000;
@@ -28,6 +28,7 @@ export async function initCaDir(o: CaInitOptions): Promise<CaMaterial> {
   if (!isCaDirEmpty(o.dir)) throw new CaDirTaken(`CA directory ${o.dir} already holds a CA; refusing to overwrite it`);
   const keyType = o.keyType ?? 'ec256';
   const org = o.organization ?? 'meshcert';
+  checkOrganization(org);
   const now = o.now ?? new Date();
   const notBefore = new Date(now.getTime() - 5 * 60 * 1000);
   const stamp = now.toISOString().slice(0, 10);

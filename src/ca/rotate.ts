@@ -23,7 +23,7 @@ import { ConfigError } from '../errors/ca-error.js';
 import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { beginReplacing, CA_FILES, caPath, endReplacing, replacingFrom, ROTATION_FILE, withCaDirLock, writeFileAtomic, writePrivateKey } from './files.js';
-import { caCommonName, caSubjectName, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
+import { caCommonName, caSubjectName, checkOrganization, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
 import { isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep } from './rotation-state.js';
 import { signedBy } from '../x509/verify-chain.js';
@@ -264,6 +264,7 @@ export async function rotateStart(o: RotateStartOptions): Promise<StepResult> {
 
 async function rotateStartLocked(o: RotateStartOptions): Promise<StepResult> {
   checkSpans({ 'the minimum wait': o.minWaitMs, "the new root's lifetime": o.rootLifetimeMs, "the new intermediate's lifetime": o.intermediateLifetimeMs });
+  if (o.organization !== undefined) checkOrganization(o.organization);
   const now = o.now ?? new Date();
   const { dir } = o;
   const existing = readRotationState(dir);

@@ -19,7 +19,7 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: s
     if (seen.has(t.name)) throw new UsageError(`option --${t.name} is given more than once`);
     seen.add(t.name);
   }
-  return { values: parsed.values, positionals: parsed.positionals };
+  return parsed;
 }
 
 /** Refuses options that are alternatives given together (`--token` and `--token-file`). */

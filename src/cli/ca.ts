@@ -14,6 +14,7 @@ const KEY_TYPES = ['ec256', 'ec384', 'rsa2048', 'rsa3072', 'rsa4096'] as const;
 
 export const CA_USAGE = `meshcert ca init --dir DIR [--key-type ec256|ec384|rsa2048|rsa3072|rsa4096] [--org NAME]
   Creates a root (10 years) and an intermediate (1 year) in Istio's cacerts layout; key files are 0600.
+  --org: at most 64 characters (X.520), cut short in the certificates' CNs to keep them within 64.
 meshcert ca check --dir DIR [--trust-domain cluster.local]
   Loads a CA directory and reports whether meshcert would accept it (the checks and the self-test
   serve runs at load, for that trust domain).

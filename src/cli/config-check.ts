@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
-import { MAX_CONFIG_BYTES, MAX_PEM_BYTES, MAX_TOKEN_BYTES, readProblem, readRegularFile } from '../fs/read-file.js';
+import { MAX_PEM_BYTES, MAX_TOKEN_BYTES, readProblem, readRegularFile } from '../fs/read-file.js';
+import { fromKubeSettings, kubeSource } from '../k8s/source.js';
 import { loadConfigFile } from '../config/load.js';
 import { assertServable } from '../config/servable.js';
 import { formatDuration } from '../config/duration.js';
@@ -115,18 +116,20 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
       }
     }),
   );
-  const warnings = kubernetesProblems(config, problems);
+  const warnings = await kubernetesProblems(config, problems);
   // As serve warns at load: what the policy allows but a CA cannot certify.
   return { problems, notes, warnings: [...warnings, ...uncertifiableSans(new PolicyEngine(config.policy), loaded, config)] };
 }
 
 /**
- * The Kubernetes API credentials serve reads: CA files and a kubeconfig at start (unreadable: it
- * stops, so a problem here), token files again every minute (unreadable: it starts, and every API
- * call fails until they are, so a warning), and the in-cluster API server's environment (outside a
- * pod, serve stops). Returns the warnings; problems go into `problems`.
+ * The Kubernetes API credentials serve reads at start. With ambient mode or the istio controllers,
+ * the `kubernetes` section is built into a client configuration as serve builds it (its CA file,
+ * token file, kubeconfig, or the pod's own credentials and environment), without a request. For
+ * TokenReview: its CA file (serve stops without it), its token file (read again every minute:
+ * serve starts, and every review fails until it can be read, so a warning), and for the pod's own
+ * API server, KUBERNETES_SERVICE_HOST. Returns the warnings; problems go into `problems`.
  */
-function kubernetesProblems(config: MeshcertConfig, problems: string[]): string[] {
+async function kubernetesProblems(config: MeshcertConfig, problems: string[]): Promise<string[]> {
   const warnings: string[] = [];
   const read = (file: string, bound: number, setting: string, into: string[], after = ''): void => {
     try {
@@ -135,25 +138,24 @@ function kubernetesProblems(config: MeshcertConfig, problems: string[]): string[
       into.push(`${setting} ${file}: ${readProblem(e)}${after}`);
     }
   };
-  const tokenLater = ': serve starts, but every call it makes with it fails until it can be read';
-  const k = config.kubernetes;
-  const watchesApi = config.ambient.enabled || config.istio.rootCertConfigMap.enabled || config.istio.istiodTls.enabled;
-  if (watchesApi) {
-    if (k.caFile) read(k.caFile, MAX_PEM_BYTES, 'kubernetes.caFile', problems);
-    if (k.kubeconfig) read(k.kubeconfig, MAX_CONFIG_BYTES, 'kubernetes.kubeconfig', problems);
-    if (k.tokenFile) read(k.tokenFile, MAX_TOKEN_BYTES, 'kubernetes.tokenFile', warnings, tokenLater);
+  if (config.ambient.enabled || config.istio.rootCertConfigMap.enabled || config.istio.istiodTls.enabled) {
+    // Loaded only here: @kubernetes/client-node is large, and most checks need none of it.
+    const { createKubeConfig } = await import('../k8s/client.js');
+    try {
+      fromKubeSettings(() => createKubeConfig(kubeSource(config)));
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
   }
-  let inCluster = watchesApi && !k.server && !k.kubeconfig ? 'ambient mode and the istio controllers use' : undefined;
   config.auth.clusters.forEach((c, i) => {
     const tr = c.tokenReview;
     if (!tr) return;
     if (tr.caFile) read(tr.caFile, MAX_PEM_BYTES, `auth.clusters.${i}.tokenReview.caFile`, problems);
-    if (tr.tokenFile) read(tr.tokenFile, MAX_TOKEN_BYTES, `auth.clusters.${i}.tokenReview.tokenFile`, warnings, tokenLater);
-    if (!tr.apiServer) inCluster ??= `auth.clusters.${i}.tokenReview uses`;
+    if (tr.tokenFile) read(tr.tokenFile, MAX_TOKEN_BYTES, `auth.clusters.${i}.tokenReview.tokenFile`, warnings, ': serve starts, but every review fails until it can be read');
+    if (!tr.apiServer && !process.env.KUBERNETES_SERVICE_HOST) {
+      problems.push(`auth.clusters.${i}.tokenReview uses the API server of the pod serve runs in, and KUBERNETES_SERVICE_HOST is not set: serve runs with this file only in a Kubernetes pod (check it there, or with --no-files elsewhere)`);
+    }
   });
-  if (inCluster !== undefined && !process.env.KUBERNETES_SERVICE_HOST) {
-    problems.push(`${inCluster} the API server of the pod serve runs in, and KUBERNETES_SERVICE_HOST is not set: serve runs with this file only in a Kubernetes pod (check it there, or with --no-files elsewhere)`);
-  }
   return warnings;
 }
 

@@ -1,10 +1,9 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { discover, discoveryExitCode, type DiscoveryReport } from '../discovery/discover.js';
 import { PLACE_CLUSTER_NAME } from '../discovery/k8s-secrets.js';
 import { parseDurationArg } from '../config/duration.js';
-import { UsageError } from './args.js';
+import { parse, UsageError } from './args.js';
 import { placeName } from '../inventory/common.js';
 import type { InventoryStore } from '../inventory/types.js';
 import { openInventory, resolveInventoryTarget, StoreOpenError, table } from './certs.js';
@@ -66,12 +65,7 @@ export function parseDiscoverArgs(argv: string[]): {
   db?: string;
   json: boolean;
 } {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  const parsed = parse(argv, OPTIONS, true);
   const lists = { files: [] as string[], endpoints: [] as string[], forget: [] as string[] };
   const { files, endpoints, forget } = lists;
   let last: keyof typeof lists | null = null;

@@ -24,7 +24,8 @@ export const REQUEST_USAGE = `meshcert request --ns NAMESPACE --sa SERVICE_ACCOU
   --ttl DURATION              requested lifetime (default 24h)
   --server-name NAME          TLS name to verify (default: the address host)
   --out DIR                   write cert-chain.pem, key.pem (0600) and root-cert.pem there
-  --json                      print the result as JSON`;
+  --json                      print the result as JSON ({"refused": {code, details}} when refused,
+                              {"unverified": {details}} when the chain does not verify; exit 1)`;
 
 export async function requestCommand(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, {

@@ -108,7 +108,7 @@ async function devDemo(config: MeshcertConfig, port: number, logger: Logger): Pr
         '',
         `meshcert is serving on 127.0.0.1:${port} (DEV MODE: local token issuer, CA in ${config.ca.dir})`,
         `self-test: issued ${spiffeId}, serial ${serialHex(check.leaf.serialNumber)}, valid until ${new Date(check.leaf.validTo).toISOString()}, chain verified`,
-        `try it:  ${tryRequest(port, config.dataDir)}`,
+        `try it:  ${tryRequest(port, config.dataDir, config.ca.dir!)}`,
         'stop:    Ctrl-C',
         '',
       ].join('\n'),
@@ -120,8 +120,16 @@ async function devDemo(config: MeshcertConfig, port: number, logger: Logger): Pr
   }
 }
 
-/** The request command that reaches this server: request's defaults (port 15012, ./.meshcert) spelled out where they differ. */
-export function tryRequest(port: number, dataDir: string): string {
-  const extra = [...(port !== 15012 ? [`--address 127.0.0.1:${port}`] : []), ...(resolve(dataDir) !== resolve('.meshcert') ? [`--data-dir ${dataDir}`] : [])];
+/**
+ * The request command that reaches this server: request's defaults (port 15012, ./.meshcert, its
+ * ca/root-cert.pem) spelled out where they differ, paths quoted for a POSIX shell where needed.
+ */
+export function tryRequest(port: number, dataDir: string, caDir: string): string {
+  const quote = (s: string): string => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", "'\\''")}'`);
+  const extra = [
+    ...(port !== 15012 ? [`--address 127.0.0.1:${port}`] : []),
+    ...(resolve(dataDir) !== resolve('.meshcert') ? [`--data-dir ${quote(dataDir)}`] : []),
+    ...(resolve(caDir) !== resolve(dataDir, 'ca') ? [`--ca-root ${quote(join(caDir, 'root-cert.pem'))}`] : []),
+  ];
   return ['node dist/cli.js request --ns default --sa demo --key ec256', ...extra].join(' ');
 }

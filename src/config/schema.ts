@@ -33,6 +33,8 @@ const timerDuration = (min: number) =>
 
 /** A host name for a DNS SAN (RFC 1123 labels, at most 253 characters): what a TLS client compares its server name with. */
 const DNS_NAME = /^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$/;
+/** A DNS SAN of a certificate meshcert makes: a host name, or a wildcard of one (`*.meshcert.svc`). */
+const dnsSan = z.string().refine((s) => DNS_NAME.test(s.startsWith('*.') ? s.slice(2) : s), 'a DNS name: labels of letters, digits and "-" joined by dots, at most 253 characters (a leading "*." for a wildcard)');
 
 /** A listen host: empty (all IPv4), an IPv4 address, a bracketed IPv6 one, or a host name (whose last label is not all digits, as in 999.1.1.1). */
 function listenHostOk(host: string): boolean {
@@ -159,7 +161,7 @@ export const configSchema = z.strictObject({
           certFile: z.string().optional(),
           keyFile: z.string().optional(),
           /** Otherwise meshcert issues its own serving certificate for these names, and renews it. */
-          dnsNames: z.array(z.string().regex(DNS_NAME, 'a DNS name: labels of letters, digits and "-" joined by dots, at most 253 characters')).default(['localhost']),
+          dnsNames: z.array(dnsSan).default(['localhost']),
           ipAddresses: z.array(z.union([z.ipv4(), z.ipv6()], { error: 'expected an IPv4 or IPv6 address' })).default(['127.0.0.1', '::1']),
           /** At least an hour: a shorter one is renewed over and over. */
           lifetime: span(3600, '1h').prefault('720h'),
@@ -318,7 +320,7 @@ export const configSchema = z.strictObject({
           /** Control-plane revisions: names istiod-<rev>.<ns>.svc are added. */
           revisions: z.array(z.string().regex(/^([a-z0-9]([a-z0-9-]{0,54}[a-z0-9])?)?$/, 'an Istio revision: lowercase letters, digits and "-", at most 56 (istiod-<rev> is a Service name)')).default([]),
           /** More DNS names, such as istiod's ISTIOD_CUSTOM_HOST. */
-          extraDnsNames: z.array(z.string().regex(DNS_NAME, 'a DNS name: labels of letters, digits and "-" joined by dots, at most 253 characters')).default([]),
+          extraDnsNames: z.array(dnsSan).default([]),
           lifetime: span(3600, '1h').prefault('30d'),
         })
         .prefault({}),

@@ -118,6 +118,19 @@ function httpsServerUrl(raw: string, what: string): string {
   return url.toString().replace(/\/+$/, '');
 }
 
+/**
+ * Why a kubeconfig did not load, without its text: js-yaml's message quotes the lines around the
+ * error, which may hold a token or a key. Its reason and position only; any other error's first line.
+ */
+export function kubeconfigProblem(err: unknown): string {
+  const e = err as { reason?: unknown; mark?: { line?: unknown; column?: unknown }; message?: unknown };
+  if (typeof e?.reason === 'string') {
+    const at = typeof e.mark?.line === 'number' && typeof e.mark.column === 'number' ? ` (line ${e.mark.line + 1}, column ${e.mark.column + 1})` : '';
+    return `${e.reason}${at}`;
+  }
+  return String(e?.message ?? err).split('\n')[0]!.slice(0, 200);
+}
+
 /** Builds a KubeConfig; throws Error with an actionable message when the source is unusable. */
 export function createKubeConfig(source: KubeConfigSource): KubeConfig {
   if (typeof source !== 'object' || source === null) throw new Error('Kubernetes API settings must be an object');
@@ -177,7 +190,7 @@ export function createKubeConfig(source: KubeConfigSource): KubeConfig {
     try {
       kc.loadFromFile(source.kubeconfig);
     } catch (err) {
-      throw new Error(`cannot load kubeconfig ${source.kubeconfig}: ${(err as Error).message}`, { cause: err });
+      throw new Error(`cannot load kubeconfig ${source.kubeconfig}: ${kubeconfigProblem(err)}`, { cause: err });
     }
     if (source.context !== undefined) {
       if (!kc.getContextObject(source.context)) throw new Error(`kubeconfig ${source.kubeconfig} has no context ${JSON.stringify(source.context)}`);

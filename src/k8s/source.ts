@@ -26,3 +26,12 @@ function readKubeCaFile(file: string): string {
 export function kubeSettingError(e: unknown): ConfigError {
   return e instanceof ConfigError ? e : new ConfigError(`kubernetes: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
 }
+
+/** `make()` (a client or config built from the `kubernetes` section), its failure a kubeSettingError. */
+export function fromKubeSettings<T>(make: () => T): T {
+  try {
+    return make();
+  } catch (e) {
+    throw kubeSettingError(e);
+  }
+}

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { MeshcertConfig } from '../config/schema.js';
 import { istiodDnsNameOptions } from '../config/istiod-names.js';
-import { kubeSettingError, kubeSource } from '../k8s/source.js';
+import { fromKubeSettings, kubeSource } from '../k8s/source.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
 import type { Logger } from '../log/logger.js';
 import { ISTIOD_TLS_REQUESTER, ownCertificateRecorder } from '../inventory/sink.js';
@@ -38,12 +38,7 @@ export async function startControllers(
     import('../controllers/istiod-tls.js'),
     import('../controllers/serving-issuer.js'),
   ]);
-  let kube: ReturnType<typeof createKubeClient>;
-  try {
-    kube = createKubeClient(kubeSource(config));
-  } catch (e) {
-    throw kubeSettingError(e);
-  }
+  const kube = fromKubeSettings(() => createKubeClient(kubeSource(config)));
   const le = config.leaderElection;
   const namespace = le.namespace ?? process.env.MESHCERT_POD_NAMESPACE ?? readNamespace() ?? 'meshcert';
   const identity = process.env.MESHCERT_POD_NAME ?? hostname();

@@ -112,6 +112,12 @@ describe('AuthChain: outcome precedence', () => {
     });
   }
 
+  it('does not speak of a refused client certificate where client certificates are no credential (auth.clientCertificates off)', async () => {
+    const chain = new AuthChain({ clusters: { Kubernetes: [new Fake('null-0', 'null')] }, clientCertificates: false });
+    const r = await outcome(chain.authenticate({ peerCertificateRefused: 'CERT_HAS_EXPIRED' }));
+    expect(r.code).toBe('AUTH_MISSING');
+  });
+
   it('keeps the caller a rejection named on whichever error wins (a revoked certificate beside a token)', async () => {
     const named = async (chain: Behaviour[]): Promise<[string, string | undefined]> => {
       const fakes = chain.map((b, i) => new Fake(`${b}-${i}`, b));

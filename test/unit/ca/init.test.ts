@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { beginCaCreation, CA_FILES, recoverInterruptedCreation } from '../../../src/ca/files.js';
 import { ageCreationMarker } from '../../support/ca-creation.js';
+import { caSubjectName } from '../../../src/ca/generate.js';
 import { initCaDir } from '../../../src/ca/init.js';
 import { isCaDirEmpty, loadCaDir, type CaMaterial } from '../../../src/ca/material.js';
 import { ConfigError } from '../../../src/errors/ca-error.js';
@@ -200,6 +201,8 @@ describe('initCaDir options', () => {
     }
     const tooLong = freshDir();
     await expect(initCaDir({ dir: tooLong, organization: 'x'.repeat(65), now: NOW })).rejects.toThrow('the organization name must be at most 64 characters');
+    // One read from an existing CA (a renewal keeps its organization) is cut short, not refused.
+    expect(caSubjectName('y'.repeat(70), 'intermediate CA 2026-11-30T00:00:00Z')).toBe(`O=${'y'.repeat(64)}, CN=${'y'.repeat(27)} intermediate CA 2026-11-30T00:00:00Z`);
   });
 
   it('refuses an organization that is empty or holds a control character', async () => {

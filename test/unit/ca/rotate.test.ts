@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { CaDirBusy, STEP_LOCK } from '../../../src/ca/files.js';
+import { CaDirBusy, STEP_LOCK, takeOver } from '../../../src/ca/files.js';
 import { initCaDir } from '../../../src/ca/init.js';
 import { loadCaDir, loadServedCaDir } from '../../../src/ca/material.js';
 import {
@@ -284,12 +284,32 @@ describe('one ca step at a time on a directory', () => {
     writeFileSync(join(dir, STEP_LOCK), JSON.stringify({ step: 'ca rotate start', pid: Number(dead), host: hostname(), at: new Date().toISOString() }));
     expect((await renewIntermediate({ dir, now: T1 })).renewed).toBeDefined();
     expect(existsSync(join(dir, STEP_LOCK))).toBe(false);
-    const foreign = { step: 'ca rotate start', pid: 1, host: `${hostname()}-elsewhere` };
-    writeFileSync(join(dir, STEP_LOCK), JSON.stringify({ ...foreign, at: new Date().toISOString() }));
+    // From another host, its age is the file's (the shared volume's clock), not the holder's word.
+    const foreign = { step: 'ca rotate start', pid: 1, host: `${hostname()}-elsewhere`, at: new Date(Date.now() - DAY_MS).toISOString() };
+    writeFileSync(join(dir, STEP_LOCK), JSON.stringify(foreign));
     expect(() => rotateFinish({ dir, now: T1 })).toThrow(CaDirBusy);
-    writeFileSync(join(dir, STEP_LOCK), JSON.stringify({ ...foreign, at: new Date(Date.now() - 11 * MINUTE_MS).toISOString() }));
+    const old = new Date(Date.now() - 11 * MINUTE_MS);
+    utimesSync(join(dir, STEP_LOCK), old, old);
     expect(rotateFinish({ dir, now: T1 }).changed).toBe(false); // nothing to finish, and the lock is gone
     expect(existsSync(join(dir, STEP_LOCK))).toBe(false);
+    // A live pid here, but a lock over an hour old: no step takes that long (the pid was reused).
+    writeFileSync(join(dir, STEP_LOCK), JSON.stringify({ step: 'ca rotate start', pid: process.ppid, host: hostname(), at: new Date().toISOString() }));
+    expect(() => rotateFinish({ dir, now: T1 })).toThrow(CaDirBusy);
+    const older = new Date(Date.now() - 61 * MINUTE_MS);
+    utimesSync(join(dir, STEP_LOCK), older, older);
+    expect(rotateFinish({ dir, now: T1 }).changed).toBe(false);
+  });
+
+  it('puts back a lock another process took over meanwhile, so two takers of one stale lock cannot both win', () => {
+    const dir = freshDir();
+    mkdirSync(dir, { recursive: true });
+    const lock = join(dir, STEP_LOCK);
+    writeFileSync(lock, 'the winner\'s lock');
+    takeOver(lock, 'the stale lock this taker judged');
+    expect(readFileSync(lock, 'utf8')).toBe("the winner's lock");
+    takeOver(lock, "the winner's lock");
+    expect(existsSync(lock)).toBe(false);
+    expect(readdirSync(dir)).toEqual([]);
   });
 });
 

@@ -252,7 +252,8 @@ describe('parseConfig refusals', () => {
       expect(lines[0]!.startsWith(line), lines[0]).toBe(true);
     }
     for (const listen of [':15012', '0.0.0.0:15012', '[::]:15012', '[::1]:0', 'localhost:15012', 'meshcert-0.meshcert.svc:15012']) expect(parse({ server: { listen } }).server.listen).toBe(listen);
-    expect(parse({ server: { tls: { dnsNames: ['meshcert.meshcert.svc', 'localhost', 'MeshCert-1.example'] } } }).server.tls.dnsNames).toHaveLength(3);
+    expect(parse({ server: { tls: { dnsNames: ['meshcert.meshcert.svc', 'localhost', 'MeshCert-1.example', '*.meshcert.svc'] } } }).server.tls.dnsNames).toHaveLength(4);
+    expect(() => parse({ server: { tls: { dnsNames: ['a.*.svc'] } } })).toThrow(ConfigError);
   });
 
   it('refuses several clusters none of which is auth.defaultCluster (serve could not tell what an empty clusterid means)', () => {

@@ -5,6 +5,7 @@
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { istiodDnsNames } from '../../../src/config/istiod-names.js';
 import { IstiodTlsController, type IstiodTlsOptions, type ServingCertIssuer } from '../../../src/controllers/istiod-tls.js';
 import { localServingCertIssuer } from '../../../src/controllers/serving-issuer.js';
 import { loadCaDir } from '../../../src/ca/material.js';
@@ -137,18 +138,9 @@ describe('IstiodTlsController', () => {
     expect(s.type).toBe('kubernetes.io/tls');
     expect(Object.keys(s.obj.data as object).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
     expect(s.obj.metadata.labels).toEqual({ 'app.kubernetes.io/managed-by': 'meshcert' });
-    // istiod's own names (pilot/pkg/bootstrap getDNSNames), the revision's and the extra one.
-    expect(sans(s.leaf)).toEqual([
-      'istio-pilot.istio-system.svc',
-      'istiod',
-      'istiod-canary',
-      'istiod-canary.istio-system',
-      'istiod-canary.istio-system.svc',
-      'istiod-remote.istio-system.svc',
-      'istiod.istio-system',
-      'istiod.istio-system.svc',
-      'istiod.mesh.example.com',
-    ]);
+    // istiod's own names (pilot/pkg/bootstrap getDNSNames), the revision's and the extra one (the list: istiod-names.test.ts).
+    expect(sans(s.leaf)).toEqual(istiodDnsNames('istio-system', { revisions: ['canary'], extraDnsNames: ['istiod.mesh.example.com'] }));
+    expect(sans(s.leaf)).toEqual(expect.arrayContaining(['istiod.istio-system.svc', 'istiod-remote.istio-system.svc', 'istiod-canary.istio-system.svc', 'istiod.mesh.example.com']));
     expect(s.chain.length).toBe(2); // leaf + intermediate
     expect(s.ca).toBe(ca.rootPem);
     expect(verifiesTo(s.chain, s.roots)).toBe(true);

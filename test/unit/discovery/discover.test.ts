@@ -876,6 +876,9 @@ describe('meshcert discover (CLI)', () => {
     expect(() => parseDiscoverArgs(['stray'])).toThrow(/unexpected argument "stray"/);
     expect(() => parseDiscoverArgs(['--json', 'x.pem'])).toThrow(UsageError);
     expect(() => parseDiscoverArgs(['--files'])).toThrow(UsageError);
+    // A single-value option given twice is a usage error, as in every command (the lists may repeat).
+    expect(() => parseDiscoverArgs(['--k8s-secrets', '--cluster', 'a', '--cluster', 'b'])).toThrow(/option --cluster is given more than once/);
+    expect(() => parseDiscoverArgs(['--files', 'a', '--db', 'sqlite:x', '--db', 'sqlite:y'])).toThrow(/option --db is given more than once/);
     expect(() => parseDiscoverArgs(['--kubeconfig', 'k', '--files', 'a'])).toThrow(/--k8s-secrets/);
     expect(() => parseDiscoverArgs(['--forget-gone', '--files', 'a'])).toThrow(/--forget-gone goes with --k8s-secrets/);
     expect(() => parseDiscoverArgs(['--places', '--forget', 'file:/a.pem'])).toThrow(/--places goes alone/);

@@ -91,6 +91,17 @@ current-context: good
     expect(() => createKubeConfig({ kubeconfig: file, context: 'bad' })).toThrow(/sets insecure-skip-tls-verify, which meshcert refuses/);
     expect(() => createKubeConfig({ kubeconfig: file, context: 'nope' })).toThrow(/has no context "nope"/);
     expect(() => createKubeConfig({ kubeconfig: join(dir, 'absent') })).toThrow(/cannot load kubeconfig/);
+    // A kubeconfig that is not YAML: where, not its text (js-yaml quotes the lines around, token and all).
+    const broken = join(dir, 'broken-kubeconfig');
+    writeFileSync(broken, 'users:\n- name: u\n  user: { token: SECRETTOKEN123\n  : : :\n');
+    let message = '';
+    try {
+      createKubeConfig({ kubeconfig: broken });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(new RegExp(`^cannot load kubeconfig ${broken}: .* \\(line \\d+, column \\d+\\)$`));
+    expect(message).not.toContain('SECRETTOKEN123');
   });
 
   it('refuses plain http, skipTLSVerify and conflicting credentials', () => {
