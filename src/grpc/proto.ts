@@ -2,6 +2,7 @@ import { loadSync, type MethodDefinition, type PackageDefinition } from '@grpc/p
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import type { MethodCodec } from './server.js';
+import { CERTIFICATE_REQUEST_WIRE, checkWire, HEALTH_CHECK_REQUEST_WIRE, type WireSchema } from './wire-check.js';
 
 /** proto/ at the package root, found from this file in both src/ (tsx) and dist/ (built). */
 export const PROTO_DIR = fileURLToPath(new URL('../../proto/', import.meta.url));
@@ -29,10 +30,25 @@ export function methodDefinition<Req, Res>(service: string, method: string): Met
   return def;
 }
 
-/** A method's path and protobufjs codec, for the server. */
+/** The request messages the server checks as protobuf-go would before decoding (see wire-check.ts). */
+const REQUEST_WIRE: Readonly<Record<string, WireSchema>> = {
+  [`${CERTIFICATE_SERVICE}/CreateCertificate`]: CERTIFICATE_REQUEST_WIRE,
+  [`${HEALTH_SERVICE}/Check`]: HEALTH_CHECK_REQUEST_WIRE,
+  [`${HEALTH_SERVICE}/Watch`]: HEALTH_CHECK_REQUEST_WIRE,
+};
+
+/** A method's path and protobufjs codec, for the server: a request that is not well-formed protobuf is refused before decoding. */
 export function methodCodec<Req, Res>(service: string, method: string): MethodCodec<Req, Res> {
   const def = methodDefinition<Req, Res>(service, method);
-  return { path: def.path, deserialize: (b) => def.requestDeserialize(b), serialize: (r) => def.responseSerialize(r) };
+  const wire = REQUEST_WIRE[`${service}/${method}`];
+  return {
+    path: def.path,
+    deserialize: (b) => {
+      if (wire) checkWire(b, wire);
+      return def.requestDeserialize(b);
+    },
+    serialize: (r) => def.responseSerialize(r),
+  };
 }
 
 /** Wire shapes as proto-loader decodes them (camelCase, longs as strings). */

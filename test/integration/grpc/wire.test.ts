@@ -146,6 +146,19 @@ describe('gRPC over HTTP/2 on the wire (raw node:http2 client)', () => {
     await expectIssued(session);
   });
 
+  it.each([
+    ['a string field cut short', '0a0561'],
+    ['a length past the end', '0affffffff0f01'],
+    ['a field numbered 0', '0001'],
+    ['a group never ended', '0b'],
+    ['metadata whose nested string is cut short', '22040a020a05'],
+    ['a csr that is not UTF-8', '0a02c328'],
+  ])('answers %s with INTERNAL, as grpc-go does, not a CSR error (protobufjs alone would decode it)', async (_what, hex) => {
+    const r = await call(session, frame(Buffer.from(hex, 'hex')), { token });
+    expect(r.grpcStatus).toBe(status.INTERNAL);
+    expect(r.grpcMessage).toBe("the request message could not be decoded as CreateCertificate's request");
+  });
+
   it('refuses a declared length above maxRequestBytes with RESOURCE_EXHAUSTED after the 5-byte prefix alone, while the request is still open', async () => {
     const { stream, reply } = start(session, { token });
     stream.write(frame(Buffer.alloc(0), 0, MAX_REQUEST_BYTES + 1)); // no END_STREAM, no payload
