@@ -53,7 +53,7 @@ function checkMessage(r: protobuf.Reader, end: number, schema: WireSchema, depth
       }
     } else if (wireType === GROUP_START) {
       // An unknown group: skipped as a whole, its end checked (protobufjs reads an unclosed one to the end).
-      skipGroup(r, field, end);
+      skipGroup(r, field, end, depth + 1);
     } else {
       skipValue(r, wireType);
     }
@@ -61,7 +61,8 @@ function checkMessage(r: protobuf.Reader, end: number, schema: WireSchema, depth
   }
 }
 
-function skipGroup(r: protobuf.Reader, field: number, end: number): void {
+function skipGroup(r: protobuf.Reader, field: number, end: number, depth: number): void {
+  if (depth > MAX_DEPTH) throw new Error(`messages nested deeper than ${MAX_DEPTH}`);
   for (;;) {
     if (r.pos >= end) throw new Error(`a group (field ${field}) without its end`);
     const tag = r.uint32();
@@ -71,7 +72,7 @@ function skipGroup(r: protobuf.Reader, field: number, end: number): void {
       if (tag >>> 3 !== field) throw new Error(`a group (field ${field}) ended as field ${tag >>> 3}`);
       return;
     }
-    if (wireType === GROUP_START) skipGroup(r, tag >>> 3, end);
+    if (wireType === GROUP_START) skipGroup(r, tag >>> 3, end, depth + 1);
     else skipValue(r, wireType);
   }
 }

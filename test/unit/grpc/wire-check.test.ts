@@ -54,5 +54,7 @@ describe('checkWire', () => {
     // Each level is three messages deep (Value, Struct, its map entry).
     expect(() => checkWire(at(30), CERTIFICATE_REQUEST_WIRE)).not.toThrow();
     expect(() => checkWire(at(40), CERTIFICATE_REQUEST_WIRE)).toThrow(/nested deeper than 100/);
+    // Groups too: 60,000 group starts are refused at the bound, not by the stack running out.
+    expect(() => checkWire(Buffer.alloc(60_000, 0x0b), CERTIFICATE_REQUEST_WIRE)).toThrow(/nested deeper than 100/);
   });
 });
