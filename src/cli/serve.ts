@@ -19,15 +19,22 @@ meshcert serve --dev              run the local demo: loopback, self-created CA,
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, { config: { type: 'string' }, dev: { type: 'boolean', default: false } });
   if (v.dev === Boolean(v.config)) throw new UsageError(`serve needs exactly one of --config FILE or --dev\n${SERVE_USAGE}`);
-  const config: MeshcertConfig = v.config ? loadConfigFile(v.config).config : parseConfig(DEV_CONFIG, process.env, 'the embedded dev config');
+  const loaded = v.config ? loadConfigFile(v.config) : undefined;
+  const config: MeshcertConfig = loaded ? loaded.config : parseConfig(DEV_CONFIG, process.env, 'the embedded dev config');
   assertServable(config, v.config ?? 'the embedded dev config');
   const logger = createLogger(config.log.level);
   // Logged rather than fatal in the process that owns the inventory and the controllers: a stray
   // rejection there must not take the whole replica down with records still buffered.
   process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection'));
-  // SIGHUP's default action ends the process; until the reloader takes over, say it was too early.
-  const earlyHup = (): void => logger.warn('SIGHUP received before startup finished; ignored');
-  process.on('SIGHUP', earlyHup);
+  // SIGHUP's default action ends the process. One that comes while starting is kept, and the
+  // reload runs once started: the config it asks for may already be on disk, and dropped, it
+  // would never be applied (the file watch compares with the file as it is once started).
+  let earlyHup = false;
+  const noteEarlyHup = (): void => {
+    if (!earlyHup) logger.info('SIGHUP received while starting; the configuration is reloaded once started');
+    earlyHup = true;
+  };
+  process.on('SIGHUP', noteEarlyHup);
   // A stop asked for while starting is kept and honoured once started: as PID 1 in a container, a
   // signal without a handler would be dropped, and the pod would serve on until it is killed.
   // A second one ends the process at once: a start that hangs (an unreachable database, say) must
@@ -47,8 +54,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const earlyInt = (): void => noteEarlyStop('SIGINT');
   process.on('SIGTERM', earlyTerm);
   process.on('SIGINT', earlyInt);
-  const server = await runServer(config, logger, v.config ? { configFile: v.config } : {});
-  process.off('SIGHUP', earlyHup); // the reloader's own handler is in place
+  const server = await runServer(config, logger, v.config && loaded ? { configFile: v.config, configText: loaded.text } : {});
+  process.off('SIGHUP', noteEarlyHup); // the reloader's own handler is in place
+  if (earlyHup) server.requestReload('SIGHUP while starting');
   const { port } = server;
   const close = (): Promise<void> => server.close();
 

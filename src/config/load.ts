@@ -22,6 +22,8 @@ export interface LoadedConfig {
   readonly config: MeshcertConfig;
   /** Directory relative paths in the file are resolved against. */
   readonly baseDir: string;
+  /** The file's text as read: what a later read compares against to see a change. */
+  readonly text: string;
 }
 
 /**
@@ -52,7 +54,7 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError(`${path}: the top level must be a mapping of settings`);
   }
-  return { config: parseConfig(raw as ConfigInput, env, path, dirname(resolve(path))), baseDir: dirname(resolve(path)) };
+  return { config: parseConfig(raw as ConfigInput, env, path, dirname(resolve(path))), baseDir: dirname(resolve(path)), text };
 }
 
 /** Validates an in-memory config (the embedded default, tests). */

@@ -1,4 +1,4 @@
-import { unwatchFile, watchFile } from 'node:fs';
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { join } from 'node:path';
 import { CA_FILES } from '../ca/files.js';
 import { caDirectories, loadConfigFile } from '../config/load.js';
@@ -17,6 +17,12 @@ export interface ReloadOptions {
   readonly logger: Logger;
   readonly metrics?: ReloadMetrics;
   readonly pollIntervalMs?: number;
+  /**
+   * The config file's text the running config was read from. The watch starts only once the
+   * server is up, and compares with the file as it is then: an edit made while it started would
+   * never be seen, so start() compares with this instead.
+   */
+  readonly loadedText?: string;
 }
 
 /**
@@ -27,10 +33,17 @@ export interface ReloadOptions {
  */
 export class Reloader {
   private timer: NodeJS.Timeout | undefined;
+  private readonly reasons = new Set<string>();
   private running: Promise<void> = Promise.resolve();
   private readonly watched = new Set<string>();
   private readonly onSighup = (): void => this.trigger('SIGHUP');
-  private readonly onFileChange = (): void => this.trigger('file change');
+  /** Set by start(): until then a file change is only noted (the server cannot apply one yet). */
+  private listening = false;
+  private changedBeforeStart = false;
+  private readonly onFileChange = (): void => {
+    if (this.listening) this.trigger('file change');
+    else this.changedBeforeStart = true;
+  };
 
   /** The config the server was started with: what settings read only at start still follow. */
   private readonly started: MeshcertConfig;
@@ -39,13 +52,37 @@ export class Reloader {
     this.started = o.current();
   }
 
+  /**
+   * Starts watching the files while the server is still starting, right after it has read them:
+   * one edited from then on (a jwksFile the workers read as they start, say) is reloaded once
+   * start() runs. Without it, the watch would compare with the file as it is once started.
+   */
+  watch(): void {
+    this.watchFiles(this.o.current());
+  }
+
   start(): void {
     process.on('SIGHUP', this.onSighup);
+    this.listening = true;
     this.watchFiles(this.o.current());
+    if (this.changedBeforeStart) this.trigger('file change during startup');
+    if (this.o.configFile !== undefined && this.o.loadedText !== undefined && this.textNow(this.o.configFile) !== this.o.loadedText) {
+      this.trigger('config file changed during startup');
+    }
+  }
+
+  /** The file's text, or undefined when it cannot be read now (a reload then says why). */
+  private textNow(file: string): string | undefined {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch {
+      return undefined;
+    }
   }
 
   stop(): void {
     process.off('SIGHUP', this.onSighup);
+    this.listening = false;
     if (this.timer) clearTimeout(this.timer);
     for (const f of this.watched) unwatchFile(f, this.onFileChange);
     this.watched.clear();
@@ -54,9 +91,13 @@ export class Reloader {
   /** Debounced: editors and Kubernetes' atomic writer touch several files in a burst. */
   trigger(reason: string): void {
     if (this.timer) clearTimeout(this.timer);
+    // One reload for the burst, logged with every reason in it (a SIGHUP and the file change it follows).
+    this.reasons.add(reason);
     this.timer = setTimeout(() => {
+      const reasons = [...this.reasons].join(', ');
+      this.reasons.clear();
       // A failure is logged inside reload(); the chain itself must never stay rejected.
-      this.running = this.running.then(() => this.reload(reason)).then(
+      this.running = this.running.then(() => this.reload(reasons)).then(
         () => undefined,
         (err: unknown) => this.o.logger.error({ err }, 'reload failed unexpectedly'),
       );
@@ -106,6 +147,11 @@ export class Reloader {
       this.watched.add(f);
       watchFile(f, { interval: this.o.pollIntervalMs ?? 2000, persistent: false }, this.onFileChange);
     }
+  }
+
+  /** Whether a watched file changed between watch() and start() (tests). */
+  get changedWhileStarting(): boolean {
+    return this.changedBeforeStart;
   }
 
   /** The files watched now (tests). */

@@ -30,6 +30,8 @@ export interface RunningServer {
   readonly workers: number;
   /** Re-reads the config and applies it now; false when it was rejected. */
   reload(reason?: string): Promise<boolean>;
+  /** Queues a reload as SIGHUP does: debounced, after any reload under way. */
+  requestReload(reason: string): void;
   /** Stops, after server.shutdownDelay (reporting not ready meanwhile, still serving). */
   close(): Promise<void>;
   /** Ends a shutdown delay under way now; false when none is. */
@@ -39,6 +41,8 @@ export interface RunningServer {
 export interface RunServerOptions {
   /** The config file, re-read on SIGHUP and when it changes (hot reload of policy, issuers and revoked client certificates). */
   readonly configFile?: string;
+  /** The config file's text `config` was read from (see ReloadOptions.loadedText). */
+  readonly configText?: string;
 }
 
 export async function runServer(config: MeshcertConfig, logger: Logger, opts: RunServerOptions = {}): Promise<RunningServer> {
@@ -57,7 +61,28 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   let issuers: () => IssuerRegistry;
   /** gRPC health turns NOT_SERVING in every serving process; calls are still served. */
   let reportDraining: () => void;
+  let controllers: Awaited<ReturnType<typeof startControllers>> | undefined = undefined;
+  let current = config;
+  const reloader = new Reloader({
+    ...(opts.configFile ? { configFile: opts.configFile } : {}),
+    ...(opts.configText === undefined ? {} : { loadedText: opts.configText }),
+    current: () => current,
+    apply: async (next) => {
+      // What a reload changes, and nothing else: workers started later must match those running.
+      const effective = reloadedConfig(config, next);
+      await applyConfig(effective);
+      current = next;
+      monitor.update(monitorOptions(effective));
+      controllers?.onRootBundleChanged();
+    },
+    logger,
+    metrics: new ReloadMetrics(registry),
+  });
   try {
+    // The CA is made here if it is to be (ca.autoInit), before any process reads it; the files are
+    // watched from then on, so that an edit while the server starts is not missed.
+    await prepareSharedState(config, logger);
+    reloader.watch();
     if (count === 1) {
       const caMetrics = new CaMetrics(registry);
       // The gRPC stack is loaded only by processes that serve it (not by a cluster primary).
@@ -71,7 +96,6 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       applyConfig = (next) => running.reload(next);
       issuers = running.issuers;
     } else {
-      await prepareSharedState(config, logger);
       // The primary keeps its own view of the CAs for the controllers (root bundle, istiod-tls).
       let primaryState = await loadCaState(config, logger);
       issuers = () => primaryState.issuers;
@@ -98,29 +122,16 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       logger.info({ listen: config.server.listen, port, workers: count }, 'meshcert serving');
     }
   } catch (e) {
+    reloader.stop();
     await inventory?.close().catch(() => {});
     throw e;
   }
   monitor.start();
-  const controllers = await startControllers(config, issuers, logger, inventory ? (rec) => inventory.record(rec) : undefined).catch(async (e: unknown) => {
+  controllers = await startControllers(config, issuers, logger, inventory ? (rec) => inventory.record(rec) : undefined).catch(async (e: unknown) => {
+    reloader.stop();
     await stopServing();
     await inventory?.close().catch(() => {});
     throw e;
-  });
-  let current = config;
-  const reloader = new Reloader({
-    ...(opts.configFile ? { configFile: opts.configFile } : {}),
-    current: () => current,
-    apply: async (next) => {
-      // What a reload changes, and nothing else: workers started later must match those running.
-      const effective = reloadedConfig(config, next);
-      await applyConfig(effective);
-      current = next;
-      monitor.update(monitorOptions(effective));
-      controllers?.onRootBundleChanged();
-    },
-    logger,
-    metrics: new ReloadMetrics(registry),
   });
   reloader.start();
 
@@ -173,6 +184,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     adminPort: admin?.port,
     workers: count,
     reload: (reason = 'requested') => reloader.reload(reason),
+    requestReload: (reason) => reloader.trigger(reason),
     close() {
       // Once: a second close during the delay ends the delay and shares the one shutdown.
       if (closing) {

@@ -1,3 +1,5 @@
+import { createRequire } from 'node:module';
+const require = createRequire(import.meta.url);
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -71,13 +73,40 @@ describe('SIGHUP reload across worker processes', () => {
     s.child.kill('SIGHUP');
     // Applied once replacements start (each loads the CLI through tsx): 6 s alone, 13 s seen beside
     // another test run, and more than 20 s in a clean-clone CI run of the whole suite.
-    await expect.poll(() => /configuration reload applied/.test(s.output()), { timeout: 45_000 }).toBe(true);
+    await expect.poll(() => /configuration reload applied/.test(s.output()), { timeout: 45_000 }).toBe(true).catch((e) => { require('fs').writeFileSync('/tmp/reload-fail-' + Date.now() + '.txt', s.output()); throw e; });
     // The replacements serve with the reloaded policy, not the one from startup.
     await expect.poll(all, { timeout: 45_000, interval: 300 }).toEqual(Array(6).fill(status.PERMISSION_DENIED));
     expect(s.output()).not.toMatch(/did not answer the reload/);
     s.child.kill('SIGTERM');
     expect(await s.exited).toBe(0);
   }, 150_000);
+
+  it('applies a SIGHUP that arrives while serve is still starting, once started (the config it asks for is already on disk)', async () => {
+    const cfg = (policy: string) => serveConfigYaml({ workers: 2, extra: policy });
+    let file: string;
+    ({ dir, config: file } = await writeServeDir('meshcert-sighup-starting-', cfg('')));
+    dirs.push(dir);
+    let sent: Promise<void> | undefined;
+    const s = await startServe(['--config', file], {}, (child, output) => {
+      sent = (async () => {
+        // The CA is made before the workers are forked, which take a second or more to load.
+        await expect.poll(() => /created a new root and intermediate CA/.test(output()), { timeout: 30_000, interval: 20 }).toBe(true);
+        writeFileSync(file, cfg('policy:\n  rules:\n    - name: freeze\n      match: { namespaces: [legacy] }\n      deny: frozen\n'));
+        child.kill('SIGHUP');
+      })();
+    });
+    servers.push(s);
+    await sent;
+    const out = s.output();
+    expect(out.indexOf('SIGHUP received while starting; the configuration is reloaded once started')).toBeGreaterThan(-1);
+    expect(out.indexOf('SIGHUP received while starting')).toBeLessThan(out.search(/"workers":2,"msg":"meshcert serving"/));
+    await expect.poll(() => /"reason":"[^"]*SIGHUP while starting[^"]*","msg":"configuration reload applied"/.test(s.output()), { timeout: 30_000 }).toBe(true);
+    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/legacy/sa/app'] })).pem;
+    expect(await sixCalls(s.port, rootPem, csr, await mintToken({ ns: 'legacy', sa: 'app' }))).toEqual(Array(6).fill(status.PERMISSION_DENIED));
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+  }, 120_000);
 
   it("re-reads a token issuer's jwksFile when it changes: a withdrawn key stops working in every worker, cached tokens included", async () => {
     const { s, rootPem } = await start('meshcert-jwks-reload-');

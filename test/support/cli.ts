@@ -40,8 +40,12 @@ export interface ServerProcess {
   exited: Promise<number | null>;
 }
 
-/** Starts `meshcert serve` and resolves once it logs that it is serving (with the bound port). */
-export function startServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
+/**
+ * Starts `meshcert serve` and resolves once it logs that it is serving (with the bound port): the
+ * line of the process the test started, not a worker's, which comes first. `starting` sees the
+ * process while it starts.
+ */
+export function startServe(args: string[], env: NodeJS.ProcessEnv = {}, starting?: (child: ChildProcess, output: () => string) => void): Promise<ServerProcess> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [...CLI, 'serve', ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -52,7 +56,7 @@ export function startServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise
     }, 60_000);
     const onData = (d: Buffer): void => {
       out += d.toString();
-      const m = /"port":(\d+).*"msg":"meshcert serving"/.exec(out);
+      const m = /^(?![^\n]*"worker":)[^\n]*"port":(\d+)[^\n]*"msg":"meshcert serving"/m.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve({ child, port: Number(m[1]), output: () => out, exited });
@@ -64,6 +68,7 @@ export function startServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise
       clearTimeout(timer);
       reject(new Error(`serve exited with ${code} before serving:\n${out}`));
     });
+    starting?.(child, () => out);
   });
 }
 

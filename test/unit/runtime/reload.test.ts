@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -18,6 +18,12 @@ function configFile(name: string, extra: string): string {
   const path = join(dir, name);
   writeFileSync(path, BASE + extra);
   return path;
+}
+
+/** The CA files BASE names, as empty files: a watched file that is missing is reported changed once, at once (fs.watchFile). */
+function caFilesPresent(): void {
+  mkdirSync(join(dir, 'ca'), { recursive: true });
+  for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem']) writeFileSync(join(dir, 'ca', f), '');
 }
 
 describe('restartOnlyChanges', () => {
@@ -93,6 +99,66 @@ describe('Reloader', () => {
     const rejected = lines.find((l) => l.msg === 'configuration reload rejected; the previous policy, CAs and revoked client certificates stay in force');
     expect(JSON.stringify(rejected?.err)).toContain('no authentication configured');
     reloader.stop();
+  });
+
+  it('reloads at start a config file edited while the server started (the watch would compare with the edited file), and only then', async () => {
+    caFilesPresent();
+    for (const edited of [true, false]) {
+      const file = configFile(`started-${edited}.yaml`, '');
+      const loaded = loadConfigFile(file);
+      let current: MeshcertConfig = loaded.config;
+      const applied: MeshcertConfig[] = [];
+      const { lines, logger } = captureLogs();
+      if (edited) writeFileSync(file, `${BASE}issuance:\n  defaultTtl: 12h\n`);
+      const reloader = new Reloader({ configFile: file, loadedText: loaded.text, current: () => current, apply: async (next) => void applied.push((current = next)), logger });
+      reloader.start();
+      try {
+        if (edited) {
+          await expect.poll(() => lines.find((l) => l.msg === 'configuration reload applied')?.reason, { timeout: 5_000 }).toMatch(/^config file changed during startup$/);
+          expect(applied).toHaveLength(1);
+          expect(current.issuance.defaultTtl).toBe(12 * 3600);
+        } else {
+          await new Promise((r) => setTimeout(r, 700)); // past the 300 ms debounce
+          expect(applied).toEqual([]);
+        }
+      } finally {
+        reloader.stop();
+      }
+    }
+  });
+
+  it("reloads at start a file edited after watch() began (a token issuer's jwksFile the workers read as they start), and only then", async () => {
+    caFilesPresent();
+    for (const edited of [true, false]) {
+      const jwks = join(dir, `jwks-${edited}.json`);
+      writeFileSync(jwks, '{"keys":[]}');
+      const file = configFile(`watched-${edited}.yaml`, `auth:\n  clusters:\n    - name: k\n      jwt: [{ issuer: "https://issuer.test", jwksFile: ${jwks} }]\n`);
+      const loaded = loadConfigFile(file);
+      let current: MeshcertConfig = loaded.config;
+      const applied: MeshcertConfig[] = [];
+      const { lines, logger } = captureLogs();
+      const reloader = new Reloader({ configFile: file, loadedText: loaded.text, current: () => current, apply: async (next) => void applied.push((current = next)), logger, pollIntervalMs: 50 });
+      reloader.watch();
+      try {
+        if (edited) {
+          writeFileSync(jwks, '{"keys":[],"x":1}');
+          await expect.poll(() => reloader.changedWhileStarting, { timeout: 10_000 }).toBe(true);
+        }
+        await new Promise((r) => setTimeout(r, 500)); // several polls, and the debounce: nothing applied before start()
+        expect(applied).toEqual([]);
+        expect(reloader.changedWhileStarting).toBe(edited);
+        reloader.start();
+        if (edited) {
+          await expect.poll(() => lines.find((l) => l.msg === 'configuration reload applied')?.reason, { timeout: 5_000 }).toBe('file change during startup');
+          expect(applied).toHaveLength(1);
+        } else {
+          await new Promise((r) => setTimeout(r, 700)); // past the 300 ms debounce
+          expect(applied).toEqual([]);
+        }
+      } finally {
+        reloader.stop();
+      }
+    }
   });
 
   it("stops watching the files of a CA the config no longer names, and watches a new one's", async () => {
