@@ -3,6 +3,7 @@ import { closeSync, existsSync, fchmodSync, fsyncSync, linkSync, mkdirSync, open
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
+import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 
 /** The Istio plug-in CA layout (Secret `cacerts`). */
 export const CA_FILES = {
@@ -368,4 +369,17 @@ export function replacingFrom(dir: string): StagedSet | undefined {
     return undefined;
   }
   return Object.hasOwn(STAGED_SETS, text) && existsSync(caPath(join(dir, text), 'cert')) ? (text as StagedSet) : undefined;
+}
+
+/**
+ * A file of a CA directory (a PEM file, the rotation state), or undefined when there is none (a
+ * file removed between a check and the read included); any other problem is a ConfigError naming it.
+ */
+export function readCaTextIfPresent(path: string): string | undefined {
+  try {
+    return readTextFile(path, MAX_PEM_BYTES);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new ConfigError(`cannot read ${path}: ${readProblem(e)}`);
+  }
 }

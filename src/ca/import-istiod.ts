@@ -15,11 +15,10 @@
  */
 import { createPrivateKey, type KeyObject, type X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
-import { beginCaCreation, CaDirTaken, CA_FILES, caPath, endCaCreation, recoverInterruptedCreation } from './files.js';
+import { beginCaCreation, CaDirTaken, CA_FILES, caPath, endCaCreation, readCaTextIfPresent, recoverInterruptedCreation } from './files.js';
 import { isCaDirEmpty, isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { oneLine, ROTATION_FILE, validateLayout, writeLayout } from './rotate.js';
 import { signedBy } from '../x509/verify-chain.js';
@@ -132,14 +131,8 @@ export function importIstiod(o: ImportIstiodOptions): ImportIstiodResult {
 
 function readSource(from: string, file: keyof typeof CA_FILES): string | undefined {
   const path = caPath(from, file);
-  if (!existsSync(path)) return undefined;
-  let text: string;
-  try {
-    text = readTextFile(path, MAX_PEM_BYTES);
-  } catch (e) {
-    throw new ConfigError(`cannot read ${path}: ${readProblem(e)}`);
-  }
-  if (text.trim() === '') return undefined;
+  const text = readCaTextIfPresent(path);
+  if (text === undefined || text.trim() === '') return undefined;
   if (!text.includes('-----BEGIN')) {
     const decoded = /^[A-Za-z0-9+/=\s]+$/.test(text) ? Buffer.from(text, 'base64').toString('utf8') : '';
     if (decoded.includes('-----BEGIN')) throw new ConfigError(`${path} is still base64-encoded (as in the Secret's data): decode it with base64 -d`);

@@ -20,9 +20,9 @@ import * as x509 from '@peculiar/x509';
 import { formatDuration, MAX_SPAN_SECONDS, MAX_SPAN_TEXT } from '../config/duration.js';
 import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
-import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
+import { MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
-import { beginReplacing, CA_FILES, caPath, endReplacing, replacingFrom, ROTATION_FILE, withCaDirLock, writeFileAtomic, writePrivateKey } from './files.js';
+import { beginReplacing, CA_FILES, caPath, endReplacing, readCaTextIfPresent, replacingFrom, ROTATION_FILE, withCaDirLock, writeFileAtomic, writePrivateKey } from './files.js';
 import { caCommonName, caSubjectName, checkOrganization, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
 import { isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep } from './rotation-state.js';
@@ -96,13 +96,8 @@ export function oneLine(subject: string): string {
 export function readLayout(dir: string): Layout {
   const out: Layout = {};
   for (const f of Object.keys(CA_FILES) as LayoutFile[]) {
-    const p = caPath(dir, f);
-    if (!existsSync(p)) continue;
-    try {
-      out[f] = readTextFile(p, MAX_PEM_BYTES);
-    } catch (e) {
-      throw new ConfigError(`cannot read ${p}: ${readProblem(e)}`);
-    }
+    const text = readCaTextIfPresent(caPath(dir, f));
+    if (text !== undefined) out[f] = text;
   }
   return out;
 }

@@ -3,12 +3,10 @@
  * rotate.ts so that loading a CA directory (material.ts) can read it without loading the
  * certificate builders.
  */
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../errors/ca-error.js';
-import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
-import { ROTATION_FILE, writeFileAtomic } from './files.js';
+import { readCaTextIfPresent, ROTATION_FILE, writeFileAtomic } from './files.js';
 
 const certSummarySchema = z.strictObject({
   subject: z.string(),
@@ -50,13 +48,8 @@ export function rotationFile(dir: string): string {
 /** The rotation in progress in `dir`, or undefined when there is none. */
 export function readRotationState(dir: string): RotationState | undefined {
   const path = rotationFile(dir);
-  if (!existsSync(path)) return undefined;
-  let text: string;
-  try {
-    text = readTextFile(path, MAX_PEM_BYTES);
-  } catch (e) {
-    throw new ConfigError(`cannot read ${path}: ${readProblem(e)}`);
-  }
+  const text = readCaTextIfPresent(path);
+  if (text === undefined) return undefined;
   let raw: unknown;
   try {
     raw = JSON.parse(text);

@@ -1,8 +1,8 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { beginCaCreation, CaDirTaken, endCaCreation, interruptedCreation, recoverInterruptedCreation, waitForCaCreation, writeFileAtomic, writePrivateKey } from '../../../src/ca/files.js';
+import { beginCaCreation, CaDirTaken, endCaCreation, interruptedCreation, readCaTextIfPresent, recoverInterruptedCreation, waitForCaCreation, writeFileAtomic, writePrivateKey } from '../../../src/ca/files.js';
 
 /** What each fsyncSync call synced (the path its descriptor names), in order; the real call still runs. */
 const synced = vi.hoisted(() => [] as string[]);
@@ -157,5 +157,20 @@ describe('temp files of killed writes', () => {
     expect(await waitForCaCreation(d)).toBe('stale');
     expect(performance.now() - started).toBeLessThan(1000);
     expect(recoverInterruptedCreation(d, { stale: true })).toBe('completed');
+  });
+});
+
+describe('readCaTextIfPresent', () => {
+  it('reads a file, is undefined for none (a dangling link included), and names the file for any other problem', () => {
+    const d = mkdtempSync(join(base, 'optional-'));
+    writeFileSync(join(d, 'root-cert.pem'), 'pem');
+    expect(readCaTextIfPresent(join(d, 'root-cert.pem'))).toBe('pem');
+    expect(readCaTextIfPresent(join(d, 'ca-cert.pem'))).toBeUndefined();
+    symlinkSync(join(d, 'gone'), join(d, 'dangling.pem'));
+    expect(readCaTextIfPresent(join(d, 'dangling.pem'))).toBeUndefined();
+    mkdirSync(join(d, 'cert-chain.pem'));
+    expect(() => readCaTextIfPresent(join(d, 'cert-chain.pem'))).toThrow(`cannot read ${join(d, 'cert-chain.pem')}: not a regular file (a directory)`);
+    writeFileSync(join(d, 'big.pem'), Buffer.alloc(1024 * 1024 + 1));
+    expect(() => readCaTextIfPresent(join(d, 'big.pem'))).toThrow(/big\.pem: larger than 1048576 bytes/);
   });
 });
