@@ -301,7 +301,7 @@ describe('the ca commands, as an operator runs them', () => {
     expect(again.code).toBe(0);
     expect(again.stdout).toMatch(/nothing to finish/);
     expect((await cli('check', '--dir', cliDir)).code).toBe(0);
-  });
+  }, 120_000);
 
   it('check exits 1 on a directory a killed renew-intermediate left half replaced (serve would load the staged set), and 0 once a re-run completes it', async () => {
     const d = join(base, 'half-renewed');
@@ -326,7 +326,7 @@ describe('the ca commands, as an operator runs them', () => {
     expect(again.stdout).toMatch(/^completing a renewal of the intermediate that was interrupted/);
     expect(readFileSync(join(d, 'ca-cert.pem'), 'utf8')).toBe(readFileSync(join(donor, 'ca-cert.pem'), 'utf8'));
     expect((await cli('check', '--dir', d)).code).toBe(0);
-  });
+  }, 120_000);
 
   it('renew-intermediate works with the root key and explains when it is offline', async () => {
     // A bare number is seconds: a six-minute intermediate is refused before anything is touched.
@@ -344,7 +344,7 @@ describe('the ca commands, as an operator runs them', () => {
     const offline = await cli('renew-intermediate', '--dir', cliDir);
     expect(offline.code).toBe(1);
     expect(offline.stderr).toMatch(/^meshcert: the root key is offline: /);
-  });
+  }, 120_000);
 
   it('import-istiod copies a CA and refuses to overwrite one', async () => {
     const target = join(base, 'imported');
@@ -368,5 +368,5 @@ describe('the ca commands, as an operator runs them', () => {
       expect(r.stderr).toMatch(/: invalid duration "99999999999d": at most 36500d/);
     }
     expect(Object.fromEntries(readdirSync(cliDir).filter((f) => f.endsWith('.pem')).map((f) => [f, readFileSync(join(cliDir, f), 'utf8')]))).toEqual(files);
-  });
+  }, 120_000);
 });

@@ -155,7 +155,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     const na = await runCli(['config', 'check', noAuth]);
     expect(na.code).toBe(1);
     expect(na.stderr).toMatch(/no-auth\.yaml cannot be served:\n {2}- auth\.clusters: no authentication configured/);
-  });
+  }, 120_000);
 
   it('config check refuses a CA whose name constraints leave out the serving names, and warns about policy names the CA cannot certify', async () => {
     await writeConstrainedCaDir(join(dir, 'constrained-ca'), nameConstraints({ uri: ['cluster.local'], dns: ['.svc.example.com'], ip: ['10.0.0.0/8'] }));
@@ -319,7 +319,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     const devless = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', configFile, '--data-dir', join(dir, 'no-dev-issuer')]);
     expect(devless.code).toBe(2);
     expect(devless.stderr.trim()).toMatch(/^meshcert: no token: pass --token or --token-file \(no dev token issuer under .* to mint one: "meshcert serve --dev" creates it\)$/);
-  });
+  }, 120_000);
 
   it('refuses a device, a named pipe or an oversized file where a file is named (and a file where a directory is), at once, with what it is', async () => {
     const fifoDir = join(dir, 'fifo-ca');
@@ -346,11 +346,11 @@ describe('the meshcert CLI, as a user runs it', () => {
     // A path through a file: what is wrong with it, not an "unexpected error".
     cases.push([['ca', 'init', '--dir', join(big, 'sub')], 1, `meshcert: cannot mkdir ${join(big, 'sub')}: a part of the path is a file, not a directory (ENOTDIR)`]);
     for (const [args, code, message] of cases) {
-      const r = await runCli(args, { timeoutMs: 20_000 });
+      const r = await runCli(args, { timeoutMs: 60_000 });
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(code);
       expect(r.stderr + r.stdout).toContain(message);
     }
-  });
+  }, 120_000);
 
   it('each command answers --help with its own usage (exit 0), as does "help COMMAND"', async () => {
     for (const [cmd, first] of [['serve', 'meshcert serve --config FILE'], ['request', 'meshcert request --ns'], ['discover', 'meshcert discover'], ['certs', 'meshcert certs list'], ['ca', 'meshcert ca init'], ['policy', 'meshcert policy explain']]) {
@@ -371,7 +371,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     const general = await runCli(['help', '--help']);
     expect(general.code).toBe(0);
     expect(general.stdout).toContain('meshcert serve');
-  });
+  }, 120_000);
 
   it('serve answers gRPC health and request gets a verified chain written to --out', async () => {
     server = await startServe(['--config', configFile]);
@@ -404,7 +404,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     const printed = /serial=([0-9A-F]+)/.exec(openssl(['x509', '-noout', '-serial', '-in', 'chain.pem'], { 'chain.pem': readFileSync(join(out, 'cert-chain.pem'), 'utf8') }))![1]!;
     expect(printed).toMatch(/^01/);
     expect(j.serial).toBe(printed.toLowerCase().replace(/^0+/, ''));
-  });
+  }, 120_000);
 
   it('request reports a refusal with its gRPC code and exit code 1', async () => {
     const r = await runCli([

@@ -38,7 +38,7 @@ describe.each([1, 2])('server.shutdownDelay with server.workers: %i', (workers) 
       const r = await fetch(`http://127.0.0.1:${admin}/readyz`);
       return { status: r.status, checks: ((await r.json()) as { checks: Array<{ name: string; ok: boolean }> }).checks };
     };
-    await vi.waitFor(async () => expect((await readyz()).status).toBe(200), { timeout: 10_000 });
+    await vi.waitFor(async () => expect((await readyz()).status).toBe(200), { timeout: 30_000 });
 
     const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
     const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);
@@ -50,7 +50,7 @@ describe.each([1, 2])('server.shutdownDelay with server.workers: %i', (workers) 
       expect(await health(before)).toBe(SERVING);
 
       s.child.kill('SIGTERM');
-      await vi.waitFor(() => expect(s.output()).toMatch(/"msg":"shutdown delay: reporting not ready, still serving"/), { timeout: 10_000 });
+      await vi.waitFor(() => expect(s.output()).toMatch(/"msg":"shutdown delay: reporting not ready, still serving"/), { timeout: 30_000 });
       const notReady = await readyz();
       expect(notReady.status).toBe(503);
       expect(notReady.checks).toContainEqual(expect.objectContaining({ name: 'shutdown', ok: false }));
@@ -64,7 +64,7 @@ describe.each([1, 2])('server.shutdownDelay with server.workers: %i', (workers) 
             fresh.destroy();
           }
         }
-      });
+      }, { timeout: 30_000, interval: 200 });
 
       // Still serving: on the connection open before SIGTERM, and on new ones.
       expect((await unaryCall(before, CREATE, body, headers)).grpcStatus).toBe(0);

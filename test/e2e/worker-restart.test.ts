@@ -65,7 +65,7 @@ describe('worker processes that die', () => {
     const s = server;
     const issue = await issuer(s, dir);
     // startServe returns at the first worker's 'serving'; the primary is up once both are.
-    await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+    await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
     // Each worker logs that it serves (log lines are flushed every 250 ms, so wait for both).
     const workerServing = (): number => (s.output().match(/"worker":\d+,"listen"[^\n]*"msg":"meshcert serving"/g) ?? []).length;
     await expect.poll(workerServing, { timeout: 5_000 }).toBe(2);
@@ -77,7 +77,7 @@ describe('worker processes that die', () => {
     await expect.poll(() => s.output(), { timeout: 10_000 }).toMatch(/"msg":"worker died; starting a replacement"/);
     expect(await issue()).toBe(0);
     // Ready counts a replacement once it listens, not while it starts.
-    await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+    await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
     await expect.poll(workerServing, { timeout: 5_000, message: 'the replacement logs that it serves (log lines are flushed every 250 ms)' }).toBe(3);
 
     // Now a replacement cannot start (its CA key is gone): the primary retries, and serves on
@@ -86,7 +86,7 @@ describe('worker processes that die', () => {
     renameSync(key, `${key}.away`);
     const second = workerPids(s.child.pid!);
     process.kill(second[0]!, 'SIGKILL');
-    await expect.poll(() => (s.output().match(/"msg":"replacement worker failed to start; retrying"/g) ?? []).length, { timeout: 20_000 }).toBeGreaterThanOrEqual(2);
+    await expect.poll(() => (s.output().match(/"msg":"replacement worker failed to start; retrying"/g) ?? []).length, { timeout: 90_000 }).toBeGreaterThanOrEqual(2);
     // Replacements come and go meanwhile; readiness counts none of them (sampled for 2 s).
     const seen = new Set<string>();
     for (let t = Date.now(); Date.now() - t < 2_000; await new Promise((r) => setTimeout(r, 40))) seen.add(await readiness(s.output));
@@ -94,13 +94,13 @@ describe('worker processes that die', () => {
     for (let i = 0; i < 4; i++) expect(await issue()).toBe(0);
     // The key is back: a later retry serves.
     renameSync(`${key}.away`, key);
-    await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+    await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
     expect(await issue()).toBe(0);
 
     s.child.kill('SIGTERM');
     expect(await s.exited).toBe(0);
     expect(tagged(tag), 'no worker outlives the primary').toEqual([]);
-  }, 90_000);
+  }, 240_000);
 
   it('/metrics answers while replacements start and fail, with the serving worker\'s counts', async () => {
     const { dir: d, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2 }));
@@ -108,7 +108,7 @@ describe('worker processes that die', () => {
     try {
       const s = (started = await startServe(['--config', config]));
       const issue = await issuer(s, d);
-      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
       const admin = /"port":(\d+),"msg":"admin server listening"/.exec(s.output())![1];
       const scrape = async (): Promise<{ status: number; ms: number; body: string }> => {
         const t = Date.now();
@@ -122,7 +122,7 @@ describe('worker processes that die', () => {
       renameSync(join(d, 'data/ca/ca-key.pem'), join(d, 'ca-key.pem.away'));
       const [victim, survivor] = workerPids(s.child.pid!);
       process.kill(victim!, 'SIGKILL');
-      await expect.poll(() => s.output(), { timeout: 20_000 }).toMatch(/"msg":"replacement worker failed to start; retrying"/);
+      await expect.poll(() => s.output(), { timeout: 45_000 }).toMatch(/"msg":"replacement worker failed to start; retrying"/);
       for (let i = 0; i < 2; i++) expect(await issue()).toBe(0); // served by the survivor
       for (let t = Date.now(); Date.now() - t < 3_000; ) {
         const r = await scrape();
@@ -139,7 +139,7 @@ describe('worker processes that die', () => {
       killIfRunning(started);
       rmSync(d, { recursive: true, force: true });
     }
-  }, 60_000);
+  }, 150_000);
 
   it('/metrics reports a worker that does not answer in time with its last answer, so the sums do not drop', async () => {
     const { dir: d, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2 }));
@@ -148,7 +148,7 @@ describe('worker processes that die', () => {
     try {
       const s = (started = await startServe(['--config', config]));
       const issue = await issuer(s, d);
-      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
       const admin = /"port":(\d+),"msg":"admin server listening"/.exec(s.output())![1];
       const scrape = async (): Promise<{ issued: number; unanswered: number; ms: number }> => {
         const t = Date.now();
@@ -174,7 +174,7 @@ describe('worker processes that die', () => {
       killIfRunning(started);
       rmSync(d, { recursive: true, force: true });
     }
-  }, 60_000);
+  }, 150_000);
 
   it('a shutdown while replacements keep failing exits at once with code 0 and leaves no worker behind', async () => {
     const { dir: d, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2 }));
@@ -182,11 +182,11 @@ describe('worker processes that die', () => {
     try {
       const tag = randomUUID();
       const s = (started = await startServe(['--config', config], { MESHCERT_TEST_TAG: tag }));
-      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
       expect(tagged(tag)).toHaveLength(3); // the primary and its two workers
       renameSync(join(d, 'data/ca/ca-key.pem'), join(d, 'ca-key.pem.away'));
       process.kill(workerPids(s.child.pid!)[0]!, 'SIGKILL');
-      await expect.poll(() => s.output(), { timeout: 20_000 }).toMatch(/"msg":"replacement worker failed to start; retrying"/);
+      await expect.poll(() => s.output(), { timeout: 45_000 }).toMatch(/"msg":"replacement worker failed to start; retrying"/);
       s.child.kill('SIGTERM');
       expect(await s.exited).toBe(0);
       expect(tagged(tag), 'no worker, nor a replacement still starting, outlives the primary').toEqual([]);
@@ -195,7 +195,7 @@ describe('worker processes that die', () => {
       killIfRunning(started);
       rmSync(d, { recursive: true, force: true });
     }
-  }, 60_000);
+  }, 150_000);
 
   it('when every worker dies at once, a new connection waits for a replacement; a shutdown after that still exits', async () => {
     const { dir: d, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2 }));
@@ -204,7 +204,7 @@ describe('worker processes that die', () => {
       const s = (started = await startServe(['--config', config]));
       const issue = await issuer(s, d);
       const died = (): number => (s.output().match(/"msg":"worker died; starting a replacement"/g) ?? []).length;
-      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
       // Both workers have been handed connections.
       expect(await issue()).toBe(0);
       expect(await issue()).toBe(0);
@@ -217,10 +217,10 @@ describe('worker processes that die', () => {
 
       // Again, and this time no connection after the replacements: every worker that was ever
       // handed a connection is gone when the shutdown comes, and it still exits cleanly.
-      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
       for (const pid of workerPids(s.child.pid!)) process.kill(pid, 'SIGKILL');
       await expect.poll(died, { timeout: 10_000 }).toBe(4);
-      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
       s.child.kill('SIGTERM');
       expect(await s.exited).toBe(0);
       expect(s.output()).toMatch(/"msg":"stopped"/);
@@ -228,7 +228,7 @@ describe('worker processes that die', () => {
       killIfRunning(started);
       rmSync(d, { recursive: true, force: true });
     }
-  }, 90_000);
+  }, 200_000);
 
   it.skipIf(dedicatedClusterSkipReason() !== null)('with inventory.failClosed, a replacement started while the inventory refuses refuses too', async () => {
     const cluster = await startDedicatedCluster();
@@ -238,18 +238,18 @@ describe('worker processes that die', () => {
     try {
       const s = (started = await startServe(['--config', config]));
       const issue = await issuer(s, d);
-      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
       expect(await issue()).toBe(0);
       await stopPostgres(cluster);
       // Both workers refuse once the primary has seen the store fail and told them.
-      await expect.poll(async () => [await issue(), await issue(), await issue(), await issue()], { timeout: 20_000, interval: 250 }).toEqual([14, 14, 14, 14]);
+      await expect.poll(async () => [await issue(), await issue(), await issue(), await issue()], { timeout: 45_000, interval: 250 }).toEqual([14, 14, 14, 14]);
       process.kill(workerPids(s.child.pid!)[0]!, 'SIGKILL');
       await expect.poll(() => s.output(), { timeout: 10_000 }).toMatch(/"msg":"worker died; starting a replacement"/);
-      await expect.poll(() => readiness(s.output), { timeout: 20_000 }).toBe('2/2 workers serving');
+      await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
       // New connections go to the worker with the fewest: the replacement among them.
       for (let i = 0; i < 6; i++) expect(await issue()).toBe(14);
       await startPostgres(cluster);
-      await expect.poll(() => issue(), { timeout: 20_000, interval: 250 }).toBe(0);
+      await expect.poll(() => issue(), { timeout: 45_000, interval: 250 }).toBe(0);
       s.child.kill('SIGTERM');
       expect(await s.exited).toBe(0);
     } finally {
@@ -258,5 +258,5 @@ describe('worker processes that die', () => {
       await db.drop().catch(() => {});
       await destroyDedicatedCluster(cluster);
     }
-  }, 120_000);
+  }, 240_000);
 });

@@ -83,7 +83,7 @@ describe('admission of a unary call', () => {
     expect(r.grpcStatus).toBe(Status.OK);
     expect(r.body.length).toBe(5 + 3000);
     expect(seen.asked).toEqual([2, 3000]);
-    await vi.waitFor(() => expect(seen.released).toBe(2));
+    await vi.waitFor(() => expect(seen.released).toBe(2), { timeout: 10_000 });
   });
 
   it('is not held by a client that sent a length prefix and stalled', async () => {
@@ -123,7 +123,7 @@ describe('admission of a unary call', () => {
     await new Promise((r) => setTimeout(r, 100)); // the server has seen the cancel
     expect(seen.released, 'the work goes on after the cancel, so the admission must too').toBe(0);
     finish();
-    await vi.waitFor(() => expect(seen.released).toBe(1));
+    await vi.waitFor(() => expect(seen.released).toBe(1), { timeout: 10_000 });
   });
 
   it('is released at close when the admitted message does not decode', async () => {
@@ -134,7 +134,7 @@ describe('admission of a unary call', () => {
     expect(r.grpcMessage).toBe("the request message could not be decoded as Echo's request");
     expect(seen.asked).toEqual([4]);
     expect(seen.handled).toBe(0);
-    await vi.waitFor(() => expect(seen.released).toBe(1));
+    await vi.waitFor(() => expect(seen.released).toBe(1), { timeout: 10_000 });
   });
 
   it('weighs a compressed message by its inflated size', async () => {
@@ -144,7 +144,7 @@ describe('admission of a unary call', () => {
     const r = await reply;
     expect(r.grpcStatus).toBe(Status.OK);
     expect(seen.asked).toEqual([2000]);
-    await vi.waitFor(() => expect(seen.released).toBe(1));
+    await vi.waitFor(() => expect(seen.released).toBe(1), { timeout: 10_000 });
   });
 });
 

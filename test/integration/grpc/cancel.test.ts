@@ -49,7 +49,7 @@ async function hold(session: ClientHttp2Session, headers = {}): Promise<{ call: 
   const before = waiting.length;
   const { stream, reply } = startCall(session, held.path, headers);
   stream.end(frameMessage(Buffer.from('x')));
-  await vi.waitFor(() => expect(waiting.length).toBe(before + 1));
+  await vi.waitFor(() => expect(waiting.length).toBe(before + 1), { timeout: 10_000 });
   return { ...waiting[before]!, stream, reply };
 }
 
@@ -67,7 +67,7 @@ describe('CallInfo.cancelled', () => {
     const s = open();
     const h = await hold(s);
     h.stream.close(constants.NGHTTP2_CANCEL);
-    await vi.waitFor(() => expect(h.call.cancelled()).toBe(true));
+    await vi.waitFor(() => expect(h.call.cancelled()).toBe(true), { timeout: 10_000 });
     h.release();
     // The connection serves on.
     expect((await unaryCall(s, '/t.T/Missing', frameMessage(Buffer.alloc(0)))).grpcStatus).toBe(12);
@@ -77,7 +77,7 @@ describe('CallInfo.cancelled', () => {
     const s = open();
     const h = await hold(s);
     s.destroy();
-    await vi.waitFor(() => expect(h.call.cancelled()).toBe(true));
+    await vi.waitFor(() => expect(h.call.cancelled()).toBe(true), { timeout: 10_000 });
     h.release();
   });
 
@@ -85,10 +85,10 @@ describe('CallInfo.cancelled', () => {
     const s = open();
     const { stream } = startCall(s, watch.path);
     stream.end(frameMessage(Buffer.from('w')));
-    await vi.waitFor(() => expect(watching).toHaveLength(1));
+    await vi.waitFor(() => expect(watching).toHaveLength(1), { timeout: 10_000 });
     expect(watching[0]!.cancelled()).toBe(false);
     stream.close(constants.NGHTTP2_CANCEL);
-    await vi.waitFor(() => expect(watching[0]!.cancelled()).toBe(true));
+    await vi.waitFor(() => expect(watching[0]!.cancelled()).toBe(true), { timeout: 10_000 });
   });
 
   it("ends a server stream when its grpc-timeout passes: DEADLINE_EXCEEDED in the trailers after what it sent, and cancelled turns true", async () => {
@@ -96,7 +96,7 @@ describe('CallInfo.cancelled', () => {
     const before = watching.length;
     const { stream, reply } = startCall(s, watch.path, { 'grpc-timeout': '150m' });
     stream.end(frameMessage(Buffer.from('w')));
-    await vi.waitFor(() => expect(watching).toHaveLength(before + 1));
+    await vi.waitFor(() => expect(watching).toHaveLength(before + 1), { timeout: 10_000 });
     const r = await reply;
     expect(r.trailersOnly).toBe(false);
     expect(r.body.subarray(5).toString()).toBe('first');

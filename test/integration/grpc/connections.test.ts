@@ -115,7 +115,8 @@ describe('server.maxConnections with connections that hold a slot for nothing', 
   }, 20_000);
 
   it('gives the slot of an established connection with no unary call (a Watch alone) to a new one; one with a call in progress keeps it', async () => {
-    const { server: s, port: p, ca: pem, shed: reasons } = await evictingServer({});
+    // Idle after 3 s: the two handshakes and calls before the refusal below must fit in it, on a loaded host too.
+    const { server: s, port: p, ca: pem, shed: reasons } = await evictingServer({ evictAfterMs: { pending: 1_500, idle: 3_000 } });
     try {
       const parked = connections.open(p, pem);
       const w = startCall(parked, watch.path);
@@ -125,7 +126,7 @@ describe('server.maxConnections with connections that hold a slot for nothing', 
       // Fresh connections are not evicted: a third is refused at once.
       expect(await echo(connections.open(p, pem))).toBe('no connection');
       expect(reasons).toEqual(['max_connections']);
-      await new Promise((r) => setTimeout(r, 700));
+      await new Promise((r) => setTimeout(r, 3_100));
       // Both are idle now (the Watch does not count); the oldest, the parked one, goes.
       const parkedClosed = new Promise<void>((resolve) => parked.once('close', () => resolve()));
       const fresh = connections.open(p, pem);

@@ -79,7 +79,7 @@ describe('memory pressure in the transport', () => {
     expect(await call(idle)).toBe(String(Status.OK));
     expect(await call(busy)).toBe(String(Status.OK));
     const inFlight = call(busy, slow.path);
-    await vi.waitFor(() => expect(releaseSlow).toBeDefined()); // the slow call is open on the server
+    await vi.waitFor(() => expect(releaseSlow).toBeDefined(), { timeout: 10_000 }); // the slow call is open on the server
     let busyGoaway = false;
     busy.on('goaway', () => (busyGoaway = true));
 
@@ -142,7 +142,7 @@ describe('memory pressure in the transport', () => {
     const watching = open();
     const watch = startCall(watching, watchCodec.path);
     watch.stream.end(frameMessage(Buffer.from('w')));
-    await vi.waitFor(() => expect(watchers).toBe(1));
+    await vi.waitFor(() => expect(watchers).toBe(1), { timeout: 10_000 });
     await sleep(1100);
 
     pressure.sample(true);

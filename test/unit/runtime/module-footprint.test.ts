@@ -19,5 +19,5 @@ describe('module footprint of a serving process (SQLite inventory, no Kubernetes
     const loaded = JSON.parse(out) as string[];
     expect(loaded).toContain('pino'); // the probe sees the packages that are loaded
     for (const heavy of ['pg', '@grpc/grpc-js', '@kubernetes/client-node', '@peculiar/x509', 'pkijs']) expect(loaded).not.toContain(heavy);
-  });
+   }, 90_000);
 });

@@ -22,15 +22,15 @@ function swapWithPendingSignal(swap: 'handOverSignal' | 'off-then-on'): string {
     else { process.off('SIGTERM', early); process.on('SIGTERM', late); }
     setTimeout(() => { console.log('done'); process.exit(0); }, 300);
   `;
-  return execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 20_000 }).trim();
+  return execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 }).trim();
 }
 
 describe('handOverSignal', () => {
   it('never leaves a moment without a handler: a signal caught during the swap reaches the new one', () => {
     expect(swapWithPendingSignal('handOverSignal')).toBe('late\ndone');
-  });
+  }, 90_000);
 
   it('is needed: removing the old handler first drops that signal (Node stops watching with no listener)', () => {
     expect(swapWithPendingSignal('off-then-on')).toBe('done');
-  });
+  }, 90_000);
 });
