@@ -105,6 +105,9 @@ async function main(argv: string[]): Promise<number> {
     console.log(one ? await one() : await usage());
     return cmd ? 0 : 2;
   }
+  // A serving process reloads on SIGHUP, whose default action ends the process: from the first
+  // moment, not once its modules have loaded (serve reads its config after, so none is lost).
+  if (cmd === 'serve' || cmd === 'worker') process.on('SIGHUP', () => {});
   const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!load) throw new UsageError(`unknown command "${cmd}"; run "meshcert help"`);
   // Before the command parses its options (none of them takes --help); a value after `--` is not asked for help.

@@ -59,10 +59,13 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
     throw e;
   }
   const { material, interrupted } = served;
-  if (interrupted) logger.warn({ dir }, interrupted);
-  else warnPendingStep(dir, logger);
   const issuer = new LocalIssuer('default', material);
-  if (!o.quiet) reportExpiredRoots(issuer, dir, logger);
+  // A quiet load is followed by the one that serves, which says all this.
+  if (!o.quiet) {
+    if (interrupted) logger.warn({ dir }, interrupted);
+    else warnPendingStep(dir, logger);
+    reportExpiredRoots(issuer, dir, logger);
+  }
   selfTestTrustDomains(issuer, config);
   return issuer;
 }

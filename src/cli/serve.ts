@@ -5,7 +5,7 @@ import { assertServable } from '../config/servable.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { mintDevToken } from '../dev/token-issuer.js';
 import { createLogger, type Logger } from '../log/logger.js';
-import { runServer } from '../runtime/serve.js';
+import { runServer, type RunningServer } from '../runtime/serve.js';
 import { handOverSignal } from '../runtime/signals.js';
 import { serialHex } from '../x509/serial-hex.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
@@ -19,22 +19,30 @@ meshcert serve --dev              run the local demo: loopback, self-created CA,
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, { config: { type: 'string' }, dev: { type: 'boolean', default: false } });
   if (v.dev === Boolean(v.config)) throw new UsageError(`serve needs exactly one of --config FILE or --dev\n${SERVE_USAGE}`);
+  // SIGHUP asks for a reload. Its default action ends the process, so this one handler stays for
+  // the whole life of the process, from before the config is read: while starting, the request is
+  // kept and the reload runs once started (the config it asks for may already be on disk, read or
+  // not); once the drain has begun, it is ignored.
+  let server: RunningServer | undefined = undefined;
+  let logger: Logger | undefined = undefined;
+  let earlyHup = false;
+  const noteEarlyHup = (): void => logger?.info('SIGHUP received while starting; the configuration is reloaded once started');
+  process.on('SIGHUP', () => {
+    if (server) {
+      if (!server.requestReload('SIGHUP')) logger?.info('SIGHUP received while shutting down; ignored');
+    } else {
+      if (!earlyHup) noteEarlyHup();
+      earlyHup = true;
+    }
+  });
   const loaded = v.config ? loadConfigFile(v.config) : undefined;
   const config: MeshcertConfig = loaded ? loaded.config : parseConfig(DEV_CONFIG, process.env, 'the embedded dev config');
   assertServable(config, v.config ?? 'the embedded dev config');
-  const logger = createLogger(config.log.level);
+  logger = createLogger(config.log.level);
+  if (earlyHup) noteEarlyHup();
   // Logged rather than fatal in the process that owns the inventory and the controllers: a stray
   // rejection there must not take the whole replica down with records still buffered.
   process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection'));
-  // SIGHUP's default action ends the process. One that comes while starting is kept, and the
-  // reload runs once started: the config it asks for may already be on disk, and dropped, it
-  // would never be applied (the file watch compares with the file as it is once started).
-  let earlyHup = false;
-  const noteEarlyHup = (): void => {
-    if (!earlyHup) logger.info('SIGHUP received while starting; the configuration is reloaded once started');
-    earlyHup = true;
-  };
-  process.on('SIGHUP', noteEarlyHup);
   // A stop asked for while starting is kept and honoured once started: as PID 1 in a container, a
   // signal without a handler would be dropped, and the pod would serve on until it is killed.
   // A second one ends the process at once: a start that hangs (an unreachable database, say) must
@@ -54,17 +62,17 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const earlyInt = (): void => noteEarlyStop('SIGINT');
   process.on('SIGTERM', earlyTerm);
   process.on('SIGINT', earlyInt);
-  const server = await runServer(config, logger, v.config && loaded ? { configFile: v.config, configText: loaded.text } : {});
-  process.off('SIGHUP', noteEarlyHup); // the reloader's own handler is in place
-  if (earlyHup) server.requestReload('SIGHUP while starting');
-  const { port } = server;
-  const close = (): Promise<void> => server.close();
+  const running = await runServer(config, logger, v.config && loaded ? { configFile: v.config, configText: loaded.text } : {});
+  server = running;
+  if (earlyHup && earlyStop === undefined) running.requestReload('SIGHUP while starting');
+  const { port } = running;
+  const close = (): Promise<void> => running.close();
 
   let stopping = false;
   const stop = (signal: string): void => {
     // A second signal ends server.shutdownDelay (an operator in a hurry, or Ctrl-C twice).
     if (stopping) {
-      if (server.endShutdownDelay()) logger.info({ signal }, 'shutdown delay ended early');
+      if (running.endShutdownDelay()) logger.info({ signal }, 'shutdown delay ended early');
       return;
     }
     stopping = true;

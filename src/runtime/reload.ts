@@ -1,7 +1,8 @@
-import { readFileSync, unwatchFile, watchFile } from 'node:fs';
+import { unwatchFile, watchFile, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { CA_FILES } from '../ca/files.js';
 import { caDirectories, loadConfigFile } from '../config/load.js';
+import { MAX_CONFIG_BYTES, readTextFile } from '../fs/read-file.js';
 import { assertServable } from '../config/servable.js';
 import { restartOnlyChanges } from '../config/restart-only.js';
 import type { MeshcertConfig } from '../config/schema.js';
@@ -26,8 +27,9 @@ export interface ReloadOptions {
 }
 
 /**
- * Hot reload of policy, issuers, revoked client certificates and token issuers' key files on SIGHUP
- * and when the config file, a CA file or a jwksFile changes.
+ * Hot reload of policy, issuers, revoked client certificates and token issuers' key files when
+ * asked (trigger(): the serve command forwards SIGHUP, whose handler it keeps for the whole life
+ * of the process) and when the config file, a CA file or a jwksFile changes.
  * A new config that does not validate, or whose CAs do not load, is rejected with one log line
  * and a metric; the running state stays in force. In-flight calls finish with what they began.
  */
@@ -36,11 +38,13 @@ export class Reloader {
   private readonly reasons = new Set<string>();
   private running: Promise<void> = Promise.resolve();
   private readonly watched = new Set<string>();
-  private readonly onSighup = (): void => this.trigger('SIGHUP');
-  /** Set by start(): until then a file change is only noted (the server cannot apply one yet). */
+  /** Set by start(), unset by stop(): until then a file change is only noted (the server cannot apply one yet). */
   private listening = false;
   private changedBeforeStart = false;
-  private readonly onFileChange = (): void => {
+  private readonly onFileChange = (curr: Stats, prev: Stats): void => {
+    // fs.watchFile reports a file missing when the watch begins as a change (zeroed stats, both):
+    // an optional file that is not there (cert-chain.pem, say) is no reason to reload.
+    if (curr.mtimeMs === 0 && prev.mtimeMs === 0) return;
     if (this.listening) this.trigger('file change');
     else this.changedBeforeStart = true;
   };
@@ -62,7 +66,6 @@ export class Reloader {
   }
 
   start(): void {
-    process.on('SIGHUP', this.onSighup);
     this.listening = true;
     this.watchFiles(this.o.current());
     if (this.changedBeforeStart) this.trigger('file change during startup');
@@ -74,14 +77,14 @@ export class Reloader {
   /** The file's text, or undefined when it cannot be read now (a reload then says why). */
   private textNow(file: string): string | undefined {
     try {
-      return readFileSync(file, 'utf8');
+      return readTextFile(file, MAX_CONFIG_BYTES);
     } catch {
       return undefined;
     }
   }
 
+  /** Ends watching and reloading: a reload asked for from here on is not run. */
   stop(): void {
-    process.off('SIGHUP', this.onSighup);
     this.listening = false;
     if (this.timer) clearTimeout(this.timer);
     for (const f of this.watched) unwatchFile(f, this.onFileChange);
@@ -89,7 +92,9 @@ export class Reloader {
   }
 
   /** Debounced: editors and Kubernetes' atomic writer touch several files in a burst. */
-  trigger(reason: string): void {
+  /** Asks for a reload; false when the reloader is not running (before start(), after stop()). */
+  trigger(reason: string): boolean {
+    if (!this.listening) return false;
     if (this.timer) clearTimeout(this.timer);
     // One reload for the burst, logged with every reason in it (a SIGHUP and the file change it follows).
     this.reasons.add(reason);
@@ -103,6 +108,7 @@ export class Reloader {
       );
     }, 300);
     this.timer.unref();
+    return true;
   }
 
   async reload(reason: string): Promise<boolean> {
@@ -111,6 +117,10 @@ export class Reloader {
       next = this.o.configFile ? loadConfigFile(this.o.configFile).config : this.o.current();
       // A file the next start would refuse is refused now, while the server can still say so.
       if (this.o.configFile) assertServable(next, this.o.configFile);
+      // Its files are watched before they are read, and stay watched if it is rejected: a CA
+      // directory the config names before its files are there (ConfigMap and Secret volumes
+      // update apart) is reloaded when they arrive, not left until the next SIGHUP.
+      if (this.listening) this.watchFiles(next, { prune: false });
       await this.o.apply(next);
     } catch (err) {
       this.o.metrics?.reloads.inc({ result: 'rejected' });
@@ -124,21 +134,21 @@ export class Reloader {
     if (pending.length > 0) {
       this.o.logger.warn({ settings: pending }, 'these settings changed in the config but take effect only after a restart; the running server still uses the values it started with');
     }
-    this.watchFiles(next);
+    if (this.listening) this.watchFiles(next);
     return true;
   }
 
-  private watchFiles(config: MeshcertConfig): void {
+  /** Watches `config`'s files; with `prune`, no longer those of CAs it does not name (their edits are not reloads). */
+  private watchFiles(config: MeshcertConfig, o: { prune: boolean } = { prune: true }): void {
     const files = [
       ...(this.o.configFile ? [this.o.configFile] : []),
       ...caDirectories(config).flatMap(({ dir: d }) => [CA_FILES.cert, CA_FILES.key, CA_FILES.chain, CA_FILES.root].map((f) => join(d, f))),
       // A token issuer's key file (its keys rotate); authentication is built at start, so from there.
       ...this.started.auth.clusters.flatMap((c) => c.jwt.flatMap((j) => (j.jwksFile ? [j.jwksFile] : []))),
     ];
-    // Files of CAs the config no longer names stop being watched: their edits are not reloads.
     const wanted = new Set(files);
     for (const f of this.watched) {
-      if (wanted.has(f)) continue;
+      if (!o.prune || wanted.has(f)) continue;
       unwatchFile(f, this.onFileChange);
       this.watched.delete(f);
     }

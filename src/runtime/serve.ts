@@ -30,8 +30,8 @@ export interface RunningServer {
   readonly workers: number;
   /** Re-reads the config and applies it now; false when it was rejected. */
   reload(reason?: string): Promise<boolean>;
-  /** Queues a reload as SIGHUP does: debounced, after any reload under way. */
-  requestReload(reason: string): void;
+  /** Queues a reload: debounced, after any reload under way; false once the server is stopping (none then). */
+  requestReload(reason: string): boolean;
   /** Stops, after server.shutdownDelay (reporting not ready meanwhile, still serving). */
   close(): Promise<void>;
   /** Ends a shutdown delay under way now; false when none is. */
@@ -128,9 +128,12 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   }
   monitor.start();
   controllers = await startControllers(config, issuers, logger, inventory ? (rec) => inventory.record(rec) : undefined).catch(async (e: unknown) => {
+    // What runs already stops; the reason the start failed stays the error (a failure while
+    // stopping is logged: calls were served, and their records are being written).
     reloader.stop();
-    await stopServing();
-    await inventory?.close().catch(() => {});
+    monitor.stop();
+    await stopServing().catch((err: unknown) => logger.error({ err }, 'cleanup after a failed start'));
+    await inventory?.close().catch((err: unknown) => logger.error({ err }, 'inventory could not be flushed completely'));
     throw e;
   });
   reloader.start();

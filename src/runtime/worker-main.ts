@@ -11,6 +11,10 @@ import { IpcSink } from './ipc-sink.js';
 
 /** Entry point of a forked worker: serve gRPC until the primary says to drain. */
 export async function workerMain(): Promise<number> {
+  // Signals are the primary's to handle, from the first moment: a Ctrl-C or a terminal's hangup
+  // reaches the whole process group (`kill -HUP -- -PGID` too), and a worker must drain on the
+  // primary's word and reload on it, not die mid-call (or fail the start) by a default action.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => {});
   // Listen to the primary from the start: a shutdown sent while this worker is still starting
   // (another worker failed to start) must not be lost, or it would serve until killed.
   let running: RunningMeshcert | undefined;
@@ -87,10 +91,6 @@ export async function workerMain(): Promise<number> {
 
   const { config, port } = await workerConfig();
   const logger = createLogger(config.log.level).child({ worker: cluster.worker?.id });
-  // Signals are the primary's to handle: a Ctrl-C reaches the whole process group, and a worker
-  // must drain on the primary's word, not die mid-call.
-  process.on('SIGINT', () => {});
-  process.on('SIGTERM', () => {});
   // A bug, not a request failure: log it and let the primary start a clean replacement.
   let shipPending = (): void => {};
   let failing = false;

@@ -1,5 +1,3 @@
-import { createRequire } from 'node:module';
-const require = createRequire(import.meta.url);
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -53,11 +51,11 @@ describe('SIGHUP reload across worker processes', () => {
     // Rewrite the file in place with the same size-ish content and signal at once (before the poller notices).
     writeFileSync(file, cfg('policy:\n  rules:\n    - name: freeze\n      match: { namespaces: [legacy] }\n      deny: frozen\n'));
     s.child.kill('SIGHUP');
-    await expect.poll(all, { timeout: 10_000, interval: 300 }).toEqual(Array(6).fill(status.PERMISSION_DENIED));
+    await expect.poll(all, { timeout: 45_000, interval: 300 }).toEqual(Array(6).fill(status.PERMISSION_DENIED));
     clients.forEach((c) => c.close());
     s.child.kill('SIGTERM');
     expect(await s.exited).toBe(0);
-  }, 60_000);
+  }, 120_000);
 
   it('applies a reload that arrives while every worker is dead in the replacements', async () => {
     const cfg = (policy: string) => serveConfigYaml({ workers: 2, extra: policy });
@@ -71,9 +69,9 @@ describe('SIGHUP reload across worker processes', () => {
     for (const w of workers) process.kill(w, 'SIGKILL');
     writeFileSync(file, cfg('policy:\n  rules:\n    - name: freeze\n      match: { namespaces: [legacy] }\n      deny: frozen\n'));
     s.child.kill('SIGHUP');
-    // Applied once replacements start (each loads the CLI through tsx): 6 s alone, 13 s seen beside
-    // another test run, and more than 20 s in a clean-clone CI run of the whole suite.
-    await expect.poll(() => /configuration reload applied/.test(s.output()), { timeout: 45_000 }).toBe(true).catch((e) => { require('fs').writeFileSync('/tmp/reload-fail-' + Date.now() + '.txt', s.output()); throw e; });
+    // Applied at once (no worker to ask); the replacements, each loading the CLI through tsx (more
+    // than 20 s seen in a clean-clone CI run of the whole suite), start with it.
+    await expect.poll(() => /configuration reload applied/.test(s.output()), { timeout: 45_000 }).toBe(true);
     // The replacements serve with the reloaded policy, not the one from startup.
     await expect.poll(all, { timeout: 45_000, interval: 300 }).toEqual(Array(6).fill(status.PERMISSION_DENIED));
     expect(s.output()).not.toMatch(/did not answer the reload/);
@@ -106,6 +104,29 @@ describe('SIGHUP reload across worker processes', () => {
     expect(await sixCalls(s.port, rootPem, csr, await mintToken({ ns: 'legacy', sa: 'app' }))).toEqual(Array(6).fill(status.PERMISSION_DENIED));
     s.child.kill('SIGTERM');
     expect(await s.exited).toBe(0);
+  }, 120_000);
+
+  it('takes SIGHUP anywhere: a worker sent one (a hangup reaches the whole process group) serves on, and the primary sent one through its shutdown exits 0', async () => {
+    const { s, rootPem } = await start('meshcert-sighup-everywhere-');
+    const workers = readFileSync(`/proc/${s.child.pid}/task/${s.child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    expect(workers).toHaveLength(2);
+    for (const w of workers) process.kill(w, 'SIGHUP');
+    s.child.kill('SIGHUP');
+    await expect.poll(() => /"reason":"SIGHUP","msg":"configuration reload applied"/.test(s.output()), { timeout: 45_000 }).toBe(true);
+    const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem;
+    expect(await sixCalls(s.port, rootPem, csr, await mintToken({ ns: 'default', sa: 'app' }))).toEqual(Array(6).fill('ok'));
+    expect(s.output()).not.toMatch(/worker died/);
+    // SIGHUP all through the shutdown: during the drain the reloader has stopped, and the signal's
+    // default action would end the process.
+    s.child.kill('SIGTERM');
+    const hups = setInterval(() => s.child.kill('SIGHUP'), 5);
+    try {
+      expect(await s.exited).toBe(0);
+    } finally {
+      clearInterval(hups);
+    }
+    expect(s.output()).toMatch(/"msg":"SIGHUP received while shutting down; ignored"/);
+    expect(s.output()).toMatch(/"msg":"stopped"/);
   }, 120_000);
 
   it("re-reads a token issuer's jwksFile when it changes: a withdrawn key stops working in every worker, cached tokens included", async () => {
@@ -170,9 +191,9 @@ describe('SIGHUP reload across worker processes', () => {
       const cutoff = new Date(notBefore + 1000).toISOString();
       writeFileSync(file, serveConfigYaml({ workers, extra: `  revokedClientCertificates:\n    - issuedBefore: "${cutoff}"\n      namespaces: [vm]\n${noBackdate}` }));
       s.child.kill('SIGHUP');
-      await expect.poll(applied, { timeout: 10_000 }).toBe(1);
+      await expect.poll(applied, { timeout: 45_000 }).toBe(1);
       // Each serving process says what it applied, through its own pipe: its line may come after the primary's.
-      await expect.poll(() => (s.output().match(/"revokedClientCertificates":1,[^\n]*"msg":"configuration reloaded"/g) ?? []).length, { timeout: 10_000 }).toBe(workers);
+      await expect.poll(() => (s.output().match(/"revokedClientCertificates":1,[^\n]*"msg":"configuration reloaded"/g) ?? []).length, { timeout: 45_000 }).toBe(workers);
       expect(s.output()).not.toMatch(/take effect only after a restart/);
       const revoked = `${status.UNAUTHENTICATED} client certificate for ${id} is revoked: its notBefore ${new Date(notBefore).toISOString()} is before ${cutoff} (auth.revokedClientCertificates[0]); authenticate with a service-account token to get a new certificate`;
       expect(await renewals(first)).toEqual(Array(6).fill(revoked));
@@ -185,7 +206,7 @@ describe('SIGHUP reload across worker processes', () => {
       // A reload that is rejected (a time without a zone) leaves the revocation in force.
       writeFileSync(file, serveConfigYaml({ workers, extra: `  revokedClientCertificates:\n    - issuedBefore: "2026-11-29T22:00:00"\n${noBackdate}` }));
       s.child.kill('SIGHUP');
-      await expect.poll(() => /"msg":"configuration reload rejected/.test(s.output()), { timeout: 10_000 }).toBe(true);
+      await expect.poll(() => /"msg":"configuration reload rejected/.test(s.output()), { timeout: 45_000 }).toBe(true);
       expect(await renewals(first)).toEqual(Array(6).fill(revoked));
       if (workers > 1) {
         // A replacement worker starts with the revocation in force.
@@ -198,7 +219,7 @@ describe('SIGHUP reload across worker processes', () => {
       s.child.kill('SIGTERM');
       expect(await s.exited).toBe(0);
     },
-    120_000,
+    240_000,
   );
 
   it('starts a replacement worker with what the running server applied, not with settings only a restart takes', async () => {
@@ -222,7 +243,7 @@ describe('SIGHUP reload across worker processes', () => {
     // issuance.backdate is set on the Authority at start: a reload does not apply it.
     writeFileSync(file, serveConfigYaml({ workers: 2, extra: 'issuance: { backdate: 30m }\n' }));
     s.child.kill('SIGHUP');
-    await expect.poll(() => /"settings":\["issuance.backdate"\].*take effect only after a restart/.test(s.output()), { timeout: 10_000 }).toBe(true);
+    await expect.poll(() => /"settings":\["issuance.backdate"\].*take effect only after a restart/.test(s.output()), { timeout: 45_000 }).toBe(true);
     const [victim] = readFileSync(`/proc/${s.child.pid}/task/${s.child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
     process.kill(victim!, 'SIGKILL');
     await expect.poll(() => /starting a replacement/.test(s.output()), { timeout: 20_000 }).toBe(true);

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -18,12 +18,6 @@ function configFile(name: string, extra: string): string {
   const path = join(dir, name);
   writeFileSync(path, BASE + extra);
   return path;
-}
-
-/** The CA files BASE names, as empty files: a watched file that is missing is reported changed once, at once (fs.watchFile). */
-function caFilesPresent(): void {
-  mkdirSync(join(dir, 'ca'), { recursive: true });
-  for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem']) writeFileSync(join(dir, 'ca', f), '');
 }
 
 describe('restartOnlyChanges', () => {
@@ -102,7 +96,6 @@ describe('Reloader', () => {
   });
 
   it('reloads at start a config file edited while the server started (the watch would compare with the edited file), and only then', async () => {
-    caFilesPresent();
     for (const edited of [true, false]) {
       const file = configFile(`started-${edited}.yaml`, '');
       const loaded = loadConfigFile(file);
@@ -128,7 +121,6 @@ describe('Reloader', () => {
   });
 
   it("reloads at start a file edited after watch() began (a token issuer's jwksFile the workers read as they start), and only then", async () => {
-    caFilesPresent();
     for (const edited of [true, false]) {
       const jwks = join(dir, `jwks-${edited}.json`);
       writeFileSync(jwks, '{"keys":[]}');
@@ -140,6 +132,8 @@ describe('Reloader', () => {
       const reloader = new Reloader({ configFile: file, loadedText: loaded.text, current: () => current, apply: async (next) => void applied.push((current = next)), logger, pollIntervalMs: 50 });
       reloader.watch();
       try {
+        // fs.watchFile takes its first look off the main thread: an edit before it is the baseline.
+        await new Promise((r) => setTimeout(r, 500));
         if (edited) {
           writeFileSync(jwks, '{"keys":[],"x":1}');
           await expect.poll(() => reloader.changedWhileStarting, { timeout: 10_000 }).toBe(true);
@@ -158,6 +152,54 @@ describe('Reloader', () => {
       } finally {
         reloader.stop();
       }
+    }
+  });
+
+  it('is not set off by a watched file that is missing (fs.watchFile reports one at once), only by one that appears', async () => {
+    const caDir = join(dir, 'ca-missing');
+    const file = configFile('missing.yaml', `issuers: [{ name: b, dir: ${caDir} }]\n`);
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const applied: MeshcertConfig[] = [];
+    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void applied.push((current = next)), logger: createLogger('silent'), pollIntervalMs: 50 });
+    reloader.watch();
+    try {
+      expect(reloader.watchedFiles).toContain(join(caDir, 'cert-chain.pem'));
+      await new Promise((r) => setTimeout(r, 500));
+      expect(reloader.changedWhileStarting).toBe(false);
+      reloader.start();
+      await new Promise((r) => setTimeout(r, 700)); // past the 300 ms debounce
+      expect(applied).toEqual([]);
+      mkdirSync(caDir);
+      writeFileSync(join(caDir, 'cert-chain.pem'), 'pem');
+      await expect.poll(() => applied.length, { timeout: 10_000 }).toBe(1);
+    } finally {
+      reloader.stop();
+    }
+  });
+
+  it('watches the files of a CA a rejected reload named: when they arrive (a Secret volume updated after the ConfigMap), they are reloaded', async () => {
+    const caDir = join(dir, 'ca-later');
+    const file = configFile('later.yaml', '');
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const applied: MeshcertConfig[] = [];
+    // Refused while the CA has no files, as loading it would be.
+    const apply = async (next: MeshcertConfig): Promise<void> => {
+      if (next.issuers.length > 0 && !existsSync(join(caDir, 'ca-cert.pem'))) throw new Error('CA directory has no ca-cert.pem');
+      applied.push((current = next));
+    };
+    const reloader = new Reloader({ configFile: file, current: () => current, apply, logger: createLogger('silent'), pollIntervalMs: 50 });
+    reloader.start();
+    try {
+      writeFileSync(file, `${BASE}issuers: [{ name: b, dir: ${caDir} }]\n`);
+      expect(await reloader.reload('test')).toBe(false);
+      expect(reloader.watchedFiles).toContain(join(caDir, 'ca-cert.pem'));
+      await new Promise((r) => setTimeout(r, 500)); // the watch's first look (off the main thread) is taken
+      mkdirSync(caDir);
+      writeFileSync(join(caDir, 'ca-cert.pem'), 'pem');
+      await expect.poll(() => applied.length, { timeout: 10_000 }).toBe(1);
+      expect(current.issuers.map((i) => i.name)).toEqual(['b']);
+    } finally {
+      reloader.stop();
     }
   });
 
