@@ -19,7 +19,8 @@ import { cryptoCeiling } from './lib/ceiling.js';
 import { ceilingFor, h2loadRowErrors, soakFlatness, validateResults, type FlatnessVerdict, type MemorySample, type Workload } from './lib/checks.js';
 import { buildGoStorm, goToolchainProblem, runGoStorm } from './lib/go-storm.js';
 import { decodeChain } from './lib/grpc-frame.js';
-import { prepare, runLoad, type LoadResult } from './lib/h2-client.js';
+import { leafMismatch } from './lib/leaf-check.js';
+import { prepare, runLoad, type LoadResult, type PreparedCall } from './lib/h2-client.js';
 import { hasH2load, runH2load, type H2loadResult } from './lib/h2load.js';
 import { startServer, writeConfig, type BenchServer } from './lib/server.js';
 import { round, summarize, type LatencySummary } from './lib/stats.js';
@@ -213,8 +214,9 @@ async function main(): Promise<void> {
 
     // Warm up (JIT, connections) on identities no row sends again.
     startPhase();
-    const warm = await runLoad(prepare(warmReqs), load);
-    checkSamples(warm, warmReqs.length, rootPem, 'warm-up', failures);
+    const warmCalls = prepare(warmReqs);
+    const warm = await runLoad(warmCalls, load);
+    checkSamples(warm, warmCalls, rootPem, 'warm-up', failures);
     endPhase('warm-up');
     warmReqs.length = 0;
 
@@ -222,10 +224,11 @@ async function main(): Promise<void> {
       startPhase();
       const cpu0 = srv.cpuSeconds();
       const perProcess0 = srv.cpuSecondsPerProcess();
-      const r = await runLoad(prepare(reqs), load);
+      const calls = prepare(reqs);
+      const r = await runLoad(calls, load);
       const cpu = srv.cpuSeconds() - cpu0;
       endPhase(scenario);
-      checkSamples(r, reqs.length, rootPem, scenario, failures);
+      checkSamples(r, calls, rootPem, scenario, failures);
       return { ...row(scenario, workload, 'node:http2, distinct CSR+token per call', r, cpu), cpuShare: shares(srv.cpuSecondsPerProcess(), perProcess0, cpu) };
     };
     let goStormBin: string | undefined;
@@ -305,7 +308,9 @@ async function main(): Promise<void> {
           results.rows.push(peakRow);
           // Latency at half of the measured peak, rate-limited.
           const rpsPerClient = Math.max(1, Math.floor(peak.perSecond / 2 / clients));
-          const { row: halfRow } = await h2loadRow(label, kind, 'h2load, fixed body at half of peak', `h2load ${label} at half of peak`, { ...base, rpsPerClient });
+          // Room for four times the streams of the peak run: h2load starts a call's clock when it
+          // gets a stream, so a pause that filled them all would hide the calls queued behind it.
+          const { row: halfRow } = await h2loadRow(label, kind, 'h2load, fixed body at half of peak', `h2load ${label} at half of peak`, { ...base, streams: base.streams * 4, rpsPerClient });
           results.rows.push({ ...halfRow, rateLimited: true, ceilingRatio: null });
         }
       } else {
@@ -386,7 +391,7 @@ async function main(): Promise<void> {
         driver: stormDriver === 'go' ? 'grpc-go' : 'node:http2',
         driverCpuSeconds: round(driverCpu, 2),
       };
-      verifySamples(storm, rootPem, 'storm', failures);
+      verifySamples(storm, stormCalls, rootPem, 'storm', failures);
       if (storm.ok !== stormCalls.length || storm.failed > 0 || storm.otherErrors > 0) {
         failures.push(`storm: ${storm.ok}/${stormCalls.length} served, ${storm.failed} failed after their retries (${storm.otherErrors} with a status never retried; codes ${JSON.stringify(storm.errorCodes)})`);
       }
@@ -398,7 +403,8 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       startPhase();
       const sampler = setInterval(() => samples.push({ t: Math.round((Date.now() - t0) / 1000), rssMb: round(srv.rssBytes() / 2 ** 20), pssMb: round(srv.pssBytes() / 2 ** 20) }), 5000);
-      const r = await runLoad(prepare(rsaReqs), { ...load, durationMs: soakSeconds * 1000, ratePerSecond: soakRate });
+      const soakCalls = prepare(rsaReqs);
+      const r = await runLoad(soakCalls, { ...load, durationMs: soakSeconds * 1000, ratePerSecond: soakRate });
       clearInterval(sampler);
       endPhase('soak');
       const achieved = r.ok / (r.elapsedMs / 1000);
@@ -424,7 +430,7 @@ async function main(): Promise<void> {
         flatness,
         samples,
       };
-      verifySamples(r, rootPem, 'soak', failures);
+      verifySamples(r, soakCalls, rootPem, 'soak', failures);
       if (r.failed > 0) failures.push(`soak: ${r.failed} calls failed (${r.unavailable} UNAVAILABLE; codes ${JSON.stringify(r.errorCodes)})`);
       if (achieved < SOAK_MIN_RATE_FRACTION * soakRate) failures.push(`soak: ${round(achieved)} certificates/s achieved, below ${SOAK_MIN_RATE_FRACTION * 100} % of the ${soakRate}/s asked for`);
       if (!flatness.flat) failures.push(`soak memory not flat: ${flatness.verdict} (rule: ${flatness.rule})`);
@@ -505,21 +511,25 @@ function row(scenario: string, workload: Workload, driver: string, r: LoadResult
 
 /**
  * Every call of a run must have ended OK, whatever the status it did not (RESOURCE_EXHAUSTED
- * counts like any other), and every sampled response must be a chain that verifies (a fast wrong
- * answer is not a result).
+ * counts like any other), and every sampled response must be a chain that verifies, for the
+ * identity and key asked for (a fast wrong answer is not a result).
  */
-function checkSamples(r: LoadResult, calls: number, rootPem: string, scenario: string, failures: string[]): void {
-  if (r.failed || r.otherErrors || r.unavailable || r.ok + r.failed !== calls) {
-    failures.push(`${scenario}: ${r.ok} OK of ${calls} calls, ${r.failed} failed (${r.unavailable} UNAVAILABLE, ${r.otherErrors} with another status; codes ${JSON.stringify(r.errorCodes)})`);
+function checkSamples(r: LoadResult, calls: readonly PreparedCall[], rootPem: string, scenario: string, failures: string[]): void {
+  if (r.failed || r.otherErrors || r.unavailable || r.ok + r.failed !== calls.length) {
+    failures.push(`${scenario}: ${r.ok} OK of ${calls.length} calls, ${r.failed} failed (${r.unavailable} UNAVAILABLE, ${r.otherErrors} with another status; codes ${JSON.stringify(r.errorCodes)})`);
   }
-  verifySamples(r, rootPem, scenario, failures);
+  verifySamples(r, calls, rootPem, scenario, failures);
 }
 
-function verifySamples(r: LoadResult, rootPem: string, scenario: string, failures: string[]): void {
+function verifySamples(r: LoadResult, calls: readonly PreparedCall[], rootPem: string, scenario: string, failures: string[]): void {
+  // Every identity of a run is asked for with one key (a cycled soak repeats both together).
+  const keyOf = new Map(calls.flatMap((c) => (c.expect ? [[c.expect.spiffeId, c.expect.spki] as const] : [])));
   for (const body of r.samples) {
     const chain = decodeChain(body);
     try {
       verifyResponseChain(chain, rootPem);
+      const problem = leafMismatch(chain[0]!, keyOf);
+      if (problem) failures.push(`${scenario}: a response certifies the wrong thing: ${problem}`);
     } catch (e) {
       failures.push(`${scenario}: a response did not verify: ${(e as Error).message}`);
     }

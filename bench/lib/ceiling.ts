@@ -1,13 +1,14 @@
-import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { KeyKind } from './workload.js';
+import { usableCpus } from '../../src/runtime/cpus.js';
 
 /**
  * The crypto ceiling, measured now on this machine: certificates per second if the CA did nothing
- * but the unavoidable crypto (token verify + CSR verify + leaf sign), on all cores at once.
+ * but the unavoidable crypto (token verify + CSR verify + leaf sign), on all usable cores at once.
  */
 export async function cryptoCeiling(kind: KeyKind, seconds: number): Promise<{ perSecond: number; threads: number }> {
-  const threads = availableParallelism();
+  // The CPUs the server may use (its workers are counted the same way, a CPU quota included).
+  const threads = usableCpus();
   const results = await Promise.all(
     Array.from(
       { length: threads },

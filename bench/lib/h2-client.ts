@@ -13,10 +13,17 @@ const CALL_DEADLINE_MS = 120_000;
 export interface PreparedCall {
   readonly body: Buffer;
   readonly token: string;
+  /** What the answer must certify: the identity asked for and the CSR's key (SPKI DER). */
+  readonly expect?: { readonly spiffeId: string; readonly spki: Buffer };
 }
 
 export function prepare(reqs: readonly BenchRequest[]): PreparedCall[] {
-  return reqs.map((r) => ({ body: grpcRequestFrame(r.csrPem), token: r.token }));
+  return reqs.map((r) => ({ body: grpcRequestFrame(r.csrPem), token: r.token, expect: { spiffeId: r.spiffeId, spki: r.spki } }));
+}
+
+/** Responses kept for checking: the first few, then one in 500 across the run, at most 50 in all. */
+export function keepSample(ok: number, kept: number): boolean {
+  return kept < 5 || (ok % 500 === 0 && kept < 50);
 }
 
 export interface LoadResult {
@@ -152,7 +159,7 @@ export async function runLoad(calls: readonly PreparedCall[], o: LoadOptions): P
       if (res.status === 0) {
         r.ok++;
         r.latenciesMs.push(performance.now() - t0);
-        if (r.samples.length < 5) r.samples.push(res.body);
+        if (keepSample(r.ok, r.samples.length)) r.samples.push(res.body);
         return;
       }
       const retryable = res.status === 14 || res.status === 8;

@@ -17,6 +17,8 @@ export interface BenchRequest {
   readonly csrPem: string;
   readonly token: string;
   readonly spiffeId: string;
+  /** The CSR's public key (SubjectPublicKeyInfo DER): the leaf answered must carry it. */
+  readonly spki: Buffer;
 }
 
 export interface TokenSigner {
@@ -110,7 +112,7 @@ export function makeRequests(count: number, kind: KeyKind, signers: TokenSigner[
     const sa = `sa-${i}`;
     const spiffeId = `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
     const key = kind === 'rsa2048' ? rsaPool[i % rsaPool.length]! : ecKey();
-    out.push({ spiffeId, token: mintToken(signer, ns, sa, ttlSeconds), csrPem: buildCsr(key, spiffeId) });
+    out.push({ spiffeId, token: mintToken(signer, ns, sa, ttlSeconds), csrPem: buildCsr(key, spiffeId), spki: key.spki });
   }
   return out;
 }
