@@ -12,7 +12,7 @@ import type { Authenticator } from './auth/types.js';
 import { WorkSlicer } from './authority/slicer.js';
 import { Authority } from './authority/authority.js';
 import { admitUnlessShortOfMemory, IdentityRateLimiter, InFlightLimiter } from './authority/overload.js';
-import { clusterTrustDomain, effectiveDefaultCluster, servedTrustDomains } from './config/default-cluster.js';
+import { certificateCluster, clusterTrustDomain, effectiveDefaultCluster, servedClusterNames, servedTrustDomains } from './config/default-cluster.js';
 import type { MeshcertConfig } from './config/schema.js';
 import { ensureDevIssuer } from './dev/token-issuer.js';
 import { CaError, ConfigError } from './errors/ca-error.js';
@@ -220,7 +220,12 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     signatures: o.signatures ?? (usableCpus() > 1 ? 'pool' : 'inline'),
     issuers,
     policy: () => state.policy,
-    options: { backdate: config.issuance.backdate, defaultCluster: auth.defaultCluster, trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [] },
+    options: {
+      backdate: config.issuance.backdate,
+      defaultCluster: auth.defaultCluster,
+      trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [],
+      certificateCluster: (td) => certificateCluster(config, servedClusterNames(config), td),
+    },
     ...(sink ? { beforeSign: () => assertInventoryAccepting(sink) } : {}),
     ...(config.overload.perIdentity ? { rateLimit: new IdentityRateLimiter(config.overload.perIdentity) } : {}),
     ...(nodeAuthorizer ? { nodeAuthorizer } : {}),

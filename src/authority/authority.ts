@@ -49,6 +49,12 @@ export interface AuthorityOptions {
   readonly defaultCluster: string;
   /** The mesh's trust domain and its aliases: interchangeable in a workload identity. Empty: no aliases. */
   readonly trustDomainGroup?: readonly string[];
+  /**
+   * The cluster a client certificate in this trust domain belongs to, for the policy's `{cluster}`
+   * (see certificateCluster); undefined: none can be told, and `{cluster}` names nothing. Absent:
+   * the default cluster's.
+   */
+  readonly certificateCluster?: (trustDomain: string) => string | undefined;
 }
 
 export interface AuthorityDeps {
@@ -183,10 +189,14 @@ export class Authority {
     const own = subject.identities.includes(spiffeId) ? spiffeId : subject.identities.find((id) => sameWorkload(id, workload));
     const credential = CREDENTIAL_OF[caller.method];
     const clusterId = this.clusterOf(caller, req);
+    const byCertificate = CREDENTIAL_OF[caller.method] === 'client-certificate' && own !== undefined && this.deps.options.certificateCluster;
     const decision = policy.evaluate({
       trustDomain: workload?.trustDomain ?? trustDomainOf(spiffeId),
       ...(own !== undefined && own !== spiffeId ? { authenticatedTrustDomain: trustDomainOf(own) } : {}),
       clusterId,
+      // A holder renewing over mTLS names its cluster only through its certificate's trust domain:
+      // the default cluster's names are not another cluster's to take.
+      ...(byCertificate ? { templateCluster: byCertificate(trustDomainOf(own)) ?? '' } : {}),
       namespace: workload?.namespace ?? subject.namespace ?? '',
       serviceAccount: workload?.serviceAccount ?? subject.serviceAccount ?? '',
       impersonated: subject !== caller,

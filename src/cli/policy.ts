@@ -9,7 +9,7 @@ import type { CredentialKind } from '../policy/schema.js';
 import { AMBIENT_OFF, chooseIdentity } from '../authority/authority.js';
 import { unservedTrustDomain } from '../auth/client-cert.js';
 import { isValidNamespace, isValidServiceAccount } from '../auth/jwt.js';
-import { clusterTrustDomain, effectiveDefaultCluster, servedClusterNames, servedTrustDomains } from '../config/default-cluster.js';
+import { certificateCluster, clusterTrustDomain, effectiveDefaultCluster, servedClusterNames, servedTrustDomains } from '../config/default-cluster.js';
 import { loadConfigFile } from '../config/load.js';
 import { ipToBytes } from '../net/ip-text.js';
 import { parseWorkloadSpiffeId, workloadSpiffeId } from '../x509/spiffe-id.js';
@@ -221,6 +221,8 @@ export async function policyCommand(argv: string[]): Promise<number> {
     trustDomain: requestedTd,
     ...(requestedTd !== trustDomain ? { authenticatedTrustDomain: trustDomain } : {}),
     clusterId: cluster,
+    // As serve: a certificate holder's `{cluster}` is the one its trust domain tells, if any.
+    ...(v['client-certificate'] ? { templateCluster: certificateCluster(config, served, trustDomain) ?? '' } : {}),
     namespace,
     serviceAccount,
     impersonated: v.impersonated ?? false,

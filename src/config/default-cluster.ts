@@ -30,3 +30,16 @@ export function clusterTrustDomain(config: MeshcertConfig, cluster: string): str
 export function servedTrustDomains(config: MeshcertConfig): ReadonlySet<string> {
   return new Set([config.trustDomain, ...config.trustDomainAliases, ...config.auth.clusters.flatMap((c) => (c.trustDomain ? [c.trustDomain] : []))]);
 }
+
+/**
+ * The cluster `{cluster}` names for a caller with a client certificate, which carries no cluster:
+ * with one cluster served, that one; else the one cluster whose callers' trust domain is the
+ * certificate's (an alias of the mesh's counts as the mesh's); undefined when none or several are
+ * (clusters sharing a trust domain cannot be told apart by a certificate).
+ */
+export function certificateCluster(config: MeshcertConfig, served: readonly string[], certTrustDomain: string): string | undefined {
+  if (served.length === 1) return served[0];
+  const td = config.trustDomainAliases.includes(certTrustDomain) ? config.trustDomain : certTrustDomain;
+  const matching = served.filter((name) => clusterTrustDomain(config, name) === td);
+  return matching.length === 1 ? matching[0] : undefined;
+}

@@ -39,6 +39,12 @@ export interface PolicyRequest {
   readonly authenticatedTrustDomain?: string;
   /** The cluster the caller authenticated against (empty/absent clusterid already replaced by the default cluster). */
   readonly clusterId: string;
+  /**
+   * What `{cluster}` in a DNS template stands for, when not `clusterId`: for a client-certificate
+   * caller, the cluster its certificate's trust domain tells, or '' when it tells none (then a
+   * template with `{cluster}` allows no name).
+   */
+  readonly templateCluster?: string;
   readonly namespace: string;
   readonly serviceAccount: string;
   /** The request is made on behalf of another identity (ImpersonatedIdentity). */
@@ -191,8 +197,7 @@ export class PolicyEngine {
     const decision = this.decideIn(req);
     const own = authenticatedDomainRequest(req);
     if (!decision.allowed || own === undefined) return decision;
-    const asAuthenticated = this.decideIn(own);
-    return asAuthenticated.allowed ? decision : asAuthenticated;
+    return withinAuthenticated(decision, this.decideIn(own));
   }
 
   /** The decision and why: each rule tried and why it did or did not match. */
@@ -201,7 +206,8 @@ export class PolicyEngine {
     const own = authenticatedDomainRequest(req);
     if (!explanation.decision.allowed || own === undefined) return explanation;
     const asAuthenticated = this.explainIn(own);
-    return asAuthenticated.decision.allowed ? explanation : { ...asAuthenticated, refusedInAuthenticatedDomain: true };
+    if (!asAuthenticated.decision.allowed) return { ...asAuthenticated, refusedInAuthenticatedDomain: true };
+    return { ...explanation, decision: withinAuthenticated(explanation.decision, asAuthenticated.decision) };
   }
 
   private decideIn(req: PolicyRequest): PolicyDecision {
@@ -225,6 +231,17 @@ export class PolicyEngine {
     });
     return { decision: decide(this.fallback, req), matchedRule: DEFAULT_RULE_NAME, evaluated };
   }
+}
+
+/**
+ * A request under an alias, allowed by the requested domain's rules (which say how to issue it:
+ * SANs, CA) and by the authenticated domain's: it is issued for no longer than the latter allow
+ * either, or asking under an alias would step around their lifetime cap. A refusal there refuses.
+ */
+function withinAuthenticated(requested: PolicyDecision, authenticated: PolicyDecision): PolicyDecision {
+  if (!requested.allowed || !authenticated.allowed) return requested.allowed ? authenticated : requested;
+  if (authenticated.ttlSeconds >= requested.ttlSeconds) return requested;
+  return { ...requested, ttlSeconds: authenticated.ttlSeconds, ttlClamped: true };
 }
 
 /** The request as judged in the authenticated trust domain, when that is another than the requested one. */
@@ -351,7 +368,7 @@ function decide(rule: CompiledRule, req: PolicyRequest): PolicyDecision {
       namespace: req.namespace,
       serviceAccount: req.serviceAccount,
       trustDomain: req.trustDomain,
-      cluster: req.clusterId,
+      cluster: req.templateCluster ?? req.clusterId,
     };
     const rendered = a.dns.map((t) => t.render(values));
     for (const requested of req.dnsNames) {
@@ -366,8 +383,9 @@ function decide(rule: CompiledRule, req: PolicyRequest): PolicyDecision {
       }
       if (!ok) {
         const names = rendered.filter((r): r is string => r !== null);
-        const allowed = names.length > 0 ? `it allows ${names.join(', ')}` : rendered.length > 0 ? 'its DNS templates give this caller no name (its namespace and service account must each be one DNS label)' : 'it allows no DNS names';
-        return deny(name, 'CSR_FORBIDDEN_EXTENSION', `the CSR requests DNS name ${quote(requested)}, which rule "${name}" does not allow; ${allowed}`);
+        const why = req.templateCluster === '' ? "its namespace and service account must each be one DNS label, and {cluster} names nothing for a client certificate whose trust domain does not tell the cluster" : 'its namespace and service account must each be one DNS label';
+        const shown = names.length > 0 ? `it allows ${names.join(', ')}` : rendered.length > 0 ? `its DNS templates give this caller no name (${why})` : 'it allows no DNS names';
+        return deny(name, 'CSR_FORBIDDEN_EXTENSION', `the CSR requests DNS name ${quote(requested)}, which rule "${name}" does not allow; ${shown}`);
       }
       if (!dnsNames.includes(lower)) dnsNames.push(lower);
     }

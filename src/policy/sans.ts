@@ -122,7 +122,8 @@ export class DnsTemplate {
       }
       const placeholder = this.parts[i] as TemplatePlaceholder;
       const value = values[placeholder].toLowerCase();
-      if (WORKLOAD_CHOSEN.has(placeholder) && !ONE_LABEL.test(value)) return null;
+      // No value (a client-certificate caller whose cluster cannot be told): no name.
+      if (value === '' || (WORKLOAD_CHOSEN.has(placeholder) && !ONE_LABEL.test(value))) return null;
       out += value;
     }
     return out;

@@ -280,6 +280,26 @@ describe('client certificate (mTLS) authentication', () => {
     }
   });
 
+  it("gives a client-certificate caller the {cluster} its certificate's trust domain names, not the default cluster's names", async () => {
+    const multi = await startTestCa({
+      auth: { clusters: [{ name: 'Kubernetes', jwt: [{ issuer: TEST_ISSUER, jwksFile: 'jwks.json' }] }, { name: 'east', trustDomain: 'east.local', jwt: [{ issuer: TEST_ISSUER, jwksFile: 'jwks.json' }] }] },
+      policy: { rules: [{ name: 'multi', match: { namespaces: ['multi'] }, extraSans: { dns: ['{serviceAccount}.{namespace}.svc.{cluster}.mesh'] } }] },
+    });
+    try {
+      const id = 'spiffe://east.local/ns/multi/sa/web';
+      const first = await makeCsr({ uris: [id], dns: ['web.multi.svc.east.mesh'] });
+      const chain = await multi.request({ csrPem: first.pem, token: await mintToken({ ns: 'multi', sa: 'web' }), clusterId: 'east' });
+      const mtls = multi.client({ clientCert: { certPem: chain[0]! + chain[1]!, keyPem: first.privateKeyPem } });
+      // Judged as the default cluster for matching, but its names are east's, not the default cluster's.
+      const theirs = await makeCsr({ uris: [id], dns: ['web.multi.svc.kubernetes.mesh'] });
+      await expectRefused(mtls.createCertificate({ csrPem: theirs.pem }), status.INVALID_ARGUMENT);
+      const own = await makeCsr({ uris: [id], dns: ['web.multi.svc.east.mesh'] });
+      expect(new X509Certificate((await mtls.createCertificate({ csrPem: own.pem }))[0]!).subjectAltName).toBe(`URI:${id}, DNS:web.multi.svc.east.mesh`);
+    } finally {
+      await multi.close();
+    }
+  });
+
   it('lets policy tell client-certificate callers from token callers (authenticatedBy)', async () => {
     const vms = await startTestCa({
       policy: {

@@ -552,3 +552,45 @@ describe('PolicyEngine.explain', () => {
     ]);
   });
 });
+
+describe('a request under a trust-domain alias', () => {
+  // Payments' certificates: 12 h at most, from the "second" CA; the alias domain has no such rule.
+  const p = engine({
+    rules: [{ name: 'payments', match: { trustDomains: ['cluster.local'], namespaces: ['payments-*'] }, issuer: 'second', lifetime: { default: '1h', max: '12h', aboveMax: 'clamp' } }],
+    default: { lifetime: { default: '24h', max: '90d' } },
+  });
+  const asked = { namespace: 'payments-a', requestedTtlSeconds: 90 * D };
+
+  it('is issued by the requested domain\'s rule, for no longer than the authenticated domain\'s allows', () => {
+    expect(allowed(p.evaluate(req(asked)))).toMatchObject({ rule: 'payments', issuer: 'second', ttlSeconds: 12 * H, ttlClamped: true });
+    const alias = allowed(p.evaluate(req({ ...asked, trustDomain: 'old.local', authenticatedTrustDomain: 'cluster.local' })));
+    expect(alias).toMatchObject({ rule: 'default', ttlSeconds: 12 * H, ttlClamped: true });
+    expect(allowed(p.explain(req({ ...asked, trustDomain: 'old.local', authenticatedTrustDomain: 'cluster.local' })).decision).ttlSeconds).toBe(12 * H);
+    // Within both, the requested domain's lifetime stands.
+    expect(allowed(p.evaluate(req({ ...asked, requestedTtlSeconds: 2 * H, trustDomain: 'old.local', authenticatedTrustDomain: 'cluster.local' })))).toMatchObject({ ttlSeconds: 2 * H, ttlClamped: false });
+  });
+
+  it('is refused when the authenticated domain\'s rule rejects the lifetime', () => {
+    const strict = engine({ rules: [{ name: 'payments', match: { trustDomains: ['cluster.local'], namespaces: ['payments-*'] }, lifetime: { default: '1h', max: '12h', aboveMax: 'reject' } }] });
+    expect(denied(strict.evaluate(req({ ...asked, trustDomain: 'old.local', authenticatedTrustDomain: 'cluster.local' }))).rule).toBe('payments');
+  });
+});
+
+describe('{cluster} for a client-certificate caller (templateCluster)', () => {
+  const p = engine({ rules: [{ name: 'multi', match: { namespaces: ['multi'] }, extraSans: { dns: ['{serviceAccount}.{namespace}.svc.{cluster}.mesh'] } }] });
+  const asked = (dns: string, templateCluster?: string) =>
+    p.evaluate(req({ namespace: 'multi', clusterId: 'Kubernetes', authenticatedBy: 'client-certificate', dnsNames: [dns], ...(templateCluster === undefined ? {} : { templateCluster }) }));
+
+  it('is the cluster the certificate names, not the default cluster the caller is judged as', () => {
+    expect(allowed(asked('web.multi.svc.east.mesh', 'east')).dnsNames).toEqual(['web.multi.svc.east.mesh']);
+    expect(denied(asked('web.multi.svc.kubernetes.mesh', 'east')).reason).toContain('it allows web.multi.svc.east.mesh');
+    // Without it (a token caller), the cluster authenticated in.
+    expect(allowed(asked('web.multi.svc.kubernetes.mesh')).dnsNames).toEqual(['web.multi.svc.kubernetes.mesh']);
+  });
+
+  it('names nothing when the certificate does not tell the cluster', () => {
+    const d = denied(asked('web.multi.svc.kubernetes.mesh', ''));
+    expect(d.code).toBe('CSR_FORBIDDEN_EXTENSION');
+    expect(d.reason).toContain('{cluster} names nothing for a client certificate whose trust domain does not tell the cluster');
+  });
+});
