@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { MAX_SPAN_SECONDS, MAX_SPAN_TEXT, parseDurationSeconds } from './duration.js';
-import { globList, lifetimeDuration, policySchema } from '../policy/schema.js';
+import { lifetimeDuration, namespaceGlobList, policySchema, serviceAccountGlobList, trustDomainGlobList } from '../policy/schema.js';
 import { canonicalSerial } from '../x509/serial-hex.js';
 import { isIP } from 'node:net';
 import { splitHostPort } from '../net/host-port.js';
@@ -126,9 +126,9 @@ const revocationEntry = z
       .optional(),
     /** These certificates exactly (one leaked key), whatever their notBefore. */
     serials: z.array(serialNumber).min(1, { error: 'list at least one serial number, or leave serials out' }).optional(),
-    trustDomains: globList.optional(),
-    namespaces: globList.optional(),
-    serviceAccounts: globList.optional(),
+    trustDomains: trustDomainGlobList.optional(),
+    namespaces: namespaceGlobList.optional(),
+    serviceAccounts: serviceAccountGlobList.optional(),
   })
   .refine((e) => e.issuedBefore !== undefined || e.serials !== undefined, {
     error: 'give issuedBefore, serials, or both: an entry with neither would refuse every certificate its selectors match, those issued after it included',

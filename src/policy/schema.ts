@@ -71,12 +71,33 @@ function oneOrList(problemOf: (item: string) => string | null, emptyMessage: str
 /** A glob, or a list of them; always a list after parsing. An empty list would match nothing. */
 export const globList = oneOrList(globProblem, 'an empty list matches nothing; leave the field out to match any value');
 
+/**
+ * A glob over values made only of `chars` (a character class body): one with any other character
+ * could never match, and a deny rule or a revocation written so would silently do nothing.
+ */
+function valueGlobList(chars: string, what: string) {
+  const outside = new RegExp(`[^*?${chars}]`);
+  return oneOrList((p) => {
+    const problem = globProblem(p);
+    if (problem) return problem;
+    const bad = outside.exec(p)?.[0];
+    return bad === undefined ? null : `"${p}" can never match: ${what} (found ${JSON.stringify(bad)})`;
+  }, 'an empty list matches nothing; leave the field out to match any value');
+}
+
+/** Kubernetes namespaces: DNS-1123 labels. */
+export const namespaceGlobList = valueGlobList('a-z0-9-', 'a namespace is lowercase letters, digits and "-" (list several as separate items)');
+/** Kubernetes service account names: DNS-1123 subdomains (the name alone, not system:serviceaccount:NS:NAME). */
+export const serviceAccountGlobList = valueGlobList('a-z0-9.-', 'a service account name is lowercase letters, digits, "-" and "." (the name alone, not system:serviceaccount:NS:NAME)');
+/** SPIFFE trust domains: lowercase letters, digits, ".", "-" and "_", without spiffe://. */
+export const trustDomainGlobList = valueGlobList('a-z0-9._-', 'a trust domain is lowercase letters, digits, ".", "-" and "_", without "spiffe://"');
+
 const match = z.strictObject({
-  trustDomains: globList.optional(),
+  trustDomains: trustDomainGlobList.optional(),
   /** `clusterid` values (after the empty/absent one is replaced by auth.defaultCluster). */
   clusters: globList.optional(),
-  namespaces: globList.optional(),
-  serviceAccounts: globList.optional(),
+  namespaces: namespaceGlobList.optional(),
+  serviceAccounts: serviceAccountGlobList.optional(),
   /** true: only requests on behalf of another identity; false: only direct ones; absent: either. */
   impersonated: z.boolean().optional(),
   /**

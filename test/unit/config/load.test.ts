@@ -117,6 +117,7 @@ describe('parseConfig refusals', () => {
     ['names an unknown key inside a jwt issuer by its full path', { auth: { clusters: [{ name: 'a', jwt: [{ issuer: 'x', jwksFile: 'f', foo: 1 }] }] } }, '  - auth.clusters.0.jwt.0.foo: unknown setting'],
     ['names an unknown key in the second cluster by its index', { auth: { clusters: [{ name: 'a' }, { name: 'b', extra: true }] } }, '  - auth.clusters.1.extra: unknown setting'],
     ['rejects a trust domain with uppercase letters', { trustDomain: 'Cluster.Local' }, '  - trustDomain: SPIFFE trust domain may hold only lowercase letters'],
+    ['rejects a revocation selector that can never match (an uppercase namespace)', { auth: { revokedClientCertificates: [{ issuedBefore: '2026-01-01T00:00:00Z', namespaces: ['VM1'] }] } }, '  - auth.revokedClientCertificates.0.namespaces.0: "VM1" can never match: a namespace is lowercase letters'],
     ['rejects a trust domain longer than 255 characters', { trustDomain: 'a'.repeat(256) }, '  - trustDomain: SPIFFE trust domain is longer than 255 characters'],
     ['rejects an empty trust domain', { trustDomain: '' }, '  - trustDomain: SPIFFE trust domain is empty'],
     ['rejects a JWKS URL over plain http to another host', { auth: { clusters: [{ name: 'k', jwt: [{ issuer: 'i', jwksUri: 'http://idp.example/jwks' }] }] } }, '  - auth.clusters.0.jwt.0.jwksUri: jwksUri must be https (http only to localhost, 127.0.0.1 or [::1])'],

@@ -115,7 +115,8 @@ describe('PolicyEngine globs', () => {
     ['matching is case-sensitive', 'Team-*', 'team-a', false],
     ['a star also matches a value with regex metacharacters', 'x*', 'x.+?()|$^', true],
   ])('%s (%s vs %s)', (_name, pattern, value, matches) => {
-    expect(single({ namespaces: [pattern] }).evaluate(req({ namespace: value })).rule).toBe(matches ? 'r' : 'default');
+    // Over clusters, whose names are free-form (a namespace pattern may hold only a namespace's characters).
+    expect(single({ clusters: [pattern] }).evaluate(req({ clusterId: value })).rule).toBe(matches ? 'r' : 'default');
   });
 
   // A ReDoS guard, not a speed test: naive backtracking on this input takes minutes, the compiled

@@ -220,6 +220,27 @@ describe('policySchema: problems, each with its path', () => {
   });
 });
 
+describe('policySchema: a match pattern that can never match is refused (a deny rule written so would do nothing)', () => {
+  const nsWhat = 'a namespace is lowercase letters, digits and "-" (list several as separate items)';
+  const saWhat = 'a service account name is lowercase letters, digits, "-" and "." (the name alone, not system:serviceaccount:NS:NAME)';
+  const tdWhat = 'a trust domain is lowercase letters, digits, ".", "-" and "_", without "spiffe://"';
+  it.each<[string, Record<string, unknown>, string, string]>([
+    ['an uppercase namespace', { namespaces: ['Kube-System'] }, 'namespaces.0', `"Kube-System" can never match: ${nsWhat} (found "K")`],
+    ['two namespaces in one item', { namespaces: 'kube-system,istio-system' }, 'namespaces', `"kube-system,istio-system" can never match: ${nsWhat} (found ",")`],
+    ['an underscore in a namespace', { namespaces: ['foo_bar'] }, 'namespaces.0', `"foo_bar" can never match: ${nsWhat} (found "_")`],
+    ['a dot in a namespace', { namespaces: ['a.b'] }, 'namespaces.0', `"a.b" can never match: ${nsWhat} (found ".")`],
+    ['a service account given as its username', { serviceAccounts: ['system:serviceaccount:default:default'] }, 'serviceAccounts.0', `"system:serviceaccount:default:default" can never match: ${saWhat} (found ":")`],
+    ['an uppercase trust domain', { trustDomains: ['Cluster.Local'] }, 'trustDomains.0', `"Cluster.Local" can never match: ${tdWhat} (found "C")`],
+    ['a trust domain as a SPIFFE ID', { trustDomains: ['spiffe://old.local'] }, 'trustDomains.0', `"spiffe://old.local" can never match: ${tdWhat} (found ":")`],
+  ])('%s', (_name, match, path, message) => {
+    expect(issues({ rules: [{ name: 'r', match, deny: 'no' }] })).toEqual([[`rules.0.match.${path}`, message]]);
+  });
+
+  it('accepts what can match: globs over those characters, dotted service accounts, underscores in trust domains', () => {
+    expect(issues({ rules: [{ name: 'r', match: { namespaces: ['kube-*', 'team-?', '*'], serviceAccounts: ['build.bot', 'a-*'], trustDomains: ['*.example_1.org'] }, deny: 'no' }] })).toEqual([]);
+  });
+});
+
 describe('parsePolicy', () => {
   it('lists every problem with its full path in one ConfigError', () => {
     let err: unknown;
