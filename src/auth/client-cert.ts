@@ -147,6 +147,10 @@ export class ClientCertAuthenticator implements Authenticator {
     if (uris.length !== 1) throw invalid(uris.length === 0 ? 'client certificate has no SPIFFE ID (URI SAN)' : 'client certificate has more than one URI SAN; an X509-SVID has exactly one');
     const problem = spiffeIdProblem(uris[0]!);
     if (problem || !/^spiffe:\/\/[^/]+\/./.test(uris[0]!)) throw invalid(`client certificate URI SAN is not a workload SPIFFE ID${problem ? `: ${problem}` : ' (no path)'}`);
+    // Only Istio's workload form: policy matches callers by namespace and service account, and one
+    // with neither (spiffe://td/foo, from another CA under a shared root) would slip past every
+    // rule keyed on them (a deny for kube-system) yet match `namespaces: ["*"]`.
+    if (!parseWorkloadSpiffeId(uris[0]!)) throw invalid(`client certificate URI SAN ${uris[0]} is not an Istio workload identity (spiffe://<trust domain>/ns/<namespace>/sa/<service account>)`);
     const identities = [uris[0]!];
     const trustDomain = /^spiffe:\/\/([^/]+)\//.exec(uris[0]!)![1]!;
     if (this.trustDomains && !this.trustDomains.has(trustDomain)) {

@@ -22,6 +22,7 @@ let expiredLeaf: TestCert;
 let futureLeaf: TestCert;
 let caLeaf: TestCert;
 let noSpiffeLeaf: TestCert;
+let notWorkloadLeaf: TestCert;
 let serverOnlyLeaf: TestCert;
 let twoIdLeaf: TestCert;
 let expiredInter: TestCert;
@@ -40,6 +41,7 @@ beforeAll(async () => {
   futureLeaf = await makeCert({ name: 'future', issuer: inter, uris: [ID], notBefore: new Date(Date.now() + HOUR), notAfter: new Date(Date.now() + 2 * HOUR) });
   caLeaf = await makeCert({ name: 'sneaky', issuer: inter, ca: true, uris: [ID] });
   noSpiffeLeaf = await makeCert({ name: 'web', issuer: inter, uris: ['https://example.com/x'] });
+  notWorkloadLeaf = await makeCert({ name: 'svc', issuer: inter, uris: ['spiffe://cluster.local/foo'] });
   serverOnlyLeaf = await makeCert({ name: 'server', issuer: inter, uris: [ID], eku: ['1.3.6.1.5.5.7.3.1'] });
   twoIdLeaf = await makeCert({ name: 'two', issuer: inter, uris: [ID, 'spiffe://cluster.local/ns/other/sa/x', 'urn:x'] });
   expiredInter = await makeCert({ name: 'old intermediate', ca: true, issuer: root, notBefore: new Date(Date.now() - 3 * HOUR), notAfter: new Date(Date.now() - HOUR) });
@@ -77,6 +79,11 @@ describe('ClientCertAuthenticator', () => {
     { name: 'refuses a CA certificate as the leaf', chain: () => [caLeaf.der, inter.der], message: /is a CA certificate/ },
     { name: 'refuses a root presented as the leaf', chain: () => [root.der], message: /is a CA certificate/ },
     { name: 'refuses a leaf whose URI SAN is not a SPIFFE ID', chain: () => [noSpiffeLeaf.der, inter.der], message: /not a workload SPIFFE ID/ },
+    {
+      name: 'refuses a SPIFFE ID without a namespace and service account (rules keyed on them would not see it)',
+      chain: () => [notWorkloadLeaf.der, inter.der],
+      message: /URI SAN spiffe:\/\/cluster\.local\/foo is not an Istio workload identity \(spiffe:\/\/<trust domain>\/ns\/<namespace>\/sa\/<service account>\)/,
+    },
     { name: 'refuses a leaf without the clientAuth usage', chain: () => [serverOnlyLeaf.der, inter.der], message: /client authentication/ },
     { name: 'refuses an expired intermediate', chain: () => [leafOfExpiredInter.der, expiredInter.der], message: /expired or not yet valid intermediate/ },
     { name: 'refuses an intermediate that is not a CA', chain: () => [leafOfNotCaInter.der, notCaInter.der], message: /not issued by a trusted root/ },
