@@ -13,6 +13,7 @@ import { LocalIssuer } from '../issuer/local.js';
 import { IssuerRegistry } from '../issuer/registry.js';
 import type { Logger } from '../log/logger.js';
 import { PolicyEngine } from '../policy/engine.js';
+import { policyWarnings } from '../policy/warnings.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { trustDomainProblem, workloadSpiffeId } from '../x509/spiffe-id.js';
 import { clusterTrustDomain, effectiveDefaultCluster, servedClusterNames } from '../config/default-cluster.js';
@@ -144,6 +145,7 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
   for (const r of revocations.farAhead(Date.now())) logger.warn({ entry: r.index, issuedBefore: r.issuedBefore.toISOString() }, farAheadWarning(r));
   const policy = new PolicyEngine(config.policy);
   for (const w of uncertifiableSans(policy, issuers, config)) logger.warn(w);
+  for (const w of policyWarnings(config.policy, servedClusterNames(config))) logger.warn(w);
   return { issuers: new IssuerRegistry(issuers), policy, revocations };
 }
 

@@ -1,3 +1,5 @@
+import { servedClusterNames } from '../config/default-cluster.js';
+import { policyWarnings } from '../policy/warnings.js';
 import { existsSync } from 'node:fs';
 import { MAX_PEM_BYTES, MAX_TOKEN_BYTES, readProblem, readRegularFile } from '../fs/read-file.js';
 import { fromKubeSettings, kubeSource } from '../k8s/source.js';
@@ -36,7 +38,7 @@ export async function configCommand(argv: string[]): Promise<number> {
   }
   console.log(`${positionals[0]}: valid`);
   for (const n of files.notes) console.log(`  ${n}`);
-  for (const w of files.warnings) console.error(`meshcert: warning: ${w}`);
+  for (const w of [...files.warnings, ...policyWarnings(config.policy, servedClusterNames(config))]) console.error(`meshcert: warning: ${w}`);
   console.log(`  listen ${config.server.listen}, trust domain ${config.trustDomain}, CA ${config.ca.dir}${config.ca.autoInit ? ' (autoInit)' : ''}`);
   // The default rule as resolved (issuance.* or policy.default.lifetime, whichever the file sets).
   const def = config.policy.default;

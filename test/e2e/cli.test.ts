@@ -108,6 +108,12 @@ describe('the meshcert CLI, as a user runs it', () => {
     const denying = join(dir, 'denying.yaml');
     writeFileSync(denying, `${readFileSync(configFile, 'utf8')}policy:\n  default: { deny: not listed }\n`);
     expect((await runCli(['config', 'check', denying])).stdout).toMatch(/^ {2}default rule: deny \(not listed\); 0 rule\(s\)$/m);
+    // Valid rules that cannot do what they say are warned about: a cluster named in the wrong case.
+    const shadowed = join(dir, 'shadowed.yaml');
+    writeFileSync(shadowed, `${readFileSync(configFile, 'utf8')}policy:\n  rules:\n    - name: k8s\n      match: { clusters: [kubernetes] }\n      deny: no\n`);
+    const sh = await runCli(['config', 'check', shadowed]);
+    expect(sh.code, sh.stderr).toBe(0);
+    expect(sh.stderr).toContain('meshcert: warning: policy rule "k8s": clusters pattern "kubernetes" matches none of the clusters this CA serves');
     expect(ok.stdout).not.toMatch(/revoked client certificates/);
     // Revoked client certificates: counted, and one more than a day ahead (a typo in the year) is warned about.
     const revoking = join(dir, 'revoking.yaml');
