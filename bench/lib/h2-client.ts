@@ -21,9 +21,17 @@ export function prepare(reqs: readonly BenchRequest[]): PreparedCall[] {
   return reqs.map((r) => ({ body: grpcRequestFrame(r.csrPem), token: r.token, expect: { spiffeId: r.spiffeId, spki: r.spki } }));
 }
 
-/** Responses kept for checking: the first few, then one in 500 across the run, at most 50 in all. */
-export function keepSample(ok: number, kept: number): boolean {
-  return kept < 5 || (ok % 500 === 0 && kept < 50);
+/**
+ * Keeps responses for checking: the first 5, and 45 more drawn uniformly from the whole run
+ * (reservoir sampling: the `ok`-th success replaces one of them with probability 45/(ok - 5)).
+ */
+export function sampleInto(samples: Buffer[], body: Buffer, ok: number, random: () => number = Math.random): void {
+  if (samples.length < 50) {
+    samples.push(body);
+    return;
+  }
+  const j = 5 + Math.floor(random() * (ok - 5));
+  if (j < 50) samples[j] = body;
 }
 
 export interface LoadResult {
@@ -159,7 +167,7 @@ export async function runLoad(calls: readonly PreparedCall[], o: LoadOptions): P
       if (res.status === 0) {
         r.ok++;
         r.latenciesMs.push(performance.now() - t0);
-        if (keepSample(r.ok, r.samples.length)) r.samples.push(res.body);
+        sampleInto(r.samples, res.body, r.ok);
         return;
       }
       const retryable = res.status === 14 || res.status === 8;

@@ -5,6 +5,7 @@
 import { X509Certificate } from 'node:crypto';
 import { CaError } from '../errors/ca-error.js';
 import { parseWorkloadSpiffeId, spiffeIdProblem } from '../x509/spiffe-id.js';
+import { isValidNamespace, isValidServiceAccount } from './jwt.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
 import type { ClientCertRevocations } from './revocations.js';
 import { serialHex } from '../x509/serial-hex.js';
@@ -150,7 +151,12 @@ export class ClientCertAuthenticator implements Authenticator {
     // Only Istio's workload form: policy matches callers by namespace and service account, and one
     // with neither (spiffe://td/foo, from another CA under a shared root) would slip past every
     // rule keyed on them (a deny for kube-system) yet match `namespaces: ["*"]`.
-    if (!parseWorkloadSpiffeId(uris[0]!)) throw invalid(`client certificate URI SAN ${uris[0]} is not an Istio workload identity (spiffe://<trust domain>/ns/<namespace>/sa/<service account>)`);
+    // Their names must be Kubernetes names too, as a token caller's are: policy patterns and
+    // revocation selectors are written for those (a SPIFFE path segment also allows "_" and capitals).
+    const named = parseWorkloadSpiffeId(uris[0]!);
+    if (!named || !isValidNamespace(named.namespace) || !isValidServiceAccount(named.serviceAccount)) {
+      throw invalid(`client certificate URI SAN ${uris[0]} is not an Istio workload identity (spiffe://<trust domain>/ns/<namespace>/sa/<service account>, with Kubernetes names)`);
+    }
     const identities = [uris[0]!];
     const trustDomain = /^spiffe:\/\/([^/]+)\//.exec(uris[0]!)![1]!;
     if (this.trustDomains && !this.trustDomains.has(trustDomain)) {

@@ -19,10 +19,11 @@ meshcert serve --dev              run the local demo: loopback, self-created CA,
 export async function serveCommand(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, { config: { type: 'string' }, dev: { type: 'boolean', default: false } });
   if (v.dev === Boolean(v.config)) throw new UsageError(`serve needs exactly one of --config FILE or --dev\n${SERVE_USAGE}`);
-  // SIGHUP asks for a reload. Its default action ends the process, so this one handler stays for
-  // the whole life of the process, from before the config is read: while starting, the request is
-  // kept and the reload runs once started (the config it asks for may already be on disk, read or
-  // not); once the drain has begun, it is ignored.
+  // SIGHUP asks for a reload. Its default action ends the process, so this handler stays for the
+  // whole life of the process, from before the config is read: while starting, the request is kept
+  // and the reload runs once started (the config it asks for may already be on disk, read or not);
+  // during server.shutdownDelay it still reloads (calls are still served); once the drain has
+  // begun, it is ignored.
   let server: RunningServer | undefined = undefined;
   let logger: Logger | undefined = undefined;
   let earlyHup = false;

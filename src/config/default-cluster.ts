@@ -34,12 +34,14 @@ export function servedTrustDomains(config: MeshcertConfig): ReadonlySet<string> 
 /**
  * The cluster `{cluster}` names for a caller with a client certificate, which carries no cluster:
  * with one cluster served, that one; else the one cluster whose callers' trust domain is the
- * certificate's (an alias of the mesh's counts as the mesh's); undefined when none or several are
- * (clusters sharing a trust domain cannot be told apart by a certificate).
+ * certificate's, or, when no cluster's is, the one whose is the mesh's if the certificate's is an
+ * alias of it; undefined when none or several are (clusters sharing a trust domain cannot be told
+ * apart by a certificate).
  */
 export function certificateCluster(config: MeshcertConfig, served: readonly string[], certTrustDomain: string): string | undefined {
   if (served.length === 1) return served[0];
-  const td = config.trustDomainAliases.includes(certTrustDomain) ? config.trustDomain : certTrustDomain;
-  const matching = served.filter((name) => clusterTrustDomain(config, name) === td);
+  const of = (td: string): string[] => served.filter((name) => clusterTrustDomain(config, name) === td);
+  const exact = of(certTrustDomain);
+  const matching = exact.length > 0 || !config.trustDomainAliases.includes(certTrustDomain) ? exact : of(config.trustDomain);
   return matching.length === 1 ? matching[0] : undefined;
 }

@@ -197,7 +197,7 @@ export class PolicyEngine {
     const decision = this.decideIn(req);
     const own = authenticatedDomainRequest(req);
     if (!decision.allowed || own === undefined) return decision;
-    return withinAuthenticated(decision, this.decideIn(own));
+    return this.withinAuthenticated(req, decision, this.decideIn(own));
   }
 
   /** The decision and why: each rule tried and why it did or did not match. */
@@ -207,7 +207,33 @@ export class PolicyEngine {
     if (!explanation.decision.allowed || own === undefined) return explanation;
     const asAuthenticated = this.explainIn(own);
     if (!asAuthenticated.decision.allowed) return { ...asAuthenticated, refusedInAuthenticatedDomain: true };
-    return { ...explanation, decision: withinAuthenticated(explanation.decision, asAuthenticated.decision) };
+    return { ...explanation, decision: this.withinAuthenticated(req, explanation.decision, asAuthenticated.decision) };
+  }
+
+  /**
+   * A request under an alias, allowed by the requested domain's rules (which say how to issue it:
+   * SANs, CA, lifetime) and by the authenticated domain's, whose `max` caps it too: asking under an
+   * alias must not step around their lifetime cap (a `reject` there has refused already). Lowered to
+   * that cap, never below the requested rule's `min` (refused then, as no lifetime fits both).
+   */
+  private withinAuthenticated(req: PolicyRequest, requested: PolicyDecision, authenticated: PolicyDecision): PolicyDecision {
+    if (!requested.allowed || !authenticated.allowed) return requested.allowed ? authenticated : requested;
+    const cap = this.lifetimeOf(authenticated.rule)?.max;
+    if (cap === undefined || requested.ttlSeconds <= cap) return requested;
+    const floor = this.lifetimeOf(requested.rule)?.min ?? 0;
+    if (cap < floor) {
+      return deny(requested.rule, 'TTL_INVALID', `no lifetime fits both trust domains' rules: rule "${authenticated.rule}" for ${req.authenticatedTrustDomain} allows at most ${cap}s, rule "${requested.rule}" for ${req.trustDomain} at least ${floor}s`);
+    }
+    // As decide() says it: the lifetime issued differs from a positive one asked for. The requested
+    // rule accepted the request as an integer, so it converts.
+    const asked = req.requestedTtlSeconds === undefined ? 0 : Number(req.requestedTtlSeconds);
+    return { ...requested, ttlSeconds: cap, ttlClamped: asked > 0 && asked !== cap };
+  }
+
+  /** The lifetime limits of the rule named `name` ("default" included); undefined for a deny rule. */
+  private lifetimeOf(name: string): LifetimePolicy | undefined {
+    const rule = name === DEFAULT_RULE_NAME ? this.fallback : this.rules.find((r) => r.name === name);
+    return rule?.action.deny === undefined ? rule?.action.lifetime : undefined;
   }
 
   private decideIn(req: PolicyRequest): PolicyDecision {
@@ -231,17 +257,6 @@ export class PolicyEngine {
     });
     return { decision: decide(this.fallback, req), matchedRule: DEFAULT_RULE_NAME, evaluated };
   }
-}
-
-/**
- * A request under an alias, allowed by the requested domain's rules (which say how to issue it:
- * SANs, CA) and by the authenticated domain's: it is issued for no longer than the latter allow
- * either, or asking under an alias would step around their lifetime cap. A refusal there refuses.
- */
-function withinAuthenticated(requested: PolicyDecision, authenticated: PolicyDecision): PolicyDecision {
-  if (!requested.allowed || !authenticated.allowed) return requested.allowed ? authenticated : requested;
-  if (authenticated.ttlSeconds >= requested.ttlSeconds) return requested;
-  return { ...requested, ttlSeconds: authenticated.ttlSeconds, ttlClamped: true };
 }
 
 /** The request as judged in the authenticated trust domain, when that is another than the requested one. */

@@ -101,8 +101,9 @@ export class Reloader {
     this.timer = setTimeout(() => {
       const reasons = [...this.reasons].join(', ');
       this.reasons.clear();
-      // A failure is logged inside reload(); the chain itself must never stay rejected.
-      this.running = this.running.then(() => this.reload(reasons)).then(
+      // A failure is logged inside reload(); the chain itself must never stay rejected. One that
+      // waited behind another and finds the reloader stopped (the server shutting down) is dropped.
+      this.running = this.running.then(() => (this.listening ? this.reload(reasons) : undefined)).then(
         () => undefined,
         (err: unknown) => this.o.logger.error({ err }, 'reload failed unexpectedly'),
       );

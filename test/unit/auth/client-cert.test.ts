@@ -23,6 +23,7 @@ let futureLeaf: TestCert;
 let caLeaf: TestCert;
 let noSpiffeLeaf: TestCert;
 let notWorkloadLeaf: TestCert;
+let legacyNsLeaf: TestCert;
 let serverOnlyLeaf: TestCert;
 let twoIdLeaf: TestCert;
 let expiredInter: TestCert;
@@ -42,6 +43,7 @@ beforeAll(async () => {
   caLeaf = await makeCert({ name: 'sneaky', issuer: inter, ca: true, uris: [ID] });
   noSpiffeLeaf = await makeCert({ name: 'web', issuer: inter, uris: ['https://example.com/x'] });
   notWorkloadLeaf = await makeCert({ name: 'svc', issuer: inter, uris: ['spiffe://cluster.local/foo'] });
+  legacyNsLeaf = await makeCert({ name: 'legacy', issuer: inter, uris: ['spiffe://cluster.local/ns/Legacy_NS/sa/app'] });
   serverOnlyLeaf = await makeCert({ name: 'server', issuer: inter, uris: [ID], eku: ['1.3.6.1.5.5.7.3.1'] });
   twoIdLeaf = await makeCert({ name: 'two', issuer: inter, uris: [ID, 'spiffe://cluster.local/ns/other/sa/x', 'urn:x'] });
   expiredInter = await makeCert({ name: 'old intermediate', ca: true, issuer: root, notBefore: new Date(Date.now() - 3 * HOUR), notAfter: new Date(Date.now() - HOUR) });
@@ -82,7 +84,12 @@ describe('ClientCertAuthenticator', () => {
     {
       name: 'refuses a SPIFFE ID without a namespace and service account (rules keyed on them would not see it)',
       chain: () => [notWorkloadLeaf.der, inter.der],
-      message: /URI SAN spiffe:\/\/cluster\.local\/foo is not an Istio workload identity \(spiffe:\/\/<trust domain>\/ns\/<namespace>\/sa\/<service account>\)/,
+      message: /URI SAN spiffe:\/\/cluster\.local\/foo is not an Istio workload identity \(spiffe:\/\/<trust domain>\/ns\/<namespace>\/sa\/<service account>, with Kubernetes names\)/,
+    },
+    {
+      name: 'refuses a namespace that is not a Kubernetes name (policy patterns are written for those)',
+      chain: () => [legacyNsLeaf.der, inter.der],
+      message: /spiffe:\/\/cluster\.local\/ns\/Legacy_NS\/sa\/app is not an Istio workload identity/,
     },
     { name: 'refuses a leaf without the clientAuth usage', chain: () => [serverOnlyLeaf.der, inter.der], message: /client authentication/ },
     { name: 'refuses an expired intermediate', chain: () => [leafOfExpiredInter.der, expiredInter.der], message: /expired or not yet valid intermediate/ },

@@ -1,6 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { keepSample } from '../../../bench/lib/h2-client.js';
+import { sampleInto } from '../../../bench/lib/h2-client.js';
 import { leafMismatch } from '../../../bench/lib/leaf-check.js';
 import { caCert, leafCert } from '../../support/constrained-ca.js';
 
@@ -30,17 +30,16 @@ describe("the bench's check of a sampled leaf against the requests", () => {
 });
 
 describe("the bench's choice of responses to check", () => {
-  it('keeps the first five, then one in 500 across the run, at most 50', () => {
-    let kept = 0;
-    const keptAt: number[] = [];
-    for (let ok = 1; ok <= 100_000; ok++) {
-      if (keepSample(ok, kept)) {
-        kept++;
-        keptAt.push(ok);
-      }
-    }
-    expect(keptAt.slice(0, 7)).toEqual([1, 2, 3, 4, 5, 500, 1000]);
-    expect(kept).toBe(50);
-    expect(keptAt.at(-1)).toBe(22_500);
+  it('keeps the first five and 45 drawn from the whole run, late ones included', () => {
+    const samples: Buffer[] = [];
+    let seed = 1;
+    const random = (): number => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+    for (let ok = 1; ok <= 100_000; ok++) sampleInto(samples, Buffer.from(String(ok)), ok, random);
+    const kept = samples.map((b) => Number(b.toString()));
+    expect(kept).toHaveLength(50);
+    expect(kept.slice(0, 5)).toEqual([1, 2, 3, 4, 5]);
+    // Drawn across the run: some from its second half, none twice.
+    expect(kept.filter((n) => n > 50_000).length).toBeGreaterThan(10);
+    expect(new Set(kept).size).toBe(50);
   });
 });

@@ -21,6 +21,9 @@ describe('certificateCluster: the cluster a client certificate names through its
     expect(certificateCluster(c, served, 'cluster.local')).toBe('Kubernetes');
     expect(certificateCluster(c, served, 'old.local')).toBe('Kubernetes');
     expect(certificateCluster(c, served, 'west.local')).toBeUndefined();
+    // A cluster whose own trust domain is the alias is that alias's cluster, not the mesh domain's.
+    const aliased = config([cluster('Kubernetes'), cluster('old', 'old.local')]);
+    expect(certificateCluster(aliased, ['Kubernetes', 'old'], 'old.local')).toBe('old');
     const shared = config([cluster('Kubernetes'), cluster('west')]);
     expect(certificateCluster(shared, ['Kubernetes', 'west'], 'cluster.local')).toBeUndefined();
   });

@@ -569,6 +569,20 @@ describe('a request under a trust-domain alias', () => {
     expect(allowed(p.explain(req({ ...asked, trustDomain: 'old.local', authenticatedTrustDomain: 'cluster.local' })).decision).ttlSeconds).toBe(12 * H);
     // Within both, the requested domain's lifetime stands.
     expect(allowed(p.evaluate(req({ ...asked, requestedTtlSeconds: 2 * H, trustDomain: 'old.local', authenticatedTrustDomain: 'cluster.local' })))).toMatchObject({ ttlSeconds: 2 * H, ttlClamped: false });
+    // Nothing asked for: the requested rule's default (24 h), capped by the other's max, not its default (1 h); not "clamped".
+    expect(allowed(p.evaluate(req({ namespace: 'payments-a', trustDomain: 'old.local', authenticatedTrustDomain: 'cluster.local' })))).toMatchObject({ rule: 'default', ttlSeconds: 12 * H, ttlClamped: false });
+  });
+
+  it("is refused when the authenticated domain's max is below the requested rule's min (no lifetime fits both)", () => {
+    const floor = engine({
+      rules: [
+        { name: 'payments', match: { trustDomains: ['cluster.local'], namespaces: ['payments-*'] }, lifetime: { default: '10m', max: '30m', aboveMax: 'clamp' } },
+        { name: 'alias', match: { trustDomains: ['old.local'] }, lifetime: { default: '24h', min: '1h', max: '48h' } },
+      ],
+    });
+    const d = denied(floor.evaluate(req({ namespace: 'payments-a', trustDomain: 'old.local', authenticatedTrustDomain: 'cluster.local' })));
+    expect(d).toMatchObject({ rule: 'alias', code: 'TTL_INVALID' });
+    expect(d.reason).toBe('no lifetime fits both trust domains\' rules: rule "payments" for cluster.local allows at most 1800s, rule "alias" for old.local at least 3600s');
   });
 
   it('is refused when the authenticated domain\'s rule rejects the lifetime', () => {

@@ -221,3 +221,35 @@ describe('Reloader', () => {
     }
   });
 });
+
+describe('Reloader once stopped', () => {
+  it('runs no reload asked for before stop() that was still waiting its turn', async () => {
+    const file = join(dir, 'stopping.yaml');
+    writeFileSync(file, BASE);
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    let release!: () => void;
+    const first = new Promise<void>((r) => (release = r));
+    const applied: string[] = [];
+    // The first reload holds (a slow worker round); a second is asked for behind it.
+    const reloader = new Reloader({
+      configFile: file,
+      current: () => current,
+      apply: async (next) => {
+        applied.push('start');
+        if (applied.length === 1) await first;
+        current = next;
+      },
+      logger: createLogger('silent'),
+    });
+    reloader.start();
+    expect(reloader.trigger('one')).toBe(true);
+    await expect.poll(() => applied.length, { timeout: 5_000 }).toBe(1);
+    expect(reloader.trigger('two')).toBe(true);
+    await new Promise((r) => setTimeout(r, 500)); // its debounce is over: it waits behind the first
+    reloader.stop();
+    expect(reloader.trigger('three')).toBe(false);
+    release();
+    await new Promise((r) => setTimeout(r, 300));
+    expect(applied).toEqual(['start']);
+  });
+});
