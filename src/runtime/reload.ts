@@ -19,9 +19,9 @@ export interface ReloadOptions {
   readonly metrics?: ReloadMetrics;
   readonly pollIntervalMs?: number;
   /**
-   * The config file's text the running config was read from. The watch starts only once the
-   * server is up, and compares with the file as it is then: an edit made while it started would
-   * never be seen, so start() compares with this instead.
+   * The config file's text the running config was read from. The watch (from watch()) compares
+   * with the file as it is when the watch begins, after serve read it: start() compares with this
+   * so that an edit in between is not missed.
    */
   readonly loadedText?: string;
 }
@@ -91,8 +91,10 @@ export class Reloader {
     this.watched.clear();
   }
 
-  /** Debounced: editors and Kubernetes' atomic writer touch several files in a burst. */
-  /** Asks for a reload; false when the reloader is not running (before start(), after stop()). */
+  /**
+   * Asks for a reload; false when the reloader is not running (before start(), after stop()).
+   * Debounced: editors and Kubernetes' atomic writer touch several files in a burst.
+   */
   trigger(reason: string): boolean {
     if (!this.listening) return false;
     if (this.timer) clearTimeout(this.timer);
