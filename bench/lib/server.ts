@@ -36,6 +36,8 @@ export function writeConfig(dir: string, jwksFile: string, workers?: string, fai
   writeFileSync(
     file,
     `dataDir: ${join(dir, 'data')}
+admin:
+  listen: 127.0.0.1:0
 server:
   listen: 127.0.0.1:0
 ${workers === undefined ? '' : `  workers: ${workers}\n`}${failClosed ? 'inventory:\n  failClosed: true\n' : ''}ca:
@@ -63,7 +65,8 @@ export async function startServer(root: string, configFile: string, logFile: str
   const port = await new Promise<number>((resolve, reject) => {
     const started = Date.now();
     const poll = setInterval(() => {
-      const m = /"port":(\d+)[^\n]*"msg":"meshcert serving"/.exec(readFileSync(logFile, 'utf8'));
+      // The primary's line (a worker's has "worker":N), which comes once the whole server is up.
+      const m = /^(?![^\n]*"worker":)[^\n]*"port":(\d+)[^\n]*"msg":"meshcert serving"/m.exec(readFileSync(logFile, 'utf8'));
       if (m) {
         clearInterval(poll);
         resolve(Number(m[1]));
@@ -76,6 +79,11 @@ export async function startServer(root: string, configFile: string, logFile: str
       clearInterval(poll);
       reject(new Error(`meshcert exited with ${code}; see ${logFile}`));
     });
+  });
+  // Said at once: a driver's own error for a server gone (a connect deadline, say) does not name the cause.
+  let stopping = false;
+  child.on('exit', (code, signal) => {
+    if (!stopping) process.stderr.write(`[bench] meshcert exited during the run (${signal ?? `code ${code}`}); see ${logFile}\n`);
   });
   // Let every worker finish starting.
   await new Promise((r) => setTimeout(r, 1000));
@@ -104,6 +112,7 @@ export async function startServer(root: string, configFile: string, logFile: str
     },
     stop: () =>
       new Promise((resolve) => {
+        stopping = true;
         if (child.exitCode !== null) return resolve(child.exitCode);
         child.once('exit', (code) => resolve(code));
         child.kill('SIGTERM');

@@ -54,8 +54,11 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   const monitor = new ExpiryMonitor(monitorOptions(config), logger, invMetrics, inventory?.store);
 
   let port: number;
-  let metricsText: () => Promise<string>;
-  let grpcReady: () => ReadinessCheck;
+  // Until the CA is loaded and the gRPC server listens, /metrics has the primary's own and
+  // /readyz says what is still starting.
+  let metricsText: () => Promise<string> = () => registry.metrics();
+  let caLoaded = false;
+  let grpcReady: () => ReadinessCheck = () => ({ name: 'grpc', ok: false, detail: 'starting' });
   let stopServing: () => Promise<void>;
   let applyConfig: (next: MeshcertConfig) => Promise<void>;
   let issuers: () => IssuerRegistry;
@@ -78,6 +81,29 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     logger,
     metrics: new ReloadMetrics(registry),
   });
+  let draining = false;
+  // The admin server first: a port already taken fails the start before any worker or CA work,
+  // and nothing says "serving" before the process is up whole.
+  let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
+  try {
+    admin = config.admin.enabled
+      ? await startAdminServer({
+          listen: config.admin.listen,
+          logger,
+          ...(inventory ? { store: inventory.store } : {}),
+          metrics: async () => ({ contentType: registry.contentType, body: await metricsText() }),
+          readiness: async () => {
+            const checks: ReadinessCheck[] = [{ name: 'ca', ok: caLoaded, detail: caLoaded ? 'loaded' : 'loading' }, grpcReady()];
+            if (draining) checks.push({ name: 'shutdown', ok: false, detail: 'shutting down: still serving calls until server.shutdownDelay is over' });
+            if (inventory) checks.push({ name: 'inventory', ...(await inventory.readiness()) });
+            return checks;
+          },
+        })
+      : undefined;
+  } catch (e) {
+    await inventory?.close().catch(() => {});
+    throw e;
+  }
   try {
     // The CA is made here if it is to be (ca.autoInit), before any process reads it; the files are
     // watched from then on, so that an edit while the server starts is not missed.
@@ -121,9 +147,11 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       };
       logger.info({ listen: config.server.listen, port, workers: count }, 'meshcert serving');
     }
+    caLoaded = true;
   } catch (e) {
     reloader.stop();
     await inventory?.close().catch(() => {});
+    await admin?.close();
     throw e;
   }
   monitor.start();
@@ -134,14 +162,13 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     monitor.stop();
     await stopServing().catch((err: unknown) => logger.error({ err }, 'cleanup after a failed start'));
     await inventory?.close().catch((err: unknown) => logger.error({ err }, 'inventory could not be flushed completely'));
+    await admin?.close();
     throw e;
   });
   reloader.start();
 
-  let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
   /** Set while server.shutdownDelay runs: ends it early. */
   let endDelay: (() => void) | undefined;
-  let draining = false;
   let closing: Promise<void> | undefined;
   const stopAll = async (): Promise<void> => {
     reloader.stop();
@@ -160,28 +187,6 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     const failed = stopped.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
   };
-  try {
-    admin = config.admin.enabled
-      ? await startAdminServer({
-          listen: config.admin.listen,
-          logger,
-          ...(inventory ? { store: inventory.store } : {}),
-          metrics: async () => ({ contentType: registry.contentType, body: await metricsText() }),
-          readiness: async () => {
-            const checks: ReadinessCheck[] = [{ name: 'ca', ok: true, detail: 'loaded' }, grpcReady()];
-            if (draining) checks.push({ name: 'shutdown', ok: false, detail: 'shutting down: still serving calls until server.shutdownDelay is over' });
-            if (inventory) checks.push({ name: 'inventory', ...(await inventory.readiness()) });
-            return checks;
-          },
-        })
-      : undefined;
-  } catch (e) {
-    // The admin port is taken, say: stop what runs already, so the process exits with the reason
-    // (a failure while stopping is logged, not put in its place).
-    await stopAll().catch((err: unknown) => logger.error({ err }, 'cleanup after a failed start'));
-    throw e;
-  }
-
   return {
     port,
     adminPort: admin?.port,

@@ -9,7 +9,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ROOT, runCli } from '../support/cli.js';
 import { TEST_ISSUER, writeTestJwks } from '../support/harness.js';
 
@@ -70,6 +70,9 @@ auth:
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toContain(`meshcert: ${expected(taken)}`);
     expect(r.stderr).not.toMatch(/unexpected error|\n\s+at /);
+    // The admin port is bound before any CA work or worker: nothing said "serving" (a driver
+    // waiting for that line once took a dying server for a running one).
+    if (o.adminTaken) expect(r.stdout).not.toMatch(/meshcert serving|CA loaded|created a new root/);
     // No worker outlives the primary (any that did would be killed here, not left running).
     try {
       await expect.poll(() => processesMarked(marker), { timeout: 5_000 }).toEqual([]);
@@ -104,27 +107,37 @@ function spawnServe(data: string, yaml: string, marker: string): { child: Return
   return { child, output: () => out, exited };
 }
 
+/**
+ * Starts single-process serve with ambient on, against an API server that accepts connections and
+ * never answers: the start hangs in the pod cache's wait (30 s). Call `end` in a finally.
+ */
+async function startHanging(prefix: string, admin: string): Promise<{ s: ReturnType<typeof spawnServe>; end: () => void }> {
+  const data = mkdtempSync(join(tmpdir(), prefix));
+  const silent = createServer(() => {});
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const port = (silent.address() as { port: number }).port;
+  const marker = randomUUID();
+  const end = (): void => {
+    for (const pid of processesMarked(marker)) process.kill(pid, 'SIGKILL');
+    silent.close();
+    rmSync(data, { recursive: true, force: true });
+  };
+  try {
+    await writeTestJwks(join(data, 'jwks.json'));
+    writeFileSync(join(data, 'kube-token'), 'token');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=kube', '-keyout', join(data, 'kube-ca.key'), '-out', join(data, 'kube-ca.pem'), '-days', '1'], { stdio: 'pipe' });
+    const extra = `ambient: { enabled: true }\nkubernetes: { server: "https://127.0.0.1:${port}", caFile: ${join(data, 'kube-ca.pem')}, tokenFile: ${join(data, 'kube-token')} }\n`;
+    return { s: spawnServe(data, startConfig(data, { workers: 1, admin, extra }), marker), end };
+  } catch (e) {
+    end();
+    throw e;
+  }
+}
+
 describe('serve asked to stop while it starts', () => {
   it('exits at once on a second request while a start hangs (an API server that never answers)', async () => {
-    const data = mkdtempSync(join(tmpdir(), 'meshcert-earlystop2-'));
-    // Accepts connections and never answers: the pod cache waits its start timeout (30 s).
-    const silent = createServer(() => {});
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-    const port = (silent.address() as { port: number }).port;
-    const marker = randomUUID();
+    const { s, end } = await startHanging('meshcert-earlystop2-', '{ enabled: false }');
     try {
-      await writeTestJwks(join(data, 'jwks.json'));
-      writeFileSync(join(data, 'kube-token'), 'token');
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=kube', '-keyout', join(data, 'kube-ca.key'), '-out', join(data, 'kube-ca.pem'), '-days', '1'], { stdio: 'pipe' });
-      const s = spawnServe(
-        data,
-        startConfig(data, {
-          workers: 1,
-          admin: '{ enabled: false }',
-          extra: `ambient: { enabled: true }\nkubernetes: { server: "https://127.0.0.1:${port}", caFile: ${join(data, 'kube-ca.pem')}, tokenFile: ${join(data, 'kube-token')} }\n`,
-        }),
-        marker,
-      );
       await expect.poll(() => /created a new root and intermediate CA/.test(s.output()), { timeout: 30_000, interval: 20 }).toBe(true);
       s.child.kill('SIGTERM');
       await expect.poll(() => /stop requested while starting/.test(s.output()), { timeout: 15_000, interval: 20 }).toBe(true);
@@ -135,9 +148,28 @@ describe('serve asked to stop while it starts', () => {
       expect(Date.now() - t).toBeLessThan(15_000); // the pod cache would wait 30 s
       expect(s.output()).toMatch(/second stop request while starting; exiting now/);
     } finally {
-      for (const pid of processesMarked(marker)) process.kill(pid, 'SIGKILL');
-      silent.close();
-      rmSync(data, { recursive: true, force: true });
+      end();
+    }
+  }, 60_000);
+
+  it('answers probes while it starts: /healthz 200, /readyz 503 naming what is still starting', async () => {
+    const { s, end } = await startHanging('meshcert-startprobe-', '{ listen: "127.0.0.1:0" }');
+    try {
+      const admin = await vi.waitFor(() => Number(/"port":(\d+),"msg":"admin server listening"/.exec(s.output())?.[1] ?? expect.fail('admin not up yet')), { timeout: 30_000, interval: 50 });
+      expect((await fetch(`http://127.0.0.1:${admin}/healthz`)).status).toBe(200);
+      const r = await fetch(`http://127.0.0.1:${admin}/readyz`);
+      expect(r.status).toBe(503);
+      const body = (await r.json()) as { ready: boolean; checks: Array<{ name: string; ok: boolean; detail: string }> };
+      expect(body.checks.filter((c) => c.name === 'ca' || c.name === 'grpc')).toEqual([
+        { name: 'ca', ok: false, detail: 'loading' },
+        { name: 'grpc', ok: false, detail: 'starting' },
+      ]);
+      expect(s.output()).not.toMatch(/meshcert serving/);
+      s.child.kill('SIGTERM');
+      s.child.kill('SIGTERM');
+      await s.exited;
+    } finally {
+      end();
     }
   }, 60_000);
 
