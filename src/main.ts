@@ -53,6 +53,8 @@ export interface RunningMeshcert {
   close(): Promise<void>;
   /** Hands the sink the pending count of refusals not audited one by one (a worker about to exit). */
   flushAudit(): void;
+  /** Logs "meshcert serving" with what this process serves (see StartOptions.announce). */
+  announce(): void;
 }
 
 export interface StartOptions {
@@ -70,6 +72,8 @@ export interface StartOptions {
   readonly onMemoryPressure?: (high: boolean) => void;
   /** This process's share of the replica's audit-row budget for unauthenticated refusals (1/workers). */
   readonly auditShare?: number;
+  /** Log "meshcert serving" once listening (default true); `serve` in one process says it itself, once all of it has started. */
+  readonly announce?: boolean;
 }
 
 /** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
@@ -303,7 +307,8 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   pressure?.start();
   health.setAll('SERVING');
   started = true;
-  logger.info({ listen: config.server.listen, port, trustDomain: config.trustDomain, servingCert: serving.current.source, ambient: config.ambient.enabled }, 'meshcert serving');
+  const announce = (): void => logger.info({ listen: config.server.listen, port, trustDomain: config.trustDomain, servingCert: serving.current.source, ambient: config.ambient.enabled }, 'meshcert serving');
+  if (o.announce !== false) announce();
 
   return {
     port,
@@ -327,6 +332,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length - 1, roots: fresh.issuers.roots.length, revokedClientCertificates: fresh.revocations.size }, 'configuration reloaded');
     },
     flushAudit: () => audit?.flush(),
+    announce,
     async close() {
       closing = true;
       health.setAll('NOT_SERVING');

@@ -64,6 +64,8 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   let issuers: () => IssuerRegistry;
   /** gRPC health turns NOT_SERVING in every serving process; calls are still served. */
   let reportDraining: () => void;
+  /** Says "meshcert serving": once all of it has started (controllers, reloader), not before. */
+  let announce: () => void;
   let controllers: Awaited<ReturnType<typeof startControllers>> | undefined = undefined;
   let current = config;
   const reloader = new Reloader({
@@ -82,8 +84,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     metrics: new ReloadMetrics(registry),
   });
   let draining = false;
-  // The admin server first: a port already taken fails the start before any worker or CA work,
-  // and nothing says "serving" before the process is up whole.
+  // The admin server first: a port already taken fails the start before any worker or CA work.
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined;
   try {
     admin = config.admin.enabled
@@ -113,8 +114,9 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       const caMetrics = new CaMetrics(registry);
       // The gRPC stack is loaded only by processes that serve it (not by a cluster primary).
       const { startMeshcert } = await import('../main.js');
-      const running = await startMeshcert(config, { logger, metrics: caMetrics, ...(inventory ? { sink: inventory } : {}) });
+      const running = await startMeshcert(config, { logger, metrics: caMetrics, announce: false, ...(inventory ? { sink: inventory } : {}) });
       port = running.port;
+      announce = () => running.announce();
       metricsText = () => registry.metrics();
       grpcReady = () => ({ name: 'grpc', ok: running.health.serving, detail: running.health.serving ? 'serving' : 'not serving' });
       stopServing = () => running.close();
@@ -145,7 +147,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
         await pool.reload(next);
         primaryState = fresh;
       };
-      logger.info({ listen: config.server.listen, port, workers: count }, 'meshcert serving');
+      announce = () => logger.info({ listen: config.server.listen, port, workers: count }, 'meshcert serving');
     }
     caLoaded = true;
   } catch (e) {
@@ -166,6 +168,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     throw e;
   });
   reloader.start();
+  announce();
 
   /** Set while server.shutdownDelay runs: ends it early. */
   let endDelay: (() => void) | undefined;

@@ -48,7 +48,12 @@ describe('serve exits with the reason when it cannot start', () => {
     ['the gRPC port is taken, one process', { workers: 1, grpcTaken: true }, (port: number) => `cannot listen on server.listen 127.0.0.1:${port}: the address is already in use`],
     ['the admin port is taken', { workers: 2, adminTaken: true }, (port: number) => `cannot listen on admin.listen 127.0.0.1:${port}: the address is already in use`],
     ['the JWKS file does not exist, two workers', { workers: 2, jwksFile: '/nonexistent/jwks.json' }, () => 'auth.clusters "Kubernetes": jwksFile /nonexistent/jwks.json: cannot read JSON'],
-  ])('%s', async (_name, o: { workers: number; grpcTaken?: boolean; adminTaken?: boolean; jwksFile?: string }, expected) => {
+    [
+      'the Kubernetes token file does not exist (root distribution), one process',
+      { workers: 1, extra: 'istio: { rootCertConfigMap: { enabled: true } }\nkubernetes: { server: "https://127.0.0.1:1", tokenFile: /nonexistent/token }\n' },
+      () => 'kubernetes: Kubernetes API token file /nonexistent/token does not exist',
+    ],
+  ])('%s', async (_name, o: { workers: number; grpcTaken?: boolean; adminTaken?: boolean; jwksFile?: string; extra?: string }, expected) => {
     const grpc = o.grpcTaken ? `127.0.0.1:${taken}` : '127.0.0.1:0';
     const admin = o.adminTaken ? `127.0.0.1:${taken}` : '127.0.0.1:0';
     const data = mkdtempSync(join(dir, 'data-'));
@@ -59,7 +64,7 @@ describe('serve exits with the reason when it cannot start', () => {
 server: { listen: "${grpc}", workers: ${o.workers} }
 admin: { listen: "${admin}" }
 ca: { autoInit: true }
-auth:
+${o.extra ?? ''}auth:
   clusters:
     - name: Kubernetes
       jwt: [{ issuer: "${TEST_ISSUER}", jwksFile: ${o.jwksFile ?? join(dir, 'jwks.json')} }]
@@ -70,9 +75,10 @@ auth:
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toContain(`meshcert: ${expected(taken)}`);
     expect(r.stderr).not.toMatch(/unexpected error|\n\s+at /);
-    // The admin port is bound before any CA work or worker: nothing said "serving" (a driver
-    // waiting for that line once took a dying server for a running one).
+    // Nothing says "serving" before all of it has started (a driver waiting for that line once
+    // took a dying server for a running one); the admin port is bound before any CA work or worker.
     if (o.adminTaken) expect(r.stdout).not.toMatch(/meshcert serving|CA loaded|created a new root/);
+    if (o.workers === 1) expect(r.stdout).not.toMatch(/meshcert serving/);
     // No worker outlives the primary (any that did would be killed here, not left running).
     try {
       await expect.poll(() => processesMarked(marker), { timeout: 5_000 }).toEqual([]);
