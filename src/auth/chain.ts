@@ -39,6 +39,7 @@ export interface AuthChainOptions {
 
 const NO_CREDENTIAL = 'no credential: send a service-account token in the authorization header, or a client certificate issued by this CA';
 const TOKEN_NOT_ACCEPTED = 'bearer token not accepted: it is not a JWT from a trusted issuer';
+const NOT_BEARER = 'the authorization header is not "Bearer <token>": send the service-account token as "authorization: Bearer <token>", or a client certificate issued by this CA';
 
 /**
  * Whether a `clusterid` header could be a cluster name, and so may be quoted back or stored as it
@@ -152,6 +153,6 @@ export class AuthChain {
     }
     if (token !== undefined) throw new CaError('AUTH_INVALID', TOKEN_NOT_ACCEPTED);
     if (req.peerCertificateRefused !== undefined && this.clientCertificates) throw new CaError('AUTH_INVALID', clientCertificateRefused(req.peerCertificateRefused));
-    throw new CaError('AUTH_MISSING', NO_CREDENTIAL);
+    throw new CaError('AUTH_MISSING', req.authorizationNotBearer ? NOT_BEARER : NO_CREDENTIAL);
   }
 }

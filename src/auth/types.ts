@@ -29,6 +29,8 @@ export interface AuthRequest {
   readonly peerCertificateRefused?: string;
   /** The client's IP address (no port): backends shared by all clients are shared fairly by it. */
   readonly peerHost?: string;
+  /** An authorization header was sent that is not `Bearer <token>` (Basic, a bare token): the refusal says so. */
+  readonly authorizationNotBearer?: boolean;
 }
 
 export interface Authenticator {

@@ -143,7 +143,7 @@ function authRequestFrom(call: CallInfo): AuthRequest {
   const bearer = authz && /^bearer\s+(.+)$/i.exec(authz.trim());
   const clusterId = headerString(call.headers.clusterid);
   return {
-    ...(bearer ? { bearerToken: bearer[1]!.trim() } : {}),
+    ...(bearer ? { bearerToken: bearer[1]!.trim() } : authz?.trim() ? { authorizationNotBearer: true } : {}),
     ...(clusterId !== undefined ? { clusterId } : {}),
     ...(call.peerCertificates ? { peerCertificates: call.peerCertificates } : {}),
     ...(call.peerCertificateRefused !== undefined ? { peerCertificateRefused: call.peerCertificateRefused } : {}),

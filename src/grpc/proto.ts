@@ -43,10 +43,7 @@ export function methodCodec<Req, Res>(service: string, method: string): MethodCo
   const wire = REQUEST_WIRE[`${service}/${method}`];
   return {
     path: def.path,
-    deserialize: (b) => {
-      if (wire) checkWire(b, wire);
-      return def.requestDeserialize(b);
-    },
+    deserialize: (b) => def.requestDeserialize(wire ? checkWire(b, wire) : b),
     serialize: (r) => def.responseSerialize(r),
   };
 }

@@ -159,6 +159,19 @@ describe('gRPC over HTTP/2 on the wire (raw node:http2 client)', () => {
     expect(r.grpcMessage).toBe("the request message could not be decoded as CreateCertificate's request");
   });
 
+  it('issues for a request with a declared field sent with another wire type, which protobuf-go (and so grpc-go) skips as unknown', async () => {
+    // The valid request, then validity_duration (field 3) sent length-delimited and csr (field 1) as a varint.
+    const r = await call(session, frame(Buffer.concat([validRequest.subarray(5), Buffer.from('1a036162630805', 'hex')])), { token });
+    expect(r.grpcStatus, r.grpcMessage).toBe(status.OK);
+    expect(decodeResponse(messages(r.body)[0]!).certChain).toHaveLength(3);
+  });
+
+  it.each(['Basic dXNlcjpwYXNz', 'just-a-token'])('tells a caller whose authorization header is not "Bearer <token>" (%s) so', async (authorization) => {
+    const r = await call(session, validRequest, { headers: { authorization } });
+    expect(r.grpcStatus).toBe(status.UNAUTHENTICATED);
+    expect(r.grpcMessage).toMatch(/^the authorization header is not "Bearer <token>": send the service-account token as "authorization: Bearer <token>"/);
+  });
+
   it('refuses a declared length above maxRequestBytes with RESOURCE_EXHAUSTED after the 5-byte prefix alone, while the request is still open', async () => {
     const { stream, reply } = start(session, { token });
     stream.write(frame(Buffer.alloc(0), 0, MAX_REQUEST_BYTES + 1)); // no END_STREAM, no payload

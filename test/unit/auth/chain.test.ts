@@ -94,6 +94,7 @@ describe('AuthChain: outcome precedence', () => {
     { name: 'reports the first AUTH_INVALID reason', chain: ['null', 'invalid'], code: 'AUTH_INVALID', message: /^invalid-1: token expired$/ },
     { name: 'an unexpected exception becomes INTERNAL, not UNAUTHENTICATED', chain: ['boom', 'invalid'], code: 'INTERNAL', message: /^internal error while authenticating$/ },
     { name: 'all null without a credential is AUTH_MISSING', chain: ['null', 'null'], req: {}, code: 'AUTH_MISSING', message: /^no credential: send a service-account token in the authorization header, or a client certificate issued by this CA$/ },
+    { name: 'all null with an authorization header that is not Bearer says so', chain: ['null', 'null'], req: { authorizationNotBearer: true }, code: 'AUTH_MISSING', message: /^the authorization header is not "Bearer <token>"/ },
     { name: 'all null with a bearer token is AUTH_INVALID (untrusted issuer)', chain: ['null'], code: 'AUTH_INVALID', message: /not a JWT from a trusted issuer/ },
     { name: 'an empty bearer token counts as no credential', chain: ['ok'], req: { bearerToken: '' }, code: 'AUTH_MISSING' },
     { name: 'a client certificate the handshake refused, alone, is AUTH_INVALID with why', chain: ['null', 'null'], req: { peerCertificateRefused: 'CERT_HAS_EXPIRED' }, code: 'AUTH_INVALID', message: /^client certificate not accepted: it has expired; send a service-account token, or a current client certificate issued by this CA$/ },

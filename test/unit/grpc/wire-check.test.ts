@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CERTIFICATE_SERVICE, methodDefinition, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from '../../../src/grpc/proto.js';
+import { CERTIFICATE_SERVICE, methodCodec, methodDefinition, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from '../../../src/grpc/proto.js';
 import { CERTIFICATE_REQUEST_WIRE, checkWire, HEALTH_CHECK_REQUEST_WIRE } from '../../../src/grpc/wire-check.js';
 
 const encode = (req: IstioCertificateRequestMsg): Buffer => {
@@ -29,6 +29,9 @@ describe('checkWire', () => {
     expect(() => checkWire(Buffer.from('2801' + '310300000000000000' + '3a0100' + '3d01020304' + '434801' + '44', 'hex'), CERTIFICATE_REQUEST_WIRE)).not.toThrow();
     // A known field sent as a group is an unknown field to protobuf-go, and well-formed.
     expect(() => checkWire(Buffer.from('0b0c', 'hex'), CERTIFICATE_REQUEST_WIRE)).not.toThrow();
+    // What has no field sent with another wire type is decoded as it came (no copy on the hot path).
+    const plain = encode(req);
+    expect(checkWire(plain, CERTIFICATE_REQUEST_WIRE)).toBe(plain);
     expect(() => checkWire(Buffer.from('0a07636c7573746572', 'hex'), HEALTH_CHECK_REQUEST_WIRE)).not.toThrow();
   });
 
@@ -56,5 +59,27 @@ describe('checkWire', () => {
     expect(() => checkWire(at(40), CERTIFICATE_REQUEST_WIRE)).toThrow(/nested deeper than 100/);
     // Groups too: 60,000 group starts are refused at the bound, not by the stack running out.
     expect(() => checkWire(Buffer.alloc(60_000, 0x0b), CERTIFICATE_REQUEST_WIRE)).toThrow(/nested deeper than 100/);
+  });
+
+  // protobuf-go (grpc-go, istiod) keeps a declared field sent with another wire type as an unknown
+  // field and decodes the rest; protobufjs alone failed on these (INTERNAL, which istio-agent
+  // retries) or took the next bytes for the CSR.
+  const decode = (hex: string): IstioCertificateRequestMsg =>
+    methodCodec<IstioCertificateRequestMsg, IstioCertificateResponseMsg>(CERTIFICATE_SERVICE, 'CreateCertificate').deserialize(Buffer.from(hex, 'hex'));
+  it.each([
+    ['validity_duration sent length-delimited', '0a03616263' + '1a03616263', { csr: 'abc', validityDuration: '0', metadata: null }],
+    ['metadata sent as a varint', '0a03616263' + '18901c' + '2001', { csr: 'abc', validityDuration: '3600', metadata: null }],
+    ['csr sent as a varint before the real one', '0805' + '0a03616263', { csr: 'abc', validityDuration: '0', metadata: null }],
+    ['csr sent as a varint after the real one', '0a03616263' + '0805', { csr: 'abc', validityDuration: '0', metadata: null }],
+    ['csr sent as fixed32 and as a group', '0d01020304' + '0b0c' + '0a03616263', { csr: 'abc', validityDuration: '0', metadata: null }],
+    [
+      // metadata { fields { key "a" value { number_value as a varint; string_value "x" } } and a
+      // second entry whose key is sent as a varint (its key is then empty, as in protobuf-go) }
+      'fields of a Struct, its entries and their Values sent with another wire type',
+      '0a03616263' + '2215' + '0a0a' + '0a0161' + '1205' + '1007' + '1a0178' + '0a07' + '0801' + '1203' + '1a0179',
+      { csr: 'abc', validityDuration: '0', metadata: { fields: { a: { stringValue: 'x', kind: 'stringValue' }, '': { stringValue: 'y', kind: 'stringValue' } } } },
+    ],
+  ])('decodes as protobuf-go does: %s', (_name, hex, expected) => {
+    expect(decode(hex)).toMatchObject(expected);
   });
 });
