@@ -32,7 +32,8 @@ meshcert certs expiring [--within DURATION] [--json]
   monitoring.staleWithin, 24h; monitoring.discoveredWarnBefore, 30d) unless --within sets all
   three.
   Store: --config FILE (its inventory and ca sections, as serve reads them) or
-  --db sqlite:PATH|postgres://URL; default sqlite .meshcert/inventory.db.`;
+  --db sqlite:PATH|postgres://URL; default sqlite .meshcert/inventory.db. Given both, --db is
+  the store and the config still names the CA directories and the windows.`;
 
 /** Where the inventory and the CA files are, from --config / --db. */
 export interface InventoryTarget {

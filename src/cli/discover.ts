@@ -8,7 +8,7 @@ import { placeName } from '../inventory/common.js';
 import type { InventoryStore } from '../inventory/types.js';
 import { openInventory, resolveInventoryTarget, StoreOpenError, table } from './certs.js';
 
-export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints HOST:PORT...] [--endpoint-timeout 5s] [--k8s-secrets [--kubeconfig FILE] [--cluster NAME] [--forget-gone]] [--config FILE | --db sqlite:PATH|postgres://URL] [--json]
+export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints HOST:PORT...] [--endpoint-timeout 5s] [--k8s-secrets [--kubeconfig FILE] [--cluster NAME] [--forget-gone]] [--config FILE] [--db sqlite:PATH|postgres://URL] [--json]
   Records certificates found in PEM or DER files (a directory: every *.pem/*.crt/*.cer/*.der below
   it; a glob with * or ? in the last component), presented by TLS endpoints (the whole chain;
   --endpoint-timeout, default 5s) and in Kubernetes TLS Secrets (tls.crt, ca.crt) and Istio CA
@@ -21,13 +21,14 @@ export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints 
   is the whole cluster (the unnamed one, or --cluster's), so when every list call succeeds (and
   lists a Secret), that cluster's places it no longer holds (deleted Secrets, namespaces) are
   forgotten; other clusters' places are left alone.
+  Store: --config FILE's inventory section, or --db (which wins over the config's store).
   Exit 0 when something was found and nothing failed, 1 when any item failed (or nothing was found).
-meshcert discover --places [--config FILE | --db ...] [--json]
+meshcert discover --places [--config FILE] [--db ...] [--json]
   Lists the places discovery knows, the longest unseen first: when each was last read in full,
   how many certificates it held then and the earliest end among them. A place no run reads any
   more (a deleted file, an endpoint taken down) is one to --forget. Exit 1 when the store fails
   (or a SQLite inventory does not exist).
-meshcert discover --forget PLACE... [--config FILE | --db ...] [--json]
+meshcert discover --forget PLACE... [--config FILE] [--db ...] [--json]
   Forgets places that are gone (file:PATH, endpoint:HOST:PORT, k8s-secret[@CLUSTER]:NS/NAME[/KEY], as
   \`certs expiring\` names them), so that the expiry reports stop judging them; their certificate
   records stay. Exit 1 when a place is not known (never seen, or already forgotten).`;

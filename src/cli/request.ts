@@ -1,11 +1,12 @@
-import { existsSync, mkdirSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdirSync, rmdirSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { CaClient, statusName } from '../client/ca-client.js';
 import { buildWorkloadCsr, type WorkloadKeyType } from '../client/workload-csr.js';
 import { parseDurationArg } from '../config/duration.js';
 import { hasDevIssuer, mintDevToken } from '../dev/token-issuer.js';
 import { writeFileAtomic, writePrivateKey } from '../ca/files.js';
 import { serialHex } from '../x509/serial-hex.js';
+import { parsePemBundle } from '../x509/pem.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
 import { workloadSpiffeId } from '../x509/spiffe-id.js';
 import { parseHostPort } from '../net/host-port.js';
@@ -58,15 +59,6 @@ export async function requestCommand(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError(`--ttl: ${(e as Error).message}`);
   }
-  // Made before asking: a certificate issued but not written loses its key.
-  if (v.out !== undefined) {
-    if (existsSync(v.out) && !statSync(v.out).isDirectory()) throw new UsageError(`--out ${v.out} exists and is not a directory`);
-    try {
-      mkdirSync(resolve(v.out), { recursive: true });
-    } catch (e) {
-      throw new UsageError(`--out ${v.out}: cannot create the directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-  }
   const dataDir = resolve(v['data-dir']!);
   const rootFile = v['ca-root'] ?? join(dataDir, 'ca', 'root-cert.pem');
   let rootPem: string;
@@ -75,6 +67,14 @@ export async function requestCommand(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError(`cannot read the root certificate ${rootFile} (${readProblem(e)}): pass --ca-root or start "meshcert serve --dev" first`);
   }
+  // Said here, not as a TLS failure to connect ("unable to get local issuer certificate").
+  let roots: number;
+  try {
+    roots = parsePemBundle(rootPem).length;
+  } catch (e) {
+    throw new UsageError(`the root certificate file ${rootFile} holds a certificate that cannot be read: ${(e as Error).message}`);
+  }
+  if (roots === 0) throw new UsageError(`the root certificate file ${rootFile} holds no PEM certificate: pass --ca-root the CA's root-cert.pem`);
   let spiffeId: string;
   try {
     spiffeId = workloadSpiffeId(v['trust-domain']!, v.ns, v.sa);
@@ -82,65 +82,104 @@ export async function requestCommand(argv: string[]): Promise<number> {
     throw new UsageError((e as Error).message);
   }
   const token = v.token ?? (v['token-file'] ? readTokenFile(v['token-file']) : await devToken(dataDir, v.ns, v.sa));
+  // Made before asking (a certificate issued but not written loses its key), once every input is
+  // read; removed again, when this made it and it is still empty, if nothing is written.
+  const made = v.out === undefined ? undefined : makeOutDir(v.out);
+  try {
+    const code = await requestAndWrite();
+    if (code !== 0) made?.removeIfEmpty();
+    return code;
+  } catch (e) {
+    made?.removeIfEmpty();
+    throw e;
+  }
 
-  const csr = await buildWorkloadCsr(spiffeId, v.key as WorkloadKeyType);
-  const client = new CaClient({ address: v.address!, rootPem, ...(v['server-name'] ? { serverName: v['server-name'] } : {}) });
-  const started = performance.now();
-  let chain: string[];
-  try {
-    chain = await client.createCertificate({ csrPem: csr.csrPem, validitySeconds: ttl, token, clusterId: v.cluster! });
-  } catch (e) {
-    const err = e as { code?: number; details?: string };
-    // grpc-js appends its resolver's notes to a connection failure: not the user's to read.
-    const details = (err.details ?? String(e)).replace(/\s*Resolution note:[\s\S]*$/, '');
-    const code = statusName(err.code ?? 2);
-    if (v.json) console.log(JSON.stringify({ refused: { code, details } }, null, 2));
-    else console.error(`refused: ${code}: ${details}`);
-    return 1;
-  } finally {
-    client.close();
+  async function requestAndWrite(): Promise<number> {
+    const csr = await buildWorkloadCsr(spiffeId, v.key as WorkloadKeyType);
+    const client = new CaClient({ address: v.address!, rootPem, ...(v['server-name'] ? { serverName: v['server-name'] } : {}) });
+    const started = performance.now();
+    let chain: string[];
+    try {
+      chain = await client.createCertificate({ csrPem: csr.csrPem, validitySeconds: ttl, token, clusterId: v.cluster! });
+    } catch (e) {
+      const err = e as { code?: number; details?: string };
+      // grpc-js appends its resolver's notes to a connection failure: not the user's to read.
+      const details = (err.details ?? String(e)).replace(/\s*Resolution note:[\s\S]*$/, '');
+      const code = statusName(err.code ?? 2);
+      if (v.json) console.log(JSON.stringify({ refused: { code, details } }, null, 2));
+      else console.error(`refused: ${code}: ${details}`);
+      return 1;
+    } finally {
+      client.close();
+    }
+    const ms = performance.now() - started;
+    let check: ReturnType<typeof verifyResponseChain>;
+    try {
+      check = verifyResponseChain(chain, rootPem);
+    } catch (e) {
+      // Issued (and recorded by the CA), but not to be trusted here: most often --ca-root is another CA's.
+      const details = `a certificate was issued, but its chain does not verify against ${v['ca-root'] ? `--ca-root ${v['ca-root']}` : 'the root read from the data directory'}: ${(e as Error).message}`;
+      if (v.json) console.log(JSON.stringify({ unverified: { details } }, null, 2));
+      else console.error(`meshcert: ${details}`);
+      return 1;
+    }
+    const uri = check.leaf.subjectAltName ?? '';
+    const result = {
+      spiffeId: uri.replace(/^URI:/, ''),
+      serial: serialHex(check.leaf.serialNumber),
+      notBefore: new Date(check.leaf.validFrom).toISOString(),
+      notAfter: new Date(check.leaf.validTo).toISOString(),
+      keyType: v.key,
+      chainElements: chain.length,
+      chainVerified: true,
+      issuer: check.leaf.issuer.replace(/\n/g, ', '),
+      root: check.root.subject.replace(/\n/g, ', '),
+      latencyMs: Math.round(ms * 10) / 10,
+    };
+    if (v.out) {
+      const out = resolve(v.out);
+      writeFileAtomic(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
+      writeFileAtomic(join(out, 'root-cert.pem'), chain[chain.length - 1]!);
+      writePrivateKey(join(out, 'key.pem'), csr.privateKeyPem);
+    }
+    if (v.json) {
+      console.log(JSON.stringify(result, null, 2));
+    } else {
+      console.log(`issued     ${result.spiffeId}`);
+      console.log(`serial     ${result.serial}`);
+      console.log(`valid      ${result.notBefore} .. ${result.notAfter}`);
+      console.log(`issuer     ${result.issuer}`);
+      console.log(`chain      ${result.chainElements} elements, verified to root "${result.root}"`);
+      if (v.out) console.log(`written    ${resolve(v.out)}/{cert-chain.pem,key.pem,root-cert.pem}`);
+    }
+    return 0;
   }
-  const ms = performance.now() - started;
-  let check: ReturnType<typeof verifyResponseChain>;
+}
+
+/** Creates --out (and its missing parents); `removeIfEmpty` takes back what this made, while empty. */
+function makeOutDir(out: string): { removeIfEmpty(): void } {
+  if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError(`--out ${out} exists and is not a directory`);
+  const dir = resolve(out);
+  let first: string | undefined;
   try {
-    check = verifyResponseChain(chain, rootPem);
+    first = mkdirSync(dir, { recursive: true });
   } catch (e) {
-    // Issued (and recorded by the CA), but not to be trusted here: most often --ca-root is another CA's.
-    const details = `a certificate was issued, but its chain does not verify against ${v['ca-root'] ? `--ca-root ${v['ca-root']}` : 'the root read from the data directory'}: ${(e as Error).message}`;
-    if (v.json) console.log(JSON.stringify({ unverified: { details } }, null, 2));
-    else console.error(`meshcert: ${details}`);
-    return 1;
+    throw new UsageError(`--out ${out}: cannot create the directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  const uri = check.leaf.subjectAltName ?? '';
-  const result = {
-    spiffeId: uri.replace(/^URI:/, ''),
-    serial: serialHex(check.leaf.serialNumber),
-    notBefore: new Date(check.leaf.validFrom).toISOString(),
-    notAfter: new Date(check.leaf.validTo).toISOString(),
-    keyType: v.key,
-    chainElements: chain.length,
-    chainVerified: true,
-    issuer: check.leaf.issuer.replace(/\n/g, ', '),
-    root: check.root.subject.replace(/\n/g, ', '),
-    latencyMs: Math.round(ms * 10) / 10,
+  return {
+    removeIfEmpty() {
+      if (first === undefined) return;
+      // From the deepest up to the first one made; rmdir refuses one that is not empty.
+      for (let d = dir; ; d = dirname(d)) {
+        try {
+          rmdirSync(d);
+        } catch {
+          return;
+        }
+        if (d === first) return;
+      }
+    },
   };
-  if (v.out) {
-    const out = resolve(v.out);
-    writeFileAtomic(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
-    writeFileAtomic(join(out, 'root-cert.pem'), chain[chain.length - 1]!);
-    writePrivateKey(join(out, 'key.pem'), csr.privateKeyPem);
-  }
-  if (v.json) {
-    console.log(JSON.stringify(result, null, 2));
-  } else {
-    console.log(`issued     ${result.spiffeId}`);
-    console.log(`serial     ${result.serial}`);
-    console.log(`valid      ${result.notBefore} .. ${result.notAfter}`);
-    console.log(`issuer     ${result.issuer}`);
-    console.log(`chain      ${result.chainElements} elements, verified to root "${result.root}"`);
-    if (v.out) console.log(`written    ${resolve(v.out)}/{cert-chain.pem,key.pem,root-cert.pem}`);
-  }
-  return 0;
 }
 
 /** A bad --token-file is the caller's to fix, like a bad --ca-root: said as such, exit 2. */

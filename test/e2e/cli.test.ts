@@ -45,6 +45,12 @@ describe('the meshcert CLI, as a user runs it', () => {
       ].join('\n'),
     );
   });
+  /** A CA root for `request` (made once): its checks of later inputs need a root that reads. */
+  const requestRoot = async (): Promise<string> => {
+    const requestCa = join(dir, 'request-ca');
+    if (!existsSync(requestCa)) await initCaDir({ dir: requestCa });
+    return join(requestCa, 'root-cert.pem');
+  };
   afterAll(async () => {
     killIfRunning(server);
     rmSync(dir, { recursive: true, force: true });
@@ -305,24 +311,29 @@ describe('the meshcert CLI, as a user runs it', () => {
   it('unknown commands and flags are usage errors (exit 2)', async () => {
     expect((await runCli(['frobnicate'])).code).toBe(2);
     expect((await runCli(['request', '--bogus'])).code).toBe(2);
-    // Nothing listening: a refusal (exit 1) saying so, without grpc-js's resolver notes.
-    const requestCa = join(dir, 'request-ca');
-    if (!existsSync(requestCa)) await initCaDir({ dir: requestCa });
-    const closed = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', join(requestCa, 'root-cert.pem'), '--token', 't', '--address', `127.0.0.1:${await freePort()}`]);
+    // Nothing listening: a refusal (exit 1) saying so, without grpc-js's resolver notes; the --out
+    // directory it made for the files is taken back (nothing was written).
+    const root = await requestRoot();
+    const outDir = join(dir, 'out-refused', 'deeper');
+    const closed = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--token', 't', '--out', outDir, '--address', `127.0.0.1:${await freePort()}`]);
     expect(closed.code).toBe(1);
     expect(closed.stderr).toMatch(/^refused: UNAVAILABLE: .*ECONNREFUSED/);
     expect(closed.stderr).not.toMatch(/Resolution note/);
+    expect(existsSync(join(dir, 'out-refused'))).toBe(false);
+    // A --ca-root that holds no certificate is said so (exit 2), not left to fail the TLS handshake.
+    const notRoot = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', configFile, '--token', 't', '--address', `127.0.0.1:${await freePort()}`]);
+    expect(notRoot.code, notRoot.stderr).toBe(2);
+    expect(notRoot.stderr.trim()).toBe(`meshcert: the root certificate file ${configFile} holds no PEM certificate: pass --ca-root the CA's root-cert.pem`);
     for (const [address, why] of [['127.0.0.1:99999', '"127.0.0.1:99999": port must be 1-65535'], ['localhost', '"localhost" is not host:port (use [addr]:port for IPv6)']]) {
       const bad = await runCli(['request', '--ns', 'a', '--sa', 'b', '--address', address!]);
       expect(bad.code, bad.stderr).toBe(2);
       expect(bad.stderr.trim()).toBe(`meshcert: --address: ${why}`);
     }
-    // The root is read (not yet checked) before the token: any readable file will do here.
-    const noToken = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', configFile, '--token-file', join(dir, 'missing-token')]);
+    const noToken = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--token-file', join(dir, 'missing-token')]);
     expect(noToken.code).toBe(2);
     expect(noToken.stderr).toContain(`cannot read the token file ${join(dir, 'missing-token')}: ENOENT`);
     // No token given and no dev issuer to mint one: what to pass, not an "unexpected error".
-    const devless = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', configFile, '--data-dir', join(dir, 'no-dev-issuer')]);
+    const devless = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--data-dir', join(dir, 'no-dev-issuer')]);
     expect(devless.code).toBe(2);
     expect(devless.stderr.trim()).toMatch(/^meshcert: no token: pass --token or --token-file \(no dev token issuer under .* to mint one: "meshcert serve --dev" creates it\)$/);
   }, 120_000);
@@ -334,19 +345,20 @@ describe('the meshcert CLI, as a user runs it', () => {
     execFileSync('mkfifo', [join(fifoDir, 'ca-key.pem')]);
     const big = join(dir, 'big.yaml');
     writeFileSync(big, `# ${'x'.repeat(5 * 1024 * 1024)}\n`);
+    const root = await requestRoot();
     const cases: Array<[string[], number, string]> = [
       // Read as a stream (a command line's <(...) is a pipe), within the bound.
       [['config', 'check', '/dev/zero'], 1, 'cannot read config file /dev/zero: larger than 4194304 bytes'],
       [['config', 'check', big], 1, `cannot read config file ${big}: larger than 4194304 bytes`],
       [['ca', 'check', '--dir', fifoDir], 1, `cannot read ca-key.pem: not a regular file (a named pipe)`],
-      [['request', '--ns', 'a', '--sa', 'b', '--ca-root', configFile, '--token-file', '/dev/zero'], 2, 'cannot read the token file /dev/zero: larger than 65536 bytes'],
+      [['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--token-file', '/dev/zero'], 2, 'cannot read the token file /dev/zero: larger than 65536 bytes'],
       [['request', '--ns', 'a', '--sa', 'b', '--ca-root', '/dev/zero', '--token', 't'], 2, 'cannot read the root certificate /dev/zero (larger than 1048576 bytes)'],
-      [['request', '--ns', 'a', '--sa', 'b', '--ca-root', configFile, '--token-file', dir], 2, `cannot read the token file ${dir}: not a regular file (a directory)`],
+      [['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--token-file', dir], 2, `cannot read the token file ${dir}: not a regular file (a directory)`],
     ];
     // A file where a directory is wanted.
     cases.push([['ca', 'init', '--dir', big], 1, `${big} exists and is not a directory: give the CA a directory of its own`]);
-    cases.push([['request', '--ns', 'a', '--sa', 'b', '--out', big, '--token', 't'], 2, `--out ${big} exists and is not a directory`]);
-    cases.push([['request', '--ns', 'a', '--sa', 'b', '--out', join(big, 'under'), '--token', 't'], 2, `--out ${join(big, 'under')}: cannot create the directory: ENOTDIR`]);
+    cases.push([['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--out', big, '--token', 't'], 2, `--out ${big} exists and is not a directory`]);
+    cases.push([['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--out', join(big, 'under'), '--token', 't'], 2, `--out ${join(big, 'under')}: cannot create the directory: ENOTDIR`]);
     // A directory with no CA: nothing to rotate, and said as a failure (as ca check says it).
     cases.push([['ca', 'rotate', 'status', '--dir', join(dir, 'nowhere-to-rotate')], 1, 'step: idle: no rotation in progress, and no CA that loads here']);
     // A path through a file: what is wrong with it, not an "unexpected error".
