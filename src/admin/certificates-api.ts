@@ -125,7 +125,7 @@ function filterFrom(q: Partial<Record<Param, string>>, now: Date): CertificateFi
     const v = q.includeExpired.toLowerCase();
     if (v === 'true' || v === '1') f.includeExpired = true;
     else if (v === 'false' || v === '0') f.includeExpired = false;
-    else throw new BadRequest('includeExpired must be true or false');
+    else throw new BadRequest('includeExpired must be true or false (or 1 or 0)');
   }
   if (q.limit !== undefined) {
     if (!/^\d+$/.test(q.limit) || Number(q.limit) < 1 || Number(q.limit) > 1000) throw new BadRequest('limit must be an integer from 1 to 1000');
@@ -185,6 +185,9 @@ export async function handleCertificatesApi(req: IncomingMessage, res: ServerRes
       send(res, 404, { error: 'not found' });
       return true;
     }
+    // A lookup takes no parameters: one sent is a filter meant for the list, which it would not apply.
+    const param = [...search.keys()][0];
+    if (param !== undefined) throw new BadRequest(`unknown query parameter ${JSON.stringify(param.slice(0, 64))}: a certificate is looked up by its key alone`);
     let key: string;
     try {
       key = decodeURIComponent(rest);

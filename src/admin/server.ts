@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import { handleCertificatesApi, requestTarget } from './certificates-api.js';
+import { CERTIFICATES_API_PATH, handleCertificatesApi, requestTarget } from './certificates-api.js';
 import { BlockList, isIP } from 'node:net';
 import { listenOn, splitHostPort } from '../net/host-port.js';
 import type { InventoryStore } from '../inventory/types.js';
@@ -59,7 +59,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
           return send(200, m.body, m.contentType);
         }
         if (o.store && (await handleCertificatesApi(req, res, o.store, { onError: (err) => o.logger.warn({ err }, 'inventory API: store failed') }))) return undefined;
-        if (!o.store && path.startsWith('/api/v1/certificates')) {
+        if (!o.store && (path === CERTIFICATES_API_PATH || path.startsWith(`${CERTIFICATES_API_PATH}/`))) {
           return send(404, `${JSON.stringify({ error: 'the certificate inventory is disabled (inventory.store: none)' })}\n`, 'application/json');
         }
         return send(404, `${JSON.stringify({ error: 'not found' })}\n`, 'application/json');

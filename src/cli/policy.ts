@@ -127,6 +127,9 @@ export async function policyCommand(argv: string[]): Promise<number> {
   // A certificate's iPAddress has no zone index: no CSR can carry one, so no request names one.
   const zoned = splitList(v.ip).find((ip) => ip.includes('%'));
   if (zoned !== undefined) throw new UsageError(`--ip ${zoned}: a zone index (%...) is not part of an address a certificate can name`);
+  // A CSR carries an address as its bytes: what is not an address is a typo, not a request to judge.
+  const notIp = splitList(v.ip).find((ip) => isIP(ip) === 0);
+  if (notIp !== undefined) throw new UsageError(`--ip ${notIp} is not an IPv4 or IPv6 address`);
   let ttl: number | undefined;
   if (v.ttl !== undefined) {
     try {

@@ -42,7 +42,8 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
   // Warnings too: an unknown tag (`!env X`) would otherwise become the plain string "X".
   const problems = [...doc.errors, ...doc.warnings];
   if (problems.length > 0) {
-    throw new ConfigError(`${path} is not valid YAML:\n${problems.map((e) => `  - ${e.message.split('\n')[0]}`).join('\n')}`);
+    // The first line, without the excerpt it introduces: a config line may hold a secret (a database URL's password).
+    throw new ConfigError(`${path} is not valid YAML:\n${problems.map((e) => `  - ${e.message.split('\n')[0]!.replace(/:$/, '')}`).join('\n')}`);
   }
   let raw: unknown;
   try {

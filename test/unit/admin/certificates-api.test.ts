@@ -297,6 +297,10 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     }
     const notHex = await request('/api/v1/certificates/not-a-serial');
     expect(notHex.status).toBe(400);
+    // A lookup takes no parameters: a filter sent with it is refused, not silently not applied.
+    const filtered = await request(`/api/v1/certificates/${records[0]!.fingerprint}?namespace=other`);
+    expect(filtered.status).toBe(400);
+    expect(filtered.body).toEqual({ error: 'unknown query parameter "namespace": a certificate is looked up by its key alone' });
     // Past a century (and so anything beyond what a Date holds): refused here, not passed on to the store.
     const far = await request('/api/v1/certificates?expiringWithin=99999999999d');
     expect(far.status).toBe(400);

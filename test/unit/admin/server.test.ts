@@ -48,9 +48,11 @@ describe('the admin server without an inventory', () => {
       req.end();
     });
     expect(absolute).toBe(200);
-    const other = await fetch(url('/nope'));
-    expect(other.status).toBe(404);
-    expect(await other.json()).toEqual({ error: 'not found' });
+    for (const path of ['/nope', '/api/v1/certificatesx']) {
+      const other = await fetch(url(path));
+      expect(other.status, path).toBe(404);
+      expect(await other.json(), path).toEqual({ error: 'not found' });
+    }
   });
 });
 

@@ -270,6 +270,10 @@ describe('meshcert policy explain --json', () => {
     expect(existsSync(join(dir, 'empty-default-ca'))).toBe(false);
   });
 
+  it.each(['10.1.2.999', '10.1.2', 'gw.example.com'])('refuses an --ip that is not an address (%s) as a usage error, not a policy denial', async (ip) => {
+    await expect(policyCommand(['explain', '--config', config, ...GW, '--key', 'ec256', '--ip', `10.0.0.1,${ip}`])).rejects.toThrow(new UsageError(`--ip ${ip} is not an IPv4 or IPv6 address`));
+  });
+
   it('refuses an --ip with a zone index as a usage error: no certificate can name it', async () => {
     await expect(policyCommand(['explain', '--config', config, ...GW, '--key', 'ec256', '--ip', 'fe80::1%eth0'])).rejects.toThrow(new UsageError('--ip fe80::1%eth0: a zone index (%...) is not part of an address a certificate can name'));
   });

@@ -494,7 +494,7 @@ policy:
 
   it.each([
     ['rejects an unclosed flow sequence', 'server: [\n', /is not valid YAML:\n {2}- /],
-    ['rejects a duplicate top-level key', 'trustDomain: a\ntrustDomain: b\n', /is not valid YAML:\n {2}- Map keys must be unique/],
+    ['rejects a duplicate top-level key', 'trustDomain: a\ntrustDomain: b\n', /is not valid YAML:\n {2}- Map keys must be unique at line 2, column 1$/],
     ['rejects a duplicate nested key', 'server:\n  listen: "a:1"\n  listen: "b:1"\n', /is not valid YAML:\n {2}- Map keys must be unique/],
     ['rejects tab indentation', '\t x: 1\n', /is not valid YAML/],
     ['rejects a sequence at the top level', '- a\n- b\n', /: the top level must be a mapping of settings$/],
