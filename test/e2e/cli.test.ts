@@ -33,6 +33,9 @@ describe('the meshcert CLI, as a user runs it', () => {
         'server:',
         '  listen: 127.0.0.1:0',
         '  shutdownGrace: 10s',
+        // Not the default 9402: a meshcert running on this machine (the quick start) holds it.
+        'admin:',
+        '  listen: 127.0.0.1:0',
         'ca:',
         '  dir: ca',
         'auth:',
