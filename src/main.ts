@@ -29,7 +29,7 @@ import { CERTIFICATE_SERVICE, HEALTH_SERVICE, methodCodec, type IstioCertificate
 import type { HealthCheckRequest, HealthCheckResponse } from './grpc/health.js';
 import type { LocalIssuer } from './issuer/local.js';
 import type { IssuerRegistry } from './issuer/registry.js';
-import { loadCaState, type CaState } from './ca/state.js';
+import { loadCaState, type CaSnapshot, type CaState } from './ca/state.js';
 export { loadCaState, loadIssuer, prepareSharedState, type CaState } from './ca/state.js';
 import { fromKubeSettings, kubeSource } from './k8s/source.js';
 import { HeapPressure } from './runtime/heap-pressure.js';
@@ -47,8 +47,11 @@ export interface RunningMeshcert {
   readonly health: HealthService;
   /** With StartOptions.handedConnections: serve a connection accepted by the cluster primary. */
   acceptConnection(socket: Socket): void;
-  /** Applies CA, policy and revoked-client-certificate changes from a new config; throws (and keeps the old state) when invalid. */
-  reload(next: MeshcertConfig): Promise<void>;
+  /**
+   * Applies CA, policy and revoked-client-certificate changes from a new config; throws (and keeps
+   * the old state) when invalid. `ca`: the CAs as a cluster primary loaded them (see StartOptions.ca).
+   */
+  reload(next: MeshcertConfig, ca?: CaSnapshot): Promise<void>;
   /** Graceful: NOT_SERVING, drain in-flight calls, release timers and files. */
   close(): Promise<void>;
   /** Hands the sink the pending count of refusals not audited one by one (a worker about to exit). */
@@ -74,6 +77,8 @@ export interface StartOptions {
   readonly auditShare?: number;
   /** Log "meshcert serving" once listening (default true); `serve` in one process says it itself, once all of it has started. */
   readonly announce?: boolean;
+  /** Cluster workers: the CAs in force as the primary loaded them, used instead of their files (which may have changed since). */
+  readonly ca?: CaSnapshot;
 }
 
 /** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
@@ -205,7 +210,7 @@ export async function buildAuthChain(
 
 export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Promise<RunningMeshcert> {
   const { logger } = o;
-  let state = await loadCaState(config, logger);
+  let state = await loadCaState(config, logger, o.ca ? { inForce: o.ca } : {});
   const issuers = (): IssuerRegistry => state.issuers;
   const currentIssuer = (): LocalIssuer => state.issuers.default;
   for (const i of state.issuers.all) {
@@ -316,9 +321,9 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     issuers,
     health,
     acceptConnection: (socket) => server.acceptConnection(socket),
-    async reload(next: MeshcertConfig) {
+    async reload(next: MeshcertConfig, ca?: CaSnapshot) {
       // Build everything first; a failure leaves the running state untouched.
-      const fresh = await loadCaState(next, logger, { reload: true });
+      const fresh = await loadCaState(next, logger, { reload: true, ...(ca ? { inForce: ca } : {}) });
       const keyFilesInForce = auth.prepareKeyFiles();
       const signerChanged = fresh.issuers.default.material.signingCert.fingerprint256 !== state.issuers.default.material.signingCert.fingerprint256;
       state = fresh;

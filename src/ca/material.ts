@@ -67,11 +67,34 @@ export function loadCaDir(dir: string, now: Date = new Date(), signingDir: strin
       throw new ConfigError(`CA directory ${from}: cannot read ${path.split('/').pop()}: ${readProblem(e)}`);
     }
   };
-  const certPem = read('cert', true)!;
-  const keyPem = read('key', true)!;
-  const chainPem = read('chain', false) ?? '';
-  const rootPem = read('root', true)!;
+  return materialFromTexts({ cert: read('cert', true)!, key: read('key', true)!, chain: read('chain', false) ?? '', root: read('root', true)! }, now);
+}
 
+/**
+ * A CA's material as the texts of its four files. A cluster primary hands its workers the texts of
+ * the CA in force, so that every process signs with it, whatever the files on disk say since (a
+ * rejected reload's, or files changed since the last reload).
+ */
+export interface CaTexts {
+  readonly cert: string;
+  readonly key: string;
+  readonly chain: string;
+  readonly root: string;
+}
+
+/** The texts `material` loads from again (materialFromTexts): expired roots kept, as the file had them. */
+export function caTexts(material: CaMaterial): CaTexts {
+  return {
+    cert: material.signingCert.toString(),
+    key: material.signingKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    chain: material.intermediates.slice(1).map((c) => c.toString()).join(''),
+    root: [...material.roots, ...material.expiredRoots].map((c) => c.toString()).join(''),
+  };
+}
+
+/** Parses and validates a CA from its files' texts (loadCaDir's checks, without the files). */
+export function materialFromTexts(t: CaTexts, now: Date = new Date()): CaMaterial {
+  const { cert: certPem, key: keyPem, chain: chainPem, root: rootPem } = t;
   const certs = parseOrFail(certPem, 'ca-cert.pem');
   if (certs.length !== 1) throw new ConfigError(`ca-cert.pem must hold exactly one certificate, found ${certs.length}`);
   const signingCert = certs[0]!;

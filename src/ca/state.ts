@@ -5,7 +5,7 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { CaDirTaken, interruptedCreation, recoverInterruptedCreation, replacingFrom, STAGED_SETS, waitForCaCreation } from './files.js';
-import { isCaDirEmpty, loadServedCaDir } from './material.js';
+import { caTexts, isCaDirEmpty, loadServedCaDir, materialFromTexts, type CaMaterial, type CaTexts } from './material.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ensureDevIssuer } from '../dev/token-issuer.js';
 import { ConfigError } from '../errors/ca-error.js';
@@ -20,8 +20,9 @@ import { clusterTrustDomain, effectiveDefaultCluster, servedClusterNames } from 
 import { istiodDnsNameOptions, istiodDnsNames } from '../config/istiod-names.js';
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
-export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean; quiet?: boolean } = {}): Promise<LocalIssuer> {
+export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean; quiet?: boolean; inForce?: CaTexts } = {}): Promise<LocalIssuer> {
   const dir = config.ca.dir!;
+  if (o.inForce) return servedIssuer('default', dir, { material: inForceMaterial('default', o.inForce) }, config, logger, o.quiet);
   if (o.allowInit !== false && config.ca.autoInit) {
     // Until the directory holds a CA: another replica (or `ca init`) creating one in a shared
     // directory is waited for, and its CA is the one loaded.
@@ -59,16 +60,36 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
     }
     throw e;
   }
-  const { material, interrupted } = served;
-  const issuer = new LocalIssuer('default', material);
+  return servedIssuer('default', dir, served, config, logger, o.quiet);
+}
+
+/** The default issuer from its material, said and self-tested as every load does. */
+function servedIssuer(name: string, dir: string, served: { material: CaMaterial; interrupted?: string }, config: MeshcertConfig, logger: Logger, quiet?: boolean): LocalIssuer {
+  const issuer = new LocalIssuer(name, served.material);
   // A quiet load is followed by the one that serves, which says all this.
-  if (!o.quiet) {
-    if (interrupted) logger.warn({ dir }, interrupted);
+  if (!quiet) {
+    if (served.interrupted) logger.warn({ dir }, served.interrupted);
     else warnPendingStep(dir, logger);
     reportExpiredRoots(issuer, dir, logger);
   }
   selfTestTrustDomains(issuer, config);
   return issuer;
+}
+
+/** An issuer's material from the texts a cluster primary sent (the CA in force), said as a CA directory's problem would be. */
+function inForceMaterial(name: string, texts: CaTexts): CaMaterial {
+  try {
+    return materialFromTexts(texts);
+  } catch (e) {
+    throw new ConfigError(`issuer "${name}": the CA in force, as the primary sent it: ${(e as Error).message}`);
+  }
+}
+
+/** Every issuer's CA as its files' texts, by issuer name: what a cluster primary hands its workers (see CaTexts). */
+export type CaSnapshot = Readonly<Record<string, CaTexts>>;
+
+export function caSnapshot(state: Pick<CaState, 'issuers'>): CaSnapshot {
+  return Object.fromEntries(state.issuers.all.map((i) => [i.name, caTexts(i.material)]));
 }
 
 /** A step killed before it replaced any signing file: the CA is the one from before it, whole, but the operator should re-run the step. */
@@ -135,11 +156,14 @@ export interface CaState {
   readonly revocations: ClientCertRevocations;
 }
 
-/** Loads every configured CA (default first; autoInit applies to it only), the policy and the revocations. */
-export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { reload?: boolean } = {}): Promise<CaState> {
-  const issuers = [await loadIssuer(config, logger, { allowInit: !o.reload })];
+/**
+ * Loads every configured CA (default first; autoInit applies to it only), the policy and the
+ * revocations. `inForce`: the CAs as a cluster primary sent them, used instead of their files.
+ */
+export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { reload?: boolean; inForce?: CaSnapshot } = {}): Promise<CaState> {
+  const issuers = [await loadIssuer(config, logger, { allowInit: !o.reload, ...(o.inForce?.default ? { inForce: o.inForce.default } : {}) })];
   checkServerNames(issuers[0]!, config);
-  for (const i of config.issuers) issuers.push(loadNamedIssuer(config, i, logger));
+  for (const i of config.issuers) issuers.push(loadNamedIssuer(config, i, logger, o.inForce?.[i.name]));
   const revocations = new ClientCertRevocations(config.auth.revokedClientCertificates);
   // Each process that loads the state says so (a cluster's primary and every worker).
   for (const r of revocations.farAhead(Date.now())) logger.warn({ entry: r.index, issuedBefore: r.issuedBefore.toISOString() }, farAheadWarning(r));
@@ -185,10 +209,10 @@ export function uncertifiableSans(policy: PolicyEngine, issuers: readonly LocalI
 }
 
 /** One of `issuers`: loaded from its directory and self-tested (never created). */
-export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issuers'][number], logger: Logger): LocalIssuer {
+export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issuers'][number], logger: Logger, inForce?: CaTexts): LocalIssuer {
   let issuer: LocalIssuer;
   try {
-    const { material, interrupted } = loadServedCaDir(i.dir);
+    const { material, interrupted } = inForce ? { material: materialFromTexts(inForce), interrupted: undefined } : loadServedCaDir(i.dir);
     if (interrupted) logger.warn({ issuer: i.name, dir: i.dir }, interrupted);
     else warnPendingStep(i.dir, logger);
     issuer = new LocalIssuer(i.name, material);

@@ -7,6 +7,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Socket } from 'node:net';
 import type { MeshcertConfig } from '../config/schema.js';
+import type { CaSnapshot } from '../ca/state.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryKeptMessage, InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
@@ -36,13 +37,14 @@ export type WorkerMessage =
 export type { WorkerMetricsJson };
 export type PrimaryMessage =
   /** `port`: the gRPC port the primary listens on (the worker binds nothing itself). */
-  | { type: 'config'; config: MeshcertConfig; port: number }
+  /** `ca`: the CAs in force as the primary loaded them: a worker signs with these, not with its own read of the files. */
+  | { type: 'config'; config: MeshcertConfig; ca?: CaSnapshot; port: number }
   /** Sent with a connection's socket, accepted by the primary and not yet read. */
   | { type: 'connection' }
   | { type: 'shutdown' }
   /** server.shutdownDelay has begun: report NOT_SERVING in gRPC health, keep serving calls. */
   | { type: 'draining' }
-  | { type: 'reload'; id: number; config: MeshcertConfig }
+  | { type: 'reload'; id: number; config: MeshcertConfig; ca?: CaSnapshot }
   | { type: 'metrics-request'; id: number }
   | InventoryStateMessage
   | InventoryKeptMessage;
@@ -59,12 +61,12 @@ export function isWorker(): boolean {
 }
 
 /** The validated config (and the gRPC port) the primary sends each worker right after forking it. */
-export function workerConfig(): Promise<{ config: MeshcertConfig; port: number }> {
+export function workerConfig(): Promise<{ config: MeshcertConfig; ca?: CaSnapshot; port: number }> {
   return new Promise((resolve) => {
     const onMessage = (m: PrimaryMessage): void => {
       if (m?.type !== 'config') return;
       process.off('message', onMessage);
-      resolve({ config: m.config, port: m.port });
+      resolve({ config: m.config, ...(m.ca ? { ca: m.ca } : {}), port: m.port });
     };
     process.on('message', onMessage);
     // Ask only once listening: a message sent before the listener exists would be lost.
@@ -78,8 +80,8 @@ export interface WorkerPool {
   readonly serving: () => number;
   /** Open connections the primary has handed to each serving worker. */
   readonly connections: () => Array<{ worker: number; open: number }>;
-  /** Tells every worker to apply a new config; rejects if any worker refuses it. */
-  reload(config: MeshcertConfig): Promise<void>;
+  /** Tells every worker to apply a new config with the CAs the primary loaded for it; rejects if any worker refuses it. */
+  reload(config: MeshcertConfig, ca: CaSnapshot): Promise<void>;
   /**
    * Each serving worker's metrics; a worker that does not answer within `timeoutMs` (busy, or
    * dying) is counted and reported with its last answer, so one worker can neither fail a scrape
@@ -128,7 +130,12 @@ export function workerExecArgv(
   return out;
 }
 
-export async function startWorkers(config: MeshcertConfig, logger: Logger, count: number, hooks: WorkerHooks = {}): Promise<WorkerPool> {
+/**
+ * `ca`: the CAs as the primary loaded them with `config`. Workers sign with the CAs in force, sent
+ * with each config, never with their own read of the files: a replacement started after a rejected
+ * reload would otherwise serve the files that reload refused.
+ */
+export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logger: Logger, count: number, hooks: WorkerHooks = {}): Promise<WorkerPool> {
   cluster.setupPrimary({
     exec: process.argv[1],
     args: ['worker'],
@@ -163,6 +170,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
    */
   const rollbacks: TrackedReloads = new Map();
   let currentConfig = config;
+  /** The CAs loaded with each config sent (by identity: a config and its CAs go together). */
+  const caOf = new WeakMap<MeshcertConfig, CaSnapshot>([[config, ca]]);
   /** The config each worker was last given and applied (a worker started during a reload may lag). */
   const configOf = new Map<Worker, MeshcertConfig>();
   /**
@@ -232,7 +241,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
           answered(m.id, w);
         } else if (m.type === 'need-config') {
           configOf.set(w, currentConfig);
-          send(w, { type: 'config', config: currentConfig, port });
+          send(w, { type: 'config', config: currentConfig, ca: caOf.get(currentConfig)!, port });
         } else if (m.type === 'reloaded') {
           const round = reloadRounds.get(m.id);
           const back = rollbacks.get(m.id);
@@ -377,7 +386,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     }, 30_000);
     timer.unref();
     tracked.set(id, { worker: w, config: currentConfig, timer });
-    send(w, { type: 'reload', id, config: currentConfig });
+    send(w, { type: 'reload', id, config: currentConfig, ca: caOf.get(currentConfig)! });
   };
 
   /** Whether the dispatcher hands `w` connections (admitted, not held back or retiring). */
@@ -481,7 +490,8 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
     // None once stopping: the listener is closed, whatever the workers still drain.
     serving: () => (stopping ? 0 : dispatcher.openCounts().length),
     connections: () => dispatcher.openCounts(),
-    async reload(next) {
+    async reload(next, nextCa) {
+      caOf.set(next, nextCa);
       // The workers taking connections. One still starting (it has no message handler yet) asks
       // for the config when it is ready; one that listens but is held back is caught up and
       // admitted after this round (settle).
@@ -494,7 +504,7 @@ export async function startWorkers(config: MeshcertConfig, logger: Logger, count
         const id = ++nextId;
         const round = { config: next, errors: [] as string[], applied: new Set<Worker>() };
         reloadRounds.set(id, round);
-        const silent = await askAll(id, targets, { type: 'reload', id, config: next }, 30_000);
+        const silent = await askAll(id, targets, { type: 'reload', id, config: next, ca: nextCa }, 30_000);
         reloadRounds.delete(id);
         const errors = silent.size > 0 ? ['a worker did not answer the reload within 30s'] : round.errors;
         if (errors.length > 0) {

@@ -8,7 +8,7 @@ import { startAdminServer, type ReadinessCheck } from '../admin/server.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { InventoryService } from '../inventory/service.js';
 import type { Logger } from '../log/logger.js';
-import { loadCaState, prepareSharedState } from '../ca/state.js';
+import { caSnapshot, loadCaState, prepareSharedState } from '../ca/state.js';
 import { CaMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../metrics/ca-metrics.js';
 import { caDirectories } from '../config/load.js';
 import { reloadedConfig } from '../config/restart-only.js';
@@ -127,7 +127,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       // The primary keeps its own view of the CAs for the controllers (root bundle, istiod-tls).
       let primaryState = await loadCaState(config, logger);
       issuers = () => primaryState.issuers;
-      const pool = await startWorkers(config, logger, count, {
+      const pool = await startWorkers(config, caSnapshot(primaryState), logger, count, {
         ...(inventory ? { onInventory: inventoryIntake(inventory, logger, { onDropped: (kind) => invMetrics.refusedFromWorkers.inc({ kind }) }) } : {}),
         accepting: () => inventory?.accepting() ?? true,
       });
@@ -144,7 +144,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       // Validate here first (CAs load, policy builds, revocations compile), then let every worker apply it.
       applyConfig = async (next) => {
         const fresh = await loadCaState(next, logger, { reload: true });
-        await pool.reload(next);
+        await pool.reload(next, caSnapshot(fresh));
         primaryState = fresh;
       };
       announce = () => logger.info({ listen: config.server.listen, port, workers: count }, 'meshcert serving');

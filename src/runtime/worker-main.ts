@@ -50,7 +50,7 @@ export async function workerMain(): Promise<number> {
   const reloads = inOrder();
   const applyReload = (m: Extract<PrimaryMessage, { type: 'reload' }>): void =>
     void reloads(() =>
-      running!.reload(m.config).then(
+      running!.reload(m.config, m.ca).then(
         () => send({ type: 'reloaded', id: m.id }),
         (err: unknown) => send({ type: 'reloaded', id: m.id, error: err instanceof Error ? err.message : String(err) }),
       ),
@@ -89,7 +89,7 @@ export async function workerMain(): Promise<number> {
     if (process.connected) process.send?.(m);
   };
 
-  const { config, port } = await workerConfig();
+  const { config, ca, port } = await workerConfig();
   const logger = createLogger(config.log.level).child({ worker: cluster.worker?.id });
   // A bug, not a request failure: log it and let the primary start a clean replacement.
   let shipPending = (): void => {};
@@ -128,7 +128,7 @@ export async function workerMain(): Promise<number> {
   };
   try {
     // Every core already runs a worker: signing inline costs less than handing it to another thread.
-    running = await startMeshcert(config, { logger, metrics, signatures: 'inline', handedConnections: { port }, auditShare: 1 / workerCount(config), onMemoryPressure: (high) => send({ type: 'memory-pressure', high }), ...(sink ? { sink } : {}) });
+    running = await startMeshcert(config, { logger, metrics, signatures: 'inline', handedConnections: { port }, ...(ca ? { ca } : {}), auditShare: 1 / workerCount(config), onMemoryPressure: (high) => send({ type: 'memory-pressure', high }), ...(sink ? { sink } : {}) });
   } catch (e) {
     // Exit once the primary has the reason (it stops the other workers and exits with it).
     exitAfter({ type: 'fatal', message: e instanceof Error ? e.message : String(e), config: e instanceof ConfigError }, 1);

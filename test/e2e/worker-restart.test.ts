@@ -5,9 +5,10 @@
  * for a replacement instead of being refused. The real CLI with two worker processes.
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { appendFileSync, copyFileSync, readFileSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { initCaDir } from '../../src/ca/init.js';
 import { makeCsr } from '../fixtures/csr.js';
 import { killIfRunning, readiness, startServe, type ServerProcess } from '../support/cli.js';
 import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js';
@@ -80,9 +81,9 @@ describe('worker processes that die', () => {
     await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
     await expect.poll(workerServing, { timeout: 5_000, message: 'the replacement logs that it serves (log lines are flushed every 250 ms)' }).toBe(3);
 
-    // Now a replacement cannot start (its CA key is gone): the primary retries, and serves on
-    // with the worker it has.
-    const key = join(dir, 'data/ca/ca-key.pem');
+    // Now a replacement cannot start (the JWKS file is gone; the CA it would be sent by the
+    // primary): the primary retries, and serves on with the worker it has.
+    const key = join(dir, 'jwks.json');
     renameSync(key, `${key}.away`);
     const second = workerPids(s.child.pid!);
     process.kill(second[0]!, 'SIGKILL');
@@ -92,7 +93,7 @@ describe('worker processes that die', () => {
     for (let t = Date.now(); Date.now() - t < 2_000; await new Promise((r) => setTimeout(r, 40))) seen.add(await readiness(s.output));
     expect([...seen]).toEqual(['1/2 workers serving']);
     for (let i = 0; i < 4; i++) expect(await issue()).toBe(0);
-    // The key is back: a later retry serves.
+    // The file is back: a later retry serves.
     renameSync(`${key}.away`, key);
     await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
     expect(await issue()).toBe(0);
@@ -101,6 +102,48 @@ describe('worker processes that die', () => {
     expect(await s.exited).toBe(0);
     expect(tagged(tag), 'no worker outlives the primary').toEqual([]);
   }, 240_000);
+
+  it('a replacement started after a rejected reload signs with the CA in force, not the CA files that reload refused', async () => {
+    const { dir: d, config } = await writeServeDir('meshcert-worker-ca-', serveConfigYaml({ workers: 2 }));
+    let started: ServerProcess | undefined;
+    try {
+      const s = (started = await startServe(['--config', config]));
+      await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
+      // Another CA's files over the live ones, with a config no reload accepts: both refused.
+      const other = join(d, 'other-ca');
+      await initCaDir({ dir: other });
+      appendFileSync(config, 'typo: 1\n');
+      const live = join(d, 'data/ca');
+      copyFileSync(join(live, 'root-cert.pem'), join(d, 'root-before.pem'));
+      for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem']) {
+        copyFileSync(join(other, f), join(live, `.${f}`));
+        renameSync(join(live, `.${f}`), join(live, f));
+      }
+      s.child.kill('SIGHUP');
+      await expect.poll(() => s.output(), { timeout: 30_000 }).toMatch(/"msg":"configuration reload rejected/);
+      process.kill(workerPids(s.child.pid!)[0]!, 'SIGKILL');
+      const workerServing = (): number => (s.output().match(/"worker":\d+,"listen"[^\n]*"msg":"meshcert serving"/g) ?? []).length;
+      await expect.poll(workerServing, { timeout: 45_000 }).toBe(3);
+      await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
+      // Connections held open together go to both workers (the fewest open): every call is
+      // answered by the CA the clients trust, the one in force.
+      const rootPem = readFileSync(join(d, 'root-before.pem'), 'utf8');
+      const body = grpcRequestFrame((await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem);
+      const token = await mintToken({ ns: 'default', sa: 'app' });
+      const sessions = Array.from({ length: 6 }, () => connectTls(s.port, rootPem));
+      try {
+        const replies = await Promise.all(sessions.map((session) => unaryCall(session, '/istio.v1.auth.IstioCertificateService/CreateCertificate', body, { authorization: `Bearer ${token}`, clusterid: 'Kubernetes' })));
+        expect(replies.map((r) => r.grpcStatus)).toEqual([0, 0, 0, 0, 0, 0]);
+      } finally {
+        for (const session of sessions) session.destroy();
+      }
+      s.child.kill('SIGTERM');
+      expect(await s.exited).toBe(0);
+    } finally {
+      killIfRunning(started);
+      rmSync(d, { recursive: true, force: true });
+    }
+  }, 120_000);
 
   it('/metrics answers while replacements start and fail, with the serving worker\'s counts', async () => {
     const { dir: d, config } = await writeServeDir('meshcert-worker-restart-', serveConfigYaml({ workers: 2 }));
@@ -118,8 +161,8 @@ describe('worker processes that die', () => {
       for (let i = 0; i < 3; i++) expect(await issue()).toBe(0);
       // Each worker's answer to this scrape is what the primary keeps of it if it dies.
       expect((await scrape()).body).toMatch(/^citadel_server_success_cert_issuance_count 3$/m);
-      // Replacements keep starting and failing (the CA key is gone), never answering a scrape.
-      renameSync(join(d, 'data/ca/ca-key.pem'), join(d, 'ca-key.pem.away'));
+      // Replacements keep starting and failing (the JWKS file is gone), never answering a scrape.
+      renameSync(join(d, 'jwks.json'), join(d, 'jwks.json.away'));
       const [victim, survivor] = workerPids(s.child.pid!);
       process.kill(victim!, 'SIGKILL');
       await expect.poll(() => s.output(), { timeout: 45_000 }).toMatch(/"msg":"replacement worker failed to start; retrying"/);
@@ -184,7 +227,7 @@ describe('worker processes that die', () => {
       const s = (started = await startServe(['--config', config], { MESHCERT_TEST_TAG: tag }));
       await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
       expect(tagged(tag)).toHaveLength(3); // the primary and its two workers
-      renameSync(join(d, 'data/ca/ca-key.pem'), join(d, 'ca-key.pem.away'));
+      renameSync(join(d, 'jwks.json'), join(d, 'jwks.json.away')); // replacements cannot start
       process.kill(workerPids(s.child.pid!)[0]!, 'SIGKILL');
       await expect.poll(() => s.output(), { timeout: 45_000 }).toMatch(/"msg":"replacement worker failed to start; retrying"/);
       s.child.kill('SIGTERM');

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
 import { createIntermediateCert, createRootCert, generateKey, type GeneratedKey } from '../../../src/ca/generate.js';
-import { loadCaDir } from '../../../src/ca/material.js';
+import { caTexts, loadCaDir, materialFromTexts, type CaMaterial } from '../../../src/ca/material.js';
 import { ConfigError } from '../../../src/errors/ca-error.js';
 import { LocalIssuer } from '../../../src/issuer/local.js';
 import { x509 } from '../../fixtures/csr.js';
@@ -89,6 +89,43 @@ describe('loadCaDir on a directory made by initCaDir', () => {
     const m = loadCaDir(dir);
     expect(m.rootBundlePem.endsWith('\n')).toBe(true);
     expect(m.intermediatesPem.every((p) => p.endsWith('-----END CERTIFICATE-----\n'))).toBe(true);
+  });
+});
+
+describe('caTexts and materialFromTexts (the CA in force, as a cluster primary hands it to its workers)', () => {
+  /** What a process serves and signs with: equal material serves alike. */
+  const served = (m: CaMaterial) => ({
+    signing: m.signingCert.fingerprint256,
+    key: m.signingKey.export({ type: 'pkcs8', format: 'der' }).toString('hex'),
+    intermediates: m.intermediates.map((c) => c.fingerprint256),
+    intermediatesPem: m.intermediatesPem,
+    roots: m.roots.map((c) => c.fingerprint256),
+    expiredRoots: m.expiredRoots.map((c) => c.fingerprint256),
+    rootBundlePem: m.rootBundlePem,
+    notAfter: m.notAfter.getTime(),
+  });
+
+  it('give back the material loaded from the files: a rotation bundle, an expired root, and a self-signed signing CA', async () => {
+    const stale = join(base, `texts-stale-${++n}`);
+    await initCaDir({ dir: stale, now: new Date(Date.now() - 3 * DAY_MS), rootLifetimeMs: DAY_MS, intermediateLifetimeMs: 10 * DAY_MS });
+    const bundle = copyCa(caA);
+    writeFileSync(join(bundle, 'root-cert.pem'), read(caB, 'root-cert.pem') + read(caA, 'root-cert.pem') + read(stale, 'root-cert.pem'));
+    // istiod's own CA: the root signs, and is its own chain.
+    const selfSigned = join(base, `texts-self-${++n}`);
+    mkdirSync(selfSigned);
+    writeFileSync(join(selfSigned, 'ca-cert.pem'), read(caA, 'root-cert.pem'));
+    writeFileSync(join(selfSigned, 'ca-key.pem'), read(caA, 'root-key.pem'));
+    writeFileSync(join(selfSigned, 'root-cert.pem'), read(caA, 'root-cert.pem'));
+    for (const dir of [caA, bundle, selfSigned]) {
+      const loaded = loadCaDir(dir);
+      expect(served(materialFromTexts(caTexts(loaded))), dir).toEqual(served(loaded));
+    }
+    expect(loadCaDir(bundle).expiredRoots).toHaveLength(1);
+  });
+
+  it('refuse texts as loadCaDir refuses files', () => {
+    const texts = caTexts(loadCaDir(caA));
+    expect(() => materialFromTexts({ ...texts, key: caTexts(loadCaDir(caB)).key })).toThrow('ca-key.pem does not match the public key of ca-cert.pem');
   });
 });
 

@@ -4,6 +4,7 @@ import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../../src/config/load.js';
 import type { ConfigInput, MeshcertConfig } from '../../../src/config/schema.js';
+import type { CaSnapshot } from '../../../src/ca/state.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { initialHeapMb, startWorkers, workerExecArgv, type PrimaryMessage, type WorkerMessage, type WorkerPool } from '../../../src/runtime/cluster.js';
 
@@ -22,6 +23,9 @@ vi.mock('node:cluster', () => ({
 }));
 
 const server = { workerHeapMb: 192, workerInitialHeapMb: 'auto' as const, workerSemiSpaceMb: 0 };
+/** CAs as the primary would load them (the pool only carries them: their texts are not read here). */
+const caNamed = (label: string): CaSnapshot => ({ default: { cert: `cert ${label}`, key: `key ${label}`, chain: '', root: `root ${label}` } });
+const CA = caNamed('in force');
 
 describe('workerExecArgv', () => {
   it("keeps this process's flags and adds the configured heap sizes (0 adds nothing)", () => {
@@ -124,7 +128,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
 
   /** Two workers serving with `c`. */
   async function twoServing(c: MeshcertConfig): Promise<WorkerPool> {
-    const starting = startWorkers(c, logger, 2);
+    const starting = startWorkers(c, CA, logger, 2);
     await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
     for (const w of fake.forked) w.start();
     const pool = await starting;
@@ -147,7 +151,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     const pool = await twoServing(config());
     const [a, b] = fake.forked;
     const c = await replacementOf(b!);
-    const reloading = pool.reload(revoking());
+    const reloading = pool.reload(revoking(), CA);
     answer(a!);
     await reloading;
     return { pool, a: a!, c };
@@ -162,7 +166,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     const before = config();
     const pool = await twoServing(before);
     const [a, b] = fake.forked;
-    const reloading = pool.reload(revoking());
+    const reloading = pool.reload(revoking(), CA);
     if (aAnswers) answer(a!);
     const rejected = expect(reloading).rejects.toThrow('a worker did not answer the reload within 30s');
     vi.advanceTimersByTime(30_000);
@@ -187,7 +191,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     const c = await replacementOf(b!);
     expect(c.sent.find((m) => m.type === 'config')).toMatchObject({ config: before });
     const next = revoking();
-    const reloading = pool.reload(next);
+    const reloading = pool.reload(next, CA);
     expect(lastReload(a!).config).toBe(next);
     answer(a!);
     await reloading;
@@ -211,7 +215,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(await connectionGoesTo(pool, [a!, c, d])).not.toContain(c);
     // A reload while c drains goes to a and d only, and succeeds without c's answer.
     const later = revoking();
-    const reloadingLater = pool.reload(later);
+    const reloadingLater = pool.reload(later, CA);
     for (const w of [a!, d]) answer(w);
     await reloadingLater;
     expect(c.reloads()).toHaveLength(1);
@@ -228,13 +232,13 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     const [a, b] = fake.forked;
     const c = await replacementOf(b!);
     const first = revoking();
-    const reloading = pool.reload(first);
+    const reloading = pool.reload(first, CA);
     answer(a!);
     await reloading;
     // A second reload begins while c still starts (so it is not among its targets); c listens
     // meanwhile and is sent the config in force then, the first.
     const second = revoking();
-    const reloadingAgain = pool.reload(second);
+    const reloadingAgain = pool.reload(second, CA);
     c.say({ type: 'listening', port: 0 });
     expect(c.reloads().map((r) => r.config)).toEqual([first]);
     answer(a!);
@@ -255,7 +259,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     const [a, b] = fake.forked;
     const c = await replacementOf(b!);
     const next = revoking();
-    const reloading = pool.reload(next);
+    const reloading = pool.reload(next, CA);
     // c was given the config the reload replaces; it listens before the reload ends.
     c.say({ type: 'listening', port: 0 });
     expect(c.reloads()).toEqual([]);
@@ -272,13 +276,38 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
 
     // A rejected reload: a worker that listened meanwhile runs the config in force, and is admitted as it is.
     const d = await replacementOf(a!);
-    const rejected = pool.reload(revoking());
+    const rejected = pool.reload(revoking(), CA);
     d.say({ type: 'listening', port: 0 });
     expect(pool.serving()).toBe(1);
     answer(c, 'policy does not build');
     await expect(rejected).rejects.toThrow('policy does not build');
     expect(d.reloads()).toEqual([]);
     expect(pool.serving()).toBe(2);
+  });
+
+  it('sends each config with the CAs loaded with it: after a rejected reload, the one sent back and a replacement get the CAs in force, not the rejected ones', async () => {
+    const before = config();
+    const starting = startWorkers(before, caNamed('A'), logger, 2);
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
+    for (const w of fake.forked) w.start();
+    const pool = await starting;
+    pools.push(pool);
+    const [a, b] = fake.forked;
+    expect(a!.sent.find((m) => m.type === 'config')).toMatchObject({ config: before, ca: caNamed('A') });
+    const next = revoking();
+    const reloading = pool.reload(next, caNamed('B'));
+    expect(lastReload(a!)).toMatchObject({ config: next, ca: caNamed('B') });
+    answer(a!);
+    answer(b!);
+    await reloading;
+    // Rejected (b refuses): a, which applied it, is sent back to the config and the CAs in force.
+    const rejected = pool.reload(revoking(), caNamed('C'));
+    answer(a!);
+    answer(b!, 'policy does not build');
+    await expect(rejected).rejects.toThrow('policy does not build');
+    expect(lastReload(a!)).toMatchObject({ config: next, ca: caNamed('B') });
+    const c = await replacementOf(b!);
+    expect(c.sent.find((m) => m.type === 'config')).toMatchObject({ config: next, ca: caNamed('B') });
   });
 
   it('one held back whose catch-up is not answered within 30 s is retired', async () => {
@@ -312,7 +341,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(pool.serving()).toBe(2);
     // Another, that exits while its catch-up is pending.
     const d = await replacementOf(a!);
-    const again = pool.reload(revoking());
+    const again = pool.reload(revoking(), CA);
     answer(c);
     await again;
     d.say({ type: 'listening', port: 0 });
@@ -337,7 +366,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
 
   it('with every worker held back, a reload is checked by them (not applied unchecked), and they are admitted after it', async () => {
     const one = config({ server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: 1 } });
-    const starting = startWorkers(one, logger, 1);
+    const starting = startWorkers(one, CA, logger, 1);
     await vi.waitFor(() => expect(fake.forked).toHaveLength(1));
     fake.forked[0]!.start();
     const pool = await starting;
@@ -345,12 +374,12 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     const c = await replacementOf(fake.forked[0]!);
     const first = config({ server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: 1 }, auth: { revokedClientCertificates: [] } });
     // No worker serves: the config is taken as it is (a replacement starts with it).
-    await pool.reload(first);
+    await pool.reload(first, CA);
     c.say({ type: 'listening', port: 0 });
     expect(pool.serving()).toBe(0);
     // c is held back (catching up): the next reload is sent to it, and refused by it.
     const bad = config({ server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: 1 }, auth: { revokedClientCertificates: [{ issuedBefore: '2026-11-30T00:00:00Z' }] } });
-    const rejected = pool.reload(bad);
+    const rejected = pool.reload(bad, CA);
     expect(lastReload(c).config).toBe(bad);
     answer(c, 'jwksFile /keys.json: cannot read JSON');
     await expect(rejected).rejects.toThrow('cannot read JSON');
@@ -376,7 +405,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     c.say({ type: 'memory-pressure', high: true });
     // A reload while c catches up is not sent to c: it catches up to it afterwards.
     const later = revoking();
-    const reloadingLater = pool.reload(later);
+    const reloadingLater = pool.reload(later, CA);
     expect(c.reloads()).toHaveLength(1);
     answer(a!);
     await reloadingLater;
@@ -395,7 +424,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     const pool = await twoServing(before);
     const [a, b] = fake.forked;
     const next = revoking();
-    const reloading = pool.reload(next);
+    const reloading = pool.reload(next, CA);
     // a applies it, b refuses it: the reload is rejected and a is sent the config in force.
     answer(a!);
     answer(b!, 'jwksFile /keys.json: cannot read JSON');
@@ -411,7 +440,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(pool.serving()).toBe(2);
     // The next reload that succeeds reaches both.
     const fixed = revoking();
-    const again = pool.reload(fixed);
+    const again = pool.reload(fixed, CA);
     for (const w of [a!, b!]) answer(w);
     await again;
     expect(lastReload(a!).config).toBe(fixed);
@@ -451,7 +480,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(await connectionGoesTo(pool, [a!, b!, c])).toEqual([a]);
     // The next reload goes to a alone and succeeds; the replacement starts with it.
     const next = revoking();
-    const again = pool.reload(next);
+    const again = pool.reload(next, CA);
     expect(lastReload(b!).config).toBe(before);
     answer(a!);
     await again;
