@@ -238,7 +238,8 @@ const STALE_TEMP_MS = 60_000;
 /**
  * Removes the temp files writeFileAtomic leaves when killed between writing and renaming
  * (`<name>.<pid>.<ms>.tmp`), in the CA directory and the ones a step keeps in it (next/, previous/,
- * renewing/, archive/*): one may hold a copy of a private key, which has no business lying there.
+ * renewing/, archive/*), and the `.staging-*` directories of earlier versions' steps: one may hold
+ * a copy of a private key, which has no business lying there.
  * Called once a step completes. A temp file is a dead writer's when no process of its pid runs
  * here, or when its own stamp is over a minute old (a pid from another host or pod may run here).
  */
@@ -251,6 +252,12 @@ export function removeStaleTemps(dir: string, now = Date.now()): void {
   }
   for (const rel of entries) {
     if (rel.split('/').length > 3) continue;
+    // A staging directory an earlier version's killed step left (steps write none now, and hold
+    // the directory's lock): it may hold a key.
+    if (/^\.staging-[^/]+$/.test(rel)) {
+      rmSync(join(dir, rel), { recursive: true, force: true });
+      continue;
+    }
     const m = /(?:^|\/)[^/]+\.(\d+)\.(\d+)\.tmp$/.exec(rel);
     if (!m) continue;
     const pid = Number(m[1]);

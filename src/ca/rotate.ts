@@ -14,7 +14,7 @@
  */
 import 'reflect-metadata';
 import { randomBytes, webcrypto, type KeyObject, createPrivateKey, X509Certificate } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { formatDuration, MAX_SPAN_SECONDS, MAX_SPAN_TEXT } from '../config/duration.js';
@@ -24,7 +24,7 @@ import { MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { beginReplacing, CA_FILES, caPath, endReplacing, readCaTextIfPresent, replacingFrom, ROTATION_FILE, withCaDirLock, writeFileAtomic, writePrivateKey } from './files.js';
 import { caCommonName, caSubjectName, checkOrganization, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
-import { isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
+import { isSelfSigned, loadCaDir, materialFromTexts, type CaMaterial } from './material.js';
 import { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep } from './rotation-state.js';
 import { signedBy } from '../x509/verify-chain.js';
 
@@ -121,22 +121,18 @@ export function writeLayout(dir: string, files: Layout): LayoutFile[] {
 }
 
 /**
- * Assembles ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem in a private staging directory
- * inside `dir`, loads it with loadCaDir (the same checks `serve` makes), and removes it.
+ * Loads the CA directory `files` would make with the checks `serve` makes (materialFromTexts), from
+ * the texts alone: nothing is written, so a killed step leaves no copy of a key behind.
  */
 export function validateLayout(dir: string, files: Layout, now: Date, context: string): CaMaterial {
-  const staging = mkdtempSync(join(dir, '.staging-'));
+  const { cert, key, chain, root } = files;
+  const missing = cert === undefined ? 'ca-cert.pem' : key === undefined ? 'ca-key.pem' : root === undefined ? 'root-cert.pem' : undefined;
   try {
-    for (const f of ['cert', 'key', 'chain', 'root'] as const) {
-      const data = files[f];
-      if (data !== undefined) writeFileSync(caPath(staging, f), data, { mode: PRIVATE.has(f) ? 0o600 : 0o644 });
-    }
-    return loadCaDir(staging, now);
+    if (missing !== undefined) throw new ConfigError(`CA directory ${dir} would have no ${missing}`);
+    return materialFromTexts({ cert: cert!, key: key!, chain: chain ?? '', root: root! }, now);
   } catch (e) {
-    if (e instanceof ConfigError) throw new ConfigError(`${context}: the resulting CA directory would not load: ${e.message.replace(staging, '(staged)')}`);
+    if (e instanceof ConfigError) throw new ConfigError(`${context}: the resulting CA directory would not load: ${e.message}`);
     throw e;
-  } finally {
-    rmSync(staging, { recursive: true, force: true });
   }
 }
 
@@ -682,7 +678,12 @@ async function renewIntermediateLocked(o: RenewIntermediateOptions): Promise<Ren
   if (state) throw new ConfigError(`a root rotation is in progress (step "${state.step}"): finish it before renewing the intermediate; "ca rotate switch" already moves to a fresh intermediate`);
   const live = readLayout(dir);
   if (live.root === undefined) throw new ConfigError(`CA directory ${dir} has no root-cert.pem`);
-  if (replacingFrom(dir) === 'renewing') return completeRenewal(dir, live.root, now, o.lifetimeMs !== undefined || o.keyType !== undefined);
+  const optionsGiven = o.lifetimeMs !== undefined || o.keyType !== undefined;
+  if (replacingFrom(dir) === 'renewing') return completeRenewal(dir, live.root, now, optionsGiven);
+  // Killed once the staged set was installed, before it was cleared: done but for the clearing
+  // (another renewal now would make a second key for nothing).
+  const leftover = readCaTextIfPresent(caPath(join(dir, RENEWING_DIR), 'cert'));
+  if (leftover !== undefined && live.cert !== undefined && leftover.trim() === live.cert.trim()) return clearInstalledRenewal(dir, now, optionsGiven);
   const roots = parseOrThrow(live.root, 'root-cert.pem');
   const oldCert = readCert(caPath(dir, 'cert'));
   if (oldCert && isSelfSigned(oldCert)) {
@@ -765,17 +766,26 @@ function completeRenewal(dir: string, rootPem: string, now: Date, optionsGiven: 
   const files: Layout = { key: staged.key, chain: staged.chain, cert: staged.cert };
   const material = validateLayout(dir, { ...files, root: rootPem }, now, `cannot complete the interrupted renewal staged in ${renewingDir}`);
   installRenewal(dir, files, now);
+  return resumedRenewal(material, 'completing a renewal of the intermediate that was interrupted (the previous intermediate was archived when it began)', 'renewed the intermediate: meshcert now signs with', optionsGiven);
+}
+
+/** A renewal killed after installing its set and before clearing renewing/: clears it, and says the renewal is done. */
+function clearInstalledRenewal(dir: string, now: Date, optionsGiven: boolean): RenewResult {
+  const material = loadCurrent(dir, now, 'the renewal installed before it was interrupted left an unusable CA');
+  rmSync(join(dir, RENEWING_DIR), { recursive: true, force: true });
+  endReplacing(dir);
+  return resumedRenewal(material, `an interrupted renewal had already installed its intermediate; removed what it staged in ${join(dir, RENEWING_DIR)}`, 'meshcert signs with', optionsGiven);
+}
+
+/** What a re-run that ends an interrupted renewal says: no new key, no archive. */
+function resumedRenewal(material: CaMaterial, first: string, signs: string, optionsGiven: boolean): RenewResult {
   const renewed = summarize(material.signingCert);
   return {
     material,
     previous: undefined,
     renewed,
     archive: undefined,
-    messages: [
-      'completing a renewal of the intermediate that was interrupted (the previous intermediate was archived when it began)',
-      `renewed the intermediate: meshcert now signs with "${renewed.subject}" (until ${renewed.notAfter})`,
-      'move root-key.pem offline again if it was brought in for this step',
-    ],
+    messages: [first, `${signs} "${renewed.subject}" (until ${renewed.notAfter})`, 'move root-key.pem offline again if it was brought in for this step'],
     warnings: optionsGiven ? ['--lifetime and --key-type were not used: the interrupted renewal was completed with the intermediate it had made; run renew-intermediate again for one made with them'] : [],
   };
 }

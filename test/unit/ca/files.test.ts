@@ -143,6 +143,10 @@ describe('temp files of killed writes', () => {
     const gone = [`ca-key.pem.${dead}.${now}.tmp`, `root-key.pem.${live}.${now - 120_000}.tmp`, `previous/ca-key.pem.${dead}.${now}.tmp`, `archive/x/ca-key.pem.${dead}.${now}.tmp`];
     const kept = [`ca-cert.pem.${live}.${now}.tmp`, `ca-key.pem.${process.pid}.${now - 120_000}.tmp`, 'ca-key.pem', 'notes.tmp', 'x.1.2.tmp.bak', `archive/x/deeper/ca-key.pem.${dead}.${now}.tmp`];
     for (const f of [...gone, ...kept]) writeFileSync(join(d, f), 'x');
+    // An earlier version's staging directory, with a key in it.
+    mkdirSync(join(d, '.staging-AbC123'));
+    writeFileSync(join(d, '.staging-AbC123', 'ca-key.pem'), 'x');
+    gone.push('.staging-AbC123');
     beginCaCreation(d);
     endCaCreation(d);
     for (const f of gone) expect(existsSync(join(d, f)), f).toBe(false);

@@ -518,6 +518,27 @@ describe('a step killed while it replaces the live files', () => {
     expect(read(join(d, 'archive', archived[0]!), 'ca-key.pem')).toBe(before['ca-key.pem']);
   });
 
+  it('renew-intermediate killed after installing its set, before clearing renewing/: re-running clears it and makes no second key', async () => {
+    const d = await initAt();
+    const at = new Date(T0.getTime() + 200 * DAY_MS);
+    await renewIntermediate({ dir: d, now: at });
+    const installed = snapshot(d);
+    // As the kill left it: the staged set (now the live one) still in renewing/, the marker gone.
+    mkdirSync(join(d, 'renewing'));
+    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem']) writeFileSync(join(d, 'renewing', f), installed[f]!);
+    const archived = readdirSync(join(d, 'archive'));
+    const r = await renewIntermediate({ dir: d, now: at, keyType: 'rsa2048' });
+    expect(r.messages[0]).toBe(`an interrupted renewal had already installed its intermediate; removed what it staged in ${join(d, 'renewing')}`);
+    expect(r.warnings).toEqual(['--lifetime and --key-type were not used: the interrupted renewal was completed with the intermediate it had made; run renew-intermediate again for one made with them']);
+    expect(read(d, 'ca-key.pem')).toBe(installed['ca-key.pem']);
+    expect(read(d, 'ca-cert.pem')).toBe(installed['ca-cert.pem']);
+    expect(readdirSync(join(d, 'archive'))).toEqual(archived);
+    expect(existsSync(join(d, 'renewing'))).toBe(false);
+    // Run again now, it renews (a new key).
+    await renewIntermediate({ dir: d, now: at });
+    expect(read(d, 'ca-key.pem')).not.toBe(installed['ca-key.pem']);
+  });
+
   it('a staged set serves only when the live files do not load, the marker names it, and (for next/) a switch is under way', async () => {
     const d = await startedAt();
     const live = loadCaDir(d, T1).signingCert.fingerprint256;
