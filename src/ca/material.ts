@@ -135,6 +135,31 @@ export function loadServedCaDir(dir: string, now: Date = new Date()): { material
   }
 }
 
+/**
+ * What an operator must hear about a CA directory whose live files load (`signing`: their
+ * ca-cert.pem), or undefined: a step marked as replacing the signing files but killed before it
+ * replaced any (the CA before it, whole) or after it replaced them all (already the CA it
+ * installs), or a switch rotation.json says is under way with no replacement marked. Each
+ * ends with the step to re-run.
+ */
+export function pendingStepNote(dir: string, signing: X509Certificate): string | undefined {
+  const staged = replacingFrom(dir);
+  if (staged !== undefined) {
+    const step = `"meshcert ${STAGED_SETS[staged]}"`;
+    let stagedCert: X509Certificate | undefined;
+    try {
+      stagedCert = new X509Certificate(readTextFile(caPath(join(dir, staged), 'cert'), MAX_PEM_BYTES));
+    } catch {
+      stagedCert = undefined;
+    }
+    return stagedCert?.fingerprint256 === signing.fingerprint256
+      ? `a ${step} was interrupted after it replaced the signing files: this is already the CA it installs; run it again to complete it`
+      : `a ${step} was interrupted before it replaced the signing files: this is still the CA from before it; run it again to complete it`;
+  }
+  if (switchStep(dir) === 'switching') return `a "meshcert ca rotate switch" was interrupted: run it again to complete it, then finish`;
+  return undefined;
+}
+
 /** The step rotation.json records, or undefined (none, or one the rotate commands would refuse to read). */
 function switchStep(dir: string): string | undefined {
   try {

@@ -3,9 +3,9 @@
  * Kept apart from the gRPC server so the primary process can validate and prepare it without
  * loading the transport.
  */
-import { generateKeyPairSync } from 'node:crypto';
-import { CaDirTaken, interruptedCreation, recoverInterruptedCreation, replacingFrom, STAGED_SETS, waitForCaCreation } from './files.js';
-import { caTexts, isCaDirEmpty, loadServedCaDir, materialFromTexts, type CaMaterial, type CaTexts } from './material.js';
+import { generateKeyPairSync, type X509Certificate } from 'node:crypto';
+import { CaDirTaken, interruptedCreation, recoverInterruptedCreation, waitForCaCreation } from './files.js';
+import { caTexts, isCaDirEmpty, loadServedCaDir, materialFromTexts, pendingStepNote, type CaMaterial, type CaTexts } from './material.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ensureDevIssuer } from '../dev/token-issuer.js';
 import { ConfigError } from '../errors/ca-error.js';
@@ -69,7 +69,7 @@ function servedIssuer(name: string, dir: string, served: { material: CaMaterial;
   // A quiet load is followed by the one that serves, which says all this.
   if (!quiet) {
     if (served.interrupted) logger.warn({ dir }, served.interrupted);
-    else warnPendingStep(dir, logger);
+    else warnPendingStep(dir, served.material.signingCert, logger);
     reportExpiredRoots(issuer, dir, logger);
   }
   selfTestTrustDomains(issuer, config);
@@ -92,10 +92,10 @@ export function caSnapshot(state: Pick<CaState, 'issuers'>): CaSnapshot {
   return Object.fromEntries(state.issuers.all.map((i) => [i.name, caTexts(i.material)]));
 }
 
-/** A step killed before it replaced any signing file: the CA is the one from before it, whole, but the operator should re-run the step. */
-function warnPendingStep(dir: string, logger: Logger): void {
-  const pending = replacingFrom(dir);
-  if (pending) logger.warn({ dir }, `a "meshcert ${STAGED_SETS[pending]}" was interrupted before it replaced the signing files: serving the CA from before it; run it again to complete it`);
+/** A step killed while the live files load (see pendingStepNote): served as they are, but the operator should re-run the step. */
+function warnPendingStep(dir: string, signing: X509Certificate, logger: Logger): void {
+  const note = pendingStepNote(dir, signing);
+  if (note) logger.warn({ dir }, `${note} (serving this CA meanwhile)`);
 }
 
 /**
@@ -214,7 +214,7 @@ export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issue
   try {
     const { material, interrupted } = inForce ? { material: materialFromTexts(inForce), interrupted: undefined } : loadServedCaDir(i.dir);
     if (interrupted) logger.warn({ issuer: i.name, dir: i.dir }, interrupted);
-    else warnPendingStep(i.dir, logger);
+    else warnPendingStep(i.dir, material.signingCert, logger);
     issuer = new LocalIssuer(i.name, material);
   } catch (e) {
     throw new ConfigError(`issuer "${i.name}" (${i.dir}): ${(e as Error).message}`);

@@ -3,8 +3,7 @@ import { resolve } from 'node:path';
 import { formatDuration, parseDurationArg } from '../config/duration.js';
 import { importIstiod } from '../ca/import-istiod.js';
 import { initCaDir } from '../ca/init.js';
-import { loadServedCaDir } from '../ca/material.js';
-import { replacingFrom, STAGED_SETS } from '../ca/files.js';
+import { loadServedCaDir, pendingStepNote } from '../ca/material.js';
 import { selfTestCa } from '../ca/state.js';
 import { LocalIssuer } from '../issuer/local.js';
 import { renewIntermediate, rotateFinish, rotateStart, rotateSwitch, rotationStatus, until, type StepResult } from '../ca/rotate.js';
@@ -64,9 +63,9 @@ export async function caCommand(argv: string[]): Promise<number> {
     }
     console.log(`CA OK: signs as "${m.signingCert.subject.replace(/\n/g, ', ')}", ${m.intermediates.length} intermediate(s), ${m.roots.length} root(s), usable until ${m.notAfter.toISOString()}`);
     warnExpiredRoots(m.expiredRoots);
-    // Killed before it replaced any signing file: the directory is the CA before the step, whole.
-    const pending = replacingFrom(resolve(v.dir));
-    if (pending) console.error(`warning: a "meshcert ${STAGED_SETS[pending]}" was interrupted before it replaced the signing files, so this is still the CA from before it; run it again to complete it`);
+    // A step killed while the live files make a whole CA: it passes, and says which step to re-run.
+    const pending = pendingStepNote(resolve(v.dir), m.signingCert);
+    if (pending) console.error(`warning: ${pending}`);
     return 0;
   }
   if (sub === 'rotate') return rotateCommand(rest);

@@ -316,7 +316,7 @@ describe('the ca commands, as an operator runs them', () => {
     // Killed before the first live file: still the old CA, whole, and said so.
     const before = await cli('check', '--dir', d);
     expect(before.code).toBe(0);
-    expect(before.stderr).toMatch(/^warning: a "meshcert ca renew-intermediate" was interrupted before it replaced the signing files, so this is still the CA from before it; run it again to complete it$/m);
+    expect(before.stderr).toMatch(/^warning: a "meshcert ca renew-intermediate" was interrupted before it replaced the signing files: this is still the CA from before it; run it again to complete it$/m);
     cpSync(join(donor, 'ca-key.pem'), join(d, 'ca-key.pem'));
     const half = await cli('check', '--dir', d);
     expect(half.code).toBe(1);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CaDirBusy, STEP_LOCK, takeOver } from '../../../src/ca/files.js';
 import { initCaDir } from '../../../src/ca/init.js';
-import { loadCaDir, loadServedCaDir } from '../../../src/ca/material.js';
+import { loadCaDir, loadServedCaDir, pendingStepNote } from '../../../src/ca/material.js';
 import {
   readRotationState,
   renewIntermediate,
@@ -516,6 +516,29 @@ describe('a step killed while it replaces the live files', () => {
     // The archive holds the intermediate before the renewal, not the half-replaced pair.
     expect(read(join(d, 'archive', archived[0]!), 'ca-cert.pem')).toBe(before['ca-cert.pem']);
     expect(read(join(d, 'archive', archived[0]!), 'ca-key.pem')).toBe(before['ca-key.pem']);
+  });
+
+  it('pendingStepNote: a step killed before or after it replaced the signing files, and a switch under way with none marked, each said as it is', async () => {
+    const d = await initAt();
+    const at = new Date(T0.getTime() + 200 * DAY_MS);
+    const live = (): X509Certificate => loadCaDir(d, at).signingCert;
+    expect(pendingStepNote(d, live())).toBeUndefined();
+    // Staged and marked, nothing replaced yet.
+    mkdirSync(join(d, 'renewing'));
+    const donor = freshDir();
+    cpSync(d, donor, { recursive: true });
+    await renewIntermediate({ dir: donor, now: at });
+    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem']) writeFileSync(join(d, 'renewing', f), read(donor, f));
+    writeFileSync(join(d, '.meshcert-replacing'), 'renewing\n');
+    expect(pendingStepNote(d, live())).toBe('a "meshcert ca renew-intermediate" was interrupted before it replaced the signing files: this is still the CA from before it; run it again to complete it');
+    // Every signing file replaced, the marker still there: already the staged CA.
+    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem']) writeFileSync(join(d, f), read(donor, f));
+    expect(pendingStepNote(d, live())).toBe('a "meshcert ca renew-intermediate" was interrupted after it replaced the signing files: this is already the CA it installs; run it again to complete it');
+    // A switch rotation.json says is under way, with no replacement marked.
+    const s = await startedAt();
+    const state = JSON.parse(read(s, 'rotation.json')) as Record<string, unknown>;
+    writeFileSync(join(s, 'rotation.json'), JSON.stringify({ ...state, step: 'switching' }));
+    expect(pendingStepNote(s, loadCaDir(s, T1).signingCert)).toBe('a "meshcert ca rotate switch" was interrupted: run it again to complete it, then finish');
   });
 
   it('renew-intermediate killed after installing its set, before clearing renewing/: re-running clears it and makes no second key', async () => {

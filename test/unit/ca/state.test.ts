@@ -1,4 +1,4 @@
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,6 +6,7 @@ import { beginCaCreation, CaDirTaken, endCaCreation } from '../../../src/ca/file
 import { loadCaDir } from '../../../src/ca/material.js';
 import { ageCreationMarker } from '../../support/ca-creation.js';
 import { initCaDir } from '../../../src/ca/init.js';
+import { renewIntermediate } from '../../../src/ca/rotate.js';
 import { loadCaState, prepareSharedState } from '../../../src/ca/state.js';
 import { parseConfig } from '../../../src/config/load.js';
 import { createLogger } from '../../../src/log/logger.js';
@@ -210,13 +211,17 @@ describe('loadCaState on a directory a rotation step was killed in before it rep
   it('serves the CA from before the step, whole, and warns to re-run it', async () => {
     const dir = join(base, 'pending-renewal');
     await initCaDir({ dir });
+    // The set a renewal staged: a new intermediate under the same root.
+    const donor = join(base, 'pending-renewal-donor');
+    cpSync(dir, donor, { recursive: true });
+    await renewIntermediate({ dir: donor });
     mkdirSync(join(dir, 'renewing'));
-    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem']) copyFileSync(join(dir, f), join(dir, 'renewing', f));
+    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem']) copyFileSync(join(donor, f), join(dir, 'renewing', f));
     writeFileSync(join(dir, '.meshcert-replacing'), 'renewing\n');
     const { lines, logger } = captureLogs();
     const state = await loadCaState(parseConfig({ dataDir: join(base, 'data-pending'), ca: { dir } }), logger);
     expect(state.issuers.default.material.signingCert.fingerprint256).toBe(loadCaDir(dir).signingCert.fingerprint256);
-    expect(lines.filter((l) => /^a "meshcert ca renew-intermediate" was interrupted before it replaced the signing files: serving the CA from before it; run it again to complete it$/.test(String(l.msg)))).toHaveLength(1);
+    expect(lines.filter((l) => /^a "meshcert ca renew-intermediate" was interrupted before it replaced the signing files: this is still the CA from before it; run it again to complete it \(serving this CA meanwhile\)$/.test(String(l.msg)))).toHaveLength(1);
   });
 });
 
