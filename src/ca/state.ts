@@ -22,7 +22,7 @@ import { istiodDnsNameOptions, istiodDnsNames } from '../config/istiod-names.js'
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
 export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean; quiet?: boolean; inForce?: CaTexts } = {}): Promise<LocalIssuer> {
   const dir = config.ca.dir!;
-  if (o.inForce) return servedIssuer('default', dir, { material: inForceMaterial('default', o.inForce) }, config, logger, o.quiet);
+  if (o.inForce) return servedIssuer(dir, { material: inForceMaterial(o.inForce) }, config, logger, o.quiet);
   if (o.allowInit !== false && config.ca.autoInit) {
     // Until the directory holds a CA: another replica (or `ca init`) creating one in a shared
     // directory is waited for, and its CA is the one loaded.
@@ -60,12 +60,12 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
     }
     throw e;
   }
-  return servedIssuer('default', dir, served, config, logger, o.quiet);
+  return servedIssuer(dir, served, config, logger, o.quiet);
 }
 
 /** The default issuer from its material, said and self-tested as every load does. */
-function servedIssuer(name: string, dir: string, served: { material: CaMaterial; interrupted?: string }, config: MeshcertConfig, logger: Logger, quiet?: boolean): LocalIssuer {
-  const issuer = new LocalIssuer(name, served.material);
+function servedIssuer(dir: string, served: { material: CaMaterial; interrupted?: string }, config: MeshcertConfig, logger: Logger, quiet?: boolean): LocalIssuer {
+  const issuer = new LocalIssuer('default', served.material);
   // A quiet load is followed by the one that serves, which says all this.
   if (!quiet) {
     if (served.interrupted) logger.warn({ dir }, served.interrupted);
@@ -76,12 +76,12 @@ function servedIssuer(name: string, dir: string, served: { material: CaMaterial;
   return issuer;
 }
 
-/** An issuer's material from the texts a cluster primary sent (the CA in force), said as a CA directory's problem would be. */
-function inForceMaterial(name: string, texts: CaTexts): CaMaterial {
+/** The default issuer's material from the texts a cluster primary sent (the CA in force). */
+function inForceMaterial(texts: CaTexts): CaMaterial {
   try {
     return materialFromTexts(texts);
   } catch (e) {
-    throw new ConfigError(`issuer "${name}": the CA in force, as the primary sent it: ${(e as Error).message}`);
+    throw new ConfigError(`the CA in force, as the primary sent it: ${(e as Error).message}`);
   }
 }
 

@@ -36,8 +36,10 @@ export type WorkerMessage =
   | InventoryMessage;
 export type { WorkerMetricsJson };
 export type PrimaryMessage =
-  /** `port`: the gRPC port the primary listens on (the worker binds nothing itself). */
-  /** `ca`: the CAs in force as the primary loaded them: a worker signs with these, not with its own read of the files. */
+  /**
+   * `port`: the gRPC port the primary listens on (the worker binds nothing itself). `ca`: the CAs
+   * in force as the primary loaded them: a worker signs with these, not with its own read of the files.
+   */
   | { type: 'config'; config: MeshcertConfig; ca?: CaSnapshot; port: number }
   /** Sent with a connection's socket, accepted by the primary and not yet read. */
   | { type: 'connection' }
