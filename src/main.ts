@@ -211,6 +211,7 @@ export async function buildAuthChain(
 export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Promise<RunningMeshcert> {
   const { logger } = o;
   let state = await loadCaState(config, logger, o.ca ? { inForce: o.ca } : {});
+  const served = servedClusterNames(config);
   const issuers = (): IssuerRegistry => state.issuers;
   const currentIssuer = (): LocalIssuer => state.issuers.default;
   for (const i of state.issuers.all) {
@@ -233,7 +234,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       backdate: config.issuance.backdate,
       defaultCluster: auth.defaultCluster,
       trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [],
-      certificateCluster: (td) => certificateCluster(config, servedClusterNames(config), td),
+      certificateCluster: (td) => certificateCluster(config, served, td),
     },
     ...(sink ? { beforeSign: () => assertInventoryAccepting(sink) } : {}),
     ...(config.overload.perIdentity ? { rateLimit: new IdentityRateLimiter(config.overload.perIdentity) } : {}),

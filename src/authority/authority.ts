@@ -189,7 +189,7 @@ export class Authority {
     const own = subject.identities.includes(spiffeId) ? spiffeId : subject.identities.find((id) => sameWorkload(id, workload));
     const credential = CREDENTIAL_OF[caller.method];
     const clusterId = this.clusterOf(caller, req);
-    const byCertificate = CREDENTIAL_OF[caller.method] === 'client-certificate' && own !== undefined && this.deps.options.certificateCluster;
+    const byCertificate = credential === 'client-certificate' && own !== undefined && this.deps.options.certificateCluster;
     const decision = policy.evaluate({
       trustDomain: workload?.trustDomain ?? trustDomainOf(spiffeId),
       ...(own !== undefined && own !== spiffeId ? { authenticatedTrustDomain: trustDomainOf(own) } : {}),

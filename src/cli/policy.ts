@@ -125,10 +125,11 @@ export async function policyCommand(argv: string[]): Promise<number> {
     throw new UsageError('--key, --dns and --ip cannot be used with --csr: they are read from the CSR');
   }
   // A certificate's iPAddress has no zone index: no CSR can carry one, so no request names one.
-  const zoned = splitList(v.ip).find((ip) => ip.includes('%'));
+  const ips = splitList(v.ip);
+  const zoned = ips.find((ip) => ip.includes('%'));
   if (zoned !== undefined) throw new UsageError(`--ip ${zoned}: a zone index (%...) is not part of an address a certificate can name`);
   // A CSR carries an address as its bytes: what is not an address is a typo, not a request to judge.
-  const notIp = splitList(v.ip).find((ip) => isIP(ip) === 0);
+  const notIp = ips.find((ip) => isIP(ip) === 0);
   if (notIp !== undefined) throw new UsageError(`--ip ${notIp} is not an IPv4 or IPv6 address`);
   let ttl: number | undefined;
   if (v.ttl !== undefined) {
@@ -234,7 +235,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
     requestedTtlSeconds: ttl,
     dnsNames: csr ? csr.dnsNames : splitList(v.dns),
     // As the CSR parser reads them: an IPv4-mapped IPv6 address is the IPv4 address it maps.
-    ipAddresses: csr ? csr.ipAddresses : splitList(v.ip).map(unmapIpv4),
+    ipAddresses: csr ? csr.ipAddresses : ips.map(unmapIpv4),
     emails: csr ? csr.emails : [],
     uris: csr ? csr.uris : [],
   };

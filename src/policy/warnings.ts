@@ -24,7 +24,8 @@ export function policyWarnings(policy: Policy, servedClusters: readonly string[]
   }
   for (const r of policy.rules) {
     for (const p of r.match.clusters ?? []) {
-      if (servedClusters.some((c) => new PatternSet([p]).test(c))) continue;
+      const pattern = new PatternSet([p]);
+      if (servedClusters.some((c) => pattern.test(c))) continue;
       const other = servedClusters.find((c) => c.toLowerCase() === p.toLowerCase());
       out.push(
         `policy rule "${r.name}": clusters pattern "${p}" matches none of the clusters this CA serves (${servedClusters.map((c) => `"${c}"`).join(', ') || 'none'})${other ? `; names are case-sensitive: did you mean "${other}"?` : ''}`,

@@ -172,8 +172,8 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
    */
   const rollbacks: TrackedReloads = new Map();
   let currentConfig = config;
-  /** The CAs loaded with each config sent (by identity: a config and its CAs go together). */
-  const caOf = new WeakMap<MeshcertConfig, CaSnapshot>([[config, ca]]);
+  /** The CAs loaded with the config in force: sent with it, as they go together. */
+  let currentCa = ca;
   /** The config each worker was last given and applied (a worker started during a reload may lag). */
   const configOf = new Map<Worker, MeshcertConfig>();
   /**
@@ -243,7 +243,7 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
           answered(m.id, w);
         } else if (m.type === 'need-config') {
           configOf.set(w, currentConfig);
-          send(w, { type: 'config', config: currentConfig, ca: caOf.get(currentConfig)!, port });
+          send(w, { type: 'config', config: currentConfig, ca: currentCa, port });
         } else if (m.type === 'reloaded') {
           const round = reloadRounds.get(m.id);
           const back = rollbacks.get(m.id);
@@ -388,7 +388,7 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
     }, 30_000);
     timer.unref();
     tracked.set(id, { worker: w, config: currentConfig, timer });
-    send(w, { type: 'reload', id, config: currentConfig, ca: caOf.get(currentConfig)! });
+    send(w, { type: 'reload', id, config: currentConfig, ca: currentCa });
   };
 
   /** Whether the dispatcher hands `w` connections (admitted, not held back or retiring). */
@@ -493,7 +493,6 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
     serving: () => (stopping ? 0 : dispatcher.openCounts().length),
     connections: () => dispatcher.openCounts(),
     async reload(next, nextCa) {
-      caOf.set(next, nextCa);
       // The workers taking connections. One still starting (it has no message handler yet) asks
       // for the config when it is ready; one that listens but is held back is caught up and
       // admitted after this round (settle).
@@ -519,6 +518,7 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
         }
       }
       currentConfig = next;
+      currentCa = nextCa;
       // Workers held back while this reload was under way: caught up, then admitted.
       for (const w of serving) if (!admitted(w)) settle(w);
     },

@@ -117,7 +117,6 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       const running = await startMeshcert(config, { logger, metrics: caMetrics, announce: false, ...(inventory ? { sink: inventory } : {}) });
       port = running.port;
       announce = () => running.announce();
-      metricsText = () => registry.metrics();
       grpcReady = () => ({ name: 'grpc', ok: running.health.serving, detail: running.health.serving ? 'serving' : 'not serving' });
       stopServing = () => running.close();
       reportDraining = () => running.health.setAll('NOT_SERVING');
