@@ -259,6 +259,18 @@ describe('client certificate (mTLS) authentication', () => {
     await expectRefused(mtls.createCertificate({ csrPem: other.pem }), status.PERMISSION_DENIED);
   });
 
+  it('refuses a client certificate of this CA whose SPIFFE ID is not an Istio workload identity with UNAUTHENTICATED, saying so', async () => {
+    // Signed by the CA itself (another CA under a shared root could issue such a certificate).
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const spki = publicKey.export({ type: 'spki', format: 'der' });
+    for (const uri of ['spiffe://cluster.local/legacy/app', 'spiffe://cluster.local/ns/Shop/sa/web']) {
+      const now = Date.now();
+      const leaf = ca.running.issuer().sign({ spki, uris: [uri], notBefore: new Date(now - 60_000), notAfter: new Date(now + 3600_000) });
+      const mtls = ca.client({ clientCert: { certPem: leaf.pem + leaf.chainPem.slice(0, -1).join(''), keyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string } });
+      await expectRefused(mtls.createCertificate({ csrPem: (await makeCsr({ uris: [uri] })).pem }), status.UNAUTHENTICATED, /is not an Istio workload identity \(spiffe:\/\/<trust domain>\/ns\/<namespace>\/sa\/<service account>, with Kubernetes names\)$/);
+    }
+  });
+
   it('judges a client-certificate caller as the default cluster, whatever its clusterid header says', async () => {
     const edge = await startTestCa({
       auth: { clusters: [{ name: 'Kubernetes', jwt: [{ issuer: TEST_ISSUER, jwksFile: 'jwks.json' }] }, { name: 'edge', jwt: [{ issuer: TEST_ISSUER, jwksFile: 'jwks.json' }] }] },

@@ -38,6 +38,10 @@ describe('mesh policy and several CAs over TLS', () => {
           { name: 'deny-vault-old', match: { trustDomains: ['old.example'], namespaces: ['vault'] }, deny: 'no old.example identities for vault' },
           { name: 'old-domain-short', match: { trustDomains: ['old.example'], namespaces: ['shop'] }, lifetime: { default: '2h' } },
           { name: 'ingress-gateway', match: { namespaces: ['istio-ingress'], serviceAccounts: ['istio-ingressgateway'] }, extraSans: { dns: ['*.{namespace}.svc.cluster.local'] } },
+          // The authenticated domain's cap holds under the alias; no lifetime fits both for "capped".
+          { name: 'capped-here', match: { trustDomains: ['cluster.local'], namespaces: ['capped', 'capped-loose'] }, lifetime: { default: '1h', max: '2h' } },
+          { name: 'capped-old', match: { trustDomains: ['old.example'], namespaces: ['capped'] }, lifetime: { default: '12h', min: '6h', max: '24h' } },
+          { name: 'capped-loose-old', match: { trustDomains: ['old.example'], namespaces: ['capped-loose'] }, lifetime: { default: '12h', max: '24h' } },
           { name: 'payments', match: { namespaces: ['payments'] }, issuer: 'payments-ca', lifetime: { default: '30m', max: '1h', aboveMax: 'reject' } },
           { name: 'batch', match: { namespaces: ['batch-*'] }, lifetime: { default: '1h', max: '2h', aboveMax: 'clamp' }, keys: [{ type: 'ECDSA', minSize: 256 }] },
         ],
@@ -110,6 +114,14 @@ describe('mesh policy and several CAs over TLS', () => {
       expect(e.code, uri).toBe(status.PERMISSION_DENIED);
       expect(e.details).toContain('secrets workloads of cluster.local are not served here');
     }
+  });
+
+  it("caps an alias request at the authenticated domain's maximum, and refuses with INVALID_ARGUMENT one no lifetime fits", async () => {
+    const loose = await ca.request({ csrPem: (await makeCsr({ uris: ['spiffe://old.example/ns/capped-loose/sa/app'] })).pem, token: await mintToken({ ns: 'capped-loose', sa: 'app' }) });
+    expect(Math.round((Date.parse(new X509Certificate(loose[0]!).validTo) - Date.now()) / 3_600_000)).toBe(2);
+    const e = await refused(ca.request({ csrPem: (await makeCsr({ uris: ['spiffe://old.example/ns/capped/sa/app'] })).pem, token: await mintToken({ ns: 'capped', sa: 'app' }) }));
+    expect(e.code).toBe(status.INVALID_ARGUMENT);
+    expect(e.details).toBe(`no lifetime fits both trust domains' rules: rule "capped-here" for cluster.local allows at most 7200s, rule "capped-old" for old.example at least 21600s`);
   });
 
   it('signs two namespaces with two CAs whose chains both verify against the union root bundle', async () => {
