@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--fail-closed] [--storm-connections N] [--storm-driver auto|go|node] [--profile DIR] [--keep]
+ * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--max-concurrent-streams N] [--node-options="--flag ..."] [--fail-closed] [--storm-connections N] [--storm-driver auto|go|node] [--profile DIR] [--keep]
  *
  * Starts meshcert as a user would (built CLI, config file, CA from `ca init`, TLS, JWT auth with a
  * JWKS file, info-level logs, default worker count), drives it, and prints one table plus a JSON
@@ -39,6 +39,18 @@ const { values: args } = parseArgs({
     'skip-build': { type: 'boolean', default: false },
     /** server.workers for the run (default: the config's default). */
     workers: { type: 'string' },
+    /**
+     * server.maxConcurrentStreams for the run (default: the config's, 100). With 16 the storm's calls
+     * wait in their clients rather than in the server's memory (see the README's memory-bounded shape).
+     */
+    'max-concurrent-streams': { type: 'string' },
+    /**
+     * Node options for the server's process, before its script: V8 heap limits such as
+     * --node-options="--max-old-space-size=96 --max-semi-space-size=4" for the memory-bounded shape
+     * (with `=`: parseArgs takes a separate value starting with a dash for an option). Cluster workers
+     * inherit them, except the heap flags the config gives them (server.workerHeapMb and friends).
+     */
+    'node-options': { type: 'string' },
     /** inventory.failClosed on: every certificate answered only once its record is stored (default off, the config's default). */
     'fail-closed': { type: 'boolean', default: false },
     /**
@@ -75,6 +87,18 @@ for (const k of ['duration', 'rate'] as const) {
     process.stderr.write(`--${k} must be a positive number (got ${args[k]})\n`);
     process.exit(2);
   }
+}
+const maxConcurrentStreams = args['max-concurrent-streams'] === undefined ? undefined : Number(args['max-concurrent-streams']);
+if (maxConcurrentStreams !== undefined && (!Number.isInteger(maxConcurrentStreams) || maxConcurrentStreams < 1 || maxConcurrentStreams > 10_000)) {
+  process.stderr.write(`--max-concurrent-streams must be a whole number from 1 to 10000 (got ${args['max-concurrent-streams']})\n`);
+  process.exit(2);
+}
+const nodeOptions = (args['node-options'] ?? '').split(/\s+/).filter((o) => o !== '');
+const notAnOption = nodeOptions.find((o) => !/^--[a-z]/.test(o));
+if (notAnOption !== undefined) {
+  // A script or value in the wrong place would run something else than meshcert's server.
+  process.stderr.write(`--node-options takes node options only, each as --name or --name=value (got ${JSON.stringify(notAnOption)})\n`);
+  process.exit(2);
 }
 const openFiles = Number(execFileSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim());
 if (Number.isFinite(openFiles) && stormConnections + 256 > openFiles) {
@@ -147,6 +171,15 @@ const log = (msg: string): void => {
   process.stderr.write(`[bench] ${msg}\n`);
 };
 
+/** The server's shape for this run, as the log and the table name it: what differs from the defaults. */
+function shape(): string {
+  const parts = [`server.workers: ${args.workers ?? 'default'}`];
+  if (maxConcurrentStreams !== undefined) parts.push(`server.maxConcurrentStreams: ${maxConcurrentStreams}`);
+  if (args['fail-closed']) parts.push('inventory.failClosed: true');
+  if (nodeOptions.length > 0) parts.push(`node ${nodeOptions.join(' ')}`);
+  return parts.join(', ');
+}
+
 async function main(): Promise<void> {
   if (!args['skip-build']) execFileSync('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: 'inherit' });
   const dir = mkdtempSync(join(tmpdir(), 'meshcert-bench-'));
@@ -171,8 +204,8 @@ async function main(): Promise<void> {
     execFileSync(process.execPath, [join(ROOT, 'dist/cli.js'), 'ca', 'init', '--dir', join(dir, 'ca')], { stdio: 'ignore' });
     const signers = makeTokenSigners();
     writeFileSync(join(dir, 'jwks.json'), JSON.stringify({ keys: signers.map((s) => s.jwk) }));
-    const configFile = writeConfig(dir, join(dir, 'jwks.json'), args.workers, args['fail-closed']);
-    const nodeArgs = args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : [];
+    const configFile = writeConfig(dir, join(dir, 'jwks.json'), { workers: args.workers, maxConcurrentStreams, failClosed: args['fail-closed'] });
+    const nodeArgs = [...nodeOptions, ...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : [])];
     server = await startServer(ROOT, configFile, join(dir, 'server.log'), nodeArgs);
     const srv = server;
     const sampleRss = (): void => {
@@ -184,7 +217,7 @@ async function main(): Promise<void> {
     // smaps_rollup walks page tables: sampled less often than VmRSS.
     pssTimer = setInterval(() => (peakPss = Math.max(peakPss, srv.pssBytes())), 1000);
     const rootPem = readFileSync(join(dir, 'ca/root-cert.pem'), 'utf8');
-    log(`meshcert on 127.0.0.1:${server.port}, server.workers: ${args.workers ?? 'default'}${args['fail-closed'] ? ', inventory.failClosed: true' : ''}`);
+    log(`meshcert on 127.0.0.1:${server.port}, ${shape()}`);
 
     const n = smoke ? 300 : 20000;
     log('pre-generating distinct CSRs and tokens (not timed)');
@@ -475,7 +508,17 @@ async function main(): Promise<void> {
   failures.push(...problems.map((p) => `malformed result: ${p}`));
 
   const machine = { cpus: cpus().length, model: cpus()[0]?.model, memoryGb: round(totalmem() / 2 ** 30), node: process.version, openssl: process.versions.openssl };
-  const out = { when: new Date().toISOString(), mode: smoke ? 'smoke' : args.soak ? 'soak' : stormOnly ? 'storm' : 'full', machine, workers: args.workers ?? 'default', failClosed: args['fail-closed'], ...results, failures };
+  const out = {
+    when: new Date().toISOString(),
+    mode: smoke ? 'smoke' : args.soak ? 'soak' : stormOnly ? 'storm' : 'full',
+    machine,
+    workers: args.workers ?? 'default',
+    maxConcurrentStreams: maxConcurrentStreams ?? 'default',
+    nodeOptions,
+    failClosed: args['fail-closed'],
+    ...results,
+    failures,
+  };
   mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
   const file = join(ROOT, 'bench/results', `${out.when.replace(/[:.]/g, '-')}-${out.mode}.json`);
   writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
@@ -538,7 +581,7 @@ function verifySamples(r: LoadResult, calls: readonly PreparedCall[], rootPem: s
 
 function printTable(out: Results & { machine: Record<string, unknown> }): void {
   const m = out.machine;
-  console.log(`\nmeshcert bench: ${m.cpus} x ${m.model}, Node ${m.node}, OpenSSL ${m.openssl}`);
+  console.log(`\nmeshcert bench: ${m.cpus} x ${m.model}, Node ${m.node}, OpenSSL ${m.openssl}; ${shape()}`);
   console.log(`crypto ceiling (all cores, token verify + CSR verify + leaf sign): RSA ${out.ceilings.rsa2048}/s, EC ${out.ceilings.ec256}/s`);
   const head = ['scenario', 'driver', 'req', 'cert/s', 'p50 ms', 'p90', 'p99', 'max', 'err', 'unavail', 'cpu µs/req', '/ceiling', 'cpu share (primary, workers)'];
   const lines = out.rows.map((r) => [r.scenario, r.driver, r.requests, r.perSecond, r.latency.p50, r.latency.p90, r.latency.p99, r.latency.max, r.errors, r.unavailable, r.cpuPerRequestUs, r.ceilingRatio ?? '', r.cpuShare?.join('/') ?? '']);

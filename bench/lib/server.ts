@@ -30,9 +30,22 @@ export interface BenchServer {
   stop(): Promise<number | null>;
 }
 
-/** `failClosed`: inventory.failClosed, under which every certificate is answered only once its record is stored. */
-export function writeConfig(dir: string, jwksFile: string, workers?: string, failClosed = false): string {
+/** What a run changes from the defaults (each absent: the config's default). */
+export interface ConfigChoices {
+  /** server.workers. */
+  workers?: string;
+  /** server.maxConcurrentStreams. */
+  maxConcurrentStreams?: number;
+  /** inventory.failClosed, under which every certificate is answered only once its record is stored. */
+  failClosed?: boolean;
+}
+
+export function writeConfig(dir: string, jwksFile: string, choices: ConfigChoices = {}): string {
   const file = join(dir, 'meshcert.yaml');
+  const server = [
+    choices.workers === undefined ? '' : `  workers: ${choices.workers}\n`,
+    choices.maxConcurrentStreams === undefined ? '' : `  maxConcurrentStreams: ${choices.maxConcurrentStreams}\n`,
+  ].join('');
   writeFileSync(
     file,
     `dataDir: ${join(dir, 'data')}
@@ -40,7 +53,7 @@ admin:
   listen: 127.0.0.1:0
 server:
   listen: 127.0.0.1:0
-${workers === undefined ? '' : `  workers: ${workers}\n`}${failClosed ? 'inventory:\n  failClosed: true\n' : ''}ca:
+${server}${choices.failClosed ? 'inventory:\n  failClosed: true\n' : ''}ca:
   dir: ${join(dir, 'ca')}
 auth:
   clusters:
