@@ -10,7 +10,7 @@ import type { MeshcertConfig } from '../config/schema.js';
 import type { CaSnapshot } from '../ca/state.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { Logger } from '../log/logger.js';
-import type { InventoryKeptMessage, InventoryMessage, InventoryStateMessage } from './ipc-sink.js';
+import { decodeInventory, type InventoryKeptMessage, type InventoryMessage, type InventoryStateMessage, type InventoryWireMessage } from './ipc-sink.js';
 import { flagMb, processFlags } from './heap-pressure.js';
 import { ConnectionDispatcher, type DispatchTarget } from './dispatcher.js';
 import { usableCpus } from './cpus.js';
@@ -33,7 +33,7 @@ export type WorkerMessage =
   | { type: 'memory-pressure'; high: boolean }
   /** The answer to a metrics-request: its registry as prom-client's getMetricsAsJSON gives it. */
   | { type: 'metrics'; id: number; metrics: WorkerMetricsJson }
-  | InventoryMessage;
+  | InventoryWireMessage;
 export type { WorkerMetricsJson };
 export type PrimaryMessage =
   /**
@@ -142,7 +142,8 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
     exec: process.argv[1],
     args: ['worker'],
     silent: false,
-    // 'advanced' serialization (structured clone) keeps Dates in inventory records intact.
+    // 'advanced' serialization (structured clone) carries messages' values as they are (the config's
+    // among them); inventory batches cross as JSON text inside it (see InventoryWireMessage).
     serialization: 'advanced',
     execArgv: workerExecArgv(config.server, process.execArgv, processFlags()),
   });
@@ -231,7 +232,15 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
       w.on('error', (err: Error) => logger.debug({ err, pid: w.process.pid }, 'IPC to a worker failed'));
       w.on('message', (m: WorkerMessage) => {
         if (m.type === 'inventory') {
-          hooks.onInventory?.(m, (ack) => send(w, ack));
+          let batch: InventoryMessage;
+          try {
+            batch = decodeInventory(m);
+          } catch (err) {
+            // Never fatal: the primary holds every other worker's records too.
+            logger.error({ err, pid: w.process.pid }, 'a worker shipped an inventory batch that is not one; dropped');
+            return;
+          }
+          hooks.onInventory?.(batch, (ack) => send(w, ack));
           publishInventoryState();
         } else if (m.type === 'connections-closed') {
           dispatcher.closed(target, m.count);

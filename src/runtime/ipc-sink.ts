@@ -4,6 +4,15 @@ import type { AuditEvent, CertificateRecord } from '../inventory/types.js';
 /** A record whose call waits until the primary has stored it (inventory.failClosed), by this worker's id for it. */
 export type DurableRecord = { id: number; record: CertificateRecord };
 export type InventoryMessage = { type: 'inventory'; records: CertificateRecord[]; audit: AuditEvent[]; durable?: DurableRecord[] };
+/**
+ * An InventoryMessage as it crosses the IPC channel: its batch as JSON text, not as objects. Node's
+ * 'advanced' IPC serialization (V8's ValueSerializer, and its deserializer in the primary) keeps
+ * every object it wrote reachable until its own wrapper is collected, which a scavenge does not
+ * do: each batch's records survived into the old generation of both processes and filled it
+ * between mark-compacts, whose pauses are the slowest calls at half of peak (bench/HISTORY.md,
+ * round 23). A string is one object, and JSON writes a batch faster than V8's serializer.
+ */
+export type InventoryWireMessage = { type: 'inventory'; batch: string };
 export type InventoryStateMessage = { type: 'inventory-state'; accepting: boolean };
 /** The primary's answer to a message's durable records: stored, or not (with why, for the worker's log). */
 export type InventoryKeptMessage = { type: 'inventory-kept'; stored: number[]; failed: { id: number; reason: string }[] };
@@ -22,7 +31,7 @@ export interface IpcChannel {
 /**
  * A worker's inventory sink: batches records and audit events and ships them to the primary,
  * which owns the one write-behind recorder and store (one SQLite writer, one PostgreSQL pool).
- * Structured-clone IPC keeps Dates intact. Batches leave every 100 ms or at 200 items; a record
+ * Batches cross as JSON text (encodeInventory, by the caller's `send`). Batches leave every 100 ms or at 200 items; a record
  * someone waits for (keep) leaves within DURABLE_SHIP_MS, with everything pending: at thousands
  * of certificates a second that ships several per message, each message costing both processes
  * CPU, for a wait far shorter than the store's write.
@@ -118,4 +127,42 @@ export class IpcSink implements RecordSink {
     if (this.records.length + this.audit.length >= 200) return this.flush();
     this.timer ??= setTimeout(() => this.flush(), 100);
   }
+}
+
+/** A batch for the channel (see InventoryWireMessage). Dates become ISO 8601 text, which decodeInventory reads back. */
+export function encodeInventory(m: InventoryMessage): InventoryWireMessage {
+  return { type: 'inventory', batch: JSON.stringify({ records: m.records, audit: m.audit, durable: m.durable }) };
+}
+
+/**
+ * A batch off the channel. Throws TypeError when it is not one: the primary drops it and says so,
+ * as it does an item the inventory refuses. Fields that are Dates come back as Dates; anything else
+ * in their place is left as it came, for the inventory's own checks to refuse with the item.
+ */
+export function decodeInventory(w: InventoryWireMessage): InventoryMessage {
+  const parsed: unknown = typeof w.batch === 'string' ? JSON.parse(w.batch) : undefined;
+  const b = parsed as Partial<Omit<InventoryMessage, 'type'>> | undefined;
+  if (typeof b !== 'object' || b === null || !Array.isArray(b.records) || !Array.isArray(b.audit) || (b.durable !== undefined && !Array.isArray(b.durable))) {
+    throw new TypeError('an inventory batch from a worker is not {records, audit, durable?}');
+  }
+  for (const r of b.records) reviveRecord(r);
+  for (const a of b.audit) if (isObject(a)) a.at = revive(a.at);
+  for (const d of b.durable ?? []) if (isObject(d)) reviveRecord(d.record);
+  return { type: 'inventory', records: b.records, audit: b.audit, ...(b.durable ? { durable: b.durable } : {}) };
+}
+
+function reviveRecord(r: CertificateRecord | undefined): void {
+  if (!isObject(r)) return;
+  r.notBefore = revive(r.notBefore);
+  r.notAfter = revive(r.notAfter);
+  r.issuedAt = revive(r.issuedAt);
+}
+
+function isObject<T>(v: T | undefined): v is T & object {
+  return typeof v === 'object' && v !== null;
+}
+
+/** JSON's text of a Date back to a Date; anything else unchanged (an invalid Date is the inventory's to refuse). */
+function revive(v: Date): Date {
+  return typeof v === 'string' ? new Date(v) : v;
 }

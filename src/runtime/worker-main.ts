@@ -7,7 +7,7 @@ import { startMeshcert, type RunningMeshcert } from '../main.js';
 import { Registry } from 'prom-client';
 import { CaMetrics } from '../metrics/ca-metrics.js';
 import { workerConfig, workerCount, type PrimaryMessage, type WorkerMessage } from './cluster.js';
-import { IpcSink } from './ipc-sink.js';
+import { encodeInventory, IpcSink } from './ipc-sink.js';
 
 /** Entry point of a forked worker: serve gRPC until the primary says to drain. */
 export async function workerMain(): Promise<number> {
@@ -120,7 +120,7 @@ export async function workerMain(): Promise<number> {
   });
   const metrics = new CaMetrics(registry);
   // With inventory.failClosed, refuse until the primary has said its inventory accepts.
-  const sink = config.inventory.store === 'none' ? undefined : new IpcSink((m) => send(m), !config.inventory.failClosed);
+  const sink = config.inventory.store === 'none' ? undefined : new IpcSink((m) => send(encodeInventory(m)), !config.inventory.failClosed);
   shipPending = () => {
     // The count of refusals not audited one by one goes into the sink first, then all of it out.
     running?.flushAudit();

@@ -1,7 +1,15 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent, CertificateRecord } from '../../../src/inventory/types.js';
-import { DURABLE_SHIP_MS, IpcSink, type InventoryKeptMessage, type InventoryMessage } from '../../../src/runtime/ipc-sink.js';
+import {
+  decodeInventory,
+  DURABLE_SHIP_MS,
+  encodeInventory,
+  IpcSink,
+  type InventoryKeptMessage,
+  type InventoryMessage,
+  type InventoryWireMessage,
+} from '../../../src/runtime/ipc-sink.js';
 
 const record = (serial: string): CertificateRecord => ({ serial }) as CertificateRecord;
 const audit: AuditEvent = { at: new Date(0), requester: null, identity: null, cluster: null, decision: 'refused', code: 'AUTH_INVALID', reason: 'x' };
@@ -63,5 +71,53 @@ describe('IpcSink (a worker shipping its records to the primary)', () => {
     await expect(waiting).rejects.toThrow('the channel to the primary, which stores the records, is closed');
     await expect(sink.keep(record('02'))).rejects.toThrow(/channel to the primary, .* is closed/);
     expect(sink.awaiting).toBe(0);
+  });
+});
+
+describe('the inventory batch on the IPC channel (encodeInventory / decodeInventory)', () => {
+  const full: CertificateRecord = {
+    serial: '0a',
+    fingerprint: 'f'.repeat(64),
+    spiffeId: 'spiffe://cluster.local/ns/default/sa/demo',
+    namespace: 'default',
+    serviceAccount: 'demo',
+    cluster: null,
+    issuer: 'default',
+    keyAlgorithm: 'EC',
+    keySize: 256,
+    notBefore: new Date('2026-12-01T00:00:00.000Z'),
+    notAfter: new Date('2026-12-02T00:00:00.000Z'),
+    issuedAt: new Date('2026-12-01T00:00:01.123Z'),
+    requester: 'spiffe://cluster.local/ns/default/sa/demo',
+    policyRule: null,
+    source: 'issued',
+    dnsNames: ['a.example'],
+  };
+
+  it('crosses as one string and comes back equal, Dates as Dates (records, audit events, durable records)', () => {
+    const m: InventoryMessage = { type: 'inventory', records: [full], audit: [audit], durable: [{ id: 7, record: full }] };
+    const wire = encodeInventory(m);
+    expect(Object.keys(wire).sort()).toEqual(['batch', 'type']);
+    expect(typeof wire.batch).toBe('string');
+    // As the channel would carry it.
+    const back = decodeInventory(structuredClone(wire));
+    expect(back).toEqual(m);
+    expect(back.records[0]!.notAfter).toBeInstanceOf(Date);
+    expect(back.durable![0]!.record.issuedAt.getTime()).toBe(full.issuedAt.getTime());
+    expect(back.audit[0]!.at).toBeInstanceOf(Date);
+    expect(decodeInventory(encodeInventory({ type: 'inventory', records: [], audit: [] }))).toEqual({ type: 'inventory', records: [], audit: [] });
+  });
+
+  it('refuses what is not a batch with a TypeError (the primary drops it), and leaves a bad field for the inventory to refuse', () => {
+    for (const batch of ['[1,2]', '{"records":[]}', '{"records":[],"audit":{},"durable":[]}', '{"records":[],"audit":[],"durable":3}', 'null']) {
+      expect(() => decodeInventory({ type: 'inventory', batch })).toThrow(TypeError);
+    }
+    expect(() => decodeInventory({ type: 'inventory', batch: 42 } as unknown as InventoryWireMessage)).toThrow(TypeError);
+    expect(() => decodeInventory({ type: 'inventory', batch: '{' })).toThrow(SyntaxError);
+    const odd = decodeInventory({ type: 'inventory', batch: '{"records":[{"serial":"1","notBefore":5,"notAfter":"not a time"},null],"audit":[7]}' });
+    expect(odd.records[0]!.notBefore).toBe(5);
+    expect(Number.isNaN(odd.records[0]!.notAfter.getTime())).toBe(true);
+    expect(odd.records[1]).toBeNull();
+    expect(odd.audit).toEqual([7]);
   });
 });
