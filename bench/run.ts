@@ -177,6 +177,8 @@ function shape(): string {
   if (maxConcurrentStreams !== undefined) parts.push(`server.maxConcurrentStreams: ${maxConcurrentStreams}`);
   if (args['fail-closed']) parts.push('inventory.failClosed: true');
   if (nodeOptions.length > 0) parts.push(`node ${nodeOptions.join(' ')}`);
+  // The server inherits the bench's environment: glibc's arena count changes its RSS (the memory-bounded shape sets it).
+  if (process.env.MALLOC_ARENA_MAX) parts.push(`MALLOC_ARENA_MAX=${process.env.MALLOC_ARENA_MAX}`);
   return parts.join(', ');
 }
 
@@ -515,6 +517,7 @@ async function main(): Promise<void> {
     workers: args.workers ?? 'default',
     maxConcurrentStreams: maxConcurrentStreams ?? 'default',
     nodeOptions,
+    mallocArenaMax: process.env.MALLOC_ARENA_MAX ?? null,
     failClosed: args['fail-closed'],
     ...results,
     failures,
