@@ -48,7 +48,7 @@ const { values: args } = parseArgs({
      * Node options for the server's process, before its script: V8 heap limits such as
      * --node-options="--max-old-space-size=96 --max-semi-space-size=4" for the memory-bounded shape
      * (with `=`: parseArgs takes a separate value starting with a dash for an option). Cluster workers
-     * inherit them, except the heap flags the config gives them (server.workerHeapMb and friends).
+     * inherit them, and a heap flag given here wins over the config's (server.workerHeapMb and friends).
      */
     'node-options': { type: 'string' },
     /** inventory.failClosed on: every certificate answered only once its record is stored (default off, the config's default). */

@@ -135,8 +135,9 @@ export function encodeInventory(m: InventoryMessage): InventoryWireMessage {
 }
 
 /**
- * A batch off the channel. Throws TypeError when it is not one: the primary drops it and says so,
- * as it does an item the inventory refuses. Fields that are Dates come back as Dates; anything else
+ * A batch off the channel. Throws when it is not one (TypeError, or JSON's SyntaxError): the
+ * primary drops it and says so (its durable records then fail in their worker at the wait's
+ * timeout, since their ids cannot be read). Fields that are Dates come back as Dates; anything else
  * in their place is left as it came, for the inventory's own checks to refuse with the item.
  */
 export function decodeInventory(w: InventoryWireMessage): InventoryMessage {
@@ -145,9 +146,11 @@ export function decodeInventory(w: InventoryWireMessage): InventoryMessage {
   if (typeof b !== 'object' || b === null || !Array.isArray(b.records) || !Array.isArray(b.audit) || (b.durable !== undefined && !Array.isArray(b.durable))) {
     throw new TypeError('an inventory batch from a worker is not {records, audit, durable?}');
   }
+  // A durable record's id is what the primary answers by: without one there is nothing to answer.
+  if (b.durable?.some((d) => !isObject(d) || typeof d.id !== 'number')) throw new TypeError('an inventory batch from a worker has a durable record without a numeric id');
   for (const r of b.records) reviveRecord(r);
   for (const a of b.audit) if (isObject(a)) a.at = revive(a.at);
-  for (const d of b.durable ?? []) if (isObject(d)) reviveRecord(d.record);
+  for (const d of b.durable ?? []) reviveRecord(d.record);
   return { type: 'inventory', records: b.records, audit: b.audit, ...(b.durable ? { durable: b.durable } : {}) };
 }
 

@@ -5,8 +5,10 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../../src/config/load.js';
 import type { ConfigInput, MeshcertConfig } from '../../../src/config/schema.js';
 import type { CaSnapshot } from '../../../src/ca/state.js';
+import type { CertificateRecord } from '../../../src/inventory/types.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { initialHeapMb, startWorkers, workerExecArgv, type PrimaryMessage, type WorkerMessage, type WorkerPool } from '../../../src/runtime/cluster.js';
+import { encodeInventory, type InventoryMessage } from '../../../src/runtime/ipc-sink.js';
 
 // The primary's bookkeeping is tested against fake workers: node:cluster's fork gives FakeWorkers.
 const fake = vi.hoisted(() => ({ forked: [] as FakeWorker[] }));
@@ -510,5 +512,27 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(c.kills).toEqual([]);
     vi.advanceTimersByTime(1);
     expect(c.kills).toEqual(['SIGKILL']);
+  });
+
+  it("hands a worker's inventory batch to the intake with its Dates, answers its durable records through the worker, and drops a batch that is not one without stopping", async () => {
+    const got: InventoryMessage[] = [];
+    const starting = startWorkers(config(), CA, logger, 2, {
+      onInventory: (m, reply) => {
+        got.push(m);
+        reply({ type: 'inventory-kept', stored: (m.durable ?? []).map((d) => d.id), failed: [] });
+      },
+    });
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
+    for (const w of fake.forked) w.start();
+    pools.push(await starting);
+    const [a] = fake.forked;
+    const record = { serial: '0a', notBefore: new Date(1000), notAfter: new Date(2000), issuedAt: new Date(1500) } as CertificateRecord;
+    a!.say({ type: 'inventory', batch: '{"records":[' });
+    a!.say(encodeInventory({ type: 'inventory', records: [record], audit: [], durable: [{ id: 3, record }] }));
+    expect(got).toHaveLength(1);
+    expect(got[0]!.records[0]!.notAfter).toEqual(new Date(2000));
+    expect(got[0]!.durable![0]!.record.issuedAt).toEqual(new Date(1500));
+    expect(a!.sent).toContainEqual({ type: 'inventory-kept', stored: [3], failed: [] });
+    expect(msgs()).toContain('a worker shipped an inventory batch that is not one; dropped');
   });
 });

@@ -109,7 +109,16 @@ describe('the inventory batch on the IPC channel (encodeInventory / decodeInvent
   });
 
   it('refuses what is not a batch with a TypeError (the primary drops it), and leaves a bad field for the inventory to refuse', () => {
-    for (const batch of ['[1,2]', '{"records":[]}', '{"records":[],"audit":{},"durable":[]}', '{"records":[],"audit":[],"durable":3}', 'null']) {
+    for (const batch of [
+      '[1,2]',
+      '{"records":[]}',
+      '{"records":[],"audit":{},"durable":[]}',
+      '{"records":[],"audit":[],"durable":3}',
+      'null',
+      // The primary answers durable records by id: one it cannot read is refused with its batch.
+      '{"records":[],"audit":[],"durable":[null]}',
+      '{"records":[],"audit":[],"durable":[{"id":"1","record":{}}]}',
+    ]) {
       expect(() => decodeInventory({ type: 'inventory', batch })).toThrow(TypeError);
     }
     expect(() => decodeInventory({ type: 'inventory', batch: 42 } as unknown as InventoryWireMessage)).toThrow(TypeError);
