@@ -71,11 +71,18 @@ const { values: args } = parseArgs({
 });
 const smoke = args.smoke!;
 const stormOnly = args.storm!;
-const stormConnections = Number(args['storm-connections']);
-if (!Number.isInteger(stormConnections) || stormConnections < 1 || stormConnections > 20_000) {
-  process.stderr.write(`--storm-connections must be a whole number from 1 to 20000 (got ${args['storm-connections']})\n`);
-  process.exit(2);
+
+/** `--name`'s value as a whole number from 1 to `max`, or exit 2 saying what it must be. */
+function wholeNumberArg(name: string, raw: string, max: number): number {
+  const v = Number(raw);
+  if (!Number.isInteger(v) || v < 1 || v > max) {
+    process.stderr.write(`--${name} must be a whole number from 1 to ${max} (got ${raw})\n`);
+    process.exit(2);
+  }
+  return v;
 }
+
+const stormConnections = wholeNumberArg('storm-connections', args['storm-connections']!, 20_000);
 const stormDriverArg = args['storm-driver']!;
 if (!['auto', 'go', 'node'].includes(stormDriverArg)) {
   process.stderr.write(`--storm-driver must be auto, go or node (got ${stormDriverArg})\n`);
@@ -88,11 +95,7 @@ for (const k of ['duration', 'rate'] as const) {
     process.exit(2);
   }
 }
-const maxConcurrentStreams = args['max-concurrent-streams'] === undefined ? undefined : Number(args['max-concurrent-streams']);
-if (maxConcurrentStreams !== undefined && (!Number.isInteger(maxConcurrentStreams) || maxConcurrentStreams < 1 || maxConcurrentStreams > 10_000)) {
-  process.stderr.write(`--max-concurrent-streams must be a whole number from 1 to 10000 (got ${args['max-concurrent-streams']})\n`);
-  process.exit(2);
-}
+const maxConcurrentStreams = args['max-concurrent-streams'] === undefined ? undefined : wholeNumberArg('max-concurrent-streams', args['max-concurrent-streams'], 10_000);
 const nodeOptions = (args['node-options'] ?? '').split(/\s+/).filter((o) => o !== '');
 const notAnOption = nodeOptions.find((o) => !/^--[a-z]/.test(o));
 if (notAnOption !== undefined) {
