@@ -13,11 +13,18 @@
  * source) or an exact `discovered:...` source. `expiringWithin` is a duration (`90s`, `15m`,
  * `24h`, `7d` or seconds) and selects notAfter < now + duration (expired ones included unless
  * `includeExpired=false`). Empty parameters are ignored; unknown or repeated ones are errors.
+ * Typed values (`limit`, `expiringWithin`, `includeExpired`) may carry surrounding spaces; names
+ * and identities are compared as sent.
+ *
+ * A `nextCursor` is tied to the filters of the request that returned it: sent with other filters
+ * it is refused (400), since it would silently skip whatever the new filters select before its
+ * position. Only `limit` may change from page to page.
  *
  * Errors are JSON `{ error: message }`, never a stack trace: 400 for a bad query (unknown
  * parameter, bad duration, limit outside 1..1000, invalid cursor, a key that is not hex), 404,
  * 405 with `Allow: GET, HEAD` for other methods, 503 when the store fails (unreachable, closed...).
  */
+import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { parseDurationArg } from '../config/duration.js';
 import { InvalidCursorError, InvalidFilterError, type CertificateFilter, type CertificateRecord, type InventoryStore, type RecordSource } from '../inventory/types.js';
@@ -99,7 +106,13 @@ function queryParams(search: URLSearchParams): Partial<Record<Param, string>> {
   return out;
 }
 
-function filterFrom(q: Partial<Record<Param, string>>, now: Date): CertificateFilter {
+interface ParsedQuery {
+  filter: CertificateFilter;
+  /** What a cursor is tied to: every criterion, parsed (so `1` and `true` agree), not the page size. */
+  tag: string;
+}
+
+function filterFrom(q: Partial<Record<Param, string>>, now: Date): ParsedQuery {
   const f: CertificateFilter = { now };
   if (q.namespace !== undefined) f.namespace = q.namespace;
   if (q.serviceAccount !== undefined) f.serviceAccount = q.serviceAccount;
@@ -111,28 +124,42 @@ function filterFrom(q: Partial<Record<Param, string>>, now: Date): CertificateFi
     if (s === null) throw new BadRequest('source must be "issued", "discovered" or "discovered:<name>"');
     f.source = s;
   }
+  let expiringSeconds: number | null = null;
   if (q.expiringWithin !== undefined) {
-    let seconds: number;
     try {
-      seconds = parseDurationArg(q.expiringWithin);
+      expiringSeconds = parseDurationArg(q.expiringWithin);
     } catch (e) {
       throw new BadRequest(`expiringWithin: ${(e as Error).message}`);
     }
     // At most a century (parseDurationArg): always a date the stores hold.
-    f.expiringBefore = new Date(now.getTime() + seconds * 1000);
+    f.expiringBefore = new Date(now.getTime() + expiringSeconds * 1000);
   }
   if (q.includeExpired !== undefined) {
-    const v = q.includeExpired.toLowerCase();
+    const v = q.includeExpired.trim().toLowerCase();
     if (v === 'true' || v === '1') f.includeExpired = true;
     else if (v === 'false' || v === '0') f.includeExpired = false;
     else throw new BadRequest('includeExpired must be true or false (or 1 or 0)');
   }
   if (q.limit !== undefined) {
-    if (!/^\d+$/.test(q.limit) || Number(q.limit) < 1 || Number(q.limit) > 1000) throw new BadRequest('limit must be an integer from 1 to 1000');
-    f.limit = Number(q.limit);
+    const v = q.limit.trim();
+    if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 1000) throw new BadRequest('limit must be an integer from 1 to 1000');
+    f.limit = Number(v);
   }
-  if (q.cursor !== undefined) f.cursor = q.cursor;
-  return f;
+  // The window, not its end: the end moves with the clock from page to page, the query does not.
+  const criteria = [f.namespace, f.serviceAccount, f.issuer, f.spiffeId, f.requester, f.source, expiringSeconds, f.includeExpired].map((v) => v ?? null);
+  const tag = createHash('sha256').update(JSON.stringify(criteria)).digest('base64url').slice(0, 16);
+  if (q.cursor !== undefined) f.cursor = cursorFor(q.cursor, tag);
+  return { filter: f, tag };
+}
+
+/** The API's cursor is the store's, a dot, and the tag of the query it belongs to. */
+function cursorFor(apiCursor: string, tag: string): string {
+  const dot = apiCursor.lastIndexOf('.');
+  if (dot < 0) throw new InvalidCursorError();
+  if (apiCursor.slice(dot + 1) !== tag) {
+    throw new BadRequest('this cursor was returned for other filters: send the same filters as the request that returned it (only limit may change), or start again without a cursor');
+  }
+  return apiCursor.slice(0, dot);
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -176,9 +203,9 @@ export async function handleCertificatesApi(req: IncomingMessage, res: ServerRes
   const now = options.now?.() ?? new Date();
   try {
     if (rest === '') {
-      const filter = filterFrom(queryParams(search), now);
+      const { filter, tag } = filterFrom(queryParams(search), now);
       const page = await store.list(filter);
-      send(res, 200, { items: page.items.map(recordToJson), nextCursor: page.nextCursor });
+      send(res, 200, { items: page.items.map(recordToJson), nextCursor: page.nextCursor === null ? null : `${page.nextCursor}.${tag}` });
       return true;
     }
     if (rest.includes('/')) {

@@ -372,7 +372,25 @@ function rotateSwitchLocked(o: RotateSwitchOptions): StepResult {
   let state = readRotationState(dir);
   if (!state) throw new ConfigError(`no rotation in progress in ${dir}: run "meshcert ca rotate start --dir ${dir}" first`);
   if (state.step === 'switched' || state.step === 'finishing') {
-    return noop(state, `already switched at ${state.switchedAt}: meshcert signs with "${state.newIntermediate.subject}"; next: "meshcert ca rotate finish --dir ${dir}", allowed from ${state.finishAllowedAt}`);
+    const already = `already switched at ${state.switchedAt}: meshcert signs with "${state.newIntermediate.subject}"`;
+    if (state.step === 'finishing') {
+      const warnings = o.maxLeafLifetimeMs !== undefined ? ['--max-leaf-lifetime ignored: the old root is already being removed'] : [];
+      return { ...noop(state, `${already}, and the finish has begun: complete it with "meshcert ca rotate finish --dir ${dir}"`), warnings };
+    }
+    const relaxed = withLeafLifetime(state, o.maxLeafLifetimeMs);
+    if (relaxed !== state) {
+      writeRotationState(dir, relaxed);
+      return {
+        changed: true,
+        messages: [
+          `${already}; the longest leaf lifetime to wait for is now ${formatDuration(relaxed.maxLeafLifetimeSeconds!)} (was ${formatDuration(state.maxLeafLifetimeSeconds!)})`,
+          `next: "meshcert ca rotate finish --dir ${dir}", allowed from ${relaxed.finishAllowedAt} (was ${state.finishAllowedAt})`,
+        ],
+        warnings: [],
+        state: relaxed,
+      };
+    }
+    return noop(state, `${already}; next: "meshcert ca rotate finish --dir ${dir}", allowed from ${state.finishAllowedAt}`);
   }
   const messages: string[] = [];
   const warnings: string[] = [];
@@ -422,6 +440,8 @@ function rotateSwitchLocked(o: RotateSwitchOptions): StepResult {
     writeRotationState(dir, state);
   } else {
     messages.push('completing a switch that was interrupted');
+    // The switch took place when it was recorded; a lifetime given now still counts from then.
+    state = withLeafLifetime(state, o.maxLeafLifetimeMs);
   }
 
   // step "switching": install next/ as the signing CA (idempotent).
@@ -791,6 +811,20 @@ function resumedRenewal(material: CaMaterial, first: string, signs: string, opti
 }
 
 // ---------------------------------------------------------------------------------------------
+
+/**
+ * The state with the longest leaf lifetime set to `maxLeafMs` after the recorded switch (capped by
+ * the old root's expiry, as at the switch), or the same object when it is not given or unchanged.
+ * A re-run of switch is how an operator corrects it: leaves from the old intermediate may live
+ * longer than first said (a policy's max raised), and finish must then wait longer.
+ */
+function withLeafLifetime(state: RotationState, maxLeafMs: number | undefined): RotationState {
+  if (maxLeafMs === undefined || state.switchedAt === undefined) return state;
+  const seconds = Math.round(maxLeafMs / 1000);
+  if (seconds === state.maxLeafLifetimeSeconds) return state;
+  const finishAllowedAt = new Date(Math.min(Date.parse(state.switchedAt) + maxLeafMs, Date.parse(state.oldRoot.notAfter)));
+  return { ...state, maxLeafLifetimeSeconds: seconds, finishAllowedAt: finishAllowedAt.toISOString() };
+}
 
 function noop(state: RotationState, message: string): StepResult {
   return { changed: false, messages: [message], warnings: [], state };

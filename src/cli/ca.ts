@@ -22,7 +22,8 @@ meshcert ca rotate start --dir DIR [--key-type ec256|...] [--org NAME] [--min-wa
   root-cert.pem (old first); signing continues with the old intermediate. State: DIR/rotation.json.
 meshcert ca rotate switch --dir DIR [--min-wait 13h] [--max-leaf-lifetime 90d] [--force]
   Step 2, once every workload holds both roots (--min-wait after start, else --force): signs with
-  the new intermediate (ca-cert.pem, ca-key.pem, cert-chain.pem <- next/).
+  the new intermediate (ca-cert.pem, ca-key.pem, cert-chain.pem <- next/). Run again with another
+  --max-leaf-lifetime to change how long finish waits (counted from the switch).
 meshcert ca rotate finish --dir DIR [--force]
   Step 3, once --max-leaf-lifetime has passed since the switch (else --force): removes the old root
   from root-cert.pem and archives the old material under DIR/archive/<timestamp>/ (keys 0600).

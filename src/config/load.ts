@@ -61,9 +61,14 @@ export function loadConfigFile(path: string, env: NodeJS.ProcessEnv = process.en
 /** Validates an in-memory config (the embedded default, tests). */
 export function parseConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.env, source = 'config', baseDir = process.cwd()): MeshcertConfig {
   const overridden: EnvOverride[] = [];
-  const withEnv = issuanceShorthands(applyEnv(structuredClone(input) as Record<string, unknown>, env, overridden), source);
+  const conflicts: Array<{ path: string[]; message: string }> = [];
+  const withEnv = issuanceShorthands(applyEnv(structuredClone(input) as Record<string, unknown>, env, overridden), conflicts);
   const result = configSchema.safeParse(withEnv);
-  if (!result.success) throw new ConfigError(formatIssues(source, result.error.issues, overridden));
+  // Every problem in one report: a conflict found before validation does not hide the others.
+  if (!result.success || conflicts.length > 0) {
+    const issues = [...conflicts.map((c) => ({ code: 'custom' as const, input: undefined, ...c })), ...(result.success ? [] : result.error.issues)];
+    throw new ConfigError(formatIssues(source, issues, overridden));
+  }
   return deepFreeze(resolvePaths(result.data, baseDir));
 }
 
@@ -96,7 +101,7 @@ function applyEnv(input: Record<string, unknown>, env: NodeJS.ProcessEnv, applie
  * issuance.defaultTtl/maxTtl/onTtlAboveMax are shorthands for policy.default.lifetime, kept so a
  * simple config needs no policy section. Setting both places is refused: one source of truth.
  */
-function issuanceShorthands(input: Record<string, unknown>, source: string): Record<string, unknown> {
+function issuanceShorthands(input: Record<string, unknown>, conflicts: Array<{ path: string[]; message: string }>): Record<string, unknown> {
   const issuance = input.issuance as Record<string, unknown> | undefined;
   if (!issuance || typeof issuance !== 'object') return input;
   const lifetime: Record<string, unknown> = {};
@@ -116,7 +121,9 @@ function issuanceShorthands(input: Record<string, unknown>, source: string): Rec
   const policy = (typeof input.policy === 'object' && input.policy !== null ? input.policy : (input.policy = {})) as Record<string, unknown>;
   const def = (typeof policy.default === 'object' && policy.default !== null ? policy.default : (policy.default = {})) as Record<string, unknown>;
   if (def.lifetime !== undefined) {
-    throw new ConfigError(`invalid configuration in ${source}:\n  - issuance: lifetimes are set in policy.default.lifetime too; set them in one place`);
+    // policy.default.lifetime is left as written, so it is still validated.
+    conflicts.push({ path: ['issuance'], message: 'lifetimes are set in policy.default.lifetime too; set them in one place' });
+    return input;
   }
   // Also under a default that denies: its rules inherit it.
   def.lifetime = lifetime;

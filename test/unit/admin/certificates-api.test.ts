@@ -227,6 +227,43 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     expect(filtered.map((i) => i.fingerprint)).toEqual(records.filter((r) => r.namespace === 'shop').map((r) => r.fingerprint));
   });
 
+  it.skipIf(skip)('ties a cursor to the filters it was returned for: other filters are refused, the page size may change', async () => {
+    const first = await request('/api/v1/certificates?namespace=shop&limit=4');
+    const cursor = (first.body as { nextCursor: string }).nextCursor;
+    const shop = records.filter((r) => r.namespace === 'shop').map((r) => r.fingerprint);
+    const c = encodeURIComponent(cursor);
+    // The position alone would answer pay's certificates after shop's 4th, skipping the rest silently.
+    for (const q of [`namespace=pay&cursor=${c}`, `cursor=${c}`, `namespace=shop&issuer=legacy&cursor=${c}`, `namespace=shop&includeExpired=false&cursor=${c}`]) {
+      const r = await request(`/api/v1/certificates?${q}`);
+      expect(r.status, q).toBe(400);
+      expect(r.body, q).toEqual({ error: 'this cursor was returned for other filters: send the same filters as the request that returned it (only limit may change), or start again without a cursor' });
+    }
+    const rest = await request(`/api/v1/certificates?limit=100&namespace=shop&cursor=${c}`);
+    expect(rest.status).toBe(200);
+    expect((rest.body as { items: Array<{ fingerprint: string }> }).items.map((i) => i.fingerprint)).toEqual(shop.slice(4));
+    // The same criteria spelled another way are the same query.
+    const week = await request('/api/v1/certificates?expiringWithin=7d&includeExpired=true&limit=2');
+    const weekCursor = encodeURIComponent((week.body as { nextCursor: string }).nextCursor);
+    expect((await request(`/api/v1/certificates?expiringWithin=%20604800&includeExpired=1&cursor=${weekCursor}`)).status).toBe(200);
+    expect((await request(`/api/v1/certificates?expiringWithin=6d&includeExpired=1&cursor=${weekCursor}`)).status).toBe(400);
+    // A cursor without its tag, or with its position altered, is not one this API returned.
+    const [position, tag] = cursor.split('.') as [string, string];
+    for (const bad of [position, `${position.slice(0, -2)}xx.${tag}`, `.${tag}`]) {
+      const r = await request(`/api/v1/certificates?namespace=shop&cursor=${encodeURIComponent(bad)}`);
+      expect(r.status, bad).toBe(400);
+      expect((r.body as { error: string }).error, bad).toMatch(/^invalid inventory cursor/);
+    }
+  });
+
+  it.skipIf(skip)('reads typed values with surrounding spaces alike (limit, expiringWithin, includeExpired)', async () => {
+    const spaced = await request('/api/v1/certificates?limit=%202%20&includeExpired=%20false');
+    expect(spaced.status).toBe(200);
+    const plain = await request('/api/v1/certificates?limit=2&includeExpired=false');
+    expect(spaced.body).toEqual(plain.body);
+    expect((spaced.body as { items: unknown[] }).items).toHaveLength(2);
+    expect((await request('/api/v1/certificates?expiringWithin=%207d%20')).status).toBe(200);
+  });
+
   it.skipIf(skip)('filters by namespace, serviceAccount, issuer, spiffeId, requester and source (combined with AND)', async () => {
     const fps = (pred: (r: CertificateRecord) => boolean): string[] => records.filter(pred).map((r) => r.fingerprint);
     const got = async (q: string): Promise<string[]> => (await listAll(q)).map((i) => i.fingerprint as string);

@@ -404,6 +404,29 @@ describe('ca rotate switch', () => {
     rotateSwitch({ dir: d, now: T2, maxLeafLifetimeMs: 7 * DAY_MS });
     expect(readRotationState(d)).toMatchObject({ maxLeafLifetimeSeconds: 7 * 86400, finishAllowedAt: new Date(T2.getTime() + 7 * DAY_MS).toISOString() });
 
+    // Run again with another lifetime (a policy's max raised after the switch): finish now waits
+    // for it, counted from the switch and not from the re-run; the same lifetime changes nothing.
+    const later = new Date(T2.getTime() + DAY_MS);
+    const longer = rotateSwitch({ dir: d, now: later, maxLeafLifetimeMs: 30 * DAY_MS });
+    expect(longer.changed).toBe(true);
+    expect(longer.messages.join('\n')).toMatch(/now 30d \(was 7d\)/);
+    const longerAt = new Date(T2.getTime() + 30 * DAY_MS).toISOString();
+    expect(readRotationState(d)).toMatchObject({ switchedAt: T2.toISOString(), maxLeafLifetimeSeconds: 30 * 86400, finishAllowedAt: longerAt });
+    expect(longer.messages.join('\n')).toContain(`allowed from ${longerAt} (was ${new Date(T2.getTime() + 7 * DAY_MS).toISOString()})`);
+    expect(configError(() => rotateFinish({ dir: d, now: new Date(T2.getTime() + 8 * DAY_MS) })).message).toMatch(/^too early to finish: .*--max-leaf-lifetime 30d/);
+    const snap = snapshot(d);
+    expect(rotateSwitch({ dir: d, now: later, maxLeafLifetimeMs: 30 * DAY_MS }).changed).toBe(false);
+    expect(snapshot(d)).toEqual(snap);
+    // Past the old root's expiry it is capped there, as at the switch.
+    rotateSwitch({ dir: d, now: later, maxLeafLifetimeMs: 36_000 * DAY_MS });
+    expect(readRotationState(d)!.finishAllowedAt).toBe(readRotationState(d)!.oldRoot.notAfter);
+    // Once the finish has begun, the lifetime no longer matters: said, not applied.
+    writeRotationState(d, { ...readRotationState(d)!, step: 'finishing', finishingAt: later.toISOString(), archive: 'interrupted' });
+    const during = rotateSwitch({ dir: d, now: later, maxLeafLifetimeMs: DAY_MS });
+    expect(during.changed).toBe(false);
+    expect(during.warnings).toEqual(['--max-leaf-lifetime ignored: the old root is already being removed']);
+    expect(readRotationState(d)!.maxLeafLifetimeSeconds).toBe(36_000 * 86400);
+
     const shortIntermediate = await startedAt({ intermediateLifetimeMs: 30 * DAY_MS });
     rotateSwitch({ dir: shortIntermediate, now: T2 });
     expect(readRotationState(shortIntermediate)!.finishAllowedAt).toBe(new Date(T2.getTime() + 90 * DAY_MS).toISOString());

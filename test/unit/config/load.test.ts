@@ -213,6 +213,17 @@ describe('parseConfig refusals', () => {
     }
   });
 
+  it('refuses lifetimes set under issuance and policy.default.lifetime both, among the other problems, not instead of them', () => {
+    const both = { issuance: { maxTtl: '30d' }, policy: { default: { lifetime: { max: '60d' } } } };
+    expect(configError(() => parse(both)).message.split('\n').slice(1)).toEqual(['  - issuance: lifetimes are set in policy.default.lifetime too; set them in one place']);
+    const lines = configError(() => parse({ ...both, trustDomain: 'UPPER', server: { listen: 'nope' }, policy: { default: { lifetime: { max: 'forever' } } } })).message.split('\n').slice(1);
+    expect(lines[0]).toBe('  - issuance: lifetimes are set in policy.default.lifetime too; set them in one place');
+    for (const where of ['trustDomain', 'server.listen', 'policy.default.lifetime.max']) {
+      expect(lines.some((l) => l.startsWith(`  - ${where}:`)), `no line for ${where} in:\n${lines.join('\n')}`).toBe(true);
+    }
+    expect(lines).toHaveLength(4);
+  });
+
   it('takes istio.istiodTls\'s namespace, revisions and extraDnsNames only as the Kubernetes names they become (the certificate\'s DNS names, Service istiod-<rev>)', () => {
     expect(parse({ istio: { istiodTls: { namespace: 'istio-system', revisions: ['', 'default', '1-24-0', 'canary'] } } }).istio.istiodTls.revisions).toEqual(['', 'default', '1-24-0', 'canary']);
     expect(parse({ istio: { istiodTls: { revisions: ['r'.repeat(56)] } } }).istio.istiodTls.revisions).toHaveLength(1);
