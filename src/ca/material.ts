@@ -5,7 +5,7 @@ import { ConfigError } from '../errors/ca-error.js';
 import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { issuerAndSubjectDer } from '../x509/names.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
-import { CA_FILES, caPath, replacingFrom, ROTATION_FILE, STAGED_SETS } from './files.js';
+import { CA_FILES, caPath, replacingFrom, ROTATION_FILE, STAGED_SETS, type StagedSet } from './files.js';
 import { readRotationState } from './rotation-state.js';
 import { keyProblem, signatureProblem } from '../x509/chain-algorithms.js';
 import { signedBy } from '../x509/verify-chain.js';
@@ -139,25 +139,36 @@ export function loadServedCaDir(dir: string, now: Date = new Date()): { material
  * What an operator must hear about a CA directory whose live files load (`signing`: their
  * ca-cert.pem), or undefined: a step marked as replacing the signing files but killed before it
  * replaced any (the CA before it, whole) or after it replaced them all (already the CA it
- * installs), or a switch rotation.json says is under way with no replacement marked. Each
- * ends with the step to re-run.
+ * installs), a switch rotation.json says is under way with no replacement marked, or a renewal's
+ * staging directory left behind (with its key). Each ends with the step to re-run.
  */
 export function pendingStepNote(dir: string, signing: X509Certificate): string | undefined {
   const staged = replacingFrom(dir);
   if (staged !== undefined) {
     const step = `"meshcert ${STAGED_SETS[staged]}"`;
-    let stagedCert: X509Certificate | undefined;
-    try {
-      stagedCert = new X509Certificate(readTextFile(caPath(join(dir, staged), 'cert'), MAX_PEM_BYTES));
-    } catch {
-      stagedCert = undefined;
-    }
-    return stagedCert?.fingerprint256 === signing.fingerprint256
+    return stagedCert(dir, staged)?.fingerprint256 === signing.fingerprint256
       ? `a ${step} was interrupted after it replaced the signing files: this is already the CA it installs; run it again to complete it`
       : `a ${step} was interrupted before it replaced the signing files: this is still the CA from before it; run it again to complete it`;
   }
   if (switchStep(dir) === 'switching') return `a "meshcert ca rotate switch" was interrupted: run it again to complete it, then finish`;
+  // No replacement marked, but a renewal's staging left behind (next/ is rotate finish's to clear):
+  // it holds a private key, which should not stay in the directory unnoticed.
+  if (existsSync(join(dir, 'renewing'))) {
+    const where = join(dir, 'renewing');
+    return stagedCert(dir, 'renewing')?.fingerprint256 === signing.fingerprint256
+      ? `a "meshcert ca renew-intermediate" installed its intermediate but was interrupted before it removed ${where}, which holds a copy of the signing key: run it again to remove it (it makes no new key)`
+      : `${where} holds a set a "meshcert ca renew-intermediate" staged but never installed, with its private key: run it again to renew (it stages a new set), or remove ${where}`;
+  }
   return undefined;
+}
+
+/** The certificate a staged set holds, or undefined (none, or one that does not parse). */
+function stagedCert(dir: string, staged: StagedSet): X509Certificate | undefined {
+  try {
+    return new X509Certificate(readTextFile(caPath(join(dir, staged), 'cert'), MAX_PEM_BYTES));
+  } catch {
+    return undefined;
+  }
 }
 
 /** The step rotation.json records, or undefined (none, or one the rotate commands would refuse to read). */

@@ -5,6 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { initCaDir } from '../../src/ca/init.js';
+import { loadCaDir } from '../../src/ca/material.js';
+import { parseConfig } from '../../src/config/load.js';
+import { localServingCertIssuer } from '../../src/controllers/serving-issuer.js';
+import { LocalIssuer } from '../../src/issuer/local.js';
+import { createLogger } from '../../src/log/logger.js';
+import { startMeshcert } from '../../src/main.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../src/client/ca-client.js';
 import { loadProtos } from '../../src/client/protos.js';
@@ -14,7 +20,7 @@ import { makeRecord } from '../unit/inventory/fixtures.js';
 import { killIfRunning, ROOT, runCli, startServe, type ServerProcess } from '../support/cli.js';
 import { nameConstraints, writeConstrainedCaDir } from '../support/constrained-ca.js';
 import { freePort } from '../support/postgres.js';
-import { mintToken, openssl, TEST_ISSUER, writeTestJwks } from '../support/harness.js';
+import { mintToken, openssl, TEST_ISSUER, TRUST_DOMAIN, writeTestJwks } from '../support/harness.js';
 import { ageCreationMarker } from '../support/ca-creation.js';
 
 describe('the meshcert CLI, as a user runs it', () => {
@@ -441,6 +447,48 @@ describe('the meshcert CLI, as a user runs it', () => {
     ]);
     expect(j.code).toBe(1);
     expect(JSON.parse(j.stdout)).toMatchObject({ refused: { code: 'PERMISSION_DENIED', details: expect.stringContaining('kube-system') } });
+  });
+
+  it('request refuses a chain that does not verify against --ca-root (exit 1, "unverified"), and writes no key', async () => {
+    // TLS from the operator's serving certificate under another CA, leaves from this one: the
+    // connection verifies against that CA's root, the issued chain does not.
+    const tlsCa = join(dir, 'tls-ca');
+    await initCaDir({ dir: tlsCa });
+    const serving = await localServingCertIssuer(() => new LocalIssuer('default', loadCaDir(tlsCa)))(['localhost'], 86_400);
+    mkdirSync(join(dir, 'tls-files'));
+    writeFileSync(join(dir, 'tls-files/crt.pem'), serving.certChainPem);
+    writeFileSync(join(dir, 'tls-files/key.pem'), serving.keyPem, { mode: 0o600 });
+    const running = await startMeshcert(
+      parseConfig(
+        {
+          dataDir: join(dir, 'unverified-data'),
+          trustDomain: TRUST_DOMAIN,
+          server: { listen: '127.0.0.1:0', shutdownGrace: '5s', tls: { certFile: join(dir, 'tls-files/crt.pem'), keyFile: join(dir, 'tls-files/key.pem') } },
+          admin: { listen: '127.0.0.1:0' },
+          ca: { dir: join(dir, 'unverified-ca'), autoInit: true },
+          auth: { clusters: [{ name: 'Kubernetes', jwt: [{ issuer: TEST_ISSUER, jwksFile: join(dir, 'jwks.json') }] }] },
+        },
+        {},
+        'test',
+        dir,
+      ),
+      { logger: createLogger('silent') },
+    );
+    try {
+      const args = ['request', '--ns', 'default', '--sa', 'default', '--address', `127.0.0.1:${running.port}`, '--server-name', 'localhost', '--ca-root', join(tlsCa, 'root-cert.pem')];
+      const out = join(dir, 'unverified-out');
+      const r = await runCli([...args, '--token', await mintToken(), '--out', out]);
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr.trim()).toBe(`meshcert: a certificate was issued, but its chain does not verify against --ca-root ${join(tlsCa, 'root-cert.pem')}: the root bundle in the response holds none of the trusted roots`);
+      expect(r.stdout).toBe('');
+      // --out was made for this call and is taken back empty: no key for a chain not trusted here.
+      expect(existsSync(out)).toBe(false);
+      const j = await runCli([...args, '--token', await mintToken(), '--json']);
+      expect(j.code).toBe(1);
+      expect(JSON.parse(j.stdout)).toEqual({ unverified: { details: expect.stringMatching(/^a certificate was issued, but its chain does not verify against --ca-root /) } });
+    } finally {
+      await running.close();
+    }
   });
 
   it('SIGTERM drains in-flight calls and exits 0', async () => {

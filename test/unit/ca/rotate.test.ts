@@ -557,6 +557,17 @@ describe('a step killed while it replaces the live files', () => {
     // Every signing file replaced, the marker still there: already the staged CA.
     for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem']) writeFileSync(join(d, f), read(donor, f));
     expect(pendingStepNote(d, live())).toBe('a "meshcert ca renew-intermediate" was interrupted after it replaced the signing files: this is already the CA it installs; run it again to complete it');
+    // The marker cleared but renewing/ not yet removed: its key copy is said, with the step that removes it.
+    rmSync(join(d, '.meshcert-replacing'));
+    expect(pendingStepNote(d, live())).toBe(`a "meshcert ca renew-intermediate" installed its intermediate but was interrupted before it removed ${join(d, 'renewing')}, which holds a copy of the signing key: run it again to remove it (it makes no new key)`);
+    // A set staged and never marked (killed before it began replacing), or one that does not parse.
+    writeFileSync(join(d, 'renewing', 'ca-cert.pem'), read(await initAt(), 'ca-cert.pem'));
+    const neverInstalled = `${join(d, 'renewing')} holds a set a "meshcert ca renew-intermediate" staged but never installed, with its private key: run it again to renew (it stages a new set), or remove ${join(d, 'renewing')}`;
+    expect(pendingStepNote(d, live())).toBe(neverInstalled);
+    writeFileSync(join(d, 'renewing', 'ca-cert.pem'), 'not a certificate');
+    expect(pendingStepNote(d, live())).toBe(neverInstalled);
+    rmSync(join(d, 'renewing'), { recursive: true });
+    expect(pendingStepNote(d, live())).toBeUndefined();
     // A switch rotation.json says is under way, with no replacement marked.
     const s = await startedAt();
     const state = JSON.parse(read(s, 'rotation.json')) as Record<string, unknown>;
