@@ -66,7 +66,8 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
 /** The default issuer from its material, said and self-tested as every load does. */
 function servedIssuer(dir: string, served: { material: CaMaterial; interrupted?: string }, config: MeshcertConfig, logger: Logger, quiet?: boolean): LocalIssuer {
   const issuer = new LocalIssuer('default', served.material);
-  // A quiet load is followed by the one that serves, which says all this.
+  // A quiet load is one whose warnings another load says: the serving one after
+  // prepareSharedState, or, for a cluster worker, its primary's.
   if (!quiet) {
     if (served.interrupted) logger.warn({ dir }, served.interrupted);
     else warnPendingStep(dir, served.material.signingCert, logger);
@@ -161,15 +162,19 @@ export interface CaState {
  * revocations. `inForce`: the CAs as a cluster primary sent them, used instead of their files.
  */
 export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { reload?: boolean; inForce?: CaSnapshot } = {}): Promise<CaState> {
-  const issuers = [await loadIssuer(config, logger, { allowInit: !o.reload, ...(o.inForce?.default ? { inForce: o.inForce.default } : {}) })];
+  // A cluster worker loads what its primary loaded (and checked, and warned about) just before:
+  // the warnings are said once, by the primary, not once more per worker.
+  const quiet = o.inForce !== undefined;
+  const issuers = [await loadIssuer(config, logger, { allowInit: !o.reload, quiet, ...(o.inForce?.default ? { inForce: o.inForce.default } : {}) })];
   checkServerNames(issuers[0]!, config);
-  for (const i of config.issuers) issuers.push(loadNamedIssuer(config, i, logger, o.inForce?.[i.name]));
+  for (const i of config.issuers) issuers.push(loadNamedIssuer(config, i, logger, o.inForce?.[i.name], quiet));
   const revocations = new ClientCertRevocations(config.auth.revokedClientCertificates);
-  // Each process that loads the state says so (a cluster's primary and every worker).
-  for (const r of revocations.farAhead(Date.now())) logger.warn({ entry: r.index, issuedBefore: r.issuedBefore.toISOString() }, farAheadWarning(r));
   const policy = new PolicyEngine(config.policy);
-  for (const w of uncertifiableSans(policy, issuers, config)) logger.warn(w);
-  for (const w of policyWarnings(config.policy, servedClusterNames(config))) logger.warn(w);
+  if (!quiet) {
+    for (const r of revocations.farAhead(Date.now())) logger.warn({ entry: r.index, issuedBefore: r.issuedBefore.toISOString() }, farAheadWarning(r));
+    for (const w of uncertifiableSans(policy, issuers, config)) logger.warn(w);
+    for (const w of policyWarnings(config.policy, servedClusterNames(config))) logger.warn(w);
+  }
   return { issuers: new IssuerRegistry(issuers), policy, revocations };
 }
 
@@ -209,17 +214,19 @@ export function uncertifiableSans(policy: PolicyEngine, issuers: readonly LocalI
 }
 
 /** One of `issuers`: loaded from its directory and self-tested (never created). */
-export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issuers'][number], logger: Logger, inForce?: CaTexts): LocalIssuer {
+export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issuers'][number], logger: Logger, inForce?: CaTexts, quiet = false): LocalIssuer {
   let issuer: LocalIssuer;
   try {
     const { material, interrupted } = inForce ? { material: materialFromTexts(inForce), interrupted: undefined } : loadServedCaDir(i.dir);
-    if (interrupted) logger.warn({ issuer: i.name, dir: i.dir }, interrupted);
-    else warnPendingStep(i.dir, material.signingCert, logger);
+    if (!quiet) {
+      if (interrupted) logger.warn({ issuer: i.name, dir: i.dir }, interrupted);
+      else warnPendingStep(i.dir, material.signingCert, logger);
+    }
     issuer = new LocalIssuer(i.name, material);
   } catch (e) {
     throw new ConfigError(`issuer "${i.name}" (${i.dir}): ${(e as Error).message}`);
   }
-  reportExpiredRoots(issuer, i.dir, logger);
+  if (!quiet) reportExpiredRoots(issuer, i.dir, logger);
   selfTestTrustDomains(issuer, config);
   return issuer;
 }

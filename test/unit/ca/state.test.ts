@@ -7,7 +7,7 @@ import { loadCaDir } from '../../../src/ca/material.js';
 import { ageCreationMarker } from '../../support/ca-creation.js';
 import { initCaDir } from '../../../src/ca/init.js';
 import { renewIntermediate } from '../../../src/ca/rotate.js';
-import { loadCaState, prepareSharedState } from '../../../src/ca/state.js';
+import { caSnapshot, loadCaState, prepareSharedState } from '../../../src/ca/state.js';
 import { parseConfig } from '../../../src/config/load.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { nameConstraints, writeConstrainedCaDir } from '../../support/constrained-ca.js';
@@ -37,6 +37,11 @@ describe('loadCaState', () => {
     const warned = lines.filter((l) => l.level === 40 && /expired root that anchors nothing/.test(String(l.msg)));
     expect(warned.map((l) => l.issuer)).toEqual(['default', 'extra']);
     expect(warned[0]).toMatchObject({ dir: dirs[0], subject: expect.stringMatching(/root CA/) });
+    // A cluster worker loads the CAs its primary sent, which the primary has just warned about.
+    const worker = captureLogs();
+    const loaded = await loadCaState(config, worker.logger, { inForce: caSnapshot(state) });
+    expect(loaded.issuers.all.map((i) => i.material.roots.length)).toEqual([1, 1]);
+    expect(worker.lines.filter((l) => Number(l.level) >= 40)).toEqual([]);
   });
 
   it('compiles the revoked client certificates, and warns about an entry more than a day ahead (not one minutes ahead)', async () => {
@@ -52,6 +57,9 @@ describe('loadCaState', () => {
     expect(state.revocations.find('spiffe://cluster.local/ns/vm-a/sa/b', Date.now(), '1')?.index).toBe(1);
     const warned = lines.filter((l) => l.level === 40 && /^auth\.revokedClientCertificates\[1\]\.issuedBefore .* is more than a day ahead/.test(String(l.msg)));
     expect(warned).toEqual([expect.objectContaining({ entry: 1, issuedBefore: future })]);
+    const worker = captureLogs();
+    expect((await loadCaState(config, worker.logger, { inForce: caSnapshot(state) })).revocations.size).toBe(2);
+    expect(worker.lines.filter((l) => Number(l.level) >= 40)).toEqual([]);
   });
 });
 
@@ -103,7 +111,7 @@ describe('loadCaState and the serving certificate\'s names', () => {
     await expect(loadCaState(config({ enabled: true, extraDnsNames: ['istiod.mesh.example.com'] }), quiet)).rejects.toThrow(/exclude DNS name istiod\.mesh\.example\.com \(/);
   });
 
-  it('warns at load about a policy rule allowing names the CA cannot certify (each process that loads says so)', async () => {
+  it('warns at load about a policy rule allowing names the CA cannot certify (said by the process that loads the files, not again by a worker loading what it was sent)', async () => {
     const dir = join(base, 'policy-constrained');
     await writeConstrainedCaDir(dir, nameConstraints({ uri: ['cluster.local'], dns: ['.svc.example.com'] }));
     const { lines, logger } = captureLogs();
@@ -113,10 +121,14 @@ describe('loadCaState and the serving certificate\'s names', () => {
       server: { tls: { dnsNames: ['meshcert.svc.example.com'], ipAddresses: [] } },
       policy: { rules: [{ name: 'fine', match: { namespaces: ['web'] }, extraSans: { dns: ['{serviceAccount}.{namespace}.svc.example.com'] } }, { name: 'wide', extraSans: { dns: ['{namespace}.example.org'] } }] },
     });
-    await loadCaState(config, logger);
+    const primary = await loadCaState(config, logger);
     expect(lines.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([
       'policy rule "wide" allows names its CA "default" cannot certify: "CN=constrained intermediate" has name constraints that exclude DNS name ns.example.org (permitted only: ".svc.example.com"); requests for them are refused',
     ]);
+    const worker = captureLogs();
+    const loaded = await loadCaState(config, worker.logger, { inForce: caSnapshot(primary) });
+    expect(loaded.issuers.all.map((i) => i.material.signingCert.fingerprint256)).toEqual(primary.issuers.all.map((i) => i.material.signingCert.fingerprint256));
+    expect(worker.lines.filter((l) => Number(l.level) >= 40)).toEqual([]);
   });
 
   it('checks policy IP entries whole (an excluded range inside one), names a match value in the sample, and says a shared refusal once for the rules that share it', async () => {
