@@ -234,6 +234,22 @@ function render(dir: string): K8sObject[] {
   return renderAbsolute(join(KUSTOMIZE_ROOT, dir));
 }
 
+/** A kustomization (under deploy/kubernetes) with one of its components added, as a user's overlay adds it. */
+function renderWithComponent(dir: string, component: string): K8sObject[] {
+  requireTool(KUBECTL);
+  const tmp = mkdtempSync(join(tmpdir(), 'meshcert-kustomize-'));
+  try {
+    // kustomize takes bases and components by relative path only.
+    writeFileSync(
+      join(tmp, 'kustomization.yaml'),
+      ['apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', 'resources:', `  - ${relative(tmp, KUSTOMIZE_ROOT)}/${dir}`, 'components:', `  - ${relative(tmp, KUSTOMIZE_ROOT)}/components/${component}`, ''].join('\n'),
+    );
+    return renderAbsolute(tmp);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
 function renderAbsolute(dir: string): K8sObject[] {
   const out = execFileSync(KUBECTL.bin, ['kustomize', dir], {
     encoding: 'utf8',
@@ -839,18 +855,7 @@ withKubectl('component monitoring (Prometheus Operator), added to the base', () 
   }
   let objects: K8sObject[] = [];
   beforeAll(() => {
-    requireTool(KUBECTL);
-    const dir = mkdtempSync(join(tmpdir(), 'meshcert-kustomize-'));
-    try {
-      // kustomize takes bases and components by relative path only.
-      writeFileSync(
-        join(dir, 'kustomization.yaml'),
-        ['apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', 'resources:', `  - ${relative(dir, KUSTOMIZE_ROOT)}/base`, 'components:', `  - ${relative(dir, KUSTOMIZE_ROOT)}/components/monitoring`, ''].join('\n'),
-      );
-      objects = renderAbsolute(dir);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    objects = renderWithComponent(KUSTOMIZATIONS.base, 'monitoring');
   });
 
   itWithModels('renders a ServiceMonitor, a PrometheusRule and the dashboard ConfigMap that match their schemas, beside the base unchanged', async () => {
@@ -897,6 +902,50 @@ withKubectl('component monitoring (Prometheus Operator), added to the base', () 
     const base = annotations(render(KUSTOMIZATIONS.base));
     expect(Object.keys(base).filter((k) => k.startsWith('prometheus.io/')).length).toBe(3);
     expect(annotations(objects)).toEqual(Object.fromEntries(Object.entries(base).filter(([k]) => !k.startsWith('prometheus.io/'))));
+  });
+});
+
+withKubectl('component priority, added to the overlay with the discovery CronJob', () => {
+  interface PriorityClass extends K8sObject {
+    value: number;
+    globalDefault?: boolean;
+    preemptionPolicy?: string;
+    description?: string;
+  }
+  const POD_SPEC_FIELD = 'priorityClassName';
+  let objects: K8sObject[] = [];
+  beforeAll(() => {
+    objects = renderWithComponent(KUSTOMIZATIONS['ha-postgres-discovery'], 'priority');
+  });
+
+  itWithModels('renders a PriorityClass of its own that matches its schema, above ordinary pods, below the system classes, never a global default', async () => {
+    requireTool(MODELS);
+    const classes = objects.filter((o) => o.kind === 'PriorityClass') as PriorityClass[];
+    expect(classes.map(ref)).toEqual(['PriorityClass meshcert-critical']);
+    const pc = classes[0]!;
+    await validateSchema(pc);
+    expect(pc.metadata.namespace).toBeUndefined(); // cluster-scoped
+    expect(pc.value).toBeGreaterThan(0);
+    // The API server refuses a user class above 1,000,000,000 (the system classes are 2,000,000,000 and up).
+    expect(pc.value).toBeLessThanOrEqual(1_000_000_000);
+    expect(pc.globalDefault ?? false).toBe(false);
+    expect(pc.preemptionPolicy).toBe('PreemptLowerPriority');
+    expect(pc.metadata.labels?.['app.kubernetes.io/part-of']).toBe('meshcert');
+  });
+
+  it("gives the server's pods that class, and nothing else changes: the discovery CronJob keeps the default priority", () => {
+    const pc = objects.find((o) => o.kind === 'PriorityClass')!;
+    const spec = meshcertDeployment(objects).spec.template.spec as unknown as Record<string, unknown>;
+    expect(spec[POD_SPEC_FIELD]).toBe(pc.metadata.name);
+    const without = (o: K8sObject): K8sObject => {
+      if (o.kind !== 'Deployment') return o;
+      const d = structuredClone(o) as Deployment;
+      delete (d.spec.template.spec as unknown as Record<string, unknown>)[POD_SPEC_FIELD];
+      return d;
+    };
+    expect(objects.filter((o) => o !== pc).map(without)).toEqual(render(KUSTOMIZATIONS['ha-postgres-discovery']));
+    const job = objects.find((o) => o.kind === 'CronJob') as K8sObject & { spec: { jobTemplate: { spec: { template: { spec: Record<string, unknown> } } } } };
+    expect(job.spec.jobTemplate.spec.template.spec[POD_SPEC_FIELD]).toBeUndefined();
   });
 });
 
