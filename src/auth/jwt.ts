@@ -589,6 +589,10 @@ function mapJoseError(err: unknown, rule: IssuerRule): CaError {
         return new CaError('AUTH_INVALID', 'token claims are invalid', cause);
     }
   }
+  // jose says "not supported" of an unknown critical header extension too: not the algorithm's fault.
+  if (err instanceof joseErrors.JOSENotSupported && /Extension Header Parameter/i.test(err.message)) {
+    return new CaError('AUTH_INVALID', 'token header lists a critical extension (crit) this CA does not support', cause);
+  }
   if (err instanceof joseErrors.JOSEAlgNotAllowed || err instanceof joseErrors.JOSENotSupported) {
     return new CaError('AUTH_INVALID', 'token signing algorithm is not allowed', cause);
   }

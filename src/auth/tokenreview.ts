@@ -214,6 +214,18 @@ function resolveApiServer(opts: TokenReviewOptions, env: Record<string, string |
     throw new Error(`tokenreview.apiServer is not a URL: ${JSON.stringify(raw)}`);
   }
   if (url.protocol !== 'https:') throw new Error('tokenreview.apiServer must be an https:// URL');
+  if (url.search !== '' || url.hash !== '') throw new Error('tokenreview.apiServer must not have a query or fragment');
+  return url;
+}
+
+/**
+ * An API path under the API server's URL, which may carry a path prefix of its own (an API server
+ * behind a proxy, such as Rancher's https://rancher.example/k8s/clusters/c-xxx): a path resolved
+ * against it with `new URL` would drop that prefix.
+ */
+export function underBase(base: URL, apiPath: string): URL {
+  const url = new URL(base);
+  url.pathname = `${base.pathname.replace(/\/+$/, '')}${apiPath}`;
   return url;
 }
 
@@ -269,8 +281,8 @@ export class TokenReviewAuthenticator implements Authenticator {
     assertTrustDomain(opts.trustDomain, 'tokenreview.trustDomain');
     this.trustDomain = opts.trustDomain;
     const base = resolveApiServer(opts, env);
-    this.url = new URL(TOKENREVIEW_PATH, base);
-    this.jwksUrl = new URL(SERVICE_ACCOUNT_JWKS_PATH, base);
+    this.url = underBase(base, TOKENREVIEW_PATH);
+    this.jwksUrl = underBase(base, SERVICE_ACCOUNT_JWKS_PATH);
     const local = isLocalApiServer(opts.apiServer, base, env);
     if (opts.audiences !== undefined && (!Array.isArray(opts.audiences) || opts.audiences.length === 0 || opts.audiences.some((a) => typeof a !== 'string' || a === ''))) {
       throw new Error('tokenreview.audiences must be a non-empty list of non-empty strings');

@@ -221,6 +221,12 @@ export class Authority {
       notBefore: new Date(now.getTime() - this.deps.options.backdate * 1000),
       notAfter: new Date(now.getTime() + decision.ttlSeconds * 1000),
     };
+    // The identity itself first: a CA whose name constraints leave out this trust domain (one
+    // served by a rule's issuer but not permitted to it) is the operator's to fix, not the caller's.
+    const identityRefused = issuer.refusedUris(sign.uris);
+    if (identityRefused.length > 0) {
+      throw new CaError('ISSUER_UNAVAILABLE', `the signing CA "${issuer.name}" (rule "${decision.rule}") cannot certify trust domain ${trustDomainOf(spiffeId)}: ${identityRefused.join('; ')}; an operator must sign this trust domain with a CA that permits it`);
+    }
     // Names the policy allows but the CA's chain may not certify: clients would refuse the leaf.
     const refused = issuer.refusedNames(sign);
     if (refused.length > 0) {

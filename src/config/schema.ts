@@ -74,8 +74,11 @@ const jwtIssuer = z
   });
 
 const tokenReview = z.strictObject({
-  /** https URL of the API server; default: in-cluster (KUBERNETES_SERVICE_HOST). */
-  apiServer: z.url({ protocol: /^https$/ }).optional(),
+  /** https URL of the API server, with the path prefix of a proxy in front of it if any; default: in-cluster (KUBERNETES_SERVICE_HOST). */
+  apiServer: z
+    .url({ protocol: /^https$/ })
+    .refine((u) => !u.includes('?') && !u.includes('#'), 'must not have a query or fragment: the API paths are appended to it')
+    .optional(),
   caFile: z.string().optional(),
   tokenFile: z.string().optional(),
   audiences: z.array(z.string().min(1)).min(1).default(['istio-ca']),
@@ -135,11 +138,26 @@ const revocationEntry = z
     path: ['issuedBefore'],
   });
 
+/** A list refinement: an entry whose `field` repeats an earlier entry's is an issue, at that field. */
+function noSecond<F extends string>(field: F, message: (value: string) => string) {
+  return (list: ReadonlyArray<Record<F, string>>, ctx: z.RefinementCtx): void => {
+    const seen = new Set<string>();
+    list.forEach((entry, i) => {
+      if (seen.has(entry[field])) ctx.addIssue({ code: 'custom', path: [i, field], message: message(entry[field]) });
+      seen.add(entry[field]);
+    });
+  };
+}
+
 const cluster = z.strictObject({
   /** The value istio-agent sends in the `clusterid` header. */
   name: z.string().min(1),
   trustDomain: trustDomain.optional(),
-  jwt: z.array(jwtIssuer).default([]),
+  jwt: z
+    .array(jwtIssuer)
+    .default([])
+    // A token names one issuer: two entries for it would leave one unused (serve refuses them).
+    .superRefine(noSecond('issuer', (v) => `issuer ${v} is configured twice in this cluster; merge its audiences into one entry`)),
   tokenReview: tokenReview.optional(),
 });
 
@@ -347,13 +365,7 @@ export const configSchema = z.strictObject({
         .array(cluster)
         .default([])
         // Two entries of one name would be one cluster, the later silently replacing the earlier.
-        .superRefine((l, ctx) => {
-          const seen = new Set<string>();
-          l.forEach((c, i) => {
-            if (seen.has(c.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `cluster "${c.name}" is configured twice; merge its authenticators into one entry` });
-            seen.add(c.name);
-          });
-        }),
+        .superRefine(noSecond('name', (v) => `cluster "${v}" is configured twice; merge its authenticators into one entry`)),
       /** Accept mTLS client certificates chained to meshcert's roots (VMs, istiod). */
       clientCertificates: z.boolean().default(true),
       /**

@@ -30,6 +30,10 @@ export interface SignedLeaf {
  * Signs leaves with a CA key held in this process. The per-CA encoding state is prepared once;
  * each call only encodes the TBS and signs it (see src/x509/leaf.ts for why not a generic library).
  */
+/** The trust domain of a SPIFFE ID (its host), as name constraints read it. */
+const SPIFFE_HOST = /^spiffe:\/\/([^/?#]+)/;
+const MAX_CERTIFIED_TRUST_DOMAINS = 256;
+
 export class LocalIssuer {
   readonly name: string;
   readonly material: CaMaterial;
@@ -39,6 +43,12 @@ export class LocalIssuer {
    * load, or on first use by an issuer never self-tested.
    */
   private constrainedPaths: ConstrainedCa[][] | undefined;
+  /**
+   * Trust domains whose SPIFFE IDs every client accepts under this chain (name constraints match a
+   * URI by its host, the trust domain): checked once each, on first use. Only a config's trust
+   * domains reach here, so the set stays small; it is bounded all the same.
+   */
+  private readonly certifiedTrustDomains = new Set<string>();
 
   constructor(name: string, material: CaMaterial) {
     this.name = name;
@@ -51,7 +61,7 @@ export class LocalIssuer {
     return this.material.notAfter;
   }
 
-  /** Throws NameConstraintError for DNS names or IP addresses the chain's name constraints refuse. */
+  /** Throws NameConstraintError for names (SPIFFE IDs, DNS names, IP addresses) the chain's name constraints refuse. */
   sign(req: SignRequest): SignedLeaf {
     const params = this.leafParams(req);
     return this.signed(params, buildLeaf(this.signer, params));
@@ -64,15 +74,27 @@ export class LocalIssuer {
   }
 
   /**
-   * Why clients would refuse a leaf of this CA with DNS names or IP addresses: a CA of the chain
-   * has name constraints that exclude one of its names ([] when one path a client can build
-   * allows them all, its URIs included). Without DNS names and IP addresses there is nothing to
-   * check: the URIs are the trust domain's, checked at load (selfTest).
+   * Why clients would refuse a leaf of this CA with these names: a CA of the chain has name
+   * constraints that exclude one of them ([] when one path a client can build allows them all).
+   * A leaf with SPIFFE IDs alone costs a set lookup once its trust domain has been checked.
    */
   refusedNames(req: Pick<SignRequest, 'uris' | 'dnsNames' | 'ipAddresses'>): string[] {
-    if (!req.dnsNames?.length && !req.ipAddresses?.length) return [];
+    if (!req.dnsNames?.length && !req.ipAddresses?.length) return this.refusedUris(req.uris);
     const names = { uris: req.uris, dnsNames: req.dnsNames ?? [], ipAddresses: (req.ipAddresses ?? []).map(ipToBytes) };
     return this.onAnyPath((path) => pathNameRefusals(path, names));
+  }
+
+  /** refusedNames for URIs alone: a trust domain found acceptable is not checked again. */
+  refusedUris(uris: readonly string[]): string[] {
+    const refused: string[] = [];
+    for (const uri of uris) {
+      const trustDomain = SPIFFE_HOST.exec(uri)?.[1];
+      if (trustDomain !== undefined && this.certifiedTrustDomains.has(trustDomain)) continue;
+      const problems = this.onAnyPath((path) => pathNameRefusals(path, { uris: [uri], dnsNames: [], ipAddresses: [] }));
+      if (problems.length > 0) refused.push(...problems);
+      else if (trustDomain !== undefined && this.certifiedTrustDomains.size < MAX_CERTIFIED_TRUST_DOMAINS) this.certifiedTrustDomains.add(trustDomain);
+    }
+    return refused;
   }
 
   /**
@@ -96,9 +118,9 @@ export class LocalIssuer {
     return first;
   }
 
-  private leafParams(req: SignRequest): LeafParams {
+  private leafParams(req: SignRequest, checkNames = true): LeafParams {
     // Signed, such a leaf is refused by every client, with an error far from its cause.
-    const refused = this.refusedNames(req);
+    const refused = checkNames ? this.refusedNames(req) : [];
     if (refused.length > 0) throw new NameConstraintError(this.name, refused);
     return {
       serial: newSerial(),
@@ -129,7 +151,9 @@ export class LocalIssuer {
    */
   selfTest(spki: Buffer, uri: string): void {
     const now = new Date();
-    const leaf = new X509Certificate(this.sign({ spki, uris: [uri], notBefore: now, notAfter: new Date(now.getTime() + 60_000) }).der);
+    // Signed without the name check: the checks below say more about a chain that fails it.
+    const params = this.leafParams({ spki, uris: [uri], notBefore: now, notAfter: new Date(now.getTime() + 60_000) }, false);
+    const leaf = new X509Certificate(this.signed(params, buildLeaf(this.signer, params)).der);
     let child = leaf;
     for (const parent of this.material.intermediates) {
       if (!signedBy(child, parent)) throw new Error(`issuer ${this.name}: self-test leaf does not verify against its chain`);

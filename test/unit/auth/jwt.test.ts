@@ -96,6 +96,8 @@ describe('JwtAuthenticator: verification', () => {
     // The reason names the algorithm, which came from the token: printable ASCII only.
     { name: 'refuses a shared-secret algorithm whose name holds a NUL, naming it without the NUL', token: async () => handCrafted({ alg: 'HS\u0000\n9', kid: 'rsa-1' }, validPayload(), 'AAAA'), code: 'AUTH_INVALID', message: /^token uses a shared-secret algorithm \(HS\?\?9\); only asymmetric signatures are accepted$/ },
     { name: 'refuses a token with an unlisted algorithm (RS1)', token: async () => handCrafted({ alg: 'RS1', kid: 'rsa-1' }, validPayload(), 'AAAA'), code: 'AUTH_INVALID', message: /algorithm is not allowed/ },
+    // jose reports an unknown critical header as "not supported", as it does an algorithm: said apart.
+    { name: 'refuses a token whose header lists an unknown critical extension, saying so', token: async () => handCrafted({ alg: 'RS256', kid: 'rsa-1', crit: ['foo'], foo: 1 }, validPayload(), 'AAAA'), code: 'AUTH_INVALID', message: /^token header lists a critical extension \(crit\) this CA does not support$/ },
     { name: 'refuses a token signed by another key under a published kid', token: () => signToken(stranger, k8sClaims()), code: 'AUTH_INVALID', message: /signature is invalid/ },
     {
       name: 'refuses a token whose payload was altered after signing',

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CaError, SigningKeyPendingError } from '../../../src/errors/ca-error.js';
-import { isLocalApiServer, MAX_REVIEWS, TokenReviewAuthenticator, TokenReviewBackendError } from '../../../src/auth/tokenreview.js';
+import { isLocalApiServer, MAX_REVIEWS, SERVICE_ACCOUNT_JWKS_PATH, TOKENREVIEW_PATH, TokenReviewAuthenticator, TokenReviewBackendError, underBase } from '../../../src/auth/tokenreview.js';
 import type { TokenReviewOptions } from '../../../src/auth/tokenreview.js';
 import type { Caller } from '../../../src/auth/types.js';
 import { closedPort, k8sClaims, makeCert, signingKey, signToken } from './helpers.js';
@@ -304,8 +304,24 @@ describe('TokenReviewAuthenticator', () => {
     }
   });
 
+  it('keeps the path prefix of an API server behind a proxy (Rancher: /k8s/clusters/ID) for the review and the keys', async () => {
+    handler = reply(201, review(AUTHENTICATED));
+    for (const prefix of ['/k8s/clusters/c-abc', '/k8s/clusters/c-abc/']) {
+      const auth = make({ apiServer: `${apiServer}${prefix}` });
+      try {
+        expect((await auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN }))?.method, prefix).toBe('tokenreview');
+        expect(last.path, prefix).toBe('/k8s/clusters/c-abc/apis/authentication.k8s.io/v1/tokenreviews');
+      } finally {
+        auth.close();
+      }
+    }
+    expect(underBase(new URL('https://h:6443/k8s/clusters/c-abc/'), SERVICE_ACCOUNT_JWKS_PATH).href).toBe('https://h:6443/k8s/clusters/c-abc/openid/v1/jwks');
+    expect(underBase(new URL('https://h:6443'), TOKENREVIEW_PATH).href).toBe('https://h:6443/apis/authentication.k8s.io/v1/tokenreviews');
+  });
+
   const configCases: { name: string; options: Partial<TokenReviewOptions>; error: RegExp }[] = [
     { name: 'refuses an http API server', options: { apiServer: 'http://127.0.0.1:6443' }, error: /https/ },
+    { name: 'refuses an API server URL with a query (the API paths are appended to it)', options: { apiServer: 'https://127.0.0.1:6443/k8s?cluster=a' }, error: /must not have a query or fragment/ },
     { name: 'refuses a missing API server outside a cluster', options: { apiServer: undefined, env: {} }, error: /KUBERNETES_SERVICE_HOST/ },
     { name: 'refuses an invalid trust domain', options: { trustDomain: 'not a domain' }, error: /trustDomain/ },
     { name: 'refuses an unreadable caFile', options: { caPem: undefined, caFile: '/nonexistent/ca.crt' }, error: /caFile/ },

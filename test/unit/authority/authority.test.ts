@@ -271,6 +271,22 @@ describe('Authority.issue with a CA whose name constraints limit DNS names and I
     expect(e.caller).toBe(ID);
   });
 
+  it.each(['pool', 'inline'] as const)("refuses, as ISSUER_UNAVAILABLE for the operator to fix, a caller whose trust domain the CA's name constraints leave out (another cluster's) (signatures: %s)", async (mode) => {
+    const remote = 'spiffe://remote.example/ns/default/sa/default';
+    const remoteCaller: Caller = { method: 'jwt', identities: [remote], namespace: 'default', serviceAccount: 'default' };
+    const { pem } = await makeCsr({ uris: [remote] });
+    const a = new Authority({ authenticate: () => Promise.resolve(remoteCaller), issuers: () => constrained, policy: () => new PolicyEngine(policySchema.parse({})), options: { backdate: 0, defaultCluster: 'Kubernetes' }, signatures: mode });
+    const e = await refusal(a.issue(request(pem)));
+    expect(e.code).toBe('ISSUER_UNAVAILABLE');
+    expect(e.message).toBe(
+      'the signing CA "default" (rule "default") cannot certify trust domain remote.example: "CN=constrained intermediate" has name constraints that exclude spiffe://remote.example/ns/default/sa/default (permitted only: "cluster.local"); an operator must sign this trust domain with a CA that permits it',
+    );
+    // And the trust domain it permits still issues, with the verdict remembered per trust domain.
+    const { pem: local } = await makeCsr();
+    expect((await issue(local, mode)).chain).toHaveLength(3);
+    expect(constrained.default.refusedUris([ID, 'spiffe://cluster.local/ns/other/sa/x'])).toEqual([]);
+  });
+
   it('LocalIssuer.sign refuses such names too (a caller that skipped the check signs nothing)', () => {
     const issuer = constrained.default;
     const spki = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'der' });

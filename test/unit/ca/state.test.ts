@@ -76,6 +76,37 @@ describe('loadCaState and trust-domain aliases', () => {
     const aliased = parseConfig({ dataDir: join(base, 'data'), ca: { dir }, trustDomainAliases: ['old.example'] });
     await expect(loadCaState(aliased, quiet)).rejects.toThrow(/spiffe:\/\/old\.example\/ns\/meshcert-self-test\/sa\/probe/);
   });
+
+  it("self-tests each cluster's own trust domain with the default CA: one its name constraints leave out is refused at load, as Go and OpenSSL would refuse the leaves", async () => {
+    const dir = join(base, 'constrained-clusters');
+    await constrainedCa(dir, 'cluster.local');
+    const quiet = createLogger('silent');
+    const clusters = (td: string): ReturnType<typeof parseConfig> =>
+      parseConfig({ dataDir: join(base, 'data'), ca: { dir }, auth: { clusters: [{ name: 'Kubernetes', jwt: [{ issuer: 'https://a', jwksFile: 'j.json' }] }, { name: 'remote', trustDomain: td, jwt: [{ issuer: 'https://b', jwksFile: 'j.json' }] }] } });
+    await expect(loadCaState(clusters('cluster.local'), quiet)).resolves.toBeDefined();
+    await expect(loadCaState(clusters('remote.example'), quiet)).rejects.toThrow(/spiffe:\/\/remote\.example\/ns\/meshcert-self-test\/sa\/probe/);
+  });
+
+  it("loads a named issuer that leaves out a cluster's trust domain (a rule may give it other clusters only), says so, and it refuses that trust domain's identities", async () => {
+    const open = join(base, 'open-default');
+    await initCaDir({ dir: open });
+    const narrow = join(base, 'narrow-issuer');
+    await constrainedCa(narrow, 'cluster.local');
+    const { lines, logger } = captureLogs();
+    const config = parseConfig({
+      dataDir: join(base, 'data'),
+      ca: { dir: open },
+      issuers: [{ name: 'narrow', dir: narrow }],
+      auth: { clusters: [{ name: 'Kubernetes', jwt: [{ issuer: 'https://a', jwksFile: 'j.json' }] }, { name: 'remote', trustDomain: 'remote.example', jwt: [{ issuer: 'https://b', jwksFile: 'j.json' }] }] },
+    });
+    const state = await loadCaState(config, logger);
+    expect(lines.filter((l) => Number(l.level) === 40).map((l) => l.msg)).toEqual([expect.stringMatching(/^issuer "narrow" cannot certify trust domain remote\.example: .*a caller of that trust domain whose policy rule uses this issuer is refused \(UNAVAILABLE\)$/)]);
+    const issuer = state.issuers.get('narrow');
+    expect(issuer.refusedUris(['spiffe://cluster.local/ns/a/sa/b'])).toEqual([]);
+    expect(issuer.refusedUris(['spiffe://remote.example/ns/a/sa/b'])).not.toEqual([]);
+    // As sign() refuses it: never a leaf every client would refuse.
+    expect(() => issuer.sign({ spki: state.issuers.get('default').material.signingCert.publicKey.export({ type: 'spki', format: 'der' }), uris: ['spiffe://remote.example/ns/a/sa/b'], notBefore: new Date(), notAfter: new Date(Date.now() + 60_000) })).toThrow(/cannot sign these names/);
+  });
 });
 
 describe('loadCaState and the serving certificate\'s names', () => {
