@@ -17,6 +17,7 @@ import {
 import { openStore, type OpenStoreOptions } from '../inventory/open.js';
 import type { CertificateFilter, CertificateRecord, InventoryStore } from '../inventory/types.js';
 import { parse, UsageError } from './args.js';
+import { forTerminal } from './terminal-text.js';
 
 export const CERTS_USAGE = `meshcert certs list [--namespace N] [--sa S] [--issuer I] [--requester R] [--source issued|discovered|discovered:...] [--expiring-within 7d] [--limit 1000] [--json]
   Lists inventoried certificates (ordered by notAfter), up to --limit (default 1000). --requester:
@@ -153,8 +154,9 @@ function identityOf(r: CertificateRecord): string {
   return r.spiffeId ?? r.subject ?? r.dnsNames?.[0] ?? '-';
 }
 
-/** Left-aligned columns separated by two spaces. */
-export function table(header: string[], rows: string[][]): string {
+/** Left-aligned columns separated by two spaces; every cell made safe for a terminal. */
+export function table(header: string[], cells: string[][]): string {
+  const rows = cells.map((r) => r.map(forTerminal));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]): string =>
     cells
@@ -194,7 +196,7 @@ function printRecord(r: CertificateRecord, now: Date): void {
     ['policy rule', r.policyRule ?? '-'],
     ['source', r.source],
   ];
-  for (const [k, v] of rows) console.log(`${k.padEnd(16)}${v}`);
+  for (const [k, v] of rows) console.log(`${k.padEnd(16)}${forTerminal(v)}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,7 +275,9 @@ async function listCommand(argv: string[], now: Date): Promise<number> {
   if (v.source !== undefined) {
     const s = parseSourceFilter(v.source);
     if (s === null) throw new UsageError('--source must be issued, discovered or discovered:<name>');
-    filter.source = s;
+    // A file as discover records it, by its absolute path (as discover --forget reads one too).
+    const file = 'discovered:file:';
+    filter.source = s.startsWith(file) ? `${file}${resolve(s.slice(file.length))}` : s;
   }
   if (v['expiring-within'] !== undefined) {
     // At most a century (parseDurationArg): always a date the stores hold.

@@ -4,6 +4,7 @@ import { discover, discoveryExitCode, type DiscoveryReport } from '../discovery/
 import { PLACE_CLUSTER_NAME } from '../discovery/k8s-secrets.js';
 import { parseDurationArg } from '../config/duration.js';
 import { parse, UsageError } from './args.js';
+import { forTerminal } from './terminal-text.js';
 import { placeName } from '../inventory/common.js';
 import type { InventoryStore } from '../inventory/types.js';
 import { openInventory, resolveInventoryTarget, StoreOpenError, table } from './certs.js';
@@ -123,11 +124,12 @@ export function parseDiscoverArgs(argv: string[]): {
 
 function printHuman(r: DiscoveryReport, label: string): void {
   for (const item of r.items) {
-    if (item.status === 'ok') console.log(`${item.kind} ${item.target}: ${item.certificates} certificate(s)`);
-    else if (item.status === 'skipped') console.log(`${item.kind} ${item.target}: skipped: ${item.reason}`);
-    else console.error(`meshcert discover: ${item.kind} ${item.target}: ${item.error}`);
+    const target = forTerminal(item.target);
+    if (item.status === 'ok') console.log(`${item.kind} ${target}: ${item.certificates} certificate(s)`);
+    else if (item.status === 'skipped') console.log(`${item.kind} ${target}: skipped: ${forTerminal(item.reason ?? '')}`);
+    else console.error(`meshcert discover: ${item.kind} ${target}: ${forTerminal(item.error ?? '')}`);
   }
-  for (const place of r.retired) console.log(`forgot ${place}: no longer in the cluster`);
+  for (const place of r.retired) console.log(`forgot ${forTerminal(place)}: no longer in the cluster`);
   if (r.retireSkipped !== undefined) console.error(`meshcert discover: --forget-gone forgot nothing: ${r.retireSkipped}`);
   console.log(
     `discovered ${r.found} certificate(s) in ${r.ok} item(s)` +
@@ -179,9 +181,9 @@ async function forgetPlaces(store: InventoryStore, places: readonly string[], js
   if (json) console.log(JSON.stringify({ forgotten }, null, 2));
   for (const f of forgotten) {
     if (f.known) {
-      if (!json) console.log(`forgot ${f.place}`);
+      if (!json) console.log(`forgot ${forTerminal(f.place)}`);
     } else {
-      console.error(`meshcert discover: ${f.place || '(empty)'}: not a known place (certs expiring names places as file:PATH, endpoint:HOST:PORT, k8s-secret[@CLUSTER]:NS/NAME[/KEY])`);
+      console.error(`meshcert discover: ${forTerminal(f.place) || '(empty)'}: not a known place (certs expiring names places as file:PATH, endpoint:HOST:PORT, k8s-secret[@CLUSTER]:NS/NAME[/KEY])`);
     }
   }
   return forgotten.every((f) => f.known) ? 0 : 1;
@@ -202,7 +204,9 @@ export async function discoverCommand(argv: string[]): Promise<number> {
   }
   let store;
   try {
-    store = await openInventory(target, false);
+    // Listing places reads only, as the certs commands do: a SELECT-only role will do, and an
+    // older inventory is not migrated by a look at it.
+    store = await openInventory(target, a.places);
   } catch (e) {
     if (e instanceof StoreOpenError) {
       console.error(`meshcert: ${e.message}`);

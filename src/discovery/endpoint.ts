@@ -77,7 +77,10 @@ export function discoverEndpoint(hostPort: string, options: { timeoutMs?: number
     socket.once('error', (err: NodeJS.ErrnoException & { reason?: string }) => {
       // OpenSSL's errors carry its source file and line in the message: its reason is what matters.
       const text = typeof err.reason === 'string' && err.reason !== '' ? err.reason : err.message;
-      finish(fail(err.code === 'ECONNREFUSED' ? 'connection refused' : err.code ? `${err.code}: ${text}` : text));
+      // A server that speaks its own protocol first drops a bare TLS hello (PostgreSQL, SMTP and
+      // LDAP start TLS inside theirs): say so, since "disconnected" alone gives no hint.
+      const why = err.code === 'ECONNRESET' ? `${text} (the server may not speak TLS at once on this port: protocols that start TLS inside their own, such as PostgreSQL or STARTTLS, cannot be read)` : text;
+      finish(fail(err.code === 'ECONNREFUSED' ? 'connection refused' : err.code ? `${err.code}: ${why}` : why));
     });
     socket.once('close', () => finish(fail('connection closed before the TLS handshake completed')));
   });

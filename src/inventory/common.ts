@@ -84,6 +84,18 @@ function badText(v: unknown, nullable: boolean): boolean {
   return typeof v !== 'string' || v.includes('\u0000');
 }
 
+/**
+ * The longest value of an indexed text column, in UTF-8 bytes: PostgreSQL refuses an index entry
+ * over about 2.7 KB (SQLite has no such limit; both stores refuse alike). A SPIFFE ID is at most
+ * 2048 bytes (SPIFFE-ID §2.3); a longer one comes only from a discovered certificate.
+ */
+export const MAX_INDEXED_TEXT_BYTES = 2048;
+
+function tooLong(v: string | null | undefined): boolean {
+  // A UTF-8 character takes at most 4 bytes: only a long string needs counting.
+  return typeof v === 'string' && v.length > MAX_INDEXED_TEXT_BYTES / 4 && Buffer.byteLength(v, 'utf8') > MAX_INDEXED_TEXT_BYTES;
+}
+
 /** Returns what is wrong with the record, or null when it can be stored. */
 export function recordProblem(r: CertificateRecord): string | null {
   if (r === null || typeof r !== 'object') return 'not an object';
@@ -104,6 +116,9 @@ export function recordProblem(r: CertificateRecord): string | null {
     badText(r.subject, true)
   ) {
     return 'text fields must be strings (or null) without NUL characters';
+  }
+  if (tooLong(r.spiffeId) || tooLong(r.namespace) || tooLong(r.serviceAccount) || tooLong(r.source)) {
+    return `spiffeId, namespace, serviceAccount and source must be at most ${MAX_INDEXED_TEXT_BYTES} bytes each`;
   }
   if (r.dnsNames !== undefined && r.dnsNames !== null) {
     if (!Array.isArray(r.dnsNames) || r.dnsNames.some((n) => badText(n, false))) return 'dnsNames must be an array of strings';
@@ -466,6 +481,7 @@ export function validateSnapshots(snapshots: readonly Snapshot[], at: Date): voi
     if (typeof s.source !== 'string' || (s.source as string) === 'issued' || !isRecordSource(s.source) || s.source.includes('\u0000')) {
       throw new InventoryDataError(`a snapshot's place must be a discovered:<where> source, got ${JSON.stringify(String(s.source).slice(0, 80))}`);
     }
+    if (tooLong(s.source)) throw new InventoryDataError(`a snapshot's place must be at most ${MAX_INDEXED_TEXT_BYTES} bytes, got ${JSON.stringify(s.source.slice(0, 80))}...`);
     if (!Array.isArray(s.fingerprints) || !s.fingerprints.every((f) => typeof f === 'string' && HEX64.test(f))) {
       throw new InventoryDataError("a snapshot's fingerprints must be 64 lowercase hex digits each");
     }

@@ -175,12 +175,13 @@ const FORGET_PLACES_PG =
   'SELECT source FROM s UNION SELECT source FROM p';
 
 /**
- * SQLSTATE class 22 (data exception) and 23 (integrity constraint violation) are properties of
- * the batch; everything else (connection, shutdown, resources, serialization) is transient.
+ * SQLSTATE class 22 (data exception), 23 (integrity constraint violation) and 54 (program limit
+ * exceeded: an index entry too large, say) are properties of the batch, which the recorder then
+ * splits; everything else (connection, shutdown, resources, serialization) is transient.
  */
 function classify(err: unknown): unknown {
   const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && code.length === 5 && (code.startsWith('22') || code.startsWith('23'))) {
+  if (typeof code === 'string' && code.length === 5 && (code.startsWith('22') || code.startsWith('23') || code.startsWith('54'))) {
     return new InventoryDataError('the inventory database rejected the batch', { cause: err });
   }
   return err;

@@ -92,3 +92,35 @@ export async function createTestDatabase(prefix: string, adminUrl: string | null
     },
   };
 }
+
+/**
+ * A login role that may only SELECT the tables `db` holds now (as an operator gives a read-only
+ * inventory reader), and may create nothing: its URL, and drop() to remove it.
+ */
+export async function createSelectOnlyRole(db: TestDatabase): Promise<{ url: string; drop(): Promise<void> }> {
+  const role = `meshcert_ro_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: db.url });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE ROLE ${role} LOGIN`);
+    await admin.query(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${role}`);
+    await admin.query('REVOKE CREATE ON SCHEMA public FROM PUBLIC');
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(db.url);
+  url.username = role;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      // The role owns nothing; its grants go with the database, which the caller drops first.
+      const c = new pg.Client({ connectionString: pgInfo().url! });
+      await c.connect();
+      try {
+        await c.query(`DROP ROLE IF EXISTS ${role}`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
+}

@@ -1,7 +1,7 @@
 /** `meshcert certs`, run in-process against a temp SQLite inventory, with console spies. */
 import { existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { UsageError } from '../../../src/cli/args.js';
 import { certsCommand, parseDbArg, resolveInventoryTarget } from '../../../src/cli/certs.js';
@@ -127,6 +127,8 @@ describe('meshcert certs list', () => {
     expect((await json('--namespace', 'shop', '--sa', 'web')).map((r) => r.fingerprint)).toEqual([fp('cert-web-0'), fp('cert-web-1')]);
     expect((await json('--issuer', 'legacy')).map((r) => r.fingerprint)).toEqual([fp('cert-pay')]);
     expect((await json('--source', 'discovered:file:/etc/certs/web.pem')).map((r) => r.fingerprint)).toEqual([fp('cert-disc')]);
+    // A relative file is the one discover recorded by its absolute path.
+    expect((await json('--source', `discovered:file:${relative(process.cwd(), '/etc/certs/web.pem')}`)).map((r) => r.fingerprint)).toEqual([fp('cert-disc')]);
     // expiring within 12h: the expired one, stuck (4h), web-0 (10h)
     expect((await json('--expiring-within', '12h')).map((r) => r.fingerprint)).toEqual([fp('cert-old'), fp('cert-stuck'), fp('cert-web-0')]);
     expect(await json('--namespace', 'nobody')).toEqual([]);
@@ -176,6 +178,31 @@ describe('meshcert certs list', () => {
   it('exits 1 saying so when --db names a directory (SQLite would say only "disk I/O error")', async () => {
     expect(await run('list', '--db', `sqlite:${dir}`)).toBe(1);
     expect(stderr()).toContain(`cannot open the inventory sqlite:${dir}: not a regular file (give the database file's path, e.g. sqlite:.meshcert/inventory.db)`);
+  });
+});
+
+describe('text from certificates and places, on a terminal', () => {
+  it('is printed with control characters and bidirectional overrides escaped (a discovered certificate chooses them), JSON as it is', async () => {
+    const evilDb = join(dir, 'evil', 'inventory.db');
+    const spiffeId = 'spiffe://evil/\u001b[2K\u001b[1A\u001b[2K(hidden)';
+    const store = await openStore({ kind: 'sqlite', path: evilDb });
+    const evil = makeRecord('evil', { spiffeId, namespace: null, serviceAccount: null, source: 'discovered:file:/etc/\u009b31m\u202eweb.pem', dnsNames: ['a\u0007.example'], ...life(2) });
+    await store.insertMany([evil]);
+    await store.close();
+    expect(await run('list', '--db', `sqlite:${evilDb}`)).toBe(0);
+    const list = stdout();
+    // eslint-disable-next-line no-control-regex -- none may be left
+    expect(list).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/);
+    expect(list).toContain('spiffe://evil/\\u{001b}[2K\\u{001b}[1A\\u{001b}[2K(hidden)');
+    expect(list).toContain('discovered:file:/etc/\\u{009b}31m\\u{202e}web.pem');
+    out.mockClear();
+    expect(await run('show', '--db', `sqlite:${evilDb}`, evil.fingerprint)).toBe(0);
+    // eslint-disable-next-line no-control-regex -- none may be left
+    expect(stdout()).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/);
+    expect(stdout()).toContain('a\\u{0007}.example');
+    out.mockClear();
+    expect(await run('show', '--db', `sqlite:${evilDb}`, '--json', evil.fingerprint)).toBe(0);
+    expect(JSON.parse(stdout())).toMatchObject({ spiffeId, dnsNames: ['a\u0007.example'] });
   });
 });
 

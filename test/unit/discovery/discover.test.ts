@@ -23,6 +23,7 @@ import { placeName } from '../../../src/inventory/common.js';
 import { openStore } from '../../../src/inventory/open.js';
 import type { InventoryStore } from '../../../src/inventory/types.js';
 import { freePort } from '../../support/postgres.js';
+import { createSelectOnlyRole, createTestDatabase, pgSkipReason } from '../../support/postgres-control.js';
 import { oid, sequence, utf8String } from '../../../src/x509/der.js';
 import { derToPem } from '../../fixtures/csr.js';
 import { DAY, makeChain, makeTestCert, type TestCert } from './helpers.js';
@@ -250,6 +251,15 @@ describe('TLS endpoints', () => {
     } finally {
       plain.close();
     }
+    // A server that drops a bare TLS hello, as PostgreSQL does (it starts TLS inside its protocol).
+    const dropping = (await import('node:net')).createServer((c) => c.once('data', () => c.resetAndDestroy()));
+    await new Promise<void>((resolve) => dropping.listen(0, '127.0.0.1', resolve));
+    try {
+      const item = await discoverEndpoint(`127.0.0.1:${(dropping.address() as AddressInfo).port}`);
+      expect(item).toMatchObject({ status: 'error', error: expect.stringMatching(/^ECONNRESET: .*\(the server may not speak TLS at once on this port: protocols that start TLS inside their own, such as PostgreSQL or STARTTLS, cannot be read\)$/) });
+    } finally {
+      dropping.close();
+    }
   });
 });
 
@@ -294,6 +304,30 @@ describe('discover() into a store', () => {
     expect(again.newRecords).toBe(0);
     expect(again.found).toBe(r.found);
     expect(await store.count()).toBe(4);
+  });
+
+  it.each(['sqlite', 'postgres'] as const)("reports a certificate whose SPIFFE ID is too long to index as its item's error, and records the rest (%s)", async (kind) => {
+    if (kind === 'postgres' && pgSkipReason() !== null) return;
+    const db = kind === 'postgres' ? await createTestDatabase('discover-long') : undefined;
+    const target = db ? await openStore({ kind: 'postgres', url: db.url }) : store;
+    try {
+      const folder = mkdtempSync(join(dir, 'long-'));
+      // Anyone who may create a TLS Secret can make one so: it must not cost the run.
+      const long = await makeTestCert({ uris: [`spiffe://evil.example/ns/x/sa/${'a'.repeat(3000)}`] });
+      writeFileSync(join(folder, 'long.pem'), long.pem);
+      writeFileSync(join(folder, 'good.pem'), chain.leaf.pem);
+      const r = await discover(target, { files: [folder] });
+      const byTarget = Object.fromEntries(r.items.map((i) => [i.target, i]));
+      expect(byTarget[join(folder, 'long.pem')]).toMatchObject({ status: 'error', error: 'certificate #1 cannot be inventoried: spiffeId, namespace, serviceAccount and source must be at most 2048 bytes each' });
+      expect(byTarget[join(folder, 'good.pem')]).toMatchObject({ status: 'ok', certificates: 1 });
+      expect(await target.get(fpOf(chain.leaf))).toMatchObject({ source: `discovered:file:${join(folder, 'good.pem')}` });
+      expect((await target.places('discovered:')).map((p) => p.source)).toEqual([`discovered:file:${join(folder, 'good.pem')}`]);
+    } finally {
+      if (db) {
+        await target.close();
+        await db.drop().catch(() => {});
+      }
+    }
   });
 
   it('has a certificate about to expire reported until its renewal is read at the same place in full', async () => {
@@ -695,6 +729,33 @@ describe('meshcert discover (CLI)', () => {
       { kind: 'file', target: join(certsDir, 'binary.crt'), error: expect.stringMatching(/not a PEM file/) },
       { kind: 'endpoint', target: `127.0.0.1:${closedPort}`, error: 'connection refused' },
     ]);
+  });
+
+  it('prints file names with control characters escaped (whoever names a file chooses them)', async () => {
+    const folder = mkdtempSync(join(dir, 'names-'));
+    const name = 'web\u001b[2K\u001b[1A.pem';
+    writeFileSync(join(folder, name), chain.leaf.pem);
+    expect(await discoverCommand(['--files', folder, '--db', `sqlite:${join(folder, 'inventory.db')}`])).toBe(0);
+    expect(stdout()).toContain(`file ${join(folder, 'web\\u{001b}[2K\\u{001b}[1A.pem')}: 1 certificate(s)`);
+    out.mockClear();
+    expect(await discoverCommand(['--places', '--db', `sqlite:${join(folder, 'inventory.db')}`])).toBe(0);
+    expect(stdout()).toContain('web\\u{001b}[2K\\u{001b}[1A.pem');
+    expect(stdout()).not.toContain('\u001b');
+  });
+
+  it.skipIf(pgSkipReason() !== null)('lists places with a role that may only SELECT, and migrates nothing (as the certs commands)', async () => {
+    const db = await createTestDatabase('places-read-only');
+    let role: { url: string; drop(): Promise<void> } | undefined;
+    try {
+      expect(await discoverCommand(['--files', join(certsDir, 'good.pem'), '--db', db.url])).toBe(0);
+      role = await createSelectOnlyRole(db);
+      out.mockClear();
+      expect(await discoverCommand(['--places', '--db', role.url]), stderr()).toBe(0);
+      expect(stdout()).toContain(`file:${join(certsDir, 'good.pem')}`);
+    } finally {
+      await db.drop().catch(() => {});
+      await role?.drop().catch(() => {});
+    }
   });
 
   it('records tls.crt of every kubernetes.io/tls Secret through the API server', async () => {

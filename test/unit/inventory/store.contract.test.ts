@@ -2,6 +2,7 @@
  * One contract, two backends: every assertion here runs against SQLite (temp dir) and the real
  * PostgreSQL started by test/support/postgres.ts (a fresh database for this file).
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { getPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +10,7 @@ import Database from 'better-sqlite3';
 import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { PRUNE_BATCH, SIGHTINGS_TABLE } from '../../../src/inventory/common.js';
+import { CERT_TABLE, PRUNE_BATCH, SIGHTINGS_TABLE } from '../../../src/inventory/common.js';
 import { openStore, type OpenStoreOptions } from '../../../src/inventory/open.js';
 import { PostgresInventoryStore } from '../../../src/inventory/postgres.js';
 import { STORE_THREAD_NICE, SqliteInventoryStore, WAL_AUTOCHECKPOINT_PAGES } from '../../../src/inventory/sqlite.js';
@@ -22,7 +23,7 @@ import {
   type CertificateRecord,
   type InventoryStore,
 } from '../../../src/inventory/types.js';
-import { createTestDatabase, pgInfo, pgSkipReason, type TestDatabase } from '../../support/postgres-control.js';
+import { createSelectOnlyRole, createTestDatabase, pgSkipReason, type TestDatabase } from '../../support/postgres-control.js';
 import { HOUR, T0, asStored, fp, makeRecord } from './fixtures.js';
 
 type Row = Record<string, unknown>;
@@ -245,6 +246,22 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
       await expect(store.insertMany([good, b])).rejects.toBeInstanceOf(InventoryDataError);
     }
     expect(await store.count()).toBe(0);
+  });
+
+  it('holds indexed text up to 2048 bytes each, and refuses longer alike (PostgreSQL refuses an index entry over about 2.7 KB)', async () => {
+    // Random text, which nothing compresses: the longest each store must hold.
+    const text = (bytes: number): string => randomBytes(bytes).toString('base64url').slice(0, bytes);
+    const longest = makeRecord('long', { spiffeId: `spiffe://x/${text(2048 - 'spiffe://x/'.length)}`, namespace: '\u00e9'.repeat(1024), serviceAccount: text(2048), source: `discovered:file:/${text(2048 - 'discovered:file:/'.length)}` });
+    await store.insertMany([longest]);
+    expect(await store.get(longest.fingerprint)).toEqual(asStored(longest));
+    await store.recordSnapshots([{ source: longest.source as `discovered:${string}`, fingerprints: [longest.fingerprint] }], new Date(T0));
+    for (const over of [{ spiffeId: `${longest.spiffeId}a` }, { namespace: '\u00e9'.repeat(1025) }, { serviceAccount: text(2049) }, { source: `${longest.source}a` as CertificateRecord['source'] }]) {
+      const e = await store.insertMany([makeRecord('over', over)]).catch((err: unknown) => err);
+      expect(e, Object.keys(over)[0]).toBeInstanceOf(InventoryDataError);
+      expect((e as Error).message).toBe('certificate record #0 rejected: spiffeId, namespace, serviceAccount and source must be at most 2048 bytes each');
+    }
+    await expect(store.recordSnapshots([{ source: `${longest.source}a` as `discovered:${string}`, fingerprints: [longest.fingerprint] }], new Date(T0))).rejects.toBeInstanceOf(InventoryDataError);
+    expect(await store.count()).toBe(1);
   });
 
   it('counts and prunes expired records', async () => {
@@ -821,6 +838,27 @@ describe('sqlite store specifics', () => {
   });
 });
 
+describe.skipIf(pgSkipReason() !== null)('postgres store: a value over one of its limits', () => {
+  it('is a property of the batch (SQLSTATE class 54, InventoryDataError), which the recorder splits, not a failure to retry forever', async () => {
+    const db = await createTestDatabase('limits');
+    const store = await openStore({ kind: 'postgres', url: db.url });
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    try {
+      // An index of the operator's own on a column the store does not bound.
+      await admin.query(`CREATE INDEX extra_subject ON ${CERT_TABLE} (subject)`);
+      const e = await store.insertMany([makeRecord('big', { subject: randomBytes(3000).toString('base64') })]).catch((err: unknown) => err);
+      expect(e).toBeInstanceOf(InventoryDataError);
+      expect(((e as Error).cause as { code?: string }).code).toBe('54000');
+      expect(await store.count()).toBe(0);
+    } finally {
+      await admin.end();
+      await store.close();
+      await db.drop().catch(() => {});
+    }
+  });
+});
+
 describe('postgres store specifics', () => {
   it('ping rejects when the server is unreachable', async () => {
     const store = new PostgresInventoryStore({ url: 'postgresql://postgres@127.0.0.1:1/postgres', connectionTimeoutMs: 1000 });
@@ -882,32 +920,22 @@ describe.skipIf(pgSkipReason() !== null)('postgres store: a statement rolled bac
 describe.skipIf(pgSkipReason() !== null)('postgres store opened read-only (the certs commands)', () => {
   it('works with a role that may only SELECT, which a migrating open cannot use', async () => {
     const db = await createTestDatabase('read-only-role');
-    const role = `meshcert_ro_${Math.random().toString(36).slice(2, 8)}`;
-    const admin = new pg.Client({ connectionString: db.url });
-    await admin.connect();
+    let role: { url: string; drop(): Promise<void> } | undefined;
     try {
       const writer = await openStore({ kind: 'postgres', url: db.url });
       await writer.insertMany([makeRecord(1)]);
       await writer.close();
-      await admin.query(`CREATE ROLE ${role} LOGIN`);
-      await admin.query(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${role}`);
-      await admin.query(`REVOKE CREATE ON SCHEMA public FROM PUBLIC`);
-      const url = new URL(db.url);
-      url.username = role;
-      await expect(openStore({ kind: 'postgres', url: url.toString() })).rejects.toThrow(/permission denied/);
-      const reader = await openStore({ kind: 'postgres', url: url.toString(), readOnly: true });
+      role = await createSelectOnlyRole(db);
+      await expect(openStore({ kind: 'postgres', url: role.url })).rejects.toThrow(/permission denied/);
+      const reader = await openStore({ kind: 'postgres', url: role.url, readOnly: true });
       try {
         expect((await reader.list({})).items.map((r) => r.fingerprint)).toEqual([makeRecord(1).fingerprint]);
       } finally {
         await reader.close();
       }
     } finally {
-      await admin.end();
       await db.drop().catch(() => {});
-      const cleanup = new pg.Client({ connectionString: pgInfo().url! });
-      await cleanup.connect();
-      await cleanup.query(`DROP ROLE IF EXISTS ${role}`).catch(() => {});
-      await cleanup.end();
+      await role?.drop().catch(() => {});
     }
   });
 });
