@@ -107,6 +107,10 @@ async function main(argv: string[]): Promise<number> {
   }
   // A serving process reloads on SIGHUP, whose default action ends the process: from the first
   // moment, not once its modules have loaded (serve reads its config after, so none is lost).
+  // A worker takes SIGINT and SIGTERM from its primary's word only (a Ctrl-C or a kill of the
+  // process group reaches it too), also while it is still loading: one killed then would fail the
+  // primary's start instead of letting it stop cleanly.
+  if (cmd === 'worker') for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => {});
   if (cmd === 'serve' || cmd === 'worker') process.on('SIGHUP', () => {});
   const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!load) throw new UsageError(`unknown command "${cmd}"; run "meshcert help"`);
