@@ -25,6 +25,7 @@ import { inventoryObserver, ownCertificateRecorder, SERVING_CERT_REQUESTER, type
 import { zeroSeries, type CaMetrics } from './metrics/ca-metrics.js';
 import { HealthService } from './grpc/health.js';
 import { CONNECTION_SHED_REASONS, GrpcServer } from './grpc/server.js';
+import { checkServingIdentity } from './grpc/tls.js';
 import { CERTIFICATE_SERVICE, HEALTH_SERVICE, methodCodec, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from './grpc/proto.js';
 import type { HealthCheckRequest, HealthCheckResponse } from './grpc/health.js';
 import type { LocalIssuer } from './issuer/local.js';
@@ -325,15 +326,20 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     async reload(next: MeshcertConfig, ca?: CaSnapshot) {
       // Build everything first; a failure leaves the running state untouched.
       const fresh = await loadCaState(next, logger, { reload: true, ...(ca ? { inForce: ca } : {}) });
-      const keyFilesInForce = auth.prepareKeyFiles();
       const signerChanged = fresh.issuers.default.material.signingCert.fingerprint256 !== state.issuers.default.material.signingCert.fingerprint256;
+      // A serving certificate from the new signer when meshcert issues its own (operator files
+      // stay), and the listener's context with the new anchors: both checked before the swap, so
+      // that a failure leaves every part of the running state as it was.
+      const reissued = signerChanged ? serving.prepareReissue(fresh.issuers.default) : undefined;
+      const identity = { ...(reissued?.material ?? serving.current), clientCaPem: fresh.issuers.anchorsPem };
+      checkServingIdentity(identity);
+      const keyFilesInForce = auth.prepareKeyFiles();
       state = fresh;
       keyFilesInForce();
       caMetrics();
-      // The new anchors at once (client certificates from a new intermediate), then a serving
-      // certificate from the new signer when meshcert issues its own (operator files stay).
-      server.updateTls({ certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem });
-      if (signerChanged) serving.reissue();
+      // The new anchors at once (client certificates from a new intermediate), with the new pair.
+      server.updateTls({ certChainPem: identity.certChainPem, keyPem: identity.keyPem, clientCaPem: identity.clientCaPem });
+      reissued?.commit();
       // `rules`: the configured ones, as config check counts them (ruleNames ends with the default).
       logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length - 1, roots: fresh.issuers.roots.length, revokedClientCertificates: fresh.revocations.size }, 'configuration reloaded');
     },

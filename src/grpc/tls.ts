@@ -1,4 +1,4 @@
-import type { SecureContextOptions } from 'node:tls';
+import { createSecureContext, type SecureContextOptions } from 'node:tls';
 
 export interface ServingIdentity {
   /** PEM chain: serving certificate first, then intermediates. */
@@ -14,6 +14,15 @@ export interface ServingIdentity {
  */
 export function secureContextOptions(i: ServingIdentity): SecureContextOptions {
   return { cert: i.certChainPem, key: i.keyPem, ...(i.clientCaPem ? { ca: i.clientCaPem } : {}), minVersion: 'TLSv1.2', ciphers: TLS12_CIPHERS };
+}
+
+/**
+ * Throws what the listener would throw for this identity (a key that does not match, a pair
+ * OpenSSL's security level refuses), without touching the listener: so that a reload can refuse
+ * one before it swaps anything in.
+ */
+export function checkServingIdentity(i: ServingIdentity): void {
+  createSecureContext(secureContextOptions(i));
 }
 
 /**

@@ -60,9 +60,26 @@ export class ServingCertificate {
 
   /** Re-issue now (e.g. after the CA changed). No-op for user-supplied files. */
   reissue(): void {
-    if (this.o.certFile || this.closed) return;
-    this.renewNow();
-    this.arm();
+    this.prepareReissue(this.issuer())?.commit();
+  }
+
+  /**
+   * A pair from `issuer` (the CA a reload is about to put in force), issued now but not in force
+   * until commit(): a reload checks it, and refuses the whole reload, before it swaps anything.
+   * Undefined for user-supplied files (nothing to issue) or once closed.
+   */
+  prepareReissue(issuer: LocalIssuer): { material: ServingMaterial; commit(): void } | undefined {
+    if (this.o.certFile || this.closed) return undefined;
+    const at = Date.now();
+    const material = issue(this.o, issuer);
+    return {
+      material,
+      commit: () => {
+        this.replace(material);
+        this.issuedAt = at;
+        this.arm();
+      },
+    };
   }
 
   close(): void {

@@ -10,6 +10,7 @@ import type { CaMaterial } from '../../../src/ca/material.js';
 import { ConfigError } from '../../../src/errors/ca-error.js';
 import { LocalIssuer } from '../../../src/issuer/local.js';
 import { createLogger, type Logger } from '../../../src/log/logger.js';
+import { checkServingIdentity } from '../../../src/grpc/tls.js';
 import { ServingCertificate, type ServingCertOptions, type ServingMaterial } from '../../../src/serving/serving-cert.js';
 import { parsePemBundle } from '../../../src/x509/pem.js';
 
@@ -183,6 +184,26 @@ describe('ServingCertificate issued by the CA', () => {
     s.reissue();
     const chain = parsePemBundle(s.current.certChainPem);
     expect(chain[1]!.fingerprint256).toBe(otherMaterial.signingCert.fingerprint256);
+  });
+
+  it('prepareReissue() issues from the issuer given, and changes nothing until commit() (a reload checks the pair before it swaps anything)', () => {
+    const { logger } = memoryLogger();
+    const changes: ServingMaterial[] = [];
+    const s = start(issuedOptions, logger, (m) => changes.push(m));
+    const first = s.current;
+    const prepared = s.prepareReissue(new LocalIssuer('other', otherMaterial))!;
+    expect(parsePemBundle(prepared.material.certChainPem)[1]!.fingerprint256).toBe(otherMaterial.signingCert.fingerprint256);
+    expect(s.current).toBe(first);
+    expect(changes).toEqual([]);
+    // What the reload checks it with before the swap: the listener's context, built aside.
+    expect(() => checkServingIdentity({ ...prepared.material, clientCaPem: otherMaterial.roots.map((r) => r.toString()).join('') })).not.toThrow();
+    expect(() => checkServingIdentity({ certChainPem: prepared.material.certChainPem, keyPem: first.keyPem })).toThrow(/key values mismatch/);
+    prepared.commit();
+    expect(changes).toEqual([prepared.material]);
+    expect(s.current).toBe(prepared.material);
+    // Nothing to issue once closed (nor for user files: "reissue() leaves user files alone").
+    s.close();
+    expect(s.prepareReissue(issuer)).toBeUndefined();
   });
 
   it('reissue() does nothing after close()', () => {
