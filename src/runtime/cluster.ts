@@ -455,11 +455,13 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
     }, Math.min(5000, 100 * restarts)).unref();
   };
 
-  /** Asks a worker to drain; killed if still running after `graceMs` (its own grace plus a margin). */
+  /** Asks a worker to drain; killed (and said) if still running after `graceMs` (its own grace plus a margin). */
   const drain = (w: Worker, graceMs: number): void => {
     send(w, { type: 'shutdown' });
     setTimeout(() => {
-      if (!w.isDead()) w.process.kill('SIGKILL');
+      if (w.isDead()) return;
+      logger.error({ pid: w.process.pid, graceSeconds: graceMs / 1000 }, 'worker still running after its grace period and margin; killed (its calls in flight were cut off, and records it had not shipped are lost)');
+      w.process.kill('SIGKILL');
     }, graceMs).unref();
   };
 
@@ -470,19 +472,34 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
 
   /**
    * Asks every worker to drain; any still running after `graceMs` is killed. Resolves once all have
-   * exited. Callers close the dispatcher first, so a draining worker is handed nothing more.
+   * exited and their channels are closed (a worker's last messages, its last records among them,
+   * can be read after its 'exit': Node emits 'disconnect' once the channel is read to its end), with
+   * how each serving one that did not stop cleanly (a non-zero code, a signal) ended. Callers close the
+   * dispatcher first, so a draining worker is handed nothing more.
    */
-  const stopAll = (graceMs: number): Promise<void> =>
+  const stopAll = (graceMs: number): Promise<string[]> =>
     Promise.all(
       [...live].map(
         (w) =>
-          new Promise<void>((resolve) => {
-            if (w.isDead()) return resolve();
-            w.once('exit', () => resolve());
+          new Promise<string | undefined>((resolve) => {
+            if (w.isDead()) return resolve(undefined);
+            // One still starting that fails to (its failure said when it happens) was not stopped.
+            const wasServing = serving.has(w);
+            let ended: string | null | undefined;
+            const done = (): void => {
+              if (ended !== undefined && !w.isConnected()) resolve(ended ?? undefined);
+            };
+            w.once('exit', (code: number | null, signal: string | null) => {
+              ended = code === 0 || !wasServing ? null : `worker ${w.process.pid} exited with ${signal ?? `code ${code}`}`;
+              done();
+              // A channel that never reports its end must not hold the shutdown.
+              if (w.isConnected()) setTimeout(() => resolve(ended ?? undefined), 2000).unref();
+            });
+            w.once('disconnect', done);
             drain(w, graceMs);
           }),
       ),
-    ).then(() => undefined);
+    ).then((ends) => ends.filter((e): e is string => e !== undefined));
 
   try {
     await Promise.all(Array.from({ length: count }, fork));
@@ -550,7 +567,9 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
       // New connections are refused from here; those open drain in their workers.
       dispatcher.close();
       // Backstop: the workers' own grace period plus a margin.
-      await stopAll((config.server.shutdownGrace + 5) * 1000);
+      const unclean = await stopAll((config.server.shutdownGrace + 5) * 1000);
+      // As a single process's failed close does: said, and the exit status is not 0.
+      if (unclean.length > 0) throw new Error(`${unclean.length} worker(s) did not stop cleanly: ${unclean.join('; ')}`);
     },
   };
 }

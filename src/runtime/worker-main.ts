@@ -32,7 +32,11 @@ export async function workerMain(): Promise<number> {
       .close()
       .then(
         () => 0,
-        () => 1,
+        (err: unknown) => {
+          // Said here: the primary sees only the exit code.
+          logger.error({ err }, 'error during shutdown');
+          return 1;
+        },
       )
       .then((code) => {
         // Ship the last records, and exit once the channel has written them.

@@ -100,6 +100,15 @@ class FakeWorker extends EventEmitter {
     this.emit('disconnect');
     this.emit('exit', code, null);
   }
+  /** Exits with its channel not yet read to its end: messages may still come, then 'disconnect'. */
+  exitBeforeChannelEnds(code: number | null, signal: string | null = null): void {
+    this.dead = true;
+    this.emit('exit', code, signal);
+  }
+  channelEnds(): void {
+    this.connected = false;
+    this.emit('disconnect');
+  }
   reloads(): Array<Extract<PrimaryMessage, { type: 'reload' }>> {
     return this.sent.filter((m): m is Extract<PrimaryMessage, { type: 'reload' }> => m.type === 'reload');
   }
@@ -389,6 +398,43 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     c.say({ type: 'reloaded', id: c.reloads()[0]!.id });
     expect(c.reloads()[0]!.config).toBe(first);
     expect(pool.serving()).toBe(1);
+  });
+
+  it('at shutdown, waits for each worker\'s channel to end after its exit, and fails (said) when one did not stop cleanly', async () => {
+    const pool = await twoServing(config());
+    pools.splice(0);
+    const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    let settled = false;
+    const stopped = pool.shutdown().then(
+      () => (settled = true),
+      (e: Error) => {
+        settled = true;
+        throw e;
+      },
+    );
+    a.exit(0);
+    b.exitBeforeChannelEnds(1);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // b's last messages (its last records among them) may still be in its channel.
+    expect(settled).toBe(false);
+    b.channelEnds();
+    await expect(stopped).rejects.toThrow(`1 worker(s) did not stop cleanly: worker ${b.process.pid} exited with code 1`);
+  });
+
+  it('at shutdown, says so when it kills a worker still running after its grace period and margin', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval'] });
+    const pool = await twoServing(config());
+    pools.splice(0);
+    const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    const stopped = pool.shutdown();
+    a.exit(0);
+    // shutdownGrace 1 s, plus 5 s.
+    await vi.advanceTimersByTimeAsync(6_000);
+    expect(b.kills).toEqual(['SIGKILL']);
+    expect(msgs()).toContain('worker still running after its grace period and margin; killed (its calls in flight were cut off, and records it had not shipped are lost)');
+    b.exitBeforeChannelEnds(null, 'SIGKILL');
+    b.channelEnds();
+    await expect(stopped).rejects.toThrow(`worker ${b.process.pid} exited with SIGKILL`);
   });
 
   it('counts no worker as serving once stopping', async () => {
