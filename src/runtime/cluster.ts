@@ -533,7 +533,17 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
         reloadRounds.set(id, round);
         const silent = await askAll(id, targets, { type: 'reload', id, config: next, ca: nextCa }, 30_000);
         reloadRounds.delete(id);
-        const errors = silent.size > 0 ? ['a worker did not answer the reload within 30s'] : round.errors;
+        // An exit answers too, but applies nothing: the server stopping under the round, or a
+        // config that kills the workers (whose replacements would start with it, and die again).
+        const exited = targets.filter((w) => !round.applied.has(w) && !live.has(w)).length;
+        const errors =
+          silent.size > 0
+            ? ['a worker did not answer the reload within 30s']
+            : round.errors.length > 0
+              ? round.errors
+              : exited > 0
+                ? [stopping ? 'the server is shutting down' : `${exited} worker(s) exited before applying it`]
+                : [];
         if (errors.length > 0) {
           // Put the workers that applied it (or may yet: those that did not answer) back on the
           // config in force. The others never left it.

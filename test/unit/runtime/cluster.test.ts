@@ -467,6 +467,32 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(await connectionGoesTo(pool, [a!, c])).toEqual([c]);
   });
 
+  it('a reload that a worker exits under is rejected, not applied: the one that applied it is sent back, and a replacement starts with the config in force', async () => {
+    const before = config();
+    const pool = await twoServing(before);
+    const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    const next = revoking();
+    const reloading = pool.reload(next, CA);
+    answer(a);
+    b.exit(1); // an exit answers the round, but applies nothing
+    await expect(reloading).rejects.toThrow('1 worker(s) exited before applying it');
+    expect(a.reloads().map((r) => r.config)).toEqual([next, before]);
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(3));
+    const c = fake.forked[2]!;
+    c.say({ type: 'need-config' });
+    expect(c.sent.find((m) => m.type === 'config')).toMatchObject({ config: before });
+  });
+
+  it('a reload under way when the server stops is rejected, as the server is shutting down', async () => {
+    const pool = await twoServing(config());
+    pools.splice(0);
+    const reloading = pool.reload(revoking(), CA);
+    const stopped = pool.shutdown();
+    for (const w of fake.forked) w.exit(0);
+    await expect(reloading).rejects.toThrow('the server is shutting down');
+    await stopped;
+  });
+
   it('after a rejected reload: only the workers that applied it are sent back; one that cannot go back is logged, not retired', async () => {
     const before = config();
     const pool = await twoServing(before);
