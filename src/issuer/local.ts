@@ -2,8 +2,8 @@ import { X509Certificate } from 'node:crypto';
 import type { CaMaterial } from '../ca/material.js';
 import { ipToBytes, type IpPrefix } from '../net/ip-text.js';
 import { buildLeaf, buildLeafAsync, derToPem, prepareLeafSigner, newSerial, type LeafParams, type LeafSigner } from '../x509/leaf.js';
-import { pathConstraintProblems, pathNameConstraints, pathNameRefusals, pathRangeRefusals, type ConstrainedCa, type PathCert } from '../x509/path-constraints.js';
-import { signedBy } from '../x509/verify-chain.js';
+import { pathConstraintProblems, pathNameConstraints, pathNameRefusals, pathRangeRefusals, type ConstrainedCa } from '../x509/path-constraints.js';
+import { pathCertOf, signedBy } from '../x509/verify-chain.js';
 import { serialHex } from '../x509/serial-hex.js';
 
 export interface SignRequest {
@@ -168,7 +168,7 @@ export class LocalIssuer {
     // Any one acceptable path is enough, as Go tries them.
     let problems: string[] = [];
     for (const path of paths) {
-      problems = pathConstraintProblems([leaf, ...path].map(pathCert), { uris: [uri] });
+      problems = pathConstraintProblems([leaf, ...path].map(pathCertOf), { uris: [uri] });
       if (problems.length === 0) return;
     }
     throw new Error(`issuer ${this.name}: its chain breaks constraints that Go's crypto/x509 (istio-agent) enforces at every handshake, so clients would refuse every certificate it signs: ${problems.join('; ')}`);
@@ -176,7 +176,7 @@ export class LocalIssuer {
 
   private readConstrainedPaths(paths: readonly X509Certificate[][]): ConstrainedCa[][] {
     try {
-      return paths.map((path) => pathNameConstraints(path.map(pathCert)));
+      return paths.map((path) => pathNameConstraints(path.map(pathCertOf)));
     } catch (e) {
       throw new Error(`issuer ${this.name}: ${(e as Error).message}`, { cause: e });
     }
@@ -206,9 +206,6 @@ export class NameConstraintError extends Error {
   }
 }
 
-function pathCert(c: X509Certificate): PathCert {
-  return { der: c.raw, name: (c.subject ?? '').replace(/\n/g, ', ') }; // a leaf's subject is empty
-}
 
 function wholeSeconds(d: Date): Date {
   return new Date(Math.floor(d.getTime() / 1000) * 1000);

@@ -8,6 +8,7 @@ import type { CaMaterial } from '../../../src/ca/material.js';
 import { LocalIssuer, type SignedLeaf } from '../../../src/issuer/local.js';
 import { signedBy, verifyResponseChain } from '../../../src/x509/verify-chain.js';
 import { x509 } from '../../fixtures/csr.js';
+import { caCert, leafCert, nameConstraints } from '../../support/constrained-ca.js';
 
 const ID = 'spiffe://cluster.local/ns/default/sa/sleep';
 const HOUR_MS = 3_600_000;
@@ -126,5 +127,23 @@ describe('signedBy', () => {
     expect(signedBy(cert, a.signingCert)).toBe(false);
     expect(signedBy(new X509Certificate(leafA.pem), a.signingCert)).toBe(true);
     expect(() => verifyResponseChain([forged.toString('pem'), a.intermediatesPem[0]!, a.rootBundlePem], a.rootBundlePem)).toThrow(/element 0 is not signed by element 1/);
+  });
+});
+
+describe('verifyResponseChain, as Go verifies past the signatures', () => {
+  it("refuses a leaf whose names the intermediate's name constraints leave out, and accepts one they permit (URIs, DNS names, IP addresses)", async () => {
+    const root = await caCert(undefined, 'CN=nc root');
+    const intermediate = await caCert(root, 'CN=nc intermediate', [nameConstraints({ uri: ['cluster.local'], dns: ['.svc.example.com'], ip: ['10.0.0.0/8'] })]);
+    const response = async (sans: Parameters<typeof leafCert>[1]): Promise<string[]> => [(await leafCert(intermediate, sans)).toString('pem'), intermediate.cert.toString('pem'), root.cert.toString('pem')];
+    const rootPem = root.cert.toString('pem');
+    expect(verifyResponseChain(await response({ uris: [ID], dnsNames: ['a.svc.example.com'], ipAddresses: ['10.1.2.3'] }), rootPem).root.subject).toBe('CN=nc root');
+    const cases: Array<[Parameters<typeof leafCert>[1], string]> = [
+      [{ uris: ['spiffe://remote.example/ns/a/sa/b'] }, 'spiffe://remote.example/ns/a/sa/b'],
+      [{ uris: [ID], dnsNames: ['a.example.org'] }, 'DNS name a.example.org'],
+      [{ uris: [ID], ipAddresses: ['192.168.0.1'] }, 'IP address 192.168.0.1'],
+    ];
+    for (const [sans, excluded] of cases) {
+      await expect((async () => verifyResponseChain(await response(sans), rootPem))()).rejects.toThrow(new RegExp(`^the chain breaks constraints Go's crypto/x509 enforces: "CN=nc intermediate" has name constraints that exclude ${excluded.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+    }
   });
 });
