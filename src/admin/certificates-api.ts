@@ -146,7 +146,8 @@ function filterFrom(q: Partial<Record<Param, string>>, now: Date): ParsedQuery {
     f.limit = Number(v);
   }
   // The window, not its end: the end moves with the clock from page to page, the query does not.
-  const criteria = [f.namespace, f.serviceAccount, f.issuer, f.spiffeId, f.requester, f.source, expiringSeconds, f.includeExpired].map((v) => v ?? null);
+  // includeExpired as it acts: absent is true.
+  const criteria = [f.namespace, f.serviceAccount, f.issuer, f.spiffeId, f.requester, f.source, expiringSeconds, f.includeExpired !== false].map((v) => v ?? null);
   const tag = createHash('sha256').update(JSON.stringify(criteria)).digest('base64url').slice(0, 16);
   if (q.cursor !== undefined) f.cursor = cursorFor(q.cursor, tag);
   return { filter: f, tag };

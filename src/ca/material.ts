@@ -155,6 +155,8 @@ export function pendingStepNote(dir: string, signing: X509Certificate): string |
   // it holds a private key, which should not stay in the directory unnoticed.
   if (existsSync(join(dir, 'renewing'))) {
     const where = join(dir, 'renewing');
+    // renew-intermediate refuses while a root rotation is under way: the step to name is the hand's.
+    if (switchStep(dir) !== undefined) return `${where}, left by a "meshcert ca renew-intermediate", holds a private key; renew-intermediate does not run during a root rotation: remove ${where} by hand`;
     return stagedCert(dir, 'renewing')?.fingerprint256 === signing.fingerprint256
       ? `a "meshcert ca renew-intermediate" installed its intermediate but was interrupted before it removed ${where}, which holds a copy of the signing key: run it again to remove it (it makes no new key)`
       : `${where} holds a set a "meshcert ca renew-intermediate" staged but never installed, with its private key: run it again to renew (it stages a new set), or remove ${where}`;

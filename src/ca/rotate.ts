@@ -377,17 +377,17 @@ function rotateSwitchLocked(o: RotateSwitchOptions): StepResult {
       const warnings = o.maxLeafLifetimeMs !== undefined ? ['--max-leaf-lifetime ignored: the old root is already being removed'] : [];
       return { ...noop(state, `${already}, and the finish has begun: complete it with "meshcert ca rotate finish --dir ${dir}"`), warnings };
     }
-    const relaxed = withLeafLifetime(state, o.maxLeafLifetimeMs);
-    if (relaxed !== state) {
-      writeRotationState(dir, relaxed);
+    const { next, warnings } = withLeafLifetime(state, o);
+    if (next !== state) {
+      writeRotationState(dir, next);
       return {
         changed: true,
         messages: [
-          `${already}; the longest leaf lifetime to wait for is now ${formatDuration(relaxed.maxLeafLifetimeSeconds!)} (was ${formatDuration(state.maxLeafLifetimeSeconds!)})`,
-          `next: "meshcert ca rotate finish --dir ${dir}", allowed from ${relaxed.finishAllowedAt} (was ${state.finishAllowedAt})`,
+          `${already}; the longest leaf lifetime to wait for is now ${formatDuration(next.maxLeafLifetimeSeconds!)} (was ${formatDuration(state.maxLeafLifetimeSeconds!)})`,
+          `next: "meshcert ca rotate finish --dir ${dir}", allowed from ${next.finishAllowedAt} (was ${state.finishAllowedAt})`,
         ],
-        warnings: [],
-        state: relaxed,
+        warnings,
+        state: next,
       };
     }
     return noop(state, `${already}; next: "meshcert ca rotate finish --dir ${dir}", allowed from ${state.finishAllowedAt}`);
@@ -441,7 +441,9 @@ function rotateSwitchLocked(o: RotateSwitchOptions): StepResult {
   } else {
     messages.push('completing a switch that was interrupted');
     // The switch took place when it was recorded; a lifetime given now still counts from then.
-    state = withLeafLifetime(state, o.maxLeafLifetimeMs);
+    const changed = withLeafLifetime(state, o);
+    state = changed.next;
+    warnings.push(...changed.warnings);
   }
 
   // step "switching": install next/ as the signing CA (idempotent).
@@ -813,17 +815,29 @@ function resumedRenewal(material: CaMaterial, first: string, signs: string, opti
 // ---------------------------------------------------------------------------------------------
 
 /**
- * The state with the longest leaf lifetime set to `maxLeafMs` after the recorded switch (capped by
- * the old root's expiry, as at the switch), or the same object when it is not given or unchanged.
- * A re-run of switch is how an operator corrects it: leaves from the old intermediate may live
- * longer than first said (a policy's max raised), and finish must then wait longer.
+ * The state with the longest leaf lifetime set to `--max-leaf-lifetime` after the recorded switch
+ * (capped by the old root's expiry, as at the switch), or the same object when it is not given or
+ * unchanged. A re-run of switch is how an operator corrects it: leaves from the old intermediate
+ * may live longer than first said (a policy's max raised), and finish must then wait longer. A
+ * shorter one lets finish run earlier, which is what finish's own --force is for: refused without
+ * --force here too, and recorded (maxLeafLifetimeForced) with it.
  */
-function withLeafLifetime(state: RotationState, maxLeafMs: number | undefined): RotationState {
-  if (maxLeafMs === undefined || state.switchedAt === undefined) return state;
+function withLeafLifetime(state: RotationState, o: Pick<RotateSwitchOptions, 'maxLeafLifetimeMs' | 'force'>): { next: RotationState; warnings: string[] } {
+  const maxLeafMs = o.maxLeafLifetimeMs;
+  if (maxLeafMs === undefined || state.switchedAt === undefined) return { next: state, warnings: [] };
   const seconds = Math.round(maxLeafMs / 1000);
-  if (seconds === state.maxLeafLifetimeSeconds) return state;
-  const finishAllowedAt = new Date(Math.min(Date.parse(state.switchedAt) + maxLeafMs, Date.parse(state.oldRoot.notAfter)));
-  return { ...state, maxLeafLifetimeSeconds: seconds, finishAllowedAt: finishAllowedAt.toISOString() };
+  if (seconds === state.maxLeafLifetimeSeconds) return { next: state, warnings: [] };
+  const finishAllowedAt = new Date(Math.min(Date.parse(state.switchedAt) + maxLeafMs, Date.parse(state.oldRoot.notAfter))).toISOString();
+  const shorter = state.maxLeafLifetimeSeconds !== undefined && seconds < state.maxLeafLifetimeSeconds;
+  if (!shorter) return { next: { ...state, maxLeafLifetimeSeconds: seconds, finishAllowedAt }, warnings: [] };
+  const was = `${formatDuration(state.maxLeafLifetimeSeconds!)} recorded at the switch`;
+  if (!o.force) {
+    throw new ConfigError(`--max-leaf-lifetime ${formatDuration(seconds)} is shorter than the ${was}: leaves the old intermediate signed may stay valid that long, and a peer given only the new root would reject them. Pass --force once you have checked that none lives longer`);
+  }
+  return {
+    next: { ...state, maxLeafLifetimeSeconds: seconds, finishAllowedAt, maxLeafLifetimeForced: true },
+    warnings: [`shortened the longest leaf lifetime below the ${was} (--force): finish may now remove the old root while its leaves are still valid`],
+  };
 }
 
 function noop(state: RotationState, message: string): StepResult {

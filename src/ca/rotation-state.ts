@@ -32,6 +32,8 @@ const stateSchema = z.strictObject({
   switchForced: z.boolean().optional(),
   /** The longest lifetime a leaf signed by the old intermediate may have (recorded at switch). */
   maxLeafLifetimeSeconds: z.number().int().nonnegative().optional(),
+  /** Set when a re-run of switch shortened it (--force): finish's wait is then the operator's word. */
+  maxLeafLifetimeForced: z.boolean().optional(),
   finishAllowedAt: z.string().optional(),
   finishingAt: z.string().optional(),
   finishForced: z.boolean().optional(),

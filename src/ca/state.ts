@@ -73,7 +73,7 @@ function servedIssuer(dir: string, served: { material: CaMaterial; interrupted?:
     else warnPendingStep(dir, served.material.signingCert, logger);
     reportExpiredRoots(issuer, dir, logger);
   }
-  selfTestTrustDomains(issuer, config, servedTrustDomains(config));
+  selfTestTrustDomains(issuer, config);
   return issuer;
 }
 
@@ -173,7 +173,7 @@ export async function loadCaState(config: MeshcertConfig, logger: Logger, o: { r
   if (!quiet) {
     for (const r of revocations.farAhead(Date.now())) logger.warn({ entry: r.index, issuedBefore: r.issuedBefore.toISOString() }, farAheadWarning(r));
     for (const w of uncertifiableSans(policy, issuers, config)) logger.warn(w);
-    for (const w of uncertifiableTrustDomains(issuers.slice(1), config)) logger.warn(w);
+    for (const w of uncertifiableTrustDomains(issuers, config)) logger.warn(w);
     for (const w of policyWarnings(config.policy, servedClusterNames(config))) logger.warn(w);
   }
   return { issuers: new IssuerRegistry(issuers), policy, revocations };
@@ -215,14 +215,14 @@ export function uncertifiableSans(policy: PolicyEngine, issuers: readonly LocalI
 }
 
 /**
- * Named issuers whose name constraints leave out a cluster's trust domain (the default CA is
- * refused at load for that; a named one may serve other clusters only): said at load, since a
- * caller of that trust domain whose rule picks the issuer is refused (UNAVAILABLE).
+ * Issuers whose name constraints leave out a cluster's trust domain (a rule may send that
+ * cluster's callers to another issuer, so not refused): said at load, since a caller of that
+ * trust domain whose rule picks the issuer is refused (UNAVAILABLE).
  */
-export function uncertifiableTrustDomains(named: readonly LocalIssuer[], config: MeshcertConfig): string[] {
+export function uncertifiableTrustDomains(issuers: readonly LocalIssuer[], config: MeshcertConfig): string[] {
   const tested = new Set([config.trustDomain, ...config.trustDomainAliases]);
   const out: string[] = [];
-  for (const issuer of named) {
+  for (const issuer of issuers) {
     for (const td of servedTrustDomains(config)) {
       if (tested.has(td)) continue;
       const refused = issuer.refusedUris([`spiffe://${td}/ns/meshcert-self-test/sa/probe`]);
@@ -276,16 +276,16 @@ export function selfTestCa(issuer: LocalIssuer, trustDomain: string, key: Buffer
 }
 
 /**
- * The self-test for each trust domain the issuer signs in. The default CA signs for every one this
- * meshcert serves: the trust domain, its aliases (a workload whose token names one) and each
- * cluster's own. A CA whose name constraints leave one out would have those leaves refused by
- * every Go verifier, found only when the handshakes fail. Another issuer is tested with the trust
- * domain and its aliases (a rule may route one cluster's callers to it alone); a SPIFFE ID it
- * cannot certify is refused when asked for (see Authority).
+ * The self-test for the trust domain and each of its aliases: meshcert signs for an alias too (a
+ * workload whose token names it), and a CA whose name constraints permit only the primary would
+ * have those leaves refused by every Go verifier, found only when the handshakes fail. A
+ * cluster's own trust domain is not required of every CA (a rule may send that cluster's callers
+ * to another issuer): one a CA cannot certify is said at load (uncertifiableTrustDomains) and its
+ * identities refused when asked for (see Authority).
  */
-function selfTestTrustDomains(issuer: LocalIssuer, config: MeshcertConfig, domains: Iterable<string> = [config.trustDomain, ...config.trustDomainAliases]): void {
+function selfTestTrustDomains(issuer: LocalIssuer, config: MeshcertConfig): void {
   const key = selfTestKey();
-  for (const td of domains) selfTestCa(issuer, td, key);
+  for (const td of [config.trustDomain, ...config.trustDomainAliases]) selfTestCa(issuer, td, key);
 }
 
 function selfTestKey(): Buffer {

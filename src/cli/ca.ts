@@ -23,7 +23,7 @@ meshcert ca rotate start --dir DIR [--key-type ec256|...] [--org NAME] [--min-wa
 meshcert ca rotate switch --dir DIR [--min-wait 13h] [--max-leaf-lifetime 90d] [--force]
   Step 2, once every workload holds both roots (--min-wait after start, else --force): signs with
   the new intermediate (ca-cert.pem, ca-key.pem, cert-chain.pem <- next/). Run again with another
-  --max-leaf-lifetime to change how long finish waits (counted from the switch).
+  --max-leaf-lifetime to change how long finish waits (counted from the switch; shorter needs --force).
 meshcert ca rotate finish --dir DIR [--force]
   Step 3, once --max-leaf-lifetime has passed since the switch (else --force): removes the old root
   from root-cert.pem and archives the old material under DIR/archive/<timestamp>/ (keys 0600).
@@ -148,7 +148,7 @@ async function rotateCommand(argv: string[]): Promise<number> {
     if (s.state) {
       console.log(`  old root ${s.state.oldRoot.subject} (sha256 ${s.state.oldRoot.fingerprint256})`);
       console.log(`  new root ${s.state.newRoot.subject} (sha256 ${s.state.newRoot.fingerprint256})`);
-      if (s.state.maxLeafLifetimeSeconds !== undefined) console.log(`  longest leaf lifetime waited for: ${formatDuration(s.state.maxLeafLifetimeSeconds)}`);
+      if (s.state.maxLeafLifetimeSeconds !== undefined) console.log(`  longest leaf lifetime waited for: ${formatDuration(s.state.maxLeafLifetimeSeconds)}${s.state.maxLeafLifetimeForced ? ' (shortened with --force)' : ''}`);
     }
     if (s.next) {
       const when = s.next.allowedAt === undefined ? 'allowed now' : s.next.allowedNow ? `allowed now (since ${s.next.allowedAt})` : `allowed from ${s.next.allowedAt} (${until(new Date(s.next.allowedAt), now)})`;

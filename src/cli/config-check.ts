@@ -10,7 +10,7 @@ import { FileJwks } from '../auth/jwt.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { interruptedCreation } from '../ca/files.js';
 import { isCaDirEmpty } from '../ca/material.js';
-import { checkIstiodTlsNames, checkServingNames, loadIssuer, loadNamedIssuer, uncertifiableSans } from '../ca/state.js';
+import { checkIstiodTlsNames, checkServingNames, loadIssuer, loadNamedIssuer, uncertifiableSans, uncertifiableTrustDomains } from '../ca/state.js';
 import type { LocalIssuer } from '../issuer/local.js';
 import { PolicyEngine } from '../policy/engine.js';
 import { createLogger } from '../log/logger.js';
@@ -121,7 +121,7 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
   );
   const warnings = await kubernetesProblems(config, problems);
   // As serve warns at load: what the policy allows but a CA cannot certify.
-  return { problems, notes, warnings: [...warnings, ...uncertifiableSans(new PolicyEngine(config.policy), loaded, config)] };
+  return { problems, notes, warnings: [...warnings, ...uncertifiableSans(new PolicyEngine(config.policy), loaded, config), ...uncertifiableTrustDomains(loaded, config)] };
 }
 
 /**

@@ -165,8 +165,12 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
   let nextId = 0;
   /** Requests sent to several workers, awaiting answers: the workers yet to answer (an exit counts as one). */
   const asks = new Map<number, { waiting: Set<Worker>; done: () => void }>();
-  /** The reload each pending ask is, where it is one: the config sent and the refusals so far. */
-  const reloadRounds = new Map<number, { config: MeshcertConfig; errors: string[]; applied: Set<Worker> }>();
+  /**
+   * The reload each pending ask is, where it is one: the config sent, the refusals so far, those
+   * that applied it, and those retired during the round (which answer it only by leaving: their
+   * exit is no refusal).
+   */
+  const reloadRounds = new Map<number, { config: MeshcertConfig; errors: string[]; applied: Set<Worker>; left: Set<Worker> }>();
   /**
    * Workers sent the config in force back after a rejected reload they had applied (or did not
    * answer), by request id; one that does not answer within 30 s is retired (see sendBack).
@@ -434,8 +438,11 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
   const retire = (w: Worker, message: string, error?: string): void => {
     if (stopping || retiring.has(w)) return;
     retiring.add(w);
-    // It leaves any reload round under way: its answer there no longer counts.
-    for (const id of [...reloadRounds.keys()]) answered(id, w);
+    // It leaves any reload round under way: its answer there no longer counts, nor its exit.
+    for (const [id, round] of reloadRounds) {
+      round.left.add(w);
+      answered(id, w);
+    }
     logger.error({ pid: w.process.pid, ...(error === undefined ? {} : { error }) }, message);
     const seat = seats.get(w);
     if (seat) dispatcher.remove(seat.target);
@@ -529,13 +536,13 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
       const targets = admittedOnes.length > 0 ? admittedOnes : eligible;
       if (targets.length > 0) {
         const id = ++nextId;
-        const round = { config: next, errors: [] as string[], applied: new Set<Worker>() };
+        const round = { config: next, errors: [] as string[], applied: new Set<Worker>(), left: new Set<Worker>() };
         reloadRounds.set(id, round);
         const silent = await askAll(id, targets, { type: 'reload', id, config: next, ca: nextCa }, 30_000);
         reloadRounds.delete(id);
         // An exit answers too, but applies nothing: the server stopping under the round, or a
         // config that kills the workers (whose replacements would start with it, and die again).
-        const exited = targets.filter((w) => !round.applied.has(w) && !live.has(w)).length;
+        const exited = targets.filter((w) => !round.applied.has(w) && !round.left.has(w) && !live.has(w)).length;
         const errors =
           silent.size > 0
             ? ['a worker did not answer the reload within 30s']

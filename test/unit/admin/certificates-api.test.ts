@@ -246,6 +246,8 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     const weekCursor = encodeURIComponent((week.body as { nextCursor: string }).nextCursor);
     expect((await request(`/api/v1/certificates?expiringWithin=%20604800&includeExpired=1&cursor=${weekCursor}`)).status).toBe(200);
     expect((await request(`/api/v1/certificates?expiringWithin=6d&includeExpired=1&cursor=${weekCursor}`)).status).toBe(400);
+    // includeExpired=true is what its absence means.
+    expect((await request(`/api/v1/certificates?expiringWithin=7d&cursor=${weekCursor}`)).status).toBe(200);
     // A cursor without its tag, or with its position altered, is not one this API returned.
     const [position, tag] = cursor.split('.') as [string, string];
     for (const bad of [position, `${position.slice(0, -2)}xx.${tag}`, `.${tag}`]) {

@@ -420,12 +420,20 @@ describe('ca rotate switch', () => {
     // Past the old root's expiry it is capped there, as at the switch.
     rotateSwitch({ dir: d, now: later, maxLeafLifetimeMs: 36_000 * DAY_MS });
     expect(readRotationState(d)!.finishAllowedAt).toBe(readRotationState(d)!.oldRoot.notAfter);
+    // Shorter lets finish run earlier, as finish's --force would: refused without --force, and
+    // with it said and recorded.
+    const unforced = snapshot(d);
+    expect(configError(() => rotateSwitch({ dir: d, now: later, maxLeafLifetimeMs: 2 * DAY_MS })).message).toMatch(/^--max-leaf-lifetime 2d is shorter than the 36000d recorded at the switch: .* Pass --force/);
+    expect(snapshot(d)).toEqual(unforced);
+    const forced = rotateSwitch({ dir: d, now: later, maxLeafLifetimeMs: 2 * DAY_MS, force: true });
+    expect(forced.warnings).toEqual(['shortened the longest leaf lifetime below the 36000d recorded at the switch (--force): finish may now remove the old root while its leaves are still valid']);
+    expect(readRotationState(d)).toMatchObject({ maxLeafLifetimeSeconds: 2 * 86400, maxLeafLifetimeForced: true, finishAllowedAt: new Date(T2.getTime() + 2 * DAY_MS).toISOString() });
     // Once the finish has begun, the lifetime no longer matters: said, not applied.
     writeRotationState(d, { ...readRotationState(d)!, step: 'finishing', finishingAt: later.toISOString(), archive: 'interrupted' });
     const during = rotateSwitch({ dir: d, now: later, maxLeafLifetimeMs: DAY_MS });
     expect(during.changed).toBe(false);
     expect(during.warnings).toEqual(['--max-leaf-lifetime ignored: the old root is already being removed']);
-    expect(readRotationState(d)!.maxLeafLifetimeSeconds).toBe(36_000 * 86400);
+    expect(readRotationState(d)!.maxLeafLifetimeSeconds).toBe(2 * 86400);
 
     const shortIntermediate = await startedAt({ intermediateLifetimeMs: 30 * DAY_MS });
     rotateSwitch({ dir: shortIntermediate, now: T2 });
@@ -566,6 +574,10 @@ describe('a step killed while it replaces the live files', () => {
     expect(pendingStepNote(d, live())).toBe(neverInstalled);
     writeFileSync(join(d, 'renewing', 'ca-cert.pem'), 'not a certificate');
     expect(pendingStepNote(d, live())).toBe(neverInstalled);
+    // During a root rotation renew-intermediate refuses to run: the note says to remove it by hand.
+    const rotating = await startedAt();
+    mkdirSync(join(rotating, 'renewing'));
+    expect(pendingStepNote(rotating, loadCaDir(rotating, T1).signingCert)).toBe(`${join(rotating, 'renewing')}, left by a "meshcert ca renew-intermediate", holds a private key; renew-intermediate does not run during a root rotation: remove ${join(rotating, 'renewing')} by hand`);
     rmSync(join(d, 'renewing'), { recursive: true });
     expect(pendingStepNote(d, live())).toBeUndefined();
     // A switch rotation.json says is under way, with no replacement marked.

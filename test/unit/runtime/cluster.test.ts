@@ -400,6 +400,28 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(pool.serving()).toBe(1);
   });
 
+  it('a worker retired during a reload round (its catch-up unanswered) leaves the round: its exit is no refusal', async () => {
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    const c = await replacementOf(b);
+    const d = await replacementOf(a);
+    await pool.reload(revoking(), CA); // no worker serves: taken as it is, so c and d must catch up
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval'] });
+    c.say({ type: 'listening', port: 0 });
+    d.say({ type: 'listening', port: 0 });
+    await vi.advanceTimersByTimeAsync(1_000);
+    const next = revoking();
+    const reloading = pool.reload(next, CA); // sent to both, held back as they are
+    expect(lastReload(c).config).toBe(next);
+    expect(lastReload(d).config).toBe(next);
+    d.say({ type: 'reloaded', id: d.reloads()[0]!.id }); // d catches up in time
+    await vi.advanceTimersByTimeAsync(29_000); // c does not: retired, 30 s after it listened
+    expect(c.sent.at(-1)).toEqual({ type: 'shutdown' });
+    c.exit(0);
+    answer(d);
+    await expect(reloading).resolves.toBeUndefined();
+  });
+
   it('at shutdown, waits for each worker\'s channel to end after its exit, and fails (said) when one did not stop cleanly', async () => {
     const pool = await twoServing(config());
     pools.splice(0);
