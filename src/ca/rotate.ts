@@ -24,7 +24,7 @@ import { MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { beginReplacing, CA_FILES, caPath, endReplacing, readCaTextIfPresent, replacingFrom, ROTATION_FILE, withCaDirLock, writeFileAtomic, writePrivateKey } from './files.js';
 import { caCommonName, caSubjectName, checkOrganization, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
-import { isSelfSigned, loadCaDir, materialFromTexts, type CaMaterial } from './material.js';
+import { isSelfSigned, loadCaDir, materialFromTexts, pendingStepNote, type CaMaterial } from './material.js';
 import { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep } from './rotation-state.js';
 import { signedBy } from '../x509/verify-chain.js';
 
@@ -266,6 +266,9 @@ async function rotateStartLocked(o: RotateStartOptions): Promise<StepResult> {
   // A switch's marker left by a rotation given up (rotation.json removed): this one's next/ must not inherit it.
   endReplacing(dir);
   const current = loadCurrent(dir, now, 'cannot start a rotation');
+  // A renewal's staging left behind (with its key): renew-intermediate, which clears it, refuses
+  // to run once a rotation has started, so it is dealt with first, as the note says.
+  if (existsSync(join(dir, RENEWING_DIR))) throw new ConfigError(`cannot start a rotation: ${pendingStepNote(dir, current.signingCert)}`);
   const oldRoot = anchorOf(current);
   const messages: string[] = [];
 

@@ -596,6 +596,10 @@ describe('a step killed while it replaces the live files', () => {
     mkdirSync(join(d, 'renewing'));
     for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem']) writeFileSync(join(d, 'renewing', f), installed[f]!);
     const archived = readdirSync(join(d, 'archive'));
+    // A rotation does not start over it (renew-intermediate, which clears it, would then refuse to run).
+    const refused = await configErrorAsync(rotateStart({ dir: d, now: at }));
+    expect(refused.message).toBe(`cannot start a rotation: a "meshcert ca renew-intermediate" installed its intermediate but was interrupted before it removed ${join(d, 'renewing')}, which holds a copy of the signing key: run it again to remove it (it makes no new key)`);
+    expect(existsSync(join(d, 'rotation.json'))).toBe(false);
     const r = await renewIntermediate({ dir: d, now: at, keyType: 'rsa2048' });
     expect(r.messages[0]).toBe(`an interrupted renewal had already installed its intermediate; removed what it staged in ${join(d, 'renewing')}`);
     expect(r.warnings).toEqual(['--lifetime and --key-type were not used: the interrupted renewal was completed with the intermediate it had made; run renew-intermediate again for one made with them']);
@@ -606,6 +610,7 @@ describe('a step killed while it replaces the live files', () => {
     // Run again now, it renews (a new key).
     await renewIntermediate({ dir: d, now: at });
     expect(read(d, 'ca-key.pem')).not.toBe(installed['ca-key.pem']);
+    expect((await rotateStart({ dir: d, now: at })).state?.step).toBe('started');
   });
 
   it('a staged set serves only when the live files do not load, the marker names it, and (for next/) a switch is under way', async () => {
