@@ -153,8 +153,8 @@ export function pendingStepNote(dir: string, signing: X509Certificate): string |
   if (switchStep(dir) === 'switching') return `a "meshcert ca rotate switch" was interrupted: run it again to complete it, then finish`;
   // No replacement marked, but a renewal's staging left behind (next/ is rotate finish's to clear):
   // it holds a private key, which should not stay in the directory unnoticed.
-  if (existsSync(join(dir, 'renewing'))) {
-    const where = join(dir, 'renewing');
+  const where = join(dir, 'renewing');
+  if (existsSync(where)) {
     // renew-intermediate refuses while a root rotation is under way: the step to name is the hand's.
     if (switchStep(dir) !== undefined) return `${where}, left by a "meshcert ca renew-intermediate", holds a private key; renew-intermediate does not run during a root rotation: remove ${where} by hand`;
     return stagedCert(dir, 'renewing')?.fingerprint256 === signing.fingerprint256

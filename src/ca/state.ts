@@ -225,7 +225,7 @@ export function uncertifiableTrustDomains(issuers: readonly LocalIssuer[], confi
   for (const issuer of issuers) {
     for (const td of servedTrustDomains(config)) {
       if (tested.has(td)) continue;
-      const refused = issuer.refusedUris([`spiffe://${td}/ns/meshcert-self-test/sa/probe`]);
+      const refused = issuer.refusedUris([selfTestUri(td)]);
       if (refused.length > 0) out.push(`issuer "${issuer.name}" cannot certify trust domain ${td}: ${refused.join('; ')}; a caller of that trust domain whose policy rule uses this issuer is refused (UNAVAILABLE)`);
     }
   }
@@ -269,7 +269,7 @@ export function selfTestCa(issuer: LocalIssuer, trustDomain: string, key: Buffer
   const problem = trustDomainProblem(trustDomain);
   if (problem) throw new ConfigError(`trust domain ${JSON.stringify(trustDomain)}: ${problem}`);
   try {
-    issuer.selfTest(key, `spiffe://${trustDomain}/ns/meshcert-self-test/sa/probe`);
+    issuer.selfTest(key, selfTestUri(trustDomain));
   } catch (e) {
     throw new ConfigError((e as Error).message, { cause: e });
   }
@@ -286,6 +286,11 @@ export function selfTestCa(issuer: LocalIssuer, trustDomain: string, key: Buffer
 function selfTestTrustDomains(issuer: LocalIssuer, config: MeshcertConfig): void {
   const key = selfTestKey();
   for (const td of [config.trustDomain, ...config.trustDomainAliases]) selfTestCa(issuer, td, key);
+}
+
+/** The SPIFFE ID a CA's self-test signs for, in a trust domain. */
+function selfTestUri(trustDomain: string): string {
+  return `spiffe://${trustDomain}/ns/meshcert-self-test/sa/probe`;
 }
 
 function selfTestKey(): Buffer {

@@ -154,6 +154,11 @@ function identityOf(r: CertificateRecord): string {
   return r.spiffeId ?? r.subject ?? r.dnsNames?.[0] ?? '-';
 }
 
+/** A place as discover records it: a file by its absolute path (a relative one is from the current directory). */
+export function absolutePlace(place: string): string {
+  return place.startsWith('file:') && place.length > 'file:'.length ? `file:${resolve(place.slice('file:'.length))}` : place;
+}
+
 /** Left-aligned columns separated by two spaces; every cell made safe for a terminal. */
 export function table(header: string[], cells: string[][]): string {
   const rows = cells.map((r) => r.map(forTerminal));
@@ -275,9 +280,7 @@ async function listCommand(argv: string[], now: Date): Promise<number> {
   if (v.source !== undefined) {
     const s = parseSourceFilter(v.source);
     if (s === null) throw new UsageError('--source must be issued, discovered or discovered:<name>');
-    // A file as discover records it, by its absolute path (as discover --forget reads one too).
-    const file = 'discovered:file:';
-    filter.source = s.startsWith(file) ? `${file}${resolve(s.slice(file.length))}` : s;
+    filter.source = s.startsWith('discovered:') ? `discovered:${absolutePlace(s.slice('discovered:'.length))}` : s;
   }
   if (v['expiring-within'] !== undefined) {
     // At most a century (parseDurationArg): always a date the stores hold.

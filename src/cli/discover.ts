@@ -1,5 +1,4 @@
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { discover, discoveryExitCode, type DiscoveryReport } from '../discovery/discover.js';
 import { PLACE_CLUSTER_NAME } from '../discovery/k8s-secrets.js';
 import { parseDurationArg } from '../config/duration.js';
@@ -7,7 +6,7 @@ import { parse, UsageError } from './args.js';
 import { forTerminal } from './terminal-text.js';
 import { placeName } from '../inventory/common.js';
 import type { InventoryStore } from '../inventory/types.js';
-import { openInventory, resolveInventoryTarget, StoreOpenError, table } from './certs.js';
+import { absolutePlace, openInventory, resolveInventoryTarget, StoreOpenError, table } from './certs.js';
 
 export const DISCOVER_USAGE = `meshcert discover [--files PATH...] [--endpoints HOST:PORT...] [--endpoint-timeout 5s] [--k8s-secrets [--kubeconfig FILE] [--cluster NAME] [--forget-gone]] [--config FILE] [--db sqlite:PATH|postgres://URL] [--json]
   Records certificates found in PEM or DER files (a directory: every *.pem/*.crt/*.cer/*.der below
@@ -162,10 +161,7 @@ async function forgetPlaces(store: InventoryStore, places: readonly string[], js
   // A file as discover names it: its absolute path. Each place once, however often it was named.
   const wanted = [
     ...new Set(
-      places.map((place) => {
-        const bare = place.replace(/^discovered:/, '');
-        return bare.startsWith('file:') && bare.length > 'file:'.length ? `file:${resolve(bare.slice('file:'.length))}` : bare;
-      }),
+      places.map((place) => absolutePlace(place.replace(/^discovered:/, ''))),
     ),
   ];
   let forgotten: Array<{ place: string; known: boolean }>;

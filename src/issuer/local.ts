@@ -2,8 +2,8 @@ import { X509Certificate } from 'node:crypto';
 import type { CaMaterial } from '../ca/material.js';
 import { ipToBytes, type IpPrefix } from '../net/ip-text.js';
 import { buildLeaf, buildLeafAsync, derToPem, prepareLeafSigner, newSerial, type LeafParams, type LeafSigner } from '../x509/leaf.js';
-import { pathConstraintProblems, pathNameConstraints, pathNameRefusals, pathRangeRefusals, type ConstrainedCa } from '../x509/path-constraints.js';
-import { pathCertOf, signedBy } from '../x509/verify-chain.js';
+import { pathCertOf, pathConstraintProblems, pathNameConstraints, pathNameRefusals, pathRangeRefusals, type ConstrainedCa } from '../x509/path-constraints.js';
+import { signedBy } from '../x509/verify-chain.js';
 import { serialHex } from '../x509/serial-hex.js';
 
 export interface SignRequest {
@@ -26,14 +26,14 @@ export interface SignedLeaf {
   readonly chainPem: readonly string[];
 }
 
-/**
- * Signs leaves with a CA key held in this process. The per-CA encoding state is prepared once;
- * each call only encodes the TBS and signs it (see src/x509/leaf.ts for why not a generic library).
- */
 /** The trust domain of a SPIFFE ID (its host), as name constraints read it. */
 const SPIFFE_HOST = /^spiffe:\/\/([^/?#]+)/;
 const MAX_CERTIFIED_TRUST_DOMAINS = 256;
 
+/**
+ * Signs leaves with a CA key held in this process. The per-CA encoding state is prepared once;
+ * each call only encodes the TBS and signs it (see src/x509/leaf.ts for why not a generic library).
+ */
 export class LocalIssuer {
   readonly name: string;
   readonly material: CaMaterial;
@@ -205,7 +205,6 @@ export class NameConstraintError extends Error {
     super(`issuer ${issuer} cannot sign these names, clients would refuse the certificate: ${problems.join('; ')}`);
   }
 }
-
 
 function wholeSeconds(d: Date): Date {
   return new Date(Math.floor(d.getTime() / 1000) * 1000);

@@ -492,15 +492,17 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
             if (w.isDead()) return resolve(undefined);
             // One still starting that fails to (its failure said when it happens) was not stopped.
             const wasServing = serving.has(w);
-            let ended: string | null | undefined;
+            let exited = false;
+            let unclean: string | undefined;
             const done = (): void => {
-              if (ended !== undefined && !w.isConnected()) resolve(ended ?? undefined);
+              if (exited && !w.isConnected()) resolve(unclean);
             };
             w.once('exit', (code: number | null, signal: string | null) => {
-              ended = code === 0 || !wasServing ? null : `worker ${w.process.pid} exited with ${signal ?? `code ${code}`}`;
+              exited = true;
+              if (code !== 0 && wasServing) unclean = `worker ${w.process.pid} exited with ${signal ?? `code ${code}`}`;
               done();
               // A channel that never reports its end must not hold the shutdown.
-              if (w.isConnected()) setTimeout(() => resolve(ended ?? undefined), 2000).unref();
+              if (w.isConnected()) setTimeout(() => resolve(unclean), 2000).unref();
             });
             w.once('disconnect', done);
             drain(w, graceMs);

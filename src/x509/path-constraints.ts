@@ -10,10 +10,12 @@
  * Reads extensions with the small DER reader, not a full X.509 library: a CA's constraints are
  * read once at load, and each leaf with DNS names or IP addresses is checked against them.
  */
+import type { X509Certificate } from 'node:crypto';
 import { oid, readChildren, readElement, TAG_BOOLEAN, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, type DerElement } from './der.js';
 import type { IpPrefix } from '../net/ip-text.js';
 import { nameRefusals, rangeRefusals, readNameConstraints, type LeafNames, type NameConstraints } from './name-constraints.js';
 
+const OID_SUBJECT_ALT_NAME = oid('2.5.29.17');
 const OID_BASIC_CONSTRAINTS = oid('2.5.29.19');
 const OID_NAME_CONSTRAINTS = oid('2.5.29.30');
 const OID_EXT_KEY_USAGE = oid('2.5.29.37');
@@ -88,6 +90,28 @@ export function pathNameRefusals(cas: readonly ConstrainedCa[], names: LeafNames
     for (const name of nameRefusals(ca.constraints, names)) problems.push(`"${ca.name}" has name constraints that exclude ${name}`);
   }
   return problems;
+}
+
+/** A certificate as the path checks read it. */
+export function pathCertOf(c: X509Certificate): PathCert {
+  return { der: c.raw, name: (c.subject ?? '').replace(/\n/g, ', ') }; // a leaf's subject is empty
+}
+
+/**
+ * The names of a leaf that name constraints apply to, read from its subjectAltName's DER
+ * (GeneralName [6] URI, [2] dNSName, [7] iPAddress), not from Node's display text, which does not
+ * escape separators inside names.
+ */
+export function leafNamesOf(leaf: PathCert): LeafNames {
+  const names = { uris: [] as string[], dnsNames: [] as string[], ipAddresses: [] as Uint8Array[] };
+  const san = extensions(leaf).get(hex(OID_SUBJECT_ALT_NAME))?.value;
+  for (const name of san ? readChildren(leaf.der, san) : []) {
+    const content = leaf.der.subarray(name.start, name.end);
+    if (name.tag === 0x86) names.uris.push(Buffer.from(content).toString('latin1'));
+    else if (name.tag === 0x82) names.dnsNames.push(Buffer.from(content).toString('latin1'));
+    else if (name.tag === 0x87) names.ipAddresses.push(content);
+  }
+  return names;
 }
 
 /** The certificate's extensions by OID (hex of the OID's content): extnValue's content, and criticality. */

@@ -1,7 +1,5 @@
 import { X509Certificate } from 'node:crypto';
-import { ipToBytes } from '../net/ip-text.js';
-import type { LeafNames } from './name-constraints.js';
-import { pathConstraintProblems, type PathCert } from './path-constraints.js';
+import { leafNamesOf, pathCertOf, pathConstraintProblems } from './path-constraints.js';
 import { parsePemBundle } from './pem.js';
 
 export interface ChainCheck {
@@ -45,26 +43,8 @@ export function verifyResponseChain(chain: readonly string[], trustedRootsPem: s
   if (!root) throw new Error(`root certificate ${signers[0]!.serialNumber} is not valid now`);
   // What Go checks beyond the signatures: the CAs' path lengths and extended key usages, and
   // their name constraints on the leaf's names.
-  const problems = pathConstraintProblems([...certs, root].map(pathCertOf), leafNames(certs[0]!));
+  const path = [...certs, root].map(pathCertOf);
+  const problems = pathConstraintProblems(path, leafNamesOf(path[0]!));
   if (problems.length > 0) throw new Error(`the chain breaks constraints Go's crypto/x509 enforces: ${problems.join('; ')}`);
   return { leaf: certs[0]!, intermediates: certs.slice(1), root };
-}
-
-/** A certificate as the path checks read it. */
-export function pathCertOf(c: X509Certificate): PathCert {
-  return { der: c.raw, name: (c.subject ?? '').replace(/\n/g, ', ') }; // a leaf's subject is empty
-}
-
-/** The URIs, DNS names and IP addresses of a certificate, from Node's text of its SAN (a quoted value is JSON). */
-function leafNames(c: X509Certificate): LeafNames {
-  const uris: string[] = [];
-  const dnsNames: string[] = [];
-  const ipAddresses: Uint8Array[] = [];
-  for (const m of (c.subjectAltName ?? '').matchAll(/([A-Za-z ]+):("(?:[^"\\]|\\.)*"|[^,]*)(?:, |$)/g)) {
-    const value = m[2]!.startsWith('"') ? (JSON.parse(m[2]!) as string) : m[2]!;
-    if (m[1] === 'URI') uris.push(value);
-    else if (m[1] === 'DNS') dnsNames.push(value);
-    else if (m[1] === 'IP Address') ipAddresses.push(ipToBytes(value));
-  }
-  return { uris, dnsNames, ipAddresses };
 }
