@@ -9,7 +9,7 @@ import { buildWorkloadCsr } from '../../../src/client/workload-csr.js';
 import { verifyResponseChain } from '../../../src/x509/verify-chain.js';
 import { makeCsr } from '../../fixtures/csr.js';
 import { nameConstraints, writeConstrainedCaDir } from '../../support/constrained-ca.js';
-import { mintToken, openssl, startTestCa, type TestCa } from '../../support/harness.js';
+import { mintToken, openssl, startTestCa, TEST_ISSUER, writeTestJwks, type TestCa } from '../../support/harness.js';
 
 const ID = (ns: string, sa: string) => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
 
@@ -148,8 +148,12 @@ describe('a CA with name constraints over TLS', () => {
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'meshcert-policy-nc-'));
     await writeConstrainedCaDir(join(dir, 'partner-ca'), nameConstraints({ uri: ['cluster.local'], dns: ['.svc.partner.example'] }));
+    await writeTestJwks(join(dir, 'jwks.json'));
+    const jwt = [{ issuer: TEST_ISSUER, jwksFile: join(dir, 'jwks.json') }];
     ca = await startTestCa({
       issuers: [{ name: 'partner-ca', dir: join(dir, 'partner-ca') }],
+      // Another cluster's trust domain, which partner-ca's name constraints leave out.
+      auth: { clusters: [{ name: 'Kubernetes', jwt }, { name: 'remote', trustDomain: 'remote.example', jwt }] },
       // The policy allows more than its CA's name constraints do.
       policy: { rules: [{ name: 'partner', match: { namespaces: ['partner'] }, issuer: 'partner-ca', extraSans: { dns: ['{serviceAccount}.svc.partner.example', '{serviceAccount}.partner.example'] } }] },
     });
@@ -168,5 +172,18 @@ describe('a CA with name constraints over TLS', () => {
     );
     const chain = await ca.request({ csrPem: (await makeCsr({ uris: [ID('partner', 'api')], dns: ['api.svc.partner.example'] })).pem, token });
     expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('partner', 'api')}, DNS:api.svc.partner.example`);
+  });
+
+  it("refuses a caller whose trust domain the rule's CA cannot certify with UNAVAILABLE naming the operator's fix, without internal detail", async () => {
+    const remote = 'spiffe://remote.example/ns/partner/sa/api';
+    const e = await refused(ca.request({ csrPem: (await makeCsr({ uris: [remote] })).pem, token: await mintToken({ ns: 'partner', sa: 'api' }), clusterId: 'remote' }));
+    expect(e.code).toBe(status.UNAVAILABLE);
+    expect(e.details).toBe(
+      'the signing CA "partner-ca" (rule "partner") cannot certify trust domain remote.example: "CN=constrained intermediate" has name constraints that exclude spiffe://remote.example/ns/partner/sa/api (permitted only: "cluster.local"); an operator must sign this trust domain with a CA that permits it',
+    );
+    expect(e.details).not.toMatch(/\n\s+at |\.ts:\d+/);
+    expect(ca.logs()).toMatch(/issuer \\"partner-ca\\" cannot certify trust domain remote\.example/);
+    // The same namespace in the mesh's own trust domain is signed by the same CA.
+    expect(await ca.request({ csrPem: (await makeCsr({ uris: [ID('partner', 'api')] })).pem, token: await mintToken({ ns: 'partner', sa: 'api' }) })).toHaveLength(3);
   });
 });
