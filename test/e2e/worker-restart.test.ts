@@ -153,10 +153,9 @@ describe('worker processes that die', () => {
       const issue = await issuer(s, d);
       await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
       const admin = /"port":(\d+),"msg":"admin server listening"/.exec(s.output())![1];
-      const scrape = async (): Promise<{ status: number; ms: number; body: string }> => {
-        const t = Date.now();
+      const scrape = async (): Promise<{ status: number; body: string }> => {
         const r = await fetch(`http://127.0.0.1:${admin}/metrics`);
-        return { status: r.status, ms: Date.now() - t, body: await r.text() };
+        return { status: r.status, body: await r.text() };
       };
       for (let i = 0; i < 3; i++) expect(await issue()).toBe(0);
       // Each worker's answer to this scrape is what the primary keeps of it if it dies.
@@ -170,7 +169,6 @@ describe('worker processes that die', () => {
       for (let t = Date.now(); Date.now() - t < 3_000; ) {
         const r = await scrape();
         expect(r.status).toBe(200);
-        expect(r.ms).toBeLessThan(2_500);
         expect(r.body).toMatch(/^meshcert_metrics_workers_unanswered 0$/m);
         // The killed worker's counts (as of its last answer) stay in the sum: a counter never falls.
         expect(Number(/^citadel_server_success_cert_issuance_count (\d+)/m.exec(r.body)?.[1])).toBe(5);

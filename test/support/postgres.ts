@@ -221,6 +221,10 @@ export default async function setup(project: TestProject): Promise<(() => Promis
   const binDir = disabled ? null : findPgBinDir();
   const external = process.env.MESHCERT_TEST_PG_URL;
   if (external !== undefined && external !== '') {
+    // The outage tests stop and restart a cluster of their own: they need the binaries even then.
+    if (binDir === null && isCi()) {
+      throw new Error('CI must run the PostgreSQL outage tests, which start and stop a cluster of their own: install the PostgreSQL binaries (initdb, pg_ctl) beside MESHCERT_TEST_PG_URL, and do not set MESHCERT_TEST_PG=off');
+    }
     project.provide('pg', { available: true, reason: null, url: external, cluster: null, binDir });
     return undefined;
   }

@@ -101,6 +101,11 @@ describe('ambient mode: ztunnel impersonation with node authorization', () => {
   });
 
   it('never lets a workload impersonate through its own token', async () => {
-    await expect(ask(ID('shop', 'db'), mintToken({ ns: 'shop', sa: 'web' }))).rejects.toMatchObject({ code: status.UNAUTHENTICATED });
+    // Refused for the account, before anything else is looked at: a plain token and one bound to a pod on the node alike.
+    const refusal = { code: status.UNAUTHENTICATED, details: expect.stringContaining('service account shop/web may not request certificates for other workloads') };
+    await expect(ask(ID('shop', 'db'), mintToken({ ns: 'shop', sa: 'web' }))).rejects.toMatchObject(refusal);
+    fake.put('pods', fakePod({ namespace: 'shop', name: 'web-3', uid: 'uid-web-3', node: 'node-1', serviceAccount: 'web' }));
+    fake.put('pods', fakePod({ namespace: 'shop', name: 'db-2', uid: 'uid-db-2', node: 'node-1', serviceAccount: 'db' }));
+    await expect(ask(ID('shop', 'db'), ztunnelToken({ ns: 'shop', sa: 'web', podName: 'web-3', podUid: 'uid-web-3' }))).rejects.toMatchObject(refusal);
   });
 });

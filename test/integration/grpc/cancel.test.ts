@@ -115,10 +115,11 @@ describe('CallInfo.cancelled', () => {
 
   it('turns true once the deadline has passed by the clock, though a busy event loop has not run its timer yet; the client gets DEADLINE_EXCEEDED', async () => {
     const s = open();
-    const h = await hold(s, { 'grpc-timeout': '300m' });
+    // Long enough that the handshake and hold()'s polling cannot use it up on a loaded host.
+    const h = await hold(s, { 'grpc-timeout': '1500m' });
     expect(h.call.cancelled()).toBe(false);
     // Busy past the deadline without yielding, as a loaded process signing other calls is.
-    const until = performance.now() + 350;
+    const until = performance.now() + 1_550;
     while (performance.now() < until);
     expect(h.call.cancelled()).toBe(true);
     const r = await h.reply;

@@ -81,29 +81,38 @@ describe('server.maxConnections with connections that hold a slot for nothing', 
   it('gives the slot of a socket that has sent nothing to a new connection once it has waited, and that of a handshake under way only after three times as long', async () => {
     // The handshake timeout (30 s) is far off: only the eviction can free a slot.
     const { server: s, port: p, ca: pem, shed: reasons } = await evictingServer({ evictAfterMs: { pending: 500, idle: 600 } });
-    const silent = netConnect(p, '127.0.0.1');
+    // The stalled handshake is the older of the two: only its three-times grace passes it over.
     const started = netConnect(p, '127.0.0.1');
+    await new Promise<void>((resolve) => started.once('connect', () => resolve()));
+    const silent = netConnect(p, '127.0.0.1');
+    let startedClosed = false;
     try {
-      for (const raw of [silent, started]) {
-        raw.on('error', () => {});
-        await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
-      }
+      for (const raw of [silent, started]) raw.on('error', () => {});
+      await new Promise<void>((resolve) => silent.once('connect', () => resolve()));
       const t0 = Date.now();
       // The start of a TLS record, then nothing: a client that stalls in its handshake.
       started.write(Buffer.from([0x16, 0x03, 0x01]));
       const silentClosed = new Promise<void>((resolve) => silent.once('close', () => resolve()));
-      const startedClosed = new Promise<void>((resolve) => started.once('close', () => resolve()));
+      const startedGone = new Promise<void>((resolve) =>
+        started.once('close', () => {
+          startedClosed = true;
+          resolve();
+        }),
+      );
       await new Promise((r) => setTimeout(r, 600));
-      // The silent socket goes first, though both are as old.
+      // Both have waited past 500 ms: the silent one goes, though the stalled handshake is older.
       const a = connections.open(p, pem);
       expect(await echo(a)).toBe(String(Status.OK));
       await silentClosed;
       expect(reasons).toEqual(['max_connections_idle']);
+      // The close of a destroyed socket reaches its client within milliseconds.
+      await new Promise((r) => setTimeout(r, 200));
+      expect(startedClosed).toBe(false);
       // The stalled handshake keeps its slot for three times as long, then gives it up too.
       await new Promise((r) => setTimeout(r, Math.max(0, 1_600 - (Date.now() - t0))));
       const b = connections.open(p, pem);
       expect(await echo(b)).toBe(String(Status.OK));
-      await startedClosed;
+      await startedGone;
       expect(reasons).toEqual(['max_connections_idle', 'max_connections_idle']);
       a.destroy();
       b.destroy();
@@ -115,25 +124,33 @@ describe('server.maxConnections with connections that hold a slot for nothing', 
   }, 20_000);
 
   it('gives the slot of an established connection with no unary call (a Watch alone) to a new one; one with a call in progress keeps it', async () => {
+    // A unary call that takes 5 s: its connection holds one the whole time.
+    const slow: MethodCodec<Buffer, Buffer> = { path: '/t.T/Slow', deserialize: (b) => b, serialize: (r) => r };
     // Idle after 3 s: the two handshakes and calls before the refusal below must fit in it, on a loaded host too.
     const { server: s, port: p, ca: pem, shed: reasons } = await evictingServer({ evictAfterMs: { pending: 1_500, idle: 3_000 } });
+    s.unary(slow, (r) => new Promise<Buffer>((resolve) => setTimeout(() => resolve(r), 5_000)));
     try {
+      // The busy connection is the older: only its call in progress keeps it from being taken.
+      const busy = connections.open(p, pem);
+      expect(await echo(busy)).toBe(String(Status.OK));
+      const inProgress = unaryCall(busy, slow.path, frameMessage(Buffer.from('hold')));
       const parked = connections.open(p, pem);
       const w = startCall(parked, watch.path);
       w.stream.end(frameMessage(Buffer.from('')));
-      const busy = connections.open(p, pem);
-      expect(await echo(busy)).toBe(String(Status.OK));
       // Fresh connections are not evicted: a third is refused at once.
       expect(await echo(connections.open(p, pem))).toBe('no connection');
       expect(reasons).toEqual(['max_connections']);
       await new Promise((r) => setTimeout(r, 3_100));
-      // Both are idle now (the Watch does not count); the oldest, the parked one, goes.
+      // Both were opened over 3 s ago; the Watch does not count, the slow call does: the parked one goes.
       const parkedClosed = new Promise<void>((resolve) => parked.once('close', () => resolve()));
       const fresh = connections.open(p, pem);
       expect(await echo(fresh)).toBe(String(Status.OK));
       await parkedClosed;
       expect(reasons).toEqual(['max_connections', 'max_connections_idle']);
-      expect(await echo(busy)).toBe(String(Status.OK));
+      // The call in progress was not cut off.
+      const reply = await inProgress;
+      expect(reply.grpcStatus).toBe(Status.OK);
+      expect(reply.body.subarray(5).toString()).toBe('hold');
     } finally {
       await s.shutdown();
     }

@@ -53,6 +53,7 @@ describe('a handler that fails unexpectedly', () => {
     expect(JSON.stringify(r)).not.toContain('hunter2');
     await new Promise((res) => setTimeout(res, 300)); // pino writes asynchronously
     expect(logged).toContain('unexpected error in a gRPC handler');
+    expect(logged).toContain('hunter2');
   });
 
   it('keeps serving afterwards', async () => {

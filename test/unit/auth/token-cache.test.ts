@@ -34,6 +34,12 @@ describe('TokenCache', () => {
     expect(key).toMatch(/^[0-9a-f]{64}$/);
     expect(key).not.toContain('secret');
     expect(TokenCache.keyFor('ab', 'c')).not.toBe(TokenCache.keyFor('b', 'ca'));
+    // What set() stores: its keys are those digests, and nothing in the cache holds the token.
+    const { cache } = clocked();
+    cache.set('secret-token', caller('a'), 'Kubernetes');
+    const stored = (cache as unknown as { entries: Map<string, unknown> }).entries;
+    expect([...stored.keys()]).toEqual([key]);
+    expect(JSON.stringify([...stored])).not.toContain('secret-token');
   });
 
   type ExpiryCase = { name: string; expiresAt?: number; maxTtlMs: number; aliveAtMs: number; deadAtMs: number };

