@@ -43,8 +43,8 @@ export interface GrpcServerOptions {
    * (UNAVAILABLE), or, with none, the new data's call; an upload alone is never refused.
    */
   readonly maxUploadBytes?: number;
-  /** Tests: EVICT_PENDING_MS, EVICT_IDLE_MS and SLOW_UPLOAD_MS. */
-  readonly evictAfterMs?: { readonly pending: number; readonly idle: number; readonly slowUpload?: number };
+  /** Tests: EVICT_PENDING_MS, EVICT_IDLE_MS, SLOW_UPLOAD_MS and HALF_CLOSED_MS. */
+  readonly evictAfterMs?: { readonly pending: number; readonly idle: number; readonly slowUpload?: number; readonly halfClosed?: number };
   /**
    * While high, new connections are closed as soon as they are accepted, and connections with no
    * call open get GOAWAY, so that a flood of connections cannot exhaust the heap.
@@ -95,6 +95,15 @@ const EVICT_PENDING_MS = 5000;
 const EVICT_IDLE_MS = 10_000;
 /** An upload this old may be dropped for room even while data trickles in (a CSR arrives in one read). */
 const SLOW_UPLOAD_MS = 5000;
+/**
+ * A connection whose session this server has ended (closed and drained, or destroyed) but whose
+ * client has not closed its side is destroyed this long after: Node ends only its own side of a
+ * session that was closed gracefully first, and a client that never answers with its own FIN would
+ * otherwise hold the socket, and a server.maxConnections slot, for good.
+ */
+const HALF_CLOSED_MS = 5000;
+/** Keepalive probes on accepted connections from this much idle time: a peer gone without a FIN (a node lost) is noticed. */
+const KEEPALIVE_MS = 60_000;
 /** After an idle connection's GOAWAY, a unary call still in progress is waited for at most this long. */
 const IDLE_CLOSE_MAX_WAIT_MS = 60_000;
 /** The longest delay setTimeout honours (2^31-1 ms). */
@@ -202,6 +211,12 @@ export class GrpcServer {
   private readonly routes = new Map<string, Route>();
   private readonly sessions = new Set<ServerHttp2Session>();
   private readonly sockets = new Set<Socket>();
+  /** Accepted sockets by remote address and port, to find a session's own (session.socket cannot be destroyed). */
+  private readonly byPeer = new Map<string, Socket>();
+  /** Each session's accepted socket. */
+  private readonly rawSocket = new WeakMap<Http2Session, Socket>();
+  /** Sessions this server has ended whose connection is watched until it closes (reapWhenEnded). */
+  private readonly reaping = new WeakSet<Http2Session>();
   /** Accepted sockets whose TLS handshake has not finished, by remote address and port (oldest first). */
   private readonly pending = new Map<string, { socket: Socket; since: number }>();
   private readonly peers = new WeakMap<Http2Session, Peer>();
@@ -258,18 +273,23 @@ export class GrpcServer {
         return;
       }
       this.sockets.add(socket);
+      socket.setKeepAlive(true, KEEPALIVE_MS);
       const key = `${socket.remoteAddress}|${socket.remotePort}`;
       this.pending.set(key, { socket, since: performance.now() });
+      this.byPeer.set(key, socket);
       socket.once('close', () => {
         this.sockets.delete(socket);
         if (this.pending.get(key)?.socket === socket) this.pending.delete(key);
+        if (this.byPeer.get(key) === socket) this.byPeer.delete(key);
       });
     });
     // The handshake is done: the TLS socket has the raw socket's remote address and port.
     this.server.on('secureConnection', (tls: { remoteAddress?: string; remotePort?: number }) => this.pending.delete(`${tls.remoteAddress}|${tls.remotePort}`));
     this.server.on('session', (session: ServerHttp2Session) => {
       // Its handshake finished after shutdown began: GOAWAY at once, or it would hold the drain.
-      if (this.stopping) session.close();
+      const raw = this.byPeer.get(`${session.socket.remoteAddress}|${session.socket.remotePort}`);
+      if (raw) this.rawSocket.set(session, raw);
+      if (this.stopping) this.closeSession(session);
       this.sessions.add(session);
       if (options.memoryPressure || options.maxConnections || options.idleTimeout) this.activity.set(session, { unaryCalls: 0, lastActive: performance.now() });
       session.on('close', () => {
@@ -282,7 +302,7 @@ export class GrpcServer {
       // TokenReview) is waited for.
       if (options.idleTimeout) {
         session.setTimeout(options.idleTimeout * 1000, () => {
-          session.close();
+          this.closeSession(session);
           const goawayAt = performance.now();
           const destroyWhenNoUnaryCall = (): void => {
             if (session.destroyed) return;
@@ -290,7 +310,7 @@ export class GrpcServer {
             // server.requestReadTimeout is 0.
             const busy = (this.activity.get(session)?.unaryCalls ?? 0) > 0 && performance.now() - goawayAt < IDLE_CLOSE_MAX_WAIT_MS;
             if (busy) setTimeout(destroyWhenNoUnaryCall, GOAWAY_GRACE_MS).unref();
-            else session.destroy();
+            else this.destroySession(session);
           };
           setTimeout(destroyWhenNoUnaryCall, GOAWAY_GRACE_MS).unref();
         });
@@ -319,7 +339,7 @@ export class GrpcServer {
     for (const [session, a] of this.activity) {
       if (session.destroyed) continue;
       if (a.goawayAt !== undefined) {
-        if (now - a.goawayAt >= GOAWAY_GRACE_MS) session.destroy();
+        if (now - a.goawayAt >= GOAWAY_GRACE_MS) this.destroySession(session);
         continue;
       }
       if (session.closed) continue; // closing for another reason (idle timeout, shutdown)
@@ -332,7 +352,7 @@ export class GrpcServer {
       this.activity.get(session)!.goawayAt = now;
       this.shedCounts.idleSessions++;
       this.options.onConnectionShed?.('idle_memory');
-      session.close();
+      this.closeSession(session);
     }
   }
 
@@ -359,16 +379,56 @@ export class GrpcServer {
       this.options.onConnectionShed?.('max_connections_idle');
       return true;
     }
+    // First a connection whose session has ended and whose client has not closed its side: it serves nothing.
+    for (const session of this.activity.keys()) {
+      const raw = session.destroyed ? this.rawSocket.get(session) : undefined;
+      if (!raw || raw.destroyed) continue;
+      raw.resetAndDestroy();
+      this.options.onConnectionShed?.('max_connections_idle');
+      return true;
+    }
     for (const [session, a] of this.activity) {
       if (session.destroyed || a.unaryCalls > 0 || now - a.lastActive < after.idle) continue;
       // Its raw socket leaves the count when it closes, a moment later.
       this.activity.delete(session);
       session.goaway(h2.NGHTTP2_NO_ERROR);
-      session.destroy();
+      this.destroySession(session);
       this.options.onConnectionShed?.('max_connections_idle');
       return true;
     }
     return false;
+  }
+
+  /** GOAWAY: calls in progress finish, no new one starts; then see reapWhenEnded. */
+  private closeSession(session: Http2Session): void {
+    session.close();
+    this.reapWhenEnded(session);
+  }
+
+  private destroySession(session: Http2Session): void {
+    session.destroy();
+    this.reapWhenEnded(session);
+  }
+
+  /**
+   * Destroys the session's connection once the session has ended and its client has kept its side
+   * open for HALF_CLOSED_MS more (see HALF_CLOSED_MS); a session still draining (a call in
+   * progress, a Watch) is looked at again every HALF_CLOSED_MS.
+   */
+  private reapWhenEnded(session: Http2Session): void {
+    const raw = this.rawSocket.get(session);
+    if (!raw || this.reaping.has(session)) return;
+    this.reaping.add(session);
+    const every = this.options.evictAfterMs?.halfClosed ?? HALF_CLOSED_MS;
+    let endedBefore = false;
+    const check = (): void => {
+      if (raw.destroyed) return;
+      // A reset: the client learns at once, and no half-closed socket lingers in the kernel.
+      if (session.destroyed && endedBefore) return void raw.resetAndDestroy();
+      endedBefore = session.destroyed;
+      setTimeout(check, every).unref();
+    };
+    setTimeout(check, every).unref();
   }
 
   private reportShed(): void {
@@ -477,7 +537,7 @@ export class GrpcServer {
     // callback counts only those it accepted itself).
     if (this.server.listening) this.server.close();
     const closed = this.socketsClosed();
-    for (const s of this.sessions) s.close();
+    for (const s of this.sessions) this.closeSession(s);
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<void>((resolve) => {
       timer = setTimeout(() => {

@@ -1,3 +1,4 @@
+import { constants } from 'node:crypto';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
 
 export interface ServingIdentity {
@@ -11,9 +12,21 @@ export interface ServingIdentity {
 /**
  * The TLS context of the gRPC listener. Built again on every change (renewal, file change, CA
  * reload) and swapped in with setSecureContext: new handshakes use it, live connections keep theirs.
+ *
+ * No session tickets: a resumed session keeps only the client's leaf certificate, not the
+ * intermediates it sent, so a client certificate from an intermediate the listener does not hold
+ * (another cluster's, under a shared root) would fail authentication on every resumed connection.
+ * A CA's clients connect once per renewal; a full handshake costs them nothing that matters.
  */
 export function secureContextOptions(i: ServingIdentity): SecureContextOptions {
-  return { cert: i.certChainPem, key: i.keyPem, ...(i.clientCaPem ? { ca: i.clientCaPem } : {}), minVersion: 'TLSv1.2', ciphers: TLS12_CIPHERS };
+  return {
+    cert: i.certChainPem,
+    key: i.keyPem,
+    ...(i.clientCaPem ? { ca: i.clientCaPem } : {}),
+    minVersion: 'TLSv1.2',
+    ciphers: TLS12_CIPHERS,
+    secureOptions: constants.SSL_OP_NO_TICKET,
+  };
 }
 
 /**

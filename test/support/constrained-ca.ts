@@ -72,9 +72,9 @@ export async function caCert(parent: CaNode | undefined, subject: string, extra:
   return { cert, keys };
 }
 
-/** A leaf under `parent` with these SANs (any names: for checking what verifiers make of them). */
-export async function leafCert(parent: CaNode, sans: { uris?: string[]; dnsNames?: string[]; ipAddresses?: string[] }): Promise<x509.X509Certificate> {
-  const keys = (await crypto.subtle.generateKey(GEN, true, ['sign', 'verify'])) as CryptoKeyPair;
+/** A leaf under `parent` with these SANs (any names: for checking what verifiers make of them); `keys` to know its key. */
+export async function leafCert(parent: CaNode, sans: { uris?: string[]; dnsNames?: string[]; ipAddresses?: string[] }, keys?: CryptoKeyPair): Promise<x509.X509Certificate> {
+  keys ??= (await crypto.subtle.generateKey(GEN, true, ['sign', 'verify'])) as CryptoKeyPair;
   const names: x509.JsonGeneralName[] = [
     ...(sans.uris ?? []).map((value) => ({ type: 'url' as const, value })),
     ...(sans.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),

@@ -4,7 +4,7 @@
  * TLS, raw HTTP/2 clients.
  */
 import { connect, constants as h2, type ClientHttp2Session } from 'node:http2';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { connect as netConnect } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -190,6 +190,67 @@ describe('server.idleTimeout and a connection kept by a server stream', () => {
     }
   }, 20_000);
 });
+
+describe('a client that keeps its side of a connection the server has ended', () => {
+  /**
+   * TLS, the HTTP/2 preface and an empty SETTINGS, then nothing: it never closes its side, not
+   * even after the server's GOAWAY and FIN (allowHalfOpen), as a hostile or broken pod might.
+   */
+  function halfOpenClient(p: number): { socket: TLSSocket; ended: Promise<void>; closed: () => Promise<void> } {
+    const options: ConnectionOptions & { allowHalfOpen: boolean } = { host: '127.0.0.1', port: p, rejectUnauthorized: false, ALPNProtocols: ['h2'], allowHalfOpen: true };
+    const socket = tlsConnect(options, () => socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), EMPTY_SETTINGS])));
+    socket.on('error', () => {});
+    socket.resume();
+    const gone = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    return {
+      socket,
+      ended: new Promise((resolve) => socket.once('end', () => resolve())),
+      // A reset reaches a client that has stopped reading (its side of the stream ended) only when
+      // it writes: a PING every 100 ms until the connection is gone.
+      closed: async () => {
+        const probe = setInterval(() => socket.write(PING), 100);
+        await gone;
+        clearInterval(probe);
+      },
+    };
+  }
+
+  it('has it destroyed once the session has ended: after server.idleTimeout the socket does not stay half-open', async () => {
+    const { server: s, port: p } = await testServer({ idleTimeout: 0.3, evictAfterMs: { pending: 60_000, idle: 60_000, halfClosed: 300 } });
+    const z = halfOpenClient(p);
+    try {
+      // The server's GOAWAY and FIN come with the idle timeout; the client does not answer them.
+      await z.ended;
+      // Two checks of 300 ms after the session ended, the server resets the connection.
+      await z.closed();
+    } finally {
+      z.socket.destroy();
+      await s.shutdown();
+    }
+  }, 20_000);
+
+  it("at server.maxConnections, gives such a connection's slot to a new one at once", async () => {
+    const shedReasons: string[] = [];
+    // The periodic check is far off: only the eviction can free the slots.
+    const { server: s, port: p, ca: pem } = await testServer({ idleTimeout: 0.3, maxConnections: 2, onConnectionShed: (r) => shedReasons.push(r), evictAfterMs: { pending: 60_000, idle: 60_000, halfClosed: 60_000 } });
+    const zombies = [halfOpenClient(p), halfOpenClient(p)];
+    try {
+      for (const z of zombies) await z.ended;
+      const fresh = connections.open(p, pem);
+      expect(await echo(fresh)).toBe(String(Status.OK));
+      expect(shedReasons).toEqual(['max_connections_idle']);
+      await Promise.race(zombies.map((z) => z.closed()));
+      fresh.destroy();
+    } finally {
+      for (const z of zombies) z.socket.destroy();
+      await s.shutdown();
+    }
+  }, 20_000);
+});
+
+/** HTTP/2 frames for the raw clients above: an empty SETTINGS, and a PING. */
+const EMPTY_SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+const PING = Buffer.from([0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
 
 describe('the call information handlers get', () => {
   it("gives the client's address with its port and alone, as the connection has it", async () => {
