@@ -17,7 +17,7 @@ import { createPrivateKey, type KeyObject, type X509Certificate } from 'node:cry
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
-import { certToPem, parsePemBundle } from '../x509/pem.js';
+import { certToPem, parsePemBundle, pemBlocks } from '../x509/pem.js';
 import { beginCaCreation, CaDirTaken, CA_FILES, caPath, endCaCreation, readCaTextIfPresent, recoverInterruptedCreation } from './files.js';
 import { isCaDirEmpty, isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { oneLine, ROTATION_FILE, validateLayout, writeLayout } from './rotate.js';
@@ -80,8 +80,9 @@ export function importIstiod(o: ImportIstiodOptions): ImportIstiodResult {
   }
   if (roots.length === 0) throw new ConfigError(`${from} has no root-cert.pem and ca-cert.pem is not self-signed: export root-cert.pem too (the cacerts Secret has it)`);
 
-  // cert-chain.pem: as exported; else the signing certificate, plus its root when the root signed it directly.
-  let chain = chainPem;
+  // cert-chain.pem: the exported certificates, written again from their parse (as the others are);
+  // else the signing certificate, plus its root when the root signed it directly.
+  let chain = chainPem === undefined ? undefined : parse(chainPem, 'cert-chain.pem').map(certToPem).join('');
   if (chain === undefined) {
     const issuer = roots.find((r) => signedBy(signing, r));
     chain = certToPem(signing) + (issuer && !selfSigned ? certToPem(issuer) : '');
@@ -137,6 +138,15 @@ function readSource(from: string, file: keyof typeof CA_FILES): string | undefin
     const decoded = /^[A-Za-z0-9+/=\s]+$/.test(text) ? Buffer.from(text, 'base64').toString('utf8') : '';
     if (decoded.includes('-----BEGIN')) throw new ConfigError(`${path} is still base64-encoded (as in the Secret's data): decode it with base64 -d`);
     throw new ConfigError(`${path} is not PEM`);
+  }
+  // A certificate file is written readable by all: a key pasted into one (a combined PEM, the wrong
+  // Secret key) must not be carried into the CA directory, nor silently dropped.
+  if (file === 'cert' || file === 'chain' || file === 'root') {
+    const other = pemBlocks(text).find((b) => b.label !== 'CERTIFICATE');
+    if (other) {
+      const what = other.label.includes('PRIVATE KEY') ? 'a private key' : `a PEM block other than a certificate`;
+      throw new ConfigError(`${path} holds ${what} (${other.label}): it may hold certificates only; ${other.label.includes('PRIVATE KEY') ? 'export the key into its own file and remove it from this one' : 'remove that block'}`);
+    }
   }
   return text;
 }

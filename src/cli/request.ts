@@ -162,7 +162,8 @@ function makeOutDir(out: string): { removeIfEmpty(): void } {
   const dir = resolve(out);
   let first: string | undefined;
   try {
-    first = mkdirSync(dir, { recursive: true });
+    // It will hold key.pem: made private, as meshcert makes every directory a key goes in.
+    first = mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (e) {
     throw new UsageError(`--out ${out}: cannot create the directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }

@@ -27,7 +27,8 @@ export class FileReadError extends Error {
   }
 }
 
-function notRegular(st: Stats): FileReadError {
+/** Why `st` is not a regular file ("not a regular file (a named pipe)"), as an error. */
+export function notRegular(st: Stats): FileReadError {
   const what = st.isFIFO()
     ? 'a named pipe'
     : st.isCharacterDevice()

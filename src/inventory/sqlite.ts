@@ -12,10 +12,11 @@
  *
  * Timestamps are stored as INTEGER milliseconds since the epoch; dns_names as JSON text.
  */
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { notRegular } from '../fs/read-file.js';
 import {
   AUDIT_COLUMNS,
   AUDIT_TABLE,
@@ -332,9 +333,7 @@ export class SqliteInventoryStore implements InventoryStore {
     if (path !== ':memory:' && path !== '' && !this.readOnly) {
       const abs = resolve(path);
       mkdirSync(dirname(abs), { recursive: true, mode: 0o700 });
-      // Create the file 0600 before SQLite does (SQLite gives its -wal/-shm files the same mode).
-      closeSync(openSync(abs, 'a', 0o600));
-      chmodSync(abs, 0o600);
+      prepareDatabaseFile(abs);
     }
     this.workerData = {
       modulePath: createRequire(import.meta.url).resolve('better-sqlite3'),
@@ -564,5 +563,33 @@ export class SqliteInventoryStore implements InventoryStore {
         await this.worker.terminate();
       });
     return this.closing;
+  }
+}
+
+/**
+ * Creates the database file 0600 before SQLite does (SQLite gives its -wal/-shm files the same
+ * mode). One that exists is left with the mode its owner gave it (a mistyped path must not change
+ * another file's), but must be a regular file: SQLite's open of a named pipe would block the
+ * process, and a device is no database.
+ */
+function prepareDatabaseFile(abs: string): void {
+  try {
+    const fd = openSync(abs, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+    try {
+      fchmodSync(fd, 0o600); // whatever the umask
+    } finally {
+      closeSync(fd);
+    }
+    return;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  // Non-blocking: opening a named pipe must not wait for a writer.
+  const fd = openSync(abs, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new Error(`the inventory database ${abs} is ${notRegular(st).message}`);
+  } finally {
+    closeSync(fd);
   }
 }

@@ -415,7 +415,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     health.close();
     expect(st).toBe('SERVING');
 
-    const out = join(dir, 'out');
+    const out = join(dir, 'out', 'certs');
     const r = await runCli([
       'request', '--ns', 'default', '--sa', 'default', '--key', 'ec256', '--json',
       '--address', `127.0.0.1:${server.port}`, '--ca-root', join(dir, 'ca/root-cert.pem'),
@@ -425,6 +425,8 @@ describe('the meshcert CLI, as a user runs it', () => {
     const j = JSON.parse(r.stdout);
     expect(j).toMatchObject({ spiffeId: 'spiffe://cluster.local/ns/default/sa/default', chainVerified: true, chainElements: 3 });
     expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
+    // The directories it made for the key (the missing parent too) are private, whatever the umask.
+    for (const d of [out, join(dir, 'out')]) expect(statSync(d).mode & 0o777).toBe(0o700);
     const verified = openssl(['verify', '-CAfile', 'root.pem', '-untrusted', 'chain.pem', 'chain.pem'], {
       'root.pem': readFileSync(join(out, 'root-cert.pem'), 'utf8'),
       'chain.pem': readFileSync(join(out, 'cert-chain.pem'), 'utf8'),

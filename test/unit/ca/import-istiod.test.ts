@@ -232,6 +232,28 @@ describe('import-istiod other inputs', () => {
     expect(importError({ from: src, dir: fresh(), now: NOW }).message).toMatch(/no root-cert\.pem and ca-cert\.pem is not self-signed/);
   });
 
+  it('refuses a certificate file that holds a private key (certificate files are written readable by all), creating nothing', () => {
+    const src = copyOf(cacerts);
+    writeFileSync(join(src, 'cert-chain.pem'), read(cacerts, 'cert-chain.pem') + read(cacerts, 'ca-key.pem'));
+    const dir = fresh();
+    expect(importError({ from: src, dir, now: NOW }).message).toBe(
+      `${join(src, 'cert-chain.pem')} holds a private key (PRIVATE KEY): it may hold certificates only; export the key into its own file and remove it from this one`,
+    );
+    expect(existsSync(dir)).toBe(false);
+    const other = copyOf(cacerts);
+    writeFileSync(join(other, 'root-cert.pem'), read(cacerts, 'root-cert.pem') + '-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n');
+    expect(importError({ from: other, dir: fresh(), now: NOW }).message).toMatch(/root-cert\.pem holds a PEM block other than a certificate \(X509 CRL\): it may hold certificates only; remove that block$/);
+  });
+
+  it('writes cert-chain.pem from its certificates: text around them (openssl x509 -text output) is not carried over', () => {
+    const src = copyOf(cacerts);
+    const chain = read(cacerts, 'cert-chain.pem');
+    writeFileSync(join(src, 'cert-chain.pem'), `subject=O=meshcert, CN=intermediate\nissuer=O=meshcert, CN=root\n${chain}`);
+    const dir = fresh();
+    importIstiod({ from: src, dir, now: NOW });
+    expect(read(dir, 'cert-chain.pem')).toBe(chain);
+  });
+
   it('refuses a source that is not a directory', () => {
     expect(importError({ from: join(base, 'nope'), dir: fresh(), now: NOW }).message).toMatch(/is not a directory/);
   });

@@ -2,8 +2,9 @@
  * One contract, two backends: every assertion here runs against SQLite (temp dir) and the real
  * PostgreSQL started by test/support/postgres.ts (a fresh database for this file).
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { getPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -793,6 +794,18 @@ describe('sqlite store specifics', () => {
     } finally {
       await store.close();
     }
+  });
+
+  it('leaves the mode of a database file that exists as its owner set it; refuses a named pipe at once instead of blocking on it', async () => {
+    const path = join(dir, 'kept-mode.db');
+    await (await openStore({ kind: 'sqlite', path })).close();
+    chmodSync(path, 0o640);
+    const again = await openStore({ kind: 'sqlite', path });
+    await again.close();
+    expect(statSync(path).mode & 0o777).toBe(0o640);
+    const fifo = join(dir, 'inventory.fifo');
+    execFileSync('mkfifo', [fifo]);
+    expect(() => new SqliteInventoryStore({ path: fifo })).toThrow(`the inventory database ${fifo} is not a regular file (a named pipe)`);
   });
 
   it('writes with synchronous NORMAL, checkpoints every WAL_AUTOCHECKPOINT_PAGES pages (not SQLite\'s 1000), from a thread of lower priority', async () => {
