@@ -627,6 +627,8 @@ function stepStatus(dir: string, now: Date): RotationStatus {
           `meshcert has reloaded the directory: "meshcert request ... --out DIR" gives a root-cert.pem with 2 certificates (grep -c 'BEGIN CERTIFICATE')`,
           `every namespace's istio-ca-root-cert holds both roots: ${cm} prints 2`,
           `workloads have renewed since ${state.startedAt} and hold both roots: ${secret} shows ROOTCA with the new root (sha256 ${state.newRoot.fingerprint256})`,
+          // istio-agent reads the roots again at each reconnect; ztunnel only when it starts, and the switch moves meshcert's serving certificate to the new root.
+          `ambient mode: ztunnel has been restarted since istio-ca-root-cert in its namespace holds both roots (kubectl -n istio-system rollout restart ds/ztunnel), or it cannot reach meshcert after the switch`,
           `compare fingerprints with: openssl x509 -noout -fingerprint -sha256 -in <cert>`,
         ],
       };

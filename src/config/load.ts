@@ -16,7 +16,12 @@ export const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[]]> 
   ['MESHCERT_ADMIN_LISTEN', ['admin', 'listen']],
   ['MESHCERT_INVENTORY_URL', ['inventory', 'url']],
   ['MESHCERT_INVENTORY_STORE', ['inventory', 'store']],
+  // A switch a kustomize component can flip without a config file of its own (components/ambient).
+  ['MESHCERT_AMBIENT_ENABLED', ['ambient', 'enabled']],
 ];
+
+/** Overrides whose setting is a boolean: "true" and "false" are read as such; anything else is validated (and refused) as written. */
+const BOOLEAN_OVERRIDES: ReadonlySet<string> = new Set(['MESHCERT_AMBIENT_ENABLED']);
 
 export interface LoadedConfig {
   readonly config: MeshcertConfig;
@@ -90,7 +95,7 @@ function applyEnv(input: Record<string, unknown>, env: NodeJS.ProcessEnv, applie
       }
     }
     if (node !== undefined) {
-      node[path[path.length - 1]!] = value;
+      node[path[path.length - 1]!] = BOOLEAN_OVERRIDES.has(name) && (value === 'true' || value === 'false') ? value === 'true' : value;
       applied.push([name, path]);
     }
   }

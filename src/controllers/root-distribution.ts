@@ -7,8 +7,9 @@
  * - Namespaces: all, or those matching `namespaceSelector` (a label selector, applied by the API
  *   server to the list+watch), never those in `excludeNamespaces`, never one being terminated
  *   (status.phase Terminating or deletionTimestamp set). istiod itself skips kube-public,
- *   kube-node-lease and local-path-storage (ISTIOD_IGNORED_NAMESPACES), but not kube-system, where
- *   ztunnel may run (Istio's GKE layout) and mounts this ConfigMap; meshcert's default excludes none.
+ *   kube-node-lease and local-path-storage (its inject.IgnoredNamespaces), but not kube-system, which
+ *   its NamespaceController keeps "to enable deploying ztunnel in that namespace"; meshcert's
+ *   default excludes none (deploy/kubernetes/base/config.yaml excludes the first two).
  * - Triggers: a namespace appears (or starts matching the selector); the ConfigMap is edited or
  *   deleted (a configmap informer limited to metadata.name=istio-ca-root-cert across namespaces);
  *   onRootBundleChanged(); onStartedLeading(); and a periodic resync (default every 10 minutes).
@@ -32,11 +33,6 @@ import { WorkQueue, type WorkQueueOptions } from './work-queue.js';
 export const ROOT_CERT_CONFIGMAP = 'istio-ca-root-cert';
 export const ROOT_CERT_KEY = 'root-cert.pem';
 export const ISTIO_CONFIG_LABEL = 'istio.io/config';
-/**
- * Namespaces istiod never writes the root ConfigMap into: its inject.IgnoredNamespaces less
- * kube-system, which its NamespaceController keeps "to enable deploying ztunnel in that namespace".
- */
-export const ISTIOD_IGNORED_NAMESPACES: readonly string[] = ['kube-public', 'kube-node-lease', 'local-path-storage'];
 
 export interface RootCertDistributorOptions {
   readonly kube: Pick<KubeClient, 'core' | 'makeInformer'>;

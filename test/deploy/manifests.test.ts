@@ -949,6 +949,36 @@ withKubectl('component priority, added to the overlay with the discovery CronJob
   });
 });
 
+withKubectl('component ambient, added to each overlay', () => {
+  /**
+   * The server's config as the container reads it: the base config.yaml under the container's
+   * MESHCERT_* variables (one from a Secret, the PostgreSQL URL, as a stand-in URL).
+   */
+  function serverConfig(objects: readonly K8sObject[]): MeshcertConfig {
+    const vars = (mainContainer(meshcertDeployment(objects)).env ?? []).filter((e) => e.name.startsWith('MESHCERT_'));
+    const env = Object.fromEntries(vars.map((e) => [e.name, e.valueFrom?.secretKeyRef ? 'postgres://from-secret.invalid/meshcert' : (e.value ?? '')]));
+    return loadConfigFile(join(ROOT, 'deploy/kubernetes/base/config.yaml'), env).config;
+  }
+
+  it.each(['ha-postgres', 'standalone-sqlite'] as const)("%s: turns ambient mode on, trusting ztunnel's ServiceAccount, and changes nothing else", (overlay) => {
+    const plain = render(KUSTOMIZATIONS[overlay]);
+    expect(serverConfig(plain).ambient.enabled).toBe(false);
+    const objects = renderWithComponent(KUSTOMIZATIONS[overlay], 'ambient');
+    const config = serverConfig(objects);
+    expect(config.ambient.enabled).toBe(true);
+    // The ambient profile runs ztunnel as this ServiceAccount (deploy/istio/ambient.yaml keeps its namespace).
+    expect(config.ambient.trustedNodeAccounts).toContain(`${ISTIO_NAMESPACE}/ztunnel`);
+    const without = (o: K8sObject): K8sObject => {
+      if (o.kind !== 'Deployment') return o;
+      const d = structuredClone(o) as Deployment;
+      const c = mainContainer(d);
+      c.env = c.env?.filter((e) => e.name !== 'MESHCERT_AMBIENT_ENABLED');
+      return d;
+    };
+    expect(objects.map(without)).toEqual(plain);
+  });
+});
+
 // =============================================================================================
 
 describe('deploy/istio install files (no kubectl needed)', () => {
@@ -1003,6 +1033,8 @@ describe('deploy/istio install files (no kubectl needed)', () => {
   });
 
   it('ambient.yaml uses the ambient profile and points ztunnel at meshcert too', () => {
+    // Its instructions deploy meshcert with the component that turns ambient mode on.
+    expect(readFileSync(join(ROOT, 'deploy/istio/ambient.yaml'), 'utf8')).toContain('components/ambient');
     const op = load('ambient.yaml');
     expect(op.spec.profile).toBe('ambient');
     expect(op.spec.values?.ztunnel?.caAddress).toBe(expectedCaAddress().address);

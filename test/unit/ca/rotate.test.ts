@@ -785,6 +785,8 @@ describe('ca rotate status', () => {
     expect(started.ca!.roots).toHaveLength(2);
     expect(started.checks.join('\n')).toMatch(/istio-ca-root-cert/);
     expect(started.checks.join('\n')).toMatch(/istioctl proxy-config secret/);
+    // ztunnel keeps the roots it started with: the step says to restart it before the switch.
+    expect(started.checks.join('\n')).toMatch(/ztunnel has been restarted since istio-ca-root-cert in its namespace holds both roots \(kubectl -n istio-system rollout restart ds\/ztunnel\)/);
     expect(rotationStatus(d, T2).next!.allowedNow).toBe(true);
     rotateSwitch({ dir: d, now: T2 });
     expect(rotationStatus(d, T2)).toMatchObject({ step: 'switched', next: { command: `meshcert ca rotate finish --dir ${d}`, allowedAt: T3.toISOString(), allowedNow: false } });

@@ -364,6 +364,14 @@ describe('environment overrides', () => {
     });
   });
 
+  it('turns ambient mode on or off from MESHCERT_AMBIENT_ENABLED ("true" or "false"), refusing anything else under the variable\'s name', () => {
+    expect(parseConfig({}, { MESHCERT_AMBIENT_ENABLED: 'true' }).ambient).toEqual({ enabled: true, trustedNodeAccounts: ['istio-system/ztunnel'] });
+    expect(parseConfig({ ambient: { enabled: true } }, { MESHCERT_AMBIENT_ENABLED: 'false' }).ambient.enabled).toBe(false);
+    expect(parseConfig({}, {}).ambient.enabled).toBe(false);
+    const e = configError(() => parseConfig({}, { MESHCERT_AMBIENT_ENABLED: 'yes' }));
+    expect(e.message).toMatch(/ambient\.enabled: .*\(ambient\.enabled from MESHCERT_AMBIENT_ENABLED\)/);
+  });
+
   it('sets the inventory store from MESHCERT_INVENTORY_STORE, validated as the key is', () => {
     expect(parseConfig({ inventory: { store: 'none' } }, { MESHCERT_INVENTORY_STORE: 'sqlite' }).inventory.store).toBe('sqlite');
     expect(() => parseConfig({}, { MESHCERT_INVENTORY_STORE: 'mysql' })).toThrow(/inventory\.store/);
