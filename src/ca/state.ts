@@ -5,7 +5,7 @@
  */
 import { generateKeyPairSync, type X509Certificate } from 'node:crypto';
 import { CaDirTaken, interruptedCreation, recoverInterruptedCreation, waitForCaCreation } from './files.js';
-import { caTexts, isCaDirEmpty, loadServedCaDir, materialFromTexts, pendingStepNote, type CaMaterial, type CaTexts } from './material.js';
+import { caTexts, exposedKeyNotes, isCaDirEmpty, loadServedCaDir, materialFromTexts, pendingStepNote, type CaMaterial, type CaTexts } from './material.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ensureDevIssuer } from '../dev/token-issuer.js';
 import { ConfigError } from '../errors/ca-error.js';
@@ -70,7 +70,7 @@ function servedIssuer(dir: string, served: { material: CaMaterial; interrupted?:
   // prepareSharedState, or, for a cluster worker, its primary's.
   if (!quiet) {
     if (served.interrupted) logger.warn({ dir }, served.interrupted);
-    else warnPendingStep(dir, served.material.signingCert, logger);
+    else warnCaDirProblems(dir, served.material.signingCert, logger);
     reportExpiredRoots(issuer, dir, logger);
   }
   selfTestTrustDomains(issuer, config);
@@ -93,10 +93,15 @@ export function caSnapshot(state: Pick<CaState, 'issuers'>): CaSnapshot {
   return Object.fromEntries(state.issuers.all.map((i) => [i.name, caTexts(i.material)]));
 }
 
-/** A step killed while the live files load (see pendingStepNote): served as they are, but the operator should re-run the step. */
-function warnPendingStep(dir: string, signing: X509Certificate, logger: Logger): void {
+/**
+ * What the operator should know of a CA directory that loads: a step killed while the live files
+ * load (see pendingStepNote; served as they are, but the step should be re-run), and key files other
+ * users can reach (exposedKeyNotes).
+ */
+function warnCaDirProblems(dir: string, signing: X509Certificate, logger: Logger): void {
   const note = pendingStepNote(dir, signing);
   if (note) logger.warn({ dir }, `${note} (serving this CA meanwhile)`);
+  for (const exposed of exposedKeyNotes(dir)) logger.warn({ dir }, exposed);
 }
 
 /**
@@ -239,7 +244,7 @@ export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issue
     const { material, interrupted } = inForce ? { material: materialFromTexts(inForce), interrupted: undefined } : loadServedCaDir(i.dir);
     if (!quiet) {
       if (interrupted) logger.warn({ issuer: i.name, dir: i.dir }, interrupted);
-      else warnPendingStep(i.dir, material.signingCert, logger);
+      else warnCaDirProblems(i.dir, material.signingCert, logger);
     }
     issuer = new LocalIssuer(i.name, material);
   } catch (e) {

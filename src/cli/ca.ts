@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import { formatDuration, parseDurationArg } from '../config/duration.js';
 import { importIstiod } from '../ca/import-istiod.js';
 import { initCaDir } from '../ca/init.js';
-import { loadServedCaDir, pendingStepNote } from '../ca/material.js';
+import { exposedKeyNotes, loadServedCaDir, pendingStepNote } from '../ca/material.js';
 import { selfTestCa } from '../ca/state.js';
 import { LocalIssuer } from '../issuer/local.js';
 import { renewIntermediate, rotateFinish, rotateStart, rotateSwitch, rotationStatus, until, type StepResult } from '../ca/rotate.js';
@@ -67,6 +67,7 @@ export async function caCommand(argv: string[]): Promise<number> {
     // A step killed while the live files make a whole CA: it passes, and says which step to re-run.
     const pending = pendingStepNote(resolve(v.dir), m.signingCert);
     if (pending) console.error(`warning: ${pending}`);
+    for (const exposed of exposedKeyNotes(resolve(v.dir))) console.error(`warning: ${exposed}`);
     return 0;
   }
   if (sub === 'rotate') return rotateCommand(rest);

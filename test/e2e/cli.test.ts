@@ -1,6 +1,6 @@
 import { credentials } from '@grpc/grpc-js';
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
@@ -75,6 +75,27 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^CA OK: .*, 1 root\(s\), usable until/);
     expect(r.stderr).toMatch(/^warning: root-cert\.pem also holds "O=meshcert, CN=meshcert root CA [\d-]+", which expired on .* anchors nothing this CA signs; meshcert leaves it out of the trust bundle \(remove it from the file\)\n$/);
+  });
+
+  it('ca check warns about a private key file or a CA directory open to all users, and is quiet about a Secret volume\'s 0440', async () => {
+    const caDir = join(dir, 'ca-exposed');
+    expect((await runCli(['ca', 'init', '--dir', caDir])).code).toBe(0);
+    chmodSync(join(caDir, 'ca-key.pem'), 0o440); // a Secret volume's defaultMode with fsGroup: group, not others
+    expect((await runCli(['ca', 'check', '--dir', caDir])).stderr).toBe('');
+    chmodSync(join(caDir, 'ca-key.pem'), 0o644);
+    chmodSync(join(caDir, 'root-key.pem'), 0o604);
+    chmodSync(caDir, 0o777);
+    const r = await runCli(['ca', 'check', '--dir', caDir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toBe(
+      [
+        `warning: ${caDir} is writable by all users (mode 0777): anyone on this machine can replace the CA's files; chmod o-w it (meshcert makes its CA directories 0700)`,
+        `warning: ${join(caDir, 'ca-key.pem')}, a private key, is open to all users (mode 0644): chmod 600 it (meshcert writes its keys 0600)`,
+        `warning: ${join(caDir, 'root-key.pem')}, a private key, is open to all users (mode 0604): chmod 600 it (meshcert writes its keys 0600)`,
+        '',
+      ].join('\n'),
+    );
+    chmodSync(caDir, 0o700);
   });
 
   it('ca check and ca import-istiod run the self-test serve runs at load, refusing a CA whose intermediate only allows serverAuth', async () => {

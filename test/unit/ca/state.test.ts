@@ -1,4 +1,4 @@
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -269,6 +269,18 @@ describe('loadCaState on a directory a rotation step was killed in before it rep
     const state = await loadCaState(parseConfig({ dataDir: join(base, 'data-pending'), ca: { dir } }), logger);
     expect(state.issuers.default.material.signingCert.fingerprint256).toBe(loadCaDir(dir).signingCert.fingerprint256);
     expect(lines.filter((l) => /^a "meshcert ca renew-intermediate" was interrupted before it replaced the signing files: this is still the CA from before it; run it again to complete it \(serving this CA meanwhile\)$/.test(String(l.msg)))).toHaveLength(1);
+  });
+});
+
+describe('loadCaState on a directory whose signing key is open to all users', () => {
+  it('serves it, and warns once, naming the file and its mode', async () => {
+    const dir = join(base, 'exposed-key');
+    await initCaDir({ dir });
+    chmodSync(join(dir, 'ca-key.pem'), 0o644);
+    const { lines, logger } = captureLogs();
+    await loadCaState(parseConfig({ dataDir: join(base, 'data-exposed'), ca: { dir } }), logger);
+    const warned = lines.filter((l) => String(l.msg).includes('a private key, is open to all users'));
+    expect(warned.map((l) => l.msg)).toEqual([`${join(dir, 'ca-key.pem')}, a private key, is open to all users (mode 0644): chmod 600 it (meshcert writes its keys 0600)`]);
   });
 });
 
