@@ -204,6 +204,25 @@ describe('IstiodTlsController', () => {
     expect(verifiesTo(s.chain, certs(ca.rootPem))).toBe(false);
   });
 
+  it('reissues tls.crt too when only the bundle changes (a rotation\'s start: a root added, the same signer), since istiod re-reads ca.crt only with a new tls.crt', async () => {
+    const next = await makeTestCa('meshcert-added-root');
+    stops.push(() => next.cleanup());
+    let bundle = ca.rootPem;
+    // As meshcert's issuer does, the bundle it answers with is the registry's: both roots once one is added.
+    const issue: ServingCertIssuer = async (names, life) => ({ ...(await ca.issue()(names, life)), caPem: bundle });
+    const c = controller({ issue, rootBundle: () => bundle });
+    c.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret');
+    const before = secret()!;
+    bundle = ca.rootPem + next.rootPem;
+    c.onRootBundleChanged();
+    await until(() => secret()?.ca === bundle, 3_000, 'both roots in ca.crt');
+    const after = secret()!;
+    expect(after.leaf.serialNumber).not.toBe(before.leaf.serialNumber);
+    expect(after.crt).not.toBe(before.crt);
+    expect(verifiesTo(after.chain, certs(ca.rootPem))).toBe(true);
+  });
+
   it('reissues when the signing CA changes under the same root bundle (a rotation\'s switch, a renewed intermediate)', async () => {
     let issuer = ca.issuer;
     const issue = localServingCertIssuer(() => issuer, { backdateMs: 0 });
