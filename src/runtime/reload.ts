@@ -134,8 +134,15 @@ export class Reloader {
     this.o.logger.info({ reason }, 'configuration reload applied');
     // Said at every reload until a restart: the file no longer describes what runs.
     const pending = restartOnlyChanges(this.started, next);
-    if (pending.length > 0) {
-      this.o.logger.warn({ settings: pending }, 'these settings changed in the config but take effect only after a restart; the running server still uses the values it started with');
+    // Authentication is built once: an issuer, cluster or credential kind removed (a key
+    // compromised, say) is still trusted until a restart, which must not read as a mere notice.
+    const trust: string[] = pending.filter((s) => s === 'auth' || s === 'dev');
+    if (trust.length > 0) {
+      this.o.logger.error({ settings: trust }, 'authentication settings changed in the config but are not in force: the running server still accepts every credential it started with (an issuer, cluster or token issuer removed is still trusted); restart meshcert to apply them');
+    }
+    const rest = pending.filter((s) => !trust.includes(s));
+    if (rest.length > 0) {
+      this.o.logger.warn({ settings: rest }, 'these settings changed in the config but take effect only after a restart; the running server still uses the values it started with');
     }
     if (this.listening) this.watchFiles(next);
     return true;
