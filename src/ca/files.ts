@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, existsSync, fchmodSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, fchmodSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
@@ -389,4 +389,49 @@ export function readCaTextIfPresent(path: string): string | undefined {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new ConfigError(`cannot read ${path}: ${readProblem(e)}`);
   }
+}
+
+/**
+ * What of a CA directory other users may reach, as warnings: a private key others can read
+ * (meshcert writes its keys 0600; a Secret volume's 0440 with the pod's fsGroup is fine: group, not
+ * others), or a directory others may replace files in. Checked, not changed: the files are the
+ * operator's. Modes are those of what a reader gets (a Secret volume's files are symlinks into
+ * `..data`, whose own mode says nothing); a directory that is read-only (a Secret volume) or
+ * sticky (others cannot remove or rename files they do not own) is not open to replacement.
+ */
+export function exposedKeyNotes(dir: string): string[] {
+  const notes: string[] = [];
+  const mode = (path: string): number | undefined => {
+    try {
+      return statSync(path).mode;
+    } catch {
+      return undefined;
+    }
+  };
+  const dirMode = mode(dir);
+  if (dirMode !== undefined && (dirMode & 0o002) !== 0 && (dirMode & 0o1000) === 0 && writable(dir)) {
+    notes.push(`${dir} is writable by all users (mode ${octal(dirMode)}): anyone on this machine can replace the CA's files; chmod o-w it (meshcert makes its CA directories 0700)`);
+  }
+  for (const file of ['key', 'rootKey'] as const) {
+    const path = caPath(dir, file);
+    const m = mode(path);
+    if (m !== undefined && (m & 0o007) !== 0) {
+      notes.push(`${path}, a private key, is open to all users (mode ${octal(m)}): chmod 600 it (meshcert writes its keys 0600)`);
+    }
+  }
+  return notes;
+}
+
+/** False for a read-only mount (EROFS), whatever its mode bits say. */
+function writable(dir: string): boolean {
+  try {
+    accessSync(dir, constants.W_OK);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code !== 'EROFS';
+  }
+}
+
+function octal(mode: number): string {
+  return `0${(mode & 0o777).toString(8).padStart(3, '0')}`;
 }

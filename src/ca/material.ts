@@ -1,5 +1,5 @@
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
-import { existsSync, lstatSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
 import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
@@ -276,37 +276,4 @@ function parseOrFail(pem: string, file: string): X509Certificate[] {
   } catch {
     throw new ConfigError(`${file} holds a PEM block that is not a valid X.509 certificate`);
   }
-}
-
-/**
- * What of a CA directory other users may reach, as warnings: a private key file others can read
- * (meshcert writes its keys 0600; a Secret volume's 0440 with the pod's fsGroup is fine: group,
- * not others), or a directory others may write into (they could replace the CA's files). Checked,
- * not changed: the files are the operator's, and a Secret volume is read-only.
- */
-export function exposedKeyNotes(dir: string): string[] {
-  const notes: string[] = [];
-  const mode = (path: string): number | undefined => {
-    try {
-      return lstatSync(path).mode & 0o777;
-    } catch {
-      return undefined;
-    }
-  };
-  const dirMode = mode(dir);
-  if (dirMode !== undefined && (dirMode & 0o002) !== 0) {
-    notes.push(`${dir} is writable by all users (mode ${octal(dirMode)}): anyone on this machine can replace the CA's files; chmod o-w it (meshcert makes its CA directories 0700)`);
-  }
-  for (const file of [CA_FILES.key, CA_FILES.rootKey]) {
-    const path = join(dir, file);
-    const m = mode(path);
-    if (m !== undefined && (m & 0o007) !== 0) {
-      notes.push(`${path}, a private key, is open to all users (mode ${octal(m)}): chmod 600 it (meshcert writes its keys 0600)`);
-    }
-  }
-  return notes;
-}
-
-function octal(mode: number): string {
-  return `0${mode.toString(8).padStart(3, '0')}`;
 }

@@ -4,8 +4,8 @@
  * loading the transport.
  */
 import { generateKeyPairSync, type X509Certificate } from 'node:crypto';
-import { CaDirTaken, interruptedCreation, recoverInterruptedCreation, waitForCaCreation } from './files.js';
-import { caTexts, exposedKeyNotes, isCaDirEmpty, loadServedCaDir, materialFromTexts, pendingStepNote, type CaMaterial, type CaTexts } from './material.js';
+import { CaDirTaken, exposedKeyNotes, interruptedCreation, recoverInterruptedCreation, waitForCaCreation } from './files.js';
+import { caTexts, isCaDirEmpty, loadServedCaDir, materialFromTexts, pendingStepNote, type CaMaterial, type CaTexts } from './material.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { ensureDevIssuer } from '../dev/token-issuer.js';
 import { ConfigError } from '../errors/ca-error.js';

@@ -6,8 +6,12 @@ import { MAX_CONFIG_BYTES, readProblem, readTextFile, type ReadOptions } from '.
 import { parseLifetimeSeconds } from '../policy/schema.js';
 import { configSchema, type ConfigInput, type MeshcertConfig } from './schema.js';
 
-/** Environment variables that override the common settings (documented in the README). */
-export const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[]]> = [
+/**
+ * Environment variables that override the common settings (documented in the README). A third
+ * element 'boolean' reads "true" and "false" as such (anything else is validated, and refused, as
+ * written).
+ */
+export const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'boolean'?]> = [
   ['MESHCERT_LISTEN', ['server', 'listen']],
   ['MESHCERT_TRUST_DOMAIN', ['trustDomain']],
   ['MESHCERT_DATA_DIR', ['dataDir']],
@@ -17,11 +21,8 @@ export const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[]]> 
   ['MESHCERT_INVENTORY_URL', ['inventory', 'url']],
   ['MESHCERT_INVENTORY_STORE', ['inventory', 'store']],
   // A switch a kustomize component can flip without a config file of its own (components/ambient).
-  ['MESHCERT_AMBIENT_ENABLED', ['ambient', 'enabled']],
+  ['MESHCERT_AMBIENT_ENABLED', ['ambient', 'enabled'], 'boolean'],
 ];
-
-/** Overrides whose setting is a boolean: "true" and "false" are read as such; anything else is validated (and refused) as written. */
-const BOOLEAN_OVERRIDES: ReadonlySet<string> = new Set(['MESHCERT_AMBIENT_ENABLED']);
 
 export interface LoadedConfig {
   readonly config: MeshcertConfig;
@@ -80,7 +81,7 @@ export function parseConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process
 type EnvOverride = readonly [name: string, path: readonly string[]];
 
 function applyEnv(input: Record<string, unknown>, env: NodeJS.ProcessEnv, applied: EnvOverride[]): Record<string, unknown> {
-  for (const [name, path] of ENV_OVERRIDES) {
+  for (const [name, path, type] of ENV_OVERRIDES) {
     const value = env[name];
     if (value === undefined || value === '') continue;
     let node: Record<string, unknown> | undefined = input;
@@ -95,7 +96,7 @@ function applyEnv(input: Record<string, unknown>, env: NodeJS.ProcessEnv, applie
       }
     }
     if (node !== undefined) {
-      node[path[path.length - 1]!] = BOOLEAN_OVERRIDES.has(name) && (value === 'true' || value === 'false') ? value === 'true' : value;
+      node[path[path.length - 1]!] = type === 'boolean' && (value === 'true' || value === 'false') ? value === 'true' : value;
       applied.push([name, path]);
     }
   }

@@ -96,10 +96,11 @@ const EVICT_IDLE_MS = 10_000;
 /** An upload this old may be dropped for room even while data trickles in (a CSR arrives in one read). */
 const SLOW_UPLOAD_MS = 5000;
 /**
- * A connection whose session this server has ended (closed and drained, or destroyed) but whose
- * client has not closed its side is destroyed this long after: Node ends only its own side of a
- * session that was closed gracefully first, and a client that never answers with its own FIN would
- * otherwise hold the socket, and a server.maxConnections slot, for good.
+ * A connection whose session has ended (closed and drained, or destroyed) but whose client has not
+ * closed its side is destroyed once two checks this far apart have found it so (1 to 2 times this
+ * after the end): Node ends only its own side of a session that was closed gracefully first, and a
+ * client that never answers with its own FIN would otherwise hold the socket, and a
+ * server.maxConnections slot, for good.
  */
 const HALF_CLOSED_MS = 5000;
 /** Keepalive probes on accepted connections from this much idle time: a peer gone without a FIN (a node lost) is noticed. */
@@ -211,13 +212,13 @@ export class GrpcServer {
   private readonly routes = new Map<string, Route>();
   private readonly sessions = new Set<ServerHttp2Session>();
   private readonly sockets = new Set<Socket>();
-  /** Accepted sockets by remote address and port, to find a session's own (session.socket cannot be destroyed). */
+  /** Accepted sockets by connectionKey, to find a session's own (session.socket cannot be destroyed). */
   private readonly byPeer = new Map<string, Socket>();
   /** Each session's accepted socket. */
   private readonly rawSocket = new WeakMap<Http2Session, Socket>();
   /** Sessions this server has ended whose connection is watched until it closes (reapWhenEnded). */
   private readonly reaping = new WeakSet<Http2Session>();
-  /** Accepted sockets whose TLS handshake has not finished, by remote address and port (oldest first). */
+  /** Accepted sockets whose TLS handshake has not finished, by connectionKey (oldest first). */
   private readonly pending = new Map<string, { socket: Socket; since: number }>();
   private readonly peers = new WeakMap<Http2Session, Peer>();
   /** Streams whose request is still arriving, for server.requestReadTimeout. */
@@ -274,21 +275,32 @@ export class GrpcServer {
       }
       this.sockets.add(socket);
       socket.setKeepAlive(true, KEEPALIVE_MS);
-      const key = `${socket.remoteAddress}|${socket.remotePort}`;
-      this.pending.set(key, { socket, since: performance.now() });
-      this.byPeer.set(key, socket);
+      // Without addresses (a socket reset before it was handed here) it is not tracked by key.
+      const key = connectionKey(socket);
+      if (key !== undefined) {
+        this.pending.set(key, { socket, since: performance.now() });
+        this.byPeer.set(key, socket);
+      }
       socket.once('close', () => {
         this.sockets.delete(socket);
+        if (key === undefined) return;
         if (this.pending.get(key)?.socket === socket) this.pending.delete(key);
         if (this.byPeer.get(key) === socket) this.byPeer.delete(key);
       });
     });
-    // The handshake is done: the TLS socket has the raw socket's remote address and port.
-    this.server.on('secureConnection', (tls: { remoteAddress?: string; remotePort?: number }) => this.pending.delete(`${tls.remoteAddress}|${tls.remotePort}`));
+    // The handshake is done: the TLS socket has the raw socket's addresses and ports.
+    this.server.on('secureConnection', (tls: Socket) => {
+      const key = connectionKey(tls);
+      if (key !== undefined) this.pending.delete(key);
+    });
     this.server.on('session', (session: ServerHttp2Session) => {
-      // Its handshake finished after shutdown began: GOAWAY at once, or it would hold the drain.
-      const raw = this.byPeer.get(`${session.socket.remoteAddress}|${session.socket.remotePort}`);
+      const key = connectionKey(session.socket);
+      const raw = key === undefined ? undefined : this.byPeer.get(key);
       if (raw) this.rawSocket.set(session, raw);
+      else this.logger.debug({ peer: `${session.socket.remoteAddress}|${session.socket.remotePort}` }, 'no accepted socket found for a new HTTP/2 session: its connection is not reaped once the session ends');
+      // A client's GOAWAY ends the session from its side: its connection is watched as one the server ends.
+      session.once('goaway', () => this.reapWhenEnded(session));
+      // Its handshake finished after shutdown began: GOAWAY at once, or it would hold the drain.
       if (this.stopping) this.closeSession(session);
       this.sessions.add(session);
       if (options.memoryPressure || options.maxConnections || options.idleTimeout) this.activity.set(session, { unaryCalls: 0, lastActive: performance.now() });
@@ -357,10 +369,12 @@ export class GrpcServer {
   }
 
   /**
-   * server.maxConnections is reached and a connection arrives: rather than refuse it, close the
-   * oldest connection that holds a slot for nothing, if there is one: a socket that has sent
-   * nothing for EVICT_PENDING_MS (or whose handshake is pending for three times that), else an established connection with no unary call in progress and no new
-   * call for EVICT_IDLE_MS (a health Watch alone does not count). Clients of a CA call
+   * server.maxConnections is reached and a connection arrives: rather than refuse it, close a
+   * connection that holds a slot for nothing, if there is one: first one whose session has ended
+   * but whose client keeps its side open (see HALF_CLOSED_MS), then the oldest socket that has sent
+   * nothing for EVICT_PENDING_MS (or whose handshake is pending for three times that), else an
+   * established connection with no unary call in progress and no new call for EVICT_IDLE_MS (a
+   * health Watch alone does not count). Clients of a CA call
    * once every few hours, so most of its connections are idle, and a closed one reconnects for its
    * next call; without this, sockets that never send a byte (or connections parked on a Watch)
    * would hold every slot and lock the agents out.
@@ -368,6 +382,14 @@ export class GrpcServer {
   private evictForNewConnection(): boolean {
     const now = performance.now();
     const after = this.options.evictAfterMs ?? { pending: EVICT_PENDING_MS, idle: EVICT_IDLE_MS };
+    for (const [session, a] of this.activity) {
+      const raw = session.destroyed ? this.rawSocket.get(session) : undefined;
+      if (!raw || raw.destroyed) continue;
+      raw.destroy();
+      // One shed for memory was counted then (idle_memory): not twice.
+      if (a.goawayAt === undefined) this.options.onConnectionShed?.('max_connections_idle');
+      return true;
+    }
     for (const [key, p] of this.pending) {
       if (now - p.since < after.pending) break; // oldest first: the rest are younger
       // One whose client has sent its hello may be a handshake queued behind others (a storm on a
@@ -376,14 +398,6 @@ export class GrpcServer {
       this.pending.delete(key);
       p.socket.destroy();
       this.sockets.delete(p.socket);
-      this.options.onConnectionShed?.('max_connections_idle');
-      return true;
-    }
-    // First a connection whose session has ended and whose client has not closed its side: it serves nothing.
-    for (const session of this.activity.keys()) {
-      const raw = session.destroyed ? this.rawSocket.get(session) : undefined;
-      if (!raw || raw.destroyed) continue;
-      raw.resetAndDestroy();
       this.options.onConnectionShed?.('max_connections_idle');
       return true;
     }
@@ -412,8 +426,9 @@ export class GrpcServer {
 
   /**
    * Destroys the session's connection once the session has ended and its client has kept its side
-   * open for HALF_CLOSED_MS more (see HALF_CLOSED_MS); a session still draining (a call in
-   * progress, a Watch) is looked at again every HALF_CLOSED_MS.
+   * open past HALF_CLOSED_MS (see there); a session still draining (a call in progress, a Watch) is
+   * looked at again every HALF_CLOSED_MS. Never while a stream is open: a session is destroyed only
+   * once its last stream has closed, or by this server.
    */
   private reapWhenEnded(session: Http2Session): void {
     const raw = this.rawSocket.get(session);
@@ -423,8 +438,9 @@ export class GrpcServer {
     let endedBefore = false;
     const check = (): void => {
       if (raw.destroyed) return;
-      // A reset: the client learns at once, and no half-closed socket lingers in the kernel.
-      if (session.destroyed && endedBefore) return void raw.resetAndDestroy();
+      // destroy(), not resetAndDestroy(): a reset is refused while our FIN still waits behind data
+      // the client does not read, and the socket would then stay open, marked destroyed.
+      if (session.destroyed && endedBefore) return void raw.destroy();
       endedBefore = session.destroyed;
       setTimeout(check, every).unref();
     };
@@ -846,4 +862,14 @@ function sendStatus(stream: ServerHttp2Stream, code: StatusCode, details: string
 
 function methodName(path: string): string {
   return path.split('/').pop() ?? path;
+}
+
+/**
+ * A connection's key in pending and byPeer, the same for its raw socket and its TLS socket: both
+ * ends' addresses and ports, since on a wildcard listener one remote address and port may reach two
+ * local addresses.
+ */
+function connectionKey(s: Pick<Socket, 'localAddress' | 'localPort' | 'remoteAddress' | 'remotePort'>): string | undefined {
+  if (s.remoteAddress === undefined || s.localAddress === undefined) return undefined;
+  return `${s.localAddress}|${s.localPort}|${s.remoteAddress}|${s.remotePort}`;
 }

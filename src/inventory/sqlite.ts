@@ -12,7 +12,7 @@
  *
  * Timestamps are stored as INTEGER milliseconds since the epoch; dns_names as JSON text.
  */
-import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants, existsSync, fchmodSync, fstatSync, mkdirSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -330,10 +330,15 @@ export class SqliteInventoryStore implements InventoryStore {
   constructor(options: SqliteStoreOptions) {
     const path = options.path;
     this.readOnly = options.readOnly === true;
-    if (path !== ':memory:' && path !== '' && !this.readOnly) {
+    if (path !== ':memory:' && path !== '') {
       const abs = resolve(path);
-      mkdirSync(dirname(abs), { recursive: true, mode: 0o700 });
-      prepareDatabaseFile(abs);
+      if (this.readOnly) {
+        // Opened as it is, never created; but a named pipe would block the open all the same.
+        if (existsSync(abs)) assertRegularFile(abs);
+      } else {
+        mkdirSync(dirname(abs), { recursive: true, mode: 0o700 });
+        prepareDatabaseFile(abs);
+      }
     }
     this.workerData = {
       modulePath: createRequire(import.meta.url).resolve('better-sqlite3'),
@@ -584,6 +589,10 @@ function prepareDatabaseFile(abs: string): void {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
   }
+  assertRegularFile(abs);
+}
+
+function assertRegularFile(abs: string): void {
   // Non-blocking: opening a named pipe must not wait for a writer.
   const fd = openSync(abs, constants.O_RDONLY | constants.O_NONBLOCK);
   try {

@@ -134,11 +134,11 @@ export class Reloader {
     this.o.logger.info({ reason }, 'configuration reload applied');
     // Said at every reload until a restart: the file no longer describes what runs.
     const pending = restartOnlyChanges(this.started, next);
-    // Authentication is built once: an issuer, cluster or credential kind removed (a key
-    // compromised, say) is still trusted until a restart, which must not read as a mere notice.
-    const trust: string[] = pending.filter((s) => s === 'auth' || s === 'dev');
+    // Who is trusted is built once: an issuer, cluster or node account removed (a key compromised,
+    // say) is still trusted until a restart, which must not read as a mere notice.
+    const trust: string[] = pending.filter((s) => s === 'auth' || s === 'dev' || s === 'ambient');
     if (trust.length > 0) {
-      this.o.logger.error({ settings: trust }, 'authentication settings changed in the config but are not in force: the running server still accepts every credential it started with (an issuer, cluster or token issuer removed is still trusted); restart meshcert to apply them');
+      this.o.logger.error({ settings: trust }, 'authentication settings changed in the config but are not in force: the running server still accepts every credential it started with (an issuer, cluster, token issuer or trusted node account removed is still trusted); restart meshcert to apply them');
     }
     const rest = pending.filter((s) => !trust.includes(s));
     if (rest.length > 0) {

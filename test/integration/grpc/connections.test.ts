@@ -196,17 +196,18 @@ describe('a client that keeps its side of a connection the server has ended', ()
    * TLS, the HTTP/2 preface and an empty SETTINGS, then nothing: it never closes its side, not
    * even after the server's GOAWAY and FIN (allowHalfOpen), as a hostile or broken pod might.
    */
-  function halfOpenClient(p: number): { socket: TLSSocket; ended: Promise<void>; closed: () => Promise<void> } {
+  function halfOpenClient(p: number, o: { goaway?: boolean } = {}): { socket: TLSSocket; ended: Promise<void>; closed: () => Promise<void> } {
     const options: ConnectionOptions & { allowHalfOpen: boolean } = { host: '127.0.0.1', port: p, rejectUnauthorized: false, ALPNProtocols: ['h2'], allowHalfOpen: true };
-    const socket = tlsConnect(options, () => socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), EMPTY_SETTINGS])));
+    // With `goaway`, it also ends the session itself (GOAWAY, no error), and still keeps the connection.
+    const socket = tlsConnect(options, () => socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), EMPTY_SETTINGS, ...(o.goaway ? [GOAWAY] : [])])));
     socket.on('error', () => {});
     socket.resume();
     const gone = new Promise<void>((resolve) => socket.once('close', () => resolve()));
     return {
       socket,
       ended: new Promise((resolve) => socket.once('end', () => resolve())),
-      // A reset reaches a client that has stopped reading (its side of the stream ended) only when
-      // it writes: a PING every 100 ms until the connection is gone.
+      // The server's close reaches a client that has stopped reading (its side of the stream ended)
+      // only when it writes, which the kernel answers with a reset: a PING every 100 ms until then.
       closed: async () => {
         const probe = setInterval(() => socket.write(PING), 100);
         await gone;
@@ -222,6 +223,19 @@ describe('a client that keeps its side of a connection the server has ended', ()
       // The server's GOAWAY and FIN come with the idle timeout; the client does not answer them.
       await z.ended;
       // Two checks of 300 ms after the session ended, the server resets the connection.
+      await z.closed();
+    } finally {
+      z.socket.destroy();
+      await s.shutdown();
+    }
+  }, 20_000);
+
+  it('has it destroyed too when the client ended the session (its GOAWAY) but not the connection', async () => {
+    // No idle timeout: only the client's GOAWAY ends the session.
+    const { server: s, port: p } = await testServer({ evictAfterMs: { pending: 60_000, idle: 60_000, halfClosed: 300 } });
+    const z = halfOpenClient(p, { goaway: true });
+    try {
+      await z.ended;
       await z.closed();
     } finally {
       z.socket.destroy();
@@ -248,8 +262,9 @@ describe('a client that keeps its side of a connection the server has ended', ()
   }, 20_000);
 });
 
-/** HTTP/2 frames for the raw clients above: an empty SETTINGS, and a PING. */
+/** HTTP/2 frames for the raw clients above: an empty SETTINGS, a PING, and a GOAWAY (last stream 0, no error). */
 const EMPTY_SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+const GOAWAY = Buffer.from([0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
 const PING = Buffer.from([0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
 
 describe('the call information handlers get', () => {

@@ -63,8 +63,9 @@ async function chainSeen(maxVersion: SecureVersion, session?: Buffer): Promise<{
   try {
     const reply = await unaryCall(client, peer.path, frameMessage(Buffer.from('')));
     expect(reply.grpcStatus).toBe(Status.OK);
-    // A TLS 1.3 server sends its tickets after the handshake, if it sends any: a moment to get one.
-    await new Promise((r) => setTimeout(r, 100));
+    // A TLS 1.3 server sends its tickets after the handshake, if it sends any: up to a second to get
+    // one (long enough on a loaded host for a server that does send them; one that does not waits it out).
+    for (const until = Date.now() + 1_000; ticket === undefined && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
     return { chain: JSON.parse(reply.body.subarray(5).toString()) as string[], ticket, resumed: socket?.isSessionReused() ?? false };
   } finally {
     client.close();

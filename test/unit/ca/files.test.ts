@@ -1,8 +1,8 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { beginCaCreation, CaDirTaken, endCaCreation, interruptedCreation, readCaTextIfPresent, recoverInterruptedCreation, waitForCaCreation, writeFileAtomic, writePrivateKey } from '../../../src/ca/files.js';
+import { beginCaCreation, CaDirTaken, endCaCreation, exposedKeyNotes, interruptedCreation, readCaTextIfPresent, recoverInterruptedCreation, waitForCaCreation, writeFileAtomic, writePrivateKey } from '../../../src/ca/files.js';
 
 /** What each fsyncSync call synced (the path its descriptor names), in order; the real call still runs. */
 const synced = vi.hoisted(() => [] as string[]);
@@ -176,5 +176,36 @@ describe('readCaTextIfPresent', () => {
     expect(() => readCaTextIfPresent(join(d, 'cert-chain.pem'))).toThrow(`cannot read ${join(d, 'cert-chain.pem')}: not a regular file (a directory)`);
     writeFileSync(join(d, 'big.pem'), Buffer.alloc(1024 * 1024 + 1));
     expect(() => readCaTextIfPresent(join(d, 'big.pem'))).toThrow(/big\.pem: larger than 1048576 bytes/);
+  });
+});
+
+describe('exposedKeyNotes', () => {
+  it('is quiet about a Secret volume: files 0440 behind ..data symlinks (whose own mode is 0777), in a sticky directory', () => {
+    const d = mkdtempSync(join(base, 'secret-volume-'));
+    mkdirSync(join(d, '..2026_12_01'));
+    symlinkSync('..2026_12_01', join(d, '..data'));
+    for (const f of ['ca-key.pem', 'root-key.pem', 'ca-cert.pem']) {
+      writeFileSync(join(d, '..2026_12_01', f), 'x', { mode: 0o440 });
+      chmodSync(join(d, '..2026_12_01', f), 0o440);
+      symlinkSync(join('..data', f), join(d, f));
+    }
+    chmodSync(d, 0o1777);
+    expect(exposedKeyNotes(d)).toEqual([]);
+    chmodSync(d, 0o700);
+  });
+
+  it('names a key open to all users (through a symlink too) and a directory all may write', () => {
+    const d = mkdtempSync(join(base, 'exposed-'));
+    writeFileSync(join(d, 'real-key.pem'), 'x');
+    chmodSync(join(d, 'real-key.pem'), 0o644);
+    symlinkSync('real-key.pem', join(d, 'ca-key.pem'));
+    writeFileSync(join(d, 'root-key.pem'), 'x');
+    chmodSync(join(d, 'root-key.pem'), 0o600);
+    chmodSync(d, 0o777);
+    expect(exposedKeyNotes(d)).toEqual([
+      `${d} is writable by all users (mode 0777): anyone on this machine can replace the CA's files; chmod o-w it (meshcert makes its CA directories 0700)`,
+      `${join(d, 'ca-key.pem')}, a private key, is open to all users (mode 0644): chmod 600 it (meshcert writes its keys 0600)`,
+    ]);
+    chmodSync(d, 0o700);
   });
 });

@@ -806,6 +806,8 @@ describe('sqlite store specifics', () => {
     const fifo = join(dir, 'inventory.fifo');
     execFileSync('mkfifo', [fifo]);
     expect(() => new SqliteInventoryStore({ path: fifo })).toThrow(`the inventory database ${fifo} is not a regular file (a named pipe)`);
+    // Read-only (certs, discover --places) too: SQLite's own open would block on it.
+    expect(() => new SqliteInventoryStore({ path: fifo, readOnly: true })).toThrow(`the inventory database ${fifo} is not a regular file (a named pipe)`);
   });
 
   it('writes with synchronous NORMAL, checkpoints every WAL_AUTOCHECKPOINT_PAGES pages (not SQLite\'s 1000), from a thread of lower priority', async () => {

@@ -86,11 +86,11 @@ describe('Reloader', () => {
     let current: MeshcertConfig = loadConfigFile(file).config;
     const { lines, logger } = captureLogs();
     const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void (current = next), logger });
-    writeFileSync(file, `${BASE}auth:\n  clientCertificates: false\nserver:\n  maxConnections: 10\n`);
+    writeFileSync(file, `${BASE}auth:\n  clientCertificates: false\nambient:\n  trustedNodeAccounts: [kube-system/ztunnel]\nserver:\n  maxConnections: 10\n`);
     expect(await reloader.reload('test')).toBe(true);
     const errors = lines.filter((l) => l.level === 50);
     expect(errors.map((l) => [l.settings, l.msg])).toEqual([
-      [['auth'], 'authentication settings changed in the config but are not in force: the running server still accepts every credential it started with (an issuer, cluster or token issuer removed is still trusted); restart meshcert to apply them'],
+      [['ambient', 'auth'], 'authentication settings changed in the config but are not in force: the running server still accepts every credential it started with (an issuer, cluster, token issuer or trusted node account removed is still trusted); restart meshcert to apply them'],
     ]);
     expect(lines.filter((l) => l.level === 40).map((l) => l.settings)).toEqual([['server']]);
     reloader.stop();
