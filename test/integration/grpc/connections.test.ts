@@ -216,26 +216,17 @@ describe('a client that keeps its side of a connection the server has ended', ()
     };
   }
 
-  it('has it destroyed once the session has ended: after server.idleTimeout the socket does not stay half-open', async () => {
-    const { server: s, port: p } = await testServer({ idleTimeout: 0.3, evictAfterMs: { pending: 60_000, idle: 60_000, halfClosed: 300 } });
-    const z = halfOpenClient(p);
-    try {
-      // The server's GOAWAY and FIN come with the idle timeout; the client does not answer them.
-      await z.ended;
-      // Two checks of 300 ms after the session ended, the server resets the connection.
-      await z.closed();
-    } finally {
-      z.socket.destroy();
-      await s.shutdown();
-    }
-  }, 20_000);
-
-  it('has it destroyed too when the client ended the session (its GOAWAY) but not the connection', async () => {
+  it.each([
+    // The server's GOAWAY and FIN come with the idle timeout; the client does not answer them.
+    ['after server.idleTimeout ended the session', { idleTimeout: 0.3 }, {}],
     // No idle timeout: only the client's GOAWAY ends the session.
-    const { server: s, port: p } = await testServer({ evictAfterMs: { pending: 60_000, idle: 60_000, halfClosed: 300 } });
-    const z = halfOpenClient(p, { goaway: true });
+    ['after the client ended the session (its GOAWAY) but not the connection', {}, { goaway: true }],
+  ] as const)('has it destroyed once the session has ended, %s: the socket does not stay half-open', async (_case, extra, client) => {
+    const { server: s, port: p } = await testServer({ ...extra, evictAfterMs: { pending: 60_000, idle: 60_000, halfClosed: 300 } });
+    const z = halfOpenClient(p, client);
     try {
       await z.ended;
+      // Two checks of 300 ms after the session ended, the server closes the connection.
       await z.closed();
     } finally {
       z.socket.destroy();
