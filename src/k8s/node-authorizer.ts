@@ -18,7 +18,7 @@
  *   5. if the token also names a node (caller.node), it is that same node;
  *   6. at least one pod running as the requested ns/sa counts as running on that node (see
  *      podCounts in pod-cache.ts: Pending/Running, not past its deletion grace period).
- * Every refusal is IMPERSONATION_DENIED (→ UNAUTHENTICATED, as istiod answers; the client does not retry it).
+ * Every refusal is IMPERSONATION_DENIED (→ UNAUTHENTICATED, as istiod answers; ztunnel retries it only after a delay).
  * Before refusing because the cache does not show the caller's pod (4) or a pod of the requested
  * identity on its node (6), the API server itself is asked (`live`): a pod started a moment ago
  * may not have reached the cache yet (see live-pods.ts).
@@ -44,6 +44,8 @@ export interface NodeAuthorizerOptions {
 }
 
 const deny = (message: string): CaError => new CaError('IMPERSONATION_DENIED', message);
+/** How long past its pod's deletionTimestamp the API server still honours a pod-bound token (pkg/serviceaccount). */
+const DELETED_POD_TOKEN_GRACE_MS = 60_000;
 /** How long the API server's word that a caller's pod is gone is taken again, and how many are kept. */
 const CONFIRMED_GONE_MS = 60_000;
 const MAX_CONFIRMED_GONE = 4096;
@@ -199,6 +201,11 @@ export class NodeAuthorizer {
       throw deny(`the caller's pod ${ref} runs as service account ${pod.namespace}/${pod.serviceAccount || '(none)'}, not ${callerAccount}`);
     }
     if (podTerminated(pod)) throw deny(`the caller's pod ${ref} has terminated (phase ${pod.phase})`);
+    // As the API server judges a pod-bound token (invalid once its pod's deletionTimestamp is over a
+    // minute past): a proxy stuck terminating (a finalizer) must not speak for its node meanwhile.
+    if (pod.deletionTimestamp && pod.deletionTimestamp.getTime() + DELETED_POD_TOKEN_GRACE_MS <= Date.now()) {
+      throw deny(`the caller's pod ${ref} is being deleted (since ${pod.deletionTimestamp.toISOString()}, past its grace period): its token no longer speaks for its node`);
+    }
     if (!pod.nodeName) throw deny(`the caller's pod ${ref} is not scheduled on a node`);
     return pod.nodeName;
   }

@@ -5,7 +5,7 @@ import { CaError } from '../../../src/errors/ca-error.js';
 import { toGrpcFailure } from '../../../src/grpc/status.js';
 import { createKubeClient } from '../../../src/k8s/client.js';
 import { NodeAuthorizer } from '../../../src/k8s/node-authorizer.js';
-import { KubeLivePods } from '../../../src/k8s/live-pods.js';
+import { KubeLivePods, MIN_LIST_INTERVAL_MS } from '../../../src/k8s/live-pods.js';
 import { PodCache, PodCacheNotReadyError, podCounts, type PodInfo, type PodLookup } from '../../../src/k8s/pod-cache.js';
 import { FakeKube, fakePod } from '../../support/fake-kube.js';
 
@@ -124,6 +124,16 @@ describe('NodeAuthorizer (PROTOCOL §3)', () => {
   it('refuses a token bound to a pod that has been replaced (stale UID) or is gone', async () => {
     await expectDenied(ztunnel({ pod: { name: 'ztunnel-a', uid: 'uid-old' } }), id('app', 'web'), /^.*bound to pod istio-system\/ztunnel-a with UID uid-old, but the pod of that name now has another UID: the token belongs to a pod that has been replaced$/);
     await expectDenied(ztunnel({ pod: { name: 'ztunnel-zz', uid: 'uid-zz' } }), id('app', 'web'), /the caller's pod istio-system\/ztunnel-zz does not exist/);
+  });
+
+  it('refuses a caller pod stuck deleting over a minute past its deletionTimestamp, as the API server refuses its token; honours it until then', async () => {
+    const deletingSince = (ms: number): void =>
+      void fake.put('pods', fakePod({ namespace: 'istio-system', name: 'ztunnel-a', node: 'node-a', serviceAccount: 'ztunnel', uid: 'uid-ztunnel-a', deletionTimestamp: new Date(Date.now() - ms).toISOString() }));
+    deletingSince(30_000);
+    await vi.waitFor(() => expect(pods.getPod('istio-system', 'ztunnel-a')?.deletionTimestamp).toBeDefined());
+    expect(await outcome(authz, ztunnel(), id('app', 'web'))).toBeNull();
+    deletingSince(61_000);
+    await vi.waitFor(async () => expect((await outcome(authz, ztunnel(), id('app', 'web')))?.message).toMatch(/^the caller's pod istio-system\/ztunnel-a is being deleted \(since \S+, past its grace period\): its token no longer speaks for its node$/));
   });
 
   it('refuses when the caller pod runs as another service account or on another node than the token says', async () => {
@@ -323,13 +333,39 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
     expect(started).toHaveLength(1);
     started[0]!([]);
     expect(await first).toEqual([]);
-    await vi.waitFor(() => expect(started).toHaveLength(2));
+    // The next list begins a second after the one before began (MIN_LIST_INTERVAL_MS).
+    await vi.waitFor(() => expect(started).toHaveLength(2), { timeout: 5_000 });
     started[1]!([fakePod({ namespace: 'app', name: 'new', node: 'node-a', serviceAccount: 'new' })]);
     for (const answer of await Promise.all(meanwhile)) expect(answer.map((p) => p.name)).toEqual(['new']);
     expect(started).toHaveLength(2);
     // Another node is another question.
     void l.onNode('node-b');
     await vi.waitFor(() => expect(started).toHaveLength(3));
+  });
+
+  it('begins the lists of one node at least MIN_LIST_INTERVAL_MS apart, however often a refusal is asked again; another node is not held up', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'Date'] });
+    try {
+      const started: string[] = [];
+      const core = {
+        listPodForAllNamespaces: ({ fieldSelector }: { fieldSelector: string }) => (started.push(fieldSelector), Promise.resolve({ items: [] })),
+        listNamespacedPod: () => Promise.reject(new Error('not used')),
+      };
+      const l = new KubeLivePods(core as never);
+      expect(await l.onNode('node-a')).toEqual([]);
+      expect(started).toEqual(['spec.nodeName=node-a']);
+      // Asked again at once (ztunnel retrying a refusal): the list waits for the interval.
+      const again = l.onNode('node-a');
+      const other = l.onNode('node-b');
+      await vi.advanceTimersByTimeAsync(MIN_LIST_INTERVAL_MS - 1);
+      expect(started).toEqual(['spec.nodeName=node-a', 'spec.nodeName=node-b']);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(started).toEqual(['spec.nodeName=node-a', 'spec.nodeName=node-b', 'spec.nodeName=node-a']);
+      expect(await again).toEqual([]);
+      expect(await other).toEqual([]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('never puts a name that is not a Kubernetes name into a field selector', async () => {
