@@ -412,14 +412,30 @@ export function exposedKeyNotes(dir: string): string[] {
   if (dirMode !== undefined && (dirMode & 0o002) !== 0 && (dirMode & 0o1000) === 0 && writable(dir)) {
     notes.push(`${dir} is writable by all users (mode ${octal(dirMode)}): anyone on this machine can replace the CA's files; chmod o-w it (meshcert makes its CA directories 0700)`);
   }
-  for (const file of ['key', 'rootKey'] as const) {
-    const path = caPath(dir, file);
-    const m = mode(path);
-    if (m !== undefined && (m & 0o007) !== 0) {
-      notes.push(`${path}, a private key, is open to all users (mode ${octal(m)}): chmod 600 it (meshcert writes its keys 0600)`);
+  for (const d of keyDirectories(dir)) {
+    for (const file of ['key', 'rootKey'] as const) {
+      const path = caPath(d, file);
+      const m = mode(path);
+      if (m !== undefined && (m & 0o007) !== 0) {
+        notes.push(`${path}, a private key, is open to all users (mode ${octal(m)}): chmod 600 it (meshcert writes its keys 0600)`);
+      }
     }
   }
   return notes;
+}
+
+/**
+ * The directories of a CA directory that may hold keys: itself, a rotation's or renewal's staged
+ * set (next/, renewing/), the set a switch replaced (previous/) and each archived set (archive/*).
+ */
+function keyDirectories(dir: string): string[] {
+  let archived: string[] = [];
+  try {
+    archived = readdirSync(join(dir, 'archive')).map((a) => join(dir, 'archive', a));
+  } catch {
+    // none
+  }
+  return [dir, ...['next', 'renewing', 'previous'].map((s) => join(dir, s)), ...archived.sort()];
 }
 
 /** False for a read-only mount (EROFS), whatever its mode bits say. */

@@ -201,10 +201,18 @@ describe('exposedKeyNotes', () => {
     symlinkSync('real-key.pem', join(d, 'ca-key.pem'));
     writeFileSync(join(d, 'root-key.pem'), 'x');
     chmodSync(join(d, 'root-key.pem'), 0o600);
+    // Staged and archived sets hold keys too.
+    for (const sub of ['next', 'archive/20261201T000000Z']) {
+      mkdirSync(join(d, sub), { recursive: true });
+      writeFileSync(join(d, sub, 'root-key.pem'), 'x');
+      chmodSync(join(d, sub, 'root-key.pem'), 0o604);
+    }
     chmodSync(d, 0o777);
     expect(exposedKeyNotes(d)).toEqual([
       `${d} is writable by all users (mode 0777): anyone on this machine can replace the CA's files; chmod o-w it (meshcert makes its CA directories 0700)`,
       `${join(d, 'ca-key.pem')}, a private key, is open to all users (mode 0644): chmod 600 it (meshcert writes its keys 0600)`,
+      `${join(d, 'next', 'root-key.pem')}, a private key, is open to all users (mode 0604): chmod 600 it (meshcert writes its keys 0600)`,
+      `${join(d, 'archive', '20261201T000000Z', 'root-key.pem')}, a private key, is open to all users (mode 0604): chmod 600 it (meshcert writes its keys 0600)`,
     ]);
     chmodSync(d, 0o700);
   });
