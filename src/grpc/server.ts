@@ -103,6 +103,8 @@ const SLOW_UPLOAD_MS = 5000;
  * server.maxConnections slot, for good.
  */
 const HALF_CLOSED_MS = 5000;
+/** What a server stream ended by destroySession gets to send its trailers before the session is destroyed. */
+const STREAM_END_FLUSH_MS = 1000;
 /** Keepalive probes on accepted connections from this much idle time: a peer gone without a FIN (a node lost) is noticed. */
 const KEEPALIVE_MS = 60_000;
 /** After an idle connection's GOAWAY, a unary call still in progress is waited for at most this long. */
@@ -216,6 +218,8 @@ export class GrpcServer {
   private readonly byPeer = new Map<string, Socket>();
   /** Each session's accepted socket. */
   private readonly rawSocket = new WeakMap<Http2Session, Socket>();
+  /** Each session's server streams still open (health Watches), ended with a status before the session is destroyed. */
+  private readonly serverStreams = new WeakMap<Http2Session, Set<ServerHttp2Stream>>();
   /** Sessions this server has ended whose connection is watched until it closes (reapWhenEnded). */
   private readonly reaping = new WeakSet<Http2Session>();
   /** Accepted sockets whose TLS handshake has not finished, by connectionKey (oldest first). */
@@ -419,8 +423,22 @@ export class GrpcServer {
     this.reapWhenEnded(session);
   }
 
+  /**
+   * Ends the session now. Server streams still open (a health Watch) first end with UNAVAILABLE,
+   * which a client reconnects on: a bare destroy resets them with NO_ERROR, which gRPC clients read
+   * as INTERNAL. The session is then closed and, its trailers given STREAM_END_FLUSH_MS, destroyed.
+   */
   private destroySession(session: Http2Session): void {
-    session.destroy();
+    const open = this.serverStreams.get(session);
+    if (open && open.size > 0 && !session.destroyed) {
+      for (const stream of open) sendStatus(stream, Status.UNAVAILABLE, 'the server closed this connection; reconnect');
+      if (!session.closed) session.close();
+      setTimeout(() => {
+        if (!session.destroyed) session.destroy();
+      }, STREAM_END_FLUSH_MS).unref();
+    } else {
+      session.destroy();
+    }
     this.reapWhenEnded(session);
   }
 
@@ -768,6 +786,14 @@ export class GrpcServer {
     if (stream.closed || stream.destroyed) return;
     stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
     stream.once('wantTrailers', sendOkTrailers);
+    const session = stream.session;
+    if (session) {
+      let open = this.serverStreams.get(session);
+      if (!open) this.serverStreams.set(session, (open = new Set()));
+      const streams = open;
+      streams.add(stream);
+      stream.once('close', () => streams.delete(stream));
+    }
     const open = (): boolean => !stream.closed && !stream.destroyed && !stream.writableEnded;
     try {
       route.handler(request, call, {

@@ -185,6 +185,9 @@ describe('server.idleTimeout and a connection kept by a server stream', () => {
       });
       // Idle timeout (0.5 s) plus the 5 s grace for the calls still open, with room for a slow machine.
       expect(await closed).toBeLessThan(12_000);
+      // The Watch ends with a status a client reconnects on, not a bare reset (read as INTERNAL).
+      const r = await w.reply;
+      expect([r.grpcStatus, r.grpcMessage]).toEqual([Status.UNAVAILABLE, 'the server closed this connection; reconnect']);
     } finally {
       await s.shutdown();
     }
