@@ -135,7 +135,9 @@ export class NodeAuthorizer {
       const live = this.pods.connected ? this.live : undefined;
       const confirmed = live ? CONFIRMED : '';
       let pod = this.pods.getPod(namespace, bound.name);
-      if (!pod && live) pod = await this.livePod(live, namespace, bound.name, bound.uid);
+      // Not in the cache, or the cache's pod of that name is another (one replaced under the same
+      // name, whose successor the watch has not delivered yet): the API server's pod is checked.
+      if ((!pod || pod.uid !== bound.uid) && live) pod = (await this.livePod(live, namespace, bound.name, bound.uid)) ?? pod;
       const nodeName = this.checkCallerPod(caller, callerAccount, pod, confirmed);
       if (caller.node?.name && caller.node.name !== nodeName) {
         throw deny(`the caller's token is bound to node ${caller.node.name}, but its pod ${namespace}/${bound.name} runs on node ${nodeName}`);
@@ -146,8 +148,8 @@ export class NodeAuthorizer {
     } catch (err) {
       if (err instanceof PodCacheNotReadyError) throw unavailable(err);
       // While the watch reconnects the cache answers from what it last saw: a pod started since
-      // is missing, so a refusal then may be the cache's, not the caller's. The client does not
-      // retry a denial; it retries UNAVAILABLE.
+      // is missing, so a refusal then may be the cache's, not the caller's: UNAVAILABLE, which
+      // agents retry at once, where ztunnel retries a denial only after a delay.
       if (err instanceof CaError && err.code === 'IMPERSONATION_DENIED' && !this.pods.connected) {
         throw new CaError('AUTH_BACKEND_UNAVAILABLE', `the CA's pod cache is reconnecting to the Kubernetes API server and may be stale (${err.message}); retry later`, { cause: err });
       }
@@ -160,7 +162,7 @@ export class NodeAuthorizer {
     const key = `${namespace}\n${name}\n${uid}`;
     if (this.stillDenied(key)) return undefined;
     const pod = await ask(() => live.pod(namespace, name));
-    if (!pod) this.remember(key);
+    if (!pod || pod.uid !== uid) this.remember(key);
     return pod;
   }
 

@@ -266,6 +266,19 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
     expect(replaced?.message).toMatch(/the token belongs to a pod that has been replaced/);
   });
 
+  it("asks the API server when the cache's pod of the caller's name has another UID (replaced under the same name, the successor not yet delivered)", async () => {
+    const stale = info({ namespace: 'istio-system', name: 'ztunnel-a', uid: 'uid-before-restart', serviceAccount: 'ztunnel', nodeName: 'node-a' });
+    const a = new NodeAuthorizer({ pods: lagging([stale, info({ namespace: 'app', name: 'web-1', serviceAccount: 'web', nodeName: 'node-a' })]), live: live(), trustDomain: TD });
+    const byName = (): number => listed().filter((r) => r.query.fieldSelector === 'metadata.name=ztunnel-a').length;
+    const before = byName();
+    // The API server has the pod the token is bound to (uid-ztunnel-a): allowed.
+    expect(await outcome(a, ztunnel(), id('app', 'web'))).toBeNull();
+    expect(byName() - before).toBe(1);
+    // A UID neither has: refused as replaced, and not asked about again (a UID is never reused).
+    for (let i = 0; i < 2; i++) expect((await outcome(a, ztunnel({ pod: { name: 'ztunnel-a', uid: 'uid-neither' } }), id('app', 'web')))?.message).toMatch(/the token belongs to a pod that has been replaced$/);
+    expect(byName() - before).toBe(2);
+  });
+
   it('refuses, saying it asked, when the API server has no such pod either', async () => {
     const a = new NodeAuthorizer({ pods: lagging([zt]), live: live(), trustDomain: TD });
     const err = await outcome(a, ztunnel(), id('app', 'db'));
