@@ -354,6 +354,14 @@ export function recoverInterruptedCreation(dir: string, o: { stale?: boolean } =
  */
 const REPLACING_MARKER = '.meshcert-replacing';
 /** Staged sets by subdirectory, and the step that stages each. */
+/** The new CA, staged by `ca rotate start` (same layout as the CA directory). */
+export const NEXT_DIR = 'next';
+/** The old signing material, kept by `ca rotate switch` until `finish` archives it. */
+export const PREVIOUS_DIR = 'previous';
+export const ARCHIVE_DIR = 'archive';
+/** renew-intermediate's new set, staged before the live files are replaced (see beginReplacing). */
+export const RENEWING_DIR = 'renewing';
+
 export const STAGED_SETS = { next: 'ca rotate switch', renewing: 'ca renew-intermediate' } as const;
 export type StagedSet = keyof typeof STAGED_SETS;
 
@@ -431,11 +439,11 @@ export function exposedKeyNotes(dir: string): string[] {
 function keyDirectories(dir: string): string[] {
   let archived: string[] = [];
   try {
-    archived = readdirSync(join(dir, 'archive')).map((a) => join(dir, 'archive', a));
+    archived = readdirSync(join(dir, ARCHIVE_DIR)).map((a) => join(dir, ARCHIVE_DIR, a));
   } catch {
     // none
   }
-  return [dir, ...['next', 'renewing', 'previous'].map((s) => join(dir, s)), ...archived.sort()];
+  return [dir, ...[NEXT_DIR, RENEWING_DIR, PREVIOUS_DIR].map((s) => join(dir, s)), ...archived.sort()];
 }
 
 /** False for a read-only mount (EROFS), whatever its mode bits say. */

@@ -5,7 +5,7 @@ import { ConfigError } from '../errors/ca-error.js';
 import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { issuerAndSubjectDer } from '../x509/names.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
-import { CA_FILES, caPath, replacingFrom, ROTATION_FILE, STAGED_SETS, type StagedSet } from './files.js';
+import { CA_FILES, caPath, RENEWING_DIR, replacingFrom, ROTATION_FILE, STAGED_SETS, type StagedSet } from './files.js';
 import { readRotationState } from './rotation-state.js';
 import { keyProblem, signatureProblem } from '../x509/chain-algorithms.js';
 import { signedBy } from '../x509/verify-chain.js';
@@ -153,7 +153,7 @@ export function pendingStepNote(dir: string, signing: X509Certificate): string |
   if (switchStep(dir) === 'switching') return `a "meshcert ca rotate switch" was interrupted: run it again to complete it, then finish`;
   // No replacement marked, but a renewal's staging left behind (next/ is rotate finish's to clear):
   // it holds a private key, which should not stay in the directory unnoticed.
-  const where = join(dir, 'renewing');
+  const where = join(dir, RENEWING_DIR);
   if (existsSync(where)) {
     // renew-intermediate refuses while a root rotation is under way: the step to name is the hand's.
     if (switchStep(dir) !== undefined) return `${where}, left by a "meshcert ca renew-intermediate", holds a private key; renew-intermediate does not run during a root rotation: remove ${where} by hand`;

@@ -22,7 +22,7 @@ import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import { MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
-import { beginReplacing, CA_FILES, caPath, endReplacing, readCaTextIfPresent, replacingFrom, ROTATION_FILE, withCaDirLock, writeFileAtomic, writePrivateKey } from './files.js';
+import { ARCHIVE_DIR, beginReplacing, CA_FILES, caPath, endReplacing, NEXT_DIR, PREVIOUS_DIR, readCaTextIfPresent, RENEWING_DIR, replacingFrom, ROTATION_FILE, withCaDirLock, writeFileAtomic, writePrivateKey } from './files.js';
 import { caCommonName, caSubjectName, checkOrganization, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
 import { isSelfSigned, loadCaDir, materialFromTexts, pendingStepNote, type CaMaterial } from './material.js';
 import { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep } from './rotation-state.js';
@@ -31,13 +31,8 @@ import { signedBy } from '../x509/verify-chain.js';
 export { ROTATION_FILE };
 // Kept in rotation-state.ts, which the CA loader reads without this module's certificate builders.
 export { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep };
-/** The new CA, staged by `start` (same layout as the CA directory). */
-export const NEXT_DIR = 'next';
-/** The old signing material, kept by `switch` until `finish` archives it. */
-export const PREVIOUS_DIR = 'previous';
-export const ARCHIVE_DIR = 'archive';
-/** renew-intermediate's new set, staged before the live files are replaced (see beginReplacing). */
-export const RENEWING_DIR = 'renewing';
+// The staged and kept sets' directories live in files.ts, which the CA loader reads too.
+export { ARCHIVE_DIR, NEXT_DIR, PREVIOUS_DIR, RENEWING_DIR };
 
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;

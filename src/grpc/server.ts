@@ -788,10 +788,8 @@ export class GrpcServer {
     stream.once('wantTrailers', sendOkTrailers);
     const session = stream.session;
     if (session) {
-      let open = this.serverStreams.get(session);
-      if (!open) this.serverStreams.set(session, (open = new Set()));
-      const streams = open;
-      streams.add(stream);
+      const streams = this.serverStreams.get(session) ?? new Set<ServerHttp2Stream>();
+      this.serverStreams.set(session, streams.add(stream));
       stream.once('close', () => streams.delete(stream));
     }
     const open = (): boolean => !stream.closed && !stream.destroyed && !stream.writableEnded;

@@ -75,7 +75,7 @@ export class CaMetrics {
       help: 'Certificates signed but not delivered because their inventory record could not be stored in time (inventory.failClosed); their calls were refused.',
       registers: r,
     });
-    this.connectionsShed = new Counter({ name: 'meshcert_connections_shed_total', help: 'Connections refused at accept (reason max_connections or memory) or closed while idle (GOAWAY, or a reset of one whose session had ended but whose client kept it open), to make room under server.maxConnections (max_connections_idle) or because memory was short (idle_memory).', labelNames: ['reason'], registers: r });
+    this.connectionsShed = new Counter({ name: 'meshcert_connections_shed_total', help: 'Connections refused at accept (reason max_connections or memory) or closed while idle (GOAWAY, or one whose session had ended but whose client kept it open), to make room under server.maxConnections (max_connections_idle) or because memory was short (idle_memory).', labelNames: ['reason'], registers: r });
   }
 
   /** The CAs in force (replacing those before: call at start and after each reload). */

@@ -133,7 +133,7 @@ describe('NodeAuthorizer (PROTOCOL §3)', () => {
     await vi.waitFor(() => expect(pods.getPod('istio-system', 'ztunnel-a')?.deletionTimestamp).toBeDefined());
     expect(await outcome(authz, ztunnel(), id('app', 'web'))).toBeNull();
     deletingSince(61_000);
-    await vi.waitFor(async () => expect((await outcome(authz, ztunnel(), id('app', 'web')))?.message).toMatch(/^the caller's pod istio-system\/ztunnel-a is being deleted \(since \S+, past its grace period\): its token no longer speaks for its node$/));
+    await vi.waitFor(() => expectDenied(ztunnel(), id('app', 'web'), /^the caller's pod istio-system\/ztunnel-a is being deleted \(since \S+, past its grace period\): its token no longer speaks for its node$/));
   });
 
   it('refuses when the caller pod runs as another service account or on another node than the token says', async () => {
@@ -275,7 +275,7 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
     expect(await outcome(a, ztunnel(), id('app', 'web'))).toBeNull();
     expect(byName() - before).toBe(1);
     // A UID neither has: refused as replaced, and not asked about again (a UID is never reused).
-    for (let i = 0; i < 2; i++) expect((await outcome(a, ztunnel({ pod: { name: 'ztunnel-a', uid: 'uid-neither' } }), id('app', 'web')))?.message).toMatch(/the token belongs to a pod that has been replaced$/);
+    for (let i = 0; i < 2; i++) await expectDenied(ztunnel({ pod: { name: 'ztunnel-a', uid: 'uid-neither' } }), id('app', 'web'), /the token belongs to a pod that has been replaced$/, a);
     expect(byName() - before).toBe(2);
   });
 
