@@ -3,7 +3,9 @@
  * The only module that knows every other one.
  */
 import type { Socket } from 'node:net';
+import { isDeepStrictEqual } from 'node:util';
 import { AuthChain } from './auth/chain.js';
+import { AuthInForce, type AuthPart, type BuiltAuth } from './auth/in-force.js';
 import { ClientCertAuthenticator } from './auth/client-cert.js';
 import { JwtAuthenticator, type JwtIssuerOptions } from './auth/jwt.js';
 import { TokenCache } from './auth/token-cache.js';
@@ -49,8 +51,9 @@ export interface RunningMeshcert {
   /** With StartOptions.handedConnections: serve a connection accepted by the cluster primary. */
   acceptConnection(socket: Socket): void;
   /**
-   * Applies CA, policy and revoked-client-certificate changes from a new config; throws (and keeps
-   * the old state) when invalid. `ca`: the CAs as a cluster primary loaded them (see StartOptions.ca).
+   * Applies CA, policy, authentication and trusted-node-account changes from a new config (what
+   * reloadedConfig put in force); throws (and keeps the old state) when invalid. `ca`: the CAs as a
+   * cluster primary loaded them (see StartOptions.ca).
    */
   reload(next: MeshcertConfig, ca?: CaSnapshot): Promise<void>;
   /** Graceful: NOT_SERVING, drain in-flight calls, release timers and files. */
@@ -82,17 +85,36 @@ export interface StartOptions {
   readonly ca?: CaSnapshot;
 }
 
-/** Builds the per-cluster authenticator lists from config; refuses a config that would accept nobody. */
+/**
+ * Builds the per-cluster authenticator lists from config; refuses a config that would accept
+ * nobody. `previous` (a reload): the build in force, whose authenticators built from the same
+ * settings are taken over as they are (with their keys, and the API server's) rather than made again.
+ */
 export async function buildAuthChain(
   config: MeshcertConfig,
   /** The state in force (swapped by a reload): the roots client certificates chain to, and the revocations. */
   current: () => Pick<CaState, 'issuers' | 'revocations'>,
   logger: Logger,
   metrics?: CaMetrics,
-): Promise<{ chain: AuthChain; defaultCluster: string; close: () => void; prepareKeyFiles: () => () => void }> {
+  previous?: BuiltAuth,
+): Promise<BuiltAuth> {
   // Before anything starts: a config that would accept nobody is refused as `config check` refuses it.
   assertServable(config, 'the configuration');
-  const closers: Array<() => void> = [];
+  const parts: AuthPart[] = [];
+  const reused = new Map((previous?.parts ?? []).map((p) => [p.key, p]));
+  /** The authenticator `key` names in the build before, else a new one from `make`. */
+  const part = async <A extends JwtAuthenticator | TokenReviewAuthenticator>(key: string, make: () => Promise<A>): Promise<A> => {
+    const held = reused.get(key);
+    if (held) {
+      parts.push(held);
+      return held.authenticator as A;
+    }
+    const made = await make();
+    parts.push({ key, authenticator: made, close: () => made.close() });
+    return made;
+  };
+  /** A failed build closes what it made, not what it took over from the build in force. */
+  const closeMade = (): void => parts.forEach((p) => (reused.get(p.key) === p ? undefined : p.close()));
   const jwts: JwtAuthenticator[] = [];
   // A client may send its leaf alone, so our own intermediates are anchors too (a leaf they signed
   // is ours by construction); one from another intermediate under our roots comes with it. Either
@@ -132,6 +154,7 @@ export async function buildAuthChain(
     }
     logger.warn({ jwksFile: dev.jwksFile }, 'DEV MODE: trusting tokens from the local development issuer; never use this in production');
   }
+  const previousJwts = (previous?.parts ?? []).flatMap((p) => (p.authenticator instanceof JwtAuthenticator ? [p.authenticator] : []));
   for (const c of clusterConfigs) {
     const trustDomain = c.trustDomain ?? config.trustDomain;
     const list: Authenticator[] = [];
@@ -146,36 +169,43 @@ export async function buildAuthChain(
           trustDomain,
         }));
         if (metrics) zeroSeries(metrics.jwksRefreshFailures, 'issuer', issuers.map((i) => i.issuer));
-        const jwt = new JwtAuthenticator({
-          issuers,
-          onRefreshFailure: (iss, err) => {
-            metrics?.jwksRefreshFailures.inc({ issuer: iss });
-            logger.warn({ issuer: iss, err }, 'JWKS refresh failed; keeping the last good keys');
-          },
+        const jwt = await part(JSON.stringify(['jwt', c.name, issuers]), async () => {
+          const made = new JwtAuthenticator({
+            issuers,
+            onRefreshFailure: (iss, err) => {
+              metrics?.jwksRefreshFailures.inc({ issuer: iss });
+              logger.warn({ issuer: iss, err }, 'JWKS refresh failed; keeping the last good keys');
+            },
+          });
+          made.adoptKeys(previousJwts);
+          await made.start();
+          return made;
         });
-        closers.push(() => jwt.close());
-        await jwt.start();
         list.push(jwt);
         jwts.push(jwt);
       }
-      if (c.tokenReview) {
-        const tr = new TokenReviewAuthenticator({
-          ...(c.tokenReview.apiServer ? { apiServer: c.tokenReview.apiServer } : {}),
-          ...(c.tokenReview.caFile ? { caFile: c.tokenReview.caFile } : {}),
-          ...(c.tokenReview.tokenFile ? { tokenFile: c.tokenReview.tokenFile } : {}),
-          audiences: [...c.tokenReview.audiences],
-          trustDomain,
-          timeoutMs: c.tokenReview.timeout * 1000,
-          clockSkewSeconds: config.auth.clockSkew,
-          verifySignatures: c.tokenReview.verifySignatures,
-          onKeysFailure: keysFailureReporter(`tokenreview:${c.name}`),
+      const review = c.tokenReview;
+      if (review) {
+        const settings = { ...review, trustDomain, clockSkew: config.auth.clockSkew };
+        const tr = await part(JSON.stringify(['tokenreview', c.name, settings]), async () => {
+          const made = new TokenReviewAuthenticator({
+            ...(review.apiServer ? { apiServer: review.apiServer } : {}),
+            ...(review.caFile ? { caFile: review.caFile } : {}),
+            ...(review.tokenFile ? { tokenFile: review.tokenFile } : {}),
+            audiences: [...review.audiences],
+            trustDomain,
+            timeoutMs: review.timeout * 1000,
+            clockSkewSeconds: config.auth.clockSkew,
+            verifySignatures: review.verifySignatures,
+            onKeysFailure: keysFailureReporter(`tokenreview:${c.name}`),
+          });
+          made.start();
+          return made;
         });
-        closers.push(() => tr.close());
-        tr.start();
         list.push(tr);
       }
     } catch (e) {
-      closers.forEach((close) => close());
+      closeMade();
       // A JWKS file that is missing or not a key set, a JWKS URL that does not answer at start,
       // an unreadable TokenReview credential: the operator's to fix, so a ConfigError (exit 1).
       throw e instanceof ConfigError ? e : new ConfigError(`auth.clusters "${c.name}": ${e instanceof Error ? e.message : String(e)}`, { cause: e });
@@ -186,13 +216,14 @@ export async function buildAuthChain(
   const chain = new AuthChain({
     clusters,
     defaultCluster,
+    // A new build starts with an empty cache: a verdict of an issuer removed must not outlive it.
     cache: config.auth.tokenCache.maxEntries > 0 ? new TokenCache({ maxEntries: config.auth.tokenCache.maxEntries, maxTtlMs: config.auth.tokenCache.maxTtl * 1000 }) : false,
     clientCertificates: config.auth.clientCertificates,
   });
   return {
     chain,
     defaultCluster,
-    close: () => closers.forEach((c) => c()),
+    parts,
     // A jwksFile is re-read on a reload (the issuer's keys rotate; a withdrawn key must stop
     // working). All are read before any is put in force: one that cannot be read fails the
     // reload with the reason, and every issuer keeps its keys.
@@ -219,13 +250,17 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     logger.info({ issuer: i.name, subject: i.material.signingCert.subject.replace(/\n/g, ', '), notAfter: i.notAfter.toISOString(), roots: i.material.roots.length }, 'CA loaded');
   }
   const closers: Array<() => void | Promise<void>> = [];
-  const auth = await buildAuthChain(config, () => state, logger, o.metrics);
-  closers.push(auth.close);
-  const nodeAuthorizer = config.ambient.enabled ? await startNodeAuthorization(config, auth.defaultCluster, logger, closers) : undefined;
+  const auth = new AuthInForce(await buildAuthChain(config, () => state, logger, o.metrics));
+  closers.push(() => auth.close());
+  /** The authentication settings in force (revoked client certificates aside: the CA state holds them). */
+  let authSettings = authenticationSettings(config);
+  // Reloads keep the clusters served (restart-only.ts), so the default cluster stays this one.
+  const defaultCluster = auth.built.defaultCluster;
+  const nodeAuthorizer = config.ambient.enabled ? await startNodeAuthorization(config, defaultCluster, logger, closers) : undefined;
   const sink = o.sink;
   const slicer = new WorkSlicer();
   const authority = new Authority({
-    authenticate: (req) => auth.chain.authenticate(req),
+    authenticate: (req) => auth.authenticate(req),
     schedule: (work) => slicer.run(work),
     // On the thread pool only when there is a second core for it to use.
     signatures: o.signatures ?? (usableCpus() > 1 ? 'pool' : 'inline'),
@@ -233,7 +268,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
     policy: () => state.policy,
     options: {
       backdate: config.issuance.backdate,
-      defaultCluster: auth.defaultCluster,
+      defaultCluster,
       trustDomainGroup: config.trustDomainAliases.length ? [config.trustDomain, ...config.trustDomainAliases] : [],
       certificateCluster: (td) => certificateCluster(config, served, td),
     },
@@ -333,15 +368,30 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       const reissued = signerChanged ? serving.prepareReissue(fresh.issuers.default) : undefined;
       const identity = { ...(reissued?.material ?? serving.current), clientCaPem: fresh.issuers.anchorsPem };
       checkServingIdentity(identity);
-      const keyFilesInForce = auth.prepareKeyFiles();
+      // Authentication is built again only when its settings changed (an issuer removed, say):
+      // unchanged authenticators are taken over with their keys, and the token cache starts empty.
+      const trustedNodeAccounts = nodeAuthorizer?.prepareTrustedNodeAccounts(next.ambient.trustedNodeAccounts);
+      const nextAuth = isDeepStrictEqual(authenticationSettings(next), authSettings) ? undefined : await buildAuthChain(next, () => state, logger, o.metrics, auth.built);
+      let keyFilesInForce: () => void;
+      try {
+        keyFilesInForce = (nextAuth ?? auth.built).prepareKeyFiles();
+      } catch (e) {
+        if (nextAuth) closeUnshared(nextAuth, auth.built);
+        throw e;
+      }
       state = fresh;
       keyFilesInForce();
+      if (nextAuth) {
+        auth.swap(nextAuth);
+        authSettings = authenticationSettings(next);
+      }
+      trustedNodeAccounts?.();
       caMetrics();
       // The new anchors at once (client certificates from a new intermediate), with the new pair.
       server.updateTls({ certChainPem: identity.certChainPem, keyPem: identity.keyPem, clientCaPem: identity.clientCaPem });
       reissued?.commit();
       // `rules`: the configured ones, as config check counts them (ruleNames ends with the default).
-      logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length - 1, roots: fresh.issuers.roots.length, revokedClientCertificates: fresh.revocations.size }, 'configuration reloaded');
+      logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length - 1, roots: fresh.issuers.roots.length, revokedClientCertificates: fresh.revocations.size, authentication: nextAuth ? 'rebuilt' : 'unchanged' }, 'configuration reloaded');
     },
     flushAudit: () => audit?.flush(),
     announce,
@@ -360,6 +410,17 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       for (const c of closers) await c();
     },
   };
+}
+
+/** What buildAuthChain reads from a config, less the revoked client certificates (part of the CA state). */
+function authenticationSettings(config: MeshcertConfig): unknown {
+  return { auth: { ...config.auth, revokedClientCertificates: [] }, dev: config.dev, trustDomain: config.trustDomain, trustDomainAliases: config.trustDomainAliases, dataDir: config.dataDir };
+}
+
+/** Closes what a build made that the build in force does not hold (a reload failed after building it). */
+function closeUnshared(built: BuiltAuth, inForce: BuiltAuth): void {
+  const held = new Set(inForce.parts.map((p) => p.authenticator));
+  for (const p of built.parts) if (!held.has(p.authenticator)) p.close();
 }
 
 /** Ambient mode: a watch-backed pod cache and the node authorizer that reads it. */

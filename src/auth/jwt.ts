@@ -302,6 +302,18 @@ export class RemoteJwks implements KeySource {
     this.scheduled = undefined;
   }
 
+  /**
+   * Takes `from`'s last good key set, and when it was read, before start(): an authenticator a
+   * reload rebuilt (another issuer of its cluster removed, say) then verifies at once with the keys
+   * held, instead of with none while its endpoint is slow or down.
+   */
+  adopt(from: RemoteJwks): void {
+    if (from.uri !== this.uri || from.issuer !== this.issuer || from.set === undefined || this.set !== undefined) return;
+    this.set = from.set;
+    this.setJson = from.setJson;
+    this.lastLoadedAt = from.lastLoadedAt;
+  }
+
   /** Fetches now (sharing an in-flight fetch). Resolves true when a fresh set was loaded; never rejects. */
   refresh(): Promise<boolean> {
     if (this.inflight) return this.inflight;
@@ -676,6 +688,17 @@ export class JwtAuthenticator implements Authenticator {
   /** Stops refresh timers. */
   close(): void {
     for (const r of this.rules.values()) r.keys.close();
+  }
+
+  /** Before start(): each remote key set takes the keys `previous` holds for the same issuer and URL (see RemoteJwks.adopt). */
+  adoptKeys(previous: readonly JwtAuthenticator[]): void {
+    for (const r of this.rules.values()) {
+      if (!(r.keys instanceof RemoteJwks)) continue;
+      for (const p of previous) {
+        const held = p.rules.get(r.issuer)?.keys;
+        if (held instanceof RemoteJwks) r.keys.adopt(held);
+      }
+    }
   }
 
   /**

@@ -1,19 +1,42 @@
 /**
  * Which settings a hot reload applies, and which changes wait for a restart. A reload swaps the
- * CAs, the policy and auth.revokedClientCertificates and retunes the expiry monitor; everything
- * else (listeners, limits, the rest of authentication, the inventory, Istio integration) is built
+ * CAs, the policy and authentication (issuers, TokenReview, client certificates, revocations, the
+ * token cache), the ambient trusted node accounts, and retunes the expiry monitor; the rest
+ * (listeners, limits, the inventory, Istio integration, and who the served clusters are) is built
  * once at start, so an operator who edits it must be told that the running server has not taken it.
  */
 import { isDeepStrictEqual } from 'node:util';
+import { clusterTrustDomain, effectiveDefaultCluster, servedClusterNames } from './default-cluster.js';
 import type { MeshcertConfig } from './schema.js';
 
 /**
- * The config a reload puts in force: `next`'s CAs, policy, lifetimes, monitoring and revoked
- * client certificates, and every other setting as the server started. This is what a replacement
- * worker process starts with, so that a setting the running server did not take (an authenticator
- * removed, say) is not in force in some processes only.
+ * The part of authentication the rest of the server is built around: the clusters served, each
+ * one's trust domain and the cluster an empty `clusterid` means. Policy, the inventory, DNS
+ * templates and ambient node authorization take these at start, so a change to them waits for a
+ * restart, and with it the rest of `auth` and `dev` (applying an issuer list to clusters the
+ * server does not yet serve, or no longer does, would be half a change).
  */
-export function reloadedConfig(started: MeshcertConfig, next: MeshcertConfig): MeshcertConfig {
+function clusterShape(config: MeshcertConfig): unknown {
+  const names = servedClusterNames(config);
+  return { defaultCluster: effectiveDefaultCluster(config, names), clusters: names.map((n) => [n, clusterTrustDomain(config, n)]).sort() };
+}
+
+/** Whether a reload can rebuild authentication from `next` (the clusters served are the same). */
+export function authReloadable(started: MeshcertConfig, next: MeshcertConfig): boolean {
+  return isDeepStrictEqual(clusterShape(started), clusterShape(next));
+}
+
+/**
+ * The config a reload puts in force: `next`'s CAs, policy, lifetimes, monitoring, authentication
+ * (when the clusters served are unchanged; revoked client certificates always) and trusted node
+ * accounts (when ambient mode is neither turned on nor off), and every other setting as the server
+ * started. `inForce`: the config the last reload put in force, whose authentication stays when
+ * `next`'s cannot be applied (not the start's, which would undo an issuer's removal). This is what
+ * a replacement worker process starts with, so that a setting the running server did not take is
+ * not in force in some processes only.
+ */
+export function reloadedConfig(started: MeshcertConfig, next: MeshcertConfig, inForce: MeshcertConfig = started): MeshcertConfig {
+  const auth = authReloadable(started, next);
   return {
     ...started,
     ca: next.ca,
@@ -21,8 +44,11 @@ export function reloadedConfig(started: MeshcertConfig, next: MeshcertConfig): M
     policy: next.policy,
     issuance: { ...next.issuance, backdate: started.issuance.backdate },
     monitoring: next.monitoring,
-    // Revoking a client certificate must not wait for a restart; the rest of auth builds once.
-    auth: { ...started.auth, revokedClientCertificates: next.auth.revokedClientCertificates },
+    // Revoking a client certificate never waits for a restart.
+    auth: auth ? next.auth : { ...inForce.auth, revokedClientCertificates: next.auth.revokedClientCertificates },
+    dev: auth ? next.dev : inForce.dev,
+    // The pod cache is started (or not) with the server; who may speak for a node's pods is not.
+    ambient: next.ambient.enabled === started.ambient.enabled ? next.ambient : inForce.ambient,
   };
 }
 

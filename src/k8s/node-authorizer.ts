@@ -61,8 +61,18 @@ async function ask<T>(question: () => Promise<T>): Promise<T> {
   }
 }
 
+function trustedSet(accounts: readonly string[]): ReadonlySet<string> {
+  if (!Array.isArray(accounts)) throw new Error('trustedNodeAccounts must be a list of "namespace/serviceAccount"');
+  for (const a of accounts) {
+    if (typeof a !== 'string' || !/^[^/\s]+\/[^/\s]+$/.test(a)) {
+      throw new Error(`trustedNodeAccounts entry ${JSON.stringify(a)} must be "namespace/serviceAccount"`);
+    }
+  }
+  return new Set(accounts);
+}
+
 export class NodeAuthorizer {
-  private readonly trusted: ReadonlySet<string>;
+  private trusted: ReadonlySet<string>;
   private readonly pods: PodLookup;
   private readonly trustDomain: string | undefined;
   private readonly cluster: string | undefined;
@@ -75,18 +85,23 @@ export class NodeAuthorizer {
   private readonly confirmed = new Map<string, number>();
 
   constructor(opts: NodeAuthorizerOptions) {
-    const accounts = opts.trustedNodeAccounts ?? DEFAULT_TRUSTED_NODE_ACCOUNTS;
-    if (!Array.isArray(accounts)) throw new Error('trustedNodeAccounts must be a list of "namespace/serviceAccount"');
-    for (const a of accounts) {
-      if (typeof a !== 'string' || !/^[^/\s]+\/[^/\s]+$/.test(a)) {
-        throw new Error(`trustedNodeAccounts entry ${JSON.stringify(a)} must be "namespace/serviceAccount"`);
-      }
-    }
-    this.trusted = new Set(accounts);
+    this.trusted = trustedSet(opts.trustedNodeAccounts ?? DEFAULT_TRUSTED_NODE_ACCOUNTS);
     this.pods = opts.pods;
     this.trustDomain = opts.trustDomain;
     this.cluster = opts.cluster;
     this.live = opts.live;
+  }
+
+  /**
+   * Checks a new list of trusted node accounts (a reload) and returns what puts it in force; throws,
+   * changing nothing, when an entry is malformed. A node proxy removed from the list is refused from
+   * the next call on.
+   */
+  prepareTrustedNodeAccounts(accounts: readonly string[]): () => void {
+    const next = trustedSet(accounts);
+    return () => {
+      this.trusted = next;
+    };
   }
 
   /** Whether this caller is a trusted node account at all (cheap, no cache access). */

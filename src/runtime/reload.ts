@@ -4,7 +4,7 @@ import { CA_FILES } from '../ca/files.js';
 import { caDirectories, loadConfigFile } from '../config/load.js';
 import { MAX_CONFIG_BYTES, readTextFile } from '../fs/read-file.js';
 import { assertServable } from '../config/servable.js';
-import { restartOnlyChanges } from '../config/restart-only.js';
+import { reloadedConfig, restartOnlyChanges } from '../config/restart-only.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import type { ReloadMetrics } from '../metrics/ca-metrics.js';
@@ -13,7 +13,7 @@ export interface ReloadOptions {
   /** The config file to re-read; absent for the embedded dev config (then only CA files are watched). */
   readonly configFile?: string;
   readonly current: () => MeshcertConfig;
-  /** Validates and applies a new config (CAs, policy, revoked client certificates); throws to reject it. */
+  /** Validates and applies a new config (CAs, policy, authentication); throws to reject it. */
   readonly apply: (next: MeshcertConfig) => Promise<void>;
   readonly logger: Logger;
   readonly metrics?: ReloadMetrics;
@@ -27,7 +27,8 @@ export interface ReloadOptions {
 }
 
 /**
- * Hot reload of policy, issuers, revoked client certificates and token issuers' key files when
+ * Hot reload of policy, issuers, authentication (revoked client certificates and token issuers'
+ * key files included) and trusted node accounts when
  * asked (trigger(): the serve command forwards SIGHUP, whose handler it keeps for the whole life
  * of the process) and when the config file, a CA file or a jwksFile changes.
  * A new config that does not validate, or whose CAs do not load, is rejected with one log line
@@ -51,9 +52,12 @@ export class Reloader {
 
   /** The config the server was started with: what settings read only at start still follow. */
   private readonly started: MeshcertConfig;
+  /** What the last applied reload put in force (reloadedConfig): its token issuers' key files are watched. */
+  private inForce: MeshcertConfig;
 
   constructor(private readonly o: ReloadOptions) {
     this.started = o.current();
+    this.inForce = this.started;
   }
 
   /**
@@ -127,18 +131,20 @@ export class Reloader {
       await this.o.apply(next);
     } catch (err) {
       this.o.metrics?.reloads.inc({ result: 'rejected' });
-      this.o.logger.error({ reason, err }, 'configuration reload rejected; the previous policy, CAs and revoked client certificates stay in force');
+      this.o.logger.error({ reason, err }, 'configuration reload rejected; the previous policy, CAs and authentication stay in force');
       return false;
     }
     this.o.metrics?.reloads.inc({ result: 'applied' });
     this.o.logger.info({ reason }, 'configuration reload applied');
+    this.inForce = reloadedConfig(this.started, next, this.inForce);
     // Said at every reload until a restart: the file no longer describes what runs.
     const pending = restartOnlyChanges(this.started, next);
-    // Who is trusted is built once: an issuer, cluster or node account removed (a key compromised,
-    // say) is still trusted until a restart, which must not read as a mere notice.
+    // Authentication the reload could not apply (the clusters served changed, or ambient mode was
+    // turned on or off): an issuer or node account removed with it (a key compromised, say) is
+    // still trusted until a restart, which must not read as a mere notice.
     const trust: string[] = pending.filter((s) => s === 'auth' || s === 'dev' || s === 'ambient');
     if (trust.length > 0) {
-      this.o.logger.error({ settings: trust }, 'authentication settings changed in the config but are not in force: the running server still accepts every credential it started with (an issuer, cluster, token issuer or trusted node account removed is still trusted); restart meshcert to apply them');
+      this.o.logger.error({ settings: trust }, 'authentication settings changed in the config but are not in force: the clusters served (names, trust domains, the default cluster) or ambient mode changed, which only a restart applies, so the rest of these sections was not applied either and the running server still accepts every credential it accepted before this reload (an issuer, cluster, token issuer or trusted node account removed is still trusted); restart meshcert to apply them');
     }
     const rest = pending.filter((s) => !trust.includes(s));
     if (rest.length > 0) {
@@ -153,8 +159,8 @@ export class Reloader {
     const files = [
       ...(this.o.configFile ? [this.o.configFile] : []),
       ...caDirectories(config).flatMap(({ dir: d }) => [CA_FILES.cert, CA_FILES.key, CA_FILES.chain, CA_FILES.root].map((f) => join(d, f))),
-      // A token issuer's key file (its keys rotate); authentication is built at start, so from there.
-      ...this.started.auth.clusters.flatMap((c) => c.jwt.flatMap((j) => (j.jwksFile ? [j.jwksFile] : []))),
+      // A token issuer's key file (its keys rotate): those in force, and `config`'s (in force once applied).
+      ...[this.inForce, config].flatMap((k) => k.auth.clusters.flatMap((c) => c.jwt.flatMap((j) => (j.jwksFile ? [j.jwksFile] : [])))),
     ];
     const wanted = new Set(files);
     for (const f of this.watched) {

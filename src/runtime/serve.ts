@@ -12,6 +12,7 @@ import { caSnapshot, loadCaState, prepareSharedState } from '../ca/state.js';
 import { CaMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../metrics/ca-metrics.js';
 import { caDirectories } from '../config/load.js';
 import { reloadedConfig } from '../config/restart-only.js';
+import { ensureDevIssuer } from '../dev/token-issuer.js';
 import { Reloader } from './reload.js';
 import { startControllers } from './controllers.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
@@ -68,15 +69,20 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
   let announce: () => void;
   let controllers: Awaited<ReturnType<typeof startControllers>> | undefined = undefined;
   let current = config;
+  /** What the last reload put in force (`current` less what only a restart applies). */
+  let inForce = config;
   const reloader = new Reloader({
     ...(opts.configFile ? { configFile: opts.configFile } : {}),
     ...(opts.configText === undefined ? {} : { loadedText: opts.configText }),
     current: () => current,
     apply: async (next) => {
       // What a reload changes, and nothing else: workers started later must match those running.
-      const effective = reloadedConfig(config, next);
+      const effective = reloadedConfig(config, next, inForce);
+      // The development token issuer turned on: its key made here, once, not by each worker at once.
+      if (effective.dev.tokenIssuer) await ensureDevIssuer(effective.dataDir);
       await applyConfig(effective);
       current = next;
+      inForce = effective;
       monitor.update(monitorOptions(effective));
       controllers?.onRootBundleChanged();
     },

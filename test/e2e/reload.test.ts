@@ -7,7 +7,7 @@ import { CaClient } from '../../src/client/ca-client.js';
 import { buildWorkloadCsr } from '../../src/client/workload-csr.js';
 import { makeCsr } from '../fixtures/csr.js';
 import { killIfRunning, readiness, startServe, type ServerProcess } from '../support/cli.js';
-import { mintToken, serveConfigYaml, writeServeDir } from '../support/harness.js';
+import { mintToken, serveConfigYaml, TEST_ISSUER, writeServeDir } from '../support/harness.js';
 
 /** One call on each of six fresh connections (so both workers answer): 'ok' or the gRPC status code. */
 async function sixCalls(port: number, rootPem: string, csrPem: string, token: string): Promise<Array<string | number>> {
@@ -148,6 +148,35 @@ describe('SIGHUP reload across worker processes', () => {
     writeFileSync(jwks, 'not json');
     await expect.poll(() => /jwksFile [^\n]*cannot read JSON[^\n]*"msg":"configuration reload rejected/.test(s.output()), { timeout: 30_000 }).toBe(true);
     expect(await all(ecToken)).toEqual(Array(6).fill('ok'));
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+  }, 150_000);
+
+  it('stops trusting a token issuer removed from the config in every worker, its cached tokens included, and a replacement worker starts without it', async () => {
+    const second = 'https://second.meshcert.test';
+    const withIssuers = (issuers: string[]): string =>
+      serveConfigYaml({ workers: 2 }).replace(/jwt: \[.*\]/, `jwt: [${issuers.map((i) => `{ issuer: "${i}", jwksFile: jwks.json }`).join(', ')}]`);
+    let file: string;
+    ({ dir, config: file } = await writeServeDir('meshcert-issuer-reload-', withIssuers([TEST_ISSUER, second])));
+    dirs.push(dir);
+    const s = await startServe(['--config', file]);
+    servers.push(s);
+    const rootPem = readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8');
+    const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/default/sa/app'] })).pem;
+    const removed = await mintToken({ ns: 'default', sa: 'app' });
+    const kept = await mintToken({ ns: 'default', sa: 'app', iss: second });
+    expect(await sixCalls(s.port, rootPem, csr, removed)).toEqual(Array(6).fill('ok')); // cached in both workers
+    writeFileSync(file, withIssuers([second]));
+    s.child.kill('SIGHUP');
+    await expect.poll(() => sixCalls(s.port, rootPem, csr, removed), { timeout: 45_000, interval: 500 }).toEqual(Array(6).fill(status.UNAUTHENTICATED));
+    expect(await sixCalls(s.port, rootPem, csr, kept)).toEqual(Array(6).fill('ok'));
+    expect(s.output()).not.toMatch(/not in force/);
+    const [victim] = readFileSync(`/proc/${s.child.pid}/task/${s.child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    process.kill(victim!, 'SIGKILL');
+    await expect.poll(() => /starting a replacement/.test(s.output()), { timeout: 20_000 }).toBe(true);
+    await expect.poll(() => readiness(s.output), { timeout: 45_000 }).toBe('2/2 workers serving');
+    expect(await sixCalls(s.port, rootPem, csr, removed)).toEqual(Array(6).fill(status.UNAUTHENTICATED));
+    expect(await sixCalls(s.port, rootPem, csr, kept)).toEqual(Array(6).fill('ok'));
     s.child.kill('SIGTERM');
     expect(await s.exited).toBe(0);
   }, 150_000);

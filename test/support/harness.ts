@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import { exportJWK, SignJWT } from 'jose';
 import { CaClient, type CreateCertificateArgs } from '../../src/client/ca-client.js';
 import { parseConfig } from '../../src/config/load.js';
-import type { ConfigInput } from '../../src/config/schema.js';
+import type { ConfigInput, MeshcertConfig } from '../../src/config/schema.js';
 import { createLogger } from '../../src/log/logger.js';
 import { startMeshcert, type RunningMeshcert, type StartOptions } from '../../src/main.js';
 import type { IssuanceObserver } from '../../src/grpc/certificate-service.js';
@@ -100,6 +100,8 @@ export async function writeServeDir(prefix: string, yaml: string): Promise<{ dir
 
 export interface TestCa {
   readonly running: RunningMeshcert;
+  /** The config it started with (a test reloads a changed copy). */
+  readonly config: MeshcertConfig;
   readonly port: number;
   readonly address: string;
   readonly dir: string;
@@ -137,6 +139,7 @@ export async function startTestCa(overrides: ConfigInput = {}, observer?: Issuan
   const clients: CaClient[] = [];
   const ca: TestCa = {
     running,
+    config,
     port: running.port,
     address,
     dir,

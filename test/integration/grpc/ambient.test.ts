@@ -100,6 +100,18 @@ describe('ambient mode: ztunnel impersonation with node authorization', () => {
     }
   });
 
+  it('takes a new list of trusted node accounts from a reload: a node proxy removed is refused from the next call on', async () => {
+    expect(await ask(ID('shop', 'web'), ztunnelToken()).then(() => 'ok')).toBe('ok');
+    const { config } = ca;
+    await ca.running.reload({ ...config, ambient: { ...config.ambient, trustedNodeAccounts: ['kube-system/node-proxy'] } });
+    try {
+      await expect(ask(ID('shop', 'web'), ztunnelToken())).rejects.toMatchObject({ code: status.UNAUTHENTICATED, details: expect.stringContaining('only trusted node accounts may: kube-system/node-proxy') });
+    } finally {
+      await ca.running.reload(config);
+    }
+    expect(await ask(ID('shop', 'web'), ztunnelToken()).then(() => 'ok')).toBe('ok');
+  });
+
   it('never lets a workload impersonate through its own token', async () => {
     // Refused for the account, before anything else is looked at: a plain token and one bound to a pod on the node alike.
     const refusal = { code: status.UNAUTHENTICATED, details: expect.stringContaining('service account shop/web may not request certificates for other workloads') };

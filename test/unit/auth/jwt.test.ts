@@ -213,6 +213,30 @@ describe('JwtAuthenticator: verification', () => {
 });
 
 describe('JwtAuthenticator: remote key set', () => {
+  it("takes over a previous authenticator's keys for the same issuer and URL (a reload that rebuilt it): verifies at once, without a fetch, while the endpoint is down", async () => {
+    const s = await new JwksServer([rsa.jwk]).start();
+    const url = s.url;
+    const { auth: before } = make({ jwksUri: url });
+    await before.start();
+    expect(s.hits).toBe(1);
+    await s.stop();
+    const token = await signToken(rsa, k8sClaims());
+    const rebuilt = (issuers: Array<Partial<JwtAuthenticatorOptions['issuers'][number]>>): JwtAuthenticator => {
+      const a = new JwtAuthenticator({ issuers: issuers.map((o) => ({ issuer: ISSUER, jwksUri: url, trustDomain: TRUST_DOMAIN, fetchTimeoutMs: 500, ...o })) });
+      open.push(a);
+      return a;
+    };
+    const adopted = rebuilt([{}, { issuer: 'https://other.example', jwksUri: server.url }]);
+    adopted.adoptKeys([before]);
+    await adopted.start();
+    expect((await adopted.authenticate({ bearerToken: token }))?.identities).toEqual(['spiffe://cluster.local/ns/default/sa/sleep']);
+    // Another URL for the issuer is another key set: nothing taken over, and the endpoint is down.
+    const moved = rebuilt([{ jwksUri: `${url}/moved` }]);
+    moved.adoptKeys([before]);
+    await moved.start();
+    expect((await outcome(moved.authenticate({ bearerToken: token }))).code).toBe('AUTH_BACKEND_UNAVAILABLE');
+  });
+
   it('answers a token signed with a key published after the last fetch UNAVAILABLE while the rate limit holds the refresh back, and fetches when it allows', async () => {
     const s = await new JwksServer([rsa.jwk]).start();
     try {

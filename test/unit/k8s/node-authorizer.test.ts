@@ -97,6 +97,18 @@ describe('NodeAuthorizer (PROTOCOL §3)', () => {
     expect(() => new NodeAuthorizer({ pods, trustedNodeAccounts: ['ztunnel'] })).toThrow(/must be "namespace\/serviceAccount"/);
   });
 
+  it('takes a new list of trusted node accounts from a reload once committed, and refuses a malformed one changing nothing', async () => {
+    const proxy = ztunnel({ namespace: 'kube-system', serviceAccount: 'node-proxy', pod: { name: 'proxy-a', uid: 'uid-proxy-a' }, identities: [id('kube-system', 'node-proxy')] });
+    expect(() => authz.prepareTrustedNodeAccounts(['kube-system/node-proxy', 'ztunnel'])).toThrow(/entry "ztunnel" must be "namespace\/serviceAccount"/);
+    const commit = authz.prepareTrustedNodeAccounts(['kube-system/node-proxy']);
+    // Not before the commit.
+    expect(await outcome(authz, ztunnel(), id('app', 'web'))).toBeNull();
+    commit();
+    expect(await outcome(authz, proxy, id('app', 'web'))).toBeNull();
+    await expectDenied(ztunnel(), id('app', 'web'), /istio-system\/ztunnel may not request certificates.*only trusted node accounts may: kube-system\/node-proxy$/);
+    expect(authz.isTrustedNodeAccount(ztunnel())).toBe(false);
+  });
+
   it("refuses a node proxy of another cluster than the one whose pods it watches (their pods and nodes are not this cluster's)", async () => {
     const ours = new NodeAuthorizer({ pods, trustDomain: TD, cluster: 'Kubernetes' });
     const inCluster = async (cluster: string | undefined): Promise<CaError | null> => {

@@ -26,7 +26,11 @@ describe('restartOnlyChanges', () => {
     ['nothing for the same config', '', []],
     ['nothing for what a reload applies: the policy, lifetimes, issuers, the monitor', 'policy:\n  rules:\n    - name: r\n      match: { namespaces: [a] }\n      deny: not here\nissuance:\n  defaultTtl: 12h\nmonitoring:\n  interval: 30s\nissuers:\n  - name: b\n    dir: /tmp/b\n', []],
     ['nothing for revoked client certificates, which a reload applies', 'auth:\n  revokedClientCertificates:\n    - issuedBefore: 2026-11-29T22:00:00Z\n', []],
-    ['the rest of authentication beside revoked client certificates', 'auth:\n  clientCertificates: false\n  revokedClientCertificates:\n    - issuedBefore: 2026-11-29T22:00:00Z\n', ['auth']],
+    ['nothing for the rest of authentication while the clusters served stay the same', 'auth:\n  clientCertificates: false\n  clockSkew: 1m\n  revokedClientCertificates:\n    - issuedBefore: 2026-11-29T22:00:00Z\n', []],
+    ['nothing for the trusted node accounts', 'ambient:\n  trustedNodeAccounts: [kube-system/ztunnel]\n', []],
+    ['ambient mode turned on', 'ambient:\n  enabled: true\n', ['ambient']],
+    ['authentication whose clusters served change (a cluster added)', 'auth:\n  clusters:\n    - name: east\n      jwt: [{ issuer: "https://east", jwksFile: /tmp/x.json }]\n', ['auth']],
+    ["authentication whose cluster's trust domain changes", 'auth:\n  clusters:\n    - name: Kubernetes\n      trustDomain: east.local\n      jwt: [{ issuer: "https://east", jwksFile: /tmp/x.json }]\n', ['auth']],
     ['the server section', 'server:\n  maxConnections: 10\n', ['server']],
     ['authentication and the inventory', 'auth:\n  defaultCluster: other\ninventory:\n  store: none\n', ['auth', 'inventory']],
     ['the backdate, which the Authority takes at start', 'issuance:\n  backdate: 5m\n', ['issuance.backdate']],
@@ -49,13 +53,27 @@ describe('reloadedConfig', () => {
     expect(restartOnlyChanges(start, next)).toEqual(['issuance.backdate', 'server']);
   });
 
-  it('takes the new revoked client certificates and the rest of authentication as started', () => {
-    const start = loadConfigFile(configFile('s2.yaml', '')).config;
-    const next = loadConfigFile(configFile('n2.yaml', 'auth:\n  clientCertificates: false\n  revokedClientCertificates:\n    - issuedBefore: 2026-11-29T22:00:00+01:00\n      namespaces: [vm-*]\n')).config;
+  it('takes the new authentication, development issuer and trusted node accounts while the clusters served stay the same', () => {
+    const start = loadConfigFile(configFile('s2.yaml', 'auth:\n  clusters:\n    - name: Kubernetes\n      jwt: [{ issuer: "https://a", jwksFile: /tmp/a.json }]\n')).config;
+    const next = loadConfigFile(configFile('n2.yaml', 'auth:\n  clientCertificates: false\n  clusters:\n    - name: Kubernetes\n      jwt: [{ issuer: "https://b", jwksFile: /tmp/b.json }]\n  revokedClientCertificates:\n    - issuedBefore: 2026-11-29T22:00:00+01:00\n      namespaces: [vm-*]\nambient:\n  trustedNodeAccounts: [kube-system/ztunnel]\n')).config;
     const c = reloadedConfig(start, next);
-    expect(c.auth.revokedClientCertificates).toEqual([{ issuedBefore: '2026-11-29T22:00:00+01:00', namespaces: ['vm-*'] }]);
-    expect(c.auth).toEqual({ ...start.auth, revokedClientCertificates: c.auth.revokedClientCertificates });
-    expect(c.auth.clientCertificates).toBe(true);
+    expect(c.auth).toEqual(next.auth);
+    expect(c.dev).toEqual(next.dev);
+    expect(c.ambient).toEqual(next.ambient);
+    expect(restartOnlyChanges(start, next)).toEqual([]);
+  });
+
+  it("keeps the authentication in force, not the start's, when the clusters served change (an issuer removed earlier stays removed), and takes the revocations", () => {
+    const cluster = (name: string, issuer: string): string => `    - name: ${name}\n      jwt: [{ issuer: "${issuer}", jwksFile: /tmp/k.json }]\n`;
+    const start = loadConfigFile(configFile('s3.yaml', `auth:\n  clusters:\n${cluster('Kubernetes', 'https://old')}`)).config;
+    const first = loadConfigFile(configFile('n3.yaml', `auth:\n  clusters:\n${cluster('Kubernetes', 'https://new')}`)).config;
+    const inForce = reloadedConfig(start, first);
+    expect(inForce.auth.clusters[0]!.jwt[0]!.issuer).toBe('https://new');
+    const second = loadConfigFile(configFile('n4.yaml', `auth:\n  revokedClientCertificates:\n    - issuedBefore: 2026-11-29T22:00:00Z\n  clusters:\n${cluster('Kubernetes', 'https://new')}${cluster('east', 'https://east')}ambient:\n  enabled: true\n  trustedNodeAccounts: [kube-system/ztunnel]\n`)).config;
+    const c = reloadedConfig(start, second, inForce);
+    expect(c.auth).toEqual({ ...inForce.auth, revokedClientCertificates: second.auth.revokedClientCertificates });
+    expect(c.ambient).toEqual(start.ambient);
+    expect(restartOnlyChanges(start, second)).toEqual(['ambient', 'auth']);
   });
 });
 
@@ -86,11 +104,15 @@ describe('Reloader', () => {
     let current: MeshcertConfig = loadConfigFile(file).config;
     const { lines, logger } = captureLogs();
     const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void (current = next), logger });
-    writeFileSync(file, `${BASE}auth:\n  clientCertificates: false\nambient:\n  trustedNodeAccounts: [kube-system/ztunnel]\nserver:\n  maxConnections: 10\n`);
+    // Authentication that a reload applies is not spoken of.
+    writeFileSync(file, `${BASE}auth:\n  clientCertificates: false\nambient:\n  trustedNodeAccounts: [kube-system/ztunnel]\n`);
+    expect(await reloader.reload('test')).toBe(true);
+    expect(lines.filter((l) => (l.level as number) >= 40)).toEqual([]);
+    writeFileSync(file, `${BASE}auth:\n  clientCertificates: false\n  defaultCluster: other\nambient:\n  enabled: true\nserver:\n  maxConnections: 10\n`);
     expect(await reloader.reload('test')).toBe(true);
     const errors = lines.filter((l) => l.level === 50);
     expect(errors.map((l) => [l.settings, l.msg])).toEqual([
-      [['ambient', 'auth'], 'authentication settings changed in the config but are not in force: the running server still accepts every credential it started with (an issuer, cluster, token issuer or trusted node account removed is still trusted); restart meshcert to apply them'],
+      [['ambient', 'auth'], 'authentication settings changed in the config but are not in force: the clusters served (names, trust domains, the default cluster) or ambient mode changed, which only a restart applies, so the rest of these sections was not applied either and the running server still accepts every credential it accepted before this reload (an issuer, cluster, token issuer or trusted node account removed is still trusted); restart meshcert to apply them'],
     ]);
     expect(lines.filter((l) => l.level === 40).map((l) => l.settings)).toEqual([['server']]);
     reloader.stop();
@@ -105,7 +127,7 @@ describe('Reloader', () => {
     writeFileSync(file, `dataDir: ${dir}/data\nca:\n  dir: ${dir}/ca\n`);
     expect(await reloader.reload('test')).toBe(false);
     expect(applied).toEqual([]);
-    const rejected = lines.find((l) => l.msg === 'configuration reload rejected; the previous policy, CAs and revoked client certificates stay in force');
+    const rejected = lines.find((l) => l.msg === 'configuration reload rejected; the previous policy, CAs and authentication stay in force');
     expect(JSON.stringify(rejected?.err)).toContain('no authentication configured');
     reloader.stop();
   });
@@ -231,6 +253,25 @@ describe('Reloader', () => {
       expect(reloader.watchedFiles).toContain(join(dir, 'new-ca', 'root-cert.pem'));
       expect(reloader.watchedFiles).toContain(join(dir, 'ca', 'ca-key.pem'));
       expect(reloader.watchedFiles).toContain(file);
+    } finally {
+      reloader.stop();
+    }
+  });
+});
+
+describe('Reloader and token issuers', () => {
+  it("watches the key files of the issuers in force: a new issuer's once applied, a removed one's no more", async () => {
+    const issuers = (...files: string[]): string => `auth:\n  clusters:\n    - name: Kubernetes\n      jwt: [${files.map((f, i) => `{ issuer: "https://i${i}.test", jwksFile: ${join(dir, f)} }`).join(', ')}]\n`;
+    const file = configFile('issuer-files.yaml', issuers('old.json'));
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void (current = next), logger: createLogger('silent') });
+    reloader.start();
+    try {
+      expect(reloader.watchedFiles).toContain(join(dir, 'old.json'));
+      writeFileSync(file, BASE + issuers('new.json'));
+      expect(await reloader.reload('test')).toBe(true);
+      expect(reloader.watchedFiles).toContain(join(dir, 'new.json'));
+      expect(reloader.watchedFiles).not.toContain(join(dir, 'old.json'));
     } finally {
       reloader.stop();
     }

@@ -1,0 +1,69 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JwtAuthenticator } from '../../src/auth/jwt.js';
+import { TokenReviewAuthenticator } from '../../src/auth/tokenreview.js';
+import { parseConfig } from '../../src/config/load.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+import { createLogger } from '../../src/log/logger.js';
+import { buildAuthChain } from '../../src/main.js';
+import type { CaState } from '../../src/ca/state.js';
+import { writeTestJwks } from '../support/harness.js';
+
+let dir: string;
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'meshcert-build-auth-'));
+  await writeTestJwks(join(dir, 'jwks.json'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const noState = (): Pick<CaState, 'issuers' | 'revocations'> => {
+  throw new Error('not asked for in these tests');
+};
+const tokenReview = { apiServer: 'https://127.0.0.1:1', tokenFile: '/dev/null', verifySignatures: false };
+function config(clusters: Array<Record<string, unknown>>): ReturnType<typeof parseConfig> {
+  return parseConfig({ dataDir: join(dir, 'data'), auth: { clusters } } as ConfigInput);
+}
+const kinds = (parts: ReadonlyArray<{ authenticator: object }>): string[] => parts.map((p) => (p.authenticator instanceof JwtAuthenticator ? 'jwt' : p.authenticator instanceof TokenReviewAuthenticator ? 'tokenreview' : 'other'));
+
+describe('buildAuthChain on a reload', () => {
+  it('takes over the authenticators built from the same settings and makes the others anew; a failed build closes only what it made', async () => {
+    const jwks = join(dir, 'jwks.json');
+    const a = { name: 'Kubernetes', jwt: [{ issuer: 'https://a.test', jwksFile: jwks }], tokenReview };
+    const b = { name: 'east', jwt: [{ issuer: 'https://b.test', jwksFile: jwks }] };
+    const logger = createLogger('silent');
+    const first = await buildAuthChain(config([a, b]), noState, logger);
+    expect(kinds(first.parts)).toEqual(['jwt', 'tokenreview', 'jwt']);
+    // The east cluster's issuer changes; the Kubernetes cluster's authenticators stay.
+    const second = await buildAuthChain(config([a, { ...b, jwt: [{ issuer: 'https://c.test', jwksFile: jwks }] }]), noState, logger, undefined, first);
+    expect(second.parts.map((p, i) => p.authenticator === first.parts[i]!.authenticator)).toEqual([true, true, false]);
+    // A TokenReview setting changed: a new one.
+    const third = await buildAuthChain(config([{ ...a, tokenReview: { ...tokenReview, timeout: '2s' } }]), noState, logger, undefined, second);
+    expect(third.parts.map((p) => second.parts.some((q) => q.authenticator === p.authenticator))).toEqual([true, false]);
+    // A build that fails (a key file missing in its last cluster) closes the TokenReview it made, not the one it took over.
+    const closed: string[] = [];
+    for (const p of third.parts) {
+      const inner = p.close.bind(p);
+      (p as { close: () => void }).close = () => {
+        closed.push(`third:${kinds([p])[0]}`);
+        inner();
+      };
+    }
+    const made: TokenReviewAuthenticator[] = [];
+    const close = TokenReviewAuthenticator.prototype.close;
+    TokenReviewAuthenticator.prototype.close = function (this: TokenReviewAuthenticator) {
+      made.push(this);
+      close.call(this);
+    };
+    try {
+      await expect(buildAuthChain(config([{ ...a, tokenReview: { ...tokenReview, timeout: '3s' } }, { ...b, jwt: [{ issuer: 'https://b.test', jwksFile: join(dir, 'missing.json') }] }]), noState, logger, undefined, third)).rejects.toThrow(/auth\.clusters "east": jwksFile .*missing\.json/);
+    } finally {
+      TokenReviewAuthenticator.prototype.close = close;
+    }
+    expect(closed).toEqual([]);
+    expect(made).toHaveLength(1);
+    expect(third.parts.some((p) => p.authenticator === made[0])).toBe(false);
+    for (const built of [first, second, third]) built.parts.forEach((p) => p.close());
+  });
+});
