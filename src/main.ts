@@ -4,6 +4,7 @@
  */
 import type { Socket } from 'node:net';
 import { isDeepStrictEqual } from 'node:util';
+import { inOrder } from './async/in-order.js';
 import { AuthChain } from './auth/chain.js';
 import { AuthInForce, type AuthPart, type BuiltAuth } from './auth/in-force.js';
 import { ClientCertAuthenticator } from './auth/client-cert.js';
@@ -97,6 +98,8 @@ export async function buildAuthChain(
   logger: Logger,
   metrics?: CaMetrics,
   previous?: BuiltAuth,
+  /** Builds retired before `previous` (closed): their JWKS key sets are taken by a rebuilt authenticator that has none (a rejected reload rolled back). */
+  retired: readonly BuiltAuth[] = [],
 ): Promise<BuiltAuth> {
   // Before anything starts: a config that would accept nobody is refused as `config check` refuses it.
   assertServable(config, 'the configuration');
@@ -154,7 +157,7 @@ export async function buildAuthChain(
     }
     logger.warn({ jwksFile: dev.jwksFile }, 'DEV MODE: trusting tokens from the local development issuer; never use this in production');
   }
-  const previousJwts = (previous?.parts ?? []).flatMap((p) => (p.authenticator instanceof JwtAuthenticator ? [p.authenticator] : []));
+  const previousJwts = [previous, ...retired].flatMap((b) => (b?.parts ?? []).flatMap((p) => (p.authenticator instanceof JwtAuthenticator ? [p.authenticator] : [])));
   for (const c of clusterConfigs) {
     const trustDomain = c.trustDomain ?? config.trustDomain;
     const list: Authenticator[] = [];
@@ -352,47 +355,51 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const announce = (): void => logger.info({ listen: config.server.listen, port, trustDomain: config.trustDomain, servingCert: serving.current.source, ambient: config.ambient.enabled }, 'meshcert serving');
   if (o.announce !== false) announce();
 
+  // Two reloads never overlap (each builds from the authentication in force, which the other swaps).
+  const oneReloadAtATime = inOrder();
+  async function reload(next: MeshcertConfig, ca?: CaSnapshot): Promise<void> {
+    // Build everything first; a failure leaves the running state untouched.
+    const fresh = await loadCaState(next, logger, { reload: true, ...(ca ? { inForce: ca } : {}) });
+    const signerChanged = fresh.issuers.default.material.signingCert.fingerprint256 !== state.issuers.default.material.signingCert.fingerprint256;
+    // A serving certificate from the new signer when meshcert issues its own (operator files
+    // stay), and the listener's context with the new anchors: both checked before the swap, so
+    // that a failure leaves every part of the running state as it was.
+    const reissued = signerChanged ? serving.prepareReissue(fresh.issuers.default) : undefined;
+    const identity = { ...(reissued?.material ?? serving.current), clientCaPem: fresh.issuers.anchorsPem };
+    checkServingIdentity(identity);
+    // Authentication is built again only when its settings changed (an issuer removed, say):
+    // unchanged authenticators are taken over with their keys, and the token cache starts empty.
+    const trustedNodeAccounts = nodeAuthorizer?.prepareTrustedNodeAccounts(next.ambient.trustedNodeAccounts);
+    const nextAuth = isDeepStrictEqual(authenticationSettings(next), authSettings) ? undefined : await buildAuthChain(next, () => state, logger, o.metrics, auth.built, auth.retired ? [auth.retired] : []);
+    let keyFilesInForce: () => void;
+    try {
+      keyFilesInForce = (nextAuth ?? auth.built).prepareKeyFiles();
+    } catch (e) {
+      if (nextAuth) closeUnshared(nextAuth, auth.built);
+      throw e;
+    }
+    state = fresh;
+    keyFilesInForce();
+    if (nextAuth) {
+      auth.swap(nextAuth);
+      authSettings = authenticationSettings(next);
+    }
+    trustedNodeAccounts?.();
+    caMetrics();
+    // The new anchors at once (client certificates from a new intermediate), with the new pair.
+    server.updateTls({ certChainPem: identity.certChainPem, keyPem: identity.keyPem, clientCaPem: identity.clientCaPem });
+    reissued?.commit();
+    // `rules`: the configured ones, as config check counts them (ruleNames ends with the default).
+    logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length - 1, roots: fresh.issuers.roots.length, revokedClientCertificates: fresh.revocations.size, authentication: nextAuth ? 'rebuilt' : 'unchanged' }, 'configuration reloaded');
+  }
+
   return {
     port,
     issuer: currentIssuer,
     issuers,
     health,
     acceptConnection: (socket) => server.acceptConnection(socket),
-    async reload(next: MeshcertConfig, ca?: CaSnapshot) {
-      // Build everything first; a failure leaves the running state untouched.
-      const fresh = await loadCaState(next, logger, { reload: true, ...(ca ? { inForce: ca } : {}) });
-      const signerChanged = fresh.issuers.default.material.signingCert.fingerprint256 !== state.issuers.default.material.signingCert.fingerprint256;
-      // A serving certificate from the new signer when meshcert issues its own (operator files
-      // stay), and the listener's context with the new anchors: both checked before the swap, so
-      // that a failure leaves every part of the running state as it was.
-      const reissued = signerChanged ? serving.prepareReissue(fresh.issuers.default) : undefined;
-      const identity = { ...(reissued?.material ?? serving.current), clientCaPem: fresh.issuers.anchorsPem };
-      checkServingIdentity(identity);
-      // Authentication is built again only when its settings changed (an issuer removed, say):
-      // unchanged authenticators are taken over with their keys, and the token cache starts empty.
-      const trustedNodeAccounts = nodeAuthorizer?.prepareTrustedNodeAccounts(next.ambient.trustedNodeAccounts);
-      const nextAuth = isDeepStrictEqual(authenticationSettings(next), authSettings) ? undefined : await buildAuthChain(next, () => state, logger, o.metrics, auth.built);
-      let keyFilesInForce: () => void;
-      try {
-        keyFilesInForce = (nextAuth ?? auth.built).prepareKeyFiles();
-      } catch (e) {
-        if (nextAuth) closeUnshared(nextAuth, auth.built);
-        throw e;
-      }
-      state = fresh;
-      keyFilesInForce();
-      if (nextAuth) {
-        auth.swap(nextAuth);
-        authSettings = authenticationSettings(next);
-      }
-      trustedNodeAccounts?.();
-      caMetrics();
-      // The new anchors at once (client certificates from a new intermediate), with the new pair.
-      server.updateTls({ certChainPem: identity.certChainPem, keyPem: identity.keyPem, clientCaPem: identity.clientCaPem });
-      reissued?.commit();
-      // `rules`: the configured ones, as config check counts them (ruleNames ends with the default).
-      logger.info({ issuers: fresh.issuers.all.map((i) => i.name), rules: fresh.policy.ruleNames.length - 1, roots: fresh.issuers.roots.length, revokedClientCertificates: fresh.revocations.size, authentication: nextAuth ? 'rebuilt' : 'unchanged' }, 'configuration reloaded');
-    },
+    reload: (next: MeshcertConfig, ca?: CaSnapshot) => oneReloadAtATime(() => reload(next, ca)),
     flushAudit: () => audit?.flush(),
     announce,
     async close() {

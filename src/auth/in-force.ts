@@ -34,6 +34,8 @@ interface Held {
 
 export class AuthInForce {
   private current: Held;
+  /** The build the last swap retired, closed or not: a rollback takes over the key sets it held (JwtAuthenticator.adoptKeys). */
+  private lastRetired: BuiltAuth | undefined;
   /** Retired builds with calls still under way. */
   private readonly draining = new Set<Held>();
   private closed = false;
@@ -44,6 +46,10 @@ export class AuthInForce {
 
   get built(): BuiltAuth {
     return this.current.built;
+  }
+
+  get retired(): BuiltAuth | undefined {
+    return this.lastRetired;
   }
 
   async authenticate(req: AuthRequest): Promise<Caller> {
@@ -62,6 +68,7 @@ export class AuthInForce {
     if (this.closed) return this.closeParts(next.parts);
     const old = this.current;
     this.current = { built: next, active: 0, retired: false };
+    this.lastRetired = old.built;
     old.retired = true;
     if (old.active === 0) this.release(old);
     else this.draining.add(old);

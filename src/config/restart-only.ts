@@ -21,9 +21,13 @@ function clusterShape(config: MeshcertConfig): unknown {
   return { defaultCluster: effectiveDefaultCluster(config, names), clusters: names.map((n) => [n, clusterTrustDomain(config, n)]).sort() };
 }
 
-/** Whether a reload can rebuild authentication from `next` (the clusters served are the same). */
+/**
+ * Whether a reload can rebuild authentication from `next`: the clusters served are the same once
+ * `next`'s `auth` and `dev` are put beside the settings read at start only (the top-level trust
+ * domain, which a cluster without its own takes), as they would be in force.
+ */
 export function authReloadable(started: MeshcertConfig, next: MeshcertConfig): boolean {
-  return isDeepStrictEqual(clusterShape(started), clusterShape(next));
+  return isDeepStrictEqual(clusterShape(started), clusterShape({ ...started, auth: next.auth, dev: next.dev }));
 }
 
 /**

@@ -109,7 +109,7 @@ export class Reloader {
       this.reasons.clear();
       // A failure is logged inside reload(); the chain itself must never stay rejected. One that
       // waited behind another and finds the reloader stopped (the server shutting down) is dropped.
-      this.running = this.running.then(() => (this.listening ? this.reload(reasons) : undefined)).then(
+      this.running = this.running.then(() => (this.listening ? this.reloadNow(reasons) : undefined)).then(
         () => undefined,
         (err: unknown) => this.o.logger.error({ err }, 'reload failed unexpectedly'),
       );
@@ -118,7 +118,17 @@ export class Reloader {
     return true;
   }
 
-  async reload(reason: string): Promise<boolean> {
+  /** Reloads now, or once a reload under way has ended (two never overlap); false when rejected. */
+  reload(reason: string): Promise<boolean> {
+    const run = this.running.then(() => this.reloadNow(reason));
+    this.running = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  private async reloadNow(reason: string): Promise<boolean> {
     let next: MeshcertConfig;
     try {
       next = this.o.configFile ? loadConfigFile(this.o.configFile).config : this.o.current();
@@ -144,7 +154,14 @@ export class Reloader {
     // still trusted until a restart, which must not read as a mere notice.
     const trust: string[] = pending.filter((s) => s === 'auth' || s === 'dev' || s === 'ambient');
     if (trust.length > 0) {
-      this.o.logger.error({ settings: trust }, 'authentication settings changed in the config but are not in force: the clusters served (names, trust domains, the default cluster) or ambient mode changed, which only a restart applies, so the rest of these sections was not applied either and the running server still accepts every credential it accepted before this reload (an issuer, cluster, token issuer or trusted node account removed is still trusted); restart meshcert to apply them');
+      const clusters = trust.includes('auth') || trust.includes('dev');
+      const ambient = trust.includes('ambient');
+      const why = [...(clusters ? ['the clusters served (names, trust domains, the default cluster) changed'] : []), ...(ambient ? ['ambient mode was turned on or off'] : [])].join(' and ');
+      const kept = [...(clusters ? ['an issuer, cluster or token issuer'] : []), ...(ambient ? ['a trusted node account'] : [])].join(' or ');
+      this.o.logger.error(
+        { settings: trust },
+        `authentication settings changed in the config but are not in force: ${why}, which only a restart applies, so the rest of ${trust.length > 1 ? 'these sections' : 'this section'} was not applied either and the running server still accepts every credential it accepted before this reload (${kept} removed is still trusted); restart meshcert to apply them`,
+      );
     }
     const rest = pending.filter((s) => !trust.includes(s));
     if (rest.length > 0) {

@@ -40,7 +40,7 @@ export interface RunningServer {
 }
 
 export interface RunServerOptions {
-  /** The config file, re-read on SIGHUP and when it changes (hot reload of policy, issuers and revoked client certificates). */
+  /** The config file, re-read on SIGHUP and when it changes (hot reload of policy, issuers and authentication). */
   readonly configFile?: string;
   /** The config file's text `config` was read from (see ReloadOptions.loadedText). */
   readonly configText?: string;

@@ -10,6 +10,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { buildAuthChain } from '../../src/main.js';
 import type { CaState } from '../../src/ca/state.js';
 import { writeTestJwks } from '../support/harness.js';
+import { JwksServer, k8sClaims, signingKey, signToken } from './auth/helpers.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -66,4 +67,29 @@ describe('buildAuthChain on a reload', () => {
     expect(third.parts.some((p) => p.authenticator === made[0])).toBe(false);
     for (const built of [first, second, third]) built.parts.forEach((p) => p.close());
   });
+
+  it("gives a rebuilt authenticator the key sets the builds before held for the same issuer and URL: the one in force's, and the one retired before it (a rejected reload rolled back)", async () => {
+    const key = await signingKey('RS256', 'k1');
+    const server = await new JwksServer([key.jwk]).start();
+    const logger = createLogger('silent');
+    const remote = { issuer: 'https://remote.test', jwksUri: server.url };
+    const other = { issuer: 'https://other.test', jwksFile: join(dir, 'jwks.json') };
+    const cluster = (jwt: object[]): Record<string, unknown> => ({ name: 'Kubernetes', jwt });
+    const first = await buildAuthChain(config([cluster([remote])]), noState, logger);
+    const token = await signToken(key, k8sClaims(), { iss: remote.issuer });
+    const accepted = async (built: typeof first): Promise<string | undefined> => (await built.chain.authenticate({ bearerToken: token }).catch((e: { code: string }) => ({ identities: [e.code] }))).identities[0];
+    expect(await accepted(first)).toBe('spiffe://cluster.local/ns/default/sa/sleep');
+    await server.stop();
+    // Its cluster changed (another issuer beside it): a new authenticator, with the keys held.
+    const second = await buildAuthChain(config([cluster([remote, other])]), noState, logger, undefined, first);
+    expect(second.parts[0]!.authenticator).not.toBe(first.parts[0]!.authenticator);
+    expect(await accepted(second)).toBe('spiffe://cluster.local/ns/default/sa/sleep');
+    // The issuer removed, then put back (a rollback): the build in force has no keys for it, the one retired before has.
+    const third = await buildAuthChain(config([cluster([other])]), noState, logger, undefined, second);
+    const back = await buildAuthChain(config([cluster([remote])]), noState, logger, undefined, third, [second]);
+    expect(await accepted(back)).toBe('spiffe://cluster.local/ns/default/sa/sleep');
+    const none = await buildAuthChain(config([cluster([remote])]), noState, logger, undefined, third);
+    expect(await accepted(none)).toBe('AUTH_BACKEND_UNAVAILABLE');
+    for (const built of [first, second, third, back, none]) built.parts.forEach((p) => p.close());
+  }, 20_000);
 });

@@ -91,8 +91,8 @@ describe('hot reload of authentication', () => {
       expect(logs).toMatch(/"settings":\["auth"\][^\n]*"msg":"authentication settings changed in the config but are not in force/);
       expect(await call(csr, first)).toBe(status.UNAUTHENTICATED);
 
-      // Without the second cluster it applies.
-      writeFileSync(file, configYaml([SECOND, TEST_ISSUER]));
+      // Without the second cluster it applies: the start's settings again, rebuilt (not taken as still in force).
+      writeFileSync(file, configYaml([TEST_ISSUER, SECOND]));
       expect(await server.reload('test')).toBe(true);
       expect(await call(csr, first)).toBe('ok');
     } finally {

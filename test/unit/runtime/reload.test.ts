@@ -40,6 +40,32 @@ describe('restartOnlyChanges', () => {
   });
 });
 
+describe('restartOnlyChanges, the clusters served', () => {
+  const file = (name: string, text: string): MeshcertConfig => {
+    const path = join(dir, name);
+    writeFileSync(path, `dataDir: ${dir}/data\nca:\n  dir: ${dir}/ca\n${text}`);
+    return loadConfigFile(path).config;
+  };
+  const jwt = (name: string, extra = ''): string => `    - name: ${name}\n${extra}      jwt: [{ issuer: "https://${name}.test", jwksFile: /tmp/k.json }]\n`;
+  it('counts a cluster that takes the top-level trust domain, which a reload does not change, as changed when the file moves that trust domain', () => {
+    const start = file('td1.yaml', `trustDomain: a.local\nauth:\n  clusters:\n${jwt('k', '      trustDomain: b.local\n')}`);
+    const next = file('td2.yaml', `trustDomain: b.local\nauth:\n  clusters:\n${jwt('k')}`);
+    expect(restartOnlyChanges(start, next)).toEqual(['auth', 'trustDomain']);
+    expect(reloadedConfig(start, next).auth.clusters[0]!.trustDomain).toBe('b.local');
+  });
+  it('counts the development issuer turned on as a cluster added when it adds the default cluster', () => {
+    const start = file('dev1.yaml', `auth:\n  clusters:\n${jwt('east')}`);
+    expect(restartOnlyChanges(start, file('dev2.yaml', `auth:\n  clusters:\n${jwt('east')}dev:\n  tokenIssuer: true\n`))).toEqual(['dev']);
+    // Where the default cluster is configured already, it is applied.
+    const k8s = file('dev3.yaml', `auth:\n  clusters:\n${jwt('Kubernetes')}`);
+    expect(restartOnlyChanges(k8s, file('dev4.yaml', `auth:\n  clusters:\n${jwt('Kubernetes')}dev:\n  tokenIssuer: true\n`))).toEqual([]);
+  });
+  it('counts another default cluster among the same clusters as changed', () => {
+    const start = file('dc1.yaml', `auth:\n  defaultCluster: a\n  clusters:\n${jwt('a')}${jwt('b')}`);
+    expect(restartOnlyChanges(start, file('dc2.yaml', `auth:\n  defaultCluster: b\n  clusters:\n${jwt('a')}${jwt('b')}`))).toEqual(['auth']);
+  });
+});
+
 describe('reloadedConfig', () => {
   it("takes the new CAs, policy, lifetimes and monitoring, and everything else as started", () => {
     const start = loadConfigFile(configFile('s.yaml', '')).config;
@@ -112,7 +138,7 @@ describe('Reloader', () => {
     expect(await reloader.reload('test')).toBe(true);
     const errors = lines.filter((l) => l.level === 50);
     expect(errors.map((l) => [l.settings, l.msg])).toEqual([
-      [['ambient', 'auth'], 'authentication settings changed in the config but are not in force: the clusters served (names, trust domains, the default cluster) or ambient mode changed, which only a restart applies, so the rest of these sections was not applied either and the running server still accepts every credential it accepted before this reload (an issuer, cluster, token issuer or trusted node account removed is still trusted); restart meshcert to apply them'],
+      [['ambient', 'auth'], 'authentication settings changed in the config but are not in force: the clusters served (names, trust domains, the default cluster) changed and ambient mode was turned on or off, which only a restart applies, so the rest of these sections was not applied either and the running server still accepts every credential it accepted before this reload (an issuer, cluster or token issuer or a trusted node account removed is still trusted); restart meshcert to apply them'],
     ]);
     expect(lines.filter((l) => l.level === 40).map((l) => l.settings)).toEqual([['server']]);
     reloader.stop();
@@ -260,6 +286,27 @@ describe('Reloader', () => {
 });
 
 describe('Reloader and token issuers', () => {
+  it('runs reloads asked for at once one after the other, never two at the same time', async () => {
+    const file = configFile('serial.yaml', '');
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    let running = 0;
+    let most = 0;
+    const reloader = new Reloader({
+      configFile: file,
+      current: () => current,
+      apply: async (next) => {
+        most = Math.max(most, ++running);
+        await new Promise((r) => setTimeout(r, 50));
+        running--;
+        current = next;
+      },
+      logger: createLogger('silent'),
+    });
+    expect(await Promise.all([reloader.reload('a'), reloader.reload('b'), reloader.reload('c')])).toEqual([true, true, true]);
+    expect(most).toBe(1);
+  });
+
+
   it("watches the key files of the issuers in force: a new issuer's once applied, a removed one's no more", async () => {
     const issuers = (...files: string[]): string => `auth:\n  clusters:\n    - name: Kubernetes\n      jwt: [${files.map((f, i) => `{ issuer: "https://i${i}.test", jwksFile: ${join(dir, f)} }`).join(', ')}]\n`;
     const file = configFile('issuer-files.yaml', issuers('old.json'));
