@@ -36,7 +36,33 @@ export interface CertificatesApiOptions {
   now?: () => Date;
   /** Store failures answered with 503 (for logging). Never throws into the handler. */
   onError?: (err: Error) => void;
+  /** Bounds the queries under way at once; one more is answered 503 with Retry-After. */
+  slots?: QuerySlots;
 }
+
+/**
+ * How many inventory queries run at once. They share the store with the records being written
+ * (SQLite's one worker thread, PostgreSQL's pool), and a filter no index serves reads every row:
+ * a few callers repeating one must not hold up the writes (which inventory.failClosed waits for)
+ * or the readiness ping.
+ */
+export class QuerySlots {
+  private inUse = 0;
+  constructor(readonly max: number) {}
+
+  /** Runs `query` in a slot, or throws QueriesBusy when every slot is taken. */
+  async run<T>(query: () => Promise<T>): Promise<T> {
+    if (this.inUse >= this.max) throw new QueriesBusy();
+    this.inUse++;
+    try {
+      return await query();
+    } finally {
+      this.inUse--;
+    }
+  }
+}
+
+class QueriesBusy extends Error {}
 
 /** A record as the API (and `meshcert certs --json`) prints it. */
 export interface CertificateRecordJson {
@@ -98,7 +124,7 @@ export function parseSourceFilter(value: string): RecordSource | 'discovered' | 
 function queryParams(search: URLSearchParams): Partial<Record<Param, string>> {
   const out: Partial<Record<Param, string>> = {};
   for (const name of new Set(search.keys())) {
-    if (!(PARAMS as readonly string[]).includes(name)) throw new BadRequest(`unknown query parameter "${name}"; known: ${PARAMS.join(', ')}`);
+    if (!(PARAMS as readonly string[]).includes(name)) throw new BadRequest(`unknown query parameter ${JSON.stringify(name.slice(0, 64))}; known: ${PARAMS.join(', ')}`);
     const values = search.getAll(name);
     if (values.length > 1) throw new BadRequest(`query parameter "${name}" given more than once`);
     if (values[0] !== '') out[name as Param] = values[0];
@@ -201,11 +227,12 @@ export async function handleCertificatesApi(req: IncomingMessage, res: ServerRes
     return true;
   }
   const rest = path.slice(CERTIFICATES_API_PATH.length + 1); // '' for the collection (with or without '/')
+  const inSlot = <T>(query: () => Promise<T>): Promise<T> => (options.slots ? options.slots.run(query) : query());
   const now = options.now?.() ?? new Date();
   try {
     if (rest === '') {
       const { filter, tag } = filterFrom(queryParams(search), now);
-      const page = await store.list(filter);
+      const page = await inSlot(() => store.list(filter));
       send(res, 200, { items: page.items.map(recordToJson), nextCursor: page.nextCursor === null ? null : `${page.nextCursor}.${tag}` });
       return true;
     }
@@ -225,13 +252,15 @@ export async function handleCertificatesApi(req: IncomingMessage, res: ServerRes
     let norm = key.trim().toLowerCase().replace(/[:\s]/g, '');
     if (norm.startsWith('0x')) norm = norm.slice(2);
     if (!KEY.test(norm)) throw new BadRequest('a certificate is looked up by its serial or SHA-256 fingerprint (hex)');
-    const record = await store.get(norm);
+    const record = await inSlot(() => store.get(norm));
     if (record === null) send(res, 404, { error: 'not found' });
     else send(res, 200, recordToJson(record));
     return true;
   } catch (err) {
     if (err instanceof BadRequest || err instanceof InvalidCursorError || err instanceof InvalidFilterError) {
       send(res, 400, { error: err.message });
+    } else if (err instanceof QueriesBusy) {
+      send(res, 503, { error: `the inventory is answering ${options.slots?.max ?? 0} other queries; retry in a second` }, { 'retry-after': '1' });
     } else {
       try {
         options.onError?.(err instanceof Error ? err : new Error(String(err)));

@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:http';
-import { CERTIFICATES_API_PATH, handleCertificatesApi, requestTarget } from './certificates-api.js';
+import { CERTIFICATES_API_PATH, handleCertificatesApi, QuerySlots, requestTarget } from './certificates-api.js';
 import { BlockList, isIP } from 'node:net';
 import { listenOn, splitHostPort } from '../net/host-port.js';
 import type { InventoryStore } from '../inventory/types.js';
@@ -11,8 +11,22 @@ export interface ReadinessCheck {
   readonly detail?: string;
 }
 
+/** Inventory queries under way at once (see QuerySlots). */
+const INVENTORY_QUERY_SLOTS = 2;
+
+/**
+ * Bounds on clients, so that none can hold the primary's memory: probes, a scraper and a few
+ * people or scripts use this server. A request's headers must arrive within 10 s and the whole
+ * request within 30 s; a connection stuck for 30 s while a request is under way (a client that
+ * stopped reading a page of the inventory, say) is closed. Idle kept-alive ones close after Node's
+ * keep-alive timeout (5 s).
+ */
+export const ADMIN_LIMITS = { maxConnections: 128, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 30_000 };
+
 export interface AdminServerOptions {
   readonly listen: string;
+  /** Tests: other bounds than ADMIN_LIMITS. */
+  readonly limits?: typeof ADMIN_LIMITS;
   /** Prometheus text exposition (aggregated across workers in multi-process mode). */
   readonly metrics: () => Promise<{ contentType: string; body: string }>;
   readonly readiness: () => Promise<readonly ReadinessCheck[]>;
@@ -27,7 +41,9 @@ export interface AdminServerOptions {
  */
 export async function startAdminServer(o: AdminServerOptions): Promise<{ port: number; close(): Promise<void> }> {
   const loopback = isLoopback(splitHostPort(o.listen).host);
-  const server: Server = createServer((req, res) => {
+  const limits = o.limits ?? ADMIN_LIMITS;
+  const slots = new QuerySlots(INVENTORY_QUERY_SLOTS);
+  const server: Server = createServer({ headersTimeout: limits.headersTimeoutMs, requestTimeout: limits.requestTimeoutMs, connectionsCheckingInterval: Math.min(5_000, limits.headersTimeoutMs) }, (req, res) => {
     const send = (status: number, body: string, type = 'text/plain; charset=utf-8', extra: Record<string, string> = {}): void => {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', ...extra });
       res.end(body); // Node sends no body for HEAD
@@ -58,7 +74,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
           const m = await o.metrics();
           return send(200, m.body, m.contentType);
         }
-        if (o.store && (await handleCertificatesApi(req, res, o.store, { onError: (err) => o.logger.warn({ err }, 'inventory API: store failed') }))) return undefined;
+        if (o.store && (await handleCertificatesApi(req, res, o.store, { slots, onError: (err) => o.logger.warn({ err }, 'inventory API: store failed') }))) return undefined;
         if (!o.store && (path === CERTIFICATES_API_PATH || path.startsWith(`${CERTIFICATES_API_PATH}/`))) {
           return send(404, `${JSON.stringify({ error: 'the certificate inventory is disabled (inventory.store: none)' })}\n`, 'application/json');
         }
@@ -70,6 +86,8 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
       }
     })();
   });
+  server.maxConnections = limits.maxConnections;
+  server.setTimeout(limits.idleTimeoutMs, (socket) => socket.destroy());
   const bound = await listenOn(server, o.listen, 'admin.listen');
   server.on('error', (err: Error) => o.logger.error({ err }, 'admin listener error'));
   o.logger.info({ listen: o.listen, port: bound }, 'admin server listening');

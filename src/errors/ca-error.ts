@@ -21,7 +21,6 @@ export const CA_ERROR_CODES = [
   'OVERLOADED',
   'RATE_LIMITED',
   'ISSUER_FAILED',
-  'CHAIN_INVALID',
   'CANCELLED',
   'INTERNAL',
 ] as const;

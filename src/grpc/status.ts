@@ -25,7 +25,6 @@ export const GRPC_STATUS: Readonly<Record<CaErrorCode, StatusCode>> = {
   OVERLOADED: Status.UNAVAILABLE,
   RATE_LIMITED: Status.RESOURCE_EXHAUSTED,
   ISSUER_FAILED: Status.INTERNAL,
-  CHAIN_INVALID: Status.INTERNAL,
   // The client is gone (it reset the call, its connection closed, or its deadline passed): the
   // status goes nowhere, but the log and metrics say why nothing was signed.
   CANCELLED: Status.CANCELLED,

@@ -124,11 +124,16 @@ export class InventoryService implements RecordSink {
    * Ready when the store answers, or while it is down but the buffer still has room. A store that
    * does not answer within `pingTimeoutMs` counts as down: a black-holed database would otherwise
    * hold /readyz past the kubelet's probe timeout and take every replica out at once, although
-   * buffering keeps issuance going.
+   * buffering keeps issuance going. With failClosed, a store that answers but does not take
+   * records (a full disk, a read-only standby, writes stalled, the buffer full) is not ready
+   * either: every call is refused then, and the Service should send them elsewhere.
    */
   async readiness(pingTimeoutMs = 1000): Promise<{ ok: boolean; detail: string }> {
     try {
       await withTimeout(this.store.ping(), pingTimeoutMs, 'inventory store ping');
+      if (!this.accepting()) {
+        return { ok: false, detail: `store reachable but not taking records (writes failing or stalled, or the buffer full; backlog ${this.recorder.backlog}): with inventory.failClosed every call is refused` };
+      }
       return { ok: true, detail: `store reachable, backlog ${this.recorder.backlog}` };
     } catch {
       const room = this.recorder.canAccept();

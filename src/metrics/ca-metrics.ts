@@ -317,7 +317,6 @@ const CITADEL_COUNTER: Record<CaErrorCode, CitadelCounter> = {
   POLICY_DENIED: null,
   TTL_INVALID: { sign: 'ttl_error' },
   ISSUER_FAILED: { sign: 'cert_gen_error' },
-  CHAIN_INVALID: { sign: 'cert_gen_error' },
   ISSUER_UNAVAILABLE: { sign: 'ca_unavailable' },
   REQUEST_TOO_LARGE: null,
   NOT_READY: null,

@@ -1,7 +1,9 @@
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isLocalHostHeader, isLoopback, startAdminServer, targetHost } from '../../../src/admin/server.js';
 import { createLogger } from '../../../src/log/logger.js';
+import type { InventoryStore } from '../../../src/inventory/types.js';
 
 /** An admin server on a loopback port with fixed metrics and readiness, and no inventory. */
 const startPlain = (): ReturnType<typeof startAdminServer> =>
@@ -142,4 +144,85 @@ describe('the admin server on loopback and the Host header (DNS rebinding)', () 
     expect(await twoHosts('attacker.example', 'localhost')).toBe(400);
     expect(await get('localhost')).toBe(200);
   });
+});
+
+describe('the admin server under load', () => {
+  it('answers a third inventory query while two are under way with 503 and Retry-After, without asking the store, and the next one once a slot is free', async () => {
+    const waiting: Array<() => void> = [];
+    let lists = 0;
+    const store = {
+      list: () => {
+        lists++;
+        return new Promise((resolve) => waiting.push(() => resolve({ items: [], nextCursor: null })));
+      },
+    } as unknown as InventoryStore;
+    const admin = await startAdminServer({ listen: '127.0.0.1:0', logger: createLogger('silent'), store, metrics: () => Promise.resolve({ contentType: 'text/plain', body: '' }), readiness: () => Promise.resolve([]) });
+    try {
+      const url = `http://127.0.0.1:${admin.port}/api/v1/certificates?issuer=zzz`;
+      const held = [fetch(url), fetch(url)];
+      await expect.poll(() => lists).toBe(2);
+      const busy = await fetch(url);
+      expect(busy.status).toBe(503);
+      expect(busy.headers.get('retry-after')).toBe('1');
+      expect(await busy.json()).toEqual({ error: 'the inventory is answering 2 other queries; retry in a second' });
+      expect(lists).toBe(2);
+      waiting.splice(0).forEach((r) => r());
+      expect((await Promise.all(held)).map((r) => r.status)).toEqual([200, 200]);
+      const next = fetch(url);
+      await expect.poll(() => lists).toBe(3);
+      waiting.splice(0).forEach((r) => r());
+      expect((await next).status).toBe(200);
+      // A bad request is still told so while the slots are full: it never reaches the store.
+      const more = [fetch(url), fetch(url)];
+      await expect.poll(() => lists).toBe(5);
+      const bad = await fetch(`http://127.0.0.1:${admin.port}/api/v1/certificates?${'x'.repeat(500)}=1`);
+      expect(bad.status).toBe(400);
+      expect(((await bad.json()) as { error: string }).error).toMatch(/^unknown query parameter "x{64}"; known: /);
+      waiting.splice(0).forEach((r) => r());
+      await Promise.all(more);
+    } finally {
+      await admin.close();
+    }
+  });
+
+  it('closes a connection whose request headers do not arrive in time, and one that stops reading its answer', async () => {
+    const big = 'x'.repeat(32 * 2 ** 20);
+    const admin = await startAdminServer({
+      listen: '127.0.0.1:0',
+      logger: createLogger('silent'),
+      limits: { maxConnections: 128, headersTimeoutMs: 300, requestTimeoutMs: 1_000, idleTimeoutMs: 1_000 },
+      metrics: () => Promise.resolve({ contentType: 'text/plain', body: big }),
+      readiness: () => Promise.resolve([]),
+    });
+    /** Sends `text`, reads nothing for `pauseMs`, then everything until the server closes. */
+    const exchange = (text: string, pauseMs = 0): Promise<{ ms: number; head: string; bytes: number }> =>
+      new Promise((resolve, reject) => {
+        const started = Date.now();
+        let head = '';
+        let bytes = 0;
+        const socket = connect(admin.port, '127.0.0.1', () => socket.write(text));
+        socket.pause();
+        setTimeout(() => socket.resume(), pauseMs);
+        socket.on('data', (d: Buffer) => {
+          if (head.length < 64) head += d.subarray(0, 64).toString();
+          bytes += d.length;
+        });
+        socket.on('close', () => resolve({ ms: Date.now() - started, head, bytes }));
+        socket.on('error', () => resolve({ ms: Date.now() - started, head, bytes }));
+        socket.setTimeout(10_000, () => reject(new Error('not closed by the server')));
+      });
+    try {
+      // Headers begun and never ended: 408 once headersTimeout has passed.
+      const slow = await exchange('GET /healthz HTTP/1.1\r\nHost: localhost\r\n');
+      expect(slow.head).toMatch(/^HTTP\/1\.1 408 /);
+      expect(slow.ms).toBeLessThan(1_400);
+      // A client that stops reading a large answer (32 MiB) for 3 s: closed when its socket has been
+      // stuck for idleTimeout, so it never gets the whole of it.
+      const stuck = await exchange('GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n', 3_000);
+      expect(stuck.head).toMatch(/^HTTP\/1\.1 200 /);
+      expect(stuck.bytes).toBeLessThan(big.length);
+    } finally {
+      await admin.close();
+    }
+  }, 20_000);
 });

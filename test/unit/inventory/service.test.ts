@@ -101,6 +101,30 @@ describe('InventoryService readiness', () => {
   });
 });
 
+describe('InventoryService readiness while the store answers but takes no records', () => {
+  it.each([
+    [false, true],
+    [true, false],
+  ])('failClosed %s: ready %s (every call would be refused)', async (failClosed, ready) => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-inv-'));
+    dirs.push(dir);
+    const svc = (await InventoryService.open({ store: 'sqlite', path: join(dir, 'inventory.db'), failClosed, maxBuffer: 1000, retention: 30 * 86_400, auditRetention: 0 }, createLogger('silent')))!;
+    const insertMany = svc.store.insertMany.bind(svc.store);
+    try {
+      // A full disk: writes fail, the ping (a read) still answers.
+      svc.store.insertMany = () => Promise.reject(new Error('SQLITE_FULL: database or disk is full'));
+      svc.record(makeRecord(1));
+      await expect.poll(() => svc.recorder.storeHealthy, { timeout: 5_000 }).toBe(false);
+      const r = await svc.readiness(1000);
+      expect(r.ok).toBe(ready);
+      expect(r.detail).toMatch(ready ? /^store reachable, backlog 1$/ : /^store reachable but not taking records \(writes failing or stalled, or the buffer full; backlog 1\): with inventory.failClosed every call is refused$/);
+    } finally {
+      svc.store.insertMany = insertMany;
+      await svc.close();
+    }
+  });
+});
+
 describe('InventoryService with PostgreSQL unreachable at start', () => {
   const { lines, logger } = captureLogs();
   const options = (url: string, failClosed: boolean) => ({ store: 'postgres' as const, url, failClosed, maxBuffer: 1000, retention: 30 * 86_400, auditRetention: 0 });
