@@ -233,7 +233,8 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     const shop = records.filter((r) => r.namespace === 'shop').map((r) => r.fingerprint);
     const c = encodeURIComponent(cursor);
     // The position alone would answer pay's certificates after shop's 4th, skipping the rest silently.
-    for (const q of [`namespace=pay&cursor=${c}`, `cursor=${c}`, `namespace=shop&issuer=legacy&cursor=${c}`, `namespace=shop&includeExpired=false&cursor=${c}`]) {
+    const others = ['issuer=legacy', 'includeExpired=false', 'serviceAccount=api', 'spiffeId=spiffe%3A%2F%2Fcluster.local%2Fns%2Fshop%2Fsa%2Fapi', 'requester=x', 'source=issued', 'expiringWithin=7d'];
+    for (const q of [`namespace=pay&cursor=${c}`, `cursor=${c}`, ...others.map((o) => `namespace=shop&${o}&cursor=${c}`)]) {
       const r = await request(`/api/v1/certificates?${q}`);
       expect(r.status, q).toBe(400);
       expect(r.body, q).toEqual({ error: 'this cursor was returned for other filters: send the same filters as the request that returned it (only limit may change), or start again without a cursor' });
