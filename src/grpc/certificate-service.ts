@@ -25,11 +25,15 @@ export interface CertificateServiceDeps {
   readonly keep?: (cert: IssuedCertificate, ctx: CallContext) => Promise<void>;
 }
 
+/** Distinct CertSigner names warned about per process. */
+const MAX_SIGNERS_NAMED = 16;
+
 export type CreateCertificateHandler = (request: IstioCertificateRequestMsg, call: CallInfo) => Promise<IstioCertificateResponseMsg>;
 
 /** IstioCertificateService/CreateCertificate: call → Authority, outcome → one log line, observers, gRPC status. */
 export function createCertificateHandler(deps: CertificateServiceDeps): CreateCertificateHandler {
   const { authority, logger, observer } = deps;
+  const signersNamed = new Set<string>();
   return async (request, call) => {
     const started = performance.now();
     let auth: AuthRequest;
@@ -67,6 +71,13 @@ export function createCertificateHandler(deps: CertificateServiceDeps): CreateCe
         }
         return refuse(deps, e, ctx());
       }
+    }
+    const signer = metadata.CertSigner;
+    // istiod's multiple signers (meshConfig.ca.certSigners) pick the CA by this; meshcert's policy
+    // does. Said once per name (a few names at most), after authentication, so no caller can flood it.
+    if (signer && signersNamed.size < MAX_SIGNERS_NAMED && !signersNamed.has(signer)) {
+      signersNamed.add(signer);
+      logger.warn({ certSigner: signer.slice(0, 253), identity: cert.spiffeId, issuer: cert.issuer }, "a caller named a signer (CertSigner metadata, istiod's multiple-signer feature): meshcert does not choose the CA by it; it signed with the CA its policy selects (a policy rule's issuer)");
     }
     const c = ctx();
     logger.info(

@@ -106,6 +106,17 @@ describe('CreateCertificate over TLS (istio-agent shaped requests)', () => {
     expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('a', 'b')}`);
   });
 
+  it("issues to a caller that names a signer (CertSigner), from the policy's CA, and says once per name that the name does not choose the CA", async () => {
+    const csr = await makeCsr({ uris: [] });
+    const token = await mintToken({ ns: 'a', sa: 'signer' });
+    const warned = (): number => (ca.logs().match(/"certSigner":"istio-system-clusterissuer"[^\n]*does not choose the CA/g) ?? []).length;
+    for (let i = 0; i < 2; i++) await ca.request({ csrPem: csr.pem, token, metadata: { CertSigner: 'istio-system-clusterissuer' } });
+    expect(warned()).toBe(1);
+    // The empty value istio-agent sends by default says nothing.
+    await ca.request({ csrPem: csr.pem, token, metadata: { CertSigner: '' } });
+    expect(ca.logs()).not.toMatch(/"certSigner":""/);
+  });
+
   it('clamps a lifetime above the maximum to the maximum (the default)', async () => {
     const csr = await makeCsr();
     const chain = await ca.request({ csrPem: csr.pem, token: await mintToken(), validitySeconds: 10 ** 12 });
