@@ -124,8 +124,13 @@ function issuanceShorthands(input: Record<string, unknown>, conflicts: Array<{ p
   if (issuance.maxTtl !== undefined && valid(issuance.maxTtl)) lifetime.max = issuance.maxTtl;
   if (issuance.onTtlAboveMax !== undefined) lifetime.aboveMax = issuance.onTtlAboveMax;
   if (Object.keys(lifetime).length === 0) return input;
-  const policy = (typeof input.policy === 'object' && input.policy !== null ? input.policy : (input.policy = {})) as Record<string, unknown>;
-  const def = (typeof policy.default === 'object' && policy.default !== null ? policy.default : (policy.default = {})) as Record<string, unknown>;
+  const mapping = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  // A policy or policy.default that is not a mapping (`default: deny`, say) stays as written, so validation
+  // refuses it: replacing it with a mapping would turn a denying default into one that allows.
+  if (input.policy !== undefined && !mapping(input.policy)) return input;
+  const policy = (input.policy ??= {}) as Record<string, unknown>;
+  if (policy.default !== undefined && !mapping(policy.default)) return input;
+  const def = (policy.default ??= {}) as Record<string, unknown>;
   if (def.lifetime !== undefined) {
     // policy.default.lifetime is left as written, so it is still validated.
     conflicts.push({ path: ['issuance'], message: 'lifetimes are set in policy.default.lifetime too; set them in one place' });

@@ -226,6 +226,16 @@ describe('parseConfig refusals', () => {
     expect(lines).toHaveLength(4);
   });
 
+  it('leaves a policy or policy.default that is not a mapping for validation to refuse, under an issuance lifetime too (never an allowing default in its place)', () => {
+    for (const policy of ['deny', { default: 'deny' }, { default: ['deny'] }]) {
+      const where = typeof policy === 'string' ? 'policy' : 'policy.default';
+      for (const input of [{ policy }, { policy, issuance: { maxTtl: '30d' } }]) {
+        const lines = configError(() => parse(input)).message.split('\n').slice(1);
+        expect(lines.some((l) => l.startsWith(`  - ${where}:`)), lines.join('\n')).toBe(true);
+      }
+    }
+  });
+
   it('takes istio.istiodTls\'s namespace, revisions and extraDnsNames only as the Kubernetes names they become (the certificate\'s DNS names, Service istiod-<rev>)', () => {
     expect(parse({ istio: { istiodTls: { namespace: 'istio-system', revisions: ['', 'default', '1-24-0', 'canary'] } } }).istio.istiodTls.revisions).toEqual(['', 'default', '1-24-0', 'canary']);
     expect(parse({ istio: { istiodTls: { revisions: ['r'.repeat(56)] } } }).istio.istiodTls.revisions).toHaveLength(1);
