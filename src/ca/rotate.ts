@@ -395,8 +395,15 @@ function rotateSwitchLocked(o: RotateSwitchOptions): StepResult {
   const nextDir = join(dir, NEXT_DIR);
 
   if (state.step === 'started') {
-    const minWaitMs = o.minWaitMs ?? ms(state.minWaitSeconds);
+    const recordedWaitMs = ms(state.minWaitSeconds);
+    const minWaitMs = o.minWaitMs ?? recordedWaitMs;
+    // A shorter wait than start recorded is an early switch by another name: --force, as for one.
+    const shortened = minWaitMs < recordedWaitMs && now.getTime() < Date.parse(state.startedAt) + recordedWaitMs;
+    if (shortened && !o.force) {
+      throw new ConfigError(`--min-wait ${duration(minWaitMs)} is shorter than the ${duration(recordedWaitMs)} recorded at start: a workload that has not renewed since then holds only the old root and would reject certificates from the new intermediate. Pass --force once you have checked that every workload holds both roots`);
+    }
     const allowedAt = new Date(Date.parse(state.startedAt) + minWaitMs);
+    if (shortened) warnings.push(`shortened the wait below the ${duration(recordedWaitMs)} recorded at start (--force)`);
     if (now < allowedAt) {
       const why = `the new root was added at ${state.startedAt}; workloads renew at half their lifetime and only then receive the {old, new} bundle, so switching is allowed from ${allowedAt.toISOString()} (--min-wait ${duration(minWaitMs)}, ${until(allowedAt, now)})`;
       if (!o.force) throw new ConfigError(`too early to switch: ${why}. A workload still holding only the old root would reject certificates from the new intermediate. Re-run then, or pass --force once you have checked that every workload holds both roots`);
@@ -431,7 +438,7 @@ function rotateSwitchLocked(o: RotateSwitchOptions): StepResult {
       minWaitSeconds: Math.round(minWaitMs / 1000),
       switchAllowedAt: allowedAt.toISOString(),
       switchedAt: now.toISOString(),
-      switchForced: now < allowedAt,
+      switchForced: now < allowedAt || shortened,
       maxLeafLifetimeSeconds: Math.round(maxLeafMs / 1000),
       finishAllowedAt: finishAllowedAt.toISOString(),
     };

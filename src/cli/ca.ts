@@ -1,6 +1,6 @@
 import type { X509Certificate } from 'node:crypto';
 import { resolve } from 'node:path';
-import { formatDuration, parseDurationArg } from '../config/duration.js';
+import { formatDuration } from '../config/duration.js';
 import { importIstiod } from '../ca/import-istiod.js';
 import { initCaDir } from '../ca/init.js';
 import { loadServedCaDir, pendingStepNote } from '../ca/material.js';
@@ -8,7 +8,7 @@ import { exposedKeyNotes } from '../ca/files.js';
 import { selfTestCa } from '../ca/state.js';
 import { LocalIssuer } from '../issuer/local.js';
 import { renewIntermediate, rotateFinish, rotateStart, rotateSwitch, rotationStatus, until, type StepResult } from '../ca/rotate.js';
-import { parse, UsageError } from './args.js';
+import { parse, spanFlag, UsageError } from './args.js';
 
 const KEY_TYPES = ['ec256', 'ec384', 'rsa2048', 'rsa3072', 'rsa4096'] as const;
 
@@ -22,8 +22,9 @@ meshcert ca rotate start --dir DIR [--key-type ec256|...] [--org NAME] [--min-wa
   Root rotation, step 1: stages a new root and intermediate in DIR/next/ and adds the new root to
   root-cert.pem (old first); signing continues with the old intermediate. State: DIR/rotation.json.
 meshcert ca rotate switch --dir DIR [--min-wait 13h] [--max-leaf-lifetime 90d] [--force]
-  Step 2, once every workload holds both roots (--min-wait after start, else --force): signs with
-  the new intermediate (ca-cert.pem, ca-key.pem, cert-chain.pem <- next/). Run again with another
+  Step 2, once every workload holds both roots (--min-wait after start, else --force; a --min-wait
+  shorter than start's needs --force too): signs with the new intermediate (ca-cert.pem, ca-key.pem,
+  cert-chain.pem <- next/). Durations need a unit (13h, 90d). Run again with another
   --max-leaf-lifetime to change how long finish waits (counted from the switch; shorter needs --force).
 meshcert ca rotate finish --dir DIR [--force]
   Step 3, once --max-leaf-lifetime has passed since the switch (else --force): removes the old root
@@ -76,11 +77,8 @@ export async function caCommand(argv: string[]): Promise<number> {
     const { values: v } = parse(rest, { dir: { type: 'string' }, lifetime: { type: 'string' }, 'key-type': { type: 'string' } });
     if (!v.dir) throw new UsageError('ca renew-intermediate needs --dir');
     const lifetimeMs = durationMs(v.lifetime, '--lifetime');
-    // A bare number is seconds, as everywhere: "--lifetime 365" would install a six-minute CA.
     if (lifetimeMs !== undefined && lifetimeMs < MIN_INTERMEDIATE_LIFETIME_MS) {
-      // A bare number of days someone may have meant (up to ten years) gets the hint.
-      const bare = /^\d+$/.test(v.lifetime!.trim()) && Number(v.lifetime) >= 1 && Number(v.lifetime) <= 3650;
-      throw new UsageError(`--lifetime ${v.lifetime}: an intermediate must last at least 1d (a bare number is seconds${bare ? `: did you mean ${v.lifetime!.trim()}d?` : ''})`);
+      throw new UsageError(`--lifetime ${v.lifetime}: an intermediate must last at least 1d`);
     }
     const r = await renewIntermediate({ dir: resolve(v.dir), lifetimeMs, keyType: keyTypeOption(v['key-type']) });
     for (const m of r.messages) console.log(m);
@@ -175,12 +173,7 @@ function report(r: StepResult): number {
 const MIN_INTERMEDIATE_LIFETIME_MS = 86_400_000;
 
 function durationMs(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  try {
-    return parseDurationArg(value) * 1000;
-  } catch (e) {
-    throw new UsageError(`${flag}: ${(e as Error).message}`);
-  }
+  return value === undefined ? undefined : spanFlag(value, flag) * 1000;
 }
 
 function keyTypeOption(value: string | undefined): (typeof KEY_TYPES)[number] | undefined {

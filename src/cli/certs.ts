@@ -1,7 +1,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { recordToJson, parseSourceFilter } from '../admin/certificates-api.js';
-import { formatDuration, parseDurationArg } from '../config/duration.js';
+import { formatDuration } from '../config/duration.js';
 import { caDirectories, loadConfigFile, parseConfig } from '../config/load.js';
 import { ConfigError } from '../errors/ca-error.js';
 import {
@@ -16,7 +16,7 @@ import {
 } from '../inventory/expiry.js';
 import { openStore, type OpenStoreOptions } from '../inventory/open.js';
 import type { CertificateFilter, CertificateRecord, InventoryStore } from '../inventory/types.js';
-import { parse, UsageError } from './args.js';
+import { parse, spanFlag, UsageError } from './args.js';
 import { forTerminal } from './terminal-text.js';
 
 export const CERTS_USAGE = `meshcert certs list [--namespace N] [--sa S] [--issuer I] [--requester R] [--source issued|discovered|discovered:...] [--expiring-within 7d] [--limit 1000] [--json]
@@ -241,13 +241,6 @@ const STORE_OPTIONS = {
   json: { type: 'boolean', default: false },
 } as const;
 
-function durationOption(value: string, flag: string): number {
-  try {
-    return parseDurationArg(value);
-  } catch (e) {
-    throw new UsageError(`${flag}: ${(e as Error).message}`);
-  }
-}
 
 async function withStore<T>(v: { config?: string; db?: string }, fn: (store: InventoryStore, target: InventoryTarget) => Promise<T>): Promise<T> {
   const target = resolveInventoryTarget(v);
@@ -283,8 +276,8 @@ async function listCommand(argv: string[], now: Date): Promise<number> {
     filter.source = s.startsWith('discovered:') ? `discovered:${absolutePlace(s.slice('discovered:'.length))}` : s;
   }
   if (v['expiring-within'] !== undefined) {
-    // At most a century (parseDurationArg): always a date the stores hold.
-    filter.expiringBefore = new Date(now.getTime() + durationOption(v['expiring-within'], '--expiring-within') * 1000);
+    // At most a century (spanFlag): always a date the stores hold.
+    filter.expiringBefore = new Date(now.getTime() + spanFlag(v['expiring-within'], '--expiring-within') * 1000);
   }
 
   return withStore(v, async (store) => {
@@ -327,7 +320,7 @@ async function showCommand(argv: string[], now: Date): Promise<number> {
 
 async function expiringCommand(argv: string[], now: Date): Promise<number> {
   const { values: v } = parse(argv, { ...STORE_OPTIONS, within: { type: 'string' } });
-  const within = v.within === undefined ? undefined : durationOption(v.within, '--within');
+  const within = v.within === undefined ? undefined : spanFlag(v.within, '--within');
   return withStore(v, async (store, target) => {
     // The server's windows (monitoring.caWarnBefore, staleWithin, discoveredWarnBefore) unless --within sets all three.
     const caWindow = within ?? target.caWarnBefore;

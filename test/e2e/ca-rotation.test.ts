@@ -329,12 +329,16 @@ describe('the ca commands, as an operator runs them', () => {
   }, 120_000);
 
   it('renew-intermediate works with the root key and explains when it is offline', async () => {
-    // A bare number is seconds: a six-minute intermediate is refused before anything is touched.
+    // A bare number (seconds) is refused, and so is a lifetime under a day, before anything is touched.
     const before = readFileSync(join(cliDir, 'ca-cert.pem'), 'utf8');
-    for (const [lifetime, hint] of [['365', ': did you mean 365d?'], ['12h', ''], ['7200', '']]) {
+    for (const [lifetime, message] of [
+      ['365', '--lifetime 365: give a unit (365d, 365h, 365m or 365s); a bare number would be seconds'],
+      ['12h', '--lifetime 12h: an intermediate must last at least 1d'],
+      ['7200s', '--lifetime 7200s: an intermediate must last at least 1d'],
+    ]) {
       const short = await cli('renew-intermediate', '--dir', cliDir, '--lifetime', lifetime!);
       expect(short.code).toBe(2);
-      expect(short.stderr).toContain(`--lifetime ${lifetime}: an intermediate must last at least 1d (a bare number is seconds${hint})`);
+      expect(short.stderr).toContain(message);
     }
     expect(readFileSync(join(cliDir, 'ca-cert.pem'), 'utf8')).toBe(before);
     const r = await cli('renew-intermediate', '--dir', cliDir, '--lifetime', '30d');
@@ -360,6 +364,12 @@ describe('the ca commands, as an operator runs them', () => {
     expect((await cli('rotate', 'switch')).code).toBe(2);
     expect((await cli('rotate', 'bogus', '--dir', cliDir)).code).toBe(2);
     expect((await cli('rotate', 'switch', '--dir', cliDir, '--min-wait', 'soon')).code).toBe(2);
+    // Days meant, seconds written: refused with the units to choose from.
+    for (const [flag, step] of [['--min-wait', 'start'], ['--min-wait', 'switch'], ['--max-leaf-lifetime', 'switch']]) {
+      const bare = await cli('rotate', step!, '--dir', cliDir, flag!, '13');
+      expect(bare.code, `${step} ${flag}`).toBe(2);
+      expect(bare.stderr).toContain(`${flag} 13: give a unit (13d, 13h, 13m or 13s); a bare number would be seconds`);
+    }
     // A span past a century is refused before any file is touched (it once left a CA with an unreadable notAfter).
     const files = Object.fromEntries(readdirSync(cliDir).filter((f) => f.endsWith('.pem')).map((f) => [f, readFileSync(join(cliDir, f), 'utf8')]));
     for (const args of [['renew-intermediate', '--lifetime', '99999999999d'], ['rotate', 'start', '--min-wait', '99999999999d']]) {

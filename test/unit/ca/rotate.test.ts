@@ -334,13 +334,31 @@ describe('ca rotate switch', () => {
     expect(r.state).toMatchObject({ step: 'switched', switchForced: true });
   });
 
-  it('takes a --min-wait override and records it', async () => {
+  it('takes a longer --min-wait at the switch and records it', async () => {
     const d = await startedAt();
-    const at = new Date(T1.getTime() + HOUR_MS);
-    expect(() => rotateSwitch({ dir: d, now: new Date(at.getTime() - 1000), minWaitMs: HOUR_MS })).toThrow(/too early/);
-    const r = rotateSwitch({ dir: d, now: at, minWaitMs: HOUR_MS });
+    const at = new Date(T2.getTime() + HOUR_MS);
+    expect(() => rotateSwitch({ dir: d, now: new Date(at.getTime() - 1000), minWaitMs: 14 * HOUR_MS })).toThrow(/too early/);
+    const r = rotateSwitch({ dir: d, now: at, minWaitMs: 14 * HOUR_MS });
     expect(r.warnings).toEqual([]);
-    expect(r.state).toMatchObject({ minWaitSeconds: 3600, switchForced: false });
+    expect(r.state).toMatchObject({ minWaitSeconds: 14 * 3600, switchForced: false });
+  });
+
+  it('refuses a --min-wait shorter than the one recorded at start (a bare "13" is 13 seconds) unless forced, and records the switch as forced', async () => {
+    const d = await startedAt();
+    const files = snapshot(d);
+    const at = new Date(T1.getTime() + HOUR_MS);
+    expect(configError(() => rotateSwitch({ dir: d, now: at, minWaitMs: 13_000 })).message).toMatch(/^--min-wait 13s is shorter than the 13h recorded at start: .*Pass --force/);
+    expect(snapshot(d)).toEqual(files);
+    const r = rotateSwitch({ dir: d, now: at, minWaitMs: HOUR_MS, force: true });
+    expect(r.warnings).toEqual(['shortened the wait below the 13h recorded at start (--force)']);
+    expect(r.state).toMatchObject({ step: 'switched', minWaitSeconds: 3600, switchForced: true });
+  });
+
+  it('takes a shorter --min-wait without --force once the recorded wait is over anyway', async () => {
+    const d = await startedAt();
+    const r = rotateSwitch({ dir: d, now: T2, minWaitMs: HOUR_MS });
+    expect(r.warnings).toEqual([]);
+    expect(r.state).toMatchObject({ step: 'switched', switchForced: false });
   });
 
   describe('after the wait', () => {

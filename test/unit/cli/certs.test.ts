@@ -161,6 +161,10 @@ describe('meshcert certs list', () => {
     await expect(run('list', '--db', db, '--expiring-within', 'soon')).rejects.toThrow(/--expiring-within/);
     await expect(run('list', '--db', db, '--expiring-within', '99999999999d')).rejects.toThrow(new UsageError('--expiring-within: invalid duration "99999999999d": at most 36500d'));
     await expect(run('expiring', '--db', db, '--within', '99999999999d')).rejects.toThrow(new UsageError('--within: invalid duration "99999999999d": at most 36500d'));
+    // "--within 30" meant days: a bare number other than 0 needs its unit.
+    await expect(run('expiring', '--db', db, '--within', '30')).rejects.toThrow(new UsageError('--within 30: give a unit (30d, 30h, 30m or 30s); a bare number would be seconds'));
+    await expect(run('list', '--db', db, '--expiring-within', '7')).rejects.toThrow(new UsageError('--expiring-within 7: give a unit (7d, 7h, 7m or 7s); a bare number would be seconds'));
+    expect(await run('list', '--db', db, '--expiring-within', '0')).toBe(0);
     await expect(run('list', '--db', db, '--source', 'elsewhere')).rejects.toThrow(UsageError);
     await expect(run('list', '--db', db, '--bogus')).rejects.toThrow(UsageError);
     await expect(run('list', '--db', 'mysql://x')).rejects.toThrow(/--db must be/);
