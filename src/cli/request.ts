@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, rmdirSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, rmdirSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { CaClient, statusName } from '../client/ca-client.js';
 import { buildWorkloadCsr, type WorkloadKeyType } from '../client/workload-csr.js';
@@ -138,9 +138,17 @@ export async function requestCommand(argv: string[]): Promise<number> {
     };
     if (v.out) {
       const out = resolve(v.out);
-      writeFileAtomic(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
-      writeFileAtomic(join(out, 'root-cert.pem'), chain[chain.length - 1]!);
-      writePrivateKey(join(out, 'key.pem'), csr.privateKeyPem);
+      try {
+        // The key first: it exists nowhere else, while the certificates are recorded by the CA.
+        writePrivateKey(join(out, 'key.pem'), csr.privateKeyPem);
+        writeFileAtomic(join(out, 'cert-chain.pem'), chain.slice(0, -1).join(''));
+        writeFileAtomic(join(out, 'root-cert.pem'), chain[chain.length - 1]!);
+      } catch (e) {
+        const details = `certificate ${result.serial} was issued, but writing it to ${out} failed (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): the files there do not make a pair; request again once the directory takes them`;
+        if (v.json) console.log(JSON.stringify({ unwritten: { details } }, null, 2));
+        else console.error(`meshcert: ${details}`);
+        return 1;
+      }
     }
     if (v.json) {
       console.log(JSON.stringify(result, null, 2));
@@ -166,6 +174,12 @@ function makeOutDir(out: string): { removeIfEmpty(): void } {
     first = mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (e) {
     throw new UsageError(`--out ${out}: cannot create the directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  try {
+    // Checked before asking: a certificate issued into a directory that refuses it loses its key.
+    accessSync(dir, constants.W_OK | constants.X_OK);
+  } catch (e) {
+    throw new UsageError(`--out ${out}: cannot write there: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
   return {
     removeIfEmpty() {

@@ -1,6 +1,6 @@
 import { credentials } from '@grpc/grpc-js';
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
@@ -457,6 +457,20 @@ describe('the meshcert CLI, as a user runs it', () => {
     const printed = /serial=([0-9A-F]+)/.exec(openssl(['x509', '-noout', '-serial', '-in', 'chain.pem'], { 'chain.pem': readFileSync(join(out, 'cert-chain.pem'), 'utf8') }))![1]!;
     expect(printed).toMatch(/^01/);
     expect(j.serial).toBe(printed.toLowerCase().replace(/^0+/, ''));
+  }, 120_000);
+
+  it('request writes the key before the certificates, and says so (exit 1) when --out takes no key', async () => {
+    const out = join(dir, 'out-keyless');
+    // key.pem cannot be written (a directory holds its name): nothing else is written either.
+    mkdirSync(join(out, 'key.pem'), { recursive: true });
+    const args = ['request', '--ns', 'default', '--sa', 'default', '--key', 'ec256', '--address', `127.0.0.1:${server.port}`, '--ca-root', join(dir, 'ca/root-cert.pem'), '--out', out];
+    const r = await runCli([...args, '--token', await mintToken()]);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr.trim()).toMatch(new RegExp(`^meshcert: certificate [0-9a-f]+ was issued, but writing it to ${out} failed \\(EISDIR\\): the files there do not make a pair; request again once the directory takes them$`));
+    expect(readdirSync(out)).toEqual(['key.pem']);
+    const j = await runCli([...args, '--token', await mintToken(), '--json']);
+    expect(j.code).toBe(1);
+    expect(JSON.parse(j.stdout)).toEqual({ unwritten: { details: expect.stringMatching(/^certificate [0-9a-f]+ was issued, but writing it to /) } });
   }, 120_000);
 
   it('request reports a refusal with its gRPC code and exit code 1', async () => {
