@@ -670,6 +670,12 @@ describe('ca rotate finish', () => {
     expect(r.messages[0]).toMatch(/no rotation in progress .*nothing to finish/);
   });
 
+  it('refuses a directory that holds no CA (a mistyped --dir), rather than saying there is nothing to finish', () => {
+    const d = join(tmpdir(), `meshcert-no-ca-${process.pid}-${Date.now()}`);
+    expect(configError(() => rotateFinish({ dir: d, now: T3 })).message).toBe(`no rotation in progress in ${d}, and no CA there (no ca-cert.pem): is --dir the CA directory?`);
+    expect(existsSync(d)).toBe(false);
+  });
+
   it('refuses before switch', async () => {
     const d = await startedAt();
     expect(configError(() => rotateFinish({ dir: d, now: T3, force: true })).message).toMatch(/has not switched yet .*ca rotate switch/);
