@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { recordToJson, parseSourceFilter } from '../admin/certificates-api.js';
 import { formatDuration } from '../config/duration.js';
 import { caDirectories, loadConfigFile, parseConfig } from '../config/load.js';
+import type { MeshcertConfig } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
 import {
   caExpiryReport,
@@ -89,12 +90,20 @@ export function parseDbArg(db: string): { store: OpenStoreOptions; label: string
  */
 export function resolveInventoryTarget(o: { config?: string; db?: string }, env: NodeJS.ProcessEnv = process.env): InventoryTarget {
   const config = o.config !== undefined ? loadConfigFile(o.config, env, { streams: true }).config : parseConfig({}, env, 'defaults', process.cwd());
+  return inventoryTargetOf(config, { configured: o.config !== undefined, ...(o.db !== undefined ? { db: o.db } : {}) }, env);
+}
+
+/**
+ * resolveInventoryTarget for a config already loaded (`configured`: from a file, not the
+ * defaults): `config check` reads its file once, which may be a pipe that a second read finds empty.
+ */
+export function inventoryTargetOf(config: MeshcertConfig, o: { configured: boolean; db?: string }, env: NodeJS.ProcessEnv = process.env): InventoryTarget {
   const issuers = caDirectories(config);
   const common = {
     caDir: issuers[0]!.dir,
     issuers,
     servingCertFile: config.server.tls.certFile ?? null,
-    caConfigured: o.config !== undefined || env.MESHCERT_CA_DIR !== undefined || env.MESHCERT_DATA_DIR !== undefined,
+    caConfigured: o.configured || env.MESHCERT_CA_DIR !== undefined || env.MESHCERT_DATA_DIR !== undefined,
     caWarnBefore: config.monitoring.caWarnBefore,
     staleWithin: config.monitoring.staleWithin,
     discoveredWarnBefore: config.monitoring.discoveredWarnBefore,

@@ -17,7 +17,7 @@ import { createLogger } from '../log/logger.js';
 import { loadServingFiles } from '../serving/serving-cert.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import { parse, UsageError } from './args.js';
-import { openInventory, resolveInventoryTarget } from './certs.js';
+import { inventoryTargetOf, openInventory } from './certs.js';
 
 const USAGE = 'usage: meshcert config check [--no-files] FILE';
 
@@ -57,7 +57,7 @@ export async function configCommand(argv: string[]): Promise<number> {
     console.error(`meshcert: warning: ${farAheadWarning(r)}`);
   }
   // The inventory is one of the things --no-files leaves alone (a CI job has no database at hand).
-  if (!values['no-files']) for (const w of await unrevokedSerials(positionals[0]!, config, revocations)) console.error(`meshcert: warning: ${w}`);
+  if (!values['no-files']) for (const w of await unrevokedSerials(config, revocations)) console.error(`meshcert: warning: ${w}`);
   return 0;
 }
 
@@ -167,13 +167,13 @@ async function kubernetesProblems(config: MeshcertConfig, problems: string[]): P
  * selectors or time do not match, refuses nothing, silently: each is looked up in the inventory
  * the file configures, and what would not be refused is said (warnings; the file stays valid).
  */
-async function unrevokedSerials(file: string, config: MeshcertConfig, revocations: ClientCertRevocations): Promise<string[]> {
+async function unrevokedSerials(config: MeshcertConfig, revocations: ClientCertRevocations): Promise<string[]> {
   const listed = config.auth.revokedClientCertificates.flatMap((e, i) => (e.serials ?? []).map((serial, j) => ({ at: `auth.revokedClientCertificates[${i}].serials[${j}] ${serial}`, serial })));
   if (listed.length === 0) return [];
   let store: Awaited<ReturnType<typeof openInventory>>;
   const cannot = (why: string): string[] => [`cannot look the revoked serials up in the inventory: ${why}`];
   try {
-    const target = resolveInventoryTarget({ config: file });
+    const target = inventoryTargetOf(config, { configured: true });
     // Said here without the certs commands' hint (--config, --db): this file's inventory section names it.
     if (target.store.kind === 'sqlite' && !existsSync(target.store.path)) return cannot(`no inventory at ${target.label} (the file's inventory section)`);
     store = await openInventory(target, true);

@@ -4,6 +4,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import { initCaDir } from '../../src/ca/init.js';
 import { loadCaDir } from '../../src/ca/material.js';
 import { parseConfig } from '../../src/config/load.js';
@@ -177,6 +178,16 @@ describe('the meshcert CLI, as a user runs it', () => {
       `meshcert: warning: auth.revokedClientCertificates[0].serials[1] ${web.serial} is a certificate for spiffe://cluster.local/ns/web/sa/app that no entry refuses (its selectors or time do not match it)`,
       'meshcert: warning: auth.revokedClientCertificates[0].serials[2] abcdef is no certificate in the inventory: a mistyped serial refuses nothing',
     ]);
+    // A file read from a pipe is read once: the inventory looked up is the one it names, not the defaults'.
+    const fifo = join(dir, 'serials.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const piped = runCli(['config', 'check', fifo], { timeoutMs: 15_000 });
+    // Opening a FIFO to write waits for its reader (on libuv's pool, not this thread).
+    const writer = await open(fifo, 'w');
+    await writer.writeFile(readFileSync(serials, 'utf8'));
+    await writer.close();
+    const pipedResult = await piped;
+    expect([pipedResult.code, pipedResult.stderr]).toEqual([0, sv.stderr]);
     // --no-files reads no inventory either (a CI job has none at hand): nothing said of the serials.
     const noFiles = await runCli(['config', 'check', '--no-files', serials]);
     expect([noFiles.code, noFiles.stderr.trim()]).toEqual([0, '']);
