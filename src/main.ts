@@ -28,7 +28,7 @@ import { inventoryObserver, ownCertificateRecorder, SERVING_CERT_REQUESTER, type
 import { zeroSeries, type CaMetrics } from './metrics/ca-metrics.js';
 import { HealthService } from './grpc/health.js';
 import { CONNECTION_SHED_REASONS, GrpcServer } from './grpc/server.js';
-import { checkServingIdentity } from './grpc/tls.js';
+import { checkServingIdentity, type ServingIdentity } from './grpc/tls.js';
 import { CERTIFICATE_SERVICE, HEALTH_SERVICE, methodCodec, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from './grpc/proto.js';
 import type { HealthCheckRequest, HealthCheckResponse } from './grpc/health.js';
 import type { LocalIssuer } from './issuer/local.js';
@@ -215,14 +215,22 @@ export async function buildAuthChain(
     }
     clusters.set(c.name, list);
   }
-  const defaultCluster = effectiveDefaultCluster(config, clusters.keys());
-  const chain = new AuthChain({
-    clusters,
-    defaultCluster,
-    // A new build starts with an empty cache: a verdict of an issuer removed must not outlive it.
-    cache: config.auth.tokenCache.maxEntries > 0 ? new TokenCache({ maxEntries: config.auth.tokenCache.maxEntries, maxTtlMs: config.auth.tokenCache.maxTtl * 1000 }) : false,
-    clientCertificates: config.auth.clientCertificates,
-  });
+  let defaultCluster: string;
+  let chain: AuthChain;
+  try {
+    defaultCluster = effectiveDefaultCluster(config, clusters.keys());
+    chain = new AuthChain({
+      clusters,
+      defaultCluster,
+      // A new build starts with an empty cache: a verdict of an issuer removed must not outlive it.
+      cache: config.auth.tokenCache.maxEntries > 0 ? new TokenCache({ maxEntries: config.auth.tokenCache.maxEntries, maxTtlMs: config.auth.tokenCache.maxTtl * 1000 }) : false,
+      clientCertificates: config.auth.clientCertificates,
+    });
+  } catch (e) {
+    // Not expected (assertServable ran first), but a throw here must not leave refresh timers running.
+    closeMade();
+    throw e;
+  }
   return {
     chain,
     defaultCluster,
@@ -360,19 +368,25 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   async function reload(next: MeshcertConfig, ca?: CaSnapshot): Promise<void> {
     // Build everything first; a failure leaves the running state untouched.
     const fresh = await loadCaState(next, logger, { reload: true, ...(ca ? { inForce: ca } : {}) });
-    const signerChanged = fresh.issuers.default.material.signingCert.fingerprint256 !== state.issuers.default.material.signingCert.fingerprint256;
-    // A serving certificate from the new signer when meshcert issues its own (operator files
-    // stay), and the listener's context with the new anchors: both checked before the swap, so
-    // that a failure leaves every part of the running state as it was.
-    const reissued = signerChanged ? serving.prepareReissue(fresh.issuers.default) : undefined;
-    const identity = { ...(reissued?.material ?? serving.current), clientCaPem: fresh.issuers.anchorsPem };
-    checkServingIdentity(identity);
     // Authentication is built again only when its settings changed (an issuer removed, say):
     // unchanged authenticators are taken over with their keys, and the token cache starts empty.
-    const trustedNodeAccounts = nodeAuthorizer?.prepareTrustedNodeAccounts(next.ambient.trustedNodeAccounts);
+    // Built before the serving pair is taken: the build may wait seconds on a key set's first
+    // read, and a renewal of the serving certificate meanwhile must not be undone by the swap.
     const nextAuth = isDeepStrictEqual(authenticationSettings(next), authSettings) ? undefined : await buildAuthChain(next, () => state, logger, o.metrics, auth.built, auth.retired ? [auth.retired] : []);
+    // Nothing is awaited from here to the swap.
+    let reissued: ReturnType<typeof serving.prepareReissue> | undefined;
+    let identity: ServingIdentity;
+    let trustedNodeAccounts: (() => void) | undefined;
     let keyFilesInForce: () => void;
     try {
+      const signerChanged = fresh.issuers.default.material.signingCert.fingerprint256 !== state.issuers.default.material.signingCert.fingerprint256;
+      // A serving certificate from the new signer when meshcert issues its own (operator files
+      // stay), and the listener's context with the new anchors: both checked before the swap, so
+      // that a failure leaves every part of the running state as it was.
+      reissued = signerChanged ? serving.prepareReissue(fresh.issuers.default) : undefined;
+      identity = { ...(reissued?.material ?? serving.current), clientCaPem: fresh.issuers.anchorsPem };
+      checkServingIdentity(identity);
+      trustedNodeAccounts = nodeAuthorizer?.prepareTrustedNodeAccounts(next.ambient.trustedNodeAccounts);
       keyFilesInForce = (nextAuth ?? auth.built).prepareKeyFiles();
     } catch (e) {
       if (nextAuth) closeUnshared(nextAuth, auth.built);

@@ -287,7 +287,11 @@ export class RemoteJwks implements KeySource {
       this.timer = setInterval(() => void this.refresh(), this.refreshIntervalMs);
       this.timer.unref();
     }
-    if (!this.set) await this.refresh();
+    // A set taken over (adopt) may be old: one a reload retired stopped refreshing when it was
+    // closed, and a key its issuer withdrew since (a leaked one) must not verify until the timer's
+    // next read. So it is read again unless it was read within the rate limit's window; a failed
+    // read keeps it.
+    if (!this.set || this.now() - this.lastLoadedAt >= this.minRefreshIntervalMs) await this.refresh();
   }
 
   close(): void {
@@ -304,8 +308,9 @@ export class RemoteJwks implements KeySource {
 
   /**
    * Takes `from`'s last good key set, and when it was read, before start(): an authenticator a
-   * reload rebuilt (another issuer of its cluster removed, say) then verifies at once with the keys
-   * held, instead of with none while its endpoint is slow or down.
+   * reload rebuilt (another issuer of its cluster removed, say) then verifies with the keys held,
+   * instead of with none, while its endpoint is slow or down (start() reads a set taken over again
+   * unless it is fresh).
    */
   adopt(from: RemoteJwks): void {
     if (from.uri !== this.uri || from.issuer !== this.issuer || from.set === undefined || this.set !== undefined) return;

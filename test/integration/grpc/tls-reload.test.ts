@@ -1,10 +1,15 @@
 /**
  * A reload that changes the signing CA with a user-supplied serving certificate
  * (server.tls.certFile): the TLS listener must trust client certificates from the new
- * intermediate at once, though its own certificate (the operator's files) stays.
+ * intermediate at once, though its own certificate (the operator's files) stays. And a reload
+ * that waits on authentication does not put back a serving pair replaced meanwhile.
  */
+import { X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
+import { connect } from 'node:tls';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
@@ -69,5 +74,74 @@ describe('a reload that changes the signing CA, with server.tls.certFile', () =>
     const mtls = client({ clientCert: { certPem: issued[0]!, keyPem: csr.privateKeyPem } });
     const chain = await mtls.createCertificate({ csrPem: (await buildWorkloadCsr(ID, 'ec256')).csrPem });
     expect(chain).toHaveLength(3);
+  });
+});
+
+describe('a reload that builds authentication while the serving files change', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'meshcert-tls-race-'));
+  let running: RunningMeshcert | undefined;
+  const slow = createServer();
+  afterAll(async () => {
+    await running?.close();
+    slow.closeAllConnections();
+    await new Promise<void>((resolve) => slow.close(() => resolve()));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The serial of the certificate the listener presents now. */
+  const servedSerial = (port: number): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const socket = connect({ host: '127.0.0.1', port, servername: 'localhost', ALPNProtocols: ['h2'], rejectUnauthorized: false }, () => {
+        resolve(socket.getPeerCertificate().serialNumber);
+        socket.destroy();
+      });
+      socket.on('error', reject);
+    });
+
+  it('keeps the pair the file watch put in force while the reload waited on a new key set', async () => {
+    const caDir = join(dir, 'ca');
+    await initCaDir({ dir: caDir });
+    await writeTestJwks(join(dir, 'jwks.json'));
+    const issue = localServingCertIssuer(() => new LocalIssuer('default', loadCaDir(caDir)));
+    const first = await issue(['localhost'], 86_400);
+    mkdirSync(join(dir, 'tls'));
+    writeFileSync(join(dir, 'tls/crt.pem'), first.certChainPem);
+    writeFileSync(join(dir, 'tls/key.pem'), first.keyPem, { mode: 0o600 });
+    // A key-set endpoint that answers once released: the reload that adds it waits on its first read
+    // (at most the 5 s fetch timeout).
+    const jwks = readFileSync(join(dir, 'jwks.json'), 'utf8');
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    slow.on('request', (_req, res) => void released.then(() => res.writeHead(200, { 'content-type': 'application/json' }).end(jwks)));
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    const settings = (issuers: Array<{ issuer: string; jwksFile?: string; jwksUri?: string }>) =>
+      parseConfig(
+        {
+          dataDir: dir,
+          trustDomain: TRUST_DOMAIN,
+          server: { listen: '127.0.0.1:0', shutdownGrace: '5s', tls: { certFile: join(dir, 'tls/crt.pem'), keyFile: join(dir, 'tls/key.pem') } },
+          ca: { dir: caDir },
+          auth: { clusters: [{ name: 'Kubernetes', jwt: issuers }] },
+        },
+        {},
+        'test',
+        dir,
+      );
+    const own = { issuer: TEST_ISSUER, jwksFile: join(dir, 'jwks.json') };
+    running = await startMeshcert(settings([own]), { logger: createLogger('silent') });
+    const firstSerial = new X509Certificate(first.certChainPem).serialNumber;
+    expect(await servedSerial(running.port)).toBe(firstSerial);
+
+    const reloaded = running.reload(settings([own, { issuer: 'https://slow.meshcert.test', jwksUri: `http://127.0.0.1:${(slow.address() as AddressInfo).port}/jwks` }]));
+    // The operator replaces the pair while the reload waits; the file watch (2 s poll) puts it in force.
+    const second = await issue(['localhost'], 86_400);
+    writeFileSync(join(dir, 'tls/crt.pem'), second.certChainPem);
+    writeFileSync(join(dir, 'tls/key.pem'), second.keyPem, { mode: 0o600 });
+    const secondSerial = new X509Certificate(second.certChainPem).serialNumber;
+    await expect.poll(() => servedSerial(running!.port), { timeout: 4000, interval: 100 }).toBe(secondSerial);
+    release();
+    await reloaded;
+    // The reload's swap took the pair in force after its wait, not the one before it.
+    expect(await servedSerial(running.port)).toBe(secondSerial);
   });
 });

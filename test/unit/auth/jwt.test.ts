@@ -237,6 +237,37 @@ describe('JwtAuthenticator: remote key set', () => {
     expect((await outcome(moved.authenticate({ bearerToken: token }))).code).toBe('AUTH_BACKEND_UNAVAILABLE');
   });
 
+  it('reads a key set taken over again when it is older than the rate limit allows (a retired build stopped refreshing): a key withdrawn since no longer verifies; a failed read keeps the set', async () => {
+    const s = await new JwksServer([rsa.jwk, rotated.jwk]).start();
+    try {
+      const { auth: before } = make({ jwksUri: s.url });
+      await before.start();
+      expect(s.hits).toBe(1);
+      // rsa's key withdrawn (leaked, say) after the build holding the set was retired.
+      s.keys = [rotated.jwk];
+      const token = await signToken(rsa, k8sClaims());
+      const later = (): JwtAuthenticator => {
+        // A minute on: past the 30 s rate limit, before the 5-minute refresh.
+        const a = new JwtAuthenticator({ issuers: [{ issuer: ISSUER, jwksUri: s.url, trustDomain: TRUST_DOMAIN, fetchTimeoutMs: 500 }], now: () => Date.now() + 60_000 });
+        open.push(a);
+        a.adoptKeys([before]);
+        return a;
+      };
+      const readAgain = later();
+      await readAgain.start();
+      expect(s.hits).toBe(2);
+      expect((await outcome(readAgain.authenticate({ bearerToken: token }))).caller).toBeUndefined();
+      expect((await readAgain.authenticate({ bearerToken: await signToken(rotated, k8sClaims()) }))?.identities).toEqual(['spiffe://cluster.local/ns/default/sa/sleep']);
+      // The endpoint down: the set taken over still verifies.
+      await s.stop();
+      const down = later();
+      await down.start();
+      expect((await down.authenticate({ bearerToken: token }))?.identities).toEqual(['spiffe://cluster.local/ns/default/sa/sleep']);
+    } finally {
+      await s.stop();
+    }
+  });
+
   it('answers a token signed with a key published after the last fetch UNAVAILABLE while the rate limit holds the refresh back, and fetches when it allows', async () => {
     const s = await new JwksServer([rsa.jwk]).start();
     try {
