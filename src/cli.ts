@@ -93,16 +93,24 @@ function fileSystemProblem(err: unknown): string | undefined {
   return `cannot ${e.syscall ?? 'use'} ${e.path}: ${what} (${e.code})`;
 }
 
-/** Exit codes: 0 ok, 1 failure (refused, invalid config), 2 usage error. */
+/**
+ * The exit code of a failure that is not a usage error: 1, except for `policy explain`, whose 1
+ * means denied (a CI step asserting a denial must not pass on a crash).
+ */
+let failureExit = 1;
+
+/** Exit codes: 0 ok, 1 failure (refused, invalid config), 2 usage error; 3 policy explain's failure; 141 closed pipe. */
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  if (cmd === 'policy') failureExit = 3;
   if (cmd !== 'serve' && cmd !== 'worker') endQuietlyOnClosedPipe();
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     // `meshcert help COMMAND` is that command's help.
     const asked = cmd === 'help' && rest[0] !== undefined && rest[0] !== '--help' && rest[0] !== '-h' ? rest[0] : undefined;
     const one = asked !== undefined && Object.hasOwn(COMMAND_USAGE, asked) ? COMMAND_USAGE[asked] : undefined;
     if (asked !== undefined && !one) throw new UsageError(`unknown command "${asked}"; run "meshcert help"`);
-    console.log(one ? await one() : await usage());
+    // A bare `meshcert` is a usage error: its usage goes where errors go.
+    (cmd ? console.log : console.error)(one ? await one() : await usage());
     return cmd ? 0 : 2;
   }
   // A serving process reloads on SIGHUP, whose default action ends the process: from the first
@@ -134,17 +142,17 @@ main(process.argv.slice(2)).then(
       process.exitCode = 2;
     } else if (err instanceof ConfigError) {
       console.error(`meshcert: ${err.message}`);
-      process.exitCode = 1;
+      process.exitCode = failureExit;
     } else if (fileSystemProblem(err) !== undefined) {
       // A path the command was given that cannot be used (not a directory, no permission, full disk): the user's to fix.
       console.error(`meshcert: ${fileSystemProblem(err)}`);
       if (process.env.MESHCERT_DEBUG) console.error(err);
-      process.exitCode = 1;
+      process.exitCode = failureExit;
     } else {
       // Unexpected: say what, not where (no stack traces for users); MESHCERT_DEBUG=1 shows it.
       console.error(`meshcert: unexpected error: ${err instanceof Error ? err.message : String(err)}`);
       if (process.env.MESHCERT_DEBUG) console.error(err);
-      process.exitCode = 1;
+      process.exitCode = failureExit;
     }
     // A command that failed must end even if something it started (a watch, a timer) still holds
     // the event loop: a server that cannot start should crash-loop visibly, not sit idle.

@@ -6,6 +6,8 @@ import { initCaDir } from '../ca/init.js';
 import { loadServedCaDir, pendingStepNote } from '../ca/material.js';
 import { exposedKeyNotes } from '../ca/files.js';
 import { selfTestCa } from '../ca/state.js';
+import { checkOrganization } from '../ca/generate.js';
+import { trustDomainProblem } from '../x509/spiffe-id.js';
 import { LocalIssuer } from '../issuer/local.js';
 import { renewIntermediate, rotateFinish, rotateStart, rotateSwitch, rotationStatus, until, type StepResult } from '../ca/rotate.js';
 import { parse, spanFlag, UsageError } from './args.js';
@@ -44,6 +46,7 @@ export async function caCommand(argv: string[]): Promise<number> {
     const { values: v } = parse(rest, { dir: { type: 'string' }, 'key-type': { type: 'string', default: 'ec256' }, org: { type: 'string', default: 'meshcert' } });
     if (!v.dir) throw new UsageError('ca init needs --dir');
     if (!(KEY_TYPES as readonly string[]).includes(v['key-type']!)) throw new UsageError(`--key-type must be one of ${KEY_TYPES.join(', ')}`);
+    orgOption(v.org);
     const dir = resolve(v.dir);
     const m = await initCaDir({ dir, keyType: v['key-type'] as (typeof KEY_TYPES)[number], organization: v.org! });
     console.log(`created a CA in ${dir}`);
@@ -56,6 +59,7 @@ export async function caCommand(argv: string[]): Promise<number> {
   if (sub === 'check') {
     const { values: v } = parse(rest, { dir: { type: 'string' }, 'trust-domain': { type: 'string', default: 'cluster.local' } });
     if (!v.dir) throw new UsageError('ca check needs --dir');
+    trustDomainOption(v['trust-domain']!);
     // As serve loads it: a step interrupted half way is served from the set it staged. The
     // directory itself is then not a CA (a cacerts Secret made from it would not load): exit 1.
     const { material: m, interrupted } = loadServedCaDir(resolve(v.dir));
@@ -88,6 +92,7 @@ export async function caCommand(argv: string[]): Promise<number> {
   if (sub === 'import-istiod') {
     const { values: v } = parse(rest, { from: { type: 'string' }, dir: { type: 'string' }, 'trust-domain': { type: 'string', default: 'cluster.local' } });
     if (!v.from || !v.dir) throw new UsageError('ca import-istiod needs --from SRC and --dir DIR');
+    trustDomainOption(v['trust-domain']!);
     const dir = resolve(v.dir);
     const r = importIstiod({ from: resolve(v.from), dir, trustDomain: v['trust-domain']! });
     console.log(`imported ${r.kind === 'cacerts' ? "istiod's plug-in CA (cacerts)" : "istiod's self-signed CA (istio-ca-secret)"} into ${dir}`);
@@ -102,6 +107,22 @@ export async function caCommand(argv: string[]): Promise<number> {
   throw new UsageError(`unknown ca subcommand ${sub ?? '(none)'}\n${CA_USAGE}`);
 }
 
+/** A bad --trust-domain is the command line's mistake (exit 2), said before anything is read. */
+function trustDomainOption(td: string): void {
+  const problem = trustDomainProblem(td);
+  if (problem !== null) throw new UsageError(`--trust-domain ${JSON.stringify(td)}: ${problem}`);
+}
+
+/** As trustDomainOption, for --org (X.520's bound, the characters a name may hold). */
+function orgOption(org: string | undefined): void {
+  if (org === undefined) return;
+  try {
+    checkOrganization(org);
+  } catch (e) {
+    throw new UsageError(`--org: ${(e as Error).message}`);
+  }
+}
+
 /** Roots loadCaDir left out of the bundle: still in root-cert.pem, so the operator should know. */
 function warnExpiredRoots(roots: readonly X509Certificate[]): void {
   for (const r of roots) {
@@ -114,6 +135,7 @@ async function rotateCommand(argv: string[]): Promise<number> {
   if (step === 'start') {
     const { values: v } = parse(rest, { dir: { type: 'string' }, 'key-type': { type: 'string', default: 'ec256' }, org: { type: 'string' }, 'min-wait': { type: 'string' } });
     if (!v.dir) throw new UsageError('ca rotate start needs --dir');
+    orgOption(v.org);
     return report(await rotateStart({ dir: resolve(v.dir), keyType: keyTypeOption(v['key-type']), organization: v.org, minWaitMs: durationMs(v['min-wait'], '--min-wait') }));
   }
   if (step === 'switch') {

@@ -192,7 +192,10 @@ async function unrevokedSerials(config: MeshcertConfig, revocations: ClientCertR
       }
     }
     return warnings;
+  } catch (e) {
+    // As a store that cannot be opened: the file is valid, the lookup could not be made.
+    return cannot((e as Error).message);
   } finally {
-    await store.close();
+    await store.close().catch(() => undefined);
   }
 }

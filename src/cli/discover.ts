@@ -89,6 +89,7 @@ export function parseDiscoverArgs(argv: string[]): {
   if (v.kubeconfig !== undefined && !v['k8s-secrets']) throw new UsageError('--kubeconfig goes with --k8s-secrets');
   if (v['forget-gone'] && !v['k8s-secrets']) throw new UsageError('--forget-gone goes with --k8s-secrets');
   if (v.cluster !== undefined && !v['k8s-secrets']) throw new UsageError('--cluster goes with --k8s-secrets');
+  if (v['endpoint-timeout'] !== undefined && endpoints.length === 0) throw new UsageError('--endpoint-timeout goes with --endpoints');
   if (v.cluster !== undefined && !PLACE_CLUSTER_NAME.test(v.cluster)) throw new UsageError(`--cluster ${JSON.stringify(v.cluster)}: a cluster name is 1 to 63 letters, digits, ".", "_" and "-"`);
   if (forget.length > 0 && (files.length > 0 || endpoints.length > 0 || v['k8s-secrets'])) throw new UsageError('--forget goes alone, not with --files, --endpoints or --k8s-secrets');
   if (v.places && (forget.length > 0 || files.length > 0 || endpoints.length > 0 || v['k8s-secrets'])) throw new UsageError('--places goes alone, not with --forget, --files, --endpoints or --k8s-secrets');

@@ -38,7 +38,7 @@ export const POLICY_USAGE = `meshcert policy explain --config FILE --ns NAMESPAC
   --no-ca                     judge by the policy alone: do not read the CA's files (allowed DNS
                               names and IP addresses are otherwise checked against its name constraints)
   --json                      print the result as JSON
-  Exit codes: 0 allowed, 1 denied, 2 usage error, 3 invalid or unreadable config.`;
+  Exit codes: 0 allowed, 1 denied, 2 usage error, 3 invalid or unreadable config, or any other failure.`;
 
 const KEYS: Readonly<Record<string, CsrKeyInfo>> = {
   rsa2048: { algorithm: 'RSA', size: 2048 },

@@ -26,7 +26,11 @@ export const REQUEST_USAGE = `meshcert request --ns NAMESPACE --sa SERVICE_ACCOU
   --server-name NAME          TLS name to verify (default: the address host)
   --out DIR                   write cert-chain.pem, key.pem (0600) and root-cert.pem there
   --json                      print the result as JSON ({"refused": {code, details}} when refused,
-                              {"unverified": {details}} when the chain does not verify; exit 1)`;
+                              {"unverified": {details}} when the chain does not verify, {"unwritten":
+                              {details}} when --out could not take the files; exit 1)`;
+
+/** What a gRPC header value may hold (grpc-js refuses the rest). */
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 
 export async function requestCommand(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, {
@@ -65,7 +69,8 @@ export async function requestCommand(argv: string[]): Promise<number> {
   try {
     rootPem = readTextFile(rootFile, MAX_PEM_BYTES, { streams: true });
   } catch (e) {
-    throw new UsageError(`cannot read the root certificate ${rootFile} (${readProblem(e)}): pass --ca-root or start "meshcert serve --dev" first`);
+    const hint = v['ca-root'] === undefined ? 'pass --ca-root or start "meshcert serve --dev" first' : "--ca-root names the CA's root-cert.pem";
+    throw new UsageError(`cannot read the root certificate ${rootFile} (${readProblem(e)}): ${hint}`);
   }
   // Said here, not as a TLS failure to connect ("unable to get local issuer certificate").
   let roots: number;
@@ -82,6 +87,9 @@ export async function requestCommand(argv: string[]): Promise<number> {
     throw new UsageError((e as Error).message);
   }
   const token = v.token ?? (v['token-file'] ? readTokenFile(v['token-file']) : await devToken(dataDir, v.ns, v.sa));
+  // gRPC metadata is printable ASCII: grpc-js would refuse it with a message quoting the token.
+  if (!PRINTABLE_ASCII.test(token)) throw new UsageError(`the token${v.token !== undefined ? ' (--token)' : v['token-file'] ? ` in ${v['token-file']}` : ''} holds a character a gRPC header cannot carry (only printable ASCII): is it a bare JWT?`);
+  if (!PRINTABLE_ASCII.test(v.cluster!)) throw new UsageError('--cluster must be printable ASCII (it is sent as the ClusterID header)');
   // Made before asking (a certificate issued but not written loses its key), once every input is
   // read; removed again, when this made it and it is still empty, if nothing is written.
   const made = v.out === undefined ? undefined : makeOutDir(v.out);

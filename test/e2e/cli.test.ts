@@ -1,6 +1,6 @@
 import { credentials } from '@grpc/grpc-js';
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
@@ -113,8 +113,9 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(check.code).toBe(1);
     expect(check.stderr).toMatch(/extended key usage/);
     const badTd = await runCli(['ca', 'check', '--dir', src, '--trust-domain', 'Not A Domain']);
-    expect(badTd.code).toBe(1);
-    expect(badTd.stderr).toMatch(/trust domain "Not A Domain"/);
+    // The option's value is the mistake (usage, 2), said before the CA is read.
+    expect(badTd.code).toBe(2);
+    expect(badTd.stderr).toMatch(/^meshcert: --trust-domain "Not A Domain": /);
     const imported = await runCli(['ca', 'import-istiod', '--from', src, '--dir', join(dir, 'ca-eku-imported')]);
     expect(imported.code).toBe(1);
     expect(imported.stderr).toMatch(/^meshcert: cannot import from .*extended key usage/m);
@@ -191,6 +192,18 @@ describe('the meshcert CLI, as a user runs it', () => {
     // --no-files reads no inventory either (a CI job has none at hand): nothing said of the serials.
     const noFiles = await runCli(['config', 'check', '--no-files', serials]);
     expect([noFiles.code, noFiles.stderr.trim()]).toEqual([0, '']);
+    // An inventory that opens but cannot be read: the file is still valid (0), and the lookup said not made.
+    const corrupt = await openStore({ kind: 'sqlite', path: join(dir, 'corrupt-inventory.db') });
+    await corrupt.insertMany(Array.from({ length: 400 }, (_, i) => makeRecord(`c${i}`)));
+    await corrupt.close();
+    const fd = openSync(join(dir, 'corrupt-inventory.db'), 'r+');
+    const size = statSync(join(dir, 'corrupt-inventory.db')).size;
+    writeSync(fd, Buffer.alloc(size - 2 * 4096, 0xff), 0, size - 2 * 4096, 2 * 4096);
+    closeSync(fd);
+    const corruptConfig = join(dir, 'serials-corrupt.yaml');
+    writeFileSync(corruptConfig, readFileSync(serials, 'utf8').replace(`path: ${inventory}`, `path: ${join(dir, 'corrupt-inventory.db')}`));
+    const unreadable = await runCli(['config', 'check', corruptConfig]);
+    expect([unreadable.code, unreadable.stderr.trim()]).toEqual([0, 'meshcert: warning: cannot look the revoked serials up in the inventory: database disk image is malformed']);
     // Without an inventory to read, it says so.
     rmSync(inventory);
     expect((await runCli(['config', 'check', serials])).stderr.trim()).toBe(`meshcert: warning: cannot look the revoked serials up in the inventory: no inventory at sqlite:${inventory} (the file's inventory section)`);
@@ -407,11 +420,28 @@ describe('the meshcert CLI, as a user runs it', () => {
     cases.push([['ca', 'rotate', 'status', '--dir', join(dir, 'nowhere-to-rotate')], 1, 'step: idle: no rotation in progress, and no CA that loads here']);
     // A path through a file: what is wrong with it, not an "unexpected error".
     cases.push([['ca', 'init', '--dir', join(big, 'sub')], 1, `meshcert: cannot mkdir ${join(big, 'sub')}: a part of the path is a file, not a directory (ENOTDIR)`]);
+    // What no gRPC header carries is refused before dialling, without repeating the token.
+    const oddToken = join(dir, 'odd-token');
+    writeFileSync(oddToken, 'eyJsecret\u0007part\n');
+    cases.push([['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--token-file', oddToken], 2, `the token in ${oddToken} holds a character a gRPC header cannot carry (only printable ASCII): is it a bare JWT?`]);
+    cases.push([['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--token', 't', '--cluster', 'clüster'], 2, '--cluster must be printable ASCII']);
+    // A bad option value is the command line's mistake (2), said before anything is read.
+    cases.push([['ca', 'check', '--dir', join(dir, 'no-ca-here'), '--trust-domain', 'Bad'], 2, '--trust-domain "Bad": SPIFFE trust domain may hold only lowercase letters']);
+    cases.push([['ca', 'import-istiod', '--from', join(dir, 'no-source'), '--dir', join(dir, 'no-import'), '--trust-domain', 'a..b'], 2, '--trust-domain "a..b": SPIFFE trust domain must not start or end with "."']);
+    cases.push([['ca', 'init', '--dir', join(dir, 'long-org'), '--org', 'o'.repeat(65)], 2, '--org: the organization name must be at most 64 characters']);
+    cases.push([['ca', 'rotate', 'start', '--dir', join(dir, 'long-org'), '--org', 'o'.repeat(65)], 2, '--org: the organization name must be at most 64 characters']);
+    cases.push([['discover', '--files', root, '--endpoint-timeout', '5s'], 2, '--endpoint-timeout goes with --endpoints']);
     for (const [args, code, message] of cases) {
       const r = await runCli(args, { timeoutMs: 60_000 });
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(code);
       expect(r.stderr + r.stdout).toContain(message);
+      expect(r.stderr + r.stdout).not.toContain('eyJsecret');
     }
+    expect(existsSync(join(dir, 'long-org'))).toBe(false);
+    // A bare `meshcert` is a usage error: the usage on stderr, nothing on stdout.
+    const bare = await runCli([]);
+    expect([bare.code, bare.stdout]).toEqual([2, '']);
+    expect(bare.stderr).toContain('meshcert request');
   }, 120_000);
 
   it('each command answers --help with its own usage (exit 0), as does "help COMMAND"', async () => {
