@@ -68,7 +68,7 @@ const COMMAND_USAGE: Record<string, () => Promise<string>> = {
  */
 function endQuietlyOnClosedPipe(): void {
   // Any other failure to write the output (EIO, ENOSPC) is a failure of the command.
-  const onError = (err: NodeJS.ErrnoException): never => process.exit(err.code === 'EPIPE' ? 141 : 1);
+  const onError = (err: NodeJS.ErrnoException): never => process.exit(err.code === 'EPIPE' ? 141 : failureExit);
   process.stdout.on('error', onError);
   process.stderr.on('error', onError);
 }

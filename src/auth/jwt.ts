@@ -247,6 +247,8 @@ export class RemoteJwks implements KeySource {
   private failures = 0;
   private fetches = 0;
   private closed = false;
+  /** The set was taken over from a closed instance, whose refresh had stopped (see start). */
+  private adoptedFromClosed = false;
 
   constructor(opts: RemoteJwksOptions) {
     this.uri = opts.uri;
@@ -287,11 +289,12 @@ export class RemoteJwks implements KeySource {
       this.timer = setInterval(() => void this.refresh(), this.refreshIntervalMs);
       this.timer.unref();
     }
-    // A set taken over (adopt) may be old: one a reload retired stopped refreshing when it was
-    // closed, and a key its issuer withdrew since (a leaked one) must not verify until the timer's
-    // next read. So it is read again unless it was read within the rate limit's window; a failed
-    // read keeps it.
-    if (!this.set || this.now() - this.lastLoadedAt >= this.minRefreshIntervalMs) await this.refresh();
+    // A set taken over from a closed build (one a reload retired, brought back by a rollback)
+    // stopped refreshing when that build closed, and a key its issuer withdrew since (a leaked
+    // one) must not verify until the timer's next read: it is read again unless it was read within
+    // the rate limit's window (a failed read keeps it). One taken over from the build in force is
+    // as fresh as that build's own refresh keeps it, and a reload does not wait on its endpoint.
+    if (!this.set || (this.adoptedFromClosed && this.now() - this.lastLoadedAt >= this.minRefreshIntervalMs)) await this.refresh();
   }
 
   close(): void {
@@ -309,14 +312,15 @@ export class RemoteJwks implements KeySource {
   /**
    * Takes `from`'s last good key set, and when it was read, before start(): an authenticator a
    * reload rebuilt (another issuer of its cluster removed, say) then verifies with the keys held,
-   * instead of with none, while its endpoint is slow or down (start() reads a set taken over again
-   * unless it is fresh).
+   * instead of with none, while its endpoint is slow or down (start() reads a set taken over from
+   * a closed instance again unless it is fresh).
    */
   adopt(from: RemoteJwks): void {
     if (from.uri !== this.uri || from.issuer !== this.issuer || from.set === undefined || this.set !== undefined) return;
     this.set = from.set;
     this.setJson = from.setJson;
     this.lastLoadedAt = from.lastLoadedAt;
+    this.adoptedFromClosed = from.closed;
   }
 
   /** Fetches now (sharing an in-flight fetch). Resolves true when a fresh set was loaded; never rejects. */

@@ -257,7 +257,8 @@ async function withStore<T>(v: { config?: string; db?: string }, fn: (store: Inv
   try {
     return await fn(store, target);
   } catch (e) {
-    if (e instanceof UsageError || e instanceof ConfigError || e instanceof StoreOpenError) throw e;
+    // Ours (and a bug's TypeError or RangeError) as they are: only what the store threw is its failure.
+    if (e instanceof UsageError || e instanceof ConfigError || e instanceof StoreOpenError || e instanceof TypeError || e instanceof RangeError) throw e;
     // A store that opened and then failed a query (a connection lost, a corrupt file): said as a
     // store failure naming it, as one that cannot be opened is, not as an unexpected error.
     throw new StoreOpenError(`the inventory ${target.label} failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e });

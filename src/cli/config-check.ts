@@ -181,8 +181,8 @@ async function unrevokedSerials(config: MeshcertConfig, revocations: ClientCertR
     if (config.inventory.store === 'none') return cannot('the inventory is disabled in this file (inventory.store: none)');
     return cannot((e as Error).message);
   }
+  const warnings: string[] = [];
   try {
-    const warnings: string[] = [];
     for (const { at, serial } of listed) {
       const rec = await store.get(serial);
       if (!rec) warnings.push(`${at} is no certificate in the inventory: a mistyped serial refuses nothing`);
@@ -193,8 +193,8 @@ async function unrevokedSerials(config: MeshcertConfig, revocations: ClientCertR
     }
     return warnings;
   } catch (e) {
-    // As a store that cannot be opened: the file is valid, the lookup could not be made.
-    return cannot((e as Error).message);
+    // As a store that cannot be opened: the file is valid, the rest of the lookup could not be made.
+    return [...warnings, ...cannot((e as Error).message)];
   } finally {
     await store.close().catch(() => undefined);
   }

@@ -133,12 +133,16 @@ describe('a reload that builds authentication while the serving files change', (
     expect(await servedSerial(running.port)).toBe(firstSerial);
 
     const reloaded = running.reload(settings([own, { issuer: 'https://slow.meshcert.test', jwksUri: `http://127.0.0.1:${(slow.address() as AddressInfo).port}/jwks` }]));
+    let settled = false;
+    void reloaded.finally(() => (settled = true)).catch(() => undefined);
     // The operator replaces the pair while the reload waits; the file watch (2 s poll) puts it in force.
     const second = await issue(['localhost'], 86_400);
     writeFileSync(join(dir, 'tls/crt.pem'), second.certChainPem);
     writeFileSync(join(dir, 'tls/key.pem'), second.keyPem, { mode: 0o600 });
     const secondSerial = new X509Certificate(second.certChainPem).serialNumber;
     await expect.poll(() => servedSerial(running!.port), { timeout: 4000, interval: 100 }).toBe(secondSerial);
+    // Still waiting on the key set (the fetch's 5 s had not run out): the race the test is about.
+    expect(settled).toBe(false);
     release();
     await reloaded;
     // The reload's swap took the pair in force after its wait, not the one before it.

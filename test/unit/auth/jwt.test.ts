@@ -237,7 +237,7 @@ describe('JwtAuthenticator: remote key set', () => {
     expect((await outcome(moved.authenticate({ bearerToken: token }))).code).toBe('AUTH_BACKEND_UNAVAILABLE');
   });
 
-  it('reads a key set taken over again when it is older than the rate limit allows (a retired build stopped refreshing): a key withdrawn since no longer verifies; a failed read keeps the set', async () => {
+  it('reads a key set taken over from a closed (retired) build again when it is older than the rate limit allows: a key withdrawn since no longer verifies; a failed read keeps the set; one from a build still running is not read again', async () => {
     const s = await new JwksServer([rsa.jwk, rotated.jwk]).start();
     try {
       const { auth: before } = make({ jwksUri: s.url });
@@ -253,6 +253,12 @@ describe('JwtAuthenticator: remote key set', () => {
         a.adoptKeys([before]);
         return a;
       };
+      // From the build in force (still refreshing on its own timer): no read, the reload does not wait.
+      const fromLive = later();
+      await fromLive.start();
+      expect(s.hits).toBe(1);
+      // From a retired one, closed since: read again.
+      before.close();
       const readAgain = later();
       await readAgain.start();
       expect(s.hits).toBe(2);

@@ -950,7 +950,8 @@ describe('meshcert discover (CLI)', () => {
     expect(parseDiscoverArgs(['--k8s-secrets']).cluster).toBeUndefined();
     expect(() => parseDiscoverArgs(['--cluster', 'east', '--files', 'a'])).toThrow(/--cluster goes with --k8s-secrets/);
     for (const bad of ['', 'a:b', 'a/b', 'x'.repeat(64), 'é']) expect(() => parseDiscoverArgs(['--k8s-secrets', '--cluster', bad]), bad).toThrow(/a cluster name is 1 to 63 letters, digits, "\.", "_" and "-"/);
-    expect(() => parseDiscoverArgs(['--files', 'a', '--endpoint-timeout', '0'])).toThrow(UsageError);
+    expect(() => parseDiscoverArgs(['--endpoints', 'h:1', '--endpoint-timeout', '0'])).toThrow(/--endpoint-timeout must be a positive duration/);
+    expect(() => parseDiscoverArgs(['--files', 'a', '--endpoint-timeout', '5s'])).toThrow(/--endpoint-timeout goes with --endpoints/);
     expect(parseDiscoverArgs(['--forget', 'file:/a.pem', 'endpoint:h:1']).forget).toEqual(['file:/a.pem', 'endpoint:h:1']);
     expect(() => parseDiscoverArgs(['--forget', 'file:/a.pem', '--files', 'b.pem'])).toThrow(/--forget goes alone/);
   });
