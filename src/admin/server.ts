@@ -32,7 +32,12 @@ export interface AdminServerOptions {
   readonly readiness: () => Promise<readonly ReadinessCheck[]>;
   readonly store?: InventoryStore;
   readonly logger: Logger;
+  /** The clock the store-failure warnings are spaced by (tests). */
+  readonly now?: () => number;
 }
+
+/** A store that is down fails every inventory request: a warning at most this often says so. */
+const STORE_WARN_EVERY_MS = 60_000;
 
 /**
  * The admin HTTP server, on its own address (loopback by default), never on the gRPC port:
@@ -43,6 +48,21 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
   const loopback = isLoopback(splitHostPort(o.listen).host);
   const limits = o.limits ?? ADMIN_LIMITS;
   const slots = new QuerySlots(INVENTORY_QUERY_SLOTS);
+  const now = o.now ?? Date.now;
+  let warnedAt = Number.NEGATIVE_INFINITY;
+  let unsaid = 0;
+  // One line a minute (with how many failed since), not one per request a client can repeat at will.
+  const storeFailed = (err: Error): void => {
+    const t = now();
+    if (t - warnedAt < STORE_WARN_EVERY_MS) {
+      unsaid++;
+      o.logger.debug({ err }, 'inventory API: store failed');
+      return;
+    }
+    o.logger.warn({ err, ...(unsaid > 0 ? { failedSinceLastWarning: unsaid } : {}) }, 'inventory API: store failed (warned at most once a minute)');
+    warnedAt = t;
+    unsaid = 0;
+  };
   const server: Server = createServer({ headersTimeout: limits.headersTimeoutMs, requestTimeout: limits.requestTimeoutMs, connectionsCheckingInterval: Math.min(5_000, limits.headersTimeoutMs) }, (req, res) => {
     const send = (status: number, body: string, type = 'text/plain; charset=utf-8', extra: Record<string, string> = {}): void => {
       res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', ...extra });
@@ -74,7 +94,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
           const m = await o.metrics();
           return send(200, m.body, m.contentType);
         }
-        if (o.store && (await handleCertificatesApi(req, res, o.store, { slots, onError: (err) => o.logger.warn({ err }, 'inventory API: store failed') }))) return undefined;
+        if (o.store && (await handleCertificatesApi(req, res, o.store, { slots, onError: storeFailed }))) return undefined;
         if (!o.store && (path === CERTIFICATES_API_PATH || path.startsWith(`${CERTIFICATES_API_PATH}/`))) {
           return send(404, `${JSON.stringify({ error: 'the certificate inventory is disabled (inventory.store: none)' })}\n`, 'application/json');
         }

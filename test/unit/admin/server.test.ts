@@ -1,5 +1,6 @@
 import { request } from 'node:http';
 import { connect } from 'node:net';
+import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isLocalHostHeader, isLoopback, startAdminServer, targetHost } from '../../../src/admin/server.js';
 import { createLogger } from '../../../src/log/logger.js';
@@ -143,6 +144,33 @@ describe('the admin server on loopback and the Host header (DNS rebinding)', () 
     expect(await twoHosts('localhost', 'attacker.example')).toBe(400);
     expect(await twoHosts('attacker.example', 'localhost')).toBe(400);
     expect(await get('localhost')).toBe(200);
+  });
+});
+
+describe('the admin server with a store that is down', () => {
+  it('answers 503 to every inventory request and warns at most once a minute, with how many failed since', async () => {
+    const store = {
+      list: () => Promise.reject(new Error('connection refused')),
+      get: () => Promise.reject(new Error('connection refused')),
+    } as unknown as InventoryStore;
+    const lines: Array<{ level: number; msg: string; failedSinceLastWarning?: number }> = [];
+    const sink = new Writable({ write: (c: Buffer, _e, cb) => (lines.push(...c.toString().trim().split('\n').map((l) => JSON.parse(l) as (typeof lines)[number])), cb()) });
+    let t = 1_000_000;
+    const admin = await startAdminServer({ listen: '127.0.0.1:0', logger: createLogger('debug', sink), now: () => t, store, metrics: () => Promise.resolve({ contentType: 'text/plain', body: '' }), readiness: () => Promise.resolve([]) });
+    try {
+      const url = `http://127.0.0.1:${admin.port}/api/v1/certificates`;
+      const warnings = (): Array<number | undefined> => lines.filter((l) => l.level === 40 && l.msg.startsWith('inventory API: store failed')).map((l) => l.failedSinceLastWarning);
+      expect((await fetch(url)).status).toBe(503);
+      t += 1_000;
+      for (let i = 0; i < 3; i++) expect((await fetch(url)).status).toBe(503);
+      await expect.poll(() => lines.filter((l) => l.msg === 'inventory API: store failed').length).toBe(3);
+      expect(warnings()).toEqual([undefined]);
+      t += 60_000;
+      expect((await fetch(url)).status).toBe(503);
+      await expect.poll(warnings).toEqual([undefined, 3]);
+    } finally {
+      await admin.close();
+    }
   });
 });
 
