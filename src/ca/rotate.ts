@@ -499,7 +499,7 @@ function rotateFinishLocked(o: RotateFinishOptions): StepResult {
   let state = readRotationState(dir);
   if (!state) {
     // Idempotent after a finish, but a directory with no CA at all is most likely a mistyped --dir.
-    if (!existsSync(join(dir, 'ca-cert.pem'))) throw new ConfigError(`no rotation in progress in ${dir}, and no CA there (no ca-cert.pem): is --dir the CA directory?`);
+    if (!existsSync(caPath(dir, 'cert'))) throw new ConfigError(`no rotation in progress in ${dir}, and no CA there (no ${CA_FILES.cert}): is --dir the CA directory?`);
     return { changed: false, messages: [`no rotation in progress in ${dir}: nothing to finish`], warnings: [], state: undefined };
   }
   if (state.step === 'started') throw new ConfigError(`the rotation has not switched yet (started ${state.startedAt}): run "meshcert ca rotate switch --dir ${dir}" first`);

@@ -1,6 +1,6 @@
 import { credentials } from '@grpc/grpc-js';
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
@@ -19,6 +19,7 @@ import { makeCsr } from '../fixtures/csr.js';
 import { openStore } from '../../src/inventory/open.js';
 import { makeRecord } from '../unit/inventory/fixtures.js';
 import { killIfRunning, ROOT, runCli, startServe, type ServerProcess } from '../support/cli.js';
+import { writeUnreadableInventory } from '../support/unreadable-inventory.js';
 import { nameConstraints, writeConstrainedCaDir } from '../support/constrained-ca.js';
 import { freePort } from '../support/postgres.js';
 import { mintToken, openssl, TEST_ISSUER, TRUST_DOMAIN, writeTestJwks } from '../support/harness.js';
@@ -193,13 +194,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     const noFiles = await runCli(['config', 'check', '--no-files', serials]);
     expect([noFiles.code, noFiles.stderr.trim()]).toEqual([0, '']);
     // An inventory that opens but cannot be read: the file is still valid (0), and the lookup said not made.
-    const corrupt = await openStore({ kind: 'sqlite', path: join(dir, 'corrupt-inventory.db') });
-    await corrupt.insertMany(Array.from({ length: 400 }, (_, i) => makeRecord(`c${i}`)));
-    await corrupt.close();
-    const fd = openSync(join(dir, 'corrupt-inventory.db'), 'r+');
-    const size = statSync(join(dir, 'corrupt-inventory.db')).size;
-    writeSync(fd, Buffer.alloc(size - 2 * 4096, 0xff), 0, size - 2 * 4096, 2 * 4096);
-    closeSync(fd);
+    await writeUnreadableInventory(join(dir, 'corrupt-inventory.db'));
     const corruptConfig = join(dir, 'serials-corrupt.yaml');
     writeFileSync(corruptConfig, readFileSync(serials, 'utf8').replace(`path: ${inventory}`, `path: ${join(dir, 'corrupt-inventory.db')}`));
     const unreadable = await runCli(['config', 'check', corruptConfig]);

@@ -1,5 +1,5 @@
 /** `meshcert certs`, run in-process against a temp SQLite inventory, with console spies. */
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, realpathSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
@@ -10,6 +10,7 @@ import { openStore } from '../../../src/inventory/open.js';
 import type { CertificateRecord } from '../../../src/inventory/types.js';
 import { DAY, makeChain, makeTestCert } from '../discovery/helpers.js';
 import { fp, makeRecord } from '../inventory/fixtures.js';
+import { writeUnreadableInventory } from '../../support/unreadable-inventory.js';
 
 const HOUR = 3_600_000;
 const BASE = Math.floor(Date.now() / 1000) * 1000;
@@ -402,13 +403,7 @@ describe('meshcert certs expiring --db without --config', () => {
 describe('a store that opens and then fails', () => {
   it('is said as a store failure naming it (exit 1), not as an unexpected error', async () => {
     const path = join(dir, 'corrupt.db');
-    const store = await openStore({ kind: 'sqlite', path });
-    await store.insertMany(Array.from({ length: 400 }, (_, i) => makeRecord(`c${i}`)));
-    await store.close();
-    // Pages in the middle of the file overwritten: the schema (page 1) still reads, the rows do not.
-    const fd = openSync(path, 'r+');
-    writeSync(fd, Buffer.alloc(4 * 4096, 0xff), 0, 4 * 4096, Math.floor(statSync(path).size / 8192) * 4096);
-    closeSync(fd);
+    await writeUnreadableInventory(path);
     expect(await run('list', '--db', `sqlite:${path}`)).toBe(1);
     expect(stderr()).toBe(`meshcert: the inventory sqlite:${path} failed: database disk image is malformed`);
   });
