@@ -119,6 +119,7 @@ export async function buildAuthChain(
   /** A failed build closes what it made, not what it took over from the build in force. */
   const closeMade = (): void => parts.forEach((p) => (reused.get(p.key) === p ? undefined : p.close()));
   const jwts: JwtAuthenticator[] = [];
+  const reviews: TokenReviewAuthenticator[] = [];
   // A client may send its leaf alone, so our own intermediates are anchors too (a leaf they signed
   // is ours by construction); one from another intermediate under our roots comes with it. Either
   // way, only for the trust domains this CA serves (trust domains are restart-only).
@@ -206,6 +207,7 @@ export async function buildAuthChain(
           return made;
         });
         list.push(tr);
+        reviews.push(tr);
       }
     } catch (e) {
       closeMade();
@@ -236,12 +238,13 @@ export async function buildAuthChain(
     defaultCluster,
     parts,
     // A jwksFile is re-read on a reload (the issuer's keys rotate; a withdrawn key must stop
-    // working). All are read before any is put in force: one that cannot be read fails the
-    // reload with the reason, and every issuer keeps its keys.
+    // working), and so is a TokenReview's CA bundle (the cluster's CA rotates). All are read
+    // before any is put in force: one that cannot be read fails the reload with the reason, and
+    // every authenticator keeps what it had.
     prepareKeyFiles: () => {
       let commits: Array<() => void>;
       try {
-        commits = jwts.map((j) => j.prepareReload());
+        commits = [...jwts.map((j) => j.prepareReload()), ...reviews.map((r) => r.prepareReload())];
       } catch (e) {
         throw new ConfigError(`auth: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
       }

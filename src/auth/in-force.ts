@@ -21,7 +21,7 @@ export interface BuiltAuth {
   readonly defaultCluster: string;
   /** Every part to close, once each (a part a later build reuses is the same object). */
   readonly parts: readonly AuthPart[];
-  /** Re-reads every jwksFile; returns what puts them in force, or throws changing nothing. */
+  /** Re-reads every jwksFile and TokenReview CA file; returns what puts them in force, or throws changing nothing. */
   prepareKeyFiles(): () => void;
 }
 

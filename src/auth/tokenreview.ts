@@ -10,6 +10,7 @@ import { MAX_PEM_BYTES, MAX_TOKEN_BYTES, readTextFile } from '../fs/read-file.js
 import https from 'node:https';
 import { compactVerify, decodeJwt, errors as joseErrors } from 'jose';
 import { FairLimiter } from './fair-limiter.js';
+import { parsePemBundle } from '../x509/pem.js';
 import { CaError, SigningKeyPendingError } from '../errors/ca-error.js';
 import { assertTrustDomain, DEFAULT_AUDIENCES, parseServiceAccountUsername, RemoteJwks, serviceAccountSpiffeId } from './jwt.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
@@ -40,6 +41,7 @@ export interface TokenReviewOptions {
   /**
    * PEM CA bundle for the API server (caPem wins over caFile). Default: the in-cluster ca.crt when
    * talking to the local cluster's API server (see below) and the file exists, else system roots.
+   * A file is read again by prepareReload (the cluster's CA rotates); either must hold a certificate.
    */
   caFile?: string;
   caPem?: string;
@@ -253,6 +255,42 @@ function podSearchDomains(): string[] {
   }
 }
 
+/** The agent for reviews: pooled, keep-alive connections to the API server. */
+function reviewsAgent(ca: string | undefined): https.Agent {
+  return new https.Agent({ keepAlive: true, maxSockets: MAX_REVIEWS, ...(ca === undefined ? {} : { ca }) });
+}
+
+/** The agent for reading the keys. No keep-alive: behind a load balancer, the next read may reach an API server replica that already publishes a new key. */
+function keysAgent(ca: string | undefined): https.Agent {
+  return new https.Agent({ keepAlive: false, maxSockets: 2, ...(ca === undefined ? {} : { ca }) });
+}
+
+/** A CA bundle file's text, refused when it holds no certificate (see caBundleProblem). */
+function readCaFile(file: string): string {
+  let text: string;
+  try {
+    text = readTextFile(file, MAX_PEM_BYTES);
+  } catch (err) {
+    throw new Error(`tokenreview.caFile ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  assertHoldsCertificate(text, `tokenreview.caFile ${file}`);
+  return text;
+}
+
+function assertHoldsCertificate(pem: string, what: string): void {
+  const problem = caBundleProblem(pem);
+  if (problem) throw new Error(`${what}: ${problem}`);
+}
+
+/** Why Node's TLS would trust nothing from a CA bundle (it takes an empty or half-written one silently), or undefined. */
+export function caBundleProblem(pem: string): string | undefined {
+  try {
+    return parsePemBundle(pem).length === 0 ? 'holds no PEM certificate' : undefined;
+  } catch (err) {
+    return `a CERTIFICATE block does not parse: ${(err as Error).message}`;
+  }
+}
+
 /**
  * Authenticates bearer tokens with the Kubernetes TokenReview API. Returns null without a bearer token.
  */
@@ -261,9 +299,15 @@ export class TokenReviewAuthenticator implements Authenticator {
   private readonly url: URL;
   private readonly jwksUrl: URL;
   private readonly keys: RemoteJwks | undefined;
-  private readonly agent: https.Agent;
+  private agent: https.Agent;
   /** Its own sockets: 64 reviews under way (a flood, a slow API server) must not starve a read of the keys. */
-  private readonly keysAgent: https.Agent | undefined;
+  private keysAgent: https.Agent | undefined;
+  /** The file the API server's CA bundle was read from (caFile, or the in-cluster ca.crt), read again on a reload. */
+  private readonly caFile: string | undefined;
+  /** The CA bundle the agents trust (undefined: the system's roots). */
+  private ca: string | undefined;
+  /** Agents replaced by a reload, destroyed once the reviews they carry have had their time. */
+  private readonly retiring = new Map<https.Agent, NodeJS.Timeout>();
   private readonly audiences: readonly string[];
   private readonly trustDomain: string;
   private readonly timeoutMs: number;
@@ -295,14 +339,15 @@ export class TokenReviewAuthenticator implements Authenticator {
 
     let ca: string | undefined = opts.caPem;
     if (ca === undefined && opts.caFile) {
-      try {
-        ca = readTextFile(opts.caFile, MAX_PEM_BYTES);
-      } catch (err) {
-        throw new Error(`tokenreview.caFile ${opts.caFile}: ${(err as Error).message}`, { cause: err });
-      }
+      this.caFile = opts.caFile;
+      ca = readCaFile(opts.caFile);
     } else if (ca === undefined && local && existsSync(IN_CLUSTER_CA_FILE)) {
-      ca = readFileSync(IN_CLUSTER_CA_FILE, 'utf8');
+      this.caFile = IN_CLUSTER_CA_FILE;
+      ca = readCaFile(IN_CLUSTER_CA_FILE);
+    } else if (ca !== undefined) {
+      assertHoldsCertificate(ca, 'tokenreview.caPem');
     }
+    this.ca = ca;
 
     if (opts.bearerToken !== undefined && opts.bearerToken !== '') {
       this.staticToken = opts.bearerToken;
@@ -311,18 +356,16 @@ export class TokenReviewAuthenticator implements Authenticator {
     } else if (local) {
       this.tokenFile = IN_CLUSTER_TOKEN_FILE;
     }
-    this.agent = new https.Agent({ keepAlive: true, maxSockets: MAX_REVIEWS, ...(ca === undefined ? {} : { ca }) });
+    this.agent = reviewsAgent(ca);
     if (opts.verifySignatures === true) {
-      // No keep-alive: behind a load balancer, the next read may reach an API server replica that already publishes a new key.
-      const keysAgent = new https.Agent({ keepAlive: false, maxSockets: 2, ...(ca === undefined ? {} : { ca }) });
-      this.keysAgent = keysAgent;
+      this.keysAgent = keysAgent(ca);
       this.keys = new RemoteJwks({
         uri: this.jwksUrl.href,
         issuer: 'the Kubernetes API server',
         fetchTimeoutMs: Math.min(this.timeoutMs, KEYS_READ_TIMEOUT_MS),
         clockMarginMs: (opts.clockSkewSeconds ?? 0) * 1000,
         minRefreshIntervalMs: opts.keysMinRefreshIntervalMs ?? KEYS_MIN_REFRESH_MS,
-        fetchBody: (timeoutMs) => this.fetchKeys(keysAgent, timeoutMs),
+        fetchBody: (timeoutMs) => this.fetchKeys(this.keysAgent!, timeoutMs),
         // An API server signs every token with an RSA or EC key it publishes: none is a fault, not a verdict on every token.
         checkKeys: (set) => {
           if (!set.keys.some((k) => k.kty === 'RSA' || k.kty === 'EC')) throw new Error(`GET ${this.jwksUrl.pathname} returned no RSA or EC key`);
@@ -345,11 +388,42 @@ export class TokenReviewAuthenticator implements Authenticator {
     return this.keys?.loaded ?? false;
   }
 
+  /**
+   * A reload: the CA bundle read again from its file (a cluster's CA rotates, kube-root-ca.crt with
+   * it), as a jwksFile is. Throws, changing nothing, when the file cannot be read or holds no
+   * certificate; the returned commit puts a changed bundle in force for the next connection.
+   * Reviews under way finish on the old connections, closed once tokenReview.timeout has passed.
+   */
+  prepareReload(): () => void {
+    if (this.caFile === undefined) return () => {};
+    const ca = readCaFile(this.caFile);
+    if (ca === this.ca) return () => {};
+    return () => {
+      for (const old of [this.agent, this.keysAgent]) {
+        if (!old) continue;
+        const timer = setTimeout(() => {
+          this.retiring.delete(old);
+          old.destroy();
+        }, this.timeoutMs + 1_000);
+        timer.unref();
+        this.retiring.set(old, timer);
+      }
+      this.ca = ca;
+      this.agent = reviewsAgent(ca);
+      if (this.keysAgent) this.keysAgent = keysAgent(ca);
+    };
+  }
+
   /** Closes pooled connections and stops the keys' refresh. */
   close(): void {
     this.keys?.close();
     this.keysAgent?.destroy();
     this.agent.destroy();
+    for (const [old, timer] of this.retiring) {
+      clearTimeout(timer);
+      old.destroy();
+    }
+    this.retiring.clear();
   }
 
   /**

@@ -7,6 +7,7 @@ import { loadConfigFile } from '../config/load.js';
 import { assertServable } from '../config/servable.js';
 import { formatDuration } from '../config/duration.js';
 import { FileJwks } from '../auth/jwt.js';
+import { caBundleProblem } from '../auth/tokenreview.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { interruptedCreation } from '../ca/files.js';
 import { isCaDirEmpty } from '../ca/material.js';
@@ -134,11 +135,12 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
  */
 async function kubernetesProblems(config: MeshcertConfig, problems: string[]): Promise<string[]> {
   const warnings: string[] = [];
-  const read = (file: string, bound: number, setting: string, into: string[], after = ''): void => {
+  const read = (file: string, bound: number, setting: string, into: string[], after = ''): Buffer | undefined => {
     try {
-      readRegularFile(file, bound);
+      return readRegularFile(file, bound);
     } catch (e) {
       into.push(`${setting} ${file}: ${readProblem(e)}${after}`);
+      return undefined;
     }
   };
   if (config.ambient.enabled || config.istio.rootCertConfigMap.enabled || config.istio.istiodTls.enabled) {
@@ -153,7 +155,11 @@ async function kubernetesProblems(config: MeshcertConfig, problems: string[]): P
   config.auth.clusters.forEach((c, i) => {
     const tr = c.tokenReview;
     if (!tr) return;
-    if (tr.caFile) read(tr.caFile, MAX_PEM_BYTES, `auth.clusters.${i}.tokenReview.caFile`, problems);
+    if (tr.caFile) {
+      const ca = read(tr.caFile, MAX_PEM_BYTES, `auth.clusters.${i}.tokenReview.caFile`, problems);
+      const problem = ca && caBundleProblem(ca.toString('utf8'));
+      if (problem) problems.push(`auth.clusters.${i}.tokenReview.caFile ${tr.caFile}: ${problem}`);
+    }
     if (tr.tokenFile) read(tr.tokenFile, MAX_TOKEN_BYTES, `auth.clusters.${i}.tokenReview.tokenFile`, warnings, ': serve starts, but every review fails until it can be read');
     if (!tr.apiServer && !process.env.KUBERNETES_SERVICE_HOST) {
       problems.push(`auth.clusters.${i}.tokenReview uses the API server of the pod serve runs in, and KUBERNETES_SERVICE_HOST is not set: serve runs with this file only in a Kubernetes pod (check it there, or with --no-files elsewhere)`);

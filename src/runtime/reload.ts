@@ -1,5 +1,6 @@
 import { unwatchFile, watchFile, type Stats } from 'node:fs';
 import { join } from 'node:path';
+import { IN_CLUSTER_CA_FILE } from '../auth/tokenreview.js';
 import { CA_FILES } from '../ca/files.js';
 import { caDirectories, loadConfigFile } from '../config/load.js';
 import { MAX_CONFIG_BYTES, readTextFile } from '../fs/read-file.js';
@@ -30,7 +31,7 @@ export interface ReloadOptions {
  * Hot reload of policy, issuers, authentication (revoked client certificates and token issuers'
  * key files included) and trusted node accounts when
  * asked (trigger(): the serve command forwards SIGHUP, whose handler it keeps for the whole life
- * of the process) and when the config file, a CA file or a jwksFile changes.
+ * of the process) and when the config file, a CA file, a jwksFile or a TokenReview's CA file changes.
  * A new config that does not validate, or whose CAs do not load, is rejected with one log line
  * and a metric; the running state stays in force. In-flight calls finish with what they began.
  */
@@ -178,6 +179,9 @@ export class Reloader {
       ...caDirectories(config).flatMap(({ dir: d }) => [CA_FILES.cert, CA_FILES.key, CA_FILES.chain, CA_FILES.root].map((f) => join(d, f))),
       // A token issuer's key file (its keys rotate): those in force, and `config`'s (in force once applied).
       ...[this.inForce, config].flatMap((k) => k.auth.clusters.flatMap((c) => c.jwt.flatMap((j) => (j.jwksFile ? [j.jwksFile] : [])))),
+      // A TokenReview's CA bundle (the cluster's CA rotates, and kube-root-ca.crt with it): its
+      // caFile, else the in-cluster one it may use (watching a file that is not there costs nothing).
+      ...[this.inForce, config].flatMap((k) => k.auth.clusters.flatMap((c) => (c.tokenReview ? [c.tokenReview.caFile ?? IN_CLUSTER_CA_FILE] : []))),
     ];
     const wanted = new Set(files);
     for (const f of this.watched) {

@@ -328,6 +328,12 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(w.stderr.trim().split('\n')).toEqual([
       `meshcert: warning: auth.clusters.1.tokenReview.tokenFile ${join(dir, 'no-such-token')}: ENOENT: serve starts, but every review fails until it can be read`,
     ]);
+    // A CA file that holds no certificate: serve refuses it (Node's TLS would trust nothing, silently).
+    writeFileSync(join(dir, 'empty-ca.crt'), '');
+    writeFileSync(withKube, readFileSync(withKube, 'utf8').replace(`caFile: ${ca}, tokenFile: no-such-token`, 'caFile: empty-ca.crt, tokenFile: kube-token'));
+    const e = await runCli(['config', 'check', withKube], { env: { KUBERNETES_SERVICE_HOST: '' } });
+    expect(e.code).toBe(1);
+    expect(e.stderr.trim().split('\n').slice(1)).toEqual([`  - auth.clusters.1.tokenReview.caFile ${join(dir, 'empty-ca.crt')}: holds no PEM certificate`]);
     // The pod's own API server (tokenReview {} here) is there only in a pod.
     const inCluster = join(dir, 'in-cluster.yaml');
     writeFileSync(inCluster, `${base}    - name: remote\n      tokenReview: {}\n`);

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +10,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { buildAuthChain } from '../../src/main.js';
 import type { CaState } from '../../src/ca/state.js';
 import { writeTestJwks } from '../support/harness.js';
-import { JwksServer, k8sClaims, signingKey, signToken } from './auth/helpers.js';
+import { JwksServer, k8sClaims, makeCert, signingKey, signToken } from './auth/helpers.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -66,6 +66,19 @@ describe('buildAuthChain on a reload', () => {
     expect(made).toHaveLength(1);
     expect(third.parts.some((p) => p.authenticator === made[0])).toBe(false);
     for (const built of [first, second, third]) built.parts.forEach((p) => p.close());
+  });
+
+  it("reads each TokenReview's caFile again when a reload prepares the files, and refuses the reload when one holds no certificate", async () => {
+    const caFile = join(dir, 'apiserver-ca.crt');
+    writeFileSync(caFile, (await makeCert({ name: 'cluster CA', ca: true })).pem);
+    const built = await buildAuthChain(config([{ name: 'Kubernetes', tokenReview: { ...tokenReview, caFile } }]), noState, createLogger('silent'));
+    try {
+      built.prepareKeyFiles()();
+      writeFileSync(caFile, '');
+      expect(() => built.prepareKeyFiles()).toThrow(/^auth: tokenreview\.caFile .*apiserver-ca\.crt: holds no PEM certificate/);
+    } finally {
+      built.parts.forEach((p) => p.close());
+    }
   });
 
   it("gives a rebuilt authenticator the key sets the builds before held for the same issuer and URL: the one in force's, and the one retired before it (a rejected reload rolled back)", async () => {

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CaError, SigningKeyPendingError } from '../../../src/errors/ca-error.js';
@@ -271,6 +271,44 @@ describe('TokenReviewAuthenticator', () => {
     }
   });
 
+  it("reads its CA file again on a reload (the cluster's CA rotated), and keeps the one in force when the file holds no certificate", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-tr-'));
+    const caFile = join(dir, 'ca.crt');
+    // The CA bundle before the rotation: the API server's certificate no longer chains to it.
+    writeFileSync(caFile, otherCa.pem);
+    handler = reply(201, review(AUTHENTICATED));
+    const auth = make({ caPem: undefined, caFile });
+    try {
+      expect((await outcome(auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN }))).err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+      writeFileSync(caFile, `${otherCa.pem.trim()}\n${serverCert.pem}`);
+      const commit = auth.prepareReload();
+      // Prepared, not yet in force.
+      expect((await outcome(auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN }))).err?.code).toBe('AUTH_BACKEND_UNAVAILABLE');
+      commit();
+      expect((await auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN }))?.method).toBe('tokenreview');
+      // Half-written, or emptied: refused, and the bundle in force stays.
+      for (const text of ['', '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n']) {
+        writeFileSync(caFile, text);
+        expect(() => auth.prepareReload(), JSON.stringify(text)).toThrow(/tokenreview\.caFile .*ca\.crt/);
+      }
+      rmSync(caFile);
+      expect(() => auth.prepareReload()).toThrow(/tokenreview\.caFile .*ca\.crt/);
+      expect((await auth.authenticate({ bearerToken: UNSIGNED_SA_TOKEN }))?.method).toBe('tokenreview');
+    } finally {
+      auth.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('has nothing to read again on a reload when given its CA bundle as text', () => {
+    const auth = make();
+    try {
+      auth.prepareReload()();
+    } finally {
+      auth.close();
+    }
+  });
+
   it('sends no Authorization header to an explicitly configured API server without credentials', async () => {
     handler = reply(201, review(AUTHENTICATED));
     const auth = make({ bearerToken: undefined });
@@ -319,12 +357,17 @@ describe('TokenReviewAuthenticator', () => {
     expect(underBase(new URL('https://h:6443'), TOKENREVIEW_PATH).href).toBe('https://h:6443/apis/authentication.k8s.io/v1/tokenreviews');
   });
 
+  const emptyFile = join(mkdtempSync(join(tmpdir(), 'meshcert-tr-')), 'empty.crt');
+  writeFileSync(emptyFile, '');
+  afterAll(() => rmSync(dirname(emptyFile), { recursive: true, force: true }));
   const configCases: { name: string; options: Partial<TokenReviewOptions>; error: RegExp }[] = [
     { name: 'refuses an http API server', options: { apiServer: 'http://127.0.0.1:6443' }, error: /https/ },
     { name: 'refuses an API server URL with a query (the API paths are appended to it)', options: { apiServer: 'https://127.0.0.1:6443/k8s?cluster=a' }, error: /must not have a query or fragment/ },
     { name: 'refuses a missing API server outside a cluster', options: { apiServer: undefined, env: {} }, error: /KUBERNETES_SERVICE_HOST/ },
     { name: 'refuses an invalid trust domain', options: { trustDomain: 'not a domain' }, error: /trustDomain/ },
     { name: 'refuses an unreadable caFile', options: { caPem: undefined, caFile: '/nonexistent/ca.crt' }, error: /caFile/ },
+    { name: 'refuses a caFile that holds no certificate (Node would trust nothing, silently)', options: { caPem: undefined, caFile: emptyFile }, error: /caFile .*empty\.crt: holds no PEM certificate/ },
+    { name: 'refuses a caPem whose certificate does not parse', options: { caPem: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n' }, error: /caPem: a CERTIFICATE block does not parse/ },
     { name: 'refuses an empty audience list', options: { audiences: [] }, error: /audiences/ },
   ];
   for (const c of configCases) {

@@ -323,6 +323,20 @@ describe('Reloader and token issuers', () => {
       reloader.stop();
     }
   });
+
+  it("watches each TokenReview's CA file, or the in-cluster one it may use, so that a rotated cluster CA is read again", async () => {
+    const reviews = `auth:\n  clusters:\n    - name: Kubernetes\n      tokenReview: { apiServer: "https://127.0.0.1:6443", caFile: ${join(dir, 'apiserver-ca.crt')}, tokenFile: /dev/null }\n    - name: home\n      tokenReview: {}\n`;
+    const file = configFile('tokenreview-files.yaml', reviews);
+    const current: MeshcertConfig = loadConfigFile(file).config;
+    const reloader = new Reloader({ configFile: file, current: () => current, apply: async () => undefined, logger: createLogger('silent') });
+    reloader.start();
+    try {
+      expect(reloader.watchedFiles).toContain(join(dir, 'apiserver-ca.crt'));
+      expect(reloader.watchedFiles).toContain('/var/run/secrets/kubernetes.io/serviceaccount/ca.crt');
+    } finally {
+      reloader.stop();
+    }
+  });
 });
 
 describe('Reloader once stopped', () => {
