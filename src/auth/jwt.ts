@@ -781,6 +781,11 @@ export class JwtAuthenticator implements Authenticator {
     } catch (err) {
       throw mapJoseError(err, rule);
     }
+    // jose checks iat only against a maximum age; Kubernetes' own token validation (go-jose) refuses
+    // one issued ahead of its clock by more than its leeway, as the nbf check here does.
+    if (typeof payload.iat === 'number' && payload.iat > this.now() / 1000 + rule.clockSkewSeconds) {
+      throw new CaError('AUTH_INVALID', 'token is issued in the future (iat ahead of this CA\'s clock by more than auth.clockSkew): check the issuer\'s clock');
+    }
 
     const k8s = kubernetesClaims(payload);
     const identity = serviceAccountSpiffeId(rule.trustDomain, k8s.namespace, k8s.serviceAccount);
