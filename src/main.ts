@@ -41,6 +41,7 @@ import type { NodeAuthorizer } from './k8s/node-authorizer.js';
 import type { Logger } from './log/logger.js';
 import { ServingCertificate, type ServingMaterial } from './serving/serving-cert.js';
 import { splitPemCertificates } from './x509/pem.js';
+import { LogThrottle } from './log/throttle.js';
 
 export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
 
@@ -134,14 +135,12 @@ export async function buildAuthChain(
   const keysFailureReporter = (label: string): ((err: Error) => void) => {
     // At 0 from the start, as each JWT issuer's series below (increase() cannot see a first sample).
     if (metrics) zeroSeries(metrics.jwksRefreshFailures, 'issuer', [label]);
-    let warnedAt = Number.NEGATIVE_INFINITY;
+    const warnings = new LogThrottle(600_000);
     return (err) => {
       metrics?.jwksRefreshFailures.inc({ issuer: label });
-      const now = Date.now();
-      const warn = now - warnedAt >= 600_000;
-      if (warn) warnedAt = now;
-      logger[warn ? 'warn' : 'debug'](
-        { issuer: label, err },
+      const unsaid = warnings.take();
+      logger[unsaid === undefined ? 'debug' : 'warn'](
+        { issuer: label, err, ...(unsaid ? { failedSinceLastWarning: unsaid } : {}) },
         "cannot read the Kubernetes API server's service-account keys: tokens whose key is not held go to TokenReview unchecked (tokenReview.verifySignatures: false stops these reads where the API server does not publish its keys)",
       );
     };

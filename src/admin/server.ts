@@ -4,6 +4,7 @@ import { BlockList, isIP } from 'node:net';
 import { listenOn, splitHostPort } from '../net/host-port.js';
 import type { InventoryStore } from '../inventory/types.js';
 import type { Logger } from '../log/logger.js';
+import { LogThrottle } from '../log/throttle.js';
 
 export interface ReadinessCheck {
   readonly name: string;
@@ -49,19 +50,12 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
   const limits = o.limits ?? ADMIN_LIMITS;
   const slots = new QuerySlots(INVENTORY_QUERY_SLOTS);
   const now = o.now ?? Date.now;
-  let warnedAt = Number.NEGATIVE_INFINITY;
-  let unsaid = 0;
   // One line a minute (with how many failed since), not one per request a client can repeat at will.
+  const storeWarnings = new LogThrottle(STORE_WARN_EVERY_MS, now);
   const storeFailed = (err: Error): void => {
-    const t = now();
-    if (t - warnedAt < STORE_WARN_EVERY_MS) {
-      unsaid++;
-      o.logger.debug({ err }, 'inventory API: store failed');
-      return;
-    }
-    o.logger.warn({ err, ...(unsaid > 0 ? { failedSinceLastWarning: unsaid } : {}) }, 'inventory API: store failed (warned at most once a minute)');
-    warnedAt = t;
-    unsaid = 0;
+    const unsaid = storeWarnings.take();
+    if (unsaid === undefined) o.logger.debug({ err }, 'inventory API: store failed');
+    else o.logger.warn({ err, ...(unsaid > 0 ? { failedSinceLastWarning: unsaid } : {}) }, 'inventory API: store failed (warned at most once a minute)');
   };
   const server: Server = createServer({ headersTimeout: limits.headersTimeoutMs, requestTimeout: limits.requestTimeoutMs, connectionsCheckingInterval: Math.min(5_000, limits.headersTimeoutMs) }, (req, res) => {
     const send = (status: number, body: string, type = 'text/plain; charset=utf-8', extra: Record<string, string> = {}): void => {

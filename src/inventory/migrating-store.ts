@@ -7,6 +7,7 @@
  */
 import type { Logger } from '../log/logger.js';
 import type { AuditEvent, CertificateFilter, CertificateRecord, DiscoveredCertificate, InventoryStore, LatestPerIdentityOptions, Page, PlaceSummary, RecordSource, Snapshot } from './types.js';
+import { LogThrottle } from '../log/throttle.js';
 
 export interface MigratingStoreOptions {
   readonly logger: Logger;
@@ -27,7 +28,8 @@ export class MigratingStore implements InventoryStore {
   /** performance.now() of the last attempt: the start's own failed migrate counts as one. */
   private lastAttempt = performance.now();
   /** What the last failure was, when it was logged, and how many failures went unlogged since. */
-  private lastFailure: { kind: 'unreachable' | 'refused'; loggedAt: number; unlogged: number } | undefined;
+  /** The kind of the last failure, and the throttle of its lines (a new kind starts a new one). */
+  private lastFailure: { kind: 'unreachable' | 'refused'; lines: LogThrottle } | undefined;
 
   constructor(
     private readonly inner: InventoryStore,
@@ -77,14 +79,10 @@ export class MigratingStore implements InventoryStore {
   /** A failure's log line: the first, any change of kind, then at most one a minute with a count. */
   private logFailure(err: unknown): void {
     const kind = this.o.isConnectionFailure(err) ? 'unreachable' : 'refused';
-    const t = performance.now();
-    const last = this.lastFailure;
-    if (last && last.kind === kind && t - last.loggedAt < 60_000) {
-      last.unlogged++;
-      return;
-    }
-    const since = last && last.kind === kind ? { failedAttemptsSinceLastLine: last.unlogged } : {};
-    this.lastFailure = { kind, loggedAt: t, unlogged: 0 };
+    if (this.lastFailure?.kind !== kind) this.lastFailure = { kind, lines: new LogThrottle(60_000, () => performance.now()) };
+    const unlogged = this.lastFailure.lines.take();
+    if (unlogged === undefined) return;
+    const since = unlogged > 0 ? { failedAttemptsSinceLastLine: unlogged } : {};
     if (kind === 'unreachable') this.o.logger.error({ err, ...since }, 'inventory store still unreachable; records are kept in memory, retrying');
     else this.o.logger.error({ err, ...since }, 'inventory store refuses meshcert (credentials, database, permissions?): an operator must fix it; records are kept in memory, retrying');
   }
