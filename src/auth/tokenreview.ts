@@ -10,7 +10,7 @@ import { MAX_PEM_BYTES, MAX_TOKEN_BYTES, readTextFile } from '../fs/read-file.js
 import https from 'node:https';
 import { compactVerify, decodeJwt, errors as joseErrors } from 'jose';
 import { FairLimiter } from './fair-limiter.js';
-import { parsePemBundle } from '../x509/pem.js';
+import { caBundleProblem } from '../x509/pem.js';
 import { CaError, SigningKeyPendingError } from '../errors/ca-error.js';
 import { assertTrustDomain, DEFAULT_AUDIENCES, parseServiceAccountUsername, RemoteJwks, serviceAccountSpiffeId } from './jwt.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
@@ -280,15 +280,6 @@ function readCaFile(file: string): string {
 function assertHoldsCertificate(pem: string, what: string): void {
   const problem = caBundleProblem(pem);
   if (problem) throw new Error(`${what}: ${problem}`);
-}
-
-/** Why Node's TLS would trust nothing from a CA bundle (it takes an empty or half-written one silently), or undefined. */
-export function caBundleProblem(pem: string): string | undefined {
-  try {
-    return parsePemBundle(pem).length === 0 ? 'holds no PEM certificate' : undefined;
-  } catch (err) {
-    return `a CERTIFICATE block does not parse: ${(err as Error).message}`;
-  }
 }
 
 /**

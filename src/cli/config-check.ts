@@ -7,7 +7,7 @@ import { loadConfigFile } from '../config/load.js';
 import { assertServable } from '../config/servable.js';
 import { formatDuration } from '../config/duration.js';
 import { FileJwks } from '../auth/jwt.js';
-import { caBundleProblem } from '../auth/tokenreview.js';
+import { caBundleProblem } from '../x509/pem.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { interruptedCreation } from '../ca/files.js';
 import { isCaDirEmpty } from '../ca/material.js';

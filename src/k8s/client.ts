@@ -57,6 +57,8 @@ export type KubeConfigSource =
       readonly server: string;
       /** PEM CA bundle for the API server; default: the system roots. */
       readonly caPem?: string;
+      /** Or a file holding it, read again for every request (the library does), so a rotated CA is picked up. */
+      readonly caFile?: string;
       /** Bearer token (token wins over tokenFile; tokenFile is re-read every minute). */
       readonly token?: string;
       readonly tokenFile?: string;
@@ -162,6 +164,7 @@ export function createKubeConfig(source: KubeConfigSource): KubeConfig {
     if ((source as { skipTLSVerify?: unknown }).skipTLSVerify === true) throw new Error('skipTLSVerify is not supported: give the API server CA (caPem) instead');
     const server = httpsServerUrl(source.server, 'Kubernetes API server');
     if (source.token !== undefined && source.tokenFile !== undefined) throw new Error('give either token or tokenFile for the Kubernetes API server, not both');
+    if (source.caPem !== undefined && source.caFile !== undefined) throw new Error('give either caPem or caFile for the Kubernetes API server, not both');
     let user: User = { name: 'explicit' };
     if (source.token !== undefined) {
       if (source.token === '' || /\s/.test(source.token)) throw new Error('the Kubernetes API token must be non-empty and hold no whitespace');
@@ -177,6 +180,7 @@ export function createKubeConfig(source: KubeConfigSource): KubeConfig {
           server,
           skipTLSVerify: false,
           ...(source.caPem === undefined ? {} : { caData: Buffer.from(source.caPem, 'utf8').toString('base64') }),
+          ...(source.caFile === undefined ? {} : { caFile: source.caFile }),
         },
       ],
       users: [user],

@@ -2,21 +2,32 @@ import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { ConfigError } from '../errors/ca-error.js';
 import type { MeshcertConfig } from '../config/schema.js';
 import type { KubeConfigSource } from './client.js';
+import { caBundleProblem } from '../x509/pem.js';
+import { resolve } from 'node:path';
 
 /** Where the Kubernetes API is: the `kubernetes` section, else in-cluster. (No client loaded here.) */
 export function kubeSource(config: MeshcertConfig): KubeConfigSource {
   const k = config.kubernetes;
   if (k.kubeconfig) return { kubeconfig: k.kubeconfig };
-  if (k.server) return { server: k.server, ...(k.caFile ? { caPem: readKubeCaFile(k.caFile) } : {}), ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}) };
+  if (k.server) return { server: k.server, ...(k.caFile ? { caFile: checkedKubeCaFile(k.caFile) } : {}), ...(k.tokenFile ? { tokenFile: k.tokenFile } : {}) };
   return { inCluster: true };
 }
 
-function readKubeCaFile(file: string): string {
+/**
+ * The CA file, checked once here so that serve and config check refuse one that is unreadable or
+ * that TLS would trust nothing (or too little) from; the client reads it again for every request,
+ * so a rotated cluster CA written over it is used without a restart.
+ */
+function checkedKubeCaFile(file: string): string {
+  let text: string;
   try {
-    return readTextFile(file, MAX_PEM_BYTES);
+    text = readTextFile(file, MAX_PEM_BYTES);
   } catch (e) {
     throw new ConfigError(`kubernetes.caFile ${file}: ${readProblem(e)}`, { cause: e });
   }
+  const problem = caBundleProblem(text);
+  if (problem) throw new ConfigError(`kubernetes.caFile ${file}: ${problem}`);
+  return resolve(file);
 }
 
 /**

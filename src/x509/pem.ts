@@ -62,6 +62,35 @@ export function parsePemBundle(pem: string): X509Certificate[] {
   return splitPemCertificates(pem).map((p) => new X509Certificate(p));
 }
 
+/** A BEGIN or END line of a PEM block (RFC 7468), found wherever it sits in a line. */
+const ARMOR_LINE = /-----(?:BEGIN|END) [A-Z0-9 #]{1,64}-----/g;
+
+/**
+ * Why Node's TLS would not trust every certificate of a CA bundle, or undefined: it takes an empty
+ * or half-written bundle silently and trusts nothing, and OpenSSL's PEM reader finds a BEGIN or END
+ * line only at the start of a line, so a bundle concatenated without a newline between two
+ * certificates ("-----END CERTIFICATE----------BEGIN CERTIFICATE-----") loses one.
+ */
+export function caBundleProblem(pem: string): string | undefined {
+  let certificates: X509Certificate[];
+  try {
+    certificates = parsePemBundle(pem);
+  } catch (err) {
+    return `a CERTIFICATE block does not parse: ${(err as Error).message}`;
+  }
+  if (certificates.length === 0) return 'holds no PEM certificate';
+  for (const m of pem.matchAll(ARMOR_LINE)) {
+    const after = m.index + m[0].length;
+    const startsLine = m.index === 0 || pem[m.index - 1] === '\n';
+    const endsLine = after === pem.length || pem[after] === '\n' || pem[after] === '\r';
+    if (!startsLine || !endsLine) {
+      const line = pem.slice(0, m.index).split('\n').length;
+      return `line ${line}: "${m[0]}" shares its line with other text, and OpenSSL would skip the certificate; put it on a line of its own`;
+    }
+  }
+  return undefined;
+}
+
 export function certToPem(cert: X509Certificate): string {
   return cert.toString().endsWith('\n') ? cert.toString() : `${cert.toString()}\n`;
 }

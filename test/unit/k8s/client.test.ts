@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { KubeConfig, type V1Namespace } from '@kubernetes/client-node';
 import { createKubeClient, createKubeConfig, describeKubeError, KubeInformer, kubeStatusCode, StreamingWatch } from '../../../src/k8s/client.js';
 import { FakeKube } from '../../support/fake-kube.js';
+import { x509 } from '../../fixtures/csr.js';
 
 let fake: FakeKube;
 let dir: string;
@@ -108,7 +109,22 @@ current-context: good
     expect(() => createKubeConfig({ server: 'http://127.0.0.1:8080' })).toThrow(/must be an https:\/\/ URL/);
     expect(() => createKubeConfig({ server: fake.url, skipTLSVerify: true } as unknown as { server: string })).toThrow(/skipTLSVerify is not supported/);
     expect(() => createKubeConfig({ server: fake.url, token: 'a', tokenFile: '/x' })).toThrow(/either token or tokenFile/);
+    expect(() => createKubeConfig({ server: fake.url, caPem: fake.caPem, caFile: '/x' })).toThrow(/either caPem or caFile/);
     expect(() => createKubeConfig({ server: fake.url, tokenFile: join(dir, 'none') })).toThrow(/does not exist/);
+  });
+
+  it("explicit server + caFile: the CA file is read again for every request, so a rotated cluster CA is used without a new client", async () => {
+    const caFile = join(dir, 'kube-ca.crt');
+    writeFileSync(caFile, fake.caPem);
+    const client = createKubeClient({ server: fake.url, caFile });
+    await client.core.listNamespace();
+    // Another CA: the API server's certificate no longer chains to the file.
+    const keys = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+    const otherCa = `${(await x509.X509CertificateGenerator.createSelfSigned({ serialNumber: '01', name: 'CN=another cluster', keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } })).toString('pem')}\n`;
+    writeFileSync(caFile, otherCa);
+    expect(describeKubeError(await client.core.listNamespace().catch((e: unknown) => e))).toMatch(/certificate|self-signed|issuer/i);
+    writeFileSync(caFile, `${otherCa}${fake.caPem}`);
+    await client.core.listNamespace();
   });
 
   it('verifies the API server certificate (no CA given: the fake is not trusted)', async () => {

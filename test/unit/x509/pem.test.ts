@@ -1,6 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { parsePemBundle, pemBlocks, splitPemCertificates } from '../../../src/x509/pem.js';
+import { caBundleProblem, parsePemBundle, pemBlocks, splitPemCertificates } from '../../../src/x509/pem.js';
 
 const block = (label: string, body = 'QUJD\n'): string => `-----BEGIN ${label}-----\n${body}-----END ${label}-----\n`;
 
@@ -41,3 +41,31 @@ describe('splitPemCertificates and parsePemBundle', () => {
     expect(parsePemBundle(bundle).map((c) => c.subject)).toEqual(['CN=pem test', 'CN=pem test']);
   });
 });
+
+describe('caBundleProblem', () => {
+  it('passes a bundle of certificates, each BEGIN and END line on a line of its own (LF or CRLF, text between them allowed)', async () => {
+    const pem = await selfSigned('CN=bundle one');
+    const other = await selfSigned('CN=bundle two');
+    expect(caBundleProblem(`${pem}${other}`)).toBeUndefined();
+    expect(caBundleProblem(`# cluster CA\r\n${pem.replaceAll('\n', '\r\n')}\r\n${other.trimEnd()}`)).toBeUndefined();
+  });
+
+  it('says why TLS would trust nothing or too little: no certificate, one that does not parse, a BEGIN or END line sharing its line (OpenSSL skips that certificate)', async () => {
+    const pem = await selfSigned('CN=bundle one');
+    const other = await selfSigned('CN=bundle two');
+    expect(caBundleProblem('')).toBe('holds no PEM certificate');
+    expect(caBundleProblem(block('PRIVATE KEY'))).toBe('holds no PEM certificate');
+    expect(caBundleProblem(block('CERTIFICATE'))).toMatch(/^a CERTIFICATE block does not parse: /);
+    // cat of a file without a final newline and the next one.
+    expect(caBundleProblem(`${pem.trimEnd()}${other}`)).toBe(`line ${pem.trimEnd().split("\n").length}: "-----END CERTIFICATE-----" shares its line with other text, and OpenSSL would skip the certificate; put it on a line of its own`);
+    expect(caBundleProblem(`${pem}${other.trimEnd()} \n`)).toMatch(/^line \d+: "-----END CERTIFICATE-----" shares its line/);
+    expect(caBundleProblem(`x ${pem}`)).toMatch(/^line 1: "-----BEGIN CERTIFICATE-----" shares its line/);
+  });
+});
+
+async function selfSigned(name: string): Promise<string> {
+  const { x509 } = await import('../../fixtures/csr.js');
+  const keys = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({ serialNumber: '01', name, keys, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } });
+  return cert.toString('pem') + '\n';
+}
