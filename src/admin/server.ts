@@ -1,4 +1,5 @@
 import { createServer, type Server } from 'node:http';
+import { boundConnections } from './connection-bound.js';
 import { CERTIFICATES_API_PATH, handleCertificatesApi, QuerySlots, requestTarget } from './certificates-api.js';
 import { BlockList, isIP } from 'node:net';
 import { listenOn, splitHostPort } from '../net/host-port.js';
@@ -20,7 +21,8 @@ const INVENTORY_QUERY_SLOTS = 2;
  * people or scripts use this server. A request's headers must arrive within 10 s and the whole
  * request within 30 s; a connection stuck for 30 s while a request is under way (a client that
  * stopped reading a page of the inventory, say) is closed. Idle kept-alive ones close after Node's
- * keep-alive timeout (5 s).
+ * keep-alive timeout (5 s). At 128 open connections a new one takes the slot of the one idle longest
+ * (see boundConnections), so that a client's connections never lock the kubelet's probes out.
  */
 export const ADMIN_LIMITS = { maxConnections: 128, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 30_000 };
 
@@ -100,7 +102,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
       }
     })();
   });
-  server.maxConnections = limits.maxConnections;
+  boundConnections(server, limits.maxConnections);
   server.setTimeout(limits.idleTimeoutMs, (socket) => socket.destroy());
   const bound = await listenOn(server, o.listen, 'admin.listen');
   server.on('error', (err: Error) => o.logger.error({ err }, 'admin listener error'));

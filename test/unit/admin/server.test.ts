@@ -213,6 +213,60 @@ describe('the admin server under load', () => {
     }
   });
 
+  it("keeps answering probes while a client holds every connection: a new one takes the slot of the connection idle longest, and is refused only when every one has a request under way", async () => {
+    let metricsCalls = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const admin = await startAdminServer({
+      listen: '127.0.0.1:0',
+      logger: createLogger('silent'),
+      limits: { maxConnections: 3, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 30_000 },
+      metrics: async () => {
+        metricsCalls++;
+        await gate;
+        return { contentType: 'text/plain', body: 'm 1\n' };
+      },
+      readiness: () => Promise.resolve([]),
+    });
+    /** One request on a connection of its own: its status, or the error that ended it. */
+    const get = (path: string): Promise<number | string> =>
+      new Promise((resolve) => {
+        const req = request({ host: '127.0.0.1', port: admin.port, path, agent: false, headers: { connection: 'close' } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+        req.end();
+      });
+    const silent = await Promise.all(
+      [0, 1, 2].map(
+        () =>
+          new Promise<{ closed: Promise<void> }>((resolve) => {
+            const socket = connect(admin.port, '127.0.0.1', () => resolve({ closed: new Promise((c) => socket.once('close', () => c())) }));
+            socket.on('error', () => undefined);
+          }),
+      ),
+    );
+    try {
+      // Three connections open and silent (a client's kept-alive ones, or a slowloris): the probe
+      // still gets in, in the slot of the first of them.
+      await new Promise((r) => setTimeout(r, 100));
+      expect(await get('/healthz')).toBe(200);
+      await silent[0]!.closed;
+      // Three requests under way hold every slot: a fourth connection is refused, not queued.
+      const scrapes = [get('/metrics'), get('/metrics'), get('/metrics')];
+      await expect.poll(() => metricsCalls).toBe(3);
+      await Promise.all(silent.map((s) => s.closed));
+      expect(await get('/healthz')).toMatch(/^(ECONNRESET|EPIPE|socket hang up)$/);
+      release();
+      expect(await Promise.all(scrapes)).toEqual([200, 200, 200]);
+      expect(await get('/healthz')).toBe(200);
+    } finally {
+      release();
+      await admin.close();
+    }
+  });
+
   it('closes a connection whose request headers do not arrive in time, and one that stops reading its answer', async () => {
     const big = 'x'.repeat(32 * 2 ** 20);
     const admin = await startAdminServer({
