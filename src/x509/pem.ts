@@ -64,12 +64,15 @@ export function parsePemBundle(pem: string): X509Certificate[] {
 
 /** A BEGIN or END line of a PEM block (RFC 7468), found wherever it sits in a line. */
 const ARMOR_LINE = /-----(?:BEGIN|END) [A-Z0-9 #]{1,64}-----/g;
+/** Nothing but blanks up to the end of the line or text. */
+const TRAILING_BLANKS_TO_EOL = /^[ \t\r]*(?:\n|$)/;
 
 /**
  * Why Node's TLS would not trust every certificate of a CA bundle, or undefined: it takes an empty
  * or half-written bundle silently and trusts nothing, and OpenSSL's PEM reader finds a BEGIN or END
- * line only at the start of a line, so a bundle concatenated without a newline between two
- * certificates ("-----END CERTIFICATE----------BEGIN CERTIFICATE-----") loses one.
+ * line only at the start of a line (blanks after it are fine), so a bundle concatenated without a
+ * newline between two certificates ("-----END CERTIFICATE----------BEGIN CERTIFICATE-----"), or
+ * one indented, loses a certificate (checked with openssl and Node's TLS).
  */
 export function caBundleProblem(pem: string): string | undefined {
   let certificates: X509Certificate[];
@@ -82,7 +85,8 @@ export function caBundleProblem(pem: string): string | undefined {
   for (const m of pem.matchAll(ARMOR_LINE)) {
     const after = m.index + m[0].length;
     const startsLine = m.index === 0 || pem[m.index - 1] === '\n';
-    const endsLine = after === pem.length || pem[after] === '\n' || pem[after] === '\r';
+    // OpenSSL strips a line's trailing whitespace (spaces, tabs, CR) before reading it, not its leading.
+    const endsLine = TRAILING_BLANKS_TO_EOL.test(pem.slice(after, after + 256));
     if (!startsLine || !endsLine) {
       const line = pem.slice(0, m.index).split('\n').length;
       return `line ${line}: "${m[0]}" shares its line with other text, and OpenSSL would skip the certificate; put it on a line of its own`;

@@ -48,6 +48,8 @@ describe('caBundleProblem', () => {
     const other = await selfSigned('CN=bundle two');
     expect(caBundleProblem(`${pem}${other}`)).toBeUndefined();
     expect(caBundleProblem(`# cluster CA\r\n${pem.replaceAll('\n', '\r\n')}\r\n${other.trimEnd()}`)).toBeUndefined();
+    // OpenSSL strips blanks at the end of a line.
+    expect(caBundleProblem(`${pem.replace('-----\n', '----- \t\n')}${other.trimEnd()}  `)).toBeUndefined();
   });
 
   it('says why TLS would trust nothing or too little: no certificate, one that does not parse, a BEGIN or END line sharing its line (OpenSSL skips that certificate)', async () => {
@@ -58,8 +60,10 @@ describe('caBundleProblem', () => {
     expect(caBundleProblem(block('CERTIFICATE'))).toMatch(/^a CERTIFICATE block does not parse: /);
     // cat of a file without a final newline and the next one.
     expect(caBundleProblem(`${pem.trimEnd()}${other}`)).toBe(`line ${pem.trimEnd().split("\n").length}: "-----END CERTIFICATE-----" shares its line with other text, and OpenSSL would skip the certificate; put it on a line of its own`);
-    expect(caBundleProblem(`${pem}${other.trimEnd()} \n`)).toMatch(/^line \d+: "-----END CERTIFICATE-----" shares its line/);
+    expect(caBundleProblem(`${pem}${other.trimEnd()} x\n`)).toMatch(/^line \d+: "-----END CERTIFICATE-----" shares its line/);
     expect(caBundleProblem(`x ${pem}`)).toMatch(/^line 1: "-----BEGIN CERTIFICATE-----" shares its line/);
+    // Indented: OpenSSL does not strip a line's leading blanks.
+    expect(caBundleProblem(`${pem}  ${other}`)).toMatch(/^line \d+: "-----BEGIN CERTIFICATE-----" shares its line/);
   });
 });
 
