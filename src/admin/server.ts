@@ -21,10 +21,11 @@ const INVENTORY_QUERY_SLOTS = 2;
  * people or scripts use this server. A request's headers must arrive within 10 s and the whole
  * request within 30 s; a connection stuck for 30 s while a request is under way (a client that
  * stopped reading a page of the inventory, say) is closed. Idle kept-alive ones close after Node's
- * keep-alive timeout (5 s). At 128 open connections a new one takes the slot of the one idle longest
- * (see boundConnections), so that a client's connections never lock the kubelet's probes out.
+ * keep-alive timeout (5 s). At 128 open connections, or 32 from one address, a new one takes the slot
+ * of the one idle longest (see boundConnections), so that one client's connections never lock the
+ * kubelet's probes out.
  */
-export const ADMIN_LIMITS = { maxConnections: 128, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 30_000 };
+export const ADMIN_LIMITS = { maxConnections: 128, maxConnectionsPerAddress: 32, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 30_000 };
 
 export interface AdminServerOptions {
   readonly listen: string;
@@ -102,7 +103,7 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
       }
     })();
   });
-  boundConnections(server, limits.maxConnections);
+  boundConnections(server, { max: limits.maxConnections, perAddress: limits.maxConnectionsPerAddress });
   server.setTimeout(limits.idleTimeoutMs, (socket) => socket.destroy());
   const bound = await listenOn(server, o.listen, 'admin.listen');
   server.on('error', (err: Error) => o.logger.error({ err }, 'admin listener error'));

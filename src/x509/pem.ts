@@ -63,18 +63,22 @@ export function parsePemBundle(pem: string): X509Certificate[] {
 }
 
 /** A BEGIN or END line of a PEM block (RFC 7468), found wherever it sits in a line. */
-const ARMOR_LINE = /-----(?:BEGIN|END) [A-Z0-9 #]{1,64}-----/g;
-/** Nothing but blanks up to the end of the line or text. */
-const TRAILING_BLANKS_TO_EOL = /^[ \t\r]*(?:\n|$)/;
+const ARMOR_LINE = /-----(BEGIN|END) [A-Z0-9 #]{1,64}-----/g;
+/** Nothing but blanks up to the end of the line or text (OpenSSL strips a line's trailing whitespace). */
+const BLANKS_TO_EOL = /[ \t\v\f\r]*(?:\n|$)/y;
 
 /**
- * Why Node's TLS would not trust every certificate of a CA bundle, or undefined: it takes an empty
- * or half-written bundle silently and trusts nothing, and OpenSSL's PEM reader finds a BEGIN or END
- * line only at the start of a line (blanks after it are fine), so a bundle concatenated without a
- * newline between two certificates ("-----END CERTIFICATE----------BEGIN CERTIFICATE-----"), or
- * one indented, loses a certificate (checked with openssl and Node's TLS).
+ * Why Node's TLS would not trust every certificate of a CA bundle, or undefined (checked against
+ * openssl and Node's TLS). Node takes an empty or half-written bundle silently and trusts nothing.
+ * OpenSSL's PEM reader reads the blocks in order: it finds a BEGIN or END line only at the start of
+ * a line (blanks after it are fine), so a bundle concatenated without a newline between two
+ * certificates ("-----END CERTIFICATE----------BEGIN CERTIFICATE-----"), or indented, loses a
+ * certificate; and it stops at a block it cannot read (a BEGIN without its END, a block of another
+ * kind that is not base64), so every certificate after that is lost.
  */
-export function caBundleProblem(pem: string): string | undefined {
+export function caBundleProblem(bundle: string): string | undefined {
+  // A byte-order mark, as Windows editors save: OpenSSL skips it.
+  const pem = bundle.charCodeAt(0) === 0xfeff ? bundle.slice(1) : bundle;
   let certificates: X509Certificate[];
   try {
     certificates = parsePemBundle(pem);
@@ -82,18 +86,28 @@ export function caBundleProblem(pem: string): string | undefined {
     return `a CERTIFICATE block does not parse: ${(err as Error).message}`;
   }
   if (certificates.length === 0) return 'holds no PEM certificate';
+  const lineOf = (index: number): number => pem.slice(0, index).split('\n').length;
+  let begins = 0;
   for (const m of pem.matchAll(ARMOR_LINE)) {
-    const after = m.index + m[0].length;
-    const startsLine = m.index === 0 || pem[m.index - 1] === '\n';
-    // OpenSSL strips a line's trailing whitespace (spaces, tabs, CR) before reading it, not its leading.
-    const endsLine = TRAILING_BLANKS_TO_EOL.test(pem.slice(after, after + 256));
-    if (!startsLine || !endsLine) {
-      const line = pem.slice(0, m.index).split('\n').length;
-      return `line ${line}: "${m[0]}" shares its line with other text, and OpenSSL would skip the certificate; put it on a line of its own`;
+    if (m[1] === 'BEGIN') begins++;
+    BLANKS_TO_EOL.lastIndex = m.index + m[0].length;
+    if ((m.index > 0 && pem[m.index - 1] !== '\n') || !BLANKS_TO_EOL.test(pem)) {
+      return `line ${lineOf(m.index)}: "${m[0]}" shares its line with other text, and OpenSSL would skip the certificate; put it on a line of its own`;
+    }
+  }
+  const blocks = pemBlocks(pem);
+  if (begins > blocks.length) return 'a BEGIN line has no matching END line: OpenSSL stops reading there, and the certificates after it are not trusted';
+  for (const b of blocks) {
+    // RFC 1421 headers (Proc-Type: ...) are OpenSSL's to read; anything else must be base64.
+    if (b.label === 'CERTIFICATE' || b.body.includes(':')) continue;
+    if (!PEM_BASE64.test(b.body.replace(/\s+/g, ''))) {
+      return `line ${lineOf(pem.indexOf(b.text))}: the ${b.label} block is not base64: OpenSSL stops reading there, and the certificates after it are not trusted`;
     }
   }
   return undefined;
 }
+
+const PEM_BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 export function certToPem(cert: X509Certificate): string {
   return cert.toString().endsWith('\n') ? cert.toString() : `${cert.toString()}\n`;

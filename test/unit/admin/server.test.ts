@@ -15,6 +15,37 @@ const startPlain = (): ReturnType<typeof startAdminServer> =>
     readiness: () => Promise.resolve([{ name: 'ca', ok: true }]),
   });
 
+/** One request on a connection of its own (from `localAddress`, another loopback address say): its status, or the error that ended it. */
+function getOnce(port: number, path: string, localAddress?: string): Promise<number | string> {
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port, path, agent: false, headers: { connection: 'close' }, ...(localAddress ? { localAddress } : {}) }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    req.end();
+  });
+}
+
+/** An admin server whose /metrics answers only once `release` is called, counting the calls that wait. */
+async function startGated(limits: { maxConnections: number; maxConnectionsPerAddress: number }): Promise<{ admin: Awaited<ReturnType<typeof startAdminServer>>; calls: () => number; release: () => void }> {
+  let calls = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const admin = await startAdminServer({
+    listen: '127.0.0.1:0',
+    logger: createLogger('silent'),
+    limits: { ...limits, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 30_000 },
+    metrics: async () => {
+      calls++;
+      await gate;
+      return { contentType: 'text/plain', body: 'm 1\n' };
+    },
+    readiness: () => Promise.resolve([]),
+  });
+  return { admin, calls: () => calls, release };
+}
+
 describe('the admin server without an inventory', () => {
   let admin: Awaited<ReturnType<typeof startAdminServer>>;
   const url = (path: string): string => `http://127.0.0.1:${admin.port}${path}`;
@@ -214,30 +245,8 @@ describe('the admin server under load', () => {
   });
 
   it("keeps answering probes while a client holds every connection: a new one takes the slot of the connection idle longest, and is refused only when every one has a request under way", async () => {
-    let metricsCalls = 0;
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const admin = await startAdminServer({
-      listen: '127.0.0.1:0',
-      logger: createLogger('silent'),
-      limits: { maxConnections: 3, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, idleTimeoutMs: 30_000 },
-      metrics: async () => {
-        metricsCalls++;
-        await gate;
-        return { contentType: 'text/plain', body: 'm 1\n' };
-      },
-      readiness: () => Promise.resolve([]),
-    });
-    /** One request on a connection of its own: its status, or the error that ended it. */
-    const get = (path: string): Promise<number | string> =>
-      new Promise((resolve) => {
-        const req = request({ host: '127.0.0.1', port: admin.port, path, agent: false, headers: { connection: 'close' } }, (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-        });
-        req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-        req.end();
-      });
+    const { admin, calls, release } = await startGated({ maxConnections: 3, maxConnectionsPerAddress: 3 });
+    const get = (path: string): Promise<number | string> => getOnce(admin.port, path);
     const silent = await Promise.all(
       [0, 1, 2].map(
         () =>
@@ -255,7 +264,7 @@ describe('the admin server under load', () => {
       await silent[0]!.closed;
       // Three requests under way hold every slot: a fourth connection is refused, not queued.
       const scrapes = [get('/metrics'), get('/metrics'), get('/metrics')];
-      await expect.poll(() => metricsCalls).toBe(3);
+      await expect.poll(calls).toBe(3);
       await Promise.all(silent.map((s) => s.closed));
       expect(await get('/healthz')).toMatch(/^(ECONNRESET|EPIPE|socket hang up)$/);
       release();
@@ -267,12 +276,29 @@ describe('the admin server under load', () => {
     }
   });
 
+  it('lets one address hold at most maxConnectionsPerAddress connections, so a client whose requests never end leaves the probes room', async () => {
+    const { admin, calls, release } = await startGated({ maxConnections: 4, maxConnectionsPerAddress: 2 });
+    try {
+      // A client on 127.0.0.2 with two requests under way (a slow reader, say): its third connection is refused...
+      const held = [getOnce(admin.port, '/metrics', '127.0.0.2'), getOnce(admin.port, '/metrics', '127.0.0.2')];
+      await expect.poll(calls).toBe(2);
+      expect(await getOnce(admin.port, '/healthz', '127.0.0.2')).toMatch(/^(ECONNRESET|EPIPE|socket hang up)$/);
+      // ...while another address (the kubelet's) still gets in.
+      expect(await getOnce(admin.port, '/healthz')).toBe(200);
+      release();
+      expect(await Promise.all(held)).toEqual([200, 200]);
+    } finally {
+      release();
+      await admin.close();
+    }
+  });
+
   it('closes a connection whose request headers do not arrive in time, and one that stops reading its answer', async () => {
     const big = 'x'.repeat(32 * 2 ** 20);
     const admin = await startAdminServer({
       listen: '127.0.0.1:0',
       logger: createLogger('silent'),
-      limits: { maxConnections: 128, headersTimeoutMs: 300, requestTimeoutMs: 1_000, idleTimeoutMs: 1_000 },
+      limits: { maxConnections: 128, maxConnectionsPerAddress: 32, headersTimeoutMs: 300, requestTimeoutMs: 1_000, idleTimeoutMs: 1_000 },
       metrics: () => Promise.resolve({ contentType: 'text/plain', body: big }),
       readiness: () => Promise.resolve([]),
     });

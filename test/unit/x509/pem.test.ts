@@ -48,7 +48,9 @@ describe('caBundleProblem', () => {
     const other = await selfSigned('CN=bundle two');
     expect(caBundleProblem(`${pem}${other}`)).toBeUndefined();
     expect(caBundleProblem(`# cluster CA\r\n${pem.replaceAll('\n', '\r\n')}\r\n${other.trimEnd()}`)).toBeUndefined();
-    // OpenSSL strips blanks at the end of a line.
+    // OpenSSL strips blanks at the end of a line, skips a byte-order mark, blocks of other kinds and stray END lines.
+    expect(caBundleProblem(`\uFEFF${pem}${block('PRIVATE KEY', 'S0VZ\n')}-----END SOMETHING-----\n${other}`)).toBeUndefined();
+    expect(caBundleProblem(`${pem.trimEnd()}${' '.repeat(300)}\n${other}`)).toBeUndefined();
     expect(caBundleProblem(`${pem.replace('-----\n', '----- \t\n')}${other.trimEnd()}  `)).toBeUndefined();
   });
 
@@ -62,6 +64,9 @@ describe('caBundleProblem', () => {
     expect(caBundleProblem(`${pem.trimEnd()}${other}`)).toBe(`line ${pem.trimEnd().split("\n").length}: "-----END CERTIFICATE-----" shares its line with other text, and OpenSSL would skip the certificate; put it on a line of its own`);
     expect(caBundleProblem(`${pem}${other.trimEnd()} x\n`)).toMatch(/^line \d+: "-----END CERTIFICATE-----" shares its line/);
     expect(caBundleProblem(`x ${pem}`)).toMatch(/^line 1: "-----BEGIN CERTIFICATE-----" shares its line/);
+    // Blocks OpenSSL cannot read stop it before the certificates after them.
+    expect(caBundleProblem(`${pem}-----BEGIN COMMENT-----\nnot base64 !!\n-----END COMMENT-----\n${other}`)).toMatch(/^line \d+: the COMMENT block is not base64: OpenSSL stops reading there/);
+    expect(caBundleProblem(`${pem}-----BEGIN FOO-----\nQUJD\n-----END BAR-----\n${other}`)).toMatch(/^a BEGIN line has no matching END line/);
     // Indented: OpenSSL does not strip a line's leading blanks.
     expect(caBundleProblem(`${pem}  ${other}`)).toMatch(/^line \d+: "-----BEGIN CERTIFICATE-----" shares its line/);
   });
