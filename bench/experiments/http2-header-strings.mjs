@@ -11,6 +11,7 @@
  *   node bench/experiments/http2-header-strings.mjs [extraHeaders=0] [requests=60000] [bare]
  */
 import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import http2 from 'node:http2';
 
 if (process.argv[2] === 'server') {
@@ -28,7 +29,7 @@ if (process.argv[2] === 'server') {
 } else {
   const extra = Number(process.argv[2] ?? 0);
   const total = Number(process.argv[3] ?? 60_000);
-  const child = fork(new URL(import.meta.url).pathname, ['server'], { execArgv: ['--trace-gc-nvp'], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  const child = fork(fileURLToPath(import.meta.url), ['server'], { execArgv: ['--trace-gc-nvp'], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   let trace = '';
   child.stdout.on('data', (d) => (trace += d));
   const port = await new Promise((resolve) => child.once('message', resolve));
