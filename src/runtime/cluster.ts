@@ -13,7 +13,7 @@ import type { Logger } from '../log/logger.js';
 import { decodeInventory, type InventoryKeptMessage, type InventoryMessage, type InventoryStateMessage, type InventoryWireMessage } from './ipc-sink.js';
 import { flagMb, processFlags } from './heap-pressure.js';
 import { ConnectionDispatcher, type DispatchTarget } from './dispatcher.js';
-import { usableCpus } from './cpus.js';
+import { autoWorkers } from './cpus.js';
 import { RetiredWorkerMetrics, type WorkerMetricsJson } from './retired-metrics.js';
 
 /** Marks a process forked by `serve`; the config itself arrives over IPC (no secrets in the environment, no size limit). */
@@ -55,7 +55,7 @@ export type PrimaryMessage =
 type TrackedReloads = Map<number, { worker: Worker; config: MeshcertConfig; timer: NodeJS.Timeout }>;
 
 export function workerCount(config: MeshcertConfig): number {
-  return config.server.workers === 'auto' ? usableCpus() : config.server.workers;
+  return config.server.workers === 'auto' ? autoWorkers().count : config.server.workers;
 }
 
 export function isWorker(): boolean {

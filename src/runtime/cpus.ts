@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { cgroupCpuQuota, cgroupMemoryLimit } from './cgroup.js';
 
 /**
  * CPUs this process may use: the CPUs it may run on (affinity), bounded by its cgroup's CPU quota
@@ -12,59 +13,36 @@ export function usableCpus(readFile: (path: string) => string = (p) => readFileS
   return quota === null ? cpus : Math.max(1, Math.min(cpus, Math.ceil(quota)));
 }
 
-/** The cgroup CPU limit in CPUs (v2 `cpu.max`, else v1 CFS quota), or null when there is none. */
-export function cgroupCpuQuota(readFile: (path: string) => string): number | null {
-  const tryRead = (path: string): string | null => {
-    try {
-      return readFile(path).trim();
-    } catch {
-      return null;
-    }
-  };
-  const own = tryRead('/proc/self/cgroup') ?? '';
-  /**
-   * The smallest limit `read` finds in this process's cgroup `self` and every one above it, under
-   * `mount`: a systemd unit's CPUQuota sits in a child of the mount's root, and a container sees
-   * its own cgroup at the root (its namespace, or its cgroup bind-mounted there, where the longer
-   * paths do not exist). Undefined when no level has the file.
-   */
-  const smallestUp = (mount: string, self: string, read: (dir: string) => number | null | undefined): number | null | undefined => {
-    let found = false;
-    let limit: number | null = null;
-    for (let dir = self; ; dir = dir.slice(0, dir.lastIndexOf('/')) || '/') {
-      const r = read(`${mount}${dir === '/' ? '' : dir}`);
-      if (r !== undefined) {
-        found = true;
-        if (r !== null && (limit === null || r < limit)) limit = r;
-      }
-      if (dir === '/') return found ? limit : undefined;
-    }
-  };
-  // cgroup v2: "max 100000" (no limit) or "<quota> <period>".
-  const v2Self = /^0::(\/.*)$/m.exec(own)?.[1] ?? '/';
-  const v2 = smallestUp('/sys/fs/cgroup', v2Self, (dir) => {
-    const text = tryRead(`${dir}/cpu.max`);
-    if (text === null) return undefined;
-    const [quota, period] = text.split(/\s+/);
-    return ratio(quota, period);
-  });
-  if (v2 !== undefined) return v2;
-  // cgroup v1: the cpu controller's hierarchy ("4:cpu,cpuacct:/kubepods/..."); a quota of -1 is no limit.
-  const v1Self = /^\d+:(?:[^:]*,)?cpu(?:,[^:]*)?:(\/.*)$/m.exec(own)?.[1] ?? '/';
-  for (const mount of ['/sys/fs/cgroup/cpu', '/sys/fs/cgroup/cpu,cpuacct']) {
-    const v1 = smallestUp(mount, v1Self, (dir) => {
-      const quota = tryRead(`${dir}/cpu.cfs_quota_us`);
-      const period = tryRead(`${dir}/cpu.cfs_period_us`);
-      return quota === null || period === null ? undefined : ratio(quota, period);
-    });
-    if (v1 !== undefined) return v1;
-  }
-  return null;
+/**
+ * Peak memory, in MiB, of a cluster primary and of each worker in the default shape, as the pod's
+ * memory cgroup counts it (shared pages such as the node binary once): the bench's peak PSS was
+ * 382-394 MB for a primary and two workers in the restart storm (README "Performance"), of which
+ * about 100 the primary's. Plus a margin for the page cache of the inventory and logs.
+ */
+const PRIMARY_PEAK_MIB = 100;
+const WORKER_PEAK_MIB = 145;
+const MARGIN_MIB = 48;
+
+export interface AutoWorkers {
+  /** Worker processes `server.workers: auto` runs (1: one process serving alone). */
+  readonly count: number;
+  readonly cpus: number;
+  /** The cgroup memory limit in MiB, or null without one. */
+  readonly memoryLimitMib: number | null;
+  /** Whether the memory limit, not the CPUs, set the count. */
+  readonly boundByMemory: boolean;
 }
 
-function ratio(quota: string | undefined, period: string | undefined): number | null {
-  const q = Number(quota);
-  const p = Number(period);
-  if (!Number.isFinite(q) || !Number.isFinite(p) || q <= 0 || p <= 0) return null;
-  return q / p;
+/**
+ * What `server.workers: auto` runs: one worker per usable CPU, as many as the cgroup's memory limit
+ * holds at their peak. A pod limited to 320 MiB on two CPUs then serves from one process (about 260
+ * MB at its h2load peak) instead of a primary and two workers (about 390), which a restart storm
+ * would take past the limit and get OOM-killed.
+ */
+export function autoWorkers(readFile: (path: string) => string = (p) => readFileSync(p, 'utf8')): AutoWorkers {
+  const cpus = usableCpus(readFile);
+  const limit = cgroupMemoryLimit(readFile);
+  const memoryLimitMib = limit === null ? null : Math.floor(limit / 2 ** 20);
+  const fit = memoryLimitMib === null ? Infinity : Math.max(1, Math.floor((memoryLimitMib - PRIMARY_PEAK_MIB - MARGIN_MIB) / WORKER_PEAK_MIB));
+  return { count: Math.min(cpus, fit), cpus, memoryLimitMib, boundByMemory: fit < cpus };
 }

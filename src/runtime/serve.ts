@@ -18,6 +18,7 @@ import { startControllers } from './controllers.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
 import { ExpiryMonitor, type ExpiryMonitorOptions } from '../monitoring/expiry-monitor.js';
 import { startWorkers, workerCount } from './cluster.js';
+import { autoWorkers } from './cpus.js';
 import { inventoryIntake } from './inventory-intake.js';
 
 /** How long a scrape waits for each worker's metrics (Prometheus's default scrape timeout is 10 s). */
@@ -48,6 +49,12 @@ export interface RunServerOptions {
 
 export async function runServer(config: MeshcertConfig, logger: Logger, opts: RunServerOptions = {}): Promise<RunningServer> {
   const count = workerCount(config);
+  if (config.server.workers === 'auto') {
+    const auto = autoWorkers();
+    if (auto.boundByMemory) {
+      logger.info({ workers: auto.count, cpus: auto.cpus, memoryLimitMib: auto.memoryLimitMib }, 'server.workers auto: fewer serving processes than CPUs, as many as the memory limit holds at their peak (set server.workers to choose)');
+    }
+  }
   const registry = new Registry();
   const invMetrics = new InventoryMetrics(registry);
   const inventory = await InventoryService.open(config.inventory, logger, invMetrics);
