@@ -63,6 +63,13 @@ const { values: args } = parseArgs({
      * as every other distinct-request row), or `auto` (go where Debian's Go and grpc-go are installed).
      */
     'storm-driver': { type: 'string', default: 'auto' },
+    /**
+     * An executable the server is started through, given node's command line to exec (keeping its
+     * PID, which the bench samples): a script that enters a cgroup with a memory limit, say, so
+     * that a shape is measured as a pod limited so would run it (`server.workers: auto` and V8's
+     * default heap both follow the limit).
+     */
+    'server-wrapper': { type: 'string' },
     /** Run the server (and its workers) under `node --cpu-prof`, writing .cpuprofile files to this directory. */
     profile: { type: 'string' },
     /** Keep the run's directory (config, CA, inventory, server.log) even when the run passes. */
@@ -180,6 +187,7 @@ function shape(): string {
   if (maxConcurrentStreams !== undefined) parts.push(`server.maxConcurrentStreams: ${maxConcurrentStreams}`);
   if (args['fail-closed']) parts.push('inventory.failClosed: true');
   if (nodeOptions.length > 0) parts.push(`node ${nodeOptions.join(' ')}`);
+  if (args['server-wrapper']) parts.push(`started through ${args['server-wrapper']}`);
   // The server inherits the bench's environment: glibc's arena count changes its RSS (the memory-bounded shape sets it).
   if (process.env.MALLOC_ARENA_MAX) parts.push(`MALLOC_ARENA_MAX=${process.env.MALLOC_ARENA_MAX}`);
   return parts.join(', ');
@@ -211,7 +219,7 @@ async function main(): Promise<void> {
     writeFileSync(join(dir, 'jwks.json'), JSON.stringify({ keys: signers.map((s) => s.jwk) }));
     const configFile = writeConfig(dir, join(dir, 'jwks.json'), { workers: args.workers, maxConcurrentStreams, failClosed: args['fail-closed'] });
     const nodeArgs = [...nodeOptions, ...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : [])];
-    server = await startServer(ROOT, configFile, join(dir, 'server.log'), nodeArgs);
+    server = await startServer(ROOT, configFile, join(dir, 'server.log'), nodeArgs, args['server-wrapper']);
     const srv = server;
     const sampleRss = (): void => {
       const b = srv.rssBytes();
@@ -520,6 +528,7 @@ async function main(): Promise<void> {
     workers: args.workers ?? 'default',
     maxConcurrentStreams: maxConcurrentStreams ?? 'default',
     nodeOptions,
+    serverWrapper: args['server-wrapper'] ?? null,
     mallocArenaMax: process.env.MALLOC_ARENA_MAX ?? null,
     failClosed: args['fail-closed'],
     ...results,

@@ -67,13 +67,16 @@ auth:
 }
 
 /**
- * `nodeArgs` go before the script (e.g. --cpu-prof); cluster workers inherit them. The server's
+ * `nodeArgs` go before the script (e.g. --cpu-prof); cluster workers inherit them. `wrapper`, when
+ * given, is started with node's command line as its arguments and must exec it. The server's
  * stdout and stderr go straight to `logFile`: read through a pipe by this driver, the log cost
  * about 10 µs of the shared CPU per certificate (measured), which is not the server's.
  */
-export async function startServer(root: string, configFile: string, logFile: string, nodeArgs: readonly string[] = []): Promise<BenchServer> {
+export async function startServer(root: string, configFile: string, logFile: string, nodeArgs: readonly string[] = [], wrapper?: string): Promise<BenchServer> {
   const fd = openSync(logFile, 'w');
-  const child = spawn(process.execPath, [...nodeArgs, join(root, 'dist/cli.js'), 'serve', '--config', configFile], { stdio: ['ignore', fd, fd] });
+  const command = [process.execPath, ...nodeArgs, join(root, 'dist/cli.js'), 'serve', '--config', configFile];
+  // A wrapper must exec the command it is given: the bench samples the process it started.
+  const child = spawn(wrapper ?? command[0]!, wrapper ? command : command.slice(1), { stdio: ['ignore', fd, fd] });
   closeSync(fd);
   const port = await new Promise<number>((resolve, reject) => {
     const started = Date.now();

@@ -14,14 +14,13 @@ export function usableCpus(readFile: (path: string) => string = (p) => readFileS
 }
 
 /**
- * Peak memory, in MiB, of a cluster primary and of each worker in the default shape, as the pod's
- * memory cgroup counts it (shared pages such as the node binary once): the bench's peak PSS was
- * 382-394 MB for a primary and two workers in the restart storm (README "Performance"), of which
- * about 100 the primary's. Plus a margin for the page cache of the inventory and logs.
+ * Memory, in MiB, that a cluster primary and each worker need at the bench's restart storm inside
+ * a memory cgroup (where Node sizes V8's heap to the limit and the kernel reclaims file pages first):
+ * a primary and two workers were OOM-killed at 256 MiB, ran at the limit at 288 and with room at
+ * 320, and one process served the storm at 256 (bench/HISTORY.md round 27). Two workers from 304.
  */
-const PRIMARY_PEAK_MIB = 100;
-const WORKER_PEAK_MIB = 145;
-const MARGIN_MIB = 48;
+const PRIMARY_MIB = 64;
+const WORKER_MIB = 120;
 
 export interface AutoWorkers {
   /** Worker processes `server.workers: auto` runs (1: one process serving alone). */
@@ -35,14 +34,13 @@ export interface AutoWorkers {
 
 /**
  * What `server.workers: auto` runs: one worker per usable CPU, as many as the cgroup's memory limit
- * holds at their peak. A pod limited to 320 MiB on two CPUs then serves from one process (about 260
- * MB at its h2load peak) instead of a primary and two workers (about 390), which a restart storm
- * would take past the limit and get OOM-killed.
+ * holds at their peak. A pod limited to 256 MiB on two CPUs then serves from one process, which came
+ * through the bench's storm there, instead of a primary and two workers, which were OOM-killed in it.
  */
 export function autoWorkers(readFile: (path: string) => string = (p) => readFileSync(p, 'utf8')): AutoWorkers {
   const cpus = usableCpus(readFile);
   const limit = cgroupMemoryLimit(readFile);
   const memoryLimitMib = limit === null ? null : Math.floor(limit / 2 ** 20);
-  const fit = memoryLimitMib === null ? Infinity : Math.max(1, Math.floor((memoryLimitMib - PRIMARY_PEAK_MIB - MARGIN_MIB) / WORKER_PEAK_MIB));
+  const fit = memoryLimitMib === null ? Infinity : Math.max(1, Math.floor((memoryLimitMib - PRIMARY_MIB) / WORKER_MIB));
   return { count: Math.min(cpus, fit), cpus, memoryLimitMib, boundByMemory: fit < cpus };
 }
