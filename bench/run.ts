@@ -499,8 +499,9 @@ async function main(): Promise<void> {
     if (rssTimer) clearInterval(rssTimer);
     if (pssTimer) clearInterval(pssTimer);
     if (server) results.peakRssPerProcessMb = server.peakRssMb();
-    const code = server ? await server.stop() : null;
-    if (server && code !== 0) failures.push(`meshcert exited with ${code} on SIGTERM`);
+    const outcome = server ? await server.stop() : 0;
+    if (typeof outcome === 'string') failures.push(`meshcert was ended by ${outcome}${outcome === 'SIGKILL' ? ' during the run (the kernel\'s OOM killer sends it)' : ''}`);
+    else if (outcome !== 0) failures.push(`meshcert exited with ${outcome} on SIGTERM`);
     // A worker that died was replaced and the run may look fine, but it dropped every connection it held.
     // Read in chunks: a long soak's log (one info line per certificate) outgrows a string.
     try {

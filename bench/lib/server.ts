@@ -27,7 +27,8 @@ export interface BenchServer {
   peakRssMb(): number[];
   /** Complete lines of the server's log containing this string (incremental: see LogCounter). */
   countLog(fragment: string): number;
-  stop(): Promise<number | null>;
+  /** Stops the server (SIGTERM): its exit code, or the signal that ended it (`SIGKILL`, say) when it died of one. */
+  stop(): Promise<number | NodeJS.Signals>;
 }
 
 /** What a run changes from the defaults (each absent: the config's default). */
@@ -129,11 +130,17 @@ export async function startServer(root: string, configFile: string, logFile: str
     stop: () =>
       new Promise((resolve) => {
         stopping = true;
-        if (child.exitCode !== null) return resolve(child.exitCode);
-        child.once('exit', (code) => resolve(code));
+        // Gone already, by an exit or a signal (the OOM killer's SIGKILL): its 'exit' has been emitted.
+        if (child.exitCode !== null || child.signalCode !== null) return resolve(exitOutcome(child.exitCode, child.signalCode));
+        child.once('exit', (code, signal) => resolve(exitOutcome(code, signal)));
         child.kill('SIGTERM');
       }),
   };
+}
+
+/** An exit code, or the signal that ended the process instead. */
+export function exitOutcome(code: number | null, signal: NodeJS.Signals | null): number | NodeJS.Signals {
+  return code ?? signal ?? -1;
 }
 
 function childrenOf(pid: number): number[] {
