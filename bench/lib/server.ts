@@ -139,7 +139,7 @@ export async function startServer(root: string, configFile: string, logFile: str
 }
 
 /** An exit code, or the signal that ended the process instead. */
-export function exitOutcome(code: number | null, signal: NodeJS.Signals | null): number | NodeJS.Signals {
+function exitOutcome(code: number | null, signal: NodeJS.Signals | null): number | NodeJS.Signals {
   return code ?? signal ?? -1;
 }
 

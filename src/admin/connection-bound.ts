@@ -27,22 +27,18 @@ interface Held {
 export function boundConnections(server: Server, bounds: ConnectionBounds): void {
   // Map order is the order of last activity: idle longest first.
   const open = new Map<Socket, Held>();
-  const fromAddress = new Map<string, number>();
-  const forget = (socket: Socket): void => {
-    const held = open.get(socket);
-    if (!held) return;
-    open.delete(socket);
-    const n = (fromAddress.get(held.address) ?? 1) - 1;
-    if (n === 0) fromAddress.delete(held.address);
-    else fromAddress.set(held.address, n);
+  const countFrom = (address: string): number => {
+    let n = 0;
+    for (const held of open.values()) if (held.address === address) n++;
+    return n;
   };
   /** Makes room for one more connection from `address`; false when every candidate is busy. */
   const makeRoom = (address: string): boolean => {
-    const own = (fromAddress.get(address) ?? 0) >= bounds.perAddress;
+    const own = countFrom(address) >= bounds.perAddress;
     if (!own && open.size < bounds.max) return true;
     for (const [socket, held] of open) {
       if (held.underWay === 0 && (!own || held.address === address)) {
-        forget(socket);
+        open.delete(socket);
         socket.destroy();
         return true;
       }
@@ -56,8 +52,7 @@ export function boundConnections(server: Server, bounds: ConnectionBounds): void
       return;
     }
     open.set(socket, { address, underWay: 0 });
-    fromAddress.set(address, (fromAddress.get(address) ?? 0) + 1);
-    socket.once('close', () => forget(socket));
+    socket.once('close', () => open.delete(socket));
   });
   server.on('request', (req, res) => {
     const socket = req.socket;

@@ -39,6 +39,7 @@ import {
 } from './der-reader.js';
 import type { Tlv } from './der-reader.js';
 import { importSubjectPublicKeyInfo } from './key.js';
+import { PEM_BASE64 } from '../x509/pem.js';
 
 /** Largest PEM (characters) or DER (bytes) accepted; real CSRs are 0.5-2 KB. */
 export const MAX_CSR_SIZE = 64 * 1024;
@@ -60,7 +61,6 @@ const WRONG_PEM_LABELS = new Map<string, string>([
   ['PUBLIC KEY', 'a public key'],
   ['RSA PUBLIC KEY', 'a public key'],
 ]);
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 const PEM_WHITESPACE = /[ \t\r\n]+/g;
 const BEGIN = '-----BEGIN ';
 const DASHES = '-----';
@@ -107,7 +107,7 @@ export function pemToDer(pem: string): Buffer {
   }
   const body = pem.slice(bodyStart, endIdx).replace(PEM_WHITESPACE, '');
   if (body.length === 0) throw pemError('the PEM block is empty');
-  if (body.length % 4 !== 0 || !BASE64.test(body)) {
+  if (body.length % 4 !== 0 || !PEM_BASE64.test(body)) {
     throw pemError('the body is not valid base64 (PEM headers are not supported)');
   }
   return Buffer.from(body, 'base64');

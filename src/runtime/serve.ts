@@ -48,12 +48,11 @@ export interface RunServerOptions {
 }
 
 export async function runServer(config: MeshcertConfig, logger: Logger, opts: RunServerOptions = {}): Promise<RunningServer> {
-  const count = workerCount(config);
-  if (config.server.workers === 'auto') {
-    const auto = autoWorkers();
-    if (auto.boundByMemory) {
-      logger.info({ workers: auto.count, cpus: auto.cpus, memoryLimitMib: auto.memoryLimitMib }, 'server.workers auto: fewer serving processes than CPUs, as many as the memory limit holds at their peak (set server.workers to choose)');
-    }
+  // The cgroup is read once here; workers compute the same count from the same cgroup (workerCount).
+  const auto = config.server.workers === 'auto' ? autoWorkers() : undefined;
+  const count = auto?.count ?? workerCount(config);
+  if (auto?.boundByMemory) {
+    logger.info({ workers: auto.count, cpus: auto.cpus, memoryLimitMib: auto.memoryLimitMib }, 'server.workers auto: fewer serving processes than CPUs, as many as the memory limit holds at their peak (set server.workers to choose)');
   }
   const registry = new Registry();
   const invMetrics = new InventoryMetrics(registry);

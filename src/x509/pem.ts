@@ -52,15 +52,24 @@ export function pemBlocks(text: string): PemBlock[] {
 
 /** Splits a PEM bundle into one normalised PEM string per certificate, each ending with "\n". */
 export function splitPemCertificates(pem: string): string[] {
-  return pemBlocks(pem)
-    .filter((b) => b.label === 'CERTIFICATE')
-    .map((b) => `${b.text.trim()}\n`);
+  return certificateTexts(pemBlocks(pem));
 }
 
 /** Parses every certificate of a PEM bundle; throws when a block is not a certificate. */
 export function parsePemBundle(pem: string): X509Certificate[] {
-  return splitPemCertificates(pem).map((p) => new X509Certificate(p));
+  return certificatesOf(pemBlocks(pem));
 }
+
+function certificateTexts(blocks: readonly PemBlock[]): string[] {
+  return blocks.filter((b) => b.label === 'CERTIFICATE').map((b) => `${b.text.trim()}\n`);
+}
+
+function certificatesOf(blocks: readonly PemBlock[]): X509Certificate[] {
+  return certificateTexts(blocks).map((p) => new X509Certificate(p));
+}
+
+/** A PEM body's base64 once its whitespace is gone (RFC 7468 strict: no headers). */
+export const PEM_BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /** A BEGIN or END line of a PEM block (RFC 7468), found wherever it sits in a line. */
 const ARMOR_LINE = /-----(BEGIN|END) [A-Z0-9 #]{1,64}-----/g;
@@ -79,9 +88,10 @@ const BLANKS_TO_EOL = /[ \t\v\f\r]*(?:\n|$)/y;
 export function caBundleProblem(bundle: string): string | undefined {
   // A byte-order mark, as Windows editors save: OpenSSL skips it.
   const pem = bundle.charCodeAt(0) === 0xfeff ? bundle.slice(1) : bundle;
+  const blocks = pemBlocks(pem);
   let certificates: X509Certificate[];
   try {
-    certificates = parsePemBundle(pem);
+    certificates = certificatesOf(blocks);
   } catch (err) {
     return `a CERTIFICATE block does not parse: ${(err as Error).message}`;
   }
@@ -95,7 +105,6 @@ export function caBundleProblem(bundle: string): string | undefined {
       return `line ${lineOf(m.index)}: "${m[0]}" shares its line with other text, and OpenSSL would skip the certificate; put it on a line of its own`;
     }
   }
-  const blocks = pemBlocks(pem);
   if (begins > blocks.length) return 'a BEGIN line has no matching END line: OpenSSL stops reading there, and the certificates after it are not trusted';
   for (const b of blocks) {
     // RFC 1421 headers (Proc-Type: ...) are OpenSSL's to read; anything else must be base64.
@@ -106,8 +115,6 @@ export function caBundleProblem(bundle: string): string | undefined {
   }
   return undefined;
 }
-
-const PEM_BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 export function certToPem(cert: X509Certificate): string {
   return cert.toString().endsWith('\n') ? cert.toString() : `${cert.toString()}\n`;
