@@ -1,14 +1,14 @@
 /**
  * Latency at a fixed rate against the serving processes' garbage collection (bench/HISTORY.md,
  * round 28). Starts the bench's server (same config, the built dist/) with --trace-gc-nvp, drives
- * one fixed RSA request with h2load at `--rate` calls/s (8 connections of 64 streams, as the
- * bench's half-of-peak rows) for `--runs` runs of 15 s, and prints per run: h2load's latency, the
+ * one fixed RSA request with h2load at `--rate` calls/s (`--connections` of 64 streams; 8, as
+ * the bench's half-of-peak rows, by default) for `--runs` runs of 15 s, and prints per run: h2load's latency, the
  * mark-compacts (pause and its `clear.external_string_table` step, ms) and scavenges of every
  * process, and per process the share of its young-generation allocation that scavenges promoted to
  * the old generation, which is what makes mark-compacts come sooner.
  *
  *   npm run build && npx tsx bench/experiments/gc-at-rate.ts [--rate 2750] [--runs 3]
- *     [--node-options="--v8-flag ..."] [--prefill 60000] [--peak-first]
+ *     [--connections 8] [--node-options="--v8-flag ..."] [--prefill 60000] [--peak-first]
  *
  * --prefill N issues N distinct certificates first (half RSA, half EC), as the bench's distinct
  * rows do before its h2load rows; --peak-first runs h2load unthrottled for 15 s before each run,
@@ -31,13 +31,15 @@ const { values: args } = parseArgs({
     'node-options': { type: 'string', default: '' },
     prefill: { type: 'string', default: '0' },
     'peak-first': { type: 'boolean', default: false },
+    connections: { type: 'string', default: '8' },
   },
 });
 const rate = Number(args.rate);
 const runs = Number(args.runs);
 const prefill = Number(args.prefill);
-if (!(rate > 0) || !(runs > 0) || !(prefill >= 0)) {
-  process.stderr.write('--rate and --runs take positive numbers, --prefill a count\n');
+const connections = Number(args.connections);
+if (!(rate > 0) || !(runs > 0) || !(prefill >= 0) || !Number.isInteger(connections) || connections < 1) {
+  process.stderr.write('--rate and --runs take positive numbers, --prefill a count, --connections a whole number\n');
   process.exit(2);
 }
 
@@ -66,7 +68,7 @@ try {
       await new Promise((r) => setTimeout(r, 2000));
     }
     const from = readFileSync(logFile, 'utf8').length;
-    const h = await runH2load({ ...base, durationSeconds: 15, streams: 64, rpsPerClient: Math.floor(rate / 8) });
+    const h = await runH2load({ ...base, durationSeconds: 15, clients: connections, streams: 64, rpsPerClient: Math.floor(rate / connections) });
     console.log(`run ${i}: ${h.perSecond.toFixed(0)}/s, p50 ${h.latency.p50.toFixed(1)} p90 ${h.latency.p90.toFixed(1)} p99 ${h.latency.p99.toFixed(1)} max ${h.latency.max.toFixed(1)} ms, ${h.failed} failed`);
     console.log(describeGc(readFileSync(logFile, 'utf8').slice(from)));
   }
