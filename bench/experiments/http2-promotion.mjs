@@ -32,6 +32,8 @@ if (process.argv[2] === 'server') {
   });
   server.listen(0, '127.0.0.1', () => process.send(server.address().port));
   process.on('message', () => process.exit(0));
+  // The driver gone (killed, crashed) must not leave this server listening.
+  process.on('disconnect', () => process.exit(0));
 } else {
   const rate = Number(process.argv[2] ?? 3700);
 const conns = Number(process.env.CONNS ?? 8);
@@ -47,7 +49,14 @@ const conns = Number(process.env.CONNS ?? 8);
   const args = ['-D', '15', '-c', String(conns), '-m', '64', '-t', '1', `--rps=${Math.max(1, Math.round(rate / conns))}`, '-d', body,
     '-H', 'content-type: application/grpc', '-H', 'te: trailers', '-H', `authorization: Bearer ${token}`, '-H', 'clusterid: Kubernetes',
     `http://127.0.0.1:${port}/istio.v1.auth.IstioCertificateService/CreateCertificate`];
-  const out = await new Promise((resolve, reject) => execFile('h2load', args, (err, stdout) => (err ? reject(err) : resolve(stdout))));
+  let out;
+  try {
+    out = await new Promise((resolve, reject) => execFile('h2load', args, (err, stdout) => (err ? reject(err) : resolve(stdout))));
+  } catch (e) {
+    child.kill();
+    console.error(e.code === 'ENOENT' ? 'h2load not found (Debian package nghttp2-client)' : `h2load failed: ${e.message}`);
+    process.exit(1);
+  }
   child.send('stop');
   await new Promise((resolve) => child.once('exit', resolve));
   const field = (line, name) => Number(new RegExp(`\\b${name}=([\\d.]+)`).exec(line)?.[1] ?? 0);
