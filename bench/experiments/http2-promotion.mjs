@@ -36,7 +36,11 @@ if (process.argv[2] === 'server') {
   process.on('disconnect', () => process.exit(0));
 } else {
   const rate = Number(process.argv[2] ?? 3700);
-const conns = Number(process.env.CONNS ?? 8);
+  const conns = Number(process.env.CONNS ?? 8);
+  if (!(rate > 0) || !Number.isInteger(conns) || conns < 1) {
+    console.error('usage: [CONNS=8] node bench/experiments/http2-promotion.mjs [callsPerSecond=3700] [v8 flags...]');
+    process.exit(2);
+  }
   const flags = process.argv.slice(3);
   const child = fork(fileURLToPath(import.meta.url), ['server'], { execArgv: ['--trace-gc-nvp', ...flags], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   let trace = '';
