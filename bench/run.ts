@@ -40,7 +40,7 @@ const { values: args } = parseArgs({
     /** server.workers for the run (default: the config's default). */
     workers: { type: 'string' },
     /**
-     * server.maxConcurrentStreams for the run (default: the config's, 100). With 16 the storm's calls
+     * server.maxConcurrentStreams for the run (default: the config's, auto: 100, or 16 under a memory limit below 304 MiB). With 16 the storm's calls
      * wait in their clients rather than in the server's memory (see the README's memory-bounded shape).
      */
     'max-concurrent-streams': { type: 'string' },

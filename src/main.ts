@@ -20,7 +20,7 @@ import type { MeshcertConfig } from './config/schema.js';
 import { ensureDevIssuer } from './dev/token-issuer.js';
 import { CaError, ConfigError } from './errors/ca-error.js';
 import { assertServable } from './config/servable.js';
-import { usableCpus } from './runtime/cpus.js';
+import { concurrentStreams, usableCpus } from './runtime/auto-shape.js';
 import { fanOut, type IssuanceObserver } from './authority/observer.js';
 import { certificateAdmission, certificateShed, createCertificateHandler } from './grpc/certificate-service.js';
 import { keepRecord } from './inventory/keep.js';
@@ -336,7 +336,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       ...(o.handedConnections ? { handedConnections: o.handedConnections } : {}),
       maxRequestBytes: config.server.maxRequestBytes,
       shutdownGrace: config.server.shutdownGrace,
-      maxConcurrentStreams: config.server.maxConcurrentStreams,
+      maxConcurrentStreams: concurrentStreams(config.server.maxConcurrentStreams),
       handshakeTimeout: config.server.handshakeTimeout,
       requestReadTimeout: config.server.requestReadTimeout,
       idleTimeout: config.server.idleTimeout,

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { KeyKind } from './workload.js';
-import { usableCpus } from '../../src/runtime/cpus.js';
+import { usableCpus } from '../../src/runtime/auto-shape.js';
 
 /**
  * The crypto ceiling, measured now on this machine: certificates per second if the CA did nothing

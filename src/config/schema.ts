@@ -192,8 +192,12 @@ export const configSchema = z.strictObject({
         .prefault({}),
       /** A CSR is a few KB; anything larger is refused with RESOURCE_EXHAUSTED. */
       maxRequestBytes: z.number().int().min(4096).max(4 * 1024 * 1024).default(64 * 1024),
-      /** Calls one connection may have open at once (HTTP/2 max concurrent streams); clients queue the rest. */
-      maxConcurrentStreams: z.number().int().min(1).max(10_000).default(100),
+      /**
+       * Calls one connection may have open at once (HTTP/2 max concurrent streams); clients queue the
+       * rest. 'auto' = 100, or 16 under a memory limit too small for two workers (runtime/auto-shape.ts),
+       * where a restart storm's calls in flight would otherwise take the pod past its limit.
+       */
+      maxConcurrentStreams: z.union([z.literal('auto'), z.number().int().min(1).max(10_000)], { error: 'expected "auto" or a whole number from 1 to 10000' }).default('auto'),
       /** How long SIGTERM waits for in-flight calls before closing connections. */
       shutdownGrace: timerDuration(0).prefault('20s'),
       /**
@@ -232,7 +236,7 @@ export const configSchema = z.strictObject({
       maxConnections: z.number().int().min(0).max(1_000_000).default(5000),
       /**
        * Processes serving gRPC (Node runs JavaScript on one core per process). 'auto' = one per CPU
-       * the process may use (its cgroup CPU limit, rounded up, included: runtime/cpus.ts);
+       * the process may use (its cgroup CPU limit, rounded up, included: runtime/auto-shape.ts);
        * 1 serves from the main process.
        */
       workers: z.union([z.literal('auto'), z.number().int().min(1).max(64)], { error: 'expected "auto" or a whole number from 1 to 64' }).default('auto'),

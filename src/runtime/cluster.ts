@@ -13,7 +13,7 @@ import type { Logger } from '../log/logger.js';
 import { decodeInventory, type InventoryKeptMessage, type InventoryMessage, type InventoryStateMessage, type InventoryWireMessage } from './ipc-sink.js';
 import { flagMb, processFlags } from './heap-pressure.js';
 import { ConnectionDispatcher, type DispatchTarget } from './dispatcher.js';
-import { autoWorkers } from './cpus.js';
+import { autoWorkers } from './auto-shape.js';
 import { RetiredWorkerMetrics, type WorkerMetricsJson } from './retired-metrics.js';
 
 /** Marks a process forked by `serve`; the config itself arrives over IPC (no secrets in the environment, no size limit). */

@@ -18,7 +18,7 @@ import { startControllers } from './controllers.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
 import { ExpiryMonitor, type ExpiryMonitorOptions } from '../monitoring/expiry-monitor.js';
 import { startWorkers, workerCount } from './cluster.js';
-import { autoWorkers } from './cpus.js';
+import { shapeNotices } from './auto-shape.js';
 import { inventoryIntake } from './inventory-intake.js';
 
 /** How long a scrape waits for each worker's metrics (Prometheus's default scrape timeout is 10 s). */
@@ -48,12 +48,9 @@ export interface RunServerOptions {
 }
 
 export async function runServer(config: MeshcertConfig, logger: Logger, opts: RunServerOptions = {}): Promise<RunningServer> {
-  // The cgroup is read once here; workers compute the same count from the same cgroup (workerCount).
-  const auto = config.server.workers === 'auto' ? autoWorkers() : undefined;
-  const count = auto?.count ?? workerCount(config);
-  if (auto?.boundByMemory) {
-    logger.info({ workers: auto.count, cpus: auto.cpus, memoryLimitMib: auto.memoryLimitMib }, 'server.workers auto: fewer serving processes than CPUs, as many as the memory limit holds at their peak (set server.workers to choose)');
-  }
+  // Workers compute the same count, and streams per connection, from the same cgroup.
+  const count = workerCount(config);
+  for (const n of shapeNotices(config.server)) logger[n.level](n.fields, n.message);
   const registry = new Registry();
   const invMetrics = new InventoryMetrics(registry);
   const inventory = await InventoryService.open(config.inventory, logger, invMetrics);

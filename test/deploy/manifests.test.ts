@@ -535,7 +535,7 @@ describe.each(Object.entries(KUSTOMIZATIONS) as [KustomizationName, string][])('
       const cpus = Math.ceil(Number(r.limits!.cpu));
       const limitMb = Number(/^(\d+)Mi$/.exec(r.limits!.memory!)?.[1]);
       const config = baseConfig();
-      // server.workers auto is one per CPU of the pod's limit (src/runtime/cpus.ts), or a number.
+      // server.workers auto is one per CPU of the pod's limit (src/runtime/auto-shape.ts), or a number.
       const workers = config.server.workers === 'auto' ? cpus : config.server.workers;
       expect(config.server.maxConnections, 'server.maxConnections is set').toBeGreaterThan(0);
       // README "Performance": about 50 KB per connection outside the V8 heap; the processes, idle and

@@ -24,7 +24,7 @@ describe('bench writeConfig', () => {
   it('leaves the server at its defaults when the run changes nothing', () => {
     const c = load();
     expect(c.server.workers).toBe('auto');
-    expect(c.server.maxConcurrentStreams).toBe(100);
+    expect(c.server.maxConcurrentStreams).toBe('auto');
     expect(c.inventory.failClosed).toBe(false);
   });
 
