@@ -113,12 +113,27 @@ export async function startServer(root: string, configFile: string, logFile: str
     if (now - known.at > 2_000) known = { at: now, pids: [child.pid!, ...childrenOf(child.pid!)] };
     return known.pids;
   };
+  // A process gone (a worker that died, the OOM killer's victim) keeps the CPU it was last read
+  // with: a phase's CPU is the difference of two totals, which must not go down (a storm whose
+  // server was killed read -1.68 s). The phase it went in lacks its CPU since that read, and says
+  // so elsewhere (the exit is reported, a run with a dead worker fails).
+  const lastCpu = new Map<number, number>();
+  const cpuOf = (pid: number): number => {
+    const s = procCpuSeconds(pid);
+    if (s !== undefined) lastCpu.set(pid, s);
+    return lastCpu.get(pid) ?? 0;
+  };
   const counters = new Map<string, LogCounter>();
   return {
     port,
     child,
-    cpuSeconds: () => pids().reduce((sum, p) => sum + procCpuSeconds(p), 0),
-    cpuSecondsPerProcess: () => pids().map(procCpuSeconds),
+    cpuSeconds: () => {
+      for (const p of pids()) cpuOf(p);
+      let sum = 0;
+      for (const s of lastCpu.values()) sum += s;
+      return sum;
+    },
+    cpuSecondsPerProcess: () => pids().map(cpuOf),
     rssBytes: () => pids().reduce((sum, p) => sum + procRss(p), 0),
     pssBytes: () => pids().reduce((sum, p) => sum + procPss(p), 0),
     peakRssMb: () => pids().map((p) => Math.round(procStatusKb(p, 'VmHWM') / 1024)),
@@ -158,13 +173,14 @@ function childrenOf(pid: number): number[] {
   return out;
 }
 
-function procCpuSeconds(pid: number): number {
+/** User + system CPU of a process, or undefined once it is gone. */
+function procCpuSeconds(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) / clockTicks();
   } catch {
-    return 0;
+    return undefined;
   }
 }
 
