@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--max-concurrent-streams N] [--node-options="--flag ..."] [--fail-closed] [--storm-connections N] [--storm-driver auto|go|node] [--profile DIR] [--keep]
+ * npm run bench [-- --smoke | --storm | --soak [--duration 600] [--rate 1000]] [--workers N] [--max-concurrent-streams N] [--max-connections N] [--node-options="--flag ..."] [--fail-closed] [--storm-connections N] [--storm-driver auto|go|node] [--profile DIR] [--keep]
  *
  * Starts meshcert as a user would (built CLI, config file, CA from `ca init`, TLS, JWT auth with a
  * JWKS file, info-level logs, default worker count), drives it, and prints one table plus a JSON
@@ -44,6 +44,8 @@ const { values: args } = parseArgs({
      * wait in their clients rather than in the server's memory (see the README's memory-bounded shape).
      */
     'max-concurrent-streams': { type: 'string' },
+    /** server.maxConnections for the run (default: the config's): connections each serving process keeps open at once. */
+    'max-connections': { type: 'string' },
     /**
      * Node options for the server's process, before its script: V8 heap limits such as
      * --node-options="--max-old-space-size=96 --max-semi-space-size=4" for the memory-bounded shape
@@ -103,6 +105,7 @@ for (const k of ['duration', 'rate'] as const) {
   }
 }
 const maxConcurrentStreams = args['max-concurrent-streams'] === undefined ? undefined : wholeNumberArg('max-concurrent-streams', args['max-concurrent-streams'], 10_000);
+const maxConnections = args['max-connections'] === undefined ? undefined : wholeNumberArg('max-connections', args['max-connections'], 1_000_000);
 const nodeOptions = (args['node-options'] ?? '').split(/\s+/).filter((o) => o !== '');
 const notAnOption = nodeOptions.find((o) => !/^--[a-z]/.test(o));
 if (notAnOption !== undefined) {
@@ -185,6 +188,7 @@ const log = (msg: string): void => {
 function shape(): string {
   const parts = [`server.workers: ${args.workers ?? 'default'}`];
   if (maxConcurrentStreams !== undefined) parts.push(`server.maxConcurrentStreams: ${maxConcurrentStreams}`);
+  if (maxConnections !== undefined) parts.push(`server.maxConnections: ${maxConnections}`);
   if (args['fail-closed']) parts.push('inventory.failClosed: true');
   if (nodeOptions.length > 0) parts.push(`node ${nodeOptions.join(' ')}`);
   if (args['server-wrapper']) parts.push(`started through ${args['server-wrapper']}`);
@@ -217,7 +221,7 @@ async function main(): Promise<void> {
     execFileSync(process.execPath, [join(ROOT, 'dist/cli.js'), 'ca', 'init', '--dir', join(dir, 'ca')], { stdio: 'ignore' });
     const signers = makeTokenSigners();
     writeFileSync(join(dir, 'jwks.json'), JSON.stringify({ keys: signers.map((s) => s.jwk) }));
-    const configFile = writeConfig(dir, join(dir, 'jwks.json'), { workers: args.workers, maxConcurrentStreams, failClosed: args['fail-closed'] });
+    const configFile = writeConfig(dir, join(dir, 'jwks.json'), { workers: args.workers, maxConcurrentStreams, maxConnections, failClosed: args['fail-closed'] });
     const nodeArgs = [...nodeOptions, ...(args.profile ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : [])];
     server = await startServer(ROOT, configFile, join(dir, 'server.log'), nodeArgs, args['server-wrapper']);
     const srv = server;
@@ -528,6 +532,7 @@ async function main(): Promise<void> {
     machine,
     workers: args.workers ?? 'default',
     maxConcurrentStreams: maxConcurrentStreams ?? 'default',
+    maxConnections: maxConnections ?? 'default',
     nodeOptions,
     serverWrapper: args['server-wrapper'] ?? null,
     mallocArenaMax: process.env.MALLOC_ARENA_MAX ?? null,

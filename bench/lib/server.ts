@@ -37,6 +37,8 @@ export interface ConfigChoices {
   workers?: string;
   /** server.maxConcurrentStreams. */
   maxConcurrentStreams?: number;
+  /** server.maxConnections. */
+  maxConnections?: number;
   /** inventory.failClosed, under which every certificate is answered only once its record is stored. */
   failClosed?: boolean;
 }
@@ -46,6 +48,7 @@ export function writeConfig(dir: string, jwksFile: string, choices: ConfigChoice
   const server = [
     choices.workers === undefined ? '' : `  workers: ${choices.workers}\n`,
     choices.maxConcurrentStreams === undefined ? '' : `  maxConcurrentStreams: ${choices.maxConcurrentStreams}\n`,
+    choices.maxConnections === undefined ? '' : `  maxConnections: ${choices.maxConnections}\n`,
   ].join('');
   writeFileSync(
     file,

@@ -18,6 +18,14 @@ describe('bench options', () => {
     }
   });
 
+  it('refuses a --max-connections outside 1..1000000', () => {
+    for (const v of ['0', '2.5', '1000001']) {
+      const r = bench(`--max-connections=${v}`);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toContain(`--max-connections must be a whole number from 1 to 1000000 (got ${v})`);
+    }
+  });
+
   it('refuses --node-options that are not node options (a script would run instead of meshcert)', () => {
     const r = bench('--node-options=--max-old-space-size=96 other.js');
     expect(r.status).toBe(2);

@@ -25,7 +25,12 @@ describe('bench writeConfig', () => {
     const c = load();
     expect(c.server.workers).toBe('auto');
     expect(c.server.maxConcurrentStreams).toBe('auto');
+    expect(c.server.maxConnections).toBe(5000);
     expect(c.inventory.failClosed).toBe(false);
+  });
+
+  it('writes server.maxConnections', () => {
+    expect(load({ maxConnections: 2000 }).server.maxConnections).toBe(2000);
   });
 
   it("writes the memory-bounded shape's settings and failClosed", () => {
