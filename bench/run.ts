@@ -383,7 +383,7 @@ async function main(): Promise<void> {
       await settleDriver();
       startPhase();
       let stormCpu0 = 0;
-      let stormPerProcess0: number[] = [];
+      let stormPerProcess0: Array<{ pid: number; seconds: number }> = [];
       let driverCpu0 = process.cpuUsage();
       const onStart = (): void => {
         stormCpu0 = srv.cpuSeconds();
@@ -553,8 +553,13 @@ async function main(): Promise<void> {
 }
 
 /** Each process's share of `total` CPU seconds between two per-process readings. */
-function shares(after: number[], before: number[], total: number): number[] {
-  return after.map((c, i) => round((c - (before[i] ?? 0)) / Math.max(total, 1e-9), 2));
+/**
+ * Each process's share of a phase's server CPU, matched by PID (a worker started during the
+ * phase counts from zero; one that ended in it has no share, its CPU being in the total).
+ */
+function shares(after: Array<{ pid: number; seconds: number }>, before: Array<{ pid: number; seconds: number }>, total: number): number[] {
+  const at = new Map(before.map((p) => [p.pid, p.seconds]));
+  return after.map((p) => round((p.seconds - (at.get(p.pid) ?? 0)) / Math.max(total, 1e-9), 2));
 }
 
 function row(scenario: string, workload: Workload, driver: string, r: LoadResult, cpu: number): Row {

@@ -13,8 +13,8 @@ export interface BenchServer {
   readonly child: ChildProcess;
   /** CPU seconds (user+system) used so far by the primary and its workers. */
   cpuSeconds(): number;
-  /** CPU seconds so far per process: the primary first, then each worker. */
-  cpuSecondsPerProcess(): number[];
+  /** CPU seconds so far per process (by PID: a worker replaced is another process): the primary first, then each worker. */
+  cpuSecondsPerProcess(): Array<{ pid: number; seconds: number }>;
   /** Current RSS of primary + workers, bytes. */
   rssBytes(): number;
   /**
@@ -136,7 +136,7 @@ export async function startServer(root: string, configFile: string, logFile: str
       for (const s of lastCpu.values()) sum += s;
       return sum;
     },
-    cpuSecondsPerProcess: () => pids().map(cpuOf),
+    cpuSecondsPerProcess: () => pids().map((pid) => ({ pid, seconds: cpuOf(pid) })),
     rssBytes: () => pids().reduce((sum, p) => sum + procRss(p), 0),
     pssBytes: () => pids().reduce((sum, p) => sum + procPss(p), 0),
     peakRssMb: () => pids().map((p) => Math.round(procStatusKb(p, 'VmHWM') / 1024)),
