@@ -234,7 +234,7 @@ async function main(): Promise<void> {
     // smaps_rollup walks page tables: sampled less often than VmRSS.
     pssTimer = setInterval(() => (peakPss = Math.max(peakPss, srv.pssBytes())), 1000);
     const rootPem = readFileSync(join(dir, 'ca/root-cert.pem'), 'utf8');
-    log(`meshcert on 127.0.0.1:${server.port}, ${shape()}`);
+    log(`meshcert on 127.0.0.1:${server.port}, ${shape()}, ${server.maxConcurrentStreams ?? '?'} streams per connection`);
 
     const n = smoke ? 300 : 20000;
     log('pre-generating distinct CSRs and tokens (not timed)');
@@ -532,6 +532,8 @@ async function main(): Promise<void> {
     machine,
     workers: args.workers ?? 'default',
     maxConcurrentStreams: maxConcurrentStreams ?? 'default',
+    // What the server said it serves with ('auto' resolves by the memory limit it runs under).
+    maxConcurrentStreamsServed: server?.maxConcurrentStreams ?? null,
     maxConnections: maxConnections ?? 'default',
     nodeOptions,
     serverWrapper: args['server-wrapper'] ?? null,
@@ -552,7 +554,6 @@ async function main(): Promise<void> {
   }
 }
 
-/** Each process's share of `total` CPU seconds between two per-process readings. */
 /**
  * Each process's share of a phase's server CPU, matched by PID (a worker started during the
  * phase counts from zero; one that ended in it has no share, its CPU being in the total).

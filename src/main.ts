@@ -330,13 +330,14 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const certificates = { authority, logger, observer: fanOut(observers), ready: () => started && !closing, ...(keep ? { keep } : {}) };
   // Here, not in CaMetrics: the reasons are the gRPC server's, which a cluster primary never loads.
   if (o.metrics) zeroSeries(o.metrics.connectionsShed, 'reason', CONNECTION_SHED_REASONS);
+  const streams = concurrentStreams(config.server.maxConcurrentStreams);
   const server = new GrpcServer(
     {
       listen: config.server.listen,
       ...(o.handedConnections ? { handedConnections: o.handedConnections } : {}),
       maxRequestBytes: config.server.maxRequestBytes,
       shutdownGrace: config.server.shutdownGrace,
-      maxConcurrentStreams: concurrentStreams(config.server.maxConcurrentStreams),
+      maxConcurrentStreams: streams,
       handshakeTimeout: config.server.handshakeTimeout,
       requestReadTimeout: config.server.requestReadTimeout,
       idleTimeout: config.server.idleTimeout,
@@ -362,7 +363,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   pressure?.start();
   health.setAll('SERVING');
   started = true;
-  const announce = (): void => logger.info({ listen: config.server.listen, port, trustDomain: config.trustDomain, servingCert: serving.current.source, ambient: config.ambient.enabled }, 'meshcert serving');
+  const announce = (): void => logger.info({ listen: config.server.listen, port, trustDomain: config.trustDomain, servingCert: serving.current.source, ambient: config.ambient.enabled, maxConcurrentStreams: streams }, 'meshcert serving');
   if (o.announce !== false) announce();
 
   // Two reloads never overlap (each builds from the authentication in force, which the other swaps).

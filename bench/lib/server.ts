@@ -10,6 +10,8 @@ import { clockTicks } from './proc.js';
 
 export interface BenchServer {
   readonly port: number;
+  /** The HTTP/2 streams per connection it serves with, as it said when it started ('auto' resolved). */
+  readonly maxConcurrentStreams: number | undefined;
   readonly child: ChildProcess;
   /** CPU seconds (user+system) used so far by the primary and its workers. */
   cpuSeconds(): number;
@@ -82,14 +84,15 @@ export async function startServer(root: string, configFile: string, logFile: str
   // A wrapper must exec the command it is given: the bench samples the process it started.
   const child = spawn(wrapper ?? command[0]!, wrapper ? command : command.slice(1), { stdio: ['ignore', fd, fd] });
   closeSync(fd);
-  const port = await new Promise<number>((resolve, reject) => {
+  const { port, streams } = await new Promise<{ port: number; streams: number | undefined }>((resolve, reject) => {
     const started = Date.now();
     const poll = setInterval(() => {
       // The primary's line (a worker's has "worker":N), which comes once the whole server is up.
       const m = /^(?![^\n]*"worker":)[^\n]*"port":(\d+)[^\n]*"msg":"meshcert serving"/m.exec(readFileSync(logFile, 'utf8'));
       if (m) {
         clearInterval(poll);
-        resolve(Number(m[1]));
+        const streams = /"maxConcurrentStreams":(\d+)/.exec(m[0])?.[1];
+        resolve({ port: Number(m[1]), streams: streams === undefined ? undefined : Number(streams) });
       } else if (Date.now() - started > 60_000) {
         clearInterval(poll);
         reject(new Error(`meshcert did not start; see ${logFile}`));
@@ -129,6 +132,7 @@ export async function startServer(root: string, configFile: string, logFile: str
   const counters = new Map<string, LogCounter>();
   return {
     port,
+    maxConcurrentStreams: streams,
     child,
     cpuSeconds: () => {
       for (const p of pids()) cpuOf(p);

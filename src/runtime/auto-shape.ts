@@ -94,11 +94,15 @@ export function shapeNotices(server: { readonly workers: number | 'auto'; readon
       notices.push({ level: 'info', fields: { workers: auto.count, cpus: auto.cpus, memoryLimitMib }, message: 'server.workers auto: fewer serving processes than CPUs, as many as the memory limit holds at their peak (set server.workers to choose)' });
     }
   }
-  if (server.maxConcurrentStreams === 'auto') {
-    const streams = concurrentStreams('auto', read);
-    if (streams !== DEFAULT_STREAMS) {
-      notices.push({ level: 'info', fields: { maxConcurrentStreams: streams, memoryLimitMib }, message: `server.maxConcurrentStreams auto: ${streams} calls per connection under this memory limit, clients queue the rest (set server.maxConcurrentStreams to choose)` });
-    }
+  const bounded = concurrentStreams('auto', read) === BOUNDED_STREAMS;
+  if (server.maxConcurrentStreams === 'auto' && bounded) {
+    notices.push({ level: 'info', fields: { maxConcurrentStreams: BOUNDED_STREAMS, memoryLimitMib }, message: `server.maxConcurrentStreams auto: ${BOUNDED_STREAMS} calls per connection under this memory limit, clients queue the rest (set server.maxConcurrentStreams to choose)` });
+  } else if (server.maxConcurrentStreams !== 'auto' && server.maxConcurrentStreams > BOUNDED_STREAMS && bounded) {
+    notices.push({
+      level: 'warn',
+      fields: { maxConcurrentStreams: server.maxConcurrentStreams, memoryLimitMib },
+      message: `server.maxConcurrentStreams ${server.maxConcurrentStreams} under this memory limit: a restart storm's calls in flight may get meshcert OOM-killed (one process was, at 200 MiB with 100); 'auto' would take ${BOUNDED_STREAMS}`,
+    });
   }
   if (memoryLimitMib !== null && memoryLimitMib < STORM_FLOOR_MIB) {
     notices.push({ level: 'warn', fields: { memoryLimitMib, neededMib: STORM_FLOOR_MIB }, message: `the memory limit is below the ${STORM_FLOOR_MIB} MiB a restart storm was measured to need: a storm of certificate requests may get meshcert OOM-killed; raise the pod's memory limit` });

@@ -18,7 +18,7 @@ import { startControllers } from './controllers.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
 import { ExpiryMonitor, type ExpiryMonitorOptions } from '../monitoring/expiry-monitor.js';
 import { startWorkers, workerCount } from './cluster.js';
-import { shapeNotices } from './auto-shape.js';
+import { concurrentStreams, shapeNotices } from './auto-shape.js';
 import { inventoryIntake } from './inventory-intake.js';
 
 /** How long a scrape waits for each worker's metrics (Prometheus's default scrape timeout is 10 s). */
@@ -155,7 +155,8 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
         await pool.reload(next, caSnapshot(fresh));
         primaryState = fresh;
       };
-      announce = () => logger.info({ listen: config.server.listen, port, workers: count }, 'meshcert serving');
+      // The streams each worker advertises: it resolves 'auto' from the same cgroup.
+      announce = () => logger.info({ listen: config.server.listen, port, maxConcurrentStreams: concurrentStreams(config.server.maxConcurrentStreams), workers: count }, 'meshcert serving');
     }
     caLoaded = true;
   } catch (e) {

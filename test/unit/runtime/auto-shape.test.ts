@@ -61,18 +61,28 @@ describe('shapeNotices', () => {
     expect(shapeNotices(auto, limited(1, 512))).toEqual([]);
   });
 
-  it.runIf(availableParallelism() >= 2)('says when the memory limit set the workers and the streams, with the numbers chosen', () => {
+  it.runIf(availableParallelism() >= 2)('says when the memory limit set the workers, with the numbers chosen', () => {
     const n = shapeNotices(auto, limited(2, 256));
     expect(n.map((x) => [x.level, x.fields])).toEqual([
       ['info', { workers: 1, cpus: 2, memoryLimitMib: 256 }],
       ['info', { maxConcurrentStreams: 16, memoryLimitMib: 256 }],
     ]);
     expect(n[0]!.message).toContain('server.workers auto');
-    expect(n[1]!.message).toContain('server.maxConcurrentStreams auto: 16 calls per connection');
   });
 
-  it('says nothing of a setting chosen by hand', () => {
-    expect(shapeNotices({ workers: 2, maxConcurrentStreams: 100 }, limited(2, 256))).toEqual([]);
+  it('says when the memory limit set the streams', () => {
+    const n = shapeNotices({ workers: 1, maxConcurrentStreams: 'auto' }, limited(1, 256));
+    expect(n).toEqual([{ level: 'info', fields: { maxConcurrentStreams: 16, memoryLimitMib: 256 }, message: expect.stringContaining('server.maxConcurrentStreams auto: 16 calls per connection') }]);
+  });
+
+  it('says nothing of settings chosen by hand that the memory limit can hold', () => {
+    expect(shapeNotices({ workers: 2, maxConcurrentStreams: 16 }, limited(2, 256))).toEqual([]);
+    expect(shapeNotices({ workers: 2, maxConcurrentStreams: 100 }, limited(2, 512))).toEqual([]);
+  });
+
+  it('warns of more streams set by hand than the memory-bounded 16 under a limit that would choose 16', () => {
+    const n = shapeNotices({ workers: 1, maxConcurrentStreams: 100 }, limited(1, 256));
+    expect(n).toEqual([{ level: 'warn', fields: { maxConcurrentStreams: 100, memoryLimitMib: 256 }, message: expect.stringContaining('may get meshcert OOM-killed') }]);
   });
 
   it('warns under the memory a storm was measured to need, whatever the settings', () => {
