@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { cgroupCpuQuota, cgroupMemoryLimit } from './cgroup.js';
+import { flagMb, processFlags } from './heap-pressure.js';
 
 type ReadFile = (path: string) => string;
 const readFile: ReadFile = (p) => readFileSync(p, 'utf8');
@@ -85,14 +86,32 @@ export interface ShapeNotice {
   readonly message: string;
 }
 
-export function shapeNotices(server: { readonly workers: number | 'auto'; readonly maxConcurrentStreams: number | 'auto' }, read: ReadFile = readFile): ShapeNotice[] {
+/**
+ * Up to this memory limit V8 gives a process 1 MB semi-spaces unless told otherwise (measured:
+ * 1 MB at 200 and 512 MiB, 8 MB at 1536, 16 without a limit). One process serving alone there
+ * made a third fewer certificates per second at 200 MiB than with `--max-semi-space-size=4`, and
+ * stayed within the limit (bench/HISTORY.md round 29); cluster workers lost about a tenth.
+ */
+const SMALL_YOUNG_GENERATION_MIB = 512;
+
+export function shapeNotices(
+  server: { readonly workers: number | 'auto'; readonly maxConcurrentStreams: number | 'auto' },
+  read: ReadFile = readFile,
+  nodeFlags: readonly string[] = processFlags(),
+): ShapeNotice[] {
   const notices: ShapeNotice[] = [];
   const memoryLimitMib = memoryLimitMiB(read);
-  if (server.workers === 'auto') {
-    const auto = autoWorkers(read);
-    if (auto.boundByMemory) {
-      notices.push({ level: 'info', fields: { workers: auto.count, cpus: auto.cpus, memoryLimitMib }, message: 'server.workers auto: fewer serving processes than CPUs, as many as the memory limit holds at their peak (set server.workers to choose)' });
-    }
+  const auto = server.workers === 'auto' ? autoWorkers(read) : undefined;
+  if (auto?.boundByMemory) {
+    notices.push({ level: 'info', fields: { workers: auto.count, cpus: auto.cpus, memoryLimitMib }, message: 'server.workers auto: fewer serving processes than CPUs, as many as the memory limit holds at their peak (set server.workers to choose)' });
+  }
+  const alone = (auto?.count ?? server.workers) === 1;
+  if (alone && memoryLimitMib !== null && memoryLimitMib <= SMALL_YOUNG_GENERATION_MIB && flagMb(nodeFlags, 'max-semi-space-size') === undefined) {
+    notices.push({
+      level: 'info',
+      fields: { memoryLimitMib },
+      message: "one process serving under this memory limit gets V8's smallest young generation (1 MB semi-spaces), which cost a third of the throughput at 200 MiB; NODE_OPTIONS=--max-semi-space-size=4 takes it back for a few MB",
+    });
   }
   const bounded = concurrentStreams('auto', read) === BOUNDED_STREAMS;
   if (server.maxConcurrentStreams === 'auto' && bounded) {

@@ -57,12 +57,12 @@ describe('shapeNotices', () => {
   const auto = { workers: 'auto', maxConcurrentStreams: 'auto' } as const;
 
   it('says nothing when the CPUs set the workers and memory leaves the streams at 100', () => {
-    expect(shapeNotices(auto, limited(1))).toEqual([]);
-    expect(shapeNotices(auto, limited(1, 512))).toEqual([]);
+    expect(shapeNotices(auto, limited(1), [])).toEqual([]);
+    expect(shapeNotices(auto, limited(2, 1024), [])).toEqual([]);
   });
 
   it.runIf(availableParallelism() >= 2)('says when the memory limit set the workers, with the numbers chosen', () => {
-    const n = shapeNotices(auto, limited(2, 256));
+    const n = shapeNotices(auto, limited(2, 256), ['--max-semi-space-size=4']);
     expect(n.map((x) => [x.level, x.fields])).toEqual([
       ['info', { workers: 1, cpus: 2, memoryLimitMib: 256 }],
       ['info', { maxConcurrentStreams: 16, memoryLimitMib: 256 }],
@@ -71,23 +71,33 @@ describe('shapeNotices', () => {
   });
 
   it('says when the memory limit set the streams', () => {
-    const n = shapeNotices({ workers: 1, maxConcurrentStreams: 'auto' }, limited(1, 256));
+    const n = shapeNotices({ workers: 1, maxConcurrentStreams: 'auto' }, limited(1, 256), ['--max-semi-space-size=4']);
     expect(n).toEqual([{ level: 'info', fields: { maxConcurrentStreams: 16, memoryLimitMib: 256 }, message: expect.stringContaining('server.maxConcurrentStreams auto: 16 calls per connection') }]);
   });
 
   it('says nothing of settings chosen by hand that the memory limit can hold', () => {
-    expect(shapeNotices({ workers: 2, maxConcurrentStreams: 16 }, limited(2, 256))).toEqual([]);
-    expect(shapeNotices({ workers: 2, maxConcurrentStreams: 100 }, limited(2, 512))).toEqual([]);
+    expect(shapeNotices({ workers: 2, maxConcurrentStreams: 16 }, limited(2, 256), [])).toEqual([]);
+    expect(shapeNotices({ workers: 2, maxConcurrentStreams: 100 }, limited(2, 512), [])).toEqual([]);
   });
 
   it('warns of more streams set by hand than the memory-bounded 16 under a limit that would choose 16', () => {
-    const n = shapeNotices({ workers: 1, maxConcurrentStreams: 100 }, limited(1, 256));
+    const n = shapeNotices({ workers: 1, maxConcurrentStreams: 100 }, limited(1, 256), ['--max-semi-space-size=4']);
     expect(n).toEqual([{ level: 'warn', fields: { maxConcurrentStreams: 100, memoryLimitMib: 256 }, message: expect.stringContaining('may get meshcert OOM-killed') }]);
   });
 
   it('warns under the memory a storm was measured to need, whatever the settings', () => {
-    const n = shapeNotices({ workers: 1, maxConcurrentStreams: 16 }, limited(1, 128));
+    const n = shapeNotices({ workers: 1, maxConcurrentStreams: 16 }, limited(1, 128), ['--max-semi-space-size=4']);
     expect(n).toEqual([{ level: 'warn', fields: { memoryLimitMib: 128, neededMib: 160 }, message: expect.stringContaining('below the 160 MiB a restart storm was measured to need') }]);
-    expect(shapeNotices({ workers: 1, maxConcurrentStreams: 16 }, limited(1, 160))).toEqual([]);
+    expect(shapeNotices({ workers: 1, maxConcurrentStreams: 16 }, limited(1, 160), ['--max-semi-space-size=4'])).toEqual([]);
+  });
+
+  it("suggests a young generation for one process serving under a limit where V8 gives it 1 MB semi-spaces, unless one is set", () => {
+    const n = shapeNotices({ workers: 1, maxConcurrentStreams: 16 }, limited(1, 512), ['--max-old-space-size=96']);
+    expect(n).toEqual([{ level: 'info', fields: { memoryLimitMib: 512 }, message: expect.stringContaining('NODE_OPTIONS=--max-semi-space-size=4') }]);
+    expect(shapeNotices({ workers: 1, maxConcurrentStreams: 16 }, limited(1, 512), ['--max_semi_space_size=2'])).toEqual([]);
+    expect(shapeNotices({ workers: 1, maxConcurrentStreams: 16 }, limited(1, 513), [])).toEqual([]);
+    // Cluster workers get server.workerSemiSpaceMb; without a limit V8 gives 16 MB.
+    expect(shapeNotices({ workers: 2, maxConcurrentStreams: 16 }, limited(2, 512), [])).toEqual([]);
+    expect(shapeNotices({ workers: 1, maxConcurrentStreams: 16 }, limited(1), [])).toEqual([]);
   });
 });
