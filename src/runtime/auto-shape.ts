@@ -48,8 +48,13 @@ export interface AutoWorkers {
 export function autoWorkers(read: ReadFile = readFile): AutoWorkers {
   const cpus = usableCpus(read);
   const memoryLimitMib = memoryLimitMiB(read);
-  const fit = memoryLimitMib === null ? Infinity : Math.max(1, Math.floor((memoryLimitMib - PRIMARY_MIB) / WORKER_MIB));
+  const fit = memoryLimitMib === null ? Infinity : workersFitting(memoryLimitMib);
   return { count: Math.min(cpus, fit), cpus, memoryLimitMib, boundByMemory: fit < cpus };
+}
+
+/** Worker processes a memory limit holds at a storm's peak, beside their primary (at least one process). */
+function workersFitting(memoryLimitMib: number): number {
+  return Math.max(1, Math.floor((memoryLimitMib - PRIMARY_MIB) / WORKER_MIB));
 }
 
 /** HTTP/2 streams per connection with room in memory (gRPC clients' usual expectation). */
@@ -104,6 +109,14 @@ export function shapeNotices(
   const auto = server.workers === 'auto' ? autoWorkers(read) : undefined;
   if (auto?.boundByMemory) {
     notices.push({ level: 'info', fields: { workers: auto.count, cpus: auto.cpus, memoryLimitMib }, message: 'server.workers auto: fewer serving processes than CPUs, as many as the memory limit holds at their peak (set server.workers to choose)' });
+  }
+  const neededMib = server.workers === 'auto' ? 0 : PRIMARY_MIB + server.workers * WORKER_MIB;
+  if (server.workers !== 'auto' && server.workers > 1 && memoryLimitMib !== null && memoryLimitMib < neededMib) {
+    notices.push({
+      level: 'warn',
+      fields: { workers: server.workers, memoryLimitMib, neededMib },
+      message: `server.workers ${server.workers} under this memory limit: a primary and ${server.workers} workers need about ${neededMib} MiB at a restart storm's peak (two were OOM-killed at 256 MiB); 'auto' would run ${workersFitting(memoryLimitMib)}`,
+    });
   }
   const alone = (auto?.count ?? server.workers) === 1;
   if (alone && memoryLimitMib !== null && memoryLimitMib <= SMALL_YOUNG_GENERATION_MIB && flagMb(nodeFlags, 'max-semi-space-size') === undefined) {

@@ -76,8 +76,15 @@ describe('shapeNotices', () => {
   });
 
   it('says nothing of settings chosen by hand that the memory limit can hold', () => {
-    expect(shapeNotices({ workers: 2, maxConcurrentStreams: 16 }, limited(2, 256), [])).toEqual([]);
+    expect(shapeNotices({ workers: 1, maxConcurrentStreams: 16 }, limited(2, 256), ['--max-semi-space-size=4'])).toEqual([]);
     expect(shapeNotices({ workers: 2, maxConcurrentStreams: 100 }, limited(2, 512), [])).toEqual([]);
+  });
+
+  it('warns of more workers set by hand than the memory limit holds at a storm, saying what auto would run', () => {
+    const n = shapeNotices({ workers: 2, maxConcurrentStreams: 16 }, limited(2, 256), []);
+    expect(n).toEqual([{ level: 'warn', fields: { workers: 2, memoryLimitMib: 256, neededMib: 304 }, message: expect.stringContaining("'auto' would run 1") }]);
+    expect(shapeNotices({ workers: 2, maxConcurrentStreams: 100 }, limited(2, 304), [])).toEqual([]);
+    expect(shapeNotices({ workers: 3, maxConcurrentStreams: 100 }, limited(2, 304), [])[0]).toMatchObject({ level: 'warn', fields: { workers: 3, neededMib: 424 } });
   });
 
   it('warns of more streams set by hand than the memory-bounded 16 under a limit that would choose 16', () => {
