@@ -52,6 +52,11 @@ export function autoWorkers(read: ReadFile = readFile): AutoWorkers {
   return { count: Math.min(cpus, fit), cpus, memoryLimitMib, boundByMemory: fit < cpus };
 }
 
+/** The memory a primary and `workers` workers need at a storm's peak, MiB. */
+function neededMib(workers: number): number {
+  return PRIMARY_MIB + workers * WORKER_MIB;
+}
+
 /** Worker processes a memory limit holds at a storm's peak, beside their primary (at least one process). */
 function workersFitting(memoryLimitMib: number): number {
   return Math.max(1, Math.floor((memoryLimitMib - PRIMARY_MIB) / WORKER_MIB));
@@ -73,9 +78,12 @@ export const STORM_FLOOR_MIB = 160;
 
 /** `server.maxConcurrentStreams`: the number set, or for 'auto' 100, or 16 under a limit that cannot hold two workers. */
 export function concurrentStreams(setting: number | 'auto', read: ReadFile = readFile): number {
-  if (setting !== 'auto') return setting;
-  const mib = memoryLimitMiB(read);
-  return mib !== null && mib < PRIMARY_MIB + 2 * WORKER_MIB ? BOUNDED_STREAMS : DEFAULT_STREAMS;
+  return setting !== 'auto' ? setting : autoStreams(memoryLimitMiB(read));
+}
+
+/** What 'auto' streams are under a memory limit (MiB, or null without one). */
+function autoStreams(memoryLimitMib: number | null): number {
+  return memoryLimitMib !== null && memoryLimitMib < neededMib(2) ? BOUNDED_STREAMS : DEFAULT_STREAMS;
 }
 
 /** The cgroup memory limit in MiB, or null without one. */
@@ -110,12 +118,12 @@ export function shapeNotices(
   if (auto?.boundByMemory) {
     notices.push({ level: 'info', fields: { workers: auto.count, cpus: auto.cpus, memoryLimitMib }, message: 'server.workers auto: fewer serving processes than CPUs, as many as the memory limit holds at their peak (set server.workers to choose)' });
   }
-  const neededMib = server.workers === 'auto' ? 0 : PRIMARY_MIB + server.workers * WORKER_MIB;
-  if (server.workers !== 'auto' && server.workers > 1 && memoryLimitMib !== null && memoryLimitMib < neededMib) {
+  if (server.workers !== 'auto' && server.workers > 1 && memoryLimitMib !== null && memoryLimitMib < neededMib(server.workers)) {
+    const needed = neededMib(server.workers);
     notices.push({
       level: 'warn',
-      fields: { workers: server.workers, memoryLimitMib, neededMib },
-      message: `server.workers ${server.workers} under this memory limit: a primary and ${server.workers} workers need about ${neededMib} MiB at a restart storm's peak (two were OOM-killed at 256 MiB); 'auto' would run ${workersFitting(memoryLimitMib)}`,
+      fields: { workers: server.workers, memoryLimitMib, neededMib: needed },
+      message: `server.workers ${server.workers} under this memory limit: a primary and ${server.workers} workers need about ${needed} MiB at a restart storm's peak (two were OOM-killed at 256 MiB); 'auto' would run ${workersFitting(memoryLimitMib)}`,
     });
   }
   const alone = (auto?.count ?? server.workers) === 1;
@@ -126,7 +134,7 @@ export function shapeNotices(
       message: "one process serving under this memory limit gets V8's smallest young generation (1 MB semi-spaces), which cost a third of the throughput at 200 MiB; NODE_OPTIONS=--max-semi-space-size=4 takes it back for a few MB",
     });
   }
-  const bounded = concurrentStreams('auto', read) === BOUNDED_STREAMS;
+  const bounded = autoStreams(memoryLimitMib) === BOUNDED_STREAMS;
   if (server.maxConcurrentStreams === 'auto' && bounded) {
     notices.push({ level: 'info', fields: { maxConcurrentStreams: BOUNDED_STREAMS, memoryLimitMib }, message: `server.maxConcurrentStreams auto: ${BOUNDED_STREAMS} calls per connection under this memory limit, clients queue the rest (set server.maxConcurrentStreams to choose)` });
   } else if (server.maxConcurrentStreams !== 'auto' && server.maxConcurrentStreams > BOUNDED_STREAMS && bounded) {

@@ -50,6 +50,7 @@ export interface RunServerOptions {
 export async function runServer(config: MeshcertConfig, logger: Logger, opts: RunServerOptions = {}): Promise<RunningServer> {
   // Workers compute the same count, and streams per connection, from the same cgroup.
   const count = workerCount(config);
+  const streams = concurrentStreams(config.server.maxConcurrentStreams);
   for (const n of shapeNotices(config.server)) logger[n.level](n.fields, n.message);
   const registry = new Registry();
   const invMetrics = new InventoryMetrics(registry);
@@ -155,8 +156,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
         await pool.reload(next, caSnapshot(fresh));
         primaryState = fresh;
       };
-      // The streams each worker advertises: it resolves 'auto' from the same cgroup.
-      announce = () => logger.info({ listen: config.server.listen, port, maxConcurrentStreams: concurrentStreams(config.server.maxConcurrentStreams), workers: count }, 'meshcert serving');
+      announce = () => logger.info({ listen: config.server.listen, port, maxConcurrentStreams: streams, workers: count }, 'meshcert serving');
     }
     caLoaded = true;
   } catch (e) {
