@@ -81,6 +81,8 @@ export interface StartOptions {
   readonly onMemoryPressure?: (high: boolean) => void;
   /** This process's share of the replica's audit-row budget for unauthenticated refusals (1/workers). */
   readonly auditShare?: number;
+  /** Streams per connection as `serve` resolved server.maxConcurrentStreams (default: resolved here). */
+  readonly maxConcurrentStreams?: number;
   /** Log "meshcert serving" once listening (default true); `serve` in one process says it itself, once all of it has started. */
   readonly announce?: boolean;
   /** Cluster workers: the CAs in force as the primary loaded them, used instead of their files (which may have changed since). */
@@ -330,7 +332,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const certificates = { authority, logger, observer: fanOut(observers), ready: () => started && !closing, ...(keep ? { keep } : {}) };
   // Here, not in CaMetrics: the reasons are the gRPC server's, which a cluster primary never loads.
   if (o.metrics) zeroSeries(o.metrics.connectionsShed, 'reason', CONNECTION_SHED_REASONS);
-  const streams = concurrentStreams(config.server.maxConcurrentStreams);
+  const streams = o.maxConcurrentStreams ?? concurrentStreams(config.server.maxConcurrentStreams);
   const server = new GrpcServer(
     {
       listen: config.server.listen,

@@ -17,6 +17,7 @@ import { PolicyEngine } from '../policy/engine.js';
 import { createLogger } from '../log/logger.js';
 import { loadServingFiles } from '../serving/serving-cert.js';
 import type { MeshcertConfig } from '../config/schema.js';
+import { servingShape, shapeNotices } from '../runtime/auto-shape.js';
 import { parse, UsageError } from './args.js';
 import { inventoryTargetOf, openInventory } from './certs.js';
 
@@ -41,6 +42,8 @@ export async function configCommand(argv: string[]): Promise<number> {
   for (const n of files.notes) console.log(`  ${n}`);
   for (const w of [...files.warnings, ...policyWarnings(config.policy, servedClusterNames(config))]) console.error(`meshcert: warning: ${w}`);
   console.log(`  listen ${config.server.listen}, trust domain ${config.trustDomain}, CA ${config.ca.dir}${config.ca.autoInit ? ' (autoInit)' : ''}`);
+  console.log(`  ${servingLine(config.server)}`);
+  for (const n of shapeNotices(config.server)) if (n.level === 'warn') console.error(`meshcert: warning: on this machine: ${n.message}`);
   // The default rule as resolved (issuance.* or policy.default.lifetime, whichever the file sets).
   const def = config.policy.default;
   console.log(
@@ -60,6 +63,17 @@ export async function configCommand(argv: string[]): Promise<number> {
   // The inventory is one of the things --no-files leaves alone (a CI job has no database at hand).
   if (!values['no-files']) for (const w of await unrevokedSerials(config, revocations)) console.error(`meshcert: warning: ${w}`);
   return 0;
+}
+
+/**
+ * What the server would serve with: 'auto' values resolve from the CPUs and memory limit of the
+ * machine `serve` runs on, so they are said as this machine would resolve them, and as 'auto'.
+ */
+function servingLine(server: MeshcertConfig['server']): string {
+  const shape = servingShape(server);
+  const auto = (setting: number | 'auto', name: string): string => (setting === 'auto' ? ` (${name} auto on this machine)` : '');
+  const processes = shape.workers === 1 ? 'one process serving alone' : `a primary and ${shape.workers} workers`;
+  return `serving: ${processes}${auto(server.workers, 'server.workers')}, ${shape.maxConcurrentStreams} streams per connection${auto(server.maxConcurrentStreams, 'server.maxConcurrentStreams')}`;
 }
 
 /**

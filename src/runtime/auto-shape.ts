@@ -86,6 +86,25 @@ function autoStreams(memoryLimitMib: number | null): number {
   return memoryLimitMib !== null && memoryLimitMib < neededMib(2) ? BOUNDED_STREAMS : DEFAULT_STREAMS;
 }
 
+/**
+ * What a server serves with once the 'auto' values are resolved. The primary resolves it once and
+ * sends it to each worker it forks, so every process serves with what the primary logged, even if
+ * the pod's limits change in place before a worker is replaced.
+ */
+export interface ServingShape {
+  /** Serving processes (1: one process serving alone, else cluster workers). */
+  readonly workers: number;
+  /** HTTP/2 streams per connection each serving process advertises. */
+  readonly maxConcurrentStreams: number;
+}
+
+export function servingShape(server: { readonly workers: number | 'auto'; readonly maxConcurrentStreams: number | 'auto' }, read: ReadFile = readFile): ServingShape {
+  return {
+    workers: server.workers === 'auto' ? autoWorkers(read).count : server.workers,
+    maxConcurrentStreams: concurrentStreams(server.maxConcurrentStreams, read),
+  };
+}
+
 /** The cgroup memory limit in MiB, or null without one. */
 export function memoryLimitMiB(read: ReadFile = readFile): number | null {
   const limit = cgroupMemoryLimit(read);

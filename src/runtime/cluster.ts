@@ -13,7 +13,7 @@ import type { Logger } from '../log/logger.js';
 import { decodeInventory, type InventoryKeptMessage, type InventoryMessage, type InventoryStateMessage, type InventoryWireMessage } from './ipc-sink.js';
 import { flagMb, processFlags } from './heap-pressure.js';
 import { ConnectionDispatcher, type DispatchTarget } from './dispatcher.js';
-import { autoWorkers } from './auto-shape.js';
+import type { ServingShape } from './auto-shape.js';
 import { RetiredWorkerMetrics, type WorkerMetricsJson } from './retired-metrics.js';
 
 /** Marks a process forked by `serve`; the config itself arrives over IPC (no secrets in the environment, no size limit). */
@@ -40,7 +40,7 @@ export type PrimaryMessage =
    * `port`: the gRPC port the primary listens on (the worker binds nothing itself). `ca`: the CAs
    * in force as the primary loaded them: a worker signs with these, not with its own read of the files.
    */
-  | { type: 'config'; config: MeshcertConfig; ca?: CaSnapshot; port: number }
+  | { type: 'config'; config: MeshcertConfig; ca?: CaSnapshot; port: number; shape: ServingShape }
   /** Sent with a connection's socket, accepted by the primary and not yet read. */
   | { type: 'connection' }
   | { type: 'shutdown' }
@@ -54,21 +54,17 @@ export type PrimaryMessage =
 /** Reloads sent to workers outside a round (catch-ups, rollbacks), by request id, until answered or 30 s pass. */
 type TrackedReloads = Map<number, { worker: Worker; config: MeshcertConfig; timer: NodeJS.Timeout }>;
 
-export function workerCount(config: MeshcertConfig): number {
-  return config.server.workers === 'auto' ? autoWorkers().count : config.server.workers;
-}
-
 export function isWorker(): boolean {
   return cluster.isWorker && process.env[WORKER_ENV] === '1';
 }
 
-/** The validated config (and the gRPC port) the primary sends each worker right after forking it. */
-export function workerConfig(): Promise<{ config: MeshcertConfig; ca?: CaSnapshot; port: number }> {
+/** The validated config, the gRPC port and the serving shape the primary sends each worker right after forking it. */
+export function workerConfig(): Promise<{ config: MeshcertConfig; ca?: CaSnapshot; port: number; shape: ServingShape }> {
   return new Promise((resolve) => {
     const onMessage = (m: PrimaryMessage): void => {
       if (m?.type !== 'config') return;
       process.off('message', onMessage);
-      resolve({ config: m.config, ...(m.ca ? { ca: m.ca } : {}), port: m.port });
+      resolve({ config: m.config, ...(m.ca ? { ca: m.ca } : {}), port: m.port, shape: m.shape });
     };
     process.on('message', onMessage);
     // Ask only once listening: a message sent before the listener exists would be lost.
@@ -137,7 +133,8 @@ export function workerExecArgv(
  * with each config, never with their own read of the files: a replacement started after a rejected
  * reload would otherwise serve the files that reload refused.
  */
-export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logger: Logger, count: number, hooks: WorkerHooks = {}): Promise<WorkerPool> {
+/** `shape`: how many workers to run, and what each serves with ('auto' resolved by the caller, once). */
+export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logger: Logger, shape: ServingShape, hooks: WorkerHooks = {}): Promise<WorkerPool> {
   cluster.setupPrimary({
     exec: process.argv[1],
     args: ['worker'],
@@ -256,7 +253,7 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
           answered(m.id, w);
         } else if (m.type === 'need-config') {
           configOf.set(w, currentConfig);
-          send(w, { type: 'config', config: currentConfig, ca: currentCa, port });
+          send(w, { type: 'config', config: currentConfig, ca: currentCa, port, shape });
         } else if (m.type === 'reloaded') {
           const round = reloadRounds.get(m.id);
           const back = rollbacks.get(m.id);
@@ -511,7 +508,7 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
     ).then((ends) => ends.filter((e): e is string => e !== undefined));
 
   try {
-    await Promise.all(Array.from({ length: count }, fork));
+    await Promise.all(Array.from({ length: shape.workers }, fork));
   } catch (e) {
     // One worker could not start (its CA files are unreadable, say): stop the others too, so that
     // the process exits with the reason instead of staying up half started.

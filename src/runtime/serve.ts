@@ -17,8 +17,8 @@ import { Reloader } from './reload.js';
 import { startControllers } from './controllers.js';
 import type { IssuerRegistry } from '../issuer/registry.js';
 import { ExpiryMonitor, type ExpiryMonitorOptions } from '../monitoring/expiry-monitor.js';
-import { startWorkers, workerCount } from './cluster.js';
-import { concurrentStreams, shapeNotices } from './auto-shape.js';
+import { startWorkers } from './cluster.js';
+import { servingShape, shapeNotices } from './auto-shape.js';
 import { inventoryIntake } from './inventory-intake.js';
 
 /** How long a scrape waits for each worker's metrics (Prometheus's default scrape timeout is 10 s). */
@@ -48,9 +48,9 @@ export interface RunServerOptions {
 }
 
 export async function runServer(config: MeshcertConfig, logger: Logger, opts: RunServerOptions = {}): Promise<RunningServer> {
-  // Workers compute the same count, and streams per connection, from the same cgroup.
-  const count = workerCount(config);
-  const streams = concurrentStreams(config.server.maxConcurrentStreams);
+  // Resolved once, here: the workers are sent this shape rather than reading the cgroup again.
+  const shape = servingShape(config.server);
+  const { workers: count, maxConcurrentStreams: streams } = shape;
   for (const n of shapeNotices(config.server)) logger[n.level](n.fields, n.message);
   const registry = new Registry();
   const invMetrics = new InventoryMetrics(registry);
@@ -124,7 +124,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       const caMetrics = new CaMetrics(registry);
       // The gRPC stack is loaded only by processes that serve it (not by a cluster primary).
       const { startMeshcert } = await import('../main.js');
-      const running = await startMeshcert(config, { logger, metrics: caMetrics, announce: false, ...(inventory ? { sink: inventory } : {}) });
+      const running = await startMeshcert(config, { logger, metrics: caMetrics, announce: false, maxConcurrentStreams: streams, ...(inventory ? { sink: inventory } : {}) });
       port = running.port;
       announce = () => running.announce();
       grpcReady = () => ({ name: 'grpc', ok: running.health.serving, detail: running.health.serving ? 'serving' : 'not serving' });
@@ -136,7 +136,7 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       // The primary keeps its own view of the CAs for the controllers (root bundle, istiod-tls).
       let primaryState = await loadCaState(config, logger);
       issuers = () => primaryState.issuers;
-      const pool = await startWorkers(config, caSnapshot(primaryState), logger, count, {
+      const pool = await startWorkers(config, caSnapshot(primaryState), logger, shape, {
         ...(inventory ? { onInventory: inventoryIntake(inventory, logger, { onDropped: (kind) => invMetrics.refusedFromWorkers.inc({ kind }) }) } : {}),
         accepting: () => inventory?.accepting() ?? true,
       });

@@ -6,7 +6,7 @@ import { createLogger } from '../log/logger.js';
 import { startMeshcert, type RunningMeshcert } from '../main.js';
 import { Registry } from 'prom-client';
 import { CaMetrics } from '../metrics/ca-metrics.js';
-import { workerConfig, workerCount, type PrimaryMessage, type WorkerMessage } from './cluster.js';
+import { workerConfig, type PrimaryMessage, type WorkerMessage } from './cluster.js';
 import { encodeInventory, IpcSink } from './ipc-sink.js';
 
 /** Entry point of a forked worker: serve gRPC until the primary says to drain. */
@@ -93,7 +93,7 @@ export async function workerMain(): Promise<number> {
     if (process.connected) process.send?.(m);
   };
 
-  const { config, ca, port } = await workerConfig();
+  const { config, ca, port, shape } = await workerConfig();
   const logger = createLogger(config.log.level).child({ worker: cluster.worker?.id });
   // A bug, not a request failure: log it and let the primary start a clean replacement.
   let shipPending = (): void => {};
@@ -132,7 +132,7 @@ export async function workerMain(): Promise<number> {
   };
   try {
     // Every core already runs a worker: signing inline costs less than handing it to another thread.
-    running = await startMeshcert(config, { logger, metrics, signatures: 'inline', handedConnections: { port }, ...(ca ? { ca } : {}), auditShare: 1 / workerCount(config), onMemoryPressure: (high) => send({ type: 'memory-pressure', high }), ...(sink ? { sink } : {}) });
+    running = await startMeshcert(config, { logger, metrics, signatures: 'inline', handedConnections: { port }, ...(ca ? { ca } : {}), auditShare: 1 / shape.workers, maxConcurrentStreams: shape.maxConcurrentStreams, onMemoryPressure: (high) => send({ type: 'memory-pressure', high }), ...(sink ? { sink } : {}) });
   } catch (e) {
     // Exit once the primary has the reason (it stops the other workers and exits with it).
     exitAfter({ type: 'fatal', message: e instanceof Error ? e.message : String(e), config: e instanceof ConfigError }, 1);

@@ -24,6 +24,7 @@ import { nameConstraints, writeConstrainedCaDir } from '../support/constrained-c
 import { freePort } from '../support/postgres.js';
 import { mintToken, openssl, TEST_ISSUER, TRUST_DOMAIN, writeTestJwks } from '../support/harness.js';
 import { ageCreationMarker } from '../support/ca-creation.js';
+import { servingShape } from '../../src/runtime/auto-shape.js';
 
 describe('the meshcert CLI, as a user runs it', () => {
   let dir: string;
@@ -140,6 +141,13 @@ describe('the meshcert CLI, as a user runs it', () => {
     const ok = await runCli(['config', 'check', configFile]);
     expect(ok.code, ok.stderr).toBe(0);
     expect(ok.stdout).toMatch(/^ {2}lifetime default 1d, max 90d \(clamp above max\); 0 rule\(s\)$/m);
+    // 'auto' as this machine resolves it (the test runs where the CLI does), and said to be 'auto'.
+    const here = servingShape({ workers: 'auto', maxConcurrentStreams: 'auto' });
+    const processes = here.workers === 1 ? 'one process serving alone' : `a primary and ${here.workers} workers`;
+    expect(ok.stdout).toContain(`\n  serving: ${processes} (server.workers auto on this machine), ${here.maxConcurrentStreams} streams per connection (server.maxConcurrentStreams auto on this machine)\n`);
+    const shaped = join(dir, 'shaped.yaml');
+    writeFileSync(shaped, readFileSync(configFile, 'utf8').replace('server:\n', 'server:\n  workers: 3\n  maxConcurrentStreams: 40\n'));
+    expect((await runCli(['config', 'check', shaped])).stdout).toContain('\n  serving: a primary and 3 workers, 40 streams per connection\n');
     // What it prints is the default rule as resolved, wherever the file sets it.
     const viaPolicy = join(dir, 'via-policy.yaml');
     writeFileSync(viaPolicy, `${readFileSync(configFile, 'utf8')}policy:\n  default:\n    lifetime: { default: 1h, max: 1h, aboveMax: reject }\n`);

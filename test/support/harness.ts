@@ -114,7 +114,7 @@ export interface TestCa {
 }
 
 /** `start`: more of startMeshcert's options (metrics to read, a memory-pressure listener, an inventory sink). */
-export async function startTestCa(overrides: ConfigInput = {}, observer?: IssuanceObserver, start: Pick<StartOptions, 'metrics' | 'onMemoryPressure' | 'sink'> = {}): Promise<TestCa> {
+export async function startTestCa(overrides: ConfigInput = {}, observer?: IssuanceObserver, start: Pick<StartOptions, 'metrics' | 'onMemoryPressure' | 'sink' | 'maxConcurrentStreams'> = {}): Promise<TestCa> {
   const dir = mkdtempSync(join(tmpdir(), 'meshcert-test-'));
   const jwksFile = join(dir, 'jwks.json');
   await writeTestJwks(jwksFile);

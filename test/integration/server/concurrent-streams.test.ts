@@ -33,6 +33,12 @@ describe('server.maxConcurrentStreams on the wire', () => {
     expect(ca.logs()).toMatch(/"maxConcurrentStreams":7[,}].*"msg":"meshcert serving"/);
   }, 30_000);
 
+  it('advertises the number its starter resolved over the config (a worker serves the shape its primary sent)', async () => {
+    ca = await startTestCa({}, undefined, { maxConcurrentStreams: 5 });
+    expect(ca.config.server.maxConcurrentStreams).toBe('auto');
+    expect(await advertisedStreams(ca)).toBe(5);
+  }, 30_000);
+
   it("advertises what 'auto' resolves to here, by default", async () => {
     ca = await startTestCa();
     expect(ca.config.server.maxConcurrentStreams).toBe('auto');

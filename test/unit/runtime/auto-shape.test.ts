@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { autoWorkers, concurrentStreams, shapeNotices, usableCpus } from '../../../src/runtime/auto-shape.js';
+import { autoWorkers, concurrentStreams, servingShape, shapeNotices, usableCpus } from '../../../src/runtime/auto-shape.js';
 import { files } from '../../support/fake-files.js';
 
 describe('usableCpus', () => {
@@ -48,6 +48,16 @@ describe('concurrentStreams', () => {
     expect(concurrentStreams('auto', files(memory(200)))).toBe(16);
     const v1 = { '/proc/self/cgroup': '4:memory:/kubepods/pod1\n', '/sys/fs/cgroup/memory/kubepods/pod1/memory.limit_in_bytes': String(256 * 2 ** 20) };
     expect(concurrentStreams('auto', files(v1))).toBe(16);
+  });
+});
+
+describe('servingShape', () => {
+  const limited = (cpus: number, memoryMib: number) =>
+    files({ '/sys/fs/cgroup/cpu.max': `${cpus * 100000} 100000`, '/sys/fs/cgroup/memory.max': String(memoryMib * 2 ** 20) });
+  it.runIf(availableParallelism() >= 2)("resolves both 'auto' values from the limits, and keeps numbers set by hand", () => {
+    expect(servingShape({ workers: 'auto', maxConcurrentStreams: 'auto' }, limited(2, 1536))).toEqual({ workers: 2, maxConcurrentStreams: 100 });
+    expect(servingShape({ workers: 'auto', maxConcurrentStreams: 'auto' }, limited(2, 256))).toEqual({ workers: 1, maxConcurrentStreams: 16 });
+    expect(servingShape({ workers: 3, maxConcurrentStreams: 40 }, limited(2, 256))).toEqual({ workers: 3, maxConcurrentStreams: 40 });
   });
 });
 

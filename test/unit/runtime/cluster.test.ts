@@ -9,6 +9,7 @@ import type { CertificateRecord } from '../../../src/inventory/types.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { initialHeapMb, startWorkers, workerExecArgv, type PrimaryMessage, type WorkerMessage, type WorkerPool } from '../../../src/runtime/cluster.js';
 import { encodeInventory, type InventoryMessage } from '../../../src/runtime/ipc-sink.js';
+import type { ServingShape } from '../../../src/runtime/auto-shape.js';
 
 // The primary's bookkeeping is tested against fake workers: node:cluster's fork gives FakeWorkers.
 const fake = vi.hoisted(() => ({ forked: [] as FakeWorker[] }));
@@ -25,6 +26,8 @@ vi.mock('node:cluster', () => ({
 }));
 
 const server = { workerHeapMb: 192, workerInitialHeapMb: 'auto' as const, workerSemiSpaceMb: 0 };
+/** A serving shape as `serve` resolves it: `workers` processes, 100 streams per connection. */
+const shapeOf = (workers: number): ServingShape => ({ workers, maxConcurrentStreams: 100 });
 /** CAs as the primary would load them (the pool only carries them: their texts are not read here). */
 const caNamed = (label: string): CaSnapshot => ({ default: { cert: `cert ${label}`, key: `key ${label}`, chain: '', root: `root ${label}` } });
 const CA = caNamed('in force');
@@ -139,7 +142,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
 
   /** Two workers serving with `c`. */
   async function twoServing(c: MeshcertConfig): Promise<WorkerPool> {
-    const starting = startWorkers(c, CA, logger, 2);
+    const starting = startWorkers(c, CA, logger, shapeOf(2));
     await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
     for (const w of fake.forked) w.start();
     const pool = await starting;
@@ -195,6 +198,19 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     return workers.filter((w, i) => w.sent.filter((m) => m.type === 'connection').length > counts[i]!);
   }
 
+
+  it('sends every worker, replacements too, the shape the primary resolved (workers never resolve auto themselves)', async () => {
+    const shape: ServingShape = { workers: 2, maxConcurrentStreams: 16 };
+    const starting = startWorkers(config(), CA, logger, shape);
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
+    for (const w of fake.forked) w.start();
+    pools.push(await starting);
+    const c = await replacementOf(fake.forked[1]!);
+    for (const w of [fake.forked[0]!, c]) {
+      const sent = w.sent.find((m): m is Extract<PrimaryMessage, { type: 'config' }> => m.type === 'config');
+      expect(sent?.shape).toEqual(shape);
+    }
+  });
   it('one started before a reload took effect is caught up before it takes connections; refusing, it is drained and replaced by one given the config in force', async () => {
     const before = config();
     const pool = await twoServing(before);
@@ -298,7 +314,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
 
   it('sends each config with the CAs loaded with it: after a rejected reload, the one sent back and a replacement get the CAs in force, not the rejected ones', async () => {
     const before = config();
-    const starting = startWorkers(before, caNamed('A'), logger, 2);
+    const starting = startWorkers(before, caNamed('A'), logger, shapeOf(2));
     await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
     for (const w of fake.forked) w.start();
     const pool = await starting;
@@ -377,7 +393,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
 
   it('with every worker held back, a reload is checked by them (not applied unchecked), and they are admitted after it', async () => {
     const one = config({ server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: 1 } });
-    const starting = startWorkers(one, CA, logger, 1);
+    const starting = startWorkers(one, CA, logger, shapeOf(1));
     await vi.waitFor(() => expect(fake.forked).toHaveLength(1));
     fake.forked[0]!.start();
     const pool = await starting;
@@ -610,7 +626,7 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
 
   it("hands a worker's inventory batch to the intake with its Dates, answers its durable records through the worker, and drops a batch that is not one without stopping", async () => {
     const got: InventoryMessage[] = [];
-    const starting = startWorkers(config(), CA, logger, 2, {
+    const starting = startWorkers(config(), CA, logger, shapeOf(2), {
       onInventory: (m, reply) => {
         got.push(m);
         reply({ type: 'inventory-kept', stored: (m.durable ?? []).map((d) => d.id), failed: [] });
