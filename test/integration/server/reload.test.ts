@@ -1,15 +1,13 @@
 import { status } from '@grpc/grpc-js';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../../src/client/ca-client.js';
-import { loadConfigFile } from '../../../src/config/load.js';
-import { createLogger } from '../../../src/log/logger.js';
-import { runServer, type RunningServer } from '../../../src/runtime/serve.js';
+import type { RunningServer } from '../../../src/runtime/serve.js';
 import { makeCsr } from '../../fixtures/csr.js';
 import { mintToken, serveConfigYaml, writeTestJwks } from '../../support/harness.js';
+import { serveFile, type ServedFile } from '../../support/serve-file.js';
 
 const ID = (ns: string, sa: string) => `spiffe://cluster.local/ns/${ns}/sa/${sa}`;
 
@@ -22,19 +20,17 @@ describe('hot reload of the policy', () => {
   let file: string;
   let server: RunningServer;
   let client: CaClient;
-  let logs = '';
+  let serving: ServedFile;
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'meshcert-reload-'));
     await writeTestJwks(join(dir, 'jwks.json'));
     file = join(dir, 'meshcert.yaml');
     writeFileSync(file, configYaml(''));
-    const sink = new Writable({ write: (c, _e, cb) => ((logs += c.toString()), cb()) });
-    server = await runServer(loadConfigFile(file).config, createLogger('info', sink), { configFile: file });
-    client = new CaClient({ address: `127.0.0.1:${server.port}`, rootPem: readFileSync(join(dir, 'data/ca/root-cert.pem'), 'utf8') });
+    serving = await serveFile(file);
+    ({ server, client } = serving);
   });
   afterAll(async () => {
-    client?.close();
-    await server?.close();
+    await serving?.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -62,8 +58,8 @@ describe('hot reload of the policy', () => {
     // A policy that does not validate (unknown issuer) is rejected; the old one stays in force.
     writeFileSync(file, configYaml('policy:\n  rules:\n    - name: bad\n      issuer: nowhere\n'));
     expect(await server.reload('test')).toBe(false);
-    expect(logs).toMatch(/configuration reload rejected/);
-    expect(logs).toMatch(/issuer \\"nowhere\\" is not configured/);
+    expect(serving.logs()).toMatch(/configuration reload rejected/);
+    expect(serving.logs()).toMatch(/issuer \\"nowhere\\" is not configured/);
     await client.createCertificate({ csrPem: legacyCsr, token: legacyToken }); // still allowed
 
     // A good policy takes effect.
