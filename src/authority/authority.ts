@@ -67,7 +67,7 @@ export interface AuthorityDeps {
   /** Last check before signing (e.g. inventory fail-closed); throws a CaError to refuse. */
   readonly beforeSign?: () => void;
   /** Optional per-identity rate limit, applied once the caller is known. */
-  readonly rateLimit?: { take(identity: string): void };
+  readonly rateLimit?: { take(identity: string, instance?: string): void };
   /** Ambient mode: decides whether a node agent may ask for a workload's identity (may ask the API server: async). */
   readonly nodeAuthorizer?: { authorize(caller: Caller, requestedIdentity: string, callerCluster: string): void | Promise<void> };
   /** Runs the synchronous, CPU-heavy part of a call (default: at once); see WorkSlicer. */
@@ -177,9 +177,10 @@ export class Authority {
     const registry = this.deps.issuers();
     const policy = this.deps.policy();
 
-    // Per workload identity: every ztunnel shares one service account, so key on who the
-    // certificate is for, not on who asks.
-    this.deps.rateLimit?.take(subject.identities[0] ?? 'unknown');
+    // Per workload identity (every ztunnel shares one service account: keyed on who the certificate
+    // is for, not on who asks), and per pod asking when its token is bound to one: a sidecar for
+    // itself, a ztunnel for the pods of its node. A Deployment's replicas share an identity.
+    this.deps.rateLimit?.take(subject.identities[0] ?? 'unknown', caller.pod?.uid);
 
     const { unverified: csr, proof } = decodeCsrPem(req.csrPem);
     const spiffeId = chooseIdentity(subject, csr, this.deps.options.trustDomainGroup);

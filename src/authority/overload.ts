@@ -71,7 +71,11 @@ export interface RateLimitOptions {
   readonly now?: () => number;
 }
 
-/** Token bucket per identity: one misbehaving workload cannot monopolise the CA. */
+/**
+ * Token bucket per identity and, when known, per workload instance asking for it: one misbehaving
+ * workload cannot monopolise the CA, and the replicas of a Deployment (one identity) restarting
+ * together do not share one bucket, which would refuse all but a burst of them.
+ */
 export class IdentityRateLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
   private readonly now: () => number;
@@ -82,19 +86,21 @@ export class IdentityRateLimiter {
     this.maxKeys = o.maxKeys ?? 100_000;
   }
 
-  /** Throws RATE_LIMITED when the identity has no token left. */
-  take(identity: string): void {
+  /** Throws RATE_LIMITED when the identity (as asked for by `instance`, when given) has no token left. */
+  take(identity: string, instance?: string): void {
     const t = this.now();
-    let b = this.buckets.get(identity);
+    // A newline is in no SPIFFE ID: the key cannot be another identity's.
+    const key = instance === undefined ? identity : `${identity}\n${instance}`;
+    let b = this.buckets.get(key);
     if (b) {
-      this.buckets.delete(identity); // re-insert: Map order is our LRU order
+      this.buckets.delete(key); // re-insert: Map order is our LRU order
       b.tokens = Math.min(this.o.burst, b.tokens + ((t - b.at) / 1000) * this.o.rate);
       b.at = t;
     } else {
       b = { tokens: this.o.burst, at: t };
       if (this.buckets.size >= this.maxKeys) this.buckets.delete(this.buckets.keys().next().value!);
     }
-    this.buckets.set(identity, b);
+    this.buckets.set(key, b);
     if (b.tokens < 1) {
       throw new CaError('RATE_LIMITED', `too many certificate requests for ${identity}; at most ${this.o.rate}/s (burst ${this.o.burst})`);
     }

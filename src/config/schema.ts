@@ -405,7 +405,7 @@ export const configSchema = z.strictObject({
        * a flood of connections from exhausting the heap (README "Overload protection").
        */
       heapLimitRatio: z.number().min(0).max(0.95).default(0.8),
-      /** Optional token bucket per SPIFFE ID (requests/s and burst). */
+      /** Optional token bucket per SPIFFE ID, and per pod asking for it when the token is bound to one (requests/s and burst). */
       perIdentity: z.strictObject({ rate: z.number().positive(), burst: z.number().int().min(1) }).optional(),
     })
     .prefault({}),

@@ -59,6 +59,22 @@ describe('overload protection', () => {
     }
   });
 
+  it("keys the limit on the pod as well when the token is bound to one: a Deployment's replicas restarting together each get their burst", async () => {
+    const limited = await startTestCa({ overload: { perIdentity: { rate: 1, burst: 1 } } });
+    try {
+      const csr = await makeCsr({ uris: ['spiffe://cluster.local/ns/shop/sa/web'] });
+      const replica = (n: number): Promise<string> =>
+        mintToken({ ns: 'shop', sa: 'web', claims: { 'kubernetes.io': { namespace: 'shop', serviceaccount: { name: 'web', uid: 'u-1' }, pod: { name: `web-${n}`, uid: `pod-uid-${n}` } } } });
+      const call = async (token: string) => limited.request({ csrPem: csr.pem, token }).then(() => 'ok', (e: { code: number }) => e.code);
+      const first = await replica(1);
+      expect([await call(first), await call(await replica(2)), await call(await replica(3))]).toEqual(['ok', 'ok', 'ok']);
+      // The same pod again, within the second: its own bucket is empty.
+      expect(await call(first)).toBe(status.RESOURCE_EXHAUSTED);
+    } finally {
+      await limited.close();
+    }
+  });
+
   it('bounds the request bytes in flight: large requests beyond the budget are shed (UNAVAILABLE), one alone is served', async () => {
     // A call bound far above the burst, so only the byte budget can shed.
     const bounded = await startTestCa({ overload: { maxInFlight: 10_000, maxInFlightBytes: 16_384 } });

@@ -53,6 +53,16 @@ describe('IdentityRateLimiter', () => {
     expect(() => r.take('spiffe://td/ns/a/sa/b')).toThrow(expect.objectContaining({ code: 'RATE_LIMITED' }));
   });
 
+  it('gives each workload instance asking for an identity its own bucket, and one without an instance the identity\'s', () => {
+    const r = new IdentityRateLimiter({ rate: 1, burst: 1, now: () => 0 });
+    const id = 'spiffe://td/ns/shop/sa/web';
+    r.take(id, 'pod-uid-1');
+    expect(() => r.take(id, 'pod-uid-1')).toThrow(expect.objectContaining({ code: 'RATE_LIMITED', message: expect.stringContaining(id) }));
+    expect(() => r.take(id, 'pod-uid-2')).not.toThrow(); // another replica of the same Deployment
+    r.take(id); // no instance known: the identity's own bucket
+    expect(() => r.take(id)).toThrow(expect.objectContaining({ code: 'RATE_LIMITED' }));
+  });
+
   it('forgets the least recently seen identity beyond maxKeys', () => {
     let now = 0;
     const r = new IdentityRateLimiter({ rate: 1, burst: 1, maxKeys: 2, now: () => now });
