@@ -44,7 +44,7 @@ const { values: args } = parseArgs({
      * wait in their clients rather than in the server's memory (see the README's memory-bounded shape).
      */
     'max-concurrent-streams': { type: 'string' },
-    /** server.maxConnections for the run (default: the config's): connections each serving process keeps open at once. */
+    /** server.maxConnections for the run (default: the config's; 0: no limit, as in the config): connections each serving process keeps open at once. */
     'max-connections': { type: 'string' },
     /**
      * Node options for the server's process, before its script: V8 heap limits such as
@@ -82,10 +82,10 @@ const smoke = args.smoke!;
 const stormOnly = args.storm!;
 
 /** `--name`'s value as a whole number from 1 to `max`, or exit 2 saying what it must be. */
-function wholeNumberArg(name: string, raw: string, max: number): number {
+function wholeNumberArg(name: string, raw: string, max: number, min = 1): number {
   const v = Number(raw);
-  if (!Number.isInteger(v) || v < 1 || v > max) {
-    process.stderr.write(`--${name} must be a whole number from 1 to ${max} (got ${raw})\n`);
+  if (!Number.isInteger(v) || v < min || v > max) {
+    process.stderr.write(`--${name} must be a whole number from ${min} to ${max} (got ${raw})\n`);
     process.exit(2);
   }
   return v;
@@ -105,7 +105,7 @@ for (const k of ['duration', 'rate'] as const) {
   }
 }
 const maxConcurrentStreams = args['max-concurrent-streams'] === undefined ? undefined : wholeNumberArg('max-concurrent-streams', args['max-concurrent-streams'], 10_000);
-const maxConnections = args['max-connections'] === undefined ? undefined : wholeNumberArg('max-connections', args['max-connections'], 1_000_000);
+const maxConnections = args['max-connections'] === undefined ? undefined : wholeNumberArg('max-connections', args['max-connections'], 1_000_000, 0);
 const nodeOptions = (args['node-options'] ?? '').split(/\s+/).filter((o) => o !== '');
 const notAnOption = nodeOptions.find((o) => !/^--[a-z]/.test(o));
 if (notAnOption !== undefined) {

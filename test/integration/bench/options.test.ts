@@ -18,11 +18,11 @@ describe('bench options', () => {
     }
   });
 
-  it('refuses a --max-connections outside 1..1000000', () => {
-    for (const v of ['0', '2.5', '1000001']) {
+  it('refuses a --max-connections outside 0..1000000 (0: no limit, as in the config)', () => {
+    for (const v of ['-1', '2.5', '1000001']) {
       const r = bench(`--max-connections=${v}`);
       expect(r.status).toBe(2);
-      expect(r.stderr).toContain(`--max-connections must be a whole number from 1 to 1000000 (got ${v})`);
+      expect(r.stderr).toContain(`--max-connections must be a whole number from 0 to 1000000 (got ${v})`);
     }
   });
 
