@@ -194,10 +194,17 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     // period (shutdownDelay + shutdownGrace + 10 s in the manifests) then still holds the line
     // saying what was not written, even when workers took their 5 s margin past the grace.
     const flushDeadline = Math.max(1000, config.server.shutdownGrace * 1000 + FLUSH_MARGIN_MS - (Date.now() - drainStarted));
-    await inventory?.close(flushDeadline).catch((err: unknown) => logger.error({ err }, 'inventory could not be flushed completely'));
+    // Records not written make the shutdown unclean (serve exits 1): a script or orchestrator
+    // must be able to tell that certificates were issued that the inventory does not hold.
+    let unwritten: unknown;
+    await inventory?.close(flushDeadline).catch((err: unknown) => {
+      unwritten = err;
+      logger.error({ err }, 'inventory could not be flushed completely');
+    });
     await admin?.close();
     const failed = stopped.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
+    if (unwritten !== undefined) throw unwritten;
   };
   return {
     port,
