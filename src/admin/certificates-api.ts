@@ -26,7 +26,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { parseDurationArg } from '../config/duration.js';
+import { bareSpanProblem, parseDurationArg } from '../config/duration.js';
 import { InvalidCursorError, InvalidFilterError, type CertificateFilter, type CertificateRecord, type InventoryStore, type RecordSource } from '../inventory/types.js';
 
 export const CERTIFICATES_API_PATH = '/api/v1/certificates';
@@ -152,6 +152,9 @@ function filterFrom(q: Partial<Record<Param, string>>, now: Date): ParsedQuery {
   }
   let expiringSeconds: number | null = null;
   if (q.expiringWithin !== undefined) {
+    // A unit is needed, as on the command line: ?expiringWithin=30 would be thirty seconds.
+    const bare = bareSpanProblem(q.expiringWithin);
+    if (bare !== null) throw new BadRequest(`expiringWithin ${bare}`);
     try {
       expiringSeconds = parseDurationArg(q.expiringWithin);
     } catch (e) {

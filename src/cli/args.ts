@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { parseDurationArg } from '../config/duration.js';
+import { bareSpanProblem, parseDurationArg } from '../config/duration.js';
 
 /** Usage errors exit with code 2 and a one-line message. */
 export class UsageError extends Error {
@@ -29,18 +29,12 @@ export function exclusive(values: Record<string, unknown>, ...names: string[]): 
   if (given.length > 1) throw new UsageError(`${given.map((n) => `--${n}`).join(' and ')} are alternatives: give one`);
 }
 
-/**
- * A span of days or hours given on the command line (a CA's lifetime, a rotation's wait, an expiry
- * window), in seconds. A number needs its unit here: bare, it would be seconds, and "--min-wait 13"
- * or "--within 30" is a typo for days far more often than a wish for seconds. 0 needs none.
- */
+/** A span of days or hours given on the command line (see bareSpanProblem), in seconds. */
 export function spanFlag(value: string, flag: string): number {
-  const v = value.trim();
-  if (/^\d+$/.test(v) && Number(v) !== 0) {
-    throw new UsageError(`${flag} ${v}: give a unit (${v}d, ${v}h, ${v}m or ${v}s); a bare number would be seconds`);
-  }
+  const bare = bareSpanProblem(value);
+  if (bare !== null) throw new UsageError(`${flag} ${bare}`);
   try {
-    return parseDurationArg(v);
+    return parseDurationArg(value.trim());
   } catch (e) {
     throw new UsageError(`${flag}: ${(e as Error).message}`);
   }

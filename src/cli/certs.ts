@@ -20,8 +20,10 @@ import type { CertificateFilter, CertificateRecord, InventoryStore } from '../in
 import { parse, spanFlag, UsageError } from './args.js';
 import { forTerminal } from './terminal-text.js';
 
-export const CERTS_USAGE = `meshcert certs list [--namespace N] [--sa S] [--issuer I] [--requester R] [--source issued|discovered|discovered:...] [--expiring-within 7d] [--limit 1000] [--json]
-  Lists inventoried certificates (ordered by notAfter), up to --limit (default 1000). --requester:
+export const CERTS_USAGE = `meshcert certs list [--namespace N] [--sa S] [--issuer I] [--requester R] [--source issued|discovered|discovered:...] [--expiring-within 7d] [--exclude-expired] [--limit 1000] [--json]
+  Lists inventoried certificates (ordered by notAfter, so expired ones first), up to --limit
+  (default 1000); --exclude-expired leaves out those already expired (renewed ones are kept for
+  inventory.retention). --requester:
   who asked (a caller's SPIFFE ID, a node agent's for the workloads it asked for, or
   meshcert:server.tls / meshcert:istio.istiodTls for the certificates meshcert issued itself).
 meshcert certs show SERIAL|FINGERPRINT [--json]
@@ -276,6 +278,7 @@ async function listCommand(argv: string[], now: Date): Promise<number> {
     requester: { type: 'string' },
     source: { type: 'string' },
     'expiring-within': { type: 'string' },
+    'exclude-expired': { type: 'boolean', default: false },
     limit: { type: 'string', default: '1000' },
   });
   if (!/^\d+$/.test(v.limit!) || Number(v.limit) < 1) throw new UsageError('--limit must be a positive integer');
@@ -294,6 +297,7 @@ async function listCommand(argv: string[], now: Date): Promise<number> {
     // At most a century (spanFlag): always a date the stores hold.
     filter.expiringBefore = new Date(now.getTime() + spanFlag(v['expiring-within'], '--expiring-within') * 1000);
   }
+  if (v['exclude-expired']) filter.includeExpired = false;
 
   return withStore(v, async (store) => {
     const records: CertificateRecord[] = [];
@@ -311,7 +315,9 @@ async function listCommand(argv: string[], now: Date): Promise<number> {
     if (v.json) console.log(JSON.stringify(records.map(recordToJson), null, 2));
     else if (records.length === 0) console.log('no certificates match');
     else console.log(table(RECORD_HEADER, recordRows(records, now)));
-    if (more) console.error(`meshcert: showing the first ${limit} certificates; more match (raise --limit)`);
+    // Listed by expiry, expired first: a full page of them can hide every live one.
+    const hint = filter.includeExpired === false || !records.some((r) => r.notAfter.getTime() < now.getTime()) ? 'raise --limit' : 'raise --limit, or --exclude-expired to leave out those already expired';
+    if (more) console.error(`meshcert: showing the first ${limit} certificates; more match (${hint})`);
     return 0;
   });
 }

@@ -35,3 +35,14 @@ export function parseDurationArg(value: string): number {
   if (seconds > MAX_SPAN_SECONDS) throw new Error(`invalid duration "${v}": at most ${MAX_SPAN_TEXT}`);
   return seconds;
 }
+
+/**
+ * What is wrong with a span of days or hours typed on a command line or in a query (a lifetime, a
+ * wait, an expiry window) that is a bare number, or null. Such a span needs its unit: bare, it
+ * would be seconds, and "13" or "30" is a typo for days far more often than a wish for seconds. 0
+ * needs none.
+ */
+export function bareSpanProblem(value: string): string | null {
+  const v = value.trim();
+  return /^\d+$/.test(v) && Number(v) !== 0 ? `${v}: give a unit (${v}d, ${v}h, ${v}m or ${v}s); a bare number would be seconds` : null;
+}

@@ -245,7 +245,7 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     // The same criteria spelled another way are the same query.
     const week = await request('/api/v1/certificates?expiringWithin=7d&includeExpired=true&limit=2');
     const weekCursor = encodeURIComponent((week.body as { nextCursor: string }).nextCursor);
-    expect((await request(`/api/v1/certificates?expiringWithin=%20604800&includeExpired=1&cursor=${weekCursor}`)).status).toBe(200);
+    expect((await request(`/api/v1/certificates?expiringWithin=%20168h&includeExpired=1&cursor=${weekCursor}`)).status).toBe(200);
     expect((await request(`/api/v1/certificates?expiringWithin=6d&includeExpired=1&cursor=${weekCursor}`)).status).toBe(400);
     // includeExpired=true is what its absence means.
     expect((await request(`/api/v1/certificates?expiringWithin=7d&cursor=${weekCursor}`)).status).toBe(200);
@@ -289,7 +289,7 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     const got = async (q: string): Promise<string[]> => (await listAll(q)).map((i) => i.fingerprint as string);
     const fps = (pred: (r: CertificateRecord) => boolean): string[] => records.filter(pred).map((r) => r.fingerprint);
     expect(await got('expiringWithin=1d')).toEqual(fps((r) => r.notAfter.getTime() < NOW + 24 * HOUR));
-    expect(await got('expiringWithin=86400')).toEqual(fps((r) => r.notAfter.getTime() < NOW + 24 * HOUR));
+    expect(await got('expiringWithin=24h')).toEqual(fps((r) => r.notAfter.getTime() < NOW + 24 * HOUR));
     expect(await got('expiringWithin=7d&includeExpired=false')).toEqual(fps((r) => r.notAfter.getTime() >= NOW && r.notAfter.getTime() < NOW + 7 * 24 * HOUR));
     expect(await got('includeExpired=false')).toEqual(fps((r) => r.notAfter.getTime() >= NOW));
     expect(await got('includeExpired=true')).toHaveLength(60);
@@ -335,6 +335,11 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
       expect(body.error.length, q).toBeGreaterThan(5);
       expect(r.text, q).not.toMatch(/\n\s+at /);
     }
+    // A bare number would be seconds: refused, as on the command line (30 is a typo for 30d).
+    const bare = await request('/api/v1/certificates?expiringWithin=30');
+    expect(bare.status).toBe(400);
+    expect(bare.body).toEqual({ error: 'expiringWithin 30: give a unit (30d, 30h, 30m or 30s); a bare number would be seconds' });
+    expect((await request('/api/v1/certificates?expiringWithin=0')).status).toBe(200);
     const notHex = await request('/api/v1/certificates/not-a-serial');
     expect(notHex.status).toBe(400);
     // A lookup takes no parameters: a filter sent with it is refused, not silently not applied.

@@ -132,6 +132,8 @@ describe('meshcert certs list', () => {
     expect((await json('--source', `discovered:file:${relative(process.cwd(), '/etc/certs/web.pem')}`)).map((r) => r.fingerprint)).toEqual([fp('cert-disc')]);
     // expiring within 12h: the expired one, stuck (4h), web-0 (10h)
     expect((await json('--expiring-within', '12h')).map((r) => r.fingerprint)).toEqual([fp('cert-old'), fp('cert-stuck'), fp('cert-web-0')]);
+    // --exclude-expired: those not yet expired (the API's includeExpired=false).
+    expect((await json('--expiring-within', '12h', '--exclude-expired')).map((r) => r.fingerprint)).toEqual([fp('cert-stuck'), fp('cert-web-0')]);
     expect(await json('--namespace', 'nobody')).toEqual([]);
   });
 
@@ -149,6 +151,11 @@ describe('meshcert certs list', () => {
     out.mockClear();
     expect(await run('list', '--db', db, '--limit', '2')).toBe(0);
     expect(stdout().split('\n')).toHaveLength(3);
+    // Expired ones come first (by expiry): a page of them says how to see the live ones.
+    expect(stderr()).toMatch(/first 2 certificates; more match \(raise --limit, or --exclude-expired to leave out those already expired\)$/m);
+    err.mockClear();
+    expect(await run('list', '--db', db, '--limit', '2', '--exclude-expired')).toBe(0);
+    expect(stderr()).toMatch(/first 2 certificates; more match \(raise --limit\)$/m);
   });
 
   it('says so when nothing matches', async () => {
