@@ -190,6 +190,8 @@ export class InventoryMetrics {
   readonly discoveredExpiring: Gauge;
   readonly discoveredExpiringCheckedAt: Gauge;
   readonly caWarnings: Gauge;
+  /** Issuers whose CA files (or the serving certificate file) the last expiry check could not read in full. */
+  readonly caFilesUnreadable: Gauge;
   /** Read at scrape time, so the gauges are never stale. */
   recorder?: { readonly backlog: number; readonly storeHealthy: boolean; readonly dropped: number; readonly stats: { readonly rejected: number; readonly auditDropped: number; readonly auditRejected: number } };
 
@@ -254,7 +256,8 @@ export class InventoryMetrics {
     this.staleIdentitiesCheckedAt = new Gauge({ name: 'meshcert_stale_identities_checked_timestamp_seconds', help: 'Unix time meshcert_stale_identities was last computed (it keeps its value while the inventory cannot be queried).', registers: r });
     this.discoveredExpiring = new Gauge({ name: 'meshcert_discovered_certs_expiring', help: 'Certificates that places found by discovery served when last seen, expiring within monitoring.discoveredWarnBefore (state="warning") or expired (state="expired"), counted once per place.', labelNames: ['state'], registers: r });
     this.discoveredExpiringCheckedAt = new Gauge({ name: 'meshcert_discovered_certs_expiring_checked_timestamp_seconds', help: 'Unix time meshcert_discovered_certs_expiring was last computed (it keeps its value while the inventory cannot be queried).', registers: r });
-    this.caWarnings = new Gauge({ name: 'meshcert_ca_certs_in_warning_window', help: 'CA certificates expiring within monitoring.caWarnBefore (or expired).', registers: r });
+    this.caWarnings = new Gauge({ name: 'meshcert_ca_certs_in_warning_window', help: 'CA certificates expiring within monitoring.caWarnBefore (or expired); a file that cannot be read counts with what it held when last read.', registers: r });
+    this.caFilesUnreadable = new Gauge({ name: 'meshcert_ca_files_unreadable', help: 'Issuers whose CA files (or server.tls.certFile) the last expiry check could not read in full (see the log).', registers: r });
   }
 
   /**

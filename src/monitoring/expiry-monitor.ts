@@ -1,4 +1,4 @@
-import { caExpiryReport, discoveredExpiring, readCaCertificates, staleIdentities, type CaExpiryEntry } from '../inventory/expiry.js';
+import { caExpiryReport, discoveredExpiring, readCaCertificates, staleIdentities, type CaCertificateInput, type CaExpiryEntry } from '../inventory/expiry.js';
 import type { InventoryStore } from '../inventory/types.js';
 import type { Logger } from '../log/logger.js';
 import type { InventoryMetrics } from '../metrics/ca-metrics.js';
@@ -26,6 +26,10 @@ export class ExpiryMonitor {
   private readonly warned = new Map<string, string>();
   /** Discovered certificates warned about, by place and fingerprint: their state then. */
   private discoveredWarned = new Map<string, string>();
+  /** Stale identities warned about (SPIFFE IDs), while they stay stale. */
+  private staleWarned = new Set<string>();
+  /** Each issuer's CA certificates as last read in full, by issuer and files: see check(). */
+  private lastRead = new Map<string, CaCertificateInput[]>();
 
   constructor(
     private o: ExpiryMonitorOptions,
@@ -85,12 +89,31 @@ export class ExpiryMonitor {
 
   async check(now = new Date()): Promise<{ ca: CaExpiryEntry[]; stale: number; discovered: number }> {
     const ca: CaExpiryEntry[] = [];
+    const lastRead = new Map<string, CaCertificateInput[]>();
+    let unreadable = 0;
     for (const [i, issuer] of this.o.issuers.entries()) {
+      const servingCertFile = i === 0 ? (this.o.servingCertFile ?? null) : null;
+      const key = JSON.stringify([issuer.name, issuer.dir, servingCertFile]);
       // Read without validity checks: an expired certificate is what we must report, not a reason to stop.
-      const { certs, problems } = readCaCertificates(issuer.dir, issuer.name, i === 0 ? (this.o.servingCertFile ?? null) : null);
+      const { certs, problems } = readCaCertificates(issuer.dir, issuer.name, servingCertFile);
       for (const problem of problems) this.logger.error({ issuer: issuer.name, problem }, 'expiry monitor cannot read a CA file');
-      ca.push(...caExpiryReport(certs, now, this.o.caWarnBefore));
+      let report = certs;
+      if (problems.length === 0) lastRead.set(key, certs);
+      else {
+        // A file that cannot be read now (a volume unmounted, a half-written rotation) keeps its
+        // certificates as last read, judged against now: an expiring CA must not leave the count,
+        // and resolve its alert, because its file broke. meshcert_ca_files_unreadable says so.
+        unreadable++;
+        const before = this.lastRead.get(key) ?? [];
+        const readNow = new Set(certs.map((c) => c.cert.fingerprint256));
+        report = [...certs, ...before.filter((c) => !readNow.has(c.cert.fingerprint256))];
+        lastRead.set(key, report);
+      }
+      ca.push(...caExpiryReport(report, now, this.o.caWarnBefore));
     }
+    // Issuers a reload removed are forgotten.
+    this.lastRead = lastRead;
+    this.metrics?.caFilesUnreadable.set(unreadable);
     for (const e of ca) {
       if (e.state === 'ok') continue;
       if (this.warned.get(e.fingerprint) === e.state) continue;
@@ -110,7 +133,11 @@ export class ExpiryMonitor {
         stale = s.length;
         this.metrics?.staleIdentities.set(stale);
         this.metrics?.staleIdentitiesCheckedAt.set(now.getTime() / 1000);
-        if (stale > 0) this.logger.warn({ count: stale, examples: s.slice(0, 5).map((x) => x.spiffeId) }, 'workload identities whose latest certificate was not renewed');
+        // Once per identity while it stays stale, as for CA and discovered certificates: one deleted
+        // Deployment would otherwise log a warning every interval until its certificates expire.
+        const fresh = s.filter((x) => !this.staleWarned.has(x.spiffeId));
+        this.staleWarned = new Set(s.map((x) => x.spiffeId));
+        if (fresh.length > 0) this.logger.warn({ count: fresh.length, total: stale, examples: fresh.slice(0, 5).map((x) => x.spiffeId) }, 'workload identities whose latest certificate was not renewed');
       } catch (err) {
         this.logger.warn({ err }, 'expiry monitor cannot query the inventory');
       }

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -59,6 +59,60 @@ describe('ExpiryMonitor and odd certificates', () => {
   });
 });
 
+describe('ExpiryMonitor and CA files it cannot read', () => {
+  it("keeps counting a CA certificate whose file broke, as last read and judged against now, and says the files are unreadable; a reload's removal of the issuer forgets it", async () => {
+    const dir = join(base, 'breaking');
+    mkdirSync(dir);
+    const root = join(dir, 'root-cert.pem');
+    const selfSigned = (days: string, out: string): void => {
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(base, 'breaking.key'), '-out', out, '-days', days, '-subj', '/O=breaking', '-addext', 'basicConstraints=critical,CA:TRUE'], { stdio: 'ignore' });
+    };
+    selfSigned('10', root);
+    const registry = new Registry();
+    const metrics = new InventoryMetrics(registry);
+    const logs = captureLogs();
+    const m = new ExpiryMonitor(options([{ name: 'default', dir }]), logs.logger, metrics);
+    const gauge = async (name: string): Promise<string> => (await registry.getSingleMetricAsString(name)).split('\n').find((l) => l.startsWith(`${name} `))!;
+    const states = (r: Awaited<ReturnType<typeof m.check>>): string[] => r.ca.map((e) => `${e.role} ${e.subject} ${e.state}`);
+    expect(states(await m.check())).toEqual(['root O=breaking warning']);
+    expect(await gauge('meshcert_ca_certs_in_warning_window')).toBe('meshcert_ca_certs_in_warning_window 1');
+    expect(await gauge('meshcert_ca_files_unreadable')).toBe('meshcert_ca_files_unreadable 0');
+
+    // A half-written rotation: the file no longer parses.
+    writeFileSync(root, '-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n');
+    expect(states(await m.check())).toEqual(['root O=breaking warning']);
+    expect(await gauge('meshcert_ca_certs_in_warning_window')).toBe('meshcert_ca_certs_in_warning_window 1');
+    expect(await gauge('meshcert_ca_files_unreadable')).toBe('meshcert_ca_files_unreadable 1');
+    await expect.poll(() => logs.lines.some((l) => l.msg === 'expiry monitor cannot read a CA file' && String(l.problem).includes(root))).toBe(true);
+    // Judged against the time of the check: past its end, it is expired.
+    expect(states(await m.check(new Date(Date.now() + 11 * 86_400_000)))).toEqual(['root O=breaking expired']);
+
+    // The directory gone (a volume unmounted): still counted.
+    rmSync(dir, { recursive: true });
+    expect(states(await m.check())).toEqual(['root O=breaking warning']);
+    expect(await gauge('meshcert_ca_files_unreadable')).toBe('meshcert_ca_files_unreadable 1');
+
+    // Rotated: the new file is what counts, the old certificate is gone with the last full read.
+    mkdirSync(dir);
+    selfSigned('3650', root);
+    expect(states(await m.check())).toEqual(['root O=breaking ok']);
+    expect(await gauge('meshcert_ca_certs_in_warning_window')).toBe('meshcert_ca_certs_in_warning_window 0');
+    expect(await gauge('meshcert_ca_files_unreadable')).toBe('meshcert_ca_files_unreadable 0');
+
+    // Broken again after a full read of the new one; then a reload drops the issuer.
+    writeFileSync(root, 'garbage');
+    expect(states(await m.check())).toEqual(['root O=breaking ok']);
+    m.update(options([{ name: 'default', dir: a }]));
+    const after = await m.check();
+    expect(after.ca.some((e) => e.subject === 'O=breaking')).toBe(false);
+    expect(await gauge('meshcert_ca_files_unreadable')).toBe('meshcert_ca_files_unreadable 0');
+    // Named again by a later reload, its broken file has nothing last read to stand for it.
+    m.update(options([{ name: 'default', dir }]));
+    expect(states(await m.check())).toEqual([]);
+    expect(await gauge('meshcert_ca_files_unreadable')).toBe('meshcert_ca_files_unreadable 1');
+  });
+});
+
 describe('ExpiryMonitor and reloads', () => {
   it('checks again after a running check when a reload comes in during it (that check read the old config)', async () => {
     const m = new ExpiryMonitor(options([{ name: 'default', dir: a }]), createLogger('silent'));
@@ -102,6 +156,41 @@ describe('ExpiryMonitor and the inventory', () => {
     await m.check(new Date(1_800_000_600_000));
     // Not computed: the stamp says since when the count is old.
     expect(await value('meshcert_stale_identities_checked_timestamp_seconds')).toBe(1_800_000_000);
+  });
+});
+
+describe('ExpiryMonitor and stale identities', () => {
+  it('warns once per identity while it stays stale, again for one that comes back, and counts them all at every check', async () => {
+    const registry = new Registry();
+    const metrics = new InventoryMetrics(registry);
+    const { lines, logger } = captureLogs('warn');
+    const now = 1_800_000_000_000;
+    // 24 h certificates with 4 h left: past istio-agent's renewal at half-life.
+    const stuck = (sa: string) => makeRecord(sa, { spiffeId: `spiffe://cluster.local/ns/shop/sa/${sa}`, namespace: 'shop', serviceAccount: sa, notBefore: new Date(now - 20 * 3_600_000), notAfter: new Date(now + 4 * 3_600_000) });
+    let latest = [stuck('web'), stuck('cart')];
+    const store = { latestPerIdentity: async () => latest, discoveredExpiring: async () => [] } as unknown as ConstructorParameters<typeof ExpiryMonitor>[3];
+    const m = new ExpiryMonitor(options([{ name: 'default', dir: a }]), logger, metrics, store);
+    const warnings = (): Array<Record<string, unknown>> => lines.filter((l) => l.msg === 'workload identities whose latest certificate was not renewed');
+    expect((await m.check(new Date(now))).stale).toBe(2);
+    expect(warnings()).toHaveLength(1);
+    expect(warnings()[0]).toMatchObject({ count: 2, total: 2 });
+    // Five minutes later, the same two: counted, not logged again.
+    expect((await m.check(new Date(now + 300_000))).stale).toBe(2);
+    expect(warnings()).toHaveLength(1);
+    expect(await registry.getSingleMetricAsString('meshcert_stale_identities')).toMatch(/^meshcert_stale_identities 2$/m);
+    // A third one: only it is new.
+    latest = [stuck('web'), stuck('cart'), stuck('pay')];
+    await m.check(new Date(now + 600_000));
+    expect(warnings()).toHaveLength(2);
+    expect(warnings()[1]).toMatchObject({ count: 1, total: 3, examples: ['spiffe://cluster.local/ns/shop/sa/pay'] });
+    // web renews (leaves the report), then goes stale again: warned about again.
+    latest = [stuck('cart'), stuck('pay')];
+    await m.check(new Date(now + 900_000));
+    expect(warnings()).toHaveLength(2);
+    latest = [stuck('web'), stuck('cart'), stuck('pay')];
+    await m.check(new Date(now + 1_200_000));
+    expect(warnings()).toHaveLength(3);
+    expect(warnings()[2]).toMatchObject({ count: 1, total: 3, examples: ['spiffe://cluster.local/ns/shop/sa/web'] });
   });
 });
 
