@@ -224,12 +224,17 @@ export async function handleCertificatesApi(req: IncomingMessage, res: ServerRes
   const search = new URLSearchParams(query);
   if (path !== CERTIFICATES_API_PATH && !path.startsWith(`${CERTIFICATES_API_PATH}/`)) return false;
 
+  const rest = path.slice(CERTIFICATES_API_PATH.length + 1); // '' for the collection (with or without '/')
+  // A path below a certificate is served by no method: 404 whatever the method, before 405.
+  if (rest.includes('/')) {
+    send(res, 404, { error: 'not found' });
+    return true;
+  }
   // HEAD is GET without the body (Node sends none for HEAD).
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     send(res, 405, { error: `method ${req.method ?? ''} not allowed; use GET` }, { allow: 'GET, HEAD' });
     return true;
   }
-  const rest = path.slice(CERTIFICATES_API_PATH.length + 1); // '' for the collection (with or without '/')
   const inSlot = <T>(query: () => Promise<T>): Promise<T> => (options.slots ? options.slots.run(query) : query());
   const now = options.now?.() ?? new Date();
   try {
@@ -237,10 +242,6 @@ export async function handleCertificatesApi(req: IncomingMessage, res: ServerRes
       const { filter, tag } = filterFrom(queryParams(search), now);
       const page = await inSlot(() => store.list(filter));
       send(res, 200, { items: page.items.map(recordToJson), nextCursor: page.nextCursor === null ? null : `${page.nextCursor}.${tag}` });
-      return true;
-    }
-    if (rest.includes('/')) {
-      send(res, 404, { error: 'not found' });
       return true;
     }
     // A lookup takes no parameters: one sent is a filter meant for the list, which it would not apply.

@@ -364,6 +364,8 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
       expect((r.body as { error: string }).error).toMatch(/GET/);
     }
     expect((await request(`/api/v1/certificates/${records[0]!.fingerprint}`, 'DELETE')).status).toBe(405);
+    // A path the API does not serve is 404 whatever the method.
+    for (const method of ['GET', 'POST', 'DELETE']) expect((await request('/api/v1/certificates/a/b', method)).status, method).toBe(404);
   });
 
   it.skipIf(skip)('leaves other paths alone', async () => {
