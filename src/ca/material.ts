@@ -1,8 +1,7 @@
 import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
-import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
+import { accessProblem, MAX_PEM_BYTES, pathPresent, readTextFile } from '../fs/read-file.js';
 import { issuerAndSubjectDer } from '../x509/names.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { CA_FILES, caPath, RENEWING_DIR, replacingFrom, ROTATION_FILE, STAGED_SETS, type StagedSet } from './files.js';
@@ -45,7 +44,16 @@ export interface CaMaterial {
  * directory: one to load (and be told what is missing), never one to write a new CA over.
  */
 export function isCaDirEmpty(dir: string): boolean {
-  return (Object.keys(CA_FILES) as Array<keyof typeof CA_FILES>).every((f) => !existsSync(caPath(dir, f))) && !existsSync(join(dir, ROTATION_FILE));
+  return (Object.keys(CA_FILES) as Array<keyof typeof CA_FILES>).every((f) => !present(dir, caPath(dir, f))) && !present(dir, join(dir, ROTATION_FILE));
+}
+
+/** Whether a CA directory's file is there; one this process may not look for is a ConfigError saying so. */
+function present(dir: string, path: string): boolean {
+  try {
+    return pathPresent(path);
+  } catch (e) {
+    throw new ConfigError(`CA directory ${dir}: cannot look for ${path.split('/').pop()}: ${accessProblem(e)}`);
+  }
 }
 
 /**
@@ -57,14 +65,14 @@ export function loadCaDir(dir: string, now: Date = new Date(), signingDir: strin
   const read = (file: 'cert' | 'key' | 'chain' | 'root', required: boolean): string | undefined => {
     const from = file === 'root' ? dir : signingDir;
     const path = caPath(from, file);
-    if (!existsSync(path)) {
+    if (!present(from, path)) {
       if (required) throw new ConfigError(`CA directory ${from} has no ${path.split('/').pop()} (expected Istio's cacerts layout: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)`);
       return undefined;
     }
     try {
       return readTextFile(path, MAX_PEM_BYTES);
     } catch (e) {
-      throw new ConfigError(`CA directory ${from}: cannot read ${path.split('/').pop()}: ${readProblem(e)}`);
+      throw new ConfigError(`CA directory ${from}: cannot read ${path.split('/').pop()}: ${accessProblem(e)}`);
     }
   };
   return materialFromTexts({ cert: read('cert', true)!, key: read('key', true)!, chain: read('chain', false) ?? '', root: read('root', true)! }, now);
@@ -154,7 +162,7 @@ export function pendingStepNote(dir: string, signing: X509Certificate): string |
   // No replacement marked, but a renewal's staging left behind (next/ is rotate finish's to clear):
   // it holds a private key, which should not stay in the directory unnoticed.
   const where = join(dir, RENEWING_DIR);
-  if (existsSync(where)) {
+  if (present(dir, where)) {
     // renew-intermediate refuses while a root rotation is under way: the step to name is the hand's.
     if (switchStep(dir) !== undefined) return `${where}, left by a "meshcert ca renew-intermediate", holds a private key; renew-intermediate does not run during a root rotation: remove ${where} by hand`;
     return stagedCert(dir, 'renewing')?.fingerprint256 === signing.fingerprint256

@@ -58,6 +58,8 @@ export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { al
     if (e instanceof ConfigError && interruptedCreation(dir) !== 'none') {
       throw new ConfigError(`${e.message} (a CA creation in ${dir} was interrupted: run "meshcert ca init --dir ${dir}" or "ca import-istiod" again, or set ca.autoInit: true)`);
     }
+    // Which directory, as a named issuer's errors say (ca.dir may come from MESHCERT_CA_DIR).
+    if (e instanceof ConfigError && !e.message.includes(dir)) throw new ConfigError(`CA directory ${dir}: ${e.message}`, { cause: e });
     throw e;
   }
   return servedIssuer(dir, served, config, logger, o.quiet);

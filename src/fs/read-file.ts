@@ -101,3 +101,28 @@ export function readProblem(e: unknown): string {
   if (e instanceof FileReadError) return e.message;
   return (e as NodeJS.ErrnoException)?.code ?? (e instanceof Error ? e.message : 'error');
 }
+
+/**
+ * Whether anything is at `path`: false only when nothing is (ENOENT, or a parent that is not a
+ * directory). Any other failure, a directory this process may not search (EACCES) say, is thrown:
+ * existsSync answers false then, and a CA directory meshcert may not look into would be taken for
+ * an empty one ("run ca init") instead of one it lacks the permission for.
+ */
+export function pathPresent(path: string): boolean {
+  try {
+    statSync(path);
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+    throw e;
+  }
+}
+
+/** readProblem, and for a permission refused, who this process runs as (the usual cause: files made by another user). */
+export function accessProblem(e: unknown): string {
+  const problem = readProblem(e);
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if ((code === 'EACCES' || code === 'EPERM') && typeof process.getuid === 'function') return `${problem} (permission denied to uid ${process.getuid()}, gid ${process.getgid?.() ?? '?'})`;
+  return problem;
+}

@@ -101,6 +101,26 @@ describe('the meshcert CLI, as a user runs it', () => {
     chmodSync(caDir, 0o700);
   });
 
+  // Root may not be refused: only a root test run can try this as another user.
+  it.skipIf(process.getuid?.() !== 0)("a CA directory another user made and this one may not look into is said so, not taken for an empty one ('run ca init')", async () => {
+    const base = mkdtempSync(join(tmpdir(), 'meshcert-ca-perm-'));
+    try {
+      chmodSync(base, 0o755);
+      const caDir = join(base, 'ca');
+      expect((await runCli(['ca', 'init', '--dir', caDir])).code).toBe(0); // 0700, root's
+      const r = await runCli(['ca', 'check', '--dir', caDir], { uid: 65534, gid: 65534 });
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toBe(`meshcert: CA directory ${caDir}: cannot look for ca-cert.pem: EACCES (permission denied to uid 65534, gid 65534)\n`);
+      // The key alone unreadable: named too.
+      chmodSync(caDir, 0o755);
+      const key = await runCli(['ca', 'check', '--dir', caDir], { uid: 65534, gid: 65534 });
+      expect(key.code, key.stderr).toBe(1);
+      expect(key.stderr).toContain(`CA directory ${caDir}: cannot read ca-key.pem: EACCES (permission denied to uid 65534, gid 65534)`);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+
   it('ca check and ca import-istiod run the self-test serve runs at load, refusing a CA whose intermediate only allows serverAuth', async () => {
     const src = join(dir, 'ca-eku');
     const sh = (cmd: string): void => void execFileSync('sh', ['-c', cmd], { cwd: src, stdio: 'pipe' });

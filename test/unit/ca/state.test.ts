@@ -203,6 +203,19 @@ describe('loadCaState and the serving certificate\'s names', () => {
   });
 });
 
+describe('loadCaState and a default CA that does not load', () => {
+  it('names its directory, as a named issuer\'s errors do (ca.dir may come from MESHCERT_CA_DIR)', async () => {
+    const dir = join(base, 'mismatched');
+    const other = join(base, 'mismatched-other');
+    await initCaDir({ dir });
+    await initCaDir({ dir: other });
+    copyFileSync(join(other, 'ca-key.pem'), join(dir, 'ca-key.pem'));
+    await expect(loadCaState(parseConfig({ dataDir: join(base, 'data-mismatch'), ca: { dir } }), createLogger('silent'))).rejects.toThrow(
+      /^CA directory .*\/mismatched: ca-key\.pem does not match the public key of ca-cert\.pem$/,
+    );
+  });
+});
+
 describe('loadCaState with ca.autoInit and a directory holding part of a CA', () => {
   it('creates no CA over a lone root key (or any other CA file): the directory is loaded and refused with what is missing', async () => {
     for (const file of ['root-key.pem', 'cert-chain.pem', 'rotation.json']) {
