@@ -87,6 +87,8 @@ export async function requestCommand(argv: string[]): Promise<number> {
     throw new UsageError((e as Error).message);
   }
   const token = v.token ?? (v['token-file'] ? readTokenFile(v['token-file']) : await devToken(dataDir, v.ns, v.sa));
+  // An empty one would be sent as no credential at all, and refused as such: the cause is here.
+  if (token === '') throw new UsageError(v.token !== undefined ? '--token is empty' : `the token file ${v['token-file']} is empty (did the command that writes it fail?)`);
   // gRPC metadata is printable ASCII: grpc-js would refuse it with a message quoting the token.
   if (!PRINTABLE_ASCII.test(token)) throw new UsageError(`the token${v.token !== undefined ? ' (--token)' : v['token-file'] ? ` in ${v['token-file']}` : ''} holds a character a gRPC header cannot carry (only printable ASCII): is it a bare JWT?`);
   if (!PRINTABLE_ASCII.test(v.cluster!)) throw new UsageError('--cluster must be printable ASCII (it is sent as the ClusterID header)');

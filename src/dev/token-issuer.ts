@@ -1,8 +1,10 @@
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportJWK, SignJWT } from 'jose';
 import { writeFileAtomic, writePrivateKey } from '../ca/files.js';
+import { ConfigError } from '../errors/ca-error.js';
+import { accessProblem, MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
 
 /**
  * Development only: a local token issuer so a newcomer can see meshcert work without a cluster.
@@ -54,7 +56,14 @@ export function hasDevIssuer(dataDir: string): boolean {
 export async function mintDevToken(dataDir: string, c: DevTokenClaims): Promise<string> {
   const files = devIssuerPaths(dataDir);
   if (!existsSync(files.keyFile)) throw new Error(`no dev token issuer under ${dataDir}: start "meshcert serve --dev" first`);
-  const key: KeyObject = createPrivateKey(readFileSync(files.keyFile, 'utf8'));
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(readTextFile(files.keyFile, MAX_PEM_BYTES));
+  } catch (e) {
+    // Named, with what is wrong (OpenSSL's decoder error alone says neither), never the key's text.
+    const problem = (e as { library?: unknown }).library === undefined ? accessProblem(e) : 'not a PEM private key';
+    throw new ConfigError(`the dev token issuer's signing key ${files.keyFile} cannot be used: ${problem} (remove ${join(dataDir, 'dev')} and start "meshcert serve --dev" again to make a new one)`);
+  }
   const k8s: Record<string, unknown> = {
     namespace: c.namespace,
     serviceaccount: { name: c.serviceAccount, uid: '00000000-0000-4000-8000-000000000000' },

@@ -422,6 +422,29 @@ describe('the meshcert CLI, as a user runs it', () => {
     const devless = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--data-dir', join(dir, 'no-dev-issuer')]);
     expect(devless.code).toBe(2);
     expect(devless.stderr.trim()).toMatch(/^meshcert: no token: pass --token or --token-file \(no dev token issuer under .* to mint one: "meshcert serve --dev" creates it\)$/);
+    // An empty token (a `kubectl create token` that failed into the file) is said here, not sent
+    // as no credential for the server to refuse.
+    const emptyFile = join(dir, 'empty-token');
+    writeFileSync(emptyFile, '\n');
+    const empty = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--token-file', emptyFile, '--address', `127.0.0.1:${await freePort()}`]);
+    expect(empty.code, empty.stderr).toBe(2);
+    expect(empty.stderr.trim()).toBe(`meshcert: the token file ${emptyFile} is empty (did the command that writes it fail?)`);
+    const emptyFlag = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--token', '', '--address', `127.0.0.1:${await freePort()}`]);
+    expect(emptyFlag.code, emptyFlag.stderr).toBe(2);
+    expect(emptyFlag.stderr.trim()).toBe('meshcert: --token is empty');
+    // The dev issuer's key there but unusable: named, with what is wrong (exit 1), not an "unexpected error".
+    const brokenDev = join(dir, 'broken-dev');
+    mkdirSync(join(brokenDev, 'dev'), { recursive: true });
+    const keyFile = join(brokenDev, 'dev', 'token-signing-key.pem');
+    for (const [make, why] of [
+      [() => writeFileSync(keyFile, 'junk\n'), 'not a PEM private key'],
+      [() => (rmSync(keyFile), mkdirSync(keyFile)), 'not a regular file (a directory)'],
+    ] as const) {
+      make();
+      const broken = await runCli(['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--data-dir', brokenDev, '--address', `127.0.0.1:${await freePort()}`]);
+      expect(broken.code, broken.stderr).toBe(1);
+      expect(broken.stderr.trim()).toBe(`meshcert: the dev token issuer's signing key ${keyFile} cannot be used: ${why} (remove ${join(brokenDev, 'dev')} and start "meshcert serve --dev" again to make a new one)`);
+    }
   }, 120_000);
 
   it('refuses a device, a named pipe or an oversized file where a file is named (and a file where a directory is), at once, with what it is', async () => {
