@@ -14,7 +14,7 @@
  *   kubectl -n istio-system get secret istio-ca-secret -o jsonpath='{.data.ca-cert\.pem}' | base64 -d > ca-cert.pem
  */
 import { createPrivateKey, type KeyObject, type X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
 import { certToPem, parsePemBundle, pemBlocks } from '../x509/pem.js';
@@ -100,19 +100,15 @@ export function importIstiod(o: ImportIstiodOptions): ImportIstiodResult {
   }
 
   const files = { cert: certToPem(signing), key: withNewline(keyPem), chain: withNewline(chain), root: roots.map(certToPem).join(''), ...(rootKeyPem !== undefined ? { rootKey: withNewline(rootKeyPem) } : {}) };
-  const created = !existsSync(dir);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Checked before the directory is made: a refused import leaves nothing behind (mkdir -p made
+  // its parents too).
+  const staged = validateLayout(dir, files, now, `cannot import from ${from}`);
   try {
-    const staged = validateLayout(dir, files, now, `cannot import from ${from}`);
-    try {
-      selfTestCa(new LocalIssuer('default', staged), o.trustDomain ?? 'cluster.local');
-    } catch (e) {
-      throw new ConfigError(`cannot import from ${from}: ${(e as Error).message}`);
-    }
+    selfTestCa(new LocalIssuer('default', staged), o.trustDomain ?? 'cluster.local');
   } catch (e) {
-    if (created && readdirSync(dir).length === 0) rmSync(dir, { recursive: true, force: true });
-    throw e;
+    throw new ConfigError(`cannot import from ${from}: ${(e as Error).message}`);
   }
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   beginCaCreation(dir);
   // A server under ca.autoInit may have made one there while this import was checked: it stands.
   if (!isCaDirEmpty(dir)) {

@@ -271,6 +271,7 @@ async function rotateStartLocked(o: RotateStartOptions): Promise<StepResult> {
   // interrupted start and is reused: its root may already have been handed out.
   const nextDir = join(dir, NEXT_DIR);
   let next: CaMaterial;
+  let reusedWithOptions = false;
   if (existsSync(caPath(nextDir, 'cert'))) {
     try {
       next = loadCaDir(nextDir, now);
@@ -281,6 +282,7 @@ async function rotateStartLocked(o: RotateStartOptions): Promise<StepResult> {
       throw new ConfigError(`${nextDir} is not a CA staged by "ca rotate start" (expected one root and one intermediate): remove it and start again`);
     }
     messages.push(`reusing the new CA staged in ${nextDir} by an interrupted start`);
+    reusedWithOptions = o.keyType !== undefined || o.organization !== undefined || o.rootLifetimeMs !== undefined || o.intermediateLifetimeMs !== undefined;
   } else {
     rmSync(nextDir, { recursive: true, force: true }); // a partial next/ (no ca-cert.pem) was never used
     const keyType = o.keyType ?? 'ec256';
@@ -320,6 +322,11 @@ async function rotateStartLocked(o: RotateStartOptions): Promise<StepResult> {
   const minWaitMs = o.minWaitMs ?? DEFAULT_MIN_WAIT_MS;
   const switchAllowedAt = now.getTime() + minWaitMs;
   const warnings: string[] = [];
+  // Its root may already be handed out, so it is not made again; but the operator must know that
+  // what they asked for is not what they get (renew-intermediate says the same).
+  if (reusedWithOptions) {
+    warnings.push(`--key-type and --org were not used: the new CA an interrupted start had staged in ${nextDir} was reused as it is (root "${oneLine(next.roots[0]!.subject)}", ${keyTypeOf(next.roots[0]!.publicKey)}); for one made with them, remove ${nextDir}, ${rotationFile(dir)} and the new root from ${caPath(dir, 'root')} before any workload trusts it, and start again`);
+  }
   // The switch must come before the old CA ends, or meshcert cannot sign in between.
   const oldEnd = current.notAfter.getTime();
   if (oldEnd <= switchAllowedAt) {

@@ -209,6 +209,10 @@ describe('import-istiod other inputs', () => {
     const dir = fresh();
     expect(importError({ from: src, dir, now: NOW }).message).toMatch(/^cannot import from .*: the resulting CA directory would not load: ca-key\.pem does not match/);
     expect(existsSync(dir)).toBe(false);
+    // Nor its parents, which mkdir -p would have made.
+    const deep = join(fresh(), 'a', 'b', 'ca');
+    expect(importError({ from: src, dir: deep, now: NOW }).message).toMatch(/ca-key\.pem does not match/);
+    expect(existsSync(join(deep, '..', '..'))).toBe(false);
   });
 
   it('refuses a CA that has expired', () => {

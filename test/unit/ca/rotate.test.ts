@@ -231,6 +231,18 @@ describe('ca rotate start', () => {
     expect(cert(d, 'next/root-cert.pem').fingerprint256).toBe(newRoot);
     expect(fps(read(d, 'root-cert.pem'))[1]).toBe(newRoot);
     expect(readRotationState(d)!.newRoot.fingerprint256).toBe(newRoot);
+    expect(r.warnings).toEqual([]);
+  });
+
+  it('says so when it resumes with --key-type or --org: the staged CA is reused as it is, not made with them', async () => {
+    const d = await startedAt();
+    const newRoot = cert(d, 'next/root-cert.pem');
+    rmSync(join(d, 'rotation.json'));
+    writeFileSync(join(d, 'root-cert.pem'), parsePemBundle(read(d, 'root-cert.pem'))[0]!.toString());
+    const r = await rotateStart({ dir: d, now: T1, keyType: 'rsa4096', organization: 'Acme Corp' });
+    expect(cert(d, 'next/root-cert.pem').fingerprint256).toBe(newRoot.fingerprint256);
+    expect(r.warnings).toHaveLength(1);
+    expect(r.warnings[0]).toMatch(/^--key-type and --org were not used: the new CA an interrupted start had staged in .*\/next was reused as it is \(root ".*", ec256\); for one made with them, remove .*\/next, .*rotation\.json and the new root from .*root-cert\.pem before any workload trusts it, and start again$/);
   });
 
   it('discards a partial next/ (no ca-cert.pem: never used) and stages a new CA', async () => {
