@@ -11,7 +11,7 @@
  *   6. all returned null, no credential at all -> AUTH_MISSING
  * The error thrown carries the caller a rejection named (CaError.caller), if any.
  */
-import { CaError, isCaError } from '../errors/ca-error.js';
+import { CaError, isCaError, SignedTokenRefusedError, SigningKeyPendingError } from '../errors/ca-error.js';
 import { clientCertificateRefused } from './client-cert.js';
 import { TokenCache } from './token-cache.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
@@ -109,8 +109,12 @@ export class AuthChain {
     const request: AuthRequest = token === req.bearerToken ? req : { ...req, bearerToken: undefined };
 
     let unavailable: CaError | undefined;
+    /** A key read one authenticator waits for (SigningKeyPendingError): a retry may succeed. */
+    let pending: CaError | undefined;
     let internal: CaError | undefined;
     let rejected: CaError | undefined;
+    /** A refusal of a token whose signature verified (SignedTokenRefusedError). */
+    let signedRefusal: CaError | undefined;
     /** The caller a rejection named (a revoked client certificate, whose chain was verified). */
     let named: string | undefined;
 
@@ -129,9 +133,13 @@ export class AuthChain {
       } catch (err) {
         if (isCaError(err)) {
           named ??= err.caller;
-          if (err.code === 'AUTH_BACKEND_UNAVAILABLE') unavailable ??= err;
+          if (err instanceof SigningKeyPendingError) pending ??= err;
+          else if (err.code === 'AUTH_BACKEND_UNAVAILABLE') unavailable ??= err;
           else if (err.code === 'INTERNAL') internal ??= err;
-          else rejected ??= err;
+          else {
+            rejected ??= err;
+            if (err instanceof SignedTokenRefusedError) signedRefusal ??= err;
+          }
         } else {
           internal ??= new CaError('INTERNAL', 'internal error while authenticating', { cause: err });
         }
@@ -146,7 +154,10 @@ export class AuthChain {
     // Whichever error wins keeps the name, so that a token sent beside a revoked certificate (one
     // whose key the issuer has "not published yet", say) cannot take the sighting out of the audit
     // trail. Authenticators make a new error per call, so naming it touches no other call.
-    const outcome = unavailable ?? internal ?? rejected;
+    // A key one authenticator has yet to read cannot change what another concluded from the
+    // token's verified signature (a wrong audience, say): that refusal is final, not a retry that
+    // waits for the read and ends the same way.
+    const outcome = unavailable ?? (signedRefusal === undefined ? pending : undefined) ?? internal ?? signedRefusal ?? rejected;
     if (outcome) {
       outcome.caller ??= named;
       throw outcome;

@@ -7,7 +7,7 @@
 import { MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
 import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, errors as joseErrors, jwtVerify } from 'jose';
 import type { CompactJWSHeaderParameters, CryptoKey, FlattenedJWSInput, JSONWebKeySet, JWTPayload } from 'jose';
-import { CaError, SigningKeyPendingError } from '../errors/ca-error.js';
+import { CaError, isCaError, SignedTokenRefusedError, SigningKeyPendingError } from '../errors/ca-error.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
 import type { AuthRequest, Authenticator, Caller } from './types.js';
 
@@ -590,6 +590,11 @@ export function kubernetesClaims(payload: JWTPayload): K8sClaims {
   return out;
 }
 
+/** An AUTH_INVALID about a token whose signature verified, as the verdict it is (see SignedTokenRefusedError). */
+function signedVerdict(err: CaError): CaError {
+  return err.code === 'AUTH_INVALID' ? new SignedTokenRefusedError(err.message, { cause: err.cause }) : err;
+}
+
 function mapJoseError(err: unknown, rule: IssuerRule): CaError {
   if (err instanceof CaError) return err;
   const cause = { cause: err };
@@ -779,16 +784,23 @@ export class JwtAuthenticator implements Authenticator {
         ({ payload } = await verifyWithEach(err, token, checks));
       }
     } catch (err) {
-      throw mapJoseError(err, rule);
+      // jose checks the claims only once the signature verified.
+      const signed = err instanceof joseErrors.JWTExpired || err instanceof joseErrors.JWTClaimValidationFailed;
+      throw signed ? signedVerdict(mapJoseError(err, rule)) : mapJoseError(err, rule);
     }
-    // jose checks iat only against a maximum age; Kubernetes' own token validation (go-jose) refuses
-    // one issued ahead of its clock by more than its leeway, as the nbf check here does.
-    if (typeof payload.iat === 'number' && payload.iat > this.now() / 1000 + rule.clockSkewSeconds) {
-      throw new CaError('AUTH_INVALID', 'token is issued in the future (iat ahead of this CA\'s clock by more than auth.clockSkew): check the issuer\'s clock');
+    let k8s: K8sClaims;
+    let identity: string;
+    try {
+      // jose checks iat only against a maximum age; Kubernetes' own token validation (go-jose) refuses
+      // one issued ahead of its clock by more than its leeway, as the nbf check here does.
+      if (typeof payload.iat === 'number' && payload.iat > this.now() / 1000 + rule.clockSkewSeconds) {
+        throw new CaError('AUTH_INVALID', 'token is issued in the future (iat ahead of this CA\'s clock by more than auth.clockSkew): check the issuer\'s clock');
+      }
+      k8s = kubernetesClaims(payload);
+      identity = serviceAccountSpiffeId(rule.trustDomain, k8s.namespace, k8s.serviceAccount);
+    } catch (err) {
+      throw isCaError(err) ? signedVerdict(err) : err;
     }
-
-    const k8s = kubernetesClaims(payload);
-    const identity = serviceAccountSpiffeId(rule.trustDomain, k8s.namespace, k8s.serviceAccount);
     const caller: {
       -readonly [K in keyof Caller]: Caller[K];
     } = {

@@ -54,6 +54,17 @@ export class SigningKeyPendingError extends CaError {
   }
 }
 
+/**
+ * A token whose signature its issuer's key verified, refused for what it says (its audience, its
+ * lifetime, the names it carries): a verdict that another authenticator's pending key read
+ * (SigningKeyPendingError) cannot change, so the caller is told it rather than to retry.
+ */
+export class SignedTokenRefusedError extends CaError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('AUTH_INVALID', message, options);
+  }
+}
+
 export function isCaError(err: unknown): err is CaError {
   return err instanceof CaError;
 }

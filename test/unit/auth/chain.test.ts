@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CaError } from '../../../src/errors/ca-error.js';
+import { CaError, SignedTokenRefusedError, SigningKeyPendingError } from '../../../src/errors/ca-error.js';
 import { AuthChain } from '../../../src/auth/chain.js';
 import type { AuthChainOptions } from '../../../src/auth/chain.js';
 import { JwtAuthenticator } from '../../../src/auth/jwt.js';
@@ -11,7 +11,7 @@ import type { SigningKey } from './helpers.js';
 
 const CALLER: Caller = { method: 'jwt', identities: ['spiffe://cluster.local/ns/a/sa/b'], namespace: 'a', serviceAccount: 'b', expiresAt: Math.floor(Date.now() / 1000) + 3600 };
 
-type Behaviour = 'ok' | 'null' | 'invalid' | 'unavailable' | 'boom' | 'ok-cert' | 'revoked';
+type Behaviour = 'ok' | 'null' | 'invalid' | 'signed-invalid' | 'unavailable' | 'pending' | 'boom' | 'ok-cert' | 'revoked';
 
 class Fake implements Authenticator {
   calls = 0;
@@ -31,8 +31,12 @@ class Fake implements Authenticator {
         return null;
       case 'invalid':
         throw new CaError('AUTH_INVALID', `${this.name}: token expired`);
+      case 'signed-invalid':
+        throw new SignedTokenRefusedError(`${this.name}: token audience does not include istio-ca`);
       case 'unavailable':
         throw new CaError('AUTH_BACKEND_UNAVAILABLE', `${this.name}: backend down`);
+      case 'pending':
+        throw new SigningKeyPendingError(`${this.name}: the token's signing key is not in the issuer's key set yet`);
       case 'boom':
         throw new TypeError('bug');
       case 'revoked':
@@ -92,6 +96,12 @@ describe('AuthChain: outcome precedence', () => {
     { name: 'backend unavailable wins over AUTH_INVALID when nothing succeeds', chain: ['invalid', 'unavailable'], code: 'AUTH_BACKEND_UNAVAILABLE' },
     { name: 'backend unavailable wins over AUTH_INVALID in the other order too', chain: ['unavailable', 'invalid'], code: 'AUTH_BACKEND_UNAVAILABLE' },
     { name: 'reports the first AUTH_INVALID reason', chain: ['null', 'invalid'], code: 'AUTH_INVALID', message: /^invalid-1: token expired$/ },
+    // A key another authenticator waits for may be the token's (an unknown kid, say): retry.
+    { name: 'a pending key read wins over AUTH_INVALID', chain: ['invalid', 'pending'], code: 'AUTH_BACKEND_UNAVAILABLE', message: /^pending-1:/ },
+    // But not over a refusal of what a verified token says: that is final.
+    { name: 'a refusal of a token whose signature verified wins over a pending key read', chain: ['signed-invalid', 'pending'], code: 'AUTH_INVALID', message: /^signed-invalid-0: token audience/ },
+    { name: 'a refusal of a token whose signature verified wins over a pending key read in the other order too', chain: ['pending', 'invalid', 'signed-invalid'], code: 'AUTH_INVALID', message: /^signed-invalid-2: token audience/ },
+    { name: 'a backend outage still wins over a refusal of a verified token', chain: ['signed-invalid', 'unavailable'], code: 'AUTH_BACKEND_UNAVAILABLE', message: /^unavailable-1: backend down$/ },
     { name: 'an unexpected exception becomes INTERNAL, not UNAUTHENTICATED', chain: ['boom', 'invalid'], code: 'INTERNAL', message: /^internal error while authenticating$/ },
     { name: 'all null without a credential is AUTH_MISSING', chain: ['null', 'null'], req: {}, code: 'AUTH_MISSING', message: /^no credential: send a service-account token in the authorization header, or a client certificate issued by this CA$/ },
     { name: 'all null with an authorization header that is not Bearer says so', chain: ['null', 'null'], req: { authorizationNotBearer: true }, code: 'AUTH_MISSING', message: /^the authorization header is not "Bearer <token>"/ },
@@ -224,6 +234,20 @@ describe('AuthChain with a real JWT authenticator', () => {
     const chain = new AuthChain({ clusters: { Kubernetes: [jwt] } });
     const caller = await chain.authenticate({ bearerToken: await signToken(key, k8sClaims('ns1', 'sa1')), clusterId: 'Kubernetes' });
     expect(caller.identities).toEqual(['spiffe://cluster.local/ns/ns1/sa/sa1']);
+  });
+
+  it("refuses a token it verified for a wrong audience or lifetime as AUTH_INVALID, though another authenticator waits for a key read (TokenReview's pre-check of a fresh token)", async () => {
+    const chain = new AuthChain({ clusters: { Kubernetes: [jwt, new Fake('tokenreview', 'pending')] } });
+    const audience = await outcome(chain.authenticate({ bearerToken: await signToken(key, k8sClaims(), { aud: ['other'] }) }));
+    expect(audience).toEqual({ code: 'AUTH_INVALID', message: 'token audience does not include istio-ca' });
+    const expired = await outcome(chain.authenticate({ bearerToken: await signToken(key, k8sClaims(), { iatIn: -7200, expIn: -3600 }) }));
+    expect(expired).toEqual({ code: 'AUTH_INVALID', message: 'token expired' });
+    const disagree = await outcome(chain.authenticate({ bearerToken: await signToken(key, { ...k8sClaims('a', 'b'), sub: 'system:serviceaccount:kube-system:admin' }) }));
+    expect(disagree).toEqual({ code: 'AUTH_INVALID', message: 'token claims disagree about the service account (sub vs kubernetes.io)' });
+    // A signature that does not verify is no such verdict: the other authenticator's key read may settle it.
+    const other = await signingKey('RS256', 'k1');
+    const forged = await outcome(chain.authenticate({ bearerToken: await signToken(other, k8sClaims()) }));
+    expect(forged.code).toBe('AUTH_BACKEND_UNAVAILABLE');
   });
 
   it('reports a token from an unknown issuer (wrong iss) as AUTH_INVALID', async () => {
