@@ -42,7 +42,7 @@ export class InventoryService implements RecordSink {
     if (kind === 'none') return undefined;
     if (kind === 'postgres' && !o.url) throw new ConfigError('inventory.store postgres needs inventory.url');
     if (kind === 'sqlite' && !o.path) throw new ConfigError('inventory.path is not set');
-    const failed = (err: unknown): ConfigError => new ConfigError(`cannot open the ${kind} inventory store: ${(err as Error).message.split('\n')[0]}`);
+    const failed = (err: unknown): ConfigError => new ConfigError(`cannot open the ${kind} inventory store: ${(err as Error).message.split('\n')[0]}${kind === 'postgres' ? postgresTlsHint(err) : ''}`);
     let store: InventoryStore;
     try {
       // failClosed: answers wait for commits, which must then survive a power loss (see SqliteStoreOptions.durable).
@@ -178,4 +178,28 @@ export function inventoryErrorLog(logger: Logger, now: () => number = Date.now):
     else if (kind === 'data') logger.error({ err }, 'the inventory store refused an entry as invalid; it was discarded (see meshcert_inventory_rejected_records)');
     else logger.error({ err }, 'inventory write failed; records are kept in memory and retried');
   };
+}
+
+/** Node's codes for a server certificate that does not verify (against its CA list, or by name). */
+const TLS_VERIFY_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * What to do about a PostgreSQL server certificate that does not verify. node-postgres verifies
+ * against Node's public CA list for every sslmode from require up (libpq would not for require),
+ * so a server with a private CA (most in-cluster operators make one) is refused until its CA is named.
+ */
+function postgresTlsHint(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !TLS_VERIFY_CODES.has(code)) return '';
+  return code === 'ERR_TLS_CERT_ALTNAME_INVALID'
+    ? ' (the PostgreSQL server\'s certificate does not name the host in inventory.url: connect by a name it holds)'
+    : ` (${code}: the PostgreSQL server's certificate does not chain to a CA Node trusts; name its CA in inventory.url with sslrootcert=/path/to/ca.crt, or with NODE_EXTRA_CA_CERTS)`;
 }

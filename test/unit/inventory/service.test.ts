@@ -2,7 +2,10 @@
  * The running inventory's retention: expired certificate records and old audit events are
  * pruned at start (and hourly), each by its own setting; auditRetention 0 keeps every event.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -197,4 +200,55 @@ describe('inventoryErrorLog', () => {
       'inventory write failed; records are kept in memory and retried',
     ]);
   });
+});
+
+describe('InventoryService.open and a PostgreSQL server certificate that does not verify', () => {
+  /** Answers PostgreSQL's SSLRequest with 'S' and a TLS handshake with `cert`, then hangs up: enough for the client to judge the certificate. */
+  async function fakeTlsPostgres(key: string, cert: string): Promise<{ port: number; close: () => Promise<void> }> {
+    const sockets = new Set<Socket>();
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.once('data', () => {
+        socket.write('S');
+        const tls = new TLSSocket(socket, { isServer: true, key, cert });
+        tls.on('error', () => socket.destroy());
+        tls.once('secure', () => tls.destroy());
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return {
+      port: (server.address() as AddressInfo).port,
+      close: () => new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+    };
+  }
+
+  const OPTS = { failClosed: false, maxBuffer: 1000, retention: 0, auditRetention: 0 };
+
+  it('says to name its CA with sslrootcert, and a URL that names it gets past the handshake', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-pg-tls-'));
+    const pg = await (async () => {
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'ca.crt'), '-days', '2', '-subj', '/CN=private postgres', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+      return fakeTlsPostgres(readFileSync(join(dir, 'key.pem'), 'utf8'), readFileSync(join(dir, 'ca.crt'), 'utf8'));
+    })();
+    try {
+      const url = `postgres://meshcert:pw@127.0.0.1:${pg.port}/meshcert?sslmode=verify-full`;
+      await expect(InventoryService.open({ store: 'postgres', url, ...OPTS }, createLogger('silent'))).rejects.toThrow(
+        /^cannot open the postgres inventory store: self[- ]signed certificate \(DEPTH_ZERO_SELF_SIGNED_CERT: the PostgreSQL server's certificate does not chain to a CA Node trusts; name its CA in inventory\.url with sslrootcert=\/path\/to\/ca\.crt, or with NODE_EXTRA_CA_CERTS\)$/,
+      );
+      // Its CA named: the certificate verifies, and what fails is the connection the fake drops
+      // (an outage at start, which serves anyway and retries).
+      const { lines, logger } = captureLogs('error');
+      const service = await InventoryService.open({ store: 'postgres', url: `${url}&sslrootcert=${join(dir, 'ca.crt')}`, ...OPTS }, logger);
+      expect(service).toBeDefined();
+      await expect.poll(() => lines.find((l) => String(l.msg).startsWith('inventory store unreachable at start: serving'))).toBeDefined();
+      await service!.close(1000).catch(() => undefined);
+    } finally {
+      await pg.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
