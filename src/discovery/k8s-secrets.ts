@@ -62,7 +62,15 @@ export function k8sSecretPlaces(cluster?: string): `discovered:${string}` {
 export function loadKubeConfig(kubeconfig?: string): KubeConfig {
   const kc = new KubeConfig();
   if (kubeconfig !== undefined) kc.loadFromFile(kubeconfig);
-  else kc.loadFromDefault();
+  else {
+    kc.loadFromDefault();
+    // With no KUBECONFIG, no ~/.kube/config and no pod's service account, the library falls back
+    // to http://localhost:8080, and its refusal of plain HTTP would hide what is missing.
+    const cluster = kc.getCurrentCluster();
+    if (cluster?.name === 'cluster' && cluster.server === 'http://localhost:8080' && kc.getCurrentUser()?.name === 'user') {
+      throw new Error('none found (no KUBECONFIG, no ~/.kube/config, not in a pod with a service account): pass --kubeconfig FILE');
+    }
+  }
   return kc;
 }
 

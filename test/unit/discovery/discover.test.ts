@@ -17,7 +17,7 @@ import { discoverCommand, parseDiscoverArgs } from '../../../src/cli/discover.js
 import { discover, discoveryExitCode, type DiscoveryReport } from '../../../src/discovery/discover.js';
 import { discoverEndpoint } from '../../../src/discovery/endpoint.js';
 import { expandFileArg, globToRegExp, readPemFile } from '../../../src/discovery/files.js';
-import { discoverK8sSecrets, k8sSecretPlaces, secretItems } from '../../../src/discovery/k8s-secrets.js';
+import { discoverK8sSecrets, k8sSecretPlaces, loadKubeConfig, secretItems } from '../../../src/discovery/k8s-secrets.js';
 import { discoveredExpiring } from '../../../src/inventory/expiry.js';
 import { placeName } from '../../../src/inventory/common.js';
 import { openStore } from '../../../src/inventory/open.js';
@@ -1000,6 +1000,28 @@ describe('meshcert discover (CLI)', () => {
       expect(await after.count()).toBe(1);
     } finally {
       await after.close();
+    }
+  });
+});
+
+describe('loadKubeConfig without --kubeconfig', () => {
+  it.skipIf(existsSync('/var/run/secrets/kubernetes.io/serviceaccount/token'))('says no credentials were found, not the library\'s refusal of its http://localhost:8080 fallback', () => {
+    const home = mkdtempSync(join(tmpdir(), 'meshcert-nokube-'));
+    const saved = { HOME: process.env.HOME, KUBECONFIG: process.env.KUBECONFIG };
+    try {
+      process.env.HOME = home;
+      delete process.env.KUBECONFIG;
+      expect(() => loadKubeConfig()).toThrow('none found (no KUBECONFIG, no ~/.kube/config, not in a pod with a service account): pass --kubeconfig FILE');
+      // A ~/.kube/config is used as before.
+      mkdirSync(join(home, '.kube'));
+      writeFileSync(join(home, '.kube', 'config'), ['apiVersion: v1', 'kind: Config', 'clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]', 'users: [{name: u, user: {token: t}}]', 'contexts: [{name: x, context: {cluster: c, user: u}}]', 'current-context: x', ''].join('\n'));
+      expect(loadKubeConfig().getCurrentCluster()?.server).toBe('https://127.0.0.1:6443');
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      rmSync(home, { recursive: true, force: true });
     }
   });
 });
