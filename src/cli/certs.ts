@@ -357,11 +357,15 @@ async function expiringCommand(argv: string[], now: Date): Promise<number> {
     // A check that could not read a CA directory is incomplete: a script running it must notice.
     const code = problems.length > 0 ? 1 : 0;
     if (v.json) {
-      console.log(JSON.stringify({ ca: ca.map(caEntryJson), caChecked: !unchecked, staleIdentities: stale.map(staleJson), discovered: discovered.map(discoveredJson), problems }, null, 2));
+      // caComplete: every CA file could be read (with problems, `ca` holds only what could).
+      console.log(JSON.stringify({ ca: ca.map(caEntryJson), caChecked: !unchecked, caComplete: !unchecked && problems.length === 0, staleIdentities: stale.map(staleJson), discovered: discovered.map(discoveredJson), problems }, null, 2));
       return code;
     }
     if (unchecked) {
       console.log(`CA certificates: not checked (no CA at ${target.caDir}; pass --config to check the configured CAs)`);
+    } else if (ca.length === 0 && problems.length > 0) {
+      // Not "none expiring": what could not be read may be what expires.
+      console.log(`CA certificates: none expiring within ${formatDuration(caWindow)} among the ${certs.length} that could be read; not checked: what the ${problems.length} problem(s) above name`);
     } else if (ca.length === 0) {
       console.log(`CA certificates: none expiring within ${formatDuration(caWindow)} (${certs.length} checked)`);
     } else {

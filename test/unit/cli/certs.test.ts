@@ -348,6 +348,7 @@ describe('meshcert certs expiring', () => {
       },
     ]);
     expect(r.problems).toEqual([]);
+    expect(r).toMatchObject({ caChecked: true, caComplete: true });
   });
 
   it("checks every issuer's CA, in the server's windows unless --within sets all three", async () => {
@@ -376,10 +377,13 @@ describe('meshcert certs expiring', () => {
   it('reports nothing in a short window, and a missing CA directory as a problem (exit 1: the check is incomplete)', async () => {
     writeFileSync(join(cfgDir, 'no-ca.yaml'), 'ca:\n  dir: missing-ca\n');
     expect(await run('expiring', '--config', join(cfgDir, 'no-ca.yaml'), '--db', db, '--within', '1h')).toBe(1);
-    expect(stdout()).toContain('CA certificates: none expiring within 1h (0 checked)');
+    // Not "none expiring": what could not be read may be what expires.
+    expect(stdout()).toContain('CA certificates: none expiring within 1h among the 0 that could be read; not checked: what the 1 problem(s) above name');
     expect(stdout()).toContain('Stale identities: none');
     expect(stdout()).toMatch(/^file:\/etc\/certs\/legacy\.pem\s+CN=legacy\s+.*expired/m); // expired is reported in any window
     expect(stderr()).toContain(`no CA certificates in ${join(cfgDir, 'missing-ca')}`);
+    expect(await run('expiring', '--config', join(cfgDir, 'no-ca.yaml'), '--db', db, '--json')).toBe(1);
+    expect(JSON.parse(out.mock.calls.at(-1)![0] as string)).toMatchObject({ ca: [], caChecked: true, caComplete: false });
   });
 });
 
