@@ -2,6 +2,7 @@ import { servedClusterNames } from '../config/default-cluster.js';
 import { policyWarnings } from '../policy/warnings.js';
 import { existsSync } from 'node:fs';
 import { MAX_PEM_BYTES, MAX_TOKEN_BYTES, readProblem, readRegularFile } from '../fs/read-file.js';
+import { writeProblem } from '../fs/writable.js';
 import { fromKubeSettings, kubeSource } from '../k8s/source.js';
 import { loadConfigFile } from '../config/load.js';
 import { assertServable } from '../config/servable.js';
@@ -86,8 +87,17 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
   const loaded: LocalIssuer[] = [];
   const quiet = createLogger('silent');
   const dir = config.ca.dir!;
-  const creation = config.ca.autoInit ? interruptedCreation(dir) : 'none';
-  if (config.ca.autoInit && isCaDirEmpty(dir)) notes.push(`CA directory ${dir} is empty: serve creates a CA there when it starts (ca.autoInit; a hot reload does not, and refuses the file)`);
+  let creation: ReturnType<typeof interruptedCreation> = 'none';
+  let empty = false;
+  try {
+    creation = config.ca.autoInit ? interruptedCreation(dir) : 'none';
+    empty = config.ca.autoInit && isCaDirEmpty(dir);
+  } catch {
+    // A directory this process may not look into: loadIssuer below says so.
+  }
+  const autoInitProblem = empty ? writeProblem(dir, 'directory') : null;
+  if (autoInitProblem !== null) problems.push(`ca.dir ${dir}: ${autoInitProblem} (ca.autoInit creates the CA there)`);
+  else if (empty) notes.push(`CA directory ${dir} is empty: serve creates a CA there when it starts (ca.autoInit; a hot reload does not, and refuses the file)`);
   else if (creation === 'in-progress') notes.push(`CA directory ${dir}: another process is creating a CA there; serve waits for it and loads it (ca.autoInit)`);
   else if (creation === 'cleared') {
     notes.push(`CA directory ${dir} holds a CA creation that was interrupted: serve clears it and creates the CA again (ca.autoInit)`);
@@ -134,6 +144,12 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
       }
     }),
   );
+  // Where serve writes at start: the SQLite inventory (its file and journal files beside it).
+  const inventory = config.inventory;
+  if ((inventory.store ?? (inventory.url !== undefined ? 'postgres' : 'sqlite')) === 'sqlite' && inventory.path !== undefined) {
+    const problem = writeProblem(inventory.path, 'file');
+    if (problem !== null) problems.push(`inventory.path ${inventory.path}: ${problem}`);
+  }
   const warnings = await kubernetesProblems(config, problems);
   // As serve warns at load: what the policy allows but a CA cannot certify.
   return { problems, notes, warnings: [...warnings, ...uncertifiableSans(new PolicyEngine(config.policy), loaded, config), ...uncertifiableTrustDomains(loaded, config)] };

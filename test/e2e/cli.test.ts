@@ -121,6 +121,42 @@ describe('the meshcert CLI, as a user runs it', () => {
     }
   });
 
+  it.skipIf(process.getuid?.() !== 0)('config check refuses a file whose SQLite inventory or autoInit CA directory serve, run as another user, could not create', async () => {
+    const base = mkdtempSync(join(tmpdir(), 'meshcert-write-perm-'));
+    try {
+      chmodSync(base, 0o755); // root's: others may look, not write
+      await writeTestJwks(join(base, 'jwks.json'));
+      chmodSync(join(base, 'jwks.json'), 0o644);
+      const file = join(base, 'meshcert.yaml');
+      writeFileSync(
+        file,
+        [
+          `dataDir: ${join(base, 'state')}`,
+          'ca:',
+          `  dir: ${join(base, 'ca')}`,
+          '  autoInit: true',
+          'inventory:',
+          `  path: ${join(base, 'inv', 'inventory.db')}`,
+          'auth:',
+          '  clusters:',
+          '    - name: Kubernetes',
+          '      jwt:',
+          `        - { issuer: "${TEST_ISSUER}", jwksFile: "${join(base, 'jwks.json')}" }`,
+          '',
+        ].join('\n'),
+        { mode: 0o644 },
+      );
+      expect((await runCli(['config', 'check', file])).code).toBe(0); // root may write there
+      const r = await runCli(['config', 'check', file], { uid: 65534, gid: 65534 });
+      expect(r.code, r.stdout + r.stderr).toBe(1);
+      const refused = `cannot create it in ${base}: EACCES (permission denied to uid 65534, gid 65534)`;
+      expect(r.stderr).toContain(`  - ca.dir ${join(base, 'ca')}: ${refused} (ca.autoInit creates the CA there)\n`);
+      expect(r.stderr).toContain(`  - inventory.path ${join(base, 'inv', 'inventory.db')}: ${refused}\n`);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+
   it('ca check and ca import-istiod run the self-test serve runs at load, refusing a CA whose intermediate only allows serverAuth', async () => {
     const src = join(dir, 'ca-eku');
     const sh = (cmd: string): void => void execFileSync('sh', ['-c', cmd], { cwd: src, stdio: 'pipe' });

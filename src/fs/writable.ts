@@ -1,0 +1,58 @@
+/**
+ * Whether this process could write where `serve` writes at start (the SQLite inventory, a CA
+ * ca.autoInit creates), asked without writing anything: `config check` must not pass a file that
+ * `serve` then stops on.
+ */
+import { accessSync, constants, statSync, type Stats } from 'node:fs';
+import { dirname } from 'node:path';
+import { accessProblem, notRegular } from './read-file.js';
+
+/**
+ * Why this process could not create or write `path`, or null. A `file` (a database, with the
+ * journal files beside it) needs its directory writable too; a missing one, the nearest directory
+ * that exists above it (everything below is created). A `directory` is written into.
+ */
+export function writeProblem(path: string, kind: 'file' | 'directory'): string | null {
+  let st: Stats;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    // ENOTDIR: a file where a parent directory should be, which creatableIn names.
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') return accessProblem(e);
+    return creatableIn(dirname(path));
+  }
+  if (kind === 'file' && !st.isFile()) return notRegular(st).message;
+  if (kind === 'directory' && !st.isDirectory()) return 'not a directory';
+  try {
+    accessSync(path, kind === 'file' ? constants.R_OK | constants.W_OK : constants.R_OK | constants.W_OK | constants.X_OK);
+  } catch (e) {
+    return `not writable: ${accessProblem(e)}`;
+  }
+  return kind === 'file' ? creatableIn(dirname(path)) : null;
+}
+
+/** Why nothing could be created in `dir` (made first, with its missing parents, if need be), or null. */
+function creatableIn(dir: string): string | null {
+  for (;;) {
+    let st: Stats;
+    try {
+      st = statSync(dir);
+    } catch (e) {
+      const parent = dirname(dir);
+      const code = (e as NodeJS.ErrnoException).code;
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && parent !== dir) {
+        dir = parent;
+        continue;
+      }
+      return `cannot create it in ${dir}: ${accessProblem(e)}`;
+    }
+    if (!st.isDirectory()) return `cannot create it: ${dir} is not a directory`;
+    try {
+      accessSync(dir, constants.W_OK | constants.X_OK);
+      return null;
+    } catch (e) {
+      return `cannot create it in ${dir}: ${accessProblem(e)}`;
+    }
+  }
+}
