@@ -54,6 +54,8 @@ export async function caCommand(argv: string[]): Promise<number> {
     console.log(`  intermediate  ${m.signingCert.subject.replace(/\n/g, ', ')} (until ${new Date(m.signingCert.validTo).toISOString()})`);
     console.log('  files         ca-cert.pem, ca-key.pem (0600), cert-chain.pem, root-cert.pem, root-key.pem (0600)');
     console.log('  keep root-key.pem offline once the intermediate is in place; meshcert does not need it to serve');
+    // A directory that existed before (made 0777 by hand, say) keeps its mode: said here, as ca check says it.
+    for (const exposed of exposedKeyNotes(dir)) console.error(`warning: ${exposed}`);
     return 0;
   }
   if (sub === 'check') {

@@ -99,6 +99,14 @@ describe('the meshcert CLI, as a user runs it', () => {
       ].join('\n'),
     );
     chmodSync(caDir, 0o700);
+    // ca init into a directory open to all says so at once.
+    const openDir = join(dir, 'ca-open');
+    mkdirSync(openDir, { mode: 0o777 });
+    chmodSync(openDir, 0o777);
+    const init = await runCli(['ca', 'init', '--dir', openDir]);
+    expect(init.code, init.stderr).toBe(0);
+    expect(init.stderr).toBe(`warning: ${openDir} is writable by all users (mode 0777): anyone on this machine can replace the CA's files; chmod o-w it (meshcert makes its CA directories 0700)\n`);
+    expect((await runCli(['ca', 'init', '--dir', join(dir, 'ca-closed')])).stderr).toBe('');
   });
 
   // Root may not be refused: only a root test run can try this as another user.
