@@ -224,10 +224,8 @@ export class Authority {
     };
     // The identity itself first: a CA whose name constraints leave out this trust domain (one
     // served by a rule's issuer but not permitted to it) is the operator's to fix, not the caller's.
-    const identityRefused = issuer.refusedUris(sign.uris);
-    if (identityRefused.length > 0) {
-      throw new CaError('ISSUER_UNAVAILABLE', `the signing CA "${issuer.name}" (rule "${decision.rule}") cannot certify trust domain ${trustDomainOf(spiffeId)}: ${identityRefused.join('; ')}; an operator must sign this trust domain with a CA that permits it`);
-    }
+    const outside = identityOutsideCa(issuer, decision.rule, spiffeId);
+    if (outside !== null) throw new CaError('ISSUER_UNAVAILABLE', outside);
     // Names the policy allows but the CA's chain may not certify: clients would refuse the leaf.
     const refused = issuer.refusedNames(sign);
     if (refused.length > 0) {
@@ -288,6 +286,16 @@ function trustDomainOf(id: string): string {
   } catch (e) {
     throw new CaError('IDENTITY_MISMATCH', `the requested identity is not a valid SPIFFE ID: ${(e as Error).message}`);
   }
+}
+
+/**
+ * Why `issuer`'s name constraints leave out `spiffeId`'s trust domain, or null: the server answers
+ * ISSUER_UNAVAILABLE (an operator's to fix), and policy explain says the same.
+ */
+export function identityOutsideCa(issuer: Pick<LocalIssuer, 'name' | 'refusedUris'>, rule: string, spiffeId: string): string | null {
+  const refused = issuer.refusedUris([spiffeId]);
+  if (refused.length === 0) return null;
+  return `the signing CA "${issuer.name}" (rule "${rule}") cannot certify trust domain ${trustDomainOf(spiffeId)}: ${refused.join('; ')}; an operator must sign this trust domain with a CA that permits it`;
 }
 
 /** The refusal of ImpersonatedIdentity when ambient mode is off (policy explain says it too). */

@@ -6,7 +6,7 @@ import type { CsrKeyInfo, ParsedCsr } from '../csr/types.js';
 import { ConfigError, isCaError } from '../errors/ca-error.js';
 import { PolicyEngine, type PolicyDecision, type PolicyRequest, type RuleEvaluation } from '../policy/engine.js';
 import type { CredentialKind } from '../policy/schema.js';
-import { AMBIENT_OFF, chooseIdentity } from '../authority/authority.js';
+import { AMBIENT_OFF, chooseIdentity, identityOutsideCa } from '../authority/authority.js';
 import { unservedTrustDomain } from '../auth/client-cert.js';
 import { isValidNamespace, isValidServiceAccount } from '../auth/jwt.js';
 import { certificateCluster, clusterTrustDomain, effectiveDefaultCluster, servedClusterNames, servedTrustDomains } from '../config/default-cluster.js';
@@ -75,6 +75,12 @@ export interface PolicyExplainOutput {
    * Undefined when not checked (nothing to check, or the CA could not be loaded: see warnings).
    */
   caRefusal?: string | null;
+  /**
+   * Why the chosen CA's name constraints leave out the caller's trust domain: the server refuses
+   * with ISSUER_UNAVAILABLE (retried; an operator's to fix), names or none. Absent when not checked
+   * or when they allow it.
+   */
+  issuerRefusal?: string;
   /** Why authentication refuses the caller before the policy (AUTH_INVALID): a cluster the CA does not serve. */
   clusterRefusal?: string;
   /** Why authentication refuses this caller (AUTH_INVALID): a token's names that are not Kubernetes names, a client certificate's trust domain this CA does not serve. */
@@ -246,8 +252,8 @@ export async function policyCommand(argv: string[]): Promise<number> {
   if (refusedInAuthenticatedDomain) warnings.push(`the alias is allowed in ${requestedTd}, but the rules for the caller's own trust domain ${trustDomain} refuse it`);
   const refusedEarlier = clusterRefusal ?? authRefusal ?? impersonationRefusal ?? csrRefusal;
   const ca = decision.allowed && !refusedEarlier && !v['no-ca'] ? await checkWithCa(config, decision, identity, warnings) : {};
-  const { caRefusal } = ca;
-  const allowed = decision.allowed && !refusedEarlier && !caRefusal;
+  const { caRefusal, issuerRefusal } = ca;
+  const allowed = decision.allowed && !refusedEarlier && !issuerRefusal && !caRefusal;
   const out: PolicyExplainOutput = {
     identity,
     request: {
@@ -267,6 +273,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
     rule: decision.rule,
     decision,
     ...(caRefusal !== undefined ? { caRefusal } : {}),
+    ...(issuerRefusal !== undefined ? { issuerRefusal } : {}),
     ...(clusterRefusal !== undefined ? { clusterRefusal } : {}),
     ...(authRefusal !== undefined ? { authRefusal } : {}),
     ...(impersonationRefusal !== undefined ? { impersonationRefusal } : {}),
@@ -285,6 +292,8 @@ export async function policyCommand(argv: string[]): Promise<number> {
 interface CaVerdict {
   /** Why the CA's name constraints refuse the names the policy allows; null: they allow them; absent: not checked. */
   caRefusal?: string | null;
+  /** Why they leave out the caller's trust domain (checked first, as the server does). */
+  issuerRefusal?: string;
   /** The signing chain's end, and the lifetime the server gives now when it cuts the policy's short. */
   caEnd?: Date;
   ttlSeconds?: number;
@@ -320,6 +329,9 @@ async function checkWithCa(config: MeshcertConfig, d: Extract<PolicyDecision, { 
   // As the server: NotAfter = min(now + lifetime, the chain's end), in whole seconds.
   const left = Math.floor((issuer.notAfter.getTime() - now) / 1000);
   const verdict: CaVerdict = { caEnd: issuer.notAfter, ...(left < d.ttlSeconds ? { ttlSeconds: left } : {}) };
+  // As the server: the identity first, names or none.
+  const outside = identityOutsideCa(issuer, d.rule, identity);
+  if (outside !== null) return { ...verdict, issuerRefusal: outside };
   if (!names) return verdict;
   const refused = issuer.refusedNames({ uris: [identity], dnsNames: d.dnsNames, ipAddresses: d.ipAddresses });
   return { ...verdict, caRefusal: refused.length > 0 ? refused.join('; ') : null };
@@ -389,6 +401,8 @@ function printText(o: PolicyExplainOutput): void {
     lines.push(`decision:  deny (IMPERSONATION_DENIED): ${o.impersonationRefusal}; the server refuses the request before the policy (${policySays})`);
   } else if (o.csrRefusal) {
     lines.push(`decision:  deny (${o.csrRefusal.code}): ${o.csrRefusal.reason}; the server refuses the CSR before the policy (${policySays})`);
+  } else if (d.allowed && o.issuerRefusal) {
+    lines.push(`decision:  deny (ISSUER_UNAVAILABLE): the policy allows it, but ${o.issuerRefusal} (the server answers UNAVAILABLE, which clients retry, until then)`);
   } else if (d.allowed && o.caRefusal) {
     lines.push(`decision:  deny (CSR_FORBIDDEN_EXTENSION): the policy allows it, but the signing CA "${d.issuer}" cannot certify its names: ${o.caRefusal}`);
   } else if (d.allowed) {

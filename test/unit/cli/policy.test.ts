@@ -252,6 +252,18 @@ describe('meshcert policy explain --json', () => {
     log.mockClear();
     expect(await explain(['--dns', 'istio-ingressgateway.example.com', '--no-ca', '--json'])).toBe(0);
     expect(JSON.parse(stdout())).not.toHaveProperty('caRefusal');
+    // A caller of a trust domain the CA leaves out is refused with or without names, as the server
+    // refuses it (ISSUER_UNAVAILABLE), before its names.
+    for (const names of [[], ['--dns', 'gw.istio-ingress.svc.cluster.local']]) {
+      log.mockClear();
+      expect(await explain(['--cluster', 'east', ...names])).toBe(1);
+      expect(stdout()).toMatch(/^decision: {2}deny \(ISSUER_UNAVAILABLE\): the policy allows it, but the signing CA "gateways-ca" \(rule "gateways"\) cannot certify trust domain east\.example: .*exclude spiffe:\/\/east\.example\/ns\/istio-ingress\/sa\/istio-ingressgateway.*; an operator must sign this trust domain with a CA that permits it \(the server answers UNAVAILABLE, which clients retry, until then\)$/m);
+      log.mockClear();
+      expect(await explain(['--cluster', 'east', '--json', ...names])).toBe(1);
+      const out = JSON.parse(stdout()) as PolicyExplainOutput;
+      expect(out).toMatchObject({ allowed: false, sans: null, decision: { allowed: true, rule: 'gateways' }, issuerRefusal: expect.stringMatching(/cannot certify trust domain east\.example/) });
+      expect(out).not.toHaveProperty('caRefusal');
+    }
   });
 
   it('says when the CA cannot be read, so its name constraints went unchecked, and judges by the policy', async () => {
