@@ -65,6 +65,11 @@ function issuedBy(child: X509Certificate, issuer: X509Certificate): boolean {
 }
 
 /** Why a client certificate in a trust domain this CA does not serve is refused (policy explain says it too). */
+/** The refusal of a client certificate whose SPIFFE ID is not Istio's workload form with Kubernetes names (policy explain says it too). */
+export function notWorkloadIdentity(uri: string): string {
+  return `client certificate URI SAN ${uri} is not an Istio workload identity (spiffe://<trust domain>/ns/<namespace>/sa/<service account>, with Kubernetes names)`;
+}
+
 export function unservedTrustDomain(trustDomain: string, served: ReadonlySet<string>): string {
   return `client certificate is in trust domain ${trustDomain}, which this CA does not serve (${[...served].join(', ')})`;
 }
@@ -155,7 +160,7 @@ export class ClientCertAuthenticator implements Authenticator {
     // revocation selectors are written for those (a SPIFFE path segment also allows "_" and capitals).
     const named = parseWorkloadSpiffeId(uris[0]!);
     if (!named || !isValidNamespace(named.namespace) || !isValidServiceAccount(named.serviceAccount)) {
-      throw invalid(`client certificate URI SAN ${uris[0]} is not an Istio workload identity (spiffe://<trust domain>/ns/<namespace>/sa/<service account>, with Kubernetes names)`);
+      throw invalid(notWorkloadIdentity(uris[0]!));
     }
     const identities = [uris[0]!];
     const trustDomain = /^spiffe:\/\/([^/]+)\//.exec(uris[0]!)![1]!;

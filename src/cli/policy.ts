@@ -7,7 +7,7 @@ import { ConfigError, isCaError } from '../errors/ca-error.js';
 import { PolicyEngine, type PolicyDecision, type PolicyRequest, type RuleEvaluation } from '../policy/engine.js';
 import type { CredentialKind } from '../policy/schema.js';
 import { AMBIENT_OFF, chooseIdentity, identityOutsideCa } from '../authority/authority.js';
-import { unservedTrustDomain } from '../auth/client-cert.js';
+import { notWorkloadIdentity, unservedTrustDomain } from '../auth/client-cert.js';
 import { isValidNamespace, isValidServiceAccount } from '../auth/jwt.js';
 import { certificateCluster, clusterTrustDomain, effectiveDefaultCluster, servedClusterNames, servedTrustDomains } from '../config/default-cluster.js';
 import { loadConfigFile } from '../config/load.js';
@@ -188,15 +188,18 @@ export async function policyCommand(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  // As the token authenticator: Kubernetes names only (a client certificate's names are its SANs';
-  // with --impersonated they are the workload's, which node authorization judges, not the token's).
+  // As the authenticators: Kubernetes names only, a token's or a client certificate's (with
+  // --impersonated they are the workload's, which node authorization judges, not the token's).
   // A client certificate authenticates only in a trust domain this CA serves (as serve builds it).
   const servedTds = servedTrustDomains(config);
+  const kubernetesNames = isValidNamespace(namespace) && isValidServiceAccount(serviceAccount);
   const authRefusal = v['client-certificate']
-    ? servedTds.has(trustDomain)
-      ? undefined
-      : unservedTrustDomain(trustDomain, servedTds)
-    : !v.impersonated && !(isValidNamespace(namespace) && isValidServiceAccount(serviceAccount))
+    ? !kubernetesNames
+      ? notWorkloadIdentity(identity)
+      : servedTds.has(trustDomain)
+        ? undefined
+        : unservedTrustDomain(trustDomain, servedTds)
+    : !v.impersonated && !kubernetesNames
       ? 'token names an invalid Kubernetes namespace or service account (a namespace is a DNS-1123 label, a service account a DNS-1123 subdomain)'
       : undefined;
   // Node authorization, as far as the config decides it (the pods on the node are the API server's to say).

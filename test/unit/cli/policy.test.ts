@@ -499,7 +499,7 @@ describe('meshcert policy explain --csr', () => {
     expect(stdout()).toMatch(/^decision: {2}deny \(CSR_FORBIDDEN_EXTENSION\): the CSR asks for a CA certificate .*; the server refuses the CSR before the policy \(the policy would allow\)$/m);
   });
 
-  it('denies a namespace or service account that is not a Kubernetes name, as token authentication does (AUTH_INVALID); a client certificate names its own', async () => {
+  it('denies a namespace or service account that is not a Kubernetes name, as token and client-certificate authentication do (AUTH_INVALID)', async () => {
     for (const [ns, sa] of [['Upper', 'web'], ['a'.repeat(64), 'web'], ['shop', 'x'.repeat(254)], ['shop', 'Web']]) {
       log.mockClear();
       const { code, out } = await runJson(['--ns', ns!, '--sa', sa!]);
@@ -513,7 +513,13 @@ describe('meshcert policy explain --csr', () => {
     expect(await policyCommand(['explain', '--config', config, '--ns', 'Upper', '--sa', 'web'])).toBe(1);
     expect(stdout()).toMatch(/^decision: {2}deny \(AUTH_INVALID\): token names an invalid Kubernetes namespace or service account .*; the server refuses the caller before the policy/m);
     log.mockClear();
-    expect((await runJson(['--ns', 'Upper', '--sa', 'web', '--client-certificate'])).out).not.toHaveProperty('authRefusal');
+    // The client-certificate authenticator refuses such a SAN too.
+    for (const [ns, sa] of [['Upper', 'web'], ['shop', 'a..b']]) {
+      log.mockClear();
+      const cert = await runJson(['--ns', ns!, '--sa', sa!, '--client-certificate']);
+      expect(cert.code, `${ns}/${sa}`).toBe(1);
+      expect(cert.out).toMatchObject({ allowed: false, authRefusal: `client certificate URI SAN spiffe://cluster.local/ns/${ns}/sa/${sa} is not an Istio workload identity (spiffe://<trust domain>/ns/<namespace>/sa/<service account>, with Kubernetes names)` });
+    }
     // A client certificate in a trust domain this CA does not serve does not authenticate.
     log.mockClear();
     const foreign = await runJson(['--ns', 'shop', '--sa', 'web', '--client-certificate', '--trust-domain', 'other.td']);
