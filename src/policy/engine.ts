@@ -259,10 +259,15 @@ export class PolicyEngine {
   }
 }
 
-/** The request as judged in the authenticated trust domain, when that is another than the requested one. */
+/**
+ * The request as judged in the authenticated trust domain, when that is another than the requested
+ * one: its deny rules, keys and lifetime gate it. Without its extra SANs, which the requested
+ * domain's rule says (a `{trustDomain}` template renders there as the requested domain, so a
+ * name it allows could never pass a second judgement in the authenticated one).
+ */
 function authenticatedDomainRequest(req: PolicyRequest): PolicyRequest | undefined {
   const td = req.authenticatedTrustDomain;
-  return td === undefined || td === req.trustDomain ? undefined : { ...req, trustDomain: td, authenticatedTrustDomain: undefined };
+  return td === undefined || td === req.trustDomain ? undefined : { ...req, trustDomain: td, authenticatedTrustDomain: undefined, dnsNames: [], ipAddresses: [] };
 }
 
 /* ------------------------------------------------------------------------------------------------

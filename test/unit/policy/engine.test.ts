@@ -585,6 +585,25 @@ describe('a request under a trust-domain alias', () => {
     expect(d.reason).toBe('no lifetime fits both trust domains\' rules: rule "payments" for cluster.local allows at most 1800s, rule "alias" for old.local at least 3600s');
   });
 
+  it("gets the SANs the requested domain's rule allows, {trustDomain} rendered as the requested domain; the authenticated domain's deny rules still refuse it", () => {
+    const gw = engine({
+      rules: [
+        { name: 'no-team-x', match: { trustDomains: ['cluster.local'], namespaces: ['team-x'] }, deny: 'team-x gets no certificates' },
+        { name: 'gateways', match: { namespaces: ['istio-ingress', 'team-x'] }, extraSans: { dns: ['{serviceAccount}.{namespace}.svc.{trustDomain}'] } },
+      ],
+    });
+    const alias = { namespace: 'istio-ingress', serviceAccount: 'gw', trustDomain: 'old.local', authenticatedTrustDomain: 'cluster.local' };
+    expect(allowed(gw.evaluate(req({ ...alias, dnsNames: ['gw.istio-ingress.svc.old.local'] })))).toMatchObject({ rule: 'gateways', dnsNames: ['gw.istio-ingress.svc.old.local'] });
+    expect(allowed(gw.explain(req({ ...alias, dnsNames: ['gw.istio-ingress.svc.old.local'] })).decision).dnsNames).toEqual(['gw.istio-ingress.svc.old.local']);
+    // The authenticated domain's name is not the requested domain's to give.
+    expect(denied(gw.evaluate(req({ ...alias, dnsNames: ['gw.istio-ingress.svc.cluster.local'] }))).code).toBe('CSR_FORBIDDEN_EXTENSION');
+    // A deny rule of the authenticated domain is not stepped around by asking under the alias, SANs or none.
+    for (const dnsNames of [[], ['gw.team-x.svc.old.local']]) {
+      const d = denied(gw.evaluate(req({ ...alias, namespace: 'team-x', dnsNames })));
+      expect(d).toMatchObject({ rule: 'no-team-x', code: 'POLICY_DENIED' });
+    }
+  });
+
   it('is refused when the authenticated domain\'s rule rejects the lifetime', () => {
     const strict = engine({ rules: [{ name: 'payments', match: { trustDomains: ['cluster.local'], namespaces: ['payments-*'] }, lifetime: { default: '1h', max: '12h', aboveMax: 'reject' } }] });
     expect(denied(strict.evaluate(req({ ...asked, trustDomain: 'old.local', authenticatedTrustDomain: 'cluster.local' }))).rule).toBe('payments');
