@@ -20,10 +20,13 @@ export function frameMessage(payload: Uint8Array): Buffer {
 
 /**
  * Collects a unary request body and returns its single message. The declared length is checked
- * as soon as the prefix arrives, so an oversized request is refused before it is buffered.
+ * as soon as the prefix arrives, so an oversized request is refused before it is buffered. Each
+ * chunk is copied into one buffer of the call's own: node:http2 hands DATA frames over as slices
+ * of the socket's read (up to 16 KB), and a slice kept as it came pins the whole read, so a client
+ * sending a byte per frame would hold far more memory than the bytes counted against it.
  */
 export class UnaryBody {
-  private readonly chunks: Buffer[] = [];
+  private buf: Buffer = Buffer.alloc(0);
   private received = 0;
   private declared = -1;
 
@@ -31,20 +34,31 @@ export class UnaryBody {
 
   /** Throws RESOURCE_EXHAUSTED as soon as the message is known to be too large. */
   push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.received += chunk.length;
-    if (this.declared < 0 && this.received >= 5) {
-      const head = this.chunks.length === 1 ? chunk : Buffer.concat(this.chunks);
+    const total = this.received + chunk.length;
+    if (this.declared < 0 && total >= 5) {
+      const head = Buffer.alloc(5);
+      this.buf.copy(head, 0, 0, this.received);
+      chunk.copy(head, this.received, 0, 5 - this.received);
       this.declared = head.readUInt32BE(1);
       if (this.declared > this.maxMessageBytes) throw tooLarge(this.declared, this.maxMessageBytes);
     }
     // A second message (or trailing garbage) would also land here; bound it the same way.
-    if (this.received > 5 + this.maxMessageBytes) throw tooLarge(this.received - 5, this.maxMessageBytes);
+    if (total > 5 + this.maxMessageBytes) throw tooLarge(total - 5, this.maxMessageBytes);
+    if (total > this.buf.length) {
+      // Doubling, up to the declared message (past it only trailing bytes, refused at the end):
+      // at most about twice what was received, and usually one allocation of the message's size.
+      const bound = this.declared >= 0 ? 5 + this.declared : 5;
+      const grown = Buffer.allocUnsafe(Math.max(total, Math.min(Math.max(64, this.buf.length * 2), bound)));
+      this.buf.copy(grown, 0, 0, this.received);
+      this.buf = grown;
+    }
+    chunk.copy(this.buf, this.received);
+    this.received = total;
   }
 
   /** At end of stream: exactly one complete message, decompressed when flagged. */
   message(encoding: string | undefined): Buffer {
-    const body = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.received);
+    const body = this.buf.subarray(0, this.received);
     if (body.length < 5) throw new GrpcStatusError(Status.INTERNAL, 'the request carried no complete gRPC message');
     const length = body.readUInt32BE(1);
     if (body.length < 5 + length) throw new GrpcStatusError(Status.INTERNAL, 'the request ended inside a gRPC message');

@@ -52,6 +52,25 @@ describe('UnaryBody', () => {
     expect(read([...framed(payload)].map((b) => Buffer.from([b])))).toEqual(payload);
   });
 
+  it("copies what it is given: it keeps no slice of a chunk's buffer (a socket read a one-byte DATA frame would pin)", () => {
+    const frame = framed(payload);
+    for (const split of [[frame.length], [1, 4, frame.length], [...frame.keys()].map((i) => i + 1)]) {
+      // The chunks are views of one large buffer, as node:http2 hands DATA frames over.
+      const read16k = Buffer.alloc(16 * 1024);
+      frame.copy(read16k, 100);
+      const body = new UnaryBody(MAX);
+      let from = 0;
+      for (const to of split) {
+        body.push(read16k.subarray(100 + from, 100 + to));
+        from = to;
+      }
+      read16k.fill(0xee); // the socket's buffer reused for the next read
+      const message = body.message(undefined);
+      expect(message).toEqual(payload);
+      expect(message.buffer).not.toBe(read16k.buffer);
+    }
+  });
+
   it('returns an empty message (length 0) as empty', () => {
     expect(read([prefix(0)])).toHaveLength(0);
   });
