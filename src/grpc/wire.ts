@@ -48,7 +48,8 @@ export class UnaryBody {
       // Doubling, up to the declared message (past it only trailing bytes, refused at the end):
       // at most about twice what was received, and usually one allocation of the message's size.
       const bound = this.declared >= 0 ? 5 + this.declared : 5;
-      const grown = Buffer.allocUnsafe(Math.max(total, Math.min(Math.max(64, this.buf.length * 2), bound)));
+      // Not from Buffer's shared pool, whose 8 KB slabs a small stalled buffer would pin too.
+      const grown = Buffer.allocUnsafeSlow(Math.max(total, Math.min(Math.max(64, this.buf.length * 2), bound)));
       this.buf.copy(grown, 0, 0, this.received);
       this.buf = grown;
     }
