@@ -102,9 +102,15 @@ export class InventoryFlushTimeoutError extends Error {
   }
 }
 
-/** Records were dropped because the buffer was full. */
+/** Records (or audit events: `lane`) were dropped because the buffer was full. */
 export class InventoryOverflowError extends Error {
   override readonly name = 'InventoryOverflowError';
+  constructor(
+    message: string,
+    readonly lane: RecorderLaneKind = 'certificates',
+  ) {
+    super(message);
+  }
 }
 
 interface Batch<T> {
@@ -606,7 +612,7 @@ export class InventoryRecorder {
           if (batch.items.length > 1) {
             l.split(batch);
           } else {
-            const discarded = new InventoryDataError(`${l.kind === 'audit' ? 'audit event' : 'certificate record'} discarded: ${error.message}`, { cause: error });
+            const discarded = new InventoryDataError(`${l.kind === 'audit' ? 'audit event' : 'certificate record'} discarded: ${error.message}`, { cause: error, lane: l.kind });
             l.reject(batch, discarded);
             this.emitError(discarded);
           }
@@ -636,6 +642,7 @@ export class InventoryRecorder {
       this.emitError(
         new InventoryOverflowError(
           `inventory buffer full (${this.limitOf(lane as Lane<unknown>)} pending ${lane.kind}): dropping the oldest unwritten entries`,
+          lane.kind,
         ),
       );
     }

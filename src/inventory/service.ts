@@ -169,14 +169,22 @@ export class InventoryService implements RecordSink {
  */
 export function inventoryErrorLog(logger: Logger, now: () => number = Date.now): (err: Error) => void {
   const last = new Map<string, number>();
+  // Certificate records and audit events each: audit events overflowing first must not hide that
+  // certificate records are now being lost too (each lane says so once per overflow).
+  const message = {
+    'overflow:certificates': 'inventory buffer full: the oldest unwritten certificate records are being dropped (see meshcert_inventory_dropped_records)',
+    'overflow:audit': 'inventory audit buffer full: the oldest unwritten audit events are being dropped (see meshcert_inventory_audit_events_lost_total{reason="dropped"})',
+    'data:certificates': 'the inventory store refused an entry as invalid; it was discarded (see meshcert_inventory_rejected_records)',
+    'data:audit': 'the inventory store refused an audit event as invalid; it was discarded (see meshcert_inventory_audit_events_lost_total{reason="rejected"})',
+    write: 'inventory write failed; records are kept in memory and retried',
+  } as const;
   return (err) => {
-    const kind = err instanceof InventoryOverflowError ? 'overflow' : err instanceof InventoryDataError ? 'data' : 'write';
+    const kind: keyof typeof message =
+      err instanceof InventoryOverflowError ? `overflow:${err.lane}` : err instanceof InventoryDataError ? `data:${err.lane ?? 'certificates'}` : 'write';
     const t = now();
     if (t - (last.get(kind) ?? -Infinity) < 10_000) return;
     last.set(kind, t);
-    if (kind === 'overflow') logger.error({ err }, 'inventory buffer full: the oldest unwritten records are being dropped (see meshcert_inventory_dropped_records)');
-    else if (kind === 'data') logger.error({ err }, 'the inventory store refused an entry as invalid; it was discarded (see meshcert_inventory_rejected_records)');
-    else logger.error({ err }, 'inventory write failed; records are kept in memory and retried');
+    logger.error({ err }, message[kind]);
   };
 }
 

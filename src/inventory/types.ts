@@ -197,6 +197,12 @@ export interface InventoryStore {
  */
 export class InventoryDataError extends Error {
   override readonly name = 'InventoryDataError';
+  /** What the recorder discarded: a certificate record or an audit event (absent: a record, or not the recorder's). */
+  readonly lane?: 'certificates' | 'audit';
+  constructor(message: string, options?: { cause?: unknown; lane?: 'certificates' | 'audit' }) {
+    super(message, options);
+    if (options?.lane !== undefined) this.lane = options.lane;
+  }
 }
 
 /** A filter value no certificate can have (a NUL, which PostgreSQL text refuses and SQLite would just not match). */

@@ -256,12 +256,16 @@ describe('InventoryRecorder (in-memory store)', () => {
   it('audit events get ids, are bounded with drop-oldest, and are flushed on close', async () => {
     const store = new MemoryStore();
     store.down = true;
-    const rec = new InventoryRecorder(store, { maxAuditBuffer: 5, flushIntervalMs: SLOW });
+    const errors: Error[] = [];
+    const rec = new InventoryRecorder(store, { maxAuditBuffer: 5, maxBuffer: 2, flushIntervalMs: SLOW, onError: (e) => errors.push(e) });
     for (let i = 0; i < 8; i++) {
       rec.recordAudit({ at: new Date(T0 + i), requester: null, identity: `id-${i}`, cluster: null, decision: 'refused' });
     }
     expect(rec.auditBacklog).toBe(5);
     expect(rec.stats.auditDropped).toBe(3);
+    // Each lane's overflow says which it is (the log tells them apart: see inventoryErrorLog).
+    for (let i = 0; i < 5; i++) rec.record(makeRecord(`lane-${i}`)); // past hardLimit (2 x maxBuffer)
+    expect(errors.filter((e) => e instanceof InventoryOverflowError).map((e) => (e as InventoryOverflowError).lane)).toEqual(['audit', 'certificates']);
     store.down = false;
     await rec.close();
     const stored = [...store.audit.values()];

@@ -186,17 +186,23 @@ describe('inventoryErrorLog', () => {
     const log = inventoryErrorLog(createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) })), () => t);
     log(new Error('connection refused'));
     log(new Error('connection refused'));
-    log(new InventoryOverflowError('inventory buffer full'));
-    log(new InventoryDataError('certificate record discarded'));
+    // Audit events overflow first; certificate records a few seconds later are news of their own.
+    log(new InventoryOverflowError('inventory buffer full (100 pending audit)', 'audit'));
+    log(new InventoryDataError('certificate record discarded', { lane: 'certificates' }));
     t = 5_000;
-    log(new InventoryOverflowError('inventory buffer full'));
+    log(new InventoryOverflowError('inventory buffer full (100 pending audit)', 'audit'));
+    log(new InventoryOverflowError('inventory buffer full (100 pending certificates)', 'certificates'));
+    log(new InventoryDataError('audit event discarded', { lane: 'audit' }));
     t = 10_001;
     log(new Error('connection refused'));
+    log(new InventoryOverflowError('inventory buffer full (100 pending certificates)', 'certificates'));
     await new Promise((r) => setTimeout(r, 300)); // the logger flushes on a timer
     expect(lines.map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual([
       'inventory write failed; records are kept in memory and retried',
-      'inventory buffer full: the oldest unwritten records are being dropped (see meshcert_inventory_dropped_records)',
+      'inventory audit buffer full: the oldest unwritten audit events are being dropped (see meshcert_inventory_audit_events_lost_total{reason="dropped"})',
       'the inventory store refused an entry as invalid; it was discarded (see meshcert_inventory_rejected_records)',
+      'inventory buffer full: the oldest unwritten certificate records are being dropped (see meshcert_inventory_dropped_records)',
+      'the inventory store refused an audit event as invalid; it was discarded (see meshcert_inventory_audit_events_lost_total{reason="rejected"})',
       'inventory write failed; records are kept in memory and retried',
     ]);
   });
