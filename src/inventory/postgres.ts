@@ -252,6 +252,10 @@ export class PostgresInventoryStore implements InventoryStore {
    */
   private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = [], name?: string): Promise<pg.QueryResult<R>> {
     this.assertOpen();
+    // Dates as UTC ISO text, as inserts write them: pg would send a Date in this process's local
+    // time, with an offset rounded to the minute, shifting an instant whose zone then had seconds
+    // in its offset (local mean time before 1900), so a cursor on it could return it again forever.
+    values = values.map((v) => (v instanceof Date ? v.toISOString() : v));
     const config = name === undefined ? { text, values } : { name, text, values };
     for (let attempt = 1; ; attempt++) {
       try {

@@ -410,6 +410,29 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     );
   });
 
+  it("pages and filters by instants whatever this process's time zone, one whose offset then had seconds included", async () => {
+    const saved = process.env.TZ;
+    // New York before 1883: local mean time, -04:56:02, which a minute-rounded offset would shift.
+    process.env.TZ = 'America/New_York';
+    try {
+      const old = makeRecord('lmt', { notBefore: new Date(Date.UTC(1800, 0, 1)), notAfter: new Date(Date.UTC(1800, 5, 1)), issuedAt: new Date(Date.UTC(1800, 0, 1)) });
+      const now = makeRecord('now');
+      await store.insertMany([old, now]);
+      const seen: string[] = [];
+      let cursor: string | null | undefined;
+      for (let page = 0; page < 5 && cursor !== null; page++) {
+        const p = await store.list({ limit: 1, ...(cursor ? { cursor } : {}) });
+        seen.push(...p.items.map((r) => r.fingerprint));
+        cursor = p.nextCursor;
+      }
+      expect(seen).toEqual([old.fingerprint, now.fingerprint]);
+      expect((await store.list({ expiringBefore: new Date(old.notAfter.getTime() + 1000) })).items.map((r) => r.fingerprint)).toEqual([old.fingerprint]);
+    } finally {
+      if (saved === undefined) delete process.env.TZ;
+      else process.env.TZ = saved;
+    }
+  });
+
   it('rejects a forged cursor with InvalidCursorError', async () => {
     await store.insertMany([makeRecord(1)]);
     const f = 'ab'.repeat(32);
