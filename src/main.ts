@@ -453,16 +453,13 @@ function closeUnshared(built: BuiltAuth, inForce: BuiltAuth): void {
 async function startNodeAuthorization(config: MeshcertConfig, cluster: string, logger: Logger, closers: Array<() => void | Promise<void>>): Promise<NodeAuthorizer> {
   const source = kubeSource(config);
   // Loaded only in ambient mode: @kubernetes/client-node costs ~60 MB per process.
-  const [{ createKubeClient }, { PodCache }, { NodeAuthorizer }, { KubeLivePods }] = await Promise.all([
+  const [{ createKubeClient, PROMPT_WATCH }, { PodCache }, { NodeAuthorizer }, { KubeLivePods }] = await Promise.all([
     import('./k8s/client.js'),
     import('./k8s/pod-cache.js'),
     import('./k8s/node-authorizer.js'),
     import('./k8s/live-pods.js'),
   ]);
-  // Watches re-made every 1-2 min (not client-go's 5-10): a stream that goes silent without
-  // closing (a half-open connection, a stalled proxy) is noticed within ~2.5 min, not ~10, and
-  // node authorization stops answering from a stale view sooner.
-  const kube = fromKubeSettings(() => createKubeClient(source, { watch: { minTimeoutSeconds: 60 } }));
+  const kube = fromKubeSettings(() => createKubeClient(source, { watch: PROMPT_WATCH }));
   const pods = new PodCache({ client: kube, log: logger });
   closers.push(() => pods.stop());
   // Not fatal: until the cache syncs, impersonated requests get UNAVAILABLE (retried), never a denial.

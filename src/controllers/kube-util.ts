@@ -62,10 +62,10 @@ export function withDeadline<T>(p: Promise<T>, ms: number, message: string): Pro
  * which RBAC `resourceNames` can authorize for list and watch). The cache keeps metadata only:
  * key material never sits in the informer.
  */
-export function makeNamedSecretInformer(kube: Pick<KubeClient, 'kubeConfig' | 'core'>, namespace: string, name: string, watch?: WatchOptions): KubeInformer<V1Secret> {
+export function makeNamedSecretInformer(kube: Pick<KubeClient, 'kubeConfig' | 'core' | 'watchOptions'>, namespace: string, name: string, watch?: WatchOptions): KubeInformer<V1Secret> {
   const fieldSelector = `metadata.name=${name}`;
   const strip = (s: V1Secret): V1Secret => ({ metadata: { ...s.metadata } });
-  const stream = new StreamingWatch(kube.kubeConfig, watch, strip as (o: unknown) => unknown);
+  const stream = new StreamingWatch(kube.kubeConfig, watch ?? kube.watchOptions, strip as (o: unknown) => unknown);
   const path = `/api/v1/namespaces/${encodeURIComponent(namespace)}/secrets`;
   return new KubeInformer<V1Secret>(
     path,

@@ -226,6 +226,15 @@ type WatchCallback = (phase: string, apiObj: any, watchObj?: any) => void; // es
 type WatchDone = (err: any) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 const MAX_WATCH_LINE = 16 * 1024 * 1024;
+/** A watch ended sooner than this with no event is an error (client-go: "very short watch"). */
+const SHORT_WATCH_MS = 1000;
+
+/**
+ * Watches re-made every 1-2 min (not client-go's 5-10): a stream that goes silent without closing
+ * (a half-open connection, a stalled proxy) is noticed within ~2.5 min, not ~10, so node
+ * authorization stops answering from a stale view, and a new namespace gets its root ConfigMap, sooner.
+ */
+export const PROMPT_WATCH: WatchOptions = { minTimeoutSeconds: 60 };
 const MAX_ERROR_BODY = 64 * 1024;
 
 /** An HTTP error from the API server, shaped as ListWatch expects (`statusCode`, 410 handling). */
@@ -348,6 +357,8 @@ export class StreamingWatch extends Watch {
           return;
         }
         settle();
+        const openedAt = performance.now();
+        let events = 0;
         let buffered = '';
         const armIdle = (): void => {
           clearTimeout(idleTimer);
@@ -364,7 +375,10 @@ export class StreamingWatch extends Watch {
           while ((nl = buffered.indexOf('\n')) !== -1) {
             const line = buffered.slice(0, nl).trim();
             buffered = buffered.slice(nl + 1);
-            if (line) this.dispatchSafely(line, callback, finish);
+            if (line) {
+              events++;
+              this.dispatchSafely(line, callback, finish);
+            }
             if (finished) return;
           }
           if (buffered.length > MAX_WATCH_LINE) finish(new Error(`watch ${path}: event larger than ${MAX_WATCH_LINE} bytes`));
@@ -375,8 +389,15 @@ export class StreamingWatch extends Watch {
         });
         res.on('end', () => {
           const line = buffered.trim();
-          if (line) this.dispatchSafely(line, callback, finish);
-          finish(null);
+          if (line) {
+            events++;
+            this.dispatchSafely(line, callback, finish);
+          }
+          // Ended at once with nothing (a proxy or API server closing watches): an error, so the
+          // owner's backoff applies, as client-go's "very short watch"; a clean end is re-watched
+          // at once, which here would be a tight loop of requests.
+          if (events === 0 && performance.now() - openedAt < SHORT_WATCH_MS) finish(new Error(`watch ${path}: the API server ended the watch at once with no event (a very short watch)`));
+          else finish(null);
         });
       });
       request.on('error', (err) => finish(err));
@@ -513,6 +534,8 @@ export interface KubeClient {
   readonly server: string;
   readonly core: CoreV1Api;
   readonly coordination: CoordinationV1Api;
+  /** The watch options this client's informers use (for informers built beside makeInformer). */
+  readonly watchOptions?: WatchOptions;
   makeInformer<K extends InformerKind>(kind: K, opts?: InformerOptions<InformerKindMap[K]>): KubeInformer<InformerKindMap[K]>;
 }
 
@@ -589,7 +612,7 @@ export function createKubeClient(source: KubeConfigSource | KubeConfig, opts: Ku
     return new KubeInformer<T>(path, stream, listAll, labelSelector, fieldSelector);
   }
 
-  return { kubeConfig: kc, server: cluster.server, core, coordination, makeInformer };
+  return { kubeConfig: kc, server: cluster.server, core, coordination, makeInformer, ...(opts.watch === undefined ? {} : { watchOptions: opts.watch }) };
 }
 
 // ---------------------------------------------------------------------------------------------

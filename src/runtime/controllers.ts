@@ -31,14 +31,15 @@ export async function startControllers(
 ): Promise<RunningControllers | undefined> {
   const { rootCertConfigMap, istiodTls } = config.istio;
   if (!rootCertConfigMap.enabled && !istiodTls.enabled) return undefined;
-  const [{ createKubeClient }, { LeaderElector }, { RootCertDistributor }, { IstiodTlsController }, { localServingCertIssuer }] = await Promise.all([
+  const [{ createKubeClient, PROMPT_WATCH }, { LeaderElector }, { RootCertDistributor }, { IstiodTlsController }, { localServingCertIssuer }] = await Promise.all([
     import('../k8s/client.js'),
     import('../controllers/leader.js'),
     import('../controllers/root-distribution.js'),
     import('../controllers/istiod-tls.js'),
     import('../controllers/serving-issuer.js'),
   ]);
-  const kube = fromKubeSettings(() => createKubeClient(kubeSource(config)));
+  // A new namespace's root ConfigMap must not wait ten minutes for a silent watch to be noticed.
+  const kube = fromKubeSettings(() => createKubeClient(kubeSource(config), { watch: PROMPT_WATCH }));
   const le = config.leaderElection;
   const namespace = le.namespace ?? process.env.MESHCERT_POD_NAMESPACE ?? readNamespace() ?? 'meshcert';
   const identity = process.env.MESHCERT_POD_NAME ?? hostname();

@@ -64,6 +64,10 @@ ${extra}`,
     expect(cm.metadata.labels?.['istio.io/config']).toBe('true');
     fake.put('namespaces', ns('new-team'));
     await expect.poll(() => rootIn('new-team'), { timeout: 10_000 }).toBe(root);
+    // Watches re-made every 1-2 minutes: one gone silent is noticed within ~2.5, not ~10.
+    const watches = fake.requests.filter((r) => r.query.watch === 'true');
+    expect(watches.length).toBeGreaterThan(0);
+    for (const w of watches) expect(Number(w.query.timeoutSeconds), w.path).toBeLessThan(120);
   });
 
   it('issues istiod-tls for istiod.istio-system.svc, chaining to ca.crt', async () => {

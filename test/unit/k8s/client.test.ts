@@ -176,19 +176,69 @@ describe('timeouts', () => {
   });
 });
 
+/** `srv` listening on loopback, and a kubeconfig for it (plain HTTP: the watch transport only; createKubeClient refuses http). */
+async function plainHttpKubeConfig(srv: http.Server): Promise<KubeConfig> {
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  const kc = new KubeConfig();
+  kc.loadFromOptions({ clusters: [{ name: 'c', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }], users: [{ name: 'u' }], contexts: [{ name: 'x', cluster: 'c', user: 'u' }], currentContext: 'x' });
+  return kc;
+}
+
+/** A namespaces informer over the watch transport (an empty list at resourceVersion 10), and the errors it emits. */
+function namespaceInformer(kc: KubeConfig): { informer: KubeInformer<V1Namespace>; errors: string[] } {
+  const informer = new KubeInformer<V1Namespace>('/api/v1/namespaces', new StreamingWatch(kc), async () => ({ metadata: { resourceVersion: '10' }, items: [] }));
+  const errors: string[] = [];
+  informer.on('error', (e: unknown) => void errors.push(String(e)));
+  return { informer, errors };
+}
+
+describe('a watch the API server ends at once', () => {
+  it("is an error (client-go's very short watch), so its owner backs off, not a clean end re-watched at once in a loop", async () => {
+    let watches = 0;
+    let slow = false;
+    const srv = http.createServer((_req, res) => {
+      watches++;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.flushHeaders();
+      if (slow) setTimeout(() => res.end(), 1_100);
+      else res.end();
+    });
+    const kc = await plainHttpKubeConfig(srv);
+    const { informer, errors } = namespaceInformer(kc);
+    try {
+      await informer.start();
+      await expect.poll(() => errors, { timeout: 3_000 }).toEqual(['Error: watch /api/v1/namespaces: the API server ended the watch at once with no event (a very short watch)']);
+      // Not re-watched in a loop meanwhile (the owner restarts it, with its backoff).
+      await new Promise((r) => setTimeout(r, 300));
+      expect(watches).toBe(1);
+    } finally {
+      await informer.stop();
+    }
+    // A watch that lasted (its timeout reached, say) ends cleanly and is re-watched.
+    slow = true;
+    watches = 0;
+    const { informer: lasting, errors: lastingErrors } = namespaceInformer(kc);
+    try {
+      await lasting.start();
+      await expect.poll(() => watches, { timeout: 5_000 }).toBeGreaterThanOrEqual(2);
+      expect(lastingErrors).toEqual([]);
+    } finally {
+      await lasting.stop();
+      srv.closeAllConnections();
+      srv.close();
+    }
+  });
+});
+
 describe('watch event handlers', () => {
   it("ends the stream with the error when an (async) handler throws, so its owner restarts it, and nothing is left unhandled", async () => {
     const srv = http.createServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.write(`${JSON.stringify({ type: 'ADDED', object: { metadata: { name: 'ns-a', resourceVersion: '11' } } })}\n`);
     });
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-    const port = (srv.address() as { port: number }).port;
-    const kc = new KubeConfig();
-    kc.loadFromOptions({ clusters: [{ name: 'c', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }], users: [{ name: 'u' }], contexts: [{ name: 'x', cluster: 'c', user: 'u' }], currentContext: 'x' });
-    const informer = new KubeInformer<V1Namespace>('/api/v1/namespaces', new StreamingWatch(kc), async () => ({ metadata: { resourceVersion: '10' }, items: [] }));
-    const errors: string[] = [];
-    informer.on('error', (e: unknown) => void errors.push(String(e)));
+    const kc = await plainHttpKubeConfig(srv);
+    const { informer, errors } = namespaceInformer(kc);
     informer.on('add', (o: V1Namespace) => {
       if (o.metadata?.name === 'ns-a') throw new Error('handler failed');
     });
