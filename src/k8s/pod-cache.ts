@@ -62,6 +62,9 @@ export class PodCacheStartError extends Error {
   override readonly name = 'PodCacheStartError';
 }
 
+/** A watch up this long counts as working though it delivered nothing (a quiet cluster). */
+const WATCH_PROVEN_MS = 1000;
+
 export interface PodCacheOptions {
   readonly client: Pick<KubeClient, 'makeInformer' | 'server'>;
   /** E.g. `spec.nodeName=node-a`; default all pods. */
@@ -74,6 +77,11 @@ export interface PodCacheOptions {
   readonly backoffMaxMs?: number;
   /** How long a broken watch may leave the cache stale before lookups report not ready. Default 60 s. */
   readonly maxStaleMs?: number;
+  /**
+   * How long a watch must stay up before the next failure starts from the initial backoff again
+   * (default 60 s): a server that accepts watches and drops them at once must see the backoff grow.
+   */
+  readonly stableMs?: number;
   /** start() rejects when not synced within this time. Default 30 s. */
   readonly startTimeoutMs?: number;
   /** Clock (ms since epoch), for deletionTimestamp checks and staleness. */
@@ -169,6 +177,10 @@ export class PodCache implements PodLookup {
   private stopped = false;
   private everSynced = false;
   private watchUp = false;
+  /** When the watch last came up; and whether it has shown since that it works (a list or an event). */
+  private upSince = 0;
+  private proven = false;
+  private readonly stableMs: number;
   private brokenSince = 0;
   private listedRv: string | undefined;
   private lastError: string | undefined;
@@ -185,6 +197,7 @@ export class PodCache implements PodLookup {
     this.backoffInitialMs = opts.backoffInitialMs ?? 500;
     this.backoffMaxMs = opts.backoffMaxMs ?? 30_000;
     this.maxStaleMs = opts.maxStaleMs ?? 60_000;
+    this.stableMs = opts.stableMs ?? 60_000;
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
     this.backoffMs = this.backoffInitialMs;
     this.informer = opts.client.makeInformer('pods', {
@@ -193,9 +206,9 @@ export class PodCache implements PodLookup {
       ...(opts.pageSize === undefined ? {} : { pageSize: opts.pageSize }),
       transform: stripPod,
     });
-    this.informer.on('add', (p) => this.upsert(p));
-    this.informer.on('update', (p) => this.upsert(p));
-    this.informer.on('delete', (p) => this.remove(p));
+    this.informer.on('add', (p) => ((this.proven = true), this.upsert(p)));
+    this.informer.on('update', (p) => ((this.proven = true), this.upsert(p)));
+    this.informer.on('delete', (p) => ((this.proven = true), this.remove(p)));
     this.informer.on('error', (err: unknown) => this.onError(err));
     this.informer.onSynced((rv) => this.onSynced(rv));
   }
@@ -241,7 +254,16 @@ export class PodCache implements PodLookup {
 
   get synced(): boolean {
     if (!this.running || !this.everSynced) return false;
-    return this.watchUp || this.now() - this.brokenSince <= this.maxStaleMs;
+    return this.watchHealthy() || this.now() - this.brokenSince <= this.maxStaleMs;
+  }
+
+  /**
+   * A watch up and shown to work: it listed or delivered an event since it came up, or stayed up a
+   * second. One accepted and cut at once, over and over, is not: the break it is part of goes on,
+   * and the cache goes stale after maxStaleMs as for any broken watch.
+   */
+  private watchHealthy(): boolean {
+    return this.watchUp && (this.proven || this.now() - this.upSince >= WATCH_PROVEN_MS);
   }
 
   get size(): number {
@@ -318,7 +340,7 @@ export class PodCache implements PodLookup {
 
   private markConnected(): void {
     this.watchUp = true;
-    this.backoffMs = this.backoffInitialMs;
+    this.upSince = this.now();
   }
 
   private onSynced(rv: string): void {
@@ -326,6 +348,7 @@ export class PodCache implements PodLookup {
     this.everSynced = true;
     this.listedRv = rv;
     this.markConnected();
+    this.proven = true;
     if (first) this.log?.info({ pods: this.byKey.size, resourceVersion: rv }, 'pod cache synced');
     else this.log?.info({ pods: this.byKey.size, resourceVersion: rv }, 'pod cache re-listed');
     if (this.startWaiter) {
@@ -338,8 +361,12 @@ export class PodCache implements PodLookup {
   private onError(err: unknown): void {
     this.errorSeq++;
     if (!this.running) return;
-    if (this.watchUp || this.brokenSince === 0) this.brokenSince = this.now();
+    const now = this.now();
+    if (this.watchHealthy() || this.brokenSince === 0) this.brokenSince = now;
+    // As InformerRunner: only a watch that stayed up resets the backoff.
+    if (this.watchUp && now - this.upSince >= this.stableMs) this.backoffMs = this.backoffInitialMs;
     this.watchUp = false;
+    this.proven = false;
     this.lastError = explain(err, this.server);
     this.log?.warn({ error: this.lastError, retryInMs: this.backoffMs }, 'pod list/watch failed; retrying');
     if (this.startWaiter) {

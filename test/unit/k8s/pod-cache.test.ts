@@ -209,8 +209,24 @@ describe('PodCache: watch events', () => {
     await vi.waitFor(() => expect(c.synced).toBe(false));
     expect(() => c.getPod('app', 'web-1')).toThrow(/watch on the Kubernetes API server has been broken/);
     fake.clearFaults();
-    await vi.waitFor(() => expect(c.synced).toBe(true));
+    // A resumed watch counts once it has stayed up a second (or delivered an event).
+    await vi.waitFor(() => expect(c.synced).toBe(true), { timeout: 3_000 });
     expect(c.getPod('app', 'web-1')).toBeDefined();
+  });
+
+  it('goes stale past maxStaleMs when every watch is accepted and cut at once: a flapping watch is a broken one', async () => {
+    seed();
+    const c = cache({ maxStaleMs: 300 });
+    await c.start();
+    await vi.waitFor(() => expect(fake.watchCount('pods')).toBe(1));
+    const cutter = setInterval(() => fake.cutWatches('pods'), 5);
+    try {
+      await vi.waitFor(() => expect(c.synced).toBe(false), { timeout: 3_000 });
+      expect(() => c.getPod('app', 'web-1')).toThrow(/watch on the Kubernetes API server has been broken/);
+    } finally {
+      clearInterval(cutter);
+    }
+    await vi.waitFor(() => expect(c.synced).toBe(true), { timeout: 3_000 });
   });
 
   it('stop() closes the watch and makes lookups not ready; a stopped cache cannot restart', async () => {
