@@ -345,7 +345,9 @@ export class LeaderElector {
     try {
       await withDeadline(
         (async () => {
-          let lease = this.observed?.lease;
+          // What was last seen may predate a write this replica gave up waiting for (an attempt
+          // abandoned at renewDeadline that landed after all): then read what is there now.
+          let lease = this.abandonedUpTo > 0 ? undefined : this.observed?.lease;
           for (let round = 0; round < 3 && this.clock() < deadline; round++) {
             if (!lease || round > 0) lease = await api.readNamespacedLease({ namespace: this.namespace, name: this.name });
             if ((lease.spec?.holderIdentity ?? '') !== this.identity) return;

@@ -98,18 +98,31 @@ describe('LeaderElector', () => {
     expect([a.events, b.events].flat().filter((e) => e === 'stopped')).toEqual([]);
   }, 30_000);
 
-  it('stop() releases a Lease that an attempt given up on took after all (its write landed late)', async () => {
-    // 1.5 s a request: the first attempt (a read, then a create) is given up on after 2 s
-    // (renewDeadline), with its create already sent; it lands at about 3 s.
+  /**
+   * 1.5 s a request: pod-a's first attempt (a read, then a create or a takeover) is given up on
+   * after 2 s (renewDeadline), with its write already sent; it lands at about 3 s. The next
+   * attempt's read (in flight) fails: nothing has observed the write when stop() runs.
+   */
+  async function stopAfterLateWrite(): Promise<void> {
     fake.latencyMs = 1_500;
     const a = replica('pod-a');
     a.elector.start();
-    await until(() => lease()?.spec?.holderIdentity === 'pod-a', 10_000, 'the late create');
+    await until(() => lease()?.spec?.holderIdentity === 'pod-a', 10_000, 'the late write');
     expect(a.elector.isLeader).toBe(false);
-    // The next attempt's read (in flight) fails: nothing has observed the create when stop() runs.
     fake.fail({ method: 'GET', path: `/apis/coordination.k8s.io/v1/namespaces/${NS}/leases/${DEFAULT_LEASE_NAME}` }, { status: 503 }, 1);
     fake.latencyMs = 0;
     await a.elector.stop();
+  }
+
+  it('stop() releases a Lease that an attempt given up on took after all (its write landed late)', async () => {
+    await stopAfterLateWrite();
+    expect(lease()?.spec?.holderIdentity ?? '').toBe('');
+  }, 30_000);
+
+  it('stop() releases such a Lease though the last one it saw was released by another (it reads again)', async () => {
+    const t = new V1MicroTime(Date.now());
+    fake.put('leases', { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: DEFAULT_LEASE_NAME, namespace: NS }, spec: { holderIdentity: '', leaseDurationSeconds: 1, acquireTime: t, renewTime: t, leaseTransitions: 3 } } as never);
+    await stopAfterLateWrite();
     expect(lease()?.spec?.holderIdentity ?? '').toBe('');
   }, 30_000);
 
