@@ -76,6 +76,11 @@ export interface PostgresStoreOptions {
 
 /** Two-int advisory lock key: 'mesh' and 'inv' as ASCII. */
 const LOCK_KEY = [0x6d657368, 0x696e76] as const;
+/**
+ * Prune batches (shared) and discovery's snapshot writes (exclusive) take turns on this key
+ * ('mesh', 'seen'): see pruneExpired.
+ */
+export const SIGHTINGS_LOCK_KEY = [0x6d657368, 0x7365656e] as const;
 
 const MIGRATION_TIMEOUT_MS = 10 * 60_000;
 
@@ -411,7 +416,11 @@ export class PostgresInventoryStore implements InventoryStore {
     const seen = snapshots.flatMap((x) => x.fingerprints.map((f) => [x.source, f] as const));
     const { held, empty } = splitSnapshots(snapshots);
     try {
-      await this.query(UPSERT_SNAPSHOTS_PG, [held, seen.map(([src]) => src), seen.map(([, f]) => f), at.toISOString(), empty]);
+      await this.inTransaction(async (q) => {
+        // After any prune batch under way: see pruneExpired.
+        await q('SELECT pg_advisory_xact_lock($1, $2)', [...SIGHTINGS_LOCK_KEY]);
+        await q(UPSERT_SNAPSHOTS_PG, [held, seen.map(([src]) => src), seen.map(([, f]) => f), at.toISOString(), empty]);
+      });
     } catch (err) {
       throw classify(err);
     }
@@ -441,14 +450,45 @@ export class PostgresInventoryStore implements InventoryStore {
     this.assertWritable();
     // Each batch takes its records' sightings with it, by fingerprint (an index), in the same
     // statement: sweeping sightings whose record is gone would read the whole certificate table.
-    return pruneInBatches(async () => {
-      const { rows } = await this.query<{ n: string }>(
-        `WITH d AS (DELETE FROM ${CERT_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM ${CERT_TABLE} c WHERE c.not_after < $1 AND ${NOT_STILL_SERVED('c')} LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED) RETURNING fingerprint), ` +
-          `s AS (${PRUNED_SIGHTINGS_PG('d')}) SELECT count(*) AS n FROM d`,
-        [before],
-      );
-      return Number(rows[0]?.n ?? 0);
-    });
+    // A batch judges "still served" from the snapshot its DELETE starts with (READ COMMITTED): a
+    // discover run that recorded a sighting and wrote the record again while that statement ran
+    // would see the record there, and the batch delete it. So batches (shared) and snapshot
+    // writes (exclusive) take turns on an advisory lock: a snapshot written before a batch is in
+    // its DELETE's view, and discover's second write follows any batch that began before it.
+    return pruneInBatches(() =>
+      this.inTransaction(async (q) => {
+        await q('SELECT pg_advisory_xact_lock_shared($1, $2)', [...SIGHTINGS_LOCK_KEY]);
+        const { rows } = await q<{ n: string }>(
+          `WITH d AS (DELETE FROM ${CERT_TABLE} WHERE fingerprint IN (SELECT fingerprint FROM ${CERT_TABLE} c WHERE c.not_after < $1 AND ${NOT_STILL_SERVED('c')} LIMIT ${PRUNE_BATCH} FOR UPDATE SKIP LOCKED) RETURNING fingerprint), ` +
+            `s AS (${PRUNED_SIGHTINGS_PG('d')}) SELECT count(*) AS n FROM d`,
+          [before],
+        );
+        return Number(rows[0]?.n ?? 0);
+      }),
+    );
+  }
+
+  /** Runs `fn`'s statements in one transaction on one connection, committed, or rolled back when it throws. */
+  private async inTransaction<T>(fn: (q: <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<pg.QueryResult<R>>) => Promise<T>): Promise<T> {
+    this.assertOpen();
+    const client = await this.pool.connect();
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      try {
+        const result = await fn((text, values = []) => client.query(text, values.map((v) => (v instanceof Date ? v.toISOString() : v))));
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => (broken = true));
+        throw err;
+      }
+    } catch (err) {
+      broken ||= isConnectionFailure(err);
+      throw err;
+    } finally {
+      client.release(broken);
+    }
   }
 
   async pruneAudit(before: Date): Promise<number> {

@@ -13,7 +13,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { CERT_TABLE, PRUNE_BATCH, SIGHTINGS_TABLE } from '../../../src/inventory/common.js';
 import { openStore, type OpenStoreOptions } from '../../../src/inventory/open.js';
-import { PostgresInventoryStore } from '../../../src/inventory/postgres.js';
+import { PostgresInventoryStore, SIGHTINGS_LOCK_KEY } from '../../../src/inventory/postgres.js';
 import { STORE_THREAD_NICE, SqliteInventoryStore, WAL_AUTOCHECKPOINT_PAGES } from '../../../src/inventory/sqlite.js';
 import {
   InvalidCursorError,
@@ -947,6 +947,44 @@ describe.skipIf(pgSkipReason() !== null)('postgres store: a statement rolled bac
       expect(await forgetting).toEqual([place]);
       expect(codes).toEqual(['40P01']);
       expect(await store.places('discovered:')).toEqual([]);
+    } finally {
+      await other.end();
+      await store.close();
+      await db.drop().catch(() => {});
+    }
+  });
+});
+
+describe.skipIf(pgSkipReason() !== null)('postgres store: prune batches and discovery snapshots take turns', () => {
+  it("a snapshot write waits for a prune batch under way, and a prune batch for a snapshot write, so a batch never deletes a record a discover run has just recorded as served", async () => {
+    const db = await createTestDatabase('prune-turns');
+    const other = new pg.Client({ connectionString: db.url });
+    await other.connect();
+    const store = await openStore({ kind: 'postgres', url: db.url });
+    const waiting = async (): Promise<number> =>
+      (await other.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'meshcert-inventory' AND wait_event = 'advisory'`)).rows[0].n;
+    try {
+      const old = makeRecord('expired-served', { notAfter: new Date(T0 - 10 * HOUR), notBefore: new Date(T0 - 20 * HOUR), issuedAt: new Date(T0 - 20 * HOUR) });
+      await store.insertMany([old]);
+      // A prune batch in flight (its lock, as pruneExpired takes it): the snapshot waits for it.
+      await other.query('BEGIN');
+      await other.query('SELECT pg_advisory_xact_lock_shared($1, $2)', [...SIGHTINGS_LOCK_KEY]);
+      let recorded = false;
+      const snapshot = store.recordSnapshots([{ source: 'discovered:file:/etc/a.pem', fingerprints: [old.fingerprint] }], new Date()).then(() => (recorded = true));
+      await expect.poll(waiting, { timeout: 10_000 }).toBe(1);
+      expect(recorded).toBe(false);
+      await other.query('COMMIT');
+      await snapshot;
+      // A snapshot write in flight: a prune batch waits for it, then sees the sighting and keeps the record.
+      await other.query('BEGIN');
+      await other.query('SELECT pg_advisory_xact_lock($1, $2)', [...SIGHTINGS_LOCK_KEY]);
+      let pruned: number | undefined;
+      const pruning = store.pruneExpired(new Date(T0)).then((n) => (pruned = n));
+      await expect.poll(waiting, { timeout: 10_000 }).toBe(1);
+      expect(pruned).toBeUndefined();
+      await other.query('COMMIT');
+      expect(await pruning).toBe(0);
+      expect(await store.get(old.fingerprint)).not.toBeNull();
     } finally {
       await other.end();
       await store.close();
