@@ -18,13 +18,16 @@ import { loadProtos } from '../../src/client/protos.js';
 import { makeCsr } from '../fixtures/csr.js';
 import { openStore } from '../../src/inventory/open.js';
 import { makeRecord } from '../unit/inventory/fixtures.js';
-import { killIfRunning, ROOT, runCli, startServe, type ServerProcess } from '../support/cli.js';
+import { canRunAsNobody, killIfRunning, ROOT, runCli, startServe, type ServerProcess } from '../support/cli.js';
 import { writeUnreadableInventory } from '../support/unreadable-inventory.js';
 import { nameConstraints, writeConstrainedCaDir } from '../support/constrained-ca.js';
 import { freePort } from '../support/postgres.js';
 import { mintToken, openssl, TEST_ISSUER, TRUST_DOMAIN, writeTestJwks } from '../support/harness.js';
 import { ageCreationMarker } from '../support/ca-creation.js';
 import { servingShape } from '../../src/runtime/auto-shape.js';
+
+/** Whether the tests that run the CLI as another user can (see canRunAsNobody). */
+const asNobody = canRunAsNobody();
 
 describe('the meshcert CLI, as a user runs it', () => {
   let dir: string;
@@ -109,8 +112,8 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect((await runCli(['ca', 'init', '--dir', join(dir, 'ca-closed')])).stderr).toBe('');
   });
 
-  // Root may not be refused: only a root test run can try this as another user.
-  it.skipIf(process.getuid?.() !== 0)("a CA directory another user made and this one may not look into is said so, not taken for an empty one ('run ca init')", async () => {
+  // Root may not be refused: only a root test run can try this as another user (who can read the checkout).
+  it.skipIf(!asNobody)("a CA directory another user made and this one may not look into is said so, not taken for an empty one ('run ca init')", async () => {
     const base = mkdtempSync(join(tmpdir(), 'meshcert-ca-perm-'));
     try {
       chmodSync(base, 0o755);
@@ -129,7 +132,7 @@ describe('the meshcert CLI, as a user runs it', () => {
     }
   });
 
-  it.skipIf(process.getuid?.() !== 0)('config check refuses a file whose SQLite inventory or autoInit CA directory serve, run as another user, could not create', async () => {
+  it.skipIf(!asNobody)('config check refuses a file whose SQLite inventory or autoInit CA directory serve, run as another user, could not create', async () => {
     const base = mkdtempSync(join(tmpdir(), 'meshcert-write-perm-'));
     try {
       chmodSync(base, 0o755); // root's: others may look, not write

@@ -1,5 +1,5 @@
 /** Runs the meshcert CLI as a user would, as a child process (through tsx, so no build is needed). */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, vi } from 'vitest';
@@ -12,6 +12,14 @@ export interface CliResult {
   code: number | null;
   stdout: string;
   stderr: string;
+}
+
+/**
+ * Whether the CLI can be run as uid 65534 (nobody) here: only as root, and only when that user can
+ * read this checkout and its node_modules (a clone under a 0700 directory cannot).
+ */
+export function canRunAsNobody(): boolean {
+  return process.getuid?.() === 0 && spawnSync(process.execPath, [...CLI, '--help'], { cwd: ROOT, uid: 65534, gid: 65534, stdio: 'ignore', timeout: 30_000 }).status === 0;
 }
 
 /** `uid`/`gid`: run as that user (only root may), as a server started by another user than made its files would. */
