@@ -82,6 +82,15 @@ const LOCK_KEY = [0x6d657368, 0x696e76] as const;
  */
 export const SIGHTINGS_LOCK_KEY = [0x6d657368, 0x7365656e] as const;
 
+/**
+ * Query values with Dates as UTC ISO text, as inserts write them: pg would send a Date in this
+ * process's local time, with an offset rounded to the minute, shifting an instant whose zone then
+ * had seconds in its offset (local mean time before 1900), so a cursor on it could return it again forever.
+ */
+function pgValues(values: readonly unknown[]): unknown[] {
+  return values.map((v) => (v instanceof Date ? v.toISOString() : v));
+}
+
 const MIGRATION_TIMEOUT_MS = 10 * 60_000;
 
 const C = 'COLLATE "C"';
@@ -257,10 +266,7 @@ export class PostgresInventoryStore implements InventoryStore {
    */
   private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = [], name?: string): Promise<pg.QueryResult<R>> {
     this.assertOpen();
-    // Dates as UTC ISO text, as inserts write them: pg would send a Date in this process's local
-    // time, with an offset rounded to the minute, shifting an instant whose zone then had seconds
-    // in its offset (local mean time before 1900), so a cursor on it could return it again forever.
-    values = values.map((v) => (v instanceof Date ? v.toISOString() : v));
+    values = pgValues(values);
     const config = name === undefined ? { text, values } : { name, text, values };
     for (let attempt = 1; ; attempt++) {
       try {
@@ -476,7 +482,7 @@ export class PostgresInventoryStore implements InventoryStore {
     try {
       await client.query('BEGIN');
       try {
-        const result = await fn((text, values = []) => client.query(text, values.map((v) => (v instanceof Date ? v.toISOString() : v))));
+        const result = await fn((text, values = []) => client.query(text, pgValues(values)));
         await client.query('COMMIT');
         return result;
       } catch (err) {
