@@ -183,6 +183,8 @@ const UPSERT_SNAPSHOTS_PG =
   `emptied AS (UPDATE ${PLACES_TABLE} SET seen_at = GREATEST(${PLACES_TABLE}.seen_at, ${SNAPSHOT_AT}) WHERE source = ANY($5::text[]) RETURNING 1) ` +
   `INSERT INTO ${SIGHTINGS_TABLE} (source, fingerprint, seen_at) SELECT DISTINCT ON (source, fingerprint) source, fingerprint, ${SNAPSHOT_AT} FROM unnest($2::text[], $3::text[]) AS t(source, fingerprint) ` +
   `ON CONFLICT (source, fingerprint) DO UPDATE SET seen_at = GREATEST(${SIGHTINGS_TABLE}.seen_at, excluded.seen_at)`;
+/** A statement inside inTransaction, on its connection. */
+type TransactionQuery = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<pg.QueryResult<R>>;
 /** One statement for any number of places: the sources it deleted anything of. */
 const FORGET_PLACES_PG =
   `WITH s AS (DELETE FROM ${SIGHTINGS_TABLE} WHERE source = ANY($1::text[]) RETURNING source), p AS (DELETE FROM ${PLACES_TABLE} WHERE source = ANY($1::text[]) RETURNING source) ` +
@@ -268,9 +270,14 @@ export class PostgresInventoryStore implements InventoryStore {
     this.assertOpen();
     values = pgValues(values);
     const config = name === undefined ? { text, values } : { name, text, values };
+    return this.againOnConflict(() => this.pool.query<R>(config));
+  }
+
+  /** Runs `run` again when PostgreSQL rolled it back for a deadlock or a serialization failure. */
+  private async againOnConflict<T>(run: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.pool.query<R>(config);
+        return await run();
       } catch (e) {
         const code = (e as { code?: unknown } | null)?.code;
         if ((code !== '40P01' && code !== '40001') || attempt >= CONFLICT_ATTEMPTS || this.closed) throw e;
@@ -474,9 +481,17 @@ export class PostgresInventoryStore implements InventoryStore {
     );
   }
 
-  /** Runs `fn`'s statements in one transaction on one connection, committed, or rolled back when it throws. */
-  private async inTransaction<T>(fn: (q: <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<pg.QueryResult<R>>) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn`'s statements in one transaction on one connection, committed, or rolled back when it
+   * throws; the whole transaction again after a deadlock or serialization failure, as query() does
+   * a statement (`fn` must be safe to run twice: a snapshot write and a prune batch are).
+   */
+  private async inTransaction<T>(fn: (q: TransactionQuery) => Promise<T>): Promise<T> {
     this.assertOpen();
+    return this.againOnConflict(() => this.transactionOnce(fn));
+  }
+
+  private async transactionOnce<T>(fn: (q: TransactionQuery) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     let broken = false;
     try {

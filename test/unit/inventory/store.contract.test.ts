@@ -908,21 +908,29 @@ describe('postgres store specifics', () => {
   });
 });
 
+/** A place with two sightings, and its sightings' order: what the deadlock tests lock in turn. */
+const place = 'discovered:file:/etc/a.pem' as const;
+const [first, second] = [fp('a'), fp('b')].sort();
+
+/**
+ * A database whose deadlocks always roll the store's transaction back, not `other`'s: PostgreSQL
+ * looks for a deadlock once, deadlock_timeout after a statement starts waiting. The store's
+ * sessions look after 5 s (time enough on a slow machine for the other's second statement to
+ * close the cycle), the other after a minute.
+ */
+async function deadlockScene(name: string): Promise<{ db: TestDatabase; other: pg.Client; store: InventoryStore }> {
+  const db = await createTestDatabase(name);
+  const other = new pg.Client({ connectionString: db.url });
+  await other.connect();
+  await other.query(`ALTER DATABASE "${db.name}" SET deadlock_timeout = '5s'`);
+  await other.query(`SET deadlock_timeout = '60s'`);
+  return { db, other, store: await openStore({ kind: 'postgres', url: db.url }) };
+}
+
 describe.skipIf(pgSkipReason() !== null)('postgres store: a statement rolled back for a deadlock', () => {
   it('is run again: forgetting a place that another transaction deletes sightings of, in the other order, succeeds', async () => {
-    const db = await createTestDatabase('deadlock');
-    const other = new pg.Client({ connectionString: db.url });
-    await other.connect();
-    // PostgreSQL looks for a deadlock once, deadlock_timeout after a statement starts waiting. The
-    // store's sessions look after 5 s (time enough on a slow machine for the other's second
-    // statement to close the cycle), the other after a minute: the store's is always the one
-    // rolled back.
-    await other.query(`ALTER DATABASE "${db.name}" SET deadlock_timeout = '5s'`);
-    await other.query(`SET deadlock_timeout = '60s'`);
-    const store = await openStore({ kind: 'postgres', url: db.url });
+    const { db, other, store } = await deadlockScene('deadlock');
     try {
-      const place = 'discovered:file:/etc/a.pem' as const;
-      const [first, second] = [fp('a'), fp('b')].sort();
       await store.recordSnapshots([{ source: place, fingerprints: [first!, second!] }], new Date());
       // Each rejection the store's pool gives, by SQLSTATE.
       const pool = (store as unknown as { pool: pg.Pool }).pool;
@@ -947,6 +955,52 @@ describe.skipIf(pgSkipReason() !== null)('postgres store: a statement rolled bac
       expect(await forgetting).toEqual([place]);
       expect(codes).toEqual(['40P01']);
       expect(await store.places('discovered:')).toEqual([]);
+    } finally {
+      await other.end();
+      await store.close();
+      await db.drop().catch(() => {});
+    }
+  });
+});
+
+describe.skipIf(pgSkipReason() !== null)('postgres store: a transaction rolled back for a deadlock', () => {
+  it('is run again whole: a snapshot write meeting another transaction that locks its sightings in the other order succeeds', async () => {
+    const { db, other, store } = await deadlockScene('deadlock-tx');
+    try {
+      const at = new Date();
+      await store.recordSnapshots([{ source: place, fingerprints: [first!, second!] }], at);
+      // Each rejection a statement of the store's transactions gives, by SQLSTATE.
+      const pool = (store as unknown as { pool: pg.Pool }).pool;
+      const connect = pool.connect.bind(pool) as () => Promise<pg.PoolClient>;
+      const codes: string[] = [];
+      (pool as unknown as { connect: () => Promise<pg.PoolClient> }).connect = async () => {
+        const client = await connect();
+        const query = client.query.bind(client) as (...a: unknown[]) => Promise<unknown>;
+        (client as unknown as { query: (...a: unknown[]) => Promise<unknown> }).query = (...a) =>
+          query(...a).catch((e: { code?: string }) => {
+            codes.push(e.code ?? '?');
+            throw e;
+          });
+        return client;
+      };
+      // The other holds the sighting the snapshot's upsert reaches last; the snapshot holds the
+      // first and waits; the other asks for the first: a cycle.
+      await other.query('BEGIN');
+      await other.query(`UPDATE ${SIGHTINGS_TABLE} SET seen_at = seen_at WHERE source = $1 AND fingerprint = $2`, [place, second]);
+      const later = new Date(at.getTime() + 60_000);
+      const writing = store.recordSnapshots([{ source: place, fingerprints: [first!, second!] }], later);
+      await expect
+        .poll(async () => (await other.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'meshcert-inventory' AND wait_event_type = 'Lock' AND wait_event <> 'advisory'`)).rows[0].n, { timeout: 10_000 })
+        .toBe(1);
+      await other.query(`UPDATE ${SIGHTINGS_TABLE} SET seen_at = seen_at WHERE source = $1 AND fingerprint = $2`, [place, first]);
+      await other.query('COMMIT');
+      await writing;
+      expect(codes).toEqual(['40P01']);
+      const { rows } = await other.query(`SELECT fingerprint, seen_at FROM ${SIGHTINGS_TABLE} WHERE source = $1 ORDER BY fingerprint`, [place]);
+      expect(rows.map((r: { fingerprint: string; seen_at: Date }) => [r.fingerprint, r.seen_at.toISOString()])).toEqual([
+        [first, later.toISOString()],
+        [second, later.toISOString()],
+      ]);
     } finally {
       await other.end();
       await store.close();
