@@ -329,7 +329,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   let closing = false;
   // Not health.serving: during server.shutdownDelay health reports NOT_SERVING while calls are served.
   let started = false;
-  const certificates = { authority, logger, observer: fanOut(observers), ready: () => started && !closing, ...(keep ? { keep } : {}) };
+  const certificates = { authority, logger, observer: fanOut(observers), ready: () => started && !closing, stopping: () => closing, ...(keep ? { keep } : {}) };
   // Here, not in CaMetrics: the reasons are the gRPC server's, which a cluster primary never loads.
   if (o.metrics) zeroSeries(o.metrics.connectionsShed, 'reason', CONNECTION_SHED_REASONS);
   const streams = o.maxConcurrentStreams ?? concurrentStreams(config.server.maxConcurrentStreams);

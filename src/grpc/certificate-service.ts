@@ -17,6 +17,8 @@ export interface CertificateServiceDeps {
   readonly observer?: IssuanceObserver;
   /** False until the CA is loaded, and again while shutting down. */
   readonly ready: () => boolean;
+  /** True once shutting down (ready is then false too): the refusal then says so, not "not ready yet". */
+  readonly stopping?: () => boolean;
   /**
    * inventory.failClosed: stores the certificate's record before it is answered; rejects (with a
    * CaError, already bounded in time) when it cannot, and the call is refused instead. The
@@ -46,7 +48,10 @@ export function createCertificateHandler(deps: CertificateServiceDeps): CreateCe
       throw new GrpcStatusError(Status.INVALID_ARGUMENT, 'malformed request');
     }
     const ctx = (): CallContext => ({ clusterId: auth.clusterId, latencyMs: performance.now() - started, peer: call.peer });
-    if (!deps.ready()) return refuse(deps, new CaError('NOT_READY', 'the CA is not ready yet; retry shortly'), ctx());
+    if (!deps.ready()) {
+      const why = deps.stopping?.() ? 'this meshcert process is shutting down; retry on a new connection' : 'the CA is not ready yet; retry shortly';
+      return refuse(deps, new CaError('NOT_READY', why), ctx());
+    }
     let cert: IssuedCertificate;
     try {
       cert = await authority.issue({

@@ -29,6 +29,17 @@ describe('createCertificateHandler', () => {
     expect(lines.join('')).toMatch(/"decision":"refused","code":"CANCELLED"/);
   });
 
+  it('refuses with UNAVAILABLE before the CA is loaded and while shutting down, saying which', async () => {
+    let issued = 0;
+    const authority = { issue: () => (issued++, Promise.reject(new CaError('CANCELLED', 'x'))) } as unknown as Authority;
+    const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificates: undefined, cancelled: () => false };
+    for (const [stopping, message] of [[false, 'the CA is not ready yet; retry shortly'], [true, 'this meshcert process is shutting down; retry on a new connection']] as const) {
+      const handler = createCertificateHandler({ authority, logger: createLogger('silent'), ready: () => false, stopping: () => stopping });
+      await expect(handler({ csr: 'x', validityDuration: '0', metadata: null }, call)).rejects.toMatchObject({ code: Status.UNAVAILABLE, message });
+    }
+    expect(issued).toBe(0);
+  });
+
   it("hands authentication the client's address without its port (IPv4 and IPv6), and none when it is unknown", async () => {
     const seen: CertificateRequest[] = [];
     const authority = { issue: (req: CertificateRequest) => (seen.push(req), Promise.reject(new CaError('CANCELLED', 'x'))) } as unknown as Authority;
