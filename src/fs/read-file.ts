@@ -109,12 +109,16 @@ export function readProblem(e: unknown): string {
  * an empty one ("run ca init") instead of one it lacks the permission for.
  */
 export function pathPresent(path: string): boolean {
+  return statIfPresent(path) !== undefined;
+}
+
+/** What is at `path`, or undefined when nothing is; throws as pathPresent does. */
+export function statIfPresent(path: string): Stats | undefined {
   try {
-    statSync(path);
-    return true;
+    return statSync(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw e;
   }
 }

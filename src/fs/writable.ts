@@ -3,9 +3,9 @@
  * ca.autoInit creates), asked without writing anything: `config check` must not pass a file that
  * `serve` then stops on.
  */
-import { accessSync, constants, statSync, type Stats } from 'node:fs';
+import { accessSync, constants, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
-import { accessProblem, notRegular } from './read-file.js';
+import { accessProblem, notRegular, statIfPresent } from './read-file.js';
 
 /**
  * Why this process could not create or write `path`, or null. A `file` (a database, with the
@@ -13,15 +13,14 @@ import { accessProblem, notRegular } from './read-file.js';
  * that exists above it (everything below is created). A `directory` is written into.
  */
 export function writeProblem(path: string, kind: 'file' | 'directory'): string | null {
-  let st: Stats;
+  let st: Stats | undefined;
   try {
-    st = statSync(path);
+    st = statIfPresent(path);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    // ENOTDIR: a file where a parent directory should be, which creatableIn names.
-    if (code !== 'ENOENT' && code !== 'ENOTDIR') return accessProblem(e);
-    return creatableIn(dirname(path));
+    return accessProblem(e);
   }
+  // Absent, or a file where a parent directory should be, which creatableIn names.
+  if (st === undefined) return creatableIn(dirname(path));
   if (kind === 'file' && !st.isFile()) return notRegular(st).message;
   if (kind === 'directory' && !st.isDirectory()) return 'not a directory';
   try {
@@ -35,17 +34,18 @@ export function writeProblem(path: string, kind: 'file' | 'directory'): string |
 /** Why nothing could be created in `dir` (made first, with its missing parents, if need be), or null. */
 function creatableIn(dir: string): string | null {
   for (;;) {
-    let st: Stats;
+    let st: Stats | undefined;
     try {
-      st = statSync(dir);
+      st = statIfPresent(dir);
     } catch (e) {
-      const parent = dirname(dir);
-      const code = (e as NodeJS.ErrnoException).code;
-      if ((code === 'ENOENT' || code === 'ENOTDIR') && parent !== dir) {
-        dir = parent;
-        continue;
-      }
       return `cannot create it in ${dir}: ${accessProblem(e)}`;
+    }
+    if (st === undefined) {
+      const parent = dirname(dir);
+      // Only at "/" (missing: never on a real system) is there no parent to try.
+      if (parent === dir) return `cannot create it: ${dir} does not exist`;
+      dir = parent;
+      continue;
     }
     if (!st.isDirectory()) return `cannot create it: ${dir} is not a directory`;
     try {
