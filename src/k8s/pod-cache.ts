@@ -206,9 +206,10 @@ export class PodCache implements PodLookup {
       ...(opts.pageSize === undefined ? {} : { pageSize: opts.pageSize }),
       transform: stripPod,
     });
-    this.informer.on('add', (p) => ((this.proven = true), this.upsert(p)));
-    this.informer.on('update', (p) => ((this.proven = true), this.upsert(p)));
-    this.informer.on('delete', (p) => ((this.proven = true), this.remove(p)));
+    // Any event proves the watch works (see watchHealthy).
+    this.informer.on('add', (p) => this.upsert(p));
+    this.informer.on('update', (p) => this.upsert(p));
+    this.informer.on('delete', (p) => this.remove(p));
     this.informer.on('error', (err: unknown) => this.onError(err));
     this.informer.onSynced((rv) => this.onSynced(rv));
   }
@@ -384,6 +385,7 @@ export class PodCache implements PodLookup {
   }
 
   private upsert(pod: V1Pod): void {
+    this.proven = true;
     const info = toPodInfo(pod);
     if (!info.name) return;
     const k = key(info.namespace, info.name);
@@ -402,6 +404,7 @@ export class PodCache implements PodLookup {
   }
 
   private remove(pod: V1Pod): void {
+    this.proven = true;
     const k = key(pod.metadata?.namespace ?? '', pod.metadata?.name ?? '');
     const old = this.byKey.get(k);
     if (old) this.unindex(k, old);
