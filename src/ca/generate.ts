@@ -99,11 +99,15 @@ export async function createRootCert(key: GeneratedKey, o: CaCertOptions): Promi
   });
 }
 
-/** A CA certificate for `subjectKey`, signed by `issuer` (whose key type decides the algorithm). */
+/**
+ * A CA certificate for `subjectKey`, signed by `issuer` (whose key type decides the algorithm).
+ * `carried`: extensions of a previous intermediate to keep (see carriedExtensions).
+ */
 export async function createIntermediateCert(
   subjectKey: CryptoKey,
   issuer: { cert: x509.X509Certificate; key: CryptoKey; keyType: KeyType },
   o: Omit<CaCertOptions, 'keyType'>,
+  carried: readonly x509.Extension[] = [],
 ): Promise<x509.X509Certificate> {
   return x509.X509CertificateGenerator.create({
     serialNumber: caSerial(),
@@ -122,8 +126,22 @@ export async function createIntermediateCert(
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
       await x509.SubjectKeyIdentifierExtension.create(subjectKey),
       await authorityKeyIdentifier(issuer.cert),
+      ...carried,
     ],
   });
+}
+
+/** The extensions createIntermediateCert writes itself (basic constraints, key usage, SKI, AKI). */
+const MADE_HERE = new Set(['2.5.29.19', '2.5.29.15', '2.5.29.14', '2.5.29.35']);
+
+/**
+ * The extensions of a previous intermediate that its renewal keeps, as they were (criticality
+ * too): name constraints, extended key usage, policies, a SPIFFE ID, issuer and CRL locations. An
+ * intermediate an organization's root confined to the mesh by name constraints must stay confined:
+ * dropped, the new one could sign any name the root is trusted for.
+ */
+export function carriedExtensions(previous: x509.X509Certificate): x509.Extension[] {
+  return previous.extensions.filter((e) => !MADE_HERE.has(e.type)).map((e) => new x509.Extension(e.type, e.critical, e.value));
 }
 
 /**
@@ -134,4 +152,21 @@ export async function createIntermediateCert(
 async function authorityKeyIdentifier(parent: x509.X509Certificate): Promise<x509.AuthorityKeyIdentifierExtension> {
   const ski = parent.getExtension(x509.SubjectKeyIdentifierExtension);
   return ski ? new x509.AuthorityKeyIdentifierExtension(ski.keyId) : x509.AuthorityKeyIdentifierExtension.create(parent);
+}
+
+const EXTENSION_NAMES: Readonly<Record<string, string>> = {
+  '2.5.29.30': 'name constraints',
+  '2.5.29.37': 'extended key usage',
+  '2.5.29.32': 'certificate policies',
+  '2.5.29.33': 'policy mappings',
+  '2.5.29.36': 'policy constraints',
+  '2.5.29.54': 'inhibit anyPolicy',
+  '2.5.29.17': 'subject alternative names',
+  '2.5.29.31': 'CRL distribution points',
+  '1.3.6.1.5.5.7.1.1': 'authority information access',
+};
+
+/** An extension's name for a message: its usual one, or its OID. */
+export function extensionName(e: x509.Extension): string {
+  return EXTENSION_NAMES[e.type] ?? `extension ${e.type}`;
 }

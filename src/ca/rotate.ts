@@ -23,7 +23,7 @@ import { ConfigError } from '../errors/ca-error.js';
 import { MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { ARCHIVE_DIR, beginReplacing, CA_FILES, caPath, endReplacing, NEXT_DIR, PREVIOUS_DIR, readCaTextIfPresent, RENEWING_DIR, replacingFrom, ROTATION_FILE, withCaDirLock, writeFileAtomic, writePrivateKey } from './files.js';
-import { caCommonName, caSubjectName, checkOrganization, createIntermediateCert, createRootCert, generateKey, keyAlgorithm } from './generate.js';
+import { caCommonName, caSubjectName, carriedExtensions, checkOrganization, createIntermediateCert, createRootCert, extensionName, generateKey, keyAlgorithm } from './generate.js';
 import { isSelfSigned, loadCaDir, materialFromTexts, pendingStepNote, type CaMaterial } from './material.js';
 import { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep } from './rotation-state.js';
 import { signedBy } from '../x509/verify-chain.js';
@@ -755,11 +755,13 @@ async function renewIntermediateLocked(o: RenewIntermediateOptions): Promise<Ren
   const org = organizationOf(oldCert ?? root);
   const interKey = await generateKey(keyType);
   const issuerCert = new x509.X509Certificate(root.raw);
-  const inter = await createIntermediateCert(interKey.keys.publicKey, { cert: issuerCert, key: await toSigningCryptoKey(rootKey, rootType), keyType: rootType }, {
-    subject: caSubject(org, 'intermediate CA', now, oldCert ? [oneLine(oldCert.subject)] : []),
-    notBefore: new Date(now.getTime() - CA_BACKDATE_MS),
-    notAfter,
-  });
+  const carried = oldCert ? carriedExtensions(new x509.X509Certificate(oldCert.raw)) : [];
+  const inter = await createIntermediateCert(
+    interKey.keys.publicKey,
+    { cert: issuerCert, key: await toSigningCryptoKey(rootKey, rootType), keyType: rootType },
+    { subject: caSubject(org, 'intermediate CA', now, oldCert ? [oneLine(oldCert.subject)] : []), notBefore: new Date(now.getTime() - CA_BACKDATE_MS), notAfter },
+    carried,
+  );
   const files: Layout = { key: interKey.privateKeyPem, chain: pem(inter) + certToPem(root), cert: pem(inter) };
   const material = validateLayout(dir, { ...files, root: live.root }, now, 'cannot renew the intermediate');
 
@@ -780,6 +782,7 @@ async function renewIntermediateLocked(o: RenewIntermediateOptions): Promise<Ren
     messages: [
       `renewed the intermediate: meshcert now signs with "${renewed.subject}" (until ${renewed.notAfter}), under the same root "${oneLine(root.subject)}"`,
       `root-cert.pem is unchanged, so certificates from the previous intermediate keep verifying until they expire`,
+      ...(carried.length > 0 ? [`kept the previous intermediate's ${carried.map(extensionName).join(', ')}`] : []),
       ...(live.cert !== undefined ? [`the previous intermediate and its key are archived under ${archiveDir} (keys 0600)`] : []),
       'move root-key.pem offline again if it was brought in for this step',
     ],

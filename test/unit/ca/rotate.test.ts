@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, KeyObject, X509Certificate } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +21,8 @@ import { ConfigError } from '../../../src/errors/ca-error.js';
 import { LocalIssuer } from '../../../src/issuer/local.js';
 import { parsePemBundle } from '../../../src/x509/pem.js';
 import { verifyResponseChain } from '../../../src/x509/verify-chain.js';
+import { x509 } from '../../fixtures/csr.js';
+import { caCert, nameConstraints, writeCaDir } from '../../support/constrained-ca.js';
 
 const MINUTE_MS = 60_000;
 const HOUR_MS = 60 * MINUTE_MS;
@@ -917,6 +919,32 @@ describe('ca renew-intermediate', () => {
     const text = execFileSync('openssl', ['x509', '-in', 'ca-cert.pem', '-noout', '-ext', 'authorityKeyIdentifier'], { cwd: d, encoding: 'utf8' });
     expect(text.replace(/[\s:]/g, '').toLowerCase()).toContain(ski);
     expect(execFileSync('openssl', ['verify', '-CAfile', 'root-cert.pem', 'ca-cert.pem'], { cwd: d, encoding: 'utf8' }).trim()).toBe('ca-cert.pem: OK');
+    expect(() => loadCaDir(d)).not.toThrow();
+  });
+
+  it("keeps the previous intermediate's name constraints and other extensions, as they were, so a constrained intermediate stays constrained", async () => {
+    const d = freshDir();
+    const root = await caCert(undefined, 'O=acme, CN=acme corp root');
+    const policies = new x509.CertificatePolicyExtension(['1.3.6.1.4.1.99999.1']);
+    const inter = await caCert(root, 'O=acme, CN=acme mesh intermediate', [nameConstraints({ uri: ['cluster.local'], dns: ['.svc.cluster.local'] }), policies], 0);
+    await writeCaDir(d, [root], inter, [inter, root]);
+    writeFileSync(join(d, 'root-key.pem'), KeyObject.from(root.keys.privateKey).export({ type: 'pkcs8', format: 'pem' }).toString(), { mode: 0o600 });
+    const r = await renewIntermediate({ dir: d });
+    expect(r.messages).toContain("kept the previous intermediate's name constraints, certificate policies");
+    const renewed = new x509.X509Certificate(read(d, 'ca-cert.pem'));
+    expect(renewed.serialNumber).not.toBe(inter.cert.serialNumber);
+    for (const type of ['2.5.29.30', '2.5.29.32']) {
+      const [was, now] = [inter.cert, renewed].map((c) => c.extensions.find((e) => e.type === type));
+      expect(now, type).toBeDefined();
+      expect([now!.critical, Buffer.from(now!.value).toString('hex')]).toEqual([was!.critical, Buffer.from(was!.value).toString('hex')]);
+    }
+    // Written once each: the ones made afresh are not copied beside their new selves.
+    expect(renewed.extensions.map((e) => e.type).sort()).toEqual(['2.5.29.14', '2.5.29.15', '2.5.29.19', '2.5.29.30', '2.5.29.32', '2.5.29.35']);
+    const text = execFileSync('openssl', ['x509', '-in', join(d, 'ca-cert.pem'), '-noout', '-ext', 'nameConstraints'], { encoding: 'utf8' });
+    expect(text).toMatch(/critical/);
+    expect(text).toMatch(/DNS:\.svc\.cluster\.local/);
+    expect(text).toMatch(/URI:cluster\.local/);
+    expect(execFileSync('openssl', ['verify', '-x509_strict', '-CAfile', 'root-cert.pem', 'ca-cert.pem'], { cwd: d, encoding: 'utf8' }).trim()).toBe('ca-cert.pem: OK');
     expect(() => loadCaDir(d)).not.toThrow();
   });
 
