@@ -135,7 +135,7 @@ function warnExpiredRoots(roots: readonly X509Certificate[]): void {
 async function rotateCommand(argv: string[]): Promise<number> {
   const [step, ...rest] = argv;
   if (step === 'start') {
-    const { values: v } = parse(rest, { dir: { type: 'string' }, 'key-type': { type: 'string', default: 'ec256' }, org: { type: 'string' }, 'min-wait': { type: 'string' } });
+    const { values: v } = parse(rest, { dir: { type: 'string' }, 'key-type': { type: 'string' }, org: { type: 'string' }, 'min-wait': { type: 'string' } });
     if (!v.dir) throw new UsageError('ca rotate start needs --dir');
     orgOption(v.org);
     return report(await rotateStart({ dir: resolve(v.dir), keyType: keyTypeOption(v['key-type']), organization: v.org, minWaitMs: durationMs(v['min-wait'], '--min-wait') }));

@@ -259,6 +259,22 @@ describe('the ca commands, as an operator runs them', () => {
     expect(again.stdout).toMatch(/already in progress/);
   });
 
+  it('rotate start resumed after an interruption warns of unused options only when some were given', async () => {
+    const d = join(base, 'cli-ca-resume');
+    expect((await cli('init', '--dir', d)).code).toBe(0);
+    expect((await cli('rotate', 'start', '--dir', d)).code).toBe(0);
+    // As if killed after staging next/, before the state was written.
+    rmSync(join(d, 'rotation.json'));
+    const plain = await cli('rotate', 'start', '--dir', d);
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stdout).toMatch(/reusing the new CA staged in/);
+    expect(plain.stderr).not.toMatch(/were not used/);
+    rmSync(join(d, 'rotation.json'));
+    const given = await cli('rotate', 'start', '--dir', d, '--key-type', 'ec384');
+    expect(given.code, given.stderr).toBe(0);
+    expect(given.stderr).toMatch(/--key-type and --org were not used/);
+  });
+
   it('status says we are started, what to check, and when switch is allowed', async () => {
     const r = await cli('rotate', 'status', '--dir', cliDir);
     expect(r.code, r.stderr).toBe(0);
