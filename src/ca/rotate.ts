@@ -738,7 +738,7 @@ async function renewIntermediateLocked(o: RenewIntermediateOptions): Promise<Ren
   } catch {
     throw new ConfigError('root-key.pem is not a readable PEM private key (PKCS#8, PKCS#1 or SEC1, unencrypted)');
   }
-  const root = roots.find((r) => r.checkPrivateKey(rootKey));
+  const root = rootToRenewUnder(roots.filter((r) => r.checkPrivateKey(rootKey)), oldCert, now);
   if (!root) throw new ConfigError('root-key.pem matches none of the roots in root-cert.pem');
   if (oldCert && !signedBy(oldCert, root)) {
     throw new ConfigError(`ca-cert.pem "${oneLine(oldCert.subject)}" is not signed by the root whose key is root-key.pem ("${oneLine(root.subject)}"); renew-intermediate keeps the same root, so it only renews an intermediate the root signed directly`);
@@ -788,6 +788,20 @@ async function renewIntermediateLocked(o: RenewIntermediateOptions): Promise<Ren
     ],
     warnings,
   };
+}
+
+/**
+ * Of the roots with the root key (several when the root was re-issued with the same name and key:
+ * an expired copy kept beside the current one), the one to sign the new intermediate: one that
+ * signed the current intermediate, in force, ending last.
+ */
+function rootToRenewUnder(withKey: readonly X509Certificate[], current: X509Certificate | undefined, now: Date): X509Certificate | undefined {
+  const rank = (r: X509Certificate): [number, number, number] => [current && signedBy(current, r) ? 1 : 0, new Date(r.validTo) > now ? 1 : 0, Date.parse(r.validTo)];
+  const better = (a: X509Certificate, b: X509Certificate): boolean => {
+    const [x, y] = [rank(a), rank(b)];
+    return x[0] !== y[0] ? x[0] > y[0] : x[1] !== y[1] ? x[1] > y[1] : x[2] > y[2];
+  };
+  return withKey.reduce<X509Certificate | undefined>((best, r) => (best === undefined || better(r, best) ? r : best), undefined);
 }
 
 /** Replaces the live signing files with the renewal staged in renewing/ (marked as being replaced), then clears the stage. */

@@ -5,6 +5,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CaDirBusy, STEP_LOCK, takeOver } from '../../../src/ca/files.js';
+import { caSubjectName, createIntermediateCert, createRootCert, generateKey } from '../../../src/ca/generate.js';
 import { initCaDir } from '../../../src/ca/init.js';
 import { loadCaDir, loadServedCaDir, pendingStepNote } from '../../../src/ca/material.js';
 import {
@@ -946,6 +947,29 @@ describe('ca renew-intermediate', () => {
     expect(text).toMatch(/URI:cluster\.local/);
     expect(execFileSync('openssl', ['verify', '-x509_strict', '-CAfile', 'root-cert.pem', 'ca-cert.pem'], { cwd: d, encoding: 'utf8' }).trim()).toBe('ca-cert.pem: OK');
     expect(() => loadCaDir(d)).not.toThrow();
+  });
+
+  it('renews under the current copy of a root re-issued with the same name and key, not an expired copy listed first', async () => {
+    const d = freshDir();
+    mkdirSync(d, { mode: 0o700 });
+    const rootKey = await generateKey('ec256');
+    const subject = caSubjectName('acme', 'root CA');
+    const expired = await createRootCert(rootKey, { subject, notBefore: new Date(T0.getTime() - 2 * YEAR_MS), notAfter: new Date(T0.getTime() - YEAR_MS), keyType: 'ec256' });
+    const current = await createRootCert(rootKey, { subject, notBefore: new Date(T0.getTime() - DAY_MS), notAfter: new Date(T0.getTime() + 5 * YEAR_MS), keyType: 'ec256' });
+    const interKey = await generateKey('ec256');
+    const inter = await createIntermediateCert(interKey.keys.publicKey, { cert: current, key: rootKey.keys.privateKey, keyType: 'ec256' }, { subject: caSubjectName('acme', 'intermediate CA'), notBefore: new Date(T0.getTime() - DAY_MS), notAfter: new Date(T0.getTime() + 30 * DAY_MS) });
+    const pemOf = (c: x509.X509Certificate): string => `${c.toString('pem')}\n`;
+    writeFileSync(join(d, 'root-cert.pem'), pemOf(expired) + pemOf(current));
+    writeFileSync(join(d, 'cert-chain.pem'), pemOf(inter) + pemOf(current));
+    writeFileSync(join(d, 'ca-cert.pem'), pemOf(inter));
+    writeFileSync(join(d, 'ca-key.pem'), interKey.privateKeyPem, { mode: 0o600 });
+    writeFileSync(join(d, 'root-key.pem'), rootKey.privateKeyPem, { mode: 0o600 });
+    await renewIntermediate({ dir: d, now: T1 });
+    const renewed = cert(d, 'ca-cert.pem');
+    expect(Date.parse(renewed.validTo)).toBe(T1.getTime() + YEAR_MS);
+    expect(renewed.verify(new X509Certificate(Buffer.from(current.rawData)).publicKey)).toBe(true);
+    expect(read(d, 'cert-chain.pem')).toBe(read(d, 'ca-cert.pem') + pemOf(current));
+    expect(() => loadCaDir(d, T1)).not.toThrow();
   });
 
   it('honours --lifetime and never outlives the root', async () => {
