@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { accessSync, closeSync, constants, existsSync, fchmodSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, chownSync, closeSync, constants, existsSync, fchmodSync, fchownSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
@@ -31,16 +31,22 @@ export function caPath(dir: string, file: keyof typeof CA_FILES): string {
 export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): void {
   const dir = dirname(path);
   const created = mkdirSync(dir, { recursive: true, mode: 0o700 });
-  // Each directory just made must be in its parent on disk too, or the file goes with it.
   if (created !== undefined) {
-    for (let d = dir; d !== dirname(created); d = dirname(d)) syncDirectory(dirname(d));
+    for (let d = dir; d !== dirname(created); d = dirname(d)) {
+      // Each directory just made must be in its parent on disk too, or the file goes with it.
+      syncDirectory(dirname(d));
+    }
+    // Parents first: each takes the owner of the one above it.
+    for (const d of madeDirectories(dir, created)) keepOwner(d, ownerOf(dirname(d)));
   }
+  const owner = ownerOf(existsSync(path) ? path : dir);
   const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
   // Outside the cleanup below: a temp file this call did not create (EEXIST) is another writer's.
   const fd = openSync(tmp, 'wx', mode);
   try {
     try {
       fchmodSync(fd, mode);
+      keepOwner(fd, owner);
       writeFileSync(fd, data);
       fsyncSync(fd);
     } finally {
@@ -52,6 +58,30 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o64
     throw e;
   }
   syncDirectory(dir);
+}
+
+/** The directories mkdirSync made for `dir`, `created` (the first it made) first. */
+function madeDirectories(dir: string, created: string): string[] {
+  const out: string[] = [];
+  for (let d = dir; d !== dirname(created); d = dirname(d)) out.unshift(d);
+  return out;
+}
+
+function ownerOf(path: string): { uid: number; gid: number } {
+  const st = statSync(path);
+  return { uid: st.uid, gid: st.gid };
+}
+
+/**
+ * Run as root (a step run with sudo, say), a file written takes the owner of the file it replaces,
+ * or of its directory, and a directory made the owner of its parent: the CA directory's files stay
+ * the service user's, who could otherwise not read ca-key.pem at the next start. Other users
+ * cannot give files away, and write as themselves.
+ */
+function keepOwner(target: number | string, owner: { uid: number; gid: number }): void {
+  if (process.getuid?.() !== 0) return;
+  if (typeof target === 'number') fchownSync(target, owner.uid, owner.gid);
+  else chownSync(target, owner.uid, owner.gid);
 }
 
 /** Makes a rename in `dir` durable (a no-op where directories cannot be opened for it). */

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -24,6 +24,25 @@ let n = 0;
 const mode = (p: string): number => statSync(p).mode & 0o777;
 
 describe('writeFileAtomic', () => {
+  it.skipIf(process.getuid?.() !== 0)("run as root, keeps the owner of the file it replaces, and gives new files and directories their directory's owner", () => {
+    const dir = join(base, `d${++n}`);
+    mkdirSync(dir);
+    chownSync(dir, 65534, 65534);
+    writeFileSync(join(dir, 'ca-key.pem'), 'old', { mode: 0o600 });
+    chownSync(join(dir, 'ca-key.pem'), 65534, 65534);
+    writePrivateKey(join(dir, 'ca-key.pem'), 'new');
+    writeFileAtomic(join(dir, 'rotation.json'), '{}');
+    writePrivateKey(join(dir, 'archive', 'x', 'ca-key.pem'), 'archived');
+    const owner = (p: string): [number, number] => [statSync(p).uid, statSync(p).gid];
+    for (const p of ['ca-key.pem', 'rotation.json', 'archive', 'archive/x', 'archive/x/ca-key.pem']) expect(owner(join(dir, p)), p).toEqual([65534, 65534]);
+    expect(readFileSync(join(dir, 'ca-key.pem'), 'utf8')).toBe('new');
+    expect(mode(join(dir, 'ca-key.pem'))).toBe(0o600);
+    // A file of root's own stays root's.
+    writeFileSync(join(dir, 'root-key.pem'), 'root', { mode: 0o600 });
+    writePrivateKey(join(dir, 'root-key.pem'), 'root 2');
+    expect(owner(join(dir, 'root-key.pem'))).toEqual([0, 0]);
+  });
+
   it('writes the file with the mode asked for, whatever the umask, and keys 0600', () => {
     const dir = join(base, `d${++n}`);
     const old = process.umask(0o077);
