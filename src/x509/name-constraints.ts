@@ -8,6 +8,8 @@
  * constraint that matches refuses, and a non-empty permitted list must have one that matches. A
  * DNS or URI constraint matches the domain and its subdomains, or only subdomains with a leading
  * "."; an IP constraint matches addresses of its own length (IPv4 or IPv6) within its mask.
+ * OpenSSL (and BoringSSL, Envoy's) reads a permitted URI constraint without a leading "." as RFC
+ * 5280 says, one host and not its subdomains: that stricter reading is kept for permitted ones.
  * Since CVE-2025-61727 (Go 1.24.11 / 1.25.5) a wildcard name is excluded when the constraint
  * matches it with the leftmost label of both dropped (`*.example.com` under an excluded
  * `foo.example.com`); older Go and OpenSSL accept that one, the stricter verdict is kept.
@@ -182,7 +184,7 @@ function uriRefusal(nc: NameConstraints, uri: string): string | null {
   const labels = reverseLabels(host);
   // Go refuses to match a URI without a domain host against any URI constraint.
   if (host === '' || host.startsWith('[') || isIP(host) !== 0 || labels === null) return 'its host is not a domain name';
-  return verdict(nc.permitted.uri, nc.excluded.uri, (c, excluded) => domainMatches(host, labels, c, excluded), domainText);
+  return verdict(nc.permitted.uri, nc.excluded.uri, (c, excluded) => domainMatches(host, labels, c, excluded) && (excluded || c.subdomainsOnly || labels.length === c.labels.length), domainText);
 }
 
 function verdict<C>(permitted: readonly C[], excluded: readonly C[], matches: (c: C, excluded: boolean) => boolean, show: (c: C) => string): string | null {

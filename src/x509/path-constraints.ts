@@ -4,9 +4,10 @@
  * and name constraints on the leaf's names. A CA chain that breaks one of them signs leaves that
  * clients refuse, so meshcert checks a sample leaf's path when it loads a CA, and the names of
  * each leaf with DNS names or IP addresses before signing it (src/x509/name-constraints.ts).
- * Go's rules where they differ: a CA whose only extended key usage is anyExtendedKeyUsage passes
- * (Go accepts it; OpenSSL's purpose check does not). Never stricter than Go, except where Go
- * releases differ: then as the strictest (see src/x509/name-constraints.ts).
+ * Where verifiers differ, the strictest: a chain any of them refuses would break some handshakes.
+ * So a CA whose only extended key usage is anyExtendedKeyUsage is refused (Go accepts it; OpenSSL,
+ * BoringSSL and rustls-webpki do not), and so is a URI outside a permitted URI constraint's one
+ * host (see src/x509/name-constraints.ts, also for where Go releases differ).
  * Reads extensions with the small DER reader, not a full X.509 library: a CA's constraints are
  * read once at load, and each leaf with DNS names or IP addresses is checked against them.
  */
@@ -45,7 +46,10 @@ export function pathConstraintProblems(path: readonly PathCert[], names: LeafNam
       problems.push(`"${ca.name}" allows ${pathLen} CA certificate(s) below it (pathLenConstraint) but the chain has ${below}`);
     }
     const eku = ext.get(hex(OID_EXT_KEY_USAGE))?.value;
-    if (eku && !allowsMtls(ca.der, eku)) {
+    const purposes = eku && mtlsPurposes(ca.der, eku);
+    if (purposes === 'any only') {
+      problems.push(`"${ca.name}" has anyExtendedKeyUsage as its only extended key usage: Go accepts the mesh's mTLS certificates below it, but OpenSSL, BoringSSL (Envoy's) and rustls-webpki refuse them; it needs serverAuth and clientAuth`);
+    } else if (purposes === 'missing') {
       problems.push(`"${ca.name}" has an extended key usage without serverAuth and clientAuth, so the mesh's mTLS certificates below it are refused`);
     }
   }
@@ -162,7 +166,13 @@ function pathLenConstraint(der: Uint8Array, bc: DerElement | undefined): number 
   return v;
 }
 
-function allowsMtls(der: Uint8Array, eku: DerElement): boolean {
+/**
+ * Whether a CA's extended key usage lets verifiers accept mTLS certificates below it. Go also
+ * takes anyExtendedKeyUsage alone; OpenSSL and BoringSSL (Envoy checks the "ssl_client" and
+ * "ssl_server" purposes on every CA of the chain) and rustls-webpki do not, so that is refused too.
+ */
+function mtlsPurposes(der: Uint8Array, eku: DerElement): 'ok' | 'any only' | 'missing' {
   const ids = new Set(readChildren(der, eku).map((e) => Buffer.from(der.subarray(e.start, e.end)).toString('hex')));
-  return ids.has(hex(OID_ANY_EKU)) || (ids.has(hex(OID_SERVER_AUTH)) && ids.has(hex(OID_CLIENT_AUTH)));
+  if (ids.has(hex(OID_SERVER_AUTH)) && ids.has(hex(OID_CLIENT_AUTH))) return 'ok';
+  return ids.has(hex(OID_ANY_EKU)) ? 'any only' : 'missing';
 }

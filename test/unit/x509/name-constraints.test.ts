@@ -26,6 +26,8 @@ interface Case {
   readonly critical?: boolean;
   /** The constraints on the root instead of the intermediate (Go checks them there too). */
   readonly onRoot?: boolean;
+  /** The leaf's URI SANs: URI unless given. */
+  readonly uris?: string[];
   readonly dnsNames?: string[];
   readonly ipAddresses?: string[];
   /** meshcert's verdict; Go's and OpenSSL's are the same unless given. */
@@ -56,6 +58,14 @@ const CASES: Case[] = [
   { what: 'DNS: a name Go cannot parse (trailing dot) under URI constraints only', permitted: { uri: ['cluster.local'] }, dnsNames: ['a.example.com.'], ours: 'refused', openssl: 'ok' },
   { what: 'DNS: only URI constraints (another type) leave DNS names free', permitted: { uri: ['cluster.local'] }, dnsNames: ['anything.example.org'], ours: 'ok' },
   { what: 'DNS and URI permitted together', permitted: { uri: ['cluster.local'], dns: ['example.com'] }, dnsNames: ['a.example.com'], ours: 'ok' },
+  { what: 'URI: the permitted host itself', permitted: { uri: ['cluster.local'] }, ours: 'ok' },
+  // RFC 5280: a URI constraint without a leading "." names one host. OpenSSL (and BoringSSL, in
+  // Envoy) hold to that; Go matches subdomains too. A permitted one is read as the hosts all allow.
+  { what: 'URI: a subdomain of a permitted host', permitted: { uri: ['cluster.local'] }, uris: ['spiffe://prod.cluster.local/ns/a/sa/b'], ours: 'refused', go: 'ok' },
+  { what: 'URI: ".domain" permits its subdomains', permitted: { uri: ['.cluster.local'] }, uris: ['spiffe://prod.cluster.local/ns/a/sa/b'], ours: 'ok' },
+  { what: 'URI: ".domain" does not permit the domain itself', permitted: { uri: ['.cluster.local'] }, ours: 'refused' },
+  // ... and an excluded one as the widest reading (Go's): excluded if any verifier excludes it.
+  { what: 'URI: a subdomain of an excluded host', excluded: { uri: ['cluster.local'] }, uris: ['spiffe://prod.cluster.local/ns/a/sa/b'], ours: 'refused', openssl: 'ok' },
   { what: 'IP: inside a permitted IPv4 range', permitted: { ip: ['10.0.0.0/8'] }, ipAddresses: ['10.1.2.3'], ours: 'ok' },
   { what: 'IP: outside a permitted IPv4 range', permitted: { ip: ['10.0.0.0/8'] }, ipAddresses: ['192.168.1.1'], ours: 'refused' },
   // 32.1.0.0/16 is 0x2001 as the first octets of 2001:db8::1: only the length tells them apart.
@@ -101,14 +111,15 @@ function openssl(rootPem: string, chainPem: string, leafPem: string, name: strin
   }
 }
 
-describe('name constraints on DNS names and IP addresses: meshcert, Go and OpenSSL', () => {
+describe('name constraints on DNS names, URIs and IP addresses: meshcert, Go and OpenSSL', () => {
   it.each(CASES.map((c, i) => [c.what, c, i] as const))('%s', async (_what, c, i) => {
     const constraints = nameConstraints(c.permitted ?? {}, c.excluded ?? {}, c.critical ?? true);
     const top = c.onRoot ? await caCert(undefined, `CN=nc root ${i}`, [constraints]) : root;
     const inter = await caCert(top, `CN=nc ${i}`, c.onRoot ? [] : [constraints], 0);
-    const leaf = await leafCert(inter, { uris: [URI], dnsNames: c.dnsNames, ipAddresses: c.ipAddresses });
+    const uris = c.uris ?? [URI];
+    const leaf = await leafCert(inter, { uris, dnsNames: c.dnsNames, ipAddresses: c.ipAddresses });
     const path: PathCert[] = [leaf, inter.cert, top.cert].map((x) => ({ der: new Uint8Array(x.rawData), name: x.subject }));
-    const problems = pathConstraintProblems(path, { uris: [URI], dnsNames: c.dnsNames ?? [], ipAddresses: (c.ipAddresses ?? []).map(ipToBytes) });
+    const problems = pathConstraintProblems(path, { uris, dnsNames: c.dnsNames ?? [], ipAddresses: (c.ipAddresses ?? []).map(ipToBytes) });
     expect(problems.length === 0 ? 'ok' : 'refused', problems.join('; ')).toBe(c.ours);
     expect(openssl(top.cert.toString('pem'), inter.cert.toString('pem'), leaf.toString('pem'), `case-${i}`)).toBe(c.openssl ?? c.ours);
     if (go) {

@@ -79,13 +79,16 @@ describe('pathConstraintProblems agrees with openssl verify', () => {
     expect(openssl).toMatch(/unsuitable certificate purpose/);
   });
 
-  it('accepts a CA whose extended key usage has both, or only anyExtendedKeyUsage (as Go does; OpenSSL refuses that one)', async () => {
+  it('accepts a CA whose extended key usage has both (anyExtendedKeyUsage beside them or not), and refuses one with only anyExtendedKeyUsage, which Go accepts and OpenSSL refuses', async () => {
     const both = await ca(root, 'CN=both', [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth])], 0);
     expect(await judge([both])).toMatchObject({ problems: [], openssl: expect.stringMatching(/: OK/) });
+    const bothAndAny = await ca(root, 'CN=both and any', [new x509.ExtendedKeyUsageExtension(['2.5.29.37.0', x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth])], 0);
+    expect(await judge([bothAndAny])).toMatchObject({ problems: [], openssl: expect.stringMatching(/: OK/) });
     const any = await ca(root, 'CN=any', [new x509.ExtendedKeyUsageExtension(['2.5.29.37.0'])], 0);
     const judged = await judge([any]);
-    expect(judged.problems).toEqual([]);
-    // Never stricter than Go, which accepts it; OpenSSL's purpose check differs here.
+    expect(judged.problems).toEqual([
+      '"CN=any" has anyExtendedKeyUsage as its only extended key usage: Go accepts the mesh\'s mTLS certificates below it, but OpenSSL, BoringSSL (Envoy\'s) and rustls-webpki refuse them; it needs serverAuth and clientAuth',
+    ]);
     expect(judged.openssl).toMatch(/unsuitable certificate purpose/);
   });
 
