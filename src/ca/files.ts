@@ -30,15 +30,7 @@ export function caPath(dir: string, file: keyof typeof CA_FILES): string {
  */
 export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): void {
   const dir = dirname(path);
-  const created = mkdirSync(dir, { recursive: true, mode: 0o700 });
-  if (created !== undefined) {
-    for (let d = dir; d !== dirname(created); d = dirname(d)) {
-      // Each directory just made must be in its parent on disk too, or the file goes with it.
-      syncDirectory(dirname(d));
-    }
-    // Parents first: each takes the owner of the one above it.
-    for (const d of madeDirectories(dir, created)) keepOwner(d, ownerOf(dirname(d)));
-  }
+  makeDirectory(dir);
   const owner = ownerOf(existsSync(path) ? path : dir);
   const tmp = `${path}.${process.pid}.${Date.now()}.tmp`;
   // Outside the cleanup below: a temp file this call did not create (EEXIST) is another writer's.
@@ -58,6 +50,21 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o64
     throw e;
   }
   syncDirectory(dir);
+}
+
+/**
+ * Makes `dir` and its missing parents (0700), durably: each one made is synced into its parent,
+ * or a crash could lose the directory with the files fsynced into it. Run as root, each takes
+ * its parent's owner (see keepOwner).
+ */
+export function makeDirectory(dir: string): void {
+  const created = mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (created === undefined) return;
+  // Parents first: each takes the owner of the one above it.
+  for (const d of madeDirectories(dir, created)) {
+    syncDirectory(dirname(d));
+    keepOwner(d, ownerOf(dirname(d)));
+  }
 }
 
 /** The directories mkdirSync made for `dir`, `created` (the first it made) first. */

@@ -14,11 +14,11 @@
  *   kubectl -n istio-system get secret istio-ca-secret -o jsonpath='{.data.ca-cert\.pem}' | base64 -d > ca-cert.pem
  */
 import { createPrivateKey, type KeyObject, type X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
 import { certToPem, parsePemBundle, pemBlocks } from '../x509/pem.js';
-import { beginCaCreation, CaDirTaken, CA_FILES, caPath, endCaCreation, readCaTextIfPresent, recoverInterruptedCreation } from './files.js';
+import { beginCaCreation, CaDirTaken, CA_FILES, caPath, endCaCreation, makeDirectory, readCaTextIfPresent, recoverInterruptedCreation } from './files.js';
 import { isCaDirEmpty, isSelfSigned, loadCaDir, type CaMaterial } from './material.js';
 import { oneLine, ROTATION_FILE, validateLayout, writeLayout } from './rotate.js';
 import { signedBy } from '../x509/verify-chain.js';
@@ -108,7 +108,7 @@ export function importIstiod(o: ImportIstiodOptions): ImportIstiodResult {
   } catch (e) {
     throw new ConfigError(`cannot import from ${from}: ${(e as Error).message}`);
   }
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirectory(dir);
   beginCaCreation(dir);
   // A server under ca.autoInit may have made one there while this import was checked: it stands.
   if (!isCaDirEmpty(dir)) {

@@ -1,8 +1,8 @@
 import { X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import type { KeyType } from '../config/schema.js';
 import { ConfigError } from '../errors/ca-error.js';
-import { beginCaCreation, CaDirTaken, caPath, endCaCreation, recoverInterruptedCreation, writeFileAtomic, writePrivateKey } from './files.js';
+import { beginCaCreation, CaDirTaken, caPath, endCaCreation, makeDirectory, recoverInterruptedCreation, writeFileAtomic, writePrivateKey } from './files.js';
 import { caSubjectName, checkOrganization, createIntermediateCert, createRootCert, generateKey } from './generate.js';
 import { buildMaterial, isCaDirEmpty, type CaMaterial } from './material.js';
 
@@ -51,7 +51,7 @@ export async function initCaDir(o: CaInitOptions): Promise<CaMaterial> {
   const interPem = `${inter.toString('pem')}\n`;
   const material = buildMaterial(new X509Certificate(interPem), interKey.privateKey, [], [new X509Certificate(rootPem)], now);
 
-  mkdirSync(o.dir, { recursive: true, mode: 0o700 });
+  makeDirectory(o.dir);
   beginCaCreation(o.dir);
   // Another process may have made one while the keys were generated: it stands, this one goes.
   if (!isCaDirEmpty(o.dir)) {

@@ -2,6 +2,8 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { importIstiod } from '../../../src/ca/import-istiod.js';
+import { initCaDir } from '../../../src/ca/init.js';
 import { beginCaCreation, CaDirTaken, endCaCreation, exposedKeyNotes, interruptedCreation, readCaTextIfPresent, recoverInterruptedCreation, waitForCaCreation, writeFileAtomic, writePrivateKey } from '../../../src/ca/files.js';
 
 /** What each fsyncSync call synced (the path its descriptor names), in order; the real call still runs. */
@@ -79,7 +81,16 @@ describe('writeFileAtomic', () => {
   it('syncs the parent of every directory it creates', () => {
     const top = join(base, `d${++n}`);
     writeFileAtomic(join(top, 'x', 'y', 'f.pem'), 'data');
-    expect(synced.filter((p) => !p.endsWith('.tmp'))).toEqual([join(top, 'x'), top, base, join(top, 'x', 'y')]);
+    expect(synced.filter((p) => !p.endsWith('.tmp'))).toEqual([base, top, join(top, 'x'), join(top, 'x', 'y')]);
+  });
+
+  it('ca init and ca import-istiod make their directory durably too: its parent is synced', async () => {
+    const top = join(base, `d${++n}`);
+    await initCaDir({ dir: join(top, 'ca') });
+    expect(synced.slice(0, 2)).toEqual([base, top]);
+    synced.splice(0);
+    importIstiod({ from: join(top, 'ca'), dir: join(top, 'imported', 'ca') });
+    expect(synced.slice(0, 2)).toEqual([top, join(top, 'imported')]);
   });
 
   it("leaves a temp file it did not create alone (another writer's)", () => {
