@@ -231,6 +231,8 @@ export interface RotateStartOptions {
   readonly minWaitMs?: number;
   readonly rootLifetimeMs?: number;
   readonly intermediateLifetimeMs?: number;
+  /** Start even when the old CA ends before the switch is allowed (meshcert then cannot sign in between). */
+  readonly force?: boolean;
   readonly now?: Date;
 }
 
@@ -266,6 +268,19 @@ async function rotateStartLocked(o: RotateStartOptions): Promise<StepResult> {
   if (existsSync(join(dir, RENEWING_DIR))) throw new ConfigError(`cannot start a rotation: ${pendingStepNote(dir, current.signingCert)}`);
   const oldRoot = anchorOf(current);
   const messages: string[] = [];
+  const minWaitMs = o.minWaitMs ?? DEFAULT_MIN_WAIT_MS;
+  const switchAllowedAt = now.getTime() + minWaitMs;
+  // The switch must come before the old CA ends, or meshcert cannot sign in between. Refused
+  // before anything is staged: once started, renew-intermediate (the usual remedy) is refused.
+  const oldEnd = current.notAfter.getTime();
+  const gap = oldEnd <= switchAllowedAt;
+  const ends = `the old CA ("${oneLine(current.signingCert.subject)}" and its chain) can sign only until ${current.notAfter.toISOString()}, before the switch is allowed (${new Date(switchAllowedAt).toISOString()}, --min-wait ${duration(minWaitMs)}): from then until the switch meshcert refuses to issue (UNAVAILABLE)`;
+  if (gap && !o.force) {
+    const renewable = !isSelfSigned(current.signingCert) && Date.parse(oldRoot.validTo) > switchAllowedAt;
+    throw new ConfigError(
+      `cannot start a rotation: ${ends}. ${renewable ? `Renew the intermediate first ("meshcert ca renew-intermediate --dir ${dir}"), then start; or start` : 'Start'} with a --min-wait under ${duration(Math.max(0, oldEnd - now.getTime()))} if every workload will hold both roots by then, or with --force to accept the gap`,
+    );
+  }
 
   // The new CA, staged in next/. A complete next/ (ca-cert.pem is written last) is left by an
   // interrupted start and is reused: its root may already have been handed out.
@@ -319,21 +334,13 @@ async function rotateStartLocked(o: RotateStartOptions): Promise<StepResult> {
   validateLayout(dir, { ...live, root: rootPem }, now, 'cannot add the new root to root-cert.pem');
   if (writeLayout(dir, { root: rootPem }).length > 0) messages.push(`added the new root to ${caPath(dir, 'root')} (now ${roots.length} roots, old first)`);
 
-  const minWaitMs = o.minWaitMs ?? DEFAULT_MIN_WAIT_MS;
-  const switchAllowedAt = now.getTime() + minWaitMs;
   const warnings: string[] = [];
   // Its root may already be handed out, so it is not made again; but the operator must know that
   // what they asked for is not what they get (renew-intermediate says the same).
   if (reusedWithOptions) {
     warnings.push(`--key-type and --org were not used: the new CA an interrupted start had staged in ${nextDir} was reused as it is (root "${oneLine(next.roots[0]!.subject)}", ${keyTypeOf(next.roots[0]!.publicKey)}); for one made with them, remove ${nextDir}, ${rotationFile(dir)} and the new root from ${caPath(dir, 'root')} before any workload trusts it, and start again`);
   }
-  // The switch must come before the old CA ends, or meshcert cannot sign in between.
-  const oldEnd = current.notAfter.getTime();
-  if (oldEnd <= switchAllowedAt) {
-    warnings.push(
-      `the old CA ("${oneLine(current.signingCert.subject)}" and its chain) can sign only until ${current.notAfter.toISOString()}, before the switch is allowed (${new Date(switchAllowedAt).toISOString()}, --min-wait ${duration(minWaitMs)}): from then until the switch meshcert refuses to issue (UNAVAILABLE). Renew the intermediate first ("meshcert ca renew-intermediate --dir ${dir}") if the root allows, or switch with --force when every workload holds both roots`,
-    );
-  }
+  if (gap) warnings.push(`started with --force: ${ends}; switch with --force as soon as every workload holds both roots`);
   const state: RotationState = {
     version: 1,
     step: 'started',

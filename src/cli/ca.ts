@@ -20,9 +20,10 @@ export const CA_USAGE = `meshcert ca init --dir DIR [--key-type ec256|ec384|rsa2
 meshcert ca check --dir DIR [--trust-domain cluster.local]
   Loads a CA directory and reports whether meshcert would accept it (the checks and the self-test
   serve runs at load, for that trust domain).
-meshcert ca rotate start --dir DIR [--key-type ec256|...] [--org NAME] [--min-wait 13h]
+meshcert ca rotate start --dir DIR [--key-type ec256|...] [--org NAME] [--min-wait 13h] [--force]
   Root rotation, step 1: stages a new root and intermediate in DIR/next/ and adds the new root to
   root-cert.pem (old first); signing continues with the old intermediate. State: DIR/rotation.json.
+  Refused when the old CA ends before the switch is allowed (renew the intermediate first), unless --force.
 meshcert ca rotate switch --dir DIR [--min-wait 13h] [--max-leaf-lifetime 90d] [--force]
   Step 2, once every workload holds both roots (--min-wait after start, else --force; a --min-wait
   shorter than start's needs --force too): signs with the new intermediate (ca-cert.pem, ca-key.pem,
@@ -135,10 +136,10 @@ function warnExpiredRoots(roots: readonly X509Certificate[]): void {
 async function rotateCommand(argv: string[]): Promise<number> {
   const [step, ...rest] = argv;
   if (step === 'start') {
-    const { values: v } = parse(rest, { dir: { type: 'string' }, 'key-type': { type: 'string' }, org: { type: 'string' }, 'min-wait': { type: 'string' } });
+    const { values: v } = parse(rest, { dir: { type: 'string' }, 'key-type': { type: 'string' }, org: { type: 'string' }, 'min-wait': { type: 'string' }, force: { type: 'boolean', default: false } });
     if (!v.dir) throw new UsageError('ca rotate start needs --dir');
     orgOption(v.org);
-    return report(await rotateStart({ dir: resolve(v.dir), keyType: keyTypeOption(v['key-type']), organization: v.org, minWaitMs: durationMs(v['min-wait'], '--min-wait') }));
+    return report(await rotateStart({ dir: resolve(v.dir), keyType: keyTypeOption(v['key-type']), organization: v.org, minWaitMs: durationMs(v['min-wait'], '--min-wait'), force: v.force! }));
   }
   if (step === 'switch') {
     const { values: v } = parse(rest, { dir: { type: 'string' }, 'min-wait': { type: 'string' }, 'max-leaf-lifetime': { type: 'string' }, force: { type: 'boolean', default: false } });

@@ -480,10 +480,10 @@ describe('ca rotate switch', () => {
   it.each([
     ['intermediate', { intermediateLifetimeMs: 10 * HOUR_MS }],
     ['root', { rootLifetimeMs: 12 * HOUR_MS }],
-  ])('switches when the old %s expired during the wait (start warned), leaving a directory that loads and signs', async (_what, lifetimes) => {
+  ])('switches when the old %s expired during the wait (a start forced, with a warning), leaving a directory that loads and signs', async (_what, lifetimes) => {
     const d = await initAt(lifetimes);
-    const started = await rotateStart({ dir: d, now: T1 });
-    expect(started.warnings.join('\n')).toMatch(/can sign only until .* before the switch is allowed .*meshcert refuses to issue \(UNAVAILABLE\)\. Renew the intermediate first \("meshcert ca renew-intermediate --dir .*"\)/);
+    const started = await rotateStart({ dir: d, now: T1, force: true });
+    expect(started.warnings.join('\n')).toMatch(/^started with --force: the old CA .* can sign only until .* before the switch is allowed .*meshcert refuses to issue \(UNAVAILABLE\); switch with --force as soon as every workload holds both roots$/m);
     // At T2 the old chain no longer loads: meshcert cannot sign until the switch.
     expect(() => loadCaDir(d, T2)).toThrow(/expired/);
     const r = rotateSwitch({ dir: d, now: T2 });
@@ -492,6 +492,25 @@ describe('ca rotate switch', () => {
     expect(loadCaDir(d, T2).signingCert.fingerprint256).toBe(s.newIntermediate.fingerprint256);
     const leaf = leafFrom(d, T2);
     expect(verifyResponseChain([leaf.pem, ...leaf.chainPem], read(d, 'root-cert.pem'), T2).root.fingerprint256).toBe(s.newRoot.fingerprint256);
+  });
+
+  it.each([
+    ['intermediate', { intermediateLifetimeMs: 10 * HOUR_MS }, /Renew the intermediate first \("meshcert ca renew-intermediate --dir .*"\), then start; or start with a --min-wait under 9h /],
+    ['root', { rootLifetimeMs: 12 * HOUR_MS }, /\. Start with a --min-wait under 11h /],
+  ])('refuses to start, changing nothing, when the old %s ends before the switch is allowed, saying what to do instead', async (_what, lifetimes, advice) => {
+    const d = await initAt(lifetimes);
+    const before = snapshot(d);
+    const e = await configErrorAsync(rotateStart({ dir: d, now: T1 }));
+    expect(e.message).toMatch(/^cannot start a rotation: the old CA .* can sign only until .*, before the switch is allowed .*meshcert refuses to issue \(UNAVAILABLE\)\. /);
+    expect(e.message).toMatch(advice);
+    expect(e.message).toMatch(/or with --force to accept the gap$/);
+    expect(snapshot(d)).toEqual(before);
+    expect(existsSync(join(d, 'next'))).toBe(false);
+    // The advice works: a renewal is not refused, and a start after it goes through.
+    if (_what === 'intermediate') {
+      await renewIntermediate({ dir: d, now: T1 });
+      expect((await rotateStart({ dir: d, now: T1 })).warnings).toEqual([]);
+    }
   });
 
   it('does not warn at start when the old CA outlasts the wait', async () => {
