@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import { boundConnections } from './connection-bound.js';
 import { CERTIFICATES_API_PATH, handleCertificatesApi, QuerySlots, requestTarget } from './certificates-api.js';
 import { BlockList, isIP } from 'node:net';
-import { listenOn, splitHostPort } from '../net/host-port.js';
+import { listenOn } from '../net/host-port.js';
 import type { InventoryStore } from '../inventory/types.js';
 import type { Logger } from '../log/logger.js';
 import { LogThrottle } from '../log/throttle.js';
@@ -49,7 +49,6 @@ const STORE_WARN_EVERY_MS = 60_000;
  * within bounds), and the read-only certificate inventory API.
  */
 export async function startAdminServer(o: AdminServerOptions): Promise<{ port: number; close(): Promise<void> }> {
-  const loopback = isLoopback(splitHostPort(o.listen).host);
   const limits = o.limits ?? ADMIN_LIMITS;
   const slots = new QuerySlots(INVENTORY_QUERY_SLOTS);
   const now = o.now ?? Date.now;
@@ -71,7 +70,10 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
     if (hostHeaderCount(req.rawHeaders) > 1) {
       return send(400, `${JSON.stringify({ error: 'more than one Host header' })}\n`, 'application/json', { connection: 'close' });
     }
-    if (loopback && !isLocalHostHeader(targetHost(req.url, req.headers.host))) {
+    // Judged by the address the connection came in on, not admin.listen's text: a host name that
+    // resolves to loopback (the machine's own name), or a wildcard listen reached over loopback,
+    // is as reachable by rebinding as 127.0.0.1.
+    if (isLoopback(req.socket.localAddress ?? '') && !isLocalHostHeader(targetHost(req.url, req.headers.host))) {
       return send(421, `${JSON.stringify({ error: 'the admin server answers only requests addressed to localhost or an IP address' })}\n`, 'application/json');
     }
     const { path } = requestTarget(req.url);
@@ -124,7 +126,7 @@ LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
 LOOPBACK.addAddress('::1', 'ipv6');
 LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
 
-/** Whether the admin server's listen host is this machine's loopback (its Host headers are then checked). */
+/** Whether an address (or `localhost`) is this machine's loopback: requests that came in on one have their Host checked. */
 export function isLoopback(host: string): boolean {
   const family = isIP(host);
   if (family === 0) return host.toLowerCase() === 'localhost';

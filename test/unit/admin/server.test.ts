@@ -1,5 +1,7 @@
+import { execFileSync } from 'node:child_process';
 import { request } from 'node:http';
 import { connect } from 'node:net';
+import { hostname } from 'node:os';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isLocalHostHeader, isLoopback, startAdminServer, targetHost } from '../../../src/admin/server.js';
@@ -129,6 +131,27 @@ describe('the admin server on loopback and the Host header (DNS rebinding)', () 
       expect(status).toBe(421);
     } finally {
       await mapped.close();
+    }
+  });
+
+  it('checks Host headers on every connection that came in over loopback, whatever admin.listen says (a wildcard, or a name resolving to loopback)', async () => {
+    for (const listen of ['0.0.0.0:0', `${hostnameOnLoopback() ?? 'localhost'}:0`]) {
+      const server = await startAdminServer({ listen, logger: createLogger('silent'), metrics: () => Promise.resolve({ contentType: 'text/plain', body: '' }), readiness: () => Promise.resolve([]) });
+      try {
+        const status = (host: string): Promise<number> =>
+          new Promise<number>((resolve, reject) => {
+            const req = request({ host: '127.0.0.1', port: server.port, path: '/metrics', headers: { host } }, (res) => {
+              res.resume();
+              resolve(res.statusCode ?? 0);
+            });
+            req.on('error', reject);
+            req.end();
+          });
+        expect(await status('attacker.example'), listen).toBe(421);
+        expect(await status(`127.0.0.1:${server.port}`), listen).toBe(200);
+      } finally {
+        await server.close();
+      }
     }
   });
 
@@ -334,3 +357,13 @@ describe('the admin server under load', () => {
     }
   }, 20_000);
 });
+
+/** This machine's own name when it resolves to a loopback address (Debian's 127.0.1.1, say), for a listen given by name. */
+function hostnameOnLoopback(): string | undefined {
+  try {
+    const address = execFileSync('getent', ['ahostsv4', hostname()], { encoding: 'utf8' }).split(/\s+/)[0] ?? '';
+    return address.startsWith('127.') ? hostname() : undefined;
+  } catch {
+    return undefined;
+  }
+}
