@@ -121,6 +121,21 @@ export function parseSourceFilter(value: string): RecordSource | 'discovered' | 
   return null;
 }
 
+/**
+ * Refuses a query string that is not valid percent-encoded UTF-8, as the lookup path refuses such
+ * a key: URLSearchParams would read `%FF` as U+FFFD and a stray `%` as itself, and run a filter
+ * that was never asked for.
+ */
+function checkPercentEncoding(query: string): void {
+  for (const part of query.split('&')) {
+    try {
+      decodeURIComponent(part.replace(/\+/g, ' '));
+    } catch {
+      throw new BadRequest(`the query ${JSON.stringify(part.slice(0, 64))} is not valid percent-encoding (UTF-8)`);
+    }
+  }
+}
+
 function queryParams(search: URLSearchParams): Partial<Record<Param, string>> {
   const out: Partial<Record<Param, string>> = {};
   for (const name of new Set(search.keys())) {
@@ -238,6 +253,7 @@ export async function handleCertificatesApi(req: IncomingMessage, res: ServerRes
   const inSlot = <T>(query: () => Promise<T>): Promise<T> => (options.slots ? options.slots.run(query) : query());
   const now = options.now?.() ?? new Date();
   try {
+    checkPercentEncoding(query);
     if (rest === '') {
       const { filter, tag } = filterFrom(queryParams(search), now);
       const page = await inSlot(() => store.list(filter));

@@ -327,6 +327,12 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
       // PostgreSQL refuses a NUL in text; both stores answer 400, not "store unavailable".
       'namespace=%00',
       'spiffeId=spiffe%3A%2F%2Fa%00b',
+      // Not percent-encoded UTF-8: refused as the lookup path refuses such a key, not read as U+FFFD or a literal %.
+      'namespace=%FF',
+      'namespace=%C0%AF',
+      'namespace=%zz',
+      'namespace=50%',
+      '%FF=x',
     ]) {
       const r = await request(`/api/v1/certificates?${q}`);
       expect(r.status, q).toBe(400);
@@ -340,6 +346,9 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     expect(bare.status).toBe(400);
     expect(bare.body).toEqual({ error: 'expiringWithin 30: give a unit (30d, 30h, 30m or 30s); a bare number would be seconds' });
     expect((await request('/api/v1/certificates?expiringWithin=0')).status).toBe(200);
+    expect((await request('/api/v1/certificates?namespace=%FF')).body).toEqual({ error: 'the query "namespace=%FF" is not valid percent-encoding (UTF-8)' });
+    // Encoded well, a + is a space and %25 a percent sign: answered.
+    expect((await request('/api/v1/certificates?namespace=a+b%25%C3%A9')).status).toBe(200);
     const notHex = await request('/api/v1/certificates/not-a-serial');
     expect(notHex.status).toBe(400);
     // A lookup takes no parameters: a filter sent with it is refused, not silently not applied.
