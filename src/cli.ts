@@ -135,6 +135,7 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    endSoon();
   },
   (err: unknown) => {
     if (err instanceof UsageError) {
@@ -154,13 +155,20 @@ main(process.argv.slice(2)).then(
       if (process.env.MESHCERT_DEBUG) console.error(err);
       process.exitCode = failureExit;
     }
-    // A command that failed must end even if something it started (a watch, a timer) still holds
-    // the event loop: a server that cannot start should crash-loop visibly, not sit idle.
-    setTimeout(() => {
-      void import('./log/logger.js').then(
-        ({ flushLogs }) => flushLogs(),
-        () => undefined,
-      ).finally(() => process.exit());
-    }, 3000).unref();
+    endSoon();
   },
 );
+
+/**
+ * A command that has returned or failed ends even if something it started (a watch, a timer, a
+ * request to a server that never answers) still holds the event loop: a server that cannot start
+ * should crash-loop visibly, and a CronJob's discover run end with its exit code, not sit idle.
+ */
+function endSoon(): void {
+  setTimeout(() => {
+    void import('./log/logger.js').then(
+      ({ flushLogs }) => flushLogs(),
+      () => undefined,
+    ).finally(() => process.exit());
+  }, 3000).unref();
+}

@@ -28,10 +28,11 @@
  * remaining queries are not tried.
  */
 import { X509Certificate } from 'node:crypto';
-import { CoreV1Api, KubeConfig, type V1Secret, type V1SecretList } from '@kubernetes/client-node';
+import { KubeConfig, type CoreV1Api, type V1Secret, type V1SecretList } from '@kubernetes/client-node';
 import type { DiscoveredItem } from './types.js';
 import { withTimeout } from '../async/with-timeout.js';
 import { sha256Hex } from '../crypto/digest.js';
+import { createKubeClient } from '../k8s/client.js';
 import { splitPemCertificates } from '../x509/pem.js';
 
 export const DEFAULT_K8S_TIMEOUT_MS = 30_000;
@@ -182,13 +183,15 @@ export function secretItems(secret: V1Secret, cluster?: string): DiscoveredItem[
 
 /** Lists the Secrets cluster-wide; their items, or one error item when listing fails. */
 export async function discoverK8sSecrets(options: K8sSecretsOptions = {}): Promise<DiscoveredItem[]> {
+  const timeoutMs = options.timeoutMs ?? DEFAULT_K8S_TIMEOUT_MS;
   let api: CoreV1Api;
   try {
-    api = loadKubeConfig(options.kubeconfig).makeApiClient(CoreV1Api);
+    // Each request aborted a second after withTimeout gives up on it (which names what timed out):
+    // a request left open to an API server that never answers would keep the process alive.
+    api = createKubeClient(loadKubeConfig(options.kubeconfig), { requestTimeoutMs: timeoutMs + 1000 }).core;
   } catch (e) {
     return [{ kind: 'k8s', target: 'kubernetes', source: null, status: 'error', error: `cannot load Kubernetes credentials: ${describeError(e)}` }];
   }
-  const timeoutMs = options.timeoutMs ?? DEFAULT_K8S_TIMEOUT_MS;
   const items: DiscoveredItem[] = [];
   const done = new Set<string>();
   for (const q of QUERIES) {

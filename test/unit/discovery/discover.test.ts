@@ -884,6 +884,30 @@ describe('meshcert discover (CLI)', () => {
     }
   });
 
+  it('gives up on an API server that never answers, and closes the request it left open (a discover run must end)', async () => {
+    const apiChain = await makeChain({ subject: 'CN=kube-apiserver', dns: ['localhost'], ips: ['127.0.0.1'] });
+    let open = 0;
+    let opened = 0;
+    const server = https.createServer({ key: await apiChain.leaf.keyPem(), cert: apiChain.leaf.pem + apiChain.intermediate.pem }, (req) => {
+      opened++;
+      open++;
+      req.socket.on('close', () => open--);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const kubeconfig = join(dir, 'kubeconfig-stall');
+      writeKubeconfig(kubeconfig, `https://127.0.0.1:${(server.address() as AddressInfo).port}`, apiChain.root.pem, 't');
+      expect(await discoverK8sSecrets({ kubeconfig, timeoutMs: 300 })).toEqual([
+        { kind: 'k8s', target: 'kubernetes', source: null, status: 'error', error: 'cannot list TLS Secrets: listing TLS Secrets: no answer within 300 ms' },
+      ]);
+      expect(opened).toBe(1);
+      await expect.poll(() => open, { timeout: 5_000 }).toBe(0);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
   it('follows continue tokens across pages and reports a 403 with the API server message', async () => {
     const secrets = await Promise.all(
       Array.from({ length: 5 }, async (_, i) => tlsSecret('ns', `s${i}`, (await makeTestCert({ subject: `CN=s${i}` })).pem)),
