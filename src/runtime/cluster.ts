@@ -18,6 +18,8 @@ import { RetiredWorkerMetrics, type WorkerMetricsJson } from './retired-metrics.
 
 /** Marks a process forked by `serve`; the config itself arrives over IPC (no secrets in the environment, no size limit). */
 const WORKER_ENV = 'MESHCERT_WORKER';
+/** How long a reload that finds no worker serving waits for a replacement to check it (one loading through tsx took over 20 s in CI). */
+const NO_WORKER_RELOAD_WAIT_MS = 60_000;
 
 export type WorkerMessage =
   | { type: 'need-config' }
@@ -525,39 +527,46 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
     serving: () => (stopping ? 0 : dispatcher.openCounts().length),
     connections: () => dispatcher.openCounts(),
     async reload(next, nextCa) {
+      // With no worker serving (all died at once), a replacement started with the config in force
+      // checks this one once it serves: applied unchecked, a config the workers refuse (a
+      // jwksFile gone, say) would be what every replacement starts with, and fails with, for good.
+      const eligibleNow = (): Worker[] => [...serving].filter((w) => w.isConnected() && !retiring.has(w));
+      for (const waitUntil = Date.now() + NO_WORKER_RELOAD_WAIT_MS; eligibleNow().length === 0; ) {
+        if (stopping) throw new Error('the server is shutting down');
+        if (Date.now() >= waitUntil) throw new Error(`no worker was serving to check it within ${NO_WORKER_RELOAD_WAIT_MS / 1000}s; the configuration in force is kept (send SIGHUP again)`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
       // The workers taking connections. One still starting (it has no message handler yet) asks
       // for the config when it is ready; one that listens but is held back is caught up and
       // admitted after this round (settle).
-      const eligible = [...serving].filter((w) => w.isConnected() && !retiring.has(w));
+      const eligible = eligibleNow();
       // With none admitted (all held back), those held back check it, so that no config is
       // applied unchecked by a worker; they apply it too, and are admitted after the round.
       const admittedOnes = eligible.filter(admitted);
       const targets = admittedOnes.length > 0 ? admittedOnes : eligible;
-      if (targets.length > 0) {
-        const id = ++nextId;
-        const round = { config: next, errors: [] as string[], applied: new Set<Worker>(), left: new Set<Worker>() };
-        reloadRounds.set(id, round);
-        const silent = await askAll(id, targets, { type: 'reload', id, config: next, ca: nextCa }, 30_000);
-        reloadRounds.delete(id);
-        // An exit answers too, but applies nothing: the server stopping under the round, or a
-        // config that kills the workers (whose replacements would start with it, and die again).
-        const exited = targets.filter((w) => !round.applied.has(w) && !round.left.has(w) && !live.has(w)).length;
-        const errors =
-          silent.size > 0
-            ? ['a worker did not answer the reload within 30s']
-            : round.errors.length > 0
-              ? round.errors
-              : exited > 0
-                ? [stopping ? 'the server is shutting down' : `${exited} worker(s) exited before applying it`]
-                : [];
-        if (errors.length > 0) {
-          // Put the workers that applied it (or may yet: those that did not answer) back on the
-          // config in force. The others never left it.
-          for (const w of [...round.applied, ...silent]) if (live.has(w) && !retiring.has(w)) sendBack(w);
-          // Those held back meanwhile never left it: admitted now (those sent back, once back).
-          for (const w of serving) if (!admitted(w) && !round.applied.has(w) && !silent.has(w)) settle(w);
-          throw new Error(errors[0]);
-        }
+      const id = ++nextId;
+      const round = { config: next, errors: [] as string[], applied: new Set<Worker>(), left: new Set<Worker>() };
+      reloadRounds.set(id, round);
+      const silent = await askAll(id, targets, { type: 'reload', id, config: next, ca: nextCa }, 30_000);
+      reloadRounds.delete(id);
+      // An exit answers too, but applies nothing: the server stopping under the round, or a
+      // config that kills the workers (whose replacements would start with it, and die again).
+      const exited = targets.filter((w) => !round.applied.has(w) && !round.left.has(w) && !live.has(w)).length;
+      const errors =
+        silent.size > 0
+          ? ['a worker did not answer the reload within 30s']
+          : round.errors.length > 0
+            ? round.errors
+            : exited > 0
+              ? [stopping ? 'the server is shutting down' : `${exited} worker(s) exited before applying it`]
+              : [];
+      if (errors.length > 0) {
+        // Put the workers that applied it (or may yet: those that did not answer) back on the
+        // config in force. The others never left it.
+        for (const w of [...round.applied, ...silent]) if (live.has(w) && !retiring.has(w)) sendBack(w);
+        // Those held back meanwhile never left it: admitted now (those sent back, once back).
+        for (const w of serving) if (!admitted(w) && !round.applied.has(w) && !silent.has(w)) settle(w);
+        throw new Error(errors[0]);
       }
       currentConfig = next;
       currentCa = nextCa;

@@ -69,15 +69,34 @@ describe('SIGHUP reload across worker processes', () => {
     for (const w of workers) process.kill(w, 'SIGKILL');
     writeFileSync(file, cfg('policy:\n  rules:\n    - name: freeze\n      match: { namespaces: [legacy] }\n      deny: frozen\n'));
     s.child.kill('SIGHUP');
-    // Applied at once (no worker to ask); the replacements, each loading the CLI through tsx (more
-    // than 20 s seen in a clean-clone CI run of the whole suite), start with it.
-    await expect.poll(() => /configuration reload applied/.test(s.output()), { timeout: 45_000 }).toBe(true);
+    // Checked by the first replacement to serve (each loads the CLI through tsx: more than 20 s
+    // seen in a clean-clone CI run of the whole suite), then applied in every worker.
+    await expect.poll(() => /configuration reload applied/.test(s.output()), { timeout: 60_000 }).toBe(true);
     // The replacements serve with the reloaded policy, not the one from startup.
     await expect.poll(all, { timeout: 45_000, interval: 300 }).toEqual(Array(6).fill(status.PERMISSION_DENIED));
     expect(s.output()).not.toMatch(/did not answer the reload/);
     s.child.kill('SIGTERM');
     expect(await s.exited).toBe(0);
   }, 150_000);
+
+  it('rejects a reload that arrives while every worker is dead when the replacements refuse it, and they serve on with the config in force', async () => {
+    const { s, file, rootPem } = await start('meshcert-sighup-no-workers-bad-');
+    const csr = (await makeCsr({ uris: ['spiffe://cluster.local/ns/legacy/sa/app'] })).pem;
+    const token = await mintToken({ ns: 'legacy', sa: 'app' });
+    const workers = readFileSync(`/proc/${s.child.pid}/task/${s.child.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    for (const w of workers) process.kill(w, 'SIGKILL');
+    // A token key file that is not there: a worker cannot build its authentication with it.
+    writeFileSync(file, readFileSync(file, 'utf8').replace('jwksFile: jwks.json', 'jwksFile: missing.json'));
+    s.child.kill('SIGHUP');
+    await expect.poll(() => /configuration reload rejected/.test(s.output()), { timeout: 90_000 }).toBe(true);
+    expect(s.output()).toMatch(/missing\.json/);
+    expect(s.output()).not.toMatch(/configuration reload applied/);
+    // The replacements serve with the config in force: both of them, every call.
+    await expect.poll(() => sixCalls(s.port, rootPem, csr, token), { timeout: 60_000, interval: 300 }).toEqual(Array(6).fill('ok'));
+    expect(s.output()).not.toMatch(/replacement worker failed to start/);
+    s.child.kill('SIGTERM');
+    expect(await s.exited).toBe(0);
+  }, 180_000);
 
   it('applies a SIGHUP that arrives while serve is still starting, once started (the config it asks for is already on disk)', async () => {
     const cfg = (policy: string) => serveConfigYaml({ workers: 2, extra: policy });
