@@ -34,7 +34,7 @@ import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { readElement, TAG_SEQUENCE } from '../x509/der.js';
 import { pemBlocks } from '../x509/pem.js';
-import { FileReadError, MAX_CERT_FILE_BYTES, readProblem, readRegularFile } from '../fs/read-file.js';
+import { accessProblem, FileReadError, MAX_CERT_FILE_BYTES, readProblem, readRegularFile } from '../fs/read-file.js';
 import type { DiscoveredItem } from './types.js';
 
 const EXTENSIONS = /\.(pem|crt|cer|der)$/i;
@@ -57,7 +57,12 @@ function hasWildcard(s: string): boolean {
   return s.includes('*') || s.includes('?');
 }
 
-function walk(dir: string, out: string[], seen: Set<string> = new Set(), root: string = realpathSync(dir)): void {
+/** A directory below a `--files` argument that could not be read: its files are not looked at this run. */
+function unreadableDirectory(path: string, e: unknown): DiscoveredItem {
+  return { kind: 'file', target: path, source: null, status: 'error', error: `cannot read directory: ${accessProblem(e)}` };
+}
+
+function walk(dir: string, out: string[], problems: DiscoveredItem[], seen: Set<string> = new Set(), root: string = realpathSync(dir)): void {
   // Each directory once, however many symlinks lead to it (and no loop through one).
   const real = realpathSync(dir);
   if (seen.has(real)) return;
@@ -71,9 +76,12 @@ function walk(dir: string, out: string[], seen: Set<string> = new Set(), root: s
     const p = join(dir, e.name);
     if (e.isDirectory() || (e.isSymbolicLink() && isDirectory(p) && isInside(p, root))) {
       try {
-        walk(p, out, seen, root);
-      } catch {
-        // Unreadable (permissions) or gone meanwhile: the rest of the tree still counts.
+        walk(p, out, problems, seen, root);
+      } catch (err) {
+        // The rest of the tree still counts. Gone meanwhile: nothing to read. Unreadable
+        // (permissions): an error, so the run says so and exits 1; its files' last snapshots
+        // would otherwise stand unnoticed.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') problems.push(unreadableDirectory(p, err));
       }
     } else if (EXTENSIONS.test(e.name) && (e.isFile() || (e.isSymbolicLink() && isFile(p)))) out.push(p);
   }
@@ -105,8 +113,8 @@ function isFile(p: string): boolean {
   }
 }
 
-/** Expands one `--files` argument into file paths, or an error item. */
-export function expandFileArg(arg: string): { files: string[]; error?: DiscoveredItem } {
+/** Expands one `--files` argument into file paths, or an error item; `skipped`: directories below it that could not be read. */
+export function expandFileArg(arg: string): { files: string[]; error?: DiscoveredItem; skipped?: DiscoveredItem[] } {
   const abs = resolve(arg);
   const fail = (error: string): { files: string[]; error: DiscoveredItem } => ({
     files: [],
@@ -133,11 +141,13 @@ export function expandFileArg(arg: string): { files: string[]; error?: Discovere
   }
   if (st.isDirectory()) {
     const files: string[] = [];
+    const skipped: DiscoveredItem[] = [];
     try {
-      walk(abs, files);
+      walk(abs, files, skipped);
     } catch (e) {
       return fail(`cannot read directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
+    if (skipped.length > 0) return { files, skipped };
     return files.length === 0 ? fail('no *.pem, *.crt, *.cer or *.der file in this directory') : { files };
   }
   return { files: [abs] };
@@ -258,8 +268,9 @@ export function discoverFiles(args: readonly string[]): DiscoveredItem[] {
   const items: DiscoveredItem[] = [];
   const seen = new Set<string>();
   for (const arg of args) {
-    const { files, error } = expandFileArg(arg);
+    const { files, error, skipped } = expandFileArg(arg);
     if (error) items.push(error);
+    if (skipped) items.push(...skipped);
     for (const f of files) {
       if (seen.has(f)) continue;
       seen.add(f);

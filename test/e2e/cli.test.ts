@@ -132,6 +132,28 @@ describe('the meshcert CLI, as a user runs it', () => {
     }
   });
 
+  it.skipIf(!asNobody)('discover --files says which directory below a given one it could not read, and exits 1, reading the rest', async () => {
+    const base = mkdtempSync(join(tmpdir(), 'meshcert-discover-perm-'));
+    try {
+      chmodSync(base, 0o777);
+      for (const sub of ['ok', 'locked']) {
+        mkdirSync(join(base, 'certs', sub), { recursive: true });
+        execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', '/dev/null', '-subj', `/CN=${sub}`, '-days', '1', '-out', join(base, 'certs', sub, 'x.pem')], { stdio: 'ignore' });
+      }
+      chmodSync(join(base, 'certs'), 0o755);
+      chmodSync(join(base, 'certs', 'ok'), 0o755);
+      chmodSync(join(base, 'certs', 'ok', 'x.pem'), 0o644);
+      chmodSync(join(base, 'certs', 'locked'), 0o700); // root's: uid 65534 may not read it
+      const r = await runCli(['discover', '--files', join(base, 'certs'), '--db', `sqlite:${join(base, 'inv.db')}`], { uid: 65534, gid: 65534 });
+      expect(r.code, r.stderr).toBe(1);
+      const out = r.stdout + r.stderr;
+      expect(out).toContain(`${join(base, 'certs', 'locked')}: cannot read directory: EACCES (permission denied to uid 65534, gid 65534)`);
+      expect(out).toMatch(/ok\/x\.pem: 1 certificate/);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+
   it.skipIf(!asNobody)('config check refuses a file whose SQLite inventory or autoInit CA directory serve, run as another user, could not create', async () => {
     const base = mkdtempSync(join(tmpdir(), 'meshcert-write-perm-'));
     try {
