@@ -67,13 +67,21 @@ function walk(dir: string, out: string[], problems: DiscoveredItem[], seen: Set<
   const real = realpathSync(dir);
   if (seen.has(real)) return;
   seen.add(real);
-  const entries = readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  for (const e of entries) {
+  // As bytes: a name that is not UTF-8 read as a string would be a path that does not exist.
+  const entries = readdirSync(dir, { withFileTypes: true, encoding: 'buffer' })
+    .map((e) => ({ e, name: utf8Name(e.name) }))
+    .sort((a, b) => Buffer.compare(a.e.name, b.e.name));
+  for (const { e, name } of entries) {
+    if (name === null) {
+      // Places are named by path, as text: such a file cannot be one. Said, not skipped.
+      if (EXTENSIONS.test(e.name.toString('latin1')) || e.isDirectory()) problems.push({ kind: 'file', target: join(dir, e.name.toString('utf8')), source: null, status: 'error', error: `its name is not valid UTF-8 (bytes ${e.name.toString('hex')}); meshcert names places by path: rename it` });
+      continue;
+    }
     // A kubelet-mounted Secret or ConfigMap keeps its files in a `..<timestamp>` directory behind
     // `..data` and per-key symlinks (a key at a nested path: a symlinked directory): read through
     // the symlinks, whose paths survive updates.
-    if (e.name.startsWith('..')) continue;
-    const p = join(dir, e.name);
+    if (name.startsWith('..')) continue;
+    const p = join(dir, name);
     if (e.isDirectory() || (e.isSymbolicLink() && isDirectory(p) && isInside(p, root))) {
       try {
         walk(p, out, problems, seen, root);
@@ -83,7 +91,18 @@ function walk(dir: string, out: string[], problems: DiscoveredItem[], seen: Set<
         // would otherwise stand unnoticed.
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') problems.push(unreadableDirectory(p, err));
       }
-    } else if (EXTENSIONS.test(e.name) && (e.isFile() || (e.isSymbolicLink() && isFile(p)))) out.push(p);
+    } else if (EXTENSIONS.test(name) && (e.isFile() || (e.isSymbolicLink() && isFile(p)))) out.push(p);
+  }
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/** A file name as text, or null when it is not UTF-8. */
+function utf8Name(name: Buffer): string | null {
+  try {
+    return UTF8.decode(name);
+  } catch {
+    return null;
   }
 }
 

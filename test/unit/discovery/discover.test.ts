@@ -117,6 +117,19 @@ describe('PEM files', () => {
     expect(globToRegExp('a.*').test('abpem')).toBe(false);
   });
 
+  it('reads a directory whose file names are UTF-8, and names a certificate file whose name is not instead of failing on a path that does not exist', () => {
+    const d = mkdtempSync(join(dir, 'names-'));
+    writeFileSync(join(d, 'café.pem'), nested.pem);
+    writeFileSync(Buffer.concat([Buffer.from(`${d}/caf`), Buffer.from([0xe9]), Buffer.from('.pem')]), nested.pem);
+    writeFileSync(Buffer.concat([Buffer.from(`${d}/notes-`), Buffer.from([0xe9])]), 'not a certificate');
+    const r = expandFileArg(d);
+    expect(r.files).toEqual([join(d, 'café.pem')]);
+    expect(r.skipped).toEqual([
+      { kind: 'file', target: `${d}/caf\ufffd.pem`, source: null, status: 'error', error: 'its name is not valid UTF-8 (bytes 636166e92e70656d); meshcert names places by path: rename it' },
+    ]);
+    expect(readPemFile(r.files[0]!)).toMatchObject({ status: 'ok' });
+  });
+
   it('refuses a named pipe or a device without opening it, and never opens a pipe found in a walked directory', async () => {
     const fifoDir = mkdtempSync(join(dir, 'fifo-'));
     const fifo = join(fifoDir, 'pipe.pem');
