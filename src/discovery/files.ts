@@ -237,6 +237,8 @@ export function readPemFile(path: string, options: ReadFileOptions = {}): Discov
   let blocks = 0;
   let certBlocks = 0;
   let pkcs7 = 0;
+  /** The numbers of the certificate blocks that do not parse. */
+  const unparsed: number[] = [];
   for (const block of pemBlocks(text)) {
     blocks++;
     const label = block.label;
@@ -249,7 +251,7 @@ export function readPemFile(path: string, options: ReadFileOptions = {}): Discov
       cert = blockCertificate(label, block.body);
     } catch {
       certBlocks++;
-      problems.push(`certificate #${certBlocks} does not parse`);
+      unparsed.push(certBlocks);
       continue;
     }
     if (cert === null) {
@@ -259,6 +261,7 @@ export function readPemFile(path: string, options: ReadFileOptions = {}): Discov
     certBlocks++;
     certs.push(cert);
   }
+  if (unparsed.length > 0) problems.push(unparsedText(unparsed));
   const begins = (text.match(PEM_BEGIN) ?? []).length;
   if (begins > blocks) problems.push(`${begins - blocks} PEM block(s) without a matching END line`);
   if (blocks === 0 && begins === 0) {
@@ -280,6 +283,13 @@ export function readPemFile(path: string, options: ReadFileOptions = {}): Discov
     return fail(error, certs);
   }
   return { kind: 'file', target: path, source, status: 'ok', certificates: certs };
+}
+
+/** Which certificate blocks do not parse, the first few by number (a file of thousands must not make a message of megabytes). */
+function unparsedText(numbers: readonly number[]): string {
+  const shown = numbers.slice(0, 5).map((n) => `#${n}`).join(', ');
+  if (numbers.length === 1) return `certificate ${shown} does not parse`;
+  return `${numbers.length} certificates do not parse (${shown}${numbers.length > 5 ? ', ...' : ''})`;
 }
 
 /** Every file item of the `--files` arguments, in argument order (files deduplicated). */

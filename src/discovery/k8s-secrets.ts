@@ -142,8 +142,11 @@ export function secretItems(secret: V1Secret, cluster?: string): DiscoveredItem[
       else empty.push(source);
       continue;
     }
-    const blocks = splitPemCertificates(Buffer.from(b64, 'base64').toString('latin1'));
-    if (blocks.length === 0) {
+    const text = Buffer.from(b64, 'base64').toString('latin1');
+    const blocks = splitPemCertificates(text);
+    // A block cut short (no END line) is no block to the splitter: counted by its BEGIN line.
+    const unended = (text.match(/-----BEGIN CERTIFICATE-----/g) ?? []).length - blocks.length;
+    if (blocks.length === 0 && unended <= 0) {
       items.push({ kind: 'k8s-secret', target, source, status: 'error', error: `${key} holds no PEM certificate` });
       continue;
     }
@@ -168,7 +171,8 @@ export function secretItems(secret: V1Secret, cluster?: string): DiscoveredItem[
       }
     }
     // A Secret is read whole: what parsed is what it serves.
-    if (bad > 0) items.push({ kind: 'k8s-secret', target, source, status: 'error', error: `${key}: ${bad} certificate(s) do not parse`, certificates, ...(held.length > 0 ? { readInFull: true as const, held } : {}) });
+    const broken = [...(bad > 0 ? [`${bad} certificate(s) do not parse`] : []), ...(unended > 0 ? [`${unended} certificate block(s) without a matching END line`] : [])];
+    if (broken.length > 0) items.push({ kind: 'k8s-secret', target, source, status: 'error', error: `${key}: ${broken.join('; ')}`, certificates, ...(held.length > 0 ? { readInFull: true as const, held } : {}) });
     else if (certificates.length === 0) items.push({ kind: 'k8s-secret', target, source, status: 'skipped', reason: `no new certificate (all already read from ${[...repeatedFrom].join(', ')})`, held });
     else items.push({ kind: 'k8s-secret', target, source, status: 'ok', certificates, ...(repeatedFrom.size > 0 ? { held } : {}) });
   }

@@ -528,6 +528,16 @@ describe('Kubernetes TLS Secrets', () => {
     expect(secretItems(tlsSecret('a', 'pending', '') as never)).toEqual([expect.objectContaining({ status: 'skipped', reason: 'no tls.crt' })]);
     expect(secretItems(tlsSecret('a', 'none', undefined) as never)).toEqual([expect.objectContaining({ status: 'skipped' })]);
     expect(secretItems(tlsSecret('a', 'junk', 'hello') as never)).toEqual([expect.objectContaining({ status: 'error', error: 'tls.crt holds no PEM certificate' })]);
+    // A second certificate cut short (no END line), as a file of the same bytes is judged: an error.
+    const cut = chain.leaf.pem + chain.intermediate.pem.slice(0, 200);
+    expect(secretItems(tlsSecret('a', 'cut', cut) as never)).toEqual([expect.objectContaining({ status: 'error', error: 'tls.crt: 1 certificate block(s) without a matching END line', certificates: [expect.anything()] })]);
+    expect(secretItems(tlsSecret('a', 'only-cut', chain.leaf.pem.slice(0, 200)) as never)).toEqual([expect.objectContaining({ status: 'error', error: 'tls.crt: 1 certificate block(s) without a matching END line' })]);
+  });
+
+  it('names the first few of many certificate blocks of a file that do not parse, not each of thousands', () => {
+    const d = mkdtempSync(join(dir, 'many-bad-'));
+    writeFileSync(join(d, 'bad.pem'), '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n'.repeat(10_000));
+    expect(readPemFile(join(d, 'bad.pem'))).toMatchObject({ status: 'error', error: 'broken PEM: 10000 certificates do not parse (#1, #2, #3, #4, #5, ...)' });
   });
 
   it("gives a Secret key's snapshot every certificate it holds, those an earlier key already gave included (recorded once)", async () => {
