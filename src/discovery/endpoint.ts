@@ -6,7 +6,8 @@
  * host names (not for IP literals, which SNI cannot carry), and records every certificate of the
  * chain Node reports from `getPeerCertificate(true)`: the presented chain, to which Node may add
  * the issuing root when it finds it in its own trust store. Connect + handshake must finish within
- * the timeout (default 5 s). Nothing is sent after the handshake.
+ * the timeout (default 5 s). Nothing is sent after the handshake. A server that ends the handshake
+ * after presenting its chain (one that requires a client certificate, in TLS 1.2) is recorded with it.
  */
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
@@ -30,6 +31,16 @@ function chainOf(peer: DetailedPeerCertificate): X509Certificate[] {
     c = c.issuerCertificate;
   }
   return out;
+}
+
+/** The chain a server presented before the handshake failed, or none. */
+function presentedBeforeFailing(socket: tls.TLSSocket): X509Certificate[] {
+  try {
+    const peer = socket.getPeerCertificate(true);
+    return peer?.raw === undefined ? [] : chainOf(peer);
+  } catch {
+    return [];
+  }
 }
 
 /** Connects to `hostPort` and returns its chain as one item (never throws). */
@@ -75,6 +86,10 @@ export function discoverEndpoint(hostPort: string, options: { timeoutMs?: number
       }
     });
     socket.once('error', (err: NodeJS.ErrnoException & { reason?: string }) => {
+      // Refused after it presented its chain (a TLS 1.2 server that requires a client certificate
+      // sends its own first): that chain is what it serves.
+      const presented = presentedBeforeFailing(socket);
+      if (presented.length > 0) return finish({ kind: 'endpoint', target: hostPort, source, status: 'ok', certificates: presented });
       // OpenSSL's errors carry its source file and line in the message: its reason is what matters.
       const text = typeof err.reason === 'string' && err.reason !== '' ? err.reason : err.message;
       // A server that speaks its own protocol first drops a bare TLS hello (PostgreSQL, SMTP and

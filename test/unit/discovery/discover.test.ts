@@ -241,6 +241,21 @@ describe('TLS endpoints', () => {
     expect(fps.slice(0, 2)).toEqual([chain.leaf.cert.fingerprint256, chain.intermediate.cert.fingerprint256]);
   });
 
+  it('records the chain of a server that requires a client certificate, in TLS 1.2 (which refuses after presenting it) and 1.3', async () => {
+    for (const maxVersion of ['TLSv1.2', 'TLSv1.3'] as const) {
+      const mtls = tls.createServer({ key: await chain.leaf.keyPem(), cert: chain.leaf.pem + chain.intermediate.pem, requestCert: true, rejectUnauthorized: true, ca: chain.root.pem, maxVersion }, (s) => s.end());
+      mtls.on('tlsClientError', () => undefined);
+      await new Promise<void>((resolve) => mtls.listen(0, '127.0.0.1', resolve));
+      try {
+        const item = await discoverEndpoint(`127.0.0.1:${(mtls.address() as AddressInfo).port}`);
+        expect(item.status, `${maxVersion}: ${item.status === 'error' ? item.error : ''}`).toBe('ok');
+        expect(item.status === 'ok' && item.certificates.slice(0, 2).map((c) => c.fingerprint256)).toEqual([chain.leaf.cert.fingerprint256, chain.intermediate.cert.fingerprint256]);
+      } finally {
+        mtls.close();
+      }
+    }
+  });
+
   it('reports a closed port, a silent server, a bad address and a server that does not speak TLS', async () => {
     expect(await discoverEndpoint(`127.0.0.1:${closedPort}`)).toMatchObject({ status: 'error', error: 'connection refused' });
     const silent = (await import('node:net')).createServer(() => undefined);
