@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { UsageError } from './cli/args.js';
 import { ConfigError } from './errors/ca-error.js';
+import { catchStopSignals } from './runtime/signals.js';
 
 // grpc-js sets the TLS ServerName to an IP literal when dialling one (DEP0123); harmless, and noise for CLI users.
 process.noDeprecation = true;
@@ -120,6 +121,8 @@ async function main(argv: string[]): Promise<number> {
   // primary's start instead of letting it stop cleanly.
   if (cmd === 'worker') for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => {});
   if (cmd === 'serve' || cmd === 'worker') process.on('SIGHUP', () => {});
+  // And a stop asked for before serve has its handlers: kept, and honoured once they are there.
+  if (cmd === 'serve') catchStopSignals();
   const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!load) throw new UsageError(`unknown command "${cmd}"; run "meshcert help"`);
   // Before the command parses its options (none of them takes --help); a value after `--` is not asked for help.

@@ -6,7 +6,7 @@ import type { MeshcertConfig } from '../config/schema.js';
 import { mintDevToken } from '../dev/token-issuer.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { runServer, type RunningServer } from '../runtime/serve.js';
-import { handOverSignal } from '../runtime/signals.js';
+import { handOverSignal, takeOverStopSignal } from '../runtime/signals.js';
 import { serialHex } from '../x509/serial-hex.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
 import { workloadSpiffeId } from '../x509/spiffe-id.js';
@@ -61,8 +61,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
   };
   const earlyTerm = (): void => noteEarlyStop('SIGTERM');
   const earlyInt = (): void => noteEarlyStop('SIGINT');
-  process.on('SIGTERM', earlyTerm);
-  process.on('SIGINT', earlyInt);
+  // From the catcher cli.ts installed at once (a signal caught there is acted on here).
+  takeOverStopSignal('SIGTERM', earlyTerm);
+  takeOverStopSignal('SIGINT', earlyInt);
   const running = await runServer(config, logger, v.config && loaded ? { configFile: v.config, configText: loaded.text } : {});
   server = running;
   if (earlyHup && earlyStop === undefined) running.requestReload('SIGHUP while starting');

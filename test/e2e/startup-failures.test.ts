@@ -141,6 +141,25 @@ async function startHanging(prefix: string, admin: string): Promise<{ s: ReturnT
 }
 
 describe('serve asked to stop while it starts', () => {
+  it('keeps a SIGTERM sent the moment its CLI starts, long before its modules load and its config is read, and stops cleanly once started', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'meshcert-earliest-stop-'));
+    const marker = randomUUID();
+    try {
+      await writeTestJwks(join(data, 'jwks.json'));
+      const s = spawnServe(data, startConfig(data, { workers: 1, admin: '{ listen: "127.0.0.1:0" }' }), marker);
+      // SIGHUP's handler is the CLI's first act for serve: from then on a stop must not be lost.
+      await expect.poll(() => handles(s.child.pid!, 1), { timeout: 30_000, interval: 1 }).toBe(true);
+      s.child.kill('SIGTERM');
+      const { code, signal } = await s.exited;
+      expect([code, signal], s.output()).toEqual([0, null]);
+      expect(s.output()).toMatch(/stop requested while starting/);
+      expect(s.output()).toMatch(/"msg":"stopped"/);
+    } finally {
+      for (const pid of processesMarked(marker)) process.kill(pid, 'SIGKILL');
+      rmSync(data, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   it('exits at once on a second request while a start hangs (an API server that never answers)', async () => {
     const { s, end } = await startHanging('meshcert-earlystop2-', '{ enabled: false }');
     try {
@@ -202,3 +221,12 @@ describe('serve asked to stop while it starts', () => {
     }
   }, 60_000);
 });
+
+/** Whether process `pid` has a handler for signal number `signal` (/proc/PID/status's SigCgt). */
+function handles(pid: number, signal: number): boolean {
+  try {
+    return ((BigInt(`0x${/^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]}`) >> BigInt(signal - 1)) & 1n) === 1n;
+  } catch {
+    return false; // gone, or not yet there
+  }
+}
