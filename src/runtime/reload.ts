@@ -47,9 +47,16 @@ export class Reloader {
     // fs.watchFile reports a file missing when the watch begins as a change (zeroed stats, both):
     // an optional file that is not there (cert-chain.pem, say) is no reason to reload.
     if (curr.mtimeMs === 0 && prev.mtimeMs === 0) return;
+    // Changed before the last reload began reading (the edit a SIGHUP followed, seen by the 2 s
+    // poll after the 300 ms debounce): that reload read it. ctime, not mtime: a file renamed into
+    // place (an old copy restored) keeps its mtime, but its ctime is the rename's.
+    if (curr.ctimeMs > 0 && curr.ctimeMs < this.lastReadAt) return;
     if (this.listening) this.trigger('file change');
     else this.changedBeforeStart = true;
   };
+
+  /** When the last reload began reading its files (wall clock, as file times are). */
+  private lastReadAt = 0;
 
   /** The config the server was started with: what settings read only at start still follow. */
   private readonly started: MeshcertConfig;
@@ -130,6 +137,7 @@ export class Reloader {
   }
 
   private async reloadNow(reason: string): Promise<boolean> {
+    this.lastReadAt = Date.now();
     let next: MeshcertConfig;
     try {
       next = this.o.configFile ? loadConfigFile(this.o.configFile).config : this.o.current();

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -215,6 +215,34 @@ describe('Reloader', () => {
       } finally {
         reloader.stop();
       }
+    }
+  });
+
+  it('makes one reload of a SIGHUP and the edit it followed (the poll sees the edit after the reload read it), and reloads a later edit or a file renamed into place', async () => {
+    const file = configFile('once.yaml', '');
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const applied: MeshcertConfig[] = [];
+    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void applied.push((current = next)), logger: createLogger('silent'), pollIntervalMs: 1000 });
+    reloader.watch();
+    reloader.start();
+    try {
+      await new Promise((r) => setTimeout(r, 1200)); // the watch has its first stats
+      writeFileSync(file, `${readFileSync(file, 'utf8')}# edited\n`);
+      reloader.trigger('SIGHUP');
+      await expect.poll(() => applied.length, { timeout: 5_000 }).toBe(1);
+      await new Promise((r) => setTimeout(r, 2500)); // the poll has seen the edit, and the debounce passed
+      expect(applied.length).toBe(1);
+      writeFileSync(file, `${readFileSync(file, 'utf8')}# again\n`);
+      await expect.poll(() => applied.length, { timeout: 5_000 }).toBe(2);
+      // A copy made earlier (an old mtime), renamed into place: its ctime is the rename's.
+      const copy = `${file}.bak`;
+      writeFileSync(copy, readFileSync(file, 'utf8'));
+      utimesSync(copy, new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000));
+      await new Promise((r) => setTimeout(r, 300));
+      renameSync(copy, file);
+      await expect.poll(() => applied.length, { timeout: 5_000 }).toBe(3);
+    } finally {
+      reloader.stop();
     }
   });
 
