@@ -392,22 +392,16 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
   });
 
   it('with every worker held back, a reload is checked by them (not applied unchecked), and they are admitted after it', async () => {
-    const one = config({ server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: 1 } });
-    const starting = startWorkers(one, CA, logger, shapeOf(1));
-    await vi.waitFor(() => expect(fake.forked).toHaveLength(1));
-    fake.forked[0]!.start();
-    const pool = await starting;
-    pools.push(pool);
-    const c = await replacementOf(fake.forked[0]!);
-    const first = config({ server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: 1 }, auth: { revokedClientCertificates: [] } });
-    // No worker serves: the config is taken as it is (a replacement starts with it).
-    await pool.reload(first, CA);
+    // a applies a reload while c starts (c must catch up); then a dies too, its replacement d still starting.
+    const { pool, a, c } = await replacementBehind();
+    const first = lastReload(a).config;
+    await replacementOf(a);
     c.say({ type: 'listening', port: 0 });
     expect(pool.serving()).toBe(0);
     // c is held back (catching up): the next reload is sent to it, and refused by it.
-    const bad = config({ server: { listen: '127.0.0.1:0', workers: 1, shutdownGrace: 1 }, auth: { revokedClientCertificates: [{ issuedBefore: '2026-11-30T00:00:00Z' }] } });
+    const bad = config({ auth: { revokedClientCertificates: [] } });
     const rejected = pool.reload(bad, CA);
-    expect(lastReload(c).config).toBe(bad);
+    await vi.waitFor(() => expect(lastReload(c).config).toBe(bad));
     answer(c, 'jwksFile /keys.json: cannot read JSON');
     await expect(rejected).rejects.toThrow('cannot read JSON');
     // Its catch-up to the config in force succeeds: admitted.
@@ -416,12 +410,36 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(pool.serving()).toBe(1);
   });
 
-  it('a worker retired during a reload round (its catch-up unanswered) leaves the round: its exit is no refusal', async () => {
+  it('a reload that finds no worker serving waits for a replacement to check it, and is rejected when it refuses it', async () => {
     const pool = await twoServing(config());
     const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    await replacementOf(a);
+    const c = await replacementOf(b);
+    const bad = revoking();
+    let settled = false;
+    const rejected = pool.reload(bad, CA).finally(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(settled).toBe(false); // not applied unchecked: waiting
+    c.say({ type: 'listening', port: 0 });
+    await vi.waitFor(() => expect(lastReload(c).config).toBe(bad));
+    answer(c, 'jwksFile /keys.json: cannot read JSON');
+    await expect(rejected).rejects.toThrow('cannot read JSON');
+  });
+
+  it('a worker retired during a reload round (its catch-up unanswered) leaves the round: its exit is no refusal', async () => {
+    // Three workers: e applies a reload while c and d start (both must catch up), then dies, its replacement still starting.
+    const starting = startWorkers(config(), CA, logger, shapeOf(3));
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(3));
+    for (const w of fake.forked) w.start();
+    const pool = await starting;
+    pools.push(pool);
+    const [a, b, e] = fake.forked as [FakeWorker, FakeWorker, FakeWorker];
     const c = await replacementOf(b);
     const d = await replacementOf(a);
-    await pool.reload(revoking(), CA); // no worker serves: taken as it is, so c and d must catch up
+    const reloadingFirst = pool.reload(revoking(), CA);
+    answer(e);
+    await reloadingFirst;
+    await replacementOf(e);
     vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval'] });
     c.say({ type: 'listening', port: 0 });
     d.say({ type: 'listening', port: 0 });
