@@ -803,12 +803,8 @@ async function renewIntermediateLocked(o: RenewIntermediateOptions): Promise<Ren
  * signed the current intermediate, in force, ending last.
  */
 function rootToRenewUnder(withKey: readonly X509Certificate[], current: X509Certificate | undefined, now: Date): X509Certificate | undefined {
-  const rank = (r: X509Certificate): [number, number, number] => [current && signedBy(current, r) ? 1 : 0, new Date(r.validTo) > now ? 1 : 0, Date.parse(r.validTo)];
-  const better = (a: X509Certificate, b: X509Certificate): boolean => {
-    const [x, y] = [rank(a), rank(b)];
-    return x[0] !== y[0] ? x[0] > y[0] : x[1] !== y[1] ? x[1] > y[1] : x[2] > y[2];
-  };
-  return withKey.reduce<X509Certificate | undefined>((best, r) => (best === undefined || better(r, best) ? r : best), undefined);
+  const score = (r: X509Certificate): number => (current && signedBy(current, r) ? 2 : 0) + (Date.parse(r.validTo) > now.getTime() ? 1 : 0);
+  return [...withKey].sort((a, b) => score(b) - score(a) || Date.parse(b.validTo) - Date.parse(a.validTo))[0];
 }
 
 /** Replaces the live signing files with the renewal staged in renewing/ (marked as being replaced), then clears the stage. */
