@@ -120,9 +120,10 @@ async function main(argv: string[]): Promise<number> {
   // process group reaches it too), also while it is still loading: one killed then would fail the
   // primary's start instead of letting it stop cleanly.
   if (cmd === 'worker') for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => {});
-  if (cmd === 'serve' || cmd === 'worker') process.on('SIGHUP', () => {});
   // And a stop asked for before serve has its handlers: kept, and honoured once they are there.
+  // Before SIGHUP's: a test waits for that one to know the CLI has started.
   if (cmd === 'serve') catchStopSignals();
+  if (cmd === 'serve' || cmd === 'worker') process.on('SIGHUP', () => {});
   const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!load) throw new UsageError(`unknown command "${cmd}"; run "meshcert help"`);
   // Before the command parses its options (none of them takes --help); a value after `--` is not asked for help.

@@ -10,7 +10,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { ROOT, runCli } from '../support/cli.js';
+import { handlesSignal, ROOT, runCli } from '../support/cli.js';
 import { TEST_ISSUER, writeTestJwks } from '../support/harness.js';
 
 /** PIDs of live processes whose environment carries this marker (the CLI and any worker it forked). */
@@ -148,7 +148,7 @@ describe('serve asked to stop while it starts', () => {
       await writeTestJwks(join(data, 'jwks.json'));
       const s = spawnServe(data, startConfig(data, { workers: 1, admin: '{ listen: "127.0.0.1:0" }' }), marker);
       // SIGHUP's handler is the CLI's first act for serve: from then on a stop must not be lost.
-      await expect.poll(() => handles(s.child.pid!, 1), { timeout: 30_000, interval: 1 }).toBe(true);
+      await expect.poll(() => handlesSignal(s.child.pid!, 1), { timeout: 30_000, interval: 1 }).toBe(true);
       s.child.kill('SIGTERM');
       const { code, signal } = await s.exited;
       expect([code, signal], s.output()).toEqual([0, null]);
@@ -222,11 +222,3 @@ describe('serve asked to stop while it starts', () => {
   }, 60_000);
 });
 
-/** Whether process `pid` has a handler for signal number `signal` (/proc/PID/status's SigCgt). */
-function handles(pid: number, signal: number): boolean {
-  try {
-    return ((BigInt(`0x${/^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]}`) >> BigInt(signal - 1)) & 1n) === 1n;
-  } catch {
-    return false; // gone, or not yet there
-  }
-}

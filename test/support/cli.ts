@@ -1,6 +1,6 @@
 /** Runs the meshcert CLI as a user would, as a child process (through tsx, so no build is needed). */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, vi } from 'vitest';
 import { writeServeDir } from './harness.js';
@@ -120,4 +120,13 @@ export function serveRuns(): (prefix: string, yaml: string, env?: NodeJS.Process
 /** Kills a server a test left running (an assertion failed before the test's own shutdown). */
 export function killIfRunning(server: ServerProcess | undefined): void {
   if (server && server.child.exitCode === null) server.child.kill('SIGKILL');
+}
+
+/** Whether process `pid` has a handler for signal number `signal` (/proc/PID/status's SigCgt); false when it is gone or not there yet. */
+export function handlesSignal(pid: number, signal: number): boolean {
+  try {
+    return ((BigInt(`0x${/^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]}`) >> BigInt(signal - 1)) & 1n) === 1n;
+  } catch {
+    return false;
+  }
 }
