@@ -3,7 +3,7 @@
  * Kept apart from the gRPC server so the primary process can validate and prepare it without
  * loading the transport.
  */
-import { generateKeyPairSync, type X509Certificate } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { CaDirTaken, exposedKeyNotes, interruptedCreation, recoverInterruptedCreation, waitForCaCreation } from './files.js';
 import { caTexts, isCaDirEmpty, loadServedCaDir, materialFromTexts, pendingStepNote, type CaMaterial, type CaTexts } from './material.js';
 import type { MeshcertConfig } from '../config/schema.js';
@@ -16,6 +16,7 @@ import { PolicyEngine } from '../policy/engine.js';
 import { policyWarnings } from '../policy/warnings.js';
 import { ClientCertRevocations, farAheadWarning } from '../auth/revocations.js';
 import { trustDomainProblem, workloadSpiffeId } from '../x509/spiffe-id.js';
+import { missingKeyIdentifiers } from '../x509/key-identifiers.js';
 import { clusterTrustDomain, effectiveDefaultCluster, servedClusterNames, servedTrustDomains } from '../config/default-cluster.js';
 import { istiodDnsNameOptions, istiodDnsNames } from '../config/istiod-names.js';
 
@@ -72,7 +73,7 @@ function servedIssuer(dir: string, served: { material: CaMaterial; interrupted?:
   // prepareSharedState, or, for a cluster worker, its primary's.
   if (!quiet) {
     if (served.interrupted) logger.warn({ dir }, served.interrupted);
-    else warnCaDirProblems(dir, served.material.signingCert, logger);
+    else warnCaDirProblems(dir, served.material, logger);
     reportExpiredRoots(issuer, dir, logger);
   }
   selfTestTrustDomains(issuer, config);
@@ -97,13 +98,14 @@ export function caSnapshot(state: Pick<CaState, 'issuers'>): CaSnapshot {
 
 /**
  * What the operator should know of a CA directory that loads: a step killed while the live files
- * load (see pendingStepNote; served as they are, but the step should be re-run), and key files other
- * users can reach (exposedKeyNotes).
+ * load (see pendingStepNote; served as they are, but the step should be re-run), key files other
+ * users can reach (exposedKeyNotes), and CA certificates strict verifiers refuse (missingKeyIdentifiers).
  */
-function warnCaDirProblems(dir: string, signing: X509Certificate, logger: Logger): void {
-  const note = pendingStepNote(dir, signing);
+function warnCaDirProblems(dir: string, material: CaMaterial, logger: Logger): void {
+  const note = pendingStepNote(dir, material.signingCert);
   if (note) logger.warn({ dir }, `${note} (serving this CA meanwhile)`);
   for (const exposed of exposedKeyNotes(dir)) logger.warn({ dir }, exposed);
+  for (const missing of missingKeyIdentifiers([...material.intermediates, ...material.roots])) logger.warn({ dir }, missing);
 }
 
 /**
@@ -246,7 +248,7 @@ export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issue
     const { material, interrupted } = inForce ? { material: materialFromTexts(inForce), interrupted: undefined } : loadServedCaDir(i.dir);
     if (!quiet) {
       if (interrupted) logger.warn({ issuer: i.name, dir: i.dir }, interrupted);
-      else warnCaDirProblems(i.dir, material.signingCert, logger);
+      else warnCaDirProblems(i.dir, material, logger);
     }
     issuer = new LocalIssuer(i.name, material);
   } catch (e) {

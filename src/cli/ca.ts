@@ -5,6 +5,7 @@ import { importIstiod } from '../ca/import-istiod.js';
 import { initCaDir } from '../ca/init.js';
 import { loadServedCaDir, pendingStepNote } from '../ca/material.js';
 import { exposedKeyNotes } from '../ca/files.js';
+import { missingKeyIdentifiers } from '../x509/key-identifiers.js';
 import { selfTestCa } from '../ca/state.js';
 import { checkOrganization } from '../ca/generate.js';
 import { trustDomainProblem } from '../x509/spiffe-id.js';
@@ -77,6 +78,7 @@ export async function caCommand(argv: string[]): Promise<number> {
     const pending = pendingStepNote(resolve(v.dir), m.signingCert);
     if (pending) console.error(`warning: ${pending}`);
     for (const exposed of exposedKeyNotes(resolve(v.dir))) console.error(`warning: ${exposed}`);
+    for (const missing of missingKeyIdentifiers([...m.intermediates, ...m.roots])) console.error(`warning: ${missing}`);
     return 0;
   }
   if (sub === 'rotate') return rotateCommand(rest);
@@ -103,6 +105,7 @@ export async function caCommand(argv: string[]): Promise<number> {
     console.log(`  signs as      ${r.material.signingCert.subject.replace(/\n/g, ', ')} (until ${r.material.notAfter.toISOString()})`);
     console.log(`  roots         ${r.material.roots.length}`);
     warnExpiredRoots(r.material.expiredRoots);
+    for (const missing of missingKeyIdentifiers([...r.material.intermediates, ...r.material.roots])) console.error(`warning: ${missing}`);
     for (const n of r.notes) console.log(`  note: ${n}`);
     console.log('  workloads keep trusting each other: the same root signs');
     return 0;

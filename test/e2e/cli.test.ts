@@ -24,6 +24,7 @@ import { nameConstraints, writeConstrainedCaDir } from '../support/constrained-c
 import { freePort } from '../support/postgres.js';
 import { mintToken, openssl, TEST_ISSUER, TRUST_DOMAIN, writeTestJwks } from '../support/harness.js';
 import { ageCreationMarker } from '../support/ca-creation.js';
+import { writeOpensslRootCaDir } from '../support/openssl-ca.js';
 import { servingShape } from '../../src/runtime/auto-shape.js';
 
 /** Whether the tests that run the CLI as another user can (see canRunAsNobody). */
@@ -81,6 +82,15 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^CA OK: .*, 1 root\(s\), usable until/);
     expect(r.stderr).toMatch(/^warning: root-cert\.pem also holds "O=meshcert, CN=meshcert root CA [\d-]+", which expired on .* anchors nothing this CA signs; meshcert leaves it out of the trust bundle \(remove it from the file\)\n$/);
+  });
+
+  it('ca check warns about a CA certificate without a SubjectKeyIdentifier (strict OpenSSL refuses its leaves)', async () => {
+    const caDir = join(dir, 'ca-no-ski');
+    writeOpensslRootCaDir(caDir, '/O=org/CN=org root', ['subjectKeyIdentifier=none']);
+    const r = await runCli(['ca', 'check', '--dir', caDir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^CA OK: signs as "O=org, CN=org root"/);
+    expect(r.stderr).toMatch(/^warning: CA certificate "O=org, CN=org root" has no SubjectKeyIdentifier \(RFC 5280 requires it of a CA\): .*openssl verify -x509_strict.*\n$/);
   });
 
   it('ca check warns about a private key file or a CA directory open to all users, and is quiet about a Secret volume\'s 0440', async () => {

@@ -12,6 +12,7 @@ import { parseConfig } from '../../../src/config/load.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { nameConstraints, writeConstrainedCaDir } from '../../support/constrained-ca.js';
 import { captureLogs } from '../../support/log-capture.js';
+import { writeOpensslRootCaDir } from '../../support/openssl-ca.js';
 
 const DAY_MS = 86_400_000;
 let base: string;
@@ -42,6 +43,17 @@ describe('loadCaState', () => {
     const loaded = await loadCaState(config, worker.logger, { inForce: caSnapshot(state) });
     expect(loaded.issuers.all.map((i) => i.material.roots.length)).toEqual([1, 1]);
     expect(worker.lines.filter((l) => Number(l.level) >= 40)).toEqual([]);
+  });
+
+  it('warns at load about a CA certificate without a SubjectKeyIdentifier, for its issuer only', async () => {
+    const bare = join(base, 'no-ski');
+    writeOpensslRootCaDir(bare, '/CN=org root', ['subjectKeyIdentifier=none']);
+    const own = join(base, 'with-ski');
+    await initCaDir({ dir: own });
+    const { lines, logger } = captureLogs();
+    await loadCaState(parseConfig({ dataDir: join(base, 'data'), ca: { dir: own }, issuers: [{ name: 'org', dir: bare }] }), logger);
+    const warned = lines.filter((l) => l.level === 40 && /KeyIdentifier/.test(String(l.msg)));
+    expect(warned).toEqual([expect.objectContaining({ dir: bare, msg: expect.stringMatching(/^CA certificate "CN=org root" has no SubjectKeyIdentifier/) })]);
   });
 
   it('compiles the revoked client certificates, and warns about an entry more than a day ahead (not one minutes ahead)', async () => {
