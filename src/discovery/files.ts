@@ -13,6 +13,8 @@
  *   characters but `/`) and `?` (one character), e.g. `/etc/certs/*.pem`; the directory part is
  *   taken literally and not searched recursively. (Node 20 has no fs.glob; shells expand globs
  *   anyway, and `meshcert discover` takes several paths after one `--files`.)
+ * A file a walk or a glob finds whose name is not UTF-8 is an error item naming it: meshcert names
+ * places by path, as text, so it cannot read and record it under its own.
  *
  * Only regular files are read (a symlink is followed first): a named pipe or a device given by
  * name is an error item ("not a regular file") and is not opened. A file is read through one
@@ -62,6 +64,11 @@ function unreadableDirectory(path: string, e: unknown): DiscoveredItem {
   return { kind: 'file', target: path, source: null, status: 'error', error: `cannot read directory: ${accessProblem(e)}` };
 }
 
+/** A file whose name is not UTF-8: places are named by path, as text, so it cannot be one. Said, not skipped. */
+function notUtf8(dir: string, name: Buffer): DiscoveredItem {
+  return { kind: 'file', target: join(dir, name.toString('utf8')), source: null, status: 'error', error: `its name is not valid UTF-8 (bytes ${name.toString('hex')}); meshcert names places by path: rename it` };
+}
+
 function walk(dir: string, out: string[], problems: DiscoveredItem[], seen: Set<string> = new Set(), root: string = realpathSync(dir)): void {
   // Each directory once, however many symlinks lead to it (and no loop through one).
   const real = realpathSync(dir);
@@ -73,8 +80,7 @@ function walk(dir: string, out: string[], problems: DiscoveredItem[], seen: Set<
     .sort((a, b) => Buffer.compare(a.e.name, b.e.name));
   for (const { e, name } of entries) {
     if (name === null) {
-      // Places are named by path, as text: such a file cannot be one. Said, not skipped.
-      if (EXTENSIONS.test(e.name.toString('latin1')) || e.isDirectory()) problems.push({ kind: 'file', target: join(dir, e.name.toString('utf8')), source: null, status: 'error', error: `its name is not valid UTF-8 (bytes ${e.name.toString('hex')}); meshcert names places by path: rename it` });
+      if (EXTENSIONS.test(e.name.toString('latin1')) || e.isDirectory()) problems.push(notUtf8(dir, e.name));
       continue;
     }
     // A kubelet-mounted Secret or ConfigMap keeps its files in a `..<timestamp>` directory behind
@@ -132,7 +138,7 @@ function isFile(p: string): boolean {
   }
 }
 
-/** Expands one `--files` argument into file paths, or an error item; `skipped`: directories below it that could not be read. */
+/** Expands one `--files` argument into file paths, or an error item; `skipped`: places in it that could not be read (a directory, a name not UTF-8). */
 export function expandFileArg(arg: string): { files: string[]; error?: DiscoveredItem; skipped?: DiscoveredItem[] } {
   const abs = resolve(arg);
   const fail = (error: string): { files: string[]; error: DiscoveredItem } => ({
@@ -142,14 +148,23 @@ export function expandFileArg(arg: string): { files: string[]; error?: Discovere
   if (!existsSync(abs) && hasWildcard(abs)) {
     const dir = dirname(abs);
     if (hasWildcard(dir)) return fail('wildcards are only supported in the last path component');
-    let names: string[];
+    let names: Buffer[];
     try {
-      names = readdirSync(dir).sort();
+      names = readdirSync(dir, { encoding: 'buffer' }).sort(Buffer.compare);
     } catch (e) {
       return fail(`cannot read directory ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
     const re = globToRegExp(basename(abs));
-    const files = names.filter((n) => re.test(n)).map((n) => join(dir, n)).filter(isFile);
+    const files: string[] = [];
+    const skipped: DiscoveredItem[] = [];
+    for (const raw of names) {
+      const name = utf8Name(raw);
+      // Matched byte for byte (a pattern's non-ASCII letters cannot match such a name anyway).
+      if (name === null) {
+        if (re.test(raw.toString('latin1'))) skipped.push(notUtf8(dir, raw));
+      } else if (re.test(name) && isFile(join(dir, name))) files.push(join(dir, name));
+    }
+    if (skipped.length > 0) return { files, skipped };
     return files.length === 0 ? fail('no file matches') : { files };
   }
   let st;

@@ -128,6 +128,12 @@ describe('PEM files', () => {
       { kind: 'file', target: `${d}/caf\ufffd.pem`, source: null, status: 'error', error: 'its name is not valid UTF-8 (bytes 636166e92e70656d); meshcert names places by path: rename it' },
     ]);
     expect(readPemFile(r.files[0]!)).toMatchObject({ status: 'ok' });
+    // A glob says so too (it matches the name byte for byte); one the name does not match does not.
+    const globbed = expandFileArg(join(d, 'caf*.pem'));
+    expect(globbed.files).toEqual([join(d, 'café.pem')]);
+    expect(globbed.skipped).toEqual(r.skipped);
+    expect(expandFileArg(join(d, 'notes-*'))).toEqual({ files: [], skipped: [expect.objectContaining({ target: `${d}/notes-\ufffd` })] });
+    expect(expandFileArg(join(d, 'x*.pem')).error).toMatchObject({ error: 'no file matches' });
   });
 
   it('refuses a named pipe or a device without opening it, and never opens a pipe found in a walked directory', async () => {
