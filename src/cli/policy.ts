@@ -1,6 +1,6 @@
 import { MAX_PEM_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { isIP } from 'node:net';
-import { formatDuration, parseDurationArg } from '../config/duration.js';
+import { formatDuration, parseLifetimeArg } from '../config/duration.js';
 import { parseCsrPem } from '../csr/parse.js';
 import type { CsrKeyInfo, ParsedCsr } from '../csr/types.js';
 import { ConfigError, isCaError } from '../errors/ca-error.js';
@@ -31,7 +31,8 @@ export const POLICY_USAGE = `meshcert policy explain --config FILE --ns NAMESPAC
   --key rsa2048|rsa3072|rsa4096|ec256|ec384   the CSR's key (default rsa2048)
   --dns NAME[,NAME]           requested DNS SANs
   --ip ADDR[,ADDR]            requested IP SANs
-  --ttl DURATION              requested lifetime (default: none, i.e. the rule's default)
+  --ttl DURATION              requested lifetime (default 24h, what istio-agent and ztunnel ask
+                              for unless SECRET_TTL is changed; 0: none, i.e. the rule's default)
   --impersonated              the request is on behalf of another identity
   --client-certificate        the caller authenticates with a client certificate (mTLS), not a token
   --csr FILE                  take key and SANs (and, without --ns/--sa, the identity) from a PEM CSR
@@ -114,7 +115,8 @@ export async function policyCommand(argv: string[]): Promise<number> {
     key: { type: 'string' },
     dns: { type: 'string', multiple: true },
     ip: { type: 'string', multiple: true },
-    ttl: { type: 'string' },
+    // As `request`: agents always send a lifetime, so the rule's default applies only to 0.
+    ttl: { type: 'string', default: '24h' },
     impersonated: { type: 'boolean', default: false },
     'client-certificate': { type: 'boolean', default: false },
     csr: { type: 'string' },
@@ -140,7 +142,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
   let ttl: number | undefined;
   if (v.ttl !== undefined) {
     try {
-      ttl = parseDurationArg(v.ttl);
+      ttl = parseLifetimeArg(v.ttl);
     } catch (e) {
       throw new UsageError(`--ttl: ${(e as Error).message}`);
     }

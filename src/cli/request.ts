@@ -2,7 +2,7 @@ import { accessSync, constants, existsSync, mkdirSync, rmdirSync, statSync } fro
 import { dirname, join, resolve } from 'node:path';
 import { CaClient, statusName } from '../client/ca-client.js';
 import { buildWorkloadCsr, type WorkloadKeyType } from '../client/workload-csr.js';
-import { parseDurationArg } from '../config/duration.js';
+import { parseLifetimeArg } from '../config/duration.js';
 import { hasDevIssuer, mintDevToken } from '../dev/token-issuer.js';
 import { writeFileAtomic, writePrivateKey } from '../ca/files.js';
 import { serialHex } from '../x509/serial-hex.js';
@@ -59,7 +59,7 @@ export async function requestCommand(argv: string[]): Promise<number> {
   }
   let ttl: number;
   try {
-    ttl = parseDurationArg(v.ttl!);
+    ttl = parseLifetimeArg(v.ttl!);
   } catch (e) {
     throw new UsageError(`--ttl: ${(e as Error).message}`);
   }

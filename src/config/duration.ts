@@ -9,7 +9,9 @@ export function parseDurationSeconds(value: string | number): number {
   }
   const m = DURATION.exec(value.trim());
   if (!m) throw new Error(`invalid duration "${value}": use a number followed by s, m, h or d (e.g. 24h)`);
-  return Math.round(Number(m[1]) * UNIT_SECONDS[m[2]!]!);
+  // Kept to the millisecond, not rounded to seconds: "1.4s" is not a lifetime (parseLifetimeSeconds
+  // says so) and "0.5s" is a timeout; the rounding only undoes binary fractions (0.7h is 2520s).
+  return Math.round(Number(m[1]) * UNIT_SECONDS[m[2]!]! * 1000) / 1000;
 }
 
 export function formatDuration(seconds: number): string {
@@ -33,6 +35,13 @@ export function parseDurationArg(value: string): number {
   const v = value.trim();
   const seconds = parseDurationSeconds(/^\d+$/.test(v) ? Number(v) : v);
   if (seconds > MAX_SPAN_SECONDS) throw new Error(`invalid duration "${v}": at most ${MAX_SPAN_TEXT}`);
+  return seconds;
+}
+
+/** A certificate lifetime typed on a command line (`--ttl`): parseDurationArg's, in whole seconds, as the protocol carries it. */
+export function parseLifetimeArg(value: string): number {
+  const seconds = parseDurationArg(value);
+  if (!Number.isInteger(seconds)) throw new Error(`invalid duration "${value.trim()}": a lifetime is a whole number of seconds`);
   return seconds;
 }
 

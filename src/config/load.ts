@@ -122,7 +122,7 @@ function issuanceShorthands(input: Record<string, unknown>, conflicts: Array<{ p
   };
   if (issuance.defaultTtl !== undefined && valid(issuance.defaultTtl)) lifetime.default = issuance.defaultTtl;
   if (issuance.maxTtl !== undefined && valid(issuance.maxTtl)) lifetime.max = issuance.maxTtl;
-  if (issuance.onTtlAboveMax !== undefined) lifetime.aboveMax = issuance.onTtlAboveMax;
+  if (issuance.onTtlAboveMax === 'clamp' || issuance.onTtlAboveMax === 'reject') lifetime.aboveMax = issuance.onTtlAboveMax;
   if (Object.keys(lifetime).length === 0) return input;
   const mapping = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
   // A policy or policy.default that is not a mapping (`default: deny`, say) stays as written, so validation

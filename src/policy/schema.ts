@@ -39,7 +39,7 @@ export function parseLifetimeSeconds(v: string | number): number {
 
 /** A certificate lifetime as a schema (parseLifetimeSeconds); the config's issuance.* lifetimes use it too. */
 export const lifetimeDuration = z
-  .union([z.string(), z.number()])
+  .union([z.string(), z.number()], { error: 'expected a lifetime such as "90s", "15m", "24h" or "90d", or a whole number of seconds' })
   .transform((v, ctx) => {
     try {
       return parseLifetimeSeconds(v);
@@ -56,7 +56,7 @@ export const lifetimeDuration = z
  */
 function oneOrList(problemOf: (item: string) => string | null, emptyMessage: string) {
   return z
-    .union([z.string(), z.array(z.string())])
+    .union([z.string(), z.array(z.string())], { error: 'expected a name or pattern, or a list of them (quote a name YAML reads as a number, such as "0600" or "123")' })
     .superRefine((v, ctx) => {
       const list = typeof v === 'string' ? [v] : v;
       if (list.length === 0) ctx.addIssue({ code: 'custom', message: emptyMessage });

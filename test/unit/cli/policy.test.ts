@@ -106,7 +106,7 @@ policy:
   });
 
   it("cuts the lifetime short at the signing chain's end, as the server does, and says so", async () => {
-    expect(await policyCommand(['explain', '--config', caConfig, '--ns', 'short', '--sa', 'w', '--json'])).toBe(0);
+    expect(await policyCommand(['explain', '--config', caConfig, '--ns', 'short', '--sa', 'w', '--ttl', '0', '--json'])).toBe(0);
     const out = JSON.parse(stdout()) as PolicyExplainOutput;
     expect(out.decision).toMatchObject({ allowed: true, ttlSeconds: 10 * 86_400 });
     expect(out.ttlSeconds).toBeGreaterThan(3 * 86_400 - 120);
@@ -118,7 +118,7 @@ policy:
     expect(stdout()).toMatch(/, cut short at the signing CA's end \d{4}-.*; the policy gives 20d \(as requested\)$/m);
     // --no-ca: the policy alone.
     log.mockClear();
-    expect(await policyCommand(['explain', '--config', caConfig, '--ns', 'short', '--sa', 'w', '--no-ca', '--json'])).toBe(0);
+    expect(await policyCommand(['explain', '--config', caConfig, '--ns', 'short', '--sa', 'w', '--ttl', '0', '--no-ca', '--json'])).toBe(0);
     expect(JSON.parse(stdout())).toMatchObject({ ttlSeconds: 10 * 86_400 });
   });
 
@@ -142,11 +142,12 @@ describe('meshcert policy explain (text)', () => {
     expect(stdout()).toBe(
       [
         'policy explain for spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway',
-        '  cluster Kubernetes, key ECDSA P-256, lifetime not requested, DNS gw.istio-ingress.svc.cluster.local, IP none, not impersonated, authenticated by token',
+        // Without --ttl, the 24h istio-agent and ztunnel ask for.
+        '  cluster Kubernetes, key ECDSA P-256, lifetime 1d, DNS gw.istio-ingress.svc.cluster.local, IP none, not impersonated, authenticated by token',
         '',
         'rule:      gateways',
         'decision:  allow',
-        "lifetime:  12h (the rule's default; no lifetime requested)",
+        'lifetime:  1d (as requested)',
         'SANs:      URI:spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway, DNS:gw.istio-ingress.svc.cluster.local',
         'issuer:    gateways-ca',
         '',
@@ -543,6 +544,7 @@ describe('meshcert policy: usage and config errors', () => {
     ['no --ns', ['explain', '--config', 'x.yaml', '--sa', 'b'], 'policy explain needs --ns and --sa'],
     ['an unknown key type', ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--key', 'ec521'], '--key must be one of rsa2048, rsa3072, rsa4096, ec256, ec384'],
     ['a bad --ttl', ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--ttl', '2w'], '--ttl: invalid duration "2w"'],
+    ['a --ttl that is not whole seconds', ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--ttl', '1.4s'], '--ttl: invalid duration "1.4s": a lifetime is a whole number of seconds'],
     ['--dns with --csr', ['explain', '--config', 'x.yaml', '--csr', 'c.pem', '--dns', 'a'], '--key, --dns and --ip cannot be used with --csr'],
     ['an unknown flag', ['explain', '--config', 'x.yaml', '--namespace', 'a'], "Unknown option '--namespace'"],
     ['--impersonated with --client-certificate', ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--client-certificate', '--impersonated'], 'the server refuses impersonation by a client certificate'],

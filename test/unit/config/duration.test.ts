@@ -10,7 +10,9 @@ describe('parseDurationSeconds', () => {
     ['reads days', '90d', 7_776_000],
     ['reads zero', '0s', 0],
     ['reads a fractional value', '1.5h', 5_400],
-    ['rounds a fraction of a second', '2.6s', 3],
+    ['keeps a fraction of a second (a lifetime refuses it; a timeout takes it)', '2.6s', 2.6],
+    ['keeps milliseconds, not binary fractions', '0.7h', 2_520],
+    ['rounds below the millisecond', '0.0004s', 0],
     ['ignores surrounding whitespace', ' 24h\n', 86_400],
   ])('%s (%j)', (_name, input, expected) => {
     expect(parseDurationSeconds(input)).toBe(expected);

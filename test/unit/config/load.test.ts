@@ -190,6 +190,16 @@ describe('parseConfig refusals', () => {
     expect(e.message.split('\n').some((l) => l.startsWith(line))).toBe(true);
   });
 
+  it.each([
+    ['an unknown onTtlAboveMax', { issuance: { onTtlAboveMax: 'bogus', maxTtl: '48h' } }, '  - issuance.onTtlAboveMax: Invalid option: expected one of "clamp"|"reject"'],
+    ['a fractional lifetime in a string, as in a number', { policy: { default: { lifetime: { default: '1.4s' } } } }, '  - policy.default.lifetime.default: invalid duration 1.4s: must be a whole number of seconds'],
+    ['a lifetime that is no duration', { policy: { default: { lifetime: { max: true } } } }, '  - policy.default.lifetime.max: expected a lifetime such as "90s", "15m", "24h" or "90d", or a whole number of seconds'],
+    ['a namespace YAML read as a number', { policy: { rules: [{ name: 'r', match: { namespaces: [600] } }] } }, '  - policy.rules.0.match.namespaces: expected a name or pattern, or a list of them (quote a name YAML reads as a number, such as "0600" or "123")'],
+  ])('says %s once, in words', (_name, input, line) => {
+    const e = configError(() => parse(input));
+    expect(e.message.split('\n').slice(1)).toEqual([line]);
+  });
+
   it('lists every problem in one message', () => {
     const e = configError(() =>
       parse({
