@@ -139,6 +139,9 @@ export class TokenReviewBackendError extends Error {
 }
 
 /** Shapes of authentication.k8s.io/v1 TokenReview we read. */
+/** The group the API server puts every service account's tokens in (and no other user's). */
+const SERVICE_ACCOUNTS_GROUP = 'system:serviceaccounts';
+
 interface TokenReviewStatus {
   authenticated?: boolean;
   error?: string;
@@ -513,6 +516,12 @@ export class TokenReviewAuthenticator implements Authenticator {
     }
     const sa = parseServiceAccountUsername(status.user?.username);
     if (!sa) throw new CaError('AUTH_INVALID', 'token does not belong to a Kubernetes service account');
+    // As istiod: the username alone is what any authenticator of the API server (a webhook, OIDC
+    // with an empty prefix) may claim; the API server puts only its service accounts in this group.
+    const groups = status.user?.groups;
+    if (!Array.isArray(groups) || !groups.includes(SERVICE_ACCOUNTS_GROUP)) {
+      throw new CaError('AUTH_INVALID', `token does not belong to a Kubernetes service account (the API server did not put its user in the ${SERVICE_ACCOUNTS_GROUP} group)`);
+    }
     const identity = serviceAccountSpiffeId(this.trustDomain, sa.namespace, sa.serviceAccount);
 
     const caller: { -readonly [K in keyof Caller]: Caller[K] } = {
@@ -556,13 +565,20 @@ export class TokenReviewAuthenticator implements Authenticator {
         status: res.status,
       });
     }
+    let doc: unknown;
     try {
-      const doc = JSON.parse(res.body.toString('utf8')) as { status?: TokenReviewStatus };
-      if (typeof doc !== 'object' || doc === null) throw new Error('not an object');
-      return typeof doc.status === 'object' && doc.status !== null ? doc.status : {};
+      doc = JSON.parse(res.body.toString('utf8'));
     } catch (err) {
       throw new TokenReviewBackendError('bad-response', 'TokenReview response is not JSON', { status: res.status, cause: err });
     }
+    // Only a TokenReview may say a token is refused: any other 2xx body (a proxy's JSON error, a
+    // wrong apiServer) read as one would blame every workload's token, which agents never retry.
+    const review = doc as { kind?: unknown; status?: unknown } | null;
+    if (typeof review !== 'object' || review === null || Array.isArray(review) || review.kind !== 'TokenReview' || typeof review.status !== 'object' || review.status === null || Array.isArray(review.status)) {
+      const kind = typeof review === 'object' && review !== null && !Array.isArray(review) && typeof review.kind === 'string' ? ` (kind ${JSON.stringify(review.kind.slice(0, 64))})` : '';
+      throw new TokenReviewBackendError('bad-response', `TokenReview response is not a TokenReview${kind}: is tokenReview.apiServer the Kubernetes API server?`, { status: res.status });
+    }
+    return review.status as TokenReviewStatus;
   }
 
   /** The API server's service-account JWKS body; rejects on a non-2xx answer (RemoteJwks parses and checks it). */

@@ -10,7 +10,7 @@
  *   fake.endWatches('pods');       // end them cleanly (as a server-side timeout does)
  *   fake.compact();                // forget history: resuming a watch from an older RV gets 410
  *   fake.fail({ method: 'GET', path: /\/pods$/ }, { status: 503 }, 2);   // fault injection (clearFaults())
- *   fake.tokenReviewer = (spec) => ({ authenticated: true, user: {...}, audiences: spec.audiences });
+ *   fake.tokenReviewer = (spec) => ({ authenticated: true, user: serviceAccountUser('ns', 'sa'), audiences: spec.audiences });
  *   fake.requests                  // every request: method, path, query, authorization, body, status
  *   await fake.close();
  *
@@ -78,6 +78,15 @@ export interface TokenReviewSpec {
 export type TokenReviewAnswer =
   | { authenticated: boolean; user?: { username?: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> }; audiences?: string[]; error?: string }
   | { httpStatus: number; message?: string };
+
+/** A TokenReview's user for a service account's token, as the API server gives it (username and groups). */
+export function serviceAccountUser(namespace: string, serviceAccount: string, extra?: Record<string, string[]>): { username: string; groups: string[]; extra?: Record<string, string[]> } {
+  return {
+    username: `system:serviceaccount:${namespace}:${serviceAccount}`,
+    groups: ['system:serviceaccounts', `system:serviceaccounts:${namespace}`, 'system:authenticated'],
+    ...(extra ? { extra } : {}),
+  };
+}
 
 export interface FakeKubeOptions {
   /** When set, every request must carry `Authorization: Bearer <token>` (else 401). */

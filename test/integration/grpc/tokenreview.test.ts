@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { makeCsr } from '../../fixtures/csr.js';
-import { FakeKube } from '../../support/fake-kube.js';
+import { FakeKube, serviceAccountUser } from '../../support/fake-kube.js';
 import { startTestCa, type TestCa } from '../../support/harness.js';
 import { k8sClaims, signingKey, signToken, type SigningKey } from '../../unit/auth/helpers.js';
 
@@ -86,7 +86,7 @@ describe('TokenReview authentication over gRPC, with the API server\'s service-a
     apiKey = await signingKey('RS256', 'sa-key');
     ({ fake, ca, dir, csrPem } = await startWithFakeKube('meshcert-grpc-trk-', (f) => {
       f.serviceAccountKeys = [apiKey.jwk];
-      f.tokenReviewer = (spec) => ({ authenticated: true, user: { username: 'system:serviceaccount:default:app' }, audiences: spec.audiences ?? [] });
+      f.tokenReviewer = (spec) => ({ authenticated: true, user: serviceAccountUser('default', 'app'), audiences: spec.audiences ?? [] });
     }));
   });
   afterAll(async () => {

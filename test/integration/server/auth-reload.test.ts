@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaClient } from '../../../src/client/ca-client.js';
 import type { RunningServer } from '../../../src/runtime/serve.js';
 import { makeCsr } from '../../fixtures/csr.js';
-import { FakeKube } from '../../support/fake-kube.js';
+import { FakeKube, serviceAccountUser } from '../../support/fake-kube.js';
 import { mintToken, TEST_ISSUER, writeTestJwks } from '../../support/harness.js';
 import { serveFile, type ServedFile } from '../../support/serve-file.js';
 import { makeCert } from '../../unit/auth/helpers.js';
@@ -120,7 +120,7 @@ describe("hot reload of a TokenReview cluster's CA file (the cluster's CA rotate
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'meshcert-tr-reload-'));
     fake = await FakeKube.start({ token: 'meshcert-own' });
-    fake.tokenReviewer = (spec) => ({ authenticated: true, user: { username: 'system:serviceaccount:default:app' }, audiences: spec.audiences ?? [] });
+    fake.tokenReviewer = (spec) => ({ authenticated: true, user: serviceAccountUser('default', 'app'), audiences: spec.audiences ?? [] });
     caFile = join(dir, 'ca.crt');
     // Before the rotation reaches this file: a CA the API server's certificate does not chain to.
     writeFileSync(caFile, (await makeCert({ name: 'the cluster CA before rotation', ca: true })).pem);

@@ -214,19 +214,26 @@ describe('TokenReviewAuthenticator', () => {
     });
   });
 
-  type Case = { name: string; handler?: Handler; options?: () => Promise<Partial<TokenReviewOptions>>; code: string; message?: RegExp; kind?: string };
+  type Case = { name: string; handler?: Handler; options?: () => Promise<Partial<TokenReviewOptions>>; code: string; message?: RegExp; kind?: string; logged?: RegExp };
   const cases: Case[] = [
     { name: 'refuses a token the API server does not authenticate', handler: reply(201, review({ authenticated: false, error: '[invalid bearer token, token has been invalidated]' })), code: 'AUTH_INVALID', message: /not accepted by the Kubernetes API server/ },
     { name: 'refuses a token authenticated for another audience (empty status.audiences)', handler: reply(201, review({ ...AUTHENTICATED, audiences: [] })), code: 'AUTH_INVALID', message: /^token audience does not include istio-ca$/ },
     { name: 'refuses a token authenticated for another audience (different status.audiences)', handler: reply(201, review({ ...AUTHENTICATED, audiences: ['https://kubernetes.default.svc'] })), code: 'AUTH_INVALID', message: /audience/ },
     { name: 'refuses a user that is not a service account', handler: reply(201, review({ ...AUTHENTICATED, user: { username: 'alice', groups: ['system:authenticated'] } })), code: 'AUTH_INVALID', message: /not belong to a Kubernetes service account/ },
     { name: 'refuses a malformed service-account username', handler: reply(201, review({ ...AUTHENTICATED, user: { username: 'system:serviceaccount:a:b:c' } })), code: 'AUTH_INVALID' },
+    // Another authenticator of the API server (a webhook, OIDC without a prefix) may claim such a username; only its service accounts are in the group.
+    { name: 'refuses a service-account username outside the system:serviceaccounts group', handler: reply(201, review({ ...AUTHENTICATED, user: { ...AUTHENTICATED.user, groups: ['oidc:admins', 'system:authenticated'] } })), code: 'AUTH_INVALID', message: /did not put its user in the system:serviceaccounts group/ },
+    { name: 'refuses a service-account username without groups', handler: reply(201, review({ ...AUTHENTICATED, user: { username: AUTHENTICATED.user.username } })), code: 'AUTH_INVALID', message: /system:serviceaccounts group/ },
     { name: 'reports a 500 as backend unavailable', handler: reply(500, { kind: 'Status', status: 'Failure', code: 500 }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'server-error' },
     { name: 'reports a 503 as backend unavailable', handler: reply(503, 'unavailable'), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'server-error' },
     { name: 'reports 429 throttling as backend unavailable', handler: reply(429, { kind: 'Status', code: 429 }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'throttled' },
     { name: "reports a 401 for meshcert's own credentials as backend unavailable, not a bad token", handler: reply(401, { kind: 'Status', code: 401, reason: 'Unauthorized' }), code: 'AUTH_BACKEND_UNAVAILABLE', message: /credentials/, kind: 'credentials-rejected' },
     { name: 'reports a 403 (missing RBAC) as backend unavailable', handler: reply(403, { kind: 'Status', code: 403, reason: 'Forbidden' }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'credentials-rejected' },
     { name: 'reports a non-JSON 201 as backend unavailable', handler: reply(201, '<html>proxy</html>'), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'bad-response' },
+    // Only a TokenReview may refuse a token: another 2xx body is a wrong apiServer or a proxy, not every workload's bad token.
+    { name: "reports a 200 that is a proxy's JSON error as backend unavailable", handler: reply(200, { kind: 'Status', status: 'Failure' }), code: 'AUTH_BACKEND_UNAVAILABLE', logged: /not a TokenReview \(kind "Status"\): is tokenReview.apiServer the Kubernetes API server\?/, kind: 'bad-response' },
+    { name: 'reports a 201 holding a JSON array as backend unavailable', handler: reply(201, []), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'bad-response' },
+    { name: 'reports a TokenReview without a status as backend unavailable', handler: reply(201, { kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1' }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'bad-response' },
     { name: 'reports a timeout as backend unavailable', handler: () => undefined, options: async () => ({ timeoutMs: 150 }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'timeout' },
     { name: 'reports connection refused as backend unavailable', options: async () => ({ apiServer: `https://127.0.0.1:${await closedPort()}` }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'unreachable' },
     { name: 'reports an untrusted API-server certificate as backend unavailable', handler: reply(201, review(AUTHENTICATED)), options: async () => ({ caPem: otherCa.pem }), code: 'AUTH_BACKEND_UNAVAILABLE', kind: 'unreachable' },
@@ -250,6 +257,7 @@ describe('TokenReviewAuthenticator', () => {
           expect(err?.cause).toBeInstanceOf(TokenReviewBackendError);
           expect((err?.cause as TokenReviewBackendError).kind).toBe(c.kind);
         }
+        if (c.logged) expect((err?.cause as Error).message).toMatch(c.logged);
       } finally {
         auth.close();
       }

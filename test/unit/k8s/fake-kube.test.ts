@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ApiException, V1MicroTime, type V1Namespace } from '@kubernetes/client-node';
 import { TokenReviewAuthenticator } from '../../../src/auth/tokenreview.js';
 import { createKubeClient, describeKubeError, kubeStatusCode, type KubeClient } from '../../../src/k8s/client.js';
-import { FakeKube, fakePod } from '../../support/fake-kube.js';
+import { FakeKube, fakePod, serviceAccountUser } from '../../support/fake-kube.js';
 
 const TOKEN = 'fake-kube-test-token';
 
@@ -238,10 +238,7 @@ describe('fake-kube: TokenReview', () => {
         ? {
             authenticated: true,
             audiences: spec.audiences ?? [],
-            user: {
-              username: 'system:serviceaccount:istio-system:ztunnel',
-              extra: { 'authentication.kubernetes.io/pod-name': ['ztunnel-abc'], 'authentication.kubernetes.io/pod-uid': ['uid-1'], 'authentication.kubernetes.io/node-name': ['node-a'] },
-            },
+            user: serviceAccountUser('istio-system', 'ztunnel', { 'authentication.kubernetes.io/pod-name': ['ztunnel-abc'], 'authentication.kubernetes.io/pod-uid': ['uid-1'], 'authentication.kubernetes.io/node-name': ['node-a'] }),
           }
         : { authenticated: false, error: 'invalid bearer token' };
     const auth = new TokenReviewAuthenticator({ apiServer: fake.url, caPem: fake.caPem, bearerToken: TOKEN, trustDomain: 'cluster.local', env: {} });
