@@ -79,9 +79,12 @@ function isValidDate(d: unknown): d is Date {
   return d instanceof Date && !Number.isNaN(d.getTime());
 }
 
+/** A UTF-16 surrogate not in a pair (\p{Cs} under /u matches no pair): no UTF-8 holds it, so SQLite stored mangled bytes and PostgreSQL refused it. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
 function badText(v: unknown, nullable: boolean): boolean {
   if (v === null || v === undefined) return !nullable;
-  return typeof v !== 'string' || v.includes('\u0000');
+  return typeof v !== 'string' || v.includes('\u0000') || LONE_SURROGATE.test(v);
 }
 
 /**
@@ -115,7 +118,7 @@ export function recordProblem(r: CertificateRecord): string | null {
     badText(r.policyRule, true) ||
     badText(r.subject, true)
   ) {
-    return 'text fields must be strings (or null) without NUL characters';
+    return 'text fields must be strings (or null) without NUL characters or unpaired surrogates';
   }
   if (tooLong(r.spiffeId) || tooLong(r.namespace) || tooLong(r.serviceAccount) || tooLong(r.source)) {
     return `spiffeId, namespace, serviceAccount and source must be at most ${MAX_INDEXED_TEXT_BYTES} bytes each`;
@@ -148,7 +151,7 @@ export function auditProblem(e: AuditEvent): string | null {
     badText(e.reason, true) ||
     badText(e.serial, true)
   ) {
-    return 'text fields must be strings (or null) without NUL characters';
+    return 'text fields must be strings (or null) without NUL characters or unpaired surrogates';
   }
   return null;
 }
@@ -187,7 +190,16 @@ export function assertSchemaCurrent(version: number | null, migrations: readonly
   const latest = Math.max(...migrations.map((m) => m.version));
   if (version === null || version === 0) throw new Error('it holds no meshcert inventory (no schema): is this the right database?');
   if (version < latest) throw new Error(`its schema is version ${version}, older than this meshcert's ${latest}: start meshcert serve against it once to upgrade it`);
-  if (version > latest) throw new Error(`its schema is version ${version}, newer than this meshcert's ${latest}: use the meshcert release that wrote it`);
+  assertSchemaNotNewer(version, migrations);
+}
+
+/**
+ * Refuses a schema a later meshcert wrote (a rollback), for writing as for reading: an older
+ * release would write rows without what the newer schema expects of them.
+ */
+export function assertSchemaNotNewer(version: number | null, migrations: readonly { readonly version: number }[]): void {
+  const latest = Math.max(...migrations.map((m) => m.version));
+  if (version !== null && version > latest) throw new Error(`its schema is version ${version}, newer than this meshcert's ${latest}: use the meshcert release that wrote it`);
 }
 
 export function clampLimit(limit: number | undefined): number {

@@ -29,6 +29,7 @@ import {
   LATEST_PER_IDENTITY_UNDER_FRACTION_SQL,
   MIGRATIONS_TABLE,
   assertSchemaCurrent,
+  assertSchemaNotNewer,
   buildListQuery,
   dnsNamesJson,
   getParams,
@@ -315,6 +316,7 @@ export class PostgresInventoryStore implements InventoryStore {
         );
         const { rows } = await client.query<{ version: number }>(`SELECT version FROM ${MIGRATIONS_TABLE}`);
         const applied = new Set(rows.map((r) => Number(r.version)));
+        assertSchemaNotNewer(Math.max(0, ...applied), MIGRATIONS);
         for (const m of MIGRATIONS) {
           if (applied.has(m.version)) continue;
           await client.query('BEGIN');

@@ -245,10 +245,12 @@ export function inventoryObserver(sink: RecordSink, now: () => number = Date.now
 }
 
 /**
- * A refusal's text can quote what the caller sent; the stores refuse NUL in text (PostgreSQL
- * cannot hold it), and an audit event they refuse must not be what an unauthenticated caller
- * can produce.
+ * A refusal's text can quote what the caller sent; the stores refuse NUL (PostgreSQL cannot hold
+ * it) and unpaired surrogates (no UTF-8 can) in text, and an audit event they refuse must not be
+ * what an unauthenticated caller can produce.
  */
 function storable<T extends string | null>(text: T): T {
-  return (text === null || !text.includes('\u0000') ? text : text.replaceAll('\u0000', '\uFFFD')) as T;
+  return (text === null ? text : text.replace(UNSTORABLE, '\uFFFD')) as T;
 }
+
+const UNSTORABLE = /\u0000|\p{Cs}/gu;

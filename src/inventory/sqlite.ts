@@ -37,6 +37,7 @@ import {
   LATEST_PER_IDENTITY_UNDER_FRACTION_SQL,
   MIGRATIONS_TABLE,
   assertSchemaCurrent,
+  assertSchemaNotNewer,
   buildListQuery,
   dnsNamesJson,
   getParams,
@@ -397,7 +398,9 @@ export class SqliteInventoryStore implements InventoryStore {
   }
 
   async migrate(): Promise<void> {
-    if (this.readOnly) return assertSchemaCurrent(await this.call<number | null>('schemaVersion', MIGRATIONS_TABLE), MIGRATIONS);
+    const version = await this.call<number | null>('schemaVersion', MIGRATIONS_TABLE);
+    if (this.readOnly) return assertSchemaCurrent(version, MIGRATIONS);
+    assertSchemaNotNewer(version, MIGRATIONS);
     await this.call('migrate', MIGRATIONS_TABLE_SQL, MIGRATIONS_TABLE, MIGRATIONS);
   }
 

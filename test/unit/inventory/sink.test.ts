@@ -14,12 +14,12 @@ const ctx = { clusterId: 'k', latencyMs: 1, peer: 'p' };
 describe('inventoryObserver', () => {
   afterEach(() => vi.useRealTimers());
 
-  it('audits a refusal whose text carries a NUL with the NUL replaced, so the store takes it', () => {
+  it('audits a refusal whose text carries a NUL or an unpaired surrogate with it replaced, so the store takes it', () => {
     const { sink, audit } = auditSink();
-    inventoryObserver(sink).refused('AUTH_INVALID', 'bad \u0000 token', { ...ctx, caller: 'spiffe://td/ns/a/sa/\u0000' });
+    inventoryObserver(sink).refused('AUTH_INVALID', 'bad \u0000 token \ud800 \ud83d\ude00', { ...ctx, caller: 'spiffe://td/ns/a/sa/\u0000\udc00' });
     expect(audit).toHaveLength(1);
     expect(auditProblem(audit[0]!)).toBeNull();
-    expect(audit[0]).toMatchObject({ decision: 'refused', code: 'AUTH_INVALID', reason: 'bad \uFFFD token', cluster: 'k', requester: 'spiffe://td/ns/a/sa/\uFFFD' });
+    expect(audit[0]).toMatchObject({ decision: 'refused', code: 'AUTH_INVALID', reason: 'bad \uFFFD token \uFFFD \ud83d\ude00', cluster: 'k', requester: 'spiffe://td/ns/a/sa/\uFFFD\uFFFD' });
   });
 
   it('audits a certificate signed, then refused (inventory.failClosed), with its serial, however many rows its caller had', () => {

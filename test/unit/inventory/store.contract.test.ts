@@ -242,6 +242,9 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
       makeRecord(6, { source: 'elsewhere' as CertificateRecord['source'] }),
       makeRecord(7, { keySize: 1.5 }),
       makeRecord(8, { issuer: '' }),
+      // An unpaired surrogate: SQLite stored mangled bytes, PostgreSQL refused the batch (jsonb).
+      makeRecord(9, { namespace: 'x\ud800y' }),
+      makeRecord(10, { dnsNames: ['a.example', 'x\udc00'] }),
     ];
     for (const b of bad) {
       await expect(store.insertMany([good, b])).rejects.toBeInstanceOf(InventoryDataError);
@@ -710,23 +713,31 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await h.raw(loc, 'SELECT version FROM inventory_schema_migrations ORDER BY version')).toEqual(versions);
   });
 
-  it('opened read-only, refuses storage without a meshcert schema, or with a newer one, and changes neither', async () => {
+  it('opened read-only or to write, refuses storage without a meshcert schema, or with a newer one, and changes neither', async () => {
     const blank = await h.blank();
     // An empty file is an empty SQLite database (a missing one is refused as missing).
     if (blank.kind === 'sqlite') writeFileSync(blank.path, '');
     await expect(openStore({ ...blank, readOnly: true })).rejects.toThrow(/^it holds no meshcert inventory \(no schema\): is this the right database\?$/);
     await expect(h.raw(blank, 'SELECT count(*) AS n FROM inventory_schema_migrations')).rejects.toThrow();
     const latest = Number(((await h.raw(loc, 'SELECT max(version) AS v FROM inventory_schema_migrations')) as [{ v: number }])[0].v);
-    // A later meshcert's schema: this one reads it only as far as it knows it, so not at all.
-    await store.close();
-    if (loc.kind === 'sqlite') {
-      const db = new Database(loc.path);
+    // A later meshcert's schema (in storage of its own, which later tests do not reuse): this one
+    // reads it only as far as it knows it, so not at all.
+    const later = await h.blank();
+    const writer = await openStore(later);
+    await writer.insertMany([makeRecord(1)]);
+    await writer.close();
+    if (later.kind === 'sqlite') {
+      const db = new Database(later.path);
       db.prepare('INSERT INTO inventory_schema_migrations (version, applied_at) VALUES (?, ?)').run(latest + 1, Date.now());
       db.close();
     } else {
-      await h.raw(loc, `INSERT INTO inventory_schema_migrations (version) VALUES (${latest + 1}) RETURNING version`);
+      await h.raw(later, `INSERT INTO inventory_schema_migrations (version) VALUES (${latest + 1}) RETURNING version`);
     }
-    await expect(openStore({ ...loc, readOnly: true })).rejects.toThrow(`its schema is version ${latest + 1}, newer than this meshcert's ${latest}: use the meshcert release that wrote it`);
+    const newer = `its schema is version ${latest + 1}, newer than this meshcert's ${latest}: use the meshcert release that wrote it`;
+    await expect(openStore({ ...later, readOnly: true })).rejects.toThrow(newer);
+    // To write (an older serve or discover after a rollback): refused alike, nothing written.
+    await expect(openStore(later)).rejects.toThrow(newer);
+    expect(await h.raw(later, 'SELECT count(*) AS n FROM inventory_certificates')).toEqual([{ n: later.kind === 'sqlite' ? 1 : '1' }]);
   });
 
   it('upgrades a schema 1 inventory: per place and subject, the latest discovered certificate taken as served there; every record kept', async () => {
