@@ -253,4 +253,6 @@ function storable<T extends string | null>(text: T): T {
   return (text === null ? text : text.replace(UNSTORABLE, '\uFFFD')) as T;
 }
 
+// NUL on purpose: the one control character the stores refuse.
+// eslint-disable-next-line no-control-regex
 const UNSTORABLE = /\u0000|\p{Cs}/gu;
