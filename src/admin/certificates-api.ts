@@ -27,6 +27,7 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { bareSpanProblem, parseDurationArg } from '../config/duration.js';
+import { certificateKey, NOT_A_CERTIFICATE_KEY } from '../x509/serial-hex.js';
 import { InvalidCursorError, InvalidFilterError, type CertificateFilter, type CertificateRecord, type InventoryStore, type RecordSource } from '../inventory/types.js';
 
 export const CERTIFICATES_API_PATH = '/api/v1/certificates';
@@ -111,8 +112,6 @@ class BadRequest extends Error {}
 
 const PARAMS = ['namespace', 'serviceAccount', 'issuer', 'spiffeId', 'requester', 'source', 'expiringWithin', 'includeExpired', 'limit', 'cursor'] as const;
 type Param = (typeof PARAMS)[number];
-
-const KEY = /^[0-9a-f]{1,128}$/;
 
 /** `issued`, `discovered` or `discovered:<name>`; null otherwise. */
 export function parseSourceFilter(value: string): RecordSource | 'discovered' | null {
@@ -269,9 +268,8 @@ export async function handleCertificatesApi(req: IncomingMessage, res: ServerRes
     } catch {
       throw new BadRequest('the certificate key is not valid percent-encoding');
     }
-    let norm = key.trim().toLowerCase().replace(/[:\s]/g, '');
-    if (norm.startsWith('0x')) norm = norm.slice(2);
-    if (!KEY.test(norm)) throw new BadRequest('a certificate is looked up by its serial or SHA-256 fingerprint (hex)');
+    const norm = certificateKey(key);
+    if (norm === null) throw new BadRequest(NOT_A_CERTIFICATE_KEY);
     const record = await inSlot(() => store.get(norm));
     if (record === null) send(res, 404, { error: 'not found' });
     else send(res, 200, recordToJson(record));

@@ -19,6 +19,7 @@ import { openStore, type OpenStoreOptions } from '../inventory/open.js';
 import type { CertificateFilter, CertificateRecord, InventoryStore } from '../inventory/types.js';
 import { parse, spanFlag, UsageError } from './args.js';
 import { forTerminal } from './terminal-text.js';
+import { certificateKey, NOT_A_CERTIFICATE_KEY } from '../x509/serial-hex.js';
 
 export const CERTS_USAGE = `meshcert certs list [--namespace N] [--sa S] [--issuer I] [--requester R] [--source issued|discovered|discovered:...] [--expiring-within 7d] [--exclude-expired] [--limit 1000] [--json]
   Lists inventoried certificates (ordered by notAfter, so expired ones first), up to --limit
@@ -326,8 +327,11 @@ async function showCommand(argv: string[], now: Date): Promise<number> {
   const { values: v, positionals } = parse(argv, STORE_OPTIONS, true);
   if (positionals.length !== 1) throw new UsageError('usage: meshcert certs show SERIAL|FINGERPRINT [--json]');
   const key = positionals[0]!;
+  // Said before any store is opened, as the API's 400: a typo, not a certificate that is not there.
+  const norm = certificateKey(key);
+  if (norm === null) throw new UsageError(`certs show ${JSON.stringify(key.slice(0, 200))}: ${NOT_A_CERTIFICATE_KEY}`);
   return withStore(v, async (store) => {
-    const r = await store.get(key);
+    const r = await store.get(norm);
     if (r === null) {
       if (v.json) console.log(JSON.stringify({ error: 'not found', key }));
       console.error(`meshcert: no certificate with serial or fingerprint ${key}`);

@@ -15,6 +15,15 @@ export function typedHex(text: string): string {
   return k;
 }
 
+/** Why a lookup key is refused (certificateKey gave null). */
+export const NOT_A_CERTIFICATE_KEY = 'a certificate is looked up by its serial or SHA-256 fingerprint (hex)';
+
+/** A serial or fingerprint as typed, in typedHex's form, or null when it is not one (not hex, or longer than any). */
+export function certificateKey(text: string): string | null {
+  const k = typedHex(text);
+  return /^[0-9a-f]{1,128}$/.test(k) ? k : null;
+}
+
 /** A serial as meshcert writes it (serialHex), from any form typedHex accepts. */
 export function canonicalSerial(serial: string): string {
   return serialHex(typedHex(serial));

@@ -244,6 +244,15 @@ describe('meshcert certs show', () => {
     await expect(run('show', '--db', db)).rejects.toThrow(UsageError);
     await expect(run('show', 'a', 'b', '--db', db)).rejects.toThrow(UsageError);
   });
+
+  it("takes a fingerprint as openssl prints it, and refuses what is no serial or fingerprint as a usage error (the API's 400), not 'not found'", async () => {
+    const colons = records[3]!.fingerprint.toUpperCase().match(/../g)!.join(':');
+    expect(await run('show', colons, '--db', db, '--json')).toBe(0);
+    expect(JSON.parse(stdout())).toMatchObject({ fingerprint: records[3]!.fingerprint });
+    for (const key of ['zz', '', ' ', 'a'.repeat(129)]) {
+      await expect(run('show', key, '--db', db)).rejects.toThrow(new UsageError(`certs show ${JSON.stringify(key)}: a certificate is looked up by its serial or SHA-256 fingerprint (hex)`));
+    }
+  });
 });
 
 describe('meshcert certs expiring', () => {
