@@ -1,6 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../../src/errors/ca-error.js';
-import { parsePolicy } from '../../../src/policy/load.js';
 import { BUILTIN_DEFAULT, policySchema, type Policy } from '../../../src/policy/schema.js';
 import { EXAMPLE_POLICY } from '../../fixtures/policy.js';
 
@@ -238,22 +236,5 @@ describe('policySchema: a match pattern that can never match is refused (a deny 
 
   it('accepts what can match: globs over those characters, dotted service accounts, underscores in trust domains', () => {
     expect(issues({ rules: [{ name: 'r', match: { namespaces: ['kube-*', 'team-?', '*'], serviceAccounts: ['build.bot', 'a-*'], trustDomains: ['*.example_1.org'] }, deny: 'no' }] })).toEqual([]);
-  });
-});
-
-describe('parsePolicy', () => {
-  it('lists every problem with its full path in one ConfigError', () => {
-    let err: unknown;
-    try {
-      parsePolicy({ rules: [{ name: 'r', lifetime: { max: '2w' }, extra: 1 }] }, 'meshcert.yaml', 'policy');
-    } catch (e) {
-      err = e;
-    }
-    expect(err).toBeInstanceOf(ConfigError);
-    expect((err as ConfigError).message).toBe(
-      'invalid policy in meshcert.yaml:\n' +
-        '  - policy.rules.0.lifetime.max: invalid duration "2w": use a number followed by s, m, h or d (e.g. 24h)\n' +
-        '  - policy.rules.0.extra: unknown setting',
-    );
   });
 });
