@@ -71,6 +71,14 @@ interface Upload {
 /** An upload younger than this is never made room for: a client sends a CSR in one read. */
 const STALLED_UPLOAD_MS = 1000;
 
+/**
+ * Advertised as SETTINGS_MAX_HEADER_LIST_SIZE: a client that honours it (grpc-go fails such a call
+ * at once) never sends more. Unsaid, past about 100 KB nghttp2 answers a GOAWAY that leaves the
+ * stream open, and an istio-agent call, which has no deadline, waited for server.idleTimeout.
+ * Four times the longest token meshcert reads (16 KiB) and more than any agent sends.
+ */
+const MAX_HEADER_LIST_BYTES = 65_536;
+
 interface SessionActivity {
   /** Unary calls whose request is complete and which have not closed. */
   unaryCalls: number;
@@ -252,7 +260,8 @@ export class GrpcServer {
       allowHTTP1: false,
       // Bounds memory in a restart storm: a client opens at most this many calls per connection at
       // once and queues the rest itself (SETTINGS_MAX_CONCURRENT_STREAMS).
-      settings: { maxConcurrentStreams: options.maxConcurrentStreams, enablePush: false },
+      // SETTINGS_MAX_HEADER_LIST_SIZE (MAX_HEADER_LIST_BYTES), said so that clients keep to it.
+      settings: { maxConcurrentStreams: options.maxConcurrentStreams, enablePush: false, maxHeaderListSize: MAX_HEADER_LIST_BYTES },
       // Node resets a session whose buffered data passes this many MB (default 10); allow every
       // stream of a connection to hold a full-size request.
       maxSessionMemory: Math.max(10, Math.ceil((options.maxConcurrentStreams * (options.maxRequestBytes + 16_384)) / 2 ** 20)),

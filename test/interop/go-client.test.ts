@@ -92,6 +92,18 @@ describe.skipIf(unavailable)('grpc-go and Go crypto/x509 against a real meshcert
     expect(result).toMatchObject({ code: 'OK', chainElements: 3 });
   });
 
+  it('headers over 64 KiB fail at once in grpc-go, which reads the advertised limit, instead of a call hanging with no deadline until the idle timeout', async () => {
+    // nghttp2 refuses a header field over about 100 KB with a GOAWAY that leaves the stream open;
+    // istio-agent sets no deadline. Under the limit, the call is served.
+    const served = await call({ token: await mintToken(), id: ID(), 'header-bytes': 30_000 });
+    expect(served.ok, served.result.error).toBe(true);
+    const t0 = Date.now();
+    const { ok, result } = await call({ token: await mintToken(), id: ID(), 'header-bytes': 110_000, expect: 'Internal' });
+    expect(ok, JSON.stringify(result)).toBe(true);
+    expect(result.message).toMatch(/header list size .* violates the maximum size \(65536 bytes\) set by server/);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+  });
+
   it('two calls get different serial numbers', async () => {
     const [a, b] = await Promise.all([call({ token: await mintToken(), id: ID() }), call({ token: await mintToken(), id: ID() })]);
     expect(a.ok && b.ok).toBe(true);

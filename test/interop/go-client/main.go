@@ -88,11 +88,12 @@ func main() {
 	certFile := flag.String("cert", "", "client certificate chain (PEM) for mTLS authentication")
 	keyFile := flag.String("key-file", "", "the client certificate's private key (PEM)")
 	compress := flag.Bool("gzip", false, "send the request gzip-compressed (grpc-encoding: gzip)")
+	padding := flag.Int("header-bytes", 0, "also send an x-padding header of this many bytes (header limits)")
 	health := flag.Bool("health", false, "call grpc.health.v1.Health/Check (service \"\") instead")
 	flag.Parse()
 
 	r := &result{}
-	err := run(r, *addr, *rootFile, *serverName, *token, *cluster, *keyKind, *subject, *id, *ttl, *csrText, *health, *compress, *tls12, *certFile, *keyFile)
+	err := run(r, *addr, *rootFile, *serverName, *token, *cluster, *keyKind, *subject, *id, *ttl, *csrText, *health, *compress, *tls12, *certFile, *keyFile, *padding)
 	if err == nil && r.Code != *expect {
 		err = fmt.Errorf("expected gRPC code %s, got %s (%q)", *expect, r.Code, r.Message)
 	}
@@ -106,7 +107,7 @@ func main() {
 	}
 }
 
-func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject, id string, ttl int64, csrText string, health, compress, tls12 bool, certFile, keyFile string) error {
+func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject, id string, ttl int64, csrText string, health, compress, tls12 bool, certFile, keyFile string, padding int) error {
 	rootPEM, err := ioutil.ReadFile(rootFile)
 	if err != nil {
 		return err
@@ -177,6 +178,9 @@ func run(r *result, addr, rootFile, serverName, token, cluster, keyKind, subject
 	headers := []string{"clusterid", cluster}
 	if token != "" {
 		headers = append(headers, "authorization", "Bearer "+token)
+	}
+	if padding > 0 {
+		headers = append(headers, "x-padding", strings.Repeat("a", padding))
 	}
 	// No deadline, as istio-agent sends none (the test bounds the process instead).
 	ctx := metadata.AppendToOutgoingContext(context.Background(), headers...)
