@@ -280,10 +280,15 @@ export class ReloadMetrics {
   }
 }
 
+/** How a worker process died unasked: killed by a signal (SIGKILL, the OOM killer, V8's abort when its heap is exhausted) or exited with a non-zero code. */
+export const WORKER_DEATHS = ['signal', 'exit_code'] as const;
+
 /** The cluster primary's view of its workers. */
 export class WorkerMetrics {
   /** Serving workers that did not answer the last scrape in time (reported with their last answer). */
   readonly unanswered: Gauge;
+  /** Workers that died unasked (each replaced), by how. */
+  readonly deaths: Counter<'how'>;
 
   constructor(registry: Registry, connections: () => ReadonlyArray<{ readonly worker: number; readonly open: number }>) {
     this.unanswered = new Gauge({
@@ -291,6 +296,13 @@ export class WorkerMetrics {
       help: 'Serving worker processes that did not answer this scrape in time (busy or dying): their last answer is reported instead.',
       registers: [registry],
     });
+    this.deaths = new Counter({
+      name: 'meshcert_worker_deaths_total',
+      help: 'Worker processes that died unasked and were replaced, by how (signal: killed, e.g. SIGKILL or out of memory; exit_code: a crash). Their calls in flight failed, and, without inventory.failClosed, the records of what they issued in their last 100 ms may be missing from the inventory.',
+      labelNames: ['how'],
+      registers: [registry],
+    });
+    zeroSeries(this.deaths, 'how', WORKER_DEATHS);
     new Gauge({
       name: 'meshcert_worker_connections',
       help: 'Open connections the primary has handed to each worker (it gives a new one to the worker with the fewest).',

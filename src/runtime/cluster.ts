@@ -99,6 +99,8 @@ export interface WorkerHooks {
   onInventory?: (m: InventoryMessage, reply: (ack: InventoryKeptMessage) => void) => void;
   /** Sent to workers when it changes (checked at every intake and every 250 ms): whether issuance may go on (inventory.failClosed). */
   accepting?: () => boolean;
+  /** A serving worker died unasked (it is being replaced). */
+  onDeath?: (how: 'signal' | 'exit_code') => void;
 }
 
 /**
@@ -334,7 +336,10 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
         if (stopping || wasRetiring) return;
         // An unexpected death: replace it, with a pause so a crash loop does not spin.
         restarts++;
-        logger.error({ pid: w.process.pid, code, signal, restarts }, 'worker died; starting a replacement');
+        hooks.onDeath?.(signal ? 'signal' : 'exit_code');
+        // A worker that throws ships its records before it exits; one killed cannot (README).
+        const lost = signal ? { inventory: `records of certificates it issued since its last shipment to this process (at most 100 ms before it was killed) are missing from the inventory, unless inventory.failClosed` } : {};
+        logger.error({ pid: w.process.pid, code, signal, restarts, ...lost }, 'worker died; starting a replacement');
         replace();
       });
     });

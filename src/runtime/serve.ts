@@ -136,12 +136,14 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       // The primary keeps its own view of the CAs for the controllers (root bundle, istiod-tls).
       let primaryState = await loadCaState(config, logger);
       issuers = () => primaryState.issuers;
+      // Before the pool: a worker may die while the others start. Scrapes come after it exists.
+      const workerMetrics = new WorkerMetrics(registry, () => pool.connections());
       const pool = await startWorkers(config, caSnapshot(primaryState), logger, shape, {
         ...(inventory ? { onInventory: inventoryIntake(inventory, logger, { onDropped: (kind) => invMetrics.refusedFromWorkers.inc({ kind }) }) } : {}),
         accepting: () => inventory?.accepting() ?? true,
+        onDeath: (how) => workerMetrics.deaths.inc({ how }),
       });
       port = pool.port;
-      const workerMetrics = new WorkerMetrics(registry, () => pool.connections());
       metricsText = async () => {
         const { metrics, unanswered } = await pool.workerMetrics(WORKER_METRICS_TIMEOUT_MS);
         workerMetrics.unanswered.set(unanswered);

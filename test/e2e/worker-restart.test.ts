@@ -160,6 +160,7 @@ describe('worker processes that die', () => {
       for (let i = 0; i < 3; i++) expect(await issue()).toBe(0);
       // Each worker's answer to this scrape is what the primary keeps of it if it dies.
       expect((await scrape()).body).toMatch(/^citadel_server_success_cert_issuance_count 3$/m);
+      expect((await scrape()).body).toMatch(/^meshcert_worker_deaths_total\{how="signal"\} 0$/m);
       // Replacements keep starting and failing (the JWKS file is gone), never answering a scrape.
       renameSync(join(d, 'jwks.json'), join(d, 'jwks.json.away'));
       const [victim, survivor] = workerPids(s.child.pid!);
@@ -172,7 +173,12 @@ describe('worker processes that die', () => {
         expect(r.body).toMatch(/^meshcert_metrics_workers_unanswered 0$/m);
         // The killed worker's counts (as of its last answer) stay in the sum: a counter never falls.
         expect(Number(/^citadel_server_success_cert_issuance_count (\d+)/m.exec(r.body)?.[1])).toBe(5);
+        // The kill is counted once (the replacements that fail to start are not deaths of serving workers).
+        expect(r.body).toMatch(/^meshcert_worker_deaths_total\{how="signal"\} 1$/m);
+        expect(r.body).toMatch(/^meshcert_worker_deaths_total\{how="exit_code"\} 0$/m);
       }
+      // The log says what a kill may have cost the inventory.
+      expect(s.output()).toMatch(/"signal":"SIGKILL","restarts":1,"inventory":"records of certificates it issued since its last shipment to this process \(at most 100 ms before it was killed\) are missing from the inventory, unless inventory.failClosed","msg":"worker died; starting a replacement"/);
       expect(workerPids(s.child.pid!)).toContain(survivor);
       s.child.kill('SIGTERM');
       expect(await s.exited).toBe(0);
