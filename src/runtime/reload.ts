@@ -1,4 +1,4 @@
-import { unwatchFile, watchFile, type Stats } from 'node:fs';
+import { statSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { IN_CLUSTER_CA_FILE } from '../auth/tokenreview.js';
 import { CA_FILES } from '../ca/files.js';
@@ -39,24 +39,25 @@ export class Reloader {
   private timer: NodeJS.Timeout | undefined;
   private readonly reasons = new Set<string>();
   private running: Promise<void> = Promise.resolve();
-  private readonly watched = new Set<string>();
+  /** Each watched file, with the listener fs.watchFile calls for it. */
+  private readonly watched = new Map<string, (curr: Stats, prev: Stats) => void>();
+  /** Each watched file as the last reload found it when it began (fileVersion): a change to that version is what it read. */
+  private readVersions = new Map<string, string>();
   /** Set by start(), unset by stop(): until then a file change is only noted (the server cannot apply one yet). */
   private listening = false;
   private changedBeforeStart = false;
-  private readonly onFileChange = (curr: Stats, prev: Stats): void => {
+  private onFileChange(file: string, curr: Stats, prev: Stats): void {
     // fs.watchFile reports a file missing when the watch begins as a change (zeroed stats, both):
     // an optional file that is not there (cert-chain.pem, say) is no reason to reload.
     if (curr.mtimeMs === 0 && prev.mtimeMs === 0) return;
-    // Changed before the last reload began reading (the edit a SIGHUP followed, seen by the 2 s
-    // poll after the 300 ms debounce): that reload read it. ctime, not mtime: a file renamed into
-    // place (an old copy restored) keeps its mtime, but its ctime is the rename's.
-    if (curr.ctimeMs > 0 && curr.ctimeMs < this.lastReadAt) return;
+    // The version the last reload found when it began (the edit a SIGHUP followed, seen by the
+    // 2 s poll after the 300 ms debounce): that reload read it. Compared by identity, not by
+    // time, so a file server whose clock runs behind cannot hide an edit; the ctime tells a file
+    // renamed into place (an old copy restored, its mtime old) from the one it replaced.
+    if (this.readVersions.get(file) === fileVersion(curr)) return;
     if (this.listening) this.trigger('file change');
     else this.changedBeforeStart = true;
-  };
-
-  /** When the last reload began reading its files (wall clock, as file times are). */
-  private lastReadAt = 0;
+  }
 
   /** The config the server was started with: what settings read only at start still follow. */
   private readonly started: MeshcertConfig;
@@ -99,7 +100,7 @@ export class Reloader {
   stop(): void {
     this.listening = false;
     if (this.timer) clearTimeout(this.timer);
-    for (const f of this.watched) unwatchFile(f, this.onFileChange);
+    for (const [f, listener] of this.watched) unwatchFile(f, listener);
     this.watched.clear();
   }
 
@@ -137,7 +138,7 @@ export class Reloader {
   }
 
   private async reloadNow(reason: string): Promise<boolean> {
-    this.lastReadAt = Date.now();
+    this.readVersions = new Map([...this.watched.keys()].map((f) => [f, fileVersion(statOrAbsent(f))]));
     let next: MeshcertConfig;
     try {
       next = this.o.configFile ? loadConfigFile(this.o.configFile).config : this.o.current();
@@ -192,15 +193,16 @@ export class Reloader {
       ...[this.inForce, config].flatMap((k) => k.auth.clusters.flatMap((c) => (c.tokenReview ? [c.tokenReview.caFile ?? IN_CLUSTER_CA_FILE] : []))),
     ];
     const wanted = new Set(files);
-    for (const f of this.watched) {
+    for (const [f, listener] of this.watched) {
       if (!o.prune || wanted.has(f)) continue;
-      unwatchFile(f, this.onFileChange);
+      unwatchFile(f, listener);
       this.watched.delete(f);
     }
     for (const f of files) {
       if (this.watched.has(f)) continue;
-      this.watched.add(f);
-      watchFile(f, { interval: this.o.pollIntervalMs ?? 2000, persistent: false }, this.onFileChange);
+      const listener = (curr: Stats, prev: Stats): void => this.onFileChange(f, curr, prev);
+      this.watched.set(f, listener);
+      watchFile(f, { interval: this.o.pollIntervalMs ?? 2000, persistent: false }, listener);
     }
   }
 
@@ -211,6 +213,20 @@ export class Reloader {
 
   /** The files watched now (tests). */
   get watchedFiles(): readonly string[] {
-    return [...this.watched];
+    return [...this.watched.keys()];
+  }
+}
+
+/** A file version's identity as fs.watchFile compares them: inode, size and both times ('' when absent). */
+function fileVersion(st: Stats | undefined): string {
+  return st === undefined || st.mtimeMs === 0 ? '' : `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+}
+
+/** The file's stats, or undefined when it cannot be stat-ed now (absent, unreadable directory). */
+function statOrAbsent(file: string): Stats | undefined {
+  try {
+    return statSync(file);
+  } catch {
+    return undefined;
   }
 }

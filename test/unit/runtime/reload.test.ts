@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { loadConfigFile } from '../../../src/config/load.js';
 import { reloadedConfig, restartOnlyChanges } from '../../../src/config/restart-only.js';
 import type { MeshcertConfig } from '../../../src/config/schema.js';
@@ -242,6 +242,27 @@ describe('Reloader', () => {
       renameSync(copy, file);
       await expect.poll(() => applied.length, { timeout: 5_000 }).toBe(3);
     } finally {
+      reloader.stop();
+    }
+  });
+
+  it('reloads an edit made after a reload whatever this clock says of file times (a file server whose clock runs behind)', async () => {
+    const file = configFile('skew.yaml', '');
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const applied: MeshcertConfig[] = [];
+    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void applied.push((current = next)), logger: createLogger('silent'), pollIntervalMs: 200 });
+    // This host's clock an hour ahead of the times the file system stamps.
+    const realNow = Date.now.bind(Date);
+    const ahead = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 3_600_000);
+    reloader.watch();
+    reloader.start();
+    try {
+      expect(await reloader.reload('SIGHUP')).toBe(true);
+      await new Promise((r) => setTimeout(r, 500));
+      writeFileSync(file, `${readFileSync(file, 'utf8')}# edited after the reload\n`);
+      await expect.poll(() => applied.length, { timeout: 5_000 }).toBe(2);
+    } finally {
+      ahead.mockRestore();
       reloader.stop();
     }
   });
