@@ -150,9 +150,10 @@ export class NodeAuthorizer {
       const live = this.pods.connected ? this.live : undefined;
       const confirmed = live ? CONFIRMED : '';
       let pod = this.pods.getPod(namespace, bound.name);
-      // Not in the cache, or the cache's pod of that name is another (one replaced under the same
-      // name, whose successor the watch has not delivered yet): the API server's pod is checked.
-      if ((!pod || pod.uid !== bound.uid) && live) pod = (await this.livePod(live, namespace, bound.name, bound.uid)) ?? pod;
+      // Not in the cache, the cache's pod of that name is another (one replaced under the same
+      // name, whose successor the watch has not delivered yet), or it has no node yet (a DaemonSet
+      // pod is bound after it is created; a running caller is bound): the API server's pod is checked.
+      if ((!pod || pod.uid !== bound.uid || !pod.nodeName) && live) pod = (await this.livePod(live, namespace, bound.name, bound.uid)) ?? pod;
       const nodeName = this.checkCallerPod(caller, callerAccount, pod, confirmed);
       if (caller.node?.name && caller.node.name !== nodeName) {
         throw deny(`the caller's token is bound to node ${caller.node.name}, but its pod ${namespace}/${bound.name} runs on node ${nodeName}`);

@@ -291,6 +291,18 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
     expect(byName() - before).toBe(2);
   });
 
+  it("asks the API server when the cache's pod of the caller has no node yet (a DaemonSet pod's binding not yet delivered)", async () => {
+    // A ztunnel pod is created unscheduled and bound by the scheduler: the watch may still hold
+    // the binding when the ztunnel, already running, asks. The API server has it on node-a.
+    const unbound = info({ namespace: 'istio-system', name: 'ztunnel-a', uid: 'uid-ztunnel-a', serviceAccount: 'ztunnel', nodeName: '', phase: 'Pending' });
+    const byName = (): number => listed().filter((r) => r.query.fieldSelector === 'metadata.name=ztunnel-a').length;
+    const before = byName();
+    expect(await outcome(new NodeAuthorizer({ pods: lagging([unbound]), live: live(), trustDomain: TD }), ztunnel(), id('app', 'web'))).toBeNull();
+    expect(byName() - before).toBe(1);
+    // From the cache alone it stays a refusal (nothing fresher to ask).
+    expect((await outcome(new NodeAuthorizer({ pods: lagging([unbound]), trustDomain: TD }), ztunnel(), id('app', 'web')))?.message).toMatch(/is not scheduled on a node$/);
+  });
+
   it('refuses, saying it asked, when the API server has no such pod either', async () => {
     const a = new NodeAuthorizer({ pods: lagging([zt]), live: live(), trustDomain: TD });
     const err = await outcome(a, ztunnel(), id('app', 'db'));
