@@ -138,10 +138,10 @@ export class TokenReviewBackendError extends Error {
   }
 }
 
-/** Shapes of authentication.k8s.io/v1 TokenReview we read. */
 /** The group the API server puts every service account's tokens in (and no other user's). */
 const SERVICE_ACCOUNTS_GROUP = 'system:serviceaccounts';
 
+/** Shapes of authentication.k8s.io/v1 TokenReview we read. */
 interface TokenReviewStatus {
   authenticated?: boolean;
   error?: string;
