@@ -117,10 +117,13 @@ export class RootCertDistributor {
       const ns = cm.metadata?.namespace;
       if (ns && this.ready && this.opts.isLeader()) this.queue.add(ns);
     };
-    cmInformer.on('add', (cm) => {
+    // An up-to-date ConfigMap needs nothing: above all this leader's own writes, which come back
+    // as updates and would otherwise each take a turn of the write rate (a rotation twice over).
+    const onChangedCm = (cm: V1ConfigMap): void => {
       if (!this.upToDate(cm)) onCm(cm);
-    });
-    cmInformer.on('update', onCm);
+    };
+    cmInformer.on('add', onChangedCm);
+    cmInformer.on('update', onChangedCm);
     cmInformer.on('delete', onCm);
   }
 
