@@ -29,6 +29,7 @@ import { describeKubeError, kubeStatusCode, type KubeClient } from '../k8s/clien
 import { bundleKey } from './bundle-key.js';
 import { explainKubeError, InformerRunner, isConflict, isNotFound, type ControllerLog } from './kube-util.js';
 import { WorkQueue, type WorkQueueOptions } from './work-queue.js';
+import { LogThrottle } from '../log/throttle.js';
 
 export const ROOT_CERT_CONFIGMAP = 'istio-ca-root-cert';
 export const ROOT_CERT_KEY = 'root-cert.pem';
@@ -69,6 +70,9 @@ function isTerminating(ns: V1Namespace): boolean {
   return ns.status?.phase === 'Terminating' || (ns.metadata?.deletionTimestamp !== undefined && ns.metadata.deletionTimestamp !== null);
 }
 
+/** Answers to a write that any namespace would get alike: credentials refused, forbidden, throttled. */
+const SHARED_FAILURES = new Set([401, 403, 429]);
+
 export class RootCertDistributor {
   readonly configMapName: string;
   private readonly opts: RootCertDistributorOptions;
@@ -105,10 +109,24 @@ export class RootCertDistributor {
     });
     this.configMaps = new InformerRunner(cmInformer, { name: 'configmaps', verbs: `list and watch configmaps in all namespaces`, log: opts.log, ...backoff });
 
-    this.queue = new WorkQueue((ns) => this.reconcile(ns), opts.queue, (ns, err, n, retryInMs) => {
+    // Credentials refused, RBAC forbidding the write, the API server throttling: no namespace would
+    // fare better, so the whole queue waits (WorkQueue.holdsAll) and it is said once a minute,
+    // with how many went unsaid, not once per namespace per retry.
+    const sharedFailure = (err: unknown): boolean => SHARED_FAILURES.has(kubeStatusCode(err) ?? 0);
+    const sharedLines = new LogThrottle(60_000);
+    this.queue = new WorkQueue((ns) => this.reconcile(ns), { ...opts.queue, holdsAll: sharedFailure }, (ns, err, n, retryInMs) => {
       this.failures++;
       this.lastError = explainKubeError(err, `create and update configmaps in namespace ${ns}`);
-      this.log?.warn({ namespace: ns, configMap: this.configMapName, error: this.lastError, failures: n, retryInMs }, 'root certificate ConfigMap not written; retrying');
+      if (!sharedFailure(err)) {
+        this.log?.warn({ namespace: ns, configMap: this.configMapName, error: this.lastError, failures: n, retryInMs }, 'root certificate ConfigMap not written; retrying');
+        return;
+      }
+      const unsaid = sharedLines.take();
+      if (unsaid === undefined) return;
+      this.log?.warn(
+        { namespace: ns, configMap: this.configMapName, error: this.lastError, waiting: this.queue.length, failuresUnsaid: unsaid, retryInMs },
+        'root certificate ConfigMaps not written, in any namespace: the API server refuses meshcert (or throttles it); every namespace waits, retrying with backoff',
+      );
     });
 
     nsInformer.on('add', (ns) => this.onNamespace(ns));

@@ -7,7 +7,11 @@
  * - per-key exponential backoff for failures (`retryBaseMs` × 2^(failures−1), capped at
  *   `retryMaxMs`), reset when the key succeeds;
  * - a token bucket (`qps`, `burst`) on how often the handler starts, and `concurrency` workers:
- *   a resync of thousands of namespaces does not flood the API server.
+ *   a resync of thousands of namespaces does not flood the API server;
+ * - a failure `holdsAll` says no key can succeed either (credentials refused, RBAC forbidding the
+ *   verb, the API server throttling) holds the whole queue back, with the same exponential
+ *   backoff counted across keys, then lets one handler at a time run until one succeeds:
+ *   thousands of keys failing alike would otherwise each be tried at the full rate.
  *
  * The handler throws to ask for a retry with backoff. Every timer is unref()'d; stop() waits for
  * running handlers and drops everything queued.
@@ -26,6 +30,8 @@ export interface WorkQueueOptions {
   readonly retryMaxMs?: number;
   /** Clock (ms), for the token bucket. */
   readonly now?: () => number;
+  /** Whether a failure means every key would fail alike now (the queue is held back; see above). */
+  readonly holdsAll?: (err: unknown) => boolean;
 }
 
 export type WorkHandler = (key: string) => Promise<void>;
@@ -40,8 +46,13 @@ export class WorkQueue {
   private readonly retryBaseMs: number;
   private readonly retryMaxMs: number;
   private readonly now: () => number;
+  private readonly holdsAll: (err: unknown) => boolean;
 
   private readonly queue: string[] = [];
+  /** No handler starts before this time (ms), after a failure holdsAll said was the queue's. */
+  private heldUntil = 0;
+  /** Such failures in a row, for the hold's backoff; reset by a success. */
+  private holds = 0;
   /** Keys waiting in `queue`, or re-added while processing. */
   private readonly dirty = new Set<string>();
   private readonly processing = new Set<string>();
@@ -63,6 +74,7 @@ export class WorkQueue {
     this.retryBaseMs = opts.retryBaseMs ?? 200;
     this.retryMaxMs = opts.retryMaxMs ?? 60_000;
     this.now = opts.now ?? Date.now;
+    this.holdsAll = opts.holdsAll ?? (() => false);
     if (!(this.qps > 0)) throw new Error('qps must be positive');
     this.tokens = this.burst;
     this.lastRefill = this.now();
@@ -120,6 +132,11 @@ export class WorkQueue {
     this.failures.delete(key);
   }
 
+  /** Whether the queue is held back after a failure every key would share (for status and tests). */
+  get held(): boolean {
+    return this.now() < this.heldUntil;
+  }
+
   /** Keys queued or being processed (for status and tests). */
   get length(): number {
     return this.dirty.size + [...this.processing].filter((k) => !this.dirty.has(k)).length;
@@ -160,17 +177,11 @@ export class WorkQueue {
   private pump(): void {
     if (this.paused || this.stopped) return;
     while (this.running.size < this.concurrency && this.queue.length > 0) {
-      if (!this.takeToken()) {
-        if (!this.pumpTimer) {
-          const wait = Math.max(1, Math.ceil(((1 - this.tokens) * 1000) / this.qps));
-          this.pumpTimer = setTimeout(() => {
-            this.pumpTimer = undefined;
-            this.pump();
-          }, wait);
-          this.pumpTimer.unref();
-        }
-        return;
-      }
+      const heldFor = this.heldUntil - this.now();
+      if (heldFor > 0) return this.pumpAfter(heldFor);
+      // After such a failure, one handler at a time until one succeeds: each is a probe.
+      if (this.holds > 0 && this.running.size > 0) return;
+      if (!this.takeToken()) return this.pumpAfter(Math.max(1, Math.ceil(((1 - this.tokens) * 1000) / this.qps)));
       const key = this.queue.shift()!;
       this.dirty.delete(key);
       this.processing.add(key);
@@ -184,16 +195,37 @@ export class WorkQueue {
     }
   }
 
+  /** Pumps again in `ms` (one timer at a time: the first asked for stands). */
+  private pumpAfter(ms: number): void {
+    if (this.pumpTimer) return;
+    this.pumpTimer = setTimeout(() => {
+      this.pumpTimer = undefined;
+      this.pump();
+    }, ms);
+    this.pumpTimer.unref();
+  }
+
+  private backoff(n: number): number {
+    const delay = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** Math.min(n - 1, 30));
+    return Math.round(delay * (0.9 + Math.random() * 0.2));
+  }
+
   private async process(key: string): Promise<void> {
     try {
       await this.handler(key);
       this.failures.delete(key);
+      this.holds = 0;
     } catch (err) {
       if (this.stopped) return;
       const n = (this.failures.get(key) ?? 0) + 1;
       this.failures.set(key, n);
-      const delay = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** Math.min(n - 1, 30));
-      const jittered = Math.round(delay * (0.9 + Math.random() * 0.2));
+      let jittered = this.backoff(n);
+      if (this.holdsAll(err)) {
+        // Held from the last such failure on (handlers already started finish meanwhile).
+        const hold = this.backoff(++this.holds);
+        this.heldUntil = Math.max(this.heldUntil, this.now() + hold);
+        jittered = Math.max(jittered, hold);
+      }
       try {
         this.onError?.(key, err, n, jittered);
       } catch {

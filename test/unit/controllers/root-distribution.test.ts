@@ -222,6 +222,26 @@ describe('RootCertDistributor', () => {
     expect(after.map((r) => `${r.method} ${r.status}`)).toEqual(['PUT 409', 'GET 200', 'PUT 200']);
   });
 
+  it('waits as a whole while the API server forbids the writes (RBAC), saying so once, not once per namespace per retry, and writes them all once allowed', async () => {
+    const log = recordingLog();
+    const names = Array.from({ length: 60 }, (_, i) => `ns-${i}`);
+    for (const n of names) fake.put('namespaces', ns(n));
+    fake.fail({ method: 'POST', path: /\/configmaps$/ }, { status: 403, message: 'configmaps is forbidden: User "system:serviceaccount:meshcert:meshcert" cannot create resource "configmaps"' }, 1_000_000);
+    const d = distributor({ log: asLog(log), queue: { qps: 1000, burst: 1000, retryBaseMs: 100, retryMaxMs: 400 } });
+    d.start();
+    await until(() => d.status().failures > 0, 5_000, 'the first refusal');
+    await new Promise((r) => setTimeout(r, 1_500));
+    // At 1000 writes/s, 60 namespaces and their retries would make hundreds of refused POSTs.
+    const refused = writesTo(fake, 'configmaps').filter((r) => r.method === 'POST' && r.status === 403).length;
+    expect(refused).toBeLessThanOrEqual(10);
+    const warned = log.lines.filter((l) => l.level === 'warn' && l.msg?.includes('ConfigMap'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]!.msg).toMatch(/not written, in any namespace: the API server refuses meshcert/);
+    expect(warned[0]!.obj).toMatchObject({ error: expect.stringMatching(/HTTP 403: .*check its RBAC/) });
+    fake.clearFaults();
+    await until(() => names.every((n) => rootIn(n) === ROOT_1), 10_000, 'every namespace once allowed');
+  });
+
   it('recovers when the namespace watch breaks, and re-reads after a create answered 409 AlreadyExists', async () => {
     fake.put('namespaces', ns('a'));
     const d = distributor();
