@@ -25,6 +25,10 @@
 import { V1MicroTime, type V1Lease, type V1LeaseSpec } from '@kubernetes/client-node';
 import { kubeStatusCode, type KubeClient } from '../k8s/client.js';
 import { explainKubeError, isConflict, isNotFound, sleep, withDeadline, type ControllerLog } from './kube-util.js';
+import { LogThrottle } from '../log/throttle.js';
+
+/** How often a replica the API server refuses the Lease says so again. */
+const REFUSED_LINE_EVERY_MS = 600_000;
 
 export const DEFAULT_LEASE_NAME = 'meshcert-leader';
 
@@ -105,8 +109,12 @@ export class LeaderElector {
   private readonly clock: () => number;
   private readonly opts: LeaderElectorOptions;
   private readonly log: ControllerLog | undefined;
-  /** The refusal (401/403) was said once; said again only after an attempt that was not refused. */
-  private refusedWarned = false;
+  /**
+   * Lines saying the Lease is refused (401/403): the first at once, then one every 10 minutes with
+   * how many refusals went unsaid, so a replica that can never lead keeps saying so; made anew
+   * by an attempt that was not refused.
+   */
+  private refusedLines: LogThrottle;
 
   private leading = false;
   /** Local time at which the last successful acquire/renew was sent. */
@@ -136,6 +144,7 @@ export class LeaderElector {
     this.leaseDurationSeconds = Math.max(1, Math.ceil(this.leaseDurationMs / 1000));
     this.now = opts.now ?? Date.now;
     this.clock = opts.monotonic ?? opts.now ?? (() => performance.now());
+    this.refusedLines = new LogThrottle(REFUSED_LINE_EVERY_MS, this.clock);
     this.log = opts.log;
     if (!(this.leaseDurationMs > this.renewDeadlineMs)) throw new Error('leaseDuration must be greater than renewDeadline');
     if (!(this.renewDeadlineMs > 1.2 * this.retryPeriodMs)) throw new Error('renewDeadline must be greater than 1.2 × retryPeriod');
@@ -193,17 +202,17 @@ export class LeaderElector {
         const msg = explainKubeError(err, `get, create and update leases in namespace ${this.namespace}`);
         const status = kubeStatusCode(err);
         const refused = status === 401 || status === 403;
-        if (this.leading) this.log?.warn({ lease: this.leaseRef(), error: msg }, 'failed to renew the leader lease');
         // Refused, not busy: no replica can ever lead (RBAC for another lease name, say), so say
-        // it, once until an attempt is not refused (a candidate retries every couple of seconds).
-        else if (refused && !this.refusedWarned) this.log?.warn({ lease: this.leaseRef(), error: msg }, 'the API server refuses the leader lease to meshcert: no replica can lead');
+        // it, throttled (a candidate retries every couple of seconds). A leader's refused renewal
+        // is warned about as such; the candidate's line is still owed.
+        const unsaid = !this.leading && refused ? this.refusedLines.take() : undefined;
+        if (this.leading) this.log?.warn({ lease: this.leaseRef(), error: msg }, 'failed to renew the leader lease');
+        else if (unsaid !== undefined) this.log?.warn({ lease: this.leaseRef(), error: msg, refusalsUnsaid: unsaid }, 'the API server refuses the leader lease to meshcert: no replica can lead');
         else this.log?.debug({ lease: this.leaseRef(), error: msg }, 'failed to acquire the leader lease');
-        // A leader's refused renewal was warned about above as such; the candidate's line is still owed.
-        this.refusedWarned = refused && (this.refusedWarned || !this.leading);
       }
       if (signal.aborted || seq !== this.attemptSeq) break;
       if (result.ok) {
-        this.refusedWarned = false;
+        this.refusedLines = new LogThrottle(REFUSED_LINE_EVERY_MS, this.clock);
         this.renewedAt = started;
         if (!this.leading) {
           this.leading = true;

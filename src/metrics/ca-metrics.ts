@@ -316,6 +316,56 @@ export class WorkerMetrics {
   }
 }
 
+/** What the controllers say of themselves (RunningControllers.status), as the metrics read it. */
+export interface ControllerStatusView {
+  readonly leader: boolean;
+  readonly rootConfigMaps?: { readonly queued: number; readonly failures: number };
+  readonly istiodTls?: { readonly failures: number; readonly notAfter: Date | undefined };
+}
+
+/**
+ * The Kubernetes controllers (root ConfigMaps, istiod-tls) in the process that runs them: a
+ * replica that can never lead, or writes the API server keeps refusing, showed only in the log.
+ */
+export class ControllerMetrics {
+  constructor(registry: Registry, status: () => ControllerStatusView) {
+    new Gauge({
+      name: 'meshcert_leader',
+      help: 'Whether this replica holds the leader Lease and so writes the root ConfigMaps and istiod-tls (1) or not (0); some replica of a mesh should.',
+      registers: [registry],
+      collect() {
+        this.set(status().leader ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'meshcert_root_configmaps_pending',
+      help: 'Namespaces whose istio-ca-root-cert ConfigMap this replica has still to write (queued or being written).',
+      registers: [registry],
+      collect() {
+        this.set(status().rootConfigMaps?.queued ?? 0);
+      },
+    });
+    new Counter({
+      name: 'meshcert_root_configmap_write_failures_total',
+      help: 'Writes of istio-ca-root-cert ConfigMaps the API server refused or did not answer (each is retried).',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(status().rootConfigMaps?.failures ?? 0);
+      },
+    });
+    new Counter({
+      name: 'meshcert_istiod_tls_write_failures_total',
+      help: "Attempts to check or write istiod's serving certificate (Secret istiod-tls) that failed (each is retried).",
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(status().istiodTls?.failures ?? 0);
+      },
+    });
+  }
+}
+
 type CitadelCounter = 'authn' | 'parse' | 'id' | { sign: string } | null;
 
 /** Which Citadel counter each refusal feeds (istiod: authn, CSR parsing, ID extraction, signing errors by kind). */

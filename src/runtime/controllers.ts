@@ -7,10 +7,13 @@ import type { IssuerRegistry } from '../issuer/registry.js';
 import type { Logger } from '../log/logger.js';
 import { ISTIOD_TLS_REQUESTER, ownCertificateRecorder } from '../inventory/sink.js';
 import type { CertificateRecord } from '../inventory/types.js';
+import type { ControllerStatusView } from '../metrics/ca-metrics.js';
 
 export interface RunningControllers {
   /** Call after a reload changed the CAs: the root bundle is pushed out at once. */
   onRootBundleChanged(): void;
+  /** Leadership and each controller's counts, for the metrics. */
+  status(): ControllerStatusView;
   stop(): Promise<void>;
 }
 
@@ -92,6 +95,13 @@ export async function startControllers(
     onRootBundleChanged() {
       ctl.root?.onRootBundleChanged();
       ctl.tls?.onRootBundleChanged();
+    },
+    status() {
+      return {
+        leader: elector.isLeader,
+        ...(ctl.root ? { rootConfigMaps: ctl.root.status() } : {}),
+        ...(ctl.tls ? { istiodTls: ctl.tls.status() } : {}),
+      };
     },
     async stop() {
       // Stop writing before giving up the Lease, so two replicas never write at once; the two

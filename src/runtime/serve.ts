@@ -9,7 +9,7 @@ import type { MeshcertConfig } from '../config/schema.js';
 import { InventoryService } from '../inventory/service.js';
 import type { Logger } from '../log/logger.js';
 import { caSnapshot, loadCaState, prepareSharedState } from '../ca/state.js';
-import { CaMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../metrics/ca-metrics.js';
+import { CaMetrics, ControllerMetrics, InventoryMetrics, ReloadMetrics, WorkerMetrics } from '../metrics/ca-metrics.js';
 import { caDirectories } from '../config/load.js';
 import { reloadedConfig } from '../config/restart-only.js';
 import { ensureDevIssuer } from '../dev/token-issuer.js';
@@ -178,6 +178,8 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
     await admin?.close();
     throw e;
   });
+  const running = controllers;
+  if (running) new ControllerMetrics(registry, () => running.status());
   reloader.start();
   announce();
 

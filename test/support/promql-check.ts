@@ -10,7 +10,7 @@
 import { Histogram, Registry } from 'prom-client';
 import { CA_ERROR_CODES } from '../../src/errors/ca-error.js';
 import { CONNECTION_SHED_REASONS } from '../../src/grpc/server.js';
-import { AUDIT_LOST_REASONS, CaMetrics, InventoryMetrics, REFUSED_ITEM_KINDS, RELOAD_RESULTS, ReloadMetrics, WorkerMetrics } from '../../src/metrics/ca-metrics.js';
+import { AUDIT_LOST_REASONS, CaMetrics, InventoryMetrics, REFUSED_ITEM_KINDS, RELOAD_RESULTS, ReloadMetrics, WorkerMetrics, ControllerMetrics } from '../../src/metrics/ca-metrics.js';
 import { FOREIGN, loadComponentFile, loadDeployFile, nodes, parseExpr, TARGET_LABELS, type SyntaxNode } from './prometheus-rules.js';
 
 /**
@@ -43,6 +43,7 @@ function exportedMetrics(): Map<string, readonly string[]> {
   new InventoryMetrics(registry);
   new ReloadMetrics(registry);
   new WorkerMetrics(registry, () => []);
+  new ControllerMetrics(registry, () => ({ leader: false }));
   const out = new Map<string, readonly string[]>();
   for (const m of registry.getMetricsAsArray()) {
     const labels = (m as unknown as { labelNames: string[] }).labelNames;

@@ -92,6 +92,19 @@ ${extra}`,
     await expect.poll(recorded, { timeout: 5_000 }).toEqual({ source: 'issued', issuer: 'default', requester: ISTIOD_TLS_REQUESTER, spiffe_id: null });
   });
 
+  it('says in /metrics that this replica leads, what it has still to write and what failed', async () => {
+    const scrape = async (): Promise<string> => (await fetch(`http://127.0.0.1:${server.adminPort}/metrics`)).text();
+    await expect.poll(async () => /^meshcert_leader 1$/m.test(await scrape()), { timeout: 10_000 }).toBe(true);
+    await expect.poll(async () => /^meshcert_root_configmaps_pending 0$/m.test(await scrape()), { timeout: 10_000 }).toBe(true);
+    const before = Number(/^meshcert_root_configmap_write_failures_total (\d+)$/m.exec(await scrape())?.[1]);
+    expect(/^meshcert_istiod_tls_write_failures_total \d+$/m.test(await scrape())).toBe(true);
+    // A write the API server refuses is counted.
+    fake.fail({ method: 'POST', path: /\/namespaces\/refused\/configmaps$/ }, { status: 500, message: 'etcd is sad' }, 1);
+    fake.put('namespaces', ns('refused'));
+    await expect.poll(async () => Number(/^meshcert_root_configmap_write_failures_total (\d+)$/m.exec(await scrape())?.[1]), { timeout: 10_000 }).toBe(before + 1);
+    await expect.poll(() => rootIn('refused'), { timeout: 10_000 }).toBeDefined();
+  });
+
   it('pushes a new root bundle everywhere after a reload adds a CA (rotation-style)', async () => {
     await initCaDir({ dir: join(dir, 'second-ca'), organization: 'second' });
     writeFileSync(file, yaml(`issuers: [{ name: second, dir: second-ca }]`));

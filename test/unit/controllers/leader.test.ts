@@ -247,14 +247,20 @@ describe('LeaderElector', () => {
   it('warns when the API server refuses the lease (RBAC for another name, say), where busy failures are debug', async () => {
     const log = recordingLog();
     fake.fail({ path: /\/leases/ }, { status: 403 }, 1_000_000);
-    const a = replica('pod-a', { log: asLog(log) });
+    let offset = 0;
+    const a = replica('pod-a', { log: asLog(log), now: () => Date.now() + offset });
     a.elector.start();
     await until(() => log.lines.some((l) => l.level === 'warn'), 3_000, 'a warning');
     expect(log.lines.find((l) => l.level === 'warn')!.msg).toBe('the API server refuses the leader lease to meshcert: no replica can lead');
     expect(a.elector.isLeader).toBe(false);
-    // Said once, not at every retry.
+    // Said once, not at every retry...
     await until(() => log.lines.filter((l) => l.level === 'debug').length >= 3, 3_000, 'more refused attempts');
     expect(log.lines.filter((l) => l.level === 'warn')).toHaveLength(1);
+    // ...and again ten minutes on, with how many went unsaid: a replica that can never lead keeps saying so.
+    offset = 600_000;
+    await until(() => log.lines.filter((l) => l.level === 'warn').length === 2, 3_000, 'the warning again');
+    expect(log.lines.filter((l) => l.level === 'warn')[1]!.obj).toMatchObject({ refusalsUnsaid: expect.any(Number) });
+    expect((log.lines.filter((l) => l.level === 'warn')[1]!.obj as { refusalsUnsaid: number }).refusalsUnsaid).toBeGreaterThanOrEqual(3);
   });
 
   it('keeps an unanswered or failing lease request at debug while not leading (another replica may simply lead)', async () => {
