@@ -302,14 +302,18 @@ function readHashAlgorithm(der: Buffer, r: DerReader, what: string): Hash {
   return hash;
 }
 
+/** The salt length Go (istiod's x509.CheckSignature) verifies RSA-PSS with: the hash's length. */
+const PSS_SALT_BYTES: Readonly<Record<Hash, number>> = { sha256: 32, sha384: 48, sha512: 64 };
+
 /**
  * RSASSA-PSS-params (RFC 4055). Only the unambiguous modern form is accepted: explicit SHA-2 hash,
- * MGF1 with the same hash (Node cannot verify with a different MGF1 hash), explicit salt length,
- * trailer field 1. The SHA-1 defaults are refused.
+ * MGF1 with the same hash (Node cannot verify with a different MGF1 hash), an explicit salt length
+ * equal to the hash's (what Go verifies, so what istiod accepts), trailer field 1. The SHA-1
+ * defaults are refused.
  */
 function readPssParameters(der: Buffer, alg: DerReader): SignatureAlgorithm {
   const refuse = (): CaError =>
-    unsupportedSignature(`RSA-PSS is supported only with SHA-256/384/512, MGF1 with the same hash and an explicit salt length; ${USE_SHA2}`);
+    unsupportedSignature(`RSA-PSS is supported only with SHA-256/384/512, MGF1 with the same hash and an explicit salt length equal to the hash's (32, 48 or 64 bytes); ${USE_SHA2}`);
   const paramsTlv = alg.expect(Tag.SEQUENCE, 'RSA-PSS parameters');
   alg.finish('the RSA-PSS parameters');
   const p = alg.enter(paramsTlv, 'RSA-PSS parameters');
@@ -337,6 +341,7 @@ function readPssParameters(der: Buffer, alg: DerReader): SignatureAlgorithm {
   const saltLength = readSmallUint(der, sr.expect(Tag.INTEGER, 'RSA-PSS salt length'), 'RSA-PSS salt length');
   sr.finish('the RSA-PSS salt length');
   if (saltLength > 1024) throw malformed('RSA-PSS salt length is implausibly large');
+  if (saltLength !== PSS_SALT_BYTES[hash]) throw refuse();
 
   const trailerTlv = p.optional(contextTag(3, true), 'RSA-PSS trailer field');
   if (trailerTlv !== undefined) {

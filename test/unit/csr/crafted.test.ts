@@ -234,7 +234,10 @@ describe('hand-built CSRs: refused', () => {
     { name: 'RSA-PSS with a different MGF1 hash', csr: () => rsaCraft({ sigAlg: pssParams({ mgfHash: OID.sha384 }), signer: pssSigner(32) }), code: 'CSR_UNSUPPORTED_KEY', message: /RSA-PSS is supported only with/ },
     { name: 'RSA-PSS without a salt length', csr: () => rsaCraft({ sigAlg: pssParams({ omit: ['salt'] }), signer: pssSigner(20) }), code: 'CSR_UNSUPPORTED_KEY', message: /RSA-PSS is supported only with/ },
     { name: 'RSA-PSS with trailer field 2', csr: () => rsaCraft({ sigAlg: pssParams({ trailer: 2 }), signer: pssSigner(32) }), code: 'CSR_MALFORMED', message: /trailer field must be 1/ },
-    { name: 'RSA-PSS whose declared salt length is not the one used', csr: () => rsaCraft({ sigAlg: pssParams({ salt: 20 }), signer: pssSigner(32) }), code: 'CSR_BAD_SIGNATURE', message: /does not verify/ },
+    { name: 'RSA-PSS whose declared salt length is not the one used', csr: () => rsaCraft({ sigAlg: pssParams({ salt: 32 }), signer: pssSigner(20) }), code: 'CSR_BAD_SIGNATURE', message: /does not verify/ },
+    // Go (istiod) verifies PSS only with the hash's length as salt: another, honestly declared, is refused as there.
+    { name: 'RSA-PSS with a salt length other than the hash length (Go refuses it)', csr: () => rsaCraft({ sigAlg: pssParams({ salt: 20 }), signer: pssSigner(20) }), code: 'CSR_UNSUPPORTED_KEY', message: /salt length equal to the hash's/ },
+    { name: 'RSA-PSS with a zero salt length', csr: () => rsaCraft({ sigAlg: pssParams({ salt: 0 }), signer: pssSigner(0) }), code: 'CSR_UNSUPPORTED_KEY', message: /salt length equal to the hash's/ },
     // signatures
     { name: 'an ECDSA signature in raw r||s form', csr: () => craft({ signer: (d) => sign('sha256', d, { key: ec.privateKey, dsaEncoding: 'ieee-p1363' }) }), code: 'CSR_BAD_SIGNATURE', message: /does not verify/ },
     { name: 'an RSA signature one byte short', csr: () => rsaCraft({ signatureField: (s) => bits(s.subarray(1)) }), code: 'CSR_BAD_SIGNATURE', message: /does not verify/ },
