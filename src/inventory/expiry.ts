@@ -23,7 +23,7 @@ import type { X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
 import { caPath } from '../ca/files.js';
-import { parsePemBundle } from '../x509/pem.js';
+import { caBundleProblem, parsePemBundle } from '../x509/pem.js';
 import { placeName } from './common.js';
 import { formatDn } from './record-from-cert.js';
 import type { CertificateRecord, InventoryStore } from './types.js';
@@ -84,8 +84,9 @@ export function caExpiryReport(certs: readonly CaCertificateInput[], now: Date, 
  * root-cert.pem, the signing certificate (ca-cert.pem) and the intermediates of cert-chain.pem
  * (self-signed entries count as roots; duplicates are skipped), plus a serving certificate file
  * when given. Unlike loadCaDir it checks no validity, key or chain: expired and not-yet-valid
- * certificates are exactly what the report is for. Unreadable or unparsable files are returned as
- * `problems`, never thrown; a missing file is no problem unless the directory holds no certificate.
+ * certificates are exactly what the report is for. Unreadable or unparsable files, files that are
+ * empty or cut short (caBundleProblem), and ca-cert.pem or root-cert.pem missing beside the other
+ * are returned as `problems`, never thrown (a missing cert-chain.pem is none).
  */
 export function readCaCertificates(caDir: string, issuer: string, servingCertFile: string | null = null): { certs: CaCertificateInput[]; problems: string[] } {
   const certs: CaCertificateInput[] = [];
@@ -96,17 +97,33 @@ export function readCaCertificates(caDir: string, issuer: string, servingCertFil
     seen.add(cert.fingerprint256);
     certs.push({ role, issuer, cert });
   };
-  const read = (path: string, what: string): X509Certificate[] => {
-    if (!existsSync(path)) return [];
+  const read = (path: string, what: string, required = false): X509Certificate[] => {
+    if (!existsSync(path)) {
+      if (required) problems.push(`${what} ${path} does not exist`);
+      return [];
+    }
+    let text: string;
     try {
-      return parsePemBundle(readTextFile(path, MAX_PEM_BYTES));
+      text = readTextFile(path, MAX_PEM_BYTES);
     } catch (e) {
       problems.push(`${what} ${path}: ${(e as Error).message}`);
       return [];
     }
+    // A file emptied or cut short (a rotation half written) parses as fewer certificates, or
+    // none: a problem, so the monitor keeps what it last read (and says so), not a count that
+    // drops and resolves an expiring CA's alert. What serve would refuse to load, as it does.
+    const problem = caBundleProblem(text);
+    if (problem !== undefined) problems.push(`${what} ${path}: ${problem}`);
+    try {
+      return parsePemBundle(text);
+    } catch {
+      return []; // said above: a block that does not parse is a caBundleProblem
+    }
   };
-  for (const r of read(caPath(caDir, 'root'), 'CA root file')) add('root', r);
-  for (const c of [...read(caPath(caDir, 'cert'), 'CA certificate file'), ...read(caPath(caDir, 'chain'), 'CA chain file')]) {
+  // A served CA directory has both of these (loadCaDir requires them); cert-chain.pem is optional.
+  const served = existsSync(caPath(caDir, 'cert')) || existsSync(caPath(caDir, 'root'));
+  for (const r of read(caPath(caDir, 'root'), 'CA root file', served)) add('root', r);
+  for (const c of [...read(caPath(caDir, 'cert'), 'CA certificate file', served), ...read(caPath(caDir, 'chain'), 'CA chain file')]) {
     add(c.issuer === c.subject && c.checkIssued(c) ? 'root' : 'intermediate', c);
   }
   if (certs.length === 0) problems.push(`no CA certificates in ${caDir}`);

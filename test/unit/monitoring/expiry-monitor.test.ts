@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -64,8 +64,15 @@ describe('ExpiryMonitor and CA files it cannot read', () => {
     const dir = join(base, 'breaking');
     mkdirSync(dir);
     const root = join(dir, 'root-cert.pem');
+    const signing = join(dir, 'ca-cert.pem');
+    // A self-signed CA that signs: ca-cert.pem is root-cert.pem.
     const selfSigned = (days: string, out: string): void => {
       execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(base, 'breaking.key'), '-out', out, '-days', days, '-subj', '/O=breaking', '-addext', 'basicConstraints=critical,CA:TRUE'], { stdio: 'ignore' });
+      copyFileSync(out, signing);
+    };
+    const breakBoth = (text: string): void => {
+      writeFileSync(root, text);
+      writeFileSync(signing, text);
     };
     selfSigned('10', root);
     const registry = new Registry();
@@ -78,8 +85,8 @@ describe('ExpiryMonitor and CA files it cannot read', () => {
     expect(await gauge('meshcert_ca_certs_in_warning_window')).toBe('meshcert_ca_certs_in_warning_window 1');
     expect(await gauge('meshcert_ca_files_unreadable')).toBe('meshcert_ca_files_unreadable 0');
 
-    // A half-written rotation: the file no longer parses.
-    writeFileSync(root, '-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n');
+    // A half-written rotation: the files no longer parse.
+    breakBoth('-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n');
     expect(states(await m.check())).toEqual(['root O=breaking warning']);
     expect(await gauge('meshcert_ca_certs_in_warning_window')).toBe('meshcert_ca_certs_in_warning_window 1');
     expect(await gauge('meshcert_ca_files_unreadable')).toBe('meshcert_ca_files_unreadable 1');
@@ -100,7 +107,7 @@ describe('ExpiryMonitor and CA files it cannot read', () => {
     expect(await gauge('meshcert_ca_files_unreadable')).toBe('meshcert_ca_files_unreadable 0');
 
     // Broken again after a full read of the new one; then a reload drops the issuer.
-    writeFileSync(root, 'garbage');
+    breakBoth('garbage');
     expect(states(await m.check())).toEqual(['root O=breaking ok']);
     m.update(options([{ name: 'default', dir: a }]));
     const after = await m.check();
@@ -110,6 +117,36 @@ describe('ExpiryMonitor and CA files it cannot read', () => {
     m.update(options([{ name: 'default', dir }]));
     expect(states(await m.check())).toEqual([]);
     expect(await gauge('meshcert_ca_files_unreadable')).toBe('meshcert_ca_files_unreadable 1');
+  });
+
+  it('keeps counting a CA certificate whose file was cut short, emptied or removed beside the other (none of which parses as an error), and says so', async () => {
+    const dir = join(base, 'cut');
+    mkdirSync(dir);
+    const root = join(dir, 'root-cert.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(base, 'cut.key'), '-out', root, '-days', '10', '-subj', '/O=cut', '-addext', 'basicConstraints=critical,CA:TRUE'], { stdio: 'ignore' });
+    const whole = readFileSync(root, 'utf8');
+    writeFileSync(join(dir, 'ca-cert.pem'), whole);
+    const registry = new Registry();
+    const metrics = new InventoryMetrics(registry);
+    const logs = captureLogs();
+    const m = new ExpiryMonitor(options([{ name: 'default', dir }]), logs.logger, metrics);
+    const unreadable = async (): Promise<string> => (await registry.getSingleMetricAsString('meshcert_ca_files_unreadable')).split('\n').find((l) => l.startsWith('meshcert_ca_files_unreadable '))!;
+    expect((await m.check()).ca.map((e) => e.state)).toEqual(['warning']);
+    expect(await unreadable()).toBe('meshcert_ca_files_unreadable 0');
+    for (const [name, text] of [['cut short in its second block (no END line)', whole + whole.slice(0, 300)], ['emptied', ''], ['not PEM', 'garbage']] as const) {
+      writeFileSync(root, text);
+      writeFileSync(join(dir, 'ca-cert.pem'), text);
+      expect((await m.check()).ca.map((e) => e.state), name).toEqual(['warning']);
+      expect(await unreadable(), name).toBe('meshcert_ca_files_unreadable 1');
+    }
+    // ca-cert.pem gone while root-cert.pem is whole: a directory serve would not load.
+    writeFileSync(root, whole);
+    rmSync(join(dir, 'ca-cert.pem'));
+    expect((await m.check()).ca.map((e) => e.state)).toEqual(['warning']);
+    expect(await unreadable()).toBe('meshcert_ca_files_unreadable 1');
+    expect(logs.lines.filter((l) => l.msg === 'expiry monitor cannot read a CA file').map((l) => String(l.problem))).toEqual(
+      expect.arrayContaining([expect.stringMatching(/root-cert\.pem: a BEGIN line has no matching END line/), expect.stringMatching(/root-cert\.pem: holds no PEM certificate/), expect.stringMatching(/ca-cert\.pem does not exist$/)]),
+    );
   });
 });
 
