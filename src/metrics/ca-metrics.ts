@@ -380,15 +380,16 @@ const CITADEL_COUNTER: Record<CaErrorCode, CitadelCounter> = {
   IDENTITY_MISMATCH: 'id',
   CSR_FORBIDDEN_EXTENSION: 'id',
   POLICY_DENIED: null,
-  TTL_INVALID: { sign: 'ttl_error' },
-  ISSUER_FAILED: { sign: 'cert_gen_error' },
-  ISSUER_UNAVAILABLE: { sign: 'ca_unavailable' },
+  // istiod's caerror.ErrorType() names, so that its dashboards' selectors match.
+  TTL_INVALID: { sign: 'TTL_ERROR' },
+  ISSUER_FAILED: { sign: 'CERT_GEN_ERROR' },
+  ISSUER_UNAVAILABLE: { sign: 'CA_NOT_READY' },
   REQUEST_TOO_LARGE: null,
   NOT_READY: null,
   OVERLOADED: null,
   RATE_LIMITED: null,
   CANCELLED: null,
-  INTERNAL: { sign: 'internal' },
+  INTERNAL: { sign: 'UNKNOWN' },
 };
 
 function oneLine(dn: string): string {

@@ -114,6 +114,22 @@ describe('InventoryMetrics counters', () => {
   });
 });
 
+describe("Citadel's counters", () => {
+  it("label signing errors with istiod's caerror names (TTL_ERROR, CERT_GEN_ERROR, CA_NOT_READY, UNKNOWN), so its dashboards' selectors match", async () => {
+    const m = new CaMetrics(new Registry());
+    const o = m.observer();
+    const ctx = { clusterId: 'Kubernetes', latencyMs: 1, peer: 'p' };
+    for (const code of ['TTL_INVALID', 'TTL_INVALID', 'ISSUER_FAILED', 'ISSUER_UNAVAILABLE', 'INTERNAL', 'POLICY_DENIED'] as const) o.refused(code, 'why', ctx);
+    const lines = (await scrape(m)).split('\n').filter((l) => l.startsWith('citadel_server_csr_sign_err_count{'));
+    expect(lines.sort()).toEqual([
+      'citadel_server_csr_sign_err_count{error="CA_NOT_READY"} 1',
+      'citadel_server_csr_sign_err_count{error="CERT_GEN_ERROR"} 1',
+      'citadel_server_csr_sign_err_count{error="TTL_ERROR"} 2',
+      'citadel_server_csr_sign_err_count{error="UNKNOWN"} 1',
+    ]);
+  });
+});
+
 describe('labelled counters an alert reads with increase()', () => {
   it('are exported at 0 before their first event, so that the first one is an increase', async () => {
     const registry = new Registry();
