@@ -102,10 +102,11 @@ export class AuthChain {
       throw new CaError('AUTH_INVALID', `unknown cluster${printableCluster(clusterId)} in the clusterid header`);
     }
 
-    const token = req.bearerToken ? req.bearerToken : undefined;
-    if (token !== undefined && token.length > this.maxTokenLength) {
-      throw new CaError('AUTH_INVALID', `bearer token is longer than ${this.maxTokenLength} characters`);
-    }
+    // An oversized token is read by no authenticator; a client certificate beside it may still
+    // authenticate the call (as istiod tries each authenticator), else it is the refusal.
+    const sent = req.bearerToken ? req.bearerToken : undefined;
+    const oversized = sent !== undefined && sent.length > this.maxTokenLength ? new CaError('AUTH_INVALID', `bearer token is longer than ${this.maxTokenLength} characters`) : undefined;
+    const token = oversized ? undefined : sent;
     const request: AuthRequest = token === req.bearerToken ? req : { ...req, bearerToken: undefined };
 
     let unavailable: CaError | undefined;
@@ -157,7 +158,7 @@ export class AuthChain {
     // A key one authenticator has yet to read cannot change what another concluded from the
     // token's verified signature (a wrong audience, say): that refusal is final, not a retry that
     // waits for the read and ends the same way.
-    const outcome = unavailable ?? (signedRefusal === undefined ? pending : undefined) ?? internal ?? signedRefusal ?? rejected;
+    const outcome = unavailable ?? (signedRefusal === undefined ? pending : undefined) ?? internal ?? signedRefusal ?? rejected ?? oversized;
     if (outcome) {
       outcome.caller ??= named;
       throw outcome;

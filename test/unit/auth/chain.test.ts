@@ -145,11 +145,20 @@ describe('AuthChain: outcome precedence', () => {
     expect((await new AuthChain({ clusters: { Kubernetes: fakes } }).authenticate({ bearerToken: 't', peerCertificates: [Buffer.from('x')] })).method).toBe('jwt');
   });
 
-  it('refuses an oversized bearer token before calling any authenticator', async () => {
+  it('gives an oversized bearer token to no authenticator, and refuses the call for it unless a client certificate authenticates it', async () => {
+    const seen: Array<string | undefined> = [];
     const fake = new Fake('jwt', 'ok');
-    const r = await outcome(new AuthChain({ clusters: { Kubernetes: [fake] }, maxTokenLength: 100 }).authenticate({ bearerToken: 'x'.repeat(101) }));
+    const spy = { name: 'jwt', authenticate: async (req: AuthRequest) => (seen.push(req.bearerToken), fake.authenticate(req)) };
+    const r = await outcome(new AuthChain({ clusters: { Kubernetes: [spy] }, maxTokenLength: 100 }).authenticate({ bearerToken: 'x'.repeat(101) }));
     expect(r.code).toBe('AUTH_INVALID');
-    expect(fake.calls).toBe(0);
+    expect(r.message).toBe('bearer token is longer than 100 characters');
+    expect(seen).toEqual([undefined]);
+    // As istiod tries each authenticator: a client certificate beside it renews.
+    const chain = new AuthChain({ clusters: { Kubernetes: [new Fake('cert', 'ok-cert'), new Fake('jwt', 'ok')] }, maxTokenLength: 100 });
+    expect((await chain.authenticate({ bearerToken: 'x'.repeat(101), peerCertificates: [Buffer.from('x')] })).method).toBe('client-cert');
+    // A refused certificate's reason wins over the token's length.
+    const revoked = await outcome(new AuthChain({ clusters: { Kubernetes: [new Fake('cert', 'revoked')] }, maxTokenLength: 100 }).authenticate({ bearerToken: 'x'.repeat(101), peerCertificates: [Buffer.from('x')] }));
+    expect(revoked.message).toMatch(/revoked/);
   });
 });
 
