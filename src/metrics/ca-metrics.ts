@@ -192,6 +192,8 @@ export class InventoryMetrics {
   readonly caWarnings: Gauge;
   /** Issuers whose CA files (or the serving certificate file) the last expiry check could not read in full. */
   readonly caFilesUnreadable: Gauge;
+  /** When the CA files were last checked (with or without an inventory store: a check stuck on the store stops it too). */
+  readonly caCheckedAt: Gauge;
   /** Read at scrape time, so the gauges are never stale. */
   recorder?: { readonly backlog: number; readonly storeHealthy: boolean; readonly dropped: number; readonly stats: { readonly rejected: number; readonly auditDropped: number; readonly auditRejected: number } };
 
@@ -258,6 +260,7 @@ export class InventoryMetrics {
     this.discoveredExpiringCheckedAt = new Gauge({ name: 'meshcert_discovered_certs_expiring_checked_timestamp_seconds', help: 'Unix time meshcert_discovered_certs_expiring was last computed (it keeps its value while the inventory cannot be queried).', registers: r });
     this.caWarnings = new Gauge({ name: 'meshcert_ca_certs_in_warning_window', help: 'CA certificates expiring within monitoring.caWarnBefore (or expired); a file that cannot be read counts with what it held when last read.', registers: r });
     this.caFilesUnreadable = new Gauge({ name: 'meshcert_ca_files_unreadable', help: 'Issuers whose CA files (or server.tls.certFile) the last expiry check could not read in full (see the log).', registers: r });
+    this.caCheckedAt = new Gauge({ name: 'meshcert_ca_certs_checked_timestamp_seconds', help: 'Unix time the expiry check last read the CA files (meshcert_ca_certs_in_warning_window and meshcert_ca_files_unreadable are as of then).', registers: r });
   }
 
   /**

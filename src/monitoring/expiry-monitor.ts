@@ -125,6 +125,7 @@ export class ExpiryMonitor {
     }
     // Certificates, not entries: a root several issuers share is one certificate to rotate.
     this.metrics?.caWarnings.set(new Set(ca.filter((e) => e.state !== 'ok').map((e) => e.fingerprint)).size);
+    this.metrics?.caCheckedAt.set(now.getTime() / 1000);
     let stale = 0;
     let discovered = 0;
     if (this.store) {

@@ -131,8 +131,13 @@ describe('ExpiryMonitor and CA files it cannot read', () => {
     const logs = captureLogs();
     const m = new ExpiryMonitor(options([{ name: 'default', dir }]), logs.logger, metrics);
     const unreadable = async (): Promise<string> => (await registry.getSingleMetricAsString('meshcert_ca_files_unreadable')).split('\n').find((l) => l.startsWith('meshcert_ca_files_unreadable '))!;
+    const t0 = Date.now();
     expect((await m.check()).ca.map((e) => e.state)).toEqual(['warning']);
     expect(await unreadable()).toBe('meshcert_ca_files_unreadable 0');
+    // When the CA files were read: with or without a store (this monitor has none), what says the checks run.
+    const checkedAt = Number((await registry.getSingleMetricAsString('meshcert_ca_certs_checked_timestamp_seconds')).split('\n').find((l) => l.startsWith('meshcert_ca_certs_checked_timestamp_seconds '))!.split(' ')[1]);
+    expect(checkedAt * 1000).toBeGreaterThanOrEqual(t0 - 1000);
+    expect(checkedAt * 1000).toBeLessThanOrEqual(Date.now() + 1000);
     for (const [name, text] of [['cut short in its second block (no END line)', whole + whole.slice(0, 300)], ['emptied', ''], ['not PEM', 'garbage']] as const) {
       writeFileSync(root, text);
       writeFileSync(join(dir, 'ca-cert.pem'), text);
