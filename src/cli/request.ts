@@ -4,7 +4,7 @@ import { CaClient, statusName } from '../client/ca-client.js';
 import { buildWorkloadCsr, type WorkloadKeyType } from '../client/workload-csr.js';
 import { parseLifetimeArg } from '../config/duration.js';
 import { hasDevIssuer, mintDevToken } from '../dev/token-issuer.js';
-import { writeFileAtomic, writePrivateKey } from '../ca/files.js';
+import { CA_FILES, writeFileAtomic, writePrivateKey } from '../ca/files.js';
 import { serialHex } from '../x509/serial-hex.js';
 import { parsePemBundle } from '../x509/pem.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
@@ -178,6 +178,12 @@ export async function requestCommand(argv: string[]): Promise<number> {
 function makeOutDir(out: string): { removeIfEmpty(): void } {
   if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError(`--out ${out} exists and is not a directory`);
   const dir = resolve(out);
+  // A CA directory (Istio's cacerts layout) has a cert-chain.pem and root-cert.pem of its own, which
+  // the workload's would replace, leaving a CA serve no longer loads. Refused before asking.
+  const caFile = [CA_FILES.key, CA_FILES.cert, CA_FILES.rootKey].find((f) => existsSync(join(dir, f)));
+  if (caFile !== undefined) {
+    throw new UsageError(`--out ${out} holds a CA's files (${caFile}): the workload's cert-chain.pem and root-cert.pem would replace the CA's; give a directory of its own`);
+  }
   let first: string | undefined;
   try {
     // It will hold key.pem: made private, as meshcert makes every directory a key goes in.

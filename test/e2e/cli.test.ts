@@ -547,6 +547,8 @@ describe('the meshcert CLI, as a user runs it', () => {
     cases.push([['ca', 'init', '--dir', big], 1, `${big} exists and is not a directory: give the CA a directory of its own`]);
     cases.push([['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--out', big, '--token', 't'], 2, `--out ${big} exists and is not a directory`]);
     cases.push([['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--out', join(big, 'under'), '--token', 't'], 2, `--out ${join(big, 'under')}: cannot create the directory: ENOTDIR`]);
+    // A CA's directory: the workload's cert-chain.pem and root-cert.pem would replace the CA's (serve would no longer load it).
+    cases.push([['request', '--ns', 'a', '--sa', 'b', '--ca-root', root, '--out', fifoDir, '--token', 't'], 2, `--out ${fifoDir} holds a CA's files (ca-key.pem): the workload's cert-chain.pem and root-cert.pem would replace the CA's; give a directory of its own`]);
     // A directory with no CA: nothing to rotate, and said as a failure (as ca check says it).
     cases.push([['ca', 'rotate', 'status', '--dir', join(dir, 'nowhere-to-rotate')], 1, 'step: idle: no rotation in progress, and no CA that loads here']);
     // A path through a file: what is wrong with it, not an "unexpected error".
