@@ -104,12 +104,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
     return new Promise<number>(() => {});
   }
 
-  if (v.dev) await devDemo(config, port, logger);
+  if (v.dev) await devDemo(config, port, logger, () => stopping);
   return new Promise<number>(() => {}); // runs until a signal
 }
 
 /** Shows a newcomer the CA working: one istio-agent-shaped request against ourselves. */
-async function devDemo(config: MeshcertConfig, port: number, logger: Logger): Promise<void> {
+async function devDemo(config: MeshcertConfig, port: number, logger: Logger, stopping: () => boolean): Promise<void> {
   const rootPem = readFileSync(join(config.ca.dir!, 'root-cert.pem'), 'utf8');
   const spiffeId = workloadSpiffeId(config.trustDomain, 'default', 'demo');
   // Client-side modules (grpc-js, @peculiar/x509) are loaded only here: a production primary never needs them.
@@ -126,13 +126,14 @@ async function devDemo(config: MeshcertConfig, port: number, logger: Logger): Pr
         '',
         `meshcert is serving on 127.0.0.1:${port} (DEV MODE: local token issuer, CA in ${config.ca.dir})`,
         `self-test: issued ${spiffeId}, serial ${serialHex(check.leaf.serialNumber)}, valid until ${new Date(check.leaf.validTo).toISOString()}, chain verified`,
-        `try it:  ${tryRequest(port, config.dataDir, config.ca.dir!)}`,
+        `try it:  ${tryRequest(port, config.dataDir, config.ca.dir!, config.trustDomain)}`,
         'stop:    Ctrl-C',
         '',
       ].join('\n'),
     );
   } catch (e) {
-    logger.error({ err: e }, 'dev self-test request failed');
+    // Stopped while it ran (Ctrl-C at once): its failure is the shutdown's, not the CA's.
+    if (!stopping()) logger.error({ err: e }, 'dev self-test request failed');
   } finally {
     client.close();
   }
@@ -142,10 +143,11 @@ async function devDemo(config: MeshcertConfig, port: number, logger: Logger): Pr
  * The request command that reaches this server: request's defaults (port 15012, ./.meshcert, its
  * ca/root-cert.pem) spelled out where they differ, paths quoted for a POSIX shell where needed.
  */
-export function tryRequest(port: number, dataDir: string, caDir: string): string {
+export function tryRequest(port: number, dataDir: string, caDir: string, trustDomain = 'cluster.local'): string {
   const quote = (s: string): string => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", "'\\''")}'`);
   const extra = [
     ...(port !== 15012 ? [`--address 127.0.0.1:${port}`] : []),
+    ...(trustDomain !== 'cluster.local' ? [`--trust-domain ${trustDomain}`] : []),
     ...(resolve(dataDir) !== resolve('.meshcert') ? [`--data-dir ${quote(dataDir)}`] : []),
     ...(resolve(caDir) !== resolve(dataDir, 'ca') ? [`--ca-root ${quote(join(caDir, 'root-cert.pem'))}`] : []),
   ];
