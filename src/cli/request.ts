@@ -115,6 +115,14 @@ export async function requestCommand(argv: string[]): Promise<number> {
       const err = e as { code?: number; details?: string };
       // grpc-js appends its resolver's notes to a connection failure: not the user's to read.
       const details = (err.details ?? String(e)).replace(/\s*Resolution note:[\s\S]*$/, '');
+      // The TLS handshake, not the CA, refused: the server's certificate does not chain to the
+      // root given (most often --ca-root is another CA's), or does not name the address dialled.
+      if (UNTRUSTED_SERVER.test(details)) {
+        const why = `the server's TLS certificate was not accepted (${details.replace(/^No connection established\. Last error: (Error: )?/, '')}): it does not chain to ${v['ca-root'] ? `--ca-root ${v['ca-root']}` : 'the root read from the data directory'}, or does not name ${v.address} (see --server-name); nothing was asked of the CA`;
+        if (v.json) console.log(JSON.stringify({ unverified: { details: why } }, null, 2));
+        else console.error(`meshcert: ${why}`);
+        return 1;
+      }
       const code = statusName(err.code ?? 2);
       if (v.json) console.log(JSON.stringify({ refused: { code, details } }, null, 2));
       else console.error(`refused: ${code}: ${details}`);
@@ -173,6 +181,9 @@ export async function requestCommand(argv: string[]): Promise<number> {
     return 0;
   }
 }
+
+/** OpenSSL's and Node's words for a server certificate the client does not trust, as grpc-js passes them on. */
+const UNTRUSTED_SERVER = /unable to get local issuer certificate|self[- ]signed certificate|certificate verify failed|unable to verify the first certificate|certificate has expired|ERR_TLS_CERT_ALTNAME_INVALID|Hostname\/IP does not match certificate's altnames/;
 
 /** Creates --out (and its missing parents); `removeIfEmpty` takes back what this made, while empty. */
 function makeOutDir(out: string): { removeIfEmpty(): void } {

@@ -700,6 +700,12 @@ describe('the meshcert CLI, as a user runs it', () => {
       const j = await runCli([...args, '--token', await mintToken(), '--json']);
       expect(j.code).toBe(1);
       expect(JSON.parse(j.stdout)).toEqual({ unverified: { details: expect.stringMatching(/^a certificate was issued, but its chain does not verify against --ca-root /) } });
+      // A --ca-root that does not sign the server's TLS certificate: the handshake refused, not the CA.
+      const wrongRoot = join(dir, 'unverified-ca', 'root-cert.pem');
+      const tls = await runCli(['request', '--ns', 'default', '--sa', 'default', '--address', `127.0.0.1:${running.port}`, '--server-name', 'localhost', '--ca-root', wrongRoot, '--token', await mintToken()]);
+      expect(tls.code, tls.stderr).toBe(1);
+      expect(tls.stderr.trim()).toBe(`meshcert: the server's TLS certificate was not accepted (unable to get local issuer certificate.): it does not chain to --ca-root ${wrongRoot}, or does not name 127.0.0.1:${running.port} (see --server-name); nothing was asked of the CA`);
+      expect(tls.stderr).not.toContain('refused');
     } finally {
       await running.close();
     }
