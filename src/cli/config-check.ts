@@ -1,6 +1,8 @@
 import { servedClusterNames } from '../config/default-cluster.js';
 import { policyWarnings } from '../policy/warnings.js';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { devIssuerPaths } from '../dev/token-issuer.js';
 import { MAX_PEM_BYTES, MAX_TOKEN_BYTES, readProblem, readRegularFile } from '../fs/read-file.js';
 import { writeProblem } from '../fs/writable.js';
 import { fromKubeSettings, kubeSource } from '../k8s/source.js';
@@ -144,6 +146,20 @@ async function fileProblems(config: MeshcertConfig): Promise<{ problems: string[
       }
     }),
   );
+  // The development issuer's files, as serve makes (once) and reads them at start.
+  if (config.dev.tokenIssuer) {
+    const dev = devIssuerPaths(config.dataDir);
+    const devDir = dirname(dev.jwksFile);
+    const again = `remove ${devDir} and serve makes a new one`;
+    if (existsSync(devDir) && !statSync(devDir).isDirectory()) problems.push(`dev.tokenIssuer: ${devDir} is not a directory; serve keeps the development token issuer's key there (${again})`);
+    else if (existsSync(dev.jwksFile) && existsSync(dev.keyFile)) {
+      try {
+        new FileJwks(dev.jwksFile);
+      } catch (e) {
+        problems.push(`dev.tokenIssuer: the development token issuer's key set: ${(e as Error).message} (${again})`);
+      }
+    }
+  }
   // Where serve writes at start: the SQLite inventory (its file and journal files beside it).
   const inventory = config.inventory;
   if ((inventory.store ?? (inventory.url !== undefined ? 'postgres' : 'sqlite')) === 'sqlite' && inventory.path !== undefined) {

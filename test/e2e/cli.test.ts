@@ -236,6 +236,26 @@ describe('the meshcert CLI, as a user runs it', () => {
     expect(again.stderr).toMatch(/refusing to overwrite/);
   });
 
+  it("config check says what serve would refuse of the development token issuer's files (dev.tokenIssuer)", async () => {
+    const devData = join(dir, 'dev-check');
+    const devConfig = join(dir, 'dev-check.yaml');
+    writeFileSync(devConfig, `dataDir: ${devData}\nca: { dir: ${join(devData, 'ca')}, autoInit: true }\ndev: { tokenIssuer: true }\n`);
+    mkdirSync(join(devData, 'dev'), { recursive: true });
+    writeFileSync(join(devData, 'dev', 'token-signing-key.pem'), 'key');
+    writeFileSync(join(devData, 'dev', 'jwks.json'), 'garbage');
+    const bad = await runCli(['config', 'check', devConfig]);
+    expect(bad.code, bad.stdout).toBe(1);
+    expect(bad.stderr + bad.stdout).toMatch(new RegExp(`dev\\.tokenIssuer: the development token issuer's key set: .*jwks\\.json.* \\(remove ${join(devData, 'dev').replaceAll('/', '\\/')} and serve makes a new one\\)`));
+    rmSync(join(devData, 'dev'), { recursive: true });
+    writeFileSync(join(devData, 'dev'), 'a file');
+    const file = await runCli(['config', 'check', devConfig]);
+    expect(file.code).toBe(1);
+    expect(file.stderr + file.stdout).toContain(`dev.tokenIssuer: ${join(devData, 'dev')} is not a directory`);
+    rmSync(join(devData, 'dev'));
+    const fresh = await runCli(['config', 'check', devConfig]);
+    expect(fresh.code, fresh.stderr + fresh.stdout).toBe(0); // serve makes them at start
+  });
+
   it('config check accepts the file and names every problem of a bad one with exit code 1', async () => {
     const ok = await runCli(['config', 'check', configFile]);
     expect(ok.code, ok.stderr).toBe(0);
