@@ -130,7 +130,11 @@ export class RootCertDistributor {
     });
 
     nsInformer.on('add', (ns) => this.onNamespace(ns));
-    nsInformer.on('update', (ns) => this.onNamespace(ns));
+    // A namespace whose ConfigMap is up to date needs nothing for a change of its labels or
+    // annotations (one coming into the selector has none yet): no turn of the write rate.
+    nsInformer.on('update', (ns) => {
+      if (!this.upToDate(this.configMaps.informer.get(this.configMapName, ns.metadata?.name ?? ''))) this.onNamespace(ns);
+    });
     const onCm = (cm: V1ConfigMap): void => {
       const ns = cm.metadata?.namespace;
       if (ns && this.ready && this.opts.isLeader()) this.queue.add(ns);

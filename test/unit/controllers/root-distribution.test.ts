@@ -104,6 +104,22 @@ describe('RootCertDistributor', () => {
     expect(Date.now() - t0).toBeLessThan(2_000);
   });
 
+  it('a label change on namespaces whose ConfigMap is up to date queues nothing, so a namespace created right after does not wait', async () => {
+    const names = Array.from({ length: 60 }, (_, i) => `ns-${i}`);
+    for (const n of names) fake.put('namespaces', ns(n));
+    const d = distributor({ queue: { qps: 10, burst: 10, retryBaseMs: 50, retryMaxMs: 400 } });
+    d.start();
+    await until(() => names.every((n) => rootIn(n) === ROOT_1), 15_000, 'every namespace');
+    await d.idle();
+    await new Promise((r) => setTimeout(r, 1_100)); // the rate limit's tokens back
+    for (const n of names) fake.put('namespaces', ns(n, { labels: { team: 'relabelled' } }));
+    await new Promise((r) => setTimeout(r, 200)); // the watch delivers the updates
+    const t0 = Date.now();
+    fake.put('namespaces', ns('late'));
+    await until(() => rootIn('late') === ROOT_1, 10_000, 'the late namespace');
+    expect(Date.now() - t0).toBeLessThan(2_000); // 60 no-op turns at 10 writes/s: about 5 s
+  });
+
   it('creates the ConfigMap in every existing and new namespace, never in excluded or terminating ones', async () => {
     for (const n of ['default', 'team-a', 'kube-system', 'secret-team']) fake.put('namespaces', ns(n));
     fake.put('namespaces', ns('going', { deletionTimestamp: new Date().toISOString() }, { phase: 'Terminating' }));
