@@ -49,6 +49,30 @@ const ns = (name: string, extra: Partial<FakeObject['metadata']> = {}, status?: 
 const cm = (namespace: string) => fake.get('configmaps', namespace, ROOT_CERT_CONFIGMAP) as (FakeObject & { data?: Record<string, string> }) | undefined;
 const rootIn = (namespace: string): string | undefined => cm(namespace)?.data?.[ROOT_CERT_KEY];
 
+/**
+ * `count` namespaces, each given its ConfigMap by a distributor limited to 10 writes a second
+ * (burst 10), which is then idle with its tokens back: a no-op queued after holds a new namespace
+ * back by a tenth of a second each.
+ */
+async function writtenEverywhere(count: number): Promise<{ names: string[]; d: RootCertDistributor }> {
+  const names = Array.from({ length: count }, (_, i) => `ns-${i}`);
+  for (const n of names) fake.put('namespaces', ns(n));
+  const d = distributor({ queue: { qps: 10, burst: 10, retryBaseMs: 50, retryMaxMs: 400 } });
+  d.start();
+  await until(() => names.every((n) => rootIn(n) === ROOT_1), 15_000, 'every namespace');
+  await d.idle();
+  await new Promise((r) => setTimeout(r, 1_100)); // the rate limit's tokens back
+  return { names, d };
+}
+
+/** Milliseconds until a namespace created now has its ConfigMap with `bundle`. */
+async function lateNamespaceWaits(bundle: string): Promise<number> {
+  const t0 = Date.now();
+  fake.put('namespaces', ns('late'));
+  await until(() => rootIn('late') === bundle, 10_000, 'the late namespace');
+  return Date.now() - t0;
+}
+
 describe('RootCertDistributor', () => {
   it('leaves a ConfigMap holding the same certificates written otherwise (as istiod writes its file), and rewrites other certificates', async () => {
     const ca = await makeTestCa();
@@ -71,53 +95,25 @@ describe('RootCertDistributor', () => {
   });
 
   it('a resync queues only namespaces whose ConfigMap is not up to date, so a new namespace does not wait behind the others', async () => {
-    const names = Array.from({ length: 60 }, (_, i) => `ns-${i}`);
-    for (const n of names) fake.put('namespaces', ns(n));
-    // Writes limited to 10 a second (burst 10): 60 queued no-ops would hold a new namespace ~5 s.
-    const d = distributor({ queue: { qps: 10, burst: 10, retryBaseMs: 50, retryMaxMs: 400 } });
-    d.start();
-    await until(() => names.every((n) => rootIn(n) === ROOT_1), 15_000, 'every namespace');
-    await d.idle();
-    await new Promise((r) => setTimeout(r, 1_100)); // the rate limit's tokens back
+    const { d } = await writtenEverywhere(60);
     d.resyncAll();
-    const t0 = Date.now();
-    fake.put('namespaces', ns('late'));
-    await until(() => rootIn('late') === ROOT_1, 10_000, 'the late namespace');
-    expect(Date.now() - t0).toBeLessThan(3_500); // queued behind the resync at 10 writes/s: about 5 s
+    expect(await lateNamespaceWaits(ROOT_1)).toBeLessThan(3_500); // queued behind the resync at 10 writes/s: about 5 s
   });
 
   it("a rotation's own writes, seen again through the watch, are not queued again, so a namespace created right after does not wait behind them", async () => {
-    const names = Array.from({ length: 40 }, (_, i) => `ns-${i}`);
-    for (const n of names) fake.put('namespaces', ns(n));
-    const d = distributor({ queue: { qps: 10, burst: 10, retryBaseMs: 50, retryMaxMs: 400 } });
-    d.start();
-    await until(() => names.every((n) => rootIn(n) === ROOT_1), 15_000, 'every namespace');
-    await d.idle();
-    await new Promise((r) => setTimeout(r, 1_100)); // the rate limit's tokens back
+    const { names, d } = await writtenEverywhere(40);
     root = ROOT_1 + ROOT_2;
     d.onRootBundleChanged();
     await until(() => names.every((n) => rootIn(n) === ROOT_1 + ROOT_2), 15_000, 'the rotation');
     // Each replace comes back as a watch update: 40 no-ops at 10 writes/s would hold it ~4 s.
-    const t0 = Date.now();
-    fake.put('namespaces', ns('late'));
-    await until(() => rootIn('late') === ROOT_1 + ROOT_2, 10_000, 'the late namespace');
-    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(await lateNamespaceWaits(ROOT_1 + ROOT_2)).toBeLessThan(2_000);
   });
 
   it('a label change on namespaces whose ConfigMap is up to date queues nothing, so a namespace created right after does not wait', async () => {
-    const names = Array.from({ length: 60 }, (_, i) => `ns-${i}`);
-    for (const n of names) fake.put('namespaces', ns(n));
-    const d = distributor({ queue: { qps: 10, burst: 10, retryBaseMs: 50, retryMaxMs: 400 } });
-    d.start();
-    await until(() => names.every((n) => rootIn(n) === ROOT_1), 15_000, 'every namespace');
-    await d.idle();
-    await new Promise((r) => setTimeout(r, 1_100)); // the rate limit's tokens back
+    const { names } = await writtenEverywhere(60);
     for (const n of names) fake.put('namespaces', ns(n, { labels: { team: 'relabelled' } }));
     await new Promise((r) => setTimeout(r, 200)); // the watch delivers the updates
-    const t0 = Date.now();
-    fake.put('namespaces', ns('late'));
-    await until(() => rootIn('late') === ROOT_1, 10_000, 'the late namespace');
-    expect(Date.now() - t0).toBeLessThan(2_000); // 60 no-op turns at 10 writes/s: about 5 s
+    expect(await lateNamespaceWaits(ROOT_1)).toBeLessThan(2_000); // 60 no-op turns at 10 writes/s: about 5 s
   });
 
   it('creates the ConfigMap in every existing and new namespace, never in excluded or terminating ones', async () => {
