@@ -7,6 +7,7 @@ import { mintDevToken } from '../dev/token-issuer.js';
 import { createLogger, type Logger } from '../log/logger.js';
 import { runServer, type RunningServer } from '../runtime/serve.js';
 import { handOverSignal, takeOverStopSignal } from '../runtime/signals.js';
+import { splitHostPort } from '../net/host-port.js';
 import { serialHex } from '../x509/serial-hex.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
 import { workloadSpiffeId } from '../x509/spiffe-id.js';
@@ -112,9 +113,13 @@ export async function serveCommand(argv: string[]): Promise<number> {
 async function devDemo(config: MeshcertConfig, port: number, logger: Logger, stopping: () => boolean): Promise<void> {
   const rootPem = readFileSync(join(config.ca.dir!, 'root-cert.pem'), 'utf8');
   const spiffeId = workloadSpiffeId(config.trustDomain, 'default', 'demo');
+  const dial = devDialTarget(config.server.listen, port);
+  if (!dial.loopback) {
+    logger.warn({ listen: config.server.listen }, 'DEV MODE listens beyond this host: anyone who can reach it can ask this CA for certificates with a token from the local development issuer, if they hold its key; listen on 127.0.0.1 for a trial');
+  }
   // Client-side modules (grpc-js, @peculiar/x509) are loaded only here: a production primary never needs them.
   const { CaClient } = await import('../client/ca-client.js');
-  const client = new CaClient({ address: `127.0.0.1:${port}`, rootPem });
+  const client = new CaClient({ address: dial.address, rootPem, ...(dial.serverName ? { serverName: dial.serverName } : {}) });
   try {
     const { buildWorkloadCsr } = await import('../client/workload-csr.js');
     const csr = await buildWorkloadCsr(spiffeId, 'rsa2048');
@@ -124,9 +129,9 @@ async function devDemo(config: MeshcertConfig, port: number, logger: Logger, sto
     process.stderr.write(
       [
         '',
-        `meshcert is serving on 127.0.0.1:${port} (DEV MODE: local token issuer, CA in ${config.ca.dir})`,
+        `meshcert is serving on ${dial.shown} (DEV MODE: local token issuer, CA in ${config.ca.dir})`,
         `self-test: issued ${spiffeId}, serial ${serialHex(check.leaf.serialNumber)}, valid until ${new Date(check.leaf.validTo).toISOString()}, chain verified`,
-        `try it:  ${tryRequest(port, config.dataDir, config.ca.dir!, config.trustDomain)}`,
+        `try it:  ${tryRequest(port, config.dataDir, config.ca.dir!, config.trustDomain, dial)}`,
         'stop:    Ctrl-C',
         '',
       ].join('\n'),
@@ -143,13 +148,44 @@ async function devDemo(config: MeshcertConfig, port: number, logger: Logger, sto
  * The request command that reaches this server: request's defaults (port 15012, ./.meshcert, its
  * ca/root-cert.pem) spelled out where they differ, paths quoted for a POSIX shell where needed.
  */
-export function tryRequest(port: number, dataDir: string, caDir: string, trustDomain = 'cluster.local'): string {
+export function tryRequest(port: number, dataDir: string, caDir: string, trustDomain = 'cluster.local', dial: Pick<DevDialTarget, 'address' | 'serverName'> = devDialTarget('127.0.0.1:15012', port)): string {
   const quote = (s: string): string => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", "'\\''")}'`);
   const extra = [
-    ...(port !== 15012 ? [`--address 127.0.0.1:${port}`] : []),
+    ...(dial.address !== '127.0.0.1:15012' ? [`--address ${quote(dial.address)}`] : []),
+    ...(dial.serverName ? [`--server-name ${dial.serverName}`] : []),
     ...(trustDomain !== 'cluster.local' ? [`--trust-domain ${trustDomain}`] : []),
     ...(resolve(dataDir) !== resolve('.meshcert') ? [`--data-dir ${quote(dataDir)}`] : []),
     ...(resolve(caDir) !== resolve(dataDir, 'ca') ? [`--ca-root ${quote(join(caDir, 'root-cert.pem'))}`] : []),
   ];
   return ['node dist/cli.js request --ns default --sa demo --key ec256', ...extra].join(' ');
+}
+
+export interface DevDialTarget {
+  /** host:port to dial (a wildcard listen is dialled on 127.0.0.1). */
+  readonly address: string;
+  /** The name to check the serving certificate for when the address is one it does not name. */
+  readonly serverName?: string;
+  /** The listen address as the banner says it. */
+  readonly shown: string;
+  /** Whether only this host can reach the listener. */
+  readonly loopback: boolean;
+}
+
+/**
+ * Where the dev self-test and the banner's command reach a server listening on `listen`: its own
+ * host, or 127.0.0.1 for a wildcard. The dev serving certificate names localhost, 127.0.0.1 and
+ * ::1 (server.tls defaults), so another address is checked as localhost.
+ */
+export function devDialTarget(listen: string, port: number): DevDialTarget {
+  const { host } = splitHostPort(listen);
+  const wildcard = host === '0.0.0.0' || host === '::';
+  const dialHost = wildcard ? '127.0.0.1' : host;
+  const bracket = (h: string): string => (h.includes(':') ? `[${h}]` : h);
+  const named = ['127.0.0.1', '::1', 'localhost'].includes(dialHost);
+  return {
+    address: `${bracket(dialHost)}:${port}`,
+    ...(named ? {} : { serverName: 'localhost' }),
+    shown: `${bracket(host)}:${port}`,
+    loopback: host === 'localhost' || /^127\./.test(host) || host === '::1',
+  };
 }
