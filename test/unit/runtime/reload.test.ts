@@ -20,6 +20,15 @@ function configFile(name: string, extra: string): string {
   return path;
 }
 
+/** A Reloader of the config file `name` (BASE + `extra`) whose apply puts each config in force and keeps it in `applied`. */
+function applyingReloader(name: string, extra: string, pollIntervalMs: number): { file: string; reloader: Reloader; applied: MeshcertConfig[] } {
+  const file = configFile(name, extra);
+  let current: MeshcertConfig = loadConfigFile(file).config;
+  const applied: MeshcertConfig[] = [];
+  const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void applied.push((current = next)), logger: createLogger('silent'), pollIntervalMs });
+  return { file, reloader, applied };
+}
+
 describe('restartOnlyChanges', () => {
   const start = loadConfigFile(configFile('a.yaml', '')).config;
   it.each<[string, string, string[]]>([
@@ -219,10 +228,7 @@ describe('Reloader', () => {
   });
 
   it('makes one reload of a SIGHUP and the edit it followed (the poll sees the edit after the reload read it), and reloads a later edit or a file renamed into place', async () => {
-    const file = configFile('once.yaml', '');
-    let current: MeshcertConfig = loadConfigFile(file).config;
-    const applied: MeshcertConfig[] = [];
-    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void applied.push((current = next)), logger: createLogger('silent'), pollIntervalMs: 1000 });
+    const { file, reloader, applied } = applyingReloader('once.yaml', '', 1000);
     reloader.watch();
     reloader.start();
     try {
@@ -247,10 +253,7 @@ describe('Reloader', () => {
   });
 
   it('reloads an edit made after a reload whatever this clock says of file times (a file server whose clock runs behind)', async () => {
-    const file = configFile('skew.yaml', '');
-    let current: MeshcertConfig = loadConfigFile(file).config;
-    const applied: MeshcertConfig[] = [];
-    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void applied.push((current = next)), logger: createLogger('silent'), pollIntervalMs: 200 });
+    const { file, reloader, applied } = applyingReloader('skew.yaml', '', 200);
     // This host's clock an hour ahead of the times the file system stamps.
     const realNow = Date.now.bind(Date);
     const ahead = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 3_600_000);
@@ -269,10 +272,7 @@ describe('Reloader', () => {
 
   it('is not set off by a watched file that is missing (fs.watchFile reports one at once), only by one that appears', async () => {
     const caDir = join(dir, 'ca-missing');
-    const file = configFile('missing.yaml', `issuers: [{ name: b, dir: ${caDir} }]\n`);
-    let current: MeshcertConfig = loadConfigFile(file).config;
-    const applied: MeshcertConfig[] = [];
-    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void applied.push((current = next)), logger: createLogger('silent'), pollIntervalMs: 50 });
+    const { reloader, applied } = applyingReloader('missing.yaml', `issuers: [{ name: b, dir: ${caDir} }]\n`, 50);
     reloader.watch();
     try {
       expect(reloader.watchedFiles).toContain(join(caDir, 'cert-chain.pem'));
