@@ -1,8 +1,9 @@
 import { createServer, type Server } from 'node:http';
 import { boundConnections } from './connection-bound.js';
 import { CERTIFICATES_API_PATH, handleCertificatesApi, QuerySlots, requestTarget } from './certificates-api.js';
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
 import { listenOn } from '../net/host-port.js';
+import { isLoopback } from '../net/loopback.js';
 import type { InventoryStore } from '../inventory/types.js';
 import type { Logger } from '../log/logger.js';
 import { LogThrottle } from '../log/throttle.js';
@@ -118,19 +119,6 @@ export async function startAdminServer(o: AdminServerOptions): Promise<{ port: n
         server.closeAllConnections();
       }),
   };
-}
-
-/** Loopback however spelled: 127/8, ::1 in any form, and 127/8 mapped into IPv6 (::ffff:127.0.0.1). */
-const LOOPBACK = new BlockList();
-LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
-LOOPBACK.addAddress('::1', 'ipv6');
-LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
-
-/** Whether an address (or `localhost`) is this machine's loopback: requests that came in on one have their Host checked. */
-export function isLoopback(host: string): boolean {
-  const family = isIP(host);
-  if (family === 0) return host.toLowerCase() === 'localhost';
-  return LOOPBACK.check(host, family === 4 ? 'ipv4' : 'ipv6');
 }
 
 /** A Host header naming this machine by a local name or any IP literal (never a DNS name that could be rebound). */

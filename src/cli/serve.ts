@@ -8,6 +8,7 @@ import { createLogger, type Logger } from '../log/logger.js';
 import { runServer, type RunningServer } from '../runtime/serve.js';
 import { handOverSignal, takeOverStopSignal } from '../runtime/signals.js';
 import { splitHostPort } from '../net/host-port.js';
+import { isLoopback } from '../net/loopback.js';
 import { serialHex } from '../x509/serial-hex.js';
 import { verifyResponseChain } from '../x509/verify-chain.js';
 import { workloadSpiffeId } from '../x509/spiffe-id.js';
@@ -186,6 +187,6 @@ export function devDialTarget(listen: string, port: number): DevDialTarget {
     address: `${bracket(dialHost)}:${port}`,
     ...(named ? {} : { serverName: 'localhost' }),
     shown: `${bracket(host)}:${port}`,
-    loopback: host === 'localhost' || /^127\./.test(host) || host === '::1',
+    loopback: isLoopback(host),
   };
 }

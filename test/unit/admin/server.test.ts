@@ -4,7 +4,8 @@ import { connect } from 'node:net';
 import { hostname } from 'node:os';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isLocalHostHeader, isLoopback, startAdminServer, targetHost } from '../../../src/admin/server.js';
+import { isLocalHostHeader, startAdminServer, targetHost } from '../../../src/admin/server.js';
+import { isLoopback } from '../../../src/net/loopback.js';
 import { createLogger } from '../../../src/log/logger.js';
 import type { InventoryStore } from '../../../src/inventory/types.js';
 
