@@ -2,6 +2,8 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaError, SignedTokenRefusedError, SigningKeyPendingError } from '../../../src/errors/ca-error.js';
 import { AuthChain } from '../../../src/auth/chain.js';
+import { Status } from '../../../src/grpc/codes.js';
+import { toGrpcFailure } from '../../../src/grpc/status.js';
 import type { AuthChainOptions } from '../../../src/auth/chain.js';
 import { JwtAuthenticator } from '../../../src/auth/jwt.js';
 import { TokenCache } from '../../../src/auth/token-cache.js';
@@ -152,6 +154,8 @@ describe('AuthChain: outcome precedence', () => {
     const r = await outcome(new AuthChain({ clusters: { Kubernetes: [spy] }, maxTokenLength: 100 }).authenticate({ bearerToken: 'x'.repeat(101) }));
     expect(r.code).toBe('AUTH_INVALID');
     expect(r.message).toBe('bearer token is longer than 100 characters');
+    const thrown: unknown = await new AuthChain({ clusters: { Kubernetes: [new Fake('jwt', 'ok')] }, maxTokenLength: 100 }).authenticate({ bearerToken: 'x'.repeat(101) }).catch((e: unknown) => e);
+    expect(toGrpcFailure(thrown)).toEqual({ code: Status.UNAUTHENTICATED, details: 'bearer token is longer than 100 characters', reason: 'AUTH_INVALID' });
     expect(seen).toEqual([undefined]);
     // As istiod tries each authenticator: a client certificate beside it renews.
     const chain = new AuthChain({ clusters: { Kubernetes: [new Fake('cert', 'ok-cert'), new Fake('jwt', 'ok')] }, maxTokenLength: 100 });

@@ -6,7 +6,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { Status } from '../../../src/grpc/codes.js';
 import { CaError, SigningKeyPendingError } from '../../../src/errors/ca-error.js';
+import { toGrpcFailure } from '../../../src/grpc/status.js';
 import { isLocalApiServer, MAX_REVIEWS, SERVICE_ACCOUNT_JWKS_PATH, TOKENREVIEW_PATH, TokenReviewAuthenticator, TokenReviewBackendError, underBase } from '../../../src/auth/tokenreview.js';
 import type { TokenReviewOptions } from '../../../src/auth/tokenreview.js';
 import type { Caller } from '../../../src/auth/types.js';
@@ -258,6 +260,11 @@ describe('TokenReviewAuthenticator', () => {
           expect((err?.cause as TokenReviewBackendError).kind).toBe(c.kind);
         }
         if (c.logged) expect((err?.cause as Error).message).toMatch(c.logged);
+        // What the client is told: the status agents act on (retry or not), and no detail meant for the log.
+        const told = toGrpcFailure(err);
+        expect(told.code).toBe(c.code === 'AUTH_BACKEND_UNAVAILABLE' ? Status.UNAVAILABLE : Status.UNAUTHENTICATED);
+        if (c.logged) expect(told.details).not.toMatch(c.logged);
+        expect(told.details).not.toContain(apiServer);
       } finally {
         auth.close();
       }

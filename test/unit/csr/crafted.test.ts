@@ -4,6 +4,8 @@
 import { constants, generateKeyPairSync, sign } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { Status } from '../../../src/grpc/codes.js';
+import { toGrpcFailure } from '../../../src/grpc/status.js';
 import { CaError } from '../../../src/errors/ca-error.js';
 import type { CaErrorCode } from '../../../src/errors/ca-error.js';
 import { oidKey } from '../../../src/csr/der-reader.js';
@@ -270,6 +272,19 @@ describe('hand-built CSRs: refused', () => {
 
   it.each(cases)('rejects a CSR with $name', ({ csr, code, message }) => {
     expectCaError(() => parseCsrDer(csr()), code, message);
+  });
+
+  it('tells the client an RSA-PSS salt Go refuses as INVALID_ARGUMENT, naming the salt rule and nothing of the CSR', () => {
+    let err: unknown;
+    try {
+      parseCsrDer(rsaCraft({ sigAlg: pssParams({ salt: 20 }), signer: pssSigner(20) }));
+    } catch (e) {
+      err = e;
+    }
+    const told = toGrpcFailure(err);
+    expect(told.code).toBe(Status.INVALID_ARGUMENT);
+    expect(told.details).toMatch(/^RSA-PSS is supported only with .*salt length equal to the hash's \(32, 48 or 64 bytes\)/);
+    expect(told.details).not.toMatch(/BEGIN|[0-9a-f]{32}/);
   });
 
   it.each(cases)('rejects a CSR with $name alike on the thread-pool path', async ({ csr, code, message }) => {
