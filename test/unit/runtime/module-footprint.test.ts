@@ -18,6 +18,6 @@ describe('module footprint of a serving process (SQLite inventory, no Kubernetes
     const out = execFileSync(process.execPath, ['--import', 'tsx', join(ROOT, 'test/fixtures/module-probe.mts'), ROOT, dir], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
     const loaded = JSON.parse(out) as string[];
     expect(loaded).toContain('pino'); // the probe sees the packages that are loaded
-    for (const heavy of ['pg', '@grpc/grpc-js', '@kubernetes/client-node', '@peculiar/x509', 'pkijs']) expect(loaded).not.toContain(heavy);
+    for (const heavy of ['pg', '@grpc/grpc-js', '@kubernetes/client-node', '@peculiar/x509']) expect(loaded).not.toContain(heavy);
    }, 90_000);
 });
