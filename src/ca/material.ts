@@ -7,6 +7,7 @@ import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { CA_FILES, caPath, RENEWING_DIR, replacingFrom, ROTATION_FILE, STAGED_SETS, type StagedSet } from './files.js';
 import { readRotationState } from './rotation-state.js';
 import { keyProblem, signatureProblem } from '../x509/chain-algorithms.js';
+import { notCaReason } from '../x509/not-a-ca.js';
 import { signedBy } from '../x509/verify-chain.js';
 
 /** A CA loaded from Istio's plug-in layout and checked to be usable for signing. */
@@ -101,6 +102,18 @@ export function caTexts(material: CaMaterial): CaTexts {
 }
 
 /** Parses and validates a CA from its files' texts (loadCaDir's checks, without the files). */
+/**
+ * The root of `roots` that anchors a chain whose last certificate is `top`. Of several (a root
+ * re-issued from the same key: Istio's self-signed rotation keeps the old copy beside the new), the
+ * one that ends last: verifiers build the path through a valid copy, so the first one listed must
+ * not cap leaves (or, once it expires, stop issuance) while a later copy still anchors the chain.
+ */
+export function anchorAmong(top: X509Certificate, roots: readonly X509Certificate[]): X509Certificate | undefined {
+  let best: X509Certificate | undefined;
+  for (const r of roots) if (signedBy(top, r) && (best === undefined || Date.parse(r.validTo) > Date.parse(best.validTo))) best = r;
+  return best;
+}
+
 export function materialFromTexts(t: CaTexts, now: Date = new Date()): CaMaterial {
   const { cert: certPem, key: keyPem, chain: chainPem, root: rootPem } = t;
   const certs = parseOrFail(certPem, 'ca-cert.pem');
@@ -199,7 +212,7 @@ export function buildMaterial(
   now: Date,
 ): CaMaterial {
   if (roots.length === 0) throw new ConfigError('root-cert.pem holds no certificate');
-  if (!signingCert.ca) throw new ConfigError('ca-cert.pem is not a CA certificate (BasicConstraints CA:true is missing)');
+  if (!signingCert.ca) throw new ConfigError(`ca-cert.pem is not a CA certificate (${notCaReason(signingCert)})`);
   if (!signingCert.checkPrivateKey(signingKey)) throw new ConfigError('ca-key.pem does not match the public key of ca-cert.pem');
   const keyType = signingKey.asymmetricKeyType;
   if (keyType !== 'rsa' && keyType !== 'ec') throw new ConfigError(`CA key type ${keyType} is not supported: use RSA or ECDSA (P-256/P-384)`);
@@ -231,7 +244,7 @@ export function buildMaterial(
     if (new Date(c.validFrom) > now) throw new ConfigError(`CA certificate "${c.subject.replace(/\n/g, ', ')}" is not valid before ${new Date(c.validFrom).toISOString()}`);
   }
   for (const r of roots) {
-    if (!r.ca || !isSelfSigned(r)) throw new ConfigError(`root-cert.pem holds "${r.subject.replace(/\n/g, ', ')}", which is not a self-signed CA certificate`);
+    if (!r.ca || !isSelfSigned(r)) throw new ConfigError(`root-cert.pem holds "${r.subject.replace(/\n/g, ', ')}", which is not a self-signed CA certificate${r.ca ? '' : ` (${notCaReason(r)})`}`);
   }
   // Each intermediate must be signed by the next one, the last by a root.
   for (let i = 0; i < intermediates.length; i++) {
@@ -239,6 +252,9 @@ export function buildMaterial(
     const parents = i + 1 < intermediates.length ? [intermediates[i + 1]!] : current;
     const parent = parents.find((p) => signedBy(child, p));
     if (!parent) {
+      // Signed by it, but OpenSSL does not take it as an issuer: say why, not "not signed".
+      const notCa = parents.find((p) => !p.ca && child.verify(p.publicKey));
+      if (notCa) throw new ConfigError(`${i + 1 < intermediates.length ? 'cert-chain.pem' : 'root-cert.pem'} holds "${notCa.subject.replace(/\n/g, ', ')}", which is not a CA certificate (${notCaReason(notCa)})`);
       const what = i + 1 < intermediates.length ? 'the next certificate in cert-chain.pem' : 'any certificate in root-cert.pem';
       throw new ConfigError(`CA chain does not verify: "${child.subject.replace(/\n/g, ', ')}" is not signed by ${what}`);
     }
@@ -247,10 +263,10 @@ export function buildMaterial(
         `CA chain: the issuer name of "${child.subject.replace(/\n/g, ', ')}" is not byte-for-byte its parent's subject (different string encodings); Go clients and ztunnel would reject the chain. Re-issue it with the parent's subject copied exactly`,
       );
     }
-    if (i > 0 && !child.ca) throw new ConfigError('cert-chain.pem holds a certificate that is not a CA');
+    if (i > 0 && !child.ca) throw new ConfigError(`cert-chain.pem holds "${child.subject.replace(/\n/g, ', ')}", which is not a CA certificate (${notCaReason(child)})`);
   }
   // Leaves must not outlive any certificate of their chain, the anchoring root included.
-  const anchor = current.find((r) => signedBy(top, r)) ?? top;
+  const anchor = anchorAmong(top, current) ?? top;
   // OpenSSL verified the chain above; the mesh's verifiers accept less (see chain-algorithms.ts).
   const isCurrentRoot = (c: X509Certificate): boolean => current.some((r) => r.fingerprint256 === c.fingerprint256);
   for (const c of new Set([...intermediates, anchor])) {

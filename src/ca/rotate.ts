@@ -24,7 +24,7 @@ import { MAX_PEM_BYTES, readTextFile } from '../fs/read-file.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { ARCHIVE_DIR, beginReplacing, CA_FILES, caPath, endReplacing, NEXT_DIR, PREVIOUS_DIR, readCaTextIfPresent, RENEWING_DIR, replacingFrom, ROTATION_FILE, withCaDirLock, writeFileAtomic, writePrivateKey } from './files.js';
 import { caCommonName, caSubjectName, carriedExtensions, checkOrganization, createIntermediateCert, createRootCert, extensionName, generateKey, keyAlgorithm } from './generate.js';
-import { isSelfSigned, loadCaDir, materialFromTexts, pendingStepNote, type CaMaterial } from './material.js';
+import { anchorAmong, isSelfSigned, loadCaDir, materialFromTexts, pendingStepNote, type CaMaterial } from './material.js';
 import { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep } from './rotation-state.js';
 import { signedBy } from '../x509/verify-chain.js';
 
@@ -134,7 +134,7 @@ export function validateLayout(dir: string, files: Layout, now: Date, context: s
 /** The root in `m.roots` that anchors the signing chain (the signing certificate itself when it is a root). */
 export function anchorOf(m: CaMaterial): X509Certificate {
   const top = m.intermediates[m.intermediates.length - 1]!;
-  const anchor = m.roots.find((r) => signedBy(top, r));
+  const anchor = anchorAmong(top, m.roots);
   if (!anchor) throw new ConfigError('the signing chain does not end at a root in root-cert.pem');
   return anchor;
 }

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
 import { createIntermediateCert, createRootCert, generateKey, type GeneratedKey } from '../../../src/ca/generate.js';
 import { caTexts, loadCaDir, materialFromTexts, type CaMaterial } from '../../../src/ca/material.js';
+import { anchorOf } from '../../../src/ca/rotate.js';
 import { ConfigError } from '../../../src/errors/ca-error.js';
 import { LocalIssuer } from '../../../src/issuer/local.js';
 import { x509 } from '../../fixtures/csr.js';
@@ -40,6 +41,14 @@ function loadError(dir: string, now?: Date): ConfigError {
 }
 
 const pem = (c: x509.X509Certificate): string => `${c.toString('pem')}\n`;
+
+/** Writes a CA directory: the signing certificate and its key, cert-chain.pem (the signing certificate, then `above`) and root-cert.pem. */
+function writeCa(dir: string, signing: x509.X509Certificate, keyPem: string, above: readonly x509.X509Certificate[], roots: string): void {
+  writeFileSync(join(dir, 'ca-cert.pem'), pem(signing));
+  writeFileSync(join(dir, 'ca-key.pem'), keyPem);
+  writeFileSync(join(dir, 'cert-chain.pem'), [signing, ...above].map(pem).join(''));
+  writeFileSync(join(dir, 'root-cert.pem'), roots);
+}
 
 beforeAll(async () => {
   base = mkdtempSync(join(tmpdir(), 'meshcert-ca-material-'));
@@ -206,10 +215,7 @@ describe('loadCaDir refusals', () => {
     const fresh = await createRootCert(rootKey, { subject, keyType: 'ec256', notBefore: new Date(now - DAY_MS), notAfter: new Date(now + 300 * DAY_MS) });
     const key = await generateKey('ec256');
     const inter = await createIntermediateCert(key.keys.publicKey, { cert: fresh, key: rootKey.keys.privateKey, keyType: 'ec256' }, { subject: 'O=acme, CN=acme intermediate', notBefore: new Date(now - 60_000), notAfter: new Date(now + 30 * DAY_MS) });
-    writeFileSync(join(dir, 'ca-cert.pem'), pem(inter));
-    writeFileSync(join(dir, 'ca-key.pem'), key.privateKeyPem);
-    writeFileSync(join(dir, 'cert-chain.pem'), pem(inter));
-    writeFileSync(join(dir, 'root-cert.pem'), pem(old) + pem(fresh));
+    writeCa(dir, inter, key.privateKeyPem, [], pem(old) + pem(fresh));
     const m = loadCaDir(dir);
     expect(m.roots.map((r) => r.serialNumber)).toEqual([new X509Certificate(pem(fresh)).serialNumber]);
     expect(m.expiredRoots.map((r) => r.serialNumber)).toEqual([new X509Certificate(pem(old)).serialNumber]);
@@ -217,6 +223,27 @@ describe('loadCaDir refusals', () => {
     writeFileSync(join(dir, 'root-cert.pem'), pem(old));
     expect(loadError(dir).message).toMatch(/^CA certificate "O=acme, CN=acme root CA" expired on/);
   });
+
+  for (const oldFirst of [true, false]) {
+    it(`caps leaves by the copy of a root re-issued from the same key that lasts, not the first listed (old copy ${oldFirst ? 'first' : 'last'})`, async () => {
+      // Both copies current: verifiers build the path through either, so the one ending soonest
+      // must neither cap leaves nor, once it expires, stop issuance until a reload.
+      const dir = join(base, `same-key-current-${++n}`);
+      mkdirSync(dir);
+      const now = Date.now();
+      const rootKey = await generateKey('ec256');
+      const subject = 'O=acme, CN=acme root CA';
+      const old = await createRootCert(rootKey, { subject, keyType: 'ec256', notBefore: new Date(now - DAY_MS), notAfter: new Date(now + 2 * DAY_MS) });
+      const fresh = await createRootCert(rootKey, { subject, keyType: 'ec256', notBefore: new Date(now - DAY_MS), notAfter: new Date(now + 3650 * DAY_MS) });
+      const key = await generateKey('ec256');
+      const inter = await createIntermediateCert(key.keys.publicKey, { cert: fresh, key: rootKey.keys.privateKey, keyType: 'ec256' }, { subject: 'O=acme, CN=acme intermediate', notBefore: new Date(now - 60_000), notAfter: new Date(now + 365 * DAY_MS) });
+      writeCa(dir, inter, key.privateKeyPem, [], oldFirst ? pem(old) + pem(fresh) : pem(fresh) + pem(old));
+      const m = loadCaDir(dir);
+      expect(m.roots).toHaveLength(2);
+      expect(m.notAfter.getTime()).toBe(inter.notAfter.getTime());
+      expect(anchorOf(m).serialNumber).toBe(new X509Certificate(pem(fresh)).serialNumber); // what `ca rotate start` weighs
+    });
+  }
 
   it('refuses a CA certificate whose notAfter cannot be read, rather than taking it as never expiring', async () => {
     const dir = copyCa(caA);
@@ -226,10 +253,7 @@ describe('loadCaDir refusals', () => {
     // What an unbounded lifetime gave `ca renew-intermediate`: a time openssl prints as "Bad time value".
     const inter = await createIntermediateCert(key.keys.publicKey, { cert: root, key: rootKey.keys.privateKey, keyType: 'ec256' }, { subject: 'O=acme, CN=acme intermediate', notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Number.NaN) });
     expect(new X509Certificate(pem(inter)).validTo).toBe('Bad time value');
-    writeFileSync(join(dir, 'ca-cert.pem'), pem(inter));
-    writeFileSync(join(dir, 'ca-key.pem'), key.privateKeyPem);
-    writeFileSync(join(dir, 'cert-chain.pem'), pem(inter));
-    writeFileSync(join(dir, 'root-cert.pem'), pem(root));
+    writeCa(dir, inter, key.privateKeyPem, [], pem(root));
     expect(loadError(dir).message).toBe('CA certificate "O=acme, CN=acme intermediate" has a validity date that cannot be read (notBefore "' + new X509Certificate(pem(inter)).validFrom + '", notAfter "Bad time value"): re-issue it');
   });
 
@@ -257,6 +281,27 @@ describe('loadCaDir refusals', () => {
     writeFileSync(join(dir, 'ca-cert.pem'), leaf.pem);
     writeFileSync(join(dir, 'ca-key.pem'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
     expect(loadError(dir).message).toBe('ca-cert.pem is not a CA certificate (BasicConstraints CA:true is missing)');
+  });
+
+  it('refuses a ca-cert.pem whose KeyUsage lacks keyCertSign, naming that as the cause', async () => {
+    const dir = join(base, `no-cert-sign-${++n}`);
+    mkdirSync(dir);
+    const validity = { notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + DAY_MS) };
+    const rootKey = await generateKey('ec256');
+    const root = await createRootCert(rootKey, { subject: 'CN=r', keyType: 'ec256', ...validity });
+    const key = await generateKey('ec256');
+    const ca = await x509.X509CertificateGenerator.create({
+      serialNumber: '0b',
+      subject: 'CN=signs nothing',
+      issuer: root.subject,
+      publicKey: key.keys.publicKey,
+      signingKey: rootKey.keys.privateKey,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,
+      extensions: [new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true)],
+      ...validity,
+    });
+    writeCa(dir, ca, key.privateKeyPem, [], pem(root));
+    expect(loadError(dir).message).toBe('ca-cert.pem is not a CA certificate (its KeyUsage lacks keyCertSign)');
   });
 
   it.each([
@@ -326,10 +371,7 @@ describe('loadCaDir with a three-level chain', () => {
     inter1 = await createIntermediateCert(k1.keys.publicKey, { cert: root, key: rootKey.keys.privateKey, keyType: 'ec256' }, { subject: 'O=test, CN=inter1', pathLength: 1, ...validity });
     k2 = await generateKey('ec256');
     inter2 = await createIntermediateCert(k2.keys.publicKey, { cert: inter1, key: k1.keys.privateKey, keyType: 'ec256' }, { subject: 'O=test, CN=inter2', ...validity });
-    writeFileSync(join(dir, 'ca-cert.pem'), pem(inter2));
-    writeFileSync(join(dir, 'ca-key.pem'), k2.privateKeyPem);
-    writeFileSync(join(dir, 'cert-chain.pem'), pem(inter2) + pem(inter1) + pem(root));
-    writeFileSync(join(dir, 'root-cert.pem'), pem(root));
+    writeCa(dir, inter2, k2.privateKeyPem, [inter1, root], pem(root));
   });
 
   it('gives two intermediates, signing certificate first', () => {
@@ -366,10 +408,7 @@ describe('loadCaDir with a three-level chain', () => {
     const mid = await makeMid(r, rootKey, midKey, validity);
     const topKey = await generateKey('ec256');
     const top = await createIntermediateCert(topKey.keys.publicKey, { cert: mid, key: midKey.keys.privateKey, keyType: 'ec256' }, { subject: 'CN=top', ...validity });
-    writeFileSync(join(d, 'ca-cert.pem'), pem(top));
-    writeFileSync(join(d, 'ca-key.pem'), topKey.privateKeyPem);
-    writeFileSync(join(d, 'cert-chain.pem'), pem(top) + pem(mid));
-    writeFileSync(join(d, 'root-cert.pem'), pem(r));
+    writeCa(d, top, topKey.privateKeyPem, [mid], pem(r));
     return d;
   }
 
@@ -411,8 +450,12 @@ describe('loadCaDir with a three-level chain', () => {
     expect(m.rootBundlePem).toBe(pem(root));
   });
 
-  it('refuses a chain whose middle certificate is not a CA', async () => {
-    const d = await withMiddle('not-ca-middle', (r, rootKey, midKey, validity) =>
+  it.each([
+    ['BasicConstraints CA:false', [new x509.BasicConstraintsExtension(false, undefined, true)], 'BasicConstraints CA:true is missing'],
+    // OpenSSL (and Go, verifying the leaves) refuse a CA whose KeyUsage lacks keyCertSign: named as the cause, not BasicConstraints.
+    ['a KeyUsage without keyCertSign', [new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true)], 'its KeyUsage lacks keyCertSign'],
+  ])('refuses a chain whose middle certificate is not a CA (%s), saying why', async (_label, extensions, why) => {
+    const d = await withMiddle(`not-ca-middle-${++n}`, (r, rootKey, midKey, validity) =>
       x509.X509CertificateGenerator.create({
         serialNumber: '0a',
         subject: 'CN=not a ca',
@@ -420,11 +463,11 @@ describe('loadCaDir with a three-level chain', () => {
         publicKey: midKey.keys.publicKey,
         signingKey: rootKey.keys.privateKey,
         signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as EcdsaParams,
-        extensions: [new x509.BasicConstraintsExtension(false, undefined, true)],
+        extensions,
         ...validity,
       }),
     );
-    expect(loadError(d).message).toBe('cert-chain.pem holds a certificate that is not a CA');
+    expect(loadError(d).message).toBe(`cert-chain.pem holds "CN=not a ca", which is not a CA certificate (${why})`);
   });
 });
 
