@@ -136,26 +136,29 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       // The primary keeps its own view of the CAs for the controllers (root bundle, istiod-tls).
       let primaryState = await loadCaState(config, logger);
       issuers = () => primaryState.issuers;
-      // Before the pool: a worker may die while the others start. Scrapes come after it exists.
-      const workerMetrics = new WorkerMetrics(registry, () => pool.connections());
-      const pool = await startWorkers(config, caSnapshot(primaryState), logger, shape, {
+      // Before the pool: a worker may die while the others start. A scrape may come before it
+      // exists (the admin server is up while workers start): no worker has connections then.
+      let pool: Awaited<ReturnType<typeof startWorkers>> | undefined;
+      const workerMetrics = new WorkerMetrics(registry, () => pool?.connections() ?? []);
+      const started = await startWorkers(config, caSnapshot(primaryState), logger, shape, {
         ...(inventory ? { onInventory: inventoryIntake(inventory, logger, { onDropped: (kind) => invMetrics.refusedFromWorkers.inc({ kind }) }) } : {}),
         accepting: () => inventory?.accepting() ?? true,
         onDeath: (how) => workerMetrics.deaths.inc({ how }),
       });
-      port = pool.port;
+      pool = started;
+      port = started.port;
       metricsText = async () => {
-        const { metrics, unanswered } = await pool.workerMetrics(WORKER_METRICS_TIMEOUT_MS);
+        const { metrics, unanswered } = await started.workerMetrics(WORKER_METRICS_TIMEOUT_MS);
         workerMetrics.unanswered.set(unanswered);
         return `${await AggregatorRegistry.aggregate(metrics).metrics()}\n${await registry.metrics()}`;
       };
-      grpcReady = () => ({ name: 'grpc', ok: pool.serving() > 0, detail: `${pool.serving()}/${count} workers serving` });
-      stopServing = () => pool.shutdown();
-      reportDraining = () => pool.draining();
+      grpcReady = () => ({ name: 'grpc', ok: started.serving() > 0, detail: `${started.serving()}/${count} workers serving` });
+      stopServing = () => started.shutdown();
+      reportDraining = () => started.draining();
       // Validate here first (CAs load, policy builds, revocations compile), then let every worker apply it.
       applyConfig = async (next) => {
         const fresh = await loadCaState(next, logger, { reload: true });
-        await pool.reload(next, caSnapshot(fresh));
+        await started.reload(next, caSnapshot(fresh));
         primaryState = fresh;
       };
       announce = () => logger.info({ listen: config.server.listen, port, maxConcurrentStreams: streams, workers: count }, 'meshcert serving');
