@@ -138,14 +138,14 @@ export async function runServer(config: MeshcertConfig, logger: Logger, opts: Ru
       issuers = () => primaryState.issuers;
       // Before the pool: a worker may die while the others start. A scrape may come before it
       // exists (the admin server is up while workers start): no worker has connections then.
-      let pool: Awaited<ReturnType<typeof startWorkers>> | undefined;
-      const workerMetrics = new WorkerMetrics(registry, () => pool?.connections() ?? []);
+      let connections: ConstructorParameters<typeof WorkerMetrics>[1] = () => [];
+      const workerMetrics = new WorkerMetrics(registry, () => connections());
       const started = await startWorkers(config, caSnapshot(primaryState), logger, shape, {
         ...(inventory ? { onInventory: inventoryIntake(inventory, logger, { onDropped: (kind) => invMetrics.refusedFromWorkers.inc({ kind }) }) } : {}),
         accepting: () => inventory?.accepting() ?? true,
         onDeath: (how) => workerMetrics.deaths.inc({ how }),
       });
-      pool = started;
+      connections = () => started.connections();
       port = started.port;
       metricsText = async () => {
         const { metrics, unanswered } = await started.workerMetrics(WORKER_METRICS_TIMEOUT_MS);
