@@ -27,6 +27,7 @@ import { keepRecord } from './inventory/keep.js';
 import { inventoryObserver, ownCertificateRecorder, SERVING_CERT_REQUESTER, type RecordSink } from './inventory/sink.js';
 import { zeroSeries, type CaMetrics } from './metrics/ca-metrics.js';
 import { HealthService } from './grpc/health.js';
+import { ERROR_STATUS_NAMES, statusName } from './grpc/codes.js';
 import { CONNECTION_SHED_REASONS, GrpcServer } from './grpc/server.js';
 import { checkServingIdentity, type ServingIdentity } from './grpc/tls.js';
 import { CERTIFICATE_SERVICE, HEALTH_SERVICE, methodCodec, type IstioCertificateRequestMsg, type IstioCertificateResponseMsg } from './grpc/proto.js';
@@ -331,7 +332,10 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   let started = false;
   const certificates = { authority, logger, observer: fanOut(observers), ready: () => started && !closing, stopping: () => closing, ...(keep ? { keep } : {}) };
   // Here, not in CaMetrics: the reasons are the gRPC server's, which a cluster primary never loads.
-  if (o.metrics) zeroSeries(o.metrics.connectionsShed, 'reason', CONNECTION_SHED_REASONS);
+  if (o.metrics) {
+    zeroSeries(o.metrics.connectionsShed, 'reason', CONNECTION_SHED_REASONS);
+    zeroSeries(o.metrics.errorStatuses, 'code', ERROR_STATUS_NAMES);
+  }
   const streams = o.maxConcurrentStreams ?? concurrentStreams(config.server.maxConcurrentStreams);
   const server = new GrpcServer(
     {
@@ -348,6 +352,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
       maxUploadBytes: config.overload.maxInFlightBytes,
       memoryPressure: pressure,
       onConnectionShed: (reason) => o.metrics?.connectionsShed.inc({ reason }),
+      onErrorStatusSent: (code) => o.metrics?.errorStatuses.inc({ code: statusName(code) }),
     },
     { certChainPem: serving.current.certChainPem, keyPem: serving.current.keyPem, clientCaPem: state.issuers.anchorsPem },
     logger,

@@ -24,6 +24,16 @@ export const Status = {
 
 export type StatusCode = (typeof Status)[keyof typeof Status];
 
+const NAMES = Object.fromEntries(Object.entries(Status).map(([name, code]) => [code, name])) as Record<StatusCode, keyof typeof Status>;
+
+/** The code's name, as grpc/doc/statuscodes.md spells it (metrics label codes by it). */
+export function statusName(code: StatusCode): keyof typeof Status {
+  return NAMES[code];
+}
+
+/** Every code but OK, by name. */
+export const ERROR_STATUS_NAMES = Object.keys(Status).filter((n) => n !== 'OK');
+
 /** A call's final status other than OK; handlers throw it, the server writes it as trailers. */
 export class GrpcStatusError extends Error {
   constructor(

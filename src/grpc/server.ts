@@ -52,6 +52,12 @@ export interface GrpcServerOptions {
   readonly memoryPressure?: MemoryPressure;
   /** Counts each connection refused at accept, or closed while idle because memory was short. */
   readonly onConnectionShed?: (reason: ConnectionShedReason) => void;
+  /**
+   * Counts each status other than OK sent to a client, whatever sent it: a handler's refusal, or
+   * the transport's own (unknown method, deadline, a request that does not decode, shutdown). Not
+   * a call whose client had gone (nothing is sent).
+   */
+  readonly onErrorStatusSent?: (code: StatusCode) => void;
 }
 
 export const CONNECTION_SHED_REASONS = ['max_connections', 'max_connections_idle', 'memory', 'idle_memory'] as const;
@@ -440,7 +446,7 @@ export class GrpcServer {
   private destroySession(session: Http2Session): void {
     const open = this.serverStreams.get(session);
     if (open && open.size > 0 && !session.destroyed) {
-      for (const stream of open) sendStatus(stream, Status.UNAVAILABLE, 'the server closed this connection; reconnect');
+      for (const stream of open) this.sendStatus(stream, Status.UNAVAILABLE, 'the server closed this connection; reconnect');
       if (!session.closed) session.close();
       setTimeout(() => {
         if (!session.destroyed) session.destroy();
@@ -627,7 +633,7 @@ export class GrpcServer {
       if (done) return;
       done = true;
       answered = true;
-      sendStatus(stream, code, details);
+      this.sendStatus(stream, code, details);
       // Refused before the request was complete (too large, deadline, unknown method...): as
       // grpc-go does, RST_STREAM(NO_ERROR) after the status tells the client to stop sending,
       // rather than reading the rest of an upload for nothing.
@@ -652,7 +658,7 @@ export class GrpcServer {
       if (timer) clearTimeout(timer);
       // A server stream under way (its handler has it: `done`) ends with the status in its
       // trailers; before, the call fails as a unary one does.
-      if (done && stream.headersSent) sendStatus(stream, Status.DEADLINE_EXCEEDED, 'deadline exceeded');
+      if (done && stream.headersSent) this.sendStatus(stream, Status.DEADLINE_EXCEEDED, 'deadline exceeded');
       else fail(Status.DEADLINE_EXCEEDED, 'deadline exceeded');
     };
     // Over for the client (reset, connection gone, deadline passed): what CallInfo.cancelled
@@ -813,8 +819,12 @@ export class GrpcServer {
         onClose: (listener) => stream.on('close', listener),
       });
     } catch (e) {
-      this.failFrom(e, route.codec.path, (code, details) => sendStatus(stream, code, details));
+      this.failFrom(e, route.codec.path, (code, details) => this.sendStatus(stream, code, details));
     }
+  }
+
+  private sendStatus(stream: ServerHttp2Stream, code: StatusCode, details: string): void {
+    if (sendStatus(stream, code, details)) this.options.onErrorStatusSent?.(code);
   }
 
   /** A GrpcStatusError ends the call with its status; anything else is logged and becomes INTERNAL. */
@@ -877,20 +887,21 @@ function failUndecodable(e: unknown, path: string, fail: (code: StatusCode, deta
   fail(Status.INTERNAL, `the request message could not be decoded as ${methodName(path)}'s request`);
 }
 
-/** Trailers-only response: the status travels in the one HEADERS frame that ends the stream. */
-function sendStatus(stream: ServerHttp2Stream, code: StatusCode, details: string): void {
-  if (stream.closed || stream.destroyed) return;
+/** Trailers-only response: the status travels in the one HEADERS frame that ends the stream. False when the stream had already gone. */
+function sendStatus(stream: ServerHttp2Stream, code: StatusCode, details: string): boolean {
+  if (stream.closed || stream.destroyed) return false;
   if (stream.headersSent) {
     // A server stream already under way: its status goes in the trailers.
     stream.removeListener('wantTrailers', sendOkTrailers);
     stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details) }));
     if (!stream.writableEnded) stream.end();
-    return;
+    return true;
   }
   stream.respond(
     { ...RESPONSE_HEADERS, 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(details) },
     { endStream: true },
   );
+  return true;
 }
 
 function methodName(path: string): string {

@@ -36,6 +36,7 @@ export class CaMetrics {
   readonly overloadRejections: Counter;
   readonly memoryPressure: Gauge;
   readonly connectionsShed: Counter<'reason'>;
+  readonly errorStatuses: Counter<'code'>;
   readonly undelivered: Counter;
 
   constructor(
@@ -76,6 +77,12 @@ export class CaMetrics {
       registers: r,
     });
     this.connectionsShed = new Counter({ name: 'meshcert_connections_shed_total', help: 'Connections refused at accept (reason max_connections or memory) or closed while idle (GOAWAY, or one whose session had ended but whose client kept it open), to make room under server.maxConnections (max_connections_idle) or because memory was short (idle_memory).', labelNames: ['reason'], registers: r });
+    this.errorStatuses = new Counter({
+      name: 'meshcert_grpc_error_statuses_total',
+      help: 'gRPC statuses other than OK sent to clients, by code name: the refusals as clients got them, and the transport\'s own (UNIMPLEMENTED for an unknown method or encoding, DEADLINE_EXCEEDED, INTERNAL or INVALID_ARGUMENT for a request that does not decode, UNAVAILABLE at shutdown). Not calls whose client had gone: nothing is sent.',
+      labelNames: ['code'],
+      registers: r,
+    });
   }
 
   /** The CAs in force (replacing those before: call at start and after each reload). */

@@ -15,6 +15,7 @@ import { createLogger } from '../../../src/log/logger.js';
 import { SERVING_CERT_REQUESTER } from '../../../src/inventory/sink.js';
 import { runServer, type RunningServer } from '../../../src/runtime/serve.js';
 import { makeCsr } from '../../fixtures/csr.js';
+import { connectTls, unaryCall } from '../../support/raw-grpc.js';
 import { mintToken, TEST_ISSUER, writeTestJwks } from '../../support/harness.js';
 import { createTestDatabase, dedicatedClusterSkipReason, destroyDedicatedCluster, startDedicatedCluster, startPostgres, stopPostgres, type PgCluster } from '../../support/postgres-control.js';
 
@@ -79,6 +80,13 @@ describe('the server records every certificate and exposes metrics (SQLite, the 
     await refuse(s.client.createCertificate({ csrPem: (await makeCsr()).pem, token: 'garbage' })); // authentication failure
     await refuse(s.client.createCertificate({ csrPem: 'not a csr', token })); // CSR parsing error
     await refuse(s.client.createCertificate({ csrPem: (await makeCsr({ uris: [ID('kube-system', 'admin')] })).pem, token })); // identity mismatch
+    // Refused by the transport, before any handler: counted with the refusals clients got.
+    const session = connectTls(s.server.port, readFileSync(join(dir, 'ca/root-cert.pem'), 'utf8'));
+    try {
+      expect((await unaryCall(session, '/istio.v1.auth.IstioCertificateService/NoSuchMethod', new Uint8Array())).grpcStatus).toBe(12);
+    } finally {
+      session.destroy();
+    }
 
     const m = (await get(s.server.adminPort!, '/metrics')).body;
     expect(metricValue(m, 'citadel_server_csr_count')).toBe(6);
@@ -87,6 +95,9 @@ describe('the server records every certificate and exposes metrics (SQLite, the 
     expect(metricValue(m, 'citadel_server_csr_parsing_err_count')).toBe(1);
     expect(metricValue(m, 'citadel_server_id_extraction_err_count')).toBe(1);
     expect(m).toMatch(/meshcert_refusals_total\{code="AUTH_INVALID"\} 1/);
+    // Every status other than OK that clients got, whatever sent it (what a load test reads).
+    const errorStatuses = Object.fromEntries([...m.matchAll(/^meshcert_grpc_error_statuses_total\{code="(\w+)"\} (\d+)$/gm)].filter((x) => x[2] !== '0').map((x) => [x[1], Number(x[2])]));
+    expect(errorStatuses).toEqual({ UNAUTHENTICATED: 1, INVALID_ARGUMENT: 1, PERMISSION_DENIED: 1, UNIMPLEMENTED: 1 });
     expect(m).toMatch(/meshcert_request_duration_seconds_count\{code="OK"\} 3/);
     expect(metricValue(m, 'citadel_server_root_cert_expiry_timestamp')).toBeGreaterThan(Date.now() / 1000 + 9 * 365 * 86400);
     expect(metricValue(m, 'citadel_server_cert_chain_expiry_timestamp')).toBeGreaterThan(Date.now() / 1000 + 300 * 86400);
