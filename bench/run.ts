@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { cryptoCeiling } from './lib/ceiling.js';
-import { ceilingFor, h2loadRowErrors, soakFlatness, validateResults, type FlatnessVerdict, type MemorySample, type Workload } from './lib/checks.js';
+import { ceilingFor, counterRise, h2loadRowErrors, soakFlatness, validateResults, type FlatnessVerdict, type MemorySample, type Workload } from './lib/checks.js';
 import { buildGoStorm, goToolchainProblem, runGoStorm } from './lib/go-storm.js';
 import { decodeChain } from './lib/grpc-frame.js';
 import { leafMismatch } from './lib/leaf-check.js';
@@ -137,7 +137,7 @@ interface Row {
   /** Run at a fixed rate (half of the peak), not as fast as the server answers. */
   rateLimited?: boolean;
   /** An h2load row's error count, by source (see h2loadRowErrors). */
-  h2loadErrors?: { failed: number; non2xx: number; refusals: number; unaccounted: number; cancelledByTeardown: number };
+  h2loadErrors?: { failed: number; non2xx: number; statusesSent: Record<string, number>; cancelledByTeardown: number };
   /** Share of the run's server CPU per process (primary first): shows how evenly workers were loaded. */
   cpuShare?: number[];
   note?: string;
@@ -159,9 +159,8 @@ interface Results {
 
 /** The server's log lines for each outcome of a CreateCertificate call (src/grpc/certificate-service.ts). */
 const ISSUED = '"decision":"issued"';
-const REFUSED = '"decision":"refused"';
 const CANCELLED = '"decision":"refused","code":"CANCELLED"';
-/** A refusal answered UNAVAILABLE (shed, overloaded: what a client retries); counted among REFUSED too. */
+/** A refusal answered UNAVAILABLE (shed, overloaded: what a client retries). */
 const UNAVAILABLE = '"grpcCode":14,';
 /** A soak that achieves less than this share of the rate asked for fails. */
 const SOAK_MIN_RATE_FRACTION = 0.95;
@@ -305,7 +304,7 @@ async function main(): Promise<void> {
        */
       const h2loadRow = async (label: string, workload: Workload, driver: string, phaseName: string, opts: Parameters<typeof runH2load>[0]): Promise<{ row: Row; peak: H2loadResult }> => {
         await sleep(1000); // logs are flushed every 250 ms: count only this run's lines
-        const before = { issued: srv.countLog(ISSUED), refused: srv.countLog(REFUSED), cancelled: srv.countLog(CANCELLED), unavailable: srv.countLog(UNAVAILABLE) };
+        const before = { issued: srv.countLog(ISSUED), cancelled: srv.countLog(CANCELLED), statuses: await srv.errorStatuses() };
         await settleDriver();
         startPhase();
         const cpu0 = srv.cpuSeconds();
@@ -316,12 +315,13 @@ async function main(): Promise<void> {
         const cpuShare = shares(srv.cpuSecondsPerProcess(), perProcess0, cpu);
         await sleep(1000); // let the log catch up
         const issued = srv.countLog(ISSUED) - before.issued;
-        const refused = srv.countLog(REFUSED) - before.refused;
+        // Refused as cancelled: calls in flight when h2load's time was up, sent nothing (not errors).
         const cancelled = srv.countLog(CANCELLED) - before.cancelled;
-        const unavailable = srv.countLog(UNAVAILABLE) - before.unavailable;
-        const e = h2loadRowErrors({ failed: h.failed, non2xx: h.non2xx, done: h.requests, issued, refused, cancelled });
+        const statusesSent = counterRise(before.statuses, await srv.errorStatuses());
+        const e = h2loadRowErrors({ failed: h.failed, non2xx: h.non2xx, errorStatuses: statusesSent });
         if (e.errors !== 0) {
-          failures.push(`h2load ${label} (${driver}): ${e.errors} errors: ${h.failed} h2load failures, ${h.non2xx} non-2xx answers, ${e.refusals} refused by the server (not counting ${cancelled} cancelled by h2load's teardown), ${e.unaccounted} done without an outcome in the server's log (${h.requests} done, ${issued} issued)`);
+          const sent = Object.entries(statusesSent).map(([code, n]) => `${n} ${code}`).join(', ');
+          failures.push(`h2load ${label} (${driver}): ${e.errors} errors: ${h.failed} h2load failures (${h.non2xx} of them non-2xx answers), ${e.statusErrors} statuses other than OK sent by the server${sent ? ` (${sent})` : ''}`);
         }
         return {
           peak: h,
@@ -334,12 +334,12 @@ async function main(): Promise<void> {
             latency: roundLat(h.latency),
             errors: e.errors,
             // The server's UNAVAILABLE answers (h2load does not read grpc-status); also among the errors.
-            unavailable,
+            unavailable: statusesSent.UNAVAILABLE ?? 0,
             serverCpuSeconds: round(cpu, 2),
             // The server's own count: calls still in flight when h2load's time was up were served too.
             cpuPerRequestUs: round((cpu / Math.max(1, issued)) * 1e6),
             cpuShare,
-            h2loadErrors: { failed: h.failed, non2xx: h.non2xx, refusals: e.refusals, unaccounted: e.unaccounted, cancelledByTeardown: cancelled },
+            h2loadErrors: { failed: h.failed, non2xx: h.non2xx, statusesSent, cancelledByTeardown: cancelled },
           },
         };
       };

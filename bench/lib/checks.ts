@@ -21,33 +21,37 @@ export function ceilingFor(workload: Workload, ceilings: { rsa2048: number; ec25
 export interface H2loadRowCounts {
   /** h2load's own failed requests: transport failures and non-2xx HTTP answers. */
   failed: number;
-  /** Answers with an HTTP status outside 2xx. */
+  /** Answers with an HTTP status outside 2xx (part of `failed`). */
   non2xx: number;
-  /** Calls h2load saw done. */
-  done: number;
-  /** The server's "certificate issued" log lines during the row. */
-  issued: number;
-  /** The server's "certificate refused" log lines during the row, whatever the code. */
-  refused: number;
   /**
-   * Of those, refusals with code CANCELLED: calls still in flight when h2load's time was up and it
-   * closed its connections. h2load sends no grpc-timeout and does not reset streams before then,
-   * so in an h2load row these come from its teardown only, and are not the server's errors.
+   * Statuses other than OK the server sent during the row, by code name: the rise of its
+   * meshcert_grpc_error_statuses_total{code}. Every one is an error h2load counted as a success
+   * (HTTP 200) or did not see (its time was up): either way a call the server failed. Calls still in
+   * flight when h2load closed its connections were sent nothing and are not among them.
    */
-  cancelled: number;
+  errorStatuses: Readonly<Record<string, number>>;
 }
 
 /**
  * Errors of an h2load row, counted directly: h2load's failures (transport, and answers that were
- * not HTTP 2xx), the server's refusals (but for the teardown's cancellations), and calls h2load saw
- * done that the server logged no outcome for (a non-OK status sent outside the refusal path).
+ * not HTTP 2xx), and every status but OK the server sent, which h2load does not read. Both are
+ * exact; nothing is inferred from h2load's done count against the server's issued count, which the
+ * calls in flight at h2load's deadline (issued, never counted done) made able to hide errors.
  */
-export function h2loadRowErrors(c: H2loadRowCounts): { errors: number; refusals: number; unaccounted: number } {
-  const refusals = c.refused - c.cancelled;
-  // Cancelled calls were abandoned, not done: only the other refusals account for done calls.
-  const unaccounted = Math.max(0, c.done - c.issued - refusals);
+export function h2loadRowErrors(c: H2loadRowCounts): { errors: number; statusErrors: number } {
+  const statusErrors = Object.values(c.errorStatuses).reduce((a, b) => a + b, 0);
   // h2load's `failed` includes answers with a non-2xx HTTP status (its manual): not added again.
-  return { errors: c.failed + refusals + unaccounted, refusals, unaccounted };
+  return { errors: c.failed + statusErrors, statusErrors };
+}
+
+/** The rise of each counter from `before` to `after` (series absent before count from 0), the unchanged left out. */
+export function counterRise(before: Readonly<Record<string, number>>, after: Readonly<Record<string, number>>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) {
+    const d = v - (before[k] ?? 0);
+    if (d !== 0) out[k] = d;
+  }
+  return out;
 }
 
 export interface MemorySample {

@@ -27,6 +27,11 @@ export interface BenchServer {
   pssBytes(): number;
   /** Peak RSS (VmHWM) of each process so far, MB: the primary first, then workers. */
   peakRssMb(): number[];
+  /**
+   * The server's meshcert_grpc_error_statuses_total by code name, scraped from its admin port: every
+   * status but OK it has sent (h2load reads no grpc-status, so its rows count errors by this).
+   */
+  errorStatuses(): Promise<Record<string, number>>;
   /** Complete lines of the server's log containing this string (incremental: see LogCounter). */
   countLog(fragment: string): number;
   /** Stops the server (SIGTERM): its exit code, or the signal that ended it (`SIGKILL`, say) when it died of one. */
@@ -130,6 +135,7 @@ export async function startServer(root: string, configFile: string, logFile: str
     return lastCpu.get(pid) ?? 0;
   };
   const counters = new Map<string, LogCounter>();
+  const adminPort = /"port":(\d+),"msg":"admin server listening"/.exec(readFileSync(logFile, 'utf8'))?.[1];
   return {
     port,
     maxConcurrentStreams: streams,
@@ -144,6 +150,14 @@ export async function startServer(root: string, configFile: string, logFile: str
     rssBytes: () => pids().reduce((sum, p) => sum + procRss(p), 0),
     pssBytes: () => pids().reduce((sum, p) => sum + procPss(p), 0),
     peakRssMb: () => pids().map((p) => Math.round(procStatusKb(p, 'VmHWM') / 1024)),
+    errorStatuses: async () => {
+      if (adminPort === undefined) throw new Error(`the server logged no admin port, so its sent statuses cannot be read; see ${logFile}`);
+      const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+      const series = [...text.matchAll(/^meshcert_grpc_error_statuses_total\{code="(\w+)"\} (\d+)$/gm)];
+      // Every code's series exists from the start (at 0): none read means this read nothing, not no error.
+      if (series.length === 0) throw new Error(`no meshcert_grpc_error_statuses_total series in the server's /metrics: its h2load rows' errors cannot be counted`);
+      return Object.fromEntries(series.map((m) => [m[1]!, Number(m[2])]));
+    },
     countLog: (fragment) => {
       let c = counters.get(fragment);
       if (!c) counters.set(fragment, (c = new LogCounter(logFile, fragment)));
