@@ -82,6 +82,12 @@ export interface SeriesVerdict {
   slopeMbPerHour: number;
   /** The largest growth allowed: the smaller of FLATNESS_LIMIT.mb and FLATNESS_LIMIT.fraction of afterWarmupMb. */
   limitMb: number;
+  /**
+   * The steady growth, MB per hour, above which this soak is judged growing: limitMb over the time
+   * between the two fifths. A leak below it passes, so a short soak proves little (10 minutes: about
+   * 230 MB/h; an hour: about 35); said with every verdict.
+   */
+  failsGrowthAboveMbPerHour: number;
   flat: boolean;
 }
 
@@ -104,17 +110,27 @@ export function soakFlatness(samples: readonly MemorySample[]): FlatnessVerdict 
     return { warmupSeconds, samplesJudged: judged.length, rule, flat: false, verdict: `too short to judge: ${judged.length} samples after warm-up, ${MIN_JUDGED_SAMPLES} needed` };
   }
   const k = Math.max(1, Math.floor(judged.length / 5));
+  // A steady growth of r MB/s raises the last fifth's mean over the first's by r times this.
+  const apartSeconds = mean(judged.slice(-k).map((s) => s.t)) - mean(judged.slice(0, k).map((s) => s.t));
   const series = (key: 'rssMb' | 'pssMb'): SeriesVerdict => {
     const afterWarmupMb = mean(judged.slice(0, k).map((s) => s[key]));
     const lastFifthMb = mean(judged.slice(-k).map((s) => s[key]));
     const growthMb = lastFifthMb - afterWarmupMb;
     const limitMb = Math.min(FLATNESS_LIMIT.mb, FLATNESS_LIMIT.fraction * afterWarmupMb);
-    return { afterWarmupMb: r1(afterWarmupMb), lastFifthMb: r1(lastFifthMb), growthMb: r1(growthMb), slopeMbPerHour: r1(slope(judged.map((s) => [s.t, s[key]])) * 3600), limitMb: r1(limitMb), flat: growthMb <= limitMb };
+    return {
+      afterWarmupMb: r1(afterWarmupMb),
+      lastFifthMb: r1(lastFifthMb),
+      growthMb: r1(growthMb),
+      slopeMbPerHour: r1(slope(judged.map((s) => [s.t, s[key]])) * 3600),
+      limitMb: r1(limitMb),
+      failsGrowthAboveMbPerHour: r1((limitMb / Math.max(1, apartSeconds)) * 3600),
+      flat: growthMb <= limitMb,
+    };
   };
   const rss = series('rssMb');
   const pss = series('pssMb');
   const flat = rss.flat && pss.flat;
-  const show = (name: string, v: SeriesVerdict): string => `${name} ${v.afterWarmupMb} → ${v.lastFifthMb} MB (${v.growthMb >= 0 ? '+' : ''}${v.growthMb} MB, limit +${v.limitMb} MB; slope ${v.slopeMbPerHour} MB/h)`;
+  const show = (name: string, v: SeriesVerdict): string => `${name} ${v.afterWarmupMb} → ${v.lastFifthMb} MB (${v.growthMb >= 0 ? '+' : ''}${v.growthMb} MB, limit +${v.limitMb} MB, which fails steady growth above ${v.failsGrowthAboveMbPerHour} MB/h only; slope ${v.slopeMbPerHour} MB/h)`;
   return { warmupSeconds, samplesJudged: judged.length, rule, rss, pss, flat, verdict: `${flat ? 'flat' : 'GROWING'}: ${show('RSS', rss)}, ${show('PSS', pss)}` };
 }
 

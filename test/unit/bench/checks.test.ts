@@ -55,6 +55,16 @@ describe('soakFlatness', () => {
     expect(v.verdict).toMatch(/^GROWING/);
   });
 
+  it('says the steady growth it would fail: a leak below it passes, as one of 180 MB/h passes a 600 s soak', () => {
+    // 600 s, 5 s apart: judged from 120 s, fifths centred about 384 s apart, so 20 MB allows ~187 MB/h.
+    const v = soakFlatness(series(120, (t) => 400 + (180 / 3600) * t));
+    expect(v.flat).toBe(true);
+    expect(v.rss!.failsGrowthAboveMbPerHour).toBeCloseTo((20 / 384) * 3600, -1);
+    expect(v.verdict).toContain(`fails steady growth above ${v.rss!.failsGrowthAboveMbPerHour} MB/h only`);
+    // An hour at the same leak is judged growing.
+    expect(soakFlatness(series(720, (t) => 400 + (180 / 3600) * t)).flat).toBe(false);
+  });
+
   it('uses 10 % when that is less than 20 MB', () => {
     // 150 MB RSS (50 MB PSS) stepping up 12 MB: under 20 MB and 10 % of RSS, over 10 % of PSS.
     const v = soakFlatness(series(120, (t) => (t < 300 ? 150 : 162)));
