@@ -43,6 +43,8 @@ export interface LoadResult {
   failed: number;
   /** UNAVAILABLE answers, each retried when retrying unless its call had no retries left. */
   unavailable: number;
+  /** RESOURCE_EXHAUSTED answers: retried when retrying (istio-agent does), yet errors of the server's. */
+  resourceExhausted: number;
   /** Calls that ended with a status that is never retried (neither UNAVAILABLE nor RESOURCE_EXHAUSTED). */
   otherErrors: number;
   /** grpc-status → count, for everything that was not OK. */
@@ -151,7 +153,7 @@ export function slotOf(i: number, n: number): number {
 
 export async function runLoad(calls: readonly PreparedCall[], o: LoadOptions): Promise<LoadResult> {
   const sessions = await openSessions(o);
-  const r: LoadResult = { ok: 0, failed: 0, unavailable: 0, otherErrors: 0, errorCodes: {}, retries: 0, reconnects: 0, latenciesMs: [], elapsedMs: 0, samples: [] };
+  const r: LoadResult = { ok: 0, failed: 0, unavailable: 0, resourceExhausted: 0, otherErrors: 0, errorCodes: {}, retries: 0, reconnects: 0, latenciesMs: [], elapsedMs: 0, samples: [] };
   o.onStart?.();
   const started = performance.now();
   let next = 0;
@@ -172,6 +174,7 @@ export async function runLoad(calls: readonly PreparedCall[], o: LoadOptions): P
       }
       const retryable = res.status === 14 || res.status === 8;
       if (res.status === 14) r.unavailable++;
+      if (res.status === 8) r.resourceExhausted++;
       if (o.retry && retryable && attempt < 5) {
         r.retries++;
         await new Promise((w) => setTimeout(w, 100 * 2 ** attempt * (0.5 + Math.random())));

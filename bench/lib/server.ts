@@ -87,7 +87,10 @@ export async function startServer(root: string, configFile: string, logFile: str
   const fd = openSync(logFile, 'w');
   const command = [process.execPath, ...nodeArgs, join(root, 'dist/cli.js'), 'serve', '--config', configFile];
   // A wrapper must exec the command it is given: the bench samples the process it started.
-  const child = spawn(wrapper ?? command[0]!, wrapper ? command : command.slice(1), { stdio: ['ignore', fd, fd] });
+  // MESHCERT_* variables override the config file (MESHCERT_INVENTORY_STORE=none would turn the
+  // inventory off): the server under test runs on the bench's config alone.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MESHCERT_')));
+  const child = spawn(wrapper ?? command[0]!, wrapper ? command : command.slice(1), { stdio: ['ignore', fd, fd], env });
   closeSync(fd);
   const { port, streams } = await new Promise<{ port: number; streams: number | undefined }>((resolve, reject) => {
     const started = Date.now();
@@ -135,7 +138,13 @@ export async function startServer(root: string, configFile: string, logFile: str
     return lastCpu.get(pid) ?? 0;
   };
   const counters = new Map<string, LogCounter>();
-  const adminPort = /"port":(\d+),"msg":"admin server listening"/.exec(readFileSync(logFile, 'utf8'))?.[1];
+  const startLog = readFileSync(logFile, 'utf8');
+  const adminPort = /"port":(\d+),"msg":"admin server listening"/.exec(startLog)?.[1];
+  // The inventory is part of what is measured (README: "inventory on with its default store").
+  if (!/"store":"sqlite"[^\n]*"msg":"inventory store open"/.test(startLog)) {
+    child.kill('SIGTERM');
+    throw new Error(`the server did not say its SQLite inventory is open; see ${logFile}`);
+  }
   return {
     port,
     maxConcurrentStreams: streams,

@@ -55,6 +55,8 @@ type result struct {
 	Failed int `json:"failed"`
 	// UNAVAILABLE answers, each retried unless its call had no retries left.
 	Unavailable int `json:"unavailable"`
+	// RESOURCE_EXHAUSTED answers: retried as istio-agent retries them, but an error of the server's.
+	ResourceExhausted int `json:"resourceExhausted"`
 	// Calls that ended with a code that is never retried.
 	OtherErrors int            `json:"otherErrors"`
 	ErrorCodes  map[string]int `json:"errorCodes"`
@@ -245,6 +247,9 @@ func one(r *result, mu *sync.Mutex, cc *grpc.ClientConn, c call) {
 		retryable := code == codes.Unavailable || code == codes.ResourceExhausted
 		if code == codes.Unavailable {
 			r.Unavailable++
+		}
+		if code == codes.ResourceExhausted {
+			r.ResourceExhausted++
 		}
 		if retryable && attempt < 5 {
 			r.Retries++
