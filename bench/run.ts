@@ -162,7 +162,10 @@ interface Results {
   rows: Row[];
   storm?: { identities: number; served: number; latency: LatencySummary } & Record<string, unknown>;
   soak?: { served: number; latency: LatencySummary; flatness: FlatnessVerdict } & Record<string, unknown>;
+  /** The crypto ceiling of each key type: the higher of the two passes. */
   ceilings: Record<string, number>;
+  /** Each pass of the ceiling, before the rows and after them. */
+  ceilingPasses?: Array<{ rsa2048: number; ec256: number }>;
   /** Results that are well-formed but suspect (a throughput above the crypto ceiling). */
   warnings: string[];
   peakRssMb: number;
@@ -382,6 +385,15 @@ async function main(): Promise<void> {
         failures.push('h2load not found (Debian package nghttp2-client): fixed-body runs skipped');
       }
     };
+    // The ceiling is measured twice, with the server idle, before the rows and after them: one
+    // pass is noisy on a shared host (EC 4,778, 3,670 and 2,570/s in three passes in a row here).
+    const ceilSeconds = smoke ? 1 : 5;
+    const measureCeilings = async (): Promise<{ rsa2048: number; ec256: number }> => ({
+      rsa2048: round((await cryptoCeiling('rsa2048', ceilSeconds)).perSecond),
+      ec256: round((await cryptoCeiling('ec256', ceilSeconds)).perSecond),
+    });
+    log('crypto ceiling, first pass (server idle)');
+    const ceilingsBefore = await measureCeilings();
     // --soak runs only the soak (and the ceiling): it is about memory over time, not peak numbers.
     if (!args.soak) {
       if (!stormOnly) await measurePeaks();
@@ -503,11 +515,13 @@ async function main(): Promise<void> {
       if (!flatness.flat) failures.push(`soak memory not flat: ${flatness.verdict} (rule: ${flatness.rule})`);
     }
 
-    log('crypto ceiling (server idle)');
-    const ceilSeconds = smoke ? 1 : 5;
-    results.ceilings.rsa2048 = round((await cryptoCeiling('rsa2048', ceilSeconds)).perSecond);
-    results.ceilings.ec256 = round((await cryptoCeiling('ec256', ceilSeconds)).perSecond);
-    const ceilings = { rsa2048: results.ceilings.rsa2048, ec256: results.ceilings.ec256 };
+    log('crypto ceiling, second pass (server idle)');
+    const ceilingsAfter = await measureCeilings();
+    // The higher pass: contention only ever lowers a measurement, and the ratio is the lower for it.
+    const ceilings = { rsa2048: Math.max(ceilingsBefore.rsa2048, ceilingsAfter.rsa2048), ec256: Math.max(ceilingsBefore.ec256, ceilingsAfter.ec256) };
+    results.ceilings.rsa2048 = ceilings.rsa2048;
+    results.ceilings.ec256 = ceilings.ec256;
+    results.ceilingPasses = [ceilingsBefore, ceilingsAfter];
     for (const r of results.rows) {
       // A rate-limited row's throughput is the rate it was asked for: no ratio.
       if (r.rateLimited) continue;
@@ -626,7 +640,8 @@ function verifySamples(r: LoadResult, calls: readonly PreparedCall[], rootPem: s
 function printTable(out: Results & { machine: Record<string, unknown> }): void {
   const m = out.machine;
   console.log(`\nmeshcert bench: ${m.cpus} x ${m.model}, Node ${m.node}, OpenSSL ${m.openssl}; ${shape()}`);
-  console.log(`crypto ceiling (all cores, token verify + CSR verify + leaf sign): RSA ${out.ceilings.rsa2048}/s, EC ${out.ceilings.ec256}/s`);
+  const passes = out.ceilingPasses?.map((p) => `RSA ${p.rsa2048}, EC ${p.ec256}`).join(' / ');
+  console.log(`crypto ceiling (all cores, token verify + CSR verify + leaf sign; the higher of two passes): RSA ${out.ceilings.rsa2048}/s, EC ${out.ceilings.ec256}/s${passes ? ` (passes before / after the rows: ${passes})` : ''}`);
   const head = ['scenario', 'driver', 'req', 'cert/s', 'p50 ms', 'p90', 'p99', 'max', 'err', 'unavail', 'cpu µs/req', '/ceiling', 'cpu share (primary, workers)'];
   const lines = out.rows.map((r) => [r.scenario, r.driver, r.requests, r.perSecond, r.latency.p50, r.latency.p90, r.latency.p99, r.latency.max, r.errors, r.unavailable, r.cpuPerRequestUs, r.ceilingRatio ?? '', r.cpuShare?.join('/') ?? '']);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => String(l[i]).length)));
