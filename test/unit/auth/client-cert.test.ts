@@ -30,6 +30,10 @@ let expiredInter: TestCert;
 let leafOfExpiredInter: TestCert;
 let notCaInter: TestCert;
 let leafOfNotCaInter: TestCert;
+let bareLeaf: TestCert;
+let forgedByLeaf: TestCert;
+let expiredRoot: TestCert;
+let leafOfExpiredRoot: TestCert;
 
 beforeAll(async () => {
   root = await makeCert({ name: 'mesh root', ca: true });
@@ -50,6 +54,11 @@ beforeAll(async () => {
   leafOfExpiredInter = await makeCert({ name: 'orphan', issuer: expiredInter, uris: [ID] });
   notCaInter = await makeCert({ name: 'not a ca', issuer: root });
   leafOfNotCaInter = await makeCert({ name: 'bad', issuer: notCaInter, uris: [ID] });
+  // Without keyUsage, so OpenSSL's issuer check alone would let its key sign: only its CA flag refuses the forgery.
+  bareLeaf = await makeCert({ name: 'sleep', issuer: inter, uris: [ID], keyUsage: false });
+  forgedByLeaf = await makeCert({ name: 'admin', issuer: bareLeaf, uris: ['spiffe://cluster.local/ns/kube-system/sa/admin'] });
+  expiredRoot = await makeCert({ name: 'old root', ca: true, notBefore: new Date(Date.now() - 3 * HOUR), notAfter: new Date(Date.now() - HOUR) });
+  leafOfExpiredRoot = await makeCert({ name: 'sleep', issuer: expiredRoot, uris: [ID] });
 });
 
 function auth(roots: () => TestCert[] = () => [root]): ClientCertAuthenticator {
@@ -94,6 +103,9 @@ describe('ClientCertAuthenticator', () => {
     { name: 'refuses a leaf without the clientAuth usage', chain: () => [serverOnlyLeaf.der, inter.der], message: /client authentication/ },
     { name: 'refuses an expired intermediate', chain: () => [leafOfExpiredInter.der, expiredInter.der], message: /expired or not yet valid intermediate/ },
     { name: 'refuses an intermediate that is not a CA', chain: () => [leafOfNotCaInter.der, notCaInter.der], message: /not issued by a trusted root/ },
+    { name: 'accepts a leaf without keyUsage', chain: () => [bareLeaf.der, inter.der], identities: [ID] },
+    { name: 'refuses a leaf for another identity signed with a workload certificate\'s key', chain: () => [forgedByLeaf.der, bareLeaf.der, inter.der], message: /not issued by a trusted root/ },
+    { name: 'refuses a leaf that chains only to an expired root', chain: () => [leafOfExpiredRoot.der], roots: () => [expiredRoot], message: /chains to an expired root/ },
     { name: 'refuses bytes that are not a certificate', chain: () => [Buffer.from('not a certificate')], message: /could not be parsed/ },
     { name: 'refuses when no roots are configured', chain: () => [leaf.der, inter.der], roots: () => [], message: /no trusted roots/ },
   ];

@@ -140,6 +140,8 @@ export interface CertSpec {
   uris?: string[];
   ips?: string[];
   eku?: string[];
+  /** false: no keyUsage extension on a non-CA certificate (X.509 lets one leave it out). */
+  keyUsage?: boolean;
 }
 
 export async function makeCert(spec: CertSpec): Promise<TestCert> {
@@ -148,7 +150,7 @@ export async function makeCert(spec: CertSpec): Promise<TestCert> {
   if (spec.ca) {
     extensions.push(new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true));
   } else {
-    extensions.push(new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true));
+    if (spec.keyUsage !== false) extensions.push(new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true));
     extensions.push(new x509.ExtendedKeyUsageExtension(spec.eku ?? ['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']));
   }
   const sans: x509.JsonGeneralName[] = [

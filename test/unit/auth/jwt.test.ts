@@ -78,6 +78,7 @@ describe('JwtAuthenticator: verification', () => {
     { name: 'accepts a good ES256 projected token', token: () => signToken(ec, k8sClaims('default', 'sleep')), identity: 'spiffe://cluster.local/ns/default/sa/sleep' },
     { name: 'accepts a token expired by less than the clock skew', token: () => signToken(ec, k8sClaims(), { expIn: -10 }), identity: 'spiffe://cluster.local/ns/default/sa/sleep' },
     { name: 'refuses an expired token', token: () => signToken(rsa, k8sClaims(), { expIn: -3600 }), code: 'AUTH_INVALID', message: /^token expired$/ },
+    { name: 'refuses a token expired by more than the default clock skew (30 s)', token: () => signToken(ec, k8sClaims(), { expIn: -60 }), code: 'AUTH_INVALID', message: /^token expired$/ },
     { name: 'refuses a token that is not yet valid', token: () => signToken(rsa, k8sClaims(), { nbfIn: 3600 }), code: 'AUTH_INVALID', message: /not yet valid/ },
     // jose alone lets a future iat through; Kubernetes' validation does not, beyond its leeway.
     { name: 'refuses a token issued in the future by more than the clock skew', token: () => signToken(rsa, k8sClaims(), { iatIn: 3600 }), code: 'AUTH_INVALID', message: /^token is issued in the future \(iat ahead of this CA's clock by more than auth\.clockSkew\)/ },
@@ -112,6 +113,7 @@ describe('JwtAuthenticator: verification', () => {
       message: /signature is invalid/,
     },
     { name: 'accepts a sub-only token', token: () => signToken(rsa, { sub: 'system:serviceaccount:team-a:api' }), identity: 'spiffe://cluster.local/ns/team-a/sa/api' },
+    { name: 'refuses a sub with more parts than a namespace and a service account', token: () => signToken(rsa, { sub: 'system:serviceaccount:team-a:api:extra' }), code: 'AUTH_INVALID', message: /namespace and service account/ },
     {
       name: 'accepts legacy flat service-account claims',
       token: () => signToken(rsa, { 'kubernetes.io/serviceaccount/namespace': 'legacy', 'kubernetes.io/serviceaccount/service-account.name': 'old.sa' }),
@@ -126,6 +128,8 @@ describe('JwtAuthenticator: verification', () => {
       code: 'AUTH_INVALID',
       message: /disagree/,
     },
+    { name: 'refuses a sub naming another namespace than kubernetes.io', token: () => signToken(rsa, { ...k8sClaims('default', 'sleep'), sub: 'system:serviceaccount:other:sleep' }), code: 'AUTH_INVALID', message: /disagree/ },
+    { name: 'refuses a sub naming another service account than kubernetes.io', token: () => signToken(rsa, { ...k8sClaims('default', 'sleep'), sub: 'system:serviceaccount:default:admin' }), code: 'AUTH_INVALID', message: /disagree/ },
   ];
 
   for (const c of cases) {

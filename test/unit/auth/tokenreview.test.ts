@@ -219,6 +219,9 @@ describe('TokenReviewAuthenticator', () => {
   type Case = { name: string; handler?: Handler; options?: () => Promise<Partial<TokenReviewOptions>>; code: string; message?: RegExp; kind?: string; logged?: RegExp };
   const cases: Case[] = [
     { name: 'refuses a token the API server does not authenticate', handler: reply(201, review({ authenticated: false, error: '[invalid bearer token, token has been invalidated]' })), code: 'AUTH_INVALID', message: /not accepted by the Kubernetes API server/ },
+    // Kubernetes omits a false `authenticated` (omitempty): only true accepts, whatever else the status holds.
+    { name: 'refuses a TokenReview whose status omits authenticated, as Kubernetes does for a refused token', handler: reply(201, review({ user: {}, error: 'invalid bearer token' })), code: 'AUTH_INVALID', message: /not accepted by the Kubernetes API server/ },
+    { name: 'refuses a TokenReview without authenticated: true even when it names a service account', handler: reply(201, review({ ...AUTHENTICATED, authenticated: undefined })), code: 'AUTH_INVALID', message: /not accepted by the Kubernetes API server/ },
     { name: 'refuses a token authenticated for another audience (empty status.audiences)', handler: reply(201, review({ ...AUTHENTICATED, audiences: [] })), code: 'AUTH_INVALID', message: /^token audience does not include istio-ca$/ },
     { name: 'refuses a token authenticated for another audience (different status.audiences)', handler: reply(201, review({ ...AUTHENTICATED, audiences: ['https://kubernetes.default.svc'] })), code: 'AUTH_INVALID', message: /audience/ },
     { name: 'refuses a user that is not a service account', handler: reply(201, review({ ...AUTHENTICATED, user: { username: 'alice', groups: ['system:authenticated'] } })), code: 'AUTH_INVALID', message: /not belong to a Kubernetes service account/ },

@@ -179,6 +179,27 @@ describe.each(['pool', 'inline'] as const)('Authority.issue with signatures: %s'
     expect(clusters).toEqual(['Kubernetes', 'Kubernetes', 'Kubernetes', 'Kubernetes', 'east']);
   });
 
+  it('tells the policy a node agent\'s request is impersonated, and a direct one is not', async () => {
+    const web = 'spiffe://cluster.local/ns/shop/sa/web';
+    const engine = new PolicyEngine(policySchema.parse({ rules: [{ name: 'no-ambient', match: { impersonated: true }, deny: 'no node agents here' }] }));
+    const { authority: a, signed } = authority(mode, { nodeAuthorizer: { authorize: () => undefined }, policy: () => engine });
+    const { pem: webPem } = await makeCsr({ uris: [web] });
+    const e = await refusal(a.issue({ ...request(webPem), metadata: { ImpersonatedIdentity: web } }));
+    expect([e.code, e.message]).toEqual(['POLICY_DENIED', 'no node agents here']);
+    expect(signed()).toBe(0);
+    const { pem } = await makeCsr();
+    expect((await a.issue(request(pem))).spiffeId).toBe(ID);
+  });
+
+  it('refuses with ISSUER_UNAVAILABLE, signing nothing, once the signing CA has expired', async () => {
+    const { pem } = await makeCsr();
+    const { authority: a, signed } = authority(mode, { now: () => new Date(registry.default.notAfter.getTime() + 1000) });
+    const e = await refusal(a.issue(request(pem)));
+    expect(e.code).toBe('ISSUER_UNAVAILABLE');
+    expect(e.message).toMatch(/the signing CA "default" has expired/);
+    expect(signed()).toBe(0);
+  });
+
   it('refuses a call whose client is already gone with CANCELLED before deciding anything', async () => {
     const { pem } = await makeCsr();
     const { authority: a, trace, signed } = authority(mode);

@@ -89,6 +89,7 @@ describe('trust-domain aliases', () => {
     ['accepts the same namespace and service account under an alias', 'spiffe://old.example/ns/default/sa/sleep', ['cluster.local', 'old.example'], 'ok'],
     ['refuses an alias for another service account', 'spiffe://old.example/ns/default/sa/other', ['cluster.local', 'old.example'], 'IDENTITY_MISMATCH'],
     ['refuses a trust domain that is not an alias', 'spiffe://evil.example/ns/default/sa/sleep', ['cluster.local', 'old.example'], 'IDENTITY_MISMATCH'],
+    ['refuses an alias for another namespace', 'spiffe://old.example/ns/other/sa/sleep', ['cluster.local', 'old.example'], 'IDENTITY_MISMATCH'],
     ['refuses any other trust domain when no alias is configured', 'spiffe://old.example/ns/default/sa/sleep', [], 'IDENTITY_MISMATCH'],
   ])('%s', (_name, uri, aliases, expected) => {
     let result: string;
@@ -103,5 +104,12 @@ describe('trust-domain aliases', () => {
   it('lets a caller authenticated under an alias ask for its identity in the primary trust domain', () => {
     const caller = { method: 'client-cert' as const, identities: ['spiffe://old.example/ns/default/sa/sleep'] };
     expect(chooseIdentity(caller, csrFor('spiffe://cluster.local/ns/default/sa/sleep'), ['cluster.local', 'old.example'])).toBe('spiffe://cluster.local/ns/default/sa/sleep');
+  });
+
+  it('does not make a caller in a trust domain outside the group an alias of the same workload in the group', () => {
+    const caller = { method: 'client-cert' as const, identities: ['spiffe://evil.example/ns/default/sa/sleep'] };
+    expect(() => chooseIdentity(caller, csrFor('spiffe://cluster.local/ns/default/sa/sleep'), ['cluster.local', 'old.example'])).toThrow(
+      expect.objectContaining({ code: 'IDENTITY_MISMATCH' }),
+    );
   });
 });

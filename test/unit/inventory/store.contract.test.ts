@@ -555,6 +555,18 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     expect(await report(at(48))).toEqual([`discovered:file:/etc/old.pem CN=old ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db CA ${run1.toISOString()}`, `discovered:endpoint:db:5432 CN=db ${run1.toISOString()}`]);
   });
 
+  it('keeps the latest snapshot of a place when an older one holding the same certificate is replayed', async () => {
+    const current = makeRecord('replayed', { source: 'discovered:file:/etc/now.pem', notAfter: new Date(T0 + HOUR) });
+    await store.insertMany([current]);
+    const snap: Snapshot = { source: 'discovered:file:/etc/now.pem', fingerprints: [current.fingerprint] };
+    const newer = new Date(Date.now() - HOUR);
+    await store.recordSnapshots([snap], newer);
+    // Another machine's run, with an older clock, saw the same certificate there.
+    await store.recordSnapshots([snap], new Date(newer.getTime() - 24 * HOUR));
+    expect((await store.places('discovered:file:')).map((p) => [p.source, p.seenAt.toISOString(), p.certificates])).toEqual([[snap.source, newer.toISOString(), 1]]);
+    expect((await store.discoveredExpiring(FAR_FUTURE)).map((d) => [d.record.fingerprint, d.seenAt.toISOString()])).toEqual([[current.fingerprint, newer.toISOString()]]);
+  });
+
   it('keeps a snapshot recorded just after a prune deleted its record, so writing the record again restores it (the race discover closes)', async () => {
     const old = (i: string): CertificateRecord => makeRecord(i, { source: 'discovered:file:/race.pem', notBefore: new Date(T0 - 100 * HOUR), issuedAt: new Date(T0 - 100 * HOUR), notAfter: new Date(T0 - 50 * HOUR) });
     const served = old('race-served');

@@ -148,6 +148,13 @@ describe('NodeAuthorizer (PROTOCOL §3)', () => {
     await vi.waitFor(() => expectDenied(ztunnel(), id('app', 'web'), /^the caller's pod istio-system\/ztunnel-a is being deleted \(since \S+, past its grace period\): its token no longer speaks for its node$/));
   });
 
+  it('refuses a caller whose own pod has terminated (Succeeded or Failed): it can no longer act for its node', async () => {
+    for (const phase of ['Succeeded', 'Failed']) {
+      fake.put('pods', fakePod({ namespace: 'istio-system', name: 'ztunnel-a', node: 'node-a', serviceAccount: 'ztunnel', uid: 'uid-ztunnel-a', phase }));
+      await vi.waitFor(() => expectDenied(ztunnel(), id('app', 'web'), new RegExp(`^the caller's pod istio-system/ztunnel-a has terminated \\(phase ${phase}\\)$`)));
+    }
+  });
+
   it('refuses when the caller pod runs as another service account or on another node than the token says', async () => {
     fake.put('pods', fakePod({ namespace: 'istio-system', name: 'imposter', node: 'node-a', serviceAccount: 'default', uid: 'uid-imposter' }));
     return vi.waitFor(async () => {
@@ -301,6 +308,13 @@ describe('NodeAuthorizer.authorizeConfirmed: a pod the cache does not show yet',
     expect(byName() - before).toBe(1);
     // From the cache alone it stays a refusal (nothing fresher to ask).
     expect((await outcome(new NodeAuthorizer({ pods: lagging([unbound]), trustDomain: TD }), ztunnel(), id('app', 'web')))?.message).toMatch(/is not scheduled on a node$/);
+  });
+
+  it('refuses when the only pod of the identity the API server has on the node has terminated', async () => {
+    // The cache has not seen app/batch; the API server lists job-1 on node-a, Succeeded.
+    const err = await outcome(new NodeAuthorizer({ pods: lagging([zt]), live: live(), trustDomain: TD }), ztunnel(), id('app', 'batch'));
+    expect(err?.code).toBe('IMPERSONATION_DENIED');
+    expect(err?.message).toMatch(/^no running pod with service account app\/batch is on node node-a \(the caller's node; confirmed with the Kubernetes API server\)/);
   });
 
   it('refuses, saying it asked, when the API server has no such pod either', async () => {
