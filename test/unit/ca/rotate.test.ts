@@ -328,6 +328,14 @@ describe('one ca step at a time on a directory', () => {
   });
 });
 
+describe('ca renew-intermediate', () => {
+  it('refuses under a root that has expired, naming the root rotation instead', async () => {
+    const dir = await initAt({ rootLifetimeMs: 30 * DAY_MS, intermediateLifetimeMs: 10 * DAY_MS });
+    const after = new Date(T0.getTime() + 31 * DAY_MS);
+    await expect(renewIntermediate({ dir, now: after })).rejects.toThrow(/^the root ".*" expired on .*: rotate the root instead \("meshcert ca rotate start"\)$/);
+  });
+});
+
 describe('ca rotate switch', () => {
   it('refuses when no rotation was started', async () => {
     const d = await initAt();
