@@ -321,6 +321,7 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
       'cursor=not-a-cursor',
       `cursor=${Buffer.from('{"v":2}').toString('base64url')}`,
       'source=found',
+      'source=discovered:',
       'includeExpired=maybe',
       'nmespace=shop',
       'namespace=a&namespace=b',

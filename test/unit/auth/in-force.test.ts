@@ -86,6 +86,21 @@ describe('AuthInForce', () => {
     expect(other.part.closed).toBe(0);
   });
 
+  it('keeps a part a draining build shares when a later retired build is released (two reloads in quick succession)', async () => {
+    const shared = gated('shared');
+    const c = gated('c');
+    const auth = new AuthInForce(build(shared.part));
+    const call = auth.authenticate(req);
+    await tick();
+    // The first build drains its call; the second shares its part and is retired at once, with no call.
+    auth.swap(build(shared.part));
+    auth.swap(build(c.part));
+    expect(shared.part.closed).toBe(0);
+    shared.release();
+    await call;
+    expect(shared.part.closed).toBe(1);
+  });
+
   it('closes what is in force and every draining build at close(), and a build swapped in after it at once', async () => {
     const a = gated('a');
     const b = gated('b');

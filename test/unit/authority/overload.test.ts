@@ -63,6 +63,27 @@ describe('IdentityRateLimiter', () => {
     expect(() => r.take(id)).toThrow(expect.objectContaining({ code: 'RATE_LIMITED' }));
   });
 
+  it('refills no more than the burst, however long an identity was idle', () => {
+    let now = 0;
+    const r = new IdentityRateLimiter({ rate: 1, burst: 2, now: () => now });
+    const id = 'spiffe://td/ns/a/sa/b';
+    r.take(id);
+    now += 3_600_000; // an hour idle: 3,600 tokens at 1/s, but the bucket holds 2
+    r.take(id);
+    r.take(id);
+    expect(() => r.take(id)).toThrow(expect.objectContaining({ code: 'RATE_LIMITED' }));
+  });
+
+  it('counts an identity seen again as recently seen: beyond maxKeys the one idle longest is forgotten, not the oldest inserted', () => {
+    const r = new IdentityRateLimiter({ rate: 1, burst: 1, maxKeys: 2, now: () => 0 });
+    r.take('a');
+    r.take('b');
+    expect(() => r.take('a')).toThrow(); // a is seen again: b is now the least recently seen
+    r.take('c'); // evicts b, not a
+    expect(() => r.take('a')).toThrow(expect.objectContaining({ code: 'RATE_LIMITED' })); // a kept its empty bucket
+    expect(() => r.take('b')).not.toThrow(); // b got a fresh one
+  });
+
   it('forgets the least recently seen identity beyond maxKeys', () => {
     let now = 0;
     const r = new IdentityRateLimiter({ rate: 1, burst: 1, maxKeys: 2, now: () => now });

@@ -79,6 +79,57 @@ describe('WorkQueue', () => {
     await q.stop();
   });
 
+  it('waits retryBaseMs × 2^(failures−1) before each retry, capped at retryMaxMs, ±10 %', async () => {
+    const retries: number[] = [];
+    const q = new WorkQueue(
+      async () => {
+        if (retries.length < 4) throw new Error('boom');
+      },
+      { qps: 1000, burst: 1000, retryBaseMs: 20, retryMaxMs: 50 },
+      (_k, _e, _n, retryInMs) => retries.push(retryInMs),
+    );
+    q.resume();
+    q.add('k');
+    await until(() => retries.length === 4 && q.length === 0, 3_000, 'four retries');
+    [20, 40, 50, 50].forEach((ms, i) => {
+      expect(retries[i]).toBeGreaterThanOrEqual(ms * 0.9);
+      expect(retries[i]).toBeLessThanOrEqual(ms * 1.1);
+    });
+    await q.stop();
+  });
+
+  it('runs a key added after a delay at the sooner of two times asked for', async () => {
+    const runs: number[] = [];
+    const start = Date.now();
+    const q = new WorkQueue(async () => void runs.push(Date.now() - start), { qps: 1000, burst: 1000 });
+    q.resume();
+    q.addAfter('k', 60_000);
+    q.addAfter('k', 20); // sooner: replaces the first
+    q.addAfter('k', 30_000); // later: ignored
+    await until(() => runs.length === 1, 2_000, 'the sooner run');
+    expect(runs[0]).toBeLessThan(1_000);
+    await q.idle();
+    expect(runs).toHaveLength(1);
+    await q.stop();
+  });
+
+  it('drops what is queued at stop()', async () => {
+    let n = 0;
+    const q = new WorkQueue(async () => {
+      n++;
+    });
+    q.add('a');
+    q.add('b');
+    expect(q.length).toBe(2);
+    await q.stop();
+    expect(q.length).toBe(0);
+    await q.idle();
+    q.resume();
+    q.add('c');
+    await new Promise((r) => setTimeout(r, 20));
+    expect(n).toBe(0);
+  });
+
   it('rate-limits handler starts with its token bucket, and does nothing while paused', async () => {
     let n = 0;
     const q = new WorkQueue(async () => {

@@ -71,16 +71,20 @@ describe('DerReader', () => {
   });
 
   it(`bounds nesting at ${MAX_DEPTH} levels`, () => {
-    let buf = b(0x05, 0x00);
-    for (let i = 0; i < MAX_DEPTH + 2; i++) buf = Buffer.concat([b(0x30, buf.length), buf]);
-    let r = new DerReader(buf);
-    malformed(() => {
+    /** Enters `levels` nested SEQUENCEs around a NULL. */
+    const walk = (levels: number): void => {
+      let buf = b(0x05, 0x00);
+      for (let i = 0; i < levels; i++) buf = Buffer.concat([b(0x30, buf.length), buf]);
+      let r = new DerReader(buf);
       for (;;) {
         const tlv = r.next('level');
         if (tlv.tag !== Tag.SEQUENCE) break;
         r = r.enter(tlv, 'level');
       }
-    }, /nested too deeply/);
+    };
+    malformed(() => walk(MAX_DEPTH + 2), /nested too deeply/);
+    malformed(() => walk(MAX_DEPTH + 1), /nested too deeply/);
+    expect(() => walk(MAX_DEPTH)).not.toThrow();
   });
 
   it('peeks and reads optional elements', () => {
@@ -118,6 +122,11 @@ describe('primitive decoders', () => {
   it('rejects a small integer that does not fit', () => {
     const { buf, tlv } = one(b(0x02, 0x08, 1, 2, 3, 4, 5, 6, 7, 8));
     malformed(() => readSmallUint(buf, tlv, 'v'), /too large/);
+    // Six octets at most: a seventh could leave the range a number holds exactly.
+    const seven = one(b(0x02, 0x07, 1, 2, 3, 4, 5, 6, 7));
+    malformed(() => readSmallUint(seven.buf, seven.tlv, 'v'), /too large/);
+    const six = one(b(0x02, 0x06, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff));
+    expect(readSmallUint(six.buf, six.tlv, 'v')).toBe(2 ** 47 - 1);
   });
 
   it('accepts only DER BOOLEANs', () => {

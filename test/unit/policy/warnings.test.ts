@@ -12,6 +12,8 @@ describe('policyWarnings: rules that are valid but cannot do what they say', () 
     ]);
     // Last, it shadows nothing; a field that can refuse a request keeps it from matching everything.
     expect(warnings({ rules: [{ name: 'a', match: { namespaces: ['x'] } }, { name: 'all' }] })).toEqual([]);
+    // A glob narrower than "*" can refuse a request.
+    expect(warnings({ rules: [{ name: 'prod', match: { namespaces: ['prod-*'] } }, { name: 'b' }] })).toEqual([]);
     expect(warnings({ rules: [{ name: 'certs', match: { authenticatedBy: 'client-certificate' } }, { name: 'b', match: { impersonated: true } }, { name: 'c' }] })).toEqual([]);
   });
 

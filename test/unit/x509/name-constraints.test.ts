@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { explicitTag, implicitPrimitive, sequence } from '../../../src/x509/der.js';
 import { ipToBytes } from '../../../src/net/ip-text.js';
 import { x509 } from '../../fixtures/csr.js';
-import { pathConstraintProblems, type PathCert } from '../../../src/x509/path-constraints.js';
+import { pathConstraintProblems, pathNameConstraints, pathRangeRefusals, type PathCert } from '../../../src/x509/path-constraints.js';
 import { caCert, leafCert, nameConstraints, type CaNode, type Subtrees } from '../../support/constrained-ca.js';
 import { buildGoVerifier, goVerifierUnavailable, refusesWildcardsOverExclusions, type GoVerifier } from '../../support/go-verify.js';
 
@@ -141,6 +141,19 @@ describe('name constraints on DNS names, URIs and IP addresses: meshcert, Go and
   });
 });
 
+describe("a policy's IP ranges under a CA's IP constraints (load-time checks)", () => {
+  it('refuses a range wider than every permitted one, or overlapping an excluded one, and accepts one a permitted range holds whole', async () => {
+    const inter = await caCert(root, 'CN=nc ranges', [nameConstraints({ ip: ['10.0.0.0/16', '192.168.0.0/16'] }, { ip: ['192.168.5.0/24'] })], 0);
+    const cas = pathNameConstraints([inter.cert, root.cert].map((x) => ({ der: new Uint8Array(x.rawData), name: x.subject })));
+    const range = (text: string): { ip: Uint8Array; bits: number } => ({ ip: ipToBytes(text.split('/')[0]!), bits: Number(text.split('/')[1]) });
+    // 10.0.0.0/8 shares the permitted range's first 16 bits but holds addresses beyond it.
+    expect(pathRangeRefusals(cas, [range('10.0.0.0/8')])).toEqual(['"CN=nc ranges" has name constraints that exclude IP range 10.0.0.0/8 (permitted only: "10.0.0.0/16", "192.168.0.0/16")']);
+    // 192.168.0.0/20 lies inside a permitted range, and around the excluded one.
+    expect(pathRangeRefusals(cas, [range('192.168.0.0/20')])).toEqual(['"CN=nc ranges" has name constraints that exclude IP range 192.168.0.0/20 (excluded: "192.168.5.0/24")']);
+    expect(pathRangeRefusals(cas, [range('10.0.128.0/17'), range('192.168.1.2/32')])).toEqual([]);
+  });
+});
+
 describe('name constraints Go cannot parse: refused as Go refuses the CA certificate', () => {
   // Excluded subtrees that the leaf (a.example.com, a URI under cluster.local, no IP) is outside
   // of: were they parsed, Go would accept the leaf, so Go's refusal is the parse's.
@@ -159,6 +172,10 @@ describe('name constraints Go cannot parse: refused as Go refuses the CA certifi
     ['a DNS constraint with an empty label', excluded(implicitPrimitive(2, Buffer.from('bad..x'))), /DNS constraint "bad\.\.x" is not a domain name/, 'any'],
     // Older Go read "." as "" under a leading dot (every name); current Go refuses it.
     ['the DNS constraint "."', excluded(implicitPrimitive(2, Buffer.from('.'))), /DNS constraint "\." is not a domain name/, 'current'],
+    // Go reads permittedSubtrees [0] then excludedSubtrees [1], and nothing else after them.
+    ['excluded subtrees before permitted ones', sequence(explicitTag(1, sequence(implicitPrimitive(2, Buffer.from('example.org')))), explicitTag(0, sequence(implicitPrimitive(2, Buffer.from('example.com'))))), /malformed name constraints/, 'any'],
+    // RFC 5280: present but empty is as absent; Go refuses it as empty name constraints.
+    ['an empty permitted subtree list', sequence(explicitTag(0)), /empty name constraints \(RFC 5280: a permitted or excluded subtree must be present\)/, 'any'],
     ['a URI constraint that is an IP address', excluded(implicitPrimitive(6, Buffer.from('10.0.0.1'))), /URI constraint "10\.0\.0\.1" is an IP address/, 'any'],
   ];
 

@@ -72,11 +72,16 @@ describe('pathConstraintProblems agrees with openssl verify', () => {
     }
   });
 
-  it('refuses a CA whose extended key usage lacks clientAuth or serverAuth', async () => {
+  it('refuses a CA whose extended key usage lacks clientAuth or serverAuth, or has only one of them', async () => {
     const codeSigning = await ca(root, 'CN=code signing', [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.codeSigning])], 0);
     const { problems, openssl } = await judge([codeSigning]);
     expect(problems).toEqual(['"CN=code signing" has an extended key usage without serverAuth and clientAuth, so the mesh\'s mTLS certificates below it are refused']);
     expect(openssl).toMatch(/unsuitable certificate purpose/);
+    // One of the two is not enough: the mesh's certificates are client and server certificates alike.
+    const serverOnly = await ca(root, 'CN=server only', [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth])], 0);
+    const judged = await judge([serverOnly]);
+    expect(judged.problems).toEqual(['"CN=server only" has an extended key usage without serverAuth and clientAuth, so the mesh\'s mTLS certificates below it are refused']);
+    expect(judged.openssl).toMatch(/unsuitable certificate purpose/);
   });
 
   it('accepts a CA whose extended key usage has both (anyExtendedKeyUsage beside them or not), and refuses one with only anyExtendedKeyUsage, which Go accepts and OpenSSL refuses', async () => {

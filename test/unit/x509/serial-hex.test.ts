@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { serialHex } from '../../../src/x509/serial-hex.js';
+import { certificateKey, serialHex } from '../../../src/x509/serial-hex.js';
 
 describe('serialHex', () => {
   it.each([
@@ -11,5 +11,15 @@ describe('serialHex', () => {
     ['10', '10'],
   ])('%s becomes %s', (input, out) => {
     expect(serialHex(input)).toBe(out);
+  });
+});
+
+describe('certificateKey', () => {
+  it('reads a serial or fingerprint as typed (colons, spaces, 0x, any case), and refuses what is not hex or longer than any', () => {
+    expect(certificateKey(' 0xAB:CD ef ')).toBe('abcdef');
+    expect(certificateKey('f'.repeat(128))).toBe('f'.repeat(128));
+    expect(certificateKey('f'.repeat(129))).toBeNull();
+    expect(certificateKey('xyz')).toBeNull();
+    expect(certificateKey('')).toBeNull();
   });
 });
