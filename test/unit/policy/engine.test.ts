@@ -585,6 +585,16 @@ describe('a request under a trust-domain alias', () => {
     expect(d.reason).toBe('no lifetime fits both trust domains\' rules: rule "payments" for cluster.local allows at most 1800s, rule "alias" for old.local at least 3600s');
   });
 
+  it("is issued at the authenticated domain's max when that equals the requested rule's min (one lifetime fits both)", () => {
+    const edge = engine({
+      rules: [
+        { name: 'payments', match: { trustDomains: ['cluster.local'], namespaces: ['payments-*'] }, lifetime: { default: '10m', max: '1h', aboveMax: 'clamp' } },
+        { name: 'alias', match: { trustDomains: ['old.local'] }, lifetime: { default: '24h', min: '1h', max: '48h' } },
+      ],
+    });
+    expect(allowed(edge.evaluate(req({ namespace: 'payments-a', trustDomain: 'old.local', authenticatedTrustDomain: 'cluster.local' })))).toMatchObject({ rule: 'alias', ttlSeconds: H });
+  });
+
   it("gets the SANs the requested domain's rule allows, {trustDomain} rendered as the requested domain; the authenticated domain's deny rules still refuse it", () => {
     const gw = engine({
       rules: [

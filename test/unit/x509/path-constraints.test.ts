@@ -72,6 +72,12 @@ describe('pathConstraintProblems agrees with openssl verify', () => {
     }
   });
 
+  it('refuses a CA with the same extension twice, a certificate Go refuses to parse', async () => {
+    const twice = uriConstraints(['spiffe://cluster.local']);
+    const signing = await ca(root, 'CN=twice', [twice, twice], 0);
+    await expect(judge([signing])).rejects.toThrow(/"CN=twice": a certificate with the same extension twice/);
+  });
+
   it('refuses a CA whose extended key usage lacks clientAuth or serverAuth, or has only one of them', async () => {
     const codeSigning = await ca(root, 'CN=code signing', [new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.codeSigning])], 0);
     const { problems, openssl } = await judge([codeSigning]);
