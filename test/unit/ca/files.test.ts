@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { importIstiod } from '../../../src/ca/import-istiod.js';
 import { initCaDir } from '../../../src/ca/init.js';
-import { beginCaCreation, CaDirTaken, endCaCreation, exposedKeyNotes, interruptedCreation, readCaTextIfPresent, recoverInterruptedCreation, waitForCaCreation, writeFileAtomic, writePrivateKey } from '../../../src/ca/files.js';
+import { beginCaCreation, CaDirTaken, endCaCreation, exposedKeyNotes, STEP_LOCK, withCaDirLock, interruptedCreation, readCaTextIfPresent, recoverInterruptedCreation, waitForCaCreation, writeFileAtomic, writePrivateKey } from '../../../src/ca/files.js';
 
 /** What each fsyncSync call synced (the path its descriptor names), in order; the real call still runs. */
 const synced = vi.hoisted(() => [] as string[]);
@@ -209,6 +209,21 @@ describe('readCaTextIfPresent', () => {
   });
 });
 
+describe('withCaDirLock', () => {
+  it('removes its own lock when the step ends (and when it throws), never a lock another process put in its place meanwhile', () => {
+    const d = mkdtempSync(join(base, 'lock-'));
+    const lock = join(d, STEP_LOCK);
+    expect(withCaDirLock(d, 'test', () => existsSync(lock))).toBe(true);
+    expect(existsSync(lock)).toBe(false);
+    expect(() => withCaDirLock(d, 'test', () => { throw new Error('step failed'); })).toThrow('step failed');
+    expect(existsSync(lock)).toBe(false);
+    // Taken over while this step ran (judged stale by another process): the new holder's lock stays.
+    const theirs = `${JSON.stringify({ step: 'rotate start', pid: 1, host: 'elsewhere', at: new Date().toISOString(), nonce: 'theirs' })}\n`;
+    withCaDirLock(d, 'test', () => writeFileSync(lock, theirs));
+    expect(readFileSync(lock, 'utf8')).toBe(theirs);
+  });
+});
+
 describe('exposedKeyNotes', () => {
   it('is quiet about a Secret volume: files 0440 behind ..data symlinks (whose own mode is 0777), in a sticky directory', () => {
     const d = mkdtempSync(join(base, 'secret-volume-'));
@@ -222,6 +237,13 @@ describe('exposedKeyNotes', () => {
     chmodSync(d, 0o1777);
     expect(exposedKeyNotes(d)).toEqual([]);
     chmodSync(d, 0o700);
+  });
+
+  it('names a key all users may write, though not read (they could replace it)', () => {
+    const d = mkdtempSync(join(base, 'writable-key-'));
+    writeFileSync(join(d, 'ca-key.pem'), 'x');
+    chmodSync(join(d, 'ca-key.pem'), 0o602);
+    expect(exposedKeyNotes(d)).toEqual([`${join(d, 'ca-key.pem')}, a private key, is open to all users (mode 0602): chmod 600 it (meshcert writes its keys 0600)`]);
   });
 
   it('names a key open to all users (through a symlink too) and a directory all may write', () => {

@@ -528,6 +528,11 @@ describe('loadCaDir refuses chains the mesh would refuse though OpenSSL accepts 
     expect(loadError(d).message).toMatch(/^CA certificate "O=test, CN=inter" has an ECDSA key on secp521r1 \(accepted: P-256, P-384\)/);
   });
 
+  it('accepts a P-384 root and intermediate (ECDSA with SHA-384)', () => {
+    const d = opensslCa('alg-p384-ok', { rootKey: ec('P-384'), inter: { key: ec('P-384'), md: 'sha384' } });
+    expect(() => loadCaDir(d)).not.toThrow();
+  });
+
   it('accepts an intermediate signed with RSASSA-PSS as Go and webpki take it (SHA-256, MGF1-SHA-256, 32-byte salt)', () => {
     const d = opensslCa('alg-pss-ok', { rootKey: rsa(2048), inter: { key: ec('P-256'), md: 'sha256', sigopt: ['rsa_padding_mode:pss', 'rsa_pss_saltlen:digest', 'rsa_mgf1_md:sha256'] } });
     expect(() => loadCaDir(d)).not.toThrow();

@@ -175,6 +175,8 @@ describe('parseConfig refusals', () => {
     ['rejects two clusters of one name (the later would silently replace the earlier)', { auth: { clusters: [{ name: 'k', tokenReview: {} }, { name: 'k', tokenReview: {} }] } }, '  - auth.clusters.1.name: cluster "k" is configured twice'],
     ['rejects one JWT issuer twice in a cluster (serve would refuse it)', { auth: { clusters: [{ name: 'k', jwt: [{ issuer: 'https://a', jwksFile: 'j' }, { issuer: 'https://a', jwksFile: 'k', audiences: ['x'] }] }] } }, '  - auth.clusters.0.jwt.1.issuer: issuer https://a is configured twice in this cluster; merge its audiences into one entry'],
     ['rejects a TokenReview API server URL with a query (the API paths are appended to it)', { auth: { clusters: [{ name: 'k', tokenReview: { apiServer: 'https://k8s.example/k8s/clusters/c-1?x=1' } }] } }, '  - auth.clusters.0.tokenReview.apiServer: must not have a query or fragment'],
+    ['rejects an issuer named "default" (the ca section is that issuer: a policy rule naming it would pick one of two CAs)', { issuers: [{ name: 'default', dir: '/x' }] }, '  - issuers: issuer names must be unique and not "default"'],
+    ['rejects two issuers of one name', { issuers: [{ name: 'pay', dir: '/x' }, { name: 'pay', dir: '/y' }] }, '  - issuers: issuer names must be unique and not "default"'],
     ['rejects an unknown log level', { log: { level: 'verbose' } }, '  - log.level:'],
     ['rejects a serving IP that is not an address', { server: { tls: { ipAddresses: ['localhost'] } } }, '  - server.tls.ipAddresses.0:'],
     ['rejects a renewBeforeRatio of 1', { server: { tls: { renewBeforeRatio: 1 } } }, '  - server.tls.renewBeforeRatio:'],

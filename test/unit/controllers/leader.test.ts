@@ -126,6 +126,17 @@ describe('LeaderElector', () => {
     expect(lease()?.spec?.holderIdentity ?? '').toBe('');
   }, 30_000);
 
+  it('stop() leaves a Lease another replica took meanwhile: it gives up only a Lease that still names it', async () => {
+    const a = replica('pod-a');
+    a.elector.start();
+    await until(() => a.elector.isLeader, 5_000, 'pod-a leading');
+    const cur = lease()!;
+    const t = new V1MicroTime(Date.now());
+    fake.put('leases', { ...cur, spec: { ...cur.spec, holderIdentity: 'pod-b', acquireTime: t, renewTime: t } } as never);
+    await a.elector.stop();
+    expect(lease()?.spec?.holderIdentity).toBe('pod-b');
+  });
+
   it('stop() releases the Lease and the other replica takes over within a couple of retry periods', async () => {
     let holderWhenStopped: unknown;
     const a = replica('pod-a', {

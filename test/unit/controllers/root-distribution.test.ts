@@ -234,6 +234,46 @@ describe('RootCertDistributor', () => {
     expect(after.map((r) => `${r.method} ${r.status}`)).toEqual(['PUT 409', 'GET 200', 'PUT 200']);
   });
 
+  it('creates the ConfigMap when a replace finds it deleted meanwhile (404), and gives up on a ConfigMap that keeps conflicting after 4 rounds (then retries it later)', async () => {
+    fake.put('namespaces', ns('a'));
+    const d = distributor();
+    d.start();
+    await until(() => rootIn('a') === ROOT_1, 5_000, 'initial write');
+    await d.idle();
+    const path = `/api/v1/namespaces/a/configmaps/${ROOT_CERT_CONFIGMAP}`;
+    // The replace answered 404: created again at once (here answered 409, read back and replaced), not a failure.
+    let before = fake.requests.length;
+    fake.fail({ method: 'PUT', path }, { status: 404 }, 1);
+    fake.put('configmaps', { ...cm('a')!, data: { [ROOT_CERT_KEY]: 'tampered' } });
+    await until(() => rootIn('a') === ROOT_1, 3_000, 'the repair after a 404');
+    await d.idle();
+    const calls = (): string[] => fake.requests.slice(before).filter((r) => r.path === path || r.path === '/api/v1/namespaces/a/configmaps').map((r) => `${r.method} ${r.status}`);
+    expect(calls()).toEqual(['PUT 404', 'POST 409', 'GET 200', 'PUT 200']);
+    expect(d.status().failures).toBe(0);
+
+    // Four conflicts in a row: that reconcile fails (and is retried), rather than looping on.
+    before = fake.requests.length;
+    fake.fail({ method: 'PUT', path }, { status: 409 }, 4);
+    fake.put('configmaps', { ...cm('a')!, data: { [ROOT_CERT_KEY]: 'tampered again' } });
+    await until(() => rootIn('a') === ROOT_1, 5_000, 'the repair after four conflicts');
+    await d.idle();
+    expect(d.status()).toMatchObject({ failures: 1, lastError: expect.stringMatching(/kept changing under meshcert/) });
+    expect(calls().filter((c) => c.startsWith('PUT'))).toEqual(['PUT 409', 'PUT 409', 'PUT 409', 'PUT 409', 'PUT 200']);
+  });
+
+  it('skips a namespace whose create is refused because it is being terminated, without counting a failure or retrying', async () => {
+    fake.fail({ method: 'POST', path: /\/namespaces\/a\/configmaps$/ }, { status: 403, message: 'configmaps "istio-ca-root-cert" is forbidden: unable to create new content in namespace a because it is being terminated' }, 1_000_000);
+    fake.put('namespaces', ns('a'));
+    fake.put('namespaces', ns('b'));
+    const d = distributor();
+    d.start();
+    await until(() => rootIn('b') === ROOT_1, 5_000, 'namespace b');
+    await new Promise((r) => setTimeout(r, 300));
+    await d.idle();
+    expect(d.status().failures).toBe(0);
+    expect(writesTo(fake, 'configmaps').filter((r) => r.path === '/api/v1/namespaces/a/configmaps').map((r) => r.status)).toEqual([403]);
+  });
+
   it('waits as a whole while the API server forbids the writes (RBAC), saying so once, not once per namespace per retry, and writes them all once allowed', async () => {
     const log = recordingLog();
     const names = Array.from({ length: 60 }, (_, i) => `ns-${i}`);

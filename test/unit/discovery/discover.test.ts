@@ -4,7 +4,7 @@
  * TLS Secret list with a real SecretList.
  */
 import { spawn, execFileSync } from 'node:child_process';
-import { webcrypto } from 'node:crypto';
+import { generateKeyPairSync, webcrypto } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -16,7 +16,7 @@ import { UsageError } from '../../../src/cli/args.js';
 import { discoverCommand, parseDiscoverArgs } from '../../../src/cli/discover.js';
 import { discover, discoveryExitCode, type DiscoveryReport } from '../../../src/discovery/discover.js';
 import { discoverEndpoint } from '../../../src/discovery/endpoint.js';
-import { expandFileArg, globToRegExp, readPemFile } from '../../../src/discovery/files.js';
+import { discoverFiles, expandFileArg, globToRegExp, readPemFile } from '../../../src/discovery/files.js';
 import { discoverK8sSecrets, k8sSecretPlaces, loadKubeConfig, secretItems } from '../../../src/discovery/k8s-secrets.js';
 import { discoveredExpiring } from '../../../src/inventory/expiry.js';
 import { placeName } from '../../../src/inventory/common.js';
@@ -104,6 +104,20 @@ describe('PEM files', () => {
     symlinkSync('.', join(real, 'certs', 'loop'));
     symlinkSync(certsDir, join(mount, 'elsewhere'));
     expect(expandFileArg(mount).files).toEqual([join(mount, 'certs', 'ca.crt'), join(mount, 'tls.crt')]);
+  });
+
+  it('follows no directory symlink out of the walked tree, even into a sibling whose path starts with its own; a glob lists files, not directories; a file named twice is read once', () => {
+    const tree = join(dir, 'prefix');
+    const sibling = join(dir, 'prefix-other');
+    mkdirSync(tree);
+    mkdirSync(sibling);
+    copyFileSync(join(certsDir, 'good.pem'), join(tree, 'a.pem'));
+    copyFileSync(join(certsDir, 'good.pem'), join(sibling, 'b.pem'));
+    symlinkSync(sibling, join(tree, 'link'));
+    expect(expandFileArg(tree).files).toEqual([join(tree, 'a.pem')]);
+    mkdirSync(join(tree, 'dir.pem'));
+    expect(expandFileArg(join(tree, '*.pem')).files).toEqual([join(tree, 'a.pem')]);
+    expect(discoverFiles([join(tree, 'a.pem'), tree]).map((i) => i.target)).toEqual([join(tree, 'a.pem')]);
   });
 
   it('walks directories recursively for *.pem and *.crt, and expands basename globs', () => {
@@ -195,6 +209,12 @@ describe('certificate file formats', () => {
     expect(readPemFile(join(fmt, 'key.der'))).toMatchObject({ status: 'skipped', reason: 'no certificate (a DER private key)' });
   });
 
+  it('skips an encrypted DER private key as key material, not as an unreadable file', () => {
+    const encrypted = join(dir, 'encrypted-key.der');
+    writeFileSync(encrypted, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'der', type: 'pkcs8', cipher: 'aes-256-cbc', passphrase: 'secret' }));
+    expect(readPemFile(encrypted)).toMatchObject({ status: 'skipped', reason: 'no certificate (a DER private key)' });
+  });
+
   it('reports bad DER, broken TRUSTED CERTIFICATE blocks and PKCS#7 blocks', () => {
     const trailing = join(dir, 'trailing.der');
     writeFileSync(trailing, Buffer.concat([chain.leaf.der, Buffer.from([0])]));
@@ -245,6 +265,20 @@ describe('TLS endpoints', () => {
     expect(item).toMatchObject({ status: 'ok', source: `discovered:endpoint:127.0.0.1:${tlsPort}` });
     const fps = item.status === 'ok' ? item.certificates.map((c) => c.fingerprint256) : [];
     expect(fps.slice(0, 2)).toEqual([chain.leaf.cert.fingerprint256, chain.intermediate.cert.fingerprint256]);
+  });
+
+  it('names the host it connects to (SNI), so that a server with a certificate per name presents the one for that name', async () => {
+    const named = await makeTestCert({ subject: 'CN=localhost', dns: ['localhost'] });
+    const context = tls.createSecureContext({ key: await named.keyPem(), cert: named.pem });
+    const sni = tls.createServer({ key: await chain.leaf.keyPem(), cert: chain.leaf.pem, SNICallback: (name, cb) => cb(null, name === 'localhost' ? context : undefined) }, (s) => s.end());
+    sni.on('tlsClientError', () => undefined);
+    await new Promise<void>((resolve) => sni.listen(0, 'localhost', resolve));
+    try {
+      const item = await discoverEndpoint(`localhost:${(sni.address() as AddressInfo).port}`);
+      expect(item.status === 'ok' && item.certificates.map((c) => c.fingerprint256)).toEqual([named.cert.fingerprint256]);
+    } finally {
+      sni.close();
+    }
   });
 
   it('records the chain of a server that requires a client certificate, in TLS 1.2 (which refuses after presenting it) and 1.3', async () => {

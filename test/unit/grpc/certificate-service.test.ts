@@ -4,6 +4,7 @@ import type { Authority, CertificateRequest, IssuedCertificate } from '../../../
 import { CaError, SigningKeyPendingError } from '../../../src/errors/ca-error.js';
 import { certificateShed, createCertificateHandler } from '../../../src/grpc/certificate-service.js';
 import { Status } from '../../../src/grpc/codes.js';
+import type { IstioCertificateRequestMsg } from '../../../src/grpc/proto.js';
 import type { CallInfo } from '../../../src/grpc/server.js';
 import { createLogger } from '../../../src/log/logger.js';
 
@@ -49,6 +50,33 @@ describe('createCertificateHandler', () => {
       await handler({ csr: 'x', validityDuration: '0', metadata: null }, call).catch(() => undefined);
     }
     expect(seen.map((r) => r.auth.peerHost)).toEqual(['10.1.2.3', 'fd00::7', undefined]);
+  });
+
+  it('hands authentication what the headers say: the bearer token (scheme in any case), the first of a repeated clusterid header, an Authorization that is not Bearer, a refused peer certificate', async () => {
+    const seen: CertificateRequest[] = [];
+    const authority = { issue: (req: CertificateRequest) => (seen.push(req), Promise.reject(new CaError('CANCELLED', 'x'))) } as unknown as Authority;
+    const handler = createCertificateHandler({ authority, logger: createLogger('silent'), observer: { issued: () => {}, refused: () => {} }, ready: () => true });
+    const calls: CallInfo[] = [
+      { headers: { authorization: 'bEaReR  tok-1 ', clusterid: ['east', 'west'] }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificates: undefined, cancelled: () => false },
+      { headers: { authorization: 'Basic dTpw' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificates: undefined, peerCertificateRefused: 'certificate has expired', cancelled: () => false },
+    ];
+    for (const call of calls) await handler({ csr: 'x', validityDuration: '0', metadata: null }, call).catch(() => undefined);
+    expect(seen.map((r) => r.auth)).toEqual([
+      { bearerToken: 'tok-1', clusterId: 'east', peerHost: '127.0.0.1' },
+      { authorizationNotBearer: true, peerCertificateRefused: 'certificate has expired', peerHost: '127.0.0.1' },
+    ]);
+  });
+
+  it('refuses a request whose metadata cannot be read with INVALID_ARGUMENT (never retried), without asking the Authority', async () => {
+    let issued = 0;
+    const authority = { issue: () => (issued++, Promise.reject(new CaError('CANCELLED', 'x'))) } as unknown as Authority;
+    const handler = createCertificateHandler({ authority, logger: createLogger('silent'), ready: () => true });
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    const metadata = { fields: { a: { kind: 'structValue', structValue: cyclic } } } as unknown as IstioCertificateRequestMsg['metadata'];
+    const call: CallInfo = { headers: { authorization: 'Bearer t' }, peer: '127.0.0.1:1', peerHost: '127.0.0.1', peerCertificates: undefined, cancelled: () => false };
+    await expect(handler({ csr: 'x', validityDuration: '0', metadata }, call)).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT, message: 'malformed request' });
+    expect(issued).toBe(0);
   });
 
   it('logs an authentication backend outage as a warning, but not a signing key that is not read yet (a forger can provoke that at will)', async () => {

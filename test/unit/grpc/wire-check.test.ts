@@ -47,6 +47,11 @@ describe('checkWire', () => {
     ['22040a020a05', /out of range|runs past/],
     ['22060a040a0201ff', /out of range|runs past|not UTF-8/],
     ['0a02c328', /string field 1 is not UTF-8/],
+    // metadata { fields { key "a" value { string_value "\xff" } } }: a Value's string_value is a string too.
+    ['220a' + '0a08' + '0a0161' + '1203' + '1a01ff', /string field 3 is not UTF-8/],
+    // A Value of one byte whose number_value (fixed64) reads 8 bytes past it, into a csr field after
+    // the metadata: each nested message is bounded by its own length, not by the buffer's.
+    ['2208' + '0a06' + '0a0161' + '1201' + '11' + '0a06616263646566', /runs past/],
   ])('refuses %s (%s)', (hex, why) => {
     expect(() => checkWire(Buffer.from(hex, 'hex'), CERTIFICATE_REQUEST_WIRE)).toThrow(why);
   });

@@ -64,6 +64,11 @@ describe('recordFromCertificate', () => {
     expect(r.dnsNames).toEqual(['db.example.org']);
   });
 
+  it('recognizes a SPIFFE URI whose scheme is not lowercase (URI schemes are case-insensitive), as it was written', async () => {
+    const leaf = await makeTestCert({ uris: ['https://example.com/x', 'SPIFFE://example.org/workload/db'] });
+    expect(recordFromCertificate(leaf.cert, { source: 'discovered:test' }).spiffeId).toBe('SPIFFE://example.org/workload/db');
+  });
+
   it('reads SANs from the DER, not from the display string (a comma inside a URI)', async () => {
     const leaf = await makeTestCert({ uris: ['spiffe://td/ns/a/sa/b', 'https://x.example/a, DNS:evil.example'], dns: ['good.example'] });
     const r = recordFromCertificate(leaf.cert, { source: 'discovered:test' });
@@ -134,6 +139,8 @@ describe('recordFromCertificate', () => {
       ['ec384', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-384'], 'ECDSA', 384],
       ['ec521', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-521'], 'ECDSA', 521],
       ['ed25519', ['-newkey', 'ed25519'], 'Ed25519', 256],
+      // An Ed448 public key is 57 bytes (456 bits), as Go's inventory and openssl's "ED448 Public-Key" say.
+      ['ed448', ['-newkey', 'ed448'], 'Ed448', 456],
     ] as const)('reads an openssl %s certificate with SPIFFE and DNS SANs', (name, newkey, alg, size) => {
       const cert = opensslCert(name, [...newkey], {
         subj: '/O=acme/CN=svc',

@@ -3,7 +3,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { initCaDir } from '../../../src/ca/init.js';
 import { createLogger } from '../../../src/log/logger.js';
 import { InventoryMetrics } from '../../../src/metrics/ca-metrics.js';
@@ -40,6 +40,50 @@ describe('ExpiryMonitor', () => {
     expect(new Set(second.ca.map((e) => e.issuer))).toEqual(new Set(['default', 'payments']));
     // The intermediates (one year) are in it; the roots (ten years) are not.
     expect(second.ca.filter((e) => e.state === 'warning').map((e) => `${e.issuer} ${e.role}`).sort()).toEqual(['default intermediate', 'payments intermediate']);
+  });
+});
+
+describe('ExpiryMonitor warnings and the serving certificate', () => {
+  it('warns once per CA certificate while its state stays, and again when it changes (expires soon, then expired)', async () => {
+    const logs = captureLogs('warn');
+    const m = new ExpiryMonitor(options([{ name: 'default', dir: a }], 2 * YEAR), logs.logger);
+    const warned = (): string[] => logs.lines.filter((l) => String(l.msg).startsWith('CA certificate')).map((l) => `${String(l.role)} ${String(l.state)}`);
+    await m.check();
+    await m.check(new Date(Date.now() + 86_400_000));
+    await expect.poll(warned).toEqual(['intermediate warning']);
+    // ca init's intermediate lasts one year: past it, it has expired, which is said too.
+    await m.check(new Date(Date.now() + 400 * 86_400_000));
+    await expect.poll(warned).toEqual(['intermediate warning', 'intermediate expired']);
+  });
+
+  it('reports the serving certificate (server.tls.certFile) once, with the first issuer, however many issuers there are', async () => {
+    const serving = join(base, 'serving.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(base, 'serving.key'), '-out', serving, '-days', '90', '-subj', '/CN=meshcert.example'], { stdio: 'ignore' });
+    const m = new ExpiryMonitor({ ...options([{ name: 'default', dir: a }, { name: 'payments', dir: b }]), servingCertFile: serving }, createLogger('silent'));
+    const r = await m.check();
+    expect(r.ca.filter((e) => e.role === 'serving').map((e) => e.issuer)).toEqual(['default']);
+  });
+
+  it('re-arms its timer when a reload changes the interval', async () => {
+    vi.useFakeTimers();
+    try {
+      const m = new ExpiryMonitor(options([{ name: 'default', dir: a }]), createLogger('silent'));
+      const check = vi.spyOn(m, 'check').mockResolvedValue({ ca: [], stale: 0, discovered: 0 });
+      m.start();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(check).toHaveBeenCalledTimes(1);
+      // The reload is checked at once, then every 10 s rather than every 300 s.
+      m.update({ ...options([{ name: 'default', dir: a }]), interval: 10 });
+      await vi.advanceTimersByTimeAsync(0);
+      expect(check).toHaveBeenCalledTimes(2);
+      await vi.advanceTimersByTimeAsync(20_000);
+      expect(check).toHaveBeenCalledTimes(4);
+      m.stop();
+      await vi.advanceTimersByTimeAsync(600_000);
+      expect(check).toHaveBeenCalledTimes(4);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 
