@@ -10,15 +10,18 @@ afterEach(() => {
   dir = undefined;
 });
 
+const INVENTORY_OPEN = '{"store":"sqlite","path":"/x/inventory.db","msg":"inventory store open"}';
+
 /**
- * A wrapper (--server-wrapper) that logs the line the bench waits for and then execs a stand-in for
- * the server (sleep) with the PID the bench started, writing the command line it was given.
+ * A wrapper (--server-wrapper) that logs the lines the bench waits for (its SQLite inventory open,
+ * unless told otherwise) and then execs a stand-in for the server (sleep) with the PID the bench
+ * started, writing the command line it was given.
  */
-function fakeServerWrapper(): { wrapper: string; argsFile: string } {
+function fakeServerWrapper(inventoryLine = INVENTORY_OPEN): { wrapper: string; argsFile: string } {
   dir = mkdtempSync(join(tmpdir(), 'meshcert-bench-server-'));
   const argsFile = join(dir, 'args');
   const wrapper = join(dir, 'wrapper.sh');
-  writeFileSync(wrapper, `#!/bin/sh\nprintf '%s\\n' "$@" > '${argsFile}'\necho '{"port":4321,"msg":"meshcert serving"}'\nexec sleep 60\n`);
+  writeFileSync(wrapper, `#!/bin/sh\nprintf '%s\\n' "$@" > '${argsFile}'\necho '${inventoryLine}'\necho '{"port":4321,"msg":"meshcert serving"}'\nexec sleep 60\n`);
   chmodSync(wrapper, 0o755);
   return { wrapper, argsFile };
 }
@@ -33,6 +36,11 @@ describe('startServer', () => {
     server.child.kill('SIGKILL');
     await exited;
     expect(await server.stop()).toBe('SIGKILL');
+  });
+
+  it('refuses a server that does not say its SQLite inventory is open (the inventory is part of what is measured)', async () => {
+    const { wrapper } = fakeServerWrapper('{"msg":"inventory off"}');
+    await expect(startServer('/repo', '/repo/meshcert.yaml', join(dir!, 'server.log'), [], wrapper)).rejects.toThrow(/did not say its SQLite inventory is open/);
   });
 
   it('stops a running server with SIGTERM and gives the signal that ended it', async () => {
