@@ -33,53 +33,53 @@ const USAGE = `usage: npm run bench [-- --smoke | --storm | --soak [--duration 6
   [--storm-connections N] [--storm-driver auto|go|node] [--server-wrapper PATH] [--profile DIR] [--keep] [--skip-build]
 Each option is described in README.md, "Performance", and at its definition in bench/run.ts.`;
 const OPTIONS = {
-    smoke: { type: 'boolean', default: false },
-    soak: { type: 'boolean', default: false },
-    /** Only the restart storm (and the ceiling). */
-    storm: { type: 'boolean', default: false },
-    duration: { type: 'string', default: '600' },
-    rate: { type: 'string', default: '1000' },
-    'skip-build': { type: 'boolean', default: false },
-    /** server.workers for the run (default: the config's default). */
-    workers: { type: 'string' },
-    /**
-     * server.maxConcurrentStreams for the run (default: the config's, auto: 100, or 16 under a memory limit below 304 MiB). With 16 the storm's calls
-     * wait in their clients rather than in the server's memory (see the README's memory-bounded shape).
-     */
-    'max-concurrent-streams': { type: 'string' },
-    /** server.maxConnections for the run (default: the config's; 0: no limit, as in the config): connections each serving process keeps open at once. */
-    'max-connections': { type: 'string' },
-    /**
-     * Node options for the server's process, before its script: V8 heap limits such as
-     * --node-options="--max-old-space-size=96 --max-semi-space-size=4" for the memory-bounded shape
-     * (with `=`: parseArgs takes a separate value starting with a dash for an option). Cluster workers
-     * inherit them, and a heap flag given here wins over the config's (server.workerHeapMb and friends).
-     */
-    'node-options': { type: 'string' },
-    /** inventory.failClosed on: every certificate answered only once its record is stored (default off, the config's default). */
-    'fail-closed': { type: 'boolean', default: false },
-    /**
-     * Connections the storm's calls are spread over (default 50). In a real restart every pod's
-     * agent has its own connection; 10000 gives one per identity (opened before the timed phase).
-     */
-    'storm-connections': { type: 'string', default: '50' },
-    /**
-     * Client of the storm: `go` (grpc-go, istio-agent's stack, bench/storm-go), `node` (node:http2,
-     * as every other distinct-request row), or `auto` (go where Debian's Go and grpc-go are installed).
-     */
-    'storm-driver': { type: 'string', default: 'auto' },
-    /**
-     * An executable the server is started through, given node's command line to exec (keeping its
-     * PID, which the bench samples): a script that enters a cgroup with a memory limit, say, so
-     * that a shape is measured as a pod limited so would run it (`server.workers: auto` and V8's
-     * default heap both follow the limit).
-     */
-    'server-wrapper': { type: 'string' },
-    /** Run the server (and its workers) under `node --cpu-prof`, writing .cpuprofile files to this directory. */
-    profile: { type: 'string' },
-    /** Keep the run's directory (config, CA, inventory, server.log) even when the run passes. */
-    keep: { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
+  smoke: { type: 'boolean', default: false },
+  soak: { type: 'boolean', default: false },
+  /** Only the restart storm (and the ceiling). */
+  storm: { type: 'boolean', default: false },
+  duration: { type: 'string', default: '600' },
+  rate: { type: 'string', default: '1000' },
+  'skip-build': { type: 'boolean', default: false },
+  /** server.workers for the run (default: the config's default). */
+  workers: { type: 'string' },
+  /**
+   * server.maxConcurrentStreams for the run (default: the config's, auto: 100, or 16 under a memory limit below 304 MiB). With 16 the storm's calls
+   * wait in their clients rather than in the server's memory (see the README's memory-bounded shape).
+   */
+  'max-concurrent-streams': { type: 'string' },
+  /** server.maxConnections for the run (default: the config's; 0: no limit, as in the config): connections each serving process keeps open at once. */
+  'max-connections': { type: 'string' },
+  /**
+   * Node options for the server's process, before its script: V8 heap limits such as
+   * --node-options="--max-old-space-size=96 --max-semi-space-size=4" for the memory-bounded shape
+   * (with `=`: parseArgs takes a separate value starting with a dash for an option). Cluster workers
+   * inherit them, and a heap flag given here wins over the config's (server.workerHeapMb and friends).
+   */
+  'node-options': { type: 'string' },
+  /** inventory.failClosed on: every certificate answered only once its record is stored (default off, the config's default). */
+  'fail-closed': { type: 'boolean', default: false },
+  /**
+   * Connections the storm's calls are spread over (default 50). In a real restart every pod's
+   * agent has its own connection; 10000 gives one per identity (opened before the timed phase).
+   */
+  'storm-connections': { type: 'string', default: '50' },
+  /**
+   * Client of the storm: `go` (grpc-go, istio-agent's stack, bench/storm-go), `node` (node:http2,
+   * as every other distinct-request row), or `auto` (go where Debian's Go and grpc-go are installed).
+   */
+  'storm-driver': { type: 'string', default: 'auto' },
+  /**
+   * An executable the server is started through, given node's command line to exec (keeping its
+   * PID, which the bench samples): a script that enters a cgroup with a memory limit, say, so
+   * that a shape is measured as a pod limited so would run it (`server.workers: auto` and V8's
+   * default heap both follow the limit).
+   */
+  'server-wrapper': { type: 'string' },
+  /** Run the server (and its workers) under `node --cpu-prof`, writing .cpuprofile files to this directory. */
+  profile: { type: 'string' },
+  /** Keep the run's directory (config, CA, inventory, server.log) even when the run passes. */
+  keep: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
 } as const;
 let parsed;
 try {

@@ -85,7 +85,7 @@ export interface SeriesVerdict {
   /**
    * The steady growth, MB per hour, above which this soak is judged growing: limitMb over the time
    * between the two fifths. A leak below it passes, so a short soak proves little (10 minutes: about
-   * 230 MB/h; an hour: about 35); said with every verdict.
+   * 190 MB/h; an hour: about 31); said with every verdict.
    */
   failsGrowthAboveMbPerHour: number;
   flat: boolean;

@@ -101,7 +101,6 @@ export function caTexts(material: CaMaterial): CaTexts {
   };
 }
 
-/** Parses and validates a CA from its files' texts (loadCaDir's checks, without the files). */
 /**
  * The root of `roots` that anchors a chain whose last certificate is `top`. Of several (a root
  * re-issued from the same key: Istio's self-signed rotation keeps the old copy beside the new), the
@@ -114,6 +113,7 @@ export function anchorAmong(top: X509Certificate, roots: readonly X509Certificat
   return best;
 }
 
+/** Parses and validates a CA from its files' texts (loadCaDir's checks, without the files). */
 export function materialFromTexts(t: CaTexts, now: Date = new Date()): CaMaterial {
   const { cert: certPem, key: keyPem, chain: chainPem, root: rootPem } = t;
   const certs = parseOrFail(certPem, 'ca-cert.pem');
@@ -249,13 +249,14 @@ export function buildMaterial(
   // Each intermediate must be signed by the next one, the last by a root.
   for (let i = 0; i < intermediates.length; i++) {
     const child = intermediates[i]!;
-    const parents = i + 1 < intermediates.length ? [intermediates[i + 1]!] : current;
+    const parentInChain = i + 1 < intermediates.length;
+    const parents = parentInChain ? [intermediates[i + 1]!] : current;
     const parent = parents.find((p) => signedBy(child, p));
     if (!parent) {
       // Signed by it, but OpenSSL does not take it as an issuer: say why, not "not signed".
       const notCa = parents.find((p) => !p.ca && child.verify(p.publicKey));
-      if (notCa) throw new ConfigError(`${i + 1 < intermediates.length ? 'cert-chain.pem' : 'root-cert.pem'} holds "${notCa.subject.replace(/\n/g, ', ')}", which is not a CA certificate (${notCaReason(notCa)})`);
-      const what = i + 1 < intermediates.length ? 'the next certificate in cert-chain.pem' : 'any certificate in root-cert.pem';
+      if (notCa) throw new ConfigError(`${parentInChain ? 'cert-chain.pem' : 'root-cert.pem'} holds "${notCa.subject.replace(/\n/g, ', ')}", which is not a CA certificate (${notCaReason(notCa)})`);
+      const what = parentInChain ? 'the next certificate in cert-chain.pem' : 'any certificate in root-cert.pem';
       throw new ConfigError(`CA chain does not verify: "${child.subject.replace(/\n/g, ', ')}" is not signed by ${what}`);
     }
     if (!issuerAndSubjectDer(child.raw).issuer.equals(issuerAndSubjectDer(parent.raw).subject)) {

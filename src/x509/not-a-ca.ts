@@ -8,15 +8,15 @@ import { AsnConvert } from '@peculiar/asn1-schema';
 import { BasicConstraints, Certificate, id_ce_basicConstraints, id_ce_keyUsage, KeyUsage } from '@peculiar/asn1-x509';
 
 export function notCaReason(c: X509Certificate): string {
-  let extensions;
   try {
-    extensions = AsnConvert.parse(c.raw, Certificate).tbsCertificate.extensions ?? [];
+    const extensions = AsnConvert.parse(c.raw, Certificate).tbsCertificate.extensions ?? [];
+    const bc = extensions.find((e) => e.extnID === id_ce_basicConstraints);
+    if (!bc || !AsnConvert.parse(bc.extnValue, BasicConstraints).cA) return 'BasicConstraints CA:true is missing';
+    const ku = extensions.find((e) => e.extnID === id_ce_keyUsage);
+    if (ku && !AsnConvert.parse(ku.extnValue, KeyUsage).toJSON().includes('keyCertSign')) return 'its KeyUsage lacks keyCertSign';
   } catch {
+    // Only an explanation: an extension that does not parse is the reason then.
     return 'its extensions do not parse';
   }
-  const bc = extensions.find((e) => e.extnID === id_ce_basicConstraints);
-  if (!bc || !AsnConvert.parse(bc.extnValue, BasicConstraints).cA) return 'BasicConstraints CA:true is missing';
-  const ku = extensions.find((e) => e.extnID === id_ce_keyUsage);
-  if (ku && !AsnConvert.parse(ku.extnValue, KeyUsage).toJSON().includes('keyCertSign')) return 'its KeyUsage lacks keyCertSign';
   return 'OpenSSL does not take it as a CA';
 }
