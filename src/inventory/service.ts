@@ -21,12 +21,19 @@ export interface InventoryOptions {
   readonly auditRetention?: number;
 }
 
+/** Expired records and old audit events are pruned at start, then at this interval. */
+const PRUNE_EVERY_MS = 3600_000;
+/** After a prune fails, the next try comes this soon (once; the hourly rounds go on). */
+export const PRUNE_RETRY_MS = 300_000;
+
 /**
  * The inventory as the server runs it: the store, the write-behind recorder in front of it, the
  * retention pruner, and the gauges operators watch (backlog, store up, records).
  */
 export class InventoryService implements RecordSink {
   private timers: NodeJS.Timeout[] = [];
+  private pruneRetry: NodeJS.Timeout | undefined;
+  private closed = false;
 
   private constructor(
     readonly store: InventoryStore,
@@ -86,20 +93,31 @@ export class InventoryService implements RecordSink {
     };
     count();
     svc.timers.push(setInterval(count, 30_000).unref());
+    // A failed prune (the store down at start, a lock held too long) is tried again in minutes,
+    // not at the next hourly round: a replica started while PostgreSQL was away would otherwise
+    // leave expired records an hour longer than retention says.
+    const pruneFailed = (what: string) => (err: unknown): void => {
+      logger.warn({ err, retryInSeconds: PRUNE_RETRY_MS / 1000 }, `${what} pruning failed; will retry`);
+      if (svc.closed || svc.pruneRetry) return;
+      svc.pruneRetry = setTimeout(() => {
+        svc.pruneRetry = undefined;
+        prune();
+      }, PRUNE_RETRY_MS).unref();
+    };
     const prune = (): void => {
       store.pruneExpired(new Date(Date.now() - o.retention * 1000)).then(
         (n) => n > 0 && logger.info({ pruned: n }, 'pruned expired inventory records'),
-        (err: unknown) => logger.warn({ err }, 'inventory pruning failed; will retry'),
+        pruneFailed('inventory'),
       );
       if (o.auditRetention) {
         store.pruneAudit(new Date(Date.now() - o.auditRetention * 1000)).then(
           (n) => n > 0 && logger.info({ pruned: n }, 'pruned old audit events'),
-          (err: unknown) => logger.warn({ err }, 'audit pruning failed; will retry'),
+          pruneFailed('audit'),
         );
       }
     };
     prune();
-    svc.timers.push(setInterval(prune, 3600_000).unref());
+    svc.timers.push(setInterval(prune, PRUNE_EVERY_MS).unref());
     if (ready()) logger.info({ store: kind, ...(kind === 'sqlite' ? { path: o.path } : {}), failClosed: o.failClosed }, 'inventory store open');
     return svc;
   }
@@ -143,7 +161,9 @@ export class InventoryService implements RecordSink {
 
   /** Writes everything buffered (a clean shutdown loses nothing), then closes the store. */
   async close(deadlineMs = 30_000): Promise<void> {
+    this.closed = true;
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.pruneRetry);
     // Said first: a pod killed before the flush ends (its grace period is over) leaves this line.
     const pending = this.recorder.backlog + this.recorder.auditBacklog;
     if (pending > 0) this.logger.info({ records: this.recorder.backlog, auditEvents: this.recorder.auditBacklog, deadlineSeconds: deadlineMs / 1000 }, 'writing what the inventory holds in memory before exiting');
