@@ -36,9 +36,13 @@ export class HealthService {
     return this.statuses.get('') === 'SERVING';
   }
 
-  /** Ends Watch streams so shutdown is not held open by them. */
+  /**
+   * Ends Watch streams so shutdown is not held open by them. With UNAVAILABLE, not OK: a Watch
+   * never ends of itself (health.proto), and UNAVAILABLE is what a client of grpc-go's server sees
+   * when it stops (the connection closes), which clients retry on another replica.
+   */
   endWatches(): void {
-    for (const w of this.watchers) w.stream.end();
+    for (const w of this.watchers) w.stream.fail(Status.UNAVAILABLE, 'the server is shutting down');
     this.watchers.clear();
   }
 

@@ -185,6 +185,8 @@ export interface ServerStream<Res> {
   write(response: Res): void;
   /** Ends the call with OK. */
   end(): void;
+  /** Ends the call with this status (in the trailers, after what was written). */
+  fail(code: StatusCode, details: string): void;
   onClose(listener: () => void): void;
 }
 export type ServerStreamHandler<Req, Res> = (request: Req, call: CallInfo, stream: ServerStream<Res>) => void;
@@ -815,6 +817,9 @@ export class GrpcServer {
         },
         end: () => {
           if (open()) stream.end();
+        },
+        fail: (code, details) => {
+          if (open()) this.sendStatus(stream, code, details);
         },
         onClose: (listener) => stream.on('close', listener),
       });

@@ -10,6 +10,7 @@ function recorder(): { stream: ServerStream<HealthCheckResponse>; sent: string[]
   const stream = {
     write: (r: HealthCheckResponse) => void sent.push(r.status),
     end: () => void sent.push('(end)'),
+    fail: (code: number, details: string) => void sent.push(`(fail ${code} ${details})`),
     onClose: (f: () => void) => void (onClose = f),
   } as unknown as ServerStream<HealthCheckResponse>;
   return { stream, sent, close: () => onClose() };
@@ -46,5 +47,18 @@ describe('HealthService', () => {
     h.setAll('SERVING');
     expect(unknown.sent).toEqual(['SERVICE_UNKNOWN']);
     expect(gone.sent).toEqual(['NOT_SERVING']);
+  });
+
+  it('ends every Watch with UNAVAILABLE at shutdown (not OK: a Watch never ends of itself), and forgets them', () => {
+    const h = new HealthService(['ca']);
+    const a = recorder();
+    const b = recorder();
+    h.watch({}, a.stream);
+    h.watch({ service: 'ca' }, b.stream);
+    h.setAll('NOT_SERVING');
+    h.endWatches();
+    h.setAll('SERVING');
+    expect(a.sent).toEqual(['NOT_SERVING', `(fail ${Status.UNAVAILABLE} the server is shutting down)`]);
+    expect(b.sent).toEqual(['NOT_SERVING', `(fail ${Status.UNAVAILABLE} the server is shutting down)`]);
   });
 });
