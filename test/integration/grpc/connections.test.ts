@@ -157,6 +157,28 @@ describe('server.maxConnections with connections that hold a slot for nothing', 
   }, 20_000);
 });
 
+describe('server.maxConnections and a call just started on an idle connection', () => {
+  it('counts the new call (its request still arriving) as activity: its connection keeps its slot', async () => {
+    const reasons: string[] = [];
+    const { server: s, port: p, ca: pem } = await testServer({ maxConnections: 2, evictAfterMs: { pending: 1_500, idle: 1_500 }, onConnectionShed: (r) => reasons.push(r) });
+    try {
+      const old = connections.open(p, pem);
+      expect(await echo(old)).toBe(String(Status.OK));
+      await new Promise((r) => setTimeout(r, 1_600));
+      // Idle past the bound, then a call whose request has not all arrived yet.
+      const upload = startCall(old, codec.path);
+      upload.stream.write(Buffer.from([0, 0, 0, 0, 100, 1]));
+      const other = connections.open(p, pem);
+      expect(await echo(other)).toBe(String(Status.OK));
+      // Neither connection is idle: a third is refused rather than either being evicted.
+      expect(await echo(connections.open(p, pem))).toBe('no connection');
+      expect(reasons).toEqual(['max_connections']);
+    } finally {
+      await s.shutdown();
+    }
+  }, 20_000);
+});
+
 describe('server.idleTimeout and a unary call still being handled', () => {
   it('waits for the call (a slow TokenReview, say) past the grace before closing the connection', async () => {
     const slow: MethodCodec<Buffer, Buffer> = { path: '/t.T/Slow', deserialize: (b) => b, serialize: (r) => r };
@@ -277,6 +299,23 @@ describe('the call information handlers get', () => {
   });
 });
 
+describe('the call information handlers get, over IPv6', () => {
+  it("writes an IPv6 client's address in brackets before its port, and gives it alone without them", async () => {
+    const seen: CallInfo[] = [];
+    const { server: s, port: p, ca: pem } = await testServer({ listen: '[::1]:0' }, (g) => g.unary(codec, (r, call) => (seen.push(call), r)));
+    const session = connect(`https://localhost:${p}`, { createConnection: () => tlsConnect({ host: '::1', port: p, ca: pem, servername: 'localhost', ALPNProtocols: ['h2'] }) });
+    session.on('error', () => {});
+    try {
+      expect(await echo(session)).toBe(String(Status.OK));
+      const local = (session.socket as unknown as { localPort: number }).localPort;
+      expect(seen.map((c) => [c.peer, c.peerHost])).toEqual([[`[::1]:${local}`, '::1']]);
+    } finally {
+      session.destroy();
+      await s.shutdown();
+    }
+  });
+});
+
 describe('shutdown', () => {
   it('closes, once the grace is over, a connection that never became an HTTP/2 session (a TLS handshake never finished)', async () => {
     // A handshake timeout far beyond the grace, so only the shutdown can end that connection.
@@ -290,6 +329,48 @@ describe('shutdown', () => {
     await rawClosed; // a shutdown that waited on the handshake timeout would hang here (test timeout)
     await shutdown;
     expect(stopped).toBe(true);
+  }, 20_000);
+});
+
+describe('shutdown and an idle connection', () => {
+  it('sends it GOAWAY at once, so that the shutdown does not wait out the grace for it', async () => {
+    const { server: s, port: p, ca: pem } = await echoServer({ shutdownGrace: 10 });
+    const session = connections.open(p, pem);
+    expect(await echo(session)).toBe(String(Status.OK));
+    const first = new Promise<string>((resolve) => {
+      session.once('goaway', () => resolve('goaway'));
+      session.once('close', () => resolve('close'));
+    });
+    const t0 = Date.now();
+    await s.shutdown();
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(await first).toBe('goaway');
+  }, 20_000);
+});
+
+describe('shutdown and a handshake that finishes after it began', () => {
+  it('sends that connection GOAWAY at once, so that the shutdown does not wait out the grace for it', async () => {
+    const { server: s, port: p, ca: pem } = await echoServer({ shutdownGrace: 10 });
+    const raw = netConnect(p, '127.0.0.1');
+    raw.on('error', () => {});
+    await new Promise<void>((resolve) => raw.once('connect', () => resolve()));
+    const t0 = Date.now();
+    const shutdown = s.shutdown();
+    // The TLS handshake and HTTP/2 preface only now, on the connection accepted before.
+    const session = connect(`https://localhost:${p}`, { createConnection: () => tlsConnect({ socket: raw, ca: pem, servername: 'localhost', ALPNProtocols: ['h2'] }) });
+    session.on('error', () => {});
+    try {
+      const first = await new Promise<string>((resolve) => {
+        session.once('goaway', () => resolve('goaway'));
+        session.once('close', () => resolve('close'));
+      });
+      expect(first).toBe('goaway');
+      await shutdown;
+      expect(Date.now() - t0).toBeLessThan(5_000);
+    } finally {
+      session.destroy();
+      await shutdown;
+    }
   }, 20_000);
 });
 
@@ -417,6 +498,29 @@ describe('server maxUploadBytes (requests still arriving)', () => {
 });
 
 describe('a client that does not read its responses', () => {
+  it('without server.requestReadTimeout, leaves an unread response alone: it arrives whole once the client reads', async () => {
+    const s = await echoServer({});
+    const slow = connect(`https://localhost:${s.port}`, {
+      settings: { initialWindowSize: 0 },
+      createConnection: () => tlsConnect({ host: '127.0.0.1', port: s.port, ca: s.ca, servername: 'localhost', ALPNProtocols: ['h2'] }),
+    });
+    slow.on('error', () => {});
+    try {
+      const { stream, reply } = startCall(slow, codec.path);
+      stream.end(frameMessage(Buffer.from('hi')));
+      await new Promise((r) => setTimeout(r, 500));
+      // The client opens its window: the response, held all along, goes out.
+      slow.settings({ initialWindowSize: 65_535 });
+      const r = await reply;
+      expect(r.rstCode).toBe(h2.NGHTTP2_NO_ERROR);
+      expect(r.trailers?.['grpc-status']).toBe('0');
+      expect(r.body.subarray(5).toString()).toBe('hi');
+    } finally {
+      slow.destroy();
+      await s.server.shutdown();
+    }
+  }, 15_000);
+
   it('has each unread response reset after server.requestReadTimeout, so its connection no longer counts calls in flight and closes when idle', async () => {
     const s = await echoServer({ requestReadTimeout: 1, idleTimeout: 1 });
     // A zero flow-control window: the response headers arrive, its DATA can never be sent.

@@ -3,14 +3,14 @@
  * GrpcStatusError (a bug) ends its call with INTERNAL and a fixed message; the error's own text,
  * which may hold internals, reaches only the log. The real server over TLS, a raw HTTP/2 client.
  */
-import type { ClientHttp2Session } from 'node:http2';
+import { constants as h2, type ClientHttp2Session } from 'node:http2';
 import { Writable } from 'node:stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Status } from '../../../src/grpc/codes.js';
-import { GrpcServer, type MethodCodec } from '../../../src/grpc/server.js';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { GrpcStatusError, Status } from '../../../src/grpc/codes.js';
+import { GrpcServer, type CallInfo, type MethodCodec } from '../../../src/grpc/server.js';
 import { frameMessage } from '../../../src/grpc/wire.js';
 import { createLogger } from '../../../src/log/logger.js';
-import { connectTls, unaryCall } from '../../support/raw-grpc.js';
+import { connectTls, startCall, unaryCall } from '../../support/raw-grpc.js';
 import { localhostIdentity } from '../../support/serving-identity.js';
 
 const SECRET = 'password=hunter2 at /var/lib/meshcert/ca-key.pem';
@@ -58,5 +58,46 @@ describe('a handler that fails unexpectedly', () => {
 
   it('keeps serving afterwards', async () => {
     expect((await call('/t.T/Unary')).status).toBe(Status.INTERNAL);
+  });
+});
+
+describe('onErrorStatusSent', () => {
+  it('counts each error status sent to a client, and not the refusal of a call whose client had gone (nothing is sent)', async () => {
+    const sent: number[] = [];
+    let held: { call: CallInfo; refuse: () => void } | undefined;
+    const { certChainPem: certPem, keyPem } = await localhostIdentity();
+    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
+    const s = new GrpcServer(
+      { listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, onErrorStatusSent: (code) => sent.push(code) },
+      { certChainPem: certPem, keyPem },
+      logger,
+    ).unary(codec('/t.T/Refuses'), (_r, call) => new Promise<Buffer>((_resolve, reject) => (held = { call, refuse: () => reject(new GrpcStatusError(Status.PERMISSION_DENIED, 'no')) })));
+    const c = connectTls(await s.start(), certPem);
+    try {
+      expect((await unaryCall(c, '/t.T/Nope', frameMessage(Buffer.from('x')))).grpcStatus).toBe(Status.UNIMPLEMENTED);
+      expect(sent).toEqual([Status.UNIMPLEMENTED]);
+
+      // The client resets its call before the handler refuses it.
+      const gone = startCall(c, '/t.T/Refuses');
+      gone.stream.end(frameMessage(Buffer.from('x')));
+      await vi.waitFor(() => expect(held).toBeDefined(), { timeout: 10_000 });
+      gone.stream.close(h2.NGHTTP2_CANCEL);
+      await gone.reply;
+      await vi.waitFor(() => expect(held!.call.cancelled()).toBe(true), { timeout: 10_000 });
+      held!.refuse();
+      await new Promise((r) => setTimeout(r, 100));
+      expect(sent).toEqual([Status.UNIMPLEMENTED]);
+
+      // The same refusal to a client that waits for it is counted.
+      held = undefined;
+      const waited = unaryCall(c, '/t.T/Refuses', frameMessage(Buffer.from('x')));
+      await vi.waitFor(() => expect(held).toBeDefined(), { timeout: 10_000 });
+      held!.refuse();
+      expect((await waited).grpcStatus).toBe(Status.PERMISSION_DENIED);
+      expect(sent).toEqual([Status.UNIMPLEMENTED, Status.PERMISSION_DENIED]);
+    } finally {
+      c.destroy();
+      await s.shutdown();
+    }
   });
 });

@@ -122,6 +122,9 @@ describe('gRPC over HTTP/2 on the wire (raw node:http2 client)', () => {
     ['content-type application/grpc-web', { 'content-type': 'application/grpc-web' }],
     ['content-type application/grpcx', { 'content-type': 'application/grpcx' }],
     ['a GET', { ':method': 'GET', 'content-type': undefined }],
+    // gRPC is POST only, whatever the content-type says.
+    ['a GET with content-type application/grpc', { ':method': 'GET' }],
+    ['a PUT with content-type application/grpc', { ':method': 'PUT' }],
   ] as Array<[string, OutgoingHttpHeaders]>)('answers %s with HTTP 415 and no gRPC status', async (_name, headers) => {
     const { stream, reply } = start(session, { token, headers });
     if (headers[':method'] === 'GET') stream.end();
@@ -129,6 +132,12 @@ describe('gRPC over HTTP/2 on the wire (raw node:http2 client)', () => {
     const r = await reply;
     expect(r.httpStatus).toBe(415);
     expect(r.grpcStatus).toBeUndefined();
+  });
+
+  it.each(['application/grpc+proto', 'application/grpc;charset=utf-8'])('serves a call with content-type %s (a codec or parameters after application/grpc)', async (contentType) => {
+    const r = await call(session, validRequest, { token, headers: { 'content-type': contentType } });
+    expect(r.httpStatus).toBe(200);
+    expect(r.grpcStatus, r.grpcMessage).toBe(status.OK);
   });
 
   it('refuses an unsupported grpc-encoding (br) with UNIMPLEMENTED and lists what it accepts', async () => {

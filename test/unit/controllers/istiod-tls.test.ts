@@ -336,5 +336,237 @@ describe('IstiodTlsController', () => {
     expect(secret()!.type).toBe('Opaque');
     expect(secret()!.obj.metadata.labels).toEqual({ owner: 'ops', 'app.kubernetes.io/managed-by': 'meshcert' });
     expect(log.lines.filter((l) => l.level === 'warn' && l.msg?.includes('cannot be changed'))).toHaveLength(1);
+    // Once: not again at the next write.
+    const cur = fake.get('secrets', NS, NAME)!;
+    fake.put('secrets', { ...cur, data: { ...(cur.data as object), 'tls.key': Buffer.from('broken').toString('base64') } });
+    await until(() => writesTo(fake, 'secrets').filter((r) => r.method === 'PUT' && r.status === 200).length === 2, 3_000, 'the second write');
+    expect(log.lines.filter((l) => l.level === 'warn' && l.msg?.includes('cannot be changed'))).toHaveLength(1);
+  });
+});
+
+describe('IstiodTlsController, found by mutation testing', () => {
+  const b64 = (s: string): string => Buffer.from(s).toString('base64');
+  const tlsSecret = (crt: string, key: string, caPem: string | undefined): { data: Record<string, string> } => ({
+    data: { 'tls.crt': b64(crt), 'tls.key': b64(key), ...(caPem === undefined ? {} : { 'ca.crt': b64(caPem) }) },
+  });
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  const secretGets = (): number => fake.requests.filter((r) => r.method === 'GET' && r.path === `/api/v1/namespaces/${NS}/secrets/${NAME}`).length;
+
+  it('refuses a lifetime that is not positive and a renewal ratio outside (0, 1)', () => {
+    expect(() => controller({ lifetimeSeconds: 0 })).toThrow(/lifetime must be positive/);
+    expect(() => controller({ renewBeforeRatio: 0 })).toThrow(/between 0 and 1/);
+    expect(() => controller({ renewBeforeRatio: 1 })).toThrow(/between 0 and 1/);
+    expect(() => controller({ lifetimeSeconds: 1, renewBeforeRatio: 0.99 })).not.toThrow();
+  });
+
+  it('check() says what is wrong with a Secret, and accepts SANs in any order and a chain that reaches a trusted intermediate', async () => {
+    let t = Date.now();
+    const c = controller({ now: () => t, watch: false });
+    const names = [...c.dnsNames];
+    const good = await ca.issue()(names, 30 * 86_400);
+    const other = await ca.issue()(names, 30 * 86_400);
+    const next = await makeTestCa('meshcert-check-other');
+    stops.push(() => next.cleanup());
+    const foreign = await next.issue()(names, 30 * 86_400);
+    const reason = (s: ReturnType<typeof tlsSecret>): string | undefined => c.check(s).reason;
+
+    expect(reason(tlsSecret(good.certChainPem, good.keyPem, ca.rootPem))).toBeUndefined();
+    expect(reason(tlsSecret(good.certChainPem, good.keyPem, undefined))).toBe('missing key ca.crt');
+    expect(reason(tlsSecret(good.certChainPem, good.keyPem, 'garbage'))).toBe('tls.crt or ca.crt holds no certificate');
+    expect(reason(tlsSecret(good.certChainPem, other.keyPem, ca.rootPem))).toBe('tls.key does not match tls.crt');
+    expect(reason(tlsSecret(foreign.certChainPem, foreign.keyPem, ca.rootPem))).toBe('tls.crt does not verify to ca.crt');
+    // The same names in another order in the certificate: current.
+    const reversed = await ca.issue()([...names].reverse(), 30 * 86_400);
+    expect(reason(tlsSecret(reversed.certChainPem, reversed.keyPem, ca.rootPem))).toBeUndefined();
+    t = good.notAfter.getTime() + 1;
+    expect(reason(tlsSecret(good.certChainPem, good.keyPem, ca.rootPem))).toBe('expired');
+    t = good.notAfter.getTime() - 9 * DAY;
+    expect(reason(tlsSecret(good.certChainPem, good.keyPem, ca.rootPem))).toBe('due for renewal');
+
+    // ca.crt holding the intermediate: the chain is anchored there, whatever follows it in tls.crt.
+    const interPem = ca.issuer.material.signingCert.toString();
+    const anchored = controller({ watch: false, rootBundle: () => interPem });
+    expect(anchored.check(tlsSecret(good.certChainPem + next.rootPem, good.keyPem, interPem)).reason).toBeUndefined();
+  });
+  it('accepts the CA bundle the issuer writes when it differs from the root bundle, until the root bundle changes', async () => {
+    const log = recordingLog();
+    const next = await makeTestCa('meshcert-issuer-bundle');
+    stops.push(() => next.cleanup());
+    let root = ca.rootPem;
+    const issuerCa = ca.rootPem + next.rootPem;
+    const issue: ServingCertIssuer = async (names, life) => ({ ...(await ca.issue()(names, life)), caPem: issuerCa });
+    const c = controller({ issue, rootBundle: () => root, log: asLog(log) });
+    c.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret');
+    expect(secret()!.ca).toBe(issuerCa);
+    expect(log.lines.filter((l) => l.level === 'warn' && l.msg?.includes('different from the distributed root bundle'))).toHaveLength(1);
+    await sleep(600); // several periodic checks: the issuer's bundle is current, nothing rewritten
+    expect(writesTo(fake, 'secrets')).toHaveLength(1);
+    expect(c.status().issued).toBe(1);
+
+    // Another root bundle: the accepted one is no longer current.
+    root = next.rootPem;
+    c.onRootBundleChanged();
+    await until(() => c.status().issued === 2, 3_000, 'the reissue');
+  });
+
+  it('runs one more check when one is asked for during a check (a root bundle changed while issuing)', async () => {
+    const next = await makeTestCa('meshcert-during');
+    stops.push(() => next.cleanup());
+    let bundle = ca.rootPem;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let calls = 0;
+    const issue: ServingCertIssuer = async (names, life) => {
+      const caPem = bundle;
+      if (calls++ === 0) await gate;
+      return { ...(await ca.issue()(names, life)), caPem };
+    };
+    const c = controller({ issue, rootBundle: () => bundle, watch: false, checkIntervalMs: 60_000 });
+    c.start();
+    await until(() => calls === 1, 3_000, 'the first issue');
+    bundle = ca.rootPem + next.rootPem;
+    c.onRootBundleChanged();
+    release();
+    await until(() => secret()?.ca === bundle, 3_000, 'ca.crt with both roots');
+  });
+
+  it('does nothing before start(), and a second start() is no second check', async () => {
+    const c = controller({ watch: false, checkIntervalMs: 60_000 });
+    c.onStartedLeading();
+    c.onRootBundleChanged();
+    await sleep(300);
+    expect(secretGets()).toBe(0);
+    c.start();
+    c.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret');
+    await sleep(300);
+    expect(secretGets()).toBe(1);
+  });
+
+  it('stop() waits for a check under way: no request follows once it resolved', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let calls = 0;
+    const base = ca.issue();
+    const c = controller({ watch: false, issue: async (names, life) => (calls++, await gate, base(names, life)) });
+    c.start();
+    await until(() => calls === 1, 3_000, 'the issue');
+    const stopping = c.stop();
+    release();
+    await stopping;
+    const n = fake.requests.length;
+    await sleep(300);
+    expect(fake.requests.length).toBe(n);
+  });
+
+  it('backs off exponentially up to retryMaxMs, and starts again from retryBaseMs after a success', async () => {
+    const log = recordingLog();
+    fake.fail({ method: 'POST', path: `/api/v1/namespaces/${NS}/secrets` }, { status: 503 }, 3);
+    const c = controller({ log: asLog(log), watch: false, checkIntervalMs: 60_000, retryBaseMs: 40, retryMaxMs: 100 });
+    c.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret after three failures');
+    const delays = (): unknown[] => log.lines.filter((l) => l.level === 'warn' && l.msg?.includes('not reconciled')).map((l) => (l.obj as { retryInMs: number }).retryInMs);
+    expect(delays()).toEqual([40, 80, 100]);
+    fake.fail({ method: 'GET', path: `/api/v1/namespaces/${NS}/secrets/${NAME}` }, { status: 503 }, 1);
+    await c.reconcileNow();
+    expect(delays()).toEqual([40, 80, 100, 40]);
+  });
+
+  it('issues anew, not the pending pair of a failed write, once the root bundle changed or too little of its lifetime is left', async () => {
+    const next = await makeTestCa('meshcert-pending');
+    stops.push(() => next.cleanup());
+    let bundle = ca.rootPem;
+    let offset = 0;
+    const clock = (): number => Date.now() + offset;
+    let issues = 0;
+    const issue: ServingCertIssuer = async (names, life) => {
+      issues++;
+      return { ...(await ca.issue(clock)(names, life)), caPem: bundle };
+    };
+    const c = controller({ issue, now: clock, rootBundle: () => bundle, watch: false, checkIntervalMs: 60_000, retryBaseMs: 60_000, retryMaxMs: 60_000 });
+    fake.fail({ method: 'POST', path: `/api/v1/namespaces/${NS}/secrets` }, { status: 503 }, 1);
+    c.start();
+    await until(() => c.status().failures === 1, 3_000, 'the failed write');
+    bundle = ca.rootPem + next.rootPem;
+    await c.reconcileNow();
+    expect(issues).toBe(2);
+    expect(secret()!.ca).toBe(bundle);
+
+    // Renewal time, and the write fails: the pair issued then is 20 days old at the retry.
+    offset = 21 * DAY;
+    fake.fail({ method: 'PUT', path: `/api/v1/namespaces/${NS}/secrets/${NAME}` }, { status: 503 }, 1);
+    await c.reconcileNow();
+    expect(issues).toBe(3);
+    offset = 41 * DAY;
+    await c.reconcileNow();
+    expect(issues).toBe(4);
+    expect(new Date(secret()!.leaf.validTo).getTime()).toBeGreaterThan(Date.now() + 41 * DAY + 25 * DAY);
+  });
+
+  it('reads again and writes within the same check after a 409 or a 404 on update; a 404 on create (no namespace) is not retried there', async () => {
+    const c = controller({ watch: false, checkIntervalMs: 60_000 });
+    c.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret');
+    const breakKey = (): void => {
+      const cur = fake.get('secrets', NS, NAME)!;
+      fake.put('secrets', { ...cur, data: { ...(cur.data as object), 'tls.key': b64('broken') } });
+    };
+    for (const status of [409, 404]) {
+      breakKey();
+      fake.fail({ method: 'PUT', path: `/api/v1/namespaces/${NS}/secrets/${NAME}` }, { status }, 1);
+      await c.reconcileNow();
+      expect(c.status()).toMatchObject({ failures: 0, lastError: undefined });
+      expect(secret()!.key).not.toBe('broken');
+    }
+    fake.delete('secrets', NS, NAME);
+    const before = fake.requests.length;
+    fake.fail({ method: 'POST', path: `/api/v1/namespaces/${NS}/secrets` }, { status: 404, message: 'namespaces "istio-system" not found' }, 1);
+    await c.reconcileNow();
+    expect(c.status().failures).toBe(1);
+    expect(c.status().lastError).not.toMatch(/kept changing/);
+    expect(fake.requests.slice(before).filter((r) => r.method === 'POST')).toHaveLength(1);
+  });
+
+  it('does not write when it stops being the leader while issuing', async () => {
+    let leader = true;
+    const base = ca.issue();
+    const c = controller({ watch: false, isLeader: () => leader, issue: async (names, life) => { leader = false; return base(names, life); } });
+    c.start();
+    await until(() => c.status().issued === 1, 3_000, 'the issue');
+    await sleep(300);
+    expect(writesTo(fake, 'secrets')).toEqual([]);
+  });
+
+  it('keeps a Secret another replica wrote while this one issued (409, then current): no write over it', async () => {
+    const theirs = await ca.issue()(istiodDnsNames(NS, {}), 30 * 86_400);
+    fake.put('secrets', { metadata: { name: NAME, namespace: NS }, type: 'kubernetes.io/tls', data: { 'tls.key': b64('broken') } });
+    const base = ca.issue();
+    const issue: ServingCertIssuer = async (names, life) => {
+      const cur = fake.get('secrets', NS, NAME)!;
+      fake.put('secrets', { ...cur, data: { 'tls.crt': b64(theirs.certChainPem), 'tls.key': b64(theirs.keyPem), 'ca.crt': b64(theirs.caPem) } });
+      return base(names, life);
+    };
+    const c = controller({ watch: false, checkIntervalMs: 60_000, issue });
+    c.start();
+    await until(() => c.status().issued === 1, 3_000, 'the issue');
+    await sleep(300);
+    expect(secret()!.crt).toBe(theirs.certChainPem);
+    expect(writesTo(fake, 'secrets').filter((r) => r.status === 200).length).toBe(0);
+    expect(c.status()).toMatchObject({ failures: 0, notAfter: theirs.notAfter });
+  });
+
+  it('status() of a replica that finds the Secret current: its NotAfter, and no error left from a failed check', async () => {
+    const first = controller({ watch: false });
+    first.start();
+    await until(() => secret() !== undefined, 5_000, 'the Secret');
+    await first.stop();
+    const c = controller({ watch: false, checkIntervalMs: 60_000, retryBaseMs: 60_000 });
+    fake.fail({ method: 'GET', path: `/api/v1/namespaces/${NS}/secrets/${NAME}` }, { status: 503 }, 1);
+    c.start();
+    await until(() => c.status().failures === 1, 3_000, 'the failed read');
+    expect(c.status().lastError).toBeDefined();
+    await c.reconcileNow();
+    expect(c.status()).toMatchObject({ lastError: undefined, notAfter: new Date(secret()!.leaf.validTo), issued: 0 });
   });
 });

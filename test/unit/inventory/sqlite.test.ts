@@ -157,3 +157,20 @@ describe('SqliteInventoryStore list pages', () => {
     });
   });
 });
+
+describe('SqliteInventoryStore opened read-only', () => {
+  it('calls a database whose migrations table is empty (a first migration that never ran) one without a schema, not an old schema', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-sqlite-ro-'));
+    dirs.push(dir);
+    const path = join(dir, 'inventory.db');
+    const db = new Database(path);
+    db.exec('CREATE TABLE inventory_schema_migrations (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)');
+    db.close();
+    const store = new SqliteInventoryStore({ path, readOnly: true });
+    try {
+      await expect(store.migrate()).rejects.toThrow(/^it holds no meshcert inventory \(no schema\): is this the right database\?$/);
+    } finally {
+      await store.close();
+    }
+  });
+});

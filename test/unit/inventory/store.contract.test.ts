@@ -17,6 +17,7 @@ import { PostgresInventoryStore, SIGHTINGS_LOCK_KEY } from '../../../src/invento
 import { STORE_THREAD_NICE, SqliteInventoryStore, WAL_AUTOCHECKPOINT_PAGES } from '../../../src/inventory/sqlite.js';
 import {
   InvalidCursorError,
+  InvalidFilterError,
   InventoryDataError,
   type Snapshot,
   type AuditEvent,
@@ -245,11 +246,24 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
       // An unpaired surrogate: SQLite stored mangled bytes, PostgreSQL refused the batch (jsonb).
       makeRecord(9, { namespace: 'x\ud800y' }),
       makeRecord(10, { dnsNames: ['a.example', 'x\udc00'] }),
+      // PostgreSQL's key_size is an integer (int4): both refuse what it cannot hold.
+      makeRecord(11, { keySize: -1 }),
+      makeRecord(12, { keySize: 2 ** 31 }),
+      makeRecord(13, { keyAlgorithm: '' }),
+      makeRecord(14, { issuer: null as unknown as string }),
+      makeRecord(15, { keyAlgorithm: null as unknown as string }),
+      makeRecord(16, { source: 'discovered:file:/a\u0000b' }),
+      makeRecord(17, { subject: 'CN=a\u0000b' }),
+      makeRecord(18, { dnsNames: ['a.example', null as unknown as string] }),
     ];
     for (const b of bad) {
       await expect(store.insertMany([good, b])).rejects.toBeInstanceOf(InventoryDataError);
     }
     expect(await store.count()).toBe(0);
+    // The bounds themselves are held.
+    const bounds = [makeRecord(19, { keySize: 0 }), makeRecord(20, { keySize: 2 ** 31 - 1 })];
+    await store.insertMany(bounds);
+    expect((await store.get(bounds[1]!.fingerprint))?.keySize).toBe(2 ** 31 - 1);
   });
 
   it('holds indexed text up to 2048 bytes each, and refuses longer alike (PostgreSQL refuses an index entry over about 2.7 KB)', async () => {
@@ -441,8 +455,23 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     const f = 'ab'.repeat(32);
     // Times no certificate has (beyond Date's range, or before year 1): both stores refuse them alike.
     const outOfRange = [9e15, -1e15, 253_402_300_800_000].map((a) => Buffer.from(JSON.stringify({ v: 1, a, f })).toString('base64url'));
-    for (const cursor of ['garbage', Buffer.from('{"v":1,"a":"x","f":"y"}').toString('base64url'), Buffer.from('[1]').toString('base64url'), ...outOfRange]) {
+    // JSON that is not an object, or a time that is no whole millisecond.
+    const notACursor = ['null', '5', JSON.stringify({ v: 1, a: 1.5, f }), JSON.stringify({ v: 2, a: 0, f })].map((j) => Buffer.from(j).toString('base64url'));
+    for (const cursor of ['garbage', Buffer.from('{"v":1,"a":"x","f":"y"}').toString('base64url'), Buffer.from('[1]').toString('base64url'), ...outOfRange, ...notACursor]) {
       await expect(store.list({ cursor })).rejects.toBeInstanceOf(InvalidCursorError);
+    }
+  });
+
+  it('rejects an invalid expiringBefore or now with a RangeError before asking the database', async () => {
+    await store.insertMany([makeRecord(1)]);
+    await expect(store.list({ expiringBefore: new Date(Number.NaN) })).rejects.toThrow(RangeError);
+    await expect(store.list({ includeExpired: false, now: new Date(Number.NaN) })).rejects.toThrow(RangeError);
+  });
+
+  it('rejects a filter holding a NUL character (PostgreSQL text cannot) with InvalidFilterError, alike', async () => {
+    await store.insertMany([makeRecord(1)]);
+    for (const key of ['namespace', 'serviceAccount', 'issuer', 'spiffeId', 'requester', 'source'] as const) {
+      await expect(store.list({ [key]: 'a\u0000b' }), key).rejects.toBeInstanceOf(InvalidFilterError);
     }
   });
 
@@ -470,6 +499,8 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     const withDead = await store.latestPerIdentity(at(48), new Date(0));
     expect(withDead.map((r) => r.fingerprint)).toEqual([c1, g2, b1, h2!, f2].map((r) => r.fingerprint));
     expect(await store.latestPerIdentity(at(10), at(0))).toEqual([]);
+    // The window starts at now inclusive: a certificate ending exactly now is still reported.
+    expect((await store.latestPerIdentity(at(48), at(24))).map((r) => r.fingerprint)).toEqual([b1, h2!, f2].map((r) => r.fingerprint));
   });
 
   it('latestPerIdentity reports only certificates meshcert issued (a discovered one is a snapshot), superseded by a later one of any source', async () => {
@@ -677,6 +708,25 @@ describe.each([sqliteHarness(), postgresHarness()])('inventory store contract: $
     await expect(
       store.insertAudit([{ at: new Date(T0), requester: null, identity: null, cluster: null, decision: 'maybe' as 'issued' }]),
     ).rejects.toBeInstanceOf(InventoryDataError);
+  });
+
+  it('rejects invalid audit events with InventoryDataError and writes nothing of that batch', async () => {
+    const event = (over: Partial<AuditEvent>): AuditEvent => ({ at: new Date(T0), requester: 'r', identity: 'spiffe://x', cluster: 'c1', decision: 'refused', ...over });
+    const bad: AuditEvent[] = [
+      event({ at: new Date(Number.NaN) }),
+      event({ id: '' }),
+      event({ id: 'a\u0000b' }),
+      event({ requester: 'r\ud800' }),
+      event({ identity: 'spiffe://x\u0000' }),
+      event({ cluster: 'c\u0000' }),
+      event({ code: 'X\u0000' }),
+      event({ reason: 'no\udc00' }),
+      event({ serial: 'ab\u0000' }),
+    ];
+    for (const b of bad) {
+      await expect(store.insertAudit([event({ id: 'good' }), b]), JSON.stringify(b)).rejects.toBeInstanceOf(InventoryDataError);
+    }
+    expect(await h.raw(loc, 'SELECT id FROM inventory_audit_events')).toEqual([]);
   });
 
   it('prunes audit events recorded before a time, and leaves certificate records alone', async () => {

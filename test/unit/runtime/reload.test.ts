@@ -1,11 +1,13 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { loadConfigFile } from '../../../src/config/load.js';
 import { reloadedConfig, restartOnlyChanges } from '../../../src/config/restart-only.js';
 import type { MeshcertConfig } from '../../../src/config/schema.js';
 import { createLogger } from '../../../src/log/logger.js';
+import { ReloadMetrics } from '../../../src/metrics/ca-metrics.js';
 import { Reloader } from '../../../src/runtime/reload.js';
 import { captureLogs } from '../../support/log-capture.js';
 
@@ -417,5 +419,148 @@ describe('Reloader once stopped', () => {
     release();
     await new Promise((r) => setTimeout(r, 300));
     expect(applied).toEqual(['start']);
+  });
+});
+
+describe('Reloader, found by mutation testing', () => {
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+  it('makes one reload of triggers within the debounce, logged with every reason, and a later one with only its own', async () => {
+    const file = configFile('burst.yaml', '');
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const { lines, logger } = captureLogs();
+    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void (current = next), logger });
+    reloader.start();
+    try {
+      const applied = (): unknown[] => lines.filter((l) => l.msg === 'configuration reload applied').map((l) => l.reason);
+      expect(reloader.trigger('SIGHUP')).toBe(true);
+      await sleep(100);
+      expect(reloader.trigger('file change')).toBe(true);
+      await expect.poll(applied, { timeout: 5_000 }).toEqual(['SIGHUP, file change']);
+      await sleep(500);
+      expect(applied()).toEqual(['SIGHUP, file change']);
+      reloader.trigger('later');
+      await expect.poll(applied, { timeout: 5_000 }).toEqual(['SIGHUP, file change', 'later']);
+    } finally {
+      reloader.stop();
+    }
+  });
+
+  it('does not reload at start() when it was not told the text the config was read from', async () => {
+    const { reloader, applied } = applyingReloader('no-loaded-text.yaml', '', 2000);
+    reloader.start();
+    try {
+      await sleep(700); // past the 300 ms debounce
+      expect(applied).toEqual([]);
+    } finally {
+      reloader.stop();
+    }
+  });
+
+  it('stop() ends every watch, a reload after it included: a file edited then is not even noted', async () => {
+    const { file, reloader } = applyingReloader('stopped-watch.yaml', '', 50);
+    reloader.start();
+    expect(await reloader.reload('test')).toBe(true); // the files watched again (already watched: not twice)
+    await sleep(300); // the watch's first look
+    reloader.stop();
+    expect(reloader.watchedFiles).toEqual([]);
+    expect(await reloader.reload('after stop')).toBe(true);
+    expect(reloader.watchedFiles).toEqual([]);
+    writeFileSync(file, `${readFileSync(file, 'utf8')}# edited after stop\n`);
+    await sleep(500);
+    expect(reloader.changedWhileStarting).toBe(false);
+  });
+
+  it('keeps watching the files of the CAs in force when a reload naming others is rejected', async () => {
+    const file = configFile('rejected-keeps.yaml', `issuers: [{ name: old, dir: ${dir}/kept-ca }]\n`);
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const reloader = new Reloader({
+      configFile: file,
+      current: () => current,
+      apply: async (next) => {
+        if (next.issuers.some((i) => i.name === 'new')) throw new Error('refused');
+        current = next;
+      },
+      logger: createLogger('silent'),
+    });
+    reloader.start();
+    try {
+      writeFileSync(file, `${BASE}issuers: [{ name: new, dir: ${dir}/refused-ca }]\n`);
+      expect(await reloader.reload('test')).toBe(false);
+      expect(reloader.watchedFiles).toContain(join(dir, 'refused-ca', 'ca-cert.pem'));
+      expect(reloader.watchedFiles).toContain(join(dir, 'kept-ca', 'ca-cert.pem'));
+    } finally {
+      reloader.stop();
+    }
+  });
+
+  it('counts applied and rejected reloads', async () => {
+    const file = configFile('counted.yaml', '');
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const metrics = new ReloadMetrics(new Registry());
+    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void (current = next), logger: createLogger('silent'), metrics });
+    const count = async (result: string): Promise<number | undefined> => (await metrics.reloads.get()).values.find((v) => v.labels.result === result)?.value;
+    expect(await reloader.reload('test')).toBe(true);
+    writeFileSync(file, `dataDir: ${dir}/data\nca:\n  dir: ${dir}/ca\n`); // no authentication: refused
+    expect(await reloader.reload('test')).toBe(false);
+    expect(await count('applied')).toBe(1);
+    expect(await count('rejected')).toBe(1);
+    reloader.stop();
+  });
+
+  it('says at error level that the development issuer turned on is not in force when it adds a cluster (one section)', async () => {
+    const path = join(dir, 'dev-pending.yaml');
+    const head = `dataDir: ${dir}/data\nca:\n  dir: ${dir}/ca\nauth:\n  clusters:\n    - name: east\n      jwt: [{ issuer: "https://east.test", jwksFile: /tmp/k.json }]\n`;
+    writeFileSync(path, head);
+    let current: MeshcertConfig = loadConfigFile(path).config;
+    const { lines, logger } = captureLogs();
+    const reloader = new Reloader({ configFile: path, current: () => current, apply: async (next) => void (current = next), logger });
+    writeFileSync(path, `${head}dev:\n  tokenIssuer: true\n`);
+    expect(await reloader.reload('test')).toBe(true);
+    expect(lines.filter((l) => l.level === 50).map((l) => [l.settings, l.msg])).toEqual([
+      [['dev'], 'authentication settings changed in the config but are not in force: the clusters served (names, trust domains, the default cluster) changed, which only a restart applies, so the rest of this section was not applied either and the running server still accepts every credential it accepted before this reload (an issuer, cluster or token issuer removed is still trusted); restart meshcert to apply them'],
+    ]);
+    expect(lines.filter((l) => l.level === 40)).toEqual([]);
+    reloader.stop();
+  });
+
+  it("keeps watching the in-force issuers' key files and TokenReview CA files when a reload's changed clusters are not applied", async () => {
+    const clusters = (jwks: string, caFile: string, extra = ''): string =>
+      `auth:\n  clusters:\n    - name: Kubernetes\n      jwt: [{ issuer: "https://k.test", jwksFile: ${join(dir, jwks)} }]\n    - name: home\n      tokenReview: { apiServer: "https://127.0.0.1:6443", caFile: ${join(dir, caFile)}, tokenFile: /dev/null }\n${extra}`;
+    const file = configFile('in-force-files.yaml', clusters('in-force.json', 'in-force-ca.crt'));
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void (current = next), logger: createLogger('silent') });
+    reloader.start();
+    try {
+      writeFileSync(file, BASE + clusters('next.json', 'next-ca.crt', '    - name: east\n      jwt: [{ issuer: "https://east.test", jwksFile: /tmp/east.json }]\n'));
+      expect(await reloader.reload('test')).toBe(true);
+      expect(reloader.watchedFiles).toEqual(expect.arrayContaining([join(dir, 'in-force.json'), join(dir, 'in-force-ca.crt'), join(dir, 'next.json'), join(dir, 'next-ca.crt')]));
+    } finally {
+      reloader.stop();
+    }
+  });
+
+  it('logs a reload that fails outside the config checks, and reloads again afterwards', async () => {
+    const file = configFile('throwing-log.yaml', '');
+    let current: MeshcertConfig = loadConfigFile(file).config;
+    const errors: unknown[] = [];
+    let applied = 0;
+    const logger = {
+      info: () => {
+        throw new Error('log sink broken');
+      },
+      warn: () => undefined,
+      error: (_o: unknown, msg: string) => void errors.push(msg),
+    };
+    const reloader = new Reloader({ configFile: file, current: () => current, apply: async (next) => void (applied++, (current = next)), logger: logger as never });
+    reloader.start();
+    try {
+      reloader.trigger('one');
+      await expect.poll(() => errors, { timeout: 5_000 }).toEqual(['reload failed unexpectedly']);
+      reloader.trigger('two');
+      await expect.poll(() => applied, { timeout: 5_000 }).toBe(2);
+    } finally {
+      reloader.stop();
+    }
   });
 });
