@@ -5,7 +5,7 @@
  */
 import { connect, constants as h2, type ClientHttp2Session } from 'node:http2';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
-import { connect as netConnect } from 'node:net';
+import { connect as netConnect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Status } from '../../../src/grpc/codes.js';
@@ -370,6 +370,29 @@ describe('shutdown and a handshake that finishes after it began', () => {
     } finally {
       session.destroy();
       await shutdown;
+    }
+  }, 20_000);
+});
+
+describe('connections handed over by another process (handedConnections), and shutdown', () => {
+  it('serves a handed connection, and closes one handed after shutdown began without serving it', async () => {
+    // What a cluster worker sees: the primary listens and hands each accepted socket over.
+    const handed = createNetServer({ pauseOnConnect: true }, (socket) => s.acceptConnection(socket));
+    const p = await new Promise<number>((resolve) => handed.listen(0, '127.0.0.1', () => resolve((handed.address() as AddressInfo).port)));
+    const { server: s, ca: pem } = await testServer({ listen: '127.0.0.1:0', handedConnections: { port: p } });
+    try {
+      expect(await echo(connections.open(p, pem))).toBe(String(Status.OK));
+      await s.shutdown();
+      const late = tlsConnect({ host: '127.0.0.1', port: p, ca: pem, servername: 'localhost', ALPNProtocols: ['h2'] });
+      const outcome = await new Promise<string>((resolve) => {
+        late.once('secureConnect', () => resolve('handshake'));
+        late.once('error', () => resolve('closed'));
+        late.once('close', () => resolve('closed'));
+      });
+      late.destroy();
+      expect(outcome).toBe('closed');
+    } finally {
+      handed.close();
     }
   }, 20_000);
 });

@@ -254,6 +254,34 @@ describe('Reloader', () => {
     }
   });
 
+  it.each([
+    ['rewritten in place (its ctime differs)', 'in-place'],
+    ['replaced by a copy renamed into place (its inode and ctime differ)', 'rename'],
+  ])('reloads a file of the same size and mtime as the version a reload read, %s', async (_name, how) => {
+    const { file, reloader, applied } = applyingReloader(`same-stamp-${how}.yaml`, '', 100);
+    reloader.watch();
+    reloader.start();
+    try {
+      await new Promise((r) => setTimeout(r, 400)); // the watch has its first stats
+      const text = readFileSync(file, 'utf8');
+      // Whole seconds, so that the second version can be stamped with exactly the same mtime.
+      const stamp = Math.floor(Date.now() / 1000) - 60;
+      writeFileSync(file, `${text}# a\n`);
+      utimesSync(file, stamp, stamp);
+      reloader.trigger('SIGHUP');
+      await expect.poll(() => applied.length, { timeout: 5_000 }).toBe(1);
+      await new Promise((r) => setTimeout(r, 700)); // the poll has seen that version: no second reload
+      expect(applied.length).toBe(1);
+      const target = how === 'rename' ? `${file}.new` : file;
+      writeFileSync(target, `${text}# b\n`);
+      utimesSync(target, stamp, stamp);
+      if (how === 'rename') renameSync(target, file);
+      await expect.poll(() => applied.length, { timeout: 5_000 }).toBe(2);
+    } finally {
+      reloader.stop();
+    }
+  });
+
   it('reloads an edit made after a reload whatever this clock says of file times (a file server whose clock runs behind)', async () => {
     const { file, reloader, applied } = applyingReloader('skew.yaml', '', 200);
     // This host's clock an hour ahead of the times the file system stamps.
