@@ -315,6 +315,23 @@ function classify(err: Error & { code?: string | null }): Error {
   return err;
 }
 
+/**
+ * Creates the database file's folder (0700) and its missing parents. mkdir's own EEXIST/ENOTDIR
+ * names neither the path in the way nor what it is, so a file where a folder should be (a stray
+ * `.meshcert` file, say) is said as such.
+ */
+function makeParentDirectory(file: string): void {
+  try {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EEXIST' && code !== 'ENOTDIR') throw e;
+    let dir = dirname(file);
+    while (dirname(dir) !== dir && !existsSync(dir)) dir = dirname(dir);
+    throw new Error(`${dir} is not a directory (the inventory's file ${file} is to be created under it): move it, or set inventory.path or dataDir elsewhere`, { cause: e });
+  }
+}
+
 export class SqliteInventoryStore implements InventoryStore {
   readonly kind = 'sqlite' as const;
   private worker!: Worker;
@@ -337,7 +354,7 @@ export class SqliteInventoryStore implements InventoryStore {
         // Opened as it is, never created; but a named pipe would block the open all the same.
         if (existsSync(abs)) assertRegularFile(abs);
       } else {
-        mkdirSync(dirname(abs), { recursive: true, mode: 0o700 });
+        makeParentDirectory(abs);
         prepareDatabaseFile(abs);
       }
     }

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
@@ -172,5 +172,19 @@ describe('SqliteInventoryStore opened read-only', () => {
     } finally {
       await store.close();
     }
+  });
+});
+
+describe('SqliteInventoryStore: a file where its folder should be', () => {
+  it.each([
+    ['the folder itself', ['.meshcert'], '.meshcert/inventory.db', '.meshcert'],
+    ['a parent of it', ['data'], 'data/sub/inventory.db', 'data'],
+  ])('names the file in the way (%s), not mkdir\'s EEXIST or ENOTDIR', (_name, files, dbPath, inTheWay) => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshcert-sqlite-'));
+    dirs.push(dir);
+    for (const f of files) writeFileSync(join(dir, f), 'not a folder');
+    expect(() => new SqliteInventoryStore({ path: join(dir, dbPath) })).toThrow(
+      `${join(dir, inTheWay)} is not a directory (the inventory's file ${join(dir, dbPath)} is to be created under it): move it, or set inventory.path or dataDir elsewhere`,
+    );
   });
 });
