@@ -276,6 +276,55 @@ describe('a client that keeps its side of a connection the server has ended', ()
       await s.shutdown();
     }
   }, 20_000);
+
+  describe('that memory pressure shed (idle_memory), then evicted at server.maxConnections', () => {
+    // onConnectionShed feeds a per-reason counter: a connection closed for memory and whose slot is
+    // later taken (its client never closed its side) is one connection shed, counted as idle_memory
+    // only; counting max_connections_idle again would report two.
+    it('counts the connection once', async () => {
+      const reasons: string[] = [];
+      let high = false;
+      const listeners: Array<(h: boolean) => void> = [];
+      const memoryPressure = {
+        get high(): boolean {
+          return high;
+        },
+        onSample: (l: (h: boolean) => void): void => void listeners.push(l),
+      };
+      const sample = (h: boolean): void => {
+        high = h;
+        for (const l of listeners) l(h);
+      };
+      // The periodic check is far off: only the eviction can free the slot.
+      const { server: s, port: p, ca: pem } = await testServer({ maxConnections: 1, memoryPressure, onConnectionShed: (r) => reasons.push(r), evictAfterMs: { pending: 60_000, idle: 60_000, halfClosed: 60_000 } });
+      const z = halfOpenClient(p);
+      try {
+        // Accepted while memory was not short (a connection arriving under pressure is refused).
+        await new Promise<void>((resolve) => z.socket.once('secureConnect', () => resolve()));
+        // Memory is short; once its session has been idle for a second, the connection gets GOAWAY.
+        await vi.waitFor(
+          () => {
+            sample(true);
+            expect(reasons).toEqual(['idle_memory']);
+          },
+          { timeout: 10_000, interval: 100 },
+        );
+        // Its session has ended (the server's FIN), its client keeps the connection.
+        await z.ended;
+        sample(false);
+        // The only slot is the zombie's: a new connection takes it...
+        const fresh = connections.open(p, pem);
+        expect(await echo(fresh)).toBe(String(Status.OK));
+        await z.closed();
+        // ...without counting a second shed for the same connection.
+        expect(reasons).toEqual(['idle_memory']);
+        fresh.destroy();
+      } finally {
+        z.socket.destroy();
+        await s.shutdown();
+      }
+    }, 20_000);
+  });
 });
 
 /** HTTP/2 frames for the raw clients above: an empty SETTINGS, a PING, and a GOAWAY (last stream 0, no error). */
@@ -513,6 +562,44 @@ describe('server maxUploadBytes (requests still arriving)', () => {
       } finally {
         clearInterval(drip);
       }
+      session.destroy();
+    } finally {
+      await s.shutdown();
+    }
+  }, 20_000);
+});
+
+describe('server maxUploadBytes and a call whose request has not begun', () => {
+  // Dropping an upload that holds no bytes frees nothing: the room must come from one that holds
+  // some, and the empty one (headers sent, its message still to come) must not be refused for it,
+  // even though it is the older and has had no data for longer.
+  it('drops the stalled upload that holds bytes, not an older one that holds none', async () => {
+    const told: string[] = [];
+    const { server: s, port: p, ca: pem } = await testServer({ maxUploadBytes: 20_000 }, (srv) => srv.unary(codec, (r) => r, { shed: (details) => void told.push(details) }));
+    try {
+      const session = connections.open(p, pem);
+      // HEADERS only. Both calls share the connection, so the server sees this one first (the older).
+      const empty = startCall(session, codec.path);
+      // Declares 24,000 bytes and sends 12,000 (header included), then stalls.
+      const stalled = startCall(session, codec.path);
+      stalled.stream.write(Buffer.concat([Buffer.from([0, 0, 0, 0x5d, 0xc0]), Buffer.alloc(11_995)]));
+      let emptyDone = false;
+      void empty.reply.then(() => (emptyDone = true));
+      // Both past the second after which an upload counts as stalled, with room for a slow machine.
+      await new Promise((r) => setTimeout(r, 1_500));
+      // 12,005 more do not fit beside the 12,000 held: room is made.
+      const fresh = startCall(session, codec.path);
+      fresh.stream.end(Buffer.concat([Buffer.from([0, 0, 0, 0x2e, 0xe0]), Buffer.alloc(12_000)]));
+      expect((await fresh.reply).grpcStatus).toBe(Status.OK);
+      const dropped = await stalled.reply;
+      expect([dropped.grpcStatus, dropped.grpcMessage]).toEqual([Status.UNAVAILABLE, 'the request stalled while the server needed its memory for others; retry']);
+      expect(told).toEqual(['the request stalled while the server needed its memory for others; retry']);
+      // The empty call was left alone: its request, sent now, is answered.
+      expect(emptyDone).toBe(false);
+      empty.stream.end(frameMessage(Buffer.from('late')));
+      const reply = await empty.reply;
+      expect(reply.grpcStatus).toBe(Status.OK);
+      expect(reply.body.subarray(5).toString()).toBe('late');
       session.destroy();
     } finally {
       await s.shutdown();
