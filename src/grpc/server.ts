@@ -893,8 +893,16 @@ function failUndecodable(e: unknown, path: string, fail: (code: StatusCode, deta
 }
 
 /** Trailers-only response: the status travels in the one HEADERS frame that ends the stream. False when the stream had already gone. */
+/**
+ * Streams already given a status. A stream ends with one: a second (a session destroyed, or a
+ * deadline, while a Watch's UNAVAILABLE waits for its trailers) would add a second trailers
+ * listener, whose sendTrailers throws ERR_HTTP2_TRAILERS_ALREADY_SENT out of an event handler.
+ */
+const statusGiven = new WeakSet<ServerHttp2Stream>();
+
 function sendStatus(stream: ServerHttp2Stream, code: StatusCode, details: string): boolean {
-  if (stream.closed || stream.destroyed) return false;
+  if (stream.closed || stream.destroyed || statusGiven.has(stream)) return false;
+  statusGiven.add(stream);
   if (stream.headersSent) {
     // A server stream already under way: its status goes in the trailers.
     stream.removeListener('wantTrailers', sendOkTrailers);

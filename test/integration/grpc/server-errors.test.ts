@@ -3,7 +3,8 @@
  * GrpcStatusError (a bug) ends its call with INTERNAL and a fixed message; the error's own text,
  * which may hold internals, reaches only the log. The real server over TLS, a raw HTTP/2 client.
  */
-import { constants as h2, type ClientHttp2Session } from 'node:http2';
+import { connect, constants as h2, type ClientHttp2Session } from 'node:http2';
+import { connect as tlsConnect } from 'node:tls';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { GrpcStatusError, Status } from '../../../src/grpc/codes.js';
@@ -61,17 +62,24 @@ describe('a handler that fails unexpectedly', () => {
   });
 });
 
+/** A silent server (routes to be added) that records every error status it reports as sent. */
+async function countingServer(): Promise<{ server: GrpcServer; sent: number[]; certPem: string }> {
+  const sent: number[] = [];
+  const { certChainPem: certPem, keyPem } = await localhostIdentity();
+  const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
+  const server = new GrpcServer(
+    { listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, onErrorStatusSent: (code) => sent.push(code) },
+    { certChainPem: certPem, keyPem },
+    logger,
+  );
+  return { server, sent, certPem };
+}
+
 describe('onErrorStatusSent', () => {
   it('counts each error status sent to a client, and not the refusal of a call whose client had gone (nothing is sent)', async () => {
-    const sent: number[] = [];
     let held: { call: CallInfo; refuse: () => void } | undefined;
-    const { certChainPem: certPem, keyPem } = await localhostIdentity();
-    const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
-    const s = new GrpcServer(
-      { listen: '127.0.0.1:0', maxRequestBytes: 65536, shutdownGrace: 1, maxConcurrentStreams: 10, onErrorStatusSent: (code) => sent.push(code) },
-      { certChainPem: certPem, keyPem },
-      logger,
-    ).unary(codec('/t.T/Refuses'), (_r, call) => new Promise<Buffer>((_resolve, reject) => (held = { call, refuse: () => reject(new GrpcStatusError(Status.PERMISSION_DENIED, 'no')) })));
+    const { server, sent, certPem } = await countingServer();
+    const s = server.unary(codec('/t.T/Refuses'), (_r, call) => new Promise<Buffer>((_resolve, reject) => (held = { call, refuse: () => reject(new GrpcStatusError(Status.PERMISSION_DENIED, 'no')) })));
     const c = connectTls(await s.start(), certPem);
     try {
       expect((await unaryCall(c, '/t.T/Nope', frameMessage(Buffer.from('x')))).grpcStatus).toBe(Status.UNIMPLEMENTED);
@@ -95,6 +103,37 @@ describe('onErrorStatusSent', () => {
       held!.refuse();
       expect((await waited).grpcStatus).toBe(Status.PERMISSION_DENIED);
       expect(sent).toEqual([Status.UNIMPLEMENTED, Status.PERMISSION_DENIED]);
+    } finally {
+      c.destroy();
+      await s.shutdown();
+    }
+  });
+});
+
+describe('a server stream given its status while its data waits on flow control', () => {
+  it('keeps that first status when its deadline passes before the trailers go out: one status, counted once, nothing thrown', async () => {
+    const { server, sent, certPem } = await countingServer();
+    const s = server.serverStream(codec('/t.T/Watch'), (_r, _call, stream) => {
+      stream.write(Buffer.alloc(1000));
+      stream.fail(Status.UNAVAILABLE, 'the server is shutting down'); // as health's endWatches at shutdown
+    });
+    const port = await s.start();
+    // A client that grants no flow-control window: the server's DATA, and so its trailers, wait
+    // until the window opens; meanwhile the call's deadline passes (a second status, before).
+    const c = connect(`https://localhost:${port}`, {
+      createConnection: () => tlsConnect({ host: '127.0.0.1', port, ca: certPem, servername: 'localhost', ALPNProtocols: ['h2'] }),
+      settings: { initialWindowSize: 0 },
+    });
+    c.on('error', () => {});
+    try {
+      const { stream, reply } = startCall(c, '/t.T/Watch', { 'grpc-timeout': '200m' });
+      stream.end(frameMessage(Buffer.from('x')));
+      await new Promise((r) => setTimeout(r, 600));
+      c.settings({ initialWindowSize: 65_535 });
+      const r = await reply;
+      expect(r.body.length).toBeGreaterThan(1000);
+      expect([r.grpcStatus, r.grpcMessage]).toEqual([Status.UNAVAILABLE, 'the server is shutting down']);
+      expect(sent).toEqual([Status.UNAVAILABLE]);
     } finally {
       c.destroy();
       await s.shutdown();
