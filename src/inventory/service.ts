@@ -23,7 +23,7 @@ export interface InventoryOptions {
 
 /** Expired records and old audit events are pruned at start, then at this interval. */
 const PRUNE_EVERY_MS = 3600_000;
-/** After a prune fails, the next try comes this soon (once; the hourly rounds go on). */
+/** After a prune fails, the next try comes this soon (one retry pending at a time; the hourly rounds go on). */
 export const PRUNE_RETRY_MS = 300_000;
 
 /**
@@ -97,12 +97,13 @@ export class InventoryService implements RecordSink {
     // not at the next hourly round: a replica started while PostgreSQL was away would otherwise
     // leave expired records an hour longer than retention says.
     const pruneFailed = (what: string) => (err: unknown): void => {
-      logger.warn({ err, retryInSeconds: PRUNE_RETRY_MS / 1000 }, `${what} pruning failed; will retry`);
-      if (svc.closed || svc.pruneRetry) return;
+      if (svc.closed) return; // a prune cut short by close(): nothing to retry
+      if (svc.pruneRetry) return void logger.warn({ err }, `${what} pruning failed; a retry is already due`);
       svc.pruneRetry = setTimeout(() => {
         svc.pruneRetry = undefined;
         prune();
       }, PRUNE_RETRY_MS).unref();
+      logger.warn({ err, retryInSeconds: PRUNE_RETRY_MS / 1000 }, `${what} pruning failed; will retry`);
     };
     const prune = (): void => {
       store.pruneExpired(new Date(Date.now() - o.retention * 1000)).then(

@@ -550,7 +550,9 @@ describe('IstiodTlsController, found by mutation testing', () => {
     const c = controller({ watch: false, checkIntervalMs: 60_000, issue });
     c.start();
     await until(() => c.status().issued === 1, 3_000, 'the issue');
-    await sleep(300);
+    // The 409 and the read after it: done once the status reports their certificate.
+    await until(() => c.status().notAfter?.getTime() === theirs.notAfter.getTime(), 5_000, 'the re-read after the conflict');
+    await c.stop();
     expect(secret()!.crt).toBe(theirs.certChainPem);
     expect(writesTo(fake, 'secrets').filter((r) => r.status === 200).length).toBe(0);
     expect(c.status()).toMatchObject({ failures: 0, notAfter: theirs.notAfter });

@@ -1,6 +1,7 @@
 /**
  * A prune that fails (the store down at start, a lock held too long) is tried again after
- * PRUNE_RETRY_MS, once, instead of waiting for the next hourly round; close() cancels it.
+ * PRUNE_RETRY_MS (one retry pending at a time, until one succeeds), instead of waiting for the
+ * next hourly round; close() cancels it, and a prune that fails after close() is not retried.
  * The store is a stand-in (the module that opens stores is mocked) so the clock can be driven.
  */
 import { afterEach, beforeEach, describe, expect, it, vi, type Mock } from 'vitest';
@@ -102,6 +103,18 @@ describe('InventoryService prune retry', () => {
     await vi.advanceTimersByTimeAsync(0);
     await svc.close();
     await vi.advanceTimersByTimeAsync(PRUNE_RETRY_MS);
+    expect(store.pruneExpired).toHaveBeenCalledTimes(1);
+  });
+
+  it('does not retry a prune that fails after close() began (one still running then)', async () => {
+    const store = fakeStore();
+    let failLater: (e: Error) => void = () => {};
+    store.pruneExpired.mockImplementationOnce(() => new Promise<number>((_resolve, reject) => (failLater = reject)));
+    const svc = await open();
+    await vi.advanceTimersByTimeAsync(0);
+    await svc.close();
+    failLater(new Error('Connection terminated'));
+    await vi.advanceTimersByTimeAsync(2 * PRUNE_RETRY_MS);
     expect(store.pruneExpired).toHaveBeenCalledTimes(1);
   });
 });
