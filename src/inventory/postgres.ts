@@ -303,7 +303,7 @@ export class PostgresInventoryStore implements InventoryStore {
       );
       return assertSchemaCurrent(version, MIGRATIONS);
     }
-    const client = await this.pool.connect();
+    const { client, release } = await this.checkOut();
     let broken = false;
     // Waiting for another replica's migration may legitimately outlast the per-query timeout.
     const migrationQuery = (text: string, values: unknown[] = []): Promise<pg.QueryResult> =>
@@ -338,7 +338,7 @@ export class PostgresInventoryStore implements InventoryStore {
       broken = true;
       throw err;
     } finally {
-      client.release(broken);
+      release(broken);
     }
   }
 
@@ -493,8 +493,32 @@ export class PostgresInventoryStore implements InventoryStore {
     return this.againOnConflict(() => this.transactionOnce(fn));
   }
 
-  private async transactionOnce<T>(fn: (q: TransactionQuery) => Promise<T>): Promise<T> {
+  /**
+   * A pooled connection for statements that must share one (a transaction, a session lock). While
+   * it is checked out pg-pool's own 'error' listener is off, and a connection that ends (a restart,
+   * a failover, pg_terminate_backend) makes pg's Client emit 'error' besides rejecting the statement
+   * in progress: unheard, that throws from a socket event and ends the process. Heard here, it only
+   * marks the connection broken, so that it is discarded rather than returned to the pool.
+   */
+  private async checkOut(): Promise<{ client: pg.PoolClient; release: (broken: boolean) => void }> {
     const client = await this.pool.connect();
+    let lost = false;
+    const onError = (): void => {
+      lost = true;
+    };
+    client.on('error', onError);
+    return {
+      client,
+      release: (broken) => {
+        // A discarded connection keeps the listener: it may still report its end as it closes.
+        if (!(broken || lost)) client.off('error', onError);
+        client.release(broken || lost);
+      },
+    };
+  }
+
+  private async transactionOnce<T>(fn: (q: TransactionQuery) => Promise<T>): Promise<T> {
+    const { client, release } = await this.checkOut();
     let broken = false;
     try {
       await client.query('BEGIN');
@@ -510,7 +534,7 @@ export class PostgresInventoryStore implements InventoryStore {
       broken ||= isConnectionFailure(err);
       throw err;
     } finally {
-      client.release(broken);
+      release(broken);
     }
   }
 
