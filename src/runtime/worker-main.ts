@@ -89,8 +89,11 @@ export async function workerMain(): Promise<number> {
       else pendingReload = m; // applied once started
     }
   });
+  // With a callback, a send that fails (the primary gone, EPIPE before 'disconnect' is seen) is
+  // handed to it instead of emitted as an 'error' on process, which nothing hears: that would end
+  // this worker at once rather than let the 'disconnect' handler drain it.
   const send = (m: WorkerMessage): void => {
-    if (process.connected) process.send?.(m);
+    if (process.connected) process.send?.(m, undefined, {}, ignoreSendError);
   };
 
   const { config, ca, port, shape } = await workerConfig();
@@ -148,3 +151,6 @@ export async function workerMain(): Promise<number> {
   if (shutdownRequested || !process.connected) drain();
   return new Promise<number>(() => {});
 }
+
+/** A failed IPC send: the channel is closing, which 'disconnect' handles. */
+function ignoreSendError(): void {}
