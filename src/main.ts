@@ -43,6 +43,7 @@ import type { Logger } from './log/logger.js';
 import { ServingCertificate, type ServingMaterial } from './serving/serving-cert.js';
 import { splitPemCertificates } from './x509/pem.js';
 import { LogThrottle } from './log/throttle.js';
+import { oneLine } from './x509/names.js';
 
 export const CA_SERVICE_NAME = 'istio.v1.auth.IstioCertificateService';
 
@@ -263,7 +264,7 @@ export async function startMeshcert(config: MeshcertConfig, o: StartOptions): Pr
   const issuers = (): IssuerRegistry => state.issuers;
   const currentIssuer = (): LocalIssuer => state.issuers.default;
   for (const i of state.issuers.all) {
-    logger.info({ issuer: i.name, subject: i.material.signingCert.subject.replace(/\n/g, ', '), notAfter: i.notAfter.toISOString(), roots: i.material.roots.length }, 'CA loaded');
+    logger.info({ issuer: i.name, subject: oneLine(i.material.signingCert.subject), notAfter: i.notAfter.toISOString(), roots: i.material.roots.length }, 'CA loaded');
   }
   const closers: Array<() => void | Promise<void>> = [];
   const auth = new AuthInForce(await buildAuthChain(config, () => state, logger, o.metrics));

@@ -2,7 +2,7 @@ import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
 import { ConfigError } from '../errors/ca-error.js';
 import { accessProblem, MAX_PEM_BYTES, pathPresent, readTextFile } from '../fs/read-file.js';
-import { issuerAndSubjectDer } from '../x509/names.js';
+import { issuerAndSubjectDer, oneLine } from '../x509/names.js';
 import { certToPem, parsePemBundle } from '../x509/pem.js';
 import { CA_FILES, caPath, RENEWING_DIR, replacingFrom, ROTATION_FILE, STAGED_SETS, type StagedSet } from './files.js';
 import { readRotationState } from './rotation-state.js';
@@ -228,7 +228,7 @@ export function buildMaterial(
   // false, so an unreadable notAfter would pass as never expiring and cap no leaf's lifetime.
   for (const c of [...intermediates, ...roots]) {
     if (Number.isNaN(Date.parse(c.validFrom)) || Number.isNaN(Date.parse(c.validTo))) {
-      throw new ConfigError(`CA certificate "${c.subject.replace(/\n/g, ', ')}" has a validity date that cannot be read (notBefore "${c.validFrom}", notAfter "${c.validTo}"): re-issue it`);
+      throw new ConfigError(`CA certificate "${oneLine(c.subject)}" has a validity date that cannot be read (notBefore "${c.validFrom}", notAfter "${c.validTo}"): re-issue it`);
     }
   }
   const top = intermediates[intermediates.length - 1]!;
@@ -240,11 +240,11 @@ export function buildMaterial(
   const expiredRoots = roots.filter((r) => expired(r) && (anchoredByCurrent || !signedBy(top, r)));
   const current = roots.filter((r) => !expiredRoots.includes(r));
   for (const c of [...intermediates, ...current]) {
-    if (expired(c)) throw new ConfigError(`CA certificate "${c.subject.replace(/\n/g, ', ')}" expired on ${new Date(c.validTo).toISOString()}`);
-    if (new Date(c.validFrom) > now) throw new ConfigError(`CA certificate "${c.subject.replace(/\n/g, ', ')}" is not valid before ${new Date(c.validFrom).toISOString()}`);
+    if (expired(c)) throw new ConfigError(`CA certificate "${oneLine(c.subject)}" expired on ${new Date(c.validTo).toISOString()}`);
+    if (new Date(c.validFrom) > now) throw new ConfigError(`CA certificate "${oneLine(c.subject)}" is not valid before ${new Date(c.validFrom).toISOString()}`);
   }
   for (const r of roots) {
-    if (!r.ca || !isSelfSigned(r)) throw new ConfigError(`root-cert.pem holds "${r.subject.replace(/\n/g, ', ')}", which is not a self-signed CA certificate${r.ca ? '' : ` (${notCaReason(r)})`}`);
+    if (!r.ca || !isSelfSigned(r)) throw new ConfigError(`root-cert.pem holds "${oneLine(r.subject)}", which is not a self-signed CA certificate${r.ca ? '' : ` (${notCaReason(r)})`}`);
   }
   // Each intermediate must be signed by the next one, the last by a root.
   for (let i = 0; i < intermediates.length; i++) {
@@ -255,16 +255,16 @@ export function buildMaterial(
     if (!parent) {
       // Signed by it, but OpenSSL does not take it as an issuer: say why, not "not signed".
       const notCa = parents.find((p) => !p.ca && child.verify(p.publicKey));
-      if (notCa) throw new ConfigError(`${parentInChain ? 'cert-chain.pem' : 'root-cert.pem'} holds "${notCa.subject.replace(/\n/g, ', ')}", which is not a CA certificate (${notCaReason(notCa)})`);
+      if (notCa) throw new ConfigError(`${parentInChain ? 'cert-chain.pem' : 'root-cert.pem'} holds "${oneLine(notCa.subject)}", which is not a CA certificate (${notCaReason(notCa)})`);
       const what = parentInChain ? 'the next certificate in cert-chain.pem' : 'any certificate in root-cert.pem';
-      throw new ConfigError(`CA chain does not verify: "${child.subject.replace(/\n/g, ', ')}" is not signed by ${what}`);
+      throw new ConfigError(`CA chain does not verify: "${oneLine(child.subject)}" is not signed by ${what}`);
     }
     if (!issuerAndSubjectDer(child.raw).issuer.equals(issuerAndSubjectDer(parent.raw).subject)) {
       throw new ConfigError(
-        `CA chain: the issuer name of "${child.subject.replace(/\n/g, ', ')}" is not byte-for-byte its parent's subject (different string encodings); Go clients and ztunnel would reject the chain. Re-issue it with the parent's subject copied exactly`,
+        `CA chain: the issuer name of "${oneLine(child.subject)}" is not byte-for-byte its parent's subject (different string encodings); Go clients and ztunnel would reject the chain. Re-issue it with the parent's subject copied exactly`,
       );
     }
-    if (i > 0 && !child.ca) throw new ConfigError(`cert-chain.pem holds "${child.subject.replace(/\n/g, ', ')}", which is not a CA certificate (${notCaReason(child)})`);
+    if (i > 0 && !child.ca) throw new ConfigError(`cert-chain.pem holds "${oneLine(child.subject)}", which is not a CA certificate (${notCaReason(child)})`);
   }
   // Leaves must not outlive any certificate of their chain, the anchoring root included.
   const anchor = anchorAmong(top, current) ?? top;
@@ -274,7 +274,7 @@ export function buildMaterial(
     const problem = keyProblem(c) ?? (isCurrentRoot(c) ? undefined : signatureProblem(c));
     if (problem) {
       throw new ConfigError(
-        `CA certificate "${c.subject.replace(/\n/g, ', ')}" has ${problem}, which istio-agent (Go) or ztunnel (rustls) refuses: every certificate issued under it would be refused. Re-issue it`,
+        `CA certificate "${oneLine(c.subject)}" has ${problem}, which istio-agent (Go) or ztunnel (rustls) refuses: every certificate issued under it would be refused. Re-issue it`,
       );
     }
   }

@@ -26,6 +26,7 @@ import { ARCHIVE_DIR, beginReplacing, CA_FILES, caPath, endReplacing, NEXT_DIR, 
 import { caCommonName, caSubjectName, carriedExtensions, checkOrganization, createIntermediateCert, createRootCert, extensionName, generateKey, keyAlgorithm } from './generate.js';
 import { anchorAmong, isSelfSigned, loadCaDir, materialFromTexts, pendingStepNote, type CaMaterial } from './material.js';
 import { readRotationState, rotationFile, writeRotationState, type CertSummary, type RotationState, type RotationStep } from './rotation-state.js';
+import { oneLine } from '../x509/names.js';
 import { signedBy } from '../x509/verify-chain.js';
 
 export { ROTATION_FILE };
@@ -81,10 +82,6 @@ export function summarize(c: X509Certificate): CertSummary {
     notBefore: new Date(c.validFrom).toISOString(),
     notAfter: new Date(c.validTo).toISOString(),
   };
-}
-
-export function oneLine(subject: string): string {
-  return subject.replace(/\n/g, ', ');
 }
 
 /** Reads whichever layout files exist in `dir`. */

@@ -19,6 +19,7 @@ import { trustDomainProblem, workloadSpiffeId } from '../x509/spiffe-id.js';
 import { missingKeyIdentifiers } from '../x509/key-identifiers.js';
 import { clusterTrustDomain, effectiveDefaultCluster, servedClusterNames, servedTrustDomains } from '../config/default-cluster.js';
 import { istiodDnsNameOptions, istiodDnsNames } from '../config/istiod-names.js';
+import { oneLine } from '../x509/names.js';
 
 /** Loads (or, with ca.autoInit, creates) the CA and checks it can sign a verifiable chain. */
 export async function loadIssuer(config: MeshcertConfig, logger: Logger, o: { allowInit?: boolean; quiet?: boolean; inForce?: CaTexts } = {}): Promise<LocalIssuer> {
@@ -263,7 +264,7 @@ export function loadNamedIssuer(config: MeshcertConfig, i: MeshcertConfig['issue
 function reportExpiredRoots(issuer: LocalIssuer, dir: string, logger: Logger): void {
   for (const r of issuer.material.expiredRoots) {
     logger.warn(
-      { issuer: issuer.name, dir, subject: r.subject.replace(/\n/g, ', '), notAfter: new Date(r.validTo).toISOString() },
+      { issuer: issuer.name, dir, subject: oneLine(r.subject), notAfter: new Date(r.validTo).toISOString() },
       'root-cert.pem holds an expired root that anchors nothing this CA signs; it is left out of the trust bundle (remove it from the file)',
     );
   }

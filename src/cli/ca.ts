@@ -12,6 +12,7 @@ import { trustDomainProblem } from '../x509/spiffe-id.js';
 import { LocalIssuer } from '../issuer/local.js';
 import { renewIntermediate, rotateFinish, rotateStart, rotateSwitch, rotationStatus, until, type StepResult } from '../ca/rotate.js';
 import { parse, spanFlag, UsageError } from './args.js';
+import { oneLine } from '../x509/names.js';
 
 const KEY_TYPES = ['ec256', 'ec384', 'rsa2048', 'rsa3072', 'rsa4096'] as const;
 
@@ -52,8 +53,8 @@ export async function caCommand(argv: string[]): Promise<number> {
     const dir = resolve(v.dir);
     const m = await initCaDir({ dir, keyType: v['key-type'] as (typeof KEY_TYPES)[number], organization: v.org! });
     console.log(`created a CA in ${dir}`);
-    console.log(`  root          ${m.roots[0]!.subject.replace(/\n/g, ', ')} (until ${new Date(m.roots[0]!.validTo).toISOString()})`);
-    console.log(`  intermediate  ${m.signingCert.subject.replace(/\n/g, ', ')} (until ${new Date(m.signingCert.validTo).toISOString()})`);
+    console.log(`  root          ${oneLine(m.roots[0]!.subject)} (until ${new Date(m.roots[0]!.validTo).toISOString()})`);
+    console.log(`  intermediate  ${oneLine(m.signingCert.subject)} (until ${new Date(m.signingCert.validTo).toISOString()})`);
     console.log('  files         ca-cert.pem, ca-key.pem (0600), cert-chain.pem, root-cert.pem, root-key.pem (0600)');
     console.log('  keep root-key.pem offline once the intermediate is in place; meshcert does not need it to serve');
     // A directory that existed before (made 0777 by hand, say) keeps its mode: said here, as ca check says it.
@@ -72,7 +73,7 @@ export async function caCommand(argv: string[]): Promise<number> {
       console.error(`meshcert: ${interrupted}; serve runs with that set meanwhile, but the directory's own files do not make a CA`);
       return 1;
     }
-    console.log(`CA OK: signs as "${m.signingCert.subject.replace(/\n/g, ', ')}", ${m.intermediates.length} intermediate(s), ${m.roots.length} root(s), usable until ${m.notAfter.toISOString()}`);
+    console.log(`CA OK: signs as "${oneLine(m.signingCert.subject)}", ${m.intermediates.length} intermediate(s), ${m.roots.length} root(s), usable until ${m.notAfter.toISOString()}`);
     warnExpiredRoots(m.expiredRoots);
     // A step killed while the live files make a whole CA: it passes, and says which step to re-run.
     const pending = pendingStepNote(resolve(v.dir), m.signingCert);
@@ -102,7 +103,7 @@ export async function caCommand(argv: string[]): Promise<number> {
     const r = importIstiod({ from: resolve(v.from), dir, trustDomain: v['trust-domain']! });
     console.log(`imported ${r.kind === 'cacerts' ? "istiod's plug-in CA (cacerts)" : "istiod's self-signed CA (istio-ca-secret)"} into ${dir}`);
     console.log(`  files         ${r.files.join(', ')} (keys 0600)`);
-    console.log(`  signs as      ${r.material.signingCert.subject.replace(/\n/g, ', ')} (until ${r.material.notAfter.toISOString()})`);
+    console.log(`  signs as      ${oneLine(r.material.signingCert.subject)} (until ${r.material.notAfter.toISOString()})`);
     console.log(`  roots         ${r.material.roots.length}`);
     warnExpiredRoots(r.material.expiredRoots);
     for (const missing of missingKeyIdentifiers([...r.material.intermediates, ...r.material.roots])) console.error(`warning: ${missing}`);
@@ -132,7 +133,7 @@ function orgOption(org: string | undefined): void {
 /** Roots loadCaDir left out of the bundle: still in root-cert.pem, so the operator should know. */
 function warnExpiredRoots(roots: readonly X509Certificate[]): void {
   for (const r of roots) {
-    console.error(`warning: root-cert.pem also holds "${r.subject.replace(/\n/g, ', ')}", which expired on ${new Date(r.validTo).toISOString()} and anchors nothing this CA signs; meshcert leaves it out of the trust bundle (remove it from the file)`);
+    console.error(`warning: root-cert.pem also holds "${oneLine(r.subject)}", which expired on ${new Date(r.validTo).toISOString()} and anchors nothing this CA signs; meshcert leaves it out of the trust bundle (remove it from the file)`);
   }
 }
 

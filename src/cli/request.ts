@@ -12,6 +12,7 @@ import { workloadSpiffeId } from '../x509/spiffe-id.js';
 import { parseHostPort } from '../net/host-port.js';
 import { MAX_PEM_BYTES, MAX_TOKEN_BYTES, readProblem, readTextFile } from '../fs/read-file.js';
 import { exclusive, parse, UsageError } from './args.js';
+import { oneLine } from '../x509/names.js';
 
 export const REQUEST_USAGE = `meshcert request --ns NAMESPACE --sa SERVICE_ACCOUNT [options]
   Requests a workload certificate as istio-agent does and checks the chain.
@@ -150,8 +151,8 @@ export async function requestCommand(argv: string[]): Promise<number> {
       keyType: v.key,
       chainElements: chain.length,
       chainVerified: true,
-      issuer: check.leaf.issuer.replace(/\n/g, ', '),
-      root: check.root.subject.replace(/\n/g, ', '),
+      issuer: oneLine(check.leaf.issuer),
+      root: oneLine(check.root.subject),
       latencyMs: Math.round(ms * 10) / 10,
     };
     if (v.out) {

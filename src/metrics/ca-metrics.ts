@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { X509Certificate } from 'node:crypto';
+import { oneLine } from '../x509/names.js';
 import type { IssuanceObserver } from '../authority/observer.js';
 import { CA_ERROR_CODES, type CaErrorCode } from '../errors/ca-error.js';
 
@@ -402,6 +403,3 @@ const CITADEL_COUNTER: Record<CaErrorCode, CitadelCounter> = {
   INTERNAL: { sign: 'UNKNOWN' },
 };
 
-function oneLine(dn: string): string {
-  return dn.replace(/\n/g, ', ');
-}

@@ -9,6 +9,7 @@
 import type { X509Certificate } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { Certificate, id_ce_authorityKeyIdentifier, id_ce_subjectKeyIdentifier } from '@peculiar/asn1-x509';
+import { oneLine } from './names.js';
 
 /** One line per CA certificate lacking an identifier; empty when the chain has both everywhere. */
 export function missingKeyIdentifiers(chain: readonly X509Certificate[]): string[] {
@@ -23,7 +24,7 @@ export function missingKeyIdentifiers(chain: readonly X509Certificate[]): string
     if (c.subject !== c.issuer && !ids.has(id_ce_authorityKeyIdentifier)) missing.push('AuthorityKeyIdentifier');
     if (missing.length === 0) continue;
     notes.push(
-      `CA certificate "${c.subject.replace(/\n/g, ', ')}" has no ${missing.join(' and no ')} (RFC 5280 requires it of a CA): Go, rustls and openssl verify its leaves, but verifiers in OpenSSL's strict mode (openssl verify -x509_strict) refuse them; re-issue it with the extension when you next renew it`,
+      `CA certificate "${oneLine(c.subject)}" has no ${missing.join(' and no ')} (RFC 5280 requires it of a CA): Go, rustls and openssl verify its leaves, but verifiers in OpenSSL's strict mode (openssl verify -x509_strict) refuse them; re-issue it with the extension when you next renew it`,
     );
   }
   return notes;

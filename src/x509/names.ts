@@ -14,3 +14,8 @@ export function issuerAndSubjectDer(certDer: Uint8Array): { issuer: Buffer; subj
   const slice = (n: number): Buffer => Buffer.from(certDer.subarray(fields[n]!.offset, fields[n]!.end));
   return { issuer: slice(i + 2), subject: slice(i + 4) };
 }
+
+/** A distinguished name as Node prints it (one RDN per line), on one line for messages and labels. */
+export function oneLine(dn: string): string {
+  return dn.replace(/\n/g, ', ');
+}

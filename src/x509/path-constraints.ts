@@ -15,6 +15,7 @@ import type { X509Certificate } from 'node:crypto';
 import { oid, readChildren, readElement, TAG_BOOLEAN, TAG_INTEGER, TAG_OCTET_STRING, TAG_OID, type DerElement } from './der.js';
 import type { IpPrefix } from '../net/ip-text.js';
 import { nameRefusals, rangeRefusals, readNameConstraints, type LeafNames, type NameConstraints } from './name-constraints.js';
+import { oneLine } from './names.js';
 
 const OID_SUBJECT_ALT_NAME = oid('2.5.29.17');
 const OID_BASIC_CONSTRAINTS = oid('2.5.29.19');
@@ -98,7 +99,7 @@ export function pathNameRefusals(cas: readonly ConstrainedCa[], names: LeafNames
 
 /** A certificate as the path checks read it. */
 export function pathCertOf(c: X509Certificate): PathCert {
-  return { der: c.raw, name: (c.subject ?? '').replace(/\n/g, ', ') }; // a leaf's subject is empty
+  return { der: c.raw, name: oneLine(c.subject ?? '') }; // a leaf's subject is empty
 }
 
 /**
