@@ -892,7 +892,6 @@ function failUndecodable(e: unknown, path: string, fail: (code: StatusCode, deta
   fail(Status.INTERNAL, `the request message could not be decoded as ${methodName(path)}'s request`);
 }
 
-/** Trailers-only response: the status travels in the one HEADERS frame that ends the stream. False when the stream had already gone. */
 /**
  * Streams already given a status. A stream ends with one: a second (a session destroyed, or a
  * deadline, while a Watch's UNAVAILABLE waits for its trailers) would add a second trailers
@@ -900,6 +899,11 @@ function failUndecodable(e: unknown, path: string, fail: (code: StatusCode, deta
  */
 const statusGiven = new WeakSet<ServerHttp2Stream>();
 
+/**
+ * Ends the call with this status: before a response, as a Trailers-only response (the one HEADERS
+ * frame that ends the stream); on a server stream under way, in its trailers. False when nothing
+ * was sent: the stream had gone, or already has its status.
+ */
 function sendStatus(stream: ServerHttp2Stream, code: StatusCode, details: string): boolean {
   if (stream.closed || stream.destroyed || statusGiven.has(stream)) return false;
   statusGiven.add(stream);
