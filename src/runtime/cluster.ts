@@ -20,6 +20,12 @@ import { RetiredWorkerMetrics, type WorkerMetricsJson } from './retired-metrics.
 const WORKER_ENV = 'MESHCERT_WORKER';
 /** How long a reload that finds no worker serving waits for a replacement to check it (one loading through tsx took over 20 s in CI). */
 const NO_WORKER_RELOAD_WAIT_MS = 60_000;
+/** What an operator can do when a worker process cannot be spawned. */
+const SPAWN_HINTS: Readonly<Record<string, string>> = {
+  EMFILE: "meshcert's process is at its open-file limit (ulimit -n): raise it, or lower server.maxConnections",
+  ENFILE: "the host is out of file descriptors",
+  EAGAIN: "the process limit is reached (the container's pids limit, or ulimit -u): raise it",
+};
 
 export type WorkerMessage =
   | { type: 'need-config' }
@@ -233,8 +239,13 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
       // Before 'exit' when the worker closes its channel (it is exiting): no more hand-offs.
       w.on('disconnect', () => dispatcher.remove(target));
       let listening = false;
-      // A send to a worker that has just exited fails with EPIPE, emitted here: never fatal.
-      w.on('error', (err: Error) => logger.debug({ err, pid: w.process.pid }, 'IPC to a worker failed'));
+      w.on('error', (err: NodeJS.ErrnoException) => {
+        // A process that could not be spawned (EMFILE, ENFILE, EAGAIN under a pids limit) emits
+        // only this, never 'exit': without it the pool would wait for it, a worker short, for good.
+        if (err.syscall?.startsWith('spawn')) return gone(null, null, err);
+        // A send to a worker that has just exited fails with EPIPE, emitted here: never fatal.
+        logger.debug({ err, pid: w.process.pid }, 'IPC to a worker failed');
+      });
       w.on('message', (m: WorkerMessage) => {
         if (m.type === 'inventory') {
           let batch: InventoryMessage;
@@ -310,7 +321,7 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
           reject(m.config ? new ConfigError(m.message) : new Error(m.message));
         }
       });
-      w.on('exit', (code, signal) => {
+      const gone = (code: number | null, signal: string | null, spawnError?: NodeJS.ErrnoException): void => {
         live.delete(w);
         serving.delete(w);
         configOf.delete(w);
@@ -331,6 +342,7 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
         // No answer will come: a reload or a scrape waiting on it goes on without it.
         for (const id of [...asks.keys()]) answered(id, w);
         dispatcher.remove(target);
+        if (spawnError) return reject(new Error(`could not start a worker process (${spawnError.code ?? spawnError.message}): ${SPAWN_HINTS[spawnError.code ?? ''] ?? 'see the error code'}`));
         // A `fatal` message read in the same turn keeps its reason: reject after it.
         if (!listening) return void setImmediate(() => reject(new Error(`worker exited with ${code ?? signal} before serving`)));
         if (stopping || wasRetiring) return;
@@ -341,7 +353,8 @@ export async function startWorkers(config: MeshcertConfig, ca: CaSnapshot, logge
         const lost = signal ? { inventory: `records of certificates it issued since its last shipment to this process (at most 100 ms before it was killed) are missing from the inventory, unless inventory.failClosed` } : {};
         logger.error({ pid: w.process.pid, code, signal, restarts, ...lost }, 'worker died; starting a replacement');
         replace();
-      });
+      };
+      w.on('exit', (code: number | null, signal: string | null) => gone(code, signal));
     });
 
   /**

@@ -103,6 +103,12 @@ class FakeWorker extends EventEmitter {
     this.emit('disconnect');
     this.emit('exit', code, null);
   }
+  /** Its process could not be spawned: Node emits 'error' (syscall 'spawn ...') and never 'exit'. */
+  spawnFails(code: string): void {
+    this.connected = false;
+    this.dead = true;
+    this.emit('error', Object.assign(new Error(`spawn /usr/bin/node ${code}`), { code, syscall: 'spawn /usr/bin/node' }));
+  }
   /** Exits with its channel not yet read to its end: messages may still come, then 'disconnect'. */
   exitBeforeChannelEnds(code: number | null, signal: string | null = null): void {
     this.dead = true;
@@ -198,6 +204,32 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     return workers.filter((w, i) => w.sent.filter((m) => m.type === 'connection').length > counts[i]!);
   }
 
+
+  it('fails to start, naming the limit, when a worker process cannot be spawned (Node then emits no exit)', async () => {
+    const starting = startWorkers(config(), CA, logger, shapeOf(2));
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
+    const failed = expect(starting).rejects.toThrow("could not start a worker process (EMFILE): meshcert's process is at its open-file limit (ulimit -n)");
+    fake.forked[0]!.spawnFails('EMFILE');
+    // The other is stopped, so that the process exits with the reason instead of half started.
+    await vi.waitFor(() => expect(fake.forked[1]!.sent.map((m) => m.type)).toContain('shutdown'));
+    fake.forked[1]!.exit(0);
+    await failed;
+  });
+
+  it('retries a replacement whose process cannot be spawned, until one serves', async () => {
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked;
+    const c = await replacementOf(b!);
+    c.spawnFails('EAGAIN');
+    await vi.waitFor(() => expect(msgs()).toContain('replacement worker failed to start; retrying'));
+    expect(lines.join('')).toContain('could not start a worker process (EAGAIN): the process limit is reached');
+    // Another attempt after the pause, which takes the place the first could not.
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(4), { timeout: 2000 });
+    const d = fake.forked[3]!;
+    d.start();
+    await vi.waitFor(() => expect(pool.serving()).toBe(2));
+    expect(await connectionGoesTo(pool, [a!, d])).toHaveLength(1);
+  });
 
   it('sends every worker, replacements too, the shape the primary resolved (workers never resolve auto themselves)', async () => {
     const shape: ServingShape = { workers: 2, maxConcurrentStreams: 16 };
