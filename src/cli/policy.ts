@@ -128,7 +128,7 @@ export async function policyCommand(argv: string[]): Promise<number> {
   // As serve judges it: a certificate names no cluster, so the policy judges its holder as the
   // default cluster's whatever the clusterid header says.
   if (v['client-certificate'] && v.cluster !== undefined) throw new UsageError('--cluster with --client-certificate: the server judges a client-certificate caller as the default cluster, whatever its clusterid header says');
-  if (v.key !== undefined && !(v.key in KEYS)) throw new UsageError(`--key must be one of ${Object.keys(KEYS).join(', ')}`);
+  if (v.key !== undefined && !Object.hasOwn(KEYS, v.key)) throw new UsageError(`--key must be one of ${Object.keys(KEYS).join(', ')}`);
   if (v.csr !== undefined && (v.key !== undefined || v.dns !== undefined || v.ip !== undefined)) {
     throw new UsageError('--key, --dns and --ip cannot be used with --csr: they are read from the CSR');
   }

@@ -543,6 +543,8 @@ describe('meshcert policy: usage and config errors', () => {
     ['no --config', ['explain', '--ns', 'a', '--sa', 'b'], 'policy explain needs --config FILE'],
     ['no --ns', ['explain', '--config', 'x.yaml', '--sa', 'b'], 'policy explain needs --ns and --sa'],
     ['an unknown key type', ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--key', 'ec521'], '--key must be one of rsa2048, rsa3072, rsa4096, ec256, ec384'],
+    // An Object.prototype name is no key type either: it must not reach the policy as an "undefined undefined-bit key" and exit 1 (denied).
+    ...['toString', 'constructor', '__proto__', 'hasOwnProperty'].map((k): [string, string[], string] => [`--key ${k}`, ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--key', k], '--key must be one of rsa2048, rsa3072, rsa4096, ec256, ec384']),
     ['a bad --ttl', ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--ttl', '2w'], '--ttl: invalid duration "2w"'],
     ['a --ttl that is not whole seconds', ['explain', '--config', 'x.yaml', '--ns', 'a', '--sa', 'b', '--ttl', '1.4s'], '--ttl: invalid duration "1.4s": a lifetime is a whole number of seconds'],
     ['--dns with --csr', ['explain', '--config', 'x.yaml', '--csr', 'c.pem', '--dns', 'a'], '--key, --dns and --ip cannot be used with --csr'],
