@@ -28,6 +28,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { bareSpanProblem, parseDurationArg } from '../config/duration.js';
 import { certificateKey, NOT_A_CERTIFICATE_KEY } from '../x509/serial-hex.js';
+import { decodeCursor } from '../inventory/common.js';
 import { InvalidCursorError, InvalidFilterError, type CertificateFilter, type CertificateRecord, type InventoryStore, type RecordSource } from '../inventory/types.js';
 
 export const CERTIFICATES_API_PATH = '/api/v1/certificates';
@@ -201,6 +202,8 @@ function cursorFor(apiCursor: string, tag: string): string {
   const dot = apiCursor.lastIndexOf('.');
   if (dot < 0) throw new InvalidCursorError();
   if (apiCursor.slice(dot + 1) !== tag) {
+    // Text that is no cursor at all is said to be one, not blamed on the filters.
+    decodeCursor(apiCursor.slice(0, dot));
     throw new BadRequest('this cursor was returned for other filters: send the same filters as the request that returned it (only limit may change), or start again without a cursor');
   }
   return apiCursor.slice(0, dot);
