@@ -230,6 +230,7 @@ export async function buildAuthChain(
       // A new build starts with an empty cache: a verdict of an issuer removed must not outlive it.
       cache: config.auth.tokenCache.maxEntries > 0 ? new TokenCache({ maxEntries: config.auth.tokenCache.maxEntries, maxTtlMs: config.auth.tokenCache.maxTtl * 1000 }) : false,
       clientCertificates: config.auth.clientCertificates,
+      ...(clientCert ? { clientCertificate: clientCert } : {}),
     });
   } catch (e) {
     // Not expected (assertServable ran first), but a throw here must not leave refresh timers running.

@@ -35,6 +35,13 @@ export interface AuthChainOptions {
    * handshake refused is not spoken of: its holder is told to send a token. Default true.
    */
   clientCertificates?: boolean;
+  /**
+   * The client-certificate authenticator (the one every cluster's list holds), tried when the
+   * `clusterid` header names no cluster this CA knows (or is empty with no default): a client
+   * certificate carries no cluster, and istiod's ClientCertAuthenticator ignores the header, so a
+   * holder renewing over mTLS is not refused for what its header says. A token still is.
+   */
+  clientCertificate?: Authenticator;
 }
 
 const NO_CREDENTIAL = 'no credential: send a service-account token in the authorization header, or a client certificate issued by this CA';
@@ -59,6 +66,7 @@ export class AuthChain {
   private readonly cache: TokenCache | undefined;
   private readonly maxTokenLength: number;
   private readonly clientCertificates: boolean;
+  private readonly clientCertificate: Authenticator | undefined;
   /** Token-cache scope per cluster and authenticator position, built once (not per call). */
   private readonly scopes = new Map<string, readonly string[]>();
 
@@ -89,17 +97,28 @@ export class AuthChain {
     this.cache = opts.cache === false ? undefined : (opts.cache ?? new TokenCache());
     this.maxTokenLength = opts.maxTokenLength ?? 16_384;
     this.clientCertificates = opts.clientCertificates ?? true;
+    this.clientCertificate = opts.clientCertificate;
   }
 
   /** Resolves the caller or throws a CaError (AUTH_MISSING, AUTH_INVALID, AUTH_BACKEND_UNAVAILABLE, INTERNAL). */
   async authenticate(req: AuthRequest): Promise<Caller> {
     const clusterId = req.clusterId ? req.clusterId : this.defaultCluster;
-    if (clusterId === undefined) {
-      throw new CaError('AUTH_INVALID', 'no clusterid header was sent and this CA has no default cluster');
-    }
-    const authenticators = this.clusters.get(clusterId);
-    if (!authenticators) {
-      throw new CaError('AUTH_INVALID', `unknown cluster${printableCluster(clusterId)} in the clusterid header`);
+    const authenticators = clusterId === undefined ? undefined : this.clusters.get(clusterId);
+    if (clusterId === undefined || !authenticators) {
+      const refusal =
+        clusterId === undefined
+          ? new CaError('AUTH_INVALID', 'no clusterid header was sent and this CA has no default cluster')
+          : new CaError('AUTH_INVALID', `unknown cluster${printableCluster(clusterId)} in the clusterid header`);
+      if (this.clientCertificate && req.peerCertificates?.length) {
+        try {
+          const caller = await this.clientCertificate.authenticate({ ...req, bearerToken: undefined });
+          if (caller) return caller;
+        } catch (err) {
+          // The certificate was the only credential: why it was refused says more than the header.
+          if (!req.bearerToken && isCaError(err)) throw err;
+        }
+      }
+      throw refusal;
     }
 
     // An oversized token is read by no authenticator; a client certificate beside it may still

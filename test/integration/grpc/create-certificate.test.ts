@@ -270,6 +270,16 @@ describe('client certificate (mTLS) authentication', () => {
     await expectRefused(mtls.createCertificate({ csrPem: other.pem }), status.PERMISSION_DENIED);
   });
 
+  it('renews over mTLS whatever cluster the clusterid header names, as istiod (a client certificate carries no cluster)', async () => {
+    const csr = await buildWorkloadCsr(ID('vm', 'roaming'), 'ec256');
+    const first = await ca.request({ csrPem: csr.csrPem, token: await mintToken({ ns: 'vm', sa: 'roaming' }) });
+    const mtls = ca.client({ clientCert: { certPem: first[0]! + first[1]!, keyPem: csr.privateKeyPem } });
+    const chain = await mtls.createCertificate({ csrPem: (await buildWorkloadCsr(ID('vm', 'roaming'), 'ec256')).csrPem, clusterId: 'cluster-not-configured-here' });
+    expect(new X509Certificate(chain[0]!).subjectAltName).toBe(`URI:${ID('vm', 'roaming')}`);
+    // A token still needs a cluster this CA knows.
+    await expectRefused(ca.request({ csrPem: (await makeCsr()).pem, token: await mintToken(), clusterId: 'cluster-not-configured-here' }), status.UNAUTHENTICATED, /unknown cluster/);
+  });
+
   it('refuses a client certificate of this CA whose SPIFFE ID is not an Istio workload identity with UNAUTHENTICATED, saying so', async () => {
     // Signed by the CA itself (another CA under a shared root could issue such a certificate).
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });

@@ -68,6 +68,12 @@ describe('AuthChain: cluster selection', () => {
     { name: 'does not echo an odd cluster id', options: () => ({ clusters: { Kubernetes: k8s() } }), req: { bearerToken: 't', clusterId: 'a\nb<script>' }, code: 'AUTH_INVALID', message: /^unknown cluster in the clusterid header$/ },
     { name: 'refuses an empty clusterid when there is no default cluster', options: () => ({ clusters: { east: k8s(), west: k8s() } }), req: { bearerToken: 't' }, code: 'AUTH_INVALID', message: /no default cluster/ },
     { name: 'uses an explicit default cluster', options: () => ({ clusters: { east: [new Fake('x', 'invalid')], west: k8s() }, defaultCluster: 'west' }), req: { bearerToken: 't' } },
+    // A client certificate names no cluster (istiod's certificate authenticator ignores the header).
+    { name: 'accepts a client certificate whatever cluster the header names', options: () => ({ clusters: { Kubernetes: k8s() }, clientCertificate: new Fake('cert', 'ok-cert') }), req: { clusterId: 'mars', peerCertificates: [Buffer.from('x')] } },
+    { name: 'accepts a client certificate with no clusterid and no default cluster', options: () => ({ clusters: { east: k8s(), west: k8s() }, clientCertificate: new Fake('cert', 'ok-cert') }), req: { peerCertificates: [Buffer.from('x')] } },
+    { name: 'says why a client certificate, the only credential, was refused, not the header', options: () => ({ clusters: { Kubernetes: k8s() }, clientCertificate: new Fake('cert', 'revoked') }), req: { clusterId: 'mars', peerCertificates: [Buffer.from('x')] }, code: 'AUTH_INVALID', message: /^cert: client certificate is revoked$/ },
+    { name: 'names the unknown cluster when a token came beside a refused client certificate', options: () => ({ clusters: { Kubernetes: k8s() }, clientCertificate: new Fake('cert', 'revoked') }), req: { bearerToken: 't', clusterId: 'mars', peerCertificates: [Buffer.from('x')] }, code: 'AUTH_INVALID', message: /unknown cluster "mars"/ },
+    { name: 'refuses a token for an unknown cluster even with the client-certificate authenticator on', options: () => ({ clusters: { Kubernetes: k8s() }, clientCertificate: new Fake('cert', 'ok-cert') }), req: { bearerToken: 't', clusterId: 'mars' }, code: 'AUTH_INVALID', message: /unknown cluster "mars"/ },
   ];
   for (const c of cases) {
     it(c.name, async () => {
