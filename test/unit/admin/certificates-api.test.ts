@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { handleCertificatesApi } from '../../../src/admin/certificates-api.js';
+import { handleCertificatesApi, QuerySlots, requestTarget } from '../../../src/admin/certificates-api.js';
 import { openStore } from '../../../src/inventory/open.js';
 import type { CertificateRecord, InventoryStore } from '../../../src/inventory/types.js';
 import { createTestDatabase, pgSkipReason, type TestDatabase } from '../../support/postgres-control.js';
@@ -186,12 +186,16 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     // The absolute form (RFC 9112 §3.2.2), as a proxy may send it: the same path.
     expect(await rawStatus(`${base}/api/v1/certificates?limit=1`)).toBe(200);
     expect(await rawStatus(`${base}/healthz/../api/v1/certificates`)).toBe(418);
+    // The scheme is case-insensitive (RFC 9110 §4.2.3).
+    expect(await rawStatus(`${base.replace('http:', 'HTTP:')}/api/v1/certificates?limit=1`)).toBe(200);
   });
 
   it.skipIf(skip)('lists certificates as JSON with ISO dates, ordered by notAfter', async () => {
     const r = await request('/api/v1/certificates?limit=3');
     expect(r.status).toBe(200);
     expect(r.headers['content-type']).toBe('application/json; charset=utf-8');
+    // An inventory answer is a moment's: no cache (a proxy's, a browser's) may serve it again.
+    expect(r.headers['cache-control']).toBe('no-store');
     const body = r.body as { items: Array<Record<string, unknown>>; nextCursor: string | null };
     expect(Object.keys(body).sort()).toEqual(['items', 'nextCursor']);
     expect(body.items).toHaveLength(3);
@@ -294,6 +298,9 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
     expect(await got('expiringWithin=7d&includeExpired=false')).toEqual(fps((r) => r.notAfter.getTime() >= NOW && r.notAfter.getTime() < NOW + 7 * 24 * HOUR));
     expect(await got('includeExpired=false')).toEqual(fps((r) => r.notAfter.getTime() >= NOW));
     expect(await got('includeExpired=true')).toHaveLength(60);
+    // 1 and 0 say the same as true and false.
+    expect(await got('includeExpired=0')).toEqual(fps((r) => r.notAfter.getTime() >= NOW));
+    expect(await got('includeExpired=1')).toHaveLength(60);
   });
 
   it.skipIf(skip)('gets one certificate by serial or fingerprint, and 404s otherwise', async () => {
@@ -414,5 +421,59 @@ describe.each([sqlite(), postgres()])('certificates API over $name', (h) => {
       await new Promise((resolve) => srv.close(resolve));
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('certificates API over a fake store', () => {
+  async function serve(store: InventoryStore, options: Parameters<typeof handleCertificatesApi>[3]): Promise<{ url: string; close: () => Promise<void> }> {
+    const srv = http.createServer((req, res) => void handleCertificatesApi(req, res, store, options));
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+    return { url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`, close: () => new Promise((resolve) => srv.close(() => resolve())) };
+  }
+
+  it('runs a lookup in a query slot too: one more than the slots is answered 503 with Retry-After, without asking the store', async () => {
+    const waiting: Array<() => void> = [];
+    let gets = 0;
+    const store = {
+      // The first lookup is held; any later one would be answered at once.
+      get: () => (++gets === 1 ? new Promise((resolve) => waiting.push(() => resolve(null))) : Promise.resolve(null)),
+    } as unknown as InventoryStore;
+    const { url, close } = await serve(store, { slots: new QuerySlots(1) });
+    try {
+      const held = fetch(`${url}/api/v1/certificates/${'ab'.repeat(32)}`);
+      await expect.poll(() => gets).toBe(1);
+      const busy = await fetch(`${url}/api/v1/certificates/${'cd'.repeat(32)}`);
+      expect(busy.status).toBe(503);
+      expect(busy.headers.get('retry-after')).toBe('1');
+      expect(gets).toBe(1);
+      waiting.splice(0).forEach((r) => r());
+      expect((await held).status).toBe(404);
+    } finally {
+      waiting.splice(0).forEach((r) => r());
+      await close();
+    }
+  });
+
+  it("hands the store's own error to onError (for the log), not a copy of its message", async () => {
+    const failure = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+    const store = { list: () => Promise.reject(failure), get: () => Promise.reject(failure) } as unknown as InventoryStore;
+    const seen: Error[] = [];
+    const { url, close } = await serve(store, { onError: (e) => seen.push(e) });
+    try {
+      expect((await fetch(`${url}/api/v1/certificates`)).status).toBe(503);
+      expect((await fetch(`${url}/api/v1/certificates/${'ab'.repeat(32)}`)).status).toBe(503);
+      expect(seen).toHaveLength(2);
+      for (const e of seen) expect(e).toBe(failure);
+    } finally {
+      await close();
+    }
+  });
+});
+
+describe('requestTarget', () => {
+  it('reads the absolute form with no path as the root, and keeps the query', () => {
+    expect(requestTarget('http://meshcert.example:9090')).toEqual({ path: '/', query: '' });
+    expect(requestTarget('HTTPS://meshcert.example/api/v1/certificates?limit=1')).toEqual({ path: '/api/v1/certificates', query: 'limit=1' });
+    expect(requestTarget(undefined)).toEqual({ path: '/', query: '' });
   });
 });

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CaError, SignedTokenRefusedError, SigningKeyPendingError } from '../../../src/errors/ca-error.js';
-import { AuthChain } from '../../../src/auth/chain.js';
+import { AuthChain, isPlausibleClusterId } from '../../../src/auth/chain.js';
 import { Status } from '../../../src/grpc/codes.js';
 import { toGrpcFailure } from '../../../src/grpc/status.js';
 import type { AuthChainOptions } from '../../../src/auth/chain.js';
@@ -13,7 +13,7 @@ import type { SigningKey } from './helpers.js';
 
 const CALLER: Caller = { method: 'jwt', identities: ['spiffe://cluster.local/ns/a/sa/b'], namespace: 'a', serviceAccount: 'b', expiresAt: Math.floor(Date.now() / 1000) + 3600 };
 
-type Behaviour = 'ok' | 'null' | 'invalid' | 'signed-invalid' | 'unavailable' | 'pending' | 'boom' | 'ok-cert' | 'revoked';
+type Behaviour = 'ok' | 'null' | 'invalid' | 'signed-invalid' | 'unavailable' | 'pending' | 'boom' | 'internal' | 'ok-cert' | 'revoked';
 
 class Fake implements Authenticator {
   calls = 0;
@@ -41,6 +41,8 @@ class Fake implements Authenticator {
         throw new SigningKeyPendingError(`${this.name}: the token's signing key is not in the issuer's key set yet`);
       case 'boom':
         throw new TypeError('bug');
+      case 'internal':
+        throw new CaError('INTERNAL', `${this.name}: could not read the key store`);
       case 'revoked':
         throw Object.assign(new CaError('AUTH_INVALID', `${this.name}: client certificate is revoked`), { caller: 'spiffe://cluster.local/ns/vm/sa/db' });
     }
@@ -83,6 +85,16 @@ describe('AuthChain: cluster selection', () => {
     });
   }
 
+  it('quotes an unknown cluster back only when it could be a cluster name: at most 63 letters, digits, dots, dashes or underscores', async () => {
+    expect(isPlausibleClusterId('a'.repeat(63))).toBe(true);
+    expect(isPlausibleClusterId('a'.repeat(64))).toBe(false);
+    expect(isPlausibleClusterId('')).toBe(false);
+    expect(isPlausibleClusterId('east-1.prod_a')).toBe(true);
+    const chain = new AuthChain({ clusters: { Kubernetes: [new Fake('jwt', 'ok')] } });
+    expect(await outcome(chain.authenticate({ bearerToken: 't', clusterId: 'm'.repeat(63) }))).toEqual({ code: 'AUTH_INVALID', message: `unknown cluster "${'m'.repeat(63)}" in the clusterid header` });
+    expect(await outcome(chain.authenticate({ bearerToken: 't', clusterId: 'm'.repeat(64) }))).toEqual({ code: 'AUTH_INVALID', message: 'unknown cluster in the clusterid header' });
+  });
+
   it('refuses a default cluster that is not configured', () => {
     expect(() => new AuthChain({ clusters: { east: [new Fake('a', 'ok')] }, defaultCluster: 'west' })).toThrow(/defaultCluster/);
   });
@@ -90,6 +102,19 @@ describe('AuthChain: cluster selection', () => {
   it('refuses a cluster with no authenticators', () => {
     expect(() => new AuthChain({ clusters: { east: [] } })).toThrow(/at least one authenticator/);
     expect(() => new AuthChain({ clusters: {} })).toThrow(/at least one cluster/);
+  });
+
+  it('refuses clusters that are not a map, and a list holding something that is not an authenticator, saying which setting', () => {
+    expect(() => new AuthChain({ clusters: null as unknown as AuthChainOptions['clusters'] })).toThrow(/^auth.clusters must map cluster names to authenticators$/);
+    expect(() => new AuthChain({ clusters: { east: [new Fake('a', 'ok'), { name: 'x' } as unknown as Authenticator] } })).toThrow(/^auth.clusters\["east"\] holds something that is not an authenticator$/);
+  });
+
+  it("keeps its own copy of each cluster's authenticators: the caller changing its array afterwards changes nothing", async () => {
+    const list: Authenticator[] = [new Fake('jwt', 'ok')];
+    const chain = new AuthChain({ clusters: { Kubernetes: list }, cache: false });
+    list[0] = new Fake('other', 'invalid');
+    list.push(new Fake('more', 'invalid'));
+    expect((await chain.authenticate({ bearerToken: 't' })).method).toBe('jwt');
   });
 });
 
@@ -111,6 +136,9 @@ describe('AuthChain: outcome precedence', () => {
     { name: 'a refusal of a token whose signature verified wins over a pending key read in the other order too', chain: ['pending', 'invalid', 'signed-invalid'], code: 'AUTH_INVALID', message: /^signed-invalid-2: token audience/ },
     { name: 'a backend outage still wins over a refusal of a verified token', chain: ['signed-invalid', 'unavailable'], code: 'AUTH_BACKEND_UNAVAILABLE', message: /^unavailable-1: backend down$/ },
     { name: 'an unexpected exception becomes INTERNAL, not UNAUTHENTICATED', chain: ['boom', 'invalid'], code: 'INTERNAL', message: /^internal error while authenticating$/ },
+    { name: 'an INTERNAL CaError wins over an earlier AUTH_INVALID', chain: ['invalid', 'internal'], code: 'INTERNAL', message: /^internal-1: could not read the key store$/ },
+    { name: 'backend unavailable wins over an unexpected exception (the client retries)', chain: ['boom', 'unavailable'], code: 'AUTH_BACKEND_UNAVAILABLE', message: /^unavailable-1: backend down$/ },
+    { name: 'backend unavailable wins over a pending key read, whose message it keeps', chain: ['pending', 'unavailable'], code: 'AUTH_BACKEND_UNAVAILABLE', message: /^unavailable-1: backend down$/ },
     { name: 'all null without a credential is AUTH_MISSING', chain: ['null', 'null'], req: {}, code: 'AUTH_MISSING', message: /^no credential: send a service-account token in the authorization header, or a client certificate issued by this CA$/ },
     { name: 'all null with an authorization header that is not Bearer says so', chain: ['null', 'null'], req: { authorizationNotBearer: true }, code: 'AUTH_MISSING', message: /^the authorization header is not "Bearer <token>"/ },
     { name: 'all null with a bearer token is AUTH_INVALID (untrusted issuer)', chain: ['null'], code: 'AUTH_INVALID', message: /not a JWT from a trusted issuer/ },
@@ -172,6 +200,19 @@ describe('AuthChain: outcome precedence', () => {
   });
 });
 
+describe('AuthChain: token length', () => {
+  it('gives a token of 16 384 characters (the default limit) to the authenticators, and refuses one longer', async () => {
+    const seen: Array<number | undefined> = [];
+    const fake = new Fake('jwt', 'ok');
+    const spy = { name: 'jwt', authenticate: async (req: AuthRequest) => (seen.push(req.bearerToken?.length), fake.authenticate(req)) };
+    const chain = new AuthChain({ clusters: { Kubernetes: [spy] }, cache: false });
+    expect((await chain.authenticate({ bearerToken: 'x'.repeat(16_384) })).method).toBe('jwt');
+    const r = await outcome(chain.authenticate({ bearerToken: 'x'.repeat(16_385) }));
+    expect(r).toEqual({ code: 'AUTH_INVALID', message: 'bearer token is longer than 16384 characters' });
+    expect(seen).toEqual([16_384, undefined]);
+  });
+});
+
 describe('AuthChain: token cache', () => {
   it('a cache hit avoids verifying the token again', async () => {
     const fake = new Fake('jwt', 'ok');
@@ -191,6 +232,19 @@ describe('AuthChain: token cache', () => {
     expect((await chain.authenticate({ bearerToken: 't', clusterId: 'east' })).identities).toEqual(['spiffe://east.local/ns/a/sa/b']);
     expect((await chain.authenticate({ bearerToken: 't', clusterId: 'west' })).identities).toEqual(['spiffe://west.local/ns/a/sa/b']);
     expect(east.calls + west.calls).toBe(2);
+  });
+
+  it("stops answering from the cache when the authenticator's cache generation changes (a signing key removed)", async () => {
+    const fake = new Fake('jwt', 'ok');
+    let generation = 1;
+    const versioned: Authenticator = { name: 'jwt', authenticate: (req) => fake.authenticate(req), get cacheGeneration() { return generation; } };
+    const chain = new AuthChain({ clusters: { Kubernetes: [versioned] } });
+    await chain.authenticate({ bearerToken: 't' });
+    await chain.authenticate({ bearerToken: 't' });
+    expect(fake.calls).toBe(1);
+    generation = 2;
+    await chain.authenticate({ bearerToken: 't' });
+    expect(fake.calls).toBe(2);
   });
 
   it('does not cache failures', async () => {

@@ -5,9 +5,10 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../../src/config/load.js';
 import type { ConfigInput, MeshcertConfig } from '../../../src/config/schema.js';
 import type { CaSnapshot } from '../../../src/ca/state.js';
+import { ConfigError } from '../../../src/errors/ca-error.js';
 import type { CertificateRecord } from '../../../src/inventory/types.js';
 import { createLogger } from '../../../src/log/logger.js';
-import { initialHeapMb, startWorkers, workerExecArgv, type PrimaryMessage, type WorkerMessage, type WorkerPool } from '../../../src/runtime/cluster.js';
+import { initialHeapMb, startWorkers, workerExecArgv, type PrimaryMessage, type WorkerMessage, type WorkerMetricsJson, type WorkerPool } from '../../../src/runtime/cluster.js';
 import { encodeInventory, type InventoryMessage } from '../../../src/runtime/ipc-sink.js';
 import type { ServingShape } from '../../../src/runtime/auto-shape.js';
 
@@ -118,6 +119,10 @@ class FakeWorker extends EventEmitter {
     this.connected = false;
     this.emit('disconnect');
   }
+  /** Its channel has just closed, and Node has not emitted 'disconnect' yet. */
+  channelClosing(): void {
+    this.connected = false;
+  }
   reloads(): Array<Extract<PrimaryMessage, { type: 'reload' }>> {
     return this.sent.filter((m): m is Extract<PrimaryMessage, { type: 'reload' }> => m.type === 'reload');
   }
@@ -214,6 +219,124 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     await vi.waitFor(() => expect(fake.forked[1]!.sent.map((m) => m.type)).toContain('shutdown'));
     fake.forked[1]!.exit(0);
     await failed;
+  });
+
+  it("fails to start with a ConfigError when a worker's failure is the operator's to fix (a port in use), and a plain Error otherwise", async () => {
+    for (const config_ of [true, false]) {
+      const starting = startWorkers(config(), CA, logger, shapeOf(2));
+      await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
+      const failed = starting.then(
+        () => expect.unreachable('started'),
+        (e: unknown) => e,
+      );
+      fake.forked[0]!.say({ type: 'fatal', message: 'server.listen: address in use', ...(config_ ? { config: true } : {}) });
+      fake.forked[0]!.exit(1);
+      await vi.waitFor(() => expect(fake.forked[1]!.sent.map((m) => m.type)).toContain('shutdown'));
+      fake.forked[1]!.exit(0);
+      const err = (await failed) as Error;
+      expect(err.message).toBe('server.listen: address in use');
+      expect(err instanceof ConfigError, String(config_)).toBe(config_);
+      fake.forked.length = 0;
+    }
+  });
+
+  it('tells a worker that starts while the server drains (server.shutdownDelay) to report NOT_SERVING too', async () => {
+    const pool = await twoServing(config());
+    pool.draining();
+    const c = await replacementOf(fake.forked[1]!);
+    expect(c.sent.map((m) => m.type)).not.toContain('draining');
+    c.say({ type: 'listening', port: 0 });
+    expect(c.sent.map((m) => m.type)).toContain('draining');
+  });
+
+  it("fails to start with the reason a worker gave, though its exit is seen before its last message", async () => {
+    const starting = startWorkers(config(), CA, logger, shapeOf(2));
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
+    const failed = expect(starting).rejects.toThrow('ca.certFile: cannot read /ca/cert.pem');
+    const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    a.exitBeforeChannelEnds(1);
+    a.say({ type: 'fatal', message: 'ca.certFile: cannot read /ca/cert.pem', config: true });
+    a.channelEnds();
+    await vi.waitFor(() => expect(b.sent.map((m) => m.type)).toContain('shutdown'));
+    b.exit(0);
+    await failed;
+  });
+
+  it('tells one still starting when another failed to start to drain once it listens (it could not read the first request)', async () => {
+    const starting = startWorkers(config(), CA, logger, shapeOf(2));
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
+    const failed = expect(starting).rejects.toThrow('worker exited with 1 before serving');
+    const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    a.exit(1);
+    await vi.waitFor(() => expect(b.sent.map((m) => m.type)).toContain('shutdown'));
+    b.start();
+    expect(b.sent.at(-1)).toEqual({ type: 'shutdown' });
+    expect(b.sent.filter((m) => m.type === 'shutdown')).toHaveLength(2);
+    b.exit(0);
+    await failed;
+  });
+
+  it('tells the hook how a serving worker died: by a signal, or with an exit code', async () => {
+    const deaths: string[] = [];
+    const starting = startWorkers(config(), CA, logger, shapeOf(2), { onDeath: (how) => deaths.push(how) });
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
+    for (const w of fake.forked) w.start();
+    pools.push(await starting);
+    const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    a.exitBeforeChannelEnds(null, 'SIGKILL');
+    a.channelEnds();
+    b.exit(3);
+    expect(deaths).toEqual(['signal', 'exit_code']);
+  });
+
+  it('tells every worker, and any started later, when the server begins to drain', async () => {
+    const pool = await twoServing(config());
+    pool.draining();
+    for (const w of fake.forked) expect(w.sent.at(-1)).toEqual({ type: 'draining' });
+  });
+
+  it('answers a scrape at once when no worker is serving (all died at once), without waiting its timeout', async () => {
+    const pool = await twoServing(config());
+    for (const w of fake.forked.slice(0, 2)) w.exit(1);
+    const started = Date.now();
+    expect(await pool.workerMetrics(3_000)).toEqual({ metrics: [], unanswered: 0 });
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
+  it('refuses a reload at once when the server stops while none serves, rather than waiting for a replacement', async () => {
+    const pool = await twoServing(config());
+    pools.splice(0);
+    const stopped = pool.shutdown();
+    for (const w of fake.forked) w.exit(0);
+    await stopped;
+    const answer_ = await Promise.race([pool.reload(revoking(), CA).then(() => 'applied', (e: Error) => e.message), new Promise((r) => setTimeout(() => r('still waiting'), 1_000))]);
+    expect(answer_).toBe('the server is shutting down');
+  });
+
+  it('at shutdown, does not count one still starting that exits non-zero as a worker that did not stop cleanly', async () => {
+    const pool = await twoServing(config());
+    pools.splice(0);
+    const c = await replacementOf(fake.forked[1]!);
+    const stopped = pool.shutdown();
+    fake.forked[0]!.exit(0);
+    c.exit(1);
+    await expect(stopped).resolves.toBeUndefined();
+  });
+
+  it("at shutdown, does not wait more than 2 s for a worker's channel that never reports its end", async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval'] });
+    const pool = await twoServing(config());
+    pools.splice(0);
+    const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    let settled = false;
+    const stopped = pool.shutdown().finally(() => (settled = true));
+    a.exit(0);
+    b.exitBeforeChannelEnds(0);
+    await vi.advanceTimersByTimeAsync(1_999);
+    expect(settled).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(settled).toBe(true);
+    await stopped;
   });
 
   it('retries a replacement whose process cannot be spawned, until one serves', async () => {
@@ -458,8 +581,11 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     await expect(rejected).rejects.toThrow('cannot read JSON');
   });
 
-  it('a worker retired during a reload round (its catch-up unanswered) leaves the round: its exit is no refusal', async () => {
-    // Three workers: e applies a reload while c and d start (both must catch up), then dies, its replacement still starting.
+  /**
+   * Three workers; a and b die, and their replacements c and d are given the config a reload then
+   * replaces (e applies it): both must catch up once they listen. e then dies, its replacement starting.
+   */
+  async function threeWithTwoBehind(): Promise<{ pool: WorkerPool; c: FakeWorker; d: FakeWorker }> {
     const starting = startWorkers(config(), CA, logger, shapeOf(3));
     await vi.waitFor(() => expect(fake.forked).toHaveLength(3));
     for (const w of fake.forked) w.start();
@@ -472,20 +598,84 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     answer(e);
     await reloadingFirst;
     await replacementOf(e);
+    return { pool, c, d };
+  }
+
+  /**
+   * Three workers; replacements c and d start behind a reload (fake timers on from their listening),
+   * a second reload round (`next`) is sent to both, and d answers its catch-up: c's is left to the test.
+   */
+  async function roundWithTwoCatchingUp(next: MeshcertConfig = revoking()): Promise<{ c: FakeWorker; d: FakeWorker; reloading: Promise<void> }> {
+    const { pool, c, d } = await threeWithTwoBehind();
     vi.useFakeTimers({ toFake: ['setTimeout', 'setInterval'] });
     c.say({ type: 'listening', port: 0 });
     d.say({ type: 'listening', port: 0 });
     await vi.advanceTimersByTimeAsync(1_000);
-    const next = revoking();
     const reloading = pool.reload(next, CA); // sent to both, held back as they are
+    d.say({ type: 'reloaded', id: d.reloads()[0]!.id });
+    return { c, d, reloading };
+  }
+
+  it('a worker retired during a reload round (its catch-up unanswered) leaves the round: its exit is no refusal', async () => {
+    // Three workers: e applies a reload while c and d start (both must catch up), then dies, its replacement still starting.
+    const next = revoking();
+    const { c, d, reloading } = await roundWithTwoCatchingUp(next); // d catches up in time
     expect(lastReload(c).config).toBe(next);
     expect(lastReload(d).config).toBe(next);
-    d.say({ type: 'reloaded', id: d.reloads()[0]!.id }); // d catches up in time
     await vi.advanceTimersByTimeAsync(29_000); // c does not: retired, 30 s after it listened
     expect(c.sent.at(-1)).toEqual({ type: 'shutdown' });
     c.exit(0);
     answer(d);
     await expect(reloading).resolves.toBeUndefined();
+  });
+
+  it('a worker retired during a reload round is out of it: its refusal of the round, sent while it drains, rejects nothing', async () => {
+    const { c, d, reloading } = await roundWithTwoCatchingUp();
+    await vi.advanceTimersByTimeAsync(29_000); // c's catch-up unanswered: retired
+    expect(c.sent.at(-1)).toEqual({ type: 'shutdown' });
+    answer(c, 'jwksFile /keys.json: cannot read JSON'); // its answer to the round, late
+    answer(d);
+    await expect(reloading).resolves.toBeUndefined();
+  });
+
+  it('a worker retired during a reload round it had applied is not sent back when the round is rejected: it drains', async () => {
+    const { c, d, reloading } = await roundWithTwoCatchingUp();
+    answer(c); // c applies the round, but never answers its catch-up
+    await vi.advanceTimersByTimeAsync(29_000);
+    expect(c.sent.at(-1)).toEqual({ type: 'shutdown' });
+    answer(d, 'jwksFile /keys.json: cannot read JSON');
+    await expect(reloading).rejects.toThrow('cannot read JSON');
+    expect(c.sent.at(-1)).toEqual({ type: 'shutdown' });
+    expect(c.reloads()).toHaveLength(2); // its catch-up and the round: nothing more
+  });
+
+  it('a worker retired once is not retired again (nor replaced twice) when another of its reloads goes unanswered', async () => {
+    const { c, d, reloading } = await roundWithTwoCatchingUp();
+    answer(c); // c applies the round (and is sent back), but answers neither its catch-up nor that
+    answer(d, 'jwksFile /keys.json: cannot read JSON');
+    await expect(reloading).rejects.toThrow('cannot read JSON');
+    const forked = fake.forked.length;
+    await vi.advanceTimersByTimeAsync(32_000); // its catch-up's 30 s end, then its rollback's
+    expect(msgs().filter((m) => m.includes('draining it and starting a replacement'))).toHaveLength(1);
+    expect(c.sent.filter((m) => m.type === 'shutdown')).toHaveLength(1);
+    expect(fake.forked).toHaveLength(forked + 1);
+  });
+
+  it('one held back that applied a rejected reload round is admitted once it has gone back to the config in force', async () => {
+    const { pool, c, d } = await threeWithTwoBehind();
+    // c and d listen behind the config in force: held back, both are the round's targets.
+    c.say({ type: 'listening', port: 0 });
+    d.say({ type: 'listening', port: 0 });
+    expect(pool.serving()).toBe(0);
+    const reloading = pool.reload(revoking(), CA);
+    d.say({ type: 'reloaded', id: d.reloads()[0]!.id }); // d catches up during the round: not admitted yet
+    answer(d); // and applies the round's config
+    answer(c, 'jwksFile /keys.json: cannot read JSON');
+    await expect(reloading).rejects.toThrow('cannot read JSON');
+    expect(pool.serving()).toBe(0);
+    answer(d); // back on the config in force
+    expect(pool.serving()).toBe(1);
+    expect(pool.connections().map((x) => x.worker)).toEqual([d.id]);
   });
 
   it('at shutdown, waits for each worker\'s channel to end after its exit, and fails (said) when one did not stop cleanly', async () => {
@@ -533,6 +723,46 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     for (const w of fake.forked) w.exit(0);
     await stopped;
     pools.splice(0);
+  });
+
+  it('at shutdown, a worker held back that catches up meanwhile is not admitted: it is not among the workers taking connections', async () => {
+    const { pool, a, c } = await replacementBehind();
+    c.say({ type: 'listening', port: 0 });
+    expect(pool.connections().map((e) => e.worker)).toEqual([a.id]);
+    pools.splice(0);
+    const stopped = pool.shutdown();
+    answer(c); // its catch-up, answered as the server stops
+    expect(pool.connections().map((e) => e.worker)).toEqual([a.id]);
+    for (const w of fake.forked) if (!w.isDead()) w.exit(0);
+    await stopped;
+  });
+
+  it("counts a worker whose channel has ended as serving no more, before its exit is seen, and hands it nothing", async () => {
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    b.channelEnds();
+    expect(pool.serving()).toBe(1);
+    expect(pool.connections().map((e) => e.worker)).toEqual([a.id]);
+  });
+
+  it("hands a connection to another worker, not to one whose channel has just closed (its 'disconnect' not yet emitted)", async () => {
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    // a, the first of two equals, would be picked.
+    a.channelClosing();
+    expect(await connectionGoesTo(pool, [a, b])).toEqual([b]);
+    expect(a.sent.map((m) => m.type)).not.toContain('connection');
+    expect(pool.serving()).toBe(1);
+  });
+
+  it('one catching up is admitted when it answers, though another worker exited meanwhile', async () => {
+    const { pool, a, c } = await replacementBehind();
+    c.say({ type: 'listening', port: 0 });
+    expect(pool.serving()).toBe(1);
+    a.exit(1);
+    expect(pool.serving()).toBe(0);
+    answer(c);
+    expect(pool.connections().map((x) => x.worker)).toEqual([c.id]);
   });
 
   it('one held back is no target of a reload round, and reporting memory pressure meanwhile, is admitted short of memory: it is handed no connection until it recovers', async () => {
@@ -651,6 +881,20 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(c.reloads()).toEqual([]);
   });
 
+  it('after a rejected reload: one retired for not going back is not admitted again while it drains, when a later reload is rejected too', async () => {
+    const { pool, a, b } = await rejectedBySilence(true);
+    answer(a);
+    vi.advanceTimersByTime(30_000);
+    expect(b.sent.at(-1)).toEqual({ type: 'shutdown' });
+    expect(pool.serving()).toBe(1);
+    // b drains (it still holds the config in force: it never applied the rejected one) as a refuses the next reload.
+    const refused = pool.reload(revoking(), CA);
+    answer(a, 'jwksFile /keys.json: cannot read JSON');
+    await expect(refused).rejects.toThrow('cannot read JSON');
+    expect(pool.serving()).toBe(1);
+    expect(pool.connections().map((e) => e.worker)).toEqual([a.id]);
+  });
+
   it('after a rejected reload: when every worker is stuck, the last one taking connections is kept, not retired', async () => {
     const { pool, a, b } = await rejectedBySilence(false);
     vi.advanceTimersByTime(30_000);
@@ -672,6 +916,83 @@ describe('startWorkers: workers started during a reload, and rejected reloads', 
     expect(c.kills).toEqual([]);
     vi.advanceTimersByTime(1);
     expect(c.kills).toEqual(['SIGKILL']);
+  });
+
+  it('tells every worker at once when a batch arrives and the inventory stops accepting records (inventory.failClosed), not at the next 250 ms tick', async () => {
+    let accepting = true;
+    const starting = startWorkers(config(), CA, logger, shapeOf(2), { onInventory: () => {}, accepting: () => accepting });
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
+    for (const w of fake.forked) w.start();
+    pools.push(await starting);
+    const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    accepting = false;
+    a.say(encodeInventory({ type: 'inventory', records: [], audit: [] }));
+    for (const w of [a, b]) expect(w.sent.at(-1)).toEqual({ type: 'inventory-state', accepting: false });
+  });
+
+  it('tells a replacement, before any connection, that the inventory refuses records', async () => {
+    const starting = startWorkers(config(), CA, logger, shapeOf(2), { accepting: () => false });
+    await vi.waitFor(() => expect(fake.forked).toHaveLength(2));
+    for (const w of fake.forked) w.start();
+    pools.push(await starting);
+    // The state published to the workers that started; a replacement is told when it listens.
+    await new Promise((r) => setTimeout(r, 300));
+    const c = await replacementOf(fake.forked[1]!);
+    c.say({ type: 'listening', port: 0 });
+    expect(c.sent.map((m) => m.type)).toEqual(['config', 'inventory-state']);
+    expect(c.sent[1]).toEqual({ type: 'inventory-state', accepting: false });
+  });
+
+  it("counts a worker's connections down as it reports them closed", async () => {
+    const pool = await twoServing(config());
+    const [w] = await connectionGoesTo(pool, fake.forked.slice(0, 2));
+    const open = (): number | undefined => pool.connections().find((e) => e.worker === w!.id)?.open;
+    expect(open()).toBe(1);
+    w!.say({ type: 'connections-closed', count: 1 });
+    expect(open()).toBe(0);
+  });
+
+  it('answers a metrics scrape as soon as every serving worker has answered, with their metrics', async () => {
+    const pool = await twoServing(config());
+    const scrape = pool.workerMetrics(3_000);
+    const started = Date.now();
+    for (const w of fake.forked) {
+      const ask = w.sent.find((m): m is Extract<PrimaryMessage, { type: 'metrics-request' }> => m.type === 'metrics-request')!;
+      w.say({ type: 'metrics', id: ask.id, metrics: [] });
+    }
+    expect(await scrape).toEqual({ metrics: [[], []], unanswered: 0 });
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it("keeps a dead worker's last counters in later scrapes, so that the sums do not drop", async () => {
+    const pool = await twoServing(config());
+    const [a, b] = fake.forked as [FakeWorker, FakeWorker];
+    const counter = [{ name: 'meshcert_test_total', help: 'a test counter', type: 'counter', values: [{ value: 3, labels: {} }], aggregator: 'sum' }] as unknown as WorkerMetricsJson;
+    const answerScrape = (w: FakeWorker): void => {
+      const ask = w.sent.filter((m): m is Extract<PrimaryMessage, { type: 'metrics-request' }> => m.type === 'metrics-request').at(-1)!;
+      w.say({ type: 'metrics', id: ask.id, metrics: counter });
+    };
+    const first = pool.workerMetrics(3_000);
+    answerScrape(a);
+    answerScrape(b);
+    expect((await first).metrics).toHaveLength(2);
+    b.exit(1);
+    const second = pool.workerMetrics(3_000);
+    answerScrape(a);
+    expect(await second).toEqual({ metrics: [counter, counter], unanswered: 0 });
+  });
+
+  it('a retired worker that exits within the grace period is not killed, nor said to be', async () => {
+    const { c } = await replacementBehind();
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    c.say({ type: 'listening', port: 0 });
+    answer(c, 'no');
+    expect(c.sent.at(-1)).toEqual({ type: 'shutdown' });
+    vi.advanceTimersByTime(1_000);
+    c.exit(0);
+    vi.advanceTimersByTime(10_000);
+    expect(c.kills).toEqual([]);
+    expect(msgs().filter((m) => m.startsWith('worker still running'))).toEqual([]);
   });
 
   it("hands a worker's inventory batch to the intake with its Dates, answers its durable records through the worker, and drops a batch that is not one without stopping", async () => {
