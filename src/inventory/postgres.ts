@@ -1,8 +1,10 @@
 /**
  * PostgreSQL inventory store (`pg` Pool). For several replicas sharing one database.
  *
- * - Migrations are versioned in `inventory_schema_migrations` and applied while holding a
- *   session-level pg_advisory_lock, so replicas starting together migrate once.
+ * - Migrations are versioned in `inventory_schema_migrations` and applied one per transaction,
+ *   each holding a transaction-level advisory lock, so replicas starting together migrate once
+ *   (also through a transaction-pooling PgBouncer: nothing here relies on session state, and
+ *   statements are unnamed, since a named one is prepared on one server connection only).
  * - A batch is ONE statement (INSERT ... SELECT FROM unnest(arrays) ON CONFLICT (fingerprint)
  *   DO NOTHING): atomic, and a retry after a lost acknowledgement stores nothing twice.
  *   Rows are sorted by fingerprint so that two replicas inserting overlapping batches lock
@@ -267,10 +269,12 @@ export class PostgresInventoryStore implements InventoryStore {
    * retried here rather than failing a CronJob or an hourly prune. So is a serialization failure
    * (40001) under a stricter default isolation level.
    */
-  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = [], name?: string): Promise<pg.QueryResult<R>> {
+  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<pg.QueryResult<R>> {
     this.assertOpen();
     values = pgValues(values);
-    const config = name === undefined ? { text, values } : { name, text, values };
+    // Unnamed: a named statement is prepared on one server connection, which a transaction-pooling
+    // PgBouncer does not keep for the next statement.
+    const config = { text, values };
     return this.againOnConflict(() => this.pool.query<R>(config));
   }
 
@@ -309,30 +313,31 @@ export class PostgresInventoryStore implements InventoryStore {
     const migrationQuery = (text: string, values: unknown[] = []): Promise<pg.QueryResult> =>
       client.query({ text, values, query_timeout: MIGRATION_TIMEOUT_MS } as pg.QueryConfig);
     try {
-      await migrationQuery('SELECT pg_advisory_lock($1, $2)', [...LOCK_KEY]);
-      try {
-        await client.query(
-          `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
-        );
-        const { rows } = await client.query<{ version: number }>(`SELECT version FROM ${MIGRATIONS_TABLE}`);
-        const applied = new Set(rows.map((r) => Number(r.version)));
-        assertSchemaNotNewer(Math.max(0, ...applied), MIGRATIONS);
-        for (const m of MIGRATIONS) {
-          if (applied.has(m.version)) continue;
-          await client.query('BEGIN');
-          try {
-            await migrationQuery(m.sql);
-            await client.query(`INSERT INTO ${MIGRATIONS_TABLE} (version) VALUES ($1)`, [m.version]);
-            await client.query('COMMIT');
-          } catch (err) {
-            await client.query('ROLLBACK').catch(() => undefined);
-            throw err;
+      // One migration per transaction, each under a transaction-level advisory lock taken first:
+      // a session-level lock would be neither held nor released on the right server connection
+      // behind a transaction-pooling PgBouncer, where every statement outside a transaction may
+      // run on another one.
+      for (;;) {
+        await client.query('BEGIN');
+        try {
+          await migrationQuery('SELECT pg_advisory_xact_lock($1, $2)', [...LOCK_KEY]);
+          await client.query(
+            `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+          );
+          const { rows } = await client.query<{ version: number }>(`SELECT version FROM ${MIGRATIONS_TABLE}`);
+          const applied = new Set(rows.map((r) => Number(r.version)));
+          assertSchemaNotNewer(Math.max(0, ...applied), MIGRATIONS);
+          const next = MIGRATIONS.find((m) => !applied.has(m.version));
+          if (next !== undefined) {
+            await migrationQuery(next.sql);
+            await client.query(`INSERT INTO ${MIGRATIONS_TABLE} (version) VALUES ($1)`, [next.version]);
           }
+          await client.query('COMMIT');
+          if (next === undefined) break;
+        } catch (err) {
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw err;
         }
-      } finally {
-        await client.query('SELECT pg_advisory_unlock($1, $2)', [...LOCK_KEY]).catch(() => {
-          broken = true; // the session (and with it the lock) is gone: do not return it to the pool
-        });
       }
     } catch (err) {
       broken = true;
@@ -368,7 +373,7 @@ export class PostgresInventoryStore implements InventoryStore {
       cols[16]![i] = dnsNamesJson(r);
     });
     try {
-      await this.query(INSERT_CERTS_SQL, cols, 'meshcert_inventory_insert_certs');
+      await this.query(INSERT_CERTS_SQL, cols);
     } catch (err) {
       throw classify(err);
     }
@@ -391,7 +396,7 @@ export class PostgresInventoryStore implements InventoryStore {
       cols[8]![i] = e.serial ?? null;
     });
     try {
-      await this.query(INSERT_AUDIT_SQL, cols, 'meshcert_inventory_insert_audit');
+      await this.query(INSERT_AUDIT_SQL, cols);
     } catch (err) {
       throw classify(err);
     }
@@ -494,7 +499,7 @@ export class PostgresInventoryStore implements InventoryStore {
   }
 
   /**
-   * A pooled connection for statements that must share one (a transaction, a session lock). While
+   * A pooled connection for statements that must share one (a transaction). While
    * it is checked out pg-pool's own 'error' listener is off, and a connection that ends (a restart,
    * a failover, pg_terminate_backend) makes pg's Client emit 'error' besides rejecting the statement
    * in progress: unheard, that throws from a socket event and ends the process. Heard here, it only

@@ -120,7 +120,7 @@ export interface Page<T> {
 
 export interface InventoryStore {
   readonly kind: 'sqlite' | 'postgres';
-  /** Idempotent. PostgreSQL: serialised across replicas with pg_advisory_lock. */
+  /** Idempotent. PostgreSQL: serialised across replicas with pg_advisory_xact_lock (one per migration transaction). */
   migrate(): Promise<void>;
   /**
    * Atomic (all or nothing) and idempotent on fingerprint: a record whose fingerprint is

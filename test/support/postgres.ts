@@ -88,7 +88,7 @@ function lookupId(flag: '-u' | '-g', user: string): number | null {
 }
 
 /** As root, the unprivileged user to run the server as; null when not root. */
-function serverUser(): { uid: number; gid: number } | null {
+export function serverUser(): { uid: number; gid: number } | null {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) return null;
   for (const name of ['postgres', 'nobody']) {
     const uid = lookupId('-u', name);

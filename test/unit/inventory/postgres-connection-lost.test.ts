@@ -1,6 +1,6 @@
 /**
  * A PostgreSQL connection that ends while the inventory holds it checked out (a transaction, the
- * migration's session lock): a restart, a failover, pg_terminate_backend. pg's Client then emits
+ * migration's transactions): a restart, a failover, pg_terminate_backend. pg's Client then emits
  * 'error' as well as rejecting the statement; unheard, that 'error' threw from a socket event and
  * ended the process (the primary, and with it every worker and the records buffered in memory).
  * Now the statement's rejection is all that happens. The server is a stand-in that speaks just
